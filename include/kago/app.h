@@ -1,0 +1,36 @@
+/* kago — an app served by `kago serve`: the container part (a spec) plus the FastContainer policy. */
+#ifndef KAGO_APP_H
+#define KAGO_APP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <kago/spec.h>
+
+enum kago_idle_action { KAGO_IDLE_STOP, KAGO_IDLE_FREEZE };
+
+struct kago_app {
+    char *name;
+    char **hosts; /* NULL-terminated; matched case-insensitively against Host (port stripped) */
+    struct kago_spec spec; /* the container of one instance; spec.name is a prefix for instance names */
+    uint16_t port;         /* where the app listens inside its container (127.0.0.1) */
+    uint64_t lifetime_ms;      /* max age of an instance; default 20 min */
+    uint64_t idle_timeout_ms;  /* stop after no request for this long; default 5 min */
+    uint64_t start_timeout_ms; /* default 10 s */
+    uint64_t stop_grace_ms;    /* default 10 s */
+    unsigned min_instances;    /* default 0 */
+    unsigned max_instances;    /* default 4 */
+    unsigned concurrency;      /* in-flight per instance before scaling out; default 20 */
+    unsigned max_pending;      /* held requests per app; default 1000 */
+    uint64_t max_body;         /* request body limit in bytes; default 64 MiB; 0 = unlimited */
+    bool socket_activation;    /* kago binds 127.0.0.1:port in the instance's netns, passes fd 3 */
+    enum kago_idle_action idle_action; /* default KAGO_IDLE_STOP */
+    uint64_t freeze_for_ms;            /* KAGO_IDLE_FREEZE: stay frozen this long, then stop */
+    bool checkpoint_after_ready;       /* CRIU tier (issue 5) */
+};
+
+/* Fills app with the documented defaults (and spec with kago_spec_init's). */
+KAGO_EXPORT void kago_app_init(struct kago_app *app);
+KAGO_EXPORT void kago_app_free(struct kago_app *app);
+
+#endif

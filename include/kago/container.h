@@ -1,0 +1,71 @@
+/* kago — container lifecycle: the mechanism. Policy (when, how many, how long) lives in the callers. */
+#ifndef KAGO_CONTAINER_H
+#define KAGO_CONTAINER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <kago/error.h>
+#include <kago/spec.h>
+
+enum kago_status { KAGO_CREATED, KAGO_RUNNING, KAGO_PAUSED, KAGO_STOPPED };
+
+struct kago_container; /* opaque; a loaded or created container */
+
+struct kago_stats {
+    uint64_t cpu_usage_us;
+    int64_t memory_current, memory_peak; /* bytes; -1 when the backend cannot tell */
+    int64_t pids_current;
+    int64_t oom_kills;
+};
+
+struct kago_spawn_opts {
+    bool wait_start;  /* stop before exec until kago_container_start() (kago create / start) */
+    int stdio[3];     /* fds for the command's stdin/stdout/stderr; -1 = inherit */
+    bool detach;      /* the caller will not wait: the container is reparented away from it */
+};
+
+/* Builds the container described by spec under state dir root: cgroup, namespaces, mounts,
+ * security, then (unless opts->wait_start) execs the command. On success *out is the new container
+ * (caller frees with kago_container_free) whose process is the caller's child. On failure nothing is
+ * left behind: no process, cgroup, mount or state file. */
+KAGO_EXPORT int kago_container_create(const char *root, const struct kago_spec *spec,
+                                      const struct kago_spawn_opts *opts, struct kago_container **out,
+                                      struct kago_error **err);
+/* Lets a container made with wait_start run its command. */
+KAGO_EXPORT int kago_container_start(struct kago_container *c, struct kago_error **err);
+/* Loads a container from its state file. */
+KAGO_EXPORT int kago_container_load(const char *root, const char *name, struct kago_container **out,
+                                    struct kago_error **err);
+KAGO_EXPORT void kago_container_free(struct kago_container *c);
+
+KAGO_EXPORT const char *kago_container_name(const struct kago_container *c);
+KAGO_EXPORT pid_t kago_container_pid(const struct kago_container *c);
+/* A pidfd for the container's init (owned by c; -1 if the process is gone). */
+KAGO_EXPORT int kago_container_pidfd(const struct kago_container *c);
+KAGO_EXPORT enum kago_status kago_container_status(struct kago_container *c);
+KAGO_EXPORT const char *kago_status_name(enum kago_status s);
+/* The container's spec as loaded or created (owned by c). */
+KAGO_EXPORT const struct kago_spec *kago_container_spec(const struct kago_container *c);
+
+KAGO_EXPORT int kago_container_kill(struct kago_container *c, int sig, bool all, struct kago_error **err);
+/* Removes every trace: cgroup, state dir. A running container is refused unless force (then killed). */
+KAGO_EXPORT int kago_container_delete(struct kago_container *c, bool force, struct kago_error **err);
+/* Applies the set fields of limits to the running container, live, and records them. */
+KAGO_EXPORT int kago_container_update(struct kago_container *c, const struct kago_limits *limits,
+                                      struct kago_error **err);
+KAGO_EXPORT int kago_container_pause(struct kago_container *c, bool pause, struct kago_error **err);
+KAGO_EXPORT int kago_container_stats(struct kago_container *c, struct kago_stats *st, struct kago_error **err);
+/* Opens the container's namespace of type ns (O_CLOEXEC fd, caller closes). */
+KAGO_EXPORT int kago_container_open_ns(struct kago_container *c, enum kago_ns ns, struct kago_error **err);
+/* Runs proc->argv inside the container's namespaces and cgroup, with proc's env/cwd/uid/gid.
+ * Returns the pid (the caller's child) or < 0. */
+KAGO_EXPORT pid_t kago_container_exec(struct kago_container *c, const struct kago_spec *proc,
+                                      struct kago_error **err);
+/* Names of the containers in root (NULL-terminated, caller frees each and the array). */
+KAGO_EXPORT int kago_container_list(const char *root, char ***names, struct kago_error **err);
+/* The state as a JSON text (caller frees). */
+KAGO_EXPORT char *kago_container_state_json(struct kago_container *c);
+
+#endif

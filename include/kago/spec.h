@@ -1,0 +1,159 @@
+/* kago — the container spec: the one model every front end fills and every backend reads. */
+#ifndef KAGO_SPEC_H
+#define KAGO_SPEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <kago/error.h>
+
+/* Where kago looks for its default root filesystem (made by scripts/mkrootfs). */
+#define KAGO_DEFAULT_ROOTFS "/var/lib/kago/rootfs/busybox"
+#define KAGO_DEFAULT_ROOT   "/run/kago"
+
+enum kago_ns {
+    KAGO_NS_PID,
+    KAGO_NS_MOUNT,
+    KAGO_NS_UTS,
+    KAGO_NS_IPC,
+    KAGO_NS_NET,
+    KAGO_NS_CGROUP,
+    KAGO_NS_USER,
+    KAGO_NS_COUNT
+};
+
+struct kago_idmap {
+    uint32_t inside, outside, count;
+};
+
+enum kago_mount_kind { KAGO_MOUNT_BIND, KAGO_MOUNT_TMPFS };
+
+struct kago_mount {
+    enum kago_mount_kind kind;
+    char *src; /* bind only */
+    char *dst; /* absolute path inside the container */
+    bool readonly;
+    uint64_t size; /* tmpfs only; 0 = kernel default */
+};
+
+struct kago_rlimit {
+    int resource; /* RLIMIT_* */
+    uint64_t soft, hard;
+};
+
+/* A raw controller key, e.g. "cpu.cfs_quota_us" (v1) or "cpu.max" (v2), written as is. */
+struct kago_cgroup_kv {
+    char *key, *value;
+};
+
+/* Each limit is "unset" (KAGO_UNSET or NULL) unless asked for; unset limits are not written. */
+#define KAGO_UNSET   (-1)
+#define KAGO_NOLIMIT (-2) /* "max": explicitly unlimited */
+
+struct kago_limits {
+    int64_t cpu_quota_us;  /* per period; KAGO_UNSET, KAGO_NOLIMIT or > 0 */
+    int64_t cpu_period_us; /* KAGO_UNSET = 100000 */
+    int64_t cpu_weight;    /* 1..10000 (v2 scale; v1 shares = weight * 1024 / 100) */
+    int64_t memory;        /* bytes */
+    int64_t pids;
+    char *cpuset;          /* "0-1,3" */
+    struct kago_cgroup_kv *raw;
+    size_t nraw;
+};
+
+enum kago_seccomp_mode { KAGO_SECCOMP_DEFAULT, KAGO_SECCOMP_UNCONFINED, KAGO_SECCOMP_CUSTOM };
+enum kago_seccomp_action { KAGO_SCMP_ALLOW, KAGO_SCMP_ERRNO, KAGO_SCMP_KILL, KAGO_SCMP_LOG };
+
+struct kago_seccomp_rule {
+    char *syscall;
+    enum kago_seccomp_action action;
+    int errno_value; /* for KAGO_SCMP_ERRNO */
+};
+
+struct kago_seccomp {
+    enum kago_seccomp_mode mode;
+    /* CUSTOM: the default action and the rules; DEFAULT: rules are added to the built-in deny list. */
+    enum kago_seccomp_action default_action;
+    int default_errno;
+    struct kago_seccomp_rule *rules;
+    size_t nrules;
+};
+
+struct kago_spec {
+    char *name;
+    char *rootfs;
+    bool readonly; /* rootfs mounted read-only */
+    bool overlay;  /* rootfs as a read-only lower + a writable tmpfs upper, per container */
+    uint64_t overlay_size; /* tmpfs size of the upper; 0 = kernel default */
+
+    char **argv; /* NULL-terminated */
+    char **env;  /* NULL-terminated; "K=V" */
+    char *cwd;
+    char *hostname;
+    uid_t uid;
+    gid_t gid;
+
+    unsigned ns;                        /* bit (1u << KAGO_NS_*) per namespace to create */
+    char *join_ns[KAGO_NS_COUNT];       /* path of an existing namespace to enter, or NULL */
+    struct kago_idmap *uidmap, *gidmap; /* user namespace maps */
+    size_t nuidmap, ngidmap;
+
+    struct kago_mount *mounts;
+    size_t nmounts;
+    char **masked_paths;   /* NULL-terminated */
+    char **readonly_paths; /* NULL-terminated */
+
+    struct kago_limits limits;
+    struct kago_rlimit *rlimits;
+    size_t nrlimits;
+
+    uint64_t caps; /* capabilities kept (bounding, permitted, effective, inheritable, ambient for uid != 0) */
+    struct kago_seccomp seccomp;
+    bool no_new_privs;
+    bool init; /* a tiny PID 1 that reaps zombies and forwards signals */
+
+    /* Socket activation: when listen_port is set, the container's init binds 127.0.0.1:listen_port
+     * inside the container's network namespace before exec and passes it as fd 3 with LISTEN_FDS=1 and
+     * LISTEN_PID, so connections queue in the kernel backlog from the first instant. */
+    uint16_t listen_port;
+};
+
+/* Fills spec with kago's documented defaults (all namespaces but user, Docker's default capabilities,
+ * default seccomp, no_new_privs, masked and read-only paths, default rootfs). */
+KAGO_EXPORT void kago_spec_init(struct kago_spec *spec);
+KAGO_EXPORT void kago_spec_free(struct kago_spec *spec);
+/* Checks the spec for values that cannot work; returns 0 or < 0 with *err set. */
+KAGO_EXPORT int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err);
+
+/* Parsers shared by every front end (CLI flags, Kagofile). Each returns 0 or < 0 with *err set. */
+KAGO_EXPORT int kago_parse_size(const char *s, int64_t *bytes, struct kago_error **err);     /* 64M, 1G, max */
+KAGO_EXPORT int kago_parse_cpu(const char *s, int64_t *quota_us, struct kago_error **err);   /* 30%, 1.5, max */
+KAGO_EXPORT int kago_parse_duration(const char *s, uint64_t *ms, struct kago_error **err);   /* 5s, 20m, 150ms */
+KAGO_EXPORT int kago_parse_ns_list(const char *s, unsigned *ns, struct kago_error **err);   /* pid,net,... */
+KAGO_EXPORT int kago_ns_from_name(const char *name);                                         /* -1 if unknown */
+KAGO_EXPORT const char *kago_ns_name(enum kago_ns ns);
+KAGO_EXPORT int kago_parse_idmap(const char *s, struct kago_idmap *map, struct kago_error **err);
+KAGO_EXPORT int kago_parse_mount_bind(const char *s, struct kago_mount *m, struct kago_error **err);
+KAGO_EXPORT int kago_parse_mount_tmpfs(const char *s, struct kago_mount *m, struct kago_error **err);
+KAGO_EXPORT int kago_parse_rlimit(const char *s, struct kago_rlimit *rl, struct kago_error **err);
+KAGO_EXPORT int kago_rlimit_from_name(const char *name); /* "nofile" or "RLIMIT_NOFILE"; -1 if unknown */
+KAGO_EXPORT int kago_cap_from_name(const char *name);    /* "net_admin" or "CAP_NET_ADMIN"; -1 if unknown */
+KAGO_EXPORT uint64_t kago_caps_default(void);            /* Docker's default set */
+KAGO_EXPORT int kago_parse_user(const char *s, uid_t *uid, gid_t *gid, struct kago_error **err);
+
+/* Appends to the spec's arrays (copies the strings). */
+KAGO_EXPORT void kago_spec_add_env(struct kago_spec *spec, const char *kv);
+KAGO_EXPORT void kago_spec_add_mount(struct kago_spec *spec, const struct kago_mount *m);
+KAGO_EXPORT void kago_spec_add_rlimit(struct kago_spec *spec, const struct kago_rlimit *rl);
+KAGO_EXPORT void kago_spec_add_raw(struct kago_spec *spec, const char *key, const char *value);
+KAGO_EXPORT void kago_spec_add_seccomp_rule(struct kago_spec *spec, const struct kago_seccomp_rule *r);
+KAGO_EXPORT void kago_spec_set_argv(struct kago_spec *spec, char *const *argv);
+/* Reads a seccomp profile in Docker/OCI JSON form (defaultAction, defaultErrnoRet, syscalls[].names/action/
+ * errnoRet; argument filters are not supported and are reported) into spec->seccomp as CUSTOM. */
+KAGO_EXPORT int kago_seccomp_load_file(struct kago_spec *spec, const char *path, struct kago_error **err);
+/* Parses a seccomp action name: allow, errno, kill, log (or SCMP_ACT_*). -1 if unknown. */
+KAGO_EXPORT int kago_seccomp_action_from_name(const char *name);
+
+#endif

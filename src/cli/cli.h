@@ -1,0 +1,60 @@
+/* kago CLI: one file per verb, each a thin layer over libkago. */
+#ifndef KAGO_CLI_H
+#define KAGO_CLI_H
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include <kago/kago.h>
+
+struct cli {
+    const char *root; /* state dir (--root), default KAGO_DEFAULT_ROOT */
+    const char *prog; /* "kago" */
+};
+
+/* Prints "kago: MSG" (the error's text) to stderr once and frees it. Returns the exit code 1. */
+int cli_fail(struct kago_error *err);
+/* Prints "kago: FMT" to stderr. Returns 1 (or 2 for usage errors via cli_usage). */
+int cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Each verb gets argv with argv[0] = the verb name; returns the process exit code. */
+#define CLI_VERB(v) int cli_##v(struct cli *g, int argc, char **argv)
+CLI_VERB(run);
+CLI_VERB(create);
+CLI_VERB(start);
+CLI_VERB(exec);
+CLI_VERB(kill);
+CLI_VERB(delete);
+CLI_VERB(list);
+CLI_VERB(state);
+CLI_VERB(update);
+CLI_VERB(pause);
+CLI_VERB(resume);
+CLI_VERB(stats);
+/* `kago run Kagofile [NAME...]`: run.c hands over when its first argument is a file. */
+CLI_VERB(run_kagofile);
+
+/* Options shared by run and create: fills spec from one option. Returns 1 if the option was
+ * consumed, 0 if it is not a spec option, < 0 on a bad value (message printed). */
+int cli_spec_option(struct kago_spec *spec, int opt, const char *arg);
+/* getopt codes of the spec options */
+enum {
+    O_ROOTFS = 1000, O_NAME, O_HOSTNAME, O_ENV, O_CWD, O_USER, O_BIND, O_TMPFS, O_READONLY, O_OVERLAY, O_NS,
+    O_JOIN_NS, O_UIDMAP, O_GIDMAP, O_CPU, O_CPU_WEIGHT, O_MEMORY, O_PIDS, O_CPUSET, O_RLIMIT, O_CAP_ADD,
+    O_CAP_DROP, O_SECCOMP, O_NO_NEW_PRIVS, O_INIT, O_CGROUP_SET,
+};
+extern const struct option cli_spec_longopts[];
+/* Limit options (--cpu --cpu-weight --memory --pids --cpuset), shared with `kago update`. */
+int cli_limit_option(struct kago_limits *l, int opt, const char *arg);
+/* Parses run/create options into spec; returns the index of the command in argv, -0x100 after --help,
+ * or minus the exit code on bad input (message printed). detach may be NULL (no --detach). */
+int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, int argc, char **argv);
+/* Loads container NAME or prints why not. */
+struct kago_container *cli_load(struct cli *g, const char *name);
+/* A signal by name (TERM, SIGTERM) or number; -1 if unknown. */
+int cli_signal(const char *s);
+
+#endif

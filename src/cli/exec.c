@@ -1,0 +1,76 @@
+/* kago exec NAME [--env K=V] [--cwd DIR] [--user UID[:GID]] -- CMD [ARG...] */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "cli.h"
+
+static volatile sig_atomic_t target;
+static void forward(int sig)
+{
+    if (target > 0)
+        kill(target, sig);
+}
+
+CLI_VERB(exec)
+{
+    static const struct option opts[] = {
+        {"env", required_argument, NULL, O_ENV}, {"cwd", required_argument, NULL, O_CWD},
+        {"user", required_argument, NULL, O_USER}, {NULL, 0, NULL, 0},
+    };
+    struct kago_spec proc = {0};
+    proc.cwd = NULL;
+    int ch;
+    opterr = 0;
+    char **env = NULL;
+    size_t nenv = 0;
+    struct kago_error *err = NULL;
+    while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        if (ch == O_ENV) {
+            env = realloc(env, (nenv + 2) * sizeof *env);
+            env[nenv++] = optarg;
+            env[nenv] = NULL;
+        } else if (ch == O_CWD) {
+            proc.cwd = optarg;
+        } else if (ch == O_USER) {
+            if (kago_parse_user(optarg, &proc.uid, &proc.gid, &err) < 0)
+                return cli_fail(err);
+        } else {
+            return cli_usage("exec", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (argc - optind < 2)
+        return cli_usage("exec", "expected: kago exec NAME -- CMD [ARG...]");
+    struct kago_container *c = cli_load(g, argv[optind]);
+    if (!c) {
+        free(env);
+        return 1;
+    }
+    /* the container's environment, with --env on top */
+    struct kago_spec merged = {0};
+    const struct kago_spec *cs = kago_container_spec(c);
+    for (size_t i = 0; cs->env && cs->env[i]; i++)
+        kago_spec_add_env(&merged, cs->env[i]);
+    for (size_t i = 0; i < nenv; i++)
+        kago_spec_add_env(&merged, env[i]);
+    free(env);
+    proc.env = merged.env;
+    proc.argv = argv + optind + 1;
+    pid_t pid = kago_container_exec(c, &proc, &err);
+    kago_spec_free(&merged);
+    kago_container_free(c);
+    if (pid < 0)
+        return cli_fail(err);
+    target = pid;
+    struct sigaction sa = {.sa_handler = forward};
+    sigemptyset(&sa.sa_mask);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+    for (size_t s = 0; s < sizeof sigs / sizeof sigs[0]; s++)
+        sigaction(sigs[s], &sa, NULL);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return 127;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}

@@ -1,0 +1,53 @@
+/* kago list [--json]: every container in the state dir with its status. */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+CLI_VERB(list)
+{
+    bool json = argc == 2 && !strcmp(argv[1], "--json");
+    if (argc > 2 || (argc == 2 && !json))
+        return cli_usage("list", "expected: kago list [--json]");
+    char **names = NULL;
+    struct kago_error *err = NULL;
+    if (kago_container_list(g->root, &names, &err) < 0)
+        return cli_fail(err);
+    json_object *arr = json ? json_object_new_array() : NULL;
+    if (!json)
+        printf("%-20s %-8s %-8s %-20s %s\n", "NAME", "PID", "STATUS", "CREATED", "COMMAND");
+    for (size_t i = 0; names[i]; i++) {
+        struct kago_container *c = NULL;
+        if (kago_container_load(g->root, names[i], &c, &err) < 0) {
+            kago_error_clear(&err); /* deleted meanwhile */
+            free(names[i]);
+            continue;
+        }
+        char *st = kago_container_state_json(c);
+        json_object *o = json_tokener_parse(st);
+        free(st);
+        if (json) {
+            json_object_array_add(arr, o);
+        } else {
+            time_t t = (time_t)json_object_get_int64(json_object_object_get(o, "created"));
+            char when[32];
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&t));
+            json_object *cmd = json_object_object_get(o, "command");
+            printf("%-20s %-8d %-8s %-20s %s\n", names[i], json_object_get_int(json_object_object_get(o, "pid")),
+                   json_object_get_string(json_object_object_get(o, "status")), when,
+                   cmd && json_object_array_length(cmd) ? json_object_get_string(json_object_array_get_idx(cmd, 0)) : "");
+            json_object_put(o);
+        }
+        kago_container_free(c);
+        free(names[i]);
+    }
+    free(names);
+    if (json) {
+        puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
+        json_object_put(arr);
+    }
+    return 0;
+}

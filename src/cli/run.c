@@ -1,0 +1,129 @@
+/* kago run [OPTIONS] -- CMD [ARG...]: create, start, wait, clean up; exits as the container did. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "cli.h"
+
+static volatile sig_atomic_t target_pid;
+
+static void forward(int sig)
+{
+    if (target_pid > 0)
+        kill(target_pid, sig);
+}
+
+static bool looks_like_kagofile(const char *arg)
+{
+    struct stat st;
+    const char *base = strrchr(arg, '/');
+    base = base ? base + 1 : arg;
+    size_t n = strlen(arg);
+    bool named = !strncmp(base, "Kagofile", 8) || (n > 3 && !strcmp(arg + n - 3, ".rb"));
+    return named && stat(arg, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static void run_usage(const char *verb)
+{
+    printf("usage: kago %s [OPTIONS] -- CMD [ARG...]\n"
+           "       kago run Kagofile [NAME...] [--set KEY=VALUE] [--detach]\n"
+           "options: --rootfs DIR --name NAME --hostname H --env K=V --cwd DIR --user UID[:GID]\n"
+           "         --bind SRC:DST[:ro] --tmpfs DST[:SIZE] --readonly --overlay\n"
+           "         --ns pid,mount,uts,ipc,net,cgroup,user --join-ns TYPE:PATH --uidmap C:H:N --gidmap C:H:N\n"
+           "         --cpu PCT --cpu-weight N --memory SIZE --pids N --cpuset LIST --rlimit NAME=SOFT[:HARD]\n"
+           "         --cgroup-set KEY=VALUE --cap-add CAP --cap-drop CAP --seccomp default|unconfined|FILE\n"
+           "         --no-new-privs true|false --init --detach\n",
+           verb);
+}
+
+/* Parses the spec options of run/create. Returns the index of the command, or < 0 (exit code negated). */
+int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, int argc, char **argv)
+{
+    static struct option opts[64];
+    size_t n = 0;
+    for (; cli_spec_longopts[n].name; n++)
+        opts[n] = cli_spec_longopts[n];
+    opts[n++] = (struct option){"detach", no_argument, NULL, 'd'};
+    opts[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    opts[n] = (struct option){0};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+dh", opts, NULL)) != -1) {
+        if (c == 'h') {
+            run_usage(verb);
+            return -0x100;
+        }
+        if (c == 'd' && detach) {
+            *detach = true;
+            continue;
+        }
+        if (c == '?' || c == ':' || c == 'd')
+            return -cli_usage(verb, "unknown option or missing value: %s", argv[optind - 1]);
+        if (cli_spec_option(spec, c, optarg) < 0)
+            return -1;
+    }
+    if (optind >= argc)
+        return -cli_usage(verb, "no command given (kago %s [OPTIONS] -- CMD [ARG...])", verb);
+    return optind;
+}
+
+static int exit_code(struct kago_container *c, int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    int sig = WTERMSIG(status);
+    struct kago_stats st;
+    if (sig == SIGKILL && kago_container_stats(c, &st, NULL) == 0 && st.oom_kills > 0)
+        fprintf(stderr, "kago: container %s: killed by the OOM killer (memory limit %lld bytes)\n",
+                kago_container_name(c), (long long)kago_container_spec(c)->limits.memory);
+    return 128 + sig;
+}
+
+CLI_VERB(run)
+{
+    if (argc > 1 && looks_like_kagofile(argv[1]))
+        return cli_run_kagofile(g, argc, argv);
+    struct kago_spec spec;
+    kago_spec_init(&spec);
+    bool detach = false;
+    int i = cli_parse_spec("run", &spec, &detach, argc, argv);
+    if (i < 0) {
+        kago_spec_free(&spec);
+        return i == -0x100 ? 0 : -i;
+    }
+    kago_spec_set_argv(&spec, argv + i);
+    struct kago_spawn_opts opts = {.stdio = {-1, -1, -1}, .detach = detach};
+    struct kago_container *c = NULL;
+    struct kago_error *err = NULL;
+    int rc = kago_container_create(g->root, &spec, &opts, &c, &err);
+    kago_spec_free(&spec);
+    if (rc < 0)
+        return cli_fail(err);
+    if (detach) {
+        puts(kago_container_name(c));
+        kago_container_free(c);
+        return 0;
+    }
+    target_pid = kago_container_pid(c);
+    struct sigaction sa = {.sa_handler = forward};
+    sigemptyset(&sa.sa_mask);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+    for (size_t s = 0; s < sizeof sigs / sizeof sigs[0]; s++)
+        sigaction(sigs[s], &sa, NULL);
+    int status = 0;
+    while (waitpid(kago_container_pid(c), &status, 0) < 0) {
+        if (errno != EINTR) {
+            status = 127 << 8;
+            break;
+        }
+    }
+    int code = exit_code(c, status);
+    if (kago_container_delete(c, true, &err) < 0)
+        cli_fail(err);
+    kago_container_free(c);
+    return code;
+}

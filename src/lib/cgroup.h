@@ -1,0 +1,100 @@
+/* cgroups behind one interface; v1 (per-controller hierarchies, hybrid hosts too) and v2 backends. */
+#ifndef KAGO_CGROUP_H
+#define KAGO_CGROUP_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <kago/container.h>
+#include <kago/spec.h>
+
+#include "util.h"
+
+struct kago__cgroup;
+
+struct kago__cgroup_ops {
+    const char *name; /* "v1" or "v2" */
+    /* mkdir the container's cgroup (and the "kago" parent, prepared as the controllers need). */
+    int (*create)(struct kago__cgroup *cg, struct kago_error **err);
+    /* Moves pid into the cgroup (every hierarchy on v1). */
+    int (*enter)(struct kago__cgroup *cg, pid_t pid, struct kago_error **err);
+    /* Writes the set fields of limits (and raw keys) live. Unset fields are left as they are. */
+    int (*apply)(struct kago__cgroup *cg, const struct kago_limits *limits, struct kago_error **err);
+    /* Restricts device access to kago's minimal /dev (v1 devices controller; v2: nothing to do, see README). */
+    int (*devices)(struct kago__cgroup *cg, struct kago_error **err);
+    int (*freeze)(struct kago__cgroup *cg, bool frozen, struct kago_error **err);
+    /* 1 frozen, 0 thawed, < 0 error */
+    int (*frozen)(struct kago__cgroup *cg, struct kago_error **err);
+    int (*stats)(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err);
+    /* Sends sig to every process in the cgroup. Returns how many were signalled. */
+    int (*kill_all)(struct kago__cgroup *cg, int sig, struct kago_error **err);
+    /* rmdir the cgroup (and the "kago" parent when it is empty). Processes must be gone. */
+    int (*destroy)(struct kago__cgroup *cg, struct kago_error **err);
+    /* Opens the directory used by clone3(CLONE_INTO_CGROUP), or -1 where the backend has none (v1). */
+    int (*open_dir)(struct kago__cgroup *cg, struct kago_error **err);
+};
+
+struct kago__cgroup {
+    const struct kago__cgroup_ops *ops;
+    char *mountpoint; /* "/sys/fs/cgroup" (or a fake cgroupfs in unit tests) */
+    char *name;       /* container name: the cgroup is <mountpoint>[/<controller>]/kago/<name> */
+};
+
+extern const struct kago__cgroup_ops kago__cgroup_v1 KAGO_INTERNAL;
+extern const struct kago__cgroup_ops kago__cgroup_v2 KAGO_INTERNAL;
+
+/* Detects the host's cgroup layout: v2 when mountpoint is a cgroup2 filesystem, v1 when it holds
+ * per-controller v1 hierarchies (hybrid hosts whose cgroup2 mount at unified/ holds no controller are v1).
+ * $KAGO_CGROUP=v1|v2 forces a backend. Returns NULL with *err set if neither is usable. */
+const struct kago__cgroup_ops *kago__cgroup_detect(const char *mountpoint, struct kago_error **err) KAGO_INTERNAL;
+/* Fills cg for container name with the detected backend (mountpoint NULL = /sys/fs/cgroup). */
+int kago__cgroup_init(struct kago__cgroup *cg, const char *mountpoint, const char *name,
+                      struct kago_error **err) KAGO_INTERNAL;
+void kago__cgroup_fini(struct kago__cgroup *cg) KAGO_INTERNAL;
+
+/* Unit tests: replaces the v1 controller mounts read from /proc/self/mountinfo with n (controller, path)
+ * pairs (co-mounted controllers share a path). n == 0 goes back to mountinfo. Not thread-safe. */
+struct kago__cgroup_v1_mount {
+    const char *controller, *path;
+};
+void kago__cgroup_v1_set_mounts(const struct kago__cgroup_v1_mount *m, size_t n) KAGO_INTERNAL;
+/* True when at least one controller kago uses is mounted as a v1 hierarchy (cached per process). */
+bool kago__cgroup_v1_present(void) KAGO_INTERNAL;
+
+/* Shared by the two backends (cgroup.c). dir is a cgroup directory; messages name the cgroup as
+ * "cgroup kago/<name>" and the file and value. */
+#define KAGO__CG_PARENT "kago"
+/* base/kago/name (name NULL: base/kago) into buf; -ENAMETOOLONG with *err set when it does not fit. */
+int kago__cg_dir(char *buf, size_t size, const char *base, const char *name, struct kago_error **err) KAGO_INTERNAL;
+/* Opens dir/file and writes value with one write(). */
+int kago__cg_write(const struct kago__cgroup *cg, const char *dir, const char *file, const char *value,
+                   struct kago_error **err) KAGO_INTERNAL;
+/* Reads dir/file into buf (NUL-terminated, trailing newline kept). Returns the length or -errno. */
+ssize_t kago__cg_read(const struct kago__cgroup *cg, const char *dir, const char *file, char *buf, size_t size,
+                      struct kago_error **err) KAGO_INTERNAL;
+/* Value of the line "key N" in a flat-keyed file's text; false if absent. */
+bool kago__cg_key(const char *text, const char *key, int64_t *out) KAGO_INTERNAL;
+/* mkdir base/kago/name. On ENOENT (no "kago" parent, or another process just removed it) calls
+ * prepare(base) and retries, once more if the parent vanishes again. *created tells whether
+ * prepare made the parent. A stale empty cgroup of the same name is replaced; a busy one is an error. */
+int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base,
+                   int (*prepare)(const struct kago__cgroup *cg, const char *base, struct kago_error **err),
+                   bool *created, struct kago_error **err) KAGO_INTERNAL;
+/* rmdir base/kago/name (retrying briefly while just-dead processes leave it busy), then base/kago
+ * when no other container uses it. A cgroup already gone is not an error. */
+int kago__cg_rmdir(const struct kago__cgroup *cg, const char *base, struct kago_error **err) KAGO_INTERNAL;
+/* Checks that every CPU in the list "0-1,3" is online ("cpuset 7: no such CPU"). */
+int kago__cg_check_cpuset(const char *cpus, struct kago_error **err) KAGO_INTERNAL;
+/* Signals every pid listed in dir/cgroup.procs; for SIGKILL rereads until no new pid appears (forks
+ * racing the kill). Returns how many were signalled. */
+int kago__cg_kill_procs(const struct kago__cgroup *cg, const char *dir, int sig, struct kago_error **err) KAGO_INTERNAL;
+/* Counts the pids in dir/cgroup.procs. */
+int kago__cg_count_procs(const struct kago__cgroup *cg, const char *dir, struct kago_error **err) KAGO_INTERNAL;
+/* False when dir is not on a cgroup filesystem (the unit tests' fake tree): nothing to wait for. */
+bool kago__cg_is_cgroupfs(const char *dir) KAGO_INTERNAL;
+/* Sleeps for a bounded poll: returns false once deadline_us (kago__now_us) has passed. */
+bool kago__cg_backoff(unsigned *delay_us, unsigned long long deadline_us) KAGO_INTERNAL;
+/* Checks a raw key: "controller.file", no '/'. */
+int kago__cg_check_key(const struct kago__cgroup *cg, const char *key, struct kago_error **err) KAGO_INTERNAL;
+
+#endif

@@ -1,0 +1,645 @@
+/* Container lifecycle, parent side: create (clone into namespaces and cgroup), start, load, kill, delete,
+ * update, pause, stats, exec. The child side is in linux.c. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "container_int.h"
+
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+
+static int pidfd_open_(pid_t pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static char *generate_name(void)
+{
+    unsigned char b[4];
+    if (getentropy(b, sizeof b) < 0)
+        abort();
+    return xasprintf("k%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
+}
+
+static struct kago_container *container_new(const char *root, const char *name)
+{
+    struct kago_container *c = xcalloc(1, sizeof *c);
+    c->root = xstrdup(root ? root : KAGO_DEFAULT_ROOT);
+    c->dir = xasprintf("%s/%s", c->root, name);
+    c->pidfd = -1;
+    c->exit_status = -1;
+    return c;
+}
+
+void kago_container_free(struct kago_container *c)
+{
+    if (!c)
+        return;
+    close_fd(&c->pidfd);
+    kago__cgroup_fini(&c->cg);
+    kago_spec_free(&c->spec);
+    free(c->root);
+    free(c->dir);
+    free(c);
+}
+
+/* Reads one message from the child: 'R' (waiting for start), "E<code> <msg>" (failed), or EOF (exec'd). */
+static int read_child(int sync_fd, char *kind, struct kago_error **err)
+{
+    char buf[4097];
+    ssize_t n;
+    do
+        n = read(sync_fd, buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return kago_error_set(err, errno, "read from container init");
+    buf[n] = '\0';
+    *kind = n == 0 ? 'X' : buf[0];
+    if (*kind == 'E') {
+        char *msg = strchr(buf, ' ');
+        struct kago_error *e = xcalloc(1, sizeof *e);
+        e->code = atoi(buf + 1);
+        e->msg = xstrdup(msg ? msg + 1 : "container setup failed");
+        kago_error_free(*err);
+        *err = e;
+        return -1;
+    }
+    return 0;
+}
+
+static int write_idmap(pid_t pid, const char *file, const struct kago_idmap *m, size_t n, struct kago_error **err)
+{
+    char buf[1024];
+    size_t len = 0;
+    for (size_t i = 0; i < n && len < sizeof buf - 64; i++)
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%u %u %u\n", m[i].inside, m[i].outside, m[i].count);
+    cleanup_free char *path = xasprintf("/proc/%d/%s", (int)pid, file);
+    return kago__write_file(path, buf, err);
+}
+
+static int setup_userns(pid_t pid, const struct kago_spec *spec, struct kago_error **err)
+{
+    if (write_idmap(pid, "uid_map", spec->uidmap, spec->nuidmap, err) < 0)
+        return -1;
+    cleanup_free char *sg = xasprintf("/proc/%d/setgroups", (int)pid);
+    if (kago__write_file(sg, "deny", err) < 0)
+        return -1;
+    if (spec->ngidmap)
+        return write_idmap(pid, "gid_map", spec->gidmap, spec->ngidmap, err);
+    return write_idmap(pid, "gid_map", spec->uidmap, spec->nuidmap, err);
+}
+
+struct launch {
+    struct kago__child ch;
+    int cgroup_fd;
+    int pidfd;
+    pid_t pid;
+};
+
+static pid_t do_clone(struct launch *l, uint64_t flags)
+{
+    struct clone_args args = {.flags = flags | CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&l->pidfd,
+                              .exit_signal = SIGCHLD};
+    if (l->cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)l->cgroup_fd;
+    }
+    pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0 && l->cgroup_fd >= 0 && (errno == EINVAL || errno == E2BIG)) {
+        l->cgroup_fd = -1; /* an older kernel: enter the cgroup after clone instead */
+        return do_clone(l, flags);
+    }
+    return pid;
+}
+
+/* Opens the namespaces to join; the pid namespace is entered by the parent (for its next child). */
+static int open_joins(const struct kago_spec *spec, int *fds, struct kago_error **err)
+{
+    for (int i = 0; i < KAGO_NS_COUNT; i++) {
+        fds[i] = -1;
+        if (spec->join_ns[i] && (fds[i] = open(spec->join_ns[i], O_RDONLY | O_CLOEXEC)) < 0)
+            return kago_error_set(err, errno, "%s namespace %s", kago_ns_name(i), spec->join_ns[i]);
+    }
+    return 0;
+}
+
+static pid_t clone_child(struct launch *l, const struct kago_spec *spec, struct kago_error **err)
+{
+    uint64_t flags = 0;
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        if ((spec->ns & (1u << i)) && i != KAGO_NS_CGROUP) /* cgroup ns: made by the child once inside */
+            flags |= (uint64_t)kago__ns_clone_flag(i);
+    int self_pidns = -1;
+    if (l->ch.join_fds[KAGO_NS_PID] >= 0) {
+        self_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+        if (self_pidns < 0 || setns(l->ch.join_fds[KAGO_NS_PID], CLONE_NEWPID) < 0) {
+            kago_error_set(err, errno, "join pid namespace %s", spec->join_ns[KAGO_NS_PID]);
+            close_fd(&self_pidns);
+            return -1;
+        }
+    }
+    pid_t pid = do_clone(l, flags);
+    if (pid == 0)
+        kago__child_main(&l->ch);
+    int saved = errno;
+    if (self_pidns >= 0) {
+        if (setns(self_pidns, CLONE_NEWPID) < 0) {
+            /* cannot happen for our own namespace; without it later children would land in the joined one */
+            abort();
+        }
+        close(self_pidns);
+    }
+    if (pid < 0)
+        kago_error_set(err, saved, "clone");
+    return pid;
+}
+
+static void reap(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* Everything up to a running (or start-waiting) child, in this process. */
+static int create_here(struct kago_container *c, const struct kago_spec *spec, const struct kago_spawn_opts *opts,
+                       struct kago_error **err)
+{
+    struct stat st;
+    if (stat(spec->rootfs, &st) < 0)
+        return kago_error_set(err, errno, "rootfs %s", spec->rootfs);
+    if (!S_ISDIR(st.st_mode))
+        return kago_error_set(err, ENOTDIR, "rootfs %s", spec->rootfs);
+    if (kago__cgroup_init(&c->cg, NULL, spec->name, err) < 0)
+        return -1;
+    int ret = -1;
+    int sv[2] = {-1, -1};
+    struct launch l = {.cgroup_fd = -1, .pidfd = -1, .pid = -1};
+    int nostdio[3] = {-1, -1, -1};
+    l.ch = (struct kago__child){.spec = spec, .sync_fd = -1, .fifo_fd = -1, .stdio = opts ? opts->stdio : nostdio};
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        l.ch.join_fds[i] = -1;
+    cleanup_free char *scratch = xasprintf("%s/ovl", c->dir);
+    cleanup_free char *fifo = xasprintf("%s/exec.fifo", c->dir);
+    l.ch.scratch = scratch;
+
+    if (c->cg.ops->create(&c->cg, err) < 0)
+        goto fail_nocg;
+    if (c->cg.ops->apply(&c->cg, &spec->limits, err) < 0 || c->cg.ops->devices(&c->cg, err) < 0)
+        goto fail;
+    if (spec->overlay && mkdir(scratch, 0700) < 0) {
+        kago_error_set(err, errno, "mkdir %s", scratch);
+        goto fail;
+    }
+    if (opts && opts->wait_start) {
+        if (mkfifo(fifo, 0600) < 0 || (l.ch.fifo_fd = open(fifo, O_PATH | O_CLOEXEC)) < 0) {
+            kago_error_set(err, errno, "exec fifo %s", fifo);
+            goto fail;
+        }
+    }
+    if (open_joins(spec, l.ch.join_fds, err) < 0)
+        goto fail;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        kago_error_set(err, errno, "socketpair");
+        goto fail;
+    }
+    l.ch.sync_fd = sv[1];
+    l.cgroup_fd = c->cg.ops->open_dir(&c->cg, NULL);
+    l.pid = clone_child(&l, spec, err);
+    close_fd(&sv[1]);
+    if (l.pid < 0)
+        goto fail;
+    if (l.cgroup_fd < 0 && c->cg.ops->enter(&c->cg, l.pid, err) < 0)
+        goto fail_child;
+    if ((spec->ns & (1u << KAGO_NS_USER)) && setup_userns(l.pid, spec, err) < 0)
+        goto fail_child;
+    if (write(sv[0], "G", 1) != 1) {
+        kago_error_set(err, errno, "start container init");
+        goto fail_child;
+    }
+    char kind;
+    if (read_child(sv[0], &kind, err) < 0)
+        goto fail_child;
+    if ((opts && opts->wait_start) != (kind == 'R')) {
+        kago_error_set(err, 0, "container init ended during setup");
+        goto fail_child;
+    }
+    c->pid = l.pid;
+    c->pidfd = l.pidfd;
+    l.pidfd = -1;
+    c->starttime = kago__proc_starttime(l.pid, NULL);
+    c->created = (long long)time(NULL);
+    if (kago__state_write(c, err) < 0)
+        goto fail_child;
+    ret = 0;
+    goto out;
+fail_child:
+    reap(l.pid);
+fail:
+    c->cg.ops->destroy(&c->cg, NULL);
+fail_nocg:
+    unlink(fifo);
+out:
+    close_fd(&sv[0]);
+    close_fd(&l.cgroup_fd);
+    close_fd(&l.pidfd);
+    close_fd(&l.ch.fifo_fd);
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        close_fd(&l.ch.join_fds[i]);
+    return ret;
+}
+
+static int copy_spec(struct kago_spec *dst, const struct kago_spec *src, struct kago_error **err)
+{
+    json_object *o = kago__spec_to_json(src);
+    int ret = kago__spec_from_json(o, dst, err);
+    json_object_put(o);
+    /* what the state file does not carry but the child needs */
+    for (size_t i = 0; i < src->nmounts; i++)
+        kago_spec_add_mount(dst, &src->mounts[i]);
+    for (size_t i = 0; i < src->nrlimits; i++)
+        kago_spec_add_rlimit(dst, &src->rlimits[i]);
+    for (size_t i = 0; i < src->nuidmap; i++) {
+        dst->uidmap = xrealloc(dst->uidmap, (dst->nuidmap + 1) * sizeof *dst->uidmap);
+        dst->uidmap[dst->nuidmap++] = src->uidmap[i];
+    }
+    for (size_t i = 0; i < src->ngidmap; i++) {
+        dst->gidmap = xrealloc(dst->gidmap, (dst->ngidmap + 1) * sizeof *dst->gidmap);
+        dst->gidmap[dst->ngidmap++] = src->gidmap[i];
+    }
+    char **m = dst->masked_paths, **r = dst->readonly_paths;
+    dst->masked_paths = NULL;
+    dst->readonly_paths = NULL;
+    struct kago_spec tmp = {.masked_paths = m, .readonly_paths = r};
+    kago_spec_free(&tmp);
+    size_t n = 0;
+    while (src->masked_paths && src->masked_paths[n])
+        n++;
+    dst->masked_paths = xcalloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        dst->masked_paths[i] = xstrdup(src->masked_paths[i]);
+    n = 0;
+    while (src->readonly_paths && src->readonly_paths[n])
+        n++;
+    dst->readonly_paths = xcalloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        dst->readonly_paths[i] = xstrdup(src->readonly_paths[i]);
+    dst->listen_port = src->listen_port;
+    dst->overlay_size = src->overlay_size;
+    return ret;
+}
+
+static int make_dirs(struct kago_container *c, struct kago_error **err)
+{
+    if (mkdir(c->root, 0711) < 0 && errno != EEXIST && kago__mkdir_p(c->root, 0711, err) < 0)
+        return -1;
+    if (mkdir(c->dir, 0700) < 0) {
+        if (errno == EEXIST)
+            return kago_error_set(err, 0, "name already in use");
+        return kago_error_set(err, errno, "mkdir %s", c->dir);
+    }
+    return 0;
+}
+
+/* --detach: a shim process stays the container's parent, so it is reaped and its exit status recorded. */
+static int create_detached(struct kago_container *c, const struct kago_spec *spec,
+                           const struct kago_spawn_opts *opts, struct kago_error **err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return kago_error_set(err, errno, "pipe");
+    pid_t shim = fork();
+    if (shim < 0) {
+        close(p[0]);
+        close(p[1]);
+        return kago_error_set(err, errno, "fork");
+    }
+    if (shim == 0) {
+        close(p[0]);
+        setsid();
+        struct kago_error *e = NULL;
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        struct kago_spawn_opts o = *opts;
+        for (int i = 0; i < 3; i++)
+            if (o.stdio[i] < 0)
+                o.stdio[i] = devnull;
+        if (create_here(c, spec, &o, &e) < 0) {
+            kago__child_report(p[1], e);
+            _exit(1);
+        }
+        close(p[1]);
+        if (devnull > 2)
+            close(devnull);
+        int dirfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        int status;
+        while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        char buf[32];
+        snprintf(buf, sizeof buf, "%d\n", status);
+        int fd = openat(dirfd, "exit", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd >= 0 && write(fd, buf, strlen(buf)) < 0) {
+            /* the container was deleted meanwhile */
+        }
+        _exit(0);
+    }
+    close(p[1]);
+    char kind;
+    int ret = read_child(p[0], &kind, err);
+    close(p[0]);
+    if (ret < 0) {
+        waitpid(shim, NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
+int kago_container_create(const char *root, const struct kago_spec *spec, const struct kago_spawn_opts *opts,
+                          struct kago_container **out, struct kago_error **err)
+{
+    cleanup_free char *name = spec->name ? xstrdup(spec->name) : generate_name();
+    struct kago_spawn_opts defaults = {.stdio = {-1, -1, -1}};
+    if (!opts)
+        opts = &defaults;
+    if (kago_spec_validate(spec, err) < 0) {
+        kago_error_prefix(err, "container %s", name);
+        return -1;
+    }
+    struct kago_container *c = container_new(root, name);
+    int ret = copy_spec(&c->spec, spec, err);
+    if (ret == 0) {
+        free(c->spec.name);
+        c->spec.name = xstrdup(name);
+        if ((c->spec.ns & (1u << KAGO_NS_UTS)) && !c->spec.hostname)
+            c->spec.hostname = xstrdup(name); /* as Docker does: the container's own name */
+        ret = make_dirs(c, err);
+        if (ret == 0) {
+            ret = opts->detach ? create_detached(c, &c->spec, opts, err) : create_here(c, &c->spec, opts, err);
+            if (ret < 0)
+                kago__rm_rf(c->dir);
+        }
+    }
+    if (ret < 0) {
+        kago_error_prefix(err, "container %s", name);
+        kago_container_free(c);
+        return -1;
+    }
+    if (opts->detach) { /* the shim made it: take its record */
+        kago_container_free(c);
+        return kago_container_load(root, name, out, err);
+    }
+    *out = c;
+    return 0;
+}
+
+int kago_container_load(const char *root, const char *name, struct kago_container **out, struct kago_error **err)
+{
+    if (!name || !*name || strchr(name, '/') || name[0] == '.')
+        return kago_error_set(err, 0, "container %s: bad name", name ? name : "");
+    struct kago_container *c = container_new(root, name);
+    if (kago__state_read(c, err) < 0) {
+        if (*err && (*err)->code == ENOENT) {
+            kago_error_clear(err);
+            kago_error_set(err, 0, "container %s: no such container", name);
+        } else {
+            kago_error_prefix(err, "container %s", name);
+        }
+        kago_container_free(c);
+        return -1;
+    }
+    if (kago__cgroup_init(&c->cg, NULL, name, err) < 0) {
+        kago_error_prefix(err, "container %s", name);
+        kago_container_free(c);
+        return -1;
+    }
+    char st = 0;
+    if (c->pid > 0 && kago__proc_starttime(c->pid, &st) == c->starttime && st != 'Z') {
+        c->pidfd = pidfd_open_(c->pid);
+        /* the process may have ended between the two looks */
+        if (c->pidfd >= 0 && kago__proc_starttime(c->pid, NULL) != c->starttime)
+            close_fd(&c->pidfd);
+    }
+    *out = c;
+    return 0;
+}
+
+const char *kago_container_name(const struct kago_container *c)
+{
+    return c->spec.name;
+}
+
+pid_t kago_container_pid(const struct kago_container *c)
+{
+    return c->pid;
+}
+
+int kago_container_pidfd(const struct kago_container *c)
+{
+    return c->pidfd;
+}
+
+const struct kago_spec *kago_container_spec(const struct kago_container *c)
+{
+    return &c->spec;
+}
+
+static bool alive(struct kago_container *c)
+{
+    if (c->pidfd < 0)
+        return false;
+    struct pollfd p = {.fd = c->pidfd, .events = POLLIN};
+    if (poll(&p, 1, 0) == 1) /* readable: the process has exited */
+        return false;
+    char st = 0;
+    kago__proc_starttime(c->pid, &st);
+    return st != 'Z' && st != 0;
+}
+
+enum kago_status kago_container_status(struct kago_container *c)
+{
+    if (!alive(c))
+        return KAGO_STOPPED;
+    cleanup_free char *fifo = xasprintf("%s/exec.fifo", c->dir);
+    if (access(fifo, F_OK) == 0)
+        return KAGO_CREATED;
+    if (c->cg.ops->frozen(&c->cg, NULL) == 1)
+        return KAGO_PAUSED;
+    return KAGO_RUNNING;
+}
+
+const char *kago_status_name(enum kago_status s)
+{
+    static const char *const names[] = {"created", "running", "paused", "stopped"};
+    return (unsigned)s < 4 ? names[s] : "unknown";
+}
+
+int kago_container_start(struct kago_container *c, struct kago_error **err)
+{
+    cleanup_free char *fifo = xasprintf("%s/exec.fifo", c->dir);
+    if (!alive(c))
+        return kago_error_set(err, 0, "container %s: not running (its init has exited)", c->spec.name);
+    cleanup_close int fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return kago_error_set(err, 0, "container %s: already started", c->spec.name);
+        return kago_error_set(err, errno, "container %s: open %s", c->spec.name, fifo);
+    }
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = c->pidfd, .events = POLLIN}};
+    for (;;) {
+        int n = poll(p, 2, 10000);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return kago_error_set(err, n < 0 ? errno : ETIMEDOUT, "container %s: start", c->spec.name);
+        char b;
+        if ((p[0].revents & POLLIN) && read(fd, &b, 1) == 1)
+            break;
+        if (p[1].revents)
+            return kago_error_set(err, 0, "container %s: init exited before start", c->spec.name);
+    }
+    unlink(fifo);
+    return 0;
+}
+
+int kago_container_kill(struct kago_container *c, int sig, bool all, struct kago_error **err)
+{
+    if (all) {
+        if (c->cg.ops->kill_all(&c->cg, sig, err) < 0)
+            return kago_error_prefix(err, "container %s", c->spec.name), -1;
+        return 0;
+    }
+    if (!alive(c))
+        return kago_error_set(err, 0, "container %s: not running", c->spec.name);
+    if (syscall(SYS_pidfd_send_signal, c->pidfd, sig, NULL, 0) < 0)
+        return kago_error_set(err, errno, "container %s: signal %d", c->spec.name, sig);
+    return 0;
+}
+
+static void wait_gone(struct kago_container *c, int timeout_ms)
+{
+    if (c->pidfd < 0)
+        return;
+    struct pollfd p = {.fd = c->pidfd, .events = POLLIN};
+    while (poll(&p, 1, timeout_ms) < 0 && errno == EINTR)
+        ;
+    /* our own child (kago run, serve, supervisors): reap it here */
+    siginfo_t si;
+    waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOHANG);
+}
+
+int kago_container_delete(struct kago_container *c, bool force, struct kago_error **err)
+{
+    enum kago_status st = kago_container_status(c);
+    if (st != KAGO_STOPPED && !force)
+        return kago_error_set(err, 0, "container %s: is %s (stop it first, or delete --force)", c->spec.name,
+                              kago_status_name(st));
+    /* every process of the container, not just its init; frozen ones die too */
+    c->cg.ops->kill_all(&c->cg, SIGKILL, NULL);
+    if (st == KAGO_PAUSED)
+        c->cg.ops->freeze(&c->cg, false, NULL);
+    wait_gone(c, 5000);
+    if (c->cg.ops->destroy(&c->cg, err) < 0)
+        return kago_error_prefix(err, "container %s", c->spec.name), -1;
+    if (kago__rm_rf(c->dir) < 0)
+        return kago_error_set(err, errno, "container %s: remove %s", c->spec.name, c->dir);
+    close_fd(&c->pidfd);
+    return 0;
+}
+
+int kago_container_update(struct kago_container *c, const struct kago_limits *l, struct kago_error **err)
+{
+    if (!alive(c))
+        return kago_error_set(err, 0, "container %s: not running", c->spec.name);
+    if (c->cg.ops->apply(&c->cg, l, err) < 0)
+        return kago_error_prefix(err, "container %s", c->spec.name), -1;
+    struct kago_limits *s = &c->spec.limits;
+    if (l->cpu_quota_us != KAGO_UNSET)
+        s->cpu_quota_us = l->cpu_quota_us;
+    if (l->cpu_period_us != KAGO_UNSET)
+        s->cpu_period_us = l->cpu_period_us;
+    if (l->cpu_weight != KAGO_UNSET)
+        s->cpu_weight = l->cpu_weight;
+    if (l->memory != KAGO_UNSET)
+        s->memory = l->memory;
+    if (l->pids != KAGO_UNSET)
+        s->pids = l->pids;
+    if (l->cpuset) {
+        free(s->cpuset);
+        s->cpuset = xstrdup(l->cpuset);
+    }
+    for (size_t i = 0; i < l->nraw; i++)
+        kago_spec_add_raw(&c->spec, l->raw[i].key, l->raw[i].value);
+    return kago__state_write(c, err);
+}
+
+int kago_container_pause(struct kago_container *c, bool pause, struct kago_error **err)
+{
+    if (!alive(c))
+        return kago_error_set(err, 0, "container %s: not running", c->spec.name);
+    if (c->cg.ops->freeze(&c->cg, pause, err) < 0)
+        return kago_error_prefix(err, "container %s", c->spec.name), -1;
+    return 0;
+}
+
+int kago_container_stats(struct kago_container *c, struct kago_stats *st, struct kago_error **err)
+{
+    memset(st, 0, sizeof *st);
+    if (c->cg.ops->stats(&c->cg, st, err) < 0)
+        return kago_error_prefix(err, "container %s", c->spec.name), -1;
+    return 0;
+}
+
+int kago_container_open_ns(struct kago_container *c, enum kago_ns ns, struct kago_error **err)
+{
+    static const char *const files[KAGO_NS_COUNT] = {"pid", "mnt", "uts", "ipc", "net", "cgroup", "user"};
+    if (!alive(c))
+        return kago_error_set(err, 0, "container %s: not running", c->spec.name);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)c->pid, files[ns]);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return kago_error_set(err, errno, "container %s: open %s", c->spec.name, path);
+    return fd;
+}
+
+int kago_container_list(const char *root, char ***names, struct kago_error **err)
+{
+    size_t n = 0;
+    char **v = xcalloc(1, sizeof *v);
+    DIR *d = opendir(root ? root : KAGO_DEFAULT_ROOT);
+    if (!d) {
+        *names = v;
+        return errno == ENOENT ? 0 : kago_error_set(err, errno, "open %s", root);
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' || de->d_type != DT_DIR)
+            continue;
+        cleanup_free char *st = xasprintf("%s/%s/state.json", root ? root : KAGO_DEFAULT_ROOT, de->d_name);
+        if (access(st, F_OK) < 0)
+            continue;
+        v = xrealloc(v, (n + 2) * sizeof *v);
+        v[n++] = xstrdup(de->d_name);
+        v[n] = NULL;
+    }
+    closedir(d);
+    *names = v;
+    return 0;
+}

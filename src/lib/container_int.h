@@ -1,0 +1,51 @@
+/* Internal: the container object, the child's setup steps, the state file. */
+#ifndef KAGO_CONTAINER_INT_H
+#define KAGO_CONTAINER_INT_H
+
+#include <json-c/json.h>
+
+#include <kago/container.h>
+
+#include "cgroup.h"
+#include "util.h"
+
+struct kago_container {
+    char *root, *dir; /* state dir and root/name */
+    struct kago_spec spec;
+    pid_t pid;
+    unsigned long long starttime; /* /proc/PID/stat field 22: tells a reused pid apart */
+    int pidfd;
+    long long created;            /* unix seconds */
+    int exit_status;              /* -1 unknown; else as waitpid() gave it (from a shim's record) */
+    struct kago__cgroup cg;
+};
+
+/* What the cloned child needs; everything is prepared by the parent before clone. */
+struct kago__child {
+    const struct kago_spec *spec;
+    const char *scratch; /* overlay scratch directory (dir/ovl) */
+    int sync_fd;
+    int fifo_fd;         /* O_PATH of dir/exec.fifo when waiting for start, else -1 */
+    int join_fds[KAGO_NS_COUNT];
+    const int *stdio;
+};
+
+_Noreturn void kago__child_main(struct kago__child *ch) KAGO_INTERNAL;
+int kago__setup_mounts(const struct kago__child *ch, struct kago_error **err) KAGO_INTERNAL;
+int kago__loopback_up(struct kago_error **err) KAGO_INTERNAL;
+int kago__listen_socket(uint16_t port, struct kago_error **err) KAGO_INTERNAL;
+int kago__set_rlimits(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
+char *kago__find_command(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
+int kago__ns_clone_flag(enum kago_ns ns) KAGO_INTERNAL;
+_Noreturn void kago__init_loop(pid_t child) KAGO_INTERNAL;
+/* Sends an error to the parent over the sync socket ("E" code msg). */
+void kago__child_report(int sync_fd, struct kago_error *err) KAGO_INTERNAL;
+
+/* The state file (dir/state.json): the spec and the process identity. */
+json_object *kago__spec_to_json(const struct kago_spec *spec) KAGO_INTERNAL;
+int kago__spec_from_json(json_object *o, struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
+int kago__state_write(struct kago_container *c, struct kago_error **err) KAGO_INTERNAL;
+int kago__state_read(struct kago_container *c, struct kago_error **err) KAGO_INTERNAL;
+unsigned long long kago__proc_starttime(pid_t pid, char *state) KAGO_INTERNAL;
+
+#endif

@@ -1,0 +1,134 @@
+/* kago exec: a new process inside a running container's namespaces and cgroup; and the state as JSON. */
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "container_int.h"
+#include "linux.h"
+
+static volatile sig_atomic_t exec_child;
+static void forward(int sig)
+{
+    if (exec_child > 0)
+        kill(exec_child, sig);
+}
+
+/* In the forked helper: join, then fork once more so the command is inside the pid namespace too. */
+static _Noreturn void exec_in(struct kago_container *c, const struct kago_spec *proc, int report_fd)
+{
+    struct kago_error *err = NULL;
+    const struct kago_spec *cs = &c->spec;
+    int flags = 0;
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        if ((cs->ns & (1u << i)) || cs->join_ns[i])
+            flags |= kago__ns_clone_flag(i);
+    if (c->cg.ops->enter(&c->cg, getpid(), &err) < 0)
+        goto fail;
+    if (setns(c->pidfd, flags) < 0) {
+        kago_error_set(&err, errno, "join the namespaces of pid %d", (int)c->pid);
+        goto fail;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        kago_error_set(&err, errno, "fork");
+        goto fail;
+    }
+    if (pid > 0) {
+        close(report_fd);
+        exec_child = pid;
+        struct sigaction sa = {.sa_handler = forward};
+        for (int s = 1; s < NSIG; s++)
+            if (s != SIGCHLD && s != SIGKILL && s != SIGSTOP)
+                sigaction(s, &sa, NULL);
+        int status;
+        while (waitpid(pid, &status, 0) < 0)
+            if (errno != EINTR)
+                _exit(127);
+        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
+    /* the command runs with the container's privileges, not kago's */
+    struct kago_spec s = *cs;
+    s.argv = proc->argv;
+    s.env = proc->env ? proc->env : cs->env;
+    s.uid = proc->uid;
+    s.gid = proc->gid;
+    char *cmd = kago__find_command(&s, &err);
+    if (!cmd)
+        goto fail;
+    if (chdir(proc->cwd ? proc->cwd : (cs->cwd ? cs->cwd : "/")) < 0) {
+        kago_error_set(&err, errno, "cwd %s", proc->cwd ? proc->cwd : cs->cwd);
+        goto fail;
+    }
+    if ((s.no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) || kago__seccomp_apply(&s, &err) < 0 ||
+        kago__caps_apply(&s, &err) < 0)
+        goto fail;
+    execve(cmd, s.argv, s.env);
+    kago_error_set(&err, errno, "exec %s", cmd);
+fail:
+    kago__child_report(report_fd, err);
+    _exit(127);
+}
+
+pid_t kago_container_exec(struct kago_container *c, const struct kago_spec *proc, struct kago_error **err)
+{
+    if (kago_container_status(c) != KAGO_RUNNING)
+        return kago_error_set(err, 0, "container %s: not running", c->spec.name);
+    if (!proc->argv || !proc->argv[0])
+        return kago_error_set(err, 0, "container %s: exec: no command given", c->spec.name);
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return kago_error_set(err, errno, "pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return kago_error_set(err, errno, "fork");
+    }
+    if (pid == 0) {
+        close(p[0]);
+        exec_in(c, proc, p[1]);
+    }
+    close(p[1]);
+    char buf[4097];
+    ssize_t n;
+    do
+        n = read(p[0], buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    close(p[0]);
+    if (n > 0) {
+        buf[n] = '\0';
+        char *msg = strchr(buf, ' ');
+        waitpid(pid, NULL, 0);
+        return kago_error_set(err, 0, "container %s: exec: %s", c->spec.name, msg ? msg + 1 : "failed");
+    }
+    return pid;
+}
+
+char *kago_container_state_json(struct kago_container *c)
+{
+    json_object *o = json_object_new_object();
+    enum kago_status st = kago_container_status(c);
+    json_object_object_add(o, "name", json_object_new_string(c->spec.name));
+    json_object_object_add(o, "pid", json_object_new_int(st == KAGO_STOPPED ? 0 : c->pid));
+    json_object_object_add(o, "status", json_object_new_string(kago_status_name(st)));
+    json_object_object_add(o, "created", json_object_new_int64(c->created));
+    json_object_object_add(o, "rootfs", json_object_new_string(c->spec.rootfs ? c->spec.rootfs : ""));
+    if (st == KAGO_STOPPED && c->exit_status >= 0) {
+        int s = c->exit_status;
+        json_object_object_add(o, "exit_code",
+                               json_object_new_int(WIFEXITED(s) ? WEXITSTATUS(s) : 128 + WTERMSIG(s)));
+    }
+    json_object_object_add(o, "cgroup", json_object_new_string(c->cg.ops ? c->cg.ops->name : "?"));
+    json_object *spec = kago__spec_to_json(&c->spec), *limits = NULL;
+    json_object_object_get_ex(spec, "limits", &limits);
+    json_object_object_add(o, "limits", json_object_get(limits));
+    json_object_object_add(o, "command", json_object_get(json_object_object_get(spec, "argv")));
+    json_object_put(spec);
+    char *s = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
+    json_object_put(o);
+    return s;
+}

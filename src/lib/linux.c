@@ -1,0 +1,536 @@
+/* The container's init before exec: namespaces, the root filesystem, /proc /sys /dev, masks, identity.
+ * Runs in the cloned child; every failure is reported to the parent through the sync socket. */
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <linux/openat2.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "container_int.h"
+#include "linux.h"
+
+static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty", NULL};
+
+static int xmount(const char *src, const char *dst, const char *type, unsigned long flags, const char *data,
+                  struct kago_error **err)
+{
+    if (mount(src, dst, type, flags, data) < 0)
+        return kago_error_set(err, errno, "mount %s on %s", type ? type : (src ? src : "none"), dst);
+    return 0;
+}
+
+/* Opens path inside the new root without following symlinks out of it. */
+static int open_in_root(int rootfd, const char *path, int flags, struct kago_error **err)
+{
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC), .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    while (*path == '/')
+        path++;
+    int fd = (int)syscall(SYS_openat2, rootfd, *path ? path : ".", &how, sizeof how);
+    if (fd < 0)
+        return kago_error_set(err, errno, "open %s in the rootfs", path);
+    return fd;
+}
+
+/* Makes the mount point dst (a directory, or a file when file) inside the root; returns an O_PATH fd. */
+static int mountpoint_in_root(int rootfd, const char *dst, bool file, struct kago_error **err)
+{
+    int fd = open_in_root(rootfd, dst, O_PATH, NULL);
+    if (fd >= 0)
+        return fd;
+    /* create missing components, each resolved inside the root */
+    cleanup_free char *p = xstrdup(dst);
+    for (char *s = p + 1;; s++) {
+        bool last = *s == '\0';
+        if (*s != '/' && !last)
+            continue;
+        *s = '\0';
+        cleanup_close int parent = -1;
+        char *slash = strrchr(p, '/');
+        *slash = '\0';
+        parent = open_in_root(rootfd, *p ? p : "/", O_PATH | O_DIRECTORY, err);
+        *slash = '/';
+        if (parent < 0)
+            return -1;
+        if (last && file) {
+            int f = openat(parent, slash + 1, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+            if (f < 0 && errno != EEXIST)
+                return kago_error_set(err, errno, "create mount point %s", dst);
+            if (f >= 0)
+                close(f);
+        } else if (mkdirat(parent, slash + 1, 0755) < 0 && errno != EEXIST) {
+            return kago_error_set(err, errno, "create mount point %s", dst);
+        }
+        if (last)
+            break;
+        *s = '/';
+    }
+    return open_in_root(rootfd, dst, O_PATH, err);
+}
+
+static int mount_at_fd(const char *src, int fd, const char *type, unsigned long flags, const char *data,
+                       const char *what, struct kago_error **err)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    if (mount(src, path, type, flags, data) < 0)
+        return kago_error_set(err, errno, "mount %s", what);
+    return 0;
+}
+
+static int remount_ro(int fd, unsigned long extra, const char *what, struct kago_error **err)
+{
+    return mount_at_fd(NULL, fd, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | extra, NULL, what, err);
+}
+
+static int setup_rootfs(const struct kago__child *ch, struct kago_error **err)
+{
+    const struct kago_spec *spec = ch->spec;
+    if (spec->overlay) {
+        cleanup_free char *sz = spec->overlay_size ? xasprintf("size=%llu,mode=755",
+                                                              (unsigned long long)spec->overlay_size)
+                                                   : xstrdup("mode=755");
+        if (xmount("kago-upper", ch->scratch, "tmpfs", MS_NODEV | MS_NOSUID, sz, err) < 0)
+            return -1;
+        cleanup_free char *upper = xasprintf("%s/upper", ch->scratch);
+        cleanup_free char *work = xasprintf("%s/work", ch->scratch);
+        cleanup_free char *merged = xasprintf("%s/merged", ch->scratch);
+        if (mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0 || mkdir(merged, 0755) < 0)
+            return kago_error_set(err, errno, "overlay: mkdir in %s", ch->scratch);
+        cleanup_free char *opts = xasprintf("lowerdir=%s,upperdir=%s,workdir=%s", spec->rootfs, upper, work);
+        if (mount("overlay", merged, "overlay", MS_NODEV, opts) < 0)
+            return kago_error_set(err, errno, "overlay rootfs %s", spec->rootfs);
+        return open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    }
+    /* A bind of the rootfs onto itself makes it a mount point pivot_root accepts. nodev: device files made
+     * in the container are inert; only kago's own /dev works (this is the device policy on cgroup v2). */
+    if (mount(spec->rootfs, spec->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+        return kago_error_set(err, errno, "bind rootfs %s", spec->rootfs);
+    int fd = open(spec->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return kago_error_set(err, errno, "open rootfs %s", spec->rootfs);
+    if (mount_at_fd(NULL, fd, NULL, MS_REMOUNT | MS_BIND | MS_NODEV, NULL, "rootfs nodev", err) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int setup_dev(int rootfd, bool userns, struct kago_error **err)
+{
+    cleanup_close int devfd = mountpoint_in_root(rootfd, "/dev", false, err);
+    if (devfd < 0)
+        return -1;
+    if (mount_at_fd("tmpfs", devfd, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k", "/dev", err) < 0)
+        return -1;
+    close(devfd);
+    devfd = open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY, err);
+    if (devfd < 0)
+        return -1;
+    for (int i = 0; dev_nodes[i]; i++) {
+        cleanup_free char *host = xasprintf("/dev/%s", dev_nodes[i]);
+        cleanup_close int f = openat(devfd, dev_nodes[i], O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+        if (f < 0)
+            return kago_error_set(err, errno, "create /dev/%s", dev_nodes[i]);
+        close(f);
+        f = openat(devfd, dev_nodes[i], O_PATH | O_CLOEXEC);
+        if (mount_at_fd(host, f, NULL, MS_BIND, NULL, host, err) < 0)
+            return -1;
+    }
+    static const char *const dirs[] = {"pts", "shm", "mqueue", NULL};
+    for (int i = 0; dirs[i]; i++)
+        if (mkdirat(devfd, dirs[i], 0755) < 0)
+            return kago_error_set(err, errno, "mkdir /dev/%s", dirs[i]);
+    cleanup_close int pts = openat(devfd, "pts", O_PATH | O_CLOEXEC);
+    const char *ptsopt = userns ? "newinstance,ptmxmode=0666,mode=0620" : "newinstance,ptmxmode=0666,mode=0620,gid=5";
+    if (mount_at_fd("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, ptsopt, "/dev/pts", err) < 0)
+        return -1;
+    cleanup_close int shm = openat(devfd, "shm", O_PATH | O_CLOEXEC);
+    if (mount_at_fd("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k", "/dev/shm",
+                    err) < 0)
+        return -1;
+    static const char *const links[][2] = {
+        {"pts/ptmx", "ptmx"},         {"/proc/self/fd", "fd"},        {"/proc/self/fd/0", "stdin"},
+        {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+    };
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+        if (symlinkat(links[i][0], devfd, links[i][1]) < 0)
+            return kago_error_set(err, errno, "symlink /dev/%s", links[i][1]);
+    return 0;
+}
+
+static int setup_mqueue(int rootfd, struct kago_error **err)
+{
+    cleanup_close int fd = open_in_root(rootfd, "/dev/mqueue", O_PATH | O_DIRECTORY, err);
+    if (fd < 0)
+        return -1;
+    return mount_at_fd("mqueue", fd, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/dev/mqueue", err);
+}
+
+static int setup_proc_sys(const struct kago__child *ch, int rootfd, struct kago_error **err)
+{
+    const struct kago_spec *spec = ch->spec;
+    cleanup_close int proc = mountpoint_in_root(rootfd, "/proc", false, err);
+    if (proc < 0 || mount_at_fd("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/proc", err) < 0)
+        return -1;
+    cleanup_close int sys = mountpoint_in_root(rootfd, "/sys", false, err);
+    if (sys < 0)
+        return -1;
+    if (spec->ns & (1u << KAGO_NS_NET)) {
+        if (mount_at_fd("sysfs", sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL, "/sys", err) < 0)
+            return -1;
+    } else {
+        /* sysfs belongs to the network namespace: without a new one, show the host's read-only */
+        if (mount_at_fd("/sys", sys, NULL, MS_BIND | MS_REC, NULL, "/sys", err) < 0 ||
+            remount_ro(sys, MS_NOSUID | MS_NODEV | MS_NOEXEC, "/sys read-only", err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int setup_user_mounts(const struct kago__child *ch, int rootfd, struct kago_error **err)
+{
+    const struct kago_spec *spec = ch->spec;
+    for (size_t i = 0; i < spec->nmounts; i++) {
+        const struct kago_mount *m = &spec->mounts[i];
+        if (m->kind == KAGO_MOUNT_TMPFS) {
+            cleanup_close int fd = mountpoint_in_root(rootfd, m->dst, false, err);
+            cleanup_free char *opt = m->size ? xasprintf("mode=1777,size=%llu", (unsigned long long)m->size)
+                                             : xstrdup("mode=1777");
+            if (fd < 0 || mount_at_fd("tmpfs", fd, "tmpfs", MS_NOSUID | MS_NODEV | (m->readonly ? MS_RDONLY : 0),
+                                      opt, m->dst, err) < 0)
+                return -1;
+            continue;
+        }
+        struct stat st;
+        if (stat(m->src, &st) < 0)
+            return kago_error_set(err, errno, "bind %s", m->src);
+        cleanup_close int fd = mountpoint_in_root(rootfd, m->dst, !S_ISDIR(st.st_mode), err);
+        if (fd < 0 || mount_at_fd(m->src, fd, NULL, MS_BIND | MS_REC, NULL, m->dst, err) < 0)
+            return -1;
+        if (m->readonly) {
+            close(fd);
+            fd = open_in_root(rootfd, m->dst, O_PATH, err);
+            if (fd < 0 || remount_ro(fd, MS_NODEV, m->dst, err) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int pivot(int rootfd, struct kago_error **err)
+{
+    if (fchdir(rootfd) < 0)
+        return kago_error_set(err, errno, "chdir rootfs");
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        return kago_error_set(err, errno, "pivot_root");
+    /* the old root is stacked under the new one: detach it, never propagating anywhere */
+    if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) < 0)
+        return kago_error_set(err, errno, "make old root a slave");
+    if (umount2(".", MNT_DETACH) < 0)
+        return kago_error_set(err, errno, "unmount old root");
+    if (chdir("/") < 0)
+        return kago_error_set(err, errno, "chdir /");
+    return 0;
+}
+
+static int mask_paths(const struct kago_spec *spec, struct kago_error **err)
+{
+    for (size_t i = 0; spec->masked_paths && spec->masked_paths[i]; i++) {
+        const char *p = spec->masked_paths[i];
+        struct stat st;
+        if (stat(p, &st) < 0)
+            continue; /* nothing to hide */
+        int rc = S_ISDIR(st.st_mode) ? mount("tmpfs", p, "tmpfs", MS_RDONLY, "size=0")
+                                     : mount("/dev/null", p, NULL, MS_BIND, NULL);
+        if (rc < 0)
+            return kago_error_set(err, errno, "mask %s", p);
+    }
+    for (size_t i = 0; spec->readonly_paths && spec->readonly_paths[i]; i++) {
+        const char *p = spec->readonly_paths[i];
+        if (mount(p, p, NULL, MS_BIND | MS_REC, NULL) < 0) {
+            if (errno == ENOENT)
+                continue;
+            return kago_error_set(err, errno, "bind %s read-only", p);
+        }
+        if (mount(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+            return kago_error_set(err, errno, "remount %s read-only", p);
+    }
+    return 0;
+}
+
+int kago__setup_mounts(const struct kago__child *ch, struct kago_error **err)
+{
+    const struct kago_spec *spec = ch->spec;
+    bool userns = spec->ns & (1u << KAGO_NS_USER);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return kago_error_set(err, errno, "make / private");
+    cleanup_close int rootfd = setup_rootfs(ch, err);
+    if (rootfd < 0)
+        return -1;
+    if (setup_proc_sys(ch, rootfd, err) < 0 || setup_dev(rootfd, userns, err) < 0)
+        return -1;
+    if ((spec->ns & (1u << KAGO_NS_IPC)) && setup_mqueue(rootfd, err) < 0)
+        return -1;
+    if (setup_user_mounts(ch, rootfd, err) < 0)
+        return -1;
+    if (spec->readonly && remount_ro(rootfd, MS_NODEV, "rootfs read-only", err) < 0)
+        return -1;
+    if (pivot(rootfd, err) < 0)
+        return -1;
+    return mask_paths(spec, err);
+}
+
+int kago__loopback_up(struct kago_error **err)
+{
+    cleanup_close int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return kago_error_set(err, errno, "socket");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        return kago_error_set(err, errno, "loopback flags");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        return kago_error_set(err, errno, "bring loopback up");
+    return 0;
+}
+
+int kago__listen_socket(uint16_t port, struct kago_error **err)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0); /* inherited by the command: no CLOEXEC */
+    if (s < 0)
+        return kago_error_set(err, errno, "socket");
+    int one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(s, (struct sockaddr *)&a, sizeof a) < 0 || listen(s, 4096) < 0) {
+        int e = errno;
+        close(s);
+        return kago_error_set(err, e, "listen on 127.0.0.1:%u", port);
+    }
+    return s;
+}
+
+int kago__set_rlimits(const struct kago_spec *spec, struct kago_error **err)
+{
+    for (size_t i = 0; i < spec->nrlimits; i++) {
+        struct rlimit rl = {.rlim_cur = spec->rlimits[i].soft, .rlim_max = spec->rlimits[i].hard};
+        if (setrlimit(spec->rlimits[i].resource, &rl) < 0)
+            return kago_error_set(err, errno, "setrlimit %d", spec->rlimits[i].resource);
+    }
+    return 0;
+}
+
+/* Finds argv[0] on the spec's PATH inside the (already pivoted) root. */
+char *kago__find_command(const struct kago_spec *spec, struct kago_error **err)
+{
+    const char *cmd = spec->argv[0];
+    if (strchr(cmd, '/')) {
+        if (access(cmd, X_OK) < 0)
+            return kago_error_set(err, errno, "command %s", cmd), NULL;
+        return xstrdup(cmd);
+    }
+    const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    for (size_t i = 0; spec->env && spec->env[i]; i++)
+        if (!strncmp(spec->env[i], "PATH=", 5))
+            path = spec->env[i] + 5;
+    cleanup_free char *copy = xstrdup(path);
+    char *save = NULL;
+    for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        char *full = xasprintf("%s/%s", dir, cmd);
+        struct stat st;
+        if (stat(full, &st) == 0 && S_ISREG(st.st_mode) && access(full, X_OK) == 0)
+            return full;
+        free(full);
+    }
+    kago_error_set(err, 0, "command %s: not found in the rootfs (PATH=%s)", cmd, path);
+    return NULL;
+}
+
+/* The tiny PID 1 of --init: forwards signals to the command, reaps every zombie, exits as the command did. */
+static volatile sig_atomic_t init_child;
+static void init_forward(int sig)
+{
+    if (init_child > 0)
+        kill(init_child, sig);
+}
+
+void kago__init_loop(pid_t child)
+{
+    init_child = child;
+    struct sigaction sa = {.sa_handler = init_forward};
+    sigemptyset(&sa.sa_mask);
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGCHLD && s != SIGKILL && s != SIGSTOP)
+            sigaction(s, &sa, NULL);
+    for (;;) {
+        int status;
+        pid_t p = waitpid(-1, &status, 0);
+        if (p < 0 && errno == EINTR)
+            continue;
+        if (p < 0)
+            _exit(1);
+        if (p == child) {
+            if (WIFSIGNALED(status)) {
+                signal(WTERMSIG(status), SIG_DFL);
+                kill(getpid(), WTERMSIG(status)); /* pid 1 ignores it: fall back to 128+N */
+                _exit(128 + WTERMSIG(status));
+            }
+            _exit(WEXITSTATUS(status));
+        }
+    }
+}
+
+void kago__child_report(int sync_fd, struct kago_error *err)
+{
+    char buf[4096];
+    int n = snprintf(buf, sizeof buf, "E%d %s", err ? err->code : 0, err && err->msg ? err->msg : "unknown error");
+    if (n > (int)sizeof buf - 1)
+        n = (int)sizeof buf - 1;
+    if (write(sync_fd, buf, (size_t)n) < 0) {
+        /* the parent is gone; nothing left to tell */
+    }
+}
+
+static const int join_order[] = {KAGO_NS_USER, KAGO_NS_IPC, KAGO_NS_UTS, KAGO_NS_NET, KAGO_NS_CGROUP, KAGO_NS_MOUNT};
+static const int ns_clone_flag[KAGO_NS_COUNT] = {
+    [KAGO_NS_PID] = CLONE_NEWPID, [KAGO_NS_MOUNT] = CLONE_NEWNS,       [KAGO_NS_UTS] = CLONE_NEWUTS,
+    [KAGO_NS_IPC] = CLONE_NEWIPC, [KAGO_NS_NET] = CLONE_NEWNET,        [KAGO_NS_CGROUP] = CLONE_NEWCGROUP,
+    [KAGO_NS_USER] = CLONE_NEWUSER,
+};
+
+int kago__ns_clone_flag(enum kago_ns ns)
+{
+    return ns_clone_flag[ns];
+}
+
+static char **exec_env(const struct kago_spec *spec)
+{
+    size_t n = 0;
+    while (spec->env && spec->env[n])
+        n++;
+    char **env = xcalloc(n + 3, sizeof *env);
+    memcpy(env, spec->env, n * sizeof *env);
+    if (spec->listen_port) {
+        env[n++] = xstrdup("LISTEN_FDS=1");
+        env[n++] = xasprintf("LISTEN_PID=%d", (int)getpid());
+    }
+    return env;
+}
+
+/* Steps before the command may run: namespaces, mounts, network, limits. */
+static int child_prepare(struct kago__child *ch, int *listen_fd, char **cmd, struct kago_error **err)
+{
+    const struct kago_spec *spec = ch->spec;
+    for (size_t i = 0; i < sizeof join_order / sizeof join_order[0]; i++) {
+        int ns = join_order[i];
+        if (ch->join_fds[ns] >= 0 && setns(ch->join_fds[ns], ns_clone_flag[ns]) < 0)
+            return kago_error_set(err, errno, "join %s namespace %s", kago_ns_name(ns), spec->join_ns[ns]);
+    }
+    if ((spec->ns & (1u << KAGO_NS_CGROUP)) && unshare(CLONE_NEWCGROUP) < 0)
+        return kago_error_set(err, errno, "new cgroup namespace");
+    if (spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
+        return kago_error_set(err, errno, "hostname %s", spec->hostname);
+    if ((spec->ns & (1u << KAGO_NS_NET)) && kago__loopback_up(err) < 0)
+        return -1;
+    if (spec->listen_port && (*listen_fd = kago__listen_socket(spec->listen_port, err)) < 0)
+        return -1;
+    if ((spec->ns & (1u << KAGO_NS_MOUNT)) && kago__setup_mounts(ch, err) < 0)
+        return -1;
+    if (!(*cmd = kago__find_command(spec, err)))
+        return -1;
+    if (kago__set_rlimits(spec, err) < 0)
+        return -1;
+    if (chdir(spec->cwd ? spec->cwd : "/") < 0)
+        return kago_error_set(err, errno, "cwd %s", spec->cwd);
+    return 0;
+}
+
+/* Steps that take privileges away, last before exec. */
+static int child_secure(const struct kago_spec *spec, struct kago_error **err)
+{
+    if (spec->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return kago_error_set(err, errno, "no_new_privs");
+    if (kago__seccomp_apply(spec, err) < 0)
+        return -1;
+    return kago__caps_apply(spec, err);
+}
+
+static void wait_for_start(struct kago__child *ch)
+{
+    char path[64], c = 'S';
+    snprintf(path, sizeof path, "/proc/self/fd/%d", ch->fifo_fd);
+    int fd = open(path, O_WRONLY | O_CLOEXEC); /* blocks until `kago start` opens the other end */
+    if (fd < 0 || write(fd, &c, 1) != 1)
+        _exit(127);
+    close(fd);
+    close(ch->fifo_fd);
+}
+
+void kago__child_main(struct kago__child *ch)
+{
+    struct kago_error *err = NULL;
+    const struct kago_spec *spec = ch->spec;
+    int listen_fd = -1;
+    char *cmd = NULL, go = 0;
+    bool ready_sent = false;
+
+    for (int i = 0; i < 3; i++)
+        if (ch->stdio[i] >= 0 && ch->stdio[i] != i && dup2(ch->stdio[i], i) < 0)
+            _exit(127);
+    if (read(ch->sync_fd, &go, 1) != 1 || go != 'G')
+        _exit(127); /* the parent gave up */
+    if (child_prepare(ch, &listen_fd, &cmd, &err) < 0)
+        goto fail;
+    if (ch->fifo_fd >= 0) {
+        if (write(ch->sync_fd, "R", 1) != 1)
+            _exit(127);
+        ready_sent = true;
+        wait_for_start(ch);
+    }
+    if (child_secure(spec, &err) < 0)
+        goto fail;
+    if (spec->init) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            kago_error_set(&err, errno, "fork the command under --init");
+            goto fail;
+        }
+        if (pid > 0) {
+            close(ch->sync_fd);
+            if (listen_fd >= 0)
+                close(listen_fd);
+            kago__init_loop(pid);
+        }
+    }
+    if (listen_fd >= 0 && listen_fd != 3) {
+        if (dup2(listen_fd, 3) < 0) {
+            kago_error_set(&err, errno, "pass the listening socket as fd 3");
+            goto fail;
+        }
+        close(listen_fd);
+    }
+    /* nothing of kago's but fd 3 (socket activation) reaches the command */
+    syscall(SYS_close_range, spec->listen_port ? 4 : 3, ~0U, CLOSE_RANGE_CLOEXEC);
+    char **env = exec_env(spec);
+    execve(cmd, spec->argv, env);
+    kago_error_set(&err, errno, "exec %s", cmd);
+fail:
+    if (ready_sent) /* after "R" nobody reads the sync socket: say it on the container's stderr */
+        fprintf(stderr, "kago: %s\n", err ? err->msg : "container setup failed");
+    else
+        kago__child_report(ch->sync_fd, err);
+    _exit(127);
+}

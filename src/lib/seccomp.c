@@ -1,0 +1,188 @@
+/* seccomp: a Docker-like default deny list, custom profiles (Docker/OCI JSON subset), via libseccomp. */
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <string.h>
+#include <strings.h>
+
+#include <kago/spec.h>
+
+#include "linux.h"
+
+/* Denied with EPERM by default: what lets a process escape or reconfigure the host. */
+static const char *const default_deny[] = {
+    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module",
+    "finit_module", "fsconfig", "fsmount", "fsopen", "fspick", "get_kernel_syms", "init_module", "ioperm",
+    "iopl", "kcmp", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mount", "mount_setattr",
+    "move_mount", "name_to_handle_at", "nfsservctl", "open_by_handle_at", "open_tree", "perf_event_open",
+    "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl", "reboot",
+    "request_key", "setns", "settimeofday", "stime", "swapoff", "swapon", "sysfs", "_sysctl", "umount",
+    "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old", NULL,
+};
+
+static const unsigned long ns_clone_flags[] = {
+    CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP,
+};
+
+int kago_seccomp_action_from_name(const char *name)
+{
+    if (!strncasecmp(name, "SCMP_ACT_", 9))
+        name += 9;
+    if (!strcasecmp(name, "allow"))
+        return KAGO_SCMP_ALLOW;
+    if (!strcasecmp(name, "errno"))
+        return KAGO_SCMP_ERRNO;
+    if (!strcasecmp(name, "kill") || !strcasecmp(name, "kill_process") || !strcasecmp(name, "kill_thread"))
+        return KAGO_SCMP_KILL;
+    if (!strcasecmp(name, "log"))
+        return KAGO_SCMP_LOG;
+    return -1;
+}
+
+static uint32_t to_scmp(enum kago_seccomp_action a, int err_value)
+{
+    switch (a) {
+    case KAGO_SCMP_ALLOW: return SCMP_ACT_ALLOW;
+    case KAGO_SCMP_ERRNO: return SCMP_ACT_ERRNO((uint16_t)(err_value ? err_value : EPERM));
+    case KAGO_SCMP_KILL: return SCMP_ACT_KILL_PROCESS;
+    case KAGO_SCMP_LOG: return SCMP_ACT_LOG;
+    }
+    return SCMP_ACT_KILL_PROCESS;
+}
+
+static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, bool strict, struct kago_error **err)
+{
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR) {
+        if (strict)
+            return kago_error_set(err, 0, "seccomp: unknown syscall \"%s\"", name);
+        return 0; /* the default list names syscalls some architectures lack */
+    }
+    int rc = seccomp_rule_add(ctx, action, nr, 0);
+    if (rc < 0 && rc != -EEXIST && !(rc == -EACCES && !strict))
+        return kago_error_set(err, -rc, "seccomp: rule for %s", name);
+    return 0;
+}
+
+static int add_default_rules(scmp_filter_ctx ctx, struct kago_error **err)
+{
+    for (size_t i = 0; default_deny[i]; i++)
+        if (add_rule(ctx, SCMP_ACT_ERRNO(EPERM), default_deny[i], false, err) < 0)
+            return -1;
+    /* clone() may not make namespaces; clone3 hides its flags in memory, so it reports ENOSYS and libc
+     * falls back to clone(). */
+    for (size_t i = 0; i < sizeof ns_clone_flags / sizeof ns_clone_flags[0]; i++) {
+        int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+                                  SCMP_A0(SCMP_CMP_MASKED_EQ, ns_clone_flags[i], ns_clone_flags[i]));
+        if (rc < 0)
+            return kago_error_set(err, -rc, "seccomp: clone rule");
+    }
+    int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+    if (rc < 0)
+        return kago_error_set(err, -rc, "seccomp: clone3 rule");
+    return 0;
+}
+
+int kago__seccomp_apply(const struct kago_spec *spec, struct kago_error **err)
+{
+    const struct kago_seccomp *s = &spec->seccomp;
+    if (s->mode == KAGO_SECCOMP_UNCONFINED)
+        return 0;
+    uint32_t def = s->mode == KAGO_SECCOMP_CUSTOM ? to_scmp(s->default_action, s->default_errno) : SCMP_ACT_ALLOW;
+    scmp_filter_ctx ctx = seccomp_init(def);
+    if (!ctx)
+        return kago_error_set(err, ENOMEM, "seccomp_init");
+    int ret = 0;
+    if (s->mode == KAGO_SECCOMP_DEFAULT && add_default_rules(ctx, err) < 0) {
+        ret = -1;
+        goto out;
+    }
+    for (size_t i = 0; i < s->nrules; i++) {
+        uint32_t act = to_scmp(s->rules[i].action, s->rules[i].errno_value);
+        if (act == def)
+            continue;
+        if (add_rule(ctx, act, s->rules[i].syscall, true, err) < 0) {
+            ret = -1;
+            goto out;
+        }
+    }
+    /* the filter is loaded before capabilities are dropped; no_new_privs is set by the caller if asked */
+    seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+    int rc = seccomp_load(ctx);
+    if (rc < 0)
+        ret = kago_error_set(err, -rc, "seccomp: load filter");
+out:
+    seccomp_release(ctx);
+    return ret;
+}
+
+static int action_of(json_object *o, const char *key, int *action, int *errno_value, struct kago_error **err)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        return kago_error_set(err, 0, "\"%s\" missing or not a string", key);
+    int a = kago_seccomp_action_from_name(json_object_get_string(v));
+    if (a < 0)
+        return kago_error_set(err, 0, "%s \"%s\": unknown action", key, json_object_get_string(v));
+    *action = a;
+    if (json_object_object_get_ex(o, !strcmp(key, "defaultAction") ? "defaultErrnoRet" : "errnoRet", &v))
+        *errno_value = json_object_get_int(v);
+    return 0;
+}
+
+static int load_rules(struct kago_spec *spec, json_object *root, struct kago_error **err)
+{
+    json_object *calls;
+    if (!json_object_object_get_ex(root, "syscalls", &calls))
+        return 0;
+    if (!json_object_is_type(calls, json_type_array))
+        return kago_error_set(err, 0, "\"syscalls\" is not an array");
+    for (size_t i = 0; i < json_object_array_length(calls); i++) {
+        json_object *c = json_object_array_get_idx(calls, i), *names, *args;
+        int action = 0, ev = 0;
+        if (action_of(c, "action", &action, &ev, err) < 0) {
+            kago_error_prefix(err, "syscalls[%zu]", i);
+            return -1;
+        }
+        if (json_object_object_get_ex(c, "args", &args) && json_object_array_length(args) > 0)
+            return kago_error_set(err, 0, "syscalls[%zu]: argument filters are not supported", i);
+        if (!json_object_object_get_ex(c, "names", &names) || !json_object_is_type(names, json_type_array))
+            return kago_error_set(err, 0, "syscalls[%zu]: \"names\" missing", i);
+        for (size_t j = 0; j < json_object_array_length(names); j++) {
+            const char *n = json_object_get_string(json_object_array_get_idx(names, j));
+            if (!n || seccomp_syscall_resolve_name(n) == __NR_SCMP_ERROR)
+                return kago_error_set(err, 0, "syscalls[%zu]: unknown syscall \"%s\"", i, n ? n : "(null)");
+            struct kago_seccomp_rule r = {.syscall = (char *)n, .action = action, .errno_value = ev};
+            kago_spec_add_seccomp_rule(spec, &r);
+        }
+    }
+    return 0;
+}
+
+int kago_seccomp_load_file(struct kago_spec *spec, const char *path, struct kago_error **err)
+{
+    cleanup_free char *text = kago__read_file(path, NULL, err);
+    if (!text)
+        return kago_error_prefix(err, "seccomp profile"), -1;
+    json_tokener *tok = json_tokener_new();
+    json_object *root = json_tokener_parse_ex(tok, text, (int)strlen(text));
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    json_tokener_free(tok);
+    if (!root || jerr != json_tokener_success) {
+        json_object_put(root);
+        return kago_error_set(err, 0, "seccomp profile %s: %s", path, json_tokener_error_desc(jerr));
+    }
+    int action = 0, ev = 0;
+    int ret = action_of(root, "defaultAction", &action, &ev, err);
+    if (ret == 0) {
+        spec->seccomp.mode = KAGO_SECCOMP_CUSTOM;
+        spec->seccomp.default_action = action;
+        spec->seccomp.default_errno = ev;
+        ret = load_rules(spec, root, err);
+    }
+    json_object_put(root);
+    if (ret < 0)
+        kago_error_prefix(err, "seccomp profile %s", path);
+    return ret;
+}

@@ -1,0 +1,222 @@
+/* The container spec: defaults, validation, ownership. */
+#include <string.h>
+#include <sys/resource.h>
+
+#include <kago/app.h>
+#include <kago/spec.h>
+
+#include "util.h"
+
+static const char *const default_masked[] = {
+    "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", NULL,
+};
+static const char *const default_readonly[] = {
+    "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", NULL,
+};
+
+static char **strv_dup(const char *const *v)
+{
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    char **out = xcalloc(n + 1, sizeof *out);
+    for (size_t i = 0; i < n; i++)
+        out[i] = xstrdup(v[i]);
+    return out;
+}
+
+static void strv_free(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static size_t strv_len(char *const *v)
+{
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    return n;
+}
+
+void kago_spec_init(struct kago_spec *spec)
+{
+    memset(spec, 0, sizeof *spec);
+    spec->rootfs = xstrdup(KAGO_DEFAULT_ROOTFS);
+    spec->ns = (1u << KAGO_NS_PID) | (1u << KAGO_NS_MOUNT) | (1u << KAGO_NS_UTS) | (1u << KAGO_NS_IPC) |
+               (1u << KAGO_NS_NET) | (1u << KAGO_NS_CGROUP);
+    spec->env = strv_dup((const char *const[]){"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                               "TERM=xterm", NULL});
+    spec->cwd = xstrdup("/");
+    spec->masked_paths = strv_dup(default_masked);
+    spec->readonly_paths = strv_dup(default_readonly);
+    spec->limits.cpu_quota_us = KAGO_UNSET;
+    spec->limits.cpu_period_us = KAGO_UNSET;
+    spec->limits.cpu_weight = KAGO_UNSET;
+    spec->limits.memory = KAGO_UNSET;
+    spec->limits.pids = KAGO_UNSET;
+    spec->caps = kago_caps_default();
+    spec->seccomp.mode = KAGO_SECCOMP_DEFAULT;
+    spec->seccomp.default_action = KAGO_SCMP_ALLOW;
+    spec->no_new_privs = true;
+}
+
+void kago_spec_free(struct kago_spec *spec)
+{
+    if (!spec)
+        return;
+    free(spec->name);
+    free(spec->rootfs);
+    strv_free(spec->argv);
+    strv_free(spec->env);
+    free(spec->cwd);
+    free(spec->hostname);
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        free(spec->join_ns[i]);
+    free(spec->uidmap);
+    free(spec->gidmap);
+    for (size_t i = 0; i < spec->nmounts; i++) {
+        free(spec->mounts[i].src);
+        free(spec->mounts[i].dst);
+    }
+    free(spec->mounts);
+    strv_free(spec->masked_paths);
+    strv_free(spec->readonly_paths);
+    free(spec->limits.cpuset);
+    for (size_t i = 0; i < spec->limits.nraw; i++) {
+        free(spec->limits.raw[i].key);
+        free(spec->limits.raw[i].value);
+    }
+    free(spec->limits.raw);
+    free(spec->rlimits);
+    for (size_t i = 0; i < spec->seccomp.nrules; i++)
+        free(spec->seccomp.rules[i].syscall);
+    free(spec->seccomp.rules);
+    memset(spec, 0, sizeof *spec);
+}
+
+int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
+{
+    if (!spec->argv || !spec->argv[0])
+        return kago_error_set(err, 0, "no command given");
+    if (!spec->rootfs || !*spec->rootfs)
+        return kago_error_set(err, 0, "no rootfs given");
+    if (spec->name) {
+        size_t n = strlen(spec->name);
+        if (n == 0 || n > 64 || strspn(spec->name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != n ||
+            spec->name[0] == '.' || spec->name[0] == '-')
+            return kago_error_set(err, 0, "name \"%s\": use 1-64 letters, digits, '_', '.', '-'", spec->name);
+    }
+    if (spec->cwd && spec->cwd[0] != '/')
+        return kago_error_set(err, 0, "cwd \"%s\": must be an absolute path", spec->cwd);
+    if ((spec->nuidmap || spec->ngidmap) && !(spec->ns & (1u << KAGO_NS_USER)) && !spec->join_ns[KAGO_NS_USER])
+        return kago_error_set(err, 0, "uid/gid maps given without a user namespace (--ns ...,user)");
+    if ((spec->ns & (1u << KAGO_NS_USER)) && !spec->nuidmap)
+        return kago_error_set(err, 0, "user namespace needs a uid map (--uidmap 0:HOSTUID:COUNT)");
+    if (!(spec->ns & (1u << KAGO_NS_MOUNT)) && !spec->join_ns[KAGO_NS_MOUNT])
+        return kago_error_set(err, 0, "a mount namespace is required (kago pivots into the rootfs)");
+    if (spec->hostname && !(spec->ns & (1u << KAGO_NS_UTS)))
+        return kago_error_set(err, 0, "hostname set without a uts namespace");
+    if (spec->listen_port && !(spec->ns & (1u << KAGO_NS_NET)))
+        return kago_error_set(err, 0, "socket activation needs a net namespace");
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        if (spec->join_ns[i] && (spec->ns & (1u << i)))
+            return kago_error_set(err, 0, "namespace %s: both created and joined", kago_ns_name(i));
+    if (spec->limits.cpu_weight != KAGO_UNSET && (spec->limits.cpu_weight < 1 || spec->limits.cpu_weight > 10000))
+        return kago_error_set(err, 0, "cpu weight %lld: must be 1..10000", (long long)spec->limits.cpu_weight);
+    if (spec->limits.pids != KAGO_UNSET && spec->limits.pids != KAGO_NOLIMIT && spec->limits.pids < 1)
+        return kago_error_set(err, 0, "pids %lld: must be at least 1", (long long)spec->limits.pids);
+    if (spec->limits.memory != KAGO_UNSET && spec->limits.memory != KAGO_NOLIMIT && spec->limits.memory < 4096 * 64)
+        return kago_error_set(err, 0, "memory %lld: must be at least 256K", (long long)spec->limits.memory);
+    return 0;
+}
+
+void kago_spec_set_argv(struct kago_spec *spec, char *const *argv)
+{
+    strv_free(spec->argv);
+    spec->argv = strv_dup((const char *const *)argv);
+}
+
+void kago_spec_add_env(struct kago_spec *spec, const char *kv)
+{
+    size_t klen = strcspn(kv, "=");
+    size_t n = strv_len(spec->env);
+    for (size_t i = 0; i < n; i++) {
+        if (!strncmp(spec->env[i], kv, klen) && (spec->env[i][klen] == '=' || spec->env[i][klen] == '\0')) {
+            free(spec->env[i]);
+            spec->env[i] = xstrdup(kv);
+            return;
+        }
+    }
+    spec->env = xrealloc(spec->env, (n + 2) * sizeof *spec->env);
+    spec->env[n] = xstrdup(kv);
+    spec->env[n + 1] = NULL;
+}
+
+void kago_spec_add_mount(struct kago_spec *spec, const struct kago_mount *m)
+{
+    spec->mounts = xrealloc(spec->mounts, (spec->nmounts + 1) * sizeof *spec->mounts);
+    struct kago_mount *d = &spec->mounts[spec->nmounts++];
+    *d = *m;
+    d->src = xstrdup(m->src);
+    d->dst = xstrdup(m->dst);
+}
+
+void kago_spec_add_rlimit(struct kago_spec *spec, const struct kago_rlimit *rl)
+{
+    for (size_t i = 0; i < spec->nrlimits; i++) {
+        if (spec->rlimits[i].resource == rl->resource) {
+            spec->rlimits[i] = *rl;
+            return;
+        }
+    }
+    spec->rlimits = xrealloc(spec->rlimits, (spec->nrlimits + 1) * sizeof *spec->rlimits);
+    spec->rlimits[spec->nrlimits++] = *rl;
+}
+
+void kago_spec_add_raw(struct kago_spec *spec, const char *key, const char *value)
+{
+    struct kago_limits *l = &spec->limits;
+    l->raw = xrealloc(l->raw, (l->nraw + 1) * sizeof *l->raw);
+    l->raw[l->nraw].key = xstrdup(key);
+    l->raw[l->nraw].value = xstrdup(value);
+    l->nraw++;
+}
+
+void kago_spec_add_seccomp_rule(struct kago_spec *spec, const struct kago_seccomp_rule *r)
+{
+    struct kago_seccomp *s = &spec->seccomp;
+    s->rules = xrealloc(s->rules, (s->nrules + 1) * sizeof *s->rules);
+    s->rules[s->nrules] = *r;
+    s->rules[s->nrules].syscall = xstrdup(r->syscall);
+    s->nrules++;
+}
+
+void kago_app_init(struct kago_app *app)
+{
+    memset(app, 0, sizeof *app);
+    kago_spec_init(&app->spec);
+    app->port = 8080;
+    app->lifetime_ms = 20 * 60 * 1000;
+    app->idle_timeout_ms = 5 * 60 * 1000;
+    app->start_timeout_ms = 10 * 1000;
+    app->stop_grace_ms = 10 * 1000;
+    app->min_instances = 0;
+    app->max_instances = 4;
+    app->concurrency = 20;
+    app->max_pending = 1000;
+    app->max_body = 64ull << 20;
+    app->idle_action = KAGO_IDLE_STOP;
+}
+
+void kago_app_free(struct kago_app *app)
+{
+    if (!app)
+        return;
+    free(app->name);
+    strv_free(app->hosts);
+    kago_spec_free(&app->spec);
+    memset(app, 0, sizeof *app);
+}

@@ -1,0 +1,79 @@
+/* Internal helpers shared by libkago's files: allocation, cleanup attributes, small file I/O. */
+#ifndef KAGO_UTIL_H
+#define KAGO_UTIL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <kago/error.h>
+
+#define KAGO_INTERNAL __attribute__((visibility("hidden")))
+
+void *xmalloc(size_t n) KAGO_INTERNAL;
+void *xcalloc(size_t n, size_t size) KAGO_INTERNAL;
+void *xrealloc(void *p, size_t n) KAGO_INTERNAL;
+char *xstrdup(const char *s) KAGO_INTERNAL;
+char *xasprintf(const char *fmt, ...) KAGO_INTERNAL __attribute__((format(printf, 1, 2)));
+
+static inline void cleanup_freep(void *p)
+{
+    int saved = errno;
+    free(*(void **)p);
+    errno = saved;
+}
+static inline void cleanup_closep(int *fd)
+{
+    int saved = errno;
+    if (*fd >= 0)
+        close(*fd);
+    errno = saved;
+}
+static inline void cleanup_fclosep(FILE **f)
+{
+    int saved = errno;
+    if (*f)
+        fclose(*f);
+    errno = saved;
+}
+static inline void cleanup_errorp(struct kago_error **e)
+{
+    kago_error_free(*e);
+}
+#define cleanup_free   __attribute__((cleanup(cleanup_freep)))
+#define cleanup_close  __attribute__((cleanup(cleanup_closep)))
+#define cleanup_fclose __attribute__((cleanup(cleanup_fclosep)))
+#define cleanup_error  __attribute__((cleanup(cleanup_errorp)))
+
+static inline void *steal_ptr_(void **p)
+{
+    void *r = *p;
+    *p = NULL;
+    return r;
+}
+#define steal_ptr(p) steal_ptr_((void **)&(p))
+static inline int steal_fd(int *fd)
+{
+    int r = *fd;
+    *fd = -1;
+    return r;
+}
+
+/* Writes s to path (O_WRONLY|O_TRUNC unless append). Returns 0 or < 0 with *err naming the file. */
+int kago__write_file(const char *path, const char *s, struct kago_error **err) KAGO_INTERNAL;
+/* Same, relative to a directory fd. */
+int kago__write_fileat(int dirfd, const char *name, const char *s, struct kago_error **err) KAGO_INTERNAL;
+/* Reads a whole (small) file into a NUL-terminated buffer the caller frees. NULL on failure. */
+char *kago__read_file(const char *path, size_t *len, struct kago_error **err) KAGO_INTERNAL;
+char *kago__read_fileat(int dirfd, const char *name, struct kago_error **err) KAGO_INTERNAL;
+/* mkdir -p with mode. */
+int kago__mkdir_p(const char *path, mode_t mode, struct kago_error **err) KAGO_INTERNAL;
+/* rm -rf of a directory tree that kago made (does not cross mounts). */
+int kago__rm_rf(const char *path) KAGO_INTERNAL;
+/* Monotonic time in microseconds. */
+unsigned long long kago__now_us(void) KAGO_INTERNAL;
+
+#endif
