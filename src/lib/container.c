@@ -231,7 +231,8 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec, c
         goto fail_child;
     if ((spec->ns & (1u << KAGO_NS_USER)) && setup_userns(l.pid, spec, err) < 0)
         goto fail_child;
-    if (write(sv[0], "G", 1) != 1) {
+    /* the child may already have failed and closed its end: its report is still queued to read */
+    if (send(sv[0], "G", 1, MSG_NOSIGNAL) != 1 && errno != EPIPE && errno != ECONNRESET) {
         kago_error_set(err, errno, "start container init");
         goto fail_child;
     }

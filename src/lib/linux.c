@@ -439,8 +439,6 @@ static int child_prepare(struct kago__child *ch, int *listen_fd, char **cmd, str
         if (ch->join_fds[ns] >= 0 && setns(ch->join_fds[ns], ns_clone_flag[ns]) < 0)
             return kago_error_set(err, errno, "join %s namespace %s", kago_ns_name(ns), spec->join_ns[ns]);
     }
-    if ((spec->ns & (1u << KAGO_NS_CGROUP)) && unshare(CLONE_NEWCGROUP) < 0)
-        return kago_error_set(err, errno, "new cgroup namespace");
     if (spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
         return kago_error_set(err, errno, "hostname %s", spec->hostname);
     if ((spec->ns & (1u << KAGO_NS_NET)) && kago__loopback_up(err) < 0)
@@ -490,10 +488,20 @@ void kago__child_main(struct kago__child *ch)
     for (int i = 0; i < 3; i++)
         if (ch->stdio[i] >= 0 && ch->stdio[i] != i && dup2(ch->stdio[i], i) < 0)
             _exit(127);
-    if (read(ch->sync_fd, &go, 1) != 1 || go != 'G')
+    /* Without a user namespace the setup needs nothing from the parent: it runs while the parent moves
+     * this process into its cgroup (on cgroup v1 a migration waits for an RCU grace period). */
+    bool userns = spec->ns & (1u << KAGO_NS_USER);
+    if (userns && (read(ch->sync_fd, &go, 1) != 1 || go != 'G'))
         _exit(127); /* the parent gave up */
     if (child_prepare(ch, &listen_fd, &cmd, &err) < 0)
         goto fail;
+    if (!userns && (read(ch->sync_fd, &go, 1) != 1 || go != 'G'))
+        _exit(127);
+    /* a cgroup namespace is rooted where the process is: make it only once inside its cgroup */
+    if ((spec->ns & (1u << KAGO_NS_CGROUP)) && unshare(CLONE_NEWCGROUP) < 0) {
+        kago_error_set(&err, errno, "new cgroup namespace");
+        goto fail;
+    }
     if (ch->fifo_fd >= 0) {
         if (write(ch->sync_fd, "R", 1) != 1)
             _exit(127);
