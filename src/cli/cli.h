@@ -36,6 +36,8 @@ CLI_VERB(resume);
 CLI_VERB(stats);
 /* `kago run Kagofile [NAME...]`: run.c hands over when its first argument is a file. */
 CLI_VERB(run_kagofile);
+CLI_VERB(check);
+CLI_VERB(reload);
 
 /* Options shared by run and create: fills spec from one option. Returns 1 if the option was
  * consumed, 0 if it is not a spec option, < 0 on a bad value (message printed). */

@@ -26,6 +26,8 @@ static const struct verb verbs[] = {
     {"pause", cli_pause, "freeze every process of a container"},
     {"resume", cli_resume, "thaw a paused container"},
     {"stats", cli_stats, "cpu, memory, pids and OOM kills of a container"},
+    {"check", cli_check, "validate a Kagofile without starting anything"},
+    {"reload", cli_reload, "re-apply a container's Kagofile: limits and hooks, live"},
 };
 
 int cli_fail(struct kago_error *err)

@@ -19,6 +19,7 @@
 #include <kago/kago.h>
 
 #include "internal.h"
+#include "supervisor.h"
 
 #define PRELUDE_NAME   "(kago)"
 #define MAX_KAGOFILE   (16u << 20)
@@ -137,6 +138,7 @@ static int setup_state(struct kago_kagofile *kf, char *const *sets, struct kago_
 {
     mrb_state *mrb = kf->mrb;
     kf_dsl_define(mrb);
+    kf_ctobj_define(mrb);
     define_env(mrb);
     mrb_value params = make_params(mrb, sets, err);
     if (mrb_nil_p(params))

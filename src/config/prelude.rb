@@ -379,3 +379,32 @@ class Kago::AppSpec
     _idle(Kago.__str(action, "idle"), f.nil? ? 0 : Kago.__ms(f, "idle for:"))
   end
 end
+
+# What a hook receives: name, pid, running?, status, stats, limits, pause, resume (C), and these.
+class Kago::Container
+  # update cpu: "20%", memory: "128M", pids: 64, cpuset: "0", cpu_weight: 50, "cpu.cfs_quota_us" => 20000
+  def update(h = nil, **kw)
+    all = {}
+    all.merge!(h) if h.is_a?(Hash)
+    raise TypeError, "update: expected a Hash like cpu: \"20%\", got #{h.inspect}" if h && !h.is_a?(Hash)
+    all.merge!(kw)
+    raise ArgumentError, "update: give at least one limit, e.g. update(cpu: \"20%\")" if all.empty?
+    s = {}
+    all.each { |k, v| s[Kago.__str(k, "update")] = Kago.__val(v, "update #{k}") }
+    _update(s)
+  end
+
+  # kill :TERM (the init), kill :KILL, all: true (every process of the container)
+  def kill(sig = :TERM, all: false)
+    _kill(sig.is_a?(Integer) ? sig.to_s : Kago.__str(sig, "kill"), Kago.__bool(all, "kill all:"))
+  end
+
+  # SIGTERM, then SIGKILL after grace (default: the container's stop_grace).
+  def stop(grace: nil)
+    _stop(grace.nil? ? -1 : Kago.__ms(grace, "stop grace:"))
+  end
+
+  def inspect
+    "#<Kago::Container #{name}>"
+  end
+end
