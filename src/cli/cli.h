@@ -34,6 +34,7 @@ CLI_VERB(update);
 CLI_VERB(pause);
 CLI_VERB(resume);
 CLI_VERB(stats);
+CLI_VERB(serve); CLI_VERB(ps);
 /* `kago run Kagofile [NAME...]`: run.c hands over when its first argument is a file. */
 CLI_VERB(run_kagofile);
 CLI_VERB(check);

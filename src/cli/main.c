@@ -28,6 +28,8 @@ static const struct verb verbs[] = {
     {"stats", cli_stats, "cpu, memory, pids and OOM kills of a container"},
     {"check", cli_check, "validate a Kagofile without starting anything"},
     {"reload", cli_reload, "re-apply a container's Kagofile: limits and hooks, live"},
+    {"serve", cli_serve, "the FastContainer proxy: start app containers on request (docs/serve.md)"},
+    {"ps", cli_ps, "apps and instances of the running kago serve"},
 };
 
 int cli_fail(struct kago_error *err)

@@ -1,0 +1,140 @@
+/* kago ps [--admin ADDR] [--json]: the apps and instances of a running `kago serve`, from its
+ * admin listener (GET /ps). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <json-c/json.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* GET path from the admin listener at addr (IPv4 "IP:PORT"); returns the body (caller frees). */
+static char *admin_get(const char *addr, const char *path)
+{
+    char host[64];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= sizeof(host)) {
+        cli_errorf("ps: bad admin address \"%s\" (want IP:PORT)", addr);
+        return NULL;
+    }
+    memcpy(host, addr, colon - addr);
+    host[colon - addr] = 0;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        cli_errorf("ps: bad admin address \"%s\"", addr);
+        return NULL;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        cli_errorf("ps: connect to kago serve's admin listener %s: %s", addr, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    char req[256];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: kago\r\nConnection: close\r\n\r\n", path);
+    if (write(fd, req, n) != n) {
+        cli_errorf("ps: write to %s: %s", addr, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    size_t len = 0, cap = 65536;
+    char *buf = malloc(cap);
+    ssize_t r;
+    while (buf && (r = read(fd, buf + len, cap - len - 1)) > 0) {
+        len += r;
+        if (len + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    close(fd);
+    if (!buf)
+        abort();
+    buf[len] = 0;
+    char *body = strstr(buf, "\r\n\r\n");
+    if (strncmp(buf, "HTTP/1.1 200", 12) != 0 || !body) {
+        cli_errorf("ps: unexpected answer from %s", addr);
+        free(buf);
+        return NULL;
+    }
+    memmove(buf, body + 4, strlen(body + 4) + 1);
+    return buf;
+}
+
+static void human(char *out, size_t n, long long bytes)
+{
+    if (bytes < 0)
+        snprintf(out, n, "-");
+    else if (bytes >= 1 << 20)
+        snprintf(out, n, "%.1fM", bytes / 1048576.0);
+    else
+        snprintf(out, n, "%.1fK", bytes / 1024.0);
+}
+
+CLI_VERB(ps)
+{
+    const char *admin = "127.0.0.1:9090";
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = true;
+        else if (!strcmp(argv[i], "--admin") && i + 1 < argc)
+            admin = argv[++i];
+        else if (!strncmp(argv[i], "--admin=", 8))
+            admin = argv[i] + 8;
+        else
+            return cli_usage("ps", "expected: kago ps [--admin IP:PORT] [--json]");
+    }
+    char *body = admin_get(admin, "/ps");
+    if (!body)
+        return 1;
+    if (json) {
+        fputs(body, stdout);
+        free(body);
+        return 0;
+    }
+    json_object *root = json_tokener_parse(body);
+    free(body);
+    json_object *apps;
+    if (!root || !json_object_object_get_ex(root, "apps", &apps)) {
+        json_object_put(root);
+        return cli_errorf("ps: cannot parse the answer of %s", admin);
+    }
+    printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s\n", "APP", "INSTANCE", "STATE", "AGE", "INFLIGHT", "SERVED", "CPU",
+           "MEMORY");
+    for (size_t i = 0; i < json_object_array_length(apps); i++) {
+        json_object *a = json_object_array_get_idx(apps, i), *v, *insts;
+        const char *name = json_object_object_get_ex(a, "name", &v) ? json_object_get_string(v) : "?";
+        int pending = json_object_object_get_ex(a, "pending", &v) ? json_object_get_int(v) : 0;
+        json_object_object_get_ex(a, "instances", &insts);
+        size_t n = insts ? json_object_array_length(insts) : 0;
+        if (n == 0)
+            printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s\n", name, "-", pending ? "held" : "stopped", "-", "-", "-",
+                   "-", "-");
+        for (size_t k = 0; k < n; k++) {
+            json_object *in = json_object_array_get_idx(insts, k);
+            char mem[32], age[32], cpu[32];
+            json_object_object_get_ex(in, "memory", &v);
+            human(mem, sizeof(mem), json_object_get_int64(v));
+            json_object_object_get_ex(in, "age_s", &v);
+            snprintf(age, sizeof(age), "%.0fs", json_object_get_double(v));
+            json_object_object_get_ex(in, "cpu_s", &v);
+            snprintf(cpu, sizeof(cpu), "%.2fs", json_object_get_double(v));
+            json_object *nm, *st, *inf, *sv;
+            json_object_object_get_ex(in, "name", &nm);
+            json_object_object_get_ex(in, "state", &st);
+            json_object_object_get_ex(in, "in_flight", &inf);
+            json_object_object_get_ex(in, "served", &sv);
+            printf("%-16s %-28s %-9s %8s %9d %9lld %9s %9s\n", name, json_object_get_string(nm),
+                   json_object_get_string(st), age, json_object_get_int(inf), (long long)json_object_get_int64(sv), cpu,
+                   mem);
+        }
+        if (pending)
+            printf("%-16s %d request(s) held for a starting instance\n", name, pending);
+    }
+    json_object_put(root);
+    return 0;
+}

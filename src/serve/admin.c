@@ -1,0 +1,271 @@
+/* kago serve — the admin listener: GET /metrics (Prometheus text), GET /ps (JSON, or a table
+ * with ?table), POST /reload. One request per connection; small, and never on the hot path. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "serve_int.h"
+#include "util.h"
+
+#define ADMIN_MAX_REQ 4096
+
+int kago__server_reload(struct server *srv, struct kago_error **err);
+
+static const int status_codes[STATUS_SLOTS] = { 200, 204, 206, 301, 302, 304, 400, 404,
+                                                408, 413, 431, 500, 502, 503, 504, 0 };
+
+void kago__metrics_count(struct app_rt *a, int status)
+{
+    int slot = STATUS_SLOTS - 1;
+    for (int i = 0; i < STATUS_SLOTS - 1; i++)
+        if (status_codes[i] == status) {
+            slot = i;
+            break;
+        }
+    a->m.by_status[slot]++;
+}
+
+struct admin_conn {
+    uv_tcp_t tcp;
+    uv_write_t wreq;
+    struct server *srv;
+    char req[ADMIN_MAX_REQ];
+    size_t len;
+    struct sbuf out;
+    bool done;
+};
+
+static void printf_buf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void printf_buf(struct sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *p = sbuf_reserve(b, n + 1);
+    va_start(ap, fmt);
+    vsnprintf(p, n + 1, fmt, ap);
+    va_end(ap);
+    b->len += n;
+}
+
+static void refresh_stats(struct instance *inst)
+{
+    struct kago_error *err = NULL;
+    if (inst->c && kago_container_stats(inst->c, &inst->stats, &err) < 0)
+        kago_error_free(err);
+}
+
+static void metrics(struct server *srv, struct sbuf *b)
+{
+    printf_buf(b, "# HELP kago_requests_total Requests answered, by app and status.\n"
+                  "# TYPE kago_requests_total counter\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        for (int i = 0; i < STATUS_SLOTS; i++)
+            if (a->m.by_status[i]) {
+                if (status_codes[i])
+                    printf_buf(b, "kago_requests_total{app=\"%s\",code=\"%d\"} %llu\n", a->app.name,
+                               status_codes[i], (unsigned long long)a->m.by_status[i]);
+                else
+                    printf_buf(b, "kago_requests_total{app=\"%s\",code=\"other\"} %llu\n", a->app.name,
+                               (unsigned long long)a->m.by_status[i]);
+            }
+    printf_buf(b, "# TYPE kago_requests_in_flight gauge\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        printf_buf(b, "kago_requests_in_flight{app=\"%s\"} %llu\n", a->app.name, (unsigned long long)a->m.inflight);
+    printf_buf(b, "# HELP kago_queue_depth Requests held waiting for an instance to become ready.\n"
+                  "# TYPE kago_queue_depth gauge\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        printf_buf(b, "kago_queue_depth{app=\"%s\"} %u\n", a->app.name, a->pool.npending);
+    printf_buf(b, "# TYPE kago_instances gauge\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        for (int s = POOL_STARTING; s <= POOL_STOPPING; s++)
+            printf_buf(b, "kago_instances{app=\"%s\",state=\"%s\"} %u\n", a->app.name, kago__pool_state_name(s),
+                       kago__pool_count(&a->pool, s));
+    printf_buf(b, "# TYPE kago_cold_starts_total counter\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        printf_buf(b, "kago_cold_starts_total{app=\"%s\"} %llu\n", a->app.name, (unsigned long long)a->pool.cold_starts);
+    printf_buf(b, "# HELP kago_cold_start_seconds Time from starting an instance to its readiness.\n"
+                  "# TYPE kago_cold_start_seconds histogram\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next) {
+        uint64_t cum = 0;
+        for (int i = 0; i < POOL_HIST_BUCKETS; i++) {
+            cum += a->pool.cold_hist[i];
+            if (i == POOL_HIST_BUCKETS - 1)
+                printf_buf(b, "kago_cold_start_seconds_bucket{app=\"%s\",le=\"+Inf\"} %llu\n", a->app.name,
+                           (unsigned long long)cum);
+            else
+                printf_buf(b, "kago_cold_start_seconds_bucket{app=\"%s\",le=\"%g\"} %llu\n", a->app.name,
+                           kago__pool_hist_bounds_ms[i] / 1000.0, (unsigned long long)cum);
+        }
+        printf_buf(b, "kago_cold_start_seconds_sum{app=\"%s\"} %g\n", a->app.name, a->pool.cold_sum_ms / 1000.0);
+        printf_buf(b, "kago_cold_start_seconds_count{app=\"%s\"} %llu\n", a->app.name, (unsigned long long)cum);
+    }
+    printf_buf(b, "# TYPE kago_start_failures_total counter\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        printf_buf(b, "kago_start_failures_total{app=\"%s\"} %llu\n", a->app.name,
+                   (unsigned long long)a->pool.start_failures);
+    printf_buf(b, "# TYPE kago_upstream_errors_total counter\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        printf_buf(b, "kago_upstream_errors_total{app=\"%s\"} %llu\n", a->app.name,
+                   (unsigned long long)a->m.upstream_errors);
+    printf_buf(b, "# TYPE kago_rejected_total counter\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        printf_buf(b, "kago_rejected_total{app=\"%s\"} %llu\n", a->app.name, (unsigned long long)a->pool.rejected);
+    printf_buf(b, "# TYPE kago_instance_cpu_seconds_total counter\n# TYPE kago_instance_memory_bytes gauge\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
+            struct instance *inst = pi->data;
+            refresh_stats(inst);
+            printf_buf(b, "kago_instance_cpu_seconds_total{app=\"%s\",instance=\"%s\"} %.6f\n", a->app.name,
+                       inst->name, inst->stats.cpu_usage_us / 1e6);
+            printf_buf(b, "kago_instance_memory_bytes{app=\"%s\",instance=\"%s\"} %lld\n", a->app.name, inst->name,
+                       (long long)inst->stats.memory_current);
+        }
+    printf_buf(b, "# TYPE kago_connections gauge\nkago_connections %u\n", srv->nclients);
+    printf_buf(b, "# TYPE kago_instances_started_total counter\nkago_instances_started_total %llu\n",
+               (unsigned long long)srv->total_instances);
+}
+
+static void json_str(struct sbuf *b, const char *s)
+{
+    sbuf_add(b, "\"", 1);
+    for (; s && *s; s++) {
+        if (*s == '"' || *s == '\\')
+            sbuf_add(b, "\\", 1);
+        if ((unsigned char)*s < 0x20)
+            printf_buf(b, "\\u%04x", *s);
+        else
+            sbuf_add(b, s, 1);
+    }
+    sbuf_add(b, "\"", 1);
+}
+
+static void ps_json(struct server *srv, struct sbuf *b)
+{
+    uint64_t now = kago__serve_now_ms();
+    sbuf_adds(b, "{\"apps\":[");
+    for (struct app_rt *a = srv->apps; a; a = a->next) {
+        sbuf_adds(b, "{\"name\":");
+        json_str(b, a->app.name);
+        sbuf_adds(b, ",\"hosts\":[");
+        for (char **h = a->app.hosts; h && *h; h++) {
+            json_str(b, *h);
+            if (h[1])
+                sbuf_add(b, ",", 1);
+        }
+        printf_buf(b, "],\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"instances\":[", a->removed ? "true" : "false",
+                   a->pool.npending, (unsigned long long)a->m.inflight);
+        for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
+            struct instance *inst = pi->data;
+            refresh_stats(inst);
+            sbuf_adds(b, "{\"name\":");
+            json_str(b, inst->name);
+            printf_buf(b, ",\"state\":\"%s\",\"pid\":%d,\"age_s\":%.1f,\"in_flight\":%u,\"served\":%llu,"
+                          "\"cpu_s\":%.3f,\"memory\":%lld}%s",
+                       kago__pool_state_name(pi->state), inst->c ? (int)kago_container_pid(inst->c) : 0,
+                       (now - pi->created) / 1000.0, pi->inflight, (unsigned long long)pi->served,
+                       inst->stats.cpu_usage_us / 1e6, (long long)inst->stats.memory_current, pi->next ? "," : "");
+        }
+        sbuf_adds(b, a->next ? "]}," : "]}");
+    }
+    sbuf_adds(b, "]}\n");
+}
+
+static void on_admin_closed(uv_handle_t *h)
+{
+    struct admin_conn *ac = h->data;
+    sbuf_free(&ac->out);
+    free(ac);
+}
+
+static void on_admin_written(uv_write_t *w, int status)
+{
+    struct admin_conn *ac = w->data;
+    uv_close((uv_handle_t *)&ac->tcp, on_admin_closed);
+}
+
+static void respond(struct admin_conn *ac, int status, const char *ctype, struct sbuf *body)
+{
+    printf_buf(&ac->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+               status, kago__http_reason(status), ctype, body->len);
+    sbuf_add(&ac->out, body->data, body->len);
+    sbuf_free(body);
+    uv_buf_t b = uv_buf_init(ac->out.data, ac->out.len);
+    ac->wreq.data = ac;
+    ac->done = true;
+    uv_read_stop((uv_stream_t *)&ac->tcp);
+    if (uv_write(&ac->wreq, (uv_stream_t *)&ac->tcp, &b, 1, on_admin_written) < 0)
+        uv_close((uv_handle_t *)&ac->tcp, on_admin_closed);
+}
+
+static void handle(struct admin_conn *ac)
+{
+    struct server *srv = ac->srv;
+    struct sbuf body = { 0 };
+    char method[8] = "", path[256] = "";
+    if (sscanf(ac->req, "%7s %255s", method, path) != 2) {
+        sbuf_adds(&body, "bad request\n");
+        respond(ac, 400, "text/plain", &body);
+        return;
+    }
+    if (!strcmp(method, "GET") && !strcmp(path, "/metrics")) {
+        metrics(srv, &body);
+        respond(ac, 200, "text/plain; version=0.0.4", &body);
+    } else if (!strcmp(method, "GET") && !strncmp(path, "/ps", 3)) {
+        ps_json(srv, &body);
+        respond(ac, 200, "application/json", &body);
+    } else if (!strcmp(method, "POST") && !strcmp(path, "/reload")) {
+        struct kago_error *err = NULL;
+        if (kago__server_reload(srv, &err) < 0) {
+            printf_buf(&body, "reload failed: %s\n", err->msg);
+            kago_error_free(err);
+            respond(ac, 500, "text/plain", &body);
+        } else {
+            sbuf_adds(&body, "reloaded\n");
+            respond(ac, 200, "text/plain", &body);
+        }
+    } else if (!strcmp(method, "GET") && !strcmp(path, "/healthz")) {
+        sbuf_adds(&body, "ok\n");
+        respond(ac, 200, "text/plain", &body);
+    } else {
+        sbuf_adds(&body, "not found (try /metrics, /ps, POST /reload)\n");
+        respond(ac, 404, "text/plain", &body);
+    }
+}
+
+static void on_admin_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct admin_conn *ac = h->data;
+    buf->base = ac->req + ac->len;
+    buf->len = ADMIN_MAX_REQ - 1 - ac->len;
+}
+
+static void on_admin_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct admin_conn *ac = s->data;
+    if (ac->done || n == 0)
+        return;
+    if (n < 0) {
+        uv_close((uv_handle_t *)&ac->tcp, on_admin_closed);
+        return;
+    }
+    ac->len += n;
+    ac->req[ac->len] = 0;
+    if (strstr(ac->req, "\r\n\r\n") || strstr(ac->req, "\n\n") || ac->len >= ADMIN_MAX_REQ - 1)
+        handle(ac);
+}
+
+void kago__admin_accept(struct server *srv, uv_stream_t *listener)
+{
+    struct admin_conn *ac = xcalloc(1, sizeof(*ac));
+    ac->srv = srv;
+    uv_tcp_init(srv->loop, &ac->tcp);
+    ac->tcp.data = ac;
+    if (uv_accept(listener, (uv_stream_t *)&ac->tcp) < 0) {
+        uv_close((uv_handle_t *)&ac->tcp, on_admin_closed);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&ac->tcp, on_admin_alloc, on_admin_read);
+}

@@ -1,0 +1,695 @@
+/* kago serve — the client side of the proxy: accept, read and parse requests, route, hold,
+ * relay bodies with backpressure, answer in order, keep-alive, timeouts, errors.
+ * One request at a time per connection: a pipelined request waits in the read buffer (the
+ * parser is paused) until the previous response is complete, so answers keep their order. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "serve_int.h"
+#include "util.h"
+
+#define CLIENT_RBUF 8192
+
+static void client_parse(struct client *c);
+static void update_reading(struct client *c);
+static void client_close(struct client *c);
+static void arm_timer(struct client *c);
+static void finish_exchange(struct client *c, bool reusable);
+
+uint64_t kago__serve_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + ts.tv_nsec / 1000;
+}
+
+/* --- parser callbacks ------------------------------------------------------------------------ */
+
+static int on_req_head(struct http_msg *m)
+{
+    struct client *c = m->owner;
+    c->state = C_ROUTE;
+    return HPE_PAUSED; /* route outside the parser */
+}
+
+static void add_chunk(struct sbuf *b, const char *at, size_t n)
+{
+    sbuf_addu(b, n, 16);
+    sbuf_add(b, "\r\n", 2);
+    sbuf_add(b, at, n);
+    sbuf_add(b, "\r\n", 2);
+}
+
+static int on_req_body(struct http_msg *m, const char *at, size_t n)
+{
+    struct client *c = m->owner;
+    c->body_in += n;
+    if (c->app && c->app->app.max_body && c->body_in > c->app->app.max_body) {
+        m->error = 413;
+        return HPE_USER;
+    }
+    if (!c->up)
+        return HPE_USER;
+    if (c->info.chunked)
+        add_chunk(&c->up->out.pend, at, n);
+    else
+        sbuf_add(&c->up->out.pend, at, n);
+    return 0;
+}
+
+static int on_req_done(struct http_msg *m)
+{
+    struct client *c = m->owner;
+    if (c->info.chunked && c->up)
+        sbuf_add(&c->up->out.pend, "0\r\n\r\n", 5);
+    c->req_done = true;
+    /* An upgrade request ends in HPE_PAUSED_UPGRADE; what follows it is tunnel data. */
+    return c->info.upgrade ? 0 : HPE_PAUSED;
+}
+
+static const struct http_msg_cbs req_cbs = { .head = on_req_head, .body = on_req_body, .done = on_req_done };
+
+/* --- writing to the client ------------------------------------------------------------------ */
+
+static void on_client_written(struct outq *q, int status)
+{
+    struct client *c = q->owner;
+    if (status < 0) {
+        client_close(c);
+        return;
+    }
+    if (c->state == C_CLOSING) {
+        if (kago__outq_size(&c->out) == 0)
+            client_close(c);
+        return;
+    }
+    if (c->up && !kago__outq_full(&c->out))
+        kago__upconn_resume(c->up);
+}
+
+static void flush_client(struct client *c)
+{
+    if (kago__outq_flush(&c->out) < 0) {
+        client_close(c);
+        return;
+    }
+    if (c->state == C_CLOSING && kago__outq_size(&c->out) == 0)
+        client_close(c);
+}
+
+static void log_access(struct client *c)
+{
+    struct server *srv = c->srv;
+    if (!srv->access_log)
+        return;
+    char when[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", localtime_r(&t, &tm));
+    const char *method = llhttp_method_name(c->req.parser.method);
+    int hl = c->info.host_len > 200 ? 200 : (int)c->info.host_len;
+    int ul = c->req.url_len > 512 ? 512 : (int)c->req.url_len;
+    double ms = (kago__serve_now_us() - c->t_begin) / 1000.0;
+    char cold[32] = "-";
+    if (c->cold_us >= 0)
+        snprintf(cold, sizeof(cold), "%.1fms", c->cold_us / 1000.0);
+    fprintf(srv->access_log, "%s %s %.*s \"%s %.*s\" %d %llu %.1fms %s cold=%s\n", when, c->ip, hl,
+            c->info.host ? c->info.host : "-", method, ul, c->req.raw.data ? c->req.raw.data + c->req.url : "",
+            c->status, (unsigned long long)(c->out.written + kago__outq_size(&c->out) - c->out_mark), ms,
+            c->inst ? c->inst->name : "-", cold);
+    fflush(srv->access_log);
+}
+
+/* Accounts for the request that just ended (once). */
+static void count_request(struct client *c)
+{
+    if (c->counted || !c->req_begun)
+        return;
+    c->counted = true;
+    if (c->app)
+        kago__metrics_count(c->app, c->status);
+    log_access(c);
+}
+
+/* Answers with a small error and closes the connection once it is written. */
+static void client_error(struct client *c, int status, unsigned retry_after)
+{
+    if (c->state == C_CLOSING)
+        return;
+    if (c->resp_started) { /* too late for a status: cut the connection */
+        count_request(c);
+        client_close(c);
+        return;
+    }
+    c->status = status;
+    c->resp_started = true;
+    kago__http_error(&c->out.pend, status, true, retry_after);
+    count_request(c);
+    c->state = C_CLOSING;
+    update_reading(c);
+    flush_client(c);
+}
+
+void kago__client_reject(struct client *c, int status)
+{
+    client_error(c, status, 1);
+}
+
+/* --- reading --------------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct client *c = h->data;
+    if (c->rpos && c->rpos == c->rlen)
+        c->rpos = c->rlen = 0;
+    buf->base = c->rbuf + c->rlen;
+    buf->len = CLIENT_RBUF - c->rlen;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct client *c = s->data;
+    if (n == 0)
+        return;
+    if (n < 0) {
+        c->eof = true;
+        if (c->state == C_TUNNEL && c->up) {
+            /* let the upstream side finish writing, then end both */
+            c->close_after = true;
+            client_close(c);
+        } else if (c->state == C_PROXY && c->req_done) {
+            c->close_after = true; /* half-closed after a complete request: answer, then close */
+            update_reading(c);
+        } else {
+            client_close(c);
+        }
+        return;
+    }
+    c->rlen += n;
+    if (c->state == C_TUNNEL) {
+        if (c->up) {
+            sbuf_add(&c->up->out.pend, c->rbuf + c->rpos, c->rlen - c->rpos);
+            c->rpos = c->rlen = 0;
+            if (kago__outq_flush(&c->up->out) < 0)
+                client_close(c);
+            else
+                update_reading(c);
+        }
+        return;
+    }
+    if (c->state == C_HEAD && !c->req_begun) {
+        c->req_begun = true;
+        c->t_begin = kago__serve_now_us();
+        arm_timer(c);
+    }
+    client_parse(c);
+}
+
+/* Reads when there is room to put what arrives: while reading a head, while a request body goes
+ * upstream without a backlog, and in a tunnel. Never while held (the body waits in the kernel). */
+static void update_reading(struct client *c)
+{
+    bool want = false;
+    switch (c->state) {
+    case C_HEAD:
+        want = c->rlen < CLIENT_RBUF;
+        break;
+    case C_PROXY:
+        want = !c->req_done && c->up && !kago__outq_full(&c->up->out) && c->rlen < CLIENT_RBUF;
+        break;
+    case C_TUNNEL:
+        want = c->up && !kago__outq_full(&c->up->out) && !c->eof;
+        break;
+    default:
+        break;
+    }
+    if (c->eof)
+        want = false;
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->reading = true;
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+void kago__client_upstream_drained(struct client *c)
+{
+    if (c->state == C_PROXY && c->rpos < c->rlen && !c->req_done)
+        client_parse(c);
+    update_reading(c);
+}
+
+/* --- routing --------------------------------------------------------------------------------- */
+
+static void client_dispatch(struct client *c)
+{
+    struct app_rt *a = c->app;
+    c->state = C_HELD;
+    c->t_held = kago__serve_now_us();
+    bool held;
+    struct pool_inst *pi = kago__pool_request(&a->pool, &c->waiter, kago__serve_now_ms(), &held);
+    if (pi)
+        kago__client_attach(c, pi);
+    else if (!held && c->state == C_HELD)
+        client_error(c, 503, 1);
+    update_reading(c);
+}
+
+static void client_route(struct client *c)
+{
+    struct server *srv = c->srv;
+    int st = kago__http_req_check(&c->req, 0, &c->info);
+    if (st) {
+        client_error(c, st, 0);
+        return;
+    }
+    struct app_rt *a = c->info.host ? kago__router_find(srv->router, c->info.host, c->info.host_len) : NULL;
+    if (!a || a->removed) {
+        client_error(c, 404, 0);
+        return;
+    }
+    c->app = a;
+    a->refs++;
+    if (a->app.max_body && c->info.content_length > a->app.max_body) {
+        client_error(c, 413, 0);
+        return;
+    }
+    a->m.inflight++;
+    client_dispatch(c);
+}
+
+/* The pool chose pi for this request (at once, or after holding it: then cold_us is set). */
+static void drop_inst(struct client *c)
+{
+    struct instance *inst = c->inst;
+    if (!inst)
+        return;
+    c->inst = NULL;
+    inst->refs--;
+    kago__instance_unref(inst);
+}
+
+void kago__client_attach(struct client *c, struct pool_inst *pi)
+{
+    drop_inst(c);
+    c->pi = pi;
+    c->inst = pi->data;
+    c->inst->refs++;
+    c->state = C_CONNECT;
+    struct upconn *u = kago__upconn_get(c->inst);
+    if (u) {
+        u->client = c;
+        c->up = u;
+        kago__client_upstream_ready(c);
+        return;
+    }
+    c->up = kago__upconn_open(c->inst, c);
+    if (c->up)
+        arm_timer(c);
+}
+
+void kago__client_upstream_ready(struct client *c)
+{
+    struct upconn *u = c->up;
+    c->state = C_PROXY;
+    kago__http_upstream_head(&u->out.pend, &c->req, &c->info, c->ip);
+    arm_timer(c);
+    client_parse(c); /* the body that already arrived, and message completion */
+    if (c->state == C_PROXY && c->up && kago__outq_flush(&c->up->out) < 0)
+        kago__client_upstream_failed(c, UV_EPIPE);
+}
+
+/* Gives the request back to the pool and asks again: used when nothing reached the instance. */
+static void redispatch(struct client *c)
+{
+    struct pool_inst *pi = c->pi;
+    struct instance *inst = c->inst;
+    c->pi = NULL;
+    c->up = NULL;
+    if (pi && inst && inst->pi == pi) {
+        pi->served--; /* not served: done() counts it */
+        kago__pool_done(&c->app->pool, pi, kago__serve_now_ms());
+    }
+    drop_inst(c);
+    c->retries++;
+    client_dispatch(c);
+}
+
+/* The upstream connection failed before any response byte. */
+void kago__client_upstream_failed(struct client *c, int err)
+{
+    struct upconn *u = c->up;
+    bool sent = u && (u->out.written > 0 || c->body_in > 0);
+    bool idempotent_retry = u && u->reused && !u->got_bytes && c->body_in == 0 && !c->info.chunked &&
+                            c->info.content_length == 0;
+    if (u) {
+        u->client = NULL;
+        kago__upconn_close(u);
+    }
+    c->up = NULL;
+    if (c->app)
+        c->app->m.upstream_errors++;
+    /* Not sent (connect failed, the instance died first) or a stale keep-alive connection for a
+     * request without a body: safe to try again elsewhere. */
+    if ((!sent || idempotent_retry) && c->retries < 3 && c->state != C_CLOSING && !c->resp_started) {
+        redispatch(c);
+        return;
+    }
+    finish_exchange(c, false);
+    client_error(c, 502, 0);
+}
+
+/* --- response relay -------------------------------------------------------------------------- */
+
+int kago__client_resp_head(struct client *c, struct http_msg *resp)
+{
+    struct upconn *u = c->up;
+    llhttp_t *p = &resp->parser;
+    int status = p->status_code;
+    bool head_req = c->req.parser.method == HTTP_HEAD;
+    if (status >= 100 && status < 200 && status != 101) {
+        /* 100 Continue and friends pass through as they are; the real response follows. */
+        struct http_resp_opts o = { .cold_start_us = -1 };
+        kago__http_client_head(&c->out.pend, resp, &o);
+        flush_client(c);
+        return 0;
+    }
+    c->status = status;
+    c->resp_started = true;
+    struct http_resp_opts o = { .cold_start_us = c->srv->opts.cold_start_header ? c->cold_us : -1 };
+    bool has_body = !(head_req || status == 204 || status == 304 || status == 101);
+    bool framed = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0;
+    u->resp_chunked_out = false;
+    if (status == 101 && c->info.upgrade) {
+        o.upgrade = true;
+    } else if (has_body && (p->flags & F_CHUNKED || !framed)) {
+        if (c->info.http10)
+            c->close_after = true; /* an HTTP/1.0 client gets the body delimited by close */
+        else
+            u->resp_chunked_out = o.chunked = true;
+    }
+    if (!c->info.keep_alive || c->srv->stopping || (c->info.upgrade && status != 101))
+        c->close_after = true;
+    o.close = c->close_after;
+    c->out_mark = c->out.written + kago__outq_size(&c->out);
+    kago__http_client_head(&c->out.pend, resp, &o);
+    flush_client(c);
+    /* llhttp cannot know that the answer to HEAD has no body: tell it. */
+    return head_req ? 1 : 0;
+}
+
+int kago__client_resp_body(struct client *c, const char *at, size_t n)
+{
+    if (c->up && c->up->resp_chunked_out)
+        add_chunk(&c->out.pend, at, n);
+    else
+        sbuf_add(&c->out.pend, at, n);
+    return 0;
+}
+
+void kago__client_tunnel_data(struct client *c, const char *at, size_t n)
+{
+    sbuf_add(&c->out.pend, at, n);
+    flush_client(c);
+}
+
+static void start_tunnel(struct client *c)
+{
+    c->state = C_TUNNEL;
+    uv_timer_stop(&c->timer);
+    /* Bytes the client sent after the upgrade request belong to the new protocol. */
+    if (c->rpos < c->rlen && c->up) {
+        sbuf_add(&c->up->out.pend, c->rbuf + c->rpos, c->rlen - c->rpos);
+        kago__outq_flush(&c->up->out);
+    }
+    c->rpos = c->rlen = 0;
+    update_reading(c);
+}
+
+/* Ends the request/response pair on the pool's side. */
+static void finish_exchange(struct client *c, bool reusable)
+{
+    if (c->pi && c->inst && c->inst->pi == c->pi)
+        kago__pool_done(&c->app->pool, c->pi, kago__serve_now_ms());
+    c->pi = NULL;
+    if (c->up) {
+        struct upconn *u = c->up;
+        c->up = NULL;
+        u->client = NULL;
+        kago__upconn_release(u, reusable);
+    }
+    if (c->app && c->app->m.inflight)
+        c->app->m.inflight--;
+}
+
+void kago__client_resp_done(struct client *c)
+{
+    struct upconn *u = c->up;
+    if (u->resp_chunked_out)
+        sbuf_add(&c->out.pend, "0\r\n\r\n", 5);
+    if (c->state == C_PROXY && c->status == 101 && c->info.upgrade) {
+        flush_client(c);
+        start_tunnel(c);
+        return;
+    }
+    bool reusable = c->req_done && llhttp_should_keep_alive(&u->resp.parser);
+    if (!c->req_done)
+        c->close_after = true; /* answered before the body ended: the rest cannot be resynchronised */
+    count_request(c);
+    finish_exchange(c, reusable);
+    struct app_rt *a = c->app;
+    c->app = NULL;
+    if (a)
+        kago__app_unref(a);
+    if (c->close_after || c->srv->stopping) {
+        c->state = C_CLOSING;
+        update_reading(c);
+        flush_client(c);
+        return;
+    }
+    /* Next request on this connection (maybe already pipelined in rbuf). */
+    c->state = C_HEAD;
+    drop_inst(c);
+    c->req_done = c->resp_started = c->counted = false;
+    c->body_in = 0;
+    c->status = 0;
+    c->retries = 0;
+    c->cold_us = -1;
+    c->t_held = 0;
+    c->req_begun = c->rpos < c->rlen;
+    if (c->req_begun)
+        c->t_begin = kago__serve_now_us();
+    kago__http_msg_clear(&c->req);
+    sbuf_reset(&c->req.raw, 4096);
+    flush_client(c);
+    arm_timer(c);
+    client_parse(c);
+}
+
+/* The upstream ended mid-response: the client cannot get a complete answer. */
+void kago__client_resp_truncated(struct client *c)
+{
+    if (c->app)
+        c->app->m.upstream_errors++;
+    finish_exchange(c, false);
+    client_error(c, 502, 0);
+}
+
+/* --- the parse loop ---------------------------------------------------------------------------- */
+
+static void client_parse(struct client *c)
+{
+    if (c->parsing)
+        return;
+    c->parsing = true;
+    for (;;) {
+        if (!(c->state == C_HEAD || (c->state == C_PROXY && !c->req_done)))
+            break;
+        if (c->rpos == c->rlen && !c->need_exec)
+            break;
+        c->need_exec = false;
+        size_t used;
+        llhttp_errno_t e = kago__http_execute(&c->req, c->rbuf + c->rpos, c->rlen - c->rpos, &used);
+        c->rpos += used;
+        if (e == HPE_OK)
+            continue;
+        if (e == HPE_PAUSED) {
+            llhttp_resume(&c->req.parser);
+            if (c->state == C_ROUTE) {
+                c->need_exec = true; /* lets a bodiless message complete on the next round */
+                client_route(c);
+            }
+            continue;
+        }
+        if (e == HPE_PAUSED_UPGRADE) {
+            c->req_done = true;
+            break;
+        }
+        int st = c->req.error ? c->req.error : 400;
+        if (c->up || c->pi)
+            finish_exchange(c, false);
+        client_error(c, st, 0);
+        break;
+    }
+    c->parsing = false;
+    if (c->rpos == c->rlen) {
+        c->rpos = c->rlen = 0;
+    } else if (c->rpos > 0 && c->state != C_TUNNEL) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+    if (c->state == C_PROXY && c->up && kago__outq_flush(&c->up->out) < 0) {
+        kago__client_upstream_failed(c, UV_EPIPE);
+        return;
+    }
+    update_reading(c);
+}
+
+/* --- timers ------------------------------------------------------------------------------------ */
+
+static void on_timer(uv_timer_t *t)
+{
+    struct client *c = t->data;
+    switch (c->state) {
+    case C_HEAD:
+        if (c->req_begun)
+            client_error(c, 408, 0);
+        else
+            client_close(c); /* keep-alive idle */
+        break;
+    case C_CONNECT:
+    case C_PROXY:
+        if (c->state == C_PROXY && c->resp_started)
+            break;
+        if (c->app)
+            c->app->m.upstream_errors++;
+        finish_exchange(c, false);
+        client_error(c, 504, 0);
+        break;
+    default:
+        break;
+    }
+}
+
+static void arm_timer(struct client *c)
+{
+    const struct kago_serve_opts *o = &c->srv->opts;
+    uint64_t ms = 0;
+    switch (c->state) {
+    case C_HEAD:
+        ms = c->req_begun ? o->header_timeout_ms : o->keepalive_timeout_ms;
+        break;
+    case C_CONNECT:
+        ms = o->connect_timeout_ms;
+        break;
+    case C_PROXY:
+        ms = c->resp_started ? 0 : o->response_timeout_ms;
+        break;
+    default:
+        break;
+    }
+    if (ms)
+        uv_timer_start(&c->timer, on_timer, ms, 0);
+    else
+        uv_timer_stop(&c->timer);
+}
+
+/* --- lifecycle --------------------------------------------------------------------------------- */
+
+static void on_client_closed(uv_handle_t *h)
+{
+    struct client *c = h->data;
+    if (--c->handles)
+        return;
+    kago__outq_free(&c->out);
+    kago__http_msg_free(&c->req);
+    free(c->rbuf);
+    struct server *srv = c->srv;
+    free(c);
+    kago__server_maybe_exit(srv);
+}
+
+static void client_close(struct client *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    count_request(c);
+    if (c->state == C_HELD && c->app)
+        kago__pool_cancel(&c->app->pool, &c->waiter);
+    if (c->state == C_HELD && c->app && c->app->m.inflight)
+        c->app->m.inflight--;
+    else if (c->pi || c->up)
+        finish_exchange(c, false);
+    c->state = C_CLOSING;
+    if (c->app) {
+        struct app_rt *a = c->app;
+        c->app = NULL;
+        kago__app_unref(a);
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->srv->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->srv->nclients--;
+    drop_inst(c);
+    c->handles = 2;
+    uv_close((uv_handle_t *)&c->timer, on_client_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_client_closed);
+}
+
+void kago__client_accept(struct server *srv, uv_stream_t *listener)
+{
+    struct client *c = xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    uv_tcp_init(srv->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
+        free(c);
+        return; /* the handle was never active: nothing to close */
+    }
+    uv_timer_init(srv->loop, &c->timer);
+    c->timer.data = c;
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    strcpy(c->ip, "-");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, c->ip, sizeof(c->ip));
+        else if (ss.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->ip, sizeof(c->ip));
+    }
+    c->rbuf = xmalloc(CLIENT_RBUF);
+    c->cold_us = -1;
+    kago__outq_init(&c->out, (uv_stream_t *)&c->tcp, on_client_written, c);
+    kago__http_msg_init(&c->req, HTTP_REQUEST, &req_cbs, c);
+    c->next = srv->clients;
+    if (srv->clients)
+        srv->clients->prev = c;
+    srv->clients = c;
+    srv->nclients++;
+    c->state = C_HEAD;
+    arm_timer(c);
+    update_reading(c);
+}
+
+/* Shutdown: close connections between requests now; the others close after their response. */
+void kago__client_close_all(struct server *srv, bool idle_only)
+{
+    for (struct client *c = srv->clients, *next; c; c = next) {
+        next = c->next;
+        if (!idle_only || (c->state == C_HEAD && !c->req_begun))
+            client_close(c);
+        else
+            c->close_after = true;
+    }
+}

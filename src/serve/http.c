@@ -1,0 +1,450 @@
+/* kago serve — HTTP heads on llhttp. llhttp already refuses Content-Length with
+ * Transfer-Encoding, duplicate or malformed Content-Length, non-final chunked and bad chunk
+ * sizes; this file adds what llhttp 8 lets through (obs-fold, whitespace before the colon,
+ * duplicate Host) and the size limits. */
+#include "http.h"
+
+#include <stdio.h>
+#include <strings.h>
+
+static struct http_msg *msg_of(llhttp_t *p)
+{
+    return p->data;
+}
+
+static int fail(struct http_msg *m, int status, const char *reason)
+{
+    m->error = status;
+    m->error_reason = reason;
+    llhttp_set_error_reason(&m->parser, reason);
+    return HPE_USER;
+}
+
+static int append(struct http_msg *m, const char *at, size_t n)
+{
+    if (m->raw.len + n > HTTP_MAX_HEAD)
+        return fail(m, 431, "header section too large");
+    sbuf_add(&m->raw, at, n);
+    return 0;
+}
+
+static int on_begin(llhttp_t *p)
+{
+    kago__http_msg_clear(msg_of(p));
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+    struct http_msg *m = msg_of(p);
+    if (m->url_len == 0)
+        m->url = m->raw.len;
+    m->url_len += n;
+    return append(m, at, n);
+}
+
+static int on_field(llhttp_t *p, const char *at, size_t n)
+{
+    struct http_msg *m = msg_of(p);
+    if (m->last != 1) {
+        if (m->nhdr == HTTP_MAX_HEADERS)
+            return fail(m, 431, "too many header fields");
+        m->hdr[m->nhdr++] = (struct http_hdr){ .name = m->raw.len };
+        m->last = 1;
+    }
+    m->hdr[m->nhdr - 1].name_len += n;
+    return append(m, at, n);
+}
+
+/* RFC 9110 tchar: anything else in a field name (notably "Host : x") is an attempt to make two
+ * parsers disagree. */
+static bool is_token(const char *s, size_t n)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c && strchr(extra, c))))
+            return false;
+    }
+    return true;
+}
+
+static int on_field_done(llhttp_t *p)
+{
+    struct http_msg *m = msg_of(p);
+    struct http_hdr *h = &m->hdr[m->nhdr - 1];
+    if (!is_token(m->raw.data + h->name, h->name_len))
+        return fail(m, 400, "invalid header field name");
+    h->value = m->raw.len;
+    m->last = 2;
+    m->value_at_end = false;
+    return 0;
+}
+
+static int on_value(llhttp_t *p, const char *at, size_t n)
+{
+    struct http_msg *m = msg_of(p);
+    struct http_hdr *h = &m->hdr[m->nhdr - 1];
+    /* llhttp 8 accepts obs-fold and delivers the continuation line as a second span of the same
+     * value. A value legitimately comes in two spans only when it straddles two reads: the first
+     * ends at the end of one buffer and the second starts at the beginning of the next. */
+    if (m->last != 2 || (h->value_len && !(m->value_at_end && at == m->exec_begin)))
+        return fail(m, 400, "obsolete line folding");
+    m->value_at_end = at + n == m->exec_end;
+    h->value_len += n;
+    return append(m, at, n);
+}
+
+static int on_value_done(llhttp_t *p)
+{
+    struct http_msg *m = msg_of(p);
+    struct http_hdr *h = &m->hdr[m->nhdr - 1];
+    /* llhttp hands over the value with trailing whitespace; trim it so comparisons are exact. */
+    while (h->value_len && (m->raw.data[h->value + h->value_len - 1] == ' ' ||
+                            m->raw.data[h->value + h->value_len - 1] == '\t'))
+        h->value_len--;
+    m->last = 3;
+    return 0;
+}
+
+static int on_head(llhttp_t *p)
+{
+    struct http_msg *m = msg_of(p);
+    return m->cbs->head ? m->cbs->head(m) : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    struct http_msg *m = msg_of(p);
+    return m->cbs->body ? m->cbs->body(m, at, n) : 0;
+}
+
+static int on_done(llhttp_t *p)
+{
+    struct http_msg *m = msg_of(p);
+    return m->cbs->done ? m->cbs->done(m) : 0;
+}
+
+static llhttp_settings_t settings;
+static bool settings_ready;
+
+void kago__http_msg_init(struct http_msg *m, llhttp_type_t type, const struct http_msg_cbs *cbs, void *owner)
+{
+    if (!settings_ready) {
+        llhttp_settings_init(&settings);
+        settings.on_message_begin = on_begin;
+        settings.on_url = on_url;
+        settings.on_header_field = on_field;
+        settings.on_header_field_complete = on_field_done;
+        settings.on_header_value = on_value;
+        settings.on_header_value_complete = on_value_done;
+        settings.on_headers_complete = on_head;
+        settings.on_body = on_body;
+        settings.on_message_complete = on_done;
+        settings_ready = true;
+    }
+    llhttp_init(&m->parser, type, &settings);
+    m->parser.data = m;
+    m->cbs = cbs;
+    m->owner = owner;
+    kago__http_msg_clear(m);
+}
+
+void kago__http_msg_clear(struct http_msg *m)
+{
+    m->raw.len = 0;
+    m->url = m->url_len = 0;
+    m->nhdr = 0;
+    m->last = 0;
+    m->error = 0;
+    m->error_reason = NULL;
+}
+
+void kago__http_msg_free(struct http_msg *m)
+{
+    sbuf_free(&m->raw);
+}
+
+llhttp_errno_t kago__http_execute(struct http_msg *m, const char *data, size_t len, size_t *used)
+{
+    m->exec_begin = data;
+    m->exec_end = data + len;
+    llhttp_errno_t e = llhttp_execute(&m->parser, data, len);
+    if (e == HPE_OK) {
+        *used = len;
+        return e;
+    }
+    const char *pos = llhttp_get_error_pos(&m->parser);
+    *used = pos && pos >= data && pos <= data + len ? (size_t)(pos - data) : len;
+    if (e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE && !m->error) {
+        m->error = 400;
+        m->error_reason = llhttp_get_error_reason(&m->parser);
+    }
+    return e;
+}
+
+static bool name_is(const struct http_msg *m, const struct http_hdr *h, const char *name, size_t n)
+{
+    return h->name_len == n && strncasecmp(m->raw.data + h->name, name, n) == 0;
+}
+
+unsigned kago__http_find(const struct http_msg *m, const char *name, const char **value, uint32_t *len)
+{
+    size_t n = strlen(name);
+    unsigned count = 0;
+    for (unsigned i = 0; i < m->nhdr; i++) {
+        const struct http_hdr *h = &m->hdr[i];
+        if (!name_is(m, h, name, n))
+            continue;
+        if (count++ == 0 && value) {
+            *value = m->raw.data + h->value;
+            *len = h->value_len;
+        }
+    }
+    return count;
+}
+
+size_t kago__http_host_key(const char *host, size_t len, char *out, size_t outsz)
+{
+    size_t end = len;
+    if (len && host[0] == '[') {
+        const char *rb = memchr(host, ']', len);
+        if (!rb)
+            return 0;
+        end = rb - host + 1;
+    } else {
+        const char *colon = memchr(host, ':', len);
+        if (colon)
+            end = colon - host;
+    }
+    if (end && host[end - 1] == '.')
+        end--;
+    if (end == 0 || end >= outsz)
+        return 0;
+    for (size_t i = 0; i < end; i++) {
+        unsigned char c = host[i];
+        if (c <= ' ' || c == '/' || c == '\\' || c == '@' || c >= 0x7f)
+            return 0;
+        out[i] = (c >= 'A' && c <= 'Z') ? c + 32 : c;
+    }
+    out[end] = 0;
+    return end;
+}
+
+int kago__http_req_check(struct http_msg *m, uint64_t max_body, struct http_req_info *info)
+{
+    llhttp_t *p = &m->parser;
+    memset(info, 0, sizeof(*info));
+    info->http10 = p->http_major == 1 && p->http_minor == 0;
+    unsigned nhost = kago__http_find(m, "host", &info->host, &info->host_len);
+    if (nhost > 1 || (nhost == 0 && !info->http10) || (nhost == 1 && info->host_len == 0)) {
+        m->error_reason = "exactly one Host header required";
+        return 400;
+    }
+    if (p->method == HTTP_CONNECT) {
+        m->error_reason = "CONNECT is not supported";
+        return 405;
+    }
+    char key[256];
+    if (nhost) {
+        info->host_name_len = kago__http_host_key(info->host, info->host_len, key, sizeof(key));
+        if (!info->host_name_len) {
+            m->error_reason = "invalid Host header";
+            return 400;
+        }
+    }
+    info->chunked = p->flags & F_CHUNKED;
+    if (p->flags & F_CONTENT_LENGTH)
+        info->content_length = p->content_length;
+    info->upgrade = p->upgrade;
+    info->keep_alive = llhttp_should_keep_alive(p);
+    if (max_body && info->content_length > max_body) {
+        m->error_reason = "request body too large";
+        return 413;
+    }
+    return 0;
+}
+
+/* Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the ones kago
+ * sets itself. */
+static bool is_hop(const char *name, size_t n)
+{
+    static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "te", "trailer",
+                                       "transfer-encoding", "upgrade", "proxy-authenticate",
+                                       "proxy-authorization", NULL };
+    for (const char *const *h = hop; *h; h++)
+        if (strlen(*h) == n && strncasecmp(*h, name, n) == 0)
+            return true;
+    return false;
+}
+
+/* Is name listed as a token of any Connection header? */
+static bool in_connection(const struct http_msg *m, const char *name, size_t n)
+{
+    for (unsigned i = 0; i < m->nhdr; i++) {
+        const struct http_hdr *h = &m->hdr[i];
+        if (!name_is(m, h, "connection", 10))
+            continue;
+        const char *v = m->raw.data + h->value, *end = v + h->value_len;
+        while (v < end) {
+            while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+                v++;
+            const char *t = v;
+            while (v < end && *v != ',' && *v != ' ' && *v != '\t')
+                v++;
+            if ((size_t)(v - t) == n && strncasecmp(t, name, n) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+static void add_hdr(struct sbuf *out, const char *name, const char *v, size_t vn)
+{
+    sbuf_adds(out, name);
+    sbuf_add(out, ": ", 2);
+    sbuf_add(out, v, vn);
+    sbuf_add(out, "\r\n", 2);
+}
+
+/* Copies every end-to-end header; returns the index of X-Forwarded-For (or -1) for chaining. */
+static void copy_headers(struct sbuf *out, const struct http_msg *m, bool skip_fwd, int *xff)
+{
+    bool has_conn = kago__http_find(m, "connection", NULL, NULL) > 0;
+    for (unsigned i = 0; i < m->nhdr; i++) {
+        const struct http_hdr *h = &m->hdr[i];
+        const char *name = m->raw.data + h->name;
+        if (is_hop(name, h->name_len) || (has_conn && in_connection(m, name, h->name_len)))
+            continue;
+        if (skip_fwd && h->name_len > 12 && strncasecmp(name, "x-forwarded-", 12) == 0) {
+            if (xff && *xff < 0 && name_is(m, h, "x-forwarded-for", 15))
+                *xff = i;
+            continue;
+        }
+        sbuf_add(out, name, h->name_len);
+        sbuf_add(out, ": ", 2);
+        sbuf_add(out, m->raw.data + h->value, h->value_len);
+        sbuf_add(out, "\r\n", 2);
+    }
+}
+
+void kago__http_upstream_head(struct sbuf *out, const struct http_msg *m, const struct http_req_info *info,
+                              const char *client_ip)
+{
+    sbuf_adds(out, llhttp_method_name(m->parser.method));
+    sbuf_add(out, " ", 1);
+    sbuf_add(out, m->raw.data + m->url, m->url_len);
+    sbuf_add(out, " HTTP/1.1\r\n", 11);
+    int xff = -1;
+    copy_headers(out, m, true, &xff);
+    if (info->host_len == 0)
+        add_hdr(out, "Host", "localhost", 9);
+    if (info->chunked)
+        sbuf_adds(out, "Transfer-Encoding: chunked\r\n");
+    if (info->upgrade) {
+        const char *up;
+        uint32_t upn;
+        if (kago__http_find(m, "upgrade", &up, &upn))
+            add_hdr(out, "Upgrade", up, upn);
+        sbuf_adds(out, "Connection: upgrade\r\n");
+    }
+    sbuf_adds(out, "X-Forwarded-For: ");
+    if (xff >= 0) {
+        sbuf_add(out, m->raw.data + m->hdr[xff].value, m->hdr[xff].value_len);
+        sbuf_add(out, ", ", 2);
+    }
+    sbuf_adds(out, client_ip);
+    sbuf_adds(out, "\r\nX-Forwarded-Proto: http\r\n");
+    if (info->host_len)
+        add_hdr(out, "X-Forwarded-Host", info->host, info->host_len);
+    sbuf_add(out, "\r\n", 2);
+}
+
+void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const struct http_resp_opts *o)
+{
+    int status = m->parser.status_code;
+    sbuf_add(out, "HTTP/1.1 ", 9);
+    sbuf_addu(out, status, 10);
+    sbuf_add(out, " ", 1);
+    sbuf_adds(out, kago__http_reason(status));
+    sbuf_add(out, "\r\n", 2);
+    copy_headers(out, m, false, NULL);
+    if (o->chunked)
+        sbuf_adds(out, "Transfer-Encoding: chunked\r\n");
+    if (o->upgrade) {
+        const char *up;
+        uint32_t upn;
+        if (kago__http_find(m, "upgrade", &up, &upn))
+            add_hdr(out, "Upgrade", up, upn);
+        sbuf_adds(out, "Connection: upgrade\r\n");
+    } else if (o->close) {
+        sbuf_adds(out, "Connection: close\r\n");
+    }
+    if (o->cold_start_us >= 0) {
+        char v[32];
+        int n = snprintf(v, sizeof(v), "%.1fms", o->cold_start_us / 1000.0);
+        add_hdr(out, "X-Kago-Cold-Start", v, n);
+    }
+    sbuf_add(out, "\r\n", 2);
+}
+
+const char *kago__http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 200 ? "Informational" : status < 300 ? "OK" : status < 400 ? "Redirect"
+                    : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+void kago__http_error(struct sbuf *out, int status, bool close, unsigned retry_after)
+{
+    const char *reason = kago__http_reason(status);
+    size_t body = 4 + strlen(reason) + 1; /* "NNN reason\n" */
+    sbuf_add(out, "HTTP/1.1 ", 9);
+    sbuf_addu(out, status, 10);
+    sbuf_add(out, " ", 1);
+    sbuf_adds(out, reason);
+    sbuf_adds(out, "\r\nServer: kago\r\nContent-Type: text/plain\r\nContent-Length: ");
+    sbuf_addu(out, body, 10);
+    if (retry_after) {
+        sbuf_adds(out, "\r\nRetry-After: ");
+        sbuf_addu(out, retry_after, 10);
+    }
+    if (close)
+        sbuf_adds(out, "\r\nConnection: close");
+    sbuf_add(out, "\r\n\r\n", 4);
+    sbuf_addu(out, status, 10);
+    sbuf_add(out, " ", 1);
+    sbuf_adds(out, reason);
+    sbuf_add(out, "\n", 1);
+}

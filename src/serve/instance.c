@@ -1,0 +1,197 @@
+/* kago serve — instances: the pool's actions carried out on real containers. An instance is a
+ * container with its own network namespace holding only loopback; its exit is seen through its
+ * pidfd on the event loop, and its traces are removed with kago_container_delete. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "serve_int.h"
+#include "util.h"
+
+#define PROBE_MAX_MS 50
+
+struct pool_cfg kago__serve_pool_cfg(const struct kago_app *a)
+{
+    return (struct pool_cfg){
+        .lifetime_ms = a->lifetime_ms, .idle_ms = a->idle_timeout_ms, .start_timeout_ms = a->start_timeout_ms,
+        .stop_grace_ms = a->stop_grace_ms, .min = a->min_instances, .max = a->max_instances,
+        .concurrency = a->concurrency, .max_pending = a->max_pending,
+    };
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct instance *inst = h->data;
+    inst->handles--;
+    kago__instance_unref(inst);
+}
+
+/* Frees a removed instance once no connection, handle or client refers to it. */
+void kago__instance_unref(struct instance *inst)
+{
+    if (!inst->removed || inst->nconns || inst->handles || inst->refs)
+        return;
+    free(inst);
+}
+
+static void on_probe_timer(uv_timer_t *t)
+{
+    struct instance *inst = t->data;
+    if (inst->pi && inst->pi->state == POOL_STARTING)
+        kago__upconn_open(inst, NULL);
+}
+
+/* Readiness without socket activation: connect attempts from 1 ms apart, backing off to 50 ms. */
+void kago__instance_probe_result(struct instance *inst, int status)
+{
+    if (!inst->pi || inst->removed)
+        return;
+    if (status == 0) {
+        inst->ready = true;
+        kago__pool_ready(&inst->app->pool, inst->pi, kago__serve_now_ms());
+        return;
+    }
+    if (inst->pi->state != POOL_STARTING)
+        return;
+    uv_timer_start(&inst->probe, on_probe_timer, inst->probe_ms, 0);
+    inst->probe_ms = inst->probe_ms * 2 > PROBE_MAX_MS ? PROBE_MAX_MS : inst->probe_ms * 2;
+}
+
+static void on_exit_event(uv_poll_t *h, int status, int events)
+{
+    struct instance *inst = h->data;
+    uv_poll_stop(h);
+    if (inst->pi)
+        kago__pool_exited(&inst->app->pool, inst->pi, kago__serve_now_ms());
+}
+
+static void op_start(struct pool *p, struct pool_inst *pi)
+{
+    struct app_rt *a = p->data;
+    struct server *srv = a->srv;
+    struct instance *inst = xcalloc(1, sizeof(*inst));
+    inst->app = a;
+    inst->pi = pi;
+    inst->netns_fd = -1;
+    inst->created_ms = kago__serve_now_ms();
+    pi->data = inst;
+    snprintf(inst->name, sizeof(inst->name), "%s-%x-%llu", a->app.spec.name ? a->app.spec.name : a->app.name,
+             (unsigned)getpid(), (unsigned long long)++a->seq);
+
+    struct kago_spec spec = a->app.spec; /* shallow: create copies what it keeps */
+    spec.name = inst->name;
+    spec.ns |= 1u << KAGO_NS_NET;
+    spec.join_ns[KAGO_NS_NET] = NULL;
+    spec.listen_port = a->app.socket_activation ? a->app.port : 0;
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    struct kago_spawn_opts opts = { .stdio = { devnull, -1, -1 } };
+    struct kago_error *err = NULL;
+    int r = kago_container_create(srv->opts.root, &spec, &opts, &inst->c, &err);
+    if (devnull >= 0)
+        close(devnull);
+    if (r == 0) {
+        inst->netns_fd = kago_container_open_ns(inst->c, KAGO_NS_NET, &err);
+        r = inst->netns_fd < 0 ? -1 : 0;
+    }
+    if (r < 0) {
+        fprintf(stderr, "kago serve: app %s: start %s: %s\n", a->app.name, inst->name, err ? err->msg : "failed");
+        kago_error_free(err);
+        kago__pool_exited(p, pi, kago__serve_now_ms()); /* removes (and frees) inst */
+        return;
+    }
+    srv->total_instances++;
+    uv_poll_init(srv->loop, &inst->pidpoll, kago_container_pidfd(inst->c));
+    inst->pidpoll.data = inst;
+    uv_poll_start(&inst->pidpoll, UV_READABLE, on_exit_event);
+    uv_timer_init(srv->loop, &inst->probe);
+    inst->probe.data = inst;
+    inst->handles = 2;
+    if (a->app.socket_activation) {
+        /* The socket is listening inside the namespace already: connections wait in its backlog. */
+        inst->ready = true;
+        kago__pool_ready(p, pi, kago__serve_now_ms());
+    } else {
+        inst->probe_ms = 1;
+        kago__upconn_open(inst, NULL);
+    }
+}
+
+static void op_dispatch(struct pool *p, struct pool_waiter *w, struct pool_inst *pi)
+{
+    struct client *c = container_of(w, struct client, waiter);
+    c->cold_us = (int64_t)(kago__serve_now_us() - c->t_held);
+    kago__client_attach(c, pi);
+}
+
+static void op_reject(struct pool *p, struct pool_waiter *w, int status)
+{
+    struct client *c = container_of(w, struct client, waiter);
+    kago__client_reject(c, status);
+}
+
+static void op_drain(struct pool *p, struct pool_inst *pi)
+{
+    struct instance *inst = pi->data;
+    while (inst->idle) {
+        struct upconn *u = kago__upconn_get(inst);
+        kago__upconn_close(u);
+    }
+}
+
+static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
+{
+    struct instance *inst = pi->data;
+    struct kago_error *err = NULL;
+    if (inst->c && kago_container_kill(inst->c, sig, true, &err) < 0) {
+        fprintf(stderr, "kago serve: %s: %s\n", inst->name, err->msg);
+        kago_error_free(err);
+    }
+}
+
+static void op_remove(struct pool *p, struct pool_inst *pi)
+{
+    struct instance *inst = pi->data;
+    struct app_rt *a = p->data;
+    inst->pi = NULL;
+    inst->removed = true;
+    if (pi->failed)
+        fprintf(stderr, "kago serve: app %s: instance %s never became ready (start failure)\n", a->app.name,
+                inst->name);
+    /* Clients on it: a request not yet sent is tried elsewhere, the others get 502. */
+    while (inst->conns) {
+        struct upconn *u = inst->conns;
+        struct client *c = u->client;
+        if (c && c->state == C_TUNNEL) {
+            kago__client_resp_truncated(c);
+        } else if (c && c->resp_started) {
+            kago__client_resp_truncated(c);
+        } else if (c) {
+            kago__client_upstream_failed(c, UV_ECONNRESET);
+        }
+        kago__upconn_close(u);
+    }
+    if (inst->c) {
+        struct kago_error *err = NULL;
+        if (kago_container_delete(inst->c, true, &err) < 0) {
+            fprintf(stderr, "kago serve: %s: %s\n", inst->name, err->msg);
+            kago_error_free(err);
+        }
+        kago_container_free(inst->c);
+        inst->c = NULL;
+    }
+    if (inst->netns_fd >= 0)
+        close(inst->netns_fd);
+    inst->netns_fd = -1;
+    if (inst->handles) {
+        uv_close((uv_handle_t *)&inst->pidpoll, on_handle_closed);
+        uv_close((uv_handle_t *)&inst->probe, on_handle_closed);
+    }
+    kago__instance_unref(inst);
+}
+
+const struct pool_ops kago__serve_pool_ops = {
+    .start = op_start, .dispatch = op_dispatch, .reject = op_reject,
+    .drain = op_drain, .signal = op_signal, .remove = op_remove,
+};

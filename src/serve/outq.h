@@ -1,0 +1,43 @@
+/* kago serve — a write queue with backpressure: bytes are appended to `pend` while `busy` is on
+ * the wire; the owner stops reading its source while the queue is above OUTQ_HIGH, so a 100 MB
+ * body never occupies more than about OUTQ_HIGH + one read per direction. */
+#ifndef KAGO_SERVE_OUTQ_H
+#define KAGO_SERVE_OUTQ_H
+
+#include <stdbool.h>
+
+#include <uv.h>
+
+#include "buf.h"
+
+#define OUTQ_HIGH (256 * 1024)
+#define OUTQ_KEEP (64 * 1024) /* buffer memory an idle queue keeps */
+
+struct outq;
+/* Called when a write finished (status < 0: the stream failed) and the queue shrank. */
+typedef void (*outq_cb)(struct outq *q, int status);
+
+struct outq {
+    struct sbuf pend, busy;
+    uv_write_t req;
+    uv_stream_t *stream;
+    outq_cb cb;
+    void *owner;
+    bool writing;
+    uint64_t written; /* bytes handed to the kernel */
+};
+
+void kago__outq_init(struct outq *q, uv_stream_t *stream, outq_cb cb, void *owner);
+/* Starts writing what is pending. Returns 0 or a libuv error (the stream is broken). */
+int kago__outq_flush(struct outq *q);
+static inline size_t kago__outq_size(const struct outq *q)
+{
+    return q->pend.len + q->busy.len;
+}
+static inline bool kago__outq_full(const struct outq *q)
+{
+    return kago__outq_size(q) > OUTQ_HIGH;
+}
+void kago__outq_free(struct outq *q);
+
+#endif

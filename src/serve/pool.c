@@ -1,0 +1,312 @@
+/* kago serve — the pool state machine. Every function here is O(instances) and allocation-free
+ * except for starting an instance; nothing here blocks or reads a clock. */
+#include "pool.h"
+
+#include <signal.h>
+#include <stdlib.h>
+
+#include "util.h"
+
+/* Cold-start histogram bucket bounds (ms); the last is +Inf. */
+const double kago__pool_hist_bounds_ms[POOL_HIST_BUCKETS] = { 2, 5, 10, 20, 30, 50, 100, 250, 500, 1000, 5000, 1e300 };
+
+/* After a start fails, wait this long before trying again, so a broken app does not spin. */
+#define RESTART_BACKOFF_MS 250
+
+static void maybe_scale(struct pool *p, uint64_t now);
+
+void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct pool_ops *ops, void *data)
+{
+    *p = (struct pool){ .ops = ops, .data = data };
+    p->queue.next = p->queue.prev = &p->queue;
+    kago__pool_configure(p, cfg, 0);
+}
+
+void kago__pool_configure(struct pool *p, const struct pool_cfg *cfg, uint64_t now)
+{
+    p->cfg = *cfg;
+    if (p->cfg.concurrency == 0)
+        p->cfg.concurrency = 1;
+    if (p->cfg.max == 0)
+        p->cfg.max = 1;
+    if (p->cfg.min > p->cfg.max)
+        p->cfg.min = p->cfg.max;
+    if (now)
+        maybe_scale(p, now);
+}
+
+void kago__pool_free(struct pool *p)
+{
+    while (p->insts) {
+        struct pool_inst *i = p->insts;
+        p->insts = i->next;
+        free(i);
+    }
+}
+
+const char *kago__pool_state_name(enum pool_state s)
+{
+    static const char *const names[] = { "starting", "ready", "draining", "stopping" };
+    return names[s];
+}
+
+unsigned kago__pool_count(const struct pool *p, enum pool_state s)
+{
+    unsigned n = 0;
+    for (struct pool_inst *i = p->insts; i; i = i->next)
+        n += i->state == s;
+    return n;
+}
+
+bool kago__pool_empty(const struct pool *p)
+{
+    return !p->insts && p->npending == 0;
+}
+
+static void enqueue(struct pool *p, struct pool_waiter *w, uint64_t now)
+{
+    w->since = now;
+    w->queued = true;
+    w->prev = p->queue.prev;
+    w->next = &p->queue;
+    p->queue.prev->next = w;
+    p->queue.prev = w;
+    p->npending++;
+}
+
+static void unqueue(struct pool *p, struct pool_waiter *w)
+{
+    w->prev->next = w->next;
+    w->next->prev = w->prev;
+    w->next = w->prev = NULL;
+    w->queued = false;
+    p->npending--;
+}
+
+void kago__pool_cancel(struct pool *p, struct pool_waiter *w)
+{
+    if (w->queued)
+        unqueue(p, w);
+}
+
+/* The ready instance with the fewest in-flight requests. */
+static struct pool_inst *pick(const struct pool *p)
+{
+    struct pool_inst *best = NULL;
+    for (struct pool_inst *i = p->insts; i; i = i->next)
+        if (i->state == POOL_READY && (!best || i->inflight < best->inflight))
+            best = i;
+    return best;
+}
+
+static void kill_inst(struct pool *p, struct pool_inst *i)
+{
+    i->killed = true;
+    p->ops->signal(p, i, SIGKILL);
+}
+
+static void terminate(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    i->state = POOL_STOPPING;
+    i->term_at = now;
+    p->ops->signal(p, i, SIGTERM);
+}
+
+static void drain(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    i->state = POOL_DRAINING;
+    i->drain_at = now;
+    p->ops->drain(p, i);
+    if (i->inflight == 0)
+        terminate(p, i, now);
+}
+
+/* Starts instances while the app is below min_instances, or while the load (in flight on ready
+ * instances plus held requests) exceeds concurrency × (ready + starting), up to max_instances. */
+static void maybe_scale(struct pool *p, uint64_t now)
+{
+    while (!p->stopping) {
+        unsigned active = 0, load = p->npending;
+        for (struct pool_inst *i = p->insts; i; i = i->next) {
+            if (i->state == POOL_READY || i->state == POOL_STARTING)
+                active++;
+            if (i->state == POOL_READY)
+                load += i->inflight;
+        }
+        if (active >= p->cfg.max)
+            return;
+        if (!(active < p->cfg.min || load > active * p->cfg.concurrency))
+            return;
+        if (now < p->retry_at)
+            return;
+        struct pool_inst *i = xcalloc(1, sizeof(*i));
+        i->state = POOL_STARTING;
+        i->created = i->last_active = now;
+        i->next = p->insts;
+        p->insts = i;
+        /* start may report ready or exited before it returns: do not touch i afterwards. */
+        p->ops->start(p, i);
+    }
+}
+
+static void dispatch_waiters(struct pool *p, uint64_t now)
+{
+    while (p->queue.next != &p->queue) {
+        struct pool_inst *i = pick(p);
+        if (!i)
+            return;
+        /* Past the target concurrency, wait for an instance that is on its way. */
+        if (i->inflight >= p->cfg.concurrency && kago__pool_count(p, POOL_STARTING) > 0)
+            return;
+        struct pool_waiter *w = p->queue.next;
+        unqueue(p, w);
+        i->inflight++;
+        i->last_active = now;
+        p->ops->dispatch(p, w, i);
+    }
+}
+
+struct pool_inst *kago__pool_request(struct pool *p, struct pool_waiter *w, uint64_t now, bool *held)
+{
+    *held = false;
+    if (p->stopping) {
+        p->rejected++;
+        return NULL;
+    }
+    struct pool_inst *i = pick(p);
+    if (i) {
+        i->inflight++;
+        i->last_active = now;
+        maybe_scale(p, now);
+        return i;
+    }
+    if (p->npending >= p->cfg.max_pending) {
+        p->rejected++;
+        return NULL;
+    }
+    enqueue(p, w, now);
+    *held = true;
+    maybe_scale(p, now);
+    return NULL;
+}
+
+void kago__pool_done(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    if (i->inflight)
+        i->inflight--;
+    i->served++;
+    i->last_active = now;
+    if (i->state == POOL_DRAINING && i->inflight == 0)
+        terminate(p, i, now);
+    else if (i->state == POOL_READY)
+        dispatch_waiters(p, now);
+}
+
+void kago__pool_ready(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    if (i->state != POOL_STARTING)
+        return;
+    i->state = POOL_READY;
+    i->ready_at = i->last_active = now;
+    p->retry_at = 0;
+    double ms = (double)(now - i->created);
+    p->cold_starts++;
+    p->cold_sum_ms += ms;
+    for (int b = 0; b < POOL_HIST_BUCKETS; b++)
+        if (ms <= kago__pool_hist_bounds_ms[b]) {
+            p->cold_hist[b]++;
+            break;
+        }
+    dispatch_waiters(p, now);
+    maybe_scale(p, now);
+}
+
+void kago__pool_exited(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    for (struct pool_inst **pp = &p->insts; *pp; pp = &(*pp)->next)
+        if (*pp == i) {
+            *pp = i->next;
+            break;
+        }
+    if (i->state == POOL_STARTING && !i->failed) {
+        i->failed = true;
+        p->start_failures++;
+    }
+    if (i->failed)
+        p->retry_at = now + RESTART_BACKOFF_MS;
+    p->ops->remove(p, i);
+    free(i);
+    if (!p->stopping) {
+        dispatch_waiters(p, now);
+        maybe_scale(p, now);
+    }
+}
+
+static void expire_waiters(struct pool *p, uint64_t now)
+{
+    while (p->queue.next != &p->queue && now - p->queue.next->since >= p->cfg.start_timeout_ms) {
+        struct pool_waiter *w = p->queue.next;
+        unqueue(p, w);
+        p->rejected++;
+        p->ops->reject(p, w, 503);
+    }
+}
+
+void kago__pool_tick(struct pool *p, uint64_t now)
+{
+    expire_waiters(p, now);
+    unsigned active = kago__pool_count(p, POOL_READY) + kago__pool_count(p, POOL_STARTING);
+    for (struct pool_inst *i = p->insts; i; i = i->next) {
+        switch (i->state) {
+        case POOL_STARTING:
+            if (now - i->created >= p->cfg.start_timeout_ms) {
+                i->failed = true;
+                p->start_failures++;
+                i->state = POOL_STOPPING;
+                i->term_at = now;
+                active--;
+                kill_inst(p, i);
+            }
+            break;
+        case POOL_READY:
+            if (p->cfg.lifetime_ms && now - i->created >= p->cfg.lifetime_ms) {
+                active--;
+                drain(p, i, now);
+            } else if (p->cfg.idle_ms && i->inflight == 0 && now - i->last_active >= p->cfg.idle_ms &&
+                       active > p->cfg.min) {
+                active--;
+                drain(p, i, now);
+            }
+            break;
+        case POOL_DRAINING:
+            if (now - i->drain_at >= p->cfg.stop_grace_ms)
+                terminate(p, i, now);
+            break;
+        case POOL_STOPPING:
+            if (!i->killed && now - i->term_at >= p->cfg.stop_grace_ms)
+                kill_inst(p, i);
+            break;
+        }
+    }
+    maybe_scale(p, now);
+}
+
+void kago__pool_stop(struct pool *p, uint64_t now)
+{
+    p->stopping = true;
+    while (p->queue.next != &p->queue) {
+        struct pool_waiter *w = p->queue.next;
+        unqueue(p, w);
+        p->rejected++;
+        p->ops->reject(p, w, 503);
+    }
+    for (struct pool_inst *i = p->insts; i; i = i->next) {
+        if (i->state == POOL_STARTING) {
+            i->state = POOL_STOPPING;
+            i->term_at = now;
+            kill_inst(p, i);
+        } else if (i->state == POOL_READY) {
+            drain(p, i, now);
+        }
+    }
+}

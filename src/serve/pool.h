@@ -1,0 +1,98 @@
+/* kago serve — the instances of one app and every decision about them: which instance serves a
+ * request, when to start, hold, scale out, drain, stop and kill. A pure state machine: it never
+ * reads a clock or touches a container; the caller passes `now` (ms) to every event and carries
+ * out the actions through pool_ops. Unit tests drive it with a fake clock. */
+#ifndef KAGO_SERVE_POOL_H
+#define KAGO_SERVE_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum pool_state { POOL_STARTING, POOL_READY, POOL_DRAINING, POOL_STOPPING };
+
+struct pool_cfg {
+    uint64_t lifetime_ms, idle_ms, start_timeout_ms, stop_grace_ms;
+    unsigned min, max, concurrency, max_pending;
+};
+
+struct pool_inst {
+    struct pool_inst *next;
+    enum pool_state state;
+    uint64_t created, ready_at, last_active, drain_at, term_at;
+    unsigned inflight; /* requests and open streams routed to it and not finished */
+    uint64_t served;
+    bool killed;      /* SIGKILL sent */
+    bool failed;      /* never became ready: counted as a start failure */
+    void *data;       /* the caller's instance */
+};
+
+/* A held request. The caller embeds it; the pool links it while it waits. */
+struct pool_waiter {
+    struct pool_waiter *next, *prev;
+    uint64_t since;
+    bool queued;
+    void *data;
+};
+
+struct pool;
+struct pool_ops {
+    /* Begin starting the container of i; report pool_ready/pool_exited later. */
+    void (*start)(struct pool *p, struct pool_inst *i);
+    /* A held request now has instance i (its in-flight count already includes it). */
+    void (*dispatch)(struct pool *p, struct pool_waiter *w, struct pool_inst *i);
+    /* A held request gets status (503) and leaves the queue. */
+    void (*reject)(struct pool *p, struct pool_waiter *w, int status);
+    /* i takes no new requests any more (close its idle upstream connections). */
+    void (*drain)(struct pool *p, struct pool_inst *i);
+    void (*signal)(struct pool *p, struct pool_inst *i, int sig);
+    /* i is gone from the pool (its process exited): remove every trace. The pool frees i after. */
+    void (*remove)(struct pool *p, struct pool_inst *i);
+};
+
+#define POOL_HIST_BUCKETS 12
+extern const double kago__pool_hist_bounds_ms[POOL_HIST_BUCKETS]; /* upper bounds; last is +Inf */
+
+struct pool {
+    struct pool_cfg cfg;
+    const struct pool_ops *ops;
+    void *data;
+    struct pool_inst *insts;
+    struct pool_waiter queue; /* sentinel of the FIFO of held requests */
+    unsigned npending;
+    bool stopping;     /* pool_stop was called: drain everything, start nothing */
+    uint64_t retry_at; /* no start before this (backoff after a failed start) */
+    /* counters for metrics */
+    uint64_t cold_starts, start_failures, rejected;
+    uint64_t cold_hist[POOL_HIST_BUCKETS];
+    double cold_sum_ms;
+};
+
+void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct pool_ops *ops, void *data);
+/* Frees the instance records (only for tests and after every instance was removed). */
+void kago__pool_free(struct pool *p);
+
+/* A request arrives. Returns the instance to send it to (its in-flight count already includes
+ * the request), or NULL: then *held says whether w was queued (dispatch or reject follows later)
+ * or refused outright (answer 503). */
+struct pool_inst *kago__pool_request(struct pool *p, struct pool_waiter *w, uint64_t now, bool *held);
+/* A held request went away (client closed). */
+void kago__pool_cancel(struct pool *p, struct pool_waiter *w);
+/* A request (or stream) routed to i finished. */
+void kago__pool_done(struct pool *p, struct pool_inst *i, uint64_t now);
+/* i accepts connections now. */
+void kago__pool_ready(struct pool *p, struct pool_inst *i, uint64_t now);
+/* i's process exited (or it could not be created): remove it. */
+void kago__pool_exited(struct pool *p, struct pool_inst *i, uint64_t now);
+/* Timers: held requests past start_timeout, starts past start_timeout, lifetime, idle, drain
+ * grace, kill grace, min_instances. Call at least every 100 ms. */
+void kago__pool_tick(struct pool *p, uint64_t now);
+/* Drain everything and start nothing more (shutdown, app removed); held requests get 503. */
+void kago__pool_stop(struct pool *p, uint64_t now);
+/* Changes the policy (reload). */
+void kago__pool_configure(struct pool *p, const struct pool_cfg *cfg, uint64_t now);
+
+unsigned kago__pool_count(const struct pool *p, enum pool_state s);
+bool kago__pool_empty(const struct pool *p);
+const char *kago__pool_state_name(enum pool_state s);
+
+#endif

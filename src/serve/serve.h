@@ -1,0 +1,25 @@
+/* kago serve — the FastContainer proxy: entry point for the CLI. */
+#ifndef KAGO_SERVE_H
+#define KAGO_SERVE_H
+
+#include <stdint.h>
+
+#include <kago/error.h>
+
+struct kago_serve_opts {
+    const char *config_dir; /* Kagofiles (*.rb, Kagofile*) defining apps */
+    const char *listen;     /* "127.0.0.1:8080" */
+    const char *admin;      /* "127.0.0.1:9090" */
+    const char *root;       /* container state dir */
+    const char *access_log; /* path, "-" = stdout (default), "off" */
+    uint64_t header_timeout_ms, keepalive_timeout_ms, connect_timeout_ms, response_timeout_ms;
+    unsigned max_header_bytes;
+    bool cold_start_header; /* X-Kago-Cold-Start on requests that waited (default on) */
+};
+
+void kago_serve_opts_init(struct kago_serve_opts *o);
+/* Runs the server until SIGTERM/SIGINT, then drains, stops every instance and removes every
+ * trace. Returns 0, or < 0 with *err set when it could not start (bad config, port in use). */
+int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err);
+
+#endif

@@ -1,0 +1,189 @@
+/* kago serve — the objects of the running server, shared by its files:
+ * server (loop, listeners, apps), app_rt (one app and its pool), instance (one container),
+ * upconn (one connection into an instance's netns), client (one downstream connection). */
+#ifndef KAGO_SERVE_INT_H
+#define KAGO_SERVE_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <uv.h>
+
+#include <kago/kago.h>
+
+#include "http.h"
+#include "outq.h"
+#include "pool.h"
+#include "router.h"
+#include "serve.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+struct server;
+
+/* Per-app counters for /metrics. Status codes are bucketed by exact code for the common ones. */
+#define STATUS_SLOTS 16
+struct app_metrics {
+    uint64_t by_status[STATUS_SLOTS];
+    uint64_t upstream_errors;
+    uint64_t inflight;
+};
+
+struct app_rt {
+    struct app_rt *next;
+    struct server *srv;
+    struct kago_app app; /* owned */
+    struct pool pool;
+    struct app_metrics m;
+    uint64_t seq;   /* instance name counter */
+    bool removed;   /* dropped by a reload: draining until its last instance is gone */
+    unsigned refs;  /* clients holding it */
+};
+
+struct upconn;
+
+struct instance {
+    struct pool_inst *pi; /* NULL once removed from the pool */
+    struct app_rt *app;
+    struct kago_container *c;
+    char name[128];
+    int netns_fd;
+    uv_poll_t pidpoll;
+    uv_timer_t probe;
+    unsigned probe_ms;
+    struct upconn *idle;  /* keep-alive connections ready for a request */
+    struct upconn *conns; /* every connection (for closing at exit) */
+    unsigned nconns;
+    unsigned handles;     /* open uv handles (exit poll, probe timer) */
+    unsigned refs;        /* clients naming it; freed when removed and all three are 0 */
+    uint64_t created_ms;
+    bool ready, removed;
+    struct kago_stats stats; /* refreshed for /metrics and /ps */
+};
+
+struct client;
+
+struct upconn {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    struct instance *inst;
+    struct upconn *next_idle;
+    struct upconn *prev, *next; /* inst->conns */
+    struct client *client;
+    struct http_msg resp;
+    struct outq out;
+    char *rbuf;
+    bool connected, probe, reused, closing, got_bytes;
+    bool resp_chunked_out; /* re-chunking the body to the client */
+    bool resp_done;
+};
+
+enum client_state {
+    C_HEAD,     /* reading a request head */
+    C_ROUTE,    /* head complete, choosing an instance */
+    C_HELD,     /* waiting for an instance to become ready */
+    C_CONNECT,  /* connecting upstream */
+    C_PROXY,    /* request and response being relayed */
+    C_TUNNEL,   /* after 101 Switching Protocols: raw bytes both ways */
+    C_CLOSING,
+};
+
+struct client {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    struct server *srv;
+    struct client *prev, *next; /* srv->clients */
+    enum client_state state;
+    char *rbuf;
+    size_t rlen, rpos;
+    struct outq out;
+    struct http_req_info info;
+    struct app_rt *app;
+    struct pool_waiter waiter;
+    struct pool_inst *pi;
+    struct instance *inst;
+    struct upconn *up;
+    uint64_t t_begin, t_held; /* us */
+    int64_t cold_us;          /* -1 when the request did not wait */
+    uint64_t body_in, out_mark;
+    int status, retries;
+    bool reading, req_begun, req_done, resp_started, close_after, eof, counted, parsing, need_exec, closed;
+    unsigned handles;
+    char ip[48];
+    struct http_msg req; /* last: it is large */
+};
+
+struct listener {
+    uv_tcp_t tcp;
+    struct server *srv;
+    bool admin;
+};
+
+struct server {
+    uv_loop_t *loop;
+    struct kago_serve_opts opts;
+    struct listener main, admin;
+    uv_timer_t tick;
+    uv_signal_t sigterm, sigint, sighup;
+    struct router *router;
+    struct app_rt *apps;
+    struct client *clients;
+    unsigned nclients;
+    FILE *access_log;
+    int host_netns;
+    bool stopping;
+    uint64_t started_ms;
+    uint64_t total_instances;
+    struct kago_error *fatal;
+};
+
+/* time */
+uint64_t kago__serve_now_us(void);
+static inline uint64_t kago__serve_now_ms(void)
+{
+    return kago__serve_now_us() / 1000;
+}
+
+/* conn.c */
+void kago__client_accept(struct server *srv, uv_stream_t *listener);
+void kago__client_attach(struct client *c, struct pool_inst *pi); /* the pool chose pi */
+void kago__client_reject(struct client *c, int status);
+/* Upstream events for the client using up. */
+void kago__client_upstream_ready(struct client *c);          /* connected: send the request */
+void kago__client_upstream_failed(struct client *c, int err); /* before any response byte */
+int kago__client_resp_head(struct client *c, struct http_msg *resp);
+int kago__client_resp_body(struct client *c, const char *at, size_t n);
+void kago__client_resp_done(struct client *c);
+void kago__client_resp_truncated(struct client *c);
+void kago__client_tunnel_data(struct client *c, const char *at, size_t n);
+void kago__client_upstream_drained(struct client *c);
+void kago__client_close_all(struct server *srv, bool idle_only);
+
+/* upstream.c */
+struct upconn *kago__upconn_get(struct instance *inst); /* an idle keep-alive connection or NULL */
+/* Opens a new connection inside inst's netns to 127.0.0.1:port; the result comes through
+ * kago__client_upstream_ready/failed (or the probe logic when client is NULL). */
+struct upconn *kago__upconn_open(struct instance *inst, struct client *c);
+void kago__upconn_release(struct upconn *u, bool reusable);
+void kago__upconn_close(struct upconn *u);
+void kago__upconn_resume(struct upconn *u); /* read again after the client drained */
+void kago__upconn_pause(struct upconn *u);
+
+/* instance.c */
+extern const struct pool_ops kago__serve_pool_ops;
+struct pool_cfg kago__serve_pool_cfg(const struct kago_app *a);
+void kago__instance_probe_result(struct instance *inst, int status);
+void kago__instance_unref(struct instance *inst);
+
+/* server.c */
+void kago__app_unref(struct app_rt *a);
+void kago__server_maybe_exit(struct server *srv);
+
+/* admin.c */
+void kago__admin_accept(struct server *srv, uv_stream_t *listener);
+
+/* metrics helpers */
+void kago__metrics_count(struct app_rt *a, int status);
+
+#endif

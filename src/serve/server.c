@@ -1,0 +1,414 @@
+/* kago serve — the server: one libuv loop, the listeners, the apps (loaded from Kagofiles,
+ * reloaded on SIGHUP), the pool tick, and an orderly shutdown on SIGTERM that leaves nothing. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kagofile.h"
+#include "serve_int.h"
+#include "util.h"
+
+#define TICK_MS 25
+
+void kago_serve_opts_init(struct kago_serve_opts *o)
+{
+    *o = (struct kago_serve_opts){
+        .listen = "127.0.0.1:8080", .admin = "127.0.0.1:9090", .root = KAGO_DEFAULT_ROOT, .access_log = "-",
+        .header_timeout_ms = 10000, .keepalive_timeout_ms = 75000, .connect_timeout_ms = 5000,
+        .response_timeout_ms = 60000, .max_header_bytes = HTTP_MAX_HEAD, .cold_start_header = true,
+    };
+}
+
+/* --- apps -------------------------------------------------------------------------------------- */
+
+struct app_list {
+    struct kago_app *v;
+    size_t n;
+};
+
+static void app_list_free(struct app_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        kago_app_free(&l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool is_kagofile(const char *name)
+{
+    size_t n = strlen(name);
+    return name[0] != '.' && (strncmp(name, "Kagofile", 8) == 0 || (n > 3 && strcmp(name + n - 3, ".rb") == 0));
+}
+
+/* Loads every app of every Kagofile in dir (Kagofile*, *.rb; sorted by name). */
+static int load_apps(const char *dir, struct app_list *out, struct kago_error **err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return kago_error_set(err, errno, "config %s", dir);
+    char **names = NULL;
+    size_t nn = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (is_kagofile(de->d_name)) {
+            names = xrealloc(names, (nn + 1) * sizeof(*names));
+            names[nn++] = xstrdup(de->d_name);
+        }
+    closedir(d);
+    qsort(names, nn, sizeof(*names), by_name);
+    int ret = 0;
+    for (size_t i = 0; i < nn && ret == 0; i++) {
+        cleanup_free char *path = xasprintf("%s/%s", dir, names[i]);
+        struct kago_kagofile *kf = NULL;
+        if (kago_kagofile_load(path, NULL, &kf, err) < 0) {
+            ret = -1;
+            break;
+        }
+        for (size_t k = 0; k < kago_kagofile_napps(kf); k++) {
+            out->v = xrealloc(out->v, (out->n + 1) * sizeof(*out->v));
+            kago_kagofile_take_app(kf, k, &out->v[out->n]);
+            struct kago_app *a = &out->v[out->n++];
+            for (size_t j = 0; j + 1 < out->n; j++)
+                if (strcmp(out->v[j].name, a->name) == 0) {
+                    ret = kago_error_set(err, 0, "%s: app %s is defined twice", path, a->name);
+                    break;
+                }
+            if (ret == 0 && (!a->hosts || !a->hosts[0]))
+                ret = kago_error_set(err, 0, "%s: app %s has no hosts", path, a->name);
+            if (ret == 0 && a->port == 0)
+                ret = kago_error_set(err, 0, "%s: app %s has no port", path, a->name);
+            if (ret == 0 && kago_spec_validate(&a->spec, err) < 0) {
+                kago_error_prefix(err, "%s: app %s", path, a->name);
+                ret = -1;
+            }
+        }
+        kago_kagofile_free(kf);
+    }
+    for (size_t i = 0; i < nn; i++)
+        free(names[i]);
+    free(names);
+    if (ret < 0)
+        app_list_free(out);
+    return ret;
+}
+
+static struct app_rt *find_app(struct server *srv, const char *name)
+{
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        if (!a->removed && strcmp(a->app.name, name) == 0)
+            return a;
+    return NULL;
+}
+
+/* Swaps in a new set of apps: same-name apps keep their instances and get the new policy (new
+ * instances use the new container spec), new apps are added, missing ones drain away. Requests in
+ * flight keep going. Nothing changes if the new set is invalid. */
+static int apply_apps(struct server *srv, struct app_list *l, struct kago_error **err)
+{
+    struct router *r = kago__router_new(l->n * 2);
+    struct app_rt **rt = xcalloc(l->n + 1, sizeof(*rt));
+    for (size_t i = 0; i < l->n; i++) {
+        for (char **h = l->v[i].hosts; *h; h++) {
+            void *other = NULL;
+            if (kago__router_add(r, *h, &rt[i], &other) < 0) {
+                size_t j = other ? (size_t)((struct app_rt **)other - rt) : 0;
+                kago__router_free(r);
+                free(rt);
+                if (other)
+                    return kago_error_set(err, 0, "host %s belongs to both %s and %s", *h, l->v[j].name,
+                                          l->v[i].name);
+                return kago_error_set(err, 0, "app %s: invalid host \"%s\"", l->v[i].name, *h);
+            }
+        }
+    }
+    kago__router_free(r);
+    uint64_t now = kago__serve_now_ms();
+    for (struct app_rt *a = srv->apps; a; a = a->next) {
+        bool keep = false;
+        for (size_t i = 0; i < l->n; i++)
+            keep |= strcmp(l->v[i].name, a->app.name) == 0;
+        if (!keep && !a->removed) {
+            a->removed = true;
+            kago__pool_stop(&a->pool, now);
+        }
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        struct app_rt *a = find_app(srv, l->v[i].name);
+        if (!a) {
+            a = xcalloc(1, sizeof(*a));
+            a->srv = srv;
+            a->app = l->v[i];
+            struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
+            kago__pool_init(&a->pool, &cfg, &kago__serve_pool_ops, a);
+            a->next = srv->apps;
+            srv->apps = a;
+        } else {
+            kago_app_free(&a->app);
+            a->app = l->v[i];
+            struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
+            kago__pool_configure(&a->pool, &cfg, now);
+        }
+        memset(&l->v[i], 0, sizeof(l->v[i]));
+        rt[i] = a;
+    }
+    /* Build the live router with the final pointers. */
+    r = kago__router_new(l->n * 2);
+    for (size_t i = 0; i < l->n; i++)
+        for (char **h = rt[i]->app.hosts; *h; h++)
+            kago__router_add(r, *h, rt[i], NULL);
+    kago__router_free(srv->router);
+    srv->router = r;
+    free(rt);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+    return 0;
+}
+
+static int load_config(struct server *srv, struct kago_error **err)
+{
+    struct app_list l = { 0 };
+    if (load_apps(srv->opts.config_dir, &l, err) < 0)
+        return -1;
+    int r = apply_apps(srv, &l, err);
+    app_list_free(&l);
+    return r;
+}
+
+static void free_app(struct app_rt *a)
+{
+    kago__pool_free(&a->pool);
+    kago_app_free(&a->app);
+    free(a);
+}
+
+void kago__app_unref(struct app_rt *a)
+{
+    if (a->refs)
+        a->refs--;
+}
+
+/* Frees apps removed by a reload once their last instance and request are gone. */
+static void reap_apps(struct server *srv)
+{
+    for (struct app_rt **pp = &srv->apps; *pp;) {
+        struct app_rt *a = *pp;
+        if (a->removed && kago__pool_empty(&a->pool) && a->refs == 0) {
+            *pp = a->next;
+            free_app(a);
+        } else {
+            pp = &a->next;
+        }
+    }
+}
+
+/* --- loop -------------------------------------------------------------------------------------- */
+
+static bool all_gone(struct server *srv)
+{
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        if (!kago__pool_empty(&a->pool))
+            return false;
+    return srv->nclients == 0;
+}
+
+void kago__server_maybe_exit(struct server *srv)
+{
+    if (srv->stopping && all_gone(srv))
+        uv_stop(srv->loop);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    uint64_t now = kago__serve_now_ms();
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        kago__pool_tick(&a->pool, now);
+    reap_apps(srv);
+    kago__server_maybe_exit(srv);
+}
+
+static void close_listener(struct listener *l)
+{
+    if (l->tcp.data && !uv_is_closing((uv_handle_t *)&l->tcp))
+        uv_close((uv_handle_t *)&l->tcp, NULL);
+}
+
+static void begin_shutdown(struct server *srv)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = true;
+    fprintf(stderr, "kago serve: stopping: draining requests and instances\n");
+    close_listener(&srv->main);
+    uint64_t now = kago__serve_now_ms();
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        kago__pool_stop(&a->pool, now);
+    kago__client_close_all(srv, true);
+    kago__server_maybe_exit(srv);
+}
+
+static void on_signal(uv_signal_t *h, int sig)
+{
+    struct server *srv = h->data;
+    if (sig == SIGHUP) {
+        struct kago_error *err = NULL;
+        if (load_config(srv, &err) < 0) {
+            fprintf(stderr, "kago serve: reload failed, keeping the running config: %s\n", err->msg);
+            kago_error_free(err);
+        } else {
+            fprintf(stderr, "kago serve: reloaded %s\n", srv->opts.config_dir);
+        }
+        return;
+    }
+    begin_shutdown(srv);
+}
+
+/* For the admin API: reload now; returns 0 or < 0 with *err. */
+int kago__server_reload(struct server *srv, struct kago_error **err);
+int kago__server_reload(struct server *srv, struct kago_error **err)
+{
+    return load_config(srv, err);
+}
+
+static void on_conn(uv_stream_t *s, int status)
+{
+    struct listener *l = s->data;
+    if (status < 0)
+        return;
+    if (l->admin)
+        kago__admin_accept(l->srv, s);
+    else if (!l->srv->stopping)
+        kago__client_accept(l->srv, s);
+}
+
+static int parse_addr(const char *s, struct sockaddr_storage *ss, struct kago_error **err)
+{
+    char host[64];
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || (size_t)(colon - s) >= sizeof(host))
+        return kago_error_set(err, EINVAL, "address \"%s\" (want IP:PORT)", s);
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port <= 0 || port > 65535)
+        return kago_error_set(err, EINVAL, "address \"%s\": bad port", s);
+    memcpy(host, s, colon - s);
+    host[colon - s] = 0;
+    if (host[0] == '[') {
+        size_t n = strlen(host);
+        if (host[n - 1] != ']')
+            return kago_error_set(err, EINVAL, "address \"%s\"", s);
+        host[n - 1] = 0;
+        if (uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss) == 0)
+            return 0;
+    } else if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0) {
+        return 0;
+    }
+    return kago_error_set(err, EINVAL, "address \"%s\": not an IP address", s);
+}
+
+static int listen_on(struct server *srv, struct listener *l, const char *addr, bool admin, struct kago_error **err)
+{
+    struct sockaddr_storage ss = { 0 };
+    if (parse_addr(addr, &ss, err) < 0)
+        return -1;
+    l->srv = srv;
+    l->admin = admin;
+    uv_tcp_init(srv->loop, &l->tcp);
+    l->tcp.data = l;
+    int r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&l->tcp, 4096, on_conn);
+    if (r < 0) {
+        uv_close((uv_handle_t *)&l->tcp, NULL);
+        return kago_error_set(err, -r, "listen %s", addr);
+    }
+    return 0;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
+{
+    struct server srv_ = { .opts = *o }, *srv = &srv_;
+    if (!o->config_dir)
+        return kago_error_set(err, 0, "serve: --config DIR is required");
+    signal(SIGPIPE, SIG_IGN);
+    srv->host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (srv->host_netns < 0)
+        return kago_error_set(err, errno, "open /proc/self/ns/net");
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    srv->loop = &loop;
+    srv->started_ms = kago__serve_now_ms();
+    int ret = -1;
+    if (!strcmp(o->access_log, "-"))
+        srv->access_log = stdout;
+    else if (strcmp(o->access_log, "off") != 0 && !(srv->access_log = fopen(o->access_log, "ae"))) {
+        kago_error_set(err, errno, "access log %s", o->access_log);
+        goto out;
+    }
+    if (load_config(srv, err) < 0)
+        goto out;
+    if (listen_on(srv, &srv->main, o->listen, false, err) < 0)
+        goto out;
+    if (o->admin && *o->admin && strcmp(o->admin, "off") != 0 &&
+        listen_on(srv, &srv->admin, o->admin, true, err) < 0)
+        goto out;
+    uv_timer_init(&loop, &srv->tick);
+    srv->tick.data = srv;
+    uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
+    uv_signal_t *sigs[] = { &srv->sigterm, &srv->sigint, &srv->sighup };
+    int signums[] = { SIGTERM, SIGINT, SIGHUP };
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(&loop, sigs[i]);
+        sigs[i]->data = srv;
+        uv_signal_start(sigs[i], on_signal, signums[i]);
+    }
+    size_t napps = 0;
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        napps++;
+    fprintf(stderr, "kago serve: %zu apps from %s, listening on http://%s, admin on http://%s\n", napps,
+            o->config_dir, o->listen, o->admin ? o->admin : "off");
+    /* min_instances: start the standbys now rather than at the first tick */
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        kago__pool_tick(&a->pool, kago__serve_now_ms());
+    uv_run(&loop, UV_RUN_DEFAULT);
+    fprintf(stderr, "kago serve: stopped; every instance removed\n");
+    ret = 0;
+out:
+    /* Anything left (startup failure): stop instances synchronously so nothing leaks. */
+    for (struct app_rt *a = srv->apps; a; a = a->next) {
+        a->pool.stopping = true;
+        while (a->pool.insts)
+            kago__pool_exited(&a->pool, a->pool.insts, kago__serve_now_ms());
+    }
+    uv_walk(&loop, close_walk, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    while (srv->apps) {
+        struct app_rt *a = srv->apps;
+        srv->apps = a->next;
+        free_app(a);
+    }
+    kago__router_free(srv->router);
+    uv_loop_close(&loop);
+    if (srv->access_log && srv->access_log != stdout)
+        fclose(srv->access_log);
+    close(srv->host_netns);
+    return ret;
+}

@@ -1,0 +1,330 @@
+/* kago serve — connections into an instance's network namespace. The socket is created inside
+ * the instance's netns (setns there, socket(), setns back), then connected to 127.0.0.1:PORT:
+ * no bridge, no routes, and a missing namespace fails instead of reaching another host. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "serve_int.h"
+#include "util.h"
+
+#define UP_RBUF      (64 * 1024)
+#define MAX_IDLE_UP  32 /* keep-alive connections kept per instance */
+
+/* Upstream reads are consumed (copied to the client's queue) before the callback returns, so
+ * one buffer serves every upstream connection. */
+static char up_rbuf[UP_RBUF];
+
+static void up_close(struct upconn *u);
+
+static int on_resp_head(struct http_msg *m)
+{
+    struct upconn *u = m->owner;
+    if (!u->client)
+        return HPE_USER;
+    return kago__client_resp_head(u->client, m);
+}
+
+static int on_resp_body(struct http_msg *m, const char *at, size_t n)
+{
+    struct upconn *u = m->owner;
+    return u->client ? kago__client_resp_body(u->client, at, n) : HPE_USER;
+}
+
+static int on_resp_done(struct http_msg *m)
+{
+    int st = m->parser.status_code;
+    if (st >= 100 && st < 200)
+        return 0; /* 1xx: the final response follows (101 ends in HPE_PAUSED_UPGRADE) */
+    return HPE_PAUSED;
+}
+
+static const struct http_msg_cbs resp_cbs = { .head = on_resp_head, .body = on_resp_body, .done = on_resp_done };
+
+/* Apps speak HTTP loosely (busybox httpd passes CGI headers through with bare LF); the response
+ * parser tolerates that, and kago re-writes every header line it forwards with CRLF. Requests from
+ * clients stay strict: that is where smuggling comes from. */
+static void resp_init(struct upconn *u)
+{
+    kago__http_msg_init(&u->resp, HTTP_RESPONSE, &resp_cbs, u);
+    llhttp_set_lenient_headers(&u->resp.parser, 1);
+}
+
+static void on_up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    buf->base = up_rbuf;
+    buf->len = sizeof(up_rbuf);
+}
+
+static void unlink_idle(struct upconn *u)
+{
+    for (struct upconn **pp = &u->inst->idle; *pp; pp = &(*pp)->next_idle)
+        if (*pp == u) {
+            *pp = u->next_idle;
+            break;
+        }
+    u->next_idle = NULL;
+}
+
+/* The upstream went away under a client. */
+static void abort_client(struct upconn *u, int err)
+{
+    struct client *c = u->client;
+    if (!c)
+        return;
+    if (c->state == C_TUNNEL) {
+        u->client = NULL;
+        c->up = NULL;
+        c->close_after = true;
+        kago__client_resp_truncated(c);
+    } else if (c->resp_started) {
+        kago__client_resp_truncated(c);
+    } else {
+        kago__client_upstream_failed(c, err);
+    }
+}
+
+static void handle_response(struct upconn *u, const char *data, size_t n)
+{
+    struct client *c = u->client;
+    size_t used;
+    llhttp_errno_t e = kago__http_execute(&u->resp, data, n, &used);
+    if (e == HPE_OK) {
+        if (u->client)
+            kago__outq_flush(&u->client->out);
+        return;
+    }
+    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+        llhttp_resume(&u->resp.parser);
+        bool extra = used < n;
+        if (extra && e == HPE_PAUSED)
+            u->resp.parser.flags |= F_CONNECTION_CLOSE; /* bytes after the response: do not reuse */
+        kago__client_resp_done(c);
+        if (e == HPE_PAUSED_UPGRADE && extra && c->state == C_TUNNEL)
+            kago__client_tunnel_data(c, data + used, n - used);
+        return;
+    }
+    abort_client(u, UV_EPROTO);
+}
+
+static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct upconn *u = s->data;
+    if (n == 0)
+        return;
+    struct client *c = u->client;
+    if (n < 0) {
+        if (c && c->state != C_TUNNEL && c->resp_started && llhttp_message_needs_eof(&u->resp.parser)) {
+            u->resp.parser.flags |= F_CONNECTION_CLOSE;
+            if (llhttp_finish(&u->resp.parser) == HPE_PAUSED) {
+                kago__client_resp_done(c);
+                return;
+            }
+        }
+        if (c)
+            abort_client(u, (int)n);
+        up_close(u);
+        return;
+    }
+    if (!c) {
+        up_close(u); /* an idle keep-alive connection must stay silent */
+        return;
+    }
+    u->got_bytes = true;
+    if (c->state == C_TUNNEL) {
+        kago__client_tunnel_data(c, buf->base, n);
+    } else {
+        handle_response(u, buf->base, n);
+    }
+    c = u->client;
+    if (c && kago__outq_full(&c->out))
+        kago__upconn_pause(u);
+}
+
+void kago__upconn_pause(struct upconn *u)
+{
+    uv_read_stop((uv_stream_t *)&u->tcp);
+}
+
+void kago__upconn_resume(struct upconn *u)
+{
+    if (u->connected && !u->closing)
+        uv_read_start((uv_stream_t *)&u->tcp, on_up_alloc, on_up_read);
+}
+
+static void on_up_written(struct outq *q, int status)
+{
+    struct upconn *u = q->owner;
+    if (status < 0) {
+        if (status != UV_ECANCELED) {
+            abort_client(u, status);
+            up_close(u);
+        }
+        return;
+    }
+    if (u->client && !kago__outq_full(q))
+        kago__client_upstream_drained(u->client);
+}
+
+static void on_up_closed(uv_handle_t *h)
+{
+    struct upconn *u = h->data;
+    struct instance *inst = u->inst;
+    kago__outq_free(&u->out);
+    kago__http_msg_free(&u->resp);
+    free(u);
+    inst->nconns--;
+    kago__instance_unref(inst);
+}
+
+static void up_close(struct upconn *u)
+{
+    if (u->closing)
+        return;
+    u->closing = true;
+    if (u->client) {
+        u->client->up = NULL;
+        u->client = NULL;
+    }
+    unlink_idle(u);
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        u->inst->conns = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    uv_close((uv_handle_t *)&u->tcp, on_up_closed);
+}
+
+void kago__upconn_close(struct upconn *u)
+{
+    up_close(u);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct upconn *u = req->data;
+    if (u->closing)
+        return;
+    struct instance *inst = u->inst;
+    if (status < 0) {
+        if (u->probe) {
+            up_close(u);
+            kago__instance_probe_result(inst, status);
+        } else {
+            abort_client(u, status);
+            up_close(u);
+        }
+        return;
+    }
+    u->connected = true;
+    uv_read_start((uv_stream_t *)&u->tcp, on_up_alloc, on_up_read);
+    if (u->probe) {
+        u->probe = false;
+        kago__upconn_release(u, true); /* the probe's connection serves the first request */
+        kago__instance_probe_result(inst, 0);
+    } else if (u->client) {
+        kago__client_upstream_ready(u->client);
+    }
+}
+
+/* A TCP socket that belongs to inst's network namespace. */
+static int netns_socket(struct instance *inst)
+{
+    int host = inst->app->srv->host_netns;
+    if (setns(inst->netns_fd, CLONE_NEWNET) < 0)
+        return -errno;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int saved = errno;
+    if (setns(host, CLONE_NEWNET) < 0) {
+        /* Staying in a tenant's namespace would send every later connection there. */
+        fprintf(stderr, "kago serve: cannot return to the host network namespace: %s\n", strerror(errno));
+        abort();
+    }
+    return fd < 0 ? -saved : fd;
+}
+
+struct upconn *kago__upconn_open(struct instance *inst, struct client *c)
+{
+    struct server *srv = inst->app->srv;
+    int fd = netns_socket(inst);
+    if (fd < 0) {
+        if (c) {
+            c->up = NULL;
+            kago__client_upstream_failed(c, uv_translate_sys_error(-fd));
+        } else {
+            kago__instance_probe_result(inst, uv_translate_sys_error(-fd));
+        }
+        return NULL;
+    }
+    struct upconn *u = xcalloc(1, sizeof(*u));
+    u->inst = inst;
+    u->client = c;
+    u->probe = c == NULL;
+    uv_tcp_init(srv->loop, &u->tcp);
+    u->tcp.data = u;
+    u->creq.data = u;
+    kago__outq_init(&u->out, (uv_stream_t *)&u->tcp, on_up_written, u);
+    resp_init(u);
+    inst->nconns++;
+    u->next = inst->conns;
+    if (inst->conns)
+        inst->conns->prev = u;
+    inst->conns = u;
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(inst->app->app.port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int r = uv_tcp_open(&u->tcp, fd);
+    if (r == 0) {
+        uv_tcp_nodelay(&u->tcp, 1);
+        r = uv_tcp_connect(&u->creq, &u->tcp, (struct sockaddr *)&sa, on_connect);
+    } else {
+        close(fd);
+    }
+    if (r < 0) {
+        u->client = NULL;
+        up_close(u);
+        if (c) {
+            c->up = NULL;
+            kago__client_upstream_failed(c, r);
+        } else {
+            kago__instance_probe_result(inst, r);
+        }
+        return NULL;
+    }
+    return u;
+}
+
+struct upconn *kago__upconn_get(struct instance *inst)
+{
+    struct upconn *u = inst->idle;
+    if (!u)
+        return NULL;
+    inst->idle = u->next_idle;
+    u->next_idle = NULL;
+    u->reused = true;
+    u->got_bytes = false;
+    return u;
+}
+
+void kago__upconn_release(struct upconn *u, bool reusable)
+{
+    struct instance *inst = u->inst;
+    u->client = NULL;
+    unsigned nidle = 0;
+    for (struct upconn *i = inst->idle; i; i = i->next_idle)
+        nidle++;
+    if (!reusable || u->closing || !inst->pi || (inst->pi->state != POOL_READY && inst->pi->state != POOL_STARTING) ||
+        kago__outq_size(&u->out) || nidle >= MAX_IDLE_UP) {
+        up_close(u);
+        return;
+    }
+    resp_init(u);
+    sbuf_reset(&u->resp.raw, 4096);
+    u->next_idle = inst->idle;
+    inst->idle = u;
+    kago__upconn_resume(u);
+}

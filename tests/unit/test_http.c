@@ -1,0 +1,222 @@
+/* kago serve: request heads, limits, smuggling shapes, head rewriting, Host routing keys. */
+#include <stdlib.h>
+
+#include "http.h"
+#include "router.h"
+#include "tap.h"
+
+static int heads, dones;
+static int on_head(struct http_msg *m)
+{
+    heads++;
+    return 0;
+}
+static int on_done(struct http_msg *m)
+{
+    dones++;
+    return 0;
+}
+static const struct http_msg_cbs cbs = { .head = on_head, .done = on_done };
+
+/* Parses one request; returns 0 when it parsed and passed the checks, else the HTTP status. */
+static int parse(const char *req, struct http_req_info *info, struct http_msg *m)
+{
+    kago__http_msg_init(m, HTTP_REQUEST, &cbs, NULL);
+    size_t used;
+    llhttp_errno_t e = kago__http_execute(m, req, strlen(req), &used);
+    if (e != HPE_OK && e != HPE_PAUSED_UPGRADE)
+        return m->error;
+    return kago__http_req_check(m, 1000, info);
+}
+
+static int status_of(const char *req)
+{
+    struct http_msg *m = calloc(1, sizeof(*m));
+    struct http_req_info info;
+    int st = parse(req, &info, m);
+    kago__http_msg_free(m);
+    free(m);
+    return st;
+}
+
+static void test_smuggling(void)
+{
+    static const struct {
+        const char *req, *what;
+        int status;
+    } cases[] = {
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+          "Content-Length with Transfer-Encoding", 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", "duplicate Content-Length", 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", "conflicting Content-Length", 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\nabc", "bad Content-Length", 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", "negative Content-Length", 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\nabc", "Content-Length list", 400 },
+        { "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", "obs-fold", 400 },
+        { "GET / HTTP/1.1\r\nHost : a\r\n\r\n", "whitespace before colon", 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", "bad chunk size", 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n0\r\n\r\n", "chunk size with space", 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", "unknown Transfer-Encoding", 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", "chunked not last", 400 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", "TE twice", 400 },
+        { "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "two Host headers", 400 },
+        { "GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host", 400 },
+        { "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "space in Host", 400 },
+        { "GET / HTTP/1.1\nHost: a\n\n", "bare LF", 400 },
+        { "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", "CONNECT", 405 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n", "body over max_body", 413 },
+        { "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "a plain GET", 0 },
+        { "GET / HTTP/1.0\r\n\r\n", "HTTP/1.0 without Host", 0 },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nabc\r\n0\r\n\r\n", "chunked with extension", 0 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int st = status_of(cases[i].req);
+        ok(st == cases[i].status, "%s -> %d (got %d)", cases[i].what, cases[i].status, st);
+    }
+    /* NUL inside the value needs an explicit length. */
+    static const char nul[] = "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n";
+    struct http_msg *m = calloc(1, sizeof(*m));
+    kago__http_msg_init(m, HTTP_REQUEST, &cbs, NULL);
+    size_t used;
+    ok(kago__http_execute(m, nul, sizeof(nul) - 1, &used) != HPE_OK && m->error == 400, "NUL byte in a value -> 400");
+    kago__http_msg_free(m);
+    free(m);
+}
+
+/* Feeds a request one byte per llhttp_execute call. */
+static int status_bytewise(const char *req)
+{
+    struct http_msg *m = calloc(1, sizeof(*m));
+    struct http_req_info info;
+    kago__http_msg_init(m, HTTP_REQUEST, &cbs, NULL);
+    int st = 0;
+    for (size_t i = 0; req[i]; i++) {
+        size_t used;
+        llhttp_errno_t e = kago__http_execute(m, req + i, 1, &used);
+        if (e != HPE_OK) {
+            st = m->error;
+            break;
+        }
+    }
+    if (!st)
+        st = kago__http_req_check(m, 0, &info);
+    kago__http_msg_free(m);
+    free(m);
+    return st;
+}
+
+static void test_split(void)
+{
+    ok(status_bytewise("GET / HTTP/1.1\r\nHost: a\r\nX-Long: some value here\r\n\r\n") == 0,
+       "a head fed byte by byte parses (values split across reads are no fold)");
+    ok(status_bytewise("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n") == 400,
+       "obs-fold fed byte by byte -> 400");
+    ok(status_bytewise("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n") == 400, "tab fold -> 400");
+}
+
+static void test_limits(void)
+{
+    char *big = malloc(20000);
+    strcpy(big, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: ");
+    memset(big + strlen(big), 'x', 9000);
+    strcpy(big + 33 + 9000, "\r\n\r\n");
+    ok(status_of(big) == 431, "9000-byte header -> 431");
+    strcpy(big, "GET / HTTP/1.1\r\nHost: a\r\n");
+    for (int i = 0; i < 120; i++)
+        sprintf(big + strlen(big), "X-%d: y\r\n", i);
+    strcat(big, "\r\n");
+    ok(status_of(big) == 431, "120 header fields -> 431");
+    free(big);
+}
+
+static void test_rewrite(void)
+{
+    struct http_msg *m = calloc(1, sizeof(*m));
+    struct http_req_info info;
+    const char *req = "POST /p?q=1 HTTP/1.1\r\nHost: Blog.Example:8080\r\nConnection: keep-alive, X-Secret\r\n"
+                      "X-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\n"
+                      "X-Forwarded-Host: evil\r\nTransfer-Encoding: chunked\r\nAccept: */*\r\n\r\n";
+    ok(parse(req, &info, m) == 0, "request parses");
+    ok(info.chunked && info.keep_alive && !info.upgrade, "chunked, keep-alive");
+    ok(info.host_name_len == 12, "routing host without port");
+    struct sbuf out = { 0 };
+    kago__http_upstream_head(&out, m, &info, "127.0.0.9");
+    sbuf_add(&out, "", 1);
+    ok(strncmp(out.data, "POST /p?q=1 HTTP/1.1\r\n", 22) == 0, "request line kept");
+    ok(!strstr(out.data, "X-Secret") && !strstr(out.data, "Keep-Alive") && !strstr(out.data, "TE:") &&
+           !strstr(out.data, "Connection"),
+       "hop-by-hop headers and those named in Connection removed");
+    ok(strstr(out.data, "Transfer-Encoding: chunked\r\n") != NULL, "chunked framing re-stated");
+    ok(strstr(out.data, "X-Forwarded-For: 10.0.0.1, 127.0.0.9\r\n") != NULL, "X-Forwarded-For chained");
+    ok(strstr(out.data, "X-Forwarded-Host: Blog.Example:8080\r\n") && !strstr(out.data, "evil"),
+       "X-Forwarded-Host set by kago, client's dropped");
+    ok(strstr(out.data, "X-Forwarded-Proto: http\r\n") != NULL, "X-Forwarded-Proto");
+    ok(strstr(out.data, "Accept: */*\r\n") != NULL, "end-to-end header kept");
+    sbuf_free(&out);
+    kago__http_msg_free(m);
+
+    /* Upgrade keeps Upgrade + Connection: upgrade. */
+    const char *ws = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: k\r\n\r\n";
+    ok(parse(ws, &info, m) == 0 && info.upgrade, "WebSocket upgrade recognised");
+    kago__http_upstream_head(&out, m, &info, "127.0.0.1");
+    sbuf_add(&out, "", 1);
+    ok(strstr(out.data, "Upgrade: websocket\r\nConnection: upgrade\r\n") != NULL, "upgrade passed upstream");
+    sbuf_free(&out);
+    kago__http_msg_free(m);
+
+    /* Response head: hop-by-hop out, cold-start header in. */
+    kago__http_msg_init(m, HTTP_RESPONSE, &cbs, NULL);
+    const char *resp = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\nX-App: 1\r\n\r\nhi";
+    size_t used;
+    ok(kago__http_execute(m, resp, strlen(resp), &used) == HPE_OK, "response parses");
+    struct http_resp_opts o = { .cold_start_us = 3140 };
+    kago__http_client_head(&out, m, &o);
+    sbuf_add(&out, "", 1);
+    ok(strstr(out.data, "X-Kago-Cold-Start: 3.1ms\r\n") != NULL, "X-Kago-Cold-Start: 3.1ms");
+    ok(!strstr(out.data, "Connection: close") && strstr(out.data, "Content-Length: 2\r\n"),
+       "upstream's Connection dropped, Content-Length kept");
+    sbuf_free(&out);
+    kago__http_msg_free(m);
+    free(m);
+
+    kago__http_error(&out, 503, true, 1);
+    sbuf_add(&out, "", 1);
+    ok(strstr(out.data, "HTTP/1.1 503 Service Unavailable\r\n") && strstr(out.data, "Retry-After: 1\r\n") &&
+           strstr(out.data, "Content-Length: 24\r\n") && strstr(out.data, "\r\n\r\n503 Service Unavailable\n"),
+       "503 with Retry-After and a short body");
+    sbuf_free(&out);
+}
+
+static void test_router(void)
+{
+    struct router *r = kago__router_new(0);
+    int a, b;
+    void *other = NULL;
+    ok(kago__router_add(r, "blog.example", &a, NULL) == 0, "add blog.example");
+    ok(kago__router_add(r, "WWW.Blog.Example", &a, NULL) == 0, "add www (mixed case)");
+    ok(kago__router_add(r, "cgi.example", &b, NULL) == 0, "add cgi.example");
+    ok(kago__router_add(r, "Blog.example", &b, &other) < 0 && other == &a, "duplicate host refused");
+    ok(kago__router_find(r, "BLOG.EXAMPLE:8080", 17) == &a, "case-insensitive, port stripped");
+    ok(kago__router_find(r, "www.blog.example.", 17) == &a, "trailing dot");
+    ok(kago__router_find(r, "cgi.example", 11) == &b, "second app");
+    ok(kago__router_find(r, "other.example", 13) == NULL, "unknown host");
+    for (int i = 0; i < 2000; i++) {
+        char h[64];
+        snprintf(h, sizeof(h), "site%d.example", i);
+        kago__router_add(r, h, &b, NULL);
+    }
+    ok(kago__router_find(r, "site1999.example", 16) == &b && kago__router_find(r, "blog.example", 12) == &a,
+       "2000 hosts after growth");
+    kago__router_free(r);
+}
+
+int main(void)
+{
+    test_smuggling();
+    test_split();
+    test_limits();
+    test_rewrite();
+    test_router();
+    return tap_done();
+}

@@ -1,0 +1,289 @@
+/* kago serve: the pool's decisions (start, hold, dispatch, scale out, drain, expire, kill)
+ * driven by events and a fake clock. */
+#include <signal.h>
+#include <stdlib.h>
+
+#include "pool.h"
+#include "tap.h"
+
+/* A recording driver: every action the pool asks for lands here. */
+static struct {
+    unsigned starts, dispatched, rejected, drains, terms, kills, removes;
+    struct pool_inst *last_start, *last_dispatch_inst;
+    struct pool_waiter *last_dispatch;
+    int last_reject;
+    bool ready_on_start; /* socket activation: ready as soon as created */
+    bool fail_on_start;
+    uint64_t now;
+} rec;
+
+static void op_start(struct pool *p, struct pool_inst *i)
+{
+    rec.starts++;
+    rec.last_start = i;
+    if (rec.fail_on_start)
+        kago__pool_exited(p, i, rec.now);
+    else if (rec.ready_on_start)
+        kago__pool_ready(p, i, rec.now);
+}
+static void op_dispatch(struct pool *p, struct pool_waiter *w, struct pool_inst *i)
+{
+    rec.dispatched++;
+    rec.last_dispatch = w;
+    rec.last_dispatch_inst = i;
+    w->data = i;
+}
+static void op_reject(struct pool *p, struct pool_waiter *w, int status)
+{
+    rec.rejected++;
+    rec.last_reject = status;
+}
+static void op_drain(struct pool *p, struct pool_inst *i)
+{
+    rec.drains++;
+}
+static void op_signal(struct pool *p, struct pool_inst *i, int sig)
+{
+    if (sig == SIGTERM)
+        rec.terms++;
+    else if (sig == SIGKILL)
+        rec.kills++;
+}
+static void op_remove(struct pool *p, struct pool_inst *i)
+{
+    rec.removes++;
+}
+static const struct pool_ops ops = { op_start, op_dispatch, op_reject, op_drain, op_signal, op_remove };
+
+static const struct pool_cfg base = {
+    .lifetime_ms = 60000, .idle_ms = 10000, .start_timeout_ms = 5000, .stop_grace_ms = 2000,
+    .min = 0, .max = 4, .concurrency = 2, .max_pending = 10,
+};
+
+static void reset(struct pool *p, const struct pool_cfg *cfg)
+{
+    memset(&rec, 0, sizeof(rec));
+    kago__pool_init(p, cfg, &ops, NULL);
+}
+
+static void test_cold_start_hold_dispatch(void)
+{
+    struct pool p;
+    reset(&p, &base);
+    struct pool_waiter w = { 0 };
+    bool held;
+    ok(kago__pool_request(&p, &w, 1000, &held) == NULL && held, "first request to a stopped app is held");
+    ok(rec.starts == 1 && kago__pool_count(&p, POOL_STARTING) == 1, "and one instance starts");
+    ok(p.npending == 1, "queue depth 1");
+    kago__pool_ready(&p, rec.last_start, 1003);
+    ok(rec.dispatched == 1 && rec.last_dispatch == &w, "ready instance takes the held request");
+    ok(p.npending == 0 && rec.last_start->inflight == 1, "in flight 1, queue empty");
+    ok(p.cold_starts == 1 && p.cold_hist[1] == 1, "cold start of 3 ms counted in the 5 ms bucket");
+    struct pool_waiter w2 = { 0 };
+    struct pool_inst *i = kago__pool_request(&p, &w2, 1004, &held);
+    ok(i == rec.last_start && !held, "next request goes straight to the ready instance");
+    kago__pool_done(&p, i, 1005);
+    kago__pool_done(&p, i, 1005);
+    ok(i->inflight == 0 && i->served == 2, "done twice: idle, 2 served");
+    kago__pool_free(&p);
+}
+
+static void test_burst_bounded(void)
+{
+    struct pool p;
+    reset(&p, &base);
+    struct pool_waiter w[12] = { 0 };
+    bool held;
+    unsigned nheld = 0, refused = 0;
+    for (int k = 0; k < 12; k++) {
+        kago__pool_request(&p, &w[k], 100, &held);
+        if (held)
+            nheld++;
+        else
+            refused++;
+    }
+    ok(nheld == 10 && refused == 2, "max_pending 10: 10 held, 2 refused (503)");
+    ok(rec.starts == 4, "load 10 at concurrency 2 starts max_instances (4), not more (%u)", rec.starts);
+    /* First instance ready: takes concurrency (2) while others are still starting. */
+    struct pool_inst *first = p.insts;
+    kago__pool_ready(&p, first, 110);
+    ok(rec.dispatched == 2 && first->inflight == 2, "first ready takes its share (2)");
+    for (struct pool_inst *i = p.insts; i; i = i->next)
+        kago__pool_ready(&p, i, 112);
+    ok(p.npending == 0 && rec.dispatched == 10, "all ready: every held request dispatched");
+    unsigned maxin = 0;
+    for (struct pool_inst *i = p.insts; i; i = i->next)
+        maxin = i->inflight > maxin ? i->inflight : maxin;
+    ok(maxin <= 3, "spread over instances (max in flight %u)", maxin);
+    kago__pool_free(&p);
+}
+
+static void test_hold_timeout(void)
+{
+    struct pool p;
+    reset(&p, &base);
+    struct pool_waiter w = { 0 };
+    bool held;
+    kago__pool_request(&p, &w, 0, &held);
+    kago__pool_tick(&p, 4999);
+    ok(rec.rejected == 0, "still held before start_timeout");
+    kago__pool_tick(&p, 5000);
+    ok(rec.rejected == 1 && rec.last_reject == 503, "held request gets 503 at start_timeout");
+    ok(p.start_failures == 1 && rec.kills == 1, "never-ready instance counted as failure and killed");
+    ok(kago__pool_count(&p, POOL_STOPPING) == 1, "it is stopping, not routable");
+    kago__pool_exited(&p, p.insts, 5001);
+    ok(rec.removes == 1 && p.insts == NULL, "exit removes it");
+    ok(p.start_failures == 1, "failure not counted twice");
+    kago__pool_free(&p);
+}
+
+static void test_scale_out(void)
+{
+    struct pool p;
+    reset(&p, &base);
+    rec.ready_on_start = true;
+    bool held;
+    struct pool_waiter w[20] = { 0 };
+    struct pool_inst *got[20];
+    got[0] = kago__pool_request(&p, &w[0], 10, &held);
+    ok(got[0] == NULL && held && rec.dispatched == 1, "socket activation: held then dispatched at once");
+    for (int k = 1; k < 3; k++)
+        got[k] = kago__pool_request(&p, &w[k], 10, &held);
+    ok(got[1] && got[2], "later requests routed directly");
+    ok(rec.starts == 2, "in flight 3 > concurrency 2 x 1 instance: scaled out to 2 (%u)", rec.starts);
+    for (int k = 3; k < 20; k++)
+        got[k] = kago__pool_request(&p, &w[k], 11, &held);
+    ok(rec.starts == 4 && kago__pool_count(&p, POOL_READY) == 4, "scale out stops at max_instances 4");
+    unsigned lo = 99, hi = 0;
+    for (struct pool_inst *i = p.insts; i; i = i->next) {
+        lo = i->inflight < lo ? i->inflight : lo;
+        hi = i->inflight > hi ? i->inflight : hi;
+    }
+    ok(hi - lo <= 1, "fewest-in-flight picking balances (%u..%u)", lo, hi);
+    kago__pool_free(&p);
+}
+
+static void test_idle_and_lifetime(void)
+{
+    struct pool p;
+    reset(&p, &base);
+    rec.ready_on_start = true;
+    bool held;
+    struct pool_waiter w = { 0 };
+    rec.now = 0;
+    kago__pool_request(&p, &w, 0, &held);
+    struct pool_inst *i = rec.last_start;
+    kago__pool_done(&p, i, 100);
+    kago__pool_tick(&p, 10099);
+    ok(i->state == POOL_READY, "not idle before idle_timeout");
+    kago__pool_tick(&p, 10100);
+    ok(rec.drains == 1 && rec.terms == 1 && i->state == POOL_STOPPING, "idle: drained and SIGTERM at once");
+    kago__pool_tick(&p, 12100);
+    ok(rec.kills == 1, "SIGKILL after stop_grace");
+    kago__pool_exited(&p, i, 12101);
+    ok(p.insts == NULL && rec.removes == 1, "removed after exit: scaled to zero");
+    ok(p.start_failures == 0, "a normal stop is no failure");
+
+    /* Lifetime with a long request in flight (a stream): drain waits for it. */
+    struct pool_waiter w2 = { 0 };
+    rec.now = 20000;
+    kago__pool_request(&p, &w2, 20000, &held);
+    i = rec.last_start;
+    ok(rec.starts == 2, "next request cold-starts again");
+    kago__pool_tick(&p, 79999);
+    ok(i->state == POOL_READY, "open stream: an idle timer never fires while in flight");
+    kago__pool_tick(&p, 80000);
+    ok(i->state == POOL_DRAINING && rec.terms == 1, "lifetime: draining, no SIGTERM while in flight");
+    struct pool_waiter w3 = { 0 };
+    rec.ready_on_start = false;
+    ok(kago__pool_request(&p, &w3, 80001, &held) == NULL && held, "draining instance takes no new request");
+    ok(rec.starts == 3, "a replacement starts for it");
+    kago__pool_done(&p, i, 81000);
+    ok(rec.terms == 2 && i->state == POOL_STOPPING, "stream finished: SIGTERM");
+    kago__pool_free(&p);
+}
+
+static void test_drain_grace(void)
+{
+    struct pool p;
+    reset(&p, &base);
+    rec.ready_on_start = true;
+    bool held;
+    struct pool_waiter w = { 0 };
+    kago__pool_request(&p, &w, 0, &held);
+    struct pool_inst *i = rec.last_start;
+    kago__pool_stop(&p, 10);
+    ok(i->state == POOL_DRAINING && rec.terms == 0, "stop: drain, in-flight request keeps it alive");
+    kago__pool_tick(&p, 2009);
+    ok(rec.terms == 0, "within stop_grace");
+    kago__pool_tick(&p, 2010);
+    ok(rec.terms == 1, "stop_grace over: SIGTERM even with a request in flight");
+    kago__pool_tick(&p, 4010);
+    ok(rec.kills == 1, "then SIGKILL");
+    struct pool_waiter w2 = { 0 };
+    ok(kago__pool_request(&p, &w2, 4011, &held) == NULL && !held, "stopped pool refuses requests");
+    kago__pool_free(&p);
+}
+
+static void test_min_warm_and_failures(void)
+{
+    struct pool p;
+    struct pool_cfg cfg = base;
+    cfg.min = 1;
+    reset(&p, &cfg);
+    rec.ready_on_start = true;
+    kago__pool_tick(&p, 1);
+    ok(rec.starts == 1 && kago__pool_count(&p, POOL_READY) == 1, "min_instances 1: standby started");
+    kago__pool_tick(&p, 50000);
+    ok(rec.drains == 0, "standby is not idled away below min");
+    kago__pool_tick(&p, 60001);
+    ok(rec.drains == 1 && rec.starts == 2, "lifetime recycles it and a new standby starts");
+
+    /* A start that fails at once must not spin: back off. */
+    kago__pool_free(&p);
+    reset(&p, &base);
+    rec.fail_on_start = true;
+    bool held;
+    struct pool_waiter w = { 0 };
+    rec.now = 100;
+    kago__pool_request(&p, &w, 100, &held);
+    ok(rec.starts == 1 && p.start_failures == 1, "failed start counted once");
+    kago__pool_tick(&p, 200);
+    ok(rec.starts == 1, "no retry within the backoff");
+    rec.now = 400;
+    kago__pool_tick(&p, 400);
+    ok(rec.starts == 2, "retried after the backoff");
+    kago__pool_cancel(&p, &w);
+    ok(p.npending == 0, "cancel removes a held request");
+    kago__pool_free(&p);
+}
+
+static void test_death_redispatch(void)
+{
+    struct pool p;
+    reset(&p, &base);
+    rec.ready_on_start = true;
+    bool held;
+    struct pool_waiter w = { 0 };
+    kago__pool_request(&p, &w, 0, &held);
+    struct pool_inst *i = rec.last_start;
+    kago__pool_exited(&p, i, 5);
+    ok(rec.removes == 1 && p.insts == NULL, "an instance that dies is removed");
+    struct pool_waiter w2 = { 0 };
+    kago__pool_request(&p, &w2, 6, &held);
+    ok(rec.starts == 2 && rec.dispatched == 2, "the next request starts a new one");
+    kago__pool_free(&p);
+}
+
+int main(void)
+{
+    test_cold_start_hold_dispatch();
+    test_burst_bounded();
+    test_hold_timeout();
+    test_scale_out();
+    test_idle_and_lifetime();
+    test_drain_grace();
+    test_min_warm_and_failures();
+    test_death_redispatch();
+    return tap_done();
+}
