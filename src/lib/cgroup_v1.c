@@ -1,0 +1,479 @@
+/* cgroup v1 backend: one directory per hierarchy (<controller mount>/kago/<name>), hierarchies found in
+ * /proc/self/mountinfo (controllers may be co-mounted, e.g. "cpu,cpuacct"), cached per process. */
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cgroup.h"
+
+enum { C_CPU, C_CPUACCT, C_MEMORY, C_PIDS, C_CPUSET, C_FREEZER, C_DEVICES, C_BLKIO, NCTRL };
+static const char *const ctrl_names[NCTRL] = {"cpu", "cpuacct", "memory", "pids",
+                                               "cpuset", "freezer", "devices", "blkio"};
+
+struct layout {
+    char *path[NCTRL];       /* mount of each controller's hierarchy, NULL when not mounted */
+    const char *hier[NCTRL]; /* the distinct hierarchies (co-mounted controllers share one), in ctrl order */
+    size_t nhier;
+};
+
+static pthread_mutex_t layout_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct layout mounted, injected;
+static bool mounted_loaded, use_injected;
+
+static int ctrl_index(const char *name, size_t len)
+{
+    for (int c = 0; c < NCTRL; c++)
+        if (strlen(ctrl_names[c]) == len && !strncmp(ctrl_names[c], name, len))
+            return c;
+    return -1;
+}
+
+static void layout_finish(struct layout *l)
+{
+    l->nhier = 0;
+    for (int c = 0; c < NCTRL; c++) {
+        if (!l->path[c])
+            continue;
+        bool dup = false;
+        for (size_t i = 0; i < l->nhier; i++)
+            dup = dup || !strcmp(l->hier[i], l->path[c]);
+        if (!dup)
+            l->hier[l->nhier++] = l->path[c];
+    }
+}
+
+static void layout_clear(struct layout *l)
+{
+    for (int c = 0; c < NCTRL; c++)
+        free(l->path[c]);
+    *l = (struct layout){0};
+}
+
+/* mountinfo escapes blanks and backslashes in paths as \ooo. */
+static void unescape(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+            *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+            r += 3;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+}
+
+/* One mountinfo line: "id parent maj:min root mountpoint opts [optional...] - fstype source superopts". */
+static void parse_mountinfo_line(struct layout *l, char *line)
+{
+    char *sep = strstr(line, " - ");
+    if (!sep)
+        return;
+    *sep = '\0';
+    char *save = NULL, *fstype = strtok_r(sep + 3, " \n", &save);
+    char *source = strtok_r(NULL, " \n", &save);
+    char *superopts = strtok_r(NULL, " \n", &save);
+    if (!fstype || strcmp(fstype, "cgroup") != 0 || !source || !superopts)
+        return;
+    char *mnt = NULL;
+    save = NULL;
+    char *tok = strtok_r(line, " ", &save);
+    for (int i = 0; tok && i < 4; i++)
+        tok = mnt = strtok_r(NULL, " ", &save);
+    if (!mnt)
+        return;
+    unescape(mnt);
+    for (char *opt = superopts; *opt;) {
+        size_t len = strcspn(opt, ",");
+        int c = ctrl_index(opt, len);
+        if (c >= 0 && !l->path[c]) /* a hierarchy mounted twice: the first mount will do */
+            l->path[c] = xstrdup(mnt);
+        opt += len + (opt[len] == ',');
+    }
+}
+
+static void load_mountinfo(struct layout *l)
+{
+    cleanup_fclose FILE *f = fopen("/proc/self/mountinfo", "re");
+    cleanup_free char *line = NULL;
+    size_t cap = 0;
+    while (f && getline(&line, &cap, f) > 0)
+        parse_mountinfo_line(l, line);
+    layout_finish(l);
+}
+
+static const struct layout *layout(void)
+{
+    pthread_mutex_lock(&layout_lock);
+    const struct layout *l = use_injected ? &injected : &mounted;
+    if (!use_injected && !mounted_loaded) {
+        load_mountinfo(&mounted);
+        mounted_loaded = true;
+    }
+    pthread_mutex_unlock(&layout_lock);
+    return l;
+}
+
+void kago__cgroup_v1_set_mounts(const struct kago__cgroup_v1_mount *m, size_t n)
+{
+    pthread_mutex_lock(&layout_lock);
+    layout_clear(&injected);
+    for (size_t i = 0; i < n; i++) {
+        int c = ctrl_index(m[i].controller, strlen(m[i].controller));
+        if (c >= 0) {
+            free(injected.path[c]);
+            injected.path[c] = xstrdup(m[i].path);
+        }
+    }
+    layout_finish(&injected);
+    use_injected = n > 0;
+    pthread_mutex_unlock(&layout_lock);
+}
+
+bool kago__cgroup_v1_present(void)
+{
+    return layout()->nhier > 0;
+}
+
+/* The container's directory in controller c's hierarchy. */
+static int ctrl_dir(const struct kago__cgroup *cg, const struct layout *l, int c, char *dir, struct kago_error **err)
+{
+    if (!l->path[c])
+        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: the %s controller is not mounted", cg->name,
+                              ctrl_names[c]);
+    return kago__cg_dir(dir, PATH_MAX, l->path[c], cg->name, err);
+}
+
+static bool blank(const char *s)
+{
+    return !s[strspn(s, " \n")];
+}
+
+/* A new cpuset cgroup starts with no CPUs and no memory nodes, and no process may enter it until both are
+ * set. kago's parent copies the root's and sets clone_children, so the kernel seeds each container's
+ * cgroup at mkdir. */
+static int prepare_parent(const struct kago__cgroup *cg, const char *base, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    if (!l->path[C_CPUSET] || strcmp(base, l->path[C_CPUSET]) != 0)
+        return 0;
+    char parent[PATH_MAX], v[4096];
+    if (kago__cg_dir(parent, sizeof parent, base, NULL, err) < 0)
+        return -1;
+    static const char *const files[] = {"cpuset.cpus", "cpuset.mems"};
+    for (size_t i = 0; i < 2; i++) {
+        ssize_t n = kago__cg_read(cg, base, files[i], v, sizeof v, err);
+        if (n == -ENOENT) { /* a tree without cpuset files (the unit tests' fake cgroupfs) */
+            kago_error_clear(err);
+            return 0;
+        }
+        if (n < 0 || kago__cg_write(cg, parent, files[i], v, err) < 0)
+            return -1;
+    }
+    return kago__cg_write(cg, parent, "cgroup.clone_children", "1", err);
+}
+
+/* The parent existed: its maker may still be preparing it, or an older kago made it without
+ * clone_children. Seed the container's cpuset if the kernel did not. */
+static int seed_cpuset(const struct kago__cgroup *cg, const char *base, struct kago_error **err)
+{
+    char dir[PATH_MAX], parent[PATH_MAX], v[4096];
+    if (kago__cg_dir(dir, sizeof dir, base, cg->name, err) < 0 || kago__cg_dir(parent, sizeof parent, base, NULL, err) < 0)
+        return -1;
+    ssize_t n = kago__cg_read(cg, dir, "cpuset.mems", v, sizeof v, err);
+    if (n == -ENOENT) {
+        kago_error_clear(err);
+        return 0; /* no cpuset files: the unit tests' fake tree */
+    }
+    if (n < 0)
+        return -1;
+    if (!blank(v))
+        return 0;
+    static const char *const files[] = {"cpuset.cpus", "cpuset.mems"};
+    for (size_t i = 0; i < 2; i++) {
+        if (kago__cg_read(cg, parent, files[i], v, sizeof v, err) < 0)
+            return -1;
+        if (blank(v) && kago__cg_read(cg, base, files[i], v, sizeof v, err) < 0)
+            return -1;
+        if (kago__cg_write(cg, dir, files[i], v, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int v1_create(struct kago__cgroup *cg, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    if (!l->nhier)
+        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted", cg->name);
+    size_t i;
+    for (i = 0; i < l->nhier; i++) {
+        bool fresh_parent;
+        if (kago__cg_mkdir(cg, l->hier[i], prepare_parent, &fresh_parent, err) < 0)
+            goto fail;
+        if (l->hier[i] == l->path[C_CPUSET] && !fresh_parent && seed_cpuset(cg, l->hier[i], err) < 0) {
+            i++;
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    while (i-- > 0)
+        kago__cg_rmdir(cg, l->hier[i], NULL);
+    return -1;
+}
+
+static int v1_enter(struct kago__cgroup *cg, pid_t pid, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    char dir[PATH_MAX], v[24];
+    snprintf(v, sizeof v, "%d", (int)pid);
+    for (size_t i = 0; i < l->nhier; i++) {
+        if (kago__cg_dir(dir, sizeof dir, l->hier[i], cg->name, err) < 0 ||
+            kago__cg_write(cg, dir, "cgroup.procs", v, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int pass_error(struct kago_error **err, struct kago_error *e, int ret)
+{
+    if (err) {
+        kago_error_free(*err);
+        *err = e;
+    } else {
+        kago_error_free(e);
+    }
+    return ret;
+}
+
+/* memory.memsw.limit_in_bytes (memory + swap) must never be below memory.limit_in_bytes, and the kernel
+ * checks each write on its own: lowering goes limit then memsw, raising memsw then limit. Try the limit
+ * first; EINVAL means we are raising past memsw. Setting both equal keeps the container out of swap. */
+static int v1_memory(const struct kago__cgroup *cg, const char *dir, int64_t bytes, struct kago_error **err)
+{
+    char v[24];
+    snprintf(v, sizeof v, "%" PRId64, bytes == KAGO_NOLIMIT ? (int64_t)-1 : bytes);
+    struct kago_error *e = NULL;
+    int r = kago__cg_write(cg, dir, "memory.limit_in_bytes", v, &e);
+    if (r == -EINVAL && kago__cg_write(cg, dir, "memory.memsw.limit_in_bytes", v, NULL) == 0) {
+        kago_error_free(e);
+        return kago__cg_write(cg, dir, "memory.limit_in_bytes", v, err);
+    }
+    if (r < 0)
+        return pass_error(err, e, r);
+    r = kago__cg_write(cg, dir, "memory.memsw.limit_in_bytes", v, &e);
+    if (r == -ENOENT) { /* swap accounting is off: no memsw files */
+        kago_error_free(e);
+        return 0;
+    }
+    return r < 0 ? pass_error(err, e, r) : 0;
+}
+
+static int v1_cpu(const struct kago__cgroup *cg, const struct layout *l, const struct kago_limits *lim,
+                  struct kago_error **err)
+{
+    char dir[PATH_MAX], v[24];
+    if (ctrl_dir(cg, l, C_CPU, dir, err) < 0)
+        return -1;
+    if (lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET) {
+        /* Like v2's cpu.max, a quota without a period means the default period. */
+        snprintf(v, sizeof v, "%" PRId64, lim->cpu_period_us == KAGO_UNSET ? (int64_t)100000 : lim->cpu_period_us);
+        if (kago__cg_write(cg, dir, "cpu.cfs_period_us", v, err) < 0)
+            return -1;
+    }
+    if (lim->cpu_quota_us != KAGO_UNSET) {
+        snprintf(v, sizeof v, "%" PRId64, lim->cpu_quota_us == KAGO_NOLIMIT ? (int64_t)-1 : lim->cpu_quota_us);
+        if (kago__cg_write(cg, dir, "cpu.cfs_quota_us", v, err) < 0)
+            return -1;
+    }
+    if (lim->cpu_weight != KAGO_UNSET) {
+        int64_t shares = lim->cpu_weight * 1024 / 100;
+        snprintf(v, sizeof v, "%" PRId64, shares < 2 ? (int64_t)2 : shares);
+        if (kago__cg_write(cg, dir, "cpu.shares", v, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int v1_raw(const struct kago__cgroup *cg, const struct layout *l, const struct kago_cgroup_kv *kv,
+                  struct kago_error **err)
+{
+    if (kago__cg_check_key(cg, kv->key, err) < 0)
+        return -1;
+    char dir[PATH_MAX];
+    int c = ctrl_index(kv->key, strcspn(kv->key, "."));
+    if (c < 0)
+        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: unknown key \"%s\" (kago does not use the %.*s controller)",
+                              cg->name, kv->key, (int)strcspn(kv->key, "."), kv->key);
+    if (ctrl_dir(cg, l, c, dir, err) < 0)
+        return -1;
+    int r = kago__cg_write(cg, dir, kv->key, kv->value, err);
+    if (r == -ENOENT)
+        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: unknown key \"%s\" (no such file in the %s hierarchy)",
+                              cg->name, kv->key, ctrl_names[c]);
+    return r;
+}
+
+static int v1_apply(struct kago__cgroup *cg, const struct kago_limits *lim, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    char dir[PATH_MAX], v[24];
+    if ((lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET || lim->cpu_weight != KAGO_UNSET) &&
+        v1_cpu(cg, l, lim, err) < 0)
+        return -1;
+    if (lim->memory != KAGO_UNSET &&
+        (ctrl_dir(cg, l, C_MEMORY, dir, err) < 0 || v1_memory(cg, dir, lim->memory, err) < 0))
+        return -1;
+    if (lim->pids != KAGO_UNSET) {
+        if (lim->pids == KAGO_NOLIMIT)
+            snprintf(v, sizeof v, "max");
+        else
+            snprintf(v, sizeof v, "%" PRId64, lim->pids);
+        if (ctrl_dir(cg, l, C_PIDS, dir, err) < 0 || kago__cg_write(cg, dir, "pids.max", v, err) < 0)
+            return -1;
+    }
+    if (lim->cpuset && (kago__cg_check_cpuset(lim->cpuset, err) < 0 || ctrl_dir(cg, l, C_CPUSET, dir, err) < 0 ||
+                        kago__cg_write(cg, dir, "cpuset.cpus", lim->cpuset, err) < 0))
+        return -1;
+    for (size_t i = 0; i < lim->nraw; i++)
+        if (v1_raw(cg, l, &lim->raw[i], err) < 0)
+            return -1;
+    return 0;
+}
+
+static int v1_devices(struct kago__cgroup *cg, struct kago_error **err)
+{
+    /* What kago's /dev holds: null, zero, full, random, urandom, tty, ptmx and the pts devices. */
+    static const char *const allow[] = {"c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm",
+                                        "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm", "c 136:* rwm"};
+    char dir[PATH_MAX];
+    if (ctrl_dir(cg, layout(), C_DEVICES, dir, err) < 0 || kago__cg_write(cg, dir, "devices.deny", "a", err) < 0)
+        return -1;
+    /* The devices controller takes one rule per write(). */
+    for (size_t i = 0; i < sizeof allow / sizeof *allow; i++)
+        if (kago__cg_write(cg, dir, "devices.allow", allow[i], err) < 0)
+            return -1;
+    return 0;
+}
+
+static int v1_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **err)
+{
+    char dir[PATH_MAX], v[32];
+    if (ctrl_dir(cg, layout(), C_FREEZER, dir, err) < 0 ||
+        kago__cg_write(cg, dir, "freezer.state", frozen ? "FROZEN" : "THAWED", err) < 0)
+        return -1;
+    if (!frozen)
+        return 0;
+    /* FREEZING until every task has stopped; reading the state makes the kernel recheck. A fake tree
+     * reads back what we wrote. */
+    unsigned delay = 50;
+    unsigned long long deadline = kago__now_us() + 2000000;
+    do {
+        if (kago__cg_read(cg, dir, "freezer.state", v, sizeof v, err) < 0)
+            return -1;
+        if (!strncmp(v, "FROZEN", 6))
+            return 0;
+    } while (kago__cg_backoff(&delay, deadline));
+    kago__cg_write(cg, dir, "freezer.state", "THAWED", NULL); /* not left half-frozen */
+    return kago_error_set(err, ETIMEDOUT, "cgroup " KAGO__CG_PARENT "/%s: freeze: still %.*s after 2 s", cg->name,
+                          (int)strcspn(v, "\n"), v);
+}
+
+static int v1_frozen(struct kago__cgroup *cg, struct kago_error **err)
+{
+    char dir[PATH_MAX], v[32];
+    if (ctrl_dir(cg, layout(), C_FREEZER, dir, err) < 0 || kago__cg_read(cg, dir, "freezer.state", v, sizeof v, err) < 0)
+        return -1;
+    return strncmp(v, "THAWED", 6) != 0; /* FREEZING counts as frozen: its tasks are being stopped */
+}
+
+/* A number from a controller file, or -1 when the controller or file is absent. */
+static int read_num(struct kago__cgroup *cg, const struct layout *l, int c, const char *file, const char *key,
+                    int64_t *out, struct kago_error **err)
+{
+    char dir[PATH_MAX], v[4096];
+    *out = -1;
+    if (!l->path[c])
+        return 0;
+    if (kago__cg_dir(dir, sizeof dir, l->path[c], cg->name, err) < 0)
+        return -1;
+    ssize_t n = kago__cg_read(cg, dir, file, v, sizeof v, err);
+    if (n == -ENOENT) {
+        kago_error_clear(err);
+        return 0;
+    }
+    if (n < 0)
+        return -1;
+    if (!key)
+        *out = strtoll(v, NULL, 10);
+    else if (!kago__cg_key(v, key, out))
+        *out = -1;
+    return 0;
+}
+
+static int v1_stats(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    int64_t cpu_ns;
+    if (read_num(cg, l, C_CPUACCT, "cpuacct.usage", NULL, &cpu_ns, err) < 0 ||
+        read_num(cg, l, C_MEMORY, "memory.usage_in_bytes", NULL, &st->memory_current, err) < 0 ||
+        read_num(cg, l, C_MEMORY, "memory.max_usage_in_bytes", NULL, &st->memory_peak, err) < 0 ||
+        read_num(cg, l, C_PIDS, "pids.current", NULL, &st->pids_current, err) < 0 ||
+        read_num(cg, l, C_MEMORY, "memory.oom_control", "oom_kill", &st->oom_kills, err) < 0)
+        return -1;
+    st->cpu_usage_us = cpu_ns < 0 ? 0 : (uint64_t)cpu_ns / 1000;
+    return 0;
+}
+
+static int v1_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    char dir[PATH_MAX];
+    if (!l->nhier)
+        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted", cg->name);
+    const char *base = l->path[C_PIDS] ? l->path[C_PIDS] : l->path[C_FREEZER] ? l->path[C_FREEZER] : l->hier[0];
+    if (kago__cg_dir(dir, sizeof dir, base, cg->name, err) < 0)
+        return -1;
+    int n = kago__cg_kill_procs(cg, dir, sig, err);
+    /* v1 frozen tasks do not act on SIGKILL until thawed. */
+    if (n >= 0 && sig == SIGKILL && l->path[C_FREEZER] &&
+        (ctrl_dir(cg, l, C_FREEZER, dir, err) < 0 || kago__cg_write(cg, dir, "freezer.state", "THAWED", err) < 0))
+        return -1;
+    return n;
+}
+
+static int v1_destroy(struct kago__cgroup *cg, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    int ret = 0;
+    /* Every hierarchy, even after a failure, so as little as possible is left behind. */
+    for (size_t i = 0; i < l->nhier; i++) {
+        if (kago__cg_rmdir(cg, l->hier[i], ret < 0 ? NULL : err) < 0)
+            ret = -1;
+    }
+    return ret;
+}
+
+static int v1_open_dir(struct kago__cgroup *cg, struct kago_error **err)
+{
+    return -1; /* no single directory to clone into: enter() writes each hierarchy's cgroup.procs */
+}
+
+const struct kago__cgroup_ops kago__cgroup_v1 = {
+    .name = "v1",
+    .create = v1_create,
+    .enter = v1_enter,
+    .apply = v1_apply,
+    .devices = v1_devices,
+    .freeze = v1_freeze,
+    .frozen = v1_frozen,
+    .stats = v1_stats,
+    .kill_all = v1_kill_all,
+    .destroy = v1_destroy,
+    .open_dir = v1_open_dir,
+};

@@ -1,0 +1,301 @@
+/* cgroup v2 backend: one directory, <mountpoint>/kago/<name>, with the controllers kago needs enabled
+ * in the root's and kago's cgroup.subtree_control. */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cgroup.h"
+
+static const char *const wanted[] = {"cpu", "memory", "pids", "cpuset", "io"};
+
+/* Whether the space-separated list holds word (a fake tree's subtree_control reads back "+cpu"). */
+static bool has_word(const char *list, const char *word)
+{
+    size_t wlen = strlen(word);
+    for (const char *p = list; *p;) {
+        p += strspn(p, " \n+");
+        size_t len = strcspn(p, " \n");
+        if (len == wlen && !strncmp(p, word, len))
+            return true;
+        p += len;
+    }
+    return false;
+}
+
+/* Enables in dir's subtree_control the wanted controllers that dir has and has not enabled yet. */
+static int enable_controllers(const struct kago__cgroup *cg, const char *dir, struct kago_error **err)
+{
+    char avail[512], enabled[512], req[64] = "";
+    ssize_t n = kago__cg_read(cg, dir, "cgroup.controllers", avail, sizeof avail, err);
+    if (n == -ENOENT) { /* not a cgroup directory: the unit tests' fake tree */
+        kago_error_clear(err);
+        return 0;
+    }
+    if (n < 0 || kago__cg_read(cg, dir, "cgroup.subtree_control", enabled, sizeof enabled, err) < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof wanted / sizeof *wanted; i++) {
+        if (has_word(avail, wanted[i]) && !has_word(enabled, wanted[i])) {
+            strcat(req, *req ? " +" : "+");
+            strcat(req, wanted[i]);
+        }
+    }
+    /* One write: the kernel applies the whole list or nothing. */
+    return *req ? kago__cg_write(cg, dir, "cgroup.subtree_control", req, err) : 0;
+}
+
+static int prepare_parent(const struct kago__cgroup *cg, const char *base, struct kago_error **err)
+{
+    char parent[PATH_MAX];
+    if (kago__cg_dir(parent, sizeof parent, base, NULL, err) < 0 || enable_controllers(cg, base, err) < 0 ||
+        enable_controllers(cg, parent, err) < 0)
+        return -1;
+    return 0;
+}
+
+static int v2_create(struct kago__cgroup *cg, struct kago_error **err)
+{
+    bool fresh_parent;
+    return kago__cg_mkdir(cg, cg->mountpoint, prepare_parent, &fresh_parent, err);
+}
+
+static int v2_enter(struct kago__cgroup *cg, pid_t pid, struct kago_error **err)
+{
+    char dir[PATH_MAX], v[24];
+    snprintf(v, sizeof v, "%d", (int)pid);
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+        return -1;
+    return kago__cg_write(cg, dir, "cgroup.procs", v, err);
+}
+
+/* A controller file missing means the controller is not enabled for kago's cgroups: a "kago" parent
+ * made by a racing or older process that had not enabled it yet. Enable, then retry once. */
+static int write_ctrl(const struct kago__cgroup *cg, const char *dir, const char *file, const char *v,
+                      struct kago_error **err)
+{
+    int r = kago__cg_write(cg, dir, file, v, err);
+    if (r != -ENOENT)
+        return r;
+    kago_error_clear(err);
+    if (prepare_parent(cg, cg->mountpoint, err) < 0)
+        return -1;
+    return kago__cg_write(cg, dir, file, v, err);
+}
+
+static int v2_cpu(const struct kago__cgroup *cg, const char *dir, const struct kago_limits *lim,
+                  struct kago_error **err)
+{
+    char v[96], cur[32];
+    if (lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET) {
+        int64_t period = lim->cpu_period_us == KAGO_UNSET ? 100000 : lim->cpu_period_us;
+        if (lim->cpu_quota_us == KAGO_UNSET) { /* a new period alone keeps the quota */
+            if (kago__cg_read(cg, dir, "cpu.max", cur, sizeof cur, err) < 0)
+                return -1;
+            cur[strcspn(cur, " \n")] = '\0';
+            snprintf(v, sizeof v, "%s %" PRId64, cur, period);
+        } else if (lim->cpu_quota_us == KAGO_NOLIMIT) {
+            snprintf(v, sizeof v, "max %" PRId64, period);
+        } else {
+            snprintf(v, sizeof v, "%" PRId64 " %" PRId64, lim->cpu_quota_us, period);
+        }
+        if (write_ctrl(cg, dir, "cpu.max", v, err) < 0)
+            return -1;
+    }
+    if (lim->cpu_weight != KAGO_UNSET) {
+        snprintf(v, sizeof v, "%" PRId64, lim->cpu_weight);
+        if (write_ctrl(cg, dir, "cpu.weight", v, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int max_or_num(char *v, size_t size, int64_t n)
+{
+    return n == KAGO_NOLIMIT ? snprintf(v, size, "max") : snprintf(v, size, "%" PRId64, n);
+}
+
+static int v2_apply(struct kago__cgroup *cg, const struct kago_limits *lim, struct kago_error **err)
+{
+    char dir[PATH_MAX], v[64];
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+        return -1;
+    if ((lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET || lim->cpu_weight != KAGO_UNSET) &&
+        v2_cpu(cg, dir, lim, err) < 0)
+        return -1;
+    if (lim->memory != KAGO_UNSET) {
+        max_or_num(v, sizeof v, lim->memory);
+        if (write_ctrl(cg, dir, "memory.max", v, err) < 0)
+            return -1;
+        /* No swap under a limit, as v1's memsw.limit == limit: a container at its limit is OOM-killed
+         * (and counted in oom_kills) instead of slowly swapping. Absent without swap accounting. */
+        int r = kago__cg_write(cg, dir, "memory.swap.max", lim->memory == KAGO_NOLIMIT ? "max" : "0", err);
+        if (r == -ENOENT)
+            kago_error_clear(err);
+        else if (r < 0)
+            return -1;
+    }
+    if (lim->pids != KAGO_UNSET) {
+        max_or_num(v, sizeof v, lim->pids);
+        if (write_ctrl(cg, dir, "pids.max", v, err) < 0)
+            return -1;
+    }
+    if (lim->cpuset &&
+        (kago__cg_check_cpuset(lim->cpuset, err) < 0 || write_ctrl(cg, dir, "cpuset.cpus", lim->cpuset, err) < 0))
+        return -1;
+    for (size_t i = 0; i < lim->nraw; i++) {
+        const struct kago_cgroup_kv *kv = &lim->raw[i];
+        if (kago__cg_check_key(cg, kv->key, err) < 0)
+            return -1;
+        int r = write_ctrl(cg, dir, kv->key, kv->value, err);
+        if (r == -ENOENT)
+            return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: unknown key \"%s\" (no such file)", cg->name,
+                                  kv->key);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int v2_devices(struct kago__cgroup *cg, struct kago_error **err)
+{
+    /* v2 has no devices files (only BPF programs). kago's /dev is a tmpfs holding only the minimal
+     * device nodes and every other mount it makes is nodev, so a container cannot make or reach others. */
+    return 0;
+}
+
+/* Waits (bounded) until cgroup.events says "frozen 1"; the kernel wakes poll() on every change. */
+static int wait_frozen(const struct kago__cgroup *cg, const char *dir, struct kago_error **err)
+{
+    char path[PATH_MAX + 16], v[256];
+    snprintf(path, sizeof path, "%s/cgroup.events", dir);
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: open cgroup.events", cg->name);
+    unsigned long long deadline = kago__now_us() + 2000000;
+    for (;;) {
+        ssize_t n = pread(fd, v, sizeof v - 1, 0);
+        if (n < 0)
+            return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: read cgroup.events", cg->name);
+        v[n] = '\0';
+        int64_t frozen = 0;
+        if (kago__cg_key(v, "frozen", &frozen) && frozen == 1)
+            return 0;
+        unsigned long long now = kago__now_us();
+        if (now >= deadline)
+            break;
+        struct pollfd p = {.fd = fd, .events = POLLPRI};
+        if (poll(&p, 1, (int)((deadline - now) / 1000) + 1) < 0 && errno != EINTR)
+            return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: poll cgroup.events", cg->name);
+    }
+    kago__cg_write(cg, dir, "cgroup.freeze", "0", NULL); /* not left half-frozen */
+    return kago_error_set(err, ETIMEDOUT, "cgroup " KAGO__CG_PARENT "/%s: freeze: not frozen after 2 s", cg->name);
+}
+
+static int v2_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **err)
+{
+    char dir[PATH_MAX];
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0 ||
+        kago__cg_write(cg, dir, "cgroup.freeze", frozen ? "1" : "0", err) < 0)
+        return -1;
+    /* A fake tree's cgroup.events never changes: nothing to wait for there. */
+    if (!frozen || !kago__cg_is_cgroupfs(dir))
+        return 0;
+    return wait_frozen(cg, dir, err);
+}
+
+static int v2_frozen(struct kago__cgroup *cg, struct kago_error **err)
+{
+    char dir[PATH_MAX], v[16];
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0 ||
+        kago__cg_read(cg, dir, "cgroup.freeze", v, sizeof v, err) < 0)
+        return -1;
+    return v[0] == '1';
+}
+
+/* A number from dir/file (or its "key N" line), -1 when the file (controller) is absent. */
+static int read_num(struct kago__cgroup *cg, const char *dir, const char *file, const char *key, int64_t *out,
+                    struct kago_error **err)
+{
+    char v[4096];
+    *out = -1;
+    ssize_t n = kago__cg_read(cg, dir, file, v, sizeof v, err);
+    if (n == -ENOENT) {
+        kago_error_clear(err);
+        return 0;
+    }
+    if (n < 0)
+        return -1;
+    if (!key)
+        *out = strncmp(v, "max", 3) ? strtoll(v, NULL, 10) : -1;
+    else if (!kago__cg_key(v, key, out))
+        *out = -1;
+    return 0;
+}
+
+static int v2_stats(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err)
+{
+    char dir[PATH_MAX];
+    int64_t cpu_us;
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0 ||
+        read_num(cg, dir, "cpu.stat", "usage_usec", &cpu_us, err) < 0 ||
+        read_num(cg, dir, "memory.current", NULL, &st->memory_current, err) < 0 ||
+        read_num(cg, dir, "memory.peak", NULL, &st->memory_peak, err) < 0 ||
+        read_num(cg, dir, "pids.current", NULL, &st->pids_current, err) < 0 ||
+        read_num(cg, dir, "memory.events", "oom_kill", &st->oom_kills, err) < 0)
+        return -1;
+    st->cpu_usage_us = cpu_us < 0 ? 0 : (uint64_t)cpu_us;
+    return 0;
+}
+
+static int v2_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err)
+{
+    char dir[PATH_MAX];
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+        return -1;
+    if (sig == SIGKILL) {
+        /* cgroup.kill (5.14+) kills every member atomically, forks included, frozen or not. */
+        int n = kago__cg_count_procs(cg, dir, err);
+        if (n < 0)
+            return -1;
+        int r = kago__cg_write(cg, dir, "cgroup.kill", "1", err);
+        if (r == 0)
+            return n;
+        if (r != -ENOENT)
+            return -1;
+        kago_error_clear(err);
+    }
+    return kago__cg_kill_procs(cg, dir, sig, err);
+}
+
+static int v2_destroy(struct kago__cgroup *cg, struct kago_error **err)
+{
+    return kago__cg_rmdir(cg, cg->mountpoint, err);
+}
+
+static int v2_open_dir(struct kago__cgroup *cg, struct kago_error **err)
+{
+    char dir[PATH_MAX];
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+        return -1;
+    int fd = open(dir, O_DIRECTORY | O_PATH | O_CLOEXEC);
+    if (fd < 0)
+        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: open %s", cg->name, dir);
+    return fd;
+}
+
+const struct kago__cgroup_ops kago__cgroup_v2 = {
+    .name = "v2",
+    .create = v2_create,
+    .enter = v2_enter,
+    .apply = v2_apply,
+    .devices = v2_devices,
+    .freeze = v2_freeze,
+    .frozen = v2_frozen,
+    .stats = v2_stats,
+    .kill_all = v2_kill_all,
+    .destroy = v2_destroy,
+    .open_dir = v2_open_dir,
+};
