@@ -13,6 +13,7 @@ Kago.app "static" do |a|
               "mkdir -p /srv/www && echo '<h1>hello from kago</h1>' > /srv/www/index.html && " \
               "exec /usr/sbin/httpd -f -p 8080 -h /srv/www"
     c.cgroup cpu: "50%", memory: "64M", pids: 64
+    c.init   # a tiny PID 1 forwards SIGTERM, so a drained instance stops at once
   end
   a.port 8080
   a.lifetime "20m"
@@ -40,6 +41,7 @@ Kago.app "cgi" do |a|
       exec /usr/sbin/httpd -f -p 8080 -h /srv/www
     SH
     c.cgroup cpu: "50%", memory: "64M", pids: 64
+    c.init   # a tiny PID 1 forwards SIGTERM, so a drained instance stops at once
   end
   a.port 8080
   a.idle_timeout "1m"

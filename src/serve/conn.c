@@ -334,19 +334,20 @@ static void redispatch(struct client *c)
     if (pi && inst && inst->pi == pi) {
         pi->served--; /* not served: done() counts it */
         kago__pool_done(&c->app->pool, pi, kago__serve_now_ms());
+        kago__instance_check_exit(inst);
     }
     drop_inst(c);
     c->retries++;
     client_dispatch(c);
 }
 
-/* The upstream connection failed before any response byte. */
+/* The upstream connection failed before any response byte. A request that never reached the
+ * instance (connect failed, the instance was gone) is tried again, elsewhere if the instance died;
+ * one that was sent gets 502: kago cannot know what the app did with it. */
 void kago__client_upstream_failed(struct client *c, int err)
 {
     struct upconn *u = c->up;
     bool sent = u && (u->out.written > 0 || c->body_in > 0);
-    bool idempotent_retry = u && u->reused && !u->got_bytes && c->body_in == 0 && !c->info.chunked &&
-                            c->info.content_length == 0;
     if (u) {
         u->client = NULL;
         kago__upconn_close(u);
@@ -354,12 +355,14 @@ void kago__client_upstream_failed(struct client *c, int err)
     c->up = NULL;
     if (c->app)
         c->app->m.upstream_errors++;
-    /* Not sent (connect failed, the instance died first) or a stale keep-alive connection for a
-     * request without a body: safe to try again elsewhere. */
-    if ((!sent || idempotent_retry) && c->retries < 3 && c->state != C_CLOSING && !c->resp_started) {
+    if (!sent && c->retries < 3 && c->state != C_CLOSING && !c->resp_started) {
+        if (err == UV_ECONNREFUSED && c->pi && c->inst && c->inst->pi == c->pi)
+            kago__pool_retire(&c->app->pool, c->pi, kago__serve_now_ms());
         redispatch(c);
         return;
     }
+    if (c->inst)
+        kago__instance_check_exit(c->inst);
     finish_exchange(c, false);
     client_error(c, 502, 0);
 }

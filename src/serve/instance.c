@@ -3,6 +3,7 @@
  * pidfd on the event loop, and its traces are removed with kago_container_delete. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -65,6 +66,21 @@ static void on_exit_event(uv_poll_t *h, int status, int events)
     uv_poll_stop(h);
     if (inst->pi)
         kago__pool_exited(&inst->app->pool, inst->pi, kago__serve_now_ms());
+}
+
+/* An upstream connection failed: if the instance's process is gone, remove it now rather than at
+ * the next loop turn, so a retried request does not land on the dead instance again. Returns true
+ * when it was removed. */
+bool kago__instance_check_exit(struct instance *inst)
+{
+    if (!inst->pi || !inst->c)
+        return false;
+    struct pollfd p = { .fd = kago_container_pidfd(inst->c), .events = POLLIN };
+    if (p.fd < 0 || poll(&p, 1, 0) != 1)
+        return false;
+    uv_poll_stop(&inst->pidpoll);
+    kago__pool_exited(&inst->app->pool, inst->pi, kago__serve_now_ms());
+    return true;
 }
 
 static void op_start(struct pool *p, struct pool_inst *pi)

@@ -291,6 +291,14 @@ void kago__pool_tick(struct pool *p, uint64_t now)
     maybe_scale(p, now);
 }
 
+void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    if (i->state == POOL_READY) {
+        drain(p, i, now);
+        maybe_scale(p, now);
+    }
+}
+
 void kago__pool_stop(struct pool *p, uint64_t now)
 {
     p->stopping = true;

@@ -86,6 +86,8 @@ void kago__pool_exited(struct pool *p, struct pool_inst *i, uint64_t now);
 /* Timers: held requests past start_timeout, starts past start_timeout, lifetime, idle, drain
  * grace, kill grace, min_instances. Call at least every 100 ms. */
 void kago__pool_tick(struct pool *p, uint64_t now);
+/* i stopped working (its listener refuses connections): route nothing more to it, drain it. */
+void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now);
 /* Drain everything and start nothing more (shutdown, app removed); held requests get 503. */
 void kago__pool_stop(struct pool *p, uint64_t now);
 /* Changes the policy (reload). */

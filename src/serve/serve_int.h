@@ -175,6 +175,7 @@ extern const struct pool_ops kago__serve_pool_ops;
 struct pool_cfg kago__serve_pool_cfg(const struct kago_app *a);
 void kago__instance_probe_result(struct instance *inst, int status);
 void kago__instance_unref(struct instance *inst);
+bool kago__instance_check_exit(struct instance *inst);
 
 /* server.c */
 void kago__app_unref(struct app_rt *a);

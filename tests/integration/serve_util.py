@@ -1,0 +1,228 @@
+"""Helpers for kago serve's integration tests: a real server on free loopback ports with its own
+state dir, apps written as Kagofiles, raw HTTP over sockets, and leftover checks."""
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KAGO = os.environ.get("KAGO", os.path.join(REPO, "build", "kago"))
+ROOTFS = os.environ.get("KAGO_ROOTFS", "/var/lib/kago/rootfs/busybox")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def app(name, hosts, command, port=8080, **policy):
+    """A Kago.app block. command is a shell script run by /bin/sh -c in the instance."""
+    lines = [f'Kago.app "{name}" do |a|',
+             "  a.hosts " + ", ".join(f'"{h}"' for h in hosts),
+             "  a.container do |c|",
+             f'    c.rootfs "{ROOTFS}", overlay: "64M"',
+             f'    c.command "/bin/sh", "-c", {json.dumps(command)}',
+             "    c.init",  # a tiny PID 1 that forwards SIGTERM: the app itself is not PID 1
+             "  end",
+             f"  a.port {port}"]
+    for k, v in policy.items():
+        lines.append(f"  a.{k} {json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v}")
+    lines.append("end")
+    return "\n".join(lines) + "\n"
+
+
+STATIC = ("mkdir -p /srv/www && echo hello-static > /srv/www/index.html && "
+          "dd if=/dev/zero of=/srv/www/big bs=1M count=32 2>/dev/null && exec /usr/sbin/httpd -f -p 8080 -h /srv/www")
+CGI = r"""mkdir -p /srv/www/cgi-bin
+printf '#!/bin/sh\necho Content-Type: text/plain\necho\nsleep ${QUERY_STRING:-0}\necho slept $(hostname)\n' > /srv/www/cgi-bin/sleep
+printf '#!/bin/sh\necho Content-Type: text/plain\necho\nhead -c $CONTENT_LENGTH | wc -c\n' > /srv/www/cgi-bin/count
+chmod +x /srv/www/cgi-bin/*
+exec /usr/sbin/httpd -f -p 8080 -h /srv/www"""
+# An Upgrade endpoint: answers 101 and then echoes every byte (a WebSocket stand-in at the byte level).
+UPGRADE = r"""printf '#!/bin/sh\nwhile read -r l; do [ "$l" = "$(printf "\\r")" ] && break; done\nprintf "HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n"\nexec cat\n' > /ws.sh
+chmod +x /ws.sh
+exec nc -ll -p 8080 -e /ws.sh"""
+
+
+class Server:
+    """kago serve with its own config dir, state dir and ports."""
+
+    def __init__(self, apps_rb, extra_args=()):
+        self.tmp = tempfile.mkdtemp(prefix="kago-serve-test-")
+        self.conf = os.path.join(self.tmp, "conf")
+        self.root = os.path.join(self.tmp, "root")
+        os.mkdir(self.conf)
+        self.write_config(apps_rb)
+        self.port, self.admin = free_port(), free_port()
+        self.log = os.path.join(self.tmp, "access.log")
+        self.errlog = open(os.path.join(self.tmp, "stderr.log"), "w+")
+        self.proc = subprocess.Popen(
+            [KAGO, "--root", self.root, "serve", "--config", self.conf, "--listen", f"127.0.0.1:{self.port}",
+             "--admin", f"127.0.0.1:{self.admin}", "--access-log", self.log, *extra_args],
+            stdout=subprocess.DEVNULL, stderr=self.errlog)
+        self.seen = set()  # instance names observed, for the leftover check
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection(("127.0.0.1", self.admin), timeout=0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+        raise RuntimeError("kago serve did not start: " + self.stderr())
+
+    def write_config(self, apps_rb, name="apps.rb"):
+        for f in glob.glob(os.path.join(self.conf, "*.rb")):
+            os.unlink(f)
+        with open(os.path.join(self.conf, name), "w") as f:
+            f.write(apps_rb)
+
+    def stderr(self):
+        self.errlog.flush()
+        with open(self.errlog.name) as f:
+            return f.read()
+
+    def ps(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/ps", timeout=5) as r:
+            data = json.load(r)
+        for a in data["apps"]:
+            for i in a["instances"]:
+                self.seen.add(i["name"])
+        return {a["name"]: a for a in data["apps"]}
+
+    def instances(self, app, states=("starting", "ready", "draining", "stopping")):
+        a = self.ps().get(app)
+        return [i for i in a["instances"] if i["state"] in states] if a else []
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def metric(self, name, **labels):
+        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        for line in self.metrics().splitlines():
+            if line.startswith(name + "{" + want + "}") or (not labels and line.startswith(name + " ")):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def rss_kb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self, timeout=30):
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc.poll() is None:
+            try:
+                self.ps()
+            except OSError:
+                pass
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return self.proc.returncode
+
+    def leftovers(self):
+        """Every trace of this server's instances still on the host."""
+        found = []
+        if os.path.isdir(self.root):
+            found += [os.path.join(self.root, d) for d in os.listdir(self.root)]
+        prefix = f"-{self.proc.pid:x}-"
+        for d in glob.glob("/sys/fs/cgroup/*/kago/*") + glob.glob("/sys/fs/cgroup/kago/*"):
+            if prefix in os.path.basename(d) and os.path.isdir(d):
+                found.append(d)
+        for line in open("/proc/mounts"):
+            if self.tmp in line or any(n in line for n in self.seen):
+                found.append(line.strip())
+        return found
+
+
+def request(port, host, path="/", method="GET", body=None, headers=None, timeout=30):
+    """One request on a new connection; returns (status, headers dict (lower-case), body bytes)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        h = {"Host": host, "Connection": "close"}
+        h.update(headers or {})
+        if body is not None:
+            h["Content-Length"] = str(len(body))
+        req = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+        s.sendall(req.encode() + (body or b""))
+        return read_response(s)
+    finally:
+        s.close()
+
+
+def raw(port, data, timeout=10):
+    """Sends raw bytes, returns everything until the server closes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        out = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return out
+            out += b
+    finally:
+        s.close()
+
+
+def read_response(s, method="GET"):
+    """Reads one response from socket s (Content-Length, chunked, or until close)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        b = s.recv(65536)
+        if not b:
+            raise ConnectionError("closed before the response head: %r" % buf)
+        buf += b
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for l in lines[1:]:
+        k, v = l.split(":", 1)
+        hdrs[k.strip().lower()] = v.strip()
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return status, hdrs, b""
+    if "content-length" in hdrs:
+        n = int(hdrs["content-length"])
+        while len(rest) < n:
+            b = s.recv(65536)
+            if not b:
+                break
+            rest += b
+        return status, hdrs, rest[:n]
+    if hdrs.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in rest:
+                rest += s.recv(65536)
+            size_line, rest = rest.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            while len(rest) < size + 2:
+                rest += s.recv(65536)
+            body += rest[:size]
+            rest = rest[size + 2:]
+            if size == 0:
+                return status, hdrs, body
+    while True:
+        b = s.recv(65536)
+        if not b:
+            return status, hdrs, rest
+        rest += b

@@ -1,0 +1,253 @@
+"""kago serve end to end: a real server on loopback, real containers reached through their own
+network namespaces, real HTTP. Needs root, the busybox rootfs and build/kago."""
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from serve_util import CGI, KAGO, ROOTFS, STATIC, UPGRADE, Server, app, raw, read_response, request
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
+    pytest.mark.skipif(not os.path.exists(KAGO), reason=f"{KAGO} not built"),
+    pytest.mark.skipif(not os.path.isdir(ROOTFS), reason=f"no rootfs at {ROOTFS} (scripts/mkrootfs)"),
+]
+
+SMALL = "mkdir -p /srv/www && echo hi > /srv/www/index.html && exec /usr/sbin/httpd -f -p 8080 -h /srv/www"
+
+APPS = "".join([
+    app("static", ["static.test", "WWW.Static.Test"], STATIC, max_instances=2, concurrency=50, stop_grace="3s"),
+    app("burst", ["burst.test"], SMALL, max_instances=3, concurrency=20, stop_grace="2s"),
+    app("cgi", ["cgi.test"], CGI, max_instances=3, concurrency=1, stop_grace="2s", max_body="200M"),
+    app("idle", ["idle.test"], SMALL, idle_timeout="1s", stop_grace="1s"),
+    app("mortal", ["mortal.test"], STATIC, lifetime="2s", stop_grace="15s", max_instances=2),
+    app("ws", ["ws.test"], UPGRADE, lifetime="2s", stop_grace="15s"),
+    app("never", ["never.test"], "exec sleep 1000", start_timeout="1s", stop_grace="1s"),
+])
+
+
+@pytest.fixture(scope="module")
+def srv():
+    s = Server(APPS)
+    yield s
+    # SIGTERM: drain, stop every instance, remove every trace, exit 0.
+    assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
+
+
+def wait_for(cond, timeout, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    return cond()
+
+
+def test_first_request_cold_starts(srv):
+    assert srv.instances("static") == []
+    st, h, body = request(srv.port, "static.test")
+    assert st == 200 and body == b"hello-static\n"
+    assert h["x-kago-cold-start"].endswith("ms")
+    st, h, body = request(srv.port, "www.static.test:8080")  # other host of the app, any case, port ignored
+    assert st == 200 and "x-kago-cold-start" not in h
+    assert len(srv.instances("static")) == 1
+
+
+def test_unknown_host_404(srv):
+    st, _, body = request(srv.port, "nobody.test")
+    assert st == 404 and body == b"404 Not Found\n"
+
+
+@pytest.mark.parametrize("req", [
+    b"POST / HTTP/1.1\r\nHost: static.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: static.test\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+    b"POST / HTTP/1.1\r\nHost: static.test\r\nContent-Length: +4\r\n\r\nabcd",
+    b"GET / HTTP/1.1\r\nHost: static.test\r\nX-A: a\r\n b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost : static.test\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: static.test\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n",
+    b"POST / HTTP/1.1\r\nHost: static.test\r\nTransfer-Encoding: gzip, chunked, identity\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: static.test\r\nHost: cgi.test\r\n\r\n",
+    b"GET /\x01 HTTP/1.1\r\nHost: static.test\r\n\r\n",
+], ids=["cl+te", "dup-cl", "plus-cl", "obs-fold", "space-colon", "huge-chunk", "te-not-last", "two-hosts", "ctl-url"])
+def test_malformed_and_smuggling_400(srv, req):
+    out = raw(srv.port, req + b"GET / HTTP/1.1\r\nHost: static.test\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 "), out[:80]
+    assert out.count(b"HTTP/1.1") == 1, "the connection must close after a 400, the smuggled request unanswered"
+
+
+def test_header_limits(srv):
+    out = raw(srv.port, b"GET / HTTP/1.1\r\nHost: static.test\r\nX-Big: " + b"x" * 10000 + b"\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 431 ")
+    out = raw(srv.port, b"POST /cgi-bin/count HTTP/1.1\r\nHost: cgi.test\r\nContent-Length: 300000000\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413 ")
+
+
+def test_keepalive_and_pipelining(srv):
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    for _ in range(5):
+        s.sendall(b"GET / HTTP/1.1\r\nHost: static.test\r\n\r\n")
+        st, h, body = read_response(s)
+        assert st == 200 and body == b"hello-static\n"
+    # two requests in one write: answered in order on the same connection
+    s.sendall(b"GET /index.html HTTP/1.1\r\nHost: static.test\r\n\r\nHEAD / HTTP/1.1\r\nHost: static.test\r\n\r\n")
+    st1, _, b1 = read_response(s)
+    st2, h2, _ = read_response(s, method="HEAD")
+    assert (st1, b1, st2, h2["content-length"]) == (200, b"hello-static\n", 200, "13")
+    s.close()
+    served = sum(i["served"] for i in srv.instances("static"))
+    assert served >= 7
+
+
+def test_burst_200_concurrent_to_stopped_app(srv):
+    assert srv.instances("burst") == []
+    results = []
+
+    def one():
+        try:
+            results.append(request(srv.port, "burst.test", timeout=30)[0])
+        except Exception as e:  # noqa: BLE001 - recorded as a failure below
+            results.append(repr(e))
+
+    threads = [threading.Thread(target=one) for _ in range(200)]
+    for t in threads:
+        t.start()
+    peak = 0
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, len(srv.instances("burst")))
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert results.count(200) == 200, [r for r in results if r != 200][:5]
+    assert 1 <= peak <= 3 and len(srv.instances("burst")) <= 3
+    assert srv.metric("kago_cold_starts_total", app="burst") <= 3
+
+
+def test_idle_expiry_then_cold_start_again(srv):
+    assert request(srv.port, "idle.test")[0] == 200
+    assert len(srv.instances("idle")) == 1
+    assert wait_for(lambda: srv.instances("idle") == [], 5), srv.ps()["idle"]
+    st, h, _ = request(srv.port, "idle.test")
+    assert st == 200 and "x-kago-cold-start" in h
+
+
+def test_scale_out_respects_max(srv):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(request(srv.port, "cgi.test", "/cgi-bin/sleep?1")))
+               for _ in range(10)]
+    for t in threads:
+        t.start()
+    peak = 0
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, len(srv.instances("cgi", ("starting", "ready"))))
+        time.sleep(0.02)
+    assert [r[0] for r in results] == [200] * 10
+    assert 2 <= peak <= 3, peak
+    assert len({r[2] for r in results}) >= 2, "requests spread over several instances"
+
+
+def test_kill_mid_request_gives_502_then_recovers(srv):
+    assert request(srv.port, "cgi.test", "/cgi-bin/sleep?0")[0] == 200
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", request(srv.port, "cgi.test", "/cgi-bin/sleep?5")))
+    t.start()
+    busy = wait_for(lambda: [i for i in srv.instances("cgi", ("ready",)) if i["in_flight"] > 0], 3)
+    assert busy
+    for i in busy:
+        os.kill(i["pid"], signal.SIGKILL)
+    t.join(10)
+    assert out["r"][0] == 502
+    assert request(srv.port, "cgi.test", "/cgi-bin/sleep?0")[0] == 200
+
+
+def test_never_ready_503_after_start_timeout(srv):
+    failures = srv.metric("kago_start_failures_total", app="never") or 0
+    t0 = time.time()
+    st, h, _ = request(srv.port, "never.test")
+    took = time.time() - t0
+    assert st == 503 and h.get("retry-after") and 0.9 <= took < 3, (st, took)
+    assert wait_for(lambda: srv.instances("never") == [], 5)
+    assert srv.metric("kago_start_failures_total", app="never") >= failures + 1
+    assert "never became ready" in srv.stderr()
+
+
+def test_upload_100mb_flat_memory(srv):
+    size = 100 * 1024 * 1024
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+    s.sendall(f"POST /cgi-bin/count HTTP/1.1\r\nHost: cgi.test\r\nContent-Length: {size}\r\n"
+              "Connection: close\r\n\r\n".encode())
+    before = srv.rss_kb()
+    chunk = b"x" * (1 << 20)
+    peak = before
+    for i in range(100):
+        s.sendall(chunk)
+        if i % 10 == 0:
+            peak = max(peak, srv.rss_kb())
+    st, _, body = read_response(s)
+    s.close()
+    assert st == 200 and body.strip() == str(size).encode()
+    assert peak - before < 16 * 1024, f"proxy RSS grew {peak - before} KiB during a 100 MB upload"
+
+
+def test_long_download_and_upgrade_survive_expiry(srv):
+    # A download read slowly (backpressure all the way into the instance) and an upgraded stream.
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: mortal.test\r\n\r\n")
+    first = s.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200")
+    ws = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    ws.sendall(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    st, h, _ = read_response(ws)
+    assert st == 101 and h["upgrade"] == "websocket"
+    ws.sendall(b"ping-1\n")
+    assert ws.recv(100) == b"ping-1\n"
+    # both lifetimes (2 s) pass while the streams are open: the instances drain but keep serving them
+    assert wait_for(lambda: srv.instances("mortal", ("draining",)), 5)
+    assert wait_for(lambda: srv.instances("ws", ("draining",)), 5)
+    st, h, _ = request(srv.port, "mortal.test")  # new requests go to a new instance
+    assert st == 200 and "x-kago-cold-start" in h
+    ws.sendall(b"ping-2\n")
+    assert ws.recv(100) == b"ping-2\n"
+    got = len(first.split(b"\r\n\r\n", 1)[1])
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += len(b)
+        if got >= 32 * 1024 * 1024:
+            break
+    s.close()
+    assert got == 32 * 1024 * 1024
+    ws.close()
+    assert wait_for(lambda: not srv.instances("ws", ("draining",)), 5), "closing the stream ends the drain"
+
+
+def test_reload_adds_and_removes_apps_without_dropping_requests():
+    s = Server(app("cgi", ["cgi.test"], CGI, stop_grace="1s"))
+    try:
+        assert request(s.port, "new.test")[0] == 404
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("r", request(s.port, "cgi.test", "/cgi-bin/sleep?2")))
+        t.start()
+        time.sleep(0.5)
+        s.write_config(app("cgi", ["cgi.test"], CGI, stop_grace="1s") + app("new", ["new.test"], SMALL, stop_grace="1s"))
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: request(s.port, "new.test")[0] == 200, 5)
+        s.write_config(app("cgi", ["cgi.test"], CGI, stop_grace="1s"))
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: request(s.port, "new.test")[0] == 404, 5)
+        t.join(10)
+        assert out["r"][0] == 200 and out["r"][2].startswith(b"slept")
+        s.write_config('Kago.app "broken" do |a|\n  a.portt 1\nend\n')
+        s.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert request(s.port, "cgi.test", "/cgi-bin/sleep?0")[0] == 200, "a bad config keeps the running one"
+        assert "reload failed" in s.stderr()
+        assert wait_for(lambda: s.ps().get("new") is None, 5), "the removed app is gone once drained"
+    finally:
+        assert s.stop() == 0
+        assert s.leftovers() == []
