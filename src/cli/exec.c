@@ -40,7 +40,10 @@ CLI_VERB(exec)
             return cli_usage("exec", "unknown option %s", argv[optind - 1]);
         }
     }
-    if (argc - optind < 2)
+    int cmd = optind + 1; /* NAME [--] CMD... */
+    if (cmd < argc && !strcmp(argv[cmd], "--"))
+        cmd++;
+    if (optind >= argc || cmd >= argc)
         return cli_usage("exec", "expected: kago exec NAME -- CMD [ARG...]");
     struct kago_container *c = cli_load(g, argv[optind]);
     if (!c) {
@@ -56,7 +59,7 @@ CLI_VERB(exec)
         kago_spec_add_env(&merged, env[i]);
     free(env);
     proc.env = merged.env;
-    proc.argv = argv + optind + 1;
+    proc.argv = argv + cmd;
     pid_t pid = kago_container_exec(c, &proc, &err);
     kago_spec_free(&merged);
     kago_container_free(c);

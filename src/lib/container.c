@@ -203,6 +203,10 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec, c
 
     if (c->cg.ops->create(&c->cg, err) < 0)
         goto fail_nocg;
+    if (kago__fault("cgroup")) {
+        kago_error_set(err, EIO, "injected fault after cgroup create");
+        goto fail;
+    }
     if (c->cg.ops->apply(&c->cg, &spec->limits, err) < 0 || c->cg.ops->devices(&c->cg, err) < 0)
         goto fail;
     if (spec->overlay && mkdir(scratch, 0700) < 0) {
@@ -248,6 +252,10 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec, c
     l.pidfd = -1;
     c->starttime = kago__proc_starttime(l.pid, NULL);
     c->created = (long long)time(NULL);
+    if (kago__fault("state")) {
+        kago_error_set(err, EIO, "injected fault before the state file");
+        goto fail_child;
+    }
     if (kago__state_write(c, err) < 0)
         goto fail_child;
     ret = 0;
@@ -337,15 +345,32 @@ static int create_detached(struct kago_container *c, const struct kago_spec *spe
         close(p[0]);
         setsid();
         struct kago_error *e = NULL;
+        /* the shim must not hold the caller's terminal or pipes: whoever reads them would wait for it */
         int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
         struct kago_spawn_opts o = *opts;
-        for (int i = 0; i < 3; i++)
-            if (o.stdio[i] < 0)
-                o.stdio[i] = devnull;
+        for (int i = 0; i < 3; i++) {
+            if (o.stdio[i] < 0 || o.stdio[i] == i) {
+                o.stdio[i] = -1;
+                dup2(devnull, i);
+            }
+        }
+        char shim_id[64];
+        snprintf(shim_id, sizeof shim_id, "%d %llu\n", (int)getpid(), kago__proc_starttime(getpid(), NULL));
+        cleanup_free char *shim_file = xasprintf("%s/shim", c->dir);
+        int sf = open(shim_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (sf >= 0) {
+            if (write(sf, shim_id, strlen(shim_id)) < 0) {
+                /* delete then only waits less for this shim */
+            }
+            close(sf);
+        }
         if (create_here(c, spec, &o, &e) < 0) {
             kago__child_report(p[1], e);
             _exit(1);
         }
+        /* say so explicitly: a container waiting for start still holds a copy of this pipe */
+        if (write(p[1], "O", 1) != 1)
+            _exit(1);
         close(p[1]);
         if (devnull > 2)
             close(devnull);
@@ -533,6 +558,27 @@ int kago_container_kill(struct kago_container *c, int sig, bool all, struct kago
     return 0;
 }
 
+/* A detached container's shim records the exit status once the container is gone: let it finish first. */
+static void wait_shim(struct kago_container *c)
+{
+    cleanup_free char *path = xasprintf("%s/shim", c->dir);
+    cleanup_free char *s = kago__read_file(path, NULL, NULL);
+    int pid = 0;
+    unsigned long long start = 0;
+    if (!s || sscanf(s, "%d %llu", &pid, &start) != 2 || pid <= 0 || kago__proc_starttime(pid, NULL) != start)
+        return;
+    cleanup_close int fd = pidfd_open_(pid);
+    if (fd < 0)
+        return;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    for (int i = 0; i < 100; i++) { /* a zombie shim (a host init that does not reap) counts as done */
+        char st = 0;
+        kago__proc_starttime(pid, &st);
+        if (st == 'Z' || st == 0 || poll(&p, 1, 10) != 0)
+            return;
+    }
+}
+
 static void wait_gone(struct kago_container *c, int timeout_ms)
 {
     if (c->pidfd < 0)
@@ -556,6 +602,7 @@ int kago_container_delete(struct kago_container *c, bool force, struct kago_erro
     if (st == KAGO_PAUSED)
         c->cg.ops->freeze(&c->cg, false, NULL);
     wait_gone(c, 5000);
+    wait_shim(c);
     if (c->cg.ops->destroy(&c->cg, err) < 0)
         return kago_error_prefix(err, "container %s", c->spec.name), -1;
     if (kago__rm_rf(c->dir) < 0)

@@ -284,6 +284,8 @@ int kago__setup_mounts(const struct kago__child *ch, struct kago_error **err)
         return -1;
     if (setup_user_mounts(ch, rootfd, err) < 0)
         return -1;
+    if (kago__fault("mounts"))
+        return kago_error_set(err, EIO, "injected fault after the mounts");
     if (spec->readonly && remount_ro(rootfd, MS_NODEV, "rootfs read-only", err) < 0)
         return -1;
     if (pivot(rootfd, err) < 0)
@@ -533,6 +535,10 @@ void kago__child_main(struct kago__child *ch)
     /* nothing of kago's but fd 3 (socket activation) reaches the command */
     syscall(SYS_close_range, spec->listen_port ? 4 : 3, ~0U, CLOSE_RANGE_CLOEXEC);
     char **env = exec_env(spec);
+    if (kago__fault("exec")) {
+        kago_error_set(&err, EIO, "injected fault at exec");
+        goto fail;
+    }
     execve(cmd, spec->argv, env);
     kago_error_set(&err, errno, "exec %s", cmd);
 fail:

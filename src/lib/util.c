@@ -180,3 +180,11 @@ unsigned long long kago__now_us(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
 }
+
+bool kago__fault(const char *step)
+{
+    static const char *fault = (const char *)1;
+    if (fault == (const char *)1)
+        fault = getenv("KAGO_FAULT");
+    return fault && !strcmp(fault, step);
+}

@@ -1,0 +1,374 @@
+"""The engine, as a user sees it: kago run / create / start / exec / update / pause / delete on real containers."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import CGROUP_V, ROOTFS, cgroup_path, cpu_quota, leftovers, measure_cpu, wait_for
+
+
+def run(kago, *cmd, opts=(), **kw):
+    return kago("run", "--rootfs", ROOTFS, *opts, "--", *cmd, **kw)
+
+
+# --- isolation -------------------------------------------------------------------------------------------
+
+def test_pid1_hostname_and_private_views(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "echo $$; hostname; ps -o pid= | wc -l; cat /proc/mounts",
+            opts=("--hostname", "box1"), check=True)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "1", "the command is PID 1 in its own pid namespace"
+    assert lines[1] == "box1"
+    assert int(lines[2]) <= 3, f"host processes visible: {lines[2]}"
+    mounts = "\n".join(lines[3:])
+    assert "/work" not in mounts and "/sys/fs/cgroup" not in mounts, "host mounts visible"
+    assert os.uname().nodename != "box1", "hostname leaked to the host"
+
+
+def test_default_hostname_is_name(kago, rootfs):
+    r = run(kago, "hostname", opts=("--name", "hn-test"), check=True)
+    assert r.stdout.strip() == "hn-test"
+
+
+def test_proc_sys_readonly_and_masked(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c",
+            "echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo wrote-proc-sys; "
+            "wc -c < /proc/timer_list; touch /sys/x 2>/dev/null && echo wrote-sys; ls /sys/firmware | wc -l",
+            check=True)
+    assert "wrote-proc-sys" not in r.stdout
+    assert "wrote-sys" not in r.stdout
+    out = r.stdout.split()
+    assert out[0] == "0", "/proc/timer_list is masked"
+    assert out[1] == "0", "/sys/firmware is masked"
+
+
+def test_minimal_dev(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c", check=True)
+    names = set(r.stdout.splitlines()[0].split())
+    assert {"null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "mqueue"} <= names
+    assert not any(n.startswith(("sd", "vd", "nvme", "mem", "kmsg")) for n in names), names
+    assert r.stdout.splitlines()[1].strip() == "4"
+
+
+def test_mknod_device_is_inert(kago, rootfs):
+    # the container may make a device node (CAP_MKNOD, as in Docker), but never use it: nodev + device cgroup
+    r = run(kago, "/bin/sh", "-c", "mknod /tmp/disk b 254 0 && head -c 1 /tmp/disk >/dev/null && echo READ",
+            opts=("--overlay",))
+    assert "READ" not in r.stdout
+
+
+# --- exit codes and signals -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [0, 1, 42])
+def test_exit_code(kago, rootfs, code):
+    assert run(kago, "/bin/sh", "-c", f"exit {code}").returncode == code
+
+
+def test_killed_by_signal_is_128_plus_n(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "kill -USR1 $$; sleep 5", opts=("--init",))
+    assert r.returncode == 128 + signal.SIGUSR1
+
+
+def test_signals_forwarded(kago, rootfs):
+    p = kago.popen("run", "--rootfs", ROOTFS, "--name", "sigfwd", "--", "/bin/sh", "-c",
+                   "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done",
+                   stdout=subprocess.PIPE, text=True)
+    kago.names.add("sigfwd")
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=10)
+    assert "got-term" in out and p.returncode == 7
+
+
+def test_stdio_passes(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "cat; echo err >&2", input="hello\n")
+    assert r.stdout == "hello\n" and r.stderr == "err\n"
+
+
+def test_env_cwd_user(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "echo $FOO; pwd; id -u; id -g",
+            opts=("--env", "FOO=bar", "--cwd", "/tmp", "--user", "1000:1001"), check=True)
+    assert r.stdout.split() == ["bar", "/tmp", "1000", "1001"]
+
+
+def test_init_reaps_zombies(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "(sleep 0.1 &) ; sleep 0.5; ps -o stat= | grep -c Z || true",
+            opts=("--init",), check=True)
+    assert r.stdout.strip().splitlines()[-1] == "0"
+
+
+# --- cgroup limits -----------------------------------------------------------------------------------------
+
+def test_cpu_limit_and_live_update(kago, rootfs):
+    name = kago.run_detached("cpu1", "/bin/sh", "-c", "while :; do :; done", opts=("--cpu", "30%"))
+    assert cpu_quota(name) == (30000, 100000)
+    share = measure_cpu(kago, name)
+    assert 25 <= share <= 35, f"--cpu 30% measured {share:.1f}%"
+    kago("update", name, "--cpu", "50%", check=True)
+    assert cpu_quota(name) == (50000, 100000)
+    share = measure_cpu(kago, name)
+    assert 45 <= share <= 55, f"after update --cpu 50% measured {share:.1f}%"
+    assert kago.state(name)["limits"]["cpu_quota_us"] == 50000
+
+
+def test_memory_limit_oom(kago, rootfs):
+    # a shell that grows a string until the kernel kills it
+    r = run(kago, "/bin/sh", "-c", "x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done",
+            opts=("--memory", "16M", "--name", "oom1"))
+    assert r.returncode == 137, r.stderr
+    assert "OOM" in r.stderr
+
+
+def test_memory_oom_counted_by_stats(kago, rootfs):
+    name = kago.run_detached("oom2", "/bin/sh", "-c", "sleep 0.2; x=aaaaaaaa; while :; do x=$x$x; done",
+                             opts=("--memory", "16M", "--init"))
+    assert wait_for(lambda: kago.stats(name)["oom_kills"] >= 1, timeout=15), kago.stats(name)
+
+
+def test_pids_limit(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 2 & done 2>&1; wait",
+            opts=("--pids", "5"))
+    assert "fork" in r.stdout.lower() + r.stderr.lower() or "resource" in (r.stdout + r.stderr).lower(), r
+
+
+def test_cpuset(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status", opts=("--cpuset", "0"), check=True)
+    assert r.stdout.split()[-1] == "0"
+
+
+def test_stats_and_state(kago, rootfs):
+    name = kago.run_detached("st1", "/bin/sh", "-c", "sleep 30", opts=("--memory", "64M", "--pids", "20"))
+    st = kago.state(name)
+    assert st["status"] == "running" and st["pid"] > 0 and st["rootfs"] == ROOTFS
+    assert st["limits"]["memory"] == 64 << 20 and st["limits"]["pids"] == 20
+    s = kago.stats(name)
+    assert s["pids_current"] >= 1 and s["memory_current"] > 0 and s["oom_kills"] == 0
+    lst = json.loads(kago("list", "--json", check=True).stdout)
+    assert [c["name"] for c in lst] == [name]
+    assert name in kago("list", check=True).stdout
+
+
+# --- security ---------------------------------------------------------------------------------------------
+
+def test_capabilities_reduced(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "grep CapEff /proc/self/status", check=True)
+    eff = int(r.stdout.split()[1], 16)
+    assert eff == 0xa80425fb, hex(eff)  # Docker's default set
+    assert not eff & (1 << 21), "CAP_SYS_ADMIN kept"
+    r = run(kago, "/bin/sh", "-c", "grep CapEff /proc/self/status", opts=("--cap-drop", "all", "--cap-add", "kill"),
+            check=True)
+    assert int(r.stdout.split()[1], 16) == 1 << 5
+
+
+SYS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                   "build", "tests", "helpers", "kago-sys")
+
+
+@pytest.mark.parametrize("call", ["unshare", "mount", "keyctl", "add_key", "bpf", "setns", "clone-newns"])
+def test_seccomp_default_blocks(kago, rootfs, call):
+    # even with CAP_SYS_ADMIN given back, the default filter refuses these calls
+    opts = ("--bind", f"{SYS}:/kago-sys:ro", "--cap-add", "sys_admin")
+    r = run(kago, "/kago-sys", call, opts=opts)
+    assert r.returncode == 1 and r.stdout.strip() == "Operation not permitted", (r.stdout, r.stderr)
+    r = run(kago, "/kago-sys", call, opts=opts + ("--seccomp", "unconfined"))
+    assert r.stdout.strip() != "Operation not permitted" or call in ("keyctl", "add_key", "bpf"), r.stdout
+
+
+def test_seccomp_profile_file(kago, rootfs, tmp_path):
+    prof = tmp_path / "p.json"
+    prof.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW",
+                                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}))
+    r = run(kago, "mkdir", "/tmp/x", opts=("--seccomp", str(prof), "--overlay"))
+    assert r.returncode != 0 and "not permitted" in r.stderr.lower()
+    r = run(kago, "mkdir", "/tmp/x", opts=("--seccomp", "unconfined", "--overlay"))
+    assert r.returncode == 0
+    prof.write_text("{ not json")
+    r = run(kago, "true", opts=("--seccomp", str(prof)))
+    assert r.returncode != 0 and str(prof) in r.stderr
+
+
+def test_no_new_privs(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "grep NoNewPrivs /proc/self/status", check=True)
+    assert r.stdout.split()[1] == "1"
+    r = run(kago, "/bin/sh", "-c", "grep NoNewPrivs /proc/self/status", opts=("--no-new-privs", "false"),
+            check=True)
+    assert r.stdout.split()[1] == "0"
+
+
+def test_rlimit(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "ulimit -n", opts=("--rlimit", "nofile=123:456"), check=True)
+    assert r.stdout.strip() == "123"
+
+
+# --- filesystems -------------------------------------------------------------------------------------------
+
+def test_readonly_rootfs(kago, rootfs):
+    r = run(kago, "/bin/sh", "-c", "touch /etc/x && echo WROTE", opts=("--readonly",))
+    assert "WROTE" not in r.stdout and "read-only" in r.stderr.lower()
+
+
+def test_overlay_writes_leave_lower_untouched(kago, rootfs):
+    before = sorted(os.listdir(os.path.join(ROOTFS, "etc")))
+    r = run(kago, "/bin/sh", "-c", "echo hi > /etc/kago-overlay-test && cat /etc/kago-overlay-test && rm /bin/ls "
+            "&& echo OK", opts=("--overlay",), check=True)
+    assert r.stdout.split() == ["hi", "OK"]
+    assert sorted(os.listdir(os.path.join(ROOTFS, "etc"))) == before
+    assert os.path.exists(os.path.join(ROOTFS, "bin", "ls"))
+    # a second container sees the pristine lower
+    r = run(kago, "/bin/sh", "-c", "test -e /etc/kago-overlay-test && echo LEAK; test -e /bin/ls && echo ls-ok",
+            opts=("--overlay",), check=True)
+    assert r.stdout.split() == ["ls-ok"]
+
+
+def test_bind_and_tmpfs(kago, rootfs, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.txt").write_text("from-host\n")
+    r = run(kago, "/bin/sh", "-c", "cat /data/in.txt; echo out > /data/out.txt; touch /ro/x 2>/dev/null || echo RO; "
+            "df /scratch | tail -1",
+            opts=("--bind", f"{tmp_path}/data:/data", "--bind", f"{tmp_path}/data:/ro:ro", "--tmpfs", "/scratch:8M"),
+            check=True)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "from-host" and lines[1] == "RO"
+    assert "8192" in lines[2]
+    assert (tmp_path / "data" / "out.txt").read_text() == "out\n"
+
+
+# --- lifecycle ---------------------------------------------------------------------------------------------
+
+def test_create_start_exec_delete(kago, rootfs):
+    kago.names.add("life1")
+    kago("create", "--rootfs", ROOTFS, "--overlay", "--name", "life1", "--", "/bin/sh", "-c", "echo started > /tmp/s; sleep 60",
+         check=True)
+    assert kago.state("life1")["status"] == "created"
+    kago("start", "life1", check=True)
+    assert kago.state("life1")["status"] == "running"
+    r = kago("exec", "life1", "--", "/bin/sh", "-c", "cat /tmp/s; echo $$; hostname", check=True)
+    out = r.stdout.split()
+    assert out[0] == "started", "exec sees the container's filesystem"
+    assert int(out[1]) > 1, "exec runs in the container's pid namespace"
+    assert out[2] == "life1"
+    assert kago("exec", "life1", "--", "sh", "-c", "exit 3").returncode == 3
+    r = kago("delete", "life1")
+    assert r.returncode != 0 and "running" in r.stderr
+    kago("kill", "life1", "KILL", check=True)
+    assert wait_for(lambda: kago.state("life1")["status"] == "stopped")
+    kago("delete", "life1", check=True)
+    assert not leftovers(["life1"])
+    assert kago("state", "life1").returncode != 0
+
+
+def test_exit_code_recorded_for_detached(kago, rootfs):
+    name = kago.run_detached("ex1", "/bin/sh", "-c", "exit 9")
+    assert wait_for(lambda: kago.state(name)["status"] == "stopped")
+    assert wait_for(lambda: kago.state(name).get("exit_code") == 9)
+
+
+def test_pause_resume(kago, rootfs):
+    name = kago.run_detached("pz1", "/bin/sh", "-c", "while :; do :; done")
+    time.sleep(0.3)
+    kago("pause", name, check=True)
+    assert kago.state(name)["status"] == "paused"
+    u0 = kago.stats(name)["cpu_usage_us"]
+    time.sleep(0.5)
+    assert kago.stats(name)["cpu_usage_us"] - u0 < 5000, "a paused container made progress"
+    kago("resume", name, check=True)
+    assert kago.state(name)["status"] == "running"
+    u0 = kago.stats(name)["cpu_usage_us"]
+    time.sleep(0.5)
+    assert kago.stats(name)["cpu_usage_us"] - u0 > 100000, "a resumed container did not run"
+
+
+def test_delete_force_removes_everything(kago, rootfs):
+    name = kago.run_detached("del1", "/bin/sh", "-c", "sleep 100 & sleep 100", opts=("--overlay",))
+    pid = kago.state(name)["pid"]
+    assert glob.glob(cgroup_path(name))
+    kago("delete", "--force", name, check=True)
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert not leftovers([name])
+    assert not os.path.exists(os.path.join(kago.root, name))
+
+
+def test_kill_all(kago, rootfs):
+    name = kago.run_detached("killall", "/bin/sh", "-c", "trap '' TERM; sleep 100 & sleep 100")
+    kago("kill", "--all", name, "KILL", check=True)
+    assert wait_for(lambda: kago.state(name)["status"] == "stopped")
+
+
+# --- bad input: one clear line, non-zero, nothing left --------------------------------------------------
+
+@pytest.mark.parametrize("args,expect", [
+    (["run", "--bogus", "--", "true"], "unknown option"),
+    (["run", "--rootfs", "/nonexistent", "--name", "bad1", "--", "true"], "rootfs /nonexistent: No such file"),
+    (["run", "--rootfs", "/etc/passwd", "--name", "bad1", "--", "true"], "Not a directory"),
+    (["run", "--rootfs", ROOTFS, "--name", "bad1", "--", "/no/such/cmd"], "/no/such/cmd"),
+    (["run", "--rootfs", ROOTFS, "--name", "bad1", "--", "nosuchcmd"], "nosuchcmd: not found"),
+    (["run", "--rootfs", ROOTFS, "--memory", "lots", "--", "true"], "size \"lots\""),
+    (["run", "--rootfs", ROOTFS, "--cpu", "-5%", "--", "true"], "cpu \"-5%\""),
+    (["run", "--rootfs", ROOTFS, "--name", "bad1", "--cpuset", "77", "--", "true"], "cpuset 77: no such CPU"),
+    (["run", "--rootfs", ROOTFS, "--ns", "pid,bogus", "--", "true"], "bogus"),
+    (["run", "--rootfs", ROOTFS, "--name", "a/b", "--", "true"], "a/b"),
+    (["state", "nosuchcontainer"], "nosuchcontainer: no such container"),
+    (["delete", "nosuchcontainer"], "no such container"),
+    (["update", "nosuchcontainer", "--cpu", "10%"], "no such container"),
+    (["kill", "nosuchcontainer"], "no such container"),
+])
+def test_bad_input(kago, rootfs, args, expect):
+    kago.names.add("bad1")
+    r = kago(*args)
+    assert r.returncode != 0
+    assert expect in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2, r.stderr
+    assert not leftovers(["bad1"])
+    assert not os.path.exists(os.path.join(kago.root, "bad1"))
+
+
+def test_name_in_use(kago, rootfs):
+    kago.run_detached("dup1", "sleep", "30")
+    r = run(kago, "true", opts=("--name", "dup1"))
+    assert r.returncode != 0 and "container dup1: name already in use" in r.stderr
+    assert kago.state("dup1")["status"] == "running", "the first container is untouched"
+
+
+def test_update_bad_value_keeps_limit(kago, rootfs):
+    name = kago.run_detached("upd1", "sleep", "30", opts=("--cpu", "30%"))
+    r = kago("update", name, "--cpuset", "99")
+    assert r.returncode != 0 and "no such CPU" in r.stderr
+    assert cpu_quota(name) == (30000, 100000)
+
+
+@pytest.mark.parametrize("step", ["cgroup", "mounts", "exec", "state"])
+def test_injected_failure_leaves_nothing(kago, rootfs, step):
+    kago.names.add("fault1")
+    before = set(os.listdir("/proc"))
+    r = run(kago, "/bin/true", opts=("--name", "fault1", "--overlay", "--memory", "32M"),
+            env={**os.environ, "KAGO_FAULT": step})
+    assert r.returncode != 0 and "injected fault" in r.stderr, r.stderr
+    assert not leftovers(["fault1"])
+    assert not os.path.exists(os.path.join(kago.root, "fault1"))
+    new = set(os.listdir("/proc")) - before
+    procs = [p for p in new if p.isdigit() and os.path.exists(f"/proc/{p}/cmdline")
+             and "fault1" in open(f"/proc/{p}/cmdline").read()]
+    assert not procs
+
+
+def test_200_cycles_leave_nothing(kago, rootfs):
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+    fd0 = fds()
+    for i in range(200):
+        n = f"cyc{i}"
+        kago.names.add(n)
+        kago("create", "--rootfs", ROOTFS, "--name", n, "--", "/bin/true", check=True)
+        kago("start", n, check=True)
+        kago("delete", "--force", n, check=True)
+    assert not leftovers(kago.names)
+    assert os.listdir(kago.root) == []
+    assert fds() == fd0
+    zombies = [p for p in os.listdir("/proc") if p.isdigit() and os.path.exists(f"/proc/{p}/stat")
+               and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+               and int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]) == os.getpid()]
+    assert not zombies
