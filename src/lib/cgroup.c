@@ -131,13 +131,14 @@ int kago__cg_write(const struct kago__cgroup *cg, const char *dir, const char *f
     ssize_t n = fd < 0 ? -1 : write(fd, value, len);
     if (n < 0 || (size_t)n != len) {
         int e = n < 0 ? errno : EIO;
-        return kago_error_set(err, e, "cgroup " KAGO__CG_PARENT "/%s: write %s \"%s\"", cg->name, file, value);
+        return kago_error_set(err, e, "cgroup " KAGO__CG_PARENT "/%s: write %s \"%s\"", cg->name, file,
+                              value);
     }
     return 0;
 }
 
-ssize_t kago__cg_read(const struct kago__cgroup *cg, const char *dir, const char *file, char *buf, size_t size,
-                      struct kago_error **err)
+ssize_t kago__cg_read(const struct kago__cgroup *cg, const char *dir, const char *file, char *buf,
+                      size_t size, struct kago_error **err)
 {
     char path[PATH_MAX];
     if (file_path(path, sizeof path, dir, file, err) < 0)
@@ -216,7 +217,8 @@ int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base,
             if (rmdir(dir) == 0)
                 continue;
             if (errno == EBUSY)
-                return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: %s is in use by running processes",
+                return kago_error_set(err, 0,
+                                      "cgroup " KAGO__CG_PARENT "/%s: %s is in use by running processes",
                                       cg->name, dir);
             return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: rmdir stale %s", cg->name, dir);
         }
@@ -310,7 +312,8 @@ int kago__cg_check_key(const struct kago__cgroup *cg, const char *key, struct ka
 {
     const char *dot = key ? strchr(key, '.') : NULL;
     if (!dot || dot == key || !dot[1] || strchr(key, '/'))
-        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: invalid key \"%s\" (expected controller.file)",
+        return kago_error_set(err, 0,
+                              "cgroup " KAGO__CG_PARENT "/%s: invalid key \"%s\" (expected controller.file)",
                               cg->name, key ? key : "");
     return 0;
 }
@@ -367,7 +370,8 @@ int kago__cg_kill_procs(const struct kago__cgroup *cg, const char *dir, int sig,
             if (kill(pid, sig) < 0) {
                 if (errno == ESRCH)
                     continue;
-                return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: kill %d", cg->name, (int)pid);
+                return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: kill %d", cg->name,
+                                      (int)pid);
             }
             if (ndone == cap)
                 done = xrealloc(done, (cap = cap ? cap * 2 : 16) * sizeof *done);

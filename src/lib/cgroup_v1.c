@@ -10,8 +10,8 @@
 #include "cgroup.h"
 
 enum { C_CPU, C_CPUACCT, C_MEMORY, C_PIDS, C_CPUSET, C_FREEZER, C_DEVICES, C_BLKIO, NCTRL };
-static const char *const ctrl_names[NCTRL] = {"cpu", "cpuacct", "memory", "pids",
-                                               "cpuset", "freezer", "devices", "blkio"};
+static const char *const ctrl_names[NCTRL] = {"cpu",    "cpuacct", "memory",  "pids",
+                                              "cpuset", "freezer", "devices", "blkio"};
 
 struct layout {
     char *path[NCTRL];       /* mount of each controller's hierarchy, NULL when not mounted */
@@ -57,7 +57,8 @@ static void unescape(char *s)
 {
     char *w = s;
     for (char *r = s; *r; r++) {
-        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' &&
+            r[3] <= '7') {
             *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
             r += 3;
         } else {
@@ -140,11 +141,12 @@ bool kago__cgroup_v1_present(void)
 }
 
 /* The container's directory in controller c's hierarchy. */
-static int ctrl_dir(const struct kago__cgroup *cg, const struct layout *l, int c, char *dir, struct kago_error **err)
+static int ctrl_dir(const struct kago__cgroup *cg, const struct layout *l, int c, char *dir,
+                    struct kago_error **err)
 {
     if (!l->path[c])
-        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: the %s controller is not mounted", cg->name,
-                              ctrl_names[c]);
+        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: the %s controller is not mounted",
+                              cg->name, ctrl_names[c]);
     return kago__cg_dir(dir, PATH_MAX, l->path[c], cg->name, err);
 }
 
@@ -182,7 +184,8 @@ static int prepare_parent(const struct kago__cgroup *cg, const char *base, struc
 static int seed_cpuset(const struct kago__cgroup *cg, const char *base, struct kago_error **err)
 {
     char dir[PATH_MAX], parent[PATH_MAX], v[4096];
-    if (kago__cg_dir(dir, sizeof dir, base, cg->name, err) < 0 || kago__cg_dir(parent, sizeof parent, base, NULL, err) < 0)
+    if (kago__cg_dir(dir, sizeof dir, base, cg->name, err) < 0 ||
+        kago__cg_dir(parent, sizeof parent, base, NULL, err) < 0)
         return -1;
     ssize_t n = kago__cg_read(cg, dir, "cpuset.mems", v, sizeof v, err);
     if (n == -ENOENT) {
@@ -209,7 +212,8 @@ static int v1_create(struct kago__cgroup *cg, struct kago_error **err)
 {
     const struct layout *l = layout();
     if (!l->nhier)
-        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted", cg->name);
+        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted",
+                              cg->name);
     size_t i;
     for (i = 0; i < l->nhier; i++) {
         bool fresh_parent;
@@ -282,12 +286,14 @@ static int v1_cpu(const struct kago__cgroup *cg, const struct layout *l, const s
         return -1;
     if (lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET) {
         /* Like v2's cpu.max, a quota without a period means the default period. */
-        snprintf(v, sizeof v, "%" PRId64, lim->cpu_period_us == KAGO_UNSET ? (int64_t)100000 : lim->cpu_period_us);
+        snprintf(v, sizeof v, "%" PRId64,
+                 lim->cpu_period_us == KAGO_UNSET ? (int64_t)100000 : lim->cpu_period_us);
         if (kago__cg_write(cg, dir, "cpu.cfs_period_us", v, err) < 0)
             return -1;
     }
     if (lim->cpu_quota_us != KAGO_UNSET) {
-        snprintf(v, sizeof v, "%" PRId64, lim->cpu_quota_us == KAGO_NOLIMIT ? (int64_t)-1 : lim->cpu_quota_us);
+        snprintf(v, sizeof v, "%" PRId64,
+                 lim->cpu_quota_us == KAGO_NOLIMIT ? (int64_t)-1 : lim->cpu_quota_us);
         if (kago__cg_write(cg, dir, "cpu.cfs_quota_us", v, err) < 0)
             return -1;
     }
@@ -308,14 +314,17 @@ static int v1_raw(const struct kago__cgroup *cg, const struct layout *l, const s
     char dir[PATH_MAX];
     int c = ctrl_index(kv->key, strcspn(kv->key, "."));
     if (c < 0)
-        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: unknown key \"%s\" (kago does not use the %.*s controller)",
+        return kago_error_set(err, 0,
+                              "cgroup " KAGO__CG_PARENT
+                              "/%s: unknown key \"%s\" (kago does not use the %.*s controller)",
                               cg->name, kv->key, (int)strcspn(kv->key, "."), kv->key);
     if (ctrl_dir(cg, l, c, dir, err) < 0)
         return -1;
     int r = kago__cg_write(cg, dir, kv->key, kv->value, err);
     if (r == -ENOENT)
-        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: unknown key \"%s\" (no such file in the %s hierarchy)",
-                              cg->name, kv->key, ctrl_names[c]);
+        return kago_error_set(
+            err, 0, "cgroup " KAGO__CG_PARENT "/%s: unknown key \"%s\" (no such file in the %s hierarchy)",
+            cg->name, kv->key, ctrl_names[c]);
     return r;
 }
 
@@ -323,7 +332,8 @@ static int v1_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
 {
     const struct layout *l = layout();
     char dir[PATH_MAX], v[24];
-    if ((lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET || lim->cpu_weight != KAGO_UNSET) &&
+    if ((lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET ||
+         lim->cpu_weight != KAGO_UNSET) &&
         v1_cpu(cg, l, lim, err) < 0)
         return -1;
     if (lim->memory != KAGO_UNSET &&
@@ -337,8 +347,9 @@ static int v1_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
         if (ctrl_dir(cg, l, C_PIDS, dir, err) < 0 || kago__cg_write(cg, dir, "pids.max", v, err) < 0)
             return -1;
     }
-    if (lim->cpuset && (kago__cg_check_cpuset(lim->cpuset, err) < 0 || ctrl_dir(cg, l, C_CPUSET, dir, err) < 0 ||
-                        kago__cg_write(cg, dir, "cpuset.cpus", lim->cpuset, err) < 0))
+    if (lim->cpuset &&
+        (kago__cg_check_cpuset(lim->cpuset, err) < 0 || ctrl_dir(cg, l, C_CPUSET, dir, err) < 0 ||
+         kago__cg_write(cg, dir, "cpuset.cpus", lim->cpuset, err) < 0))
         return -1;
     for (size_t i = 0; i < lim->nraw; i++)
         if (v1_raw(cg, l, &lim->raw[i], err) < 0)
@@ -352,7 +363,8 @@ static int v1_devices(struct kago__cgroup *cg, struct kago_error **err)
     static const char *const allow[] = {"c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm",
                                         "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm", "c 136:* rwm"};
     char dir[PATH_MAX];
-    if (ctrl_dir(cg, layout(), C_DEVICES, dir, err) < 0 || kago__cg_write(cg, dir, "devices.deny", "a", err) < 0)
+    if (ctrl_dir(cg, layout(), C_DEVICES, dir, err) < 0 ||
+        kago__cg_write(cg, dir, "devices.deny", "a", err) < 0)
         return -1;
     /* The devices controller takes one rule per write(). */
     for (size_t i = 0; i < sizeof allow / sizeof *allow; i++)
@@ -380,14 +392,15 @@ static int v1_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **e
             return 0;
     } while (kago__cg_backoff(&delay, deadline));
     kago__cg_write(cg, dir, "freezer.state", "THAWED", NULL); /* not left half-frozen */
-    return kago_error_set(err, ETIMEDOUT, "cgroup " KAGO__CG_PARENT "/%s: freeze: still %.*s after 2 s", cg->name,
-                          (int)strcspn(v, "\n"), v);
+    return kago_error_set(err, ETIMEDOUT, "cgroup " KAGO__CG_PARENT "/%s: freeze: still %.*s after 2 s",
+                          cg->name, (int)strcspn(v, "\n"), v);
 }
 
 static int v1_frozen(struct kago__cgroup *cg, struct kago_error **err)
 {
     char dir[PATH_MAX], v[32];
-    if (ctrl_dir(cg, layout(), C_FREEZER, dir, err) < 0 || kago__cg_read(cg, dir, "freezer.state", v, sizeof v, err) < 0)
+    if (ctrl_dir(cg, layout(), C_FREEZER, dir, err) < 0 ||
+        kago__cg_read(cg, dir, "freezer.state", v, sizeof v, err) < 0)
         return -1;
     return strncmp(v, "THAWED", 6) != 0; /* FREEZING counts as frozen: its tasks are being stopped */
 }
@@ -435,14 +448,18 @@ static int v1_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err
     const struct layout *l = layout();
     char dir[PATH_MAX];
     if (!l->nhier)
-        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted", cg->name);
-    const char *base = l->path[C_PIDS] ? l->path[C_PIDS] : l->path[C_FREEZER] ? l->path[C_FREEZER] : l->hier[0];
+        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted",
+                              cg->name);
+    const char *base = l->path[C_PIDS]      ? l->path[C_PIDS]
+                       : l->path[C_FREEZER] ? l->path[C_FREEZER]
+                                            : l->hier[0];
     if (kago__cg_dir(dir, sizeof dir, base, cg->name, err) < 0)
         return -1;
     int n = kago__cg_kill_procs(cg, dir, sig, err);
     /* v1 frozen tasks do not act on SIGKILL until thawed. */
     if (n >= 0 && sig == SIGKILL && l->path[C_FREEZER] &&
-        (ctrl_dir(cg, l, C_FREEZER, dir, err) < 0 || kago__cg_write(cg, dir, "freezer.state", "THAWED", err) < 0))
+        (ctrl_dir(cg, l, C_FREEZER, dir, err) < 0 ||
+         kago__cg_write(cg, dir, "freezer.state", "THAWED", err) < 0))
         return -1;
     return n;
 }

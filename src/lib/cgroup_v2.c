@@ -122,7 +122,8 @@ static int v2_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
     char dir[PATH_MAX], v[64];
     if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
         return -1;
-    if ((lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET || lim->cpu_weight != KAGO_UNSET) &&
+    if ((lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET ||
+         lim->cpu_weight != KAGO_UNSET) &&
         v2_cpu(cg, dir, lim, err) < 0)
         return -1;
     if (lim->memory != KAGO_UNSET) {
@@ -142,8 +143,8 @@ static int v2_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
         if (write_ctrl(cg, dir, "pids.max", v, err) < 0)
             return -1;
     }
-    if (lim->cpuset &&
-        (kago__cg_check_cpuset(lim->cpuset, err) < 0 || write_ctrl(cg, dir, "cpuset.cpus", lim->cpuset, err) < 0))
+    if (lim->cpuset && (kago__cg_check_cpuset(lim->cpuset, err) < 0 ||
+                        write_ctrl(cg, dir, "cpuset.cpus", lim->cpuset, err) < 0))
         return -1;
     for (size_t i = 0; i < lim->nraw; i++) {
         const struct kago_cgroup_kv *kv = &lim->raw[i];
@@ -151,8 +152,8 @@ static int v2_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
             return -1;
         int r = write_ctrl(cg, dir, kv->key, kv->value, err);
         if (r == -ENOENT)
-            return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: unknown key \"%s\" (no such file)", cg->name,
-                                  kv->key);
+            return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: unknown key \"%s\" (no such file)",
+                                  cg->name, kv->key);
         if (r < 0)
             return -1;
     }
@@ -191,7 +192,8 @@ static int wait_frozen(const struct kago__cgroup *cg, const char *dir, struct ka
             return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: poll cgroup.events", cg->name);
     }
     kago__cg_write(cg, dir, "cgroup.freeze", "0", NULL); /* not left half-frozen */
-    return kago_error_set(err, ETIMEDOUT, "cgroup " KAGO__CG_PARENT "/%s: freeze: not frozen after 2 s", cg->name);
+    return kago_error_set(err, ETIMEDOUT, "cgroup " KAGO__CG_PARENT "/%s: freeze: not frozen after 2 s",
+                          cg->name);
 }
 
 static int v2_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **err)

@@ -76,8 +76,11 @@ static bool exists(const char *path)
 
 static struct kago_limits no_limits(void)
 {
-    return (struct kago_limits){.cpu_quota_us = KAGO_UNSET, .cpu_period_us = KAGO_UNSET, .cpu_weight = KAGO_UNSET,
-                                .memory = KAGO_UNSET, .pids = KAGO_UNSET};
+    return (struct kago_limits){.cpu_quota_us = KAGO_UNSET,
+                                .cpu_period_us = KAGO_UNSET,
+                                .cpu_weight = KAGO_UNSET,
+                                .memory = KAGO_UNSET,
+                                .pids = KAGO_UNSET};
 }
 
 static bool err_is(struct kago_error **e, const char *msg)
@@ -152,8 +155,9 @@ static void test_v2_fake(void)
     is_str(get(pathf("%s/cgroup.subtree_control", root)), "+cpu +pids +cpuset +io",
            "v2 create enabled the missing controllers in the root with one write");
 
-    static const char *const files[] = {"cpu.max", "cpu.weight", "memory.max", "memory.swap.max", "pids.max",
-                                        "cpuset.cpus", "io.max", "cgroup.freeze", "cgroup.procs", "cgroup.kill"};
+    static const char *const files[] = {"cpu.max",      "cpu.weight",  "memory.max", "memory.swap.max",
+                                        "pids.max",     "cpuset.cpus", "io.max",     "cgroup.freeze",
+                                        "cgroup.procs", "cgroup.kill"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         put(pathf("%s/%s", d, files[i]), "");
     put(pathf("%s/cgroup.events", d), "populated 0\nfrozen 0\n");
@@ -203,21 +207,27 @@ static void test_v2_fake(void)
     struct kago_cgroup_kv bad[] = {{"cpu.nonexistent", "1"}};
     l.raw = bad;
     l.nraw = 1;
-    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_is(&e, "cgroup kago/web1: unknown key \"cpu.nonexistent\" (no such file)"),
+    ok(cg.ops->apply(&cg, &l, &e) < 0 &&
+           err_is(&e, "cgroup kago/web1: unknown key \"cpu.nonexistent\" (no such file)"),
        "v2 unknown raw key is named");
     bad[0].key = "../cgroup.procs";
-    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_has(&e, "invalid key \"../cgroup.procs\""), "v2 raw key with a slash");
+    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_has(&e, "invalid key \"../cgroup.procs\""),
+       "v2 raw key with a slash");
     l = no_limits();
     l.cpuset = "100000";
-    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_is(&e, "cpuset 100000: no such CPU"), "v2 cpuset of a missing CPU");
+    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_is(&e, "cpuset 100000: no such CPU"),
+       "v2 cpuset of a missing CPU");
     l.cpuset = "0,99999-100000";
-    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_is(&e, "cpuset 0,99999-100000: no such CPU 99999"), "v2 cpuset list");
+    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_is(&e, "cpuset 0,99999-100000: no such CPU 99999"),
+       "v2 cpuset list");
     l.cpuset = "0-";
-    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_has(&e, "cpuset 0-: expected a CPU list"), "v2 cpuset malformed");
+    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_has(&e, "cpuset 0-: expected a CPU list"),
+       "v2 cpuset malformed");
     unlink(pathf("%s/cpuset.cpus", d));
     mkdir(pathf("%s/cpuset.cpus", d), 0755);
     l.cpuset = "0";
-    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_is(&e, "cgroup kago/web1: write cpuset.cpus \"0\": Is a directory"),
+    ok(cg.ops->apply(&cg, &l, &e) < 0 &&
+           err_is(&e, "cgroup kago/web1: write cpuset.cpus \"0\": Is a directory"),
        "v2 write error names file, value and errno text");
     rmdir(pathf("%s/cpuset.cpus", d));
 
@@ -251,7 +261,8 @@ static void test_v2_fake(void)
 
     clear_files(d);
     ok(cg.ops->destroy(&cg, &e) == 0 && !e, "v2 destroy");
-    ok(!exists(d) && !exists(pathf("%s/kago", root)), "v2 destroy removed the cgroup and the empty kago parent");
+    ok(!exists(d) && !exists(pathf("%s/kago", root)),
+       "v2 destroy removed the cgroup and the empty kago parent");
     ok(cg.ops->destroy(&cg, &e) == 0, "v2 destroy twice is fine");
 
     /* A stale empty cgroup of a dead container is replaced; the parent of another container stays. */
@@ -265,7 +276,8 @@ static void test_v2_fake(void)
     rmdir(pathf("%s/kago", root));
 }
 
-static const char *const v1_dirs[] = {"cpu,cpuacct", "memory", "pids", "cpuset", "freezer", "devices", "blkio"};
+static const char *const v1_dirs[] = {"cpu,cpuacct", "memory",  "pids", "cpuset",
+                                      "freezer",     "devices", "blkio"};
 #define NV1 (sizeof v1_dirs / sizeof *v1_dirs)
 
 static void test_v1_fake(void)
@@ -279,8 +291,8 @@ static void test_v1_fake(void)
     char p[8][PATH_MAX];
     for (size_t i = 0; i < NV1; i++)
         snprintf(p[i], PATH_MAX, "%s/%s", root, v1_dirs[i]);
-    const struct kago__cgroup_v1_mount m[] = {{"cpu", p[0]},    {"cpuacct", p[0]}, {"memory", p[1]},
-                                              {"pids", p[2]},   {"cpuset", p[3]},  {"freezer", p[4]},
+    const struct kago__cgroup_v1_mount m[] = {{"cpu", p[0]},     {"cpuacct", p[0]}, {"memory", p[1]},
+                                              {"pids", p[2]},    {"cpuset", p[3]},  {"freezer", p[4]},
                                               {"devices", p[5]}, {"blkio", p[6]}};
     kago__cgroup_v1_set_mounts(m, sizeof m / sizeof *m);
     /* cpuset's kago parent exists (another container's), prepared as kago prepares it. */
@@ -296,11 +308,17 @@ static void test_v1_fake(void)
     ok(all, "v1 create made kago/web1 in every hierarchy (co-mounted cpu,cpuacct once)");
 
 #define D(h) pathf("%s/%s/kago/web1", root, h)
-    static const char *const files[][2] = {
-        {"cpu,cpuacct", "cpu.cfs_period_us"}, {"cpu,cpuacct", "cpu.cfs_quota_us"}, {"cpu,cpuacct", "cpu.shares"},
-        {"memory", "memory.limit_in_bytes"},  {"memory", "memory.memsw.limit_in_bytes"},
-        {"memory", "memory.swappiness"},      {"pids", "pids.max"},                {"cpuset", "cpuset.cpus"},
-        {"devices", "devices.deny"},          {"devices", "devices.allow"},        {"blkio", "blkio.weight"}};
+    static const char *const files[][2] = {{"cpu,cpuacct", "cpu.cfs_period_us"},
+                                           {"cpu,cpuacct", "cpu.cfs_quota_us"},
+                                           {"cpu,cpuacct", "cpu.shares"},
+                                           {"memory", "memory.limit_in_bytes"},
+                                           {"memory", "memory.memsw.limit_in_bytes"},
+                                           {"memory", "memory.swappiness"},
+                                           {"pids", "pids.max"},
+                                           {"cpuset", "cpuset.cpus"},
+                                           {"devices", "devices.deny"},
+                                           {"devices", "devices.allow"},
+                                           {"blkio", "blkio.weight"}};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         put(pathf("%s/%s", D(files[i][0]), files[i][1]), "");
     for (size_t i = 0; i < NV1; i++)
@@ -326,7 +344,8 @@ static void test_v1_fake(void)
     is_str(get(pathf("%s/cpu.cfs_quota_us", D("cpu,cpuacct"))), "30000", "v1 cfs_quota_us");
     is_str(get(pathf("%s/cpu.shares", D("cpu,cpuacct"))), "512", "v1 cpu.shares = weight * 1024 / 100");
     is_str(get(pathf("%s/memory.limit_in_bytes", D("memory"))), "67108864", "v1 memory.limit_in_bytes");
-    is_str(get(pathf("%s/memory.memsw.limit_in_bytes", D("memory"))), "67108864", "v1 memory.memsw.limit_in_bytes");
+    is_str(get(pathf("%s/memory.memsw.limit_in_bytes", D("memory"))), "67108864",
+           "v1 memory.memsw.limit_in_bytes");
     is_str(get(pathf("%s/pids.max", D("pids"))), "100", "v1 pids.max");
     is_str(get(pathf("%s/cpuset.cpus", D("cpuset"))), "0", "v1 cpuset.cpus");
     is_str(get(pathf("%s/blkio.weight", D("blkio"))), "500", "v1 raw key in its controller's hierarchy");
@@ -354,13 +373,16 @@ static void test_v1_fake(void)
     struct kago_cgroup_kv bad[] = {{"net_cls.classid", "1"}};
     l.raw = bad;
     l.nraw = 1;
-    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_has(&e, "unknown key \"net_cls.classid\""), "v1 raw key of another controller");
+    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_has(&e, "unknown key \"net_cls.classid\""),
+       "v1 raw key of another controller");
     bad[0].key = "cpu.nonexistent";
     ok(cg.ops->apply(&cg, &l, &e) < 0 &&
-           err_is(&e, "cgroup kago/web1: unknown key \"cpu.nonexistent\" (no such file in the cpu hierarchy)"),
+           err_is(&e,
+                  "cgroup kago/web1: unknown key \"cpu.nonexistent\" (no such file in the cpu hierarchy)"),
        "v1 unknown raw key is named");
     bad[0].key = "nodot";
-    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_has(&e, "invalid key \"nodot\""), "v1 raw key without a controller");
+    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_has(&e, "invalid key \"nodot\""),
+       "v1 raw key without a controller");
 
     ok(cg.ops->devices(&cg, &e) == 0, "v1 devices");
     is_str(get(pathf("%s/devices.deny", D("devices"))), "a", "v1 devices.deny a");
@@ -395,7 +417,8 @@ static void test_v1_fake(void)
     ok(cg.ops->destroy(&cg, &e) == 0 && !e, "v1 destroy");
     all = true;
     for (size_t i = 0; i < NV1; i++)
-        all = all && !exists(D(v1_dirs[i])) && (!strcmp(v1_dirs[i], "cpuset") || !exists(pathf("%s/%s/kago", root, v1_dirs[i])));
+        all = all && !exists(D(v1_dirs[i])) &&
+              (!strcmp(v1_dirs[i], "cpuset") || !exists(pathf("%s/%s/kago", root, v1_dirs[i])));
     ok(all, "v1 destroy removed every cgroup and the empty kago parents");
 #undef D
     kago__cgroup_v1_set_mounts(NULL, 0);
@@ -403,7 +426,8 @@ static void test_v1_fake(void)
 
 /* ---- the real thing, on this host's v1 hierarchies ---- */
 
-static const char *const real_ctrls[] = {"cpu", "cpuacct", "memory", "pids", "cpuset", "freezer", "devices", "blkio"};
+static const char *const real_ctrls[] = {"cpu",    "cpuacct", "memory",  "pids",
+                                         "cpuset", "freezer", "devices", "blkio"};
 #define NREAL (sizeof real_ctrls / sizeof *real_ctrls)
 
 static void skip(const char *why)
@@ -474,7 +498,8 @@ static void test_v1_real(void)
         parent_before[i] = exists(pathf("/sys/fs/cgroup/%s/kago", real_ctrls[i]));
     }
     struct kago__cgroup cg;
-    ok(kago__cgroup_init(&cg, NULL, name, &e) == 0 && cg.ops == &kago__cgroup_v1, "real: init picks v1 on this host");
+    ok(kago__cgroup_init(&cg, NULL, name, &e) == 0 && cg.ops == &kago__cgroup_v1,
+       "real: init picks v1 on this host");
     ok(cg.ops->create(&cg, &e) == 0, "real: create %s", e ? e->msg : "");
     kago_error_clear(&e);
 #define R(c, f) pathf("/sys/fs/cgroup/%s/kago/%s/%s", c, name, f)
@@ -482,9 +507,10 @@ static void test_v1_real(void)
     for (size_t i = 0; i < NREAL; i++)
         all = all && (!mounted[i] || exists(R(real_ctrls[i], "cgroup.procs")));
     ok(all, "real: the cgroup exists in every mounted hierarchy");
-    ok(strcmp(get(R("cpuset", "cpuset.mems")), "\n") != 0 && strcmp(get(R("cpuset", "cpuset.cpus")), "\n") != 0,
-       "real: the container's cpuset is seeded (cpus %.*s)", (int)strcspn(get(R("cpuset", "cpuset.cpus")), "\n"),
-       get(R("cpuset", "cpuset.cpus")));
+    ok(strcmp(get(R("cpuset", "cpuset.mems")), "\n") != 0 &&
+           strcmp(get(R("cpuset", "cpuset.cpus")), "\n") != 0,
+       "real: the container's cpuset is seeded (cpus %.*s)",
+       (int)strcspn(get(R("cpuset", "cpuset.cpus")), "\n"), get(R("cpuset", "cpuset.cpus")));
 
     struct kago_limits l = no_limits();
     l.cpu_quota_us = 30000;
@@ -518,7 +544,8 @@ static void test_v1_real(void)
        "real: the kernel's refusal names file, value and errno text");
     l = no_limits();
     l.cpuset = "100000";
-    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_is(&e, "cpuset 100000: no such CPU"), "real: cpuset of a missing CPU");
+    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_is(&e, "cpuset 100000: no such CPU"),
+       "real: cpuset of a missing CPU");
 
     ok(cg.ops->devices(&cg, &e) == 0, "real: devices");
     is_str(get(R("devices", "devices.list")),
@@ -535,8 +562,8 @@ static void test_v1_real(void)
     is_str(get(R("freezer", "freezer.state")), "FROZEN\n", "real: freezer.state FROZEN");
     ok(cg.ops->freeze(&cg, false, &e) == 0 && cg.ops->frozen(&cg, &e) == 0, "real: thaw");
     struct kago_stats st;
-    ok(cg.ops->stats(&cg, &st, &e) == 0 && st.pids_current == 1 && st.memory_current >= 0 && st.memory_peak >= 0 &&
-           st.oom_kills == 0,
+    ok(cg.ops->stats(&cg, &st, &e) == 0 && st.pids_current == 1 && st.memory_current >= 0 &&
+           st.memory_peak >= 0 && st.oom_kills == 0,
        "real: stats (pids %lld, memory %lld, peak %lld, cpu %llu us)", (long long)st.pids_current,
        (long long)st.memory_current, (long long)st.memory_peak, (unsigned long long)st.cpu_usage_us);
     ok(cg.ops->freeze(&cg, true, &e) == 0, "real: freeze again");
@@ -570,7 +597,8 @@ static void test_v1_real(void)
     kago__cgroup_fini(&cg);
 }
 
-/* ---- the real thing on a cgroup v2 host (the tests/vm guest: tests/vm/run -- build/tests/unit/test_cgroup) ---- */
+/* ---- the real thing on a cgroup v2 host (the tests/vm guest: tests/vm/run -- build/tests/unit/test_cgroup)
+ * ---- */
 
 static pid_t clone_into(int cgfd)
 {
@@ -602,8 +630,8 @@ static void test_v2_real(void)
     kago_error_clear(&e);
 #define R(f) pathf("/sys/fs/cgroup/kago/%s/%s", name, f)
     const char *sub = get("/sys/fs/cgroup/kago/cgroup.subtree_control");
-    ok(strstr(sub, "cpu") && strstr(sub, "memory") && strstr(sub, "pids"), "real v2: kago enables cpu memory pids (%.*s)",
-       (int)strcspn(sub, "\n"), sub);
+    ok(strstr(sub, "cpu") && strstr(sub, "memory") && strstr(sub, "pids"),
+       "real v2: kago enables cpu memory pids (%.*s)", (int)strcspn(sub, "\n"), sub);
 
     struct kago_limits l = no_limits();
     l.cpu_quota_us = 30000;
@@ -625,7 +653,8 @@ static void test_v2_real(void)
     struct kago_cgroup_kv raw[] = {{"cpu.max", "abc"}};
     l.raw = raw;
     l.nraw = 1;
-    ok(cg.ops->apply(&cg, &l, &e) < 0 && err_is(&e, pathf("cgroup kago/%s: write cpu.max \"abc\": Invalid argument", name)),
+    ok(cg.ops->apply(&cg, &l, &e) < 0 &&
+           err_is(&e, pathf("cgroup kago/%s: write cpu.max \"abc\": Invalid argument", name)),
        "real v2: the kernel's refusal names file, value and errno text");
 
     int fd = cg.ops->open_dir(&cg, &e);
@@ -636,13 +665,15 @@ static void test_v2_real(void)
     ok(child > 0 && strstr(get(pathf("/proc/%d/cgroup", (int)child)), pathf("0::/kago/%s\n", name)),
        "real v2: clone3(CLONE_INTO_CGROUP) with open_dir's fd starts the child in the cgroup");
     pid_t child2 = sleeper();
-    ok(cg.ops->enter(&cg, child2, &e) == 0 && strstr(get(pathf("/proc/%d/cgroup", (int)child2)), pathf("0::/kago/%s\n", name)),
+    ok(cg.ops->enter(&cg, child2, &e) == 0 &&
+           strstr(get(pathf("/proc/%d/cgroup", (int)child2)), pathf("0::/kago/%s\n", name)),
        "real v2: enter");
     ok(cg.ops->freeze(&cg, true, &e) == 0 && cg.ops->frozen(&cg, &e) == 1, "real v2: freeze");
     ok(strstr(get(R("cgroup.events")), "frozen 1\n") != NULL, "real v2: cgroup.events says frozen 1");
     ok(cg.ops->freeze(&cg, false, &e) == 0 && cg.ops->frozen(&cg, &e) == 0, "real v2: thaw");
     struct kago_stats st;
-    ok(cg.ops->stats(&cg, &st, &e) == 0 && st.pids_current == 2 && st.memory_current >= 0 && st.oom_kills == 0,
+    ok(cg.ops->stats(&cg, &st, &e) == 0 && st.pids_current == 2 && st.memory_current >= 0 &&
+           st.oom_kills == 0,
        "real v2: stats (pids %lld, memory %lld, peak %lld, cpu %llu us)", (long long)st.pids_current,
        (long long)st.memory_current, (long long)st.memory_peak, (unsigned long long)st.cpu_usage_us);
     ok(cg.ops->freeze(&cg, true, &e) == 0, "real v2: freeze again");
@@ -676,7 +707,8 @@ static void test_v2_real(void)
             break;
         }
     }
-    printf("# v2 create+open_dir+destroy median %llu us (clone3 into the cgroup not counted)\n", median(t, N));
+    printf("# v2 create+open_dir+destroy median %llu us (clone3 into the cgroup not counted)\n",
+           median(t, N));
     ok(!exists(pathf("/sys/fs/cgroup/kago/%s", name)) && (parent_before || !exists("/sys/fs/cgroup/kago")),
        "real v2: nothing is left behind");
 #undef R
