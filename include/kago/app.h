@@ -11,9 +11,9 @@ enum kago_idle_action { KAGO_IDLE_STOP, KAGO_IDLE_FREEZE };
 
 struct kago_app {
     char *name;
-    char **hosts; /* NULL-terminated; matched case-insensitively against Host (port stripped) */
-    struct kago_spec spec; /* the container of one instance; spec.name is a prefix for instance names */
-    uint16_t port;         /* where the app listens inside its container (127.0.0.1) */
+    char **hosts;              /* NULL-terminated; matched case-insensitively against Host (port stripped) */
+    struct kago_spec spec;     /* the container of one instance; spec.name is a prefix for instance names */
+    uint16_t port;             /* where the app listens inside its container (127.0.0.1) */
     uint64_t lifetime_ms;      /* max age of an instance; default 20 min */
     uint64_t idle_timeout_ms;  /* stop after no request for this long; default 5 min */
     uint64_t start_timeout_ms; /* default 10 s */

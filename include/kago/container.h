@@ -21,9 +21,9 @@ struct kago_stats {
 };
 
 struct kago_spawn_opts {
-    bool wait_start;  /* stop before exec until kago_container_start() (kago create / start) */
-    int stdio[3];     /* fds for the command's stdin/stdout/stderr; -1 = inherit */
-    bool detach;      /* the caller will not wait: the container is reparented away from it */
+    bool wait_start; /* stop before exec until kago_container_start() (kago create / start) */
+    int stdio[3];    /* fds for the command's stdin/stdout/stderr; -1 = inherit */
+    bool detach;     /* the caller will not wait: the container is reparented away from it */
 };
 
 /* Builds the container described by spec under state dir root: cgroup, namespaces, mounts,
@@ -56,7 +56,8 @@ KAGO_EXPORT int kago_container_delete(struct kago_container *c, bool force, stru
 KAGO_EXPORT int kago_container_update(struct kago_container *c, const struct kago_limits *limits,
                                       struct kago_error **err);
 KAGO_EXPORT int kago_container_pause(struct kago_container *c, bool pause, struct kago_error **err);
-KAGO_EXPORT int kago_container_stats(struct kago_container *c, struct kago_stats *st, struct kago_error **err);
+KAGO_EXPORT int kago_container_stats(struct kago_container *c, struct kago_stats *st,
+                                     struct kago_error **err);
 /* Opens the container's namespace of type ns (O_CLOEXEC fd, caller closes). */
 KAGO_EXPORT int kago_container_open_ns(struct kago_container *c, enum kago_ns ns, struct kago_error **err);
 /* Runs proc->argv inside the container's namespaces and cgroup, with proc's env/cwd/uid/gid.

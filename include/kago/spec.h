@@ -58,7 +58,7 @@ struct kago_limits {
     int64_t cpu_weight;    /* 1..10000 (v2 scale; v1 shares = weight * 1024 / 100) */
     int64_t memory;        /* bytes */
     int64_t pids;
-    char *cpuset;          /* "0-1,3" */
+    char *cpuset; /* "0-1,3" */
     struct kago_cgroup_kv *raw;
     size_t nraw;
 };
@@ -84,8 +84,8 @@ struct kago_seccomp {
 struct kago_spec {
     char *name;
     char *rootfs;
-    bool readonly; /* rootfs mounted read-only */
-    bool overlay;  /* rootfs as a read-only lower + a writable tmpfs upper, per container */
+    bool readonly;         /* rootfs mounted read-only */
+    bool overlay;          /* rootfs as a read-only lower + a writable tmpfs upper, per container */
     uint64_t overlay_size; /* tmpfs size of the upper; 0 = kernel default */
 
     char **argv; /* NULL-terminated */
@@ -128,11 +128,12 @@ KAGO_EXPORT void kago_spec_free(struct kago_spec *spec);
 KAGO_EXPORT int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err);
 
 /* Parsers shared by every front end (CLI flags, Kagofile). Each returns 0 or < 0 with *err set. */
-KAGO_EXPORT int kago_parse_size(const char *s, int64_t *bytes, struct kago_error **err);     /* 64M, 1G, max */
-KAGO_EXPORT int kago_parse_cpu(const char *s, int64_t *quota_us, struct kago_error **err);   /* 30%, 1.5, max */
-KAGO_EXPORT int kago_parse_duration(const char *s, uint64_t *ms, struct kago_error **err);   /* 5s, 20m, 150ms */
-KAGO_EXPORT int kago_parse_ns_list(const char *s, unsigned *ns, struct kago_error **err);   /* pid,net,... */
-KAGO_EXPORT int kago_ns_from_name(const char *name);                                         /* -1 if unknown */
+KAGO_EXPORT int kago_parse_size(const char *s, int64_t *bytes, struct kago_error **err);   /* 64M, 1G, max */
+KAGO_EXPORT int kago_parse_cpu(const char *s, int64_t *quota_us, struct kago_error **err); /* 30%, 1.5, max */
+KAGO_EXPORT int kago_parse_duration(const char *s, uint64_t *ms,
+                                    struct kago_error **err);                             /* 5s, 20m, 150ms */
+KAGO_EXPORT int kago_parse_ns_list(const char *s, unsigned *ns, struct kago_error **err); /* pid,net,... */
+KAGO_EXPORT int kago_ns_from_name(const char *name);                                      /* -1 if unknown */
 KAGO_EXPORT const char *kago_ns_name(enum kago_ns ns);
 KAGO_EXPORT int kago_parse_idmap(const char *s, struct kago_idmap *map, struct kago_error **err);
 KAGO_EXPORT int kago_parse_mount_bind(const char *s, struct kago_mount *m, struct kago_error **err);

@@ -34,7 +34,8 @@ CLI_VERB(update);
 CLI_VERB(pause);
 CLI_VERB(resume);
 CLI_VERB(stats);
-CLI_VERB(serve); CLI_VERB(ps);
+CLI_VERB(serve);
+CLI_VERB(ps);
 /* `kago run Kagofile [NAME...]`: run.c hands over when its first argument is a file. */
 CLI_VERB(run_kagofile);
 CLI_VERB(check);
@@ -45,9 +46,32 @@ CLI_VERB(reload);
 int cli_spec_option(struct kago_spec *spec, int opt, const char *arg);
 /* getopt codes of the spec options */
 enum {
-    O_ROOTFS = 1000, O_NAME, O_HOSTNAME, O_ENV, O_CWD, O_USER, O_BIND, O_TMPFS, O_READONLY, O_OVERLAY, O_NS,
-    O_JOIN_NS, O_UIDMAP, O_GIDMAP, O_CPU, O_CPU_WEIGHT, O_MEMORY, O_PIDS, O_CPUSET, O_RLIMIT, O_CAP_ADD,
-    O_CAP_DROP, O_SECCOMP, O_NO_NEW_PRIVS, O_INIT, O_CGROUP_SET,
+    O_ROOTFS = 1000,
+    O_NAME,
+    O_HOSTNAME,
+    O_ENV,
+    O_CWD,
+    O_USER,
+    O_BIND,
+    O_TMPFS,
+    O_READONLY,
+    O_OVERLAY,
+    O_NS,
+    O_JOIN_NS,
+    O_UIDMAP,
+    O_GIDMAP,
+    O_CPU,
+    O_CPU_WEIGHT,
+    O_MEMORY,
+    O_PIDS,
+    O_CPUSET,
+    O_RLIMIT,
+    O_CAP_ADD,
+    O_CAP_DROP,
+    O_SECCOMP,
+    O_NO_NEW_PRIVS,
+    O_INIT,
+    O_CGROUP_SET,
 };
 extern const struct option cli_spec_longopts[];
 /* Limit options (--cpu --cpu-weight --memory --pids --cpuset), shared with `kago update`. */

@@ -3,7 +3,6 @@
 
 #include "cli.h"
 
-
 CLI_VERB(create)
 {
     struct kago_spec spec;

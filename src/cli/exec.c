@@ -16,8 +16,10 @@ static void forward(int sig)
 CLI_VERB(exec)
 {
     static const struct option opts[] = {
-        {"env", required_argument, NULL, O_ENV}, {"cwd", required_argument, NULL, O_CWD},
-        {"user", required_argument, NULL, O_USER}, {NULL, 0, NULL, 0},
+        {"env", required_argument, NULL, O_ENV},
+        {"cwd", required_argument, NULL, O_CWD},
+        {"user", required_argument, NULL, O_USER},
+        {NULL, 0, NULL, 0},
     };
     struct kago_spec proc = {0};
     proc.cwd = NULL;

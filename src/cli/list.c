@@ -36,9 +36,12 @@ CLI_VERB(list)
             char when[32];
             strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&t));
             json_object *cmd = json_object_object_get(o, "command");
-            printf("%-20s %-8d %-8s %-20s %s\n", names[i], json_object_get_int(json_object_object_get(o, "pid")),
+            printf("%-20s %-8d %-8s %-20s %s\n", names[i],
+                   json_object_get_int(json_object_object_get(o, "pid")),
                    json_object_get_string(json_object_object_get(o, "status")), when,
-                   cmd && json_object_array_length(cmd) ? json_object_get_string(json_object_array_get_idx(cmd, 0)) : "");
+                   cmd && json_object_array_length(cmd)
+                       ? json_object_get_string(json_object_array_get_idx(cmd, 0))
+                       : "");
             json_object_put(o);
         }
         kago_container_free(c);

@@ -29,15 +29,16 @@ static bool looks_like_kagofile(const char *arg)
 
 static void run_usage(const char *verb)
 {
-    printf("usage: kago %s [OPTIONS] -- CMD [ARG...]\n"
-           "       kago run Kagofile [NAME...] [--set KEY=VALUE] [--detach]\n"
-           "options: --rootfs DIR --name NAME --hostname H --env K=V --cwd DIR --user UID[:GID]\n"
-           "         --bind SRC:DST[:ro] --tmpfs DST[:SIZE] --readonly --overlay\n"
-           "         --ns pid,mount,uts,ipc,net,cgroup,user --join-ns TYPE:PATH --uidmap C:H:N --gidmap C:H:N\n"
-           "         --cpu PCT --cpu-weight N --memory SIZE --pids N --cpuset LIST --rlimit NAME=SOFT[:HARD]\n"
-           "         --cgroup-set KEY=VALUE --cap-add CAP --cap-drop CAP --seccomp default|unconfined|FILE\n"
-           "         --no-new-privs true|false --init --detach\n",
-           verb);
+    printf(
+        "usage: kago %s [OPTIONS] -- CMD [ARG...]\n"
+        "       kago run Kagofile [NAME...] [--set KEY=VALUE] [--detach]\n"
+        "options: --rootfs DIR --name NAME --hostname H --env K=V --cwd DIR --user UID[:GID]\n"
+        "         --bind SRC:DST[:ro] --tmpfs DST[:SIZE] --readonly --overlay\n"
+        "         --ns pid,mount,uts,ipc,net,cgroup,user --join-ns TYPE:PATH --uidmap C:H:N --gidmap C:H:N\n"
+        "         --cpu PCT --cpu-weight N --memory SIZE --pids N --cpuset LIST --rlimit NAME=SOFT[:HARD]\n"
+        "         --cgroup-set KEY=VALUE --cap-add CAP --cap-drop CAP --seccomp default|unconfined|FILE\n"
+        "         --no-new-privs true|false --init --detach\n",
+        verb);
 }
 
 /* Parses the spec options of run/create. Returns the index of the command, or < 0 (exit code negated). */

@@ -7,7 +7,6 @@
 
 #include "cli.h"
 
-
 const struct option cli_spec_longopts[] = {
     {"rootfs", required_argument, NULL, O_ROOTFS},
     {"name", required_argument, NULL, O_NAME},
@@ -114,28 +113,49 @@ int cli_spec_option(struct kago_spec *spec, int opt, const char *arg)
     if (r != 0)
         return r;
     switch (opt) {
-    case O_ROOTFS: free(spec->rootfs); spec->rootfs = strdup(arg); return 1;
-    case O_NAME: free(spec->name); spec->name = strdup(arg); return 1;
-    case O_HOSTNAME: free(spec->hostname); spec->hostname = strdup(arg); return 1;
-    case O_CWD: free(spec->cwd); spec->cwd = strdup(arg); return 1;
-    case O_READONLY: spec->readonly = true; return 1;
-    case O_OVERLAY: spec->overlay = true; return 1;
-    case O_INIT: spec->init = true; return 1;
+    case O_ROOTFS:
+        free(spec->rootfs);
+        spec->rootfs = strdup(arg);
+        return 1;
+    case O_NAME:
+        free(spec->name);
+        spec->name = strdup(arg);
+        return 1;
+    case O_HOSTNAME:
+        free(spec->hostname);
+        spec->hostname = strdup(arg);
+        return 1;
+    case O_CWD:
+        free(spec->cwd);
+        spec->cwd = strdup(arg);
+        return 1;
+    case O_READONLY:
+        spec->readonly = true;
+        return 1;
+    case O_OVERLAY:
+        spec->overlay = true;
+        return 1;
+    case O_INIT:
+        spec->init = true;
+        return 1;
     case O_ENV:
         if (!strchr(arg, '=') || arg[0] == '=')
             return cli_errorf("env \"%s\": expected KEY=VALUE", arg), -1;
         kago_spec_add_env(spec, arg);
         return 1;
-    case O_USER: return kago_parse_user(arg, &spec->uid, &spec->gid, &err) < 0 ? bad(err) : 1;
+    case O_USER:
+        return kago_parse_user(arg, &spec->uid, &spec->gid, &err) < 0 ? bad(err) : 1;
     case O_BIND:
     case O_TMPFS:
-        if ((opt == O_BIND ? kago_parse_mount_bind(arg, &m, &err) : kago_parse_mount_tmpfs(arg, &m, &err)) < 0)
+        if ((opt == O_BIND ? kago_parse_mount_bind(arg, &m, &err) : kago_parse_mount_tmpfs(arg, &m, &err)) <
+            0)
             return bad(err);
         kago_spec_add_mount(spec, &m);
         free(m.src);
         free(m.dst);
         return 1;
-    case O_NS: return kago_parse_ns_list(arg, &spec->ns, &err) < 0 ? bad(err) : 1;
+    case O_NS:
+        return kago_parse_ns_list(arg, &spec->ns, &err) < 0 ? bad(err) : 1;
     case O_JOIN_NS: {
         const char *colon = strchr(arg, ':');
         char type[16];
@@ -171,8 +191,10 @@ int cli_spec_option(struct kago_spec *spec, int opt, const char *arg)
         kago_spec_add_rlimit(spec, &rl);
         return 1;
     }
-    case O_CAP_ADD: return caps_option(spec, arg, true);
-    case O_CAP_DROP: return caps_option(spec, arg, false);
+    case O_CAP_ADD:
+        return caps_option(spec, arg, true);
+    case O_CAP_DROP:
+        return caps_option(spec, arg, false);
     case O_SECCOMP:
         if (!strcmp(arg, "default")) {
             spec->seccomp.mode = KAGO_SECCOMP_DEFAULT;

@@ -30,11 +30,11 @@ CLI_VERB(stats)
     if (json)
         printf("{\"name\": \"%s\", \"cpu_usage_us\": %llu, \"memory_current\": %lld, \"memory_peak\": %lld, "
                "\"pids_current\": %lld, \"oom_kills\": %lld}\n",
-               name, (unsigned long long)st.cpu_usage_us, (long long)st.memory_current, (long long)st.memory_peak,
-               (long long)st.pids_current, (long long)st.oom_kills);
+               name, (unsigned long long)st.cpu_usage_us, (long long)st.memory_current,
+               (long long)st.memory_peak, (long long)st.pids_current, (long long)st.oom_kills);
     else
-        printf("NAME %s\nCPU %.3f s\nMEMORY %lld bytes\nMEMORY PEAK %lld bytes\nPIDS %lld\nOOM KILLS %lld\n", name,
-               (double)st.cpu_usage_us / 1e6, (long long)st.memory_current, (long long)st.memory_peak,
+        printf("NAME %s\nCPU %.3f s\nMEMORY %lld bytes\nMEMORY PEAK %lld bytes\nPIDS %lld\nOOM KILLS %lld\n",
+               name, (double)st.cpu_usage_us / 1e6, (long long)st.memory_current, (long long)st.memory_peak,
                (long long)st.pids_current, (long long)st.oom_kills);
     return 0;
 }

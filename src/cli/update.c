@@ -7,9 +7,12 @@
 CLI_VERB(update)
 {
     static const struct option opts[] = {
-        {"cpu", required_argument, NULL, O_CPU},         {"cpu-weight", required_argument, NULL, O_CPU_WEIGHT},
-        {"memory", required_argument, NULL, O_MEMORY},   {"pids", required_argument, NULL, O_PIDS},
-        {"cpuset", required_argument, NULL, O_CPUSET},   {"cgroup-set", required_argument, NULL, O_CGROUP_SET},
+        {"cpu", required_argument, NULL, O_CPU},
+        {"cpu-weight", required_argument, NULL, O_CPU_WEIGHT},
+        {"memory", required_argument, NULL, O_MEMORY},
+        {"pids", required_argument, NULL, O_PIDS},
+        {"cpuset", required_argument, NULL, O_CPUSET},
+        {"cgroup-set", required_argument, NULL, O_CGROUP_SET},
         {NULL, 0, NULL, 0},
     };
     struct kago_spec s;
@@ -17,7 +20,8 @@ CLI_VERB(update)
     int ch, n = 0, rc = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int r = ch == O_CGROUP_SET ? cli_spec_option(&s, ch, optarg) : cli_limit_option(&s.limits, ch, optarg);
+        int r =
+            ch == O_CGROUP_SET ? cli_spec_option(&s, ch, optarg) : cli_limit_option(&s.limits, ch, optarg);
         if (r <= 0) {
             if (r == 0)
                 cli_usage("update", "unknown option %s", argv[optind - 1]);
@@ -26,7 +30,8 @@ CLI_VERB(update)
         n++;
     }
     if (optind != argc - 1 || n == 0) {
-        rc = cli_usage("update", "expected: kago update NAME --cpu PCT|--memory SIZE|--pids N|--cpuset LIST...");
+        rc = cli_usage("update",
+                       "expected: kago update NAME --cpu PCT|--memory SIZE|--pids N|--cpuset LIST...");
         goto out;
     }
     struct kago_container *c = cli_load(g, argv[optind]);

@@ -16,7 +16,8 @@ struct kago__cgroup_ops {
     const char *name; /* "v1" or "v2" */
     /* mkdir the container's cgroup (and the "kago" parent, prepared as the controllers need). */
     int (*create)(struct kago__cgroup *cg, struct kago_error **err);
-    /* Moves pid into the cgroup (every hierarchy on v1). */
+    /* Moves pid into the cgroup (every hierarchy on v1). pid 0: the calling single-threaded process moves
+     * itself, the fast way (v1: through `tasks`, without the global threadgroup lock). */
     int (*enter)(struct kago__cgroup *cg, pid_t pid, struct kago_error **err);
     /* Writes the set fields of limits (and raw keys) live. Unset fields are left as they are. */
     int (*apply)(struct kago__cgroup *cg, const struct kago_limits *limits, struct kago_error **err);

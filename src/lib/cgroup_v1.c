@@ -236,9 +236,13 @@ static int v1_enter(struct kago__cgroup *cg, pid_t pid, struct kago_error **err)
     const struct layout *l = layout();
     char dir[PATH_MAX], v[24];
     snprintf(v, sizeof v, "%d", (int)pid);
+    /* A process moving itself ("0") through `tasks` skips the kernel's global threadgroup lock, whose
+     * write side waits for an RCU grace period (milliseconds) on every cgroup.procs write. The caller is
+     * single-threaded, so moving its one thread moves the process. */
+    const char *file = pid == 0 ? "tasks" : "cgroup.procs";
     for (size_t i = 0; i < l->nhier; i++) {
         if (kago__cg_dir(dir, sizeof dir, l->hier[i], cg->name, err) < 0 ||
-            kago__cg_write(cg, dir, "cgroup.procs", v, err) < 0)
+            kago__cg_write(cg, dir, file, v, err) < 0)
             return -1;
     }
     return 0;

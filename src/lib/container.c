@@ -85,12 +85,14 @@ static int read_child(int sync_fd, char *kind, struct kago_error **err)
     return 0;
 }
 
-static int write_idmap(pid_t pid, const char *file, const struct kago_idmap *m, size_t n, struct kago_error **err)
+static int write_idmap(pid_t pid, const char *file, const struct kago_idmap *m, size_t n,
+                       struct kago_error **err)
 {
     char buf[1024];
     size_t len = 0;
     for (size_t i = 0; i < n && len < sizeof buf - 64; i++)
-        len += (size_t)snprintf(buf + len, sizeof buf - len, "%u %u %u\n", m[i].inside, m[i].outside, m[i].count);
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%u %u %u\n", m[i].inside, m[i].outside,
+                                m[i].count);
     cleanup_free char *path = xasprintf("/proc/%d/%s", (int)pid, file);
     return kago__write_file(path, buf, err);
 }
@@ -109,6 +111,7 @@ static int setup_userns(pid_t pid, const struct kago_spec *spec, struct kago_err
 
 struct launch {
     struct kago__child ch;
+    struct kago__cgroup *cg;
     int cgroup_fd;
     int pidfd;
     pid_t pid;
@@ -116,12 +119,13 @@ struct launch {
 
 static pid_t do_clone(struct launch *l, uint64_t flags)
 {
-    struct clone_args args = {.flags = flags | CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&l->pidfd,
-                              .exit_signal = SIGCHLD};
+    struct clone_args args = {
+        .flags = flags | CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&l->pidfd, .exit_signal = SIGCHLD};
     if (l->cgroup_fd >= 0) {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = (uint64_t)l->cgroup_fd;
     }
+    l->ch.enter_cg = l->cgroup_fd >= 0 ? NULL : l->cg;
     pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
     if (pid < 0 && l->cgroup_fd >= 0 && (errno == EINVAL || errno == E2BIG)) {
         l->cgroup_fd = -1; /* an older kernel: enter the cgroup after clone instead */
@@ -180,8 +184,8 @@ static void reap(pid_t pid)
 }
 
 /* Everything up to a running (or start-waiting) child, in this process. */
-static int create_here(struct kago_container *c, const struct kago_spec *spec, const struct kago_spawn_opts *opts,
-                       struct kago_error **err)
+static int create_here(struct kago_container *c, const struct kago_spec *spec,
+                       const struct kago_spawn_opts *opts, struct kago_error **err)
 {
     struct stat st;
     if (stat(spec->rootfs, &st) < 0)
@@ -194,7 +198,8 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec, c
     int sv[2] = {-1, -1};
     struct launch l = {.cgroup_fd = -1, .pidfd = -1, .pid = -1};
     int nostdio[3] = {-1, -1, -1};
-    l.ch = (struct kago__child){.spec = spec, .sync_fd = -1, .fifo_fd = -1, .stdio = opts ? opts->stdio : nostdio};
+    l.ch = (struct kago__child){
+        .spec = spec, .sync_fd = -1, .fifo_fd = -1, .stdio = opts ? opts->stdio : nostdio};
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         l.ch.join_fds[i] = -1;
     cleanup_free char *scratch = xasprintf("%s/ovl", c->dir);
@@ -227,12 +232,11 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec, c
     }
     l.ch.sync_fd = sv[1];
     l.cgroup_fd = c->cg.ops->open_dir(&c->cg, NULL);
+    l.cg = &c->cg;
     l.pid = clone_child(&l, spec, err);
     close_fd(&sv[1]);
     if (l.pid < 0)
         goto fail;
-    if (l.cgroup_fd < 0 && c->cg.ops->enter(&c->cg, l.pid, err) < 0)
-        goto fail_child;
     if ((spec->ns & (1u << KAGO_NS_USER)) && setup_userns(l.pid, spec, err) < 0)
         goto fail_child;
     /* the child may already have failed and closed its end: its report is still queued to read */
@@ -417,7 +421,8 @@ int kago_container_create(const char *root, const struct kago_spec *spec, const 
             c->spec.hostname = xstrdup(name); /* as Docker does: the container's own name */
         ret = make_dirs(c, err);
         if (ret == 0) {
-            ret = opts->detach ? create_detached(c, &c->spec, opts, err) : create_here(c, &c->spec, opts, err);
+            ret =
+                opts->detach ? create_detached(c, &c->spec, opts, err) : create_here(c, &c->spec, opts, err);
             if (ret < 0)
                 kago__rm_rf(c->dir);
         }
@@ -435,7 +440,8 @@ int kago_container_create(const char *root, const struct kago_spec *spec, const 
     return 0;
 }
 
-int kago_container_load(const char *root, const char *name, struct kago_container **out, struct kago_error **err)
+int kago_container_load(const char *root, const char *name, struct kago_container **out,
+                        struct kago_error **err)
 {
     if (!name || !*name || strchr(name, '/') || name[0] == '.')
         return kago_error_set(err, 0, "container %s: bad name", name ? name : "");

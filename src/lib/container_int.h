@@ -15,8 +15,8 @@ struct kago_container {
     pid_t pid;
     unsigned long long starttime; /* /proc/PID/stat field 22: tells a reused pid apart */
     int pidfd;
-    long long created;            /* unix seconds */
-    int exit_status;              /* -1 unknown; else as waitpid() gave it (from a shim's record) */
+    long long created; /* unix seconds */
+    int exit_status;   /* -1 unknown; else as waitpid() gave it (from a shim's record) */
     struct kago__cgroup cg;
 };
 
@@ -25,9 +25,10 @@ struct kago__child {
     const struct kago_spec *spec;
     const char *scratch; /* overlay scratch directory (dir/ovl) */
     int sync_fd;
-    int fifo_fd;         /* O_PATH of dir/exec.fifo when waiting for start, else -1 */
+    int fifo_fd; /* O_PATH of dir/exec.fifo when waiting for start, else -1 */
     int join_fds[KAGO_NS_COUNT];
     const int *stdio;
+    struct kago__cgroup *enter_cg; /* the child moves itself here first (NULL: cloned into it) */
 };
 
 _Noreturn void kago__child_main(struct kago__child *ch) KAGO_INTERNAL;

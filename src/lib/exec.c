@@ -26,7 +26,7 @@ static _Noreturn void exec_in(struct kago_container *c, const struct kago_spec *
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         if ((cs->ns & (1u << i)) || cs->join_ns[i])
             flags |= kago__ns_clone_flag(i);
-    if (c->cg.ops->enter(&c->cg, getpid(), &err) < 0)
+    if (c->cg.ops->enter(&c->cg, 0, &err) < 0)
         goto fail;
     if (setns(c->pidfd, flags) < 0) {
         kago_error_set(&err, errno, "join the namespaces of pid %d", (int)c->pid);

@@ -33,7 +33,8 @@ static int xmount(const char *src, const char *dst, const char *type, unsigned l
 /* Opens path inside the new root without following symlinks out of it. */
 static int open_in_root(int rootfd, const char *path, int flags, struct kago_error **err)
 {
-    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC), .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
     while (*path == '/')
         path++;
     int fd = (int)syscall(SYS_openat2, rootfd, *path ? path : ".", &how, sizeof how);
@@ -97,9 +98,9 @@ static int setup_rootfs(const struct kago__child *ch, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
     if (spec->overlay) {
-        cleanup_free char *sz = spec->overlay_size ? xasprintf("size=%llu,mode=755",
-                                                              (unsigned long long)spec->overlay_size)
-                                                   : xstrdup("mode=755");
+        cleanup_free char *sz = spec->overlay_size
+                                    ? xasprintf("size=%llu,mode=755", (unsigned long long)spec->overlay_size)
+                                    : xstrdup("mode=755");
         if (xmount("kago-upper", ch->scratch, "tmpfs", MS_NODEV | MS_NOSUID, sz, err) < 0)
             return -1;
         cleanup_free char *upper = xasprintf("%s/upper", ch->scratch);
@@ -152,15 +153,16 @@ static int setup_dev(int rootfd, bool userns, struct kago_error **err)
         if (mkdirat(devfd, dirs[i], 0755) < 0)
             return kago_error_set(err, errno, "mkdir /dev/%s", dirs[i]);
     cleanup_close int pts = openat(devfd, "pts", O_PATH | O_CLOEXEC);
-    const char *ptsopt = userns ? "newinstance,ptmxmode=0666,mode=0620" : "newinstance,ptmxmode=0666,mode=0620,gid=5";
+    const char *ptsopt =
+        userns ? "newinstance,ptmxmode=0666,mode=0620" : "newinstance,ptmxmode=0666,mode=0620,gid=5";
     if (mount_at_fd("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, ptsopt, "/dev/pts", err) < 0)
         return -1;
     cleanup_close int shm = openat(devfd, "shm", O_PATH | O_CLOEXEC);
-    if (mount_at_fd("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k", "/dev/shm",
-                    err) < 0)
+    if (mount_at_fd("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k",
+                    "/dev/shm", err) < 0)
         return -1;
     static const char *const links[][2] = {
-        {"pts/ptmx", "ptmx"},         {"/proc/self/fd", "fd"},        {"/proc/self/fd/0", "stdin"},
+        {"pts/ptmx", "ptmx"},          {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"},
         {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
     };
     for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
@@ -181,13 +183,15 @@ static int setup_proc_sys(const struct kago__child *ch, int rootfd, struct kago_
 {
     const struct kago_spec *spec = ch->spec;
     cleanup_close int proc = mountpoint_in_root(rootfd, "/proc", false, err);
-    if (proc < 0 || mount_at_fd("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/proc", err) < 0)
+    if (proc < 0 ||
+        mount_at_fd("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/proc", err) < 0)
         return -1;
     cleanup_close int sys = mountpoint_in_root(rootfd, "/sys", false, err);
     if (sys < 0)
         return -1;
     if (spec->ns & (1u << KAGO_NS_NET)) {
-        if (mount_at_fd("sysfs", sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL, "/sys", err) < 0)
+        if (mount_at_fd("sysfs", sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL, "/sys",
+                        err) < 0)
             return -1;
     } else {
         /* sysfs belongs to the network namespace: without a new one, show the host's read-only */
@@ -207,8 +211,9 @@ static int setup_user_mounts(const struct kago__child *ch, int rootfd, struct ka
             cleanup_close int fd = mountpoint_in_root(rootfd, m->dst, false, err);
             cleanup_free char *opt = m->size ? xasprintf("mode=1777,size=%llu", (unsigned long long)m->size)
                                              : xstrdup("mode=1777");
-            if (fd < 0 || mount_at_fd("tmpfs", fd, "tmpfs", MS_NOSUID | MS_NODEV | (m->readonly ? MS_RDONLY : 0),
-                                      opt, m->dst, err) < 0)
+            if (fd < 0 ||
+                mount_at_fd("tmpfs", fd, "tmpfs", MS_NOSUID | MS_NODEV | (m->readonly ? MS_RDONLY : 0), opt,
+                            m->dst, err) < 0)
                 return -1;
             continue;
         }
@@ -263,7 +268,8 @@ static int mask_paths(const struct kago_spec *spec, struct kago_error **err)
                 continue;
             return kago_error_set(err, errno, "bind %s read-only", p);
         }
-        if (mount(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        if (mount(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) <
+            0)
             return kago_error_set(err, errno, "remount %s read-only", p);
     }
     return 0;
@@ -316,7 +322,8 @@ int kago__listen_socket(uint16_t port, struct kago_error **err)
         return kago_error_set(err, errno, "socket");
     int one = 1;
     setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (bind(s, (struct sockaddr *)&a, sizeof a) < 0 || listen(s, 4096) < 0) {
         int e = errno;
         close(s);
@@ -398,7 +405,8 @@ void kago__init_loop(pid_t child)
 void kago__child_report(int sync_fd, struct kago_error *err)
 {
     char buf[4096];
-    int n = snprintf(buf, sizeof buf, "E%d %s", err ? err->code : 0, err && err->msg ? err->msg : "unknown error");
+    int n = snprintf(buf, sizeof buf, "E%d %s", err ? err->code : 0,
+                     err && err->msg ? err->msg : "unknown error");
     if (n > (int)sizeof buf - 1)
         n = (int)sizeof buf - 1;
     if (write(sync_fd, buf, (size_t)n) < 0) {
@@ -406,10 +414,11 @@ void kago__child_report(int sync_fd, struct kago_error *err)
     }
 }
 
-static const int join_order[] = {KAGO_NS_USER, KAGO_NS_IPC, KAGO_NS_UTS, KAGO_NS_NET, KAGO_NS_CGROUP, KAGO_NS_MOUNT};
+static const int join_order[] = {KAGO_NS_USER, KAGO_NS_IPC,    KAGO_NS_UTS,
+                                 KAGO_NS_NET,  KAGO_NS_CGROUP, KAGO_NS_MOUNT};
 static const int ns_clone_flag[KAGO_NS_COUNT] = {
-    [KAGO_NS_PID] = CLONE_NEWPID, [KAGO_NS_MOUNT] = CLONE_NEWNS,       [KAGO_NS_UTS] = CLONE_NEWUTS,
-    [KAGO_NS_IPC] = CLONE_NEWIPC, [KAGO_NS_NET] = CLONE_NEWNET,        [KAGO_NS_CGROUP] = CLONE_NEWCGROUP,
+    [KAGO_NS_PID] = CLONE_NEWPID,   [KAGO_NS_MOUNT] = CLONE_NEWNS, [KAGO_NS_UTS] = CLONE_NEWUTS,
+    [KAGO_NS_IPC] = CLONE_NEWIPC,   [KAGO_NS_NET] = CLONE_NEWNET,  [KAGO_NS_CGROUP] = CLONE_NEWCGROUP,
     [KAGO_NS_USER] = CLONE_NEWUSER,
 };
 
@@ -490,6 +499,10 @@ void kago__child_main(struct kago__child *ch)
     for (int i = 0; i < 3; i++)
         if (ch->stdio[i] >= 0 && ch->stdio[i] != i && dup2(ch->stdio[i], i) < 0)
             _exit(127);
+    if (ch->enter_cg && ch->enter_cg->ops->enter(ch->enter_cg, 0, &err) < 0) {
+        kago__child_report(ch->sync_fd, err);
+        _exit(127);
+    }
     /* Without a user namespace the setup needs nothing from the parent: it runs while the parent moves
      * this process into its cgroup (on cgroup v1 a migration waits for an RCU grace period). */
     bool userns = spec->ns & (1u << KAGO_NS_USER);

@@ -25,11 +25,24 @@ int kago_parse_size(const char *s, int64_t *bytes, struct kago_error **err)
         return kago_error_set(err, 0, "size \"%s\": not a number of bytes (e.g. 512K, 64M, 1G, max)", s);
     double mul = 1;
     switch (tolower((unsigned char)*end)) {
-    case 'k': mul = 1024.0; end++; break;
-    case 'm': mul = 1024.0 * 1024; end++; break;
-    case 'g': mul = 1024.0 * 1024 * 1024; end++; break;
-    case 't': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
+    case 'k':
+        mul = 1024.0;
+        end++;
+        break;
+    case 'm':
+        mul = 1024.0 * 1024;
+        end++;
+        break;
+    case 'g':
+        mul = 1024.0 * 1024 * 1024;
+        end++;
+        break;
+    case 't':
+        mul = 1024.0 * 1024 * 1024 * 1024;
+        end++;
+        break;
+    default:
+        break;
     }
     if ((*end == 'b' || *end == 'B') && mul > 1)
         end++;
@@ -131,8 +144,8 @@ int kago_parse_ns_list(const char *s, unsigned *ns, struct kago_error **err)
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         int n = kago_ns_from_name(tok);
         if (n < 0)
-            return kago_error_set(err, 0, "namespace \"%s\": unknown (pid, mount, uts, ipc, net, cgroup, user)",
-                                  tok);
+            return kago_error_set(err, 0,
+                                  "namespace \"%s\": unknown (pid, mount, uts, ipc, net, cgroup, user)", tok);
         out |= 1u << n;
     }
     *ns = out;
@@ -152,9 +165,8 @@ static int parse_u32(const char *s, char **end, uint32_t *v)
 int kago_parse_idmap(const char *s, struct kago_idmap *map, struct kago_error **err)
 {
     char *end;
-    if (parse_u32(s, &end, &map->inside) < 0 || *end != ':' ||
-        parse_u32(end + 1, &end, &map->outside) < 0 || *end != ':' ||
-        parse_u32(end + 1, &end, &map->count) < 0 || *end || map->count == 0)
+    if (parse_u32(s, &end, &map->inside) < 0 || *end != ':' || parse_u32(end + 1, &end, &map->outside) < 0 ||
+        *end != ':' || parse_u32(end + 1, &end, &map->count) < 0 || *end || map->count == 0)
         return kago_error_set(err, 0, "id map \"%s\": expected CONTAINER:HOST:COUNT", s);
     return 0;
 }
@@ -205,11 +217,11 @@ static const struct {
     const char *name;
     int resource;
 } rlimits[] = {
-    {"as", RLIMIT_AS},           {"core", RLIMIT_CORE},       {"cpu", RLIMIT_CPU},
-    {"data", RLIMIT_DATA},       {"fsize", RLIMIT_FSIZE},     {"locks", RLIMIT_LOCKS},
+    {"as", RLIMIT_AS},           {"core", RLIMIT_CORE},         {"cpu", RLIMIT_CPU},
+    {"data", RLIMIT_DATA},       {"fsize", RLIMIT_FSIZE},       {"locks", RLIMIT_LOCKS},
     {"memlock", RLIMIT_MEMLOCK}, {"msgqueue", RLIMIT_MSGQUEUE}, {"nice", RLIMIT_NICE},
-    {"nofile", RLIMIT_NOFILE},   {"nproc", RLIMIT_NPROC},     {"rss", RLIMIT_RSS},
-    {"rtprio", RLIMIT_RTPRIO},   {"rttime", RLIMIT_RTTIME},   {"sigpending", RLIMIT_SIGPENDING},
+    {"nofile", RLIMIT_NOFILE},   {"nproc", RLIMIT_NPROC},       {"rss", RLIMIT_RSS},
+    {"rtprio", RLIMIT_RTPRIO},   {"rttime", RLIMIT_RTTIME},     {"sigpending", RLIMIT_SIGPENDING},
     {"stack", RLIMIT_STACK},
 };
 

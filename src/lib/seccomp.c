@@ -12,13 +12,59 @@
 
 /* Denied with EPERM by default: what lets a process escape or reconfigure the host. */
 static const char *const default_deny[] = {
-    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module",
-    "finit_module", "fsconfig", "fsmount", "fsopen", "fspick", "get_kernel_syms", "init_module", "ioperm",
-    "iopl", "kcmp", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mount", "mount_setattr",
-    "move_mount", "name_to_handle_at", "nfsservctl", "open_by_handle_at", "open_tree", "perf_event_open",
-    "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl", "reboot",
-    "request_key", "setns", "settimeofday", "stime", "swapoff", "swapon", "sysfs", "_sysctl", "umount",
-    "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old", NULL,
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapoff",
+    "swapon",
+    "sysfs",
+    "_sysctl",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vm86",
+    "vm86old",
+    NULL,
 };
 
 static const unsigned long ns_clone_flags[] = {
@@ -43,15 +89,20 @@ int kago_seccomp_action_from_name(const char *name)
 static uint32_t to_scmp(enum kago_seccomp_action a, int err_value)
 {
     switch (a) {
-    case KAGO_SCMP_ALLOW: return SCMP_ACT_ALLOW;
-    case KAGO_SCMP_ERRNO: return SCMP_ACT_ERRNO((uint16_t)(err_value ? err_value : EPERM));
-    case KAGO_SCMP_KILL: return SCMP_ACT_KILL_PROCESS;
-    case KAGO_SCMP_LOG: return SCMP_ACT_LOG;
+    case KAGO_SCMP_ALLOW:
+        return SCMP_ACT_ALLOW;
+    case KAGO_SCMP_ERRNO:
+        return SCMP_ACT_ERRNO((uint16_t)(err_value ? err_value : EPERM));
+    case KAGO_SCMP_KILL:
+        return SCMP_ACT_KILL_PROCESS;
+    case KAGO_SCMP_LOG:
+        return SCMP_ACT_LOG;
     }
     return SCMP_ACT_KILL_PROCESS;
 }
 
-static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, bool strict, struct kago_error **err)
+static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, bool strict,
+                    struct kago_error **err)
 {
     int nr = seccomp_syscall_resolve_name(name);
     if (nr == __NR_SCMP_ERROR) {
@@ -89,7 +140,8 @@ int kago__seccomp_apply(const struct kago_spec *spec, struct kago_error **err)
     const struct kago_seccomp *s = &spec->seccomp;
     if (s->mode == KAGO_SECCOMP_UNCONFINED)
         return 0;
-    uint32_t def = s->mode == KAGO_SECCOMP_CUSTOM ? to_scmp(s->default_action, s->default_errno) : SCMP_ACT_ALLOW;
+    uint32_t def =
+        s->mode == KAGO_SECCOMP_CUSTOM ? to_scmp(s->default_action, s->default_errno) : SCMP_ACT_ALLOW;
     scmp_filter_ctx ctx = seccomp_init(def);
     if (!ctx)
         return kago_error_set(err, ENOMEM, "seccomp_init");

@@ -8,8 +8,8 @@
 #include "util.h"
 
 static const char *const default_masked[] = {
-    "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", NULL,
+    "/proc/acpi",        "/proc/kcore",       "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",       NULL,
 };
 static const char *const default_readonly[] = {
     "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", NULL,
@@ -47,8 +47,8 @@ void kago_spec_init(struct kago_spec *spec)
     spec->rootfs = xstrdup(KAGO_DEFAULT_ROOTFS);
     spec->ns = (1u << KAGO_NS_PID) | (1u << KAGO_NS_MOUNT) | (1u << KAGO_NS_UTS) | (1u << KAGO_NS_IPC) |
                (1u << KAGO_NS_NET) | (1u << KAGO_NS_CGROUP);
-    spec->env = strv_dup((const char *const[]){"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                               "TERM=xterm", NULL});
+    spec->env = strv_dup((const char *const[]){
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm", NULL});
     spec->cwd = xstrdup("/");
     spec->masked_paths = strv_dup(default_masked);
     spec->readonly_paths = strv_dup(default_readonly);
@@ -105,13 +105,15 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
         return kago_error_set(err, 0, "no rootfs given");
     if (spec->name) {
         size_t n = strlen(spec->name);
-        if (n == 0 || n > 64 || strspn(spec->name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != n ||
+        if (n == 0 || n > 64 ||
+            strspn(spec->name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != n ||
             spec->name[0] == '.' || spec->name[0] == '-')
             return kago_error_set(err, 0, "name \"%s\": use 1-64 letters, digits, '_', '.', '-'", spec->name);
     }
     if (spec->cwd && spec->cwd[0] != '/')
         return kago_error_set(err, 0, "cwd \"%s\": must be an absolute path", spec->cwd);
-    if ((spec->nuidmap || spec->ngidmap) && !(spec->ns & (1u << KAGO_NS_USER)) && !spec->join_ns[KAGO_NS_USER])
+    if ((spec->nuidmap || spec->ngidmap) && !(spec->ns & (1u << KAGO_NS_USER)) &&
+        !spec->join_ns[KAGO_NS_USER])
         return kago_error_set(err, 0, "uid/gid maps given without a user namespace (--ns ...,user)");
     if ((spec->ns & (1u << KAGO_NS_USER)) && !spec->nuidmap)
         return kago_error_set(err, 0, "user namespace needs a uid map (--uidmap 0:HOSTUID:COUNT)");
@@ -124,11 +126,14 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         if (spec->join_ns[i] && (spec->ns & (1u << i)))
             return kago_error_set(err, 0, "namespace %s: both created and joined", kago_ns_name(i));
-    if (spec->limits.cpu_weight != KAGO_UNSET && (spec->limits.cpu_weight < 1 || spec->limits.cpu_weight > 10000))
-        return kago_error_set(err, 0, "cpu weight %lld: must be 1..10000", (long long)spec->limits.cpu_weight);
+    if (spec->limits.cpu_weight != KAGO_UNSET &&
+        (spec->limits.cpu_weight < 1 || spec->limits.cpu_weight > 10000))
+        return kago_error_set(err, 0, "cpu weight %lld: must be 1..10000",
+                              (long long)spec->limits.cpu_weight);
     if (spec->limits.pids != KAGO_UNSET && spec->limits.pids != KAGO_NOLIMIT && spec->limits.pids < 1)
         return kago_error_set(err, 0, "pids %lld: must be at least 1", (long long)spec->limits.pids);
-    if (spec->limits.memory != KAGO_UNSET && spec->limits.memory != KAGO_NOLIMIT && spec->limits.memory < 4096 * 64)
+    if (spec->limits.memory != KAGO_UNSET && spec->limits.memory != KAGO_NOLIMIT &&
+        spec->limits.memory < 4096 * 64)
         return kago_error_set(err, 0, "memory %lld: must be at least 256K", (long long)spec->limits.memory);
     return 0;
 }

@@ -95,8 +95,9 @@ json_object *kago__spec_to_json(const struct kago_spec *s)
 static const char *get_str(json_object *o, const char *k)
 {
     json_object *v;
-    return json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
-                                                                                         : NULL;
+    return json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v)
+               : NULL;
 }
 
 static int64_t get_int(json_object *o, const char *k, int64_t def)

@@ -36,14 +36,17 @@ int main(void)
     ok(kago_parse_ns_list("pid,net,mount", &ns, &err) == 0 &&
            ns == ((1u << KAGO_NS_PID) | (1u << KAGO_NS_NET) | (1u << KAGO_NS_MOUNT)),
        "namespace list");
-    ok(kago_parse_ns_list("pid,bogus", &ns, &err) < 0 && strstr(err->msg, "bogus"), "unknown namespace named");
+    ok(kago_parse_ns_list("pid,bogus", &ns, &err) < 0 && strstr(err->msg, "bogus"),
+       "unknown namespace named");
     kago_error_clear(&err);
     struct kago_idmap map;
-    ok(kago_parse_idmap("0:100000:65536", &map, &err) == 0 && map.outside == 100000 && map.count == 65536, "idmap");
+    ok(kago_parse_idmap("0:100000:65536", &map, &err) == 0 && map.outside == 100000 && map.count == 65536,
+       "idmap");
     ok(kago_parse_idmap("0:1", &map, &err) < 0, "short idmap rejected");
     kago_error_clear(&err);
     struct kago_mount m;
-    ok(kago_parse_mount_bind("/srv/a:/data:ro", &m, &err) == 0 && m.readonly && !strcmp(m.dst, "/data"), "bind ro");
+    ok(kago_parse_mount_bind("/srv/a:/data:ro", &m, &err) == 0 && m.readonly && !strcmp(m.dst, "/data"),
+       "bind ro");
     free(m.src);
     free(m.dst);
     ok(kago_parse_mount_bind("/srv/a:data", &m, &err) < 0, "relative bind destination rejected");
@@ -51,12 +54,13 @@ int main(void)
     ok(kago_parse_mount_tmpfs("/tmp:16M", &m, &err) == 0 && m.size == 16 << 20, "tmpfs with size");
     free(m.dst);
     struct kago_rlimit rl;
-    ok(kago_parse_rlimit("nofile=1024:4096", &rl, &err) == 0 && rl.resource == RLIMIT_NOFILE && rl.soft == 1024 &&
-           rl.hard == 4096,
+    ok(kago_parse_rlimit("nofile=1024:4096", &rl, &err) == 0 && rl.resource == RLIMIT_NOFILE &&
+           rl.soft == 1024 && rl.hard == 4096,
        "rlimit");
     ok(kago_parse_rlimit("nofile=10:5", &rl, &err) < 0, "soft above hard rejected");
     kago_error_clear(&err);
-    ok(kago_cap_from_name("net_admin") == 12 && kago_cap_from_name("CAP_SYS_ADMIN") == 21, "capability names");
+    ok(kago_cap_from_name("net_admin") == 12 && kago_cap_from_name("CAP_SYS_ADMIN") == 21,
+       "capability names");
     ok(kago_cap_from_name("nonsense") < 0, "unknown capability");
     uid_t u;
     gid_t gr;
