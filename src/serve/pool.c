@@ -149,14 +149,12 @@ static void maybe_scale(struct pool *p, uint64_t now)
     }
 }
 
+/* Held requests go to ready instances with room below concurrency, oldest first. */
 static void dispatch_waiters(struct pool *p, uint64_t now)
 {
     while (p->queue.next != &p->queue) {
         struct pool_inst *i = pick(p);
-        if (!i)
-            return;
-        /* Past the target concurrency, wait for an instance that is on its way. */
-        if (i->inflight >= p->cfg.concurrency && kago__pool_count(p, POOL_STARTING) > 0)
+        if (!i || i->inflight >= p->cfg.concurrency)
             return;
         struct pool_waiter *w = p->queue.next;
         unqueue(p, w);
@@ -173,8 +171,10 @@ struct pool_inst *kago__pool_request(struct pool *p, struct pool_waiter *w, uint
         p->rejected++;
         return NULL;
     }
+    /* concurrency is also a cap: an instance never has more in flight (a burst piled onto one
+     * instance overflows its accept backlog); the excess waits in the bounded queue. */
     struct pool_inst *i = pick(p);
-    if (i) {
+    if (i && i->inflight < p->cfg.concurrency && p->npending == 0) {
         i->inflight++;
         i->last_active = now;
         maybe_scale(p, now);

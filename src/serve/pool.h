@@ -71,9 +71,9 @@ void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct po
 /* Frees the instance records (only for tests and after every instance was removed). */
 void kago__pool_free(struct pool *p);
 
-/* A request arrives. Returns the instance to send it to (its in-flight count already includes
- * the request), or NULL: then *held says whether w was queued (dispatch or reject follows later)
- * or refused outright (answer 503). */
+/* A request arrives. Returns the ready instance with the fewest in flight when it is below
+ * concurrency (its in-flight count then includes the request), or NULL: then *held says whether
+ * w was queued (dispatch or reject follows later) or refused outright (answer 503). */
 struct pool_inst *kago__pool_request(struct pool *p, struct pool_waiter *w, uint64_t now, bool *held);
 /* A held request went away (client closed). */
 void kago__pool_cancel(struct pool *p, struct pool_waiter *w);

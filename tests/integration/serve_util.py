@@ -42,7 +42,7 @@ def app(name, hosts, command, port=8080, **policy):
 STATIC = ("mkdir -p /srv/www && echo hello-static > /srv/www/index.html && "
           "dd if=/dev/zero of=/srv/www/big bs=1M count=32 2>/dev/null && exec /usr/sbin/httpd -f -p 8080 -h /srv/www")
 CGI = r"""mkdir -p /srv/www/cgi-bin
-printf '#!/bin/sh\necho Content-Type: text/plain\necho\nsleep ${QUERY_STRING:-0}\necho slept $(hostname)\n' > /srv/www/cgi-bin/sleep
+printf '#!/bin/sh\nsleep ${QUERY_STRING:-0}\necho Content-Type: text/plain\necho\necho slept $(hostname)\n' > /srv/www/cgi-bin/sleep
 printf '#!/bin/sh\necho Content-Type: text/plain\necho\nhead -c $CONTENT_LENGTH | wc -c\n' > /srv/www/cgi-bin/count
 chmod +x /srv/www/cgi-bin/*
 exec /usr/sbin/httpd -f -p 8080 -h /srv/www"""

@@ -110,7 +110,9 @@ static void test_burst_bounded(void)
     ok(rec.dispatched == 2 && first->inflight == 2, "first ready takes its share (2)");
     for (struct pool_inst *i = p.insts; i; i = i->next)
         kago__pool_ready(&p, i, 112);
-    ok(p.npending == 0 && rec.dispatched == 10, "all ready: every held request dispatched");
+    ok(p.npending == 2 && rec.dispatched == 8, "all ready: concurrency x instances (8) dispatched, 2 wait");
+    kago__pool_done(&p, first, 113);
+    ok(p.npending == 1 && rec.dispatched == 9, "a slot frees: the oldest waiting request takes it");
     unsigned maxin = 0;
     for (struct pool_inst *i = p.insts; i; i = i->next)
         maxin = i->inflight > maxin ? i->inflight : maxin;
@@ -147,19 +149,26 @@ static void test_scale_out(void)
     struct pool_inst *got[20];
     got[0] = kago__pool_request(&p, &w[0], 10, &held);
     ok(got[0] == NULL && held && rec.dispatched == 1, "socket activation: held then dispatched at once");
-    for (int k = 1; k < 3; k++)
-        got[k] = kago__pool_request(&p, &w[k], 10, &held);
-    ok(got[1] && got[2], "later requests routed directly");
+    got[1] = kago__pool_request(&p, &w[1], 10, &held);
+    ok(got[1] != NULL, "below concurrency: routed directly");
+    got[2] = kago__pool_request(&p, &w[2], 10, &held);
     ok(rec.starts == 2, "in flight 3 > concurrency 2 x 1 instance: scaled out to 2 (%u)", rec.starts);
-    for (int k = 3; k < 20; k++)
+    ok(p.npending == 0 && rec.dispatched == 2, "the third went to the new instance");
+    unsigned direct = 0;
+    for (int k = 3; k < 20; k++) {
         got[k] = kago__pool_request(&p, &w[k], 11, &held);
+        direct += got[k] != NULL;
+    }
     ok(rec.starts == 4 && kago__pool_count(&p, POOL_READY) == 4, "scale out stops at max_instances 4");
     unsigned lo = 99, hi = 0;
     for (struct pool_inst *i = p.insts; i; i = i->next) {
         lo = i->inflight < lo ? i->inflight : lo;
         hi = i->inflight > hi ? i->inflight : hi;
     }
-    ok(hi - lo <= 1, "fewest-in-flight picking balances (%u..%u)", lo, hi);
+    ok(lo == 2 && hi == 2, "fewest-in-flight picking fills every instance to concurrency (%u..%u)", lo, hi);
+    ok(p.npending == 10, "beyond concurrency x max_instances requests wait, up to max_pending (%u)", p.npending);
+    kago__pool_done(&p, p.insts, 12);
+    ok(p.npending == 9 && p.insts->inflight == 2, "a finished request lets the oldest held one in");
     kago__pool_free(&p);
 }
 
