@@ -198,8 +198,11 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
     int sv[2] = {-1, -1};
     struct launch l = {.cgroup_fd = -1, .pidfd = -1, .pid = -1};
     int nostdio[3] = {-1, -1, -1};
-    l.ch = (struct kago__child){
-        .spec = spec, .sync_fd = -1, .fifo_fd = -1, .stdio = opts ? opts->stdio : nostdio};
+    l.ch = (struct kago__child){.spec = spec,
+                                .sync_fd = -1,
+                                .fifo_fd = -1,
+                                .stdio = opts ? opts->stdio : nostdio,
+                                .die_with_parent = !(opts && opts->detach)};
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         l.ch.join_fds[i] = -1;
     cleanup_free char *scratch = xasprintf("%s/ovl", c->dir);

@@ -29,6 +29,7 @@ struct kago__child {
     int join_fds[KAGO_NS_COUNT];
     const int *stdio;
     struct kago__cgroup *enter_cg; /* the child moves itself here first (NULL: cloned into it) */
+    bool die_with_parent;          /* foreground: no orphan container outlives a killed kago */
 };
 
 _Noreturn void kago__child_main(struct kago__child *ch) KAGO_INTERNAL;

@@ -499,6 +499,8 @@ void kago__child_main(struct kago__child *ch)
     for (int i = 0; i < 3; i++)
         if (ch->stdio[i] >= 0 && ch->stdio[i] != i && dup2(ch->stdio[i], i) < 0)
             _exit(127);
+    if (ch->die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        _exit(127);
     if (ch->enter_cg && ch->enter_cg->ops->enter(ch->enter_cg, 0, &err) < 0) {
         kago__child_report(ch->sync_fd, err);
         _exit(127);
