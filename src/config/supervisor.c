@@ -616,8 +616,11 @@ static void sup_free(struct sup *s)
     free(s->user_signums);
     if (s->self_netns >= 0)
         close(s->self_netns);
+    if (s->dir)
+        rmdir(s->dir); /* only when no other supervisor uses it */
     free(s->dir);
     free(s->sockpath);
+    free(s->logpath);
 }
 
 /* --detach: the caller waits on a pipe for "ok" (or an error line) from the daemonised supervisor. */
@@ -634,8 +637,16 @@ static int daemonize(struct sup *s, int *report_fd, struct kago_error **err)
         char buf[4096];
         size_t have = 0;
         ssize_t n;
-        while (have < sizeof buf - 1 && ((n = read(p[0], buf + have, sizeof buf - 1 - have)) > 0 || (n < 0 && errno == EINTR)))
-            have += n > 0 ? (size_t)n : 0;
+        /* Up to the first newline: a container's process may hold the pipe's write end open. */
+        buf[0] = '\0';
+        while (have < sizeof buf - 1 && !memchr(buf, '\n', have)) {
+            n = read(p[0], buf + have, sizeof buf - 1 - have);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            have += (size_t)n;
+        }
         buf[have] = '\0';
         close(p[0]);
         if (!strncmp(buf, "ok", 2))
@@ -645,9 +656,9 @@ static int daemonize(struct sup *s, int *report_fd, struct kago_error **err)
     }
     close(p[0]);
     setsid();
-    char log[4096];
-    snprintf(log, sizeof log, "%s/%s.log", s->dir, s->cts[0]->name);
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (asprintf(&s->logpath, "%s/%s.log", s->dir, s->cts[0]->name) < 0)
+        abort();
+    int fd = open(s->logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (fd >= 0 && null >= 0) {
         dup2(null, 0);
@@ -675,10 +686,14 @@ static void report_start(int *fd, const char *msg)
 int kago_kagofile_supervise(const struct kago_supervise_opts *opts, struct kago_error **err)
 {
     struct kago_kagofile *kf = NULL;
+    uint64_t t0 = now_us();
     if (kago_kagofile_load(opts->path, opts->sets, &kf, err) < 0)
         return 1;
     kf->refs = 1;
     struct sup s = {.opts = opts, .self_netns = -1, .verbose = getenv("KAGO_VERBOSE") != NULL};
+    if (s.verbose)
+        sup_log(&s, "%s: evaluated in %.2f ms (%zu containers)", opts->path, (double)(now_us() - t0) / 1000.0,
+                kf->ncts);
     int report_fd = -1, rc = 0;
     if (select_containers(&s, kf, err) < 0 || sup_init(&s, err) < 0) {
         rc = 1;
@@ -717,6 +732,8 @@ int kago_kagofile_supervise(const struct kago_supervise_opts *opts, struct kago_
     report_start(&report_fd, "ok\n");
     uv_run(&s.loop, UV_RUN_DEFAULT);
     rc = s.exit_code;
+    if (rc == 0 && s.logpath)
+        unlink(s.logpath); /* a detached run's log is kept only when something failed */
 out:
     kf->refs--; /* the containers hold theirs */
     if (kf->refs <= 0)

@@ -55,6 +55,7 @@ struct sup {
     bool control_open;
     char *dir;      /* <root>/supervisors */
     char *sockpath; /* <dir>/<pid>.sock */
+    char *logpath;  /* --detach: <dir>/<first container>.log */
     int self_netns; /* to come back after making a socket in a container's netns */
     int exit_code;
     bool shutting_down;
