@@ -74,7 +74,7 @@ struct upconn {
     struct http_msg resp;
     struct outq out;
     char *rbuf;
-    bool connected, probe, reused, closing, got_bytes;
+    bool connected, probe, reused, closing, got_bytes, reading;
     bool resp_chunked_out; /* re-chunking the body to the client */
     bool resp_done;
 };

@@ -147,13 +147,15 @@ static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 void kago__upconn_pause(struct upconn *u)
 {
-    uv_read_stop((uv_stream_t *)&u->tcp);
+    if (u->reading)
+        uv_read_stop((uv_stream_t *)&u->tcp);
+    u->reading = false;
 }
 
 void kago__upconn_resume(struct upconn *u)
 {
-    if (u->connected && !u->closing)
-        uv_read_start((uv_stream_t *)&u->tcp, on_up_alloc, on_up_read);
+    if (u->connected && !u->closing && !u->reading)
+        u->reading = uv_read_start((uv_stream_t *)&u->tcp, on_up_alloc, on_up_read) == 0;
 }
 
 static void on_up_written(struct outq *q, int status)
@@ -222,7 +224,7 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     u->connected = true;
-    uv_read_start((uv_stream_t *)&u->tcp, on_up_alloc, on_up_read);
+    kago__upconn_resume(u);
     if (u->probe) {
         u->probe = false;
         kago__upconn_release(u, true); /* the probe's connection serves the first request */
