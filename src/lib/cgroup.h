@@ -21,7 +21,8 @@ struct kago__cgroup_ops {
     int (*enter)(struct kago__cgroup *cg, pid_t pid, struct kago_error **err);
     /* Writes the set fields of limits (and raw keys) live. Unset fields are left as they are. */
     int (*apply)(struct kago__cgroup *cg, const struct kago_limits *limits, struct kago_error **err);
-    /* Restricts device access to kago's minimal /dev (v1 devices controller; v2: nothing to do, see README). */
+    /* Restricts device access to kago's minimal /dev (v1 devices controller; v2: nothing to do, see README).
+     */
     int (*devices)(struct kago__cgroup *cg, struct kago_error **err);
     int (*freeze)(struct kago__cgroup *cg, bool frozen, struct kago_error **err);
     /* 1 frozen, 0 thawed, < 0 error */
@@ -47,7 +48,8 @@ extern const struct kago__cgroup_ops kago__cgroup_v2 KAGO_INTERNAL;
 /* Detects the host's cgroup layout: v2 when mountpoint is a cgroup2 filesystem, v1 when it holds
  * per-controller v1 hierarchies (hybrid hosts whose cgroup2 mount at unified/ holds no controller are v1).
  * $KAGO_CGROUP=v1|v2 forces a backend. Returns NULL with *err set if neither is usable. */
-const struct kago__cgroup_ops *kago__cgroup_detect(const char *mountpoint, struct kago_error **err) KAGO_INTERNAL;
+const struct kago__cgroup_ops *kago__cgroup_detect(const char *mountpoint,
+                                                   struct kago_error **err) KAGO_INTERNAL;
 /* Fills cg for container name with the detected backend (mountpoint NULL = /sys/fs/cgroup). */
 int kago__cgroup_init(struct kago__cgroup *cg, const char *mountpoint, const char *name,
                       struct kago_error **err) KAGO_INTERNAL;
@@ -66,13 +68,14 @@ bool kago__cgroup_v1_present(void) KAGO_INTERNAL;
  * "cgroup kago/<name>" and the file and value. */
 #define KAGO__CG_PARENT "kago"
 /* base/kago/name (name NULL: base/kago) into buf; -ENAMETOOLONG with *err set when it does not fit. */
-int kago__cg_dir(char *buf, size_t size, const char *base, const char *name, struct kago_error **err) KAGO_INTERNAL;
+int kago__cg_dir(char *buf, size_t size, const char *base, const char *name,
+                 struct kago_error **err) KAGO_INTERNAL;
 /* Opens dir/file and writes value with one write(). */
 int kago__cg_write(const struct kago__cgroup *cg, const char *dir, const char *file, const char *value,
                    struct kago_error **err) KAGO_INTERNAL;
 /* Reads dir/file into buf (NUL-terminated, trailing newline kept). Returns the length or -errno. */
-ssize_t kago__cg_read(const struct kago__cgroup *cg, const char *dir, const char *file, char *buf, size_t size,
-                      struct kago_error **err) KAGO_INTERNAL;
+ssize_t kago__cg_read(const struct kago__cgroup *cg, const char *dir, const char *file, char *buf,
+                      size_t size, struct kago_error **err) KAGO_INTERNAL;
 /* Value of the line "key N" in a flat-keyed file's text; false if absent. */
 bool kago__cg_key(const char *text, const char *key, int64_t *out) KAGO_INTERNAL;
 /* mkdir base/kago/name. On ENOENT (no "kago" parent, or another process just removed it) calls
@@ -88,9 +91,11 @@ int kago__cg_rmdir(const struct kago__cgroup *cg, const char *base, struct kago_
 int kago__cg_check_cpuset(const char *cpus, struct kago_error **err) KAGO_INTERNAL;
 /* Signals every pid listed in dir/cgroup.procs; for SIGKILL rereads until no new pid appears (forks
  * racing the kill). Returns how many were signalled. */
-int kago__cg_kill_procs(const struct kago__cgroup *cg, const char *dir, int sig, struct kago_error **err) KAGO_INTERNAL;
+int kago__cg_kill_procs(const struct kago__cgroup *cg, const char *dir, int sig,
+                        struct kago_error **err) KAGO_INTERNAL;
 /* Counts the pids in dir/cgroup.procs. */
-int kago__cg_count_procs(const struct kago__cgroup *cg, const char *dir, struct kago_error **err) KAGO_INTERNAL;
+int kago__cg_count_procs(const struct kago__cgroup *cg, const char *dir,
+                         struct kago_error **err) KAGO_INTERNAL;
 /* False when dir is not on a cgroup filesystem (the unit tests' fake tree): nothing to wait for. */
 bool kago__cg_is_cgroupfs(const char *dir) KAGO_INTERNAL;
 /* Sleeps for a bounded poll: returns false once deadline_us (kago__now_us) has passed. */

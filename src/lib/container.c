@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 
 #include "container_int.h"
+#include "linux.h"
 
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
@@ -184,6 +186,62 @@ static void reap(pid_t pid)
 }
 
 /* Everything up to a running (or start-waiting) child, in this process. */
+static int setup_cgroup(struct kago_container *c, const struct kago_spec *spec, struct kago_error **err)
+{
+    if (c->cg.ops->create(&c->cg, err) < 0)
+        return -1;
+    kago__trace("cgroup created");
+    if (kago__fault("cgroup"))
+        return kago_error_set(err, EIO, "injected fault after cgroup create");
+    if (c->cg.ops->apply(&c->cg, &spec->limits, err) < 0 || c->cg.ops->devices(&c->cg, err) < 0)
+        return -1;
+    kago__trace("cgroup limits applied");
+    return 0;
+}
+
+/* The parent's half of a start. On cgroup v1 the child is cloned first and the cgroup is made, and the
+ * seccomp filter compiled, while the child builds its mounts; on v2 the child is cloned into its cgroup. */
+static int launch(struct kago_container *c, const struct kago_spec *spec, struct launch *l, bool *cg_made,
+                  struct kago_error **err)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return kago_error_set(err, errno, "socketpair");
+    bool clone_into = strcmp(c->cg.ops->name, "v1") != 0;
+    if (clone_into) {
+        if (setup_cgroup(c, spec, err) < 0)
+            goto fail;
+        *cg_made = true;
+        l->cgroup_fd = c->cg.ops->open_dir(&c->cg, NULL);
+    }
+    l->ch.sync_fd = sv[1];
+    l->cg = &c->cg;
+    l->pid = clone_child(l, spec, err);
+    kago__trace("cloned");
+    close_fd(&sv[1]);
+    if (l->pid < 0)
+        goto fail;
+    if (!clone_into) {
+        *cg_made = true;
+        if (setup_cgroup(c, spec, err) < 0)
+            goto fail;
+    }
+    if (kago__seccomp_compile(spec, l->ch.bpf, err) < 0 ||
+        ((spec->ns & (1u << KAGO_NS_USER)) && setup_userns(l->pid, spec, err) < 0))
+        goto fail;
+    kago__trace("seccomp compiled");
+    /* the child may already have failed and closed its end: its report is still queued to read */
+    if (send(sv[0], "G", 1, MSG_NOSIGNAL) != 1 && errno != EPIPE && errno != ECONNRESET) {
+        kago_error_set(err, errno, "start container init");
+        goto fail;
+    }
+    return sv[0];
+fail:
+    close_fd(&sv[0]);
+    return -1;
+}
+
+/* Everything up to a running (or start-waiting) child, in this process. */
 static int create_here(struct kago_container *c, const struct kago_spec *spec,
                        const struct kago_spawn_opts *opts, struct kago_error **err)
 {
@@ -194,92 +252,74 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
         return kago_error_set(err, ENOTDIR, "rootfs %s", spec->rootfs);
     if (kago__cgroup_init(&c->cg, NULL, spec->name, err) < 0)
         return -1;
-    int ret = -1;
-    int sv[2] = {-1, -1};
+    kago__trace("create: begin");
+    int ret = -1, sync_fd = -1;
+    bool cg_made = false;
     struct launch l = {.cgroup_fd = -1, .pidfd = -1, .pid = -1};
     int nostdio[3] = {-1, -1, -1};
+    bool wait_start = opts && opts->wait_start;
+    cleanup_free char *scratch = xasprintf("%s/ovl", c->dir);
+    cleanup_free char *fifo = xasprintf("%s/exec.fifo", c->dir);
     l.ch = (struct kago__child){.spec = spec,
+                                .scratch = scratch,
                                 .sync_fd = -1,
                                 .fifo_fd = -1,
                                 .stdio = opts ? opts->stdio : nostdio,
                                 .die_with_parent = !(opts && opts->detach)};
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         l.ch.join_fds[i] = -1;
-    cleanup_free char *scratch = xasprintf("%s/ovl", c->dir);
-    cleanup_free char *fifo = xasprintf("%s/exec.fifo", c->dir);
-    l.ch.scratch = scratch;
-
-    if (c->cg.ops->create(&c->cg, err) < 0)
-        goto fail_nocg;
-    if (kago__fault("cgroup")) {
-        kago_error_set(err, EIO, "injected fault after cgroup create");
-        goto fail;
+    /* shared with the child: the filter compiled here while it sets up */
+    l.ch.bpf = mmap(NULL, sizeof *l.ch.bpf, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (l.ch.bpf == MAP_FAILED) {
+        l.ch.bpf = NULL;
+        kago_error_set(err, errno, "mmap");
+        goto out;
     }
-    if (c->cg.ops->apply(&c->cg, &spec->limits, err) < 0 || c->cg.ops->devices(&c->cg, err) < 0)
-        goto fail;
     if (spec->overlay && mkdir(scratch, 0700) < 0) {
         kago_error_set(err, errno, "mkdir %s", scratch);
-        goto fail;
+        goto out;
     }
-    if (opts && opts->wait_start) {
-        if (mkfifo(fifo, 0600) < 0 || (l.ch.fifo_fd = open(fifo, O_PATH | O_CLOEXEC)) < 0) {
-            kago_error_set(err, errno, "exec fifo %s", fifo);
-            goto fail;
-        }
+    if (wait_start && (mkfifo(fifo, 0600) < 0 || (l.ch.fifo_fd = open(fifo, O_PATH | O_CLOEXEC)) < 0)) {
+        kago_error_set(err, errno, "exec fifo %s", fifo);
+        goto out;
     }
-    if (open_joins(spec, l.ch.join_fds, err) < 0)
-        goto fail;
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-        kago_error_set(err, errno, "socketpair");
-        goto fail;
-    }
-    l.ch.sync_fd = sv[1];
-    l.cgroup_fd = c->cg.ops->open_dir(&c->cg, NULL);
-    l.cg = &c->cg;
-    l.pid = clone_child(&l, spec, err);
-    close_fd(&sv[1]);
-    if (l.pid < 0)
-        goto fail;
-    if ((spec->ns & (1u << KAGO_NS_USER)) && setup_userns(l.pid, spec, err) < 0)
-        goto fail_child;
-    /* the child may already have failed and closed its end: its report is still queued to read */
-    if (send(sv[0], "G", 1, MSG_NOSIGNAL) != 1 && errno != EPIPE && errno != ECONNRESET) {
-        kago_error_set(err, errno, "start container init");
-        goto fail_child;
-    }
+    if (open_joins(spec, l.ch.join_fds, err) < 0 || (sync_fd = launch(c, spec, &l, &cg_made, err)) < 0)
+        goto out;
     char kind;
-    if (read_child(sv[0], &kind, err) < 0)
-        goto fail_child;
-    if ((opts && opts->wait_start) != (kind == 'R')) {
+    if (read_child(sync_fd, &kind, err) < 0)
+        goto out;
+    kago__trace("child exec'd");
+    if (wait_start != (kind == 'R')) {
         kago_error_set(err, 0, "container init ended during setup");
-        goto fail_child;
+        goto out;
     }
     c->pid = l.pid;
-    c->pidfd = l.pidfd;
-    l.pidfd = -1;
     c->starttime = kago__proc_starttime(l.pid, NULL);
     c->created = (long long)time(NULL);
     if (kago__fault("state")) {
         kago_error_set(err, EIO, "injected fault before the state file");
-        goto fail_child;
+        goto out;
     }
     if (kago__state_write(c, err) < 0)
-        goto fail_child;
+        goto out;
+    kago__trace("state written");
+    c->pidfd = steal_fd(&l.pidfd);
     ret = 0;
-    goto out;
-fail_child:
-    reap(l.pid);
-fail:
-    c->cg.ops->destroy(&c->cg, NULL);
-fail_nocg:
-    unlink(fifo);
 out:
-    close_fd(&sv[0]);
+    if (ret < 0 && l.pid > 0)
+        reap(l.pid);
+    if (ret < 0 && cg_made)
+        c->cg.ops->destroy(&c->cg, NULL);
+    if (ret < 0)
+        unlink(fifo);
+    close_fd(&sync_fd);
     close_fd(&l.cgroup_fd);
     close_fd(&l.pidfd);
     close_fd(&l.ch.fifo_fd);
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         close_fd(&l.ch.join_fds[i]);
+    if (l.ch.bpf)
+        munmap(l.ch.bpf, sizeof *l.ch.bpf);
     return ret;
 }
 
@@ -610,10 +650,12 @@ int kago_container_delete(struct kago_container *c, bool force, struct kago_erro
     c->cg.ops->kill_all(&c->cg, SIGKILL, NULL);
     if (st == KAGO_PAUSED)
         c->cg.ops->freeze(&c->cg, false, NULL);
+    kago__trace("delete: begin");
     wait_gone(c, 5000);
     wait_shim(c);
     if (c->cg.ops->destroy(&c->cg, err) < 0)
         return kago_error_prefix(err, "container %s", c->spec.name), -1;
+    kago__trace("cgroup removed");
     if (kago__rm_rf(c->dir) < 0)
         return kago_error_set(err, errno, "container %s: remove %s", c->spec.name, c->dir);
     close_fd(&c->pidfd);

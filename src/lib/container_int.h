@@ -7,6 +7,7 @@
 #include <kago/container.h>
 
 #include "cgroup.h"
+#include "linux.h"
 #include "util.h"
 
 struct kago_container {
@@ -29,11 +30,14 @@ struct kago__child {
     int join_fds[KAGO_NS_COUNT];
     const int *stdio;
     struct kago__cgroup *enter_cg; /* the child moves itself here first (NULL: cloned into it) */
+    struct kago__bpf *bpf;         /* compiled by the parent, in shared memory, before "G" */
+    bool went;                     /* "G" received */
     bool die_with_parent;          /* foreground: no orphan container outlives a killed kago */
 };
 
 _Noreturn void kago__child_main(struct kago__child *ch) KAGO_INTERNAL;
-int kago__setup_mounts(const struct kago__child *ch, struct kago_error **err) KAGO_INTERNAL;
+int kago__setup_mounts(struct kago__child *ch, struct kago_error **err) KAGO_INTERNAL;
+int kago__child_go(struct kago__child *ch, struct kago_error **err) KAGO_INTERNAL;
 int kago__loopback_up(struct kago_error **err) KAGO_INTERNAL;
 int kago__listen_socket(uint16_t port, struct kago_error **err) KAGO_INTERNAL;
 int kago__set_rlimits(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;

@@ -275,17 +275,23 @@ static int mask_paths(const struct kago_spec *spec, struct kago_error **err)
     return 0;
 }
 
-int kago__setup_mounts(const struct kago__child *ch, struct kago_error **err)
+int kago__setup_mounts(struct kago__child *ch, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
     bool userns = spec->ns & (1u << KAGO_NS_USER);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return kago_error_set(err, errno, "make / private");
+    kago__trace("child: / private");
     cleanup_close int rootfd = setup_rootfs(ch, err);
     if (rootfd < 0)
         return -1;
-    if (setup_proc_sys(ch, rootfd, err) < 0 || setup_dev(rootfd, userns, err) < 0)
+    kago__trace("child: rootfs");
+    if (setup_proc_sys(ch, rootfd, err) < 0)
         return -1;
+    kago__trace("child: proc sys");
+    if (setup_dev(rootfd, userns, err) < 0)
+        return -1;
+    kago__trace("child: dev");
     if ((spec->ns & (1u << KAGO_NS_IPC)) && setup_mqueue(rootfd, err) < 0)
         return -1;
     if (setup_user_mounts(ch, rootfd, err) < 0)
@@ -294,9 +300,12 @@ int kago__setup_mounts(const struct kago__child *ch, struct kago_error **err)
         return kago_error_set(err, EIO, "injected fault after the mounts");
     if (spec->readonly && remount_ro(rootfd, MS_NODEV, "rootfs read-only", err) < 0)
         return -1;
-    if (pivot(rootfd, err) < 0)
+    if (kago__child_go(ch, err) < 0 || pivot(rootfd, err) < 0)
         return -1;
-    return mask_paths(spec, err);
+    kago__trace("child: pivot_root");
+    int ret = mask_paths(spec, err);
+    kago__trace("child: masks");
+    return ret;
 }
 
 int kago__loopback_up(struct kago_error **err)
@@ -452,8 +461,10 @@ static int child_prepare(struct kago__child *ch, int *listen_fd, char **cmd, str
     }
     if (spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
         return kago_error_set(err, errno, "hostname %s", spec->hostname);
+    kago__trace("child: begin");
     if ((spec->ns & (1u << KAGO_NS_NET)) && kago__loopback_up(err) < 0)
         return -1;
+    kago__trace("child: lo up");
     if (spec->listen_port && (*listen_fd = kago__listen_socket(spec->listen_port, err)) < 0)
         return -1;
     if ((spec->ns & (1u << KAGO_NS_MOUNT)) && kago__setup_mounts(ch, err) < 0)
@@ -468,11 +479,28 @@ static int child_prepare(struct kago__child *ch, int *listen_fd, char **cmd, str
 }
 
 /* Steps that take privileges away, last before exec. */
-static int child_secure(const struct kago_spec *spec, struct kago_error **err)
+/* Waits (once) for the parent's "G": the cgroup exists and the filter is compiled. Then moves into the
+ * cgroup, which must happen while /sys/fs/cgroup is still visible, before pivot_root. */
+int kago__child_go(struct kago__child *ch, struct kago_error **err)
 {
+    char go = 0;
+    if (ch->went)
+        return 0;
+    if (read(ch->sync_fd, &go, 1) != 1 || go != 'G')
+        _exit(127); /* the parent gave up */
+    ch->went = true;
+    if (ch->enter_cg && ch->enter_cg->ops->enter(ch->enter_cg, 0, err) < 0)
+        return -1;
+    kago__trace("child: in cgroup");
+    return 0;
+}
+
+static int child_secure(const struct kago__child *ch, struct kago_error **err)
+{
+    const struct kago_spec *spec = ch->spec;
     if (spec->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return kago_error_set(err, errno, "no_new_privs");
-    if (kago__seccomp_apply(spec, err) < 0)
+    if (kago__seccomp_load(ch->bpf, err) < 0)
         return -1;
     return kago__caps_apply(spec, err);
 }
@@ -493,7 +521,7 @@ void kago__child_main(struct kago__child *ch)
     struct kago_error *err = NULL;
     const struct kago_spec *spec = ch->spec;
     int listen_fd = -1;
-    char *cmd = NULL, go = 0;
+    char *cmd = NULL;
     bool ready_sent = false;
 
     for (int i = 0; i < 3; i++)
@@ -501,19 +529,12 @@ void kago__child_main(struct kago__child *ch)
             _exit(127);
     if (ch->die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         _exit(127);
-    if (ch->enter_cg && ch->enter_cg->ops->enter(ch->enter_cg, 0, &err) < 0) {
-        kago__child_report(ch->sync_fd, err);
-        _exit(127);
-    }
-    /* Without a user namespace the setup needs nothing from the parent: it runs while the parent moves
-     * this process into its cgroup (on cgroup v1 a migration waits for an RCU grace period). */
-    bool userns = spec->ns & (1u << KAGO_NS_USER);
-    if (userns && (read(ch->sync_fd, &go, 1) != 1 || go != 'G'))
-        _exit(127); /* the parent gave up */
-    if (child_prepare(ch, &listen_fd, &cmd, &err) < 0)
+    /* Without a user namespace the first half of the setup needs nothing from the parent: it runs while
+     * the parent makes the cgroup and compiles the seccomp filter ("G" comes before pivot_root). */
+    if ((spec->ns & (1u << KAGO_NS_USER)) && kago__child_go(ch, &err) < 0)
         goto fail;
-    if (!userns && (read(ch->sync_fd, &go, 1) != 1 || go != 'G'))
-        _exit(127);
+    if (child_prepare(ch, &listen_fd, &cmd, &err) < 0 || kago__child_go(ch, &err) < 0)
+        goto fail;
     /* a cgroup namespace is rooted where the process is: make it only once inside its cgroup */
     if ((spec->ns & (1u << KAGO_NS_CGROUP)) && unshare(CLONE_NEWCGROUP) < 0) {
         kago_error_set(&err, errno, "new cgroup namespace");
@@ -525,8 +546,10 @@ void kago__child_main(struct kago__child *ch)
         ready_sent = true;
         wait_for_start(ch);
     }
-    if (child_secure(spec, &err) < 0)
+    kago__trace("child: prepared");
+    if (child_secure(ch, &err) < 0)
         goto fail;
+    kago__trace("child: secured");
     if (spec->init) {
         pid_t pid = fork();
         if (pid < 0) {

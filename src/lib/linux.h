@@ -9,6 +9,15 @@
 /* Drops the bounding set to spec->caps, switches to spec->uid/gid keeping spec->caps (ambient for
  * non-root users). */
 int kago__caps_apply(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
+/* A compiled seccomp program (classic BPF), small enough to hand to a child through shared memory. */
+struct kago__bpf {
+    unsigned short len; /* instructions; 0 = no filter */
+    uint64_t insns[4096];
+};
+/* Compiles the spec's filter (len 0 for unconfined) / loads a compiled one into the calling thread. */
+int kago__seccomp_compile(const struct kago_spec *spec, struct kago__bpf *out,
+                          struct kago_error **err) KAGO_INTERNAL;
+int kago__seccomp_load(const struct kago__bpf *bpf, struct kago_error **err) KAGO_INTERNAL;
 /* Loads the seccomp filter the spec asks for (nothing for unconfined). */
 int kago__seccomp_apply(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
 

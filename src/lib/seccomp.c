@@ -1,5 +1,9 @@
 /* seccomp: a Docker-like default deny list, custom profiles (Docker/OCI JSON subset), via libseccomp. */
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <json-c/json.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -135,9 +139,11 @@ static int add_default_rules(scmp_filter_ctx ctx, struct kago_error **err)
     return 0;
 }
 
-int kago__seccomp_apply(const struct kago_spec *spec, struct kago_error **err)
+/* Builds the spec's filter with libseccomp; *ctx is NULL for unconfined. */
+static int build_filter(const struct kago_spec *spec, scmp_filter_ctx *out, struct kago_error **err)
 {
     const struct kago_seccomp *s = &spec->seccomp;
+    *out = NULL;
     if (s->mode == KAGO_SECCOMP_UNCONFINED)
         return 0;
     uint32_t def =
@@ -145,28 +151,79 @@ int kago__seccomp_apply(const struct kago_spec *spec, struct kago_error **err)
     scmp_filter_ctx ctx = seccomp_init(def);
     if (!ctx)
         return kago_error_set(err, ENOMEM, "seccomp_init");
-    int ret = 0;
-    if (s->mode == KAGO_SECCOMP_DEFAULT && add_default_rules(ctx, err) < 0) {
-        ret = -1;
-        goto out;
-    }
+    if (s->mode == KAGO_SECCOMP_DEFAULT && add_default_rules(ctx, err) < 0)
+        goto fail;
     for (size_t i = 0; i < s->nrules; i++) {
         uint32_t act = to_scmp(s->rules[i].action, s->rules[i].errno_value);
-        if (act == def)
-            continue;
-        if (add_rule(ctx, act, s->rules[i].syscall, true, err) < 0) {
-            ret = -1;
-            goto out;
-        }
+        if (act != def && add_rule(ctx, act, s->rules[i].syscall, true, err) < 0)
+            goto fail;
     }
     /* the filter is loaded before capabilities are dropped; no_new_privs is set by the caller if asked */
     seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+    *out = ctx;
+    return 0;
+fail:
+    seccomp_release(ctx);
+    return -1;
+}
+
+int kago__seccomp_apply(const struct kago_spec *spec, struct kago_error **err)
+{
+    scmp_filter_ctx ctx;
+    if (build_filter(spec, &ctx, err) < 0)
+        return -1;
+    if (!ctx)
+        return 0;
     int rc = seccomp_load(ctx);
-    if (rc < 0)
-        ret = kago_error_set(err, -rc, "seccomp: load filter");
+    seccomp_release(ctx);
+    return rc < 0 ? kago_error_set(err, -rc, "seccomp: load filter") : 0;
+}
+
+int kago__seccomp_compile(const struct kago_spec *spec, struct kago__bpf *out, struct kago_error **err)
+{
+    out->len = 0;
+    scmp_filter_ctx ctx;
+    if (build_filter(spec, &ctx, err) < 0)
+        return -1;
+    if (!ctx)
+        return 0;
+    int ret = -1;
+    int fd = memfd_create("kago-seccomp", MFD_CLOEXEC);
+    if (fd < 0) {
+        kago_error_set(err, errno, "seccomp: memfd");
+        goto out;
+    }
+    int rc = seccomp_export_bpf(ctx, fd);
+    if (rc < 0) {
+        kago_error_set(err, -rc, "seccomp: export filter");
+        goto out;
+    }
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size <= 0 || (size_t)size > sizeof out->insns || size % sizeof out->insns[0]) {
+        kago_error_set(err, E2BIG, "seccomp: filter of %lld bytes", (long long)size);
+        goto out;
+    }
+    if (pread(fd, out->insns, (size_t)size, 0) != size) {
+        kago_error_set(err, errno, "seccomp: read filter");
+        goto out;
+    }
+    out->len = (unsigned short)(size / sizeof out->insns[0]);
+    ret = 0;
 out:
+    if (fd >= 0)
+        close(fd);
     seccomp_release(ctx);
     return ret;
+}
+
+int kago__seccomp_load(const struct kago__bpf *bpf, struct kago_error **err)
+{
+    if (bpf->len == 0)
+        return 0;
+    struct sock_fprog prog = {.len = bpf->len, .filter = (struct sock_filter *)bpf->insns};
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        return kago_error_set(err, errno, "seccomp: load filter");
+    return 0;
 }
 
 static int action_of(json_object *o, const char *key, int *action, int *errno_value, struct kago_error **err)

@@ -188,3 +188,15 @@ bool kago__fault(const char *step)
         fault = getenv("KAGO_FAULT");
     return fault && !strcmp(fault, step);
 }
+
+void kago__trace(const char *step)
+{
+    static int on = -1;
+    static unsigned long long t0;
+    if (on < 0) {
+        on = getenv("KAGO_TRACE") != NULL;
+        t0 = kago__now_us();
+    }
+    if (on)
+        fprintf(stderr, "kago-trace: %6llu us %s\n", kago__now_us() - t0, step);
+}

@@ -76,6 +76,8 @@ int kago__rm_rf(const char *path) KAGO_INTERNAL;
 /* Test-only fault injection: true when $KAGO_FAULT names this setup step, so the integration tests can
  * check that a failure at each step leaves nothing behind. */
 bool kago__fault(const char *step) KAGO_INTERNAL;
+/* $KAGO_TRACE=1: prints "kago-trace: +USEC STEP" to stderr at each step of a container's start and end. */
+void kago__trace(const char *step) KAGO_INTERNAL;
 /* Monotonic time in microseconds. */
 unsigned long long kago__now_us(void) KAGO_INTERNAL;
 
