@@ -64,6 +64,31 @@ static void dsl_method(mrb_state *mrb, mrb_value bt, mrb_int user_idx, char *out
     snprintf(out, outlen, "%s", in + 4);
 }
 
+/* Messages are one line: control characters a value carried in ("3s\n") are shown escaped. */
+static char *one_line(char *s)
+{
+    size_t n = 0;
+    for (const char *p = s; *p; p++)
+        n += ((unsigned char)*p < 0x20 || *p == 0x7f) ? 4 : 1;
+    char *out = malloc(n + 1), *o = out;
+    if (!out)
+        abort();
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\n')
+            o += sprintf(o, "\\n");
+        else if (c == '\t')
+            o += sprintf(o, "\\t");
+        else if (c < 0x20 || c == 0x7f)
+            o += sprintf(o, "\\x%02x", c);
+        else
+            *o++ = (char)c;
+    }
+    *o = '\0';
+    free(s);
+    return out;
+}
+
 char *kf_exc_string(mrb_state *mrb, const char *path)
 {
     mrb_value exc = mrb_obj_value(mrb->exc);
@@ -98,7 +123,7 @@ char *kf_exc_string(mrb_state *mrb, const char *path)
                  method[0] && !named ? ": " : "", m, cls) < 0)
         abort();
     mrb_gc_arena_restore(mrb, ai);
-    return out;
+    return one_line(out);
 }
 
 static int exc_error(struct kago_kagofile *kf, struct kago_error **err)
@@ -169,8 +194,12 @@ static int evaluate(struct kago_kagofile *kf, const char *src, size_t len, struc
     if (!p) {
         rc = kago_error_set(err, ENOMEM, "%s: parse", kf->path);
     } else if (p->nerr) {
-        rc = kago_error_set(err, 0, "%s:%d: %s (SyntaxError)", kf->path, (int)p->error_buffer[0].lineno,
-                            p->error_buffer[0].message ? p->error_buffer[0].message : "syntax error");
+        char *m = strdup(p->error_buffer[0].message ? p->error_buffer[0].message : "syntax error");
+        if (!m)
+            abort();
+        m = one_line(m);
+        rc = kago_error_set(err, 0, "%s:%d: %s (SyntaxError)", kf->path, (int)p->error_buffer[0].lineno, m);
+        free(m);
         mrb_parser_free(p);
     } else {
         mrb_load_exec(mrb, p, cxt); /* frees p */

@@ -359,6 +359,9 @@ static void test_errors(void)
     expect_error("Kago.app('a') { |a| a.container { |c| c.command 'x' } }\n", "Kagofile:1: ", "no hosts given");
     expect_error("\n\nraise 'custom failure'\n", "Kagofile:3: ", "custom failure (RuntimeError)");
     expect_error("x = 1\n", "Kagofile: ", "defines no container");
+    /* found by the fuzzer: a value with a newline must not split the one-line message */
+    expect_error("Kago.container 'a' do |c|\n  c.stop_grace \"3s\\n\\nx\"\nend\n", "Kagofile:2: ",
+                 "duration \"3s\\n\\nx\"");
     char *sets[] = {"novalue", NULL};
     struct kago_kagofile *kf = NULL;
     struct kago_error *err = NULL;
