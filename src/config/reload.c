@@ -27,6 +27,11 @@ static bool strv_eq(char *const *a, char *const *b)
     return (!a || !a[i]) && (!b || !b[i]);
 }
 
+static bool mem_eq(const void *a, const void *b, size_t n)
+{
+    return n == 0 || !memcmp(a, b, n);
+}
+
 static bool mounts_eq(const struct kago_spec *a, const struct kago_spec *b)
 {
     if (a->nmounts != b->nmounts)
@@ -76,11 +81,11 @@ static void report_fixed(FILE *r, const char *name, const struct kago_spec *a, c
         {"user", a->uid == b->uid && a->gid == b->gid},
         {"namespaces", a->ns == b->ns && joins_eq(a, b)},
         {"uid/gid maps", a->nuidmap == b->nuidmap && a->ngidmap == b->ngidmap &&
-                             !memcmp(a->uidmap, b->uidmap, a->nuidmap * sizeof *a->uidmap) &&
-                             !memcmp(a->gidmap, b->gidmap, a->ngidmap * sizeof *a->gidmap)},
+                             mem_eq(a->uidmap, b->uidmap, a->nuidmap * sizeof *a->uidmap) &&
+                             mem_eq(a->gidmap, b->gidmap, a->ngidmap * sizeof *a->gidmap)},
         {"mounts", mounts_eq(a, b)},
         {"masked/readonly paths", strv_eq(a->masked_paths, b->masked_paths) && strv_eq(a->readonly_paths, b->readonly_paths)},
-        {"rlimits", a->nrlimits == b->nrlimits && !memcmp(a->rlimits, b->rlimits, a->nrlimits * sizeof *a->rlimits)},
+        {"rlimits", a->nrlimits == b->nrlimits && mem_eq(a->rlimits, b->rlimits, a->nrlimits * sizeof *a->rlimits)},
         {"capabilities", a->caps == b->caps},
         {"seccomp", seccomp_eq(&a->seccomp, &b->seccomp)},
         {"no_new_privs", a->no_new_privs == b->no_new_privs},
