@@ -687,6 +687,7 @@ int kago_kagofile_supervise(const struct kago_supervise_opts *opts, struct kago_
 {
     struct kago_kagofile *kf = NULL;
     uint64_t t0 = now_us();
+    setvbuf(stdout, NULL, _IOLBF, 0); /* hooks' puts interleave with the log lines in order */
     if (kago_kagofile_load(opts->path, opts->sets, &kf, err) < 0)
         return 1;
     kf->refs = 1;
