@@ -44,7 +44,7 @@ class Supervisor:
     def __init__(self, kago, path, *args, names=()):
         kago.names.update(names)
         self.kago = kago
-        d = os.path.dirname(path)
+        d = os.path.dirname(kago.root)  # the test's tmp_path, never the source tree
         self.outf, self.errf = open(os.path.join(d, "sup.out"), "w+"), open(os.path.join(d, "sup.err"), "w+")
         self.p = subprocess.Popen([KAGO, "--root", kago.root, "run", path, "--verbose", *args],
                                   stdout=self.outf, stderr=self.errf, text=True)
