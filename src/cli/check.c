@@ -38,8 +38,9 @@ CLI_VERB(check)
     for (size_t i = 0; i < kago_kagofile_ncontainers(kf); i++) {
         const struct kago_spec *s = kago_kagofile_container(kf, i);
         size_t hooks = 0;
-        static const char *const kinds[] = {"before_start", "after_start", "on_exit", "on_oom", "on_failure",
-                                            "after", "every", "on_signal", "ready"};
+        static const char *const kinds[] = {"before_start", "after_start", "on_exit",
+                                            "on_oom",       "on_failure",  "after",
+                                            "every",        "on_signal",   "ready"};
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
             hooks += kago_kagofile_nhooks(kf, i, kinds[k]);
         printf("container %s: %s, rootfs %s, %zu hook%s\n", s->name, s->argv[0], s->rootfs, hooks,
@@ -47,7 +48,8 @@ CLI_VERB(check)
     }
     for (size_t i = 0; i < kago_kagofile_napps(kf); i++) {
         const struct kago_app *a = kago_kagofile_app(kf, i);
-        printf("app %s: %s%s, port %u\n", a->name, a->hosts[0], a->hosts[1] ? ", ..." : "", (unsigned)a->port);
+        printf("app %s: %s%s, port %u\n", a->name, a->hosts[0], a->hosts[1] ? ", ..." : "",
+               (unsigned)a->port);
     }
     printf("%s: ok\n", path);
     kago_kagofile_free(kf);

@@ -27,9 +27,7 @@
 
 #define CAP_MAX 40 /* CAP_CHECKPOINT_RESTORE, the last in Linux 6.x */
 
-static void nofree(mrb_state *mrb, void *p)
-{
-}
+static void nofree(mrb_state *mrb, void *p) {}
 static const struct mrb_data_type spec_type = {"Kago::Spec", nofree};
 static const struct mrb_data_type app_type = {"Kago::AppSpec", nofree};
 
@@ -184,7 +182,8 @@ static mrb_value kago_finish_app(mrb_state *mrb, mrb_value self)
     mrb_get_args(mrb, "oo", &obj, &blk);
     struct kf_app *a = app_of(mrb, obj);
     if (!a->app.hosts || !a->app.hosts[0])
-        mrb_raisef(mrb, E_ARGUMENT_ERROR, "app \"%s\": no hosts given (a.hosts \"example.com\")", a->app.name);
+        mrb_raisef(mrb, E_ARGUMENT_ERROR, "app \"%s\": no hosts given (a.hosts \"example.com\")",
+                   a->app.name);
     if (a->app.min_instances > a->app.max_instances)
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "app \"%s\": min_instances %d above max_instances %d", a->app.name,
                    (int)a->app.min_instances, (int)a->app.max_instances);
@@ -343,7 +342,10 @@ static mrb_value spec_ns(mrb_state *mrb, mrb_value self)
         const char *name = RSTRING_CSTR(mrb, mrb_ary_ref(mrb, ary, i));
         int n = kago_ns_from_name(name);
         if (n < 0)
-            mrb_raisef(mrb, E_ARGUMENT_ERROR, "namespaces: unknown namespace \"%s\" (pid, mount, uts, ipc, net, cgroup, user, or :none)", name);
+            mrb_raisef(
+                mrb, E_ARGUMENT_ERROR,
+                "namespaces: unknown namespace \"%s\" (pid, mount, uts, ipc, net, cgroup, user, or :none)",
+                name);
         ns |= 1u << n;
     }
     struct kago_spec *s = spec_of(mrb, self)->spec;
@@ -362,7 +364,8 @@ static mrb_value spec_join(mrb_state *mrb, mrb_value self)
     if (n < 0)
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "join_namespace: unknown namespace \"%s\"", name);
     if (path[0] != '/')
-        mrb_raisef(mrb, E_ARGUMENT_ERROR, "join_namespace: \"%s\": expected an absolute path like /proc/PID/ns/%s", path, name);
+        mrb_raisef(mrb, E_ARGUMENT_ERROR,
+                   "join_namespace: \"%s\": expected an absolute path like /proc/PID/ns/%s", path, name);
     struct kago_spec *s = spec_of(mrb, self)->spec;
     replace_str(&s->join_ns[n], path);
     s->ns &= ~(1u << n);
@@ -483,8 +486,8 @@ static int parse_int_or_max(const char *key, const char *v, int64_t min, int64_t
     errno = 0;
     long long x = strtoll(v, &end, 10);
     if (end == v || *end || errno || x < min || x > max)
-        return kago_error_set(err, 0, "%s \"%s\": expected an integer %lld..%lld or max", key, v, (long long)min,
-                              (long long)max);
+        return kago_error_set(err, 0, "%s \"%s\": expected an integer %lld..%lld or max", key, v,
+                              (long long)min, (long long)max);
     *out = x;
     return 0;
 }
@@ -493,7 +496,8 @@ static int valid_raw_key(const char *key)
 {
     /* "controller.file": a name inside the container's cgroup directory, never a path. */
     const char *dot = strchr(key, '.');
-    return dot && dot != key && dot[1] && !strchr(key, '/') && strspn(key, "abcdefghijklmnopqrstuvwxyz0123456789_.") == strlen(key);
+    return dot && dot != key && dot[1] && !strchr(key, '/') &&
+           strspn(key, "abcdefghijklmnopqrstuvwxyz0123456789_.") == strlen(key);
 }
 
 int kf_parse_limit(struct kago_limits *l, const char *key, const char *v, struct kago_error **err)
@@ -527,7 +531,8 @@ int kf_parse_limit(struct kago_limits *l, const char *key, const char *v, struct
     }
     if (strchr(key, '.')) {
         if (!valid_raw_key(key))
-            return kago_error_set(err, 0, "\"%s\": not a cgroup controller key like \"cpu.cfs_quota_us\"", key);
+            return kago_error_set(err, 0, "\"%s\": not a cgroup controller key like \"cpu.cfs_quota_us\"",
+                                  key);
         struct kago_cgroup_kv *raw = realloc(l->raw, (l->nraw + 1) * sizeof *raw);
         if (!raw)
             abort();
@@ -616,14 +621,17 @@ static mrb_value spec_caps(mrb_state *mrb, mrb_value self)
     else if (!strcmp(mode, "drop"))
         s->caps &= ~caps_from_list(mrb, ary, "drop:");
     else
-        mrb_raisef(mrb, E_ARGUMENT_ERROR, "capabilities: unknown mode :%s (:all, :none, :default, or allow:/add:/drop:)", mode);
+        mrb_raisef(mrb, E_ARGUMENT_ERROR,
+                   "capabilities: unknown mode :%s (:all, :none, :default, or allow:/add:/drop:)", mode);
     return self;
 }
 
 static int seccomp_action(const char *name)
 {
-    static const char *const names[] = {[KAGO_SCMP_ALLOW] = "allow", [KAGO_SCMP_ERRNO] = "errno",
-                                        [KAGO_SCMP_KILL] = "kill", [KAGO_SCMP_LOG] = "log"};
+    static const char *const names[] = {[KAGO_SCMP_ALLOW] = "allow",
+                                        [KAGO_SCMP_ERRNO] = "errno",
+                                        [KAGO_SCMP_KILL] = "kill",
+                                        [KAGO_SCMP_LOG] = "log"};
     for (int i = 0; i < 4; i++)
         if (!strcmp(name, names[i]))
             return i;
@@ -638,7 +646,8 @@ static mrb_value spec_seccomp(mrb_state *mrb, mrb_value self)
     struct kago_seccomp *sc = &spec_of(mrb, self)->spec->seccomp;
     int a = seccomp_action(def);
     if (a < 0)
-        mrb_raisef(mrb, E_ARGUMENT_ERROR, "seccomp default: unknown action :%s (:allow, :errno, :kill, :log)", def);
+        mrb_raisef(mrb, E_ARGUMENT_ERROR, "seccomp default: unknown action :%s (:allow, :errno, :kill, :log)",
+                   def);
     if (eno < 0 || eno > 4095)
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "seccomp errno: %d out of range", (int)eno);
     if (!strcmp(mode, "default"))
@@ -648,7 +657,8 @@ static mrb_value spec_seccomp(mrb_state *mrb, mrb_value self)
     else if (!strcmp(mode, "custom"))
         sc->mode = KAGO_SECCOMP_CUSTOM;
     else
-        mrb_raisef(mrb, E_ARGUMENT_ERROR, "seccomp: unknown mode :%s (:default, :unconfined, or default: ACTION)", mode);
+        mrb_raisef(mrb, E_ARGUMENT_ERROR,
+                   "seccomp: unknown mode :%s (:default, :unconfined, or default: ACTION)", mode);
     sc->default_action = a;
     sc->default_errno = (int)eno;
     return self;
@@ -692,9 +702,15 @@ static mrb_value spec_stop_grace(mrb_state *mrb, mrb_value self)
 /* --- hooks ------------------------------------------------------------------------------------ */
 
 static const char *const hook_names[KF_NKINDS] = {
-    [KF_BEFORE_START] = "before_start", [KF_AFTER_START] = "after_start", [KF_ON_EXIT] = "on_exit",
-    [KF_ON_OOM] = "on_oom",           [KF_ON_FAILURE] = "on_failure",   [KF_AFTER] = "after",
-    [KF_EVERY] = "every",             [KF_SIGNAL] = "on_signal",        [KF_READY] = "ready",
+    [KF_BEFORE_START] = "before_start",
+    [KF_AFTER_START] = "after_start",
+    [KF_ON_EXIT] = "on_exit",
+    [KF_ON_OOM] = "on_oom",
+    [KF_ON_FAILURE] = "on_failure",
+    [KF_AFTER] = "after",
+    [KF_EVERY] = "every",
+    [KF_SIGNAL] = "on_signal",
+    [KF_READY] = "ready",
 };
 
 const char *kf_hook_kind_name(enum kf_hook_kind k)
@@ -778,11 +794,21 @@ static mrb_value spec_signal(mrb_state *mrb, mrb_value self)
     if (sig < 0)
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "on_signal: unknown signal \"%s\"", name);
     switch (sig) {
-    case SIGTERM: case SIGINT: case SIGHUP: case SIGKILL: case SIGSTOP: case SIGCHLD: case SIGSEGV:
-    case SIGBUS: case SIGFPE: case SIGILL: case SIGPIPE:
+    case SIGTERM:
+    case SIGINT:
+    case SIGHUP:
+    case SIGKILL:
+    case SIGSTOP:
+    case SIGCHLD:
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGFPE:
+    case SIGILL:
+    case SIGPIPE:
         mrb_raisef(mrb, E_ARGUMENT_ERROR,
                    "on_signal: SIG%s is the supervisor's own (TERM/INT stop, HUP reloads); use USR1, USR2, "
-                   "WINCH, ...", sigabbrev_np(sig));
+                   "WINCH, ...",
+                   sigabbrev_np(sig));
     default:
         break;
     }
@@ -1021,16 +1047,11 @@ void kf_dsl_define(mrb_state *mrb)
     MRB_SET_INSTANCE_TT(app, MRB_TT_DATA);
     mrb_undef_class_method(mrb, app, "new");
     static const struct prim app_prims[] = {
-        {"_name", app_name, MRB_ARGS_NONE()},
-        {"_hosts", app_hosts, MRB_ARGS_REQ(1)},
-        {"_spec", app_spec, MRB_ARGS_NONE()},
-        {"_port", app_port, MRB_ARGS_REQ(1)},
-        {"_ms_field", app_ms_field, MRB_ARGS_REQ(2)},
-        {"_uint_field", app_uint_field, MRB_ARGS_REQ(2)},
-        {"_max_body", app_max_body, MRB_ARGS_REQ(1)},
-        {"_bool_field", app_bool_field, MRB_ARGS_REQ(2)},
-        {"_idle", app_idle, MRB_ARGS_REQ(2)},
-        {NULL, NULL, 0},
+        {"_name", app_name, MRB_ARGS_NONE()},         {"_hosts", app_hosts, MRB_ARGS_REQ(1)},
+        {"_spec", app_spec, MRB_ARGS_NONE()},         {"_port", app_port, MRB_ARGS_REQ(1)},
+        {"_ms_field", app_ms_field, MRB_ARGS_REQ(2)}, {"_uint_field", app_uint_field, MRB_ARGS_REQ(2)},
+        {"_max_body", app_max_body, MRB_ARGS_REQ(1)}, {"_bool_field", app_bool_field, MRB_ARGS_REQ(2)},
+        {"_idle", app_idle, MRB_ARGS_REQ(2)},         {NULL, NULL, 0},
     };
     define_all(mrb, app, app_prims, false);
 }

@@ -54,8 +54,8 @@ struct kago_kagofile {
     size_t ncts;
     struct kf_app **apps;
     size_t napps;
-    int refs;        /* the supervisor's containers that run hooks from this file */
-    void *sup;       /* the supervisor running this file's hooks, or NULL */
+    int refs;  /* the supervisor's containers that run hooks from this file */
+    void *sup; /* the supervisor running this file's hooks, or NULL */
 };
 
 #define KF_DEFAULT_STOP_GRACE_MS 10000
@@ -67,7 +67,8 @@ extern const char kf_prelude_rb[] KF_INTERNAL;
 
 /* Parses one cgroup setting (cpu, cpu_period, cpu_weight, memory, pids, cpuset, or a raw controller
  * key containing a '.') into limits. Returns 0 or < 0 with *err set. */
-int kf_parse_limit(struct kago_limits *limits, const char *key, const char *value, struct kago_error **err) KF_INTERNAL;
+int kf_parse_limit(struct kago_limits *limits, const char *key, const char *value,
+                   struct kago_error **err) KF_INTERNAL;
 /* Sets every field of limits to unset. */
 void kf_limits_init(struct kago_limits *l) KF_INTERNAL;
 void kf_limits_free(struct kago_limits *l) KF_INTERNAL;
@@ -82,6 +83,7 @@ char *kf_exc_string(mrb_state *mrb, const char *path) KF_INTERNAL;
 struct kf_container *kf_find(struct kago_kagofile *kf, const char *name) KF_INTERNAL;
 
 /* Raises a Ruby ArgumentError with "what: err's message", freeing err. Does not return. */
-void kf_raise_error(mrb_state *mrb, const char *what, struct kago_error *err) KF_INTERNAL __attribute__((noreturn));
+void kf_raise_error(mrb_state *mrb, const char *what, struct kago_error *err) KF_INTERNAL
+    __attribute__((noreturn));
 
 #endif

@@ -21,8 +21,8 @@
 #include "internal.h"
 #include "supervisor.h"
 
-#define PRELUDE_NAME   "(kago)"
-#define MAX_KAGOFILE   (16u << 20)
+#define PRELUDE_NAME "(kago)"
+#define MAX_KAGOFILE (16u << 20)
 
 extern char **environ;
 
@@ -143,7 +143,8 @@ static mrb_value make_params(mrb_state *mrb, char *const *sets, struct kago_erro
             kago_error_set(err, 0, "--set \"%s\": expected KEY=VALUE", sets[i]);
             return mrb_nil_value();
         }
-        mrb_hash_set(mrb, h, mrb_str_new(mrb, sets[i], (size_t)(eq - sets[i])), mrb_str_new_cstr(mrb, eq + 1));
+        mrb_hash_set(mrb, h, mrb_str_new(mrb, sets[i], (size_t)(eq - sets[i])),
+                     mrb_str_new_cstr(mrb, eq + 1));
     }
     return h;
 }
@@ -229,13 +230,15 @@ int kago_kagofile_load_string(const char *name, const char *src, size_t len, cha
     }
     if (!kf->ncts && !kf->napps) {
         kago_kagofile_free(kf);
-        return kago_error_set(err, 0, "%s: defines no container (Kago.container \"name\" do |c| ... end)", name);
+        return kago_error_set(err, 0, "%s: defines no container (Kago.container \"name\" do |c| ... end)",
+                              name);
     }
     *out = kf;
     return 0;
 }
 
-int kago_kagofile_load(const char *path, char *const *sets, struct kago_kagofile **out, struct kago_error **err)
+int kago_kagofile_load(const char *path, char *const *sets, struct kago_kagofile **out,
+                       struct kago_error **err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)

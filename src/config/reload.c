@@ -47,8 +47,8 @@ static bool mounts_eq(const struct kago_spec *a, const struct kago_spec *b)
 
 static bool seccomp_eq(const struct kago_seccomp *a, const struct kago_seccomp *b)
 {
-    if (a->mode != b->mode || a->default_action != b->default_action || a->default_errno != b->default_errno ||
-        a->nrules != b->nrules)
+    if (a->mode != b->mode || a->default_action != b->default_action ||
+        a->default_errno != b->default_errno || a->nrules != b->nrules)
         return false;
     for (size_t i = 0; i < a->nrules; i++)
         if (strcmp(a->rules[i].syscall, b->rules[i].syscall) || a->rules[i].action != b->rules[i].action ||
@@ -84,8 +84,10 @@ static void report_fixed(FILE *r, const char *name, const struct kago_spec *a, c
                              mem_eq(a->uidmap, b->uidmap, a->nuidmap * sizeof *a->uidmap) &&
                              mem_eq(a->gidmap, b->gidmap, a->ngidmap * sizeof *a->gidmap)},
         {"mounts", mounts_eq(a, b)},
-        {"masked/readonly paths", strv_eq(a->masked_paths, b->masked_paths) && strv_eq(a->readonly_paths, b->readonly_paths)},
-        {"rlimits", a->nrlimits == b->nrlimits && mem_eq(a->rlimits, b->rlimits, a->nrlimits * sizeof *a->rlimits)},
+        {"masked/readonly paths",
+         strv_eq(a->masked_paths, b->masked_paths) && strv_eq(a->readonly_paths, b->readonly_paths)},
+        {"rlimits",
+         a->nrlimits == b->nrlimits && mem_eq(a->rlimits, b->rlimits, a->nrlimits * sizeof *a->rlimits)},
         {"capabilities", a->caps == b->caps},
         {"seccomp", seccomp_eq(&a->seccomp, &b->seccomp)},
         {"no_new_privs", a->no_new_privs == b->no_new_privs},
@@ -94,8 +96,10 @@ static void report_fixed(FILE *r, const char *name, const struct kago_spec *a, c
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (!f[i].same)
-            fprintf(r, "%s: %s changed: cannot change while running (restart the container to apply); not applied\n",
-                    name, f[i].what);
+            fprintf(
+                r,
+                "%s: %s changed: cannot change while running (restart the container to apply); not applied\n",
+                name, f[i].what);
 }
 
 static void fmt_limit(char *buf, size_t n, int64_t v)
@@ -137,8 +141,10 @@ static int diff_limits(FILE *r, const char *name, const struct kago_limits *o, c
                        struct kago_limits *out)
 {
     int count = 0;
-    diff_num(r, name, "cpu quota (us)", o->cpu_quota_us, n->cpu_quota_us, KAGO_NOLIMIT, &out->cpu_quota_us, &count);
-    diff_num(r, name, "cpu period (us)", o->cpu_period_us, n->cpu_period_us, 100000, &out->cpu_period_us, &count);
+    diff_num(r, name, "cpu quota (us)", o->cpu_quota_us, n->cpu_quota_us, KAGO_NOLIMIT, &out->cpu_quota_us,
+             &count);
+    diff_num(r, name, "cpu period (us)", o->cpu_period_us, n->cpu_period_us, 100000, &out->cpu_period_us,
+             &count);
     diff_num(r, name, "cpu weight", o->cpu_weight, n->cpu_weight, 100, &out->cpu_weight, &count);
     diff_num(r, name, "memory", o->memory, n->memory, KAGO_NOLIMIT, &out->memory, &count);
     diff_num(r, name, "pids", o->pids, n->pids, KAGO_NOLIMIT, &out->pids, &count);
@@ -148,8 +154,8 @@ static int diff_limits(FILE *r, const char *name, const struct kago_limits *o, c
             out->cpuset = strdup(n->cpuset);
             count++;
         } else {
-            fprintf(r, "%s: cpuset removed from the file: left at %s (set it explicitly to change it)\n", name,
-                    o->cpuset);
+            fprintf(r, "%s: cpuset removed from the file: left at %s (set it explicitly to change it)\n",
+                    name, o->cpuset);
         }
     }
     for (size_t i = 0; i < n->nraw; i++) {
@@ -172,8 +178,8 @@ static int diff_limits(FILE *r, const char *name, const struct kago_limits *o, c
     }
     for (size_t i = 0; i < o->nraw; i++)
         if (!raw_value(n, o->raw[i].key) && raw_value(o, o->raw[i].key) == o->raw[i].value)
-            fprintf(r, "%s: %s removed from the file: left at %s (raw keys have no default to go back to)\n", name,
-                    o->raw[i].key, o->raw[i].value);
+            fprintf(r, "%s: %s removed from the file: left at %s (raw keys have no default to go back to)\n",
+                    name, o->raw[i].key, o->raw[i].value);
     return count;
 }
 
@@ -181,7 +187,8 @@ static void apply_one(struct sup *s, struct sct *ct, struct kago_kagofile *nkf, 
 {
     struct kf_container *def = kf_find(nkf, ct->name);
     if (!def) {
-        fprintf(r, "%s: no longer in the Kagofile: left running unchanged (stop it with kago kill)\n", ct->name);
+        fprintf(r, "%s: no longer in the Kagofile: left running unchanged (stop it with kago kill)\n",
+                ct->name);
         return;
     }
     report_fixed(r, ct->name, ct->def->spec, def->spec);
@@ -389,8 +396,9 @@ int kago_kagofile_reload(const char *root, const char *name, char **report, stru
         char *nl = strchr(out, '\n');
         if (nl)
             *nl = '\0';
-        kago_error_set(err, 0, "container %s: reload: %s", name, have ? out + (strncmp(out, "error: ", 7) ? 0 : 7)
-                                                                      : "the supervisor closed the connection");
+        kago_error_set(err, 0, "container %s: reload: %s", name,
+                       have ? out + (strncmp(out, "error: ", 7) ? 0 : 7)
+                            : "the supervisor closed the connection");
         free(out);
         return -1;
     }

@@ -256,8 +256,8 @@ static void on_ready_tick(uv_timer_t *t)
         if (fd < 0) {
             kago_error_free(err);
         } else {
-            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(h->port),
-                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            struct sockaddr_in a = {
+                .sin_family = AF_INET, .sin_port = htons(h->port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
             if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
                 ct->ready_fd = fd;
                 return ready_done(ct, true);
@@ -323,7 +323,9 @@ static void container_ended(struct sct *ct, int status)
     check_oom(ct);
     bool failed = status != 0 && !ct->stopping;
     sup_log(s, "%s: exited with status %d%s", ct->name, status,
-            ct->stopping ? " (stopped)" : failed ? " (failure)" : "");
+            ct->stopping ? " (stopped)"
+            : failed     ? " (failure)"
+                         : "");
     mrb_value st = mrb_int_value(ct->kf->mrb, status);
     sup_run_hooks(ct, KF_ON_EXIT, 1, &st);
     if (failed) {
@@ -571,7 +573,8 @@ static int select_containers(struct sup *s, struct kago_kagofile *kf, struct kag
         s->cts[s->ncts++] = ct;
     }
     if (!s->ncts)
-        return kago_error_set(err, 0, "%s: defines no container to run (only apps: use kago serve)", kf->path);
+        return kago_error_set(err, 0, "%s: defines no container to run (only apps: use kago serve)",
+                              kf->path);
     return 0;
 }
 

@@ -36,7 +36,7 @@ struct sct {
     int ready_fd;
     uint64_t started_ms; /* uv_now at start: after() timers count from here */
     int64_t oom_seen;
-    bool stopping;       /* the supervisor or a hook asked it to end: not a failure */
+    bool stopping; /* the supervisor or a hook asked it to end: not a failure */
     bool running;
 };
 

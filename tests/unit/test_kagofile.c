@@ -99,47 +99,48 @@ static void test_defaults(void)
            s->seccomp.mode == KAGO_SECCOMP_DEFAULT && s->limits.memory == KAGO_UNSET &&
            s->limits.cpu_quota_us == KAGO_UNSET,
        "defaults are kago_spec_init's");
-    ok(strv_has(s->masked_paths, "/proc/kcore") && strv_has(s->env, def.env[0]), "default masked paths and env");
+    ok(strv_has(s->masked_paths, "/proc/kcore") && strv_has(s->env, def.env[0]),
+       "default masked paths and env");
     kago_spec_free(&def);
     kago_kagofile_free(kf);
 }
 
 static void test_every_element(void)
 {
-    struct kago_kagofile *kf = load(
-        "Kago.container 'all' do |c|\n"
-        "  c.rootfs '/r', readonly: true, overlay: '32M'\n"
-        "  c.command ['/bin/app', 1, :x]\n"
-        "  c.env 'A=1', B: 2\n"
-        "  c.env 'C', 'three'\n"
-        "  c.cwd '/work'\n"
-        "  c.user '1000:100'\n"
-        "  c.hostname 'box'\n"
-        "  c.namespaces :pid, :mount, :uts, :user, :net\n"
-        "  c.join_namespace :ipc, '/proc/1/ns/ipc'\n"
-        "  c.uid_map 0, 100000, 65536\n"
-        "  c.gid_map '0:100000:65536'\n"
-        "  c.mount '/srv/data', '/data', readonly: true\n"
-        "  c.tmpfs '/tmp', size: '16M'\n"
-        "  c.masked_paths '/proc/kcore'\n"
-        "  c.mask '/proc/foo'\n"
-        "  c.readonly_path '/proc/bar'\n"
-        "  c.cgroup cpu: 1.5, cpu_weight: 200, cpuset: '0-1', cpu_period: '50ms'\n"
-        "  c.cgroup 'cpu.cfs_quota_us' => '30000', 'memory.swappiness' => 0\n"
-        "  c.rlimit :nofile, 1024, 4096\n"
-        "  c.rlimits nproc: 64, core: [0, 'unlimited']\n"
-        "  c.capabilities drop: [:net_raw, 'CAP_MKNOD'], add: :sys_ptrace\n"
-        "  c.seccomp default: :errno, errno: 38 do |s|\n"
-        "    s.allow :read, :write\n"
-        "    s.kill :mount\n"
-        "    s.errno :ptrace, errno: 1\n"
-        "  end\n"
-        "  c.no_new_privs false\n"
-        "  c.init\n"
-        "  c.listen_port 8080\n"
-        "  c.stop_grace 2\n"
-        "end\n",
-        NULL);
+    struct kago_kagofile *kf =
+        load("Kago.container 'all' do |c|\n"
+             "  c.rootfs '/r', readonly: true, overlay: '32M'\n"
+             "  c.command ['/bin/app', 1, :x]\n"
+             "  c.env 'A=1', B: 2\n"
+             "  c.env 'C', 'three'\n"
+             "  c.cwd '/work'\n"
+             "  c.user '1000:100'\n"
+             "  c.hostname 'box'\n"
+             "  c.namespaces :pid, :mount, :uts, :user, :net\n"
+             "  c.join_namespace :ipc, '/proc/1/ns/ipc'\n"
+             "  c.uid_map 0, 100000, 65536\n"
+             "  c.gid_map '0:100000:65536'\n"
+             "  c.mount '/srv/data', '/data', readonly: true\n"
+             "  c.tmpfs '/tmp', size: '16M'\n"
+             "  c.masked_paths '/proc/kcore'\n"
+             "  c.mask '/proc/foo'\n"
+             "  c.readonly_path '/proc/bar'\n"
+             "  c.cgroup cpu: 1.5, cpu_weight: 200, cpuset: '0-1', cpu_period: '50ms'\n"
+             "  c.cgroup 'cpu.cfs_quota_us' => '30000', 'memory.swappiness' => 0\n"
+             "  c.rlimit :nofile, 1024, 4096\n"
+             "  c.rlimits nproc: 64, core: [0, 'unlimited']\n"
+             "  c.capabilities drop: [:net_raw, 'CAP_MKNOD'], add: :sys_ptrace\n"
+             "  c.seccomp default: :errno, errno: 38 do |s|\n"
+             "    s.allow :read, :write\n"
+             "    s.kill :mount\n"
+             "    s.errno :ptrace, errno: 1\n"
+             "  end\n"
+             "  c.no_new_privs false\n"
+             "  c.init\n"
+             "  c.listen_port 8080\n"
+             "  c.stop_grace 2\n"
+             "end\n",
+             NULL);
     ok(kf != NULL, "a container using every element loads");
     if (!kf)
         return;
@@ -173,14 +174,17 @@ static void test_every_element(void)
        "raw controller keys");
     bool nofile = false, nproc = false, core = false;
     for (size_t i = 0; i < s->nrlimits; i++) {
-        nofile |= s->rlimits[i].resource == RLIMIT_NOFILE && s->rlimits[i].soft == 1024 && s->rlimits[i].hard == 4096;
-        nproc |= s->rlimits[i].resource == RLIMIT_NPROC && s->rlimits[i].soft == 64 && s->rlimits[i].hard == 64;
+        nofile |= s->rlimits[i].resource == RLIMIT_NOFILE && s->rlimits[i].soft == 1024 &&
+                  s->rlimits[i].hard == 4096;
+        nproc |=
+            s->rlimits[i].resource == RLIMIT_NPROC && s->rlimits[i].soft == 64 && s->rlimits[i].hard == 64;
         core |= s->rlimits[i].resource == RLIMIT_CORE && s->rlimits[i].soft == 0 &&
                 s->rlimits[i].hard == RLIM_INFINITY;
     }
     ok(nofile && nproc && core, "rlimits");
     uint64_t def = kago_caps_default();
-    ok(!(s->caps & (1ull << kago_cap_from_name("net_raw"))) && !(s->caps & (1ull << kago_cap_from_name("mknod"))) &&
+    ok(!(s->caps & (1ull << kago_cap_from_name("net_raw"))) &&
+           !(s->caps & (1ull << kago_cap_from_name("mknod"))) &&
            (s->caps & (1ull << kago_cap_from_name("sys_ptrace"))) &&
            (s->caps & (1ull << kago_cap_from_name("chown"))) == (def & (1ull << kago_cap_from_name("chown"))),
        "capabilities drop/add on top of the default set");
@@ -205,7 +209,8 @@ static void test_caps_modes(void)
     ok(kf != NULL, "capability modes load");
     if (!kf)
         return;
-    ok(kago_kagofile_container(kf, 0)->caps & (1ull << kago_cap_from_name("sys_admin")), ":all includes sys_admin");
+    ok(kago_kagofile_container(kf, 0)->caps & (1ull << kago_cap_from_name("sys_admin")),
+       ":all includes sys_admin");
     ok(kago_kagofile_container(kf, 1)->caps ==
            ((1ull << kago_cap_from_name("chown")) | (1ull << kago_cap_from_name("kill"))),
        "allow: is exactly the list");
@@ -218,24 +223,25 @@ static void test_caps_modes(void)
 static void test_ruby_and_params(void)
 {
     char *sets[] = {"count=5", "mem=32M", NULL};
-    struct kago_kagofile *kf =
-        load("def web(i, mem)\n"
-             "  Kago.container \"web#{i}\" do |c|\n"
-             "    c.command '/bin/sleep', 1000\n"
-             "    c.cgroup memory: mem, cpu: \"#{10 + i}%\"\n"
-             "    c.env HOME_DIR: ENV.fetch('KF_TEST_HOME', '/nowhere')\n"
-             "  end\n"
-             "end\n"
-             "Kago.set('count').to_i.times { |i| web(i, Kago.set('mem', '64M')) }\n"
-             "Kago.container('x') { |c| c.command Kago.read_file('/proc/sys/kernel/ostype').strip }\n"
-             "raise 'params' unless Kago.params == {'count' => '5', 'mem' => '32M'} && Kago.set('nope', 7) == 7\n",
-             sets);
+    struct kago_kagofile *kf = load(
+        "def web(i, mem)\n"
+        "  Kago.container \"web#{i}\" do |c|\n"
+        "    c.command '/bin/sleep', 1000\n"
+        "    c.cgroup memory: mem, cpu: \"#{10 + i}%\"\n"
+        "    c.env HOME_DIR: ENV.fetch('KF_TEST_HOME', '/nowhere')\n"
+        "  end\n"
+        "end\n"
+        "Kago.set('count').to_i.times { |i| web(i, Kago.set('mem', '64M')) }\n"
+        "Kago.container('x') { |c| c.command Kago.read_file('/proc/sys/kernel/ostype').strip }\n"
+        "raise 'params' unless Kago.params == {'count' => '5', 'mem' => '32M'} && Kago.set('nope', 7) == 7\n",
+        sets);
     ok(kf != NULL, "methods, loops, --set values, ENV and read_file work");
     if (!kf)
         return;
     ok(kago_kagofile_ncontainers(kf) == 6, "a loop defines 5 containers (+1)");
     const struct kago_spec *s = kago_kagofile_find(kf, "web4");
-    ok(s && s->limits.memory == 32 << 20 && s->limits.cpu_quota_us == 14000, "web4 got --set mem and its cpu");
+    ok(s && s->limits.memory == 32 << 20 && s->limits.cpu_quota_us == 14000,
+       "web4 got --set mem and its cpu");
     ok(s && strv_has(s->env, "HOME_DIR=/kagotest"), "ENV from the environment");
     is_str(kago_kagofile_find(kf, "x")->argv[0], "Linux", "Kago.read_file");
     kago_kagofile_free(kf);
@@ -271,27 +277,28 @@ static void test_hooks(void)
 
 static void test_app(void)
 {
-    struct kago_kagofile *kf = load("Kago.app 'blog' do |a|\n"
-                                    "  a.hosts 'Blog.example', 'www.blog.example'\n"
-                                    "  a.container do |c|\n"
-                                    "    c.command '/bin/httpd', '-f', '-p', '8080'\n"
-                                    "    c.cgroup memory: '128M'\n"
-                                    "  end\n"
-                                    "  a.port 8080\n"
-                                    "  a.lifetime '20m'; a.idle_timeout '5m'; a.start_timeout '10s'; a.stop_grace 3\n"
-                                    "  a.min_instances 1; a.max_instances 4; a.concurrency 20; a.max_pending 100\n"
-                                    "  a.max_body '1M'; a.socket_activation true\n"
-                                    "  a.data '/srv/sites/blog', to: '/data'\n"
-                                    "  a.idle :freeze, for: '10m'\n"
-                                    "end\n",
-                                    NULL);
+    struct kago_kagofile *kf =
+        load("Kago.app 'blog' do |a|\n"
+             "  a.hosts 'Blog.example', 'www.blog.example'\n"
+             "  a.container do |c|\n"
+             "    c.command '/bin/httpd', '-f', '-p', '8080'\n"
+             "    c.cgroup memory: '128M'\n"
+             "  end\n"
+             "  a.port 8080\n"
+             "  a.lifetime '20m'; a.idle_timeout '5m'; a.start_timeout '10s'; a.stop_grace 3\n"
+             "  a.min_instances 1; a.max_instances 4; a.concurrency 20; a.max_pending 100\n"
+             "  a.max_body '1M'; a.socket_activation true\n"
+             "  a.data '/srv/sites/blog', to: '/data'\n"
+             "  a.idle :freeze, for: '10m'\n"
+             "end\n",
+             NULL);
     ok(kf != NULL, "an app loads");
     if (!kf)
         return;
     ok(kago_kagofile_napps(kf) == 1 && kago_kagofile_ncontainers(kf) == 0, "one app, no container");
     const struct kago_app *a = kago_kagofile_app(kf, 0);
-    ok(!strcmp(a->name, "blog") && !strcmp(a->hosts[0], "blog.example") && !strcmp(a->hosts[1], "www.blog.example") &&
-           !a->hosts[2],
+    ok(!strcmp(a->name, "blog") && !strcmp(a->hosts[0], "blog.example") &&
+           !strcmp(a->hosts[1], "www.blog.example") && !a->hosts[2],
        "name, hosts lower-cased");
     ok(a->port == 8080 && a->lifetime_ms == 1200000 && a->idle_timeout_ms == 300000 &&
            a->start_timeout_ms == 10000 && a->stop_grace_ms == 3000,
@@ -304,16 +311,18 @@ static void test_app(void)
     ok(a->spec.nmounts == 1 && !strcmp(a->spec.mounts[0].src, "/srv/sites/blog") &&
            !strcmp(a->spec.mounts[0].dst, "/data"),
        "data becomes a bind mount");
-    ok(a->spec.limits.memory == 128 << 20 && !strcmp(a->spec.argv[0], "/bin/httpd"), "the app's container spec");
+    ok(a->spec.limits.memory == 128 << 20 && !strcmp(a->spec.argv[0], "/bin/httpd"),
+       "the app's container spec");
     struct kago_app mine;
     kago_kagofile_take_app(kf, 0, &mine);
     kago_kagofile_free(kf);
     ok(!strcmp(mine.name, "blog") && mine.spec.limits.memory == 128 << 20, "take_app outlives the file");
     kago_app_free(&mine);
 
-    struct kago_kagofile *d = load("Kago.app('a') { |a| a.hosts 'a.test'; a.container { |c| c.command 'x' } }", NULL);
-    ok(d && kago_kagofile_app(d, 0)->lifetime_ms == 20 * 60 * 1000 && kago_kagofile_app(d, 0)->max_instances == 4 &&
-           kago_kagofile_app(d, 0)->port == 8080,
+    struct kago_kagofile *d =
+        load("Kago.app('a') { |a| a.hosts 'a.test'; a.container { |c| c.command 'x' } }", NULL);
+    ok(d && kago_kagofile_app(d, 0)->lifetime_ms == 20 * 60 * 1000 &&
+           kago_kagofile_app(d, 0)->max_instances == 4 && kago_kagofile_app(d, 0)->port == 8080,
        "app defaults are kago_app_init's");
     kago_kagofile_free(d);
 }
@@ -321,51 +330,56 @@ static void test_app(void)
 static void test_errors(void)
 {
     expect_error("x = 1\nKago.container 'a' do |c|\n  c.command 'x'\n", "Kagofile:4: ", "SyntaxError");
-    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.cgroupz cpu: 1\nend\n", "Kagofile:3: ",
-                 "undefined method 'cgroupz'");
-    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.cgroup memory: 'lots'\nend\n", "Kagofile:3: ",
-                 "cgroup: size \"lots\"");
+    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.cgroupz cpu: 1\nend\n",
+                 "Kagofile:3: ", "undefined method 'cgroupz'");
+    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.cgroup memory: 'lots'\nend\n",
+                 "Kagofile:3: ", "cgroup: size \"lots\"");
     expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.cgroup cpu: '30 percent'\nend\n",
                  "Kagofile:3: ", "cpu \"30 percent\"");
-    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n\n  c.cgroup bogus: 1\nend\n", "Kagofile:4: ",
-                 "unknown limit \"bogus\"");
-    expect_error("Kago.container 'a' do |c|\n  c.hostname 5\nend\n", "Kagofile:2: ",
-                 "hostname: expected a String, got Integer");
-    expect_error("Kago.container 'a' do |c|\n  c.rootfs '/r', overlays: true\nend\n", "Kagofile:2: ",
-                 "rootfs: unknown keyword: overlays");
-    expect_error("Kago.container 'a' do |c|\n  c.rootfs\nend\n", "Kagofile:2: ", "rootfs: wrong number of arguments");
-    expect_error("Kago.container 'a' do |c|\n  c.namespaces :pid, :mount, :time\nend\n", "Kagofile:2: ",
-                 "unknown namespace \"time\"");
-    expect_error("Kago.container 'a' do |c|\n  c.capabilities drop: [:net_rawx]\nend\n", "Kagofile:2: ",
-                 "unknown capability \"net_rawx\"");
-    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.after('soon') { }\nend\n", "Kagofile:3: ",
-                 "after: duration \"soon\"");
-    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.on_signal(:TERM) { }\nend\n", "Kagofile:3: ",
-                 "SIGTERM is the supervisor's own");
-    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.on_exit\nend\n", "Kagofile:3: ",
-                 "on_exit: a block is required");
-    expect_error("Kago.container 'a' do |c|\n  c.rlimit :nofiles, 10\nend\n", "Kagofile:2: ",
-                 "unknown resource \"nofiles\"");
-    expect_error("Kago.container 'bad name' do |c|\n  c.command 'x'\nend\n", "Kagofile:2: ", "name \"bad name\"");
-    expect_error("Kago.container 'a' do |c|\n  c.env 'A=1'\nend\n", "Kagofile:2: ", "container \"a\": no command given");
+    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n\n  c.cgroup bogus: 1\nend\n",
+                 "Kagofile:4: ", "unknown limit \"bogus\"");
+    expect_error("Kago.container 'a' do |c|\n  c.hostname 5\nend\n",
+                 "Kagofile:2: ", "hostname: expected a String, got Integer");
+    expect_error("Kago.container 'a' do |c|\n  c.rootfs '/r', overlays: true\nend\n",
+                 "Kagofile:2: ", "rootfs: unknown keyword: overlays");
+    expect_error("Kago.container 'a' do |c|\n  c.rootfs\nend\n",
+                 "Kagofile:2: ", "rootfs: wrong number of arguments");
+    expect_error("Kago.container 'a' do |c|\n  c.namespaces :pid, :mount, :time\nend\n",
+                 "Kagofile:2: ", "unknown namespace \"time\"");
+    expect_error("Kago.container 'a' do |c|\n  c.capabilities drop: [:net_rawx]\nend\n",
+                 "Kagofile:2: ", "unknown capability \"net_rawx\"");
+    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.after('soon') { }\nend\n",
+                 "Kagofile:3: ", "after: duration \"soon\"");
+    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.on_signal(:TERM) { }\nend\n",
+                 "Kagofile:3: ", "SIGTERM is the supervisor's own");
+    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.on_exit\nend\n",
+                 "Kagofile:3: ", "on_exit: a block is required");
+    expect_error("Kago.container 'a' do |c|\n  c.rlimit :nofiles, 10\nend\n",
+                 "Kagofile:2: ", "unknown resource \"nofiles\"");
+    expect_error("Kago.container 'bad name' do |c|\n  c.command 'x'\nend\n",
+                 "Kagofile:2: ", "name \"bad name\"");
+    expect_error("Kago.container 'a' do |c|\n  c.env 'A=1'\nend\n",
+                 "Kagofile:2: ", "container \"a\": no command given");
     expect_error("Kago.container('a') { |c| c.command 'x' }\nKago.container('a') { |c| c.command 'x' }\n",
                  "Kagofile:2: ", "container \"a\" is defined twice");
-    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.cgroup memory: '1K'\nend\n", "Kagofile:2: ",
-                 "memory");
+    expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.cgroup memory: '1K'\nend\n",
+                 "Kagofile:2: ", "memory");
     expect_error("Kago.container 'a' do |c|\n  c.command 'x'\n  c.cgroup '../../etc.passwd' => 1\nend\n",
                  "Kagofile:3: ", "not a cgroup controller key");
-    expect_error("Kago.app 'a' do |a|\n  a.container { |c| c.command 'x'; c.on_exit { } }\nend\n", "Kagofile:2: ",
-                 "hooks are not available in an app's container");
-    expect_error("Kago.app('a') { |a| a.container { |c| c.command 'x' } }\n", "Kagofile:1: ", "no hosts given");
+    expect_error("Kago.app 'a' do |a|\n  a.container { |c| c.command 'x'; c.on_exit { } }\nend\n",
+                 "Kagofile:2: ", "hooks are not available in an app's container");
+    expect_error("Kago.app('a') { |a| a.container { |c| c.command 'x' } }\n",
+                 "Kagofile:1: ", "no hosts given");
     expect_error("\n\nraise 'custom failure'\n", "Kagofile:3: ", "custom failure (RuntimeError)");
     expect_error("x = 1\n", "Kagofile: ", "defines no container");
     /* found by the fuzzer: a value with a newline must not split the one-line message */
-    expect_error("Kago.container 'a' do |c|\n  c.stop_grace \"3s\\n\\nx\"\nend\n", "Kagofile:2: ",
-                 "duration \"3s\\n\\nx\"");
+    expect_error("Kago.container 'a' do |c|\n  c.stop_grace \"3s\\n\\nx\"\nend\n",
+                 "Kagofile:2: ", "duration \"3s\\n\\nx\"");
     char *sets[] = {"novalue", NULL};
     struct kago_kagofile *kf = NULL;
     struct kago_error *err = NULL;
-    ok(kago_kagofile_load_string("Kagofile", "Kago.container('a') { |c| c.command 'x' }", 42, sets, &kf, &err) < 0 &&
+    ok(kago_kagofile_load_string("Kagofile", "Kago.container('a') { |c| c.command 'x' }", 42, sets, &kf,
+                                 &err) < 0 &&
            strstr(err->msg, "--set \"novalue\": expected KEY=VALUE"),
        "bad --set is refused");
     kago_error_clear(&err);
