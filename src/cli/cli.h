@@ -40,6 +40,8 @@ CLI_VERB(ps);
 CLI_VERB(run_kagofile);
 CLI_VERB(check);
 CLI_VERB(reload);
+CLI_VERB(checkpoint);
+CLI_VERB(restore);
 
 /* Options shared by run and create: fills spec from one option. Returns 1 if the option was
  * consumed, 0 if it is not a spec option, < 0 on a bad value (message printed). */

@@ -30,6 +30,8 @@ static const struct verb verbs[] = {
     {"reload", cli_reload, "re-apply a container's Kagofile: limits and hooks, live"},
     {"serve", cli_serve, "the FastContainer proxy: start app containers on request (docs/serve.md)"},
     {"ps", cli_ps, "apps and instances of the running kago serve"},
+    {"checkpoint", cli_checkpoint, "write a CRIU image of a running container"},
+    {"restore", cli_restore, "start a container from a checkpoint image"},
 };
 
 int cli_fail(struct kago_error *err)

@@ -529,6 +529,11 @@ void kago__child_main(struct kago__child *ch)
             _exit(127);
     if (ch->die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         _exit(127);
+    /* The init of its own pid namespace leads a session of its own (as runc and crun do without a
+     * terminal): CRIU refuses to checkpoint a tree whose session leader is outside its pid namespace
+     * (checkpoint.c). Signals from a foreground kago are forwarded by pid, not by the terminal. */
+    if ((spec->ns & (1u << KAGO_NS_PID)) && !spec->join_ns[KAGO_NS_PID] && setsid() < 0)
+        _exit(127);
     /* Without a user namespace the first half of the setup needs nothing from the parent: it runs while
      * the parent makes the cgroup and compiles the seccomp filter ("G" comes before pivot_root). */
     if ((spec->ns & (1u << KAGO_NS_USER)) && kago__child_go(ch, &err) < 0)

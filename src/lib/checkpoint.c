@@ -1,0 +1,923 @@
+/* Checkpoint and restore of whole containers with CRIU.
+ *
+ * kago runs Debian's `criu` binary (fork + exec) rather than libcriu or `criu swrk`: the RPC of both needs
+ * protobuf-c and CRIU's rpc.proto compiled into kago, and libcriu is a separate package that hosts with
+ * only `criu` lack; the command line is stable across CRIU 3.x and its log gives a readable reason.
+ *
+ * What a kago container needs from CRIU (see linux.c for how it was built):
+ * - mount namespace: the root is an overlay (or a bind of the rootfs); CRIU does not dump the root mount,
+ *   it takes --root on restore. kago records the overlay's writable layer itself (upper/ in the image)
+ *   and restores over a fresh tmpfs, with upper/ as a read-only middle layer. /proc, /sys, the /dev tmpfs,
+ *   devpts, shm, mqueue and the masks are CRIU's to dump; bind mounts of host files (/dev nodes, user
+ *   binds, masked files bound to /dev/null) are declared --external on dump and mapped to the same host
+ *   paths on restore.
+ * - pid, uts, ipc and network namespaces belong to the container's tree: CRIU dumps and recreates them
+ *   (the listening socket included). Network locking uses nftables (Debian 12's criu links libnftables;
+ *   its iptables lock needs iptables-restore, which minimal hosts lack).
+ * - cgroup: the restore runs inside a fresh kago/<new> cgroup made with the recorded limits, and CRIU is
+ *   told to leave cgroups alone (--manage-cgroups=ignore) so the tree stays where it is restored.
+ * - the restored init is reparented to kago (a child subreaper), which reaps it as it reaps a created one. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include <kago/checkpoint.h>
+
+#include "container_int.h"
+
+#define IMAGE_META "kago.json"
+
+/* ---- running criu ---------------------------------------------------------------------------------- */
+
+static char *find_criu(struct kago_error **err)
+{
+    const char *env = getenv("KAGO_CRIU");
+    if (env && *env)
+        return xstrdup(env);
+    static const char *const dirs[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin",
+                                       "/bin", NULL};
+    for (int i = 0; dirs[i]; i++) {
+        char *p = xasprintf("%s/criu", dirs[i]);
+        if (access(p, X_OK) == 0)
+            return p;
+        free(p);
+    }
+    kago_error_set(err, 0, "criu: not found (install Debian's criu package)");
+    return NULL;
+}
+
+typedef int (*criu_prep)(void *arg, struct kago_error **err);
+
+/* Runs argv (argv[0] is criu's path) with stdout and stderr on outfd (-1: /dev/null); prep runs in the
+ * child before exec. Returns the wait status, or < 0 when criu could not be started. */
+static int run_criu(char **argv, int outfd, criu_prep prep, void *arg, struct kago_error **err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return kago_error_set(err, errno, "pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return kago_error_set(err, errno, "fork criu");
+    }
+    if (pid == 0) {
+        struct kago_error *e = NULL;
+        close(p[0]);
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        int out = outfd >= 0 ? outfd : null;
+        if (null < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+            _exit(126);
+        if (prep && prep(arg, &e) < 0) {
+            kago__child_report(p[1], e);
+            _exit(126);
+        }
+        execv(argv[0], argv);
+        kago_error_set(&e, errno, "exec %s", argv[0]);
+        kago__child_report(p[1], e);
+        _exit(127);
+    }
+    close(p[1]);
+    char buf[4096];
+    ssize_t n;
+    do
+        n = read(p[0], buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    close(p[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (n > 0 && buf[0] == 'E') {
+        buf[n] = '\0';
+        char *msg = strchr(buf, ' ');
+        return kago_error_set(err, 0, "%s", msg ? msg + 1 : "criu: setup failed");
+    }
+    return status;
+}
+
+/* CRIU's reason for a failure, in one line: the first "Error (file:line): MSG" of its log that is not a
+ * helper's exit status. The caller frees it. */
+static char *criu_reason(const char *text, int status)
+{
+    const char *fallback = NULL;
+    for (const char *line = text; line && *line;) {
+        const char *end = strchrnul(line, '\n');
+        const char *e = memmem(line, (size_t)(end - line), "Error (", 7);
+        const char *m = e ? memmem(e, (size_t)(end - e), "): ", 3) : NULL;
+        if (m) {
+            m += 3;
+            bool helper = !strncmp(m, "exited, status", 14) || !strncmp(m, "execvp(", 7);
+            if (!helper)
+                return xasprintf("%.*s", (int)(end - m), m);
+            if (!fallback)
+                fallback = m;
+        }
+        line = *end ? end + 1 : NULL;
+    }
+    if (fallback)
+        return xasprintf("%.*s", (int)(strchrnul(fallback, '\n') - fallback), fallback);
+    if (WIFSIGNALED(status))
+        return xasprintf("criu killed by signal %d", WTERMSIG(status));
+    return xasprintf("criu exited with status %d (no error in its log)", WEXITSTATUS(status));
+}
+
+static char *criu_log_reason(const char *log, int status)
+{
+    cleanup_free char *text = kago__read_file(log, NULL, NULL);
+    return criu_reason(text, status);
+}
+
+int kago_checkpoint_supported(struct kago_error **err)
+{
+    cleanup_free char *criu = find_criu(err);
+    if (!criu)
+        return -1;
+    cleanup_close int out = memfd_create("kago-criu-check", MFD_CLOEXEC);
+    if (out < 0)
+        return kago_error_set(err, errno, "memfd_create");
+    char *argv[] = {criu, "check", NULL};
+    int st = run_criu(argv, out, NULL, NULL, err);
+    if (st < 0)
+        return -1;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 0;
+    char buf[65536];
+    ssize_t n = pread(out, buf, sizeof buf - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    cleanup_free char *why = criu_reason(buf, st);
+    return kago_error_set(err, 0, "criu check: %s", why);
+}
+
+/* ---- the container's mounts -------------------------------------------------------------------------- */
+
+struct mnt {
+    char *mp, *root, *fstype;
+    dev_t dev;
+};
+
+static void unescape(char *s)
+{
+    char *o = s;
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] && s[3]) {
+            *o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+            s += 3;
+        } else {
+            *o++ = *s;
+        }
+    }
+    *o = '\0';
+}
+
+static void mounts_free(struct mnt *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(m[i].mp);
+        free(m[i].root);
+        free(m[i].fstype);
+    }
+    free(m);
+}
+
+/* Parses a mountinfo file (paths relative to that process's root). */
+static int read_mounts(const char *path, struct mnt **out, size_t *nout, struct kago_error **err)
+{
+    cleanup_fclose FILE *f = fopen(path, "re");
+    if (!f)
+        return kago_error_set(err, errno, "open %s", path);
+    struct mnt *v = NULL;
+    size_t n = 0;
+    cleanup_free char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        unsigned maj, min;
+        char root[4096], mp[4096], fstype[256];
+        char *sep = strstr(line, " - ");
+        if (!sep || sscanf(line, "%*d %*d %u:%u %4095s %4095s", &maj, &min, root, mp) != 4 ||
+            sscanf(sep + 3, "%255s", fstype) != 1)
+            continue;
+        unescape(root);
+        unescape(mp);
+        v = xrealloc(v, (n + 1) * sizeof *v);
+        v[n++] = (struct mnt){xstrdup(mp), xstrdup(root), xstrdup(fstype), makedev(maj, min)};
+    }
+    *out = v;
+    *nout = n;
+    return 0;
+}
+
+/* Filesystems CRIU mounts afresh (and dumps the contents of, for tmpfs) by itself. */
+static bool criu_mountable(const char *fstype)
+{
+    static const char *const fs[] = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", NULL};
+    for (int i = 0; fs[i]; i++)
+        if (!strcmp(fs[i], fstype))
+            return true;
+    return false;
+}
+
+/* The host path of the bind source (dev, root): a host mount of the same filesystem whose root holds it. */
+static char *host_source(const struct mnt *host, size_t nhost, dev_t dev, const char *root)
+{
+    const struct mnt *best = NULL;
+    size_t best_len = 0;
+    for (size_t i = 0; i < nhost; i++) {
+        size_t len = strlen(host[i].root);
+        if (host[i].dev != dev || strncmp(host[i].root, root, len) != 0)
+            continue;
+        if (len > 1 && root[len] != '/' && root[len] != '\0')
+            continue;
+        if (!best || len > best_len)
+            best = &host[i], best_len = len;
+    }
+    if (!best)
+        return NULL;
+    const char *rest = root + (best_len == 1 ? 0 : best_len);
+    if (!*rest)
+        return xstrdup(best->mp);
+    return xasprintf("%s%s", strcmp(best->mp, "/") ? best->mp : "", rest);
+}
+
+/* Every mount of the container that is a bind of a host file: CRIU must be told it is external. */
+static int find_externals(const struct mnt *m, size_t n, json_object *ext, struct kago_error **err)
+{
+    struct mnt *host = NULL;
+    size_t nhost = 0;
+    if (read_mounts("/proc/self/mountinfo", &host, &nhost, err) < 0)
+        return -1;
+    int ret = 0;
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        if (!strcmp(m[i].mp, "/"))
+            continue; /* the root: CRIU takes it from --root */
+        bool own = false;
+        for (size_t j = 0; j < n && criu_mountable(m[i].fstype) && !own; j++)
+            own = m[j].dev == m[i].dev && !strcmp(m[j].root, "/");
+        if (own)
+            continue;
+        char *src = host_source(host, nhost, m[i].dev, m[i].root);
+        if (!src) {
+            ret = kago_error_set(err, 0, "mount %s (%s %s): its source is not visible on the host", m[i].mp,
+                                 m[i].fstype, m[i].root);
+            break;
+        }
+        json_object *e = json_object_new_object();
+        char key[32];
+        snprintf(key, sizeof key, "kago-ext%zu", json_object_array_length(ext));
+        json_object_object_add(e, "key", json_object_new_string(key));
+        json_object_object_add(e, "mountpoint", json_object_new_string(m[i].mp));
+        json_object_object_add(e, "source", json_object_new_string(src));
+        json_object_array_add(ext, e);
+        free(src);
+    }
+    mounts_free(host, nhost);
+    return ret;
+}
+
+/* ---- the overlay's writable layer ------------------------------------------------------------------ */
+
+/* The upper layer is out of reach (its tmpfs was mounted before pivot_root and detached with the old
+ * root), so it is rebuilt from what differs between the merged root (/proc/PID/root) and the rootfs:
+ * new or changed entries are copied, entries gone from the lower get an overlay whiteout (char 0:0). */
+struct walk {
+    const char *upper; /* image/upper */
+    const struct mnt *m;
+    size_t nm;
+};
+
+struct level {
+    struct level *up;
+    int mdir;        /* the merged directory */
+    const char *rel; /* "" for the root, else "/a/b" */
+    bool made;       /* exists in upper/ */
+};
+
+static bool is_mountpoint(const struct walk *w, const char *rel)
+{
+    for (size_t i = 0; i < w->nm; i++)
+        if (!strcmp(w->m[i].mp, rel))
+            return true;
+    return false;
+}
+
+/* Creates the level's directory in upper/ (and its parents) with the merged directory's mode and owner:
+ * an upper directory hides the lower one's attributes. */
+static int ensure(const struct walk *w, struct level *lv, struct kago_error **err)
+{
+    if (lv->made)
+        return 0;
+    if (lv->up && ensure(w, lv->up, err) < 0)
+        return -1;
+    cleanup_free char *path = xasprintf("%s%s", w->upper, lv->rel);
+    struct stat st;
+    if (fstat(lv->mdir, &st) < 0)
+        return kago_error_set(err, errno, "stat %s", lv->rel);
+    if (mkdir(path, 0700) < 0 && errno != EEXIST)
+        return kago_error_set(err, errno, "mkdir %s", path);
+    if (chmod(path, st.st_mode & 07777) < 0 || lchown(path, st.st_uid, st.st_gid) < 0)
+        return kago_error_set(err, errno, "chmod %s", path);
+    lv->made = true;
+    return 0;
+}
+
+static int copy_data(int in, int out, const char *what, struct kago_error **err)
+{
+    for (;;) {
+        ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+        if (n == 0)
+            return 0;
+        if (n > 0)
+            continue;
+        if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP && errno != ENOSYS)
+            return kago_error_set(err, errno, "copy %s", what);
+        break;
+    }
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof buf);
+        if (n == 0)
+            return 0;
+        if (n < 0 || write(out, buf, (size_t)n) != n)
+            return kago_error_set(err, errno ? errno : EIO, "copy %s", what);
+    }
+}
+
+/* Copies one non-directory entry of the merged directory mdir to dst with its attributes. */
+static int copy_entry(int mdir, const char *name, const struct stat *st, const char *dst, struct kago_error **err)
+{
+    if (S_ISREG(st->st_mode)) {
+        cleanup_close int in = openat(mdir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        cleanup_close int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (in < 0 || out < 0)
+            return kago_error_set(err, errno, "copy %s", dst);
+        if (copy_data(in, out, dst, err) < 0)
+            return -1;
+        struct timespec t[2] = {st->st_atim, st->st_mtim};
+        if (fchown(out, st->st_uid, st->st_gid) < 0 || fchmod(out, st->st_mode & 07777) < 0 ||
+            futimens(out, t) < 0)
+            return kago_error_set(err, errno, "attributes of %s", dst);
+        return 0;
+    }
+    if (S_ISLNK(st->st_mode)) {
+        char target[4096];
+        ssize_t n = readlinkat(mdir, name, target, sizeof target - 1);
+        if (n < 0)
+            return kago_error_set(err, errno, "readlink %s", dst);
+        target[n] = '\0';
+        if (symlink(target, dst) < 0)
+            return kago_error_set(err, errno, "symlink %s", dst);
+    } else if (S_ISSOCK(st->st_mode)) {
+        return 0; /* a socket file is recreated by whoever binds it */
+    } else if (mknod(dst, st->st_mode, st->st_rdev) < 0) {
+        return kago_error_set(err, errno, "mknod %s", dst);
+    }
+    struct timespec t[2] = {st->st_atim, st->st_mtim};
+    if (lchown(dst, st->st_uid, st->st_gid) < 0 || utimensat(AT_FDCWD, dst, t, AT_SYMLINK_NOFOLLOW) < 0)
+        return kago_error_set(err, errno, "attributes of %s", dst);
+    return 0;
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_ino == b->st_ino && a->st_size == b->st_size && a->st_mode == b->st_mode &&
+           a->st_uid == b->st_uid && a->st_gid == b->st_gid && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+           a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+static int diff_dir(const struct walk *w, struct level *lv, int ldir, struct kago_error **err);
+
+static int diff_entry(const struct walk *w, struct level *lv, int ldir, const char *name, struct kago_error **err)
+{
+    cleanup_free char *rel = xasprintf("%s/%s", lv->rel, name);
+    cleanup_free char *dst = xasprintf("%s%s", w->upper, rel);
+    struct stat ms, ls;
+    if (fstatat(lv->mdir, name, &ms, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : kago_error_set(err, errno, "stat %s", rel);
+    bool have_l = ldir >= 0 && fstatat(ldir, name, &ls, AT_SYMLINK_NOFOLLOW) == 0;
+    if (is_mountpoint(w, rel)) { /* CRIU mounts over it: the mount point must exist, its contents are not ours */
+        if (have_l && (S_ISDIR(ls.st_mode) == S_ISDIR(ms.st_mode)))
+            return 0;
+        if (ensure(w, lv, err) < 0)
+            return -1;
+        int r = S_ISDIR(ms.st_mode) ? mkdir(dst, 0755) : mknod(dst, S_IFREG | 0644, 0);
+        return r < 0 && errno != EEXIST ? kago_error_set(err, errno, "mount point %s", dst) : 0;
+    }
+    if (!S_ISDIR(ms.st_mode)) {
+        if (have_l && same_file(&ms, &ls))
+            return 0;
+        if (ensure(w, lv, err) < 0)
+            return -1;
+        return copy_entry(lv->mdir, name, &ms, dst, err);
+    }
+    cleanup_close int sub = openat(lv->mdir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sub < 0)
+        return kago_error_set(err, errno, "open %s", rel);
+    struct level child = {.up = lv, .mdir = sub, .rel = rel};
+    cleanup_close int lsub = -1;
+    if (have_l && S_ISDIR(ls.st_mode))
+        lsub = openat(ldir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    else if (ensure(w, &child, err) < 0) /* new (or replacing a file): all of it goes to upper/ */
+        return -1;
+    return diff_dir(w, &child, lsub, err);
+}
+
+static int diff_dir(const struct walk *w, struct level *lv, int ldir, struct kago_error **err)
+{
+    int fd = dup(lv->mdir);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return kago_error_set(err, errno, "read %s/", lv->rel);
+    }
+    int ret = 0;
+    struct dirent *de;
+    while (ret == 0 && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            ret = diff_entry(w, lv, ldir, de->d_name, err);
+    closedir(d);
+    if (ret < 0 || ldir < 0)
+        return ret;
+    /* what the lower has and the merged view lacks was deleted: a whiteout hides it */
+    fd = dup(ldir);
+    d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return kago_error_set(err, errno, "read rootfs %s/", lv->rel);
+    }
+    while (ret == 0 && (de = readdir(d))) {
+        struct stat st;
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+            fstatat(lv->mdir, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+            continue;
+        cleanup_free char *dst = xasprintf("%s%s/%s", w->upper, lv->rel, de->d_name);
+        if (ensure(w, lv, err) < 0 || (mknod(dst, S_IFCHR | 0000, makedev(0, 0)) < 0 &&
+                                       kago_error_set(err, errno, "whiteout %s", dst) < 0))
+            ret = -1;
+    }
+    closedir(d);
+    return ret;
+}
+
+static int save_upper(pid_t pid, const char *rootfs, const char *upper, const struct mnt *m, size_t n,
+                      struct kago_error **err)
+{
+    cleanup_free char *merged = xasprintf("/proc/%d/root", (int)pid);
+    cleanup_close int mfd = open(merged, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    cleanup_close int lfd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (mfd < 0 || lfd < 0)
+        return kago_error_set(err, errno, "open %s", mfd < 0 ? merged : rootfs);
+    struct walk w = {.upper = upper, .m = m, .nm = n};
+    struct level root = {.mdir = mfd, .rel = ""};
+    if (ensure(&w, &root, err) < 0 || diff_dir(&w, &root, lfd, err) < 0)
+        return kago_error_prefix(err, "writable layer"), -1;
+    return 0;
+}
+
+/* ---- checkpoint -------------------------------------------------------------------------------------- */
+
+/* Waits until 127.0.0.1:port accepts connections inside the container's network namespace. */
+static int wait_ready(struct kago_container *c, uint16_t port, uint64_t timeout_ms, struct kago_error **err)
+{
+    cleanup_close int ns = kago_container_open_ns(c, KAGO_NS_NET, err);
+    cleanup_close int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (ns < 0)
+        return -1;
+    if (self < 0)
+        return kago_error_set(err, errno, "open own network namespace");
+    unsigned long long deadline = kago__now_us() + (timeout_ms ? timeout_ms : 30000) * 1000ULL;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (;;) {
+        /* the socket belongs to the namespace it was made in: make it there, connect from anywhere */
+        if (setns(ns, CLONE_NEWNET) < 0)
+            return kago_error_set(err, errno, "enter the container's network namespace");
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (setns(self, CLONE_NEWNET) < 0)
+            abort(); /* our own namespace: cannot fail; continuing in the container's would be wrong */
+        if (s < 0)
+            return kago_error_set(err, errno, "socket");
+        int r = connect(s, (struct sockaddr *)&a, sizeof a);
+        close(s);
+        if (r == 0)
+            return 0;
+        if (kago__now_us() > deadline)
+            return kago_error_set(err, ETIMEDOUT, "waiting for 127.0.0.1:%u to listen", port);
+        if (kago_container_status(c) == KAGO_STOPPED)
+            return kago_error_set(err, 0, "exited before 127.0.0.1:%u listened", port);
+        usleep(10000);
+    }
+}
+
+/* Empties dir (made = we created it: remove it too). */
+static void discard_image(const char *dir, bool made)
+{
+    if (made) {
+        kago__rm_rf(dir);
+        return;
+    }
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            cleanup_free char *p = xasprintf("%s/%s", dir, de->d_name);
+            kago__rm_rf(p);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
+static int prepare_image_dir(const char *dir, bool *made, struct kago_error **err)
+{
+    *made = false;
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        bool empty = true;
+        while (empty && (de = readdir(d)))
+            empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+        closedir(d);
+        return empty ? 0 : kago_error_set(err, 0, "image %s: exists and is not empty", dir);
+    }
+    if (errno != ENOENT)
+        return kago_error_set(err, errno, "image %s", dir);
+    if (kago__mkdir_p(dir, 0700, err) < 0)
+        return -1;
+    *made = true;
+    return 0;
+}
+
+static const char *network_lock(void)
+{
+    const char *m = getenv("KAGO_CRIU_NETWORK_LOCK");
+    return m && *m ? m : "nftables";
+}
+
+static int dump(struct kago_container *c, const char *image, json_object *ext, bool leave_running,
+                struct kago_error **err)
+{
+    cleanup_free char *criu = find_criu(err);
+    if (!criu)
+        return -1;
+    size_t next = json_object_array_length(ext);
+    char **argv = xcalloc(16 + next * 2, sizeof *argv);
+    size_t n = 0;
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)c->pid);
+    const char *fixed[] = {criu, "dump", "-t", pid, "-D", image, "-o", "dump.log", "--network-lock", network_lock(),
+                           "--manage-cgroups=ignore", "--file-locks"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        argv[n++] = (char *)fixed[i];
+    if (leave_running)
+        argv[n++] = "--leave-running";
+    for (size_t i = 0; i < next; i++) {
+        json_object *e = json_object_array_get_idx(ext, i), *mp, *key;
+        json_object_object_get_ex(e, "mountpoint", &mp);
+        json_object_object_get_ex(e, "key", &key);
+        argv[n++] = "--external";
+        argv[n++] = xasprintf("mnt[%s]:%s", json_object_get_string(mp), json_object_get_string(key));
+    }
+    int st = run_criu(argv, -1, NULL, NULL, err);
+    for (size_t i = 0; i < next; i++)
+        free(argv[n - 2 * next + 2 * i + 1]);
+    free(argv);
+    if (st < 0)
+        return -1;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 0;
+    cleanup_free char *log = xasprintf("%s/dump.log", image);
+    cleanup_free char *why = criu_log_reason(log, st);
+    return kago_error_set(err, 0, "criu dump: %s", why);
+}
+
+static int checkpoint(struct kago_container *c, const char *image, const struct kago_checkpoint_opts *o,
+                      struct kago_error **err)
+{
+    if (kago_container_status(c) != KAGO_RUNNING)
+        return kago_error_set(err, 0, "is %s (only a running container can be checkpointed)",
+                              kago_status_name(kago_container_status(c)));
+    if (!(c->spec.ns & (1u << KAGO_NS_MOUNT)) || !(c->spec.ns & (1u << KAGO_NS_PID)))
+        return kago_error_set(err, 0, "needs its own mount and pid namespaces to be checkpointed");
+    if (o->wait_port && wait_ready(c, o->wait_port, o->wait_timeout_ms, err) < 0)
+        return -1;
+    cleanup_free char *mi = xasprintf("/proc/%d/mountinfo", (int)c->pid);
+    struct mnt *m = NULL;
+    size_t nm = 0;
+    if (read_mounts(mi, &m, &nm, err) < 0)
+        return -1;
+    json_object *meta = json_object_new_object(), *ext = json_object_new_array();
+    json_object_object_add(meta, "version", json_object_new_int(1));
+    json_object_object_add(meta, "source", json_object_new_string(c->spec.name));
+    json_object_object_add(meta, "spec", kago__spec_to_json(&c->spec));
+    json_object_object_add(meta, "externals", ext);
+    cleanup_free char *upper = xasprintf("%s/upper", image);
+    int ret = find_externals(m, nm, ext, err);
+    if (ret == 0 && c->spec.overlay)
+        ret = save_upper(c->pid, c->spec.rootfs, upper, m, nm, err);
+    mounts_free(m, nm);
+    cleanup_free char *metafile = xasprintf("%s/" IMAGE_META, image);
+    if (ret == 0 && json_object_to_file_ext(metafile, meta, JSON_C_TO_STRING_PRETTY) < 0)
+        ret = kago_error_set(err, errno, "write %s", metafile);
+    if (ret == 0)
+        ret = dump(c, image, ext, o->leave_running, err);
+    json_object_put(meta);
+    return ret;
+}
+
+int kago_container_checkpoint(struct kago_container *c, const char *image_dir,
+                              const struct kago_checkpoint_opts *opts, struct kago_error **err)
+{
+    struct kago_checkpoint_opts none = {0};
+    bool made = false;
+    if (!opts)
+        opts = &none;
+    if (strpbrk(image_dir, ",:")) {
+        kago_error_set(err, 0, "image %s: a ',' or ':' in its path cannot be an overlay layer", image_dir);
+    } else if (prepare_image_dir(image_dir, &made, err) == 0) {
+        cleanup_free char *abs = realpath(image_dir, NULL);
+        if (checkpoint(c, abs ? abs : image_dir, opts, err) == 0)
+            return 0;
+        discard_image(image_dir, made);
+    }
+    kago_error_prefix(err, "checkpoint %s", c->spec.name);
+    return -1;
+}
+
+/* ---- restore ---------------------------------------------------------------------------------------- */
+
+struct image {
+    const char *dir; /* absolute */
+    json_object *meta;
+    json_object *ext; /* [{key, mountpoint, source}] (owned by meta) */
+};
+
+static int image_open(const char *dir, struct image *im, struct kago_spec *spec, struct kago_error **err)
+{
+    cleanup_free char *meta = xasprintf("%s/" IMAGE_META, dir);
+    cleanup_free char *pstree = xasprintf("%s/pstree.img", dir);
+    if (access(dir, F_OK) < 0)
+        return kago_error_set(err, errno, "image %s", dir);
+    im->meta = json_object_from_file(meta);
+    json_object *s = NULL;
+    if (!im->meta || !json_object_object_get_ex(im->meta, "spec", &s) ||
+        !json_object_object_get_ex(im->meta, "externals", &im->ext) ||
+        !json_object_is_type(im->ext, json_type_array))
+        return kago_error_set(err, 0, "image %s: not a kago checkpoint (%s missing or unreadable)", dir, IMAGE_META);
+    if (access(pstree, R_OK) < 0)
+        return kago_error_set(err, errno, "image %s: not a CRIU image (pstree.img)", dir);
+    if (kago__spec_from_json(s, spec, err) < 0)
+        return kago_error_prefix(err, "image %s", dir), -1;
+    for (size_t i = 0; i < json_object_array_length(im->ext); i++) {
+        json_object *src = NULL;
+        json_object_object_get_ex(json_object_array_get_idx(im->ext, i), "source", &src);
+        if (!src || access(json_object_get_string(src), F_OK) < 0)
+            return kago_error_set(err, src ? errno : 0, "image %s: bind source %s", dir,
+                                  src ? json_object_get_string(src) : "(none)");
+    }
+    im->dir = dir;
+    return 0;
+}
+
+struct restore_prep {
+    struct kago_container *c;
+    const struct image *im;
+    const char *scratch; /* dir/ovl */
+};
+
+/* In criu's process, before exec: a private mount namespace holding the fresh writable layer (tmpfs, as
+ * linux.c makes it) over the image's upper/ and the rootfs, then into the new cgroup, so the restored tree
+ * starts out there. Nothing of this is visible on the host; the container's own namespace keeps it. */
+static int restore_prep_fn(void *arg, struct kago_error **err)
+{
+    struct restore_prep *p = arg;
+    const struct kago_spec *spec = &p->c->spec;
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return kago_error_set(err, errno, "private mount namespace for criu");
+    if (spec->overlay) {
+        if (mount("kago-upper", p->scratch, "tmpfs", MS_NODEV | MS_NOSUID, "mode=755") < 0)
+            return kago_error_set(err, errno, "mount tmpfs on %s", p->scratch);
+        cleanup_free char *upper = xasprintf("%s/upper", p->scratch);
+        cleanup_free char *work = xasprintf("%s/work", p->scratch);
+        cleanup_free char *merged = xasprintf("%s/merged", p->scratch);
+        if (mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0 || mkdir(merged, 0755) < 0)
+            return kago_error_set(err, errno, "overlay: mkdir in %s", p->scratch);
+        cleanup_free char *opts = xasprintf("lowerdir=%s/upper:%s,upperdir=%s,workdir=%s", p->im->dir, spec->rootfs,
+                                            upper, work);
+        if (mount("overlay", merged, "overlay", MS_NODEV, opts) < 0)
+            return kago_error_set(err, errno, "overlay of %s/upper and %s", p->im->dir, spec->rootfs);
+    }
+    return p->c->cg.ops->enter(&p->c->cg, 0, err);
+}
+
+static char **restore_argv(const char *criu, const struct image *im, const char *dir, const char *root)
+{
+    size_t next = json_object_array_length(im->ext), n = 0;
+    char **argv = xcalloc(24 + 2 * next, sizeof *argv);
+    const char *fixed[] = {criu, "restore", "-D", im->dir, "-W", dir, "-o", "restore.log", "--root", root,
+                           "--restore-detached", "--network-lock", network_lock(), "--manage-cgroups=ignore",
+                           "--file-locks"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        argv[n++] = xstrdup(fixed[i]);
+    argv[n++] = xstrdup("--pidfile");
+    argv[n++] = xasprintf("%s/restore.pid", dir);
+    for (size_t i = 0; i < next; i++) {
+        json_object *e = json_object_array_get_idx(im->ext, i), *key = NULL, *src = NULL;
+        json_object_object_get_ex(e, "key", &key);
+        json_object_object_get_ex(e, "source", &src);
+        argv[n++] = xstrdup("--external");
+        argv[n++] = xasprintf("mnt[%s]:%s", json_object_get_string(key), json_object_get_string(src));
+    }
+    return argv;
+}
+
+static void strv_free(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* The restored init (criu's pid file) becomes the container's process, recorded in its state file. */
+static int record_restored(struct kago_container *c, struct kago_error **err)
+{
+    cleanup_free char *pidfile = xasprintf("%s/restore.pid", c->dir);
+    cleanup_free char *pid = kago__read_file(pidfile, NULL, err);
+    if (!pid)
+        return -1;
+    if ((c->pid = atoi(pid)) <= 0)
+        return kago_error_set(err, 0, "criu restore: bad pid file %s", pidfile);
+    c->starttime = kago__proc_starttime(c->pid, NULL);
+    c->created = (long long)time(NULL);
+    c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+    if (c->pidfd < 0)
+        return kago_error_set(err, errno, "pidfd of the restored init %d", (int)c->pid);
+    return kago__state_write(c, err);
+}
+
+/* criu restore, then the container's record. The caller is (or becomes) the subreaper that adopts it. */
+static int restore_here(struct kago_container *c, const struct image *im, struct kago_error **err)
+{
+    cleanup_free char *criu = find_criu(err);
+    if (!criu)
+        return -1;
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        return kago_error_set(err, errno, "become a child subreaper");
+    cleanup_free char *scratch = xasprintf("%s/ovl", c->dir);
+    cleanup_free char *merged = xasprintf("%s/merged", scratch);
+    if (c->spec.overlay && mkdir(scratch, 0700) < 0)
+        return kago_error_set(err, errno, "mkdir %s", scratch);
+    if (c->cg.ops->create(&c->cg, err) < 0)
+        return -1;
+    int ret = -1;
+    if (c->cg.ops->apply(&c->cg, &c->spec.limits, err) < 0 || c->cg.ops->devices(&c->cg, err) < 0)
+        goto out;
+    struct restore_prep prep = {.c = c, .im = im, .scratch = scratch};
+    char **argv = restore_argv(criu, im, c->dir, c->spec.overlay ? merged : c->spec.rootfs);
+    kago__trace("restore: criu");
+    int st = run_criu(argv, -1, restore_prep_fn, &prep, err);
+    strv_free(argv);
+    kago__trace("restore: criu done");
+    if (st < 0)
+        goto out;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        cleanup_free char *log = xasprintf("%s/restore.log", c->dir);
+        cleanup_free char *why = criu_log_reason(log, st);
+        kago_error_set(err, 0, "criu restore: %s", why);
+        goto out;
+    }
+    ret = record_restored(c, err);
+out:
+    if (ret < 0) {
+        c->cg.ops->kill_all(&c->cg, SIGKILL, NULL);
+        if (c->pid > 0)
+            waitpid(c->pid, NULL, 0);
+        c->cg.ops->destroy(&c->cg, NULL);
+        if (c->pidfd >= 0)
+            close(c->pidfd);
+        c->pidfd = -1;
+    }
+    return ret;
+}
+
+/* --detach: a shim (its own session, a subreaper) runs the restore, adopts the restored init and records
+ * its exit status, as kago run --detach does for a created container. */
+static int restore_detached(struct kago_container *c, const struct image *im, struct kago_error **err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return kago_error_set(err, errno, "pipe");
+    pid_t shim = fork();
+    if (shim < 0) {
+        close(p[0]);
+        close(p[1]);
+        return kago_error_set(err, errno, "fork");
+    }
+    if (shim == 0) {
+        close(p[0]);
+        setsid();
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        for (int i = 0; i < 3; i++)
+            dup2(null, i);
+        struct kago_error *e = NULL;
+        char id[64];
+        snprintf(id, sizeof id, "%d %llu\n", (int)getpid(), kago__proc_starttime(getpid(), NULL));
+        cleanup_free char *shim_file = xasprintf("%s/shim", c->dir);
+        kago__write_file(shim_file, id, NULL);
+        if (restore_here(c, im, &e) < 0) {
+            kago__child_report(p[1], e);
+            _exit(1);
+        }
+        if (write(p[1], "O", 1) != 1)
+            _exit(1);
+        close(p[1]);
+        int dirfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC), status = 0;
+        while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        char buf[32];
+        snprintf(buf, sizeof buf, "%d\n", status);
+        kago__write_fileat(dirfd, "exit", buf, NULL); /* fails when it was deleted meanwhile */
+        _exit(0);
+    }
+    close(p[1]);
+    char buf[4096];
+    ssize_t n;
+    do
+        n = read(p[0], buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    close(p[0]);
+    if (n == 1 && buf[0] == 'O')
+        return 0;
+    waitpid(shim, NULL, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    char *msg = n > 0 && buf[0] == 'E' ? strchr(buf, ' ') : NULL;
+    return kago_error_set(err, 0, "%s", msg ? msg + 1 : "restore shim failed");
+}
+
+static char *new_name(void)
+{
+    unsigned char b[4];
+    if (getentropy(b, sizeof b) < 0)
+        abort();
+    return xasprintf("k%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
+}
+
+int kago_container_restore(const char *root, const char *image_dir, const struct kago_restore_opts *opts,
+                           struct kago_container **out, struct kago_error **err)
+{
+    struct kago_restore_opts none = {0};
+    if (!opts)
+        opts = &none;
+    cleanup_free char *name = opts->name ? xstrdup(opts->name) : new_name();
+    if (!*name || strchr(name, '/') || name[0] == '.')
+        return kago_error_set(err, 0, "restore: bad container name \"%s\"", name);
+    root = root ? root : KAGO_DEFAULT_ROOT;
+    struct kago_container *c = xcalloc(1, sizeof *c);
+    c->root = xstrdup(root);
+    c->dir = xasprintf("%s/%s", root, name);
+    c->pidfd = -1;
+    c->exit_status = -1;
+    cleanup_free char *abs = realpath(image_dir, NULL);
+    struct image im = {0};
+    int ret = abs ? image_open(abs, &im, &c->spec, err) : kago_error_set(err, errno, "image %s", image_dir);
+    if (ret == 0) {
+        free(c->spec.name);
+        c->spec.name = xstrdup(name);
+        ret = kago__cgroup_init(&c->cg, NULL, name, err);
+    }
+    if (ret == 0 && mkdir(root, 0711) < 0 && errno != EEXIST)
+        ret = kago__mkdir_p(root, 0711, err);
+    if (ret == 0 && mkdir(c->dir, 0700) < 0)
+        ret = errno == EEXIST ? kago_error_set(err, 0, "name already in use")
+                              : kago_error_set(err, errno, "mkdir %s", c->dir);
+    else if (ret == 0) {
+        ret = opts->detach ? restore_detached(c, &im, err) : restore_here(c, &im, err);
+        if (ret < 0)
+            kago__rm_rf(c->dir);
+    }
+    json_object_put(im.meta);
+    if (ret < 0) {
+        kago_error_prefix(err, "restore %s", name);
+        kago_container_free(c);
+        return -1;
+    }
+    if (opts->detach) { /* the shim made it: take its record */
+        kago_container_free(c);
+        return kago_container_load(root, name, out, err);
+    }
+    *out = c;
+    return 0;
+}
