@@ -81,6 +81,12 @@ int cli_limit_option(struct kago_limits *l, int opt, const char *arg);
 /* Parses run/create options into spec; returns the index of the command in argv, -0x100 after --help,
  * or minus the exit code on bad input (message printed). detach may be NULL (no --detach). */
 int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, int argc, char **argv);
+/* Parses run/create options and creates the container. Returns 0 with *c set, or the exit code with *c
+ * NULL (0 after --help). detach may be NULL (no --detach option); it also sets opts->detach. */
+int cli_create_from_args(struct cli *g, const char *verb, int argc, char **argv, bool *detach,
+                         struct kago_spawn_opts *opts, struct kago_container **c);
+/* Waits for child pid, forwarding the usual signals to it; returns its wait status. */
+int cli_wait_forwarding(pid_t pid);
 /* Loads container NAME or prints why not. */
 struct kago_container *cli_load(struct cli *g, const char *name);
 /* A signal by name (TERM, SIGTERM) or number; -1 if unknown. */

@@ -6,13 +6,6 @@
 
 #include "cli.h"
 
-static volatile sig_atomic_t target;
-static void forward(int sig)
-{
-    if (target > 0)
-        kill(target, sig);
-}
-
 CLI_VERB(exec)
 {
     static const struct option opts[] = {
@@ -67,15 +60,6 @@ CLI_VERB(exec)
     kago_container_free(c);
     if (pid < 0)
         return cli_fail(err);
-    target = pid;
-    struct sigaction sa = {.sa_handler = forward};
-    sigemptyset(&sa.sa_mask);
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-    for (size_t s = 0; s < sizeof sigs / sizeof sigs[0]; s++)
-        sigaction(sigs[s], &sa, NULL);
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return 127;
+    int status = cli_wait_forwarding(pid);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

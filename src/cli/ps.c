@@ -103,8 +103,8 @@ CLI_VERB(ps)
         json_object_put(root);
         return cli_errorf("ps: cannot parse the answer of %s", admin);
     }
-    printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s\n", "APP", "INSTANCE", "STATE", "AGE", "INFLIGHT", "SERVED", "CPU",
-           "MEMORY");
+    printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s\n", "APP", "INSTANCE", "STATE", "AGE", "INFLIGHT", "SERVED",
+           "CPU", "MEMORY");
     for (size_t i = 0; i < json_object_array_length(apps); i++) {
         json_object *a = json_object_array_get_idx(apps, i), *v, *insts;
         const char *name = json_object_object_get_ex(a, "name", &v) ? json_object_get_string(v) : "?";
@@ -112,8 +112,8 @@ CLI_VERB(ps)
         json_object_object_get_ex(a, "instances", &insts);
         size_t n = insts ? json_object_array_length(insts) : 0;
         if (n == 0)
-            printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s\n", name, "-", pending ? "held" : "stopped", "-", "-", "-",
-                   "-", "-");
+            printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s\n", name, "-", pending ? "held" : "stopped", "-",
+                   "-", "-", "-", "-");
         for (size_t k = 0; k < n; k++) {
             json_object *in = json_object_array_get_idx(insts, k);
             char mem[32], age[32], cpu[32];
@@ -129,8 +129,8 @@ CLI_VERB(ps)
             json_object_object_get_ex(in, "in_flight", &inf);
             json_object_object_get_ex(in, "served", &sv);
             printf("%-16s %-28s %-9s %8s %9d %9lld %9s %9s\n", name, json_object_get_string(nm),
-                   json_object_get_string(st), age, json_object_get_int(inf), (long long)json_object_get_int64(sv), cpu,
-                   mem);
+                   json_object_get_string(st), age, json_object_get_int(inf),
+                   (long long)json_object_get_int64(sv), cpu, mem);
         }
         if (pending)
             printf("%-16s %d request(s) held for a starting instance\n", name, pending);

@@ -9,14 +9,6 @@
 
 #include "cli.h"
 
-static volatile sig_atomic_t target_pid;
-
-static void forward(int sig)
-{
-    if (target_pid > 0)
-        kill(target_pid, sig);
-}
-
 static bool looks_like_kagofile(const char *arg)
 {
     struct stat st;
@@ -84,45 +76,67 @@ static int exit_code(struct kago_container *c, int status)
     return 128 + sig;
 }
 
-CLI_VERB(run)
+int cli_create_from_args(struct cli *g, const char *verb, int argc, char **argv, bool *detach,
+                         struct kago_spawn_opts *opts, struct kago_container **c)
 {
-    if (argc > 1 && looks_like_kagofile(argv[1]))
-        return cli_run_kagofile(g, argc, argv);
     struct kago_spec spec;
     kago_spec_init(&spec);
-    bool detach = false;
-    int i = cli_parse_spec("run", &spec, &detach, argc, argv);
+    *c = NULL;
+    int i = cli_parse_spec(verb, &spec, detach, argc, argv);
     if (i < 0) {
         kago_spec_free(&spec);
         return i == -0x100 ? 0 : -i;
     }
     kago_spec_set_argv(&spec, argv + i);
-    struct kago_spawn_opts opts = {.stdio = {-1, -1, -1}, .detach = detach};
-    struct kago_container *c = NULL;
+    if (detach)
+        opts->detach = *detach;
     struct kago_error *err = NULL;
-    int rc = kago_container_create(g->root, &spec, &opts, &c, &err);
+    int rc = kago_container_create(g->root, &spec, opts, c, &err);
     kago_spec_free(&spec);
-    if (rc < 0)
-        return cli_fail(err);
-    if (detach) {
-        puts(kago_container_name(c));
-        kago_container_free(c);
-        return 0;
-    }
-    target_pid = kago_container_pid(c);
+    return rc < 0 ? cli_fail(err) : 0;
+}
+
+static volatile sig_atomic_t target_pid;
+
+static void forward(int sig)
+{
+    if (target_pid > 0)
+        kill(target_pid, sig);
+}
+
+int cli_wait_forwarding(pid_t pid)
+{
+    target_pid = pid;
     struct sigaction sa = {.sa_handler = forward};
     sigemptyset(&sa.sa_mask);
     static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
     for (size_t s = 0; s < sizeof sigs / sizeof sigs[0]; s++)
         sigaction(sigs[s], &sa, NULL);
     int status = 0;
-    while (waitpid(kago_container_pid(c), &status, 0) < 0) {
-        if (errno != EINTR) {
-            status = 127 << 8;
-            break;
-        }
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return 127 << 8;
     }
-    int code = exit_code(c, status);
+    return status;
+}
+
+CLI_VERB(run)
+{
+    if (argc > 1 && looks_like_kagofile(argv[1]))
+        return cli_run_kagofile(g, argc, argv);
+    bool detach = false;
+    struct kago_spawn_opts opts = {.stdio = {-1, -1, -1}};
+    struct kago_container *c = NULL;
+    int rc = cli_create_from_args(g, "run", argc, argv, &detach, &opts, &c);
+    if (!c)
+        return rc;
+    if (detach) {
+        puts(kago_container_name(c));
+        kago_container_free(c);
+        return 0;
+    }
+    int code = exit_code(c, cli_wait_forwarding(kago_container_pid(c)));
+    struct kago_error *err = NULL;
     if (kago_container_delete(c, true, &err) < 0)
         cli_fail(err);
     kago_container_free(c);

@@ -19,12 +19,18 @@ static int parse_ms(const char *verb, const char *s, uint64_t *ms)
 CLI_VERB(serve)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},      {"listen", required_argument, NULL, 'l'},
-        {"admin", required_argument, NULL, 'a'},       {"access-log", required_argument, NULL, 'L'},
-        {"root", required_argument, NULL, 'r'},        {"header-timeout", required_argument, NULL, 'H'},
-        {"keepalive-timeout", required_argument, NULL, 'K'}, {"connect-timeout", required_argument, NULL, 'C'},
-        {"response-timeout", required_argument, NULL, 'R'}, {"no-cold-start-header", no_argument, NULL, 'N'},
-        {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"listen", required_argument, NULL, 'l'},
+        {"admin", required_argument, NULL, 'a'},
+        {"access-log", required_argument, NULL, 'L'},
+        {"root", required_argument, NULL, 'r'},
+        {"header-timeout", required_argument, NULL, 'H'},
+        {"keepalive-timeout", required_argument, NULL, 'K'},
+        {"connect-timeout", required_argument, NULL, 'C'},
+        {"response-timeout", required_argument, NULL, 'R'},
+        {"no-cold-start-header", no_argument, NULL, 'N'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     struct kago_serve_opts o;
     kago_serve_opts_init(&o);
@@ -32,20 +38,45 @@ CLI_VERB(serve)
     int opt;
     while ((opt = getopt_long(argc, argv, "c:l:a:L:r:h", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'c': o.config_dir = optarg; break;
-        case 'l': o.listen = optarg; break;
-        case 'a': o.admin = optarg; break;
-        case 'L': o.access_log = optarg; break;
-        case 'r': o.root = optarg; break;
-        case 'H': if (parse_ms("serve", optarg, &o.header_timeout_ms)) return 1; break;
-        case 'K': if (parse_ms("serve", optarg, &o.keepalive_timeout_ms)) return 1; break;
-        case 'C': if (parse_ms("serve", optarg, &o.connect_timeout_ms)) return 1; break;
-        case 'R': if (parse_ms("serve", optarg, &o.response_timeout_ms)) return 1; break;
-        case 'N': o.cold_start_header = false; break;
+        case 'c':
+            o.config_dir = optarg;
+            break;
+        case 'l':
+            o.listen = optarg;
+            break;
+        case 'a':
+            o.admin = optarg;
+            break;
+        case 'L':
+            o.access_log = optarg;
+            break;
+        case 'r':
+            o.root = optarg;
+            break;
+        case 'H':
+            if (parse_ms("serve", optarg, &o.header_timeout_ms))
+                return 1;
+            break;
+        case 'K':
+            if (parse_ms("serve", optarg, &o.keepalive_timeout_ms))
+                return 1;
+            break;
+        case 'C':
+            if (parse_ms("serve", optarg, &o.connect_timeout_ms))
+                return 1;
+            break;
+        case 'R':
+            if (parse_ms("serve", optarg, &o.response_timeout_ms))
+                return 1;
+            break;
+        case 'N':
+            o.cold_start_header = false;
+            break;
         case 'h':
             printf("usage: kago serve --config DIR [--listen 127.0.0.1:8080] [--admin 127.0.0.1:9090|off]\n"
                    "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
-                   "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout 60s]\n"
+                   "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout "
+                   "60s]\n"
                    "                  [--no-cold-start-header]\n"
                    "See docs/serve.md.\n");
             return 0;

@@ -64,7 +64,7 @@ void kago_container_free(struct kago_container *c)
 }
 
 /* Reads one message from the child: 'R' (waiting for start), "E<code> <msg>" (failed), or EOF (exec'd). */
-static int read_child(int sync_fd, char *kind, struct kago_error **err)
+int kago__read_child(int sync_fd, char *kind, struct kago_error **err)
 {
     char buf[4097];
     ssize_t n;
@@ -286,7 +286,7 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
     if (open_joins(spec, l.ch.join_fds, err) < 0 || (sync_fd = launch(c, spec, &l, &cg_made, err)) < 0)
         goto out;
     char kind;
-    if (read_child(sync_fd, &kind, err) < 0)
+    if (kago__read_child(sync_fd, &kind, err) < 0)
         goto out;
     kago__trace("child exec'd");
     if (wait_start != (kind == 'R')) {
@@ -435,7 +435,7 @@ static int create_detached(struct kago_container *c, const struct kago_spec *spe
     }
     close(p[1]);
     char kind;
-    int ret = read_child(p[0], &kind, err);
+    int ret = kago__read_child(p[0], &kind, err);
     close(p[0]);
     if (ret < 0) {
         waitpid(shim, NULL, 0);

@@ -44,6 +44,9 @@ int kago__set_rlimits(const struct kago_spec *spec, struct kago_error **err) KAG
 char *kago__find_command(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
 int kago__ns_clone_flag(enum kago_ns ns) KAGO_INTERNAL;
 _Noreturn void kago__init_loop(pid_t child) KAGO_INTERNAL;
+/* Reads one message from a child: 'R' (waiting for start), 'O' (ok), "E<code> <msg>" (sets *err, returns
+ * -1), or EOF ('X': the child exec'd). */
+int kago__read_child(int sync_fd, char *kind, struct kago_error **err) KAGO_INTERNAL;
 /* Sends an error to the parent over the sync socket ("E" code msg). */
 void kago__child_report(int sync_fd, struct kago_error *err) KAGO_INTERNAL;
 

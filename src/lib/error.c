@@ -13,11 +13,9 @@ int kago_error_set(struct kago_error **err, int code, const char *fmt, ...)
     int ret = code > 0 ? -code : (code < 0 ? code : -1);
     if (!err)
         return ret;
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        abort();
+    char *msg = xvasprintf(fmt, ap);
     va_end(ap);
     struct kago_error *e = xmalloc(sizeof *e);
     e->code = code < 0 ? -code : code;
@@ -36,11 +34,9 @@ void kago_error_prefix(struct kago_error **err, const char *fmt, ...)
 {
     if (!err || !*err)
         return;
-    char *ctx = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&ctx, fmt, ap) < 0)
-        abort();
+    char *ctx = xvasprintf(fmt, ap);
     va_end(ap);
     char *msg = xasprintf("%s: %s", ctx, (*err)->msg);
     free(ctx);

@@ -93,17 +93,13 @@ pid_t kago_container_exec(struct kago_container *c, const struct kago_spec *proc
         exec_in(c, proc, p[1]);
     }
     close(p[1]);
-    char buf[4097];
-    ssize_t n;
-    do
-        n = read(p[0], buf, sizeof buf - 1);
-    while (n < 0 && errno == EINTR);
+    char kind;
+    int rc = kago__read_child(p[0], &kind, err);
     close(p[0]);
-    if (n > 0) {
-        buf[n] = '\0';
-        char *msg = strchr(buf, ' ');
+    if (rc < 0) {
         waitpid(pid, NULL, 0);
-        return kago_error_set(err, 0, "container %s: exec: %s", c->spec.name, msg ? msg + 1 : "failed");
+        kago_error_prefix(err, "container %s: exec", c->spec.name);
+        return -1;
     }
     return pid;
 }

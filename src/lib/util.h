@@ -3,6 +3,7 @@
 #define KAGO_UTIL_H
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@ void *xcalloc(size_t n, size_t size) KAGO_INTERNAL;
 void *xrealloc(void *p, size_t n) KAGO_INTERNAL;
 char *xstrdup(const char *s) KAGO_INTERNAL;
 char *xasprintf(const char *fmt, ...) KAGO_INTERNAL __attribute__((format(printf, 1, 2)));
+char *xvasprintf(const char *fmt, va_list ap) KAGO_INTERNAL __attribute__((format(printf, 1, 0)));
 
 static inline void cleanup_freep(void *p)
 {

@@ -78,10 +78,15 @@ def test_signals_forwarded(kago, rootfs):
                    "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done",
                    stdout=subprocess.PIPE, text=True)
     kago.names.add("sigfwd")
-    assert p.stdout.readline().strip() == "ready"
-    p.send_signal(signal.SIGTERM)
-    out, _ = p.communicate(timeout=10)
-    assert "got-term" in out and p.returncode == 7
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=10)
+        assert "got-term" in out and p.returncode == 7
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def test_stdio_passes(kago, rootfs):
