@@ -85,6 +85,8 @@ int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, int a
  * NULL (0 after --help). detach may be NULL (no --detach option); it also sets opts->detach. */
 int cli_create_from_args(struct cli *g, const char *verb, int argc, char **argv, bool *detach,
                          struct kago_spawn_opts *opts, struct kago_container **c);
+/* Blocks the signals cli_wait_forwarding forwards, until it runs. */
+void cli_hold_signals(void);
 /* Waits for child pid, forwarding the usual signals to it; returns its wait status. */
 int cli_wait_forwarding(pid_t pid);
 /* Loads container NAME or prints why not. */

@@ -55,6 +55,7 @@ CLI_VERB(exec)
     free(env);
     proc.env = merged.env;
     proc.argv = argv + cmd;
+    cli_hold_signals();
     pid_t pid = kago_container_exec(c, &proc, &err);
     kago_spec_free(&merged);
     kago_container_free(c);

@@ -104,14 +104,29 @@ static void forward(int sig)
         kill(target_pid, sig);
 }
 
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+
+void cli_hold_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t s = 0; s < sizeof forwarded / sizeof forwarded[0]; s++)
+        sigaddset(&set, forwarded[s]);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
 int cli_wait_forwarding(pid_t pid)
 {
     target_pid = pid;
     struct sigaction sa = {.sa_handler = forward};
     sigemptyset(&sa.sa_mask);
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
-    for (size_t s = 0; s < sizeof sigs / sizeof sigs[0]; s++)
-        sigaction(sigs[s], &sa, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t s = 0; s < sizeof forwarded / sizeof forwarded[0]; s++) {
+        sigaction(forwarded[s], &sa, NULL);
+        sigaddset(&set, forwarded[s]);
+    }
+    sigprocmask(SIG_UNBLOCK, &set, NULL); /* what arrived while the container was made goes to it now */
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR)
@@ -127,6 +142,7 @@ CLI_VERB(run)
     bool detach = false;
     struct kago_spawn_opts opts = {.stdio = {-1, -1, -1}};
     struct kago_container *c = NULL;
+    cli_hold_signals(); /* a signal that comes while the container is made is forwarded, not lost */
     int rc = cli_create_from_args(g, "run", argc, argv, &detach, &opts, &c);
     if (!c)
         return rc;

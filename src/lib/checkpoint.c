@@ -47,8 +47,8 @@ static char *find_criu(struct kago_error **err)
     const char *env = getenv("KAGO_CRIU");
     if (env && *env)
         return xstrdup(env);
-    static const char *const dirs[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin",
-                                       "/bin", NULL};
+    static const char *const dirs[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
+                                       "/sbin",           "/bin",           NULL};
     for (int i = 0; dirs[i]; i++) {
         char *p = xasprintf("%s/criu", dirs[i]);
         if (access(p, X_OK) == 0)
@@ -355,7 +355,8 @@ static int copy_data(int in, int out, const char *what, struct kago_error **err)
 }
 
 /* Copies one non-directory entry of the merged directory mdir to dst with its attributes. */
-static int copy_entry(int mdir, const char *name, const struct stat *st, const char *dst, struct kago_error **err)
+static int copy_entry(int mdir, const char *name, const struct stat *st, const char *dst,
+                      struct kago_error **err)
 {
     if (S_ISREG(st->st_mode)) {
         cleanup_close int in = openat(mdir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -399,7 +400,8 @@ static bool same_file(const struct stat *a, const struct stat *b)
 
 static int diff_dir(const struct walk *w, struct level *lv, int ldir, struct kago_error **err);
 
-static int diff_entry(const struct walk *w, struct level *lv, int ldir, const char *name, struct kago_error **err)
+static int diff_entry(const struct walk *w, struct level *lv, int ldir, const char *name,
+                      struct kago_error **err)
 {
     cleanup_free char *rel = xasprintf("%s/%s", lv->rel, name);
     cleanup_free char *dst = xasprintf("%s%s", w->upper, rel);
@@ -407,7 +409,8 @@ static int diff_entry(const struct walk *w, struct level *lv, int ldir, const ch
     if (fstatat(lv->mdir, name, &ms, AT_SYMLINK_NOFOLLOW) < 0)
         return errno == ENOENT ? 0 : kago_error_set(err, errno, "stat %s", rel);
     bool have_l = ldir >= 0 && fstatat(ldir, name, &ls, AT_SYMLINK_NOFOLLOW) == 0;
-    if (is_mountpoint(w, rel)) { /* CRIU mounts over it: the mount point must exist, its contents are not ours */
+    if (is_mountpoint(w,
+                      rel)) { /* CRIU mounts over it: the mount point must exist, its contents are not ours */
         if (have_l && (S_ISDIR(ls.st_mode) == S_ISDIR(ms.st_mode)))
             return 0;
         if (ensure(w, lv, err) < 0)
@@ -500,7 +503,8 @@ static int wait_ready(struct kago_container *c, uint16_t port, uint64_t timeout_
     if (self < 0)
         return kago_error_set(err, errno, "open own network namespace");
     unsigned long long deadline = kago__now_us() + (timeout_ms ? timeout_ms : 30000) * 1000ULL;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     for (;;) {
         /* the socket belongs to the namespace it was made in: make it there, connect from anywhere */
         if (setns(ns, CLONE_NEWNET) < 0)
@@ -578,8 +582,18 @@ static int dump(struct kago_container *c, const char *image, json_object *ext, b
     size_t n = 0;
     char pid[16];
     snprintf(pid, sizeof pid, "%d", (int)c->pid);
-    const char *fixed[] = {criu, "dump", "-t", pid, "-D", image, "-o", "dump.log", "--network-lock", network_lock(),
-                           "--manage-cgroups=ignore", "--file-locks"};
+    const char *fixed[] = {criu,
+                           "dump",
+                           "-t",
+                           pid,
+                           "-D",
+                           image,
+                           "-o",
+                           "dump.log",
+                           "--network-lock",
+                           network_lock(),
+                           "--manage-cgroups=ignore",
+                           "--file-locks"};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         argv[n++] = (char *)fixed[i];
     if (leave_running)
@@ -676,7 +690,8 @@ static int image_open(const char *dir, struct image *im, struct kago_spec *spec,
     if (!im->meta || !json_object_object_get_ex(im->meta, "spec", &s) ||
         !json_object_object_get_ex(im->meta, "externals", &im->ext) ||
         !json_object_is_type(im->ext, json_type_array))
-        return kago_error_set(err, 0, "image %s: not a kago checkpoint (%s missing or unreadable)", dir, IMAGE_META);
+        return kago_error_set(err, 0, "image %s: not a kago checkpoint (%s missing or unreadable)", dir,
+                              IMAGE_META);
     if (access(pstree, R_OK) < 0)
         return kago_error_set(err, errno, "image %s: not a CRIU image (pstree.img)", dir);
     if (kago__spec_from_json(s, spec, err) < 0)
@@ -715,8 +730,8 @@ static int restore_prep_fn(void *arg, struct kago_error **err)
         cleanup_free char *merged = xasprintf("%s/merged", p->scratch);
         if (mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0 || mkdir(merged, 0755) < 0)
             return kago_error_set(err, errno, "overlay: mkdir in %s", p->scratch);
-        cleanup_free char *opts = xasprintf("lowerdir=%s/upper:%s,upperdir=%s,workdir=%s", p->im->dir, spec->rootfs,
-                                            upper, work);
+        cleanup_free char *opts =
+            xasprintf("lowerdir=%s/upper:%s,upperdir=%s,workdir=%s", p->im->dir, spec->rootfs, upper, work);
         if (mount("overlay", merged, "overlay", MS_NODEV, opts) < 0)
             return kago_error_set(err, errno, "overlay of %s/upper and %s", p->im->dir, spec->rootfs);
     }
@@ -727,8 +742,20 @@ static char **restore_argv(const char *criu, const struct image *im, const char 
 {
     size_t next = json_object_array_length(im->ext), n = 0;
     char **argv = xcalloc(24 + 2 * next, sizeof *argv);
-    const char *fixed[] = {criu, "restore", "-D", im->dir, "-W", dir, "-o", "restore.log", "--root", root,
-                           "--restore-detached", "--network-lock", network_lock(), "--manage-cgroups=ignore",
+    const char *fixed[] = {criu,
+                           "restore",
+                           "-D",
+                           im->dir,
+                           "-W",
+                           dir,
+                           "-o",
+                           "restore.log",
+                           "--root",
+                           root,
+                           "--restore-detached",
+                           "--network-lock",
+                           network_lock(),
+                           "--manage-cgroups=ignore",
                            "--file-locks"};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         argv[n++] = xstrdup(fixed[i]);

@@ -47,6 +47,8 @@ _Noreturn void kago__init_loop(pid_t child) KAGO_INTERNAL;
 /* Reads one message from a child: 'R' (waiting for start), 'O' (ok), "E<code> <msg>" (sets *err, returns
  * -1), or EOF ('X': the child exec'd). */
 int kago__read_child(int sync_fd, char *kind, struct kago_error **err) KAGO_INTERNAL;
+/* Default dispositions for every signal, none blocked: what a command should start with. */
+void kago__reset_signals(void) KAGO_INTERNAL;
 /* Sends an error to the parent over the sync socket ("E" code msg). */
 void kago__child_report(int sync_fd, struct kago_error *err) KAGO_INTERNAL;
 

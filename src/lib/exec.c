@@ -44,12 +44,16 @@ static _Noreturn void exec_in(struct kago_container *c, const struct kago_spec *
         for (int s = 1; s < NSIG; s++)
             if (s != SIGCHLD && s != SIGKILL && s != SIGSTOP)
                 sigaction(s, &sa, NULL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         int status;
         while (waitpid(pid, &status, 0) < 0)
             if (errno != EINTR)
                 _exit(127);
         _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
     }
+    kago__reset_signals();
     /* the command runs with the container's privileges, not kago's */
     struct kago_spec s = *cs;
     s.argv = proc->argv;

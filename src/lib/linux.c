@@ -411,6 +411,19 @@ void kago__init_loop(pid_t child)
     }
 }
 
+void kago__reset_signals(void)
+{
+    /* the command starts with default dispositions and nothing blocked, whatever the caller (an event
+     * loop ignoring SIGPIPE, a CLI holding signals until it can forward them) had set */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 void kago__child_report(int sync_fd, struct kago_error *err)
 {
     char buf[4096];
@@ -529,6 +542,7 @@ void kago__child_main(struct kago__child *ch)
             _exit(127);
     if (ch->die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         _exit(127);
+    kago__reset_signals();
     /* The init of its own pid namespace leads a session of its own (as runc and crun do without a
      * terminal): CRIU refuses to checkpoint a tree whose session leader is outside its pid namespace
      * (checkpoint.c). Signals from a foreground kago are forwarded by pid, not by the terminal. */
