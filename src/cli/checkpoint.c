@@ -15,9 +15,12 @@ static void usage(void)
 CLI_VERB(checkpoint)
 {
     static const struct option opts[] = {
-        {"image", required_argument, NULL, 'i'},      {"leave-running", no_argument, NULL, 'l'},
-        {"wait-port", required_argument, NULL, 'p'},  {"timeout", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+        {"image", required_argument, NULL, 'i'},
+        {"leave-running", no_argument, NULL, 'l'},
+        {"wait-port", required_argument, NULL, 'p'},
+        {"timeout", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     struct kago_checkpoint_opts o = {0};
     const char *image = NULL;

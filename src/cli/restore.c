@@ -1,35 +1,15 @@
 /* kago restore --image DIR [--name NEW] [--detach]: a new container from a checkpoint image, in its own
  * cgroup with a fresh writable layer. Without --detach it runs in the foreground as kago run does: kago
  * waits for it, forwards signals, removes it when it ends and exits as it did. */
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 
 #include "cli.h"
 
-static volatile sig_atomic_t target;
-static void forward(int sig)
-{
-    if (target > 0)
-        kill(target, sig);
-}
-
 static int wait_foreground(struct kago_container *c)
 {
-    target = kago_container_pid(c);
-    struct sigaction sa = {.sa_handler = forward};
-    sigemptyset(&sa.sa_mask);
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-    for (size_t s = 0; s < sizeof sigs / sizeof sigs[0]; s++)
-        sigaction(sigs[s], &sa, NULL);
-    int status = 0;
-    while (waitpid(kago_container_pid(c), &status, 0) < 0) {
-        if (errno != EINTR) {
-            status = 127 << 8;
-            break;
-        }
-    }
+    int status = cli_wait_forwarding(kago_container_pid(c));
     struct kago_error *err = NULL;
     if (kago_container_delete(c, true, &err) < 0)
         cli_fail(err);
@@ -39,8 +19,10 @@ static int wait_foreground(struct kago_container *c)
 CLI_VERB(restore)
 {
     static const struct option opts[] = {
-        {"image", required_argument, NULL, 'i'}, {"name", required_argument, NULL, 'n'},
-        {"detach", no_argument, NULL, 'd'},      {"help", no_argument, NULL, 'h'},
+        {"image", required_argument, NULL, 'i'},
+        {"name", required_argument, NULL, 'n'},
+        {"detach", no_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct kago_restore_opts o = {0};

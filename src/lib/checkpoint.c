@@ -39,6 +39,12 @@
 #include "container_int.h"
 
 #define IMAGE_META "kago.json"
+/* The network namespace is external to the image: CRIU neither dumps nor locks it (its nftables lock
+ * would be dumped with the ruleset and restored, still dropping every packet), and each restore gets a
+ * fresh namespace holding only loopback, which is all a kago container has; criu recreates the listening
+ * sockets in it. It is handed to criu as this fd. */
+#define NETNS_KEY "kago-netns"
+#define NETNS_FD  3
 
 /* ---- running criu ---------------------------------------------------------------------------------- */
 
@@ -77,6 +83,12 @@ static int run_criu(char **argv, int outfd, criu_prep prep, void *arg, struct ka
     if (pid == 0) {
         struct kago_error *e = NULL;
         close(p[0]);
+        /* out of the way of the low fds prep hands to criu (NETNS_FD) */
+        int hi = fcntl(p[1], F_DUPFD_CLOEXEC, 64);
+        if (hi < 0)
+            _exit(126);
+        close(p[1]);
+        p[1] = hi;
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
         int out = outfd >= 0 ? outfd : null;
         if (null < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
@@ -598,6 +610,15 @@ static int dump(struct kago_container *c, const char *image, json_object *ext, b
         argv[n++] = (char *)fixed[i];
     if (leave_running)
         argv[n++] = "--leave-running";
+    cleanup_free char *nspath = xasprintf("/proc/%d/ns/net", (int)c->pid);
+    struct stat ns;
+    if (stat(nspath, &ns) < 0) {
+        free(argv);
+        return kago_error_set(err, errno, "stat %s", nspath);
+    }
+    cleanup_free char *netext = xasprintf("net[%llu]:" NETNS_KEY, (unsigned long long)ns.st_ino);
+    argv[n++] = "--external";
+    argv[n++] = netext;
     for (size_t i = 0; i < next; i++) {
         json_object *e = json_object_array_get_idx(ext, i), *mp, *key;
         json_object_object_get_ex(e, "mountpoint", &mp);
@@ -707,6 +728,34 @@ static int image_open(const char *dir, struct image *im, struct kago_spec *spec,
     return 0;
 }
 
+/* Puts the network namespace for the restored tree on NETNS_FD: a fresh one with loopback up when the
+ * container had its own, else ours. criu itself stays in ours. */
+static int restore_netns(const struct kago_spec *spec, struct kago_error **err)
+{
+    cleanup_close int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (self < 0)
+        return kago_error_set(err, errno, "open own network namespace");
+    cleanup_close int fd = -1;
+    if (spec->ns & (1u << KAGO_NS_NET)) {
+        if (unshare(CLONE_NEWNET) < 0)
+            return kago_error_set(err, errno, "new network namespace");
+        if (kago__loopback_up(err) < 0)
+            return -1;
+        fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || setns(self, CLONE_NEWNET) < 0)
+            return kago_error_set(err, errno, "network namespace");
+    } else {
+        fd = steal_fd(&self);
+    }
+    if (fd == NETNS_FD) { /* criu must inherit it */
+        if (fcntl(steal_fd(&fd), F_SETFD, 0) < 0)
+            return kago_error_set(err, errno, "network namespace fd");
+    } else if (dup2(fd, NETNS_FD) < 0) { /* dup2 clears close-on-exec */
+        return kago_error_set(err, errno, "dup2 network namespace");
+    }
+    return 0;
+}
+
 struct restore_prep {
     struct kago_container *c;
     const struct image *im;
@@ -735,6 +784,8 @@ static int restore_prep_fn(void *arg, struct kago_error **err)
         if (mount("overlay", merged, "overlay", MS_NODEV, opts) < 0)
             return kago_error_set(err, errno, "overlay of %s/upper and %s", p->im->dir, spec->rootfs);
     }
+    if (restore_netns(spec, err) < 0)
+        return -1;
     return p->c->cg.ops->enter(&p->c->cg, 0, err);
 }
 
@@ -759,6 +810,8 @@ static char **restore_argv(const char *criu, const struct image *im, const char 
                            "--file-locks"};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         argv[n++] = xstrdup(fixed[i]);
+    argv[n++] = xstrdup("--inherit-fd");
+    argv[n++] = xasprintf("fd[%d]:" NETNS_KEY, NETNS_FD);
     argv[n++] = xstrdup("--pidfile");
     argv[n++] = xasprintf("%s/restore.pid", dir);
     for (size_t i = 0; i < next; i++) {
