@@ -127,7 +127,9 @@ static pid_t do_clone(struct launch *l, uint64_t flags)
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = (uint64_t)l->cgroup_fd;
     }
-    l->ch.enter_cg = l->cgroup_fd >= 0 ? NULL : l->cg;
+    /* a child in a new user namespace is not root on the host and cannot write the cgroup files itself */
+    bool self_enter = l->cgroup_fd < 0 && !(l->ch.spec->ns & (1u << KAGO_NS_USER));
+    l->ch.enter_cg = self_enter ? l->cg : NULL;
     pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
     if (pid < 0 && l->cgroup_fd >= 0 && (errno == EINVAL || errno == E2BIG)) {
         l->cgroup_fd = -1; /* an older kernel: enter the cgroup after clone instead */
@@ -227,7 +229,9 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
             goto fail;
     }
     if (kago__seccomp_compile(spec, l->ch.bpf, err) < 0 ||
-        ((spec->ns & (1u << KAGO_NS_USER)) && setup_userns(l->pid, spec, err) < 0))
+        ((spec->ns & (1u << KAGO_NS_USER)) &&
+         ((l->cgroup_fd < 0 && c->cg.ops->enter(&c->cg, l->pid, err) < 0) ||
+          setup_userns(l->pid, spec, err) < 0)))
         goto fail;
     kago__trace("seccomp compiled");
     /* the child may already have failed and closed its end: its report is still queued to read */

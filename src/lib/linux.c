@@ -189,14 +189,18 @@ static int setup_proc_sys(const struct kago__child *ch, int rootfd, struct kago_
     cleanup_close int sys = mountpoint_in_root(rootfd, "/sys", false, err);
     if (sys < 0)
         return -1;
-    if (spec->ns & (1u << KAGO_NS_NET)) {
+    if ((spec->ns & (1u << KAGO_NS_NET)) || ch->join_fds[KAGO_NS_NET] >= 0) {
+        /* a sysfs mounted now shows the namespace's network devices */
         if (mount_at_fd("sysfs", sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL, "/sys",
                         err) < 0)
             return -1;
     } else {
-        /* sysfs belongs to the network namespace: without a new one, show the host's read-only */
-        if (mount_at_fd("/sys", sys, NULL, MS_BIND | MS_REC, NULL, "/sys", err) < 0 ||
-            remount_ro(sys, MS_NOSUID | MS_NODEV | MS_NOEXEC, "/sys read-only", err) < 0)
+        /* in the host's network namespace: show the host's /sys, read-only */
+        if (mount_at_fd("/sys", sys, NULL, MS_BIND | MS_REC, NULL, "/sys", err) < 0)
+            return -1;
+        close(sys);
+        sys = open_in_root(rootfd, "/sys", O_PATH, err); /* the new mount, not the directory under it */
+        if (sys < 0 || remount_ro(sys, MS_NOSUID | MS_NODEV | MS_NOEXEC, "/sys read-only", err) < 0)
             return -1;
     }
     return 0;
@@ -502,6 +506,9 @@ int kago__child_go(struct kago__child *ch, struct kago_error **err)
     if (read(ch->sync_fd, &go, 1) != 1 || go != 'G')
         _exit(127); /* the parent gave up */
     ch->went = true;
+    /* the maps are written: become the namespace's root (until now the host's root, unmapped here) */
+    if ((ch->spec->ns & (1u << KAGO_NS_USER)) && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+        return kago_error_set(err, errno, "become root of the user namespace");
     if (ch->enter_cg && ch->enter_cg->ops->enter(ch->enter_cg, 0, err) < 0)
         return -1;
     kago__trace("child: in cgroup");

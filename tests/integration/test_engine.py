@@ -100,6 +100,28 @@ def test_env_cwd_user(kago, rootfs):
     assert r.stdout.split() == ["bar", "/tmp", "1000", "1001"]
 
 
+def test_join_net_namespace(kago, rootfs):
+    a = kago.run_detached("joina", "sleep", "30")
+    pid = kago.state(a)["pid"]
+    ino = os.stat(f"/proc/{pid}/ns/net").st_ino
+    r = run(kago, "readlink", "/proc/self/ns/net", opts=("--join-ns", f"net:/proc/{pid}/ns/net"), check=True)
+    assert r.stdout.strip() == f"net:[{ino}]"
+    r = run(kago, "readlink", "/proc/self/ns/net", check=True)
+    assert r.stdout.strip() != f"net:[{ino}]", "without --join-ns a new namespace is made"
+
+
+def test_user_namespace(kago, rootfs):
+    name = kago.run_detached("userns1", "/bin/sh", "-c", "id -u > /dev/null; sleep 30",
+                             opts=("--ns", "pid,mount,uts,ipc,net,user", "--uidmap", "0:100000:65536"))
+    pid = kago.state(name)["pid"]
+    status = open(f"/proc/{pid}/status").read()
+    uid_line = [l for l in status.splitlines() if l.startswith("Uid:")][0]
+    assert uid_line.split()[1] == "100000", "root in the container is uid 100000 on the host"
+    r = kago("exec", name, "--", "/bin/sh", "-c", "id -u; cat /proc/self/uid_map")
+    assert r.stdout.split()[:4] == ["0", "0", "100000", "65536"], r
+    assert open(f"/sys/fs/cgroup/pids/kago/{name}/cgroup.procs").read().split() if CGROUP_V == 1 else True
+
+
 def test_init_reaps_zombies(kago, rootfs):
     r = run(kago, "/bin/sh", "-c", "(sleep 0.1 &) ; sleep 0.5; ps -o stat= | grep -c Z || true",
             opts=("--init",), check=True)
