@@ -29,6 +29,7 @@ CLI_VERB(serve)
         {"connect-timeout", required_argument, NULL, 'C'},
         {"response-timeout", required_argument, NULL, 'R'},
         {"no-cold-start-header", no_argument, NULL, 'N'},
+        {"frozen-memory-budget", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -72,12 +73,20 @@ CLI_VERB(serve)
         case 'N':
             o.cold_start_header = false;
             break;
+        case 'F': {
+            struct kago_error *err = NULL;
+            int64_t bytes;
+            if (kago_parse_size(optarg, &bytes, &err) < 0)
+                return kago_error_prefix(&err, "serve: --frozen-memory-budget"), cli_fail(err);
+            o.frozen_memory_budget = bytes == KAGO_NOLIMIT ? UINT64_MAX : (uint64_t)bytes;
+            break;
+        }
         case 'h':
             printf("usage: kago serve --config DIR [--listen 127.0.0.1:8080] [--admin 127.0.0.1:9090|off]\n"
                    "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
                    "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout "
                    "60s]\n"
-                   "                  [--no-cold-start-header]\n"
+                   "                  [--no-cold-start-header] [--frozen-memory-budget 1G]\n"
                    "See docs/serve.md.\n");
             return 0;
         default:

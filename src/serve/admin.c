@@ -1,6 +1,7 @@
 /* kago serve — the admin listener: GET /metrics (Prometheus text), GET /ps (JSON, or a table
  * with ?table), POST /reload. One request per connection; small, and never on the hot path. */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,58 @@ static void refresh_stats(struct instance *inst)
         kago_error_free(err);
 }
 
+static void histogram(struct sbuf *b, const char *name, const char *app, const uint64_t *hist, const double *bounds_ms,
+                      double sum_ms)
+{
+    uint64_t cum = 0;
+    for (int i = 0; i < POOL_HIST_BUCKETS; i++) {
+        cum += hist[i];
+        if (i == POOL_HIST_BUCKETS - 1)
+            printf_buf(b, "%s_bucket{app=\"%s\",le=\"+Inf\"} %llu\n", name, app, (unsigned long long)cum);
+        else
+            printf_buf(b, "%s_bucket{app=\"%s\",le=\"%g\"} %llu\n", name, app, bounds_ms[i] / 1000.0,
+                       (unsigned long long)cum);
+    }
+    printf_buf(b, "%s_sum{app=\"%s\"} %g\n", name, app, sum_ms / 1000.0);
+    printf_buf(b, "%s_count{app=\"%s\"} %llu\n", name, app, (unsigned long long)cum);
+}
+
+/* The freeze tier: counters per app, the thaw histogram, and the host-wide frozen memory. */
+static void freeze_metrics(struct server *srv, struct sbuf *b)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        { "kago_freezes_total", "Idle instances frozen.", offsetof(struct pool, freezes) },
+        { "kago_thaws_total", "Frozen instances thawed to serve requests (no start).", offsetof(struct pool, thaws) },
+        { "kago_thaw_failures_total", "Thaws that failed (the instance was killed).",
+          offsetof(struct pool, thaw_failures) },
+        { "kago_frozen_expired_total", "Frozen instances stopped after idle for: or lifetime.",
+          offsetof(struct pool, frozen_expired) },
+        { "kago_frozen_budget_stops_total", "Frozen instances stopped to keep within --frozen-memory-budget.",
+          offsetof(struct pool, budget_stops) },
+    };
+    for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
+        printf_buf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[k].name, counters[k].help, counters[k].name);
+        for (struct app_rt *a = srv->apps; a; a = a->next)
+            printf_buf(b, "%s{app=\"%s\"} %llu\n", counters[k].name, a->app.name,
+                       (unsigned long long)*(const uint64_t *)((const char *)&a->pool + counters[k].off));
+    }
+    printf_buf(b, "# HELP kago_thaw_seconds Time to thaw a frozen instance for a request.\n"
+                  "# TYPE kago_thaw_seconds histogram\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        histogram(b, "kago_thaw_seconds", a->app.name, a->pool.thaw_hist, kago__pool_thaw_bounds_ms,
+                  a->pool.thaw_sum_ms);
+    uint64_t frozen = 0;
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        frozen += kago__pool_frozen_bytes(&a->pool);
+    printf_buf(b, "# HELP kago_frozen_memory_bytes Memory held by frozen instances (all apps).\n"
+                  "# TYPE kago_frozen_memory_bytes gauge\nkago_frozen_memory_bytes %llu\n"
+                  "# TYPE kago_frozen_memory_budget_bytes gauge\nkago_frozen_memory_budget_bytes %llu\n",
+               (unsigned long long)frozen, (unsigned long long)srv->opts.frozen_memory_budget);
+}
+
 static void metrics(struct server *srv, struct sbuf *b)
 {
     printf_buf(b, "# HELP kago_requests_total Requests answered, by app and status.\n"
@@ -80,7 +133,7 @@ static void metrics(struct server *srv, struct sbuf *b)
         printf_buf(b, "kago_queue_depth{app=\"%s\"} %u\n", a->app.name, a->pool.npending);
     printf_buf(b, "# TYPE kago_instances gauge\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
-        for (int s = POOL_STARTING; s <= POOL_STOPPING; s++)
+        for (int s = 0; s < POOL_NSTATES; s++)
             printf_buf(b, "kago_instances{app=\"%s\",state=\"%s\"} %u\n", a->app.name, kago__pool_state_name(s),
                        kago__pool_count(&a->pool, s));
     printf_buf(b, "# TYPE kago_cold_starts_total counter\n");
@@ -88,20 +141,10 @@ static void metrics(struct server *srv, struct sbuf *b)
         printf_buf(b, "kago_cold_starts_total{app=\"%s\"} %llu\n", a->app.name, (unsigned long long)a->pool.cold_starts);
     printf_buf(b, "# HELP kago_cold_start_seconds Time from starting an instance to its readiness.\n"
                   "# TYPE kago_cold_start_seconds histogram\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next) {
-        uint64_t cum = 0;
-        for (int i = 0; i < POOL_HIST_BUCKETS; i++) {
-            cum += a->pool.cold_hist[i];
-            if (i == POOL_HIST_BUCKETS - 1)
-                printf_buf(b, "kago_cold_start_seconds_bucket{app=\"%s\",le=\"+Inf\"} %llu\n", a->app.name,
-                           (unsigned long long)cum);
-            else
-                printf_buf(b, "kago_cold_start_seconds_bucket{app=\"%s\",le=\"%g\"} %llu\n", a->app.name,
-                           kago__pool_hist_bounds_ms[i] / 1000.0, (unsigned long long)cum);
-        }
-        printf_buf(b, "kago_cold_start_seconds_sum{app=\"%s\"} %g\n", a->app.name, a->pool.cold_sum_ms / 1000.0);
-        printf_buf(b, "kago_cold_start_seconds_count{app=\"%s\"} %llu\n", a->app.name, (unsigned long long)cum);
-    }
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        histogram(b, "kago_cold_start_seconds", a->app.name, a->pool.cold_hist, kago__pool_hist_bounds_ms,
+                  a->pool.cold_sum_ms);
+    freeze_metrics(srv, b);
     printf_buf(b, "# TYPE kago_start_failures_total counter\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
         printf_buf(b, "kago_start_failures_total{app=\"%s\"} %llu\n", a->app.name,
@@ -163,10 +206,14 @@ static void ps_json(struct server *srv, struct sbuf *b)
             sbuf_adds(b, "{\"name\":");
             json_str(b, inst->name);
             printf_buf(b, ",\"state\":\"%s\",\"pid\":%d,\"age_s\":%.1f,\"in_flight\":%u,\"served\":%llu,"
-                          "\"cpu_s\":%.3f,\"memory\":%lld}%s",
+                          "\"cpu_s\":%.3f,\"memory\":%lld",
                        kago__pool_state_name(pi->state), inst->c ? (int)kago_container_pid(inst->c) : 0,
                        (now - pi->created) / 1000.0, pi->inflight, (unsigned long long)pi->served,
-                       inst->stats.cpu_usage_us / 1e6, (long long)inst->stats.memory_current, pi->next ? "," : "");
+                       inst->stats.cpu_usage_us / 1e6, (long long)inst->stats.memory_current);
+            if (pi->state == POOL_FROZEN)
+                printf_buf(b, ",\"frozen_s\":%.1f,\"frozen_memory\":%llu", (now - pi->frozen_at) / 1000.0,
+                           (unsigned long long)pi->frozen_bytes);
+            sbuf_adds(b, pi->next ? "}," : "}");
         }
         sbuf_adds(b, a->next ? "]}," : "]}");
     }

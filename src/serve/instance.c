@@ -19,6 +19,7 @@ struct pool_cfg kago__serve_pool_cfg(const struct kago_app *a)
         .lifetime_ms = a->lifetime_ms, .idle_ms = a->idle_timeout_ms, .start_timeout_ms = a->start_timeout_ms,
         .stop_grace_ms = a->stop_grace_ms, .min = a->min_instances, .max = a->max_instances,
         .concurrency = a->concurrency, .max_pending = a->max_pending,
+        .freeze = a->idle_action == KAGO_IDLE_FREEZE, .freeze_ms = a->freeze_for_ms,
     };
 }
 
@@ -207,7 +208,40 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     kago__instance_unref(inst);
 }
 
+/* Idle :freeze. The freezer waits until every task is stopped (ms on this host), so the memory read
+ * after it is what the instance holds while frozen: it cannot change until the thaw. */
+static int op_freeze(struct pool *p, struct pool_inst *pi)
+{
+    struct instance *inst = pi->data;
+    struct kago_error *err = NULL;
+    if (!inst->c || kago_container_pause(inst->c, true, &err) < 0) {
+        fprintf(stderr, "kago serve: %s: freeze failed, stopping it instead: %s\n", inst->name,
+                err ? err->msg : "no container");
+        kago_error_free(err);
+        return -1;
+    }
+    if (kago_container_stats(inst->c, &inst->stats, &err) < 0)
+        kago_error_free(err);
+    pi->frozen_bytes = inst->stats.memory_current > 0 ? (uint64_t)inst->stats.memory_current : 0;
+    return 0;
+}
+
+/* On the request path: one write to the freezer; its tasks run again before it returns. */
+static int op_thaw(struct pool *p, struct pool_inst *pi)
+{
+    struct instance *inst = pi->data;
+    struct kago_error *err = NULL;
+    uint64_t t0 = kago__serve_now_us();
+    if (!inst->c || kago_container_pause(inst->c, false, &err) < 0) {
+        fprintf(stderr, "kago serve: %s: thaw failed, killing it: %s\n", inst->name, err ? err->msg : "no container");
+        kago_error_free(err);
+        return -1;
+    }
+    uint64_t us = kago__serve_now_us() - t0;
+    return us > INT32_MAX ? INT32_MAX : (int)us;
+}
+
 const struct pool_ops kago__serve_pool_ops = {
-    .start = op_start, .dispatch = op_dispatch, .reject = op_reject,
-    .drain = op_drain, .signal = op_signal, .remove = op_remove,
+    .start = op_start, .dispatch = op_dispatch, .reject = op_reject, .drain = op_drain,
+    .signal = op_signal, .remove = op_remove, .freeze = op_freeze, .thaw = op_thaw,
 };

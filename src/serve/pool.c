@@ -9,11 +9,13 @@
 
 /* Cold-start histogram bucket bounds (ms); the last is +Inf. */
 const double kago__pool_hist_bounds_ms[POOL_HIST_BUCKETS] = { 2, 5, 10, 20, 30, 50, 100, 250, 500, 1000, 5000, 1e300 };
+const double kago__pool_thaw_bounds_ms[POOL_HIST_BUCKETS] = { 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 100, 1000, 1e300 };
 
 /* After a start fails, wait this long before trying again, so a broken app does not spin. */
 #define RESTART_BACKOFF_MS 250
 
 static void maybe_scale(struct pool *p, uint64_t now);
+static void dispatch_waiters(struct pool *p, uint64_t now);
 
 void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct pool_ops *ops, void *data)
 {
@@ -46,7 +48,7 @@ void kago__pool_free(struct pool *p)
 
 const char *kago__pool_state_name(enum pool_state s)
 {
-    static const char *const names[] = { "starting", "ready", "draining", "stopping" };
+    static const char *const names[] = { "starting", "ready", "draining", "stopping", "frozen" };
     return names[s];
 }
 
@@ -105,6 +107,54 @@ static void kill_inst(struct pool *p, struct pool_inst *i)
     p->ops->signal(p, i, SIGKILL);
 }
 
+static void hist_add(uint64_t *hist, const double *bounds, double ms)
+{
+    for (int b = 0; b < POOL_HIST_BUCKETS; b++)
+        if (ms <= bounds[b]) {
+            hist[b]++;
+            return;
+        }
+}
+
+/* Thaws frozen i back to READY; returns the microseconds it took, or < 0 after killing i (an
+ * instance that cannot be thawed serves nobody, and SIGKILL reaches frozen tasks). */
+static int thaw(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    int us = p->ops->thaw(p, i);
+    i->frozen_bytes = 0;
+    if (us < 0) {
+        p->thaw_failures++;
+        i->state = POOL_STOPPING;
+        i->term_at = now;
+        kill_inst(p, i);
+        return -1;
+    }
+    i->state = POOL_READY;
+    i->last_active = now;
+    return us;
+}
+
+/* Thaws the instance frozen most recently (its caches are the warmest; the older ones are the first
+ * to expire) to serve requests. Returns it, or NULL when none is frozen (or none would thaw). */
+static struct pool_inst *thaw_one(struct pool *p, uint64_t now)
+{
+    for (;;) {
+        struct pool_inst *best = NULL;
+        for (struct pool_inst *i = p->insts; i; i = i->next)
+            if (i->state == POOL_FROZEN && (!best || i->frozen_at > best->frozen_at))
+                best = i;
+        if (!best)
+            return NULL;
+        int us = thaw(p, best, now);
+        if (us >= 0) {
+            p->thaws++;
+            p->thaw_sum_ms += us / 1000.0;
+            hist_add(p->thaw_hist, kago__pool_thaw_bounds_ms, us / 1000.0);
+            return best;
+        }
+    }
+}
+
 static void terminate(struct pool *p, struct pool_inst *i, uint64_t now)
 {
     i->state = POOL_STOPPING;
@@ -119,6 +169,27 @@ static void drain(struct pool *p, struct pool_inst *i, uint64_t now)
     p->ops->drain(p, i);
     if (i->inflight == 0)
         terminate(p, i, now);
+}
+
+/* Idle: freeze instead of drain. If the freezer fails, stop it as idle :stop would. */
+static void freeze(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    i->frozen_bytes = 0;
+    if (p->ops->freeze(p, i) < 0) {
+        drain(p, i, now);
+        return;
+    }
+    i->state = POOL_FROZEN;
+    i->frozen_at = now;
+    p->freezes++;
+}
+
+/* Ends a frozen instance: thawed first, so its in-kernel state unwinds and SIGTERM is delivered and
+ * handled, then drained like any other (nothing is in flight, so SIGTERM follows at once). */
+static void stop_frozen(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    if (thaw(p, i, now) >= 0)
+        drain(p, i, now);
 }
 
 /* Starts instances while the app is below min_instances, or while the load (in flight on ready
@@ -137,6 +208,11 @@ static void maybe_scale(struct pool *p, uint64_t now)
             return;
         if (!(active < p->cfg.min || load > active * p->cfg.concurrency))
             return;
+        /* A frozen instance is capacity that needs no start. */
+        if (thaw_one(p, now)) {
+            dispatch_waiters(p, now);
+            continue;
+        }
         if (now < p->retry_at)
             return;
         struct pool_inst *i = xcalloc(1, sizeof(*i));
@@ -180,6 +256,12 @@ struct pool_inst *kago__pool_request(struct pool *p, struct pool_waiter *w, uint
         maybe_scale(p, now);
         return i;
     }
+    /* No room on a ready instance: a frozen one serves it without a start. */
+    if (p->npending == 0 && (i = thaw_one(p, now))) {
+        i->inflight++;
+        maybe_scale(p, now);
+        return i;
+    }
     if (p->npending >= p->cfg.max_pending) {
         p->rejected++;
         return NULL;
@@ -212,11 +294,7 @@ void kago__pool_ready(struct pool *p, struct pool_inst *i, uint64_t now)
     double ms = (double)(now - i->created);
     p->cold_starts++;
     p->cold_sum_ms += ms;
-    for (int b = 0; b < POOL_HIST_BUCKETS; b++)
-        if (ms <= kago__pool_hist_bounds_ms[b]) {
-            p->cold_hist[b]++;
-            break;
-        }
+    hist_add(p->cold_hist, kago__pool_hist_bounds_ms, ms);
     dispatch_waiters(p, now);
     maybe_scale(p, now);
 }
@@ -275,8 +353,21 @@ void kago__pool_tick(struct pool *p, uint64_t now)
             } else if (p->cfg.idle_ms && i->inflight == 0 && now - i->last_active >= p->cfg.idle_ms &&
                        active > p->cfg.min) {
                 active--;
-                drain(p, i, now);
+                if (p->cfg.freeze)
+                    freeze(p, i, now);
+                else
+                    drain(p, i, now);
             }
+            break;
+        case POOL_FROZEN:
+            /* Lifetime still applies; a reload that turned freezing off ends them too. */
+            if (!p->cfg.freeze || (p->cfg.freeze_ms && now - i->frozen_at >= p->cfg.freeze_ms) ||
+                (p->cfg.lifetime_ms && now - i->created >= p->cfg.lifetime_ms)) {
+                p->frozen_expired++;
+                stop_frozen(p, i, now);
+            }
+            break;
+        case POOL_NSTATES:
             break;
         case POOL_DRAINING:
             if (now - i->drain_at >= p->cfg.stop_grace_ms)
@@ -315,6 +406,42 @@ void kago__pool_stop(struct pool *p, uint64_t now)
             kill_inst(p, i);
         } else if (i->state == POOL_READY) {
             drain(p, i, now);
+        } else if (i->state == POOL_FROZEN) {
+            stop_frozen(p, i, now);
         }
     }
+}
+
+uint64_t kago__pool_frozen_bytes(const struct pool *p)
+{
+    uint64_t n = 0;
+    for (const struct pool_inst *i = p->insts; i; i = i->next)
+        if (i->state == POOL_FROZEN)
+            n += i->frozen_bytes;
+    return n;
+}
+
+unsigned kago__pool_enforce_budget(struct pool *const *pools, size_t n, uint64_t budget, uint64_t now)
+{
+    uint64_t total = 0;
+    for (size_t k = 0; k < n; k++)
+        total += kago__pool_frozen_bytes(pools[k]);
+    unsigned stopped = 0;
+    while (total > budget) {
+        struct pool *owner = NULL;
+        struct pool_inst *oldest = NULL;
+        for (size_t k = 0; k < n; k++)
+            for (struct pool_inst *i = pools[k]->insts; i; i = i->next)
+                if (i->state == POOL_FROZEN && (!oldest || i->frozen_at < oldest->frozen_at)) {
+                    oldest = i;
+                    owner = pools[k];
+                }
+        if (!oldest)
+            break;
+        total -= oldest->frozen_bytes;
+        owner->budget_stops++;
+        stop_frozen(owner, oldest, now);
+        stopped++;
+    }
+    return stopped;
 }

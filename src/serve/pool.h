@@ -1,24 +1,29 @@
 /* kago serve — the instances of one app and every decision about them: which instance serves a
- * request, when to start, hold, scale out, drain, stop and kill. A pure state machine: it never
+ * request, when to start, hold, scale out, freeze, thaw, drain, stop and kill. A pure state machine: it never
  * reads a clock or touches a container; the caller passes `now` (ms) to every event and carries
  * out the actions through pool_ops. Unit tests drive it with a fake clock. */
 #ifndef KAGO_SERVE_POOL_H
 #define KAGO_SERVE_POOL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-enum pool_state { POOL_STARTING, POOL_READY, POOL_DRAINING, POOL_STOPPING };
+/* FROZEN: idle, its cgroup frozen (idle :freeze); a request thaws it back to READY without a start. */
+enum pool_state { POOL_STARTING, POOL_READY, POOL_DRAINING, POOL_STOPPING, POOL_FROZEN, POOL_NSTATES };
 
 struct pool_cfg {
     uint64_t lifetime_ms, idle_ms, start_timeout_ms, stop_grace_ms;
     unsigned min, max, concurrency, max_pending;
+    bool freeze;        /* idle instances are frozen instead of drained */
+    uint64_t freeze_ms; /* then stopped after this long frozen; 0 = only by lifetime or memory budget */
 };
 
 struct pool_inst {
     struct pool_inst *next;
     enum pool_state state;
-    uint64_t created, ready_at, last_active, drain_at, term_at;
+    uint64_t created, ready_at, last_active, drain_at, term_at, frozen_at;
+    uint64_t frozen_bytes; /* memory held while frozen (set by the freeze action), for the budget */
     unsigned inflight; /* requests and open streams routed to it and not finished */
     uint64_t served;
     bool killed;      /* SIGKILL sent */
@@ -47,10 +52,16 @@ struct pool_ops {
     void (*signal)(struct pool *p, struct pool_inst *i, int sig);
     /* i is gone from the pool (its process exited): remove every trace. The pool frees i after. */
     void (*remove)(struct pool *p, struct pool_inst *i);
+    /* Freeze i's cgroup and set i->frozen_bytes; < 0 when it could not (then i is drained). */
+    int (*freeze)(struct pool *p, struct pool_inst *i);
+    /* Thaw i's cgroup. Returns the microseconds the thaw took (>= 0), or < 0 when it could not (then
+     * i is killed). */
+    int (*thaw)(struct pool *p, struct pool_inst *i);
 };
 
 #define POOL_HIST_BUCKETS 12
 extern const double kago__pool_hist_bounds_ms[POOL_HIST_BUCKETS]; /* upper bounds; last is +Inf */
+extern const double kago__pool_thaw_bounds_ms[POOL_HIST_BUCKETS];  /* finer: a thaw takes microseconds */
 
 struct pool {
     struct pool_cfg cfg;
@@ -65,6 +76,9 @@ struct pool {
     uint64_t cold_starts, start_failures, rejected;
     uint64_t cold_hist[POOL_HIST_BUCKETS];
     double cold_sum_ms;
+    uint64_t freezes, thaws, thaw_failures, frozen_expired, budget_stops;
+    uint64_t thaw_hist[POOL_HIST_BUCKETS]; /* thaws that served a request, by duration */
+    double thaw_sum_ms;
 };
 
 void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct pool_ops *ops, void *data);
@@ -92,6 +106,12 @@ void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now);
 void kago__pool_stop(struct pool *p, uint64_t now);
 /* Changes the policy (reload). */
 void kago__pool_configure(struct pool *p, const struct pool_cfg *cfg, uint64_t now);
+
+/* The host-wide memory budget for frozen instances, over the pools of every app: while their
+ * frozen_bytes sum exceeds budget, the instance frozen longest ago is thawed and drained.
+ * Returns how many were stopped. */
+unsigned kago__pool_enforce_budget(struct pool *const *pools, size_t n, uint64_t budget, uint64_t now);
+uint64_t kago__pool_frozen_bytes(const struct pool *p);
 
 unsigned kago__pool_count(const struct pool *p, enum pool_state s);
 bool kago__pool_empty(const struct pool *p);

@@ -21,6 +21,7 @@ void kago_serve_opts_init(struct kago_serve_opts *o)
         .listen = "127.0.0.1:8080", .admin = "127.0.0.1:9090", .root = KAGO_DEFAULT_ROOT, .access_log = "-",
         .header_timeout_ms = 10000, .keepalive_timeout_ms = 75000, .connect_timeout_ms = 5000,
         .response_timeout_ms = 60000, .max_header_bytes = HTTP_MAX_HEAD, .cold_start_header = true,
+        .frozen_memory_budget = 1ull << 30,
     };
 }
 
@@ -229,12 +230,31 @@ void kago__server_maybe_exit(struct server *srv)
         uv_stop(srv->loop);
 }
 
+/* Frozen instances of every app share one memory budget; the oldest are stopped beyond it. */
+static void enforce_frozen_budget(struct server *srv, uint64_t now)
+{
+    uint64_t total = 0;
+    size_t n = 0;
+    for (struct app_rt *a = srv->apps; a; a = a->next, n++)
+        total += kago__pool_frozen_bytes(&a->pool);
+    if (total <= srv->opts.frozen_memory_budget)
+        return;
+    cleanup_free struct pool **pools = xcalloc(n, sizeof(*pools));
+    n = 0;
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        pools[n++] = &a->pool;
+    unsigned stopped = kago__pool_enforce_budget(pools, n, srv->opts.frozen_memory_budget, now);
+    fprintf(stderr, "kago serve: frozen instances hold %llu bytes, over the budget of %llu: stopped the %u oldest\n",
+            (unsigned long long)total, (unsigned long long)srv->opts.frozen_memory_budget, stopped);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct server *srv = t->data;
     uint64_t now = kago__serve_now_ms();
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__pool_tick(&a->pool, now);
+    enforce_frozen_budget(srv, now);
     reap_apps(srv);
     kago__server_maybe_exit(srv);
 }

@@ -1,5 +1,5 @@
-/* kago serve: the pool's decisions (start, hold, dispatch, scale out, drain, expire, kill)
- * driven by events and a fake clock. */
+/* kago serve: the pool's decisions (start, hold, dispatch, scale out, drain, expire, kill, freeze,
+ * thaw, memory budget) driven by events and a fake clock. */
 #include <signal.h>
 #include <stdlib.h>
 
@@ -8,7 +8,9 @@
 
 /* A recording driver: every action the pool asks for lands here. */
 static struct {
-    unsigned starts, dispatched, rejected, drains, terms, kills, removes;
+    unsigned starts, dispatched, rejected, drains, terms, kills, removes, freezes, thaws;
+    uint64_t freeze_bytes; /* what a freeze reports as the instance's memory */
+    bool fail_thaw;
     struct pool_inst *last_start, *last_dispatch_inst;
     struct pool_waiter *last_dispatch;
     int last_reject;
@@ -53,7 +55,21 @@ static void op_remove(struct pool *p, struct pool_inst *i)
 {
     rec.removes++;
 }
-static const struct pool_ops ops = { op_start, op_dispatch, op_reject, op_drain, op_signal, op_remove };
+static int op_freeze(struct pool *p, struct pool_inst *i)
+{
+    rec.freezes++;
+    i->frozen_bytes = rec.freeze_bytes;
+    return 0;
+}
+static int op_thaw(struct pool *p, struct pool_inst *i)
+{
+    if (rec.fail_thaw)
+        return -1;
+    rec.thaws++;
+    return 80; /* us */
+}
+static const struct pool_ops ops = { op_start, op_dispatch, op_reject, op_drain,
+                                     op_signal, op_remove, op_freeze, op_thaw };
 
 static const struct pool_cfg base = {
     .lifetime_ms = 60000, .idle_ms = 10000, .start_timeout_ms = 5000, .stop_grace_ms = 2000,
@@ -284,6 +300,174 @@ static void test_death_redispatch(void)
     kago__pool_free(&p);
 }
 
+static const struct pool_cfg freezing = {
+    .lifetime_ms = 600000, .idle_ms = 10000, .start_timeout_ms = 5000, .stop_grace_ms = 2000,
+    .min = 0, .max = 4, .concurrency = 2, .max_pending = 10, .freeze = true, .freeze_ms = 60000,
+};
+
+/* One request at now on a fresh instance that is then idle; returns the instance. */
+static struct pool_inst *served_once(struct pool *p, uint64_t now)
+{
+    bool held;
+    struct pool_waiter w = { 0 };
+    rec.ready_on_start = true;
+    kago__pool_request(p, &w, now, &held);
+    struct pool_inst *i = rec.last_dispatch_inst;
+    kago__pool_done(p, i, now);
+    return i;
+}
+
+static void test_idle_freeze_thaw(void)
+{
+    struct pool p;
+    reset(&p, &freezing);
+    struct pool_inst *i = served_once(&p, 0);
+    kago__pool_tick(&p, 9999);
+    ok(i->state == POOL_READY && rec.freezes == 0, "not frozen before idle_timeout");
+    kago__pool_tick(&p, 10000);
+    ok(i->state == POOL_FROZEN && rec.freezes == 1, "idle :freeze: frozen at idle_timeout");
+    ok(rec.drains == 0 && rec.terms == 0 && rec.removes == 0, "not drained, not stopped");
+    ok(kago__pool_count(&p, POOL_FROZEN) == 1 && kago__pool_count(&p, POOL_READY) == 0, "counted as frozen");
+    kago__pool_tick(&p, 30000);
+    ok(i->state == POOL_FROZEN, "stays frozen within freeze_for");
+
+    bool held;
+    struct pool_waiter w = { 0 };
+    struct pool_inst *got = kago__pool_request(&p, &w, 30001, &held);
+    ok(got == i && !held, "a request thaws the frozen instance and goes straight to it");
+    ok(rec.thaws == 1 && rec.starts == 1, "thawed, no start action (%u starts)", rec.starts);
+    ok(i->state == POOL_READY && i->inflight == 1, "ready again with the request in flight");
+    ok(p.thaws == 1 && p.cold_starts == 1 && p.thaw_hist[1] == 1, "thaw counted (80 us: the 0.1 ms bucket)");
+    kago__pool_done(&p, i, 30002);
+    kago__pool_tick(&p, 40001);
+    ok(i->state == POOL_READY, "idle counted from the last request");
+    kago__pool_tick(&p, 40002);
+    ok(i->state == POOL_FROZEN && rec.freezes == 2, "idle again: frozen again");
+    kago__pool_free(&p);
+}
+
+/* Ready first, then frozen (thaw), then a cold start. */
+static void test_thaw_order(void)
+{
+    struct pool p;
+    reset(&p, &freezing);
+    rec.ready_on_start = true;
+    bool held;
+    struct pool_waiter w[6] = { 0 };
+    struct pool_inst *x = NULL, *y = NULL;
+    for (int k = 0; k < 3; k++)
+        kago__pool_request(&p, &w[k], 0, &held);
+    x = w[0].data;
+    y = w[2].data;
+    ok(rec.starts == 2 && x && y && x != y, "load 3 at concurrency 2: two instances");
+    kago__pool_done(&p, x, 0);
+    kago__pool_done(&p, x, 0);
+    kago__pool_done(&p, y, 1000);
+    kago__pool_tick(&p, 10000);
+    ok(x->state == POOL_FROZEN && y->state == POOL_READY, "x idle 10 s: frozen; y not yet");
+    struct pool_inst *got = kago__pool_request(&p, &w[3], 10001, &held);
+    ok(got == y && rec.thaws == 0, "a ready instance is preferred: no thaw");
+    got = kago__pool_request(&p, &w[4], 10001, &held);
+    ok(got == y && rec.thaws == 0, "still room on it (concurrency 2)");
+    got = kago__pool_request(&p, &w[5], 10001, &held);
+    ok(got == x && !held && rec.thaws == 1 && x->state == POOL_READY, "y full: x is thawed and takes it directly");
+    ok(rec.starts == 2 && x->inflight == 1, "no start");
+    struct pool_waiter w7 = { 0 }, w8 = { 0 };
+    kago__pool_request(&p, &w7, 10002, &held);
+    kago__pool_request(&p, &w8, 10002, &held);
+    ok(rec.starts == 3, "nothing frozen left: the next scale out is a cold start");
+    kago__pool_free(&p);
+}
+
+static void test_freeze_expiry_and_lifetime(void)
+{
+    struct pool p;
+    reset(&p, &freezing);
+    struct pool_inst *i = served_once(&p, 0);
+    kago__pool_tick(&p, 10000);
+    ok(i->state == POOL_FROZEN, "frozen");
+    kago__pool_tick(&p, 69999);
+    ok(i->state == POOL_FROZEN && rec.terms == 0, "freeze_for not over");
+    kago__pool_tick(&p, 70000);
+    ok(rec.thaws == 1 && rec.drains == 1 && rec.terms == 1, "freeze_for over: thawed first, drained, SIGTERM");
+    ok(i->state == POOL_STOPPING && p.frozen_expired == 1 && p.thaws == 0, "stopping; not a serving thaw");
+    kago__pool_exited(&p, i, 70010);
+    ok(p.insts == NULL, "removed: the next request cold-starts");
+
+    /* Lifetime applies to frozen instances too. */
+    struct pool_cfg cfg = freezing;
+    cfg.lifetime_ms = 20000;
+    cfg.freeze_ms = 0; /* frozen until lifetime or budget */
+    kago__pool_configure(&p, &cfg, 70011);
+    i = served_once(&p, 100000);
+    kago__pool_tick(&p, 110000);
+    ok(i->state == POOL_FROZEN, "frozen (no freeze_for)");
+    kago__pool_tick(&p, 119999);
+    ok(i->state == POOL_FROZEN, "within lifetime");
+    kago__pool_tick(&p, 120000);
+    ok(i->state == POOL_STOPPING && rec.terms == 2, "lifetime over: frozen instance stopped");
+
+    /* Shutdown thaws frozen instances so SIGTERM is handled. */
+    kago__pool_free(&p);
+    reset(&p, &freezing);
+    i = served_once(&p, 0);
+    kago__pool_tick(&p, 10000);
+    kago__pool_stop(&p, 10001);
+    ok(rec.thaws == 1 && rec.terms == 1 && i->state == POOL_STOPPING, "stop: frozen instance thawed, SIGTERM");
+    kago__pool_free(&p);
+
+    /* A thaw that fails kills the instance; the request cold-starts instead. */
+    reset(&p, &freezing);
+    i = served_once(&p, 0);
+    kago__pool_tick(&p, 10000);
+    rec.fail_thaw = true;
+    rec.ready_on_start = false;
+    bool held;
+    struct pool_waiter w = { 0 };
+    ok(kago__pool_request(&p, &w, 10001, &held) == NULL && held, "thaw failed: the request is held");
+    ok(rec.kills == 1 && i->state == POOL_STOPPING && p.thaw_failures == 1, "the unthawable instance is killed");
+    ok(rec.starts == 2, "and a cold start serves the request");
+    kago__pool_free(&p);
+}
+
+static void test_frozen_budget(void)
+{
+    struct pool a, b;
+    reset(&a, &freezing);
+    kago__pool_init(&b, &freezing, &ops, NULL);
+    rec.freeze_bytes = 100;
+    rec.ready_on_start = true;
+    bool held;
+    struct pool_waiter w[3] = { 0 };
+    for (int k = 0; k < 3; k++)
+        kago__pool_request(&a, &w[k], 0, &held);
+    struct pool_inst *a1 = w[0].data, *a2 = w[2].data;
+    kago__pool_done(&a, a1, 0);
+    kago__pool_done(&a, a1, 0);
+    kago__pool_done(&a, a2, 2000);
+    kago__pool_tick(&a, 10000); /* a1 frozen at 10000 */
+    struct pool_inst *b1 = served_once(&b, 1000);
+    kago__pool_tick(&b, 11000); /* b1 frozen at 11000 */
+    rec.freeze_bytes = 150;
+    kago__pool_tick(&a, 12000); /* a2 frozen at 12000 */
+    ok(a1->state == POOL_FROZEN && b1->state == POOL_FROZEN && a2->state == POOL_FROZEN, "three frozen");
+    struct pool *pools[] = { &a, &b };
+    ok(kago__pool_frozen_bytes(&a) == 250 && kago__pool_frozen_bytes(&b) == 100, "frozen memory per app");
+    ok(kago__pool_enforce_budget(pools, 2, 350, 12001) == 0, "350 bytes frozen, budget 350: nothing stopped");
+    unsigned n = kago__pool_enforce_budget(pools, 2, 300, 12002);
+    ok(n == 1 && a1->state == POOL_STOPPING && b1->state == POOL_FROZEN && a2->state == POOL_FROZEN,
+       "budget 300 exceeded: the oldest frozen (a1) stopped, the others stay");
+    ok(rec.terms == 1 && a.budget_stops == 1, "it was thawed and sent SIGTERM, counted");
+    n = kago__pool_enforce_budget(pools, 2, 200, 12003);
+    ok(n == 1 && b1->state == POOL_STOPPING && a2->state == POOL_FROZEN,
+       "budget 200: the next oldest (the other app's b1) stopped, a2 (150) fits");
+    ok(kago__pool_enforce_budget(pools, 2, 100, 12004) == 1 && a2->state == POOL_STOPPING,
+       "budget 100: a2 alone exceeds it and is stopped too");
+    ok(kago__pool_frozen_bytes(&a) + kago__pool_frozen_bytes(&b) == 0, "nothing frozen left");
+    kago__pool_free(&a);
+    kago__pool_free(&b);
+}
+
 int main(void)
 {
     test_cold_start_hold_dispatch();
@@ -294,5 +478,9 @@ int main(void)
     test_drain_grace();
     test_min_warm_and_failures();
     test_death_redispatch();
+    test_idle_freeze_thaw();
+    test_thaw_order();
+    test_freeze_expiry_and_lifetime();
+    test_frozen_budget();
     return tap_done();
 }
