@@ -211,9 +211,9 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         return kago_error_set(err, errno, "socketpair");
     bool clone_into = strcmp(c->cg.ops->name, "v1") != 0;
     if (clone_into) {
+        *cg_made = true; /* from here on a failure removes whatever part of the cgroup was made */
         if (setup_cgroup(c, spec, err) < 0)
             goto fail;
-        *cg_made = true;
         l->cgroup_fd = c->cg.ops->open_dir(&c->cg, NULL);
     }
     l->ch.sync_fd = sv[1];
