@@ -254,6 +254,7 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
         return kago_error_set(err, errno, "rootfs %s", spec->rootfs);
     if (!S_ISDIR(st.st_mode))
         return kago_error_set(err, ENOTDIR, "rootfs %s", spec->rootfs);
+    kago__trace("rootfs checked");
     if (kago__cgroup_init(&c->cg, NULL, spec->name, err) < 0)
         return -1;
     kago__trace("create: begin");
@@ -289,6 +290,13 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
     }
     if (open_joins(spec, l.ch.join_fds, err) < 0 || (sync_fd = launch(c, spec, &l, &cg_made, err)) < 0)
         goto out;
+    /* the state file is written while the child finishes its setup; a failure removes it with the dir */
+    c->pid = l.pid;
+    c->starttime = kago__proc_starttime(l.pid, NULL);
+    c->created = (long long)time(NULL);
+    if (kago__state_write(c, err) < 0)
+        goto out;
+    kago__trace("state written");
     char kind;
     if (kago__read_child(sync_fd, &kind, err) < 0)
         goto out;
@@ -297,16 +305,10 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
         kago_error_set(err, 0, "container init ended during setup");
         goto out;
     }
-    c->pid = l.pid;
-    c->starttime = kago__proc_starttime(l.pid, NULL);
-    c->created = (long long)time(NULL);
     if (kago__fault("state")) {
-        kago_error_set(err, EIO, "injected fault before the state file");
+        kago_error_set(err, EIO, "injected fault after the state file");
         goto out;
     }
-    if (kago__state_write(c, err) < 0)
-        goto out;
-    kago__trace("state written");
     c->pidfd = steal_fd(&l.pidfd);
     ret = 0;
 out:
@@ -451,6 +453,7 @@ static int create_detached(struct kago_container *c, const struct kago_spec *spe
 int kago_container_create(const char *root, const struct kago_spec *spec, const struct kago_spawn_opts *opts,
                           struct kago_container **out, struct kago_error **err)
 {
+    kago__trace("kago_container_create");
     cleanup_free char *name = spec->name ? xstrdup(spec->name) : generate_name();
     struct kago_spawn_opts defaults = {.stdio = {-1, -1, -1}};
     if (!opts)
@@ -461,12 +464,14 @@ int kago_container_create(const char *root, const struct kago_spec *spec, const 
     }
     struct kago_container *c = container_new(root, name);
     int ret = copy_spec(&c->spec, spec, err);
+    kago__trace("spec copied");
     if (ret == 0) {
         free(c->spec.name);
         c->spec.name = xstrdup(name);
         if ((c->spec.ns & (1u << KAGO_NS_UTS)) && !c->spec.hostname)
             c->spec.hostname = xstrdup(name); /* as Docker does: the container's own name */
         ret = make_dirs(c, err);
+        kago__trace("state dir made");
         if (ret == 0) {
             ret =
                 opts->detach ? create_detached(c, &c->spec, opts, err) : create_here(c, &c->spec, opts, err);
