@@ -404,7 +404,8 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     o.close = c->close_after;
     c->out_mark = c->out.written + kago__outq_size(&c->out);
     kago__http_client_head(&c->out.pend, resp, &o);
-    flush_client(c);
+    /* No flush here: the body that came in the same read joins the head in one write (the
+     * upstream read handler flushes after parsing). */
     /* llhttp cannot know that the answer to HEAD has no body: tell it. */
     return head_req ? 1 : 0;
 }

@@ -345,8 +345,8 @@ void kago__http_upstream_head(struct sbuf *out, const struct http_msg *m, const 
     if (info->chunked)
         sbuf_adds(out, "Transfer-Encoding: chunked\r\n");
     if (info->upgrade) {
-        const char *up;
-        uint32_t upn;
+        const char *up = NULL;
+        uint32_t upn = 0;
         if (kago__http_find(m, "upgrade", &up, &upn))
             add_hdr(out, "Upgrade", up, upn);
         sbuf_adds(out, "Connection: upgrade\r\n");
@@ -375,8 +375,8 @@ void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const st
     if (o->chunked)
         sbuf_adds(out, "Transfer-Encoding: chunked\r\n");
     if (o->upgrade) {
-        const char *up;
-        uint32_t upn;
+        const char *up = NULL;
+        uint32_t upn = 0;
         if (kago__http_find(m, "upgrade", &up, &upn))
             add_hdr(out, "Upgrade", up, upn);
         sbuf_adds(out, "Connection: upgrade\r\n");

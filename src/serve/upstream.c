@@ -13,7 +13,11 @@
 #include "util.h"
 
 #define UP_RBUF      (64 * 1024)
-#define MAX_IDLE_UP  32 /* keep-alive connections kept per instance */
+/* Connections kept open per instance for reuse. A connection is kept after its response while the
+ * instance has at most this many in all (busy + idle), so the idle set follows the concurrency the
+ * instance actually sees: closing and reopening one per request under load costs a connect,
+ * two setns and an accept per request. */
+#define MAX_UP_CONNS 1024
 
 /* Upstream reads are consumed (copied to the client's queue) before the callback returns, so
  * one buffer serves every upstream connection. */
@@ -316,11 +320,8 @@ void kago__upconn_release(struct upconn *u, bool reusable)
 {
     struct instance *inst = u->inst;
     u->client = NULL;
-    unsigned nidle = 0;
-    for (struct upconn *i = inst->idle; i; i = i->next_idle)
-        nidle++;
     if (!reusable || u->closing || !inst->pi || (inst->pi->state != POOL_READY && inst->pi->state != POOL_STARTING) ||
-        kago__outq_size(&u->out) || nidle >= MAX_IDLE_UP) {
+        kago__outq_size(&u->out) || inst->nconns > MAX_UP_CONNS) {
         up_close(u);
         return;
     }
