@@ -44,7 +44,8 @@ KAGO_EXPORT int kago_container_checkpoint(struct kago_container *c, const char *
  * kago_container_create gives. Without opts->detach its init becomes the caller's child: the caller is
  * made a child subreaper (PR_SET_CHILD_SUBREAPER) for that, and must reap what it adopts. On failure
  * nothing is left: no process, cgroup, mount or state dir. */
-KAGO_EXPORT int kago_container_restore(const char *root, const char *image_dir, const struct kago_restore_opts *opts,
-                                       struct kago_container **out, struct kago_error **err);
+KAGO_EXPORT int kago_container_restore(const char *root, const char *image_dir,
+                                       const struct kago_restore_opts *opts, struct kago_container **out,
+                                       struct kago_error **err);
 
 #endif
