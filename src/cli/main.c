@@ -1,5 +1,6 @@
 /* kago — the command line: a table of verbs, each in its own file. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,8 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     struct cli g = {.root = KAGO_DEFAULT_ROOT, .prog = "kago"};
+    /* a reader that went away (kago ... | head) must not kill kago halfway through a cleanup */
+    signal(SIGPIPE, SIG_IGN);
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--root") && i + 1 < argc) {

@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -89,9 +90,25 @@ static int mount_at_fd(const char *src, int fd, const char *type, unsigned long 
     return 0;
 }
 
+/* Flags a bind remount must keep: in a user namespace the kernel locks them (a read-only host mount may
+ * not become writable), and a remount that drops one fails with EPERM. statfs's ST_* equal the MS_* bits. */
+static unsigned long kept_flags(int fd)
+{
+    struct statfs st;
+    if (fstatfs(fd, &st) < 0)
+        return 0;
+    return (unsigned long)st.f_flags &
+           (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME);
+}
+
+static int remount(int fd, unsigned long add, const char *what, struct kago_error **err)
+{
+    return mount_at_fd(NULL, fd, NULL, MS_REMOUNT | MS_BIND | kept_flags(fd) | add, NULL, what, err);
+}
+
 static int remount_ro(int fd, unsigned long extra, const char *what, struct kago_error **err)
 {
-    return mount_at_fd(NULL, fd, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | extra, NULL, what, err);
+    return remount(fd, MS_RDONLY | extra, what, err);
 }
 
 static int setup_rootfs(const struct kago__child *ch, struct kago_error **err)
@@ -120,7 +137,7 @@ static int setup_rootfs(const struct kago__child *ch, struct kago_error **err)
     int fd = open(spec->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return kago_error_set(err, errno, "open rootfs %s", spec->rootfs);
-    if (mount_at_fd(NULL, fd, NULL, MS_REMOUNT | MS_BIND | MS_NODEV, NULL, "rootfs nodev", err) < 0) {
+    if (remount(fd, MS_NODEV, "rootfs nodev", err) < 0) {
         close(fd);
         return -1;
     }
@@ -272,9 +289,9 @@ static int mask_paths(const struct kago_spec *spec, struct kago_error **err)
                 continue;
             return kago_error_set(err, errno, "bind %s read-only", p);
         }
-        if (mount(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) <
-            0)
-            return kago_error_set(err, errno, "remount %s read-only", p);
+        cleanup_close int fd = open(p, O_PATH | O_CLOEXEC);
+        if (fd < 0 || remount_ro(fd, MS_NOSUID | MS_NODEV | MS_NOEXEC, p, err) < 0)
+            return fd < 0 ? kago_error_set(err, errno, "open %s", p) : -1;
     }
     return 0;
 }
