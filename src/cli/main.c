@@ -68,7 +68,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: kago [--root DIR] VERB [OPTIONS] [ARGS]\n\nverbs:\n");
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
-        fprintf(f, "  %-8s %s\n", verbs[i].name, verbs[i].help);
+        fprintf(f, "  %-10s %s\n", verbs[i].name, verbs[i].help);
     fprintf(f, "\n--root DIR  state directory (default %s)\n", KAGO_DEFAULT_ROOT);
 }
 
