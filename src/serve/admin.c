@@ -13,8 +13,8 @@
 
 int kago__server_reload(struct server *srv, struct kago_error **err);
 
-static const int status_codes[STATUS_SLOTS] = { 200, 204, 206, 301, 302, 304, 400, 404,
-                                                408, 413, 431, 500, 502, 503, 504, 0 };
+static const int status_codes[STATUS_SLOTS] = {200, 204, 206, 301, 302, 304, 400, 404,
+                                               408, 413, 431, 500, 502, 503, 504, 0};
 
 void kago__metrics_count(struct app_rt *a, int status)
 {
@@ -58,8 +58,8 @@ static void refresh_stats(struct instance *inst)
         kago_error_free(err);
 }
 
-static void histogram(struct sbuf *b, const char *name, const char *app, const uint64_t *hist, const double *bounds_ms,
-                      double sum_ms)
+static void histogram(struct sbuf *b, const char *name, const char *app, const uint64_t *hist,
+                      const double *bounds_ms, double sum_ms)
 {
     uint64_t cum = 0;
     for (int i = 0; i < POOL_HIST_BUCKETS; i++) {
@@ -81,17 +81,19 @@ static void freeze_metrics(struct server *srv, struct sbuf *b)
         const char *name, *help;
         size_t off;
     } counters[] = {
-        { "kago_freezes_total", "Idle instances frozen.", offsetof(struct pool, freezes) },
-        { "kago_thaws_total", "Frozen instances thawed to serve requests (no start).", offsetof(struct pool, thaws) },
-        { "kago_thaw_failures_total", "Thaws that failed (the instance was killed).",
-          offsetof(struct pool, thaw_failures) },
-        { "kago_frozen_expired_total", "Frozen instances stopped after idle for: or lifetime.",
-          offsetof(struct pool, frozen_expired) },
-        { "kago_frozen_budget_stops_total", "Frozen instances stopped to keep within --frozen-memory-budget.",
-          offsetof(struct pool, budget_stops) },
+        {"kago_freezes_total", "Idle instances frozen.", offsetof(struct pool, freezes)},
+        {"kago_thaws_total", "Frozen instances thawed to serve requests (no start).",
+         offsetof(struct pool, thaws)},
+        {"kago_thaw_failures_total", "Thaws that failed (the instance was killed).",
+         offsetof(struct pool, thaw_failures)},
+        {"kago_frozen_expired_total", "Frozen instances stopped after idle for: or lifetime.",
+         offsetof(struct pool, frozen_expired)},
+        {"kago_frozen_budget_stops_total", "Frozen instances stopped to keep within --frozen-memory-budget.",
+         offsetof(struct pool, budget_stops)},
     };
     for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
-        printf_buf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[k].name, counters[k].help, counters[k].name);
+        printf_buf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[k].name, counters[k].help,
+                   counters[k].name);
         for (struct app_rt *a = srv->apps; a; a = a->next)
             printf_buf(b, "%s{app=\"%s\"} %llu\n", counters[k].name, a->app.name,
                        (unsigned long long)*(const uint64_t *)((const char *)&a->pool + counters[k].off));
@@ -104,9 +106,10 @@ static void freeze_metrics(struct server *srv, struct sbuf *b)
     uint64_t frozen = 0;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         frozen += kago__pool_frozen_bytes(&a->pool);
-    printf_buf(b, "# HELP kago_frozen_memory_bytes Memory held by frozen instances (all apps).\n"
-                  "# TYPE kago_frozen_memory_bytes gauge\nkago_frozen_memory_bytes %llu\n"
-                  "# TYPE kago_frozen_memory_budget_bytes gauge\nkago_frozen_memory_budget_bytes %llu\n",
+    printf_buf(b,
+               "# HELP kago_frozen_memory_bytes Memory held by frozen instances (all apps).\n"
+               "# TYPE kago_frozen_memory_bytes gauge\nkago_frozen_memory_bytes %llu\n"
+               "# TYPE kago_frozen_memory_budget_bytes gauge\nkago_frozen_memory_budget_bytes %llu\n",
                (unsigned long long)frozen, (unsigned long long)srv->opts.frozen_memory_budget);
 }
 
@@ -126,7 +129,8 @@ static void metrics(struct server *srv, struct sbuf *b)
             }
     printf_buf(b, "# TYPE kago_requests_in_flight gauge\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_requests_in_flight{app=\"%s\"} %llu\n", a->app.name, (unsigned long long)a->m.inflight);
+        printf_buf(b, "kago_requests_in_flight{app=\"%s\"} %llu\n", a->app.name,
+                   (unsigned long long)a->m.inflight);
     printf_buf(b, "# HELP kago_queue_depth Requests held waiting for an instance to become ready.\n"
                   "# TYPE kago_queue_depth gauge\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
@@ -134,11 +138,12 @@ static void metrics(struct server *srv, struct sbuf *b)
     printf_buf(b, "# TYPE kago_instances gauge\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
         for (int s = 0; s < POOL_NSTATES; s++)
-            printf_buf(b, "kago_instances{app=\"%s\",state=\"%s\"} %u\n", a->app.name, kago__pool_state_name(s),
-                       kago__pool_count(&a->pool, s));
+            printf_buf(b, "kago_instances{app=\"%s\",state=\"%s\"} %u\n", a->app.name,
+                       kago__pool_state_name(s), kago__pool_count(&a->pool, s));
     printf_buf(b, "# TYPE kago_cold_starts_total counter\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_cold_starts_total{app=\"%s\"} %llu\n", a->app.name, (unsigned long long)a->pool.cold_starts);
+        printf_buf(b, "kago_cold_starts_total{app=\"%s\"} %llu\n", a->app.name,
+                   (unsigned long long)a->pool.cold_starts);
     printf_buf(b, "# HELP kago_cold_start_seconds Time from starting an instance to its readiness.\n"
                   "# TYPE kago_cold_start_seconds histogram\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
@@ -155,16 +160,18 @@ static void metrics(struct server *srv, struct sbuf *b)
                    (unsigned long long)a->m.upstream_errors);
     printf_buf(b, "# TYPE kago_rejected_total counter\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_rejected_total{app=\"%s\"} %llu\n", a->app.name, (unsigned long long)a->pool.rejected);
-    printf_buf(b, "# TYPE kago_instance_cpu_seconds_total counter\n# TYPE kago_instance_memory_bytes gauge\n");
+        printf_buf(b, "kago_rejected_total{app=\"%s\"} %llu\n", a->app.name,
+                   (unsigned long long)a->pool.rejected);
+    printf_buf(b,
+               "# TYPE kago_instance_cpu_seconds_total counter\n# TYPE kago_instance_memory_bytes gauge\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
         for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
             struct instance *inst = pi->data;
             refresh_stats(inst);
             printf_buf(b, "kago_instance_cpu_seconds_total{app=\"%s\",instance=\"%s\"} %.6f\n", a->app.name,
                        inst->name, inst->stats.cpu_usage_us / 1e6);
-            printf_buf(b, "kago_instance_memory_bytes{app=\"%s\",instance=\"%s\"} %lld\n", a->app.name, inst->name,
-                       (long long)inst->stats.memory_current);
+            printf_buf(b, "kago_instance_memory_bytes{app=\"%s\",instance=\"%s\"} %lld\n", a->app.name,
+                       inst->name, (long long)inst->stats.memory_current);
         }
     printf_buf(b, "# TYPE kago_connections gauge\nkago_connections %u\n", srv->nclients);
     printf_buf(b, "# TYPE kago_instances_started_total counter\nkago_instances_started_total %llu\n",
@@ -198,15 +205,16 @@ static void ps_json(struct server *srv, struct sbuf *b)
             if (h[1])
                 sbuf_add(b, ",", 1);
         }
-        printf_buf(b, "],\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"instances\":[", a->removed ? "true" : "false",
-                   a->pool.npending, (unsigned long long)a->m.inflight);
+        printf_buf(b, "],\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"instances\":[",
+                   a->removed ? "true" : "false", a->pool.npending, (unsigned long long)a->m.inflight);
         for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
             struct instance *inst = pi->data;
             refresh_stats(inst);
             sbuf_adds(b, "{\"name\":");
             json_str(b, inst->name);
-            printf_buf(b, ",\"state\":\"%s\",\"pid\":%d,\"age_s\":%.1f,\"in_flight\":%u,\"served\":%llu,"
-                          "\"cpu_s\":%.3f,\"memory\":%lld",
+            printf_buf(b,
+                       ",\"state\":\"%s\",\"pid\":%d,\"age_s\":%.1f,\"in_flight\":%u,\"served\":%llu,"
+                       "\"cpu_s\":%.3f,\"memory\":%lld",
                        kago__pool_state_name(pi->state), inst->c ? (int)kago_container_pid(inst->c) : 0,
                        (now - pi->created) / 1000.0, pi->inflight, (unsigned long long)pi->served,
                        inst->stats.cpu_usage_us / 1e6, (long long)inst->stats.memory_current);
@@ -235,7 +243,8 @@ static void on_admin_written(uv_write_t *w, int status)
 
 static void respond(struct admin_conn *ac, int status, const char *ctype, struct sbuf *body)
 {
-    printf_buf(&ac->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+    printf_buf(&ac->out,
+               "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
                status, kago__http_reason(status), ctype, body->len);
     sbuf_add(&ac->out, body->data, body->len);
     sbuf_free(body);
@@ -250,7 +259,7 @@ static void respond(struct admin_conn *ac, int status, const char *ctype, struct
 static void handle(struct admin_conn *ac)
 {
     struct server *srv = ac->srv;
-    struct sbuf body = { 0 };
+    struct sbuf body = {0};
     char method[8] = "", path[256] = "";
     if (sscanf(ac->req, "%7s %255s", method, path) != 2) {
         sbuf_adds(&body, "bad request\n");

@@ -16,10 +16,16 @@
 struct pool_cfg kago__serve_pool_cfg(const struct kago_app *a)
 {
     return (struct pool_cfg){
-        .lifetime_ms = a->lifetime_ms, .idle_ms = a->idle_timeout_ms, .start_timeout_ms = a->start_timeout_ms,
-        .stop_grace_ms = a->stop_grace_ms, .min = a->min_instances, .max = a->max_instances,
-        .concurrency = a->concurrency, .max_pending = a->max_pending,
-        .freeze = a->idle_action == KAGO_IDLE_FREEZE, .freeze_ms = a->freeze_for_ms,
+        .lifetime_ms = a->lifetime_ms,
+        .idle_ms = a->idle_timeout_ms,
+        .start_timeout_ms = a->start_timeout_ms,
+        .stop_grace_ms = a->stop_grace_ms,
+        .min = a->min_instances,
+        .max = a->max_instances,
+        .concurrency = a->concurrency,
+        .max_pending = a->max_pending,
+        .freeze = a->idle_action == KAGO_IDLE_FREEZE,
+        .freeze_ms = a->freeze_for_ms,
     };
 }
 
@@ -76,7 +82,7 @@ bool kago__instance_check_exit(struct instance *inst)
 {
     if (!inst->pi || !inst->c)
         return false;
-    struct pollfd p = { .fd = kago_container_pidfd(inst->c), .events = POLLIN };
+    struct pollfd p = {.fd = kago_container_pidfd(inst->c), .events = POLLIN};
     if (p.fd < 0 || poll(&p, 1, 0) != 1)
         return false;
     uv_poll_stop(&inst->pidpoll);
@@ -103,7 +109,7 @@ static void op_start(struct pool *p, struct pool_inst *pi)
     spec.join_ns[KAGO_NS_NET] = NULL;
     spec.listen_port = a->app.socket_activation ? a->app.port : 0;
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    struct kago_spawn_opts opts = { .stdio = { devnull, -1, -1 } };
+    struct kago_spawn_opts opts = {.stdio = {devnull, -1, -1}};
     struct kago_error *err = NULL;
     int r = kago_container_create(srv->opts.root, &spec, &opts, &inst->c, &err);
     if (devnull >= 0)
@@ -113,7 +119,8 @@ static void op_start(struct pool *p, struct pool_inst *pi)
         r = inst->netns_fd < 0 ? -1 : 0;
     }
     if (r < 0) {
-        fprintf(stderr, "kago serve: app %s: start %s: %s\n", a->app.name, inst->name, err ? err->msg : "failed");
+        fprintf(stderr, "kago serve: app %s: start %s: %s\n", a->app.name, inst->name,
+                err ? err->msg : "failed");
         kago_error_free(err);
         kago__pool_exited(p, pi, kago__serve_now_ms()); /* removes (and frees) inst */
         return;
@@ -233,7 +240,8 @@ static int op_thaw(struct pool *p, struct pool_inst *pi)
     struct kago_error *err = NULL;
     uint64_t t0 = kago__serve_now_us();
     if (!inst->c || kago_container_pause(inst->c, false, &err) < 0) {
-        fprintf(stderr, "kago serve: %s: thaw failed, killing it: %s\n", inst->name, err ? err->msg : "no container");
+        fprintf(stderr, "kago serve: %s: thaw failed, killing it: %s\n", inst->name,
+                err ? err->msg : "no container");
         kago_error_free(err);
         return -1;
     }
@@ -242,6 +250,12 @@ static int op_thaw(struct pool *p, struct pool_inst *pi)
 }
 
 const struct pool_ops kago__serve_pool_ops = {
-    .start = op_start, .dispatch = op_dispatch, .reject = op_reject, .drain = op_drain,
-    .signal = op_signal, .remove = op_remove, .freeze = op_freeze, .thaw = op_thaw,
+    .start = op_start,
+    .dispatch = op_dispatch,
+    .reject = op_reject,
+    .drain = op_drain,
+    .signal = op_signal,
+    .remove = op_remove,
+    .freeze = op_freeze,
+    .thaw = op_thaw,
 };

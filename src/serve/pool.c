@@ -8,8 +8,10 @@
 #include "util.h"
 
 /* Cold-start histogram bucket bounds (ms); the last is +Inf. */
-const double kago__pool_hist_bounds_ms[POOL_HIST_BUCKETS] = { 2, 5, 10, 20, 30, 50, 100, 250, 500, 1000, 5000, 1e300 };
-const double kago__pool_thaw_bounds_ms[POOL_HIST_BUCKETS] = { 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 100, 1000, 1e300 };
+const double kago__pool_hist_bounds_ms[POOL_HIST_BUCKETS] = {2,   5,   10,  20,   30,   50,
+                                                             100, 250, 500, 1000, 5000, 1e300};
+const double kago__pool_thaw_bounds_ms[POOL_HIST_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1,    2,
+                                                             5,    10,  25,   100, 1000, 1e300};
 
 /* After a start fails, wait this long before trying again, so a broken app does not spin. */
 #define RESTART_BACKOFF_MS 250
@@ -19,7 +21,7 @@ static void dispatch_waiters(struct pool *p, uint64_t now);
 
 void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct pool_ops *ops, void *data)
 {
-    *p = (struct pool){ .ops = ops, .data = data };
+    *p = (struct pool){.ops = ops, .data = data};
     p->queue.next = p->queue.prev = &p->queue;
     kago__pool_configure(p, cfg, 0);
 }
@@ -48,7 +50,7 @@ void kago__pool_free(struct pool *p)
 
 const char *kago__pool_state_name(enum pool_state s)
 {
-    static const char *const names[] = { "starting", "ready", "draining", "stopping", "frozen" };
+    static const char *const names[] = {"starting", "ready", "draining", "stopping", "frozen"};
     return names[s];
 }
 

@@ -24,11 +24,11 @@ struct pool_inst {
     enum pool_state state;
     uint64_t created, ready_at, last_active, drain_at, term_at, frozen_at;
     uint64_t frozen_bytes; /* memory held while frozen (set by the freeze action), for the budget */
-    unsigned inflight; /* requests and open streams routed to it and not finished */
+    unsigned inflight;     /* requests and open streams routed to it and not finished */
     uint64_t served;
-    bool killed;      /* SIGKILL sent */
-    bool failed;      /* never became ready: counted as a start failure */
-    void *data;       /* the caller's instance */
+    bool killed; /* SIGKILL sent */
+    bool failed; /* never became ready: counted as a start failure */
+    void *data;  /* the caller's instance */
 };
 
 /* A held request. The caller embeds it; the pool links it while it waits. */
@@ -61,7 +61,7 @@ struct pool_ops {
 
 #define POOL_HIST_BUCKETS 12
 extern const double kago__pool_hist_bounds_ms[POOL_HIST_BUCKETS]; /* upper bounds; last is +Inf */
-extern const double kago__pool_thaw_bounds_ms[POOL_HIST_BUCKETS];  /* finer: a thaw takes microseconds */
+extern const double kago__pool_thaw_bounds_ms[POOL_HIST_BUCKETS]; /* finer: a thaw takes microseconds */
 
 struct pool {
     struct pool_cfg cfg;

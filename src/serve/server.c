@@ -18,9 +18,16 @@
 void kago_serve_opts_init(struct kago_serve_opts *o)
 {
     *o = (struct kago_serve_opts){
-        .listen = "127.0.0.1:8080", .admin = "127.0.0.1:9090", .root = KAGO_DEFAULT_ROOT, .access_log = "-",
-        .header_timeout_ms = 10000, .keepalive_timeout_ms = 75000, .connect_timeout_ms = 5000,
-        .response_timeout_ms = 60000, .max_header_bytes = HTTP_MAX_HEAD, .cold_start_header = true,
+        .listen = "127.0.0.1:8080",
+        .admin = "127.0.0.1:9090",
+        .root = KAGO_DEFAULT_ROOT,
+        .access_log = "-",
+        .header_timeout_ms = 10000,
+        .keepalive_timeout_ms = 75000,
+        .connect_timeout_ms = 5000,
+        .response_timeout_ms = 60000,
+        .max_header_bytes = HTTP_MAX_HEAD,
+        .cold_start_header = true,
         .frozen_memory_budget = 1ull << 30,
     };
 }
@@ -49,7 +56,8 @@ static int by_name(const void *a, const void *b)
 static bool is_kagofile(const char *name)
 {
     size_t n = strlen(name);
-    return name[0] != '.' && (strncmp(name, "Kagofile", 8) == 0 || (n > 3 && strcmp(name + n - 3, ".rb") == 0));
+    return name[0] != '.' &&
+           (strncmp(name, "Kagofile", 8) == 0 || (n > 3 && strcmp(name + n - 3, ".rb") == 0));
 }
 
 /* Loads every app of every Kagofile in dir (Kagofile*, *.rb; sorted by name). */
@@ -179,7 +187,7 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
 
 static int load_config(struct server *srv, struct kago_error **err)
 {
-    struct app_list l = { 0 };
+    struct app_list l = {0};
     if (load_apps(srv->opts.config_dir, &l, err) < 0)
         return -1;
     int r = apply_apps(srv, &l, err);
@@ -244,7 +252,8 @@ static void enforce_frozen_budget(struct server *srv, uint64_t now)
     for (struct app_rt *a = srv->apps; a; a = a->next)
         pools[n++] = &a->pool;
     unsigned stopped = kago__pool_enforce_budget(pools, n, srv->opts.frozen_memory_budget, now);
-    fprintf(stderr, "kago serve: frozen instances hold %llu bytes, over the budget of %llu: stopped the %u oldest\n",
+    fprintf(stderr,
+            "kago serve: frozen instances hold %llu bytes, over the budget of %llu: stopped the %u oldest\n",
             (unsigned long long)total, (unsigned long long)srv->opts.frozen_memory_budget, stopped);
 }
 
@@ -338,9 +347,10 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss, struct kago_er
     return kago_error_set(err, EINVAL, "address \"%s\": not an IP address", s);
 }
 
-static int listen_on(struct server *srv, struct listener *l, const char *addr, bool admin, struct kago_error **err)
+static int listen_on(struct server *srv, struct listener *l, const char *addr, bool admin,
+                     struct kago_error **err)
 {
-    struct sockaddr_storage ss = { 0 };
+    struct sockaddr_storage ss = {0};
     if (parse_addr(addr, &ss, err) < 0)
         return -1;
     l->srv = srv;
@@ -365,7 +375,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
 {
-    struct server srv_ = { .opts = *o }, *srv = &srv_;
+    struct server srv_ = {.opts = *o}, *srv = &srv_;
     if (!o->config_dir)
         return kago_error_set(err, 0, "serve: --config DIR is required");
     signal(SIGPIPE, SIG_IGN);
@@ -393,8 +403,8 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     uv_timer_init(&loop, &srv->tick);
     srv->tick.data = srv;
     uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
-    uv_signal_t *sigs[] = { &srv->sigterm, &srv->sigint, &srv->sighup };
-    int signums[] = { SIGTERM, SIGINT, SIGHUP };
+    uv_signal_t *sigs[] = {&srv->sigterm, &srv->sigint, &srv->sighup};
+    int signums[] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
         uv_signal_init(&loop, sigs[i]);
         sigs[i]->data = srv;

@@ -177,3 +177,21 @@ def test_bad_budget_one_line_error():
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "--frozen-memory-budget" in lines[0] and "lots" in lines[0], r.stderr
+
+
+def test_shutdown_thaws_frozen_then_sigterm():
+    # stop_grace 20 s: an instance still frozen would only go at SIGKILL, 20 s after SIGTERM.
+    s = Server(freezing_app("f", ["f.test"], hog(1), idle_timeout="300ms", stop_grace="20s"))
+    try:
+        assert request(s.port, "f.test")[0] == 200
+        assert wait_for(lambda: s.instances("f", ("frozen",)), 3)
+        [inst] = s.instances("f", ("frozen",))
+        assert freezer_state(inst["name"]) == "FROZEN"
+        t0 = time.time()
+        assert s.stop() == 0, s.stderr()
+        took = time.time() - t0
+        assert took < 5, f"shutdown took {took:.1f} s: SIGTERM did not reach the frozen instance"
+    finally:
+        s.stop()
+        assert s.leftovers() == []
+        assert freezer_state(inst["name"]) is None

@@ -68,12 +68,18 @@ static int op_thaw(struct pool *p, struct pool_inst *i)
     rec.thaws++;
     return 80; /* us */
 }
-static const struct pool_ops ops = { op_start, op_dispatch, op_reject, op_drain,
-                                     op_signal, op_remove, op_freeze, op_thaw };
+static const struct pool_ops ops = {op_start,  op_dispatch, op_reject, op_drain,
+                                    op_signal, op_remove,   op_freeze, op_thaw};
 
 static const struct pool_cfg base = {
-    .lifetime_ms = 60000, .idle_ms = 10000, .start_timeout_ms = 5000, .stop_grace_ms = 2000,
-    .min = 0, .max = 4, .concurrency = 2, .max_pending = 10,
+    .lifetime_ms = 60000,
+    .idle_ms = 10000,
+    .start_timeout_ms = 5000,
+    .stop_grace_ms = 2000,
+    .min = 0,
+    .max = 4,
+    .concurrency = 2,
+    .max_pending = 10,
 };
 
 static void reset(struct pool *p, const struct pool_cfg *cfg)
@@ -86,7 +92,7 @@ static void test_cold_start_hold_dispatch(void)
 {
     struct pool p;
     reset(&p, &base);
-    struct pool_waiter w = { 0 };
+    struct pool_waiter w = {0};
     bool held;
     ok(kago__pool_request(&p, &w, 1000, &held) == NULL && held, "first request to a stopped app is held");
     ok(rec.starts == 1 && kago__pool_count(&p, POOL_STARTING) == 1, "and one instance starts");
@@ -95,7 +101,7 @@ static void test_cold_start_hold_dispatch(void)
     ok(rec.dispatched == 1 && rec.last_dispatch == &w, "ready instance takes the held request");
     ok(p.npending == 0 && rec.last_start->inflight == 1, "in flight 1, queue empty");
     ok(p.cold_starts == 1 && p.cold_hist[1] == 1, "cold start of 3 ms counted in the 5 ms bucket");
-    struct pool_waiter w2 = { 0 };
+    struct pool_waiter w2 = {0};
     struct pool_inst *i = kago__pool_request(&p, &w2, 1004, &held);
     ok(i == rec.last_start && !held, "next request goes straight to the ready instance");
     kago__pool_done(&p, i, 1005);
@@ -108,7 +114,7 @@ static void test_burst_bounded(void)
 {
     struct pool p;
     reset(&p, &base);
-    struct pool_waiter w[12] = { 0 };
+    struct pool_waiter w[12] = {0};
     bool held;
     unsigned nheld = 0, refused = 0;
     for (int k = 0; k < 12; k++) {
@@ -140,7 +146,7 @@ static void test_hold_timeout(void)
 {
     struct pool p;
     reset(&p, &base);
-    struct pool_waiter w = { 0 };
+    struct pool_waiter w = {0};
     bool held;
     kago__pool_request(&p, &w, 0, &held);
     kago__pool_tick(&p, 4999);
@@ -161,7 +167,7 @@ static void test_scale_out(void)
     reset(&p, &base);
     rec.ready_on_start = true;
     bool held;
-    struct pool_waiter w[20] = { 0 };
+    struct pool_waiter w[20] = {0};
     struct pool_inst *got[20];
     got[0] = kago__pool_request(&p, &w[0], 10, &held);
     ok(got[0] == NULL && held && rec.dispatched == 1, "socket activation: held then dispatched at once");
@@ -176,13 +182,16 @@ static void test_scale_out(void)
         direct += got[k] != NULL;
     }
     ok(rec.starts == 4 && kago__pool_count(&p, POOL_READY) == 4, "scale out stops at max_instances 4");
+    ok(direct + rec.dispatched - 2 == 5, "the 5 free slots taken (%u directly, the rest from the queue)",
+       direct);
     unsigned lo = 99, hi = 0;
     for (struct pool_inst *i = p.insts; i; i = i->next) {
         lo = i->inflight < lo ? i->inflight : lo;
         hi = i->inflight > hi ? i->inflight : hi;
     }
     ok(lo == 2 && hi == 2, "fewest-in-flight picking fills every instance to concurrency (%u..%u)", lo, hi);
-    ok(p.npending == 10, "beyond concurrency x max_instances requests wait, up to max_pending (%u)", p.npending);
+    ok(p.npending == 10, "beyond concurrency x max_instances requests wait, up to max_pending (%u)",
+       p.npending);
     kago__pool_done(&p, p.insts, 12);
     ok(p.npending == 9 && p.insts->inflight == 2, "a finished request lets the oldest held one in");
     kago__pool_free(&p);
@@ -194,7 +203,7 @@ static void test_idle_and_lifetime(void)
     reset(&p, &base);
     rec.ready_on_start = true;
     bool held;
-    struct pool_waiter w = { 0 };
+    struct pool_waiter w = {0};
     rec.now = 0;
     kago__pool_request(&p, &w, 0, &held);
     struct pool_inst *i = rec.last_start;
@@ -210,7 +219,7 @@ static void test_idle_and_lifetime(void)
     ok(p.start_failures == 0, "a normal stop is no failure");
 
     /* Lifetime with a long request in flight (a stream): drain waits for it. */
-    struct pool_waiter w2 = { 0 };
+    struct pool_waiter w2 = {0};
     rec.now = 20000;
     kago__pool_request(&p, &w2, 20000, &held);
     i = rec.last_start;
@@ -219,7 +228,7 @@ static void test_idle_and_lifetime(void)
     ok(i->state == POOL_READY, "open stream: an idle timer never fires while in flight");
     kago__pool_tick(&p, 80000);
     ok(i->state == POOL_DRAINING && rec.terms == 1, "lifetime: draining, no SIGTERM while in flight");
-    struct pool_waiter w3 = { 0 };
+    struct pool_waiter w3 = {0};
     rec.ready_on_start = false;
     ok(kago__pool_request(&p, &w3, 80001, &held) == NULL && held, "draining instance takes no new request");
     ok(rec.starts == 3, "a replacement starts for it");
@@ -234,7 +243,7 @@ static void test_drain_grace(void)
     reset(&p, &base);
     rec.ready_on_start = true;
     bool held;
-    struct pool_waiter w = { 0 };
+    struct pool_waiter w = {0};
     kago__pool_request(&p, &w, 0, &held);
     struct pool_inst *i = rec.last_start;
     kago__pool_stop(&p, 10);
@@ -245,7 +254,7 @@ static void test_drain_grace(void)
     ok(rec.terms == 1, "stop_grace over: SIGTERM even with a request in flight");
     kago__pool_tick(&p, 4010);
     ok(rec.kills == 1, "then SIGKILL");
-    struct pool_waiter w2 = { 0 };
+    struct pool_waiter w2 = {0};
     ok(kago__pool_request(&p, &w2, 4011, &held) == NULL && !held, "stopped pool refuses requests");
     kago__pool_free(&p);
 }
@@ -269,7 +278,7 @@ static void test_min_warm_and_failures(void)
     reset(&p, &base);
     rec.fail_on_start = true;
     bool held;
-    struct pool_waiter w = { 0 };
+    struct pool_waiter w = {0};
     rec.now = 100;
     kago__pool_request(&p, &w, 100, &held);
     ok(rec.starts == 1 && p.start_failures == 1, "failed start counted once");
@@ -289,27 +298,35 @@ static void test_death_redispatch(void)
     reset(&p, &base);
     rec.ready_on_start = true;
     bool held;
-    struct pool_waiter w = { 0 };
+    struct pool_waiter w = {0};
     kago__pool_request(&p, &w, 0, &held);
     struct pool_inst *i = rec.last_start;
     kago__pool_exited(&p, i, 5);
     ok(rec.removes == 1 && p.insts == NULL, "an instance that dies is removed");
-    struct pool_waiter w2 = { 0 };
+    struct pool_waiter w2 = {0};
     kago__pool_request(&p, &w2, 6, &held);
     ok(rec.starts == 2 && rec.dispatched == 2, "the next request starts a new one");
     kago__pool_free(&p);
 }
 
 static const struct pool_cfg freezing = {
-    .lifetime_ms = 600000, .idle_ms = 10000, .start_timeout_ms = 5000, .stop_grace_ms = 2000,
-    .min = 0, .max = 4, .concurrency = 2, .max_pending = 10, .freeze = true, .freeze_ms = 60000,
+    .lifetime_ms = 600000,
+    .idle_ms = 10000,
+    .start_timeout_ms = 5000,
+    .stop_grace_ms = 2000,
+    .min = 0,
+    .max = 4,
+    .concurrency = 2,
+    .max_pending = 10,
+    .freeze = true,
+    .freeze_ms = 60000,
 };
 
 /* One request at now on a fresh instance that is then idle; returns the instance. */
 static struct pool_inst *served_once(struct pool *p, uint64_t now)
 {
     bool held;
-    struct pool_waiter w = { 0 };
+    struct pool_waiter w = {0};
     rec.ready_on_start = true;
     kago__pool_request(p, &w, now, &held);
     struct pool_inst *i = rec.last_dispatch_inst;
@@ -332,7 +349,7 @@ static void test_idle_freeze_thaw(void)
     ok(i->state == POOL_FROZEN, "stays frozen within freeze_for");
 
     bool held;
-    struct pool_waiter w = { 0 };
+    struct pool_waiter w = {0};
     struct pool_inst *got = kago__pool_request(&p, &w, 30001, &held);
     ok(got == i && !held, "a request thaws the frozen instance and goes straight to it");
     ok(rec.thaws == 1 && rec.starts == 1, "thawed, no start action (%u starts)", rec.starts);
@@ -353,7 +370,7 @@ static void test_thaw_order(void)
     reset(&p, &freezing);
     rec.ready_on_start = true;
     bool held;
-    struct pool_waiter w[6] = { 0 };
+    struct pool_waiter w[6] = {0};
     struct pool_inst *x = NULL, *y = NULL;
     for (int k = 0; k < 3; k++)
         kago__pool_request(&p, &w[k], 0, &held);
@@ -370,9 +387,10 @@ static void test_thaw_order(void)
     got = kago__pool_request(&p, &w[4], 10001, &held);
     ok(got == y && rec.thaws == 0, "still room on it (concurrency 2)");
     got = kago__pool_request(&p, &w[5], 10001, &held);
-    ok(got == x && !held && rec.thaws == 1 && x->state == POOL_READY, "y full: x is thawed and takes it directly");
+    ok(got == x && !held && rec.thaws == 1 && x->state == POOL_READY,
+       "y full: x is thawed and takes it directly");
     ok(rec.starts == 2 && x->inflight == 1, "no start");
-    struct pool_waiter w7 = { 0 }, w8 = { 0 };
+    struct pool_waiter w7 = {0}, w8 = {0};
     kago__pool_request(&p, &w7, 10002, &held);
     kago__pool_request(&p, &w8, 10002, &held);
     ok(rec.starts == 3, "nothing frozen left: the next scale out is a cold start");
@@ -389,7 +407,8 @@ static void test_freeze_expiry_and_lifetime(void)
     kago__pool_tick(&p, 69999);
     ok(i->state == POOL_FROZEN && rec.terms == 0, "freeze_for not over");
     kago__pool_tick(&p, 70000);
-    ok(rec.thaws == 1 && rec.drains == 1 && rec.terms == 1, "freeze_for over: thawed first, drained, SIGTERM");
+    ok(rec.thaws == 1 && rec.drains == 1 && rec.terms == 1,
+       "freeze_for over: thawed first, drained, SIGTERM");
     ok(i->state == POOL_STOPPING && p.frozen_expired == 1 && p.thaws == 0, "stopping; not a serving thaw");
     kago__pool_exited(&p, i, 70010);
     ok(p.insts == NULL, "removed: the next request cold-starts");
@@ -413,7 +432,8 @@ static void test_freeze_expiry_and_lifetime(void)
     i = served_once(&p, 0);
     kago__pool_tick(&p, 10000);
     kago__pool_stop(&p, 10001);
-    ok(rec.thaws == 1 && rec.terms == 1 && i->state == POOL_STOPPING, "stop: frozen instance thawed, SIGTERM");
+    ok(rec.thaws == 1 && rec.terms == 1 && i->state == POOL_STOPPING,
+       "stop: frozen instance thawed, SIGTERM");
     kago__pool_free(&p);
 
     /* A thaw that fails kills the instance; the request cold-starts instead. */
@@ -423,9 +443,10 @@ static void test_freeze_expiry_and_lifetime(void)
     rec.fail_thaw = true;
     rec.ready_on_start = false;
     bool held;
-    struct pool_waiter w = { 0 };
+    struct pool_waiter w = {0};
     ok(kago__pool_request(&p, &w, 10001, &held) == NULL && held, "thaw failed: the request is held");
-    ok(rec.kills == 1 && i->state == POOL_STOPPING && p.thaw_failures == 1, "the unthawable instance is killed");
+    ok(rec.kills == 1 && i->state == POOL_STOPPING && p.thaw_failures == 1,
+       "the unthawable instance is killed");
     ok(rec.starts == 2, "and a cold start serves the request");
     kago__pool_free(&p);
 }
@@ -438,7 +459,7 @@ static void test_frozen_budget(void)
     rec.freeze_bytes = 100;
     rec.ready_on_start = true;
     bool held;
-    struct pool_waiter w[3] = { 0 };
+    struct pool_waiter w[3] = {0};
     for (int k = 0; k < 3; k++)
         kago__pool_request(&a, &w[k], 0, &held);
     struct pool_inst *a1 = w[0].data, *a2 = w[2].data;
@@ -451,7 +472,7 @@ static void test_frozen_budget(void)
     rec.freeze_bytes = 150;
     kago__pool_tick(&a, 12000); /* a2 frozen at 12000 */
     ok(a1->state == POOL_FROZEN && b1->state == POOL_FROZEN && a2->state == POOL_FROZEN, "three frozen");
-    struct pool *pools[] = { &a, &b };
+    struct pool *pools[] = {&a, &b};
     ok(kago__pool_frozen_bytes(&a) == 250 && kago__pool_frozen_bytes(&b) == 100, "frozen memory per app");
     ok(kago__pool_enforce_budget(pools, 2, 350, 12001) == 0, "350 bytes frozen, budget 350: nothing stopped");
     unsigned n = kago__pool_enforce_budget(pools, 2, 300, 12002);
