@@ -70,7 +70,7 @@ static int on_req_done(struct http_msg *m)
     return c->info.upgrade ? 0 : HPE_PAUSED;
 }
 
-static const struct http_msg_cbs req_cbs = { .head = on_req_head, .body = on_req_body, .done = on_req_done };
+static const struct http_msg_cbs req_cbs = {.head = on_req_head, .body = on_req_body, .done = on_req_done};
 
 /* --- writing to the client ------------------------------------------------------------------ */
 
@@ -117,8 +117,9 @@ static void log_access(struct client *c)
     if (c->cold_us >= 0)
         snprintf(cold, sizeof(cold), "%.1fms", c->cold_us / 1000.0);
     fprintf(srv->access_log, "%s %s %.*s \"%s %.*s\" %d %llu %.1fms %s cold=%s\n", when, c->ip, hl,
-            c->info.host ? c->info.host : "-", method, ul, c->req.raw.data ? c->req.raw.data + c->req.url : "",
-            c->status, (unsigned long long)(c->out.written + kago__outq_size(&c->out) - c->out_mark), ms,
+            c->info.host ? c->info.host : "-", method, ul,
+            c->req.raw.data ? c->req.raw.data + c->req.url : "", c->status,
+            (unsigned long long)(c->out.written + kago__outq_size(&c->out) - c->out_mark), ms,
             c->inst ? c->inst->name : "-", cold);
     fflush(srv->access_log);
 }
@@ -380,14 +381,14 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     bool head_req = c->req.parser.method == HTTP_HEAD;
     if (status >= 100 && status < 200 && status != 101) {
         /* 100 Continue and friends pass through as they are; the real response follows. */
-        struct http_resp_opts o = { .cold_start_us = -1 };
+        struct http_resp_opts o = {.cold_start_us = -1};
         kago__http_client_head(&c->out.pend, resp, &o);
         flush_client(c);
         return 0;
     }
     c->status = status;
     c->resp_started = true;
-    struct http_resp_opts o = { .cold_start_us = c->srv->opts.cold_start_header ? c->cold_us : -1 };
+    struct http_resp_opts o = {.cold_start_us = c->srv->opts.cold_start_header ? c->cold_us : -1};
     bool has_body = !(head_req || status == 204 || status == 304 || status == 101);
     bool framed = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0;
     u->resp_chunked_out = false;

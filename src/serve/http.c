@@ -49,7 +49,7 @@ static int on_field(llhttp_t *p, const char *at, size_t n)
     if (m->last != 1) {
         if (m->nhdr == HTTP_MAX_HEADERS)
             return fail(m, 431, "too many header fields");
-        m->hdr[m->nhdr++] = (struct http_hdr){ .name = m->raw.len };
+        m->hdr[m->nhdr++] = (struct http_hdr){.name = m->raw.len};
         m->last = 1;
     }
     m->hdr[m->nhdr - 1].name_len += n;
@@ -272,9 +272,9 @@ int kago__http_req_check(struct http_msg *m, uint64_t max_body, struct http_req_
  * sets itself. */
 static bool is_hop(const char *name, size_t n)
 {
-    static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "te", "trailer",
-                                       "transfer-encoding", "upgrade", "proxy-authenticate",
-                                       "proxy-authorization", NULL };
+    static const char *const hop[] = {
+        "connection", "keep-alive",         "proxy-connection",    "te", "trailer", "transfer-encoding",
+        "upgrade",    "proxy-authenticate", "proxy-authorization", NULL};
     for (const char *const *h = hop; *h; h++)
         if (strlen(*h) == n && strncasecmp(*h, name, n) == 0)
             return true;
@@ -394,35 +394,66 @@ void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const st
 const char *kago__http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return status < 200 ? "Informational" : status < 300 ? "OK" : status < 400 ? "Redirect"
-                    : status < 500 ? "Client Error" : "Server Error";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return status < 200   ? "Informational"
+               : status < 300 ? "OK"
+               : status < 400 ? "Redirect"
+               : status < 500 ? "Client Error"
+                              : "Server Error";
     }
 }
 

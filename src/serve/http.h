@@ -32,7 +32,7 @@ struct http_msg {
     struct sbuf raw; /* url (requests), header names and values */
     uint32_t url, url_len;
     unsigned nhdr;
-    uint8_t last; /* what the previous callback delivered: 0 none, 1 name, 2 value, 3 value done */
+    uint8_t last;      /* what the previous callback delivered: 0 none, 1 name, 2 value, 3 value done */
     bool value_at_end; /* the last value span ended at the end of its llhttp_execute buffer */
     const char *exec_begin, *exec_end;
     uint16_t error; /* HTTP status for a failed message (400, 413, 431) */
@@ -75,9 +75,9 @@ void kago__http_upstream_head(struct sbuf *out, const struct http_msg *m, const 
                               const char *client_ip);
 
 struct http_resp_opts {
-    bool chunked;  /* re-frame the body as chunked to the client */
-    bool close;    /* tell the client the connection closes after this response */
-    bool upgrade;  /* a 101 being passed through */
+    bool chunked;          /* re-frame the body as chunked to the client */
+    bool close;            /* tell the client the connection closes after this response */
+    bool upgrade;          /* a 101 being passed through */
     int64_t cold_start_us; /* >= 0: add X-Kago-Cold-Start */
 };
 /* Writes the response head to send to the client. */

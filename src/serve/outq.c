@@ -4,7 +4,7 @@
 
 void kago__outq_init(struct outq *q, uv_stream_t *stream, outq_cb cb, void *owner)
 {
-    *q = (struct outq){ .stream = stream, .cb = cb, .owner = owner };
+    *q = (struct outq){.stream = stream, .cb = cb, .owner = owner};
     q->req.data = q;
 }
 

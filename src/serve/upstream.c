@@ -12,7 +12,7 @@
 #include "serve_int.h"
 #include "util.h"
 
-#define UP_RBUF      (64 * 1024)
+#define UP_RBUF (64 * 1024)
 /* Connections kept open per instance for reuse. A connection is kept after its response while the
  * instance has at most this many in all (busy + idle), so the idle set follows the concurrency the
  * instance actually sees: closing and reopening one per request under load costs a connect,
@@ -47,7 +47,8 @@ static int on_resp_done(struct http_msg *m)
     return HPE_PAUSED;
 }
 
-static const struct http_msg_cbs resp_cbs = { .head = on_resp_head, .body = on_resp_body, .done = on_resp_done };
+static const struct http_msg_cbs resp_cbs = {
+    .head = on_resp_head, .body = on_resp_body, .done = on_resp_done};
 
 /* Apps speak HTTP loosely (busybox httpd passes CGI headers through with bare LF); the response
  * parser tolerates that, and kago re-writes every header line it forwards with CRLF. Requests from
@@ -281,8 +282,9 @@ struct upconn *kago__upconn_open(struct instance *inst, struct client *c)
     if (inst->conns)
         inst->conns->prev = u;
     inst->conns = u;
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(inst->app->app.port),
-                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(inst->app->app.port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int r = uv_tcp_open(&u->tcp, fd);
     if (r == 0) {
         uv_tcp_nodelay(&u->tcp, 1);
@@ -320,8 +322,9 @@ void kago__upconn_release(struct upconn *u, bool reusable)
 {
     struct instance *inst = u->inst;
     u->client = NULL;
-    if (!reusable || u->closing || !inst->pi || (inst->pi->state != POOL_READY && inst->pi->state != POOL_STARTING) ||
-        kago__outq_size(&u->out) || inst->nconns > MAX_UP_CONNS) {
+    if (!reusable || u->closing || !inst->pi ||
+        (inst->pi->state != POOL_READY && inst->pi->state != POOL_STARTING) || kago__outq_size(&u->out) ||
+        inst->nconns > MAX_UP_CONNS) {
         up_close(u);
         return;
     }
