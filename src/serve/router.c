@@ -84,7 +84,7 @@ int kago__router_add(struct router *r, const char *host, void *value, void **oth
             *other = s->value;
         return -1;
     }
-    *s = (struct slot){ .key = xstrdup(key), .len = len, .value = value };
+    *s = (struct slot){.key = xstrdup(key), .len = len, .value = value};
     r->n++;
     return 0;
 }

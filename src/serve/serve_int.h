@@ -18,7 +18,7 @@
 #include "router.h"
 #include "serve.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 struct server;
 
@@ -36,9 +36,9 @@ struct app_rt {
     struct kago_app app; /* owned */
     struct pool pool;
     struct app_metrics m;
-    uint64_t seq;   /* instance name counter */
-    bool removed;   /* dropped by a reload: draining until its last instance is gone */
-    unsigned refs;  /* clients holding it */
+    uint64_t seq;  /* instance name counter */
+    bool removed;  /* dropped by a reload: draining until its last instance is gone */
+    unsigned refs; /* clients holding it */
 };
 
 struct upconn;
@@ -55,8 +55,8 @@ struct instance {
     struct upconn *idle;  /* keep-alive connections ready for a request */
     struct upconn *conns; /* every connection (for closing at exit) */
     unsigned nconns;
-    unsigned handles;     /* open uv handles (exit poll, probe timer) */
-    unsigned refs;        /* clients naming it; freed when removed and all three are 0 */
+    unsigned handles; /* open uv handles (exit poll, probe timer) */
+    unsigned refs;    /* clients naming it; freed when removed and all three are 0 */
     uint64_t created_ms;
     bool ready, removed;
     struct kago_stats stats; /* refreshed for /metrics and /ps */
@@ -80,12 +80,12 @@ struct upconn {
 };
 
 enum client_state {
-    C_HEAD,     /* reading a request head */
-    C_ROUTE,    /* head complete, choosing an instance */
-    C_HELD,     /* waiting for an instance to become ready */
-    C_CONNECT,  /* connecting upstream */
-    C_PROXY,    /* request and response being relayed */
-    C_TUNNEL,   /* after 101 Switching Protocols: raw bytes both ways */
+    C_HEAD,    /* reading a request head */
+    C_ROUTE,   /* head complete, choosing an instance */
+    C_HELD,    /* waiting for an instance to become ready */
+    C_CONNECT, /* connecting upstream */
+    C_PROXY,   /* request and response being relayed */
+    C_TUNNEL,  /* after 101 Switching Protocols: raw bytes both ways */
     C_CLOSING,
 };
 
@@ -150,7 +150,7 @@ void kago__client_accept(struct server *srv, uv_stream_t *listener);
 void kago__client_attach(struct client *c, struct pool_inst *pi); /* the pool chose pi */
 void kago__client_reject(struct client *c, int status);
 /* Upstream events for the client using up. */
-void kago__client_upstream_ready(struct client *c);          /* connected: send the request */
+void kago__client_upstream_ready(struct client *c);           /* connected: send the request */
 void kago__client_upstream_failed(struct client *c, int err); /* before any response byte */
 int kago__client_resp_head(struct client *c, struct http_msg *resp);
 int kago__client_resp_body(struct client *c, const char *at, size_t n);

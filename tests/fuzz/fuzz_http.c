@@ -18,7 +18,7 @@ static int on_done(struct http_msg *m)
 {
     return 0;
 }
-static const struct http_msg_cbs cbs = { on_head, on_body, on_done };
+static const struct http_msg_cbs cbs = {on_head, on_body, on_done};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -39,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (m.nhdr && m.parser.flags) {
         struct http_req_info info;
         if (kago__http_req_check(&m, 1 << 20, &info) == 0 && m.raw.len) {
-            struct sbuf out = { 0 };
+            struct sbuf out = {0};
             kago__http_upstream_head(&out, &m, &info, "127.0.0.1");
             sbuf_free(&out);
         }
