@@ -365,6 +365,14 @@ class Kago::AppSpec
     _bool_field("checkpoint_after_ready", Kago.__bool(v, "checkpoint_after_ready"))
   end
 
+  # checkpoint :after_ready — the CRIU tier: kago serve images the app's first ready instance and
+  # restores later starts from that image instead of booting the app.
+  def checkpoint(moment)
+    m = Kago.__str(moment, "checkpoint")
+    raise ArgumentError, "checkpoint: unknown moment :#{m} (only :after_ready)" unless m == "after_ready"
+    _bool_field("checkpoint_after_ready", true)
+  end
+
   # data "/srv/sites/blog", to: "/data" — a bind mount of the site's data into every instance.
   def data(src, to: nil, readonly: false)
     raise ArgumentError, "data: give the path inside the container with to: \"/data\"" if to.nil?

@@ -290,6 +290,7 @@ static void test_app(void)
              "  a.max_body '1M'; a.socket_activation true\n"
              "  a.data '/srv/sites/blog', to: '/data'\n"
              "  a.idle :freeze, for: '10m'\n"
+             "  a.checkpoint :after_ready\n"
              "end\n",
              NULL);
     ok(kf != NULL, "an app loads");
@@ -308,6 +309,7 @@ static void test_app(void)
        "counts and max_body");
     ok(a->socket_activation && a->spec.listen_port == 8080, "socket activation sets the spec's listen port");
     ok(a->idle_action == KAGO_IDLE_FREEZE && a->freeze_for_ms == 600000, "idle :freeze, for:");
+    ok(a->checkpoint_after_ready, "checkpoint :after_ready");
     ok(a->spec.nmounts == 1 && !strcmp(a->spec.mounts[0].src, "/srv/sites/blog") &&
            !strcmp(a->spec.mounts[0].dst, "/data"),
        "data becomes a bind mount");
