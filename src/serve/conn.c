@@ -201,12 +201,16 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         }
         return;
     }
-    if (c->state == C_HEAD && !c->req_begun) {
+    bool begun = c->state == C_HEAD && !c->req_begun;
+    if (begun) {
         c->req_begun = true;
         c->t_begin = kago__serve_now_us();
-        arm_timer(c);
     }
     client_parse(c);
+    /* The header timeout matters only while the head is incomplete: a head that arrived whole (the
+     * common case) moved on and armed its own timer, which saves a timer-heap update per request. */
+    if (begun && c->state == C_HEAD && !c->closed)
+        arm_timer(c);
 }
 
 /* Reads when there is room to put what arrives: while reading a head, while a request body goes
