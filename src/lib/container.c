@@ -68,9 +68,12 @@ int kago__read_child(int sync_fd, char *kind, struct kago_error **err)
 {
     char buf[4097];
     ssize_t n;
+    int resets = 0;
+    /* A child that failed before reading our "G" closed its end with it unread: the kernel then reports
+     * ECONNRESET once, ahead of the error message still queued for us. */
     do
         n = read(sync_fd, buf, sizeof buf - 1);
-    while (n < 0 && errno == EINTR);
+    while (n < 0 && (errno == EINTR || (errno == ECONNRESET && resets++ == 0)));
     if (n < 0)
         return kago_error_set(err, errno, "read from container init");
     buf[n] = '\0';
