@@ -58,20 +58,59 @@ static void refresh_stats(struct instance *inst)
         kago_error_free(err);
 }
 
-static void histogram(struct sbuf *b, const char *name, const char *app, const uint64_t *hist,
-                      const double *bounds_ms, double sum_ms)
+/* tier: NULL, or a value of a tier="" label after app="" */
+static void histogram_t(struct sbuf *b, const char *name, const char *app, const char *tier,
+                        const uint64_t *hist, const double *bounds_ms, double sum_ms)
 {
+    char lab[160];
+    if (tier)
+        snprintf(lab, sizeof(lab), "app=\"%s\",tier=\"%s\"", app, tier);
+    else
+        snprintf(lab, sizeof(lab), "app=\"%s\"", app);
     uint64_t cum = 0;
     for (int i = 0; i < POOL_HIST_BUCKETS; i++) {
         cum += hist[i];
         if (i == POOL_HIST_BUCKETS - 1)
-            printf_buf(b, "%s_bucket{app=\"%s\",le=\"+Inf\"} %llu\n", name, app, (unsigned long long)cum);
+            printf_buf(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, lab, (unsigned long long)cum);
         else
-            printf_buf(b, "%s_bucket{app=\"%s\",le=\"%g\"} %llu\n", name, app, bounds_ms[i] / 1000.0,
+            printf_buf(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, lab, bounds_ms[i] / 1000.0,
                        (unsigned long long)cum);
     }
-    printf_buf(b, "%s_sum{app=\"%s\"} %g\n", name, app, sum_ms / 1000.0);
-    printf_buf(b, "%s_count{app=\"%s\"} %llu\n", name, app, (unsigned long long)cum);
+    printf_buf(b, "%s_sum{%s} %g\n", name, lab, sum_ms / 1000.0);
+    printf_buf(b, "%s_count{%s} %llu\n", name, lab, (unsigned long long)cum);
+}
+
+static void histogram(struct sbuf *b, const char *name, const char *app, const uint64_t *hist,
+                      const double *bounds_ms, double sum_ms)
+{
+    histogram_t(b, name, app, NULL, hist, bounds_ms, sum_ms);
+}
+
+/* The CRIU tier: checkpoints and restores per app. */
+static void criu_metrics(struct server *srv, struct sbuf *b)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        {"kago_checkpoints_total", "Instances imaged with CRIU (checkpoint :after_ready).",
+         offsetof(struct pool, checkpoints)},
+        {"kago_checkpoint_failures_total", "Checkpoints that failed (the app stays on cold starts).",
+         offsetof(struct pool, checkpoint_failures)},
+        {"kago_restores_total", "Instances started by restoring the app's CRIU image.",
+         offsetof(struct pool, restores)},
+        {"kago_restore_failures_total", "Restores that failed (a cold start was made instead).",
+         offsetof(struct pool, restore_failures)},
+    };
+    for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
+        printf_buf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[k].name, counters[k].help,
+                   counters[k].name);
+        for (struct app_rt *a = srv->apps; a; a = a->next)
+            printf_buf(b, "%s{app=\"%s\"} %llu\n", counters[k].name, a->app.name,
+                       (unsigned long long)*(const uint64_t *)((const char *)&a->pool + counters[k].off));
+    }
+    printf_buf(b, "# TYPE kago_adopted_reaped_total counter\nkago_adopted_reaped_total %llu\n",
+               (unsigned long long)srv->reaped);
 }
 
 /* The freeze tier: counters per app, the thaw histogram, and the host-wide frozen memory. */
@@ -144,11 +183,16 @@ static void metrics(struct server *srv, struct sbuf *b)
     for (struct app_rt *a = srv->apps; a; a = a->next)
         printf_buf(b, "kago_cold_starts_total{app=\"%s\"} %llu\n", a->app.name,
                    (unsigned long long)a->pool.cold_starts);
-    printf_buf(b, "# HELP kago_cold_start_seconds Time from starting an instance to its readiness.\n"
+    printf_buf(b, "# HELP kago_cold_start_seconds Time from starting an instance to its readiness, by "
+                  "tier (cold: booted; restore: from the app's CRIU image).\n"
                   "# TYPE kago_cold_start_seconds histogram\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        histogram(b, "kago_cold_start_seconds", a->app.name, a->pool.cold_hist, kago__pool_hist_bounds_ms,
-                  a->pool.cold_sum_ms);
+    for (struct app_rt *a = srv->apps; a; a = a->next) {
+        histogram_t(b, "kago_cold_start_seconds", a->app.name, "cold", a->pool.cold_hist,
+                    kago__pool_hist_bounds_ms, a->pool.cold_sum_ms);
+        histogram_t(b, "kago_cold_start_seconds", a->app.name, "restore", a->pool.restore_hist,
+                    kago__pool_hist_bounds_ms, a->pool.restore_sum_ms);
+    }
+    criu_metrics(srv, b);
     freeze_metrics(srv, b);
     printf_buf(b, "# TYPE kago_start_failures_total counter\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
@@ -205,17 +249,20 @@ static void ps_json(struct server *srv, struct sbuf *b)
             if (h[1])
                 sbuf_add(b, ",", 1);
         }
-        printf_buf(b, "],\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"instances\":[",
-                   a->removed ? "true" : "false", a->pool.npending, (unsigned long long)a->m.inflight);
+        static const char *const ckpt[] = {"off", "wanted", "checkpointing", "ready", "failed"};
+        printf_buf(b, "],\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"image\":\"%s\",\"instances\":[",
+                   a->removed ? "true" : "false", a->pool.npending, (unsigned long long)a->m.inflight,
+                   ckpt[a->ckpt]);
         for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
             struct instance *inst = pi->data;
             refresh_stats(inst);
             sbuf_adds(b, "{\"name\":");
             json_str(b, inst->name);
             printf_buf(b,
-                       ",\"state\":\"%s\",\"pid\":%d,\"age_s\":%.1f,\"in_flight\":%u,\"served\":%llu,"
+                       ",\"state\":\"%s\",\"tier\":\"%s\",\"pid\":%d,\"age_s\":%.1f,\"in_flight\":%u,\"served\":%llu,"
                        "\"cpu_s\":%.3f,\"memory\":%lld",
-                       kago__pool_state_name(pi->state), inst->c ? (int)kago_container_pid(inst->c) : 0,
+                       kago__pool_state_name(pi->state), pi->tier == POOL_TIER_RESTORE ? "restore" : "cold",
+                       inst->c ? (int)kago_container_pid(inst->c) : 0,
                        (now - pi->created) / 1000.0, pi->inflight, (unsigned long long)pi->served,
                        inst->stats.cpu_usage_us / 1e6, (long long)inst->stats.memory_current);
             if (pi->state == POOL_FROZEN)

@@ -1,17 +1,27 @@
 /* kago serve — instances: the pool's actions carried out on real containers. An instance is a
  * container with its own network namespace holding only loopback; its exit is seen through its
- * pidfd on the event loop, and its traces are removed with kago_container_delete. */
+ * pidfd on the event loop, and its traces are removed with kago_container_delete.
+ *
+ * The CRIU tier (a.checkpoint :after_ready): the app's first ready cold instance is imaged with
+ * leave_running into <root>/images/<app>, in libuv's thread pool so the loop keeps serving; later
+ * starts restore that image, and fall back to a cold start when the restore fails. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <kago/checkpoint.h>
 
 #include "serve_int.h"
 #include "util.h"
 
 #define PROBE_MAX_MS 50
+/* Between closing the chosen instance's upstream sockets and imaging it: the app closes its ends
+ * (an established TCP socket cannot be dumped without --tcp-established, which kago does not use). */
+#define CKPT_SETTLE_MS 100
 
 struct pool_cfg kago__serve_pool_cfg(const struct kago_app *a)
 {
@@ -90,6 +100,28 @@ bool kago__instance_check_exit(struct instance *inst)
     return true;
 }
 
+/* A start of an app with an image restores it. Returns true when inst->c is the restored container;
+ * false (after saying why, once per failure) means: start it cold. */
+static bool try_restore(struct app_rt *a, struct instance *inst)
+{
+    if (a->ckpt != CK_READY || !a->app.checkpoint_after_ready)
+        return false;
+    struct kago_restore_opts ro = {.name = inst->name};
+    struct kago_error *err = NULL;
+    uint64_t t0 = kago__serve_now_us();
+    if (kago_container_restore(a->srv->opts.root, a->image_dir, &ro, &inst->c, &err) == 0) {
+        fprintf(stderr, "kago serve: app %s: restored %s from %s in %.1f ms\n", a->app.name, inst->name,
+                a->image_dir, (kago__serve_now_us() - t0) / 1000.0);
+        return true;
+    }
+    a->pool.restore_failures++;
+    fprintf(stderr, "kago serve: app %s: restore failed, cold start instead: %s\n", a->app.name,
+            err ? err->msg : "unknown error");
+    kago_error_free(err);
+    inst->c = NULL;
+    return false;
+}
+
 static void op_start(struct pool *p, struct pool_inst *pi)
 {
     struct app_rt *a = p->data;
@@ -108,12 +140,17 @@ static void op_start(struct pool *p, struct pool_inst *pi)
     spec.ns |= 1u << KAGO_NS_NET;
     spec.join_ns[KAGO_NS_NET] = NULL;
     spec.listen_port = a->app.socket_activation ? a->app.port : 0;
-    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    struct kago_spawn_opts opts = {.stdio = {devnull, -1, -1}};
     struct kago_error *err = NULL;
-    int r = kago_container_create(srv->opts.root, &spec, &opts, &inst->c, &err);
-    if (devnull >= 0)
-        close(devnull);
+    int r = try_restore(a, inst) ? 0 : -1;
+    if (r == 0) {
+        pi->tier = POOL_TIER_RESTORE;
+    } else {
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        struct kago_spawn_opts opts = {.stdio = {devnull, -1, -1}};
+        r = kago_container_create(srv->opts.root, &spec, &opts, &inst->c, &err);
+        if (devnull >= 0)
+            close(devnull);
+    }
     if (r == 0) {
         inst->netns_fd = kago_container_open_ns(inst->c, KAGO_NS_NET, &err);
         r = inst->netns_fd < 0 ? -1 : 0;
@@ -132,7 +169,7 @@ static void op_start(struct pool *p, struct pool_inst *pi)
     uv_timer_init(srv->loop, &inst->probe);
     inst->probe.data = inst;
     inst->handles = 2;
-    if (a->app.socket_activation) {
+    if (a->app.socket_activation && pi->tier == POOL_TIER_COLD) {
         /* The socket is listening inside the namespace already: connections wait in its backlog. */
         inst->ready = true;
         kago__pool_ready(p, pi, kago__serve_now_ms());
@@ -174,6 +211,19 @@ static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
     }
 }
 
+static void delete_container(struct instance *inst)
+{
+    if (!inst->c)
+        return;
+    struct kago_error *err = NULL;
+    if (kago_container_delete(inst->c, true, &err) < 0) {
+        fprintf(stderr, "kago serve: %s: %s\n", inst->name, err->msg);
+        kago_error_free(err);
+    }
+    kago_container_free(inst->c);
+    inst->c = NULL;
+}
+
 static void op_remove(struct pool *p, struct pool_inst *pi)
 {
     struct instance *inst = pi->data;
@@ -196,15 +246,10 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
         }
         kago__upconn_close(u);
     }
-    if (inst->c) {
-        struct kago_error *err = NULL;
-        if (kago_container_delete(inst->c, true, &err) < 0) {
-            fprintf(stderr, "kago serve: %s: %s\n", inst->name, err->msg);
-            kago_error_free(err);
-        }
-        kago_container_free(inst->c);
-        inst->c = NULL;
-    }
+    if (a->ckpt_inst == inst && !inst->ckpt_busy)
+        a->ckpt_inst = NULL; /* chosen, not begun: the next ready instance is imaged instead */
+    if (!inst->ckpt_busy) /* else the checkpoint's end deletes it */
+        delete_container(inst);
     if (inst->netns_fd >= 0)
         close(inst->netns_fd);
     inst->netns_fd = -1;
@@ -259,3 +304,120 @@ const struct pool_ops kago__serve_pool_ops = {
     .freeze = op_freeze,
     .thaw = op_thaw,
 };
+
+/* --- the CRIU tier ------------------------------------------------------------------------------- */
+
+struct ckpt_job {
+    uv_work_t req;
+    struct instance *inst;
+    struct kago_container *c;
+    char *dir;
+    int rc;
+    uint64_t us;
+    struct kago_error *err;
+};
+
+/* In a worker thread: the loop keeps serving the app's other instances meanwhile. */
+static void ckpt_work(uv_work_t *req)
+{
+    struct ckpt_job *j = req->data;
+    struct kago_checkpoint_opts o = {.leave_running = true};
+    uint64_t t0 = kago__serve_now_us();
+    j->rc = kago_container_checkpoint(j->c, j->dir, &o, &j->err);
+    j->us = kago__serve_now_us() - t0;
+}
+
+static void ckpt_done(uv_work_t *req, int status)
+{
+    struct ckpt_job *j = req->data;
+    struct instance *inst = j->inst;
+    struct app_rt *a = inst->app;
+    struct server *srv = a->srv;
+    srv->ckpt_jobs--;
+    inst->ckpt_busy = false;
+    a->ckpt_inst = NULL;
+    if (j->rc == 0 && status == 0) {
+        a->ckpt = CK_READY;
+        a->pool.checkpoints++;
+        fprintf(stderr, "kago serve: app %s: checkpointed %s into %s in %.1f ms: later starts restore it\n",
+                a->app.name, inst->name, j->dir, j->us / 1000.0);
+    } else {
+        a->ckpt = CK_FAILED;
+        a->pool.checkpoint_failures++;
+        fprintf(stderr, "kago serve: app %s: checkpoint failed, the app stays on cold starts: %s\n",
+                a->app.name, j->err ? j->err->msg : uv_strerror(status));
+    }
+    kago_error_free(j->err);
+    free(j->dir);
+    free(j);
+    if (inst->removed)
+        delete_container(inst); /* it exited (or was stopped) while being imaged */
+    else if (inst->pi)
+        kago__pool_set_busy(&a->pool, inst->pi, false, kago__serve_now_ms());
+    inst->refs--;
+    kago__instance_unref(inst);
+    kago__app_unref(a);
+    if (srv->reap_pending)
+        kago__server_reap(srv);
+    kago__server_maybe_exit(srv);
+}
+
+static void ckpt_begin(struct app_rt *a, struct instance *inst)
+{
+    struct server *srv = a->srv;
+    struct kago_error *err = NULL;
+    cleanup_free char *parent = xasprintf("%s/images", srv->opts.root);
+    if (kago__mkdir_p(parent, 0700, &err) < 0) {
+        a->ckpt = CK_FAILED;
+        a->pool.checkpoint_failures++;
+        fprintf(stderr, "kago serve: app %s: checkpoint failed, the app stays on cold starts: %s\n",
+                a->app.name, err->msg);
+        kago_error_free(err);
+        a->ckpt_inst = NULL;
+        kago__pool_set_busy(&a->pool, inst->pi, false, kago__serve_now_ms());
+        return;
+    }
+    struct ckpt_job *j = xcalloc(1, sizeof(*j));
+    j->inst = inst;
+    j->c = inst->c;
+    j->dir = xstrdup(a->image_dir);
+    j->req.data = j;
+    inst->ckpt_busy = true;
+    inst->refs++;
+    a->refs++;
+    a->ckpt = CK_BUSY;
+    srv->ckpt_jobs++;
+    uv_queue_work(srv->loop, &j->req, ckpt_work, ckpt_done);
+}
+
+/* Once a cold instance is ready and has nothing in flight, it is taken off routing (busy), its
+ * upstream sockets are closed, and CKPT_SETTLE_MS later it is imaged. */
+void kago__instance_checkpoint_tick(struct app_rt *a, uint64_t now)
+{
+    if (a->ckpt != CK_WANT || a->pool.stopping || a->removed || !a->app.checkpoint_after_ready)
+        return;
+    struct instance *inst = a->ckpt_inst;
+    if (!inst) {
+        for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
+            if (pi->state == POOL_READY && !pi->busy && pi->inflight == 0 && pi->tier == POOL_TIER_COLD) {
+                inst = pi->data;
+                break;
+            }
+        if (!inst || !inst->c)
+            return;
+        a->ckpt_inst = inst;
+        inst->ckpt_at = now + CKPT_SETTLE_MS;
+        kago__pool_set_busy(&a->pool, inst->pi, true, now);
+        op_drain(&a->pool, inst->pi);
+        return;
+    }
+    if (!inst->pi || inst->pi->state != POOL_READY) { /* stopped meanwhile: choose again */
+        if (inst->pi)
+            inst->pi->busy = false;
+        a->ckpt_inst = NULL;
+        return;
+    }
+    if (now < inst->ckpt_at || inst->conns)
+        return;
+    ckpt_begin(a, inst);
+}

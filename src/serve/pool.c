@@ -98,7 +98,7 @@ static struct pool_inst *pick(const struct pool *p)
 {
     struct pool_inst *best = NULL;
     for (struct pool_inst *i = p->insts; i; i = i->next)
-        if (i->state == POOL_READY && (!best || i->inflight < best->inflight))
+        if (i->state == POOL_READY && !i->busy && (!best || i->inflight < best->inflight))
             best = i;
     return best;
 }
@@ -294,9 +294,15 @@ void kago__pool_ready(struct pool *p, struct pool_inst *i, uint64_t now)
     i->ready_at = i->last_active = now;
     p->retry_at = 0;
     double ms = (double)(now - i->created);
-    p->cold_starts++;
-    p->cold_sum_ms += ms;
-    hist_add(p->cold_hist, kago__pool_hist_bounds_ms, ms);
+    if (i->tier == POOL_TIER_RESTORE) {
+        p->restores++;
+        p->restore_sum_ms += ms;
+        hist_add(p->restore_hist, kago__pool_hist_bounds_ms, ms);
+    } else {
+        p->cold_starts++;
+        p->cold_sum_ms += ms;
+        hist_add(p->cold_hist, kago__pool_hist_bounds_ms, ms);
+    }
     dispatch_waiters(p, now);
     maybe_scale(p, now);
 }
@@ -349,6 +355,8 @@ void kago__pool_tick(struct pool *p, uint64_t now)
             }
             break;
         case POOL_READY:
+            if (i->busy)
+                break;
             if (p->cfg.lifetime_ms && now - i->created >= p->cfg.lifetime_ms) {
                 active--;
                 drain(p, i, now);
@@ -388,6 +396,16 @@ void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now)
 {
     if (i->state == POOL_READY) {
         drain(p, i, now);
+        maybe_scale(p, now);
+    }
+}
+
+void kago__pool_set_busy(struct pool *p, struct pool_inst *i, bool busy, uint64_t now)
+{
+    i->busy = busy;
+    if (!busy && i->state == POOL_READY) {
+        i->last_active = now; /* its idle time starts now, not before the checkpoint */
+        dispatch_waiters(p, now);
         maybe_scale(p, now);
     }
 }

@@ -12,6 +12,9 @@
 /* FROZEN: idle, its cgroup frozen (idle :freeze); a request thaws it back to READY without a start. */
 enum pool_state { POOL_STARTING, POOL_READY, POOL_DRAINING, POOL_STOPPING, POOL_FROZEN, POOL_NSTATES };
 
+/* How an instance was started: booted from its spec, or restored from the app's CRIU image. */
+enum pool_tier { POOL_TIER_COLD, POOL_TIER_RESTORE, POOL_NTIERS };
+
 struct pool_cfg {
     uint64_t lifetime_ms, idle_ms, start_timeout_ms, stop_grace_ms;
     unsigned min, max, concurrency, max_pending;
@@ -28,6 +31,8 @@ struct pool_inst {
     uint64_t served;
     bool killed; /* SIGKILL sent */
     bool failed; /* never became ready: counted as a start failure */
+    bool busy;   /* being checkpointed: READY, but routed nothing and never stopped for idleness */
+    enum pool_tier tier;
     void *data;  /* the caller's instance */
 };
 
@@ -79,6 +84,10 @@ struct pool {
     uint64_t freezes, thaws, thaw_failures, frozen_expired, budget_stops;
     uint64_t thaw_hist[POOL_HIST_BUCKETS]; /* thaws that served a request, by duration */
     double thaw_sum_ms;
+    /* the CRIU tier: the pool counts restores (by tier at pool_ready); the caller counts the rest */
+    uint64_t restores, restore_failures, checkpoints, checkpoint_failures;
+    uint64_t restore_hist[POOL_HIST_BUCKETS]; /* restore → ready, as cold_hist is for cold starts */
+    double restore_sum_ms;
 };
 
 void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct pool_ops *ops, void *data);
@@ -102,6 +111,9 @@ void kago__pool_exited(struct pool *p, struct pool_inst *i, uint64_t now);
 void kago__pool_tick(struct pool *p, uint64_t now);
 /* i stopped working (its listener refuses connections): route nothing more to it, drain it. */
 void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now);
+/* i is being checkpointed (busy) or no longer: a busy instance takes no requests (they wait for it
+ * rather than start another instance) and is not stopped for idleness. */
+void kago__pool_set_busy(struct pool *p, struct pool_inst *i, bool busy, uint64_t now);
 /* Drain everything and start nothing more (shutdown, app removed); held requests get 503. */
 void kago__pool_stop(struct pool *p, uint64_t now);
 /* Changes the policy (reload). */

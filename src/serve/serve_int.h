@@ -30,6 +30,17 @@ struct app_metrics {
     uint64_t inflight;
 };
 
+/* The CRIU tier of one app (a.checkpoint :after_ready). */
+enum ckpt_state {
+    CK_OFF,    /* not asked for, or CRIU is unusable here: cold starts */
+    CK_WANT,   /* the next ready cold instance is imaged */
+    CK_BUSY,   /* being imaged (in the thread pool) */
+    CK_READY,  /* image_dir holds the image: starts restore it */
+    CK_FAILED, /* the checkpoint failed: cold starts */
+};
+
+struct instance;
+
 struct app_rt {
     struct app_rt *next;
     struct server *srv;
@@ -39,6 +50,9 @@ struct app_rt {
     uint64_t seq;  /* instance name counter */
     bool removed;  /* dropped by a reload: draining until its last instance is gone */
     unsigned refs; /* clients holding it */
+    enum ckpt_state ckpt;
+    char *image_dir;            /* <root>/images/<app> */
+    struct instance *ckpt_inst; /* chosen for the checkpoint (its upstream sockets closing), or in it */
 };
 
 struct upconn;
@@ -59,6 +73,8 @@ struct instance {
     unsigned refs;    /* clients naming it; freed when removed and all three are 0 */
     uint64_t created_ms;
     bool ready, removed;
+    bool ckpt_busy;      /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
+    uint64_t ckpt_at;    /* the checkpoint may begin then (its closed upstream sockets have settled) */
     struct kago_stats stats; /* refreshed for /metrics and /ps */
 };
 
@@ -125,7 +141,7 @@ struct server {
     struct kago_serve_opts opts;
     struct listener main, admin;
     uv_timer_t tick;
-    uv_signal_t sigterm, sigint, sighup;
+    uv_signal_t sigterm, sigint, sighup, sigchld;
     struct router *router;
     struct app_rt *apps;
     struct client *clients;
@@ -135,6 +151,11 @@ struct server {
     bool stopping;
     uint64_t started_ms;
     uint64_t total_instances;
+    /* the CRIU tier: kago_checkpoint_supported asked once, when an app first wants it */
+    bool criu_checked, criu_ok;
+    unsigned ckpt_jobs; /* checkpoints running in the thread pool: no reaping meanwhile */
+    bool reap_pending;
+    uint64_t reaped; /* adopted processes (not instances) reaped as a child subreaper */
     struct kago_error *fatal;
 };
 
@@ -176,10 +197,15 @@ struct pool_cfg kago__serve_pool_cfg(const struct kago_app *a);
 void kago__instance_probe_result(struct instance *inst, int status);
 void kago__instance_unref(struct instance *inst);
 bool kago__instance_check_exit(struct instance *inst);
+/* The CRIU tier, from the tick: picks the instance to image, then images it off the loop. */
+void kago__instance_checkpoint_tick(struct app_rt *a, uint64_t now);
 
 /* server.c */
 void kago__app_unref(struct app_rt *a);
 void kago__server_maybe_exit(struct server *srv);
+/* Reaps zombie children that are not instances (adopted after restores); deferred while a
+ * checkpoint runs, since its criu child is waited for by the worker thread. */
+void kago__server_reap(struct server *srv);
 
 /* admin.c */
 void kago__admin_accept(struct server *srv, uv_stream_t *listener);

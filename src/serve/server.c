@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <kago/checkpoint.h>
 
 #include "kagofile.h"
 #include "serve_int.h"
@@ -158,6 +161,7 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
             a = xcalloc(1, sizeof(*a));
             a->srv = srv;
             a->app = l->v[i];
+            a->image_dir = xasprintf("%s/images/%s", srv->opts.root, a->app.name);
             struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
             kago__pool_init(&a->pool, &cfg, &kago__serve_pool_ops, a);
             a->next = srv->apps;
@@ -185,6 +189,103 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
     return 0;
 }
 
+static bool is_instance_pid(struct server *srv, pid_t pid)
+{
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
+            struct instance *inst = pi->data;
+            if (inst->c && kago_container_pid(inst->c) == pid)
+                return true;
+        }
+    return false;
+}
+
+static bool is_zombie(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = 0;
+    const char *rp = strrchr(buf, ')'); /* comm may hold spaces and parentheses */
+    return rp && rp[1] == ' ' && rp[2] == 'Z';
+}
+
+/* A restore made kago a child subreaper: whatever is orphaned below it becomes its child. Only
+ * zombies that are not instances are reaped (an instance's status belongs to its container, which
+ * reaps it at delete), found through /proc/self/task/x/children rather than waitpid(-1). */
+void kago__server_reap(struct server *srv)
+{
+    if (srv->ckpt_jobs) {
+        srv->reap_pending = true;
+        return;
+    }
+    srv->reap_pending = false;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[300];
+        snprintf(path, sizeof(path), "/proc/self/task/%s/children", de->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        int pid;
+        while (fscanf(f, "%d", &pid) == 1)
+            if (!is_instance_pid(srv, pid) && is_zombie(pid) && waitpid(pid, NULL, WNOHANG) == pid)
+                srv->reaped++;
+        fclose(f);
+    }
+    closedir(d);
+}
+
+static void on_sigchld(uv_signal_t *h, int sig)
+{
+    kago__server_reap(h->data);
+}
+
+/* The CRIU tier: asks kago_checkpoint_supported once (it runs `criu check`, about a second), when an
+ * app first wants a checkpoint, and says once why CRIU is off. */
+static void setup_checkpoints(struct server *srv)
+{
+    bool want = false;
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        want |= !a->removed && a->app.checkpoint_after_ready;
+    if (!want)
+        return;
+    if (!srv->criu_checked) {
+        struct kago_error *err = NULL;
+        srv->criu_checked = true;
+        srv->criu_ok = kago_checkpoint_supported(&err) == 0;
+        if (srv->criu_ok)
+            fprintf(stderr, "kago serve: CRIU works here: apps with checkpoint :after_ready restore from "
+                            "images in %s/images\n", srv->opts.root);
+        else
+            fprintf(stderr, "kago serve: CRIU is unusable here, apps with checkpoint :after_ready use cold "
+                            "starts: %s\n", err ? err->msg : "unknown reason");
+        kago_error_free(err);
+        if (srv->criu_ok) {
+            uv_signal_start(&srv->sigchld, on_sigchld, SIGCHLD);
+            uv_unref((uv_handle_t *)&srv->sigchld);
+        }
+    }
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        if (srv->criu_ok && a->app.checkpoint_after_ready && a->ckpt == CK_OFF) {
+            /* an image left by a serve that died: it may not match the spec any more */
+            if (kago__rm_rf(a->image_dir) == 0)
+                fprintf(stderr, "kago serve: app %s: removed a stale image %s\n", a->app.name, a->image_dir);
+            a->ckpt = CK_WANT;
+        }
+}
+
 static int load_config(struct server *srv, struct kago_error **err)
 {
     struct app_list l = {0};
@@ -192,11 +293,28 @@ static int load_config(struct server *srv, struct kago_error **err)
         return -1;
     int r = apply_apps(srv, &l, err);
     app_list_free(&l);
+    if (r == 0)
+        setup_checkpoints(srv);
     return r;
+}
+
+/* The image outlives the app's last instance only: restored instances use it as a layer. */
+static void remove_image(struct server *srv, struct app_rt *a)
+{
+    if (a->image_dir && access(a->image_dir, F_OK) == 0) {
+        if (kago__rm_rf(a->image_dir) < 0)
+            fprintf(stderr, "kago serve: app %s: remove %s: %s\n", a->app.name, a->image_dir, strerror(errno));
+        else
+            fprintf(stderr, "kago serve: app %s: removed its image %s\n", a->app.name, a->image_dir);
+    }
+    cleanup_free char *parent = xasprintf("%s/images", srv->opts.root);
+    rmdir(parent); /* when the last app's image is gone */
 }
 
 static void free_app(struct app_rt *a)
 {
+    remove_image(a->srv, a);
+    free(a->image_dir);
     kago__pool_free(&a->pool);
     kago_app_free(&a->app);
     free(a);
@@ -226,6 +344,8 @@ static void reap_apps(struct server *srv)
 
 static bool all_gone(struct server *srv)
 {
+    if (srv->ckpt_jobs)
+        return false;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         if (!kago__pool_empty(&a->pool))
             return false;
@@ -261,8 +381,10 @@ static void on_tick(uv_timer_t *t)
 {
     struct server *srv = t->data;
     uint64_t now = kago__serve_now_ms();
-    for (struct app_rt *a = srv->apps; a; a = a->next)
+    for (struct app_rt *a = srv->apps; a; a = a->next) {
         kago__pool_tick(&a->pool, now);
+        kago__instance_checkpoint_tick(a, now);
+    }
     enforce_frozen_budget(srv, now);
     reap_apps(srv);
     kago__server_maybe_exit(srv);
@@ -386,6 +508,8 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     uv_loop_init(&loop);
     srv->loop = &loop;
     srv->started_ms = kago__serve_now_ms();
+    uv_signal_init(&loop, &srv->sigchld); /* started once a restore may happen */
+    srv->sigchld.data = srv;
     int ret = -1;
     if (!strcmp(o->access_log, "-"))
         srv->access_log = stdout;
