@@ -259,12 +259,13 @@ static void ps_json(struct server *srv, struct sbuf *b)
             sbuf_adds(b, "{\"name\":");
             json_str(b, inst->name);
             printf_buf(b,
-                       ",\"state\":\"%s\",\"tier\":\"%s\",\"pid\":%d,\"age_s\":%.1f,\"in_flight\":%u,\"served\":%llu,"
+                       ",\"state\":\"%s\",\"tier\":\"%s\",\"pid\":%d,\"age_s\":%.1f,\"in_flight\":%u,"
+                       "\"served\":%llu,"
                        "\"cpu_s\":%.3f,\"memory\":%lld",
                        kago__pool_state_name(pi->state), pi->tier == POOL_TIER_RESTORE ? "restore" : "cold",
-                       inst->c ? (int)kago_container_pid(inst->c) : 0,
-                       (now - pi->created) / 1000.0, pi->inflight, (unsigned long long)pi->served,
-                       inst->stats.cpu_usage_us / 1e6, (long long)inst->stats.memory_current);
+                       inst->c ? (int)kago_container_pid(inst->c) : 0, (now - pi->created) / 1000.0,
+                       pi->inflight, (unsigned long long)pi->served, inst->stats.cpu_usage_us / 1e6,
+                       (long long)inst->stats.memory_current);
             if (pi->state == POOL_FROZEN)
                 printf_buf(b, ",\"frozen_s\":%.1f,\"frozen_memory\":%llu", (now - pi->frozen_at) / 1000.0,
                            (unsigned long long)pi->frozen_bytes);

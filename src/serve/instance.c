@@ -248,7 +248,7 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     }
     if (a->ckpt_inst == inst && !inst->ckpt_busy)
         a->ckpt_inst = NULL; /* chosen, not begun: the next ready instance is imaged instead */
-    if (!inst->ckpt_busy) /* else the checkpoint's end deletes it */
+    if (!inst->ckpt_busy)    /* else the checkpoint's end deletes it */
         delete_container(inst);
     if (inst->netns_fd >= 0)
         close(inst->netns_fd);

@@ -33,7 +33,7 @@ struct pool_inst {
     bool failed; /* never became ready: counted as a start failure */
     bool busy;   /* being checkpointed: READY, but routed nothing and never stopped for idleness */
     enum pool_tier tier;
-    void *data;  /* the caller's instance */
+    void *data; /* the caller's instance */
 };
 
 /* A held request. The caller embeds it; the pool links it while it waits. */

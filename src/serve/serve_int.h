@@ -73,8 +73,8 @@ struct instance {
     unsigned refs;    /* clients naming it; freed when removed and all three are 0 */
     uint64_t created_ms;
     bool ready, removed;
-    bool ckpt_busy;      /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
-    uint64_t ckpt_at;    /* the checkpoint may begin then (its closed upstream sockets have settled) */
+    bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
+    uint64_t ckpt_at;        /* the checkpoint may begin then (its closed upstream sockets have settled) */
     struct kago_stats stats; /* refreshed for /metrics and /ps */
 };
 

@@ -266,11 +266,15 @@ static void setup_checkpoints(struct server *srv)
         srv->criu_checked = true;
         srv->criu_ok = kago_checkpoint_supported(&err) == 0;
         if (srv->criu_ok)
-            fprintf(stderr, "kago serve: CRIU works here: apps with checkpoint :after_ready restore from "
-                            "images in %s/images\n", srv->opts.root);
+            fprintf(stderr,
+                    "kago serve: CRIU works here: apps with checkpoint :after_ready restore from "
+                    "images in %s/images\n",
+                    srv->opts.root);
         else
-            fprintf(stderr, "kago serve: CRIU is unusable here, apps with checkpoint :after_ready use cold "
-                            "starts: %s\n", err ? err->msg : "unknown reason");
+            fprintf(stderr,
+                    "kago serve: CRIU is unusable here, apps with checkpoint :after_ready use cold "
+                    "starts: %s\n",
+                    err ? err->msg : "unknown reason");
         kago_error_free(err);
         if (srv->criu_ok) {
             uv_signal_start(&srv->sigchld, on_sigchld, SIGCHLD);
@@ -280,7 +284,7 @@ static void setup_checkpoints(struct server *srv)
     for (struct app_rt *a = srv->apps; a; a = a->next)
         if (srv->criu_ok && a->app.checkpoint_after_ready && a->ckpt == CK_OFF) {
             /* an image left by a serve that died: it may not match the spec any more */
-            if (kago__rm_rf(a->image_dir) == 0)
+            if (access(a->image_dir, F_OK) == 0 && kago__rm_rf(a->image_dir) == 0)
                 fprintf(stderr, "kago serve: app %s: removed a stale image %s\n", a->app.name, a->image_dir);
             a->ckpt = CK_WANT;
         }
@@ -303,7 +307,8 @@ static void remove_image(struct server *srv, struct app_rt *a)
 {
     if (a->image_dir && access(a->image_dir, F_OK) == 0) {
         if (kago__rm_rf(a->image_dir) < 0)
-            fprintf(stderr, "kago serve: app %s: remove %s: %s\n", a->app.name, a->image_dir, strerror(errno));
+            fprintf(stderr, "kago serve: app %s: remove %s: %s\n", a->app.name, a->image_dir,
+                    strerror(errno));
         else
             fprintf(stderr, "kago serve: app %s: removed its image %s\n", a->app.name, a->image_dir);
     }
