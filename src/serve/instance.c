@@ -147,6 +147,14 @@ static void op_start(struct pool *p, struct pool_inst *pi)
     } else {
         int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
         struct kago_spawn_opts opts = {.stdio = {devnull, -1, -1}};
+        /* An instance that may be imaged: CRIU cannot dump an fd of a host file outside the container
+         * (serve's log), /dev/null it can; and its init must not carry serve's parent-death signal, which
+         * CRIU restores and which fires as soon as criu, the restored tree's first parent, exits. Detached,
+         * a shim is its parent (reaped by kago__server_reap once it exits). */
+        if (a->app.checkpoint_after_ready && srv->criu_ok) {
+            opts.stdio[1] = opts.stdio[2] = devnull;
+            opts.detach = true;
+        }
         r = kago_container_create(srv->opts.root, &spec, &opts, &inst->c, &err);
         if (devnull >= 0)
             close(devnull);
