@@ -349,13 +349,30 @@ static void redispatch(struct client *c)
     client_dispatch(c);
 }
 
+/* A connection reset before any response byte means the app had not read the whole request: it was
+ * still in the backlog of a listener that went away (an instance being killed), or it reached a
+ * keep-alive connection the app had just closed. A request without a body and with an idempotent
+ * method may then be sent again (RFC 9110 9.2.2); a reset fresh connection also means the instance is
+ * going away, so it takes no more requests. */
+static bool resend_safe(const struct client *c, int err)
+{
+    if (err != UV_ECONNRESET && err != UV_EPIPE)
+        return false;
+    if (c->body_in || c->info.content_length || c->info.chunked || c->info.upgrade)
+        return false;
+    uint8_t m = c->req.parser.method;
+    return m == HTTP_GET || m == HTTP_HEAD || m == HTTP_OPTIONS;
+}
+
 /* The upstream connection failed before any response byte. A request that never reached the
  * instance (connect failed, the instance was gone) is tried again, elsewhere if the instance died;
- * one that was sent gets 502: kago cannot know what the app did with it. */
+ * one that was sent gets 502 (kago cannot know what the app did with it) unless resend_safe. */
 void kago__client_upstream_failed(struct client *c, int err)
 {
     struct upconn *u = c->up;
-    bool sent = u && (u->out.written > 0 || c->body_in > 0);
+    bool resend = u && resend_safe(c, err);
+    bool sent = u && (u->out.written > 0 || c->body_in > 0) && !resend;
+    bool fresh_reset = resend && !u->reused;
     if (u) {
         u->client = NULL;
         kago__upconn_close(u);
@@ -364,7 +381,7 @@ void kago__client_upstream_failed(struct client *c, int err)
     if (c->app)
         c->app->m.upstream_errors++;
     if (!sent && c->retries < 3 && c->state != C_CLOSING && !c->resp_started) {
-        if (err == UV_ECONNREFUSED && c->pi && c->inst && c->inst->pi == c->pi)
+        if ((err == UV_ECONNREFUSED || fresh_reset) && c->pi && c->inst && c->inst->pi == c->pi)
             kago__pool_retire(&c->app->pool, c->pi, kago__serve_now_ms());
         redispatch(c);
         return;

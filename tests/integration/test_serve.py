@@ -1,5 +1,6 @@
 """kago serve end to end: a real server on loopback, real containers reached through their own
 network namespaces, real HTTP. Needs root, the busybox rootfs and build/kago."""
+import glob
 import os
 import signal
 import socket
@@ -46,6 +47,18 @@ def wait_for(cond, timeout, step=0.05):
             return v
         time.sleep(step)
     return cond()
+
+
+def cgi_sleeping(instance):
+    """The CGI's `sleep` runs in the instance: the app read the request and is working on it (a request
+    the app never read may be sent again after a reset, see test_request_right_after_a_kill_is_not_lost)."""
+    for d in glob.glob("/proc/[0-9]*"):
+        try:
+            if f"/{instance}\n" in open(d + "/cgroup").read() and open(d + "/cmdline").read().startswith("sleep\0"):
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def test_first_request_cold_starts(srv):
@@ -157,6 +170,7 @@ def test_kill_mid_request_gives_502_then_recovers(srv):
     t.start()
     busy = wait_for(lambda: [i for i in srv.instances("cgi", ("ready",)) if i["in_flight"] > 0], 3)
     assert busy
+    assert wait_for(lambda: all(cgi_sleeping(i["name"]) for i in busy), 3), "the app is working on the request"
     for i in busy:
         os.kill(i["pid"], signal.SIGKILL)
     t.join(10)
@@ -302,6 +316,29 @@ def test_cold_start_connection_closes():
             pytest.fail("no EOF 5 s after kago closed the idle connection")
         finally:
             c.close()
+    finally:
+        assert s.stop() == 0
+        assert s.leftovers() == []
+
+
+def test_request_right_after_a_kill_is_not_lost():
+    """The request after an instance was killed may reach it while it is going away (its listener still
+    completes handshakes, then resets them unread): a GET is sent again, never answered 502."""
+    s = Server(app("cgi", ["cgi.test"], CGI, max_instances=3, concurrency=1, stop_grace="1s"))
+    try:
+        for _ in range(8):
+            assert request(s.port, "cgi.test", "/cgi-bin/sleep?0")[0] == 200
+            out = {}
+            t = threading.Thread(target=lambda: out.setdefault("r", request(s.port, "cgi.test", "/cgi-bin/sleep?5")))
+            t.start()
+            busy = wait_for(lambda: [i for i in s.instances("cgi", ("ready",)) if i["in_flight"] > 0], 3)
+            assert busy
+            assert wait_for(lambda: all(cgi_sleeping(i["name"]) for i in busy), 3)
+            for i in busy:
+                os.kill(i["pid"], signal.SIGKILL)
+            t.join(10)
+            assert out["r"][0] == 502, "the request the app was working on gets 502"
+            assert request(s.port, "cgi.test", "/cgi-bin/sleep?0")[0] == 200
     finally:
         assert s.stop() == 0
         assert s.leftovers() == []
