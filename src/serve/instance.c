@@ -100,74 +100,24 @@ bool kago__instance_check_exit(struct instance *inst)
     return true;
 }
 
-/* A start of an app with an image restores it. Returns true when inst->c is the restored container;
- * false (after saying why, once per failure) means: start it cold. */
-static bool try_restore(struct app_rt *a, struct instance *inst)
+static void delete_container(struct instance *inst);
+
+static void start_failed(struct app_rt *a, struct instance *inst, struct kago_error *err)
 {
-    if (a->ckpt != CK_READY || !a->app.checkpoint_after_ready)
-        return false;
-    struct kago_restore_opts ro = {.name = inst->name};
-    struct kago_error *err = NULL;
-    uint64_t t0 = kago__serve_now_us();
-    if (kago_container_restore(a->srv->opts.root, a->image_dir, &ro, &inst->c, &err) == 0) {
-        fprintf(stderr, "kago serve: app %s: restored %s from %s in %.1f ms\n", a->app.name, inst->name,
-                a->image_dir, (kago__serve_now_us() - t0) / 1000.0);
-        return true;
-    }
-    a->pool.restore_failures++;
-    fprintf(stderr, "kago serve: app %s: restore failed, cold start instead: %s\n", a->app.name,
-            err ? err->msg : "unknown error");
+    fprintf(stderr, "kago serve: app %s: start %s: %s\n", a->app.name, inst->name, err ? err->msg : "failed");
     kago_error_free(err);
-    inst->c = NULL;
-    return false;
+    kago__pool_exited(&a->pool, inst->pi, kago__serve_now_ms()); /* removes (and frees) inst */
 }
 
-static void op_start(struct pool *p, struct pool_inst *pi)
+/* inst->c runs: watch its exit through its pidfd and probe its readiness. */
+static void start_finish(struct app_rt *a, struct instance *inst)
 {
-    struct app_rt *a = p->data;
     struct server *srv = a->srv;
-    struct instance *inst = xcalloc(1, sizeof(*inst));
-    inst->app = a;
-    inst->pi = pi;
-    inst->netns_fd = -1;
-    inst->created_ms = kago__serve_now_ms();
-    pi->data = inst;
-    snprintf(inst->name, sizeof(inst->name), "%s-%x-%llu", a->app.spec.name ? a->app.spec.name : a->app.name,
-             (unsigned)getpid(), (unsigned long long)++a->seq);
-
-    struct kago_spec spec = a->app.spec; /* shallow: create copies what it keeps */
-    spec.name = inst->name;
-    spec.ns |= 1u << KAGO_NS_NET;
-    spec.join_ns[KAGO_NS_NET] = NULL;
-    spec.listen_port = a->app.socket_activation ? a->app.port : 0;
+    struct pool_inst *pi = inst->pi;
     struct kago_error *err = NULL;
-    int r = try_restore(a, inst) ? 0 : -1;
-    if (r == 0) {
-        pi->tier = POOL_TIER_RESTORE;
-    } else {
-        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        struct kago_spawn_opts opts = {.stdio = {devnull, -1, -1}};
-        /* An instance that may be imaged: CRIU cannot dump an fd of a host file outside the container
-         * (serve's log), /dev/null it can; and its init must not carry serve's parent-death signal, which
-         * CRIU restores and which fires as soon as criu, the restored tree's first parent, exits. Detached,
-         * a shim is its parent (reaped by kago__server_reap once it exits). */
-        if (a->app.checkpoint_after_ready && srv->criu_ok) {
-            opts.stdio[1] = opts.stdio[2] = devnull;
-            opts.detach = true;
-        }
-        r = kago_container_create(srv->opts.root, &spec, &opts, &inst->c, &err);
-        if (devnull >= 0)
-            close(devnull);
-    }
-    if (r == 0) {
-        inst->netns_fd = kago_container_open_ns(inst->c, KAGO_NS_NET, &err);
-        r = inst->netns_fd < 0 ? -1 : 0;
-    }
-    if (r < 0) {
-        fprintf(stderr, "kago serve: app %s: start %s: %s\n", a->app.name, inst->name,
-                err ? err->msg : "failed");
-        kago_error_free(err);
-        kago__pool_exited(p, pi, kago__serve_now_ms()); /* removes (and frees) inst */
+    inst->netns_fd = kago_container_open_ns(inst->c, KAGO_NS_NET, &err);
+    if (inst->netns_fd < 0) {
+        start_failed(a, inst, err);
         return;
     }
     srv->total_instances++;
@@ -180,11 +130,132 @@ static void op_start(struct pool *p, struct pool_inst *pi)
     if (a->app.socket_activation && pi->tier == POOL_TIER_COLD) {
         /* The socket is listening inside the namespace already: connections wait in its backlog. */
         inst->ready = true;
-        kago__pool_ready(p, pi, kago__serve_now_ms());
+        kago__pool_ready(&a->pool, pi, kago__serve_now_ms());
     } else {
         inst->probe_ms = 1;
         kago__upconn_open(inst, NULL);
     }
+}
+
+static void start_cold(struct app_rt *a, struct instance *inst)
+{
+    struct server *srv = a->srv;
+    inst->pi->tier = POOL_TIER_COLD;
+    struct kago_spec spec = a->app.spec; /* shallow: create copies what it keeps */
+    spec.name = inst->name;
+    spec.ns |= 1u << KAGO_NS_NET;
+    spec.join_ns[KAGO_NS_NET] = NULL;
+    spec.listen_port = a->app.socket_activation ? a->app.port : 0;
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    struct kago_spawn_opts opts = {.stdio = {devnull, -1, -1}};
+    /* An instance that may be imaged: CRIU cannot dump an fd of a host file outside the container
+     * (serve's log), /dev/null it can; and its init must not carry serve's parent-death signal, which
+     * CRIU restores and which fires as soon as criu, the restored tree's first parent, exits. Detached,
+     * a shim is its parent (reaped by kago__server_reap once it exits). */
+    if (a->app.checkpoint_after_ready && srv->criu_ok) {
+        opts.stdio[1] = opts.stdio[2] = devnull;
+        opts.detach = true;
+    }
+    struct kago_error *err = NULL;
+    int r = kago_container_create(srv->opts.root, &spec, &opts, &inst->c, &err);
+    if (devnull >= 0)
+        close(devnull);
+    if (r < 0)
+        start_failed(a, inst, err);
+    else
+        start_finish(a, inst);
+}
+
+/* A restore runs criu (a second or more under emulation) in the thread pool, so the loop keeps serving
+ * the other apps; the instance stays STARTING meanwhile. */
+struct restore_job {
+    uv_work_t req;
+    struct instance *inst;
+    const char *root;
+    char *dir;
+    struct kago_container *c;
+    struct kago_error *err;
+    uint64_t us;
+};
+
+static void restore_work(uv_work_t *req)
+{
+    struct restore_job *j = req->data;
+    struct kago_restore_opts ro = {.name = j->inst->name};
+    uint64_t t0 = kago__serve_now_us();
+    if (kago_container_restore(j->root, j->dir, &ro, &j->c, &j->err) < 0)
+        j->c = NULL;
+    j->us = kago__serve_now_us() - t0;
+}
+
+static void restore_done(uv_work_t *req, int status)
+{
+    struct restore_job *j = req->data;
+    struct instance *inst = j->inst;
+    struct app_rt *a = inst->app;
+    struct server *srv = a->srv;
+    srv->ckpt_jobs--;
+    inst->restoring = false;
+    inst->c = j->c;
+    if (inst->c) {
+        fprintf(stderr, "kago serve: app %s: restored %s from %s in %.1f ms\n", a->app.name, inst->name,
+                j->dir, j->us / 1000.0);
+    } else {
+        a->pool.restore_failures++;
+        fprintf(stderr, "kago serve: app %s: restore failed, cold start instead: %s\n", a->app.name,
+                j->err ? j->err->msg : uv_strerror(status));
+    }
+    kago_error_free(j->err);
+    free(j->dir);
+    free(j);
+    if (!inst->pi)
+        delete_container(inst); /* removed meanwhile (shutdown) */
+    else if (inst->kill_pending)
+        kago__pool_exited(&a->pool, inst->pi, kago__serve_now_ms()); /* stopped or timed out meanwhile */
+    else if (inst->c)
+        start_finish(a, inst);
+    else
+        start_cold(a, inst); /* the held request is served all the same */
+    inst->refs--;
+    kago__instance_unref(inst);
+    kago__app_unref(a);
+    if (srv->reap_pending)
+        kago__server_reap(srv);
+    kago__server_maybe_exit(srv);
+}
+
+/* A start of an app with an image restores it (or falls back to a cold start). */
+static bool start_restore(struct app_rt *a, struct instance *inst)
+{
+    if (a->ckpt != CK_READY || !a->app.checkpoint_after_ready)
+        return false;
+    struct restore_job *j = xcalloc(1, sizeof(*j));
+    j->inst = inst;
+    j->root = a->srv->opts.root;
+    j->dir = xstrdup(a->image_dir);
+    j->req.data = j;
+    inst->pi->tier = POOL_TIER_RESTORE;
+    inst->restoring = true;
+    inst->refs++;
+    a->refs++;
+    a->srv->ckpt_jobs++;
+    uv_queue_work(a->srv->loop, &j->req, restore_work, restore_done);
+    return true;
+}
+
+static void op_start(struct pool *p, struct pool_inst *pi)
+{
+    struct app_rt *a = p->data;
+    struct instance *inst = xcalloc(1, sizeof(*inst));
+    inst->app = a;
+    inst->pi = pi;
+    inst->netns_fd = -1;
+    inst->created_ms = kago__serve_now_ms();
+    pi->data = inst;
+    snprintf(inst->name, sizeof(inst->name), "%s-%x-%llu", a->app.spec.name ? a->app.spec.name : a->app.name,
+             (unsigned)getpid(), (unsigned long long)++a->seq);
+    if (!start_restore(a, inst))
+        start_cold(a, inst);
 }
 
 static void op_dispatch(struct pool *p, struct pool_waiter *w, struct pool_inst *pi)
@@ -213,6 +284,10 @@ static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
 {
     struct instance *inst = pi->data;
     struct kago_error *err = NULL;
+    if (inst->restoring) { /* ends it once restored: see restore_done */
+        inst->kill_pending = true;
+        return;
+    }
     if (inst->c && kago_container_kill(inst->c, sig, true, &err) < 0) {
         fprintf(stderr, "kago serve: %s: %s\n", inst->name, err->msg);
         kago_error_free(err);

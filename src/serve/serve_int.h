@@ -73,6 +73,8 @@ struct instance {
     unsigned refs;    /* clients naming it; freed when removed and all three are 0 */
     uint64_t created_ms;
     bool ready, removed;
+    bool restoring;          /* kago_container_restore runs for it in a worker thread: c is not set yet */
+    bool kill_pending;       /* signalled while restoring: removed once the restore is done */
     bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
     uint64_t ckpt_at;        /* the checkpoint may begin then (its closed upstream sockets have settled) */
     struct kago_stats stats; /* refreshed for /metrics and /ps */
@@ -153,7 +155,7 @@ struct server {
     uint64_t total_instances;
     /* the CRIU tier: kago_checkpoint_supported asked once, when an app first wants it */
     bool criu_checked, criu_ok;
-    unsigned ckpt_jobs; /* checkpoints running in the thread pool: no reaping meanwhile */
+    unsigned ckpt_jobs; /* checkpoints and restores running in the thread pool: no reaping meanwhile */
     bool reap_pending;
     uint64_t reaped; /* adopted processes (not instances) reaped as a child subreaper */
     struct kago_error *fatal;
