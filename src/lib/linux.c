@@ -408,6 +408,9 @@ static void init_forward(int sig)
 
 void kago__init_loop(pid_t child)
 {
+    /* never exec'd, so nothing closed kago's descriptors (a server's sockets, the host's network
+     * namespace): the init needs none of them */
+    syscall(SYS_close_range, 3, ~0U, 0);
     init_child = child;
     struct sigaction sa = {.sa_handler = init_forward};
     sigemptyset(&sa.sa_mask);

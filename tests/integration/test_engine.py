@@ -122,6 +122,20 @@ def test_user_namespace(kago, rootfs):
     assert open(f"/sys/fs/cgroup/pids/kago/{name}/cgroup.procs").read().split() if CGROUP_V == 1 else True
 
 
+def test_init_holds_no_kago_fds(kago, rootfs, tmp_path):
+    # an fd kago's caller leaves open (not close-on-exec) must not reach the container's --init PID 1
+    leak = open(tmp_path / "leak", "w")
+    kago.names.add("initfd")
+    try:
+        kago("run", "--detach", "--name", "initfd", "--init", "--rootfs", ROOTFS, "--", "sleep", "30",
+             pass_fds=(leak.fileno(),), check=True)
+    finally:
+        leak.close()
+    pid = kago.state("initfd")["pid"]
+    fds = sorted(int(f) for f in os.listdir(f"/proc/{pid}/fd"))
+    assert fds == [0, 1, 2], [os.readlink(f"/proc/{pid}/fd/{f}") for f in fds]
+
+
 def test_init_reaps_zombies(kago, rootfs):
     r = run(kago, "/bin/sh", "-c", "(sleep 0.1 &) ; sleep 0.5; ps -o stat= | grep -c Z || true",
             opts=("--init",), check=True)
