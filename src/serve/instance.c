@@ -22,6 +22,8 @@
 /* Between closing the chosen instance's upstream sockets and imaging it: the app closes its ends
  * (an established TCP socket cannot be dumped without --tcp-established, which kago does not use). */
 #define CKPT_SETTLE_MS 100
+/* Consecutive restore failures after which the app's image is no longer tried. */
+#define RESTORE_MAX_FAILS 3
 
 struct pool_cfg kago__serve_pool_cfg(const struct kago_app *a)
 {
@@ -198,12 +200,19 @@ static void restore_done(uv_work_t *req, int status)
     inst->restoring = false;
     inst->c = j->c;
     if (inst->c) {
+        a->restore_fail_streak = 0;
         fprintf(stderr, "kago serve: app %s: restored %s from %s in %.1f ms\n", a->app.name, inst->name,
                 j->dir, j->us / 1000.0);
     } else {
         a->pool.restore_failures++;
         fprintf(stderr, "kago serve: app %s: restore failed, cold start instead: %s\n", a->app.name,
                 j->err ? j->err->msg : uv_strerror(status));
+        /* a broken image would cost every start a failed criu run: give up on it */
+        if (++a->restore_fail_streak >= RESTORE_MAX_FAILS && a->ckpt == CK_READY) {
+            a->ckpt = CK_FAILED;
+            fprintf(stderr, "kago serve: app %s: %u restores failed in a row: cold starts from now on\n",
+                    a->app.name, a->restore_fail_streak);
+        }
     }
     kago_error_free(j->err);
     free(j->dir);

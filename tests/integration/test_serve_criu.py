@@ -134,6 +134,12 @@ def test_checkpoint_then_restore_then_fallback():
         assert srv.metric("kago_restore_failures_total", app="slow") == 1
         assert starts(srv, "cold") == 2
         assert "restore failed, cold start instead: " in srv.stderr()
+        # two more failures in a row: the image is given up, the next start is cold without a try
+        for n in (2, 3, 3):
+            assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
+            assert timed_get(srv)[0] == 200, srv.stderr()
+            assert srv.metric("kago_restore_failures_total", app="slow") == n
+        assert starts(srv, "cold") == 5 and "3 restores failed in a row" in srv.stderr()
         # the shims of stopped detached instances (serve's children) were reaped, not left as zombies
         assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
         assert wait_for(lambda: not zombies(srv.proc.pid), 5), zombies(srv.proc.pid)
