@@ -16,7 +16,7 @@ static int on_done(struct http_msg *m)
     dones++;
     return 0;
 }
-static const struct http_msg_cbs cbs = { .head = on_head, .done = on_done };
+static const struct http_msg_cbs cbs = {.head = on_head, .done = on_done};
 
 /* Parses one request; returns 0 when it parsed and passed the checks, else the HTTP status. */
 static int parse(const char *req, struct http_req_info *info, struct http_msg *m)
@@ -45,29 +45,37 @@ static void test_smuggling(void)
         const char *req, *what;
         int status;
     } cases[] = {
-        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-          "Content-Length with Transfer-Encoding", 400 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", "duplicate Content-Length", 400 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", "conflicting Content-Length", 400 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\nabc", "bad Content-Length", 400 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", "negative Content-Length", 400 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\nabc", "Content-Length list", 400 },
-        { "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", "obs-fold", 400 },
-        { "GET / HTTP/1.1\r\nHost : a\r\n\r\n", "whitespace before colon", 400 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", "bad chunk size", 400 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n0\r\n\r\n", "chunk size with space", 400 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", "unknown Transfer-Encoding", 400 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", "chunked not last", 400 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", "TE twice", 400 },
-        { "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "two Host headers", 400 },
-        { "GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host", 400 },
-        { "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "space in Host", 400 },
-        { "GET / HTTP/1.1\nHost: a\n\n", "bare LF", 400 },
-        { "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", "CONNECT", 405 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n", "body over max_body", 413 },
-        { "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "a plain GET", 0 },
-        { "GET / HTTP/1.0\r\n\r\n", "HTTP/1.0 without Host", 0 },
-        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nabc\r\n0\r\n\r\n", "chunked with extension", 0 },
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         "Content-Length with Transfer-Encoding", 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+         "duplicate Content-Length", 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+         "conflicting Content-Length", 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\nabc", "bad Content-Length", 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", "negative Content-Length", 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\nabc", "Content-Length list", 400},
+        {"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", "obs-fold", 400},
+        {"GET / HTTP/1.1\r\nHost : a\r\n\r\n", "whitespace before colon", 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+         "bad chunk size", 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n0\r\n\r\n",
+         "chunk size with space", 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", "unknown Transfer-Encoding",
+         400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", "chunked not last",
+         400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+         "TE twice", 400},
+        {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "two Host headers", 400},
+        {"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host", 400},
+        {"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "space in Host", 400},
+        {"GET / HTTP/1.1\nHost: a\n\n", "bare LF", 400},
+        {"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", "CONNECT", 405},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n", "body over max_body", 413},
+        {"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "a plain GET", 0},
+        {"GET / HTTP/1.0\r\n\r\n", "HTTP/1.0 without Host", 0},
+        {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nabc\r\n0\r\n\r\n",
+         "chunked with extension", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int st = status_of(cases[i].req);
@@ -78,7 +86,8 @@ static void test_smuggling(void)
     struct http_msg *m = calloc(1, sizeof(*m));
     kago__http_msg_init(m, HTTP_REQUEST, &cbs, NULL);
     size_t used;
-    ok(kago__http_execute(m, nul, sizeof(nul) - 1, &used) != HPE_OK && m->error == 400, "NUL byte in a value -> 400");
+    ok(kago__http_execute(m, nul, sizeof(nul) - 1, &used) != HPE_OK && m->error == 400,
+       "NUL byte in a value -> 400");
     kago__http_msg_free(m);
     free(m);
 }
@@ -133,13 +142,14 @@ static void test_rewrite(void)
 {
     struct http_msg *m = calloc(1, sizeof(*m));
     struct http_req_info info;
-    const char *req = "POST /p?q=1 HTTP/1.1\r\nHost: Blog.Example:8080\r\nConnection: keep-alive, X-Secret\r\n"
-                      "X-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\n"
-                      "X-Forwarded-Host: evil\r\nTransfer-Encoding: chunked\r\nAccept: */*\r\n\r\n";
+    const char *req =
+        "POST /p?q=1 HTTP/1.1\r\nHost: Blog.Example:8080\r\nConnection: keep-alive, X-Secret\r\n"
+        "X-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\n"
+        "X-Forwarded-Host: evil\r\nTransfer-Encoding: chunked\r\nAccept: */*\r\n\r\n";
     ok(parse(req, &info, m) == 0, "request parses");
     ok(info.chunked && info.keep_alive && !info.upgrade, "chunked, keep-alive");
     ok(info.host_name_len == 12, "routing host without port");
-    struct sbuf out = { 0 };
+    struct sbuf out = {0};
     kago__http_upstream_head(&out, m, &info, "127.0.0.9");
     sbuf_add(&out, "", 1);
     ok(strncmp(out.data, "POST /p?q=1 HTTP/1.1\r\n", 22) == 0, "request line kept");
@@ -170,7 +180,7 @@ static void test_rewrite(void)
     const char *resp = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\nX-App: 1\r\n\r\nhi";
     size_t used;
     ok(kago__http_execute(m, resp, strlen(resp), &used) == HPE_OK, "response parses");
-    struct http_resp_opts o = { .cold_start_us = 3140 };
+    struct http_resp_opts o = {.cold_start_us = 3140};
     kago__http_client_head(&out, m, &o);
     sbuf_add(&out, "", 1);
     ok(strstr(out.data, "X-Kago-Cold-Start: 3.1ms\r\n") != NULL, "X-Kago-Cold-Start: 3.1ms");
@@ -183,7 +193,8 @@ static void test_rewrite(void)
     kago__http_error(&out, 503, true, 1);
     sbuf_add(&out, "", 1);
     ok(strstr(out.data, "HTTP/1.1 503 Service Unavailable\r\n") && strstr(out.data, "Retry-After: 1\r\n") &&
-           strstr(out.data, "Content-Length: 24\r\n") && strstr(out.data, "\r\n\r\n503 Service Unavailable\n"),
+           strstr(out.data, "Content-Length: 24\r\n") &&
+           strstr(out.data, "\r\n\r\n503 Service Unavailable\n"),
        "503 with Retry-After and a short body");
     sbuf_free(&out);
 }
