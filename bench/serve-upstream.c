@@ -18,8 +18,9 @@ int main(int argc, char **argv)
     static char resp[2048];
     char body[1024];
     memset(body, 'k', sizeof(body));
-    int hl = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n",
-                      sizeof(body));
+    int hl =
+        snprintf(resp, sizeof(resp),
+                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n", sizeof(body));
     memcpy(resp + hl, body, sizeof(body));
     int rlen = hl + (int)sizeof(body);
     int ls;
@@ -30,7 +31,8 @@ int main(int argc, char **argv)
         ls = socket(AF_INET, SOCK_STREAM, 0);
         int one = 1;
         setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(argc > 1 ? atoi(argv[1]) : 8080),
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons(argc > 1 ? atoi(argv[1]) : 8080),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         if (bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(ls, 4096) < 0) {
             perror("listen");
