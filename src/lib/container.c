@@ -220,6 +220,7 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         l->cgroup_fd = c->cg.ops->open_dir(&c->cg, NULL);
     }
     l->ch.sync_fd = sv[1];
+    l->ch.parent_fd = sv[0];
     l->cg = &c->cg;
     l->pid = clone_child(l, spec, err);
     kago__trace("cloned");
@@ -271,6 +272,7 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
     l.ch = (struct kago__child){.spec = spec,
                                 .scratch = scratch,
                                 .sync_fd = -1,
+                                .parent_fd = -1,
                                 .fifo_fd = -1,
                                 .stdio = opts ? opts->stdio : nostdio,
                                 .die_with_parent = !(opts && opts->detach)};

@@ -26,7 +26,8 @@ struct kago__child {
     const struct kago_spec *spec;
     const char *scratch; /* overlay scratch directory (dir/ovl) */
     int sync_fd;
-    int fifo_fd; /* O_PATH of dir/exec.fifo when waiting for start, else -1 */
+    int parent_fd; /* the parent's end of the sync socket: closed first, so a dead parent reads as EOF */
+    int fifo_fd;   /* O_PATH of dir/exec.fifo when waiting for start, else -1 */
     int join_fds[KAGO_NS_COUNT];
     const int *stdio;
     struct kago__cgroup *enter_cg; /* the child moves itself here first (NULL: cloned into it) */

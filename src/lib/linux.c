@@ -567,6 +567,8 @@ void kago__child_main(struct kago__child *ch)
     for (int i = 0; i < 3; i++)
         if (ch->stdio[i] >= 0 && ch->stdio[i] != i && dup2(ch->stdio[i], i) < 0)
             _exit(127);
+    if (ch->parent_fd >= 0)
+        close(ch->parent_fd);
     if (ch->die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         _exit(127);
     kago__reset_signals();
