@@ -64,6 +64,9 @@ KAGO_EXPORT int kago_container_open_ns(struct kago_container *c, enum kago_ns ns
  * Returns the pid (the caller's child) or < 0. */
 KAGO_EXPORT pid_t kago_container_exec(struct kago_container *c, const struct kago_spec *proc,
                                       struct kago_error **err);
+/* Removes what a kago killed during setup left of container name: a state dir without a state file, and
+ * the container's cgroup. Fails with "no such container" when there is no such partial container. */
+KAGO_EXPORT int kago_container_remove_partial(const char *root, const char *name, struct kago_error **err);
 /* Names of the containers in root (NULL-terminated, caller frees each and the array). */
 KAGO_EXPORT int kago_container_list(const char *root, char ***names, struct kago_error **err);
 /* The state as a JSON text (caller frees). */

@@ -16,12 +16,17 @@ CLI_VERB(delete)
     if (i >= argc)
         return cli_usage("delete", "expected: kago delete [--force] NAME...");
     for (; i < argc; i++) {
-        struct kago_container *c = cli_load(g, argv[i]);
-        if (!c) {
-            rc = 1;
+        struct kago_container *c = NULL;
+        struct kago_error *err = NULL;
+        if (kago_container_load(g->root, argv[i], &c, &err) < 0) {
+            /* --force also removes a container whose kago was killed before it wrote the state file */
+            if (force && kago_container_remove_partial(g->root, argv[i], NULL) == 0) {
+                kago_error_free(err);
+                continue;
+            }
+            rc = cli_fail(err);
             continue;
         }
-        struct kago_error *err = NULL;
         if (kago_container_delete(c, force, &err) < 0)
             rc = cli_fail(err);
         kago_container_free(c);

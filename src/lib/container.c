@@ -497,6 +497,30 @@ int kago_container_create(const char *root, const struct kago_spec *spec, const 
     return 0;
 }
 
+int kago_container_remove_partial(const char *root, const char *name, struct kago_error **err)
+{
+    struct kago_container *c = container_new(root, name);
+    cleanup_free char *state = xasprintf("%s/state.json", c->dir);
+    int ret = 0;
+    if (!*name || strchr(name, '/') || name[0] == '.' || access(c->dir, F_OK) < 0 ||
+        access(state, F_OK) == 0) {
+        ret = kago_error_set(err, 0, "no such container");
+    } else if (kago__cgroup_init(&c->cg, NULL, name, err) < 0) {
+        ret = -1;
+    } else {
+        /* what a kago killed mid-setup left: its cgroup (and any process in it) and the state dir */
+        c->cg.ops->kill_all(&c->cg, SIGKILL, NULL);
+        if (c->cg.ops->destroy(&c->cg, err) < 0)
+            ret = -1;
+        else if (kago__rm_rf(c->dir) < 0)
+            ret = kago_error_set(err, errno, "remove %s", c->dir);
+    }
+    if (ret < 0)
+        kago_error_prefix(err, "container %s", name);
+    kago_container_free(c);
+    return ret;
+}
+
 int kago_container_load(const char *root, const char *name, struct kago_container **out,
                         struct kago_error **err)
 {

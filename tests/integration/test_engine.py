@@ -396,6 +396,23 @@ def test_injected_failure_leaves_nothing(kago, rootfs, step):
     assert not procs
 
 
+def test_delete_force_removes_a_partial_container(kago, rootfs):
+    # what a kago killed by SIGKILL during setup leaves: a state dir without state.json, and its cgroup
+    kago.names.add("part1")
+    os.makedirs(os.path.join(kago.root, "part1"))
+    made = []
+    ctrls = ["cpu", "memory", "pids"] if CGROUP_V == 1 else [None]
+    for c in ctrls:
+        d = cgroup_path("part1", c) if c else cgroup_path("part1")
+        os.makedirs(d, exist_ok=True)
+        made.append(d)
+    r = kago("delete", "part1")
+    assert r.returncode != 0 and "no such container" in r.stderr
+    kago("delete", "--force", "part1", check=True)
+    assert not any(os.path.exists(d) for d in made)
+    assert not os.path.exists(os.path.join(kago.root, "part1"))
+
+
 def test_200_cycles_leave_nothing(kago, rootfs):
     # KAGO_CYCLES: fewer under emulation (the real-kernel guest runs at TCG speed)
     cycles = int(os.environ.get("KAGO_CYCLES", "200"))
