@@ -895,56 +895,19 @@ out:
 
 /* --detach: a shim (its own session, a subreaper) runs the restore, adopts the restored init and records
  * its exit status, as kago run --detach does for a created container. */
+static int make_restored(struct kago_container *c, void *arg, struct kago_error **err)
+{
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int i = 0; i < 3; i++)
+        dup2(null, i);
+    if (null > 2)
+        close(null);
+    return restore_here(c, arg, err);
+}
+
 static int restore_detached(struct kago_container *c, const struct image *im, struct kago_error **err)
 {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return kago_error_set(err, errno, "pipe");
-    pid_t shim = fork();
-    if (shim < 0) {
-        close(p[0]);
-        close(p[1]);
-        return kago_error_set(err, errno, "fork");
-    }
-    if (shim == 0) {
-        close(p[0]);
-        setsid();
-        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-        for (int i = 0; i < 3; i++)
-            dup2(null, i);
-        struct kago_error *e = NULL;
-        char id[64];
-        snprintf(id, sizeof id, "%d %llu\n", (int)getpid(), kago__proc_starttime(getpid(), NULL));
-        cleanup_free char *shim_file = xasprintf("%s/shim", c->dir);
-        kago__write_file(shim_file, id, NULL);
-        if (restore_here(c, im, &e) < 0) {
-            kago__child_report(p[1], e);
-            _exit(1);
-        }
-        if (write(p[1], "O", 1) != 1)
-            _exit(1);
-        close(p[1]);
-        int dirfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC), status = 0;
-        while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        char buf[32];
-        snprintf(buf, sizeof buf, "%d\n", status);
-        kago__write_fileat(dirfd, "exit", buf, NULL); /* fails when it was deleted meanwhile */
-        _exit(0);
-    }
-    close(p[1]);
-    char buf[4096];
-    ssize_t n;
-    do
-        n = read(p[0], buf, sizeof buf - 1);
-    while (n < 0 && errno == EINTR);
-    close(p[0]);
-    if (n == 1 && buf[0] == 'O')
-        return 0;
-    waitpid(shim, NULL, 0);
-    buf[n > 0 ? n : 0] = '\0';
-    char *msg = n > 0 && buf[0] == 'E' ? strchr(buf, ' ') : NULL;
-    return kago_error_set(err, 0, "%s", msg ? msg + 1 : "restore shim failed");
+    return kago__detach(c, make_restored, (void *)im, err);
 }
 
 static char *new_name(void)

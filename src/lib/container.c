@@ -386,73 +386,79 @@ static int make_dirs(struct kago_container *c, struct kago_error **err)
     return 0;
 }
 
-/* --detach: a shim process stays the container's parent, so it is reaped and its exit status recorded. */
-static int create_detached(struct kago_container *c, const struct kago_spec *spec,
-                           const struct kago_spawn_opts *opts, struct kago_error **err)
+/* Writes "PID STARTTIME" of the calling shim to dir/shim, so delete can wait for it to finish. */
+static void write_shim_id(const struct kago_container *c)
 {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return kago_error_set(err, errno, "pipe");
-    pid_t shim = fork();
-    if (shim < 0) {
-        close(p[0]);
-        close(p[1]);
-        return kago_error_set(err, errno, "fork");
+    char id[64];
+    snprintf(id, sizeof id, "%d %llu\n", (int)getpid(), kago__proc_starttime(getpid(), NULL));
+    cleanup_free char *path = xasprintf("%s/shim", c->dir);
+    cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0 && write(fd, id, strlen(id)) < 0) {
+        /* delete then only waits less for this shim */
     }
+}
+
+int kago__detach(struct kago_container *c,
+                 int (*make)(struct kago_container *c, void *arg, struct kago_error **err), void *arg,
+                 struct kago_error **err)
+{
+    int fd;
+    pid_t shim = kago__fork_reporting(&fd, "shim", err);
+    if (shim < 0)
+        return -1;
     if (shim == 0) {
-        close(p[0]);
         setsid();
+        write_shim_id(c);
         struct kago_error *e = NULL;
-        /* the shim must not hold the caller's terminal or pipes: whoever reads them would wait for it */
-        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        struct kago_spawn_opts o = *opts;
-        for (int i = 0; i < 3; i++) {
-            if (o.stdio[i] < 0 || o.stdio[i] == i) {
-                o.stdio[i] = -1;
-                dup2(devnull, i);
-            }
-        }
-        char shim_id[64];
-        snprintf(shim_id, sizeof shim_id, "%d %llu\n", (int)getpid(), kago__proc_starttime(getpid(), NULL));
-        cleanup_free char *shim_file = xasprintf("%s/shim", c->dir);
-        int sf = open(shim_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (sf >= 0) {
-            if (write(sf, shim_id, strlen(shim_id)) < 0) {
-                /* delete then only waits less for this shim */
-            }
-            close(sf);
-        }
-        if (create_here(c, spec, &o, &e) < 0) {
-            kago__child_report(p[1], e);
+        if (make(c, arg, &e) < 0) {
+            kago__child_report(fd, e);
             _exit(1);
         }
         /* say so explicitly: a container waiting for start still holds a copy of this pipe */
-        if (write(p[1], "O", 1) != 1)
+        if (write(fd, "O", 1) != 1)
             _exit(1);
-        close(p[1]);
-        if (devnull > 2)
-            close(devnull);
-        int dirfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        int status;
+        close(fd);
+        int dirfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC), status = 0;
         while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
             ;
         char buf[32];
         snprintf(buf, sizeof buf, "%d\n", status);
-        int fd = openat(dirfd, "exit", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd >= 0 && write(fd, buf, strlen(buf)) < 0) {
+        int ex = openat(dirfd, "exit", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (ex >= 0 && write(ex, buf, strlen(buf)) < 0) {
             /* the container was deleted meanwhile */
         }
         _exit(0);
     }
-    close(p[1]);
-    char kind;
-    int ret = kago__read_child(p[0], &kind, err);
-    close(p[0]);
-    if (ret < 0) {
+    char kind = 0;
+    int ret = kago__read_child(fd, &kind, err);
+    close(fd);
+    if (ret == 0 && kind != 'O')
+        ret = kago_error_set(err, 0, "the shim ended before the container was made");
+    if (ret < 0)
         waitpid(shim, NULL, 0);
-        return -1;
+    return ret;
+}
+
+struct create_args {
+    const struct kago_spec *spec;
+    const struct kago_spawn_opts *opts;
+};
+
+/* In the shim: it must not hold the caller's terminal or pipes (whoever reads them would wait for it). */
+static int make_created(struct kago_container *c, void *arg, struct kago_error **err)
+{
+    const struct create_args *a = arg;
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    struct kago_spawn_opts o = *a->opts;
+    for (int i = 0; i < 3; i++) {
+        if (o.stdio[i] < 0 || o.stdio[i] == i) {
+            o.stdio[i] = -1;
+            dup2(devnull, i);
+        }
     }
-    return 0;
+    if (devnull > 2)
+        close(devnull);
+    return create_here(c, a->spec, &o, err);
 }
 
 int kago_container_create(const char *root, const struct kago_spec *spec, const struct kago_spawn_opts *opts,
@@ -478,8 +484,8 @@ int kago_container_create(const char *root, const struct kago_spec *spec, const 
         ret = make_dirs(c, err);
         kago__trace("state dir made");
         if (ret == 0) {
-            ret =
-                opts->detach ? create_detached(c, &c->spec, opts, err) : create_here(c, &c->spec, opts, err);
+            ret = opts->detach ? kago__detach(c, make_created, &(struct create_args){&c->spec, opts}, err)
+                               : create_here(c, &c->spec, opts, err);
             if (ret < 0)
                 kago__rm_rf(c->dir);
         }

@@ -48,6 +48,11 @@ _Noreturn void kago__init_loop(pid_t child) KAGO_INTERNAL;
 /* Reads one message from a child: 'R' (waiting for start), 'O' (ok), "E<code> <msg>" (sets *err, returns
  * -1), or EOF ('X': the child exec'd). */
 int kago__read_child(int sync_fd, char *kind, struct kago_error **err) KAGO_INTERNAL;
+/* --detach: forks a shim that runs make(c, arg) (which leaves c->pid set), stays the container's parent,
+ * and records its exit status in dir/exit. Returns once make succeeded or failed in the shim. */
+int kago__detach(struct kago_container *c,
+                 int (*make)(struct kago_container *c, void *arg, struct kago_error **err), void *arg,
+                 struct kago_error **err) KAGO_INTERNAL;
 /* Default dispositions for every signal, none blocked: what a command should start with. */
 void kago__reset_signals(void) KAGO_INTERNAL;
 /* Sends an error to the parent over the sync socket ("E" code msg). */

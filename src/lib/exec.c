@@ -83,23 +83,15 @@ pid_t kago_container_exec(struct kago_container *c, const struct kago_spec *proc
         return kago_error_set(err, 0, "container %s: not running", c->spec.name);
     if (!proc->argv || !proc->argv[0])
         return kago_error_set(err, 0, "container %s: exec: no command given", c->spec.name);
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return kago_error_set(err, errno, "pipe");
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(p[0]);
-        close(p[1]);
-        return kago_error_set(err, errno, "fork");
-    }
-    if (pid == 0) {
-        close(p[0]);
-        exec_in(c, proc, p[1]);
-    }
-    close(p[1]);
+    int fd;
+    pid_t pid = kago__fork_reporting(&fd, "exec", err);
+    if (pid < 0)
+        return -1;
+    if (pid == 0)
+        exec_in(c, proc, fd);
     char kind;
-    int rc = kago__read_child(p[0], &kind, err);
-    close(p[0]);
+    int rc = kago__read_child(fd, &kind, err);
+    close(fd);
     if (rc < 0) {
         waitpid(pid, NULL, 0);
         kago_error_prefix(err, "container %s: exec", c->spec.name);

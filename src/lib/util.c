@@ -206,3 +206,20 @@ void kago__trace(const char *step)
     if (on)
         fprintf(stderr, "kago-trace: %6llu us %s\n", kago__now_us() - t0, step);
 }
+
+pid_t kago__fork_reporting(int *fd, const char *what, struct kago_error **err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return kago_error_set(err, errno, "pipe for %s", what);
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(p[0]);
+        close(p[1]);
+        return kago_error_set(err, e, "fork %s", what);
+    }
+    close(p[pid == 0 ? 0 : 1]);
+    *fd = p[pid == 0 ? 1 : 0];
+    return pid;
+}
