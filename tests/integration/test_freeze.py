@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from serve_util import KAGO, ROOTFS, Server, app, request
 
 pytestmark = [
@@ -36,16 +37,6 @@ def hog(mb):
 def freezing_app(name, hosts, command, freeze_for="30s", **policy):
     block = app(name, hosts, command, **policy)
     return block[: block.rindex("end")] + f'  a.idle :freeze, for: "{freeze_for}"\nend\n'
-
-
-def wait_for(cond, timeout, step=0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
 
 
 def freezer_state(name):

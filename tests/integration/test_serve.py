@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from serve_util import CGI, KAGO, ROOTFS, STATIC, UPGRADE, Server, app, raw, read_response, request
 
 pytestmark = [
@@ -37,16 +38,6 @@ def srv():
     # SIGTERM: drain, stop every instance, remove every trace, exit 0.
     assert s.stop() == 0, s.stderr()
     assert s.leftovers() == []
-
-
-def wait_for(cond, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
 
 
 def cgi_sleeping(instance):

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import serve_util
+from conftest import wait_for
 from serve_util import ROOTFS, Server, app, request
 from test_criu import CRIU_OK, CRIU_WHY
 
@@ -40,16 +41,6 @@ def criu_app(**policy):
     # ("Can't lookup mount for fd=-3 path=.../kago": its exe is outside the container's mounts).
     block = block.replace("    c.init\n", "")
     return block[: block.rindex("end")] + "  a.checkpoint :after_ready\nend\n"
-
-
-def wait_for(cond, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
 
 
 def timed_get(srv):
