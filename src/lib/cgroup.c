@@ -383,3 +383,22 @@ int kago__cg_kill_procs(const struct kago__cgroup *cg, const char *dir, int sig,
     }
     return (int)ndone;
 }
+
+int kago__cg_read_num(const struct kago__cgroup *cg, const char *dir, const char *file, const char *key,
+                      int64_t *out, struct kago_error **err)
+{
+    char v[4096];
+    *out = -1;
+    ssize_t n = kago__cg_read(cg, dir, file, v, sizeof v, err);
+    if (n == -ENOENT) {
+        kago_error_clear(err);
+        return 0;
+    }
+    if (n < 0)
+        return -1;
+    if (!key)
+        *out = strncmp(v, "max", 3) ? strtoll(v, NULL, 10) : -1;
+    else if (!kago__cg_key(v, key, out))
+        *out = -1;
+    return 0;
+}

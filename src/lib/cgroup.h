@@ -78,6 +78,10 @@ ssize_t kago__cg_read(const struct kago__cgroup *cg, const char *dir, const char
                       size_t size, struct kago_error **err) KAGO_INTERNAL;
 /* Value of the line "key N" in a flat-keyed file's text; false if absent. */
 bool kago__cg_key(const char *text, const char *key, int64_t *out) KAGO_INTERNAL;
+/* A number from dir/file (or its "key N" line; "max" reads as -1), -1 when the file (controller) is absent.
+ */
+int kago__cg_read_num(const struct kago__cgroup *cg, const char *dir, const char *file, const char *key,
+                      int64_t *out, struct kago_error **err) KAGO_INTERNAL;
 /* mkdir base/kago/name. On ENOENT (no "kago" parent, or another process just removed it) calls
  * prepare(base) and retries, once more if the parent vanishes again. *created tells whether
  * prepare made the parent. A stale empty cgroup of the same name is replaced; a busy one is an error. */

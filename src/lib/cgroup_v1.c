@@ -413,24 +413,13 @@ static int v1_frozen(struct kago__cgroup *cg, struct kago_error **err)
 static int read_num(struct kago__cgroup *cg, const struct layout *l, int c, const char *file, const char *key,
                     int64_t *out, struct kago_error **err)
 {
-    char dir[PATH_MAX], v[4096];
+    char dir[PATH_MAX];
     *out = -1;
     if (!l->path[c])
         return 0;
     if (kago__cg_dir(dir, sizeof dir, l->path[c], cg->name, err) < 0)
         return -1;
-    ssize_t n = kago__cg_read(cg, dir, file, v, sizeof v, err);
-    if (n == -ENOENT) {
-        kago_error_clear(err);
-        return 0;
-    }
-    if (n < 0)
-        return -1;
-    if (!key)
-        *out = strtoll(v, NULL, 10);
-    else if (!kago__cg_key(v, key, out))
-        *out = -1;
-    return 0;
+    return kago__cg_read_num(cg, dir, file, key, out, err);
 }
 
 static int v1_stats(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err)

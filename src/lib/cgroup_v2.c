@@ -217,36 +217,16 @@ static int v2_frozen(struct kago__cgroup *cg, struct kago_error **err)
     return v[0] == '1';
 }
 
-/* A number from dir/file (or its "key N" line), -1 when the file (controller) is absent. */
-static int read_num(struct kago__cgroup *cg, const char *dir, const char *file, const char *key, int64_t *out,
-                    struct kago_error **err)
-{
-    char v[4096];
-    *out = -1;
-    ssize_t n = kago__cg_read(cg, dir, file, v, sizeof v, err);
-    if (n == -ENOENT) {
-        kago_error_clear(err);
-        return 0;
-    }
-    if (n < 0)
-        return -1;
-    if (!key)
-        *out = strncmp(v, "max", 3) ? strtoll(v, NULL, 10) : -1;
-    else if (!kago__cg_key(v, key, out))
-        *out = -1;
-    return 0;
-}
-
 static int v2_stats(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err)
 {
     char dir[PATH_MAX];
     int64_t cpu_us;
     if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0 ||
-        read_num(cg, dir, "cpu.stat", "usage_usec", &cpu_us, err) < 0 ||
-        read_num(cg, dir, "memory.current", NULL, &st->memory_current, err) < 0 ||
-        read_num(cg, dir, "memory.peak", NULL, &st->memory_peak, err) < 0 ||
-        read_num(cg, dir, "pids.current", NULL, &st->pids_current, err) < 0 ||
-        read_num(cg, dir, "memory.events", "oom_kill", &st->oom_kills, err) < 0)
+        kago__cg_read_num(cg, dir, "cpu.stat", "usage_usec", &cpu_us, err) < 0 ||
+        kago__cg_read_num(cg, dir, "memory.current", NULL, &st->memory_current, err) < 0 ||
+        kago__cg_read_num(cg, dir, "memory.peak", NULL, &st->memory_peak, err) < 0 ||
+        kago__cg_read_num(cg, dir, "pids.current", NULL, &st->pids_current, err) < 0 ||
+        kago__cg_read_num(cg, dir, "memory.events", "oom_kill", &st->oom_kills, err) < 0)
         return -1;
     st->cpu_usage_us = cpu_us < 0 ? 0 : (uint64_t)cpu_us;
     return 0;
