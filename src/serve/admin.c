@@ -86,13 +86,26 @@ static void histogram(struct sbuf *b, const char *name, const char *app, const u
     histogram_t(b, name, app, NULL, hist, bounds_ms, sum_ms);
 }
 
+/* A per-app counter of struct pool: its metric name, help text and offset. */
+struct pool_counter {
+    const char *name, *help;
+    size_t off;
+};
+
+static void pool_counters(struct server *srv, struct sbuf *b, const struct pool_counter *c, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        printf_buf(b, "# HELP %s %s\n# TYPE %s counter\n", c[k].name, c[k].help, c[k].name);
+        for (struct app_rt *a = srv->apps; a; a = a->next)
+            printf_buf(b, "%s{app=\"%s\"} %llu\n", c[k].name, a->app.name,
+                       (unsigned long long)*(const uint64_t *)((const char *)&a->pool + c[k].off));
+    }
+}
+
 /* The CRIU tier: checkpoints and restores per app. */
 static void criu_metrics(struct server *srv, struct sbuf *b)
 {
-    static const struct {
-        const char *name, *help;
-        size_t off;
-    } counters[] = {
+    static const struct pool_counter counters[] = {
         {"kago_checkpoints_total", "Instances imaged with CRIU (checkpoint :after_ready).",
          offsetof(struct pool, checkpoints)},
         {"kago_checkpoint_failures_total", "Checkpoints that failed (the app stays on cold starts).",
@@ -102,13 +115,7 @@ static void criu_metrics(struct server *srv, struct sbuf *b)
         {"kago_restore_failures_total", "Restores that failed (a cold start was made instead).",
          offsetof(struct pool, restore_failures)},
     };
-    for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
-        printf_buf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[k].name, counters[k].help,
-                   counters[k].name);
-        for (struct app_rt *a = srv->apps; a; a = a->next)
-            printf_buf(b, "%s{app=\"%s\"} %llu\n", counters[k].name, a->app.name,
-                       (unsigned long long)*(const uint64_t *)((const char *)&a->pool + counters[k].off));
-    }
+    pool_counters(srv, b, counters, sizeof counters / sizeof counters[0]);
     printf_buf(b, "# TYPE kago_adopted_reaped_total counter\nkago_adopted_reaped_total %llu\n",
                (unsigned long long)srv->reaped);
 }
@@ -116,10 +123,7 @@ static void criu_metrics(struct server *srv, struct sbuf *b)
 /* The freeze tier: counters per app, the thaw histogram, and the host-wide frozen memory. */
 static void freeze_metrics(struct server *srv, struct sbuf *b)
 {
-    static const struct {
-        const char *name, *help;
-        size_t off;
-    } counters[] = {
+    static const struct pool_counter counters[] = {
         {"kago_freezes_total", "Idle instances frozen.", offsetof(struct pool, freezes)},
         {"kago_thaws_total", "Frozen instances thawed to serve requests (no start).",
          offsetof(struct pool, thaws)},
@@ -130,13 +134,7 @@ static void freeze_metrics(struct server *srv, struct sbuf *b)
         {"kago_frozen_budget_stops_total", "Frozen instances stopped to keep within --frozen-memory-budget.",
          offsetof(struct pool, budget_stops)},
     };
-    for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
-        printf_buf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[k].name, counters[k].help,
-                   counters[k].name);
-        for (struct app_rt *a = srv->apps; a; a = a->next)
-            printf_buf(b, "%s{app=\"%s\"} %llu\n", counters[k].name, a->app.name,
-                       (unsigned long long)*(const uint64_t *)((const char *)&a->pool + counters[k].off));
-    }
+    pool_counters(srv, b, counters, sizeof counters / sizeof counters[0]);
     printf_buf(b, "# HELP kago_thaw_seconds Time to thaw a frozen instance for a request.\n"
                   "# TYPE kago_thaw_seconds histogram\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
