@@ -928,11 +928,7 @@ int kago_container_restore(const char *root, const char *image_dir, const struct
     if (!*name || strchr(name, '/') || name[0] == '.')
         return kago_error_set(err, 0, "restore: bad container name \"%s\"", name);
     root = root ? root : KAGO_DEFAULT_ROOT;
-    struct kago_container *c = xcalloc(1, sizeof *c);
-    c->root = xstrdup(root);
-    c->dir = xasprintf("%s/%s", root, name);
-    c->pidfd = -1;
-    c->exit_status = -1;
+    struct kago_container *c = kago__container_new(root, name);
     cleanup_free char *abs = realpath(image_dir, NULL);
     struct image im = {0};
     int ret = abs ? image_open(abs, &im, &c->spec, err) : kago_error_set(err, errno, "image %s", image_dir);
@@ -952,15 +948,7 @@ int kago_container_restore(const char *root, const char *image_dir, const struct
             kago__rm_rf(c->dir);
     }
     json_object_put(im.meta);
-    if (ret < 0) {
+    if (ret < 0)
         kago_error_prefix(err, "restore %s", name);
-        kago_container_free(c);
-        return -1;
-    }
-    if (opts->detach) { /* the shim made it: take its record */
-        kago_container_free(c);
-        return kago_container_load(root, name, out, err);
-    }
-    *out = c;
-    return 0;
+    return kago__container_hand_out(c, ret, opts->detach, out, err);
 }

@@ -41,7 +41,7 @@ static char *generate_name(void)
     return xasprintf("k%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
 }
 
-static struct kago_container *container_new(const char *root, const char *name)
+struct kago_container *kago__container_new(const char *root, const char *name)
 {
     struct kago_container *c = xcalloc(1, sizeof *c);
     c->root = xstrdup(root ? root : KAGO_DEFAULT_ROOT);
@@ -473,7 +473,7 @@ int kago_container_create(const char *root, const struct kago_spec *spec, const 
         kago_error_prefix(err, "container %s", name);
         return -1;
     }
-    struct kago_container *c = container_new(root, name);
+    struct kago_container *c = kago__container_new(root, name);
     int ret = copy_spec(&c->spec, spec, err);
     kago__trace("spec copied");
     if (ret == 0) {
@@ -490,14 +490,20 @@ int kago_container_create(const char *root, const struct kago_spec *spec, const 
                 kago__rm_rf(c->dir);
         }
     }
-    if (ret < 0) {
+    if (ret < 0)
         kago_error_prefix(err, "container %s", name);
+    return kago__container_hand_out(c, ret, opts->detach, out, err);
+}
+
+int kago__container_hand_out(struct kago_container *c, int ret, bool detach, struct kago_container **out,
+                             struct kago_error **err)
+{
+    if (ret < 0 || detach) {
+        cleanup_free char *root = ret < 0 ? NULL : xstrdup(c->root);
+        cleanup_free char *name = ret < 0 ? NULL : xstrdup(c->spec.name);
         kago_container_free(c);
-        return -1;
-    }
-    if (opts->detach) { /* the shim made it: take its record */
-        kago_container_free(c);
-        return kago_container_load(root, name, out, err);
+        /* detached: the shim made it, so take its record */
+        return ret < 0 ? -1 : kago_container_load(root, name, out, err);
     }
     *out = c;
     return 0;
@@ -505,7 +511,7 @@ int kago_container_create(const char *root, const struct kago_spec *spec, const 
 
 int kago_container_remove_partial(const char *root, const char *name, struct kago_error **err)
 {
-    struct kago_container *c = container_new(root, name);
+    struct kago_container *c = kago__container_new(root, name);
     cleanup_free char *state = xasprintf("%s/state.json", c->dir);
     int ret = 0;
     if (!*name || strchr(name, '/') || name[0] == '.' || access(c->dir, F_OK) < 0 ||
@@ -532,7 +538,7 @@ int kago_container_load(const char *root, const char *name, struct kago_containe
 {
     if (!name || !*name || strchr(name, '/') || name[0] == '.')
         return kago_error_set(err, 0, "container %s: bad name", name ? name : "");
-    struct kago_container *c = container_new(root, name);
+    struct kago_container *c = kago__container_new(root, name);
     if (kago__state_read(c, err) < 0) {
         if (*err && (*err)->code == ENOENT) {
             kago_error_clear(err);

@@ -53,6 +53,12 @@ int kago__read_child(int sync_fd, char *kind, struct kago_error **err) KAGO_INTE
 int kago__detach(struct kago_container *c,
                  int (*make)(struct kago_container *c, void *arg, struct kago_error **err), void *arg,
                  struct kago_error **err) KAGO_INTERNAL;
+/* A container object for root/name with nothing loaded yet (caller frees with kago_container_free). */
+struct kago_container *kago__container_new(const char *root, const char *name) KAGO_INTERNAL;
+/* The end of create and restore: on failure (ret < 0) frees c; detached, frees c and loads the record the
+ * shim wrote; else hands c out. Returns 0 with *out set, or -1. */
+int kago__container_hand_out(struct kago_container *c, int ret, bool detach, struct kago_container **out,
+                             struct kago_error **err) KAGO_INTERNAL;
 /* Default dispositions for every signal, none blocked: what a command should start with. */
 void kago__reset_signals(void) KAGO_INTERNAL;
 /* Sends an error to the parent over the sync socket ("E" code msg). */
