@@ -581,6 +581,8 @@ void kago__child_main(struct kago__child *ch)
      * the parent makes the cgroup and compiles the seccomp filter ("G" comes before pivot_root). */
     if ((spec->ns & (1u << KAGO_NS_USER)) && kago__child_go(ch, &err) < 0)
         goto fail;
+    if (kago__fault("slow-setup")) /* tests: a setup long enough to watch what the parent does meanwhile */
+        usleep(1500 * 1000);
     if (child_prepare(ch, &listen_fd, &cmd, &err) < 0 || kago__child_go(ch, &err) < 0)
         goto fail;
     /* a cgroup namespace is rooted where the process is: make it only once inside its cgroup */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -128,7 +129,8 @@ static void start_finish(struct app_rt *a, struct instance *inst)
     uv_poll_start(&inst->pidpoll, UV_READABLE, on_exit_event);
     uv_timer_init(srv->loop, &inst->probe);
     inst->probe.data = inst;
-    inst->handles = 2;
+    inst->handles += 2;
+    inst->watching = true;
     if (a->app.socket_activation && pi->tier == POOL_TIER_COLD) {
         /* The socket is listening inside the namespace already: connections wait in its backlog. */
         inst->ready = true;
@@ -137,6 +139,28 @@ static void start_finish(struct app_rt *a, struct instance *inst)
         inst->probe_ms = 1;
         kago__upconn_open(inst, NULL);
     }
+}
+
+static void create_done(struct app_rt *a, struct instance *inst, struct kago_create *cr)
+{
+    struct kago_error *err = NULL;
+    if (inst->kill_pending) { /* stopped or timed out meanwhile (op_signal killed its child) */
+        kago_create_abort(cr);
+        kago__pool_exited(&a->pool, inst->pi, kago__serve_now_ms());
+    } else if (kago_container_create_finish(cr, &inst->c, &err) < 0) {
+        start_failed(a, inst, err);
+    } else {
+        start_finish(a, inst);
+    }
+}
+
+static void on_create_event(uv_poll_t *h, int status, int events)
+{
+    struct instance *inst = h->data;
+    struct kago_create *cr = inst->creating;
+    inst->creating = NULL;
+    uv_close((uv_handle_t *)h, on_handle_closed);
+    create_done(inst->app, inst, cr);
 }
 
 static void start_cold(struct app_rt *a, struct instance *inst)
@@ -159,13 +183,22 @@ static void start_cold(struct app_rt *a, struct instance *inst)
         opts.detach = true;
     }
     struct kago_error *err = NULL;
-    int r = kago_container_create(srv->opts.root, &spec, &opts, &inst->c, &err);
+    struct kago_create *cr = NULL;
+    int r = kago_container_create_begin(srv->opts.root, &spec, &opts, &cr, &err);
     if (devnull >= 0)
         close(devnull);
-    if (r < 0)
+    if (r < 0) {
         start_failed(a, inst, err);
-    else
-        start_finish(a, inst);
+    } else if (kago_create_fd(cr) < 0) { /* made by a shim: complete already */
+        create_done(a, inst, cr);
+    } else {
+        /* the child mounts, secures and execs itself meanwhile: the loop serves other requests */
+        inst->creating = cr;
+        uv_poll_init(srv->loop, &inst->createpoll, kago_create_fd(cr));
+        inst->createpoll.data = inst;
+        inst->handles++;
+        uv_poll_start(&inst->createpoll, UV_READABLE, on_create_event);
+    }
 }
 
 /* A restore runs criu (a second or more under emulation) in the thread pool, so the loop keeps serving
@@ -293,8 +326,11 @@ static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
 {
     struct instance *inst = pi->data;
     struct kago_error *err = NULL;
-    if (inst->restoring) { /* ends it once restored: see restore_done */
+    if (inst->restoring || inst->creating) { /* ends it once made: see restore_done, create_done */
         inst->kill_pending = true;
+        pid_t pid = inst->creating ? kago_create_pid(inst->creating) : -1;
+        if (pid > 0) /* no app runs yet to stop gracefully: cut the setup short */
+            kill(pid, SIGKILL);
         return;
     }
     if (inst->c && kago_container_kill(inst->c, sig, true, &err) < 0) {
@@ -342,10 +378,16 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
         a->ckpt_inst = NULL; /* chosen, not begun: the next ready instance is imaged instead */
     if (!inst->ckpt_busy)    /* else the checkpoint's end deletes it */
         delete_container(inst);
+    if (inst->creating) { /* removed while its child sets up (shutdown): kill it, remove its traces */
+        kago_create_abort(inst->creating);
+        inst->creating = NULL;
+        uv_close((uv_handle_t *)&inst->createpoll, on_handle_closed);
+    }
     if (inst->netns_fd >= 0)
         close(inst->netns_fd);
     inst->netns_fd = -1;
-    if (inst->handles) {
+    if (inst->watching) {
+        inst->watching = false;
         uv_close((uv_handle_t *)&inst->pidpoll, on_handle_closed);
         uv_close((uv_handle_t *)&inst->probe, on_handle_closed);
     }

@@ -70,12 +70,15 @@ struct instance {
     struct upconn *idle;  /* keep-alive connections ready for a request */
     struct upconn *conns; /* every connection (for closing at exit) */
     unsigned nconns;
-    unsigned handles; /* open uv handles (exit poll, probe timer) */
-    unsigned refs;    /* clients naming it; freed when removed and all three are 0 */
+    unsigned handles;             /* open uv handles (exit poll, probe timer, create poll) */
+    bool watching;                /* the exit poll and probe timer are initialised */
+    struct kago_create *creating; /* the container's child is setting itself up: c is not set yet */
+    uv_poll_t createpoll;         /* on creating's fd */
+    unsigned refs;                /* clients naming it; freed when removed and all three are 0 */
     uint64_t created_ms;
     bool ready, removed;
     bool restoring;          /* kago_container_restore runs for it in a worker thread: c is not set yet */
-    bool kill_pending;       /* signalled while restoring: removed once the restore is done */
+    bool kill_pending;       /* signalled while restoring or creating: removed once that is done */
     bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
     uint64_t ckpt_at;        /* the checkpoint may begin then (its closed upstream sockets have settled) */
     struct kago_stats stats; /* refreshed for /metrics and /ps */

@@ -332,3 +332,61 @@ def test_request_right_after_a_kill_is_not_lost():
     finally:
         assert s.stop() == 0
         assert s.leftovers() == []
+
+
+def children(pid):
+    out = []
+    for f in glob.glob(f"/proc/{pid}/task/*/children"):
+        out += [int(p) for p in open(f).read().split()]
+    return out
+
+
+def test_cold_start_does_not_stall_other_apps():
+    """A container's own setup (mounts, security, exec) runs while kago serves other requests: with each
+    setup slowed to 1.5 s (a test-only fault), a ready app still answers at once during a cold start."""
+    s = Server(app("hot", ["hot.test"], SMALL, stop_grace="1s") +
+               app("cold", ["cold.test"], SMALL, start_timeout="20s", stop_grace="1s"),
+               env={"KAGO_FAULT": "slow-setup"})
+    try:
+        assert request(s.port, "hot.test")[0] == 200  # its own cold start takes the slow setup too
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("r", request(s.port, "cold.test")))
+        t0 = time.monotonic()
+        t.start()
+        assert wait_for(lambda: s.instances("cold"), 5)
+        times = []
+        for _ in range(5):
+            t1 = time.monotonic()
+            assert request(s.port, "hot.test")[0] == 200
+            times.append(time.monotonic() - t1)
+        assert t.is_alive(), "the cold start was still in its setup while the hot app answered"
+        assert max(times) < 0.5, times
+        t.join(30)
+        assert out["r"][0] == 200 and time.monotonic() - t0 >= 1.4
+    finally:
+        assert s.stop() == 0
+        assert s.leftovers() == []
+
+
+def test_sigterm_during_a_container_setup_leaves_nothing():
+    s = Server(app("cold", ["cold.test"], SMALL, start_timeout="20s", stop_grace="1s"),
+               env={"KAGO_FAULT": "slow-setup"})
+    out = {}
+
+    def get():
+        try:
+            out["r"] = request(s.port, "cold.test")[0]
+        except OSError as e:
+            out["r"] = repr(e)
+    t = threading.Thread(target=get)
+    t.start()
+    assert wait_for(lambda: s.instances("cold"), 5)
+    kids = children(s.proc.pid)
+    assert kids, "the instance's process is kago serve's child"
+    t0 = time.monotonic()
+    assert s.stop() == 0, s.stderr()
+    assert time.monotonic() - t0 < 1.4, "the setup was cut short, not waited for"
+    t.join(10)
+    assert out["r"] == 503, out
+    assert s.leftovers() == []
+    assert not [p for p in kids if os.path.exists(f"/proc/{p}")]
