@@ -19,6 +19,9 @@ struct kago__cgroup_ops {
     /* Moves pid into the cgroup (every hierarchy on v1). pid 0: the calling single-threaded process moves
      * itself, the fast way (v1: through `tasks`, without the global threadgroup lock). */
     int (*enter)(struct kago__cgroup *cg, pid_t pid, struct kago_error **err);
+    /* Keeps open what enter(cg, 0) needs, for a caller about to leave the host's mount tree (pivot_root);
+     * enter then closes it. NULL where nothing is needed. */
+    int (*hold)(struct kago__cgroup *cg, struct kago_error **err);
     /* Writes the set fields of limits (and raw keys) live. Unset fields are left as they are. */
     int (*apply)(struct kago__cgroup *cg, const struct kago_limits *limits, struct kago_error **err);
     /* Restricts device access to kago's minimal /dev (v1 devices controller; v2: nothing to do, see README).
@@ -40,7 +43,14 @@ struct kago__cgroup {
     const struct kago__cgroup_ops *ops;
     char *mountpoint; /* "/sys/fs/cgroup" (or a fake cgroupfs in unit tests) */
     char *name;       /* container name: the cgroup is <mountpoint>[/<controller>]/kago/<name> */
+    /* Opened by hold (v1: each hierarchy's mount) so that a container's child can enter its cgroup after
+     * pivot_root; nheld 0 means enter goes by absolute path. */
+    int held[8];
+    unsigned nheld;
 };
+
+/* Closes what hold opened. */
+void kago__cg_unhold(struct kago__cgroup *cg) KAGO_INTERNAL;
 
 extern const struct kago__cgroup_ops kago__cgroup_v1 KAGO_INTERNAL;
 extern const struct kago__cgroup_ops kago__cgroup_v2 KAGO_INTERNAL;
