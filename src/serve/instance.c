@@ -304,6 +304,8 @@ static void op_dispatch(struct pool *p, struct pool_waiter *w, struct pool_inst 
 {
     struct client *c = container_of(w, struct client, waiter);
     c->cold_us = (int64_t)(kago__serve_now_us() - c->t_held);
+    c->cold_kind = pi->thaw_us >= 0 ? "thaw" : pi->tier == POOL_TIER_RESTORE ? "restore" : NULL;
+    pi->thaw_us = -1;
     kago__client_attach(c, pi);
 }
 

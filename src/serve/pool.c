@@ -133,6 +133,7 @@ static int thaw(struct pool *p, struct pool_inst *i, uint64_t now)
     }
     i->state = POOL_READY;
     i->last_active = now;
+    i->thaw_us = us;
     return us;
 }
 
@@ -219,6 +220,7 @@ static void maybe_scale(struct pool *p, uint64_t now)
             return;
         struct pool_inst *i = xcalloc(1, sizeof(*i));
         i->state = POOL_STARTING;
+        i->thaw_us = -1;
         i->created = i->last_active = now;
         i->next = p->insts;
         p->insts = i;

@@ -33,7 +33,8 @@ struct pool_inst {
     bool failed; /* never became ready: counted as a start failure */
     bool busy;   /* being checkpointed: READY, but routed nothing and never stopped for idleness */
     enum pool_tier tier;
-    void *data; /* the caller's instance */
+    int thaw_us; /* >= 0: thawed for the request being routed, in this many microseconds (reset by it) */
+    void *data;  /* the caller's instance */
 };
 
 /* A held request. The caller embeds it; the pool links it while it waits. */

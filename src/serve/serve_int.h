@@ -128,6 +128,7 @@ struct client {
     struct upconn *up;
     uint64_t t_begin, t_held; /* us */
     int64_t cold_us;          /* -1 when the request did not wait */
+    const char *cold_kind;    /* with cold_us: NULL (a start), "restore" or "thaw" */
     uint64_t body_in, out_mark;
     int status, retries;
     bool reading, req_begun, req_done, resp_started, close_after, eof, counted, parsing, need_exec, closed;

@@ -113,6 +113,7 @@ def test_checkpoint_then_restore_then_fallback():
         assert (st, body) == (200, b"slow-but-here\n"), srv.stderr()
         assert starts(srv, "restore") == 1 and starts(srv, "cold") == 1, srv.metrics()
         assert [i["tier"] for i in srv.instances("slow")] == ["restore"]
+        assert h["x-kago-cold-start"].endswith("ms restore"), h
         print(f"\nfirst byte through serve (load {LOAD}): cold {cold_s:.3f} s "
               f"(held {cold_h}), restore {restore_s:.3f} s (held {h.get('x-kago-cold-start')}), "
               f"cold/restore = {cold_s / restore_s:.2f}x (TCG guest: compare ratios only)")
