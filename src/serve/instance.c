@@ -112,6 +112,37 @@ static void start_failed(struct app_rt *a, struct instance *inst, struct kago_er
     kago__pool_exited(&a->pool, inst->pi, kago__serve_now_ms()); /* removes (and frees) inst */
 }
 
+static void ckpt_begin(struct app_rt *a, struct instance *inst);
+static void ckpt_resume(struct app_rt *a, struct instance *inst);
+
+/* checkpoint :at_listen. The image maker is not probed by connecting (the connection would be in the
+ * image, and the app would have begun serving): kago reads its network namespace's /proc/PID/net/tcp{,6}
+ * until the app's port is listening, 1 ms apart at first, and images it then. Nothing can connect to it
+ * meanwhile: kago is the only way into the namespace. It is probed and made ready after the dump. */
+static void on_listen_timer(uv_timer_t *t)
+{
+    struct instance *inst = t->data;
+    struct app_rt *a = inst->app;
+    if (!inst->pi || inst->pi->state != POOL_STARTING || !inst->c)
+        return;
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/net", (int)kago_container_pid(inst->c));
+    int r = kago__serve_listening(dir, a->app.port);
+    if (r > 0 && a->ckpt == CK_WANT && !a->pool.stopping && !a->removed) {
+        ckpt_begin(a, inst);
+        return;
+    }
+    if (r > 0 || r < 0) { /* no image after all (stopping, or /proc unreadable): probe as usual */
+        if (a->ckpt_inst == inst)
+            a->ckpt_inst = NULL;
+        inst->probe_ms = 1;
+        kago__upconn_open(inst, NULL);
+        return;
+    }
+    uv_timer_start(&inst->probe, on_listen_timer, inst->probe_ms, 0);
+    inst->probe_ms = inst->probe_ms * 2 > PROBE_MAX_MS ? PROBE_MAX_MS : inst->probe_ms * 2;
+}
+
 /* inst->c runs: watch its exit through its pidfd and probe its readiness. */
 static void start_finish(struct app_rt *a, struct instance *inst)
 {
@@ -135,6 +166,12 @@ static void start_finish(struct app_rt *a, struct instance *inst)
         /* The socket is listening inside the namespace already: connections wait in its backlog. */
         inst->ready = true;
         kago__pool_ready(&a->pool, pi, kago__serve_now_ms());
+    } else if (a->app.checkpoint_at_listen && a->ckpt == CK_WANT && !a->ckpt_inst &&
+               pi->tier == POOL_TIER_COLD) {
+        /* the image maker: watched, not probed, until it is imaged (see on_listen_timer) */
+        a->ckpt_inst = inst;
+        inst->probe_ms = 1;
+        uv_timer_start(&inst->probe, on_listen_timer, 0, 0);
     } else {
         inst->probe_ms = 1;
         kago__upconn_open(inst, NULL);
@@ -178,7 +215,7 @@ static void start_cold(struct app_rt *a, struct instance *inst)
      * (serve's log), /dev/null it can; and its init must not carry serve's parent-death signal, which
      * CRIU restores and which fires as soon as criu, the restored tree's first parent, exits. Detached,
      * a shim is its parent (reaped by kago__server_reap once it exits). */
-    if (a->app.checkpoint_after_ready && srv->criu_ok) {
+    if (kago__app_criu(&a->app) && srv->criu_ok) {
         opts.stdio[1] = opts.stdio[2] = devnull;
         opts.detach = true;
     }
@@ -269,7 +306,7 @@ static void restore_done(uv_work_t *req, int status)
 /* A start of an app with an image restores it (or falls back to a cold start). */
 static bool start_restore(struct app_rt *a, struct instance *inst)
 {
-    if (a->ckpt != CK_READY || !a->app.checkpoint_after_ready)
+    if (a->ckpt != CK_READY || !kago__app_criu(&a->app))
         return false;
     struct restore_job *j = xcalloc(1, sizeof(*j));
     j->inst = inst;
@@ -475,8 +512,9 @@ static void ckpt_done(uv_work_t *req, int status)
     if (j->rc == 0 && status == 0) {
         a->ckpt = CK_READY;
         a->pool.checkpoints++;
-        fprintf(stderr, "kago serve: app %s: checkpointed %s into %s in %.1f ms: later starts restore it\n",
-                a->app.name, inst->name, j->dir, j->us / 1000.0);
+        fprintf(stderr, "kago serve: app %s: checkpointed %s%s into %s in %.1f ms: later starts restore it\n",
+                a->app.name, inst->name, a->app.checkpoint_at_listen ? " at listen" : "", j->dir,
+                j->us / 1000.0);
     } else {
         a->ckpt = CK_FAILED;
         a->pool.checkpoint_failures++;
@@ -488,14 +526,28 @@ static void ckpt_done(uv_work_t *req, int status)
     free(j);
     if (inst->removed)
         delete_container(inst); /* it exited (or was stopped) while being imaged */
-    else if (inst->pi)
-        kago__pool_set_busy(&a->pool, inst->pi, false, kago__serve_now_ms());
+    else
+        ckpt_resume(a, inst);
     inst->refs--;
     kago__instance_unref(inst);
     kago__app_unref(a);
     if (srv->reap_pending)
         kago__server_reap(srv);
     kago__server_maybe_exit(srv);
+}
+
+/* After its checkpoint (or a failure to begin one) the instance goes on: routed again, or (imaged at
+ * listen, still starting) probed for readiness now. */
+static void ckpt_resume(struct app_rt *a, struct instance *inst)
+{
+    if (!inst->pi)
+        return;
+    if (inst->pi->state == POOL_STARTING) {
+        inst->probe_ms = 1;
+        kago__upconn_open(inst, NULL);
+    } else {
+        kago__pool_set_busy(&a->pool, inst->pi, false, kago__serve_now_ms());
+    }
 }
 
 static void ckpt_begin(struct app_rt *a, struct instance *inst)
@@ -510,7 +562,7 @@ static void ckpt_begin(struct app_rt *a, struct instance *inst)
                 a->app.name, err->msg);
         kago_error_free(err);
         a->ckpt_inst = NULL;
-        kago__pool_set_busy(&a->pool, inst->pi, false, kago__serve_now_ms());
+        ckpt_resume(a, inst);
         return;
     }
     struct ckpt_job *j = xcalloc(1, sizeof(*j));
@@ -530,6 +582,7 @@ static void ckpt_begin(struct app_rt *a, struct instance *inst)
  * upstream sockets are closed, and CKPT_SETTLE_MS later it is imaged. */
 void kago__instance_checkpoint_tick(struct app_rt *a, uint64_t now)
 {
+    /* (:at_listen apps choose their image maker when it starts: see on_listen_timer) */
     if (a->ckpt != CK_WANT || a->pool.stopping || a->removed || !a->app.checkpoint_after_ready)
         return;
     struct instance *inst = a->ckpt_inst;

@@ -206,6 +206,14 @@ void kago__instance_unref(struct instance *inst);
 bool kago__instance_check_exit(struct instance *inst);
 /* The CRIU tier, from the tick: picks the instance to image, then images it off the loop. */
 void kago__instance_checkpoint_tick(struct app_rt *a, uint64_t now);
+/* The app uses the CRIU tier (checkpoint :after_ready or :at_listen). */
+static inline bool kago__app_criu(const struct kago_app *a)
+{
+    return a->checkpoint_after_ready || a->checkpoint_at_listen;
+}
+/* 1 when NET_DIR/tcp or NET_DIR/tcp6 (a /proc/PID/net) lists a socket listening on port, 0 when not,
+ * -errno when neither file can be read. */
+int kago__serve_listening(const char *net_dir, unsigned port);
 
 /* server.c */
 void kago__app_unref(struct app_rt *a);

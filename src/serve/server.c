@@ -258,7 +258,7 @@ static void setup_checkpoints(struct server *srv)
 {
     bool want = false;
     for (struct app_rt *a = srv->apps; a; a = a->next)
-        want |= !a->removed && a->app.checkpoint_after_ready;
+        want |= !a->removed && kago__app_criu(&a->app);
     if (!want)
         return;
     if (!srv->criu_checked) {
@@ -266,15 +266,17 @@ static void setup_checkpoints(struct server *srv)
         srv->criu_checked = true;
         srv->criu_ok = kago_checkpoint_supported(&err) == 0;
         if (srv->criu_ok)
-            fprintf(stderr,
-                    "kago serve: CRIU works here: apps with checkpoint :after_ready restore from "
-                    "images in %s/images\n",
-                    srv->opts.root);
+            fprintf(
+                stderr,
+                "kago serve: CRIU works here: apps with checkpoint :after_ready or :at_listen restore from "
+                "images in %s/images\n",
+                srv->opts.root);
         else
-            fprintf(stderr,
-                    "kago serve: CRIU is unusable here, apps with checkpoint :after_ready use cold "
-                    "starts: %s\n",
-                    err ? err->msg : "unknown reason");
+            fprintf(
+                stderr,
+                "kago serve: CRIU is unusable here, apps with checkpoint :after_ready or :at_listen use cold "
+                "starts: %s\n",
+                err ? err->msg : "unknown reason");
         kago_error_free(err);
         if (srv->criu_ok) {
             uv_signal_start(&srv->sigchld, on_sigchld, SIGCHLD);
@@ -282,7 +284,7 @@ static void setup_checkpoints(struct server *srv)
         }
     }
     for (struct app_rt *a = srv->apps; a; a = a->next)
-        if (srv->criu_ok && a->app.checkpoint_after_ready && a->ckpt == CK_OFF) {
+        if (srv->criu_ok && kago__app_criu(&a->app) && a->ckpt == CK_OFF) {
             /* an image left by a serve that died: it may not match the spec any more */
             if (access(a->image_dir, F_OK) == 0 && kago__rm_rf(a->image_dir) == 0)
                 fprintf(stderr, "kago serve: app %s: removed a stale image %s\n", a->app.name, a->image_dir);

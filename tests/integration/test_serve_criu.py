@@ -1,5 +1,5 @@
-"""kago serve's CRIU tier (a.checkpoint :after_ready): the first ready instance of a slow-starting app is
-imaged, later starts restore the image, a restore that fails falls back to a cold start, and SIGTERM
+"""kago serve's CRIU tier (a.checkpoint :after_ready or :at_listen): the first instance of a slow-starting
+app is imaged (once ready, or the moment it listens), later starts restore the image, a restore that fails falls back to a cold start, and SIGTERM
 leaves nothing (no image, cgroup or state). Real server, real containers, real criu.
 
 CRIU works only where `criu check` passes: run the guest part with
@@ -35,12 +35,12 @@ SLOW = (f"i=0; while [ $i -lt {LOAD} ]; do i=$((i+1)); done; "
         "exec /usr/sbin/httpd -f -p 8080 -h /srv/www")
 
 
-def criu_app(**policy):
+def criu_app(moment="after_ready", **policy):
     block = app("slow", ["slow.test"], SLOW, **policy)
     # Without c.init: kago's init runs the kago binary from the host, which CRIU cannot dump
     # ("Can't lookup mount for fd=-3 path=.../kago": its exe is outside the container's mounts).
     block = block.replace("    c.init\n", "")
-    return block[: block.rindex("end")] + "  a.checkpoint :after_ready\nend\n"
+    return block[: block.rindex("end")] + f"  a.checkpoint :{moment}\nend\n"
 
 
 def timed_get(srv):
@@ -76,8 +76,9 @@ def stop_clean(srv):
 
 
 @pytest.mark.skipif(CRIU_OK, reason="criu works here: the cold-start fallback for an unusable criu cannot be shown")
-def test_unusable_criu_means_cold_starts_and_says_why():
-    srv = Server(criu_app(idle_timeout="1s", stop_grace="1s"))
+@pytest.mark.parametrize("moment", ["after_ready", "at_listen"])
+def test_unusable_criu_means_cold_starts_and_says_why(moment):
+    srv = Server(criu_app(moment, idle_timeout="1s", stop_grace="1s"))
     try:
         st, h, body, _ = timed_get(srv)
         assert (st, body) == (200, b"slow-but-here\n"), srv.stderr()
@@ -136,5 +137,25 @@ def test_checkpoint_then_restore_then_fallback():
         assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
         assert wait_for(lambda: not zombies(srv.proc.pid), 5), zombies(srv.proc.pid)
         print(srv.stderr())
+    finally:
+        stop_clean(srv)
+
+
+@pytest.mark.skipif(not CRIU_OK, reason=f"criu is unusable on this host: {CRIU_WHY} (runs in the guest)")
+def test_checkpoint_at_listen_images_before_any_connection():
+    srv = Server(criu_app("at_listen", idle_timeout="1s", start_timeout="120s", stop_grace="1s"))
+    try:
+        st, h, body, cold_s = timed_get(srv)
+        assert (st, body) == (200, b"slow-but-here\n"), srv.stderr()
+        # imaged the moment it listened, before the first request reached it: so before this answer
+        assert srv.metric("kago_checkpoints_total", app="slow") == 1, srv.stderr()
+        assert "at listen" in srv.stderr()
+        assert h["x-kago-cold-start"].endswith("ms")
+        assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
+        st, h, body, restore_s = timed_get(srv)
+        assert (st, body) == (200, b"slow-but-here\n"), srv.stderr()
+        assert h["x-kago-cold-start"].endswith("ms restore"), h
+        assert starts(srv, "restore") == 1 and starts(srv, "cold") == 1, srv.metrics()
+        print(f"\n:at_listen: cold {cold_s:.3f} s (with the dump), restore {restore_s:.3f} s")
     finally:
         stop_clean(srv)
