@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <poll.h>
-#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -205,42 +204,6 @@ static int setup_cgroup(struct kago_container *c, const struct kago_spec *spec, 
     return 0;
 }
 
-struct compile_job {
-    const struct kago_spec *spec;
-    struct kago__bpf *bpf;
-    struct kago_error *err;
-    int ret;
-};
-
-static void *compile_thread(void *arg)
-{
-    struct compile_job *j = arg;
-    j->ret = kago__seccomp_compile(j->spec, j->bpf, &j->err);
-    return NULL;
-}
-
-/* On v1 the cgroup (~1 ms of mkdirs) is made after clone: the filter is compiled beside it, in a thread
- * (the child is cloned already, so no lock of this process can be caught held in it). */
-static int cgroup_and_filter(struct kago_container *c, const struct kago_spec *spec, struct launch *l,
-                             struct kago_error **err)
-{
-    struct compile_job j = {.spec = spec, .bpf = l->ch.bpf};
-    pthread_t t;
-    bool threaded = pthread_create(&t, NULL, compile_thread, &j) == 0;
-    int ret = setup_cgroup(c, spec, err);
-    if (threaded)
-        pthread_join(t, NULL);
-    else
-        compile_thread(&j);
-    if (ret == 0 && j.ret < 0) {
-        ret = -1;
-        if (err)
-            *err = steal_ptr(j.err);
-    }
-    kago_error_free(j.err);
-    return ret;
-}
-
 /* The parent's half of a start. On cgroup v1 the child is cloned first and the cgroup is made, and the
  * seccomp filter compiled, while the child builds its mounts; on v2 the child is cloned into its cgroup. */
 static int launch(struct kago_container *c, const struct kago_spec *spec, struct launch *l, bool *cg_made,
@@ -266,11 +229,11 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         goto fail;
     if (!clone_into) {
         *cg_made = true;
-        if (cgroup_and_filter(c, spec, l, err) < 0)
+        if (setup_cgroup(c, spec, err) < 0)
             goto fail;
-    } else if (kago__seccomp_compile(spec, l->ch.bpf, err) < 0) {
-        goto fail;
     }
+    if (kago__seccomp_compile(spec, l->ch.bpf, err) < 0)
+        goto fail;
     if ((spec->ns & (1u << KAGO_NS_USER)) &&
         ((l->cgroup_fd < 0 && c->cg.ops->enter(&c->cg, l->pid, err) < 0) ||
          setup_userns(l->pid, spec, err) < 0))
