@@ -196,6 +196,8 @@ static bool is_instance_pid(struct server *srv, pid_t pid)
             struct instance *inst = pi->data;
             if (inst->c && kago_container_pid(inst->c) == pid)
                 return true;
+            if (inst->creating && kago_create_pid(inst->creating) == pid)
+                return true; /* its create reaps it (and must, to say why it failed) */
         }
     return false;
 }
