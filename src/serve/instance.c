@@ -20,6 +20,9 @@
 #include "util.h"
 
 #define PROBE_MAX_MS 50
+/* Readiness checks stay 1 ms apart this long (most apps listen within it: a doubling delay would add up
+ * to its last step to the cold start), then back off to PROBE_MAX_MS. */
+#define PROBE_FAST_MS 100
 /* Between closing the chosen instance's upstream sockets and imaging it: the app closes its ends
  * (an established TCP socket cannot be dumped without --tcp-established, which kago does not use). */
 #define CKPT_SETTLE_MS 100
@@ -64,7 +67,22 @@ static void on_probe_timer(uv_timer_t *t)
         kago__upconn_open(inst, NULL);
 }
 
-/* Readiness without socket activation: connect attempts from 1 ms apart, backing off to 50 ms. */
+static void probe_reset(struct instance *inst)
+{
+    inst->probe_ms = 1;
+    inst->probe_t0 = kago__serve_now_ms();
+}
+
+static unsigned probe_delay(struct instance *inst)
+{
+    if (kago__serve_now_ms() - inst->probe_t0 < PROBE_FAST_MS)
+        return 1;
+    unsigned d = inst->probe_ms;
+    inst->probe_ms = d * 2 > PROBE_MAX_MS ? PROBE_MAX_MS : d * 2;
+    return d;
+}
+
+/* Readiness without socket activation: connect attempts 1 ms apart, then backing off to 50 ms. */
 void kago__instance_probe_result(struct instance *inst, int status)
 {
     if (!inst->pi || inst->removed)
@@ -76,8 +94,7 @@ void kago__instance_probe_result(struct instance *inst, int status)
     }
     if (inst->pi->state != POOL_STARTING)
         return;
-    uv_timer_start(&inst->probe, on_probe_timer, inst->probe_ms, 0);
-    inst->probe_ms = inst->probe_ms * 2 > PROBE_MAX_MS ? PROBE_MAX_MS : inst->probe_ms * 2;
+    uv_timer_start(&inst->probe, on_probe_timer, probe_delay(inst), 0);
 }
 
 static void on_exit_event(uv_poll_t *h, int status, int events)
@@ -135,12 +152,11 @@ static void on_listen_timer(uv_timer_t *t)
     if (r > 0 || r < 0) { /* no image after all (stopping, or /proc unreadable): probe as usual */
         if (a->ckpt_inst == inst)
             a->ckpt_inst = NULL;
-        inst->probe_ms = 1;
+        probe_reset(inst);
         kago__upconn_open(inst, NULL);
         return;
     }
-    uv_timer_start(&inst->probe, on_listen_timer, inst->probe_ms, 0);
-    inst->probe_ms = inst->probe_ms * 2 > PROBE_MAX_MS ? PROBE_MAX_MS : inst->probe_ms * 2;
+    uv_timer_start(&inst->probe, on_listen_timer, probe_delay(inst), 0);
 }
 
 /* inst->c runs: watch its exit through its pidfd and probe its readiness. */
@@ -170,10 +186,10 @@ static void start_finish(struct app_rt *a, struct instance *inst)
                pi->tier == POOL_TIER_COLD) {
         /* the image maker: watched, not probed, until it is imaged (see on_listen_timer) */
         a->ckpt_inst = inst;
-        inst->probe_ms = 1;
+        probe_reset(inst);
         uv_timer_start(&inst->probe, on_listen_timer, 0, 0);
     } else {
-        inst->probe_ms = 1;
+        probe_reset(inst);
         kago__upconn_open(inst, NULL);
     }
 }
@@ -543,7 +559,7 @@ static void ckpt_resume(struct app_rt *a, struct instance *inst)
     if (!inst->pi)
         return;
     if (inst->pi->state == POOL_STARTING) {
-        inst->probe_ms = 1;
+        probe_reset(inst);
         kago__upconn_open(inst, NULL);
     } else {
         kago__pool_set_busy(&a->pool, inst->pi, false, kago__serve_now_ms());
