@@ -498,6 +498,7 @@ const struct pool_ops kago__serve_pool_ops = {
 
 struct ckpt_job {
     uv_work_t req;
+    unsigned generation; /* the app's container it images */
     struct instance *inst;
     struct kago_container *c;
     char *dir;
@@ -525,7 +526,13 @@ static void ckpt_done(uv_work_t *req, int status)
     srv->ckpt_jobs--;
     inst->ckpt_busy = false;
     a->ckpt_inst = NULL;
-    if (j->rc == 0 && status == 0) {
+    if (j->generation != a->pool.generation) { /* the container changed meanwhile: a stale image */
+        kago__rm_rf(j->dir);
+        if (a->ckpt == CK_BUSY)
+            a->ckpt = CK_WANT;
+        fprintf(stderr, "kago serve: app %s: checkpoint of %s dropped: the app's container changed\n",
+                a->app.name, inst->name);
+    } else if (j->rc == 0 && status == 0) {
         a->ckpt = CK_READY;
         a->pool.checkpoints++;
         fprintf(stderr, "kago serve: app %s: checkpointed %s%s into %s in %.1f ms: later starts restore it\n",
@@ -570,8 +577,7 @@ static void ckpt_begin(struct app_rt *a, struct instance *inst)
 {
     struct server *srv = a->srv;
     struct kago_error *err = NULL;
-    cleanup_free char *parent = xasprintf("%s/images", srv->opts.root);
-    if (kago__mkdir_p(parent, 0700, &err) < 0) {
+    if (kago__mkdir_p(a->image_root, 0700, &err) < 0) {
         a->ckpt = CK_FAILED;
         a->pool.checkpoint_failures++;
         fprintf(stderr, "kago serve: app %s: checkpoint failed, the app stays on cold starts: %s\n",
@@ -585,6 +591,7 @@ static void ckpt_begin(struct app_rt *a, struct instance *inst)
     j->inst = inst;
     j->c = inst->c;
     j->dir = xstrdup(a->image_dir);
+    j->generation = a->pool.generation;
     j->req.data = j;
     inst->ckpt_busy = true;
     inst->refs++;
@@ -594,17 +601,36 @@ static void ckpt_begin(struct app_rt *a, struct instance *inst)
     uv_queue_work(srv->loop, &j->req, ckpt_work, ckpt_done);
 }
 
+/* Images of containers a reload replaced go once no instance restored from one is left. */
+static void prune_images(struct app_rt *a)
+{
+    if (a->images_pruned == a->pool.generation)
+        return;
+    for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
+        if (pi->tier == POOL_TIER_RESTORE && pi->generation != a->pool.generation)
+            return;
+    for (unsigned g = a->images_pruned; g < a->pool.generation; g++) {
+        cleanup_free char *dir = xasprintf("%s/%u", a->image_root, g);
+        if (access(dir, F_OK) == 0 && kago__rm_rf(dir) == 0)
+            fprintf(stderr, "kago serve: app %s: removed the image of its old container %s\n", a->app.name,
+                    dir);
+    }
+    a->images_pruned = a->pool.generation;
+}
+
 /* Once a cold instance is ready and has nothing in flight, it is taken off routing (busy), its
  * upstream sockets are closed, and CKPT_SETTLE_MS later it is imaged. */
 void kago__instance_checkpoint_tick(struct app_rt *a, uint64_t now)
 {
+    prune_images(a);
     /* (:at_listen apps choose their image maker when it starts: see on_listen_timer) */
     if (a->ckpt != CK_WANT || a->pool.stopping || a->removed || !a->app.checkpoint_after_ready)
         return;
     struct instance *inst = a->ckpt_inst;
     if (!inst) {
         for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
-            if (pi->state == POOL_READY && !pi->busy && pi->inflight == 0 && pi->tier == POOL_TIER_COLD) {
+            if (pi->state == POOL_READY && !pi->busy && pi->inflight == 0 && pi->tier == POOL_TIER_COLD &&
+                pi->generation == a->pool.generation) {
                 inst = pi->data;
                 break;
             }

@@ -51,7 +51,9 @@ struct app_rt {
     bool removed;  /* dropped by a reload: draining until its last instance is gone */
     unsigned refs; /* clients holding it */
     enum ckpt_state ckpt;
-    char *image_dir; /* <root>/images/<app> */
+    char *image_root;       /* <root>/images/<app> */
+    char *image_dir;        /* <image_root>/<pool generation>: the image of the app's current container */
+    unsigned images_pruned; /* generations below this have no image left */
     unsigned restore_fail_streak;
     struct instance *ckpt_inst; /* chosen for the checkpoint (its upstream sockets closing), or in it */
 };

@@ -8,6 +8,7 @@ CRIU works only where `criu check` passes: run the guest part with
 (tests/vm/run passes KAGO_* variables into the guest). Where criu is unusable (this host's 6.18 kernel
 breaks criu 3.17) the app must still be served by cold starts, and serve's log says why."""
 import os
+import signal
 import time
 
 import pytest
@@ -106,7 +107,7 @@ def test_checkpoint_then_restore_then_fallback():
         assert (st, body) == (200, b"slow-but-here\n"), srv.stderr()
         cold_h = h.get("x-kago-cold-start")
         assert wait_for(lambda: srv.metric("kago_checkpoints_total", app="slow") == 1, 180), srv.stderr()
-        image = os.path.join(srv.root, "images", "slow")
+        image = os.path.join(srv.root, "images", "slow", "0")
         assert os.path.isfile(os.path.join(image, "kago.json"))
         # 2. idle stops it; the next request is served by a restore
         assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
@@ -157,5 +158,30 @@ def test_checkpoint_at_listen_images_before_any_connection():
         assert h["x-kago-cold-start"].endswith("ms restore"), h
         assert starts(srv, "restore") == 1 and starts(srv, "cold") == 1, srv.metrics()
         print(f"\n:at_listen: cold {cold_s:.3f} s (with the dump), restore {restore_s:.3f} s")
+    finally:
+        stop_clean(srv)
+
+
+@pytest.mark.skipif(not CRIU_OK, reason=f"criu is unusable on this host: {CRIU_WHY} (runs in the guest)")
+def test_reload_with_a_changed_container_drops_the_image():
+    """The image holds the old container: after a reload that changes it, starts are cold (and a new
+    image is taken) until the new container's image exists; the old image goes."""
+    srv = Server(criu_app(idle_timeout="1s", start_timeout="120s", stop_grace="1s"))
+    try:
+        assert timed_get(srv)[0] == 200, srv.stderr()
+        assert wait_for(lambda: srv.metric("kago_checkpoints_total", app="slow") == 1, 180), srv.stderr()
+        old_image = os.path.join(srv.root, "images", "slow", "0")
+        assert os.path.isdir(old_image)
+        srv.write_config(criu_app(idle_timeout="1s", start_timeout="120s", stop_grace="1s").replace(
+            "slow-but-here", "slow-and-new"))
+        srv.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "its container changed" in srv.stderr(), 10), srv.stderr()
+        assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
+        st, h, body, _ = timed_get(srv)
+        assert (st, body) == (200, b"slow-and-new\n"), srv.stderr()
+        assert starts(srv, "restore") == 0 and starts(srv, "cold") == 2, srv.metrics()
+        assert wait_for(lambda: not os.path.exists(old_image), 10), srv.stderr()
+        assert wait_for(lambda: srv.metric("kago_checkpoints_total", app="slow") == 2, 180), srv.stderr()
+        assert os.path.isdir(os.path.join(srv.root, "images", "slow", "1"))
     finally:
         stop_clean(srv)
