@@ -74,6 +74,9 @@ KAGO_EXPORT int kago_container_update(struct kago_container *c, const struct kag
 KAGO_EXPORT int kago_container_pause(struct kago_container *c, bool pause, struct kago_error **err);
 KAGO_EXPORT int kago_container_stats(struct kago_container *c, struct kago_stats *st,
                                      struct kago_error **err);
+/* An fd (the caller's; CLOEXEC, non-blocking) that turns readable when the container's cgroup reports a
+ * memory event, an OOM kill among them: read it empty, then compare kago_container_stats' oom_kills. */
+KAGO_EXPORT int kago_container_oom_fd(struct kago_container *c, struct kago_error **err);
 /* Opens the container's namespace of type ns (O_CLOEXEC fd, caller closes). */
 KAGO_EXPORT int kago_container_open_ns(struct kago_container *c, enum kago_ns ns, struct kago_error **err);
 /* Runs proc->argv inside the container's namespaces and cgroup, with proc's env/cwd/uid/gid.

@@ -35,6 +35,10 @@ struct kago__cgroup_ops {
     int (*kill_all)(struct kago__cgroup *cg, int sig, struct kago_error **err);
     /* rmdir the cgroup (and the "kago" parent when it is empty). Processes must be gone. */
     int (*destroy)(struct kago__cgroup *cg, struct kago_error **err);
+    /* An fd (CLOEXEC, non-blocking; the caller closes it) that turns readable when the cgroup has a
+     * memory event such as an OOM (v1: an eventfd on memory.oom_control; v2: inotify on memory.events).
+     * Drain it, then read the stats. */
+    int (*oom_fd)(struct kago__cgroup *cg, struct kago_error **err);
     /* Opens the directory used by clone3(CLONE_INTO_CGROUP), or -1 where the backend has none (v1). */
     int (*open_dir)(struct kago__cgroup *cg, struct kago_error **err);
 };

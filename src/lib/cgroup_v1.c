@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -232,6 +233,31 @@ fail:
     while (i-- > 0)
         kago__cg_rmdir(cg, l->hier[i], NULL);
     return -1;
+}
+
+static int v1_oom_fd(struct kago__cgroup *cg, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    char dir[PATH_MAX], path[PATH_MAX + 32], reg[64];
+    if (ctrl_dir(cg, l, C_MEMORY, dir, err) < 0)
+        return -1;
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0)
+        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: eventfd", cg->name);
+    snprintf(path, sizeof path, "%s/memory.oom_control", dir);
+    cleanup_close int ofd = open(path, O_RDONLY | O_CLOEXEC);
+    if (ofd < 0) {
+        kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: open memory.oom_control", cg->name);
+        close(efd);
+        return -1;
+    }
+    /* the kernel keeps the registration until efd is closed */
+    snprintf(reg, sizeof reg, "%d %d", efd, ofd);
+    if (kago__cg_write(cg, dir, "cgroup.event_control", reg, err) < 0) {
+        close(efd);
+        return -1;
+    }
+    return efd;
 }
 
 static int v1_hold(struct kago__cgroup *cg, struct kago_error **err)
@@ -518,6 +544,7 @@ const struct kago__cgroup_ops kago__cgroup_v1 = {
     .create = v1_create,
     .enter = v1_enter,
     .hold = v1_hold,
+    .oom_fd = v1_oom_fd,
     .apply = v1_apply,
     .devices = v1_devices,
     .freeze = v1_freeze,

@@ -869,6 +869,14 @@ int kago_container_stats(struct kago_container *c, struct kago_stats *st, struct
     return 0;
 }
 
+int kago_container_oom_fd(struct kago_container *c, struct kago_error **err)
+{
+    int fd = c->cg.ops->oom_fd(&c->cg, err);
+    if (fd < 0)
+        kago_error_prefix(err, "container %s", c->spec.name);
+    return fd;
+}
+
 int kago_container_open_ns(struct kago_container *c, enum kago_ns ns, struct kago_error **err)
 {
     static const char *const files[KAGO_NS_COUNT] = {"pid", "mnt", "uts", "ipc", "net", "cgroup", "user"};
