@@ -466,7 +466,9 @@ int kago__detach(struct kago_container *c,
         /* say so explicitly: a container waiting for start still holds a copy of this pipe */
         if (write(fd, "O", 1) != 1)
             _exit(1);
-        close(fd);
+        /* from here it only waits: it must not hold the caller's descriptors (a pipe whose reader waits
+         * for EOF, a listening socket) for as long as the container lives */
+        syscall(SYS_close_range, 3, ~0U, 0);
         int dirfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC), status = 0;
         while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
             ;

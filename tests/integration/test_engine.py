@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -134,6 +135,24 @@ def test_init_holds_no_kago_fds(kago, rootfs, tmp_path):
     pid = kago.state("initfd")["pid"]
     fds = sorted(int(f) for f in os.listdir(f"/proc/{pid}/fd"))
     assert fds == [0, 1, 2], [os.readlink(f"/proc/{pid}/fd/{f}") for f in fds]
+
+
+def test_detached_container_keeps_no_caller_pipe_open(kago, rootfs):
+    # `out=$(kago run -d ...)` style callers wait for EOF on a pipe they passed down: once kago has
+    # returned, neither its shim nor the container may hold it
+    r, w = os.pipe()
+    kago.names.add("pipefd")
+    try:
+        kago("run", "--detach", "--name", "pipefd", "--rootfs", ROOTFS, "--", "sleep", "30",
+             pass_fds=(w,), check=True)
+    finally:
+        os.close(w)
+    ready, _, _ = select.select([r], [], [], 5)
+    try:
+        assert ready and os.read(r, 1) == b"", "a process of the detached container still holds the pipe"
+    finally:
+        os.close(r)
+    assert kago.state("pipefd")["status"] == "running"
 
 
 def test_init_reaps_zombies(kago, rootfs):
