@@ -550,8 +550,35 @@ static int child_secure(const struct kago__child *ch, struct kago_error **err)
     return kago__caps_apply(spec, err);
 }
 
-static void wait_for_start(struct kago__child *ch)
+/* Closes every descriptor from 3 up but those in keep (sorted, each >= 3). */
+static void close_all_but(const int *keep, size_t n)
 {
+    unsigned from = 3;
+    for (size_t i = 0; i < n; i++) {
+        if (keep[i] > (int)from)
+            syscall(SYS_close_range, from, (unsigned)keep[i] - 1, 0);
+        from = (unsigned)keep[i] + 1;
+    }
+    syscall(SYS_close_range, from, ~0U, 0);
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    return *(const int *)a - *(const int *)b;
+}
+
+/* A created container may wait long for its start: it must not hold its creator's descriptors meanwhile
+ * (a pipe whose reader waits for EOF); only the fifo and the listening socket stay. */
+static void wait_for_start(struct kago__child *ch, int listen_fd)
+{
+    int keep[2];
+    size_t n = 0;
+    keep[n++] = ch->fifo_fd;
+    if (listen_fd >= 3)
+        keep[n++] = listen_fd;
+    qsort(keep, n, sizeof keep[0], cmp_int);
+    close_all_but(keep, n);
+    ch->sync_fd = -1; /* closed: "R" was its last word */
     char path[64], c = 'S';
     snprintf(path, sizeof path, "/proc/self/fd/%d", ch->fifo_fd);
     int fd = open(path, O_WRONLY | O_CLOEXEC); /* blocks until `kago start` opens the other end */
@@ -599,7 +626,7 @@ void kago__child_main(struct kago__child *ch)
         if (write(ch->sync_fd, "R", 1) != 1)
             _exit(127);
         ready_sent = true;
-        wait_for_start(ch);
+        wait_for_start(ch, listen_fd);
     }
     kago__trace("child: prepared");
     if (child_secure(ch, &err) < 0)

@@ -155,6 +155,25 @@ def test_detached_container_keeps_no_caller_pipe_open(kago, rootfs):
     assert kago.state("pipefd")["status"] == "running"
 
 
+def test_created_container_keeps_no_caller_pipe_open(kago, rootfs):
+    # a created container may wait long for `kago start`: meanwhile it holds no descriptor of its creator
+    r, w = os.pipe()
+    kago.names.add("pipefd2")
+    try:
+        kago("create", "--name", "pipefd2", "--rootfs", ROOTFS, "--", "/bin/sh", "-c", "echo started; sleep 30",
+             pass_fds=(w,), check=True)
+    finally:
+        os.close(w)
+    ready, _, _ = select.select([r], [], [], 5)
+    try:
+        assert ready and os.read(r, 1) == b"", "the created container (or its shim) still holds the pipe"
+    finally:
+        os.close(r)
+    assert kago.state("pipefd2")["status"] == "created"
+    kago("start", "pipefd2", check=True)
+    assert wait_for(lambda: kago.state("pipefd2")["status"] == "running")
+
+
 def test_init_reaps_zombies(kago, rootfs):
     r = run(kago, "/bin/sh", "-c", "(sleep 0.1 &) ; sleep 0.5; ps -o stat= | grep -c Z || true",
             opts=("--init",), check=True)
