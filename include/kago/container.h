@@ -24,6 +24,9 @@ struct kago_spawn_opts {
     bool wait_start; /* stop before exec until kago_container_start() (kago create / start) */
     int stdio[3];    /* fds for the command's stdin/stdout/stderr; -1 = inherit */
     bool detach;     /* the caller will not wait: the container is reparented away from it */
+    bool tty;        /* the command gets a terminal of the container's own devpts as stdin, stdout, stderr
+                        and controlling terminal; its master goes to the caller (kago_container_take_tty).
+                        Not with detach. */
 };
 
 /* Builds the container described by spec under state dir root: cgroup, namespaces, mounts,
@@ -49,6 +52,9 @@ KAGO_EXPORT pid_t kago_create_pid(const struct kago_create *cr);
 KAGO_EXPORT int kago_container_create_finish(struct kago_create *cr, struct kago_container **out,
                                              struct kago_error **err);
 KAGO_EXPORT void kago_create_abort(struct kago_create *cr);
+/* The master side of the terminal of a container made with tty (the caller's to close from now on), or
+ * -1. */
+KAGO_EXPORT int kago_container_take_tty(struct kago_container *c);
 /* Lets a container made with wait_start run its command. */
 KAGO_EXPORT int kago_container_start(struct kago_container *c, struct kago_error **err);
 /* Loads a container from its state file. */

@@ -79,8 +79,9 @@ extern const struct option cli_spec_longopts[];
 /* Limit options (--cpu --cpu-weight --memory --pids --cpuset), shared with `kago update`. */
 int cli_limit_option(struct kago_limits *l, int opt, const char *arg);
 /* Parses run/create options into spec; returns the index of the command in argv, -0x100 after --help,
- * or minus the exit code on bad input (message printed). detach may be NULL (no --detach). */
-int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, int argc, char **argv);
+ * or minus the exit code on bad input (message printed). detach and tty may be NULL (no --detach, no
+ * --tty). */
+int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, bool *tty, int argc, char **argv);
 /* Parses run/create options and creates the container. Returns 0 with *c set, or the exit code with *c
  * NULL (0 after --help). detach may be NULL (no --detach option); it also sets opts->detach. */
 int cli_create_from_args(struct cli *g, const char *verb, int argc, char **argv, bool *detach,
@@ -89,6 +90,11 @@ int cli_create_from_args(struct cli *g, const char *verb, int argc, char **argv,
 void cli_hold_signals(void);
 /* Waits for child pid, forwarding the usual signals to it; returns its wait status. */
 int cli_wait_forwarding(pid_t pid);
+/* Forwards the usual signals to pid from now on (all but SIGWINCH when resize is given: it runs then). */
+void cli_forward_signals(pid_t pid, void (*resize)(int));
+/* kago run --tty: relays this process's stdin/stdout and the container's terminal (master), the local
+ * terminal in raw mode and its size followed, until child pid exits; returns its wait status. */
+int cli_wait_tty(pid_t pid, int master);
 /* Loads container NAME or prints why not. */
 struct kago_container *cli_load(struct cli *g, const char *name);
 /* A signal by name (TERM, SIGTERM) or number; -1 if unknown. */

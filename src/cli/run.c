@@ -29,23 +29,24 @@ static void run_usage(const char *verb)
         "         --ns pid,mount,uts,ipc,net,cgroup,user --join-ns TYPE:PATH --uidmap C:H:N --gidmap C:H:N\n"
         "         --cpu PCT --cpu-weight N --memory SIZE --pids N --cpuset LIST --rlimit NAME=SOFT[:HARD]\n"
         "         --cgroup-set KEY=VALUE --cap-add CAP --cap-drop CAP --seccomp default|unconfined|FILE\n"
-        "         --no-new-privs true|false --init --detach\n",
+        "         --no-new-privs true|false --init --detach --tty\n",
         verb);
 }
 
 /* Parses the spec options of run/create. Returns the index of the command, or < 0 (exit code negated). */
-int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, int argc, char **argv)
+int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, bool *tty, int argc, char **argv)
 {
     static struct option opts[64];
     size_t n = 0;
     for (; cli_spec_longopts[n].name; n++)
         opts[n] = cli_spec_longopts[n];
     opts[n++] = (struct option){"detach", no_argument, NULL, 'd'};
+    opts[n++] = (struct option){"tty", no_argument, NULL, 't'};
     opts[n++] = (struct option){"help", no_argument, NULL, 'h'};
     opts[n] = (struct option){0};
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+dh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+dht", opts, NULL)) != -1) {
         if (c == 'h') {
             run_usage(verb);
             return -0x100;
@@ -54,7 +55,11 @@ int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, int a
             *detach = true;
             continue;
         }
-        if (c == '?' || c == ':' || c == 'd')
+        if (c == 't' && tty) {
+            *tty = true;
+            continue;
+        }
+        if (c == '?' || c == ':' || c == 'd' || c == 't')
             return -cli_usage(verb, "unknown option or missing value: %s", argv[optind - 1]);
         if (cli_spec_option(spec, c, optarg) < 0)
             return -1;
@@ -82,7 +87,7 @@ int cli_create_from_args(struct cli *g, const char *verb, int argc, char **argv,
     struct kago_spec spec;
     kago_spec_init(&spec);
     *c = NULL;
-    int i = cli_parse_spec(verb, &spec, detach, argc, argv);
+    int i = cli_parse_spec(verb, &spec, detach, detach ? &opts->tty : NULL, argc, argv);
     if (i < 0) {
         kago_spec_free(&spec);
         return i == -0x100 ? 0 : -i;
@@ -115,18 +120,23 @@ void cli_hold_signals(void)
     sigprocmask(SIG_BLOCK, &set, NULL);
 }
 
-int cli_wait_forwarding(pid_t pid)
+void cli_forward_signals(pid_t pid, void (*resize)(int))
 {
     target_pid = pid;
-    struct sigaction sa = {.sa_handler = forward};
-    sigemptyset(&sa.sa_mask);
     sigset_t set;
     sigemptyset(&set);
     for (size_t s = 0; s < sizeof forwarded / sizeof forwarded[0]; s++) {
+        struct sigaction sa = {.sa_handler = forwarded[s] == SIGWINCH && resize ? resize : forward};
+        sigemptyset(&sa.sa_mask);
         sigaction(forwarded[s], &sa, NULL);
         sigaddset(&set, forwarded[s]);
     }
     sigprocmask(SIG_UNBLOCK, &set, NULL); /* what arrived while the container was made goes to it now */
+}
+
+int cli_wait_forwarding(pid_t pid)
+{
+    cli_forward_signals(pid, NULL);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR)
@@ -151,7 +161,10 @@ CLI_VERB(run)
         kago_container_free(c);
         return 0;
     }
-    int code = exit_code(c, cli_wait_forwarding(kago_container_pid(c)));
+    int master = kago_container_take_tty(c);
+    int status = master >= 0 ? cli_wait_tty(kago_container_pid(c), master)
+                             : cli_wait_forwarding(kago_container_pid(c));
+    int code = exit_code(c, status);
     struct kago_error *err = NULL;
     if (kago_container_delete(c, true, &err) < 0)
         cli_fail(err);

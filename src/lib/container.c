@@ -47,6 +47,7 @@ struct kago_container *kago__container_new(const char *root, const char *name)
     c->root = xstrdup(root ? root : KAGO_DEFAULT_ROOT);
     c->dir = xasprintf("%s/%s", c->root, name);
     c->pidfd = -1;
+    c->tty_master = -1;
     c->exit_status = -1;
     return c;
 }
@@ -56,6 +57,7 @@ void kago_container_free(struct kago_container *c)
     if (!c)
         return;
     close_fd(&c->pidfd);
+    close_fd(&c->tty_master);
     kago__cgroup_fini(&c->cg);
     kago_spec_free(&c->spec);
     free(c->root);
@@ -64,18 +66,32 @@ void kago_container_free(struct kago_container *c)
 }
 
 /* Reads one message from the child: 'R' (waiting for start), "E<code> <msg>" (failed), or EOF (exec'd). */
-int kago__read_child(int sync_fd, char *kind, struct kago_error **err)
+/* On the sync socket a message may carry one descriptor (the terminal's master with "T"): it goes to
+ * *fd (fd NULL: a pipe, nothing can come). */
+int kago__read_child(int sync_fd, char *kind, int *fd, struct kago_error **err)
 {
     char buf[4097];
     ssize_t n;
     int resets = 0;
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf - 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+    if (fd)
+        *fd = -1;
     /* A child that failed before reading our "G" closed its end with it unread: the kernel then reports
      * ECONNRESET once, ahead of the error message still queued for us. */
-    do
-        n = read(sync_fd, buf, sizeof buf - 1);
+    do /* (a shim reports through a pipe: no descriptor can come that way) */
+        n = fd ? recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC) : read(sync_fd, buf, sizeof buf - 1);
     while (n < 0 && (errno == EINTR || (errno == ECONNRESET && resets++ == 0)));
     if (n < 0)
         return kago_error_set(err, errno, "read from container init");
+    struct cmsghdr *cm = fd ? CMSG_FIRSTHDR(&mh) : NULL;
+    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+        memcpy(fd, CMSG_DATA(cm), sizeof *fd);
+    }
     buf[n] = '\0';
     *kind = n == 0 ? 'X' : buf[0];
     if (*kind == 'E') {
@@ -308,7 +324,8 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
                                 .parent_fd = -1,
                                 .fifo_fd = -1,
                                 .stdio = opts ? opts->stdio : nostdio,
-                                .die_with_parent = !(opts && opts->detach)};
+                                .die_with_parent = !(opts && opts->detach),
+                                .tty = opts && opts->tty};
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         l.ch.join_fds[i] = -1;
     /* shared with the child: the filter compiled here while it sets up */
@@ -356,9 +373,14 @@ out:
 static int end_here(struct kago_create *cr, struct kago_error **err)
 {
     char kind;
-    int ret = -1;
-    if (kago__read_child(cr->sync_fd, &kind, err) < 0)
+    int ret = -1, tty = -1;
+    if (kago__read_child(cr->sync_fd, &kind, &tty, err) < 0)
         goto out;
+    if (kind == 'T') { /* the terminal's master first, then the usual report */
+        cr->c->tty_master = tty;
+        if (kago__read_child(cr->sync_fd, &kind, NULL, err) < 0)
+            goto out;
+    }
     kago__trace("child exec'd");
     if (cr->wait_start != (kind == 'R')) {
         kago_error_set(err, 0, "container init ended during setup");
@@ -481,7 +503,7 @@ int kago__detach(struct kago_container *c,
         _exit(0);
     }
     char kind = 0;
-    int ret = kago__read_child(fd, &kind, err);
+    int ret = kago__read_child(fd, &kind, NULL, err);
     close(fd);
     if (ret == 0 && kind != 'O')
         ret = kago_error_set(err, 0, "the shim ended before the container was made");
@@ -525,6 +547,9 @@ int kago_container_create_begin(const char *root, const struct kago_spec *spec,
         kago_error_prefix(err, "container %s", name);
         return -1;
     }
+    if (opts->tty && opts->detach)
+        return kago_error_set(
+            err, 0, "container %s: a terminal needs its caller in the foreground (no detach)", name);
     struct kago_create *cr = xcalloc(1, sizeof(*cr));
     cr->c = kago__container_new(root, name);
     cr->detach = opts->detach;
@@ -684,6 +709,11 @@ int kago_container_load(const char *root, const char *name, struct kago_containe
 const char *kago_container_name(const struct kago_container *c)
 {
     return c->spec.name;
+}
+
+int kago_container_take_tty(struct kago_container *c)
+{
+    return steal_fd(&c->tty_master);
 }
 
 pid_t kago_container_pid(const struct kago_container *c)

@@ -16,6 +16,7 @@ struct kago_container {
     pid_t pid;
     unsigned long long starttime; /* /proc/PID/stat field 22: tells a reused pid apart */
     int pidfd;
+    int tty_master;    /* made with tty: the terminal's master until taken, else -1 */
     long long created; /* unix seconds */
     int exit_status;   /* -1 unknown; else as waitpid() gave it (from a shim's record) */
     struct kago__cgroup cg;
@@ -34,6 +35,7 @@ struct kago__child {
     struct kago__bpf *bpf;         /* compiled by the parent, in shared memory, before "G" */
     bool went;                     /* "G" received */
     bool die_with_parent;          /* foreground: no orphan container outlives a killed kago */
+    bool tty;                      /* make a terminal, send its master to the parent ("T" + the fd) */
 };
 
 _Noreturn void kago__child_main(struct kago__child *ch) KAGO_INTERNAL;
@@ -47,7 +49,7 @@ int kago__ns_clone_flag(enum kago_ns ns) KAGO_INTERNAL;
 _Noreturn void kago__init_loop(pid_t child) KAGO_INTERNAL;
 /* Reads one message from a child: 'R' (waiting for start), 'O' (ok), "E<code> <msg>" (sets *err, returns
  * -1), or EOF ('X': the child exec'd). */
-int kago__read_child(int sync_fd, char *kind, struct kago_error **err) KAGO_INTERNAL;
+int kago__read_child(int sync_fd, char *kind, int *fd, struct kago_error **err) KAGO_INTERNAL;
 /* --detach: forks a shim that runs make(c, arg) (which leaves c->pid set), stays the container's parent,
  * and records its exit status in dir/exit. Returns once make succeeded or failed in the shim. */
 int kago__detach(struct kago_container *c,

@@ -90,7 +90,7 @@ pid_t kago_container_exec(struct kago_container *c, const struct kago_spec *proc
     if (pid == 0)
         exec_in(c, proc, fd);
     char kind;
-    int rc = kago__read_child(fd, &kind, err);
+    int rc = kago__read_child(fd, &kind, NULL, err);
     close(fd);
     if (rc < 0) {
         waitpid(pid, NULL, 0);

@@ -17,6 +17,7 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 
 #include "container_int.h"
 #include "linux.h"
@@ -550,6 +551,43 @@ static int child_secure(const struct kago__child *ch, struct kago_error **err)
     return kago__caps_apply(spec, err);
 }
 
+/* A terminal of the container's own devpts (its /dev/ptmx, after pivot_root) becomes the command's
+ * stdin, stdout, stderr and controlling terminal; its master goes to the parent with "T". */
+static int make_tty(struct kago__child *ch, struct kago_error **err)
+{
+    int unlock = 0;
+    cleanup_close int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0)
+        return kago_error_set(err, errno, "terminal: open /dev/ptmx");
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+        return kago_error_set(err, errno, "terminal: unlock");
+    cleanup_close int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);
+    if (slave < 0)
+        return kago_error_set(err, errno, "terminal: open its peer");
+    if (getsid(0) != getpid() && setsid() < 0)
+        return kago_error_set(err, errno, "terminal: new session");
+    if (ioctl(slave, TIOCSCTTY, 0) < 0)
+        return kago_error_set(err, errno, "terminal: make it the controlling terminal");
+    for (int i = 0; i < 3; i++)
+        if (dup2(slave, i) < 0)
+            return kago_error_set(err, errno, "terminal: as fd %d", i);
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = {.iov_base = "T", .iov_len = 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &master, sizeof master);
+    if (sendmsg(ch->sync_fd, &mh, MSG_NOSIGNAL) != 1)
+        return kago_error_set(err, errno, "terminal: hand its master to kago");
+    return 0;
+}
+
 /* Closes every descriptor from 3 up but those in keep (sorted, each >= 3). */
 static void close_all_but(const int *keep, size_t n)
 {
@@ -616,6 +654,8 @@ void kago__child_main(struct kago__child *ch)
     if (kago__fault("slow-setup")) /* tests: a setup long enough to watch what the parent does meanwhile */
         usleep(1500 * 1000);
     if (child_prepare(ch, &listen_fd, &cmd, &err) < 0 || kago__child_go(ch, &err) < 0)
+        goto fail;
+    if (ch->tty && make_tty(ch, &err) < 0)
         goto fail;
     /* a cgroup namespace is rooted where the process is: make it only once inside its cgroup */
     if ((spec->ns & (1u << KAGO_NS_CGROUP)) && unshare(CLONE_NEWCGROUP) < 0) {

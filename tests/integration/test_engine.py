@@ -1,10 +1,14 @@
 """The engine, as a user sees it: kago run / create / start / exec / update / pause / delete on real containers."""
+import fcntl
 import glob
 import json
 import os
+import pty
 import select
 import signal
+import struct
 import subprocess
+import termios
 import time
 
 import pytest
@@ -172,6 +176,57 @@ def test_created_container_keeps_no_caller_pipe_open(kago, rootfs):
     assert kago.state("pipefd2")["status"] == "created"
     kago("start", "pipefd2", check=True)
     assert wait_for(lambda: kago.state("pipefd2")["status"] == "running")
+
+
+def run_on_pty(kago, args, keys=(), rows=33, cols=101, timeout=20):
+    """kago ARGS with a pseudo-terminal of ours as stdin/stdout/stderr (as from an interactive shell);
+    keys: (wait-for-bytes, bytes-to-type) pairs. Returns (everything it printed, exit code)."""
+    m, s = pty.openpty()
+    fcntl.ioctl(s, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    p = kago.popen(*args, stdin=s, stdout=s, stderr=s, start_new_session=True)
+    os.close(s)
+    out, keys, deadline = b"", list(keys), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if keys and keys[0][0] in out:
+                os.write(m, keys.pop(0)[1])
+            r, _, _ = select.select([m], [], [], 0.1)
+            if r:
+                try:
+                    b = os.read(m, 4096)
+                except OSError:  # EIO: every holder of the terminal is gone
+                    break
+                if not b:
+                    break
+                out += b
+            elif p.poll() is not None:
+                break
+        return out, p.wait(timeout=10)
+    finally:
+        os.close(m)
+
+
+def test_tty_gives_the_command_a_terminal_of_its_own(kago, rootfs):
+    out, code = run_on_pty(kago, ["run", "--tty", "--rootfs", ROOTFS, "--", "/bin/sh", "-c",
+                                  "tty; stty size; [ -t 0 ] && [ -t 1 ] && echo both-ttys; exit 3"])
+    lines = out.decode().split("\r\n")
+    assert lines[:3] == ["/dev/pts/0", "33 101", "both-ttys"], out  # the container's own devpts
+    assert code == 3
+
+
+def test_tty_ctrl_c_reaches_the_containers_foreground_job(kago, rootfs):
+    script = 'trap "echo got-int; exit 7" INT; echo ready; sleep 30 & wait'
+    t0 = time.monotonic()
+    out, code = run_on_pty(kago, ["run", "-t", "--rootfs", ROOTFS, "--", "/bin/sh", "-c", script],
+                           keys=[(b"ready", b"\x03")])
+    assert b"got-int" in out and code == 7, out
+    assert time.monotonic() - t0 < 10
+
+
+def test_tty_with_detach_is_refused(kago, rootfs):
+    r = kago("run", "--tty", "--detach", "--name", "ttyd", "--rootfs", ROOTFS, "--", "true")
+    assert r.returncode != 0 and "terminal" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not os.path.exists(os.path.join(kago.root, "ttyd"))
 
 
 def test_init_reaps_zombies(kago, rootfs):
