@@ -128,6 +128,47 @@ def test_restore_twice_gives_independent_instances(kago, rootfs, tmp_path):
     assert get(kago, "kcr-src") == "hello from kcr-src\n"
 
 
+def mounts_of(pid):
+    """The container's mounts as (mount point, mount options, fs type, superblock options), sorted; the
+    root (an overlay whose layers differ per instance) left out."""
+    out = []
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[4] != "/":
+                out.append((fields[4], fields[5], fields[sep + 1], fields[sep + 3]))
+    return sorted(out)
+
+
+@needs_criu
+def test_restore_keeps_tmpfs_contents_and_mount_flags(kago, rootfs, tmp_path):
+    # kago saves the container's own tmpfs mounts (/dev, /dev/shm, the masks) itself, not criu's tar:
+    # their files, modes and mount flags must come back as they were
+    kago.run_detached("kcr-tmp", "/bin/sh", "-c", "echo in-shm > /dev/shm/x && chmod 640 /dev/shm/x && "
+                      "mkdir /dev/shm/d && ln -s x /dev/shm/l && echo in-dev > /dev/kago-t && "
+                      + PAGE.format(tag="tmp"), opts=("--overlay",))
+    assert wait_for(lambda: get(kago, "kcr-tmp"), timeout=30) == "hello from tmp\n"
+    before = mounts_of(kago.state("kcr-tmp")["pid"])
+    masks = [m for m in before if m[2] == "tmpfs" and m[1].split(",")[0] == "ro"]
+    assert masks, f"no read-only tmpfs mask among {before}"
+    image = str(tmp_path / "img")
+    kago("checkpoint", "kcr-tmp", "--image", image, "--leave-running", check=True, timeout=180)
+    restore(kago, image, "kcr-tmp2")
+    assert get(kago, "kcr-tmp2") == "hello from tmp\n"
+    assert mounts_of(kago.state("kcr-tmp2")["pid"]) == before
+    sh = kago("exec", "kcr-tmp2", "--", "/bin/sh", "-c", "cat /dev/shm/l /dev/kago-t; stat -c '%a %F' "
+              "/dev/shm/x /dev/shm/d /dev; readlink /dev/fd; ls -A " + masks[0][0] + "; echo end",
+              check=True)
+    assert sh.stdout.split("\n")[:7] == ["in-shm", "in-dev", "640 regular file", "755 directory",
+                                          "755 directory", "/proc/self/fd", "end"], sh.stdout
+    # each restored instance has its own /dev/shm: a write in one is not seen by the original
+    kago("exec", "kcr-tmp2", "--", "/bin/sh", "-c", "echo changed > /dev/shm/x", check=True)
+    assert kago("exec", "kcr-tmp", "--", "cat", "/dev/shm/x", check=True).stdout == "in-shm\n"
+    kago("delete", "--force", "kcr-tmp2", check=True)
+    nothing_of(kago, "kcr-tmp2")
+
+
 @needs_criu
 def test_leave_running_keeps_the_original_serving(kago, rootfs, tmp_path):
     serve(kago, rootfs, "kcr-keep")
@@ -144,7 +185,7 @@ def test_corrupt_image_fails_clearly_and_leaves_nothing(kago, rootfs, tmp_path):
     image = tmp_path / "img"
     kago("checkpoint", "kcr-orig", "--image", image, "--leave-running", check=True, timeout=180)
     bad = tmp_path / "bad"
-    shutil.copytree(image, bad)
+    shutil.copytree(image, bad, symlinks=True)  # as `cp -a` would: the image holds /dev's symlinks
     (bad / "pstree.img").write_bytes(b"\x00garbage, not a CRIU image\xff" * 8)
     r = restore(kago, str(bad), "kcr-bad", check=False)
     assert r.returncode != 0
