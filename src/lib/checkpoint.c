@@ -769,7 +769,8 @@ int kago_container_checkpoint(struct kago_container *c, const char *image_dir,
 struct image {
     const char *dir; /* absolute */
     json_object *meta;
-    json_object *ext; /* [{key, mountpoint, source}] (owned by meta) */
+    json_object *ext; /* [{key, mountpoint, source | tmpfs}] (owned by meta) */
+    bool lazy_pages;  /* restore memory on first touch (see start_lazy_pages) */
 };
 
 static int image_open(const char *dir, struct image *im, struct kago_spec *spec, struct kago_error **err)
@@ -900,7 +901,72 @@ struct restore_prep {
     struct kago_container *c;
     const struct image *im;
     const char *scratch; /* dir/ovl */
+    int lazy_ready;      /* the lazy-pages daemon's status pipe, or -1 */
 };
+
+/* --lazy-pages: criu restore maps the memory but leaves the pages to a `criu lazy-pages` daemon, which
+ * copies each on its first touch (userfaultfd) and the rest in the background, then exits. The restored
+ * app runs before its memory is back: restore time stops growing with the app's memory. The daemon is
+ * started first (its start-up overlaps ours) in its own session, orphaned at once so that whoever reaps
+ * orphans reaps it; criu restore must not start before it listens (it connects once, early), so the
+ * restore's child waits for its status byte. The daemon must outlive the transfer: killed early, the
+ * pages it had not copied yet would read as zeros. */
+static int start_lazy_pages(const char *criu, const struct image *im, const char *dir, int *ready, int *pidfd,
+                            struct kago_error **err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return kago_error_set(err, errno, "pipe");
+    pid_t mid = fork();
+    if (mid == 0) {
+        pid_t d = fork();
+        if (d == 0) {
+            int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (setsid() < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
+                dup2(p[1], 3) < 0)
+                _exit(126);
+            char *argv[] = {(char *)criu,  "lazy-pages", "-D", (char *)im->dir,
+                            "-W",          (char *)dir,  "-o", "lazy-pages.log",
+                            "--status-fd", "3",          NULL};
+            execv(criu, argv);
+            _exit(127);
+        }
+        _exit(d < 0 || write(p[1], &d, sizeof d) != sizeof d ? 1 : 0);
+    }
+    close(p[1]);
+    int st = 0;
+    pid_t d = 0;
+    while (mid > 0 && waitpid(mid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (mid < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || read(p[0], &d, sizeof d) != sizeof d) {
+        close(p[0]);
+        return kago_error_set(err, mid < 0 ? errno : 0, "start criu lazy-pages");
+    }
+    *pidfd = (int)syscall(SYS_pidfd_open, d, 0); /* < 0: it has already ended, which the pipe tells */
+    *ready = p[0];
+    return 0;
+}
+
+static void stop_lazy_pages(int pidfd)
+{
+    if (pidfd >= 0) /* it would wait for a criu restore that is not coming */
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+}
+
+/* In criu restore's child: waits until the lazy-pages daemon listens (at most a minute). */
+static int wait_lazy_pages(int ready, const char *dir, struct kago_error **err)
+{
+    struct pollfd pfd = {.fd = ready, .events = POLLIN};
+    int n;
+    while ((n = poll(&pfd, 1, 60000)) < 0 && errno == EINTR)
+        ;
+    char b;
+    if (n > 0 && read(ready, &b, 1) == 1)
+        return 0;
+    cleanup_free char *log = xasprintf("%s/lazy-pages.log", dir);
+    cleanup_free char *why = n == 0 ? xstrdup("not ready after 60 s") : criu_log_reason(log, 0);
+    return kago_error_set(err, 0, "criu lazy-pages: %s", why);
+}
 
 /* In criu's process, before exec: a private mount namespace holding the fresh writable layer (tmpfs, as
  * linux.c makes it) over the image's upper/ and the rootfs, then into the new cgroup, so the restored tree
@@ -911,6 +977,8 @@ static int restore_prep_fn(void *arg, struct kago_error **err)
     const struct kago_spec *spec = &p->c->spec;
     if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return kago_error_set(err, errno, "private mount namespace for criu");
+    if (p->lazy_ready >= 0 && wait_lazy_pages(p->lazy_ready, p->c->dir, err) < 0)
+        return -1;
     if (mount("kago-upper", p->scratch, "tmpfs", MS_NODEV | MS_NOSUID, "mode=755") < 0)
         return kago_error_set(err, errno, "mount tmpfs on %s", p->scratch);
     if (restore_tmpfs(p->im, p->scratch, err) < 0)
@@ -957,6 +1025,8 @@ static char **restore_argv(const char *criu, const struct image *im, const char 
     argv[n++] = xasprintf("fd[%d]:" NETNS_KEY, NETNS_FD);
     argv[n++] = xstrdup("--pidfile");
     argv[n++] = xasprintf("%s/restore.pid", dir);
+    if (im->lazy_pages)
+        argv[n++] = xstrdup("--lazy-pages");
     for (size_t i = 0; i < next; i++) {
         json_object *e = json_object_array_get_idx(im->ext, i), *key = NULL, *src = NULL;
         json_object_object_get_ex(e, "key", &key);
@@ -1002,20 +1072,24 @@ static int restore_here(struct kago_container *c, const struct image *im, struct
     cleanup_free char *criu = find_criu(err);
     if (!criu)
         return -1;
-    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
-        return kago_error_set(err, errno, "become a child subreaper");
+    /* before we are a subreaper: the orphaned daemon is not ours to reap */
+    cleanup_close int lazy_ready = -1, lazy_pidfd = -1;
+    if (im->lazy_pages && start_lazy_pages(criu, im, c->dir, &lazy_ready, &lazy_pidfd, err) < 0)
+        return -1;
     cleanup_free char *scratch = xasprintf("%s/ovl", c->dir);
     cleanup_free char *merged = xasprintf("%s/merged", scratch);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        return stop_lazy_pages(lazy_pidfd), kago_error_set(err, errno, "become a child subreaper");
     if (mkdir(scratch, 0700) < 0)
-        return kago_error_set(err, errno, "mkdir %s", scratch);
+        return stop_lazy_pages(lazy_pidfd), kago_error_set(err, errno, "mkdir %s", scratch);
     kago__trace("restore: begin");
     if (c->cg.ops->create(&c->cg, err) < 0)
-        return -1;
+        return stop_lazy_pages(lazy_pidfd), -1;
     int ret = -1;
     if (c->cg.ops->apply(&c->cg, &c->spec.limits, err) < 0 || c->cg.ops->devices(&c->cg, err) < 0)
         goto out;
     kago__trace("restore: cgroup made");
-    struct restore_prep prep = {.c = c, .im = im, .scratch = scratch};
+    struct restore_prep prep = {.c = c, .im = im, .scratch = scratch, .lazy_ready = lazy_ready};
     char **argv = restore_argv(criu, im, c->dir, scratch, c->spec.overlay ? merged : c->spec.rootfs);
     kago__trace("restore: criu");
     int st = run_criu(argv, -1, restore_prep_fn, &prep, err);
@@ -1033,6 +1107,7 @@ static int restore_here(struct kago_container *c, const struct image *im, struct
     kago__trace("restore: recorded");
 out:
     if (ret < 0) {
+        stop_lazy_pages(lazy_pidfd);
         c->cg.ops->kill_all(&c->cg, SIGKILL, NULL);
         if (c->pid > 0)
             waitpid(c->pid, NULL, 0);
@@ -1084,6 +1159,7 @@ int kago_container_restore(const char *root, const char *image_dir, const struct
     cleanup_free char *abs = realpath(image_dir, NULL);
     struct image im = {0};
     int ret = abs ? image_open(abs, &im, &c->spec, err) : kago_error_set(err, errno, "image %s", image_dir);
+    im.lazy_pages = opts->lazy_pages;
     if (ret == 0) {
         free(c->spec.name);
         c->spec.name = xstrdup(name);

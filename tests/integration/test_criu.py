@@ -169,6 +169,75 @@ def test_restore_keeps_tmpfs_contents_and_mount_flags(kago, rootfs, tmp_path):
     nothing_of(kago, "kcr-tmp2")
 
 
+def uffd_ok():
+    r = subprocess.run([shutil.which("criu") or "/usr/sbin/criu", "check", "--feature", "uffd-noncoop"],
+                       capture_output=True, text=True)
+    return r.returncode == 0, (r.stdout + r.stderr).strip().splitlines()[-1:]
+
+
+def lazy_daemons(root):
+    """The `criu lazy-pages` processes working for containers under root."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"lazy-pages" in args and any(a.startswith(root.encode()) for a in args):
+            found.append(int(pid))
+    return found
+
+
+@needs_criu
+def test_lazy_pages_restore_serves_with_the_memory_intact(kago, rootfs, tmp_path):
+    ok, why = uffd_ok()
+    if not ok:
+        pytest.skip(f"criu lazy-pages needs userfaultfd: {why}")
+    # the app holds 8 MB of random data in memory and writes its checksum once when started and again on
+    # request: after a lazy restore every page must come back as it was, whether touched first by the
+    # app or copied in the background
+    app = ("data=$(dd if=/dev/urandom bs=1k count=6144 2>/dev/null | base64); mkdir -p /srv/www; "
+           "echo \"$data\" | md5sum > /srv/www/before; echo hello from lazy > /srv/www/index.html; "
+           "httpd -p 8080 -h /srv/www; while :; do if [ -f /tmp/go ]; then rm /tmp/go; "
+           "echo \"$data\" | md5sum > /srv/www/after; fi; sleep 0.2; done")
+    kago.run_detached("kcr-lazy", "/bin/sh", "-c", app, opts=("--overlay",))
+    assert wait_for(lambda: get(kago, "kcr-lazy"), timeout=120) == "hello from lazy\n"
+    before = get(kago, "kcr-lazy", "/before")
+    assert before and len(before.split()[0]) == 32, before
+    image = str(tmp_path / "img")
+    kago("checkpoint", "kcr-lazy", "--image", image, check=True, timeout=180)
+    for n in ("kcr-lazy1", "kcr-lazy2"):
+        kago.names.add(n)
+        kago("restore", "--image", image, "--name", n, "--detach", "--lazy-pages", check=True, timeout=120)
+        assert get(kago, n) == "hello from lazy\n"
+        kago("exec", n, "--", "touch", "/tmp/go", check=True)
+        assert wait_for(lambda: get(kago, n, "/after"), timeout=60) == before
+        assert os.path.exists(os.path.join(kago.root, n, "lazy-pages.log"))
+    # the daemons exit once every page is copied
+    assert wait_for(lambda: not lazy_daemons(kago.root), timeout=120), lazy_daemons(kago.root)
+    for n in ("kcr-lazy1", "kcr-lazy2"):
+        kago("delete", "--force", n, check=True)
+        nothing_of(kago, n)
+
+
+@needs_criu
+def test_lazy_pages_restore_of_a_corrupt_image_leaves_nothing(kago, rootfs, tmp_path):
+    ok, why = uffd_ok()
+    if not ok:
+        pytest.skip(f"criu lazy-pages needs userfaultfd: {why}")
+    serve(kago, rootfs, "kcr-lz")
+    image = tmp_path / "img"
+    kago("checkpoint", "kcr-lz", "--image", image, "--leave-running", check=True, timeout=180)
+    (image / "pstree.img").write_bytes(b"\x00garbage\xff" * 8)
+    kago.names.add("kcr-lzbad")
+    r = kago("restore", "--image", image, "--name", "kcr-lzbad", "--detach", "--lazy-pages", timeout=120)
+    assert r.returncode != 0
+    assert one_line(r.stderr).startswith("kago: restore kcr-lzbad: criu"), r.stderr
+    nothing_of(kago, "kcr-lzbad")
+    assert wait_for(lambda: not lazy_daemons(kago.root), timeout=30), "a lazy-pages daemon was left behind"
+
+
 @needs_criu
 def test_leave_running_keeps_the_original_serving(kago, rootfs, tmp_path):
     serve(kago, rootfs, "kcr-keep")
