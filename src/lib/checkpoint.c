@@ -923,7 +923,7 @@ static int start_lazy_pages(const char *criu, const struct image *im, const char
         if (d == 0) {
             int null = open("/dev/null", O_RDWR | O_CLOEXEC);
             if (setsid() < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
-                dup2(p[1], 3) < 0)
+                (p[1] == 3 ? fcntl(3, F_SETFD, 0) : dup2(p[1], 3)) < 0) /* dup2 clears close-on-exec */
                 _exit(126);
             char *argv[] = {(char *)criu,  "lazy-pages", "-D", (char *)im->dir,
                             "-W",          (char *)dir,  "-o", "lazy-pages.log",
