@@ -26,7 +26,8 @@ struct kago_app {
     bool socket_activation;    /* kago binds 127.0.0.1:port in the instance's netns, passes fd 3 */
     enum kago_idle_action idle_action; /* default KAGO_IDLE_STOP */
     uint64_t freeze_for_ms;            /* KAGO_IDLE_FREEZE: stay frozen this long, then stop */
-    bool checkpoint_after_ready;       /* CRIU tier (issue 5) */
+    bool checkpoint_after_ready;       /* CRIU tier: image the first ready instance */
+    bool checkpoint_at_listen;         /* CRIU tier: image it when its socket starts listening */
 };
 
 /* Fills app with the documented defaults (and spec with kago_spec_init's). */

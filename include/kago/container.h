@@ -33,6 +33,22 @@ struct kago_spawn_opts {
 KAGO_EXPORT int kago_container_create(const char *root, const struct kago_spec *spec,
                                       const struct kago_spawn_opts *opts, struct kago_container **out,
                                       struct kago_error **err);
+/* The same in two halves, for an event loop: begin does the parent's part (state dir, clone, cgroup,
+ * filter, state file) and returns while the child sets itself up in its namespaces (mounts, security,
+ * exec: a millisecond or two the caller may spend on other work). When kago_create_fd() is readable
+ * (or is -1: already complete), finish takes the child's report and hands out the container as
+ * kago_container_create does; finish always consumes cr. abort kills and removes a create in flight. */
+struct kago_create; /* opaque */
+KAGO_EXPORT int kago_container_create_begin(const char *root, const struct kago_spec *spec,
+                                            const struct kago_spawn_opts *opts, struct kago_create **out,
+                                            struct kago_error **err);
+KAGO_EXPORT int kago_create_fd(const struct kago_create *cr);
+/* The child setting itself up (-1 when complete already): a SIGKILL to it ends the create, and finish
+ * then reports the failure. */
+KAGO_EXPORT pid_t kago_create_pid(const struct kago_create *cr);
+KAGO_EXPORT int kago_container_create_finish(struct kago_create *cr, struct kago_container **out,
+                                             struct kago_error **err);
+KAGO_EXPORT void kago_create_abort(struct kago_create *cr);
 /* Lets a container made with wait_start run its command. */
 KAGO_EXPORT int kago_container_start(struct kago_container *c, struct kago_error **err);
 /* Loads a container from its state file. */
@@ -58,6 +74,9 @@ KAGO_EXPORT int kago_container_update(struct kago_container *c, const struct kag
 KAGO_EXPORT int kago_container_pause(struct kago_container *c, bool pause, struct kago_error **err);
 KAGO_EXPORT int kago_container_stats(struct kago_container *c, struct kago_stats *st,
                                      struct kago_error **err);
+/* An fd (the caller's; CLOEXEC, non-blocking) that turns readable when the container's cgroup reports a
+ * memory event, an OOM kill among them: read it empty, then compare kago_container_stats' oom_kills. */
+KAGO_EXPORT int kago_container_oom_fd(struct kago_container *c, struct kago_error **err);
 /* Opens the container's namespace of type ns (O_CLOEXEC fd, caller closes). */
 KAGO_EXPORT int kago_container_open_ns(struct kago_container *c, enum kago_ns ns, struct kago_error **err);
 /* Runs proc->argv inside the container's namespaces and cgroup, with proc's env/cwd/uid/gid.

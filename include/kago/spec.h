@@ -124,6 +124,8 @@ struct kago_spec {
  * default seccomp, no_new_privs, masked and read-only paths, default rootfs). */
 KAGO_EXPORT void kago_spec_init(struct kago_spec *spec);
 KAGO_EXPORT void kago_spec_free(struct kago_spec *spec);
+/* True when a and b describe the same container (every field, as the state file records them). */
+KAGO_EXPORT bool kago_spec_equal(const struct kago_spec *a, const struct kago_spec *b);
 /* Checks the spec for values that cannot work; returns 0 or < 0 with *err set. */
 KAGO_EXPORT int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err);
 

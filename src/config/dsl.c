@@ -949,6 +949,8 @@ static mrb_value app_bool_field(mrb_state *mrb, mrb_value self)
         a->socket_activation = v;
     else if (!strcmp(f, "checkpoint_after_ready"))
         a->checkpoint_after_ready = v;
+    else if (!strcmp(f, "checkpoint_at_listen"))
+        a->checkpoint_at_listen = v;
     return self;
 }
 

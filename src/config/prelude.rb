@@ -365,12 +365,20 @@ class Kago::AppSpec
     _bool_field("checkpoint_after_ready", Kago.__bool(v, "checkpoint_after_ready"))
   end
 
-  # checkpoint :after_ready — the CRIU tier: kago serve images the app's first ready instance and
-  # restores later starts from that image instead of booting the app.
+  def checkpoint_at_listen(v = true)
+    _bool_field("checkpoint_at_listen", Kago.__bool(v, "checkpoint_at_listen"))
+  end
+
+  # checkpoint :after_ready | :at_listen — the CRIU tier: kago serve images the app's first instance
+  # once it is ready (:after_ready) or the moment its socket listens, before any connection reaches it
+  # (:at_listen), and restores later starts from that image instead of booting the app.
   def checkpoint(moment)
     m = Kago.__str(moment, "checkpoint")
-    raise ArgumentError, "checkpoint: unknown moment :#{m} (only :after_ready)" unless m == "after_ready"
-    _bool_field("checkpoint_after_ready", true)
+    unless %w[after_ready at_listen].include?(m)
+      raise ArgumentError, "checkpoint: unknown moment :#{m} (:after_ready or :at_listen)"
+    end
+    _bool_field("checkpoint_after_ready", m == "after_ready")
+    _bool_field("checkpoint_at_listen", m == "at_listen")
   end
 
   # data "/srv/sites/blog", to: "/data" — a bind mount of the site's data into every instance.

@@ -299,14 +299,78 @@ static void close_handle(uv_handle_t *h, bool *open)
     *open = false;
 }
 
-static void check_oom(struct sct *ct)
+/* Runs the on_oom hooks if the cgroup counted a new OOM kill; returns whether it did. */
+static bool check_oom(struct sct *ct)
 {
     struct kago_stats st;
     if (kago_container_stats(ct->c, &st, NULL) < 0 || st.oom_kills <= ct->oom_seen)
-        return;
+        return false;
     ct->oom_seen = st.oom_kills;
     sup_log(ct->sup, "%s: out of memory (%lld OOM kills)", ct->name, (long long)st.oom_kills);
     sup_run_hooks(ct, KF_ON_OOM, 0, NULL);
+    return true;
+}
+
+#define OOM_RETRY_MS 5
+#define OOM_RETRIES  100
+
+static void on_oom_retry(uv_timer_t *t)
+{
+    struct sct *ct = t->data;
+    if (ct->running && !check_oom(ct) && ++ct->oom_retries < OOM_RETRIES)
+        uv_timer_start(&ct->oom_retry, on_oom_retry, OOM_RETRY_MS, 0);
+}
+
+/* v1 signals the eventfd as the cgroup goes out of memory, before the kill is counted: what the event
+ * announced is looked for again, 5 ms apart, for half a second. */
+static void on_oom_event(uv_poll_t *h, int status, int events)
+{
+    struct sct *ct = h->data;
+    char buf[256];
+    while (read(ct->oom_fd, buf, sizeof buf) > 0)
+        ;
+    if (check_oom(ct) || !ct->oom_retry_open)
+        return;
+    ct->oom_retries = 0;
+    uv_timer_start(&ct->oom_retry, on_oom_retry, OOM_RETRY_MS, 0);
+}
+
+/* on_oom hooks run on the cgroup's own memory event, not on a poll (the fallback where the event cannot
+ * be had: oom_timer). */
+static void oom_watch(struct sct *ct, bool want)
+{
+    if (want && !ct->oom_poll_open && ct->running) {
+        struct kago_error *err = NULL;
+        int fd = kago_container_oom_fd(ct->c, &err);
+        if (fd < 0) {
+            sup_log(ct->sup, "%s: on_oom checked once a second: %s", ct->name, err ? err->msg : "no event");
+            kago_error_free(err);
+            return;
+        }
+        ct->oom_fd = fd;
+        if (!ct->oom_retry_open) {
+            uv_timer_init(&ct->sup->loop, &ct->oom_retry);
+            ct->oom_retry.data = ct;
+            ct->oom_retry_open = true;
+        }
+        uv_poll_init(&ct->sup->loop, &ct->oom_poll, fd);
+        ct->oom_poll.data = ct;
+        uv_poll_start(&ct->oom_poll, UV_READABLE, on_oom_event);
+        ct->oom_poll_open = true;
+    } else if (!want && ct->oom_poll_open) {
+        close_handle((uv_handle_t *)&ct->oom_poll, &ct->oom_poll_open);
+        close_handle((uv_handle_t *)&ct->oom_retry, &ct->oom_retry_open);
+        close(ct->oom_fd); /* uv_close stopped watching it at once */
+        ct->oom_fd = -1;
+    }
+}
+
+static bool wants_oom(const struct sct *ct)
+{
+    for (size_t k = 0; k < ct->def->nhooks; k++)
+        if (ct->def->hooks[k].kind == KF_ON_OOM)
+            return true;
+    return false;
 }
 
 static void shutdown_watchers(struct sup *s);
@@ -315,6 +379,7 @@ static void container_ended(struct sct *ct, int status)
 {
     struct sup *s = ct->sup;
     close_handle((uv_handle_t *)&ct->exit_poll, &ct->exit_poll_open);
+    oom_watch(ct, false);
     cancel_timers(ct);
     if (ct->grace_open)
         uv_timer_stop(&ct->grace);
@@ -423,12 +488,8 @@ static void on_oom_tick(uv_timer_t *t)
     struct sup *s = t->data;
     for (size_t i = 0; i < s->ncts; i++) {
         struct sct *ct = s->cts[i];
-        for (size_t k = 0; ct->running && k < ct->def->nhooks; k++) {
-            if (ct->def->hooks[k].kind == KF_ON_OOM) {
-                check_oom(ct);
-                break;
-            }
-        }
+        if (ct->running && !ct->oom_poll_open && wants_oom(ct))
+            check_oom(ct);
     }
 }
 
@@ -437,9 +498,10 @@ void sup_refresh_watchers(struct sup *s)
     bool want_oom = false;
     for (size_t i = 0; i < s->ncts; i++) {
         struct sct *ct = s->cts[i];
+        oom_watch(ct, ct->running && wants_oom(ct));
+        want_oom |= ct->running && wants_oom(ct) && !ct->oom_poll_open;
         for (size_t k = 0; ct->running && k < ct->def->nhooks; k++) {
             struct kf_hook *h = &ct->def->hooks[k];
-            want_oom |= h->kind == KF_ON_OOM;
             if (h->kind != KF_SIGNAL)
                 continue;
             bool have = false;
@@ -479,6 +541,7 @@ static void shutdown_watchers(struct sup *s)
         close_handle((uv_handle_t *)&ct->grace, &ct->grace_open);
         close_handle((uv_handle_t *)&ct->ready, &ct->ready_open);
         close_handle((uv_handle_t *)&ct->exit_poll, &ct->exit_poll_open);
+        oom_watch(ct, false);
         cancel_timers(ct);
     }
     sup_control_stop(s);
@@ -514,6 +577,7 @@ static int start_one(struct sup *s, struct sct *ct, struct kago_error **err)
     uv_poll_init(&s->loop, &ct->exit_poll, kago_container_pidfd(ct->c));
     ct->exit_poll.data = ct;
     ct->exit_poll_open = true;
+    oom_watch(ct, wants_oom(ct));
     /* before_start: the cgroup and namespaces exist, the command has not run yet. */
     sup_run_hooks(ct, KF_BEFORE_START, 0, NULL);
     if (kago_container_start(ct->c, err) < 0 || write_pidfile(s, ct->name, err) < 0)

@@ -36,6 +36,12 @@ struct sct {
     int ready_fd;
     uint64_t started_ms; /* uv_now at start: after() timers count from here */
     int64_t oom_seen;
+    uv_poll_t oom_poll; /* on oom_fd: the cgroup's memory events (containers with on_oom hooks) */
+    bool oom_poll_open;
+    int oom_fd;
+    uv_timer_t oom_retry; /* after an event: the kill it announced may not be counted yet */
+    bool oom_retry_open;
+    unsigned oom_retries;
     bool stopping; /* the supervisor or a hook asked it to end: not a failure */
     bool running;
 };
@@ -50,7 +56,7 @@ struct sup {
     uv_signal_t *user_sigs; /* one per signal some on_signal hook names */
     int *user_signums;
     size_t nuser_sigs;
-    uv_timer_t oom_timer;
+    uv_timer_t oom_timer; /* checks once a second the on_oom containers no event reaches */
     uv_pipe_t control;
     bool control_open;
     char *dir;      /* <root>/supervisors */

@@ -100,6 +100,12 @@ void kago__cgroup_fini(struct kago__cgroup *cg)
     *cg = (struct kago__cgroup){0};
 }
 
+void kago__cg_unhold(struct kago__cgroup *cg)
+{
+    while (cg->nheld)
+        close(cg->held[--cg->nheld]);
+}
+
 int kago__cg_dir(char *buf, size_t size, const char *base, const char *name, struct kago_error **err)
 {
     int n = name ? snprintf(buf, size, "%s/" KAGO__CG_PARENT "/%s", base, name)

@@ -19,6 +19,9 @@ struct kago__cgroup_ops {
     /* Moves pid into the cgroup (every hierarchy on v1). pid 0: the calling single-threaded process moves
      * itself, the fast way (v1: through `tasks`, without the global threadgroup lock). */
     int (*enter)(struct kago__cgroup *cg, pid_t pid, struct kago_error **err);
+    /* Keeps open what enter(cg, 0) needs, for a caller about to leave the host's mount tree (pivot_root);
+     * enter then closes it. NULL where nothing is needed. */
+    int (*hold)(struct kago__cgroup *cg, struct kago_error **err);
     /* Writes the set fields of limits (and raw keys) live. Unset fields are left as they are. */
     int (*apply)(struct kago__cgroup *cg, const struct kago_limits *limits, struct kago_error **err);
     /* Restricts device access to kago's minimal /dev (v1 devices controller; v2: nothing to do, see README).
@@ -32,6 +35,10 @@ struct kago__cgroup_ops {
     int (*kill_all)(struct kago__cgroup *cg, int sig, struct kago_error **err);
     /* rmdir the cgroup (and the "kago" parent when it is empty). Processes must be gone. */
     int (*destroy)(struct kago__cgroup *cg, struct kago_error **err);
+    /* An fd (CLOEXEC, non-blocking; the caller closes it) that turns readable when the cgroup has a
+     * memory event such as an OOM (v1: an eventfd on memory.oom_control; v2: inotify on memory.events).
+     * Drain it, then read the stats. */
+    int (*oom_fd)(struct kago__cgroup *cg, struct kago_error **err);
     /* Opens the directory used by clone3(CLONE_INTO_CGROUP), or -1 where the backend has none (v1). */
     int (*open_dir)(struct kago__cgroup *cg, struct kago_error **err);
 };
@@ -40,7 +47,14 @@ struct kago__cgroup {
     const struct kago__cgroup_ops *ops;
     char *mountpoint; /* "/sys/fs/cgroup" (or a fake cgroupfs in unit tests) */
     char *name;       /* container name: the cgroup is <mountpoint>[/<controller>]/kago/<name> */
+    /* Opened by hold (v1: each hierarchy's mount) so that a container's child can enter its cgroup after
+     * pivot_root; nheld 0 means enter goes by absolute path. */
+    int held[8];
+    unsigned nheld;
 };
+
+/* Closes what hold opened. */
+void kago__cg_unhold(struct kago__cgroup *cg) KAGO_INTERNAL;
 
 extern const struct kago__cgroup_ops kago__cgroup_v1 KAGO_INTERNAL;
 extern const struct kago__cgroup_ops kago__cgroup_v2 KAGO_INTERNAL;

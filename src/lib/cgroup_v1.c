@@ -1,11 +1,15 @@
 /* cgroup v1 backend: one directory per hierarchy (<controller mount>/kago/<name>), hierarchies found in
  * /proc/self/mountinfo (controllers may be co-mounted, e.g. "cpu,cpuacct"), cached per process. */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "cgroup.h"
 
@@ -231,10 +235,71 @@ fail:
     return -1;
 }
 
+static int v1_oom_fd(struct kago__cgroup *cg, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    char dir[PATH_MAX], path[PATH_MAX + 32], reg[64];
+    if (ctrl_dir(cg, l, C_MEMORY, dir, err) < 0)
+        return -1;
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0)
+        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: eventfd", cg->name);
+    snprintf(path, sizeof path, "%s/memory.oom_control", dir);
+    cleanup_close int ofd = open(path, O_RDONLY | O_CLOEXEC);
+    if (ofd < 0) {
+        kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: open memory.oom_control", cg->name);
+        close(efd);
+        return -1;
+    }
+    /* the kernel keeps the registration until efd is closed */
+    snprintf(reg, sizeof reg, "%d %d", efd, ofd);
+    if (kago__cg_write(cg, dir, "cgroup.event_control", reg, err) < 0) {
+        close(efd);
+        return -1;
+    }
+    return efd;
+}
+
+static int v1_hold(struct kago__cgroup *cg, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    for (cg->nheld = 0; cg->nheld < l->nhier && cg->nheld < 8; cg->nheld++) {
+        int fd = open(l->hier[cg->nheld], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) {
+            kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: open %s", cg->name,
+                           l->hier[cg->nheld]);
+            kago__cg_unhold(cg);
+            return -1;
+        }
+        cg->held[cg->nheld] = fd;
+    }
+    return 0;
+}
+
+/* The calling process moves itself through the hierarchies held open (past its pivot_root). */
+static int enter_held(struct kago__cgroup *cg, struct kago_error **err)
+{
+    char rel[PATH_MAX];
+    int ret = 0;
+    if (kago__cg_dir(rel, sizeof rel, ".", cg->name, err) < 0 || strlen(rel) + sizeof "/tasks" > sizeof rel)
+        ret = -1;
+    else
+        strcat(rel, "/tasks");
+    for (unsigned i = 0; i < cg->nheld && ret == 0; i++) {
+        cleanup_close int fd = openat(cg->held[i], rel, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "0", 1) != 1)
+            ret = kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: write tasks \"0\"", cg->name);
+    }
+    kago__cg_unhold(cg);
+    return ret;
+}
+
 static int v1_enter(struct kago__cgroup *cg, pid_t pid, struct kago_error **err)
 {
     const struct layout *l = layout();
     char dir[PATH_MAX], v[24];
+    if (pid == 0 && cg->nheld)
+        return enter_held(cg, err);
     snprintf(v, sizeof v, "%d", (int)pid);
     /* A process moving itself ("0") through `tasks` skips the kernel's global threadgroup lock, whose
      * write side waits for an RCU grace period (milliseconds) on every cgroup.procs write. The caller is
@@ -478,6 +543,8 @@ const struct kago__cgroup_ops kago__cgroup_v1 = {
     .name = "v1",
     .create = v1_create,
     .enter = v1_enter,
+    .hold = v1_hold,
+    .oom_fd = v1_oom_fd,
     .apply = v1_apply,
     .devices = v1_devices,
     .freeze = v1_freeze,

@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sys/inotify.h>
+#include <unistd.h>
+
 #include "cgroup.h"
 
 static const char *const wanted[] = {"cpu", "memory", "pids", "cpuset", "io"};
@@ -217,6 +220,24 @@ static int v2_frozen(struct kago__cgroup *cg, struct kago_error **err)
     return v[0] == '1';
 }
 
+static int v2_oom_fd(struct kago__cgroup *cg, struct kago_error **err)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 16];
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+        return -1;
+    int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (fd < 0)
+        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: inotify", cg->name);
+    /* the kernel marks memory.events modified whenever one of its counters (oom_kill among them) moves */
+    snprintf(path, sizeof path, "%s/memory.events", dir);
+    if (inotify_add_watch(fd, path, IN_MODIFY) < 0) {
+        kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: watch memory.events", cg->name);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static int v2_stats(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err)
 {
     char dir[PATH_MAX];
@@ -277,6 +298,7 @@ const struct kago__cgroup_ops kago__cgroup_v2 = {
     .freeze = v2_freeze,
     .frozen = v2_frozen,
     .stats = v2_stats,
+    .oom_fd = v2_oom_fd,
     .kill_all = v2_kill_all,
     .destroy = v2_destroy,
     .open_dir = v2_open_dir,

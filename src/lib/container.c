@@ -232,10 +232,11 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         if (setup_cgroup(c, spec, err) < 0)
             goto fail;
     }
-    if (kago__seccomp_compile(spec, l->ch.bpf, err) < 0 ||
-        ((spec->ns & (1u << KAGO_NS_USER)) &&
-         ((l->cgroup_fd < 0 && c->cg.ops->enter(&c->cg, l->pid, err) < 0) ||
-          setup_userns(l->pid, spec, err) < 0)))
+    if (kago__seccomp_compile(spec, l->ch.bpf, err) < 0)
+        goto fail;
+    if ((spec->ns & (1u << KAGO_NS_USER)) &&
+        ((l->cgroup_fd < 0 && c->cg.ops->enter(&c->cg, l->pid, err) < 0) ||
+         setup_userns(l->pid, spec, err) < 0))
         goto fail;
     kago__trace("seccomp compiled");
     /* the child may already have failed and closed its end: its report is still queued to read */
@@ -249,11 +250,44 @@ fail:
     return -1;
 }
 
-/* Everything up to a running (or start-waiting) child, in this process. */
-static int create_here(struct kago_container *c, const struct kago_spec *spec,
-                       const struct kago_spawn_opts *opts, struct kago_error **err)
+/* A create between its halves: the child is setting itself up in its namespaces. Its sync socket turns
+ * readable when the child has exec'd (EOF), waits for start ('R') or has failed (its error). */
+struct kago_create {
+    struct kago_container *c;
+    int sync_fd, pidfd;
+    pid_t pid;
+    bool cg_made, wait_start, detach;
+    int done; /* detached: the shim made it (or failed, -1) before begin returned */
+    struct kago__bpf *bpf;
+};
+
+/* Undoes a create that failed: the child, its cgroup, the exec fifo. Releases what the parent holds. */
+static void create_release(struct kago_create *cr, bool failed)
 {
+    if (failed && cr->pid > 0)
+        reap(cr->pid);
+    if (failed && cr->cg_made)
+        cr->c->cg.ops->destroy(&cr->c->cg, NULL);
+    if (failed) {
+        cleanup_free char *fifo = xasprintf("%s/exec.fifo", cr->c->dir);
+        unlink(fifo);
+    }
+    close_fd(&cr->sync_fd);
+    close_fd(&cr->pidfd);
+    if (cr->bpf)
+        munmap(cr->bpf, sizeof *cr->bpf);
+    cr->bpf = NULL;
+    cr->pid = -1;
+}
+
+/* The first half, in this process: everything up to a child setting itself up. On failure everything it
+ * made is undone. */
+static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
+                      const struct kago_spawn_opts *opts, struct kago_error **err)
+{
+    struct kago_container *c = cr->c;
     struct stat st;
+    cr->sync_fd = cr->pidfd = cr->pid = -1;
     if (stat(spec->rootfs, &st) < 0)
         return kago_error_set(err, errno, "rootfs %s", spec->rootfs);
     if (!S_ISDIR(st.st_mode))
@@ -262,11 +296,10 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
     if (kago__cgroup_init(&c->cg, NULL, spec->name, err) < 0)
         return -1;
     kago__trace("create: begin");
-    int ret = -1, sync_fd = -1;
-    bool cg_made = false;
+    int ret = -1;
     struct launch l = {.cgroup_fd = -1, .pidfd = -1, .pid = -1};
     int nostdio[3] = {-1, -1, -1};
-    bool wait_start = opts && opts->wait_start;
+    cr->wait_start = opts && opts->wait_start;
     cleanup_free char *scratch = xasprintf("%s/ovl", c->dir);
     cleanup_free char *fifo = xasprintf("%s/exec.fifo", c->dir);
     l.ch = (struct kago__child){.spec = spec,
@@ -279,21 +312,26 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         l.ch.join_fds[i] = -1;
     /* shared with the child: the filter compiled here while it sets up */
-    l.ch.bpf = mmap(NULL, sizeof *l.ch.bpf, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (l.ch.bpf == MAP_FAILED) {
-        l.ch.bpf = NULL;
+    cr->bpf = mmap(NULL, sizeof *cr->bpf, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (cr->bpf == MAP_FAILED) {
+        cr->bpf = NULL;
         kago_error_set(err, errno, "mmap");
         goto out;
     }
+    l.ch.bpf = cr->bpf;
     if (spec->overlay && mkdir(scratch, 0700) < 0) {
         kago_error_set(err, errno, "mkdir %s", scratch);
         goto out;
     }
-    if (wait_start && (mkfifo(fifo, 0600) < 0 || (l.ch.fifo_fd = open(fifo, O_PATH | O_CLOEXEC)) < 0)) {
+    if (cr->wait_start && (mkfifo(fifo, 0600) < 0 || (l.ch.fifo_fd = open(fifo, O_PATH | O_CLOEXEC)) < 0)) {
         kago_error_set(err, errno, "exec fifo %s", fifo);
         goto out;
     }
-    if (open_joins(spec, l.ch.join_fds, err) < 0 || (sync_fd = launch(c, spec, &l, &cg_made, err)) < 0)
+    if (open_joins(spec, l.ch.join_fds, err) < 0)
+        goto out;
+    cr->sync_fd = launch(c, spec, &l, &cr->cg_made, err);
+    cr->pid = l.pid;
+    if (cr->sync_fd < 0)
         goto out;
     /* the state file is written while the child finishes its setup; a failure removes it with the dir */
     c->pid = l.pid;
@@ -302,11 +340,27 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
     if (kago__state_write(c, err) < 0)
         goto out;
     kago__trace("state written");
+    ret = 0;
+out:
+    cr->pidfd = steal_fd(&l.pidfd);
+    close_fd(&l.cgroup_fd);
+    close_fd(&l.ch.fifo_fd);
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        close_fd(&l.ch.join_fds[i]);
+    if (ret < 0)
+        create_release(cr, true);
+    return ret;
+}
+
+/* The second half: takes the child's report (waits for it unless the sync socket is readable). */
+static int end_here(struct kago_create *cr, struct kago_error **err)
+{
     char kind;
-    if (kago__read_child(sync_fd, &kind, err) < 0)
+    int ret = -1;
+    if (kago__read_child(cr->sync_fd, &kind, err) < 0)
         goto out;
     kago__trace("child exec'd");
-    if (wait_start != (kind == 'R')) {
+    if (cr->wait_start != (kind == 'R')) {
         kago_error_set(err, 0, "container init ended during setup");
         goto out;
     }
@@ -314,24 +368,19 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
         kago_error_set(err, EIO, "injected fault after the state file");
         goto out;
     }
-    c->pidfd = steal_fd(&l.pidfd);
+    cr->c->pidfd = steal_fd(&cr->pidfd);
     ret = 0;
 out:
-    if (ret < 0 && l.pid > 0)
-        reap(l.pid);
-    if (ret < 0 && cg_made)
-        c->cg.ops->destroy(&c->cg, NULL);
-    if (ret < 0)
-        unlink(fifo);
-    close_fd(&sync_fd);
-    close_fd(&l.cgroup_fd);
-    close_fd(&l.pidfd);
-    close_fd(&l.ch.fifo_fd);
-    for (int i = 0; i < KAGO_NS_COUNT; i++)
-        close_fd(&l.ch.join_fds[i]);
-    if (l.ch.bpf)
-        munmap(l.ch.bpf, sizeof *l.ch.bpf);
+    create_release(cr, ret < 0);
     return ret;
+}
+
+/* Everything up to a running (or start-waiting) child, in this process. */
+static int create_here(struct kago_container *c, const struct kago_spec *spec,
+                       const struct kago_spawn_opts *opts, struct kago_error **err)
+{
+    struct kago_create cr = {.c = c};
+    return begin_here(&cr, spec, opts, err) < 0 ? -1 : end_here(&cr, err);
 }
 
 static int copy_spec(struct kago_spec *dst, const struct kago_spec *src, struct kago_error **err)
@@ -461,8 +510,9 @@ static int make_created(struct kago_container *c, void *arg, struct kago_error *
     return create_here(c, a->spec, &o, err);
 }
 
-int kago_container_create(const char *root, const struct kago_spec *spec, const struct kago_spawn_opts *opts,
-                          struct kago_container **out, struct kago_error **err)
+int kago_container_create_begin(const char *root, const struct kago_spec *spec,
+                                const struct kago_spawn_opts *opts, struct kago_create **out,
+                                struct kago_error **err)
 {
     kago__trace("kago_container_create");
     cleanup_free char *name = spec->name ? xstrdup(spec->name) : generate_name();
@@ -473,7 +523,11 @@ int kago_container_create(const char *root, const struct kago_spec *spec, const 
         kago_error_prefix(err, "container %s", name);
         return -1;
     }
-    struct kago_container *c = kago__container_new(root, name);
+    struct kago_create *cr = xcalloc(1, sizeof(*cr));
+    cr->c = kago__container_new(root, name);
+    cr->detach = opts->detach;
+    cr->sync_fd = cr->pidfd = cr->pid = -1;
+    struct kago_container *c = cr->c;
     int ret = copy_spec(&c->spec, spec, err);
     kago__trace("spec copied");
     if (ret == 0) {
@@ -484,15 +538,75 @@ int kago_container_create(const char *root, const struct kago_spec *spec, const 
         ret = make_dirs(c, err);
         kago__trace("state dir made");
         if (ret == 0) {
-            ret = opts->detach ? kago__detach(c, make_created, &(struct create_args){&c->spec, opts}, err)
-                               : create_here(c, &c->spec, opts, err);
+            if (opts->detach) {
+                ret = kago__detach(c, make_created, &(struct create_args){&c->spec, opts}, err);
+                cr->done = ret < 0 ? -1 : 1;
+            } else {
+                ret = begin_here(cr, &c->spec, opts, err);
+            }
             if (ret < 0)
                 kago__rm_rf(c->dir);
         }
     }
-    if (ret < 0)
+    if (ret < 0) {
         kago_error_prefix(err, "container %s", name);
-    return kago__container_hand_out(c, ret, opts->detach, out, err);
+        kago_container_free(c);
+        free(cr);
+        return -1;
+    }
+    *out = cr;
+    return 0;
+}
+
+int kago_create_fd(const struct kago_create *cr)
+{
+    return cr->done ? -1 : cr->sync_fd;
+}
+
+pid_t kago_create_pid(const struct kago_create *cr)
+{
+    return cr->done ? -1 : cr->pid;
+}
+
+int kago_container_create_finish(struct kago_create *cr, struct kago_container **out, struct kago_error **err)
+{
+    struct kago_container *c = cr->c;
+    int ret = 0;
+    if (!cr->done && (ret = end_here(cr, err)) < 0) {
+        kago__rm_rf(c->dir);
+        kago_error_prefix(err, "container %s", c->spec.name);
+    }
+    bool detach = cr->detach;
+    free(cr);
+    return kago__container_hand_out(c, ret, detach, out, err);
+}
+
+void kago_create_abort(struct kago_create *cr)
+{
+    if (!cr)
+        return;
+    if (!cr->done) {
+        create_release(cr, true);
+        kago__rm_rf(cr->c->dir);
+        kago_container_free(cr->c);
+        free(cr);
+        return;
+    }
+    /* made by a shim: delete it as any container */
+    struct kago_container *c = NULL;
+    if (kago_container_create_finish(cr, &c, NULL) == 0) {
+        kago_container_delete(c, true, NULL);
+        kago_container_free(c);
+    }
+}
+
+int kago_container_create(const char *root, const struct kago_spec *spec, const struct kago_spawn_opts *opts,
+                          struct kago_container **out, struct kago_error **err)
+{
+    struct kago_create *cr;
+    if (kago_container_create_begin(root, spec, opts, &cr, err) < 0)
+        return -1;
+    return kago_container_create_finish(cr, out, err);
 }
 
 int kago__container_hand_out(struct kago_container *c, int ret, bool detach, struct kago_container **out,
@@ -753,6 +867,14 @@ int kago_container_stats(struct kago_container *c, struct kago_stats *st, struct
     if (c->cg.ops->stats(&c->cg, st, err) < 0)
         return kago_error_prefix(err, "container %s", c->spec.name), -1;
     return 0;
+}
+
+int kago_container_oom_fd(struct kago_container *c, struct kago_error **err)
+{
+    int fd = c->cg.ops->oom_fd(&c->cg, err);
+    if (fd < 0)
+        kago_error_prefix(err, "container %s", c->spec.name);
+    return fd;
 }
 
 int kago_container_open_ns(struct kago_container *c, enum kago_ns ns, struct kago_error **err)

@@ -321,7 +321,12 @@ int kago__setup_mounts(struct kago__child *ch, struct kago_error **err)
         return kago_error_set(err, EIO, "injected fault after the mounts");
     if (spec->readonly && remount_ro(rootfd, MS_NODEV, "rootfs read-only", err) < 0)
         return -1;
-    if (kago__child_go(ch, err) < 0 || pivot(rootfd, err) < 0)
+    /* The cgroup (made by the parent meanwhile) is entered after pivot_root and the masks, through its
+     * hierarchies held open: those steps need not wait for the parent's "G". */
+    if (ch->enter_cg && !ch->went && ch->enter_cg->ops->hold &&
+        ch->enter_cg->ops->hold(ch->enter_cg, err) < 0)
+        return -1;
+    if (pivot(rootfd, err) < 0)
         return -1;
     kago__trace("child: pivot_root");
     int ret = mask_paths(spec, err);
@@ -515,9 +520,8 @@ static int child_prepare(struct kago__child *ch, int *listen_fd, char **cmd, str
     return 0;
 }
 
-/* Steps that take privileges away, last before exec. */
 /* Waits (once) for the parent's "G": the cgroup exists and the filter is compiled. Then moves into the
- * cgroup, which must happen while /sys/fs/cgroup is still visible, before pivot_root. */
+ * cgroup: by path, or past pivot_root through the hierarchies setup_mounts held open. */
 int kago__child_go(struct kago__child *ch, struct kago_error **err)
 {
     char go = 0;
@@ -535,6 +539,7 @@ int kago__child_go(struct kago__child *ch, struct kago_error **err)
     return 0;
 }
 
+/* Steps that take privileges away, last before exec. */
 static int child_secure(const struct kago__child *ch, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
@@ -581,6 +586,8 @@ void kago__child_main(struct kago__child *ch)
      * the parent makes the cgroup and compiles the seccomp filter ("G" comes before pivot_root). */
     if ((spec->ns & (1u << KAGO_NS_USER)) && kago__child_go(ch, &err) < 0)
         goto fail;
+    if (kago__fault("slow-setup")) /* tests: a setup long enough to watch what the parent does meanwhile */
+        usleep(1500 * 1000);
     if (child_prepare(ch, &listen_fd, &cmd, &err) < 0 || kago__child_go(ch, &err) < 0)
         goto fail;
     /* a cgroup namespace is rooted where the process is: make it only once inside its cgroup */

@@ -92,6 +92,15 @@ json_object *kago__spec_to_json(const struct kago_spec *s)
     return o;
 }
 
+bool kago_spec_equal(const struct kago_spec *a, const struct kago_spec *b)
+{
+    json_object *ja = kago__spec_to_json(a), *jb = kago__spec_to_json(b);
+    bool eq = json_object_equal(ja, jb);
+    json_object_put(ja);
+    json_object_put(jb);
+    return eq;
+}
+
 static const char *get_str(json_object *o, const char *k)
 {
     json_object *v;

@@ -115,7 +115,8 @@ static void log_access(struct client *c)
     double ms = (kago__serve_now_us() - c->t_begin) / 1000.0;
     char cold[32] = "-";
     if (c->cold_us >= 0)
-        snprintf(cold, sizeof(cold), "%.1fms", c->cold_us / 1000.0);
+        snprintf(cold, sizeof(cold), "%.1fms%s%s", c->cold_us / 1000.0, c->cold_kind ? ":" : "",
+                 c->cold_kind ? c->cold_kind : "");
     fprintf(srv->access_log, "%s %s %.*s \"%s %.*s\" %d %llu %.1fms %s cold=%s\n", when, c->ip, hl,
             c->info.host ? c->info.host : "-", method, ul,
             c->req.raw.data ? c->req.raw.data + c->req.url : "", c->status,
@@ -261,6 +262,11 @@ static void client_dispatch(struct client *c)
     c->t_held = kago__serve_now_us();
     bool held;
     struct pool_inst *pi = kago__pool_request(&a->pool, &c->waiter, kago__serve_now_ms(), &held);
+    if (pi && pi->thaw_us >= 0) { /* thawed for this request: a start avoided, shown as one */
+        c->cold_us = pi->thaw_us;
+        c->cold_kind = "thaw";
+        pi->thaw_us = -1;
+    }
     if (pi)
         kago__client_attach(c, pi);
     else if (!held && c->state == C_HELD)
@@ -409,7 +415,8 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     }
     c->status = status;
     c->resp_started = true;
-    struct http_resp_opts o = {.cold_start_us = c->srv->opts.cold_start_header ? c->cold_us : -1};
+    struct http_resp_opts o = {.cold_start_us = c->srv->opts.cold_start_header ? c->cold_us : -1,
+                               .cold_kind = c->cold_kind};
     bool has_body = !(head_req || status == 204 || status == 304 || status == 101);
     bool framed = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0;
     u->resp_chunked_out = false;
@@ -509,6 +516,7 @@ void kago__client_resp_done(struct client *c)
     c->status = 0;
     c->retries = 0;
     c->cold_us = -1;
+    c->cold_kind = NULL;
     c->t_held = 0;
     c->req_begun = c->rpos < c->rlen;
     if (c->req_begun)
@@ -699,6 +707,7 @@ void kago__client_accept(struct server *srv, uv_stream_t *listener)
     }
     c->rbuf = xmalloc(CLIENT_RBUF);
     c->cold_us = -1;
+    c->cold_kind = NULL;
     kago__outq_init(&c->out, (uv_stream_t *)&c->tcp, on_client_written, c);
     kago__http_msg_init(&c->req, HTTP_REQUEST, &req_cbs, c);
     c->next = srv->clients;

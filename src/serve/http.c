@@ -385,7 +385,8 @@ void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const st
     }
     if (o->cold_start_us >= 0) {
         char v[32];
-        int n = snprintf(v, sizeof(v), "%.1fms", o->cold_start_us / 1000.0);
+        int n = snprintf(v, sizeof(v), "%.1fms%s%s", o->cold_start_us / 1000.0, o->cold_kind ? " " : "",
+                         o->cold_kind ? o->cold_kind : "");
         add_hdr(out, "X-Kago-Cold-Start", v, n);
     }
     sbuf_add(out, "\r\n", 2);

@@ -79,6 +79,7 @@ struct http_resp_opts {
     bool close;            /* tell the client the connection closes after this response */
     bool upgrade;          /* a 101 being passed through */
     int64_t cold_start_us; /* >= 0: add X-Kago-Cold-Start */
+    const char *cold_kind; /* NULL for a start; "restore", "thaw" */
 };
 /* Writes the response head to send to the client. */
 void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const struct http_resp_opts *o);

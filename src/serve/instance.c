@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -19,6 +20,9 @@
 #include "util.h"
 
 #define PROBE_MAX_MS 50
+/* Readiness checks stay 1 ms apart this long (most apps listen within it: a doubling delay would add up
+ * to its last step to the cold start), then back off to PROBE_MAX_MS. */
+#define PROBE_FAST_MS 100
 /* Between closing the chosen instance's upstream sockets and imaging it: the app closes its ends
  * (an established TCP socket cannot be dumped without --tcp-established, which kago does not use). */
 #define CKPT_SETTLE_MS 100
@@ -63,7 +67,22 @@ static void on_probe_timer(uv_timer_t *t)
         kago__upconn_open(inst, NULL);
 }
 
-/* Readiness without socket activation: connect attempts from 1 ms apart, backing off to 50 ms. */
+static void probe_reset(struct instance *inst)
+{
+    inst->probe_ms = 1;
+    inst->probe_t0 = kago__serve_now_ms();
+}
+
+static unsigned probe_delay(struct instance *inst)
+{
+    if (kago__serve_now_ms() - inst->probe_t0 < PROBE_FAST_MS)
+        return 1;
+    unsigned d = inst->probe_ms;
+    inst->probe_ms = d * 2 > PROBE_MAX_MS ? PROBE_MAX_MS : d * 2;
+    return d;
+}
+
+/* Readiness without socket activation: connect attempts 1 ms apart, then backing off to 50 ms. */
 void kago__instance_probe_result(struct instance *inst, int status)
 {
     if (!inst->pi || inst->removed)
@@ -75,8 +94,7 @@ void kago__instance_probe_result(struct instance *inst, int status)
     }
     if (inst->pi->state != POOL_STARTING)
         return;
-    uv_timer_start(&inst->probe, on_probe_timer, inst->probe_ms, 0);
-    inst->probe_ms = inst->probe_ms * 2 > PROBE_MAX_MS ? PROBE_MAX_MS : inst->probe_ms * 2;
+    uv_timer_start(&inst->probe, on_probe_timer, probe_delay(inst), 0);
 }
 
 static void on_exit_event(uv_poll_t *h, int status, int events)
@@ -111,6 +129,36 @@ static void start_failed(struct app_rt *a, struct instance *inst, struct kago_er
     kago__pool_exited(&a->pool, inst->pi, kago__serve_now_ms()); /* removes (and frees) inst */
 }
 
+static void ckpt_begin(struct app_rt *a, struct instance *inst);
+static void ckpt_resume(struct app_rt *a, struct instance *inst);
+
+/* checkpoint :at_listen. The image maker is not probed by connecting (the connection would be in the
+ * image, and the app would have begun serving): kago reads its network namespace's /proc/PID/net/tcp{,6}
+ * until the app's port is listening, 1 ms apart at first, and images it then. Nothing can connect to it
+ * meanwhile: kago is the only way into the namespace. It is probed and made ready after the dump. */
+static void on_listen_timer(uv_timer_t *t)
+{
+    struct instance *inst = t->data;
+    struct app_rt *a = inst->app;
+    if (!inst->pi || inst->pi->state != POOL_STARTING || !inst->c)
+        return;
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/net", (int)kago_container_pid(inst->c));
+    int r = kago__serve_listening(dir, a->app.port);
+    if (r > 0 && a->ckpt == CK_WANT && !a->pool.stopping && !a->removed) {
+        ckpt_begin(a, inst);
+        return;
+    }
+    if (r > 0 || r < 0) { /* no image after all (stopping, or /proc unreadable): probe as usual */
+        if (a->ckpt_inst == inst)
+            a->ckpt_inst = NULL;
+        probe_reset(inst);
+        kago__upconn_open(inst, NULL);
+        return;
+    }
+    uv_timer_start(&inst->probe, on_listen_timer, probe_delay(inst), 0);
+}
+
 /* inst->c runs: watch its exit through its pidfd and probe its readiness. */
 static void start_finish(struct app_rt *a, struct instance *inst)
 {
@@ -128,15 +176,44 @@ static void start_finish(struct app_rt *a, struct instance *inst)
     uv_poll_start(&inst->pidpoll, UV_READABLE, on_exit_event);
     uv_timer_init(srv->loop, &inst->probe);
     inst->probe.data = inst;
-    inst->handles = 2;
+    inst->handles += 2;
+    inst->watching = true;
     if (a->app.socket_activation && pi->tier == POOL_TIER_COLD) {
         /* The socket is listening inside the namespace already: connections wait in its backlog. */
         inst->ready = true;
         kago__pool_ready(&a->pool, pi, kago__serve_now_ms());
+    } else if (a->app.checkpoint_at_listen && a->ckpt == CK_WANT && !a->ckpt_inst &&
+               pi->tier == POOL_TIER_COLD) {
+        /* the image maker: watched, not probed, until it is imaged (see on_listen_timer) */
+        a->ckpt_inst = inst;
+        probe_reset(inst);
+        uv_timer_start(&inst->probe, on_listen_timer, 0, 0);
     } else {
-        inst->probe_ms = 1;
+        probe_reset(inst);
         kago__upconn_open(inst, NULL);
     }
+}
+
+static void create_done(struct app_rt *a, struct instance *inst, struct kago_create *cr)
+{
+    struct kago_error *err = NULL;
+    if (inst->kill_pending) { /* stopped or timed out meanwhile (op_signal killed its child) */
+        kago_create_abort(cr);
+        kago__pool_exited(&a->pool, inst->pi, kago__serve_now_ms());
+    } else if (kago_container_create_finish(cr, &inst->c, &err) < 0) {
+        start_failed(a, inst, err);
+    } else {
+        start_finish(a, inst);
+    }
+}
+
+static void on_create_event(uv_poll_t *h, int status, int events)
+{
+    struct instance *inst = h->data;
+    struct kago_create *cr = inst->creating;
+    inst->creating = NULL;
+    uv_close((uv_handle_t *)h, on_handle_closed);
+    create_done(inst->app, inst, cr);
 }
 
 static void start_cold(struct app_rt *a, struct instance *inst)
@@ -154,18 +231,27 @@ static void start_cold(struct app_rt *a, struct instance *inst)
      * (serve's log), /dev/null it can; and its init must not carry serve's parent-death signal, which
      * CRIU restores and which fires as soon as criu, the restored tree's first parent, exits. Detached,
      * a shim is its parent (reaped by kago__server_reap once it exits). */
-    if (a->app.checkpoint_after_ready && srv->criu_ok) {
+    if (kago__app_criu(&a->app) && srv->criu_ok) {
         opts.stdio[1] = opts.stdio[2] = devnull;
         opts.detach = true;
     }
     struct kago_error *err = NULL;
-    int r = kago_container_create(srv->opts.root, &spec, &opts, &inst->c, &err);
+    struct kago_create *cr = NULL;
+    int r = kago_container_create_begin(srv->opts.root, &spec, &opts, &cr, &err);
     if (devnull >= 0)
         close(devnull);
-    if (r < 0)
+    if (r < 0) {
         start_failed(a, inst, err);
-    else
-        start_finish(a, inst);
+    } else if (kago_create_fd(cr) < 0) { /* made by a shim: complete already */
+        create_done(a, inst, cr);
+    } else {
+        /* the child mounts, secures and execs itself meanwhile: the loop serves other requests */
+        inst->creating = cr;
+        uv_poll_init(srv->loop, &inst->createpoll, kago_create_fd(cr));
+        inst->createpoll.data = inst;
+        inst->handles++;
+        uv_poll_start(&inst->createpoll, UV_READABLE, on_create_event);
+    }
 }
 
 /* A restore runs criu (a second or more under emulation) in the thread pool, so the loop keeps serving
@@ -236,7 +322,7 @@ static void restore_done(uv_work_t *req, int status)
 /* A start of an app with an image restores it (or falls back to a cold start). */
 static bool start_restore(struct app_rt *a, struct instance *inst)
 {
-    if (a->ckpt != CK_READY || !a->app.checkpoint_after_ready)
+    if (a->ckpt != CK_READY || !kago__app_criu(&a->app))
         return false;
     struct restore_job *j = xcalloc(1, sizeof(*j));
     j->inst = inst;
@@ -271,6 +357,8 @@ static void op_dispatch(struct pool *p, struct pool_waiter *w, struct pool_inst 
 {
     struct client *c = container_of(w, struct client, waiter);
     c->cold_us = (int64_t)(kago__serve_now_us() - c->t_held);
+    c->cold_kind = pi->thaw_us >= 0 ? "thaw" : pi->tier == POOL_TIER_RESTORE ? "restore" : NULL;
+    pi->thaw_us = -1;
     kago__client_attach(c, pi);
 }
 
@@ -293,8 +381,11 @@ static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
 {
     struct instance *inst = pi->data;
     struct kago_error *err = NULL;
-    if (inst->restoring) { /* ends it once restored: see restore_done */
+    if (inst->restoring || inst->creating) { /* ends it once made: see restore_done, create_done */
         inst->kill_pending = true;
+        pid_t pid = inst->creating ? kago_create_pid(inst->creating) : -1;
+        if (pid > 0) /* no app runs yet to stop gracefully: cut the setup short */
+            kill(pid, SIGKILL);
         return;
     }
     if (inst->c && kago_container_kill(inst->c, sig, true, &err) < 0) {
@@ -342,10 +433,16 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
         a->ckpt_inst = NULL; /* chosen, not begun: the next ready instance is imaged instead */
     if (!inst->ckpt_busy)    /* else the checkpoint's end deletes it */
         delete_container(inst);
+    if (inst->creating) { /* removed while its child sets up (shutdown): kill it, remove its traces */
+        kago_create_abort(inst->creating);
+        inst->creating = NULL;
+        uv_close((uv_handle_t *)&inst->createpoll, on_handle_closed);
+    }
     if (inst->netns_fd >= 0)
         close(inst->netns_fd);
     inst->netns_fd = -1;
-    if (inst->handles) {
+    if (inst->watching) {
+        inst->watching = false;
         uv_close((uv_handle_t *)&inst->pidpoll, on_handle_closed);
         uv_close((uv_handle_t *)&inst->probe, on_handle_closed);
     }
@@ -401,6 +498,7 @@ const struct pool_ops kago__serve_pool_ops = {
 
 struct ckpt_job {
     uv_work_t req;
+    unsigned generation; /* the app's container it images */
     struct instance *inst;
     struct kago_container *c;
     char *dir;
@@ -428,11 +526,18 @@ static void ckpt_done(uv_work_t *req, int status)
     srv->ckpt_jobs--;
     inst->ckpt_busy = false;
     a->ckpt_inst = NULL;
-    if (j->rc == 0 && status == 0) {
+    if (j->generation != a->pool.generation) { /* the container changed meanwhile: a stale image */
+        kago__rm_rf(j->dir);
+        if (a->ckpt == CK_BUSY)
+            a->ckpt = CK_WANT;
+        fprintf(stderr, "kago serve: app %s: checkpoint of %s dropped: the app's container changed\n",
+                a->app.name, inst->name);
+    } else if (j->rc == 0 && status == 0) {
         a->ckpt = CK_READY;
         a->pool.checkpoints++;
-        fprintf(stderr, "kago serve: app %s: checkpointed %s into %s in %.1f ms: later starts restore it\n",
-                a->app.name, inst->name, j->dir, j->us / 1000.0);
+        fprintf(stderr, "kago serve: app %s: checkpointed %s%s into %s in %.1f ms: later starts restore it\n",
+                a->app.name, inst->name, a->app.checkpoint_at_listen ? " at listen" : "", j->dir,
+                j->us / 1000.0);
     } else {
         a->ckpt = CK_FAILED;
         a->pool.checkpoint_failures++;
@@ -444,8 +549,8 @@ static void ckpt_done(uv_work_t *req, int status)
     free(j);
     if (inst->removed)
         delete_container(inst); /* it exited (or was stopped) while being imaged */
-    else if (inst->pi)
-        kago__pool_set_busy(&a->pool, inst->pi, false, kago__serve_now_ms());
+    else
+        ckpt_resume(a, inst);
     inst->refs--;
     kago__instance_unref(inst);
     kago__app_unref(a);
@@ -454,25 +559,39 @@ static void ckpt_done(uv_work_t *req, int status)
     kago__server_maybe_exit(srv);
 }
 
+/* After its checkpoint (or a failure to begin one) the instance goes on: routed again, or (imaged at
+ * listen, still starting) probed for readiness now. */
+static void ckpt_resume(struct app_rt *a, struct instance *inst)
+{
+    if (!inst->pi)
+        return;
+    if (inst->pi->state == POOL_STARTING) {
+        probe_reset(inst);
+        kago__upconn_open(inst, NULL);
+    } else {
+        kago__pool_set_busy(&a->pool, inst->pi, false, kago__serve_now_ms());
+    }
+}
+
 static void ckpt_begin(struct app_rt *a, struct instance *inst)
 {
     struct server *srv = a->srv;
     struct kago_error *err = NULL;
-    cleanup_free char *parent = xasprintf("%s/images", srv->opts.root);
-    if (kago__mkdir_p(parent, 0700, &err) < 0) {
+    if (kago__mkdir_p(a->image_root, 0700, &err) < 0) {
         a->ckpt = CK_FAILED;
         a->pool.checkpoint_failures++;
         fprintf(stderr, "kago serve: app %s: checkpoint failed, the app stays on cold starts: %s\n",
                 a->app.name, err->msg);
         kago_error_free(err);
         a->ckpt_inst = NULL;
-        kago__pool_set_busy(&a->pool, inst->pi, false, kago__serve_now_ms());
+        ckpt_resume(a, inst);
         return;
     }
     struct ckpt_job *j = xcalloc(1, sizeof(*j));
     j->inst = inst;
     j->c = inst->c;
     j->dir = xstrdup(a->image_dir);
+    j->generation = a->pool.generation;
     j->req.data = j;
     inst->ckpt_busy = true;
     inst->refs++;
@@ -482,16 +601,36 @@ static void ckpt_begin(struct app_rt *a, struct instance *inst)
     uv_queue_work(srv->loop, &j->req, ckpt_work, ckpt_done);
 }
 
+/* Images of containers a reload replaced go once no instance restored from one is left. */
+static void prune_images(struct app_rt *a)
+{
+    if (a->images_pruned == a->pool.generation)
+        return;
+    for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
+        if (pi->tier == POOL_TIER_RESTORE && pi->generation != a->pool.generation)
+            return;
+    for (unsigned g = a->images_pruned; g < a->pool.generation; g++) {
+        cleanup_free char *dir = xasprintf("%s/%u", a->image_root, g);
+        if (access(dir, F_OK) == 0 && kago__rm_rf(dir) == 0)
+            fprintf(stderr, "kago serve: app %s: removed the image of its old container %s\n", a->app.name,
+                    dir);
+    }
+    a->images_pruned = a->pool.generation;
+}
+
 /* Once a cold instance is ready and has nothing in flight, it is taken off routing (busy), its
  * upstream sockets are closed, and CKPT_SETTLE_MS later it is imaged. */
 void kago__instance_checkpoint_tick(struct app_rt *a, uint64_t now)
 {
+    prune_images(a);
+    /* (:at_listen apps choose their image maker when it starts: see on_listen_timer) */
     if (a->ckpt != CK_WANT || a->pool.stopping || a->removed || !a->app.checkpoint_after_ready)
         return;
     struct instance *inst = a->ckpt_inst;
     if (!inst) {
         for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
-            if (pi->state == POOL_READY && !pi->busy && pi->inflight == 0 && pi->tier == POOL_TIER_COLD) {
+            if (pi->state == POOL_READY && !pi->busy && pi->inflight == 0 && pi->tier == POOL_TIER_COLD &&
+                pi->generation == a->pool.generation) {
                 inst = pi->data;
                 break;
             }

@@ -133,6 +133,7 @@ static int thaw(struct pool *p, struct pool_inst *i, uint64_t now)
     }
     i->state = POOL_READY;
     i->last_active = now;
+    i->thaw_us = us;
     return us;
 }
 
@@ -219,6 +220,8 @@ static void maybe_scale(struct pool *p, uint64_t now)
             return;
         struct pool_inst *i = xcalloc(1, sizeof(*i));
         i->state = POOL_STARTING;
+        i->thaw_us = -1;
+        i->generation = p->generation;
         i->created = i->last_active = now;
         i->next = p->insts;
         p->insts = i;
@@ -357,7 +360,8 @@ void kago__pool_tick(struct pool *p, uint64_t now)
         case POOL_READY:
             if (i->busy)
                 break;
-            if (p->cfg.lifetime_ms && now - i->created >= p->cfg.lifetime_ms) {
+            if (i->generation != p->generation ||
+                (p->cfg.lifetime_ms && now - i->created >= p->cfg.lifetime_ms)) {
                 active--;
                 drain(p, i, now);
             } else if (p->cfg.idle_ms && i->inflight == 0 && now - i->last_active >= p->cfg.idle_ms &&
@@ -371,7 +375,8 @@ void kago__pool_tick(struct pool *p, uint64_t now)
             break;
         case POOL_FROZEN:
             /* Lifetime still applies; a reload that turned freezing off ends them too. */
-            if (!p->cfg.freeze || (p->cfg.freeze_ms && now - i->frozen_at >= p->cfg.freeze_ms) ||
+            if (!p->cfg.freeze || i->generation != p->generation ||
+                (p->cfg.freeze_ms && now - i->frozen_at >= p->cfg.freeze_ms) ||
                 (p->cfg.lifetime_ms && now - i->created >= p->cfg.lifetime_ms)) {
                 p->frozen_expired++;
                 stop_frozen(p, i, now);
@@ -398,6 +403,19 @@ void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now)
         drain(p, i, now);
         maybe_scale(p, now);
     }
+}
+
+void kago__pool_new_generation(struct pool *p, uint64_t now)
+{
+    p->generation++;
+    /* a start of the old container is abandoned: what waits for it is served by a new one */
+    for (struct pool_inst *i = p->insts; i; i = i->next)
+        if (i->state == POOL_STARTING) {
+            i->state = POOL_STOPPING;
+            i->term_at = now;
+            kill_inst(p, i);
+        }
+    kago__pool_tick(p, now); /* drains the ready ones, stops the frozen ones, starts anew */
 }
 
 void kago__pool_set_busy(struct pool *p, struct pool_inst *i, bool busy, uint64_t now)

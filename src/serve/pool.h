@@ -33,7 +33,9 @@ struct pool_inst {
     bool failed; /* never became ready: counted as a start failure */
     bool busy;   /* being checkpointed: READY, but routed nothing and never stopped for idleness */
     enum pool_tier tier;
-    void *data; /* the caller's instance */
+    int thaw_us; /* >= 0: thawed for the request being routed, in this many microseconds (reset by it) */
+    unsigned generation; /* the pool's generation when it was started */
+    void *data;          /* the caller's instance */
 };
 
 /* A held request. The caller embeds it; the pool links it while it waits. */
@@ -75,8 +77,9 @@ struct pool {
     struct pool_inst *insts;
     struct pool_waiter queue; /* sentinel of the FIFO of held requests */
     unsigned npending;
-    bool stopping;     /* pool_stop was called: drain everything, start nothing */
-    uint64_t retry_at; /* no start before this (backoff after a failed start) */
+    bool stopping;       /* pool_stop was called: drain everything, start nothing */
+    unsigned generation; /* bumped when the app's container changes: older instances are retired */
+    uint64_t retry_at;   /* no start before this (backoff after a failed start) */
     /* counters for metrics */
     uint64_t cold_starts, start_failures, rejected;
     uint64_t cold_hist[POOL_HIST_BUCKETS];
@@ -93,6 +96,11 @@ struct pool {
 void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct pool_ops *ops, void *data);
 /* Frees the instance records (only for tests and after every instance was removed). */
 void kago__pool_free(struct pool *p);
+
+/* The app's container changed (a reload): instances of older generations are retired as if their
+ * lifetime had ended (drained, frozen ones stopped; starting ones once they have served what waited
+ * for them); new requests start instances of the new one. */
+void kago__pool_new_generation(struct pool *p, uint64_t now);
 
 /* A request arrives. Returns the ready instance with the fewest in flight when it is below
  * concurrency (its in-flight count then includes the request), or NULL: then *held says whether

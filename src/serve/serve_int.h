@@ -51,7 +51,9 @@ struct app_rt {
     bool removed;  /* dropped by a reload: draining until its last instance is gone */
     unsigned refs; /* clients holding it */
     enum ckpt_state ckpt;
-    char *image_dir; /* <root>/images/<app> */
+    char *image_root;       /* <root>/images/<app> */
+    char *image_dir;        /* <image_root>/<pool generation>: the image of the app's current container */
+    unsigned images_pruned; /* generations below this have no image left */
     unsigned restore_fail_streak;
     struct instance *ckpt_inst; /* chosen for the checkpoint (its upstream sockets closing), or in it */
 };
@@ -67,15 +69,19 @@ struct instance {
     uv_poll_t pidpoll;
     uv_timer_t probe;
     unsigned probe_ms;
+    uint64_t probe_t0;    /* when readiness checks began */
     struct upconn *idle;  /* keep-alive connections ready for a request */
     struct upconn *conns; /* every connection (for closing at exit) */
     unsigned nconns;
-    unsigned handles; /* open uv handles (exit poll, probe timer) */
-    unsigned refs;    /* clients naming it; freed when removed and all three are 0 */
+    unsigned handles;             /* open uv handles (exit poll, probe timer, create poll) */
+    bool watching;                /* the exit poll and probe timer are initialised */
+    struct kago_create *creating; /* the container's child is setting itself up: c is not set yet */
+    uv_poll_t createpoll;         /* on creating's fd */
+    unsigned refs;                /* clients naming it; freed when removed and all three are 0 */
     uint64_t created_ms;
     bool ready, removed;
     bool restoring;          /* kago_container_restore runs for it in a worker thread: c is not set yet */
-    bool kill_pending;       /* signalled while restoring: removed once the restore is done */
+    bool kill_pending;       /* signalled while restoring or creating: removed once that is done */
     bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
     uint64_t ckpt_at;        /* the checkpoint may begin then (its closed upstream sockets have settled) */
     struct kago_stats stats; /* refreshed for /metrics and /ps */
@@ -125,6 +131,7 @@ struct client {
     struct upconn *up;
     uint64_t t_begin, t_held; /* us */
     int64_t cold_us;          /* -1 when the request did not wait */
+    const char *cold_kind;    /* with cold_us: NULL (a start), "restore" or "thaw" */
     uint64_t body_in, out_mark;
     int status, retries;
     bool reading, req_begun, req_done, resp_started, close_after, eof, counted, parsing, need_exec, closed;
@@ -202,6 +209,14 @@ void kago__instance_unref(struct instance *inst);
 bool kago__instance_check_exit(struct instance *inst);
 /* The CRIU tier, from the tick: picks the instance to image, then images it off the loop. */
 void kago__instance_checkpoint_tick(struct app_rt *a, uint64_t now);
+/* The app uses the CRIU tier (checkpoint :after_ready or :at_listen). */
+static inline bool kago__app_criu(const struct kago_app *a)
+{
+    return a->checkpoint_after_ready || a->checkpoint_at_listen;
+}
+/* 1 when NET_DIR/tcp or NET_DIR/tcp6 (a /proc/PID/net) lists a socket listening on port, 0 when not,
+ * -errno when neither file can be read. */
+int kago__serve_listening(const char *net_dir, unsigned port);
 
 /* server.c */
 void kago__app_unref(struct app_rt *a);

@@ -126,6 +126,29 @@ static struct app_rt *find_app(struct server *srv, const char *name)
 /* Swaps in a new set of apps: same-name apps keep their instances and get the new policy (new
  * instances use the new container spec), new apps are added, missing ones drain away. Requests in
  * flight keep going. Nothing changes if the new set is invalid. */
+/* What an instance is made of: a change retires the app's instances (and its image). */
+static bool container_changed(const struct kago_app *old, const struct kago_app *new)
+{
+    return !kago_spec_equal(&old->spec, &new->spec) || old->port != new->port ||
+           old->socket_activation != new->socket_activation ||
+           old->checkpoint_after_ready != new->checkpoint_after_ready ||
+           old->checkpoint_at_listen != new->checkpoint_at_listen;
+}
+
+/* A reload changed the app's container: its instances are replaced (see kago__pool_new_generation),
+ * and its image, which holds the old container, is no longer restored; a new one is taken. */
+static void new_generation(struct server *srv, struct app_rt *a, uint64_t now)
+{
+    fprintf(stderr, "kago serve: app %s: its container changed: instances of the old one are replaced\n",
+            a->app.name);
+    kago__pool_new_generation(&a->pool, now);
+    free(a->image_dir);
+    a->image_dir = xasprintf("%s/%u", a->image_root, a->pool.generation);
+    if (a->ckpt == CK_READY || a->ckpt == CK_FAILED)
+        a->ckpt = CK_WANT; /* (a checkpoint in progress is discarded when it ends: ckpt_done) */
+    a->restore_fail_streak = 0;
+}
+
 static int apply_apps(struct server *srv, struct app_list *l, struct kago_error **err)
 {
     struct router *r = kago__router_new(l->n * 2);
@@ -161,16 +184,20 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
             a = xcalloc(1, sizeof(*a));
             a->srv = srv;
             a->app = l->v[i];
-            a->image_dir = xasprintf("%s/images/%s", srv->opts.root, a->app.name);
+            a->image_root = xasprintf("%s/images/%s", srv->opts.root, a->app.name);
+            a->image_dir = xasprintf("%s/0", a->image_root);
             struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
             kago__pool_init(&a->pool, &cfg, &kago__serve_pool_ops, a);
             a->next = srv->apps;
             srv->apps = a;
         } else {
+            bool changed = container_changed(&a->app, &l->v[i]);
             kago_app_free(&a->app);
             a->app = l->v[i];
             struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
             kago__pool_configure(&a->pool, &cfg, now);
+            if (changed)
+                new_generation(srv, a, now);
         }
         memset(&l->v[i], 0, sizeof(l->v[i]));
         rt[i] = a;
@@ -196,6 +223,8 @@ static bool is_instance_pid(struct server *srv, pid_t pid)
             struct instance *inst = pi->data;
             if (inst->c && kago_container_pid(inst->c) == pid)
                 return true;
+            if (inst->creating && kago_create_pid(inst->creating) == pid)
+                return true; /* its create reaps it (and must, to say why it failed) */
         }
     return false;
 }
@@ -258,7 +287,7 @@ static void setup_checkpoints(struct server *srv)
 {
     bool want = false;
     for (struct app_rt *a = srv->apps; a; a = a->next)
-        want |= !a->removed && a->app.checkpoint_after_ready;
+        want |= !a->removed && kago__app_criu(&a->app);
     if (!want)
         return;
     if (!srv->criu_checked) {
@@ -266,15 +295,17 @@ static void setup_checkpoints(struct server *srv)
         srv->criu_checked = true;
         srv->criu_ok = kago_checkpoint_supported(&err) == 0;
         if (srv->criu_ok)
-            fprintf(stderr,
-                    "kago serve: CRIU works here: apps with checkpoint :after_ready restore from "
-                    "images in %s/images\n",
-                    srv->opts.root);
+            fprintf(
+                stderr,
+                "kago serve: CRIU works here: apps with checkpoint :after_ready or :at_listen restore from "
+                "images in %s/images\n",
+                srv->opts.root);
         else
-            fprintf(stderr,
-                    "kago serve: CRIU is unusable here, apps with checkpoint :after_ready use cold "
-                    "starts: %s\n",
-                    err ? err->msg : "unknown reason");
+            fprintf(
+                stderr,
+                "kago serve: CRIU is unusable here, apps with checkpoint :after_ready or :at_listen use cold "
+                "starts: %s\n",
+                err ? err->msg : "unknown reason");
         kago_error_free(err);
         if (srv->criu_ok) {
             uv_signal_start(&srv->sigchld, on_sigchld, SIGCHLD);
@@ -282,10 +313,10 @@ static void setup_checkpoints(struct server *srv)
         }
     }
     for (struct app_rt *a = srv->apps; a; a = a->next)
-        if (srv->criu_ok && a->app.checkpoint_after_ready && a->ckpt == CK_OFF) {
+        if (srv->criu_ok && kago__app_criu(&a->app) && a->ckpt == CK_OFF) {
             /* an image left by a serve that died: it may not match the spec any more */
-            if (access(a->image_dir, F_OK) == 0 && kago__rm_rf(a->image_dir) == 0)
-                fprintf(stderr, "kago serve: app %s: removed a stale image %s\n", a->app.name, a->image_dir);
+            if (access(a->image_root, F_OK) == 0 && kago__rm_rf(a->image_root) == 0)
+                fprintf(stderr, "kago serve: app %s: removed a stale image %s\n", a->app.name, a->image_root);
             a->ckpt = CK_WANT;
         }
 }
@@ -305,12 +336,12 @@ static int load_config(struct server *srv, struct kago_error **err)
 /* The image outlives the app's last instance only: restored instances use it as a layer. */
 static void remove_image(struct server *srv, struct app_rt *a)
 {
-    if (a->image_dir && access(a->image_dir, F_OK) == 0) {
-        if (kago__rm_rf(a->image_dir) < 0)
-            fprintf(stderr, "kago serve: app %s: remove %s: %s\n", a->app.name, a->image_dir,
+    if (a->image_root && access(a->image_root, F_OK) == 0) {
+        if (kago__rm_rf(a->image_root) < 0)
+            fprintf(stderr, "kago serve: app %s: remove %s: %s\n", a->app.name, a->image_root,
                     strerror(errno));
         else
-            fprintf(stderr, "kago serve: app %s: removed its image %s\n", a->app.name, a->image_dir);
+            fprintf(stderr, "kago serve: app %s: removed its image %s\n", a->app.name, a->image_root);
     }
     cleanup_free char *parent = xasprintf("%s/images", srv->opts.root);
     rmdir(parent); /* when the last app's image is gone */
@@ -320,6 +351,7 @@ static void free_app(struct app_rt *a)
 {
     remove_image(a->srv, a);
     free(a->image_dir);
+    free(a->image_root);
     kago__pool_free(&a->pool);
     kago_app_free(&a->app);
     free(a);

@@ -2,6 +2,7 @@
  * the instance's netns (setns there, socket(), setns back), then connected to 127.0.0.1:PORT:
  * no bridge, no routes, and a missing namespace fails instead of reaching another host. */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <stdio.h>
@@ -24,6 +25,33 @@
 static char up_rbuf[UP_RBUF];
 
 static void up_close(struct upconn *u);
+
+int kago__serve_listening(const char *net_dir, unsigned port)
+{
+    static const char *const files[] = {"tcp", "tcp6"};
+    int readable = 0, err = ENOENT;
+    for (size_t i = 0; i < 2; i++) {
+        char path[PATH_MAX], line[512];
+        snprintf(path, sizeof(path), "%s/%s", net_dir, files[i]);
+        FILE *f = fopen(path, "re");
+        if (!f) {
+            err = errno;
+            continue;
+        }
+        readable++;
+        bool found = false;
+        /* "  sl  local_address rem_address   st ...": "0: 0100007F:1F90 00000000:0000 0A ..." (hex) */
+        while (!found && fgets(line, sizeof(line), f)) {
+            unsigned lport, st;
+            if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x", &lport, &st) == 2)
+                found = lport == port && st == 0x0A; /* TCP_LISTEN */
+        }
+        fclose(f);
+        if (found)
+            return 1;
+    }
+    return readable ? 0 : -err;
+}
 
 static int on_resp_head(struct http_msg *m)
 {

@@ -55,7 +55,7 @@ exec nc -ll -p 8080 -e /ws.sh"""
 class Server:
     """kago serve with its own config dir, state dir and ports."""
 
-    def __init__(self, apps_rb, extra_args=()):
+    def __init__(self, apps_rb, extra_args=(), env=None):
         self.tmp = tempfile.mkdtemp(prefix="kago-serve-test-")
         self.conf = os.path.join(self.tmp, "conf")
         self.root = os.path.join(self.tmp, "root")
@@ -67,7 +67,7 @@ class Server:
         self.proc = subprocess.Popen(
             [KAGO, "--root", self.root, "serve", "--config", self.conf, "--listen", f"127.0.0.1:{self.port}",
              "--admin", f"127.0.0.1:{self.admin}", "--access-log", self.log, *extra_args],
-            stdout=subprocess.DEVNULL, stderr=self.errlog)
+            stdout=subprocess.DEVNULL, stderr=self.errlog, env={**os.environ, **(env or {})})
         self.seen = set()  # instance names observed, for the leftover check
         deadline = time.time() + 10
         while time.time() < deadline:

@@ -258,6 +258,39 @@ def test_reload_adds_and_removes_apps_without_dropping_requests():
         assert s.leftovers() == []
 
 
+def test_reload_with_a_changed_container_replaces_its_instances():
+    """A deploy: the app's container changes in its Kagofile. After SIGHUP the ready instance of the old
+    container finishes what it serves and goes; the next request gets the new container."""
+    v1 = CGI.replace("echo slept", "echo v1 slept")
+    v2 = CGI.replace("echo slept", "echo v2 slept")
+    policy = dict(stop_grace="5s", lifetime="10m", idle_timeout="10m")
+    s = Server(app("cgi", ["cgi.test"], v1, **policy))
+    try:
+        assert request(s.port, "cgi.test", "/cgi-bin/sleep?0")[2].startswith(b"v1 ")
+        [old] = s.instances("cgi")
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("r", request(s.port, "cgi.test", "/cgi-bin/sleep?2")))
+        t.start()
+        assert wait_for(lambda: cgi_sleeping(old["name"]), 3)
+        s.write_config(app("cgi", ["cgi.test"], v2, **policy))
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "its container changed" in s.stderr(), 5), s.stderr()
+        st, _, body = request(s.port, "cgi.test", "/cgi-bin/sleep?0")
+        assert st == 200 and body.startswith(b"v2 "), body
+        t.join(10)
+        assert out["r"][0] == 200 and out["r"][2].startswith(b"v1 "), "the request in flight finished on v1"
+        assert wait_for(lambda: old["name"] not in [i["name"] for i in s.instances("cgi")], 10)
+        # a reload that changes only the policy keeps the instance
+        [new] = s.instances("cgi")
+        s.write_config(app("cgi", ["cgi.test"], v2, **{**policy, "max_instances": 2}))
+        s.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert [i["name"] for i in s.instances("cgi")] == [new["name"]]
+        assert s.stderr().count("its container changed") == 1
+    finally:
+        assert s.stop() == 0
+        assert s.leftovers() == []
+
 def test_header_and_keepalive_timeouts():
     s = Server(app("t", ["t.test"], SMALL, stop_grace="1s"), ("--header-timeout", "1s", "--keepalive-timeout", "2s"))
     try:
@@ -332,3 +365,61 @@ def test_request_right_after_a_kill_is_not_lost():
     finally:
         assert s.stop() == 0
         assert s.leftovers() == []
+
+
+def children(pid):
+    out = []
+    for f in glob.glob(f"/proc/{pid}/task/*/children"):
+        out += [int(p) for p in open(f).read().split()]
+    return out
+
+
+def test_cold_start_does_not_stall_other_apps():
+    """A container's own setup (mounts, security, exec) runs while kago serves other requests: with each
+    setup slowed to 1.5 s (a test-only fault), a ready app still answers at once during a cold start."""
+    s = Server(app("hot", ["hot.test"], SMALL, stop_grace="1s") +
+               app("cold", ["cold.test"], SMALL, start_timeout="20s", stop_grace="1s"),
+               env={"KAGO_FAULT": "slow-setup"})
+    try:
+        assert request(s.port, "hot.test")[0] == 200  # its own cold start takes the slow setup too
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("r", request(s.port, "cold.test")))
+        t0 = time.monotonic()
+        t.start()
+        assert wait_for(lambda: s.instances("cold"), 5)
+        times = []
+        for _ in range(5):
+            t1 = time.monotonic()
+            assert request(s.port, "hot.test")[0] == 200
+            times.append(time.monotonic() - t1)
+        assert t.is_alive(), "the cold start was still in its setup while the hot app answered"
+        assert max(times) < 0.5, times
+        t.join(30)
+        assert out["r"][0] == 200 and time.monotonic() - t0 >= 1.4
+    finally:
+        assert s.stop() == 0
+        assert s.leftovers() == []
+
+
+def test_sigterm_during_a_container_setup_leaves_nothing():
+    s = Server(app("cold", ["cold.test"], SMALL, start_timeout="20s", stop_grace="1s"),
+               env={"KAGO_FAULT": "slow-setup"})
+    out = {}
+
+    def get():
+        try:
+            out["r"] = request(s.port, "cold.test")[0]
+        except OSError as e:
+            out["r"] = repr(e)
+    t = threading.Thread(target=get)
+    t.start()
+    assert wait_for(lambda: s.instances("cold"), 5)
+    kids = children(s.proc.pid)
+    assert kids, "the instance's process is kago serve's child"
+    t0 = time.monotonic()
+    assert s.stop() == 0, s.stderr()
+    assert time.monotonic() - t0 < 1.4, "the setup was cut short, not waited for"
+    t.join(10)
+    assert out["r"] == 503, out
+    assert s.leftovers() == []
+    assert not [p for p in kids if os.path.exists(f"/proc/{p}")]

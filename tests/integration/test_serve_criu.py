@@ -1,5 +1,5 @@
-"""kago serve's CRIU tier (a.checkpoint :after_ready): the first ready instance of a slow-starting app is
-imaged, later starts restore the image, a restore that fails falls back to a cold start, and SIGTERM
+"""kago serve's CRIU tier (a.checkpoint :after_ready or :at_listen): the first instance of a slow-starting
+app is imaged (once ready, or the moment it listens), later starts restore the image, a restore that fails falls back to a cold start, and SIGTERM
 leaves nothing (no image, cgroup or state). Real server, real containers, real criu.
 
 CRIU works only where `criu check` passes: run the guest part with
@@ -8,6 +8,7 @@ CRIU works only where `criu check` passes: run the guest part with
 (tests/vm/run passes KAGO_* variables into the guest). Where criu is unusable (this host's 6.18 kernel
 breaks criu 3.17) the app must still be served by cold starts, and serve's log says why."""
 import os
+import signal
 import time
 
 import pytest
@@ -35,12 +36,12 @@ SLOW = (f"i=0; while [ $i -lt {LOAD} ]; do i=$((i+1)); done; "
         "exec /usr/sbin/httpd -f -p 8080 -h /srv/www")
 
 
-def criu_app(**policy):
+def criu_app(moment="after_ready", **policy):
     block = app("slow", ["slow.test"], SLOW, **policy)
     # Without c.init: kago's init runs the kago binary from the host, which CRIU cannot dump
     # ("Can't lookup mount for fd=-3 path=.../kago": its exe is outside the container's mounts).
     block = block.replace("    c.init\n", "")
-    return block[: block.rindex("end")] + "  a.checkpoint :after_ready\nend\n"
+    return block[: block.rindex("end")] + f"  a.checkpoint :{moment}\nend\n"
 
 
 def timed_get(srv):
@@ -76,8 +77,9 @@ def stop_clean(srv):
 
 
 @pytest.mark.skipif(CRIU_OK, reason="criu works here: the cold-start fallback for an unusable criu cannot be shown")
-def test_unusable_criu_means_cold_starts_and_says_why():
-    srv = Server(criu_app(idle_timeout="1s", stop_grace="1s"))
+@pytest.mark.parametrize("moment", ["after_ready", "at_listen"])
+def test_unusable_criu_means_cold_starts_and_says_why(moment):
+    srv = Server(criu_app(moment, idle_timeout="1s", stop_grace="1s"))
     try:
         st, h, body, _ = timed_get(srv)
         assert (st, body) == (200, b"slow-but-here\n"), srv.stderr()
@@ -105,7 +107,7 @@ def test_checkpoint_then_restore_then_fallback():
         assert (st, body) == (200, b"slow-but-here\n"), srv.stderr()
         cold_h = h.get("x-kago-cold-start")
         assert wait_for(lambda: srv.metric("kago_checkpoints_total", app="slow") == 1, 180), srv.stderr()
-        image = os.path.join(srv.root, "images", "slow")
+        image = os.path.join(srv.root, "images", "slow", "0")
         assert os.path.isfile(os.path.join(image, "kago.json"))
         # 2. idle stops it; the next request is served by a restore
         assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
@@ -113,6 +115,7 @@ def test_checkpoint_then_restore_then_fallback():
         assert (st, body) == (200, b"slow-but-here\n"), srv.stderr()
         assert starts(srv, "restore") == 1 and starts(srv, "cold") == 1, srv.metrics()
         assert [i["tier"] for i in srv.instances("slow")] == ["restore"]
+        assert h["x-kago-cold-start"].endswith("ms restore"), h
         print(f"\nfirst byte through serve (load {LOAD}): cold {cold_s:.3f} s "
               f"(held {cold_h}), restore {restore_s:.3f} s (held {h.get('x-kago-cold-start')}), "
               f"cold/restore = {cold_s / restore_s:.2f}x (TCG guest: compare ratios only)")
@@ -135,5 +138,50 @@ def test_checkpoint_then_restore_then_fallback():
         assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
         assert wait_for(lambda: not zombies(srv.proc.pid), 5), zombies(srv.proc.pid)
         print(srv.stderr())
+    finally:
+        stop_clean(srv)
+
+
+@pytest.mark.skipif(not CRIU_OK, reason=f"criu is unusable on this host: {CRIU_WHY} (runs in the guest)")
+def test_checkpoint_at_listen_images_before_any_connection():
+    srv = Server(criu_app("at_listen", idle_timeout="1s", start_timeout="120s", stop_grace="1s"))
+    try:
+        st, h, body, cold_s = timed_get(srv)
+        assert (st, body) == (200, b"slow-but-here\n"), srv.stderr()
+        # imaged the moment it listened, before the first request reached it: so before this answer
+        assert srv.metric("kago_checkpoints_total", app="slow") == 1, srv.stderr()
+        assert "at listen" in srv.stderr()
+        assert h["x-kago-cold-start"].endswith("ms")
+        assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
+        st, h, body, restore_s = timed_get(srv)
+        assert (st, body) == (200, b"slow-but-here\n"), srv.stderr()
+        assert h["x-kago-cold-start"].endswith("ms restore"), h
+        assert starts(srv, "restore") == 1 and starts(srv, "cold") == 1, srv.metrics()
+        print(f"\n:at_listen: cold {cold_s:.3f} s (with the dump), restore {restore_s:.3f} s")
+    finally:
+        stop_clean(srv)
+
+
+@pytest.mark.skipif(not CRIU_OK, reason=f"criu is unusable on this host: {CRIU_WHY} (runs in the guest)")
+def test_reload_with_a_changed_container_drops_the_image():
+    """The image holds the old container: after a reload that changes it, starts are cold (and a new
+    image is taken) until the new container's image exists; the old image goes."""
+    srv = Server(criu_app(idle_timeout="1s", start_timeout="120s", stop_grace="1s"))
+    try:
+        assert timed_get(srv)[0] == 200, srv.stderr()
+        assert wait_for(lambda: srv.metric("kago_checkpoints_total", app="slow") == 1, 180), srv.stderr()
+        old_image = os.path.join(srv.root, "images", "slow", "0")
+        assert os.path.isdir(old_image)
+        srv.write_config(criu_app(idle_timeout="1s", start_timeout="120s", stop_grace="1s").replace(
+            "slow-but-here", "slow-and-new"))
+        srv.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "its container changed" in srv.stderr(), 10), srv.stderr()
+        assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
+        st, h, body, _ = timed_get(srv)
+        assert (st, body) == (200, b"slow-and-new\n"), srv.stderr()
+        assert starts(srv, "restore") == 0 and starts(srv, "cold") == 2, srv.metrics()
+        assert wait_for(lambda: not os.path.exists(old_image), 10), srv.stderr()
+        assert wait_for(lambda: srv.metric("kago_checkpoints_total", app="slow") == 2, 180), srv.stderr()
+        assert os.path.isdir(os.path.join(srv.root, "images", "slow", "1"))
     finally:
         stop_clean(srv)

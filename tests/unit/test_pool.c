@@ -489,6 +489,45 @@ static void test_frozen_budget(void)
     kago__pool_free(&b);
 }
 
+/* A reload changed the app's container: old instances go (ready ones drain, a starting one is
+ * abandoned, frozen ones stop), what waits is served by an instance of the new generation. */
+static void test_new_generation(void)
+{
+    struct pool p;
+    struct pool_cfg cfg = base;
+    cfg.freeze = true;
+    cfg.idle_ms = 100;
+    reset(&p, &cfg);
+    bool held;
+    struct pool_waiter w = {0}, w2 = {0}, w3 = {0};
+    kago__pool_request(&p, &w, 1000, &held);
+    struct pool_inst *a = rec.last_start;
+    kago__pool_ready(&p, a, 1001);
+    kago__pool_done(&p, a, 1002);
+    kago__pool_tick(&p, 1200); /* idle: frozen */
+    ok(a->state == POOL_FROZEN, "one frozen instance");
+    struct pool_inst *b = kago__pool_request(&p, &w2, 1300, &held);
+    ok(b == a && a->state == POOL_READY, "thawed for a request (in flight)");
+    kago__pool_request(&p, &w3, 1301, &held); /* concurrency 2: goes to a too */
+    rec.starts = rec.drains = rec.kills = 0;
+    kago__pool_new_generation(&p, 1400);
+    ok(a->state == POOL_DRAINING && rec.drains == 1, "the ready instance of the old container drains");
+    ok(rec.starts == 0, "nothing waits: no start yet");
+    struct pool_waiter w4 = {0};
+    ok(kago__pool_request(&p, &w4, 1401, &held) == NULL && held && rec.starts == 1,
+       "the next request starts an instance of the new container (the draining one takes nothing)");
+    struct pool_inst *c = rec.last_start;
+    ok(c->generation == p.generation && a->generation != p.generation, "generations recorded");
+    kago__pool_new_generation(&p, 1402); /* changed again before c was ready */
+    ok(c->state == POOL_STOPPING && rec.kills == 1, "a start of the older container is abandoned");
+    ok(rec.starts == 2 && p.npending == 1, "and the held request waits for a start of the newest");
+    kago__pool_exited(&p, c, 1403);
+    ok(p.start_failures == 0, "an abandoned start is no start failure");
+    kago__pool_ready(&p, rec.last_start, 1404);
+    ok(rec.last_dispatch == &w4 && rec.last_dispatch_inst == rec.last_start, "served by the newest");
+    kago__pool_free(&p);
+}
+
 int main(void)
 {
     test_cold_start_hold_dispatch();
@@ -503,5 +542,6 @@ int main(void)
     test_thaw_order();
     test_freeze_expiry_and_lifetime();
     test_frozen_budget();
+    test_new_generation();
     return tap_done();
 }
