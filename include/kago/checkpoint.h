@@ -25,6 +25,11 @@ struct kago_checkpoint_opts {
 struct kago_restore_opts {
     const char *name; /* the new container's name; NULL = a generated one */
     bool detach;      /* a shim process stays the container's parent (as kago run --detach) */
+    /* Restore memory on first touch: a `criu lazy-pages` daemon copies each page when the app first
+     * touches it (userfaultfd), the rest in the background, and then exits. The app runs sooner, and
+     * restore time no longer grows with its memory. The daemon must not be killed before it is done:
+     * pages it had not copied would read as zeros. Needs `criu check --feature uffd-noncoop`. */
+    bool lazy_pages;
 };
 
 /* 0 when CRIU can checkpoint and restore on this host, else < 0 with *err holding CRIU's own reason in

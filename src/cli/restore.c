@@ -1,6 +1,6 @@
-/* kago restore --image DIR [--name NEW] [--detach]: a new container from a checkpoint image, in its own
- * cgroup with a fresh writable layer. Without --detach it runs in the foreground as kago run does: kago
- * waits for it, forwards signals, removes it when it ends and exits as it did. */
+/* kago restore --image DIR [--name NEW] [--detach] [--lazy-pages]: a new container from a checkpoint
+ * image, in its own cgroup with a fresh writable layer. Without --detach it runs in the foreground as kago
+ * run does: kago waits for it, forwards signals, removes it when it ends and exits as it did. */
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -19,11 +19,9 @@ static int wait_foreground(struct kago_container *c)
 CLI_VERB(restore)
 {
     static const struct option opts[] = {
-        {"image", required_argument, NULL, 'i'},
-        {"name", required_argument, NULL, 'n'},
-        {"detach", no_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"image", required_argument, NULL, 'i'}, {"name", required_argument, NULL, 'n'},
+        {"detach", no_argument, NULL, 'd'},      {"lazy-pages", no_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
     };
     struct kago_restore_opts o = {0};
     const char *image = NULL;
@@ -36,15 +34,20 @@ CLI_VERB(restore)
             o.name = optarg;
         } else if (ch == 'd') {
             o.detach = true;
+        } else if (ch == 'l') {
+            o.lazy_pages = true;
         } else if (ch == 'h') {
-            printf("usage: kago restore --image DIR [--name NEW] [--detach]\n");
+            printf("usage: kago restore --image DIR [--name NEW] [--detach] [--lazy-pages]\n"
+                   "  --lazy-pages  the app runs before its memory is back: a criu lazy-pages daemon copies\n"
+                   "                each page on first touch, the rest in the background\n");
             return 0;
         } else {
             return cli_usage("restore", "unknown option %s", argv[optind - 1]);
         }
     }
     if (optind != argc || !image)
-        return cli_usage("restore", "expected: kago restore --image DIR [--name NEW] [--detach]");
+        return cli_usage("restore",
+                         "expected: kago restore --image DIR [--name NEW] [--detach] [--lazy-pages]");
     struct kago_container *c = NULL;
     struct kago_error *err = NULL;
     if (kago_container_restore(g->root, image, &o, &c, &err) < 0)

@@ -7,10 +7,12 @@
  * What a kago container needs from CRIU (see linux.c for how it was built):
  * - mount namespace: the root is an overlay (or a bind of the rootfs); CRIU does not dump the root mount,
  *   it takes --root on restore. kago records the overlay's writable layer itself (upper/ in the image)
- *   and restores over a fresh tmpfs, with upper/ as a read-only middle layer. /proc, /sys, the /dev tmpfs,
- *   devpts, shm, mqueue and the masks are CRIU's to dump; bind mounts of host files (/dev nodes, user
- *   binds, masked files bound to /dev/null) are declared --external on dump and mapped to the same host
- *   paths on restore.
+ *   and restores over a fresh tmpfs, with upper/ as a read-only middle layer. The container's own tmpfs
+ *   mounts (/dev, /dev/shm, the masked directories) are kago's too: their files go to tmpfs/KEY/ in the
+ *   image and each restore mounts a fresh tmpfs with the same options, handed to CRIU as an external
+ *   mount (CRIU would tar and gzip each, two exec()s apiece on every restore). /proc, /sys, devpts and
+ *   mqueue are CRIU's; bind mounts of host files (/dev nodes, user binds, masked files bound to /dev/null)
+ *   are declared --external on dump and mapped to the same host paths on restore.
  * - pid, uts, ipc and network namespaces belong to the container's tree: CRIU dumps and recreates them
  *   (the listening socket included). Network locking uses nftables (Debian 12's criu links libnftables;
  *   its iptables lock needs iptables-restore, which minimal hosts lack).
@@ -177,6 +179,7 @@ int kago_checkpoint_supported(struct kago_error **err)
 
 struct mnt {
     char *mp, *root, *fstype;
+    char *opts, *super; /* the mount's options, the superblock's */
     dev_t dev;
 };
 
@@ -200,6 +203,8 @@ static void mounts_free(struct mnt *m, size_t n)
         free(m[i].mp);
         free(m[i].root);
         free(m[i].fstype);
+        free(m[i].opts);
+        free(m[i].super);
     }
     free(m);
 }
@@ -216,15 +221,16 @@ static int read_mounts(const char *path, struct mnt **out, size_t *nout, struct 
     size_t cap = 0;
     while (getline(&line, &cap, f) > 0) {
         unsigned maj, min;
-        char root[4096], mp[4096], fstype[256];
+        char root[4096], mp[4096], fstype[256], opts[1024], super[1024] = "";
         char *sep = strstr(line, " - ");
-        if (!sep || sscanf(line, "%*d %*d %u:%u %4095s %4095s", &maj, &min, root, mp) != 4 ||
-            sscanf(sep + 3, "%255s", fstype) != 1)
+        if (!sep || sscanf(line, "%*d %*d %u:%u %4095s %4095s %1023s", &maj, &min, root, mp, opts) != 5 ||
+            sscanf(sep + 3, "%255s %*s %1023s", fstype, super) < 1)
             continue;
         unescape(root);
         unescape(mp);
         v = xrealloc(v, (n + 1) * sizeof *v);
-        v[n++] = (struct mnt){xstrdup(mp), xstrdup(root), xstrdup(fstype), makedev(maj, min)};
+        v[n++] = (struct mnt){xstrdup(mp),   xstrdup(root),  xstrdup(fstype),
+                              xstrdup(opts), xstrdup(super), makedev(maj, min)};
     }
     *out = v;
     *nout = n;
@@ -263,8 +269,35 @@ static char *host_source(const struct mnt *host, size_t nhost, dev_t dev, const 
     return xasprintf("%s%s", strcmp(best->mp, "/") ? best->mp : "", rest);
 }
 
-/* Every mount of the container that is a bind of a host file: CRIU must be told it is external. */
-static int find_externals(const struct mnt *m, size_t n, json_object *ext, struct kago_error **err)
+/* A tmpfs of the container's own, mounted once (no bind of it elsewhere): kago saves and restores it
+ * itself, as an external mount. CRIU would run tar and gzip for each (a dozen exec()s per restore, the
+ * costliest part of a small container's restore under emulation); kago copies a few files in-process. */
+static bool kago_tmpfs(const struct mnt *m, size_t n, size_t i)
+{
+    if (strcmp(m[i].fstype, "tmpfs") || strcmp(m[i].root, "/") || !strcmp(m[i].mp, "/"))
+        return false;
+    for (size_t j = 0; j < n; j++)
+        if (j != i && m[j].dev == m[i].dev)
+            return false;
+    return true;
+}
+
+static void add_external(json_object *ext, const char *mp, const char *key_prefix, json_object *what,
+                         const char *member)
+{
+    json_object *e = json_object_new_object();
+    char key[32];
+    snprintf(key, sizeof key, "%s%zu", key_prefix, json_object_array_length(ext));
+    json_object_object_add(e, "key", json_object_new_string(key));
+    json_object_object_add(e, "mountpoint", json_object_new_string(mp));
+    json_object_object_add(e, member, what);
+    json_object_array_add(ext, e);
+}
+
+/* Every mount of the container that is a bind of a host file: CRIU must be told it is external. So are
+ * the container's own tmpfs mounts (see kago_tmpfs) when it has no user namespace to map their owners. */
+static int find_externals(const struct mnt *m, size_t n, bool userns, json_object *ext,
+                          struct kago_error **err)
 {
     struct mnt *host = NULL;
     size_t nhost = 0;
@@ -274,6 +307,13 @@ static int find_externals(const struct mnt *m, size_t n, json_object *ext, struc
     for (size_t i = 0; i < n && ret == 0; i++) {
         if (!strcmp(m[i].mp, "/"))
             continue; /* the root: CRIU takes it from --root */
+        if (!userns && kago_tmpfs(m, n, i)) {
+            json_object *t = json_object_new_object();
+            json_object_object_add(t, "flags", json_object_new_string(m[i].opts));
+            json_object_object_add(t, "options", json_object_new_string(m[i].super));
+            add_external(ext, m[i].mp, "kago-tmpfs", t, "tmpfs");
+            continue;
+        }
         bool own = false;
         for (size_t j = 0; j < n && criu_mountable(m[i].fstype) && !own; j++)
             own = m[j].dev == m[i].dev && !strcmp(m[j].root, "/");
@@ -285,13 +325,7 @@ static int find_externals(const struct mnt *m, size_t n, json_object *ext, struc
                                  m[i].fstype, m[i].root);
             break;
         }
-        json_object *e = json_object_new_object();
-        char key[32];
-        snprintf(key, sizeof key, "kago-ext%zu", json_object_array_length(ext));
-        json_object_object_add(e, "key", json_object_new_string(key));
-        json_object_object_add(e, "mountpoint", json_object_new_string(m[i].mp));
-        json_object_object_add(e, "source", json_object_new_string(src));
-        json_object_array_add(ext, e);
+        add_external(ext, m[i].mp, "kago-ext", json_object_new_string(src), "source");
         free(src);
     }
     mounts_free(host, nhost);
@@ -305,6 +339,7 @@ static int find_externals(const struct mnt *m, size_t n, json_object *ext, struc
  * new or changed entries are copied, entries gone from the lower get an overlay whiteout (char 0:0). */
 struct walk {
     const char *upper; /* image/upper */
+    const char *base;  /* where the walk's root is in the container: "" for its root */
     const struct mnt *m;
     size_t nm;
 };
@@ -318,8 +353,9 @@ struct level {
 
 static bool is_mountpoint(const struct walk *w, const char *rel)
 {
+    size_t nb = strlen(w->base);
     for (size_t i = 0; i < w->nm; i++)
-        if (!strcmp(w->m[i].mp, rel))
+        if (!strncmp(w->m[i].mp, w->base, nb) && !strcmp(w->m[i].mp + nb, rel))
             return true;
     return false;
 }
@@ -496,10 +532,44 @@ static int save_upper(pid_t pid, const char *rootfs, const char *upper, const st
     cleanup_close int lfd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (mfd < 0 || lfd < 0)
         return kago_error_set(err, errno, "open %s", mfd < 0 ? merged : rootfs);
-    struct walk w = {.upper = upper, .m = m, .nm = n};
+    struct walk w = {.upper = upper, .base = "", .m = m, .nm = n};
     struct level root = {.mdir = mfd, .rel = ""};
     if (ensure(&w, &root, err) < 0 || diff_dir(&w, &root, lfd, err) < 0)
         return kago_error_prefix(err, "writable layer"), -1;
+    return 0;
+}
+
+/* Copies the tree at from (in the container, at base: its mounts there become empty mount points) to
+ * to, owners and modes included. */
+static int copy_tree(const char *from, const char *to, const char *base, const struct mnt *m, size_t n,
+                     struct kago_error **err)
+{
+    cleanup_close int fd = open(from, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return kago_error_set(err, errno, "open %s", from);
+    struct walk w = {.upper = to, .base = base, .m = m, .nm = n};
+    struct level root = {.mdir = fd, .rel = ""};
+    return ensure(&w, &root, err) < 0 || diff_dir(&w, &root, -1, err) < 0 ? -1 : 0;
+}
+
+/* The tmpfs mounts kago restores itself (see kago_tmpfs): their files go to image/tmpfs/KEY/. */
+static int save_tmpfs(pid_t pid, const char *image, json_object *ext, const struct mnt *m, size_t n,
+                      struct kago_error **err)
+{
+    cleanup_free char *dir = xasprintf("%s/tmpfs", image);
+    for (size_t i = 0; i < json_object_array_length(ext); i++) {
+        json_object *e = json_object_array_get_idx(ext, i), *key, *mp;
+        if (!json_object_object_get_ex(e, "tmpfs", NULL))
+            continue;
+        json_object_object_get_ex(e, "key", &key);
+        json_object_object_get_ex(e, "mountpoint", &mp);
+        cleanup_free char *from = xasprintf("/proc/%d/root%s", (int)pid, json_object_get_string(mp));
+        cleanup_free char *to = xasprintf("%s/%s", dir, json_object_get_string(key));
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+            return kago_error_set(err, errno, "mkdir %s", dir);
+        if (copy_tree(from, to, json_object_get_string(mp), m, n, err) < 0)
+            return kago_error_prefix(err, "tmpfs %s", json_object_get_string(mp)), -1;
+    }
     return 0;
 }
 
@@ -660,7 +730,9 @@ static int checkpoint(struct kago_container *c, const char *image, const struct 
     json_object_object_add(meta, "spec", kago__spec_to_json(&c->spec));
     json_object_object_add(meta, "externals", ext);
     cleanup_free char *upper = xasprintf("%s/upper", image);
-    int ret = find_externals(m, nm, ext, err);
+    int ret = find_externals(m, nm, c->spec.ns & (1u << KAGO_NS_USER), ext, err);
+    if (ret == 0)
+        ret = save_tmpfs(c->pid, image, ext, m, nm, err);
     if (ret == 0 && c->spec.overlay)
         ret = save_upper(c->pid, c->spec.rootfs, upper, m, nm, err);
     mounts_free(m, nm);
@@ -697,7 +769,8 @@ int kago_container_checkpoint(struct kago_container *c, const char *image_dir,
 struct image {
     const char *dir; /* absolute */
     json_object *meta;
-    json_object *ext; /* [{key, mountpoint, source}] (owned by meta) */
+    json_object *ext; /* [{key, mountpoint, source | tmpfs}] (owned by meta) */
+    bool lazy_pages;  /* restore memory on first touch (see start_lazy_pages) */
 };
 
 static int image_open(const char *dir, struct image *im, struct kago_spec *spec, struct kago_error **err)
@@ -718,8 +791,14 @@ static int image_open(const char *dir, struct image *im, struct kago_spec *spec,
     if (kago__spec_from_json(s, spec, err) < 0)
         return kago_error_prefix(err, "image %s", dir), -1;
     for (size_t i = 0; i < json_object_array_length(im->ext); i++) {
-        json_object *src = NULL;
-        json_object_object_get_ex(json_object_array_get_idx(im->ext, i), "source", &src);
+        json_object *e = json_object_array_get_idx(im->ext, i), *src = NULL, *key = NULL;
+        if (json_object_object_get_ex(e, "tmpfs", NULL) && json_object_object_get_ex(e, "key", &key)) {
+            cleanup_free char *saved = xasprintf("%s/tmpfs/%s", dir, json_object_get_string(key));
+            if (access(saved, F_OK) < 0)
+                return kago_error_set(err, errno, "image %s: tmpfs %s", dir, saved);
+            continue;
+        }
+        json_object_object_get_ex(e, "source", &src);
         if (!src || access(json_object_get_string(src), F_OK) < 0)
             return kago_error_set(err, src ? errno : 0, "image %s: bind source %s", dir,
                                   src ? json_object_get_string(src) : "(none)");
@@ -756,11 +835,138 @@ static int restore_netns(const struct kago_spec *spec, struct kago_error **err)
     return 0;
 }
 
+/* The mount flags of a mountinfo option list ("rw,nosuid,relatime"). */
+static unsigned long mount_flags(const char *opts)
+{
+    static const struct {
+        const char *name;
+        unsigned long flag;
+    } known[] = {{"ro", MS_RDONLY},         {"nosuid", MS_NOSUID},          {"nodev", MS_NODEV},
+                 {"noexec", MS_NOEXEC},     {"noatime", MS_NOATIME},        {"nodiratime", MS_NODIRATIME},
+                 {"relatime", MS_RELATIME}, {"strictatime", MS_STRICTATIME}};
+    unsigned long flags = 0;
+    cleanup_free char *copy = xstrdup(opts);
+    char *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+            if (!strcmp(t, known[i].name))
+                flags |= known[i].flag;
+    return flags;
+}
+
+/* The superblock's options without ro/rw (the flags say that). */
+static char *tmpfs_options(const char *super)
+{
+    cleanup_free char *copy = xstrdup(super);
+    char *out = xstrdup(""), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(t, "ro") || !strcmp(t, "rw"))
+            continue;
+        char *next = xasprintf("%s%s%s", out, *out ? "," : "", t);
+        free(out);
+        out = next;
+    }
+    return out;
+}
+
+/* A fresh tmpfs for each one kago saved (scratch/KEY), filled from image/tmpfs/KEY and mounted with the
+ * dumped flags; criu binds it in place as an external mount (a bind keeps the flags). */
+static int restore_tmpfs(const struct image *im, const char *scratch, struct kago_error **err)
+{
+    for (size_t i = 0; i < json_object_array_length(im->ext); i++) {
+        json_object *e = json_object_array_get_idx(im->ext, i), *t, *key, *fl, *op;
+        if (!json_object_object_get_ex(e, "tmpfs", &t))
+            continue;
+        json_object_object_get_ex(e, "key", &key);
+        json_object_object_get_ex(t, "flags", &fl);
+        json_object_object_get_ex(t, "options", &op);
+        const char *k = json_object_get_string(key);
+        unsigned long flags = mount_flags(json_object_get_string(fl));
+        cleanup_free char *opts = tmpfs_options(json_object_get_string(op));
+        cleanup_free char *dir = xasprintf("%s/%s", scratch, k);
+        cleanup_free char *saved = xasprintf("%s/tmpfs/%s", im->dir, k);
+        if (mkdir(dir, 0755) < 0)
+            return kago_error_set(err, errno, "mkdir %s", dir);
+        if (mount("tmpfs", dir, "tmpfs", flags & ~MS_RDONLY, opts) < 0)
+            return kago_error_set(err, errno, "mount tmpfs (%s) on %s", opts, dir);
+        if (copy_tree(saved, dir, "", NULL, 0, err) < 0)
+            return -1;
+        if ((flags & MS_RDONLY) && mount(NULL, dir, NULL, MS_REMOUNT | flags, opts) < 0)
+            return kago_error_set(err, errno, "remount %s read-only", dir);
+    }
+    return 0;
+}
+
 struct restore_prep {
     struct kago_container *c;
     const struct image *im;
     const char *scratch; /* dir/ovl */
+    int lazy_ready;      /* the lazy-pages daemon's status pipe, or -1 */
 };
+
+/* --lazy-pages: criu restore maps the memory but leaves the pages to a `criu lazy-pages` daemon, which
+ * copies each on its first touch (userfaultfd) and the rest in the background, then exits. The restored
+ * app runs before its memory is back: restore time stops growing with the app's memory. The daemon is
+ * started first (its start-up overlaps ours) in its own session, orphaned at once so that whoever reaps
+ * orphans reaps it; criu restore must not start before it listens (it connects once, early), so the
+ * restore's child waits for its status byte. The daemon must outlive the transfer: killed early, the
+ * pages it had not copied yet would read as zeros. */
+static int start_lazy_pages(const char *criu, const struct image *im, const char *dir, int *ready, int *pidfd,
+                            struct kago_error **err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return kago_error_set(err, errno, "pipe");
+    pid_t mid = fork();
+    if (mid == 0) {
+        pid_t d = fork();
+        if (d == 0) {
+            int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (setsid() < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
+                (p[1] == 3 ? fcntl(3, F_SETFD, 0) : dup2(p[1], 3)) < 0) /* dup2 clears close-on-exec */
+                _exit(126);
+            char *argv[] = {(char *)criu,  "lazy-pages", "-D", (char *)im->dir,
+                            "-W",          (char *)dir,  "-o", "lazy-pages.log",
+                            "--status-fd", "3",          NULL};
+            execv(criu, argv);
+            _exit(127);
+        }
+        _exit(d < 0 || write(p[1], &d, sizeof d) != sizeof d ? 1 : 0);
+    }
+    close(p[1]);
+    int st = 0;
+    pid_t d = 0;
+    while (mid > 0 && waitpid(mid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (mid < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || read(p[0], &d, sizeof d) != sizeof d) {
+        close(p[0]);
+        return kago_error_set(err, mid < 0 ? errno : 0, "start criu lazy-pages");
+    }
+    *pidfd = (int)syscall(SYS_pidfd_open, d, 0); /* < 0: it has already ended, which the pipe tells */
+    *ready = p[0];
+    return 0;
+}
+
+static void stop_lazy_pages(int pidfd)
+{
+    if (pidfd >= 0) /* it would wait for a criu restore that is not coming */
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+}
+
+/* In criu restore's child: waits until the lazy-pages daemon listens (at most a minute). */
+static int wait_lazy_pages(int ready, const char *dir, struct kago_error **err)
+{
+    struct pollfd pfd = {.fd = ready, .events = POLLIN};
+    int n;
+    while ((n = poll(&pfd, 1, 60000)) < 0 && errno == EINTR)
+        ;
+    char b;
+    if (n > 0 && read(ready, &b, 1) == 1)
+        return 0;
+    cleanup_free char *log = xasprintf("%s/lazy-pages.log", dir);
+    cleanup_free char *why = n == 0 ? xstrdup("not ready after 60 s") : criu_log_reason(log, 0);
+    return kago_error_set(err, 0, "criu lazy-pages: %s", why);
+}
 
 /* In criu's process, before exec: a private mount namespace holding the fresh writable layer (tmpfs, as
  * linux.c makes it) over the image's upper/ and the rootfs, then into the new cgroup, so the restored tree
@@ -771,9 +977,13 @@ static int restore_prep_fn(void *arg, struct kago_error **err)
     const struct kago_spec *spec = &p->c->spec;
     if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return kago_error_set(err, errno, "private mount namespace for criu");
+    if (p->lazy_ready >= 0 && wait_lazy_pages(p->lazy_ready, p->c->dir, err) < 0)
+        return -1;
+    if (mount("kago-upper", p->scratch, "tmpfs", MS_NODEV | MS_NOSUID, "mode=755") < 0)
+        return kago_error_set(err, errno, "mount tmpfs on %s", p->scratch);
+    if (restore_tmpfs(p->im, p->scratch, err) < 0)
+        return -1;
     if (spec->overlay) {
-        if (mount("kago-upper", p->scratch, "tmpfs", MS_NODEV | MS_NOSUID, "mode=755") < 0)
-            return kago_error_set(err, errno, "mount tmpfs on %s", p->scratch);
         cleanup_free char *upper = xasprintf("%s/upper", p->scratch);
         cleanup_free char *work = xasprintf("%s/work", p->scratch);
         cleanup_free char *merged = xasprintf("%s/merged", p->scratch);
@@ -789,7 +999,8 @@ static int restore_prep_fn(void *arg, struct kago_error **err)
     return p->c->cg.ops->enter(&p->c->cg, 0, err);
 }
 
-static char **restore_argv(const char *criu, const struct image *im, const char *dir, const char *root)
+static char **restore_argv(const char *criu, const struct image *im, const char *dir, const char *scratch,
+                           const char *root)
 {
     size_t next = json_object_array_length(im->ext), n = 0;
     char **argv = xcalloc(24 + 2 * next, sizeof *argv);
@@ -814,11 +1025,18 @@ static char **restore_argv(const char *criu, const struct image *im, const char 
     argv[n++] = xasprintf("fd[%d]:" NETNS_KEY, NETNS_FD);
     argv[n++] = xstrdup("--pidfile");
     argv[n++] = xasprintf("%s/restore.pid", dir);
+    if (im->lazy_pages)
+        argv[n++] = xstrdup("--lazy-pages");
     for (size_t i = 0; i < next; i++) {
         json_object *e = json_object_array_get_idx(im->ext, i), *key = NULL, *src = NULL;
         json_object_object_get_ex(e, "key", &key);
-        json_object_object_get_ex(e, "source", &src);
         argv[n++] = xstrdup("--external");
+        if (json_object_object_get_ex(e, "tmpfs", NULL)) {
+            argv[n++] =
+                xasprintf("mnt[%s]:%s/%s", json_object_get_string(key), scratch, json_object_get_string(key));
+            continue;
+        }
+        json_object_object_get_ex(e, "source", &src);
         argv[n++] = xasprintf("mnt[%s]:%s", json_object_get_string(key), json_object_get_string(src));
     }
     return argv;
@@ -854,19 +1072,25 @@ static int restore_here(struct kago_container *c, const struct image *im, struct
     cleanup_free char *criu = find_criu(err);
     if (!criu)
         return -1;
-    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
-        return kago_error_set(err, errno, "become a child subreaper");
+    /* before we are a subreaper: the orphaned daemon is not ours to reap */
+    cleanup_close int lazy_ready = -1, lazy_pidfd = -1;
+    if (im->lazy_pages && start_lazy_pages(criu, im, c->dir, &lazy_ready, &lazy_pidfd, err) < 0)
+        return -1;
     cleanup_free char *scratch = xasprintf("%s/ovl", c->dir);
     cleanup_free char *merged = xasprintf("%s/merged", scratch);
-    if (c->spec.overlay && mkdir(scratch, 0700) < 0)
-        return kago_error_set(err, errno, "mkdir %s", scratch);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        return stop_lazy_pages(lazy_pidfd), kago_error_set(err, errno, "become a child subreaper");
+    if (mkdir(scratch, 0700) < 0)
+        return stop_lazy_pages(lazy_pidfd), kago_error_set(err, errno, "mkdir %s", scratch);
+    kago__trace("restore: begin");
     if (c->cg.ops->create(&c->cg, err) < 0)
-        return -1;
+        return stop_lazy_pages(lazy_pidfd), -1;
     int ret = -1;
     if (c->cg.ops->apply(&c->cg, &c->spec.limits, err) < 0 || c->cg.ops->devices(&c->cg, err) < 0)
         goto out;
-    struct restore_prep prep = {.c = c, .im = im, .scratch = scratch};
-    char **argv = restore_argv(criu, im, c->dir, c->spec.overlay ? merged : c->spec.rootfs);
+    kago__trace("restore: cgroup made");
+    struct restore_prep prep = {.c = c, .im = im, .scratch = scratch, .lazy_ready = lazy_ready};
+    char **argv = restore_argv(criu, im, c->dir, scratch, c->spec.overlay ? merged : c->spec.rootfs);
     kago__trace("restore: criu");
     int st = run_criu(argv, -1, restore_prep_fn, &prep, err);
     strv_free(argv);
@@ -880,8 +1104,10 @@ static int restore_here(struct kago_container *c, const struct image *im, struct
         goto out;
     }
     ret = record_restored(c, err);
+    kago__trace("restore: recorded");
 out:
     if (ret < 0) {
+        stop_lazy_pages(lazy_pidfd);
         c->cg.ops->kill_all(&c->cg, SIGKILL, NULL);
         if (c->pid > 0)
             waitpid(c->pid, NULL, 0);
@@ -928,10 +1154,12 @@ int kago_container_restore(const char *root, const char *image_dir, const struct
     if (!*name || strchr(name, '/') || name[0] == '.')
         return kago_error_set(err, 0, "restore: bad container name \"%s\"", name);
     root = root ? root : KAGO_DEFAULT_ROOT;
+    kago__trace("kago_container_restore");
     struct kago_container *c = kago__container_new(root, name);
     cleanup_free char *abs = realpath(image_dir, NULL);
     struct image im = {0};
     int ret = abs ? image_open(abs, &im, &c->spec, err) : kago_error_set(err, errno, "image %s", image_dir);
+    im.lazy_pages = opts->lazy_pages;
     if (ret == 0) {
         free(c->spec.name);
         c->spec.name = xstrdup(name);

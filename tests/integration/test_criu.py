@@ -128,6 +128,116 @@ def test_restore_twice_gives_independent_instances(kago, rootfs, tmp_path):
     assert get(kago, "kcr-src") == "hello from kcr-src\n"
 
 
+def mounts_of(pid):
+    """The container's mounts as (mount point, mount options, fs type, superblock options), sorted; the
+    root (an overlay whose layers differ per instance) left out."""
+    out = []
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[4] != "/":
+                out.append((fields[4], fields[5], fields[sep + 1], fields[sep + 3]))
+    return sorted(out)
+
+
+@needs_criu
+def test_restore_keeps_tmpfs_contents_and_mount_flags(kago, rootfs, tmp_path):
+    # kago saves the container's own tmpfs mounts (/dev, /dev/shm, the masks) itself, not criu's tar:
+    # their files, modes and mount flags must come back as they were
+    kago.run_detached("kcr-tmp", "/bin/sh", "-c", "echo in-shm > /dev/shm/x && chmod 640 /dev/shm/x && "
+                      "mkdir /dev/shm/d && ln -s x /dev/shm/l && echo in-dev > /dev/kago-t && "
+                      + PAGE.format(tag="tmp"), opts=("--overlay",))
+    assert wait_for(lambda: get(kago, "kcr-tmp"), timeout=30) == "hello from tmp\n"
+    before = mounts_of(kago.state("kcr-tmp")["pid"])
+    masks = [m for m in before if m[2] == "tmpfs" and m[1].split(",")[0] == "ro"]
+    assert masks, f"no read-only tmpfs mask among {before}"
+    image = str(tmp_path / "img")
+    kago("checkpoint", "kcr-tmp", "--image", image, "--leave-running", check=True, timeout=180)
+    restore(kago, image, "kcr-tmp2")
+    assert get(kago, "kcr-tmp2") == "hello from tmp\n"
+    assert mounts_of(kago.state("kcr-tmp2")["pid"]) == before
+    sh = kago("exec", "kcr-tmp2", "--", "/bin/sh", "-c", "cat /dev/shm/l /dev/kago-t; stat -c '%a %F' "
+              "/dev/shm/x /dev/shm/d /dev; readlink /dev/fd; ls -A " + masks[0][0] + "; echo end",
+              check=True)
+    assert sh.stdout.split("\n")[:7] == ["in-shm", "in-dev", "640 regular file", "755 directory",
+                                          "755 directory", "/proc/self/fd", "end"], sh.stdout
+    # each restored instance has its own /dev/shm: a write in one is not seen by the original
+    kago("exec", "kcr-tmp2", "--", "/bin/sh", "-c", "echo changed > /dev/shm/x", check=True)
+    assert kago("exec", "kcr-tmp", "--", "cat", "/dev/shm/x", check=True).stdout == "in-shm\n"
+    kago("delete", "--force", "kcr-tmp2", check=True)
+    nothing_of(kago, "kcr-tmp2")
+
+
+def uffd_ok():
+    r = subprocess.run([shutil.which("criu") or "/usr/sbin/criu", "check", "--feature", "uffd-noncoop"],
+                       capture_output=True, text=True)
+    return r.returncode == 0, (r.stdout + r.stderr).strip().splitlines()[-1:]
+
+
+def lazy_daemons(root):
+    """The `criu lazy-pages` processes working for containers under root."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"lazy-pages" in args and any(a.startswith(root.encode()) for a in args):
+            found.append(int(pid))
+    return found
+
+
+@needs_criu
+def test_lazy_pages_restore_serves_with_the_memory_intact(kago, rootfs, tmp_path):
+    ok, why = uffd_ok()
+    if not ok:
+        pytest.skip(f"criu lazy-pages needs userfaultfd: {why}")
+    # the app holds 8 MB of random data in memory and writes its checksum once when started and again on
+    # request: after a lazy restore every page must come back as it was, whether touched first by the
+    # app or copied in the background
+    app = ("data=$(dd if=/dev/urandom bs=1k count=6144 2>/dev/null | base64); mkdir -p /srv/www; "
+           "echo \"$data\" | md5sum > /srv/www/before; echo hello from lazy > /srv/www/index.html; "
+           "httpd -p 8080 -h /srv/www; while :; do if [ -f /tmp/go ]; then rm /tmp/go; "
+           "echo \"$data\" | md5sum > /srv/www/after; fi; sleep 0.2; done")
+    kago.run_detached("kcr-lazy", "/bin/sh", "-c", app, opts=("--overlay",))
+    assert wait_for(lambda: get(kago, "kcr-lazy"), timeout=120) == "hello from lazy\n"
+    before = get(kago, "kcr-lazy", "/before")
+    assert before and len(before.split()[0]) == 32, before
+    image = str(tmp_path / "img")
+    kago("checkpoint", "kcr-lazy", "--image", image, check=True, timeout=180)
+    for n in ("kcr-lazy1", "kcr-lazy2"):
+        kago.names.add(n)
+        kago("restore", "--image", image, "--name", n, "--detach", "--lazy-pages", check=True, timeout=120)
+        assert get(kago, n) == "hello from lazy\n"
+        kago("exec", n, "--", "touch", "/tmp/go", check=True)
+        assert wait_for(lambda: get(kago, n, "/after"), timeout=60) == before
+        assert os.path.exists(os.path.join(kago.root, n, "lazy-pages.log"))
+    # the daemons exit once every page is copied
+    assert wait_for(lambda: not lazy_daemons(kago.root), timeout=120), lazy_daemons(kago.root)
+    for n in ("kcr-lazy1", "kcr-lazy2"):
+        kago("delete", "--force", n, check=True)
+        nothing_of(kago, n)
+
+
+@needs_criu
+def test_lazy_pages_restore_of_a_corrupt_image_leaves_nothing(kago, rootfs, tmp_path):
+    ok, why = uffd_ok()
+    if not ok:
+        pytest.skip(f"criu lazy-pages needs userfaultfd: {why}")
+    serve(kago, rootfs, "kcr-lz")
+    image = tmp_path / "img"
+    kago("checkpoint", "kcr-lz", "--image", image, "--leave-running", check=True, timeout=180)
+    (image / "pstree.img").write_bytes(b"\x00garbage\xff" * 8)
+    kago.names.add("kcr-lzbad")
+    r = kago("restore", "--image", image, "--name", "kcr-lzbad", "--detach", "--lazy-pages", timeout=120)
+    assert r.returncode != 0
+    assert one_line(r.stderr).startswith("kago: restore kcr-lzbad: criu"), r.stderr
+    nothing_of(kago, "kcr-lzbad")
+    assert wait_for(lambda: not lazy_daemons(kago.root), timeout=30), "a lazy-pages daemon was left behind"
+
+
 @needs_criu
 def test_leave_running_keeps_the_original_serving(kago, rootfs, tmp_path):
     serve(kago, rootfs, "kcr-keep")
@@ -144,7 +254,7 @@ def test_corrupt_image_fails_clearly_and_leaves_nothing(kago, rootfs, tmp_path):
     image = tmp_path / "img"
     kago("checkpoint", "kcr-orig", "--image", image, "--leave-running", check=True, timeout=180)
     bad = tmp_path / "bad"
-    shutil.copytree(image, bad)
+    shutil.copytree(image, bad, symlinks=True)  # as `cp -a` would: the image holds /dev's symlinks
     (bad / "pstree.img").write_bytes(b"\x00garbage, not a CRIU image\xff" * 8)
     r = restore(kago, str(bad), "kcr-bad", check=False)
     assert r.returncode != 0
