@@ -149,7 +149,7 @@ static void on_listen_timer(uv_timer_t *t)
         ckpt_begin(a, inst);
         return;
     }
-    if (r > 0 || r < 0) { /* no image after all (stopping, or /proc unreadable): probe as usual */
+    if (r != 0) { /* listening but no image after all (stopping), or /proc unreadable: probe as usual */
         if (a->ckpt_inst == inst)
             a->ckpt_inst = NULL;
         probe_reset(inst);
