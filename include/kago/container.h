@@ -89,6 +89,10 @@ KAGO_EXPORT int kago_container_open_ns(struct kago_container *c, enum kago_ns ns
  * Returns the pid (the caller's child) or < 0. */
 KAGO_EXPORT pid_t kago_container_exec(struct kago_container *c, const struct kago_spec *proc,
                                       struct kago_error **err);
+/* The same with a terminal of the container's devpts as the command's stdin, stdout, stderr and
+ * controlling terminal; *tty_master is its master (the caller's to close). */
+KAGO_EXPORT pid_t kago_container_exec_tty(struct kago_container *c, const struct kago_spec *proc,
+                                          int *tty_master, struct kago_error **err);
 /* Removes what a kago killed during setup left of container name: a state dir without a state file, and
  * the container's cgroup. Fails with "no such container" when there is no such partial container. */
 KAGO_EXPORT int kago_container_remove_partial(const char *root, const char *name, struct kago_error **err);

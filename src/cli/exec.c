@@ -1,4 +1,4 @@
-/* kago exec NAME [--env K=V] [--cwd DIR] [--user UID[:GID]] -- CMD [ARG...] */
+/* kago exec NAME [--env K=V] [--cwd DIR] [--user UID[:GID]] [--tty] -- CMD [ARG...] */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,6 +12,7 @@ CLI_VERB(exec)
         {"env", required_argument, NULL, O_ENV},
         {"cwd", required_argument, NULL, O_CWD},
         {"user", required_argument, NULL, O_USER},
+        {"tty", no_argument, NULL, 't'},
         {NULL, 0, NULL, 0},
     };
     struct kago_spec proc = {0};
@@ -21,11 +22,14 @@ CLI_VERB(exec)
     char **env = NULL;
     size_t nenv = 0;
     struct kago_error *err = NULL;
-    while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    bool tty = false;
+    while ((ch = getopt_long(argc, argv, "+t", opts, NULL)) != -1) {
         if (ch == O_ENV) {
             env = realloc(env, (nenv + 2) * sizeof *env);
             env[nenv++] = optarg;
             env[nenv] = NULL;
+        } else if (ch == 't') {
+            tty = true;
         } else if (ch == O_CWD) {
             proc.cwd = optarg;
         } else if (ch == O_USER) {
@@ -56,11 +60,12 @@ CLI_VERB(exec)
     proc.env = merged.env;
     proc.argv = argv + cmd;
     cli_hold_signals();
-    pid_t pid = kago_container_exec(c, &proc, &err);
+    int master = -1;
+    pid_t pid = kago_container_exec_tty(c, &proc, tty ? &master : NULL, &err);
     kago_spec_free(&merged);
     kago_container_free(c);
     if (pid < 0)
         return cli_fail(err);
-    int status = cli_wait_forwarding(pid);
+    int status = master >= 0 ? cli_wait_tty(pid, master) : cli_wait_forwarding(pid);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

@@ -50,6 +50,10 @@ _Noreturn void kago__init_loop(pid_t child) KAGO_INTERNAL;
 /* Reads one message from a child: 'R' (waiting for start), 'O' (ok), "E<code> <msg>" (sets *err, returns
  * -1), or EOF ('X': the child exec'd). */
 int kago__read_child(int sync_fd, char *kind, int *fd, struct kago_error **err) KAGO_INTERNAL;
+/* A terminal of the devpts the caller sees at /dev/ptmx (a container's own, past pivot_root or setns)
+ * becomes the caller's stdin, stdout, stderr and controlling terminal (in a new session); its master goes
+ * through report_fd (a unix socket) with "T". */
+int kago__make_tty(int report_fd, struct kago_error **err) KAGO_INTERNAL;
 /* --detach: forks a shim that runs make(c, arg) (which leaves c->pid set), stays the container's parent,
  * and records its exit status in dir/exit. Returns once make succeeded or failed in the shim. */
 int kago__detach(struct kago_container *c,

@@ -3,6 +3,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -18,7 +19,7 @@ static void forward(int sig)
 }
 
 /* In the forked helper: join, then fork once more so the command is inside the pid namespace too. */
-static _Noreturn void exec_in(struct kago_container *c, const struct kago_spec *proc, int report_fd)
+static _Noreturn void exec_in(struct kago_container *c, const struct kago_spec *proc, int report_fd, bool tty)
 {
     struct kago_error *err = NULL;
     const struct kago_spec *cs = &c->spec;
@@ -54,6 +55,8 @@ static _Noreturn void exec_in(struct kago_container *c, const struct kago_spec *
         _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
     }
     kago__reset_signals();
+    if (tty && kago__make_tty(report_fd, &err) < 0) /* /dev/ptmx: the container's, since the setns */
+        goto fail;
     /* the command runs with the container's privileges, not kago's */
     struct kago_spec s = *cs;
     s.argv = proc->argv;
@@ -77,27 +80,49 @@ fail:
     _exit(127);
 }
 
-pid_t kago_container_exec(struct kago_container *c, const struct kago_spec *proc, struct kago_error **err)
+pid_t kago_container_exec_tty(struct kago_container *c, const struct kago_spec *proc, int *tty_master,
+                              struct kago_error **err)
 {
     if (kago_container_status(c) != KAGO_RUNNING)
         return kago_error_set(err, 0, "container %s: not running", c->spec.name);
     if (!proc->argv || !proc->argv[0])
         return kago_error_set(err, 0, "container %s: exec: no command given", c->spec.name);
-    int fd;
-    pid_t pid = kago__fork_reporting(&fd, "exec", err);
-    if (pid < 0)
-        return -1;
-    if (pid == 0)
-        exec_in(c, proc, fd);
+    /* a socket, not a pipe: the terminal's master comes back through it */
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return kago_error_set(err, errno, "container %s: exec: socketpair", c->spec.name);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        exec_in(c, proc, sv[1], tty_master != NULL);
+    }
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        return kago_error_set(err, errno, "container %s: exec: fork", c->spec.name);
+    }
     char kind;
-    int rc = kago__read_child(fd, &kind, NULL, err);
-    close(fd);
+    int tty = -1, rc = kago__read_child(sv[0], &kind, &tty, err);
+    if (rc == 0 && kind == 'T') /* the terminal first, then the usual report */
+        rc = kago__read_child(sv[0], &kind, NULL, err);
+    close(sv[0]);
     if (rc < 0) {
+        if (tty >= 0)
+            close(tty);
         waitpid(pid, NULL, 0);
         kago_error_prefix(err, "container %s: exec", c->spec.name);
         return -1;
     }
+    if (tty_master)
+        *tty_master = tty;
+    else if (tty >= 0)
+        close(tty);
     return pid;
+}
+
+pid_t kago_container_exec(struct kago_container *c, const struct kago_spec *proc, struct kago_error **err)
+{
+    return kago_container_exec_tty(c, proc, NULL, err);
 }
 
 char *kago_container_state_json(struct kago_container *c)

@@ -551,9 +551,7 @@ static int child_secure(const struct kago__child *ch, struct kago_error **err)
     return kago__caps_apply(spec, err);
 }
 
-/* A terminal of the container's own devpts (its /dev/ptmx, after pivot_root) becomes the command's
- * stdin, stdout, stderr and controlling terminal; its master goes to the parent with "T". */
-static int make_tty(struct kago__child *ch, struct kago_error **err)
+int kago__make_tty(int report_fd, struct kago_error **err)
 {
     int unlock = 0;
     cleanup_close int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
@@ -583,7 +581,7 @@ static int make_tty(struct kago__child *ch, struct kago_error **err)
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(cm), &master, sizeof master);
-    if (sendmsg(ch->sync_fd, &mh, MSG_NOSIGNAL) != 1)
+    if (sendmsg(report_fd, &mh, MSG_NOSIGNAL) != 1)
         return kago_error_set(err, errno, "terminal: hand its master to kago");
     return 0;
 }
@@ -655,7 +653,7 @@ void kago__child_main(struct kago__child *ch)
         usleep(1500 * 1000);
     if (child_prepare(ch, &listen_fd, &cmd, &err) < 0 || kago__child_go(ch, &err) < 0)
         goto fail;
-    if (ch->tty && make_tty(ch, &err) < 0)
+    if (ch->tty && kago__make_tty(ch->sync_fd, &err) < 0)
         goto fail;
     /* a cgroup namespace is rooted where the process is: make it only once inside its cgroup */
     if ((spec->ns & (1u << KAGO_NS_CGROUP)) && unshare(CLONE_NEWCGROUP) < 0) {

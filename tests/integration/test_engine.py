@@ -223,6 +223,19 @@ def test_tty_ctrl_c_reaches_the_containers_foreground_job(kago, rootfs):
     assert time.monotonic() - t0 < 10
 
 
+def test_exec_tty_into_a_running_container(kago, rootfs):
+    name = kago.run_detached("ttyx", "sleep", "30")
+    out, code = run_on_pty(kago, ["exec", "--tty", name, "--", "/bin/sh", "-c",
+                                  "tty; stty size; cat /proc/1/cmdline; echo; exit 4"], rows=20, cols=70)
+    lines = out.decode().split("\r\n")
+    assert lines[0].startswith("/dev/pts/") and lines[1] == "20 70", out  # a pty of the container's devpts
+    assert lines[2] == "sleep\x0030\x00" or lines[2].startswith("sleep"), out  # in its pid namespace
+    assert code == 4
+    # without --tty: plain pipes, as before
+    r = kago("exec", name, "--", "/bin/sh", "-c", "[ -t 1 ] || echo no-tty")
+    assert r.stdout == "no-tty\n"
+
+
 def test_tty_with_detach_is_refused(kago, rootfs):
     r = kago("run", "--tty", "--detach", "--name", "ttyd", "--rootfs", ROOTFS, "--", "true")
     assert r.returncode != 0 and "terminal" in r.stderr and r.stderr.count("\n") == 1, r.stderr
