@@ -329,7 +329,7 @@ static void on_oom_event(uv_poll_t *h, int status, int events)
     char buf[256];
     while (read(ct->oom_fd, buf, sizeof buf) > 0)
         ;
-    if (check_oom(ct) || !ct->oom_retry_open)
+    if (check_oom(ct))
         return;
     ct->oom_retries = 0;
     uv_timer_start(&ct->oom_retry, on_oom_retry, OOM_RETRY_MS, 0);

@@ -65,9 +65,8 @@ void kago_container_free(struct kago_container *c)
     free(c);
 }
 
-/* Reads one message from the child: 'R' (waiting for start), "E<code> <msg>" (failed), or EOF (exec'd). */
-/* On the sync socket a message may carry one descriptor (the terminal's master with "T"): it goes to
- * *fd (fd NULL: a pipe, nothing can come). */
+/* Reads one message from the child: 'R' (waiting for start), "E<code> <msg>" (failed), "T" with the
+ * terminal's master (to *fd; fd NULL: none is wanted, one that comes is closed), or EOF (exec'd). */
 int kago__read_child(int sync_fd, char *kind, int *fd, struct kago_error **err)
 {
     char buf[4097];
@@ -83,14 +82,19 @@ int kago__read_child(int sync_fd, char *kind, int *fd, struct kago_error **err)
         *fd = -1;
     /* A child that failed before reading our "G" closed its end with it unread: the kernel then reports
      * ECONNRESET once, ahead of the error message still queued for us. */
-    do /* (a shim reports through a pipe: no descriptor can come that way) */
-        n = fd ? recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC) : read(sync_fd, buf, sizeof buf - 1);
+    do
+        n = recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC);
     while (n < 0 && (errno == EINTR || (errno == ECONNRESET && resets++ == 0)));
     if (n < 0)
         return kago_error_set(err, errno, "read from container init");
-    struct cmsghdr *cm = fd ? CMSG_FIRSTHDR(&mh) : NULL;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
     if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-        memcpy(fd, CMSG_DATA(cm), sizeof *fd);
+        int got;
+        memcpy(&got, CMSG_DATA(cm), sizeof got);
+        if (fd)
+            *fd = got;
+        else
+            close(got);
     }
     buf[n] = '\0';
     *kind = n == 0 ? 'X' : buf[0];
@@ -485,7 +489,7 @@ int kago__detach(struct kago_container *c,
             kago__child_report(fd, e);
             _exit(1);
         }
-        /* say so explicitly: a container waiting for start still holds a copy of this pipe */
+        /* say so explicitly: a container waiting for start may still hold a copy of this socket */
         if (write(fd, "O", 1) != 1)
             _exit(1);
         /* from here it only waits: it must not hold the caller's descriptors (a pipe whose reader waits

@@ -3,7 +3,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -87,25 +86,17 @@ pid_t kago_container_exec_tty(struct kago_container *c, const struct kago_spec *
         return kago_error_set(err, 0, "container %s: not running", c->spec.name);
     if (!proc->argv || !proc->argv[0])
         return kago_error_set(err, 0, "container %s: exec: no command given", c->spec.name);
-    /* a socket, not a pipe: the terminal's master comes back through it */
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return kago_error_set(err, errno, "container %s: exec: socketpair", c->spec.name);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(sv[0]);
-        exec_in(c, proc, sv[1], tty_master != NULL);
-    }
-    close(sv[1]);
-    if (pid < 0) {
-        close(sv[0]);
-        return kago_error_set(err, errno, "container %s: exec: fork", c->spec.name);
-    }
+    int fd;
+    pid_t pid = kago__fork_reporting(&fd, "exec", err); /* the terminal's master comes back through fd */
+    if (pid < 0)
+        return -1;
+    if (pid == 0)
+        exec_in(c, proc, fd, tty_master != NULL);
     char kind;
-    int tty = -1, rc = kago__read_child(sv[0], &kind, &tty, err);
+    int tty = -1, rc = kago__read_child(fd, &kind, &tty, err);
     if (rc == 0 && kind == 'T') /* the terminal first, then the usual report */
-        rc = kago__read_child(sv[0], &kind, NULL, err);
-    close(sv[0]);
+        rc = kago__read_child(fd, &kind, NULL, err);
+    close(fd);
     if (rc < 0) {
         if (tty >= 0)
             close(tty);

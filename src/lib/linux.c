@@ -586,34 +586,20 @@ int kago__make_tty(int report_fd, struct kago_error **err)
     return 0;
 }
 
-/* Closes every descriptor from 3 up but those in keep (sorted, each >= 3). */
-static void close_all_but(const int *keep, size_t n)
+/* Closes every descriptor from 3 up but a and b (each >= 3; a may equal b). */
+static void close_all_but(int a, int b)
 {
-    unsigned from = 3;
-    for (size_t i = 0; i < n; i++) {
-        if (keep[i] > (int)from)
-            syscall(SYS_close_range, from, (unsigned)keep[i] - 1, 0);
-        from = (unsigned)keep[i] + 1;
-    }
-    syscall(SYS_close_range, from, ~0U, 0);
-}
-
-static int cmp_int(const void *a, const void *b)
-{
-    return *(const int *)a - *(const int *)b;
+    int lo = a < b ? a : b, hi = a < b ? b : a;
+    syscall(SYS_close_range, 3, lo - 1, 0); /* (nothing when lo is 3) */
+    syscall(SYS_close_range, lo + 1, hi - 1, 0);
+    syscall(SYS_close_range, hi + 1, ~0U, 0);
 }
 
 /* A created container may wait long for its start: it must not hold its creator's descriptors meanwhile
  * (a pipe whose reader waits for EOF); only the fifo and the listening socket stay. */
 static void wait_for_start(struct kago__child *ch, int listen_fd)
 {
-    int keep[2];
-    size_t n = 0;
-    keep[n++] = ch->fifo_fd;
-    if (listen_fd >= 3)
-        keep[n++] = listen_fd;
-    qsort(keep, n, sizeof keep[0], cmp_int);
-    close_all_but(keep, n);
+    close_all_but(ch->fifo_fd, listen_fd >= 3 ? listen_fd : ch->fifo_fd);
     ch->sync_fd = -1; /* closed: "R" was its last word */
     char path[64], c = 'S';
     snprintf(path, sizeof path, "/proc/self/fd/%d", ch->fifo_fd);

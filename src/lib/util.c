@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -210,8 +211,8 @@ void kago__trace(const char *step)
 pid_t kago__fork_reporting(int *fd, const char *what, struct kago_error **err)
 {
     int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return kago_error_set(err, errno, "pipe for %s", what);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) < 0)
+        return kago_error_set(err, errno, "socketpair for %s", what);
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;

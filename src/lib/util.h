@@ -75,8 +75,9 @@ char *kago__read_fileat(int dirfd, const char *name, struct kago_error **err) KA
 int kago__mkdir_p(const char *path, mode_t mode, struct kago_error **err) KAGO_INTERNAL;
 /* rm -rf of a directory tree that kago made (does not cross mounts). */
 int kago__rm_rf(const char *path) KAGO_INTERNAL;
-/* fork() with a close-on-exec pipe for the child to report on: returns 0 in the child (*fd = the write
- * end), the pid in the parent (*fd = the read end), or < 0 with *err set (what names the child). */
+/* fork() with a close-on-exec unix socket (SOCK_SEQPACKET: one report a message, and a descriptor may
+ * come along) for the child to report on: returns 0 in the child (*fd = its end), the pid in the parent
+ * (*fd = the parent's end), or < 0 with *err set (what names the child). */
 pid_t kago__fork_reporting(int *fd, const char *what, struct kago_error **err) KAGO_INTERNAL;
 /* Test-only fault injection: true when $KAGO_FAULT names this setup step, so the integration tests can
  * check that a failure at each step leaves nothing behind. */

@@ -327,7 +327,7 @@ static bool start_restore(struct app_rt *a, struct instance *inst)
     struct restore_job *j = xcalloc(1, sizeof(*j));
     j->inst = inst;
     j->root = a->srv->opts.root;
-    j->dir = xstrdup(a->image_dir);
+    j->dir = kago__app_image_dir(a, a->pool.generation);
     j->req.data = j;
     inst->pi->tier = POOL_TIER_RESTORE;
     inst->restoring = true;
@@ -590,7 +590,7 @@ static void ckpt_begin(struct app_rt *a, struct instance *inst)
     struct ckpt_job *j = xcalloc(1, sizeof(*j));
     j->inst = inst;
     j->c = inst->c;
-    j->dir = xstrdup(a->image_dir);
+    j->dir = kago__app_image_dir(a, a->pool.generation);
     j->generation = a->pool.generation;
     j->req.data = j;
     inst->ckpt_busy = true;
@@ -599,6 +599,11 @@ static void ckpt_begin(struct app_rt *a, struct instance *inst)
     a->ckpt = CK_BUSY;
     srv->ckpt_jobs++;
     uv_queue_work(srv->loop, &j->req, ckpt_work, ckpt_done);
+}
+
+char *kago__app_image_dir(const struct app_rt *a, unsigned generation)
+{
+    return xasprintf("%s/%u", a->image_root, generation);
 }
 
 /* Images of containers a reload replaced go once no instance restored from one is left. */
@@ -610,7 +615,7 @@ static void prune_images(struct app_rt *a)
         if (pi->tier == POOL_TIER_RESTORE && pi->generation != a->pool.generation)
             return;
     for (unsigned g = a->images_pruned; g < a->pool.generation; g++) {
-        cleanup_free char *dir = xasprintf("%s/%u", a->image_root, g);
+        cleanup_free char *dir = kago__app_image_dir(a, g);
         if (access(dir, F_OK) == 0 && kago__rm_rf(dir) == 0)
             fprintf(stderr, "kago serve: app %s: removed the image of its old container %s\n", a->app.name,
                     dir);

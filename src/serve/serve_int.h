@@ -35,7 +35,7 @@ enum ckpt_state {
     CK_OFF,    /* not asked for, or CRIU is unusable here: cold starts */
     CK_WANT,   /* the next ready cold instance is imaged */
     CK_BUSY,   /* being imaged (in the thread pool) */
-    CK_READY,  /* image_dir holds the image: starts restore it */
+    CK_READY,  /* the current generation's image dir holds the image: starts restore it */
     CK_FAILED, /* the checkpoint failed: cold starts */
 };
 
@@ -52,7 +52,6 @@ struct app_rt {
     unsigned refs; /* clients holding it */
     enum ckpt_state ckpt;
     char *image_root;       /* <root>/images/<app> */
-    char *image_dir;        /* <image_root>/<pool generation>: the image of the app's current container */
     unsigned images_pruned; /* generations below this have no image left */
     unsigned restore_fail_streak;
     struct instance *ckpt_inst; /* chosen for the checkpoint (its upstream sockets closing), or in it */
@@ -209,6 +208,9 @@ void kago__instance_unref(struct instance *inst);
 bool kago__instance_check_exit(struct instance *inst);
 /* The CRIU tier, from the tick: picks the instance to image, then images it off the loop. */
 void kago__instance_checkpoint_tick(struct app_rt *a, uint64_t now);
+/* <image_root>/<generation>: where the image of the app's container of that generation goes (caller
+ * frees). */
+char *kago__app_image_dir(const struct app_rt *a, unsigned generation);
 /* The app uses the CRIU tier (checkpoint :after_ready or :at_listen). */
 static inline bool kago__app_criu(const struct kago_app *a)
 {

@@ -123,9 +123,6 @@ static struct app_rt *find_app(struct server *srv, const char *name)
     return NULL;
 }
 
-/* Swaps in a new set of apps: same-name apps keep their instances and get the new policy (new
- * instances use the new container spec), new apps are added, missing ones drain away. Requests in
- * flight keep going. Nothing changes if the new set is invalid. */
 /* What an instance is made of: a change retires the app's instances (and its image). */
 static bool container_changed(const struct kago_app *old, const struct kago_app *new)
 {
@@ -137,18 +134,19 @@ static bool container_changed(const struct kago_app *old, const struct kago_app 
 
 /* A reload changed the app's container: its instances are replaced (see kago__pool_new_generation),
  * and its image, which holds the old container, is no longer restored; a new one is taken. */
-static void new_generation(struct server *srv, struct app_rt *a, uint64_t now)
+static void new_generation(struct app_rt *a, uint64_t now)
 {
     fprintf(stderr, "kago serve: app %s: its container changed: instances of the old one are replaced\n",
             a->app.name);
-    kago__pool_new_generation(&a->pool, now);
-    free(a->image_dir);
-    a->image_dir = xasprintf("%s/%u", a->image_root, a->pool.generation);
+    kago__pool_new_generation(&a->pool, now); /* (the image dir follows the generation) */
     if (a->ckpt == CK_READY || a->ckpt == CK_FAILED)
         a->ckpt = CK_WANT; /* (a checkpoint in progress is discarded when it ends: ckpt_done) */
     a->restore_fail_streak = 0;
 }
 
+/* Swaps in a new set of apps: same-name apps keep their instances and get the new policy (those whose
+ * container changed get new instances), new apps are added, missing ones drain away. Requests in
+ * flight keep going. Nothing changes if the new set is invalid. */
 static int apply_apps(struct server *srv, struct app_list *l, struct kago_error **err)
 {
     struct router *r = kago__router_new(l->n * 2);
@@ -185,7 +183,6 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
             a->srv = srv;
             a->app = l->v[i];
             a->image_root = xasprintf("%s/images/%s", srv->opts.root, a->app.name);
-            a->image_dir = xasprintf("%s/0", a->image_root);
             struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
             kago__pool_init(&a->pool, &cfg, &kago__serve_pool_ops, a);
             a->next = srv->apps;
@@ -197,7 +194,7 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
             struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
             kago__pool_configure(&a->pool, &cfg, now);
             if (changed)
-                new_generation(srv, a, now);
+                new_generation(a, now);
         }
         memset(&l->v[i], 0, sizeof(l->v[i]));
         rt[i] = a;
@@ -350,7 +347,6 @@ static void remove_image(struct server *srv, struct app_rt *a)
 static void free_app(struct app_rt *a)
 {
     remove_image(a->srv, a);
-    free(a->image_dir);
     free(a->image_root);
     kago__pool_free(&a->pool);
     kago_app_free(&a->app);
