@@ -347,6 +347,25 @@ int kago__cg_count_procs(const struct kago__cgroup *cg, const char *dir, struct 
     return n;
 }
 
+int kago__cg_move_procs(const struct kago__cgroup *cg, const char *from, const char *to,
+                        struct kago_error **err)
+{
+    cleanup_free char *procs = read_procs(cg, from, err);
+    if (!procs)
+        return -1;
+    char *end;
+    for (long pid = strtol(procs, &end, 10); end != procs && pid > 0; pid = strtol(end, &end, 10)) {
+        char v[24];
+        snprintf(v, sizeof v, "%ld", pid);
+        int r = kago__cg_write(cg, to, "cgroup.procs", v, err);
+        if (r == -ESRCH) /* it exited meanwhile */
+            kago_error_clear(err);
+        else if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static bool seen(const pid_t *pids, size_t n, pid_t pid)
 {
     for (size_t i = 0; i < n; i++)

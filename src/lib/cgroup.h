@@ -14,9 +14,10 @@ struct kago__cgroup;
 
 struct kago__cgroup_ops {
     const char *name; /* "v1" or "v2" */
-    /* mkdir the container's cgroup (and the "kago" parent, prepared as the controllers need). */
-    int (*create)(struct kago__cgroup *cg, struct kago_error **err);
-    /* Moves pid into the cgroup (every hierarchy on v1). pid 0: the calling single-threaded process moves
+    /* mkdir the container's cgroup (and the "kago" parent, prepared as the controllers need). v1 skips
+     * the hierarchies of controllers made on demand that lim does not use; apply adds them later. */
+    int (*create)(struct kago__cgroup *cg, const struct kago_limits *lim, struct kago_error **err);
+    /* Moves pid into the cgroup (every hierarchy it has on v1). pid 0: the calling single-threaded process moves
      * itself, the fast way (v1: through `tasks`, without the global threadgroup lock). */
     int (*enter)(struct kago__cgroup *cg, pid_t pid, struct kago_error **err);
     /* Keeps open what enter(cg, 0) needs, for a caller about to leave the host's mount tree (pivot_root);
@@ -110,6 +111,9 @@ int kago__cg_check_cpuset(const char *cpus, struct kago_error **err) KAGO_INTERN
 /* Signals every pid listed in dir/cgroup.procs; for SIGKILL rereads until no new pid appears (forks
  * racing the kill). Returns how many were signalled. */
 int kago__cg_kill_procs(const struct kago__cgroup *cg, const char *dir, int sig,
+                        struct kago_error **err) KAGO_INTERNAL;
+/* Moves every process listed in from/cgroup.procs into to (one that exits meanwhile is skipped). */
+int kago__cg_move_procs(const struct kago__cgroup *cg, const char *from, const char *to,
                         struct kago_error **err) KAGO_INTERNAL;
 /* Counts the pids in dir/cgroup.procs. */
 int kago__cg_count_procs(const struct kago__cgroup *cg, const char *dir,

@@ -1,5 +1,10 @@
 /* cgroup v1 backend: one directory per hierarchy (<controller mount>/kago/<name>), hierarchies found in
- * /proc/self/mountinfo (controllers may be co-mounted, e.g. "cpu,cpuacct"), cached per process. */
+ * /proc/self/mountinfo (controllers may be co-mounted, e.g. "cpu,cpuacct"), cached per process.
+ *
+ * Every container is in the hierarchies of cpuacct, memory, pids, freezer and devices (usage, stats,
+ * pause, device access). The cpu, cpuset and blkio hierarchies are made only for a container whose
+ * limits use them: each v1 mkdir and rmdir costs a start tens of microseconds. kago update adds one to a
+ * running container: mkdir, then every process moved in while the container is frozen. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -22,6 +27,25 @@ struct layout {
     const char *hier[NCTRL]; /* the distinct hierarchies (co-mounted controllers share one), in ctrl order */
     size_t nhier;
 };
+
+/* The controllers whose hierarchy is made only when a container's limits use it. */
+static bool on_demand(int c)
+{
+    return c == C_CPU || c == C_CPUSET || c == C_BLKIO;
+}
+
+/* Whether the limits (and raw keys) write to controller c. */
+static bool uses(const struct kago_limits *lim, int c)
+{
+    bool used = c == C_CPU ? lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET ||
+                                 lim->cpu_weight != KAGO_UNSET
+                           : c == C_CPUSET && lim->cpuset;
+    for (size_t i = 0; i < lim->nraw && !used; i++) {
+        size_t len = strcspn(lim->raw[i].key, ".");
+        used = strlen(ctrl_names[c]) == len && !strncmp(lim->raw[i].key, ctrl_names[c], len);
+    }
+    return used;
+}
 
 static pthread_mutex_t layout_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct layout mounted, injected;
@@ -154,6 +178,41 @@ static int ctrl_dir(const struct kago__cgroup *cg, const struct layout *l, int c
     return kago__cg_dir(dir, PATH_MAX, l->path[c], cg->name, err);
 }
 
+/* Whether controller c is mounted at hierarchy h (co-mounted controllers have equal paths). */
+static bool at(const struct layout *l, int c, const char *h)
+{
+    return l->path[c] && !strcmp(l->path[c], h);
+}
+
+/* Whether every controller mounted at hierarchy h is made on demand only. */
+static bool hier_on_demand(const struct layout *l, const char *h)
+{
+    for (int c = 0; c < NCTRL; c++)
+        if (at(l, c, h) && !on_demand(c))
+            return false;
+    return true;
+}
+
+/* Whether a container with these limits gets a cgroup in hierarchy h. */
+static bool hier_wanted(const struct layout *l, const char *h, const struct kago_limits *lim)
+{
+    for (int c = 0; c < NCTRL; c++)
+        if (at(l, c, h) && (!on_demand(c) || uses(lim, c)))
+            return true;
+    return false;
+}
+
+/* The index in l->hier of the freezer's hierarchy (0 without one). Processes enter it first: kago
+ * update, which adds a hierarchy, moves in whatever the frozen freezer cgroup holds, and a process that
+ * enters the freezer after that finds the new hierarchy made. */
+static size_t first_hier(const struct layout *l)
+{
+    for (size_t i = 0; i < l->nhier; i++)
+        if (at(l, C_FREEZER, l->hier[i]))
+            return i;
+    return 0;
+}
+
 static bool blank(const char *s)
 {
     return !s[strspn(s, " \n")];
@@ -212,26 +271,74 @@ static int seed_cpuset(const struct kago__cgroup *cg, const char *base, struct k
     return 0;
 }
 
-static int v1_create(struct kago__cgroup *cg, struct kago_error **err)
+/* mkdir the container's cgroup in hierarchy h (and its parent, prepared). */
+static int make_in(struct kago__cgroup *cg, const struct layout *l, const char *h, struct kago_error **err)
+{
+    bool fresh_parent;
+    if (kago__cg_mkdir(cg, h, prepare_parent, &fresh_parent, err) < 0)
+        return -1;
+    if (at(l, C_CPUSET, h) && !fresh_parent && seed_cpuset(cg, h, err) < 0) {
+        kago__cg_rmdir(cg, h, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static int v1_create(struct kago__cgroup *cg, const struct kago_limits *lim, struct kago_error **err)
 {
     const struct layout *l = layout();
     if (!l->nhier)
         return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted",
                               cg->name);
     size_t i;
+    char dir[PATH_MAX];
     for (i = 0; i < l->nhier; i++) {
-        bool fresh_parent;
-        if (kago__cg_mkdir(cg, l->hier[i], prepare_parent, &fresh_parent, err) < 0)
-            goto fail;
-        if (l->hier[i] == l->path[C_CPUSET] && !fresh_parent && seed_cpuset(cg, l->hier[i], err) < 0) {
-            i++;
-            goto fail;
+        if (hier_wanted(l, l->hier[i], lim)) {
+            if (make_in(cg, l, l->hier[i], err) < 0)
+                goto fail;
+        } else if (kago__cg_dir(dir, sizeof dir, l->hier[i], cg->name, NULL) == 0 && rmdir(dir) == 0) {
+            /* a dead container's of the same name: kago update must not take it for this one's */
         }
     }
     return 0;
 fail:
     while (i-- > 0)
         kago__cg_rmdir(cg, l->hier[i], NULL);
+    return -1;
+}
+
+static int v1_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **err);
+static int v1_frozen(struct kago__cgroup *cg, struct kago_error **err);
+
+/* Gives a running container a cgroup in controller c's hierarchy if it has none: mkdir, then moves every
+ * process of its freezer cgroup in, frozen so that none forks past the move. */
+static int ensure(struct kago__cgroup *cg, const struct layout *l, int c, struct kago_error **err)
+{
+    char dir[PATH_MAX], from[PATH_MAX];
+    if (ctrl_dir(cg, l, c, dir, err) < 0)
+        return -1;
+    if (!on_demand(c) || access(dir, F_OK) == 0)
+        return 0;
+    const char *base = l->path[C_FREEZER] ? l->path[C_FREEZER] : l->path[C_PIDS];
+    if (!base)
+        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: neither freezer nor pids is mounted",
+                              cg->name);
+    if (kago__cg_dir(from, sizeof from, base, cg->name, err) < 0)
+        return -1;
+    if (access(from, F_OK) < 0)
+        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: %s", cg->name, from);
+    if (make_in(cg, l, l->path[c], err) < 0)
+        return -1;
+    int frozen = l->path[C_FREEZER] ? v1_frozen(cg, err) : 1;
+    if (frozen < 0 || (!frozen && v1_freeze(cg, true, err) < 0))
+        goto fail;
+    int ret = kago__cg_move_procs(cg, from, dir, err);
+    if (!frozen && v1_freeze(cg, false, ret < 0 ? NULL : err) < 0)
+        ret = -1;
+    if (ret == 0)
+        return 0;
+fail:
+    kago__cg_rmdir(cg, l->path[c], NULL); /* fails (busy) if some were moved: delete removes it then */
     return -1;
 }
 
@@ -276,41 +383,41 @@ static int v1_hold(struct kago__cgroup *cg, struct kago_error **err)
     return 0;
 }
 
-/* The calling process moves itself through the hierarchies held open (past its pivot_root). */
-static int enter_held(struct kago__cgroup *cg, struct kago_error **err)
-{
-    char rel[PATH_MAX];
-    int ret = 0;
-    if (kago__cg_dir(rel, sizeof rel, ".", cg->name, err) < 0 || strlen(rel) + sizeof "/tasks" > sizeof rel)
-        ret = -1;
-    else
-        strcat(rel, "/tasks");
-    for (unsigned i = 0; i < cg->nheld && ret == 0; i++) {
-        cleanup_close int fd = openat(cg->held[i], rel, O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write(fd, "0", 1) != 1)
-            ret = kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: write tasks \"0\"", cg->name);
-    }
-    kago__cg_unhold(cg);
-    return ret;
-}
-
-static int v1_enter(struct kago__cgroup *cg, pid_t pid, struct kago_error **err)
+/* Moves pid (0: the calling process, through `tasks`) into the cgroup of every hierarchy; through the
+ * fds of held when it is not NULL. The freezer's first (see first_hier). A hierarchy made on demand that
+ * has no cgroup for this container is skipped. */
+static int enter_each(struct kago__cgroup *cg, const int *held, pid_t pid, struct kago_error **err)
 {
     const struct layout *l = layout();
-    char dir[PATH_MAX], v[24];
-    if (pid == 0 && cg->nheld)
-        return enter_held(cg, err);
+    char dir[PATH_MAX], path[PATH_MAX + 16], v[24];
     snprintf(v, sizeof v, "%d", (int)pid);
     /* A process moving itself ("0") through `tasks` skips the kernel's global threadgroup lock, whose
      * write side waits for an RCU grace period (milliseconds) on every cgroup.procs write. The caller is
      * single-threaded, so moving its one thread moves the process. */
     const char *file = pid == 0 ? "tasks" : "cgroup.procs";
-    for (size_t i = 0; i < l->nhier; i++) {
-        if (kago__cg_dir(dir, sizeof dir, l->hier[i], cg->name, err) < 0 ||
-            kago__cg_write(cg, dir, file, v, err) < 0)
+    size_t first = first_hier(l);
+    for (size_t k = 0; k < l->nhier; k++) {
+        size_t i = k == 0 ? first : (k <= first ? k - 1 : k);
+        if (kago__cg_dir(dir, sizeof dir, held ? "." : l->hier[i], cg->name, err) < 0)
             return -1;
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        cleanup_close int fd = openat(held ? held[i] : AT_FDCWD, path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT && hier_on_demand(l, l->hier[i]))
+            continue;
+        if (fd < 0 || write(fd, v, strlen(v)) < 0)
+            return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: write %s \"%s\"", cg->name,
+                                  file, v);
     }
     return 0;
+}
+
+static int v1_enter(struct kago__cgroup *cg, pid_t pid, struct kago_error **err)
+{
+    if (pid != 0 || !cg->nheld)
+        return enter_each(cg, NULL, pid, err);
+    int ret = enter_each(cg, cg->held, 0, err);
+    kago__cg_unhold(cg);
+    return ret;
 }
 
 static int pass_error(struct kago_error **err, struct kago_error *e, int ret)
@@ -347,11 +454,11 @@ static int v1_memory(const struct kago__cgroup *cg, const char *dir, int64_t byt
     return r < 0 ? pass_error(err, e, r) : 0;
 }
 
-static int v1_cpu(const struct kago__cgroup *cg, const struct layout *l, const struct kago_limits *lim,
+static int v1_cpu(struct kago__cgroup *cg, const struct layout *l, const struct kago_limits *lim,
                   struct kago_error **err)
 {
     char dir[PATH_MAX], v[24];
-    if (ctrl_dir(cg, l, C_CPU, dir, err) < 0)
+    if (ensure(cg, l, C_CPU, err) < 0 || ctrl_dir(cg, l, C_CPU, dir, err) < 0)
         return -1;
     if (lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET) {
         /* Like v2's cpu.max, a quota without a period means the default period. */
@@ -375,7 +482,7 @@ static int v1_cpu(const struct kago__cgroup *cg, const struct layout *l, const s
     return 0;
 }
 
-static int v1_raw(const struct kago__cgroup *cg, const struct layout *l, const struct kago_cgroup_kv *kv,
+static int v1_raw(struct kago__cgroup *cg, const struct layout *l, const struct kago_cgroup_kv *kv,
                   struct kago_error **err)
 {
     if (kago__cg_check_key(cg, kv->key, err) < 0)
@@ -387,7 +494,7 @@ static int v1_raw(const struct kago__cgroup *cg, const struct layout *l, const s
                               "cgroup " KAGO__CG_PARENT
                               "/%s: unknown key \"%s\" (kago does not use the %.*s controller)",
                               cg->name, kv->key, (int)strcspn(kv->key, "."), kv->key);
-    if (ctrl_dir(cg, l, c, dir, err) < 0)
+    if (ensure(cg, l, c, err) < 0 || ctrl_dir(cg, l, c, dir, err) < 0)
         return -1;
     int r = kago__cg_write(cg, dir, kv->key, kv->value, err);
     if (r == -ENOENT)
@@ -416,9 +523,9 @@ static int v1_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
         if (ctrl_dir(cg, l, C_PIDS, dir, err) < 0 || kago__cg_write(cg, dir, "pids.max", v, err) < 0)
             return -1;
     }
-    if (lim->cpuset &&
-        (kago__cg_check_cpuset(lim->cpuset, err) < 0 || ctrl_dir(cg, l, C_CPUSET, dir, err) < 0 ||
-         kago__cg_write(cg, dir, "cpuset.cpus", lim->cpuset, err) < 0))
+    if (lim->cpuset && (kago__cg_check_cpuset(lim->cpuset, err) < 0 || ensure(cg, l, C_CPUSET, err) < 0 ||
+                        ctrl_dir(cg, l, C_CPUSET, dir, err) < 0 ||
+                        kago__cg_write(cg, dir, "cpuset.cpus", lim->cpuset, err) < 0))
         return -1;
     for (size_t i = 0; i < lim->nraw; i++)
         if (v1_raw(cg, l, &lim->raw[i], err) < 0)

@@ -59,8 +59,9 @@ static int prepare_parent(const struct kago__cgroup *cg, const char *base, struc
     return 0;
 }
 
-static int v2_create(struct kago__cgroup *cg, struct kago_error **err)
+static int v2_create(struct kago__cgroup *cg, const struct kago_limits *lim, struct kago_error **err)
 {
+    (void)lim; /* one directory holds every controller */
     bool fresh_parent;
     return kago__cg_mkdir(cg, cg->mountpoint, prepare_parent, &fresh_parent, err);
 }

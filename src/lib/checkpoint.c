@@ -1083,7 +1083,7 @@ static int restore_here(struct kago_container *c, const struct image *im, struct
     if (mkdir(scratch, 0700) < 0)
         return stop_lazy_pages(lazy_pidfd), kago_error_set(err, errno, "mkdir %s", scratch);
     kago__trace("restore: begin");
-    if (c->cg.ops->create(&c->cg, err) < 0)
+    if (c->cg.ops->create(&c->cg, &c->spec.limits, err) < 0)
         return stop_lazy_pages(lazy_pidfd), -1;
     int ret = -1;
     if (c->cg.ops->apply(&c->cg, &c->spec.limits, err) < 0 || c->cg.ops->devices(&c->cg, err) < 0)

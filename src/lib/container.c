@@ -213,7 +213,7 @@ static void reap(pid_t pid)
 /* Everything up to a running (or start-waiting) child, in this process. */
 static int setup_cgroup(struct kago_container *c, const struct kago_spec *spec, struct kago_error **err)
 {
-    if (c->cg.ops->create(&c->cg, err) < 0)
+    if (c->cg.ops->create(&c->cg, &spec->limits, err) < 0)
         return -1;
     kago__trace("cgroup created");
     if (kago__fault("cgroup"))

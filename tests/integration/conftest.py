@@ -31,7 +31,7 @@ V1_CONTROLLER = {"cpu": "cpu", "memory": "memory", "pids": "pids", "cpuset": "cp
                  "cpuacct": "cpuacct", "devices": "devices"}
 
 
-def cgroup_path(name, controller="cpu"):
+def cgroup_path(name, controller="memory"):
     """The container's cgroup directory for controller (v1) or its unified dir (v2)."""
     if CGROUP_V == 2:
         return f"/sys/fs/cgroup/kago/{name}"

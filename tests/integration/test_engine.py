@@ -262,6 +262,29 @@ def test_cpu_limit_and_live_update(kago, rootfs):
     assert kago.state(name)["limits"]["cpu_quota_us"] == 50000
 
 
+def test_live_update_of_a_container_started_without_limits(kago, rootfs):
+    # Two busy processes (a forked child too) and no --cpu/--cpuset at start: on v1 kago makes the cpu and
+    # cpuset cgroups only when asked, so update must create them and move every process in.
+    name = kago.run_detached("cpu2", "/bin/sh", "-c", "(while :; do :; done) & while :; do :; done")
+    if CGROUP_V == 1:
+        assert not os.path.exists(cgroup_path(name, "cpu")) and not os.path.exists(cgroup_path(name, "cpuset"))
+    pids = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(
+        open(os.path.join(cgroup_path(name, "pids"), "cgroup.procs")).read().split()))
+    kago("update", name, "--cpu", "40%", "--cpuset", "0", check=True)
+    assert cpu_quota(name) == (40000, 100000)
+    share = measure_cpu(kago, name)
+    assert 35 <= share <= 45, f"after update --cpu 40% measured {share:.1f}% for both processes"
+    for pid in pids:
+        status = open(f"/proc/{pid}/status").read()
+        assert "Cpus_allowed_list:\t0\n" in status, (pid, status)
+        cg = open(f"/proc/{pid}/cgroup").read()
+        want = [f":cpu:/kago/{name}\n", f":cpuset:/kago/{name}\n"] if CGROUP_V == 1 else [f"0::/kago/{name}\n"]
+        assert all(w in cg for w in want), (pid, cg)
+    assert kago.state(name)["status"] == "running"  # thawed again after the move
+    kago("delete", "--force", name, check=True)
+    assert not leftovers([name])
+
+
 def test_memory_limit_oom(kago, rootfs):
     # a shell that grows a string until the kernel kills it
     r = run(kago, "/bin/sh", "-c", "x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done",
@@ -432,7 +455,7 @@ def test_pause_resume(kago, rootfs):
 def test_delete_force_removes_everything(kago, rootfs):
     name = kago.run_detached("del1", "/bin/sh", "-c", "sleep 100 & sleep 100", opts=("--overlay",))
     pid = kago.state(name)["pid"]
-    assert glob.glob(cgroup_path(name))
+    assert glob.glob(cgroup_path(name, "memory"))
     kago("delete", "--force", name, check=True)
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     assert not leftovers([name])

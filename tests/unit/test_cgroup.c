@@ -150,7 +150,8 @@ static void test_v2_fake(void)
     put(pathf("%s/cgroup.subtree_control", root), "memory\n");
     struct kago__cgroup cg = {.ops = &kago__cgroup_v2, .mountpoint = root, .name = "web1"};
 
-    ok(cg.ops->create(&cg, &e) == 0 && !e, "v2 create");
+    struct kago_limits none = no_limits();
+    ok(cg.ops->create(&cg, &none, &e) == 0 && !e, "v2 create");
     ok(exists(d), "v2 create made kago/web1");
     is_str(get(pathf("%s/cgroup.subtree_control", root)), "+cpu +pids +cpuset +io",
            "v2 create enabled the missing controllers in the root with one write");
@@ -269,7 +270,7 @@ static void test_v2_fake(void)
     mkdir(pathf("%s/kago", root), 0755);
     mkdir(pathf("%s/kago/other", root), 0755);
     mkdir(d, 0755);
-    ok(cg.ops->create(&cg, &e) == 0 && exists(d), "v2 create over a stale empty cgroup");
+    ok(cg.ops->create(&cg, &none, &e) == 0 && exists(d), "v2 create over a stale empty cgroup");
     ok(cg.ops->destroy(&cg, &e) == 0 && !exists(d) && exists(pathf("%s/kago/other", root)),
        "v2 destroy leaves the parent while another container uses it");
     rmdir(pathf("%s/kago/other", root));
@@ -300,12 +301,35 @@ static void test_v1_fake(void)
     put(pathf("%s/cpuset/kago/cpuset.cpus", root), "0-1\n");
     put(pathf("%s/cpuset/kago/cpuset.mems", root), "0\n");
 
-    struct kago__cgroup cg = {.ops = &kago__cgroup_v1, .mountpoint = root, .name = "web1"};
-    ok(cg.ops->create(&cg, &e) == 0 && !e, "v1 create");
+    struct kago_limits l = no_limits();
+    struct kago_cgroup_kv raw[] = {{"blkio.weight", "500"}, {"memory.swappiness", "0"}};
+    l.cpu_quota_us = 30000;
+    l.cpu_weight = 50;
+    l.memory = 64 << 20;
+    l.pids = 100;
+    l.cpuset = "0";
+    l.raw = raw;
+    l.nraw = 2;
+    /* without limits: no cpuset or blkio cgroup (made on demand); cpu,cpuacct is made for cpuacct */
+    struct kago__cgroup bare = {.ops = &kago__cgroup_v1, .mountpoint = root, .name = "bare"};
+    struct kago_limits none = no_limits();
+    ok(bare.ops->create(&bare, &none, &e) == 0 && !e, "v1 create without limits");
     bool all = true;
+    for (size_t i = 0; i < NV1; i++) {
+        bool want = strcmp(v1_dirs[i], "cpuset") && strcmp(v1_dirs[i], "blkio");
+        all = all && exists(pathf("%s/%s/kago/bare", root, v1_dirs[i])) == want;
+    }
+    ok(all, "v1 create without limits skips the cpuset and blkio hierarchies");
+    ok(bare.ops->destroy(&bare, &e) == 0 && !e && !exists(pathf("%s/memory/kago/bare", root)),
+       "v1 destroy of a container without the on-demand hierarchies");
+
+    struct kago__cgroup cg = {.ops = &kago__cgroup_v1, .mountpoint = root, .name = "web1"};
+    ok(cg.ops->create(&cg, &l, &e) == 0 && !e, "v1 create");
+    all = true;
     for (size_t i = 0; i < NV1; i++)
         all = all && exists(pathf("%s/%s/kago/web1", root, v1_dirs[i]));
-    ok(all, "v1 create made kago/web1 in every hierarchy (co-mounted cpu,cpuacct once)");
+    ok(all, "v1 create with cpu, cpuset and blkio limits made kago/web1 in every hierarchy (co-mounted "
+            "cpu,cpuacct once)");
 
 #define D(h) pathf("%s/%s/kago/web1", root, h)
     static const char *const files[][2] = {{"cpu,cpuacct", "cpu.cfs_period_us"},
@@ -330,15 +354,6 @@ static void test_v1_fake(void)
     put(pathf("%s/memory.oom_control", D("memory")), "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
     put(pathf("%s/pids.current", D("pids")), "2\n");
 
-    struct kago_limits l = no_limits();
-    struct kago_cgroup_kv raw[] = {{"blkio.weight", "500"}, {"memory.swappiness", "0"}};
-    l.cpu_quota_us = 30000;
-    l.cpu_weight = 50;
-    l.memory = 64 << 20;
-    l.pids = 100;
-    l.cpuset = "0";
-    l.raw = raw;
-    l.nraw = 2;
     ok(cg.ops->apply(&cg, &l, &e) == 0 && !e, "v1 apply");
     is_str(get(pathf("%s/cpu.cfs_period_us", D("cpu,cpuacct"))), "100000", "v1 cfs_period_us");
     is_str(get(pathf("%s/cpu.cfs_quota_us", D("cpu,cpuacct"))), "30000", "v1 cfs_quota_us");
@@ -455,7 +470,8 @@ static void bench_v1(struct kago__cgroup *cg, const char *label)
     for (int i = 0; i < N; i++) {
         pid_t child = sleeper();
         unsigned long long t0 = kago__now_us();
-        int r = cg->ops->create(cg, &e);
+        struct kago_limits none = no_limits();
+        int r = cg->ops->create(cg, &none, &e);
         unsigned long long t1 = kago__now_us();
         r = r < 0 ? r : cg->ops->enter(cg, child, &e);
         unsigned long long t2 = kago__now_us();
@@ -500,17 +516,21 @@ static void test_v1_real(void)
     struct kago__cgroup cg;
     ok(kago__cgroup_init(&cg, NULL, name, &e) == 0 && cg.ops == &kago__cgroup_v1,
        "real: init picks v1 on this host");
-    ok(cg.ops->create(&cg, &e) == 0, "real: create %s", e ? e->msg : "");
+    struct kago_limits none = no_limits();
+    ok(cg.ops->create(&cg, &none, &e) == 0, "real: create %s", e ? e->msg : "");
     kago_error_clear(&e);
 #define R(c, f) pathf("/sys/fs/cgroup/%s/kago/%s/%s", c, name, f)
     bool all = true;
-    for (size_t i = 0; i < NREAL; i++)
-        all = all && (!mounted[i] || exists(R(real_ctrls[i], "cgroup.procs")));
-    ok(all, "real: the cgroup exists in every mounted hierarchy");
-    ok(strcmp(get(R("cpuset", "cpuset.mems")), "\n") != 0 &&
-           strcmp(get(R("cpuset", "cpuset.cpus")), "\n") != 0,
-       "real: the container's cpuset is seeded (cpus %.*s)",
-       (int)strcspn(get(R("cpuset", "cpuset.cpus")), "\n"), get(R("cpuset", "cpuset.cpus")));
+    for (size_t i = 0; i < NREAL; i++) {
+        bool on_demand = !strcmp(real_ctrls[i], "cpu") || !strcmp(real_ctrls[i], "cpuset") ||
+                         !strcmp(real_ctrls[i], "blkio");
+        all = all && (!mounted[i] || exists(R(real_ctrls[i], "cgroup.procs")) != on_demand);
+    }
+    ok(all, "real: without limits the cgroup exists in every mounted hierarchy but cpu, cpuset, blkio");
+    /* a member before the limits: kago update's case, the on-demand hierarchies made while it runs */
+    pid_t child = sleeper();
+    ok(cg.ops->enter(&cg, child, &e) == 0, "real: enter %s", e ? e->msg : "");
+    kago_error_clear(&e);
 
     struct kago_limits l = no_limits();
     l.cpu_quota_us = 30000;
@@ -520,6 +540,13 @@ static void test_v1_real(void)
     l.cpuset = "0";
     ok(cg.ops->apply(&cg, &l, &e) == 0, "real: apply %s", e ? e->msg : "");
     kago_error_clear(&e);
+    const char *in = get(pathf("/proc/%d/cgroup", (int)child));
+    ok(strstr(in, pathf("cpu:/kago/%s\n", name)) && strstr(in, pathf("cpuset:/kago/%s\n", name)),
+       "real: apply made the cpu and cpuset cgroups and moved the member in");
+    ok(strcmp(get(R("cpuset", "cpuset.mems")), "\n") != 0,
+       "real: the container's cpuset is seeded (mems %.*s)",
+       (int)strcspn(get(R("cpuset", "cpuset.mems")), "\n"), get(R("cpuset", "cpuset.mems")));
+    is_str(get(R("freezer", "freezer.state")), "THAWED\n", "real: thawed again after the move");
     is_str(get(R("cpu", "cpu.cfs_quota_us")), "30000\n", "real: cfs_quota_us reads back 30000");
     is_str(get(R("memory", "memory.limit_in_bytes")), "67108864\n", "real: memory.limit_in_bytes");
     if (exists(R("memory", "memory.memsw.limit_in_bytes")))
@@ -552,8 +579,7 @@ static void test_v1_real(void)
            "c 1:3 rwm\nc 1:5 rwm\nc 1:7 rwm\nc 1:8 rwm\nc 1:9 rwm\nc 5:0 rwm\nc 5:2 rwm\nc 136:* rwm\n",
            "real: devices.list is the minimal set");
 
-    pid_t child = sleeper();
-    ok(cg.ops->enter(&cg, child, &e) == 0, "real: enter");
+    ok(cg.ops->enter(&cg, child, &e) == 0, "real: enter again (a member already in)");
     const char *self = get(pathf("/proc/%d/cgroup", (int)child));
     ok(strstr(self, pathf("cpu:/kago/%s\n", name)) && strstr(self, pathf("memory:/kago/%s\n", name)) &&
            strstr(self, pathf("freezer:/kago/%s\n", name)),
@@ -577,7 +603,7 @@ static void test_v1_real(void)
     struct kago__cgroup other;
     char oname[80];
     snprintf(oname, sizeof oname, "%s-other", name);
-    if (kago__cgroup_init(&other, NULL, oname, &e) == 0 && other.ops->create(&other, &e) == 0) {
+    if (kago__cgroup_init(&other, NULL, oname, &e) == 0 && other.ops->create(&other, &none, &e) == 0) {
         bench_v1(&cg, "kago parent kept by another container");
         other.ops->destroy(&other, NULL);
     }
@@ -626,7 +652,8 @@ static void test_v2_real(void)
     bool parent_before = exists("/sys/fs/cgroup/kago");
     struct kago__cgroup cg;
     ok(kago__cgroup_init(&cg, NULL, name, &e) == 0 && cg.ops == &kago__cgroup_v2, "real v2: init");
-    ok(cg.ops->create(&cg, &e) == 0, "real v2: create %s", e ? e->msg : "");
+    struct kago_limits none = no_limits();
+    ok(cg.ops->create(&cg, &none, &e) == 0, "real v2: create %s", e ? e->msg : "");
     kago_error_clear(&e);
 #define R(f) pathf("/sys/fs/cgroup/kago/%s/%s", name, f)
     const char *sub = get("/sys/fs/cgroup/kago/cgroup.subtree_control");
@@ -686,7 +713,7 @@ static void test_v2_real(void)
     unsigned long long t[N];
     for (int i = 0; i < N; i++) {
         unsigned long long t0 = kago__now_us();
-        int r = cg.ops->create(&cg, &e);
+        int r = cg.ops->create(&cg, &none, &e);
         fd = r < 0 ? -1 : cg.ops->open_dir(&cg, &e);
         unsigned long long t1 = kago__now_us();
         pid_t c = fd >= 0 ? clone_into(fd) : -1;
