@@ -17,8 +17,8 @@ struct kago__cgroup_ops {
     /* mkdir the container's cgroup (and the "kago" parent, prepared as the controllers need). v1 skips
      * the hierarchies of controllers made on demand that lim does not use; apply adds them later. */
     int (*create)(struct kago__cgroup *cg, const struct kago_limits *lim, struct kago_error **err);
-    /* Moves pid into the cgroup (every hierarchy it has on v1). pid 0: the calling single-threaded process moves
-     * itself, the fast way (v1: through `tasks`, without the global threadgroup lock). */
+    /* Moves pid into the cgroup (every hierarchy it has on v1). pid 0: the calling single-threaded process
+     * moves itself, the fast way (v1: through `tasks`, without the global threadgroup lock). */
     int (*enter)(struct kago__cgroup *cg, pid_t pid, struct kago_error **err);
     /* Keeps open what enter(cg, 0) needs, for a caller about to leave the host's mount tree (pivot_root);
      * enter then closes it. NULL where nothing is needed. */
