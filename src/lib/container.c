@@ -7,7 +7,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -259,8 +258,14 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
          setup_userns(l->pid, spec, err) < 0))
         goto fail;
     kago__trace("seccomp compiled");
-    /* the child may already have failed and closed its end: its report is still queued to read */
-    if (send(sv[0], "G", 1, MSG_NOSIGNAL) != 1 && errno != EPIPE && errno != ECONNRESET) {
+    /* "G" carries the filter: the child has its own copy of the buffer (it is not shared memory, whose
+     * setup costs a start more than this copy). The child may already have failed and closed its end: its
+     * report is still queued to read. */
+    struct iovec iov[2] = {
+        {.iov_base = "G", .iov_len = 1},
+        {.iov_base = l->ch.bpf->insns, .iov_len = l->ch.bpf->len * sizeof l->ch.bpf->insns[0]}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    if (sendmsg(sv[0], &mh, MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET) {
         kago_error_set(err, errno, "start container init");
         goto fail;
     }
@@ -294,8 +299,7 @@ static void create_release(struct kago_create *cr, bool failed)
     }
     close_fd(&cr->sync_fd);
     close_fd(&cr->pidfd);
-    if (cr->bpf)
-        munmap(cr->bpf, sizeof *cr->bpf);
+    free(cr->bpf);
     cr->bpf = NULL;
     cr->pid = -1;
 }
@@ -332,13 +336,8 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
                                 .tty = opts && opts->tty};
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         l.ch.join_fds[i] = -1;
-    /* shared with the child: the filter compiled here while it sets up */
-    cr->bpf = mmap(NULL, sizeof *cr->bpf, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (cr->bpf == MAP_FAILED) {
-        cr->bpf = NULL;
-        kago_error_set(err, errno, "mmap");
-        goto out;
-    }
+    /* the filter, compiled here while the child sets up (sent with "G") */
+    cr->bpf = xmalloc(sizeof *cr->bpf);
     l.ch.bpf = cr->bpf;
     if (spec->overlay && mkdir(scratch, 0700) < 0) {
         kago_error_set(err, errno, "mkdir %s", scratch);

@@ -32,7 +32,7 @@ struct kago__child {
     int join_fds[KAGO_NS_COUNT];
     const int *stdio;
     struct kago__cgroup *enter_cg; /* the child moves itself here first (NULL: cloned into it) */
-    struct kago__bpf *bpf;         /* compiled by the parent, in shared memory, before "G" */
+    struct kago__bpf *bpf;         /* the parent compiles the filter into its copy and sends it with "G" */
     bool went;                     /* "G" received */
     bool die_with_parent;          /* foreground: no orphan container outlives a killed kago */
     bool tty;                      /* make a terminal, send its master to the parent ("T" + the fd) */

@@ -537,15 +537,20 @@ static int child_prepare(struct kago__child *ch, int *listen_fd, char **cmd, str
     return 0;
 }
 
-/* Waits (once) for the parent's "G": the cgroup exists and the filter is compiled. Then moves into the
- * cgroup: by path, or past pivot_root through the hierarchies setup_mounts held open. */
+/* Waits (once) for the parent's "G": the cgroup exists, and the compiled filter comes with it. Then moves
+ * into the cgroup: by path, or past pivot_root through the hierarchies setup_mounts held open. */
 int kago__child_go(struct kago__child *ch, struct kago_error **err)
 {
     char go = 0;
     if (ch->went)
         return 0;
-    if (read(ch->sync_fd, &go, 1) != 1 || go != 'G')
+    struct iovec iov[2] = {{.iov_base = &go, .iov_len = 1},
+                           {.iov_base = ch->bpf->insns, .iov_len = sizeof ch->bpf->insns}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    ssize_t n = recvmsg(ch->sync_fd, &mh, 0);
+    if (n < 1 || go != 'G' || (mh.msg_flags & MSG_TRUNC))
         _exit(127); /* the parent gave up */
+    ch->bpf->len = (unsigned short)((size_t)(n - 1) / sizeof ch->bpf->insns[0]);
     ch->went = true;
     /* the maps are written: become the namespace's root (until now the host's root, unmapped here) */
     if ((ch->spec->ns & (1u << KAGO_NS_USER)) && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
