@@ -9,11 +9,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -135,12 +138,39 @@ static void load_mountinfo(struct layout *l)
     layout_finish(l);
 }
 
+/* The usual layout, /sys/fs/cgroup/<controller> (co-mounted ones: symlinks to one mount), found with a
+ * statfs and a stat per controller: reading mountinfo costs a start ~0.1 ms. False if any controller is
+ * not there: mountinfo then has the last word. */
+static bool probe_standard(struct layout *l)
+{
+    dev_t dev[NCTRL];
+    for (int c = 0; c < NCTRL; c++) {
+        char path[64];
+        struct statfs sfs;
+        struct stat st;
+        snprintf(path, sizeof path, "/sys/fs/cgroup/%s", ctrl_names[c]);
+        if (statfs(path, &sfs) < 0 || sfs.f_type != CGROUP_SUPER_MAGIC || stat(path, &st) < 0) {
+            layout_clear(l);
+            return false;
+        }
+        dev[c] = st.st_dev;
+        for (int d = 0; d < c && !l->path[c]; d++)
+            if (dev[d] == dev[c]) /* one hierarchy: one path, so that layout_finish counts it once */
+                l->path[c] = xstrdup(l->path[d]);
+        if (!l->path[c])
+            l->path[c] = xstrdup(path);
+    }
+    layout_finish(l);
+    return true;
+}
+
 static const struct layout *layout(void)
 {
     pthread_mutex_lock(&layout_lock);
     const struct layout *l = use_injected ? &injected : &mounted;
     if (!use_injected && !mounted_loaded) {
-        load_mountinfo(&mounted);
+        if (!probe_standard(&mounted))
+            load_mountinfo(&mounted);
         mounted_loaded = true;
     }
     pthread_mutex_unlock(&layout_lock);
