@@ -325,24 +325,31 @@ int kago__cg_check_key(const struct kago__cgroup *cg, const char *key, struct ka
 }
 
 /* Reads dir/cgroup.procs (any size) into a malloc'd buffer. */
-static char *read_procs(const struct kago__cgroup *cg, const char *dir, struct kago_error **err)
+static char *read_list(const struct kago__cgroup *cg, const char *dir, const char *file,
+                       struct kago_error **err)
 {
     char path[PATH_MAX];
-    if (file_path(path, sizeof path, dir, "cgroup.procs", err) < 0)
+    if (file_path(path, sizeof path, dir, file, err) < 0)
         return NULL;
     char *s = kago__read_file(path, NULL, NULL);
     if (!s)
-        kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: read cgroup.procs", cg->name);
+        kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: read %s", cg->name, file);
     return s;
 }
 
-int kago__cg_count_procs(const struct kago__cgroup *cg, const char *dir, struct kago_error **err)
+static char *read_procs(const struct kago__cgroup *cg, const char *dir, struct kago_error **err)
 {
-    cleanup_free char *procs = read_procs(cg, dir, err);
-    if (!procs)
+    return read_list(cg, dir, "cgroup.procs", err);
+}
+
+int kago__cg_count_lines(const struct kago__cgroup *cg, const char *dir, const char *file,
+                         struct kago_error **err)
+{
+    cleanup_free char *list = read_list(cg, dir, file, err);
+    if (!list)
         return -1;
     int n = 0;
-    for (const char *p = procs; *p; p++)
+    for (const char *p = list; *p; p++)
         n += *p == '\n';
     return n;
 }

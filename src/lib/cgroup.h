@@ -115,8 +115,8 @@ int kago__cg_kill_procs(const struct kago__cgroup *cg, const char *dir, int sig,
 /* Moves every process listed in from/cgroup.procs into to (one that exits meanwhile is skipped). */
 int kago__cg_move_procs(const struct kago__cgroup *cg, const char *from, const char *to,
                         struct kago_error **err) KAGO_INTERNAL;
-/* Counts the pids in dir/cgroup.procs. */
-int kago__cg_count_procs(const struct kago__cgroup *cg, const char *dir,
+/* Counts the lines (pids) of dir/file, e.g. cgroup.procs or (v1) tasks. */
+int kago__cg_count_lines(const struct kago__cgroup *cg, const char *dir, const char *file,
                          struct kago_error **err) KAGO_INTERNAL;
 /* False when dir is not on a cgroup filesystem (the unit tests' fake tree): nothing to wait for. */
 bool kago__cg_is_cgroupfs(const char *dir) KAGO_INTERNAL;

@@ -1,10 +1,10 @@
 /* cgroup v1 backend: one directory per hierarchy (<controller mount>/kago/<name>), hierarchies found in
  * /proc/self/mountinfo (controllers may be co-mounted, e.g. "cpu,cpuacct"), cached per process.
  *
- * Every container is in the hierarchies of cpuacct, memory, pids, freezer and devices (usage, stats,
- * pause, device access). The cpu, cpuset and blkio hierarchies are made only for a container whose
- * limits use them: each v1 mkdir and rmdir costs a start tens of microseconds. kago update adds one to a
- * running container: mkdir, then every process moved in while the container is frozen. */
+ * Every container is in the hierarchies of cpuacct, memory, freezer and devices (usage, stats, pause and
+ * membership, device access). The cpu, pids, cpuset and blkio hierarchies are made only for a container
+ * whose limits use them: each v1 mkdir and rmdir costs a start tens of microseconds. kago update adds one to
+ * a running container: mkdir, then every process moved in while the container is frozen. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -34,7 +34,7 @@ struct layout {
 /* The controllers whose hierarchy is made only when a container's limits use it. */
 static bool on_demand(int c)
 {
-    return c == C_CPU || c == C_CPUSET || c == C_BLKIO;
+    return c == C_CPU || c == C_PIDS || c == C_CPUSET || c == C_BLKIO;
 }
 
 /* Whether the limits (and raw keys) write to controller c. */
@@ -42,7 +42,9 @@ static bool uses(const struct kago_limits *lim, int c)
 {
     bool used = c == C_CPU ? lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET ||
                                  lim->cpu_weight != KAGO_UNSET
-                           : c == C_CPUSET && lim->cpuset;
+                : c == C_PIDS   ? lim->pids != KAGO_UNSET
+                : c == C_CPUSET ? lim->cpuset != NULL
+                                : false;
     for (size_t i = 0; i < lim->nraw && !used; i++) {
         size_t len = strcspn(lim->raw[i].key, ".");
         used = strlen(ctrl_names[c]) == len && !strncmp(lim->raw[i].key, ctrl_names[c], len);
@@ -337,6 +339,21 @@ fail:
     return -1;
 }
 
+/* The container's cgroup that lists all its processes: the freezer's (else the first hierarchy every
+ * container has). */
+static int members_dir(const struct kago__cgroup *cg, const struct layout *l, char *dir,
+                       struct kago_error **err)
+{
+    const char *base = l->path[C_FREEZER];
+    for (size_t i = 0; i < l->nhier && !base; i++)
+        if (!hier_on_demand(l, l->hier[i]))
+            base = l->hier[i];
+    if (!base)
+        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted",
+                              cg->name);
+    return kago__cg_dir(dir, PATH_MAX, base, cg->name, err);
+}
+
 static int v1_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **err);
 static int v1_frozen(struct kago__cgroup *cg, struct kago_error **err);
 
@@ -349,11 +366,7 @@ static int ensure(struct kago__cgroup *cg, const struct layout *l, int c, struct
         return -1;
     if (!on_demand(c) || access(dir, F_OK) == 0)
         return 0;
-    const char *base = l->path[C_FREEZER] ? l->path[C_FREEZER] : l->path[C_PIDS];
-    if (!base)
-        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: neither freezer nor pids is mounted",
-                              cg->name);
-    if (kago__cg_dir(from, sizeof from, base, cg->name, err) < 0)
+    if (members_dir(cg, l, from, err) < 0)
         return -1;
     if (access(from, F_OK) < 0)
         return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: %s", cg->name, from);
@@ -550,7 +563,8 @@ static int v1_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
             snprintf(v, sizeof v, "max");
         else
             snprintf(v, sizeof v, "%" PRId64, lim->pids);
-        if (ctrl_dir(cg, l, C_PIDS, dir, err) < 0 || kago__cg_write(cg, dir, "pids.max", v, err) < 0)
+        if (ensure(cg, l, C_PIDS, err) < 0 || ctrl_dir(cg, l, C_PIDS, dir, err) < 0 ||
+            kago__cg_write(cg, dir, "pids.max", v, err) < 0)
             return -1;
     }
     if (lim->cpuset && (kago__cg_check_cpuset(lim->cpuset, err) < 0 || ensure(cg, l, C_CPUSET, err) < 0 ||
@@ -634,6 +648,13 @@ static int v1_stats(struct kago__cgroup *cg, struct kago_stats *st, struct kago_
         read_num(cg, l, C_PIDS, "pids.current", NULL, &st->pids_current, err) < 0 ||
         read_num(cg, l, C_MEMORY, "memory.oom_control", "oom_kill", &st->oom_kills, err) < 0)
         return -1;
+    if (st->pids_current < 0) { /* no pids cgroup (no pids limit): count the tasks, as pids.current does */
+        char dir[PATH_MAX];
+        int n = members_dir(cg, l, dir, err) < 0 ? -1 : kago__cg_count_lines(cg, dir, "tasks", err);
+        if (n < 0)
+            return -1;
+        st->pids_current = n;
+    }
     st->cpu_usage_us = cpu_ns < 0 ? 0 : (uint64_t)cpu_ns / 1000;
     return 0;
 }
@@ -645,10 +666,7 @@ static int v1_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err
     if (!l->nhier)
         return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted",
                               cg->name);
-    const char *base = l->path[C_PIDS]      ? l->path[C_PIDS]
-                       : l->path[C_FREEZER] ? l->path[C_FREEZER]
-                                            : l->hier[0];
-    if (kago__cg_dir(dir, sizeof dir, base, cg->name, err) < 0)
+    if (members_dir(cg, l, dir, err) < 0)
         return -1;
     int n = kago__cg_kill_procs(cg, dir, sig, err);
     /* v1 frozen tasks do not act on SIGKILL until thawed. */

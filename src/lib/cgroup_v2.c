@@ -261,7 +261,7 @@ static int v2_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err
         return -1;
     if (sig == SIGKILL) {
         /* cgroup.kill (5.14+) kills every member atomically, forks included, frozen or not. */
-        int n = kago__cg_count_procs(cg, dir, err);
+        int n = kago__cg_count_lines(cg, dir, "cgroup.procs", err);
         if (n < 0)
             return -1;
         int r = kago__cg_write(cg, dir, "cgroup.kill", "1", err);

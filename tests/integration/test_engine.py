@@ -124,7 +124,7 @@ def test_user_namespace(kago, rootfs):
     assert uid_line.split()[1] == "100000", "root in the container is uid 100000 on the host"
     r = kago("exec", name, "--", "/bin/sh", "-c", "id -u; cat /proc/self/uid_map")
     assert r.stdout.split()[:4] == ["0", "0", "100000", "65536"], r
-    assert open(f"/sys/fs/cgroup/pids/kago/{name}/cgroup.procs").read().split() if CGROUP_V == 1 else True
+    assert open(f"/sys/fs/cgroup/freezer/kago/{name}/cgroup.procs").read().split() if CGROUP_V == 1 else True
 
 
 def test_init_holds_no_kago_fds(kago, rootfs, tmp_path):
@@ -263,22 +263,24 @@ def test_cpu_limit_and_live_update(kago, rootfs):
 
 
 def test_live_update_of_a_container_started_without_limits(kago, rootfs):
-    # Two busy processes (a forked child too) and no --cpu/--cpuset at start: on v1 kago makes the cpu and
-    # cpuset cgroups only when asked, so update must create them and move every process in.
+    # Two busy processes (a forked child too) and no --cpu/--cpuset/--pids at start: on v1 kago makes those
+    # cgroups only when asked, so update must create them and move every process in.
     name = kago.run_detached("cpu2", "/bin/sh", "-c", "(while :; do :; done) & while :; do :; done")
     if CGROUP_V == 1:
-        assert not os.path.exists(cgroup_path(name, "cpu")) and not os.path.exists(cgroup_path(name, "cpuset"))
+        assert not any(os.path.exists(cgroup_path(name, c)) for c in ("cpu", "cpuset", "pids"))
     pids = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(
-        open(os.path.join(cgroup_path(name, "pids"), "cgroup.procs")).read().split()))
-    kago("update", name, "--cpu", "40%", "--cpuset", "0", check=True)
+        open(os.path.join(cgroup_path(name, "freezer"), "cgroup.procs")).read().split()))
+    kago("update", name, "--cpu", "40%", "--cpuset", "0", "--pids", "10", check=True)
     assert cpu_quota(name) == (40000, 100000)
+    assert open(os.path.join(cgroup_path(name, "pids"), "pids.current")).read().strip() == "2"
     share = measure_cpu(kago, name)
     assert 35 <= share <= 45, f"after update --cpu 40% measured {share:.1f}% for both processes"
     for pid in pids:
         status = open(f"/proc/{pid}/status").read()
         assert "Cpus_allowed_list:\t0\n" in status, (pid, status)
         cg = open(f"/proc/{pid}/cgroup").read()
-        want = [f":cpu:/kago/{name}\n", f":cpuset:/kago/{name}\n"] if CGROUP_V == 1 else [f"0::/kago/{name}\n"]
+        want = ([f":{c}:/kago/{name}\n" for c in ("cpu", "cpuset", "pids")] if CGROUP_V == 1
+                else [f"0::/kago/{name}\n"])
         assert all(w in cg for w in want), (pid, cg)
     assert kago.state(name)["status"] == "running"  # thawed again after the move
     kago("delete", "--force", name, check=True)

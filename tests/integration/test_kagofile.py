@@ -44,7 +44,7 @@ def oom_kills(name):
 
 
 def cgroup_exists(name):
-    return os.path.isdir(cgroup_path(name, "cpu"))
+    return os.path.isdir(cgroup_path(name, "memory"))
 
 
 class Supervisor:

@@ -316,10 +316,10 @@ static void test_v1_fake(void)
     ok(bare.ops->create(&bare, &none, &e) == 0 && !e, "v1 create without limits");
     bool all = true;
     for (size_t i = 0; i < NV1; i++) {
-        bool want = strcmp(v1_dirs[i], "cpuset") && strcmp(v1_dirs[i], "blkio");
+        bool want = strcmp(v1_dirs[i], "cpuset") && strcmp(v1_dirs[i], "blkio") && strcmp(v1_dirs[i], "pids");
         all = all && exists(pathf("%s/%s/kago/bare", root, v1_dirs[i])) == want;
     }
-    ok(all, "v1 create without limits skips the cpuset and blkio hierarchies");
+    ok(all, "v1 create without limits skips the pids, cpuset and blkio hierarchies");
     ok(bare.ops->destroy(&bare, &e) == 0 && !e && !exists(pathf("%s/memory/kago/bare", root)),
        "v1 destroy of a container without the on-demand hierarchies");
 
@@ -421,9 +421,9 @@ static void test_v1_fake(void)
        "v1 stats");
 
     pid_t child = sleeper();
-    put(pathf("%s/cgroup.procs", D("pids")), pathf("%d\n", (int)child));
+    put(pathf("%s/cgroup.procs", D("freezer")), pathf("%d\n", (int)child));
     put(pathf("%s/freezer.state", D("freezer")), "FROZEN");
-    ok(cg.ops->kill_all(&cg, SIGKILL, &e) == 1, "v1 kill_all reads the pids hierarchy");
+    ok(cg.ops->kill_all(&cg, SIGKILL, &e) == 1, "v1 kill_all reads the freezer hierarchy");
     ok(reap(child) == SIGKILL, "v1 the member died of SIGKILL");
     is_str(get(pathf("%s/freezer.state", D("freezer"))), "THAWED", "v1 SIGKILL thaws the cgroup");
 
@@ -489,8 +489,8 @@ static void bench_v1(struct kago__cgroup *cg, const char *label)
         c[i] = t1 - t0, en[i] = t2 - t1, d[i] = t4 - t3, tot[i] = c[i] + en[i] + d[i];
     }
     printf("# v1 %s: create %llu us + enter %llu us + destroy %llu us; create+enter+destroy median %llu us\n",
-           exists("/sys/fs/cgroup/cpu/kago") ? label : "kago parent made and removed each time", median(c, N),
-           median(en, N), median(d, N), median(tot, N));
+           exists("/sys/fs/cgroup/memory/kago") ? label : "kago parent made and removed each time",
+           median(c, N), median(en, N), median(d, N), median(tot, N));
 }
 
 static void test_v1_real(void)
@@ -523,10 +523,10 @@ static void test_v1_real(void)
     bool all = true;
     for (size_t i = 0; i < NREAL; i++) {
         bool on_demand = !strcmp(real_ctrls[i], "cpu") || !strcmp(real_ctrls[i], "cpuset") ||
-                         !strcmp(real_ctrls[i], "blkio");
+                         !strcmp(real_ctrls[i], "blkio") || !strcmp(real_ctrls[i], "pids");
         all = all && (!mounted[i] || exists(R(real_ctrls[i], "cgroup.procs")) != on_demand);
     }
-    ok(all, "real: without limits the cgroup exists in every mounted hierarchy but cpu, cpuset, blkio");
+    ok(all, "real: without limits the cgroup exists in every mounted hierarchy but cpu, pids, cpuset, blkio");
     /* a member before the limits: kago update's case, the on-demand hierarchies made while it runs */
     pid_t child = sleeper();
     ok(cg.ops->enter(&cg, child, &e) == 0, "real: enter %s", e ? e->msg : "");
@@ -541,8 +541,9 @@ static void test_v1_real(void)
     ok(cg.ops->apply(&cg, &l, &e) == 0, "real: apply %s", e ? e->msg : "");
     kago_error_clear(&e);
     const char *in = get(pathf("/proc/%d/cgroup", (int)child));
-    ok(strstr(in, pathf("cpu:/kago/%s\n", name)) && strstr(in, pathf("cpuset:/kago/%s\n", name)),
-       "real: apply made the cpu and cpuset cgroups and moved the member in");
+    ok(strstr(in, pathf("cpu:/kago/%s\n", name)) && strstr(in, pathf("cpuset:/kago/%s\n", name)) &&
+           strstr(in, pathf("pids:/kago/%s\n", name)),
+       "real: apply made the cpu, pids and cpuset cgroups and moved the member in");
     ok(strcmp(get(R("cpuset", "cpuset.mems")), "\n") != 0,
        "real: the container's cpuset is seeded (mems %.*s)",
        (int)strcspn(get(R("cpuset", "cpuset.mems")), "\n"), get(R("cpuset", "cpuset.mems")));
