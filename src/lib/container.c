@@ -488,6 +488,8 @@ int kago__detach(struct kago_container *c,
             kago__child_report(fd, e);
             _exit(1);
         }
+        if (kago__fault("shim")) /* tests: a shim that dies between making the container and saying so */
+            _exit(1);
         /* say so explicitly: a container waiting for start may still hold a copy of this socket */
         if (write(fd, "O", 1) != 1)
             _exit(1);
@@ -509,9 +511,21 @@ int kago__detach(struct kago_container *c,
     int ret = kago__read_child(fd, &kind, NULL, err);
     close(fd);
     if (ret == 0 && kind != 'O')
-        ret = kago_error_set(err, 0, "the shim ended before the container was made");
-    if (ret < 0)
+        ret = kago_error_set(err, 0, "the shim ended without saying whether the container was made");
+    if (ret < 0 && kind != 'E') {
+        /* The shim may have made the container before it died: undo that too. A child it cloned but that
+         * has not entered the cgroup yet exits when it finds the shim's end of its sync socket closed. */
+        kill(shim, SIGKILL);
         waitpid(shim, NULL, 0);
+        struct kago__cgroup cg;
+        if (kago__cgroup_init(&cg, NULL, c->spec.name, NULL) == 0) {
+            cg.ops->kill_all(&cg, SIGKILL, NULL);
+            cg.ops->destroy(&cg, NULL);
+            kago__cgroup_fini(&cg);
+        }
+    } else if (ret < 0) {
+        waitpid(shim, NULL, 0);
+    }
     return ret;
 }
 

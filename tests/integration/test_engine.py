@@ -527,6 +527,19 @@ def test_injected_failure_leaves_nothing(kago, rootfs, step):
     assert not procs
 
 
+def test_shim_dying_after_the_make_leaves_nothing(kago, rootfs):
+    # a detached container's shim that dies between making the container and reporting it: kago run -d
+    # fails, and the container it had made is killed and removed with its cgroup
+    kago.names.add("fault2")
+    r = kago("run", "--detach", "--name", "fault2", "--rootfs", ROOTFS, "--", "sleep", "100",
+             env={**os.environ, "KAGO_FAULT": "shim"})
+    assert r.returncode != 0 and "the shim ended without saying" in r.stderr, r.stderr
+    assert not leftovers(["fault2"])
+    assert not os.path.exists(os.path.join(kago.root, "fault2"))
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and os.path.exists(f"/proc/{p}/cmdline")
+                and open(f"/proc/{p}/cmdline").read() == "sleep\x00100\x00"]
+
+
 def test_delete_force_removes_a_partial_container(kago, rootfs):
     # what a kago killed by SIGKILL during setup leaves: a state dir without state.json, and its cgroup
     kago.names.add("part1")
