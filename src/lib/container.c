@@ -859,8 +859,11 @@ int kago_container_delete(struct kago_container *c, bool force, struct kago_erro
     if (st != KAGO_STOPPED && !force)
         return kago_error_set(err, 0, "container %s: is %s (stop it first, or delete --force)", c->spec.name,
                               kago_status_name(st));
-    /* every process of the container, not just its init; frozen ones die too */
-    c->cg.ops->kill_all(&c->cg, SIGKILL, NULL);
+    /* every process of the container, not just its init; frozen ones die too. (When the init of the
+     * container's own pid namespace is gone, the kernel has killed the rest already.) */
+    bool own_pidns = (c->spec.ns & (1u << KAGO_NS_PID)) && !c->spec.join_ns[KAGO_NS_PID];
+    if (st != KAGO_STOPPED || !own_pidns)
+        c->cg.ops->kill_all(&c->cg, SIGKILL, NULL);
     if (st == KAGO_PAUSED)
         c->cg.ops->freeze(&c->cg, false, NULL);
     kago__trace("delete: begin");
