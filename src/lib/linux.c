@@ -15,7 +15,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -23,12 +22,8 @@
 #include "container_int.h"
 #include "linux.h"
 
-/* kago's /dev, the character devices the devices controller allows (cgroup_v1.c). */
-static const struct {
-    const char *name;
-    unsigned major, minor;
-} dev_nodes[] = {{"null", 1, 3},   {"zero", 1, 5},    {"full", 1, 7},
-                 {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
+/* kago's /dev: the character devices the devices controller allows (cgroup_v1.c). */
+static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty", NULL};
 
 static int xmount(const char *src, const char *dst, const char *type, unsigned long flags, const char *data,
                   struct kago_error **err)
@@ -156,29 +151,24 @@ static int setup_dev(int rootfd, bool userns, struct kago_error **err)
     cleanup_close int devfd = mountpoint_in_root(rootfd, "/dev", false, err);
     if (devfd < 0)
         return -1;
-    if (mount_at_fd("tmpfs", devfd, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k", "/dev", err) < 0)
+    if (mount_at_fd("tmpfs", devfd, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=65536k", "/dev",
+                    err) < 0)
         return -1;
     close(devfd);
     devfd = open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY, err);
     if (devfd < 0)
         return -1;
-    for (size_t i = 0; i < sizeof dev_nodes / sizeof *dev_nodes; i++) {
-        const char *name = dev_nodes[i].name;
-        /* The host's root makes the nodes (as crun does): a mknod costs a start far less than a bind mount,
-         * here and again when the namespace's mounts are torn down. In a user namespace mknod is not
-         * allowed: the host's nodes are bound instead. */
-        if (!userns) {
-            if (mknodat(devfd, name, S_IFCHR | 0666, makedev(dev_nodes[i].major, dev_nodes[i].minor)) < 0 ||
-                fchmodat(devfd, name, 0666, 0) < 0) /* past the umask */
-                return kago_error_set(err, errno, "mknod /dev/%s", name);
-            continue;
-        }
-        cleanup_free char *host = xasprintf("/dev/%s", name);
-        cleanup_close int f = openat(devfd, name, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+    /* The nodes are the host's, bound one by one onto a nodev tmpfs: a node the container makes in /dev
+     * itself (Docker's default capabilities include CAP_MKNOD) cannot be opened, also where no devices
+     * cgroup checks it (cgroup v2 has none). Bound, not made with mknod: CRIU then finds the host's
+     * devices (a /dev/null the container got as stdio from outside) among the container's mounts. */
+    for (int i = 0; dev_nodes[i]; i++) {
+        cleanup_free char *host = xasprintf("/dev/%s", dev_nodes[i]);
+        cleanup_close int f = openat(devfd, dev_nodes[i], O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
         if (f < 0)
-            return kago_error_set(err, errno, "create /dev/%s", name);
+            return kago_error_set(err, errno, "create /dev/%s", dev_nodes[i]);
         close(f);
-        f = openat(devfd, name, O_PATH | O_CLOEXEC);
+        f = openat(devfd, dev_nodes[i], O_PATH | O_CLOEXEC);
         if (mount_at_fd(host, f, NULL, MS_BIND, NULL, host, err) < 0)
             return -1;
     }
@@ -316,7 +306,7 @@ static int mask_paths(const struct kago_spec *spec, struct kago_error **err)
 int kago__setup_mounts(struct kago__child *ch, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
-    bool userns = (spec->ns & (1u << KAGO_NS_USER)) || ch->join_fds[KAGO_NS_USER] >= 0;
+    bool userns = spec->ns & (1u << KAGO_NS_USER);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return kago_error_set(err, errno, "make / private");
     kago__trace("child: / private");

@@ -83,6 +83,20 @@ static struct kago_limits no_limits(void)
                                 .pids = KAGO_UNSET};
 }
 
+/* A limit of every kind, and the raw keys given. */
+static struct kago_limits all_limits(struct kago_cgroup_kv *raw, size_t nraw)
+{
+    struct kago_limits l = no_limits();
+    l.cpu_quota_us = 30000;
+    l.cpu_weight = 50;
+    l.memory = 64 << 20;
+    l.pids = 100;
+    l.cpuset = "0";
+    l.raw = raw;
+    l.nraw = nraw;
+    return l;
+}
+
 static bool err_is(struct kago_error **e, const char *msg)
 {
     bool r = *e && !strcmp((*e)->msg, msg);
@@ -168,15 +182,8 @@ static void test_v2_fake(void)
     put(pathf("%s/pids.current", d), "3\n");
     put(pathf("%s/memory.events", d), "low 0\nhigh 0\nmax 5\noom 2\noom_kill 2\noom_group_kill 0\n");
 
-    struct kago_limits l = no_limits();
     struct kago_cgroup_kv raw[] = {{"io.max", "8:0 rbps=1048576"}};
-    l.cpu_quota_us = 30000;
-    l.cpu_weight = 50;
-    l.memory = 64 << 20;
-    l.pids = 100;
-    l.cpuset = "0";
-    l.raw = raw;
-    l.nraw = 1;
+    struct kago_limits l = all_limits(raw, 1);
     ok(cg.ops->apply(&cg, &l, &e) == 0 && !e, "v2 apply");
     is_str(get(pathf("%s/cpu.max", d)), "30000 100000", "v2 cpu.max");
     is_str(get(pathf("%s/cpu.weight", d)), "50", "v2 cpu.weight");
@@ -301,15 +308,8 @@ static void test_v1_fake(void)
     put(pathf("%s/cpuset/kago/cpuset.cpus", root), "0-1\n");
     put(pathf("%s/cpuset/kago/cpuset.mems", root), "0\n");
 
-    struct kago_limits l = no_limits();
     struct kago_cgroup_kv raw[] = {{"blkio.weight", "500"}, {"memory.swappiness", "0"}};
-    l.cpu_quota_us = 30000;
-    l.cpu_weight = 50;
-    l.memory = 64 << 20;
-    l.pids = 100;
-    l.cpuset = "0";
-    l.raw = raw;
-    l.nraw = 2;
+    struct kago_limits l = all_limits(raw, 2);
     /* without limits: no cpuset or blkio cgroup (made on demand); cpu,cpuacct is made for cpuacct */
     struct kago__cgroup bare = {.ops = &kago__cgroup_v1, .mountpoint = root, .name = "bare"};
     struct kago_limits none = no_limits();
