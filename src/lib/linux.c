@@ -2,6 +2,7 @@
  * Runs in the cloned child; every failure is reported to the parent through the sync socket. */
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <linux/mount.h>
 #include <linux/openat2.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -111,6 +112,17 @@ static int remount(int fd, unsigned long add, const char *what, struct kago_erro
 static int remount_ro(int fd, unsigned long extra, const char *what, struct kago_error **err)
 {
     return remount(fd, MS_RDONLY | extra, what, err);
+}
+
+/* Makes the mount at fd and every mount under it nodev (a bind of a host directory may hold submounts). */
+static int nodev_tree(int fd, const char *what, struct kago_error **err)
+{
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_NODEV};
+    if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) == 0)
+        return 0;
+    if (errno != ENOSYS)
+        return kago_error_set(err, errno, "%s: make nodev", what);
+    return remount(fd, MS_NODEV, what, err); /* a kernel before 5.12: the top mount only */
 }
 
 static int setup_rootfs(const struct kago__child *ch, struct kago_error **err)
@@ -251,12 +263,14 @@ static int setup_user_mounts(const struct kago__child *ch, int rootfd, struct ka
         cleanup_close int fd = mountpoint_in_root(rootfd, m->dst, !S_ISDIR(st.st_mode), err);
         if (fd < 0 || mount_at_fd(m->src, fd, NULL, MS_BIND | MS_REC, NULL, m->dst, err) < 0)
             return -1;
-        if (m->readonly) {
-            close(fd);
-            fd = open_in_root(rootfd, m->dst, O_PATH, err);
-            if (fd < 0 || remount_ro(fd, MS_NODEV, m->dst, err) < 0)
-                return -1;
-        }
+        /* nodev, read-write binds too: where no devices cgroup checks it (v2), a node made in a bound host
+         * directory could otherwise be opened */
+        close(fd);
+        fd = open_in_root(rootfd, m->dst, O_PATH, err);
+        if (fd < 0 || nodev_tree(fd, m->dst, err) < 0)
+            return -1;
+        if (m->readonly && remount_ro(fd, MS_NODEV, m->dst, err) < 0)
+            return -1;
     }
     return 0;
 }

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import CGROUP_V, ROOTFS, cgroup_path, cpu_quota, leftovers, measure_cpu, wait_for
+from conftest import CGROUP_V, KAGO, ROOTFS, cgroup_path, cpu_quota, leftovers, measure_cpu, wait_for
 
 
 def run(kago, *cmd, opts=(), **kw):
@@ -59,15 +59,25 @@ def test_minimal_dev(kago, rootfs):
     assert r.stdout.splitlines()[1].strip() == "4"
 
 
-@pytest.mark.parametrize("where", ["/tmp", "/dev"])
-def test_mknod_device_is_inert(kago, rootfs, where):
+@pytest.mark.parametrize("where", ["/tmp", "/dev", "/data"])
+def test_mknod_device_is_inert(kago, rootfs, tmp_path, where):
     # The container may make a device node (CAP_MKNOD, as in Docker), but never use it: every writable mount,
     # /dev's tmpfs too, is nodev (on cgroup v2 there is no devices cgroup to stop it), and on v1 the devices
     # cgroup refuses the mknod itself. 254:0 is the VM's virtio disk; 1:11 /dev/kmsg exists on any host.
+    # /data: a read-write bind of a host directory with a submount under it (a bind takes those along); the
+    # submount is made in a private mount namespace of the test's own, in which kago runs
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
     for dev in ("b 254 0", "c 1 11"):
-        r = run(kago, "/bin/sh", "-c", f"mknod {where}/node {dev} && head -c 1 {where}/node >/dev/null && echo READ",
-                opts=("--overlay",))
-        assert "READ" not in r.stdout, (where, dev, r.stderr)
+        for node in (f"{where}/node", "/data/sub/node"):
+            script = (f"mount -t tmpfs kago-test-sub {data}/sub && exec {KAGO} --root {kago.root} run "
+                      f"--rootfs {ROOTFS} --overlay --bind {data}:/data -- /bin/sh -c "
+                      f"'mknod {node} {dev} && head -c 1 {node} >/dev/null && echo READ'")
+            r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                               capture_output=True, text=True, timeout=60)
+            assert "READ" not in r.stdout, (node, dev, r.stderr)
+            assert "mknod" in r.stderr or "denied" in r.stderr.lower(), (node, dev, r.stderr)
+            subprocess.run(["rm", "-f", str(data / "node")])
     # the nodes kago put there still work
     r = run(kago, "/bin/sh", "-c", "echo x >/dev/null && head -c 3 /dev/zero | wc -c && head -c 3 /dev/urandom | wc -c",
             check=True)
