@@ -151,7 +151,7 @@ static int setup_rootfs(const struct kago__child *ch, struct kago_error **err)
     int fd = open(spec->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return kago_error_set(err, errno, "open rootfs %s", spec->rootfs);
-    if (remount(fd, MS_NODEV, "rootfs nodev", err) < 0) {
+    if (nodev_tree(fd, "rootfs", err) < 0) {
         close(fd);
         return -1;
     }
