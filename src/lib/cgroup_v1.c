@@ -376,12 +376,15 @@ static int ensure(struct kago__cgroup *cg, const struct layout *l, int c, struct
     if (frozen < 0 || (!frozen && v1_freeze(cg, true, err) < 0))
         goto fail;
     int ret = kago__cg_move_procs(cg, from, dir, err);
+    /* none stays half moved: the new cgroup existing tells a later update that all are in it */
+    if (ret < 0)
+        kago__cg_move_procs(cg, dir, l->path[c], NULL);
     if (!frozen && v1_freeze(cg, false, ret < 0 ? NULL : err) < 0)
         ret = -1;
     if (ret == 0)
         return 0;
 fail:
-    kago__cg_rmdir(cg, l->path[c], NULL); /* fails (busy) if some were moved: delete removes it then */
+    kago__cg_rmdir(cg, l->path[c], NULL); /* busy (all moved, the thaw failed): delete removes it then */
     return -1;
 }
 
