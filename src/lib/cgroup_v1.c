@@ -1,5 +1,6 @@
-/* cgroup v1 backend: one directory per hierarchy (<controller mount>/kago/<name>), hierarchies found in
- * /proc/self/mountinfo (controllers may be co-mounted, e.g. "cpu,cpuacct"), cached per process.
+/* cgroup v1 backend: one directory per hierarchy (<controller mount>/kago/<name>), hierarchies found at
+ * /sys/fs/cgroup/<controller> or else in /proc/self/mountinfo (controllers may be co-mounted, e.g.
+ * "cpu,cpuacct"), cached per process.
  *
  * Every container is in the hierarchies of cpuacct, memory, freezer and devices (usage, stats, pause and
  * membership, device access). The cpu, pids, cpuset and blkio hierarchies are made only for a container
