@@ -17,6 +17,11 @@
 #define DEFAULT_MOUNTPOINT "/sys/fs/cgroup"
 #define CPU_ONLINE         "/sys/devices/system/cpu/online"
 
+/* null, zero, full, random, urandom, tty, ptmx and the pts devices */
+const struct kago__cg_dev kago__cg_devs[] = {{1, 3}, {1, 5}, {1, 7}, {1, 8},
+                                             {1, 9}, {5, 0}, {5, 2}, {136, -1}};
+const size_t kago__cg_ndevs = sizeof kago__cg_devs / sizeof *kago__cg_devs;
+
 static bool fs_is(const char *path, long magic)
 {
     struct statfs sfs;

@@ -79,6 +79,15 @@ void kago__cgroup_v1_set_mounts(const struct kago__cgroup_v1_mount *m, size_t n)
 /* True when at least one controller kago uses is mounted as a v1 hierarchy (cached per process). */
 bool kago__cgroup_v1_present(void) KAGO_INTERNAL;
 
+/* The devices a container may use (kago's /dev): character devices, minor -1 for any. v1 writes them
+ * to devices.allow, v2 turns them into a BPF device program. */
+struct kago__cg_dev {
+    unsigned major;
+    int minor;
+};
+extern const struct kago__cg_dev kago__cg_devs[] KAGO_INTERNAL;
+extern const size_t kago__cg_ndevs KAGO_INTERNAL;
+
 /* Shared by the two backends (cgroup.c). dir is a cgroup directory; messages name the cgroup as
  * "cgroup kago/<name>" and the file and value. */
 #define KAGO__CG_PARENT "kago"

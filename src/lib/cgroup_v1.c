@@ -583,17 +583,20 @@ static int v1_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
 
 static int v1_devices(struct kago__cgroup *cg, struct kago_error **err)
 {
-    /* What kago's /dev holds: null, zero, full, random, urandom, tty, ptmx and the pts devices. */
-    static const char *const allow[] = {"c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm",
-                                        "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm", "c 136:* rwm"};
     char dir[PATH_MAX];
     if (ctrl_dir(cg, layout(), C_DEVICES, dir, err) < 0 ||
         kago__cg_write(cg, dir, "devices.deny", "a", err) < 0)
         return -1;
     /* The devices controller takes one rule per write(). */
-    for (size_t i = 0; i < sizeof allow / sizeof *allow; i++)
-        if (kago__cg_write(cg, dir, "devices.allow", allow[i], err) < 0)
+    for (size_t i = 0; i < kago__cg_ndevs; i++) {
+        char rule[32];
+        if (kago__cg_devs[i].minor < 0)
+            snprintf(rule, sizeof rule, "c %u:* rwm", kago__cg_devs[i].major);
+        else
+            snprintf(rule, sizeof rule, "c %u:%d rwm", kago__cg_devs[i].major, kago__cg_devs[i].minor);
+        if (kago__cg_write(cg, dir, "devices.allow", rule, err) < 0)
             return -1;
+    }
     return 0;
 }
 

@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <linux/bpf.h>
+#include <pthread.h>
 #include <sys/inotify.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -164,10 +167,79 @@ static int v2_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
     return 0;
 }
 
+/* One eBPF instruction. */
+static struct bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm)
+{
+    return (struct bpf_insn){.code = code, .dst_reg = dst, .src_reg = src, .off = off, .imm = imm};
+}
+
+/* The device program: allows kago's devices (any access), refuses every other one, mknod included. Its
+ * context is struct bpf_cgroup_dev_ctx: access_type (access << 16 | type), major, minor. */
+static size_t device_program(struct bpf_insn *p)
+{
+    size_t n = 0;
+    p[n++] = insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_2, BPF_REG_1, 0, 0); /* r2 = access_type */
+    p[n++] = insn(BPF_ALU64 | BPF_AND | BPF_K, BPF_REG_2, 0, 0, 0xffff);  /* r2 = type */
+    p[n++] = insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_3, BPF_REG_1, 4, 0); /* r3 = major */
+    p[n++] = insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_4, BPF_REG_1, 8, 0); /* r4 = minor */
+    for (size_t i = 0; i < kago__cg_ndevs; i++) {
+        bool any = kago__cg_devs[i].minor < 0;
+        /* on a mismatch, jump past this rule's "return 1" */
+        p[n++] = insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_2, 0, any ? 3 : 4, BPF_DEVCG_DEV_CHAR);
+        p[n++] = insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_3, 0, any ? 2 : 3, (int32_t)kago__cg_devs[i].major);
+        if (!any)
+            p[n++] = insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_4, 0, 2, kago__cg_devs[i].minor);
+        p[n++] = insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1);
+        p[n++] = insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+    }
+    p[n++] = insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0);
+    p[n++] = insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+    return n;
+}
+
+/* The loaded program, once per process (kago serve attaches it to every container it starts). */
+static pthread_mutex_t prog_lock = PTHREAD_MUTEX_INITIALIZER;
+static int prog_fd = -1;
+
+static int load_device_program(struct kago_error **err)
+{
+    pthread_mutex_lock(&prog_lock);
+    if (prog_fd < 0) {
+        struct bpf_insn p[8 + 5 * 16];
+        size_t n = device_program(p);
+        union bpf_attr a = {.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE,
+                            .insns = (uint64_t)(uintptr_t)p,
+                            .insn_cnt = (uint32_t)n,
+                            .license = (uint64_t)(uintptr_t) "GPL"};
+        prog_fd = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof a); /* bpf fds are close-on-exec */
+        if (prog_fd < 0)
+            kago_error_set(err, errno, "cgroup: load the device program (BPF)");
+    }
+    int fd = prog_fd;
+    pthread_mutex_unlock(&prog_lock);
+    return fd;
+}
+
 static int v2_devices(struct kago__cgroup *cg, struct kago_error **err)
 {
-    /* v2 has no devices files (only BPF programs). kago's /dev is a tmpfs holding only the minimal
-     * device nodes and every other mount it makes is nodev, so a container cannot make or reach others. */
+    /* v2 has no devices files: a BPF program attached to the container's cgroup does what v1's
+     * devices.allow does (as crun and runc do). Every writable mount kago makes is nodev as well. */
+    char dir[PATH_MAX];
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+        return -1;
+    if (!kago__cg_is_cgroupfs(dir))
+        return 0; /* the unit tests' fake tree */
+    int prog = load_device_program(err);
+    if (prog < 0)
+        return kago_error_prefix(err, "cgroup " KAGO__CG_PARENT "/%s", cg->name), -1;
+    cleanup_close int cgfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cgfd < 0)
+        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: open %s", cg->name, dir);
+    union bpf_attr a = {
+        .target_fd = (uint32_t)cgfd, .attach_bpf_fd = (uint32_t)prog, .attach_type = BPF_CGROUP_DEVICE};
+    if (syscall(SYS_bpf, BPF_PROG_ATTACH, &a, sizeof a) < 0)
+        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: attach the device program",
+                              cg->name);
     return 0;
 }
 

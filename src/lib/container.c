@@ -217,7 +217,7 @@ static int setup_cgroup(struct kago_container *c, const struct kago_spec *spec, 
     kago__trace("cgroup created");
     if (kago__fault("cgroup"))
         return kago_error_set(err, EIO, "injected fault after cgroup create");
-    if (c->cg.ops->apply(&c->cg, &spec->limits, err) < 0 || c->cg.ops->devices(&c->cg, err) < 0)
+    if (c->cg.ops->apply(&c->cg, &spec->limits, err) < 0)
         return -1;
     kago__trace("cgroup limits applied");
     return 0;
@@ -251,6 +251,10 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         if (setup_cgroup(c, spec, err) < 0)
             goto fail;
     }
+    /* the device rules (v2: loading and attaching a BPF program) are in place before "G", so before the
+     * child execs or opens a device, and are made while it mounts */
+    if (c->cg.ops->devices(&c->cg, err) < 0)
+        goto fail;
     if (kago__seccomp_compile(spec, l->ch.bpf, err) < 0)
         goto fail;
     if ((spec->ns & (1u << KAGO_NS_USER)) &&

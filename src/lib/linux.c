@@ -587,6 +587,11 @@ int kago__make_tty(int report_fd, struct kago_error **err)
     cleanup_close int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);
     if (slave < 0)
         return kago_error_set(err, errno, "terminal: open its peer");
+    /* stdin is still the caller's (inherited) until the dup2s below: when it is a terminal, the command
+     * starts at its size, not 0x0 until the caller's relay catches up (it follows resizes from then on) */
+    struct winsize ws;
+    if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 && ioctl(slave, TIOCSWINSZ, &ws) < 0)
+        return kago_error_set(err, errno, "terminal: set its size");
     if (getsid(0) != getpid() && setsid() < 0)
         return kago_error_set(err, errno, "terminal: new session");
     if (ioctl(slave, TIOCSCTTY, 0) < 0)
