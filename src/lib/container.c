@@ -64,8 +64,9 @@ void kago_container_free(struct kago_container *c)
     free(c);
 }
 
-/* Reads one message from the child: 'R' (waiting for start), "E<code> <msg>" (failed), "T" with the
- * terminal's master (to *fd; fd NULL: none is wanted, one that comes is closed), or EOF (exec'd). */
+/* Reads the child's report: 'R' (waiting for start), 'O' (ok), "E<code> <msg>" (failed), or EOF (exec'd).
+ * A terminal's master, which comes first ("T" with the fd), goes to *fd (-1 when none came; fd NULL:
+ * closed). */
 int kago__read_child(int sync_fd, char *kind, int *fd, struct kago_error **err)
 {
     char buf[4097];
@@ -76,27 +77,30 @@ int kago__read_child(int sync_fd, char *kind, int *fd, struct kago_error **err)
         char space[CMSG_SPACE(sizeof(int))];
     } ctl;
     struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf - 1};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl};
     if (fd)
         *fd = -1;
-    /* A child that failed before reading our "G" closed its end with it unread: the kernel then reports
-     * ECONNRESET once, ahead of the error message still queued for us. */
-    do
-        n = recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC);
-    while (n < 0 && (errno == EINTR || (errno == ECONNRESET && resets++ == 0)));
-    if (n < 0)
-        return kago_error_set(err, errno, "read from container init");
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-        int got;
-        memcpy(&got, CMSG_DATA(cm), sizeof got);
-        if (fd)
-            *fd = got;
-        else
-            close(got);
-    }
-    buf[n] = '\0';
-    *kind = n == 0 ? 'X' : buf[0];
+    do {
+        mh.msg_controllen = sizeof ctl;
+        /* A child that failed before reading our "G" closed its end with it unread: the kernel then
+         * reports ECONNRESET once, ahead of the error message still queued for us. */
+        do
+            n = recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC);
+        while (n < 0 && (errno == EINTR || (errno == ECONNRESET && resets++ == 0)));
+        if (n < 0)
+            return kago_error_set(err, errno, "read from container init");
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+            int got;
+            memcpy(&got, CMSG_DATA(cm), sizeof got);
+            if (fd)
+                *fd = got;
+            else
+                close(got);
+        }
+        buf[n] = '\0';
+        *kind = n == 0 ? 'X' : buf[0];
+    } while (*kind == 'T');
     if (*kind == 'E') {
         char *msg = strchr(buf, ' ');
         struct kago_error *e = xcalloc(1, sizeof *e);
@@ -380,14 +384,9 @@ out:
 static int end_here(struct kago_create *cr, struct kago_error **err)
 {
     char kind;
-    int ret = -1, tty = -1;
-    if (kago__read_child(cr->sync_fd, &kind, &tty, err) < 0)
+    int ret = -1;
+    if (kago__read_child(cr->sync_fd, &kind, &cr->c->tty_master, err) < 0)
         goto out;
-    if (kind == 'T') { /* the terminal's master first, then the usual report */
-        cr->c->tty_master = tty;
-        if (kago__read_child(cr->sync_fd, &kind, NULL, err) < 0)
-            goto out;
-    }
     kago__trace("child exec'd");
     if (cr->wait_start != (kind == 'R')) {
         kago_error_set(err, 0, "container init ended during setup");

@@ -47,8 +47,9 @@ int kago__set_rlimits(const struct kago_spec *spec, struct kago_error **err) KAG
 char *kago__find_command(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
 int kago__ns_clone_flag(enum kago_ns ns) KAGO_INTERNAL;
 _Noreturn void kago__init_loop(pid_t child) KAGO_INTERNAL;
-/* Reads one message from a child: 'R' (waiting for start), 'O' (ok), "E<code> <msg>" (sets *err, returns
- * -1), or EOF ('X': the child exec'd). */
+/* Reads a child's report: 'R' (waiting for start), 'O' (ok), "E<code> <msg>" (sets *err, returns -1), or
+ * EOF ('X': the child exec'd). A terminal's master sent ahead of it ("T" with the fd) goes to *fd (-1 when
+ * none came; fd NULL: it is closed). */
 int kago__read_child(int sync_fd, char *kind, int *fd, struct kago_error **err) KAGO_INTERNAL;
 /* A terminal of the devpts the caller sees at /dev/ptmx (a container's own, past pivot_root or setns)
  * becomes the caller's stdin, stdout, stderr and controlling terminal (in a new session); its master goes

@@ -93,9 +93,7 @@ pid_t kago_container_exec_tty(struct kago_container *c, const struct kago_spec *
     if (pid == 0)
         exec_in(c, proc, fd, tty_master != NULL);
     char kind;
-    int tty = -1, rc = kago__read_child(fd, &kind, &tty, err);
-    if (rc == 0 && kind == 'T') /* the terminal first, then the usual report */
-        rc = kago__read_child(fd, &kind, NULL, err);
+    int tty, rc = kago__read_child(fd, &kind, &tty, err); /* the terminal, if any, then the report */
     close(fd);
     if (rc < 0) {
         if (tty >= 0)

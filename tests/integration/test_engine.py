@@ -160,38 +160,35 @@ def test_init_holds_no_kago_fds(kago, rootfs, tmp_path):
     assert fds == [0, 1, 2], [os.readlink(f"/proc/{pid}/fd/{f}") for f in fds]
 
 
+def pipe_released(kago, *args):
+    """Runs kago ARGS with the write end of a pipe passed down: whether, once kago has returned, no process
+    holds it any more (the reader sees EOF within 5 s)."""
+    r, w = os.pipe()
+    try:
+        kago(*args, pass_fds=(w,), check=True)
+    finally:
+        os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], 5)
+        return bool(ready) and os.read(r, 1) == b""
+    finally:
+        os.close(r)
+
+
 def test_detached_container_keeps_no_caller_pipe_open(kago, rootfs):
     # `out=$(kago run -d ...)` style callers wait for EOF on a pipe they passed down: once kago has
     # returned, neither its shim nor the container may hold it
-    r, w = os.pipe()
     kago.names.add("pipefd")
-    try:
-        kago("run", "--detach", "--name", "pipefd", "--rootfs", ROOTFS, "--", "sleep", "30",
-             pass_fds=(w,), check=True)
-    finally:
-        os.close(w)
-    ready, _, _ = select.select([r], [], [], 5)
-    try:
-        assert ready and os.read(r, 1) == b"", "a process of the detached container still holds the pipe"
-    finally:
-        os.close(r)
+    assert pipe_released(kago, "run", "--detach", "--name", "pipefd", "--rootfs", ROOTFS, "--", "sleep", "30"), \
+        "a process of the detached container still holds the pipe"
     assert kago.state("pipefd")["status"] == "running"
 
 
 def test_created_container_keeps_no_caller_pipe_open(kago, rootfs):
     # a created container may wait long for `kago start`: meanwhile it holds no descriptor of its creator
-    r, w = os.pipe()
     kago.names.add("pipefd2")
-    try:
-        kago("create", "--name", "pipefd2", "--rootfs", ROOTFS, "--", "/bin/sh", "-c", "echo started; sleep 30",
-             pass_fds=(w,), check=True)
-    finally:
-        os.close(w)
-    ready, _, _ = select.select([r], [], [], 5)
-    try:
-        assert ready and os.read(r, 1) == b"", "the created container (or its shim) still holds the pipe"
-    finally:
-        os.close(r)
+    assert pipe_released(kago, "create", "--name", "pipefd2", "--rootfs", ROOTFS, "--", "/bin/sh", "-c",
+                         "echo started; sleep 30"), "the created container (or its shim) still holds the pipe"
     assert kago.state("pipefd2")["status"] == "created"
     kago("start", "pipefd2", check=True)
     assert wait_for(lambda: kago.state("pipefd2")["status"] == "running")
