@@ -72,10 +72,7 @@ int kago__read_child(int sync_fd, char *kind, int *fd, struct kago_error **err)
     char buf[4097];
     ssize_t n;
     int resets = 0;
-    union {
-        struct cmsghdr h;
-        char space[CMSG_SPACE(sizeof(int))];
-    } ctl;
+    union kago__fd_ctl ctl;
     struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf - 1};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl};
     if (fd)
@@ -89,15 +86,11 @@ int kago__read_child(int sync_fd, char *kind, int *fd, struct kago_error **err)
         while (n < 0 && (errno == EINTR || (errno == ECONNRESET && resets++ == 0)));
         if (n < 0)
             return kago_error_set(err, errno, "read from container init");
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-            int got;
-            memcpy(&got, CMSG_DATA(cm), sizeof got);
-            if (fd)
-                *fd = got;
-            else
-                close(got);
-        }
+        int got = kago__msg_fd(&mh);
+        if (got >= 0 && fd)
+            *fd = got;
+        else if (got >= 0)
+            close(got);
         buf[n] = '\0';
         *kind = n == 0 ? 'X' : buf[0];
     } while (*kind == 'T');

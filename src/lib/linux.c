@@ -599,19 +599,7 @@ int kago__make_tty(int report_fd, struct kago_error **err)
     for (int i = 0; i < 3; i++)
         if (dup2(slave, i) < 0)
             return kago_error_set(err, errno, "terminal: as fd %d", i);
-    union {
-        struct cmsghdr h;
-        char space[CMSG_SPACE(sizeof(int))];
-    } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct iovec iov = {.iov_base = "T", .iov_len = 1};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &master, sizeof master);
-    if (sendmsg(report_fd, &mh, MSG_NOSIGNAL) != 1)
+    if (kago__send_fd(report_fd, 'T', master) != 1)
         return kago_error_set(err, errno, "terminal: hand its master to kago");
     return 0;
 }

@@ -9,7 +9,7 @@
 /* Drops the bounding set to spec->caps, switches to spec->uid/gid keeping spec->caps (ambient for
  * non-root users). */
 int kago__caps_apply(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
-/* A compiled seccomp program (classic BPF), small enough to hand to a child through shared memory. */
+/* A compiled seccomp program (classic BPF), sent to the child with "G". */
 struct kago__bpf {
     unsigned short len; /* instructions; 0 = no filter */
     uint64_t insns[4096];
@@ -18,6 +18,9 @@ struct kago__bpf {
 int kago__seccomp_compile(const struct kago_spec *spec, struct kago__bpf *out,
                           struct kago_error **err) KAGO_INTERNAL;
 int kago__seccomp_load(const struct kago__bpf *bpf, struct kago_error **err) KAGO_INTERNAL;
+/* Compiles with libseccomp, never from a cache or the build-time default (tests compare the two). */
+int kago__seccomp_build(const struct kago_spec *spec, struct kago__bpf *out,
+                        struct kago_error **err) KAGO_INTERNAL;
 /* Loads the seccomp filter the spec asks for (nothing for unconfined). */
 int kago__seccomp_apply(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
 

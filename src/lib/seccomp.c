@@ -16,67 +16,8 @@
 #include <kago/spec.h>
 
 #include "linux.h"
-
-/* Denied with EPERM by default: what lets a process escape or reconfigure the host. */
-static const char *const default_deny[] = {
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "setns",
-    "settimeofday",
-    "stime",
-    "swapoff",
-    "swapon",
-    "sysfs",
-    "_sysctl",
-    "umount",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vm86",
-    "vm86old",
-    NULL,
-};
-
-static const unsigned long ns_clone_flags[] = {
-    CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP,
-};
+#include "seccomp_default.h"
+#include "seccomp_rules.h"
 
 int kago_seccomp_action_from_name(const char *name)
 {
@@ -123,25 +64,6 @@ static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, bool
     return 0;
 }
 
-static int add_default_rules(scmp_filter_ctx ctx, struct kago_error **err)
-{
-    for (size_t i = 0; default_deny[i]; i++)
-        if (add_rule(ctx, SCMP_ACT_ERRNO(EPERM), default_deny[i], false, err) < 0)
-            return -1;
-    /* clone() may not make namespaces; clone3 hides its flags in memory, so it reports ENOSYS and libc
-     * falls back to clone(). */
-    for (size_t i = 0; i < sizeof ns_clone_flags / sizeof ns_clone_flags[0]; i++) {
-        int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
-                                  SCMP_A0(SCMP_CMP_MASKED_EQ, ns_clone_flags[i], ns_clone_flags[i]));
-        if (rc < 0)
-            return kago_error_set(err, -rc, "seccomp: clone rule");
-    }
-    int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-    if (rc < 0)
-        return kago_error_set(err, -rc, "seccomp: clone3 rule");
-    return 0;
-}
-
 /* Builds the spec's filter with libseccomp; *ctx is NULL for unconfined. */
 static int build_filter(const struct kago_spec *spec, scmp_filter_ctx *out, struct kago_error **err)
 {
@@ -154,15 +76,17 @@ static int build_filter(const struct kago_spec *spec, scmp_filter_ctx *out, stru
     scmp_filter_ctx ctx = seccomp_init(def);
     if (!ctx)
         return kago_error_set(err, ENOMEM, "seccomp_init");
-    if (s->mode == KAGO_SECCOMP_DEFAULT && add_default_rules(ctx, err) < 0)
+    int rc = s->mode == KAGO_SECCOMP_DEFAULT ? kago__seccomp_default_rules(ctx) : 0;
+    if (rc < 0) {
+        kago_error_set(err, -rc, "seccomp: default rules");
         goto fail;
+    }
     for (size_t i = 0; i < s->nrules; i++) {
         uint32_t act = to_scmp(s->rules[i].action, s->rules[i].errno_value);
         if (act != def && add_rule(ctx, act, s->rules[i].syscall, true, err) < 0)
             goto fail;
     }
-    /* the filter is loaded before capabilities are dropped; no_new_privs is set by the caller if asked */
-    seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+    kago__seccomp_attrs(ctx);
     *out = ctx;
     return 0;
 fail:
@@ -239,19 +163,22 @@ static void cache_put(char *key, const struct kago__bpf *bpf)
     pthread_mutex_unlock(&cache_lock);
 }
 
-static int compile(const struct kago_spec *spec, struct kago__bpf *out, struct kago_error **err);
-
 int kago__seccomp_compile(const struct kago_spec *spec, struct kago__bpf *out, struct kago_error **err)
 {
     out->len = 0;
     if (spec->seccomp.mode == KAGO_SECCOMP_UNCONFINED)
         return 0;
+    if (spec->seccomp.mode == KAGO_SECCOMP_DEFAULT && spec->seccomp.nrules == 0) {
+        memcpy(out->insns, default_filter, sizeof default_filter); /* compiled at build time */
+        out->len = sizeof default_filter / sizeof default_filter[0];
+        return 0;
+    }
     char *key = cache_key(&spec->seccomp);
     if (key && cache_get(key, out)) {
         free(key);
         return 0;
     }
-    if (compile(spec, out, err) < 0) {
+    if (kago__seccomp_build(spec, out, err) < 0) {
         free(key);
         return -1;
     }
@@ -260,7 +187,7 @@ int kago__seccomp_compile(const struct kago_spec *spec, struct kago__bpf *out, s
     return 0;
 }
 
-static int compile(const struct kago_spec *spec, struct kago__bpf *out, struct kago_error **err)
+int kago__seccomp_build(const struct kago_spec *spec, struct kago__bpf *out, struct kago_error **err)
 {
     scmp_filter_ctx ctx;
     if (build_filter(spec, &ctx, err) < 0)

@@ -208,6 +208,29 @@ void kago__trace(const char *step)
         fprintf(stderr, "kago-trace: %6llu us %s\n", kago__now_us() - t0, step);
 }
 
+ssize_t kago__send_fd(int sock, char kind, int fd)
+{
+    union kago__fd_ctl ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = {.iov_base = &kind, .iov_len = 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    return sendmsg(sock, &mh, MSG_NOSIGNAL);
+}
+
+int kago__msg_fd(struct msghdr *mh)
+{
+    struct cmsghdr *cm = CMSG_FIRSTHDR(mh);
+    int fd = -1;
+    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+        memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+    return fd;
+}
+
 pid_t kago__fork_reporting(int *fd, const char *what, struct kago_error **err)
 {
     int p[2];

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <kago/error.h>
@@ -79,6 +80,15 @@ int kago__rm_rf(const char *path) KAGO_INTERNAL;
  * come along) for the child to report on: returns 0 in the child (*fd = its end), the pid in the parent
  * (*fd = the parent's end), or < 0 with *err set (what names the child). */
 pid_t kago__fork_reporting(int *fd, const char *what, struct kago_error **err) KAGO_INTERNAL;
+/* Room for the one descriptor a sync message carries (SCM_RIGHTS). */
+union kago__fd_ctl {
+    struct cmsghdr h;
+    char space[CMSG_SPACE(sizeof(int))];
+};
+/* Sends the byte kind with fd attached over a unix socket. Returns what sendmsg returned. */
+ssize_t kago__send_fd(int sock, char kind, int fd) KAGO_INTERNAL;
+/* The descriptor a received message carried, or -1; the caller owns it. */
+int kago__msg_fd(struct msghdr *mh) KAGO_INTERNAL;
 /* Test-only fault injection: true when $KAGO_FAULT names this setup step, so the integration tests can
  * check that a failure at each step leaves nothing behind. */
 bool kago__fault(const char *step) KAGO_INTERNAL;
