@@ -175,14 +175,14 @@ static int setup_dev(int rootfd, bool userns, struct kago_error **err)
      * cgroup checks it (cgroup v2 has none). Bound, not made with mknod: CRIU then finds the host's
      * devices (a /dev/null the container got as stdio from outside) among the container's mounts. */
     for (int i = 0; dev_nodes[i]; i++) {
-        cleanup_free char *host = xasprintf("/dev/%s", dev_nodes[i]);
-        cleanup_close int f = openat(devfd, dev_nodes[i], O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
-        if (f < 0)
+        char host[32], at[64];
+        snprintf(host, sizeof host, "/dev/%s", dev_nodes[i]);
+        /* the target, an empty file in the tmpfs just made, is named through devfd */
+        snprintf(at, sizeof at, "/proc/self/fd/%d/%s", devfd, dev_nodes[i]);
+        if (mknodat(devfd, dev_nodes[i], S_IFREG | 0666, 0) < 0)
             return kago_error_set(err, errno, "create /dev/%s", dev_nodes[i]);
-        close(f);
-        f = openat(devfd, dev_nodes[i], O_PATH | O_CLOEXEC);
-        if (mount_at_fd(host, f, NULL, MS_BIND, NULL, host, err) < 0)
-            return -1;
+        if (mount(host, at, NULL, MS_BIND, NULL) < 0)
+            return kago_error_set(err, errno, "mount %s", host);
     }
     static const char *const dirs[] = {"pts", "shm", "mqueue", NULL};
     for (int i = 0; dirs[i]; i++)
