@@ -917,7 +917,10 @@ int kago_container_delete(struct kago_container *c, bool force, struct kago_erro
     if (c->cg.ops->destroy(&c->cg, err) < 0)
         return kago_error_prefix(err, "container %s", c->spec.name), -1;
     kago__trace("cgroup removed");
-    if (kago__rm_rf(c->dir) < 0)
+    /* the usual state dir holds the state file alone: two calls rather than a walk */
+    cleanup_free char *state = xasprintf("%s/state.json", c->dir);
+    unlink(state);
+    if (rmdir(c->dir) < 0 && errno != ENOENT && kago__rm_rf(c->dir) < 0)
         return kago_error_set(err, errno, "container %s: remove %s", c->spec.name, c->dir);
     close_fd(&c->pidfd);
     return 0;
