@@ -142,21 +142,31 @@ static void load_mountinfo(struct layout *l)
 }
 
 /* The usual layout, /sys/fs/cgroup/<controller> (co-mounted ones: symlinks to one mount), found with a
- * statfs and a stat per controller: reading mountinfo costs a start ~0.1 ms. False if any controller is
- * not there: mountinfo then has the last word. */
+ * statfs per controller: reading mountinfo costs a start ~0.1 ms. A hierarchy is told by its filesystem
+ * id (kernfs gives each its own), or by its device where the kernel reports no id. False if any
+ * controller is not there: mountinfo then has the last word. */
 static bool probe_standard(struct layout *l)
 {
-    dev_t dev[NCTRL];
+    unsigned long long dev[NCTRL];
     for (int c = 0; c < NCTRL; c++) {
         char path[64];
         struct statfs sfs;
         struct stat st;
         snprintf(path, sizeof path, "/sys/fs/cgroup/%s", ctrl_names[c]);
-        if (statfs(path, &sfs) < 0 || sfs.f_type != CGROUP_SUPER_MAGIC || stat(path, &st) < 0) {
+        if (statfs(path, &sfs) < 0 || sfs.f_type != CGROUP_SUPER_MAGIC) {
             layout_clear(l);
             return false;
         }
-        dev[c] = st.st_dev;
+        unsigned long long id;
+        memcpy(&id, &sfs.f_fsid, sizeof id);
+        if (id == 0) {
+            if (stat(path, &st) < 0) {
+                layout_clear(l);
+                return false;
+            }
+            id = st.st_dev;
+        }
+        dev[c] = id;
         for (int d = 0; d < c && !l->path[c]; d++)
             if (dev[d] == dev[c]) /* one hierarchy: one path, so that layout_finish counts it once */
                 l->path[c] = xstrdup(l->path[d]);

@@ -305,6 +305,22 @@ static int mask_paths(const struct kago_spec *spec, struct kago_error **err)
     }
     for (size_t i = 0; spec->readonly_paths && spec->readonly_paths[i]; i++) {
         const char *p = spec->readonly_paths[i];
+        /* a read-only copy of the tree, put in place: four calls, no /proc path */
+        cleanup_close int tree =
+            (int)syscall(SYS_open_tree, AT_FDCWD, p, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+        struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                              MOUNT_ATTR_NOEXEC};
+        if (tree < 0 && errno == ENOENT)
+            continue;
+        if (tree >= 0 &&
+            syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) == 0) {
+            if (syscall(SYS_move_mount, tree, "", AT_FDCWD, p, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                return kago_error_set(err, errno, "bind %s read-only", p);
+            continue;
+        }
+        if (errno != ENOSYS)
+            return kago_error_set(err, errno, "bind %s read-only", p);
+        /* a kernel before 5.12 */
         if (mount(p, p, NULL, MS_BIND | MS_REC, NULL) < 0) {
             if (errno == ENOENT)
                 continue;
