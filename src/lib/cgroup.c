@@ -229,7 +229,9 @@ int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base,
                 continue;
             if (errno == EBUSY)
                 return kago_error_set(err, 0,
-                                      "cgroup " KAGO__CG_PARENT "/%s: %s is in use by running processes",
+                                      "cgroup " KAGO__CG_PARENT "/%s: %s is in use by running processes "
+                                      "(cgroups are named by container name alone: is a container of "
+                                      "that name running under another --root?)",
                                       cg->name, dir);
             return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: rmdir stale %s", cg->name, dir);
         }

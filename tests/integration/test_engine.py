@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from conftest import CGROUP_V, KAGO, ROOTFS, cgroup_path, cpu_quota, leftovers, measure_cpu, wait_for
+from conftest import (CGROUP_V, KAGO, ROOTFS, Kago, cgroup_path, cpu_quota, leftovers, measure_cpu,
+                      wait_for)
 
 
 def run(kago, *cmd, opts=(), **kw):
@@ -534,6 +535,17 @@ def test_name_in_use(kago, rootfs):
     r = run(kago, "true", opts=("--name", "dup1"))
     assert r.returncode != 0 and "container dup1: name already in use" in r.stderr
     assert kago.state("dup1")["status"] == "running", "the first container is untouched"
+
+
+def test_name_in_use_under_another_root(kago, rootfs, tmp_path):
+    # cgroups are named by container name alone: a second --root cannot take a running name, says why,
+    # and leaves the first container and its own state dir as they were
+    kago.run_detached("dup2", "sleep", "30")
+    other = Kago(str(tmp_path / "other"))
+    r = other("run", "--name", "dup2", "--rootfs", ROOTFS, "--", "true")
+    assert r.returncode != 0 and "running under another --root" in r.stderr, r.stderr
+    assert kago.state("dup2")["status"] == "running", "the first container is untouched"
+    assert not os.listdir(other.root)
 
 
 def test_update_bad_value_keeps_limit(kago, rootfs):
