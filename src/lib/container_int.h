@@ -34,15 +34,15 @@ struct kago__child {
     struct kago__cgroup *enter_cg; /* the child moves itself here first (NULL: cloned into it) */
     struct kago__bpf *bpf;         /* the parent compiles the filter into its copy and sends it with "G" */
     bool went;                     /* "G" received */
+    bool net_later;                /* the parent makes the network namespace meanwhile ("N" + its fd) */
+    bool spin;                     /* the parent runs on another CPU: poll a while for its messages */
     bool die_with_parent;          /* foreground: no orphan container outlives a killed kago */
     bool tty;                      /* make a terminal, send its master to the parent ("T" + the fd) */
 };
 
 _Noreturn void kago__child_main(struct kago__child *ch) KAGO_INTERNAL;
-int kago__setup_mounts(struct kago__child *ch, struct kago_error **err) KAGO_INTERNAL;
 int kago__child_go(struct kago__child *ch, struct kago_error **err) KAGO_INTERNAL;
 int kago__loopback_up(struct kago_error **err) KAGO_INTERNAL;
-int kago__listen_socket(uint16_t port, struct kago_error **err) KAGO_INTERNAL;
 int kago__set_rlimits(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
 char *kago__find_command(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
 int kago__ns_clone_flag(enum kago_ns ns) KAGO_INTERNAL;

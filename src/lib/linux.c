@@ -215,30 +215,31 @@ static int setup_mqueue(int rootfd, struct kago_error **err)
     return mount_at_fd("mqueue", fd, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/dev/mqueue", err);
 }
 
-static int setup_proc_sys(const struct kago__child *ch, int rootfd, struct kago_error **err)
+static int setup_proc(int rootfd, struct kago_error **err)
+{
+    cleanup_close int proc = mountpoint_in_root(rootfd, "/proc", false, err);
+    if (proc < 0)
+        return -1;
+    return mount_at_fd("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/proc", err);
+}
+
+/* After setup_net: a sysfs shows the network devices of the namespace it is mounted in. */
+static int setup_sys(const struct kago__child *ch, int rootfd, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
-    cleanup_close int proc = mountpoint_in_root(rootfd, "/proc", false, err);
-    if (proc < 0 ||
-        mount_at_fd("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/proc", err) < 0)
-        return -1;
     cleanup_close int sys = mountpoint_in_root(rootfd, "/sys", false, err);
     if (sys < 0)
         return -1;
-    if ((spec->ns & (1u << KAGO_NS_NET)) || ch->join_fds[KAGO_NS_NET] >= 0) {
-        /* a sysfs mounted now shows the namespace's network devices */
-        if (mount_at_fd("sysfs", sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL, "/sys",
-                        err) < 0)
-            return -1;
-    } else {
-        /* in the host's network namespace: show the host's /sys, read-only */
-        if (mount_at_fd("/sys", sys, NULL, MS_BIND | MS_REC, NULL, "/sys", err) < 0)
-            return -1;
-        close(sys);
-        sys = open_in_root(rootfd, "/sys", O_PATH, err); /* the new mount, not the directory under it */
-        if (sys < 0 || remount_ro(sys, MS_NOSUID | MS_NODEV | MS_NOEXEC, "/sys read-only", err) < 0)
-            return -1;
-    }
+    if ((spec->ns & (1u << KAGO_NS_NET)) || ch->join_fds[KAGO_NS_NET] >= 0)
+        return mount_at_fd("sysfs", sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL, "/sys",
+                           err);
+    /* in the host's network namespace: show the host's /sys, read-only */
+    if (mount_at_fd("/sys", sys, NULL, MS_BIND | MS_REC, NULL, "/sys", err) < 0)
+        return -1;
+    close(sys);
+    sys = open_in_root(rootfd, "/sys", O_PATH, err); /* the new mount, not the directory under it */
+    if (sys < 0 || remount_ro(sys, MS_NOSUID | MS_NODEV | MS_NOEXEC, "/sys read-only", err) < 0)
+        return -1;
     return 0;
 }
 
@@ -333,44 +334,6 @@ static int mask_paths(const struct kago_spec *spec, struct kago_error **err)
     return 0;
 }
 
-int kago__setup_mounts(struct kago__child *ch, struct kago_error **err)
-{
-    const struct kago_spec *spec = ch->spec;
-    bool userns = spec->ns & (1u << KAGO_NS_USER);
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        return kago_error_set(err, errno, "make / private");
-    kago__trace("child: / private");
-    cleanup_close int rootfd = setup_rootfs(ch, err);
-    if (rootfd < 0)
-        return -1;
-    kago__trace("child: rootfs");
-    if (setup_proc_sys(ch, rootfd, err) < 0)
-        return -1;
-    kago__trace("child: proc sys");
-    if (setup_dev(rootfd, userns, err) < 0)
-        return -1;
-    kago__trace("child: dev");
-    if ((spec->ns & (1u << KAGO_NS_IPC)) && setup_mqueue(rootfd, err) < 0)
-        return -1;
-    if (setup_user_mounts(ch, rootfd, err) < 0)
-        return -1;
-    if (kago__fault("mounts"))
-        return kago_error_set(err, EIO, "injected fault after the mounts");
-    if (spec->readonly && remount_ro(rootfd, MS_NODEV, "rootfs read-only", err) < 0)
-        return -1;
-    /* The cgroup (made by the parent meanwhile) is entered after pivot_root and the masks, through its
-     * hierarchies held open: those steps need not wait for the parent's "G". */
-    if (ch->enter_cg && !ch->went && ch->enter_cg->ops->hold &&
-        ch->enter_cg->ops->hold(ch->enter_cg, err) < 0)
-        return -1;
-    if (pivot(rootfd, err) < 0)
-        return -1;
-    kago__trace("child: pivot_root");
-    int ret = mask_paths(spec, err);
-    kago__trace("child: masks");
-    return ret;
-}
-
 int kago__loopback_up(struct kago_error **err)
 {
     cleanup_close int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -387,7 +350,7 @@ int kago__loopback_up(struct kago_error **err)
     return 0;
 }
 
-int kago__listen_socket(uint16_t port, struct kago_error **err)
+static int listen_socket(uint16_t port, struct kago_error **err)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0); /* inherited by the command: no CLOEXEC */
     if (s < 0)
@@ -402,6 +365,97 @@ int kago__listen_socket(uint16_t port, struct kago_error **err)
         return kago_error_set(err, e, "listen on 127.0.0.1:%u", port);
     }
     return s;
+}
+
+/* Receives the parent's next message. When the parent works on another CPU, the child polls a while
+ * first: a child that sleeps then waits for its own CPU to wake, and on a VM an idle vCPU takes 0.1-1 ms. */
+static ssize_t recv_parent(const struct kago__child *ch, struct msghdr *mh)
+{
+    ssize_t n = -1;
+    errno = EAGAIN;
+    for (unsigned long long t0 = kago__now_us(); ch->spin && kago__now_us() - t0 < 1000; sched_yield())
+        if ((n = recvmsg(ch->sync_fd, mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT)) >= 0 || errno != EAGAIN)
+            return n;
+    while ((n = recvmsg(ch->sync_fd, mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    return n;
+}
+
+/* The network namespace the parent made meanwhile ("N" with its fd) is joined; then lo is brought up and
+ * the socket activation socket made, in it. */
+static int setup_net(const struct kago__child *ch, int *listen_fd, struct kago_error **err)
+{
+    const struct kago_spec *spec = ch->spec;
+    if (ch->net_later) {
+        char kind = 0;
+        union kago__fd_ctl ctl;
+        struct iovec iov = {.iov_base = &kind, .iov_len = 1};
+        struct msghdr mh = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+        if (recv_parent(ch, &mh) != 1 || kind != 'N')
+            _exit(127); /* the parent gave up */
+        cleanup_close int ns = kago__msg_fd(&mh);
+        if (ns < 0 || setns(ns, CLONE_NEWNET) < 0)
+            return kago_error_set(err, ns < 0 ? EBADMSG : errno, "join the new network namespace");
+    }
+    if ((spec->ns & (1u << KAGO_NS_NET)) && kago__loopback_up(err) < 0)
+        return -1;
+    if (spec->listen_port && (*listen_fd = listen_socket(spec->listen_port, err)) < 0)
+        return -1;
+    kago__trace("child: net");
+    return 0;
+}
+
+/* Whether a mount of the spec's lands in /sys (and needs sysfs under it first). */
+static bool mounts_under_sys(const struct kago_spec *spec)
+{
+    for (size_t i = 0; i < spec->nmounts; i++)
+        if (!strncmp(spec->mounts[i].dst, "/sys", 4) &&
+            (spec->mounts[i].dst[4] == '/' || spec->mounts[i].dst[4] == '\0'))
+            return true;
+    return false;
+}
+
+static int setup_mounts(struct kago__child *ch, int *listen_fd, struct kago_error **err)
+{
+    const struct kago_spec *spec = ch->spec;
+    bool userns = spec->ns & (1u << KAGO_NS_USER);
+    /* The network namespace the parent makes meanwhile is awaited as late as sysfs allows: past pivot_root
+     * (the host's /sys is bound before it, when the container has no network namespace of its own). */
+    bool net_late = ch->net_later && !mounts_under_sys(spec);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return kago_error_set(err, errno, "make / private");
+    kago__trace("child: / private");
+    cleanup_close int rootfd = setup_rootfs(ch, err);
+    if (rootfd < 0)
+        return -1;
+    kago__trace("child: rootfs");
+    if (setup_proc(rootfd, err) < 0 || setup_dev(rootfd, userns, err) < 0)
+        return -1;
+    kago__trace("child: proc dev");
+    if ((spec->ns & (1u << KAGO_NS_IPC)) && setup_mqueue(rootfd, err) < 0)
+        return -1;
+    if (!net_late && (setup_net(ch, listen_fd, err) < 0 || setup_sys(ch, rootfd, err) < 0))
+        return -1;
+    if (setup_user_mounts(ch, rootfd, err) < 0)
+        return -1;
+    if (kago__fault("mounts"))
+        return kago_error_set(err, EIO, "injected fault after the mounts");
+    if (spec->readonly && remount_ro(rootfd, MS_NODEV, "rootfs read-only", err) < 0)
+        return -1;
+    /* The cgroup (made by the parent meanwhile) is entered after pivot_root and the masks, through its
+     * hierarchies held open: those steps need not wait for the parent's "G". */
+    if (ch->enter_cg && !ch->went && ch->enter_cg->ops->hold &&
+        ch->enter_cg->ops->hold(ch->enter_cg, err) < 0)
+        return -1;
+    if (pivot(rootfd, err) < 0)
+        return -1;
+    kago__trace("child: pivot_root");
+    if (net_late && (setup_net(ch, listen_fd, err) < 0 || setup_sys(ch, rootfd, err) < 0))
+        return -1;
+    int ret = mask_paths(spec, err);
+    kago__trace("child: masks");
+    return ret;
 }
 
 int kago__set_rlimits(const struct kago_spec *spec, struct kago_error **err)
@@ -541,12 +595,8 @@ static int child_prepare(struct kago__child *ch, int *listen_fd, char **cmd, str
     if (spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
         return kago_error_set(err, errno, "hostname %s", spec->hostname);
     kago__trace("child: begin");
-    if ((spec->ns & (1u << KAGO_NS_NET)) && kago__loopback_up(err) < 0)
-        return -1;
-    kago__trace("child: lo up");
-    if (spec->listen_port && (*listen_fd = kago__listen_socket(spec->listen_port, err)) < 0)
-        return -1;
-    if ((spec->ns & (1u << KAGO_NS_MOUNT)) && kago__setup_mounts(ch, err) < 0)
+    if ((spec->ns & (1u << KAGO_NS_MOUNT)) ? setup_mounts(ch, listen_fd, err) < 0
+                                           : setup_net(ch, listen_fd, err) < 0)
         return -1;
     if (!(*cmd = kago__find_command(spec, err)))
         return -1;
@@ -567,7 +617,7 @@ int kago__child_go(struct kago__child *ch, struct kago_error **err)
     struct iovec iov[2] = {{.iov_base = &go, .iov_len = 1},
                            {.iov_base = ch->bpf->insns, .iov_len = sizeof ch->bpf->insns}};
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-    ssize_t n = recvmsg(ch->sync_fd, &mh, 0);
+    ssize_t n = recv_parent(ch, &mh);
     if (n < 1 || go != 'G' || (mh.msg_flags & MSG_TRUNC))
         _exit(127); /* the parent gave up */
     ch->bpf->len = (unsigned short)((size_t)(n - 1) / sizeof ch->bpf->insns[0]);

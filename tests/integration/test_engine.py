@@ -23,6 +23,20 @@ def run(kago, *cmd, opts=(), **kw):
 
 # --- isolation -------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("opts", [(), ("--tmpfs", "/sys/fs/cgroup")], ids=["default", "mount-under-sys"])
+def test_sys_and_lo_are_the_containers_own(kago, rootfs, opts):
+    # /sys (read-only) shows the container's network namespace, which holds lo alone, up; also when one of
+    # its mounts lands under /sys, so that sysfs is mounted before it
+    r = run(kago, "/bin/sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags; "
+            "grep ' /sys' /proc/self/mountinfo", opts=opts, check=True)
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["lo", "0x9"], f"host interfaces or lo down: {lines}"
+    sys = [line.split() for line in lines[2:] if line.split()[4] == "/sys"]
+    assert sys and sys[0][5].startswith("ro") and sys[0][-3] == "sysfs", lines
+    if opts:
+        assert any(line.split()[4] == "/sys/fs/cgroup" and "tmpfs" in line for line in lines[2:]), lines
+
+
 def test_pid1_hostname_and_private_views(kago, rootfs):
     r = run(kago, "/bin/sh", "-c", "echo $$; hostname; ps -o pid= | wc -l; cat /proc/mounts",
             opts=("--hostname", "box1"), check=True)
@@ -555,7 +569,7 @@ def test_update_bad_value_keeps_limit(kago, rootfs):
     assert cpu_quota(name) == (30000, 100000)
 
 
-@pytest.mark.parametrize("step", ["cgroup", "mounts", "exec", "state"])
+@pytest.mark.parametrize("step", ["cgroup", "netns", "mounts", "exec", "state"])
 def test_injected_failure_leaves_nothing(kago, rootfs, step):
     kago.names.add("fault1")
     before = set(os.listdir("/proc"))
