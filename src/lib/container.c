@@ -136,7 +136,7 @@ struct launch {
     int cgroup_fd;
     int pidfd;
     pid_t pid;
-    bool pin;       /* the caller waits for the start: the child takes this CPU (pin_child) */
+    bool pin;       /* the caller waits for the start: pin_here, and the parent makes the netns */
     bool pinned;    /* this process runs away from it until unpin */
     cpu_set_t cpus; /* its CPUs before */
 };
@@ -280,8 +280,9 @@ static int setup_cgroup(struct kago_container *c, const struct kago_spec *spec, 
     return 0;
 }
 
-/* The parent's half of a start. On cgroup v1 the child is cloned first and the cgroup is made, and the
- * seccomp filter compiled, while the child builds its mounts; on v2 the child is cloned into its cgroup. */
+/* The parent's half of a start. While the child builds its mounts the parent makes its network namespace
+ * (a caller that waits, see net_later) and, on cgroup v1, its cgroup; on v2 the child is cloned into its
+ * cgroup. "G" then carries the seccomp filter. */
 static int launch(struct kago_container *c, const struct kago_spec *spec, struct launch *l, bool *cg_made,
                   struct kago_error **err)
 {
