@@ -473,7 +473,9 @@ out:
 static int create_here(struct kago_container *c, const struct kago_spec *spec,
                        const struct kago_spawn_opts *opts, struct kago_error **err)
 {
-    struct kago_create cr = {.c = c, .pin = true};
+    /* The shim of a detached container (kago create, run --detach, kago serve's instances) takes the plain
+     * path: no pinning, the network namespace made by the clone. */
+    struct kago_create cr = {.c = c, .pin = false};
     return begin_here(&cr, spec, opts, err) < 0 ? -1 : end_here(&cr, err);
 }
 
