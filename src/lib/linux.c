@@ -23,7 +23,7 @@
 #include "container_int.h"
 #include "linux.h"
 
-/* kago's /dev: the character devices the devices controller allows (cgroup_v1.c). */
+/* kago's /dev: the character devices of kago__cg_devs (cgroup.c), which the device rules allow. */
 static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty", NULL};
 
 static int xmount(const char *src, const char *dst, const char *type, unsigned long flags, const char *data,
@@ -419,7 +419,7 @@ static bool mounts_under_sys(const struct kago_spec *spec)
 static int setup_mounts(struct kago__child *ch, int *listen_fd, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
-    bool userns = spec->ns & (1u << KAGO_NS_USER);
+    bool userns = (spec->ns & (1u << KAGO_NS_USER)) || ch->join_fds[KAGO_NS_USER] >= 0;
     /* The network namespace the parent makes meanwhile is awaited as late as sysfs allows: past pivot_root
      * (the host's /sys is bound before it, when the container has no network namespace of its own). */
     bool net_late = ch->net_later && !mounts_under_sys(spec);

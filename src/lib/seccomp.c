@@ -6,7 +6,6 @@
 #include <sys/syscall.h>
 #include <json-c/json.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <seccomp.h>
@@ -49,17 +48,13 @@ static uint32_t to_scmp(enum kago_seccomp_action a, int err_value)
     return SCMP_ACT_KILL_PROCESS;
 }
 
-static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, bool strict,
-                    struct kago_error **err)
+static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, struct kago_error **err)
 {
     int nr = seccomp_syscall_resolve_name(name);
-    if (nr == __NR_SCMP_ERROR) {
-        if (strict)
-            return kago_error_set(err, 0, "seccomp: unknown syscall \"%s\"", name);
-        return 0; /* the default list names syscalls some architectures lack */
-    }
+    if (nr == __NR_SCMP_ERROR)
+        return kago_error_set(err, 0, "seccomp: unknown syscall \"%s\"", name);
     int rc = seccomp_rule_add(ctx, action, nr, 0);
-    if (rc < 0 && rc != -EEXIST && !(rc == -EACCES && !strict))
+    if (rc < 0 && rc != -EEXIST)
         return kago_error_set(err, -rc, "seccomp: rule for %s", name);
     return 0;
 }
@@ -83,7 +78,7 @@ static int build_filter(const struct kago_spec *spec, scmp_filter_ctx *out, stru
     }
     for (size_t i = 0; i < s->nrules; i++) {
         uint32_t act = to_scmp(s->rules[i].action, s->rules[i].errno_value);
-        if (act != def && add_rule(ctx, act, s->rules[i].syscall, true, err) < 0)
+        if (act != def && add_rule(ctx, act, s->rules[i].syscall, err) < 0)
             goto fail;
     }
     kago__seccomp_attrs(ctx);
