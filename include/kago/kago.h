@@ -5,5 +5,6 @@
 #include <kago/checkpoint.h>
 #include <kago/container.h>
 #include <kago/error.h>
+#include <kago/image.h>
 #include <kago/spec.h>
 #endif

@@ -88,6 +88,16 @@ struct kago_spec {
     bool overlay;          /* rootfs as a read-only lower + a writable tmpfs upper, per container */
     uint64_t overlay_size; /* tmpfs size of the upper; 0 = kernel default */
 
+    /* An image's root: its read-only layer directories, top first (NULL-terminated), mounted as the lower
+     * directories of one overlay (with the writable upper when overlay is set). When set, rootfs is
+     * NULL. image_store is the store the layers belong to: the
+     * container pins the image there while it exists (kago image rm and prune leave it alone). */
+    char **layers;
+    char *image;       /* the reference it was made from, e.g. "guestbook:latest" */
+    char *image_id;    /* the sha256 (hex) of the image's config */
+    char *image_store; /* the store's directory */
+    int stop_signal;   /* what stops the command gracefully (an image's StopSignal); 0 = SIGTERM */
+
     char **argv; /* NULL-terminated */
     char **env;  /* NULL-terminated; "K=V" */
     char *cwd;

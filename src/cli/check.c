@@ -43,8 +43,8 @@ CLI_VERB(check)
                                             "every",        "on_signal",   "ready"};
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
             hooks += kago_kagofile_nhooks(kf, i, kinds[k]);
-        printf("container %s: %s, rootfs %s, %zu hook%s\n", s->name, s->argv[0], s->rootfs, hooks,
-               hooks == 1 ? "" : "s");
+        printf("container %s: %s, %s %s, %zu hook%s\n", s->name, s->argv[0], s->image ? "image" : "rootfs",
+               s->image ? s->image : s->rootfs, hooks, hooks == 1 ? "" : "s");
     }
     for (size_t i = 0; i < kago_kagofile_napps(kf); i++) {
         const struct kago_app *a = kago_kagofile_app(kf, i);

@@ -10,8 +10,9 @@
 #include <kago/kago.h>
 
 struct cli {
-    const char *root; /* state dir (--root), default KAGO_DEFAULT_ROOT */
-    const char *prog; /* "kago" */
+    const char *root;   /* state dir (--root), default KAGO_DEFAULT_ROOT */
+    const char *images; /* image store (--images, $KAGO_IMAGES), default KAGO_DEFAULT_IMAGES */
+    const char *prog;   /* "kago" */
 };
 
 /* Prints "kago: MSG" (the error's text) to stderr once and frees it. Returns the exit code 1. */
@@ -42,6 +43,7 @@ CLI_VERB(check);
 CLI_VERB(reload);
 CLI_VERB(checkpoint);
 CLI_VERB(restore);
+CLI_VERB(image);
 
 /* Options shared by run and create: fills spec from one option. Returns 1 if the option was
  * consumed, 0 if it is not a spec option, < 0 on a bad value (message printed). */
@@ -78,10 +80,22 @@ enum {
 extern const struct option cli_spec_longopts[];
 /* Limit options (--cpu --cpu-weight --memory --pids --cpuset), shared with `kago update`. */
 int cli_limit_option(struct kago_limits *l, int opt, const char *arg);
-/* Parses run/create options into spec; returns the index of the command in argv, -0x100 after --help,
- * or minus the exit code on bad input (message printed). detach and tty may be NULL (no --detach, no
- * --tty). */
-int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, bool *tty, int argc, char **argv);
+/* --image and what run/create were given explicitly, which wins over the image's config. */
+struct cli_image_args {
+    const char *image;      /* --image REF, or NULL */
+    const char *entrypoint; /* --entrypoint CMD ("" = none), or NULL */
+    bool user_set, cwd_set;
+    char **env; /* --env values, NULL-terminated */
+    size_t nenv;
+};
+/* Parses run/create options into spec (and ia); returns the index of the command in argv (argc when an
+ * image gives it), -0x100 after --help, or minus the exit code on bad input (message printed). detach and
+ * tty may be NULL (no --detach, no --tty). */
+int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, bool *tty,
+                   struct cli_image_args *ia, int argc, char **argv);
+/* Makes the spec's root the image ia->image and applies its config under what was given. Returns 0 or
+ * the exit code (message printed). */
+int cli_apply_image(struct cli *g, struct kago_spec *spec, const struct cli_image_args *ia, char **cmd);
 /* Parses run/create options and creates the container. Returns 0 with *c set, or the exit code with *c
  * NULL (0 after --help). detach may be NULL (no --detach option); it also sets opts->detach. */
 int cli_create_from_args(struct cli *g, const char *verb, int argc, char **argv, bool *detach,

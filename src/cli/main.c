@@ -33,6 +33,7 @@ static const struct verb verbs[] = {
     {"ps", cli_ps, "apps and instances of the running kago serve"},
     {"checkpoint", cli_checkpoint, "write a CRIU image of a running container"},
     {"restore", cli_restore, "start a container from a checkpoint image"},
+    {"image", cli_image, "OCI images: import, list, inspect, rm, prune (docs/images.md)"},
 };
 
 int cli_fail(struct kago_error *err)
@@ -69,7 +70,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: kago [--root DIR] VERB [OPTIONS] [ARGS]\n\nverbs:\n");
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
         fprintf(f, "  %-10s %s\n", verbs[i].name, verbs[i].help);
-    fprintf(f, "\n--root DIR  state directory (default %s)\n", KAGO_DEFAULT_ROOT);
+    fprintf(f, "\n--root DIR    state directory (default %s)\n", KAGO_DEFAULT_ROOT);
+    fprintf(f, "--images DIR  image store (default $KAGO_IMAGES or %s)\n", KAGO_DEFAULT_IMAGES);
 }
 
 int main(int argc, char **argv)
@@ -83,6 +85,10 @@ int main(int argc, char **argv)
             g.root = argv[++i];
         } else if (!strncmp(argv[i], "--root=", 7)) {
             g.root = argv[i] + 7;
+        } else if (!strcmp(argv[i], "--images") && i + 1 < argc) {
+            g.images = argv[++i];
+        } else if (!strncmp(argv[i], "--images=", 9)) {
+            g.images = argv[i] + 9;
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
@@ -95,6 +101,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    /* the Kagofile loader and serve find the store the same way the CLI does */
+    if (g.images)
+        setenv("KAGO_IMAGES", g.images, 1);
+    g.images = kago_image_store_dir(g.images);
     if (i >= argc) {
         usage(stderr);
         return 2;

@@ -23,6 +23,7 @@ static void run_usage(const char *verb)
 {
     printf(
         "usage: kago %s [OPTIONS] -- CMD [ARG...]\n"
+        "       kago %s --image REF [--entrypoint CMD] [OPTIONS] [-- CMD [ARG...]]\n"
         "       kago run Kagofile [NAME...] [--set KEY=VALUE] [--detach]\n"
         "options: --rootfs DIR --name NAME --hostname H --env K=V --cwd DIR --user UID[:GID]\n"
         "         --bind SRC:DST[:ro] --tmpfs DST[:SIZE] --readonly --overlay\n"
@@ -30,11 +31,12 @@ static void run_usage(const char *verb)
         "         --cpu PCT --cpu-weight N --memory SIZE --pids N --cpuset LIST --rlimit NAME=SOFT[:HARD]\n"
         "         --cgroup-set KEY=VALUE --cap-add CAP --cap-drop CAP --seccomp default|unconfined|FILE\n"
         "         --no-new-privs true|false --init --detach --tty\n",
-        verb);
+        verb, verb);
 }
 
 /* Parses the spec options of run/create. Returns the index of the command, or < 0 (exit code negated). */
-int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, bool *tty, int argc, char **argv)
+int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, bool *tty,
+                   struct cli_image_args *ia, int argc, char **argv)
 {
     static struct option opts[64];
     size_t n = 0;
@@ -43,6 +45,8 @@ int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, bool 
     opts[n++] = (struct option){"detach", no_argument, NULL, 'd'};
     opts[n++] = (struct option){"tty", no_argument, NULL, 't'};
     opts[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    opts[n++] = (struct option){"image", required_argument, NULL, 'I'};
+    opts[n++] = (struct option){"entrypoint", required_argument, NULL, 'E'};
     opts[n] = (struct option){0};
     int c;
     opterr = 0;
@@ -59,12 +63,27 @@ int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, bool 
             *tty = true;
             continue;
         }
-        if (c == '?' || c == ':' || c == 'd' || c == 't')
+        if ((c == 'I' || c == 'E') && ia) {
+            *(c == 'I' ? &ia->image : &ia->entrypoint) = optarg;
+            continue;
+        }
+        if (c == '?' || c == ':' || c == 'd' || c == 't' || c == 'I' || c == 'E')
             return -cli_usage(verb, "unknown option or missing value: %s", argv[optind - 1]);
         if (cli_spec_option(spec, c, optarg) < 0)
             return -1;
+        if (ia && c == O_ENV) {
+            ia->env = realloc(ia->env, (ia->nenv + 2) * sizeof *ia->env);
+            if (!ia->env)
+                abort();
+            ia->env[ia->nenv++] = optarg;
+            ia->env[ia->nenv] = NULL;
+        }
+        if (ia && (c == O_USER || c == O_CWD))
+            *(c == O_USER ? &ia->user_set : &ia->cwd_set) = true;
     }
-    if (optind >= argc)
+    if (ia && ia->entrypoint && !ia->image)
+        return -cli_usage(verb, "--entrypoint needs --image");
+    if (optind >= argc && !(ia && ia->image))
         return -cli_usage(verb, "no command given (kago %s [OPTIONS] -- CMD [ARG...])", verb);
     return optind;
 }
@@ -87,16 +106,22 @@ int cli_create_from_args(struct cli *g, const char *verb, int argc, char **argv,
     struct kago_spec spec;
     kago_spec_init(&spec);
     *c = NULL;
-    int i = cli_parse_spec(verb, &spec, detach, detach ? &opts->tty : NULL, argc, argv);
-    if (i < 0) {
+    struct cli_image_args ia = {0};
+    int i = cli_parse_spec(verb, &spec, detach, detach ? &opts->tty : NULL, &ia, argc, argv);
+    int rc = i < 0 ? (i == -0x100 ? 0 : -i) : 0;
+    if (i >= 0 && ia.image)
+        rc = cli_apply_image(g, &spec, &ia, i < argc ? argv + i : NULL);
+    else if (i >= 0)
+        kago_spec_set_argv(&spec, argv + i);
+    free(ia.env);
+    if (i < 0 || rc) {
         kago_spec_free(&spec);
-        return i == -0x100 ? 0 : -i;
+        return rc;
     }
-    kago_spec_set_argv(&spec, argv + i);
     if (detach)
         opts->detach = *detach;
     struct kago_error *err = NULL;
-    int rc = kago_container_create(g->root, &spec, opts, c, &err);
+    rc = kago_container_create(g->root, &spec, opts, c, &err);
     kago_spec_free(&spec);
     return rc < 0 ? cli_fail(err) : 0;
 }

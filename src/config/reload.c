@@ -72,7 +72,8 @@ static void report_fixed(FILE *r, const char *name, const struct kago_spec *a, c
         const char *what;
         bool same;
     } f[] = {
-        {"rootfs", str_eq(a->rootfs, b->rootfs) && a->readonly == b->readonly && a->overlay == b->overlay &&
+        {"rootfs", str_eq(a->rootfs, b->rootfs) && str_eq(a->image_id, b->image_id) &&
+                       a->readonly == b->readonly && a->overlay == b->overlay &&
                        a->overlay_size == b->overlay_size},
         {"command", strv_eq(a->argv, b->argv)},
         {"env", strv_eq(a->env, b->env)},

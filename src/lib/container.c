@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "container_int.h"
+#include "image_int.h"
 #include "linux.h"
 
 #ifndef CLONE_INTO_CGROUP
@@ -386,9 +387,13 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
     struct kago_container *c = cr->c;
     struct stat st;
     cr->sync_fd = cr->pidfd = cr->pid = -1;
-    if (stat(spec->rootfs, &st) < 0)
+    /* an image is pinned in its store until the state file names it (rm and prune then see it) */
+    cleanup_close int pin = spec->layers ? kago__image_pin(spec, c->root, err) : -1;
+    if (spec->layers && pin < 0)
+        return -1;
+    if (!spec->layers && stat(spec->rootfs, &st) < 0)
         return kago_error_set(err, errno, "rootfs %s", spec->rootfs);
-    if (!S_ISDIR(st.st_mode))
+    if (!spec->layers && !S_ISDIR(st.st_mode))
         return kago_error_set(err, ENOTDIR, "rootfs %s", spec->rootfs);
     kago__trace("rootfs checked");
     if (kago__cgroup_init(&c->cg, NULL, spec->name, err) < 0)

@@ -125,32 +125,91 @@ static int nodev_tree(int fd, const char *what, struct kago_error **err)
     return remount(fd, MS_NODEV, what, err); /* a kernel before 5.12: the top mount only */
 }
 
+/* The lower directories of an overlay, top first, as its "lowerdir=" value. Mount options must fit in a
+ * page: when the absolute paths would not, and the lowers share one parent directory (an image store's
+ * layers/), the names are given relative to it and *parent is set: the caller mounts from inside it. */
+static char *lowerdir_opt(const char *const *lowers, char **parent)
+{
+    size_t len = 0, n = 0;
+    for (; lowers[n]; n++)
+        len += strlen(lowers[n]) + 1;
+    *parent = NULL;
+    const char *slash = strrchr(lowers[0], '/');
+    bool shared = len > 3000 && slash && slash != lowers[0];
+    for (size_t i = 1; shared && i < n; i++)
+        shared = !strncmp(lowers[i], lowers[0], (size_t)(slash - lowers[0] + 1)) &&
+                 !strchr(lowers[i] + (slash - lowers[0] + 1), '/');
+    char *opt = xmalloc(len + 1), *at = opt;
+    for (size_t i = 0; i < n; i++)
+        at += sprintf(at, "%s%s", i ? ":" : "", shared ? lowers[i] + (slash - lowers[0] + 1) : lowers[i]);
+    if (shared)
+        *parent = xasprintf("%.*s", (int)(slash - lowers[0]), lowers[0]);
+    return opt;
+}
+
+int kago__overlay_mount(const char *target, const char *const *lowers, const char *upper, const char *work,
+                        struct kago_error **err)
+{
+    cleanup_free char *parent = NULL;
+    cleanup_free char *lower = lowerdir_opt(lowers, &parent);
+    cleanup_free char *opts = upper ? xasprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
+                                    : xasprintf("lowerdir=%s", lower);
+    cleanup_close int here = parent ? open(".", O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (parent && (here < 0 || chdir(parent) < 0))
+        return kago_error_set(err, errno, "overlay: chdir %s", parent);
+    int r = mount("overlay", target, "overlay", MS_NODEV | (upper ? 0 : MS_RDONLY), opts);
+    int saved = errno;
+    if (here >= 0 && fchdir(here) < 0 && r == 0)
+        return kago_error_set(err, errno, "overlay: fchdir back");
+    if (r < 0)
+        return kago_error_set(err, saved, "overlay of %s%s", lowers[0],
+                              lowers[1] ? " and its lower layers" : "");
+    return 0;
+}
+
+/* The container's writable layer: a tmpfs at scratch holding upper/, work/ and merged/, where the overlay
+ * of the read-only lowers (an image's layers, or the rootfs) goes. Returns an O_PATH fd of merged/. */
+static int overlay_root(const struct kago__child *ch, const char *const *lowers, struct kago_error **err)
+{
+    const struct kago_spec *spec = ch->spec;
+    cleanup_free char *sz = spec->overlay_size
+                                ? xasprintf("size=%llu,mode=755", (unsigned long long)spec->overlay_size)
+                                : xstrdup("mode=755");
+    if (xmount("kago-upper", ch->scratch, "tmpfs", MS_NODEV | MS_NOSUID, sz, err) < 0)
+        return -1;
+    cleanup_free char *upper = xasprintf("%s/upper", ch->scratch);
+    cleanup_free char *work = xasprintf("%s/work", ch->scratch);
+    cleanup_free char *merged = xasprintf("%s/merged", ch->scratch);
+    if (mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0 || mkdir(merged, 0755) < 0)
+        return kago_error_set(err, errno, "overlay: mkdir in %s", ch->scratch);
+    if (kago__overlay_mount(merged, lowers, upper, work, err) < 0)
+        return -1;
+    return open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
 static int setup_rootfs(const struct kago__child *ch, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
-    if (spec->overlay) {
-        cleanup_free char *sz = spec->overlay_size
-                                    ? xasprintf("size=%llu,mode=755", (unsigned long long)spec->overlay_size)
-                                    : xstrdup("mode=755");
-        if (xmount("kago-upper", ch->scratch, "tmpfs", MS_NODEV | MS_NOSUID, sz, err) < 0)
+    const char *const *lowers = spec->layers && spec->layers[0] ? (const char *const *)spec->layers
+                                                                : (const char *const[]){spec->rootfs, NULL};
+    if (spec->overlay)
+        return overlay_root(ch, lowers, err);
+    const char *dir = spec->rootfs;
+    if (lowers[0] != spec->rootfs) {
+        /* an image without a writable layer: its layers read-only (overlay wants two lowers without one) */
+        if (mkdir(ch->scratch, 0700) < 0 && errno != EEXIST)
+            return kago_error_set(err, errno, "mkdir %s", ch->scratch);
+        dir = lowers[1] ? ch->scratch : lowers[0];
+        if (lowers[1] && kago__overlay_mount(dir, lowers, NULL, NULL, err) < 0)
             return -1;
-        cleanup_free char *upper = xasprintf("%s/upper", ch->scratch);
-        cleanup_free char *work = xasprintf("%s/work", ch->scratch);
-        cleanup_free char *merged = xasprintf("%s/merged", ch->scratch);
-        if (mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0 || mkdir(merged, 0755) < 0)
-            return kago_error_set(err, errno, "overlay: mkdir in %s", ch->scratch);
-        cleanup_free char *opts = xasprintf("lowerdir=%s,upperdir=%s,workdir=%s", spec->rootfs, upper, work);
-        if (mount("overlay", merged, "overlay", MS_NODEV, opts) < 0)
-            return kago_error_set(err, errno, "overlay rootfs %s", spec->rootfs);
-        return open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
     }
     /* A bind of the rootfs onto itself makes it a mount point pivot_root accepts. nodev: device files made
      * in the container are inert; only kago's own /dev works (this is the device policy on cgroup v2). */
-    if (mount(spec->rootfs, spec->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
-        return kago_error_set(err, errno, "bind rootfs %s", spec->rootfs);
-    int fd = open(spec->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
+        return kago_error_set(err, errno, "bind rootfs %s", dir);
+    int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return kago_error_set(err, errno, "open rootfs %s", spec->rootfs);
+        return kago_error_set(err, errno, "open rootfs %s", dir);
     if (nodev_tree(fd, "rootfs", err) < 0) {
         close(fd);
         return -1;
@@ -441,7 +500,8 @@ static int setup_mounts(struct kago__child *ch, int *listen_fd, struct kago_erro
         return -1;
     if (kago__fault("mounts"))
         return kago_error_set(err, EIO, "injected fault after the mounts");
-    if (spec->readonly && remount_ro(rootfd, MS_NODEV, "rootfs read-only", err) < 0)
+    if ((spec->readonly || (spec->layers && !spec->overlay)) &&
+        remount_ro(rootfd, MS_NODEV, "rootfs read-only", err) < 0)
         return -1;
     /* The cgroup (made by the parent meanwhile) is entered after pivot_root and the masks, through its
      * hierarchies held open: those steps need not wait for the parent's "G". */

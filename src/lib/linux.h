@@ -8,6 +8,10 @@
 
 /* Drops the bounding set to spec->caps, switches to spec->uid/gid keeping spec->caps (ambient for
  * non-root users). */
+/* Mounts an overlay at target: lowers (NULL-terminated, top first) read-only, with upper and work when
+ * upper is not NULL (else the overlay is read-only). Returns 0 or < 0 with *err set. */
+int kago__overlay_mount(const char *target, const char *const *lowers, const char *upper, const char *work,
+                        struct kago_error **err) KAGO_INTERNAL;
 int kago__caps_apply(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
 /* A compiled seccomp program (classic BPF), sent to the child with "G". */
 struct kago__bpf {

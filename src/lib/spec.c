@@ -69,6 +69,10 @@ void kago_spec_free(struct kago_spec *spec)
         return;
     free(spec->name);
     free(spec->rootfs);
+    strv_free(spec->layers);
+    free(spec->image);
+    free(spec->image_id);
+    free(spec->image_store);
     strv_free(spec->argv);
     strv_free(spec->env);
     free(spec->cwd);
@@ -101,8 +105,12 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
 {
     if (!spec->argv || !spec->argv[0])
         return kago_error_set(err, 0, "no command given");
-    if (!spec->rootfs || !*spec->rootfs)
+    if ((!spec->rootfs || !*spec->rootfs) && !(spec->layers && spec->layers[0]))
         return kago_error_set(err, 0, "no rootfs given");
+    if (spec->layers && spec->layers[0] && !spec->image_store)
+        return kago_error_set(err, 0, "image layers given without their store");
+    if (spec->stop_signal < 0 || spec->stop_signal >= 65)
+        return kago_error_set(err, 0, "stop signal %d: not a signal", spec->stop_signal);
     if (spec->name) {
         size_t n = strlen(spec->name);
         if (n == 0 || n > 64 ||

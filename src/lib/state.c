@@ -57,6 +57,14 @@ json_object *kago__spec_to_json(const struct kago_spec *s)
     add_str(o, "rootfs", s->rootfs);
     json_object_object_add(o, "readonly", json_object_new_boolean(s->readonly));
     json_object_object_add(o, "overlay", json_object_new_boolean(s->overlay));
+    if (s->layers) {
+        add_str(o, "image", s->image);
+        add_str(o, "image_id", s->image_id);
+        add_str(o, "image_store", s->image_store);
+        json_object_object_add(o, "layers", strv_json(s->layers));
+    }
+    if (s->stop_signal)
+        add_int(o, "stop_signal", s->stop_signal);
     json_object_object_add(o, "argv", strv_json(s->argv));
     json_object_object_add(o, "env", strv_json(s->env));
     add_str(o, "cwd", s->cwd);
@@ -139,6 +147,13 @@ int kago__spec_from_json(json_object *o, struct kago_spec *s, struct kago_error 
     s->rootfs = xstrdup(get_str(o, "rootfs"));
     s->readonly = get_bool(o, "readonly");
     s->overlay = get_bool(o, "overlay");
+    if (get(o, "layers")) {
+        s->layers = json_strv(get(o, "layers"));
+        s->image = xstrdup(get_str(o, "image"));
+        s->image_id = xstrdup(get_str(o, "image_id"));
+        s->image_store = xstrdup(get_str(o, "image_store"));
+    }
+    s->stop_signal = (int)get_int(o, "stop_signal", 0);
     for (size_t i = 0; s->env && s->env[i]; i++)
         free(s->env[i]);
     free(s->env);

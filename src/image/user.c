@@ -1,0 +1,99 @@
+/* An image's User resolved through the image's own /etc/passwd and /etc/group, as podman does. */
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "image_int.h"
+
+/* The file at path in the topmost layer that has it (a whiteout hides it in the layers below). NULL if
+ * none has it. */
+static FILE *open_in_layers(const char *const *layers, const char *path)
+{
+    for (size_t i = 0; layers[i]; i++) {
+        cleanup_close int root = open(layers[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0)
+            continue;
+        struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW,
+                               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV};
+        int fd = (int)syscall(SYS_openat2, root, path, &how, sizeof how);
+        if (fd >= 0) {
+            struct stat st;
+            if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+                return fdopen(fd, "r");
+            close(fd);
+            return NULL;
+        }
+        struct stat st; /* a whiteout: a 0/0 character device */
+        if (fstatat(root, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == 0)
+            return NULL;
+    }
+    return NULL;
+}
+
+static bool numeric(const char *s, unsigned long *v)
+{
+    char *end;
+    if (!*s || strspn(s, "0123456789") != strlen(s))
+        return false;
+    *v = strtoul(s, &end, 10);
+    return *v < 0xffffffffUL;
+}
+
+/* Finds name (or, when byid, the numeric id) in a passwd/group file: fields 0 (name), 2 (id), 3 (gid). */
+static bool lookup(FILE *f, const char *name, unsigned long id, bool byid, unsigned long *out_id,
+                   unsigned long *out_gid)
+{
+    char line[4096];
+    while (f && fgets(line, sizeof line, f)) {
+        char *fields[4] = {0}, *p = line;
+        size_t n = 0;
+        for (char *t; n < 4 && (t = strsep(&p, ":\n")); n++)
+            fields[n] = t;
+        unsigned long i, g = 0;
+        if (n < 3 || !numeric(fields[2], &i))
+            continue;
+        if (byid ? i != id : strcmp(fields[0], name))
+            continue;
+        *out_id = i;
+        if (out_gid && n >= 4 && numeric(fields[3], &g))
+            *out_gid = g;
+        return true;
+    }
+    return false;
+}
+
+int kago__image_user(const char *const *layers, const char *user, uid_t *uid, gid_t *gid,
+                     struct kago_error **err)
+{
+    cleanup_free char *u = xstrdup(user);
+    char *group = strchr(u, ':');
+    if (group)
+        *group++ = '\0';
+    unsigned long id = 0, g = 0, num = 0;
+    FILE *pw = open_in_layers(layers, "etc/passwd");
+    bool byid = numeric(u, &num), found = lookup(pw, u, num, byid, &id, &g);
+    if (pw)
+        fclose(pw);
+    if (!found && !byid)
+        return kago_error_set(err, 0, "user %s: not in the image's /etc/passwd", u);
+    if (!found)
+        id = num, g = 0;
+    if (group && *group) {
+        FILE *gr = open_in_layers(layers, "etc/group");
+        bool gbyid = numeric(group, &num), gfound = lookup(gr, group, num, gbyid, &g, NULL);
+        if (gr)
+            fclose(gr);
+        if (!gfound && !gbyid)
+            return kago_error_set(err, 0, "group %s: not in the image's /etc/group", group);
+        if (!gfound)
+            g = num;
+    }
+    *uid = (uid_t)id;
+    *gid = (gid_t)g;
+    return 0;
+}
