@@ -132,16 +132,19 @@ static void raise_at_block(mrb_state *mrb, mrb_value blk, const char *what, stru
     mrb_exc_raise(mrb, exc);
 }
 
+static void apply_image(mrb_state *mrb, struct kf_container *ct, uint16_t *port, mrb_value blk,
+                        const char *what);
+
 static mrb_value kago_finish(mrb_state *mrb, mrb_value self)
 {
     mrb_value obj, blk;
     mrb_get_args(mrb, "oo", &obj, &blk);
     struct kf_container *ct = spec_of(mrb, obj);
     struct kago_error *err = NULL;
-    if (kago_spec_validate(ct->spec, &err) < 0) {
-        mrb_value what = mrb_format(mrb, "container \"%s\"", ct->spec->name);
+    mrb_value what = mrb_format(mrb, "container \"%s\"", ct->spec->name);
+    apply_image(mrb, ct, NULL, blk, RSTRING_CSTR(mrb, what));
+    if (kago_spec_validate(ct->spec, &err) < 0)
         raise_at_block(mrb, blk, RSTRING_CSTR(mrb, what), err);
-    }
     return mrb_nil_value();
 }
 
@@ -189,13 +192,13 @@ static mrb_value kago_finish_app(mrb_state *mrb, mrb_value self)
                    (int)a->app.min_instances, (int)a->app.max_instances);
     if (a->app.max_instances == 0)
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "app \"%s\": max_instances must be at least 1", a->app.name);
+    struct kago_error *err = NULL;
+    mrb_value what = mrb_format(mrb, "app \"%s\"", a->app.name);
+    apply_image(mrb, &a->ct, &a->app.port, blk, RSTRING_CSTR(mrb, what));
     if (a->app.socket_activation)
         a->app.spec.listen_port = a->app.port;
-    struct kago_error *err = NULL;
-    if (kago_spec_validate(&a->app.spec, &err) < 0) {
-        mrb_value what = mrb_format(mrb, "app \"%s\"", a->app.name);
+    if (kago_spec_validate(&a->app.spec, &err) < 0)
         raise_at_block(mrb, blk, RSTRING_CSTR(mrb, what), err);
-    }
     return mrb_nil_value();
 }
 
@@ -221,7 +224,8 @@ static mrb_value spec_name(mrb_state *mrb, mrb_value self)
 
 static mrb_value spec_get_rootfs(mrb_state *mrb, mrb_value self)
 {
-    return mrb_str_new_cstr(mrb, spec_of(mrb, self)->spec->rootfs);
+    const char *r = spec_of(mrb, self)->spec->rootfs;
+    return r ? mrb_str_new_cstr(mrb, r) : mrb_nil_value();
 }
 
 static mrb_value spec_str(mrb_state *mrb, mrb_value self)
@@ -231,13 +235,90 @@ static mrb_value spec_str(mrb_state *mrb, mrb_value self)
     struct kago_spec *s = spec_of(mrb, self)->spec;
     if (!*v)
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "%s: empty value", field);
-    if (!strcmp(field, "rootfs"))
+    struct kf_container *ct = spec_of(mrb, self);
+    if (!strcmp(field, "rootfs")) {
+        if (ct->image)
+            mrb_raisef(mrb, E_ARGUMENT_ERROR, "rootfs: the container's root is the image %s already",
+                       ct->image);
         replace_str(&s->rootfs, v);
-    else if (!strcmp(field, "cwd"))
+        ct->rootfs_set = true;
+    } else if (!strcmp(field, "cwd")) {
         replace_str(&s->cwd, v);
-    else if (!strcmp(field, "hostname"))
+        ct->cwd_set = true;
+    } else if (!strcmp(field, "hostname"))
         replace_str(&s->hostname, v);
     return self;
+}
+
+static mrb_value spec_image(mrb_state *mrb, mrb_value self)
+{
+    const char *ref;
+    mrb_get_args(mrb, "z", &ref);
+    struct kf_container *ct = spec_of(mrb, self);
+    if (!*ref)
+        mrb_raise(mrb, E_ARGUMENT_ERROR, "image: empty reference");
+    if (ct->rootfs_set)
+        mrb_raisef(mrb, E_ARGUMENT_ERROR, "image: the container's root is the rootfs %s already",
+                   ct->spec->rootfs);
+    replace_str(&ct->image, ref);
+    return self;
+}
+
+static mrb_value spec_entrypoint(mrb_state *mrb, mrb_value self)
+{
+    mrb_value ary;
+    mrb_get_args(mrb, "A", &ary);
+    struct kf_container *ct = spec_of(mrb, self);
+    for (size_t i = 0; ct->entrypoint && ct->entrypoint[i]; i++)
+        free(ct->entrypoint[i]);
+    free(ct->entrypoint);
+    mrb_int n = RARRAY_LEN(ary);
+    ct->entrypoint = calloc((size_t)n + 1, sizeof *ct->entrypoint);
+    if (!ct->entrypoint)
+        abort();
+    for (mrb_int i = 0; i < n; i++)
+        if (!(ct->entrypoint[i] = strdup(RSTRING_CSTR(mrb, mrb_ary_ref(mrb, ary, i)))))
+            abort();
+    ct->entrypoint_set = true;
+    return self;
+}
+
+/* The end of a container's block: its image (if any) becomes its root and gives the defaults the block
+ * did not set. For an app, the image's first exposed TCP port is its port unless a.port says otherwise. */
+static void apply_image(mrb_state *mrb, struct kf_container *ct, uint16_t *port, mrb_value blk,
+                        const char *what)
+{
+    if (!ct->image)
+        return;
+    struct kago_image *img = NULL;
+    struct kago_error *err = NULL;
+    if (kago_image_load(kago_image_store_dir(NULL), ct->image, &img, &err) == 0) {
+        struct kago_image_overrides ov = {.cmd = ct->argv_set ? ct->spec->argv : NULL,
+                                          .entrypoint = ct->entrypoint,
+                                          .entrypoint_set = ct->entrypoint_set,
+                                          .user_set = ct->user_set,
+                                          .cwd_set = ct->cwd_set,
+                                          .env_set = ct->env_set};
+        char **cmd = NULL;
+        if (ov.cmd) { /* apply replaces spec->argv: give it a copy */
+            size_t n = 0;
+            while (ov.cmd[n])
+                n++;
+            cmd = calloc(n + 1, sizeof *cmd);
+            if (!cmd)
+                abort();
+            memcpy(cmd, ov.cmd, n * sizeof *cmd);
+            ov.cmd = cmd;
+        }
+        int r = kago_image_apply(img, ct->spec, &ov, &err);
+        free(cmd);
+        if (r == 0 && port && !*port)
+            *port = kago_image_port(img);
+        kago_image_free(img);
+        if (r == 0)
+            return;
+    }
+    raise_at_block(mrb, blk, what, err);
 }
 
 static mrb_value spec_bool(mrb_state *mrb, mrb_value self)
@@ -286,6 +367,7 @@ static mrb_value spec_argv(mrb_state *mrb, mrb_value self)
         }
     }
     kago_spec_set_argv(spec_of(mrb, self)->spec, argv);
+    spec_of(mrb, self)->argv_set = true;
     free(argv);
     return self;
 }
@@ -296,7 +378,13 @@ static mrb_value spec_env(mrb_state *mrb, mrb_value self)
     mrb_get_args(mrb, "z", &kv);
     if (kv[0] == '=')
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "env: \"%s\": empty variable name", kv);
-    kago_spec_add_env(spec_of(mrb, self)->spec, kv);
+    struct kf_container *ct = spec_of(mrb, self);
+    kago_spec_add_env(ct->spec, kv);
+    char **v = realloc(ct->env_set, (ct->nenv_set + 2) * sizeof *v);
+    if (!v || !(v[ct->nenv_set] = strdup(kv)))
+        abort();
+    v[++ct->nenv_set] = NULL;
+    ct->env_set = v;
     return self;
 }
 
@@ -318,6 +406,7 @@ static mrb_value spec_user(mrb_state *mrb, mrb_value self)
     struct kago_error *err = NULL;
     if (kago_parse_user(v, &s->uid, &s->gid, &err) < 0)
         kf_raise_error(mrb, "user", err);
+    spec_of(mrb, self)->user_set = true;
     return self;
 }
 
@@ -330,6 +419,7 @@ static mrb_value spec_uid_gid(mrb_state *mrb, mrb_value self)
     struct kago_spec *s = spec_of(mrb, self)->spec;
     s->uid = (uid_t)u;
     s->gid = (gid_t)g;
+    spec_of(mrb, self)->user_set = true;
     return self;
 }
 
@@ -1018,6 +1108,8 @@ void kf_dsl_define(mrb_state *mrb)
         {"_get_rootfs", spec_get_rootfs, MRB_ARGS_NONE()},
         {"_str", spec_str, MRB_ARGS_REQ(2)},
         {"_bool", spec_bool, MRB_ARGS_REQ(2)},
+        {"_image", spec_image, MRB_ARGS_REQ(1)},
+        {"_entrypoint", spec_entrypoint, MRB_ARGS_REQ(1)},
         {"_overlay_size", spec_overlay_size, MRB_ARGS_REQ(1)},
         {"_argv", spec_argv, MRB_ARGS_REQ(1)},
         {"_env", spec_env, MRB_ARGS_REQ(1)},

@@ -39,6 +39,12 @@ struct kf_container {
     struct kf_hook *hooks;
     size_t nhooks;
     mrb_value obj; /* the Kago::Spec object given to the block (gc-registered) */
+    /* c.image: applied when the block ends, under what the block set itself */
+    char *image;
+    char **entrypoint; /* c.entrypoint, NULL-terminated */
+    bool entrypoint_set, argv_set, user_set, cwd_set, rootfs_set;
+    char **env_set; /* c.env entries, NULL-terminated */
+    size_t nenv_set;
 };
 
 struct kf_app {

@@ -278,6 +278,13 @@ static void free_container(struct kf_container *ct)
     for (size_t i = 0; i < ct->nhooks; i++)
         free(ct->hooks[i].desc);
     free(ct->hooks);
+    free(ct->image);
+    for (size_t i = 0; ct->entrypoint && ct->entrypoint[i]; i++)
+        free(ct->entrypoint[i]);
+    free(ct->entrypoint);
+    for (size_t i = 0; i < ct->nenv_set; i++)
+        free(ct->env_set[i]);
+    free(ct->env_set);
     if (ct->spec == &ct->own)
         kago_spec_free(&ct->own);
 }

@@ -99,12 +99,29 @@ class Kago::Spec
     self
   end
 
+  # image "NAME[:TAG]": the root is the image's layers (read-only, shared) under a writable layer of the
+  # container's own; the image's config gives the command (Entrypoint + Cmd: `command` replaces Cmd),
+  # env, working dir, user and stop signal wherever this block does not set them.
+  def image(ref, overlay: nil)
+    _image(Kago.__str(ref, "image"))
+    _overlay_size(Kago.__val(overlay, "image overlay:")) unless overlay.nil?
+    self
+  end
+
+  def entrypoint(*args)
+    args = args[0] if args.size == 1 && args[0].is_a?(Array)
+    _entrypoint(args.map { |a| Kago.__val(a, "entrypoint") })
+  end
+
   def readonly(v = true)
     _bool("readonly", Kago.__bool(v, "readonly"))
   end
 
   def overlay(v = true)
-    rootfs(_get_rootfs, overlay: v)
+    return rootfs(_get_rootfs, overlay: v) if _get_rootfs
+    _bool("overlay", true)
+    _overlay_size(Kago.__val(v, "overlay")) if v.is_a?(String) || v.is_a?(Integer)
+    self
   end
 
   def command(*args)
