@@ -177,7 +177,8 @@ int sup_stop(struct sct *ct, int64_t grace_ms, struct kago_error **err)
     uint64_t grace = grace_ms < 0 ? ct->def->stop_grace_ms : (uint64_t)grace_ms;
     ct->stopping = true;
     /* All processes get SIGTERM: a shell as PID 1 of a pid namespace ignores it, its children not. */
-    if (kago_container_kill(ct->c, SIGTERM, true, err) < 0)
+    int stop = kago_container_spec(ct->c)->stop_signal;
+    if (kago_container_kill(ct->c, stop > 0 ? stop : SIGTERM, true, err) < 0)
         return -1;
     if (!ct->grace_open) {
         uv_timer_init(&ct->sup->loop, &ct->grace);

@@ -388,6 +388,9 @@ static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
             kill(pid, SIGKILL);
         return;
     }
+    int stop = inst->c ? kago_container_spec(inst->c)->stop_signal : 0;
+    if (sig == SIGTERM && stop > 0) /* the app's own graceful stop (an image's StopSignal) */
+        sig = stop;
     if (inst->c && kago_container_kill(inst->c, sig, true, &err) < 0) {
         fprintf(stderr, "kago serve: %s: %s\n", inst->name, err->msg);
         kago_error_free(err);
