@@ -87,7 +87,7 @@ static int image_import(struct cli *g, int argc, char **argv)
         json_object_object_add(j, "layers", json_object_new_int64((int64_t)r.layers));
         json_object_object_add(j, "new_layers", json_object_new_int64((int64_t)r.new_layers));
         json_object_object_add(j, "size", json_object_new_int64((int64_t)r.size));
-        puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+        puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(j);
     } else if (!quiet) {
         printf("imported %s (id %.12s, %zu layer%s, %zu new, %.1f MB)\n", r.names[0] ? r.names[0] : "<none>",
@@ -141,7 +141,7 @@ static int image_list(struct cli *g, int argc, char **argv)
         free(repo);
     }
     if (json)
-        puts(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
+        puts(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(a);
     kago_image_list_free(v, n);
     return 0;

@@ -101,7 +101,8 @@ char *kago_image_inspect(const struct kago_image *img)
     }
     json_object_object_add(o, "size", json_object_new_int64((int64_t)size));
     json_object_object_add(o, "store", json_object_new_string(img->store));
-    char *text = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY));
+    char *text =
+        xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
     json_object_put(cfg);
     return text;

@@ -558,7 +558,8 @@ static int commit_image(struct import *im, const struct plan *p, struct kago_err
         json_object_array_add(layers, l);
     }
     json_object_object_add(rec, "layers", layers);
-    const char *text = json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PRETTY);
+    const char *text =
+        json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
     int fd = openat(im->tmpfd, "image", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int r = fd < 0 ? kago_error_set(err, errno, "open image record") : 0;
     if (r == 0)

@@ -131,8 +131,9 @@ int kago__refs_set(struct kago__store *st, const char *id, char *const *names, b
         else
             json_object_object_add(refs, names[i], json_object_new_string(id));
     }
-    int r = write_atomic(st->dirfd, "refs.json",
-                         json_object_to_json_string_ext(refs, JSON_C_TO_STRING_PRETTY), err);
+    int r = write_atomic(
+        st->dirfd, "refs.json",
+        json_object_to_json_string_ext(refs, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE), err);
     json_object_put(refs);
     return r;
 }

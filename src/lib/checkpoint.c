@@ -39,6 +39,7 @@
 #include <kago/checkpoint.h>
 
 #include "container_int.h"
+#include "image_int.h"
 
 #define IMAGE_META "kago.json"
 /* The network namespace is external to the image: CRIU neither dumps nor locks it (its nftables lock
@@ -709,6 +710,43 @@ static int dump(struct kago_container *c, const char *image, json_object *ext, b
     return kago_error_set(err, 0, "criu dump: %s", why);
 }
 
+/* An image container's lower tree is its layers merged: a read-only overlay of them, made in a child's
+ * private mount namespace (nothing is mounted on the host), for save_upper to compare the root with. */
+static int save_upper_layers(struct kago_container *c, const char *upper, const struct mnt *m, size_t nm,
+                             struct kago_error **err)
+{
+    const char *const *layers = (const char *const *)c->spec.layers;
+    if (!layers[1])
+        return save_upper(c->pid, layers[0], upper, m, nm, err);
+    cleanup_free char *lower = xasprintf("%s/lower", c->dir);
+    if (mkdir(lower, 0700) < 0 && errno != EEXIST)
+        return kago_error_set(err, errno, "mkdir %s", lower);
+    int fd;
+    pid_t pid = kago__fork_reporting(&fd, "checkpoint", err);
+    if (pid < 0) {
+        rmdir(lower);
+        return -1;
+    }
+    if (pid == 0) {
+        struct kago_error *e = NULL;
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+            kago_error_set(&e, errno, "private mount namespace");
+        else if (kago__overlay_mount(lower, layers, NULL, NULL, &e) == 0 &&
+                 save_upper(c->pid, lower, upper, m, nm, &e) == 0 && write(fd, "O", 1) == 1)
+            _exit(0);
+        kago__child_report(fd, e);
+        _exit(1);
+    }
+    char kind = 0;
+    int rc = kago__read_child(fd, &kind, NULL, err);
+    close(fd);
+    waitpid(pid, NULL, 0);
+    rmdir(lower);
+    if (rc == 0 && kind != 'O')
+        rc = kago_error_set(err, 0, "checkpoint: the writable layer's copy ended without a report");
+    return rc;
+}
+
 static int checkpoint(struct kago_container *c, const char *image, const struct kago_checkpoint_opts *o,
                       struct kago_error **err)
 {
@@ -734,7 +772,8 @@ static int checkpoint(struct kago_container *c, const char *image, const struct 
     if (ret == 0)
         ret = save_tmpfs(c->pid, image, ext, m, nm, err);
     if (ret == 0 && c->spec.overlay)
-        ret = save_upper(c->pid, c->spec.rootfs, upper, m, nm, err);
+        ret = c->spec.layers ? save_upper_layers(c, upper, m, nm, err)
+                             : save_upper(c->pid, c->spec.rootfs, upper, m, nm, err);
     mounts_free(m, nm);
     cleanup_free char *metafile = xasprintf("%s/" IMAGE_META, image);
     if (ret == 0 && json_object_to_file_ext(metafile, meta, JSON_C_TO_STRING_PRETTY) < 0)
@@ -989,10 +1028,19 @@ static int restore_prep_fn(void *arg, struct kago_error **err)
         cleanup_free char *merged = xasprintf("%s/merged", p->scratch);
         if (mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0 || mkdir(merged, 0755) < 0)
             return kago_error_set(err, errno, "overlay: mkdir in %s", p->scratch);
-        cleanup_free char *opts =
-            xasprintf("lowerdir=%s/upper:%s,upperdir=%s,workdir=%s", p->im->dir, spec->rootfs, upper, work);
-        if (mount("overlay", merged, "overlay", MS_NODEV, opts) < 0)
-            return kago_error_set(err, errno, "overlay of %s/upper and %s", p->im->dir, spec->rootfs);
+        /* the saved writable layer read-only, over the image's layers (or the rootfs) */
+        size_t n = 0;
+        while (spec->layers && spec->layers[n])
+            n++;
+        cleanup_free const char **lowers = xcalloc(n + 3, sizeof *lowers);
+        cleanup_free char *saved = xasprintf("%s/upper", p->im->dir);
+        lowers[0] = saved;
+        for (size_t i = 0; i < n; i++)
+            lowers[1 + i] = spec->layers[i];
+        if (!n)
+            lowers[1] = spec->rootfs;
+        if (kago__overlay_mount(merged, lowers, upper, work, err) < 0)
+            return -1;
     }
     if (restore_netns(spec, err) < 0)
         return -1;
@@ -1071,6 +1119,10 @@ static int restore_here(struct kago_container *c, const struct image *im, struct
 {
     cleanup_free char *criu = find_criu(err);
     if (!criu)
+        return -1;
+    /* an image's layers stay in its store while the restored container is made and recorded */
+    cleanup_close int pin = c->spec.layers ? kago__image_pin(&c->spec, c->root, err) : -1;
+    if (c->spec.layers && pin < 0)
         return -1;
     /* before we are a subreaper: the orphaned daemon is not ours to reap */
     cleanup_close int lazy_ready = -1, lazy_pidfd = -1;

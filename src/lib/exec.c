@@ -125,7 +125,8 @@ char *kago_container_state_json(struct kago_container *c)
     json_object_object_add(o, "rootfs", json_object_new_string(c->spec.rootfs ? c->spec.rootfs : ""));
     if (c->spec.image) {
         json_object_object_add(o, "image", json_object_new_string(c->spec.image));
-        json_object_object_add(o, "image_id", json_object_new_string(c->spec.image_id ? c->spec.image_id : ""));
+        json_object_object_add(o, "image_id",
+                               json_object_new_string(c->spec.image_id ? c->spec.image_id : ""));
     }
     if (st == KAGO_STOPPED && c->exit_status >= 0) {
         int s = c->exit_status;
