@@ -76,6 +76,7 @@ enum {
     O_NO_NEW_PRIVS,
     O_INIT,
     O_CGROUP_SET,
+    O_OVERLAY_SIZE,
 };
 extern const struct option cli_spec_longopts[];
 /* Limit options (--cpu --cpu-weight --memory --pids --cpuset), shared with `kago update`. */

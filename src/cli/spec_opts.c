@@ -18,6 +18,7 @@ const struct option cli_spec_longopts[] = {
     {"tmpfs", required_argument, NULL, O_TMPFS},
     {"readonly", no_argument, NULL, O_READONLY},
     {"overlay", no_argument, NULL, O_OVERLAY},
+    {"overlay-size", required_argument, NULL, O_OVERLAY_SIZE},
     {"ns", required_argument, NULL, O_NS},
     {"join-ns", required_argument, NULL, O_JOIN_NS},
     {"uidmap", required_argument, NULL, O_UIDMAP},
@@ -135,6 +136,14 @@ int cli_spec_option(struct kago_spec *spec, int opt, const char *arg)
     case O_OVERLAY:
         spec->overlay = true;
         return 1;
+    case O_OVERLAY_SIZE: {
+        int64_t b;
+        if (kago_parse_size(arg, &b, &err) < 0)
+            return bad(err);
+        spec->overlay = true;
+        spec->overlay_size = b < 0 ? 0 : (uint64_t)b;
+        return 1;
+    }
     case O_INIT:
         spec->init = true;
         return 1;
