@@ -482,7 +482,7 @@ static int get_layers(struct import *im, const struct plan *p, int *locks, struc
             return kago_error_set(err, 0, "layer blob %s: missing from the archive", p->paths[i]);
         if (b->data) { /* a small layer kept in memory while it was unknown */
             struct src s = {.im = im, .fd = -1, .mem = b->data, .mem_len = b->len, .what = b->path};
-            cleanup_free char *data = steal_ptr(b->data);
+            cleanup_free char *data __attribute__((unused)) = steal_ptr(b->data);
             if (unpack_blob(im, b, &s, have_layer(im, diff), err) < 0)
                 return -1;
         }

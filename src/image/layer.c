@@ -30,8 +30,12 @@
 #include "util.h"
 
 /* Between the caller and the decompressor, and between the decompressor and the tar reader: large, so
- * that a big file is written with few large writes and the callbacks run rarely. */
-#define BUF_SIZE     (1 << 20)
+ * that a big file is written with few large writes and the callbacks run rarely. The fuzz driver makes them
+ * small: headers and blocks then straddle the callbacks, and a run does not map megabytes under ASan. */
+#ifndef KAGO_LAYER_BUF_SIZE
+#define KAGO_LAYER_BUF_SIZE (1 << 20)
+#endif
+#define BUF_SIZE     KAGO_LAYER_BUF_SIZE
 #define RESOLVE_SAFE (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
 /* OCI whiteouts (image-spec layer.md) */
 #define WH_PREFIX ".wh."
@@ -61,13 +65,14 @@ struct unpack {
 
     /* the current entry */
     struct archive_entry *ae;
-    char shown[224];     /* its name as the tar has it, made printable, for errors */
-    char path[PATH_MAX]; /* normalised ("" = the layer's root) */
-    size_t plen;         /* length of its parent's path in path (0: the root) */
-    const char *base;    /* its last component ("." for the root) */
-    const char *wh_name; /* K_WHITEOUT: the name whited out */
-    char link[PATH_MAX]; /* K_HARDLINK: normalised target */
-    int link_at;         /* ... its parent directory and last component, once resolved */
+    char shown[224];      /* its name as the tar has it, made printable, for errors */
+    char shown_link[224]; /* and its hard-link target */
+    char path[PATH_MAX];  /* normalised ("" = the layer's root) */
+    size_t plen;          /* length of its parent's path in path (0: the root) */
+    const char *base;     /* its last component ("." for the root) */
+    const char *wh_name;  /* K_WHITEOUT: the name whited out */
+    char link[PATH_MAX];  /* K_HARDLINK: normalised target */
+    int link_at;          /* ... its parent directory and last component, once resolved */
     const char *link_base;
 
     /* The parent directory of the last entry, kept open: tars list a directory's entries together. Stale
@@ -124,14 +129,14 @@ int kago__layer_path(const char *name, char *out, size_t outlen, const char **wh
 /* ---- errors ---- */
 
 /* Names come from an untrusted archive: keep control characters and megabytes of name out of messages. */
-static void show_name(struct unpack *u, const char *name)
+static void show_name(char *out, size_t outlen, const char *name)
 {
-    size_t max = sizeof(u->shown) - 4, i = 0;
+    size_t max = outlen - 4, i = 0;
     if (!name)
         name = "(no name)";
     for (; name[i] && i < max; i++)
-        u->shown[i] = (unsigned char)name[i] < 0x20 || name[i] == 0x7f ? '?' : name[i];
-    strcpy(u->shown + i, name[i] ? "..." : "");
+        out[i] = (unsigned char)name[i] < 0x20 || name[i] == 0x7f ? '?' : name[i];
+    strcpy(out + i, name[i] ? "..." : "");
 }
 
 static int entry_err(struct unpack *u, struct kago_error **err, int code, const char *what)
@@ -139,12 +144,16 @@ static int entry_err(struct unpack *u, struct kago_error **err, int code, const 
     return kago_error_set(err, code, "entry %s: %s", u->shown, what);
 }
 
-/* A parent directory that openat2 refused: say why in words for the cases an archive can cause. */
-static int resolve_err(struct unpack *u, struct kago_error **err, int code, const char *what)
+/* A parent directory that openat2 refused: say why in words for the cases an archive can cause. link: it
+ * was the hard-link target's. */
+static int resolve_err(struct unpack *u, struct kago_error **err, int code, bool link)
 {
-    const char *why = code == ELOOP ? "path goes through a symlink"
+    const char *why = code == ELOOP   ? "path goes through a symlink"
                       : code == EXDEV ? "path crosses a mount point"
                                       : NULL;
+    char what[sizeof(u->shown_link) + 32] = "";
+    if (link)
+        snprintf(what, sizeof(what), "hard link target %s: ", u->shown_link);
     if (why)
         return kago_error_set(err, 0, "entry %s: %s%s", u->shown, what, why);
     return kago_error_set(err, code, "entry %s: %sopen parent directory", u->shown, what);
@@ -187,6 +196,21 @@ static void size_text(uint64_t v, char *buf, size_t len)
         i++;
     }
     snprintf(buf, len, "%llu %s", (unsigned long long)v, units[i]);
+}
+
+/* A failure of the decompressing reader, saved as the callback error. Input that ends early is truncated;
+ * input that does not decompress is corrupt. */
+static void raw_err(struct unpack *u)
+{
+    const char *msg = archive_error_string(u->raw);
+    if (u->cb_err)
+        return;
+    if (!msg)
+        msg = "decompression failed";
+    if (u->res->blob_size == 0)
+        kago_error_set(&u->cb_err, 0, "not a tar archive: empty layer");
+    else
+        kago_error_set(&u->cb_err, 0, "%s layer: %s", u->blob_eof ? "truncated" : "corrupt compressed", msg);
 }
 
 /* ---- the two stages ---- */
@@ -233,11 +257,7 @@ static ssize_t pull_tar(struct unpack *u)
         return 0;
     la_ssize_t n = archive_read_data(u->raw, u->midbuf, BUF_SIZE);
     if (n < 0) {
-        if (!u->cb_err) {
-            const char *msg = archive_error_string(u->raw);
-            kago_error_set(&u->cb_err, 0, "%s layer: %s", u->blob_eof ? "truncated" : "corrupt compressed",
-                           msg ? msg : "decompression failed");
-        }
+        raw_err(u);
         return -1;
     }
     if (n == 0)
@@ -282,10 +302,8 @@ static int open_stages(struct unpack *u, struct kago_error **err)
     archive_read_support_format_tar(u->tar);
     if (archive_read_open(u->raw, u, NULL, blob_cb, NULL) != ARCHIVE_OK ||
         archive_read_next_header(u->raw, &e) != ARCHIVE_OK) {
-        if (u->cb_err)
-            return take_cb_err(u, err);
-        const char *msg = archive_error_string(u->raw);
-        return kago_error_set(err, 0, "not a tar archive: %s", msg ? msg : "empty layer");
+        raw_err(u);
+        return take_cb_err(u, err);
     }
     if (archive_read_open(u->tar, u, NULL, tar_cb, NULL) != ARCHIVE_OK)
         return tar_err(u, err);
@@ -372,7 +390,7 @@ static int parent_at(struct unpack *u, int *at, struct kago_error **err)
     u->pcache_len = u->plen;
     int fd = open_dir(u, u->pcache, O_PATH, true);
     if (fd < 0)
-        return resolve_err(u, err, -fd, "");
+        return resolve_err(u, err, -fd, false);
     u->pcache_fd = *at = fd;
     u->pcache_stale = false;
     return 0;
@@ -437,8 +455,11 @@ static int set_xattrs(struct unpack *u, int fd, struct kago_error **err)
     if (archive_entry_xattr_reset(u->ae) == 0)
         return 0;
     while (archive_entry_xattr_next(u->ae, &name, &value, &size) == ARCHIVE_OK) {
-        if (fsetxattr(fd, name, value, size, 0) < 0 && errno != EOPNOTSUPP)
-            return kago_error_set(err, errno, "entry %s: xattr %s", u->shown, name);
+        if (fsetxattr(fd, name, value, size, 0) < 0 && errno != EOPNOTSUPP) {
+            char shown[104];
+            show_name(shown, sizeof(shown), name);
+            return kago_error_set(err, errno, "entry %s: xattr %s", u->shown, shown);
+        }
     }
     return 0;
 }
@@ -625,12 +646,12 @@ static int make_hardlink(struct unpack *u, int at, struct kago_error **err)
         char parent[PATH_MAX];
         snprintf(parent, sizeof(parent), "%.*s", (int)(slash - u->link), u->link);
         if ((tfd = open_dir(u, parent, O_PATH, false)) < 0)
-            return resolve_err(u, err, -tfd, "hard link target: ");
+            return resolve_err(u, err, -tfd, true);
         u->link_at = tfd;
         u->link_base = slash + 1;
     }
-    char what[PATH_MAX + 32];
-    snprintf(what, sizeof(what), "hard link to %.200s", u->link);
+    char what[sizeof(u->shown_link) + 16];
+    snprintf(what, sizeof(what), "hard link to %s", u->shown_link);
     return create(u, at, u->base, mk_link, what, err) < 0 ? -1 : 0;
 }
 
@@ -651,7 +672,7 @@ static int make_opaque(struct unpack *u, struct kago_error **err)
 {
     cleanup_close int fd = open_dir(u, u->path, O_RDONLY, true);
     if (fd < 0)
-        return resolve_err(u, err, -fd, "");
+        return resolve_err(u, err, -fd, false);
     if (fsetxattr(fd, "trusted.overlay.opaque", "y", 1, 0) < 0)
         return entry_err(u, err, errno, "set trusted.overlay.opaque");
     return 0;
@@ -667,9 +688,11 @@ static int check_xattrs(struct unpack *u, struct kago_error **err)
     if (archive_entry_xattr_reset(u->ae) == 0)
         return 0;
     while (archive_entry_xattr_next(u->ae, &name, &value, &size) == ARCHIVE_OK) {
-        if (!name || !strncmp(name, "trusted.overlay.", 16) || !strncmp(name, "user.overlay.", 13))
-            return kago_error_set(err, 0, "entry %s: xattr %.100s refused (overlayfs metadata)", u->shown,
-                                  name ? name : "(no name)");
+        if (!name || !strncmp(name, "trusted.overlay.", 16) || !strncmp(name, "user.overlay.", 13)) {
+            char shown[104];
+            show_name(shown, sizeof(shown), name);
+            return kago_error_set(err, 0, "entry %s: xattr %s refused (overlayfs metadata)", u->shown, shown);
+        }
     }
     return 0;
 }
@@ -713,7 +736,7 @@ static int classify_type(struct unpack *u, struct kago_error **err)
 static int classify(struct unpack *u, struct kago_error **err)
 {
     const char *name = archive_entry_pathname(u->ae), *why, *hl;
-    show_name(u, name);
+    show_name(u->shown, sizeof(u->shown), name);
     if (!name || kago__layer_path(name, u->path, sizeof(u->path), &why) < 0)
         return entry_err(u, err, 0, name ? why : "no name");
     const char *slash = strrchr(u->path, '/');
@@ -730,8 +753,10 @@ static int classify(struct unpack *u, struct kago_error **err)
     int kind = hl ? K_HARDLINK : classify_type(u, err);
     if (kind > K_DIR && !*u->path)
         return entry_err(u, err, 0, "the layer's root must be a directory");
+    if (hl)
+        show_name(u->shown_link, sizeof(u->shown_link), hl);
     if (hl && kago__layer_path(hl, u->link, sizeof(u->link), &why) < 0)
-        return kago_error_set(err, 0, "entry %s: hard link target: %s", u->shown, why);
+        return kago_error_set(err, 0, "entry %s: hard link target %s: %s", u->shown, u->shown_link, why);
     return kind;
 }
 
