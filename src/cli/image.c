@@ -44,7 +44,7 @@ static int image_import(struct cli *g, int argc, char **argv)
     bool json = false, quiet = false;
     struct kago_error *err = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "+hq", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
         int64_t v;
         char *end;
         switch (c) {

@@ -202,12 +202,12 @@ int kago__store_resolve(struct kago__store *st, const char *ref, char id[65], ch
     if (v) {
         snprintf(id, 65, "%s", json_object_get_string(v));
         json_object_put(refs);
-        return image_exists(st, id) ? 0 : kago_error_set(err, ENOENT, "image %s (id %.12s)", ref, id);
+        return image_exists(st, id) ? 0 : kago_error_set(err, ENOENT, "id %.12s", id);
     }
     json_object_put(refs);
     if (resolve_id(st, ref, id, NULL) == 0)
         return 0;
-    return kago_error_set(err, 0, "image %s: not in the store %s (kago image import it first)", ref, st->dir);
+    return kago_error_set(err, 0, "not in the store %s (kago image import it first)", st->dir);
 }
 
 json_object *kago__image_record(struct kago__store *st, const char *id, struct kago_error **err)

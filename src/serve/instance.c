@@ -20,8 +20,8 @@
 #include "util.h"
 
 #define PROBE_MAX_MS 50
-/* Readiness checks stay 1 ms apart this long (most apps listen within it: a doubling delay would add up
- * to its last step to the cold start), then back off to PROBE_MAX_MS. */
+/* Readiness checks stay 1 ms apart this long (most apps listen within it), then grow with the time the
+ * start has taken (probe_delay), up to PROBE_MAX_MS. */
 #define PROBE_FAST_MS 100
 /* Between closing the chosen instance's upstream sockets and imaging it: the app closes its ends
  * (an established TCP socket cannot be dumped without --tcp-established, which kago does not use). */
@@ -69,20 +69,22 @@ static void on_probe_timer(uv_timer_t *t)
 
 static void probe_reset(struct instance *inst)
 {
-    inst->probe_ms = 1;
     inst->probe_t0 = kago__serve_now_ms();
 }
 
+/* The next probe: 1 ms apart at first, then a 32nd of the time the start has taken so far (at most
+ * PROBE_MAX_MS), so a slow starter is seen ready at most ~3% after it is (a doubling backoff cost a
+ * 130 ms Python app 30-50 ms), for one failed connect per interval. */
 static unsigned probe_delay(struct instance *inst)
 {
-    if (kago__serve_now_ms() - inst->probe_t0 < PROBE_FAST_MS)
+    uint64_t elapsed = kago__serve_now_ms() - inst->probe_t0;
+    if (elapsed < PROBE_FAST_MS)
         return 1;
-    unsigned d = inst->probe_ms;
-    inst->probe_ms = d * 2 > PROBE_MAX_MS ? PROBE_MAX_MS : d * 2;
-    return d;
+    uint64_t d = elapsed / 32;
+    return d < 1 ? 1 : d > PROBE_MAX_MS ? PROBE_MAX_MS : (unsigned)d;
 }
 
-/* Readiness without socket activation: connect attempts 1 ms apart, then backing off to 50 ms. */
+/* Readiness without socket activation: connect attempts 1 ms apart, then at a growing interval. */
 void kago__instance_probe_result(struct instance *inst, int status)
 {
     if (!inst->pi || inst->removed)

@@ -67,7 +67,6 @@ struct instance {
     int netns_fd;
     uv_poll_t pidpoll;
     uv_timer_t probe;
-    unsigned probe_ms;
     uint64_t probe_t0;    /* when readiness checks began */
     struct upconn *idle;  /* keep-alive connections ready for a request */
     struct upconn *conns; /* every connection (for closing at exit) */
