@@ -87,6 +87,7 @@ struct kago_spec {
     bool readonly;         /* rootfs mounted read-only */
     bool overlay;          /* rootfs as a read-only lower + a writable tmpfs upper, per container */
     uint64_t overlay_size; /* tmpfs size of the upper; 0 = kernel default */
+    char *overlay_dir;     /* the upper in this host directory (its upper/ and work/) instead of a tmpfs */
 
     /* An image's root: its read-only layer directories, top first (NULL-terminated), mounted as the lower
      * directories of one overlay (with the writable upper when overlay is set). When set, rootfs is

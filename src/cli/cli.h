@@ -77,6 +77,7 @@ enum {
     O_INIT,
     O_CGROUP_SET,
     O_OVERLAY_SIZE,
+    O_OVERLAY_DIR,
 };
 extern const struct option cli_spec_longopts[];
 /* Limit options (--cpu --cpu-weight --memory --pids --cpuset), shared with `kago update`. */

@@ -27,6 +27,7 @@ static void run_usage(const char *verb)
         "       kago run Kagofile [NAME...] [--set KEY=VALUE] [--detach]\n"
         "options: --rootfs DIR --name NAME --hostname H --env K=V --cwd DIR --user UID[:GID]\n"
         "         --bind SRC:DST[:ro] --tmpfs DST[:SIZE] --readonly --overlay --overlay-size SIZE\n"
+        "         --overlay-dir DIR --image REF --entrypoint CMD\n"
         "         --ns pid,mount,uts,ipc,net,cgroup,user --join-ns TYPE:PATH --uidmap C:H:N --gidmap C:H:N\n"
         "         --cpu PCT --cpu-weight N --memory SIZE --pids N --cpuset LIST --rlimit NAME=SOFT[:HARD]\n"
         "         --cgroup-set KEY=VALUE --cap-add CAP --cap-drop CAP --seccomp default|unconfined|FILE\n"

@@ -19,6 +19,7 @@ const struct option cli_spec_longopts[] = {
     {"readonly", no_argument, NULL, O_READONLY},
     {"overlay", no_argument, NULL, O_OVERLAY},
     {"overlay-size", required_argument, NULL, O_OVERLAY_SIZE},
+    {"overlay-dir", required_argument, NULL, O_OVERLAY_DIR},
     {"ns", required_argument, NULL, O_NS},
     {"join-ns", required_argument, NULL, O_JOIN_NS},
     {"uidmap", required_argument, NULL, O_UIDMAP},
@@ -134,6 +135,13 @@ int cli_spec_option(struct kago_spec *spec, int opt, const char *arg)
         spec->readonly = true;
         return 1;
     case O_OVERLAY:
+        spec->overlay = true;
+        return 1;
+    case O_OVERLAY_DIR:
+        if (arg[0] != '/')
+            return cli_errorf("overlay-dir \"%s\": expected an absolute path", arg), -1;
+        free(spec->overlay_dir);
+        spec->overlay_dir = strdup(arg);
         spec->overlay = true;
         return 1;
     case O_OVERLAY_SIZE: {

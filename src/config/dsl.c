@@ -242,6 +242,11 @@ static mrb_value spec_str(mrb_state *mrb, mrb_value self)
                        ct->image);
         replace_str(&s->rootfs, v);
         ct->rootfs_set = true;
+    } else if (!strcmp(field, "overlay_dir")) {
+        if (v[0] != '/')
+            mrb_raisef(mrb, E_ARGUMENT_ERROR, "overlay_dir: \"%s\" is not an absolute path", v);
+        replace_str(&s->overlay_dir, v);
+        s->overlay = true;
     } else if (!strcmp(field, "cwd")) {
         replace_str(&s->cwd, v);
         ct->cwd_set = true;

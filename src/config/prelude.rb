@@ -108,6 +108,12 @@ class Kago::Spec
     self
   end
 
+  # overlay_dir "/srv/layers/web": the writable layer in this host directory (kept across containers)
+  # instead of a tmpfs that goes with the container.
+  def overlay_dir(path)
+    _str("overlay_dir", Kago.__str(path, "overlay_dir"))
+  end
+
   def entrypoint(*args)
     args = args[0] if args.size == 1 && args[0].is_a?(Array)
     _entrypoint(args.map { |a| Kago.__val(a, "entrypoint") })

@@ -175,13 +175,18 @@ static int overlay_root(const struct kago__child *ch, const char *const *lowers,
     cleanup_free char *sz = spec->overlay_size
                                 ? xasprintf("size=%llu,mode=755", (unsigned long long)spec->overlay_size)
                                 : xstrdup("mode=755");
-    if (xmount("kago-upper", ch->scratch, "tmpfs", MS_NODEV | MS_NOSUID, sz, err) < 0)
+    if (!spec->overlay_dir && xmount("kago-upper", ch->scratch, "tmpfs", MS_NODEV | MS_NOSUID, sz, err) < 0)
         return -1;
-    cleanup_free char *upper = xasprintf("%s/upper", ch->scratch);
-    cleanup_free char *work = xasprintf("%s/work", ch->scratch);
+    /* a directory given for the writable layer keeps it across containers (upper/ and work/ in it) */
+    const char *at = spec->overlay_dir ? spec->overlay_dir : ch->scratch;
+    cleanup_free char *upper = xasprintf("%s/upper", at);
+    cleanup_free char *work = xasprintf("%s/work", at);
     cleanup_free char *merged = xasprintf("%s/merged", ch->scratch);
-    if (mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0 || mkdir(merged, 0755) < 0)
-        return kago_error_set(err, errno, "overlay: mkdir in %s", ch->scratch);
+    if ((mkdir(upper, 0755) < 0 && (errno != EEXIST || !spec->overlay_dir)) ||
+        (mkdir(work, 0700) < 0 && (errno != EEXIST || !spec->overlay_dir)))
+        return kago_error_set(err, errno, "overlay: mkdir in %s", at);
+    if (mkdir(merged, 0755) < 0 && errno != EEXIST)
+        return kago_error_set(err, errno, "overlay: mkdir %s", merged);
     if (kago__overlay_mount(merged, lowers, upper, work, err) < 0)
         return -1;
     return open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC);

@@ -69,6 +69,7 @@ void kago_spec_free(struct kago_spec *spec)
         return;
     free(spec->name);
     free(spec->rootfs);
+    free(spec->overlay_dir);
     strv_free(spec->layers);
     free(spec->image);
     free(spec->image_id);
@@ -107,6 +108,8 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
         return kago_error_set(err, 0, "no command given");
     if ((!spec->rootfs || !*spec->rootfs) && !(spec->layers && spec->layers[0]))
         return kago_error_set(err, 0, "no rootfs given");
+    if (spec->overlay_dir && spec->overlay_dir[0] != '/')
+        return kago_error_set(err, 0, "overlay dir \"%s\": must be an absolute path", spec->overlay_dir);
     if (spec->layers && spec->layers[0] && !spec->image_store)
         return kago_error_set(err, 0, "image layers given without their store");
     if (spec->stop_signal < 0 || spec->stop_signal >= 65)

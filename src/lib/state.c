@@ -57,6 +57,8 @@ json_object *kago__spec_to_json(const struct kago_spec *s)
     add_str(o, "rootfs", s->rootfs);
     json_object_object_add(o, "readonly", json_object_new_boolean(s->readonly));
     json_object_object_add(o, "overlay", json_object_new_boolean(s->overlay));
+    if (s->overlay_dir)
+        add_str(o, "overlay_dir", s->overlay_dir);
     if (s->layers) {
         add_str(o, "image", s->image);
         add_str(o, "image_id", s->image_id);
@@ -147,6 +149,7 @@ int kago__spec_from_json(json_object *o, struct kago_spec *s, struct kago_error 
     s->rootfs = xstrdup(get_str(o, "rootfs"));
     s->readonly = get_bool(o, "readonly");
     s->overlay = get_bool(o, "overlay");
+    s->overlay_dir = xstrdup(get_str(o, "overlay_dir"));
     if (get(o, "layers")) {
         s->layers = json_strv(get(o, "layers"));
         s->image = xstrdup(get_str(o, "image"));

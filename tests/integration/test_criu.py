@@ -305,3 +305,76 @@ def test_image_dir_that_is_not_empty_is_refused(kago, rootfs, tmp_path):
     assert r.returncode != 0
     assert "exists and is not empty" in one_line(r.stderr)
     assert os.listdir(image) == ["keep"]
+
+
+def oci_layout(path, layers, config):
+    """A minimal OCI image layout made by hand (the guest has no umoci): layers are plain tar bytes."""
+    import hashlib
+    import json
+    blobs = os.path.join(path, "blobs", "sha256")
+    os.makedirs(blobs)
+
+    def put(data):
+        h = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(blobs, h), "wb") as f:
+            f.write(data)
+        return {"digest": "sha256:" + h, "size": len(data)}
+
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": config,
+                      "rootfs": {"type": "layers",
+                                 "diff_ids": ["sha256:" + hashlib.sha256(l).hexdigest() for l in layers]}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(cfg)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **put(l)}
+                                      for l in layers]}).encode()
+    index = {"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                                **put(manifest),
+                                                "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}
+    with open(os.path.join(path, "index.json"), "w") as f:
+        json.dump(index, f)
+    with open(os.path.join(path, "oci-layout"), "w") as f:
+        f.write('{"imageLayoutVersion": "1.0.0"}')
+
+
+def tar_of(root=None, files=()):
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        if root:
+            t.add(root, arcname=".")
+        for name, text in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            t.addfile(info, io.BytesIO(text))
+    return buf.getvalue()
+
+
+@needs_criu
+def test_image_container_checkpoint_then_restore(kago, rootfs, tmp_path):
+    """A container from an image: its writable layer is saved against the image's layers and restored over
+    them; files of the image's upper layer, of its base and of the container's own writes all come back."""
+    layout, store = str(tmp_path / "layout"), str(tmp_path / "images")
+    oci_layout(layout, [tar_of(root=rootfs), tar_of(files=[("srv/www/index.html", b"from the image layer\n")])],
+               {"Cmd": ["/bin/sh", "-c", "echo written > /srv/www/w.html && exec httpd -f -p 8080 -h /srv/www"]})
+    kago("--images", store, "image", "import", f"oci:{layout}:v1", "--name", "crimg:v1", check=True)
+    kago.names.add("kcr-img")
+    kago("--images", store, "run", "--detach", "--name", "kcr-img", "--image", "crimg:v1", "--memory", "64M",
+         check=True)
+    assert wait_for(lambda: get(kago, "kcr-img", "/w.html"), timeout=30) == "written\n"
+    image = str(tmp_path / "img")
+    kago("checkpoint", "kcr-img", "--image", image, check=True, timeout=180)
+    assert os.path.isfile(os.path.join(image, "upper", "srv", "www", "w.html"))
+    assert not os.path.exists(os.path.join(image, "upper", "srv", "www", "index.html")), \
+        "a file of the image's own layers was copied into the saved writable layer"
+    kago("delete", "kcr-img", check=True)
+    restore(kago, image, "kcr-img-r")
+    assert get(kago, "kcr-img-r", "/index.html") == "from the image layer\n"
+    assert get(kago, "kcr-img-r", "/w.html") == "written\n"
+    st = kago.state("kcr-img-r")
+    assert st["image"] == "crimg:v1" and st["status"] == "running"
+    r = kago("--images", store, "image", "rm", "crimg:v1")
+    assert r.returncode != 0 and "kcr-img-r" in r.stderr, "rm removed an image a restored container uses"
+    kago("delete", "--force", "kcr-img-r", check=True)
+    nothing_of(kago, "kcr-img-r")
+    kago("--images", store, "image", "rm", "crimg:v1", check=True)
