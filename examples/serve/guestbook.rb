@@ -20,6 +20,7 @@ Kago.app "guestbook" do |a|
     c.init   # a tiny PID 1 forwards SIGTERM, so a drained instance stops at once
   end
   a.data "/var/lib/kago/data/guestbook", to: "/data"
+  a.socket_activation   # kago binds its port before the app starts: the first request waits in the backlog
   a.idle_timeout "5m"
   a.max_instances 2
   a.stop_grace "2s"
