@@ -194,7 +194,7 @@ static mrb_value kago_finish_app(mrb_state *mrb, mrb_value self)
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "app \"%s\": max_instances must be at least 1", a->app.name);
     struct kago_error *err = NULL;
     mrb_value what = mrb_format(mrb, "app \"%s\"", a->app.name);
-    apply_image(mrb, &a->ct, &a->app.port, blk, RSTRING_CSTR(mrb, what));
+    apply_image(mrb, &a->ct, a->port_set ? NULL : &a->app.port, blk, RSTRING_CSTR(mrb, what));
     if (a->app.socket_activation)
         a->app.spec.listen_port = a->app.port;
     if (kago_spec_validate(&a->app.spec, &err) < 0)
@@ -289,7 +289,7 @@ static mrb_value spec_entrypoint(mrb_state *mrb, mrb_value self)
 }
 
 /* The end of a container's block: its image (if any) becomes its root and gives the defaults the block
- * did not set. For an app, the image's first exposed TCP port is its port unless a.port says otherwise. */
+ * did not set. port (an app's, when a.port did not set it): the image's lowest exposed TCP port, if any. */
 static void apply_image(mrb_state *mrb, struct kf_container *ct, uint16_t *port, mrb_value blk,
                         const char *what)
 {
@@ -317,7 +317,7 @@ static void apply_image(mrb_state *mrb, struct kf_container *ct, uint16_t *port,
         }
         int r = kago_image_apply(img, ct->spec, &ov, &err);
         free(cmd);
-        if (r == 0 && port && !*port)
+        if (r == 0 && port && kago_image_port(img))
             *port = kago_image_port(img);
         kago_image_free(img);
         if (r == 0)
@@ -979,6 +979,7 @@ static mrb_value app_port(mrb_state *mrb, mrb_value self)
     if (port < 1 || port > 65535)
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "port: %d is not a TCP port", (int)port);
     app_of(mrb, self)->app.port = (uint16_t)port;
+    app_of(mrb, self)->port_set = true;
     return self;
 }
 

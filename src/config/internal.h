@@ -49,6 +49,7 @@ struct kf_container {
 
 struct kf_app {
     struct kago_app app;
+    bool port_set; /* a.port given: the image's port does not replace it */
     struct kf_container ct;
     mrb_value obj;
 };

@@ -18,8 +18,9 @@
 
 struct kago_image {
     char id[65];
-    char *store; /* the store's real path: what containers record */
-    char *name;  /* the name it was loaded by, or NULL */
+    char *store;        /* the store's real path: what containers record */
+    char *name;         /* the name it was loaded by, or NULL */
+    json_object *names; /* every name of it */
     struct kago__image_config cfg;
     char *config_text;
     json_object *record;
@@ -37,6 +38,14 @@ int kago_image_load(const char *store, const char *ref, struct kago_image **out,
     if (kago__store_resolve(&st, ref, img->id, &img->name, err) < 0)
         goto out;
     img->store = realpath(store, NULL);
+    img->names = json_object_new_array();
+    json_object *refs = kago__refs_read(&st, NULL);
+    json_object_object_foreach(refs, n, idv)
+    {
+        if (!strcmp(json_object_get_string(idv), img->id))
+            json_object_array_add(img->names, json_object_new_string(n));
+    }
+    json_object_put(refs);
     img->record = kago__image_record(&st, img->id, err);
     cpath = xasprintf("images/%s/config.json", img->id);
     if (!img->store || !img->record || !(img->config_text = kago__read_fileat(st.dirfd, cpath, err)))
@@ -61,6 +70,7 @@ void kago_image_free(struct kago_image *img)
         return;
     free(img->store);
     free(img->name);
+    json_object_put(img->names);
     kago__image_config_free(&img->cfg);
     free(img->config_text);
     json_object_put(img->record);
@@ -82,6 +92,7 @@ char *kago_image_inspect(const struct kago_image *img)
     json_object *o = json_object_new_object(), *cfg = json_tokener_parse(img->config_text), *v;
     json_object_object_add(o, "id", json_object_new_string(img->id));
     json_object_object_add(o, "name", img->name ? json_object_new_string(img->name) : NULL);
+    json_object_object_add(o, "names", json_object_get(img->names));
     const char *keys[] = {"created", "architecture", "os", "config"};
     for (size_t i = 0; i < 4; i++)
         if (json_object_object_get_ex(cfg, keys[i], &v))

@@ -42,8 +42,8 @@ struct import {
     struct kago__layer_limits lim;
     char *tmp; /* tmp/NAME of this import */
     int tmpfd, tmplock;
-    const char *dir; /* oci: the layout directory */
-    struct blob *blobs;
+    const char *dir;     /* oci: the layout directory */
+    struct blob **blobs; /* each its own allocation: the plan points at some */
     size_t nblobs, ndirs;
     uint64_t bytes; /* read so far, for progress */
     unsigned long long last_progress;
@@ -65,8 +65,8 @@ static void progress(struct import *im, bool done)
 static struct blob *find_blob(struct import *im, const char *path)
 {
     for (size_t i = 0; i < im->nblobs; i++)
-        if (!strcmp(im->blobs[i].path, path))
-            return &im->blobs[i];
+        if (!strcmp(im->blobs[i]->path, path))
+            return im->blobs[i];
     return NULL;
 }
 
@@ -79,7 +79,7 @@ static struct blob *add_blob(struct import *im, const char *path)
         free(b->path);
     } else {
         im->blobs = xrealloc(im->blobs, (im->nblobs + 1) * sizeof *im->blobs);
-        b = &im->blobs[im->nblobs++];
+        b = im->blobs[im->nblobs++] = xmalloc(sizeof *b);
     }
     *b = (struct blob){.path = xstrdup(path)};
     return b;
@@ -175,7 +175,8 @@ static int slurp(struct import *im, struct blob *b, struct src *s, struct kago_e
 {
     size_t cap = s->mem_len + 4096;
     b->data = xmalloc(cap);
-    memcpy(b->data, s->mem, s->mem_len);
+    if (s->mem_len)
+        memcpy(b->data, s->mem, s->mem_len);
     b->len = s->mem_len;
     s->mem_off = s->mem_len;
     for (;;) {
@@ -462,13 +463,31 @@ static int layer_from_dir(struct import *im, const struct plan *p, size_t i, int
 }
 
 /* Each layer of the plan unpacked (or in the store already) and checked against the manifest and config. */
+/* A layer blob read against what the manifest and the config say of it. */
+static int check_layer(const struct blob *b, const struct plan *p, size_t i, struct kago_error **err)
+{
+    cleanup_free char *name = p->digests[i] ? xasprintf("sha256:%.12s", p->digests[i]) : xstrdup(p->paths[i]);
+    if (p->digests[i] && strcmp(b->digest, p->digests[i]))
+        return kago_error_set(err, 0, "layer blob %s: digest mismatch (its content hashes to sha256:%.12s)",
+                              name, b->digest);
+    if (p->sizes[i] >= 0 && (int64_t)b->size != p->sizes[i])
+        return kago_error_set(err, 0, "layer blob %s: size %llu, the manifest says %lld", name,
+                              (unsigned long long)b->size, (long long)p->sizes[i]);
+    if (strcmp(b->diff_id, p->cfg.diff_ids[i]))
+        return kago_error_set(
+            err, 0, "layer blob %s: uncompressed digest sha256:%.12s, the config's diff_id is sha256:%.12s",
+            name, b->diff_id, p->cfg.diff_ids[i]);
+    return 0;
+}
+
+/* Each layer of the plan unpacked (or in the store already) and checked against the manifest and config. */
 static int get_layers(struct import *im, const struct plan *p, int *locks, struct kago_error **err)
 {
     for (size_t i = 0; i < p->nlayers; i++) {
         const char *diff = p->cfg.diff_ids[i], *mt = p->media_types[i];
-        const char *name = p->digests[i] ? p->digests[i] : p->paths[i];
         if (mt && !kago__layer_media_type_ok(mt))
-            return kago_error_set(err, 0, "layer blob sha256:%.12s: unsupported media type %s", name, mt);
+            return kago_error_set(err, 0, "layer blob sha256:%.12s: unsupported media type %s", p->digests[i],
+                                  mt);
         struct blob *b = find_blob(im, p->paths[i]);
         if (!b && im->dir) {
             if (have_layer(im, diff))
@@ -486,18 +505,8 @@ static int get_layers(struct import *im, const struct plan *p, int *locks, struc
             if (unpack_blob(im, b, &s, have_layer(im, diff), err) < 0)
                 return -1;
         }
-        if (p->digests[i] && strcmp(b->digest, p->digests[i]))
-            return kago_error_set(
-                err, 0, "layer blob sha256:%.12s: digest mismatch (its content hashes to sha256:%.12s)",
-                p->digests[i], b->digest);
-        if (p->sizes[i] >= 0 && (int64_t)b->size != p->sizes[i])
-            return kago_error_set(err, 0, "layer blob sha256:%.12s: size %llu, the manifest says %lld", name,
-                                  (unsigned long long)b->size, (long long)p->sizes[i]);
-        if (strcmp(b->diff_id, diff))
-            return kago_error_set(
-                err, 0,
-                "layer blob %.19s: uncompressed digest sha256:%.12s, the config's diff_id is sha256:%.12s",
-                name, b->diff_id, diff);
+        if (check_layer(b, p, i, err) < 0)
+            return -1;
     }
     return 0;
 }
@@ -674,9 +683,10 @@ static void import_free(struct import *im, int *locks, size_t nlocks)
             close(locks[i]);
     free(locks);
     for (size_t i = 0; i < im->nblobs; i++) {
-        free(im->blobs[i].path);
-        free(im->blobs[i].dir);
-        free(im->blobs[i].data);
+        free(im->blobs[i]->path);
+        free(im->blobs[i]->dir);
+        free(im->blobs[i]->data);
+        free(im->blobs[i]);
     }
     free(im->blobs);
     if (im->tmp) {

@@ -110,7 +110,8 @@ int kago_image_list(const char *store, struct kago_image_info **out, size_t *n, 
     json_object_put(l.names_of);
     json_object_put(refs);
     kago__store_close(&st);
-    qsort(l.v, l.n, sizeof *l.v, by_name);
+    if (l.n)
+        qsort(l.v, l.n, sizeof *l.v, by_name);
     *out = l.v;
     *n = l.n;
     return 0;

@@ -147,11 +147,40 @@ static char *lowerdir_opt(const char *const *lowers, char **parent)
     return opt;
 }
 
+/* More lowers than one page of options can name: each given alone with fsconfig "lowerdir+" (Linux 6.8;
+ * an older kernel refuses it with EINVAL). */
+static int overlay_fsconfig(const char *target, const char *const *lowers, const char *upper,
+                            const char *work, struct kago_error **err)
+{
+    cleanup_close int fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return kago_error_set(err, errno, "overlay: fsopen");
+    for (size_t i = 0; lowers[i]; i++)
+        if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir+", lowers[i], 0) < 0)
+            return kago_error_set(err, errno, "overlay: lower layer %zu (%s)%s", i + 1, lowers[i],
+                                  errno == EINVAL
+                                      ? ": this kernel takes no more lower layers than one page of "
+                                        "mount options can name (Linux 6.8 takes more)"
+                                      : "");
+    if (upper && (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0 ||
+                  syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", work, 0) < 0))
+        return kago_error_set(err, errno, "overlay: upper %s", upper);
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        return kago_error_set(err, errno, "overlay of %s and its lower layers", lowers[0]);
+    cleanup_close int mnt =
+        (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | (upper ? 0 : MOUNT_ATTR_RDONLY));
+    if (mnt < 0 || syscall(SYS_move_mount, mnt, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return kago_error_set(err, errno, "overlay: mount on %s", target);
+    return 0;
+}
+
 int kago__overlay_mount(const char *target, const char *const *lowers, const char *upper, const char *work,
                         struct kago_error **err)
 {
     cleanup_free char *parent = NULL;
     cleanup_free char *lower = lowerdir_opt(lowers, &parent);
+    if (strlen(lower) + (upper ? strlen(upper) + strlen(work) : 0) > 4000)
+        return overlay_fsconfig(target, lowers, upper, work, err);
     cleanup_free char *opts = upper ? xasprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
                                     : xasprintf("lowerdir=%s", lower);
     cleanup_close int here = parent ? open(".", O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
