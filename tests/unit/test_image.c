@@ -127,14 +127,14 @@ static void test_config(void)
 
 static void test_refs(void)
 {
-    char *s;
-    is_str(s = kago__ref_normalize("busybox"), "busybox:latest", "ref: no tag is :latest");
-    free(s);
-    is_str(s = kago__ref_normalize("localhost:5000/app"), "localhost:5000/app:latest",
-           "ref: a registry port is no tag");
-    free(s);
-    is_str(s = kago__ref_normalize("app:v2"), "app:v2", "ref: a tag is kept");
-    free(s);
+    static const char *const cases[][2] = {{"busybox", "busybox:latest"},
+                                           {"localhost:5000/app", "localhost:5000/app:latest"},
+                                           {"app:v2", "app:v2"}};
+    for (size_t i = 0; i < 3; i++) {
+        char *s = kago__ref_normalize(cases[i][0]);
+        is_str(s, cases[i][1], "ref %s is %s", cases[i][0], cases[i][1]);
+        free(s);
+    }
     const char *hex;
     ok(kago__digest_hex("sha256:" HEX_A, &hex) && !strcmp(hex, HEX_A) &&
            !kago__digest_hex("sha256:AB", NULL) && !kago__digest_hex("sha512:" HEX_A, NULL),
