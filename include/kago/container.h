@@ -24,6 +24,8 @@ struct kago_spawn_opts {
     bool wait_start; /* stop before exec until kago_container_start() (kago create / start) */
     int stdio[3];    /* fds for the command's stdin/stdout/stderr; -1 = inherit */
     bool detach;     /* the caller will not wait: the container is reparented away from it */
+    bool orphan;     /* no shim either: the init is the caller's child, and becomes its subreaper's when the
+                        caller exits (an OCI runtime's create, under conmon or containerd's shim) */
     bool tty;        /* the command gets a terminal of the container's own devpts as stdin, stdout, stderr
                         and controlling terminal; its master goes to the caller (kago_container_take_tty).
                         Not with detach. */
@@ -68,6 +70,8 @@ KAGO_EXPORT pid_t kago_container_pid(const struct kago_container *c);
 KAGO_EXPORT int kago_container_pidfd(const struct kago_container *c);
 KAGO_EXPORT enum kago_status kago_container_status(struct kago_container *c);
 KAGO_EXPORT const char *kago_status_name(enum kago_status s);
+/* When it was created, in seconds since the epoch. */
+KAGO_EXPORT long long kago_container_created(const struct kago_container *c);
 /* The container's spec as loaded or created (owned by c). */
 KAGO_EXPORT const struct kago_spec *kago_container_spec(const struct kago_container *c);
 

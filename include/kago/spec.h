@@ -167,6 +167,8 @@ KAGO_EXPORT void kago_spec_set_argv(struct kago_spec *spec, char *const *argv);
 /* Reads a seccomp profile in Docker/OCI JSON form (defaultAction, defaultErrnoRet, syscalls[].names/action/
  * errnoRet; argument filters are not supported and are reported) into spec->seccomp as CUSTOM. */
 KAGO_EXPORT int kago_seccomp_load_file(struct kago_spec *spec, const char *path, struct kago_error **err);
+/* The same from a parsed profile (a json-c object: the OCI config's linux.seccomp has this form). */
+KAGO_EXPORT int kago_seccomp_from_json(struct kago_spec *spec, void *profile, struct kago_error **err);
 /* Parses a seccomp action name: allow, errno, kill, log (or SCMP_ACT_*). -1 if unknown. */
 KAGO_EXPORT int kago_seccomp_action_from_name(const char *name);
 

@@ -44,6 +44,16 @@ CLI_VERB(reload);
 CLI_VERB(checkpoint);
 CLI_VERB(restore);
 CLI_VERB(image);
+CLI_VERB(spec);
+CLI_VERB(features);
+/* The OCI runtime forms (docs/oci.md): true when create/run were given --bundle. */
+bool cli_oci_form(int argc, char **argv);
+int cli_oci_create(struct cli *g, int argc, char **argv);
+int cli_oci_run(struct cli *g, int argc, char **argv);
+/* The OCI state JSON of a container made from a bundle (the caller frees), or NULL for kago's own. */
+char *cli_oci_state(struct cli *g, struct kago_container *c);
+/* A foreground container's exit code from its wait status (128+N for signal N; an OOM kill is told). */
+int cli_exit_code(struct kago_container *c, int status);
 
 /* Options shared by run and create: fills spec from one option. Returns 1 if the option was
  * consumed, 0 if it is not a spec option, < 0 on a bad value (message printed). */

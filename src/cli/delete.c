@@ -1,5 +1,7 @@
 /* kago delete [--force] NAME...: removes every trace; --force kills a live container first. */
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -21,6 +23,16 @@ CLI_VERB(delete)
         if (kago_container_load(g->root, argv[i], &c, &err) < 0) {
             /* --force also removes a container whose kago was killed before it wrote the state file */
             if (force && kago_container_remove_partial(g->root, argv[i], NULL) == 0) {
+                kago_error_free(err);
+                continue;
+            }
+            /* --force on a container that does not exist succeeds, as runc's and crun's do (podman and
+             * containerd's shim rely on it after a failed create) */
+            char *dir = NULL;
+            bool gone = force && asprintf(&dir, "%s/%s", g->root, argv[i]) > 0 && access(dir, F_OK) < 0 &&
+                        errno == ENOENT;
+            free(dir);
+            if (gone) {
                 kago_error_free(err);
                 continue;
             }

@@ -1,4 +1,5 @@
-/* kago list [--json]: every container in the state dir with its status. */
+/* kago list [--json | --format json|table]: every container in the state dir with its status (go-runc's
+ * List calls `list --format=json`: containers made from a bundle are listed in their OCI state form). */
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,9 +10,19 @@
 
 CLI_VERB(list)
 {
-    bool json = argc == 2 && !strcmp(argv[1], "--json");
-    if (argc > 2 || (argc == 2 && !json))
-        return cli_usage("list", "expected: kago list [--json]");
+    bool json = false, bad = false;
+    for (int i = 1; i < argc; i++) {
+        const char *f = !strncmp(argv[i], "--format=", 9) ? argv[i] + 9
+                        : (!strcmp(argv[i], "--format") || !strcmp(argv[i], "-f")) && i + 1 < argc ? argv[++i]
+                        : !strcmp(argv[i], "--json")                                               ? "json"
+                                                                                                   : NULL;
+        if (f && (!strcmp(f, "json") || !strcmp(f, "table")))
+            json = !strcmp(f, "json");
+        else
+            bad = true;
+    }
+    if (bad)
+        return cli_usage("list", "expected: kago list [--json | --format json|table]");
     char **names = NULL;
     struct kago_error *err = NULL;
     if (kago_container_list(g->root, &names, &err) < 0)
@@ -26,7 +37,9 @@ CLI_VERB(list)
             free(names[i]);
             continue;
         }
-        char *st = kago_container_state_json(c);
+        char *st = json ? cli_oci_state(g, c) : NULL;
+        if (!st)
+            st = kago_container_state_json(c);
         json_object *o = json_tokener_parse(st);
         free(st);
         if (json) {

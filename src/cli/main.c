@@ -5,6 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
 
 #include "cli.h"
 
@@ -34,11 +38,45 @@ static const struct verb verbs[] = {
     {"checkpoint", cli_checkpoint, "write a CRIU image of a running container"},
     {"restore", cli_restore, "start a container from a checkpoint image"},
     {"image", cli_image, "OCI images: import, list, inspect, rm, prune (docs/images.md)"},
+    {"spec", cli_spec, "write a default OCI config.json (kago as an OCI runtime: docs/oci.md)"},
+    {"features", cli_features, "the OCI runtime features kago supports, as JSON"},
 };
+
+/* --log FILE [--log-format json]: errors also go there, one line each, as runc writes them: containerd
+ * reports the last {"level":"error"} line's msg, conmon reads msg. */
+static const char *log_path;
+static bool log_json;
+
+static void log_error(const char *msg)
+{
+    if (!log_path)
+        return;
+    FILE *f = fopen(log_path, "ae");
+    if (!f)
+        return;
+    char now[40];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", gmtime(&ts.tv_sec));
+    if (log_json) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "level", json_object_new_string("error"));
+        json_object_object_add(o, "msg", json_object_new_string(msg));
+        json_object_object_add(o, "time", json_object_new_string(now));
+        fprintf(f, "%s\n",
+                json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(o);
+    } else {
+        fprintf(f, "time=\"%s\" level=error msg=\"%s\"\n", now, msg);
+    }
+    fclose(f);
+}
 
 int cli_fail(struct kago_error *err)
 {
-    fprintf(stderr, "kago: %s\n", err && err->msg ? err->msg : "failed");
+    const char *msg = err && err->msg ? err->msg : "failed";
+    fprintf(stderr, "kago: %s\n", msg);
+    log_error(msg);
     kago_error_free(err);
     return 1;
 }
@@ -47,10 +85,13 @@ int cli_errorf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("kago: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
     va_end(ap);
+    fprintf(stderr, "kago: %s\n", msg ? msg : fmt);
+    log_error(msg ? msg : fmt);
+    free(msg);
     return 1;
 }
 
@@ -71,7 +112,24 @@ static void usage(FILE *f)
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
         fprintf(f, "  %-10s %s\n", verbs[i].name, verbs[i].help);
     fprintf(f, "\n--root DIR    state directory (default %s)\n", KAGO_DEFAULT_ROOT);
+    fprintf(f, "--log FILE, --log-format text|json, --systemd-cgroup, --debug: as runc's (docs/oci.md)\n");
     fprintf(f, "--images DIR  image store (default $KAGO_IMAGES or %s)\n", KAGO_DEFAULT_IMAGES);
+}
+
+/* A global option "--NAME VALUE" or "--NAME=VALUE" at argv[*i]: sets *val (and moves *i past it). */
+static bool opt_value(int argc, char **argv, int *i, const char *name, const char **val)
+{
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n))
+        return false;
+    if (argv[*i][n] == '=') {
+        *val = argv[*i] + n + 1;
+        return true;
+    }
+    if (argv[*i][n] || *i + 1 >= argc)
+        return false;
+    *val = argv[++*i];
+    return true;
 }
 
 int main(int argc, char **argv)
@@ -80,20 +138,24 @@ int main(int argc, char **argv)
     /* a reader that went away (kago ... | head) must not kill kago halfway through a cleanup */
     signal(SIGPIPE, SIG_IGN);
     int i = 1;
+    bool systemd_cgroup = false;
+    const char *format = "text", *ignored;
     for (; i < argc && argv[i][0] == '-'; i++) {
-        if (!strcmp(argv[i], "--root") && i + 1 < argc) {
-            g.root = argv[++i];
-        } else if (!strncmp(argv[i], "--root=", 7)) {
-            g.root = argv[i] + 7;
-        } else if (!strcmp(argv[i], "--images") && i + 1 < argc) {
-            g.images = argv[++i];
-        } else if (!strncmp(argv[i], "--images=", 9)) {
-            g.images = argv[i] + 9;
+        if (opt_value(argc, argv, &i, "--root", &g.root) ||
+            opt_value(argc, argv, &i, "--images", &g.images) ||
+            opt_value(argc, argv, &i, "--log", &log_path) ||
+            opt_value(argc, argv, &i, "--log-format", &format)) {
+            continue;
+        } else if (!strcmp(argv[i], "--systemd-cgroup")) {
+            systemd_cgroup = true;
+        } else if (!strcmp(argv[i], "--debug") || opt_value(argc, argv, &i, "--rootless", &ignored) ||
+                   !strcmp(argv[i], "--rootless")) {
+            continue; /* what runc's callers may send: nothing to do (kago runs as root) */
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(argv[i], "--version")) {
-            puts("kago 0.1.0");
+        } else if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-v")) {
+            puts("kago version 0.1.0\nspec: 1.1.0");
             return 0;
         } else {
             fprintf(stderr, "kago: unknown option %s\n", argv[i]);
@@ -101,6 +163,9 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (strcmp(format, "text") && strcmp(format, "json"))
+        return cli_errorf("--log-format %s: expected text or json", format);
+    log_json = !strcmp(format, "json");
     /* the Kagofile loader and serve find the store the same way the CLI does */
     if (g.images)
         setenv("KAGO_IMAGES", g.images, 1);
@@ -109,6 +174,12 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (systemd_cgroup && access("/run/systemd/system", F_OK) < 0)
+        return cli_errorf("systemd not running on this host, cannot use the systemd cgroup manager "
+                          "(--systemd-cgroup)");
+    if (systemd_cgroup)
+        return cli_errorf(
+            "--systemd-cgroup: not supported (kago manages its cgroups itself: drop the option)");
     for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++) {
         if (!strcmp(argv[i], verbs[v].name)) {
             optind = 1;

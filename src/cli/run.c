@@ -89,7 +89,7 @@ int cli_parse_spec(const char *verb, struct kago_spec *spec, bool *detach, bool 
     return optind;
 }
 
-static int exit_code(struct kago_container *c, int status)
+int cli_exit_code(struct kago_container *c, int status)
 {
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
@@ -175,6 +175,8 @@ CLI_VERB(run)
 {
     if (argc > 1 && looks_like_kagofile(argv[1]))
         return cli_run_kagofile(g, argc, argv);
+    if (cli_oci_form(argc, argv))
+        return cli_oci_run(g, argc, argv);
     bool detach = false;
     struct kago_spawn_opts opts = {.stdio = {-1, -1, -1}};
     struct kago_container *c = NULL;
@@ -190,7 +192,7 @@ CLI_VERB(run)
     int master = kago_container_take_tty(c);
     int status = master >= 0 ? cli_wait_tty(kago_container_pid(c), master)
                              : cli_wait_forwarding(kago_container_pid(c));
-    int code = exit_code(c, status);
+    int code = cli_exit_code(c, status);
     struct kago_error *err = NULL;
     if (kago_container_delete(c, true, &err) < 0)
         cli_fail(err);

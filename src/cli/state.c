@@ -11,7 +11,9 @@ CLI_VERB(state)
     struct kago_container *c = cli_load(g, argv[1]);
     if (!c)
         return 1;
-    char *s = kago_container_state_json(c);
+    char *s = cli_oci_state(g, c);
+    if (!s)
+        s = kago_container_state_json(c);
     puts(s);
     free(s);
     kago_container_free(c);

@@ -411,7 +411,7 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
                                 .parent_fd = -1,
                                 .fifo_fd = -1,
                                 .stdio = opts ? opts->stdio : nostdio,
-                                .die_with_parent = !(opts && opts->detach),
+                                .die_with_parent = !(opts && (opts->detach || opts->orphan)),
                                 .tty = opts && opts->tty};
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         l.ch.join_fds[i] = -1;
@@ -784,7 +784,7 @@ int kago_container_load(const char *root, const char *name, struct kago_containe
     if (kago__state_read(c, err) < 0) {
         if (*err && (*err)->code == ENOENT) {
             kago_error_clear(err);
-            kago_error_set(err, 0, "container %s: no such container", name);
+            kago_error_set(err, 0, "container %s does not exist", name);
         } else {
             kago_error_prefix(err, "container %s", name);
         }
@@ -825,6 +825,11 @@ pid_t kago_container_pid(const struct kago_container *c)
 int kago_container_pidfd(const struct kago_container *c)
 {
     return c->pidfd;
+}
+
+long long kago_container_created(const struct kago_container *c)
+{
+    return c->created;
 }
 
 const struct kago_spec *kago_container_spec(const struct kago_container *c)

@@ -271,6 +271,18 @@ static int load_rules(struct kago_spec *spec, json_object *root, struct kago_err
     return 0;
 }
 
+int kago_seccomp_from_json(struct kago_spec *spec, void *profile, struct kago_error **err)
+{
+    json_object *root = profile;
+    int action = 0, ev = 0;
+    if (action_of(root, "defaultAction", &action, &ev, err) < 0)
+        return -1;
+    spec->seccomp.mode = KAGO_SECCOMP_CUSTOM;
+    spec->seccomp.default_action = action;
+    spec->seccomp.default_errno = ev;
+    return load_rules(spec, root, err);
+}
+
 int kago_seccomp_load_file(struct kago_spec *spec, const char *path, struct kago_error **err)
 {
     cleanup_free char *text = kago__read_file(path, NULL, err);
@@ -284,14 +296,7 @@ int kago_seccomp_load_file(struct kago_spec *spec, const char *path, struct kago
         json_object_put(root);
         return kago_error_set(err, 0, "seccomp profile %s: %s", path, json_tokener_error_desc(jerr));
     }
-    int action = 0, ev = 0;
-    int ret = action_of(root, "defaultAction", &action, &ev, err);
-    if (ret == 0) {
-        spec->seccomp.mode = KAGO_SECCOMP_CUSTOM;
-        spec->seccomp.default_action = action;
-        spec->seccomp.default_errno = ev;
-        ret = load_rules(spec, root, err);
-    }
+    int ret = kago_seccomp_from_json(spec, root, err);
     json_object_put(root);
     if (ret < 0)
         kago_error_prefix(err, "seccomp profile %s", path);

@@ -529,10 +529,10 @@ def test_kill_all(kago, rootfs):
     (["run", "--rootfs", ROOTFS, "--name", "bad1", "--cpuset", "77", "--", "true"], "cpuset 77: no such CPU"),
     (["run", "--rootfs", ROOTFS, "--ns", "pid,bogus", "--", "true"], "bogus"),
     (["run", "--rootfs", ROOTFS, "--name", "a/b", "--", "true"], "a/b"),
-    (["state", "nosuchcontainer"], "nosuchcontainer: no such container"),
-    (["delete", "nosuchcontainer"], "no such container"),
-    (["update", "nosuchcontainer", "--cpu", "10%"], "no such container"),
-    (["kill", "nosuchcontainer"], "no such container"),
+    (["state", "nosuchcontainer"], "container nosuchcontainer does not exist"),
+    (["delete", "nosuchcontainer"], "does not exist"),
+    (["update", "nosuchcontainer", "--cpu", "10%"], "does not exist"),
+    (["kill", "nosuchcontainer"], "does not exist"),
 ])
 def test_bad_input(kago, rootfs, args, expect):
     kago.names.add("bad1")
@@ -608,7 +608,7 @@ def test_delete_force_removes_a_partial_container(kago, rootfs):
         os.makedirs(d, exist_ok=True)
         made.append(d)
     r = kago("delete", "part1")
-    assert r.returncode != 0 and "no such container" in r.stderr
+    assert r.returncode != 0 and "does not exist" in r.stderr
     kago("delete", "--force", "part1", check=True)
     assert not any(os.path.exists(d) for d in made)
     assert not os.path.exists(os.path.join(kago.root, "part1"))

@@ -1,0 +1,32 @@
+/* kago — the OCI runtime-spec front end: a bundle's config.json → struct kago_spec (docs/oci.md).
+ * Strict: a field kago cannot honour is an error naming its JSON path, never ignored. */
+#ifndef KAGO_CONFIG_OCI_H
+#define KAGO_CONFIG_OCI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <kago/kago.h>
+
+/* What config.json says beyond the spec: the OCI front end's own. */
+struct kago_oci {
+    char *bundle;      /* the bundle directory, absolute */
+    bool terminal;     /* process.terminal */
+    char *annotations; /* the annotations object as JSON text ("{}" when none) */
+    char *oci_version; /* ociVersion */
+};
+
+/* Reads BUNDLE/config.json into spec (which the caller initialised with kago_spec_init: every field the
+ * file gives replaces kago's default; root.path is resolved against the bundle). Returns 0, or < 0 with
+ * *err "config.json: PATH: why", or "FILE:LINE:COLUMN: ..." for malformed JSON. */
+int kago_oci_load(const char *bundle, struct kago_spec *spec, struct kago_oci *oci, struct kago_error **err);
+/* The same from text already read (path names the file in messages): for tests and the fuzzer. */
+int kago_oci_load_string(const char *bundle, const char *path, const char *json, size_t len,
+                         struct kago_spec *spec, struct kago_oci *oci, struct kago_error **err);
+void kago_oci_free(struct kago_oci *oci);
+/* `kago spec`: a default config.json (runc's layout, kago's defaults) that loads back. The caller frees. */
+char *kago_oci_default_config(void);
+/* `kago features`: the runtime-spec features document of what kago honours. The caller frees. */
+char *kago_oci_features(void);
+
+#endif

@@ -1,0 +1,184 @@
+"""kago as an OCI runtime (docs/oci.md): bundles with config.json, the runc command line as podman's conmon
+and containerd's shim call it. Real containers, as root; every test has its own --root and bundle."""
+import array
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import KAGO, ROOTFS, leftovers, wait_for
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    """A bundle from `kago spec`, its rootfs a copy-free bind of the busybox rootfs (root.path absolute)."""
+    b = tmp_path / "bundle"
+    b.mkdir()
+    r = subprocess.run([KAGO, "spec"], cwd=b, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["root"] = {"path": ROOTFS, "readonly": True}
+    (b / "config.json").write_text(json.dumps(cfg))
+    return b
+
+
+def edit(b, fn):
+    cfg = json.loads((b / "config.json").read_text())
+    fn(cfg)
+    (b / "config.json").write_text(json.dumps(cfg))
+
+
+def detached(kago, *argv, tmp):
+    """An OCI create or run --detach: the container keeps the stdio it is given (as conmon's pipes), so it
+    gets files here, not the pipes a captured run would wait on. Returns (returncode, stderr)."""
+    with open(tmp / "out", "w") as out, open(tmp / "err", "w") as err:
+        rc = subprocess.run([KAGO, "--root", kago.root, *map(str, argv)], stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=err, timeout=60).returncode
+    return rc, (tmp / "err").read_text()
+
+
+def args(b, *argv):
+    edit(b, lambda c: c["process"].__setitem__("args", list(argv)))
+
+
+def test_spec_writes_a_config_that_refuses_to_be_overwritten(tmp_path):
+    r = subprocess.run([KAGO, "spec"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["ociVersion"].startswith("1.") and cfg["root"]["path"] == "rootfs"
+    assert cfg["process"]["args"] == ["sh"] and cfg["process"]["terminal"] is False
+    r = subprocess.run([KAGO, "spec"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode != 0 and "exists" in r.stderr
+
+
+def test_features():
+    r = subprocess.run([KAGO, "features"], capture_output=True, text=True, check=True)
+    f = json.loads(r.stdout)
+    assert f["ociVersionMin"].startswith("1.0") and f["ociVersionMax"].startswith("1.1")
+    assert "pid" in f["linux"]["namespaces"]
+
+
+def test_run_bundle_exit_codes_and_output(kago, bundle):
+    args(bundle, "/bin/sh", "-c", "echo out; echo err >&2; exit 3")
+    r = kago("run", "--bundle", bundle, "oci-r1")
+    assert r.returncode == 3 and r.stdout == "out\n" and r.stderr == "err\n", r
+    args(bundle, "/bin/sh", "-c", "exit 42")
+    assert kago("run", "--bundle", bundle, "oci-r2").returncode == 42
+    args(bundle, "/nonexistent")
+    r = kago("run", "--bundle", bundle, "oci-r3")
+    assert r.returncode != 0 and ("not found" in r.stderr or "No such file" in r.stderr), r.stderr
+    assert not leftovers(["oci-r1", "oci-r2", "oci-r3"])
+
+
+def test_config_fields_take_effect(kago, bundle):
+    def change(c):
+        c["process"]["env"] = ["PATH=/bin:/sbin", "OCI_TEST=yes"]
+        c["process"]["cwd"] = "/tmp"
+        c["process"]["user"] = {"uid": 1000, "gid": 1000}
+        c["hostname"] = "oci-host"
+        c["linux"]["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 50}}
+    edit(bundle, change)
+    args(bundle, "/bin/sh", "-c", "echo $OCI_TEST $(pwd) $(id -u):$(id -g) $(hostname)")
+    r = kago("run", "--bundle", bundle, "oci-f1")
+    assert r.returncode == 0 and r.stdout.split() == ["yes", "/tmp", "1000:1000", "oci-host"], r
+
+
+def test_create_start_state_kill_delete(kago, bundle, tmp_path):
+    args(bundle, "/bin/sh", "-c", "sleep 60")
+    pidfile = tmp_path / "pid"
+    kago.names.add("oci-c1")
+    rc, err = detached(kago, "create", "--bundle", bundle, "--pid-file", pidfile, "oci-c1", tmp=tmp_path)
+    assert rc == 0, err
+    pid = int(pidfile.read_text())   # written before create returned, no newline (conmon uses atoi)
+    assert pidfile.read_text() == str(pid)
+    st = json.loads(kago("state", "oci-c1", check=True).stdout)
+    assert st["status"] == "created" and st["pid"] == pid and st["id"] == "oci-c1"
+    assert st["bundle"] == str(bundle) and st["ociVersion"].startswith("1.")
+    assert time.strptime(st["created"], "%Y-%m-%dT%H:%M:%SZ")   # RFC 3339, as go-runc parses it
+    # the init is no kago process's child: create left it to the caller's subreaper
+    with open(f"/proc/{pid}/status") as f:
+        ppid = int(next(l for l in f if l.startswith("PPid:")).split()[1])
+    with open(f"/proc/{ppid}/cmdline", "rb") as f:
+        assert b"kago" not in f.read().split(b"\0")[0], "a kago process stayed the init's parent"
+    kago("start", "oci-c1", check=True)
+    assert json.loads(kago("state", "oci-c1").stdout)["status"] == "running"
+    kago("kill", "oci-c1", "9", check=True)   # podman and containerd send numbers
+    assert wait_for(lambda: json.loads(kago("state", "oci-c1").stdout)["status"] == "stopped", timeout=10)
+    r = kago("kill", "oci-c1", "15")
+    assert r.returncode != 0 and "not running" in r.stderr
+    kago("delete", "oci-c1", check=True)
+    r = kago("state", "oci-c1")
+    assert r.returncode != 0 and "does not exist" in r.stderr
+    assert kago("delete", "--force", "oci-c1").returncode == 0   # as runc and crun: the shim relies on it
+    assert not leftovers(["oci-c1"])
+
+
+def test_console_socket_gets_the_master(kago, bundle, tmp_path):
+    edit(bundle, lambda c: c["process"].__setitem__("terminal", True))
+    args(bundle, "/bin/sh")
+    path = str(tmp_path / "console.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    kago.names.add("oci-t1")
+    rc, err = detached(kago, "create", "--bundle", bundle, "--console-socket", path, "oci-t1", tmp=tmp_path)
+    assert rc == 0, err
+    srv.settimeout(5)
+    conn, _ = srv.accept()
+    msg, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+    assert msg and len(fds) == 1, (msg, fds)
+    master = fds[0]
+    kago("start", "oci-t1", check=True)
+    os.write(master, b"tty; echo marker-$((6*7))\n")
+    out = b""
+    deadline = time.time() + 10
+    while b"marker-42" not in out and time.time() < deadline:
+        out += os.read(master, 4096)
+    assert b"marker-42" in out and b"/dev/pts/0" in out, out
+    os.write(master, b"exit 0\n")
+    os.close(master)
+    conn.close()
+    srv.close()
+    kago("delete", "--force", "oci-t1", check=True)
+    r = kago("create", "--bundle", bundle, "oci-t2")
+    assert r.returncode != 0 and "console-socket" in r.stderr
+    assert not leftovers(["oci-t1", "oci-t2"])
+
+
+def test_errors_name_the_json_path_and_log_as_json(kago, bundle, tmp_path):
+    edit(bundle, lambda c: c["linux"].__setitem__("sysctl", {"net.ipv4.ip_forward": "1"}))
+    log = tmp_path / "log.json"
+    r = kago("--log", log, "--log-format=json", "create", "--bundle", bundle, "oci-e1")
+    assert r.returncode != 0 and "linux.sysctl" in r.stderr, r.stderr
+    lines = [json.loads(l) for l in log.read_text().splitlines()]
+    assert lines[-1]["level"] == "error" and "linux.sysctl" in lines[-1]["msg"] and lines[-1]["time"]
+    (bundle / "config.json").write_text('{\n  "ociVersion": "1.0.2",\n  "process": {,\n}')
+    r = kago("create", "--bundle", bundle, "oci-e2")
+    assert r.returncode != 0 and "config.json:3:" in r.stderr, r.stderr
+    assert not leftovers(["oci-e1", "oci-e2"])
+    assert not os.path.exists(os.path.join(kago.root, "oci-e1"))
+
+
+def test_systemd_cgroup_without_systemd_is_a_clear_error(kago, bundle):
+    if os.path.exists("/run/systemd/system"):
+        pytest.skip("systemd runs here: the error path needs a host without it")
+    r = kago("--systemd-cgroup", "create", "--bundle", bundle, "oci-s1")
+    assert r.returncode != 0 and "systemd not running" in r.stderr
+
+
+def test_run_bundle_detached_writes_pid_and_orphans(kago, bundle, tmp_path):
+    args(bundle, "/bin/sh", "-c", "sleep 60")
+    pidfile = tmp_path / "pid"
+    kago.names.add("oci-d1")
+    rc, err = detached(kago, "run", "--bundle", bundle, "--detach", "--pid-file", pidfile, "oci-d1", tmp=tmp_path)
+    assert rc == 0, err
+    pid = int(pidfile.read_text())
+    assert json.loads(kago("state", "oci-d1").stdout)["status"] == "running"
+    kago("delete", "--force", "oci-d1", check=True)
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                    open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=10)
+    assert not leftovers(["oci-d1"])
