@@ -105,6 +105,10 @@ struct kago_spec {
     char *hostname;
     uid_t uid;
     gid_t gid;
+    gid_t *groups; /* supplementary groups; none when ngroups is 0 */
+    size_t ngroups;
+    int oom_score_adj; /* written to /proc/self/oom_score_adj when oom_score_adj_set */
+    bool oom_score_adj_set;
 
     unsigned ns;                        /* bit (1u << KAGO_NS_*) per namespace to create */
     char *join_ns[KAGO_NS_COUNT];       /* path of an existing namespace to enter, or NULL */

@@ -171,13 +171,22 @@ static int load_rlimits(struct ctx *x, json_object *a)
 static int load_user(struct ctx *x, json_object *u)
 {
     static const char *const k[] = {"uid", "gid", "umask", "additionalGids", "username", NULL};
-    static const char *const no[] = {"additionalGids", "username", NULL};
+    static const char *const no[] = {"username", NULL};
     if (keys(x, u, "process.user", k, no) < 0)
         return -1;
     if (!is(get(u, "uid"), json_type_int) || !is(get(u, "gid"), json_type_int))
         return bad(x, "process.user", "uid and gid are required numbers");
     x->spec->uid = (uid_t)json_object_get_int64(get(u, "uid"));
     x->spec->gid = (gid_t)json_object_get_int64(get(u, "gid"));
+    json_object *g = get(u, "additionalGids");
+    if (g && !is(g, json_type_array))
+        return bad(x, "process.user.additionalGids", "expected an array of numbers");
+    for (size_t i = 0; g && i < json_object_array_length(g); i++) {
+        x->spec->groups = realloc(x->spec->groups, (x->spec->ngroups + 1) * sizeof *x->spec->groups);
+        if (!x->spec->groups)
+            abort();
+        x->spec->groups[x->spec->ngroups++] = (gid_t)json_object_get_int64(json_object_array_get_idx(g, i));
+    }
     json_object *um = get(u, "umask");
     if (um && json_object_get_int(um) != 022)
         return bad(x, "process.user.umask", "%o: not supported (kago's containers start with 022)",
@@ -204,8 +213,8 @@ static int load_process(struct ctx *x, json_object *p)
                                     "scheduler",
                                     "execCPUAffinity",
                                     NULL};
-    static const char *const no[] = {"oomScoreAdj", "apparmorProfile", "selinuxLabel",    "commandLine",
-                                     "ioPriority",  "scheduler",       "execCPUAffinity", NULL};
+    static const char *const no[] = {"apparmorProfile", "selinuxLabel",    "commandLine", "ioPriority",
+                                     "scheduler",       "execCPUAffinity", NULL};
     if (keys(x, p, "process", k, no) < 0)
         return -1;
     char **argv = get(p, "args") ? strv(x, get(p, "args"), "process.args") : NULL;
@@ -226,6 +235,10 @@ static int load_process(struct ctx *x, json_object *p)
     x->oci->terminal = json_object_get_boolean(get(p, "terminal"));
     x->spec->no_new_privs = json_object_get_boolean(get(p, "noNewPrivileges"));
     x->spec->caps = 0;
+    if (get(p, "oomScoreAdj")) {
+        x->spec->oom_score_adj_set = true;
+        x->spec->oom_score_adj = json_object_get_int(get(p, "oomScoreAdj"));
+    }
     if (!get(p, "user") || load_user(x, get(p, "user")) < 0)
         return get(p, "user") ? -1 : bad(x, "process.user", "required");
     if (get(p, "capabilities") && load_caps(x, get(p, "capabilities")) < 0)

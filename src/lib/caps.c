@@ -46,8 +46,8 @@ static int last_cap(void)
 
 static int set_ids(const struct kago_spec *spec, struct kago_error **err)
 {
-    if (setgroups(0, NULL) < 0 && errno != EPERM)
-        return kago_error_set(err, errno, "setgroups");
+    if (setgroups(spec->ngroups, spec->groups) < 0 && (errno != EPERM || spec->ngroups))
+        return kago_error_set(err, errno, "setgroups (%zu groups)", spec->ngroups);
     if (setresgid(spec->gid, spec->gid, spec->gid) < 0)
         return kago_error_set(err, errno, "setgid %u", (unsigned)spec->gid);
     if (setresuid(spec->uid, spec->uid, spec->uid) < 0)

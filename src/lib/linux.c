@@ -552,6 +552,17 @@ static int setup_mounts(struct kago__child *ch, int *listen_fd, struct kago_erro
     return ret;
 }
 
+/* Through the container's own /proc (mounted by now): the kernel's badness bias for this process tree. */
+static int set_oom_score_adj(int v, struct kago_error **err)
+{
+    char buf[16];
+    int n = snprintf(buf, sizeof buf, "%d", v);
+    cleanup_close int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, buf, (size_t)n) != n)
+        return kago_error_set(err, errno, "oom_score_adj %d", v);
+    return 0;
+}
+
 int kago__set_rlimits(const struct kago_spec *spec, struct kago_error **err)
 {
     for (size_t i = 0; i < spec->nrlimits; i++) {
@@ -695,6 +706,8 @@ static int child_prepare(struct kago__child *ch, int *listen_fd, char **cmd, str
     if (!(*cmd = kago__find_command(spec, err)))
         return -1;
     if (kago__set_rlimits(spec, err) < 0)
+        return -1;
+    if (spec->oom_score_adj_set && set_oom_score_adj(spec->oom_score_adj, err) < 0)
         return -1;
     if (chdir(spec->cwd ? spec->cwd : "/") < 0)
         return kago_error_set(err, errno, "cwd %s", spec->cwd);

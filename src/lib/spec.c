@@ -70,6 +70,7 @@ void kago_spec_free(struct kago_spec *spec)
     free(spec->name);
     free(spec->rootfs);
     free(spec->overlay_dir);
+    free(spec->groups);
     strv_free(spec->layers);
     free(spec->image);
     free(spec->image_id);
@@ -108,6 +109,8 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
         return kago_error_set(err, 0, "no command given");
     if ((!spec->rootfs || !*spec->rootfs) && !(spec->layers && spec->layers[0]))
         return kago_error_set(err, 0, "no rootfs given");
+    if (spec->oom_score_adj_set && (spec->oom_score_adj < -1000 || spec->oom_score_adj > 1000))
+        return kago_error_set(err, 0, "oom_score_adj %d: expected -1000..1000", spec->oom_score_adj);
     if (spec->overlay_dir && spec->overlay_dir[0] != '/')
         return kago_error_set(err, 0, "overlay dir \"%s\": must be an absolute path", spec->overlay_dir);
     if (spec->layers && spec->layers[0] && !spec->image_store)

@@ -73,6 +73,14 @@ json_object *kago__spec_to_json(const struct kago_spec *s)
     add_str(o, "hostname", s->hostname);
     add_int(o, "uid", s->uid);
     add_int(o, "gid", s->gid);
+    if (s->ngroups) {
+        json_object *g = json_object_new_array();
+        for (size_t i = 0; i < s->ngroups; i++)
+            json_object_array_add(g, json_object_new_int64(s->groups[i]));
+        json_object_object_add(o, "groups", g);
+    }
+    if (s->oom_score_adj_set)
+        add_int(o, "oom_score_adj", s->oom_score_adj);
     json_object *ns = json_object_new_array(), *join = json_object_new_object();
     for (int i = 0; i < KAGO_NS_COUNT; i++) {
         if (s->ns & (1u << i))
@@ -166,6 +174,13 @@ int kago__spec_from_json(json_object *o, struct kago_spec *s, struct kago_error 
     s->hostname = xstrdup(get_str(o, "hostname"));
     s->uid = (uid_t)get_int(o, "uid", 0);
     s->gid = (gid_t)get_int(o, "gid", 0);
+    json_object *groups = get(o, "groups");
+    for (size_t i = 0; groups && i < json_object_array_length(groups); i++) {
+        s->groups = xrealloc(s->groups, (s->ngroups + 1) * sizeof *s->groups);
+        s->groups[s->ngroups++] = (gid_t)json_object_get_int64(json_object_array_get_idx(groups, i));
+    }
+    s->oom_score_adj_set = get(o, "oom_score_adj") != NULL;
+    s->oom_score_adj = (int)get_int(o, "oom_score_adj", 0);
     s->ns = 0;
     json_object *ns = get(o, "namespaces"), *join = get(o, "join_namespaces");
     for (size_t i = 0; ns && i < json_object_array_length(ns); i++) {

@@ -78,13 +78,15 @@ def test_config_fields_take_effect(kago, bundle):
     def change(c):
         c["process"]["env"] = ["PATH=/bin:/sbin", "OCI_TEST=yes"]
         c["process"]["cwd"] = "/tmp"
-        c["process"]["user"] = {"uid": 1000, "gid": 1000}
+        c["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [10, 20]}
+        c["process"]["oomScoreAdj"] = 500
         c["hostname"] = "oci-host"
         c["linux"]["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 50}}
     edit(bundle, change)
-    args(bundle, "/bin/sh", "-c", "echo $OCI_TEST $(pwd) $(id -u):$(id -g) $(hostname)")
+    args(bundle, "/bin/sh", "-c", "echo $OCI_TEST $(pwd) $(id -u):$(id -g) $(hostname) $(cat /proc/self/oom_score_adj); id -G")
     r = kago("run", "--bundle", bundle, "oci-f1")
-    assert r.returncode == 0 and r.stdout.split() == ["yes", "/tmp", "1000:1000", "oci-host"], r
+    assert r.returncode == 0 and r.stdout.split() == ["yes", "/tmp", "1000:1000", "oci-host", "500",
+                                                      "1000", "10", "20"], r
 
 
 def test_create_start_state_kill_delete(kago, bundle, tmp_path):

@@ -114,6 +114,20 @@ static void test_fields(void)
     kago_spec_free(&s);
 }
 
+static void test_groups_oom(void)
+{
+    char *j = patch("\"gid\":0}", "\"gid\":0,\"additionalGids\":[10,20]},\"oomScoreAdj\":300"), *why;
+    struct kago_spec s;
+    struct kago_oci o;
+    ok(load(j, &s, &o, &why) == 0 && s.ngroups == 2 && s.groups[0] == 10 && s.groups[1] == 20,
+       "additionalGids: %s", why ? why : "ok");
+    ok(s.oom_score_adj_set && s.oom_score_adj == 300, "oomScoreAdj");
+    free(why);
+    free(j);
+    kago_oci_free(&o);
+    kago_spec_free(&s);
+}
+
 static void test_refused(void)
 {
     static const char *const cases[][3] = {
@@ -122,10 +136,9 @@ static void test_refused(void)
         {"\"maskedPaths\"", "\"sysctl\":{\"a\":\"1\"},\"maskedPaths\"", "linux.sysctl"},
         {"\"maskedPaths\"", "\"intelRdt\":{\"closID\":\"x\"},\"maskedPaths\"", "linux.intelRdt"},
         {"\"maskedPaths\"", "\"cgroupsPath\":\"/x\",\"maskedPaths\"", "linux.cgroupsPath"},
-        {"\"noNewPrivileges\":true", "\"noNewPrivileges\":true,\"oomScoreAdj\":500", "process.oomScoreAdj"},
         {"\"noNewPrivileges\":true", "\"noNewPrivileges\":true,\"apparmorProfile\":\"p\"",
          "process.apparmorProfile"},
-        {"\"gid\":0}", "\"gid\":0,\"additionalGids\":[5]}", "process.user.additionalGids"},
+        {"\"gid\":0}", "\"gid\":0,\"username\":\"root\"}", "process.user.username"},
         {"\"ambient\":[\"CAP_AUDIT_WRITE\",", "\"ambient\":[\"CAP_SYS_ADMIN\",", "process.capabilities"},
         {"\"bounding\":[\"CAP_AUDIT_WRITE\"", "\"bounding\":[\"CAP_BOGUS\"", "process.capabilities.bounding"},
         {"{\"destination\":\"/proc\"",
@@ -203,6 +216,7 @@ int main(void)
 {
     test_runc_spec();
     test_fields();
+    test_groups_oom();
     test_refused();
     test_malformed();
     test_default_round_trip();
