@@ -119,13 +119,6 @@ char *kago_image_inspect(const struct kago_image *img)
     return text;
 }
 
-static void strv_free(char **v)
-{
-    for (size_t i = 0; v && v[i]; i++)
-        free(v[i]);
-    free(v);
-}
-
 /* Sets KEY=VALUE in env, replacing the entry of the same key. */
 static void env_put(char ***env, const char *kv)
 {
@@ -204,23 +197,23 @@ int kago_image_apply(const struct kago_image *img, struct kago_spec *spec,
     char *const *cmd = ov->cmd ? ov->cmd : ov->entrypoint_set ? NULL : img->cfg.cmd;
     char **argv = argv_join(entry, cmd);
     if (!argv[0]) {
-        strv_free(argv);
+        kago__strv_free(argv);
         return kago_error_set(err, 0, "image %s: no command (it has no Entrypoint or Cmd: give one after --)",
                               ref);
     }
     int sig = parse_signal(img->cfg.stop_signal);
     if (sig < 0) {
-        strv_free(argv);
+        kago__strv_free(argv);
         return kago_error_set(err, 0, "image %s: StopSignal %s: not a signal", ref, img->cfg.stop_signal);
     }
     char **layers = layer_paths(img);
     if (!ov->user_set && img->cfg.user && *img->cfg.user &&
         kago__image_user((const char *const *)layers, img->cfg.user, &spec->uid, &spec->gid, err) < 0) {
-        strv_free(argv);
-        strv_free(layers);
+        kago__strv_free(argv);
+        kago__strv_free(layers);
         return kago_error_prefix(err, "image %s", ref), -1;
     }
-    strv_free(spec->argv);
+    kago__strv_free(spec->argv);
     spec->argv = argv;
     for (size_t i = 0; img->cfg.env && img->cfg.env[i]; i++)
         if (strchr(img->cfg.env[i], '=') && !env_given(ov->env_set, img->cfg.env[i]))
@@ -232,7 +225,7 @@ int kago_image_apply(const struct kago_image *img, struct kago_spec *spec,
     spec->stop_signal = sig;
     free(spec->rootfs);
     spec->rootfs = NULL;
-    strv_free(spec->layers);
+    kago__strv_free(spec->layers);
     spec->layers = layers;
     free(spec->image);
     spec->image = xstrdup(ref);

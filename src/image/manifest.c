@@ -171,13 +171,6 @@ static char **strv(json_object *a, size_t *n)
     return v;
 }
 
-static void strv_free(char **v)
-{
-    for (size_t i = 0; v && v[i]; i++)
-        free(v[i]);
-    free(v);
-}
-
 int kago__docker_manifest_parse(const char *json, size_t len, struct kago__docker_manifest *m,
                                 struct kago_error **err)
 {
@@ -212,8 +205,8 @@ int kago__docker_manifest_parse(const char *json, size_t len, struct kago__docke
 void kago__docker_manifest_free(struct kago__docker_manifest *m)
 {
     free(m->config);
-    strv_free(m->layers);
-    strv_free(m->repo_tags);
+    kago__strv_free(m->layers);
+    kago__strv_free(m->repo_tags);
     *m = (struct kago__docker_manifest){0};
 }
 
@@ -284,10 +277,10 @@ out:
 
 void kago__image_config_free(struct kago__image_config *c)
 {
-    strv_free(c->diff_ids);
-    strv_free(c->env);
-    strv_free(c->entrypoint);
-    strv_free(c->cmd);
+    kago__strv_free(c->diff_ids);
+    kago__strv_free(c->env);
+    kago__strv_free(c->entrypoint);
+    kago__strv_free(c->cmd);
     free(c->working_dir);
     free(c->user);
     free(c->stop_signal);

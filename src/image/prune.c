@@ -228,13 +228,6 @@ static char **names_of(json_object *refs, const char *id)
     return v;
 }
 
-static void strv_free(char **v)
-{
-    for (size_t i = 0; v && v[i]; i++)
-        free(v[i]);
-    free(v);
-}
-
 int kago_image_rm(const char *store, const char *ref, bool force, struct kago_error **err)
 {
     struct kago__store st;
@@ -267,7 +260,7 @@ int kago_image_rm(const char *store, const char *ref, bool force, struct kago_er
     each_entry(&st, "digests", sweep_link, &st);
     ret = 0;
 out:
-    strv_free(names);
+    kago__strv_free(names);
     json_object_put(refs);
     json_object_put(images);
     json_object_put(layers);

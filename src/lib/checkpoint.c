@@ -1090,13 +1090,6 @@ static char **restore_argv(const char *criu, const struct image *im, const char 
     return argv;
 }
 
-static void strv_free(char **v)
-{
-    for (size_t i = 0; v && v[i]; i++)
-        free(v[i]);
-    free(v);
-}
-
 /* The restored init (criu's pid file) becomes the container's process, recorded in its state file. */
 static int record_restored(struct kago_container *c, struct kago_error **err)
 {
@@ -1145,7 +1138,7 @@ static int restore_here(struct kago_container *c, const struct image *im, struct
     char **argv = restore_argv(criu, im, c->dir, scratch, c->spec.overlay ? merged : c->spec.rootfs);
     kago__trace("restore: criu");
     int st = run_criu(argv, -1, restore_prep_fn, &prep, err);
-    strv_free(argv);
+    kago__strv_free(argv);
     kago__trace("restore: criu done");
     if (st < 0)
         goto out;

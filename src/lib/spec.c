@@ -26,13 +26,6 @@ static char **strv_dup(const char *const *v)
     return out;
 }
 
-static void strv_free(char **v)
-{
-    for (size_t i = 0; v && v[i]; i++)
-        free(v[i]);
-    free(v);
-}
-
 static size_t strv_len(char *const *v)
 {
     size_t n = 0;
@@ -71,12 +64,12 @@ void kago_spec_free(struct kago_spec *spec)
     free(spec->rootfs);
     free(spec->overlay_dir);
     free(spec->groups);
-    strv_free(spec->layers);
+    kago__strv_free(spec->layers);
     free(spec->image);
     free(spec->image_id);
     free(spec->image_store);
-    strv_free(spec->argv);
-    strv_free(spec->env);
+    kago__strv_free(spec->argv);
+    kago__strv_free(spec->env);
     free(spec->cwd);
     free(spec->hostname);
     for (int i = 0; i < KAGO_NS_COUNT; i++)
@@ -88,8 +81,8 @@ void kago_spec_free(struct kago_spec *spec)
         free(spec->mounts[i].dst);
     }
     free(spec->mounts);
-    strv_free(spec->masked_paths);
-    strv_free(spec->readonly_paths);
+    kago__strv_free(spec->masked_paths);
+    kago__strv_free(spec->readonly_paths);
     free(spec->limits.cpuset);
     for (size_t i = 0; i < spec->limits.nraw; i++) {
         free(spec->limits.raw[i].key);
@@ -154,7 +147,7 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
 
 void kago_spec_set_argv(struct kago_spec *spec, char *const *argv)
 {
-    strv_free(spec->argv);
+    kago__strv_free(spec->argv);
     spec->argv = strv_dup((const char *const *)argv);
 }
 
@@ -235,7 +228,7 @@ void kago_app_free(struct kago_app *app)
     if (!app)
         return;
     free(app->name);
-    strv_free(app->hosts);
+    kago__strv_free(app->hosts);
     kago_spec_free(&app->spec);
     memset(app, 0, sizeof *app);
 }

@@ -142,6 +142,13 @@ int kago__mkdir_p(const char *path, mode_t mode, struct kago_error **err)
     return 0;
 }
 
+void kago__strv_free(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
 static int rm_rf_at(int dirfd, const char *name, dev_t dev)
 {
     struct stat st;
