@@ -52,6 +52,14 @@ int cli_oci_create(struct cli *g, int argc, char **argv);
 int cli_oci_run(struct cli *g, int argc, char **argv);
 /* The OCI state JSON of a container made from a bundle (the caller frees), or NULL for kago's own. */
 char *cli_oci_state(struct cli *g, struct kago_container *c);
+/* exec --process, update --resources: the OCI forms. */
+bool cli_oci_exec_form(int argc, char **argv);
+bool cli_oci_update_form(int argc, char **argv);
+int cli_oci_exec(struct cli *g, int argc, char **argv);
+int cli_oci_update(struct cli *g, int argc, char **argv);
+/* runc's pid file (decimal, no newline, renamed into place) and console-socket message. 0 or an exit code. */
+int cli_write_pid_file(const char *path, pid_t pid);
+int cli_send_console(const char *path, int master);
 /* A foreground container's exit code from its wait status (128+N for signal N; an OOM kill is told). */
 int cli_exit_code(struct kago_container *c, int status);
 

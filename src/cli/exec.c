@@ -15,6 +15,8 @@ CLI_VERB(exec)
         {"tty", no_argument, NULL, 't'},
         {NULL, 0, NULL, 0},
     };
+    if (cli_oci_exec_form(argc, argv))
+        return cli_oci_exec(g, argc, argv);
     struct kago_spec proc = {0};
     proc.cwd = NULL;
     int ch;

@@ -87,7 +87,7 @@ static int parse(const char *verb, int argc, char **argv, struct oci_args *a)
 }
 
 /* The pid, as runc writes it: decimal, no newline, complete before create returns (conmon reads it then). */
-static int write_pid_file(const char *path, pid_t pid)
+int cli_write_pid_file(const char *path, pid_t pid)
 {
     char tmp[PATH_MAX];
     snprintf(tmp, sizeof tmp, "%s.kago-tmp", path);
@@ -101,7 +101,7 @@ static int write_pid_file(const char *path, pid_t pid)
 }
 
 /* runc's console-socket protocol: one message naming the terminal, its master attached (SCM_RIGHTS). */
-static int send_console(const char *path, int master)
+int cli_send_console(const char *path, int master)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path)
@@ -170,13 +170,13 @@ static int hand_over(struct cli *g, const struct oci_args *a, struct kago_contai
 {
     int master = kago_container_take_tty(c), rc = 0;
     if (master >= 0) {
-        rc = send_console(a->console_socket, master);
+        rc = cli_send_console(a->console_socket, master);
         close(master);
     }
     if (!rc)
         rc = write_oci_record(g, a->id, oci);
     if (!rc && a->pid_file)
-        rc = write_pid_file(a->pid_file, kago_container_pid(c));
+        rc = cli_write_pid_file(a->pid_file, kago_container_pid(c));
     if (rc)
         kago_container_delete(c, true, NULL);
     return rc;
@@ -209,7 +209,7 @@ static int oci_create_or_run(struct cli *g, const char *verb, int argc, char **a
         rc = hand_over(g, &a, c, &oci);
     else if (!rc) {
         if (write_oci_record(g, a.id, &oci) == 0 && a.pid_file)
-            write_pid_file(a.pid_file, kago_container_pid(c));
+            cli_write_pid_file(a.pid_file, kago_container_pid(c));
         int master = kago_container_take_tty(c);
         int status = master >= 0 ? cli_wait_tty(kago_container_pid(c), master)
                                  : cli_wait_forwarding(kago_container_pid(c));

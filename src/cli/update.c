@@ -15,6 +15,8 @@ CLI_VERB(update)
         {"cgroup-set", required_argument, NULL, O_CGROUP_SET},
         {NULL, 0, NULL, 0},
     };
+    if (cli_oci_update_form(argc, argv))
+        return cli_oci_update(g, argc, argv);
     struct kago_spec s;
     kago_spec_init(&s); /* only its limits are used: all unset */
     int ch, n = 0, rc = 1;

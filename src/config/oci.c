@@ -619,10 +619,9 @@ static void where(const char *text, size_t off, int *line, int *col)
     }
 }
 
-int kago_oci_load_string(const char *bundle, const char *path, const char *json, size_t len,
-                         struct kago_spec *spec, struct kago_oci *oci, struct kago_error **err)
+/* The document, or NULL with *err "FILE:LINE:COLUMN: why". */
+static json_object *parse(const char *path, const char *json, size_t len, struct kago_error **err)
 {
-    *oci = (struct kago_oci){.bundle = strdup(bundle)};
     json_tokener *tok = json_tokener_new();
     json_object *o = json_tokener_parse_ex(tok, json, (int)len);
     enum json_tokener_error e = json_tokener_get_error(tok);
@@ -635,11 +634,49 @@ int kago_oci_load_string(const char *bundle, const char *path, const char *json,
         return kago_error_set(err, 0, "%s:%d:%d: %s", path, line, col,
                               e == json_tokener_success    ? "text after the document"
                               : e == json_tokener_continue ? "unexpected end of file"
-                                                           : json_tokener_error_desc(e));
+                                                           : json_tokener_error_desc(e)),
+               NULL;
     }
+    return o;
+}
+
+int kago_oci_load_string(const char *bundle, const char *path, const char *json, size_t len,
+                         struct kago_spec *spec, struct kago_oci *oci, struct kago_error **err)
+{
+    *oci = (struct kago_oci){.bundle = strdup(bundle)};
+    json_object *o = parse(path, json, len, err);
+    if (!o)
+        return -1;
     const char *base = strrchr(path, '/');
     struct ctx x = {.file = base ? base + 1 : path, .spec = spec, .oci = oci, .err = err};
     int r = load_doc(&x, o);
+    json_object_put(o);
+    return r;
+}
+
+int kago_oci_load_process(const char *path, const char *json, size_t len, struct kago_spec *proc,
+                          bool *terminal, struct kago_error **err)
+{
+    json_object *o = parse(path, json, len, err);
+    if (!o)
+        return -1;
+    struct kago_oci oci = {0};
+    struct ctx x = {.file = path, .spec = proc, .oci = &oci, .err = err};
+    int r = load_process(&x, o);
+    *terminal = oci.terminal;
+    json_object_put(o);
+    return r;
+}
+
+int kago_oci_load_resources(const char *path, const char *json, size_t len, struct kago_spec *spec,
+                            struct kago_error **err)
+{
+    json_object *o = parse(path, json, len, err);
+    if (!o)
+        return -1;
+    struct kago_oci oci = {0};
+    struct ctx x = {.file = path, .spec = spec, .oci = &oci, .err = err};
+    int r = load_resources(&x, o);
     json_object_put(o);
     return r;
 }

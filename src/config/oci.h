@@ -24,6 +24,13 @@ int kago_oci_load(const char *bundle, struct kago_spec *spec, struct kago_oci *o
 int kago_oci_load_string(const char *bundle, const char *path, const char *json, size_t len,
                          struct kago_spec *spec, struct kago_oci *oci, struct kago_error **err);
 void kago_oci_free(struct kago_oci *oci);
+/* `exec --process FILE`: a process object (config.json's process) into proc (initialised by the caller).
+ * *terminal gets process.terminal. Returns 0 or < 0 with *err naming the JSON path. */
+int kago_oci_load_process(const char *path, const char *json, size_t len, struct kago_spec *proc,
+                          bool *terminal, struct kago_error **err);
+/* `update --resources FILE`: a LinuxResources object into spec->limits (fields absent stay unset). */
+int kago_oci_load_resources(const char *path, const char *json, size_t len, struct kago_spec *spec,
+                            struct kago_error **err);
 /* `kago spec`: a default config.json (runc's layout, kago's defaults) that loads back. The caller frees. */
 char *kago_oci_default_config(void);
 /* `kago features`: the runtime-spec features document of what kago honours. The caller frees. */

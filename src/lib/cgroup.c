@@ -248,9 +248,10 @@ int kago__cg_rmdir(const struct kago__cgroup *cg, const char *base, struct kago_
     char dir[PATH_MAX];
     if (kago__cg_dir(dir, sizeof dir, base, cg->name, err) < 0)
         return -1;
-    /* Processes that just died may keep the cgroup populated for a moment. */
+    /* Processes that just died may keep the cgroup populated for a moment: a pid namespace whose init
+     * was killed takes its other processes down after it, and a loaded machine may take a while. */
     unsigned delay = 50;
-    unsigned long long deadline = kago__now_us() + 50000;
+    unsigned long long deadline = kago__now_us() + 1000000;
     while (rmdir(dir) < 0) {
         if (errno == ENOENT)
             break;

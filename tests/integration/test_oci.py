@@ -184,3 +184,32 @@ def test_run_bundle_detached_writes_pid_and_orphans(kago, bundle, tmp_path):
     assert wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
                     open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=10)
     assert not leftovers(["oci-d1"])
+
+
+def test_exec_process_and_update_resources(kago, bundle, tmp_path):
+    from conftest import read_cgroup
+    args(bundle, "/bin/sh", "-c", "sleep 60")
+    kago.names.add("oci-x1")
+    rc, err = detached(kago, "run", "--bundle", bundle, "--detach", "oci-x1", tmp=tmp_path)
+    assert rc == 0, err
+    cfg = json.loads((bundle / "config.json").read_text())
+    proc = dict(cfg["process"], args=["/bin/sh", "-c", "echo in-exec $(id -u); exit 7"],
+                user={"uid": 1000, "gid": 1000}, cwd="/tmp")
+    (tmp_path / "p.json").write_text(json.dumps(proc))
+    r = kago("exec", "--process", tmp_path / "p.json", "oci-x1")
+    assert r.returncode == 7 and r.stdout == "in-exec 1000\n", r
+    # detached, as conmon runs it: the pid file names a process the caller's subreaper reaps
+    proc["args"] = ["/bin/sh", "-c", "sleep 30"]
+    (tmp_path / "p.json").write_text(json.dumps(proc))
+    rc, err = detached(kago, "exec", "--process", tmp_path / "p.json", "--detach", "--pid-file",
+                       tmp_path / "xpid", "oci-x1", tmp=tmp_path)
+    assert rc == 0, err
+    assert os.path.exists(f"/proc/{int((tmp_path / 'xpid').read_text())}")
+    (tmp_path / "res.json").write_text(json.dumps({"memory": {"limit": 96 << 20}, "pids": {"limit": 77}}))
+    kago("update", "--resources", tmp_path / "res.json", "oci-x1", check=True)
+    assert int(read_cgroup("oci-x1", "memory.limit_in_bytes", "memory.max", "memory")) == 96 << 20
+    r = subprocess.run([KAGO, "--root", kago.root, "update", "--resources", "-", "oci-x1"],
+                       input='{"blockIO": {"weight": 10}}', capture_output=True, text=True)
+    assert r.returncode != 0 and "blockIO" in r.stderr, r.stderr
+    kago("delete", "--force", "oci-x1", check=True)
+    assert not leftovers(["oci-x1"])
