@@ -121,6 +121,10 @@ struct kago_spec {
     char **readonly_paths; /* NULL-terminated */
 
     struct kago_limits limits;
+    /* Namespaced kernel parameters, e.g. "net.ipv4.ping_group_range" = "0 0", written in /proc/sys of the
+     * container: net.* needs its network namespace, kernel.{shm,msg,sem}* and fs.mqueue.* its ipc one. */
+    struct kago_cgroup_kv *sysctls;
+    size_t nsysctls;
     struct kago_rlimit *rlimits;
     size_t nrlimits;
 
@@ -166,6 +170,7 @@ KAGO_EXPORT void kago_spec_add_env(struct kago_spec *spec, const char *kv);
 KAGO_EXPORT void kago_spec_add_mount(struct kago_spec *spec, const struct kago_mount *m);
 KAGO_EXPORT void kago_spec_add_rlimit(struct kago_spec *spec, const struct kago_rlimit *rl);
 KAGO_EXPORT void kago_spec_add_raw(struct kago_spec *spec, const char *key, const char *value);
+KAGO_EXPORT void kago_spec_add_sysctl(struct kago_spec *spec, const char *key, const char *value);
 KAGO_EXPORT void kago_spec_add_seccomp_rule(struct kago_spec *spec, const struct kago_seccomp_rule *r);
 KAGO_EXPORT void kago_spec_set_argv(struct kago_spec *spec, char *const *argv);
 /* Reads a seccomp profile in Docker/OCI JSON form (defaultAction, defaultErrnoRet, syscalls[].names/action/

@@ -531,7 +531,7 @@ static int load_linux(struct ctx *x, json_object *l)
         "namespaces",  "uidMappings",   "gidMappings", "resources",    "devices",           "seccomp",
         "maskedPaths", "readonlyPaths", "sysctl",      "cgroupsPath",  "rootfsPropagation", "mountLabel",
         "intelRdt",    "personality",   "timeOffsets", "memoryPolicy", "netDevices",        NULL};
-    static const char *const no[] = {"sysctl",      "cgroupsPath",  "mountLabel", "intelRdt", "personality",
+    static const char *const no[] = {"cgroupsPath", "mountLabel",   "intelRdt",   "personality",
                                      "timeOffsets", "memoryPolicy", "netDevices", NULL};
     if (keys(x, l, "linux", k, no) < 0)
         return -1;
@@ -552,6 +552,17 @@ static int load_linux(struct ctx *x, json_object *l)
         (get(l, "readonlyPaths") &&
          load_paths(x, get(l, "readonlyPaths"), "linux.readonlyPaths", &s->readonly_paths) < 0))
         return -1;
+    json_object *sc = get(l, "sysctl");
+    if (sc && !is(sc, json_type_object))
+        return bad(x, "linux.sysctl", "expected an object");
+    if (sc) {
+        json_object_object_foreach(sc, key, val)
+        {
+            if (!is(val, json_type_string))
+                return bad(x, "linux.sysctl", "%s: expected a string", key);
+            kago_spec_add_sysctl(s, key, json_object_get_string(val));
+        }
+    }
     /* no seccomp in config.json means none (runtime-spec), not kago's default filter */
     s->seccomp.mode = KAGO_SECCOMP_UNCONFINED;
     return get(l, "seccomp") ? load_seccomp(x, get(l, "seccomp")) : 0;

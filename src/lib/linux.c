@@ -509,6 +509,23 @@ static bool mounts_under_sys(const struct kago_spec *spec)
     return false;
 }
 
+/* Past pivot_root, in the container's namespaces and before /proc/sys is made read-only. */
+static int set_sysctls(const struct kago_spec *spec, struct kago_error **err)
+{
+    for (size_t i = 0; i < spec->nsysctls; i++) {
+        char path[256];
+        int n = snprintf(path, sizeof path, "/proc/sys/%s", spec->sysctls[i].key);
+        for (char *p = path + 10; n > 0 && *p; p++)
+            if (*p == '.')
+                *p = '/';
+        cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        size_t len = strlen(spec->sysctls[i].value);
+        if (fd < 0 || write(fd, spec->sysctls[i].value, len) != (ssize_t)len)
+            return kago_error_set(err, errno, "sysctl %s = %s", spec->sysctls[i].key, spec->sysctls[i].value);
+    }
+    return 0;
+}
+
 static int setup_mounts(struct kago__child *ch, int *listen_fd, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
@@ -546,6 +563,8 @@ static int setup_mounts(struct kago__child *ch, int *listen_fd, struct kago_erro
         return -1;
     kago__trace("child: pivot_root");
     if (net_late && (setup_net(ch, listen_fd, err) < 0 || setup_sys(ch, rootfd, err) < 0))
+        return -1;
+    if (set_sysctls(spec, err) < 0)
         return -1;
     int ret = mask_paths(spec, err);
     kago__trace("child: masks");

@@ -64,6 +64,11 @@ void kago_spec_free(struct kago_spec *spec)
     free(spec->rootfs);
     free(spec->overlay_dir);
     free(spec->groups);
+    for (size_t i = 0; i < spec->nsysctls; i++) {
+        free(spec->sysctls[i].key);
+        free(spec->sysctls[i].value);
+    }
+    free(spec->sysctls);
     kago__strv_free(spec->layers);
     free(spec->image);
     free(spec->image_id);
@@ -96,12 +101,35 @@ void kago_spec_free(struct kago_spec *spec)
     memset(spec, 0, sizeof *spec);
 }
 
+/* Which namespace a sysctl belongs to (as runc checks it), or -1 for one the host shares. */
+static int sysctl_ns(const char *k)
+{
+    if (!strncmp(k, "net.", 4))
+        return KAGO_NS_NET;
+    if (!strncmp(k, "fs.mqueue.", 10) || !strcmp(k, "kernel.msgmax") || !strcmp(k, "kernel.msgmnb") ||
+        !strcmp(k, "kernel.msgmni") || !strcmp(k, "kernel.sem") || !strcmp(k, "kernel.shmall") ||
+        !strcmp(k, "kernel.shmmax") || !strcmp(k, "kernel.shmmni") || !strcmp(k, "kernel.shm_rmid_forced"))
+        return KAGO_NS_IPC;
+    if (!strcmp(k, "kernel.hostname") || !strcmp(k, "kernel.domainname"))
+        return KAGO_NS_UTS;
+    return -1;
+}
+
 int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
 {
     if (!spec->argv || !spec->argv[0])
         return kago_error_set(err, 0, "no command given");
     if ((!spec->rootfs || !*spec->rootfs) && !(spec->layers && spec->layers[0]))
         return kago_error_set(err, 0, "no rootfs given");
+    for (size_t i = 0; i < spec->nsysctls; i++) {
+        const char *k = spec->sysctls[i].key;
+        int ns = sysctl_ns(k);
+        if (ns < 0 || strstr(k, "..") || strchr(k, '/'))
+            return kago_error_set(err, 0, "sysctl %s: not namespaced (it would change the host)", k);
+        if (!(spec->ns & (1u << ns)))
+            return kago_error_set(err, 0, "sysctl %s: needs the container's own %s namespace", k,
+                                  kago_ns_name(ns));
+    }
     if (spec->oom_score_adj_set && (spec->oom_score_adj < -1000 || spec->oom_score_adj > 1000))
         return kago_error_set(err, 0, "oom_score_adj %d: expected -1000..1000", spec->oom_score_adj);
     if (spec->overlay_dir && spec->overlay_dir[0] != '/')
@@ -149,6 +177,12 @@ void kago_spec_set_argv(struct kago_spec *spec, char *const *argv)
 {
     kago__strv_free(spec->argv);
     spec->argv = strv_dup((const char *const *)argv);
+}
+
+void kago_spec_add_sysctl(struct kago_spec *spec, const char *key, const char *value)
+{
+    spec->sysctls = xrealloc(spec->sysctls, (spec->nsysctls + 1) * sizeof *spec->sysctls);
+    spec->sysctls[spec->nsysctls++] = (struct kago_cgroup_kv){.key = xstrdup(key), .value = xstrdup(value)};
 }
 
 void kago_spec_add_env(struct kago_spec *spec, const char *kv)

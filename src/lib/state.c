@@ -81,6 +81,12 @@ json_object *kago__spec_to_json(const struct kago_spec *s)
     }
     if (s->oom_score_adj_set)
         add_int(o, "oom_score_adj", s->oom_score_adj);
+    if (s->nsysctls) {
+        json_object *sc = json_object_new_object();
+        for (size_t i = 0; i < s->nsysctls; i++)
+            add_str(sc, s->sysctls[i].key, s->sysctls[i].value);
+        json_object_object_add(o, "sysctl", sc);
+    }
     json_object *ns = json_object_new_array(), *join = json_object_new_object();
     for (int i = 0; i < KAGO_NS_COUNT; i++) {
         if (s->ns & (1u << i))
@@ -181,6 +187,10 @@ int kago__spec_from_json(json_object *o, struct kago_spec *s, struct kago_error 
     }
     s->oom_score_adj_set = get(o, "oom_score_adj") != NULL;
     s->oom_score_adj = (int)get_int(o, "oom_score_adj", 0);
+    json_object *sysctls = get(o, "sysctl");
+    if (sysctls) {
+        json_object_object_foreach(sysctls, k, v) kago_spec_add_sysctl(s, k, json_object_get_string(v));
+    }
     s->ns = 0;
     json_object *ns = get(o, "namespaces"), *join = get(o, "join_namespaces");
     for (size_t i = 0; ns && i < json_object_array_length(ns); i++) {

@@ -80,13 +80,21 @@ def test_config_fields_take_effect(kago, bundle):
         c["process"]["cwd"] = "/tmp"
         c["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [10, 20]}
         c["process"]["oomScoreAdj"] = 500
+        c["linux"]["sysctl"] = {"net.ipv4.ping_group_range": "0 2000", "kernel.shmmni": "1000"}
         c["hostname"] = "oci-host"
         c["linux"]["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 50}}
     edit(bundle, change)
-    args(bundle, "/bin/sh", "-c", "echo $OCI_TEST $(pwd) $(id -u):$(id -g) $(hostname) $(cat /proc/self/oom_score_adj); id -G")
+    with open("/proc/sys/kernel/shmmni") as f:
+        host_shmmni = f.read().strip()
+    args(bundle, "/bin/sh", "-c", "echo $OCI_TEST $(pwd) $(id -u):$(id -g) $(hostname) $(cat /proc/self/oom_score_adj); id -G; cat /proc/sys/net/ipv4/ping_group_range /proc/sys/kernel/shmmni")
     r = kago("run", "--bundle", bundle, "oci-f1")
     assert r.returncode == 0 and r.stdout.split() == ["yes", "/tmp", "1000:1000", "oci-host", "500",
-                                                      "1000", "10", "20"], r
+                                                      "1000", "10", "20", "0", "2000", "1000"], r
+    with open("/proc/sys/kernel/shmmni") as f:
+        assert f.read().strip() == host_shmmni, "the container's sysctl reached the host"
+    edit(bundle, lambda c: c["linux"].__setitem__("sysctl", {"kernel.panic": "1"}))
+    r = kago("run", "--bundle", bundle, "oci-f2")
+    assert r.returncode != 0 and "kernel.panic: not namespaced" in r.stderr, r.stderr
 
 
 def test_create_start_state_kill_delete(kago, bundle, tmp_path):
@@ -152,12 +160,12 @@ def test_console_socket_gets_the_master(kago, bundle, tmp_path):
 
 
 def test_errors_name_the_json_path_and_log_as_json(kago, bundle, tmp_path):
-    edit(bundle, lambda c: c["linux"].__setitem__("sysctl", {"net.ipv4.ip_forward": "1"}))
+    edit(bundle, lambda c: c["linux"].__setitem__("intelRdt", {"closID": "x"}))
     log = tmp_path / "log.json"
     r = kago("--log", log, "--log-format=json", "create", "--bundle", bundle, "oci-e1")
-    assert r.returncode != 0 and "linux.sysctl" in r.stderr, r.stderr
+    assert r.returncode != 0 and "linux.intelRdt" in r.stderr, r.stderr
     lines = [json.loads(l) for l in log.read_text().splitlines()]
-    assert lines[-1]["level"] == "error" and "linux.sysctl" in lines[-1]["msg"] and lines[-1]["time"]
+    assert lines[-1]["level"] == "error" and "linux.intelRdt" in lines[-1]["msg"] and lines[-1]["time"]
     (bundle / "config.json").write_text('{\n  "ociVersion": "1.0.2",\n  "process": {,\n}')
     r = kago("create", "--bundle", bundle, "oci-e2")
     assert r.returncode != 0 and "config.json:3:" in r.stderr, r.stderr

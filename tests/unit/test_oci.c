@@ -133,7 +133,7 @@ static void test_refused(void)
     static const char *const cases[][3] = {
         {"\"hostname\":\"runc\"", "\"hostname\":\"runc\",\"hooks\":{\"prestart\":[{\"path\":\"/x\"}]}",
          "hooks"},
-        {"\"maskedPaths\"", "\"sysctl\":{\"a\":\"1\"},\"maskedPaths\"", "linux.sysctl"},
+        {"\"maskedPaths\"", "\"sysctl\":{\"a\":1},\"maskedPaths\"", "linux.sysctl"},
         {"\"maskedPaths\"", "\"intelRdt\":{\"closID\":\"x\"},\"maskedPaths\"", "linux.intelRdt"},
         {"\"maskedPaths\"", "\"cgroupsPath\":\"/x\",\"maskedPaths\"", "linux.cgroupsPath"},
         {"\"noNewPrivileges\":true", "\"noNewPrivileges\":true,\"apparmorProfile\":\"p\"",
