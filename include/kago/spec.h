@@ -66,10 +66,20 @@ struct kago_limits {
 enum kago_seccomp_mode { KAGO_SECCOMP_DEFAULT, KAGO_SECCOMP_UNCONFINED, KAGO_SECCOMP_CUSTOM };
 enum kago_seccomp_action { KAGO_SCMP_ALLOW, KAGO_SCMP_ERRNO, KAGO_SCMP_KILL, KAGO_SCMP_LOG };
 
+/* An argument filter of a rule: argument index op value (MASKED_EQ: (arg & value) == value_two). The op
+ * numbers are libseccomp's SCMP_CMP_*: NE 1, LT 2, LE 3, EQ 4, GE 5, GT 6, MASKED_EQ 7. */
+struct kago_seccomp_arg {
+    unsigned index;
+    int op;
+    uint64_t value, value_two;
+};
+
 struct kago_seccomp_rule {
     char *syscall;
     enum kago_seccomp_action action;
-    int errno_value; /* for KAGO_SCMP_ERRNO */
+    int errno_value;                 /* for KAGO_SCMP_ERRNO */
+    struct kago_seccomp_arg args[6]; /* all must match (a syscall has at most six arguments) */
+    unsigned nargs;
 };
 
 struct kago_seccomp {

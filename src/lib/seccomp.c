@@ -48,12 +48,20 @@ static uint32_t to_scmp(enum kago_seccomp_action a, int err_value)
     return SCMP_ACT_KILL_PROCESS;
 }
 
-static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, struct kago_error **err)
+static int add_rule(scmp_filter_ctx ctx, uint32_t action, const struct kago_seccomp_rule *r,
+                    struct kago_error **err)
 {
+    const char *name = r->syscall;
     int nr = seccomp_syscall_resolve_name(name);
     if (nr == __NR_SCMP_ERROR)
         return kago_error_set(err, 0, "seccomp: unknown syscall \"%s\"", name);
-    int rc = seccomp_rule_add(ctx, action, nr, 0);
+    struct scmp_arg_cmp cmp[6];
+    for (unsigned i = 0; i < r->nargs && i < 6; i++)
+        cmp[i] = (struct scmp_arg_cmp){.arg = r->args[i].index,
+                                       .op = (enum scmp_compare)r->args[i].op,
+                                       .datum_a = r->args[i].value,
+                                       .datum_b = r->args[i].value_two};
+    int rc = seccomp_rule_add_array(ctx, action, nr, r->nargs, cmp);
     if (rc < 0 && rc != -EEXIST)
         return kago_error_set(err, -rc, "seccomp: rule for %s", name);
     return 0;
@@ -78,7 +86,7 @@ static int build_filter(const struct kago_spec *spec, scmp_filter_ctx *out, stru
     }
     for (size_t i = 0; i < s->nrules; i++) {
         uint32_t act = to_scmp(s->rules[i].action, s->rules[i].errno_value);
-        if (act != def && add_rule(ctx, act, s->rules[i].syscall, err) < 0)
+        if (act != def && add_rule(ctx, act, &s->rules[i], err) < 0)
             goto fail;
     }
     kago__seccomp_attrs(ctx);
@@ -121,8 +129,13 @@ static char *cache_key(const struct kago_seccomp *s)
     if (!f)
         return NULL;
     fprintf(f, "%d %d %d", (int)s->mode, (int)s->default_action, s->default_errno);
-    for (size_t i = 0; i < s->nrules; i++)
+    for (size_t i = 0; i < s->nrules; i++) {
         fprintf(f, "\n%s %d %d", s->rules[i].syscall, (int)s->rules[i].action, s->rules[i].errno_value);
+        for (unsigned a = 0; a < s->rules[i].nargs; a++)
+            fprintf(f, " %u:%d:%llu:%llu", s->rules[i].args[a].index, s->rules[i].args[a].op,
+                    (unsigned long long)s->rules[i].args[a].value,
+                    (unsigned long long)s->rules[i].args[a].value_two);
+    }
     if (fclose(f) != 0) {
         free(key);
         return NULL;
@@ -242,6 +255,36 @@ static int action_of(json_object *o, const char *key, int *action, int *errno_va
     return 0;
 }
 
+/* args: [{"index", "value", "valueTwo", "op": "SCMP_CMP_EQ"}], at most six. */
+static int load_args(struct kago_seccomp_rule *r, json_object *args, size_t i, struct kago_error **err)
+{
+    static const char *const ops[] = {"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE",        "SCMP_CMP_EQ",
+                                      "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ", NULL};
+    if (!json_object_is_type(args, json_type_array))
+        return kago_error_set(err, 0, "syscalls[%zu].args: not an array", i);
+    size_t n = json_object_array_length(args);
+    if (n > 6)
+        return kago_error_set(err, 0, "syscalls[%zu].args: %zu filters (a syscall has six arguments)", i, n);
+    for (size_t j = 0; j < n; j++) {
+        json_object *a = json_object_array_get_idx(args, j), *v;
+        const char *op = json_object_object_get_ex(a, "op", &v) ? json_object_get_string(v) : NULL;
+        int k = 0;
+        while (ops[k] && (!op || strcmp(op, ops[k])))
+            k++;
+        int64_t idx = json_object_object_get_ex(a, "index", &v) ? json_object_get_int64(v) : -1;
+        if (!ops[k] || idx < 0 || idx > 5)
+            return kago_error_set(err, 0, "syscalls[%zu].args[%zu]: expected index 0-5 and an op SCMP_CMP_*",
+                                  i, j);
+        r->args[j] = (struct kago_seccomp_arg){
+            .index = (unsigned)idx,
+            .op = k + 1,
+            .value = json_object_object_get_ex(a, "value", &v) ? json_object_get_uint64(v) : 0,
+            .value_two = json_object_object_get_ex(a, "valueTwo", &v) ? json_object_get_uint64(v) : 0};
+    }
+    r->nargs = (unsigned)n;
+    return 0;
+}
+
 static int load_rules(struct kago_spec *spec, json_object *root, struct kago_error **err)
 {
     json_object *calls;
@@ -256,15 +299,16 @@ static int load_rules(struct kago_spec *spec, json_object *root, struct kago_err
             kago_error_prefix(err, "syscalls[%zu]", i);
             return -1;
         }
-        if (json_object_object_get_ex(c, "args", &args) && json_object_array_length(args) > 0)
-            return kago_error_set(err, 0, "syscalls[%zu]: argument filters are not supported", i);
+        struct kago_seccomp_rule r = {.action = action, .errno_value = ev};
+        if (json_object_object_get_ex(c, "args", &args) && load_args(&r, args, i, err) < 0)
+            return -1;
         if (!json_object_object_get_ex(c, "names", &names) || !json_object_is_type(names, json_type_array))
             return kago_error_set(err, 0, "syscalls[%zu]: \"names\" missing", i);
         for (size_t j = 0; j < json_object_array_length(names); j++) {
             const char *n = json_object_get_string(json_object_array_get_idx(names, j));
             if (!n || seccomp_syscall_resolve_name(n) == __NR_SCMP_ERROR)
                 return kago_error_set(err, 0, "syscalls[%zu]: unknown syscall \"%s\"", i, n ? n : "(null)");
-            struct kago_seccomp_rule r = {.syscall = (char *)n, .action = action, .errno_value = ev};
+            r.syscall = (char *)n;
             kago_spec_add_seccomp_rule(spec, &r);
         }
     }

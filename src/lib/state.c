@@ -108,6 +108,19 @@ json_object *kago__spec_to_json(const struct kago_spec *s)
         add_str(r, "syscall", s->seccomp.rules[i].syscall);
         add_int(r, "action", s->seccomp.rules[i].action);
         add_int(r, "errno", s->seccomp.rules[i].errno_value);
+        if (s->seccomp.rules[i].nargs) {
+            json_object *args = json_object_new_array();
+            for (unsigned a = 0; a < s->seccomp.rules[i].nargs; a++) {
+                const struct kago_seccomp_arg *sa = &s->seccomp.rules[i].args[a];
+                json_object *j = json_object_new_object();
+                add_int(j, "index", sa->index);
+                add_int(j, "op", sa->op);
+                json_object_object_add(j, "value", json_object_new_uint64(sa->value));
+                json_object_object_add(j, "value_two", json_object_new_uint64(sa->value_two));
+                json_object_array_add(args, j);
+            }
+            json_object_object_add(r, "args", args);
+        }
         json_object_array_add(rules, r);
     }
     json_object_object_add(sc, "rules", rules);
@@ -226,6 +239,16 @@ int kago__spec_from_json(json_object *o, struct kago_spec *s, struct kago_error 
             struct kago_seccomp_rule rule = {.syscall = (char *)get_str(r, "syscall"),
                                              .action = (enum kago_seccomp_action)get_int(r, "action", 0),
                                              .errno_value = (int)get_int(r, "errno", 0)};
+            json_object *args = get(r, "args");
+            for (size_t a = 0; args && a < json_object_array_length(args) && a < 6; a++) {
+                json_object *j = json_object_array_get_idx(args, a);
+                rule.args[a] =
+                    (struct kago_seccomp_arg){.index = (unsigned)get_int(j, "index", 0),
+                                              .op = (int)get_int(j, "op", 0),
+                                              .value = json_object_get_uint64(get(j, "value")),
+                                              .value_two = json_object_get_uint64(get(j, "value_two"))};
+                rule.nargs = (unsigned)a + 1;
+            }
             if (rule.syscall)
                 kago_spec_add_seccomp_rule(s, &rule);
         }

@@ -221,3 +221,19 @@ def test_exec_process_and_update_resources(kago, bundle, tmp_path):
     assert r.returncode != 0 and "blockIO" in r.stderr, r.stderr
     kago("delete", "--force", "oci-x1", check=True)
     assert not leftovers(["oci-x1"])
+
+
+def test_seccomp_argument_filters(kago, bundle):
+    """podman's default profile filters syscalls by their arguments: here chmod to mode 0700 is refused
+    (EPERM), any other mode is not."""
+    rule = lambda name, idx: {"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                              "args": [{"index": idx, "value": 0o700, "op": "SCMP_CMP_EQ"}]}
+    edit(bundle, lambda c: c["linux"].__setitem__("seccomp", {
+        "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [rule("chmod", 1), rule("fchmodat", 2)]}))
+    edit(bundle, lambda c: c["root"].__setitem__("readonly", False) or c["mounts"].append(
+        {"destination": "/w", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}))
+    args(bundle, "/bin/sh", "-c", "touch /w/f && chmod 755 /w/f && echo made; chmod 700 /w/f || echo refused")
+    r = kago("run", "--bundle", bundle, "oci-sc1")
+    assert r.returncode == 0 and r.stdout.split() == ["made", "refused"], r
+    assert "Operation not permitted" in r.stderr, r.stderr
