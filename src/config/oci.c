@@ -1,6 +1,8 @@
-/* An OCI bundle's config.json read into struct kago_spec (runtime-spec 1.0-1.1), strictly: every key is
- * either honoured, accepted because kago already does what it asks (the standard /proc, /sys, /dev
- * mounts, the default device rules), or refused naming its JSON path. json-c reads the file. */
+/* An OCI bundle's config.json read into struct kago_spec
+ * (runtime-spec 1.0-1.1), strictly: every key is either honoured, accepted
+ * because kago already does what it asks (the standard /proc, /sys, /dev
+ * mounts, the default device rules), or refused naming its JSON path. json-c
+ * reads the file. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <limits.h>
@@ -12,12 +14,32 @@
 
 #include "oci.h"
 
+#define LIST(...)     ((const char *const[]){__VA_ARGS__, NULL})
+#define MAX_ID        4294967294LL /* uid_t/gid_t, less (uid_t)-1 */
+#define MAX_FILE_SIZE (16u << 20)
+
 struct ctx {
     const char *file; /* "config.json", for messages */
     struct kago_spec *spec;
     struct kago_oci *oci;
     struct kago_error **err;
 };
+
+static char *dup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        abort();
+    return d;
+}
+
+static void *grow(void *p, size_t n, size_t size)
+{
+    p = realloc(p, n * size);
+    if (!p)
+        abort();
+    return p;
+}
 
 __attribute__((format(printf, 3, 4))) static int bad(struct ctx *x, const char *path, const char *fmt, ...)
 {
@@ -27,15 +49,17 @@ __attribute__((format(printf, 3, 4))) static int bad(struct ctx *x, const char *
     if (vasprintf(&msg, fmt, ap) < 0)
         abort();
     va_end(ap);
-    kago_error_set(x->err, 0, "%s: %s: %s", x->file, path, msg);
+    kago_error_set(x->err, 0, "%s: %s: %s", x->file, *path ? path : "(document)", msg);
     free(msg);
     return -1;
 }
 
+/* The member k of o; NULL when absent or null (a null member counts as absent).
+ */
 static json_object *get(json_object *o, const char *k)
 {
     json_object *v = NULL;
-    return o && json_object_object_get_ex(o, k, &v) ? v : NULL;
+    return o && json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, k, &v) ? v : NULL;
 }
 
 static bool is(json_object *v, json_type t)
@@ -43,8 +67,34 @@ static bool is(json_object *v, json_type t)
     return v && json_object_is_type(v, t);
 }
 
-/* Every key of o must be in known; a key in refused is an error once it holds more than null, 0, false,
- * "" or an empty array or object. */
+/* buf = "PATH.KEY" ("KEY" at the top). */
+static const char *sub(char *buf, size_t n, const char *path, const char *key)
+{
+    if (snprintf(buf, n, "%s%s%s", path, *path ? "." : "", key) < 0) /* a long path is cut: only a message */
+        abort();
+    return buf;
+}
+
+/* buf = "PATH[I]". */
+static const char *idx(char *buf, size_t n, const char *path, size_t i)
+{
+    if (snprintf(buf, n, "%s[%zu]", path, i) < 0)
+        abort();
+    return buf;
+}
+
+static bool empty(json_object *v)
+{
+    return !v || (is(v, json_type_boolean) && !json_object_get_boolean(v)) ||
+           (is(v, json_type_int) && json_object_get_int64(v) == 0) ||
+           (is(v, json_type_string) && !*json_object_get_string(v)) ||
+           (is(v, json_type_array) && json_object_array_length(v) == 0) ||
+           (is(v, json_type_object) && json_object_object_length(v) == 0);
+}
+
+/* Every key of o must be in known; a key in refused is an error once it holds
+ * more than null, 0, false,
+ * "" or an empty array or object (the values that mean "not set"). */
 static int keys(struct ctx *x, json_object *o, const char *path, const char *const *known,
                 const char *const *refused)
 {
@@ -57,19 +107,59 @@ static int keys(struct ctx *x, json_object *o, const char *path, const char *con
             ok = !strcmp(k, known[i]);
         for (size_t i = 0; refused && refused[i] && !no; i++)
             no = !strcmp(k, refused[i]);
-        bool empty = !v || (is(v, json_type_boolean) && !json_object_get_boolean(v)) ||
-                     (is(v, json_type_int) && json_object_get_int64(v) == 0) ||
-                     (is(v, json_type_string) && !*json_object_get_string(v)) ||
-                     (is(v, json_type_array) && json_object_array_length(v) == 0) ||
-                     (is(v, json_type_object) && json_object_object_length(v) == 0);
-        if ((no && !empty) || (!ok && !no)) {
+        if ((no && !empty(v)) || !ok) {
             char full[256];
-            snprintf(full, sizeof full, "%s%s%s", strcmp(path, "(top)") ? path : "",
-                     strcmp(path, "(top)") ? "." : "", k);
-            return bad(x, full, "not supported");
+            return bad(x, sub(full, sizeof full, path, k), "not supported");
         }
     }
     return 0;
+}
+
+/* The typed getters: 0 when o has no member k (or a null one), 1 when it has
+ * one of the right type (in *out), -1 with the error set when the type is
+ * wrong. */
+static int get_str(struct ctx *x, json_object *o, const char *path, const char *k, const char **out)
+{
+    json_object *v = get(o, k);
+    char full[256];
+    if (!v)
+        return 0;
+    if (!is(v, json_type_string))
+        return bad(x, sub(full, sizeof full, path, k), "expected a string");
+    *out = json_object_get_string(v);
+    return 1;
+}
+
+static int get_bool(struct ctx *x, json_object *o, const char *path, const char *k, bool *out)
+{
+    json_object *v = get(o, k);
+    char full[256];
+    if (!v)
+        return 0;
+    if (!is(v, json_type_boolean))
+        return bad(x, sub(full, sizeof full, path, k), "expected true or false");
+    *out = json_object_get_boolean(v);
+    return 1;
+}
+
+static int int_in(struct ctx *x, json_object *v, const char *path, int64_t min, int64_t max, int64_t *out)
+{
+    if (!is(v, json_type_int))
+        return bad(x, path, "expected an integer");
+    int64_t n = json_object_get_int64(v);
+    if (n < min || n > max || (n == INT64_MAX && json_object_get_uint64(v) > INT64_MAX))
+        return bad(x, path, "%s: expected %lld..%lld", json_object_to_json_string(v), (long long)min,
+                   (long long)max);
+    *out = n;
+    return 1;
+}
+
+static int get_int(struct ctx *x, json_object *o, const char *path, const char *k, int64_t min, int64_t max,
+                   int64_t *out)
+{
+    json_object *v = get(o, k);
+    char full[256];
+    return v ? int_in(x, v, sub(full, sizeof full, path, k), min, max, out) : 0;
 }
 
 static char **strv(struct ctx *x, json_object *a, const char *path)
@@ -86,9 +176,10 @@ static char **strv(struct ctx *x, json_object *a, const char *path)
             for (size_t j = 0; j < i; j++)
                 free(v[j]);
             free(v);
-            return bad(x, path, "[%zu]: expected a string", i), NULL;
+            char p[256];
+            return bad(x, idx(p, sizeof p, path, i), "expected a string"), NULL;
         }
-        v[i] = strdup(json_object_get_string(s));
+        v[i] = dup(json_object_get_string(s));
     }
     return v;
 }
@@ -106,117 +197,136 @@ static void replace_strv(char ***dst, char **v)
     *dst = v;
 }
 
-/* --- process ------------------------------------------------------------------------------------ */
-
-static int caps_set(struct ctx *x, json_object *a, const char *path, uint64_t *mask)
+/* got, a getter's answer for the member k: -1 when absent (error set) or wrong.
+ */
+static int need(struct ctx *x, int got, const char *path, const char *k)
 {
+    char full[256];
+    return got < 0 ? -1 : got == 0 ? bad(x, sub(full, sizeof full, path, k), "required") : 0;
+}
+
+/* The array member k of o (NULL when absent); -1 when it is not an array. */
+static int get_array(struct ctx *x, json_object *o, const char *path, const char *k, json_object **out)
+{
+    json_object *v = get(o, k);
+    char full[256];
+    *out = NULL;
+    if (!v)
+        return 0;
+    if (!is(v, json_type_array))
+        return bad(x, sub(full, sizeof full, path, k), "expected an array");
+    *out = v;
+    return 1;
+}
+
+/* --- process
+ * ------------------------------------------------------------------------------------
+ */
+
+/* An absent set is an empty one (runtime-spec). */
+static int caps_set(struct ctx *x, json_object *o, const char *set, uint64_t *mask)
+{
+    char path[256], p[256];
+    json_object *a;
     *mask = 0;
+    if (get_array(x, o, "process.capabilities", set, &a) < 0)
+        return -1;
+    sub(path, sizeof path, "process.capabilities", set);
     for (size_t i = 0; a && i < json_object_array_length(a); i++) {
-        const char *n = json_object_get_string(json_object_array_get_idx(a, i));
-        int c = n ? kago_cap_from_name(n) : -1;
+        json_object *s = json_object_array_get_idx(a, i);
+        int c = is(s, json_type_string) ? kago_cap_from_name(json_object_get_string(s)) : -1;
         if (c < 0)
-            return bad(x, path, "[%zu]: unknown capability %s", i, n ? n : "(not a string)");
+            return bad(x, idx(p, sizeof p, path, i), "%s: unknown capability",
+                       s ? json_object_to_json_string(s) : "null");
         *mask |= 1ULL << c;
     }
     return 0;
 }
 
-/* kago keeps one set: bounding = permitted = effective, inheritable and ambient empty or the same. */
+/* kago keeps one set: bounding = permitted = effective, inheritable and ambient empty or the same. (An
+ * empty ambient set is not honoured for a user other than root: kago raises the set to ambient, so the
+ * process keeps it across exec where runc's would lose it.) */
 static int load_caps(struct ctx *x, json_object *o)
 {
     static const char *const sets[] = {"bounding", "effective", "permitted", "inheritable", "ambient", NULL};
     if (keys(x, o, "process.capabilities", sets, NULL) < 0)
         return -1;
     uint64_t m[5];
-    bool have[5];
-    for (int i = 0; i < 5; i++) {
-        char path[64];
-        snprintf(path, sizeof path, "process.capabilities.%s", sets[i]);
-        have[i] = get(o, sets[i]) != NULL;
-        if (caps_set(x, get(o, sets[i]), path, &m[i]) < 0)
-            return -1;
-    }
-    uint64_t set = have[0] ? m[0] : have[2] ? m[2] : m[1];
     for (int i = 0; i < 5; i++)
-        if (have[i] && m[i] != set && !(i >= 3 && m[i] == 0))
-            return bad(x, "process.capabilities",
-                       "the sets differ (kago keeps one set for all five): not supported");
+        if (caps_set(x, o, sets[i], &m[i]) < 0)
+            return -1;
+    uint64_t set = m[0];
+    if (m[1] != set || m[2] != set || (m[3] && m[3] != set) || (m[4] && m[4] != set))
+        return bad(x, "process.capabilities", "the five sets differ (kago keeps one set): not supported");
     x->spec->caps = set;
     return 0;
 }
 
-static int load_rlimits(struct ctx *x, json_object *a)
+static int load_rlimit(struct ctx *x, json_object *r, const char *path)
 {
-    if (!is(a, json_type_array))
-        return bad(x, "process.rlimits", "expected an array");
-    for (size_t i = 0; i < json_object_array_length(a); i++) {
-        json_object *r = json_object_array_get_idx(a, i);
-        char path[64];
-        snprintf(path, sizeof path, "process.rlimits[%zu]", i);
-        static const char *const k[] = {"type", "soft", "hard", NULL};
-        if (keys(x, r, path, k, NULL) < 0)
-            return -1;
-        const char *t = json_object_get_string(get(r, "type"));
-        int res = t ? kago_rlimit_from_name(t) : -1;
-        if (res < 0 || !is(get(r, "soft"), json_type_int) || !is(get(r, "hard"), json_type_int))
-            return bad(x, path, "expected {type: RLIMIT_..., soft, hard}");
-        struct kago_rlimit rl = {.resource = res,
-                                 .soft = (uint64_t)json_object_get_uint64(get(r, "soft")),
-                                 .hard = (uint64_t)json_object_get_uint64(get(r, "hard"))};
-        kago_spec_add_rlimit(x->spec, &rl);
+    if (keys(x, r, path, LIST("type", "soft", "hard"), NULL) < 0)
+        return -1;
+    const char *t = NULL;
+    if (get_str(x, r, path, "type", &t) <= 0)
+        return t ? -1 : bad(x, path, "type: required");
+    struct kago_rlimit rl = {.resource = kago_rlimit_from_name(t)};
+    if (rl.resource < 0 || strncmp(t, "RLIMIT_", 7))
+        return bad(x, path, "type %s: unknown (expected RLIMIT_...)", t);
+    const char *const lim[] = {"soft", "hard"};
+    for (int i = 0; i < 2; i++) {
+        json_object *v = get(r, lim[i]);
+        char p[256];
+        sub(p, sizeof p, path, lim[i]);
+        /* up to 2^64-1, RLIM_INFINITY, which json-c keeps as an unsigned integer */
+        if (!is(v, json_type_int) || (json_object_get_int64(v) < 0))
+            return bad(x, p, "required, an integer from 0");
+        *(i ? &rl.hard : &rl.soft) = json_object_get_uint64(v);
     }
+    if (rl.soft > rl.hard)
+        return bad(x, path, "soft %llu above hard %llu", (unsigned long long)rl.soft,
+                   (unsigned long long)rl.hard);
+    kago_spec_add_rlimit(x->spec, &rl);
     return 0;
 }
 
 static int load_user(struct ctx *x, json_object *u)
 {
-    static const char *const k[] = {"uid", "gid", "umask", "additionalGids", "username", NULL};
-    static const char *const no[] = {"username", NULL};
-    if (keys(x, u, "process.user", k, no) < 0)
+    if (keys(x, u, "process.user", LIST("uid", "gid", "umask", "additionalGids", "username"),
+             LIST("username")) < 0)
         return -1;
-    if (!is(get(u, "uid"), json_type_int) || !is(get(u, "gid"), json_type_int))
-        return bad(x, "process.user", "uid and gid are required numbers");
-    x->spec->uid = (uid_t)json_object_get_int64(get(u, "uid"));
-    x->spec->gid = (gid_t)json_object_get_int64(get(u, "gid"));
-    json_object *g = get(u, "additionalGids");
-    if (g && !is(g, json_type_array))
-        return bad(x, "process.user.additionalGids", "expected an array of numbers");
-    for (size_t i = 0; g && i < json_object_array_length(g); i++) {
-        x->spec->groups = realloc(x->spec->groups, (x->spec->ngroups + 1) * sizeof *x->spec->groups);
-        if (!x->spec->groups)
-            abort();
-        x->spec->groups[x->spec->ngroups++] = (gid_t)json_object_get_int64(json_object_array_get_idx(g, i));
+    int64_t uid = 0, gid = 0, umask = 022;
+    json_object *g;
+    if (get_int(x, u, "process.user", "uid", 0, MAX_ID, &uid) < 0 ||
+        get_int(x, u, "process.user", "gid", 0, MAX_ID, &gid) < 0 ||
+        get_int(x, u, "process.user", "umask", 0, 0777, &umask) < 0 ||
+        get_array(x, u, "process.user", "additionalGids", &g) < 0)
+        return -1;
+    if (!get(u, "uid") || !get(u, "gid"))
+        return bad(x, "process.user", "uid and gid: required");
+    if (umask != 022)
+        return bad(x, "process.user.umask", "%04llo: not supported (kago's containers start with 0022)",
+                   (unsigned long long)umask);
+    x->spec->uid = (uid_t)uid;
+    x->spec->gid = (gid_t)gid;
+    size_t n = g ? json_object_array_length(g) : 0;
+    free(x->spec->groups);
+    x->spec->groups = n ? grow(NULL, n, sizeof *x->spec->groups) : NULL;
+    x->spec->ngroups = 0;
+    for (size_t i = 0; i < n; i++) {
+        char p[256];
+        int64_t v;
+        if (int_in(x, json_object_array_get_idx(g, i), idx(p, sizeof p, "process.user.additionalGids", i), 0,
+                   MAX_ID, &v) < 0)
+            return -1;
+        x->spec->groups[x->spec->ngroups++] = (gid_t)v;
     }
-    json_object *um = get(u, "umask");
-    if (um && json_object_get_int(um) != 022)
-        return bad(x, "process.user.umask", "%o: not supported (kago's containers start with 022)",
-                   json_object_get_int(um));
     return 0;
 }
 
-static int load_process(struct ctx *x, json_object *p)
+/* args (required), env (replaces kago's: exactly the list given), cwd
+ * (required, absolute). */
+static int load_command(struct ctx *x, json_object *p)
 {
-    static const char *const k[] = {"terminal",
-                                    "consoleSize",
-                                    "user",
-                                    "args",
-                                    "env",
-                                    "cwd",
-                                    "capabilities",
-                                    "rlimits",
-                                    "noNewPrivileges",
-                                    "oomScoreAdj",
-                                    "apparmorProfile",
-                                    "selinuxLabel",
-                                    "commandLine",
-                                    "ioPriority",
-                                    "scheduler",
-                                    "execCPUAffinity",
-                                    NULL};
-    static const char *const no[] = {"apparmorProfile", "selinuxLabel",    "commandLine", "ioPriority",
-                                     "scheduler",       "execCPUAffinity", NULL};
-    if (keys(x, p, "process", k, no) < 0)
-        return -1;
     char **argv = get(p, "args") ? strv(x, get(p, "args"), "process.args") : NULL;
     if (!argv || !argv[0]) {
         strv_free(argv);
@@ -227,28 +337,74 @@ static int load_process(struct ctx *x, json_object *p)
     if (!env)
         return -1;
     replace_strv(&x->spec->env, env);
-    json_object *cwd = get(p, "cwd");
-    if (!is(cwd, json_type_string) || json_object_get_string(cwd)[0] != '/')
+    const char *cwd = NULL;
+    if (get_str(x, p, "process", "cwd", &cwd) < 0)
+        return -1;
+    if (!cwd || cwd[0] != '/')
         return bad(x, "process.cwd", "required, an absolute path");
     free(x->spec->cwd);
-    x->spec->cwd = strdup(json_object_get_string(cwd));
-    x->oci->terminal = json_object_get_boolean(get(p, "terminal"));
-    x->spec->no_new_privs = json_object_get_boolean(get(p, "noNewPrivileges"));
-    x->spec->caps = 0;
-    if (get(p, "oomScoreAdj")) {
-        x->spec->oom_score_adj_set = true;
-        x->spec->oom_score_adj = json_object_get_int(get(p, "oomScoreAdj"));
-    }
-    if (!get(p, "user") || load_user(x, get(p, "user")) < 0)
-        return get(p, "user") ? -1 : bad(x, "process.user", "required");
-    if (get(p, "capabilities") && load_caps(x, get(p, "capabilities")) < 0)
-        return -1;
-    return get(p, "rlimits") ? load_rlimits(x, get(p, "rlimits")) : 0;
+    x->spec->cwd = dup(cwd);
+    return 0;
 }
 
-/* --- mounts -------------------------------------------------------------------------------------- */
+static int load_console_size(struct ctx *x, json_object *c)
+{
+    int64_t v;
+    if (keys(x, c, "process.consoleSize", LIST("height", "width"), NULL) < 0 ||
+        get_int(x, c, "process.consoleSize", "height", 0, UINT_MAX, &v) < 0 ||
+        get_int(x, c, "process.consoleSize", "width", 0, UINT_MAX, &v) < 0)
+        return -1;
+    return 0; /* accepted: the console's size is the terminal's business (the
+                 console socket's peer) */
+}
 
-/* The mounts kago makes itself in every container (see linux.c). */
+static int load_process(struct ctx *x, json_object *p)
+{
+    static const char *const no[] = {"apparmorProfile", "selinuxLabel",    "commandLine", "ioPriority",
+                                     "scheduler",       "execCPUAffinity", NULL};
+    if (keys(x, p, "process",
+             LIST("terminal", "consoleSize", "user", "args", "env", "cwd", "capabilities", "rlimits",
+                  "noNewPrivileges", "oomScoreAdj", "apparmorProfile", "selinuxLabel", "commandLine",
+                  "ioPriority", "scheduler", "execCPUAffinity"),
+             no) < 0)
+        return -1;
+    if (load_command(x, p) < 0)
+        return -1;
+    bool nnp = false;
+    int64_t oom;
+    json_object *rl;
+    int has_oom = get_int(x, p, "process", "oomScoreAdj", -1000, 1000, &oom);
+    if (has_oom < 0 || get_bool(x, p, "process", "terminal", &x->oci->terminal) < 0 ||
+        get_bool(x, p, "process", "noNewPrivileges", &nnp) < 0 ||
+        get_array(x, p, "process", "rlimits", &rl) < 0)
+        return -1;
+    x->spec->no_new_privs = nnp; /* absent: false (runtime-spec) */
+    x->spec->oom_score_adj_set = has_oom > 0;
+    x->spec->oom_score_adj = has_oom > 0 ? (int)oom : 0;
+    if (get(p, "consoleSize") && load_console_size(x, get(p, "consoleSize")) < 0)
+        return -1;
+    if (!get(p, "user"))
+        return bad(x, "process.user", "required");
+    if (load_user(x, get(p, "user")) < 0)
+        return -1;
+    x->spec->caps = 0; /* none given: none (runtime-spec) */
+    if (get(p, "capabilities") && load_caps(x, get(p, "capabilities")) < 0)
+        return -1;
+    for (size_t i = 0; rl && i < json_object_array_length(rl); i++) {
+        char path[256];
+        if (load_rlimit(x, json_object_array_get_idx(rl, i), idx(path, sizeof path, "process.rlimits", i)) <
+            0)
+            return -1;
+    }
+    return 0;
+}
+
+/* --- mounts
+ * --------------------------------------------------------------------------------------
+ */
+
+/* The mounts kago makes itself in every container (see linux.c): accepted as
+ * done, with the options runc spec, crun spec, podman and Docker give them. */
 static bool standard_mount(const char *type, const char *dst)
 {
     static const char *const std[][2] = {
@@ -260,66 +416,130 @@ static bool standard_mount(const char *type, const char *dst)
     return false;
 }
 
-static bool option_ok(const char *o)
+enum mount_use { USE_ANY, USE_BIND, USE_TMPFS, USE_STANDARD };
+
+struct mount_opts {
+    bool bind, ro;
+    uint64_t size;
+    const char *mode;
+};
+
+static bool in(const char *s, const char *const *list)
 {
-    static const char *const ok[] = {
-        "ro",       "rw",         "nosuid",      "suid",    "nodev", "dev",   "noexec",  "exec",
-        "relatime", "norelatime", "strictatime", "noatime", "bind",  "rbind", "private", "rprivate",
-        "slave",    "rslave",     "newinstance", "sync",    "async", NULL};
-    static const char *const prefixes[] = {"mode=", "size=", "ptmxmode=", "gid=", "uid=", "nr_inodes=", NULL};
-    for (size_t i = 0; ok[i]; i++)
-        if (!strcmp(o, ok[i]))
-            return true;
-    for (size_t i = 0; prefixes[i]; i++)
-        if (!strncmp(o, prefixes[i], strlen(prefixes[i])))
+    for (size_t i = 0; list[i]; i++)
+        if (!strcmp(s, list[i]))
             return true;
     return false;
 }
 
-static int load_mount(struct ctx *x, json_object *m, size_t i)
+static bool has_prefix(const char *s, const char *const *list)
 {
-    char path[64];
-    snprintf(path, sizeof path, "mounts[%zu]", i);
-    static const char *const k[] = {"destination", "type",        "source", "options",
-                                    "uidMappings", "gidMappings", NULL};
-    static const char *const no[] = {"uidMappings", "gidMappings", NULL};
-    if (keys(x, m, path, k, no) < 0)
+    for (size_t i = 0; list[i]; i++)
+        if (!strncmp(s, list[i], strlen(list[i])))
+            return true;
+    return false;
+}
+
+/* Options every kind accepts: flags kago's mounts already have (nosuid, nodev),
+ * that only tune atime, or ask for the propagation kago gives every mount
+ * (private). */
+static const char *const common_options[] = {"ro",          "rw",      "nosuid",     "suid",     "nodev",
+                                             "dev",         "noexec",  "exec",       "relatime", "norelatime",
+                                             "strictatime", "noatime", "nodiratime", "async",    "private",
+                                             "rprivate",    "slave",   "rslave",     NULL};
+
+static bool option_ok(const char *o, enum mount_use use)
+{
+    if (in(o, common_options) || in(o, LIST("bind", "rbind")))
+        return true;
+    if (use == USE_TMPFS || use == USE_ANY)
+        if (has_prefix(o, LIST("size=", "mode=")))
+            return true;
+    if (use == USE_STANDARD || use == USE_ANY)
+        return in(o, LIST("newinstance")) ||
+               has_prefix(o, LIST("mode=", "size=", "ptmxmode=", "gid=", "uid="));
+    return false;
+}
+
+static int mount_options(struct ctx *x, json_object *m, const char *path, enum mount_use use,
+                         struct mount_opts *mo)
+{
+    json_object *opts;
+    char p[256];
+    if (get_array(x, m, path, "options", &opts) < 0)
         return -1;
-    const char *dst = json_object_get_string(get(m, "destination"));
-    const char *type = get(m, "type") ? json_object_get_string(get(m, "type")) : "none";
-    const char *src = json_object_get_string(get(m, "source"));
+    for (size_t j = 0; opts && j < json_object_array_length(opts); j++) {
+        json_object *s = json_object_array_get_idx(opts, j);
+        const char *o = is(s, json_type_string) ? json_object_get_string(s) : NULL;
+        snprintf(p, sizeof p, "%s.options[%zu]", path, j);
+        if (!o || !option_ok(o, use))
+            return bad(x, p, "%s: not supported", o ? o : "(not a string)");
+        mo->bind |= !strcmp(o, "bind") || !strcmp(o, "rbind");
+        mo->ro = !strcmp(o, "ro") ? true : !strcmp(o, "rw") ? false : mo->ro;
+        int64_t b = 0;
+        if (use == USE_TMPFS && !strncmp(o, "size=", 5) && (kago_parse_size(o + 5, &b, NULL) < 0 || b < 0))
+            return bad(x, p, "%s: not a size", o);
+        if (!strncmp(o, "size=", 5))
+            mo->size = (uint64_t)b;
+        if (!strncmp(o, "mode=", 5))
+            mo->mode = o + 5;
+    }
+    return 0;
+}
+
+/* One that kago makes itself: accepted as is, but for its read-only flag (only
+ * /sys is read-only). */
+static int standard(struct ctx *x, const char *path, const char *type, const char *dst, json_object *m)
+{
+    struct mount_opts mo = {0};
+    if (mount_options(x, m, path, USE_STANDARD, &mo) < 0)
+        return -1;
+    bool sys = !strcmp(dst, "/sys");
+    if (mo.ro != sys)
+        return bad(x, path, "%s at %s %s: not supported (kago mounts it %s)", type, dst,
+                   mo.ro ? "read-only" : "read-write", sys ? "read-only" : "read-write");
+    return 0;
+}
+
+static int load_mount(struct ctx *x, json_object *m, const char *path)
+{
+    if (keys(x, m, path, LIST("destination", "type", "source", "options", "uidMappings", "gidMappings"),
+             LIST("uidMappings", "gidMappings")) < 0)
+        return -1;
+    const char *dst = NULL, *type = "none", *src = NULL;
+    if (get_str(x, m, path, "destination", &dst) < 0 || get_str(x, m, path, "type", &type) < 0 ||
+        get_str(x, m, path, "source", &src) < 0)
+        return -1;
     if (!dst || dst[0] != '/')
         return bad(x, path, "destination: required, an absolute path");
-    bool bind = !strcmp(type, "bind"), ro = false;
-    uint64_t size = 0;
-    json_object *opts = get(m, "options");
-    for (size_t j = 0; opts && j < json_object_array_length(opts); j++) {
-        const char *o = json_object_get_string(json_object_array_get_idx(opts, j));
-        if (!o || !option_ok(o))
-            return bad(x, path, "option %s: not supported", o ? o : "(not a string)");
-        bind |= !strcmp(o, "bind") || !strcmp(o, "rbind");
-        ro |= !strcmp(o, "ro");
-        int64_t b;
-        if (!strncmp(o, "size=", 5) && kago_parse_size(o + 5, &b, NULL) == 0)
-            size = b < 0 ? 0 : (uint64_t)b;
-    }
+    struct mount_opts mo = {0};
+    if (mount_options(x, m, path, USE_ANY, &mo) < 0) /* bind or not, first */
+        return -1;
+    bool bind = mo.bind || !strcmp(type, "bind");
+    if (!bind && !strcmp(type, "cgroup"))
+        return bad(x, path, "cgroup at %s: not supported yet", dst);
     if (!bind && standard_mount(type, dst))
-        return 0; /* kago makes it itself, the same way */
-    struct kago_mount km = {.dst = (char *)dst, .readonly = ro, .size = size};
-    char abs[PATH_MAX];
-    if (bind) {
-        if (!src || !*src)
-            return bad(x, path, "bind mount without a source");
-        if (src[0] != '/')
-            snprintf(abs, sizeof abs, "%s/%s", x->oci->bundle, src), src = abs;
-        km.kind = KAGO_MOUNT_BIND;
-        km.src = (char *)src;
-    } else if (!strcmp(type, "tmpfs")) {
-        km.kind = KAGO_MOUNT_TMPFS;
-    } else {
+        return standard(x, path, type, dst, m);
+    mo = (struct mount_opts){0};
+    if (!bind && strcmp(type, "tmpfs"))
         return bad(x, path, "type %s at %s: not supported", type, dst);
-    }
+    if (mount_options(x, m, path, bind ? USE_BIND : USE_TMPFS, &mo) < 0)
+        return -1;
+    struct kago_mount km = {.kind = bind ? KAGO_MOUNT_BIND : KAGO_MOUNT_TMPFS,
+                            .dst = (char *)dst,
+                            .readonly = mo.ro,
+                            .size = mo.size};
+    if (!bind && mo.mode && strcmp(mo.mode, "1777") && strcmp(mo.mode, "01777"))
+        return bad(x, path, "tmpfs at %s: mode=%s: not supported (kago's tmpfs mounts are 1777)", dst,
+                   mo.mode);
+    char *abs = NULL;
+    if (bind && (!src || !*src))
+        return bad(x, path, "bind mount without a source");
+    if (bind && src[0] != '/' && asprintf(&abs, "%s/%s", x->oci->bundle, src) < 0)
+        abort();
+    km.src = bind ? (abs ? abs : (char *)src) : NULL;
     kago_spec_add_mount(x->spec, &km);
+    free(abs);
     return 0;
 }
 
@@ -327,86 +547,131 @@ static int load_mounts(struct ctx *x, json_object *a)
 {
     if (!is(a, json_type_array))
         return bad(x, "mounts", "expected an array");
-    for (size_t i = 0; i < json_object_array_length(a); i++)
-        if (load_mount(x, json_object_array_get_idx(a, i), i) < 0)
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
+        char path[256];
+        if (load_mount(x, json_object_array_get_idx(a, i), idx(path, sizeof path, "mounts", i)) < 0)
             return -1;
+    }
     return 0;
 }
 
-/* --- linux --------------------------------------------------------------------------------------- */
+/* --- linux
+ * ---------------------------------------------------------------------------------------
+ */
 
+/* The list replaces kago's default set; an entry with a path joins that
+ * namespace instead. */
 static int load_namespaces(struct ctx *x, json_object *a)
 {
     static const char *const oci[] = {"pid", "network", "ipc", "uts", "mount", "cgroup", "user", NULL};
     static const enum kago_ns ns[] = {KAGO_NS_PID,   KAGO_NS_NET,    KAGO_NS_IPC, KAGO_NS_UTS,
                                       KAGO_NS_MOUNT, KAGO_NS_CGROUP, KAGO_NS_USER};
-    if (!is(a, json_type_array))
-        return bad(x, "linux.namespaces", "expected an array");
     x->spec->ns = 0;
     for (size_t i = 0; i < json_object_array_length(a); i++) {
         json_object *n = json_object_array_get_idx(a, i);
-        char path[64];
-        snprintf(path, sizeof path, "linux.namespaces[%zu]", i);
-        static const char *const k[] = {"type", "path", NULL};
-        if (keys(x, n, path, k, NULL) < 0)
+        char path[256];
+        idx(path, sizeof path, "linux.namespaces", i);
+        const char *t = NULL, *p = NULL;
+        if (keys(x, n, path, LIST("type", "path"), NULL) < 0 || get_str(x, n, path, "type", &t) < 0 ||
+            get_str(x, n, path, "path", &p) < 0)
             return -1;
-        const char *t = json_object_get_string(get(n, "type")), *p = json_object_get_string(get(n, "path"));
         size_t j = 0;
         while (oci[j] && (!t || strcmp(t, oci[j])))
             j++;
         if (!oci[j])
             return bad(x, path, "type %s: not supported", t ? t : "(none)");
-        if (p && *p) {
-            free(x->spec->join_ns[ns[j]]);
-            x->spec->join_ns[ns[j]] = strdup(p);
-        } else {
+        if ((x->spec->ns & (1u << ns[j])) || x->spec->join_ns[ns[j]])
+            return bad(x, path, "type %s: given twice", t);
+        if (p && *p)
+            x->spec->join_ns[ns[j]] = dup(p);
+        else
             x->spec->ns |= 1u << ns[j];
-        }
     }
     return 0;
 }
 
-static int load_idmap(struct ctx *x, json_object *a, const char *path, struct kago_idmap **v, size_t *n)
+static int load_idmap(struct ctx *x, json_object *a, const char *name, struct kago_idmap **v, size_t *n)
 {
-    if (!is(a, json_type_array))
-        return bad(x, path, "expected an array");
     for (size_t i = 0; i < json_object_array_length(a); i++) {
         json_object *m = json_object_array_get_idx(a, i);
-        static const char *const k[] = {"containerID", "hostID", "size", NULL};
-        if (keys(x, m, path, k, NULL) < 0)
+        char path[256];
+        snprintf(path, sizeof path, "linux.%s[%zu]", name, i);
+        int64_t in, out, count;
+        if (keys(x, m, path, LIST("containerID", "hostID", "size"), NULL) < 0 ||
+            need(x, get_int(x, m, path, "containerID", 0, UINT32_MAX, &in), path, "containerID") < 0 ||
+            need(x, get_int(x, m, path, "hostID", 0, UINT32_MAX, &out), path, "hostID") < 0 ||
+            need(x, get_int(x, m, path, "size", 1, UINT32_MAX, &count), path, "size") < 0)
             return -1;
-        *v = realloc(*v, (*n + 1) * sizeof **v);
-        if (!*v)
-            abort();
-        (*v)[(*n)++] = (struct kago_idmap){.inside = (uint32_t)json_object_get_int64(get(m, "containerID")),
-                                           .outside = (uint32_t)json_object_get_int64(get(m, "hostID")),
-                                           .count = (uint32_t)json_object_get_int64(get(m, "size"))};
+        *v = grow(*v, *n + 1, sizeof **v);
+        (*v)[(*n)++] =
+            (struct kago_idmap){.inside = (uint32_t)in, .outside = (uint32_t)out, .count = (uint32_t)count};
     }
     return 0;
 }
 
-/* The device rules kago's own /dev already follows: deny everything, allow its character nodes. */
+/* A deny rule must deny everything (kago denies what it does not list); it
+ * comes before any allow. */
+static int device_deny(struct ctx *x, json_object *d, const char *path, bool after_allow)
+{
+    const char *t = NULL, *acc = NULL;
+    int64_t ma = -1, mi = -1;
+    if (get_str(x, d, path, "type", &t) < 0 || get_str(x, d, path, "access", &acc) < 0 ||
+        get_int(x, d, path, "major", -1, INT32_MAX, &ma) < 0 ||
+        get_int(x, d, path, "minor", -1, INT32_MAX, &mi) < 0)
+        return -1;
+    if ((t && strcmp(t, "a")) || ma != -1 || mi != -1 || (acc && strcmp(acc, "rwm")))
+        return bad(x, path,
+                   "deny %s %lld:%lld %s: not supported (kago denies every device "
+                   "but its own)",
+                   t ? t : "a", (long long)ma, (long long)mi, acc ? acc : "rwm");
+    if (after_allow)
+        return bad(x, path,
+                   "deny all after an allow rule: not supported (kago's device "
+                   "list is fixed)");
+    return 0;
+}
+
+/* linux.resources.devices: the rules kago's own device policy already follows
+ * (cgroup.c: kago__cg_devs): deny everything, allow its character nodes. 5:1
+ * (/dev/console) is accepted too: kago's /dev has no such node, and every mount
+ * kago makes is nodev, so the rule grants nothing runc's would and kago's does
+ * not. */
 static int load_device_rules(struct ctx *x, json_object *a)
 {
     static const int allowed[][2] = {{1, 3}, {1, 5}, {1, 7}, {1, 8},   {1, 9},
                                      {5, 0}, {5, 1}, {5, 2}, {136, -1}};
-    for (size_t i = 0; is(a, json_type_array) && i < json_object_array_length(a); i++) {
+    bool allow_seen = false;
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
         json_object *d = json_object_array_get_idx(a, i);
-        char path[64];
-        snprintf(path, sizeof path, "linux.resources.devices[%zu]", i);
-        static const char *const k[] = {"allow", "type", "major", "minor", "access", NULL};
-        if (keys(x, d, path, k, NULL) < 0)
+        char path[256];
+        idx(path, sizeof path, "linux.resources.devices", i);
+        bool allow = false;
+        if (keys(x, d, path, LIST("allow", "type", "major", "minor", "access"), NULL) < 0 ||
+            need(x, get_bool(x, d, path, "allow", &allow), path, "allow") < 0)
             return -1;
-        if (!json_object_get_boolean(get(d, "allow")))
-            continue; /* kago denies every device it does not list */
-        const char *t = get(d, "type") ? json_object_get_string(get(d, "type")) : "a";
-        int ma = get(d, "major") ? json_object_get_int(get(d, "major")) : -1;
-        int mi = get(d, "minor") ? json_object_get_int(get(d, "minor")) : -1;
-        bool ok = !strcmp(t, "c") && ma >= 0;
+        if (!allow) {
+            if (device_deny(x, d, path, allow_seen) < 0)
+                return -1;
+            continue;
+        }
+        allow_seen = true;
+        const char *t = "a", *acc = "rwm";
+        int64_t ma = -1, mi = -1;
+        if (get_str(x, d, path, "type", &t) < 0 || get_str(x, d, path, "access", &acc) < 0 ||
+            get_int(x, d, path, "major", -1, INT32_MAX, &ma) < 0 ||
+            get_int(x, d, path, "minor", -1, INT32_MAX, &mi) < 0)
+            return -1;
+        bool ok = !strcmp(t, "c") && ma >= 0 && *acc && strspn(acc, "rwm") == strlen(acc);
         for (size_t j = 0; ok && j < sizeof allowed / sizeof allowed[0]; j++)
             if (allowed[j][0] == ma && (allowed[j][1] == mi || allowed[j][1] == -1))
                 goto next;
-        return bad(x, path, "allow %s %d:%d: not supported (kago's device list is fixed)", t, ma, mi);
+        char mas[24] = "*", mis[24] = "*";
+        if (ma >= 0)
+            snprintf(mas, sizeof mas, "%lld", (long long)ma);
+        if (mi >= 0)
+            snprintf(mis, sizeof mis, "%lld", (long long)mi);
+        return bad(x, path, "allow %s %s:%s %s: not supported (kago's device list is fixed)", t, mas, mis,
+                   acc);
     next:;
     }
     return 0;
@@ -414,69 +679,87 @@ static int load_device_rules(struct ctx *x, json_object *a)
 
 static int load_cpu(struct ctx *x, json_object *c)
 {
-    static const char *const k[] = {"shares",          "quota",          "period", "cpus", "mems",
-                                    "realtimeRuntime", "realtimePeriod", "burst",  "idle", NULL};
-    static const char *const no[] = {"mems", "realtimeRuntime", "realtimePeriod", "burst", "idle", NULL};
-    if (keys(x, c, "linux.resources.cpu", k, no) < 0)
+    static const char *const path = "linux.resources.cpu";
+    if (keys(x, c, path,
+             LIST("shares", "quota", "period", "cpus", "mems", "realtimeRuntime", "realtimePeriod", "burst",
+                  "idle"),
+             LIST("mems", "realtimeRuntime", "realtimePeriod", "burst", "idle")) < 0)
         return -1;
     struct kago_limits *l = &x->spec->limits;
-    if (get(c, "shares") && json_object_get_int64(get(c, "shares")) > 0) {
-        int64_t s = json_object_get_int64(get(c, "shares")), w = 1 + ((s - 2) * 9999) / 262142;
+    int64_t shares = 0, quota = -1, period = 0;
+    const char *cpus = NULL;
+    if (get_int(x, c, path, "shares", 0, UINT32_MAX, &shares) < 0 ||
+        get_int(x, c, path, "quota", -1, INT64_MAX, &quota) < 0 ||
+        get_int(x, c, path, "period", 0, 1000000, &period) < 0 || get_str(x, c, path, "cpus", &cpus) < 0)
+        return -1;
+    if (shares > 0) { /* to the cgroup v2 weight, as runc and crun convert it */
+        int64_t w = shares < 2 ? 1 : 1 + ((shares - 2) * 9999) / 262142;
         l->cpu_weight = w < 1 ? 1 : w > 10000 ? 10000 : w;
     }
-    int64_t q = get(c, "quota") ? json_object_get_int64(get(c, "quota")) : -1;
-    if (q > 0)
-        l->cpu_quota_us = q;
-    if (get(c, "period") && json_object_get_int64(get(c, "period")) > 0)
-        l->cpu_period_us = json_object_get_int64(get(c, "period"));
-    const char *cpus = json_object_get_string(get(c, "cpus"));
-    if (cpus && *cpus)
-        l->cpuset = strdup(cpus);
+    if (quota > 0) /* -1, 0 or absent: unlimited */
+        l->cpu_quota_us = quota;
+    if (period > 0)
+        l->cpu_period_us = period;
+    if (cpus && *cpus) {
+        free(l->cpuset);
+        l->cpuset = dup(cpus);
+    }
     return 0;
 }
 
+/* kago's memory limit covers swap too (no swap under a limit: cgroup_v2.c, v1's
+ * memsw = limit), so swap is accepted as the limit itself, or unset (0, -1)
+ * when there is no limit. */
 static int load_memory(struct ctx *x, json_object *m)
 {
-    static const char *const k[] = {
-        "limit",        "reservation",       "swap", "kernel", "kernelTCP", "swappiness", "disableOOMKiller",
-        "useHierarchy", "checkBeforeUpdate", NULL};
-    static const char *const no[] = {
-        "reservation", "kernel", "kernelTCP", "swappiness", "disableOOMKiller", "checkBeforeUpdate", NULL};
-    if (keys(x, m, "linux.resources.memory", k, no) < 0)
+    static const char *const path = "linux.resources.memory";
+    if (keys(x, m, path,
+             LIST("limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness", "disableOOMKiller",
+                  "useHierarchy", "checkBeforeUpdate"),
+             LIST("reservation", "kernel", "kernelTCP", "swappiness", "disableOOMKiller",
+                  "checkBeforeUpdate")) < 0)
         return -1;
-    int64_t lim = get(m, "limit") ? json_object_get_int64(get(m, "limit")) : -1;
-    int64_t swap = get(m, "swap") ? json_object_get_int64(get(m, "swap")) : -1;
+    int64_t lim = -1, swap = -1;
+    bool hier;
+    int has_swap;
+    if (get_int(x, m, path, "limit", -1, INT64_MAX, &lim) < 0 ||
+        (has_swap = get_int(x, m, path, "swap", -1, INT64_MAX, &swap)) < 0 ||
+        get_bool(x, m, path, "useHierarchy", &hier) < 0)
+        return -1;
     if (lim > 0)
         x->spec->limits.memory = lim;
-    if (swap != -1 && swap != lim && swap != 0)
-        return bad(x, "linux.resources.memory.swap", "%lld: not supported (kago sets memory only)",
+    if (has_swap && (lim > 0 ? swap != lim : swap > 0))
+        return bad(x, "linux.resources.memory.swap",
+                   "%lld: not supported (kago's limit covers memory and swap: swap "
+                   "= limit)",
                    (long long)swap);
     return 0;
 }
 
 static int load_resources(struct ctx *x, json_object *r)
 {
-    static const char *const k[] = {"devices",        "cpu",     "memory", "pids",    "blockIO",
-                                    "hugepageLimits", "network", "rdma",   "unified", NULL};
-    static const char *const no[] = {"blockIO", "hugepageLimits", "network", "rdma", "unified", NULL};
-    if (keys(x, r, "linux.resources", k, no) < 0 || load_device_rules(x, get(r, "devices")) < 0)
+    json_object *devs;
+    if (keys(x, r, "linux.resources",
+             LIST("devices", "cpu", "memory", "pids", "blockIO", "hugepageLimits", "network", "rdma",
+                  "unified"),
+             LIST("blockIO", "hugepageLimits", "network", "rdma", "unified")) < 0 ||
+        get_array(x, r, "linux.resources", "devices", &devs) < 0)
         return -1;
-    if (get(r, "cpu") && load_cpu(x, get(r, "cpu")) < 0)
-        return -1;
-    if (get(r, "memory") && load_memory(x, get(r, "memory")) < 0)
+    if ((devs && load_device_rules(x, devs) < 0) || (get(r, "cpu") && load_cpu(x, get(r, "cpu")) < 0) ||
+        (get(r, "memory") && load_memory(x, get(r, "memory")) < 0))
         return -1;
     json_object *p = get(r, "pids");
-    if (p) {
-        static const char *const pk[] = {"limit", NULL};
-        if (keys(x, p, "linux.resources.pids", pk, NULL) < 0)
-            return -1;
-        if (json_object_get_int64(get(p, "limit")) > 0)
-            x->spec->limits.pids = json_object_get_int64(get(p, "limit"));
-    }
+    int64_t limit = 0;
+    if (p && (keys(x, p, "linux.resources.pids", LIST("limit"), NULL) < 0 ||
+              get_int(x, p, "linux.resources.pids", "limit", INT64_MIN, INT64_MAX, &limit) < 0))
+        return -1;
+    if (limit > 0) /* <= 0: unlimited */
+        x->spec->limits.pids = limit;
     return 0;
 }
 
-/* linux.devices: the nodes to make. kago's /dev has its own (null, zero, full, random, urandom, tty). */
+/* linux.devices: the nodes to make. kago's /dev has its own (null, zero, full,
+ * random, urandom, tty: the host's, bound), and only those. */
 static int load_devices(struct ctx *x, json_object *a)
 {
     static const struct {
@@ -484,145 +767,227 @@ static int load_devices(struct ctx *x, json_object *a)
         int major, minor;
     } own[] = {{"/dev/null", 1, 3},   {"/dev/zero", 1, 5},    {"/dev/full", 1, 7},
                {"/dev/random", 1, 8}, {"/dev/urandom", 1, 9}, {"/dev/tty", 5, 0}};
-    for (size_t i = 0; is(a, json_type_array) && i < json_object_array_length(a); i++) {
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
         json_object *d = json_object_array_get_idx(a, i);
-        const char *p = json_object_get_string(get(d, "path"));
-        int ma = json_object_get_int(get(d, "major")), mi = json_object_get_int(get(d, "minor"));
+        char path[256];
+        idx(path, sizeof path, "linux.devices", i);
+        const char *p = NULL, *t = NULL;
+        int64_t ma = -1, mi = -1, mode = 0666, uid = 0, gid = 0;
+        if (keys(x, d, path, LIST("path", "type", "major", "minor", "fileMode", "uid", "gid"), NULL) < 0 ||
+            get_str(x, d, path, "path", &p) < 0 || get_str(x, d, path, "type", &t) < 0 ||
+            get_int(x, d, path, "major", 0, INT32_MAX, &ma) < 0 ||
+            get_int(x, d, path, "minor", 0, INT32_MAX, &mi) < 0 ||
+            get_int(x, d, path, "fileMode", 0, 07777, &mode) < 0 ||
+            get_int(x, d, path, "uid", 0, MAX_ID, &uid) < 0 ||
+            get_int(x, d, path, "gid", 0, MAX_ID, &gid) < 0)
+            return -1;
         size_t j = 0;
         while (j < sizeof own / sizeof own[0] &&
                !(p && !strcmp(p, own[j].path) && ma == own[j].major && mi == own[j].minor))
             j++;
-        if (j == sizeof own / sizeof own[0]) {
-            char path[64];
-            snprintf(path, sizeof path, "linux.devices[%zu]", i);
-            return bad(x, path, "%s %d:%d: not supported (kago's /dev is fixed)", p ? p : "(no path)", ma,
-                       mi);
-        }
+        if (j == sizeof own / sizeof own[0] || !t || strcmp(t, "c") || (mode & 0777) != 0666 || uid || gid)
+            return bad(x, path,
+                       "%s %s %lld:%lld mode %04llo owner %lld:%lld: not supported "
+                       "(kago's /dev is fixed)",
+                       t ? t : "(no type)", p ? p : "(no path)", (long long)ma, (long long)mi,
+                       (unsigned long long)mode, (long long)uid, (long long)gid);
     }
     return 0;
 }
 
+/* Checked here (strictly: unknown keys), then read by seccomp.c's loader (the
+ * one kago_seccomp_load_file uses). */
 static int load_seccomp(struct ctx *x, json_object *s)
 {
-    static const char *const k[] = {"defaultAction", "defaultErrnoRet",  "architectures", "flags",
-                                    "listenerPath",  "listenerMetadata", "syscalls",      NULL};
-    static const char *const no[] = {"flags", "listenerPath", "listenerMetadata", NULL};
-    if (keys(x, s, "linux.seccomp", k, no) < 0)
+    static const char *const path = "linux.seccomp";
+    json_object *calls, *arch;
+    if (keys(x, s, path,
+             LIST("defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath",
+                  "listenerMetadata", "syscalls"),
+             LIST("flags", "listenerPath", "listenerMetadata")) < 0 ||
+        get_array(x, s, path, "syscalls", &calls) < 0 || get_array(x, s, path, "architectures", &arch) < 0)
         return -1;
-    if (kago_seccomp_from_json(x->spec, s, x->err) < 0) {
-        kago_error_prefix(x->err, "%s: linux.seccomp", x->file);
+    char **archs =
+        arch ? strv(x, arch, "linux.seccomp.architectures") : NULL; /* accepted: kago's is native */
+    if (arch && !archs)
         return -1;
+    strv_free(archs);
+    int64_t v;
+    if (get_int(x, s, path, "defaultErrnoRet", 0, 4095, &v) < 0)
+        return -1;
+    for (size_t i = 0; calls && i < json_object_array_length(calls); i++) {
+        json_object *c = json_object_array_get_idx(calls, i), *args;
+        char p[256], pa[256];
+        idx(p, sizeof p, "linux.seccomp.syscalls", i);
+        if (keys(x, c, p, LIST("names", "action", "errnoRet", "args"), NULL) < 0 ||
+            get_array(x, c, p, "args", &args) < 0 || get_int(x, c, p, "errnoRet", 0, 4095, &v) < 0)
+            return -1;
+        for (size_t j = 0; args && j < json_object_array_length(args); j++) {
+            char pn[256];
+            if (keys(x, json_object_array_get_idx(args, j),
+                     idx(pa, sizeof pa, sub(pn, sizeof pn, p, "args"), j),
+                     LIST("index", "value", "valueTwo", "op"), NULL) < 0)
+                return -1;
+        }
     }
+    if (kago_seccomp_from_json(x->spec, s, x->err) < 0)
+        return kago_error_prefix(x->err, "%s: linux.seccomp", x->file), -1;
     return 0;
 }
 
-static int load_paths(struct ctx *x, json_object *a, const char *path, char ***dst)
+static int load_paths(struct ctx *x, json_object *l, const char *k, char ***dst)
 {
-    char **v = strv(x, a, path);
+    char path[256];
+    if (!get(l, k))
+        return 0;
+    char **v = strv(x, get(l, k), sub(path, sizeof path, "linux", k));
     if (!v)
         return -1;
     replace_strv(dst, v);
     return 0;
 }
 
-static int load_linux(struct ctx *x, json_object *l)
+/* Kept as given: which ones kago writes (the namespaced ones) is the spec's
+ * check (kago_spec_validate). */
+static int load_sysctl(struct ctx *x, json_object *sc)
 {
-    static const char *const k[] = {
-        "namespaces",  "uidMappings",   "gidMappings", "resources",    "devices",           "seccomp",
-        "maskedPaths", "readonlyPaths", "sysctl",      "cgroupsPath",  "rootfsPropagation", "mountLabel",
-        "intelRdt",    "personality",   "timeOffsets", "memoryPolicy", "netDevices",        NULL};
-    static const char *const no[] = {"cgroupsPath", "mountLabel",   "intelRdt",   "personality",
-                                     "timeOffsets", "memoryPolicy", "netDevices", NULL};
-    if (keys(x, l, "linux", k, no) < 0)
-        return -1;
-    const char *prop = json_object_get_string(get(l, "rootfsPropagation"));
-    if (prop && *prop && strcmp(prop, "private") && strcmp(prop, "rprivate") && strcmp(prop, "slave") &&
-        strcmp(prop, "rslave"))
-        return bad(x, "linux.rootfsPropagation", "%s: not supported", prop);
-    struct kago_spec *s = x->spec;
-    if ((get(l, "namespaces") && load_namespaces(x, get(l, "namespaces")) < 0) ||
-        (get(l, "uidMappings") &&
-         load_idmap(x, get(l, "uidMappings"), "linux.uidMappings", &s->uidmap, &s->nuidmap) < 0) ||
-        (get(l, "gidMappings") &&
-         load_idmap(x, get(l, "gidMappings"), "linux.gidMappings", &s->gidmap, &s->ngidmap) < 0) ||
-        (get(l, "resources") && load_resources(x, get(l, "resources")) < 0) ||
-        load_devices(x, get(l, "devices")) < 0 ||
-        (get(l, "maskedPaths") &&
-         load_paths(x, get(l, "maskedPaths"), "linux.maskedPaths", &s->masked_paths) < 0) ||
-        (get(l, "readonlyPaths") &&
-         load_paths(x, get(l, "readonlyPaths"), "linux.readonlyPaths", &s->readonly_paths) < 0))
-        return -1;
-    json_object *sc = get(l, "sysctl");
     if (sc && !is(sc, json_type_object))
         return bad(x, "linux.sysctl", "expected an object");
     if (sc) {
         json_object_object_foreach(sc, key, val)
         {
+            char path[256];
             if (!is(val, json_type_string))
-                return bad(x, "linux.sysctl", "%s: expected a string", key);
-            kago_spec_add_sysctl(s, key, json_object_get_string(val));
+                return bad(x, sub(path, sizeof path, "linux.sysctl", key), "expected a string");
+            kago_spec_add_sysctl(x->spec, key, json_object_get_string(val));
         }
     }
-    /* no seccomp in config.json means none (runtime-spec), not kago's default filter */
-    s->seccomp.mode = KAGO_SECCOMP_UNCONFINED;
+    return 0;
+}
+
+static int load_linux(struct ctx *x, json_object *l)
+{
+    static const char *const no[] = {"cgroupsPath", "mountLabel",   "intelRdt",   "personality",
+                                     "timeOffsets", "memoryPolicy", "netDevices", NULL};
+    if (keys(x, l, "linux",
+             LIST("namespaces", "uidMappings", "gidMappings", "resources", "devices", "seccomp",
+                  "maskedPaths", "readonlyPaths", "sysctl", "cgroupsPath", "rootfsPropagation", "mountLabel",
+                  "intelRdt", "personality", "timeOffsets", "memoryPolicy", "netDevices"),
+             no) < 0)
+        return -1;
+    const char *prop = NULL;
+    if (get_str(x, l, "linux", "rootfsPropagation", &prop) < 0)
+        return -1;
+    if (prop && *prop && !in(prop, LIST("private", "rprivate", "slave", "rslave")))
+        return bad(x, "linux.rootfsPropagation", "%s: not supported", prop);
+    struct kago_spec *s = x->spec;
+    json_object *ns, *um, *gm, *dev;
+    if (get_array(x, l, "linux", "namespaces", &ns) < 0 || get_array(x, l, "linux", "uidMappings", &um) < 0 ||
+        get_array(x, l, "linux", "gidMappings", &gm) < 0 || get_array(x, l, "linux", "devices", &dev) < 0)
+        return -1;
+    if ((ns && load_namespaces(x, ns) < 0) ||
+        (um && load_idmap(x, um, "uidMappings", &s->uidmap, &s->nuidmap) < 0) ||
+        (gm && load_idmap(x, gm, "gidMappings", &s->gidmap, &s->ngidmap) < 0) ||
+        (get(l, "resources") && load_resources(x, get(l, "resources")) < 0) ||
+        (dev && load_devices(x, dev) < 0) || load_paths(x, l, "maskedPaths", &s->masked_paths) < 0 ||
+        load_paths(x, l, "readonlyPaths", &s->readonly_paths) < 0 || load_sysctl(x, get(l, "sysctl")) < 0)
+        return -1;
     return get(l, "seccomp") ? load_seccomp(x, get(l, "seccomp")) : 0;
 }
 
-/* --- the document ---------------------------------------------------------------------------------- */
+/* --- the document
+ * ----------------------------------------------------------------------------------
+ */
+
+/* kago runs no hooks: every list must be empty. */
+static int load_hooks(struct ctx *x, json_object *h)
+{
+    static const char *const lists[] = {
+        "prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop", NULL};
+    if (keys(x, h, "hooks", lists, NULL) < 0)
+        return -1;
+    for (size_t i = 0; lists[i]; i++) {
+        json_object *a;
+        char path[256];
+        if (get_array(x, h, "hooks", lists[i], &a) < 0)
+            return -1;
+        if (a && json_object_array_length(a))
+            return bad(x, sub(path, sizeof path, "hooks", lists[i]), "not supported (kago runs no hooks)");
+    }
+    return 0;
+}
 
 static int load_root(struct ctx *x, json_object *r)
 {
-    static const char *const k[] = {"path", "readonly", NULL};
-    if (!r || keys(x, r, "root", k, NULL) < 0)
-        return r ? -1 : bad(x, "root", "required");
-    const char *p = json_object_get_string(get(r, "path"));
-    if (!p || !*p)
+    const char *p = NULL;
+    if (!r)
+        return bad(x, "root", "required");
+    if (keys(x, r, "root", LIST("path", "readonly"), NULL) < 0 ||
+        get_bool(x, r, "root", "readonly", &x->spec->readonly) < 0 ||
+        need(x, get_str(x, r, "root", "path", &p), "root", "path") < 0)
+        return -1;
+    if (!*p)
         return bad(x, "root.path", "required");
     free(x->spec->rootfs);
     if (p[0] == '/')
-        x->spec->rootfs = strdup(p);
+        x->spec->rootfs = dup(p);
     else if (asprintf(&x->spec->rootfs, "%s/%s", x->oci->bundle, p) < 0)
         abort();
-    x->spec->readonly = json_object_get_boolean(get(r, "readonly"));
+    return 0;
+}
+
+static int load_version(struct ctx *x, json_object *o)
+{
+    const char *v = NULL;
+    if (need(x, get_str(x, o, "", "ociVersion", &v), "", "ociVersion") < 0)
+        return -1;
+    if (strncmp(v, "1.0.", 4) && strncmp(v, "1.1.", 4) && strcmp(v, "1.0") && strcmp(v, "1.1"))
+        return bad(x, "ociVersion", "%s: not supported (kago reads 1.0.x and 1.1.x)", v);
+    x->oci->oci_version = dup(v);
     return 0;
 }
 
 static int load_doc(struct ctx *x, json_object *o)
 {
-    static const char *const k[] = {"ociVersion", "process", "root",        "hostname", "domainname",
-                                    "mounts",     "hooks",   "annotations", "linux",    "solaris",
-                                    "windows",    "vm",      "zos",         NULL};
-    static const char *const no[] = {"domainname", "hooks", "solaris", "windows", "vm", "zos", NULL};
-    if (keys(x, o, "(top)", k, no) < 0)
+    if (keys(x, o, "",
+             LIST("ociVersion", "process", "root", "hostname", "domainname", "mounts", "hooks", "annotations",
+                  "linux", "solaris", "windows", "vm", "zos"),
+             LIST("domainname", "solaris", "windows", "vm", "zos")) < 0 ||
+        load_version(x, o) < 0)
         return -1;
-    const char *v = json_object_get_string(get(o, "ociVersion"));
-    if (!v || (strncmp(v, "1.0.", 4) && strncmp(v, "1.1.", 4) && strcmp(v, "1.0") && strcmp(v, "1.1")))
-        return bad(x, "ociVersion", "%s: kago reads 1.0.x and 1.1.x", v ? v : "(none)");
-    x->oci->oci_version = strdup(v);
     json_object *ann = get(o, "annotations");
     if (ann && !is(ann, json_type_object))
         return bad(x, "annotations", "expected an object");
-    x->oci->annotations = strdup(ann ? json_object_to_json_string_ext(ann, JSON_C_TO_STRING_PLAIN) : "{}");
-    const char *host = json_object_get_string(get(o, "hostname"));
+    if (ann) {
+        json_object_object_foreach(ann, k, v)
+        {
+            char path[256];
+            if (!is(v, json_type_string))
+                return bad(x, sub(path, sizeof path, "annotations", k), "expected a string");
+        }
+    }
+    x->oci->annotations = dup(ann ? json_object_to_json_string_ext(ann, JSON_C_TO_STRING_PLAIN) : "{}");
+    const char *host = NULL;
+    if (get_str(x, o, "", "hostname", &host) < 0)
+        return -1;
     free(x->spec->hostname);
-    x->spec->hostname = host && *host ? strdup(host) : NULL;
+    x->spec->hostname = host && *host ? dup(host) : NULL;
     if (!get(o, "process"))
         return bad(x, "process", "required (kago runs a process)");
-    if (load_root(x, get(o, "root")) < 0 || load_process(x, get(o, "process")) < 0)
+    if (load_root(x, get(o, "root")) < 0 || load_process(x, get(o, "process")) < 0 ||
+        (get(o, "hooks") && load_hooks(x, get(o, "hooks")) < 0) ||
+        (get(o, "mounts") && load_mounts(x, get(o, "mounts")) < 0))
         return -1;
-    if (get(o, "mounts") && load_mounts(x, get(o, "mounts")) < 0)
-        return -1;
-    if (get(o, "linux"))
-        return load_linux(x, get(o, "linux"));
-    x->spec->seccomp.mode = KAGO_SECCOMP_UNCONFINED; /* none given: none (runtime-spec) */
-    return 0;
+    x->spec->seccomp.mode = KAGO_SECCOMP_UNCONFINED; /* none given: none (runtime-spec), not kago's
+                                                        default */
+    return get(o, "linux") ? load_linux(x, get(o, "linux")) : 0;
 }
 
-/* FILE:LINE:COLUMN of byte offset off in text. */
+/* LINE and COLUMN (1-based, in bytes) of byte offset off in text. */
 static void where(const char *text, size_t off, int *line, int *col)
 {
     *line = 1, *col = 1;
-    for (size_t i = 0; i < off && text[i]; i++) {
+    for (size_t i = 0; i < off; i++) {
         if (text[i] == '\n')
             (*line)++, *col = 1;
         else
@@ -630,31 +995,39 @@ static void where(const char *text, size_t off, int *line, int *col)
     }
 }
 
-/* The document, or NULL with *err "FILE:LINE:COLUMN: why". */
+/* The document in json, or NULL with "PATH:LINE:COLUMN: why" in *err. */
 static json_object *parse(const char *path, const char *json, size_t len, struct kago_error **err)
 {
+    if (len > MAX_FILE_SIZE)
+        return kago_error_set(err, EFBIG, "%s", path), NULL;
     json_tokener *tok = json_tokener_new();
+    if (!tok)
+        abort();
     json_object *o = json_tokener_parse_ex(tok, json, (int)len);
     enum json_tokener_error e = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
     json_tokener_free(tok);
-    if (!o || e != json_tokener_success || strspn(json + end, " \t\r\n") != len - end) {
-        int line, col;
-        where(json, e == json_tokener_continue ? len : end, &line, &col);
-        json_object_put(o);
-        return kago_error_set(err, 0, "%s:%d:%d: %s", path, line, col,
-                              e == json_tokener_success    ? "text after the document"
-                              : e == json_tokener_continue ? "unexpected end of file"
-                                                           : json_tokener_error_desc(e)),
-               NULL;
-    }
-    return o;
+    if (e == json_tokener_continue)
+        end = len;
+    size_t after = end; /* only white space may follow the document */
+    while (o && e == json_tokener_success && after < len && json[after] && strchr(" \t\r\n", json[after]))
+        after++;
+    if (o && e == json_tokener_success && after == len)
+        return o;
+    int line, col;
+    where(json, o && e == json_tokener_success ? after : end, &line, &col);
+    json_object_put(o);
+    kago_error_set(err, 0, "%s:%d:%d: %s", path, line, col,
+                   e == json_tokener_success    ? "text after the document"
+                   : e == json_tokener_continue ? "unexpected end of file"
+                                                : json_tokener_error_desc(e));
+    return NULL;
 }
 
 int kago_oci_load_string(const char *bundle, const char *path, const char *json, size_t len,
                          struct kago_spec *spec, struct kago_oci *oci, struct kago_error **err)
 {
-    *oci = (struct kago_oci){.bundle = strdup(bundle)};
+    *oci = (struct kago_oci){.bundle = dup(bundle)};
     json_object *o = parse(path, json, len, err);
     if (!o)
         return -1;
@@ -692,33 +1065,45 @@ int kago_oci_load_resources(const char *path, const char *json, size_t len, stru
     return r;
 }
 
-int kago_oci_load(const char *bundle, struct kago_spec *spec, struct kago_oci *oci, struct kago_error **err)
+static char *read_text(const char *path, size_t *len, struct kago_error **err)
 {
-    char abs[PATH_MAX];
-    if (!realpath(bundle, abs))
-        return *oci = (struct kago_oci){0}, kago_error_set(err, errno, "bundle %s", bundle);
-    char path[PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/config.json", abs);
     FILE *f = fopen(path, "re");
     if (!f)
-        return *oci = (struct kago_oci){0}, kago_error_set(err, errno, "bundle %s: config.json", abs);
+        return kago_error_set(err, errno, "%s", path), NULL;
     char *text = NULL;
-    size_t cap = 0, n = 0;
-    for (size_t r; (r = fread(text + n, 1, cap - n, f)) > 0 || n == cap;) {
-        n += r;
-        if (n == cap) {
-            if (cap >= (16u << 20)) {
-                fclose(f);
-                free(text);
-                return *oci = (struct kago_oci){0}, kago_error_set(err, EFBIG, "%s", path);
-            }
-            text = realloc(text, cap = cap ? cap * 2 : 65536);
-            if (!text)
-                abort();
+    size_t cap = 0, n = 0, r;
+    do {
+        if (n == cap && cap > MAX_FILE_SIZE) {
+            fclose(f);
+            free(text);
+            return kago_error_set(err, EFBIG, "%s", path), NULL;
         }
-    }
+        if (n == cap)
+            text = grow(text, cap = cap ? cap * 2 : 65536, 1);
+        n += r = fread(text + n, 1, cap - n, f);
+    } while (r > 0);
+    int bad_read = ferror(f);
     fclose(f);
-    int r = kago_oci_load_string(abs, path, text ? text : "", n, spec, oci, err);
+    if (bad_read) {
+        free(text);
+        return kago_error_set(err, EIO, "read %s", path), NULL;
+    }
+    *len = n;
+    return text;
+}
+
+int kago_oci_load(const char *bundle, struct kago_spec *spec, struct kago_oci *oci, struct kago_error **err)
+{
+    char abs[PATH_MAX], path[PATH_MAX + 16];
+    *oci = (struct kago_oci){0};
+    if (!realpath(bundle, abs))
+        return kago_error_set(err, errno, "bundle %s", bundle);
+    snprintf(path, sizeof path, "%s/config.json", abs);
+    size_t n = 0;
+    char *text = read_text(path, &n, err);
+    if (!text)
+        return -1;
+    int r = kago_oci_load_string(abs, path, text, n, spec, oci, err);
     free(text);
     return r;
 }
@@ -730,7 +1115,6 @@ void kago_oci_free(struct kago_oci *oci)
     free(oci->oci_version);
     *oci = (struct kago_oci){0};
 }
-
 static json_object *str_array(const char *const *v)
 {
     json_object *a = json_object_new_array();
@@ -842,13 +1226,46 @@ char *kago_oci_default_config(void)
 
 char *kago_oci_features(void)
 {
-    return strdup(
-        "{\"ociVersionMin\":\"1.0.0\",\"ociVersionMax\":\"1.1.0\",\"hooks\":[],"
-        "\"mountOptions\":[\"ro\",\"rw\",\"nosuid\",\"nodev\",\"noexec\",\"bind\",\"rbind\",\"relatime\","
-        "\"strictatime\",\"noatime\",\"private\",\"rprivate\",\"slave\",\"rslave\"],"
-        "\"linux\":{\"namespaces\":[\"pid\",\"network\",\"ipc\",\"uts\",\"mount\",\"cgroup\",\"user\"],"
-        "\"cgroup\":{\"v1\":true,\"v2\":true,\"systemd\":false,\"systemdUser\":false},"
-        "\"seccomp\":{\"enabled\":true,\"actions\":[\"SCMP_ACT_ALLOW\",\"SCMP_ACT_ERRNO\",\"SCMP_ACT_KILL\","
-        "\"SCMP_ACT_LOG\"]},\"apparmor\":{\"enabled\":false},\"selinux\":{\"enabled\":false}},"
-        "\"annotations\":{}}");
+    json_object *o = json_object_new_object(), *l = json_object_new_object(), *cg = json_object_new_object(),
+                *sc = json_object_new_object(), *caps = json_object_new_array();
+    json_object_object_add(o, "ociVersionMin", json_object_new_string("1.0.0"));
+    json_object_object_add(o, "ociVersionMax", json_object_new_string("1.1.0"));
+    json_object_object_add(o, "hooks", json_object_new_array());
+    json_object *opts = str_array(common_options);
+    json_object_array_add(opts, json_object_new_string("bind"));
+    json_object_array_add(opts, json_object_new_string("rbind"));
+    json_object_object_add(o, "mountOptions", opts);
+    json_object_object_add(l, "namespaces",
+                           str_array(LIST("pid", "network", "ipc", "uts", "mount", "cgroup", "user")));
+    for (int i = 0; i <= CAP_LAST_CAP; i++) {
+        char *n = cap_to_name((cap_value_t)i);
+        for (char *p = n; p && *p; p++)
+            *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        if (n && !strncmp(n, "CAP_", 4))
+            json_object_array_add(caps, json_object_new_string(n));
+        cap_free(n);
+    }
+    json_object_object_add(l, "capabilities", caps);
+    json_object_object_add(cg, "v1", json_object_new_boolean(1));
+    json_object_object_add(cg, "v2", json_object_new_boolean(1));
+    json_object_object_add(cg, "systemd", json_object_new_boolean(0));
+    json_object_object_add(cg, "systemdUser", json_object_new_boolean(0));
+    json_object_object_add(l, "cgroup", cg);
+    json_object_object_add(sc, "enabled", json_object_new_boolean(1));
+    json_object_object_add(sc, "actions",
+                           str_array(LIST("SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
+                                          "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_LOG")));
+    json_object_object_add(sc, "operators", json_object_new_array());
+    json_object_object_add(l, "seccomp", sc);
+    for (const char *const *k = LIST("apparmor", "selinux", "intelRdt"); *k; k++) {
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "enabled", json_object_new_boolean(0));
+        json_object_object_add(l, *k, e);
+    }
+    json_object_object_add(o, "linux", l);
+    json_object_object_add(o, "annotations", json_object_new_object());
+    char *text =
+        dup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+    return text;
 }

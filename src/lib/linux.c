@@ -578,7 +578,7 @@ static int set_oom_score_adj(int v, struct kago_error **err)
     int n = snprintf(buf, sizeof buf, "%d", v);
     cleanup_close int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (fd < 0 || write(fd, buf, (size_t)n) != n)
-        return kago_error_set(err, errno, "oom_score_adj %d", v);
+        return kago_error_set(err, errno, "write %d to /proc/self/oom_score_adj", v);
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* Unit tests of the OCI front end: config.json → struct kago_spec, strict about what it cannot honour. */
 #include <stdlib.h>
 #include <string.h>
+#include <json-c/json.h>
 #include <sys/resource.h>
 
 #include "oci.h"
@@ -174,8 +175,9 @@ static void test_refused(void)
         {"{\"destination\":\"/proc\"",
          "{\"destination\":\"/sys/fs/cgroup\",\"type\":\"cgroup\",\"source\":\"cgroup\"},"
          "{\"destination\":\"/proc\"",
-         "mounts[0]: type cgroup"},
-        {"\"source\":\"proc\"}", "\"source\":\"proc\",\"options\":[\"weird\"]}", "option weird"},
+         "mounts[0]: cgroup at /sys/fs/cgroup: not supported yet"},
+        {"\"source\":\"proc\"}", "\"source\":\"proc\",\"options\":[\"weird\"]}",
+         "mounts[0].options[0]: weird: not supported"},
         {"{\"type\":\"pid\"}", "{\"type\":\"time\"}", "linux.namespaces[0]: type time"},
         {"\"access\":\"rwm\"}]",
          "\"access\":\"rwm\"},{\"allow\":true,\"type\":\"b\",\"major\":8,\"minor\":0}]",
@@ -185,6 +187,95 @@ static void test_refused(void)
         {"\"args\":[\"sh\"],", "", "process.args"},
         {"\"cwd\":\"/\"", "\"cwd\":\"rel\"", "process.cwd"},
         {"\"hostname\"", "\"frobnicate\":1,\"hostname\"", "frobnicate: not supported"},
+        {"\"hostname\":\"runc\"", "\"hostname\":\"runc\",\"domainname\":\"d\"", "domainname: not supported"},
+        {"\"noNewPrivileges\":true", "\"noNewPrivileges\":true,\"selinuxLabel\":\"x\"",
+         "process.selinuxLabel"},
+        {"\"noNewPrivileges\":true",
+         "\"noNewPrivileges\":true,\"ioPriority\":{\"class\":\"IOPRIO_CLASS_IDLE\"}", "process.ioPriority"},
+        {"\"noNewPrivileges\":true", "\"noNewPrivileges\":true,\"scheduler\":{\"policy\":\"SCHED_FIFO\"}",
+         "process.scheduler"},
+        {"\"noNewPrivileges\":true", "\"noNewPrivileges\":true,\"execCPUAffinity\":{\"initial\":\"0\"}",
+         "process.execCPUAffinity"},
+        {"\"noNewPrivileges\":true", "\"noNewPrivileges\":true,\"oomScoreAdj\":5000",
+         "process.oomScoreAdj: 5000"},
+        {"\"terminal\":false", "\"terminal\":\"no\"", "process.terminal: expected true or false"},
+        {"\"uid\":0", "\"uid\":-1", "process.user.uid: -1"},
+        {"\"gid\":0}", "\"gid\":0,\"umask\":63}", "process.user.umask: 0077"},
+        {"\"effective\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"],", "",
+         "process.capabilities: the five sets differ"},
+        {"\"RLIMIT_NOFILE\"", "\"nofile\"", "process.rlimits[0]: type nofile"},
+        {"\"maskedPaths\"", "\"mountLabel\":\"x\",\"maskedPaths\"", "linux.mountLabel"},
+        {"\"maskedPaths\"", "\"personality\":{\"domain\":\"LINUX32\"},\"maskedPaths\"", "linux.personality"},
+        {"\"maskedPaths\"", "\"timeOffsets\":{\"monotonic\":{\"secs\":1}},\"maskedPaths\"",
+         "linux.timeOffsets"},
+        {"\"maskedPaths\"", "\"memoryPolicy\":{\"mode\":\"MPOL_BIND\"},\"maskedPaths\"",
+         "linux.memoryPolicy"},
+        {"\"maskedPaths\"", "\"rootfsPropagation\":\"shared\",\"maskedPaths\"",
+         "linux.rootfsPropagation: shared"},
+        {"\"maskedPaths\"",
+         "\"devices\":[{\"path\":\"/dev/sda\",\"type\":\"b\",\"major\":8,\"minor\":0}],\"maskedPaths\"",
+         "linux.devices[0]"},
+        {"\"maskedPaths\"", "\"uidMappings\":[{\"containerID\":0,\"hostID\":1000}],\"maskedPaths\"",
+         "linux.uidMappings[0].size: required"},
+        {"\"devices\":[", "\"hugepageLimits\":[{\"pageSize\":\"2MB\",\"limit\":1}],\"devices\":[",
+         "linux.resources.hugepageLimits"},
+        {"\"devices\":[", "\"rdma\":{\"mlx\":{\"hcaHandles\":1}},\"devices\":[", "linux.resources.rdma"},
+        {"\"devices\":[", "\"unified\":{\"memory.high\":\"1\"},\"devices\":[", "linux.resources.unified"},
+        {"\"devices\":[", "\"network\":{\"classID\":1},\"devices\":[", "linux.resources.network"},
+        {"\"devices\":[", "\"cpu\":{\"mems\":\"0\"},\"devices\":[", "linux.resources.cpu.mems"},
+        {"\"devices\":[", "\"cpu\":{\"realtimeRuntime\":100},\"devices\":[",
+         "linux.resources.cpu.realtimeRuntime"},
+        {"\"devices\":[", "\"memory\":{\"limit\":67108864,\"swap\":134217728},\"devices\":[",
+         "linux.resources.memory.swap: 134217728"},
+        {"\"devices\":[", "\"memory\":{\"reservation\":1024},\"devices\":[",
+         "linux.resources.memory.reservation"},
+        {"\"devices\":[", "\"memory\":{\"disableOOMKiller\":true},\"devices\":[",
+         "linux.resources.memory.disableOOMKiller"},
+        {"\"access\":\"rwm\"}]",
+         "\"access\":\"rwm\"},{\"allow\":false,\"type\":\"c\",\"major\":1,\"minor\":3,\"access\":\"w\"}]",
+         "linux.resources.devices[1]: deny c 1:3 w"},
+        {"\"access\":\"rwm\"}]",
+         "\"access\":\"rwm\"},{\"allow\":true,\"type\":\"c\",\"major\":1,\"minor\":3},{\"allow\":false,"
+         "\"access\":\"rwm\"}]",
+         "linux.resources.devices[2]: deny all after an allow"},
+        {"\"access\":\"rwm\"}]",
+         "\"access\":\"rwm\"},{\"allow\":true,\"type\":\"c\",\"major\":1,\"minor\":3,\"access\":\"rwx\"}]",
+         "linux.resources.devices[1]: allow c 1:3 rwx"},
+        {"\"maskedPaths\"",
+         "\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"flags\":[\"SECCOMP_FILTER_FLAG_LOG\"]},"
+         "\"maskedPaths\"",
+         "linux.seccomp.flags"},
+        {"\"maskedPaths\"",
+         "\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"listenerPath\":\"/run/"
+         "l.sock\"},\"maskedPaths\"",
+         "linux.seccomp.listenerPath"},
+        {"\"maskedPaths\"",
+         "\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"mkdir\"],\"action\":"
+         "\"SCMP_ACT_ERRNO\",\"comment\":\"x\"}]},\"maskedPaths\"",
+         "linux.seccomp.syscalls[0].comment"},
+        {"\"hostname\"", "\"solaris\":{\"milestone\":\"x\"},\"hostname\"", "solaris: not supported"},
+        {"\"hostname\"", "\"annotations\":{\"x\":1},\"hostname\"", "annotations.x: expected a string"},
+        {"\"source\":\"proc\"}", "\"source\":\"proc\",\"options\":[\"ro\"]}",
+         "mounts[0]: proc at /proc read-only"},
+        {"\"nodev\",\"ro\"]}]", "\"nodev\"]}]", "mounts[5]: sysfs at /sys read-write"},
+        {"{\"destination\":\"/proc\"",
+         "{\"destination\":\"/"
+         "run\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"mode=755\"]},{\"destination\":\"/"
+         "proc\"",
+         "mounts[0]: tmpfs at /run: mode=755"},
+        {"{\"destination\":\"/proc\"",
+         "{\"destination\":\"/d\",\"type\":\"bind\",\"source\":\"/"
+         "d\",\"options\":[\"rbind\",\"tmpcopyup\"]},{\"destination\":\"/proc\"",
+         "mounts[0].options[1]: tmpcopyup"},
+        {"{\"destination\":\"/proc\"",
+         "{\"destination\":\"/d\",\"type\":\"bind\"},{\"destination\":\"/proc\"",
+         "mounts[0]: bind mount without a source"},
+        {"{\"destination\":\"/proc\"",
+         "{\"destination\":\"/d\",\"type\":\"bind\",\"source\":\"/"
+         "d\",\"uidMappings\":[{\"containerID\":0,\"hostID\":1,\"size\":1}]},{\"destination\":\"/proc\"",
+         "mounts[0].uidMappings"},
+        {"{\"type\":\"pid\"}", "{\"type\":\"pid\"},{\"type\":\"pid\"}",
+         "linux.namespaces[1]: type pid: given twice"},
 
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -235,6 +326,125 @@ static void test_default_round_trip(void)
     free(text);
 }
 
+/* Every other supported field, one assertion each. */
+static const char *const many =
+    "{\"ociVersion\":\"1.1.0\",\"domainname\":\"\",\"annotations\":{\"org.example\":\"x\"},"
+    "\"hooks\":{\"prestart\":[],\"poststop\":[]},"
+    "\"process\":{\"terminal\":true,\"consoleSize\":{\"height\":25,\"width\":80},"
+    "\"user\":{\"uid\":1000,\"gid\":1000,\"umask\":18},\"args\":[\"sh\",\"-c\",\"true\"],\"cwd\":\"/srv\","
+    "\"capabilities\":{\"bounding\":[\"CAP_KILL\"],\"effective\":[\"CAP_KILL\"],\"permitted\":[\"CAP_KILL\"],"
+    "\"inheritable\":[],\"ambient\":[\"CAP_KILL\"]},"
+    "\"rlimits\":[{\"type\":\"RLIMIT_CORE\",\"soft\":0,\"hard\":18446744073709551615}]},"
+    "\"root\":{\"path\":\"/abs/rootfs\"},"
+    "\"mounts\":[{\"destination\":\"/"
+    "data\",\"type\":\"none\",\"source\":\"data\",\"options\":[\"rbind\",\"ro\","
+    "\"nosuid\",\"rprivate\"]},{\"destination\":\"/scratch\",\"type\":\"tmpfs\",\"source\":\"tmpfs\","
+    "\"options\":[\"size=16m\",\"mode=1777\",\"nodev\"]},{\"destination\":\"/dev/shm\",\"type\":\"tmpfs\","
+    "\"source\":\"shm\",\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"mode=1777\",\"size=65536k\"]}],"
+    "\"linux\":{\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"mount\"},{\"type\":\"user\"},"
+    "{\"type\":\"network\",\"path\":\"/proc/1/ns/net\"}],"
+    "\"uidMappings\":[{\"containerID\":0,\"hostID\":100000,\"size\":65536}],"
+    "\"gidMappings\":[{\"containerID\":0,\"hostID\":200000,\"size\":65536}],"
+    "\"rootfsPropagation\":\"rslave\",\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\"],\"maskedPaths\":[],"
+    "\"devices\":[{\"path\":\"/dev/null\",\"type\":\"c\",\"major\":1,\"minor\":3,\"fileMode\":438,\"uid\":0,"
+    "\"gid\":0}],"
+    "\"resources\":{\"devices\":[{\"allow\":false,\"access\":\"rwm\"},{\"allow\":true,\"type\":\"c\","
+    "\"major\":136,\"access\":\"rw\"},{\"allow\":true,\"type\":\"c\",\"major\":5,\"minor\":2}],"
+    "\"cpu\":{\"shares\":2,\"quota\":-1},\"memory\":{\"limit\":67108864,\"swap\":67108864},"
+    "\"pids\":{\"limit\":-1}},\"sysctl\":{\"net.ipv4.ip_forward\":\"1\"}}}";
+
+static void test_more_fields(void)
+{
+    struct kago_spec s;
+    struct kago_oci o;
+    char *why;
+    ok(load(many, &s, &o, &why) == 0, "a config of many fields loads: %s", why ? why : "ok");
+    ok(o.terminal, "process.terminal");
+    ok(o.annotations && strstr(o.annotations, "\"org.example\":\"x\""), "annotations kept as text: %s",
+       o.annotations ? o.annotations : "");
+    is_str(o.oci_version, "1.1.0", "ociVersion 1.1");
+    ok(!s.hostname, "no hostname: none");
+    ok(s.uid == 1000 && s.gid == 1000, "process.user.uid/gid");
+    ok(s.argv[2] && !strcmp(s.argv[2], "true") && !s.argv[3], "process.args");
+    ok(s.env && !s.env[0], "no process.env: an empty environment (not kago's default)");
+    is_str(s.cwd, "/srv", "process.cwd");
+    ok(s.caps == (1ULL << 5), "capabilities: one set, inheritable empty accepted");
+    ok(s.nrlimits == 1 && s.rlimits[0].resource == RLIMIT_CORE && s.rlimits[0].hard == UINT64_MAX,
+       "an rlimit of RLIM_INFINITY");
+    ok(!s.no_new_privs, "noNewPrivileges absent: false");
+    ok(s.seccomp.mode == KAGO_SECCOMP_UNCONFINED, "linux.seccomp absent: no filter");
+    is_str(s.rootfs, "/abs/rootfs", "an absolute root.path");
+    ok(!s.readonly, "root.readonly absent: false");
+    ok(s.nmounts == 2, "two mounts of the container's own (/dev/shm is kago's)");
+    ok(s.nmounts > 0 && s.mounts[0].kind == KAGO_MOUNT_BIND && s.mounts[0].readonly && s.mounts[0].src &&
+           !strcmp(s.mounts[0].src, "/b/data") && !strcmp(s.mounts[0].dst, "/data"),
+       "a read-only bind, its source against the bundle");
+    ok(s.nmounts > 1 && s.mounts[1].kind == KAGO_MOUNT_TMPFS && s.mounts[1].size == 16 << 20 &&
+           !strcmp(s.mounts[1].dst, "/scratch"),
+       "a tmpfs of size=16m");
+    ok(s.ns == ((1u << KAGO_NS_PID) | (1u << KAGO_NS_MOUNT) | (1u << KAGO_NS_USER)), "namespaces made");
+    is_str(s.join_ns[KAGO_NS_NET], "/proc/1/ns/net", "a namespace joined by path");
+    ok(s.ngidmap == 1 && s.gidmap[0].outside == 200000 && s.gidmap[0].count == 65536, "gidMappings");
+    ok(s.readonly_paths[1] && !strcmp(s.readonly_paths[1], "/proc/fs") && !s.readonly_paths[2],
+       "readonlyPaths replace kago's");
+    ok(s.masked_paths && !s.masked_paths[0], "maskedPaths: [] masks nothing");
+    ok(s.limits.cpu_weight == 1 && s.limits.cpu_quota_us == KAGO_UNSET,
+       "shares 2 → weight 1, quota -1 unset");
+    ok(s.limits.memory == 64 << 20, "memory.limit, swap equal to it");
+    ok(s.limits.pids == KAGO_UNSET, "pids.limit -1: unlimited");
+    ok(s.nsysctls == 1, "linux.sysctl");
+    free(why);
+    kago_oci_free(&o);
+    kago_spec_free(&s);
+}
+
+/* The loader reads only len bytes: a buffer with no NUL after it (ASan sees an overread), whitespace
+ * after the document, and text after it. */
+static void test_bounds(void)
+{
+    size_t n = strlen(runc_spec);
+    char *buf = malloc(n + 2);
+    memcpy(buf, runc_spec, n);
+    memcpy(buf + n, "\n\n", 2);
+    struct kago_spec s;
+    struct kago_oci o;
+    struct kago_error *err = NULL;
+    kago_spec_init(&s);
+    ok(kago_oci_load_string("/b", "config.json", buf, n + 2, &s, &o, &err) == 0, "no NUL after the text: %s",
+       err ? err->msg : "ok");
+    kago_error_free(err);
+    err = NULL;
+    kago_oci_free(&o);
+    kago_spec_free(&s);
+    buf[n + 1] = 'x';
+    kago_spec_init(&s);
+    ok(kago_oci_load_string("/b", "config.json", buf, n + 2, &s, &o, &err) < 0 && err &&
+           strstr(err->msg, "config.json:2:1: text after the document"),
+       "text after the document: %s", err ? err->msg : "(loaded)");
+    kago_error_free(err);
+    kago_oci_free(&o);
+    kago_spec_free(&s);
+    free(buf);
+}
+
+static void test_features(void)
+{
+    char *text = kago_oci_features();
+    json_object *f = json_tokener_parse(text), *l = NULL, *v = NULL;
+    ok(f && json_object_object_get_ex(f, "ociVersionMin", &v) &&
+           !strcmp(json_object_get_string(v), "1.0.0") && json_object_object_get_ex(f, "ociVersionMax", &v) &&
+           !strcmp(json_object_get_string(v), "1.1.0"),
+       "features: valid JSON, ociVersionMin/Max");
+    ok(f && json_object_object_get_ex(f, "linux", &l) && json_object_object_get_ex(l, "capabilities", &v) &&
+           strstr(json_object_to_json_string(v), "CAP_SYS_ADMIN"),
+       "features: linux.capabilities");
+    json_object_put(f);
+    free(text);
+    text = kago_oci_default_config();
+    ok(!strstr(text, "/sys/fs/cgroup"), "kago spec's config has no cgroup mount");
+    free(text);
+}
+
 int main(void)
 {
     test_runc_spec();
@@ -244,5 +454,8 @@ int main(void)
     test_refused();
     test_malformed();
     test_default_round_trip();
+    test_more_fields();
+    test_bounds();
+    test_features();
     return tap_done();
 }
