@@ -239,7 +239,11 @@ static int read_archive(struct import *im, int fd, const char *what, struct kago
     archive_read_support_format_tar(a);
     int ret = -1;
     if (archive_read_open_fd(a, fd, BUFFER_SIZE) != ARCHIVE_OK) {
-        kago_error_set(err, 0, "%s: %s", what, archive_error_string(a));
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0)
+            kago_error_set(err, 0, "%s: an empty file", what);
+        else
+            kago_error_set(err, 0, "%s: %s", what, archive_error_string(a));
         goto out;
     }
     struct archive_entry *e;
