@@ -22,16 +22,12 @@ CLI_VERB(delete)
         struct kago_error *err = NULL;
         if (kago_container_load(g->root, argv[i], &c, &err) < 0) {
             /* --force also removes a container whose kago was killed before it wrote the state file */
-            if (force && kago_container_remove_partial(g->root, argv[i], NULL) == 0) {
-                kago_error_free(err);
-                continue;
-            }
+            struct kago_error *perr = NULL;
+            int removed = force ? kago_container_remove_partial(g->root, argv[i], &perr) : -1;
             /* --force on a container that does not exist succeeds, as runc's and crun's do (podman and
              * containerd's shim rely on it after a failed create) */
-            char *dir = NULL;
-            bool gone = force && asprintf(&dir, "%s/%s", g->root, argv[i]) > 0 && access(dir, F_OK) < 0 &&
-                        errno == ENOENT;
-            free(dir);
+            bool gone = removed == 0 || (perr && perr->code == ENOENT);
+            kago_error_free(perr);
             if (gone) {
                 kago_error_free(err);
                 continue;

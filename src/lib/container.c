@@ -756,9 +756,10 @@ int kago_container_remove_partial(const char *root, const char *name, struct kag
     struct kago_container *c = kago__container_new(root, name);
     cleanup_free char *state = xasprintf("%s/state.json", c->dir);
     int ret = 0;
-    if (!*name || strchr(name, '/') || name[0] == '.' || access(c->dir, F_OK) < 0 ||
-        access(state, F_OK) == 0) {
-        ret = kago_error_set(err, 0, "no such container");
+    bool dir = access(c->dir, F_OK) == 0;
+    int missing = !dir && errno == ENOENT ? ENOENT : 0; /* nothing at all: delete --force succeeds on it */
+    if (!*name || strchr(name, '/') || name[0] == '.' || !dir || access(state, F_OK) == 0) {
+        ret = kago_error_set(err, missing, "no such container");
     } else if (kago__cgroup_init(&c->cg, NULL, name, err) < 0) {
         ret = -1;
     } else {
