@@ -171,6 +171,7 @@ KAGO_EXPORT int kago_parse_mount_bind(const char *s, struct kago_mount *m, struc
 KAGO_EXPORT int kago_parse_mount_tmpfs(const char *s, struct kago_mount *m, struct kago_error **err);
 KAGO_EXPORT int kago_parse_rlimit(const char *s, struct kago_rlimit *rl, struct kago_error **err);
 KAGO_EXPORT int kago_rlimit_from_name(const char *name); /* "nofile" or "RLIMIT_NOFILE"; -1 if unknown */
+KAGO_EXPORT int kago_signal_from_name(const char *s);    /* "TERM", "sigterm" or "15"; -1 if unknown */
 KAGO_EXPORT int kago_cap_from_name(const char *name);    /* "net_admin" or "CAP_NET_ADMIN"; -1 if unknown */
 KAGO_EXPORT uint64_t kago_caps_default(void);            /* Docker's default set */
 KAGO_EXPORT int kago_parse_user(const char *s, uid_t *uid, gid_t *gid, struct kago_error **err);

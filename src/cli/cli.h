@@ -131,7 +131,5 @@ void cli_forward_signals(pid_t pid, void (*resize)(int));
 int cli_wait_tty(pid_t pid, int master);
 /* Loads container NAME or prints why not. */
 struct kago_container *cli_load(struct cli *g, const char *name);
-/* A signal by name (TERM, SIGTERM) or number; -1 if unknown. */
-int cli_signal(const char *s);
 
 #endif

@@ -14,7 +14,7 @@ CLI_VERB(kill)
     }
     if (argc - i < 1 || argc - i > 2)
         return cli_usage("kill", "expected: kago kill [--all] NAME [SIGNAL]");
-    int sig = argc - i == 2 ? cli_signal(argv[i + 1]) : SIGTERM;
+    int sig = argc - i == 2 ? kago_signal_from_name(argv[i + 1]) : SIGTERM;
     if (sig < 0)
         return cli_errorf("signal \"%s\": unknown", argv[i + 1]);
     struct kago_container *c = cli_load(g, argv[i]);

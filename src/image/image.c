@@ -158,23 +158,6 @@ static char **argv_join(char *const *a, char *const *b)
     return v;
 }
 
-static int parse_signal(const char *s)
-{
-    if (!s || !*s)
-        return 0;
-    char *end;
-    long n = strtol(s, &end, 10);
-    if (!*end && n > 0 && n < NSIG)
-        return (int)n;
-    const char *name = strncmp(s, "SIG", 3) ? s : s + 3;
-    for (int i = 1; i < NSIG; i++) {
-        const char *abbrev = sigabbrev_np(i);
-        if (abbrev && !strcmp(abbrev, name))
-            return i;
-    }
-    return -1;
-}
-
 /* The image's layers, top first, as paths in the store. */
 static char **layer_paths(const struct kago_image *img)
 {
@@ -201,7 +184,8 @@ int kago_image_apply(const struct kago_image *img, struct kago_spec *spec,
         return kago_error_set(err, 0, "image %s: no command (it has no Entrypoint or Cmd: give one after --)",
                               ref);
     }
-    int sig = parse_signal(img->cfg.stop_signal);
+    const char *stop = img->cfg.stop_signal;
+    int sig = stop && *stop ? kago_signal_from_name(stop) : 0;
     if (sig < 0) {
         kago__strv_free(argv);
         return kago_error_set(err, 0, "image %s: StopSignal %s: not a signal", ref, img->cfg.stop_signal);

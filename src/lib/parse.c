@@ -2,6 +2,8 @@
 #include <ctype.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
@@ -284,4 +286,20 @@ int kago_parse_user(const char *s, uid_t *uid, gid_t *gid, struct kago_error **e
     *uid = u;
     *gid = g;
     return 0;
+}
+
+int kago_signal_from_name(const char *s)
+{
+    char *end;
+    long n = strtol(s, &end, 10);
+    if (end != s && !*end)
+        return n > 0 && n < NSIG ? (int)n : -1;
+    if (!strncasecmp(s, "SIG", 3))
+        s += 3;
+    for (int i = 1; i < NSIG; i++) {
+        const char *abbrev = sigabbrev_np(i);
+        if (abbrev && !strcasecmp(abbrev, s))
+            return i;
+    }
+    return -1;
 }
