@@ -321,6 +321,7 @@ struct plan {
     char **paths;       /* each layer's blob in the source */
     char **digests;     /* the digest each must have (hex), or NULL where the source gives none */
     int64_t *sizes;     /* -1 where unknown */
+    uint64_t *bytes;    /* each layer's size in the store, once committed */
     char **media_types; /* NULL where the source gives none */
     char *ref_name;     /* oci: the index entry's ref.name */
     char **repo_tags;   /* docker-archive */
@@ -336,6 +337,7 @@ static void plan_free(struct plan *p)
     free(p->paths);
     free(p->digests);
     free(p->sizes);
+    free(p->bytes);
     free(p->media_types);
     free(p->ref_name);
     for (size_t i = 0; p->repo_tags && p->repo_tags[i]; i++)
@@ -350,6 +352,7 @@ static void plan_layers(struct plan *p, size_t n)
     p->paths = xcalloc(n, sizeof *p->paths);
     p->digests = xcalloc(n, sizeof *p->digests);
     p->sizes = xcalloc(n, sizeof *p->sizes);
+    p->bytes = xcalloc(n, sizeof *p->bytes);
     p->media_types = xcalloc(n, sizeof *p->media_types);
 }
 
@@ -524,7 +527,7 @@ static int write_at(int dirfd, const char *name, const char *data, size_t len, s
 }
 
 /* Renames each new layer into place; records its size and the blob digest it came from. */
-static int commit_layers(struct import *im, const struct plan *p, struct kago_import_result *res,
+static int commit_layers(struct import *im, struct plan *p, struct kago_import_result *res,
                          struct kago_error **err)
 {
     for (size_t i = 0; i < p->nlayers; i++) {
@@ -546,7 +549,8 @@ static int commit_layers(struct import *im, const struct plan *p, struct kago_im
             cleanup_free char *link = xasprintf("digests/%s", b->digest);
             symlinkat(diff, im->st.dirfd, link); /* EEXIST: known already */
         }
-        res->size += kago__layer_size(&im->st, diff);
+        p->bytes[i] = kago__layer_size(&im->st, diff);
+        res->size += p->bytes[i];
     }
     return 0;
 }
@@ -566,8 +570,7 @@ static int commit_image(struct import *im, const struct plan *p, struct kago_err
             json_object_object_add(l, "digest", json_object_new_string(b->digest));
         if (p->media_types[i])
             json_object_object_add(l, "media_type", json_object_new_string(p->media_types[i]));
-        json_object_object_add(l, "size",
-                               json_object_new_int64((int64_t)kago__layer_size(&im->st, p->cfg.diff_ids[i])));
+        json_object_object_add(l, "size", json_object_new_int64((int64_t)p->bytes[i]));
         json_object_array_add(layers, l);
     }
     json_object_object_add(rec, "layers", layers);
