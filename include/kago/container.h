@@ -81,6 +81,9 @@ KAGO_EXPORT int kago_container_delete(struct kago_container *c, bool force, stru
 /* Applies the set fields of limits to the running container, live, and records them. */
 KAGO_EXPORT int kago_container_update(struct kago_container *c, const struct kago_limits *limits,
                                       struct kago_error **err);
+/* The host pids of every process in the container (its cgroup's members), sorted; *pids is the caller's
+ * to free. Returns how many, or -1 with *err set. */
+KAGO_EXPORT int kago_container_pids(struct kago_container *c, pid_t **pids, struct kago_error **err);
 KAGO_EXPORT int kago_container_pause(struct kago_container *c, bool pause, struct kago_error **err);
 KAGO_EXPORT int kago_container_stats(struct kago_container *c, struct kago_stats *st,
                                      struct kago_error **err);

@@ -28,14 +28,18 @@ struct kago_idmap {
     uint32_t inside, outside, count;
 };
 
-enum kago_mount_kind { KAGO_MOUNT_BIND, KAGO_MOUNT_TMPFS };
+/* CGROUP: the container's own cgroup (v1: each hierarchy's directory under a tmpfs, named as the host
+ * mounts it, with a link per co-mounted controller; v2: the one directory), bound at dst. */
+enum kago_mount_kind { KAGO_MOUNT_BIND, KAGO_MOUNT_TMPFS, KAGO_MOUNT_CGROUP };
 
 struct kago_mount {
     enum kago_mount_kind kind;
     char *src; /* bind only */
     char *dst; /* absolute path inside the container */
     bool readonly;
-    uint64_t size; /* tmpfs only; 0 = kernel default */
+    bool noexec, nosuid; /* every mount is nodev; tmpfs and cgroup ones are nosuid too */
+    uint64_t size;       /* tmpfs only; 0 = kernel default */
+    unsigned mode;       /* tmpfs only: its root's mode; 0 = 01777 */
 };
 
 struct kago_rlimit {
@@ -131,6 +135,9 @@ struct kago_spec {
     char **readonly_paths; /* NULL-terminated */
 
     struct kago_limits limits;
+    /* The cgroup, relative to each hierarchy's root ("libpod_parent/libpod-ID"; a leading / is allowed);
+     * NULL = kago/<name>. Its parents are made as needed and left in place. */
+    char *cgroup_path;
     /* Namespaced kernel parameters, e.g. "net.ipv4.ping_group_range" = "0 0", written in /proc/sys of the
      * container: net.* needs its network namespace, kernel.{shm,msg,sem}* and fs.mqueue.* its ipc one. */
     struct kago_cgroup_kv *sysctls;
@@ -174,6 +181,8 @@ KAGO_EXPORT int kago_rlimit_from_name(const char *name); /* "nofile" or "RLIMIT_
 KAGO_EXPORT int kago_signal_from_name(const char *s);    /* "TERM", "sigterm" or "15"; -1 if unknown */
 KAGO_EXPORT int kago_cap_from_name(const char *name);    /* "net_admin" or "CAP_NET_ADMIN"; -1 if unknown */
 KAGO_EXPORT uint64_t kago_caps_default(void);            /* Docker's default set */
+/* Checks a cgroup path as a spec gives it ("/a/b" or "a/b": no empty, "." or ".." component). */
+KAGO_EXPORT int kago_cgroup_path_check(const char *path, struct kago_error **err);
 KAGO_EXPORT int kago_parse_user(const char *s, uid_t *uid, gid_t *gid, struct kago_error **err);
 
 /* Appends to the spec's arrays (copies the strings). */

@@ -1,13 +1,16 @@
 /* kago ps [--admin ADDR] [--json]: the apps and instances of a running `kago serve`, from its
- * admin listener (GET /ps). */
+ * admin listener (GET /ps). With a container ID, the OCI runtime's form: kago ps [--format json|table] ID
+ * [PS-ARGS...], the container's processes. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -74,8 +77,115 @@ static void human(char *out, size_t n, long long bytes)
         snprintf(out, n, "%.1fK", bytes / 1024.0);
 }
 
+/* ps(1) on the host (default -ef), its header and the lines whose PID column is one of pids (as runc). */
+static int ps_table(const pid_t *pids, int n, int argc, char **argv)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return cli_errorf("ps: pipe: %s", strerror(errno));
+    pid_t child = fork();
+    if (child < 0)
+        return cli_errorf("ps: fork: %s", strerror(errno));
+    if (child == 0) {
+        dup2(fds[1], 1);
+        char *def[] = {"ps", "-ef", NULL}, **args = def;
+        if (argc > 0) {
+            args = calloc((size_t)argc + 2, sizeof *args);
+            if (!args)
+                _exit(127);
+            args[0] = "ps";
+            memcpy(args + 1, argv, (size_t)argc * sizeof *args);
+        }
+        execvp("ps", args);
+        fprintf(stderr, "kago: ps: exec ps: %s\n", strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    char *line = NULL;
+    size_t cap = 0;
+    int col = -1;
+    for (bool header = true; f && getline(&line, &cap, f) > 0; header = false) {
+        char *copy = strdup(line), *save = NULL, *tok = strtok_r(copy, " \t\n", &save);
+        int i = 0;
+        for (; tok && header && strcmp(tok, "PID"); tok = strtok_r(NULL, " \t\n", &save))
+            i++;
+        for (; tok && !header && i < col; tok = strtok_r(NULL, " \t\n", &save))
+            i++;
+        if (header)
+            col = tok ? i : -1;
+        bool ours = false;
+        for (int k = 0; !header && tok && k < n; k++)
+            ours |= atoi(tok) == pids[k];
+        free(copy);
+        if (header && col < 0)
+            break;
+        if (header || ours)
+            fputs(line, stdout);
+    }
+    free(line);
+    if (f)
+        fclose(f);
+    int status;
+    waitpid(child, &status, 0);
+    if (col < 0)
+        return cli_errorf("ps: the output of ps has no PID column");
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : cli_errorf("ps: ps failed");
+}
+
+static int oci_ps(struct cli *g, int argc, char **argv)
+{
+    const char *format = "table";
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--"); i++) {
+        if (!strcmp(argv[i], "--format") || !strcmp(argv[i], "-f")) {
+            if (++i == argc)
+                return cli_usage("ps", "--format needs a value (json or table)");
+            format = argv[i];
+        } else if (!strncmp(argv[i], "--format=", 9)) {
+            format = argv[i] + 9;
+        } else {
+            return cli_usage("ps", "unknown option %s", argv[i]);
+        }
+    }
+    if (i < argc && !strcmp(argv[i], "--"))
+        i++;
+    if (strcmp(format, "json") && strcmp(format, "table"))
+        return cli_usage("ps", "--format %s: expected json or table", format);
+    if (i == argc)
+        return cli_usage("ps", "expected: kago ps [--format json|table] ID [PS-ARGS...]");
+    struct kago_error *err = NULL;
+    struct kago_container *c = NULL;
+    if (kago_container_load(g->root, argv[i], &c, &err) < 0)
+        return cli_fail(err);
+    pid_t *pids = NULL;
+    int n = kago_container_pids(c, &pids, &err);
+    kago_container_free(c);
+    if (n < 0)
+        return cli_fail(err);
+    int ret = 0;
+    if (!strcmp(format, "json")) {
+        printf("[");
+        for (int k = 0; k < n; k++)
+            printf("%s%d", k ? "," : "", (int)pids[k]);
+        printf("]\n");
+    } else {
+        fflush(stdout);
+        ret = ps_table(pids, n, argc - i - 1, argv + i + 1);
+    }
+    free(pids);
+    return ret;
+}
+
 CLI_VERB(ps)
 {
+    /* the OCI form names a container (or asks for --format); serve's takes only options */
+    for (int i = 1; i < argc; i++)
+        if (argv[i][0] != '-' || !strncmp(argv[i], "--format", 8) || !strcmp(argv[i], "-f")) {
+            if (i > 1 && (!strcmp(argv[i - 1], "--admin")))
+                continue;
+            return oci_ps(g, argc, argv);
+        }
     const char *admin = "127.0.0.1:9090";
     bool json = false;
     for (int i = 1; i < argc; i++) {

@@ -419,7 +419,7 @@ static bool standard_mount(const char *type, const char *dst)
 enum mount_use { USE_ANY, USE_BIND, USE_TMPFS, USE_STANDARD };
 
 struct mount_opts {
-    bool bind, ro;
+    bool bind, ro, noexec, nosuid;
     uint64_t size;
     const char *mode;
 };
@@ -476,6 +476,8 @@ static int mount_options(struct ctx *x, json_object *m, const char *path, enum m
             return bad(x, p, "%s: not supported", o ? o : "(not a string)");
         mo->bind |= !strcmp(o, "bind") || !strcmp(o, "rbind");
         mo->ro = !strcmp(o, "ro") ? true : !strcmp(o, "rw") ? false : mo->ro;
+        mo->noexec = !strcmp(o, "noexec") ? true : !strcmp(o, "exec") ? false : mo->noexec;
+        mo->nosuid = !strcmp(o, "nosuid") ? true : !strcmp(o, "suid") ? false : mo->nosuid;
         int64_t b = 0;
         if (use == USE_TMPFS && !strncmp(o, "size=", 5) && (kago_parse_size(o + 5, &b, NULL) < 0 || b < 0))
             return bad(x, p, "%s: not a size", o);
@@ -516,8 +518,11 @@ static int load_mount(struct ctx *x, json_object *m, const char *path)
     if (mount_options(x, m, path, USE_ANY, &mo) < 0) /* bind or not, first */
         return -1;
     bool bind = mo.bind || !strcmp(type, "bind");
-    if (!bind && !strcmp(type, "cgroup"))
-        return bad(x, path, "cgroup at %s: not supported yet", dst);
+    if (!bind && !strcmp(type, "cgroup")) { /* the container's own cgroup, as runc shows it */
+        struct kago_mount km = {.kind = KAGO_MOUNT_CGROUP, .dst = (char *)dst, .readonly = mo.ro};
+        kago_spec_add_mount(x->spec, &km);
+        return 0;
+    }
     if (!bind && standard_mount(type, dst))
         return standard(x, path, type, dst, m);
     mo = (struct mount_opts){0};
@@ -528,10 +533,16 @@ static int load_mount(struct ctx *x, json_object *m, const char *path)
     struct kago_mount km = {.kind = bind ? KAGO_MOUNT_BIND : KAGO_MOUNT_TMPFS,
                             .dst = (char *)dst,
                             .readonly = mo.ro,
+                            .noexec = mo.noexec,
+                            .nosuid = mo.nosuid,
                             .size = mo.size};
-    if (!bind && mo.mode && strcmp(mo.mode, "1777") && strcmp(mo.mode, "01777"))
-        return bad(x, path, "tmpfs at %s: mode=%s: not supported (kago's tmpfs mounts are 1777)", dst,
-                   mo.mode);
+    if (!bind && mo.mode) {
+        char *end;
+        unsigned long mode = strtoul(mo.mode, &end, 8);
+        if (!*mo.mode || *end || !mode || mode > 07777)
+            return bad(x, path, "tmpfs at %s: mode=%s: not supported (an octal mode, not 0)", dst, mo.mode);
+        km.mode = (unsigned)mode;
+    }
     char *abs = NULL;
     if (bind && (!src || !*src))
         return bad(x, path, "bind mount without a source");
@@ -867,7 +878,7 @@ static int load_sysctl(struct ctx *x, json_object *sc)
 
 static int load_linux(struct ctx *x, json_object *l)
 {
-    static const char *const no[] = {"cgroupsPath", "mountLabel",   "intelRdt",   "personality",
+    static const char *const no[] = {"mountLabel",   "intelRdt",   "personality",
                                      "timeOffsets", "memoryPolicy", "netDevices", NULL};
     if (keys(x, l, "linux",
              LIST("namespaces", "uidMappings", "gidMappings", "resources", "devices", "seccomp",
@@ -875,9 +886,19 @@ static int load_linux(struct ctx *x, json_object *l)
                   "intelRdt", "personality", "timeOffsets", "memoryPolicy", "netDevices"),
              no) < 0)
         return -1;
-    const char *prop = NULL;
-    if (get_str(x, l, "linux", "rootfsPropagation", &prop) < 0)
+    const char *prop = NULL, *cgpath = NULL;
+    if (get_str(x, l, "linux", "rootfsPropagation", &prop) < 0 || get_str(x, l, "linux", "cgroupsPath", &cgpath) < 0)
         return -1;
+    if (cgpath && *cgpath) {
+        /* "slice:prefix:name" is the systemd form, which kago refuses with --systemd-cgroup */
+        struct kago_error *e = NULL;
+        if (kago_cgroup_path_check(cgpath, &e) < 0 || strchr(cgpath, ':')) {
+            kago_error_free(e);
+            return bad(x, "linux.cgroupsPath", "\"%s\": not a cgroup path (a/b or /a/b)", cgpath);
+        }
+        free(x->spec->cgroup_path);
+        x->spec->cgroup_path = dup(cgpath);
+    }
     if (prop && *prop && !in(prop, LIST("private", "rprivate", "slave", "rslave")))
         return bad(x, "linux.rootfsPropagation", "%s: not supported", prop);
     struct kago_spec *s = x->spec;

@@ -80,13 +80,31 @@ const struct kago__cgroup_ops *kago__cgroup_detect(const char *mountpoint, struc
     return detect(mountpoint ? mountpoint : DEFAULT_MOUNTPOINT, &v2_mount, err);
 }
 
-int kago__cgroup_init(struct kago__cgroup *cg, const char *mountpoint, const char *name,
+int kago_cgroup_path_check(const char *path, struct kago_error **err)
+{
+    const char *p = path + strspn(path, "/");
+    if (!*p)
+        return kago_error_set(err, 0, "cgroup path \"%s\": empty", path);
+    for (const char *c = p; *c;) {
+        size_t len = strcspn(c, "/");
+        if (!len || (len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
+            return kago_error_set(err, 0, "cgroup path \"%s\": empty, \".\" or \"..\" component", path);
+        c += len;
+        if (*c == '/' && !*++c)
+            return kago_error_set(err, 0, "cgroup path \"%s\": ends with /", path);
+    }
+    return 0;
+}
+
+int kago__cgroup_init(struct kago__cgroup *cg, const char *mountpoint, const char *name, const char *path,
                       struct kago_error **err)
 {
     *cg = (struct kago__cgroup){0};
     /* The name becomes a path component of every hierarchy. */
-    if (!name || !*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+    if (!path && (!name || !*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")))
         return kago_error_set(err, 0, "cgroup: invalid container name \"%s\"", name ? name : "");
+    if (path && kago_cgroup_path_check(path, err) < 0)
+        return -1;
     const char *mp = mountpoint ? mountpoint : DEFAULT_MOUNTPOINT;
     char *v2_mount = NULL;
     const struct kago__cgroup_ops *ops = detect(mp, &v2_mount, err);
@@ -94,7 +112,10 @@ int kago__cgroup_init(struct kago__cgroup *cg, const char *mountpoint, const cha
         return -1;
     cg->ops = ops;
     cg->mountpoint = v2_mount ? v2_mount : xstrdup(mp);
-    cg->name = xstrdup(name);
+    cg->name = xstrdup(name ? name : "");
+    cg->path = path ? xstrdup(path + strspn(path, "/")) : xasprintf(KAGO__CG_PARENT "/%s", name);
+    const char *slash = strrchr(cg->path, '/');
+    cg->parent = slash ? xasprintf("%.*s", (int)(slash - cg->path), cg->path) : xstrdup("");
     return 0;
 }
 
@@ -102,6 +123,8 @@ void kago__cgroup_fini(struct kago__cgroup *cg)
 {
     free(cg->mountpoint);
     free(cg->name);
+    free(cg->path);
+    free(cg->parent);
     *cg = (struct kago__cgroup){0};
 }
 
@@ -111,12 +134,11 @@ void kago__cg_unhold(struct kago__cgroup *cg)
         close(cg->held[--cg->nheld]);
 }
 
-int kago__cg_dir(char *buf, size_t size, const char *base, const char *name, struct kago_error **err)
+int kago__cg_dir(char *buf, size_t size, const char *base, const char *rel, struct kago_error **err)
 {
-    int n = name ? snprintf(buf, size, "%s/" KAGO__CG_PARENT "/%s", base, name)
-                 : snprintf(buf, size, "%s/" KAGO__CG_PARENT, base);
+    int n = *rel ? snprintf(buf, size, "%s/%s", base, rel) : snprintf(buf, size, "%s", base);
     if (n < 0 || (size_t)n >= size)
-        return kago_error_set(err, ENAMETOOLONG, "cgroup %s/" KAGO__CG_PARENT "/%s", base, name ? name : "");
+        return kago_error_set(err, ENAMETOOLONG, "cgroup %s/%s", base, rel);
     return 0;
 }
 
@@ -142,7 +164,7 @@ int kago__cg_write(const struct kago__cgroup *cg, const char *dir, const char *f
     ssize_t n = fd < 0 ? -1 : write(fd, value, len);
     if (n < 0 || (size_t)n != len) {
         int e = n < 0 ? errno : EIO;
-        return kago_error_set(err, e, "cgroup " KAGO__CG_PARENT "/%s: write %s \"%s\"", cg->name, file,
+        return kago_error_set(err, e, "cgroup %s: write %s \"%s\"", cg->path, file,
                               value);
     }
     return 0;
@@ -158,7 +180,7 @@ ssize_t kago__cg_read(const struct kago__cgroup *cg, const char *dir, const char
     ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
     if (n < 0) {
         int e = errno;
-        kago_error_set(err, e, "cgroup " KAGO__CG_PARENT "/%s: read %s", cg->name, file);
+        kago_error_set(err, e, "cgroup %s: read %s", cg->path, file);
         buf[0] = '\0';
         return -e;
     }
@@ -189,33 +211,41 @@ bool kago__cg_backoff(unsigned *delay_us, unsigned long long deadline_us)
     return true;
 }
 
-/* Makes base/kago and lets the backend prepare it. EEXIST: another container's, prepared by its maker. */
-static int make_parent(const struct kago__cgroup *cg, const char *base,
-                       int (*prepare)(const struct kago__cgroup *, const char *, struct kago_error **),
+/* Makes each missing directory of base/<parent>, top down, and lets the backend prepare it. EEXIST: made
+ * (and prepared) by another container's maker. */
+static int make_parent(const struct kago__cgroup *cg, const char *base, kago__cg_prepare_fn *prepare,
                        bool *created, struct kago_error **err)
 {
-    char parent[PATH_MAX];
-    if (kago__cg_dir(parent, sizeof parent, base, NULL, err) < 0)
+    char dir[PATH_MAX], above[PATH_MAX];
+    if (kago__cg_dir(dir, sizeof dir, base, cg->parent, err) < 0)
         return -1;
-    if (mkdir(parent, 0755) < 0) {
-        if (errno == EEXIST)
-            return 0;
-        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: mkdir %s", cg->name, parent);
-    }
-    *created = true;
-    if (prepare && prepare(cg, base, err) < 0) {
-        rmdir(parent);
-        return -1;
+    size_t blen = strlen(base);
+    for (char *p = dir + blen; *p;) {
+        char *end = p + 1 + strcspn(p + 1, "/");
+        char saved = *end;
+        *end = '\0';
+        snprintf(above, sizeof above, "%.*s", (int)(p - dir), dir);
+        bool last = !saved;
+        if (mkdir(dir, 0755) == 0) {
+            *created = last;
+            if (prepare && prepare(cg, base, above, dir, err) < 0) {
+                rmdir(dir);
+                return -1;
+            }
+        } else if (errno != EEXIST) {
+            return kago_error_set(err, errno, "cgroup %s: mkdir %s", cg->path, dir);
+        }
+        *end = saved;
+        p = end;
     }
     return 0;
 }
 
-int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base,
-                   int (*prepare)(const struct kago__cgroup *cg, const char *base, struct kago_error **err),
-                   bool *created, struct kago_error **err)
+int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base, kago__cg_prepare_fn *prepare, bool *created,
+                   struct kago_error **err)
 {
     char dir[PATH_MAX];
-    if (kago__cg_dir(dir, sizeof dir, base, cg->name, err) < 0)
+    if (kago__cg_dir(dir, sizeof dir, base, cg->path, err) < 0)
         return -1;
     *created = false;
     /* The parent usually exists (another container, or left by the last one), so try the child first. */
@@ -229,15 +259,15 @@ int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base,
                 continue;
             if (errno == EBUSY)
                 return kago_error_set(err, 0,
-                                      "cgroup " KAGO__CG_PARENT "/%s: %s is in use by running processes "
-                                      "(cgroups are named by container name alone: is a container of "
-                                      "that name running under another --root?)",
-                                      cg->name, dir);
-            return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: rmdir stale %s", cg->name, dir);
+                                      "cgroup %s: %s is in use by running processes "
+                                      "(is a container of that name or cgroup path running under another "
+                                      "--root?)",
+                                      cg->path, dir);
+            return kago_error_set(err, errno, "cgroup %s: rmdir stale %s", cg->path, dir);
         }
         /* ENOENT: no parent yet, or another process removed it between our mkdirs: retry once more. */
         if (e != ENOENT || attempt >= 2)
-            return kago_error_set(err, e, "cgroup " KAGO__CG_PARENT "/%s: mkdir %s", cg->name, dir);
+            return kago_error_set(err, e, "cgroup %s: mkdir %s", cg->path, dir);
         if (make_parent(cg, base, prepare, created, err) < 0)
             return -1;
     }
@@ -246,7 +276,7 @@ int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base,
 int kago__cg_rmdir(const struct kago__cgroup *cg, const char *base, struct kago_error **err)
 {
     char dir[PATH_MAX];
-    if (kago__cg_dir(dir, sizeof dir, base, cg->name, err) < 0)
+    if (kago__cg_dir(dir, sizeof dir, base, cg->path, err) < 0)
         return -1;
     /* Processes that just died may keep the cgroup populated for a moment: a pid namespace whose init
      * was killed takes its other processes down after it, and a loaded machine may take a while. */
@@ -256,10 +286,10 @@ int kago__cg_rmdir(const struct kago__cgroup *cg, const char *base, struct kago_
         if (errno == ENOENT)
             break;
         if (errno != EBUSY || !kago__cg_backoff(&delay, deadline))
-            return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: rmdir %s", cg->name, dir);
+            return kago_error_set(err, errno, "cgroup %s: rmdir %s", cg->path, dir);
     }
-    /* Last one out removes the parent; EBUSY/ENOTEMPTY means other containers still use it. */
-    if (kago__cg_dir(dir, sizeof dir, base, NULL, NULL) == 0)
+    /* Last one out removes kago's parent; EBUSY/ENOTEMPTY means other containers still use it. */
+    if (!strcmp(cg->parent, KAGO__CG_PARENT) && kago__cg_dir(dir, sizeof dir, base, cg->parent, NULL) == 0)
         rmdir(dir);
     return 0;
 }
@@ -327,8 +357,8 @@ int kago__cg_check_key(const struct kago__cgroup *cg, const char *key, struct ka
     const char *dot = key ? strchr(key, '.') : NULL;
     if (!dot || dot == key || !dot[1] || strchr(key, '/'))
         return kago_error_set(err, 0,
-                              "cgroup " KAGO__CG_PARENT "/%s: invalid key \"%s\" (expected controller.file)",
-                              cg->name, key ? key : "");
+                              "cgroup %s: invalid key \"%s\" (expected controller.file)",
+                              cg->path, key ? key : "");
     return 0;
 }
 
@@ -341,7 +371,7 @@ static char *read_list(const struct kago__cgroup *cg, const char *dir, const cha
         return NULL;
     char *s = kago__read_file(path, NULL, NULL);
     if (!s)
-        kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: read %s", cg->name, file);
+        kago_error_set(err, errno, "cgroup %s: read %s", cg->path, file);
     return s;
 }
 
@@ -410,7 +440,7 @@ int kago__cg_kill_procs(const struct kago__cgroup *cg, const char *dir, int sig,
             if (kill(pid, sig) < 0) {
                 if (errno == ESRCH)
                     continue;
-                return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: kill %d", cg->name,
+                return kago_error_set(err, errno, "cgroup %s: kill %d", cg->path,
                                       (int)pid);
             }
             if (ndone == cap)

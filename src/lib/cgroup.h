@@ -2,6 +2,7 @@
 #ifndef KAGO_CGROUP_H
 #define KAGO_CGROUP_H
 
+#include <limits.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -11,6 +12,11 @@
 #include "util.h"
 
 struct kago__cgroup;
+
+struct kago__cg_view {
+    char name[64];       /* the directory under /sys/fs/cgroup ("" for the mount itself) */
+    char dir[PATH_MAX];  /* the host's cgroup directory shown there */
+};
 
 struct kago__cgroup_ops {
     const char *name; /* "v1" or "v2" */
@@ -42,12 +48,21 @@ struct kago__cgroup_ops {
     int (*oom_fd)(struct kago__cgroup *cg, struct kago_error **err);
     /* Opens the directory used by clone3(CLONE_INTO_CGROUP), or -1 where the backend has none (v1). */
     int (*open_dir)(struct kago__cgroup *cg, struct kago_error **err);
+    /* What a container's /sys/fs/cgroup shows: the container's own directory in each hierarchy (v1: one
+     * view per hierarchy the container has a cgroup in, named as mounted, e.g. "cpu,cpuacct"; v2: one view
+     * named ""). Returns how many (at most max). */
+    size_t (*views)(const struct kago__cgroup *cg, struct kago__cg_view *out, size_t max);
+    /* The directory whose cgroup.procs lists every process of the container into dir (PATH_MAX). */
+    int (*members)(const struct kago__cgroup *cg, char *dir, struct kago_error **err);
 };
 
 struct kago__cgroup {
     const struct kago__cgroup_ops *ops;
     char *mountpoint; /* "/sys/fs/cgroup" (or a fake cgroupfs in unit tests) */
-    char *name;       /* container name: the cgroup is <mountpoint>[/<controller>]/kago/<name> */
+    char *name;       /* container name */
+    /* The cgroup, relative to each hierarchy's root: <mountpoint>[/<controller>]/<path>. "kago/<name>" unless
+     * the spec names one (an OCI bundle's linux.cgroupsPath). parent is its directory ("kago"; "" at the root). */
+    char *path, *parent;
     /* Opened by hold (v1: each hierarchy's mount) so that a container's child can enter its cgroup after
      * pivot_root; nheld 0 means enter goes by absolute path. */
     int held[8];
@@ -65,8 +80,9 @@ extern const struct kago__cgroup_ops kago__cgroup_v2 KAGO_INTERNAL;
  * $KAGO_CGROUP=v1|v2 forces a backend. Returns NULL with *err set if neither is usable. */
 const struct kago__cgroup_ops *kago__cgroup_detect(const char *mountpoint,
                                                    struct kago_error **err) KAGO_INTERNAL;
-/* Fills cg for container name with the detected backend (mountpoint NULL = /sys/fs/cgroup). */
-int kago__cgroup_init(struct kago__cgroup *cg, const char *mountpoint, const char *name,
+/* Fills cg for container name with the detected backend (mountpoint NULL = /sys/fs/cgroup); path is the
+ * spec's cgroup_path (NULL: kago/<name>). */
+int kago__cgroup_init(struct kago__cgroup *cg, const char *mountpoint, const char *name, const char *path,
                       struct kago_error **err) KAGO_INTERNAL;
 void kago__cgroup_fini(struct kago__cgroup *cg) KAGO_INTERNAL;
 
@@ -89,11 +105,11 @@ extern const struct kago__cg_dev kago__cg_devs[] KAGO_INTERNAL;
 extern const size_t kago__cg_ndevs KAGO_INTERNAL;
 
 /* Shared by the two backends (cgroup.c). dir is a cgroup directory; messages name the cgroup as
- * "cgroup kago/<name>" and the file and value. */
+ * "cgroup <path>" and the file and value. */
 #define KAGO__CG_PARENT "kago"
-/* base/kago/name (name NULL: base/kago) into buf; -ENAMETOOLONG with *err set when it does not fit. */
-int kago__cg_dir(char *buf, size_t size, const char *base, const char *name,
-                 struct kago_error **err) KAGO_INTERNAL;
+/* base/rel (rel "": base) into buf; -ENAMETOOLONG with *err set when it does not fit. rel is cg->path or
+ * cg->parent. */
+int kago__cg_dir(char *buf, size_t size, const char *base, const char *rel, struct kago_error **err) KAGO_INTERNAL;
 /* Opens dir/file and writes value with one write(). */
 int kago__cg_write(const struct kago__cgroup *cg, const char *dir, const char *file, const char *value,
                    struct kago_error **err) KAGO_INTERNAL;
@@ -106,14 +122,18 @@ bool kago__cg_key(const char *text, const char *key, int64_t *out) KAGO_INTERNAL
  */
 int kago__cg_read_num(const struct kago__cgroup *cg, const char *dir, const char *file, const char *key,
                       int64_t *out, struct kago_error **err) KAGO_INTERNAL;
-/* mkdir base/kago/name. On ENOENT (no "kago" parent, or another process just removed it) calls
- * prepare(base) and retries, once more if the parent vanishes again. *created tells whether
- * prepare made the parent. A stale empty cgroup of the same name is replaced; a busy one is an error. */
-int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base,
-                   int (*prepare)(const struct kago__cgroup *cg, const char *base, struct kago_error **err),
-                   bool *created, struct kago_error **err) KAGO_INTERNAL;
-/* rmdir base/kago/name (retrying briefly while just-dead processes leave it busy), then base/kago
- * when no other container uses it. A cgroup already gone is not an error. */
+/* A backend's preparation of a parent directory dir it has just made under above (in hierarchy base). */
+typedef int kago__cg_prepare_fn(const struct kago__cgroup *cg, const char *base, const char *above,
+                                const char *dir, struct kago_error **err);
+/* mkdir base/path. On ENOENT (no parent yet, or another process just removed it) makes each missing
+ * directory of the parent, top down, calls prepare on each, and retries, once more if the parent vanishes
+ * again. *created tells whether the direct parent was made here. A stale empty cgroup of the same name is
+ * replaced; a busy one is an error. */
+int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base, kago__cg_prepare_fn *prepare, bool *created,
+                   struct kago_error **err) KAGO_INTERNAL;
+/* rmdir base/path (retrying briefly while just-dead processes leave it busy), then base/kago when the
+ * parent is kago's own and no other container uses it (a parent the caller named is left, as runc leaves
+ * it). A cgroup already gone is not an error. */
 int kago__cg_rmdir(const struct kago__cgroup *cg, const char *base, struct kago_error **err) KAGO_INTERNAL;
 /* Checks that every CPU in the list "0-1,3" is online ("cpuset 7: no such CPU"). */
 int kago__cg_check_cpuset(const char *cpus, struct kago_error **err) KAGO_INTERNAL;

@@ -216,9 +216,9 @@ static int ctrl_dir(const struct kago__cgroup *cg, const struct layout *l, int c
                     struct kago_error **err)
 {
     if (!l->path[c])
-        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: the %s controller is not mounted",
-                              cg->name, ctrl_names[c]);
-    return kago__cg_dir(dir, PATH_MAX, l->path[c], cg->name, err);
+        return kago_error_set(err, 0, "cgroup %s: the %s controller is not mounted",
+                              cg->path, ctrl_names[c]);
+    return kago__cg_dir(dir, PATH_MAX, l->path[c], cg->path, err);
 }
 
 /* Whether controller c is mounted at hierarchy h (co-mounted controllers have equal paths). */
@@ -262,27 +262,26 @@ static bool blank(const char *s)
 }
 
 /* A new cpuset cgroup starts with no CPUs and no memory nodes, and no process may enter it until both are
- * set. kago's parent copies the root's and sets clone_children, so the kernel seeds each container's
- * cgroup at mkdir. */
-static int prepare_parent(const struct kago__cgroup *cg, const char *base, struct kago_error **err)
+ * set. Each parent kago makes copies those of the one above it and sets clone_children, so the kernel seeds
+ * each container's cgroup at mkdir. */
+static int prepare_parent(const struct kago__cgroup *cg, const char *base, const char *above, const char *dir,
+                          struct kago_error **err)
 {
     const struct layout *l = layout();
     if (!l->path[C_CPUSET] || strcmp(base, l->path[C_CPUSET]) != 0)
         return 0;
-    char parent[PATH_MAX], v[4096];
-    if (kago__cg_dir(parent, sizeof parent, base, NULL, err) < 0)
-        return -1;
+    char v[4096];
     static const char *const files[] = {"cpuset.cpus", "cpuset.mems"};
     for (size_t i = 0; i < 2; i++) {
-        ssize_t n = kago__cg_read(cg, base, files[i], v, sizeof v, err);
+        ssize_t n = kago__cg_read(cg, above, files[i], v, sizeof v, err);
         if (n == -ENOENT) { /* a tree without cpuset files (the unit tests' fake cgroupfs) */
             kago_error_clear(err);
             return 0;
         }
-        if (n < 0 || kago__cg_write(cg, parent, files[i], v, err) < 0)
+        if (n < 0 || kago__cg_write(cg, dir, files[i], v, err) < 0)
             return -1;
     }
-    return kago__cg_write(cg, parent, "cgroup.clone_children", "1", err);
+    return kago__cg_write(cg, dir, "cgroup.clone_children", "1", err);
 }
 
 /* The parent existed: its maker may still be preparing it, or an older kago made it without
@@ -290,8 +289,8 @@ static int prepare_parent(const struct kago__cgroup *cg, const char *base, struc
 static int seed_cpuset(const struct kago__cgroup *cg, const char *base, struct kago_error **err)
 {
     char dir[PATH_MAX], parent[PATH_MAX], v[4096];
-    if (kago__cg_dir(dir, sizeof dir, base, cg->name, err) < 0 ||
-        kago__cg_dir(parent, sizeof parent, base, NULL, err) < 0)
+    if (kago__cg_dir(dir, sizeof dir, base, cg->path, err) < 0 ||
+        kago__cg_dir(parent, sizeof parent, base, cg->parent, err) < 0)
         return -1;
     ssize_t n = kago__cg_read(cg, dir, "cpuset.mems", v, sizeof v, err);
     if (n == -ENOENT) {
@@ -331,15 +330,15 @@ static int v1_create(struct kago__cgroup *cg, const struct kago_limits *lim, str
 {
     const struct layout *l = layout();
     if (!l->nhier)
-        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted",
-                              cg->name);
+        return kago_error_set(err, 0, "cgroup %s: no cgroup v1 controller is mounted",
+                              cg->path);
     size_t i;
     char dir[PATH_MAX];
     for (i = 0; i < l->nhier; i++) {
         if (hier_wanted(l, l->hier[i], lim)) {
             if (make_in(cg, l, l->hier[i], err) < 0)
                 goto fail;
-        } else if (kago__cg_dir(dir, sizeof dir, l->hier[i], cg->name, NULL) == 0 && rmdir(dir) == 0) {
+        } else if (kago__cg_dir(dir, sizeof dir, l->hier[i], cg->path, NULL) == 0 && rmdir(dir) == 0) {
             /* a dead container's of the same name: kago update must not take it for this one's */
         }
     }
@@ -360,9 +359,9 @@ static int members_dir(const struct kago__cgroup *cg, const struct layout *l, ch
         if (!hier_on_demand(l, l->hier[i]))
             base = l->hier[i];
     if (!base)
-        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted",
-                              cg->name);
-    return kago__cg_dir(dir, PATH_MAX, base, cg->name, err);
+        return kago_error_set(err, 0, "cgroup %s: no cgroup v1 controller is mounted",
+                              cg->path);
+    return kago__cg_dir(dir, PATH_MAX, base, cg->path, err);
 }
 
 static int v1_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **err);
@@ -380,7 +379,7 @@ static int ensure(struct kago__cgroup *cg, const struct layout *l, int c, struct
     if (members_dir(cg, l, from, err) < 0)
         return -1;
     if (access(from, F_OK) < 0)
-        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: %s", cg->name, from);
+        return kago_error_set(err, errno, "cgroup %s: %s", cg->path, from);
     if (make_in(cg, l, l->path[c], err) < 0)
         return -1;
     int frozen = l->path[C_FREEZER] ? v1_frozen(cg, err) : 1;
@@ -407,11 +406,11 @@ static int v1_oom_fd(struct kago__cgroup *cg, struct kago_error **err)
         return -1;
     int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd < 0)
-        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: eventfd", cg->name);
+        return kago_error_set(err, errno, "cgroup %s: eventfd", cg->path);
     snprintf(path, sizeof path, "%s/memory.oom_control", dir);
     cleanup_close int ofd = open(path, O_RDONLY | O_CLOEXEC);
     if (ofd < 0) {
-        kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: open memory.oom_control", cg->name);
+        kago_error_set(err, errno, "cgroup %s: open memory.oom_control", cg->path);
         close(efd);
         return -1;
     }
@@ -430,7 +429,7 @@ static int v1_hold(struct kago__cgroup *cg, struct kago_error **err)
     for (cg->nheld = 0; cg->nheld < l->nhier && cg->nheld < 8; cg->nheld++) {
         int fd = open(l->hier[cg->nheld], O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0) {
-            kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: open %s", cg->name,
+            kago_error_set(err, errno, "cgroup %s: open %s", cg->path,
                            l->hier[cg->nheld]);
             kago__cg_unhold(cg);
             return -1;
@@ -455,14 +454,14 @@ static int enter_each(struct kago__cgroup *cg, const int *held, pid_t pid, struc
     size_t first = first_hier(l);
     for (size_t k = 0; k < l->nhier; k++) {
         size_t i = k == 0 ? first : (k <= first ? k - 1 : k);
-        if (kago__cg_dir(dir, sizeof dir, held ? "." : l->hier[i], cg->name, err) < 0)
+        if (kago__cg_dir(dir, sizeof dir, held ? "." : l->hier[i], cg->path, err) < 0)
             return -1;
         snprintf(path, sizeof path, "%s/%s", dir, file);
         cleanup_close int fd = openat(held ? held[i] : AT_FDCWD, path, O_WRONLY | O_CLOEXEC);
         if (fd < 0 && errno == ENOENT && hier_on_demand(l, l->hier[i]))
             continue;
         if (fd < 0 || write(fd, v, strlen(v)) < 0)
-            return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: write %s \"%s\"", cg->name,
+            return kago_error_set(err, errno, "cgroup %s: write %s \"%s\"", cg->path,
                                   file, v);
     }
     return 0;
@@ -548,16 +547,15 @@ static int v1_raw(struct kago__cgroup *cg, const struct layout *l, const struct 
     int c = ctrl_index(kv->key, strcspn(kv->key, "."));
     if (c < 0)
         return kago_error_set(err, 0,
-                              "cgroup " KAGO__CG_PARENT
-                              "/%s: unknown key \"%s\" (kago does not use the %.*s controller)",
-                              cg->name, kv->key, (int)strcspn(kv->key, "."), kv->key);
+                              "cgroup %s: unknown key \"%s\" (kago does not use the %.*s controller)",
+                              cg->path, kv->key, (int)strcspn(kv->key, "."), kv->key);
     if (ensure(cg, l, c, err) < 0 || ctrl_dir(cg, l, c, dir, err) < 0)
         return -1;
     int r = kago__cg_write(cg, dir, kv->key, kv->value, err);
     if (r == -ENOENT)
         return kago_error_set(
-            err, 0, "cgroup " KAGO__CG_PARENT "/%s: unknown key \"%s\" (no such file in the %s hierarchy)",
-            cg->name, kv->key, ctrl_names[c]);
+            err, 0, "cgroup %s: unknown key \"%s\" (no such file in the %s hierarchy)",
+            cg->path, kv->key, ctrl_names[c]);
     return r;
 }
 
@@ -609,8 +607,8 @@ static int v1_devices(struct kago__cgroup *cg, struct kago_error **err)
         else
             snprintf(rule, sizeof rule, "c %u:%d rwm", kago__cg_devs[i].major, kago__cg_devs[i].minor);
         if (fd < 0 || pwrite(fd, rule, strlen(rule), 0) != (ssize_t)strlen(rule))
-            return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: write devices.allow \"%s\"",
-                                  cg->name, rule);
+            return kago_error_set(err, errno, "cgroup %s: write devices.allow \"%s\"",
+                                  cg->path, rule);
     }
     return 0;
 }
@@ -634,8 +632,8 @@ static int v1_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **e
             return 0;
     } while (kago__cg_backoff(&delay, deadline));
     kago__cg_write(cg, dir, "freezer.state", "THAWED", NULL); /* not left half-frozen */
-    return kago_error_set(err, ETIMEDOUT, "cgroup " KAGO__CG_PARENT "/%s: freeze: still %.*s after 2 s",
-                          cg->name, (int)strcspn(v, "\n"), v);
+    return kago_error_set(err, ETIMEDOUT, "cgroup %s: freeze: still %.*s after 2 s",
+                          cg->path, (int)strcspn(v, "\n"), v);
 }
 
 static int v1_frozen(struct kago__cgroup *cg, struct kago_error **err)
@@ -655,7 +653,7 @@ static int read_num(struct kago__cgroup *cg, const struct layout *l, int c, cons
     *out = -1;
     if (!l->path[c])
         return 0;
-    if (kago__cg_dir(dir, sizeof dir, l->path[c], cg->name, err) < 0)
+    if (kago__cg_dir(dir, sizeof dir, l->path[c], cg->path, err) < 0)
         return -1;
     return kago__cg_read_num(cg, dir, file, key, out, err);
 }
@@ -686,8 +684,8 @@ static int v1_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err
     const struct layout *l = layout();
     char dir[PATH_MAX];
     if (!l->nhier)
-        return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: no cgroup v1 controller is mounted",
-                              cg->name);
+        return kago_error_set(err, 0, "cgroup %s: no cgroup v1 controller is mounted",
+                              cg->path);
     if (members_dir(cg, l, dir, err) < 0)
         return -1;
     int n = kago__cg_kill_procs(cg, dir, sig, err);
@@ -716,7 +714,30 @@ static int v1_open_dir(struct kago__cgroup *cg, struct kago_error **err)
     return -1; /* no single directory to clone into: enter() writes each hierarchy's cgroup.procs */
 }
 
+static int v1_members(const struct kago__cgroup *cg, char *dir, struct kago_error **err)
+{
+    return members_dir(cg, layout(), dir, err);
+}
+
+static size_t v1_views(const struct kago__cgroup *cg, struct kago__cg_view *out, size_t max)
+{
+    const struct layout *l = layout();
+    size_t n = 0;
+    for (size_t i = 0; i < l->nhier && n < max; i++) {
+        const char *slash = strrchr(l->hier[i], '/');
+        struct stat st;
+        if (kago__cg_dir(out[n].dir, sizeof out[n].dir, l->hier[i], cg->path, NULL) < 0 ||
+            stat(out[n].dir, &st) < 0) /* a hierarchy made on demand that this container does not use */
+            continue;
+        snprintf(out[n].name, sizeof out[n].name, "%s", slash ? slash + 1 : l->hier[i]);
+        n++;
+    }
+    return n;
+}
+
 const struct kago__cgroup_ops kago__cgroup_v1 = {
+    .views = v1_views,
+    .members = v1_members,
     .name = "v1",
     .create = v1_create,
     .enter = v1_enter,

@@ -53,13 +53,30 @@ static int enable_controllers(const struct kago__cgroup *cg, const char *dir, st
     return *req ? kago__cg_write(cg, dir, "cgroup.subtree_control", req, err) : 0;
 }
 
-static int prepare_parent(const struct kago__cgroup *cg, const char *base, struct kago_error **err)
+static int prepare_parent(const struct kago__cgroup *cg, const char *base, const char *above, const char *dir,
+                          struct kago_error **err)
 {
-    char parent[PATH_MAX];
-    if (kago__cg_dir(parent, sizeof parent, base, NULL, err) < 0 || enable_controllers(cg, base, err) < 0 ||
-        enable_controllers(cg, parent, err) < 0)
+    (void)base;
+    return enable_controllers(cg, above, err) < 0 || enable_controllers(cg, dir, err) < 0 ? -1 : 0;
+}
+
+/* Enables the controllers from the root down to the container's parent (a parent made by a racing or older
+ * process may not have them yet). */
+static int enable_chain(const struct kago__cgroup *cg, struct kago_error **err)
+{
+    char dir[PATH_MAX];
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->parent, err) < 0)
         return -1;
-    return 0;
+    for (char *p = dir + strlen(cg->mountpoint);; p += 1 + strcspn(p + 1, "/")) {
+        char saved = *p;
+        *p = '\0';
+        int r = enable_controllers(cg, dir, err);
+        *p = saved;
+        if (r < 0)
+            return -1;
+        if (!saved)
+            return 0;
+    }
 }
 
 static int v2_create(struct kago__cgroup *cg, const struct kago_limits *lim, struct kago_error **err)
@@ -73,7 +90,7 @@ static int v2_enter(struct kago__cgroup *cg, pid_t pid, struct kago_error **err)
 {
     char dir[PATH_MAX], v[24];
     snprintf(v, sizeof v, "%d", (int)pid);
-    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0)
         return -1;
     return kago__cg_write(cg, dir, "cgroup.procs", v, err);
 }
@@ -87,7 +104,7 @@ static int write_ctrl(const struct kago__cgroup *cg, const char *dir, const char
     if (r != -ENOENT)
         return r;
     kago_error_clear(err);
-    if (prepare_parent(cg, cg->mountpoint, err) < 0)
+    if (enable_chain(cg, err) < 0)
         return -1;
     return kago__cg_write(cg, dir, file, v, err);
 }
@@ -127,7 +144,7 @@ static int max_or_num(char *v, size_t size, int64_t n)
 static int v2_apply(struct kago__cgroup *cg, const struct kago_limits *lim, struct kago_error **err)
 {
     char dir[PATH_MAX], v[64];
-    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0)
         return -1;
     if ((lim->cpu_quota_us != KAGO_UNSET || lim->cpu_period_us != KAGO_UNSET ||
          lim->cpu_weight != KAGO_UNSET) &&
@@ -159,8 +176,8 @@ static int v2_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
             return -1;
         int r = write_ctrl(cg, dir, kv->key, kv->value, err);
         if (r == -ENOENT)
-            return kago_error_set(err, 0, "cgroup " KAGO__CG_PARENT "/%s: unknown key \"%s\" (no such file)",
-                                  cg->name, kv->key);
+            return kago_error_set(err, 0, "cgroup %s: unknown key \"%s\" (no such file)",
+                                  cg->path, kv->key);
         if (r < 0)
             return -1;
     }
@@ -225,21 +242,21 @@ static int v2_devices(struct kago__cgroup *cg, struct kago_error **err)
     /* v2 has no devices files: a BPF program attached to the container's cgroup does what v1's
      * devices.allow does (as crun and runc do). Every writable mount kago makes is nodev as well. */
     char dir[PATH_MAX];
-    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0)
         return -1;
     if (!kago__cg_is_cgroupfs(dir))
         return 0; /* the unit tests' fake tree */
     int prog = load_device_program(err);
     if (prog < 0)
-        return kago_error_prefix(err, "cgroup " KAGO__CG_PARENT "/%s", cg->name), -1;
+        return kago_error_prefix(err, "cgroup %s", cg->path), -1;
     cleanup_close int cgfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (cgfd < 0)
-        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: open %s", cg->name, dir);
+        return kago_error_set(err, errno, "cgroup %s: open %s", cg->path, dir);
     union bpf_attr a = {
         .target_fd = (uint32_t)cgfd, .attach_bpf_fd = (uint32_t)prog, .attach_type = BPF_CGROUP_DEVICE};
     if (syscall(SYS_bpf, BPF_PROG_ATTACH, &a, sizeof a) < 0)
-        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: attach the device program",
-                              cg->name);
+        return kago_error_set(err, errno, "cgroup %s: attach the device program",
+                              cg->path);
     return 0;
 }
 
@@ -250,12 +267,12 @@ static int wait_frozen(const struct kago__cgroup *cg, const char *dir, struct ka
     snprintf(path, sizeof path, "%s/cgroup.events", dir);
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: open cgroup.events", cg->name);
+        return kago_error_set(err, errno, "cgroup %s: open cgroup.events", cg->path);
     unsigned long long deadline = kago__now_us() + 2000000;
     for (;;) {
         ssize_t n = pread(fd, v, sizeof v - 1, 0);
         if (n < 0)
-            return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: read cgroup.events", cg->name);
+            return kago_error_set(err, errno, "cgroup %s: read cgroup.events", cg->path);
         v[n] = '\0';
         int64_t frozen = 0;
         if (kago__cg_key(v, "frozen", &frozen) && frozen == 1)
@@ -265,17 +282,17 @@ static int wait_frozen(const struct kago__cgroup *cg, const char *dir, struct ka
             break;
         struct pollfd p = {.fd = fd, .events = POLLPRI};
         if (poll(&p, 1, (int)((deadline - now) / 1000) + 1) < 0 && errno != EINTR)
-            return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: poll cgroup.events", cg->name);
+            return kago_error_set(err, errno, "cgroup %s: poll cgroup.events", cg->path);
     }
     kago__cg_write(cg, dir, "cgroup.freeze", "0", NULL); /* not left half-frozen */
-    return kago_error_set(err, ETIMEDOUT, "cgroup " KAGO__CG_PARENT "/%s: freeze: not frozen after 2 s",
-                          cg->name);
+    return kago_error_set(err, ETIMEDOUT, "cgroup %s: freeze: not frozen after 2 s",
+                          cg->path);
 }
 
 static int v2_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **err)
 {
     char dir[PATH_MAX];
-    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0 ||
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0 ||
         kago__cg_write(cg, dir, "cgroup.freeze", frozen ? "1" : "0", err) < 0)
         return -1;
     /* A fake tree's cgroup.events never changes: nothing to wait for there. */
@@ -287,7 +304,7 @@ static int v2_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **e
 static int v2_frozen(struct kago__cgroup *cg, struct kago_error **err)
 {
     char dir[PATH_MAX], v[16];
-    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0 ||
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0 ||
         kago__cg_read(cg, dir, "cgroup.freeze", v, sizeof v, err) < 0)
         return -1;
     return v[0] == '1';
@@ -296,15 +313,15 @@ static int v2_frozen(struct kago__cgroup *cg, struct kago_error **err)
 static int v2_oom_fd(struct kago__cgroup *cg, struct kago_error **err)
 {
     char dir[PATH_MAX], path[PATH_MAX + 16];
-    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0)
         return -1;
     int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (fd < 0)
-        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: inotify", cg->name);
+        return kago_error_set(err, errno, "cgroup %s: inotify", cg->path);
     /* the kernel marks memory.events modified whenever one of its counters (oom_kill among them) moves */
     snprintf(path, sizeof path, "%s/memory.events", dir);
     if (inotify_add_watch(fd, path, IN_MODIFY) < 0) {
-        kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: watch memory.events", cg->name);
+        kago_error_set(err, errno, "cgroup %s: watch memory.events", cg->path);
         close(fd);
         return -1;
     }
@@ -315,7 +332,7 @@ static int v2_stats(struct kago__cgroup *cg, struct kago_stats *st, struct kago_
 {
     char dir[PATH_MAX];
     int64_t cpu_us;
-    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0 ||
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0 ||
         kago__cg_read_num(cg, dir, "cpu.stat", "usage_usec", &cpu_us, err) < 0 ||
         kago__cg_read_num(cg, dir, "memory.current", NULL, &st->memory_current, err) < 0 ||
         kago__cg_read_num(cg, dir, "memory.peak", NULL, &st->memory_peak, err) < 0 ||
@@ -329,7 +346,7 @@ static int v2_stats(struct kago__cgroup *cg, struct kago_stats *st, struct kago_
 static int v2_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err)
 {
     char dir[PATH_MAX];
-    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0)
         return -1;
     if (sig == SIGKILL) {
         /* cgroup.kill (5.14+) kills every member atomically, forks included, frozen or not. */
@@ -354,15 +371,30 @@ static int v2_destroy(struct kago__cgroup *cg, struct kago_error **err)
 static int v2_open_dir(struct kago__cgroup *cg, struct kago_error **err)
 {
     char dir[PATH_MAX];
-    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->name, err) < 0)
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0)
         return -1;
     int fd = open(dir, O_DIRECTORY | O_PATH | O_CLOEXEC);
     if (fd < 0)
-        return kago_error_set(err, errno, "cgroup " KAGO__CG_PARENT "/%s: open %s", cg->name, dir);
+        return kago_error_set(err, errno, "cgroup %s: open %s", cg->path, dir);
     return fd;
 }
 
+static int v2_members(const struct kago__cgroup *cg, char *dir, struct kago_error **err)
+{
+    return kago__cg_dir(dir, PATH_MAX, cg->mountpoint, cg->path, err);
+}
+
+static size_t v2_views(const struct kago__cgroup *cg, struct kago__cg_view *out, size_t max)
+{
+    if (!max || kago__cg_dir(out[0].dir, sizeof out[0].dir, cg->mountpoint, cg->path, NULL) < 0)
+        return 0;
+    out[0].name[0] = '\0';
+    return 1;
+}
+
 const struct kago__cgroup_ops kago__cgroup_v2 = {
+    .views = v2_views,
+    .members = v2_members,
     .name = "v2",
     .create = v2_create,
     .enter = v2_enter,

@@ -1208,7 +1208,7 @@ int kago_container_restore(const char *root, const char *image_dir, const struct
     if (ret == 0) {
         free(c->spec.name);
         c->spec.name = xstrdup(name);
-        ret = kago__cgroup_init(&c->cg, NULL, name, err);
+        ret = kago__cgroup_init(&c->cg, NULL, name, c->spec.cgroup_path, err);
     }
     if (ret == 0 && mkdir(root, 0711) < 0 && errno != EEXIST)
         ret = kago__mkdir_p(root, 0711, err);

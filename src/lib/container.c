@@ -187,6 +187,7 @@ static pid_t do_clone(struct launch *l, uint64_t flags)
     /* a child in a new user namespace is not root on the host and cannot write the cgroup files itself */
     bool self_enter = l->cgroup_fd < 0 && !(l->ch.spec->ns & (1u << KAGO_NS_USER));
     l->ch.enter_cg = self_enter ? l->cg : NULL;
+    l->ch.cg = l->cg;
     pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
     if (pid < 0 && l->cgroup_fd >= 0 && (errno == EINVAL || errno == E2BIG)) {
         l->cgroup_fd = -1; /* an older kernel: enter the cgroup after clone instead */
@@ -305,7 +306,7 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
      * here): a caller that waits makes it while the child mounts. Not under a user namespace, which must
      * own it. */
     l->ch.net_later = l->pin && (spec->ns & (1u << KAGO_NS_NET)) && !(spec->ns & (1u << KAGO_NS_USER)) &&
-                      !spec->join_ns[KAGO_NS_USER];
+                      !spec->join_ns[KAGO_NS_USER] && !kago__has_cgroup_mount(spec);
     l->ch.spin = l->pinned;
     l->pid = clone_child(l, spec, err);
     pin_child(l);
@@ -396,8 +397,16 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
     if (!spec->layers && !S_ISDIR(st.st_mode))
         return kago_error_set(err, ENOTDIR, "rootfs %s", spec->rootfs);
     kago__trace("rootfs checked");
-    if (kago__cgroup_init(&c->cg, NULL, spec->name, err) < 0)
+    if (kago__cgroup_init(&c->cg, NULL, spec->name, spec->cgroup_path, err) < 0)
         return -1;
+    /* A cgroup path of the caller's: kept beside the state, so that a create killed before the state file
+     * can still be undone (kago_container_remove_partial). */
+    if (spec->cgroup_path) {
+        cleanup_free char *cgfile = xasprintf("%s/cgroup", c->dir);
+        cleanup_close int fd = open(cgfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || write(fd, spec->cgroup_path, strlen(spec->cgroup_path)) < 0)
+            return kago_error_set(err, errno, "write %s", cgfile);
+    }
     kago__trace("create: begin");
     int ret = -1;
     struct launch l = {.cgroup_fd = -1, .pidfd = -1, .pid = -1, .pin = cr->pin};
@@ -594,7 +603,7 @@ int kago__detach(struct kago_container *c,
         kill(shim, SIGKILL);
         waitpid(shim, NULL, 0);
         struct kago__cgroup cg;
-        if (kago__cgroup_init(&cg, NULL, c->spec.name, NULL) == 0) {
+        if (kago__cgroup_init(&cg, NULL, c->spec.name, c->spec.cgroup_path, NULL) == 0) {
             cg.ops->kill_all(&cg, SIGKILL, NULL);
             cg.ops->destroy(&cg, NULL);
             kago__cgroup_fini(&cg);
@@ -755,12 +764,14 @@ int kago_container_remove_partial(const char *root, const char *name, struct kag
 {
     struct kago_container *c = kago__container_new(root, name);
     cleanup_free char *state = xasprintf("%s/state.json", c->dir);
+    cleanup_free char *cgfile = xasprintf("%s/cgroup", c->dir);
+    cleanup_free char *cgpath = kago__read_file(cgfile, NULL, NULL);
     int ret = 0;
     bool dir = access(c->dir, F_OK) == 0;
     int missing = !dir && errno == ENOENT ? ENOENT : 0; /* nothing at all: delete --force succeeds on it */
     if (!*name || strchr(name, '/') || name[0] == '.' || !dir || access(state, F_OK) == 0) {
         ret = kago_error_set(err, missing, "no such container");
-    } else if (kago__cgroup_init(&c->cg, NULL, name, err) < 0) {
+    } else if (kago__cgroup_init(&c->cg, NULL, name, cgpath, err) < 0) {
         ret = -1;
     } else {
         /* what a kago killed mid-setup left: its cgroup (and any process in it) and the state dir */
@@ -792,7 +803,7 @@ int kago_container_load(const char *root, const char *name, struct kago_containe
         kago_container_free(c);
         return -1;
     }
-    if (kago__cgroup_init(&c->cg, NULL, name, err) < 0) {
+    if (kago__cgroup_init(&c->cg, NULL, name, c->spec.cgroup_path, err) < 0) {
         kago_error_prefix(err, "container %s", name);
         kago_container_free(c);
         return -1;
@@ -995,6 +1006,34 @@ int kago_container_update(struct kago_container *c, const struct kago_limits *l,
     for (size_t i = 0; i < l->nraw; i++)
         kago_spec_add_raw(&c->spec, l->raw[i].key, l->raw[i].value);
     return kago__state_write(c, err);
+}
+
+static int cmp_pid(const void *a, const void *b)
+{
+    pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+    return (x > y) - (x < y);
+}
+
+int kago_container_pids(struct kago_container *c, pid_t **pids, struct kago_error **err)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 16];
+    *pids = NULL;
+    if (c->cg.ops->members(&c->cg, dir, err) < 0)
+        return kago_error_prefix(err, "container %s", c->spec.name), -1;
+    snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+    cleanup_free char *text = kago__read_file(path, NULL, err);
+    if (!text)
+        return kago_error_prefix(err, "container %s", c->spec.name), -1;
+    int n = 0;
+    for (char *p = text, *end; *p; p = end + (*end == '\n')) {
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        *pids = xrealloc(*pids, (size_t)(n + 1) * sizeof **pids);
+        (*pids)[n++] = (pid_t)v;
+    }
+    qsort(*pids, (size_t)n, sizeof **pids, cmp_pid);
+    return n;
 }
 
 int kago_container_pause(struct kago_container *c, bool pause, struct kago_error **err)

@@ -32,6 +32,7 @@ struct kago__child {
     int join_fds[KAGO_NS_COUNT];
     const int *stdio;
     struct kago__cgroup *enter_cg; /* the child moves itself here first (NULL: cloned into it) */
+    const struct kago__cgroup *cg; /* the container's cgroup (what a cgroup mount shows) */
     struct kago__bpf *bpf;         /* the parent compiles the filter into its copy and sends it with "G" */
     bool went;                     /* "G" received */
     bool net_later;                /* the parent makes the network namespace meanwhile ("N" + its fd) */

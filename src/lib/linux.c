@@ -336,18 +336,72 @@ static int setup_sys(const struct kago__child *ch, int rootfd, struct kago_error
     return 0;
 }
 
+/* The container's own cgroup at m->dst (kago__cg_view). The parent made the cgroup before "G", which the
+ * child awaits before its mounts when it has one of these. */
+static int setup_cgroup_mount(const struct kago__child *ch, int rootfd, const struct kago_mount *m,
+                              struct kago_error **err)
+{
+    struct kago__cg_view v[8];
+    size_t n = ch->cg ? ch->cg->ops->views(ch->cg, v, 8) : 0;
+    unsigned long ro = m->readonly ? MS_RDONLY : 0, flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    cleanup_close int fd = mountpoint_in_root(rootfd, m->dst, false, err);
+    if (fd < 0)
+        return -1;
+    if (n == 1 && !v[0].name[0]) { /* v2: the one directory */
+        if (mount_at_fd(v[0].dir, fd, NULL, MS_BIND, NULL, m->dst, err) < 0)
+            return -1;
+        close(fd);
+        fd = open_in_root(rootfd, m->dst, O_PATH, err);
+        return fd < 0 ? -1 : remount(fd, flags | ro, m->dst, err);
+    }
+    if (mount_at_fd("cgroup", fd, "tmpfs", flags, "mode=755", m->dst, err) < 0)
+        return -1;
+    close(fd);
+    if ((fd = open_in_root(rootfd, m->dst, O_PATH | O_DIRECTORY, err)) < 0)
+        return -1;
+    cleanup_close int dir = open_in_root(rootfd, m->dst, O_RDONLY | O_DIRECTORY, err);
+    if (dir < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (mkdirat(dir, v[i].name, 0755) < 0)
+            return kago_error_set(err, errno, "%s/%s: mkdir", m->dst, v[i].name);
+        cleanup_close int sub = openat(dir, v[i].name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0 || mount_at_fd(v[i].dir, sub, NULL, MS_BIND, NULL, v[i].name, err) < 0)
+            return sub < 0 ? kago_error_set(err, errno, "%s/%s", m->dst, v[i].name) : -1;
+        close(sub);
+        sub = openat(dir, v[i].name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0 || remount(sub, flags | ro, v[i].name, err) < 0)
+            return sub < 0 ? kago_error_set(err, errno, "%s/%s", m->dst, v[i].name) : -1;
+        /* co-mounted controllers: cpu -> cpu,cpuacct, as the host and runc name them */
+        char names[sizeof v[i].name], *save = NULL;
+        memcpy(names, v[i].name, sizeof names);
+        for (char *link = strtok_r(names, ",", &save); strchr(v[i].name, ',') && link;
+             link = strtok_r(NULL, ",", &save))
+            if (symlinkat(v[i].name, dir, link) < 0 && errno != EEXIST)
+                return kago_error_set(err, errno, "%s/%s: symlink", m->dst, link);
+    }
+    return ro ? remount(fd, flags | ro, m->dst, err) : 0;
+}
+
 static int setup_user_mounts(const struct kago__child *ch, int rootfd, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
     for (size_t i = 0; i < spec->nmounts; i++) {
         const struct kago_mount *m = &spec->mounts[i];
+        unsigned long extra = (m->noexec ? MS_NOEXEC : 0) | (m->nosuid ? MS_NOSUID : 0);
+        if (m->kind == KAGO_MOUNT_CGROUP) {
+            if (setup_cgroup_mount(ch, rootfd, m, err) < 0)
+                return -1;
+            continue;
+        }
         if (m->kind == KAGO_MOUNT_TMPFS) {
             cleanup_close int fd = mountpoint_in_root(rootfd, m->dst, false, err);
-            cleanup_free char *opt = m->size ? xasprintf("mode=1777,size=%llu", (unsigned long long)m->size)
-                                             : xstrdup("mode=1777");
+            unsigned mode = m->mode ? m->mode : 01777;
+            cleanup_free char *opt = m->size ? xasprintf("mode=%o,size=%llu", mode, (unsigned long long)m->size)
+                                             : xasprintf("mode=%o", mode);
             if (fd < 0 ||
-                mount_at_fd("tmpfs", fd, "tmpfs", MS_NOSUID | MS_NODEV | (m->readonly ? MS_RDONLY : 0), opt,
-                            m->dst, err) < 0)
+                mount_at_fd("tmpfs", fd, "tmpfs", MS_NOSUID | MS_NODEV | extra | (m->readonly ? MS_RDONLY : 0),
+                            opt, m->dst, err) < 0)
                 return -1;
             continue;
         }
@@ -363,7 +417,8 @@ static int setup_user_mounts(const struct kago__child *ch, int rootfd, struct ka
         fd = open_in_root(rootfd, m->dst, O_PATH, err);
         if (fd < 0 || nodev_tree(fd, m->dst, err) < 0)
             return -1;
-        if (m->readonly && remount_ro(fd, MS_NODEV, m->dst, err) < 0)
+        if ((m->readonly || extra) &&
+            remount(fd, MS_NODEV | extra | (m->readonly ? MS_RDONLY : 0), m->dst, err) < 0)
             return -1;
     }
     return 0;
@@ -820,6 +875,14 @@ static void wait_for_start(struct kago__child *ch, int listen_fd)
     close(ch->fifo_fd);
 }
 
+bool kago__has_cgroup_mount(const struct kago_spec *spec)
+{
+    for (size_t i = 0; i < spec->nmounts; i++)
+        if (spec->mounts[i].kind == KAGO_MOUNT_CGROUP)
+            return true;
+    return false;
+}
+
 void kago__child_main(struct kago__child *ch)
 {
     struct kago_error *err = NULL;
@@ -844,6 +907,9 @@ void kago__child_main(struct kago__child *ch)
     /* Without a user namespace the first half of the setup needs nothing from the parent: it runs while
      * the parent makes the cgroup and compiles the seccomp filter ("G" comes before pivot_root). */
     if ((spec->ns & (1u << KAGO_NS_USER)) && kago__child_go(ch, &err) < 0)
+        goto fail;
+    /* a cgroup mount shows the cgroup the parent makes meanwhile: wait for it first */
+    if (kago__has_cgroup_mount(spec) && kago__child_go(ch, &err) < 0)
         goto fail;
     if (kago__fault("slow-setup")) /* tests: a setup long enough to watch what the parent does meanwhile */
         usleep(1500 * 1000);

@@ -5,6 +5,7 @@
 #include <kago/app.h>
 #include <kago/spec.h>
 
+#include "cgroup.h"
 #include "util.h"
 
 static const char *const default_masked[] = {
@@ -77,6 +78,7 @@ void kago_spec_free(struct kago_spec *spec)
     kago__strv_free(spec->env);
     free(spec->cwd);
     free(spec->hostname);
+    free(spec->cgroup_path);
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         free(spec->join_ns[i]);
     free(spec->uidmap);
@@ -154,6 +156,8 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
         return kago_error_set(err, 0, "user namespace needs a uid map (--uidmap 0:HOSTUID:COUNT)");
     if (!(spec->ns & (1u << KAGO_NS_MOUNT)) && !spec->join_ns[KAGO_NS_MOUNT])
         return kago_error_set(err, 0, "a mount namespace is required (kago pivots into the rootfs)");
+    if (spec->cgroup_path && kago_cgroup_path_check(spec->cgroup_path, err) < 0)
+        return -1;
     if (spec->hostname && !(spec->ns & (1u << KAGO_NS_UTS)))
         return kago_error_set(err, 0, "hostname set without a uts namespace");
     if (spec->listen_port && !(spec->ns & (1u << KAGO_NS_NET)))

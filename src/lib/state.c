@@ -71,6 +71,8 @@ json_object *kago__spec_to_json(const struct kago_spec *s)
     json_object_object_add(o, "env", strv_json(s->env));
     add_str(o, "cwd", s->cwd);
     add_str(o, "hostname", s->hostname);
+    if (s->cgroup_path)
+        add_str(o, "cgroup_path", s->cgroup_path);
     add_int(o, "uid", s->uid);
     add_int(o, "gid", s->gid);
     if (s->ngroups) {
@@ -191,6 +193,7 @@ int kago__spec_from_json(json_object *o, struct kago_spec *s, struct kago_error 
     s->env = json_strv(get(o, "env"));
     s->cwd = xstrdup(get_str(o, "cwd"));
     s->hostname = xstrdup(get_str(o, "hostname"));
+    s->cgroup_path = xstrdup(get_str(o, "cgroup_path"));
     s->uid = (uid_t)get_int(o, "uid", 0);
     s->gid = (gid_t)get_int(o, "gid", 0);
     json_object *groups = get(o, "groups");

@@ -162,7 +162,7 @@ static void test_v2_fake(void)
     mkdir(root, 0755);
     put(pathf("%s/cgroup.controllers", root), "cpuset cpu io memory hugetlb pids rdma misc\n");
     put(pathf("%s/cgroup.subtree_control", root), "memory\n");
-    struct kago__cgroup cg = {.ops = &kago__cgroup_v2, .mountpoint = root, .name = "web1"};
+    struct kago__cgroup cg = {.ops = &kago__cgroup_v2, .mountpoint = root, .name = "web1", .path = "kago/web1", .parent = "kago"};
 
     struct kago_limits none = no_limits();
     ok(cg.ops->create(&cg, &none, &e) == 0 && !e, "v2 create");
@@ -311,7 +311,7 @@ static void test_v1_fake(void)
     struct kago_cgroup_kv raw[] = {{"blkio.weight", "500"}, {"memory.swappiness", "0"}};
     struct kago_limits l = all_limits(raw, 2);
     /* without limits: no cpuset or blkio cgroup (made on demand); cpu,cpuacct is made for cpuacct */
-    struct kago__cgroup bare = {.ops = &kago__cgroup_v1, .mountpoint = root, .name = "bare"};
+    struct kago__cgroup bare = {.ops = &kago__cgroup_v1, .mountpoint = root, .name = "bare", .path = "kago/bare", .parent = "kago"};
     struct kago_limits none = no_limits();
     ok(bare.ops->create(&bare, &none, &e) == 0 && !e, "v1 create without limits");
     bool all = true;
@@ -323,7 +323,7 @@ static void test_v1_fake(void)
     ok(bare.ops->destroy(&bare, &e) == 0 && !e && !exists(pathf("%s/memory/kago/bare", root)),
        "v1 destroy of a container without the on-demand hierarchies");
 
-    struct kago__cgroup cg = {.ops = &kago__cgroup_v1, .mountpoint = root, .name = "web1"};
+    struct kago__cgroup cg = {.ops = &kago__cgroup_v1, .mountpoint = root, .name = "web1", .path = "kago/web1", .parent = "kago"};
     ok(cg.ops->create(&cg, &l, &e) == 0 && !e, "v1 create");
     all = true;
     for (size_t i = 0; i < NV1; i++)
@@ -514,7 +514,7 @@ static void test_v1_real(void)
         parent_before[i] = exists(pathf("/sys/fs/cgroup/%s/kago", real_ctrls[i]));
     }
     struct kago__cgroup cg;
-    ok(kago__cgroup_init(&cg, NULL, name, &e) == 0 && cg.ops == &kago__cgroup_v1,
+    ok(kago__cgroup_init(&cg, NULL, name, NULL, &e) == 0 && cg.ops == &kago__cgroup_v1,
        "real: init picks v1 on this host");
     struct kago_limits none = no_limits();
     ok(cg.ops->create(&cg, &none, &e) == 0, "real: create %s", e ? e->msg : "");
@@ -604,7 +604,7 @@ static void test_v1_real(void)
     struct kago__cgroup other;
     char oname[80];
     snprintf(oname, sizeof oname, "%s-other", name);
-    if (kago__cgroup_init(&other, NULL, oname, &e) == 0 && other.ops->create(&other, &none, &e) == 0) {
+    if (kago__cgroup_init(&other, NULL, oname, NULL, &e) == 0 && other.ops->create(&other, &none, &e) == 0) {
         bench_v1(&cg, "kago parent kept by another container");
         other.ops->destroy(&other, NULL);
     }
@@ -652,7 +652,7 @@ static void test_v2_real(void)
     snprintf(name, sizeof name, "kago-unit-test-%d", (int)getpid());
     bool parent_before = exists("/sys/fs/cgroup/kago");
     struct kago__cgroup cg;
-    ok(kago__cgroup_init(&cg, NULL, name, &e) == 0 && cg.ops == &kago__cgroup_v2, "real v2: init");
+    ok(kago__cgroup_init(&cg, NULL, name, NULL, &e) == 0 && cg.ops == &kago__cgroup_v2, "real v2: init");
     struct kago_limits none = no_limits();
     ok(cg.ops->create(&cg, &none, &e) == 0, "real v2: create %s", e ? e->msg : "");
     kago_error_clear(&e);
@@ -743,6 +743,38 @@ static void test_v2_real(void)
     kago__cgroup_fini(&cg);
 }
 
+/* A cgroup path of the caller's (an OCI bundle's linux.cgroupsPath): its parents are made top down, its
+ * removal leaves them, and bad paths are refused. */
+static void test_path(void)
+{
+    struct kago_error *e = NULL;
+    char root[512];
+    snprintf(root, sizeof root, "%s/v2p", tmp);
+    mkdir(root, 0755);
+    put(pathf("%s/cgroup.controllers", root), "cpu memory pids\n");
+    put(pathf("%s/cgroup.subtree_control", root), "\n");
+    struct kago__cgroup cg = {
+        .ops = &kago__cgroup_v2, .mountpoint = root, .name = "c1", .path = "a/b/c1", .parent = "a/b"};
+    struct kago_limits none = no_limits();
+    ok(cg.ops->create(&cg, &none, &e) == 0 && !e && exists(pathf("%s/a/b/c1", root)),
+       "a nested cgroup path: parents made top down");
+    const char *sc = get(pathf("%s/cgroup.subtree_control", root));
+    ok(sc && strstr(sc, "+cpu") && strstr(sc, "+memory") && strstr(sc, "+pids"),
+       "the root's controllers enabled for the new parents: %s", sc ? sc : "");
+    ok(cg.ops->destroy(&cg, &e) == 0 && !e && !exists(pathf("%s/a/b/c1", root)) &&
+           exists(pathf("%s/a/b", root)),
+       "destroy removes the container's cgroup and leaves the parents it was given");
+    static const char *const bad[] = {"", "/", "a//b", "a/../b", "./a", "a/", "/a/.", NULL};
+    bool all = true;
+    for (size_t i = 0; bad[i]; i++) {
+        all = all && kago_cgroup_path_check(bad[i], &e) < 0 && e;
+        kago_error_clear(&e);
+    }
+    ok(all, "empty, \".\" and \"..\" components refused");
+    ok(kago_cgroup_path_check("/libpod_parent/libpod-1", &e) == 0 && kago_cgroup_path_check("k8s/p/c", &e) == 0,
+       "absolute and relative paths accepted");
+}
+
 int main(void)
 {
     snprintf(tmp, sizeof tmp, "/tmp/kago-test-cgroup-XXXXXX");
@@ -751,6 +783,7 @@ int main(void)
         return 1;
     }
     test_v2_fake();
+    test_path();
     test_v1_fake();
     test_v1_real();
     test_v2_real();

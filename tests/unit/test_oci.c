@@ -163,7 +163,8 @@ static void test_refused(void)
          "hooks"},
         {"\"maskedPaths\"", "\"sysctl\":{\"a\":1},\"maskedPaths\"", "linux.sysctl"},
         {"\"maskedPaths\"", "\"intelRdt\":{\"closID\":\"x\"},\"maskedPaths\"", "linux.intelRdt"},
-        {"\"maskedPaths\"", "\"cgroupsPath\":\"/x\",\"maskedPaths\"", "linux.cgroupsPath"},
+        {"\"maskedPaths\"", "\"cgroupsPath\":\"/x/../y\",\"maskedPaths\"", "linux.cgroupsPath"},
+        {"\"maskedPaths\"", "\"cgroupsPath\":\"system.slice:kago:x\",\"maskedPaths\"", "linux.cgroupsPath"},
         {"\"noNewPrivileges\":true", "\"noNewPrivileges\":true,\"apparmorProfile\":\"p\"",
          "process.apparmorProfile"},
         {"\"gid\":0}", "\"gid\":0,\"username\":\"root\"}", "process.user.username"},
@@ -172,10 +173,6 @@ static void test_refused(void)
         {"{\"destination\":\"/proc\"",
          "{\"destination\":\"/n\",\"type\":\"nfs\",\"source\":\"s\"},{\"destination\":\"/proc\"",
          "mounts[0]: type nfs"},
-        {"{\"destination\":\"/proc\"",
-         "{\"destination\":\"/sys/fs/cgroup\",\"type\":\"cgroup\",\"source\":\"cgroup\"},"
-         "{\"destination\":\"/proc\"",
-         "mounts[0]: cgroup at /sys/fs/cgroup: not supported yet"},
         {"\"source\":\"proc\"}", "\"source\":\"proc\",\"options\":[\"weird\"]}",
          "mounts[0].options[0]: weird: not supported"},
         {"{\"type\":\"pid\"}", "{\"type\":\"time\"}", "linux.namespaces[0]: type time"},
@@ -260,9 +257,9 @@ static void test_refused(void)
         {"\"nodev\",\"ro\"]}]", "\"nodev\"]}]", "mounts[5]: sysfs at /sys read-write"},
         {"{\"destination\":\"/proc\"",
          "{\"destination\":\"/"
-         "run\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"mode=755\"]},{\"destination\":\"/"
+         "run\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"mode=0\"]},{\"destination\":\"/"
          "proc\"",
-         "mounts[0]: tmpfs at /run: mode=755"},
+         "mounts[0]: tmpfs at /run: mode=0"},
         {"{\"destination\":\"/proc\"",
          "{\"destination\":\"/d\",\"type\":\"bind\",\"source\":\"/"
          "d\",\"options\":[\"rbind\",\"tmpcopyup\"]},{\"destination\":\"/proc\"",
@@ -340,12 +337,15 @@ static const char *const many =
     "data\",\"type\":\"none\",\"source\":\"data\",\"options\":[\"rbind\",\"ro\","
     "\"nosuid\",\"rprivate\"]},{\"destination\":\"/scratch\",\"type\":\"tmpfs\",\"source\":\"tmpfs\","
     "\"options\":[\"size=16m\",\"mode=1777\",\"nodev\"]},{\"destination\":\"/dev/shm\",\"type\":\"tmpfs\","
-    "\"source\":\"shm\",\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"mode=1777\",\"size=65536k\"]}],"
+    "\"source\":\"shm\",\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"mode=1777\",\"size=65536k\"]},"
+    "{\"destination\":\"/run\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"nosuid\",\"noexec\","
+    "\"mode=755\"]},{\"destination\":\"/sys/fs/cgroup\",\"type\":\"cgroup\",\"source\":\"cgroup\","
+    "\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"relatime\",\"ro\"]}],"
     "\"linux\":{\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"mount\"},{\"type\":\"user\"},"
     "{\"type\":\"network\",\"path\":\"/proc/1/ns/net\"}],"
     "\"uidMappings\":[{\"containerID\":0,\"hostID\":100000,\"size\":65536}],"
     "\"gidMappings\":[{\"containerID\":0,\"hostID\":200000,\"size\":65536}],"
-    "\"rootfsPropagation\":\"rslave\",\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\"],\"maskedPaths\":[],"
+    "\"rootfsPropagation\":\"rslave\",\"cgroupsPath\":\"/default/c1\",\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\"],\"maskedPaths\":[],"
     "\"devices\":[{\"path\":\"/dev/null\",\"type\":\"c\",\"major\":1,\"minor\":3,\"fileMode\":438,\"uid\":0,"
     "\"gid\":0}],"
     "\"resources\":{\"devices\":[{\"allow\":false,\"access\":\"rwm\"},{\"allow\":true,\"type\":\"c\","
@@ -375,13 +375,20 @@ static void test_more_fields(void)
     ok(s.seccomp.mode == KAGO_SECCOMP_UNCONFINED, "linux.seccomp absent: no filter");
     is_str(s.rootfs, "/abs/rootfs", "an absolute root.path");
     ok(!s.readonly, "root.readonly absent: false");
-    ok(s.nmounts == 2, "two mounts of the container's own (/dev/shm is kago's)");
+    ok(s.nmounts == 4, "four mounts of the container's own (/dev/shm is kago's)");
     ok(s.nmounts > 0 && s.mounts[0].kind == KAGO_MOUNT_BIND && s.mounts[0].readonly && s.mounts[0].src &&
            !strcmp(s.mounts[0].src, "/b/data") && !strcmp(s.mounts[0].dst, "/data"),
        "a read-only bind, its source against the bundle");
     ok(s.nmounts > 1 && s.mounts[1].kind == KAGO_MOUNT_TMPFS && s.mounts[1].size == 16 << 20 &&
            !strcmp(s.mounts[1].dst, "/scratch"),
        "a tmpfs of size=16m");
+    ok(s.mounts[0].nosuid && !s.mounts[0].noexec && !s.mounts[1].noexec, "nosuid and noexec as asked");
+    ok(s.nmounts > 2 && s.mounts[2].kind == KAGO_MOUNT_TMPFS && s.mounts[2].mode == 0755 && s.mounts[2].noexec,
+       "a tmpfs of mode=755, noexec");
+    ok(s.nmounts > 3 && s.mounts[3].kind == KAGO_MOUNT_CGROUP && s.mounts[3].readonly &&
+           !strcmp(s.mounts[3].dst, "/sys/fs/cgroup"),
+       "a read-only cgroup mount");
+    is_str(s.cgroup_path, "/default/c1", "linux.cgroupsPath");
     ok(s.ns == ((1u << KAGO_NS_PID) | (1u << KAGO_NS_MOUNT) | (1u << KAGO_NS_USER)), "namespaces made");
     is_str(s.join_ns[KAGO_NS_NET], "/proc/1/ns/net", "a namespace joined by path");
     ok(s.ngidmap == 1 && s.gidmap[0].outside == 200000 && s.gidmap[0].count == 65536, "gidMappings");
