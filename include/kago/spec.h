@@ -61,6 +61,7 @@ struct kago_limits {
     int64_t cpu_period_us; /* KAGO_UNSET = 100000 */
     int64_t cpu_weight;    /* 1..10000 (v2 scale; v1 shares = weight * 1024 / 100) */
     int64_t memory;        /* bytes */
+    int64_t memory_swap;   /* memory + swap, bytes (>= memory): 0 = as memory (no swap), KAGO_NOLIMIT = any */
     int64_t pids;
     char *cpuset; /* "0-1,3" */
     struct kago_cgroup_kv *raw;
@@ -154,6 +155,9 @@ struct kago_spec {
      * inside the container's network namespace before exec and passes it as fd 3 with LISTEN_FDS=1 and
      * LISTEN_PID, so connections queue in the kernel backlog from the first instant. */
     uint16_t listen_port;
+    /* The creator's fds 3..3+preserve_fds-1 reach the command as they are (OCI --preserve-fds, systemd's
+     * LISTEN_FDS); not with listen_port, which takes fd 3. */
+    unsigned preserve_fds;
 };
 
 /* Fills spec with kago's documented defaults (all namespaces but user, Docker's default capabilities,

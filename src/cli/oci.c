@@ -81,8 +81,6 @@ static int parse(const char *verb, int argc, char **argv, struct oci_args *a)
     if (optind != argc - 1)
         return cli_usage(verb, "expected: kago %s --bundle DIR [OPTIONS] ID", verb);
     a->id = argv[optind];
-    if (a->preserve_fds > 0)
-        return cli_errorf("container %s: --preserve-fds: not supported yet", a->id);
     return 0;
 }
 
@@ -160,6 +158,20 @@ static int load(struct cli *g, const struct oci_args *a, struct kago_spec *spec,
     free(spec->name);
     spec->name = strdup(a->id);
     (void)g;
+    /* systemd socket activation, as runc: the runtime's LISTEN_FDS sockets (fds 3..) come first, then the
+     * --preserve-fds ones; the command is told of the sockets as their pid 1 */
+    const char *lf = getenv("LISTEN_FDS");
+    int nlisten = lf ? atoi(lf) : 0;
+    if (nlisten > 0) {
+        char kv[32];
+        snprintf(kv, sizeof kv, "LISTEN_FDS=%d", nlisten);
+        kago_spec_add_env(spec, kv);
+        kago_spec_add_env(spec, "LISTEN_PID=1");
+    }
+    spec->preserve_fds = (unsigned)(nlisten > 0 ? nlisten : 0) + (unsigned)a->preserve_fds;
+    for (unsigned i = 0; i < spec->preserve_fds; i++)
+        if (fcntl(3 + (int)i, F_GETFD) < 0)
+            return cli_errorf("container %s: preserved fd %u: %s", a->id, 3 + i, strerror(errno));
     return 0;
 }
 

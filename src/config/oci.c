@@ -718,9 +718,8 @@ static int load_cpu(struct ctx *x, json_object *c)
     return 0;
 }
 
-/* kago's memory limit covers swap too (no swap under a limit: cgroup_v2.c, v1's
- * memsw = limit), so swap is accepted as the limit itself, or unset (0, -1)
- * when there is no limit. */
+/* swap is memory + swap, as runc reads it (v1's memsw; v2's swap.max is the
+ * difference). Without it a limited container gets no swap (kago's default). */
 static int load_memory(struct ctx *x, json_object *m)
 {
     static const char *const path = "linux.resources.memory";
@@ -739,11 +738,14 @@ static int load_memory(struct ctx *x, json_object *m)
         return -1;
     if (lim > 0)
         x->spec->limits.memory = lim;
-    if (has_swap && (lim > 0 ? swap != lim : swap > 0))
-        return bad(x, "linux.resources.memory.swap",
-                   "%lld: not supported (kago's limit covers memory and swap: swap "
-                   "= limit)",
-                   (long long)swap);
+    /* swap is memory + swap (as v1's memsw): -1 unlimited, 0 or absent none beyond the limit */
+    if (has_swap && swap > 0 && lim <= 0)
+        return bad(x, "linux.resources.memory.swap", "%lld: needs a memory limit", (long long)swap);
+    if (has_swap && swap > 0 && swap < lim)
+        return bad(x, "linux.resources.memory.swap", "%lld: below the memory limit %lld", (long long)swap,
+                   (long long)lim);
+    if (has_swap && swap != 0 && lim > 0)
+        x->spec->limits.memory_swap = swap < 0 ? KAGO_NOLIMIT : swap;
     return 0;
 }
 
@@ -878,8 +880,8 @@ static int load_sysctl(struct ctx *x, json_object *sc)
 
 static int load_linux(struct ctx *x, json_object *l)
 {
-    static const char *const no[] = {"mountLabel",   "intelRdt",   "personality",
-                                     "timeOffsets", "memoryPolicy", "netDevices", NULL};
+    static const char *const no[] = {"mountLabel",   "intelRdt",   "personality", "timeOffsets",
+                                     "memoryPolicy", "netDevices", NULL};
     if (keys(x, l, "linux",
              LIST("namespaces", "uidMappings", "gidMappings", "resources", "devices", "seccomp",
                   "maskedPaths", "readonlyPaths", "sysctl", "cgroupsPath", "rootfsPropagation", "mountLabel",
@@ -887,7 +889,8 @@ static int load_linux(struct ctx *x, json_object *l)
              no) < 0)
         return -1;
     const char *prop = NULL, *cgpath = NULL;
-    if (get_str(x, l, "linux", "rootfsPropagation", &prop) < 0 || get_str(x, l, "linux", "cgroupsPath", &cgpath) < 0)
+    if (get_str(x, l, "linux", "rootfsPropagation", &prop) < 0 ||
+        get_str(x, l, "linux", "cgroupsPath", &cgpath) < 0)
         return -1;
     if (cgpath && *cgpath) {
         /* "slice:prefix:name" is the systemd form, which kago refuses with --systemd-cgroup */

@@ -164,8 +164,7 @@ int kago__cg_write(const struct kago__cgroup *cg, const char *dir, const char *f
     ssize_t n = fd < 0 ? -1 : write(fd, value, len);
     if (n < 0 || (size_t)n != len) {
         int e = n < 0 ? errno : EIO;
-        return kago_error_set(err, e, "cgroup %s: write %s \"%s\"", cg->path, file,
-                              value);
+        return kago_error_set(err, e, "cgroup %s: write %s \"%s\"", cg->path, file, value);
     }
     return 0;
 }
@@ -241,8 +240,8 @@ static int make_parent(const struct kago__cgroup *cg, const char *base, kago__cg
     return 0;
 }
 
-int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base, kago__cg_prepare_fn *prepare, bool *created,
-                   struct kago_error **err)
+int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base, kago__cg_prepare_fn *prepare,
+                   bool *created, struct kago_error **err)
 {
     char dir[PATH_MAX];
     if (kago__cg_dir(dir, sizeof dir, base, cg->path, err) < 0)
@@ -356,9 +355,8 @@ int kago__cg_check_key(const struct kago__cgroup *cg, const char *key, struct ka
 {
     const char *dot = key ? strchr(key, '.') : NULL;
     if (!dot || dot == key || !dot[1] || strchr(key, '/'))
-        return kago_error_set(err, 0,
-                              "cgroup %s: invalid key \"%s\" (expected controller.file)",
-                              cg->path, key ? key : "");
+        return kago_error_set(err, 0, "cgroup %s: invalid key \"%s\" (expected controller.file)", cg->path,
+                              key ? key : "");
     return 0;
 }
 
@@ -440,8 +438,7 @@ int kago__cg_kill_procs(const struct kago__cgroup *cg, const char *dir, int sig,
             if (kill(pid, sig) < 0) {
                 if (errno == ESRCH)
                     continue;
-                return kago_error_set(err, errno, "cgroup %s: kill %d", cg->path,
-                                      (int)pid);
+                return kago_error_set(err, errno, "cgroup %s: kill %d", cg->path, (int)pid);
             }
             if (ndone == cap)
                 done = xrealloc(done, (cap = cap ? cap * 2 : 16) * sizeof *done);

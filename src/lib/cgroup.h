@@ -14,8 +14,8 @@
 struct kago__cgroup;
 
 struct kago__cg_view {
-    char name[64];       /* the directory under /sys/fs/cgroup ("" for the mount itself) */
-    char dir[PATH_MAX];  /* the host's cgroup directory shown there */
+    char name[64];      /* the directory under /sys/fs/cgroup ("" for the mount itself) */
+    char dir[PATH_MAX]; /* the host's cgroup directory shown there */
 };
 
 struct kago__cgroup_ops {
@@ -61,7 +61,8 @@ struct kago__cgroup {
     char *mountpoint; /* "/sys/fs/cgroup" (or a fake cgroupfs in unit tests) */
     char *name;       /* container name */
     /* The cgroup, relative to each hierarchy's root: <mountpoint>[/<controller>]/<path>. "kago/<name>" unless
-     * the spec names one (an OCI bundle's linux.cgroupsPath). parent is its directory ("kago"; "" at the root). */
+     * the spec names one (an OCI bundle's linux.cgroupsPath). parent is its directory ("kago"; "" at the
+     * root). */
     char *path, *parent;
     /* Opened by hold (v1: each hierarchy's mount) so that a container's child can enter its cgroup after
      * pivot_root; nheld 0 means enter goes by absolute path. */
@@ -109,7 +110,8 @@ extern const size_t kago__cg_ndevs KAGO_INTERNAL;
 #define KAGO__CG_PARENT "kago"
 /* base/rel (rel "": base) into buf; -ENAMETOOLONG with *err set when it does not fit. rel is cg->path or
  * cg->parent. */
-int kago__cg_dir(char *buf, size_t size, const char *base, const char *rel, struct kago_error **err) KAGO_INTERNAL;
+int kago__cg_dir(char *buf, size_t size, const char *base, const char *rel,
+                 struct kago_error **err) KAGO_INTERNAL;
 /* Opens dir/file and writes value with one write(). */
 int kago__cg_write(const struct kago__cgroup *cg, const char *dir, const char *file, const char *value,
                    struct kago_error **err) KAGO_INTERNAL;
@@ -129,8 +131,8 @@ typedef int kago__cg_prepare_fn(const struct kago__cgroup *cg, const char *base,
  * directory of the parent, top down, calls prepare on each, and retries, once more if the parent vanishes
  * again. *created tells whether the direct parent was made here. A stale empty cgroup of the same name is
  * replaced; a busy one is an error. */
-int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base, kago__cg_prepare_fn *prepare, bool *created,
-                   struct kago_error **err) KAGO_INTERNAL;
+int kago__cg_mkdir(const struct kago__cgroup *cg, const char *base, kago__cg_prepare_fn *prepare,
+                   bool *created, struct kago_error **err) KAGO_INTERNAL;
 /* rmdir base/path (retrying briefly while just-dead processes leave it busy), then base/kago when the
  * parent is kago's own and no other container uses it (a parent the caller named is left, as runc leaves
  * it). A cgroup already gone is not an error. */

@@ -216,8 +216,7 @@ static int ctrl_dir(const struct kago__cgroup *cg, const struct layout *l, int c
                     struct kago_error **err)
 {
     if (!l->path[c])
-        return kago_error_set(err, 0, "cgroup %s: the %s controller is not mounted",
-                              cg->path, ctrl_names[c]);
+        return kago_error_set(err, 0, "cgroup %s: the %s controller is not mounted", cg->path, ctrl_names[c]);
     return kago__cg_dir(dir, PATH_MAX, l->path[c], cg->path, err);
 }
 
@@ -330,8 +329,7 @@ static int v1_create(struct kago__cgroup *cg, const struct kago_limits *lim, str
 {
     const struct layout *l = layout();
     if (!l->nhier)
-        return kago_error_set(err, 0, "cgroup %s: no cgroup v1 controller is mounted",
-                              cg->path);
+        return kago_error_set(err, 0, "cgroup %s: no cgroup v1 controller is mounted", cg->path);
     size_t i;
     char dir[PATH_MAX];
     for (i = 0; i < l->nhier; i++) {
@@ -359,8 +357,7 @@ static int members_dir(const struct kago__cgroup *cg, const struct layout *l, ch
         if (!hier_on_demand(l, l->hier[i]))
             base = l->hier[i];
     if (!base)
-        return kago_error_set(err, 0, "cgroup %s: no cgroup v1 controller is mounted",
-                              cg->path);
+        return kago_error_set(err, 0, "cgroup %s: no cgroup v1 controller is mounted", cg->path);
     return kago__cg_dir(dir, PATH_MAX, base, cg->path, err);
 }
 
@@ -429,8 +426,7 @@ static int v1_hold(struct kago__cgroup *cg, struct kago_error **err)
     for (cg->nheld = 0; cg->nheld < l->nhier && cg->nheld < 8; cg->nheld++) {
         int fd = open(l->hier[cg->nheld], O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0) {
-            kago_error_set(err, errno, "cgroup %s: open %s", cg->path,
-                           l->hier[cg->nheld]);
+            kago_error_set(err, errno, "cgroup %s: open %s", cg->path, l->hier[cg->nheld]);
             kago__cg_unhold(cg);
             return -1;
         }
@@ -461,8 +457,7 @@ static int enter_each(struct kago__cgroup *cg, const int *held, pid_t pid, struc
         if (fd < 0 && errno == ENOENT && hier_on_demand(l, l->hier[i]))
             continue;
         if (fd < 0 || write(fd, v, strlen(v)) < 0)
-            return kago_error_set(err, errno, "cgroup %s: write %s \"%s\"", cg->path,
-                                  file, v);
+            return kago_error_set(err, errno, "cgroup %s: write %s \"%s\"", cg->path, file, v);
     }
     return 0;
 }
@@ -489,20 +484,26 @@ static int pass_error(struct kago_error **err, struct kago_error *e, int ret)
 
 /* memory.memsw.limit_in_bytes (memory + swap) must never be below memory.limit_in_bytes, and the kernel
  * checks each write on its own: lowering goes limit then memsw, raising memsw then limit. Try the limit
- * first; EINVAL means we are raising past memsw. Setting both equal keeps the container out of swap. */
-static int v1_memory(const struct kago__cgroup *cg, const char *dir, int64_t bytes, struct kago_error **err)
+ * first; EINVAL means we are raising past memsw. memsw equal to the limit (no swap asked for) keeps the
+ * container out of swap. */
+static int v1_memory(const struct kago__cgroup *cg, const char *dir, int64_t bytes, int64_t swap,
+                     struct kago_error **err)
 {
-    char v[24];
+    char v[24], sw[24];
     snprintf(v, sizeof v, "%" PRId64, bytes == KAGO_NOLIMIT ? (int64_t)-1 : bytes);
+    if (swap)
+        snprintf(sw, sizeof sw, "%" PRId64, swap == KAGO_NOLIMIT ? (int64_t)-1 : swap);
+    else
+        memcpy(sw, v, sizeof v);
     struct kago_error *e = NULL;
     int r = kago__cg_write(cg, dir, "memory.limit_in_bytes", v, &e);
-    if (r == -EINVAL && kago__cg_write(cg, dir, "memory.memsw.limit_in_bytes", v, NULL) == 0) {
+    if (r == -EINVAL && kago__cg_write(cg, dir, "memory.memsw.limit_in_bytes", sw, NULL) == 0) {
         kago_error_free(e);
         return kago__cg_write(cg, dir, "memory.limit_in_bytes", v, err);
     }
     if (r < 0)
         return pass_error(err, e, r);
-    r = kago__cg_write(cg, dir, "memory.memsw.limit_in_bytes", v, &e);
+    r = kago__cg_write(cg, dir, "memory.memsw.limit_in_bytes", sw, &e);
     if (r == -ENOENT) { /* swap accounting is off: no memsw files */
         kago_error_free(e);
         return 0;
@@ -546,16 +547,14 @@ static int v1_raw(struct kago__cgroup *cg, const struct layout *l, const struct 
     char dir[PATH_MAX];
     int c = ctrl_index(kv->key, strcspn(kv->key, "."));
     if (c < 0)
-        return kago_error_set(err, 0,
-                              "cgroup %s: unknown key \"%s\" (kago does not use the %.*s controller)",
+        return kago_error_set(err, 0, "cgroup %s: unknown key \"%s\" (kago does not use the %.*s controller)",
                               cg->path, kv->key, (int)strcspn(kv->key, "."), kv->key);
     if (ensure(cg, l, c, err) < 0 || ctrl_dir(cg, l, c, dir, err) < 0)
         return -1;
     int r = kago__cg_write(cg, dir, kv->key, kv->value, err);
     if (r == -ENOENT)
-        return kago_error_set(
-            err, 0, "cgroup %s: unknown key \"%s\" (no such file in the %s hierarchy)",
-            cg->path, kv->key, ctrl_names[c]);
+        return kago_error_set(err, 0, "cgroup %s: unknown key \"%s\" (no such file in the %s hierarchy)",
+                              cg->path, kv->key, ctrl_names[c]);
     return r;
 }
 
@@ -567,8 +566,8 @@ static int v1_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
          lim->cpu_weight != KAGO_UNSET) &&
         v1_cpu(cg, l, lim, err) < 0)
         return -1;
-    if (lim->memory != KAGO_UNSET &&
-        (ctrl_dir(cg, l, C_MEMORY, dir, err) < 0 || v1_memory(cg, dir, lim->memory, err) < 0))
+    if (lim->memory != KAGO_UNSET && (ctrl_dir(cg, l, C_MEMORY, dir, err) < 0 ||
+                                      v1_memory(cg, dir, lim->memory, lim->memory_swap, err) < 0))
         return -1;
     if (lim->pids != KAGO_UNSET) {
         if (lim->pids == KAGO_NOLIMIT)
@@ -607,8 +606,7 @@ static int v1_devices(struct kago__cgroup *cg, struct kago_error **err)
         else
             snprintf(rule, sizeof rule, "c %u:%d rwm", kago__cg_devs[i].major, kago__cg_devs[i].minor);
         if (fd < 0 || pwrite(fd, rule, strlen(rule), 0) != (ssize_t)strlen(rule))
-            return kago_error_set(err, errno, "cgroup %s: write devices.allow \"%s\"",
-                                  cg->path, rule);
+            return kago_error_set(err, errno, "cgroup %s: write devices.allow \"%s\"", cg->path, rule);
     }
     return 0;
 }
@@ -632,8 +630,8 @@ static int v1_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **e
             return 0;
     } while (kago__cg_backoff(&delay, deadline));
     kago__cg_write(cg, dir, "freezer.state", "THAWED", NULL); /* not left half-frozen */
-    return kago_error_set(err, ETIMEDOUT, "cgroup %s: freeze: still %.*s after 2 s",
-                          cg->path, (int)strcspn(v, "\n"), v);
+    return kago_error_set(err, ETIMEDOUT, "cgroup %s: freeze: still %.*s after 2 s", cg->path,
+                          (int)strcspn(v, "\n"), v);
 }
 
 static int v1_frozen(struct kago__cgroup *cg, struct kago_error **err)
@@ -684,8 +682,7 @@ static int v1_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err
     const struct layout *l = layout();
     char dir[PATH_MAX];
     if (!l->nhier)
-        return kago_error_set(err, 0, "cgroup %s: no cgroup v1 controller is mounted",
-                              cg->path);
+        return kago_error_set(err, 0, "cgroup %s: no cgroup v1 controller is mounted", cg->path);
     if (members_dir(cg, l, dir, err) < 0)
         return -1;
     int n = kago__cg_kill_procs(cg, dir, sig, err);

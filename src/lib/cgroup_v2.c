@@ -154,9 +154,14 @@ static int v2_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
         max_or_num(v, sizeof v, lim->memory);
         if (write_ctrl(cg, dir, "memory.max", v, err) < 0)
             return -1;
-        /* No swap under a limit, as v1's memsw.limit == limit: a container at its limit is OOM-killed
-         * (and counted in oom_kills) instead of slowly swapping. Absent without swap accounting. */
-        int r = kago__cg_write(cg, dir, "memory.swap.max", lim->memory == KAGO_NOLIMIT ? "max" : "0", err);
+        /* No swap under a limit unless asked for, as v1's memsw.limit == limit: a container at its limit is
+         * OOM-killed (and counted in oom_kills) instead of slowly swapping. Absent without swap accounting.
+         */
+        if (lim->memory == KAGO_NOLIMIT || lim->memory_swap == KAGO_NOLIMIT)
+            snprintf(v, sizeof v, "max");
+        else
+            snprintf(v, sizeof v, "%" PRId64, lim->memory_swap ? lim->memory_swap - lim->memory : 0);
+        int r = kago__cg_write(cg, dir, "memory.swap.max", v, err);
         if (r == -ENOENT)
             kago_error_clear(err);
         else if (r < 0)
@@ -176,8 +181,7 @@ static int v2_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
             return -1;
         int r = write_ctrl(cg, dir, kv->key, kv->value, err);
         if (r == -ENOENT)
-            return kago_error_set(err, 0, "cgroup %s: unknown key \"%s\" (no such file)",
-                                  cg->path, kv->key);
+            return kago_error_set(err, 0, "cgroup %s: unknown key \"%s\" (no such file)", cg->path, kv->key);
         if (r < 0)
             return -1;
     }
@@ -255,8 +259,7 @@ static int v2_devices(struct kago__cgroup *cg, struct kago_error **err)
     union bpf_attr a = {
         .target_fd = (uint32_t)cgfd, .attach_bpf_fd = (uint32_t)prog, .attach_type = BPF_CGROUP_DEVICE};
     if (syscall(SYS_bpf, BPF_PROG_ATTACH, &a, sizeof a) < 0)
-        return kago_error_set(err, errno, "cgroup %s: attach the device program",
-                              cg->path);
+        return kago_error_set(err, errno, "cgroup %s: attach the device program", cg->path);
     return 0;
 }
 
@@ -285,8 +288,7 @@ static int wait_frozen(const struct kago__cgroup *cg, const char *dir, struct ka
             return kago_error_set(err, errno, "cgroup %s: poll cgroup.events", cg->path);
     }
     kago__cg_write(cg, dir, "cgroup.freeze", "0", NULL); /* not left half-frozen */
-    return kago_error_set(err, ETIMEDOUT, "cgroup %s: freeze: not frozen after 2 s",
-                          cg->path);
+    return kago_error_set(err, ETIMEDOUT, "cgroup %s: freeze: not frozen after 2 s", cg->path);
 }
 
 static int v2_freeze(struct kago__cgroup *cg, bool frozen, struct kago_error **err)

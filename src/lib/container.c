@@ -529,6 +529,7 @@ static int copy_spec(struct kago_spec *dst, const struct kago_spec *src, struct 
     for (size_t i = 0; i < n; i++)
         dst->readonly_paths[i] = xstrdup(src->readonly_paths[i]);
     dst->listen_port = src->listen_port;
+    dst->preserve_fds = src->preserve_fds;
     dst->overlay_size = src->overlay_size;
     return ret;
 }
@@ -995,8 +996,10 @@ int kago_container_update(struct kago_container *c, const struct kago_limits *l,
         s->cpu_period_us = l->cpu_period_us;
     if (l->cpu_weight != KAGO_UNSET)
         s->cpu_weight = l->cpu_weight;
-    if (l->memory != KAGO_UNSET)
+    if (l->memory != KAGO_UNSET) {
         s->memory = l->memory;
+        s->memory_swap = l->memory_swap;
+    }
     if (l->pids != KAGO_UNSET)
         s->pids = l->pids;
     if (l->cpuset) {

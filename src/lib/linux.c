@@ -397,11 +397,12 @@ static int setup_user_mounts(const struct kago__child *ch, int rootfd, struct ka
         if (m->kind == KAGO_MOUNT_TMPFS) {
             cleanup_close int fd = mountpoint_in_root(rootfd, m->dst, false, err);
             unsigned mode = m->mode ? m->mode : 01777;
-            cleanup_free char *opt = m->size ? xasprintf("mode=%o,size=%llu", mode, (unsigned long long)m->size)
-                                             : xasprintf("mode=%o", mode);
-            if (fd < 0 ||
-                mount_at_fd("tmpfs", fd, "tmpfs", MS_NOSUID | MS_NODEV | extra | (m->readonly ? MS_RDONLY : 0),
-                            opt, m->dst, err) < 0)
+            cleanup_free char *opt = m->size
+                                         ? xasprintf("mode=%o,size=%llu", mode, (unsigned long long)m->size)
+                                         : xasprintf("mode=%o", mode);
+            if (fd < 0 || mount_at_fd("tmpfs", fd, "tmpfs",
+                                      MS_NOSUID | MS_NODEV | extra | (m->readonly ? MS_RDONLY : 0), opt,
+                                      m->dst, err) < 0)
                 return -1;
             continue;
         }
@@ -642,7 +643,9 @@ int kago__set_rlimits(const struct kago_spec *spec, struct kago_error **err)
     for (size_t i = 0; i < spec->nrlimits; i++) {
         struct rlimit rl = {.rlim_cur = spec->rlimits[i].soft, .rlim_max = spec->rlimits[i].hard};
         if (setrlimit(spec->rlimits[i].resource, &rl) < 0)
-            return kago_error_set(err, errno, "setrlimit %d", spec->rlimits[i].resource);
+            return kago_error_set(err, errno, "setrlimit %s %llu:%llu",
+                                  kago__rlimit_name(spec->rlimits[i].resource),
+                                  (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
     }
     return 0;
 }
@@ -851,20 +854,20 @@ int kago__make_tty(int report_fd, struct kago_error **err)
     return 0;
 }
 
-/* Closes every descriptor from 3 up but a and b (each >= 3; a may equal b). */
-static void close_all_but(int a, int b)
+/* Closes every descriptor from `from` up but a and b (each >= from; a may equal b). */
+static void close_all_but(int from, int a, int b)
 {
     int lo = a < b ? a : b, hi = a < b ? b : a;
-    syscall(SYS_close_range, 3, lo - 1, 0); /* (nothing when lo is 3) */
+    syscall(SYS_close_range, from, lo - 1, 0); /* (nothing when lo is from) */
     syscall(SYS_close_range, lo + 1, hi - 1, 0);
     syscall(SYS_close_range, hi + 1, ~0U, 0);
 }
 
 /* A created container may wait long for its start: it must not hold its creator's descriptors meanwhile
- * (a pipe whose reader waits for EOF); only the fifo and the listening socket stay. */
+ * (a pipe whose reader waits for EOF); only the fifo, the listening socket and the preserved fds stay. */
 static void wait_for_start(struct kago__child *ch, int listen_fd)
 {
-    close_all_but(ch->fifo_fd, listen_fd >= 3 ? listen_fd : ch->fifo_fd);
+    close_all_but(3 + (int)ch->spec->preserve_fds, ch->fifo_fd, listen_fd >= 3 ? listen_fd : ch->fifo_fd);
     ch->sync_fd = -1; /* closed: "R" was its last word */
     char path[64], c = 'S';
     snprintf(path, sizeof path, "/proc/self/fd/%d", ch->fifo_fd);
@@ -952,8 +955,8 @@ void kago__child_main(struct kago__child *ch)
         }
         close(listen_fd);
     }
-    /* nothing of kago's but fd 3 (socket activation) reaches the command */
-    syscall(SYS_close_range, spec->listen_port ? 4 : 3, ~0U, CLOSE_RANGE_CLOEXEC);
+    /* nothing of kago's but fd 3 (socket activation) reaches the command, and the creator's preserved fds */
+    syscall(SYS_close_range, 3 + (spec->listen_port ? 1 : 0) + spec->preserve_fds, ~0U, CLOSE_RANGE_CLOEXEC);
     char **env = exec_env(spec);
     if (kago__fault("exec")) {
         kago_error_set(&err, EIO, "injected fault at exec");

@@ -237,6 +237,14 @@ int kago_rlimit_from_name(const char *name)
     return -1;
 }
 
+const char *kago__rlimit_name(int resource)
+{
+    for (size_t i = 0; i < sizeof rlimits / sizeof rlimits[0]; i++)
+        if (rlimits[i].resource == resource)
+            return rlimits[i].name;
+    return "?";
+}
+
 static int parse_rlim_value(const char *s, uint64_t *v)
 {
     if (!strcmp(s, "unlimited") || !strcmp(s, "max")) {

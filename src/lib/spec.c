@@ -160,6 +160,8 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
         return -1;
     if (spec->hostname && !(spec->ns & (1u << KAGO_NS_UTS)))
         return kago_error_set(err, 0, "hostname set without a uts namespace");
+    if (spec->listen_port && spec->preserve_fds)
+        return kago_error_set(err, 0, "socket activation and preserved fds both want fd 3");
     if (spec->listen_port && !(spec->ns & (1u << KAGO_NS_NET)))
         return kago_error_set(err, 0, "socket activation needs a net namespace");
     for (int i = 0; i < KAGO_NS_COUNT; i++)
@@ -174,6 +176,10 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
     if (spec->limits.memory != KAGO_UNSET && spec->limits.memory != KAGO_NOLIMIT &&
         spec->limits.memory < 4096 * 64)
         return kago_error_set(err, 0, "memory %lld: must be at least 256K", (long long)spec->limits.memory);
+    int64_t mem = spec->limits.memory, swap = spec->limits.memory_swap;
+    if (swap && (mem == KAGO_UNSET || mem == KAGO_NOLIMIT || (swap != KAGO_NOLIMIT && swap < mem)))
+        return kago_error_set(err, 0, "memory+swap %lld: needs a memory limit, and at least it",
+                              (long long)swap);
     return 0;
 }
 

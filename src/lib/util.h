@@ -72,6 +72,8 @@ int kago__write_fileat(int dirfd, const char *name, const char *s, struct kago_e
 /* Reads a whole (small) file into a NUL-terminated buffer the caller frees. NULL on failure. */
 char *kago__read_file(const char *path, size_t *len, struct kago_error **err) KAGO_INTERNAL;
 char *kago__read_fileat(int dirfd, const char *name, struct kago_error **err) KAGO_INTERNAL;
+/* The lower-case name of an RLIMIT_* resource ("nofile"), "?" if unknown. */
+const char *kago__rlimit_name(int resource) KAGO_INTERNAL;
 /* Frees a NULL-terminated vector of strings and the vector (NULL is fine). */
 void kago__strv_free(char **v) KAGO_INTERNAL;
 /* mkdir -p with mode. */

@@ -162,7 +162,8 @@ static void test_v2_fake(void)
     mkdir(root, 0755);
     put(pathf("%s/cgroup.controllers", root), "cpuset cpu io memory hugetlb pids rdma misc\n");
     put(pathf("%s/cgroup.subtree_control", root), "memory\n");
-    struct kago__cgroup cg = {.ops = &kago__cgroup_v2, .mountpoint = root, .name = "web1", .path = "kago/web1", .parent = "kago"};
+    struct kago__cgroup cg = {
+        .ops = &kago__cgroup_v2, .mountpoint = root, .name = "web1", .path = "kago/web1", .parent = "kago"};
 
     struct kago_limits none = no_limits();
     ok(cg.ops->create(&cg, &none, &e) == 0 && !e, "v2 create");
@@ -311,7 +312,8 @@ static void test_v1_fake(void)
     struct kago_cgroup_kv raw[] = {{"blkio.weight", "500"}, {"memory.swappiness", "0"}};
     struct kago_limits l = all_limits(raw, 2);
     /* without limits: no cpuset or blkio cgroup (made on demand); cpu,cpuacct is made for cpuacct */
-    struct kago__cgroup bare = {.ops = &kago__cgroup_v1, .mountpoint = root, .name = "bare", .path = "kago/bare", .parent = "kago"};
+    struct kago__cgroup bare = {
+        .ops = &kago__cgroup_v1, .mountpoint = root, .name = "bare", .path = "kago/bare", .parent = "kago"};
     struct kago_limits none = no_limits();
     ok(bare.ops->create(&bare, &none, &e) == 0 && !e, "v1 create without limits");
     bool all = true;
@@ -323,7 +325,8 @@ static void test_v1_fake(void)
     ok(bare.ops->destroy(&bare, &e) == 0 && !e && !exists(pathf("%s/memory/kago/bare", root)),
        "v1 destroy of a container without the on-demand hierarchies");
 
-    struct kago__cgroup cg = {.ops = &kago__cgroup_v1, .mountpoint = root, .name = "web1", .path = "kago/web1", .parent = "kago"};
+    struct kago__cgroup cg = {
+        .ops = &kago__cgroup_v1, .mountpoint = root, .name = "web1", .path = "kago/web1", .parent = "kago"};
     ok(cg.ops->create(&cg, &l, &e) == 0 && !e, "v1 create");
     all = true;
     for (size_t i = 0; i < NV1; i++)
@@ -771,7 +774,8 @@ static void test_path(void)
         kago_error_clear(&e);
     }
     ok(all, "empty, \".\" and \"..\" components refused");
-    ok(kago_cgroup_path_check("/libpod_parent/libpod-1", &e) == 0 && kago_cgroup_path_check("k8s/p/c", &e) == 0,
+    ok(kago_cgroup_path_check("/libpod_parent/libpod-1", &e) == 0 &&
+           kago_cgroup_path_check("k8s/p/c", &e) == 0,
        "absolute and relative paths accepted");
 }
 

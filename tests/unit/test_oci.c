@@ -222,8 +222,8 @@ static void test_refused(void)
         {"\"devices\":[", "\"cpu\":{\"mems\":\"0\"},\"devices\":[", "linux.resources.cpu.mems"},
         {"\"devices\":[", "\"cpu\":{\"realtimeRuntime\":100},\"devices\":[",
          "linux.resources.cpu.realtimeRuntime"},
-        {"\"devices\":[", "\"memory\":{\"limit\":67108864,\"swap\":134217728},\"devices\":[",
-         "linux.resources.memory.swap: 134217728"},
+        {"\"devices\":[", "\"memory\":{\"limit\":67108864,\"swap\":33554432},\"devices\":[",
+         "linux.resources.memory.swap: 33554432: below the memory limit"},
         {"\"devices\":[", "\"memory\":{\"reservation\":1024},\"devices\":[",
          "linux.resources.memory.reservation"},
         {"\"devices\":[", "\"memory\":{\"disableOOMKiller\":true},\"devices\":[",
@@ -345,12 +345,13 @@ static const char *const many =
     "{\"type\":\"network\",\"path\":\"/proc/1/ns/net\"}],"
     "\"uidMappings\":[{\"containerID\":0,\"hostID\":100000,\"size\":65536}],"
     "\"gidMappings\":[{\"containerID\":0,\"hostID\":200000,\"size\":65536}],"
-    "\"rootfsPropagation\":\"rslave\",\"cgroupsPath\":\"/default/c1\",\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\"],\"maskedPaths\":[],"
+    "\"rootfsPropagation\":\"rslave\",\"cgroupsPath\":\"/default/c1\",\"readonlyPaths\":[\"/proc/bus\",\"/"
+    "proc/fs\"],\"maskedPaths\":[],"
     "\"devices\":[{\"path\":\"/dev/null\",\"type\":\"c\",\"major\":1,\"minor\":3,\"fileMode\":438,\"uid\":0,"
     "\"gid\":0}],"
     "\"resources\":{\"devices\":[{\"allow\":false,\"access\":\"rwm\"},{\"allow\":true,\"type\":\"c\","
     "\"major\":136,\"access\":\"rw\"},{\"allow\":true,\"type\":\"c\",\"major\":5,\"minor\":2}],"
-    "\"cpu\":{\"shares\":2,\"quota\":-1},\"memory\":{\"limit\":67108864,\"swap\":67108864},"
+    "\"cpu\":{\"shares\":2,\"quota\":-1},\"memory\":{\"limit\":67108864,\"swap\":134217728},"
     "\"pids\":{\"limit\":-1}},\"sysctl\":{\"net.ipv4.ip_forward\":\"1\"}}}";
 
 static void test_more_fields(void)
@@ -383,7 +384,8 @@ static void test_more_fields(void)
            !strcmp(s.mounts[1].dst, "/scratch"),
        "a tmpfs of size=16m");
     ok(s.mounts[0].nosuid && !s.mounts[0].noexec && !s.mounts[1].noexec, "nosuid and noexec as asked");
-    ok(s.nmounts > 2 && s.mounts[2].kind == KAGO_MOUNT_TMPFS && s.mounts[2].mode == 0755 && s.mounts[2].noexec,
+    ok(s.nmounts > 2 && s.mounts[2].kind == KAGO_MOUNT_TMPFS && s.mounts[2].mode == 0755 &&
+           s.mounts[2].noexec,
        "a tmpfs of mode=755, noexec");
     ok(s.nmounts > 3 && s.mounts[3].kind == KAGO_MOUNT_CGROUP && s.mounts[3].readonly &&
            !strcmp(s.mounts[3].dst, "/sys/fs/cgroup"),
@@ -397,7 +399,8 @@ static void test_more_fields(void)
     ok(s.masked_paths && !s.masked_paths[0], "maskedPaths: [] masks nothing");
     ok(s.limits.cpu_weight == 1 && s.limits.cpu_quota_us == KAGO_UNSET,
        "shares 2 → weight 1, quota -1 unset");
-    ok(s.limits.memory == 64 << 20, "memory.limit, swap equal to it");
+    ok(s.limits.memory == 64 << 20 && s.limits.memory_swap == 128 << 20,
+       "memory.limit and swap (memory + swap)");
     ok(s.limits.pids == KAGO_UNSET, "pids.limit -1: unlimited");
     ok(s.nsysctls == 1, "linux.sysctl");
     free(why);
