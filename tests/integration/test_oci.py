@@ -1,6 +1,7 @@
 """kago as an OCI runtime (docs/oci.md): bundles with config.json, the runc command line as podman's conmon
 and containerd's shim call it. Real containers, as root; every test has its own --root and bundle."""
 import array
+import glob
 import json
 import os
 import shutil
@@ -237,3 +238,82 @@ def test_seccomp_argument_filters(kago, bundle):
     r = kago("run", "--bundle", bundle, "oci-sc1")
     assert r.returncode == 0 and r.stdout.split() == ["made", "refused"], r
     assert "Operation not permitted" in r.stderr, r.stderr
+
+
+def _set(path, value):
+    """A config edit: sets the key at a dotted path ("linux.resources.cpu"), making the objects on the way."""
+    def f(c):
+        *parents, last = path.split(".")
+        for p in parents:
+            c = c.setdefault(p, {})
+        c[last] = value
+    return f
+
+
+def _mount(m):
+    return lambda c: c["mounts"].append(m)
+
+
+# (field, config edit, shell check in the container, expected output): the conformance table of docs/oci.md,
+# each field set in a bundle and seen to take effect from inside the container.
+CONFORMANCE = [
+    ("root.readonly", _set("root.readonly", True), "touch /x 2>/dev/null && echo rw || echo ro", "ro"),
+    ("process.rlimits", _set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]),
+     "ulimit -n; ulimit -Hn", "123 456"),
+    ("process.noNewPrivileges", _set("process.noNewPrivileges", True),
+     "grep NoNewPrivs /proc/self/status | tr -d '\\t'", "NoNewPrivs:1"),
+    ("process.capabilities", _set("process.capabilities", {k: ["CAP_CHOWN", "CAP_KILL"] for k in
+                                                           ("bounding", "effective", "permitted")}),
+     "grep CapEff /proc/self/status | tr -d '\\t'", "CapEff:0000000000000021"),
+    ("process.env", _set("process.env", ["A=1", "PATH=/bin"]), "echo $A", "1"),
+    ("linux.maskedPaths", _set("linux.maskedPaths", ["/proc/timer_list", "/proc/acpi"]),
+     "wc -c < /proc/timer_list", "0"),
+    ("linux.readonlyPaths", _set("linux.readonlyPaths", ["/proc/sys"]),
+     "echo 1 > /proc/sys/kernel/shmmni 2>/dev/null && echo rw || echo ro", "ro"),
+    ("linux.namespaces pid", lambda c: None, "echo $$", "1"),
+    ("linux.namespaces network", lambda c: None, "ls /sys/class/net", "lo"),
+    ("mounts bind ro", _mount({"destination": "/data", "type": "bind", "source": "/etc",
+                               "options": ["rbind", "ro"]}),
+     "test -f /data/hostname && touch /data/x 2>/dev/null && echo rw || echo ro", "ro"),
+    ("mounts bind noexec", _mount({"destination": "/scripts", "type": "bind", "source": "scripts",
+                                   "options": ["rbind", "noexec", "ro"]}),
+     "/scripts/hello 2>/dev/null || echo noexec", "noexec"),
+    ("mounts tmpfs mode size", _mount({"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                                       "options": ["nosuid", "mode=750", "size=1m"]}),
+     "stat -c %a /run; df -k /run | tail -1 | awk '{print $2}'", "750 1024"),
+    ("mounts cgroup", lambda c: (_mount({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                                         "options": ["nosuid", "noexec", "nodev", "ro"]})(c),
+                                 _set("linux.resources", {"memory": {"limit": 48 << 20}})(c)),
+     "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
+     "echo 1 > /sys/fs/cgroup/pids/pids.max 2>/dev/null || echo 1 > /sys/fs/cgroup/pids.max 2>/dev/null "
+     "|| echo ro", f"{48 << 20} ro"),
+    ("linux.resources.cpu", _set("linux.resources", {"cpu": {"quota": 20000, "period": 100000}}),
+     "echo ok", "ok"),   # the host side is checked below (the cgroup file)
+]
+
+
+@pytest.mark.parametrize("field,change,script,expect", CONFORMANCE, ids=[c[0] for c in CONFORMANCE])
+def test_conformance(kago, bundle, field, change, script, expect):
+    (bundle / "scripts").mkdir()   # a bind source relative to the bundle: an executable script
+    (bundle / "scripts" / "hello").write_text("#!/bin/sh\necho hello\n")
+    (bundle / "scripts" / "hello").chmod(0o755)
+    edit(bundle, change)
+    args(bundle, "/bin/sh", "-c", script)
+    name = "oci-conf"
+    if field == "linux.resources.cpu":
+        edit(bundle, lambda c: c["linux"].__setitem__("cgroupsPath", f"/kago-itest-oci/{name}"))
+        rc, err = detached(kago, "create", "--bundle", bundle, name, tmp=bundle)
+        assert rc == 0, err
+        try:
+            v1 = "/sys/fs/cgroup/cpu/kago-itest-oci/oci-conf/cpu.cfs_quota_us"
+            v2 = "/sys/fs/cgroup/kago-itest-oci/oci-conf/cpu.max"
+            with open(v1 if os.path.exists(v1) else v2) as f:
+                assert f.read().split()[0] == "20000", "linux.cgroupsPath and the cpu quota on the host"
+        finally:
+            kago("delete", "--force", name)
+            for d in glob.glob("/sys/fs/cgroup/*/kago-itest-oci") + glob.glob("/sys/fs/cgroup/kago-itest-oci"):
+                os.rmdir(d)
+        return
+    r = kago("run", "--bundle", bundle, name)
+    assert r.returncode == 0 and " ".join(r.stdout.split()) == expect, (field, r)
+    assert not leftovers([name])
