@@ -18,6 +18,7 @@ struct kago_app {
     uint64_t idle_timeout_ms;  /* stop after no request for this long; default 5 min */
     uint64_t start_timeout_ms; /* default 10 s */
     uint64_t stop_grace_ms;    /* default 10 s */
+    uint64_t max_backoff_ms;   /* cap of the delay after failed starts (1 s, 2 s, 4 s ...); default 5 min */
     unsigned min_instances;    /* default 0 */
     unsigned max_instances;    /* default 4 */
     unsigned concurrency;      /* in-flight per instance before scaling out; default 20 */

@@ -52,6 +52,9 @@ struct kago_cgroup_kv {
     char *key, *value;
 };
 
+#define KAGO_MKNOD_CHAR  1u
+#define KAGO_MKNOD_BLOCK 2u
+
 /* Each limit is "unset" (KAGO_UNSET or NULL) unless asked for; unset limits are not written. */
 #define KAGO_UNSET   (-1)
 #define KAGO_NOLIMIT (-2) /* "max": explicitly unlimited */
@@ -146,7 +149,14 @@ struct kago_spec {
     struct kago_rlimit *rlimits;
     size_t nrlimits;
 
+    /* Device nodes the container may make (mknod) but not open, beyond kago's own: KAGO_MKNOD_CHAR for any
+     * character device, KAGO_MKNOD_BLOCK any block device (an OCI "c *:* m" / "b *:* m" rule). */
+    unsigned mknod_any;
     uint64_t caps; /* capabilities kept (bounding, permitted, effective, inheritable, ambient for uid != 0) */
+    /* The five sets apart (an OCI bundle's process.capabilities), when capsets is set: caps is then the
+     * bounding set, and these are taken as they are (no ambient raise beyond cap_ambient). */
+    bool capsets;
+    uint64_t cap_effective, cap_permitted, cap_inheritable, cap_ambient;
     struct kago_seccomp seccomp;
     bool no_new_privs;
     bool init; /* a tiny PID 1 that reaps zombies and forwards signals */

@@ -14,6 +14,8 @@ static void usage(void)
 
 CLI_VERB(checkpoint)
 {
+    if (cli_oci_checkpoint_form(argc, argv))
+        return cli_oci_checkpoint(g, argc, argv);
     static const struct option opts[] = {
         {"image", required_argument, NULL, 'i'},
         {"leave-running", no_argument, NULL, 'l'},

@@ -20,6 +20,8 @@ int cli_fail(struct kago_error *err);
 /* Prints "kago: FMT" to stderr. Returns 1 (or 2 for usage errors via cli_usage). */
 int cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "kago: warning: FMT" to stderr (and to --log at level warning). */
+void cli_warnf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Each verb gets argv with argv[0] = the verb name; returns the process exit code. */
 #define CLI_VERB(v) int cli_##v(struct cli *g, int argc, char **argv)
@@ -52,6 +54,30 @@ int cli_oci_create(struct cli *g, int argc, char **argv);
 int cli_oci_run(struct cli *g, int argc, char **argv);
 /* The OCI state JSON of a container made from a bundle (the caller frees), or NULL for kago's own. */
 char *cli_oci_state(struct cli *g, struct kago_container *c);
+/* STATE_DIR/ID/oci.json, the record that makes `state` answer in OCI form (src/cli/oci.c). 0 or an exit
+ * code (message printed). */
+struct kago_oci;
+int cli_oci_write_record(struct cli *g, const char *id, const struct kago_oci *oci);
+/* checkpoint --image-path, restore --bundle / --image-path: runc's forms (src/cli/oci_checkpoint.c). */
+bool cli_oci_checkpoint_form(int argc, char **argv);
+bool cli_oci_restore_form(int argc, char **argv);
+int cli_oci_checkpoint(struct cli *g, int argc, char **argv);
+int cli_oci_restore(struct cli *g, int argc, char **argv);
+/* OCI hooks (src/cli/oci_hooks.c, docs/oci.md): they run in kago's namespaces, each with the container's
+ * OCI state JSON on its stdin and its own env alone. */
+/* prestart then createRuntime, of a created container not yet started (its oci.json written): 0, or the
+ * exit code after printing which hook failed (the caller removes the container). */
+int cli_oci_hooks_create(struct cli *g, struct kago_container *c, const struct kago_oci *oci);
+/* true when oci has prestart or createRuntime hooks (the container must wait for them before it runs). */
+bool cli_oci_hooks_before_start(const struct kago_oci *oci);
+/* poststart, from the hooks stored with the container (none for kago's own); failures are warnings. */
+void cli_oci_hooks_poststart(struct cli *g, struct kago_container *c);
+/* poststop: prepare reads the stored hooks and the state they get (status "stopped") before the container
+ * is deleted (NULL when it has none); finish runs them when run is true (failures are warnings) and frees
+ * p. */
+struct cli_oci_poststop;
+struct cli_oci_poststop *cli_oci_poststop_prepare(struct cli *g, struct kago_container *c);
+void cli_oci_poststop_finish(struct cli_oci_poststop *p, bool run);
 /* exec --process, update --resources: the OCI forms. */
 bool cli_oci_exec_form(int argc, char **argv);
 bool cli_oci_update_form(int argc, char **argv);

@@ -35,8 +35,11 @@ CLI_VERB(delete)
             rc = cli_fail(err);
             continue;
         }
-        if (kago_container_delete(c, force, &err) < 0)
+        struct cli_oci_poststop *ps = cli_oci_poststop_prepare(g, c); /* a bundle's, run once it is gone */
+        bool deleted = kago_container_delete(c, force, &err) == 0;
+        if (!deleted)
             rc = cli_fail(err);
+        cli_oci_poststop_finish(ps, deleted);
         kago_container_free(c);
     }
     return rc;

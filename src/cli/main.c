@@ -47,7 +47,7 @@ static const struct verb verbs[] = {
 static const char *log_path;
 static bool log_json;
 
-static void log_error(const char *msg)
+static void log_line(const char *level, const char *msg)
 {
     if (!log_path)
         return;
@@ -60,14 +60,14 @@ static void log_error(const char *msg)
     strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", gmtime(&ts.tv_sec));
     if (log_json) {
         json_object *o = json_object_new_object();
-        json_object_object_add(o, "level", json_object_new_string("error"));
+        json_object_object_add(o, "level", json_object_new_string(level));
         json_object_object_add(o, "msg", json_object_new_string(msg));
         json_object_object_add(o, "time", json_object_new_string(now));
         fprintf(f, "%s\n",
                 json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(o);
     } else {
-        fprintf(f, "time=\"%s\" level=error msg=\"%s\"\n", now, msg);
+        fprintf(f, "time=\"%s\" level=%s msg=\"%s\"\n", now, level, msg);
     }
     fclose(f);
 }
@@ -76,7 +76,7 @@ int cli_fail(struct kago_error *err)
 {
     const char *msg = err && err->msg ? err->msg : "failed";
     fprintf(stderr, "kago: %s\n", msg);
-    log_error(msg);
+    log_line("error", msg);
     kago_error_free(err);
     return 1;
 }
@@ -90,9 +90,22 @@ int cli_errorf(const char *fmt, ...)
         msg = NULL;
     va_end(ap);
     fprintf(stderr, "kago: %s\n", msg ? msg : fmt);
-    log_error(msg ? msg : fmt);
+    log_line("error", msg ? msg : fmt);
     free(msg);
     return 1;
+}
+
+void cli_warnf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    fprintf(stderr, "kago: warning: %s\n", msg ? msg : fmt);
+    log_line("warning", msg ? msg : fmt);
+    free(msg);
 }
 
 int cli_usage(const char *verb, const char *fmt, ...)

@@ -132,7 +132,7 @@ int cli_send_console(const char *path, int master)
 }
 
 /* STATE_DIR/oci.json: what the OCI state reports beyond kago's own record. */
-static int write_oci_record(struct cli *g, const char *id, const struct kago_oci *oci)
+int cli_oci_write_record(struct cli *g, const char *id, const struct kago_oci *oci)
 {
     json_object *o = json_object_new_object();
     json_object_object_add(o, "bundle", json_object_new_string(oci->bundle));
@@ -140,6 +140,13 @@ static int write_oci_record(struct cli *g, const char *id, const struct kago_oci
                            json_object_new_string(oci->oci_version ? oci->oci_version : "1.1.0"));
     json_object *ann = json_tokener_parse(oci->annotations ? oci->annotations : "{}");
     json_object_object_add(o, "annotations", ann ? ann : json_object_new_object());
+    char *hooks = kago_oci_hooks_json(oci); /* for start and delete (src/cli/oci_hooks.c) */
+    json_object *h = json_tokener_parse(hooks);
+    free(hooks);
+    if (h && json_object_object_length(h))
+        json_object_object_add(o, "hooks", h);
+    else
+        json_object_put(h);
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s/oci.json", g->root, id);
     int r = json_object_to_file_ext(path, o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -175,10 +182,33 @@ static int load(struct cli *g, const struct oci_args *a, struct kago_spec *spec,
     return 0;
 }
 
+/* Removes a container, then runs its poststop hooks. Returns 0 or the exit code (message printed). */
+static int remove_container(struct cli *g, struct kago_container *c, const struct kago_oci *oci)
+{
+    struct kago_error *err = NULL;
+    struct cli_oci_poststop *ps = oci->hooks[KAGO_OCI_POSTSTOP].n ? cli_oci_poststop_prepare(g, c) : NULL;
+    int rc = kago_container_delete(c, true, &err) < 0 ? cli_fail(err) : 0;
+    cli_oci_poststop_finish(ps, rc == 0);
+    return rc;
+}
+
+/* run: lets a container that waited for its prestart and createRuntime hooks (held) go, then runs its
+ * poststart hooks. */
+static int go(struct cli *g, struct kago_container *c, const struct kago_oci *oci, bool held)
+{
+    struct kago_error *err = NULL;
+    if (held && kago_container_start(c, &err) < 0)
+        return cli_fail(err);
+    if (oci->hooks[KAGO_OCI_POSTSTART].n)
+        cli_oci_hooks_poststart(g, c);
+    return 0;
+}
+
 /* What create (and run --detach) do after the container is made: its terminal to the console socket, its
- * record, its pid file. On failure the container is removed. */
+ * record, its prestart and createRuntime hooks, its pid file; run lets it go then. On failure the container
+ * is removed. */
 static int hand_over(struct cli *g, const struct oci_args *a, struct kago_container *c,
-                     const struct kago_oci *oci)
+                     const struct kago_oci *oci, bool run, bool held)
 {
     int master = kago_container_take_tty(c), rc = 0;
     if (master >= 0) {
@@ -186,11 +216,35 @@ static int hand_over(struct cli *g, const struct oci_args *a, struct kago_contai
         close(master);
     }
     if (!rc)
-        rc = write_oci_record(g, a->id, oci);
+        rc = cli_oci_write_record(g, a->id, oci);
+    if (!rc)
+        rc = cli_oci_hooks_create(g, c, oci);
     if (!rc && a->pid_file)
         rc = cli_write_pid_file(a->pid_file, kago_container_pid(c));
+    if (!rc && run)
+        rc = go(g, c, oci, held);
     if (rc)
-        kago_container_delete(c, true, NULL);
+        remove_container(g, c, oci);
+    return rc;
+}
+
+/* run in the foreground: the same steps, then the container's exit code once it has ended and is
+ * removed. */
+static int run_foreground(struct cli *g, const struct oci_args *a, struct kago_container *c,
+                          const struct kago_oci *oci, bool held)
+{
+    if (cli_oci_write_record(g, a->id, oci) == 0 && a->pid_file)
+        cli_write_pid_file(a->pid_file, kago_container_pid(c));
+    int rc = cli_oci_hooks_create(g, c, oci);
+    if (!rc)
+        rc = go(g, c, oci, held);
+    if (!rc) {
+        int master = kago_container_take_tty(c);
+        int status = master >= 0 ? cli_wait_tty(kago_container_pid(c), master)
+                                 : cli_wait_forwarding(kago_container_pid(c));
+        rc = cli_exit_code(c, status);
+    }
+    remove_container(g, c, oci);
     return rc;
 }
 
@@ -207,28 +261,20 @@ static int oci_create_or_run(struct cli *g, const char *verb, int argc, char **a
         kago_oci_free(&oci);
         return rc;
     }
-    bool foreground = run && !a.detach;
+    bool foreground = run && !a.detach, held = run && cli_oci_hooks_before_start(&oci);
     if (oci.terminal && !foreground && !a.console_socket)
         rc = cli_errorf("container %s: process.terminal is true: --console-socket is required", a.id);
     struct kago_spawn_opts o = {
-        .stdio = {-1, -1, -1}, .wait_start = !run, .orphan = !foreground, .tty = oci.terminal};
+        .stdio = {-1, -1, -1}, .wait_start = !run || held, .orphan = !foreground, .tty = oci.terminal};
     struct kago_container *c = NULL;
     struct kago_error *err = NULL;
     if (!rc && kago_container_create(g->root, &spec, &o, &c, &err) < 0)
         rc = cli_fail(err);
     kago_spec_free(&spec);
     if (!rc && !foreground)
-        rc = hand_over(g, &a, c, &oci);
-    else if (!rc) {
-        if (write_oci_record(g, a.id, &oci) == 0 && a.pid_file)
-            cli_write_pid_file(a.pid_file, kago_container_pid(c));
-        int master = kago_container_take_tty(c);
-        int status = master >= 0 ? cli_wait_tty(kago_container_pid(c), master)
-                                 : cli_wait_forwarding(kago_container_pid(c));
-        rc = cli_exit_code(c, status);
-        if (kago_container_delete(c, true, &err) < 0)
-            cli_fail(err);
-    }
+        rc = hand_over(g, &a, c, &oci, run, held);
+    else if (!rc)
+        rc = run_foreground(g, &a, c, &oci, held);
     kago_container_free(c);
     kago_oci_free(&oci);
     return rc;

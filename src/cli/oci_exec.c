@@ -111,7 +111,9 @@ static int exec_process(const struct exec_args *a, const struct kago_spec *cs, s
     free(text);
     if (r < 0)
         return kago_error_prefix(&err, "container %s: exec", a->id), cli_fail(err);
-    if (proc->caps != cs->caps)
+    if (proc->caps != cs->caps || proc->capsets != cs->capsets || proc->cap_effective != cs->cap_effective ||
+        proc->cap_permitted != cs->cap_permitted || proc->cap_inheritable != cs->cap_inheritable ||
+        proc->cap_ambient != cs->cap_ambient)
         return cli_errorf(
             "container %s: exec: %s: process.capabilities differ from the container's: not supported", a->id,
             a->process);

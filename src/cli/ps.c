@@ -221,9 +221,14 @@ CLI_VERB(ps)
         int pending = json_object_object_get_ex(a, "pending", &v) ? json_object_get_int(v) : 0;
         json_object_object_get_ex(a, "instances", &insts);
         size_t n = insts ? json_object_array_length(insts) : 0;
+        const char *app_state = json_object_object_get_ex(a, "state", &v) ? json_object_get_string(v) : "";
+        bool backoff = app_state && !strcmp(app_state, "backoff");
         if (n == 0)
-            printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s\n", name, "-", pending ? "held" : "stopped", "-",
-                   "-", "-", "-", "-");
+            printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s\n", name, "-",
+                   backoff   ? "backoff"
+                   : pending ? "held"
+                             : "stopped",
+                   "-", "-", "-", "-", "-");
         for (size_t k = 0; k < n; k++) {
             json_object *in = json_object_array_get_idx(insts, k);
             char mem[32], age[32], cpu[32];
@@ -244,6 +249,14 @@ CLI_VERB(ps)
         }
         if (pending)
             printf("%-16s %d request(s) held for a starting instance\n", name, pending);
+        if (backoff) {
+            json_object *f, *r, *e;
+            json_object_object_get_ex(a, "failures_in_a_row", &f);
+            json_object_object_get_ex(a, "retry_in_s", &r);
+            json_object_object_get_ex(a, "last_error", &e);
+            printf("%-16s %d failed start(s) in a row, next in %.0fs (503 until then): %s\n", name,
+                   json_object_get_int(f), json_object_get_double(r), e ? json_object_get_string(e) : "?");
+        }
     }
     json_object_put(root);
     return 0;

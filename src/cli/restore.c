@@ -18,6 +18,8 @@ static int wait_foreground(struct kago_container *c)
 
 CLI_VERB(restore)
 {
+    if (cli_oci_restore_form(argc, argv))
+        return cli_oci_restore(g, argc, argv);
     static const struct option opts[] = {
         {"image", required_argument, NULL, 'i'}, {"name", required_argument, NULL, 'n'},
         {"detach", no_argument, NULL, 'd'},      {"lazy-pages", no_argument, NULL, 'l'},

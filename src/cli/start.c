@@ -10,6 +10,8 @@ CLI_VERB(start)
         return 1;
     struct kago_error *err = NULL;
     int rc = kago_container_start(c, &err);
+    if (rc == 0)
+        cli_oci_hooks_poststart(g, c); /* a bundle's: their failures are warnings, as runc's */
     kago_container_free(c);
     return rc < 0 ? cli_fail(err) : 0;
 }

@@ -997,6 +997,12 @@ static mrb_value app_ms_field(mrb_state *mrb, mrb_value self)
         a->start_timeout_ms = (uint64_t)ms;
     else if (!strcmp(f, "stop_grace"))
         a->stop_grace_ms = (uint64_t)ms;
+    else if (!strcmp(f, "max_backoff") && ms < 100)
+        mrb_raisef(mrb, E_ARGUMENT_ERROR,
+                   "max_backoff: %d ms is too short (at least 100ms: it paces the starts of a crashing app)",
+                   (int)ms);
+    else if (!strcmp(f, "max_backoff"))
+        a->max_backoff_ms = (uint64_t)ms;
     return self;
 }
 

@@ -243,9 +243,9 @@ static int caps_set(struct ctx *x, json_object *o, const char *set, uint64_t *ma
     return 0;
 }
 
-/* kago keeps one set: bounding = permitted = effective, inheritable and ambient empty or the same. (An
- * empty ambient set is not honoured for a user other than root: kago raises the set to ambient, so the
- * process keeps it across exec where runc's would lose it.) */
+/* The five sets, as given (an absent one is empty). An effective capability outside permitted is refused
+ * (capset would fail); an ambient one outside permitted and inheritable is not raised, as runc goes on
+ * without it (runc spec's own config lists ambient capabilities without inheritable ones). */
 static int load_caps(struct ctx *x, json_object *o)
 {
     static const char *const sets[] = {"bounding", "effective", "permitted", "inheritable", "ambient", NULL};
@@ -255,10 +255,15 @@ static int load_caps(struct ctx *x, json_object *o)
     for (int i = 0; i < 5; i++)
         if (caps_set(x, o, sets[i], &m[i]) < 0)
             return -1;
-    uint64_t set = m[0];
-    if (m[1] != set || m[2] != set || (m[3] && m[3] != set) || (m[4] && m[4] != set))
-        return bad(x, "process.capabilities", "the five sets differ (kago keeps one set): not supported");
-    x->spec->caps = set;
+    if (m[1] & ~m[2])
+        return bad(x, "process.capabilities.effective", "not within permitted (the kernel refuses it)");
+    struct kago_spec *s = x->spec;
+    s->caps = m[0];
+    s->capsets = true;
+    s->cap_effective = m[1];
+    s->cap_permitted = m[2];
+    s->cap_inheritable = m[3];
+    s->cap_ambient = m[4] & m[2] & m[3];
     return 0;
 }
 
@@ -643,7 +648,8 @@ static int device_deny(struct ctx *x, json_object *d, const char *path, bool aft
 }
 
 /* linux.resources.devices: the rules kago's own device policy already follows
- * (cgroup.c: kago__cg_devs): deny everything, allow its character nodes. 5:1
+ * (cgroup.c: kago__cg_devs): deny everything, allow its character nodes, and
+ * mknod (only) of any character or block device. 5:1
  * (/dev/console) is accepted too: kago's /dev has no such node, and every mount
  * kago makes is nodev, so the rule grants nothing runc's would and kago's does
  * not. */
@@ -672,6 +678,12 @@ static int load_device_rules(struct ctx *x, json_object *a)
             get_int(x, d, path, "major", -1, INT32_MAX, &ma) < 0 ||
             get_int(x, d, path, "minor", -1, INT32_MAX, &mi) < 0)
             return -1;
+        /* "c *:* m", "b *:* m" (runc's and the CRI's defaults): any node may be made, none opened */
+        if (ma < 0 && mi < 0 && !strcmp(acc, "m") &&
+            (!strcmp(t, "c") || !strcmp(t, "b") || !strcmp(t, "a"))) {
+            x->spec->mknod_any |= (t[0] != 'b' ? KAGO_MKNOD_CHAR : 0) | (t[0] != 'c' ? KAGO_MKNOD_BLOCK : 0);
+            continue;
+        }
         bool ok = !strcmp(t, "c") && ma >= 0 && *acc && strspn(acc, "rwm") == strlen(acc);
         for (size_t j = 0; ok && j < sizeof allowed / sizeof allowed[0]; j++)
             if (allowed[j][0] == ma && (allowed[j][1] == mi || allowed[j][1] == -1))
@@ -919,27 +931,88 @@ static int load_linux(struct ctx *x, json_object *l)
     return get(l, "seccomp") ? load_seccomp(x, get(l, "seccomp")) : 0;
 }
 
-/* --- the document
- * ----------------------------------------------------------------------------------
+/* --- hooks
+ * ---------------------------------------------------------------------------------------
  */
 
-/* kago runs no hooks: every list must be empty. */
+static const char *const hook_kinds[] = {"prestart", "createRuntime", "poststart", "poststop", NULL};
+
+const char *kago_oci_hook_name(enum kago_oci_hook_kind k)
+{
+    return (unsigned)k < KAGO_OCI_HOOK_KINDS ? hook_kinds[k] : "unknown";
+}
+
+static void hook_free(struct kago_oci_hook *h)
+{
+    free(h->path);
+    strv_free(h->args);
+    strv_free(h->env);
+}
+
+/* hooks.KIND[i]: {path, args, env, timeout} into *h. */
+static int load_hook(struct ctx *x, json_object *o, const char *path, struct kago_oci_hook *h)
+{
+    const char *p = NULL;
+    int64_t timeout = 0;
+    char full[256];
+    if (keys(x, o, path, LIST("path", "args", "env", "timeout"), NULL) < 0 ||
+        need(x, get_str(x, o, path, "path", &p), path, "path") < 0)
+        return -1;
+    if (p[0] != '/')
+        return bad(x, sub(full, sizeof full, path, "path"), "%s: expected an absolute path", p);
+    if (get_int(x, o, path, "timeout", 1, INT_MAX, &timeout) < 0)
+        return -1;
+    char **args = get(o, "args") ? strv(x, get(o, "args"), sub(full, sizeof full, path, "args")) : NULL;
+    if (get(o, "args") && !args)
+        return -1;
+    char **env = get(o, "env") ? strv(x, get(o, "env"), sub(full, sizeof full, path, "env")) : NULL;
+    if (get(o, "env") && !env) {
+        strv_free(args);
+        return -1;
+    }
+    *h = (struct kago_oci_hook){.path = dup(p), .args = args, .env = env, .timeout = (int)timeout};
+    return 0;
+}
+
+/* The runtime namespace's hooks are run (src/cli/oci_hooks.c); createContainer and startContainer would
+ * run in the container's namespaces, which kago does not do: refused unless empty. */
 static int load_hooks(struct ctx *x, json_object *h)
 {
-    static const char *const lists[] = {
-        "prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop", NULL};
-    if (keys(x, h, "hooks", lists, NULL) < 0)
+    if (keys(x, h, "hooks",
+             LIST("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"),
+             NULL) < 0)
         return -1;
-    for (size_t i = 0; lists[i]; i++) {
+    for (const char *const *k = LIST("createContainer", "startContainer"); *k; k++) {
         json_object *a;
         char path[256];
-        if (get_array(x, h, "hooks", lists[i], &a) < 0)
+        if (get_array(x, h, "hooks", *k, &a) < 0)
             return -1;
         if (a && json_object_array_length(a))
-            return bad(x, sub(path, sizeof path, "hooks", lists[i]), "not supported (kago runs no hooks)");
+            return bad(x, sub(path, sizeof path, "hooks", *k),
+                       "not supported: kago runs runtime-namespace hooks only");
+    }
+    for (int k = 0; k < KAGO_OCI_HOOK_KINDS; k++) {
+        json_object *a;
+        char path[256], item[256];
+        if (get_array(x, h, "hooks", hook_kinds[k], &a) < 0)
+            return -1;
+        struct kago_oci_hooks *l = &x->oci->hooks[k];
+        size_t n = a ? json_object_array_length(a) : 0;
+        sub(path, sizeof path, "hooks", hook_kinds[k]);
+        for (size_t i = 0; i < n; i++) {
+            struct kago_oci_hook one;
+            if (load_hook(x, json_object_array_get_idx(a, i), idx(item, sizeof item, path, i), &one) < 0)
+                return -1;
+            l->v = grow(l->v, l->n + 1, sizeof *l->v);
+            l->v[l->n++] = one;
+        }
     }
     return 0;
 }
+
+/* --- the document
+ * ----------------------------------------------------------------------------------
+ */
 
 static int load_root(struct ctx *x, json_object *r)
 {
@@ -1089,6 +1162,18 @@ int kago_oci_load_resources(const char *path, const char *json, size_t len, stru
     return r;
 }
 
+int kago_oci_load_hooks(const char *path, const char *json, size_t len, struct kago_oci *oci,
+                        struct kago_error **err)
+{
+    json_object *o = parse(path, json, len, err);
+    if (!o)
+        return -1;
+    struct ctx x = {.file = path, .spec = NULL, .oci = oci, .err = err};
+    int r = load_hooks(&x, o);
+    json_object_put(o);
+    return r;
+}
+
 static char *read_text(const char *path, size_t *len, struct kago_error **err)
 {
     FILE *f = fopen(path, "re");
@@ -1137,6 +1222,11 @@ void kago_oci_free(struct kago_oci *oci)
     free(oci->bundle);
     free(oci->annotations);
     free(oci->oci_version);
+    for (int k = 0; k < KAGO_OCI_HOOK_KINDS; k++) {
+        for (size_t i = 0; i < oci->hooks[k].n; i++)
+            hook_free(&oci->hooks[k].v[i]);
+        free(oci->hooks[k].v);
+    }
     *oci = (struct kago_oci){0};
 }
 static json_object *str_array(const char *const *v)
@@ -1248,13 +1338,43 @@ char *kago_oci_default_config(void)
     return text;
 }
 
+static json_object *hook_obj(const struct kago_oci_hook *h)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "path", json_object_new_string(h->path));
+    if (h->args)
+        json_object_object_add(o, "args", str_array((const char *const *)h->args));
+    if (h->env)
+        json_object_object_add(o, "env", str_array((const char *const *)h->env));
+    if (h->timeout)
+        json_object_object_add(o, "timeout", json_object_new_int(h->timeout));
+    return o;
+}
+
+char *kago_oci_hooks_json(const struct kago_oci *oci)
+{
+    json_object *o = json_object_new_object();
+    for (int k = 0; k < KAGO_OCI_HOOK_KINDS; k++) {
+        if (!oci->hooks[k].n)
+            continue;
+        json_object *a = json_object_new_array();
+        for (size_t i = 0; i < oci->hooks[k].n; i++)
+            json_object_array_add(a, hook_obj(&oci->hooks[k].v[i]));
+        json_object_object_add(o, hook_kinds[k], a);
+    }
+    char *text =
+        dup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+    return text;
+}
+
 char *kago_oci_features(void)
 {
     json_object *o = json_object_new_object(), *l = json_object_new_object(), *cg = json_object_new_object(),
                 *sc = json_object_new_object(), *caps = json_object_new_array();
     json_object_object_add(o, "ociVersionMin", json_object_new_string("1.0.0"));
     json_object_object_add(o, "ociVersionMax", json_object_new_string("1.1.0"));
-    json_object_object_add(o, "hooks", json_object_new_array());
+    json_object_object_add(o, "hooks", str_array(hook_kinds));
     json_object *opts = str_array(common_options);
     json_object_array_add(opts, json_object_new_string("bind"));
     json_object_array_add(opts, json_object_new_string("rbind"));

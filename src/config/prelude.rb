@@ -368,7 +368,7 @@ class Kago::AppSpec
     _port(Kago.__int(n, "port", 1))
   end
 
-  %w[lifetime idle_timeout start_timeout stop_grace].each do |f|
+  %w[lifetime idle_timeout start_timeout stop_grace max_backoff].each do |f|
     define_method(f) { |d| _ms_field(f, Kago.__ms(d, f)) }
   end
 

@@ -65,23 +65,24 @@ int kago__caps_apply(const struct kago_spec *spec, struct kago_error **err)
         return kago_error_set(err, errno, "prctl(PR_SET_KEEPCAPS)");
     if (set_ids(spec, err) < 0)
         return -1;
+    /* One set (kago's own front ends): all of them. The five sets apart (OCI): as given. */
+    uint64_t eff = spec->capsets ? spec->cap_effective : spec->caps;
+    uint64_t perm = spec->capsets ? spec->cap_permitted : spec->caps;
+    uint64_t inh = spec->capsets ? spec->cap_inheritable : spec->caps;
+    /* A non-root user keeps its capabilities across exec only through the ambient set. */
+    uint64_t amb = spec->capsets ? spec->cap_ambient : spec->uid != 0 ? spec->caps : 0;
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
     memset(data, 0, sizeof data);
     for (int c = 0; c <= last; c++) {
-        if (!(spec->caps & CAP(c)))
-            continue;
-        data[c / 32].effective |= 1u << (c % 32);
-        data[c / 32].permitted |= 1u << (c % 32);
-        data[c / 32].inheritable |= 1u << (c % 32);
+        data[c / 32].effective |= eff & CAP(c) ? 1u << (c % 32) : 0;
+        data[c / 32].permitted |= perm & CAP(c) ? 1u << (c % 32) : 0;
+        data[c / 32].inheritable |= inh & CAP(c) ? 1u << (c % 32) : 0;
     }
     if (capset(&hdr, data) < 0)
         return kago_error_set(err, errno, "capset");
-    /* A non-root user keeps its capabilities across exec only through the ambient set. */
-    if (spec->uid != 0) {
-        for (int c = 0; c <= last; c++)
-            if ((spec->caps & CAP(c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
-                return kago_error_set(err, errno, "raise ambient capability %d", c);
-    }
+    for (int c = 0; c <= last; c++)
+        if ((amb & CAP(c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
+            return kago_error_set(err, errno, "raise ambient capability %d", c);
     return 0;
 }

@@ -31,9 +31,9 @@ struct kago__cgroup_ops {
     int (*hold)(struct kago__cgroup *cg, struct kago_error **err);
     /* Writes the set fields of limits (and raw keys) live. Unset fields are left as they are. */
     int (*apply)(struct kago__cgroup *cg, const struct kago_limits *limits, struct kago_error **err);
-    /* Restricts device access to kago's minimal /dev (v1 devices controller; v2: nothing to do, see README).
-     */
-    int (*devices)(struct kago__cgroup *cg, struct kago_error **err);
+    /* Restricts device access to kago's minimal /dev (v1: the devices controller; v2: a BPF device program),
+     * plus mknod (never open) of any character or block device as mknod_any asks (KAGO_MKNOD_*). */
+    int (*devices)(struct kago__cgroup *cg, unsigned mknod_any, struct kago_error **err);
     int (*freeze)(struct kago__cgroup *cg, bool frozen, struct kago_error **err);
     /* 1 frozen, 0 thawed, < 0 error */
     int (*frozen)(struct kago__cgroup *cg, struct kago_error **err);

@@ -588,7 +588,7 @@ static int v1_apply(struct kago__cgroup *cg, const struct kago_limits *lim, stru
     return 0;
 }
 
-static int v1_devices(struct kago__cgroup *cg, struct kago_error **err)
+static int v1_devices(struct kago__cgroup *cg, unsigned mknod_any, struct kago_error **err)
 {
     char dir[PATH_MAX];
     if (ctrl_dir(cg, layout(), C_DEVICES, dir, err) < 0 ||
@@ -608,6 +608,10 @@ static int v1_devices(struct kago__cgroup *cg, struct kago_error **err)
         if (fd < 0 || pwrite(fd, rule, strlen(rule), 0) != (ssize_t)strlen(rule))
             return kago_error_set(err, errno, "cgroup %s: write devices.allow \"%s\"", cg->path, rule);
     }
+    static const char *const mknod[] = {"c *:* m", "b *:* m"};
+    for (unsigned i = 0; i < 2; i++)
+        if ((mknod_any & (1u << i)) && (fd < 0 || pwrite(fd, mknod[i], 7, 0) != 7))
+            return kago_error_set(err, errno, "cgroup %s: write devices.allow \"%s\"", cg->path, mknod[i]);
     return 0;
 }
 

@@ -194,15 +194,27 @@ static struct bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off,
     return (struct bpf_insn){.code = code, .dst_reg = dst, .src_reg = src, .off = off, .imm = imm};
 }
 
-/* The device program: allows kago's devices (any access), refuses every other one, mknod included. Its
- * context is struct bpf_cgroup_dev_ctx: access_type (access << 16 | type), major, minor. */
-static size_t device_program(struct bpf_insn *p)
+/* The device program: allows kago's devices (any access), and mknod alone of any character (block) device
+ * when mknod_any has KAGO_MKNOD_CHAR (BLOCK); refuses everything else. Its context is struct
+ * bpf_cgroup_dev_ctx: access_type (access << 16 | type), major, minor. */
+static size_t device_program(struct bpf_insn *p, unsigned mknod_any)
 {
     size_t n = 0;
-    p[n++] = insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_2, BPF_REG_1, 0, 0); /* r2 = access_type */
-    p[n++] = insn(BPF_ALU64 | BPF_AND | BPF_K, BPF_REG_2, 0, 0, 0xffff);  /* r2 = type */
-    p[n++] = insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_3, BPF_REG_1, 4, 0); /* r3 = major */
-    p[n++] = insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_4, BPF_REG_1, 8, 0); /* r4 = minor */
+    p[n++] = insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_2, BPF_REG_1, 0, 0);   /* r2 = access_type */
+    p[n++] = insn(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_5, BPF_REG_2, 0, 0); /* r5 = access_type */
+    p[n++] = insn(BPF_ALU64 | BPF_RSH | BPF_K, BPF_REG_5, 0, 0, 16);        /* r5 = access */
+    p[n++] = insn(BPF_ALU64 | BPF_AND | BPF_K, BPF_REG_2, 0, 0, 0xffff);    /* r2 = type */
+    p[n++] = insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_3, BPF_REG_1, 4, 0);   /* r3 = major */
+    p[n++] = insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_4, BPF_REG_1, 8, 0);   /* r4 = minor */
+    static const int types[] = {BPF_DEVCG_DEV_CHAR, BPF_DEVCG_DEV_BLOCK};
+    for (unsigned i = 0; i < 2; i++) {
+        if (!(mknod_any & (1u << i)))
+            continue;
+        p[n++] = insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_2, 0, 3, types[i]);
+        p[n++] = insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_5, 0, 2, BPF_DEVCG_ACC_MKNOD);
+        p[n++] = insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1);
+        p[n++] = insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+    }
     for (size_t i = 0; i < kago__cg_ndevs; i++) {
         bool any = kago__cg_devs[i].minor < 0;
         /* on a mismatch, jump past this rule's "return 1" */
@@ -218,30 +230,31 @@ static size_t device_program(struct bpf_insn *p)
     return n;
 }
 
-/* The loaded program, once per process (kago serve attaches it to every container it starts). */
+/* The loaded programs, once per process and mknod_any (kago serve attaches one to every container). */
 static pthread_mutex_t prog_lock = PTHREAD_MUTEX_INITIALIZER;
-static int prog_fd = -1;
+static int prog_fd[4] = {-1, -1, -1, -1};
 
-static int load_device_program(struct kago_error **err)
+static int load_device_program(unsigned mknod_any, struct kago_error **err)
 {
+    mknod_any &= 3;
     pthread_mutex_lock(&prog_lock);
-    if (prog_fd < 0) {
-        struct bpf_insn p[8 + 5 * 16];
-        size_t n = device_program(p);
+    if (prog_fd[mknod_any] < 0) {
+        struct bpf_insn p[16 + 5 * 16];
+        size_t n = device_program(p, mknod_any);
         union bpf_attr a = {.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE,
                             .insns = (uint64_t)(uintptr_t)p,
                             .insn_cnt = (uint32_t)n,
                             .license = (uint64_t)(uintptr_t) "GPL"};
-        prog_fd = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof a); /* bpf fds are close-on-exec */
-        if (prog_fd < 0)
+        prog_fd[mknod_any] = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof a); /* close-on-exec */
+        if (prog_fd[mknod_any] < 0)
             kago_error_set(err, errno, "cgroup: load the device program (BPF)");
     }
-    int fd = prog_fd;
+    int fd = prog_fd[mknod_any];
     pthread_mutex_unlock(&prog_lock);
     return fd;
 }
 
-static int v2_devices(struct kago__cgroup *cg, struct kago_error **err)
+static int v2_devices(struct kago__cgroup *cg, unsigned mknod_any, struct kago_error **err)
 {
     /* v2 has no devices files: a BPF program attached to the container's cgroup does what v1's
      * devices.allow does (as crun and runc do). Every writable mount kago makes is nodev as well. */
@@ -250,7 +263,7 @@ static int v2_devices(struct kago__cgroup *cg, struct kago_error **err)
         return -1;
     if (!kago__cg_is_cgroupfs(dir))
         return 0; /* the unit tests' fake tree */
-    int prog = load_device_program(err);
+    int prog = load_device_program(mknod_any, err);
     if (prog < 0)
         return kago_error_prefix(err, "cgroup %s", cg->path), -1;
     cleanup_close int cgfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -1131,7 +1131,8 @@ static int restore_here(struct kago_container *c, const struct image *im, struct
     if (c->cg.ops->create(&c->cg, &c->spec.limits, err) < 0)
         return stop_lazy_pages(lazy_pidfd), -1;
     int ret = -1;
-    if (c->cg.ops->apply(&c->cg, &c->spec.limits, err) < 0 || c->cg.ops->devices(&c->cg, err) < 0)
+    if (c->cg.ops->apply(&c->cg, &c->spec.limits, err) < 0 ||
+        c->cg.ops->devices(&c->cg, c->spec.mknod_any, err) < 0)
         goto out;
     kago__trace("restore: cgroup made");
     struct restore_prep prep = {.c = c, .im = im, .scratch = scratch, .lazy_ready = lazy_ready};

@@ -323,7 +323,7 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
     }
     /* the device rules (v2: loading and attaching a BPF program) are in place before "G", so before the
      * child execs or opens a device, and are made while it mounts */
-    if (c->cg.ops->devices(&c->cg, err) < 0)
+    if (c->cg.ops->devices(&c->cg, spec->mknod_any, err) < 0)
         goto fail;
     if (kago__seccomp_compile(spec, l->ch.bpf, err) < 0)
         goto fail;

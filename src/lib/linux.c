@@ -886,6 +886,26 @@ bool kago__has_cgroup_mount(const struct kago_spec *spec)
     return false;
 }
 
+/* Past pivot_root: stdio that is a /dev/null opened outside (conmon's stdin, a shim's) is reopened from the
+ * container's own /dev, as runc does: CRIU cannot dump a file whose mount is not the container's ("Can't
+ * lookup mount"). Same device, same access mode: nothing else changes for the command. */
+static void reopen_null_stdio(void)
+{
+    struct stat null, st;
+    if (stat("/dev/null", &null) < 0 || !S_ISCHR(null.st_mode))
+        return;
+    for (int i = 0; i < 3; i++) {
+        int fl = fcntl(i, F_GETFL);
+        if (fl < 0 || fstat(i, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != null.st_rdev)
+            continue;
+        int fd = open("/dev/null", (fl & O_ACCMODE) | O_CLOEXEC);
+        if (fd >= 0 && fd != i) {
+            dup2(fd, i); /* clears close-on-exec */
+            close(fd);
+        }
+    }
+}
+
 void kago__child_main(struct kago__child *ch)
 {
     struct kago_error *err = NULL;
@@ -918,6 +938,7 @@ void kago__child_main(struct kago__child *ch)
         usleep(1500 * 1000);
     if (child_prepare(ch, &listen_fd, &cmd, &err) < 0 || kago__child_go(ch, &err) < 0)
         goto fail;
+    reopen_null_stdio();
     if (ch->tty && kago__make_tty(ch->sync_fd, &err) < 0)
         goto fail;
     /* a cgroup namespace is rooted where the process is: make it only once inside its cgroup */

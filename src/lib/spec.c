@@ -259,6 +259,7 @@ void kago_app_init(struct kago_app *app)
     app->idle_timeout_ms = 5 * 60 * 1000;
     app->start_timeout_ms = 10 * 1000;
     app->stop_grace_ms = 10 * 1000;
+    app->max_backoff_ms = 5 * 60 * 1000;
     app->min_instances = 0;
     app->max_instances = 4;
     app->concurrency = 20;

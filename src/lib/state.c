@@ -101,6 +101,16 @@ json_object *kago__spec_to_json(const struct kago_spec *s)
     json_object_object_add(o, "join_namespaces", join);
     json_object_object_add(o, "limits", limits_json(&s->limits));
     add_int(o, "capabilities", (int64_t)s->caps);
+    if (s->mknod_any)
+        add_int(o, "mknod_any", s->mknod_any);
+    if (s->capsets) {
+        json_object *cs = json_object_new_object();
+        add_int(cs, "effective", (int64_t)s->cap_effective);
+        add_int(cs, "permitted", (int64_t)s->cap_permitted);
+        add_int(cs, "inheritable", (int64_t)s->cap_inheritable);
+        add_int(cs, "ambient", (int64_t)s->cap_ambient);
+        json_object_object_add(o, "capability_sets", cs);
+    }
     json_object_object_add(o, "no_new_privs", json_object_new_boolean(s->no_new_privs));
     json_object *sc = json_object_new_object();
     add_int(sc, "mode", s->seccomp.mode);
@@ -233,6 +243,15 @@ int kago__spec_from_json(json_object *o, struct kago_spec *s, struct kago_error 
         }
     }
     s->caps = (uint64_t)get_int(o, "capabilities", (int64_t)kago_caps_default());
+    s->mknod_any = (unsigned)get_int(o, "mknod_any", 0);
+    json_object *cs = get(o, "capability_sets");
+    if (cs) {
+        s->capsets = true;
+        s->cap_effective = (uint64_t)get_int(cs, "effective", 0);
+        s->cap_permitted = (uint64_t)get_int(cs, "permitted", 0);
+        s->cap_inheritable = (uint64_t)get_int(cs, "inheritable", 0);
+        s->cap_ambient = (uint64_t)get_int(cs, "ambient", 0);
+    }
     s->no_new_privs = get_bool(o, "no_new_privs");
     json_object *sc = get(o, "seccomp");
     if (sc) {

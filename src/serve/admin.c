@@ -150,6 +150,26 @@ static void freeze_metrics(struct server *srv, struct sbuf *b)
                (unsigned long long)frozen, (unsigned long long)srv->opts.frozen_memory_budget);
 }
 
+/* Crash-loop backoff: failed starts (all, and in a row) and the time left before the next start. */
+static void backoff_metrics(struct server *srv, struct sbuf *b)
+{
+    uint64_t now = kago__serve_now_ms();
+    printf_buf(b, "# HELP kago_start_failures_total Instances that never became ready (exec failure, exit "
+                  "before ready, readiness timeout).\n# TYPE kago_start_failures_total counter\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        printf_buf(b, "kago_start_failures_total{app=\"%s\"} %llu\n", a->app.name,
+                   (unsigned long long)a->pool.start_failures);
+    printf_buf(b, "# HELP kago_start_failures_in_a_row Failed starts since the app last served a while.\n"
+                  "# TYPE kago_start_failures_in_a_row gauge\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        printf_buf(b, "kago_start_failures_in_a_row{app=\"%s\"} %u\n", a->app.name, a->pool.fail_streak);
+    printf_buf(b, "# HELP kago_backoff_seconds Time left before the app may be started again (its requests "
+                  "get 503 meanwhile).\n# TYPE kago_backoff_seconds gauge\n");
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        printf_buf(b, "kago_backoff_seconds{app=\"%s\"} %.3f\n", a->app.name,
+                   kago__pool_backoff_left(&a->pool, now) / 1000.0);
+}
+
 static void metrics(struct server *srv, struct sbuf *b)
 {
     printf_buf(b, "# HELP kago_requests_total Requests answered, by app and status.\n"
@@ -192,10 +212,7 @@ static void metrics(struct server *srv, struct sbuf *b)
     }
     criu_metrics(srv, b);
     freeze_metrics(srv, b);
-    printf_buf(b, "# TYPE kago_start_failures_total counter\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_start_failures_total{app=\"%s\"} %llu\n", a->app.name,
-                   (unsigned long long)a->pool.start_failures);
+    backoff_metrics(srv, b);
     printf_buf(b, "# TYPE kago_upstream_errors_total counter\n");
     for (struct app_rt *a = srv->apps; a; a = a->next)
         printf_buf(b, "kago_upstream_errors_total{app=\"%s\"} %llu\n", a->app.name,
@@ -234,6 +251,26 @@ static void json_str(struct sbuf *b, const char *s)
     sbuf_add(b, "\"", 1);
 }
 
+/* "state": backoff (failed starts: requests get 503 until retry_in_s), ready (an instance serves),
+ * starting, or idle (no instance); with the failed starts in a row and the last one's reason. */
+static void ps_app_state(struct app_rt *a, struct sbuf *b, uint64_t now)
+{
+    uint64_t left = kago__pool_backoff_left(&a->pool, now);
+    const char *st = left                                        ? "backoff"
+                     : kago__pool_count(&a->pool, POOL_READY)    ? "ready"
+                     : kago__pool_count(&a->pool, POOL_FROZEN)   ? "frozen"
+                     : kago__pool_count(&a->pool, POOL_STARTING) ? "starting"
+                                                                 : "idle";
+    printf_buf(b,
+               "\"state\":\"%s\",\"start_failures\":%llu,\"failures_in_a_row\":%u,\"retry_in_s\":%.1f,"
+               "\"last_error\":",
+               st, (unsigned long long)a->pool.start_failures, a->pool.fail_streak, left / 1000.0);
+    if (a->start_error)
+        json_str(b, a->start_error);
+    else
+        sbuf_adds(b, "null");
+}
+
 static void ps_json(struct server *srv, struct sbuf *b)
 {
     uint64_t now = kago__serve_now_ms();
@@ -248,9 +285,11 @@ static void ps_json(struct server *srv, struct sbuf *b)
                 sbuf_add(b, ",", 1);
         }
         static const char *const ckpt[] = {"off", "wanted", "checkpointing", "ready", "failed"};
-        printf_buf(b, "],\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"image\":\"%s\",\"instances\":[",
+        printf_buf(b, "],\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"image\":\"%s\",",
                    a->removed ? "true" : "false", a->pool.npending, (unsigned long long)a->m.inflight,
                    ckpt[a->ckpt]);
+        ps_app_state(a, b, now);
+        sbuf_adds(b, ",\"instances\":[");
         for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
             struct instance *inst = pi->data;
             refresh_stats(inst);

@@ -136,8 +136,10 @@ static void count_request(struct client *c)
     log_access(c);
 }
 
-/* Answers with a small error and closes the connection once it is written. */
-static void client_error(struct client *c, int status, unsigned retry_after)
+/* Answers with a small error (body: NULL for "NNN Reason") and closes the connection once it is
+ * written. */
+static void client_error_body(struct client *c, int status, unsigned retry_after, const char *body,
+                              size_t len)
 {
     if (c->state == C_CLOSING)
         return;
@@ -148,16 +150,51 @@ static void client_error(struct client *c, int status, unsigned retry_after)
     }
     c->status = status;
     c->resp_started = true;
-    kago__http_error(&c->out.pend, status, true, retry_after);
+    kago__http_error_body(&c->out.pend, status, true, retry_after, body, len);
     count_request(c);
+    if (c->state == C_HELD && c->app && c->app->m.inflight) /* refused or timed out: not in flight */
+        c->app->m.inflight--;
     c->state = C_CLOSING;
     update_reading(c);
     flush_client(c);
 }
 
+static void client_error(struct client *c, int status, unsigned retry_after)
+{
+    client_error_body(c, status, retry_after, NULL, 0);
+}
+
+/* 503. While the app backs off after failed starts, the answer says so (app, reason, when it is tried
+ * again, also as Retry-After) instead of the bare status. */
+static void client_unavailable(struct client *c)
+{
+    struct app_rt *a = c->app;
+    uint64_t left = a ? kago__pool_backoff_left(&a->pool, kago__serve_now_ms()) : 0;
+    if (!left) {
+        client_error(c, 503, 1);
+        return;
+    }
+    unsigned secs = (unsigned)((left + 999) / 1000);
+    char body[768];
+    int n = snprintf(body, sizeof(body),
+                     "app %s is not started: %u failed start%s in a row, next try in %u s: %s\n", a->app.name,
+                     a->pool.fail_streak, a->pool.fail_streak == 1 ? "" : "s", secs,
+                     a->start_error ? a->start_error : "unknown error");
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof(body)) { /* cut a long reason, keep the newline */
+        n = sizeof(body) - 1;
+        body[n - 1] = '\n';
+    }
+    client_error_body(c, 503, secs, body, (size_t)n);
+}
+
 void kago__client_reject(struct client *c, int status)
 {
-    client_error(c, status, 1);
+    if (status == 503)
+        client_unavailable(c);
+    else
+        client_error(c, status, 1);
 }
 
 /* --- reading --------------------------------------------------------------------------------- */
@@ -270,7 +307,7 @@ static void client_dispatch(struct client *c)
     if (pi)
         kago__client_attach(c, pi);
     else if (!held && c->state == C_HELD)
-        client_error(c, 503, 1);
+        client_unavailable(c);
     update_reading(c);
 }
 

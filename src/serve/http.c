@@ -460,14 +460,20 @@ const char *kago__http_reason(int status)
 
 void kago__http_error(struct sbuf *out, int status, bool close, unsigned retry_after)
 {
+    kago__http_error_body(out, status, close, retry_after, NULL, 0);
+}
+
+void kago__http_error_body(struct sbuf *out, int status, bool close, unsigned retry_after, const char *body,
+                           size_t len)
+{
     const char *reason = kago__http_reason(status);
-    size_t body = 4 + strlen(reason) + 1; /* "NNN reason\n" */
+    size_t blen = body ? len : 4 + strlen(reason) + 1; /* "NNN reason\n" */
     sbuf_add(out, "HTTP/1.1 ", 9);
     sbuf_addu(out, status, 10);
     sbuf_add(out, " ", 1);
     sbuf_adds(out, reason);
     sbuf_adds(out, "\r\nServer: kago\r\nContent-Type: text/plain\r\nContent-Length: ");
-    sbuf_addu(out, body, 10);
+    sbuf_addu(out, blen, 10);
     if (retry_after) {
         sbuf_adds(out, "\r\nRetry-After: ");
         sbuf_addu(out, retry_after, 10);
@@ -475,6 +481,10 @@ void kago__http_error(struct sbuf *out, int status, bool close, unsigned retry_a
     if (close)
         sbuf_adds(out, "\r\nConnection: close");
     sbuf_add(out, "\r\n\r\n", 4);
+    if (body) {
+        sbuf_add(out, body, len);
+        return;
+    }
     sbuf_addu(out, status, 10);
     sbuf_add(out, " ", 1);
     sbuf_adds(out, reason);

@@ -86,6 +86,9 @@ void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const st
 
 /* Writes a complete small error response (status line, headers, short text body). */
 void kago__http_error(struct sbuf *out, int status, bool close, unsigned retry_after);
+/* The same with body (len bytes, text/plain) instead of "NNN Reason\n"; body NULL: that default. */
+void kago__http_error_body(struct sbuf *out, int status, bool close, unsigned retry_after, const char *body,
+                           size_t len);
 const char *kago__http_reason(int status);
 
 /* Host routing key: lower-cases and strips the port; returns the length written (0 = invalid). */

@@ -11,7 +11,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <kago/checkpoint.h>
@@ -42,6 +44,7 @@ struct pool_cfg kago__serve_pool_cfg(const struct kago_app *a)
         .max_pending = a->max_pending,
         .freeze = a->idle_action == KAGO_IDLE_FREEZE,
         .freeze_ms = a->freeze_for_ms,
+        .backoff_max_ms = a->max_backoff_ms,
     };
 }
 
@@ -57,6 +60,7 @@ void kago__instance_unref(struct instance *inst)
 {
     if (!inst->removed || inst->nconns || inst->handles || inst->refs)
         return;
+    free(inst->start_error);
     free(inst);
 }
 
@@ -96,6 +100,8 @@ void kago__instance_probe_result(struct instance *inst, int status)
     }
     if (inst->pi->state != POOL_STARTING)
         return;
+    inst->probe_fails++;
+    inst->probe_err = status;
     uv_timer_start(&inst->probe, on_probe_timer, probe_delay(inst), 0);
 }
 
@@ -124,9 +130,15 @@ bool kago__instance_check_exit(struct instance *inst)
 
 static void delete_container(struct instance *inst);
 
+static bool exit_reason(struct instance *inst, char *buf, size_t n);
+
+/* The container could not be made (or watched): the pool reports it (op_start_failed) with this reason,
+ * or with how its process ended when it is gone already (its namespace could not be opened). */
 static void start_failed(struct app_rt *a, struct instance *inst, struct kago_error *err)
 {
-    fprintf(stderr, "kago serve: app %s: start %s: %s\n", a->app.name, inst->name, err ? err->msg : "failed");
+    char why[256];
+    free(inst->start_error);
+    inst->start_error = xstrdup(exit_reason(inst, why, sizeof(why)) ? why : err ? err->msg : "failed");
     kago_error_free(err);
     kago__pool_exited(&a->pool, inst->pi, kago__serve_now_ms()); /* removes (and frees) inst */
 }
@@ -418,9 +430,6 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     struct app_rt *a = p->data;
     inst->pi = NULL;
     inst->removed = true;
-    if (pi->failed)
-        fprintf(stderr, "kago serve: app %s: instance %s never became ready (start failure)\n", a->app.name,
-                inst->name);
     /* Clients on it: a request not yet sent is tried elsewhere, the others get 502. */
     while (inst->conns) {
         struct upconn *u = inst->conns;
@@ -488,6 +497,84 @@ static int op_thaw(struct pool *p, struct pool_inst *pi)
     return us > INT32_MAX ? INT32_MAX : (int)us;
 }
 
+/* "10 s", "1.5 s", "250 ms" */
+static const char *fmt_ms(char *buf, size_t n, uint64_t ms)
+{
+    if (ms < 1000)
+        snprintf(buf, n, "%llu ms", (unsigned long long)ms);
+    else if (ms % 1000 == 0)
+        snprintf(buf, n, "%llu s", (unsigned long long)(ms / 1000));
+    else
+        snprintf(buf, n, "%.1f s", ms / 1000.0);
+    return buf;
+}
+
+/* Why inst, whose process exited before it was ready, failed: how it ended, if it was kago's child.
+ * Returns false when its process has not exited (or that cannot be told). */
+static bool exit_reason(struct instance *inst, char *buf, size_t n)
+{
+    siginfo_t si = {0};
+    int fd = inst->c ? kago_container_pidfd(inst->c) : -1;
+    snprintf(buf, n, "it exited before it became ready");
+    if (fd < 0 ||
+        waitid((idtype_t)3 /* P_PIDFD, Linux 5.4 */, (id_t)fd, &si, WEXITED | WNOHANG | WNOWAIT) < 0 ||
+        si.si_pid == 0)
+        return false;
+    if (si.si_code == CLD_EXITED)
+        snprintf(buf, n, "it exited with status %d before it became ready%s", si.si_status,
+                 si.si_status == 127   ? " (command not found?)"
+                 : si.si_status == 126 ? " (not executable?)"
+                                       : "");
+    else
+        snprintf(buf, n, "it was killed by signal %d (%s) before it became ready", si.si_status,
+                 strsignal(si.si_status));
+    return true;
+}
+
+/* What was waited for when a start timed out: the setup, the restore, the port, or connects. */
+static void timeout_reason(struct app_rt *a, struct instance *inst, char *buf, size_t n)
+{
+    char t[32];
+    fmt_ms(t, sizeof(t), a->pool.cfg.start_timeout_ms);
+    unsigned port = a->app.port;
+    if (inst->creating)
+        snprintf(buf, n, "never became ready in %s: its container was still being set up", t);
+    else if (inst->restoring)
+        snprintf(buf, n, "never became ready in %s: its restore from %s was still running", t, a->image_root);
+    else if (a->ckpt_inst == inst && a->app.checkpoint_at_listen)
+        snprintf(buf, n, "never became ready in %s: nothing listened on port %u inside its network namespace",
+                 t, port);
+    else if (inst->probe_fails)
+        snprintf(
+            buf, n,
+            "never became ready in %s: no answer on 127.0.0.1:%u inside its network namespace (%s %u times)",
+            t, port, uv_strerror(inst->probe_err), inst->probe_fails);
+    else
+        snprintf(buf, n, "never became ready in %s: no answer on 127.0.0.1:%u inside its network namespace",
+                 t, port);
+}
+
+/* One line per failed start: the reason, and how long the app backs off; the reason is kept for the
+ * 503s answered meanwhile and for /ps. */
+static void op_start_failed(struct pool *p, struct pool_inst *pi, enum pool_fail why, uint64_t delay_ms)
+{
+    struct instance *inst = pi->data;
+    struct app_rt *a = p->data;
+    char reason[640], d[32];
+    if (inst->start_error)
+        snprintf(reason, sizeof(reason), "%s", inst->start_error);
+    else if (why == POOL_FAIL_TIMEOUT)
+        timeout_reason(a, inst, reason, sizeof(reason));
+    else
+        exit_reason(inst, reason, sizeof(reason));
+    free(a->start_error);
+    a->start_error = xstrdup(reason);
+    fprintf(stderr,
+            "kago serve: app %s: instance %s failed to start (%u in a row): %s; next start in %s at the "
+            "earliest\n",
+            a->app.name, inst->name, p->fail_streak, reason, fmt_ms(d, sizeof(d), delay_ms));
+}
+
 const struct pool_ops kago__serve_pool_ops = {
     .start = op_start,
     .dispatch = op_dispatch,
@@ -497,6 +584,7 @@ const struct pool_ops kago__serve_pool_ops = {
     .remove = op_remove,
     .freeze = op_freeze,
     .thaw = op_thaw,
+    .start_failed = op_start_failed,
 };
 
 /* --- the CRIU tier ------------------------------------------------------------------------------- */

@@ -13,9 +13,6 @@ const double kago__pool_hist_bounds_ms[POOL_HIST_BUCKETS] = {2,   5,   10,  20, 
 const double kago__pool_thaw_bounds_ms[POOL_HIST_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1,    2,
                                                              5,    10,  25,   100, 1000, 1e300};
 
-/* After a start fails, wait this long before trying again, so a broken app does not spin. */
-#define RESTART_BACKOFF_MS 250
-
 static void maybe_scale(struct pool *p, uint64_t now);
 static void dispatch_waiters(struct pool *p, uint64_t now);
 
@@ -35,6 +32,8 @@ void kago__pool_configure(struct pool *p, const struct pool_cfg *cfg, uint64_t n
         p->cfg.max = 1;
     if (p->cfg.min > p->cfg.max)
         p->cfg.min = p->cfg.max;
+    if (p->cfg.backoff_max_ms == 0)
+        p->cfg.backoff_max_ms = POOL_BACKOFF_MAX_MS;
     if (now)
         maybe_scale(p, now);
 }
@@ -230,6 +229,52 @@ static void maybe_scale(struct pool *p, uint64_t now)
     }
 }
 
+/* An instance that is ready (or busy, or starting) will take held requests later. */
+static bool has_capacity(const struct pool *p)
+{
+    for (const struct pool_inst *i = p->insts; i; i = i->next)
+        if (i->state == POOL_READY || i->state == POOL_STARTING)
+            return true;
+    return false;
+}
+
+uint64_t kago__pool_backoff_left(const struct pool *p, uint64_t now)
+{
+    return p->fail_streak && now < p->retry_at && !has_capacity(p) ? p->retry_at - now : 0;
+}
+
+static uint64_t backoff_delay(const struct pool *p)
+{
+    unsigned shift = p->fail_streak > 1 ? p->fail_streak - 1 : 0;
+    uint64_t d = shift >= 20 ? p->cfg.backoff_max_ms : (uint64_t)POOL_BACKOFF_MIN_MS << shift;
+    return d < p->cfg.backoff_max_ms ? d : p->cfg.backoff_max_ms;
+}
+
+static void reject_all(struct pool *p)
+{
+    while (p->queue.next != &p->queue) {
+        struct pool_waiter *w = p->queue.next;
+        unqueue(p, w);
+        p->rejected++;
+        p->ops->reject(p, w, 503);
+    }
+}
+
+/* i never became ready: count it, back off, and answer the held requests at once when no other
+ * instance will take them (they would only wait for start_timeout). */
+static void start_failed(struct pool *p, struct pool_inst *i, enum pool_fail why, uint64_t now)
+{
+    i->failed = true;
+    p->start_failures++;
+    p->fail_streak++;
+    uint64_t delay = backoff_delay(p);
+    p->retry_at = now + delay;
+    if (p->ops->start_failed)
+        p->ops->start_failed(p, i, why, delay);
+    if (!has_capacity(p))
+        reject_all(p);
+}
+
 /* Held requests go to ready instances with room below concurrency, oldest first. */
 static void dispatch_waiters(struct pool *p, uint64_t now)
 {
@@ -267,7 +312,8 @@ struct pool_inst *kago__pool_request(struct pool *p, struct pool_waiter *w, uint
         maybe_scale(p, now);
         return i;
     }
-    if (p->npending >= p->cfg.max_pending) {
+    /* Backing off with nothing that could take it: answer now rather than after start_timeout. */
+    if (p->npending >= p->cfg.max_pending || kago__pool_backoff_left(p, now)) {
         p->rejected++;
         return NULL;
     }
@@ -295,7 +341,7 @@ void kago__pool_ready(struct pool *p, struct pool_inst *i, uint64_t now)
         return;
     i->state = POOL_READY;
     i->ready_at = i->last_active = now;
-    p->retry_at = 0;
+    /* (retry_at stays: no more starts until then; fail_streak until it has served a while) */
     double ms = (double)(now - i->created);
     if (i->tier == POOL_TIER_RESTORE) {
         p->restores++;
@@ -317,12 +363,8 @@ void kago__pool_exited(struct pool *p, struct pool_inst *i, uint64_t now)
             *pp = i->next;
             break;
         }
-    if (i->state == POOL_STARTING && !i->failed) {
-        i->failed = true;
-        p->start_failures++;
-    }
-    if (i->failed)
-        p->retry_at = now + RESTART_BACKOFF_MS;
+    if (i->state == POOL_STARTING && !i->failed && !p->stopping)
+        start_failed(p, i, POOL_FAIL_EXITED, now);
     p->ops->remove(p, i);
     free(i);
     if (!p->stopping) {
@@ -343,21 +385,23 @@ static void expire_waiters(struct pool *p, uint64_t now)
 
 void kago__pool_tick(struct pool *p, uint64_t now)
 {
-    expire_waiters(p, now);
     unsigned active = kago__pool_count(p, POOL_READY) + kago__pool_count(p, POOL_STARTING);
     for (struct pool_inst *i = p->insts; i; i = i->next) {
         switch (i->state) {
         case POOL_STARTING:
             if (now - i->created >= p->cfg.start_timeout_ms) {
-                i->failed = true;
-                p->start_failures++;
                 i->state = POOL_STOPPING;
                 i->term_at = now;
                 active--;
+                start_failed(p, i, POOL_FAIL_TIMEOUT, now);
                 kill_inst(p, i);
             }
             break;
         case POOL_READY:
+            /* ready a while, and no start failed meanwhile: the crash loop is over */
+            if (p->fail_streak && now - i->ready_at >= POOL_BACKOFF_RESET_MS &&
+                now >= p->retry_at + POOL_BACKOFF_RESET_MS)
+                p->fail_streak = 0;
             if (i->busy)
                 break;
             if (i->generation != p->generation ||
@@ -394,6 +438,8 @@ void kago__pool_tick(struct pool *p, uint64_t now)
             break;
         }
     }
+    /* after the starts that timed out: their held requests are told why (see start_failed) */
+    expire_waiters(p, now);
     maybe_scale(p, now);
 }
 
@@ -408,6 +454,8 @@ void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now)
 void kago__pool_new_generation(struct pool *p, uint64_t now)
 {
     p->generation++;
+    p->fail_streak = 0; /* a new container (a deploy) is tried at once */
+    p->retry_at = 0;
     /* a start of the old container is abandoned: what waits for it is served by a new one */
     for (struct pool_inst *i = p->insts; i; i = i->next)
         if (i->state == POOL_STARTING) {
@@ -431,12 +479,7 @@ void kago__pool_set_busy(struct pool *p, struct pool_inst *i, bool busy, uint64_
 void kago__pool_stop(struct pool *p, uint64_t now)
 {
     p->stopping = true;
-    while (p->queue.next != &p->queue) {
-        struct pool_waiter *w = p->queue.next;
-        unqueue(p, w);
-        p->rejected++;
-        p->ops->reject(p, w, 503);
-    }
+    reject_all(p);
     for (struct pool_inst *i = p->insts; i; i = i->next) {
         if (i->state == POOL_STARTING) {
             i->state = POOL_STOPPING;

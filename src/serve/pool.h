@@ -18,9 +18,21 @@ enum pool_tier { POOL_TIER_COLD, POOL_TIER_RESTORE, POOL_NTIERS };
 struct pool_cfg {
     uint64_t lifetime_ms, idle_ms, start_timeout_ms, stop_grace_ms;
     unsigned min, max, concurrency, max_pending;
-    bool freeze;        /* idle instances are frozen instead of drained */
-    uint64_t freeze_ms; /* then stopped after this long frozen; 0 = only by lifetime or memory budget */
+    bool freeze;             /* idle instances are frozen instead of drained */
+    uint64_t freeze_ms;      /* then stopped after this long frozen; 0 = only by lifetime or memory budget */
+    uint64_t backoff_max_ms; /* cap of the delay after failed starts (0: POOL_BACKOFF_MAX_MS) */
 };
+
+/* Crash-loop backoff: after the n-th failed start in a row the app is not started again for
+ * min(POOL_BACKOFF_MIN_MS << (n - 1), backoff_max_ms); the count is reset once an instance stayed
+ * ready for POOL_BACKOFF_RESET_MS with no failure meanwhile, or when the app's container changes (a
+ * reload). Only starts count: an instance that exits after it was ready is no failed start. */
+#define POOL_BACKOFF_MIN_MS   1000
+#define POOL_BACKOFF_MAX_MS   (5 * 60 * 1000)
+#define POOL_BACKOFF_RESET_MS (10 * 1000)
+
+/* Why a start failed, for pool_ops.start_failed. */
+enum pool_fail { POOL_FAIL_EXITED, POOL_FAIL_TIMEOUT };
 
 struct pool_inst {
     struct pool_inst *next;
@@ -64,6 +76,10 @@ struct pool_ops {
     /* Thaw i's cgroup. Returns the microseconds the thaw took (>= 0), or < 0 when it could not (then
      * i is killed). */
     int (*thaw)(struct pool *p, struct pool_inst *i);
+    /* Optional: the start of i failed (i is still linked when why is POOL_FAIL_TIMEOUT, being killed);
+     * the app backs off for delay_ms (p->fail_streak counts this failure). Called before held
+     * requests are rejected, so the caller can record the reason they are told. */
+    void (*start_failed)(struct pool *p, struct pool_inst *i, enum pool_fail why, uint64_t delay_ms);
 };
 
 #define POOL_HIST_BUCKETS 12
@@ -77,9 +93,10 @@ struct pool {
     struct pool_inst *insts;
     struct pool_waiter queue; /* sentinel of the FIFO of held requests */
     unsigned npending;
-    bool stopping;       /* pool_stop was called: drain everything, start nothing */
-    unsigned generation; /* bumped when the app's container changes: older instances are retired */
-    uint64_t retry_at;   /* no start before this (backoff after a failed start) */
+    bool stopping;        /* pool_stop was called: drain everything, start nothing */
+    unsigned generation;  /* bumped when the app's container changes: older instances are retired */
+    uint64_t retry_at;    /* no start before this (backoff after a failed start) */
+    unsigned fail_streak; /* failed starts in a row (see POOL_BACKOFF_MIN_MS) */
     /* counters for metrics */
     uint64_t cold_starts, start_failures, rejected;
     uint64_t cold_hist[POOL_HIST_BUCKETS];
@@ -132,6 +149,10 @@ void kago__pool_configure(struct pool *p, const struct pool_cfg *cfg, uint64_t n
  * Returns how many were stopped. */
 unsigned kago__pool_enforce_budget(struct pool *const *pools, size_t n, uint64_t budget, uint64_t now);
 uint64_t kago__pool_frozen_bytes(const struct pool *p);
+
+/* Milliseconds until the app may be started again after failed starts, while no instance is ready or
+ * starting (then requests are refused with 503 at once); 0 when it is not backing off. */
+uint64_t kago__pool_backoff_left(const struct pool *p, uint64_t now);
 
 unsigned kago__pool_count(const struct pool *p, enum pool_state s);
 bool kago__pool_empty(const struct pool *p);

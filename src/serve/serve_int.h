@@ -54,6 +54,7 @@ struct app_rt {
     char *image_root;       /* <root>/images/<app> */
     unsigned images_pruned; /* generations below this have no image left */
     unsigned restore_fail_streak;
+    char *start_error;          /* why the last start failed (NULL: none did), for 503s and /ps */
     struct instance *ckpt_inst; /* chosen for the checkpoint (its upstream sockets closing), or in it */
 };
 
@@ -68,6 +69,9 @@ struct instance {
     uv_poll_t pidpoll;
     uv_timer_t probe;
     uint64_t probe_t0;    /* when readiness checks began */
+    unsigned probe_fails; /* readiness checks that failed, the last with probe_err (a UV_E* code) */
+    int probe_err;
+    char *start_error;    /* why it could not be made (owned), for the start failure's report */
     struct upconn *idle;  /* keep-alive connections ready for a request */
     struct upconn *conns; /* every connection (for closing at exit) */
     unsigned nconns;

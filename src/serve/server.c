@@ -348,6 +348,7 @@ static void free_app(struct app_rt *a)
 {
     remove_image(a->srv, a);
     free(a->image_root);
+    free(a->start_error);
     kago__pool_free(&a->pool);
     kago_app_free(&a->app);
     free(a);
@@ -570,8 +571,12 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     size_t napps = 0;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         napps++;
-    fprintf(stderr, "kago serve: %zu apps from %s, listening on http://%s, admin on http://%s\n", napps,
-            o->config_dir, o->listen, o->admin ? o->admin : "off");
+    if (srv->admin.tcp.data)
+        fprintf(stderr, "kago serve: %zu apps from %s, listening on http://%s, admin on http://%s\n", napps,
+                o->config_dir, o->listen, o->admin);
+    else
+        fprintf(stderr, "kago serve: %zu apps from %s, listening on http://%s, admin listener off\n", napps,
+                o->config_dir, o->listen);
     /* min_instances: start the standbys now rather than at the first tick */
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__pool_tick(&a->pool, kago__serve_now_ms());

@@ -265,6 +265,19 @@ CONFORMANCE = [
     ("process.capabilities", _set("process.capabilities", {k: ["CAP_CHOWN", "CAP_KILL"] for k in
                                                            ("bounding", "effective", "permitted")}),
      "grep CapEff /proc/self/status | tr -d '\\t'", "CapEff:0000000000000021"),
+    ("process.capabilities five sets", lambda c: (
+        _set("process.user", {"uid": 1000, "gid": 1000})(c),
+        _set("process.capabilities", {"bounding": ["CAP_CHOWN", "CAP_KILL"], "effective": ["CAP_KILL"],
+                                      "permitted": ["CAP_CHOWN", "CAP_KILL"], "inheritable": ["CAP_KILL"],
+                                      "ambient": ["CAP_KILL"]})(c)),
+     "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status | tr -d '\t' | tr '\n' ' '",
+     # a non-root command keeps across exec only what is ambient (KILL, bit 5); CHOWN stays in bounding
+     "CapInh:0000000000000020 CapPrm:0000000000000020 CapEff:0000000000000020 CapBnd:0000000000000021 "
+     "CapAmb:0000000000000020"),
+    ("process.capabilities no ambient", lambda c: (
+        _set("process.user", {"uid": 1000, "gid": 1000})(c),
+        _set("process.capabilities", {k: ["CAP_KILL"] for k in ("bounding", "effective", "permitted")})(c)),
+     "grep -E '^CapEff' /proc/self/status | tr -d '\t'", "CapEff:0000000000000000"),
     ("process.env", _set("process.env", ["A=1", "PATH=/bin"]), "echo $A", "1"),
     ("linux.maskedPaths", _set("linux.maskedPaths", ["/proc/timer_list", "/proc/acpi"]),
      "wc -c < /proc/timer_list", "0"),
@@ -287,6 +300,14 @@ CONFORMANCE = [
      "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
      "echo 1 > /sys/fs/cgroup/pids/pids.max 2>/dev/null || echo 1 > /sys/fs/cgroup/pids.max 2>/dev/null "
      "|| echo ro", f"{48 << 20} ro"),
+    ("devices: no mknod by default", _mount({"destination": "/t", "type": "tmpfs", "source": "tmpfs"}),
+     "mknod /t/n c 4 1 2>/dev/null && echo made || echo denied", "denied"),
+    ("devices: c *:* m", lambda c: (
+        _mount({"destination": "/t", "type": "tmpfs", "source": "tmpfs"})(c),
+        _set("linux.resources", {"devices": [{"allow": False, "access": "rwm"},
+                                             {"allow": True, "type": "c", "access": "m"}]})(c)),
+     # made, but not opened: the rule allows mknod only (and the tmpfs is nodev)
+     "mknod /t/n c 4 1 && echo made; echo x > /t/n 2>/dev/null || echo closed", "made closed"),
     ("linux.resources.cpu", _set("linux.resources", {"cpu": {"quota": 20000, "period": 100000}}),
      "echo ok", "ok"),   # the host side is checked below (the cgroup file)
 ]

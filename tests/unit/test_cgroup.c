@@ -402,7 +402,7 @@ static void test_v1_fake(void)
     ok(cg.ops->apply(&cg, &l, &e) < 0 && err_has(&e, "invalid key \"nodot\""),
        "v1 raw key without a controller");
 
-    ok(cg.ops->devices(&cg, &e) == 0, "v1 devices");
+    ok(cg.ops->devices(&cg, 0, &e) == 0, "v1 devices");
     is_str(get(pathf("%s/devices.deny", D("devices"))), "a", "v1 devices.deny a");
     is_str(get(pathf("%s/devices.allow", D("devices"))), "c 136:* rwm", "v1 devices.allow, last rule pts");
 
@@ -578,7 +578,7 @@ static void test_v1_real(void)
     ok(cg.ops->apply(&cg, &l, &e) < 0 && err_is(&e, "cpuset 100000: no such CPU"),
        "real: cpuset of a missing CPU");
 
-    ok(cg.ops->devices(&cg, &e) == 0, "real: devices");
+    ok(cg.ops->devices(&cg, 0, &e) == 0, "real: devices");
     is_str(get(R("devices", "devices.list")),
            "c 1:3 rwm\nc 1:5 rwm\nc 1:7 rwm\nc 1:8 rwm\nc 1:9 rwm\nc 5:0 rwm\nc 5:2 rwm\nc 136:* rwm\n",
            "real: devices.list is the minimal set");

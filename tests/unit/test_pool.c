@@ -8,7 +8,9 @@
 
 /* A recording driver: every action the pool asks for lands here. */
 static struct {
-    unsigned starts, dispatched, rejected, drains, terms, kills, removes, freezes, thaws;
+    unsigned starts, dispatched, rejected, drains, terms, kills, removes, freezes, thaws, failed;
+    enum pool_fail last_fail;
+    uint64_t last_delay;
     uint64_t freeze_bytes; /* what a freeze reports as the instance's memory */
     bool fail_thaw;
     struct pool_inst *last_start, *last_dispatch_inst;
@@ -68,8 +70,14 @@ static int op_thaw(struct pool *p, struct pool_inst *i)
     rec.thaws++;
     return 80; /* us */
 }
-static const struct pool_ops ops = {op_start,  op_dispatch, op_reject, op_drain,
-                                    op_signal, op_remove,   op_freeze, op_thaw};
+static void op_start_failed(struct pool *p, struct pool_inst *i, enum pool_fail why, uint64_t delay_ms)
+{
+    rec.failed++;
+    rec.last_fail = why;
+    rec.last_delay = delay_ms;
+}
+static const struct pool_ops ops = {op_start,  op_dispatch, op_reject, op_drain,       op_signal,
+                                    op_remove, op_freeze,   op_thaw,   op_start_failed};
 
 static const struct pool_cfg base = {
     .lifetime_ms = 60000,
@@ -273,7 +281,7 @@ static void test_min_warm_and_failures(void)
     kago__pool_tick(&p, 60001);
     ok(rec.drains == 1 && rec.starts == 2, "lifetime recycles it and a new standby starts");
 
-    /* A start that fails at once must not spin: back off. */
+    /* A start that fails at once must not spin: back off, and answer the held request at once. */
     kago__pool_free(&p);
     reset(&p, &base);
     rec.fail_on_start = true;
@@ -282,12 +290,21 @@ static void test_min_warm_and_failures(void)
     rec.now = 100;
     kago__pool_request(&p, &w, 100, &held);
     ok(rec.starts == 1 && p.start_failures == 1, "failed start counted once");
+    ok(rec.failed == 1 && rec.last_fail == POOL_FAIL_EXITED && rec.last_delay == 1000,
+       "reported: backs off 1 s");
+    ok(rec.rejected == 1 && rec.last_reject == 503 && !w.queued && p.npending == 0,
+       "the held request is answered at once, not after start_timeout");
     kago__pool_tick(&p, 200);
     ok(rec.starts == 1, "no retry within the backoff");
-    rec.now = 400;
-    kago__pool_tick(&p, 400);
-    ok(rec.starts == 2, "retried after the backoff");
-    kago__pool_cancel(&p, &w);
+    struct pool_waiter w2 = {0};
+    ok(!kago__pool_request(&p, &w2, 200, &held) && !held && rec.starts == 1,
+       "a request meanwhile is refused at once, without a start");
+    kago__pool_tick(&p, 5000);
+    ok(rec.starts == 1, "no start after the backoff without a request (nothing spins)");
+    rec.fail_on_start = false;
+    kago__pool_request(&p, &w2, 5000, &held);
+    ok(held && rec.starts == 2, "after the backoff a request starts it again");
+    kago__pool_cancel(&p, &w2);
     ok(p.npending == 0, "cancel removes a held request");
     kago__pool_free(&p);
 }
@@ -528,6 +545,65 @@ static void test_new_generation(void)
     kago__pool_free(&p);
 }
 
+/* Crash-loop backoff: doubling from 1 s to the cap, refusals meanwhile, reset by serving a while or a
+ * new container; a timeout with another instance up keeps the held requests. */
+static void test_backoff(void)
+{
+    struct pool p;
+    struct pool_cfg cfg = base;
+    cfg.backoff_max_ms = 8000;
+    cfg.idle_ms = 0;
+    reset(&p, &cfg);
+    rec.fail_on_start = true;
+    bool held;
+    struct pool_waiter w = {0};
+    uint64_t now = 0, want[] = {1000, 2000, 4000, 8000, 8000};
+    for (int k = 0; k < 5; k++) {
+        now += 10000;
+        rec.now = now;
+        kago__pool_request(&p, &w, now, &held);
+        ok(rec.starts == (unsigned)k + 1 && rec.last_delay == want[k] && p.fail_streak == (unsigned)k + 1,
+           "failure %d backs off %llu ms", k + 1, (unsigned long long)rec.last_delay);
+    }
+    ok(kago__pool_backoff_left(&p, now + 7999) == 1 && kago__pool_backoff_left(&p, now + 8000) == 0,
+       "backoff_left counts down to 0");
+    /* it works again: ready resets retry_at, and the streak after 10 s of serving */
+    rec.fail_on_start = false;
+    now += 8000;
+    kago__pool_request(&p, &w, now, &held);
+    kago__pool_ready(&p, rec.last_start, now + 5);
+    ok(rec.dispatched == 1 && kago__pool_backoff_left(&p, now + 5) == 0 && p.fail_streak == 5,
+       "a ready instance ends the backoff; the streak stays for now");
+    kago__pool_done(&p, rec.last_start, now + 6);
+    kago__pool_tick(&p, now + 5 + POOL_BACKOFF_RESET_MS);
+    ok(p.fail_streak == 0, "reset once it stayed ready for POOL_BACKOFF_RESET_MS");
+    /* a second instance times out while the first serves: requests wait for the first */
+    struct pool_inst *first = rec.last_start;
+    struct pool_waiter ws[3] = {{0}};
+    now += 20000;
+    for (int k = 0; k < 3; k++)
+        kago__pool_request(&p, &ws[k], now, &held);
+    ok(rec.starts == 7 && p.npending == 1, "concurrency 2: the third waits, a second instance starts");
+    unsigned rejected = rec.rejected;
+    kago__pool_tick(&p, now + cfg.start_timeout_ms);
+    ok(rec.last_fail == POOL_FAIL_TIMEOUT && p.fail_streak == 1 && rec.kills == 1,
+       "a readiness timeout fails it");
+    ok(!ws[2].queued && rec.rejected == rejected + 1, "the request held as long as start_timeout gets 503");
+    struct pool_waiter w4 = {0};
+    uint64_t t = now + cfg.start_timeout_ms + 1;
+    ok(!kago__pool_request(&p, &w4, t, &held) && held && rec.starts == 7,
+       "with a ready instance a request is held for it (no refusal, no start during the backoff)");
+    kago__pool_done(&p, first, t);
+    ok(rec.last_dispatch == &w4, "and gets it");
+    /* a new container (reload) is tried at once */
+    kago__pool_new_generation(&p, now + cfg.start_timeout_ms + 2);
+    ok(p.fail_streak == 0 && kago__pool_backoff_left(&p, now + cfg.start_timeout_ms + 2) == 0,
+       "a new generation resets the backoff");
+    while (p.insts)
+        kago__pool_exited(&p, p.insts, now + cfg.start_timeout_ms + 3);
+    kago__pool_free(&p);
+}
+
 int main(void)
 {
     test_cold_start_hold_dispatch();
@@ -543,5 +619,6 @@ int main(void)
     test_freeze_expiry_and_lifetime();
     test_frozen_budget();
     test_new_generation();
+    test_backoff();
     return tap_done();
 }
