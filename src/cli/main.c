@@ -81,17 +81,23 @@ int cli_fail(struct kago_error *err)
     return 1;
 }
 
+/* "kago: [warning: ]MSG" on stderr, and a line of that level in the --log file. */
+static void report(const char *level, const char *fmt, va_list ap)
+{
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    fprintf(stderr, "kago: %s%s\n", strcmp(level, "warning") ? "" : "warning: ", msg ? msg : fmt);
+    log_line(level, msg ? msg : fmt);
+    free(msg);
+}
+
 int cli_errorf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *msg = NULL;
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    report("error", fmt, ap);
     va_end(ap);
-    fprintf(stderr, "kago: %s\n", msg ? msg : fmt);
-    log_line("error", msg ? msg : fmt);
-    free(msg);
     return 1;
 }
 
@@ -99,13 +105,8 @@ void cli_warnf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *msg = NULL;
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    report("warning", fmt, ap);
     va_end(ap);
-    fprintf(stderr, "kago: warning: %s\n", msg ? msg : fmt);
-    log_line("warning", msg ? msg : fmt);
-    free(msg);
 }
 
 int cli_usage(const char *verb, const char *fmt, ...)
