@@ -29,6 +29,9 @@ struct kago_app {
     uint64_t freeze_for_ms;            /* KAGO_IDLE_FREEZE: stay frozen this long, then stop */
     bool checkpoint_after_ready;       /* CRIU tier: image the first ready instance */
     bool checkpoint_at_listen;         /* CRIU tier: image it when its socket starts listening */
+    uint64_t log_size;                 /* instances' output: rotate <root>/logs/<app>/current.log at this
+                                          size (bytes); default 10 MiB */
+    unsigned log_keep;                 /* files kept, current.log included (1-100); default 3 */
 };
 
 /* Fills app with the documented defaults (and spec with kago_spec_init's). */

@@ -39,6 +39,7 @@ CLI_VERB(resume);
 CLI_VERB(stats);
 CLI_VERB(serve);
 CLI_VERB(ps);
+CLI_VERB(logs);
 /* `kago run Kagofile [NAME...]`: run.c hands over when its first argument is a file. */
 CLI_VERB(run_kagofile);
 CLI_VERB(check);

@@ -35,6 +35,7 @@ static const struct verb verbs[] = {
     {"reload", cli_reload, "re-apply a container's Kagofile: limits and hooks, live"},
     {"serve", cli_serve, "the FastContainer proxy: start app containers on request (docs/serve.md)"},
     {"ps", cli_ps, "apps and instances of the running kago serve"},
+    {"logs", cli_logs, "the output of a served app's instances (kago serve's per-app logs)"},
     {"checkpoint", cli_checkpoint, "write a CRIU image of a running container"},
     {"restore", cli_restore, "start a container from a checkpoint image"},
     {"image", cli_image, "OCI images: import, list, inspect, rm, prune (docs/images.md)"},
@@ -82,6 +83,7 @@ int cli_fail(struct kago_error *err)
 }
 
 /* "kago: [warning: ]MSG" on stderr, and a line of that level in the --log file. */
+static void report(const char *level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void report(const char *level, const char *fmt, va_list ap)
 {
     char *msg = NULL;

@@ -30,6 +30,7 @@ CLI_VERB(serve)
         {"response-timeout", required_argument, NULL, 'R'},
         {"no-cold-start-header", no_argument, NULL, 'N'},
         {"frozen-memory-budget", required_argument, NULL, 'F'},
+        {"drain-timeout", required_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -73,6 +74,10 @@ CLI_VERB(serve)
         case 'N':
             o.cold_start_header = false;
             break;
+        case 'D':
+            if (parse_ms("serve", optarg, &o.drain_timeout_ms))
+                return 1;
+            break;
         case 'F': {
             struct kago_error *err = NULL;
             int64_t bytes;
@@ -86,7 +91,8 @@ CLI_VERB(serve)
                    "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
                    "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout "
                    "60s]\n"
-                   "                  [--no-cold-start-header] [--frozen-memory-budget 1G]\n"
+                   "                  [--no-cold-start-header] [--frozen-memory-budget 1G] [--drain-timeout "
+                   "10s]\n"
                    "See docs/serve.md.\n");
             return 0;
         default:

@@ -1075,6 +1075,31 @@ static mrb_value app_idle(mrb_state *mrb, mrb_value self)
     return self;
 }
 
+/* log size: "10M", keep: 3 (size NULL or keep -1: unchanged) */
+static mrb_value app_log(mrb_state *mrb, mrb_value self)
+{
+    const char *size;
+    mrb_int keep;
+    mrb_get_args(mrb, "z!i", &size, &keep);
+    struct kago_app *a = &app_of(mrb, self)->app;
+    if (size) {
+        int64_t b;
+        struct kago_error *err = NULL;
+        if (kago_parse_size(size, &b, &err) < 0)
+            kf_raise_error(mrb, "log size", err);
+        if (b < 0)
+            mrb_raisef(mrb, E_ARGUMENT_ERROR, "log size: \"%s\": give a size like \"10M\"", size);
+        if (b < 4096)
+            mrb_raisef(mrb, E_ARGUMENT_ERROR, "log size: \"%s\" is too small (at least 4K)", size);
+        a->log_size = (uint64_t)b;
+    }
+    if (keep > 100)
+        mrb_raisef(mrb, E_ARGUMENT_ERROR, "log keep: %d is too many files (at most 100)", (int)keep);
+    if (keep >= 1)
+        a->log_keep = (unsigned)keep;
+    return self;
+}
+
 /* --- definitions ------------------------------------------------------------------------------ */
 
 struct prim {
@@ -1153,11 +1178,17 @@ void kf_dsl_define(mrb_state *mrb)
     MRB_SET_INSTANCE_TT(app, MRB_TT_DATA);
     mrb_undef_class_method(mrb, app, "new");
     static const struct prim app_prims[] = {
-        {"_name", app_name, MRB_ARGS_NONE()},         {"_hosts", app_hosts, MRB_ARGS_REQ(1)},
-        {"_spec", app_spec, MRB_ARGS_NONE()},         {"_port", app_port, MRB_ARGS_REQ(1)},
-        {"_ms_field", app_ms_field, MRB_ARGS_REQ(2)}, {"_uint_field", app_uint_field, MRB_ARGS_REQ(2)},
-        {"_max_body", app_max_body, MRB_ARGS_REQ(1)}, {"_bool_field", app_bool_field, MRB_ARGS_REQ(2)},
-        {"_idle", app_idle, MRB_ARGS_REQ(2)},         {NULL, NULL, 0},
+        {"_name", app_name, MRB_ARGS_NONE()},
+        {"_hosts", app_hosts, MRB_ARGS_REQ(1)},
+        {"_spec", app_spec, MRB_ARGS_NONE()},
+        {"_port", app_port, MRB_ARGS_REQ(1)},
+        {"_ms_field", app_ms_field, MRB_ARGS_REQ(2)},
+        {"_uint_field", app_uint_field, MRB_ARGS_REQ(2)},
+        {"_max_body", app_max_body, MRB_ARGS_REQ(1)},
+        {"_bool_field", app_bool_field, MRB_ARGS_REQ(2)},
+        {"_idle", app_idle, MRB_ARGS_REQ(2)},
+        {"_log", app_log, MRB_ARGS_REQ(2)},
+        {NULL, NULL, 0},
     };
     define_all(mrb, app, app_prims, false);
 }

@@ -411,6 +411,15 @@ class Kago::AppSpec
     self
   end
 
+  # log size: "10M", keep: 3 — the instances' stdout and stderr, captured by kago serve into
+  # <root>/logs/<app>/current.log, rotated at size; keep counts the files kept, current.log included.
+  def log(**kw)
+    size = kw.delete(:size)
+    keep = kw.delete(:keep)
+    raise ArgumentError, "log: unknown keyword: #{kw.keys.first} (size:, keep:)" unless kw.empty?
+    _log(size.nil? ? nil : Kago.__val(size, "log size"), keep.nil? ? -1 : Kago.__int(keep, "log keep", 1))
+  end
+
   # idle :stop  or  idle :freeze, for: "10m"
   def idle(action, **kw)
     f = kw.delete(:for)

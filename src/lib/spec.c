@@ -266,6 +266,8 @@ void kago_app_init(struct kago_app *app)
     app->max_pending = 1000;
     app->max_body = 64ull << 20;
     app->idle_action = KAGO_IDLE_STOP;
+    app->log_size = 10ull << 20;
+    app->log_keep = 3;
 }
 
 void kago_app_free(struct kago_app *app)

@@ -96,6 +96,7 @@ void kago__instance_probe_result(struct instance *inst, int status)
     if (status == 0) {
         inst->ready = true;
         kago__pool_ready(&inst->app->pool, inst->pi, kago__serve_now_ms());
+        kago__record_write(inst); /* at once: from now on a new serve adopts it */
         return;
     }
     if (inst->pi->state != POOL_STARTING)
@@ -128,7 +129,7 @@ bool kago__instance_check_exit(struct instance *inst)
     return true;
 }
 
-static void delete_container(struct instance *inst);
+static bool delete_container(struct instance *inst);
 
 static bool exit_reason(struct instance *inst, char *buf, size_t n);
 
@@ -173,18 +174,12 @@ static void on_listen_timer(uv_timer_t *t)
     uv_timer_start(&inst->probe, on_listen_timer, probe_delay(inst), 0);
 }
 
-/* inst->c runs: watch its exit through its pidfd and probe its readiness. */
-static void start_finish(struct app_rt *a, struct instance *inst)
+int kago__instance_watch(struct instance *inst, struct kago_error **err)
 {
-    struct server *srv = a->srv;
-    struct pool_inst *pi = inst->pi;
-    struct kago_error *err = NULL;
-    inst->netns_fd = kago_container_open_ns(inst->c, KAGO_NS_NET, &err);
-    if (inst->netns_fd < 0) {
-        start_failed(a, inst, err);
-        return;
-    }
-    srv->total_instances++;
+    struct server *srv = inst->app->srv;
+    inst->netns_fd = kago_container_open_ns(inst->c, KAGO_NS_NET, err);
+    if (inst->netns_fd < 0)
+        return -1;
     uv_poll_init(srv->loop, &inst->pidpoll, kago_container_pidfd(inst->c));
     inst->pidpoll.data = inst;
     uv_poll_start(&inst->pidpoll, UV_READABLE, on_exit_event);
@@ -192,10 +187,25 @@ static void start_finish(struct app_rt *a, struct instance *inst)
     inst->probe.data = inst;
     inst->handles += 2;
     inst->watching = true;
+    return 0;
+}
+
+/* inst->c runs: watch its exit through its pidfd and probe its readiness. */
+static void start_finish(struct app_rt *a, struct instance *inst)
+{
+    struct server *srv = a->srv;
+    struct pool_inst *pi = inst->pi;
+    struct kago_error *err = NULL;
+    if (kago__instance_watch(inst, &err) < 0) {
+        start_failed(a, inst, err);
+        return;
+    }
+    srv->total_instances++;
     if (a->app.socket_activation && pi->tier == POOL_TIER_COLD) {
         /* The socket is listening inside the namespace already: connections wait in its backlog. */
         inst->ready = true;
         kago__pool_ready(&a->pool, pi, kago__serve_now_ms());
+        kago__record_write(inst);
     } else if (a->app.checkpoint_at_listen && a->ckpt == CK_WANT && !a->ckpt_inst &&
                pi->tier == POOL_TIER_COLD) {
         /* the image maker: watched, not probed, until it is imaged (see on_listen_timer) */
@@ -240,20 +250,31 @@ static void start_cold(struct app_rt *a, struct instance *inst)
     spec.join_ns[KAGO_NS_NET] = NULL;
     spec.listen_port = a->app.socket_activation ? a->app.port : 0;
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    struct kago_spawn_opts opts = {.stdio = {devnull, -1, -1}};
+    /* orphan: the instance outlives a serve that is killed (no parent-death signal), and the next serve
+     * adopts or removes it (adopt.c) */
+    struct kago_spawn_opts opts = {.stdio = {devnull, -1, -1}, .orphan = true};
     /* An instance that may be imaged: CRIU cannot dump an fd of a host file outside the container
      * (serve's log), /dev/null it can; and its init must not carry serve's parent-death signal, which
      * CRIU restores and which fires as soon as criu, the restored tree's first parent, exits. Detached,
      * a shim is its parent (reaped by kago__server_reap once it exits). */
+    int logfds[3] = {-1, -1, -1};
     if (kago__app_criu(&a->app) && srv->criu_ok) {
         opts.stdio[1] = opts.stdio[2] = devnull;
         opts.detach = true;
+    } else { /* its output recorded per app (logs.c); on failure it goes to serve's stderr as before */
+        kago__logs_open(inst, logfds);
+        for (int i = 1; i < 3; i++)
+            if (logfds[i] >= 0)
+                opts.stdio[i] = logfds[i];
     }
     struct kago_error *err = NULL;
     struct kago_create *cr = NULL;
     int r = kago_container_create_begin(srv->opts.root, &spec, &opts, &cr, &err);
     if (devnull >= 0)
         close(devnull);
+    for (int i = 1; i < 3; i++) /* the child has its copies */
+        if (logfds[i] >= 0)
+            close(logfds[i]);
     if (r < 0) {
         start_failed(a, inst, err);
     } else if (kago_create_fd(cr) < 0) { /* made by a shim: complete already */
@@ -317,9 +338,10 @@ static void restore_done(uv_work_t *req, int status)
     kago_error_free(j->err);
     free(j->dir);
     free(j);
-    if (!inst->pi)
-        delete_container(inst); /* removed meanwhile (shutdown) */
-    else if (inst->kill_pending)
+    if (!inst->pi) { /* removed meanwhile (shutdown) */
+        if (delete_container(inst))
+            kago__record_remove(inst);
+    } else if (inst->kill_pending)
         kago__pool_exited(&a->pool, inst->pi, kago__serve_now_ms()); /* stopped or timed out meanwhile */
     else if (inst->c)
         start_finish(a, inst);
@@ -352,6 +374,13 @@ static bool start_restore(struct app_rt *a, struct instance *inst)
     return true;
 }
 
+static bool name_taken(struct server *srv, const char *name)
+{
+    cleanup_free char *dir = xasprintf("%s/%s", srv->opts.root, name);
+    cleanup_free char *rec = xasprintf("%s/.serve/%s", srv->opts.root, name);
+    return access(dir, F_OK) == 0 || access(rec, F_OK) == 0;
+}
+
 static void op_start(struct pool *p, struct pool_inst *pi)
 {
     struct app_rt *a = p->data;
@@ -361,8 +390,15 @@ static void op_start(struct pool *p, struct pool_inst *pi)
     inst->netns_fd = -1;
     inst->created_ms = kago__serve_now_ms();
     pi->data = inst;
-    snprintf(inst->name, sizeof(inst->name), "%s-%x-%llu", a->app.spec.name ? a->app.spec.name : a->app.name,
-             (unsigned)getpid(), (unsigned long long)++a->seq);
+    /* <app>-<root tag>-<pid>-<n>: unique on the host while this serve runs, and never a name left in the
+     * root by an earlier serve of the same pid (the cgroup is kago/<name>) */
+    do
+        snprintf(inst->name, sizeof(inst->name), "%s-%04x-%x-%llu",
+                 a->app.spec.name ? a->app.spec.name : a->app.name, a->srv->root_tag, (unsigned)getpid(),
+                 (unsigned long long)++a->seq);
+    while (name_taken(a->srv, inst->name));
+    inst->def_hash = a->def_hash;
+    kago__record_write(inst); /* before the container exists: a serve killed during the create leaves it */
     if (!start_restore(a, inst))
         start_cold(a, inst);
 }
@@ -411,17 +447,20 @@ static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
     }
 }
 
-static void delete_container(struct instance *inst)
+/* Returns false when something of it may be left (then its record stays, for the next serve). */
+static bool delete_container(struct instance *inst)
 {
     if (!inst->c)
-        return;
+        return true;
     struct kago_error *err = NULL;
-    if (kago_container_delete(inst->c, true, &err) < 0) {
+    bool ok = kago_container_delete(inst->c, true, &err) == 0;
+    if (!ok) {
         fprintf(stderr, "kago serve: %s: %s\n", inst->name, err->msg);
         kago_error_free(err);
     }
     kago_container_free(inst->c);
     inst->c = NULL;
+    return ok;
 }
 
 static void op_remove(struct pool *p, struct pool_inst *pi)
@@ -445,13 +484,17 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     }
     if (a->ckpt_inst == inst && !inst->ckpt_busy)
         a->ckpt_inst = NULL; /* chosen, not begun: the next ready instance is imaged instead */
-    if (!inst->ckpt_busy)    /* else the checkpoint's end deletes it */
-        delete_container(inst);
+    bool gone = true;
+    if (!inst->ckpt_busy) /* else the checkpoint's end deletes it */
+        gone = delete_container(inst);
     if (inst->creating) { /* removed while its child sets up (shutdown): kill it, remove its traces */
         kago_create_abort(inst->creating);
         inst->creating = NULL;
         uv_close((uv_handle_t *)&inst->createpoll, on_handle_closed);
     }
+    kago__logs_close(inst); /* after the delete: what its processes wrote is all in the FIFOs */
+    if (gone && !inst->ckpt_busy && !inst->restoring) /* (else when that ends) */
+        kago__record_remove(inst);
     if (inst->netns_fd >= 0)
         close(inst->netns_fd);
     inst->netns_fd = -1;
@@ -640,9 +683,10 @@ static void ckpt_done(uv_work_t *req, int status)
     kago_error_free(j->err);
     free(j->dir);
     free(j);
-    if (inst->removed)
-        delete_container(inst); /* it exited (or was stopped) while being imaged */
-    else
+    if (inst->removed) { /* it exited (or was stopped) while being imaged */
+        if (delete_container(inst))
+            kago__record_remove(inst);
+    } else
         ckpt_resume(a, inst);
     inst->refs--;
     kago__instance_unref(inst);

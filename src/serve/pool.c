@@ -493,6 +493,37 @@ void kago__pool_stop(struct pool *p, uint64_t now)
     }
 }
 
+void kago__pool_kill_all(struct pool *p, uint64_t now)
+{
+    p->stopping = true;
+    reject_all(p);
+    for (struct pool_inst *i = p->insts; i; i = i->next)
+        if (!i->killed) {
+            if (i->state == POOL_FROZEN && thaw(p, i, now) < 0)
+                continue; /* (killed by thaw) */
+            if (i->state != POOL_STOPPING)
+                i->term_at = now;
+            i->state = POOL_STOPPING;
+            kill_inst(p, i);
+        }
+}
+
+struct pool_inst *kago__pool_adopt(struct pool *p, enum pool_state state, uint64_t created, uint64_t ready_at,
+                                   uint64_t last_active, uint64_t frozen_at)
+{
+    struct pool_inst *i = xcalloc(1, sizeof(*i));
+    i->state = state == POOL_FROZEN ? POOL_FROZEN : POOL_READY;
+    i->thaw_us = -1;
+    i->generation = p->generation;
+    i->created = created;
+    i->ready_at = ready_at;
+    i->last_active = last_active;
+    i->frozen_at = frozen_at;
+    i->next = p->insts;
+    p->insts = i;
+    return i;
+}
+
 uint64_t kago__pool_frozen_bytes(const struct pool *p)
 {
     uint64_t n = 0;

@@ -141,6 +141,13 @@ void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now);
 void kago__pool_set_busy(struct pool *p, struct pool_inst *i, bool busy, uint64_t now);
 /* Drain everything and start nothing more (shutdown, app removed); held requests get 503. */
 void kago__pool_stop(struct pool *p, uint64_t now);
+/* Shutdown's deadline: every instance not yet killed is stopped with SIGKILL now (requests still in
+ * flight on it are cut). */
+void kago__pool_kill_all(struct pool *p, uint64_t now);
+/* An instance a previous serve made, taken over at start (see adopt.c): linked as READY or FROZEN
+ * with its clocks as recorded (monotonic ms), counted as no start. Returns it (the caller sets data). */
+struct pool_inst *kago__pool_adopt(struct pool *p, enum pool_state state, uint64_t created, uint64_t ready_at,
+                                   uint64_t last_active, uint64_t frozen_at);
 /* Changes the policy (reload). */
 void kago__pool_configure(struct pool *p, const struct pool_cfg *cfg, uint64_t now);
 

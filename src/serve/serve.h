@@ -16,6 +16,8 @@ struct kago_serve_opts {
     unsigned max_header_bytes;
     bool cold_start_header;        /* X-Kago-Cold-Start on requests that waited (default on) */
     uint64_t frozen_memory_budget; /* bytes all frozen instances may hold; oldest stopped beyond (1G) */
+    uint64_t drain_timeout_ms;     /* SIGTERM: requests in flight may finish this long, then instances are
+                                      killed (10 s) */
 };
 
 void kago_serve_opts_init(struct kago_serve_opts *o);

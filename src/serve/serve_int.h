@@ -55,7 +55,9 @@ struct app_rt {
     unsigned images_pruned; /* generations below this have no image left */
     unsigned restore_fail_streak;
     char *start_error;          /* why the last start failed (NULL: none did), for 503s and /ps */
+    struct app_log *log;        /* its instances' output (logs.c); NULL until one of them starts */
     struct instance *ckpt_inst; /* chosen for the checkpoint (its upstream sockets closing), or in it */
+    uint64_t def_hash;          /* kago__app_def_hash of app, for the instance records */
 };
 
 struct upconn;
@@ -87,6 +89,12 @@ struct instance {
     bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
     uint64_t ckpt_at;        /* the checkpoint may begin then (its closed upstream sockets have settled) */
     struct kago_stats stats; /* refreshed for /metrics and /ps */
+    struct log_stream *out[2]; /* its stdout and stderr read by serve (logs.c); NULL: not captured */
+    /* its record under <root>/.serve (adopt.c): what was written last */
+    uint64_t def_hash;
+    bool recorded;
+    enum pool_state rec_state;
+    uint64_t rec_last_active;
 };
 
 struct client;
@@ -154,6 +162,8 @@ struct server {
     struct listener main, admin;
     uv_timer_t tick;
     uv_signal_t sigterm, sigint, sighup, sigchld;
+    uv_timer_t watchdog; /* WATCHDOG=1 to systemd at half its WATCHDOG_USEC (systemd.c) */
+    char sd_status[96];  /* the last STATUS= sent */
     struct router *router;
     struct app_rt *apps;
     struct client *clients;
@@ -167,7 +177,11 @@ struct server {
     bool criu_checked, criu_ok;
     unsigned ckpt_jobs; /* checkpoints and restores running in the thread pool: no reaping meanwhile */
     bool reap_pending;
-    uint64_t reaped; /* adopted processes (not instances) reaped as a child subreaper */
+    uint64_t reaped;        /* adopted processes (not instances) reaped as a child subreaper */
+    uint64_t adopted;       /* instances taken over from a previous serve at start */
+    uv_timer_t drain_timer; /* shutdown's deadline (--drain-timeout) */
+    unsigned root_tag;      /* a hash of --root in instance names: two roots never share a cgroup name */
+    int root_lock;          /* <root>/.serve/.lock, flocked while this serve runs (-1: none) */
     struct kago_error *fatal;
 };
 
@@ -223,12 +237,63 @@ static inline bool kago__app_criu(const struct kago_app *a)
  * -errno when neither file can be read. */
 int kago__serve_listening(const char *net_dir, unsigned port);
 
+/* Watches inst, whose container runs (inst->c): opens its network namespace and polls its pidfd for
+ * its exit (the probe timer is initialised, not started). Returns 0, or < 0 with *err set. */
+int kago__instance_watch(struct instance *inst, struct kago_error **err);
+
+/* adopt.c: instance records and adoption at start */
+uint64_t kago__app_def_hash(const struct kago_app *a);
+/* 16 bits of a hash of the root, for instance names. */
+unsigned kago__root_tag(const char *root);
+void kago__record_write(struct instance *inst);
+void kago__record_remove(struct instance *inst);
+void kago__records_tick(struct server *srv, uint64_t now);
+/* Adopts the instances a previous serve with this root left running, removes the others. */
+int kago__serve_adopt(struct server *srv, struct kago_error **err);
+
 /* server.c */
 void kago__app_unref(struct app_rt *a);
 void kago__server_maybe_exit(struct server *srv);
 /* Reaps zombie children that are not instances (adopted after restores); deferred while a
  * checkpoint runs, since its criu child is waited for by the worker thread. */
 void kago__server_reap(struct server *srv);
+
+/* systemd.c: sd_notify and sd_listen_fds without libsystemd */
+/* Reads NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID once and removes them from the environment. */
+void kago__systemd_init(void);
+bool kago__systemd_notifying(void);
+/* systemd's watchdog interval for this process (WATCHDOG_PID absent or ours), 0 when none. */
+uint64_t kago__systemd_watchdog_usec(void);
+/* Sends one notify datagram (printf-style "KEY=VALUE\n..."): 1 sent, 0 no notify socket, -errno. */
+int kago__systemd_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+uint64_t kago__systemd_monotonic_usec(void); /* CLOCK_MONOTONIC, for MONOTONIC_USEC= */
+/* Socket activation: the listening TCP sockets passed by systemd (LISTEN_PID ours), the one named
+ * "admin" in LISTEN_FDNAMES to *admin_fd, the other to *main_fd (-1: none passed). The LISTEN_
+ * variables are removed from the environment. Returns 0, or < 0 with *err for fds serve cannot use. */
+int kago__systemd_listen_fds(int *main_fd, int *admin_fd, struct kago_error **err);
+/* serve's notifications; each is a no-op without NOTIFY_SOCKET. ready: READY=1 and STATUS=, and the
+ * watchdog timer; tick: STATUS= when it changed (about once a second); reloading/reloaded: RELOADING=1
+ * with MONOTONIC_USEC, then READY=1 (err: the reload failed, said in STATUS=); stopping: STOPPING=1. */
+void kago__systemd_ready(struct server *srv);
+void kago__systemd_tick(struct server *srv);
+void kago__systemd_reloading(void);
+void kago__systemd_reloaded(struct server *srv, const struct kago_error *err);
+void kago__systemd_stopping(struct server *srv);
+
+/* logs.c: per-app logs, <root>/logs/<app>/current.log (docs/serve.md) */
+/* Makes inst's stdout and stderr: two FIFOs under the app's log dir, read on the loop. fds[1] and fds[2]
+ * get the instance's ends (the caller closes them once the container is made); on failure they are -1
+ * and the instance's output is not captured. */
+void kago__logs_open(struct instance *inst, int fds[3]);
+/* An adopted instance: reads the FIFOs the previous serve made for it, if they are there. */
+void kago__logs_adopt(struct instance *inst);
+/* The instance is gone (its processes dead or being killed): reads what its streams still hold, records
+ * their last unfinished lines, closes them and removes its FIFOs. */
+void kago__logs_close(struct instance *inst);
+/* Removes the FIFOs of an instance of app that is not adopted. */
+void kago__logs_forget(struct server *srv, const char *app, const char *name);
+/* The app is freed: its log file is closed once no stream writes to it. */
+void kago__logs_app_free(struct app_rt *a);
 
 /* admin.c */
 void kago__admin_accept(struct server *srv, uv_stream_t *listener);

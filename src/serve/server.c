@@ -1,5 +1,6 @@
 /* kago serve — the server: one libuv loop, the listeners, the apps (loaded from Kagofiles,
  * reloaded on SIGHUP), the pool tick, and an orderly shutdown on SIGTERM that leaves nothing. */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +33,7 @@ void kago_serve_opts_init(struct kago_serve_opts *o)
         .max_header_bytes = HTTP_MAX_HEAD,
         .cold_start_header = true,
         .frozen_memory_budget = 1ull << 30,
+        .drain_timeout_ms = 10000,
     };
 }
 
@@ -78,7 +80,8 @@ static int load_apps(const char *dir, struct app_list *out, struct kago_error **
             names[nn++] = xstrdup(de->d_name);
         }
     closedir(d);
-    qsort(names, nn, sizeof(*names), by_name);
+    if (nn)
+        qsort(names, nn, sizeof(*names), by_name);
     int ret = 0;
     for (size_t i = 0; i < nn && ret == 0; i++) {
         cleanup_free char *path = xasprintf("%s/%s", dir, names[i]);
@@ -183,6 +186,7 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
             a->srv = srv;
             a->app = l->v[i];
             a->image_root = xasprintf("%s/images/%s", srv->opts.root, a->app.name);
+            a->def_hash = kago__app_def_hash(&a->app);
             struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
             kago__pool_init(&a->pool, &cfg, &kago__serve_pool_ops, a);
             a->next = srv->apps;
@@ -191,6 +195,7 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
             bool changed = container_changed(&a->app, &l->v[i]);
             kago_app_free(&a->app);
             a->app = l->v[i];
+            a->def_hash = kago__app_def_hash(&a->app);
             struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
             kago__pool_configure(&a->pool, &cfg, now);
             if (changed)
@@ -349,6 +354,7 @@ static void free_app(struct app_rt *a)
     remove_image(a->srv, a);
     free(a->image_root);
     free(a->start_error);
+    kago__logs_app_free(a);
     kago__pool_free(&a->pool);
     kago_app_free(&a->app);
     free(a);
@@ -420,7 +426,9 @@ static void on_tick(uv_timer_t *t)
         kago__instance_checkpoint_tick(a, now);
     }
     enforce_frozen_budget(srv, now);
+    kago__records_tick(srv, now);
     reap_apps(srv);
+    kago__systemd_tick(srv);
     kago__server_maybe_exit(srv);
 }
 
@@ -430,18 +438,48 @@ static void close_listener(struct listener *l)
         uv_close((uv_handle_t *)&l->tcp, NULL);
 }
 
+/* --drain-timeout passed since SIGTERM: requests still in flight are cut, every instance is killed. */
+static void on_drain_timeout(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    uint64_t now = kago__serve_now_ms();
+    unsigned n = srv->nclients;
+    fprintf(stderr, "kago serve: drain timeout: closing %u connections, killing every instance\n", n);
+    kago__client_close_all(srv, false);
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        kago__pool_kill_all(&a->pool, now);
+    kago__server_maybe_exit(srv);
+}
+
 static void begin_shutdown(struct server *srv)
 {
     if (srv->stopping)
         return;
     srv->stopping = true;
     fprintf(stderr, "kago serve: stopping: draining requests and instances\n");
+    kago__systemd_stopping(srv);
     close_listener(&srv->main);
     uint64_t now = kago__serve_now_ms();
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__pool_stop(&a->pool, now);
     kago__client_close_all(srv, true);
+    uv_timer_start(&srv->drain_timer, on_drain_timeout, srv->opts.drain_timeout_ms, 0);
     kago__server_maybe_exit(srv);
+}
+
+/* SIGHUP and the admin API's POST /reload: reload now, told to systemd as RELOADING=1 ... READY=1;
+ * returns 0 or < 0 with *err (the running config is kept). */
+int kago__server_reload(struct server *srv, struct kago_error **err);
+int kago__server_reload(struct server *srv, struct kago_error **err)
+{
+    kago__systemd_reloading();
+    int r = load_config(srv, err);
+    if (r < 0)
+        fprintf(stderr, "kago serve: reload failed, keeping the running config: %s\n", (*err)->msg);
+    else
+        fprintf(stderr, "kago serve: reloaded %s\n", srv->opts.config_dir);
+    kago__systemd_reloaded(srv, r < 0 ? *err : NULL);
+    return r;
 }
 
 static void on_signal(uv_signal_t *h, int sig)
@@ -449,22 +487,11 @@ static void on_signal(uv_signal_t *h, int sig)
     struct server *srv = h->data;
     if (sig == SIGHUP) {
         struct kago_error *err = NULL;
-        if (load_config(srv, &err) < 0) {
-            fprintf(stderr, "kago serve: reload failed, keeping the running config: %s\n", err->msg);
+        if (kago__server_reload(srv, &err) < 0)
             kago_error_free(err);
-        } else {
-            fprintf(stderr, "kago serve: reloaded %s\n", srv->opts.config_dir);
-        }
         return;
     }
     begin_shutdown(srv);
-}
-
-/* For the admin API: reload now; returns 0 or < 0 with *err. */
-int kago__server_reload(struct server *srv, struct kago_error **err);
-int kago__server_reload(struct server *srv, struct kago_error **err)
-{
-    return load_config(srv, err);
 }
 
 static void on_conn(uv_stream_t *s, int status)
@@ -503,24 +530,48 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss, struct kago_er
     return kago_error_set(err, EINVAL, "address \"%s\": not an IP address", s);
 }
 
-static int listen_on(struct server *srv, struct listener *l, const char *addr, bool admin,
+/* Listens on addr, or on fd (>= 0: a listening socket passed by systemd) when there is one. */
+static int listen_on(struct server *srv, struct listener *l, const char *addr, int fd, bool admin,
                      struct kago_error **err)
 {
     struct sockaddr_storage ss = {0};
-    if (parse_addr(addr, &ss, err) < 0)
+    if (fd < 0 && parse_addr(addr, &ss, err) < 0)
         return -1;
     l->srv = srv;
     l->admin = admin;
     uv_tcp_init(srv->loop, &l->tcp);
     l->tcp.data = l;
-    int r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+    int r = fd >= 0 ? uv_tcp_open(&l->tcp, fd) : uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
     if (r == 0)
         r = uv_listen((uv_stream_t *)&l->tcp, 4096, on_conn);
     if (r < 0) {
         uv_close((uv_handle_t *)&l->tcp, NULL);
+        if (fd >= 0)
+            return kago_error_set(err, -r, "listen on systemd socket fd %d", fd);
         return kago_error_set(err, -r, "listen %s", addr);
     }
     return 0;
+}
+
+/* "IP:PORT" the listener is bound to, with " (systemd socket)" when it was passed in. */
+static const char *listener_addr(struct listener *l, bool passed, char *buf, size_t n)
+{
+    struct sockaddr_storage ss = {0};
+    int len = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        }
+    }
+    snprintf(buf, n, ss.ss_family == AF_INET6 ? "[%s]:%u%s" : "%s:%u%s", ip, port,
+             passed ? " (systemd socket)" : "");
+    return buf;
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -531,10 +582,14 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
 {
-    struct server srv_ = {.opts = *o}, *srv = &srv_;
+    struct server srv_ = {.opts = *o, .root_lock = -1}, *srv = &srv_;
     if (!o->config_dir)
         return kago_error_set(err, 0, "serve: --config DIR is required");
     signal(SIGPIPE, SIG_IGN);
+    kago__systemd_init();
+    int sd_main, sd_admin;
+    if (kago__systemd_listen_fds(&sd_main, &sd_admin, err) < 0)
+        return -1;
     srv->host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
     if (srv->host_netns < 0)
         return kago_error_set(err, errno, "open /proc/self/ns/net");
@@ -551,12 +606,18 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         kago_error_set(err, errno, "access log %s", o->access_log);
         goto out;
     }
+    uv_timer_init(&loop, &srv->drain_timer);
+    srv->drain_timer.data = srv;
+    srv->root_tag = kago__root_tag(o->root);
     if (load_config(srv, err) < 0)
         goto out;
-    if (listen_on(srv, &srv->main, o->listen, false, err) < 0)
+    /* before the listener and the first tick: no new instance beside one that can be adopted */
+    if (kago__serve_adopt(srv, err) < 0)
         goto out;
-    if (o->admin && *o->admin && strcmp(o->admin, "off") != 0 &&
-        listen_on(srv, &srv->admin, o->admin, true, err) < 0)
+    if (listen_on(srv, &srv->main, o->listen, sd_main, false, err) < 0)
+        goto out;
+    bool admin_on = sd_admin >= 0 || (o->admin && *o->admin && strcmp(o->admin, "off") != 0);
+    if (admin_on && listen_on(srv, &srv->admin, o->admin, sd_admin, true, err) < 0)
         goto out;
     uv_timer_init(&loop, &srv->tick);
     srv->tick.data = srv;
@@ -571,15 +632,18 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     size_t napps = 0;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         napps++;
+    char mainbuf[96], adminbuf[96];
     if (srv->admin.tcp.data)
         fprintf(stderr, "kago serve: %zu apps from %s, listening on http://%s, admin on http://%s\n", napps,
-                o->config_dir, o->listen, o->admin);
+                o->config_dir, listener_addr(&srv->main, sd_main >= 0, mainbuf, sizeof(mainbuf)),
+                listener_addr(&srv->admin, sd_admin >= 0, adminbuf, sizeof(adminbuf)));
     else
         fprintf(stderr, "kago serve: %zu apps from %s, listening on http://%s, admin listener off\n", napps,
-                o->config_dir, o->listen);
+                o->config_dir, listener_addr(&srv->main, sd_main >= 0, mainbuf, sizeof(mainbuf)));
     /* min_instances: start the standbys now rather than at the first tick */
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__pool_tick(&a->pool, kago__serve_now_ms());
+    kago__systemd_ready(srv); /* listeners up, Kagofiles loaded */
     uv_run(&loop, UV_RUN_DEFAULT);
     fprintf(stderr, "kago serve: stopped; every instance removed\n");
     ret = 0;
@@ -598,6 +662,13 @@ out:
         free_app(a);
     }
     kago__router_free(srv->router);
+    if (srv->root_lock >= 0) {
+        cleanup_free char *records = xasprintf("%s/.serve", o->root);
+        cleanup_free char *lock = xasprintf("%s/.lock", records);
+        unlink(lock);
+        rmdir(records); /* once every instance is removed, so is every record (else they stay for the next) */
+        close(srv->root_lock);
+    }
     uv_loop_close(&loop);
     if (srv->access_log && srv->access_log != stdout)
         fclose(srv->access_log);

@@ -52,6 +52,15 @@ chmod +x /ws.sh
 exec nc -ll -p 8080 -e /ws.sh"""
 
 
+def root_leftovers(root):
+    """What is left in a serve's --root: anything but logs/ (the apps' output outlives their instances),
+    and in logs/ the instances' FIFOs."""
+    if not os.path.isdir(root):
+        return []
+    return ([os.path.join(root, d) for d in os.listdir(root) if d != "logs"] +
+            glob.glob(os.path.join(root, "logs", "*", "*.stdout")) + glob.glob(os.path.join(root, "logs", "*", "*.stderr")))
+
+
 class Server:
     """kago serve with its own config dir, state dir and ports."""
 
@@ -141,8 +150,7 @@ class Server:
     def leftovers(self):
         """Every trace of this server's instances still on the host."""
         found = []
-        if os.path.isdir(self.root):
-            found += [os.path.join(self.root, d) for d in os.listdir(self.root)]
+        found += root_leftovers(self.root)
         prefix = f"-{self.proc.pid:x}-"
         for d in glob.glob("/sys/fs/cgroup/*/kago/*") + glob.glob("/sys/fs/cgroup/kago/*"):
             if prefix in os.path.basename(d) and os.path.isdir(d):

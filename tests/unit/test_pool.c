@@ -604,6 +604,45 @@ static void test_backoff(void)
     kago__pool_free(&p);
 }
 
+/* Adoption at start: instances of a previous serve join with their clocks; no start is counted. The
+ * shutdown deadline kills everything (a frozen instance thawed first). */
+static void test_adopt_and_kill_all(void)
+{
+    struct pool p;
+    reset(&p, &freezing); /* idle 10 s, then frozen for 60 s */
+    struct pool_inst *r = kago__pool_adopt(&p, POOL_READY, 1000, 1500, 5000, 0);
+    struct pool_inst *f = kago__pool_adopt(&p, POOL_FROZEN, 2000, 2500, 3000, 4000);
+    ok(r->state == POOL_READY && f->state == POOL_FROZEN, "adopted as ready and frozen");
+    ok(rec.starts == 0 && p.cold_starts == 0, "no start, none counted");
+    bool held;
+    struct pool_waiter w = {0};
+    ok(kago__pool_request(&p, &w, 6000, &held) == r && !held, "the adopted ready instance serves at once");
+    kago__pool_done(&p, r, 6000);
+    kago__pool_tick(&p, 15999);
+    ok(r->state == POOL_READY, "idle clock runs from its last request");
+    kago__pool_tick(&p, 16000);
+    ok(r->state == POOL_FROZEN && rec.freezes == 1, "idle 10 s: frozen");
+    kago__pool_tick(&p, 63999);
+    ok(f->state == POOL_FROZEN, "the adopted frozen one stays frozen");
+    kago__pool_tick(&p, 64000);
+    ok(f->state != POOL_FROZEN && p.frozen_expired == 1,
+       "frozen for: runs from the recorded freeze (4 s + 60 s)");
+    kago__pool_free(&p);
+
+    reset(&p, &base);
+    r = kago__pool_adopt(&p, POOL_READY, 0, 0, 0, 0);
+    f = kago__pool_adopt(&p, POOL_FROZEN, 0, 0, 0, 0);
+    r->inflight = 1;
+    kago__pool_kill_all(&p, 100);
+    ok(rec.kills == 2 && rec.thaws == 1, "deadline: both killed, the frozen one thawed first");
+    ok(r->state == POOL_STOPPING && f->state == POOL_STOPPING && r->killed && f->killed, "both stopping");
+    ok(p.stopping && kago__pool_request(&p, &w, 101, &held) == NULL && !held, "nothing more is served");
+    while (p.insts)
+        kago__pool_exited(&p, p.insts, 102);
+    ok(rec.starts == 0, "and nothing started");
+    kago__pool_free(&p);
+}
+
 int main(void)
 {
     test_cold_start_hold_dispatch();
@@ -620,5 +659,6 @@ int main(void)
     test_frozen_budget();
     test_new_generation();
     test_backoff();
+    test_adopt_and_kill_all();
     return tap_done();
 }

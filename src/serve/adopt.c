@@ -1,0 +1,363 @@
+/* kago serve — nothing lost across a restart: every instance is recorded under the root, and a new
+ * serve with the same --root adopts the instances that still run and removes every trace of the others.
+ *
+ * The record is a small file per instance, <root>/.serve/<instance>, beside the engine's own state dir
+ * <root>/<instance> rather than in it: it is written before the container exists (so a serve killed in
+ * the middle of a create leaves a record naming what to remove), it outlives a failed delete (the next
+ * serve tries again), and a name beginning with a dot can never be a container's. The engine's state
+ * file already holds the pid (with its start time), the spec and the cgroup; the record adds what serve
+ * alone knows: the app, the pool state (a starting or stopping instance is removed, not adopted), a hash
+ * of the app's container definition (a changed Kagofile means new instances), and the lifetime and idle
+ * clocks. The clocks are CLOCK_MONOTONIC ms, which run on across processes until the host reboots (and
+ * then no container is left to adopt). Records are rewritten from the tick when the state changes and at
+ * most once a second for the idle clock, so an adopted instance's idle time is at most that much short. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "container_int.h"
+#include "serve_int.h"
+#include "util.h"
+
+#define RECORD_DIR ".serve"
+/* The idle clock is recorded at most this often. */
+#define RECORD_ACTIVE_MS 1000
+
+struct record {
+    char app[256], state[16];
+    uint64_t def, created, ready_at, last_active, frozen_at;
+};
+
+/* --- hashing the container definition ---------------------------------------------------------- */
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t fnv_str(uint64_t h, const char *s)
+{
+    return fnv(h, s ? s : "\1", s ? strlen(s) + 1 : 1);
+}
+
+static uint64_t fnv_strv(uint64_t h, char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        h = fnv_str(h, v[i]);
+    return fnv(h, "\2", 1);
+}
+
+unsigned kago__root_tag(const char *root)
+{
+    char abs[4096];
+    uint64_t h = fnv_str(0xcbf29ce484222325ull, realpath(root, abs) ? abs : root);
+    return (unsigned)((h ^ h >> 16 ^ h >> 32 ^ h >> 48) & 0xffff);
+}
+
+/* What an instance is made of (the fields container_changed in server.c compares): the spec as the state
+ * file holds it, plus what the state file does not carry. */
+uint64_t kago__app_def_hash(const struct kago_app *a)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    json_object *o = kago__spec_to_json(&a->spec);
+    h = fnv_str(h, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    const struct kago_spec *s = &a->spec;
+    for (size_t i = 0; i < s->nmounts; i++) {
+        const struct kago_mount *m = &s->mounts[i];
+        h = fnv_str(fnv_str(h, m->src), m->dst);
+        uint64_t v[] = {m->kind, m->readonly, m->noexec, m->nosuid, m->size, m->mode};
+        h = fnv(h, v, sizeof(v));
+    }
+    for (size_t i = 0; i < s->nrlimits; i++) {
+        uint64_t v[] = {(uint64_t)s->rlimits[i].resource, s->rlimits[i].soft, s->rlimits[i].hard};
+        h = fnv(h, v, sizeof(v));
+    }
+    for (size_t i = 0; i < s->nuidmap; i++)
+        h = fnv(h, &s->uidmap[i], sizeof(s->uidmap[i]));
+    for (size_t i = 0; i < s->ngidmap; i++)
+        h = fnv(h, &s->gidmap[i], sizeof(s->gidmap[i]));
+    h = fnv_strv(fnv_strv(h, s->masked_paths), s->readonly_paths);
+    uint64_t v[] = {a->port,
+                    a->socket_activation,
+                    a->checkpoint_after_ready,
+                    a->checkpoint_at_listen,
+                    s->listen_port,
+                    s->preserve_fds,
+                    s->overlay_size};
+    return fnv(h, v, sizeof(v));
+}
+
+/* --- records ------------------------------------------------------------------------------------ */
+
+static const char *state_word(enum pool_state s)
+{
+    return s == POOL_READY      ? "ready"
+           : s == POOL_FROZEN   ? "frozen"
+           : s == POOL_STARTING ? "starting"
+                                : "stopping";
+}
+
+static char *record_path(const struct server *srv, const char *name)
+{
+    return xasprintf("%s/" RECORD_DIR "/%s", srv->opts.root, name);
+}
+
+/* Writes inst's record (a new file renamed over the old: a SIGKILL leaves the one or the other). */
+void kago__record_write(struct instance *inst)
+{
+    struct app_rt *a = inst->app;
+    struct pool_inst *pi = inst->pi;
+    if (!pi)
+        return;
+    cleanup_free char *path = record_path(a->srv, inst->name);
+    cleanup_free char *tmp = xasprintf("%s/" RECORD_DIR "/.%s.tmp", a->srv->opts.root, inst->name);
+    FILE *f = fopen(tmp, "we");
+    if (!f) {
+        fprintf(stderr, "kago serve: %s: record %s: %s\n", inst->name, tmp, strerror(errno));
+        return;
+    }
+    fprintf(f,
+            "app %s\nstate %s\ndef %016" PRIx64 "\ncreated %" PRIu64 "\nready_at %" PRIu64
+            "\nlast_active %" PRIu64 "\nfrozen_at %" PRIu64 "\n",
+            a->app.name, state_word(pi->state), inst->def_hash, pi->created, pi->ready_at, pi->last_active,
+            pi->frozen_at);
+    if (fclose(f) != 0 || rename(tmp, path) < 0) {
+        fprintf(stderr, "kago serve: %s: record %s: %s\n", inst->name, path, strerror(errno));
+        unlink(tmp);
+        return;
+    }
+    inst->rec_state = pi->state;
+    inst->rec_last_active = pi->last_active;
+    inst->recorded = true;
+}
+
+/* Every trace of inst is gone: so is its record. */
+void kago__record_remove(struct instance *inst)
+{
+    cleanup_free char *path = record_path(inst->app->srv, inst->name);
+    if (unlink(path) < 0 && errno != ENOENT)
+        fprintf(stderr, "kago serve: %s: remove %s: %s\n", inst->name, path, strerror(errno));
+    inst->recorded = false;
+}
+
+/* From the tick: a state change is recorded within a tick, the idle clock within RECORD_ACTIVE_MS. */
+void kago__records_tick(struct server *srv, uint64_t now)
+{
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
+            struct instance *inst = pi->data;
+            if (!inst || !inst->recorded)
+                continue;
+            bool moved = strcmp(state_word(pi->state), state_word(inst->rec_state)) != 0;
+            if (moved || pi->last_active >= inst->rec_last_active + RECORD_ACTIVE_MS)
+                kago__record_write(inst);
+        }
+}
+
+static int record_read(const char *path, struct record *r)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    memset(r, 0, sizeof(*r));
+    char line[512], key[32], val[256];
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "%31s %255s", key, val) == 2) {
+            if (!strcmp(key, "app"))
+                snprintf(r->app, sizeof(r->app), "%s", val);
+            else if (!strcmp(key, "state"))
+                snprintf(r->state, sizeof(r->state), "%.15s", val);
+            else if (!strcmp(key, "def"))
+                r->def = strtoull(val, NULL, 16);
+            else if (!strcmp(key, "created"))
+                r->created = strtoull(val, NULL, 10);
+            else if (!strcmp(key, "ready_at"))
+                r->ready_at = strtoull(val, NULL, 10);
+            else if (!strcmp(key, "last_active"))
+                r->last_active = strtoull(val, NULL, 10);
+            else if (!strcmp(key, "frozen_at"))
+                r->frozen_at = strtoull(val, NULL, 10);
+        }
+    fclose(f);
+    return 0;
+}
+
+/* --- adoption ----------------------------------------------------------------------------------- */
+
+static struct app_rt *app_named(struct server *srv, const char *name)
+{
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        if (!a->removed && strcmp(a->app.name, name) == 0)
+            return a;
+    return NULL;
+}
+
+/* Why the instance of record r, whose container c is in state st, cannot be adopted (NULL: it can). */
+static const char *unadoptable(struct app_rt *a, const struct record *r, struct kago_container *c,
+                               enum kago_status st)
+{
+    if (!a)
+        return "its app is gone from the Kagofiles";
+    if (strcmp(r->state, "ready") != 0 && strcmp(r->state, "frozen") != 0)
+        return !strcmp(r->state, "starting") ? "it was starting" : "it was stopping";
+    if (r->def != a->def_hash)
+        return "its app's container changed";
+    if (kago__app_criu(&a->app))
+        return "its app uses the CRIU tier (its image is not trusted across serves)";
+    if (st != KAGO_RUNNING && st != KAGO_PAUSED)
+        return "its process is gone";
+    if (kago_container_pidfd(c) < 0)
+        return "its process is gone";
+    return NULL;
+}
+
+/* c runs: it becomes an instance of a, READY or (its cgroup frozen) FROZEN, with the recorded clocks. */
+static int adopt(struct app_rt *a, const char *name, const struct record *r, struct kago_container *c,
+                 enum kago_status st, struct kago_error **err)
+{
+    uint64_t now = kago__serve_now_ms();
+    struct instance *inst = xcalloc(1, sizeof(*inst));
+    inst->app = a;
+    inst->c = c;
+    inst->netns_fd = -1;
+    inst->ready = true;
+    inst->created_ms = r->created;
+    inst->def_hash = r->def;
+    snprintf(inst->name, sizeof(inst->name), "%s", name);
+    if (kago__instance_watch(inst, err) < 0) {
+        free(inst);
+        return -1;
+    }
+    /* a clock from the future (a reboot: the monotonic clock began again) is taken as now */
+    uint64_t created = r->created <= now ? r->created : now;
+    uint64_t active = r->last_active <= now && r->last_active >= created ? r->last_active : now;
+    uint64_t frozen = !strcmp(r->state, "frozen") && r->frozen_at <= now ? r->frozen_at : now;
+    struct pool_inst *pi = kago__pool_adopt(&a->pool, st == KAGO_PAUSED ? POOL_FROZEN : POOL_READY, created,
+                                            r->ready_at <= now ? r->ready_at : now, active, frozen);
+    pi->data = inst;
+    inst->pi = pi;
+    kago__logs_adopt(inst); /* what it wrote meanwhile waits in its FIFOs */
+    if (st == KAGO_PAUSED) {
+        struct kago_error *e = NULL;
+        if (kago_container_stats(c, &inst->stats, &e) < 0)
+            kago_error_free(e);
+        pi->frozen_bytes = inst->stats.memory_current > 0 ? (uint64_t)inst->stats.memory_current : 0;
+    }
+    a->srv->total_instances++;
+    a->srv->adopted++;
+    kago__record_write(inst);
+    return 0;
+}
+
+/* Kills and deletes what is left of the instance named name (a container, a half-made one, or nothing). */
+static void remove_leftover(struct server *srv, const char *name, const char *app, struct kago_container *c,
+                            const char *why, const char *rec)
+{
+    struct kago_error *err = NULL;
+    int r;
+    if (c) {
+        if (kago_container_status(c) == KAGO_PAUSED && kago_container_pause(c, false, &err) < 0) {
+            kago_error_free(err); /* (delete kills frozen tasks all the same) */
+            err = NULL;
+        }
+        r = kago_container_delete(c, true, &err);
+        kago_container_free(c);
+    } else if ((r = kago_container_remove_partial(srv->opts.root, name, &err)) < 0 && err &&
+               err->code == ENOENT) {
+        r = 0; /* nothing was left but the record */
+    }
+    if (r < 0) {
+        fprintf(stderr,
+                "kago serve: app %s: could not remove the instance %s of the previous serve (%s): %s\n", app,
+                name, why, err ? err->msg : "unknown error");
+        kago_error_free(err);
+        return; /* its record stays: the next serve tries again */
+    }
+    kago_error_free(err);
+    fprintf(stderr, "kago serve: app %s: removed the instance %s of the previous serve: %s\n", app, name,
+            why);
+    kago__logs_forget(srv, app, name);
+    unlink(rec);
+}
+
+static void adopt_one(struct server *srv, const char *name)
+{
+    cleanup_free char *rec = record_path(srv, name);
+    struct record r;
+    if (record_read(rec, &r) < 0)
+        return;
+    struct app_rt *a = app_named(srv, r.app);
+    struct kago_container *c = NULL;
+    struct kago_error *err = NULL;
+    if (kago_container_load(srv->opts.root, name, &c, &err) < 0) {
+        kago_error_free(err);
+        remove_leftover(srv, name, r.app, NULL, "it was half made", rec);
+        return;
+    }
+    enum kago_status st = kago_container_status(c);
+    const char *why = unadoptable(a, &r, c, st);
+    if (!why && adopt(a, name, &r, c, st, &err) == 0) {
+        fprintf(stderr, "kago serve: app %s: adopted the %s instance %s (pid %d) of the previous serve\n",
+                r.app, st == KAGO_PAUSED ? "frozen" : "ready", name, (int)kago_container_pid(c));
+        return;
+    }
+    if (!why)
+        why = err ? err->msg : "it could not be watched";
+    remove_leftover(srv, name, r.app, c, why, rec);
+    kago_error_free(err);
+}
+
+int kago__serve_adopt(struct server *srv, struct kago_error **err)
+{
+    cleanup_free char *dir = xasprintf("%s/" RECORD_DIR, srv->opts.root);
+    if (kago__mkdir_p(dir, 0700, err) < 0)
+        return -1;
+    /* one serve per root: a second one would adopt, and then remove, the first one's instances */
+    cleanup_free char *lock = xasprintf("%s/.lock", dir);
+    srv->root_lock = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (srv->root_lock < 0)
+        return kago_error_set(err, errno, "open %s", lock);
+    if (flock(srv->root_lock, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(srv->root_lock);
+        srv->root_lock = -1; /* (and the records are the other serve's) */
+        return kago_error_set(err, e == EWOULDBLOCK ? 0 : e, "root %s: %s", srv->opts.root,
+                              e == EWOULDBLOCK ? "another kago serve uses it" : "lock");
+    }
+    uint64_t t0 = kago__serve_now_us();
+    DIR *d = opendir(dir);
+    if (!d)
+        return kago_error_set(err, errno, "open %s", dir);
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.') {
+            names = xrealloc(names, (n + 1) * sizeof(*names));
+            names[n++] = xstrdup(de->d_name);
+        } else if (strstr(de->d_name, ".tmp") && de->d_name[1]) {
+            unlinkat(dirfd(d), de->d_name, 0); /* a record being written when serve was killed */
+        }
+    closedir(d);
+    for (size_t i = 0; i < n; i++) {
+        adopt_one(srv, names[i]);
+        free(names[i]);
+    }
+    free(names);
+    if (n)
+        fprintf(stderr,
+                "kago serve: %zu instances of the previous serve: %llu adopted, %llu removed, in %.1f ms\n",
+                n, (unsigned long long)srv->adopted, (unsigned long long)(n - srv->adopted),
+                (kago__serve_now_us() - t0) / 1000.0);
+    return 0;
+}

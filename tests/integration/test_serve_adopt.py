@@ -1,0 +1,230 @@
+"""kago serve across restarts: a serve killed with SIGKILL leaves its instances running and recorded
+under its --root; the next serve with the same root adopts the ready and frozen ones (same instance,
+same pid, no start) and removes every trace of the others (starting, dead, changed). SIGTERM drains
+within --drain-timeout and leaves nothing. Real server on loopback, real containers. Needs root."""
+import glob
+import os
+import signal
+import subprocess
+import time
+
+from serve_util import KAGO, STATIC, Server, app, request, root_leftovers
+
+COUNTER = ("mkdir -p /srv/www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
+           "echo $$ $(cat /proc/1/stat | cut -d\" \" -f22)\\n' > /srv/www/cgi-bin/id && chmod +x /srv/www/cgi-bin/id"
+           " && exec /usr/sbin/httpd -f -p 8080 -h /srv/www")
+
+
+def wait_for(cond, timeout, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    return cond()
+
+
+def apps(slow_cmd="sleep 600"):
+    policy = dict(stop_grace="1s", idle_timeout="10m")
+    frozen = app("frz", ["frz.test"], STATIC, stop_grace="1s", idle_timeout="300ms")
+    frozen = frozen[: frozen.rindex("end")] + '  a.idle :freeze, for: "10m"\nend\n'
+    return (app("web", ["web.test"], STATIC, **policy)
+            + app("api", ["api.test"], STATIC, **policy)
+            + frozen
+            # never ready while the test runs: an instance that is starting when serve is killed
+            + app("slow", ["slow.test"], slow_cmd, min_instances=1, start_timeout="10m", stop_grace="1s"))
+
+
+class Restarted(Server):
+    """A new kago serve on the same config dir, root and ports as prev (which is dead)."""
+
+    def __init__(self, prev, extra_args=()):
+        self.tmp, self.conf, self.root = prev.tmp, prev.conf, prev.root
+        self.port, self.admin, self.log = prev.port, prev.admin, prev.log
+        self.seen = prev.seen
+        self.errlog = open(os.path.join(self.tmp, f"stderr-{time.time_ns()}.log"), "w+")
+        self.t0 = time.time()
+        self.proc = subprocess.Popen(
+            [KAGO, "--root", self.root, "serve", "--config", self.conf, "--listen", f"127.0.0.1:{self.port}",
+             "--admin", f"127.0.0.1:{self.admin}", "--access-log", self.log, *extra_args],
+            stdout=subprocess.DEVNULL, stderr=self.errlog)
+        import socket
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.admin), timeout=0.2).close()
+                self.ready_s = time.time() - self.t0
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+        raise RuntimeError("kago serve did not start: " + self.stderr())
+
+
+def cleanup(*servers):
+    """After a failure: kills the serves this test started, then lets a serve with no apps remove what
+    they left in the root (every instance of an app that is gone is removed)."""
+    last = None
+    for srv in servers:
+        if srv is not None:
+            last = srv
+            if srv.proc.poll() is None:
+                srv.proc.kill()
+                srv.proc.wait()
+    if last is None or not os.path.isdir(os.path.join(last.root, ".serve")):
+        return
+    for f in glob.glob(os.path.join(last.conf, "*.rb")):
+        os.unlink(f)
+    try:
+        Restarted(last).stop()
+    except Exception:
+        pass
+
+
+def sigkill(s):
+    s.proc.send_signal(signal.SIGKILL)  # only the pid this test started
+    s.proc.wait(10)
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def traces(s, names):
+    """What is left on the host of the instances named names (and of the root)."""
+    found = root_leftovers(s.root)
+    for n in names:
+        found += [d for d in glob.glob(f"/sys/fs/cgroup/*/kago/{n}") + glob.glob(f"/sys/fs/cgroup/kago/{n}")
+                  if os.path.isdir(d)]
+    for line in open("/proc/mounts"):
+        if s.tmp in line or any(n in line for n in names):
+            found.append(line.strip())
+    return found
+
+
+def one(s, name, states=("ready",)):
+    insts = s.instances(name, states)
+    assert len(insts) == 1, s.ps().get(name)
+    return insts[0]
+
+
+def test_sigkill_restart_adopts_ready_and_frozen_removes_starting_then_sigterm_leaves_nothing():
+    s1 = Server(apps())
+    try:
+        for host in ("web.test", "api.test", "frz.test"):
+            st, h, body = request(s1.port, host, "/index.html")
+            assert st == 200 and body.strip() == b"hello-static", (host, st, body)
+        frz = wait_for(lambda: s1.instances("frz", ("frozen",)), 5)
+        assert frz, s1.ps()["frz"]
+        web, api, slow = one(s1, "web"), one(s1, "api"), one(s1, "slow", ("starting",))
+        names = {i["name"] for i in (web, api, frz[0], slow)}
+        sigkill(s1)
+        # the instances outlive serve (no parent-death signal): they are what the next serve adopts
+        assert alive(web["pid"]) and alive(api["pid"]) and alive(frz[0]["pid"])
+
+        s2 = Restarted(s1)
+        log = s2.stderr()
+        assert f"adopted the ready instance {web['name']}" in log, log
+        assert f"adopted the ready instance {api['name']}" in log, log
+        assert f"adopted the frozen instance {frz[0]['name']}" in log, log
+        assert f"removed the instance {slow['name']} of the previous serve: it was starting" in log, log
+        # nothing is left of the one that was starting
+        assert not os.path.exists(os.path.join(s2.root, slow["name"]))
+        assert not glob.glob(f"/sys/fs/cgroup/*/kago/{slow['name']}") + glob.glob(f"/sys/fs/cgroup/kago/{slow['name']}")
+        assert wait_for(lambda: not alive(slow["pid"]), 5)
+        # the same instances serve, with no start
+        w2 = one(s2, "web")
+        assert (w2["name"], w2["pid"]) == (web["name"], web["pid"])
+        f2 = one(s2, "frz", ("frozen",))
+        assert f2["name"] == frz[0]["name"]
+        for host in ("web.test", "api.test"):
+            st, h, body = request(s2.port, host, "/index.html")
+            assert st == 200 and body.strip() == b"hello-static"
+            assert "x-kago-cold-start" not in h, h
+        st, h, body = request(s2.port, "frz.test", "/index.html")
+        assert st == 200 and h["x-kago-cold-start"].endswith("thaw"), h  # thawed, not started
+        assert one(s2, "frz")["pid"] == frz[0]["pid"]
+        for a in ("web", "api", "frz"):
+            assert s2.metric("kago_cold_starts_total", app=a) == 0, s2.metrics()
+        print(f"restart to admin answering, 4 recorded instances: {s2.ready_s * 1000:.0f} ms")
+        names |= {i["name"] for a in s2.ps().values() for i in a["instances"]}
+
+        # SIGTERM: drained, stopped, removed
+        assert s2.stop() == 0, s2.stderr()
+        assert traces(s2, names) == [], s2.stderr()
+        for i in (web, api, frz[0]):
+            assert not alive(i["pid"])
+    finally:
+        cleanup(*(locals().get(p) for p in ("s1", "s2")))
+
+
+def test_restart_removes_an_adopted_instance_whose_process_died_and_changed_apps():
+    s1 = Server(apps("exec /usr/sbin/httpd -f -p 8080 -h /"))
+    try:
+        for host in ("web.test", "api.test"):
+            assert request(s1.port, host, "/")[0] in (200, 403, 404)
+        web, api = one(s1, "web"), one(s1, "api")
+        names = {web["name"], api["name"]} | {i["name"] for a in s1.ps().values() for i in a["instances"]}
+        sigkill(s1)
+        s2 = Restarted(s1)
+        assert f"adopted the ready instance {web['name']}" in s2.stderr()
+        sigkill(s2)
+        # meanwhile web's process dies, and api's container definition changes
+        os.kill(web["pid"], signal.SIGKILL)
+        assert wait_for(lambda: not alive(web["pid"]), 5)
+        with open(os.path.join(s1.conf, "apps.rb")) as f:
+            rb = f.read()
+        head, tail = rb.split('Kago.app "api"', 1)
+        with open(os.path.join(s1.conf, "apps.rb"), "w") as f:
+            f.write(head + 'Kago.app "api"' + tail.replace('"64M"', '"65M"', 1))
+        s3 = Restarted(s2)
+        log = s3.stderr()
+        assert f"removed the instance {web['name']} of the previous serve: its process is gone" in log, log
+        assert f"removed the instance {api['name']} of the previous serve: its app's container changed" in log, log
+        assert not os.path.exists(os.path.join(s3.root, web["name"]))
+        assert not os.path.exists(os.path.join(s3.root, api["name"]))
+        assert not glob.glob(f"/sys/fs/cgroup/*/kago/{web['name']}")
+        # web starts anew on request
+        st, h, _ = request(s3.port, "web.test", "/")
+        assert "x-kago-cold-start" in h
+        names |= {i["name"] for a in s3.ps().values() for i in a["instances"]}
+        assert s3.stop() == 0, s3.stderr()
+        assert traces(s3, names) == [], s3.stderr()
+        assert not alive(api["pid"])
+    finally:
+        cleanup(*(locals().get(p) for p in ("s1", "s2", "s3")))
+
+
+def test_sigterm_cuts_requests_at_the_drain_timeout():
+    cgi = ("mkdir -p /srv/www/cgi-bin && printf '#!/bin/sh\\nsleep 30\\necho Content-Type: text/plain\\necho\\n"
+           "echo done\\n' > /srv/www/cgi-bin/slow && chmod +x /srv/www/cgi-bin/slow"
+           " && exec /usr/sbin/httpd -f -p 8080 -h /srv/www")
+    s = Server(app("cgi", ["cgi.test"], cgi, stop_grace="20s"), extra_args=("--drain-timeout", "1s"))
+    import threading
+    res = {}
+
+    def slow():
+        try:
+            res["r"] = request(s.port, "cgi.test", "/cgi-bin/slow", timeout=60)
+        except Exception as e:  # cut by the deadline
+            res["r"] = e
+    t = threading.Thread(target=slow)
+    t.start()
+    assert wait_for(lambda: s.metric("kago_requests_in_flight", app="cgi") == 1, 10), s.metrics()
+    names = {i["name"] for i in s.instances("cgi")}
+    t0 = time.time()
+    assert s.stop() == 0, s.stderr()
+    took = time.time() - t0
+    t.join(10)
+    print(f"SIGTERM with a request in flight, --drain-timeout 1s: exited in {took:.2f} s")
+    assert took < 5, s.stderr()  # not the 30 s the request would take, nor stop_grace
+    assert "drain timeout" in s.stderr()
+    r = res.get("r")
+    assert isinstance(r, Exception) or r[0] >= 500, r  # cut at the deadline, not answered after 30 s
+    assert traces(s, names) == [], s.stderr()
