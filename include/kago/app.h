@@ -34,7 +34,11 @@ struct kago_app {
     unsigned log_keep;                 /* files kept, current.log included (1-100); default 3 */
 };
 
-/* Fills app with the documented defaults (and spec with kago_spec_init's). */
+/* A serve app's container limits unless it sets its own (docs/serve.md): 512 MiB of memory, one CPU. */
+#define KAGO_APP_DEFAULT_MEMORY       (512ll << 20)
+#define KAGO_APP_DEFAULT_CPU_QUOTA_US (100000ll)
+
+/* Fills app with the documented defaults (and spec with kago_spec_init_front's, plus the limits above). */
 KAGO_EXPORT void kago_app_init(struct kago_app *app);
 KAGO_EXPORT void kago_app_free(struct kago_app *app);
 

@@ -56,8 +56,9 @@ struct kago_cgroup_kv {
 #define KAGO_MKNOD_BLOCK 2u
 
 /* Each limit is "unset" (KAGO_UNSET or NULL) unless asked for; unset limits are not written. */
-#define KAGO_UNSET   (-1)
-#define KAGO_NOLIMIT (-2) /* "max": explicitly unlimited */
+#define KAGO_UNSET        (-1)
+#define KAGO_NOLIMIT      (-2)   /* "max": explicitly unlimited */
+#define KAGO_DEFAULT_PIDS (2048) /* kago_spec_init_front's pids limit (podman's) */
 
 struct kago_limits {
     int64_t cpu_quota_us;  /* per period; KAGO_UNSET, KAGO_NOLIMIT or > 0 */
@@ -132,6 +133,12 @@ struct kago_spec {
     char *join_ns[KAGO_NS_COUNT];       /* path of an existing namespace to enter, or NULL */
     struct kago_idmap *uidmap, *gidmap; /* user namespace maps */
     size_t nuidmap, ngidmap;
+    /* KAGO_USERNS_AUTO: without maps or a user namespace to join, create gives the container a user
+     * namespace of its own, root mapped to a range of 65536 ids from kago's pool (docs/userns.md), and
+     * idmapped mounts of its rootfs, layers and binds. userns_key names the range (NULL: the container's
+     * name, released when it is deleted; serve apps: kept per app). */
+    enum kago_userns_mode { KAGO_USERNS_HOST, KAGO_USERNS_AUTO } userns;
+    char *userns_key;
 
     struct kago_mount *mounts;
     size_t nmounts;
@@ -173,6 +180,11 @@ struct kago_spec {
 /* Fills spec with kago's documented defaults (all namespaces but user, Docker's default capabilities,
  * default seccomp, no_new_privs, masked and read-only paths, default rootfs). */
 KAGO_EXPORT void kago_spec_init(struct kago_spec *spec);
+/* kago_spec_init plus what kago's own front ends (kago run/create, Kagofile containers, serve apps) add, as
+ * podman does: a pids limit of KAGO_DEFAULT_PIDS, the container's own cgroup read-only at /sys/fs/cgroup, and
+ * a user namespace of its own (userns KAGO_USERNS_AUTO).
+ * Not for an OCI bundle (its config.json says everything) nor for a spec that only carries limits. */
+KAGO_EXPORT void kago_spec_init_front(struct kago_spec *spec);
 KAGO_EXPORT void kago_spec_free(struct kago_spec *spec);
 /* True when a and b describe the same container (every field, as the state file records them). */
 KAGO_EXPORT bool kago_spec_equal(const struct kago_spec *a, const struct kago_spec *b);
@@ -194,7 +206,9 @@ KAGO_EXPORT int kago_parse_rlimit(const char *s, struct kago_rlimit *rl, struct 
 KAGO_EXPORT int kago_rlimit_from_name(const char *name); /* "nofile" or "RLIMIT_NOFILE"; -1 if unknown */
 KAGO_EXPORT int kago_signal_from_name(const char *s);    /* "TERM", "sigterm" or "15"; -1 if unknown */
 KAGO_EXPORT int kago_cap_from_name(const char *name);    /* "net_admin" or "CAP_NET_ADMIN"; -1 if unknown */
-KAGO_EXPORT uint64_t kago_caps_default(void);            /* Docker's default set */
+/* kago's own front ends' default set: podman's (Docker's without NET_RAW, MKNOD and AUDIT_WRITE). */
+KAGO_EXPORT uint64_t kago_caps_default(void);
+KAGO_EXPORT uint64_t kago_caps_docker(void); /* Docker's default set (`kago spec`'s config.json) */
 /* Checks a cgroup path as a spec gives it ("/a/b" or "a/b": no empty, "." or ".." component). */
 KAGO_EXPORT int kago_cgroup_path_check(const char *path, struct kago_error **err);
 KAGO_EXPORT int kago_parse_user(const char *s, uid_t *uid, gid_t *gid, struct kago_error **err);

@@ -13,6 +13,7 @@ struct cli {
     const char *root;   /* state dir (--root), default KAGO_DEFAULT_ROOT */
     const char *images; /* image store (--images, $KAGO_IMAGES), default KAGO_DEFAULT_IMAGES */
     const char *prog;   /* "kago" */
+    char **argv;        /* the whole command line (serve restarts itself with it on SIGUSR2) */
 };
 
 /* Prints "kago: MSG" (the error's text) to stderr once and frees it. Returns the exit code 1. */
@@ -22,6 +23,20 @@ int cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "kago: warning: FMT" to stderr (and to --log at level warning). */
 void cli_warnf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The admin API of a running `kago serve` (src/cli/serve_admin.c), for ps and reload. */
+struct cli_admin {
+    const char *addr;       /* "IP:PORT" (default 127.0.0.1:9090) or "unix:PATH" */
+    const char *token_file; /* --admin-token; NULL: ROOT/.serve/.admin-token (TCP only) */
+    const char *root;       /* serve's --root (default: kago's --root) */
+};
+void cli_admin_init(struct cli_admin *a, struct cli *g);
+/* argv[*i] is --admin, --admin-token or --root (with its value, *i then past it): 1; another: 0; a missing
+ * value: -1. */
+int cli_admin_option(struct cli_admin *a, int argc, char **argv, int *i);
+/* METHOD path on the admin API: the body of a 2xx answer (caller frees), or NULL with the error printed
+ * (401 says which token file was tried). */
+char *cli_admin_call(const struct cli_admin *a, const char *verb, const char *method, const char *path);
 
 /* Each verb gets argv with argv[0] = the verb name; returns the process exit code. */
 #define CLI_VERB(v) int cli_##v(struct cli *g, int argc, char **argv)
@@ -108,6 +123,7 @@ enum {
     O_NS,
     O_JOIN_NS,
     O_UIDMAP,
+    O_USERNS,
     O_GIDMAP,
     O_CPU,
     O_CPU_WEIGHT,
@@ -123,6 +139,7 @@ enum {
     O_CGROUP_SET,
     O_OVERLAY_SIZE,
     O_OVERLAY_DIR,
+    O_CGROUP_MOUNT,
 };
 extern const struct option cli_spec_longopts[];
 /* Limit options (--cpu --cpu-weight --memory --pids --cpuset), shared with `kago update`. */

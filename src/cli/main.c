@@ -150,7 +150,7 @@ static bool opt_value(int argc, char **argv, int *i, const char *name, const cha
 
 int main(int argc, char **argv)
 {
-    struct cli g = {.root = KAGO_DEFAULT_ROOT, .prog = "kago"};
+    struct cli g = {.root = KAGO_DEFAULT_ROOT, .prog = "kago", .argv = argv};
     /* a reader that went away (kago ... | head) must not kill kago halfway through a cleanup */
     signal(SIGPIPE, SIG_IGN);
     int i = 1;

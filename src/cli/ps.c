@@ -1,5 +1,6 @@
-/* kago ps [--admin ADDR] [--json]: the apps and instances of a running `kago serve`, from its
- * admin listener (GET /ps). With a container ID, the OCI runtime's form: kago ps [--format json|table] ID
+/* kago ps [--admin IP:PORT|unix:PATH] [--admin-token FILE] [--root DIR] [--json]: the apps and instances
+ * of a running `kago serve`, from its admin listener (GET /ps, with serve's bearer token over TCP).
+ * With a container ID, the OCI runtime's form: kago ps [--format json|table] ID
  * [PS-ARGS...], the container's processes. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,58 +15,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-
-/* GET path from the admin listener at addr (IPv4 "IP:PORT"); returns the body (caller frees). */
-static char *admin_get(const char *addr, const char *path)
-{
-    char host[64];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || (size_t)(colon - addr) >= sizeof(host)) {
-        cli_errorf("ps: bad admin address \"%s\" (want IP:PORT)", addr);
-        return NULL;
-    }
-    memcpy(host, addr, colon - addr);
-    host[colon - addr] = 0;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        cli_errorf("ps: bad admin address \"%s\"", addr);
-        return NULL;
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        cli_errorf("ps: connect to kago serve's admin listener %s: %s", addr, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return NULL;
-    }
-    char req[256];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: kago\r\nConnection: close\r\n\r\n", path);
-    if (write(fd, req, n) != n) {
-        cli_errorf("ps: write to %s: %s", addr, strerror(errno));
-        close(fd);
-        return NULL;
-    }
-    size_t len = 0, cap = 65536;
-    char *buf = malloc(cap);
-    ssize_t r;
-    while (buf && (r = read(fd, buf + len, cap - len - 1)) > 0) {
-        len += r;
-        if (len + 1 == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    close(fd);
-    if (!buf)
-        abort();
-    buf[len] = 0;
-    char *body = strstr(buf, "\r\n\r\n");
-    if (strncmp(buf, "HTTP/1.1 200", 12) != 0 || !body) {
-        cli_errorf("ps: unexpected answer from %s", addr);
-        free(buf);
-        return NULL;
-    }
-    memmove(buf, body + 4, strlen(body + 4) + 1);
-    return buf;
-}
 
 static void human(char *out, size_t n, long long bytes)
 {
@@ -182,23 +131,23 @@ CLI_VERB(ps)
     /* the OCI form names a container (or asks for --format); serve's takes only options */
     for (int i = 1; i < argc; i++)
         if (argv[i][0] != '-' || !strncmp(argv[i], "--format", 8) || !strcmp(argv[i], "-f")) {
-            if (i > 1 && (!strcmp(argv[i - 1], "--admin")))
+            if (i > 1 && (!strcmp(argv[i - 1], "--admin") || !strcmp(argv[i - 1], "--admin-token") ||
+                          !strcmp(argv[i - 1], "--root")))
                 continue;
             return oci_ps(g, argc, argv);
         }
-    const char *admin = "127.0.0.1:9090";
+    struct cli_admin adm;
+    cli_admin_init(&adm, g);
     bool json = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
             json = true;
-        else if (!strcmp(argv[i], "--admin") && i + 1 < argc)
-            admin = argv[++i];
-        else if (!strncmp(argv[i], "--admin=", 8))
-            admin = argv[i] + 8;
-        else
-            return cli_usage("ps", "expected: kago ps [--admin IP:PORT] [--json]");
+        else if (cli_admin_option(&adm, argc, argv, &i) != 1)
+            return cli_usage("ps", "expected: kago ps [--admin IP:PORT|unix:PATH] [--admin-token FILE] "
+                                   "[--root DIR] [--json]");
     }
-    char *body = admin_get(admin, "/ps");
+    const char *admin = adm.addr;
+    char *body = cli_admin_call(&adm, "ps", "GET", "/ps");
     if (!body)
         return 1;
     if (json) {

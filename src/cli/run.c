@@ -29,8 +29,10 @@ static void run_usage(const char *verb)
         "         --bind SRC:DST[:ro] --tmpfs DST[:SIZE] --readonly --overlay --overlay-size SIZE\n"
         "         --overlay-dir DIR --image REF --entrypoint CMD\n"
         "         --ns pid,mount,uts,ipc,net,cgroup,user --join-ns TYPE:PATH --uidmap C:H:N --gidmap C:H:N\n"
+        "         --userns auto|host\n"
         "         --cpu PCT --cpu-weight N --memory SIZE --pids N --cpuset LIST --rlimit NAME=SOFT[:HARD]\n"
-        "         --cgroup-set KEY=VALUE --cap-add CAP --cap-drop CAP --seccomp default|unconfined|FILE\n"
+        "         --cgroup-set KEY=VALUE --cgroup-mount ro|rw|none --cap-add CAP --cap-drop CAP\n"
+        "         --seccomp default|unconfined|FILE\n"
         "         --no-new-privs true|false --init --detach --tty\n",
         verb, verb);
 }
@@ -105,7 +107,7 @@ int cli_create_from_args(struct cli *g, const char *verb, int argc, char **argv,
                          struct kago_spawn_opts *opts, struct kago_container **c)
 {
     struct kago_spec spec;
-    kago_spec_init(&spec);
+    kago_spec_init_front(&spec);
     *c = NULL;
     struct cli_image_args ia = {0};
     int i = cli_parse_spec(verb, &spec, detach, detach ? &opts->tty : NULL, &ia, argc, argv);

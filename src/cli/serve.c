@@ -22,6 +22,7 @@ CLI_VERB(serve)
         {"config", required_argument, NULL, 'c'},
         {"listen", required_argument, NULL, 'l'},
         {"admin", required_argument, NULL, 'a'},
+        {"admin-token", required_argument, NULL, 'T'},
         {"access-log", required_argument, NULL, 'L'},
         {"root", required_argument, NULL, 'r'},
         {"header-timeout", required_argument, NULL, 'H'},
@@ -31,12 +32,15 @@ CLI_VERB(serve)
         {"no-cold-start-header", no_argument, NULL, 'N'},
         {"frozen-memory-budget", required_argument, NULL, 'F'},
         {"drain-timeout", required_argument, NULL, 'D'},
+        {"log-format", required_argument, NULL, 'J'},
+        {"upgrade", no_argument, NULL, 'U'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct kago_serve_opts o;
     kago_serve_opts_init(&o);
     o.root = g->root;
+    o.argv = g->argv;
     int opt;
     while ((opt = getopt_long(argc, argv, "c:l:a:L:r:h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -48,6 +52,9 @@ CLI_VERB(serve)
             break;
         case 'a':
             o.admin = optarg;
+            break;
+        case 'T':
+            o.admin_token = optarg;
             break;
         case 'L':
             o.access_log = optarg;
@@ -71,12 +78,25 @@ CLI_VERB(serve)
             if (parse_ms("serve", optarg, &o.response_timeout_ms))
                 return 1;
             break;
+        case 'U':
+            o.upgrade = true;
+            break;
         case 'N':
             o.cold_start_header = false;
             break;
         case 'D':
             if (parse_ms("serve", optarg, &o.drain_timeout_ms))
                 return 1;
+            break;
+        case 'J':
+            if (!strcmp(optarg, "text"))
+                o.log_format = KAGO_LOG_TEXT;
+            else if (!strcmp(optarg, "json"))
+                o.log_format = KAGO_LOG_JSON;
+            else if (!strcmp(optarg, "journal"))
+                o.log_format = KAGO_LOG_JOURNAL;
+            else
+                return cli_usage("serve", "--log-format: \"%s\" is not text, json or journal", optarg);
             break;
         case 'F': {
             struct kago_error *err = NULL;
@@ -87,12 +107,15 @@ CLI_VERB(serve)
             break;
         }
         case 'h':
-            printf("usage: kago serve --config DIR [--listen 127.0.0.1:8080] [--admin 127.0.0.1:9090|off]\n"
+            printf("usage: kago serve --config DIR [--listen 127.0.0.1:8080]\n"
+                   "                  [--admin 127.0.0.1:9090|unix:PATH|off] [--admin-token FILE]\n"
                    "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
                    "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout "
                    "60s]\n"
                    "                  [--no-cold-start-header] [--frozen-memory-budget 1G] [--drain-timeout "
                    "10s]\n"
+                   "                  [--upgrade]   (take over from the serve running with this --root)\n"
+                   "                  [--log-format text|json|journal]\n"
                    "See docs/serve.md.\n");
             return 0;
         default:

@@ -23,6 +23,7 @@ const struct option cli_spec_longopts[] = {
     {"ns", required_argument, NULL, O_NS},
     {"join-ns", required_argument, NULL, O_JOIN_NS},
     {"uidmap", required_argument, NULL, O_UIDMAP},
+    {"userns", required_argument, NULL, O_USERNS},
     {"gidmap", required_argument, NULL, O_GIDMAP},
     {"cpu", required_argument, NULL, O_CPU},
     {"cpu-weight", required_argument, NULL, O_CPU_WEIGHT},
@@ -36,6 +37,7 @@ const struct option cli_spec_longopts[] = {
     {"no-new-privs", required_argument, NULL, O_NO_NEW_PRIVS},
     {"init", no_argument, NULL, O_INIT},
     {"cgroup-set", required_argument, NULL, O_CGROUP_SET},
+    {"cgroup-mount", required_argument, NULL, O_CGROUP_MOUNT},
     {NULL, 0, NULL, 0},
 };
 
@@ -47,14 +49,15 @@ static int bad(struct kago_error *err)
 
 static int parse_count(const char *what, const char *arg, int64_t *v)
 {
-    if (!strcmp(arg, "max")) {
+    if (!strcmp(arg, "max") || !strcmp(arg, "unlimited") || !strcmp(arg, "-1")) {
         *v = KAGO_NOLIMIT;
         return 0;
     }
     char *end;
     long long x = strtoll(arg, &end, 10);
     if (end == arg || *end || x < 1)
-        return cli_errorf("%s \"%s\": expected a positive number or max", what, arg), -1;
+        return cli_errorf("%s \"%s\": expected a positive number, or max (also unlimited, -1)", what, arg),
+               -1;
     *v = x;
     return 0;
 }
@@ -78,6 +81,29 @@ static int caps_option(struct kago_spec *spec, const char *arg, bool add)
     }
     free(copy);
     return ret;
+}
+
+/* --cgroup-mount ro|rw|none: the container's own cgroup at /sys/fs/cgroup (kago_spec_init_front: ro). */
+static int cgroup_mount_option(struct kago_spec *spec, const char *arg)
+{
+    if (strcmp(arg, "ro") && strcmp(arg, "rw") && strcmp(arg, "none"))
+        return cli_errorf("cgroup-mount \"%s\": expected ro, rw or none", arg), -1;
+    size_t n = 0;
+    for (size_t i = 0; i < spec->nmounts; i++) {
+        if (spec->mounts[i].kind == KAGO_MOUNT_CGROUP && !strcmp(spec->mounts[i].dst, "/sys/fs/cgroup")) {
+            free(spec->mounts[i].src);
+            free(spec->mounts[i].dst);
+        } else {
+            spec->mounts[n++] = spec->mounts[i];
+        }
+    }
+    spec->nmounts = n;
+    if (strcmp(arg, "none")) {
+        struct kago_mount cg = {
+            .kind = KAGO_MOUNT_CGROUP, .dst = (char *)"/sys/fs/cgroup", .readonly = !strcmp(arg, "ro")};
+        kago_spec_add_mount(spec, &cg);
+    }
+    return 1;
 }
 
 /* Limit options shared with `kago update`. */
@@ -171,6 +197,11 @@ int cli_spec_option(struct kago_spec *spec, int opt, const char *arg)
         free(m.src);
         free(m.dst);
         return 1;
+    case O_USERNS:
+        if (strcmp(arg, "host") && strcmp(arg, "auto"))
+            return cli_errorf("userns \"%s\": expected auto (a range of kago's pool) or host", arg), -1;
+        spec->userns = !strcmp(arg, "auto") ? KAGO_USERNS_AUTO : KAGO_USERNS_HOST;
+        return 1;
     case O_NS:
         return kago_parse_ns_list(arg, &spec->ns, &err) < 0 ? bad(err) : 1;
     case O_JOIN_NS: {
@@ -208,6 +239,8 @@ int cli_spec_option(struct kago_spec *spec, int opt, const char *arg)
         kago_spec_add_rlimit(spec, &rl);
         return 1;
     }
+    case O_CGROUP_MOUNT:
+        return cgroup_mount_option(spec, arg);
     case O_CAP_ADD:
         return caps_option(spec, arg, true);
     case O_CAP_DROP:

@@ -99,7 +99,7 @@ static mrb_value kago_new_container(mrb_state *mrb, mrb_value self)
     struct kf_container *ct = calloc(1, sizeof *ct);
     if (!ct)
         abort();
-    kago_spec_init(&ct->own);
+    kago_spec_init_front(&ct->own);
     ct->spec = &ct->own;
     ct->spec->name = dup_or_raise(mrb, name);
     ct->stop_grace_ms = KF_DEFAULT_STOP_GRACE_MS;
@@ -250,8 +250,14 @@ static mrb_value spec_str(mrb_state *mrb, mrb_value self)
     } else if (!strcmp(field, "cwd")) {
         replace_str(&s->cwd, v);
         ct->cwd_set = true;
-    } else if (!strcmp(field, "hostname"))
+    } else if (!strcmp(field, "hostname")) {
         replace_str(&s->hostname, v);
+    } else if (!strcmp(field, "userns")) {
+        if (strcmp(v, "host") && strcmp(v, "auto"))
+            mrb_raisef(mrb, E_ARGUMENT_ERROR,
+                       "userns: \"%s\": expected :auto (a range of kago's pool) or :host", v);
+        s->userns = !strcmp(v, "auto") ? KAGO_USERNS_AUTO : KAGO_USERNS_HOST;
+    }
     return self;
 }
 

@@ -1125,6 +1125,7 @@ int kago_oci_load_string(const char *bundle, const char *path, const char *json,
                          struct kago_spec *spec, struct kago_oci *oci, struct kago_error **err)
 {
     *oci = (struct kago_oci){.bundle = dup(bundle)};
+    spec->userns = KAGO_USERNS_HOST; /* config.json decides: a user namespace only where it asks for one */
     json_object *o = parse(path, json, len, err);
     if (!o)
         return -1;
@@ -1250,7 +1251,7 @@ static json_object *mount_obj(const char *dst, const char *type, const char *src
 static json_object *default_caps(void)
 {
     json_object *a = json_object_new_array();
-    uint64_t caps = kago_caps_default();
+    uint64_t caps = kago_caps_docker();
     for (int i = 0; i < 64; i++) {
         if (!(caps & (1ULL << i)))
             continue;

@@ -181,6 +181,11 @@ class Kago::Spec
     _ns(names)
   end
 
+  # userns :auto (the default: root maps to a range of 65536 ids of kago's pool, docs/userns.md) or :host
+  def userns(mode)
+    _str("userns", Kago.__str(mode, "userns"))
+  end
+
   # Enters an existing namespace instead of creating one: join_namespace :net, "/proc/123/ns/net".
   def join_namespace(ns, path)
     _join(Kago.__str(ns, "join_namespace"), Kago.__str(path, "join_namespace"))

@@ -408,6 +408,7 @@ static void container_ended(struct sct *ct, int status)
     char pf[4096];
     pidfile_path(s, ct->name, pf, sizeof pf);
     unlink(pf);
+    sup_record_drop(ct);
     if (--s->nrunning == 0)
         shutdown_watchers(s);
 }
@@ -417,8 +418,12 @@ static void on_exit_poll(uv_poll_t *p, int status, int events)
     struct sct *ct = p->data;
     siginfo_t si = {0};
     int code = -1;
-    /* The container's init is our child: reap it through its pidfd for the status. */
-    if (waitid(P_PIDFD, (id_t)kago_container_pidfd(ct->c), &si, WEXITED | WNOHANG) == 0 && si.si_pid) {
+    /* The container's init is our child: reap it through its pidfd for the status (an adopted one is
+     * not: whoever adopted the orphan reaped it, and its status is unknown). */
+    if (ct->adopted) {
+        if (kago_container_status(ct->c) != KAGO_STOPPED)
+            return;
+    } else if (waitid(P_PIDFD, (id_t)kago_container_pidfd(ct->c), &si, WEXITED | WNOHANG) == 0 && si.si_pid) {
         if (si.si_code == CLD_EXITED)
             code = si.si_status;
         else
@@ -570,7 +575,10 @@ static int write_pidfile(struct sup *s, const char *name, struct kago_error **er
 
 static int start_one(struct sup *s, struct sct *ct, struct kago_error **err)
 {
-    struct kago_spawn_opts o = {.wait_start = true, .stdio = {-1, -1, -1}};
+    /* orphan: no parent-death signal, the container outlives a supervisor that is killed, and the next
+     * one adopts it (sup_adopt.c) */
+    struct kago_spawn_opts o = {.wait_start = true, .stdio = {-1, -1, -1}, .orphan = true};
+    sup_record_write(ct); /* before the container exists: a supervisor killed in the create leaves it */
     if (kago_container_create(s->opts->root, ct->def->spec, &o, &ct->c, err) < 0)
         return -1;
     ct->running = true;
@@ -586,6 +594,7 @@ static int start_one(struct sup *s, struct sct *ct, struct kago_error **err)
     uv_update_time(&s->loop);
     ct->started_ms = uv_now(&s->loop);
     uv_poll_start(&ct->exit_poll, UV_READABLE, on_exit_poll);
+    sup_record_write(ct);
     sup_log(s, "%s: started, pid %d", ct->name, (int)kago_container_pid(ct->c));
     sup_run_hooks(ct, KF_AFTER_START, 0, NULL);
     if (ct->running) {
@@ -595,11 +604,34 @@ static int start_one(struct sup *s, struct sct *ct, struct kago_error **err)
     return 0;
 }
 
+void sup_take(struct sct *ct, uint64_t age_ms)
+{
+    struct sup *s = ct->sup;
+    struct kago_error *err = NULL;
+    ct->adopted = true;
+    ct->running = true;
+    s->nrunning++;
+    uv_poll_init(&s->loop, &ct->exit_poll, kago_container_pidfd(ct->c));
+    ct->exit_poll.data = ct;
+    ct->exit_poll_open = true;
+    oom_watch(ct, wants_oom(ct));
+    if (write_pidfile(s, ct->name, &err) < 0) {
+        sup_log(s, "%s: %s", ct->name, err->msg);
+        kago_error_free(err);
+    }
+    uv_update_time(&s->loop);
+    uint64_t now = uv_now(&s->loop);
+    ct->started_ms = now > age_ms ? now - age_ms : 0;
+    uv_poll_start(&ct->exit_poll, UV_READABLE, on_exit_poll);
+    sup_arm_timers(ct); /* after() timers already due are not run again */
+}
+
 /* A start failed: remove what did start, so nothing is left behind. */
 static void undo_starts(struct sup *s)
 {
     for (size_t i = 0; i < s->ncts; i++) {
         struct sct *ct = s->cts[i];
+        sup_record_drop(ct);
         if (!ct->c)
             continue;
         char pf[4096];
@@ -634,6 +666,8 @@ static int select_containers(struct sup *s, struct kago_kagofile *kf, struct kag
         kf->refs++;
         ct->def = kf->cts[i];
         ct->ready_fd = -1;
+        ct->rec_fd = -1;
+        sup_name_cgroup(s, ct->def->spec);
         s->cts = v;
         s->cts[s->ncts++] = ct;
     }
@@ -675,6 +709,8 @@ static void sup_free(struct sup *s)
         struct sct *ct = s->cts[i];
         if (ct->c)
             kago_container_free(ct->c);
+        if (ct->rec_fd >= 0)
+            close(ct->rec_fd);
         kf_unref(ct->kf);
         free(ct->name);
         free(ct);
@@ -784,7 +820,19 @@ int kago_kagofile_supervise(const struct kago_supervise_opts *opts, struct kago_
         rc = 1;
         goto out;
     }
+    if (sup_adopt(&s, err) < 0) {
+        if (report_fd >= 0) {
+            char line[4200];
+            snprintf(line, sizeof line, "%s\n", (*err)->msg);
+            report_start(&report_fd, line);
+        }
+        shutdown_watchers(&s);
+        rc = 1;
+        goto out;
+    }
     for (size_t i = 0; i < s.ncts; i++) {
+        if (s.cts[i]->running)
+            continue; /* adopted */
         if (start_one(&s, s.cts[i], err) < 0) {
             kago_error_prefix(err, "%s", opts->path);
             undo_starts(&s);

@@ -44,6 +44,8 @@ struct sct {
     unsigned oom_retries;
     bool stopping; /* the supervisor or a hook asked it to end: not a failure */
     bool running;
+    bool adopted; /* a previous supervisor started it: not our child, its exit status is unknown */
+    int rec_fd;   /* <dir>/<name>.rec, locked while this supervisor owns the container (sup_adopt.c) */
 };
 
 struct sup {
@@ -82,6 +84,23 @@ struct sct *sup_find(struct sup *s, const char *name) KF_INTERNAL;
 /* SIGTERM now, SIGKILL after grace_ms (stop_grace of its definition when grace_ms < 0). */
 int sup_stop(struct sct *ct, int64_t grace_ms, struct kago_error **err) KF_INTERNAL;
 void kf_unref(struct kago_kagofile *kf) KF_INTERNAL;
+/* ct->c runs, started age_ms ago by a supervisor that is gone: watch it as if we had started it (its
+ * pidfd, OOM events, timers; its ready hook is not run again). */
+void sup_take(struct sct *ct, uint64_t age_ms) KF_INTERNAL;
+
+/* sup_adopt.c: a restarted supervisor adopts its containers. */
+/* Names spec's cgroup after the container and the root (unless the file names one): two roots never
+ * share a cgroup. */
+void sup_name_cgroup(struct sup *s, struct kago_spec *spec) KF_INTERNAL;
+/* Locks every selected container's record; adopts those a killed supervisor left running with the
+ * definition the file has now, removes every trace of the others (one log line each, with the reason),
+ * and of the containers the file no longer defines. Returns 0, or < 0 when another supervisor runs one
+ * of the containers. */
+int sup_adopt(struct sup *s, struct kago_error **err) KF_INTERNAL;
+/* Records ct (started now) in its locked record. */
+void sup_record_write(struct sct *ct) KF_INTERNAL;
+/* ct is gone: its record too. */
+void sup_record_drop(struct sct *ct) KF_INTERNAL;
 
 /* ctobj.c: Kago::Container, the object hooks receive. */
 void kf_ctobj_define(mrb_state *mrb) KF_INTERNAL;

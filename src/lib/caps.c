@@ -1,4 +1,4 @@
-/* Capabilities: Docker's default set, names, and dropping to the spec's set before exec. */
+/* Capabilities: the default sets (podman's, Docker's), names, and dropping to the spec's set before exec. */
 #include <linux/capability.h>
 #include <string.h>
 #include <strings.h>
@@ -12,7 +12,13 @@
 
 #define CAP(x) (1ull << (x))
 
+/* Podman's set: Docker's without NET_RAW (raw and packet sockets), MKNOD and AUDIT_WRITE. */
 uint64_t kago_caps_default(void)
+{
+    return kago_caps_docker() & ~(CAP(CAP_NET_RAW) | CAP(CAP_MKNOD) | CAP(CAP_AUDIT_WRITE));
+}
+
+uint64_t kago_caps_docker(void)
 {
     return CAP(CAP_CHOWN) | CAP(CAP_DAC_OVERRIDE) | CAP(CAP_FSETID) | CAP(CAP_FOWNER) | CAP(CAP_MKNOD) |
            CAP(CAP_NET_RAW) | CAP(CAP_SETGID) | CAP(CAP_SETUID) | CAP(CAP_SETFCAP) | CAP(CAP_SETPCAP) |

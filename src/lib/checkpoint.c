@@ -791,6 +791,12 @@ int kago_container_checkpoint(struct kago_container *c, const char *image_dir,
     bool made = false;
     if (!opts)
         opts = &none;
+    /* CRIU would restore its rootfs and binds as plain mounts, without their idmapping (docs/userns.md) */
+    if (c->spec.userns == KAGO_USERNS_AUTO)
+        return kago_error_set(err, ENOTSUP,
+                              "container %s: checkpoint of a container in a user namespace of kago's pool is "
+                              "not supported (start it with --userns host)",
+                              c->spec.name);
     if (strpbrk(image_dir, ",:")) {
         kago_error_set(err, 0, "image %s: a ',' or ':' in its path cannot be an overlay layer", image_dir);
     } else if (prepare_image_dir(image_dir, &made, err) == 0) {

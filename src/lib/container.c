@@ -306,7 +306,7 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
      * here): a caller that waits makes it while the child mounts. Not under a user namespace, which must
      * own it. */
     l->ch.net_later = l->pin && (spec->ns & (1u << KAGO_NS_NET)) && !(spec->ns & (1u << KAGO_NS_USER)) &&
-                      !spec->join_ns[KAGO_NS_USER] && !kago__has_cgroup_mount(spec);
+                      !spec->join_ns[KAGO_NS_USER];
     l->ch.spin = l->pinned;
     l->pid = clone_child(l, spec, err);
     pin_child(l);
@@ -330,7 +330,8 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
     unpin(l);
     if ((spec->ns & (1u << KAGO_NS_USER)) &&
         ((l->cgroup_fd < 0 && c->cg.ops->enter(&c->cg, l->pid, err) < 0) ||
-         setup_userns(l->pid, spec, err) < 0))
+         setup_userns(l->pid, spec, err) < 0 ||
+         (spec->userns == KAGO_USERNS_AUTO && kago__idmap_send(spec, l->pid, sv[0], err) < 0)))
         goto fail;
     kago__trace("seccomp compiled");
     /* "G" carries the filter: the child has its own copy of the buffer (it is not shared memory, whose
@@ -427,11 +428,18 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
     /* the filter, compiled here while the child sets up (sent with "G") */
     cr->bpf = xmalloc(sizeof *cr->bpf);
     l.ch.bpf = cr->bpf;
-    if (spec->overlay && mkdir(scratch, 0700) < 0) {
+    l.ch.scratch_fd = -1;
+    if ((spec->overlay || spec->userns == KAGO_USERNS_AUTO) && mkdir(scratch, 0700) < 0) {
         kago_error_set(err, errno, "mkdir %s", scratch);
         goto out;
     }
     if (cr->wait_start && (mkfifo(fifo, 0600) < 0 || (l.ch.fifo_fd = open(fifo, O_PATH | O_CLOEXEC)) < 0)) {
+        kago_error_set(err, errno, "exec fifo %s", fifo);
+        goto out;
+    }
+    /* the fifo is opened by the container's root, which in a user namespace is not the host's */
+    if (cr->wait_start && spec->userns == KAGO_USERNS_AUTO &&
+        chown(fifo, spec->uidmap[0].outside, spec->gidmap[0].outside) < 0) {
         kago_error_set(err, errno, "exec fifo %s", fifo);
         goto out;
     }
@@ -637,6 +645,39 @@ static int make_created(struct kago_container *c, void *arg, struct kago_error *
     return create_here(c, a->spec, &o, err);
 }
 
+/* --userns auto: a range of the pool (kept per key, the container's name by default), unless the spec maps
+ * or joins namespaces itself: a namespace joined is owned by another user namespace, which a new one could
+ * not enter. */
+static int userns_auto(struct kago_spec *s, struct kago_error **err)
+{
+    bool joins = false;
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        joins |= s->join_ns[i] != NULL;
+    if (s->userns != KAGO_USERNS_AUTO || s->nuidmap || joins) {
+        s->userns = KAGO_USERNS_HOST;
+        return 0;
+    }
+    struct kago_idmap u, g;
+    if (kago__userns_alloc(s->userns_key ? s->userns_key : s->name, &u, &g, err) < 0)
+        return -1;
+    s->uidmap = xmalloc(sizeof u);
+    s->uidmap[0] = u;
+    s->nuidmap = 1;
+    free(s->gidmap);
+    s->gidmap = xmalloc(sizeof g);
+    s->gidmap[0] = g;
+    s->ngidmap = 1;
+    s->ns |= 1u << KAGO_NS_USER;
+    return 0;
+}
+
+/* A range held by the container's name goes with it (a key of its own, a serve app's, stays). */
+static void userns_release(const struct kago_spec *s)
+{
+    if (s->userns == KAGO_USERNS_AUTO && !s->userns_key && s->name)
+        kago__userns_release(s->name, NULL);
+}
+
 /* pin: the caller waits for the start (see pin_here). */
 static int create_begin(const char *root, const struct kago_spec *spec, const struct kago_spawn_opts *opts,
                         bool pin, struct kago_create **out, struct kago_error **err)
@@ -668,6 +709,8 @@ static int create_begin(const char *root, const struct kago_spec *spec, const st
             c->spec.hostname = xstrdup(name); /* as Docker does: the container's own name */
         ret = make_dirs(c, err);
         kago__trace("state dir made");
+        if (ret == 0 && (ret = userns_auto(&c->spec, err)) < 0)
+            kago__rm_rf(c->dir);
         if (ret == 0) {
             if (opts->detach) {
                 ret = kago__detach(c, make_created, &(struct create_args){&c->spec, opts}, err);
@@ -675,8 +718,10 @@ static int create_begin(const char *root, const struct kago_spec *spec, const st
             } else {
                 ret = begin_here(cr, &c->spec, opts, err);
             }
-            if (ret < 0)
+            if (ret < 0) {
+                userns_release(&c->spec);
                 kago__rm_rf(c->dir);
+            }
         }
     }
     if (ret < 0) {
@@ -711,6 +756,7 @@ int kago_container_create_finish(struct kago_create *cr, struct kago_container *
     struct kago_container *c = cr->c;
     int ret = 0;
     if (!cr->done && (ret = end_here(cr, err)) < 0) {
+        userns_release(&c->spec);
         kago__rm_rf(c->dir);
         kago_error_prefix(err, "container %s", c->spec.name);
     }
@@ -725,6 +771,7 @@ void kago_create_abort(struct kago_create *cr)
         return;
     if (!cr->done) {
         create_release(cr, true);
+        userns_release(&cr->c->spec);
         kago__rm_rf(cr->c->dir);
         kago_container_free(cr->c);
         free(cr);
@@ -979,6 +1026,7 @@ int kago_container_delete(struct kago_container *c, bool force, struct kago_erro
     unlink(state);
     if (rmdir(c->dir) < 0 && errno != ENOENT && kago__rm_rf(c->dir) < 0)
         return kago_error_set(err, errno, "container %s: remove %s", c->spec.name, c->dir);
+    userns_release(&c->spec);
     close_fd(&c->pidfd);
     return 0;
 }

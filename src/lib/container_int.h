@@ -22,6 +22,9 @@ struct kago_container {
     struct kago__cgroup cg;
 };
 
+#define KAGO__MAX_TREES     512
+#define KAGO__TREES_PER_MSG 16
+
 /* What the cloned child needs; everything is prepared by the parent before clone. */
 struct kago__child {
     const struct kago_spec *spec;
@@ -39,6 +42,12 @@ struct kago__child {
     bool spin;                     /* the parent runs on another CPU: poll a while for its messages */
     bool die_with_parent;          /* foreground: no orphan container outlives a killed kago */
     bool tty;                      /* make a terminal, send its master to the parent ("T" + the fd) */
+    /* --userns auto: the parent's idmapped mounts ("F" messages before "G"): the lowers (image layers top
+     * first, or the rootfs), then one per bind mount in spec order; scratch_fd: the scratch dir, opened by
+     * the child while its fsuid is still the host's root, which owns the state dir */
+    int trees[KAGO__MAX_TREES];
+    unsigned ntrees;
+    int scratch_fd;
 };
 
 _Noreturn void kago__child_main(struct kago__child *ch) KAGO_INTERNAL;
@@ -71,6 +80,16 @@ int kago__container_hand_out(struct kago_container *c, int ret, bool detach, str
 void kago__reset_signals(void) KAGO_INTERNAL;
 /* Sends an error to the parent over the sync socket ("E" code msg). */
 void kago__child_report(int sync_fd, struct kago_error *err) KAGO_INTERNAL;
+
+/* The user namespace pool (userns.c): the range of 65536 ids key holds (taken if it holds none), as maps
+ * of the container's 0; and its release. Return 0 or < 0 with *err set. */
+int kago__userns_alloc(const char *key, struct kago_idmap *uid, struct kago_idmap *gid,
+                       struct kago_error **err) KAGO_INTERNAL;
+int kago__userns_release(const char *key, struct kago_error **err) KAGO_INTERNAL;
+/* Makes the idmapped mounts of the spec's lowers and binds through pid's user namespace (maps written) and
+ * sends them to the child over sock ("F" messages). Returns 0 or < 0 with *err set. */
+int kago__idmap_send(const struct kago_spec *spec, pid_t pid, int sock,
+                     struct kago_error **err) KAGO_INTERNAL;
 
 /* The state file (dir/state.json): the spec and the process identity. */
 json_object *kago__spec_to_json(const struct kago_spec *spec) KAGO_INTERNAL;

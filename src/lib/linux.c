@@ -221,11 +221,32 @@ static int overlay_root(const struct kago__child *ch, const char *const *lowers,
     return open(merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
+static int attach_tree(int tree, int at, const char *what, struct kago_error **err)
+{
+    if (syscall(SYS_move_mount, tree, "", at, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        return kago_error_set(err, errno, "mount %s", what);
+    return 0;
+}
+
+/* Under --userns auto the root is the parent's (userns.c: the idmapped rootfs, or the overlay of the
+ * idmapped layers), attached at the scratch dir. Returns an O_PATH fd of it. */
+static int idmapped_root(const struct kago__child *ch, struct kago_error **err)
+{
+    if (attach_tree(ch->trees[0], ch->scratch_fd, "rootfs", err) < 0)
+        return -1;
+    int fd = fcntl(ch->trees[0], F_DUPFD_CLOEXEC, 3);
+    if (fd < 0)
+        return kago_error_set(err, errno, "rootfs");
+    return fd;
+}
+
 static int setup_rootfs(const struct kago__child *ch, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
     const char *const *lowers = spec->layers && spec->layers[0] ? (const char *const *)spec->layers
                                                                 : (const char *const[]){spec->rootfs, NULL};
+    if (ch->ntrees)
+        return idmapped_root(ch, err);
     if (spec->overlay)
         return overlay_root(ch, lowers, err);
     const char *dir = spec->rootfs;
@@ -337,7 +358,7 @@ static int setup_sys(const struct kago__child *ch, int rootfd, struct kago_error
 }
 
 /* The container's own cgroup at m->dst (kago__cg_view). The parent made the cgroup before "G", which the
- * child awaits before its mounts when it has one of these. */
+ * child awaits just before this mount (setup_user_mounts). */
 static int setup_cgroup_mount(const struct kago__child *ch, int rootfd, const struct kago_mount *m,
                               struct kago_error **err)
 {
@@ -383,14 +404,19 @@ static int setup_cgroup_mount(const struct kago__child *ch, int rootfd, const st
     return ro ? remount(fd, flags | ro, m->dst, err) : 0;
 }
 
-static int setup_user_mounts(const struct kago__child *ch, int rootfd, struct kago_error **err)
+static int setup_user_mounts(struct kago__child *ch, int rootfd, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
+    unsigned nbinds = 0, bind = 0;
+    for (size_t i = 0; i < spec->nmounts; i++)
+        nbinds += spec->mounts[i].kind == KAGO_MOUNT_BIND;
     for (size_t i = 0; i < spec->nmounts; i++) {
         const struct kago_mount *m = &spec->mounts[i];
         unsigned long extra = (m->noexec ? MS_NOEXEC : 0) | (m->nosuid ? MS_NOSUID : 0);
         if (m->kind == KAGO_MOUNT_CGROUP) {
-            if (setup_cgroup_mount(ch, rootfd, m, err) < 0)
+            /* it shows the cgroup the parent makes meanwhile: await it here, as late as possible (the
+             * rootfs, /proc, /dev and the network are set up by now) */
+            if (kago__child_go(ch, err) < 0 || setup_cgroup_mount(ch, rootfd, m, err) < 0)
                 return -1;
             continue;
         }
@@ -407,10 +433,12 @@ static int setup_user_mounts(const struct kago__child *ch, int rootfd, struct ka
             continue;
         }
         struct stat st;
-        if (stat(m->src, &st) < 0)
+        int tree = ch->ntrees ? ch->trees[ch->ntrees - nbinds + bind++] : -1; /* idmapped (userns.c) */
+        if ((tree >= 0 ? fstat(tree, &st) : stat(m->src, &st)) < 0)
             return kago_error_set(err, errno, "bind %s", m->src);
         cleanup_close int fd = mountpoint_in_root(rootfd, m->dst, !S_ISDIR(st.st_mode), err);
-        if (fd < 0 || mount_at_fd(m->src, fd, NULL, MS_BIND | MS_REC, NULL, m->dst, err) < 0)
+        if (fd < 0 || (tree >= 0 ? attach_tree(tree, fd, m->dst, err)
+                                 : mount_at_fd(m->src, fd, NULL, MS_BIND | MS_REC, NULL, m->dst, err)) < 0)
             return -1;
         /* nodev, read-write binds too: where no devices cgroup checks it (v2), a node made in a bound host
          * directory could otherwise be opened */
@@ -800,8 +828,25 @@ int kago__child_go(struct kago__child *ch, struct kago_error **err)
         return 0;
     struct iovec iov[2] = {{.iov_base = &go, .iov_len = 1},
                            {.iov_base = ch->bpf->insns, .iov_len = sizeof ch->bpf->insns}};
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int) * KAGO__TREES_PER_MSG)];
+    } ctl;
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-    ssize_t n = recv_parent(ch, &mh);
+    ssize_t n;
+    for (;;) { /* idmapped mounts ("F" with their fds) come first */
+        mh.msg_control = &ctl;
+        mh.msg_controllen = sizeof ctl;
+        n = recv_parent(ch, &mh);
+        if (n != 1 || go != 'F')
+            break;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        size_t k = c && c->cmsg_type == SCM_RIGHTS ? (c->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
+        if (ch->ntrees + k > KAGO__MAX_TREES)
+            _exit(127);
+        memcpy(ch->trees + ch->ntrees, CMSG_DATA(c), k * sizeof(int));
+        ch->ntrees += (unsigned)k;
+    }
     if (n < 1 || go != 'G' || (mh.msg_flags & MSG_TRUNC))
         _exit(127); /* the parent gave up */
     ch->bpf->len = (unsigned short)((size_t)(n - 1) / sizeof ch->bpf->insns[0]);
@@ -878,14 +923,6 @@ static void wait_for_start(struct kago__child *ch, int listen_fd)
     close(ch->fifo_fd);
 }
 
-bool kago__has_cgroup_mount(const struct kago_spec *spec)
-{
-    for (size_t i = 0; i < spec->nmounts; i++)
-        if (spec->mounts[i].kind == KAGO_MOUNT_CGROUP)
-            return true;
-    return false;
-}
-
 /* Past pivot_root: stdio that is a /dev/null opened outside (conmon's stdin, a shim's) is reopened from the
  * container's own /dev, as runc does: CRIU cannot dump a file whose mount is not the container's ("Can't
  * lookup mount"). Same device, same access mode: nothing else changes for the command. */
@@ -929,10 +966,12 @@ void kago__child_main(struct kago__child *ch)
         _exit(127);
     /* Without a user namespace the first half of the setup needs nothing from the parent: it runs while
      * the parent makes the cgroup and compiles the seccomp filter ("G" comes before pivot_root). */
-    if ((spec->ns & (1u << KAGO_NS_USER)) && kago__child_go(ch, &err) < 0)
+    if (spec->userns == KAGO_USERNS_AUTO &&
+        (ch->scratch_fd = open(ch->scratch, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        kago_error_set(&err, errno, "open %s", ch->scratch);
         goto fail;
-    /* a cgroup mount shows the cgroup the parent makes meanwhile: wait for it first */
-    if (kago__has_cgroup_mount(spec) && kago__child_go(ch, &err) < 0)
+    }
+    if ((spec->ns & (1u << KAGO_NS_USER)) && kago__child_go(ch, &err) < 0)
         goto fail;
     if (kago__fault("slow-setup")) /* tests: a setup long enough to watch what the parent does meanwhile */
         usleep(1500 * 1000);

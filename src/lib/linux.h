@@ -29,6 +29,5 @@ int kago__seccomp_build(const struct kago_spec *spec, struct kago__bpf *out,
 int kago__seccomp_apply(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
 
 /* Whether the spec mounts the container's cgroup (its child then waits for "G" before mounting). */
-bool kago__has_cgroup_mount(const struct kago_spec *spec) KAGO_INTERNAL;
 
 #endif

@@ -57,6 +57,15 @@ void kago_spec_init(struct kago_spec *spec)
     spec->no_new_privs = true;
 }
 
+void kago_spec_init_front(struct kago_spec *spec)
+{
+    kago_spec_init(spec);
+    spec->limits.pids = KAGO_DEFAULT_PIDS;
+    spec->userns = KAGO_USERNS_AUTO; /* docs/userns.md */
+    struct kago_mount cg = {.kind = KAGO_MOUNT_CGROUP, .dst = (char *)"/sys/fs/cgroup", .readonly = true};
+    kago_spec_add_mount(spec, &cg);
+}
+
 void kago_spec_free(struct kago_spec *spec)
 {
     if (!spec)
@@ -78,6 +87,7 @@ void kago_spec_free(struct kago_spec *spec)
     kago__strv_free(spec->env);
     free(spec->cwd);
     free(spec->hostname);
+    free(spec->userns_key);
     free(spec->cgroup_path);
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         free(spec->join_ns[i]);
@@ -152,7 +162,7 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
     if ((spec->nuidmap || spec->ngidmap) && !(spec->ns & (1u << KAGO_NS_USER)) &&
         !spec->join_ns[KAGO_NS_USER])
         return kago_error_set(err, 0, "uid/gid maps given without a user namespace (--ns ...,user)");
-    if ((spec->ns & (1u << KAGO_NS_USER)) && !spec->nuidmap)
+    if ((spec->ns & (1u << KAGO_NS_USER)) && !spec->nuidmap && spec->userns != KAGO_USERNS_AUTO)
         return kago_error_set(err, 0, "user namespace needs a uid map (--uidmap 0:HOSTUID:COUNT)");
     if (!(spec->ns & (1u << KAGO_NS_MOUNT)) && !spec->join_ns[KAGO_NS_MOUNT])
         return kago_error_set(err, 0, "a mount namespace is required (kago pivots into the rootfs)");
@@ -253,7 +263,9 @@ void kago_spec_add_seccomp_rule(struct kago_spec *spec, const struct kago_seccom
 void kago_app_init(struct kago_app *app)
 {
     memset(app, 0, sizeof *app);
-    kago_spec_init(&app->spec);
+    kago_spec_init_front(&app->spec);
+    app->spec.limits.memory = KAGO_APP_DEFAULT_MEMORY;
+    app->spec.limits.cpu_quota_us = KAGO_APP_DEFAULT_CPU_QUOTA_US;
     app->port = 8080;
     app->lifetime_ms = 20 * 60 * 1000;
     app->idle_timeout_ms = 5 * 60 * 1000;

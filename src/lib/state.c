@@ -140,6 +140,10 @@ json_object *kago__spec_to_json(const struct kago_spec *s)
     json_object_object_add(sc, "rules", rules);
     json_object_object_add(o, "seccomp", sc);
     json_object_object_add(o, "init", json_object_new_boolean(s->init));
+    json_object_object_add(o, "userns",
+                           json_object_new_string(s->userns == KAGO_USERNS_AUTO ? "auto" : "host"));
+    if (s->userns_key)
+        add_str(o, "userns_key", s->userns_key);
     return o;
 }
 
@@ -205,6 +209,9 @@ int kago__spec_from_json(json_object *o, struct kago_spec *s, struct kago_error 
     s->env = json_strv(get(o, "env"));
     s->cwd = xstrdup(get_str(o, "cwd"));
     s->hostname = xstrdup(get_str(o, "hostname"));
+    const char *userns = get_str(o, "userns");
+    s->userns = userns && !strcmp(userns, "auto") ? KAGO_USERNS_AUTO : KAGO_USERNS_HOST;
+    s->userns_key = xstrdup(get_str(o, "userns_key"));
     s->cgroup_path = xstrdup(get_str(o, "cgroup_path"));
     s->uid = (uid_t)get_int(o, "uid", 0);
     s->gid = (gid_t)get_int(o, "gid", 0);

@@ -1,11 +1,19 @@
 /* kago serve — the admin listener: GET /metrics (Prometheus text), GET /ps (JSON, or a table
- * with ?table), POST /reload. One request per connection; small, and never on the hot path. */
+ * with ?table), POST /reload, GET /healthz. One request per connection; small, and never on the hot path.
+ * Over TCP every request but /healthz needs the bearer token (auth.c); on a unix socket (--admin
+ * unix:PATH, mode 0600) the file's permissions are the check. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include "auth.h"
 #include "serve_int.h"
 #include "util.h"
 
@@ -27,8 +35,22 @@ void kago__metrics_count(struct app_rt *a, int status)
     a->m.by_status[slot]++;
 }
 
+struct admin_auth {
+    char *token;     /* NULL: none asked (a unix socket) */
+    char *unix_path; /* --admin unix:PATH */
+    dev_t dev;       /* of the socket bound there: removed at exit only if it is still ours */
+    ino_t ino;
+    uv_pipe_t pipe;
+    struct auth_limit limit;
+};
+
 struct admin_conn {
-    uv_tcp_t tcp;
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
     uv_write_t wreq;
     struct server *srv;
     char req[ADMIN_MAX_REQ];
@@ -323,22 +345,89 @@ static void on_admin_closed(uv_handle_t *h)
 static void on_admin_written(uv_write_t *w, int status)
 {
     struct admin_conn *ac = w->data;
-    uv_close((uv_handle_t *)&ac->tcp, on_admin_closed);
+    uv_close(&ac->h.handle, on_admin_closed);
 }
 
-static void respond(struct admin_conn *ac, int status, const char *ctype, struct sbuf *body)
+/* extra: more header lines, each ending in \r\n */
+static void respond_h(struct admin_conn *ac, int status, const char *ctype, const char *extra,
+                      struct sbuf *body)
 {
     printf_buf(&ac->out,
-               "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-               status, kago__http_reason(status), ctype, body->len);
+               "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
+               status, kago__http_reason(status), ctype, body->len, extra);
     sbuf_add(&ac->out, body->data, body->len);
     sbuf_free(body);
     uv_buf_t b = uv_buf_init(ac->out.data, ac->out.len);
     ac->wreq.data = ac;
     ac->done = true;
-    uv_read_stop((uv_stream_t *)&ac->tcp);
-    if (uv_write(&ac->wreq, (uv_stream_t *)&ac->tcp, &b, 1, on_admin_written) < 0)
-        uv_close((uv_handle_t *)&ac->tcp, on_admin_closed);
+    uv_read_stop(&ac->h.stream);
+    if (uv_write(&ac->wreq, &ac->h.stream, &b, 1, on_admin_written) < 0)
+        uv_close(&ac->h.handle, on_admin_closed);
+}
+
+static void respond(struct admin_conn *ac, int status, const char *ctype, struct sbuf *body)
+{
+    respond_h(ac, status, ctype, "", body);
+}
+
+/* The client's address, for the rate limit and the log. */
+static void peer_ip(struct admin_conn *ac, char *ip, size_t n)
+{
+    struct sockaddr_storage ss = {0};
+    int len = sizeof(ss);
+    snprintf(ip, n, "?");
+    if (uv_tcp_getpeername(&ac->h.tcp, (struct sockaddr *)&ss, &len) < 0)
+        return;
+    if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, n);
+    else
+        uv_ip4_name((struct sockaddr_in *)&ss, ip, n);
+}
+
+/* path as it may be logged: printable ASCII only. */
+static void log_safe(char *path)
+{
+    for (char *p = path; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
+}
+
+/* Over TCP, a request other than /healthz needs the token: true when it may go on, else it was answered
+ * 401 (no token or a wrong one: logged, counted) or 429 (its client failed too often lately). */
+static bool authorized(struct admin_conn *ac, const char *method, char *path)
+{
+    struct admin_auth *au = ac->srv->admin_auth;
+    if (!au || !au->token || !strcmp(path, "/healthz"))
+        return true;
+    char ip[64], hdr[96];
+    peer_ip(ac, ip, sizeof(ip));
+    uint64_t now = kago__serve_now_ms();
+    struct sbuf body = {0};
+    uint64_t left = kago__auth_blocked(&au->limit, ip, now);
+    if (left) {
+        snprintf(hdr, sizeof(hdr), "Retry-After: %llu\r\n", (unsigned long long)(left + 999) / 1000);
+        sbuf_adds(&body, "too many failed attempts: try again later\n");
+        respond_h(ac, 429, "text/plain", hdr, &body);
+        return false;
+    }
+    const char *tok;
+    size_t n;
+    bool given = kago__auth_bearer(ac->req, ac->len, &tok, &n);
+    if (given && kago__auth_token_eq(au->token, tok, n)) {
+        kago__auth_ok(&au->limit, ip);
+        return true;
+    }
+    log_safe(path);
+    kago__slog(ac->srv, SLOG_WARN, NULL, NULL, "admin: 401 for %s %s from %s: %s", method, path, ip,
+               given ? "wrong token" : "no bearer token");
+    if (kago__auth_failed(&au->limit, ip, now))
+        kago__slog(ac->srv, SLOG_WARN, NULL, NULL,
+                   "admin: %d failed attempts from %s within %d s: it gets 429 for %d s", AUTH_MAX_FAILS, ip,
+                   AUTH_WINDOW_MS / 1000, AUTH_BLOCK_MS / 1000);
+    sbuf_adds(&body,
+              "unauthorized: send Authorization: Bearer TOKEN (the token file is given by --admin-token)\n");
+    respond_h(ac, 401, "text/plain", "WWW-Authenticate: Bearer realm=\"kago\"\r\n", &body);
+    return false;
 }
 
 static void handle(struct admin_conn *ac)
@@ -351,6 +440,8 @@ static void handle(struct admin_conn *ac)
         respond(ac, 400, "text/plain", &body);
         return;
     }
+    if (!authorized(ac, method, path))
+        return;
     if (!strcmp(method, "GET") && !strcmp(path, "/metrics")) {
         metrics(srv, &body);
         respond(ac, 200, "text/plain; version=0.0.4", &body);
@@ -389,7 +480,7 @@ static void on_admin_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (ac->done || n == 0)
         return;
     if (n < 0) {
-        uv_close((uv_handle_t *)&ac->tcp, on_admin_closed);
+        uv_close(&ac->h.handle, on_admin_closed);
         return;
     }
     ac->len += n;
@@ -402,11 +493,114 @@ void kago__admin_accept(struct server *srv, uv_stream_t *listener)
 {
     struct admin_conn *ac = xcalloc(1, sizeof(*ac));
     ac->srv = srv;
-    uv_tcp_init(srv->loop, &ac->tcp);
-    ac->tcp.data = ac;
-    if (uv_accept(listener, (uv_stream_t *)&ac->tcp) < 0) {
-        uv_close((uv_handle_t *)&ac->tcp, on_admin_closed);
+    if (listener->type == UV_NAMED_PIPE)
+        uv_pipe_init(srv->loop, &ac->h.pipe, 0);
+    else
+        uv_tcp_init(srv->loop, &ac->h.tcp);
+    ac->h.handle.data = ac;
+    if (uv_accept(listener, &ac->h.stream) < 0) {
+        uv_close(&ac->h.handle, on_admin_closed);
         return;
     }
-    uv_read_start((uv_stream_t *)&ac->tcp, on_admin_alloc, on_admin_read);
+    uv_read_start(&ac->h.stream, on_admin_alloc, on_admin_read);
+}
+
+static void on_unix_conn(uv_stream_t *s, int status)
+{
+    if (status == 0)
+        kago__admin_accept(s->data, s);
+}
+
+/* A socket file left at path: a serve killed before it could remove it (nobody answers: replaced), or a
+ * running one's (an older serve during an upgrade: taken over, said). Anything else there is an error. */
+static int clear_socket_path(const char *path, struct kago_error **err)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : kago_error_set(err, errno, "admin socket %s", path);
+    if (!S_ISSOCK(st.st_mode))
+        return kago_error_set(err, EEXIST, "admin socket %s: something else than a socket is there", path);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+        kago__slog(NULL, SLOG_WARN, NULL, NULL,
+                   "admin socket %s is in use by a running process: taking it over", path);
+    if (fd >= 0)
+        close(fd);
+    if (unlink(path) < 0 && errno != ENOENT)
+        return kago_error_set(err, errno, "admin socket %s: remove the old one", path);
+    return 0;
+}
+
+static int listen_unix(struct server *srv, struct admin_auth *au, struct kago_error **err)
+{
+    const char *path = au->unix_path;
+    if (!*path || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return kago_error_set(err, EINVAL, "--admin unix:%s: want a path of 1 to %zu bytes", path,
+                              sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+    if (clear_socket_path(path, err) < 0)
+        return -1;
+    uv_pipe_init(srv->loop, &au->pipe, 0);
+    au->pipe.data = srv;
+    mode_t old = umask(077); /* no moment where others may connect */
+    int r = uv_pipe_bind(&au->pipe, path);
+    umask(old);
+    struct stat st;
+    if (r == 0 && (chmod(path, 0600) < 0 || lstat(path, &st) < 0))
+        r = -errno;
+    if (r == 0) {
+        au->dev = st.st_dev;
+        au->ino = st.st_ino;
+        r = uv_listen((uv_stream_t *)&au->pipe, 128, on_unix_conn);
+    }
+    if (r < 0) {
+        uv_close((uv_handle_t *)&au->pipe, NULL);
+        return kago_error_set(err, -r, "admin socket %s", path);
+    }
+    return 0;
+}
+
+int kago__admin_setup(struct server *srv, bool tcp_passed, struct kago_error **err)
+{
+    const struct kago_serve_opts *o = &srv->opts;
+    struct admin_auth *au = srv->admin_auth = xcalloc(1, sizeof(*au));
+    if (!tcp_passed && !strncmp(o->admin, "unix:", 5)) {
+        au->unix_path = xstrdup(o->admin + 5);
+        if (listen_unix(srv, au, err) < 0) {
+            free(au->unix_path);
+            au->unix_path = NULL; /* (not ours to remove) */
+            return -1;
+        }
+        return 0;
+    }
+    cleanup_free char *def = xasprintf("%s/" KAGO_SERVE_ADMIN_TOKEN, o->root);
+    const char *path = o->admin_token ? o->admin_token : def;
+    bool made;
+    if (kago__auth_token_load(path, &au->token, &made, err) < 0)
+        return -1;
+    kago__slog(srv, SLOG_INFO, NULL, NULL, "admin API: bearer token %s %s", made ? "made in" : "read from",
+               path);
+    return 0;
+}
+
+const char *kago__admin_unix_path(const struct server *srv)
+{
+    return srv->admin_auth ? srv->admin_auth->unix_path : NULL;
+}
+
+void kago__admin_cleanup(struct server *srv)
+{
+    struct admin_auth *au = srv->admin_auth;
+    if (!au)
+        return;
+    struct stat st;
+    if (au->unix_path && lstat(au->unix_path, &st) == 0 && st.st_dev == au->dev && st.st_ino == au->ino)
+        unlink(au->unix_path); /* (a newer serve's socket there is left alone) */
+    free(au->unix_path);
+    if (au->token)
+        explicit_bzero(au->token, strlen(au->token));
+    free(au->token);
+    free(au);
+    srv->admin_auth = NULL;
 }

@@ -19,9 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "container_int.h"
+#include "ident.h"
 #include "serve_int.h"
 #include "util.h"
 
@@ -36,65 +38,12 @@ struct record {
 
 /* --- hashing the container definition ---------------------------------------------------------- */
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
-static uint64_t fnv_str(uint64_t h, const char *s)
-{
-    return fnv(h, s ? s : "\1", s ? strlen(s) + 1 : 1);
-}
-
-static uint64_t fnv_strv(uint64_t h, char **v)
-{
-    for (size_t i = 0; v && v[i]; i++)
-        h = fnv_str(h, v[i]);
-    return fnv(h, "\2", 1);
-}
-
-unsigned kago__root_tag(const char *root)
-{
-    char abs[4096];
-    uint64_t h = fnv_str(0xcbf29ce484222325ull, realpath(root, abs) ? abs : root);
-    return (unsigned)((h ^ h >> 16 ^ h >> 32 ^ h >> 48) & 0xffff);
-}
-
-/* What an instance is made of (the fields container_changed in server.c compares): the spec as the state
- * file holds it, plus what the state file does not carry. */
+/* What an instance is made of (the fields container_changed in server.c compares): the spec, plus what
+ * serve adds to it. */
 uint64_t kago__app_def_hash(const struct kago_app *a)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    json_object *o = kago__spec_to_json(&a->spec);
-    h = fnv_str(h, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-    json_object_put(o);
-    const struct kago_spec *s = &a->spec;
-    for (size_t i = 0; i < s->nmounts; i++) {
-        const struct kago_mount *m = &s->mounts[i];
-        h = fnv_str(fnv_str(h, m->src), m->dst);
-        uint64_t v[] = {m->kind, m->readonly, m->noexec, m->nosuid, m->size, m->mode};
-        h = fnv(h, v, sizeof(v));
-    }
-    for (size_t i = 0; i < s->nrlimits; i++) {
-        uint64_t v[] = {(uint64_t)s->rlimits[i].resource, s->rlimits[i].soft, s->rlimits[i].hard};
-        h = fnv(h, v, sizeof(v));
-    }
-    for (size_t i = 0; i < s->nuidmap; i++)
-        h = fnv(h, &s->uidmap[i], sizeof(s->uidmap[i]));
-    for (size_t i = 0; i < s->ngidmap; i++)
-        h = fnv(h, &s->gidmap[i], sizeof(s->gidmap[i]));
-    h = fnv_strv(fnv_strv(h, s->masked_paths), s->readonly_paths);
-    uint64_t v[] = {a->port,
-                    a->socket_activation,
-                    a->checkpoint_after_ready,
-                    a->checkpoint_at_listen,
-                    s->listen_port,
-                    s->preserve_fds,
-                    s->overlay_size};
-    return fnv(h, v, sizeof(v));
+    uint64_t v[] = {a->port, a->socket_activation, a->checkpoint_after_ready, a->checkpoint_at_listen};
+    return kago__fnv(kago__spec_hash(&a->spec), v, sizeof(v));
 }
 
 /* --- records ------------------------------------------------------------------------------------ */
@@ -123,7 +72,7 @@ void kago__record_write(struct instance *inst)
     cleanup_free char *tmp = xasprintf("%s/" RECORD_DIR "/.%s.tmp", a->srv->opts.root, inst->name);
     FILE *f = fopen(tmp, "we");
     if (!f) {
-        fprintf(stderr, "kago serve: %s: record %s: %s\n", inst->name, tmp, strerror(errno));
+        kago__ilog(inst, SLOG_ERR, "record %s: %s", tmp, strerror(errno));
         return;
     }
     fprintf(f,
@@ -132,7 +81,7 @@ void kago__record_write(struct instance *inst)
             a->app.name, state_word(pi->state), inst->def_hash, pi->created, pi->ready_at, pi->last_active,
             pi->frozen_at);
     if (fclose(f) != 0 || rename(tmp, path) < 0) {
-        fprintf(stderr, "kago serve: %s: record %s: %s\n", inst->name, path, strerror(errno));
+        kago__ilog(inst, SLOG_ERR, "record %s: %s", path, strerror(errno));
         unlink(tmp);
         return;
     }
@@ -146,7 +95,7 @@ void kago__record_remove(struct instance *inst)
 {
     cleanup_free char *path = record_path(inst->app->srv, inst->name);
     if (unlink(path) < 0 && errno != ENOENT)
-        fprintf(stderr, "kago serve: %s: remove %s: %s\n", inst->name, path, strerror(errno));
+        kago__ilog(inst, SLOG_ERR, "remove %s: %s", path, strerror(errno));
     inst->recorded = false;
 }
 
@@ -277,15 +226,14 @@ static void remove_leftover(struct server *srv, const char *name, const char *ap
         r = 0; /* nothing was left but the record */
     }
     if (r < 0) {
-        fprintf(stderr,
-                "kago serve: app %s: could not remove the instance %s of the previous serve (%s): %s\n", app,
-                name, why, err ? err->msg : "unknown error");
+        kago__slog(srv, SLOG_ERR, app, NULL,
+                   "could not remove the instance %s of the previous serve (%s): %s", name, why,
+                   err ? err->msg : "unknown error");
         kago_error_free(err);
         return; /* its record stays: the next serve tries again */
     }
     kago_error_free(err);
-    fprintf(stderr, "kago serve: app %s: removed the instance %s of the previous serve: %s\n", app, name,
-            why);
+    kago__slog(srv, SLOG_INFO, app, NULL, "removed the instance %s of the previous serve: %s", name, why);
     kago__logs_forget(srv, app, name);
     unlink(rec);
 }
@@ -307,8 +255,8 @@ static void adopt_one(struct server *srv, const char *name)
     enum kago_status st = kago_container_status(c);
     const char *why = unadoptable(a, &r, c, st);
     if (!why && adopt(a, name, &r, c, st, &err) == 0) {
-        fprintf(stderr, "kago serve: app %s: adopted the %s instance %s (pid %d) of the previous serve\n",
-                r.app, st == KAGO_PAUSED ? "frozen" : "ready", name, (int)kago_container_pid(c));
+        kago__slog(srv, SLOG_INFO, r.app, NULL, "adopted the %s instance %s (pid %d) of the previous serve",
+                   st == KAGO_PAUSED ? "frozen" : "ready", name, (int)kago_container_pid(c));
         return;
     }
     if (!why)
@@ -322,17 +270,32 @@ int kago__serve_adopt(struct server *srv, struct kago_error **err)
     cleanup_free char *dir = xasprintf("%s/" RECORD_DIR, srv->opts.root);
     if (kago__mkdir_p(dir, 0700, err) < 0)
         return -1;
-    /* one serve per root: a second one would adopt, and then remove, the first one's instances */
+    /* one serve per root: a second one would adopt, and then remove, the first one's instances. An
+     * upgrade waits here while the old serve drains (lock_wait_ms). */
     cleanup_free char *lock = xasprintf("%s/.lock", dir);
-    srv->root_lock = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (srv->root_lock < 0)
-        return kago_error_set(err, errno, "open %s", lock);
-    if (flock(srv->root_lock, LOCK_EX | LOCK_NB) < 0) {
-        int e = errno;
-        close(srv->root_lock);
-        srv->root_lock = -1; /* (and the records are the other serve's) */
-        return kago_error_set(err, e == EWOULDBLOCK ? 0 : e, "root %s: %s", srv->opts.root,
-                              e == EWOULDBLOCK ? "another kago serve uses it" : "lock");
+    uint64_t until = kago__serve_now_ms() + srv->lock_wait_ms;
+    for (;;) {
+        srv->root_lock = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (srv->root_lock < 0)
+            return kago_error_set(err, errno, "open %s", lock);
+        int e = flock(srv->root_lock, LOCK_EX | LOCK_NB) < 0 ? errno : 0;
+        struct stat a, b;
+        if (e == 0 && fstat(srv->root_lock, &a) == 0 && stat(lock, &b) == 0 && a.st_ino == b.st_ino &&
+            a.st_dev == b.st_dev)
+            break;
+        close(srv->root_lock); /* (locked, or unlinked by a serve that just stopped: open it again) */
+        srv->root_lock = -1;
+        if (e == 0 || (e == EWOULDBLOCK && kago__serve_now_ms() < until)) {
+            usleep(2000);
+            continue;
+        }
+        if (e != EWOULDBLOCK)
+            return kago_error_set(err, e, "root %s: lock", srv->opts.root);
+        if (srv->upgraded_from)
+            return kago_error_set(
+                err, 0, "root %s: the serve being upgraded (pid %d) did not let go within %llu s",
+                srv->opts.root, (int)srv->upgraded_from, (unsigned long long)(srv->lock_wait_ms / 1000));
+        return kago_error_set(err, 0, "root %s: another kago serve uses it", srv->opts.root);
     }
     uint64_t t0 = kago__serve_now_us();
     DIR *d = opendir(dir);
@@ -355,9 +318,9 @@ int kago__serve_adopt(struct server *srv, struct kago_error **err)
     }
     free(names);
     if (n)
-        fprintf(stderr,
-                "kago serve: %zu instances of the previous serve: %llu adopted, %llu removed, in %.1f ms\n",
-                n, (unsigned long long)srv->adopted, (unsigned long long)(n - srv->adopted),
-                (kago__serve_now_us() - t0) / 1000.0);
+        kago__slog(srv, SLOG_INFO, NULL, NULL,
+                   "%zu instances of the previous serve: %llu adopted, %llu removed, in %.1f ms", n,
+                   (unsigned long long)srv->adopted, (unsigned long long)(n - srv->adopted),
+                   (kago__serve_now_us() - t0) / 1000.0);
     return 0;
 }

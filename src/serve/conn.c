@@ -15,6 +15,7 @@
 
 static void client_parse(struct client *c);
 static void update_reading(struct client *c);
+static void give_or_close_later(struct client *c);
 static void client_close(struct client *c);
 static void arm_timer(struct client *c);
 static void finish_exchange(struct client *c, bool reusable);
@@ -88,6 +89,8 @@ static void on_client_written(struct outq *q, int status)
     }
     if (c->up && !kago__outq_full(&c->out))
         kago__upconn_resume(c->up);
+    if (c->srv->handover)
+        give_or_close_later(c);
 }
 
 static void flush_client(struct client *c)
@@ -100,11 +103,44 @@ static void flush_client(struct client *c)
         client_close(c);
 }
 
+/* The request's access log line in JSON (--log-format json). */
+static void log_access_json(struct client *c, uint64_t bytes, double ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct logfmt_access r = {
+        .unix_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
+        .ip = c->ip,
+        .method = llhttp_method_name(c->req.parser.method),
+        .host = c->info.host,
+        .host_len = c->info.host_len > 200 ? 200 : c->info.host_len,
+        .path = c->req.raw.data ? c->req.raw.data + c->req.url : "",
+        .path_len = c->req.url_len > 512 ? 512 : c->req.url_len,
+        .status = c->status,
+        .bytes = bytes,
+        .duration_ms = ms,
+        .app = c->app ? c->app->app.name : NULL,
+        .instance = c->inst ? c->inst->name : NULL,
+        .tier = c->cold_us < 0 ? "none"
+                : c->cold_kind ? c->cold_kind
+                               : "start",
+        .cold_ms = c->cold_us < 0 ? 0 : c->cold_us / 1000.0,
+    };
+    cleanup_free char *line = kago__logfmt_json_access(&r);
+    fputs(line, c->srv->access_log);
+    fflush(c->srv->access_log);
+}
+
 static void log_access(struct client *c)
 {
     struct server *srv = c->srv;
     if (!srv->access_log)
         return;
+    if (kago__slog_format(srv) == KAGO_LOG_JSON) {
+        log_access_json(c, c->out.written + kago__outq_size(&c->out) - c->out_mark,
+                        (kago__serve_now_us() - c->t_begin) / 1000.0);
+        return;
+    }
     char when[32];
     time_t t = time(NULL);
     struct tm tm;
@@ -563,6 +599,8 @@ void kago__client_resp_done(struct client *c)
     flush_client(c);
     arm_timer(c);
     client_parse(c);
+    if (c->srv->handover)
+        give_or_close_later(c);
 }
 
 /* The upstream ended mid-response: the client cannot get a complete answer. */
@@ -657,7 +695,9 @@ static void arm_timer(struct client *c)
     uint64_t ms = 0;
     switch (c->state) {
     case C_HEAD:
-        ms = c->req_begun ? o->header_timeout_ms : o->keepalive_timeout_ms;
+        ms = c->req_begun       ? o->header_timeout_ms
+             : c->srv->handover ? HANDOVER_IDLE_MS /* idle while handing over: closed soon */
+                                : o->keepalive_timeout_ms;
         break;
     case C_CONNECT:
         ms = o->connect_timeout_ms;
@@ -720,6 +760,9 @@ static void client_close(struct client *c)
     uv_close((uv_handle_t *)&c->tcp, on_client_closed);
 }
 
+static void client_setup(struct server *srv, struct client *c);
+static void on_closed_free_tcp(uv_handle_t *h);
+
 void kago__client_accept(struct server *srv, uv_stream_t *listener)
 {
     struct client *c = xcalloc(1, sizeof(*c));
@@ -730,6 +773,18 @@ void kago__client_accept(struct server *srv, uv_stream_t *listener)
         free(c);
         return; /* the handle was never active: nothing to close */
     }
+    client_setup(srv, c);
+}
+
+static void on_closed_free_tcp(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* A connection serve just got (accepted, or given by the serve it took over from): reading its first
+ * request head. */
+static void client_setup(struct server *srv, struct client *c)
+{
     uv_timer_init(srv->loop, &c->timer);
     c->timer.data = c;
     uv_tcp_nodelay(&c->tcp, 1);
@@ -767,4 +822,79 @@ void kago__client_close_all(struct server *srv, bool idle_only)
         else
             c->close_after = true;
     }
+}
+
+/* --- hand-over to a new serve (upgrade.c) ------------------------------------------------------- */
+
+/* Between two requests, with nothing read ahead and nothing left to write: the connection can move to the
+ * new serve as it is (the next request, if one is on its way, waits in the socket for it). */
+static bool idle_between_requests(const struct client *c)
+{
+    return !c->closed && c->state == C_HEAD && !c->req_begun && c->rpos == c->rlen && !c->eof &&
+           kago__outq_size(&c->out) == 0 && !c->out.writing;
+}
+
+/* Gives up to n idle connections of cs[] to the new serve and forgets them here. */
+static void give(struct server *srv, struct client **cs, int n)
+{
+    int fds[UPGRADE_MAX_FDS] = {0};
+    for (int i = 0; i < n; i++) {
+        uv_os_fd_t fd = -1;
+        uv_fileno((uv_handle_t *)&cs[i]->tcp, &fd);
+        fds[i] = fd;
+    }
+    if (kago__upgrade_give(srv, fds, n) < 0) {
+        for (int i = 0; i < n; i++) { /* no way over: closed after their next response, or idle */
+            cs[i]->close_after = true;
+            uv_timer_start(&cs[i]->timer, on_timer, HANDOVER_IDLE_MS, 0);
+        }
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        cs[i]->given = true;
+        client_close(cs[i]); /* (our descriptor only: the socket lives on in the new serve) */
+    }
+}
+
+static void give_or_close_later(struct client *c)
+{
+    if (!c->given && !c->closed && idle_between_requests(c))
+        give(c->srv, &c, 1);
+}
+
+/* A new serve took the listeners over: connections between two requests move to it now, the others
+ * once their response is written (HTTP keep-alive goes on, no Connection: close, nothing to race with a
+ * client's next request). If a connection cannot be given, it closes after its next response (saying
+ * Connection: close) or after HANDOVER_IDLE_MS idle. */
+void kago__client_handover(struct server *srv)
+{
+    struct client *batch[UPGRADE_MAX_FDS];
+    int n = 0;
+    for (struct client *c = srv->clients, *next; c; c = next) {
+        next = c->next;
+        if (!idle_between_requests(c))
+            continue;
+        batch[n++] = c;
+        if (n == UPGRADE_MAX_FDS) {
+            give(srv, batch, n);
+            n = 0;
+        }
+    }
+    if (n)
+        give(srv, batch, n);
+}
+
+/* The new serve's side: a connection the old serve gave, between two requests. */
+void kago__client_adopt(struct server *srv, int fd)
+{
+    struct client *c = xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    uv_tcp_init(srv->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_tcp_open(&c->tcp, fd) < 0) {
+        close(fd);
+        uv_close((uv_handle_t *)&c->tcp, on_closed_free_tcp);
+        return;
+    }
+    client_setup(srv, c);
 }

@@ -5,6 +5,7 @@
  * The CRIU tier (a.checkpoint :after_ready): the app's first ready cold instance is imaged with
  * leave_running into <root>/images/<app>, in libuv's thread pool so the loop keeps serving; later
  * starts restore that image, and fall back to a cold start when the restore fails. */
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -248,6 +249,13 @@ static void start_cold(struct app_rt *a, struct instance *inst)
     spec.name = inst->name;
     spec.ns |= 1u << KAGO_NS_NET;
     spec.join_ns[KAGO_NS_NET] = NULL;
+    /* the app's user namespace range, the same for each of its instances and across serve restarts */
+    char key[PATH_MAX + 300];
+    snprintf(key, sizeof key, "serve:%s/%s", srv->opts.root, a->app.name); /* kago__userns_alloc's form */
+    if (!spec.userns_key)
+        spec.userns_key = key;
+    if (kago__app_criu(&a->app))
+        spec.userns = KAGO_USERNS_HOST; /* a CRIU image keeps no idmapped mount (docs/userns.md) */
     spec.listen_port = a->app.socket_activation ? a->app.port : 0;
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     /* orphan: the instance outlives a serve that is killed (no parent-death signal), and the next serve
@@ -322,17 +330,17 @@ static void restore_done(uv_work_t *req, int status)
     inst->c = j->c;
     if (inst->c) {
         a->restore_fail_streak = 0;
-        fprintf(stderr, "kago serve: app %s: restored %s from %s in %.1f ms\n", a->app.name, inst->name,
-                j->dir, j->us / 1000.0);
+        kago__slog(srv, SLOG_INFO, a->app.name, inst->name, "restored %s from %s in %.1f ms", inst->name,
+                   j->dir, j->us / 1000.0);
     } else {
         a->pool.restore_failures++;
-        fprintf(stderr, "kago serve: app %s: restore failed, cold start instead: %s\n", a->app.name,
-                j->err ? j->err->msg : uv_strerror(status));
+        kago__slog(srv, SLOG_WARN, a->app.name, inst->name, "restore failed, cold start instead: %s",
+                   j->err ? j->err->msg : uv_strerror(status));
         /* a broken image would cost every start a failed criu run: give up on it */
         if (++a->restore_fail_streak >= RESTORE_MAX_FAILS && a->ckpt == CK_READY) {
             a->ckpt = CK_FAILED;
-            fprintf(stderr, "kago serve: app %s: %u restores failed in a row: cold starts from now on\n",
-                    a->app.name, a->restore_fail_streak);
+            kago__slog(srv, SLOG_WARN, a->app.name, NULL,
+                       "%u restores failed in a row: cold starts from now on", a->restore_fail_streak);
         }
     }
     kago_error_free(j->err);
@@ -442,7 +450,7 @@ static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
     if (sig == SIGTERM && stop > 0) /* the app's own graceful stop (an image's StopSignal) */
         sig = stop;
     if (inst->c && kago_container_kill(inst->c, sig, true, &err) < 0) {
-        fprintf(stderr, "kago serve: %s: %s\n", inst->name, err->msg);
+        kago__ilog(inst, SLOG_ERR, "%s", err->msg);
         kago_error_free(err);
     }
 }
@@ -455,7 +463,7 @@ static bool delete_container(struct instance *inst)
     struct kago_error *err = NULL;
     bool ok = kago_container_delete(inst->c, true, &err) == 0;
     if (!ok) {
-        fprintf(stderr, "kago serve: %s: %s\n", inst->name, err->msg);
+        kago__ilog(inst, SLOG_ERR, "%s", err->msg);
         kago_error_free(err);
     }
     kago_container_free(inst->c);
@@ -467,6 +475,10 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
 {
     struct instance *inst = pi->data;
     struct app_rt *a = p->data;
+    /* handed over to a new serve (upgrade.c): it runs on, recorded, for the new serve to adopt */
+    bool leave = kago__upgrade_leaves(inst);
+    if (leave)
+        kago__record_write(inst);
     inst->pi = NULL;
     inst->removed = true;
     /* Clients on it: a request not yet sent is tried elsewhere, the others get 502. */
@@ -485,14 +497,19 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     if (a->ckpt_inst == inst && !inst->ckpt_busy)
         a->ckpt_inst = NULL; /* chosen, not begun: the next ready instance is imaged instead */
     bool gone = true;
-    if (!inst->ckpt_busy) /* else the checkpoint's end deletes it */
+    if (leave) {
+        kago_container_free(inst->c);
+        inst->c = NULL;
+        gone = false;
+    } else if (!inst->ckpt_busy) { /* else the checkpoint's end deletes it */
         gone = delete_container(inst);
+    }
     if (inst->creating) { /* removed while its child sets up (shutdown): kill it, remove its traces */
         kago_create_abort(inst->creating);
         inst->creating = NULL;
         uv_close((uv_handle_t *)&inst->createpoll, on_handle_closed);
     }
-    kago__logs_close(inst); /* after the delete: what its processes wrote is all in the FIFOs */
+    kago__logs_close(inst, leave); /* after the delete: what its processes wrote is all in the FIFOs */
     if (gone && !inst->ckpt_busy && !inst->restoring) /* (else when that ends) */
         kago__record_remove(inst);
     if (inst->netns_fd >= 0)
@@ -513,8 +530,8 @@ static int op_freeze(struct pool *p, struct pool_inst *pi)
     struct instance *inst = pi->data;
     struct kago_error *err = NULL;
     if (!inst->c || kago_container_pause(inst->c, true, &err) < 0) {
-        fprintf(stderr, "kago serve: %s: freeze failed, stopping it instead: %s\n", inst->name,
-                err ? err->msg : "no container");
+        kago__ilog(inst, SLOG_WARN, "freeze failed, stopping it instead: %s",
+                   err ? err->msg : "no container");
         kago_error_free(err);
         return -1;
     }
@@ -531,8 +548,7 @@ static int op_thaw(struct pool *p, struct pool_inst *pi)
     struct kago_error *err = NULL;
     uint64_t t0 = kago__serve_now_us();
     if (!inst->c || kago_container_pause(inst->c, false, &err) < 0) {
-        fprintf(stderr, "kago serve: %s: thaw failed, killing it: %s\n", inst->name,
-                err ? err->msg : "no container");
+        kago__ilog(inst, SLOG_WARN, "thaw failed, killing it: %s", err ? err->msg : "no container");
         kago_error_free(err);
         return -1;
     }
@@ -603,19 +619,29 @@ static void op_start_failed(struct pool *p, struct pool_inst *pi, enum pool_fail
 {
     struct instance *inst = pi->data;
     struct app_rt *a = p->data;
-    char reason[640], d[32];
+    char reason[640 + LOGFMT_TAIL_MAX + 32], d[32];
     if (inst->start_error)
         snprintf(reason, sizeof(reason), "%s", inst->start_error);
     else if (why == POOL_FAIL_TIMEOUT)
         timeout_reason(a, inst, reason, sizeof(reason));
     else
         exit_reason(inst, reason, sizeof(reason));
+    if (why == POOL_FAIL_CRASHED) {
+        size_t n = strlen(reason);
+        snprintf(reason + n, sizeof(reason) - n, " %.1f s after it became ready",
+                 (double)(kago__serve_now_ms() - pi->ready_at) / 1000.0);
+    }
+    const char *tail = kago__logs_tail(inst);
+    if (*tail) {
+        size_t n = strlen(reason);
+        snprintf(reason + n, sizeof(reason) - n, "; it printed last: \"%s\"", tail);
+    }
     free(a->start_error);
     a->start_error = xstrdup(reason);
-    fprintf(stderr,
-            "kago serve: app %s: instance %s failed to start (%u in a row): %s; next start in %s at the "
-            "earliest\n",
-            a->app.name, inst->name, p->fail_streak, reason, fmt_ms(d, sizeof(d), delay_ms));
+    kago__slog(a->srv, SLOG_ERR, a->app.name, inst->name,
+               "instance %s %s (%u in a row): %s; next start in %s at the earliest", inst->name,
+               why == POOL_FAIL_CRASHED ? "crashed" : "failed to start", p->fail_streak, reason,
+               fmt_ms(d, sizeof(d), delay_ms));
 }
 
 const struct pool_ops kago__serve_pool_ops = {
@@ -666,19 +692,20 @@ static void ckpt_done(uv_work_t *req, int status)
         kago__rm_rf(j->dir);
         if (a->ckpt == CK_BUSY)
             a->ckpt = CK_WANT;
-        fprintf(stderr, "kago serve: app %s: checkpoint of %s dropped: the app's container changed\n",
-                a->app.name, inst->name);
+        kago__slog(a->srv, SLOG_INFO, a->app.name, inst->name,
+                   "checkpoint of %s dropped: the app's container changed", inst->name);
     } else if (j->rc == 0 && status == 0) {
         a->ckpt = CK_READY;
         a->pool.checkpoints++;
-        fprintf(stderr, "kago serve: app %s: checkpointed %s%s into %s in %.1f ms: later starts restore it\n",
-                a->app.name, inst->name, a->app.checkpoint_at_listen ? " at listen" : "", j->dir,
-                j->us / 1000.0);
+        kago__slog(a->srv, SLOG_INFO, a->app.name, inst->name,
+                   "checkpointed %s%s into %s in %.1f ms: later starts restore it", inst->name,
+                   a->app.checkpoint_at_listen ? " at listen" : "", j->dir, j->us / 1000.0);
     } else {
         a->ckpt = CK_FAILED;
         a->pool.checkpoint_failures++;
-        fprintf(stderr, "kago serve: app %s: checkpoint failed, the app stays on cold starts: %s\n",
-                a->app.name, j->err ? j->err->msg : uv_strerror(status));
+        kago__slog(a->srv, SLOG_WARN, a->app.name, inst->name,
+                   "checkpoint failed, the app stays on cold starts: %s",
+                   j->err ? j->err->msg : uv_strerror(status));
     }
     kago_error_free(j->err);
     free(j->dir);
@@ -717,8 +744,8 @@ static void ckpt_begin(struct app_rt *a, struct instance *inst)
     if (kago__mkdir_p(a->image_root, 0700, &err) < 0) {
         a->ckpt = CK_FAILED;
         a->pool.checkpoint_failures++;
-        fprintf(stderr, "kago serve: app %s: checkpoint failed, the app stays on cold starts: %s\n",
-                a->app.name, err->msg);
+        kago__slog(a->srv, SLOG_WARN, a->app.name, NULL,
+                   "checkpoint failed, the app stays on cold starts: %s", err->msg);
         kago_error_free(err);
         a->ckpt_inst = NULL;
         ckpt_resume(a, inst);
@@ -754,8 +781,8 @@ static void prune_images(struct app_rt *a)
     for (unsigned g = a->images_pruned; g < a->pool.generation; g++) {
         cleanup_free char *dir = kago__app_image_dir(a, g);
         if (access(dir, F_OK) == 0 && kago__rm_rf(dir) == 0)
-            fprintf(stderr, "kago serve: app %s: removed the image of its old container %s\n", a->app.name,
-                    dir);
+            kago__slog(a->srv, SLOG_INFO, a->app.name, NULL, "removed the image of its old container %s",
+                       dir);
     }
     a->images_pruned = a->pool.generation;
 }

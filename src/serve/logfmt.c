@@ -4,6 +4,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <json-c/json.h>
+
 #include "logfmt.h"
 #include "util.h"
 
@@ -151,4 +153,99 @@ int kago__logfmt_parse(const char *s, size_t n, struct logfmt_rec *r)
     r->text = s + i;
     r->text_len = n - i;
     return 0;
+}
+
+const char *kago__logfmt_level_name(int level)
+{
+    return level <= SLOG_ERR ? "error" : level == SLOG_WARN ? "warning" : "info";
+}
+
+void kago__logfmt_time_ms(char *out, int64_t unix_us)
+{
+    time_t s = (time_t)(unix_us / 1000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", (int)(unix_us % 1000000 / 1000));
+}
+
+static void add_str(struct json_object *o, const char *key, const char *s, size_t n)
+{
+    json_object_object_add(o, key, s ? json_object_new_string_len(s, (int)n) : NULL);
+}
+
+static void add_cstr(struct json_object *o, const char *key, const char *s)
+{
+    add_str(o, key, s, s ? strlen(s) : 0);
+}
+
+/* o as one line (no '/' escaped), and o freed. */
+static char *json_line(struct json_object *o)
+{
+    char *line = xasprintf(
+        "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+    return line;
+}
+
+char *kago__logfmt_json_slog(int64_t unix_us, int level, const char *app, const char *inst, const char *msg)
+{
+    char ts[32];
+    kago__logfmt_time_ms(ts, unix_us);
+    struct json_object *o = json_object_new_object();
+    add_cstr(o, "ts", ts);
+    add_cstr(o, "level", kago__logfmt_level_name(level));
+    add_cstr(o, "msg", msg);
+    add_cstr(o, "app", app);
+    add_cstr(o, "instance", inst);
+    return json_line(o);
+}
+
+/* ms to 0.1 ms, as the text access log has it. */
+static struct json_object *ms_value(double ms)
+{
+    char s[32];
+    snprintf(s, sizeof(s), "%.1f", ms);
+    return json_object_new_double_s(ms, s);
+}
+
+char *kago__logfmt_json_access(const struct logfmt_access *r)
+{
+    char ts[32];
+    kago__logfmt_time_ms(ts, r->unix_us);
+    struct json_object *o = json_object_new_object();
+    add_cstr(o, "ts", ts);
+    add_cstr(o, "ip", r->ip);
+    add_cstr(o, "method", r->method);
+    add_str(o, "host", r->host, r->host_len);
+    add_str(o, "path", r->path, r->path_len);
+    json_object_object_add(o, "status", json_object_new_int(r->status));
+    json_object_object_add(o, "bytes", json_object_new_int64((int64_t)r->bytes));
+    json_object_object_add(o, "duration_ms", ms_value(r->duration_ms));
+    add_cstr(o, "app", r->app);
+    add_cstr(o, "instance", r->instance);
+    add_cstr(o, "cold", r->tier ? r->tier : "none");
+    json_object_object_add(o, "cold_ms", ms_value(r->cold_ms));
+    return json_line(o);
+}
+
+void kago__logfmt_tail_add(struct logfmt_tail *t, const char *line, size_t n)
+{
+    while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+        n--;
+    if (!n)
+        return;
+    if (n > LOGFMT_TAIL_MAX)
+        n = LOGFMT_TAIL_MAX;
+    unsigned prev = t->len - t->last;
+    if (prev && prev + 3 + n <= LOGFMT_TAIL_MAX) { /* the line before stays */
+        memmove(t->buf, t->buf + t->last, prev);
+        memcpy(t->buf + prev, " | ", 3);
+        t->last = prev + 3;
+    } else {
+        t->last = 0;
+    }
+    memcpy(t->buf + t->last, line, n);
+    t->len = t->last + (unsigned)n;
+    t->buf[t->len] = 0;
 }

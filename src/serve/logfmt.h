@@ -48,4 +48,40 @@ int kago__logfmt_parse(const char *s, size_t n, struct logfmt_rec *r);
 /* Parses "2026-12-04T09:41:31.123456Z" (n bytes) into unix microseconds. Returns 0 or -1. */
 int kago__logfmt_time(const char *s, size_t n, int64_t *us);
 
+/* --- serve's own logs (--log-format json): one JSON object per line ------------------------------- */
+
+/* Server log levels: syslog priorities, so that journald takes them as they are. */
+enum { SLOG_ERR = 3, SLOG_WARN = 4, SLOG_INFO = 6 };
+const char *kago__logfmt_level_name(int level); /* "error", "warning", "info" */
+
+/* RFC 3339 UTC time to the millisecond ("2026-12-04T09:41:31.123Z") into out (>= 32 bytes). */
+void kago__logfmt_time_ms(char *out, int64_t unix_us);
+
+/* A server log line: {"ts","level","msg","app","instance"} and '\n' (app, instance: null when NULL).
+ * Returns it malloc'd (the caller frees). */
+char *kago__logfmt_json_slog(int64_t unix_us, int level, const char *app, const char *inst, const char *msg);
+
+/* One request of the access log. tier: "none" (it did not wait), "start", "restore" or "thaw". */
+struct logfmt_access {
+    int64_t unix_us;
+    const char *ip, *method, *host, *path; /* host and path: host_len and path_len bytes */
+    size_t host_len, path_len;
+    int status;
+    uint64_t bytes;
+    double duration_ms, cold_ms;
+    const char *app, *instance, *tier; /* app, instance: NULL when none was chosen */
+};
+/* The access log line of r as JSON and '\n': {"ts","ip","method","host","path","status","bytes",
+ * "duration_ms","app","instance","cold","cold_ms"}. Returns it malloc'd (the caller frees). */
+char *kago__logfmt_json_access(const struct logfmt_access *r);
+
+/* What an instance printed last, for a start failure's report: its last line, and the one before when
+ * both fit in LOGFMT_TAIL_MAX bytes (joined by " | "). Empty lines are skipped. */
+#define LOGFMT_TAIL_MAX 200
+struct logfmt_tail {
+    char buf[LOGFMT_TAIL_MAX + 1]; /* NUL-terminated */
+    unsigned len, last;            /* the last line is buf[last, len) */
+};
+void kago__logfmt_tail_add(struct logfmt_tail *t, const char *line, size_t n);
+
 #endif

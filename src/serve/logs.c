@@ -85,6 +85,7 @@ static void log_unref(struct app_log *l)
 /* The app's log (made with its dir on first use), its size and keep taken from the app's definition. */
 static struct app_log *app_log_get(struct app_rt *a)
 {
+    kago__slog_format(a->srv); /* (log_error writes without the server) */
     struct app_log *l = a->log;
     for (struct app_log *x = app_logs; !l && x; x = x->next)
         if (!strcmp(x->name, a->app.name))
@@ -93,7 +94,7 @@ static struct app_log *app_log_get(struct app_rt *a)
         cleanup_free char *dir = xasprintf("%s/logs/%s", a->srv->opts.root, a->app.name);
         struct kago_error *err = NULL;
         if (kago__mkdir_p(dir, 0700, &err) < 0) {
-            fprintf(stderr, "kago serve: app %s: its output is not recorded: %s\n", a->app.name, err->msg);
+            kago__slog(a->srv, SLOG_ERR, a->app.name, NULL, "its output is not recorded: %s", err->msg);
             kago_error_free(err);
             return NULL;
         }
@@ -116,8 +117,8 @@ static struct app_log *app_log_get(struct app_rt *a)
 static void log_error(struct app_log *l, const char *what, const char *path)
 {
     if (!l->failed)
-        fprintf(stderr, "kago serve: app %s: %s %s: %s (its output is dropped until it works again)\n",
-                l->name, what, path, strerror(errno));
+        kago__slog(NULL, SLOG_ERR, l->name, NULL, "%s %s: %s (its output is dropped until it works again)",
+                   what, path, strerror(errno));
     l->failed = true;
 }
 
@@ -185,6 +186,7 @@ static void emit(void *ctx, const char *line, size_t n)
 {
     struct log_stream *s = ctx;
     struct app_log *l = s->log;
+    kago__logfmt_tail_add(&s->inst->out_tail, line, n);
     size_t rl = kago__logfmt_record(obuf + olen, s->now_us, s->inst->name, s->stream, line, n);
     if (l->size + olen + rl > l->max && l->size + olen > 0) {
         batch_write(l, olen);
@@ -294,8 +296,8 @@ void kago__logs_open(struct instance *inst, int fds[3])
         int rfd = -1, wfd = -1;
         if (mkfifo(path, 0600) < 0 || (rfd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ||
             (wfd = open(path, O_RDWR | O_CLOEXEC)) < 0 || stream_start(inst, l, i, steal_fd(&rfd)) < 0) {
-            fprintf(stderr, "kago serve: %s: its %s is not recorded: FIFO %s: %s\n", inst->name,
-                    stream_names[i], path, strerror(errno));
+            kago__ilog(inst, SLOG_ERR, "its %s is not recorded: FIFO %s: %s", stream_names[i], path,
+                       strerror(errno));
             if (rfd >= 0)
                 close(rfd);
             if (wfd >= 0)
@@ -337,7 +339,7 @@ static void drain(struct log_stream *s)
         }
 }
 
-void kago__logs_close(struct instance *inst)
+void kago__logs_close(struct instance *inst, bool keep_fifos)
 {
     for (int i = 0; i < 2; i++) {
         struct log_stream *s = inst->out[i];
@@ -347,9 +349,23 @@ void kago__logs_close(struct instance *inst)
         drain(s);
         record(s, NULL, 0, true);
         cleanup_free char *path = fifo_path(s->log->dir, inst->name, i);
-        unlink(path);
+        if (!keep_fifos) /* (kept: the instance runs on, a new serve reads them) */
+            unlink(path);
         uv_close((uv_handle_t *)&s->pipe, on_stream_closed);
     }
+}
+
+const char *kago__logs_tail(struct instance *inst)
+{
+    static struct logfmt_tail t; /* (the loop is one thread) */
+    for (int i = 0; i < 2; i++)
+        if (inst->out[i])
+            drain(inst->out[i]);
+    t = inst->out_tail;
+    for (int i = 0; i < 2; i++) /* a last line without its newline yet ("Error: ..." and exit) */
+        if (inst->out[i] && inst->out[i]->part.len)
+            kago__logfmt_tail_add(&t, inst->out[i]->part.buf, inst->out[i]->part.len);
+    return t.buf;
 }
 
 void kago__logs_forget(struct server *srv, const char *app, const char *name)

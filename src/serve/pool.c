@@ -356,8 +356,23 @@ void kago__pool_ready(struct pool *p, struct pool_inst *i, uint64_t now)
     maybe_scale(p, now);
 }
 
+/* Ready a while, and no start failed meanwhile: the crash loop is over. (ready_at is 0 for an instance
+ * that never became ready.) */
+static void healthy_check(struct pool *p, const struct pool_inst *i, uint64_t now)
+{
+    if (p->fail_streak && i->ready_at && now - i->ready_at >= POOL_BACKOFF_RESET_MS &&
+        now >= p->retry_at + POOL_BACKOFF_RESET_MS)
+        p->fail_streak = 0;
+}
+
 void kago__pool_exited(struct pool *p, struct pool_inst *i, uint64_t now)
 {
+    /* an exit after a healthy lifetime ends the crash loop even between two ticks; an exit by itself
+     * soon after it became ready continues it */
+    healthy_check(p, i, now);
+    if (i->state == POOL_READY && !i->killed && !p->stopping && i->ready_at &&
+        now - i->ready_at < POOL_BACKOFF_RESET_MS)
+        start_failed(p, i, POOL_FAIL_CRASHED, now);
     for (struct pool_inst **pp = &p->insts; *pp; pp = &(*pp)->next)
         if (*pp == i) {
             *pp = i->next;
@@ -398,10 +413,7 @@ void kago__pool_tick(struct pool *p, uint64_t now)
             }
             break;
         case POOL_READY:
-            /* ready a while, and no start failed meanwhile: the crash loop is over */
-            if (p->fail_streak && now - i->ready_at >= POOL_BACKOFF_RESET_MS &&
-                now >= p->retry_at + POOL_BACKOFF_RESET_MS)
-                p->fail_streak = 0;
+            healthy_check(p, i, now);
             if (i->busy)
                 break;
             if (i->generation != p->generation ||

@@ -26,13 +26,15 @@ struct pool_cfg {
 /* Crash-loop backoff: after the n-th failed start in a row the app is not started again for
  * min(POOL_BACKOFF_MIN_MS << (n - 1), backoff_max_ms); the count is reset once an instance stayed
  * ready for POOL_BACKOFF_RESET_MS with no failure meanwhile, or when the app's container changes (a
- * reload). Only starts count: an instance that exits after it was ready is no failed start. */
+ * reload). An instance that exits by itself within POOL_BACKOFF_RESET_MS of becoming ready (it listened,
+ * then died: a crash loop all the same, as Kubernetes counts it) is a failure too; one that exits later
+ * is not. */
 #define POOL_BACKOFF_MIN_MS   1000
 #define POOL_BACKOFF_MAX_MS   (5 * 60 * 1000)
 #define POOL_BACKOFF_RESET_MS (10 * 1000)
 
 /* Why a start failed, for pool_ops.start_failed. */
-enum pool_fail { POOL_FAIL_EXITED, POOL_FAIL_TIMEOUT };
+enum pool_fail { POOL_FAIL_EXITED, POOL_FAIL_TIMEOUT, POOL_FAIL_CRASHED };
 
 struct pool_inst {
     struct pool_inst *next;

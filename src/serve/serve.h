@@ -6,18 +6,30 @@
 
 #include <kago/error.h>
 
+/* --log-format: of the server log on stderr and of the access log. AUTO is text, or journal when stderr
+ * is connected to journald (JOURNAL_STREAM, as systemd sets it). journal: text lines with a syslog
+ * priority prefix ("<3>"), which journald turns into each entry's priority; the access log stays text. */
+enum kago_log_format { KAGO_LOG_AUTO, KAGO_LOG_TEXT, KAGO_LOG_JSON, KAGO_LOG_JOURNAL };
+
+/* The admin API's bearer token, under serve's --root (made on first start; a dot file: not a record). */
+#define KAGO_SERVE_ADMIN_TOKEN ".serve/.admin-token"
+
 struct kago_serve_opts {
-    const char *config_dir; /* Kagofiles (*.rb, Kagofile*) defining apps */
-    const char *listen;     /* "127.0.0.1:8080" */
-    const char *admin;      /* "127.0.0.1:9090" */
-    const char *root;       /* container state dir */
-    const char *access_log; /* path, "-" = stdout (default), "off" */
+    const char *config_dir;  /* Kagofiles (*.rb, Kagofile*) defining apps */
+    const char *listen;      /* "127.0.0.1:8080" */
+    const char *admin;       /* "127.0.0.1:9090", "unix:PATH" or "off" */
+    const char *admin_token; /* file of the admin API's bearer token (NULL: <root>/KAGO_SERVE_ADMIN_TOKEN) */
+    const char *root;        /* container state dir */
+    const char *access_log;  /* path, "-" = stdout (default), "off" */
     uint64_t header_timeout_ms, keepalive_timeout_ms, connect_timeout_ms, response_timeout_ms;
     unsigned max_header_bytes;
-    bool cold_start_header;        /* X-Kago-Cold-Start on requests that waited (default on) */
-    uint64_t frozen_memory_budget; /* bytes all frozen instances may hold; oldest stopped beyond (1G) */
-    uint64_t drain_timeout_ms;     /* SIGTERM: requests in flight may finish this long, then instances are
-                                      killed (10 s) */
+    bool cold_start_header;          /* X-Kago-Cold-Start on requests that waited (default on) */
+    uint64_t frozen_memory_budget;   /* bytes all frozen instances may hold; oldest stopped beyond (1G) */
+    uint64_t drain_timeout_ms;       /* SIGTERM: requests in flight may finish this long, then instances are
+                                        killed (10 s) */
+    enum kago_log_format log_format; /* (AUTO) */
+    bool upgrade;      /* take the listeners and instances over from the serve running with this root */
+    char *const *argv; /* serve's whole command line (NULL-ended): SIGUSR2 starts it again with --upgrade */
 };
 
 void kago_serve_opts_init(struct kago_serve_opts *o);

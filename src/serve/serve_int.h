@@ -13,6 +13,7 @@
 #include <kago/kago.h>
 
 #include "http.h"
+#include "logfmt.h"
 #include "outq.h"
 #include "pool.h"
 #include "router.h"
@@ -89,7 +90,8 @@ struct instance {
     bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
     uint64_t ckpt_at;        /* the checkpoint may begin then (its closed upstream sockets have settled) */
     struct kago_stats stats; /* refreshed for /metrics and /ps */
-    struct log_stream *out[2]; /* its stdout and stderr read by serve (logs.c); NULL: not captured */
+    struct log_stream *out[2];   /* its stdout and stderr read by serve (logs.c); NULL: not captured */
+    struct logfmt_tail out_tail; /* what it printed last, for a start failure's report (logs.c) */
     /* its record under <root>/.serve (adopt.c): what was written last */
     uint64_t def_hash;
     bool recorded;
@@ -145,6 +147,7 @@ struct client {
     uint64_t body_in, out_mark;
     int status, retries;
     bool reading, req_begun, req_done, resp_started, close_after, eof, counted, parsing, need_exec, closed;
+    bool given; /* handed to a new serve (upgrade) */
     unsigned handles;
     char ip[48];
     struct http_msg req; /* last: it is large */
@@ -160,6 +163,7 @@ struct server {
     uv_loop_t *loop;
     struct kago_serve_opts opts;
     struct listener main, admin;
+    struct admin_auth *admin_auth; /* admin.c: its token, rate limit, unix socket (NULL: no admin) */
     uv_timer_t tick;
     uv_signal_t sigterm, sigint, sighup, sigchld;
     uv_timer_t watchdog; /* WATCHDOG=1 to systemd at half its WATCHDOG_USEC (systemd.c) */
@@ -182,6 +186,23 @@ struct server {
     uv_timer_t drain_timer; /* shutdown's deadline (--drain-timeout) */
     unsigned root_tag;      /* a hash of --root in instance names: two roots never share a cgroup name */
     int root_lock;          /* <root>/.serve/.lock, flocked while this serve runs (-1: none) */
+    uint64_t lock_wait_ms;  /* --upgrade: how long to wait for the old serve to let the lock go */
+    /* upgrade.c: the socket a new serve asks for the listeners on, and the hand-over to it */
+    uv_pipe_t up_listen, up_peer;
+    bool up_listening, up_peer_open;
+    char up_rbuf[64];
+    size_t up_rlen;
+    bool handover;             /* the listeners were given to a new serve: draining, not accepting */
+    bool handed_over;          /* drained: at exit its ready and frozen instances are left for it */
+    pid_t handover_pid;        /* the new serve */
+    int keep_fd[2];            /* dups of the main and admin listeners, to listen again if it goes away */
+    uv_timer_t handover_timer; /* the drain's deadline */
+    uv_process_t up_child;     /* SIGUSR2: the new serve this one started */
+    bool up_child_running;
+    uv_signal_t sigusr2;
+    pid_t upgraded_from;         /* --upgrade: the serve whose listeners and instances this one took */
+    int up_conn;                 /* --upgrade: the connection to it, open until the root lock is ours */
+    unsigned given, give_failed; /* connections handed to the new serve, and those that could not go */
     struct kago_error *fatal;
 };
 
@@ -206,6 +227,12 @@ void kago__client_resp_truncated(struct client *c);
 void kago__client_tunnel_data(struct client *c, const char *at, size_t n);
 void kago__client_upstream_drained(struct client *c);
 void kago__client_close_all(struct server *srv, bool idle_only);
+/* An upgrade: connections move to the new serve between two requests (kago__upgrade_give); one that
+ * cannot closes after its next response, or after HANDOVER_IDLE_MS idle. */
+#define HANDOVER_IDLE_MS 250
+void kago__client_handover(struct server *srv);
+/* The new serve: a connection given by the old one (fd), between two requests. */
+void kago__client_adopt(struct server *srv, int fd);
 
 /* upstream.c */
 struct upconn *kago__upconn_get(struct instance *inst); /* an idle keep-alive connection or NULL */
@@ -243,13 +270,34 @@ int kago__instance_watch(struct instance *inst, struct kago_error **err);
 
 /* adopt.c: instance records and adoption at start */
 uint64_t kago__app_def_hash(const struct kago_app *a);
-/* 16 bits of a hash of the root, for instance names. */
-unsigned kago__root_tag(const char *root);
 void kago__record_write(struct instance *inst);
 void kago__record_remove(struct instance *inst);
 void kago__records_tick(struct server *srv, uint64_t now);
 /* Adopts the instances a previous serve with this root left running, removes the others. */
 int kago__serve_adopt(struct server *srv, struct kago_error **err);
+
+/* upgrade.c: zero-downtime restart and upgrade */
+/* Listens on <root>/.serve/.upgrade.sock (after the root lock is taken); SIGUSR2 starts a new serve. */
+int kago__upgrade_listen(struct server *srv, struct kago_error **err);
+/* --upgrade: asks the serve running with this root for its listeners (*main_fd, *admin_fd: -1 when it
+ * has none); it stops accepting and drains. */
+int kago__upgrade_request(struct server *srv, int *main_fd, int *admin_fd, struct kago_error **err);
+/* Sends n client connections (fds, between two requests) to the new serve; 0, or -1 when they cannot go
+ * (the caller keeps them). At most UPGRADE_MAX_FDS at a time. */
+#define UPGRADE_MAX_FDS 64
+int kago__upgrade_give(struct server *srv, const int *fds, int n);
+/* --upgrade, once the old serve is gone: adopts the connections it gave (read from up_conn). */
+void kago__upgrade_take_clients(struct server *srv);
+/* From the tick: ends the hand-over once the last connection and start are done. */
+void kago__upgrade_tick(struct server *srv);
+/* At exit after a hand-over: its instances stay for the new serve (1), or not (0). */
+bool kago__upgrade_leaves(struct instance *inst);
+void kago__upgrade_close(struct server *srv);
+/* SIGTERM while handing over: cut what is left and exit, leaving the instances to the new serve. */
+void kago__upgrade_cut(struct server *srv);
+/* Listeners: (re)creates l on fd (an inherited or handed-over socket) or addr. */
+int kago__server_listen(struct server *srv, struct listener *l, const char *addr, int fd, bool admin,
+                        struct kago_error **err);
 
 /* server.c */
 void kago__app_unref(struct app_rt *a);
@@ -262,6 +310,10 @@ void kago__server_reap(struct server *srv);
 /* Reads NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID once and removes them from the environment. */
 void kago__systemd_init(void);
 bool kago__systemd_notifying(void);
+/* "NOTIFY_SOCKET=..." as serve was given it, or NULL (a new serve started by SIGUSR2 gets it too). */
+const char *kago__systemd_env(void);
+/* fd is a listening TCP socket (IPv4 or IPv6); else < 0 with *err. */
+int kago__check_listen_fd(int fd, struct kago_error **err);
 /* systemd's watchdog interval for this process (WATCHDOG_PID absent or ours), 0 when none. */
 uint64_t kago__systemd_watchdog_usec(void);
 /* Sends one notify datagram (printf-style "KEY=VALUE\n..."): 1 sent, 0 no notify socket, -errno. */
@@ -289,14 +341,37 @@ void kago__logs_open(struct instance *inst, int fds[3]);
 void kago__logs_adopt(struct instance *inst);
 /* The instance is gone (its processes dead or being killed): reads what its streams still hold, records
  * their last unfinished lines, closes them and removes its FIFOs. */
-void kago__logs_close(struct instance *inst);
+void kago__logs_close(struct instance *inst, bool keep_fifos);
 /* Removes the FIFOs of an instance of app that is not adopted. */
 void kago__logs_forget(struct server *srv, const char *app, const char *name);
 /* The app is freed: its log file is closed once no stream writes to it. */
 void kago__logs_app_free(struct app_rt *a);
 
+/* slog.c: the server log on stderr (--log-format). level: SLOG_ERR, SLOG_WARN or SLOG_INFO. */
+/* A line about the app (text: "kago serve: app APP: MSG"), about instance inst of it ("kago serve: INST:
+ * MSG" when app is NULL), or about serve ("kago serve: MSG"). srv may be NULL before the server exists.
+ * JSON lines carry app and instance as fields, and MSG without the prefix. */
+void kago__slog(const struct server *srv, int level, const char *app, const char *inst, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* A line about inst: text "kago serve: INST: MSG"; JSON with its app and instance. */
+void kago__ilog(const struct instance *inst, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The resolved --log-format (AUTO becomes TEXT or JOURNAL), for the access log. */
+enum kago_log_format kago__slog_format(const struct server *srv);
+/* What inst printed last (its streams read first, without waiting; an unfinished last line included),
+ * NUL-terminated, empty when nothing or not captured. Valid until the next call. */
+const char *kago__logs_tail(struct instance *inst);
+
 /* admin.c */
 void kago__admin_accept(struct server *srv, uv_stream_t *listener);
+/* Before the admin listener: --admin unix:PATH listens there (mode 0600, no token asked); else reads or
+ * makes the bearer token (--admin-token, default <root>/.serve/.admin-token) and the caller
+ * listens on TCP. Returns 0, or < 0 with *err set. */
+int kago__admin_setup(struct server *srv, bool tcp_passed, struct kago_error **err);
+/* The unix socket's path, or NULL when the admin listener is TCP. */
+const char *kago__admin_unix_path(const struct server *srv);
+/* After the loop closed every handle: removes the unix socket (when it is still ours), frees the rest. */
+void kago__admin_cleanup(struct server *srv);
 
 /* metrics helpers */
 void kago__metrics_count(struct app_rt *a, int status);

@@ -13,6 +13,7 @@
 
 #include <kago/checkpoint.h>
 
+#include "ident.h"
 #include "kagofile.h"
 #include "serve_int.h"
 #include "util.h"
@@ -139,8 +140,8 @@ static bool container_changed(const struct kago_app *old, const struct kago_app 
  * and its image, which holds the old container, is no longer restored; a new one is taken. */
 static void new_generation(struct app_rt *a, uint64_t now)
 {
-    fprintf(stderr, "kago serve: app %s: its container changed: instances of the old one are replaced\n",
-            a->app.name);
+    kago__slog(a->srv, SLOG_INFO, a->app.name, NULL,
+               "its container changed: instances of the old one are replaced");
     kago__pool_new_generation(&a->pool, now); /* (the image dir follows the generation) */
     if (a->ckpt == CK_READY || a->ckpt == CK_FAILED)
         a->ckpt = CK_WANT; /* (a checkpoint in progress is discarded when it ends: ckpt_done) */
@@ -318,7 +319,7 @@ static void setup_checkpoints(struct server *srv)
         if (srv->criu_ok && kago__app_criu(&a->app) && a->ckpt == CK_OFF) {
             /* an image left by a serve that died: it may not match the spec any more */
             if (access(a->image_root, F_OK) == 0 && kago__rm_rf(a->image_root) == 0)
-                fprintf(stderr, "kago serve: app %s: removed a stale image %s\n", a->app.name, a->image_root);
+                kago__slog(srv, SLOG_INFO, a->app.name, NULL, "removed a stale image %s", a->image_root);
             a->ckpt = CK_WANT;
         }
 }
@@ -340,10 +341,9 @@ static void remove_image(struct server *srv, struct app_rt *a)
 {
     if (a->image_root && access(a->image_root, F_OK) == 0) {
         if (kago__rm_rf(a->image_root) < 0)
-            fprintf(stderr, "kago serve: app %s: remove %s: %s\n", a->app.name, a->image_root,
-                    strerror(errno));
+            kago__slog(srv, SLOG_ERR, a->app.name, NULL, "remove %s: %s", a->image_root, strerror(errno));
         else
-            fprintf(stderr, "kago serve: app %s: removed its image %s\n", a->app.name, a->image_root);
+            kago__slog(srv, SLOG_INFO, a->app.name, NULL, "removed its image %s", a->image_root);
     }
     cleanup_free char *parent = xasprintf("%s/images", srv->opts.root);
     rmdir(parent); /* when the last app's image is gone */
@@ -412,9 +412,9 @@ static void enforce_frozen_budget(struct server *srv, uint64_t now)
     for (struct app_rt *a = srv->apps; a; a = a->next)
         pools[n++] = &a->pool;
     unsigned stopped = kago__pool_enforce_budget(pools, n, srv->opts.frozen_memory_budget, now);
-    fprintf(stderr,
-            "kago serve: frozen instances hold %llu bytes, over the budget of %llu: stopped the %u oldest\n",
-            (unsigned long long)total, (unsigned long long)srv->opts.frozen_memory_budget, stopped);
+    kago__slog(srv, SLOG_WARN, NULL, NULL,
+               "frozen instances hold %llu bytes, over the budget of %llu: stopped the %u oldest",
+               (unsigned long long)total, (unsigned long long)srv->opts.frozen_memory_budget, stopped);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -427,6 +427,7 @@ static void on_tick(uv_timer_t *t)
     }
     enforce_frozen_budget(srv, now);
     kago__records_tick(srv, now);
+    kago__upgrade_tick(srv);
     reap_apps(srv);
     kago__systemd_tick(srv);
     kago__server_maybe_exit(srv);
@@ -444,7 +445,8 @@ static void on_drain_timeout(uv_timer_t *t)
     struct server *srv = t->data;
     uint64_t now = kago__serve_now_ms();
     unsigned n = srv->nclients;
-    fprintf(stderr, "kago serve: drain timeout: closing %u connections, killing every instance\n", n);
+    kago__slog(srv, SLOG_WARN, NULL, NULL, "drain timeout: closing %u connections, killing every instance",
+               n);
     kago__client_close_all(srv, false);
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__pool_kill_all(&a->pool, now);
@@ -453,10 +455,14 @@ static void on_drain_timeout(uv_timer_t *t)
 
 static void begin_shutdown(struct server *srv)
 {
+    if (srv->handover) { /* the instances are the new serve's now */
+        kago__upgrade_cut(srv);
+        return;
+    }
     if (srv->stopping)
         return;
     srv->stopping = true;
-    fprintf(stderr, "kago serve: stopping: draining requests and instances\n");
+    kago__slog(srv, SLOG_INFO, NULL, NULL, "stopping: draining requests and instances");
     kago__systemd_stopping(srv);
     close_listener(&srv->main);
     uint64_t now = kago__serve_now_ms();
@@ -475,9 +481,9 @@ int kago__server_reload(struct server *srv, struct kago_error **err)
     kago__systemd_reloading();
     int r = load_config(srv, err);
     if (r < 0)
-        fprintf(stderr, "kago serve: reload failed, keeping the running config: %s\n", (*err)->msg);
+        kago__slog(srv, SLOG_ERR, NULL, NULL, "reload failed, keeping the running config: %s", (*err)->msg);
     else
-        fprintf(stderr, "kago serve: reloaded %s\n", srv->opts.config_dir);
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "reloaded %s", srv->opts.config_dir);
     kago__systemd_reloaded(srv, r < 0 ? *err : NULL);
     return r;
 }
@@ -530,9 +536,10 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss, struct kago_er
     return kago_error_set(err, EINVAL, "address \"%s\": not an IP address", s);
 }
 
-/* Listens on addr, or on fd (>= 0: a listening socket passed by systemd) when there is one. */
-static int listen_on(struct server *srv, struct listener *l, const char *addr, int fd, bool admin,
-                     struct kago_error **err)
+/* Listens on addr, or on fd (>= 0: a listening socket passed by systemd or by the serve this one takes
+ * over from) when there is one. */
+int kago__server_listen(struct server *srv, struct listener *l, const char *addr, int fd, bool admin,
+                        struct kago_error **err)
 {
     struct sockaddr_storage ss = {0};
     if (fd < 0 && parse_addr(addr, &ss, err) < 0)
@@ -547,14 +554,14 @@ static int listen_on(struct server *srv, struct listener *l, const char *addr, i
     if (r < 0) {
         uv_close((uv_handle_t *)&l->tcp, NULL);
         if (fd >= 0)
-            return kago_error_set(err, -r, "listen on systemd socket fd %d", fd);
+            return kago_error_set(err, -r, "listen on inherited socket fd %d", fd);
         return kago_error_set(err, -r, "listen %s", addr);
     }
     return 0;
 }
 
-/* "IP:PORT" the listener is bound to, with " (systemd socket)" when it was passed in. */
-static const char *listener_addr(struct listener *l, bool passed, char *buf, size_t n)
+/* "IP:PORT" the listener is bound to, with where it came from when it was passed in. */
+static const char *listener_addr(struct listener *l, const char *passed, char *buf, size_t n)
 {
     struct sockaddr_storage ss = {0};
     int len = sizeof(ss);
@@ -569,8 +576,7 @@ static const char *listener_addr(struct listener *l, bool passed, char *buf, siz
             port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
         }
     }
-    snprintf(buf, n, ss.ss_family == AF_INET6 ? "[%s]:%u%s" : "%s:%u%s", ip, port,
-             passed ? " (systemd socket)" : "");
+    snprintf(buf, n, ss.ss_family == AF_INET6 ? "[%s]:%u%s" : "%s:%u%s", ip, port, passed ? passed : "");
     return buf;
 }
 
@@ -582,10 +588,11 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
 {
-    struct server srv_ = {.opts = *o, .root_lock = -1}, *srv = &srv_;
+    struct server srv_ = {.opts = *o, .root_lock = -1, .up_conn = -1, .keep_fd = {-1, -1}}, *srv = &srv_;
     if (!o->config_dir)
         return kago_error_set(err, 0, "serve: --config DIR is required");
     signal(SIGPIPE, SIG_IGN);
+    kago__slog_format(srv); /* latched before the first line, those logged without srv included */
     kago__systemd_init();
     int sd_main, sd_admin;
     if (kago__systemd_listen_fds(&sd_main, &sd_admin, err) < 0)
@@ -608,16 +615,48 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     }
     uv_timer_init(&loop, &srv->drain_timer);
     srv->drain_timer.data = srv;
-    srv->root_tag = kago__root_tag(o->root);
+    uv_timer_init(&loop, &srv->handover_timer);
+    srv->handover_timer.data = srv;
+    srv->root_tag = kago__root_id(o->root);
     if (load_config(srv, err) < 0)
         goto out;
+    const char *passed = " (systemd socket)";
+    char frombuf[48];
+    if (o->upgrade) { /* the running serve's sockets; it drains, then lets the root lock go */
+        if (sd_main >= 0)
+            close(sd_main);
+        if (sd_admin >= 0)
+            close(sd_admin);
+        if (kago__upgrade_request(srv, &sd_main, &sd_admin, err) < 0)
+            goto out;
+        snprintf(frombuf, sizeof(frombuf), " (from pid %d)", (int)srv->upgraded_from);
+        passed = frombuf;
+    }
     /* before the listener and the first tick: no new instance beside one that can be adopted */
-    if (kago__serve_adopt(srv, err) < 0)
+    uint64_t t_adopt = kago__serve_now_us();
+    if (kago__serve_adopt(srv, err) < 0) {
+        if (sd_main >= 0)
+            close(sd_main);
+        if (sd_admin >= 0)
+            close(sd_admin);
         goto out;
-    if (listen_on(srv, &srv->main, o->listen, sd_main, false, err) < 0)
+    }
+    if (srv->up_conn >= 0) {
+        kago__upgrade_take_clients(srv);
+        close(srv->up_conn);
+        srv->up_conn = -1;
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "took over from pid %d after %.1f ms of its drain",
+                   (int)srv->upgraded_from, (kago__serve_now_us() - t_adopt) / 1000.0);
+    }
+    if (kago__server_listen(srv, &srv->main, o->listen, sd_main, false, err) < 0)
         goto out;
     bool admin_on = sd_admin >= 0 || (o->admin && *o->admin && strcmp(o->admin, "off") != 0);
-    if (admin_on && listen_on(srv, &srv->admin, o->admin, sd_admin, true, err) < 0)
+    if (admin_on && kago__admin_setup(srv, sd_admin >= 0, err) < 0) /* (auth.c: token or unix socket) */
+        goto out;
+    if (admin_on && !kago__admin_unix_path(srv) &&
+        kago__server_listen(srv, &srv->admin, o->admin, sd_admin, true, err) < 0)
+        goto out;
+    if (kago__upgrade_listen(srv, err) < 0)
         goto out;
     uv_timer_init(&loop, &srv->tick);
     srv->tick.data = srv;
@@ -634,21 +673,30 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         napps++;
     char mainbuf[96], adminbuf[96];
     if (srv->admin.tcp.data)
-        fprintf(stderr, "kago serve: %zu apps from %s, listening on http://%s, admin on http://%s\n", napps,
-                o->config_dir, listener_addr(&srv->main, sd_main >= 0, mainbuf, sizeof(mainbuf)),
-                listener_addr(&srv->admin, sd_admin >= 0, adminbuf, sizeof(adminbuf)));
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on http://%s, admin on http://%s",
+                   napps, o->config_dir,
+                   listener_addr(&srv->main, sd_main >= 0 ? passed : NULL, mainbuf, sizeof(mainbuf)),
+                   listener_addr(&srv->admin, sd_admin >= 0 ? passed : NULL, adminbuf, sizeof(adminbuf)));
+    else if (kago__admin_unix_path(srv))
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on http://%s, admin on unix:%s",
+                   napps, o->config_dir,
+                   listener_addr(&srv->main, sd_main >= 0 ? passed : NULL, mainbuf, sizeof(mainbuf)),
+                   kago__admin_unix_path(srv));
     else
-        fprintf(stderr, "kago serve: %zu apps from %s, listening on http://%s, admin listener off\n", napps,
-                o->config_dir, listener_addr(&srv->main, sd_main >= 0, mainbuf, sizeof(mainbuf)));
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on http://%s, admin listener off",
+                   napps, o->config_dir,
+                   listener_addr(&srv->main, sd_main >= 0 ? passed : NULL, mainbuf, sizeof(mainbuf)));
     /* min_instances: start the standbys now rather than at the first tick */
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__pool_tick(&a->pool, kago__serve_now_ms());
     kago__systemd_ready(srv); /* listeners up, Kagofiles loaded */
     uv_run(&loop, UV_RUN_DEFAULT);
-    fprintf(stderr, "kago serve: stopped; every instance removed\n");
+    if (!srv->handed_over)
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "stopped; every instance removed");
     ret = 0;
 out:
-    /* Anything left (startup failure): stop instances synchronously so nothing leaks. */
+    /* Anything left (startup failure): stop instances synchronously so nothing leaks; after a hand-over,
+     * the ready and frozen ones are left running for the new serve (kago__upgrade_leaves). */
     for (struct app_rt *a = srv->apps; a; a = a->next) {
         a->pool.stopping = true;
         while (a->pool.insts)
@@ -656,17 +704,29 @@ out:
     }
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
+    kago__admin_cleanup(srv);
     while (srv->apps) {
         struct app_rt *a = srv->apps;
         srv->apps = a->next;
         free_app(a);
     }
     kago__router_free(srv->router);
+    kago__upgrade_close(srv);
+    for (int i = 0; i < 2; i++)
+        if (srv->keep_fd[i] >= 0)
+            close(srv->keep_fd[i]);
+    if (srv->up_conn >= 0)
+        close(srv->up_conn);
     if (srv->root_lock >= 0) {
         cleanup_free char *records = xasprintf("%s/.serve", o->root);
         cleanup_free char *lock = xasprintf("%s/.lock", records);
-        unlink(lock);
-        rmdir(records); /* once every instance is removed, so is every record (else they stay for the next) */
+        if (srv->handed_over) { /* the new serve waits on this very lock: its file stays */
+            kago__systemd_notify("MAINPID=%d\nSTATUS=handed over to pid %d\n", (int)srv->handover_pid,
+                                 (int)srv->handover_pid);
+        } else {
+            unlink(lock);
+            rmdir(records); /* once every instance is removed, so is every record (else they stay) */
+        }
         close(srv->root_lock);
     }
     uv_loop_close(&loop);

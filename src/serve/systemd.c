@@ -27,6 +27,7 @@ static struct {
     struct sockaddr_un addr;
     socklen_t addrlen;
     uint64_t watchdog_usec;
+    char *env; /* NOTIFY_SOCKET as it was given (for a new serve started by SIGUSR2) */
 } nt = {.fd = -1};
 
 /* Parses an unsigned decimal; false when s is not one. */
@@ -80,7 +81,10 @@ void kago__systemd_init(void)
         if (r == 0 && (nt.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
             r = -errno;
         if (r < 0)
-            fprintf(stderr, "kago serve: NOTIFY_SOCKET=%s unusable, not notifying: %s\n", s, strerror(-r));
+            kago__slog(NULL, SLOG_WARN, NULL, NULL, "NOTIFY_SOCKET=%s unusable, not notifying: %s", s,
+                       strerror(-r));
+        else if (!nt.env)
+            nt.env = xasprintf("NOTIFY_SOCKET=%s", s);
     }
     uint64_t wd = 0;
     if (nt.fd >= 0 && parse_u64(getenv("WATCHDOG_USEC"), &wd) && wd > 0 && pid_is_us("WATCHDOG_PID", true))
@@ -88,6 +92,11 @@ void kago__systemd_init(void)
     unsetenv("NOTIFY_SOCKET");
     unsetenv("WATCHDOG_USEC");
     unsetenv("WATCHDOG_PID");
+}
+
+const char *kago__systemd_env(void)
+{
+    return nt.env;
 }
 
 bool kago__systemd_notifying(void)
@@ -127,7 +136,7 @@ uint64_t kago__systemd_monotonic_usec(void)
 }
 
 /* An inherited fd serve can listen on: a listening TCP socket (IPv4 or IPv6). */
-static int check_listen_fd(int fd, struct kago_error **err)
+int kago__check_listen_fd(int fd, struct kago_error **err)
 {
     int type = 0, acc = 0;
     socklen_t len = sizeof(type);
@@ -175,7 +184,7 @@ int kago__systemd_listen_fds(int *main_fd, int *admin_fd, struct kago_error **er
         int fd = SD_LISTEN_FDS_START + i;
         cleanup_free char *name = fd_name(names, i);
         fcntl(fd, F_SETFD, FD_CLOEXEC); /* instances must not inherit serve's listeners */
-        if (check_listen_fd(fd, err) < 0)
+        if (kago__check_listen_fd(fd, err) < 0)
             return kago_error_prefix(err, "systemd socket %s", *name ? name : "(unnamed)"), -1;
         int *slot = !strcmp(name, "admin") ? admin_fd : main_fd;
         if (*slot >= 0)

@@ -277,7 +277,8 @@ static int netns_socket(struct instance *inst)
     int saved = errno;
     if (setns(host, CLONE_NEWNET) < 0) {
         /* Staying in a tenant's namespace would send every later connection there. */
-        fprintf(stderr, "kago serve: cannot return to the host network namespace: %s\n", strerror(errno));
+        kago__slog(inst->app->srv, SLOG_ERR, NULL, NULL, "cannot return to the host network namespace: %s",
+                   strerror(errno));
         abort();
     }
     return fd < 0 ? -saved : fd;

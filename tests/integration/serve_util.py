@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,12 +53,37 @@ chmod +x /ws.sh
 exec nc -ll -p 8080 -e /ws.sh"""
 
 
+ADMIN_TOKEN = os.path.join(".serve", ".admin-token")  # under serve's --root
+
+
+def admin_token(root):
+    """The admin API's bearer token serve made (or read) under root."""
+    with open(os.path.join(root, ADMIN_TOKEN)) as f:
+        return f.read().strip()
+
+
+def admin_request(admin, root, path, method="GET", token=None, timeout=10):
+    """A request to the admin API on 127.0.0.1:admin with the token of root (or token; "": none):
+    (status, headers (lower-case), body str); 4xx and 5xx are returned, not raised."""
+    token = admin_token(root) if token is None else token
+    h = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(f"http://127.0.0.1:{admin}{path}", method=method, headers=h,
+                                 data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read().decode()
+
+
 def root_leftovers(root):
-    """What is left in a serve's --root: anything but logs/ (the apps' output outlives their instances),
-    and in logs/ the instances' FIFOs."""
+    """What is left in a serve's --root: anything but logs/ (the apps' output outlives their instances)
+    and the admin token (it outlives serve, for the next one), and in logs/ the instances' FIFOs."""
     if not os.path.isdir(root):
         return []
-    return ([os.path.join(root, d) for d in os.listdir(root) if d != "logs"] +
+    rec = os.path.join(root, ".serve")
+    return ([os.path.join(root, d) for d in os.listdir(root) if d != "logs" and
+             not (d == ".serve" and set(os.listdir(rec)) <= {".admin-token"})] +
             glob.glob(os.path.join(root, "logs", "*", "*.stdout")) + glob.glob(os.path.join(root, "logs", "*", "*.stderr")))
 
 
@@ -101,9 +127,15 @@ class Server:
         with open(self.errlog.name) as f:
             return f.read()
 
+    def admin_get(self, path):
+        """GET path on the admin API with serve's token; the body (raises on a status but 200)."""
+        st, _, body = admin_request(self.admin, self.root, path, timeout=5)
+        if st != 200:
+            raise urllib.error.HTTPError(path, st, body, None, None)
+        return body
+
     def ps(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/ps", timeout=5) as r:
-            data = json.load(r)
+        data = json.loads(self.admin_get("/ps"))
         for a in data["apps"]:
             for i in a["instances"]:
                 self.seen.add(i["name"])
@@ -114,8 +146,7 @@ class Server:
         return [i for i in a["instances"] if i["state"] in states] if a else []
 
     def metrics(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=5) as r:
-            return r.read().decode()
+        return self.admin_get("/metrics")
 
     def metric(self, name, **labels):
         want = ",".join(f'{k}="{v}"' for k, v in labels.items())

@@ -37,6 +37,11 @@ needs_criu = pytest.mark.skipif(not CRIU_OK, reason=f"criu is unusable on this h
                                 "/usr/bin/python3 -m pytest -q tests/integration/test_criu.py)")
 
 
+# kago checkpoint refuses a container with a user namespace of kago's pool (the default: restored mounts
+# would lose their idmapping, docs/userns.md): the containers checkpointed here run in the host's.
+HOST_USERNS = ("--userns", "host")
+
+
 def get(kago, name, path="/"):
     r = kago("exec", name, "--", "wget", "-qO-", f"http://127.0.0.1:8080{path}", timeout=60)
     return r.stdout if r.returncode == 0 else None
@@ -44,7 +49,7 @@ def get(kago, name, path="/"):
 
 def serve(kago, rootfs, name, tag=None, opts=()):
     kago.run_detached(name, "/bin/sh", "-c", PAGE.format(tag=tag or name),
-                      opts=("--overlay", "--memory", "64M", *opts))
+                      opts=("--overlay", "--memory", "64M", *HOST_USERNS, *opts))
     assert wait_for(lambda: get(kago, name), timeout=30) == f"hello from {tag or name}\n"
 
 
@@ -67,7 +72,7 @@ def nothing_of(kago, name):
 
 @pytest.mark.skipif(CRIU_OK, reason="criu works here: the unusable-criu error path cannot be shown")
 def test_checkpoint_where_criu_is_unusable_says_why(kago, rootfs, tmp_path):
-    kago.run_detached("kcr-host", "sleep", "60", opts=("--overlay",))
+    kago.run_detached("kcr-host", "sleep", "60", opts=("--overlay", *HOST_USERNS))
     image = tmp_path / "img"
     r = kago("checkpoint", "kcr-host", "--image", image)
     assert r.returncode != 0
@@ -147,7 +152,7 @@ def test_restore_keeps_tmpfs_contents_and_mount_flags(kago, rootfs, tmp_path):
     # their files, modes and mount flags must come back as they were
     kago.run_detached("kcr-tmp", "/bin/sh", "-c", "echo in-shm > /dev/shm/x && chmod 640 /dev/shm/x && "
                       "mkdir /dev/shm/d && ln -s x /dev/shm/l && echo in-dev > /dev/kago-t && "
-                      + PAGE.format(tag="tmp"), opts=("--overlay",))
+                      + PAGE.format(tag="tmp"), opts=("--overlay", *HOST_USERNS))
     assert wait_for(lambda: get(kago, "kcr-tmp"), timeout=30) == "hello from tmp\n"
     before = mounts_of(kago.state("kcr-tmp")["pid"])
     masks = [m for m in before if m[2] == "tmpfs" and m[1].split(",")[0] == "ro"]
@@ -201,7 +206,7 @@ def test_lazy_pages_restore_serves_with_the_memory_intact(kago, rootfs, tmp_path
            "echo \"$data\" | md5sum > /srv/www/before; echo hello from lazy > /srv/www/index.html; "
            "httpd -p 8080 -h /srv/www; while :; do if [ -f /tmp/go ]; then rm /tmp/go; "
            "echo \"$data\" | md5sum > /srv/www/after; fi; sleep 0.2; done")
-    kago.run_detached("kcr-lazy", "/bin/sh", "-c", app, opts=("--overlay",))
+    kago.run_detached("kcr-lazy", "/bin/sh", "-c", app, opts=("--overlay", *HOST_USERNS))
     assert wait_for(lambda: get(kago, "kcr-lazy"), timeout=120) == "hello from lazy\n"
     before = get(kago, "kcr-lazy", "/before")
     assert before and len(before.split()[0]) == 32, before
@@ -276,7 +281,7 @@ def test_corrupt_image_fails_clearly_and_leaves_nothing(kago, rootfs, tmp_path):
 @needs_criu
 def test_checkpoint_once_ready_then_restore_in_foreground(kago, rootfs, tmp_path):
     # the app listens only after a while: --wait-port checkpoints once it does
-    kago.run_detached("kcr-slow", "/bin/sh", "-c", "sleep 2; " + PAGE.format(tag="slow"), opts=("--overlay",))
+    kago.run_detached("kcr-slow", "/bin/sh", "-c", "sleep 2; " + PAGE.format(tag="slow"), opts=("--overlay", *HOST_USERNS))
     image = str(tmp_path / "img")
     kago("checkpoint", "kcr-slow", "--image", image, "--wait-port", "8080", "--timeout", "60s", check=True,
          timeout=180)
@@ -297,7 +302,7 @@ def test_checkpoint_once_ready_then_restore_in_foreground(kago, rootfs, tmp_path
 
 
 def test_image_dir_that_is_not_empty_is_refused(kago, rootfs, tmp_path):
-    kago.run_detached("kcr-full", "sleep", "60", opts=("--overlay",))
+    kago.run_detached("kcr-full", "sleep", "60", opts=("--overlay", *HOST_USERNS))
     image = tmp_path / "img"
     image.mkdir()
     (image / "keep").write_text("x")
@@ -360,7 +365,7 @@ def test_image_container_checkpoint_then_restore(kago, rootfs, tmp_path):
     kago("--images", store, "image", "import", f"oci:{layout}:v1", "--name", "crimg:v1", check=True)
     kago.names.add("kcr-img")
     kago("--images", store, "run", "--detach", "--name", "kcr-img", "--image", "crimg:v1", "--memory", "64M",
-         check=True)
+         *HOST_USERNS, check=True)
     assert wait_for(lambda: get(kago, "kcr-img", "/w.html"), timeout=30) == "written\n"
     image = str(tmp_path / "img")
     kago("checkpoint", "kcr-img", "--image", image, check=True, timeout=180)

@@ -89,7 +89,7 @@ def test_freeze_thaw_keeps_state(srv):
     tf = time.time()
     assert freezer_state(inst["name"]) == "FROZEN"
     assert srv.metric("kago_instances", app="count", state="frozen") == 1
-    ps = subprocess.run([KAGO, "ps", "--admin", f"127.0.0.1:{srv.admin}"], capture_output=True, text=True)
+    ps = subprocess.run([KAGO, "--root", srv.root, "ps", "--admin", f"127.0.0.1:{srv.admin}"], capture_output=True, text=True)
     assert re.search(r"^count\s+" + re.escape(inst["name"]) + r"\s+frozen\s", ps.stdout, re.M), ps.stdout
     time.sleep(2)  # frozen: the counter must not move, the process must not be replaced
     cold, thaws = srv.metric("kago_cold_starts_total", app="count"), srv.metric("kago_thaws_total", app="count")

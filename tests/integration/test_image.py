@@ -428,8 +428,10 @@ def test_one_overlay_and_no_copy(k, imgs):
     passwd_sha = iu.sha256_file(passwd)
     store_before = iu.disk_usage(k.store)
 
-    a = k.detach("imgov1", "feat:1", "60", opts=("--user", "0:0"))
-    b = k.detach("imgov2", "feat:1", "60")
+    # --userns host: the lowers below are then the store's layer directories by name; in a user namespace
+    # (the default) they are idmapped copies of the same mounts, named /proc/self/fd/N (test_userns.py)
+    a = k.detach("imgov1", "feat:1", "60", opts=("--user", "0:0", "--userns", "host"))
+    b = k.detach("imgov2", "feat:1", "60", opts=("--userns", "host"))
     mi = k("exec", a, "--", "cat", "/proc/self/mountinfo", check=True).stdout
     fstype, lower, upper = overlay_root(mi)
     assert fstype == "overlay", mi

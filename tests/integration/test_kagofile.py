@@ -2,6 +2,7 @@
 
 Every limit is read back from the container's cgroup files; every test ends with nothing left behind."""
 import glob
+import json
 import os
 import re
 import signal
@@ -11,7 +12,41 @@ import time
 
 import pytest
 
-from conftest import CGROUP_V, KAGO, REPO, ROOTFS, cgroup_path, cpu_quota, leftovers, measure_cpu, wait_for
+import conftest
+from conftest import CGROUP_V, KAGO, REPO, ROOTFS, measure_cpu, wait_for
+
+
+def cgroup_path(name, controller="memory"):
+    """A Kagofile container's cgroup is named NAME-TAG (TAG: 4 hex digits of its --root)."""
+    plain = conftest.cgroup_path(name, controller)
+    tagged = glob.glob(plain + "-[0-9a-f][0-9a-f][0-9a-f][0-9a-f]")
+    return tagged[0] if len(tagged) == 1 and not os.path.isdir(plain) else plain
+
+
+def cpu_quota(name):
+    if CGROUP_V == 2:
+        q, p = open(os.path.join(cgroup_path(name, "cpu"), "cpu.max")).read().split()
+        return (None if q == "max" else int(q), int(p))
+    q = int(open(os.path.join(cgroup_path(name, "cpu"), "cpu.cfs_quota_us")).read())
+    p = int(open(os.path.join(cgroup_path(name, "cpu"), "cpu.cfs_period_us")).read())
+    return (None if q < 0 else q, p)
+
+
+def kf_cgroup(kago, name):
+    """NAME-TAG, TAG the FNV-1a hash of the real path of --root folded to 16 bits (what kago computes)."""
+    h = 0xcbf29ce484222325
+    for b in os.path.realpath(kago.root).encode() + b"\0":
+        h = ((h ^ b) * 0x100000001b3) & (2**64 - 1)
+    return f"{name}-{(h ^ h >> 16 ^ h >> 32 ^ h >> 48) & 0xffff:04x}"
+
+
+def leftovers(names):
+    """conftest's leftovers, and the cgroups NAME-TAG."""
+    tag = "-[0-9a-f][0-9a-f][0-9a-f][0-9a-f]"
+    found = conftest.leftovers(names)
+    for n in names:
+        found += glob.glob(f"/sys/fs/cgroup/*/kago/{n}{tag}") + glob.glob(f"/sys/fs/cgroup/kago/{n}{tag}")
+    return found
 
 
 def kagofile(tmp_path, body, name="Kagofile"):
@@ -160,7 +195,8 @@ def test_hooks_fire_in_order_with_arguments(kago, rootfs, tmp_path):
 def test_timer_and_signal_handlers_change_limits_live(kago, rootfs, tmp_path):
     log = tmp_path / "t.log"
     raw = '"cpu.cfs_quota_us" => 40000' if CGROUP_V == 1 else '"cpu.max" => "40000 100000"'
-    quota_file = os.path.join(cgroup_path("kf-live", "cpu"), "cpu.cfs_quota_us" if CGROUP_V == 1 else "cpu.max")
+    quota_file = os.path.join(conftest.cgroup_path(kf_cgroup(kago, "kf-live"), "cpu"),
+                              "cpu.cfs_quota_us" if CGROUP_V == 1 else "cpu.max")
     path = kagofile(tmp_path, f"""
         Kago.container "kf-live" do |c|
           c.rootfs "{ROOTFS}"
@@ -414,3 +450,108 @@ def test_bad_kagofile_reports_file_line_and_starts_nothing(kago, rootfs, tmp_pat
     r = kago("run", path, timeout=30)
     assert r.returncode != 0 and "no-such-rootfs" in r.stderr, r.stderr
     assert_clean(kago, ["kf-ok", "kf-norootfs", "kf-bad1", "kf-bad2"])
+
+
+# --- a killed supervisor: the next one adopts ---------------------------------------------------------------
+
+def cg_name(kago, name):
+    """The cgroup name of a Kagofile container: its name and its root's tag (two roots never share one)."""
+    return json.load(open(os.path.join(kago.root, name, "state.json")))["spec"]["cgroup_path"].split("/")[-1]
+
+
+def test_killed_supervisor_is_adopted_by_the_next_one(kago, rootfs, tmp_path):
+    log = tmp_path / "hooks.log"
+    body = """
+        Kago.container "kf-ad-a" do |c|
+          c.rootfs "{rootfs}"
+          c.command "/bin/sleep", "1000"
+          c.init
+          c.hostname "{host}"
+          c.stop_grace "1s"
+          c.every("200ms") {{ |ct| File.open("{log}", "a") {{ |f| f.puts "tick #{{ct.pid}}" }} }}
+        end
+        Kago.container "kf-ad-b" do |c|
+          c.rootfs "{rootfs}"
+          c.command "/bin/sleep", "1000"
+          c.init
+          c.stop_grace "1s"
+        end
+    """
+    path = kagofile(tmp_path, body.format(rootfs=ROOTFS, host="a1", log=log))
+    names = ["kf-ad-a", "kf-ad-b"]
+    sup = Supervisor(kago, path, names=names)
+    assert wait_for(lambda: all(running(kago, n) for n in names), timeout=20)
+    pids = {n: kago.state(n)["pid"] for n in names}
+    cgs = [cg_name(kago, n) for n in names]
+    kago.names.update(cgs)
+    assert cgs == [kf_cgroup(kago, n) for n in names]
+    assert cgs[0].startswith("kf-ad-a-") and cgroup_exists(cgs[0])
+    assert not os.path.isdir(conftest.cgroup_path("kf-ad-a")), "named by the container alone"
+    sup.p.kill()
+    sup.wait()
+    time.sleep(0.3)
+    # the containers outlive the supervisor
+    assert all(os.path.exists(f"/proc/{p}") for p in pids.values()), "a killed supervisor took its containers"
+    # restarted with kf-ad-a's definition changed (hostname): a is replaced, b adopted
+    path = kagofile(tmp_path, body.format(rootfs=ROOTFS, host="a2", log=log))
+    sup2 = Supervisor(kago, path, names=names)
+    assert wait_for(lambda: "kf-ad-a: started" in open(sup2.errf.name).read(), timeout=20), \
+        open(sup2.errf.name).read()
+    err = open(sup2.errf.name).read()
+    assert "kf-ad-b: adopted from the previous supervisor, pid %d" % pids["kf-ad-b"] in err, err
+    assert "kf-ad-a: removed the container of the previous supervisor: its definition changed" in err, err
+    assert kago.state("kf-ad-b")["pid"] == pids["kf-ad-b"]
+    new_a = kago.state("kf-ad-a")["pid"]
+    assert new_a != pids["kf-ad-a"] and not os.path.exists(f"/proc/{pids['kf-ad-a']}")
+    assert "kf-ad-b: started" not in err
+    # killed again, nothing changed, but b's process dies meanwhile: a adopted (same pid, its timer hook
+    # runs on), b's remains removed and b started anew
+    sup2.p.kill()
+    sup2.wait()
+    os.kill(pids["kf-ad-b"], signal.SIGKILL)
+    assert wait_for(lambda: not running(kago, "kf-ad-b"), timeout=10)
+    sup3 = Supervisor(kago, path, names=names)
+    assert wait_for(lambda: "kf-ad-b: started" in open(sup3.errf.name).read(), timeout=20), \
+        open(sup3.errf.name).read()
+    err = open(sup3.errf.name).read()
+    assert "kf-ad-a: adopted from the previous supervisor, pid %d" % new_a in err, err
+    assert "kf-ad-b: removed the container of the previous supervisor: its process is gone" in err, err
+    assert kago.state("kf-ad-a")["pid"] == new_a and kago.state("kf-ad-b")["pid"] != pids["kf-ad-b"]
+    n0 = open(log).read().count(f"tick {new_a}")
+    assert wait_for(lambda: open(log).read().count(f"tick {new_a}") >= n0 + 2, timeout=5), "timers not re-armed"
+    # a second supervisor of the same containers is refused while this one runs
+    r = kago("run", path)
+    assert r.returncode != 0 and "another Kagofile supervisor runs it" in r.stderr, r.stderr
+    # SIGTERM: everything goes (no cgroup, state dir, mount, record)
+    sup3.signal(signal.SIGTERM)
+    sup3.wait(timeout=30)
+    assert_clean(kago, names + cgs)
+
+
+def test_two_roots_run_the_same_names_apart(kago, rootfs, tmp_path):
+    from conftest import Kago
+    other = Kago(str(tmp_path / "state2"))
+    path = kagofile(tmp_path, f"""
+        Kago.container "kf-two" do |c|
+          c.rootfs "{ROOTFS}"
+          c.command "/bin/sleep", "1000"
+          c.stop_grace "1s"
+        end
+    """)
+    kago.names.add("kf-two")
+    other.names.add("kf-two")
+    kago("run", path, "--detach", check=True)
+    try:
+        other("run", path, "--detach", check=True)
+        a, b = cg_name(kago, "kf-two"), cg_name(other, "kf-two")
+        assert a != b and cgroup_exists(a) and cgroup_exists(b)
+        kago.names.update([a, b])
+    finally:
+        for k in (kago, other):
+            pf = os.path.join(k.root, "supervisors", "kf-two.pid")
+            if os.path.exists(pf):
+                pid = int(open(pf).read())
+                os.kill(pid, signal.SIGTERM)
+                wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=15)
+    assert_clean(kago, ["kf-two", a, b])
+    assert_clean(other, ["kf-two"])

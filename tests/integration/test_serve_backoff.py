@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from conftest import wait_for
-from serve_util import KAGO, ROOTFS, Server, app, free_port, request
+from serve_util import KAGO, ROOTFS, Server, admin_request, app, free_port, request
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -23,10 +23,9 @@ pytestmark = [
 SMALL = "mkdir -p /srv/www && echo fixed > /srv/www/index.html && exec /usr/sbin/httpd -f -p 8080 -h /srv/www"
 
 
-def post(port, path):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST", data=b"")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status, r.read().decode()
+def post(s, path):
+    st, _, body = admin_request(s.admin, s.root, path, method="POST")
+    return st, body
 
 
 def finish(s):
@@ -64,7 +63,7 @@ def test_missing_command_backs_off_then_a_reload_fixes_it():
         assert "next start in" in s.stderr()
         # a deploy (reload with a working command) is tried at once, backoff or not
         s.write_config(app("broken", ["broken.test"], SMALL, start_timeout="10s", stop_grace="1s"))
-        assert post(s.admin, "/reload")[0] == 200
+        assert post(s, "/reload")[0] == 200
         st, _, body = request(s.port, "broken.test")
         assert (st, body) == (200, b"fixed\n")
         ps = s.ps()["broken"]
@@ -118,6 +117,34 @@ def test_readiness_timeout_says_what_was_probed():
         finish(s)
 
 
+def test_readiness_timeout_names_what_the_app_printed_last():
+    # --log-format journal: the same text lines, each with its syslog priority for journald
+    s = Server(app("wrong", ["wrong.test"], "echo starting; echo listening on the wrong port; exec sleep 1000",
+                   start_timeout="1s", stop_grace="1s"), extra_args=["--log-format", "journal"])
+    try:
+        st, h, body = request(s.port, "wrong.test")
+        assert st == 503 and b"no answer on 127.0.0.1:8080" in body, body
+        assert b'it printed last: "starting | listening on the wrong port"' in body, body
+        assert wait_for(lambda: "<3>kago serve: app wrong: instance " in s.stderr(), 5), s.stderr()
+        line = next(l for l in s.stderr().splitlines() if l.startswith("<3>kago serve: app wrong: instance "))
+        assert 'no answer on 127.0.0.1:8080 inside its network namespace' in line, line
+        assert 'it printed last: "starting | listening on the wrong port"; next start in' in line, line
+    finally:
+        finish(s)
+
+
+def test_exit_before_ready_names_its_last_unfinished_line():
+    s = Server(app("quits", ["quits.test"], "echo config ok; printf 'fatal: no DATABASE_URL' >&2; exit 3",
+                   start_timeout="5s", stop_grace="1s"))
+    try:
+        st, _, body = request(s.port, "quits.test")
+        assert st == 503 and b"status 3" in body, body
+        assert b'it printed last: "config ok | fatal: no DATABASE_URL"' in body, body
+        assert 'it printed last: "config ok | fatal: no DATABASE_URL"' in s.ps()["quits"]["last_error"]
+    finally:
+        finish(s)
+
+
 def test_admin_off_prints_no_admin_url():
     with tempfile.TemporaryDirectory(prefix="kago-admin-off-") as tmp:
         os.mkdir(tmp + "/conf")
@@ -136,3 +163,28 @@ def test_admin_off_prints_no_admin_url():
             finally:
                 p.send_signal(signal.SIGTERM)
                 assert p.wait(30) == 0
+
+
+def test_an_app_that_dies_soon_after_it_is_ready_backs_off_too():
+    # it listens (ready: its first request is served), then exits by itself 0.5 s later, every time
+    cmd = "/usr/sbin/httpd -f -p 8080 -h /srv/www & sleep 0.5; kill $!; exit 4"
+    s = Server(app("dies", ["dies.test"], "mkdir -p /srv/www && echo up > /srv/www/index.html && " + cmd,
+                   start_timeout="10s", stop_grace="1s"))
+    try:
+        st, _, body = request(s.port, "dies.test")
+        assert (st, body) == (200, b"up\n")
+        # it crashed within 10 s of becoming ready: counted, and the app backs off with the reason
+        assert wait_for(lambda: (s.ps()["dies"]["failures_in_a_row"] or 0) >= 1, 10), s.ps()["dies"]
+        ps = s.ps()["dies"]
+        assert "after it became ready" in ps["last_error"] and "status 4" in ps["last_error"], ps
+        assert "crashed (1 in a row)" in s.stderr(), s.stderr()
+        st, h, body = request(s.port, "dies.test")
+        assert st == 503 and "retry-after" in h and b"after it became ready" in body, (st, body)
+        # 6 s of traffic: 1 s, 2 s, 4 s apart, not a start per request
+        end = time.time() + 6
+        while time.time() < end:
+            request(s.port, "dies.test")
+            time.sleep(0.1)
+        assert 2 <= s.ps()["dies"]["start_failures"] <= 5, s.ps()["dies"]
+    finally:
+        finish(s)

@@ -205,3 +205,56 @@ def test_output_of_an_adopted_instance_is_still_recorded():
     finally:
         assert (s2 or s).stop() == 0, (s2 or s).stderr()
     assert (s2 or s).leftovers() == []
+
+
+WRONG_PORT = "echo listening on the wrong port; exec sleep 1000"
+
+
+def json_lines(text):
+    """The JSON objects among text's lines (serve's own lines in --log-format json)."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_log_format_json_server_and_access_log():
+    s = Server(app("jweb", ["jweb.test"], CHATTY, stop_grace="1s") +
+               app("jwrong", ["jwrong.test"], WRONG_PORT, start_timeout="1s", stop_grace="1s"),
+               extra_args=["--log-format", "json"])
+    try:
+        served(s, "jweb.test", "/cgi-bin/log?cold")  # a cold start
+        served(s, "jweb.test", "/cgi-bin/log?warm")
+        inst = s.instances("jweb")[0]["name"]
+        st, _, body = request(s.port, "jwrong.test", "/x")
+        assert st == 503 and b'it printed last: "listening on the wrong port"' in body, body
+        wait_for(lambda: len(open(s.log).read().splitlines()) >= 3, 5)
+        acc = [json.loads(line) for line in open(s.log).read().splitlines()]  # every line is JSON
+        cold, warm = [r for r in acc if r["app"] == "jweb"]
+        assert cold["cold"] == "start" and cold["cold_ms"] > 0 and cold["duration_ms"] >= cold["cold_ms"]
+        assert warm["cold"] == "none" and warm["cold_ms"] == 0 and warm["duration_ms"] > 0
+        for r, q in ((cold, "cold"), (warm, "warm")):
+            assert r["instance"] == inst and r["status"] == 200 and r["bytes"] > 0, r
+            assert (r["method"], r["host"], r["path"], r["ip"]) == ("GET", "jweb.test", f"/cgi-bin/log?{q}",
+                                                                    "127.0.0.1"), r
+            assert r["ts"].endswith("Z") and len(r["ts"]) == len("2026-12-04T09:41:31.123Z"), r
+        (bad,) = [r for r in acc if r["app"] == "jwrong"]
+        assert bad["status"] == 503 and bad["instance"] is None and bad["cold"] == "none", bad
+        # the start failure: one JSON line, its app and instance as fields
+        wait_for(lambda: any(r.get("app") == "jwrong" for r in json_lines(s.stderr())), 5)
+        fails = [r for r in json_lines(s.stderr()) if r.get("app") == "jwrong"]
+        assert len(fails) == 1 and fails[0]["level"] == "error", fails
+        f = fails[0]
+        assert f["instance"].startswith("jwrong-") and f["msg"].startswith(f"instance {f['instance']} failed to start")
+        assert 'it printed last: "listening on the wrong port"' in f["msg"] and f["ts"].endswith("Z"), f
+        assert not f["msg"].startswith("kago serve:") and "app jwrong:" not in f["msg"], f
+        # every line serve wrote is a JSON line (ASan's report, were there one, would not be)
+        lines = s.stderr().splitlines()
+        assert lines and all(l.startswith("{") for l in lines), [l for l in lines if not l.startswith("{")]
+    finally:
+        assert s.stop() == 0, s.stderr()
+        assert all(l.startswith("{") for l in s.stderr().splitlines()), s.stderr()
+        assert s.leftovers() == []
+
+
+def test_bad_log_format_is_a_usage_error():
+    p = subprocess.run([KAGO, "serve", "--config", "/nonexistent", "--log-format", "xml"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 2 and '--log-format: "xml" is not text, json or journal' in p.stderr, p.stderr

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from serve_util import KAGO, REPO, STATIC, Server, app, free_port, request, root_leftovers
+from serve_util import KAGO, REPO, STATIC, Server, admin_request, app, free_port, request, root_leftovers
 
 UNITS = os.path.join(REPO, "contrib", "systemd")
 APPS = app("web", ["web.localhost"], STATIC, idle_timeout="1m")
@@ -142,9 +142,7 @@ def test_reload_by_sighup_and_admin_api(notify):
             if how == "SIGHUP":
                 srv.proc.send_signal(signal.SIGHUP)
             else:
-                req = urllib.request.Request(f"http://127.0.0.1:{srv.admin}/reload", method="POST")
-                with urllib.request.urlopen(req, timeout=10) as r:
-                    assert r.status == 200
+                assert admin_request(srv.admin, srv.root, "/reload", method="POST")[0] == 200
             msgs = notify.wait_for("RELOADING")
             usec = int(msgs[-1]["MONOTONIC_USEC"])  # CLOCK_MONOTONIC, as systemd >= 253 wants
             assert t0 - 1 <= usec / 1e6 <= time.monotonic() + 1, (how, usec, t0)

@@ -157,10 +157,15 @@ static void test_every_element(void)
     ok(s->nuidmap == 1 && s->uidmap[0].inside == 0 && s->uidmap[0].outside == 100000 &&
            s->uidmap[0].count == 65536 && s->ngidmap == 1 && s->gidmap[0].outside == 100000,
        "uid/gid maps");
-    ok(s->nmounts == 2 && s->mounts[0].kind == KAGO_MOUNT_BIND && !strcmp(s->mounts[0].src, "/srv/data") &&
-           !strcmp(s->mounts[0].dst, "/data") && s->mounts[0].readonly,
+    /* mounts[0]: the default cgroup mount (kago_spec_init_front) */
+    ok(s->nmounts == 3 && s->mounts[0].kind == KAGO_MOUNT_CGROUP &&
+           !strcmp(s->mounts[0].dst, "/sys/fs/cgroup") && s->mounts[0].readonly &&
+           s->limits.pids == KAGO_DEFAULT_PIDS,
+       "the front end's defaults: the cgroup read-only at /sys/fs/cgroup, pids 2048");
+    ok(s->nmounts == 3 && s->mounts[1].kind == KAGO_MOUNT_BIND && !strcmp(s->mounts[1].src, "/srv/data") &&
+           !strcmp(s->mounts[1].dst, "/data") && s->mounts[1].readonly,
        "bind mount");
-    ok(s->nmounts == 2 && s->mounts[1].kind == KAGO_MOUNT_TMPFS && s->mounts[1].size == 16u << 20, "tmpfs");
+    ok(s->nmounts == 3 && s->mounts[2].kind == KAGO_MOUNT_TMPFS && s->mounts[2].size == 16u << 20, "tmpfs");
     ok(strv_has(s->masked_paths, "/proc/foo") && strv_has(s->masked_paths, "/proc/kcore") &&
            !strv_has(s->masked_paths, "/sys/firmware"),
        "masked_paths replaces, mask appends");
@@ -310,9 +315,12 @@ static void test_app(void)
     ok(a->socket_activation && a->spec.listen_port == 8080, "socket activation sets the spec's listen port");
     ok(a->idle_action == KAGO_IDLE_FREEZE && a->freeze_for_ms == 600000, "idle :freeze, for:");
     ok(a->checkpoint_after_ready, "checkpoint :after_ready");
-    ok(a->spec.nmounts == 1 && !strcmp(a->spec.mounts[0].src, "/srv/sites/blog") &&
-           !strcmp(a->spec.mounts[0].dst, "/data"),
-       "data becomes a bind mount");
+    ok(a->spec.nmounts == 2 && a->spec.mounts[0].kind == KAGO_MOUNT_CGROUP &&
+           !strcmp(a->spec.mounts[1].src, "/srv/sites/blog") && !strcmp(a->spec.mounts[1].dst, "/data"),
+       "data becomes a bind mount (after the default cgroup mount)");
+    ok(a->spec.limits.cpu_quota_us == KAGO_APP_DEFAULT_CPU_QUOTA_US &&
+           a->spec.limits.pids == KAGO_DEFAULT_PIDS,
+       "an app keeps the default cpu and pids limits it does not set");
     ok(a->spec.limits.memory == 128 << 20 && !strcmp(a->spec.argv[0], "/bin/httpd"),
        "the app's container spec");
     struct kago_app mine;

@@ -345,7 +345,7 @@ static void test_default_round_trip(void)
     struct kago_spec s;
     struct kago_oci o;
     ok(load(text, &s, &o, &why) == 0, "kago spec's config loads back: %s", why ? why : "ok");
-    ok(s.caps == kago_caps_default() && s.no_new_privs && s.nmounts == 0, "with kago's defaults");
+    ok(s.caps == kago_caps_docker() && s.no_new_privs && s.nmounts == 0, "with kago's defaults");
     free(why);
     free(text);
     kago_oci_free(&o);

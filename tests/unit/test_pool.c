@@ -604,6 +604,38 @@ static void test_backoff(void)
     kago__pool_free(&p);
 }
 
+/* An instance that exits by itself soon after it was ready continues the crash loop (a failure like a
+ * failed start); after a healthy lifetime its exit ends the crash loop even when no tick saw it ready
+ * that long. */
+static void test_backoff_exit_after_ready(void)
+{
+    struct pool p;
+    struct pool_cfg cfg = base;
+    cfg.idle_ms = 0;
+    reset(&p, &cfg);
+    bool held;
+    struct pool_waiter w = {0}, w2 = {0};
+    uint64_t now = 100000;
+    rec.now = now;
+    kago__pool_request(&p, &w, now, &held);
+    kago__pool_ready(&p, rec.last_start, now + 5);
+    kago__pool_done(&p, rec.last_start, now + 6);
+    p.fail_streak = 3; /* as after three failed starts */
+    p.retry_at = now;
+    kago__pool_exited(&p, rec.last_start, now + 2000);
+    ok(p.fail_streak == 4 && p.start_failures == 1 && kago__pool_backoff_left(&p, now + 2000) > 0,
+       "an exit soon after ready: a failure, the streak grows and the app backs off");
+    now += 20000;
+    rec.now = now;
+    kago__pool_request(&p, &w2, now, &held);
+    kago__pool_ready(&p, rec.last_start, now + 5);
+    kago__pool_done(&p, rec.last_start, now + 6);
+    kago__pool_exited(&p, rec.last_start, now + 5 + POOL_BACKOFF_RESET_MS);
+    ok(p.fail_streak == 0 && p.start_failures == 1,
+       "an exit after a healthy lifetime (no tick meanwhile): no failure, the streak ends");
+    kago__pool_free(&p);
+}
+
 /* Adoption at start: instances of a previous serve join with their clocks; no start is counted. The
  * shutdown deadline kills everything (a frozen instance thawed first). */
 static void test_adopt_and_kill_all(void)
@@ -659,6 +691,7 @@ int main(void)
     test_frozen_budget();
     test_new_generation();
     test_backoff();
+    test_backoff_exit_after_ready();
     test_adopt_and_kill_all();
     return tap_done();
 }

@@ -1,0 +1,233 @@
+"""kago serve's admin API is not open: over TCP every request but /healthz needs the bearer token of
+--admin-token FILE (default <root>/.serve/.admin-token, made 0600 on first start and kept for the next
+serve); a missing or wrong token gets 401 (logged, without the token), and 10 failures of one client
+within a minute get it 429 for a minute. --admin unix:PATH listens on a 0600 unix socket instead (no
+token), removed at exit. kago ps and kago reload find the token. Traffic goes to loopback only."""
+import os
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import wait_for
+from serve_util import ADMIN_TOKEN, KAGO, ROOTFS, STATIC, Server, admin_request, admin_token, app, free_port, request
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
+    pytest.mark.skipif(not os.path.exists(KAGO), reason=f"{KAGO} not built"),
+]
+
+
+class Bare:
+    """kago serve with no app (no container needed) on its own root; admin is "IP:PORT" or "unix:PATH"."""
+
+    def __init__(self, tmp, admin=None, extra=()):
+        self.tmp, self.root, self.conf = tmp, os.path.join(tmp, "root"), os.path.join(tmp, "conf")
+        os.makedirs(self.conf, exist_ok=True)
+        self.port = free_port()
+        self.admin = admin or f"127.0.0.1:{free_port()}"
+        self.errlog = open(os.path.join(tmp, f"stderr-{time.time_ns()}.log"), "w+")
+        self.proc = subprocess.Popen(
+            [KAGO, "--root", self.root, "serve", "--config", self.conf, "--listen", f"127.0.0.1:{self.port}",
+             "--admin", self.admin, "--access-log", "off", *extra], stdout=subprocess.DEVNULL, stderr=self.errlog)
+
+    def started(self):
+        return wait_for(lambda: "listening on" in self.stderr() or self.proc.poll() is not None, 10) and \
+            self.proc.poll() is None
+
+    def stderr(self):
+        self.errlog.flush()
+        with open(self.errlog.name) as f:
+            return f.read()
+
+    def admin_port(self):
+        return int(self.admin.rsplit(":", 1)[1])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def kago(*args, root=None):
+    return subprocess.run([KAGO, *(["--root", root] if root else []), *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def raw_status(port, head):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(head.encode())
+        out = b""
+        while (b := s.recv(65536)):
+            out += b
+        return int(out.split(b" ", 2)[1]), out
+    finally:
+        s.close()
+
+
+@pytest.mark.skipif(not os.path.isdir(ROOTFS), reason=f"no rootfs at {ROOTFS} (scripts/mkrootfs)")
+def test_token_required_logged_and_found_by_ps_and_reload():
+    s = Server(app("web", ["web.test"], STATIC, stop_grace="1s"))
+    try:
+        path = os.path.join(s.root, ADMIN_TOKEN)
+        st = os.stat(path)
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+        token = admin_token(s.root)
+        assert len(token) == 64 and int(token, 16) >= 0, "32 random bytes in hex"
+        assert f"bearer token made in {path}" in s.stderr()
+        # no token: 401 with the challenge, on every path but /healthz (unknown ones too)
+        for method, p in (("GET", "/ps"), ("GET", "/metrics"), ("POST", "/reload"), ("GET", "/nope")):
+            code, h, body = admin_request(s.admin, s.root, p, method=method, token="")
+            assert code == 401 and h.get("www-authenticate", "").startswith("Bearer"), (p, code, h)
+        code, _, _ = admin_request(s.admin, s.root, "/ps", token="x" * 64)
+        assert code == 401
+        assert raw_status(s.admin, "GET /ps HTTP/1.1\r\nHost: a\r\nAuthorization: Basic Zm9vOmJhcg==\r\n\r\n")[0] == 401
+        assert raw_status(s.admin, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 200
+        # the right token: any case for the header name and the scheme
+        assert raw_status(s.admin, f"GET /ps HTTP/1.1\r\nHost: a\r\nauthorization: bearer {token}\r\n\r\n")[0] == 200
+        assert admin_request(s.admin, s.root, "/metrics")[0] == 200
+        assert request(s.port, "web.test")[2] == b"hello-static\n"
+        # the failures are logged with the client and the path, never a token
+        err = s.stderr()
+        assert "kago serve: admin: 401 for GET /ps from 127.0.0.1: no bearer token" in err, err
+        assert "kago serve: admin: 401 for GET /ps from 127.0.0.1: wrong token" in err, err
+        assert "401 for POST /reload from 127.0.0.1" in err and token not in err and "x" * 64 not in err
+        # kago ps and kago reload read the token file of --root
+        ps = kago("ps", "--admin", f"127.0.0.1:{s.admin}", root=s.root)
+        assert ps.returncode == 0 and any(l.split()[:1] == ["web"] and " ready " in l
+                                          for l in ps.stdout.splitlines()), ps
+        rl = kago("reload", "--admin", f"127.0.0.1:{s.admin}", root=s.root)
+        assert rl.returncode == 0 and rl.stdout == "reloaded\n", rl
+        assert wait_for(lambda: "kago serve: reloaded" in s.stderr(), 5)
+        # ... or the file --admin-token names; a wrong one says which file and what happened
+        ok = kago("ps", "--json", "--admin", f"127.0.0.1:{s.admin}", "--admin-token", path)
+        assert ok.returncode == 0 and '"name":"web"' in ok.stdout, ok
+        bad = os.path.join(s.tmp, "other.token")
+        with open(bad, "w") as f:
+            f.write("0" * 64 + "\n")
+        no = kago("ps", "--admin", f"127.0.0.1:{s.admin}", "--admin-token", bad)
+        assert no.returncode == 1 and f"refused the token in {bad} (401)" in no.stderr, no
+        missing = kago("reload", "--admin", f"127.0.0.1:{s.admin}", root=os.path.join(s.tmp, "elsewhere"))
+        assert missing.returncode == 1 and "wants a bearer token (401)" in missing.stderr, missing
+        assert "No such file or directory" in missing.stderr, missing
+        assert s.stop() == 0, s.stderr()
+        assert s.leftovers() == []
+        assert admin_token(s.root) == token, "the token outlives serve, for the next one"
+    finally:
+        s.stop()
+
+
+def test_token_reused_on_restart_and_token_file_checks():
+    with tempfile.TemporaryDirectory(prefix="kago-admin-auth-") as tmp:
+        a = Bare(tmp)
+        try:
+            assert a.started(), a.stderr()
+            token = admin_token(a.root)
+            assert admin_request(a.admin_port(), a.root, "/ps")[0] == 200
+        finally:
+            assert a.stop() == 0, a.stderr()
+        b = Bare(tmp)
+        try:
+            assert b.started(), b.stderr()
+            assert admin_token(b.root) == token and "bearer token read from" in b.stderr()
+            assert admin_request(b.admin_port(), b.root, "/ps", token=token)[0] == 200
+        finally:
+            assert b.stop() == 0, b.stderr()
+        # --admin-token FILE: made there when missing (0600), used as is when present
+        given = os.path.join(tmp, "admin.token")
+        c = Bare(tmp, extra=("--admin-token", given))
+        try:
+            assert c.started(), c.stderr()
+            assert stat.S_IMODE(os.stat(given).st_mode) == 0o600
+            mine = open(given).read().strip()
+            assert mine != token and len(mine) == 64
+            assert admin_request(c.admin_port(), c.root, "/ps", token=mine)[0] == 200
+            assert admin_request(c.admin_port(), c.root, "/ps", token=token)[0] == 401
+            ps = kago("ps", "--json", "--admin", c.admin, "--admin-token", given)
+            assert ps.returncode == 0 and ps.stdout.startswith('{"apps":['), ps
+        finally:
+            assert c.stop() == 0, c.stderr()
+        # a token file others may read, or a short one, is refused with the file named
+        for content, mode, why in (("s" * 40, 0o644, "others may access it (mode 0644)"),
+                                   ("short", 0o600, "too short (5 characters")):
+            with open(given, "w") as f:
+                f.write(content + "\n")
+            os.chmod(given, mode)
+            d = Bare(tmp, extra=("--admin-token", given))
+            assert d.proc.wait(20) != 0
+            assert f"kago: admin token {given}: {why}" in d.stderr(), d.stderr()
+            assert content not in d.stderr() or content == "short"
+
+
+def test_failures_rate_limited_per_client():
+    with tempfile.TemporaryDirectory(prefix="kago-admin-auth-") as tmp:
+        s = Bare(tmp)
+        try:
+            assert s.started(), s.stderr()
+            port = s.admin_port()
+            codes = [admin_request(port, s.root, "/metrics", token=f"guess{i:059d}")[0] for i in range(10)]
+            assert codes == [401] * 10, codes
+            code, h, body = admin_request(port, s.root, "/metrics", token="guess")
+            assert code == 429 and 55 <= int(h["retry-after"]) <= 60, (code, h)
+            # blocked: even the right token waits (a guess must not tell anything), /healthz stays open
+            assert admin_request(port, s.root, "/ps")[0] == 429
+            assert raw_status(port, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 200
+            ps = kago("ps", "--admin", s.admin, root=s.root)
+            assert ps.returncode == 1 and "(429)" in ps.stderr, ps
+            err = s.stderr()
+            assert err.count("kago serve: admin: 401 for GET /metrics from 127.0.0.1: wrong token") == 10, err
+            assert "10 failed attempts from 127.0.0.1 within 60 s: it gets 429 for 60 s" in err, err
+        finally:
+            assert s.stop() == 0, s.stderr()
+
+
+def test_unix_socket_0600_no_token_stale_replaced_removed_at_exit():
+    with tempfile.TemporaryDirectory(prefix="kago-admin-auth-") as tmp:
+        sock = os.path.join(tmp, "admin.sock")
+        s = Bare(tmp, admin=f"unix:{sock}")
+        try:
+            assert s.started(), s.stderr()
+            st = os.lstat(sock)
+            assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+            assert f"admin on unix:{sock}" in s.stderr()
+            assert not os.path.exists(os.path.join(s.root, ADMIN_TOKEN)), "no token on a unix socket"
+            ps = kago("ps", "--admin", f"unix:{sock}")
+            assert ps.returncode == 0 and ps.stdout.startswith("APP "), ps
+            rl = kago("reload", "--admin", f"unix:{sock}")
+            assert rl.returncode == 0 and rl.stdout == "reloaded\n", rl
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(sock)
+            c.sendall(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+            out = b""
+            while (b := c.recv(65536)):
+                out += b
+            c.close()
+            assert out.startswith(b"HTTP/1.1 200") and b"kago_connections" in out, out[:200]
+            # a serve killed leaves its socket file: the next one replaces it
+            s.proc.kill()
+            s.proc.wait()
+            assert os.path.exists(sock)
+            s = Bare(tmp, admin=f"unix:{sock}")
+            assert s.started(), s.stderr()
+            assert kago("ps", "--json", "--admin", f"unix:{sock}").stdout == '{"apps":[]}\n'
+            assert s.stop() == 0, s.stderr()
+            assert not os.path.exists(sock), "removed at exit"
+            # something else than a socket at the path: refused, left alone
+            with open(sock, "w") as f:
+                f.write("mine\n")
+            s = Bare(tmp, admin=f"unix:{sock}")
+            assert s.proc.wait(20) != 0
+            assert f"admin socket {sock}: something else than a socket is there" in s.stderr(), s.stderr()
+            assert open(sock).read() == "mine\n"
+        finally:
+            s.stop()
