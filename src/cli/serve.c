@@ -1,5 +1,6 @@
 /* kago serve --config DIR [--listen ADDR] [--admin ADDR] [--access-log PATH|-|off]: the
  * FastContainer proxy. Containers of the apps in DIR start on their first request. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ CLI_VERB(serve)
         {"no-cold-start-header", no_argument, NULL, 'N'},
         {"frozen-memory-budget", required_argument, NULL, 'F'},
         {"drain-timeout", required_argument, NULL, 'D'},
+        {"max-starting", required_argument, NULL, 'S'},
         {"log-format", required_argument, NULL, 'J'},
         {"upgrade", no_argument, NULL, 'U'},
         {"help", no_argument, NULL, 'h'},
@@ -88,6 +90,15 @@ CLI_VERB(serve)
             if (parse_ms("serve", optarg, &o.drain_timeout_ms))
                 return 1;
             break;
+        case 'S': {
+            char *end;
+            errno = 0;
+            unsigned long n = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || n == 0 || n > 100000 || optarg[0] == '-')
+                return cli_usage("serve", "--max-starting: \"%s\" is not a number from 1 to 100000", optarg);
+            o.max_starting = (unsigned)n;
+            break;
+        }
         case 'J':
             if (!strcmp(optarg, "text"))
                 o.log_format = KAGO_LOG_TEXT;
@@ -114,6 +125,7 @@ CLI_VERB(serve)
                    "60s]\n"
                    "                  [--no-cold-start-header] [--frozen-memory-budget 1G] [--drain-timeout "
                    "10s]\n"
+                   "                  [--max-starting N]   (container starts at once; default 2 per CPU)\n"
                    "                  [--upgrade]   (take over from the serve running with this --root)\n"
                    "                  [--log-format text|json|journal]\n"
                    "See docs/serve.md.\n");

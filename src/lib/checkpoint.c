@@ -765,6 +765,7 @@ static int checkpoint(struct kago_container *c, const char *image, const struct 
     json_object *meta = json_object_new_object(), *ext = json_object_new_array();
     json_object_object_add(meta, "version", json_object_new_int(1));
     json_object_object_add(meta, "source", json_object_new_string(c->spec.name));
+    json_object_object_add(meta, "cgroup", json_object_new_string(c->cg.path));
     json_object_object_add(meta, "spec", kago__spec_to_json(&c->spec));
     json_object_object_add(meta, "externals", ext);
     cleanup_free char *upper = xasprintf("%s/upper", image);
@@ -814,9 +815,23 @@ int kago_container_checkpoint(struct kago_container *c, const char *image_dir,
 struct image {
     const char *dir; /* absolute */
     json_object *meta;
-    json_object *ext; /* [{key, mountpoint, source | tmpfs}] (owned by meta) */
-    bool lazy_pages;  /* restore memory on first touch (see start_lazy_pages) */
+    json_object *ext;   /* [{key, mountpoint, source | tmpfs}] (owned by meta) */
+    bool lazy_pages;    /* restore memory on first touch (see start_lazy_pages) */
+    const char *cgroup; /* the checkpointed container's cgroup path ("kago/NAME"; owned by meta), or NULL */
 };
+
+/* A bind source in the checkpointed container's own cgroup (its read-only /sys/fs/cgroup): the restored
+ * container binds its new cgroup there instead. Returns where in src the old path begins, or NULL. */
+static const char *in_old_cgroup(const char *src, const char *old)
+{
+    if (!old || !*old || strncmp(src, "/sys/fs/cgroup/", 15) != 0)
+        return NULL;
+    size_t n = strlen(old);
+    for (const char *p = strstr(src, old); p; p = strstr(p + 1, old))
+        if (p[-1] == '/' && (p[n] == '\0' || p[n] == '/'))
+            return p;
+    return NULL;
+}
 
 static int image_open(const char *dir, struct image *im, struct kago_spec *spec, struct kago_error **err)
 {
@@ -835,6 +850,9 @@ static int image_open(const char *dir, struct image *im, struct kago_spec *spec,
         return kago_error_set(err, errno, "image %s: not a CRIU image (pstree.img)", dir);
     if (kago__spec_from_json(s, spec, err) < 0)
         return kago_error_prefix(err, "image %s", dir), -1;
+    json_object *cg = NULL;
+    if (json_object_object_get_ex(im->meta, "cgroup", &cg))
+        im->cgroup = json_object_get_string(cg);
     for (size_t i = 0; i < json_object_array_length(im->ext); i++) {
         json_object *e = json_object_array_get_idx(im->ext, i), *src = NULL, *key = NULL;
         if (json_object_object_get_ex(e, "tmpfs", NULL) && json_object_object_get_ex(e, "key", &key)) {
@@ -844,6 +862,8 @@ static int image_open(const char *dir, struct image *im, struct kago_spec *spec,
             continue;
         }
         json_object_object_get_ex(e, "source", &src);
+        if (src && in_old_cgroup(json_object_get_string(src), im->cgroup))
+            continue; /* (remapped to the new cgroup: restore_argv) */
         if (!src || access(json_object_get_string(src), F_OK) < 0)
             return kago_error_set(err, src ? errno : 0, "image %s: bind source %s", dir,
                                   src ? json_object_get_string(src) : "(none)");
@@ -1054,7 +1074,7 @@ static int restore_prep_fn(void *arg, struct kago_error **err)
 }
 
 static char **restore_argv(const char *criu, const struct image *im, const char *dir, const char *scratch,
-                           const char *root)
+                           const char *root, const char *cgroup)
 {
     size_t next = json_object_array_length(im->ext), n = 0;
     char **argv = xcalloc(24 + 2 * next, sizeof *argv);
@@ -1091,7 +1111,12 @@ static char **restore_argv(const char *criu, const struct image *im, const char 
             continue;
         }
         json_object_object_get_ex(e, "source", &src);
-        argv[n++] = xasprintf("mnt[%s]:%s", json_object_get_string(key), json_object_get_string(src));
+        const char *from = json_object_get_string(src), *old = in_old_cgroup(from, im->cgroup);
+        if (old) /* the new container's cgroup in place of the old one's */
+            argv[n++] = xasprintf("mnt[%s]:%.*s%s%s", json_object_get_string(key), (int)(old - from), from,
+                                  cgroup, old + strlen(im->cgroup));
+        else
+            argv[n++] = xasprintf("mnt[%s]:%s", json_object_get_string(key), from);
     }
     return argv;
 }
@@ -1142,7 +1167,8 @@ static int restore_here(struct kago_container *c, const struct image *im, struct
         goto out;
     kago__trace("restore: cgroup made");
     struct restore_prep prep = {.c = c, .im = im, .scratch = scratch, .lazy_ready = lazy_ready};
-    char **argv = restore_argv(criu, im, c->dir, scratch, c->spec.overlay ? merged : c->spec.rootfs);
+    char **argv =
+        restore_argv(criu, im, c->dir, scratch, c->spec.overlay ? merged : c->spec.rootfs, c->cg.path);
     kago__trace("restore: criu");
     int st = run_criu(argv, -1, restore_prep_fn, &prep, err);
     kago__strv_free(argv);

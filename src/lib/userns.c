@@ -3,11 +3,14 @@
  * its range and no two keys hold the same one (docs/userns.md). */
 #include <fcntl.h>
 #include <linux/mount.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 
 #include "container_int.h"
 
@@ -74,7 +77,7 @@ static int read_pool(const char *file, struct pool *p, struct kago_error **err)
 /* The record: one "SLOT KEY" line per range held. Returns its fd, locked; the lines go to *text. */
 static int open_db(char **text, const char **path, struct kago_error **err)
 {
-    *path = env_or("KAGO_USERNS_DB", "/var/lib/kago/userns");
+    *path = env_or("KAGO_USERNS_DB", "/run/kago/userns");
     cleanup_free char *dir = xstrdup(*path);
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
@@ -290,31 +293,84 @@ static int upper_layer(const struct kago_spec *spec, uid_t uid, gid_t gid, char 
     return steal_fd(&mnt);
 }
 
-/* Each lower by its fd number, relative to /proc/self/fd (the caller's cwd): "lowerdir+" one at a time
- * (Linux 6.8); an older kernel takes one "lowerdir" value of at most 256 bytes (fsconfig's limit). */
+/* Each lower by its fd number, relative to /proc/self/fd (the caller's cwd), with "lowerdir+" one at a
+ * time (Linux 6.8). Returns 0, -1 with *err, or -3 when the kernel does not know "lowerdir+" (the caller
+ * stages the layers instead). */
 static int lower_layers(int fs, const int *lowers, size_t nl, struct kago_error **err)
 {
+    /* (an older overlayfs parses its options the legacy way: an unknown key is only refused at create) */
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) == 0 && sscanf(u.release, "%d.%d", &major, &minor) == 2 &&
+        (major < 6 || (major == 6 && minor < 8)))
+        return -3;
     char one[16];
     for (size_t i = 0; i < nl; i++) {
         snprintf(one, sizeof one, "%d", lowers[i]);
         if (fsconfig_str(fs, "lowerdir+", one) == 0)
             continue;
-        if (i || errno != EINVAL)
-            return kago_error_set(err, errno, "lower layer %zu", i + 1);
-        char lower[257];
-        size_t len = 0;
-        for (size_t j = 0; j < nl && len < sizeof lower; j++)
-            len += (size_t)snprintf(lower + len, sizeof lower - len, "%s%d", j ? ":" : "", lowers[j]);
-        if (len >= sizeof lower)
-            return kago_error_set(err, E2BIG,
-                                  "%zu lower layers: this kernel takes no more than fit in 256 bytes of fd "
-                                  "numbers (Linux 6.8 takes more)",
-                                  nl);
-        if (fsconfig_str(fs, "lowerdir", lower) < 0)
-            return kago_error_set(err, errno, "lower layers");
-        return 0;
+        if (i == 0 && errno == EINVAL)
+            return -3;
+        return kago_error_set(err, errno, "lower layer %zu", i + 1);
     }
     return 0;
+}
+
+/* Before Linux 6.8 overlayfs takes only layers mounted in the caller's mount namespace (it clones each one
+ * privately), not detached trees: each lower and the upper tmpfs are attached under a staging directory
+ * while the overlay is made, named relative to it, and detached again at once (the overlay keeps its own
+ * clones). STAGE_BASE is a private mount of its own, made once under a lock, so that nothing attached
+ * under it propagates to another mount namespace. */
+#define STAGE_BASE "/run/kago/.stage"
+
+static char *stage_begin(struct kago_error **err)
+{
+    if (kago__mkdir_p(STAGE_BASE, 0700, err) < 0)
+        return NULL;
+    cleanup_close int lock = open(STAGE_BASE ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock < 0 || flock(lock, LOCK_EX) < 0)
+        return kago_error_set(err, errno, "overlay: lock %s.lock", STAGE_BASE), NULL;
+    struct statx stx;
+    if (statx(AT_FDCWD, STAGE_BASE, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) < 0)
+        return kago_error_set(err, errno, "overlay: %s", STAGE_BASE), NULL;
+    if (!(stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) &&
+        mount(STAGE_BASE, STAGE_BASE, NULL, MS_BIND, NULL) < 0)
+        return kago_error_set(err, errno, "overlay: bind %s", STAGE_BASE), NULL;
+    if (mount(NULL, STAGE_BASE, NULL, MS_PRIVATE, NULL) < 0)
+        return kago_error_set(err, errno, "overlay: make %s private", STAGE_BASE), NULL;
+    char *dir = xstrdup(STAGE_BASE "/XXXXXX");
+    if (!mkdtemp(dir)) {
+        kago_error_set(err, errno, "overlay: mkdtemp in %s", STAGE_BASE);
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+static int stage_one(const char *dir, const char *name, int fd, struct kago_error **err)
+{
+    cleanup_free char *p = xasprintf("%s/%s", dir, name);
+    if (mkdir(p, 0700) < 0 || syscall(SYS_move_mount, fd, "", AT_FDCWD, p, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return kago_error_set(err, errno, "overlay: attach a layer at %s", p);
+    return 0;
+}
+
+static void stage_end(char *dir, size_t nstaged, bool upper)
+{
+    for (size_t i = 0; i <= nstaged; i++) {
+        char name[24];
+        if (i == nstaged && !upper)
+            break;
+        if (i == nstaged)
+            snprintf(name, sizeof name, "u");
+        else
+            snprintf(name, sizeof name, "%zu", i);
+        cleanup_free char *p = xasprintf("%s/%s", dir, name);
+        umount2(p, MNT_DETACH);
+        rmdir(p);
+    }
+    rmdir(dir);
+    free(dir);
 }
 
 /* The container's root over the idmapped lowers: an overlay mounted here, by the host's root, as without
@@ -336,6 +392,38 @@ static int overlay_tree(const struct kago_spec *spec, const int *lowers, size_t 
     if (here < 0 || chdir("/proc/self/fd") < 0)
         return kago_error_set(err, errno, "overlay: chdir /proc/self/fd");
     int r = lower_layers(fs, lowers, nl, err);
+    char *staged = NULL;
+    size_t nstaged = 0;
+    bool upper_staged = false;
+    if (r == -3) { /* before Linux 6.8: the layers attached under a staging dir, named relative to it */
+        r = (staged = stage_begin(err)) ? 0 : -1;
+        char lower[257];
+        size_t len = 0;
+        for (size_t i = 0; r == 0 && i < nl; i++) {
+            char name[24];
+            snprintf(name, sizeof name, "%zu", i);
+            if ((r = stage_one(staged, name, lowers[i], err)) == 0)
+                nstaged++;
+            len += (size_t)snprintf(lower + len, len < sizeof lower ? sizeof lower - len : 0, "%s%zu",
+                                    i ? ":" : "", i);
+        }
+        if (r == 0 && len >= sizeof lower)
+            r = kago_error_set(err, E2BIG,
+                               "%zu lower layers: more than this kernel takes (Linux 6.8 takes more)", nl);
+        if (r == 0 && tmp >= 0) {
+            if ((r = stage_one(staged, "u", tmp, err)) == 0) {
+                upper_staged = true;
+                free(upper);
+                free(work);
+                upper = xstrdup("u/upper");
+                work = xstrdup("u/work");
+            }
+        }
+        if (r == 0 && chdir(staged) < 0)
+            r = kago_error_set(err, errno, "overlay: chdir %s", staged);
+        if (r == 0 && fsconfig_str(fs, "lowerdir", lower) < 0)
+            r = kago_error_set(err, errno, "overlay: lower layers");
+    }
     if (r == 0 && upper && (fsconfig_str(fs, "upperdir", upper) < 0 || fsconfig_str(fs, "workdir", work) < 0))
         r = kago_error_set(err, errno, "overlay: upper %s", upper);
     if (r == 0 && syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
@@ -343,6 +431,8 @@ static int overlay_tree(const struct kago_spec *spec, const int *lowers, size_t 
     int saved = errno;
     if (fchdir(here) < 0)
         abort(); /* our own cwd, open a moment ago */
+    if (staged)
+        stage_end(staged, nstaged, upper_staged);
     if (r == -1)
         return kago_error_prefix(err, "overlay of %s", spec->layers ? spec->layers[0] : spec->rootfs), -1;
     errno = saved;
@@ -403,11 +493,27 @@ int kago__idmap_send(const struct kago_spec *spec, pid_t pid, int sock, struct k
         return kago_error_set(err, errno, "open %s", ns);
     /* the rootfs, bound writable when no overlay takes the writes, with whatever is mounted under it */
     bool alone = !spec->overlay && nl == 1;
-    for (size_t i = 0; i < nl; i++)
-        if ((fds[n++] = idmapped_tree(lowers[i], usernsfd, !alone, alone, err)) < 0) {
-            kago_error_prefix(err, "%s", "user namespace (--userns host runs without one)");
+    for (size_t i = 0; i < nl; i++) {
+        struct kago_error *e = NULL;
+        fds[n] = idmapped_tree(lowers[i], usernsfd, !alone, alone, &e);
+        if (fds[n] < 0 && (e->code == EINVAL || e->code == EOPNOTSUPP)) {
+            /* a filesystem that takes no idmapped mount (9p, NFS, tmpfs before 6.3): the layer as it is,
+             * its files showing as nobody inside (readable and runnable as for anyone), as binds below */
+            kago_error_free(e);
+            e = NULL;
+            fds[n] = plain_tree(lowers[i], &e);
+        }
+        if (fds[n++] < 0) {
+            if (err) {
+                kago_error_free(*err);
+                *err = e;
+                kago_error_prefix(err, "%s", "user namespace (--userns host runs without one)");
+            } else {
+                kago_error_free(e);
+            }
             goto out;
         }
+    }
     if (!alone) { /* the lowers make one tree: the overlay */
         int root = overlay_tree(spec, fds, nl, err);
         for (size_t i = 0; i < nl; i++)

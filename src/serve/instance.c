@@ -90,12 +90,15 @@ static unsigned probe_delay(struct instance *inst)
 }
 
 /* Readiness without socket activation: connect attempts 1 ms apart, then at a growing interval. */
+static void start_slot_release(struct instance *inst);
+
 void kago__instance_probe_result(struct instance *inst, int status)
 {
     if (!inst->pi || inst->removed)
         return;
     if (status == 0) {
         inst->ready = true;
+        start_slot_release(inst);
         kago__pool_ready(&inst->app->pool, inst->pi, kago__serve_now_ms());
         kago__record_write(inst); /* at once: from now on a new serve adopts it */
         return;
@@ -205,6 +208,7 @@ static void start_finish(struct app_rt *a, struct instance *inst)
     if (a->app.socket_activation && pi->tier == POOL_TIER_COLD) {
         /* The socket is listening inside the namespace already: connections wait in its backlog. */
         inst->ready = true;
+        start_slot_release(inst);
         kago__pool_ready(&a->pool, pi, kago__serve_now_ms());
         kago__record_write(inst);
     } else if (a->app.checkpoint_at_listen && a->ckpt == CK_WANT && !a->ckpt_inst &&
@@ -254,8 +258,19 @@ static void start_cold(struct app_rt *a, struct instance *inst)
     snprintf(key, sizeof key, "serve:%s/%s", srv->opts.root, a->app.name); /* kago__userns_alloc's form */
     if (!spec.userns_key)
         spec.userns_key = key;
-    if (kago__app_criu(&a->app))
+    struct kago_mount mounts[64];
+    if (kago__app_criu(&a->app)) {
         spec.userns = KAGO_USERNS_HOST; /* a CRIU image keeps no idmapped mount (docs/userns.md) */
+        /* nor the cgroup mount: a restored instance's cgroup is a new one, its image binds the old one */
+        size_t n = 0;
+        for (size_t i = 0; i < spec.nmounts && n < sizeof mounts / sizeof mounts[0]; i++)
+            if (spec.mounts[i].kind != KAGO_MOUNT_CGROUP)
+                mounts[n++] = spec.mounts[i];
+        if (n < spec.nmounts && spec.nmounts <= sizeof mounts / sizeof mounts[0]) {
+            spec.mounts = mounts;
+            spec.nmounts = n;
+        }
+    }
     spec.listen_port = a->app.socket_activation ? a->app.port : 0;
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     /* orphan: the instance outlives a serve that is killed (no parent-death signal), and the next serve
@@ -389,6 +404,76 @@ static bool name_taken(struct server *srv, const char *name)
     return access(dir, F_OK) == 0 || access(rec, F_OK) == 0;
 }
 
+/* The start queue. A start is mostly CPU time of this machine (clone, namespaces, mounts, cgroup, then the
+ * app's own boot): past a few at once every start only gets slower. So at most --max-starting instances
+ * are between their create and ready (or their end), machine-wide; the others wait in the order they were
+ * asked for and are started from startq_timer, outside the pool's calls into us. */
+static void on_startq_timer(uv_timer_t *t);
+
+static void start_now(struct app_rt *a, struct instance *inst)
+{
+    inst->start_slot = true;
+    a->srv->starting++;
+    if (!start_restore(a, inst))
+        start_cold(a, inst);
+}
+
+static void startq_kick(struct server *srv)
+{
+    if (srv->startq_head && (srv->starting < srv->opts.max_starting || srv->startq_killed))
+        uv_timer_start(&srv->startq_timer, on_startq_timer, 0, 0);
+}
+
+static void startq_unlink(struct server *srv, struct instance *inst)
+{
+    struct instance *prev = NULL;
+    for (struct instance **pp = &srv->startq_head; *pp; prev = *pp, pp = &(*pp)->startq_next)
+        if (*pp == inst) {
+            *pp = inst->startq_next;
+            if (srv->startq_tail == inst)
+                srv->startq_tail = prev;
+            break;
+        }
+    inst->startq_next = NULL;
+    inst->queued = false;
+    if (inst->pi)
+        inst->pi->queued = false;
+    srv->startq_len--;
+    if (inst->kill_pending)
+        srv->startq_killed--;
+}
+
+/* Ready, or removed: its place goes to the next in the queue. */
+static void start_slot_release(struct instance *inst)
+{
+    if (!inst->start_slot)
+        return;
+    inst->start_slot = false;
+    inst->app->srv->starting--;
+    startq_kick(inst->app->srv);
+}
+
+static void on_startq_timer(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    /* stopped while waiting (timed out, shutdown, app removed): nothing was made, it just leaves */
+    for (struct instance *i = srv->startq_head, *next; i && srv->startq_killed; i = next) {
+        next = i->startq_next;
+        if (i->kill_pending) {
+            startq_unlink(srv, i);
+            if (i->pi)
+                kago__pool_exited(&i->app->pool, i->pi, kago__serve_now_ms());
+        }
+    }
+    while (srv->startq_head && srv->starting < srv->opts.max_starting) {
+        struct instance *i = srv->startq_head;
+        startq_unlink(srv, i);
+        i->pi->created = kago__serve_now_ms(); /* its start timeout counts from here, not from the wait */
+        start_now(i->app, i);
+    }
+    kago__server_maybe_exit(srv);
+}
+
 static void op_start(struct pool *p, struct pool_inst *pi)
 {
     struct app_rt *a = p->data;
@@ -407,8 +492,18 @@ static void op_start(struct pool *p, struct pool_inst *pi)
     while (name_taken(a->srv, inst->name));
     inst->def_hash = a->def_hash;
     kago__record_write(inst); /* before the container exists: a serve killed during the create leaves it */
-    if (!start_restore(a, inst))
-        start_cold(a, inst);
+    struct server *srv = a->srv;
+    if (srv->starting < srv->opts.max_starting && !srv->startq_head) {
+        start_now(a, inst);
+        return;
+    }
+    inst->queued = pi->queued = true;
+    if (srv->startq_tail)
+        srv->startq_tail->startq_next = inst;
+    else
+        srv->startq_head = inst;
+    srv->startq_tail = inst;
+    srv->startq_len++;
 }
 
 static void op_dispatch(struct pool *p, struct pool_waiter *w, struct pool_inst *pi)
@@ -439,6 +534,14 @@ static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
 {
     struct instance *inst = pi->data;
     struct kago_error *err = NULL;
+    if (inst->queued) { /* not begun: it leaves the queue from startq_timer */
+        if (!inst->kill_pending) {
+            inst->kill_pending = true;
+            inst->app->srv->startq_killed++;
+            startq_kick(inst->app->srv);
+        }
+        return;
+    }
     if (inst->restoring || inst->creating) { /* ends it once made: see restore_done, create_done */
         inst->kill_pending = true;
         pid_t pid = inst->creating ? kago_create_pid(inst->creating) : -1;
@@ -479,6 +582,9 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     bool leave = kago__upgrade_leaves(inst);
     if (leave)
         kago__record_write(inst);
+    if (inst->queued)
+        startq_unlink(a->srv, inst);
+    start_slot_release(inst);
     inst->pi = NULL;
     inst->removed = true;
     /* Clients on it: a request not yet sent is tried elsewhere, the others get 502. */
@@ -638,10 +744,10 @@ static void op_start_failed(struct pool *p, struct pool_inst *pi, enum pool_fail
     }
     free(a->start_error);
     a->start_error = xstrdup(reason);
-    kago__slog(a->srv, SLOG_ERR, a->app.name, inst->name,
-               "instance %s %s (%u in a row): %s; next start in %s at the earliest", inst->name,
-               why == POOL_FAIL_CRASHED ? "crashed" : "failed to start", p->fail_streak, reason,
-               fmt_ms(d, sizeof(d), delay_ms));
+    kago__slog(a->srv, SLOG_ERR, a->app.name, inst->name, "instance %s %s (%u in a row): %s; %s%s%s",
+               inst->name, why == POOL_FAIL_CRASHED ? "crashed" : "failed to start", p->fail_streak, reason,
+               delay_ms ? "next start in " : "started again at once",
+               delay_ms ? fmt_ms(d, sizeof(d), delay_ms) : "", delay_ms ? " at the earliest" : "");
 }
 
 const struct pool_ops kago__serve_pool_ops = {

@@ -267,11 +267,13 @@ static void start_failed(struct pool *p, struct pool_inst *i, enum pool_fail why
     i->failed = true;
     p->start_failures++;
     p->fail_streak++;
-    uint64_t delay = backoff_delay(p);
+    /* a first crash after it was ready is started again at once (as Kubernetes restarts a container the
+     * first time): only a second one in a row, before 10 s of health, makes it a crash loop */
+    uint64_t delay = why == POOL_FAIL_CRASHED && p->fail_streak == 1 ? 0 : backoff_delay(p);
     p->retry_at = now + delay;
     if (p->ops->start_failed)
         p->ops->start_failed(p, i, why, delay);
-    if (!has_capacity(p))
+    if (delay && !has_capacity(p))
         reject_all(p);
 }
 
@@ -404,7 +406,7 @@ void kago__pool_tick(struct pool *p, uint64_t now)
     for (struct pool_inst *i = p->insts; i; i = i->next) {
         switch (i->state) {
         case POOL_STARTING:
-            if (now - i->created >= p->cfg.start_timeout_ms) {
+            if (!i->queued && now - i->created >= p->cfg.start_timeout_ms) {
                 i->state = POOL_STOPPING;
                 i->term_at = now;
                 active--;

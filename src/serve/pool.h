@@ -27,8 +27,8 @@ struct pool_cfg {
  * min(POOL_BACKOFF_MIN_MS << (n - 1), backoff_max_ms); the count is reset once an instance stayed
  * ready for POOL_BACKOFF_RESET_MS with no failure meanwhile, or when the app's container changes (a
  * reload). An instance that exits by itself within POOL_BACKOFF_RESET_MS of becoming ready (it listened,
- * then died: a crash loop all the same, as Kubernetes counts it) is a failure too; one that exits later
- * is not. */
+ * then died) is a failure too, started again at once the first time, backed off from the second in a row
+ * (a crash loop, as Kubernetes counts it); one that exits later is not. */
 #define POOL_BACKOFF_MIN_MS   1000
 #define POOL_BACKOFF_MAX_MS   (5 * 60 * 1000)
 #define POOL_BACKOFF_RESET_MS (10 * 1000)
@@ -46,6 +46,7 @@ struct pool_inst {
     bool killed; /* SIGKILL sent */
     bool failed; /* never became ready: counted as a start failure */
     bool busy;   /* being checkpointed: READY, but routed nothing and never stopped for idleness */
+    bool queued; /* STARTING, but waiting for its turn in the caller's start queue: no start timeout yet */
     enum pool_tier tier;
     int thaw_us; /* >= 0: thawed for the request being routed, in this many microseconds (reset by it) */
     unsigned generation; /* the pool's generation when it was started */

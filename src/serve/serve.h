@@ -28,7 +28,8 @@ struct kago_serve_opts {
     uint64_t drain_timeout_ms;       /* SIGTERM: requests in flight may finish this long, then instances are
                                         killed (10 s) */
     enum kago_log_format log_format; /* (AUTO) */
-    bool upgrade;      /* take the listeners and instances over from the serve running with this root */
+    unsigned max_starting; /* container starts in flight at once, the rest wait in order (0: 2 per CPU) */
+    bool upgrade;          /* take the listeners and instances over from the serve running with this root */
     char *const *argv; /* serve's whole command line (NULL-ended): SIGUSR2 starts it again with --upgrade */
 };
 

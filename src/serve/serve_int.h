@@ -85,8 +85,11 @@ struct instance {
     unsigned refs;                /* clients naming it; freed when removed and all three are 0 */
     uint64_t created_ms;
     bool ready, removed;
-    bool restoring;          /* kago_container_restore runs for it in a worker thread: c is not set yet */
-    bool kill_pending;       /* signalled while restoring or creating: removed once that is done */
+    bool restoring;    /* kago_container_restore runs for it in a worker thread: c is not set yet */
+    bool kill_pending; /* signalled while restoring or creating: removed once that is done */
+    bool queued;       /* waiting in the server's start queue: nothing of its container made yet */
+    bool start_slot;   /* counted in srv->starting until ready or removed */
+    struct instance *startq_next;
     bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
     uint64_t ckpt_at;        /* the checkpoint may begin then (its closed upstream sockets have settled) */
     struct kago_stats stats; /* refreshed for /metrics and /ps */
@@ -177,6 +180,11 @@ struct server {
     bool stopping;
     uint64_t started_ms;
     uint64_t total_instances;
+    /* the start queue (instance.c): at most opts.max_starting instances between their create and ready
+     * (or failure); the rest wait here in order, started from startq_timer (outside the pool's calls) */
+    unsigned starting, startq_len, startq_killed;
+    struct instance *startq_head, *startq_tail;
+    uv_timer_t startq_timer;
     /* the CRIU tier: kago_checkpoint_supported asked once, when an app first wants it */
     bool criu_checked, criu_ok;
     unsigned ckpt_jobs; /* checkpoints and restores running in the thread pool: no reaping meanwhile */

@@ -617,6 +617,13 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     srv->drain_timer.data = srv;
     uv_timer_init(&loop, &srv->handover_timer);
     srv->handover_timer.data = srv;
+    uv_timer_init(&loop, &srv->startq_timer);
+    srv->startq_timer.data = srv;
+    /* a start is mostly this machine's CPU time (kernel setup, the app's boot): 2 per CPU keep them busy */
+    if (!srv->opts.max_starting) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        srv->opts.max_starting = ncpu > 0 ? 2 * (unsigned)ncpu : 4;
+    }
     srv->root_tag = kago__root_id(o->root);
     if (load_config(srv, err) < 0)
         goto out;

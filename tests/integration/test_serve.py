@@ -347,9 +347,12 @@ def test_cold_start_connection_closes():
 def test_request_right_after_a_kill_is_not_lost():
     """The request after an instance was killed may reach it while it is going away (its listener still
     completes handshakes, then resets them unread): a GET is sent again, never answered 502."""
-    s = Server(app("cgi", ["cgi.test"], CGI, max_instances=3, concurrency=1, stop_grace="1s"))
+    # max_backoff 1s: killing instances soon after they became ready, again and again, is a crash loop
+    # (the app backs off: test_serve_backoff.py); this test is about the request that meets the kill
+    s = Server(app("cgi", ["cgi.test"], CGI, max_instances=3, concurrency=1, stop_grace="1s", max_backoff="1s"))
     try:
-        for _ in range(8):
+        for _ in range(5):
+            assert wait_for(lambda: s.ps()["cgi"]["state"] != "backoff", 5), s.ps()["cgi"]
             assert request(s.port, "cgi.test", "/cgi-bin/sleep?0")[0] == 200
             out = {}
             t = threading.Thread(target=lambda: out.setdefault("r", request(s.port, "cgi.test", "/cgi-bin/sleep?5")))
@@ -361,7 +364,8 @@ def test_request_right_after_a_kill_is_not_lost():
                 os.kill(i["pid"], signal.SIGKILL)
             t.join(10)
             assert out["r"][0] == 502, "the request the app was working on gets 502"
-            assert request(s.port, "cgi.test", "/cgi-bin/sleep?0")[0] == 200
+            st, _, body = request(s.port, "cgi.test", "/cgi-bin/sleep?0")
+            assert st == 200 or (st == 503 and b"after it became ready" in body), (st, body)
     finally:
         assert s.stop() == 0
         assert s.leftovers() == []

@@ -624,7 +624,7 @@ static void test_backoff_exit_after_ready(void)
     p.retry_at = now;
     kago__pool_exited(&p, rec.last_start, now + 2000);
     ok(p.fail_streak == 4 && p.start_failures == 1 && kago__pool_backoff_left(&p, now + 2000) > 0,
-       "an exit soon after ready: a failure, the streak grows and the app backs off");
+       "an exit soon after ready in a crash loop: a failure, the streak grows and the app backs off");
     now += 20000;
     rec.now = now;
     kago__pool_request(&p, &w2, now, &held);
