@@ -34,6 +34,7 @@ CLI_VERB(serve)
         {"frozen-memory-budget", required_argument, NULL, 'F'},
         {"drain-timeout", required_argument, NULL, 'D'},
         {"max-starting", required_argument, NULL, 'S'},
+        {"metrics-app-histograms", no_argument, NULL, 'M'},
         {"log-format", required_argument, NULL, 'J'},
         {"upgrade", no_argument, NULL, 'U'},
         {"help", no_argument, NULL, 'h'},
@@ -86,6 +87,9 @@ CLI_VERB(serve)
         case 'N':
             o.cold_start_header = false;
             break;
+        case 'M':
+            o.metrics_app_histograms = true;
+            break;
         case 'D':
             if (parse_ms("serve", optarg, &o.drain_timeout_ms))
                 return 1;
@@ -126,6 +130,7 @@ CLI_VERB(serve)
                    "                  [--no-cold-start-header] [--frozen-memory-budget 1G] [--drain-timeout "
                    "10s]\n"
                    "                  [--max-starting N]   (container starts at once; default 2 per CPU)\n"
+                   "                  [--metrics-app-histograms]   (/metrics: each app's histograms too)\n"
                    "                  [--upgrade]   (take over from the serve running with this --root)\n"
                    "                  [--log-format text|json|journal]\n"
                    "See docs/serve.md.\n");

@@ -44,6 +44,13 @@ struct admin_auth {
     struct auth_limit limit;
 };
 
+struct metrics_ctx {
+    struct server *srv;
+    struct app_rt *only; /* ?app=NAME: that app, every series of it */
+    bool full;           /* zeros and histograms too (only) */
+    bool app_hists;      /* histograms per app (full, or --metrics-app-histograms), not their sum */
+};
+
 struct admin_conn {
     union {
         uv_handle_t handle;
@@ -57,20 +64,33 @@ struct admin_conn {
     size_t len;
     struct sbuf out;
     bool done;
+    /* GET /metrics, written in slices (metrics_more) */
+    struct metrics_ctx m;
+    size_t fam;         /* the family being written (NFAMILIES: done) */
+    bool in_fam;        /* its header is written */
+    struct app_rt *cur; /* the next app of it; NULL: its apps are done */
+    bool cur_ref;       /* cur is held (a ref) while the slice waits */
+    bool chunked;       /* HTTP/1.1: Transfer-Encoding: chunked (1.0: the end of the body is the close) */
+    char chunk_head[24];
+    struct sbuf body;
 };
 
 static void printf_buf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void printf_buf(struct sbuf *b, const char *fmt, ...)
 {
     va_list ap;
+    sbuf_reserve(b, 128);
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
-    char *p = sbuf_reserve(b, n + 1);
-    va_start(ap, fmt);
-    vsnprintf(p, n + 1, fmt, ap);
-    va_end(ap);
-    b->len += n;
+    if (n >= 0 && (size_t)n >= b->cap - b->len) {
+        char *p = sbuf_reserve(b, n + 1);
+        va_start(ap, fmt);
+        vsnprintf(p, n + 1, fmt, ap);
+        va_end(ap);
+    }
+    if (n > 0)
+        b->len += n;
 }
 
 static void refresh_stats(struct instance *inst)
@@ -80,184 +100,301 @@ static void refresh_stats(struct instance *inst)
         kago_error_free(err);
 }
 
-/* tier: NULL, or a value of a tier="" label after app="" */
-static void histogram_t(struct sbuf *b, const char *name, const char *app, const char *tier,
-                        const uint64_t *hist, const double *bounds_ms, double sum_ms)
+/* --- /metrics ----------------------------------------------------------------------------------
+ * Prometheus text, one family after the other. Per app there are counters and gauges only, and in
+ * the whole scrape an app's series whose value is 0 are left out (but kago_instances{state="ready"} and
+ * kago_cold_starts_total): an idle app costs two lines. The histograms are summed over all apps, per
+ * app only with --metrics-app-histograms. /metrics?app=NAME gives every series of that app, zeros and
+ * histograms included, and nothing else. The body is written in slices of at most METRICS_SLICE bytes
+ * or METRICS_SLICE_US of work, one per loop iteration, so other requests are served in between. */
+
+#define METRICS_SLICE    (128 * 1024)
+#define METRICS_SLICE_US 2000
+
+/* lab: the labels before le="" (e.g. app="x",tier="cold"), or "" */
+static void histogram_lab(struct sbuf *b, const char *name, const char *lab, const uint64_t *hist,
+                          const double *bounds_ms, double sum_ms)
 {
-    char lab[160];
-    if (tier)
-        snprintf(lab, sizeof(lab), "app=\"%s\",tier=\"%s\"", app, tier);
-    else
-        snprintf(lab, sizeof(lab), "app=\"%s\"", app);
+    const char *sep = *lab ? "," : "";
     uint64_t cum = 0;
     for (int i = 0; i < POOL_HIST_BUCKETS; i++) {
         cum += hist[i];
         if (i == POOL_HIST_BUCKETS - 1)
-            printf_buf(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, lab, (unsigned long long)cum);
+            printf_buf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, lab, sep, (unsigned long long)cum);
         else
-            printf_buf(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, lab, bounds_ms[i] / 1000.0,
+            printf_buf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, lab, sep, bounds_ms[i] / 1000.0,
                        (unsigned long long)cum);
     }
-    printf_buf(b, "%s_sum{%s} %g\n", name, lab, sum_ms / 1000.0);
-    printf_buf(b, "%s_count{%s} %llu\n", name, lab, (unsigned long long)cum);
+    if (*lab) {
+        printf_buf(b, "%s_sum{%s} %g\n", name, lab, sum_ms / 1000.0);
+        printf_buf(b, "%s_count{%s} %llu\n", name, lab, (unsigned long long)cum);
+    } else {
+        printf_buf(b, "%s_sum %g\n%s_count %llu\n", name, sum_ms / 1000.0, name, (unsigned long long)cum);
+    }
 }
 
-static void histogram(struct sbuf *b, const char *name, const char *app, const uint64_t *hist,
-                      const double *bounds_ms, double sum_ms)
-{
-    histogram_t(b, name, app, NULL, hist, bounds_ms, sum_ms);
-}
-
-/* A per-app counter of struct pool: its metric name, help text and offset. */
-struct pool_counter {
-    const char *name, *help;
-    size_t off;
+struct family {
+    const char *name, *type, *help;
+    size_t off;  /* with app == NULL and all == NULL: a uint64_t counter of struct pool */
+    bool always; /* printed for every app even when 0 */
+    void (*app)(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, struct app_rt *a);
+    void (*all)(const struct metrics_ctx *m, struct sbuf *b, const struct family *f); /* after the apps */
 };
 
-static void pool_counters(struct server *srv, struct sbuf *b, const struct pool_counter *c, size_t n)
+static void app_u64(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, const char *app,
+                    uint64_t v)
 {
-    for (size_t k = 0; k < n; k++) {
-        printf_buf(b, "# HELP %s %s\n# TYPE %s counter\n", c[k].name, c[k].help, c[k].name);
-        for (struct app_rt *a = srv->apps; a; a = a->next)
-            printf_buf(b, "%s{app=\"%s\"} %llu\n", c[k].name, a->app.name,
-                       (unsigned long long)*(const uint64_t *)((const char *)&a->pool + c[k].off));
-    }
+    if (v || f->always || m->full)
+        printf_buf(b, "%s{app=\"%s\"} %llu\n", f->name, app, (unsigned long long)v);
 }
 
-/* The CRIU tier: checkpoints and restores per app. */
-static void criu_metrics(struct server *srv, struct sbuf *b)
+static void f_pool_counter(const struct metrics_ctx *m, struct sbuf *b, const struct family *f,
+                           struct app_rt *a)
 {
-    static const struct pool_counter counters[] = {
-        {"kago_checkpoints_total", "Instances imaged with CRIU (checkpoint :after_ready).",
-         offsetof(struct pool, checkpoints)},
-        {"kago_checkpoint_failures_total", "Checkpoints that failed (the app stays on cold starts).",
-         offsetof(struct pool, checkpoint_failures)},
-        {"kago_restores_total", "Instances started by restoring the app's CRIU image.",
-         offsetof(struct pool, restores)},
-        {"kago_restore_failures_total", "Restores that failed (a cold start was made instead).",
-         offsetof(struct pool, restore_failures)},
-    };
-    pool_counters(srv, b, counters, sizeof counters / sizeof counters[0]);
-    printf_buf(b, "# TYPE kago_adopted_reaped_total counter\nkago_adopted_reaped_total %llu\n",
-               (unsigned long long)srv->reaped);
+    app_u64(m, b, f, a->app.name, *(const uint64_t *)((const char *)&a->pool + f->off));
 }
 
-/* The freeze tier: counters per app, the thaw histogram, and the host-wide frozen memory. */
-static void freeze_metrics(struct server *srv, struct sbuf *b)
+static void f_requests(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, struct app_rt *a)
 {
-    static const struct pool_counter counters[] = {
-        {"kago_freezes_total", "Idle instances frozen.", offsetof(struct pool, freezes)},
-        {"kago_thaws_total", "Frozen instances thawed to serve requests (no start).",
-         offsetof(struct pool, thaws)},
-        {"kago_thaw_failures_total", "Thaws that failed (the instance was killed).",
-         offsetof(struct pool, thaw_failures)},
-        {"kago_frozen_expired_total", "Frozen instances stopped after idle for: or lifetime.",
-         offsetof(struct pool, frozen_expired)},
-        {"kago_frozen_budget_stops_total", "Frozen instances stopped to keep within --frozen-memory-budget.",
-         offsetof(struct pool, budget_stops)},
-    };
-    pool_counters(srv, b, counters, sizeof counters / sizeof counters[0]);
-    printf_buf(b, "# HELP kago_thaw_seconds Time to thaw a frozen instance for a request.\n"
-                  "# TYPE kago_thaw_seconds histogram\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        histogram(b, "kago_thaw_seconds", a->app.name, a->pool.thaw_hist, kago__pool_thaw_bounds_ms,
-                  a->pool.thaw_sum_ms);
-    uint64_t frozen = 0;
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        frozen += kago__pool_frozen_bytes(&a->pool);
-    printf_buf(b,
-               "# HELP kago_frozen_memory_bytes Memory held by frozen instances (all apps).\n"
-               "# TYPE kago_frozen_memory_bytes gauge\nkago_frozen_memory_bytes %llu\n"
-               "# TYPE kago_frozen_memory_budget_bytes gauge\nkago_frozen_memory_budget_bytes %llu\n",
-               (unsigned long long)frozen, (unsigned long long)srv->opts.frozen_memory_budget);
-}
-
-/* Crash-loop backoff: failed starts (all, and in a row) and the time left before the next start. */
-static void backoff_metrics(struct server *srv, struct sbuf *b)
-{
-    uint64_t now = kago__serve_now_ms();
-    printf_buf(b, "# HELP kago_start_failures_total Instances that never became ready (exec failure, exit "
-                  "before ready, readiness timeout).\n# TYPE kago_start_failures_total counter\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_start_failures_total{app=\"%s\"} %llu\n", a->app.name,
-                   (unsigned long long)a->pool.start_failures);
-    printf_buf(b, "# HELP kago_start_failures_in_a_row Failed starts since the app last served a while.\n"
-                  "# TYPE kago_start_failures_in_a_row gauge\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_start_failures_in_a_row{app=\"%s\"} %u\n", a->app.name, a->pool.fail_streak);
-    printf_buf(b, "# HELP kago_backoff_seconds Time left before the app may be started again (its requests "
-                  "get 503 meanwhile).\n# TYPE kago_backoff_seconds gauge\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_backoff_seconds{app=\"%s\"} %.3f\n", a->app.name,
-                   kago__pool_backoff_left(&a->pool, now) / 1000.0);
-}
-
-static void metrics(struct server *srv, struct sbuf *b)
-{
-    printf_buf(b, "# HELP kago_requests_total Requests answered, by app and status.\n"
-                  "# TYPE kago_requests_total counter\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        for (int i = 0; i < STATUS_SLOTS; i++)
-            if (a->m.by_status[i]) {
-                if (status_codes[i])
-                    printf_buf(b, "kago_requests_total{app=\"%s\",code=\"%d\"} %llu\n", a->app.name,
-                               status_codes[i], (unsigned long long)a->m.by_status[i]);
-                else
-                    printf_buf(b, "kago_requests_total{app=\"%s\",code=\"other\"} %llu\n", a->app.name,
-                               (unsigned long long)a->m.by_status[i]);
-            }
-    printf_buf(b, "# TYPE kago_requests_in_flight gauge\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_requests_in_flight{app=\"%s\"} %llu\n", a->app.name,
-                   (unsigned long long)a->m.inflight);
-    printf_buf(b, "# HELP kago_queue_depth Requests held waiting for an instance to become ready.\n"
-                  "# TYPE kago_queue_depth gauge\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_queue_depth{app=\"%s\"} %u\n", a->app.name, a->pool.npending);
-    printf_buf(b, "# TYPE kago_instances gauge\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        for (int s = 0; s < POOL_NSTATES; s++)
-            printf_buf(b, "kago_instances{app=\"%s\",state=\"%s\"} %u\n", a->app.name,
-                       kago__pool_state_name(s), kago__pool_count(&a->pool, s));
-    printf_buf(b, "# TYPE kago_cold_starts_total counter\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_cold_starts_total{app=\"%s\"} %llu\n", a->app.name,
-                   (unsigned long long)a->pool.cold_starts);
-    printf_buf(b, "# HELP kago_cold_start_seconds Time from starting an instance to its readiness, by "
-                  "tier (cold: booted; restore: from the app's CRIU image).\n"
-                  "# TYPE kago_cold_start_seconds histogram\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next) {
-        histogram_t(b, "kago_cold_start_seconds", a->app.name, "cold", a->pool.cold_hist,
-                    kago__pool_hist_bounds_ms, a->pool.cold_sum_ms);
-        histogram_t(b, "kago_cold_start_seconds", a->app.name, "restore", a->pool.restore_hist,
-                    kago__pool_hist_bounds_ms, a->pool.restore_sum_ms);
-    }
-    criu_metrics(srv, b);
-    freeze_metrics(srv, b);
-    backoff_metrics(srv, b);
-    printf_buf(b, "# TYPE kago_upstream_errors_total counter\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_upstream_errors_total{app=\"%s\"} %llu\n", a->app.name,
-                   (unsigned long long)a->m.upstream_errors);
-    printf_buf(b, "# TYPE kago_rejected_total counter\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        printf_buf(b, "kago_rejected_total{app=\"%s\"} %llu\n", a->app.name,
-                   (unsigned long long)a->pool.rejected);
-    printf_buf(b,
-               "# TYPE kago_instance_cpu_seconds_total counter\n# TYPE kago_instance_memory_bytes gauge\n");
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
-            struct instance *inst = pi->data;
-            refresh_stats(inst);
-            printf_buf(b, "kago_instance_cpu_seconds_total{app=\"%s\",instance=\"%s\"} %.6f\n", a->app.name,
-                       inst->name, inst->stats.cpu_usage_us / 1e6);
-            printf_buf(b, "kago_instance_memory_bytes{app=\"%s\",instance=\"%s\"} %lld\n", a->app.name,
-                       inst->name, (long long)inst->stats.memory_current);
+    for (int i = 0; i < STATUS_SLOTS; i++)
+        if (a->m.by_status[i]) {
+            if (status_codes[i])
+                printf_buf(b, "%s{app=\"%s\",code=\"%d\"} %llu\n", f->name, a->app.name, status_codes[i],
+                           (unsigned long long)a->m.by_status[i]);
+            else
+                printf_buf(b, "%s{app=\"%s\",code=\"other\"} %llu\n", f->name, a->app.name,
+                           (unsigned long long)a->m.by_status[i]);
         }
-    printf_buf(b, "# TYPE kago_connections gauge\nkago_connections %u\n", srv->nclients);
-    printf_buf(b, "# TYPE kago_instances_started_total counter\nkago_instances_started_total %llu\n",
-               (unsigned long long)srv->total_instances);
 }
+
+static void f_inflight(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, struct app_rt *a)
+{
+    app_u64(m, b, f, a->app.name, a->m.inflight);
+}
+
+static void f_upstream_errors(const struct metrics_ctx *m, struct sbuf *b, const struct family *f,
+                              struct app_rt *a)
+{
+    app_u64(m, b, f, a->app.name, a->m.upstream_errors);
+}
+
+static void f_queue(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, struct app_rt *a)
+{
+    app_u64(m, b, f, a->app.name, a->pool.npending);
+}
+
+static void f_fail_streak(const struct metrics_ctx *m, struct sbuf *b, const struct family *f,
+                          struct app_rt *a)
+{
+    app_u64(m, b, f, a->app.name, a->pool.fail_streak);
+}
+
+static void f_backoff(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, struct app_rt *a)
+{
+    uint64_t left = kago__pool_backoff_left(&a->pool, kago__serve_now_ms());
+    if (left || m->full)
+        printf_buf(b, "%s{app=\"%s\"} %.3f\n", f->name, a->app.name, left / 1000.0);
+}
+
+static void f_instances(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, struct app_rt *a)
+{
+    for (int s = 0; s < POOL_NSTATES; s++) {
+        unsigned n = kago__pool_count(&a->pool, s);
+        if (n || s == POOL_READY || m->full)
+            printf_buf(b, "%s{app=\"%s\",state=\"%s\"} %u\n", f->name, a->app.name, kago__pool_state_name(s),
+                       n);
+    }
+}
+
+static const uint64_t zero_hist[POOL_HIST_BUCKETS];
+
+static void f_cold_hist(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, struct app_rt *a)
+{
+    const struct pool_hists *h = a->pool.hist;
+    if (!m->app_hists || (!h && !m->full)) /* (an app never started has none but with ?app=) */
+        return;
+    char lab[160];
+    snprintf(lab, sizeof(lab), "app=\"%s\",tier=\"cold\"", a->app.name);
+    histogram_lab(b, f->name, lab, h ? h->cold : zero_hist, kago__pool_hist_bounds_ms,
+                  h ? h->cold_sum_ms : 0);
+    snprintf(lab, sizeof(lab), "app=\"%s\",tier=\"restore\"", a->app.name);
+    histogram_lab(b, f->name, lab, h ? h->restore : zero_hist, kago__pool_hist_bounds_ms,
+                  h ? h->restore_sum_ms : 0);
+}
+
+static void f_thaw_hist(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, struct app_rt *a)
+{
+    const struct pool_hists *h = a->pool.hist;
+    if (!m->app_hists || (!h && !m->full))
+        return;
+    char lab[160];
+    snprintf(lab, sizeof(lab), "app=\"%s\"", a->app.name);
+    histogram_lab(b, f->name, lab, h ? h->thaw : zero_hist, kago__pool_thaw_bounds_ms,
+                  h ? h->thaw_sum_ms : 0);
+}
+
+/* The histograms' sums over every app (the whole scrape without --metrics-app-histograms). */
+static void sum_hists(struct server *srv, struct pool_hists *sum)
+{
+    memset(sum, 0, sizeof(*sum));
+    for (struct app_rt *a = srv->apps; a; a = a->next) {
+        const struct pool_hists *h = a->pool.hist;
+        if (!h)
+            continue;
+        for (int i = 0; i < POOL_HIST_BUCKETS; i++) {
+            sum->cold[i] += h->cold[i];
+            sum->restore[i] += h->restore[i];
+            sum->thaw[i] += h->thaw[i];
+        }
+        sum->cold_sum_ms += h->cold_sum_ms;
+        sum->restore_sum_ms += h->restore_sum_ms;
+        sum->thaw_sum_ms += h->thaw_sum_ms;
+    }
+}
+
+static void all_cold_hist(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    if (m->app_hists)
+        return;
+    struct pool_hists sum;
+    sum_hists(m->srv, &sum);
+    histogram_lab(b, f->name, "tier=\"cold\"", sum.cold, kago__pool_hist_bounds_ms, sum.cold_sum_ms);
+    histogram_lab(b, f->name, "tier=\"restore\"", sum.restore, kago__pool_hist_bounds_ms, sum.restore_sum_ms);
+}
+
+static void all_thaw_hist(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    if (m->app_hists)
+        return;
+    struct pool_hists sum;
+    sum_hists(m->srv, &sum);
+    histogram_lab(b, f->name, "", sum.thaw, kago__pool_thaw_bounds_ms, sum.thaw_sum_ms);
+}
+
+static void f_inst_cpu(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, struct app_rt *a)
+{
+    for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
+        struct instance *inst = pi->data;
+        refresh_stats(inst); /* (kago_instance_memory_bytes, printed a moment later, uses it too) */
+        printf_buf(b, "%s{app=\"%s\",instance=\"%s\"} %.6f\n", f->name, a->app.name, inst->name,
+                   inst->stats.cpu_usage_us / 1e6);
+    }
+}
+
+static void f_inst_mem(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, struct app_rt *a)
+{
+    for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
+        struct instance *inst = pi->data;
+        printf_buf(b, "%s{app=\"%s\",instance=\"%s\"} %lld\n", f->name, a->app.name, inst->name,
+                   (long long)inst->stats.memory_current);
+    }
+}
+
+static void all_u64(struct sbuf *b, const struct family *f, uint64_t v)
+{
+    printf_buf(b, "%s %llu\n", f->name, (unsigned long long)v);
+}
+
+static void all_reaped(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, m->srv->reaped);
+}
+
+static void all_frozen(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    uint64_t frozen = 0;
+    for (struct app_rt *a = m->srv->apps; a; a = a->next)
+        frozen += kago__pool_frozen_bytes(&a->pool);
+    all_u64(b, f, frozen);
+}
+
+static void all_budget(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, m->srv->opts.frozen_memory_budget);
+}
+
+static void all_connections(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, m->srv->nclients);
+}
+
+static void all_started(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, m->srv->total_instances);
+}
+
+static void all_apps(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    uint64_t n = 0;
+    for (struct app_rt *a = m->srv->apps; a; a = a->next)
+        n += !a->removed;
+    all_u64(b, f, n);
+}
+
+#define POOL_COUNTER(n, h, field)                                                                            \
+    {                                                                                                        \
+        n, "counter", h, offsetof(struct pool, field), false, f_pool_counter, NULL                           \
+    }
+#define SERVER_WIDE(n, t, h, fn)                                                                             \
+    {                                                                                                        \
+        n, t, h, 0, false, NULL, fn                                                                          \
+    }
+
+static const struct family families[] = {
+    {"kago_requests_total", "counter", "Requests answered, by app and status.", 0, false, f_requests, NULL},
+    {"kago_requests_in_flight", "gauge", "Requests being answered.", 0, false, f_inflight, NULL},
+    {"kago_queue_depth", "gauge", "Requests held waiting for an instance to become ready.", 0, false, f_queue,
+     NULL},
+    {"kago_instances", "gauge", "Instances by state.", 0, false, f_instances, NULL},
+    {"kago_cold_starts_total", "counter", "Instances started (cold or restored) for the app.",
+     offsetof(struct pool, cold_starts), true, f_pool_counter, NULL},
+    {"kago_cold_start_seconds", "histogram",
+     "Time from starting an instance to its readiness, by tier (cold: booted; restore: from the app's CRIU "
+     "image); summed over all apps unless per app.",
+     0, false, f_cold_hist, all_cold_hist},
+    POOL_COUNTER("kago_checkpoints_total", "Instances imaged with CRIU (checkpoint :after_ready).",
+                 checkpoints),
+    POOL_COUNTER("kago_checkpoint_failures_total", "Checkpoints that failed (the app stays on cold starts).",
+                 checkpoint_failures),
+    POOL_COUNTER("kago_restores_total", "Instances started by restoring the app's CRIU image.", restores),
+    POOL_COUNTER("kago_restore_failures_total", "Restores that failed (a cold start was made instead).",
+                 restore_failures),
+    SERVER_WIDE("kago_adopted_reaped_total", "counter", "Adopted processes reaped as a child subreaper.",
+                all_reaped),
+    POOL_COUNTER("kago_freezes_total", "Idle instances frozen.", freezes),
+    POOL_COUNTER("kago_thaws_total", "Frozen instances thawed to serve requests (no start).", thaws),
+    POOL_COUNTER("kago_thaw_failures_total", "Thaws that failed (the instance was killed).", thaw_failures),
+    POOL_COUNTER("kago_frozen_expired_total", "Frozen instances stopped after idle for: or lifetime.",
+                 frozen_expired),
+    POOL_COUNTER("kago_frozen_budget_stops_total",
+                 "Frozen instances stopped to keep within --frozen-memory-budget.", budget_stops),
+    {"kago_thaw_seconds", "histogram",
+     "Time to thaw a frozen instance for a request; summed over all apps unless per app.", 0, false,
+     f_thaw_hist, all_thaw_hist},
+    SERVER_WIDE("kago_frozen_memory_bytes", "gauge", "Memory held by frozen instances (all apps).",
+                all_frozen),
+    SERVER_WIDE("kago_frozen_memory_budget_bytes", "gauge", "--frozen-memory-budget.", all_budget),
+    POOL_COUNTER("kago_start_failures_total",
+                 "Instances that never became ready (exec failure, exit before ready, readiness timeout).",
+                 start_failures),
+    {"kago_start_failures_in_a_row", "gauge", "Failed starts since the app last served a while.", 0, false,
+     f_fail_streak, NULL},
+    {"kago_backoff_seconds", "gauge",
+     "Time left before the app may be started again (its requests get 503 meanwhile).", 0, false, f_backoff,
+     NULL},
+    {"kago_upstream_errors_total", "counter", "Requests that failed on the way to or from an instance.", 0,
+     false, f_upstream_errors, NULL},
+    POOL_COUNTER("kago_rejected_total", "Requests refused with 503 (queue full, backoff, start failed).",
+                 rejected),
+    {"kago_instance_cpu_seconds_total", "counter", "CPU time used by an instance.", 0, false, f_inst_cpu,
+     NULL},
+    {"kago_instance_memory_bytes", "gauge", "Memory used by an instance.", 0, false, f_inst_mem, NULL},
+    SERVER_WIDE("kago_apps", "gauge", "Apps configured.", all_apps),
+    SERVER_WIDE("kago_connections", "gauge", "Client connections open.", all_connections),
+    SERVER_WIDE("kago_instances_started_total", "counter", "Instances started since serve began.",
+                all_started),
+};
+#define NFAMILIES (sizeof families / sizeof families[0])
 
 static void json_str(struct sbuf *b, const char *s)
 {
@@ -338,8 +475,133 @@ static void ps_json(struct server *srv, struct sbuf *b)
 static void on_admin_closed(uv_handle_t *h)
 {
     struct admin_conn *ac = h->data;
+    if (ac->cur_ref)
+        kago__app_unref(ac->cur);
+    if (ac->m.only)
+        kago__app_unref(ac->m.only);
     sbuf_free(&ac->out);
+    sbuf_free(&ac->body);
     free(ac);
+}
+
+static void metrics_more(struct admin_conn *ac);
+static void respond(struct admin_conn *ac, int status, const char *ctype, struct sbuf *body);
+static void log_safe(char *path);
+
+static void on_metrics_written(uv_write_t *w, int status)
+{
+    struct admin_conn *ac = w->data;
+    if (status < 0 || ac->fam == NFAMILIES)
+        uv_close(&ac->h.handle, on_admin_closed);
+    else
+        metrics_more(ac);
+}
+
+/* Writes the next slice of the body (after the response head, the first time). */
+static void metrics_more(struct admin_conn *ac)
+{
+    struct server *srv = ac->srv;
+    struct sbuf *b = &ac->body;
+    b->len = 0;
+    if (ac->cur_ref) {
+        kago__app_unref(ac->cur);
+        ac->cur_ref = false;
+    }
+    uint64_t t0 = kago__serve_now_us();
+    while (ac->fam < NFAMILIES && b->len < METRICS_SLICE &&
+           (!b->len || kago__serve_now_us() - t0 < METRICS_SLICE_US)) {
+        const struct family *f = &families[ac->fam];
+        if (!ac->in_fam) {
+            if (ac->m.only && !f->app) { /* (?app=NAME: that app's series only) */
+                ac->fam++;
+                continue;
+            }
+            printf_buf(b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
+            ac->in_fam = true;
+            ac->cur = !f->app ? NULL : ac->m.only ? ac->m.only : srv->apps;
+        }
+        if (ac->cur) {
+            struct app_rt *a = ac->cur;
+            f->app(&ac->m, b, f, a);
+            ac->cur = ac->m.only ? NULL : a->next;
+            continue;
+        }
+        if (f->all)
+            f->all(&ac->m, b, f);
+        ac->fam++;
+        ac->in_fam = false;
+    }
+    if (ac->cur) { /* kept from being freed (a reload removed it) until the next slice */
+        ac->cur->refs++;
+        ac->cur_ref = true;
+    }
+    bool last = ac->fam == NFAMILIES;
+    uv_buf_t bufs[4];
+    unsigned n = 0;
+    if (ac->out.len) { /* the response head */
+        bufs[n++] = uv_buf_init(ac->out.data, ac->out.len);
+        ac->out.len = 0;
+    }
+    if (ac->chunked && b->len) {
+        int k = snprintf(ac->chunk_head, sizeof(ac->chunk_head), "%zx\r\n", b->len);
+        bufs[n++] = uv_buf_init(ac->chunk_head, k);
+    }
+    if (b->len)
+        bufs[n++] = uv_buf_init(b->data, b->len);
+    if (ac->chunked && (b->len || last))
+        bufs[n++] = uv_buf_init((char *)(b->len && last ? "\r\n0\r\n\r\n"
+                                         : last         ? "0\r\n\r\n"
+                                                        : "\r\n"),
+                                b->len && last ? 7
+                                : last         ? 5
+                                               : 2);
+    ac->wreq.data = ac;
+    if (!n || uv_write(&ac->wreq, &ac->h.stream, bufs, n, on_metrics_written) < 0)
+        uv_close(&ac->h.handle, on_admin_closed);
+}
+
+/* GET /metrics[?app=NAME]: the head now, the body in slices. */
+static void metrics_begin(struct admin_conn *ac, const char *query, bool http10)
+{
+    struct server *srv = ac->srv;
+    const char *q = query ? strstr(query, "app=") : NULL;
+    while (q && q != query && q[-1] != '&')
+        q = strstr(q + 1, "app=");
+    if (q) {
+        char name[256];
+        size_t n = 0;
+        for (q += 4; *q && *q != '&' && n + 1 < sizeof(name); q++) {
+            unsigned v;
+            if (*q == '%' && sscanf(q + 1, "%2x", &v) == 1) {
+                name[n++] = (char)v;
+                q += 2;
+            } else {
+                name[n++] = *q == '+' ? ' ' : *q;
+            }
+        }
+        name[n] = 0;
+        for (struct app_rt *a = srv->apps; a && !ac->m.only; a = a->next)
+            if (!a->removed && !strcmp(a->app.name, name))
+                ac->m.only = a;
+        if (!ac->m.only) {
+            struct sbuf body = {0};
+            log_safe(name);
+            printf_buf(&body, "no app named \"%s\"\n", name);
+            respond(ac, 404, "text/plain", &body);
+            return;
+        }
+        ac->m.only->refs++;
+    }
+    ac->m.srv = srv;
+    ac->m.full = ac->m.only != NULL;
+    ac->m.app_hists = ac->m.full || srv->opts.metrics_app_histograms;
+    ac->chunked = !http10;
+    printf_buf(&ac->out,
+               "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n%sConnection: close\r\n\r\n",
+               ac->chunked ? "Transfer-Encoding: chunked\r\n" : "");
+    ac->done = true;
+    uv_read_stop(&ac->h.stream);
+    metrics_more(ac);
 }
 
 static void on_admin_written(uv_write_t *w, int status)
@@ -434,17 +696,16 @@ static void handle(struct admin_conn *ac)
 {
     struct server *srv = ac->srv;
     struct sbuf body = {0};
-    char method[8] = "", path[256] = "";
-    if (sscanf(ac->req, "%7s %255s", method, path) != 2) {
+    char method[8] = "", path[256] = "", version[16] = "";
+    if (sscanf(ac->req, "%7s %255s %15s", method, path, version) < 2) {
         sbuf_adds(&body, "bad request\n");
         respond(ac, 400, "text/plain", &body);
         return;
     }
     if (!authorized(ac, method, path))
         return;
-    if (!strcmp(method, "GET") && !strcmp(path, "/metrics")) {
-        metrics(srv, &body);
-        respond(ac, 200, "text/plain; version=0.0.4", &body);
+    if (!strcmp(method, "GET") && !strncmp(path, "/metrics", 8) && (!path[8] || path[8] == '?')) {
+        metrics_begin(ac, path[8] ? path + 9 : NULL, !strcmp(version, "HTTP/1.0"));
     } else if (!strcmp(method, "GET") && !strncmp(path, "/ps", 3)) {
         ps_json(srv, &body);
         respond(ac, 200, "application/json", &body);

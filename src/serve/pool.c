@@ -45,6 +45,8 @@ void kago__pool_free(struct pool *p)
         p->insts = i->next;
         free(i);
     }
+    free(p->hist);
+    p->hist = NULL;
 }
 
 const char *kago__pool_state_name(enum pool_state s)
@@ -108,6 +110,13 @@ static void kill_inst(struct pool *p, struct pool_inst *i)
     p->ops->signal(p, i, SIGKILL);
 }
 
+static struct pool_hists *hists(struct pool *p)
+{
+    if (!p->hist)
+        p->hist = xcalloc(1, sizeof(*p->hist));
+    return p->hist;
+}
+
 static void hist_add(uint64_t *hist, const double *bounds, double ms)
 {
     for (int b = 0; b < POOL_HIST_BUCKETS; b++)
@@ -150,8 +159,9 @@ static struct pool_inst *thaw_one(struct pool *p, uint64_t now)
         int us = thaw(p, best, now);
         if (us >= 0) {
             p->thaws++;
-            p->thaw_sum_ms += us / 1000.0;
-            hist_add(p->thaw_hist, kago__pool_thaw_bounds_ms, us / 1000.0);
+            struct pool_hists *h = hists(p);
+            h->thaw_sum_ms += us / 1000.0;
+            hist_add(h->thaw, kago__pool_thaw_bounds_ms, us / 1000.0);
             return best;
         }
     }
@@ -347,12 +357,12 @@ void kago__pool_ready(struct pool *p, struct pool_inst *i, uint64_t now)
     double ms = (double)(now - i->created);
     if (i->tier == POOL_TIER_RESTORE) {
         p->restores++;
-        p->restore_sum_ms += ms;
-        hist_add(p->restore_hist, kago__pool_hist_bounds_ms, ms);
+        hists(p)->restore_sum_ms += ms;
+        hist_add(hists(p)->restore, kago__pool_hist_bounds_ms, ms);
     } else {
         p->cold_starts++;
-        p->cold_sum_ms += ms;
-        hist_add(p->cold_hist, kago__pool_hist_bounds_ms, ms);
+        hists(p)->cold_sum_ms += ms;
+        hist_add(hists(p)->cold, kago__pool_hist_bounds_ms, ms);
     }
     dispatch_waiters(p, now);
     maybe_scale(p, now);

@@ -89,6 +89,14 @@ struct pool_ops {
 extern const double kago__pool_hist_bounds_ms[POOL_HIST_BUCKETS]; /* upper bounds; last is +Inf */
 extern const double kago__pool_thaw_bounds_ms[POOL_HIST_BUCKETS]; /* finer: a thaw takes microseconds */
 
+/* Durations, by bucket (cumulated only when printed). Allocated on an app's first observation. */
+struct pool_hists {
+    uint64_t cold[POOL_HIST_BUCKETS];    /* cold start → ready */
+    uint64_t restore[POOL_HIST_BUCKETS]; /* restore → ready */
+    uint64_t thaw[POOL_HIST_BUCKETS];    /* thaws that served a request */
+    double cold_sum_ms, restore_sum_ms, thaw_sum_ms;
+};
+
 struct pool {
     struct pool_cfg cfg;
     const struct pool_ops *ops;
@@ -102,15 +110,10 @@ struct pool {
     unsigned fail_streak; /* failed starts in a row (see POOL_BACKOFF_MIN_MS) */
     /* counters for metrics */
     uint64_t cold_starts, start_failures, rejected;
-    uint64_t cold_hist[POOL_HIST_BUCKETS];
-    double cold_sum_ms;
     uint64_t freezes, thaws, thaw_failures, frozen_expired, budget_stops;
-    uint64_t thaw_hist[POOL_HIST_BUCKETS]; /* thaws that served a request, by duration */
-    double thaw_sum_ms;
     /* the CRIU tier: the pool counts restores (by tier at pool_ready); the caller counts the rest */
     uint64_t restores, restore_failures, checkpoints, checkpoint_failures;
-    uint64_t restore_hist[POOL_HIST_BUCKETS]; /* restore → ready, as cold_hist is for cold starts */
-    double restore_sum_ms;
+    struct pool_hists *hist; /* NULL until the first start, restore or thaw: an idle app has none */
 };
 
 void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct pool_ops *ops, void *data);

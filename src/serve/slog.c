@@ -46,8 +46,9 @@ static int64_t unix_us(void)
 }
 
 /* prefix: what text lines put before the message ("app web: ", "web-1a2b-99-1: " or ""). */
-static void vlog(const struct server *srv, int level, const char *app, const char *inst, const char *prefix,
-                 const char *fmt, va_list ap)
+__attribute__((format(printf, 6, 0))) static void vlog(const struct server *srv, int level, const char *app,
+                                                       const char *inst, const char *prefix, const char *fmt,
+                                                       va_list ap)
 {
     char msg[2048];
     vsnprintf(msg, sizeof(msg), fmt, ap);

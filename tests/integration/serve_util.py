@@ -149,8 +149,11 @@ class Server:
         return self.admin_get("/metrics")
 
     def metric(self, name, **labels):
+        """One series' value; with app=, from /metrics?app=APP (every series of the app, zeros included:
+        the whole /metrics leaves an idle app's zeros and its histograms out)."""
         want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        for line in self.metrics().splitlines():
+        body = self.admin_get(f"/metrics?app={labels['app']}") if "app" in labels else self.metrics()
+        for line in body.splitlines():
             if line.startswith(name + "{" + want + "}") or (not labels and line.startswith(name + " ")):
                 return float(line.rsplit(" ", 1)[1])
         return None

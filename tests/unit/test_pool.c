@@ -108,7 +108,7 @@ static void test_cold_start_hold_dispatch(void)
     kago__pool_ready(&p, rec.last_start, 1003);
     ok(rec.dispatched == 1 && rec.last_dispatch == &w, "ready instance takes the held request");
     ok(p.npending == 0 && rec.last_start->inflight == 1, "in flight 1, queue empty");
-    ok(p.cold_starts == 1 && p.cold_hist[1] == 1, "cold start of 3 ms counted in the 5 ms bucket");
+    ok(p.cold_starts == 1 && p.hist && p.hist->cold[1] == 1, "cold start of 3 ms counted in the 5 ms bucket");
     struct pool_waiter w2 = {0};
     struct pool_inst *i = kago__pool_request(&p, &w2, 1004, &held);
     ok(i == rec.last_start && !held, "next request goes straight to the ready instance");
@@ -371,7 +371,8 @@ static void test_idle_freeze_thaw(void)
     ok(got == i && !held, "a request thaws the frozen instance and goes straight to it");
     ok(rec.thaws == 1 && rec.starts == 1, "thawed, no start action (%u starts)", rec.starts);
     ok(i->state == POOL_READY && i->inflight == 1, "ready again with the request in flight");
-    ok(p.thaws == 1 && p.cold_starts == 1 && p.thaw_hist[1] == 1, "thaw counted (80 us: the 0.1 ms bucket)");
+    ok(p.thaws == 1 && p.cold_starts == 1 && p.hist && p.hist->thaw[1] == 1,
+       "thaw counted (80 us: the 0.1 ms bucket)");
     kago__pool_done(&p, i, 30002);
     kago__pool_tick(&p, 40001);
     ok(i->state == POOL_READY, "idle counted from the last request");
