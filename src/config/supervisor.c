@@ -573,6 +573,17 @@ static int write_pidfile(struct sup *s, const char *name, struct kago_error **er
     return 0;
 }
 
+/* ct's container runs: counted, its exit polled, its OOM events watched when a hook wants them. */
+static void sup_watch(struct sct *ct)
+{
+    struct sup *s = ct->sup;
+    s->nrunning++;
+    uv_poll_init(&s->loop, &ct->exit_poll, kago_container_pidfd(ct->c));
+    ct->exit_poll.data = ct;
+    ct->exit_poll_open = true;
+    oom_watch(ct, wants_oom(ct));
+}
+
 static int start_one(struct sup *s, struct sct *ct, struct kago_error **err)
 {
     /* orphan: no parent-death signal, the container outlives a supervisor that is killed, and the next
@@ -582,11 +593,7 @@ static int start_one(struct sup *s, struct sct *ct, struct kago_error **err)
     if (kago_container_create(s->opts->root, ct->def->spec, &o, &ct->c, err) < 0)
         return -1;
     ct->running = true;
-    s->nrunning++;
-    uv_poll_init(&s->loop, &ct->exit_poll, kago_container_pidfd(ct->c));
-    ct->exit_poll.data = ct;
-    ct->exit_poll_open = true;
-    oom_watch(ct, wants_oom(ct));
+    sup_watch(ct);
     /* before_start: the cgroup and namespaces exist, the command has not run yet. */
     sup_run_hooks(ct, KF_BEFORE_START, 0, NULL);
     if (kago_container_start(ct->c, err) < 0 || write_pidfile(s, ct->name, err) < 0)
@@ -610,11 +617,7 @@ void sup_take(struct sct *ct, uint64_t age_ms)
     struct kago_error *err = NULL;
     ct->adopted = true;
     ct->running = true;
-    s->nrunning++;
-    uv_poll_init(&s->loop, &ct->exit_poll, kago_container_pidfd(ct->c));
-    ct->exit_poll.data = ct;
-    ct->exit_poll_open = true;
-    oom_watch(ct, wants_oom(ct));
+    sup_watch(ct);
     if (write_pidfile(s, ct->name, &err) < 0) {
         sup_log(s, "%s: %s", ct->name, err->msg);
         kago_error_free(err);

@@ -56,6 +56,28 @@ static char *sock_path(struct server *srv)
     return xasprintf("%s/.serve/" UPGRADE_SOCK, srv->opts.root);
 }
 
+/* Sends text (NUL-padded to UPGRADE_MSG bytes) with n descriptors. Returns sendmsg's result. */
+static ssize_t send_msg(int sock, const char *text, const int *fds, int n, int flags)
+{
+    char msg[UPGRADE_MSG] = {0};
+    snprintf(msg, sizeof(msg), "%s", text);
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * UPGRADE_MAX_FDS)];
+        struct cmsghdr align;
+    } u = {0};
+    struct iovec iov = {.iov_base = msg, .iov_len = sizeof(msg)};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = u.buf,
+                        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n)};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)n);
+    return sendmsg(sock, &mh, flags | MSG_NOSIGNAL);
+}
+
 /* --- the running serve: giving its listeners away ---------------------------------------------- */
 
 static void on_up_conn(uv_stream_t *s, int status);
@@ -106,23 +128,9 @@ static void handover(struct server *srv)
         peer_close(srv);
         return;
     }
-    char msg[UPGRADE_MSG] = {0};
+    char msg[UPGRADE_MSG];
     snprintf(msg, sizeof(msg), "OK %d %" PRIu64 " %d\n", (int)getpid(), srv->opts.drain_timeout_ms, n);
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * 2)];
-        struct cmsghdr align;
-    } u = {0};
-    struct iovec iov = {.iov_base = msg, .iov_len = strlen(msg)};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = u.buf,
-                        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n)};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
-    memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)n);
-    if (sendmsg(peer, &mh, MSG_NOSIGNAL) < 0) {
+    if (send_msg(peer, msg, fds, n, 0) < 0) {
         kago__slog(srv, SLOG_ERR, NULL, NULL, "upgrade: sending the listeners to pid %d: %s; still serving",
                    (int)cred.pid, strerror(errno));
         peer_close(srv);
@@ -505,24 +513,10 @@ int kago__upgrade_give(struct server *srv, const int *fds, int n)
     if (!srv->up_peer_open || n < 1 || n > UPGRADE_MAX_FDS ||
         uv_fileno((uv_handle_t *)&srv->up_peer, &peer) < 0)
         return -1;
-    char msg[UPGRADE_MSG] = {0};
+    char msg[UPGRADE_MSG];
     snprintf(msg, sizeof(msg), "C %d\n", n);
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * UPGRADE_MAX_FDS)];
-        struct cmsghdr align;
-    } u = {0};
-    struct iovec iov = {.iov_base = msg, .iov_len = sizeof(msg)};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = u.buf,
-                        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n)};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
-    memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)n);
-    ssize_t r = sendmsg(peer, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (r == (ssize_t)sizeof(msg)) {
+    ssize_t r = send_msg(peer, msg, fds, n, MSG_DONTWAIT);
+    if (r == UPGRADE_MSG) {
         srv->given += (unsigned)n;
         return 0;
     }
