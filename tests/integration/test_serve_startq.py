@@ -107,7 +107,12 @@ def test_waiting_in_the_queue_is_not_a_failed_start():
             results[i] = request(srv.port, f"st{i}.test", timeout=30)[0]
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(N)]
-        for t in threads:
+        # st0 first (its start under way), then the rest behind it in the queue: threads alone give no order
+        threads[0].start()
+        deadline = time.monotonic() + 10
+        while not cgroups_of(srv) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for t in threads[1:]:
             t.start()
         for t in threads:
             t.join()
