@@ -46,9 +46,10 @@ struct admin_auth {
 
 struct metrics_ctx {
     struct server *srv;
-    struct app_rt *only; /* ?app=NAME: that app, every series of it */
-    bool full;           /* zeros and histograms too (only) */
-    bool app_hists;      /* histograms per app (full, or --metrics-app-histograms), not their sum */
+    struct app_rt *only;   /* ?app=NAME: that app, every series of it */
+    bool full;             /* zeros and histograms too (only) */
+    bool app_hists;        /* histograms per app (full, or --metrics-app-histograms), not their sum */
+    struct pool_hists sum; /* without app_hists: every app's histograms summed once, at the scrape's start */
 };
 
 struct admin_conn {
@@ -256,19 +257,17 @@ static void all_cold_hist(const struct metrics_ctx *m, struct sbuf *b, const str
 {
     if (m->app_hists)
         return;
-    struct pool_hists sum;
-    sum_hists(m->srv, &sum);
-    histogram_lab(b, f->name, "tier=\"cold\"", sum.cold, kago__pool_hist_bounds_ms, sum.cold_sum_ms);
-    histogram_lab(b, f->name, "tier=\"restore\"", sum.restore, kago__pool_hist_bounds_ms, sum.restore_sum_ms);
+    const struct pool_hists *sum = &m->sum;
+    histogram_lab(b, f->name, "tier=\"cold\"", sum->cold, kago__pool_hist_bounds_ms, sum->cold_sum_ms);
+    histogram_lab(b, f->name, "tier=\"restore\"", sum->restore, kago__pool_hist_bounds_ms,
+                  sum->restore_sum_ms);
 }
 
 static void all_thaw_hist(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     if (m->app_hists)
         return;
-    struct pool_hists sum;
-    sum_hists(m->srv, &sum);
-    histogram_lab(b, f->name, "", sum.thaw, kago__pool_thaw_bounds_ms, sum.thaw_sum_ms);
+    histogram_lab(b, f->name, "", m->sum.thaw, kago__pool_thaw_bounds_ms, m->sum.thaw_sum_ms);
 }
 
 static void f_inst_cpu(const struct metrics_ctx *m, struct sbuf *b, const struct family *f, struct app_rt *a)
@@ -595,6 +594,8 @@ static void metrics_begin(struct admin_conn *ac, const char *query, bool http10)
     ac->m.srv = srv;
     ac->m.full = ac->m.only != NULL;
     ac->m.app_hists = ac->m.full || srv->opts.metrics_app_histograms;
+    if (!ac->m.app_hists)
+        sum_hists(srv, &ac->m.sum);
     ac->chunked = !http10;
     printf_buf(&ac->out,
                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n%sConnection: close\r\n\r\n",
