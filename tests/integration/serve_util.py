@@ -195,6 +195,15 @@ class Server:
         return found
 
 
+def serving(apps, **kw):
+    """A module's one serve (a module-scoped fixture's body: `yield from serving(APPS)`). At its end SIGTERM
+    drains, stops every instance and removes every trace: serve exits 0 and nothing is left."""
+    s = Server(apps, **kw)
+    yield s
+    assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
+
+
 def request(port, host, path="/", method="GET", body=None, headers=None, timeout=30):
     """One request on a new connection; returns (status, headers dict (lower-case), body bytes)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import wait_for
-from serve_util import KAGO, ROOTFS, Server, app, request
+from serve_util import KAGO, ROOTFS, Server, app, request, serving
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -67,15 +67,12 @@ def counter(srv):
 
 @pytest.fixture(scope="module")
 def srv():
-    s = Server(freezing_app("count", ["count.test"], COUNTER, idle_timeout="1s", stop_grace="2s")
-               + freezing_app("short", ["short.test"], hog(1), idle_timeout="300ms", freeze_for="1s",
-                              stop_grace="1s")
-               + freezing_app("mortal", ["mortal.test"], hog(1), idle_timeout="300ms", lifetime="2s",
-                              stop_grace="1s"))
-    yield s
-    # SIGTERM thaws and stops frozen instances too: nothing left behind.
-    assert s.stop() == 0, s.stderr()
-    assert s.leftovers() == []
+    # (SIGTERM at the end thaws and stops frozen instances too: nothing left behind)
+    yield from serving(freezing_app("count", ["count.test"], COUNTER, idle_timeout="1s", stop_grace="2s")
+                       + freezing_app("short", ["short.test"], hog(1), idle_timeout="300ms", freeze_for="1s",
+                                      stop_grace="1s")
+                       + freezing_app("mortal", ["mortal.test"], hog(1), idle_timeout="300ms", lifetime="2s",
+                                      stop_grace="1s"))
 
 
 def test_freeze_thaw_keeps_state(srv):

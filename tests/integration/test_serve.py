@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import wait_for
-from serve_util import CGI, KAGO, ROOTFS, STATIC, UPGRADE, Server, app, raw, read_response, request
+from serve_util import CGI, KAGO, ROOTFS, STATIC, UPGRADE, Server, app, raw, read_response, request, serving
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -33,11 +33,7 @@ APPS = "".join([
 
 @pytest.fixture(scope="module")
 def srv():
-    s = Server(APPS)
-    yield s
-    # SIGTERM: drain, stop every instance, remove every trace, exit 0.
-    assert s.stop() == 0, s.stderr()
-    assert s.leftovers() == []
+    yield from serving(APPS)
 
 
 def cgi_sleeping(instance):

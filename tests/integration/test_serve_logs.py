@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import wait_for
-from serve_util import KAGO, ROOTFS, Server, app, free_port, request
+from serve_util import KAGO, ROOTFS, Server, app, free_port, request, serving
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -51,10 +51,7 @@ def records(out):
 def srv():
     rot = app("rot", ["rot.test"], CHATTY, stop_grace="1s")
     rot = rot[:-len("end\n")] + '  a.log size: "4K", keep: 2\nend\n'
-    s = Server(app("chatty", ["chatty.test"], CHATTY, stop_grace="1s") + rot)
-    yield s
-    assert s.stop() == 0, s.stderr()
-    assert s.leftovers() == []
+    yield from serving(app("chatty", ["chatty.test"], CHATTY, stop_grace="1s") + rot)
 
 
 def served(srv, host, path):

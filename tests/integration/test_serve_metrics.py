@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from serve_util import STATIC, Server, admin_request, app, request
+from serve_util import STATIC, Server, admin_request, app, request, serving
 
 APPS = app("one", ["one.test"], STATIC, stop_grace="1s") + app("two", ["two.test"], STATIC, stop_grace="1s") + "".join(
     app(f"idle{i}", [f"idle{i}.test"], STATIC) for i in range(50))
@@ -39,10 +39,7 @@ def series(body, name):
 
 @pytest.fixture(scope="module")
 def srv():
-    s = Server(APPS)
-    yield s
-    assert s.stop() == 0, s.stderr()
-    assert s.leftovers() == []
+    yield from serving(APPS)
 
 
 def test_aggregated_histogram_counts_cold_starts_and_no_app_histograms(srv):
