@@ -142,8 +142,10 @@ struct kago_spec {
 
     struct kago_mount *mounts;
     size_t nmounts;
-    char **masked_paths;   /* NULL-terminated */
-    char **readonly_paths; /* NULL-terminated */
+    /* NULL-terminated; kago_spec_init gives kago's defaults shared by every spec (read-only, not the
+     * spec's to free): change them only through kago_spec_own_paths or kago_spec_set_paths */
+    char **masked_paths;
+    char **readonly_paths;
 
     struct kago_limits limits;
     /* The cgroup, relative to each hierarchy's root ("libpod_parent/libpod-ID"; a leading / is allowed);
@@ -221,6 +223,10 @@ KAGO_EXPORT void kago_spec_add_raw(struct kago_spec *spec, const char *key, cons
 KAGO_EXPORT void kago_spec_add_sysctl(struct kago_spec *spec, const char *key, const char *value);
 KAGO_EXPORT void kago_spec_add_seccomp_rule(struct kago_spec *spec, const struct kago_seccomp_rule *r);
 KAGO_EXPORT void kago_spec_set_argv(struct kago_spec *spec, char *const *argv);
+/* A spec's masked_paths or readonly_paths (list): made the spec's own copy, to be changed in place; or
+ * replaced by v (taken; NULL frees). The shared defaults are never freed. */
+KAGO_EXPORT void kago_spec_own_paths(char ***list);
+KAGO_EXPORT void kago_spec_set_paths(char ***list, char **v);
 /* Reads a seccomp profile in Docker/OCI JSON form (defaultAction, defaultErrnoRet, syscalls[].names/action/
  * errnoRet; argument filters are not supported and are reported) into spec->seccomp as CUSTOM. */
 KAGO_EXPORT int kago_seccomp_load_file(struct kago_spec *spec, const char *path, struct kago_error **err);

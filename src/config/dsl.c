@@ -539,6 +539,7 @@ static mrb_value spec_paths(mrb_state *mrb, mrb_value self)
     }
     struct kago_spec *s = spec_of(mrb, self)->spec;
     char ***list = !strcmp(kind, "masked") ? &s->masked_paths : &s->readonly_paths;
+    kago_spec_own_paths(list);
     size_t n = 0;
     while (*list && (*list)[n])
         n++;

@@ -868,7 +868,7 @@ static int load_paths(struct ctx *x, json_object *l, const char *k, char ***dst)
     char **v = strv(x, get(l, k), sub(path, sizeof path, "linux", k));
     if (!v)
         return -1;
-    replace_strv(dst, v);
+    kago_spec_set_paths(dst, v);
     return 0;
 }
 

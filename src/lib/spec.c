@@ -44,8 +44,9 @@ void kago_spec_init(struct kago_spec *spec)
     spec->env = strv_dup((const char *const[]){
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm", NULL});
     spec->cwd = xstrdup("/");
-    spec->masked_paths = strv_dup(default_masked);
-    spec->readonly_paths = strv_dup(default_readonly);
+    /* shared: 10,000 apps would otherwise hold 10,000 copies of them (about 600 bytes each) */
+    spec->masked_paths = (char **)default_masked;
+    spec->readonly_paths = (char **)default_readonly;
     spec->limits.cpu_quota_us = KAGO_UNSET;
     spec->limits.cpu_period_us = KAGO_UNSET;
     spec->limits.cpu_weight = KAGO_UNSET;
@@ -55,6 +56,24 @@ void kago_spec_init(struct kago_spec *spec)
     spec->seccomp.mode = KAGO_SECCOMP_DEFAULT;
     spec->seccomp.default_action = KAGO_SCMP_ALLOW;
     spec->no_new_privs = true;
+}
+
+static bool shared_paths(char **v)
+{
+    return v == (char **)default_masked || v == (char **)default_readonly;
+}
+
+void kago_spec_own_paths(char ***list)
+{
+    if (shared_paths(*list))
+        *list = strv_dup((const char *const *)*list);
+}
+
+void kago_spec_set_paths(char ***list, char **v)
+{
+    if (!shared_paths(*list))
+        kago__strv_free(*list);
+    *list = v;
 }
 
 void kago_spec_init_front(struct kago_spec *spec)
@@ -98,8 +117,8 @@ void kago_spec_free(struct kago_spec *spec)
         free(spec->mounts[i].dst);
     }
     free(spec->mounts);
-    kago__strv_free(spec->masked_paths);
-    kago__strv_free(spec->readonly_paths);
+    kago_spec_set_paths(&spec->masked_paths, NULL);
+    kago_spec_set_paths(&spec->readonly_paths, NULL);
     free(spec->limits.cpuset);
     for (size_t i = 0; i < spec->limits.nraw; i++) {
         free(spec->limits.raw[i].key);

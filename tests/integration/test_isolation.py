@@ -155,7 +155,8 @@ def suite(tmp_path_factory, probe, rootfs):
     next to another container holding a secret in a tmpfs of its own."""
     k = Kago(str(tmp_path_factory.mktemp("iso") / "state"))
     try:
-        other = k.run_detached("iso-other", "/bin/sh", "-c", "echo topsecret > /secret/file; sleep 120",
+        # (named per test run: its cgroup kago/NAME is machine-wide, and two runs of this suite may overlap)
+        other = k.run_detached(f"iso-other-{os.getpid()}", "/bin/sh", "-c", "echo topsecret > /secret/file; sleep 120",
                                opts=("--tmpfs", "/secret"))
         pid = k.state(other)["pid"]
         assert wait_for(lambda: os.path.exists(f"/proc/{pid}/root/secret/file"))
