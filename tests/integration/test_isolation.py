@@ -81,14 +81,14 @@ def test_raw_socket_fails_by_default_and_cap_add_brings_it_back(kago, rootfs, pr
 def test_kagofile_capabilities_add_brings_net_raw_back(kago, rootfs, probe, tmp_path):
     kf = tmp_path / "Kagofile"
     kf.write_text(f"""
-Kago.container "iso-kf" do |c|
+Kago.container "iso-kf-{os.getpid()}" do |c|
   c.rootfs "{ROOTFS}"
   c.mount "{probe}", "/kago-probe", readonly: true
   c.capabilities add: [:net_raw]
   c.command "/kago-probe", "only=raw-socket"
 end
 """)
-    kago.names.add("iso-kf")
+    kago.names.add(f"iso-kf-{os.getpid()}")
     r = kago("run", str(kf), timeout=60)
     assert r.returncode == 0 and "raw-socket ALLOWED" in r.stdout, r
 
@@ -106,7 +106,7 @@ def test_pids_limit_default_and_overrides(kago, rootfs):
 
 def test_fork_bomb_stops_at_the_pids_limit(kago, rootfs):
     # a real shell fork bomb; cpu and memory bounded so that the shared machine does not notice it either
-    name = kago.run_detached("iso-bomb", "/bin/sh", "-c", "b() { b | b & }; b; sleep 60",
+    name = kago.run_detached(f"iso-bomb-{os.getpid()}", "/bin/sh", "-c", "b() { b | b & }; b; sleep 60",
                              opts=("--cpu", "50%", "--memory", "256M"))
     pids_dir = cgroup_path(name, "pids")
 
