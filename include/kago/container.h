@@ -87,6 +87,9 @@ KAGO_EXPORT int kago_container_pids(struct kago_container *c, pid_t **pids, stru
 KAGO_EXPORT int kago_container_pause(struct kago_container *c, bool pause, struct kago_error **err);
 KAGO_EXPORT int kago_container_stats(struct kago_container *c, struct kago_stats *st,
                                      struct kago_error **err);
+/* Only cpu_usage_us and memory_current (the others -1): two cgroup files read instead of five. */
+KAGO_EXPORT int kago_container_usage(struct kago_container *c, struct kago_stats *st,
+                                     struct kago_error **err);
 /* An fd (the caller's; CLOEXEC, non-blocking) that turns readable when the container's cgroup reports a
  * memory event, an OOM kill among them: read it empty, then compare kago_container_stats' oom_kills. */
 KAGO_EXPORT int kago_container_oom_fd(struct kago_container *c, struct kago_error **err);

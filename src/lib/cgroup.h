@@ -38,6 +38,8 @@ struct kago__cgroup_ops {
     /* 1 frozen, 0 thawed, < 0 error */
     int (*frozen)(struct kago__cgroup *cg, struct kago_error **err);
     int (*stats)(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err);
+    /* CPU time and memory in use only (two files, not stats' five): what /metrics reads per instance */
+    int (*usage)(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err);
     /* Sends sig to every process in the cgroup. Returns how many were signalled. */
     int (*kill_all)(struct kago__cgroup *cg, int sig, struct kago_error **err);
     /* rmdir the cgroup (and the "kago" parent when it is empty). Processes must be gone. */

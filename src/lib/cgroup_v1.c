@@ -681,6 +681,17 @@ static int v1_stats(struct kago__cgroup *cg, struct kago_stats *st, struct kago_
     return 0;
 }
 
+static int v1_usage(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    int64_t cpu_ns;
+    if (read_num(cg, l, C_CPUACCT, "cpuacct.usage", NULL, &cpu_ns, err) < 0 ||
+        read_num(cg, l, C_MEMORY, "memory.usage_in_bytes", NULL, &st->memory_current, err) < 0)
+        return -1;
+    st->cpu_usage_us = cpu_ns < 0 ? 0 : (uint64_t)cpu_ns / 1000;
+    return 0;
+}
+
 static int v1_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err)
 {
     const struct layout *l = layout();
@@ -749,6 +760,7 @@ const struct kago__cgroup_ops kago__cgroup_v1 = {
     .freeze = v1_freeze,
     .frozen = v1_frozen,
     .stats = v1_stats,
+    .usage = v1_usage,
     .kill_all = v1_kill_all,
     .destroy = v1_destroy,
     .open_dir = v1_open_dir,

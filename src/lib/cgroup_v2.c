@@ -358,6 +358,18 @@ static int v2_stats(struct kago__cgroup *cg, struct kago_stats *st, struct kago_
     return 0;
 }
 
+static int v2_usage(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err)
+{
+    char dir[PATH_MAX];
+    int64_t cpu_us;
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0 ||
+        kago__cg_read_num(cg, dir, "cpu.stat", "usage_usec", &cpu_us, err) < 0 ||
+        kago__cg_read_num(cg, dir, "memory.current", NULL, &st->memory_current, err) < 0)
+        return -1;
+    st->cpu_usage_us = cpu_us < 0 ? 0 : (uint64_t)cpu_us;
+    return 0;
+}
+
 static int v2_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err)
 {
     char dir[PATH_MAX];
@@ -418,6 +430,7 @@ const struct kago__cgroup_ops kago__cgroup_v2 = {
     .freeze = v2_freeze,
     .frozen = v2_frozen,
     .stats = v2_stats,
+    .usage = v2_usage,
     .oom_fd = v2_oom_fd,
     .kill_all = v2_kill_all,
     .destroy = v2_destroy,

@@ -1104,6 +1104,14 @@ int kago_container_stats(struct kago_container *c, struct kago_stats *st, struct
     return 0;
 }
 
+int kago_container_usage(struct kago_container *c, struct kago_stats *st, struct kago_error **err)
+{
+    *st = (struct kago_stats){.memory_peak = -1, .pids_current = -1, .oom_kills = -1};
+    if (c->cg.ops->usage(&c->cg, st, err) < 0)
+        return kago_error_prefix(err, "container %s", c->spec.name), -1;
+    return 0;
+}
+
 int kago_container_oom_fd(struct kago_container *c, struct kago_error **err)
 {
     int fd = c->cg.ops->oom_fd(&c->cg, err);

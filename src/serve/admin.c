@@ -97,7 +97,7 @@ static void printf_buf(struct sbuf *b, const char *fmt, ...)
 static void refresh_stats(struct instance *inst)
 {
     struct kago_error *err = NULL;
-    if (inst->c && kago_container_stats(inst->c, &inst->stats, &err) < 0)
+    if (inst->c && kago_container_usage(inst->c, &inst->stats, &err) < 0)
         kago_error_free(err);
 }
 

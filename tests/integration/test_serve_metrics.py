@@ -58,6 +58,13 @@ def test_aggregated_histogram_counts_cold_starts_and_no_app_histograms(srv):
     assert "kago_apps 52" in body
     # An idle app costs its two lines, no zeros else.
     assert len([l for l in body.splitlines() if 'app="idle7"' in l]) == 2
+    # each instance's use, read from its cgroup: a running httpd holds some memory and has used some CPU
+    inst = srv.instances("one", states=("ready",))[0]["name"]
+    mem = float(re.search(rf'^kago_instance_memory_bytes{{app="one",instance="{inst}"}} (\S+)$', body, re.M).group(1))
+    cpu = float(re.search(rf'^kago_instance_cpu_seconds_total{{app="one",instance="{inst}"}} (\S+)$', body, re.M).group(1))
+    assert 100_000 < mem < 512 << 20 and 0 < cpu < 60, (mem, cpu)
+    ps = {i["name"]: i for i in srv.ps()["one"]["instances"]}
+    assert ps[inst]["memory"] > 100_000 and ps[inst]["cpu_s"] > 0, ps[inst]
 
 
 def test_metrics_for_one_app(srv):

@@ -252,6 +252,8 @@ static void test_v2_fake(void)
     ok(cg.ops->stats(&cg, &st, &e) == 0 && st.cpu_usage_us == 777 && st.memory_current == 1234 &&
            st.memory_peak == 4321 && st.pids_current == 3 && st.oom_kills == 2,
        "v2 stats");
+    struct kago_stats us = {0};
+    ok(cg.ops->usage(&cg, &us, &e) == 0 && us.cpu_usage_us == 777 && us.memory_current == 1234, "v2 usage");
     unlink(pathf("%s/memory.peak", d));
     ok(cg.ops->stats(&cg, &st, &e) == 0 && st.memory_peak == -1, "v2 stats without memory.peak");
 
@@ -422,6 +424,8 @@ static void test_v1_fake(void)
     ok(cg.ops->stats(&cg, &st, &e) == 0 && st.cpu_usage_us == 5000 && st.memory_current == 1234 &&
            st.memory_peak == 4321 && st.pids_current == 2 && st.oom_kills == 3,
        "v1 stats");
+    struct kago_stats us = {0};
+    ok(cg.ops->usage(&cg, &us, &e) == 0 && us.cpu_usage_us == 5000 && us.memory_current == 1234, "v1 usage");
 
     pid_t child = sleeper();
     put(pathf("%s/cgroup.procs", D("freezer")), pathf("%d\n", (int)child));
