@@ -136,7 +136,9 @@ struct kago_spec {
     /* KAGO_USERNS_AUTO: without maps or a user namespace to join, create gives the container a user
      * namespace of its own, root mapped to a range of 65536 ids from kago's pool (docs/userns.md), and
      * idmapped mounts of its rootfs, layers and binds. userns_key names the range (NULL: the container's
-     * name, released when it is deleted; serve apps: kept per app). */
+     * name, released when it is deleted; serve apps: kept per app). Maps given with a userns_key are that
+     * key's range, taken from the pool beforehand (serve takes its apps' at load); maps given without one
+     * are the caller's own (no idmapped mounts, as KAGO_USERNS_HOST). */
     enum kago_userns_mode { KAGO_USERNS_HOST, KAGO_USERNS_AUTO } userns;
     char *userns_key;
 

@@ -653,8 +653,12 @@ static int userns_auto(struct kago_spec *s, struct kago_error **err)
     bool joins = false;
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         joins |= s->join_ns[i] != NULL;
-    if (s->userns != KAGO_USERNS_AUTO || s->nuidmap || joins) {
+    if (s->userns != KAGO_USERNS_AUTO || (s->nuidmap && !s->userns_key) || joins) {
         s->userns = KAGO_USERNS_HOST;
+        return 0;
+    }
+    if (s->nuidmap) { /* userns_key's range, taken by the caller (serve, at load) */
+        s->ns |= 1u << KAGO_NS_USER;
         return 0;
     }
     struct kago_idmap u, g;

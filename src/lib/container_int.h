@@ -85,6 +85,9 @@ void kago__child_report(int sync_fd, struct kago_error *err) KAGO_INTERNAL;
  * of the container's 0; and its release. Return 0 or < 0 with *err set. */
 int kago__userns_alloc(const char *key, struct kago_idmap *uid, struct kago_idmap *gid,
                        struct kago_error **err) KAGO_INTERNAL;
+/* The ranges of n keys in one pass over the record (serve takes its apps' ranges at load). */
+int kago__userns_alloc_many(const char *const *keys, size_t n, struct kago_idmap *uids,
+                            struct kago_idmap *gids, struct kago_error **err) KAGO_INTERNAL;
 int kago__userns_release(const char *key, struct kago_error **err) KAGO_INTERNAL;
 /* Makes the idmapped mounts of the spec's lowers and binds through pid's user namespace (maps written) and
  * sends them to the child over sock ("F" messages). Returns 0 or < 0 with *err set. */

@@ -13,6 +13,7 @@
 #include <sys/utsname.h>
 
 #include "container_int.h"
+#include "ident.h"
 
 /* Without a `kago` entry: ids 2^31 .. 2^31 + 2^30 (16384 ranges), unless an entry of another user
  * claims part of it. */
@@ -97,7 +98,6 @@ static int open_db(char **text, const char **path, struct kago_error **err)
     return steal_fd(&fd);
 }
 
-/* The slot KEY holds in text, or -1; *line gets where its line starts. */
 /* Lines of text in turn ('#' lines are released ranges, blanked in place). */
 static const char *next_line(const char *l)
 {
@@ -105,22 +105,74 @@ static const char *next_line(const char *l)
     return nl ? nl + 1 : l + strlen(l);
 }
 
-static long find_key(const char *text, const char *key, const char **line)
+/* A held range's line, "SLOT KEY": its slot (-1 for a blank or malformed line) and key. */
+static long parse_line(const char *l, const char **key, size_t *klen)
 {
-    for (const char *l = text; *l; l = next_line(l)) {
-        char *end;
-        long slot = strtol(l, &end, 10);
-        size_t klen = strcspn(end + 1, "\n");
-        if (*l != '#' && end != l && *end == ' ' && klen == strlen(key) && !strncmp(end + 1, key, klen)) {
-            *line = l;
-            return slot;
-        }
+    char *end;
+    long slot = strtol(l, &end, 10);
+    if (*l == '#' || end == l || *end != ' ' || slot < 0)
+        return -1;
+    *key = end + 1;
+    *klen = strcspn(end + 1, "\n");
+    return slot;
+}
+
+/* The record's held lines by key (open addressing, no allocation per line) and the slots they use. */
+struct index {
+    const char **lines;
+    size_t cap;
+    bool *used; /* [slots] */
+    size_t nlines, nblank;
+};
+
+static const char **index_find(const struct index *ix, const char *key, size_t klen)
+{
+    size_t i = kago__fnv(kago__fnv_str(0, ""), key, klen) & (ix->cap - 1);
+    for (;; i = (i + 1) & (ix->cap - 1)) {
+        const char *k;
+        size_t kl;
+        if (!ix->lines[i] || (parse_line(ix->lines[i], &k, &kl) >= 0 && kl == klen && !memcmp(k, key, klen)))
+            return &ix->lines[i];
     }
-    return -1;
+}
+
+static void index_free(struct index *ix)
+{
+    free(ix->lines);
+    free(ix->used);
+    *ix = (struct index){0};
+}
+
+static void index_build(struct index *ix, const char *text, long slots)
+{
+    index_free(ix);
+    size_t n = 0;
+    for (const char *l = text; *l; l = next_line(l))
+        n++;
+    for (ix->cap = 16; ix->cap < 2 * n + 2; ix->cap *= 2)
+        ;
+    ix->lines = xcalloc(ix->cap, sizeof *ix->lines);
+    ix->used = xcalloc((size_t)slots + 1, sizeof *ix->used);
+    for (const char *l = text; *l; l = next_line(l)) {
+        const char *key;
+        size_t klen;
+        long slot = parse_line(l, &key, &klen);
+        ix->nlines++;
+        if (slot < 0) {
+            ix->nblank++;
+            continue;
+        }
+        const char **at = index_find(ix, key, klen);
+        if (!*at)
+            *at = l;
+        if (slot < slots)
+            ix->used[slot] = true;
+    }
 }
 
 /* The record is only appended to and blanked in place: on ext4 a file truncated and rewritten is flushed
- * to disk at close (auto_da_alloc), which cost each start milliseconds. It is compacted when mostly blank. */
+ * to disk at close (auto_da_alloc), which cost each start milliseconds. It is rewritten without its blank
+ * lines when they are most of it. */
 static int blank_line(int fd, const char *text, const char *line, const char *path, struct kago_error **err)
 {
     size_t len = strcspn(line, "\n");
@@ -133,45 +185,58 @@ static int blank_line(int fd, const char *text, const char *line, const char *pa
     return 0;
 }
 
-static int compact(int fd, const char *text, const char *path, struct kago_error **err)
+/* Writes text's held lines and then more (appended when the blank lines are few). */
+static int write_db(int fd, const char *text, const struct index *ix, const char *more, const char *path,
+                    struct kago_error **err)
 {
-    size_t n = strlen(text), held = 0;
-    if (n < 65536)
+    size_t n = strlen(text), m = strlen(more);
+    if (n < 65536 || ix->nblank * 2 < ix->nlines) {
+        if (m && pwrite(fd, more, m, (off_t)n) != (ssize_t)m)
+            return kago_error_set(err, errno, "user namespace pool: write %s", path);
         return 0;
-    cleanup_free char *out = xcalloc(1, n + 1);
+    }
+    cleanup_free char *out = xmalloc(n + m + 1);
+    size_t held = 0;
     for (const char *l = text; *l; l = next_line(l))
         if (*l != '#') {
             size_t len = (size_t)(next_line(l) - l);
             memcpy(out + held, l, len);
             held += len;
         }
+    memcpy(out + held, more, m);
+    held += m;
     if (ftruncate(fd, 0) < 0 || pwrite(fd, out, held, 0) != (ssize_t)held)
         return kago_error_set(err, errno, "user namespace pool: write %s", path);
     return 0;
 }
 
 /* A serve app's key is "serve:ROOT/APP": once ROOT is gone (a removed serve root, a test's), so is the
- * app, and its range is free again. Checked when a range is taken, not at each start. */
+ * app, and its range is free again. Checked when a range is taken, not at each start; each root once. */
 static int forget_gone_roots(int fd, const char *text, const char *path, struct kago_error **err)
 {
+    cleanup_free char *last = NULL;
+    bool last_gone = false;
     for (const char *l = text; *l; l = next_line(l)) {
-        const char *key = strchr(l, ' ');
-        size_t len = strcspn(l, "\n");
-        if (*l == '#' || !key || key > l + len || strncmp(key + 1, "serve:/", 7))
+        const char *key;
+        size_t klen;
+        if (parse_line(l, &key, &klen) < 0 || klen < 7 || strncmp(key, "serve:/", 7))
             continue;
-        cleanup_free char *root = xasprintf("%.*s", (int)(l + len - key - 7), key + 7);
-        char *slash = strrchr(root, '/');
-        struct stat st;
-        if (slash)
-            *slash = '\0';
-        if (slash && stat(root, &st) < 0 && errno == ENOENT && blank_line(fd, text, l, path, err) < 0)
+        const char *slash = memrchr(key, '/', klen);
+        size_t rlen = (size_t)(slash - key) - 6;
+        if (!last || strlen(last) != rlen || strncmp(last, key + 6, rlen)) {
+            free(last);
+            last = xasprintf("%.*s", (int)rlen, key + 6);
+            struct stat st;
+            last_gone = stat(last, &st) < 0 && errno == ENOENT;
+        }
+        if (last_gone && blank_line(fd, text, l, path, err) < 0)
             return -1;
     }
     return 0;
 }
 
-int kago__userns_alloc(const char *key, struct kago_idmap *uid, struct kago_idmap *gid,
-                       struct kago_error **err)
+int kago__userns_alloc_many(const char *const *keys, size_t n, struct kago_idmap *uids,
+                            struct kago_idmap *gids, struct kago_error **err)
 {
     struct pool up, gp;
     if (read_pool(env_or("KAGO_SUBUID", "/etc/subuid"), &up, err) < 0 ||
@@ -179,50 +244,92 @@ int kago__userns_alloc(const char *key, struct kago_idmap *uid, struct kago_idma
         return -1;
     long slots = (long)((up.count < gp.count ? up.count : gp.count) / 65536);
     cleanup_free char *text = NULL;
-    const char *path, *line;
+    const char *path;
     cleanup_close int fd = open_db(&text, &path, err);
     if (fd < 0)
         return -1;
-    long slot = find_key(text, key, &line);
-    if (slot >= slots && blank_line(fd, text, line, path, err) < 0) /* the pool shrank: not in it any more */
-        return -1;
-    if ((slot < 0 || slot >= slots) && forget_gone_roots(fd, text, path, err) < 0)
-        return -1;
-    if (slot < 0 || slot >= slots) {
-        cleanup_free bool *used = xcalloc((size_t)slots + 1, sizeof *used);
-        for (const char *l = text; *l; l = next_line(l)) {
-            char *end;
-            long s = strtol(l, &end, 10);
-            if (*l != '#' && end != l && s >= 0 && s < slots)
-                used[s] = true;
+    struct index ix = {0};
+    index_build(&ix, text, slots);
+    cleanup_free long *slot = xcalloc(n + 1, sizeof *slot);
+    bool missing = false;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < n; i++) {
+            const char *line = *index_find(&ix, keys[i], strlen(keys[i])), *k;
+            size_t kl;
+            slot[i] = line ? parse_line(line, &k, &kl) : -1;
+            if (slot[i] >= slots && blank_line(fd, text, line, path, err) < 0) /* the pool shrank */
+                return index_free(&ix), -1;
+            missing |= slot[i] < 0 || slot[i] >= slots;
         }
-        for (slot = 0; slot < slots && used[slot]; slot++)
-            ;
-        if (slot == slots)
+        if (!missing || pass) /* (new keys: first free the ranges of serve roots that are gone) */
+            break;
+        if (forget_gone_roots(fd, text, path, err) < 0)
+            return index_free(&ix), -1;
+        index_build(&ix, text, slots);
+        missing = false;
+    }
+    size_t len = strlen(text), cap = 64, used = 0;
+    cleanup_free char *more = xmalloc(cap);
+    more[0] = '\0';
+    long next = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (slot[i] >= 0 && slot[i] < slots)
+            continue;
+        while (next < slots && ix.used[next])
+            next++;
+        if (next == slots) {
+            index_free(&ix);
             return kago_error_set(
                 err, ENOSPC, "user namespace pool: all %ld ranges of 65536 ids are taken (%s)", slots, path);
-        size_t n = strlen(text);
-        cleanup_free char *more = xasprintf("%s%ld %s\n", n && text[n - 1] != '\n' ? "\n" : "", slot, key);
-        if (pwrite(fd, more, strlen(more), (off_t)n) != (ssize_t)strlen(more))
-            return kago_error_set(err, errno, "user namespace pool: write %s", path);
+        }
+        ix.used[next] = true;
+        slot[i] = next;
+        for (size_t j = i + 1; j < n; j++) /* (the same key twice in one call gets one range) */
+            if (!strcmp(keys[j], keys[i]))
+                slot[j] = next;
+        cleanup_free char *line =
+            xasprintf("%s%ld %s\n", !used && len && text[len - 1] != '\n' ? "\n" : "", next, keys[i]);
+        size_t ll = strlen(line);
+        while (used + ll + 1 > cap)
+            cap *= 2;
+        more = xrealloc(more, cap);
+        memcpy(more + used, line, ll + 1);
+        used += ll;
     }
-    *uid = (struct kago_idmap){0, up.start + (uint32_t)slot * 65536u, 65536};
-    *gid = (struct kago_idmap){0, gp.start + (uint32_t)slot * 65536u, 65536};
+    int r = write_db(fd, text, &ix, more, path, err);
+    index_free(&ix);
+    if (r < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        uids[i] = (struct kago_idmap){0, up.start + (uint32_t)slot[i] * 65536u, 65536};
+        gids[i] = (struct kago_idmap){0, gp.start + (uint32_t)slot[i] * 65536u, 65536};
+    }
     return 0;
+}
+
+int kago__userns_alloc(const char *key, struct kago_idmap *uid, struct kago_idmap *gid,
+                       struct kago_error **err)
+{
+    return kago__userns_alloc_many(&key, 1, uid, gid, err);
 }
 
 int kago__userns_release(const char *key, struct kago_error **err)
 {
     cleanup_free char *text = NULL;
-    const char *path, *line;
+    const char *path;
     cleanup_close int fd = open_db(&text, &path, err);
     if (fd < 0)
         return -1;
-    if (find_key(text, key, &line) < 0)
-        return 0;
-    if (blank_line(fd, text, line, path, err) < 0)
-        return -1;
-    return compact(fd, text, path, err);
+    struct index ix = {0};
+    index_build(&ix, text, 0);
+    const char *line = *index_find(&ix, key, strlen(key));
+    int r = 0;
+    if (line && (r = blank_line(fd, text, line, path, err)) == 0) {
+        ix.nblank++;
+        r = write_db(fd, text, &ix, "", path, err);
+    }
+    index_free(&ix);
+    return r;
 }
 
 /* A clone of path's mount tree, nodev, idmapped through the user namespace usernsfd (its root appears as

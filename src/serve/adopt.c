@@ -102,7 +102,7 @@ void kago__record_remove(struct instance *inst)
 /* From the tick: a state change is recorded within a tick, the idle clock within RECORD_ACTIVE_MS. */
 void kago__records_tick(struct server *srv, uint64_t now)
 {
-    for (struct app_rt *a = srv->apps; a; a = a->next)
+    for (struct app_rt *a = srv->ticking; a; a = a->tick_next) /* (an app with instances ticks) */
         for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
             struct instance *inst = pi->data;
             if (!inst || !inst->recorded)

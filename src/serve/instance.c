@@ -19,6 +19,7 @@
 
 #include <kago/checkpoint.h>
 
+#include "container_int.h"
 #include "serve_int.h"
 #include "util.h"
 
@@ -245,6 +246,56 @@ static void on_create_event(uv_poll_t *h, int status, int events)
     create_done(inst->app, inst, cr);
 }
 
+static void range_key(char *key, size_t n, const struct app_rt *a)
+{
+    snprintf(key, n, "serve:%s/%s", a->srv->opts.root, a->app.name); /* kago__userns_alloc's form */
+}
+
+/* Whether a's instances get a range of the pool (their spec's own maps or joined namespaces: not). */
+static bool wants_range(const struct app_rt *a)
+{
+    const struct kago_spec *s = &a->app.spec;
+    bool joins = false;
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        joins |= s->join_ns[i] != NULL;
+    return s->userns == KAGO_USERNS_AUTO && !s->nuidmap && !joins && !s->userns_key &&
+           !kago__app_criu(&a->app);
+}
+
+/* At load: a start then reads no record (with 10,000 apps it is ~0.5 MB, read and scanned per start). */
+void kago__apps_take_ranges(struct server *srv)
+{
+    size_t n = 0;
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        n += !a->ranged && !a->removed && wants_range(a);
+    if (!n)
+        return;
+    cleanup_free struct app_rt **apps = xcalloc(n, sizeof *apps);
+    cleanup_free char **keys = xcalloc(n, sizeof *keys);
+    cleanup_free struct kago_idmap *u = xcalloc(n, sizeof *u), *g = xcalloc(n, sizeof *g);
+    n = 0;
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        if (!a->ranged && !a->removed && wants_range(a)) {
+            char key[PATH_MAX + 300];
+            range_key(key, sizeof key, a);
+            apps[n] = a;
+            keys[n++] = xstrdup(key);
+        }
+    struct kago_error *err = NULL;
+    if (kago__userns_alloc_many((const char *const *)keys, n, u, g, &err) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            apps[i]->ranged = true;
+            apps[i]->uid = u[i];
+            apps[i]->gid = g[i];
+        }
+    } else { /* each start tries again, and its failure says why */
+        kago__slog(srv, SLOG_WARN, NULL, NULL, "%s", err->msg);
+        kago_error_free(err);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(keys[i]);
+}
+
 static void start_cold(struct app_rt *a, struct instance *inst)
 {
     struct server *srv = a->srv;
@@ -255,8 +306,14 @@ static void start_cold(struct app_rt *a, struct instance *inst)
     spec.join_ns[KAGO_NS_NET] = NULL;
     /* the app's user namespace range, the same for each of its instances and across serve restarts */
     char key[PATH_MAX + 300];
-    snprintf(key, sizeof key, "serve:%s/%s", srv->opts.root, a->app.name); /* kago__userns_alloc's form */
-    if (!spec.userns_key)
+    range_key(key, sizeof key, a);
+    if (a->ranged) { /* (taken at load) */
+        spec.uidmap = &a->uid;
+        spec.gidmap = &a->gid;
+        spec.nuidmap = spec.ngidmap = 1;
+        spec.ns |= 1u << KAGO_NS_USER;
+    }
+    if (!spec.userns_key && (a->ranged || !spec.nuidmap))
         spec.userns_key = key;
     struct kago_mount mounts[64];
     if (kago__app_criu(&a->app)) {
@@ -750,6 +807,11 @@ static void op_start_failed(struct pool *p, struct pool_inst *pi, enum pool_fail
                delay_ms ? fmt_ms(d, sizeof(d), delay_ms) : "", delay_ms ? " at the earliest" : "");
 }
 
+static void op_woken(struct pool *p)
+{
+    kago__app_wake(p->data);
+}
+
 const struct pool_ops kago__serve_pool_ops = {
     .start = op_start,
     .dispatch = op_dispatch,
@@ -760,6 +822,7 @@ const struct pool_ops kago__serve_pool_ops = {
     .freeze = op_freeze,
     .thaw = op_thaw,
     .start_failed = op_start_failed,
+    .woken = op_woken,
 };
 
 /* --- the CRIU tier ------------------------------------------------------------------------------- */

@@ -68,8 +68,15 @@ bool kago__pool_empty(const struct pool *p)
     return !p->insts && p->npending == 0;
 }
 
+static void wake(struct pool *p)
+{
+    if (kago__pool_empty(p) && p->ops->woken)
+        p->ops->woken(p);
+}
+
 static void enqueue(struct pool *p, struct pool_waiter *w, uint64_t now)
 {
+    wake(p);
     w->since = now;
     w->queued = true;
     w->prev = p->queue.prev;
@@ -227,6 +234,7 @@ static void maybe_scale(struct pool *p, uint64_t now)
         }
         if (now < p->retry_at)
             return;
+        wake(p);
         struct pool_inst *i = xcalloc(1, sizeof(*i));
         i->state = POOL_STARTING;
         i->thaw_us = -1;
@@ -535,6 +543,7 @@ void kago__pool_kill_all(struct pool *p, uint64_t now)
 struct pool_inst *kago__pool_adopt(struct pool *p, enum pool_state state, uint64_t created, uint64_t ready_at,
                                    uint64_t last_active, uint64_t frozen_at)
 {
+    wake(p);
     struct pool_inst *i = xcalloc(1, sizeof(*i));
     i->state = state == POOL_FROZEN ? POOL_FROZEN : POOL_READY;
     i->thaw_us = -1;

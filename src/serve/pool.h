@@ -83,6 +83,9 @@ struct pool_ops {
      * the app backs off for delay_ms (p->fail_streak counts this failure). Called before held
      * requests are rejected, so the caller can record the reason they are told. */
     void (*start_failed)(struct pool *p, struct pool_inst *i, enum pool_fail why, uint64_t delay_ms);
+    /* Optional: the pool had neither instances nor held requests and now has one of them: from now on
+     * kago__pool_tick has work to time (until kago__pool_empty again). */
+    void (*woken)(struct pool *p);
 };
 
 #define POOL_HIST_BUCKETS 12

@@ -59,6 +59,10 @@ struct app_rt {
     struct app_log *log;        /* its instances' output (logs.c); NULL until one of them starts */
     struct instance *ckpt_inst; /* chosen for the checkpoint (its upstream sockets closing), or in it */
     uint64_t def_hash;          /* kago__app_def_hash of app, for the instance records */
+    struct app_rt *tick_next;   /* in srv->ticking */
+    bool ticking;
+    bool ranged; /* uid, gid: its user namespace range, taken at load (instance.c) */
+    struct kago_idmap uid, gid;
 };
 
 struct upconn;
@@ -173,6 +177,9 @@ struct server {
     char sd_status[96];  /* the last STATUS= sent */
     struct router *router;
     struct app_rt *apps;
+    /* The apps the tick visits (server.c: kago__app_wake): those with instances, held requests, standbys,
+     * old images or removed by a reload. 10,000 idle sites cost the 40 ticks a second nothing. */
+    struct app_rt *ticking;
     struct client *clients;
     unsigned nclients;
     FILE *access_log;
@@ -309,6 +316,10 @@ int kago__server_listen(struct server *srv, struct listener *l, const char *addr
 
 /* server.c */
 void kago__app_unref(struct app_rt *a);
+/* Puts a on the tick's list (srv->ticking) if it is not there. */
+void kago__app_wake(struct app_rt *a);
+/* Takes the user namespace ranges of the apps that have none yet, in one pass over the pool's record. */
+void kago__apps_take_ranges(struct server *srv);
 void kago__server_maybe_exit(struct server *srv);
 /* Reaps zombie children that are not instances (adopted after restores); deferred while a
  * checkpoint runs, since its criu child is waited for by the worker thread. */

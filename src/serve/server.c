@@ -218,6 +218,10 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
     kago__router_free(srv->router);
     srv->router = r;
     free(rt);
+    /* new, changed and removed apps all have something for the tick; it lets go of the idle ones */
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        kago__app_wake(a);
+    kago__apps_take_ranges(srv);
     free(l->v);
     l->v = NULL;
     l->n = 0;
@@ -374,12 +378,13 @@ void kago__app_unref(struct app_rt *a)
         a->refs--;
 }
 
-/* Frees apps removed by a reload once their last instance and request are gone. */
+/* Frees apps removed by a reload once their last instance and request are gone (the tick has let go
+ * of them: see on_tick). */
 static void reap_apps(struct server *srv)
 {
     for (struct app_rt **pp = &srv->apps; *pp;) {
         struct app_rt *a = *pp;
-        if (a->removed && kago__pool_empty(&a->pool) && a->refs == 0) {
+        if (a->removed && !a->ticking && kago__pool_empty(&a->pool) && a->refs == 0) {
             *pp = a->next;
             free_app(a);
         } else {
@@ -411,13 +416,13 @@ static void enforce_frozen_budget(struct server *srv, uint64_t now)
 {
     uint64_t total = 0;
     size_t n = 0;
-    for (struct app_rt *a = srv->apps; a; a = a->next, n++)
+    for (struct app_rt *a = srv->ticking; a; a = a->tick_next, n++) /* (an app with instances ticks) */
         total += kago__pool_frozen_bytes(&a->pool);
     if (total <= srv->opts.frozen_memory_budget)
         return;
     cleanup_free struct pool **pools = xcalloc(n, sizeof(*pools));
     n = 0;
-    for (struct app_rt *a = srv->apps; a; a = a->next)
+    for (struct app_rt *a = srv->ticking; a; a = a->tick_next)
         pools[n++] = &a->pool;
     unsigned stopped = kago__pool_enforce_budget(pools, n, srv->opts.frozen_memory_budget, now);
     kago__slog(srv, SLOG_WARN, NULL, NULL,
@@ -425,18 +430,46 @@ static void enforce_frozen_budget(struct server *srv, uint64_t now)
                (unsigned long long)total, (unsigned long long)srv->opts.frozen_memory_budget, stopped);
 }
 
+void kago__app_wake(struct app_rt *a)
+{
+    if (a->ticking)
+        return;
+    a->ticking = true;
+    a->tick_next = a->srv->ticking;
+    a->srv->ticking = a;
+}
+
+/* Whether the tick has anything to time for a: instances (starts, lifetimes, idle, grace), held requests,
+ * standbys to keep, images of an old container to prune, or a removal to finish. */
+static bool needs_tick(const struct app_rt *a)
+{
+    return !kago__pool_empty(&a->pool) || a->pool.cfg.min || a->removed ||
+           a->images_pruned != a->pool.generation;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct server *srv = t->data;
     uint64_t now = kago__serve_now_ms();
-    for (struct app_rt *a = srv->apps; a; a = a->next) {
+    bool reap = false;
+    for (struct app_rt **pp = &srv->ticking; *pp;) {
+        struct app_rt *a = *pp;
         kago__pool_tick(&a->pool, now);
         kago__instance_checkpoint_tick(a, now);
+        bool gone = a->removed && kago__pool_empty(&a->pool) && a->refs == 0;
+        if (!gone && needs_tick(a)) {
+            pp = &a->tick_next;
+            continue;
+        }
+        *pp = a->tick_next; /* (woken again by its pool when it has work: kago__serve_pool_ops.woken) */
+        a->ticking = false;
+        reap |= gone;
     }
     enforce_frozen_budget(srv, now);
     kago__records_tick(srv, now);
     kago__upgrade_tick(srv);
-    reap_apps(srv);
+    if (reap)
+        reap_apps(srv);
     kago__systemd_tick(srv);
     kago__server_maybe_exit(srv);
 }

@@ -8,7 +8,7 @@
 
 /* A recording driver: every action the pool asks for lands here. */
 static struct {
-    unsigned starts, dispatched, rejected, drains, terms, kills, removes, freezes, thaws, failed;
+    unsigned starts, dispatched, rejected, drains, terms, kills, removes, freezes, thaws, failed, woken;
     enum pool_fail last_fail;
     uint64_t last_delay;
     uint64_t freeze_bytes; /* what a freeze reports as the instance's memory */
@@ -76,8 +76,12 @@ static void op_start_failed(struct pool *p, struct pool_inst *i, enum pool_fail 
     rec.last_fail = why;
     rec.last_delay = delay_ms;
 }
-static const struct pool_ops ops = {op_start,  op_dispatch, op_reject, op_drain,       op_signal,
-                                    op_remove, op_freeze,   op_thaw,   op_start_failed};
+static void op_woken(struct pool *p)
+{
+    rec.woken++;
+}
+static const struct pool_ops ops = {op_start,  op_dispatch, op_reject, op_drain,        op_signal,
+                                    op_remove, op_freeze,   op_thaw,   op_start_failed, op_woken};
 
 static const struct pool_cfg base = {
     .lifetime_ms = 60000,
@@ -104,6 +108,7 @@ static void test_cold_start_hold_dispatch(void)
     bool held;
     ok(kago__pool_request(&p, &w, 1000, &held) == NULL && held, "first request to a stopped app is held");
     ok(rec.starts == 1 && kago__pool_count(&p, POOL_STARTING) == 1, "and one instance starts");
+    ok(rec.woken == 1, "the idle pool told it has work (woken once, not per request or instance)");
     ok(p.npending == 1, "queue depth 1");
     kago__pool_ready(&p, rec.last_start, 1003);
     ok(rec.dispatched == 1 && rec.last_dispatch == &w, "ready instance takes the held request");
@@ -232,6 +237,7 @@ static void test_idle_and_lifetime(void)
     kago__pool_request(&p, &w2, 20000, &held);
     i = rec.last_start;
     ok(rec.starts == 2, "next request cold-starts again");
+    ok(rec.woken == 2, "scaled to zero and woken again by the next request");
     kago__pool_tick(&p, 79999);
     ok(i->state == POOL_READY, "open stream: an idle timer never fires while in flight");
     kago__pool_tick(&p, 80000);
