@@ -96,8 +96,8 @@ static void on_client_written(struct outq *q, int status)
 
 static void flush_client(struct client *c)
 {
-    if (c->tls && c->state == C_CLOSING)
-        kago__tls_shutdown(c->tls); /* close_notify after what is queued (once) */
+    if (c->tls && c->state == C_CLOSING && kago__outq_flush(&c->out) == 0)
+        kago__tls_shutdown(c->tls); /* close_notify after what is queued, encrypted just now (once) */
     if (kago__outq_flush(&c->out) < 0) {
         client_close(c);
         return;

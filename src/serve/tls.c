@@ -53,6 +53,7 @@ struct tls_cert {
     struct tls_cert *next;
     char *cert_path, *key_path;
     struct file_id cid, kid; /* the files when they were last loaded (or tried) */
+    bool stale;              /* they changed and did not load: ctx is of the files before */
     SSL_CTX *ctx;            /* one reference */
 };
 
@@ -364,6 +365,21 @@ static int readable(const char *what, const char *path, struct kago_error **err)
     return 0;
 }
 
+/* Why the key is not the certificate's: keys of two types (OpenSSL then only says that the key's type
+ * has no certificate), or OpenSSL's reason. */
+static const char *key_mismatch(SSL_CTX *ctx, X509 *x, char *buf, size_t n)
+{
+    EVP_PKEY *pub = x ? X509_get0_pubkey(x) : NULL, *priv = SSL_CTX_get0_privatekey(ctx);
+    const char *pt = pub ? EVP_PKEY_get0_type_name(pub) : NULL,
+               *kt = priv ? EVP_PKEY_get0_type_name(priv) : NULL;
+    if (pt && kt && strcmp(pt, kt) != 0) {
+        ERR_clear_error();
+        snprintf(buf, n, "an %s key for an %s certificate", kt, pt);
+        return buf;
+    }
+    return ssl_reason(buf, n);
+}
+
 /* A context with the certificate (chain) and key of these files. NULL with *err naming the file and
  * OpenSSL's reason. */
 static SSL_CTX *load_pair(struct tls_front *f, const char *cert, const char *key, struct kago_error **err)
@@ -374,13 +390,14 @@ static SSL_CTX *load_pair(struct tls_front *f, const char *cert, const char *key
     SSL_CTX *ctx = new_ctx(f, err);
     if (!ctx)
         return NULL;
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+    X509 *x = NULL; /* the leaf, before the key picks the slot of its type */
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 || !(x = SSL_CTX_get0_certificate(ctx)))
         kago_error_set(err, 0, "tls cert %s: %s", cert, ssl_reason(why, sizeof(why)));
     else if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
         kago_error_set(err, 0, "tls key %s: %s", key, ssl_reason(why, sizeof(why)));
     else if (SSL_CTX_check_private_key(ctx) != 1)
         kago_error_set(err, 0, "tls key %s does not match the certificate in %s: %s", key, cert,
-                       ssl_reason(why, sizeof(why)));
+                       key_mismatch(ctx, x, why, sizeof(why)));
     else
         return ctx;
     SSL_CTX_free(ctx);
@@ -428,8 +445,8 @@ static struct tls_cert *get_cert(struct tls_store *s, const char *cert, const ch
     struct file_id cid = file_id(cert), kid = file_id(key);
     SSL_CTX *ctx = NULL;
     for (struct tls_cert *o = s->old ? s->old->certs : NULL; o && !ctx; o = o->next)
-        if (!strcmp(o->cert_path, cert) && !strcmp(o->key_path, key) && same_file(&o->cid, &cid) &&
-            same_file(&o->kid, &kid) && !cid.err && !kid.err) {
+        if (!strcmp(o->cert_path, cert) && !strcmp(o->key_path, key) && !o->stale &&
+            same_file(&o->cid, &cid) && same_file(&o->kid, &kid) && !cid.err && !kid.err) {
             ctx = o->ctx;
             SSL_CTX_up_ref(ctx);
         }
@@ -512,6 +529,7 @@ unsigned kago__tls_store_check(struct tls_store *s, void (*log)(void *arg, bool 
         struct kago_error *err = NULL;
         SSL_CTX *ctx = load_pair(s->f, c->cert_path, c->key_path, &err);
         char msg[1024];
+        c->stale = !ctx;
         if (!ctx) {
             s->f->stats.reload_failures++;
             snprintf(msg, sizeof(msg),
