@@ -32,6 +32,10 @@ struct kago_app {
     uint64_t log_size;                 /* instances' output: rotate <root>/logs/<app>/current.log at this
                                           size (bytes); default 10 MiB */
     unsigned log_keep;                 /* files kept, current.log included (1-100); default 3 */
+    char *tls_cert, *tls_key; /* a.tls cert:, key: PEM files (the cert file may hold its chain); NULL:
+                                 none. Relative to the Kagofile's directory until serve resolves them */
+    bool https_redirect;      /* plain HTTP requests get 308 to https:// */
+    char *hsts;               /* Strict-Transport-Security value on responses over TLS; NULL: none */
 };
 
 /* A serve app's container limits unless it sets its own (docs/serve.md): 512 MiB of memory, one CPU. */

@@ -37,6 +37,11 @@ CLI_VERB(serve)
         {"metrics-app-histograms", no_argument, NULL, 'M'},
         {"log-format", required_argument, NULL, 'J'},
         {"upgrade", no_argument, NULL, 'U'},
+        {"listen-tls", required_argument, NULL, 's'},
+        {"tls-default-cert", required_argument, NULL, 'e'},
+        {"tls-default-key", required_argument, NULL, 'k'},
+        {"tls-unknown", required_argument, NULL, 'u'},
+        {"tls-handshake-timeout", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -51,7 +56,29 @@ CLI_VERB(serve)
             o.config_dir = optarg;
             break;
         case 'l':
-            o.listen = optarg;
+        case 's':
+            if (o.nlisten == KAGO_SERVE_MAX_LISTEN)
+                return cli_usage("serve", "at most %d --listen and --listen-tls in all",
+                                 KAGO_SERVE_MAX_LISTEN);
+            o.listen[o.nlisten++] = (struct kago_serve_listen){.addr = optarg, .tls = opt == 's'};
+            break;
+        case 'e':
+            o.tls_default_cert = optarg;
+            break;
+        case 'k':
+            o.tls_default_key = optarg;
+            break;
+        case 'u':
+            if (!strcmp(optarg, "default"))
+                o.tls_unknown = KAGO_TLS_UNKNOWN_DEFAULT;
+            else if (!strcmp(optarg, "alert"))
+                o.tls_unknown = KAGO_TLS_UNKNOWN_ALERT;
+            else
+                return cli_usage("serve", "--tls-unknown: \"%s\" is not default or alert", optarg);
+            break;
+        case 't':
+            if (parse_ms("serve", optarg, &o.tls_handshake_timeout_ms))
+                return 1;
             break;
         case 'a':
             o.admin = optarg;
@@ -122,7 +149,9 @@ CLI_VERB(serve)
             break;
         }
         case 'h':
-            printf("usage: kago serve --config DIR [--listen 127.0.0.1:8080]\n"
+            printf("usage: kago serve --config DIR [--listen 127.0.0.1:8080]... [--listen-tls IP:PORT]...\n"
+                   "                  [--tls-default-cert FILE --tls-default-key FILE]\n"
+                   "                  [--tls-unknown default|alert] [--tls-handshake-timeout 10s]\n"
                    "                  [--admin 127.0.0.1:9090|unix:PATH|off] [--admin-token FILE]\n"
                    "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
                    "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout "
@@ -143,6 +172,10 @@ CLI_VERB(serve)
         return cli_usage("serve", "unexpected argument \"%s\"", argv[optind]);
     if (!o.config_dir)
         return cli_usage("serve", "--config DIR is required");
+    if (!o.tls_default_cert != !o.tls_default_key)
+        return cli_usage("serve", "--tls-default-cert and --tls-default-key go together");
+    if (o.tls_unknown == KAGO_TLS_UNKNOWN_DEFAULT && !o.tls_default_cert)
+        return cli_usage("serve", "--tls-unknown default needs --tls-default-cert and --tls-default-key");
     struct kago_error *err = NULL;
     if (kago_serve_run(&o, &err) < 0)
         return cli_fail(err);

@@ -1060,6 +1060,8 @@ static mrb_value app_bool_field(mrb_state *mrb, mrb_value self)
         a->checkpoint_after_ready = v;
     else if (!strcmp(f, "checkpoint_at_listen"))
         a->checkpoint_at_listen = v;
+    else if (!strcmp(f, "https_redirect"))
+        a->https_redirect = v;
     return self;
 }
 
@@ -1104,6 +1106,39 @@ static mrb_value app_log(mrb_state *mrb, mrb_value self)
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "log keep: %d is too many files (at most 100)", (int)keep);
     if (keep >= 1)
         a->log_keep = (unsigned)keep;
+    return self;
+}
+
+/* tls cert: FILE, key: FILE (loaded and checked by serve, which knows the Kagofile's directory) */
+static mrb_value app_tls(mrb_state *mrb, mrb_value self)
+{
+    const char *cert, *key;
+    mrb_get_args(mrb, "zz", &cert, &key);
+    if (!*cert || !*key)
+        mrb_raise(mrb, E_ARGUMENT_ERROR, "tls: give both files: a.tls cert: \"site.pem\", key: \"site.key\"");
+    struct kago_app *a = &app_of(mrb, self)->app;
+    char *c = dup_or_raise(mrb, cert), *k = dup_or_raise(mrb, key);
+    free(a->tls_cert);
+    free(a->tls_key);
+    a->tls_cert = c;
+    a->tls_key = k;
+    return self;
+}
+
+/* hsts "max-age=63072000; includeSubDomains": the header's value, sent as it is */
+static mrb_value app_hsts(mrb_state *mrb, mrb_value self)
+{
+    const char *v;
+    mrb_get_args(mrb, "z", &v);
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            mrb_raise(mrb, E_ARGUMENT_ERROR, "hsts: a control character in the header value");
+    if (!*v)
+        mrb_raise(mrb, E_ARGUMENT_ERROR, "hsts: give the header's value, e.g. \"max-age=63072000\"");
+    struct kago_app *a = &app_of(mrb, self)->app;
+    char *h = dup_or_raise(mrb, v);
+    free(a->hsts);
+    a->hsts = h;
     return self;
 }
 
@@ -1195,6 +1230,8 @@ void kf_dsl_define(mrb_state *mrb)
         {"_bool_field", app_bool_field, MRB_ARGS_REQ(2)},
         {"_idle", app_idle, MRB_ARGS_REQ(2)},
         {"_log", app_log, MRB_ARGS_REQ(2)},
+        {"_tls", app_tls, MRB_ARGS_REQ(2)},
+        {"_hsts", app_hsts, MRB_ARGS_REQ(1)},
         {NULL, NULL, 0},
     };
     define_all(mrb, app, app_prims, false);

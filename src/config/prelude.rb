@@ -425,6 +425,23 @@ class Kago::AppSpec
     _log(size.nil? ? nil : Kago.__val(size, "log size"), keep.nil? ? -1 : Kago.__int(keep, "log keep", 1))
   end
 
+  # tls cert: "site.pem", key: "site.key" — the site's certificate (its chain after it in the same file)
+  # and key, PEM; kago serve picks it by SNI on its --listen-tls listeners. Relative to the Kagofile.
+  def tls(cert: nil, key: nil)
+    raise ArgumentError, "tls: give cert: and key:" if cert.nil? || key.nil?
+    _tls(Kago.__str(cert, "tls cert"), Kago.__str(key, "tls key"))
+  end
+
+  # https_redirect true — plain HTTP requests for the app get 308 to https://host/path.
+  def https_redirect(v = true)
+    _bool_field("https_redirect", Kago.__bool(v, "https_redirect"))
+  end
+
+  # hsts "max-age=63072000" — Strict-Transport-Security on the app's responses over TLS.
+  def hsts(v)
+    _hsts(Kago.__str(v, "hsts"))
+  end
+
   # idle :stop  or  idle :freeze, for: "10m"
   def idle(action, **kw)
     f = kw.delete(:for)

@@ -307,6 +307,9 @@ void kago_app_free(struct kago_app *app)
         return;
     free(app->name);
     kago__strv_free(app->hosts);
+    free(app->tls_cert);
+    free(app->tls_key);
+    free(app->hsts);
     kago_spec_free(&app->spec);
     memset(app, 0, sizeof *app);
 }

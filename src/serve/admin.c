@@ -317,6 +317,30 @@ static void all_connections(const struct metrics_ctx *m, struct sbuf *b, const s
     all_u64(b, f, m->srv->nclients);
 }
 
+static void all_tls_handshakes(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    const struct tls_stats *st = kago__tls_stats(m->srv->tls);
+    printf_buf(b, "%s{result=\"ok\"} %llu\n%s{result=\"failed\"} %llu\n", f->name,
+               (unsigned long long)st->handshakes_ok, f->name, (unsigned long long)st->handshakes_failed);
+}
+
+static void all_tls_resumed(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, kago__tls_stats(m->srv->tls)->resumed);
+}
+
+static void all_tls_reloads(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    const struct tls_stats *st = kago__tls_stats(m->srv->tls);
+    printf_buf(b, "%s{result=\"ok\"} %llu\n%s{result=\"failed\"} %llu\n", f->name,
+               (unsigned long long)st->reloads, f->name, (unsigned long long)st->reload_failures);
+}
+
+static void all_tls_certs(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, kago__tls_store_count(m->srv->tls_store));
+}
+
 static void all_started(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     all_u64(b, f, m->srv->total_instances);
@@ -392,6 +416,16 @@ static const struct family families[] = {
     SERVER_WIDE("kago_connections", "gauge", "Client connections open.", all_connections),
     SERVER_WIDE("kago_instances_started_total", "counter", "Instances started since serve began.",
                 all_started),
+    SERVER_WIDE("kago_tls_handshakes_total", "counter",
+                "TLS handshakes on the --listen-tls listeners, by result (failed: an error, an alert or the "
+                "handshake timeout).",
+                all_tls_handshakes),
+    SERVER_WIDE("kago_tls_resumed_total", "counter", "TLS handshakes that resumed a session (a ticket).",
+                all_tls_resumed),
+    SERVER_WIDE("kago_tls_certificates", "gauge", "Certificates loaded (the apps' a.tls and the default).",
+                all_tls_certs),
+    SERVER_WIDE("kago_tls_reloads_total", "counter",
+                "Certificates loaded again because their files changed, by result.", all_tls_reloads),
 };
 #define NFAMILIES (sizeof families / sizeof families[0])
 

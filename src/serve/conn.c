@@ -19,6 +19,7 @@ static void give_or_close_later(struct client *c);
 static void client_close(struct client *c);
 static void arm_timer(struct client *c);
 static void finish_exchange(struct client *c, bool reusable);
+static void tls_pump(struct client *c);
 
 uint64_t kago__serve_now_us(void)
 {
@@ -95,6 +96,8 @@ static void on_client_written(struct outq *q, int status)
 
 static void flush_client(struct client *c)
 {
+    if (c->tls && c->state == C_CLOSING && kago__outq_flush(&c->out) == 0)
+        kago__tls_shutdown(c->tls); /* close_notify after what is queued, encrypted just now (once) */
     if (kago__outq_flush(&c->out) < 0) {
         client_close(c);
         return;
@@ -125,6 +128,7 @@ static void log_access_json(struct client *c, uint64_t bytes, double ms)
                 : c->cold_kind ? c->cold_kind
                                : "start",
         .cold_ms = c->cold_us < 0 ? 0 : c->cold_us / 1000.0,
+        .tls = c->tls ? kago__tls_version(c->tls) : NULL,
     };
     cleanup_free char *line = kago__logfmt_json_access(&r);
     fputs(line, c->srv->access_log);
@@ -137,7 +141,7 @@ static void log_access(struct client *c)
     if (!srv->access_log)
         return;
     if (kago__slog_format(srv) == KAGO_LOG_JSON) {
-        log_access_json(c, c->out.written + kago__outq_size(&c->out) - c->out_mark,
+        log_access_json(c, kago__outq_mark(&c->out) - c->out_mark,
                         (kago__serve_now_us() - c->t_begin) / 1000.0);
         return;
     }
@@ -153,11 +157,11 @@ static void log_access(struct client *c)
     if (c->cold_us >= 0)
         snprintf(cold, sizeof(cold), "%.1fms%s%s", c->cold_us / 1000.0, c->cold_kind ? ":" : "",
                  c->cold_kind ? c->cold_kind : "");
-    fprintf(srv->access_log, "%s %s %.*s \"%s %.*s\" %d %llu %.1fms %s cold=%s\n", when, c->ip, hl,
+    fprintf(srv->access_log, "%s %s %.*s \"%s %.*s\" %d %llu %.1fms %s cold=%s%s%s\n", when, c->ip, hl,
             c->info.host ? c->info.host : "-", method, ul,
             c->req.raw.data ? c->req.raw.data + c->req.url : "", c->status,
-            (unsigned long long)(c->out.written + kago__outq_size(&c->out) - c->out_mark), ms,
-            c->inst ? c->inst->name : "-", cold);
+            (unsigned long long)(kago__outq_mark(&c->out) - c->out_mark), ms, c->inst ? c->inst->name : "-",
+            cold, c->tls ? " tls=" : "", c->tls ? kago__tls_version(c->tls) : "");
     fflush(srv->access_log);
 }
 
@@ -244,25 +248,34 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = CLIENT_RBUF - c->rlen;
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+/* TLS: ciphertext goes to one scratch buffer of the server, decrypted from there into rbuf in the same
+ * turn (what does not fit is kept by the connection). */
+static void on_alloc_tls(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    struct client *c = s->data;
-    if (n == 0)
-        return;
-    if (n < 0) {
-        c->eof = true;
-        if (c->state == C_TUNNEL && c->up) {
-            /* let the upstream side finish writing, then end both */
-            c->close_after = true;
-            client_close(c);
-        } else if (c->state == C_PROXY && c->req_done) {
-            c->close_after = true; /* half-closed after a complete request: answer, then close */
-            update_reading(c);
-        } else {
-            client_close(c);
-        }
-        return;
+    struct client *c = h->data;
+    buf->base = c->srv->tls_rbuf;
+    buf->len = TLS_RBUF;
+}
+
+/* The peer closed its side (or the TLS session ended). */
+static void client_eof(struct client *c)
+{
+    c->eof = true;
+    if (c->state == C_TUNNEL && c->up) {
+        /* let the upstream side finish writing, then end both */
+        c->close_after = true;
+        client_close(c);
+    } else if (c->state == C_PROXY && c->req_done) {
+        c->close_after = true; /* half-closed after a complete request: answer, then close */
+        update_reading(c);
+    } else {
+        client_close(c);
     }
+}
+
+/* n more bytes of the client's stream are at rbuf + rlen. */
+static void got_bytes(struct client *c, size_t n)
+{
     c->rlen += n;
     if (c->state == C_TUNNEL) {
         if (c->up) {
@@ -287,10 +300,39 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         arm_timer(c);
 }
 
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct client *c = s->data;
+    if (n == 0)
+        return;
+    if (n < 0)
+        client_eof(c);
+    else
+        got_bytes(c, (size_t)n);
+}
+
+static void on_read_tls(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct client *c = s->data;
+    if (n == 0)
+        return;
+    if (n < 0) {
+        c->tls_failed |= !kago__tls_done(c->tls) && c->tls_got_bytes; /* (a port probe is no failure) */
+        client_eof(c);
+        return;
+    }
+    c->tls_got_bytes = true;
+    kago__tls_input(c->tls, buf->base, (size_t)n);
+    tls_pump(c);
+    kago__tls_keep(c->tls); /* what was not decrypted yet (rbuf full): the scratch buffer is reused */
+    if (!c->closed)
+        update_reading(c);
+}
+
 /* Reads when there is room to put what arrives: while reading a head, while a request body goes
  * upstream without a backlog, after the request (into the fixed buffer), and in a tunnel. Never
  * while held (the body waits in the kernel). */
-static void update_reading(struct client *c)
+static bool want_read(const struct client *c)
 {
     bool want = false;
     switch (c->state) {
@@ -308,15 +350,74 @@ static void update_reading(struct client *c)
     default:
         break;
     }
-    if (c->eof)
-        want = false;
+    return want && !c->eof && !c->closed;
+}
+
+static void update_reading(struct client *c)
+{
+    bool want = want_read(c);
+    /* TLS: what was decrypted but did not fit, or arrived but was not decrypted, goes first */
+    if (want && c->tls && !c->tls_pumping && kago__tls_has_input(c->tls)) {
+        tls_pump(c);
+        want = want_read(c);
+    }
+    if (c->closed)
+        return;
     if (want && !c->reading) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        if (uv_read_start((uv_stream_t *)&c->tcp, c->tls ? on_alloc_tls : on_alloc,
+                          c->tls ? on_read_tls : on_read) == 0)
             c->reading = true;
     } else if (!want && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
+}
+
+/* --- TLS ------------------------------------------------------------------------------------------- */
+
+static void tls_handshake_done(struct client *c)
+{
+    struct tls_stats *st = kago__tls_stats(c->srv->tls);
+    st->handshakes_ok++;
+    st->resumed += kago__tls_resumed(c->tls);
+    arm_timer(c); /* from the handshake's timeout to the keep-alive one */
+}
+
+/* Advances the handshake, then decrypts into rbuf while there is room and the state reads, handled as a
+ * plain read would be. Called for each read, and when reading resumes with input left. */
+static void tls_pump(struct client *c)
+{
+    if (c->tls_pumping)
+        return;
+    c->tls_pumping = true;
+    while (!c->closed) {
+        if (!kago__tls_done(c->tls)) {
+            int r = kago__tls_handshake(c->tls);
+            if (r < 0) { /* its alert goes out, then the connection closes */
+                c->tls_failed = true;
+                c->state = C_CLOSING;
+                update_reading(c);
+            }
+            if (r <= 0)
+                break;
+            tls_handshake_done(c);
+        }
+        if (!want_read(c))
+            break;
+        if (c->rpos && c->rpos == c->rlen)
+            c->rpos = c->rlen = 0;
+        ssize_t n = kago__tls_read(c->tls, c->rbuf + c->rlen, CLIENT_RBUF - c->rlen);
+        if (n == TLS_AGAIN)
+            break;
+        if (n < 0) {
+            client_eof(c);
+            break;
+        }
+        got_bytes(c, (size_t)n);
+    }
+    if (!c->closed)
+        flush_client(c); /* the handshake's messages, tickets, alerts */
+    c->tls_pumping = false;
 }
 
 void kago__client_upstream_drained(struct client *c)
@@ -347,6 +448,30 @@ static void client_dispatch(struct client *c)
     update_reading(c);
 }
 
+/* a.https_redirect: 308 to https://HOST[:PORT]/PATH (the first TLS listener's port unless 443), then the
+ * connection closes, as after an error. */
+static void client_redirect_https(struct client *c)
+{
+    char loc[1024];
+    unsigned port = c->srv->https_port;
+    int n = snprintf(loc, sizeof(loc), "https://%.*s", (int)c->info.host_name_len, c->info.host);
+    if (port && port != 443 && n > 0 && (size_t)n < sizeof(loc))
+        n += snprintf(loc + n, sizeof(loc) - (size_t)n, ":%u", port);
+    if (n < 0 || (size_t)n + c->req.url_len >= sizeof(loc)) {
+        client_error(c, 414, 0);
+        return;
+    }
+    memcpy(loc + n, c->req.raw.data + c->req.url, c->req.url_len);
+    n += (int)c->req.url_len;
+    c->status = 308;
+    c->resp_started = true;
+    kago__http_redirect(&c->out.pend, 308, loc, (size_t)n);
+    count_request(c);
+    c->state = C_CLOSING;
+    update_reading(c);
+    flush_client(c);
+}
+
 static void client_route(struct client *c)
 {
     struct server *srv = c->srv;
@@ -362,6 +487,11 @@ static void client_route(struct client *c)
     }
     c->app = a;
     a->refs++;
+    c->info.https = c->tls != NULL;
+    if (a->app.https_redirect && !c->tls) {
+        client_redirect_https(c);
+        return;
+    }
     if (a->app.max_body && c->info.content_length > a->app.max_body) {
         client_error(c, 413, 0);
         return;
@@ -489,7 +619,8 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     c->status = status;
     c->resp_started = true;
     struct http_resp_opts o = {.cold_start_us = c->srv->opts.cold_start_header ? c->cold_us : -1,
-                               .cold_kind = c->cold_kind};
+                               .cold_kind = c->cold_kind,
+                               .hsts = c->tls && c->app ? c->app->app.hsts : NULL};
     bool has_body = !(head_req || status == 204 || status == 304 || status == 101);
     bool framed = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0;
     u->resp_chunked_out = false;
@@ -504,7 +635,7 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     if (!c->info.keep_alive || c->srv->stopping || (c->info.upgrade && status != 101))
         c->close_after = true;
     o.close = c->close_after;
-    c->out_mark = c->out.written + kago__outq_size(&c->out);
+    c->out_mark = kago__outq_mark(&c->out);
     kago__http_client_head(&c->out.pend, resp, &o);
     /* No flush here: the body that came in the same read joins the head in one write (the
      * upstream read handler flushes after parsing). */
@@ -670,7 +801,10 @@ static void on_timer(uv_timer_t *t)
     struct client *c = t->data;
     switch (c->state) {
     case C_HEAD:
-        if (c->req_begun)
+        if (c->tls && !kago__tls_done(c->tls)) {
+            c->tls_failed = true; /* a stalled handshake */
+            client_close(c);
+        } else if (c->req_begun)
             client_error(c, 408, 0);
         else
             client_close(c); /* keep-alive idle */
@@ -695,9 +829,10 @@ static void arm_timer(struct client *c)
     uint64_t ms = 0;
     switch (c->state) {
     case C_HEAD:
-        ms = c->req_begun       ? o->header_timeout_ms
-             : c->srv->handover ? HANDOVER_IDLE_MS /* idle while handing over: closed soon */
-                                : o->keepalive_timeout_ms;
+        ms = c->tls && !kago__tls_done(c->tls) ? o->tls_handshake_timeout_ms
+             : c->req_begun                    ? o->header_timeout_ms
+             : c->srv->handover                ? HANDOVER_IDLE_MS /* idle while handing over: closed soon */
+                                               : o->keepalive_timeout_ms;
         break;
     case C_CONNECT:
         ms = o->connect_timeout_ms;
@@ -722,6 +857,7 @@ static void on_client_closed(uv_handle_t *h)
     if (--c->handles)
         return;
     kago__outq_free(&c->out);
+    kago__tls_conn_free(c->tls);
     kago__http_msg_free(&c->req);
     free(c->rbuf);
     struct server *srv = c->srv;
@@ -734,6 +870,8 @@ static void client_close(struct client *c)
     if (c->closed)
         return;
     c->closed = true;
+    if (c->tls_failed)
+        kago__tls_stats(c->srv->tls)->handshakes_failed++;
     count_request(c);
     if (c->state == C_HELD && c->app)
         kago__pool_cancel(&c->app->pool, &c->waiter);
@@ -763,7 +901,7 @@ static void client_close(struct client *c)
 static void client_setup(struct server *srv, struct client *c);
 static void on_closed_free_tcp(uv_handle_t *h);
 
-void kago__client_accept(struct server *srv, uv_stream_t *listener)
+void kago__client_accept(struct server *srv, uv_stream_t *listener, bool tls)
 {
     struct client *c = xcalloc(1, sizeof(*c));
     c->srv = srv;
@@ -772,6 +910,10 @@ void kago__client_accept(struct server *srv, uv_stream_t *listener)
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
         free(c);
         return; /* the handle was never active: nothing to close */
+    }
+    if (tls) { /* before the setup: its timer is the handshake's */
+        c->tls = kago__tls_conn_new(srv->tls, &c->out.enc);
+        c->out.tls = c->tls;
     }
     client_setup(srv, c);
 }
@@ -800,7 +942,9 @@ static void client_setup(struct server *srv, struct client *c)
     c->rbuf = xmalloc(CLIENT_RBUF);
     c->cold_us = -1;
     c->cold_kind = NULL;
+    struct tls_conn *tls = c->out.tls;
     kago__outq_init(&c->out, (uv_stream_t *)&c->tcp, on_client_written, c);
+    c->out.tls = tls;
     kago__http_msg_init(&c->req, HTTP_REQUEST, &req_cbs, c);
     c->next = srv->clients;
     if (srv->clients)
@@ -830,7 +974,7 @@ void kago__client_close_all(struct server *srv, bool idle_only)
  * new serve as it is (the next request, if one is on its way, waits in the socket for it). */
 static bool idle_between_requests(const struct client *c)
 {
-    return !c->closed && c->state == C_HEAD && !c->req_begun && c->rpos == c->rlen && !c->eof &&
+    return !c->closed && !c->tls && c->state == C_HEAD && !c->req_begun && c->rpos == c->rlen && !c->eof &&
            kago__outq_size(&c->out) == 0 && !c->out.writing;
 }
 
@@ -872,6 +1016,12 @@ void kago__client_handover(struct server *srv)
     int n = 0;
     for (struct client *c = srv->clients, *next; c; c = next) {
         next = c->next;
+        if (c->tls && !c->closed) { /* its state is OpenSSL's: it stays here, and ends after its response */
+            c->close_after = true;
+            if (c->state == C_HEAD && !c->req_begun && kago__tls_done(c->tls))
+                arm_timer(c); /* idle: HANDOVER_IDLE_MS */
+            continue;
+        }
         if (!idle_between_requests(c))
             continue;
         batch[n++] = c;

@@ -357,7 +357,7 @@ void kago__http_upstream_head(struct sbuf *out, const struct http_msg *m, const 
         sbuf_add(out, ", ", 2);
     }
     sbuf_adds(out, client_ip);
-    sbuf_adds(out, "\r\nX-Forwarded-Proto: http\r\n");
+    sbuf_adds(out, info->https ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n");
     if (info->host_len)
         add_hdr(out, "X-Forwarded-Host", info->host, info->host_len);
     sbuf_add(out, "\r\n", 2);
@@ -389,6 +389,8 @@ void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const st
                          o->cold_kind ? o->cold_kind : "");
         add_hdr(out, "X-Kago-Cold-Start", v, n);
     }
+    if (o->hsts && !kago__http_find(m, "strict-transport-security", NULL, NULL))
+        add_hdr(out, "Strict-Transport-Security", o->hsts, strlen(o->hsts));
     sbuf_add(out, "\r\n", 2);
 }
 
@@ -456,6 +458,17 @@ const char *kago__http_reason(int status)
                : status < 500 ? "Client Error"
                               : "Server Error";
     }
+}
+
+void kago__http_redirect(struct sbuf *out, int status, const char *location, size_t len)
+{
+    sbuf_add(out, "HTTP/1.1 ", 9);
+    sbuf_addu(out, status, 10);
+    sbuf_add(out, " ", 1);
+    sbuf_adds(out, kago__http_reason(status));
+    sbuf_adds(out, "\r\nServer: kago\r\nLocation: ");
+    sbuf_add(out, location, len);
+    sbuf_adds(out, "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
 }
 
 void kago__http_error(struct sbuf *out, int status, bool close, unsigned retry_after)

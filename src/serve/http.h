@@ -48,6 +48,7 @@ struct http_req_info {
     uint32_t host_len;
     uint32_t host_name_len; /* Host without ":port" (for routing) */
     bool chunked, upgrade, keep_alive, http10;
+    bool https;              /* it came over TLS (X-Forwarded-Proto), set by the caller after the check */
     uint64_t content_length; /* 0 when chunked or absent */
 };
 
@@ -80,6 +81,7 @@ struct http_resp_opts {
     bool upgrade;          /* a 101 being passed through */
     int64_t cold_start_us; /* >= 0: add X-Kago-Cold-Start */
     const char *cold_kind; /* NULL for a start; "restore", "thaw" */
+    const char *hsts;      /* Strict-Transport-Security to add unless the app sent one, or NULL */
 };
 /* Writes the response head to send to the client. */
 void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const struct http_resp_opts *o);
@@ -90,6 +92,8 @@ void kago__http_error(struct sbuf *out, int status, bool close, unsigned retry_a
 void kago__http_error_body(struct sbuf *out, int status, bool close, unsigned retry_after, const char *body,
                            size_t len);
 const char *kago__http_reason(int status);
+/* A redirect (301, 308, ...) to location (len bytes), the connection closing after it. */
+void kago__http_redirect(struct sbuf *out, int status, const char *location, size_t len);
 
 /* Host routing key: lower-cases and strips the port; returns the length written (0 = invalid). */
 size_t kago__http_host_key(const char *host, size_t len, char *out, size_t outsz);

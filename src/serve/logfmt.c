@@ -226,6 +226,7 @@ char *kago__logfmt_json_access(const struct logfmt_access *r)
     add_cstr(o, "instance", r->instance);
     add_cstr(o, "cold", r->tier ? r->tier : "none");
     json_object_object_add(o, "cold_ms", ms_value(r->cold_ms));
+    add_cstr(o, "tls", r->tls);
     return json_line(o);
 }
 

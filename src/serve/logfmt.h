@@ -70,9 +70,10 @@ struct logfmt_access {
     uint64_t bytes;
     double duration_ms, cold_ms;
     const char *app, *instance, *tier; /* app, instance: NULL when none was chosen */
+    const char *tls;                   /* the TLS version ("TLSv1.3"), NULL: plain HTTP */
 };
 /* The access log line of r as JSON and '\n': {"ts","ip","method","host","path","status","bytes",
- * "duration_ms","app","instance","cold","cold_ms"}. Returns it malloc'd (the caller frees). */
+ * "duration_ms","app","instance","cold","cold_ms","tls"}. Returns it malloc'd (the caller frees). */
 char *kago__logfmt_json_access(const struct logfmt_access *r);
 
 /* What an instance printed last, for a start failure's report: its last line, and the one before when

@@ -1,6 +1,7 @@
 /* kago serve — double-buffered writes: try the write at once (the common case on loopback leaves
  * nothing queued), hand the rest to libuv, and keep appending to the other buffer meanwhile. */
 #include "outq.h"
+#include "tls.h"
 
 void kago__outq_init(struct outq *q, uv_stream_t *stream, outq_cb cb, void *owner)
 {
@@ -12,33 +13,55 @@ static void on_written(uv_write_t *req, int status)
 {
     struct outq *q = req->data;
     q->writing = false;
-    q->written += q->busy.len;
+    if (!q->tls)
+        q->written += q->busy.len;
     sbuf_reset(&q->busy, OUTQ_KEEP);
-    if (status == 0 && q->pend.len)
+    if (status == 0 && (q->pend.len || q->enc.len))
         status = kago__outq_flush(q);
     q->cb(q, status);
 }
 
+/* TLS: the plaintext queued is encrypted at once (into enc, after what the handshake wrote there). */
+static int encrypt_pending(struct outq *q)
+{
+    if (!q->pend.len)
+        return 0;
+    if (kago__tls_write(q->tls, q->pend.data, q->pend.len) < 0)
+        return UV_EPROTO;
+    q->written += q->pend.len;
+    sbuf_reset(&q->pend, OUTQ_KEEP);
+    return 0;
+}
+
 int kago__outq_flush(struct outq *q)
 {
-    if (q->writing || q->pend.len == 0)
+    struct sbuf *src = &q->pend;
+    if (q->tls) {
+        int r = encrypt_pending(q);
+        if (r < 0)
+            return r;
+        src = &q->enc;
+    }
+    if (q->writing || src->len == 0)
         return 0;
-    uv_buf_t b = uv_buf_init(q->pend.data, q->pend.len);
+    uv_buf_t b = uv_buf_init(src->data, src->len);
     int n = uv_try_write(q->stream, &b, 1);
-    if (n == (int)q->pend.len) {
-        q->written += n;
-        sbuf_reset(&q->pend, OUTQ_KEEP);
+    if (n == (int)src->len) {
+        if (!q->tls)
+            q->written += n;
+        sbuf_reset(src, OUTQ_KEEP);
         return 0;
     }
     if (n < 0 && n != UV_EAGAIN)
         return n;
     if (n < 0)
         n = 0;
-    q->written += n;
+    if (!q->tls)
+        q->written += n;
     struct sbuf t = q->busy;
-    q->busy = q->pend;
-    q->pend = t;
-    q->pend.len = 0;
+    q->busy = *src;
+    *src = t;
+    src->len = 0;
     /* Keep the unwritten tail at the start of busy so on_written can account for it simply. */
     memmove(q->busy.data, q->busy.data + n, q->busy.len - n);
     q->busy.len -= n;
@@ -54,4 +77,5 @@ void kago__outq_free(struct outq *q)
 {
     sbuf_free(&q->pend);
     sbuf_free(&q->busy);
+    sbuf_free(&q->enc);
 }

@@ -14,17 +14,20 @@
 #define OUTQ_KEEP (64 * 1024) /* buffer memory an idle queue keeps */
 
 struct outq;
+struct tls_conn;
 /* Called when a write finished (status < 0: the stream failed) and the queue shrank. */
 typedef void (*outq_cb)(struct outq *q, int status);
 
 struct outq {
     struct sbuf pend, busy;
+    struct sbuf enc; /* TLS: ciphertext not yet handed to libuv (pend holds plaintext, busy ciphertext) */
+    struct tls_conn *tls; /* NULL: plain */
     uv_write_t req;
     uv_stream_t *stream;
     outq_cb cb;
     void *owner;
     bool writing;
-    uint64_t written; /* bytes handed to the kernel */
+    uint64_t written; /* bytes handed to the kernel (TLS: plaintext bytes encrypted) */
 };
 
 void kago__outq_init(struct outq *q, uv_stream_t *stream, outq_cb cb, void *owner);
@@ -32,7 +35,12 @@ void kago__outq_init(struct outq *q, uv_stream_t *stream, outq_cb cb, void *owne
 int kago__outq_flush(struct outq *q);
 static inline size_t kago__outq_size(const struct outq *q)
 {
-    return q->pend.len + q->busy.len;
+    return q->pend.len + q->busy.len + q->enc.len;
+}
+/* The bytes queued so far (plaintext for TLS), to count a response's bytes between two marks. */
+static inline uint64_t kago__outq_mark(const struct outq *q)
+{
+    return q->written + q->pend.len + (q->tls ? 0 : q->busy.len);
 }
 static inline bool kago__outq_full(const struct outq *q)
 {

@@ -2,6 +2,7 @@
 #ifndef KAGO_SERVE_H
 #define KAGO_SERVE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <kago/error.h>
@@ -14,10 +15,26 @@ enum kago_log_format { KAGO_LOG_AUTO, KAGO_LOG_TEXT, KAGO_LOG_JSON, KAGO_LOG_JOU
 /* The admin API's bearer token, under serve's --root (made on first start; a dot file: not a record). */
 #define KAGO_SERVE_ADMIN_TOKEN ".serve/.admin-token"
 
+/* A client listener: --listen IP:PORT (HTTP) or --listen-tls IP:PORT (HTTPS). */
+#define KAGO_SERVE_MAX_LISTEN 16
+struct kago_serve_listen {
+    const char *addr;
+    bool tls;
+};
+
+/* --tls-unknown: what a handshake for a name no certificate covers gets (AUTO: the default certificate
+ * when there is one, else the alert). */
+enum kago_tls_unknown { KAGO_TLS_UNKNOWN_AUTO, KAGO_TLS_UNKNOWN_DEFAULT, KAGO_TLS_UNKNOWN_ALERT };
+
 struct kago_serve_opts {
-    const char *config_dir;  /* Kagofiles (*.rb, Kagofile*) defining apps */
-    const char *listen;      /* "127.0.0.1:8080" */
-    const char *admin;       /* "127.0.0.1:9090", "unix:PATH" or "off" */
+    const char *config_dir; /* Kagofiles (*.rb, Kagofile*) defining apps */
+    /* the client listeners in command line order (none given: 127.0.0.1:8080, HTTP) */
+    struct kago_serve_listen listen[KAGO_SERVE_MAX_LISTEN];
+    unsigned nlisten;
+    const char *tls_default_cert, *tls_default_key; /* the certificate for names no app's covers (NULL) */
+    enum kago_tls_unknown tls_unknown;
+    uint64_t tls_handshake_timeout_ms; /* a TLS handshake must be done within this (10 s) */
+    const char *admin;                 /* "127.0.0.1:9090", "unix:PATH" or "off" */
     const char *admin_token; /* file of the admin API's bearer token (NULL: <root>/KAGO_SERVE_ADMIN_TOKEN) */
     const char *root;        /* container state dir */
     const char *access_log;  /* path, "-" = stdout (default), "off" */

@@ -18,6 +18,7 @@
 #include "pool.h"
 #include "router.h"
 #include "serve.h"
+#include "tls.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
@@ -155,6 +156,9 @@ struct client {
     int status, retries;
     bool reading, req_begun, req_done, resp_started, close_after, eof, counted, parsing, need_exec, closed;
     bool given; /* handed to a new serve (upgrade) */
+    /* TLS (NULL: plain HTTP): what arrives is decrypted into rbuf, out encrypts what is queued */
+    struct tls_conn *tls;
+    bool tls_pumping, tls_got_bytes, tls_failed;
     unsigned handles;
     char ip[48];
     struct http_msg req; /* last: it is large */
@@ -163,13 +167,24 @@ struct client {
 struct listener {
     uv_tcp_t tcp;
     struct server *srv;
-    bool admin;
+    bool admin, tls;
+    const char *addr; /* as configured */
+    int keep_fd;      /* a hand-over: a dup to listen again on if the new serve goes away (-1) */
 };
+
+#define TLS_RBUF (64 * 1024)
 
 struct server {
     uv_loop_t *loop;
     struct kago_serve_opts opts;
-    struct listener main, admin;
+    struct listener ls[KAGO_SERVE_MAX_LISTEN], admin; /* the client listeners, in command line order */
+    unsigned nls;
+    unsigned https_port; /* the first TLS listener's port (https_redirect), 0: none */
+    /* TLS (tls.c): the front context, the certificates of the running config, a scratch read buffer */
+    struct tls_front *tls;
+    struct tls_store *tls_store;
+    char *tls_rbuf;                /* TLS_RBUF bytes: ciphertext read, decrypted in the same turn */
+    uint64_t tls_checked_ms;       /* certificate files last looked at */
     struct admin_auth *admin_auth; /* admin.c: its token, rate limit, unix socket (NULL: no admin) */
     uv_timer_t tick;
     uv_signal_t sigterm, sigint, sighup, sigchld;
@@ -210,7 +225,6 @@ struct server {
     bool handover;             /* the listeners were given to a new serve: draining, not accepting */
     bool handed_over;          /* drained: at exit its ready and frozen instances are left for it */
     pid_t handover_pid;        /* the new serve */
-    int keep_fd[2];            /* dups of the main and admin listeners, to listen again if it goes away */
     uv_timer_t handover_timer; /* the drain's deadline */
     uv_process_t up_child;     /* SIGUSR2: the new serve this one started */
     bool up_child_running;
@@ -229,7 +243,7 @@ static inline uint64_t kago__serve_now_ms(void)
 }
 
 /* conn.c */
-void kago__client_accept(struct server *srv, uv_stream_t *listener);
+void kago__client_accept(struct server *srv, uv_stream_t *listener, bool tls);
 void kago__client_attach(struct client *c, struct pool_inst *pi); /* the pool chose pi */
 void kago__client_reject(struct client *c, int status);
 /* Upstream events for the client using up. */
@@ -294,9 +308,10 @@ int kago__serve_adopt(struct server *srv, struct kago_error **err);
 /* upgrade.c: zero-downtime restart and upgrade */
 /* Listens on <root>/.serve/.upgrade.sock (after the root lock is taken); SIGUSR2 starts a new serve. */
 int kago__upgrade_listen(struct server *srv, struct kago_error **err);
-/* --upgrade: asks the serve running with this root for its listeners (*main_fd, *admin_fd: -1 when it
- * has none); it stops accepting and drains. */
-int kago__upgrade_request(struct server *srv, int *main_fd, int *admin_fd, struct kago_error **err);
+/* --upgrade: asks the serve running with this root for its listeners: fds[i] gets the one for srv->ls[i]
+ * (same kind and address, else the next of its kind in order; -1: none), *admin_fd the admin one (-1: none);
+ * what is left over is closed. It stops accepting and drains. */
+int kago__upgrade_request(struct server *srv, int *fds, int *admin_fd, struct kago_error **err);
 /* Sends n client connections (fds, between two requests) to the new serve; 0, or -1 when they cannot go
  * (the caller keeps them). At most UPGRADE_MAX_FDS at a time. */
 #define UPGRADE_MAX_FDS 64
@@ -315,6 +330,8 @@ int kago__server_listen(struct server *srv, struct listener *l, const char *addr
                         struct kago_error **err);
 
 /* server.c */
+/* Parses "IP:PORT" ("[IPv6]:PORT"). 0, or < 0 with *err. */
+int kago__server_parse_addr(const char *s, struct sockaddr_storage *ss, struct kago_error **err);
 void kago__app_unref(struct app_rt *a);
 /* Puts a on the tick's list (srv->ticking) if it is not there. */
 void kago__app_wake(struct app_rt *a);

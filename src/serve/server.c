@@ -19,12 +19,13 @@
 #include "serve_int.h"
 #include "util.h"
 
-#define TICK_MS 25
+#define TICK_MS        25
+#define TLS_CHECK_MS   2000 /* certificate files are looked at this often */
+#define DEFAULT_LISTEN "127.0.0.1:8080"
 
 void kago_serve_opts_init(struct kago_serve_opts *o)
 {
     *o = (struct kago_serve_opts){
-        .listen = "127.0.0.1:8080",
         .admin = "127.0.0.1:9090",
         .root = KAGO_DEFAULT_ROOT,
         .access_log = "-",
@@ -36,6 +37,7 @@ void kago_serve_opts_init(struct kago_serve_opts *o)
         .cold_start_header = true,
         .frozen_memory_budget = 1ull << 30,
         .drain_timeout_ms = 10000,
+        .tls_handshake_timeout_ms = 10000,
     };
 }
 
@@ -67,8 +69,23 @@ static bool is_kagofile(const char *name)
            (strncmp(name, "Kagofile", 8) == 0 || (n > 3 && strcmp(name + n - 3, ".rb") == 0));
 }
 
-/* Loads every app of every Kagofile in dir (Kagofile*, *.rb; sorted by name). */
-static int load_apps(const char *dir, struct app_list *out, struct kago_error **err)
+/* a.tls: a relative file is the Kagofile's neighbour; the certificate is loaded into the new store. */
+static int load_app_tls(struct tls_store *ts, const char *dir, struct kago_app *a, struct kago_error **err)
+{
+    if (!a->tls_cert)
+        return 0;
+    char **files[] = {&a->tls_cert, &a->tls_key};
+    for (int i = 0; i < 2; i++)
+        if ((*files[i])[0] != '/') {
+            char *abs = xasprintf("%s/%s", dir, *files[i]);
+            free(*files[i]);
+            *files[i] = abs;
+        }
+    return kago__tls_store_app(ts, a, err);
+}
+
+/* Loads every app of every Kagofile in dir (Kagofile*, *.rb; sorted by name), their certificates into ts. */
+static int load_apps(const char *dir, struct app_list *out, struct tls_store *ts, struct kago_error **err)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -105,7 +122,7 @@ static int load_apps(const char *dir, struct app_list *out, struct kago_error **
                 ret = kago_error_set(err, 0, "%s: app %s has no hosts", path, a->name);
             if (ret == 0 && a->port == 0)
                 ret = kago_error_set(err, 0, "%s: app %s has no port", path, a->name);
-            if (ret == 0 && kago_spec_validate(&a->spec, err) < 0) {
+            if (ret == 0 && (kago_spec_validate(&a->spec, err) < 0 || load_app_tls(ts, dir, a, err) < 0)) {
                 kago_error_prefix(err, "%s: app %s", path, a->name);
                 ret = -1;
             }
@@ -336,16 +353,49 @@ static void setup_checkpoints(struct server *srv)
         }
 }
 
+/* A new certificate store for the config being loaded, with the default certificate (the old store's
+ * unchanged certificates are shared). */
+static struct tls_store *new_tls_store(struct server *srv, struct kago_error **err)
+{
+    const struct kago_serve_opts *o = &srv->opts;
+    struct tls_store *ts =
+        kago__tls_store_new(srv->tls, srv->tls_store, o->tls_unknown != KAGO_TLS_UNKNOWN_ALERT);
+    if (o->tls_default_cert &&
+        kago__tls_store_default(ts, o->tls_default_cert, o->tls_default_key, err) < 0) {
+        kago_error_prefix(err, "--tls-default-cert");
+        kago__tls_store_free(ts);
+        return NULL;
+    }
+    return ts;
+}
+
 static int load_config(struct server *srv, struct kago_error **err)
 {
     struct app_list l = {0};
-    if (load_apps(srv->opts.config_dir, &l, err) < 0)
+    struct tls_store *ts = new_tls_store(srv, err);
+    if (!ts)
         return -1;
+    if (load_apps(srv->opts.config_dir, &l, ts, err) < 0) {
+        kago__tls_store_free(ts);
+        return -1;
+    }
     int r = apply_apps(srv, &l, err);
     app_list_free(&l);
-    if (r == 0)
-        setup_checkpoints(srv);
+    if (r < 0) {
+        kago__tls_store_free(ts);
+        return r;
+    }
+    kago__tls_front_use(srv->tls, ts); /* new handshakes; running connections keep their contexts */
+    kago__tls_store_free(srv->tls_store);
+    srv->tls_store = ts;
+    srv->tls_checked_ms = kago__serve_now_ms();
+    setup_checkpoints(srv);
     return r;
+}
+
+static void log_tls_check(void *arg, bool ok, const char *msg)
+{
+    kago__slog(arg, ok ? SLOG_INFO : SLOG_ERR, NULL, NULL, "tls: %s", msg);
 }
 
 /* The image outlives the app's last instance only: restored instances use it as a layer. */
@@ -471,6 +521,10 @@ static void on_tick(uv_timer_t *t)
     if (reap)
         reap_apps(srv);
     kago__systemd_tick(srv);
+    if (now - srv->tls_checked_ms >= TLS_CHECK_MS) { /* a certificate file replaced: new handshakes get it */
+        srv->tls_checked_ms = now;
+        kago__tls_store_check(srv->tls_store, log_tls_check, srv);
+    }
     kago__server_maybe_exit(srv);
 }
 
@@ -505,7 +559,8 @@ static void begin_shutdown(struct server *srv)
     srv->stopping = true;
     kago__slog(srv, SLOG_INFO, NULL, NULL, "stopping: draining requests and instances");
     kago__systemd_stopping(srv);
-    close_listener(&srv->main);
+    for (unsigned i = 0; i < srv->nls; i++)
+        close_listener(&srv->ls[i]);
     uint64_t now = kago__serve_now_ms();
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__pool_stop(&a->pool, now);
@@ -549,10 +604,10 @@ static void on_conn(uv_stream_t *s, int status)
     if (l->admin)
         kago__admin_accept(l->srv, s);
     else if (!l->srv->stopping)
-        kago__client_accept(l->srv, s);
+        kago__client_accept(l->srv, s, l->tls);
 }
 
-static int parse_addr(const char *s, struct sockaddr_storage *ss, struct kago_error **err)
+int kago__server_parse_addr(const char *s, struct sockaddr_storage *ss, struct kago_error **err)
 {
     char host[64];
     const char *colon = strrchr(s, ':');
@@ -583,7 +638,7 @@ int kago__server_listen(struct server *srv, struct listener *l, const char *addr
                         struct kago_error **err)
 {
     struct sockaddr_storage ss = {0};
-    if (fd < 0 && parse_addr(addr, &ss, err) < 0)
+    if (fd < 0 && kago__server_parse_addr(addr, &ss, err) < 0)
         return -1;
     l->srv = srv;
     l->admin = admin;
@@ -621,6 +676,69 @@ static const char *listener_addr(struct listener *l, const char *passed, char *b
     return buf;
 }
 
+static void close_fds(int *fds, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (fds[i] >= 0) {
+            close(fds[i]);
+            fds[i] = -1;
+        }
+}
+
+/* The client listeners of the command line (none: DEFAULT_LISTEN); the one systemd passed replaces the
+ * first --listen. */
+static void plan_listeners(struct server *srv, int *fds, int sd_main)
+{
+    const struct kago_serve_opts *o = &srv->opts;
+    srv->nls = o->nlisten ? o->nlisten : 1;
+    int first_plain = -1;
+    for (unsigned i = 0; i < srv->nls; i++) {
+        srv->ls[i].addr = o->nlisten ? o->listen[i].addr : DEFAULT_LISTEN;
+        srv->ls[i].tls = o->nlisten && o->listen[i].tls;
+        srv->ls[i].keep_fd = -1;
+        fds[i] = -1;
+        if (first_plain < 0 && !srv->ls[i].tls)
+            first_plain = (int)i;
+    }
+    if (sd_main >= 0)
+        fds[first_plain >= 0 ? first_plain : 0] = sd_main;
+}
+
+static unsigned bound_port(struct listener *l)
+{
+    struct sockaddr_storage ss = {0};
+    int len = sizeof(ss);
+    if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) < 0)
+        return 0;
+    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                          : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
+/* Listens on every client listener (fds[i]: a socket passed in, or -1). */
+static int listen_all(struct server *srv, int *fds, const char *passed, char *desc, size_t n,
+                      struct kago_error **err)
+{
+    size_t used = 0;
+    desc[0] = 0;
+    for (unsigned i = 0; i < srv->nls; i++) {
+        struct listener *l = &srv->ls[i];
+        int fd = fds[i];
+        fds[i] = -1;
+        if (kago__server_listen(srv, l, l->addr, fd, false, err) < 0) {
+            close_fds(fds, srv->nls);
+            return -1;
+        }
+        if (l->tls && !srv->https_port)
+            srv->https_port = bound_port(l);
+        char buf[96];
+        int k = snprintf(desc + used, n - used, "%s%s://%s", i ? ", " : "", l->tls ? "https" : "http",
+                         listener_addr(l, fd >= 0 ? passed : NULL, buf, sizeof(buf)));
+        if (k > 0 && used + (size_t)k < n)
+            used += (size_t)k;
+    }
+    return 0;
+}
+
 static void close_walk(uv_handle_t *h, void *arg)
 {
     if (!uv_is_closing(h))
@@ -629,7 +747,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
 {
-    struct server srv_ = {.opts = *o, .root_lock = -1, .up_conn = -1, .keep_fd = {-1, -1}}, *srv = &srv_;
+    struct server srv_ = {.opts = *o, .root_lock = -1, .up_conn = -1, .admin = {.keep_fd = -1}}, *srv = &srv_;
     if (!o->config_dir)
         return kago_error_set(err, 0, "serve: --config DIR is required");
     signal(SIGPIPE, SIG_IGN);
@@ -666,16 +784,27 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         srv->opts.max_starting = ncpu > 0 ? 2 * (unsigned)ncpu : 4;
     }
     srv->root_tag = kago__root_id(o->root);
-    if (load_config(srv, err) < 0)
+    int fds[KAGO_SERVE_MAX_LISTEN];
+    plan_listeners(srv, fds, sd_main);
+    if (!(srv->tls = kago__tls_front_new(0, err))) {
+        close_fds(fds, srv->nls);
+        close_fds(&sd_admin, 1);
         goto out;
+    }
+    for (unsigned i = 0; i < srv->nls && !srv->tls_rbuf; i++)
+        if (srv->ls[i].tls)
+            srv->tls_rbuf = xmalloc(TLS_RBUF);
+    if (load_config(srv, err) < 0) {
+        close_fds(fds, srv->nls);
+        close_fds(&sd_admin, 1);
+        goto out;
+    }
     const char *passed = " (systemd socket)";
     char frombuf[48];
     if (o->upgrade) { /* the running serve's sockets; it drains, then lets the root lock go */
-        if (sd_main >= 0)
-            close(sd_main);
-        if (sd_admin >= 0)
-            close(sd_admin);
-        if (kago__upgrade_request(srv, &sd_main, &sd_admin, err) < 0)
+        close_fds(fds, srv->nls);
+        close_fds(&sd_admin, 1);
+        if (kago__upgrade_request(srv, fds, &sd_admin, err) < 0)
             goto out;
         snprintf(frombuf, sizeof(frombuf), " (from pid %d)", (int)srv->upgraded_from);
         passed = frombuf;
@@ -683,10 +812,8 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     /* before the listener and the first tick: no new instance beside one that can be adopted */
     uint64_t t_adopt = kago__serve_now_us();
     if (kago__serve_adopt(srv, err) < 0) {
-        if (sd_main >= 0)
-            close(sd_main);
-        if (sd_admin >= 0)
-            close(sd_admin);
+        close_fds(fds, srv->nls);
+        close_fds(&sd_admin, 1);
         goto out;
     }
     if (srv->up_conn >= 0) {
@@ -696,8 +823,11 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         kago__slog(srv, SLOG_INFO, NULL, NULL, "took over from pid %d after %.1f ms of its drain",
                    (int)srv->upgraded_from, (kago__serve_now_us() - t_adopt) / 1000.0);
     }
-    if (kago__server_listen(srv, &srv->main, o->listen, sd_main, false, err) < 0)
+    char mainbuf[1024], adminbuf[96];
+    if (listen_all(srv, fds, passed, mainbuf, sizeof(mainbuf), err) < 0) {
+        close_fds(&sd_admin, 1);
         goto out;
+    }
     bool admin_on = sd_admin >= 0 || (o->admin && *o->admin && strcmp(o->admin, "off") != 0);
     if (admin_on && kago__admin_setup(srv, sd_admin >= 0, err) < 0) /* (auth.c: token or unix socket) */
         goto out;
@@ -719,21 +849,19 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     size_t napps = 0;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         napps++;
-    char mainbuf[96], adminbuf[96];
     if (srv->admin.tcp.data)
-        kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on http://%s, admin on http://%s",
-                   napps, o->config_dir,
-                   listener_addr(&srv->main, sd_main >= 0 ? passed : NULL, mainbuf, sizeof(mainbuf)),
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on %s, admin on http://%s", napps,
+                   o->config_dir, mainbuf,
                    listener_addr(&srv->admin, sd_admin >= 0 ? passed : NULL, adminbuf, sizeof(adminbuf)));
     else if (kago__admin_unix_path(srv))
-        kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on http://%s, admin on unix:%s",
-                   napps, o->config_dir,
-                   listener_addr(&srv->main, sd_main >= 0 ? passed : NULL, mainbuf, sizeof(mainbuf)),
-                   kago__admin_unix_path(srv));
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on %s, admin on unix:%s", napps,
+                   o->config_dir, mainbuf, kago__admin_unix_path(srv));
     else
-        kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on http://%s, admin listener off",
-                   napps, o->config_dir,
-                   listener_addr(&srv->main, sd_main >= 0 ? passed : NULL, mainbuf, sizeof(mainbuf)));
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on %s, admin listener off", napps,
+                   o->config_dir, mainbuf);
+    if (kago__tls_store_count(srv->tls_store))
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "tls: %zu certificates loaded",
+                   kago__tls_store_count(srv->tls_store));
     /* min_instances: start the standbys now rather than at the first tick */
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__pool_tick(&a->pool, kago__serve_now_ms());
@@ -760,9 +888,14 @@ out:
     }
     kago__router_free(srv->router);
     kago__upgrade_close(srv);
-    for (int i = 0; i < 2; i++)
-        if (srv->keep_fd[i] >= 0)
-            close(srv->keep_fd[i]);
+    for (unsigned i = 0; i < srv->nls; i++)
+        if (srv->ls[i].keep_fd >= 0)
+            close(srv->ls[i].keep_fd);
+    if (srv->admin.keep_fd >= 0)
+        close(srv->admin.keep_fd);
+    kago__tls_store_free(srv->tls_store);
+    kago__tls_front_free(srv->tls);
+    free(srv->tls_rbuf);
     if (srv->up_conn >= 0)
         close(srv->up_conn);
     if (srv->root_lock >= 0) {

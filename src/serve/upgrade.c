@@ -113,14 +113,29 @@ static void on_listener_closed(uv_handle_t *h)
 
 static void on_handover_deadline(uv_timer_t *t);
 
+/* Every listener: the client ones in order, then the admin one. */
+static unsigned all_listeners(struct server *srv, struct listener **ls)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < srv->nls; i++)
+        ls[n++] = &srv->ls[i];
+    ls[n++] = &srv->admin;
+    return n;
+}
+
 static void handover(struct server *srv)
 {
-    uv_os_fd_t peer, fds[2];
+    uv_os_fd_t peer, fds[KAGO_SERVE_MAX_LISTEN + 1];
     int n = 0;
-    struct listener *ls[2] = {&srv->main, &srv->admin};
-    for (int i = 0; i < 2; i++)
+    struct listener *ls[KAGO_SERVE_MAX_LISTEN + 1];
+    unsigned nl = all_listeners(srv, ls);
+    /* what each descriptor is: h (HTTP), s (HTTPS), a (admin); a serve before TLS sent "OK pid ms n" with
+     * the HTTP one and the admin one */
+    char kinds[KAGO_SERVE_MAX_LISTEN + 2] = "";
+    for (unsigned i = 0; i < nl; i++)
         if (ls[i]->tcp.data && uv_fileno((uv_handle_t *)&ls[i]->tcp, &fds[n]) == 0)
-            n++;
+            kinds[n++] = ls[i]->admin ? 'a' : ls[i]->tls ? 's' : 'h';
+    kinds[n] = 0;
     struct ucred cred = {0};
     socklen_t clen = sizeof(cred);
     if (uv_fileno((uv_handle_t *)&srv->up_peer, &peer) < 0 ||
@@ -129,7 +144,8 @@ static void handover(struct server *srv)
         return;
     }
     char msg[UPGRADE_MSG];
-    snprintf(msg, sizeof(msg), "OK %d %" PRIu64 " %d\n", (int)getpid(), srv->opts.drain_timeout_ms, n);
+    snprintf(msg, sizeof(msg), "OK %d %" PRIu64 " %d %s\n", (int)getpid(), srv->opts.drain_timeout_ms, n,
+             kinds);
     if (send_msg(peer, msg, fds, n, 0) < 0) {
         kago__slog(srv, SLOG_ERR, NULL, NULL, "upgrade: sending the listeners to pid %d: %s; still serving",
                    (int)cred.pid, strerror(errno));
@@ -142,12 +158,12 @@ static void handover(struct server *srv)
     /* From here the new serve holds the sockets too; this one keeps copies in case it goes away. */
     srv->handover = true;
     srv->handover_pid = cred.pid;
-    for (int i = 0; i < 2; i++) {
-        srv->keep_fd[i] = -1;
+    for (unsigned i = 0; i < nl; i++) {
+        ls[i]->keep_fd = -1;
         if (ls[i]->tcp.data) {
             uv_os_fd_t fd;
             if (uv_fileno((uv_handle_t *)&ls[i]->tcp, &fd) == 0)
-                srv->keep_fd[i] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                ls[i]->keep_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
             if (!uv_is_closing((uv_handle_t *)&ls[i]->tcp))
                 uv_close((uv_handle_t *)&ls[i]->tcp, on_listener_closed);
         }
@@ -344,8 +360,9 @@ void kago__upgrade_close(struct server *srv)
 /* The new serve went away before taking over: listen again on the kept copies. */
 static void resume(struct server *srv)
 {
-    struct listener *ls[2] = {&srv->main, &srv->admin};
-    for (int i = 0; i < 2; i++)
+    struct listener *ls[KAGO_SERVE_MAX_LISTEN + 1];
+    unsigned nl = all_listeners(srv, ls);
+    for (unsigned i = 0; i < nl; i++)
         if (ls[i]->tcp.data)
             return; /* still closing: the next tick */
     uv_timer_stop(&srv->handover_timer);
@@ -353,15 +370,15 @@ static void resume(struct server *srv)
     kago__slog(srv, SLOG_WARN, NULL, NULL,
                "the new serve (pid %d) went away before taking over: accepting again",
                (int)srv->handover_pid);
-    for (int i = 0; i < 2; i++) {
+    for (unsigned i = 0; i < nl; i++) {
         struct kago_error *err = NULL;
-        if (srv->keep_fd[i] >= 0 &&
-            kago__server_listen(srv, ls[i], NULL, srv->keep_fd[i], i == 1, &err) < 0) {
+        if (ls[i]->keep_fd >= 0 &&
+            kago__server_listen(srv, ls[i], NULL, ls[i]->keep_fd, ls[i]->admin, &err) < 0) {
             kago__slog(srv, SLOG_ERR, NULL, NULL, "%s", err->msg);
             kago_error_free(err);
-            close(srv->keep_fd[i]);
+            close(ls[i]->keep_fd);
         }
-        srv->keep_fd[i] = -1;
+        ls[i]->keep_fd = -1;
     }
     struct kago_error *err = NULL;
     if (kago__upgrade_listen(srv, &err) < 0) {
@@ -430,9 +447,61 @@ bool kago__upgrade_leaves(struct instance *inst)
 
 /* --- the new serve: taking them --------------------------------------------------------------- */
 
-int kago__upgrade_request(struct server *srv, int *main_fd, int *admin_fd, struct kago_error **err)
+/* fd is bound to addr ("IP:PORT"). */
+static bool bound_to(int fd, const char *addr)
 {
-    *main_fd = *admin_fd = -1;
+    struct sockaddr_storage want = {0}, got = {0};
+    socklen_t len = sizeof(got);
+    struct kago_error *err = NULL;
+    if (kago__server_parse_addr(addr, &want, &err) < 0) {
+        kago_error_free(err);
+        return false;
+    }
+    if (getsockname(fd, (struct sockaddr *)&got, &len) < 0 || got.ss_family != want.ss_family)
+        return false;
+    if (got.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&got, *b = (struct sockaddr_in *)&want;
+        return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+    }
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&got, *b = (struct sockaddr_in6 *)&want;
+    return a->sin6_port == b->sin6_port && !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr));
+}
+
+/* The listeners received (kinds[i] for fds[i]) to this serve's: first those of the same kind and address,
+ * then the rest of each kind in order; the admin one to *admin_fd. What is left is closed. */
+static void match_listeners(struct server *srv, int *got, const char *kinds, int n, int *fds, int *admin_fd)
+{
+    for (unsigned i = 0; i < srv->nls; i++)
+        fds[i] = -1;
+    for (int pass = 0; pass < 2; pass++)
+        for (unsigned i = 0; i < srv->nls; i++) {
+            char kind = srv->ls[i].tls ? 's' : 'h';
+            for (int k = 0; k < n && fds[i] < 0; k++)
+                if (got[k] >= 0 && kinds[k] == kind && (pass == 1 || bound_to(got[k], srv->ls[i].addr))) {
+                    fds[i] = got[k];
+                    got[k] = -1;
+                }
+        }
+    for (int k = 0; k < n; k++) {
+        if (got[k] >= 0 && kinds[k] == 'a' && *admin_fd < 0) {
+            *admin_fd = got[k];
+        } else if (got[k] >= 0) {
+            kago__slog(srv, SLOG_WARN, NULL, NULL,
+                       "--upgrade: the running serve has a %s listener this one is not given: closed",
+                       kinds[k] == 's'   ? "TLS"
+                       : kinds[k] == 'a' ? "second admin"
+                                         : "HTTP");
+            close(got[k]);
+        }
+        got[k] = -1;
+    }
+}
+
+int kago__upgrade_request(struct server *srv, int *lfds, int *admin_fd, struct kago_error **err)
+{
+    *admin_fd = -1;
+    for (unsigned i = 0; i < srv->nls; i++)
+        lfds[i] = -1;
     int dirfd = -1;
     struct sockaddr_un sa;
     socklen_t len;
@@ -454,7 +523,7 @@ int kago__upgrade_request(struct server *srv, int *main_fd, int *admin_fd, struc
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     char msg[UPGRADE_MSG + 1] = {0};
     union {
-        char buf[CMSG_SPACE(sizeof(int) * 2)];
+        char buf[CMSG_SPACE(sizeof(int) * (KAGO_SERVE_MAX_LISTEN + 1))];
         struct cmsghdr align;
     } u;
     struct iovec iov = {.iov_base = msg, .iov_len = UPGRADE_MSG};
@@ -469,34 +538,41 @@ int kago__upgrade_request(struct server *srv, int *main_fd, int *admin_fd, struc
         return kago_error_set(err, e, "--upgrade: the serve on %s %s", path,
                               n == 0 ? "closed the connection without an answer" : "did not answer");
     }
-    int fds[2] = {-1, -1}, nfds = 0;
+#define MAXL (KAGO_SERVE_MAX_LISTEN + 1)
+    int fds[MAXL], nfds = 0;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
         if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
             nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            memcpy(fds, CMSG_DATA(cm), sizeof(int) * (size_t)(nfds > 2 ? 2 : nfds));
+            memcpy(fds, CMSG_DATA(cm), sizeof(int) * (size_t)(nfds > MAXL ? MAXL : nfds));
         }
     int pid = 0, want = 0;
     unsigned long long drain = 0;
-    int ret = 0;
+    char kinds[MAXL + 1] = "";
+    int ret = 0, fields = 0;
     if (strncmp(msg, "ERR ", 4) == 0) {
         msg[strcspn(msg, "\n")] = 0;
         ret = kago_error_set(err, 0, "--upgrade: the running serve refused: %s", msg + 4);
-    } else if (sscanf(msg, "OK %d %llu %d", &pid, &drain, &want) != 3 || want != nfds || nfds < 1 ||
-               nfds > 2 || (mh.msg_flags & MSG_CTRUNC)) {
+    } else if ((fields = sscanf(msg, "OK %d %llu %d %17s", &pid, &drain, &want, kinds)) < 3 || want != nfds ||
+               nfds < 1 || nfds > MAXL || (mh.msg_flags & MSG_CTRUNC) ||
+               (fields == 4 && strlen(kinds) != (size_t)nfds) || (fields == 3 && nfds > 2)) {
         ret = kago_error_set(err, 0, "--upgrade: unexpected answer from the serve on %s", path);
-    } else if (kago__check_listen_fd(fds[0], err) < 0 ||
-               (nfds == 2 && kago__check_listen_fd(fds[1], err) < 0)) {
-        kago_error_prefix(err, "--upgrade: a socket from the running serve");
-        ret = -1;
+    } else {
+        if (fields == 3) /* a serve before TLS: its HTTP listener, then its admin one */
+            snprintf(kinds, sizeof(kinds), "%s", nfds == 2 ? "ha" : "h");
+        for (int i = 0; i < nfds && ret == 0; i++)
+            if (kago__check_listen_fd(fds[i], err) < 0) {
+                kago_error_prefix(err, "--upgrade: a socket from the running serve");
+                ret = -1;
+            }
     }
     if (ret < 0) {
-        for (int i = 0; i < nfds && i < 2; i++)
+        for (int i = 0; i < nfds && i < MAXL; i++)
             close(fds[i]);
         close(fd);
         return -1;
     }
-    *main_fd = fds[0];
-    *admin_fd = nfds == 2 ? fds[1] : -1;
+    match_listeners(srv, fds, kinds, nfds, lfds, admin_fd);
+#undef MAXL
     srv->upgraded_from = pid;
     srv->up_conn = fd; /* open until the lock is ours: its end tells the old serve we went away */
     srv->lock_wait_ms = drain + UPGRADE_ANSWER_MS;

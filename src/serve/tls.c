@@ -1,0 +1,716 @@
+/* kago serve — TLS: the front SSL_CTX, certificate stores picked by SNI, rotating ticket keys, and each
+ * connection's SSL over a BIO that reads from what the loop read and writes into the out queue. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "tls.h"
+#include "util.h"
+
+/* Mozilla's "intermediate" configuration (TLS 1.2 ciphers; TLS 1.3's are OpenSSL's defaults). */
+#define CIPHERS_TLS12                                                                                        \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"               \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                 \
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+#define GROUPS "X25519:P-256:P-384"
+
+struct ticket_key {
+    unsigned char name[16], aes[32], hmac[32];
+    time_t made;
+    bool valid;
+};
+
+struct tls_front {
+    SSL_CTX *ctx; /* every connection starts here; SNI switches it to a certificate's */
+    struct tls_store *store;
+    struct ticket_key keys[2]; /* [0] encrypts, [0] and [1] decrypt */
+    unsigned rotate_s;
+    struct tls_stats stats;
+};
+
+struct file_id {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtim;
+    int err; /* stat's errno (0: the rest is valid) */
+};
+
+struct tls_cert {
+    struct tls_cert *next;
+    char *cert_path, *key_path;
+    struct file_id cid, kid; /* the files when they were last loaded (or tried) */
+    bool stale;              /* they changed and did not load: ctx is of the files before */
+    SSL_CTX *ctx;            /* one reference */
+};
+
+/* name -> certificate, open addressing */
+struct name_map {
+    char **keys;
+    struct tls_cert **vals;
+    size_t cap, n;
+};
+
+struct tls_store {
+    struct tls_front *f;
+    struct tls_store *old; /* while it is built: certificates to share */
+    struct tls_cert *certs, *def;
+    struct name_map hosts; /* the apps' hosts (a "*.x" host as it is) */
+    struct name_map sans;  /* the certificates' exact DNS names */
+    struct name_map wsans; /* their wildcard DNS names ("*.x.example") */
+    bool unknown_default;
+};
+
+struct tls_conn {
+    SSL *ssl;
+    struct sbuf *out;
+    const char *in; /* the read being handled */
+    size_t in_len;
+    struct sbuf held; /* ciphertext left from earlier reads */
+    size_t held_pos;
+    bool done, shut;
+};
+
+/* --- errors ------------------------------------------------------------------------------------- */
+
+/* OpenSSL's first queued error as "reason (library)", and the queue cleared. */
+static const char *ssl_reason(char *buf, size_t n)
+{
+    unsigned long e = ERR_peek_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    const char *l = e ? ERR_lib_error_string(e) : NULL;
+    if (r)
+        snprintf(buf, n, "%s (%s)", r, l ? l : "OpenSSL");
+    else if (e)
+        ERR_error_string_n(e, buf, n);
+    else
+        snprintf(buf, n, "unknown OpenSSL error");
+    ERR_clear_error();
+    return buf;
+}
+
+/* --- session tickets ----------------------------------------------------------------------------- */
+
+static int new_key(struct ticket_key *k)
+{
+    if (RAND_bytes(k->name, sizeof(k->name)) <= 0 || RAND_bytes(k->aes, sizeof(k->aes)) <= 0 ||
+        RAND_bytes(k->hmac, sizeof(k->hmac)) <= 0)
+        return -1;
+    k->made = time(NULL);
+    k->valid = true;
+    return 0;
+}
+
+static void rotate(struct tls_front *f)
+{
+    if (time(NULL) - f->keys[0].made < (time_t)f->rotate_s)
+        return;
+    struct ticket_key k;
+    if (new_key(&k) < 0)
+        return; /* keep the current key a while longer */
+    f->keys[1] = f->keys[0];
+    f->keys[0] = k;
+    OPENSSL_cleanse(&k, sizeof(k));
+}
+
+/* Every SSL_CTX's ticket callback (OpenSSL uses the one of the context a connection started with):
+ * 1 ticket ok, 2 ok but issue a new one (made with the previous key), 0 unknown key, -1 error. */
+static int on_ticket(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+    struct tls_front *f = SSL_CTX_get_app_data(SSL_get_SSL_CTX(s));
+    rotate(f);
+    int which = 0;
+    if (enc) {
+        memcpy(name, f->keys[0].name, 16);
+        if (RAND_bytes(iv, 16) <= 0 || !EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, f->keys[0].aes, iv))
+            return -1;
+    } else {
+        while (which < 2 && !(f->keys[which].valid && !memcmp(name, f->keys[which].name, 16)))
+            which++;
+        if (which == 2)
+            return 0;
+        if (!EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, f->keys[which].aes, iv))
+            return -1;
+    }
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, f->keys[which].hmac, 32),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (!EVP_MAC_CTX_set_params(hctx, params))
+        return -1;
+    return which == 0 ? 1 : 2;
+}
+
+/* --- contexts ------------------------------------------------------------------------------------ */
+
+static SSL_CTX *new_ctx(struct tls_front *f, struct kago_error **err)
+{
+    char why[256];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        kago_error_set(err, 0, "TLS: SSL_CTX_new: %s", ssl_reason(why, sizeof(why)));
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* resumption by tickets: nothing kept here */
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"kago", 4);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket);
+    SSL_CTX_set_app_data(ctx, f);
+    SSL_CTX_set_dh_auto(ctx, 1);
+    if (SSL_CTX_set_cipher_list(ctx, CIPHERS_TLS12) != 1 || SSL_CTX_set1_groups_list(ctx, GROUPS) != 1) {
+        kago_error_set(err, 0, "TLS: ciphers: %s", ssl_reason(why, sizeof(why)));
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static struct tls_cert *find_cert(struct tls_store *s, const char *name, int *kind);
+
+static int on_sni(SSL *ssl, int *al, void *arg)
+{
+    struct tls_front *f = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    int kind;
+    struct tls_cert *c = f->store ? find_cert(f->store, name, &kind) : NULL;
+    if (!c) {
+        *al = SSL_AD_UNRECOGNIZED_NAME;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    SSL_set_SSL_CTX(ssl, c->ctx);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+struct tls_front *kago__tls_front_new(unsigned rotate_s, struct kago_error **err)
+{
+    struct tls_front *f = xcalloc(1, sizeof(*f));
+    f->rotate_s = rotate_s ? rotate_s : 12 * 3600;
+    if (new_key(&f->keys[0]) < 0) {
+        free(f);
+        kago_error_set(err, 0, "TLS: no random bytes for the ticket key");
+        return NULL;
+    }
+    if (!(f->ctx = new_ctx(f, err))) {
+        free(f);
+        return NULL;
+    }
+    SSL_CTX_set_tlsext_servername_callback(f->ctx, on_sni);
+    SSL_CTX_set_tlsext_servername_arg(f->ctx, f);
+    return f;
+}
+
+void kago__tls_front_free(struct tls_front *f)
+{
+    if (!f)
+        return;
+    SSL_CTX_free(f->ctx);
+    OPENSSL_cleanse(f->keys, sizeof(f->keys));
+    free(f);
+}
+
+struct tls_stats *kago__tls_stats(struct tls_front *f)
+{
+    return &f->stats;
+}
+
+void kago__tls_front_use(struct tls_front *f, struct tls_store *s)
+{
+    f->store = s;
+    if (s)
+        s->old = NULL;
+}
+
+/* --- name maps ----------------------------------------------------------------------------------- */
+
+static uint64_t hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static size_t slot(const struct name_map *m, const char *key)
+{
+    size_t i = hash(key) & (m->cap - 1);
+    while (m->keys[i] && strcmp(m->keys[i], key) != 0)
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static void map_put(struct name_map *m, const char *key, struct tls_cert *c, bool overwrite);
+
+static void map_grow(struct name_map *m)
+{
+    struct name_map o = *m;
+    m->cap = o.cap ? o.cap * 2 : 16;
+    m->keys = xcalloc(m->cap, sizeof(*m->keys));
+    m->vals = xcalloc(m->cap, sizeof(*m->vals));
+    m->n = 0;
+    for (size_t i = 0; i < o.cap; i++)
+        if (o.keys[i]) {
+            size_t j = slot(m, o.keys[i]);
+            m->keys[j] = o.keys[i];
+            m->vals[j] = o.vals[i];
+            m->n++;
+        }
+    free(o.keys);
+    free(o.vals);
+}
+
+static void map_put(struct name_map *m, const char *key, struct tls_cert *c, bool overwrite)
+{
+    if (2 * (m->n + 1) > m->cap)
+        map_grow(m);
+    size_t i = slot(m, key);
+    if (m->keys[i]) {
+        if (overwrite)
+            m->vals[i] = c;
+        return;
+    }
+    m->keys[i] = xstrdup(key);
+    m->vals[i] = c;
+    m->n++;
+}
+
+static struct tls_cert *map_get(const struct name_map *m, const char *key)
+{
+    if (!m->cap)
+        return NULL;
+    size_t i = slot(m, key);
+    return m->keys[i] ? m->vals[i] : NULL;
+}
+
+static void map_free(struct name_map *m)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        free(m->keys[i]);
+    free(m->keys);
+    free(m->vals);
+    *m = (struct name_map){0};
+}
+
+/* exact host, exact SAN, wildcard host, wildcard SAN, default */
+static struct tls_cert *find_cert(struct tls_store *s, const char *name, int *kind)
+{
+    char key[256];
+    size_t n = 0;
+    for (; name && name[n] && n < sizeof(key) - 1; n++)
+        key[n] = (char)tolower((unsigned char)name[n]);
+    if (n && key[n - 1] == '.')
+        n--;
+    key[n] = 0;
+    struct tls_cert *c = NULL;
+    *kind = 0;
+    if (n && ((c = map_get(&s->hosts, key)) || (c = map_get(&s->sans, key))))
+        return c;
+    char *dot = n ? strchr(key, '.') : NULL;
+    if (dot && dot > key && dot[1]) {
+        *kind = 1;
+        dot[-1] = '*';
+        if ((c = map_get(&s->hosts, dot - 1)) || (c = map_get(&s->wsans, dot - 1)))
+            return c;
+    }
+    *kind = 2;
+    return s->unknown_default ? s->def : NULL;
+}
+
+int kago__tls_store_lookup(struct tls_store *s, const char *name, const char **cert_file)
+{
+    int kind;
+    struct tls_cert *c = find_cert(s, name, &kind);
+    *cert_file = c ? c->cert_path : NULL;
+    return c ? kind : -1;
+}
+
+/* --- certificates -------------------------------------------------------------------------------- */
+
+static struct file_id file_id(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return (struct file_id){.err = errno ? errno : EIO};
+    return (struct file_id){.dev = st.st_dev, .ino = st.st_ino, .size = st.st_size, .mtim = st.st_mtim};
+}
+
+static bool same_file(const struct file_id *a, const struct file_id *b)
+{
+    return a->err == b->err && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtim.tv_sec == b->mtim.tv_sec && a->mtim.tv_nsec == b->mtim.tv_nsec;
+}
+
+static int readable(const char *what, const char *path, struct kago_error **err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return kago_error_set(err, errno, "%s %s", what, path);
+    close(fd);
+    return 0;
+}
+
+/* Why the key is not the certificate's: keys of two types (OpenSSL then only says that the key's type
+ * has no certificate), or OpenSSL's reason. */
+static const char *key_mismatch(SSL_CTX *ctx, X509 *x, char *buf, size_t n)
+{
+    EVP_PKEY *pub = x ? X509_get0_pubkey(x) : NULL, *priv = SSL_CTX_get0_privatekey(ctx);
+    const char *pt = pub ? EVP_PKEY_get0_type_name(pub) : NULL,
+               *kt = priv ? EVP_PKEY_get0_type_name(priv) : NULL;
+    if (pt && kt && strcmp(pt, kt) != 0) {
+        ERR_clear_error();
+        snprintf(buf, n, "an %s key for an %s certificate", kt, pt);
+        return buf;
+    }
+    return ssl_reason(buf, n);
+}
+
+/* A context with the certificate (chain) and key of these files. NULL with *err naming the file and
+ * OpenSSL's reason. */
+static SSL_CTX *load_pair(struct tls_front *f, const char *cert, const char *key, struct kago_error **err)
+{
+    char why[256];
+    if (readable("tls cert", cert, err) < 0 || readable("tls key", key, err) < 0)
+        return NULL;
+    SSL_CTX *ctx = new_ctx(f, err);
+    if (!ctx)
+        return NULL;
+    X509 *x = NULL; /* the leaf, before the key picks the slot of its type */
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 || !(x = SSL_CTX_get0_certificate(ctx)))
+        kago_error_set(err, 0, "tls cert %s: %s", cert, ssl_reason(why, sizeof(why)));
+    else if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+        kago_error_set(err, 0, "tls key %s: %s", key, ssl_reason(why, sizeof(why)));
+    else if (SSL_CTX_check_private_key(ctx) != 1)
+        kago_error_set(err, 0, "tls key %s does not match the certificate in %s: %s", key, cert,
+                       key_mismatch(ctx, x, why, sizeof(why)));
+    else
+        return ctx;
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* The certificate's DNS names into the store's SAN maps. */
+static void index_sans(struct tls_store *s, struct tls_cert *c)
+{
+    X509 *x = SSL_CTX_get0_certificate(c->ctx);
+    GENERAL_NAMES *names = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != GEN_DNS)
+            continue;
+        const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
+        int n = ASN1_STRING_length(g->d.dNSName);
+        char name[256];
+        if (n <= 0 || n >= (int)sizeof(name) || memchr(d, 0, (size_t)n))
+            continue;
+        for (int k = 0; k < n; k++)
+            name[k] = (char)tolower(d[k]);
+        name[n] = 0;
+        bool wild = name[0] == '*' && name[1] == '.';
+        map_put(wild ? &s->wsans : &s->sans, name, c, false);
+    }
+    GENERAL_NAMES_free(names);
+}
+
+static void reindex_sans(struct tls_store *s)
+{
+    map_free(&s->sans);
+    map_free(&s->wsans);
+    for (struct tls_cert *c = s->certs; c; c = c->next)
+        index_sans(s, c);
+}
+
+/* The store's certificate of these files: one it has, old's when unchanged, else loaded now. */
+static struct tls_cert *get_cert(struct tls_store *s, const char *cert, const char *key,
+                                 struct kago_error **err)
+{
+    for (struct tls_cert *c = s->certs; c; c = c->next)
+        if (!strcmp(c->cert_path, cert) && !strcmp(c->key_path, key))
+            return c;
+    struct file_id cid = file_id(cert), kid = file_id(key);
+    SSL_CTX *ctx = NULL;
+    for (struct tls_cert *o = s->old ? s->old->certs : NULL; o && !ctx; o = o->next)
+        if (!strcmp(o->cert_path, cert) && !strcmp(o->key_path, key) && !o->stale &&
+            same_file(&o->cid, &cid) && same_file(&o->kid, &kid) && !cid.err && !kid.err) {
+            ctx = o->ctx;
+            SSL_CTX_up_ref(ctx);
+        }
+    if (!ctx && !(ctx = load_pair(s->f, cert, key, err)))
+        return NULL;
+    struct tls_cert *c = xcalloc(1, sizeof(*c));
+    c->cert_path = xstrdup(cert);
+    c->key_path = xstrdup(key);
+    c->cid = cid;
+    c->kid = kid;
+    c->ctx = ctx;
+    c->next = s->certs;
+    s->certs = c;
+    index_sans(s, c);
+    return c;
+}
+
+struct tls_store *kago__tls_store_new(struct tls_front *f, struct tls_store *old, bool unknown_default)
+{
+    struct tls_store *s = xcalloc(1, sizeof(*s));
+    s->f = f;
+    s->old = old;
+    s->unknown_default = unknown_default;
+    return s;
+}
+
+int kago__tls_store_default(struct tls_store *s, const char *cert, const char *key, struct kago_error **err)
+{
+    s->def = get_cert(s, cert, key, err);
+    return s->def ? 0 : -1;
+}
+
+int kago__tls_store_app(struct tls_store *s, const struct kago_app *a, struct kago_error **err)
+{
+    struct tls_cert *c = get_cert(s, a->tls_cert, a->tls_key, err);
+    if (!c)
+        return -1;
+    for (char **h = a->hosts; h && *h; h++)
+        map_put(&s->hosts, *h, c, true);
+    return 0;
+}
+
+void kago__tls_store_free(struct tls_store *s)
+{
+    if (!s)
+        return;
+    if (s->f && s->f->store == s)
+        s->f->store = NULL;
+    for (struct tls_cert *c = s->certs, *next; c; c = next) {
+        next = c->next;
+        SSL_CTX_free(c->ctx); /* connections using it hold their own reference */
+        free(c->cert_path);
+        free(c->key_path);
+        free(c);
+    }
+    map_free(&s->hosts);
+    map_free(&s->sans);
+    map_free(&s->wsans);
+    free(s);
+}
+
+size_t kago__tls_store_count(const struct tls_store *s)
+{
+    size_t n = 0;
+    for (const struct tls_cert *c = s ? s->certs : NULL; c; c = c->next)
+        n++;
+    return n;
+}
+
+unsigned kago__tls_store_check(struct tls_store *s, void (*log)(void *arg, bool ok, const char *msg),
+                               void *arg)
+{
+    unsigned reloaded = 0;
+    for (struct tls_cert *c = s ? s->certs : NULL; c; c = c->next) {
+        struct file_id cid = file_id(c->cert_path), kid = file_id(c->key_path);
+        if (same_file(&cid, &c->cid) && same_file(&kid, &c->kid))
+            continue;
+        c->cid = cid; /* tried once per change: a half-written pair waits for the next one */
+        c->kid = kid;
+        struct kago_error *err = NULL;
+        SSL_CTX *ctx = load_pair(s->f, c->cert_path, c->key_path, &err);
+        char msg[1024];
+        c->stale = !ctx;
+        if (!ctx) {
+            s->f->stats.reload_failures++;
+            snprintf(msg, sizeof(msg),
+                     "%s changed but does not load, keeping the certificate loaded before: %s", c->cert_path,
+                     err->msg);
+            kago_error_free(err);
+            log(arg, false, msg);
+            continue;
+        }
+        SSL_CTX_free(c->ctx); /* handshakes from now on get the new one; running connections keep theirs */
+        c->ctx = ctx;
+        reloaded++;
+        s->f->stats.reloads++;
+        snprintf(msg, sizeof(msg), "%s changed: reloaded for new handshakes", c->cert_path);
+        log(arg, true, msg);
+    }
+    if (reloaded)
+        reindex_sans(s);
+    return reloaded;
+}
+
+/* --- connections ------------------------------------------------------------------------------- */
+
+static int bio_write(BIO *b, const char *p, int n)
+{
+    struct tls_conn *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    sbuf_add(t->out, p, (size_t)n);
+    return n;
+}
+
+static int bio_read(BIO *b, char *p, int n)
+{
+    struct tls_conn *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    const char *src;
+    size_t avail;
+    if (t->held.len > t->held_pos) {
+        src = t->held.data + t->held_pos;
+        avail = t->held.len - t->held_pos;
+    } else if (t->in_len) {
+        src = t->in;
+        avail = t->in_len;
+    } else {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    size_t k = avail < (size_t)n ? avail : (size_t)n;
+    memcpy(p, src, k);
+    if (src == t->in) {
+        t->in += k;
+        t->in_len -= k;
+    } else if ((t->held_pos += k) == t->held.len) {
+        t->held_pos = 0;
+        sbuf_reset(&t->held, 0);
+    }
+    return (int)k;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static BIO_METHOD *bio_method(void)
+{
+    static BIO_METHOD *m;
+    if (!m) {
+        m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "kago serve");
+        if (!m)
+            abort();
+        BIO_meth_set_write(m, bio_write);
+        BIO_meth_set_read(m, bio_read);
+        BIO_meth_set_ctrl(m, bio_ctrl);
+    }
+    return m;
+}
+
+struct tls_conn *kago__tls_conn_new(struct tls_front *f, struct sbuf *out)
+{
+    struct tls_conn *t = xcalloc(1, sizeof(*t));
+    t->out = out;
+    t->ssl = SSL_new(f->ctx);
+    BIO *b = BIO_new(bio_method());
+    if (!t->ssl || !b)
+        abort(); /* out of memory */
+    BIO_set_data(b, t);
+    BIO_set_init(b, 1);
+    SSL_set_bio(t->ssl, b, b);
+    SSL_set_accept_state(t->ssl);
+    return t;
+}
+
+void kago__tls_conn_free(struct tls_conn *t)
+{
+    if (!t)
+        return;
+    SSL_free(t->ssl);
+    sbuf_free(&t->held);
+    free(t);
+}
+
+void kago__tls_input(struct tls_conn *t, const char *data, size_t n)
+{
+    t->in = data;
+    t->in_len = n;
+}
+
+void kago__tls_keep(struct tls_conn *t)
+{
+    if (t->in_len)
+        sbuf_add(&t->held, t->in, t->in_len);
+    t->in = NULL;
+    t->in_len = 0;
+}
+
+bool kago__tls_has_input(const struct tls_conn *t)
+{
+    return t->held.len > t->held_pos || t->in_len || SSL_has_pending(t->ssl);
+}
+
+int kago__tls_handshake(struct tls_conn *t)
+{
+    if (t->done)
+        return 1;
+    int r = SSL_do_handshake(t->ssl);
+    if (r == 1) {
+        t->done = true;
+        return 1;
+    }
+    if (SSL_get_error(t->ssl, r) == SSL_ERROR_WANT_READ)
+        return 0;
+    ERR_clear_error();
+    return -1;
+}
+
+ssize_t kago__tls_read(struct tls_conn *t, char *buf, size_t n)
+{
+    size_t got = 0;
+    int r = SSL_read_ex(t->ssl, buf, n, &got);
+    if (r == 1)
+        return (ssize_t)got;
+    int e = SSL_get_error(t->ssl, r);
+    if (e == SSL_ERROR_WANT_READ)
+        return TLS_AGAIN;
+    ERR_clear_error();
+    return e == SSL_ERROR_ZERO_RETURN ? TLS_EOF : TLS_ERROR;
+}
+
+int kago__tls_write(struct tls_conn *t, const char *p, size_t n)
+{
+    size_t w = 0;
+    if (t->shut || !t->done)
+        return -1;
+    if (SSL_write_ex(t->ssl, p, n, &w) != 1 || w != n) {
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
+}
+
+void kago__tls_shutdown(struct tls_conn *t)
+{
+    if (t->shut || !t->done)
+        return;
+    t->shut = true;
+    SSL_shutdown(t->ssl);
+    ERR_clear_error();
+}
+
+bool kago__tls_done(const struct tls_conn *t)
+{
+    return t->done;
+}
+
+bool kago__tls_resumed(const struct tls_conn *t)
+{
+    return SSL_session_reused(t->ssl);
+}
+
+const char *kago__tls_version(const struct tls_conn *t)
+{
+    return SSL_get_version(t->ssl);
+}
