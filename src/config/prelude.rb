@@ -362,6 +362,11 @@ class Kago::AppSpec
     hosts(*h)
   end
 
+  # default true: the app serves every Host no app's hosts match (at most one app; hosts may be empty).
+  def default(v = true)
+    _bool_field("default", Kago.__bool(v, "default"))
+  end
+
   # The container of one instance: the same methods as Kago.container's (hooks excepted).
   def container(&blk)
     c = _spec
