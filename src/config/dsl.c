@@ -357,6 +357,8 @@ static mrb_value spec_bool(mrb_state *mrb, mrb_value self)
         s->no_new_privs = v;
     else if (!strcmp(field, "init"))
         s->init = v;
+    else if (!strcmp(field, "sysfs"))
+        s->no_sysfs = !v;
     return self;
 }
 
