@@ -345,8 +345,8 @@ static int setup_sys(const struct kago__child *ch, int rootfd, struct kago_error
     if (sys < 0)
         return -1;
     if (spec->no_sysfs) /* made read-only once the mounts under it have their mount points: sys_readonly */
-        return mount_at_fd("tmpfs", sys, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=16k", "/sys",
-                           err);
+        return mount_at_fd("tmpfs", sys, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=16k",
+                           "/sys", err);
     if ((spec->ns & (1u << KAGO_NS_NET)) || ch->join_fds[KAGO_NS_NET] >= 0)
         return mount_at_fd("sysfs", sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL, "/sys",
                            err);
