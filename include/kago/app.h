@@ -11,7 +11,9 @@ enum kago_idle_action { KAGO_IDLE_STOP, KAGO_IDLE_FREEZE };
 
 struct kago_app {
     char *name;
-    char **hosts;              /* NULL-terminated; matched case-insensitively against Host (port stripped) */
+    char **hosts;              /* NULL-terminated; matched case-insensitively against Host (port stripped);
+                                  "*.domain" matches any host under domain (the longest such wins) */
+    bool default_app;          /* serve unmatched hosts (hosts may then be empty); at most one app */
     struct kago_spec spec;     /* the container of one instance; spec.name is a prefix for instance names */
     uint16_t port;             /* where the app listens inside its container (127.0.0.1) */
     uint64_t lifetime_ms;      /* max age of an instance; default 20 min */

@@ -171,6 +171,9 @@ struct kago_spec {
     struct kago_seccomp seccomp;
     bool no_new_privs;
     bool init; /* a tiny PID 1 that reaps zombies and forwards signals */
+    /* /sys is an empty read-only tmpfs (mounts under it, as the cgroup at /sys/fs/cgroup, still made)
+     * instead of a sysfs: every new sysfs superblock costs a walk over all the others in the kernel */
+    bool no_sysfs;
 
     /* Socket activation: when listen_port is set, the container's init binds 127.0.0.1:listen_port
      * inside the container's network namespace before exec and passes it as fd 3 with LISTEN_FDS=1 and

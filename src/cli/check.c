@@ -48,8 +48,9 @@ CLI_VERB(check)
     }
     for (size_t i = 0; i < kago_kagofile_napps(kf); i++) {
         const struct kago_app *a = kago_kagofile_app(kf, i);
-        printf("app %s: %s%s, port %u\n", a->name, a->hosts[0], a->hosts[1] ? ", ..." : "",
-               (unsigned)a->port);
+        printf("app %s: %s%s%s, port %u\n", a->name, a->hosts[0] ? a->hosts[0] : "",
+               a->hosts[0] && a->hosts[1] ? ", ..." : "",
+               a->default_app ? (a->hosts[0] ? " (default)" : "default") : "", (unsigned)a->port);
     }
     printf("%s: ok\n", path);
     kago_kagofile_free(kf);

@@ -136,6 +136,7 @@ enum {
     O_SECCOMP,
     O_NO_NEW_PRIVS,
     O_INIT,
+    O_NO_SYSFS,
     O_CGROUP_SET,
     O_OVERLAY_SIZE,
     O_OVERLAY_DIR,

@@ -126,6 +126,24 @@ static int oci_ps(struct cli *g, int argc, char **argv)
     return ret;
 }
 
+/* kago ps --hosts: each app and its hosts as configured; the default app says so. */
+static void print_hosts(json_object *apps)
+{
+    printf("%-16s %s\n", "APP", "HOSTS");
+    for (size_t i = 0; i < json_object_array_length(apps); i++) {
+        json_object *a = json_object_array_get_idx(apps, i), *v, *hs;
+        if (json_object_object_get_ex(a, "removed", &v) && json_object_get_boolean(v))
+            continue;
+        printf("%-16s ", json_object_object_get_ex(a, "name", &v) ? json_object_get_string(v) : "?");
+        size_t n = json_object_object_get_ex(a, "hosts", &hs) ? json_object_array_length(hs) : 0;
+        for (size_t k = 0; k < n; k++)
+            printf("%s%s", k ? ", " : "", json_object_get_string(json_object_array_get_idx(hs, k)));
+        if (json_object_object_get_ex(a, "default", &v) && json_object_get_boolean(v))
+            printf("%s(default: unmatched hosts)", n ? " " : "");
+        printf("\n");
+    }
+}
+
 CLI_VERB(ps)
 {
     /* the OCI form names a container (or asks for --format); serve's takes only options */
@@ -138,13 +156,15 @@ CLI_VERB(ps)
         }
     struct cli_admin adm;
     cli_admin_init(&adm, g);
-    bool json = false;
+    bool json = false, hosts = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
             json = true;
+        else if (!strcmp(argv[i], "--hosts"))
+            hosts = true;
         else if (cli_admin_option(&adm, argc, argv, &i) != 1)
             return cli_usage("ps", "expected: kago ps [--admin IP:PORT|unix:PATH] [--admin-token FILE] "
-                                   "[--root DIR] [--json]");
+                                   "[--root DIR] [--json|--hosts]");
     }
     const char *admin = adm.addr;
     char *body = cli_admin_call(&adm, "ps", "GET", "/ps");
@@ -161,6 +181,11 @@ CLI_VERB(ps)
     if (!root || !json_object_object_get_ex(root, "apps", &apps)) {
         json_object_put(root);
         return cli_errorf("ps: cannot parse the answer of %s", admin);
+    }
+    if (hosts) {
+        print_hosts(apps);
+        json_object_put(root);
+        return 0;
     }
     printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s\n", "APP", "INSTANCE", "STATE", "AGE", "INFLIGHT", "SERVED",
            "CPU", "MEMORY");

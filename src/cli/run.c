@@ -33,7 +33,7 @@ static void run_usage(const char *verb)
         "         --cpu PCT --cpu-weight N --memory SIZE --pids N --cpuset LIST --rlimit NAME=SOFT[:HARD]\n"
         "         --cgroup-set KEY=VALUE --cgroup-mount ro|rw|none --cap-add CAP --cap-drop CAP\n"
         "         --seccomp default|unconfined|FILE\n"
-        "         --no-new-privs true|false --init --detach --tty\n",
+        "         --no-new-privs true|false --init --no-sysfs --detach --tty\n",
         verb, verb);
 }
 

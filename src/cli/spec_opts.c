@@ -36,6 +36,7 @@ const struct option cli_spec_longopts[] = {
     {"seccomp", required_argument, NULL, O_SECCOMP},
     {"no-new-privs", required_argument, NULL, O_NO_NEW_PRIVS},
     {"init", no_argument, NULL, O_INIT},
+    {"no-sysfs", no_argument, NULL, O_NO_SYSFS},
     {"cgroup-set", required_argument, NULL, O_CGROUP_SET},
     {"cgroup-mount", required_argument, NULL, O_CGROUP_MOUNT},
     {NULL, 0, NULL, 0},
@@ -180,6 +181,9 @@ int cli_spec_option(struct kago_spec *spec, int opt, const char *arg)
     }
     case O_INIT:
         spec->init = true;
+        return 1;
+    case O_NO_SYSFS:
+        spec->no_sysfs = true;
         return 1;
     case O_ENV:
         if (!strchr(arg, '=') || arg[0] == '=')

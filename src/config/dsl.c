@@ -184,9 +184,20 @@ static mrb_value kago_finish_app(mrb_state *mrb, mrb_value self)
     mrb_value obj, blk;
     mrb_get_args(mrb, "oo", &obj, &blk);
     struct kf_app *a = app_of(mrb, obj);
-    if (!a->app.hosts || !a->app.hosts[0])
-        mrb_raisef(mrb, E_ARGUMENT_ERROR, "app \"%s\": no hosts given (a.hosts \"example.com\")",
-                   a->app.name);
+    if ((!a->app.hosts || !a->app.hosts[0]) && !a->app.default_app)
+        mrb_raisef(mrb, E_ARGUMENT_ERROR,
+                   "app \"%s\": no hosts given (a.hosts \"example.com\", or a.default true)", a->app.name);
+    struct kago_kagofile *kf = kf_of(mrb);
+    for (size_t i = 0; a->app.default_app && i < kf->napps; i++)
+        if (kf->apps[i] != a && kf->apps[i]->app.default_app)
+            mrb_raisef(mrb, E_ARGUMENT_ERROR,
+                       "app \"%s\": a.default true, but app \"%s\" is the default app already (at most one)",
+                       a->app.name, kf->apps[i]->app.name);
+    if (!a->app.hosts) { /* a default app with no hosts of its own: an empty list */
+        a->app.hosts = calloc(1, sizeof(char *));
+        if (!a->app.hosts)
+            abort();
+    }
     if (a->app.min_instances > a->app.max_instances)
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "app \"%s\": min_instances %d above max_instances %d", a->app.name,
                    (int)a->app.min_instances, (int)a->app.max_instances);
@@ -346,6 +357,8 @@ static mrb_value spec_bool(mrb_state *mrb, mrb_value self)
         s->no_new_privs = v;
     else if (!strcmp(field, "init"))
         s->init = v;
+    else if (!strcmp(field, "sysfs"))
+        s->no_sysfs = !v;
     return self;
 }
 
@@ -947,6 +960,20 @@ static mrb_value app_name(mrb_state *mrb, mrb_value self)
     return mrb_str_new_cstr(mrb, app_of(mrb, self)->app.name);
 }
 
+/* Why h is not a host or a wildcard "*.domain" (nginx's form: "*" is the whole first label), or NULL.
+ * (kago serve's router checks the same: src/serve/router.c.) */
+static const char *wildcard_invalid(const char *h)
+{
+    const char *star = strchr(h, '*');
+    if (!star)
+        return NULL;
+    if (star == h && (h[1] == 0 || (h[1] == '.' && (h[2] == 0 || h[2] == '.'))))
+        return "a wildcard needs a domain after \"*.\", as in \"*.example.org\"";
+    if (star != h || h[1] != '.' || strchr(h + 1, '*'))
+        return "\"*\" may only be the whole first label, as in \"*.example.org\"";
+    return NULL;
+}
+
 static mrb_value app_hosts(mrb_state *mrb, mrb_value self)
 {
     mrb_value ary;
@@ -959,6 +986,9 @@ static mrb_value app_hosts(mrb_state *mrb, mrb_value self)
         const char *h = RSTRING_CSTR(mrb, mrb_ary_ref(mrb, ary, i));
         if (!*h || strpbrk(h, " /\t\r\n:"))
             mrb_raisef(mrb, E_ARGUMENT_ERROR, "hosts: \"%s\" is not a host name", h);
+        const char *why = wildcard_invalid(h);
+        if (why)
+            mrb_raisef(mrb, E_ARGUMENT_ERROR, "hosts: \"%s\": %s", h, why);
     }
     char **nh = realloc(a->hosts, (n + (size_t)RARRAY_LEN(ary) + 1) * sizeof *nh);
     if (!nh)
@@ -1062,6 +1092,8 @@ static mrb_value app_bool_field(mrb_state *mrb, mrb_value self)
         a->checkpoint_at_listen = v;
     else if (!strcmp(f, "https_redirect"))
         a->https_redirect = v;
+    else if (!strcmp(f, "default"))
+        a->default_app = v;
     return self;
 }
 

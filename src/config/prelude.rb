@@ -296,6 +296,11 @@ class Kago::Spec
     _bool("init", Kago.__bool(v, "init"))
   end
 
+  # sysfs false: /sys is an empty read-only tmpfs instead of a sysfs (starts stay fast with many containers)
+  def sysfs(v = true)
+    _bool("sysfs", Kago.__bool(v, "sysfs"))
+  end
+
   def listen_port(port)
     _listen_port(Kago.__int(port, "listen_port", 1))
   end
@@ -360,6 +365,11 @@ class Kago::AppSpec
 
   def host(*h)
     hosts(*h)
+  end
+
+  # default true: the app serves every Host no app's hosts match (at most one app; hosts may be empty).
+  def default(v = true)
+    _bool_field("default", Kago.__bool(v, "default"))
   end
 
   # The container of one instance: the same methods as Kago.container's (hooks excepted).

@@ -93,6 +93,7 @@ static void report_fixed(FILE *r, const char *name, const struct kago_spec *a, c
         {"seccomp", seccomp_eq(&a->seccomp, &b->seccomp)},
         {"no_new_privs", a->no_new_privs == b->no_new_privs},
         {"init", a->init == b->init},
+        {"sysfs", a->no_sysfs == b->no_sysfs},
         {"listen_port", a->listen_port == b->listen_port},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)

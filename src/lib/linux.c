@@ -344,6 +344,9 @@ static int setup_sys(const struct kago__child *ch, int rootfd, struct kago_error
     cleanup_close int sys = mountpoint_in_root(rootfd, "/sys", false, err);
     if (sys < 0)
         return -1;
+    if (spec->no_sysfs) /* made read-only once the mounts under it have their mount points: sys_readonly */
+        return mount_at_fd("tmpfs", sys, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=16k",
+                           "/sys", err);
     if ((spec->ns & (1u << KAGO_NS_NET)) || ch->join_fds[KAGO_NS_NET] >= 0)
         return mount_at_fd("sysfs", sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL, "/sys",
                            err);
@@ -355,6 +358,15 @@ static int setup_sys(const struct kago__child *ch, int rootfd, struct kago_error
     if (sys < 0 || remount_ro(sys, MS_NOSUID | MS_NODEV | MS_NOEXEC, "/sys read-only", err) < 0)
         return -1;
     return 0;
+}
+
+/* no_sysfs: the tmpfs at /sys read-only, after the mounts under it made their mount points in it. */
+static int sys_readonly(const struct kago_spec *spec, int rootfd, struct kago_error **err)
+{
+    if (!spec->no_sysfs)
+        return 0;
+    cleanup_close int sys = open_in_root(rootfd, "/sys", O_PATH, err);
+    return sys < 0 ? -1 : remount_ro(sys, MS_NOSUID | MS_NODEV | MS_NOEXEC, "/sys read-only", err);
 }
 
 /* The container's own cgroup at m->dst (kago__cg_view). The parent made the cgroup before "G", which the
@@ -647,6 +659,8 @@ static int setup_mounts(struct kago__child *ch, int *listen_fd, struct kago_erro
         return -1;
     kago__trace("child: pivot_root");
     if (net_late && (setup_net(ch, listen_fd, err) < 0 || setup_sys(ch, rootfd, err) < 0))
+        return -1;
+    if (sys_readonly(spec, rootfd, err) < 0)
         return -1;
     if (set_sysctls(spec, err) < 0)
         return -1;

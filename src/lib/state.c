@@ -140,6 +140,8 @@ json_object *kago__spec_to_json(const struct kago_spec *s)
     json_object_object_add(sc, "rules", rules);
     json_object_object_add(o, "seccomp", sc);
     json_object_object_add(o, "init", json_object_new_boolean(s->init));
+    if (s->no_sysfs) /* only when set: the hash of every other spec stays what it was (serve adoption) */
+        json_object_object_add(o, "no_sysfs", json_object_new_boolean(true));
     json_object_object_add(o, "userns",
                            json_object_new_string(s->userns == KAGO_USERNS_AUTO ? "auto" : "host"));
     if (s->userns_key)
@@ -286,6 +288,7 @@ int kago__spec_from_json(json_object *o, struct kago_spec *s, struct kago_error 
         }
     }
     s->init = get_bool(o, "init");
+    s->no_sysfs = get_bool(o, "no_sysfs");
     return 0;
 }
 

@@ -477,9 +477,9 @@ static void ps_json(struct server *srv, struct sbuf *b)
                 sbuf_add(b, ",", 1);
         }
         static const char *const ckpt[] = {"off", "wanted", "checkpointing", "ready", "failed"};
-        printf_buf(b, "],\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"image\":\"%s\",",
-                   a->removed ? "true" : "false", a->pool.npending, (unsigned long long)a->m.inflight,
-                   ckpt[a->ckpt]);
+        printf_buf(b, "],\"default\":%s,\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"image\":\"%s\",",
+                   a->app.default_app ? "true" : "false", a->removed ? "true" : "false", a->pool.npending,
+                   (unsigned long long)a->m.inflight, ckpt[a->ckpt]);
         ps_app_state(a, b, now);
         sbuf_adds(b, ",\"instances\":[");
         for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {

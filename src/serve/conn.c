@@ -480,7 +480,7 @@ static void client_route(struct client *c)
         client_error(c, st, 0);
         return;
     }
-    struct app_rt *a = c->info.host ? kago__router_find(srv->router, c->info.host, c->info.host_len) : NULL;
+    struct app_rt *a = kago__router_find(srv->router, c->info.host, c->info.host_len);
     if (!a || a->removed) {
         client_error(c, 404, 0);
         return;

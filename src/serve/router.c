@@ -1,4 +1,6 @@
-/* kago serve — an open-addressing hash of host keys; lookups do not allocate. */
+/* kago serve — an open-addressing hash of host keys; lookups do not allocate. Wildcards
+ * ("*.sites.example") live in the same hash under their own key: a lookup tries the host, then strips
+ * one label at a time from the left and tries "*.rest", so the longest wildcard wins, in O(labels). */
 #include "router.h"
 
 #include <stdint.h>
@@ -17,6 +19,7 @@ struct slot {
 struct router {
     struct slot *slots;
     size_t cap, n;
+    void *fallback; /* the default app's value, or NULL */
 };
 
 static uint64_t hash(const char *s, size_t n)
@@ -70,9 +73,25 @@ static void grow(struct router *r)
     free(old);
 }
 
+const char *kago__router_host_invalid(const char *host)
+{
+    const char *star = strchr(host, '*');
+    if (!star)
+        return NULL;
+    if (star == host && (host[1] == 0 || (host[1] == '.' && (host[2] == 0 || host[2] == '.'))))
+        return "a wildcard needs a domain after \"*.\", as in \"*.example.org\"";
+    if (star != host || host[1] != '.' || strchr(host + 1, '*'))
+        return "\"*\" may only be the whole first label, as in \"*.example.org\"";
+    return NULL;
+}
+
 int kago__router_add(struct router *r, const char *host, void *value, void **other)
 {
     char key[256];
+    if (other)
+        *other = NULL;
+    if (kago__router_host_invalid(host))
+        return -1;
     size_t len = kago__http_host_key(host, strlen(host), key, sizeof(key));
     if (!len)
         return -1;
@@ -89,12 +108,36 @@ int kago__router_add(struct router *r, const char *host, void *value, void **oth
     return 0;
 }
 
+int kago__router_set_default(struct router *r, void *value, void **other)
+{
+    if (r->fallback) {
+        if (other)
+            *other = r->fallback;
+        return -1;
+    }
+    r->fallback = value;
+    return 0;
+}
+
 void *kago__router_find(const struct router *r, const char *host, size_t len)
 {
     char key[256];
-    size_t n = kago__http_host_key(host, len, key, sizeof(key));
+    size_t n = host ? kago__http_host_key(host, len, key, sizeof(key)) : 0;
     if (!n)
-        return NULL;
+        return r->fallback;
     struct slot *s = lookup(r, key, n);
-    return s->key ? s->value : NULL;
+    if (s->key)
+        return s->value;
+    /* "a.b.sites.example": try "*.b.sites.example", then "*.sites.example", ... The label left of each
+     * dot is no longer needed once passed: its last byte becomes the "*" (an empty label's dot too:
+     * "a..sites.example" is under sites.example). */
+    for (size_t i = 1; i + 1 < n; i++) {
+        if (key[i] != '.')
+            continue;
+        key[i - 1] = '*';
+        s = lookup(r, key + i - 1, n - i + 1);
+        if (s->key)
+            return s->value;
+    }
+    return r->fallback;
 }

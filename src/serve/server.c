@@ -118,7 +118,7 @@ static int load_apps(const char *dir, struct app_list *out, struct tls_store *ts
                     ret = kago_error_set(err, 0, "%s: app %s is defined twice", path, a->name);
                     break;
                 }
-            if (ret == 0 && (!a->hosts || !a->hosts[0]))
+            if (ret == 0 && (!a->hosts || !a->hosts[0]) && !a->default_app)
                 ret = kago_error_set(err, 0, "%s: app %s has no hosts", path, a->name);
             if (ret == 0 && a->port == 0)
                 ret = kago_error_set(err, 0, "%s: app %s has no port", path, a->name);
@@ -178,8 +178,15 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
     struct router *r = kago__router_new(nhosts);
     struct app_rt **rt = xcalloc(l->n + 1, sizeof(*rt));
     for (size_t i = 0; i < l->n; i++) {
+        void *other = NULL;
+        if (l->v[i].default_app && kago__router_set_default(r, &rt[i], &other) < 0) {
+            size_t j = (size_t)((struct app_rt **)other - rt);
+            kago__router_free(r);
+            free(rt);
+            return kago_error_set(err, 0, "apps %s and %s both say a.default true (at most one default app)",
+                                  l->v[j].name, l->v[i].name);
+        }
         for (char **h = l->v[i].hosts; *h; h++) {
-            void *other = NULL;
             if (kago__router_add(r, *h, &rt[i], &other) < 0) {
                 size_t j = other ? (size_t)((struct app_rt **)other - rt) : 0;
                 kago__router_free(r);
@@ -229,9 +236,12 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
     }
     /* Build the live router with the final pointers. */
     r = kago__router_new(nhosts);
-    for (size_t i = 0; i < l->n; i++)
+    for (size_t i = 0; i < l->n; i++) {
+        if (rt[i]->app.default_app)
+            kago__router_set_default(r, rt[i], NULL);
         for (char **h = rt[i]->app.hosts; *h; h++)
             kago__router_add(r, *h, rt[i], NULL);
+    }
     kago__router_free(srv->router);
     srv->router = r;
     free(rt);

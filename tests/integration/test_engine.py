@@ -37,6 +37,25 @@ def test_sys_and_lo_are_the_containers_own(kago, rootfs, opts):
         assert any(line.split()[4] == "/sys/fs/cgroup" and "tmpfs" in line for line in lines[2:]), lines
 
 
+@pytest.mark.parametrize("opts", [(), ("--cgroup-mount", "none")], ids=["cgroup-under-it", "empty"])
+def test_no_sysfs_gives_an_empty_readonly_sys(kago, rootfs, opts):
+    # --no-sysfs: no sysfs anywhere in the container (no superblock of its own for the kernel to walk), /sys
+    # a read-only tmpfs holding only the mount points of what is mounted under it (the container's cgroup)
+    r = run(kago, "/bin/sh", "-c", "cat /proc/self/mountinfo; echo ==; ls -A /sys; echo ==; "
+            "ls /sys/class 2>&1; touch /sys/x 2>&1; mkdir /sys/fs/y 2>&1; echo ==; "
+            "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max 2>/dev/null; true",
+            opts=("--no-sysfs", *opts), check=True)
+    mounts, ls, errs, pids = r.stdout.split("==\n")
+    assert " - sysfs " not in mounts, mounts
+    sys = [l.split() for l in mounts.splitlines() if l.split()[4] == "/sys"]
+    assert len(sys) == 1 and sys[0][5].startswith("ro,") and sys[0][sys[0].index("-") + 1] == "tmpfs", mounts
+    assert "No such file or directory" in errs and errs.count("Read-only file system") == (1 if opts else 2), errs
+    if opts:
+        assert ls == "", "nothing in /sys"
+    else:
+        assert ls.split() == ["fs"] and pids.strip() == "2048", "the container's own cgroup is still there"
+
+
 def test_pid1_hostname_and_private_views(kago, rootfs):
     r = run(kago, "/bin/sh", "-c", "echo $$; hostname; ps -o pid= | wc -l; cat /proc/mounts",
             opts=("--hostname", "box1"), check=True)

@@ -323,6 +323,38 @@ def test_ready_hook_waits_for_a_port_in_the_container_netns(kago, rootfs, tmp_pa
     assert_clean(kago, ["kf-ready", "kf-never"])
 
 
+def test_sysfs_false_and_the_default(kago, rootfs, tmp_path):
+    # c.sysfs false: /sys is an empty read-only tmpfs (but for the container's cgroup under it); the
+    # default keeps its sysfs
+    show = ("while read -r a b c d mp rest; do [ $mp = /sys ] && echo ${rest#* - }; done < /proc/self/mountinfo; "
+            "ls -A /sys | tr '\\n' ' '; echo")
+    path = kagofile(tmp_path, f"""
+        Kago.container "kf-nosys" do |c|
+          c.rootfs "{ROOTFS}"
+          c.sysfs false
+          c.command "/bin/sh", "-c", "echo nosys; {show}"
+        end
+    """)
+    sup = Supervisor(kago, path, names=["kf-nosys"])
+    assert sup.wait() == 0, sup.err
+    lines = sup.out.splitlines()
+    assert lines[0] == "nosys" and lines[1].startswith("tmpfs tmpfs rw,size=16k,mode=755") and lines[2] == "fs ", \
+        sup.out
+    path = kagofile(tmp_path, f"""
+        Kago.container "kf-sys" do |c|
+          c.rootfs "{ROOTFS}"
+          c.command "/bin/sh", "-c", "echo sys; {show}"
+        end
+    """, "K2.rb")
+    sup = Supervisor(kago, path, names=["kf-sys"])
+    assert sup.wait() == 0, sup.err
+    lines = sup.out.splitlines()
+    assert lines[0] == "sys" and lines[1].startswith("sysfs sysfs ") and "class" in lines[2].split(), sup.out
+    r = kago("check", kagofile(tmp_path, 'Kago.container "x" do |c|\n  c.command "x"\n  c.sysfs "no"\nend\n', "K3.rb"))
+    assert r.returncode != 0 and "K3.rb:3: sysfs: expected true or false" in r.stderr, r.stderr
+    assert_clean(kago, ["kf-nosys", "kf-sys"])
+
+
 def test_on_oom(kago, rootfs, tmp_path):
     log = tmp_path / "oom.log"
     path = kagofile(tmp_path, f"""

@@ -222,6 +222,52 @@ static void test_router(void)
     kago__router_free(r);
 }
 
+static void *find(const struct router *r, const char *host)
+{
+    return kago__router_find(r, host, host ? strlen(host) : 0);
+}
+
+static void test_router_wildcards(void)
+{
+    struct router *r = kago__router_new(0);
+    int exact, wide, narrow, dflt, other_app;
+    void *other = NULL;
+    ok(kago__router_add(r, "*.sites.example", &wide, NULL) == 0, "add *.sites.example");
+    ok(kago__router_add(r, "*.A.Sites.Example", &narrow, NULL) == 0, "add *.a.sites.example (mixed case)");
+    ok(kago__router_add(r, "shop.a.sites.example", &exact, NULL) == 0, "add an exact host under both");
+    ok(kago__router_add(r, "*.sites.example", &other_app, &other) < 0 && other == &wide,
+       "a wildcard in two apps refused, naming the first");
+    ok(find(r, "blog.sites.example") == &wide, "one label under the wildcard");
+    ok(find(r, "x.y.z.sites.example:8080") == &wide, "several labels, port ignored");
+    ok(find(r, "BLOG.Sites.Example.") == &wide, "case and trailing dot ignored");
+    ok(find(r, "b.a.sites.example") == &narrow, "the longer wildcard beats the shorter");
+    ok(find(r, "c.b.a.sites.example") == &narrow, "... several labels deep too");
+    ok(find(r, "shop.a.sites.example") == &exact, "an exact host beats every wildcard");
+    ok(find(r, "sites.example") == NULL, "the wildcard's domain itself is not under it");
+    ok(find(r, "a.sites.example") == &wide, "*.a.sites.example does not match a.sites.example");
+    ok(find(r, "sites.example.org") == NULL && find(r, "xsites.example") == NULL, "label boundaries only");
+    ok(find(r, "a..sites.example") == &wide, "an empty label does not confuse the walk");
+    char host[] = "b.a.sites.example";
+    find(r, host);
+    ok(strcmp(host, "b.a.sites.example") == 0, "the caller's host is not touched");
+    ok(find(r, NULL) == NULL, "no Host, no default: nothing");
+    ok(kago__router_set_default(r, &dflt, NULL) == 0, "set a default");
+    ok(kago__router_set_default(r, &other_app, &other) < 0 && other == &dflt, "a second default refused");
+    ok(find(r, "unknown.example") == &dflt && find(r, "sites.example") == &dflt, "unmatched: the default");
+    ok(find(r, NULL) == &dflt, "no Host (HTTP/1.0): the default");
+    ok(find(r, "z.sites.example") == &wide, "the default does not beat a wildcard");
+    static const char *const bad[] = {"*",          "*.",          "a.*.b",     "*x.example",
+                                      "x*.example", "*.*.example", "*..example"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ok(kago__router_host_invalid(bad[i]) != NULL && kago__router_add(r, bad[i], &exact, &other) < 0 &&
+               !other,
+           "pattern %s refused", bad[i]);
+    }
+    ok(kago__router_host_invalid("*.example") == NULL && kago__router_host_invalid("plain.example") == NULL,
+       "good patterns pass");
+    kago__router_free(r);
+}
+
 int main(void)
 {
     test_smuggling();
@@ -229,5 +275,6 @@ int main(void)
     test_limits();
     test_rewrite();
     test_router();
+    test_router_wildcards();
     return tap_done();
 }
