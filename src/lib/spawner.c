@@ -220,6 +220,7 @@ static void spawn_one(int sock, const char *buf, size_t n, int *fds, struct kago
     int pidfd = -1, nostdio[3] = {-1, -1, -1};
     pid_t pid = -1;
     memcpy(&h, buf, sizeof h);
+    kago__trace("spawner: request");
     json_tokener *tok = json_tokener_new();
     json_object *o = json_tokener_parse_ex(tok, buf + sizeof h, (int)(n - sizeof h));
     json_tokener_free(tok);
@@ -240,7 +241,9 @@ static void spawn_one(int sock, const char *buf, size_t n, int *fds, struct kago
             nostdio[i] = fds[SLOT_STDIO + i];
         for (int i = 0; i < KAGO_NS_COUNT; i++)
             ch.join_fds[i] = fds[SLOT_JOIN + i];
+        kago__trace("spawner: parsed");
         pid = kago__clone_child(&ch, &cg, h.flags | CLONE_PARENT, &fds[SLOT_CG], &pidfd, &err);
+        kago__trace("spawner: cloned");
     }
     json_object_put(o);
     answer(sock, pid, pidfd, fds[SLOT_CG] >= 0, err);
@@ -487,6 +490,7 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
             h.present |= 1u << i;
             fds[nfds++] = slot[i];
         }
+    kago__trace("spawner: build");
     json_object *o = spec_json(ch->spec, ch->scratch);
     size_t jlen;
     const char *json = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &jlen);
@@ -495,6 +499,7 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
         if ((r = send_req(&h, json, jlen, fds, nfds)) == 1)
             sp_restart("has exited"); /* it never saw this request: send it again */
     json_object_put(o);
+    kago__trace("spawner: sent");
     if (r != 0)
         return -2; /* too large, or no spawner: the direct path */
     return read_reply(cgroup_fd, pidfd, err);
