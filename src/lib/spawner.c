@@ -308,6 +308,7 @@ int kago__spawner_main(int argc, char **argv)
 static struct {
     int fd;
     pid_t pid;
+    pid_t owner; /* the process that started it: a fork of it (a detached container's shim) clones itself */
     void (*log)(void *arg, const char *msg);
     void *arg;
     bool on;
@@ -358,6 +359,7 @@ int kago__spawner_start(void (*log)(void *arg, const char *msg), void *arg, stru
 {
     sp.log = log;
     sp.arg = arg;
+    sp.owner = getpid();
     if (spawn_spawner(err) < 0)
         return -1;
     sp.on = true;
@@ -380,6 +382,8 @@ static void sp_reap(bool kill_it)
 
 void kago__spawner_stop(void)
 {
+    if (getpid() != sp.owner)
+        return;
     sp.on = false;
     sp_reap(false);
 }
@@ -472,7 +476,7 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
 {
     /* what only the caller's own process can give the child stays on the direct path: the CPU it is pinned
      * to, the terminal, the creator's own fds 3..N */
-    if (!sp.on || ch->spin || ch->net_later || ch->tty || ch->spec->preserve_fds)
+    if (!sp.on || getpid() != sp.owner || ch->spin || ch->net_later || ch->tty || ch->spec->preserve_fds)
         return -2;
     struct req h = {.magic = MAGIC, .flags = flags, .die_with_parent = ch->die_with_parent};
     int slot[NSLOTS], fds[NSLOTS], nfds = 0;
