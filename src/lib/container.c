@@ -16,6 +16,7 @@
 #include "container_int.h"
 #include "image_int.h"
 #include "linux.h"
+#include "spawner.h"
 
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
@@ -176,22 +177,26 @@ static void unpin(struct launch *l)
     l->pinned = false;
 }
 
-static pid_t do_clone(struct launch *l, uint64_t flags)
+static pid_t do_clone(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
+                      int *pidfd)
 {
-    struct clone_args args = {
-        .flags = flags | CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&l->pidfd, .exit_signal = SIGCHLD};
-    if (l->cgroup_fd >= 0) {
+    /* CLONE_PARENT (the spawner): the child signals its new parent as the caller does its own */
+    struct clone_args args = {.flags = flags | CLONE_PIDFD,
+                              .pidfd = (uint64_t)(uintptr_t)pidfd,
+                              .exit_signal = (flags & CLONE_PARENT) ? 0 : SIGCHLD};
+    if (*cgroup_fd >= 0) {
         args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = (uint64_t)l->cgroup_fd;
+        args.cgroup = (uint64_t)*cgroup_fd;
     }
     /* a child in a new user namespace is not root on the host and cannot write the cgroup files itself */
-    bool self_enter = l->cgroup_fd < 0 && !(l->ch.spec->ns & (1u << KAGO_NS_USER));
-    l->ch.enter_cg = self_enter ? l->cg : NULL;
-    l->ch.cg = l->cg;
+    bool self_enter = *cgroup_fd < 0 && !(ch->spec->ns & (1u << KAGO_NS_USER));
+    ch->enter_cg = self_enter ? cg : NULL;
+    ch->cg = cg;
     pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
-    if (pid < 0 && l->cgroup_fd >= 0 && (errno == EINVAL || errno == E2BIG)) {
-        l->cgroup_fd = -1; /* an older kernel: enter the cgroup after clone instead */
-        return do_clone(l, flags);
+    if (pid < 0 && *cgroup_fd >= 0 && (errno == EINVAL || errno == E2BIG)) {
+        close(*cgroup_fd);
+        *cgroup_fd = -1; /* an older kernel: enter the cgroup after clone instead */
+        return do_clone(ch, cg, flags, cgroup_fd, pidfd);
     }
     return pid;
 }
@@ -207,24 +212,22 @@ static int open_joins(const struct kago_spec *spec, int *fds, struct kago_error 
     return 0;
 }
 
-static pid_t clone_child(struct launch *l, const struct kago_spec *spec, struct kago_error **err)
+pid_t kago__clone_child(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
+                        int *pidfd, struct kago_error **err)
 {
-    uint64_t flags = 0;
-    for (int i = 0; i < KAGO_NS_COUNT; i++)
-        if ((spec->ns & (1u << i)) && i != KAGO_NS_CGROUP && !(i == KAGO_NS_NET && l->ch.net_later))
-            flags |= (uint64_t)kago__ns_clone_flag(i); /* cgroup ns: made by the child once inside */
+    const struct kago_spec *spec = ch->spec;
     int self_pidns = -1;
-    if (l->ch.join_fds[KAGO_NS_PID] >= 0) {
+    if (ch->join_fds[KAGO_NS_PID] >= 0) {
         self_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
-        if (self_pidns < 0 || setns(l->ch.join_fds[KAGO_NS_PID], CLONE_NEWPID) < 0) {
+        if (self_pidns < 0 || setns(ch->join_fds[KAGO_NS_PID], CLONE_NEWPID) < 0) {
             kago_error_set(err, errno, "join pid namespace %s", spec->join_ns[KAGO_NS_PID]);
             close_fd(&self_pidns);
             return -1;
         }
     }
-    pid_t pid = do_clone(l, flags);
+    pid_t pid = do_clone(ch, cg, flags, cgroup_fd, pidfd);
     if (pid == 0)
-        kago__child_main(&l->ch);
+        kago__child_main(ch);
     int saved = errno;
     if (self_pidns >= 0) {
         if (setns(self_pidns, CLONE_NEWPID) < 0) {
@@ -236,6 +239,19 @@ static pid_t clone_child(struct launch *l, const struct kago_spec *spec, struct 
     if (pid < 0)
         kago_error_set(err, saved, "clone");
     return pid;
+}
+
+/* Clones the child here, or through the spawner (kago serve's, spawner.c) when one runs. */
+static pid_t clone_child(struct launch *l, const struct kago_spec *spec, struct kago_error **err)
+{
+    uint64_t flags = 0;
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        if ((spec->ns & (1u << i)) && i != KAGO_NS_CGROUP && !(i == KAGO_NS_NET && l->ch.net_later))
+            flags |= (uint64_t)kago__ns_clone_flag(i); /* cgroup ns: made by the child once inside */
+    pid_t pid = kago__spawner_clone(&l->ch, l->cg, flags, &l->cgroup_fd, &l->pidfd, err);
+    if (pid != -2)
+        return pid;
+    return kago__clone_child(&l->ch, l->cg, flags, &l->cgroup_fd, &l->pidfd, err);
 }
 
 static void reap(pid_t pid)

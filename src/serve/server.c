@@ -17,6 +17,7 @@
 #include "ident.h"
 #include "kagofile.h"
 #include "serve_int.h"
+#include "spawner.h"
 #include "util.h"
 
 #define TICK_MS        25
@@ -755,6 +756,25 @@ static void close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+static void spawner_log(void *arg, const char *msg)
+{
+    kago__slog(arg, SLOG_WARN, NULL, NULL, "%s", msg);
+}
+
+/* Instances are cloned by a small process started now, while serve is small (spawner.h): a start then
+ * does not slow down as instances accumulate. KAGO_SERVE_SPAWNER=off clones them from serve itself. */
+static void start_spawner(struct server *srv)
+{
+    const char *env = getenv("KAGO_SERVE_SPAWNER");
+    struct kago_error *err = NULL;
+    if (env && !strcmp(env, "off"))
+        return;
+    if (kago__spawner_start(spawner_log, srv, &err) < 0) {
+        kago__slog(srv, SLOG_WARN, NULL, NULL, "%s: containers are cloned by serve itself", err->msg);
+        kago_error_free(err);
+    }
+}
+
 int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
 {
     struct server srv_ = {.opts = *o, .root_lock = -1, .up_conn = -1, .admin = {.keep_fd = -1}}, *srv = &srv_;
@@ -769,6 +789,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     srv->host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
     if (srv->host_netns < 0)
         return kago_error_set(err, errno, "open /proc/self/ns/net");
+    start_spawner(srv);
     uv_loop_t loop;
     uv_loop_init(&loop);
     srv->loop = &loop;
@@ -924,5 +945,6 @@ out:
     if (srv->access_log && srv->access_log != stdout)
         fclose(srv->access_log);
     close(srv->host_netns);
+    kago__spawner_stop();
     return ret;
 }

@@ -1,0 +1,510 @@
+/* The spawner (spawner.h): kago serve's small process that clones its containers. The request is one
+ * SOCK_SEQPACKET message: a fixed header, the descriptors the child needs (SCM_RIGHTS, in slot order), then
+ * the spec as JSON; the answer is the pid (or the error) with the pidfd. */
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "container_int.h"
+#include "spawner.h"
+
+#define MAGIC      0x6b53504eu /* "kSPN" */
+#define MAX_MSG    (1u << 20)
+#define SOCK_FD    3
+#define REPLY_MS   10000
+#define SLOT_SYNC  0
+#define SLOT_STDIO 1 /* 3 of them */
+#define SLOT_FIFO  4
+#define SLOT_CG    5
+#define SLOT_JOIN  6 /* KAGO_NS_COUNT of them */
+#define NSLOTS     (SLOT_JOIN + KAGO_NS_COUNT)
+
+struct req {
+    uint32_t magic;
+    uint32_t present; /* bit per slot: a descriptor came for it (in slot order) */
+    uint64_t flags;   /* clone flags */
+    uint8_t die_with_parent;
+};
+
+struct reply {
+    int32_t pid;  /* < 0: failed, code and msg say why */
+    int32_t code; /* errno */
+    uint8_t into_cgroup;
+    char msg[1024];
+};
+
+union fds_ctl {
+    struct cmsghdr h;
+    char space[CMSG_SPACE(sizeof(int) * NSLOTS)];
+};
+
+/* --- the spec on the wire: the state file's JSON plus what it does not carry (as copy_spec copies) ---- */
+
+static json_object *strv(char *const *v)
+{
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; v && v[i]; i++)
+        json_object_array_add(a, json_object_new_string(v[i]));
+    return a;
+}
+
+static json_object *idmaps(const struct kago_idmap *m, size_t n)
+{
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        json_object_array_add(a, json_object_new_int64(m[i].inside));
+        json_object_array_add(a, json_object_new_int64(m[i].outside));
+        json_object_array_add(a, json_object_new_int64(m[i].count));
+    }
+    return a;
+}
+
+static json_object *spec_json(const struct kago_spec *s, const char *scratch)
+{
+    json_object *o = kago__spec_to_json(s), *x = json_object_new_object();
+    json_object *mounts = json_object_new_array(), *rl = json_object_new_array();
+    for (size_t i = 0; i < s->nmounts; i++) {
+        const struct kago_mount *m = &s->mounts[i];
+        json_object *j = json_object_new_array();
+        json_object_array_add(j, json_object_new_int(m->kind));
+        json_object_array_add(j, m->src ? json_object_new_string(m->src) : NULL);
+        json_object_array_add(j, json_object_new_string(m->dst));
+        json_object_array_add(j, json_object_new_int(m->readonly | m->noexec << 1 | m->nosuid << 2));
+        json_object_array_add(j, json_object_new_uint64(m->size));
+        json_object_array_add(j, json_object_new_int64(m->mode));
+        json_object_array_add(mounts, j);
+    }
+    for (size_t i = 0; i < s->nrlimits; i++) {
+        json_object_array_add(rl, json_object_new_int(s->rlimits[i].resource));
+        json_object_array_add(rl, json_object_new_uint64(s->rlimits[i].soft));
+        json_object_array_add(rl, json_object_new_uint64(s->rlimits[i].hard));
+    }
+    json_object_object_add(x, "mounts", mounts);
+    json_object_object_add(x, "rlimits", rl);
+    json_object_object_add(x, "uidmap", idmaps(s->uidmap, s->nuidmap));
+    json_object_object_add(x, "gidmap", idmaps(s->gidmap, s->ngidmap));
+    json_object_object_add(x, "masked", strv(s->masked_paths));
+    json_object_object_add(x, "readonly", strv(s->readonly_paths));
+    json_object_object_add(x, "listen_port", json_object_new_int(s->listen_port));
+    json_object_object_add(x, "overlay_size", json_object_new_uint64(s->overlay_size));
+    json_object_object_add(x, "scratch", json_object_new_string(scratch ? scratch : ""));
+    json_object_object_add(o, "spawn", x);
+    return o;
+}
+
+static json_object *at(json_object *a, size_t i)
+{
+    return json_object_array_get_idx(a, i);
+}
+
+static size_t len(json_object *a)
+{
+    return a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
+}
+
+static char **parse_strv(json_object *a)
+{
+    char **v = xcalloc(len(a) + 1, sizeof *v);
+    for (size_t i = 0; i < len(a); i++)
+        v[i] = xstrdup(json_object_get_string(at(a, i)));
+    return v;
+}
+
+static size_t parse_idmaps(json_object *a, struct kago_idmap **out)
+{
+    size_t n = len(a) / 3;
+    *out = n ? xcalloc(n, sizeof **out) : NULL;
+    for (size_t i = 0; i < n; i++)
+        (*out)[i] = (struct kago_idmap){(uint32_t)json_object_get_int64(at(a, 3 * i)),
+                                        (uint32_t)json_object_get_int64(at(a, 3 * i + 1)),
+                                        (uint32_t)json_object_get_int64(at(a, 3 * i + 2))};
+    return n;
+}
+
+static void free_strv(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int spec_parse(json_object *o, struct kago_spec *s, char **scratch, struct kago_error **err)
+{
+    json_object *x = NULL, *v = NULL;
+    if (kago__spec_from_json(o, s, err) < 0)
+        return -1;
+    if (!json_object_object_get_ex(o, "spawn", &x))
+        return kago_error_set(err, EBADMSG, "spawner: a request without its spec");
+    json_object_object_get_ex(x, "mounts", &v);
+    for (size_t i = 0; i < len(v); i++) {
+        json_object *j = at(v, i);
+        int fl = json_object_get_int(at(j, 3));
+        struct kago_mount m = {.kind = (enum kago_mount_kind)json_object_get_int(at(j, 0)),
+                               .src = (char *)json_object_get_string(at(j, 1)),
+                               .dst = (char *)json_object_get_string(at(j, 2)),
+                               .readonly = fl & 1,
+                               .noexec = fl & 2,
+                               .nosuid = fl & 4,
+                               .size = json_object_get_uint64(at(j, 4)),
+                               .mode = (unsigned)json_object_get_int64(at(j, 5))};
+        if (!m.dst)
+            return kago_error_set(err, EBADMSG, "spawner: a mount without its destination");
+        kago_spec_add_mount(s, &m);
+    }
+    json_object_object_get_ex(x, "rlimits", &v);
+    for (size_t i = 0; i + 2 < len(v); i += 3) {
+        struct kago_rlimit rl = {json_object_get_int(at(v, i)), json_object_get_uint64(at(v, i + 1)),
+                                 json_object_get_uint64(at(v, i + 2))};
+        kago_spec_add_rlimit(s, &rl);
+    }
+    free(s->uidmap);
+    free(s->gidmap);
+    json_object_object_get_ex(x, "uidmap", &v);
+    s->nuidmap = parse_idmaps(v, &s->uidmap);
+    json_object_object_get_ex(x, "gidmap", &v);
+    s->ngidmap = parse_idmaps(v, &s->gidmap);
+    free_strv(s->masked_paths);
+    free_strv(s->readonly_paths);
+    json_object_object_get_ex(x, "masked", &v);
+    s->masked_paths = parse_strv(v);
+    json_object_object_get_ex(x, "readonly", &v);
+    s->readonly_paths = parse_strv(v);
+    json_object_object_get_ex(x, "listen_port", &v);
+    s->listen_port = (uint16_t)json_object_get_int(v);
+    json_object_object_get_ex(x, "overlay_size", &v);
+    s->overlay_size = json_object_get_uint64(v);
+    json_object_object_get_ex(x, "scratch", &v);
+    *scratch = xstrdup(json_object_get_string(v));
+    return 0;
+}
+
+/* --- the spawner process ------------------------------------------------------------------------- */
+
+static void answer(int sock, pid_t pid, int pidfd, bool into_cgroup, const struct kago_error *e)
+{
+    struct reply r = {.pid = pid, .into_cgroup = into_cgroup};
+    if (pid < 0) {
+        r.code = e ? e->code : 0;
+        snprintf(r.msg, sizeof r.msg, "%s", e && e->msg ? e->msg : "clone failed");
+    }
+    union kago__fd_ctl ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = {.iov_base = &r, .iov_len = offsetof(struct reply, msg) + strlen(r.msg) + 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (pidfd >= 0) {
+        mh.msg_control = &ctl;
+        mh.msg_controllen = sizeof ctl;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        *cm = (struct cmsghdr){
+            .cmsg_level = SOL_SOCKET, .cmsg_type = SCM_RIGHTS, .cmsg_len = CMSG_LEN(sizeof(int))};
+        memcpy(CMSG_DATA(cm), &pidfd, sizeof pidfd);
+    }
+    if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
+        _exit(1); /* serve is gone */
+}
+
+/* One request: the child is cloned from here, with the descriptors that came. */
+static void spawn_one(int sock, const char *buf, size_t n, int *fds, struct kago__bpf *bpf)
+{
+    struct req h;
+    struct kago_error *err = NULL;
+    struct kago_spec spec = {0};
+    struct kago__cgroup cg = {0};
+    cleanup_free char *scratch = NULL;
+    int pidfd = -1, nostdio[3] = {-1, -1, -1};
+    pid_t pid = -1;
+    memcpy(&h, buf, sizeof h);
+    kago__trace("spawner: request");
+    json_tokener *tok = json_tokener_new();
+    json_object *o = json_tokener_parse_ex(tok, buf + sizeof h, (int)(n - sizeof h));
+    json_tokener_free(tok);
+    if (!o) {
+        kago_error_set(&err, EBADMSG, "spawner: the request's spec is not JSON");
+    } else if (spec_parse(o, &spec, &scratch, &err) == 0 &&
+               kago__cgroup_init(&cg, NULL, spec.name, spec.cgroup_path, &err) == 0) {
+        struct kago__child ch = {.spec = &spec,
+                                 .scratch = scratch,
+                                 .sync_fd = fds[SLOT_SYNC],
+                                 .parent_fd = -1,
+                                 .fifo_fd = fds[SLOT_FIFO],
+                                 .stdio = nostdio,
+                                 .bpf = bpf,
+                                 .die_with_parent = h.die_with_parent,
+                                 .scratch_fd = -1};
+        for (int i = 0; i < 3; i++)
+            nostdio[i] = fds[SLOT_STDIO + i];
+        for (int i = 0; i < KAGO_NS_COUNT; i++)
+            ch.join_fds[i] = fds[SLOT_JOIN + i];
+        kago__trace("spawner: parsed");
+        pid = kago__clone_child(&ch, &cg, h.flags | CLONE_PARENT, &fds[SLOT_CG], &pidfd, &err);
+        kago__trace("spawner: cloned");
+    }
+    json_object_put(o);
+    answer(sock, pid, pidfd, fds[SLOT_CG] >= 0, err);
+    if (pidfd >= 0)
+        close(pidfd);
+    kago_error_free(err);
+    kago__cgroup_fini(&cg);
+    kago_spec_free(&spec);
+}
+
+int kago__spawner_main(int argc, char **argv)
+{
+    pid_t ppid = argc > 2 ? (pid_t)atoi(argv[2]) : 0;
+    prctl(PR_SET_NAME, "kago-spawner", 0, 0, 0);
+    /* serve's end of the socket closes with serve; the signal is for a serve stopped by SIGKILL */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != ppid ||
+        fcntl(SOCK_FD, F_SETFD, FD_CLOEXEC) < 0)
+        return 1;
+    syscall(SYS_close_range, SOCK_FD + 1, ~0U, 0); /* anything serve left open without close-on-exec */
+    static struct kago__bpf bpf;                   /* the child's copy receives the filter with "G" */
+    char *buf = xmalloc(MAX_MSG);
+    for (;;) {
+        union fds_ctl ctl;
+        struct iovec iov = {.iov_base = buf, .iov_len = MAX_MSG};
+        struct msghdr mh = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+        ssize_t n = recvmsg(SOCK_FD, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            free(buf);
+            return n == 0 ? 0 : 1; /* serve closed its end: it is stopping */
+        }
+        int fds[NSLOTS], got[NSLOTS], ngot = 0;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+            ngot = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            memcpy(got, CMSG_DATA(cm), (size_t)ngot * sizeof(int));
+        }
+        struct req h = {0};
+        if ((size_t)n > sizeof h)
+            memcpy(&h, buf, sizeof h);
+        for (int i = 0, k = 0; i < NSLOTS; i++)
+            fds[i] = (h.present & (1u << i)) && k < ngot ? got[k++] : -1;
+        if (h.magic != MAGIC || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+            __builtin_popcount(h.present) != ngot) {
+            struct kago_error e = {.code = EBADMSG, .msg = (char *)"spawner: a malformed request"};
+            answer(SOCK_FD, -1, -1, false, &e);
+            for (int i = 0; i < ngot; i++)
+                close(got[i]);
+            continue;
+        }
+        spawn_one(SOCK_FD, buf, (size_t)n, fds, &bpf);
+        for (int i = 0; i < NSLOTS; i++) /* (the clone closed the cgroup's when the kernel refused it) */
+            if (fds[i] >= 0)
+                close(fds[i]);
+    }
+}
+
+/* --- serve's side -------------------------------------------------------------------------------- */
+
+static struct {
+    int fd;
+    pid_t pid;
+    pid_t owner; /* the process that started it: a fork of it (a detached container's shim) clones itself */
+    void (*log)(void *arg, const char *msg);
+    void *arg;
+    bool on;
+} sp = {.fd = -1, .pid = -1};
+
+static void sp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sp_log(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cleanup_free char *msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    if (sp.log)
+        sp.log(sp.arg, msg);
+}
+
+extern char **environ;
+
+static int spawn_spawner(struct kago_error **err)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return kago_error_set(err, errno, "spawner: socketpair");
+    int big = MAX_MSG;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+    /* posix_spawn: a vfork, so that a restart from a large serve does not copy it either */
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], SOCK_FD);
+    char ppid[16];
+    snprintf(ppid, sizeof ppid, "%d", (int)getpid());
+    char *argv[] = {"kago", "__spawner", ppid, NULL};
+    pid_t pid;
+    int r = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(sv[1]);
+    if (r != 0) {
+        close(sv[0]);
+        return kago_error_set(err, r, "spawner: start /proc/self/exe");
+    }
+    sp.fd = sv[0];
+    sp.pid = pid;
+    return 0;
+}
+
+int kago__spawner_start(void (*log)(void *arg, const char *msg), void *arg, struct kago_error **err)
+{
+    sp.log = log;
+    sp.arg = arg;
+    sp.owner = getpid();
+    if (spawn_spawner(err) < 0)
+        return -1;
+    sp.on = true;
+    return 0;
+}
+
+static void sp_reap(bool kill_it)
+{
+    if (sp.fd >= 0)
+        close(sp.fd);
+    sp.fd = -1;
+    if (sp.pid > 0) {
+        if (kill_it)
+            kill(sp.pid, SIGKILL);
+        while (waitpid(sp.pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    sp.pid = -1;
+}
+
+void kago__spawner_stop(void)
+{
+    if (getpid() != sp.owner)
+        return;
+    sp.on = false;
+    sp_reap(false);
+}
+
+pid_t kago__spawner_pid(void)
+{
+    return sp.pid;
+}
+
+/* The spawner is gone (EOF, EPIPE) or stuck: reap it and start another one, or take the direct path. */
+static void sp_restart(const char *why)
+{
+    pid_t old = sp.pid;
+    sp_reap(true);
+    struct kago_error *e = NULL;
+    if (spawn_spawner(&e) < 0) {
+        sp.on = false;
+        sp_log("the spawner (pid %d) %s, and another could not start (%s): containers are cloned by serve "
+               "itself from now on",
+               (int)old, why, e->msg);
+        kago_error_free(e);
+        return;
+    }
+    sp_log("the spawner (pid %d) %s: restarted as pid %d", (int)old, why, (int)sp.pid);
+}
+
+/* Sends the request; 0 sent, 1 the spawner is gone (nothing reached it), -1 another failure. */
+static int send_req(const struct req *h, const char *json, size_t jlen, const int *fds, int nfds)
+{
+    union fds_ctl ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov[2] = {{.iov_base = (void *)h, .iov_len = sizeof *h},
+                           {.iov_base = (void *)json, .iov_len = jlen}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    if (nfds) {
+        mh.msg_control = &ctl;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        *cm = (struct cmsghdr){.cmsg_level = SOL_SOCKET,
+                               .cmsg_type = SCM_RIGHTS,
+                               .cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds)};
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t n;
+    while ((n = sendmsg(sp.fd, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    if (n >= 0)
+        return 0;
+    return errno == EPIPE || errno == ECONNRESET ? 1 : -1;
+}
+
+static pid_t read_reply(int *cgroup_fd, int *pidfd, struct kago_error **err)
+{
+    struct reply r;
+    union kago__fd_ctl ctl;
+    struct iovec iov = {.iov_base = &r, .iov_len = sizeof r};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+    struct pollfd p = {.fd = sp.fd, .events = POLLIN};
+    int pr;
+    while ((pr = poll(&p, 1, REPLY_MS)) < 0 && errno == EINTR)
+        ;
+    ssize_t n = -1;
+    if (pr == 1)
+        while ((n = recvmsg(sp.fd, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+            ;
+    if (n < (ssize_t)offsetof(struct reply, msg)) {
+        /* whatever it may have cloned finds the sync socket closed by the create's failure, and exits */
+        sp_restart(pr == 0 ? "did not answer within 10 s" : "died during a clone");
+        return kago_error_set(err, EPIPE, "clone: the spawner %s", pr == 0 ? "did not answer" : "died");
+    }
+    int fd = kago__msg_fd(&mh);
+    if (r.pid < 0) {
+        if (fd >= 0)
+            close(fd);
+        r.msg[sizeof r.msg - 1] = '\0';
+        return kago_error_set(err, r.code, "%s", r.msg);
+    }
+    if (fd < 0)
+        return kago_error_set(err, EBADMSG, "clone: the spawner sent no pidfd");
+    *pidfd = fd;
+    if (!r.into_cgroup && *cgroup_fd >= 0) {
+        close(*cgroup_fd);
+        *cgroup_fd = -1;
+    }
+    return r.pid;
+}
+
+pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
+                          int *pidfd, struct kago_error **err)
+{
+    /* what only the caller's own process can give the child stays on the direct path: the CPU it is pinned
+     * to, the terminal, the creator's own fds 3..N */
+    if (!sp.on || getpid() != sp.owner || ch->spin || ch->net_later || ch->tty || ch->spec->preserve_fds)
+        return -2;
+    struct req h = {.magic = MAGIC, .flags = flags, .die_with_parent = ch->die_with_parent};
+    int slot[NSLOTS], fds[NSLOTS], nfds = 0;
+    for (int i = 0; i < NSLOTS; i++)
+        slot[i] = -1;
+    slot[SLOT_SYNC] = ch->sync_fd;
+    for (int i = 0; i < 3; i++)
+        slot[SLOT_STDIO + i] = ch->stdio[i];
+    slot[SLOT_FIFO] = ch->fifo_fd;
+    slot[SLOT_CG] = *cgroup_fd;
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        slot[SLOT_JOIN + i] = ch->join_fds[i];
+    for (int i = 0; i < NSLOTS; i++)
+        if (slot[i] >= 0) {
+            h.present |= 1u << i;
+            fds[nfds++] = slot[i];
+        }
+    kago__trace("spawner: build");
+    json_object *o = spec_json(ch->spec, ch->scratch);
+    size_t jlen;
+    const char *json = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &jlen);
+    int r = sizeof h + jlen > MAX_MSG ? -1 : 1;
+    for (int attempt = 0; r == 1 && attempt < 2 && sp.on; attempt++)
+        if ((r = send_req(&h, json, jlen, fds, nfds)) == 1)
+            sp_restart("has exited"); /* it never saw this request: send it again */
+    json_object_put(o);
+    kago__trace("spawner: sent");
+    if (r != 0)
+        return -2; /* too large, or no spawner: the direct path */
+    return read_reply(cgroup_fd, pidfd, err);
+}

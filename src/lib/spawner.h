@@ -1,0 +1,43 @@
+/* Internal: the spawner, a small process that clones containers for a large one (kago serve).
+ *
+ * A clone copies the caller's page tables and descriptor table, and the copy-on-write faults that follow
+ * (with their TLB-flush IPIs) and the descriptors closed at exec grow with the caller: a serve with
+ * thousands of instances starts each one slower. The spawner is started (exec'd afresh) while serve is
+ * small, receives each start's spec and descriptors over a SOCK_SEQPACKET socket, and clones the container
+ * with CLONE_PARENT, so that the container is serve's child as before; serve gets its pid and pidfd back and
+ * does the parent's half of the handshake over the sync socket itself. */
+#ifndef KAGO_SPAWNER_H
+#define KAGO_SPAWNER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util.h"
+
+struct kago__child;
+struct kago__cgroup;
+
+/* Starts the spawner for this process (kago serve): later creates that do not wait for their child (the
+ * event loop's kago_container_create_begin) clone through it. log (may be NULL) is told when the spawner
+ * died and was restarted, or could not be and the direct path is taken. Returns 0 or < 0 with *err set. */
+int kago__spawner_start(void (*log)(void *arg, const char *msg), void *arg,
+                        struct kago_error **err) KAGO_INTERNAL;
+/* Ends the spawner (EOF on its socket) and reaps it. */
+void kago__spawner_stop(void) KAGO_INTERNAL;
+/* The spawner's pid, or -1 when none runs. */
+pid_t kago__spawner_pid(void) KAGO_INTERNAL;
+/* Clones ch through the spawner as kago__clone_child would here. Returns the child's pid (*pidfd set;
+ * *cgroup_fd closed and -1 when the kernel could not clone into it), -1 with *err set, or -2 (nothing done,
+ * *err untouched) when the spawner does not take this child: the caller clones it itself. */
+pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
+                          int *pidfd, struct kago_error **err) KAGO_INTERNAL;
+/* The spawner process: `kago __spawner PPID` with its socket as fd 3. Returns its exit code. */
+int kago__spawner_main(int argc, char **argv) KAGO_INTERNAL;
+
+/* container.c: clones ch's child with flags plus CLONE_PIDFD (*pidfd), into the cgroup *cgroup_fd when >= 0
+ * (set to -1 when the kernel cannot), in ch's pid namespace when it joins one. The child runs
+ * kago__child_main. Returns its pid, or -1 with *err set. */
+pid_t kago__clone_child(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
+                        int *pidfd, struct kago_error **err) KAGO_INTERNAL;
+
+#endif

@@ -1,0 +1,135 @@
+"""kago serve's spawner: a small process, started with serve, that clones every instance (CLONE_PARENT), so
+that a start does not copy a serve grown large. The instances are still serve's children; the spawner
+stays small; killed, it is replaced and the next start works; it ends with serve. Needs root, the busybox
+rootfs and build/kago."""
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from serve_util import KAGO, ROOTFS, Server, app, request
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
+    pytest.mark.skipif(not os.path.exists(KAGO), reason=f"{KAGO} not built"),
+    pytest.mark.skipif(not os.path.isdir(ROOTFS), reason=f"no rootfs at {ROOTFS} (scripts/mkrootfs)"),
+]
+
+WEB = "mkdir -p /srv/www && echo hi > /srv/www/index.html && exec /usr/sbin/httpd -f -p 8080 -h /srv/www"
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def status(pid):
+    """/proc/PID/status as a dict ({} when the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except FileNotFoundError:
+        return {}
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read().split("\0")
+    except FileNotFoundError:
+        return []
+
+
+def spawners(srv, want=1, timeout=10):
+    """serve's live spawner processes: `kago __spawner SERVE_PID` but not an instance (an instance's --init
+    is a copy of the spawner that did not exec), waited for until there are want of them."""
+    deadline = time.time() + timeout
+    while True:
+        insts = {i["pid"] for a in srv.ps().values() for i in a["instances"]}
+        found = [p for p in children(srv.proc.pid) if p not in insts and cmdline(p)[:3] == [
+            "kago", "__spawner", str(srv.proc.pid)] and not gone(p, 0)]
+        if len(found) == want or time.time() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def gone(pid, timeout=5):
+    deadline = time.time() + timeout
+    while True:
+        st = status(pid)
+        if not st or st["State"].startswith("Z"):
+            return True
+        if time.time() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def apps(n):
+    return "".join(app(f"sp{i}", [f"sp{i}.test"], WEB, stop_grace="1s") for i in range(n))
+
+
+def test_instances_are_serves_children_and_the_spawner_stays_small():
+    srv = Server(apps(6))
+    try:
+        [sp] = spawners(srv)
+        # only its socket to serve beside stdio: a clone from it copies no descriptor table worth the name
+        assert sorted(os.listdir(f"/proc/{sp}/fd")) == ["0", "1", "2", "3"]
+        assert request(srv.port, "sp0.test")[0] == 200
+        rss0 = int(status(sp)["VmRSS"].split()[0])  # (after a first start: its buffers touched once)
+        for i in range(1, 6):
+            assert request(srv.port, f"sp{i}.test")[0] == 200
+        pids = [i["pid"] for a in srv.ps().values() for i in a["instances"] if i["state"] == "ready"]
+        assert len(pids) == 6
+        for p in pids:  # cloned by the spawner, parented to serve: serve reaps and watches them as before
+            assert int(status(p)["PPid"]) == srv.proc.pid, p
+        assert children(sp) == [], "the spawner keeps no children of its own"
+        rss1 = int(status(sp)["VmRSS"].split()[0])
+        assert rss1 <= rss0 + 2048, f"the spawner grew from {rss0} to {rss1} kB over 5 starts"
+        assert rss1 < 32 * 1024, f"the spawner's RSS is {rss1} kB"
+        assert rss1 < int(status(srv.proc.pid)["VmRSS"].split()[0]), "the spawner is smaller than serve"
+    finally:
+        assert srv.stop() == 0
+    assert gone(sp), "the spawner outlived serve's SIGTERM"
+    assert srv.leftovers() == []
+
+
+def test_a_killed_spawner_is_replaced_and_the_next_start_works():
+    srv = Server(apps(2))
+    try:
+        [sp] = spawners(srv)
+        assert request(srv.port, "sp0.test")[0] == 200
+        os.kill(sp, signal.SIGKILL)
+        assert gone(sp)
+        assert request(srv.port, "sp1.test")[0] == 200
+        [sp2] = spawners(srv)
+        assert sp2 != sp
+        [inst] = [i for i in srv.ps()["sp1"]["instances"] if i["state"] == "ready"]
+        assert int(status(inst["pid"])["PPid"]) == srv.proc.pid
+        assert f"the spawner (pid {sp}) has exited: restarted as pid {sp2}" in srv.stderr()
+    finally:
+        assert srv.stop() == 0
+    assert gone(sp2)
+    assert srv.leftovers() == []
+
+
+def test_a_killed_serve_takes_its_spawner_along():
+    srv = Server(apps(1))
+    [sp] = spawners(srv)
+    srv.proc.kill()
+    srv.proc.wait()
+    assert gone(sp), "the spawner outlived a serve killed with SIGKILL"
+    shutil.rmtree(srv.tmp)  # (no instance ran: only serve's lock and token, which a SIGKILL leaves)
+
+
+def test_spawner_off_clones_from_serve():
+    srv = Server(apps(1), env={"KAGO_SERVE_SPAWNER": "off"})
+    try:
+        assert spawners(srv, want=0, timeout=1) == []
+        assert request(srv.port, "sp0.test")[0] == 200
+        [inst] = [i for i in srv.ps()["sp0"]["instances"] if i["state"] == "ready"]
+        assert int(status(inst["pid"])["PPid"]) == srv.proc.pid
+    finally:
+        assert srv.stop() == 0
+    assert srv.leftovers() == []
