@@ -127,13 +127,6 @@ static size_t parse_idmaps(json_object *a, struct kago_idmap **out)
     return n;
 }
 
-static void free_strv(char **v)
-{
-    for (size_t i = 0; v && v[i]; i++)
-        free(v[i]);
-    free(v);
-}
-
 static int spec_parse(json_object *o, struct kago_spec *s, char **scratch, struct kago_error **err)
 {
     json_object *x = NULL, *v = NULL;
@@ -169,12 +162,10 @@ static int spec_parse(json_object *o, struct kago_spec *s, char **scratch, struc
     s->nuidmap = parse_idmaps(v, &s->uidmap);
     json_object_object_get_ex(x, "gidmap", &v);
     s->ngidmap = parse_idmaps(v, &s->gidmap);
-    free_strv(s->masked_paths);
-    free_strv(s->readonly_paths);
     json_object_object_get_ex(x, "masked", &v);
-    s->masked_paths = parse_strv(v);
+    kago_spec_set_paths(&s->masked_paths, parse_strv(v));
     json_object_object_get_ex(x, "readonly", &v);
-    s->readonly_paths = parse_strv(v);
+    kago_spec_set_paths(&s->readonly_paths, parse_strv(v));
     json_object_object_get_ex(x, "listen_port", &v);
     s->listen_port = (uint16_t)json_object_get_int(v);
     json_object_object_get_ex(x, "overlay_size", &v);
