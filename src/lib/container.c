@@ -519,42 +519,11 @@ static int create_here(struct kago_container *c, const struct kago_spec *spec,
 
 static int copy_spec(struct kago_spec *dst, const struct kago_spec *src, struct kago_error **err)
 {
-    json_object *o = kago__spec_to_json(src);
-    int ret = kago__spec_from_json(o, dst, err);
+    json_object *o = kago__spec_to_json_full(src, NULL);
+    cleanup_free char *scratch = NULL;
+    int ret = kago__spec_from_json_full(o, dst, &scratch, err);
     json_object_put(o);
-    /* what the state file does not carry but the child needs */
-    for (size_t i = 0; i < src->nmounts; i++)
-        kago_spec_add_mount(dst, &src->mounts[i]);
-    for (size_t i = 0; i < src->nrlimits; i++)
-        kago_spec_add_rlimit(dst, &src->rlimits[i]);
-    for (size_t i = 0; i < src->nuidmap; i++) {
-        dst->uidmap = xrealloc(dst->uidmap, (dst->nuidmap + 1) * sizeof *dst->uidmap);
-        dst->uidmap[dst->nuidmap++] = src->uidmap[i];
-    }
-    for (size_t i = 0; i < src->ngidmap; i++) {
-        dst->gidmap = xrealloc(dst->gidmap, (dst->ngidmap + 1) * sizeof *dst->gidmap);
-        dst->gidmap[dst->ngidmap++] = src->gidmap[i];
-    }
-    char **m = dst->masked_paths, **r = dst->readonly_paths;
-    dst->masked_paths = NULL;
-    dst->readonly_paths = NULL;
-    struct kago_spec tmp = {.masked_paths = m, .readonly_paths = r};
-    kago_spec_free(&tmp);
-    size_t n = 0;
-    while (src->masked_paths && src->masked_paths[n])
-        n++;
-    dst->masked_paths = xcalloc(n + 1, sizeof(char *));
-    for (size_t i = 0; i < n; i++)
-        dst->masked_paths[i] = xstrdup(src->masked_paths[i]);
-    n = 0;
-    while (src->readonly_paths && src->readonly_paths[n])
-        n++;
-    dst->readonly_paths = xcalloc(n + 1, sizeof(char *));
-    for (size_t i = 0; i < n; i++)
-        dst->readonly_paths[i] = xstrdup(src->readonly_paths[i]);
-    dst->listen_port = src->listen_port;
     dst->preserve_fds = src->preserve_fds;
-    dst->overlay_size = src->overlay_size;
     return ret;
 }
 

@@ -97,6 +97,12 @@ int kago__idmap_send(const struct kago_spec *spec, pid_t pid, int sock,
 /* The state file (dir/state.json): the spec and the process identity. */
 json_object *kago__spec_to_json(const struct kago_spec *spec) KAGO_INTERNAL;
 int kago__spec_from_json(json_object *o, struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
+/* The whole spec, the state file's form plus what it does not carry (mounts, rlimits, id maps, masked and
+ * read-only paths, listen_port, overlay_size) and the setup's scratch dir (spawner.c): what a spec copied
+ * for a create, or sent to the spawner, must hold. */
+json_object *kago__spec_to_json_full(const struct kago_spec *spec, const char *scratch) KAGO_INTERNAL;
+int kago__spec_from_json_full(json_object *o, struct kago_spec *spec, char **scratch,
+                              struct kago_error **err) KAGO_INTERNAL;
 int kago__state_write(struct kago_container *c, struct kago_error **err) KAGO_INTERNAL;
 int kago__state_read(struct kago_container *c, struct kago_error **err) KAGO_INTERNAL;
 unsigned long long kago__proc_starttime(pid_t pid, char *state) KAGO_INTERNAL;

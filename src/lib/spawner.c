@@ -65,7 +65,7 @@ static json_object *idmaps(const struct kago_idmap *m, size_t n)
     return a;
 }
 
-static json_object *spec_json(const struct kago_spec *s, const char *scratch)
+json_object *kago__spec_to_json_full(const struct kago_spec *s, const char *scratch)
 {
     json_object *o = kago__spec_to_json(s), *x = json_object_new_object();
     json_object *mounts = json_object_new_array(), *rl = json_object_new_array();
@@ -127,7 +127,7 @@ static size_t parse_idmaps(json_object *a, struct kago_idmap **out)
     return n;
 }
 
-static int spec_parse(json_object *o, struct kago_spec *s, char **scratch, struct kago_error **err)
+int kago__spec_from_json_full(json_object *o, struct kago_spec *s, char **scratch, struct kago_error **err)
 {
     json_object *x = NULL, *v = NULL;
     if (kago__spec_from_json(o, s, err) < 0)
@@ -217,7 +217,7 @@ static void spawn_one(int sock, const char *buf, size_t n, int *fds, struct kago
     json_tokener_free(tok);
     if (!o) {
         kago_error_set(&err, EBADMSG, "spawner: the request's spec is not JSON");
-    } else if (spec_parse(o, &spec, &scratch, &err) == 0 &&
+    } else if (kago__spec_from_json_full(o, &spec, &scratch, &err) == 0 &&
                kago__cgroup_init(&cg, NULL, spec.name, spec.cgroup_path, &err) == 0) {
         struct kago__child ch = {.spec = &spec,
                                  .scratch = scratch,
@@ -486,7 +486,7 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
             fds[nfds++] = slot[i];
         }
     kago__trace("spawner: build");
-    json_object *o = spec_json(ch->spec, ch->scratch);
+    json_object *o = kago__spec_to_json_full(ch->spec, ch->scratch);
     size_t jlen;
     const char *json = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &jlen);
     int r = sizeof h + jlen > MAX_MSG ? -1 : 1;
