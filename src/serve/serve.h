@@ -15,7 +15,11 @@ enum kago_log_format { KAGO_LOG_AUTO, KAGO_LOG_TEXT, KAGO_LOG_JSON, KAGO_LOG_JOU
 #define KAGO_SERVE_ADMIN_TOKEN ".serve/.admin-token"
 
 struct kago_serve_opts {
-    const char *config_dir;  /* Kagofiles (*.rb, Kagofile*) defining apps */
+    const char *config_dir;  /* Kagofiles (*.rb, Kagofile*) defining apps (or cluster) */
+    const char *cluster;     /* etcd://HOST:PORT[,...]: the apps are etcd's (docs/cluster.md) */
+    const char *node;        /* --node NAME: this node's name in the cluster (default: the host name) */
+    const char *advertise;   /* --advertise IP:PORT: where other nodes reach this one (default: --listen) */
+    unsigned node_ttl_s;     /* the node key's lease (5 s) */
     const char *listen;      /* "127.0.0.1:8080" */
     const char *admin;       /* "127.0.0.1:9090", "unix:PATH" or "off" */
     const char *admin_token; /* file of the admin API's bearer token (NULL: <root>/KAGO_SERVE_ADMIN_TOKEN) */
