@@ -94,11 +94,12 @@ static int app_put(struct cli *g, int argc, char **argv)
     cleanup_free char *src = kago__read_file(a.arg, &len, &err);
     struct kago_app app = {0};
     struct json_object *resp = NULL;
+    cleanup_free char *key = NULL;
     if (!src || kago__app_from_source(a.arg, src, len, NULL, &app, &err) < 0) {
         rc = cli_fail(err);
         goto out;
     }
-    cleanup_free char *key = xasprintf("%s%s", APPS, app.name);
+    key = xasprintf("%s%s", APPS, app.name);
     if (kago__etcd_call_sync(a.etcd, "kv/put", kago__etcd_req_put(key, src, len, 0), CALL_MS, &resp, &err) <
         0) {
         kago_error_prefix(&err, "app %s", app.name);

@@ -703,6 +703,8 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     srv->root_tag = kago__root_id(o->root);
     if (o->config_dir && load_config(srv, err) < 0)
         goto out;
+    if (!srv->router) /* --cluster: no app until etcd answers */
+        srv->router = kago__router_new(1);
     const char *passed = " (systemd socket)";
     char frombuf[48];
     if (o->upgrade) { /* the running serve's sockets; it drains, then lets the root lock go */
