@@ -124,7 +124,7 @@ int kago__etcd_parse_url(const char *url, char ***endpoints, struct kago_error *
         memcpy(ep, p, len);
         ep[len] = 0;
         if (len && ep[len - 1] == '/') /* http://h:p/ */
-            ep[--len] = 0;
+            ep[len - 1] = 0;
         const char *colon = strrchr(ep, ':');
         char *end = NULL;
         long port = colon ? strtol(colon + 1, &end, 10) : 0;
