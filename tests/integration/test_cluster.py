@@ -218,13 +218,15 @@ class Node(Server):
             return False
 
     def close(self, killed=False):
-        if self.proc.poll() is None:
-            assert self.stop() == 0, self.stderr()
-        # a SIGKILLed serve leaves its root lock (the next serve takes it); no instance ran
-        left = [p for p in self.leftovers() if not (killed and p == os.path.join(self.root, ".serve"))]
-        self.final_stderr = Server.stderr(self)
-        self.errlog.close()
-        shutil.rmtree(self.tmp)
+        try:
+            code = self.stop() if self.proc.poll() is None else (0 if killed else self.proc.returncode)
+            # a SIGKILLed serve leaves its root lock (the next serve takes it); no instance ran
+            left = [p for p in self.leftovers() if not (killed and p == os.path.join(self.root, ".serve"))]
+        finally:
+            self.final_stderr = Server.stderr(self)
+            self.errlog.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        assert code == 0, self.final_stderr
         assert left == []
 
 
