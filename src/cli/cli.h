@@ -41,6 +41,7 @@ char *cli_admin_call(const struct cli_admin *a, const char *verb, const char *me
 /* Each verb gets argv with argv[0] = the verb name; returns the process exit code. */
 #define CLI_VERB(v) int cli_##v(struct cli *g, int argc, char **argv)
 CLI_VERB(run);
+CLI_VERB(app);
 CLI_VERB(create);
 CLI_VERB(start);
 CLI_VERB(exec);

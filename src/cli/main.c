@@ -35,6 +35,7 @@ static const struct verb verbs[] = {
     {"check", cli_check, "validate a Kagofile without starting anything"},
     {"reload", cli_reload, "re-apply a container's Kagofile: limits and hooks, live"},
     {"serve", cli_serve, "the FastContainer proxy: start app containers on request (docs/serve.md)"},
+    {"app", cli_app, "publish apps to a cluster of kago serve nodes (etcd; docs/cluster.md)"},
     {"ps", cli_ps, "apps and instances of the running kago serve"},
     {"logs", cli_logs, "the output of a served app's instances (kago serve's per-app logs)"},
     {"checkpoint", cli_checkpoint, "write a CRIU image of a running container"},

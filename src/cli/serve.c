@@ -42,6 +42,10 @@ CLI_VERB(serve)
         {"tls-default-key", required_argument, NULL, 'k'},
         {"tls-unknown", required_argument, NULL, 'u'},
         {"tls-handshake-timeout", required_argument, NULL, 't'},
+        {"cluster", required_argument, NULL, 'E'},
+        {"node", required_argument, NULL, 'n'},
+        {"advertise", required_argument, NULL, 'A'},
+        {"node-ttl", required_argument, NULL, 'W'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -111,6 +115,25 @@ CLI_VERB(serve)
         case 'U':
             o.upgrade = true;
             break;
+        case 'E':
+            o.cluster = optarg;
+            break;
+        case 'n':
+            o.node = optarg;
+            break;
+        case 'A':
+            o.advertise = optarg;
+            break;
+        case 'W': {
+            uint64_t ms;
+            if (parse_ms("serve", optarg, &ms))
+                return 1;
+            if (ms < 2000 || ms > 3600000)
+                return cli_usage(
+                    "serve", "--node-ttl: \"%s\" is not from 2s to 1h (etcd's minimum TTL is 2 s)", optarg);
+            o.node_ttl_s = (unsigned)((ms + 999) / 1000);
+            break;
+        }
         case 'N':
             o.cold_start_header = false;
             break;
@@ -149,20 +172,23 @@ CLI_VERB(serve)
             break;
         }
         case 'h':
-            printf("usage: kago serve --config DIR [--listen 127.0.0.1:8080]... [--listen-tls IP:PORT]...\n"
-                   "                  [--tls-default-cert FILE --tls-default-key FILE]\n"
-                   "                  [--tls-unknown default|alert] [--tls-handshake-timeout 10s]\n"
-                   "                  [--admin 127.0.0.1:9090|unix:PATH|off] [--admin-token FILE]\n"
-                   "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
-                   "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout "
-                   "60s]\n"
-                   "                  [--no-cold-start-header] [--frozen-memory-budget 1G] [--drain-timeout "
-                   "10s]\n"
-                   "                  [--max-starting N]   (container starts at once; default 2 per CPU)\n"
-                   "                  [--metrics-app-histograms]   (/metrics: each app's histograms too)\n"
-                   "                  [--upgrade]   (take over from the serve running with this --root)\n"
-                   "                  [--log-format text|json|journal]\n"
-                   "See docs/serve.md.\n");
+            printf(
+                "usage: kago serve --config DIR | --cluster etcd://HOST:PORT[,HOST:PORT...]\n"
+                "                  [--node NAME] [--advertise IP:PORT] [--node-ttl 5s]   (docs/cluster.md)\n"
+                "                  [--listen 127.0.0.1:8080]... [--listen-tls IP:PORT]...\n"
+                "                  [--tls-default-cert FILE --tls-default-key FILE]\n"
+                "                  [--tls-unknown default|alert] [--tls-handshake-timeout 10s]\n"
+                "                  [--admin 127.0.0.1:9090|unix:PATH|off] [--admin-token FILE]\n"
+                "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
+                "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout "
+                "60s]\n"
+                "                  [--no-cold-start-header] [--frozen-memory-budget 1G] [--drain-timeout "
+                "10s]\n"
+                "                  [--max-starting N]   (container starts at once; default 2 per CPU)\n"
+                "                  [--metrics-app-histograms]   (/metrics: each app's histograms too)\n"
+                "                  [--upgrade]   (take over from the serve running with this --root)\n"
+                "                  [--log-format text|json|journal]\n"
+                "See docs/serve.md.\n");
             return 0;
         default:
             return cli_usage("serve", "unknown option");
@@ -170,8 +196,17 @@ CLI_VERB(serve)
     }
     if (optind < argc)
         return cli_usage("serve", "unexpected argument \"%s\"", argv[optind]);
-    if (!o.config_dir)
-        return cli_usage("serve", "--config DIR is required");
+    if (!o.cluster)
+        o.cluster = getenv("KAGO_CLUSTER") && *getenv("KAGO_CLUSTER") && !o.config_dir
+                        ? getenv("KAGO_CLUSTER")
+                        : NULL;
+    if (!o.config_dir && !o.cluster)
+        return cli_usage("serve", "--config DIR or --cluster etcd://HOST:PORT is required");
+    if (o.config_dir && o.cluster)
+        return cli_usage("serve",
+                         "--config and --cluster exclude each other: a node's apps come from one place");
+    if (!o.cluster && (o.node || o.advertise || o.node_ttl_s))
+        return cli_usage("serve", "--node, --advertise and --node-ttl go with --cluster");
     if (!o.tls_default_cert != !o.tls_default_key)
         return cli_usage("serve", "--tls-default-cert and --tls-default-key go together");
     if (o.tls_unknown == KAGO_TLS_UNKNOWN_DEFAULT && !o.tls_default_cert)

@@ -346,6 +346,27 @@ static void all_started(const struct metrics_ctx *m, struct sbuf *b, const struc
     all_u64(b, f, m->srv->total_instances);
 }
 
+static void all_cluster_nodes(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    struct cluster_stats st;
+    kago__cluster_stats(m->srv, &st);
+    all_u64(b, f, st.nodes);
+}
+
+static void all_cluster_up(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    struct cluster_stats st;
+    kago__cluster_stats(m->srv, &st);
+    all_u64(b, f, st.etcd_up);
+}
+
+static void all_cluster_rev(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    struct cluster_stats st;
+    kago__cluster_stats(m->srv, &st);
+    all_u64(b, f, (uint64_t)st.revision);
+}
+
 static void all_apps(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     uint64_t n = 0;
@@ -426,6 +447,12 @@ static const struct family families[] = {
                 all_tls_certs),
     SERVER_WIDE("kago_tls_reloads_total", "counter",
                 "Certificates loaded again because their files changed, by result.", all_tls_reloads),
+    /* --cluster only (left out without it) */
+    SERVER_WIDE("kago_cluster_nodes", "gauge", "Nodes registered in etcd (/kago/nodes/).", all_cluster_nodes),
+    SERVER_WIDE("kago_cluster_etcd_up", "gauge", "1 while etcd answers and the watch runs, else 0.",
+                all_cluster_up),
+    SERVER_WIDE("kago_cluster_watch_revision", "gauge", "The etcd revision this node has applied.",
+                all_cluster_rev),
 };
 #define NFAMILIES (sizeof families / sizeof families[0])
 
@@ -545,7 +572,8 @@ static void metrics_more(struct admin_conn *ac)
            (!b->len || kago__serve_now_us() - t0 < METRICS_SLICE_US)) {
         const struct family *f = &families[ac->fam];
         if (!ac->in_fam) {
-            if (ac->m.only && !f->app) { /* (?app=NAME: that app's series only) */
+            if ((ac->m.only && !f->app) || /* (?app=NAME: that app's series only) */
+                (!srv->cluster && !strncmp(f->name, "kago_cluster_", 13))) {
                 ac->fam++;
                 continue;
             }

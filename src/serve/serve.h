@@ -27,7 +27,11 @@ struct kago_serve_listen {
 enum kago_tls_unknown { KAGO_TLS_UNKNOWN_AUTO, KAGO_TLS_UNKNOWN_DEFAULT, KAGO_TLS_UNKNOWN_ALERT };
 
 struct kago_serve_opts {
-    const char *config_dir; /* Kagofiles (*.rb, Kagofile*) defining apps */
+    const char *config_dir; /* Kagofiles (*.rb, Kagofile*) defining apps (or cluster) */
+    const char *cluster;    /* etcd://HOST:PORT[,...]: the apps are etcd's (docs/cluster.md) */
+    const char *node;       /* --node NAME: this node's name in the cluster (default: the host name) */
+    const char *advertise;  /* --advertise IP:PORT: where other nodes reach this one (default: --listen) */
+    unsigned node_ttl_s;    /* the node key's lease (5 s) */
     /* the client listeners in command line order (none given: 127.0.0.1:8080, HTTP) */
     struct kago_serve_listen listen[KAGO_SERVE_MAX_LISTEN];
     unsigned nlisten;

@@ -64,6 +64,7 @@ struct app_rt {
     bool ticking;
     bool ranged; /* uid, gid: its user namespace range, taken at load (instance.c) */
     struct kago_idmap uid, gid;
+    int64_t etcd_rev; /* --cluster: the mod_revision of /kago/apps/NAME it came from */
 };
 
 struct upconn;
@@ -233,6 +234,7 @@ struct server {
     int up_conn;                 /* --upgrade: the connection to it, open until the root lock is ours */
     unsigned given, give_failed; /* connections handed to the new serve, and those that could not go */
     struct kago_error *fatal;
+    struct cluster *cluster; /* --cluster (cluster.c), NULL without */
 };
 
 /* time */
@@ -382,6 +384,33 @@ void kago__logs_close(struct instance *inst, bool keep_fifos);
 void kago__logs_forget(struct server *srv, const char *app, const char *name);
 /* The app is freed: its log file is closed once no stream writes to it. */
 void kago__logs_app_free(struct app_rt *a);
+
+/* appsrc.c: what an app must have before serve takes it (where: "FILE" for messages); 0 or < 0 with *err. */
+int kago__app_check(const struct kago_app *a, const char *where, struct kago_error **err);
+/* Evaluates Kagofile source (named where in messages: "FILE:LINE: ...") that must define exactly one app
+ * (named want_name, unless NULL) passing kago__app_check; fills *out (kago_app_free). 0 or < 0 with *err. */
+int kago__app_from_source(const char *where, const char *src, size_t len, const char *want_name,
+                          struct kago_app *out, struct kago_error **err);
+
+/* server.c: one app at a time (--cluster). set: adds app, or replaces the app of that name as a reload
+ * does (container changed: new instances), taking *app on success; refused (nothing changes) when one of
+ * its hosts is invalid or another app's. drop: the app drains away; false when there is none. */
+int kago__server_app_set(struct server *srv, struct kago_app *app, int64_t etcd_rev, struct kago_error **err);
+bool kago__server_app_drop(struct server *srv, const char *name);
+int kago__server_reload(struct server *srv, struct kago_error **err);
+
+/* cluster.c: --cluster, --node, --advertise (docs/cluster.md) */
+int kago__cluster_start(struct server *srv, struct kago_error **err);
+void kago__cluster_stop(struct server *srv);   /* SIGTERM: revoke the node's lease, stop watching */
+bool kago__cluster_busy(struct server *srv);   /* the revoke is still in flight */
+void kago__cluster_free(struct server *srv);   /* before the loop's last run */
+void kago__cluster_relist(struct server *srv); /* SIGHUP, POST /reload: every app from etcd again */
+struct cluster_stats {
+    uint64_t nodes;
+    bool etcd_up;
+    int64_t revision;
+};
+void kago__cluster_stats(struct server *srv, struct cluster_stats *st);
 
 /* slog.c: the server log on stderr (--log-format). level: SLOG_ERR, SLOG_WARN or SLOG_INFO. */
 /* A line about the app (text: "kago serve: app APP: MSG"), about instance inst of it ("kago serve: INST:

@@ -119,11 +119,9 @@ static int load_apps(const char *dir, struct app_list *out, struct tls_store *ts
                     ret = kago_error_set(err, 0, "%s: app %s is defined twice", path, a->name);
                     break;
                 }
-            if (ret == 0 && (!a->hosts || !a->hosts[0]) && !a->default_app)
-                ret = kago_error_set(err, 0, "%s: app %s has no hosts", path, a->name);
-            if (ret == 0 && a->port == 0)
-                ret = kago_error_set(err, 0, "%s: app %s has no port", path, a->name);
-            if (ret == 0 && (kago_spec_validate(&a->spec, err) < 0 || load_app_tls(ts, dir, a, err) < 0)) {
+            if (ret == 0)
+                ret = kago__app_check(a, path, err);
+            if (ret == 0 && load_app_tls(ts, dir, a, err) < 0) {
                 kago_error_prefix(err, "%s: app %s", path, a->name);
                 ret = -1;
             }
@@ -137,6 +135,8 @@ static int load_apps(const char *dir, struct app_list *out, struct tls_store *ts
         app_list_free(out);
     return ret;
 }
+
+static void setup_checkpoints(struct server *srv);
 
 static struct app_rt *find_app(struct server *srv, const char *name)
 {
@@ -165,6 +165,107 @@ static void new_generation(struct app_rt *a, uint64_t now)
     if (a->ckpt == CK_READY || a->ckpt == CK_FAILED)
         a->ckpt = CK_WANT; /* (a checkpoint in progress is discarded when it ends: ckpt_done) */
     a->restore_fail_streak = 0;
+}
+
+/* Adds app (taken: *app is left empty), or gives the running app of that name the new definition. */
+static struct app_rt *install_app(struct server *srv, struct kago_app *app, uint64_t now)
+{
+    struct app_rt *a = find_app(srv, app->name);
+    if (!a) {
+        a = xcalloc(1, sizeof(*a));
+        a->srv = srv;
+        a->app = *app;
+        a->image_root = xasprintf("%s/images/%s", srv->opts.root, a->app.name);
+        a->def_hash = kago__app_def_hash(&a->app);
+        struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
+        kago__pool_init(&a->pool, &cfg, &kago__serve_pool_ops, a);
+        a->next = srv->apps;
+        srv->apps = a;
+    } else {
+        bool changed = container_changed(&a->app, app);
+        kago_app_free(&a->app);
+        a->app = *app;
+        a->def_hash = kago__app_def_hash(&a->app);
+        struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
+        kago__pool_configure(&a->pool, &cfg, now);
+        if (changed)
+            new_generation(a, now);
+    }
+    memset(app, 0, sizeof(*app));
+    return a;
+}
+
+/* A router of the live apps' hosts, plus those of extra (not yet installed; mapped to extra_value) when
+ * not NULL, skipping the live app named like extra. NULL with *err on a conflict or an invalid host. */
+static struct router *build_router(struct server *srv, const struct kago_app *extra, void *extra_value,
+                                   struct kago_error **err)
+{
+    size_t n = 0;
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        for (char **h = a->app.hosts; !a->removed && h && *h; h++)
+            n++;
+    struct router *r = kago__router_new(n + 8);
+    for (struct app_rt *a = srv->apps; a; a = a->next) {
+        if (a->removed || (extra && !strcmp(a->app.name, extra->name)))
+            continue;
+        if (a->app.default_app)
+            kago__router_set_default(r, a, NULL);
+        for (char **h = a->app.hosts; h && *h; h++)
+            kago__router_add(r, *h, a, NULL);
+    }
+    void *other_default = NULL;
+    if (extra && extra->default_app && kago__router_set_default(r, extra_value, &other_default) < 0) {
+        kago__router_free(r);
+        return kago_error_set(err, 0, "apps %s and %s both say a.default true (at most one default app)",
+                              ((struct app_rt *)other_default)->app.name, extra->name),
+               NULL;
+    }
+    for (char **h = extra ? extra->hosts : NULL; h && *h; h++) {
+        void *other = NULL;
+        if (kago__router_add(r, *h, extra_value, &other) < 0) {
+            kago__router_free(r);
+            if (other && other != extra_value)
+                return kago_error_set(err, 0, "app %s: host %s belongs to app %s", extra->name, *h,
+                                      ((struct app_rt *)other)->app.name),
+                       NULL;
+            return kago_error_set(err, 0, "app %s: invalid or repeated host \"%s\"", extra->name, *h), NULL;
+        }
+    }
+    return r;
+}
+
+int kago__server_app_set(struct server *srv, struct kago_app *app, int64_t etcd_rev, struct kago_error **err)
+{
+    static char placeholder;
+    struct router *r = build_router(srv, app, &placeholder, err);
+    if (!r)
+        return -1;
+    kago__router_free(r);
+    struct app_rt *a = install_app(srv, app, kago__serve_now_ms());
+    a->etcd_rev = etcd_rev;
+    r = build_router(srv, NULL, NULL, err);
+    kago__router_free(srv->router);
+    srv->router = r;
+    setup_checkpoints(srv);
+    kago__app_wake(a);
+    kago__apps_take_ranges(srv);
+    kago__pool_tick(&a->pool, kago__serve_now_ms()); /* min_instances */
+    malloc_trim(0);
+    return 0;
+}
+
+bool kago__server_app_drop(struct server *srv, const char *name)
+{
+    struct app_rt *a = find_app(srv, name);
+    if (!a)
+        return false;
+    a->removed = true;
+    kago__pool_stop(&a->pool, kago__serve_now_ms());
+    kago__app_wake(a); /* (the tick frees it once its instances are gone) */
+    struct router *r = build_router(srv, NULL, NULL, NULL);
+    kago__router_free(srv->router);
+    srv->router = r;
+    return true;
 }
 
 /* Swaps in a new set of apps: same-name apps keep their instances and get the new policy (those whose
@@ -210,31 +311,8 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
             kago__pool_stop(&a->pool, now);
         }
     }
-    for (size_t i = 0; i < l->n; i++) {
-        struct app_rt *a = find_app(srv, l->v[i].name);
-        if (!a) {
-            a = xcalloc(1, sizeof(*a));
-            a->srv = srv;
-            a->app = l->v[i];
-            a->image_root = xasprintf("%s/images/%s", srv->opts.root, a->app.name);
-            a->def_hash = kago__app_def_hash(&a->app);
-            struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
-            kago__pool_init(&a->pool, &cfg, &kago__serve_pool_ops, a);
-            a->next = srv->apps;
-            srv->apps = a;
-        } else {
-            bool changed = container_changed(&a->app, &l->v[i]);
-            kago_app_free(&a->app);
-            a->app = l->v[i];
-            a->def_hash = kago__app_def_hash(&a->app);
-            struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
-            kago__pool_configure(&a->pool, &cfg, now);
-            if (changed)
-                new_generation(a, now);
-        }
-        memset(&l->v[i], 0, sizeof(l->v[i]));
-        rt[i] = a;
-    }
+    for (size_t i = 0; i < l->n; i++)
+        rt[i] = install_app(srv, &l->v[i], now);
     /* Build the live router with the final pointers. */
     r = kago__router_new(nhosts);
     for (size_t i = 0; i < l->n; i++) {
@@ -458,7 +536,7 @@ static void reap_apps(struct server *srv)
 
 static bool all_gone(struct server *srv)
 {
-    if (srv->ckpt_jobs)
+    if (srv->ckpt_jobs || kago__cluster_busy(srv))
         return false;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         if (!kago__pool_empty(&a->pool))
@@ -572,6 +650,7 @@ static void begin_shutdown(struct server *srv)
     kago__systemd_stopping(srv);
     for (unsigned i = 0; i < srv->nls; i++)
         close_listener(&srv->ls[i]);
+    kago__cluster_stop(srv);
     uint64_t now = kago__serve_now_ms();
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__pool_stop(&a->pool, now);
@@ -585,6 +664,11 @@ static void begin_shutdown(struct server *srv)
 int kago__server_reload(struct server *srv, struct kago_error **err);
 int kago__server_reload(struct server *srv, struct kago_error **err)
 {
+    if (srv->cluster) { /* the apps are etcd's: list them again */
+        kago__cluster_relist(srv);
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "reload: listing the apps in etcd again");
+        return 0;
+    }
     kago__systemd_reloading();
     int r = load_config(srv, err);
     if (r < 0)
@@ -778,8 +862,8 @@ static void start_spawner(struct server *srv)
 int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
 {
     struct server srv_ = {.opts = *o, .root_lock = -1, .up_conn = -1, .admin = {.keep_fd = -1}}, *srv = &srv_;
-    if (!o->config_dir)
-        return kago_error_set(err, 0, "serve: --config DIR is required");
+    if (!o->config_dir == !o->cluster)
+        return kago_error_set(err, 0, "serve: --config DIR or --cluster etcd://... is required (not both)");
     signal(SIGPIPE, SIG_IGN);
     kago__slog_format(srv); /* latched before the first line, those logged without srv included */
     kago__systemd_init();
@@ -825,11 +909,13 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     for (unsigned i = 0; i < srv->nls && !srv->tls_rbuf; i++)
         if (srv->ls[i].tls)
             srv->tls_rbuf = xmalloc(TLS_RBUF);
-    if (load_config(srv, err) < 0) {
+    if (o->config_dir && load_config(srv, err) < 0) {
         close_fds(fds, srv->nls);
         close_fds(&sd_admin, 1);
         goto out;
     }
+    if (!srv->router) /* --cluster: no app until etcd answers */
+        srv->router = kago__router_new(1);
     const char *passed = " (systemd socket)";
     char frombuf[48];
     if (o->upgrade) { /* the running serve's sockets; it drains, then lets the root lock go */
@@ -867,6 +953,8 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         goto out;
     if (kago__upgrade_listen(srv, err) < 0)
         goto out;
+    if (o->cluster && kago__cluster_start(srv, err) < 0) /* apps arrive from etcd on the loop */
+        goto out;
     uv_timer_init(&loop, &srv->tick);
     srv->tick.data = srv;
     uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
@@ -882,14 +970,14 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         napps++;
     if (srv->admin.tcp.data)
         kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on %s, admin on http://%s", napps,
-                   o->config_dir, mainbuf,
+                   o->config_dir ? o->config_dir : "etcd", mainbuf,
                    listener_addr(&srv->admin, sd_admin >= 0 ? passed : NULL, adminbuf, sizeof(adminbuf)));
     else if (kago__admin_unix_path(srv))
         kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on %s, admin on unix:%s", napps,
-                   o->config_dir, mainbuf, kago__admin_unix_path(srv));
+                   o->config_dir ? o->config_dir : "etcd", mainbuf, kago__admin_unix_path(srv));
     else
         kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on %s, admin listener off", napps,
-                   o->config_dir, mainbuf);
+                   o->config_dir ? o->config_dir : "etcd", mainbuf);
     if (kago__tls_store_count(srv->tls_store))
         kago__slog(srv, SLOG_INFO, NULL, NULL, "tls: %zu certificates loaded",
                    kago__tls_store_count(srv->tls_store));
@@ -909,6 +997,7 @@ out:
         while (a->pool.insts)
             kago__pool_exited(&a->pool, a->pool.insts, kago__serve_now_ms());
     }
+    kago__cluster_free(srv); /* its sockets and timers close with their own callbacks */
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     kago__admin_cleanup(srv);
