@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -847,6 +848,32 @@ static void spawner_log(void *arg, const char *msg)
 
 /* Instances are cloned by a small process started now, while serve is small (spawner.h): a start then
  * does not slow down as instances accumulate. KAGO_SERVE_SPAWNER=off clones them from serve itself. */
+/* Thousands of instances hold a few descriptors each (pidfd, network namespace, log FIFOs, upstream
+ * sockets) beside the clients' connections: 5,000 of them passed a limit of 20,000. The soft limit is raised
+ * to the hard one, and by root both to the kernel's fs.nr_open (at most 1M), as nginx's
+ * worker_rlimit_nofile or systemd's LimitNOFILE would. Instances inherit it unless their spec sets
+ * RLIMIT_NOFILE (podman gives containers 1,048,576 as well). */
+static void raise_nofile(struct server *srv)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    rlim_t want = 1 << 20;
+    FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+    unsigned long nr = 0;
+    if (f && fscanf(f, "%lu", &nr) == 1 && nr < want)
+        want = nr;
+    if (f)
+        fclose(f);
+    struct rlimit up = {want > rl.rlim_max ? want : rl.rlim_max, want > rl.rlim_max ? want : rl.rlim_max};
+    if (rl.rlim_cur >= up.rlim_cur || setrlimit(RLIMIT_NOFILE, &up) == 0)
+        return;
+    up = (struct rlimit){rl.rlim_max, rl.rlim_max}; /* (not root) */
+    if (rl.rlim_cur < rl.rlim_max && setrlimit(RLIMIT_NOFILE, &up) < 0)
+        kago__slog(srv, SLOG_WARN, NULL, NULL, "raise the open files limit to %llu: %s",
+                   (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 static void start_spawner(struct server *srv)
 {
     const char *env = getenv("KAGO_SERVE_SPAWNER");
@@ -873,6 +900,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     srv->host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
     if (srv->host_netns < 0)
         return kago_error_set(err, errno, "open /proc/self/ns/net");
+    raise_nofile(srv);
     start_spawner(srv);
     uv_loop_t loop;
     uv_loop_init(&loop);

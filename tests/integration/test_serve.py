@@ -2,6 +2,7 @@
 network namespaces, real HTTP. Needs root, the busybox rootfs and build/kago."""
 import glob
 import os
+import resource
 import signal
 import socket
 import threading
@@ -56,6 +57,28 @@ def test_first_request_cold_starts(srv):
     st, h, body = request(srv.port, "www.static.test:8080")  # other host of the app, any case, port ignored
     assert st == 200 and "x-kago-cold-start" not in h
     assert len(srv.instances("static")) == 1
+
+
+def test_open_files_limit_raised():
+    """Thousands of instances and clients need more descriptors than a shell's usual limit: serve raises its
+    soft limit to the hard one, and as root with CAP_SYS_RESOURCE both to the kernel's fs.nr_open (<= 1M)."""
+    soft0, hard0 = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard0))  # serve inherits a low soft limit
+    try:
+        s = Server(app("nofile", ["nofile.test"], STATIC))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft0, hard0))
+    try:
+        line = [l for l in open(f"/proc/{s.proc.pid}/limits") if l.startswith("Max open files")][0].split()
+        soft, hard = int(line[3]), int(line[4])
+        cap_eff = int([l for l in open("/proc/self/status") if l.startswith("CapEff:")][0].split()[1], 16)
+        if cap_eff & (1 << 24):  # CAP_SYS_RESOURCE: the hard limit is raised too
+            assert soft == hard == max(hard0, min(int(open("/proc/sys/fs/nr_open").read()), 1 << 20)), line
+        else:  # (this machine's root has not got it)
+            assert soft == hard == hard0, line
+    finally:
+        assert s.stop() == 0, s.stderr()
+        assert s.leftovers() == []
 
 
 def test_unknown_host_404(srv):
