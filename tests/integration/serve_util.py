@@ -195,6 +195,17 @@ class Server:
         return found
 
 
+def wait_for(cond, timeout, step=0.02):
+    """cond()'s first true value within timeout seconds, else its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    return cond()
+
+
 def serving(apps, **kw):
     """A module's one serve (a module-scoped fixture's body: `yield from serving(APPS)`). At its end SIGTERM
     drains, stops every instance and removes every trace: serve exits 0 and nothing is left."""

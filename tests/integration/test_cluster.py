@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -18,20 +17,10 @@ import urllib.request
 
 import pytest
 
-from serve_util import KAGO, ROOTFS, Server, free_port, request
+from serve_util import KAGO, ROOTFS, Server, free_port, request, wait_for
 
 ETCD = shutil.which("etcd")
 pytestmark = pytest.mark.skipif(ETCD is None, reason="etcd is not installed (scripts/setup installs etcd-server)")
-
-
-def wait_for(cond, timeout, step=0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
 
 
 class Etcd:

@@ -8,21 +8,11 @@ import signal
 import subprocess
 import time
 
-from serve_util import KAGO, STATIC, Server, app, request, root_leftovers
+from serve_util import KAGO, STATIC, Server, app, request, root_leftovers, wait_for
 
 COUNTER = ("mkdir -p /srv/www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
            "echo $$ $(cat /proc/1/stat | cut -d\" \" -f22)\\n' > /srv/www/cgi-bin/id && chmod +x /srv/www/cgi-bin/id"
            " && exec /usr/sbin/httpd -f -p 8080 -h /srv/www")
-
-
-def wait_for(cond, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
 
 
 def apps(slow_cmd="sleep 600"):

@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from serve_util import STATIC, Server, admin_request, app, free_port, read_response, request
+from serve_util import Server, admin_request, app, free_port, read_response, request
 from test_serve_adopt import cleanup, wait_for
 from test_serve_upgrade import Upgraded, took_over
 
