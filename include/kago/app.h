@@ -47,5 +47,8 @@ struct kago_app {
 /* Fills app with the documented defaults (and spec with kago_spec_init_front's, plus the limits above). */
 KAGO_EXPORT void kago_app_init(struct kago_app *app);
 KAGO_EXPORT void kago_app_free(struct kago_app *app);
+/* Why host is not a valid host or wildcard pattern as to its "*" (nginx's "*.domain": "*" is the whole
+ * first label), as a static string, or NULL. The Kagofile's a.hosts and serve's router both check it. */
+KAGO_EXPORT const char *kago_app_host_invalid(const char *host);
 
 #endif

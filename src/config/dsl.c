@@ -960,20 +960,6 @@ static mrb_value app_name(mrb_state *mrb, mrb_value self)
     return mrb_str_new_cstr(mrb, app_of(mrb, self)->app.name);
 }
 
-/* Why h is not a host or a wildcard "*.domain" (nginx's form: "*" is the whole first label), or NULL.
- * (kago serve's router checks the same: src/serve/router.c.) */
-static const char *wildcard_invalid(const char *h)
-{
-    const char *star = strchr(h, '*');
-    if (!star)
-        return NULL;
-    if (star == h && (h[1] == 0 || (h[1] == '.' && (h[2] == 0 || h[2] == '.'))))
-        return "a wildcard needs a domain after \"*.\", as in \"*.example.org\"";
-    if (star != h || h[1] != '.' || strchr(h + 1, '*'))
-        return "\"*\" may only be the whole first label, as in \"*.example.org\"";
-    return NULL;
-}
-
 static mrb_value app_hosts(mrb_state *mrb, mrb_value self)
 {
     mrb_value ary;
@@ -986,7 +972,7 @@ static mrb_value app_hosts(mrb_state *mrb, mrb_value self)
         const char *h = RSTRING_CSTR(mrb, mrb_ary_ref(mrb, ary, i));
         if (!*h || strpbrk(h, " /\t\r\n:"))
             mrb_raisef(mrb, E_ARGUMENT_ERROR, "hosts: \"%s\" is not a host name", h);
-        const char *why = wildcard_invalid(h);
+        const char *why = kago_app_host_invalid(h);
         if (why)
             mrb_raisef(mrb, E_ARGUMENT_ERROR, "hosts: \"%s\": %s", h, why);
     }

@@ -301,6 +301,18 @@ void kago_app_init(struct kago_app *app)
     app->log_keep = 3;
 }
 
+const char *kago_app_host_invalid(const char *host)
+{
+    const char *star = strchr(host, '*');
+    if (!star)
+        return NULL;
+    if (star == host && (host[1] == 0 || (host[1] == '.' && (host[2] == 0 || host[2] == '.'))))
+        return "a wildcard needs a domain after \"*.\", as in \"*.example.org\"";
+    if (star != host || host[1] != '.' || strchr(host + 1, '*'))
+        return "\"*\" may only be the whole first label, as in \"*.example.org\"";
+    return NULL;
+}
+
 void kago_app_free(struct kago_app *app)
 {
     if (!app)

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <kago/app.h>
+
 #include "http.h"
 #include "util.h"
 
@@ -73,24 +75,12 @@ static void grow(struct router *r)
     free(old);
 }
 
-const char *kago__router_host_invalid(const char *host)
-{
-    const char *star = strchr(host, '*');
-    if (!star)
-        return NULL;
-    if (star == host && (host[1] == 0 || (host[1] == '.' && (host[2] == 0 || host[2] == '.'))))
-        return "a wildcard needs a domain after \"*.\", as in \"*.example.org\"";
-    if (star != host || host[1] != '.' || strchr(host + 1, '*'))
-        return "\"*\" may only be the whole first label, as in \"*.example.org\"";
-    return NULL;
-}
-
 int kago__router_add(struct router *r, const char *host, void *value, void **other)
 {
     char key[256];
     if (other)
         *other = NULL;
-    if (kago__router_host_invalid(host))
+    if (kago_app_host_invalid(host))
         return -1;
     size_t len = kago__http_host_key(host, strlen(host), key, sizeof(key));
     if (!len)

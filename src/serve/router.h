@@ -11,8 +11,6 @@ struct router;
 
 struct router *kago__router_new(size_t hint);
 void kago__router_free(struct router *r);
-/* Why host is not a valid host or wildcard pattern as to its "*" (a static string), or NULL. */
-const char *kago__router_host_invalid(const char *host);
 /* Maps host (any case, optional :port; or a wildcard "*.domain") to value. Returns 0, or -1 when the
  * host is invalid or already mapped (*other is then the value it maps to, else NULL). */
 int kago__router_add(struct router *r, const char *host, void *value, void **other);
