@@ -178,15 +178,11 @@ static int adopt(struct app_rt *a, const char *name, const struct record *r, str
     struct instance *inst = xcalloc(1, sizeof(*inst));
     inst->app = a;
     inst->c = c;
-    inst->netns_fd = -1;
     inst->ready = true;
     inst->created_ms = r->created;
     inst->def_hash = r->def;
     snprintf(inst->name, sizeof(inst->name), "%s", name);
-    if (kago__instance_watch(inst, err) < 0) {
-        free(inst);
-        return -1;
-    }
+    kago__instance_watch(inst);
     /* a clock from the future (a reboot: the monotonic clock began again) is taken as now */
     uint64_t created = r->created <= now ? r->created : now;
     uint64_t active = r->last_active <= now && r->last_active >= created ? r->last_active : now;

@@ -179,12 +179,9 @@ static void on_listen_timer(uv_timer_t *t)
     uv_timer_start(&inst->probe, on_listen_timer, probe_delay(inst), 0);
 }
 
-int kago__instance_watch(struct instance *inst, struct kago_error **err)
+void kago__instance_watch(struct instance *inst)
 {
     struct server *srv = inst->app->srv;
-    inst->netns_fd = kago_container_open_ns(inst->c, KAGO_NS_NET, err);
-    if (inst->netns_fd < 0)
-        return -1;
     uv_poll_init(srv->loop, &inst->pidpoll, kago_container_pidfd(inst->c));
     inst->pidpoll.data = inst;
     uv_poll_start(&inst->pidpoll, UV_READABLE, on_exit_event);
@@ -192,7 +189,6 @@ int kago__instance_watch(struct instance *inst, struct kago_error **err)
     inst->probe.data = inst;
     inst->handles += 2;
     inst->watching = true;
-    return 0;
 }
 
 /* inst->c runs: watch its exit through its pidfd and probe its readiness. */
@@ -200,11 +196,7 @@ static void start_finish(struct app_rt *a, struct instance *inst)
 {
     struct server *srv = a->srv;
     struct pool_inst *pi = inst->pi;
-    struct kago_error *err = NULL;
-    if (kago__instance_watch(inst, &err) < 0) {
-        start_failed(a, inst, err);
-        return;
-    }
+    kago__instance_watch(inst);
     srv->total_instances++;
     if (a->app.socket_activation && pi->tier == POOL_TIER_COLD) {
         /* The socket is listening inside the namespace already: connections wait in its backlog. */
@@ -537,7 +529,6 @@ static void op_start(struct pool *p, struct pool_inst *pi)
     struct instance *inst = xcalloc(1, sizeof(*inst));
     inst->app = a;
     inst->pi = pi;
-    inst->netns_fd = -1;
     inst->created_ms = kago__serve_now_ms();
     pi->data = inst;
     /* <app>-<root tag>-<pid>-<n>: unique on the host while this serve runs, and never a name left in the
@@ -675,9 +666,6 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     kago__logs_close(inst, leave); /* after the delete: what its processes wrote is all in the FIFOs */
     if (gone && !inst->ckpt_busy && !inst->restoring) /* (else when that ends) */
         kago__record_remove(inst);
-    if (inst->netns_fd >= 0)
-        close(inst->netns_fd);
-    inst->netns_fd = -1;
     if (inst->watching) {
         inst->watching = false;
         uv_close((uv_handle_t *)&inst->pidpoll, on_handle_closed);

@@ -74,7 +74,6 @@ struct instance {
     struct app_rt *app;
     struct kago_container *c;
     char name[128];
-    int netns_fd;
     uv_poll_t pidpoll;
     uv_timer_t probe;
     uint64_t probe_t0;    /* when readiness checks began */
@@ -116,6 +115,7 @@ struct upconn {
     struct instance *inst;
     struct upconn *next_idle;
     struct upconn *prev, *next; /* inst->conns */
+    uint64_t idle_since;        /* ms, when it went back to inst->idle */
     struct client *client;
     struct http_msg resp;
     struct outq out;
@@ -186,6 +186,7 @@ struct server {
     struct tls_store *tls_store;
     char *tls_rbuf;                /* TLS_RBUF bytes: ciphertext read, decrypted in the same turn */
     uint64_t tls_checked_ms;       /* certificate files last looked at */
+    uint64_t upconn_swept_ms;      /* idle upstream connections last swept */
     struct admin_auth *admin_auth; /* admin.c: its token, rate limit, unix socket (NULL: no admin) */
     uv_timer_t tick;
     uv_signal_t sigterm, sigint, sighup, sigchld;
@@ -267,6 +268,11 @@ void kago__client_adopt(struct server *srv, int fd);
 
 /* upstream.c */
 struct upconn *kago__upconn_get(struct instance *inst); /* an idle keep-alive connection or NULL */
+/* A keep-alive connection idle this long is closed (as HAProxy purges idle server connections): at
+ * thousands of mostly quiet instances, an fd in serve and a socket in the app each. */
+#define UPCONN_IDLE_MS 10000
+/* Closes inst's keep-alive connections idle for UPCONN_IDLE_MS by now. */
+void kago__upconn_sweep(struct instance *inst, uint64_t now);
 /* Opens a new connection inside inst's netns to 127.0.0.1:port; the result comes through
  * kago__client_upstream_ready/failed (or the probe logic when client is NULL). */
 struct upconn *kago__upconn_open(struct instance *inst, struct client *c);
@@ -295,9 +301,9 @@ static inline bool kago__app_criu(const struct kago_app *a)
  * -errno when neither file can be read. */
 int kago__serve_listening(const char *net_dir, unsigned port);
 
-/* Watches inst, whose container runs (inst->c): opens its network namespace and polls its pidfd for
- * its exit (the probe timer is initialised, not started). Returns 0, or < 0 with *err set. */
-int kago__instance_watch(struct instance *inst, struct kago_error **err);
+/* Watches inst, whose container runs (inst->c): polls its pidfd for its exit (the probe timer is
+ * initialised, not started). */
+void kago__instance_watch(struct instance *inst);
 
 /* adopt.c: instance records and adoption at start */
 uint64_t kago__app_def_hash(const struct kago_app *a);

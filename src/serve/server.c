@@ -605,6 +605,12 @@ static void on_tick(uv_timer_t *t)
         a->ticking = false;
         reap |= gone;
     }
+    if (now - srv->upconn_swept_ms >= 1000) {
+        srv->upconn_swept_ms = now;
+        for (struct app_rt *a = srv->ticking; a; a = a->tick_next) /* (an app with instances ticks) */
+            for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
+                kago__upconn_sweep(pi->data, now);
+    }
     enforce_frozen_budget(srv, now);
     kago__records_tick(srv, now);
     kago__upgrade_tick(srv);

@@ -267,11 +267,12 @@ static void on_connect(uv_connect_t *req, int status)
     }
 }
 
-/* A TCP socket that belongs to inst's network namespace. */
+/* A TCP socket that belongs to inst's network namespace: entered through the init's pidfd (Linux 5.8), so
+ * that a running instance holds no namespace descriptor of its own (at 5,000 instances, 5,000 fewer). */
 static int netns_socket(struct instance *inst)
 {
     int host = inst->app->srv->host_netns;
-    if (setns(inst->netns_fd, CLONE_NEWNET) < 0)
+    if (setns(kago_container_pidfd(inst->c), CLONE_NEWNET) < 0)
         return -errno;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int saved = errno;
@@ -347,6 +348,16 @@ struct upconn *kago__upconn_get(struct instance *inst)
     return u;
 }
 
+void kago__upconn_sweep(struct instance *inst, uint64_t now)
+{
+    /* the idle list is last in, first out: what follows an expired connection has idled longer */
+    struct upconn **pp = &inst->idle;
+    while (*pp && now - (*pp)->idle_since < UPCONN_IDLE_MS)
+        pp = &(*pp)->next_idle;
+    while (*pp)
+        up_close(*pp); /* (unlinks it: *pp becomes its successor) */
+}
+
 void kago__upconn_release(struct upconn *u, bool reusable)
 {
     struct instance *inst = u->inst;
@@ -359,6 +370,7 @@ void kago__upconn_release(struct upconn *u, bool reusable)
     }
     resp_init(u);
     sbuf_reset(&u->resp.raw, 4096);
+    u->idle_since = kago__serve_now_ms();
     u->next_idle = inst->idle;
     inst->idle = u;
     kago__upconn_resume(u);

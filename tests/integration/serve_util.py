@@ -53,6 +53,20 @@ chmod +x /ws.sh
 exec nc -ll -p 8080 -e /ws.sh"""
 
 
+def keepalive_upstream(dirpath):
+    """bench/serve-upstream.c (a small epoll HTTP/1.1 server that keeps connections alive, unlike busybox
+    httpd) built static into dirpath/upstream; an app runs it with `a.data dirpath, to: "/opt"`."""
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       "bench", "serve-upstream.c")
+    subprocess.run(["gcc", "-O2", "-static", "-o", os.path.join(dirpath, "upstream"), src], check=True)
+    return dirpath
+
+
+def with_data(app_text, host_dir, to):
+    """app_text (from app()) with a.data host_dir mounted read-only at to."""
+    return app_text[:-len("end\n")] + f'  a.data "{host_dir}", to: "{to}", readonly: true\nend\n'
+
+
 ADMIN_TOKEN = os.path.join(".serve", ".admin-token")  # under serve's --root
 
 

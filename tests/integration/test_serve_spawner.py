@@ -5,11 +5,12 @@ rootfs and build/kago."""
 import os
 import shutil
 import signal
+import tempfile
 import time
 
 import pytest
 
-from serve_util import KAGO, ROOTFS, Server, app, request
+from serve_util import KAGO, ROOTFS, Server, app, keepalive_upstream, request, wait_for, with_data
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -132,4 +133,46 @@ def test_spawner_off_clones_from_serve():
         assert int(status(inst["pid"])["PPid"]) == srv.proc.pid
     finally:
         assert srv.stop() == 0
+    assert srv.leftovers() == []
+
+
+def links(pid):
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def established(pid, port=8080):
+    """Established connections to the app's port, as its network namespace's /proc/net/tcp lists them."""
+    with open(f"/proc/{pid}/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(r[3] == "01" and r[1].endswith(f":{port:04X}") for r in rows)
+
+
+def test_a_quiet_instance_costs_serve_three_descriptors():
+    """At thousands of instances serve's open files limit is the bound: a running instance holds its pidfd and
+    its two log FIFOs; no namespace fd (its network namespace is entered through the pidfd), and its
+    keep-alive upstream connection is closed once idle for 10 s (the next request connects again)."""
+    bindir = keepalive_upstream(tempfile.mkdtemp(prefix="kago-test-upstream-"))
+    srv = Server(with_data(app("ka", ["ka.test"], "exec /opt/upstream 8080", stop_grace="1s"), bindir, "/opt"))
+    try:
+        assert request(srv.port, "ka.test")[0] == 200
+        [inst] = [i for i in srv.ps()["ka"]["instances"] if i["state"] == "ready"]
+        held = links(srv.proc.pid)
+        host = os.readlink("/proc/self/ns/net")  # (serve holds the host's, to come back to it)
+        assert [x for x in held if x.startswith("net:") and x != host] == [], held
+        assert sum(x == "anon_inode:[pidfd]" for x in held) >= 1, held
+        assert sum(inst["name"] in x and x.endswith((".stdout", ".stderr")) for x in held) == 2, held
+        t0 = time.time()
+        assert established(inst["pid"]) == 1, "serve keeps its upstream connection after the response"
+        assert wait_for(lambda: established(inst["pid"]) == 0, 16), "the idle upstream connection was not closed"
+        assert time.time() - t0 >= 8, "closed before it idled 10 s"
+        assert request(srv.port, "ka.test")[0] == 200, "a new upstream connection after the idle close"
+    finally:
+        assert srv.stop() == 0
+        shutil.rmtree(bindir)
     assert srv.leftovers() == []
