@@ -273,7 +273,7 @@ static int netns_socket(struct instance *inst)
 {
     int host = inst->app->srv->host_netns;
     if (setns(kago_container_pidfd(inst->c), CLONE_NEWNET) < 0)
-        return -errno;
+        return errno == ESRCH ? -ECONNREFUSED : -errno; /* its init has exited: nothing listens there */
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int saved = errno;
     if (setns(host, CLONE_NEWNET) < 0) {
