@@ -102,8 +102,11 @@ void kago__dash_request(struct app_rt *a, int status, uint64_t us)
 
 void kago__dash_app_free(struct app_rt *a)
 {
+    struct dash *d = a->srv->dash;
     if (a->dash)
-        deactivate(a->srv->dash, a->dash);
+        deactivate(d, a->dash);
+    if (d)
+        d->by_name_stale = true;
 }
 
 void kago__dash_reloaded(struct server *srv, const char *error)
@@ -289,6 +292,7 @@ void kago__dash_free(struct server *srv)
     while (d->active)
         deactivate(d, d->active);
     free(d->reload_error);
+    free(d->by_name);
     explicit_bzero(&d->sessions, sizeof(d->sessions));
     free(d);
     srv->dash = NULL;
@@ -373,6 +377,28 @@ static void j_app_row(struct sbuf *b, struct app_rt *a, uint64_t now)
     sbuf_adds(b, "}");
 }
 
+static int by_name(const void *x, const void *y)
+{
+    return strcmp((*(struct app_rt *const *)x)->app.name, (*(struct app_rt *const *)y)->app.name);
+}
+
+/* d->by_name, sorted again when an app was freed or the number of apps changed (a reload, etcd). */
+static void sort_apps(struct server *srv, struct dash *d)
+{
+    size_t n = 0;
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        n++;
+    if (!d->by_name_stale && n == d->nby_name)
+        return;
+    d->by_name = xrealloc(d->by_name, (n + 1) * sizeof(*d->by_name));
+    n = 0;
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        d->by_name[n++] = a;
+    qsort(d->by_name, n, sizeof(*d->by_name), by_name);
+    d->nby_name = n;
+    d->by_name_stale = false;
+}
+
 static bool match(const struct dash_sub *s, const struct app_rt *a)
 {
     return !a->removed && (!s->q[0] || strstr(a->app.name, s->q));
@@ -419,7 +445,9 @@ static void ev_overview(struct server *srv, struct dash_sub *s, struct sbuf *b)
         total = n;
         free(v);
     } else {
-        for (struct app_rt *a = srv->apps; a; a = a->next) {
+        sort_apps(srv, d);
+        for (size_t i = 0; i < d->nby_name; i++) {
+            struct app_rt *a = d->by_name[i];
             if (!match(s, a))
                 continue;
             if (total++ < s->offset || shown >= s->limit)

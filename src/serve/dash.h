@@ -186,6 +186,9 @@ struct dash {
     uint32_t req_now, err_now;
     unsigned secs; /* seconds sampled */
     struct dash_sub *subs;
+    struct app_rt **by_name; /* every app sorted by name, for the overview's pages (rebuilt when stale) */
+    size_t nby_name;
+    bool by_name_stale;
     struct dash_sessions sessions;
     char *reload_error; /* the last reload's failure (NULL: it worked, or none yet) */
     uint64_t reload_ms; /* when (0: none since start) */

@@ -23,7 +23,7 @@ static bool is_page(const char *path)
 bool kago__dash_public(const char *method, const char *path)
 {
     return !strcmp(method, "GET") && !strstr(path, "token=") &&
-           (is_page(path) || !strncmp(path, "/dash/static/", 13));
+           (is_page(path) || !strncmp(path, "/dash/static/", 13) || !strcmp(path, "/favicon.ico"));
 }
 
 static struct dash_session *cookie_session(struct server *srv, const char *head, size_t n)
@@ -302,6 +302,10 @@ void kago__dash_handle(struct server *srv, const char *method, const char *path,
         return;
     if (how == DASH_AUTH_QUERY) {
         login_by_query(srv, path, ip, r);
+        return;
+    }
+    if (get && !strcmp(path, "/favicon.ico")) {
+        reply(r, 204, "image/x-icon", "%s", "");
         return;
     }
     if (get && is_page(path)) {

@@ -163,11 +163,11 @@ function overviewEvent(ev) {
   const rows = ev.rows.map(appRow);
   while (body.rows.length > rows.length) body.deleteRow(-1);
   rows.forEach((html, i) => {
-    if (body.rows[i] && body.rows[i].dataset.html === html) return;
+    if (body.rows[i] && body.rows[i].kagoHtml === html) return;
     const t = document.createElement('tbody');
     t.innerHTML = html;
     const tr = t.rows[0];
-    tr.dataset.html = html;
+    tr.kagoHtml = html;
     if (body.rows[i]) body.replaceChild(tr, body.rows[i]);
     else body.appendChild(tr);
   });
@@ -338,5 +338,10 @@ async function start() {
   if (m) setupApp(decodeURIComponent(m[1]));
   else setupOverview();
 }
+
+/* A page left for another keeps no stream open: browsers allow 6 connections per host, and a page kept in
+ * the back/forward cache would hold its stream. Back on it, it starts afresh. */
+window.addEventListener('pagehide', () => { if (source) source.close(); });
+window.addEventListener('pageshow', (e) => { if (e.persisted) location.reload(); });
 
 start();
