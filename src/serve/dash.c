@@ -487,7 +487,8 @@ static double inst_cpu_pct(struct instance *inst, uint64_t now)
     return pct;
 }
 
-static void j_instances(struct app_rt *a, struct sbuf *b, uint64_t now)
+/* The instances, with their usage read now; *mem and *cpu get the sums (bytes, %). */
+static void j_instances(struct app_rt *a, struct sbuf *b, uint64_t now, uint64_t *mem, double *cpu)
 {
     const struct kago_limits *l = &a->app.spec.limits;
     double cpu_lim = l->cpu_quota_us > 0
@@ -499,6 +500,10 @@ static void j_instances(struct app_rt *a, struct sbuf *b, uint64_t now)
         struct kago_error *err = NULL;
         if (inst->c && pi->state != POOL_FROZEN && kago_container_usage(inst->c, &inst->stats, &err) < 0)
             kago_error_free(err);
+        double pct = inst->c && pi->state != POOL_FROZEN ? inst_cpu_pct(inst, now) : 0.0;
+        int64_t used = inst->c ? inst->stats.memory_current : 0;
+        *cpu += pct;
+        *mem += used > 0 ? (uint64_t)used : 0;
         sbuf_adds(b, "{\"name\":");
         jstr(b, inst->name);
         bprintf(
@@ -506,10 +511,8 @@ static void j_instances(struct app_rt *a, struct sbuf *b, uint64_t now)
             ",\"state\":\"%s\",\"tier\":\"%s\",\"age_s\":%.1f,\"served\":%llu,\"in_flight\":%u,"
             "\"cpu_pct\":%.1f,\"cpu_limit_pct\":%.0f,\"memory\":%lld,\"memory_limit\":%lld,\"pinned\":%s}",
             kago__pool_state_name(pi->state), pi->tier == POOL_TIER_RESTORE ? "restore" : "cold",
-            (now - pi->created) / 1000.0, (unsigned long long)pi->served, pi->inflight,
-            inst->c && pi->state != POOL_FROZEN ? inst_cpu_pct(inst, now) : 0.0, cpu_lim,
-            (long long)(inst->c ? inst->stats.memory_current : 0), (long long)(l->memory > 0 ? l->memory : 0),
-            pi->pinned ? "true" : "false");
+            (now - pi->created) / 1000.0, (unsigned long long)pi->served, pi->inflight, pct, cpu_lim,
+            (long long)used, (long long)(l->memory > 0 ? l->memory : 0), pi->pinned ? "true" : "false");
         if (pi->next)
             sbuf_add(b, ",", 1);
     }
@@ -599,11 +602,16 @@ static void ev_app(struct server *srv, struct dash_sub *s, struct sbuf *b)
     sbuf_add(b, ",", 1);
     j_hist(b, "thaw", h ? h->thaw : NULL);
     sbuf_adds(b, "}}");
-    j_instances(a, b, now);
+    uint64_t mem = 0;
+    double cpu = 0;
+    j_instances(a, b, now, &mem, &cpu);
     sbuf_adds(b, ",\"live\":");
-    if (a->dash)
-        j_sample(b, &a->dash->sec);
-    else
+    if (a->dash) { /* (with the usage just read: the page plots it every second) */
+        struct dash_sample live = a->dash->sec;
+        live.memory_kib = (uint32_t)(mem >> 10);
+        live.cpu_pct = (float)cpu;
+        j_sample(b, &live);
+    } else
         bprintf(
             b,
             "{\"t\":%llu,\"requests\":0,\"errors\":0,\"p50_ms\":0,\"p99_ms\":0,\"starts\":0,\"restores\":0,"

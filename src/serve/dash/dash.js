@@ -239,7 +239,7 @@ function appEvent(ev) {
     const lab = label(s.t, up);
     push(charts['ap-req'], lab, [s.requests / step, s.errors / step]);
     push(charts['ap-lat'], lab, [s.p50_ms || null, s.p99_ms || null]);
-    if (step > 1 || s.memory) push(charts['ap-res'], lab, [s.cpu_pct, s.memory / 1048576]);
+    push(charts['ap-res'], lab, [s.cpu_pct, s.memory / 1048576]);
   };
   if (ev.history) for (const h of ev.history) add(h, 5);
   add(ev.live, 1);
