@@ -265,3 +265,17 @@ def test_reload_shows_config_error(srv, browser):
         srv.write_config(APPS)
     click_confirmed(browser, "#reload")
     until(lambda: not js(browser, "return !!document.getElementById('config-error')"), 10, "the error gone")
+
+
+def test_drain_from_overview(srv, browser):
+    login(browser, srv)
+    warm(srv, "alpha")
+    names = [i["name"] for i in srv.ps()["alpha"]["instances"] if i["state"] == "ready"]
+    assert names
+    browser.get(f"http://127.0.0.1:{srv.admin}/")
+    until(lambda: "alpha" in (rows(browser) or []), 15, "alpha's row")
+    msg = click_confirmed(browser, "button.drain[data-app='alpha']")
+    assert "app alpha:" in msg and "draining" in msg, msg
+    until(lambda: not any(n in kago_ps(srv) for n in names), 20, "kago ps without alpha's instances")
+    assert "app alpha: admin: drain from 127.0.0.1 (dashboard session)" in srv.stderr()
+    warm(srv, "alpha")  # the next request starts a new one
