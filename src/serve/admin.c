@@ -759,7 +759,7 @@ static bool authorized(struct admin_conn *ac, const char *method, char *path, en
         *how = DASH_AUTH_COOKIE;
         return true;
     }
-    if (c < 0) {
+    if (c == -1) {
         sbuf_adds(&body, "forbidden: a POST from the dashboard needs its " DASH_CSRF_HEADER " header\n");
         respond(ac, 403, "text/plain", &body);
         return false;
@@ -778,8 +778,12 @@ static bool authorized(struct admin_conn *ac, const char *method, char *path, en
             return true;
         }
     }
-    if (!given &&
-        !strcmp(path, "/dash/session")) { /* the page asking whether it is logged in: not an attempt */
+    if (c == -2 && !given) { /* (a page left open across a restart retries its stream: no lockout) */
+        sbuf_adds(&body, "the dashboard session ended: log in again\n");
+        respond(ac, 401, "text/plain", &body);
+        return false;
+    }
+    if (!given && !strcmp(path, "/dash/session")) { /* the page asking if it is logged in: not an attempt */
         sbuf_adds(&body, "log in\n");
         respond(ac, 401, "text/plain", &body);
         return false;

@@ -151,7 +151,8 @@ struct dash_sub {
 /* Requests are public (true) when they are the dashboard's pages and static files, which hold no data. */
 bool kago__dash_public(const char *method, const char *path);
 /* Over TCP with the token asked: 1 when the head carries a live session cookie and (for a POST) its CSRF
- * header, 0 when no session cookie, -1 when a POST lacks the session's CSRF header. */
+ * header, 0 when no session cookie, -1 when a POST lacks the session's CSRF header, -2 when the cookie names
+ * no live session (it ended, or serve restarted: not counted as a failed attempt). */
 int kago__dash_cookie_auth(struct server *srv, const char *head, size_t n, const char *method);
 /* Answers the dashboard's requests and actions (r->status 0: not one of them). ip: the client's, for the
  * log. head, n: the request head (for the CSRF header of bearer-less actions). */

@@ -38,12 +38,12 @@ static struct dash_session *cookie_session(struct server *srv, const char *head,
 int kago__dash_cookie_auth(struct server *srv, const char *head, size_t n, const char *method)
 {
     struct dash_session *s = cookie_session(srv, head, n);
-    if (!s)
-        return 0;
-    if (!strcmp(method, "GET") || !strcmp(method, "HEAD"))
-        return 1;
     const char *v;
     size_t len;
+    if (!s) /* (a cookie of an ended session, or of a serve before a restart: 256 random bits, not a guess) */
+        return srv->dash && kago__dash_cookie(head, n, DASH_COOKIE, &v, &len) ? -2 : 0;
+    if (!strcmp(method, "GET") || !strcmp(method, "HEAD"))
+        return 1;
     if (!kago__dash_header(head, n, DASH_CSRF_HEADER, &v, &len) || len != DASH_ID_HEX ||
         memcmp(v, s->csrf, DASH_ID_HEX) != 0) /* (not secret from its holder: no constant time needed) */
         return -1;

@@ -175,6 +175,14 @@ def test_cookie_post_needs_csrf_header(srv, browser):
     st, _, _ = admin_request(srv.admin, srv.root, "/?token=wrong-token-0123456789", token="")
     assert st == 401
     assert "wrong-token" not in srv.stderr()  # (the token is never logged)
+    # a page left open across a restart retries with its dead session: 401, never a lockout of 127.0.0.1
+    for _ in range(12):
+        req = urllib.request.Request(f"http://127.0.0.1:{srv.admin}/dash/events",
+                                     headers={"Cookie": "kago_session=" + "ab" * 32})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 401
+    assert admin_request(srv.admin, srv.root, "/ps")[0] == 200
 
 
 def test_app_plot_changes_with_requests(srv, browser):

@@ -293,7 +293,14 @@ function connect(url, onEvent) {
   source = new EventSource(url);
   const live = $('live');
   source.onopen = () => { live.textContent = '● live'; live.classList.add('on'); };
-  source.onerror = () => { live.textContent = '● reconnecting'; live.classList.remove('on'); };
+  source.onerror = async () => {
+    live.textContent = '● reconnecting';
+    live.classList.remove('on');
+    /* the session ended (serve restarted, or 12 h passed): back to the login form */
+    try {
+      if ((await fetch('/dash/session', { credentials: 'same-origin' })).status === 401) location.reload();
+    } catch (e) { /* serve is away: EventSource retries */ }
+  };
   source.onmessage = (m) => {
     try { onEvent(JSON.parse(m.data)); } catch (e) { console.error(e); }
   };
