@@ -247,7 +247,10 @@ function appEvent(ev) {
   c.data.labels = h.bounds_ms.map((b) => (b === null ? '> ' + h.bounds_ms[h.bounds_ms.length - 2] + ' ms' : '≤ ' + b + ' ms'));
   c.data.datasets[0].data = h.start;
   c.data.datasets[1].data = h.restore;
-  for (const k of ['ap-req', 'ap-lat', 'ap-res', 'ap-cold']) charts[k].update('none');
+  const th = charts['ap-thaw'];
+  th.data.labels = h.thaw_bounds_ms.map((b) => (b === null ? '> ' + h.thaw_bounds_ms[h.thaw_bounds_ms.length - 2] + ' ms' : '≤ ' + b + ' ms'));
+  th.data.datasets[0].data = h.thaw;
+  for (const k of ['ap-req', 'ap-lat', 'ap-res', 'ap-cold', 'ap-thaw']) charts[k].update('none');
   mark(charts['ap-req']);
   const body = $('insts').tBodies[0];
   body.innerHTML = ev.instances.map(instRow).join('');
@@ -264,6 +267,7 @@ function setupApp(name) {
   lineChart('ap-res', [{ label: 'CPU %' }, { label: 'memory MiB', axis: 'y1' }],
     { scales: { y1: { position: 'right', beginAtZero: true, grid: { drawOnChartArea: false } } } });
   lineChart('ap-cold', [{ label: 'start (boot)' }, { label: 'restore (CRIU)' }], { type: 'bar' });
+  lineChart('ap-thaw', [{ label: 'thaw' }], { type: 'bar' });
   $('drain').addEventListener('click', () => act('/drain?' + q({ app: name }),
     `Drain every instance of ${name}? Requests in flight finish; the next request starts a new instance.`));
   $('insts').addEventListener('click', (e) => {
