@@ -287,3 +287,28 @@ def test_drain_from_overview(srv, browser):
     until(lambda: not any(n in kago_ps(srv) for n in names), 20, "kago ps without alpha's instances")
     assert "app alpha: admin: drain from 127.0.0.1 (dashboard session)" in srv.stderr()
     warm(srv, "alpha")  # the next request starts a new one
+
+
+def test_unix_socket_posts_need_a_header(tmp_path):
+    """Over --admin unix:PATH there is no login; a POST still needs X-Kago-CSRF (a browser reaching a
+    forwarded socket cannot send it from another site)."""
+    from serve_util import free_port
+    conf, sock = tmp_path / "conf", str(tmp_path / "admin.sock")
+    conf.mkdir()
+    p = subprocess.Popen([KAGO, "--root", str(tmp_path / "root"), "serve", "--config", str(conf), "--listen",
+                          f"127.0.0.1:{free_port()}", "--admin", f"unix:{sock}", "--access-log", "off"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        until(lambda: os.path.exists(sock), 10, "the admin socket")
+
+        def curl(*args):
+            r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", sock, *args],
+                               capture_output=True, text=True, timeout=10)
+            return r.stdout
+        assert curl("http://kago/") == "200"
+        assert curl("http://kago/dash/session") == "200"
+        assert curl("-X", "POST", "http://kago/drain?app=none") == "403"
+        assert curl("-X", "POST", "-H", "X-Kago-CSRF: 1", "http://kago/drain?app=none") == "404"  # (no such app)
+    finally:
+        p.terminate()
+        assert p.wait(30) == 0, p.stderr.read().decode()
