@@ -40,6 +40,9 @@ static void test_ring(void)
     ok(kago__dash_ring_at(&r, 0)->t == 8 && kago__dash_ring_at(&r, DASH_SLOTS - 1)->t == DASH_SLOTS + 7,
        "oldest first, the 7 oldest overwritten");
     ok(sizeof(struct dash_ring) <= 8 * 1024, "a ring of 15 minutes is %zu bytes", sizeof(struct dash_ring));
+    /* docs/serve.md states the bytes per active app: say it again there when this changes */
+    ok(sizeof(struct dash_app) == 6968, "an active app's samples: %zu bytes (docs/serve.md: 6,968)",
+       sizeof(struct dash_app));
 }
 
 static void test_sessions(void)
