@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "dash.h"
 #include "serve_int.h"
 #include "util.h"
 
@@ -74,6 +75,9 @@ struct admin_conn {
     bool chunked;       /* HTTP/1.1: Transfer-Encoding: chunked (1.0: the end of the body is the close) */
     char chunk_head[24];
     struct sbuf body;
+    /* GET /dash/events: the dashboard's event stream (dash.c) */
+    struct dash_sub sub;
+    bool sse, sse_writing;
 };
 
 static void printf_buf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -535,6 +539,8 @@ static void ps_json(struct server *srv, struct sbuf *b)
 static void on_admin_closed(uv_handle_t *h)
 {
     struct admin_conn *ac = h->data;
+    if (ac->sse)
+        kago__dash_sse_remove(ac->srv, &ac->sub);
     if (ac->cur_ref)
         kago__app_unref(ac->cur);
     if (ac->m.only)
@@ -719,10 +725,14 @@ static void log_safe(char *path)
 
 /* Over TCP, a request other than /healthz needs the token: true when it may go on, else it was answered
  * 401 (no token or a wrong one: logged, counted) or 429 (its client failed too often lately). */
-static bool authorized(struct admin_conn *ac, const char *method, char *path)
+static bool authorized(struct admin_conn *ac, const char *method, char *path, enum dash_auth *how)
 {
     struct admin_auth *au = ac->srv->admin_auth;
+    *how = DASH_AUTH_LOCAL;
     if (!au || !au->token || !strcmp(path, "/healthz"))
+        return true;
+    *how = DASH_AUTH_PUBLIC;
+    if (kago__dash_public(method, path))
         return true;
     char ip[64], hdr[96];
     peer_ip(ac, ip, sizeof(ip));
@@ -740,11 +750,47 @@ static bool authorized(struct admin_conn *ac, const char *method, char *path)
     bool given = kago__auth_bearer(ac->req, ac->len, &tok, &n);
     if (given && kago__auth_token_eq(au->token, tok, n)) {
         kago__auth_ok(&au->limit, ip);
+        *how = DASH_AUTH_BEARER;
         return true;
+    }
+    /* the dashboard: a browser's session cookie (with its CSRF header on a POST), or GET /?token= */
+    int c = given ? 0 : kago__dash_cookie_auth(ac->srv, ac->req, ac->len, method);
+    if (c > 0) {
+        *how = DASH_AUTH_COOKIE;
+        return true;
+    }
+    if (c == -1) {
+        sbuf_adds(&body, "forbidden: a POST from the dashboard needs its " DASH_CSRF_HEADER " header\n");
+        respond(ac, 403, "text/plain", &body);
+        return false;
+    }
+    char qtok[256];
+    if (!given && !strcmp(method, "GET") && kago__dash_param(path, "token", qtok, sizeof(qtok))) {
+        given = true;
+        bool ok = kago__auth_token_eq(au->token, qtok, strlen(qtok));
+        explicit_bzero(qtok, sizeof(qtok));
+        char *t = strstr(path, "token="); /* (never logged) */
+        for (t = t ? t + 6 : NULL; t && *t && *t != '&'; t++)
+            *t = '*';
+        if (ok) {
+            kago__auth_ok(&au->limit, ip);
+            *how = DASH_AUTH_QUERY;
+            return true;
+        }
+    }
+    if (c == -2 && !given) { /* (a page left open across a restart retries its stream: no lockout) */
+        sbuf_adds(&body, "the dashboard session ended: log in again\n");
+        respond(ac, 401, "text/plain", &body);
+        return false;
+    }
+    if (!given && !strcmp(path, "/dash/session")) { /* the page asking if it is logged in: not an attempt */
+        sbuf_adds(&body, "log in\n");
+        respond(ac, 401, "text/plain", &body);
+        return false;
     }
     log_safe(path);
     kago__slog(ac->srv, SLOG_WARN, NULL, NULL, "admin: 401 for %s %s from %s: %s", method, path, ip,
-               given ? "wrong token" : "no bearer token");
+               given ? "wrong token" : "no bearer token nor dashboard session");
     if (kago__auth_failed(&au->limit, ip, now))
         kago__slog(ac->srv, SLOG_WARN, NULL, NULL,
                    "admin: %d failed attempts from %s within %d s: it gets 429 for %d s", AUTH_MAX_FAILS, ip,
@@ -753,6 +799,70 @@ static bool authorized(struct admin_conn *ac, const char *method, char *path)
               "unauthorized: send Authorization: Bearer TOKEN (the token file is given by --admin-token)\n");
     respond_h(ac, 401, "text/plain", "WWW-Authenticate: Bearer realm=\"kago\"\r\n", &body);
     return false;
+}
+
+static void on_sse_written(uv_write_t *w, int status)
+{
+    struct admin_conn *ac = w->data;
+    ac->sse_writing = false;
+    if (status < 0 && !uv_is_closing(&ac->h.handle))
+        uv_close(&ac->h.handle, on_admin_closed);
+}
+
+static bool sse_send(struct dash_sub *s, const char *data, size_t n)
+{
+    struct admin_conn *ac = container_of(s, struct admin_conn, sub);
+    if (ac->sse_writing || uv_is_closing(&ac->h.handle))
+        return false; /* (a slow reader skips seconds rather than queueing them) */
+    ac->body.len = 0;
+    if (ac->out.len) { /* the response head */
+        sbuf_add(&ac->body, ac->out.data, ac->out.len);
+        ac->out.len = 0;
+    }
+    sbuf_add(&ac->body, data, n);
+    uv_buf_t b = uv_buf_init(ac->body.data, ac->body.len);
+    ac->wreq.data = ac;
+    if (uv_write(&ac->wreq, &ac->h.stream, &b, 1, on_sse_written) < 0) {
+        uv_close(&ac->h.handle, on_admin_closed);
+        return false;
+    }
+    ac->sse_writing = true;
+    return true;
+}
+
+static void sse_close(struct dash_sub *s)
+{
+    struct admin_conn *ac = container_of(s, struct admin_conn, sub);
+    ac->sse = false; /* (unlinked by the caller) */
+    if (!uv_is_closing(&ac->h.handle))
+        uv_close(&ac->h.handle, on_admin_closed);
+}
+
+/* The dashboard's pages, events and actions (dash_http.c), or 404. */
+static void dash(struct admin_conn *ac, const char *method, char *path, enum dash_auth how)
+{
+    struct dash_reply r = {0};
+    char ip[64] = "unix socket";
+    if (ac->h.handle.type == UV_TCP)
+        peer_ip(ac, ip, sizeof(ip));
+    kago__dash_handle(ac->srv, method, path, ac->req, ac->len, how, ip, &r);
+    if (!r.status) {
+        sbuf_free(&r.body);
+        sbuf_adds(&r.body, "not found (try /metrics, /ps, POST /reload, or / in a browser)\n");
+        respond(ac, 404, "text/plain", &r.body);
+    } else if (r.sse) {
+        sbuf_free(&r.body);
+        printf_buf(&ac->out, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n%sConnection: close\r\n\r\n", r.ctype,
+                   r.extra);
+        ac->done = true;
+        ac->sse = true;
+        kago__dash_sub_init(&ac->sub, path);
+        ac->sub.send = sse_send;
+        ac->sub.close = sse_close;
+        kago__dash_sse_add(ac->srv, &ac->sub); /* (its first event goes with the head) */
+    } else {
+        respond_h(ac, r.status, r.ctype, r.extra, &r.body);
+    }
 }
 
 static void handle(struct admin_conn *ac)
@@ -765,15 +875,23 @@ static void handle(struct admin_conn *ac)
         respond(ac, 400, "text/plain", &body);
         return;
     }
-    if (!authorized(ac, method, path))
+    enum dash_auth how;
+    if (!authorized(ac, method, path, &how))
         return;
-    if (!strcmp(method, "GET") && !strncmp(path, "/metrics", 8) && (!path[8] || path[8] == '?')) {
+    if (how == DASH_AUTH_PUBLIC || how == DASH_AUTH_QUERY || !strncmp(path, "/dash/", 6) ||
+        (!strcmp(method, "POST") && strcmp(path, "/reload") != 0)) {
+        dash(ac, method, path, how);
+    } else if (!strcmp(method, "GET") && !strncmp(path, "/metrics", 8) && (!path[8] || path[8] == '?')) {
         metrics_begin(ac, path[8] ? path + 9 : NULL, !strcmp(version, "HTTP/1.0"));
     } else if (!strcmp(method, "GET") && !strncmp(path, "/ps", 3)) {
         ps_json(srv, &body);
         respond(ac, 200, "application/json", &body);
     } else if (!strcmp(method, "POST") && !strcmp(path, "/reload")) {
         struct kago_error *err = NULL;
+        char ip[64] = "the unix socket";
+        if (ac->h.handle.type == UV_TCP)
+            peer_ip(ac, ip, sizeof(ip));
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "admin: reload from %s", ip);
         if (kago__server_reload(srv, &err) < 0) {
             printf_buf(&body, "reload failed: %s\n", err->msg);
             kago_error_free(err);
@@ -786,8 +904,7 @@ static void handle(struct admin_conn *ac)
         sbuf_adds(&body, "ok\n");
         respond(ac, 200, "text/plain", &body);
     } else {
-        sbuf_adds(&body, "not found (try /metrics, /ps, POST /reload)\n");
-        respond(ac, 404, "text/plain", &body);
+        dash(ac, method, path, how);
     }
 }
 
@@ -801,6 +918,10 @@ static void on_admin_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void on_admin_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct admin_conn *ac = s->data;
+    if (ac->sse && n < 0 && !uv_is_closing(&ac->h.handle)) { /* the page went away */
+        uv_close(&ac->h.handle, on_admin_closed);
+        return;
+    }
     if (ac->done || n == 0)
         return;
     if (n < 0) {

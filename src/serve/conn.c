@@ -171,8 +171,10 @@ static void count_request(struct client *c)
     if (c->counted || !c->req_begun)
         return;
     c->counted = true;
-    if (c->app)
+    if (c->app) {
         kago__metrics_count(c->app, c->status);
+        kago__dash_request(c->app, c->status, kago__serve_now_us() - c->t_begin);
+    }
     log_access(c);
 }
 

@@ -2,6 +2,7 @@
  * except for starting an instance; nothing here blocks or reads a clock. */
 #include "pool.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 
@@ -139,6 +140,7 @@ static int thaw(struct pool *p, struct pool_inst *i, uint64_t now)
 {
     int us = p->ops->thaw(p, i);
     i->frozen_bytes = 0;
+    i->pinned = false;
     if (us < 0) {
         p->thaw_failures++;
         i->state = POOL_STOPPING;
@@ -451,8 +453,9 @@ void kago__pool_tick(struct pool *p, uint64_t now)
             break;
         case POOL_FROZEN:
             /* Lifetime still applies; a reload that turned freezing off ends them too. */
-            if (!p->cfg.freeze || i->generation != p->generation ||
-                (p->cfg.freeze_ms && now - i->frozen_at >= p->cfg.freeze_ms) ||
+            if ((!i->pinned &&
+                 (!p->cfg.freeze || (p->cfg.freeze_ms && now - i->frozen_at >= p->cfg.freeze_ms))) ||
+                i->generation != p->generation ||
                 (p->cfg.lifetime_ms && now - i->created >= p->cfg.lifetime_ms)) {
                 p->frozen_expired++;
                 stop_frozen(p, i, now);
@@ -589,4 +592,60 @@ unsigned kago__pool_enforce_budget(struct pool *const *pools, size_t n, uint64_t
         stopped++;
     }
     return stopped;
+}
+
+int kago__pool_stop_inst(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    switch (i->state) {
+    case POOL_READY:
+        drain(p, i, now);
+        break;
+    case POOL_FROZEN:
+        stop_frozen(p, i, now);
+        break;
+    case POOL_STARTING:
+        i->state = POOL_STOPPING;
+        i->term_at = now;
+        kill_inst(p, i);
+        break;
+    default:
+        return -EINVAL;
+    }
+    maybe_scale(p, now);
+    return 0;
+}
+
+int kago__pool_freeze_inst(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    if (i->state != POOL_READY)
+        return -EINVAL;
+    if (i->inflight || i->busy)
+        return -EBUSY;
+    freeze(p, i, now);
+    if (i->state == POOL_FROZEN)
+        i->pinned = true;
+    maybe_scale(p, now); /* (min_instances: a frozen one does not count) */
+    return 0;
+}
+
+int kago__pool_thaw_inst(struct pool *p, struct pool_inst *i, uint64_t now)
+{
+    if (i->state != POOL_FROZEN)
+        return -EINVAL;
+    if (thaw(p, i, now) >= 0) {
+        p->thaws++;
+        dispatch_waiters(p, now);
+    }
+    return 0;
+}
+
+unsigned kago__pool_drain_all(struct pool *p, uint64_t now)
+{
+    unsigned n = 0;
+    for (struct pool_inst *i = p->insts; i; i = i->next)
+        if (i->state == POOL_READY || i->state == POOL_FROZEN) {
+            kago__pool_stop_inst(p, i, now);
+            n++;
+        }
+    return n;
 }

@@ -47,6 +47,7 @@ struct pool_inst {
     bool failed; /* never became ready: counted as a start failure */
     bool busy;   /* being checkpointed: READY, but routed nothing and never stopped for idleness */
     bool queued; /* STARTING, but waiting for its turn in the caller's start queue: no start timeout yet */
+    bool pinned; /* FROZEN by the operator (kago__pool_freeze_inst): the idle policy does not end it */
     enum pool_tier tier;
     int thaw_us; /* >= 0: thawed for the request being routed, in this many microseconds (reset by it) */
     unsigned generation; /* the pool's generation when it was started */
@@ -169,6 +170,18 @@ uint64_t kago__pool_frozen_bytes(const struct pool *p);
 /* Milliseconds until the app may be started again after failed starts, while no instance is ready or
  * starting (then requests are refused with 503 at once); 0 when it is not backing off. */
 uint64_t kago__pool_backoff_left(const struct pool *p, uint64_t now);
+
+/* The operator's hand (the admin API, the dashboard). Each returns 0, or -EBUSY / -EINVAL when i is not
+ * in a state for it (stop: already draining or stopping; freeze: not READY, or serving, or busy; thaw: not
+ * FROZEN). stop drains a READY one, stops a FROZEN one, kills a STARTING one. freeze pins i frozen: it stays
+ * so until a request or thaw needs it, its lifetime ends or the app's container changes (or the frozen
+ * memory budget stops it), even when the app's idle action is not :freeze. */
+int kago__pool_stop_inst(struct pool *p, struct pool_inst *i, uint64_t now);
+int kago__pool_freeze_inst(struct pool *p, struct pool_inst *i, uint64_t now);
+int kago__pool_thaw_inst(struct pool *p, struct pool_inst *i, uint64_t now);
+/* Drains the app: every READY instance drains, every FROZEN one stops (STARTING ones serve what waits for
+ * them, then idle out). The next request starts a new instance. Returns how many were asked to stop. */
+unsigned kago__pool_drain_all(struct pool *p, uint64_t now);
 
 unsigned kago__pool_count(const struct pool *p, enum pool_state s);
 bool kago__pool_empty(const struct pool *p);

@@ -12,6 +12,7 @@
 
 #include <kago/kago.h>
 
+#include "dash.h"
 #include "http.h"
 #include "logfmt.h"
 #include "outq.h"
@@ -64,7 +65,8 @@ struct app_rt {
     bool ticking;
     bool ranged; /* uid, gid: its user namespace range, taken at load (instance.c) */
     struct kago_idmap uid, gid;
-    int64_t etcd_rev; /* --cluster: the mod_revision of /kago/apps/NAME it came from */
+    int64_t etcd_rev;      /* --cluster: the mod_revision of /kago/apps/NAME it came from */
+    struct dash_app *dash; /* its recent samples (dash.c); NULL while it is idle */
 };
 
 struct upconn;
@@ -98,6 +100,8 @@ struct instance {
     bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
     uint64_t ckpt_at;        /* the checkpoint may begin then (its closed upstream sockets have settled) */
     struct kago_stats stats; /* refreshed for /metrics and /ps */
+    uint64_t dash_cpu_us, dash_cpu_ms; /* the dashboard: its CPU time when it last looked, and when */
+    double dash_cpu_pct;
     struct log_stream *out[2];   /* its stdout and stderr read by serve (logs.c); NULL: not captured */
     struct logfmt_tail out_tail; /* what it printed last, for a start failure's report (logs.c) */
     /* its record under <root>/.serve (adopt.c): what was written last */
@@ -236,6 +240,7 @@ struct server {
     unsigned given, give_failed; /* connections handed to the new serve, and those that could not go */
     struct kago_error *fatal;
     struct cluster *cluster; /* --cluster (cluster.c), NULL without */
+    struct dash *dash;       /* the dashboard's sampler, sessions and event streams (dash.c) */
 };
 
 /* time */

@@ -507,6 +507,7 @@ static void free_app(struct app_rt *a)
     free(a->image_root);
     free(a->start_error);
     kago__logs_app_free(a);
+    kago__dash_app_free(a);
     kago__pool_free(&a->pool);
     kago_app_free(&a->app);
     free(a);
@@ -653,6 +654,7 @@ static void begin_shutdown(struct server *srv)
     if (srv->stopping)
         return;
     srv->stopping = true;
+    kago__dash_shutdown(srv); /* (its event streams would keep the drain waiting) */
     kago__slog(srv, SLOG_INFO, NULL, NULL, "stopping: draining requests and instances");
     kago__systemd_stopping(srv);
     for (unsigned i = 0; i < srv->nls; i++)
@@ -683,6 +685,7 @@ int kago__server_reload(struct server *srv, struct kago_error **err)
     else
         kago__slog(srv, SLOG_INFO, NULL, NULL, "reloaded %s", srv->opts.config_dir);
     kago__systemd_reloaded(srv, r < 0 ? *err : NULL);
+    kago__dash_reloaded(srv, r < 0 ? (*err)->msg : NULL);
     return r;
 }
 
@@ -992,6 +995,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     uv_timer_init(&loop, &srv->tick);
     srv->tick.data = srv;
     uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
+    kago__dash_init(srv);
     uv_signal_t *sigs[] = {&srv->sigterm, &srv->sigint, &srv->sighup};
     int signums[] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
@@ -1032,9 +1036,11 @@ out:
             kago__pool_exited(&a->pool, a->pool.insts, kago__serve_now_ms());
     }
     kago__cluster_free(srv); /* its sockets and timers close with their own callbacks */
+    kago__dash_shutdown(srv);
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     kago__admin_cleanup(srv);
+    kago__dash_free(srv);
     while (srv->apps) {
         struct app_rt *a = srv->apps;
         srv->apps = a->next;

@@ -1,5 +1,6 @@
 /* kago serve: the pool's decisions (start, hold, dispatch, scale out, drain, expire, kill, freeze,
  * thaw, memory budget) driven by events and a fake clock. */
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 
@@ -682,6 +683,54 @@ static void test_adopt_and_kill_all(void)
     kago__pool_free(&p);
 }
 
+/* The operator's hand (admin API): freeze pins an instance frozen even when the app stops idle ones,
+ * thaw and stop, drain_all. */
+static void test_operator_actions(void)
+{
+    struct pool p;
+    reset(&p, &base); /* idle :stop */
+    struct pool_waiter w = {0};
+    bool held;
+    kago__pool_request(&p, &w, 1000, &held);
+    struct pool_inst *i = rec.last_start;
+    kago__pool_ready(&p, i, 1001);
+    ok(kago__pool_freeze_inst(&p, i, 1002) == -EBUSY, "freeze refused while it serves");
+    kago__pool_done(&p, i, 1003);
+    ok(kago__pool_freeze_inst(&p, i, 1004) == 0 && i->state == POOL_FROZEN && i->pinned, "frozen by hand");
+    kago__pool_tick(&p, 1004 + 30000);
+    ok(i->state == POOL_FROZEN, "stays frozen though the app's idle action is :stop");
+    ok(kago__pool_freeze_inst(&p, i, 31005) == -EINVAL, "freeze of a frozen one refused");
+    ok(kago__pool_thaw_inst(&p, i, 31006) == 0 && i->state == POOL_READY && !i->pinned && p.thaws == 1,
+       "thawed by hand: ready again");
+    ok(kago__pool_thaw_inst(&p, i, 31007) == -EINVAL, "thaw of a ready one refused");
+    kago__pool_tick(&p, 60000 + 1000);
+    ok(i->state == POOL_DRAINING || i->state == POOL_STOPPING, "lifetime still applies after a thaw");
+    ok(kago__pool_stop_inst(&p, i, 61001) == -EINVAL, "stop of a stopping one refused");
+    kago__pool_exited(&p, i, 61002);
+
+    struct pool_waiter w2 = {0};
+    kago__pool_request(&p, &w2, 70000, &held);
+    struct pool_inst *j = rec.last_start;
+    kago__pool_ready(&p, j, 70001);
+    kago__pool_done(&p, j, 70002);
+    kago__pool_freeze_inst(&p, j, 70003);
+    kago__pool_tick(&p, 70000 + 60000 + 1);
+    ok(j->state != POOL_FROZEN && rec.terms >= 2, "a pinned one still ends at its lifetime");
+    kago__pool_exited(&p, j, 130002);
+
+    struct pool_waiter w3 = {0};
+    kago__pool_request(&p, &w3, 140000, &held);
+    struct pool_inst *k = rec.last_start;
+    kago__pool_ready(&p, k, 140001);
+    kago__pool_done(&p, k, 140002);
+    unsigned terms = rec.terms;
+    ok(kago__pool_drain_all(&p, 140003) == 1 && k->state == POOL_STOPPING && rec.terms == terms + 1,
+       "drain_all: the idle ready one drains and gets SIGTERM at once");
+    ok(rec.starts == 3, "and nothing new starts (no request, min 0)");
+    kago__pool_exited(&p, k, 140004);
+    kago__pool_free(&p);
+}
+
 int main(void)
 {
     test_cold_start_hold_dispatch();
@@ -700,5 +749,6 @@ int main(void)
     test_backoff();
     test_backoff_exit_after_ready();
     test_adopt_and_kill_all();
+    test_operator_actions();
     return tap_done();
 }
