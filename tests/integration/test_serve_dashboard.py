@@ -36,7 +36,8 @@ pytestmark = [
     pytest.mark.skipif(not HAVE_SELENIUM, reason="no selenium module: apt-get install python3-selenium (scripts/setup)"),
 ]
 
-IMG = os.path.join(REPO, "docs", "img")
+# Screenshots go to the test's log dir; KAGO_SCREENSHOTS=docs/img refreshes the README's.
+IMG = os.environ.get("KAGO_SCREENSHOTS") or os.path.join(tempfile.gettempdir(), "kago-dashboard-screenshots")
 
 
 def web(name):
