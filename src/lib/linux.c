@@ -587,7 +587,7 @@ static int setup_net(const struct kago__child *ch, int *listen_fd, struct kago_e
         if (ns < 0 || setns(ns, CLONE_NEWNET) < 0)
             return kago_error_set(err, ns < 0 ? EBADMSG : errno, "join the new network namespace");
     }
-    if ((spec->ns & (1u << KAGO_NS_NET)) && kago__loopback_up(err) < 0)
+    if ((spec->ns & (1u << KAGO_NS_NET)) && !ch->warm && kago__loopback_up(err) < 0)
         return -1;
     if (spec->listen_port && (*listen_fd = listen_socket(spec->listen_port, err)) < 0)
         return -1;
@@ -629,7 +629,7 @@ static int setup_mounts(struct kago__child *ch, int *listen_fd, struct kago_erro
     /* The network namespace the parent makes meanwhile is awaited as late as sysfs allows: past pivot_root
      * (the host's /sys is bound before it, when the container has no network namespace of its own). */
     bool net_late = ch->net_later && !mounts_under_sys(spec);
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+    if (!ch->warm && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return kago_error_set(err, errno, "make / private");
     kago__trace("child: / private");
     cleanup_close int rootfd = setup_rootfs(ch, err);
@@ -976,7 +976,7 @@ void kago__child_main(struct kago__child *ch)
     /* The init of its own pid namespace leads a session of its own (as runc and crun do without a
      * terminal): CRIU refuses to checkpoint a tree whose session leader is outside its pid namespace
      * (checkpoint.c). Signals from a foreground kago are forwarded by pid, not by the terminal. */
-    if ((spec->ns & (1u << KAGO_NS_PID)) && !spec->join_ns[KAGO_NS_PID] && setsid() < 0)
+    if ((spec->ns & (1u << KAGO_NS_PID)) && !spec->join_ns[KAGO_NS_PID] && !ch->warm && setsid() < 0)
         _exit(127);
     /* Without a user namespace the first half of the setup needs nothing from the parent: it runs while
      * the parent makes the cgroup and compiles the seccomp filter ("G" comes before pivot_root). */

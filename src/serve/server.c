@@ -640,7 +640,8 @@ static void on_drain_timeout(uv_timer_t *t)
 
 static void begin_shutdown(struct server *srv)
 {
-    if (srv->handover) { /* the instances are the new serve's now */
+    kago__warm_stop(srv); /* its sandboxes hold nothing of a request: killed now */
+    if (srv->handover) {  /* the instances are the new serve's now */
         kago__upgrade_cut(srv);
         return;
     }
@@ -905,6 +906,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     uv_loop_t loop;
     uv_loop_init(&loop);
     srv->loop = &loop;
+    kago__warm_init(srv);
     srv->started_ms = kago__serve_now_ms();
     uv_signal_init(&loop, &srv->sigchld); /* started once a restore may happen */
     srv->sigchld.data = srv;
@@ -1026,6 +1028,7 @@ out:
             kago__pool_exited(&a->pool, a->pool.insts, kago__serve_now_ms());
     }
     kago__cluster_free(srv); /* its sockets and timers close with their own callbacks */
+    kago__warm_stop(srv);
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     kago__admin_cleanup(srv);
