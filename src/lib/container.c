@@ -457,6 +457,7 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
     cr->bpf = xmalloc(sizeof *cr->bpf);
     l.ch.bpf = cr->bpf;
     l.ch.scratch_fd = -1;
+    l.ch.warm_proc = l.ch.warm_sys = -1;
     if ((spec->overlay || spec->userns == KAGO_USERNS_AUTO) && mkdir(scratch, 0700) < 0) {
         kago_error_set(err, errno, "mkdir %s", scratch);
         goto out;

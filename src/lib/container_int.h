@@ -44,6 +44,7 @@ struct kago__child {
     bool tty;                      /* make a terminal, send its master to the parent ("T" + the fd) */
     bool warm;        /* a warm sandbox runs it (spawner.c): its session, / private and loopback are done */
     uint32_t warm_id; /* the parent asks the spawner for this warm sandbox (0: a clone) */
+    int warm_proc, warm_sys; /* a warm sandbox's detached proc and sysfs mounts of its namespaces (or -1) */
     /* --userns auto: the parent's idmapped mounts ("F" messages before "G"): the lowers (image layers top
      * first, or the rootfs), then one per bind mount in spec order; scratch_fd: the scratch dir, opened by
      * the child while its fsuid is still the host's root, which owns the state dir */

@@ -329,11 +329,13 @@ static int setup_mqueue(int rootfd, struct kago_error **err)
     return mount_at_fd("mqueue", fd, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/dev/mqueue", err);
 }
 
-static int setup_proc(int rootfd, struct kago_error **err)
+static int setup_proc(const struct kago__child *ch, int rootfd, struct kago_error **err)
 {
     cleanup_close int proc = mountpoint_in_root(rootfd, "/proc", false, err);
     if (proc < 0)
         return -1;
+    if (ch->warm_proc >= 0) /* a warm sandbox's, of this pid namespace (spawner.c) */
+        return attach_tree(ch->warm_proc, proc, "/proc", err);
     return mount_at_fd("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/proc", err);
 }
 
@@ -347,6 +349,8 @@ static int setup_sys(const struct kago__child *ch, int rootfd, struct kago_error
     if (spec->no_sysfs) /* made read-only once the mounts under it have their mount points: sys_readonly */
         return mount_at_fd("tmpfs", sys, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=16k",
                            "/sys", err);
+    if (ch->warm_sys >= 0 && (spec->ns & (1u << KAGO_NS_NET)) && ch->join_fds[KAGO_NS_NET] < 0)
+        return attach_tree(ch->warm_sys, sys, "/sys", err); /* a warm sandbox's, of this network namespace */
     if ((spec->ns & (1u << KAGO_NS_NET)) || ch->join_fds[KAGO_NS_NET] >= 0)
         return mount_at_fd("sysfs", sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL, "/sys",
                            err);
@@ -636,7 +640,7 @@ static int setup_mounts(struct kago__child *ch, int *listen_fd, struct kago_erro
     if (rootfd < 0)
         return -1;
     kago__trace("child: rootfs");
-    if (setup_proc(rootfd, err) < 0 || setup_dev(rootfd, userns, err) < 0)
+    if (setup_proc(ch, rootfd, err) < 0 || setup_dev(rootfd, userns, err) < 0)
         return -1;
     kago__trace("child: proc dev");
     if ((spec->ns & (1u << KAGO_NS_IPC)) && setup_mqueue(rootfd, err) < 0)

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <linux/mount.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -265,7 +266,9 @@ static int parse_child(const char *buf, size_t n, int *fds, struct kago__bpf *bp
                                .stdio = stdio,
                                .bpf = bpf,
                                .die_with_parent = h.die_with_parent,
-                               .scratch_fd = -1};
+                               .scratch_fd = -1,
+                               .warm_proc = -1,
+                               .warm_sys = -1};
     for (int i = 0; i < 3; i++)
         stdio[i] = fds[SLOT_STDIO + i];
     for (int i = 0; i < KAGO_NS_COUNT; i++)
@@ -316,6 +319,21 @@ static struct sandbox {
 } sbs[WARM_MAX];
 static size_t nsbs;
 
+/* In the sandbox: a detached mount of a new fs of type (proc, sysfs) of its namespaces, or -1 (the start then
+ * mounts one as usual). */
+static int detached_mount(const char *type, unsigned attrs)
+{
+    int fs = (int)syscall(SYS_fsopen, type, FSOPEN_CLOEXEC), mnt = -1;
+    if (fs < 0)
+        return -1;
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+        mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs);
+    close(fs);
+    return mnt;
+}
+
+static int warm_proc = -1, warm_sys = -1;
+
 /* In the sandbox: a start has come (buf, n, fds): become its container's init. */
 static _Noreturn void sandbox_start(const char *buf, size_t n, int *fds, struct kago__bpf *bpf)
 {
@@ -333,6 +351,8 @@ static _Noreturn void sandbox_start(const char *buf, size_t n, int *fds, struct 
         close(fds[SLOT_CG]);
     prctl(PR_SET_NAME, "kago-spawner", 0, 0, 0); /* as a child the spawner cloned now (until exec) */
     ch.warm = true;
+    ch.warm_proc = warm_proc;
+    ch.warm_sys = warm_sys;
     ch.cg = &cg;
     /* as do_clone's child: in a user namespace the parent moves it, else it moves itself after "G" */
     ch.enter_cg = (spec.ns & (1u << KAGO_NS_USER)) ? NULL : &cg;
@@ -358,6 +378,13 @@ static _Noreturn void sandbox_main(int ctl, uint64_t flags, char *buf, struct ka
         _exit(1);
     if ((flags & CLONE_NEWNET) && kago__loopback_up(NULL) < 0)
         _exit(1);
+    /* the /proc of its pid namespace and the sysfs of its network namespace: a start attaches them (a
+     * sysfs mount tests every sysfs superblock of the machine, docs/serve.md) */
+    if ((flags & CLONE_NEWPID) && (flags & CLONE_NEWNS))
+        warm_proc = detached_mount("proc", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    if ((flags & CLONE_NEWNET) && (flags & CLONE_NEWNS))
+        warm_sys = detached_mount("sysfs", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC |
+                                               MOUNT_ATTR_RDONLY);
     for (;;) {
         union fds_ctl c;
         struct iovec iov = {.iov_base = buf, .iov_len = MAX_MSG};

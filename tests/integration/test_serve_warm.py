@@ -95,6 +95,18 @@ def test_pooled_start_takes_a_sandbox_and_is_isolated(probe, tmp_path):
         with open(f"/proc/{other}/uid_map") as f:
             inside, outside, count = f.read().split()[:3]
         assert inside == "0" and int(outside) > 0 and count == "65536", (inside, outside, count)
+        # /proc and /sys are the instance's (the sandbox mounted them ahead, detached, in its namespaces)
+        view = ("mkdir -p /srv/www && (ls /sys/class/net; ls /proc | grep -c '^[0-9]'; grep -c ' /proc ' /proc/mounts)"
+                " > /srv/www/index.html && exec /usr/sbin/httpd -f -p 8080 -h /srv/www")
+        s.write_config(apps + app("view", ["view.test"], view, stop_grace="1s"))
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "view" in s.ps(), 10)
+        assert wait_for(lambda: sandboxes(s), 10), "the pool was not refilled"
+        waiting = set(sandboxes(s))
+        st, _, body = request(s.port, "view.test")
+        assert st == 200 and instance_pid(s, "view") in waiting, body
+        net, npids, nproc = body.decode().split()
+        assert net == "lo" and int(npids) < 10 and nproc == "1", body
         (out / "other").write_text(str(other))
         assert wait_for(lambda: sandboxes(s), 10), "the pool was not refilled"
         waiting = set(sandboxes(s))
