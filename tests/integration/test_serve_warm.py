@@ -171,8 +171,9 @@ def test_spawner_killed_sandboxes_go_and_starts_go_on():
 
 
 def test_app_of_another_namespace_set_is_not_given_a_sandbox():
-    host = app("h", ["h.test"], WEB, stop_grace="1s").replace("    c.init\n", "    c.init\n    c.userns :host\n")
-    apps = app("u", ["u.test"], WEB, stop_grace="1s") + host
+    def host_app(name):
+        return app(name, [f"{name}.test"], WEB, stop_grace="1s").replace("    c.init\n", "    c.init\n    c.userns :host\n")
+    apps = app("u", ["u.test"], WEB, stop_grace="1s") + host_app("h") + host_app("h2")
     s = Server(apps, extra_args=("--warm", "2"))
     try:
         assert request(s.port, "u.test")[0] == 200
@@ -183,6 +184,22 @@ def test_app_of_another_namespace_set_is_not_given_a_sandbox():
         assert pid not in waiting
         assert os.readlink(f"/proc/{pid}/ns/user") == os.readlink("/proc/self/ns/user")
         assert set(sandboxes(s)) & waiting == waiting  # the user-namespaced ones still wait
+        # h's start made its own key a pool: the next app of that set takes a sandbox without a user namespace,
+        # which moves itself into its cgroup after "G"
+        host_ns = os.readlink("/proc/self/ns/user")
+        assert wait_for(lambda: [p for p in sandboxes(s) if os.readlink(f"/proc/{p}/ns/user") == host_ns], 10)
+        waiting = {p for p in sandboxes(s) if os.readlink(f"/proc/{p}/ns/user") == host_ns}
+        st, _, body = request(s.port, "h2.test")
+        assert st == 200, body
+        pid = instance_pid(s, "h2")
+        assert pid in waiting
+        name = s.instances("h2")[0]["name"]
+        assert body.strip() == f"hi-{name}".encode(), body
+        with open(f"/proc/{pid}/cgroup") as f:
+            cg = f.read()
+        assert f"/kago/{name}" in cg, cg
+        for ns in ("net", "pid", "uts", "ipc", "mnt"):
+            assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
     finally:
         assert s.stop() == 0, s.stderr()
     assert s.leftovers() == []
