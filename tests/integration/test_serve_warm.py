@@ -203,3 +203,22 @@ def test_app_of_another_namespace_set_is_not_given_a_sandbox():
     finally:
         assert s.stop() == 0, s.stderr()
     assert s.leftovers() == []
+
+
+def test_killed_serve_takes_its_sandboxes_along():
+    s = Server(app("z", ["z.test"], WEB, stop_grace="1s"), extra_args=("--warm", "2"))
+    try:
+        assert request(s.port, "z.test")[0] == 200
+        assert wait_for(lambda: sandboxes(s), 10)
+        left = sandboxes(s)
+        names = [i["name"] for i in s.instances("z")]
+    finally:
+        s.proc.kill()
+        s.proc.wait()
+    # their parent-death signal (the instance, an orphan by design, is the next serve's to adopt: removed here)
+    assert wait_for(lambda: all(gone(p) for p in left), 10), [(p, comm(p)) for p in left]
+    for n in names:
+        subprocess.run([KAGO, "--root", s.root, "delete", "--force", n], check=True, timeout=60)
+    # (serve's own records and logs under its root stay after a SIGKILL, for the next serve)
+    assert [x for x in s.leftovers() if not x.startswith(s.root)] == []
+    shutil.rmtree(s.tmp)
