@@ -29,6 +29,7 @@ struct kago_spawn_opts {
     bool tty;        /* the command gets a terminal of the container's own devpts as stdin, stdout, stderr
                         and controlling terminal; its master goes to the caller (kago_container_take_tty).
                         Not with detach. */
+    unsigned warm;   /* kago serve: a warm sandbox of its spawner to start in (0: none; see docs/serve.md) */
 };
 
 /* Builds the container described by spec under state dir root: cgroup, namespaces, mounts,

@@ -34,6 +34,7 @@ CLI_VERB(serve)
         {"frozen-memory-budget", required_argument, NULL, 'F'},
         {"drain-timeout", required_argument, NULL, 'D'},
         {"max-starting", required_argument, NULL, 'S'},
+        {"warm", required_argument, NULL, 'w'},
         {"metrics-app-histograms", no_argument, NULL, 'M'},
         {"log-format", required_argument, NULL, 'J'},
         {"upgrade", no_argument, NULL, 'U'},
@@ -153,6 +154,15 @@ CLI_VERB(serve)
             o.max_starting = (unsigned)n;
             break;
         }
+        case 'w': {
+            char *end;
+            errno = 0;
+            unsigned long n = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || n > 32 || optarg[0] == '-')
+                return cli_usage("serve", "--warm: \"%s\" is not a number from 0 to 32", optarg);
+            o.warm = (unsigned)n;
+            break;
+        }
         case 'J':
             if (!strcmp(optarg, "text"))
                 o.log_format = KAGO_LOG_TEXT;
@@ -185,6 +195,7 @@ CLI_VERB(serve)
                 "                  [--no-cold-start-header] [--frozen-memory-budget 1G] [--drain-timeout "
                 "10s]\n"
                 "                  [--max-starting N]   (container starts at once; default 2 per CPU)\n"
+                "                  [--warm N]   (warm sandboxes kept per namespace set, at most; default 0)\n"
                 "                  [--metrics-app-histograms]   (/metrics: each app's histograms too)\n"
                 "                  [--upgrade]   (take over from the serve running with this --root)\n"
                 "                  [--log-format text|json|journal]\n"

@@ -241,13 +241,24 @@ pid_t kago__clone_child(struct kago__child *ch, struct kago__cgroup *cg, uint64_
     return pid;
 }
 
-/* Clones the child here, or through the spawner (kago serve's, spawner.c) when one runs. */
-static pid_t clone_child(struct launch *l, const struct kago_spec *spec, struct kago_error **err)
+static uint64_t clone_flags(const struct kago_spec *spec, bool net_later)
 {
     uint64_t flags = 0;
     for (int i = 0; i < KAGO_NS_COUNT; i++)
-        if ((spec->ns & (1u << i)) && i != KAGO_NS_CGROUP && !(i == KAGO_NS_NET && l->ch.net_later))
+        if ((spec->ns & (1u << i)) && i != KAGO_NS_CGROUP && !(i == KAGO_NS_NET && net_later))
             flags |= (uint64_t)kago__ns_clone_flag(i); /* cgroup ns: made by the child once inside */
+    return flags;
+}
+
+uint64_t kago__clone_flags(const struct kago_spec *spec)
+{
+    return clone_flags(spec, false);
+}
+
+/* Clones the child here, or through the spawner (kago serve's, spawner.c) when one runs. */
+static pid_t clone_child(struct launch *l, const struct kago_spec *spec, struct kago_error **err)
+{
+    uint64_t flags = clone_flags(spec, l->ch.net_later);
     pid_t pid = kago__spawner_clone(&l->ch, l->cg, flags, &l->cgroup_fd, &l->pidfd, err);
     if (pid != -2)
         return pid;
@@ -438,13 +449,15 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
                                 .fifo_fd = -1,
                                 .stdio = opts ? opts->stdio : nostdio,
                                 .die_with_parent = !(opts && (opts->detach || opts->orphan)),
-                                .tty = opts && opts->tty};
+                                .tty = opts && opts->tty,
+                                .warm_id = opts ? opts->warm : 0};
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         l.ch.join_fds[i] = -1;
     /* the filter, compiled here while the child sets up (sent with "G") */
     cr->bpf = xmalloc(sizeof *cr->bpf);
     l.ch.bpf = cr->bpf;
     l.ch.scratch_fd = -1;
+    l.ch.warm_proc = l.ch.warm_sys = -1;
     if ((spec->overlay || spec->userns == KAGO_USERNS_AUTO) && mkdir(scratch, 0700) < 0) {
         kago_error_set(err, errno, "mkdir %s", scratch);
         goto out;

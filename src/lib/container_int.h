@@ -42,6 +42,9 @@ struct kago__child {
     bool spin;                     /* the parent runs on another CPU: poll a while for its messages */
     bool die_with_parent;          /* foreground: no orphan container outlives a killed kago */
     bool tty;                      /* make a terminal, send its master to the parent ("T" + the fd) */
+    bool warm;        /* a warm sandbox runs it (spawner.c): its session, / private and loopback are done */
+    uint32_t warm_id; /* the parent asks the spawner for this warm sandbox (0: a clone) */
+    int warm_proc, warm_sys; /* a warm sandbox's detached proc and sysfs mounts of its namespaces (or -1) */
     /* --userns auto: the parent's idmapped mounts ("F" messages before "G"): the lowers (image layers top
      * first, or the rootfs), then one per bind mount in spec order; scratch_fd: the scratch dir, opened by
      * the child while its fsuid is still the host's root, which owns the state dir */
@@ -56,6 +59,8 @@ int kago__loopback_up(struct kago_error **err) KAGO_INTERNAL;
 int kago__set_rlimits(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
 char *kago__find_command(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;
 int kago__ns_clone_flag(enum kago_ns ns) KAGO_INTERNAL;
+/* The namespaces a create of spec clones (kago serve's: its warm sandboxes' key). */
+uint64_t kago__clone_flags(const struct kago_spec *spec) KAGO_INTERNAL;
 _Noreturn void kago__init_loop(pid_t child) KAGO_INTERNAL;
 /* Reads a child's report: 'R' (waiting for start), 'O' (ok), "E<code> <msg>" (sets *err, returns -1), or
  * EOF ('X': the child exec'd). A terminal's master sent ahead of it ("T" with the fd) goes to *fd (-1 when

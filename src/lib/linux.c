@@ -329,11 +329,13 @@ static int setup_mqueue(int rootfd, struct kago_error **err)
     return mount_at_fd("mqueue", fd, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/dev/mqueue", err);
 }
 
-static int setup_proc(int rootfd, struct kago_error **err)
+static int setup_proc(const struct kago__child *ch, int rootfd, struct kago_error **err)
 {
     cleanup_close int proc = mountpoint_in_root(rootfd, "/proc", false, err);
     if (proc < 0)
         return -1;
+    if (ch->warm_proc >= 0) /* a warm sandbox's, of this pid namespace (spawner.c) */
+        return attach_tree(ch->warm_proc, proc, "/proc", err);
     return mount_at_fd("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/proc", err);
 }
 
@@ -347,6 +349,8 @@ static int setup_sys(const struct kago__child *ch, int rootfd, struct kago_error
     if (spec->no_sysfs) /* made read-only once the mounts under it have their mount points: sys_readonly */
         return mount_at_fd("tmpfs", sys, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=16k",
                            "/sys", err);
+    if (ch->warm_sys >= 0 && (spec->ns & (1u << KAGO_NS_NET)) && ch->join_fds[KAGO_NS_NET] < 0)
+        return attach_tree(ch->warm_sys, sys, "/sys", err); /* a warm sandbox's, of this network namespace */
     if ((spec->ns & (1u << KAGO_NS_NET)) || ch->join_fds[KAGO_NS_NET] >= 0)
         return mount_at_fd("sysfs", sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL, "/sys",
                            err);
@@ -587,7 +591,7 @@ static int setup_net(const struct kago__child *ch, int *listen_fd, struct kago_e
         if (ns < 0 || setns(ns, CLONE_NEWNET) < 0)
             return kago_error_set(err, ns < 0 ? EBADMSG : errno, "join the new network namespace");
     }
-    if ((spec->ns & (1u << KAGO_NS_NET)) && kago__loopback_up(err) < 0)
+    if ((spec->ns & (1u << KAGO_NS_NET)) && !ch->warm && kago__loopback_up(err) < 0)
         return -1;
     if (spec->listen_port && (*listen_fd = listen_socket(spec->listen_port, err)) < 0)
         return -1;
@@ -629,14 +633,14 @@ static int setup_mounts(struct kago__child *ch, int *listen_fd, struct kago_erro
     /* The network namespace the parent makes meanwhile is awaited as late as sysfs allows: past pivot_root
      * (the host's /sys is bound before it, when the container has no network namespace of its own). */
     bool net_late = ch->net_later && !mounts_under_sys(spec);
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+    if (!ch->warm && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return kago_error_set(err, errno, "make / private");
     kago__trace("child: / private");
     cleanup_close int rootfd = setup_rootfs(ch, err);
     if (rootfd < 0)
         return -1;
     kago__trace("child: rootfs");
-    if (setup_proc(rootfd, err) < 0 || setup_dev(rootfd, userns, err) < 0)
+    if (setup_proc(ch, rootfd, err) < 0 || setup_dev(rootfd, userns, err) < 0)
         return -1;
     kago__trace("child: proc dev");
     if ((spec->ns & (1u << KAGO_NS_IPC)) && setup_mqueue(rootfd, err) < 0)
@@ -976,7 +980,7 @@ void kago__child_main(struct kago__child *ch)
     /* The init of its own pid namespace leads a session of its own (as runc and crun do without a
      * terminal): CRIU refuses to checkpoint a tree whose session leader is outside its pid namespace
      * (checkpoint.c). Signals from a foreground kago are forwarded by pid, not by the terminal. */
-    if ((spec->ns & (1u << KAGO_NS_PID)) && !spec->join_ns[KAGO_NS_PID] && setsid() < 0)
+    if ((spec->ns & (1u << KAGO_NS_PID)) && !spec->join_ns[KAGO_NS_PID] && !ch->warm && setsid() < 0)
         _exit(127);
     /* Without a user namespace the first half of the setup needs nothing from the parent: it runs while
      * the parent makes the cgroup and compiles the seccomp filter ("G" comes before pivot_root). */

@@ -7,6 +7,8 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <linux/mount.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -24,18 +26,29 @@
 #define SLOT_CG    5
 #define SLOT_JOIN  6 /* KAGO_NS_COUNT of them */
 #define NSLOTS     (SLOT_JOIN + KAGO_NS_COUNT)
+#define WARM_MAX   64
+
+enum op {
+    OP_SPAWN, /* clone a container (in the warm sandbox named by warm, when it has one of these flags) */
+    OP_WARM,  /* make the warm sandbox warm with these clone flags; answered with its pid and pidfd */
+    OP_DROP,  /* end the warm sandbox warm (no answer) */
+};
 
 struct req {
     uint32_t magic;
     uint32_t present; /* bit per slot: a descriptor came for it (in slot order) */
     uint64_t flags;   /* clone flags */
     uint8_t die_with_parent;
+    uint8_t op;
+    uint32_t warm; /* a warm sandbox's id (0: none) */
 };
 
 struct reply {
     int32_t pid;  /* < 0: failed, code and msg say why */
     int32_t code; /* errno */
     uint8_t into_cgroup;
+    uint8_t op;    /* OP_WARM: the answer to a make (warm says which), else OP_SPAWN */
+    uint32_t warm; /* OP_SPAWN: the warm sandbox the container was started in (0: cloned) */
     char msg[1024];
 };
 
@@ -177,9 +190,10 @@ int kago__spec_from_json_full(json_object *o, struct kago_spec *s, char **scratc
 
 /* --- the spawner process ------------------------------------------------------------------------- */
 
-static void answer(int sock, pid_t pid, int pidfd, bool into_cgroup, const struct kago_error *e)
+static void answer_op(int sock, pid_t pid, int pidfd, bool into_cgroup, const struct kago_error *e,
+                      uint8_t op, uint32_t warm)
 {
-    struct reply r = {.pid = pid, .into_cgroup = into_cgroup};
+    struct reply r = {.pid = pid, .into_cgroup = into_cgroup, .op = op, .warm = warm};
     if (pid < 0) {
         r.code = e ? e->code : 0;
         snprintf(r.msg, sizeof r.msg, "%s", e && e->msg ? e->msg : "clone failed");
@@ -200,6 +214,68 @@ static void answer(int sock, pid_t pid, int pidfd, bool into_cgroup, const struc
         _exit(1); /* serve is gone */
 }
 
+static void answer(int sock, pid_t pid, int pidfd, bool into_cgroup, const struct kago_error *e)
+{
+    answer_op(sock, pid, pidfd, into_cgroup, e, OP_SPAWN, 0);
+}
+
+/* A request's descriptors by slot, from the message's SCM_RIGHTS; false when the message is malformed (the
+ * descriptors that came are closed then). */
+static bool take_fds(struct msghdr *mh, ssize_t n, const char *buf, struct req *h, int *fds)
+{
+    int got[NSLOTS], ngot = 0;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(mh);
+    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+        ngot = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        memcpy(got, CMSG_DATA(cm), (size_t)ngot * sizeof(int));
+    }
+    *h = (struct req){0};
+    if ((size_t)n >= sizeof *h)
+        memcpy(h, buf, sizeof *h);
+    for (int i = 0, k = 0; i < NSLOTS; i++)
+        fds[i] = (h->present & (1u << i)) && k < ngot ? got[k++] : -1;
+    if (h->magic == MAGIC && !(mh->msg_flags & (MSG_TRUNC | MSG_CTRUNC)) &&
+        __builtin_popcount(h->present) == ngot)
+        return true;
+    for (int i = 0; i < ngot; i++)
+        close(got[i]);
+    return false;
+}
+
+/* The request's spec, and the child that runs it with the descriptors that came. */
+static int parse_child(const char *buf, size_t n, int *fds, struct kago__bpf *bpf, struct kago_spec *spec,
+                       struct kago__cgroup *cg, char **scratch, int *stdio, struct kago__child *ch,
+                       struct kago_error **err)
+{
+    struct req h;
+    memcpy(&h, buf, sizeof h);
+    json_tokener *tok = json_tokener_new();
+    json_object *o = json_tokener_parse_ex(tok, buf + sizeof h, (int)(n - sizeof h));
+    json_tokener_free(tok);
+    if (!o)
+        return kago_error_set(err, EBADMSG, "spawner: the request's spec is not JSON");
+    int r = kago__spec_from_json_full(o, spec, scratch, err);
+    json_object_put(o);
+    if (r < 0 || kago__cgroup_init(cg, NULL, spec->name, spec->cgroup_path, err) < 0)
+        return -1;
+    *ch = (struct kago__child){.spec = spec,
+                               .scratch = *scratch,
+                               .sync_fd = fds[SLOT_SYNC],
+                               .parent_fd = -1,
+                               .fifo_fd = fds[SLOT_FIFO],
+                               .stdio = stdio,
+                               .bpf = bpf,
+                               .die_with_parent = h.die_with_parent,
+                               .scratch_fd = -1,
+                               .warm_proc = -1,
+                               .warm_sys = -1};
+    for (int i = 0; i < 3; i++)
+        stdio[i] = fds[SLOT_STDIO + i];
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        ch->join_fds[i] = fds[SLOT_JOIN + i];
+    return 0;
+}
+
 /* One request: the child is cloned from here, with the descriptors that came. */
 static void spawn_one(int sock, const char *buf, size_t n, int *fds, struct kago__bpf *bpf)
 {
@@ -207,42 +283,209 @@ static void spawn_one(int sock, const char *buf, size_t n, int *fds, struct kago
     struct kago_error *err = NULL;
     struct kago_spec spec = {0};
     struct kago__cgroup cg = {0};
+    struct kago__child ch;
     cleanup_free char *scratch = NULL;
-    int pidfd = -1, nostdio[3] = {-1, -1, -1};
+    int pidfd = -1, stdio[3] = {-1, -1, -1};
     pid_t pid = -1;
     memcpy(&h, buf, sizeof h);
     kago__trace("spawner: request");
-    json_tokener *tok = json_tokener_new();
-    json_object *o = json_tokener_parse_ex(tok, buf + sizeof h, (int)(n - sizeof h));
-    json_tokener_free(tok);
-    if (!o) {
-        kago_error_set(&err, EBADMSG, "spawner: the request's spec is not JSON");
-    } else if (kago__spec_from_json_full(o, &spec, &scratch, &err) == 0 &&
-               kago__cgroup_init(&cg, NULL, spec.name, spec.cgroup_path, &err) == 0) {
-        struct kago__child ch = {.spec = &spec,
-                                 .scratch = scratch,
-                                 .sync_fd = fds[SLOT_SYNC],
-                                 .parent_fd = -1,
-                                 .fifo_fd = fds[SLOT_FIFO],
-                                 .stdio = nostdio,
-                                 .bpf = bpf,
-                                 .die_with_parent = h.die_with_parent,
-                                 .scratch_fd = -1};
-        for (int i = 0; i < 3; i++)
-            nostdio[i] = fds[SLOT_STDIO + i];
-        for (int i = 0; i < KAGO_NS_COUNT; i++)
-            ch.join_fds[i] = fds[SLOT_JOIN + i];
+    if (parse_child(buf, n, fds, bpf, &spec, &cg, &scratch, stdio, &ch, &err) == 0) {
         kago__trace("spawner: parsed");
         pid = kago__clone_child(&ch, &cg, h.flags | CLONE_PARENT, &fds[SLOT_CG], &pidfd, &err);
         kago__trace("spawner: cloned");
     }
-    json_object_put(o);
     answer(sock, pid, pidfd, fds[SLOT_CG] >= 0, err);
     if (pidfd >= 0)
         close(pidfd);
     kago_error_free(err);
     kago__cgroup_fini(&cg);
     kago_spec_free(&spec);
+}
+
+/* --- warm sandboxes (docs/serve.md, "Warm sandboxes") ----------------------------------------------
+ * A sandbox is cloned ahead of need with an app's namespace flags (CLONE_PARENT: serve's child, as its
+ * containers are), does the app-independent part of a container's setup (its session, / private in its
+ * mount namespace, loopback up), and waits on its own socket. A start of a spec with the same flags is
+ * handed to it there (the request as it came: header, descriptors, spec), and it runs the rest of
+ * kago__child_main as a freshly cloned child would: the parent's half (cgroup, id maps, idmapped mounts,
+ * filter, "G") is serve's as before. It serves one start, then is the container. */
+
+static struct sandbox {
+    uint32_t id;
+    uint64_t flags;
+    int ctl;   /* our end of its socket: EOF ends it */
+    int pidfd; /* sent again with the start's answer */
+    pid_t pid;
+} sbs[WARM_MAX];
+static size_t nsbs;
+
+/* In the sandbox: a detached mount of a new fs of type (proc, sysfs) of its namespaces, or -1 (the start then
+ * mounts one as usual). */
+static int detached_mount(const char *type, unsigned attrs)
+{
+    int fs = (int)syscall(SYS_fsopen, type, FSOPEN_CLOEXEC), mnt = -1;
+    if (fs < 0)
+        return -1;
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+        mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs);
+    close(fs);
+    return mnt;
+}
+
+static int warm_proc = -1, warm_sys = -1;
+
+/* In the sandbox: a start has come (buf, n, fds): become its container's init. */
+static _Noreturn void sandbox_start(const char *buf, size_t n, int *fds, struct kago__bpf *bpf)
+{
+    struct kago_error *err = NULL;
+    static struct kago_spec spec;
+    static struct kago__cgroup cg;
+    static struct kago__child ch;
+    static int stdio[3];
+    char *scratch = NULL;
+    if (parse_child(buf, n, fds, bpf, &spec, &cg, &scratch, stdio, &ch, &err) < 0) {
+        kago__child_report(fds[SLOT_SYNC], err);
+        _exit(127);
+    }
+    if (fds[SLOT_CG] >= 0) /* it exists, but this process was cloned before: it enters it by path */
+        close(fds[SLOT_CG]);
+    prctl(PR_SET_NAME, "kago-spawner", 0, 0, 0); /* as a child the spawner cloned now (until exec) */
+    ch.warm = true;
+    ch.warm_proc = warm_proc;
+    ch.warm_sys = warm_sys;
+    ch.cg = &cg;
+    /* as do_clone's child: in a user namespace the parent moves it, else it moves itself after "G" */
+    ch.enter_cg = (spec.ns & (1u << KAGO_NS_USER)) ? NULL : &cg;
+    if (!ch.die_with_parent && prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) < 0)
+        _exit(127);
+    kago__child_main(&ch);
+}
+
+/* In the sandbox, cloned with flags: its setup, then it waits for a start (or EOF: it ends). */
+static _Noreturn void sandbox_main(int ctl, uint64_t flags, char *buf, struct kago__bpf *bpf)
+{
+    /* nothing of the spawner's: serve's socket (its EOF tells the spawner serve is gone), other sandboxes' */
+    syscall(SYS_close_range, 3, ctl - 1, 0);
+    syscall(SYS_close_range, ctl + 1, ~0U, 0);
+    prctl(PR_SET_NAME, "kago-warm", 0, 0, 0);
+    /* (getppid() is 0 in a new pid namespace: a serve gone before this line leaves the spawner gone too,
+     * and its end of ctl closed) */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        _exit(1);
+    if ((flags & CLONE_NEWPID) && setsid() < 0) /* as kago__child_main does for its own pid namespace */
+        _exit(1);
+    if ((flags & CLONE_NEWNS) && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        _exit(1);
+    if ((flags & CLONE_NEWNET) && kago__loopback_up(NULL) < 0)
+        _exit(1);
+    /* the /proc of its pid namespace and the sysfs of its network namespace: a start attaches them (a
+     * sysfs mount tests every sysfs superblock of the machine, docs/serve.md) */
+    if ((flags & CLONE_NEWPID) && (flags & CLONE_NEWNS))
+        warm_proc = detached_mount("proc", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    if ((flags & CLONE_NEWNET) && (flags & CLONE_NEWNS))
+        warm_sys = detached_mount("sysfs", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC |
+                                               MOUNT_ATTR_RDONLY);
+    for (;;) {
+        union fds_ctl c;
+        struct iovec iov = {.iov_base = buf, .iov_len = MAX_MSG};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &c, .msg_controllen = sizeof c};
+        ssize_t n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            _exit(0);
+        int fds[NSLOTS];
+        struct req h;
+        if (!take_fds(&mh, n, buf, &h, fds) || h.op != OP_SPAWN || (size_t)n <= sizeof h)
+            _exit(127); /* the spawner checked it: cannot happen */
+        close(ctl);
+        sandbox_start(buf, (size_t)n, fds, bpf);
+    }
+}
+
+static void warm_make(int sock, const struct req *h, char *buf, struct kago__bpf *bpf)
+{
+    struct kago_error *err = NULL;
+    int sv[2] = {-1, -1}, pidfd = -1;
+    pid_t pid = -1;
+    if (nsbs == WARM_MAX) {
+        kago_error_set(&err, EAGAIN, "spawner: %d warm sandboxes already", WARM_MAX);
+    } else if (h->flags & ~(uint64_t)(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
+                                      CLONE_NEWNET | CLONE_NEWUSER)) {
+        kago_error_set(&err, EINVAL, "spawner: a warm sandbox with clone flags %#llx",
+                       (unsigned long long)h->flags);
+    } else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        kago_error_set(&err, errno, "spawner: warm sandbox: socketpair");
+    } else {
+        int big = MAX_MSG;
+        setsockopt(sv[0], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
+        setsockopt(sv[1], SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+        struct clone_args args = {.flags = h->flags | CLONE_PARENT | CLONE_PIDFD,
+                                  .pidfd = (uint64_t)(uintptr_t)&pidfd};
+        pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+        if (pid == 0)
+            sandbox_main(sv[1], h->flags, buf, bpf);
+        if (pid < 0)
+            kago_error_set(&err, errno, "spawner: clone a warm sandbox");
+        close(sv[1]);
+        if (pid > 0)
+            sbs[nsbs++] =
+                (struct sandbox){.id = h->warm, .flags = h->flags, .ctl = sv[0], .pidfd = pidfd, .pid = pid};
+        else
+            close(sv[0]);
+    }
+    answer_op(sock, pid, pidfd, false, err, OP_WARM, h->warm);
+    kago_error_free(err);
+}
+
+static struct sandbox *sandbox_find(uint32_t id)
+{
+    for (size_t i = 0; id && i < nsbs; i++)
+        if (sbs[i].id == id)
+            return &sbs[i];
+    return NULL;
+}
+
+static void sandbox_forget(struct sandbox *sb, bool end)
+{
+    if (end)
+        close(sb->ctl); /* its EOF: it exits (serve, its parent, reaps it) */
+    close(sb->pidfd);
+    *sb = sbs[--nsbs];
+}
+
+/* A start in the warm sandbox h->warm when there is one of the request's flags; else false (clone it). */
+static bool warm_spawn(int sock, const struct req *h, const char *buf, size_t n, const int *fds)
+{
+    struct sandbox *sb = sandbox_find(h->warm);
+    if (!sb || sb->flags != h->flags || fds[SLOT_JOIN + KAGO_NS_PID] >= 0)
+        return false;
+    kago__trace("spawner: warm request");
+    union fds_ctl ctl;
+    memset(&ctl, 0, sizeof ctl);
+    int send[NSLOTS], nsend = 0;
+    for (int i = 0; i < NSLOTS; i++)
+        if (fds[i] >= 0)
+            send[nsend++] = fds[i];
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = n};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nsend) {
+        mh.msg_control = &ctl;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nsend);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        *cm = (struct cmsghdr){.cmsg_level = SOL_SOCKET,
+                               .cmsg_type = SCM_RIGHTS,
+                               .cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nsend)};
+        memcpy(CMSG_DATA(cm), send, sizeof(int) * (size_t)nsend);
+    }
+    if (sendmsg(sb->ctl, &mh, MSG_NOSIGNAL) != (ssize_t)n) {
+        sandbox_forget(sb, true); /* it has died: clone this one */
+        return false;
+    }
+    answer_op(sock, sb->pid, sb->pidfd, false, NULL, OP_SPAWN, sb->id);
+    sandbox_forget(sb, true);
+    kago__trace("spawner: warm handed");
+    return true;
 }
 
 int kago__spawner_main(int argc, char **argv)
@@ -266,28 +509,27 @@ int kago__spawner_main(int argc, char **argv)
             continue;
         if (n <= 0) {
             free(buf);
-            return n == 0 ? 0 : 1; /* serve closed its end: it is stopping */
+            return n == 0 ? 0 : 1; /* serve closed its end: it is stopping (its sandboxes see EOF) */
         }
-        int fds[NSLOTS], got[NSLOTS], ngot = 0;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-            ngot = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            memcpy(got, CMSG_DATA(cm), (size_t)ngot * sizeof(int));
-        }
-        struct req h = {0};
-        if ((size_t)n > sizeof h)
-            memcpy(&h, buf, sizeof h);
-        for (int i = 0, k = 0; i < NSLOTS; i++)
-            fds[i] = (h.present & (1u << i)) && k < ngot ? got[k++] : -1;
-        if (h.magic != MAGIC || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-            __builtin_popcount(h.present) != ngot) {
+        int fds[NSLOTS];
+        struct req h;
+        if (!take_fds(&mh, n, buf, &h, fds) || h.op > OP_DROP) {
             struct kago_error e = {.code = EBADMSG, .msg = (char *)"spawner: a malformed request"};
             answer(SOCK_FD, -1, -1, false, &e);
-            for (int i = 0; i < ngot; i++)
-                close(got[i]);
             continue;
         }
-        spawn_one(SOCK_FD, buf, (size_t)n, fds, &bpf);
+        if (h.op == OP_WARM) {
+            warm_make(SOCK_FD, &h, buf, &bpf);
+        } else if (h.op == OP_DROP) {
+            struct sandbox *sb = sandbox_find(h.warm);
+            if (sb)
+                sandbox_forget(sb, true);
+        } else if ((size_t)n <= sizeof h) {
+            struct kago_error e = {.code = EBADMSG, .msg = (char *)"spawner: a request without its spec"};
+            answer(SOCK_FD, -1, -1, false, &e);
+        } else if (!(h.warm && warm_spawn(SOCK_FD, &h, buf, (size_t)n, fds))) {
+            spawn_one(SOCK_FD, buf, (size_t)n, fds, &bpf);
+        }
         for (int i = 0; i < NSLOTS; i++) /* (the clone closed the cgroup's when the kernel refused it) */
             if (fds[i] >= 0)
                 close(fds[i]);
@@ -303,6 +545,8 @@ static struct {
     void (*log)(void *arg, const char *msg);
     void *arg;
     bool on;
+    kago__warm_cb *warm_cb; /* told each warm sandbox made (or not) */
+    void *warm_arg;
 } sp = {.fd = -1, .pid = -1};
 
 static void sp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -426,40 +670,109 @@ static int send_req(const struct req *h, const char *json, size_t jlen, const in
     return errno == EPIPE || errno == ECONNRESET ? 1 : -1;
 }
 
-static pid_t read_reply(int *cgroup_fd, int *pidfd, struct kago_error **err)
+/* Receives one answer (waiting up to ms); answers to OP_WARM go to the warm callback, and 1 is returned for
+ * them. 0: *r and *fd (-1 or its pidfd) are a start's answer; -1: none came (errno: ETIMEDOUT, EAGAIN, or
+ * EPIPE when the spawner is gone). */
+static int recv_reply(struct reply *r, int *fd, int ms)
 {
-    struct reply r;
     union kago__fd_ctl ctl;
-    struct iovec iov = {.iov_base = &r, .iov_len = sizeof r};
+    struct iovec iov = {.iov_base = r, .iov_len = sizeof *r};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
     struct pollfd p = {.fd = sp.fd, .events = POLLIN};
     int pr;
-    while ((pr = poll(&p, 1, REPLY_MS)) < 0 && errno == EINTR)
+    while ((pr = poll(&p, 1, ms)) < 0 && errno == EINTR)
         ;
+    if (pr == 0) {
+        errno = ms ? ETIMEDOUT : EAGAIN;
+        return -1;
+    }
     ssize_t n = -1;
     if (pr == 1)
         while ((n = recvmsg(sp.fd, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
             ;
     if (n < (ssize_t)offsetof(struct reply, msg)) {
-        /* whatever it may have cloned finds the sync socket closed by the create's failure, and exits */
-        sp_restart(pr == 0 ? "did not answer within 10 s" : "died during a clone");
-        return kago_error_set(err, EPIPE, "clone: the spawner %s", pr == 0 ? "did not answer" : "died");
+        errno = EPIPE;
+        return -1;
     }
-    int fd = kago__msg_fd(&mh);
+    r->msg[sizeof r->msg - 1] = '\0';
+    *fd = kago__msg_fd(&mh);
+    if (r->op != OP_WARM)
+        return 0;
+    if (sp.warm_cb)
+        sp.warm_cb(sp.warm_arg, r->warm, r->pid, *fd, r->code, r->msg);
+    else if (*fd >= 0)
+        close(*fd);
+    return 1;
+}
+
+static pid_t read_reply(int *cgroup_fd, int *pidfd, uint32_t *warm, struct kago_error **err)
+{
+    struct reply r;
+    int fd = -1, got;
+    unsigned long long t0 = kago__now_us();
+    for (;;) { /* answers to warm sandboxes' makes may come first */
+        long left = REPLY_MS - (long)((kago__now_us() - t0) / 1000);
+        got = recv_reply(&r, &fd, left > 0 ? (int)left : 0);
+        if (got != 1)
+            break;
+    }
+    if (got < 0) {
+        bool timeout = errno == ETIMEDOUT || errno == EAGAIN;
+        /* whatever it may have cloned finds the sync socket closed by the create's failure, and exits */
+        sp_restart(timeout ? "did not answer within 10 s" : "died during a clone");
+        return kago_error_set(err, EPIPE, "clone: the spawner %s", timeout ? "did not answer" : "died");
+    }
     if (r.pid < 0) {
         if (fd >= 0)
             close(fd);
-        r.msg[sizeof r.msg - 1] = '\0';
         return kago_error_set(err, r.code, "%s", r.msg);
     }
     if (fd < 0)
         return kago_error_set(err, EBADMSG, "clone: the spawner sent no pidfd");
     *pidfd = fd;
+    *warm = r.warm;
     if (!r.into_cgroup && *cgroup_fd >= 0) {
         close(*cgroup_fd);
         *cgroup_fd = -1;
     }
     return r.pid;
+}
+
+void kago__spawner_on_warm(kago__warm_cb *cb, void *arg)
+{
+    sp.warm_cb = cb;
+    sp.warm_arg = arg;
+}
+
+static int send_op(uint8_t op, uint64_t flags, uint32_t id)
+{
+    if (!sp.on || getpid() != sp.owner)
+        return -1;
+    struct req h = {.magic = MAGIC, .op = op, .flags = flags, .warm = id};
+    return send_req(&h, "", 0, NULL, 0) == 0 ? 0 : -1;
+}
+
+int kago__spawner_warm(uint64_t flags, uint32_t id)
+{
+    return send_op(OP_WARM, flags, id);
+}
+
+void kago__spawner_warm_drop(uint32_t id)
+{
+    send_op(OP_DROP, 0, id);
+}
+
+void kago__spawner_collect(void)
+{
+    struct reply r;
+    int fd;
+    while (sp.on && getpid() == sp.owner && sp.fd >= 0) {
+        int got = recv_reply(&r, &fd, 0);
+        if (got == 0 && fd >= 0) /* a start's answer with nobody waiting for it: cannot happen */
+            close(fd);
+        if (got < 0)
+            return;
+    }
 }
 
 pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
@@ -469,7 +782,8 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
      * to, the terminal, the creator's own fds 3..N */
     if (!sp.on || getpid() != sp.owner || ch->spin || ch->net_later || ch->tty || ch->spec->preserve_fds)
         return -2;
-    struct req h = {.magic = MAGIC, .flags = flags, .die_with_parent = ch->die_with_parent};
+    struct req h = {
+        .magic = MAGIC, .flags = flags, .die_with_parent = ch->die_with_parent, .warm = ch->warm_id};
     int slot[NSLOTS], fds[NSLOTS], nfds = 0;
     for (int i = 0; i < NSLOTS; i++)
         slot[i] = -1;
@@ -497,5 +811,8 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
     kago__trace("spawner: sent");
     if (r != 0)
         return -2; /* too large, or no spawner: the direct path */
-    return read_reply(cgroup_fd, pidfd, err);
+    uint32_t warm = 0;
+    pid_t pid = read_reply(cgroup_fd, pidfd, &warm, err);
+    ch->warm = warm != 0;
+    return pid;
 }

@@ -31,6 +31,20 @@ pid_t kago__spawner_pid(void) KAGO_INTERNAL;
  * *err untouched) when the spawner does not take this child: the caller clones it itself. */
 pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
                           int *pidfd, struct kago_error **err) KAGO_INTERNAL;
+/* Warm sandboxes (docs/serve.md): processes the spawner clones ahead of need with a spec's clone flags
+ * (kago__clone_flags), that have done the app-independent part of a start and wait for one. */
+typedef void kago__warm_cb(void *arg, uint32_t id, pid_t pid, int pidfd, int code, const char *msg);
+/* cb is told of each sandbox made (pid > 0, pidfd then the caller's) or not (pid < 0, code and msg say
+ * why), when the spawner's answer is read: by kago__spawner_collect or by a start meanwhile. */
+void kago__spawner_on_warm(kago__warm_cb *cb, void *arg) KAGO_INTERNAL;
+/* Asks for a sandbox of these flags named id (> 0); does not wait for it. Returns 0, or -1 when no spawner
+ * runs (or it could not be reached). */
+int kago__spawner_warm(uint64_t flags, uint32_t id) KAGO_INTERNAL;
+/* Ends sandbox id (not yet used): it exits, and its parent (the caller) reaps it. */
+void kago__spawner_warm_drop(uint32_t id) KAGO_INTERNAL;
+/* Reads the answers that came, without waiting (each goes to the callback). */
+void kago__spawner_collect(void) KAGO_INTERNAL;
+
 /* The spawner process: `kago __spawner PPID` with its socket as fd 3. Returns its exit code. */
 int kago__spawner_main(int argc, char **argv) KAGO_INTERNAL;
 

@@ -341,7 +341,11 @@ static void start_cold(struct app_rt *a, struct instance *inst)
     }
     struct kago_error *err = NULL;
     struct kago_create *cr = NULL;
+    if (!opts.detach)
+        opts.warm = kago__warm_take(srv, &spec); /* (warm.c) */
     int r = kago_container_create_begin(srv->opts.root, &spec, &opts, &cr, &err);
+    if (opts.warm)
+        kago__warm_settle(srv, opts.warm, r < 0 ? -1 : kago_create_pid(cr));
     if (devnull >= 0)
         close(devnull);
     for (int i = 1; i < 3; i++) /* the child has its copies */

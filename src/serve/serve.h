@@ -50,6 +50,7 @@ struct kago_serve_opts {
                                         killed (10 s) */
     enum kago_log_format log_format; /* (AUTO) */
     unsigned max_starting; /* container starts in flight at once, the rest wait in order (0: 2 per CPU) */
+    unsigned warm;         /* --warm N: warm sandboxes kept per namespace set, at most (0: none) */
     bool metrics_app_histograms; /* /metrics: every app's histograms, not only their sum over all apps */
     bool upgrade;      /* take the listeners and instances over from the serve running with this root */
     char *const *argv; /* serve's whole command line (NULL-ended): SIGUSR2 starts it again with --upgrade */

@@ -240,8 +240,22 @@ struct server {
     unsigned given, give_failed; /* connections handed to the new serve, and those that could not go */
     struct kago_error *fatal;
     struct cluster *cluster; /* --cluster (cluster.c), NULL without */
+<<<<<<< HEAD
     struct dash *dash;       /* the dashboard's sampler, sessions and event streams (dash.c) */
+=======
+    struct warm *warm;       /* --warm (warm.c), NULL without */
+>>>>>>> warm
 };
+
+/* warm sandboxes (warm.c): init after the spawner starts (nothing without --warm or a spawner); take gives
+ * a start of spec a sandbox's id for opts.warm (0: none ready, or spec cannot use one); settle says which
+ * pid the create made (-1: it failed), so that a sandbox it did not use is ended; stop kills and reaps
+ * every sandbox. */
+void kago__warm_init(struct server *srv);
+unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec);
+void kago__warm_settle(struct server *srv, unsigned id, pid_t pid);
+void kago__warm_stats(struct server *srv, uint64_t *hits, uint64_t *misses, unsigned *ready);
+void kago__warm_stop(struct server *srv);
 
 /* time */
 uint64_t kago__serve_now_us(void);

@@ -647,7 +647,8 @@ static void on_drain_timeout(uv_timer_t *t)
 
 static void begin_shutdown(struct server *srv)
 {
-    if (srv->handover) { /* the instances are the new serve's now */
+    kago__warm_stop(srv); /* its sandboxes hold nothing of a request: killed now */
+    if (srv->handover) {  /* the instances are the new serve's now */
         kago__upgrade_cut(srv);
         return;
     }
@@ -914,6 +915,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     uv_loop_t loop;
     uv_loop_init(&loop);
     srv->loop = &loop;
+    kago__warm_init(srv);
     srv->started_ms = kago__serve_now_ms();
     uv_signal_init(&loop, &srv->sigchld); /* started once a restore may happen */
     srv->sigchld.data = srv;
@@ -1037,6 +1039,7 @@ out:
     }
     kago__cluster_free(srv); /* its sockets and timers close with their own callbacks */
     kago__dash_shutdown(srv);
+    kago__warm_stop(srv);
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     kago__admin_cleanup(srv);

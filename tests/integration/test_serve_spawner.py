@@ -45,15 +45,23 @@ def cmdline(pid):
 
 def spawners(srv, want=1, timeout=10):
     """serve's live spawner processes: `kago __spawner SERVE_PID` but not an instance (an instance's --init
-    is a copy of the spawner that did not exec), waited for until there are want of them."""
+    is a copy of the spawner that did not exec) nor a warm sandbox (--warm, KAGO_SERVE_WARM: a copy in a pid
+    namespace of its own), waited for until there are want of them."""
     deadline = time.time() + timeout
     while True:
         insts = {i["pid"] for a in srv.ps().values() for i in a["instances"]}
         found = [p for p in children(srv.proc.pid) if p not in insts and cmdline(p)[:3] == [
-            "kago", "__spawner", str(srv.proc.pid)] and not gone(p, 0)]
+            "kago", "__spawner", str(srv.proc.pid)] and not gone(p, 0) and same_pidns(p)]
         if len(found) == want or time.time() > deadline:
             return found
         time.sleep(0.05)
+
+
+def same_pidns(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return False
 
 
 def gone(pid, timeout=5):

@@ -1,0 +1,224 @@
+"""kago serve --warm N: warm sandboxes (docs/serve.md). The spawner clones a few sandboxes ahead of need, in the
+namespaces an instance gets; a cold start takes one (its pid becomes the instance's), and every isolation
+property of a normal start holds there (the isolation probe of test_isolation.py, run in a pooled instance).
+The pool empties when idle, is refilled after the spawner dies, and nothing is left after serve stops.
+The other serve tests run against pooled starts with KAGO_SERVE_WARM=4 in their environment. Needs root,
+the busybox rootfs and build/kago."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from serve_util import KAGO, ROOTFS, Server, app, request, wait_for
+from test_isolation import ATTEMPTS, PROBE_SRC, probe_lines
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
+    pytest.mark.skipif(not os.path.exists(KAGO), reason=f"{KAGO} not built"),
+    pytest.mark.skipif(not os.path.isdir(ROOTFS), reason=f"no rootfs at {ROOTFS} (scripts/mkrootfs)"),
+]
+
+WEB = "mkdir -p /srv/www && echo hi-$(hostname) > /srv/www/index.html && exec /usr/sbin/httpd -f -p 8080 -h /srv/www"
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def sandboxes(s):
+    """serve's children waiting as warm sandboxes."""
+    return [p for p in children(s.proc.pid) if comm(p) == "kago-warm"]
+
+
+def instance_pid(s, app_name):
+    inst = s.instances(app_name, states=("ready",))
+    assert inst, s.ps()
+    with open(os.path.join(s.root, inst[0]["name"], "state.json")) as f:
+        return json.load(f)["pid"]
+
+
+def gone(pid):
+    """No such process, not even a zombie: whoever was its parent reaped it."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    if not shutil.which("gcc"):
+        pytest.skip("gcc missing: the probe is compiled static from tests/helpers/kago-probe.c")
+    d = tmp_path_factory.mktemp("probe")
+    out = str(d / "kago-probe")
+    r = subprocess.run(["gcc", "-static", "-O1", "-Wall", "-o", out, PROBE_SRC], capture_output=True, text=True)
+    if r.returncode != 0 and "cannot find -lc" in r.stderr:
+        pytest.skip("no static libc (libc6-dev) to build the probe: " + r.stderr.strip())
+    assert r.returncode == 0, r.stderr
+    return str(d)
+
+
+def test_pooled_start_takes_a_sandbox_and_is_isolated(probe, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chmod(out, 0o777)
+    apps = (app("w1", ["w1.test"], WEB, stop_grace="1s") + app("other", ["other.test"], WEB, stop_grace="1s")
+            # the probe runs beside the web server (it takes longer than a start may)
+            + app("probe", ["probe.test"], f"(/opt/kago-probe other=$(cat /out/other) marker={PROBE_SRC} "
+                  "> /out/probe.txt 2>&1; touch /out/done) & " + WEB, stop_grace="1s")
+            .replace("  a.port 8080", f'  a.port 8080\n  a.data "{probe}", to: "/opt", readonly: true\n'
+                     f'  a.data "{out}", to: "/out", readonly: false'))
+    s = Server(apps, extra_args=("--warm", "2"))
+    try:
+        st, _, body = request(s.port, "w1.test")  # a miss: the pool of its namespace set grows to 1
+        assert st == 200 and body.startswith(b"hi-"), body
+        assert wait_for(lambda: sandboxes(s), 10), "no warm sandbox was made"
+        waiting = set(sandboxes(s))
+        st, _, body = request(s.port, "other.test")
+        assert st == 200, body
+        other = instance_pid(s, "other")
+        assert other in waiting, (other, waiting)  # the instance is the sandbox that waited
+        assert comm(other) != "kago-warm"
+        # its own hostname (the instance's name), network, pid and user namespaces, root mapped to the app's range
+        assert body.strip() == f"hi-{s.instances('other')[0]['name']}".encode(), body
+        for ns in ("net", "pid", "user", "uts", "ipc", "mnt"):
+            assert os.readlink(f"/proc/{other}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+        with open(f"/proc/{other}/uid_map") as f:
+            inside, outside, count = f.read().split()[:3]
+        assert inside == "0" and int(outside) > 0 and count == "65536", (inside, outside, count)
+        # /proc and /sys are the instance's (the sandbox mounted them ahead, detached, in its namespaces)
+        view = ("mkdir -p /srv/www && (ls /sys/class/net; ls /proc | grep -c '^[0-9]'; grep -c ' /proc ' /proc/mounts)"
+                " > /srv/www/index.html && exec /usr/sbin/httpd -f -p 8080 -h /srv/www")
+        s.write_config(apps + app("view", ["view.test"], view, stop_grace="1s"))
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "view" in s.ps(), 10)
+        assert wait_for(lambda: sandboxes(s), 10), "the pool was not refilled"
+        waiting = set(sandboxes(s))
+        st, _, body = request(s.port, "view.test")
+        assert st == 200 and instance_pid(s, "view") in waiting, body
+        net, npids, nproc = body.decode().split()
+        assert net == "lo" and int(npids) < 10 and nproc == "1", body
+        (out / "other").write_text(str(other))
+        assert wait_for(lambda: sandboxes(s), 10), "the pool was not refilled"
+        waiting = set(sandboxes(s))
+        st, _, body = request(s.port, "probe.test")
+        assert st == 200, body
+        assert instance_pid(s, "probe") in waiting
+        assert wait_for(lambda: (out / "done").exists(), 180, step=0.5), "the probe did not finish"
+        got = probe_lines((out / "probe.txt").read_text())
+        assert sorted(got) == sorted(ATTEMPTS), got
+        allowed = {k: v for k, v in got.items() if v[0] != "blocked"}
+        assert not allowed, allowed
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
+
+
+def test_pool_empties_when_idle_and_nothing_is_left():
+    apps = "".join(app(f"a{i}", [f"a{i}.test"], WEB, stop_grace="1s") for i in range(4))
+    s = Server(apps, extra_args=("--warm", "3"), env={"KAGO_SERVE_WARM_IDLE_MS": "1500"})
+    try:
+        for i in range(4):
+            assert request(s.port, f"a{i}.test")[0] == 200
+        assert wait_for(lambda: sandboxes(s), 10)
+        assert len(sandboxes(s)) <= 3
+        # idle: the pool shrinks to nothing, and every sandbox is reaped (no zombie left)
+        assert wait_for(lambda: not sandboxes(s), 15), sandboxes(s)
+        assert wait_for(lambda: not [p for p in children(s.proc.pid) if comm(p) not in ("kago-spawner",)
+                                     and p not in [instance_pid(s, f"a{i}") for i in range(4)]], 10)
+        # a start after idle is a cold one again, and refills
+        s.write_config(apps + app("late", ["late.test"], WEB, stop_grace="1s"))
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "late" in s.ps(), 10)
+        assert request(s.port, "late.test")[0] == 200
+        assert wait_for(lambda: sandboxes(s), 10)
+        left = sandboxes(s)
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert all(gone(p) for p in left), [(p, comm(p)) for p in left]
+    assert s.leftovers() == []
+
+
+def test_spawner_killed_sandboxes_go_and_starts_go_on():
+    apps = "".join(app(f"k{i}", [f"k{i}.test"], WEB, stop_grace="1s") for i in range(3))
+    s = Server(apps, extra_args=("--warm", "2"))
+    try:
+        assert request(s.port, "k0.test")[0] == 200
+        assert wait_for(lambda: sandboxes(s), 10)
+        old = sandboxes(s)
+        # (the instances' inits, its clones, have its name too, each in a pid namespace of its own)
+        spawner = [p for p in children(s.proc.pid) if comm(p) == "kago-spawner"
+                   and os.readlink(f"/proc/{p}/ns/pid") == os.readlink("/proc/self/ns/pid")]
+        assert len(spawner) == 1
+        os.kill(spawner[0], signal.SIGKILL)
+        # its sandboxes see their socket close and end; serve reaps them
+        assert wait_for(lambda: all(gone(p) for p in old), 10), [(p, comm(p)) for p in old]
+        assert request(s.port, "k1.test")[0] == 200
+        assert request(s.port, "k2.test")[0] == 200
+        assert wait_for(lambda: sandboxes(s), 10), "no sandbox after the spawner's restart"
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
+
+
+def test_app_of_another_namespace_set_is_not_given_a_sandbox():
+    def host_app(name):
+        return app(name, [f"{name}.test"], WEB, stop_grace="1s").replace("    c.init\n", "    c.init\n    c.userns :host\n")
+    apps = app("u", ["u.test"], WEB, stop_grace="1s") + host_app("h") + host_app("h2")
+    s = Server(apps, extra_args=("--warm", "2"))
+    try:
+        assert request(s.port, "u.test")[0] == 200
+        assert wait_for(lambda: sandboxes(s), 10)
+        waiting = set(sandboxes(s))
+        assert request(s.port, "h.test")[0] == 200
+        pid = instance_pid(s, "h")
+        assert pid not in waiting
+        assert os.readlink(f"/proc/{pid}/ns/user") == os.readlink("/proc/self/ns/user")
+        assert set(sandboxes(s)) & waiting == waiting  # the user-namespaced ones still wait
+        # h's start made its own key a pool: the next app of that set takes a sandbox without a user namespace,
+        # which moves itself into its cgroup after "G"
+        host_ns = os.readlink("/proc/self/ns/user")
+        assert wait_for(lambda: [p for p in sandboxes(s) if os.readlink(f"/proc/{p}/ns/user") == host_ns], 10)
+        waiting = {p for p in sandboxes(s) if os.readlink(f"/proc/{p}/ns/user") == host_ns}
+        st, _, body = request(s.port, "h2.test")
+        assert st == 200, body
+        pid = instance_pid(s, "h2")
+        assert pid in waiting
+        name = s.instances("h2")[0]["name"]
+        assert body.strip() == f"hi-{name}".encode(), body
+        with open(f"/proc/{pid}/cgroup") as f:
+            cg = f.read()
+        assert f"/kago/{name}" in cg, cg
+        for ns in ("net", "pid", "uts", "ipc", "mnt"):
+            assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
+
+
+def test_killed_serve_takes_its_sandboxes_along():
+    s = Server(app("z", ["z.test"], WEB, stop_grace="1s"), extra_args=("--warm", "2"))
+    try:
+        assert request(s.port, "z.test")[0] == 200
+        assert wait_for(lambda: sandboxes(s), 10)
+        left = sandboxes(s)
+        names = [i["name"] for i in s.instances("z")]
+    finally:
+        s.proc.kill()
+        s.proc.wait()
+    # their parent-death signal (the instance, an orphan by design, is the next serve's to adopt: removed here)
+    assert wait_for(lambda: all(gone(p) for p in left), 10), [(p, comm(p)) for p in left]
+    for n in names:
+        subprocess.run([KAGO, "--root", s.root, "delete", "--force", n], check=True, timeout=60)
+    # (serve's own records and logs under its root stay after a SIGKILL, for the next serve)
+    assert [x for x in s.leftovers() if not x.startswith(s.root)] == []
+    shutil.rmtree(s.tmp)
