@@ -18,6 +18,7 @@
 #include "pool.h"
 #include "router.h"
 #include "serve.h"
+#include "acme.h"
 #include "tls.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
@@ -186,6 +187,7 @@ struct server {
     struct tls_store *tls_store;
     char *tls_rbuf;                /* TLS_RBUF bytes: ciphertext read, decrypted in the same turn */
     uint64_t tls_checked_ms;       /* certificate files last looked at */
+    struct acme *acme;             /* certificates on demand (acme.c), NULL without --acme-directory */
     struct admin_auth *admin_auth; /* admin.c: its token, rate limit, unix socket (NULL: no admin) */
     uv_timer_t tick;
     uv_signal_t sigterm, sigint, sighup, sigchld;

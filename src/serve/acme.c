@@ -1,0 +1,541 @@
+/* kago serve — certificates on demand: the loop's side (which host may get one, when, the store, the
+ * held handshakes, renewals, counters) and the worker thread that runs the blocking ACME client. */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "acme.h"
+#include "acme_int.h"
+#include "serve_int.h"
+#include "util.h"
+
+#define TIMER_MS         1000
+#define REFUSED_LOG_MS   1000  /* refused hosts are logged at most this often (a flood of names) */
+#define ASK_REFUSED_MS   60000 /* a host --acme-ask refused is not asked again for this long */
+#define RETRY_MAX_MS     (3600 * 1000ull)
+#define MAX_AUTO_RETRIES 10 /* a failed first order is retried on its own this often, then on demand only */
+
+struct ahost {
+    struct ahost *next;
+    char *name;
+    bool has_cert, pending, renewing;
+    time_t not_before, not_after, renew_at; /* wall clock */
+    unsigned failures;
+    uint64_t next_try_ms;    /* no order before (after a failure) */
+    uint64_t refused_til_ms; /* --acme-ask said no */
+    uint64_t t_start_us;
+};
+
+struct ajob {
+    struct ajob *next;
+    char host[256];
+    bool renew, ask;
+    int result; /* 1 certificate, 0 refused by --acme-ask, -1 failed */
+    char *error;
+    time_t not_before, not_after;
+    char issuer[128];
+};
+
+struct challenge {
+    char *token, *key_auth;
+};
+
+struct acme {
+    struct server *srv;
+    char *dir; /* <root>/acme */
+    struct acme_client cl;
+    const char *ask_url;
+    bool wait; /* hold handshakes (else: on with the default certificate while the order runs) */
+    struct ahost *hosts;
+    double tokens; /* the overall rate: a bucket of --acme-rate orders, refilled in a minute */
+    uint64_t tokens_ms, refused_logged_ms;
+    long renew_after_s; /* KAGO_ACME_RENEW_AFTER (tests): renew this long after issue, not at 2/3 */
+    struct acme_stats stats;
+    /* the worker */
+    pthread_t thread;
+    bool started;
+    atomic_bool stop;
+    pthread_mutex_t mu; /* queue, done, challenges */
+    pthread_cond_t cond;
+    struct ajob *queue, **queue_tail, *done;
+    struct challenge *chal;
+    size_t nchal;
+    uv_async_t async;
+    uv_timer_t timer;
+};
+
+/* --- hosts ---------------------------------------------------------------------------------------- */
+
+static struct ahost *host_get(struct acme *a, const char *name, bool create)
+{
+    for (struct ahost *h = a->hosts; h; h = h->next)
+        if (!strcmp(h->name, name))
+            return h;
+    if (!create)
+        return NULL;
+    struct ahost *h = xcalloc(1, sizeof(*h));
+    h->name = xstrdup(name);
+    h->next = a->hosts;
+    a->hosts = h;
+    return h;
+}
+
+static char *cert_path(struct acme *a, const char *host, const char *file)
+{
+    return xasprintf("%s/certs/%s/%s", a->dir, host, file);
+}
+
+/* The validity of host's certificate on disk, and when it is renewed. 0, or -1 (no usable file). */
+static int read_times(struct acme *a, struct ahost *h, char *issuer, size_t n)
+{
+    cleanup_free char *cp = cert_path(a, h->name, "cert.pem");
+    if (kago__acme_cert_times(cp, NULL, &h->not_before, &h->not_after, issuer, n) < 0)
+        return -1;
+    h->renew_at = h->not_before + (h->not_after - h->not_before) * 2 / 3;
+    struct stat st;
+    if (a->renew_after_s > 0 && stat(cp, &st) == 0 && st.st_mtime + a->renew_after_s < h->renew_at)
+        h->renew_at = st.st_mtime + a->renew_after_s;
+    return 0;
+}
+
+static void fmt_time(time_t t, char *buf, size_t n)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Routed to an app: exactly or by a wildcard, not as the default app. */
+static bool routed(struct acme *a, const char *name)
+{
+    struct app_rt *app = a->srv->router ? kago__router_find_host(a->srv->router, name, strlen(name)) : NULL;
+    return app && !app->removed;
+}
+
+/* The overall rate limit: takes one order's token, or false. */
+static bool take_token(struct acme *a)
+{
+    unsigned rate = a->srv->opts.acme_rate;
+    uint64_t now = kago__serve_now_ms();
+    a->tokens += (double)(now - a->tokens_ms) * rate / 60000.0;
+    if (a->tokens > rate)
+        a->tokens = rate;
+    a->tokens_ms = now;
+    if (a->tokens < 1)
+        return false;
+    a->tokens -= 1;
+    return true;
+}
+
+static void enqueue(struct acme *a, struct ahost *h, bool renew, bool ask)
+{
+    struct ajob *j = xcalloc(1, sizeof(*j));
+    snprintf(j->host, sizeof(j->host), "%s", h->name);
+    j->renew = renew;
+    j->ask = ask;
+    h->pending = true;
+    h->renewing = renew;
+    h->t_start_us = kago__serve_now_us();
+    a->stats.pending++;
+    pthread_mutex_lock(&a->mu);
+    *a->queue_tail = j;
+    a->queue_tail = &j->next;
+    pthread_cond_signal(&a->cond);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* tls.c's question for a handshake whose name has no certificate: 1 holds it until the order ends. */
+static int on_missing(void *arg, const char *name)
+{
+    struct acme *a = arg;
+    struct ahost *h = host_get(a, name, false);
+    uint64_t now = kago__serve_now_ms();
+    if (h && h->pending)
+        return a->wait ? (a->stats.held++, 1) : 0;
+    if (h && (h->has_cert || now < h->refused_til_ms))
+        return 0;
+    if (h && now < h->next_try_ms) {
+        a->stats.backoff_skipped++;
+        return 0;
+    }
+    bool is_routed = routed(a, name);
+    if (!is_routed && !a->ask_url) {
+        a->stats.refused_unrouted++;
+        if (now - a->refused_logged_ms >= REFUSED_LOG_MS) {
+            a->refused_logged_ms = now;
+            kago__slog(
+                a->srv, SLOG_WARN, NULL, NULL,
+                "acme: %s: no certificate: not routed to an app, and no --acme-ask (%llu refused so far)",
+                name, (unsigned long long)a->stats.refused_unrouted);
+        }
+        return 0;
+    }
+    if (!take_token(a)) {
+        a->stats.rate_limited++;
+        if (now - a->refused_logged_ms >= REFUSED_LOG_MS) {
+            a->refused_logged_ms = now;
+            kago__slog(a->srv, SLOG_WARN, NULL, NULL,
+                       "acme: %s: no order now: over --acme-rate %u per minute", name,
+                       a->srv->opts.acme_rate);
+        }
+        return 0;
+    }
+    h = host_get(a, name, true);
+    enqueue(a, h, false, !is_routed);
+    kago__slog(a->srv, SLOG_INFO, NULL, NULL, "acme: %s: ordering a certificate%s", name,
+               is_routed ? "" : " (if --acme-ask approves)");
+    if (!a->wait)
+        return 0;
+    a->stats.held++;
+    return 1;
+}
+
+/* --- the worker ----------------------------------------------------------------------------------- */
+
+static void publish(void *arg, const char *token, const char *key_auth)
+{
+    struct acme *a = arg;
+    pthread_mutex_lock(&a->mu);
+    a->chal = xrealloc(a->chal, (a->nchal + 1) * sizeof(*a->chal));
+    a->chal[a->nchal++] = (struct challenge){xstrdup(token), xstrdup(key_auth)};
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void unpublish(void *arg, const char *token)
+{
+    struct acme *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (size_t i = 0; i < a->nchal; i++)
+        if (!strcmp(a->chal[i].token, token)) {
+            free(a->chal[i].token);
+            free(a->chal[i].key_auth);
+            a->chal[i] = a->chal[--a->nchal];
+            break;
+        }
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void run_job(struct acme *a, struct ajob *j)
+{
+    struct kago_error *err = NULL;
+    if (j->ask) {
+        int r = kago__acme_ask(&a->cl, a->ask_url, j->host, &err);
+        if (r <= 0) {
+            j->result = r < 0 ? -1 : 0;
+            j->error = err ? xstrdup(err->msg) : NULL;
+            kago_error_free(err);
+            return;
+        }
+    }
+    cleanup_free char *dir = xasprintf("%s/certs/%s", a->dir, j->host);
+    cleanup_free char *cp = cert_path(a, j->host, "cert.pem");
+    cleanup_free char *kp = cert_path(a, j->host, "key.pem");
+    if (kago__mkdir_p(dir, 0700, &err) < 0 || kago__acme_obtain(&a->cl, j->host, cp, kp, &err) < 0) {
+        j->result = -1;
+        j->error = xstrdup(err->msg);
+        kago_error_free(err);
+        return;
+    }
+    j->result = 1;
+}
+
+static void *worker(void *arg)
+{
+    struct acme *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (!a->queue && !atomic_load(&a->stop))
+            pthread_cond_wait(&a->cond, &a->mu);
+        if (atomic_load(&a->stop))
+            break;
+        struct ajob *j = a->queue;
+        if (!(a->queue = j->next))
+            a->queue_tail = &a->queue;
+        pthread_mutex_unlock(&a->mu);
+        run_job(a, j);
+        pthread_mutex_lock(&a->mu);
+        j->next = a->done;
+        a->done = j;
+        uv_async_send(&a->async);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+/* --- results on the loop -------------------------------------------------------------------------- */
+
+static void log_reload(void *arg, bool ok, const char *msg)
+{
+    kago__slog(arg, ok ? SLOG_INFO : SLOG_ERR, NULL, NULL, "acme: %s", msg);
+}
+
+static void job_ok(struct acme *a, struct ahost *h, struct ajob *j, double took_s)
+{
+    char issuer[128] = "", until[32], renew[32];
+    struct kago_error *err = NULL;
+    if (read_times(a, h, issuer, sizeof(issuer)) < 0) {
+        kago__slog(a->srv, SLOG_ERR, NULL, NULL, "acme: %s: the certificate written does not read back",
+                   h->name);
+        return;
+    }
+    bool had = h->has_cert;
+    h->has_cert = true;
+    h->failures = 0;
+    h->next_try_ms = 0;
+    j->renew ? a->stats.renewals_ok++ : a->stats.orders_ok++;
+    if (!had)
+        a->stats.certificates++;
+    cleanup_free char *cp = cert_path(a, h->name, "cert.pem");
+    cleanup_free char *kp = cert_path(a, h->name, "key.pem");
+    if (had)
+        kago__tls_store_check(a->srv->tls_store, log_reload, a->srv); /* the files changed: loaded again */
+    else if (kago__tls_store_host(a->srv->tls_store, h->name, cp, kp, &err) < 0) {
+        kago__slog(a->srv, SLOG_ERR, NULL, NULL, "acme: %s: %s", h->name, err->msg);
+        kago_error_free(err);
+    }
+    fmt_time(h->not_after, until, sizeof(until));
+    fmt_time(h->renew_at, renew, sizeof(renew));
+    kago__slog(a->srv, SLOG_INFO, NULL, NULL,
+               "acme: %s: certificate %s by \"%s\" in %.2f s, valid until %s, renewal at %s", h->name,
+               j->renew ? "renewed" : "issued", issuer, took_s, until, renew);
+}
+
+static void job_failed(struct acme *a, struct ahost *h, struct ajob *j)
+{
+    uint64_t now = kago__serve_now_ms(), backoff = a->srv->opts.acme_retry_ms;
+    h->failures++;
+    for (unsigned i = 1; i < h->failures && backoff < RETRY_MAX_MS; i++)
+        backoff *= 2;
+    if (backoff > RETRY_MAX_MS)
+        backoff = RETRY_MAX_MS;
+    h->next_try_ms = now + backoff;
+    j->renew ? a->stats.renewals_failed++ : a->stats.orders_failed++;
+    kago__slog(a->srv, SLOG_ERR, NULL, NULL, "acme: %s: %s failed (attempt %u, next in %.0f s%s): %s",
+               h->name, j->renew ? "renewal" : "order", h->failures, backoff / 1000.0,
+               h->has_cert ? "; the current certificate stays" : "", j->error ? j->error : "unknown error");
+}
+
+static void on_done(uv_async_t *async)
+{
+    struct acme *a = async->data;
+    pthread_mutex_lock(&a->mu);
+    struct ajob *list = a->done;
+    a->done = NULL;
+    pthread_mutex_unlock(&a->mu);
+    while (list) {
+        struct ajob *j = list;
+        list = j->next;
+        struct ahost *h = host_get(a, j->host, true);
+        double took = (kago__serve_now_us() - h->t_start_us) / 1e6;
+        h->pending = h->renewing = false;
+        a->stats.pending--;
+        if (j->result > 0)
+            job_ok(a, h, j, took);
+        else if (j->result == 0) {
+            a->stats.refused_ask++;
+            h->refused_til_ms = kago__serve_now_ms() + ASK_REFUSED_MS;
+            kago__slog(a->srv, SLOG_WARN, NULL, NULL, "acme: %s: no certificate: --acme-ask refused it",
+                       h->name);
+        } else
+            job_failed(a, h, j);
+        kago__tls_front_resume(a->srv->tls, h->name); /* its held handshakes go on, with it or without */
+        free(j->error);
+        free(j);
+    }
+}
+
+/* Renewals at their time, failed first orders again after their backoff. */
+static void on_timer(uv_timer_t *t)
+{
+    struct acme *a = t->data;
+    uint64_t now = kago__serve_now_ms();
+    time_t wall = time(NULL);
+    for (struct ahost *h = a->hosts; h; h = h->next) {
+        if (h->pending || now < h->next_try_ms)
+            continue;
+        bool renew = h->has_cert && wall >= h->renew_at;
+        bool retry = !h->has_cert && h->failures && h->failures < MAX_AUTO_RETRIES;
+        if (!renew && !retry)
+            continue;
+        bool is_routed = routed(a, h->name);
+        if ((!is_routed && !a->ask_url) || !take_token(a))
+            continue;
+        kago__slog(a->srv, SLOG_INFO, NULL, NULL, "acme: %s: %s", h->name,
+                   renew ? "renewing its certificate" : "ordering again");
+        enqueue(a, h, renew, !is_routed);
+    }
+}
+
+/* --- setup ---------------------------------------------------------------------------------------- */
+
+/* Certificates obtained before (a restart): <dir>/certs/HOST/cert.pem with its key.pem. */
+static void load_existing(struct acme *a)
+{
+    cleanup_free char *certs = xasprintf("%s/certs", a->dir);
+    DIR *d = opendir(certs);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        struct ahost *h = host_get(a, de->d_name, true);
+        char issuer[128];
+        if (read_times(a, h, issuer, sizeof(issuer)) == 0) {
+            h->has_cert = true;
+            a->stats.certificates++;
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
+static int client_init(struct acme *a, struct kago_error **err)
+{
+    const struct kago_serve_opts *o = &a->srv->opts;
+    a->cl.directory = xstrdup(o->acme_directory);
+    a->cl.email = o->acme_email ? xstrdup(o->acme_email) : NULL;
+    a->cl.timeout_ms = 15000;
+    a->cl.stop = &a->stop;
+    a->cl.publish = publish;
+    a->cl.unpublish = unpublish;
+    a->cl.arg = a;
+    cleanup_free char *kp = xasprintf("%s/account.key", a->dir);
+    if (!(a->cl.tls = kago__ahttp_tls(o->acme_ca, err)) ||
+        !(a->cl.account = kago__acme_key_load(kp, true, err)) ||
+        kago__acme_jwk(a->cl.account, &a->cl.jwk, &a->cl.thumbprint, err) < 0)
+        return -1;
+    return 0;
+}
+
+struct acme *kago__acme_new(struct server *srv, struct kago_error **err)
+{
+    struct acme *a = xcalloc(1, sizeof(*a));
+    a->srv = srv;
+    a->dir = xasprintf("%s/acme", srv->opts.root);
+    a->ask_url = srv->opts.acme_ask;
+    a->wait = !srv->opts.acme_no_wait;
+    a->tokens = srv->opts.acme_rate;
+    a->tokens_ms = kago__serve_now_ms();
+    a->queue_tail = &a->queue;
+    const char *ra = getenv("KAGO_ACME_RENEW_AFTER");
+    a->renew_after_s = ra ? strtol(ra, NULL, 10) : 0;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cond, NULL);
+    cleanup_free char *certs = xasprintf("%s/certs", a->dir);
+    if (kago__mkdir_p(certs, 0700, err) < 0 || client_init(a, err) < 0) {
+        kago_error_prefix(err, "acme");
+        kago__acme_free(a);
+        return NULL;
+    }
+    load_existing(a);
+    uv_async_init(srv->loop, &a->async, on_done);
+    a->async.data = a;
+    uv_timer_init(srv->loop, &a->timer);
+    a->timer.data = a;
+    uv_timer_start(&a->timer, on_timer, TIMER_MS, TIMER_MS);
+    int e = pthread_create(&a->thread, NULL, worker, a);
+    if (e) {
+        kago_error_set(err, e, "acme: start the worker thread");
+        kago__acme_stop(a);
+        return NULL; /* (the handles close with the loop's; the struct is leaked on this failed start) */
+    }
+    a->started = true;
+    kago__tls_front_on_missing(srv->tls, on_missing, a);
+    return a;
+}
+
+void kago__acme_stop(struct acme *a)
+{
+    if (!a)
+        return;
+    if (a->started) {
+        pthread_mutex_lock(&a->mu);
+        atomic_store(&a->stop, true);
+        pthread_cond_broadcast(&a->cond);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->thread, NULL);
+        a->started = false;
+    }
+    kago__tls_front_on_missing(a->srv->tls, NULL, NULL);
+    if (!uv_is_closing((uv_handle_t *)&a->async))
+        uv_close((uv_handle_t *)&a->async, NULL);
+    if (!uv_is_closing((uv_handle_t *)&a->timer))
+        uv_close((uv_handle_t *)&a->timer, NULL);
+}
+
+void kago__acme_free(struct acme *a)
+{
+    if (!a)
+        return;
+    for (struct ajob *l[] = {a->queue, a->done}, **p = l; p < l + 2; p++)
+        for (struct ajob *j = *p, *next; j; j = next) {
+            next = j->next;
+            free(j->error);
+            free(j);
+        }
+    while (a->hosts) {
+        struct ahost *h = a->hosts;
+        a->hosts = h->next;
+        free(h->name);
+        free(h);
+    }
+    for (size_t i = 0; i < a->nchal; i++) {
+        free(a->chal[i].token);
+        free(a->chal[i].key_auth);
+    }
+    free(a->chal);
+    kago__acme_client_clear(&a->cl);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cond);
+    free(a->dir);
+    free(a);
+}
+
+void kago__acme_fill_store(struct acme *a, struct tls_store *ts)
+{
+    for (struct ahost *h = a->hosts; h; h = h->next) {
+        if (!h->has_cert)
+            continue;
+        cleanup_free char *cp = cert_path(a, h->name, "cert.pem");
+        cleanup_free char *kp = cert_path(a, h->name, "key.pem");
+        struct kago_error *err = NULL;
+        if (kago__tls_store_host(ts, h->name, cp, kp, &err) < 0) {
+            kago__slog(a->srv, SLOG_ERR, NULL, NULL, "acme: %s: %s", h->name, err->msg);
+            kago_error_free(err);
+        }
+    }
+}
+
+size_t kago__acme_http01(struct acme *a, const char *path, size_t len, char *out, size_t outsz)
+{
+    static const char prefix[] = "/.well-known/acme-challenge/";
+    size_t pl = sizeof(prefix) - 1;
+    if (len <= pl || memcmp(path, prefix, pl) != 0)
+        return 0;
+    const char *tok = path + pl;
+    size_t tl = 0;
+    while (tl < len - pl && tok[tl] != '?' && tok[tl] != '#')
+        tl++;
+    size_t n = 0;
+    pthread_mutex_lock(&a->mu);
+    for (size_t i = 0; i < a->nchal && !n; i++)
+        if (strlen(a->chal[i].token) == tl && !memcmp(a->chal[i].token, tok, tl)) {
+            n = strlen(a->chal[i].key_auth);
+            if (n >= outsz)
+                n = 0;
+            else
+                memcpy(out, a->chal[i].key_auth, n);
+        }
+    pthread_mutex_unlock(&a->mu);
+    a->stats.challenges_served += n > 0;
+    return n;
+}
+
+const struct acme_stats *kago__acme_stats(const struct acme *a)
+{
+    return &a->stats;
+}
