@@ -197,6 +197,7 @@ static int authorize(struct acme_client *cl, const char *url, struct kago_error 
 {
     struct ahttp_resp r;
     json_object *a = NULL, *chs, *ch = NULL;
+    cleanup_free char *ka = NULL, *tok = NULL;
     if (post_json(cl, "authorization", url, "", false, 200, 200, &r, &a, err) < 0)
         return -1;
     kago__ahttp_resp_free(&r);
@@ -215,8 +216,8 @@ static int authorize(struct acme_client *cl, const char *url, struct kago_error 
         ret = kago_error_set(err, EPROTO, "acme authorization %s: no http-01 challenge with a token", url);
         goto out;
     }
-    cleanup_free char *ka = xasprintf("%s.%s", token, cl->thumbprint);
-    cleanup_free char *tok = xstrdup(token);
+    ka = xasprintf("%s.%s", token, cl->thumbprint);
+    tok = xstrdup(token);
     cl->publish(cl->arg, tok, ka);
     json_object *o = NULL;
     if (post_json(cl, "challenge", curl, "{}", false, 200, 200, &r, &o, err) == 0) {
@@ -312,14 +313,19 @@ int kago__acme_obtain(struct acme_client *cl, const char *host, const char *cert
     json_object_object_add(p, "identifiers", ids);
     struct ahttp_resp r;
     json_object *order = NULL, *authzs;
-    int ret = post_json(cl, "newOrder", cl->new_order, json_object_to_json_string(p), false, 201, 200, &r,
-                        &order, err);
-    json_object_put(p);
-    if (ret < 0) {
-        if (strstr((*err)->msg, "accountDoesNotExist"))
-            set_str(&cl->kid, NULL); /* the server forgot it (pebble restarted): a new one next time */
-        return -1;
+    const char *pj = json_object_to_json_string(p);
+    int ret = post_json(cl, "newOrder", cl->new_order, pj, false, 201, 200, &r, &order, err);
+    if (ret < 0 && strstr((*err)->msg, "accountDoesNotExist")) { /* the server forgot it: register again */
+        kago_error_free(*err);
+        *err = NULL;
+        set_str(&cl->kid, NULL);
+        ret = account(cl, err) < 0
+                  ? -1
+                  : post_json(cl, "newOrder", cl->new_order, pj, false, 201, 200, &r, &order, err);
     }
+    json_object_put(p);
+    if (ret < 0)
+        return -1;
     cleanup_free char *order_url = r.location ? xstrdup(r.location) : NULL;
     kago__ahttp_resp_free(&r);
     EVP_PKEY *key = NULL;
@@ -334,7 +340,6 @@ int kago__acme_obtain(struct acme_client *cl, const char *host, const char *cert
         ret = finalize(cl, order, order_url, key, host, &pem, err);
     if (ret == 0) {
         /* the key first: a reload between the two renames sees a pair that does not match and waits */
-        cleanup_free char *tmpkey = NULL;
         ret = kago__acme_key_save(key, key_path, err);
         if (ret == 0)
             ret = write_file(cert_path, pem, strlen(pem), err);

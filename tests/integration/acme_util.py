@@ -42,7 +42,7 @@ def _wait_port(port, proc, what, timeout=10):
 class Pebble:
     """pebble + pebble-challtestsrv. http_port: where pebble validates HTTP-01 (serve's --listen)."""
 
-    def __init__(self, http_port):
+    def __init__(self, http_port, validity_s=None):
         self.dir = tempfile.mkdtemp(prefix="kago-pebble-")
         d = self.dir
         # pebble's own HTTPS: a CA (what serve's --acme-ca trusts) and a leaf for 127.0.0.1 and localhost
@@ -58,6 +58,7 @@ class Pebble:
                  "-out", "cert.pem", "-days", "3", "-extfile", "leaf.ext", cwd=d)
         self.ca = os.path.join(d, "ca.pem")
         self.http_port = http_port
+        self.validity_s = validity_s
         self.port, self.mgmt = free_port(), free_port()
         self.dns, self.dns_mgmt = free_port(), free_port()
         self.directory = f"https://127.0.0.1:{self.port}/dir"
@@ -81,6 +82,8 @@ class Pebble:
                            "privateKey": os.path.join(self.dir, "key.pem"),
                            "httpPort": self.http_port, "tlsPort": free_port(),
                            "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+        if self.validity_s:  # the certificates' lifetime (Debian's pebble 2.4 has the setting)
+            conf["pebble"]["certificateValidityPeriod"] = self.validity_s
         with open(os.path.join(self.dir, "pebble.json"), "w") as f:
             json.dump(conf, f)
         self.log = open(os.path.join(self.dir, "pebble.log"), "a")
@@ -105,3 +108,15 @@ class Pebble:
     def pebble_log(self):
         with open(os.path.join(self.dir, "pebble.log")) as f:
             return f.read()
+
+    def root_pem(self):
+        """The root of the certificates pebble issues now (a new one each time pebble starts)."""
+        import ssl
+        import urllib.request
+        ctx = ssl.create_default_context(cafile=self.ca)
+        with urllib.request.urlopen(f"https://127.0.0.1:{self.mgmt}/roots/0", context=ctx, timeout=10) as r:
+            return r.read().decode()
+
+    def validated(self, host):
+        """How many HTTP-01 validations of host pebble ran (its log names the host in each task)."""
+        return self.pebble_log().count(f'Value:"{host}"')
