@@ -19,6 +19,7 @@
 #define ASK_REFUSED_MS   60000 /* a host --acme-ask refused is not asked again for this long */
 #define RETRY_MAX_MS     (3600 * 1000ull)
 #define MAX_AUTO_RETRIES 10 /* a failed first order is retried on its own this often, then on demand only */
+#define WORKERS          4  /* orders in flight at once (each blocks its thread for a fraction of a second) */
 
 struct ahost {
     struct ahost *next;
@@ -45,10 +46,20 @@ struct challenge {
     char *token, *key_auth;
 };
 
+struct acme;
+
+/* A worker thread with its own ACME client (nonce, account URL), sharing the account key. */
+struct worker {
+    struct acme *a;
+    pthread_t thread;
+    bool started;
+    struct acme_client cl;
+};
+
 struct acme {
     struct server *srv;
     char *dir; /* <root>/acme */
-    struct acme_client cl;
+    struct worker w[WORKERS];
     const char *ask_url;
     bool wait; /* hold handshakes (else: on with the default certificate while the order runs) */
     struct ahost *hosts;
@@ -56,9 +67,7 @@ struct acme {
     uint64_t tokens_ms, refused_logged_ms;
     long renew_after_s; /* KAGO_ACME_RENEW_AFTER (tests): renew this long after issue, not at 2/3 */
     struct acme_stats stats;
-    /* the worker */
-    pthread_t thread;
-    bool started;
+    /* the workers */
     atomic_bool stop;
     pthread_mutex_t mu; /* queue, done, challenges */
     pthread_cond_t cond;
@@ -220,11 +229,12 @@ static void unpublish(void *arg, const char *token)
     pthread_mutex_unlock(&a->mu);
 }
 
-static void run_job(struct acme *a, struct ajob *j)
+static void run_job(struct worker *w, struct ajob *j)
 {
+    struct acme *a = w->a;
     struct kago_error *err = NULL;
     if (j->ask) {
-        int r = kago__acme_ask(&a->cl, a->ask_url, j->host, &err);
+        int r = kago__acme_ask(&w->cl, a->ask_url, j->host, &err);
         if (r <= 0) {
             j->result = r < 0 ? -1 : 0;
             j->error = err ? xstrdup(err->msg) : NULL;
@@ -235,7 +245,7 @@ static void run_job(struct acme *a, struct ajob *j)
     cleanup_free char *dir = xasprintf("%s/certs/%s", a->dir, j->host);
     cleanup_free char *cp = cert_path(a, j->host, "cert.pem");
     cleanup_free char *kp = cert_path(a, j->host, "key.pem");
-    if (kago__mkdir_p(dir, 0700, &err) < 0 || kago__acme_obtain(&a->cl, j->host, cp, kp, &err) < 0) {
+    if (kago__mkdir_p(dir, 0700, &err) < 0 || kago__acme_obtain(&w->cl, j->host, cp, kp, &err) < 0) {
         j->result = -1;
         j->error = xstrdup(err->msg);
         kago_error_free(err);
@@ -246,7 +256,8 @@ static void run_job(struct acme *a, struct ajob *j)
 
 static void *worker(void *arg)
 {
-    struct acme *a = arg;
+    struct worker *w = arg;
+    struct acme *a = w->a;
     pthread_mutex_lock(&a->mu);
     for (;;) {
         while (!a->queue && !atomic_load(&a->stop))
@@ -257,7 +268,7 @@ static void *worker(void *arg)
         if (!(a->queue = j->next))
             a->queue_tail = &a->queue;
         pthread_mutex_unlock(&a->mu);
-        run_job(a, j);
+        run_job(w, j);
         pthread_mutex_lock(&a->mu);
         j->next = a->done;
         a->done = j;
@@ -294,7 +305,7 @@ static void job_ok(struct acme *a, struct ahost *h, struct ajob *j, double took_
     cleanup_free char *kp = cert_path(a, h->name, "key.pem");
     if (had)
         kago__tls_store_check(a->srv->tls_store, log_reload, a->srv); /* the files changed: loaded again */
-    else if (kago__tls_store_host(a->srv->tls_store, h->name, cp, kp, &err) < 0) {
+    else if (a->srv->tls_store && kago__tls_store_host(a->srv->tls_store, h->name, cp, kp, &err) < 0) {
         kago__slog(a->srv, SLOG_ERR, NULL, NULL, "acme: %s: %s", h->name, err->msg);
         kago_error_free(err);
     }
@@ -393,21 +404,34 @@ static void load_existing(struct acme *a)
         closedir(d);
 }
 
+/* Each worker's client; the account key is loaded (or made) once and shared. */
 static int client_init(struct acme *a, struct kago_error **err)
 {
     const struct kago_serve_opts *o = &a->srv->opts;
-    a->cl.directory = xstrdup(o->acme_directory);
-    a->cl.email = o->acme_email ? xstrdup(o->acme_email) : NULL;
-    a->cl.timeout_ms = 15000;
-    a->cl.stop = &a->stop;
-    a->cl.publish = publish;
-    a->cl.unpublish = unpublish;
-    a->cl.arg = a;
-    cleanup_free char *kp = xasprintf("%s/account.key", a->dir);
-    if (!(a->cl.tls = kago__ahttp_tls(o->acme_ca, err)) ||
-        !(a->cl.account = kago__acme_key_load(kp, true, err)) ||
-        kago__acme_jwk(a->cl.account, &a->cl.jwk, &a->cl.thumbprint, err) < 0)
-        return -1;
+    for (int i = 0; i < WORKERS; i++) {
+        struct acme_client *cl = &a->w[i].cl;
+        a->w[i].a = a;
+        cl->directory = xstrdup(o->acme_directory);
+        cl->email = o->acme_email ? xstrdup(o->acme_email) : NULL;
+        cl->timeout_ms = 15000;
+        cl->stop = &a->stop;
+        cl->publish = publish;
+        cl->unpublish = unpublish;
+        cl->arg = a;
+        if (!(cl->tls = kago__ahttp_tls(o->acme_ca, err)))
+            return -1;
+        if (i) {
+            cl->account = a->w[0].cl.account;
+            EVP_PKEY_up_ref(cl->account);
+            cl->jwk = xstrdup(a->w[0].cl.jwk);
+            cl->thumbprint = xstrdup(a->w[0].cl.thumbprint);
+            continue;
+        }
+        cleanup_free char *kp = xasprintf("%s/account.key", a->dir);
+        if (!(cl->account = kago__acme_key_load(kp, true, err)) ||
+            kago__acme_jwk(cl->account, &cl->jwk, &cl->thumbprint, err) < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -437,13 +461,15 @@ struct acme *kago__acme_new(struct server *srv, struct kago_error **err)
     uv_timer_init(srv->loop, &a->timer);
     a->timer.data = a;
     uv_timer_start(&a->timer, on_timer, TIMER_MS, TIMER_MS);
-    int e = pthread_create(&a->thread, NULL, worker, a);
-    if (e) {
-        kago_error_set(err, e, "acme: start the worker thread");
-        kago__acme_stop(a);
-        return NULL; /* (the handles close with the loop's; the struct is leaked on this failed start) */
+    for (int i = 0; i < WORKERS; i++) {
+        int e = pthread_create(&a->w[i].thread, NULL, worker, &a->w[i]);
+        if (e) {
+            kago_error_set(err, e, "acme: start a worker thread");
+            kago__acme_stop(a);
+            return NULL; /* (the handles close with the loop's; the struct is leaked on this failed start) */
+        }
+        a->w[i].started = true;
     }
-    a->started = true;
     kago__tls_front_on_missing(srv->tls, on_missing, a);
     return a;
 }
@@ -452,14 +478,15 @@ void kago__acme_stop(struct acme *a)
 {
     if (!a)
         return;
-    if (a->started) {
-        pthread_mutex_lock(&a->mu);
-        atomic_store(&a->stop, true);
-        pthread_cond_broadcast(&a->cond);
-        pthread_mutex_unlock(&a->mu);
-        pthread_join(a->thread, NULL);
-        a->started = false;
-    }
+    pthread_mutex_lock(&a->mu);
+    atomic_store(&a->stop, true);
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->mu);
+    for (int i = 0; i < WORKERS; i++)
+        if (a->w[i].started) {
+            pthread_join(a->w[i].thread, NULL);
+            a->w[i].started = false;
+        }
     kago__tls_front_on_missing(a->srv->tls, NULL, NULL);
     if (!uv_is_closing((uv_handle_t *)&a->async))
         uv_close((uv_handle_t *)&a->async, NULL);
@@ -488,7 +515,8 @@ void kago__acme_free(struct acme *a)
         free(a->chal[i].key_auth);
     }
     free(a->chal);
-    kago__acme_client_clear(&a->cl);
+    for (int i = 0; i < WORKERS; i++)
+        kago__acme_client_clear(&a->w[i].cl);
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cond);
     free(a->dir);

@@ -5,6 +5,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +111,8 @@ static int connect_to(struct io *io, const struct url *u, struct kago_error **er
             e = errno;
             continue;
         }
+        int one = 1; /* the request is written after the handshake's last flight: no wait for its ACK */
+        setsockopt(io->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (connect(io->fd, a->ai_addr, a->ai_addrlen) == 0)
             break;
         e = errno;

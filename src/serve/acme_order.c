@@ -14,14 +14,16 @@
 #include "acme_int.h"
 #include "util.h"
 
-#define POLL_MS       250
+#define POLL_MS       50 /* the first wait for a pending authorization or order, doubling to 1 s */
 #define POLL_LIMIT_MS 60000
 #define JOSE          "application/jose+json"
 
 static void sleep_ms(struct acme_client *cl, unsigned ms)
 {
-    for (unsigned t = 0; t < ms && !atomic_load(cl->stop); t += 50)
-        nanosleep(&(struct timespec){.tv_nsec = 50 * 1000000L}, NULL);
+    for (unsigned t = 0, k; t < ms && !atomic_load(cl->stop); t += k) {
+        k = ms - t < 50 ? ms - t : 50;
+        nanosleep(&(struct timespec){.tv_nsec = k * 1000000L}, NULL);
+    }
 }
 
 static void set_str(char **dst, const char *s)
@@ -161,7 +163,7 @@ static int account(struct acme_client *cl, struct kago_error **err)
 static int poll_status(struct acme_client *cl, const char *what, const char *url, json_object **o,
                        struct kago_error **err)
 {
-    for (unsigned waited = 0;; waited += POLL_MS) {
+    for (unsigned waited = 0, step = POLL_MS;; waited += step, step = step < 1000 ? step * 2 : 1000) {
         struct ahttp_resp r;
         if (post_json(cl, what, url, "", false, 200, 200, &r, o, err) < 0)
             return -1;
@@ -174,7 +176,7 @@ static int poll_status(struct acme_client *cl, const char *what, const char *url
         *o = NULL;
         if (waited >= POLL_LIMIT_MS || atomic_load(cl->stop))
             return kago_error_set(err, ETIMEDOUT, "acme %s %s: still %s", what, url, st);
-        sleep_ms(cl, ra && ra < 5 ? ra * 1000 : POLL_MS);
+        sleep_ms(cl, ra && ra < 5 ? ra * 1000 : step);
     }
 }
 

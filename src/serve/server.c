@@ -953,6 +953,14 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     }
     if (!srv->router) /* --cluster: no app until etcd answers */
         srv->router = kago__router_new(1);
+    if (!srv->tls_store) { /* --cluster: the default certificate and those obtained by ACME */
+        if (!(srv->tls_store = new_tls_store(srv, err))) {
+            close_fds(fds, srv->nls);
+            close_fds(&sd_admin, 1);
+            goto out;
+        }
+        kago__tls_front_use(srv->tls, srv->tls_store);
+    }
     const char *passed = " (systemd socket)";
     char frombuf[48];
     if (o->upgrade) { /* the running serve's sockets; it drains, then lets the root lock go */
