@@ -53,6 +53,7 @@ CLI_VERB(serve)
         {"acme-no-wait", no_argument, NULL, 1004},
         {"acme-rate", required_argument, NULL, 1005},
         {"acme-retry", required_argument, NULL, 1006},
+        {"acme-dir", required_argument, NULL, 1007},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -104,6 +105,9 @@ CLI_VERB(serve)
         }
         case 1004:
             o.acme_no_wait = true;
+            break;
+        case 1007:
+            o.acme_dir = optarg;
             break;
         case 1005: {
             char *end;
@@ -212,7 +216,8 @@ CLI_VERB(serve)
                 "                  [--tls-default-cert FILE --tls-default-key FILE]\n"
                 "                  [--tls-unknown default|alert] [--tls-handshake-timeout 10s]\n"
                 "                  [--acme-directory URL [--acme-email ADDR] [--acme-ca FILE]\n"
-                "                   [--acme-ask URL] [--acme-no-wait] [--acme-rate 10] [--acme-retry 60s]]\n"
+                "                   [--acme-ask URL] [--acme-no-wait] [--acme-rate 10] [--acme-retry 60s]\n"
+                "                   [--acme-dir ROOT/acme]]\n"
                 "                   (certificates on demand)\n"
                 "                  [--admin 127.0.0.1:9090|unix:PATH|off] [--admin-token FILE]\n"
                 "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
@@ -247,9 +252,10 @@ CLI_VERB(serve)
         return cli_usage("serve", "--tls-default-cert and --tls-default-key go together");
     if (o.tls_unknown == KAGO_TLS_UNKNOWN_DEFAULT && !o.tls_default_cert)
         return cli_usage("serve", "--tls-unknown default needs --tls-default-cert and --tls-default-key");
-    if (!o.acme_directory && (o.acme_email || o.acme_ca || o.acme_ask || o.acme_no_wait))
-        return cli_usage("serve",
-                         "--acme-email, --acme-ca, --acme-ask and --acme-no-wait go with --acme-directory");
+    if (!o.acme_directory && (o.acme_email || o.acme_ca || o.acme_ask || o.acme_no_wait || o.acme_dir))
+        return cli_usage(
+            "serve",
+            "--acme-email, --acme-ca, --acme-ask, --acme-dir and --acme-no-wait go with --acme-directory");
     if (o.acme_directory) {
         bool plain = !o.nlisten, tls = false;
         for (unsigned i = 0; i < o.nlisten; i++)

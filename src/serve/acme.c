@@ -439,7 +439,7 @@ struct acme *kago__acme_new(struct server *srv, struct kago_error **err)
 {
     struct acme *a = xcalloc(1, sizeof(*a));
     a->srv = srv;
-    a->dir = xasprintf("%s/acme", srv->opts.root);
+    a->dir = srv->opts.acme_dir ? xstrdup(srv->opts.acme_dir) : xasprintf("%s/acme", srv->opts.root);
     a->ask_url = srv->opts.acme_ask;
     a->wait = !srv->opts.acme_no_wait;
     a->tokens = srv->opts.acme_rate;

@@ -59,6 +59,7 @@ struct kago_serve_opts {
      * order runs, instead of waiting for it; acme_rate: orders per minute in all (10); acme_retry_ms:
      * the first backoff after a failed order (60 s), doubling up to 1 h. */
     const char *acme_directory, *acme_email, *acme_ca, *acme_ask;
+    const char *acme_dir; /* the account key and certificates (NULL: <root>/acme) */
     bool acme_no_wait;
     unsigned acme_rate;
     uint64_t acme_retry_ms;
