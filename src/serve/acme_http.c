@@ -245,7 +245,7 @@ static size_t unchunk(char *b, size_t n)
     return out;
 }
 
-static int parse_response(char *buf, size_t n, struct ahttp_resp *r, const char *url, struct kago_error **err)
+int kago__ahttp_parse(char *buf, size_t n, struct ahttp_resp *r, const char *url, struct kago_error **err)
 {
     char *sep = strstr(buf, "\r\n\r\n");
     int st;
@@ -335,7 +335,7 @@ int kago__ahttp(SSL_CTX *tls, const char *method, const char *url, const char *c
         goto out;
     }
     buf[len] = 0;
-    ret = parse_response(buf, len, r, url, err);
+    ret = kago__ahttp_parse(buf, len, r, url, err);
 out:
     free(buf);
     if (io.ssl) {

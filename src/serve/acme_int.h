@@ -53,6 +53,10 @@ void kago__ahttp_resp_free(struct ahttp_resp *r);
  * be NULL (no body). 0 with *r filled (any status), or < 0 with *err. */
 int kago__ahttp(SSL_CTX *tls, const char *method, const char *url, const char *ctype, const char *body,
                 unsigned timeout_ms, atomic_bool *stop, struct ahttp_resp *r, struct kago_error **err);
+/* Parses a whole response (buf: n bytes and a NUL after them; changed in place) into *r: the status,
+ * the headers ACME uses, the body (a chunked one decoded). 0, or < 0 with *err (not HTTP). For tests and
+ * the fuzz driver. */
+int kago__ahttp_parse(char *buf, size_t n, struct ahttp_resp *r, const char *url, struct kago_error **err);
 /* A client context trusting ca_file (PEM), or the system's roots when ca_file is NULL. NULL with *err. */
 SSL_CTX *kago__ahttp_tls(const char *ca_file, struct kago_error **err);
 
@@ -82,5 +86,7 @@ int kago__acme_obtain(struct acme_client *cl, const char *host, const char *cert
  * answer. */
 int kago__acme_ask(struct acme_client *cl, const char *ask_url, const char *host, struct kago_error **err);
 void kago__acme_client_clear(struct acme_client *cl);
+/* An error response's problem document (RFC 7807) as "STATUS TYPE: DETAIL" into buf. */
+void kago__acme_problem(int status, const char *body, char *buf, size_t n);
 
 #endif

@@ -40,16 +40,20 @@ static const char *jstr(json_object *o, const char *key)
                : NULL;
 }
 
-/* The problem document of an error response as "STATUS TYPE: DETAIL". */
-static void problem(const struct ahttp_resp *r, char *buf, size_t n)
+void kago__acme_problem(int status, const char *body, char *buf, size_t n)
 {
-    json_object *o = json_tokener_parse(r->body);
+    json_object *o = body ? json_tokener_parse(body) : NULL;
     const char *type = jstr(o, "type"), *detail = jstr(o, "detail");
     if (type || detail)
-        snprintf(buf, n, "%d %s: %s", r->status, type ? type : "(no type)", detail ? detail : "(no detail)");
+        snprintf(buf, n, "%d %s: %s", status, type ? type : "(no type)", detail ? detail : "(no detail)");
     else
-        snprintf(buf, n, "%d %.200s", r->status, r->body ? r->body : "");
+        snprintf(buf, n, "%d %.200s", status, body ? body : "");
     json_object_put(o);
+}
+
+static void problem(const struct ahttp_resp *r, char *buf, size_t n)
+{
+    kago__acme_problem(r->status, r->body, buf, n);
 }
 
 static int directory(struct acme_client *cl, struct kago_error **err)
