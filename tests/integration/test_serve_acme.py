@@ -23,7 +23,8 @@ if not PEBBLE or not CHALLTESTSRV or not shutil.which("openssl"):
     pytest.skip("pebble, pebble-challtestsrv or openssl is not installed (scripts/setup installs them)",
                 allow_module_level=True)
 
-APPS = app("web", ["new.acme.test", "*.wild.acme.test"], STATIC, stop_grace="1s")
+# plain HTTP is redirected to https: serve answers HTTP-01 before that
+APPS = app("web", ["new.acme.test", "*.wild.acme.test"], STATIC, stop_grace="1s", https_redirect=True)
 
 
 class Ask:
@@ -284,6 +285,35 @@ def test_renewal_at_two_thirds_of_the_lifetime():
         finally:
             s.close()
         assert metric(srv, "kago_acme_orders_total", kind="renew", result="ok") >= 1
+        assert srv.stop() == 0, srv.stderr()[-2000:]
+    finally:
+        if srv:
+            cleanup(srv)
+        peb.close()
+
+
+def test_no_wait_and_the_overall_rate_limit():
+    http_port = free_port()
+    peb = Pebble(http_port)
+    srv = None
+    try:
+        srv = acme_server(peb, http_port, extra=["--acme-no-wait", "--acme-rate", "1"])
+        # not held: the handshake goes on at once without a certificate (no default: the alert)
+        t0 = time.time()
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            handshake(srv.tls, "n1.wild.acme.test").close()
+        assert time.time() - t0 < 2
+        assert wait_for(lambda: "acme: n1.wild.acme.test: certificate issued" in srv.stderr(), 15), srv.stderr()
+        s = handshake(srv.tls, "n1.wild.acme.test", cadata=peb.root_pem())
+        assert get(s, "n1.wild.acme.test")[0] == 200
+        s.close()
+        assert metric(srv, "kago_acme_handshakes_held_total") == 0
+        # one order per minute in all: the next host has to wait for the bucket
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            handshake(srv.tls, "n2.wild.acme.test").close()
+        assert "acme: n2.wild.acme.test: no order now: over --acme-rate 1 per minute" in srv.stderr()
+        assert metric(srv, "kago_acme_rate_limited_total") == 1
+        assert peb.validated("n2.wild.acme.test") == 0
         assert srv.stop() == 0, srv.stderr()[-2000:]
     finally:
         if srv:
