@@ -14,21 +14,16 @@
 #include "serve_int.h"
 #include "util.h"
 
-#define TIMER_MS         1000
-#define REFUSED_LOG_MS   1000  /* refused hosts are logged at most this often (a flood of names) */
-#define ASK_REFUSED_MS   60000 /* a host --acme-ask refused is not asked again for this long */
-#define RETRY_MAX_MS     (3600 * 1000ull)
-#define MAX_AUTO_RETRIES 10 /* a failed first order is retried on its own this often, then on demand only */
-#define WORKERS          4  /* orders in flight at once (each blocks its thread for a fraction of a second) */
+#define TIMER_MS       1000
+#define REFUSED_LOG_MS 1000  /* refused hosts are logged at most this often (a flood of names) */
+#define ASK_REFUSED_MS 60000 /* a host --acme-ask refused is not asked again for this long */
+#define WORKERS        4 /* orders in flight at once (each blocks its thread for a fraction of a second) */
 
 struct ahost {
     struct ahost *next;
     char *name;
-    bool has_cert, pending, renewing;
-    time_t not_before, not_after, renew_at; /* wall clock */
-    unsigned failures;
-    uint64_t next_try_ms;    /* no order before (after a failure) */
-    uint64_t refused_til_ms; /* --acme-ask said no */
+    struct acme_host_state st;
+    time_t not_before, not_after; /* wall clock */
     uint64_t t_start_us;
 };
 
@@ -63,8 +58,8 @@ struct acme {
     const char *ask_url;
     bool wait; /* hold handshakes (else: on with the default certificate while the order runs) */
     struct ahost *hosts;
-    double tokens; /* the overall rate: a bucket of --acme-rate orders, refilled in a minute */
-    uint64_t tokens_ms, refused_logged_ms;
+    struct acme_bucket bucket; /* --acme-rate */
+    uint64_t refused_logged_ms;
     long renew_after_s; /* KAGO_ACME_RENEW_AFTER (tests): renew this long after issue, not at 2/3 */
     struct acme_stats stats;
     /* the workers */
@@ -105,10 +100,9 @@ static int read_times(struct acme *a, struct ahost *h, char *issuer, size_t n)
     cleanup_free char *cp = cert_path(a, h->name, "cert.pem");
     if (kago__acme_cert_times(cp, NULL, &h->not_before, &h->not_after, issuer, n) < 0)
         return -1;
-    h->renew_at = h->not_before + (h->not_after - h->not_before) * 2 / 3;
     struct stat st;
-    if (a->renew_after_s > 0 && stat(cp, &st) == 0 && st.st_mtime + a->renew_after_s < h->renew_at)
-        h->renew_at = st.st_mtime + a->renew_after_s;
+    h->st.renew_at = kago__acme_renew_at(h->not_before, h->not_after, stat(cp, &st) == 0 ? st.st_mtime : 0,
+                                         a->renew_after_s);
     return 0;
 }
 
@@ -126,29 +120,13 @@ static bool routed(struct acme *a, const char *name)
     return app && !app->removed;
 }
 
-/* The overall rate limit: takes one order's token, or false. */
-static bool take_token(struct acme *a)
-{
-    unsigned rate = a->srv->opts.acme_rate;
-    uint64_t now = kago__serve_now_ms();
-    a->tokens += (double)(now - a->tokens_ms) * rate / 60000.0;
-    if (a->tokens > rate)
-        a->tokens = rate;
-    a->tokens_ms = now;
-    if (a->tokens < 1)
-        return false;
-    a->tokens -= 1;
-    return true;
-}
-
 static void enqueue(struct acme *a, struct ahost *h, bool renew, bool ask)
 {
+    h->st.pending = true;
     struct ajob *j = xcalloc(1, sizeof(*j));
     snprintf(j->host, sizeof(j->host), "%s", h->name);
     j->renew = renew;
     j->ask = ask;
-    h->pending = true;
-    h->renewing = renew;
     h->t_start_us = kago__serve_now_us();
     a->stats.pending++;
     pthread_mutex_lock(&a->mu);
@@ -164,44 +142,46 @@ static int on_missing(void *arg, const char *name)
     struct acme *a = arg;
     struct ahost *h = host_get(a, name, false);
     uint64_t now = kago__serve_now_ms();
-    if (h && h->pending)
-        return a->wait ? (a->stats.held++, 1) : 0;
-    if (h && (h->has_cert || now < h->refused_til_ms))
+    enum acme_verdict v =
+        kago__acme_decide(h ? &h->st : NULL, routed(a, name), a->ask_url != NULL, &a->bucket, now);
+    bool log = now - a->refused_logged_ms >= REFUSED_LOG_MS; /* (refusals: at most one line a second) */
+    switch (v) {
+    case ACME_PENDING:
+        a->stats.held += a->wait;
+        return a->wait;
+    case ACME_HAS_CERT:
+    case ACME_ASK_REFUSED:
         return 0;
-    if (h && now < h->next_try_ms) {
+    case ACME_BACKOFF:
         a->stats.backoff_skipped++;
         return 0;
-    }
-    bool is_routed = routed(a, name);
-    if (!is_routed && !a->ask_url) {
+    case ACME_NOT_ROUTED:
         a->stats.refused_unrouted++;
-        if (now - a->refused_logged_ms >= REFUSED_LOG_MS) {
-            a->refused_logged_ms = now;
+        if (log)
             kago__slog(
                 a->srv, SLOG_WARN, NULL, NULL,
                 "acme: %s: no certificate: not routed to an app, and no --acme-ask (%llu refused so far)",
                 name, (unsigned long long)a->stats.refused_unrouted);
-        }
+        a->refused_logged_ms = log ? now : a->refused_logged_ms;
         return 0;
-    }
-    if (!take_token(a)) {
+    case ACME_RATE_LIMITED:
         a->stats.rate_limited++;
-        if (now - a->refused_logged_ms >= REFUSED_LOG_MS) {
-            a->refused_logged_ms = now;
+        if (log)
             kago__slog(a->srv, SLOG_WARN, NULL, NULL,
                        "acme: %s: no order now: over --acme-rate %u per minute", name,
                        a->srv->opts.acme_rate);
-        }
+        a->refused_logged_ms = log ? now : a->refused_logged_ms;
         return 0;
+    case ACME_ORDER:
+    case ACME_ASK_ORDER:
+        break;
     }
     h = host_get(a, name, true);
-    enqueue(a, h, false, !is_routed);
+    enqueue(a, h, false, v == ACME_ASK_ORDER);
     kago__slog(a->srv, SLOG_INFO, NULL, NULL, "acme: %s: ordering a certificate%s", name,
-               is_routed ? "" : " (if --acme-ask approves)");
-    if (!a->wait)
-        return 0;
-    a->stats.held++;
-    return 1;
+               v == ACME_ORDER ? "" : " (if --acme-ask approves)");
+    a->stats.held += a->wait;
+    return a->wait;
 }
 
 /* --- the worker ----------------------------------------------------------------------------------- */
@@ -294,10 +274,10 @@ static void job_ok(struct acme *a, struct ahost *h, struct ajob *j, double took_
                    h->name);
         return;
     }
-    bool had = h->has_cert;
-    h->has_cert = true;
-    h->failures = 0;
-    h->next_try_ms = 0;
+    bool had = h->st.has_cert;
+    h->st.has_cert = true;
+    h->st.failures = 0;
+    h->st.next_try_ms = 0;
     j->renew ? a->stats.renewals_ok++ : a->stats.orders_ok++;
     if (!had)
         a->stats.certificates++;
@@ -310,7 +290,7 @@ static void job_ok(struct acme *a, struct ahost *h, struct ajob *j, double took_
         kago_error_free(err);
     }
     fmt_time(h->not_after, until, sizeof(until));
-    fmt_time(h->renew_at, renew, sizeof(renew));
+    fmt_time(h->st.renew_at, renew, sizeof(renew));
     kago__slog(a->srv, SLOG_INFO, NULL, NULL,
                "acme: %s: certificate %s by \"%s\" in %.2f s, valid until %s, renewal at %s", h->name,
                j->renew ? "renewed" : "issued", issuer, took_s, until, renew);
@@ -318,17 +298,13 @@ static void job_ok(struct acme *a, struct ahost *h, struct ajob *j, double took_
 
 static void job_failed(struct acme *a, struct ahost *h, struct ajob *j)
 {
-    uint64_t now = kago__serve_now_ms(), backoff = a->srv->opts.acme_retry_ms;
-    h->failures++;
-    for (unsigned i = 1; i < h->failures && backoff < RETRY_MAX_MS; i++)
-        backoff *= 2;
-    if (backoff > RETRY_MAX_MS)
-        backoff = RETRY_MAX_MS;
-    h->next_try_ms = now + backoff;
+    uint64_t backoff = kago__acme_backoff_ms(a->srv->opts.acme_retry_ms, ++h->st.failures);
+    h->st.next_try_ms = kago__serve_now_ms() + backoff;
     j->renew ? a->stats.renewals_failed++ : a->stats.orders_failed++;
     kago__slog(a->srv, SLOG_ERR, NULL, NULL, "acme: %s: %s failed (attempt %u, next in %.0f s%s): %s",
-               h->name, j->renew ? "renewal" : "order", h->failures, backoff / 1000.0,
-               h->has_cert ? "; the current certificate stays" : "", j->error ? j->error : "unknown error");
+               h->name, j->renew ? "renewal" : "order", h->st.failures, backoff / 1000.0,
+               h->st.has_cert ? "; the current certificate stays" : "",
+               j->error ? j->error : "unknown error");
 }
 
 static void on_done(uv_async_t *async)
@@ -343,13 +319,13 @@ static void on_done(uv_async_t *async)
         list = j->next;
         struct ahost *h = host_get(a, j->host, true);
         double took = (kago__serve_now_us() - h->t_start_us) / 1e6;
-        h->pending = h->renewing = false;
+        h->st.pending = false;
         a->stats.pending--;
         if (j->result > 0)
             job_ok(a, h, j, took);
         else if (j->result == 0) {
             a->stats.refused_ask++;
-            h->refused_til_ms = kago__serve_now_ms() + ASK_REFUSED_MS;
+            h->st.refused_til_ms = kago__serve_now_ms() + ASK_REFUSED_MS;
             kago__slog(a->srv, SLOG_WARN, NULL, NULL, "acme: %s: no certificate: --acme-ask refused it",
                        h->name);
         } else
@@ -367,18 +343,14 @@ static void on_timer(uv_timer_t *t)
     uint64_t now = kago__serve_now_ms();
     time_t wall = time(NULL);
     for (struct ahost *h = a->hosts; h; h = h->next) {
-        if (h->pending || now < h->next_try_ms)
+        enum acme_verdict v =
+            kago__acme_due(&h->st, routed(a, h->name), a->ask_url != NULL, &a->bucket, now, wall);
+        if (v != ACME_ORDER && v != ACME_ASK_ORDER)
             continue;
-        bool renew = h->has_cert && wall >= h->renew_at;
-        bool retry = !h->has_cert && h->failures && h->failures < MAX_AUTO_RETRIES;
-        if (!renew && !retry)
-            continue;
-        bool is_routed = routed(a, h->name);
-        if ((!is_routed && !a->ask_url) || !take_token(a))
-            continue;
+        bool renew = h->st.has_cert;
         kago__slog(a->srv, SLOG_INFO, NULL, NULL, "acme: %s: %s", h->name,
                    renew ? "renewing its certificate" : "ordering again");
-        enqueue(a, h, renew, !is_routed);
+        enqueue(a, h, renew, v == ACME_ASK_ORDER);
     }
 }
 
@@ -396,7 +368,7 @@ static void load_existing(struct acme *a)
         struct ahost *h = host_get(a, de->d_name, true);
         char issuer[128];
         if (read_times(a, h, issuer, sizeof(issuer)) == 0) {
-            h->has_cert = true;
+            h->st.has_cert = true;
             a->stats.certificates++;
         }
     }
@@ -442,8 +414,7 @@ struct acme *kago__acme_new(struct server *srv, struct kago_error **err)
     a->dir = srv->opts.acme_dir ? xstrdup(srv->opts.acme_dir) : xasprintf("%s/acme", srv->opts.root);
     a->ask_url = srv->opts.acme_ask;
     a->wait = !srv->opts.acme_no_wait;
-    a->tokens = srv->opts.acme_rate;
-    a->tokens_ms = kago__serve_now_ms();
+    kago__acme_bucket_init(&a->bucket, srv->opts.acme_rate, kago__serve_now_ms());
     a->queue_tail = &a->queue;
     const char *ra = getenv("KAGO_ACME_RENEW_AFTER");
     a->renew_after_s = ra ? strtol(ra, NULL, 10) : 0;
@@ -526,7 +497,7 @@ void kago__acme_free(struct acme *a)
 void kago__acme_fill_store(struct acme *a, struct tls_store *ts)
 {
     for (struct ahost *h = a->hosts; h; h = h->next) {
-        if (!h->has_cert)
+        if (!h->st.has_cert)
             continue;
         cleanup_free char *cp = cert_path(a, h->name, "cert.pem");
         cleanup_free char *kp = cert_path(a, h->name, "key.pem");

@@ -8,12 +8,59 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #include <kago/error.h>
+
+/* --- policy (acme_policy.c: pure, unit-tested) ---------------------------------------------------- */
+
+#define ACME_BACKOFF_MAX_MS (3600 * 1000ull)
+#define ACME_AUTO_RETRIES   10 /* a failed first order is retried on its own this often, then on demand */
+
+/* The overall rate: a bucket of per_minute tokens, refilled evenly over a minute. */
+struct acme_bucket {
+    double tokens;
+    uint64_t at_ms;
+    unsigned per_minute;
+};
+void kago__acme_bucket_init(struct acme_bucket *b, unsigned per_minute, uint64_t now_ms);
+/* Takes one token: true, or false when the bucket is empty. */
+bool kago__acme_bucket_take(struct acme_bucket *b, uint64_t now_ms);
+/* The wait after the failures-th failed order in a row (1: first_ms), doubling up to 1 h. */
+uint64_t kago__acme_backoff_ms(uint64_t first_ms, unsigned failures);
+
+/* What serve knows of a host. */
+struct acme_host_state {
+    bool has_cert, pending;
+    time_t renew_at;         /* wall clock */
+    unsigned failures;       /* failed orders in a row */
+    uint64_t next_try_ms;    /* no order before this (the backoff) */
+    uint64_t refused_til_ms; /* --acme-ask said no: not asked again before this */
+};
+enum acme_verdict {
+    ACME_ORDER,        /* order a certificate (and take a token) */
+    ACME_ASK_ORDER,    /* ask --acme-ask, then order if it says yes (a token taken) */
+    ACME_PENDING,      /* an order runs already (or, for kago__acme_due, its backoff) */
+    ACME_HAS_CERT,     /* nothing to do */
+    ACME_ASK_REFUSED,  /* --acme-ask said no a short while ago */
+    ACME_BACKOFF,      /* a failed order's backoff */
+    ACME_NOT_ROUTED,   /* no app routes the host and there is no --acme-ask */
+    ACME_RATE_LIMITED, /* over --acme-rate */
+};
+/* A handshake for a host without a certificate (h NULL: a host never seen). */
+enum acme_verdict kago__acme_decide(const struct acme_host_state *h, bool routed, bool have_ask,
+                                    struct acme_bucket *b, uint64_t now_ms);
+/* The timer's question: ACME_ORDER or ACME_ASK_ORDER when h's renewal (wall >= renew_at) or the retry of
+ * its failed first order is due. */
+enum acme_verdict kago__acme_due(const struct acme_host_state *h, bool routed, bool have_ask,
+                                 struct acme_bucket *b, uint64_t now_ms, time_t wall);
+/* When a certificate is renewed: at 2/3 of its lifetime, or renew_after_s after it was written if that
+ * is sooner (renew_after_s > 0: KAGO_ACME_RENEW_AFTER, for tests). */
+time_t kago__acme_renew_at(time_t not_before, time_t not_after, time_t written, long renew_after_s);
 
 /* --- base64url, keys, JWS (acme_jws.c: pure, unit-tested) ---------------------------------------- */
 

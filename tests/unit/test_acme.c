@@ -186,8 +186,65 @@ static void test_http(void)
     ok(!strcmp(why, "502 <html>bad gateway</html>"), "not a problem document: the body's start");
 }
 
+static void test_policy(void)
+{
+    struct acme_bucket b;
+    kago__acme_bucket_init(&b, 2, 1000);
+    ok(kago__acme_bucket_take(&b, 1000) && kago__acme_bucket_take(&b, 1000) &&
+           !kago__acme_bucket_take(&b, 1000),
+       "a bucket of 2 per minute: 2 at once, not 3");
+    ok(!kago__acme_bucket_take(&b, 1000 + 29000) && kago__acme_bucket_take(&b, 1000 + 30000),
+       "one more 30 s later");
+    ok(kago__acme_bucket_take(&b, 1000 + 30000 + 3600000) &&
+           kago__acme_bucket_take(&b, 1000 + 30000 + 3600000) &&
+           !kago__acme_bucket_take(&b, 1000 + 30000 + 3600000),
+       "an hour idle refills it to 2, no more");
+    ok(kago__acme_backoff_ms(60000, 1) == 60000 && kago__acme_backoff_ms(60000, 2) == 120000 &&
+           kago__acme_backoff_ms(60000, 3) == 240000,
+       "the backoff doubles");
+    ok(kago__acme_backoff_ms(60000, 7) == ACME_BACKOFF_MAX_MS &&
+           kago__acme_backoff_ms(60000, 1000) == ACME_BACKOFF_MAX_MS,
+       "up to 1 h");
+
+    kago__acme_bucket_init(&b, 10, 0);
+    struct acme_host_state h = {0};
+    ok(kago__acme_decide(NULL, true, false, &b, 5) == ACME_ORDER, "a new routed host: an order");
+    ok(kago__acme_decide(NULL, false, false, &b, 5) == ACME_NOT_ROUTED, "not routed, no ask: refused");
+    ok(kago__acme_decide(NULL, false, true, &b, 5) == ACME_ASK_ORDER, "not routed, --acme-ask: asked first");
+    h.pending = true;
+    ok(kago__acme_decide(&h, true, false, &b, 5) == ACME_PENDING, "one order per host at a time");
+    h = (struct acme_host_state){.failures = 1, .next_try_ms = 1000};
+    ok(kago__acme_decide(&h, true, false, &b, 999) == ACME_BACKOFF, "in its backoff: no order");
+    ok(kago__acme_decide(&h, true, false, &b, 1000) == ACME_ORDER, "after it: an order");
+    h = (struct acme_host_state){.refused_til_ms = 60000};
+    ok(kago__acme_decide(&h, false, true, &b, 100) == ACME_ASK_REFUSED,
+       "--acme-ask said no: not asked again soon");
+    h = (struct acme_host_state){.has_cert = true};
+    ok(kago__acme_decide(&h, true, false, &b, 100) == ACME_HAS_CERT, "a certificate on hand");
+    struct acme_bucket empty;
+    kago__acme_bucket_init(&empty, 1, 0);
+    kago__acme_bucket_take(&empty, 0);
+    ok(kago__acme_decide(NULL, true, false, &empty, 10) == ACME_RATE_LIMITED, "over the rate: no order");
+    ok(kago__acme_decide(NULL, false, false, &empty, 10) == ACME_NOT_ROUTED, "a refusal takes no token");
+
+    h = (struct acme_host_state){.has_cert = true, .renew_at = 2000};
+    ok(kago__acme_due(&h, true, false, &b, 100, 1999) == ACME_HAS_CERT, "not due before renew_at");
+    ok(kago__acme_due(&h, true, false, &b, 100, 2000) == ACME_ORDER, "a renewal at renew_at");
+    ok(kago__acme_due(&h, false, false, &b, 100, 2000) == ACME_NOT_ROUTED,
+       "no renewal for a host no longer routed");
+    h = (struct acme_host_state){.failures = 2, .next_try_ms = 500};
+    ok(kago__acme_due(&h, true, false, &b, 499, 0) == ACME_PENDING &&
+           kago__acme_due(&h, true, false, &b, 500, 0) == ACME_ORDER,
+       "a failed first order again after its backoff");
+    h.failures = ACME_AUTO_RETRIES;
+    ok(kago__acme_due(&h, true, false, &b, 500, 0) == ACME_HAS_CERT, "then only on demand");
+    ok(kago__acme_renew_at(0, 90 * 86400, 0, 0) == 60 * 86400, "renewal at 2/3 of 90 days: day 60");
+    ok(kago__acme_renew_at(1000, 1000 + 90 * 86400, 1000, 30) == 1030, "KAGO_ACME_RENEW_AFTER: sooner");
+}
+
 int main(void)
 {
+    test_policy();
     test_b64url();
     EVP_PKEY *k = kago__acme_key_load(NULL, true, NULL);
     ok(k != NULL, "a new P-256 key");
