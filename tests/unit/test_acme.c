@@ -51,7 +51,7 @@ static void test_jws(EVP_PKEY *k)
     char *jwk = NULL, *thumb = NULL;
     ok(kago__acme_jwk(k, &jwk, &thumb, NULL) == 0, "the JWK of a P-256 key");
     json_object *j = json_tokener_parse(jwk);
-    json_object *v;
+    json_object *v = NULL;
     ok(j && json_object_object_get_ex(j, "crv", &v) && !strcmp(json_object_get_string(v), "P-256"),
        "crv P-256");
     ok(!strncmp(jwk, "{\"crv\":", 7) && strstr(jwk, "\"kty\":\"EC\",\"x\":"),
@@ -67,13 +67,13 @@ static void test_jws(EVP_PKEY *k)
     ok(strlen(thumb) == 43, "a thumbprint has 43 characters");
 
     char *jws = kago__acme_jws(k, jwk, NULL, "NONCE1", "https://ca.test/new-acct", "{\"a\":1}");
-    json_object *o = json_tokener_parse(jws), *p, *pl, *sg;
+    json_object *o = json_tokener_parse(jws), *p = NULL, *pl = NULL, *sg = NULL;
     ok(o && json_object_object_get_ex(o, "protected", &p) && json_object_object_get_ex(o, "payload", &pl) &&
            json_object_object_get_ex(o, "signature", &sg),
        "a flattened JWS");
     unsigned char hdr[1024] = {0};
     int hl = unb64url(json_object_get_string(p), hdr, sizeof(hdr) - 1);
-    json_object *h = hl > 0 ? json_tokener_parse((char *)hdr) : NULL, *hv;
+    json_object *h = hl > 0 ? json_tokener_parse((char *)hdr) : NULL, *hv = NULL;
     ok(h && json_object_object_get_ex(h, "alg", &hv) && !strcmp(json_object_get_string(hv), "ES256"),
        "alg ES256");
     ok(json_object_object_get_ex(h, "nonce", &hv) && !strcmp(json_object_get_string(hv), "NONCE1"),
