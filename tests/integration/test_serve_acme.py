@@ -6,6 +6,7 @@ other sites alone; certificates are renewed at 2/3 of their lifetime. Real conta
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -143,8 +144,13 @@ def test_first_handshake_gets_a_pebble_certificate_and_is_served(env):
     d = os.path.join(srv.root, "acme")
     assert os.path.isfile(os.path.join(d, "account.key")) and os.path.isfile(os.path.join(d, "certs", "new.acme.test", "cert.pem"))
     assert oct(os.stat(os.path.join(d, "certs", "new.acme.test", "key.pem")).st_mode & 0o777) == "0o600"
-    # the second handshake: no new order
+    # the second handshake: no new order; nor after a reload (SIGHUP: a new certificate store)
     s = handshake(srv.tls, "new.acme.test", cadata=root)
+    s.close()
+    srv.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "reloaded " in srv.stderr(), 10)
+    s = handshake(srv.tls, "new.acme.test", cadata=root)
+    assert cert_info(s)[1] == "new.acme.test"
     s.close()
     assert metric(srv, "kago_acme_orders_total", kind="new", result="ok") == 1
 
