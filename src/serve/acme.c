@@ -143,7 +143,7 @@ static int on_missing(void *arg, const char *name)
     struct ahost *h = host_get(a, name, false);
     uint64_t now = kago__serve_now_ms();
     enum acme_verdict v =
-        kago__acme_decide(h ? &h->st : NULL, routed(a, name), a->ask_url != NULL, &a->bucket, now);
+        kago__acme_decide(name, h ? &h->st : NULL, routed(a, name), a->ask_url != NULL, &a->bucket, now);
     bool log = now - a->refused_logged_ms >= REFUSED_LOG_MS; /* (refusals: at most one line a second) */
     switch (v) {
     case ACME_PENDING:
@@ -162,6 +162,13 @@ static int on_missing(void *arg, const char *name)
                 a->srv, SLOG_WARN, NULL, NULL,
                 "acme: %s: no certificate: not routed to an app, and no --acme-ask (%llu refused so far)",
                 name, (unsigned long long)a->stats.refused_unrouted);
+        a->refused_logged_ms = log ? now : a->refused_logged_ms;
+        return 0;
+    case ACME_BAD_NAME:
+        a->stats.refused_bad_name++;
+        if (log)
+            kago__slog(a->srv, SLOG_WARN, NULL, NULL, "acme: %s: no certificate: not a name a CA issues for",
+                       name);
         a->refused_logged_ms = log ? now : a->refused_logged_ms;
         return 0;
     case ACME_RATE_LIMITED:
@@ -343,6 +350,10 @@ static void on_timer(uv_timer_t *t)
     uint64_t now = kago__serve_now_ms();
     time_t wall = time(NULL);
     for (struct ahost *h = a->hosts; h; h = h->next) {
+        const struct acme_host_state *st = &h->st;
+        if (st->pending ||
+            (st->has_cert ? wall < st->renew_at : !st->failures)) /* (most: no router lookup) */
+            continue;
         enum acme_verdict v =
             kago__acme_due(&h->st, routed(a, h->name), a->ask_url != NULL, &a->bucket, now, wall);
         if (v != ACME_ORDER && v != ACME_ASK_ORDER)

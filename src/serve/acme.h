@@ -22,7 +22,7 @@ struct acme;
 
 struct acme_stats {
     uint64_t orders_ok, orders_failed, renewals_ok, renewals_failed;
-    uint64_t refused_unrouted, refused_ask, rate_limited, backoff_skipped, held;
+    uint64_t refused_unrouted, refused_ask, refused_bad_name, rate_limited, backoff_skipped, held;
     uint64_t challenges_served;
     unsigned certificates, pending;
 };

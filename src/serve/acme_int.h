@@ -50,10 +50,14 @@ enum acme_verdict {
     ACME_BACKOFF,      /* a failed order's backoff */
     ACME_NOT_ROUTED,   /* no app routes the host and there is no --acme-ask */
     ACME_RATE_LIMITED, /* over --acme-rate */
+    ACME_BAD_NAME,     /* not a name a CA would issue for (no dot, an IP address, a bad label) */
 };
 /* A handshake for a host without a certificate (h NULL: a host never seen). */
-enum acme_verdict kago__acme_decide(const struct acme_host_state *h, bool routed, bool have_ask,
-                                    struct acme_bucket *b, uint64_t now_ms);
+enum acme_verdict kago__acme_decide(const char *name, const struct acme_host_state *h, bool routed,
+                                    bool have_ask, struct acme_bucket *b, uint64_t now_ms);
+/* A name a public CA could issue for: LDH labels of 1 to 63, at least two, the last not numeric (no IP
+ * address), 253 at most. */
+bool kago__acme_name_ok(const char *name);
 /* The timer's question: ACME_ORDER or ACME_ASK_ORDER when h's renewal (wall >= renew_at) or the retry of
  * its failed first order is due. */
 enum acme_verdict kago__acme_due(const struct acme_host_state *h, bool routed, bool have_ask,

@@ -1,6 +1,35 @@
 /* kago serve — certificates on demand: who may get an order and when (the abuse guard, the backoff, the
  * overall rate, renewal times). Pure: no I/O, no clock of its own; acme.c feeds it. */
+#include <ctype.h>
+#include <string.h>
+
 #include "acme_int.h"
+
+bool kago__acme_name_ok(const char *name)
+{
+    size_t n = strlen(name), label = 0;
+    if (n == 0 || n > 253 || !strchr(name, '.'))
+        return false;
+    const char *last = strrchr(name, '.') + 1;
+    bool numeric = *last != 0;
+    for (const char *p = last; *p; p++)
+        numeric &= isdigit((unsigned char)*p) != 0;
+    if (numeric) /* an IPv4 address, or a name no public suffix has */
+        return false;
+    for (size_t i = 0; i <= n; i++) {
+        char c = name[i];
+        if (c == '.' || c == 0) {
+            if (label == 0 || label > 63 || name[i - 1] == '-' || name[i - label] == '-')
+                return false;
+            label = 0;
+        } else if (isalnum((unsigned char)c) || c == '-') {
+            label++;
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
 
 void kago__acme_bucket_init(struct acme_bucket *b, unsigned per_minute, uint64_t now_ms)
 {
@@ -28,8 +57,8 @@ uint64_t kago__acme_backoff_ms(uint64_t first_ms, unsigned failures)
     return ms < ACME_BACKOFF_MAX_MS ? ms : ACME_BACKOFF_MAX_MS;
 }
 
-enum acme_verdict kago__acme_decide(const struct acme_host_state *h, bool routed, bool have_ask,
-                                    struct acme_bucket *b, uint64_t now_ms)
+enum acme_verdict kago__acme_decide(const char *name, const struct acme_host_state *h, bool routed,
+                                    bool have_ask, struct acme_bucket *b, uint64_t now_ms)
 {
     if (h && h->pending)
         return ACME_PENDING;
@@ -41,6 +70,8 @@ enum acme_verdict kago__acme_decide(const struct acme_host_state *h, bool routed
         return ACME_BACKOFF;
     if (!routed && !have_ask)
         return ACME_NOT_ROUTED;
+    if (!h && !kago__acme_name_ok(name))
+        return ACME_BAD_NAME;
     if (!kago__acme_bucket_take(b, now_ms)) /* (an --acme-ask question counts as an order) */
         return ACME_RATE_LIMITED;
     return routed ? ACME_ORDER : ACME_ASK_ORDER;

@@ -360,9 +360,12 @@ static void all_acme_orders(const struct metrics_ctx *m, struct sbuf *b, const s
 static void all_acme_refused(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     const struct acme_stats *st = kago__acme_stats(m->srv->acme);
-    printf_buf(b, "%s{reason=\"not_routed\"} %llu\n%s{reason=\"ask\"} %llu\n%s{reason=\"backoff\"} %llu\n",
+    printf_buf(b,
+               "%s{reason=\"not_routed\"} %llu\n%s{reason=\"ask\"} %llu\n%s{reason=\"backoff\"} %llu\n"
+               "%s{reason=\"bad_name\"} %llu\n",
                f->name, (unsigned long long)st->refused_unrouted, f->name,
-               (unsigned long long)st->refused_ask, f->name, (unsigned long long)st->backoff_skipped);
+               (unsigned long long)st->refused_ask, f->name, (unsigned long long)st->backoff_skipped, f->name,
+               (unsigned long long)st->refused_bad_name);
 }
 
 static void all_acme_rate_limited(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)

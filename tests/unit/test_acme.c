@@ -208,25 +208,37 @@ static void test_policy(void)
 
     kago__acme_bucket_init(&b, 10, 0);
     struct acme_host_state h = {0};
-    ok(kago__acme_decide(NULL, true, false, &b, 5) == ACME_ORDER, "a new routed host: an order");
-    ok(kago__acme_decide(NULL, false, false, &b, 5) == ACME_NOT_ROUTED, "not routed, no ask: refused");
-    ok(kago__acme_decide(NULL, false, true, &b, 5) == ACME_ASK_ORDER, "not routed, --acme-ask: asked first");
+    ok(kago__acme_decide("a.example", NULL, true, false, &b, 5) == ACME_ORDER, "a new routed host: an order");
+    ok(kago__acme_decide("a.example", NULL, false, false, &b, 5) == ACME_NOT_ROUTED,
+       "not routed, no ask: refused");
+    ok(kago__acme_decide("a.example", NULL, false, true, &b, 5) == ACME_ASK_ORDER,
+       "not routed, --acme-ask: asked first");
     h.pending = true;
-    ok(kago__acme_decide(&h, true, false, &b, 5) == ACME_PENDING, "one order per host at a time");
+    ok(kago__acme_decide("a.example", &h, true, false, &b, 5) == ACME_PENDING,
+       "one order per host at a time");
     h = (struct acme_host_state){.failures = 1, .next_try_ms = 1000};
-    ok(kago__acme_decide(&h, true, false, &b, 999) == ACME_BACKOFF, "in its backoff: no order");
-    ok(kago__acme_decide(&h, true, false, &b, 1000) == ACME_ORDER, "after it: an order");
+    ok(kago__acme_decide("a.example", &h, true, false, &b, 999) == ACME_BACKOFF, "in its backoff: no order");
+    ok(kago__acme_decide("a.example", &h, true, false, &b, 1000) == ACME_ORDER, "after it: an order");
     h = (struct acme_host_state){.refused_til_ms = 60000};
-    ok(kago__acme_decide(&h, false, true, &b, 100) == ACME_ASK_REFUSED,
+    ok(kago__acme_decide("a.example", &h, false, true, &b, 100) == ACME_ASK_REFUSED,
        "--acme-ask said no: not asked again soon");
     h = (struct acme_host_state){.has_cert = true};
-    ok(kago__acme_decide(&h, true, false, &b, 100) == ACME_HAS_CERT, "a certificate on hand");
+    ok(kago__acme_decide("a.example", &h, true, false, &b, 100) == ACME_HAS_CERT, "a certificate on hand");
     struct acme_bucket empty;
     kago__acme_bucket_init(&empty, 1, 0);
     kago__acme_bucket_take(&empty, 0);
-    ok(kago__acme_decide(NULL, true, false, &empty, 10) == ACME_RATE_LIMITED, "over the rate: no order");
-    ok(kago__acme_decide(NULL, false, false, &empty, 10) == ACME_NOT_ROUTED, "a refusal takes no token");
+    ok(kago__acme_decide("a.example", NULL, true, false, &empty, 10) == ACME_RATE_LIMITED,
+       "over the rate: no order");
+    ok(kago__acme_decide("a.example", NULL, false, false, &empty, 10) == ACME_NOT_ROUTED,
+       "a refusal takes no token");
 
+    ok(kago__acme_decide("localhost", NULL, true, false, &b, 10) == ACME_BAD_NAME, "no dot: no order");
+    ok(kago__acme_decide("10.0.0.1", NULL, true, false, &b, 10) == ACME_BAD_NAME, "an address: no order");
+    ok(kago__acme_name_ok("a-b.c.example") && kago__acme_name_ok("xn--bcher-kva.example"), "good names");
+    ok(!kago__acme_name_ok("-a.example") && !kago__acme_name_ok("a-.example") &&
+           !kago__acme_name_ok("a..example") && !kago__acme_name_ok(".example") &&
+           !kago__acme_name_ok("a.example.") && !kago__acme_name_ok("a_b.example"),
+       "bad labels");
     h = (struct acme_host_state){.has_cert = true, .renew_at = 2000};
     ok(kago__acme_due(&h, true, false, &b, 100, 1999) == ACME_HAS_CERT, "not due before renew_at");
     ok(kago__acme_due(&h, true, false, &b, 100, 2000) == ACME_ORDER, "a renewal at renew_at");
