@@ -60,7 +60,7 @@ static int parse_url(const char *s, struct url *u, struct kago_error **err)
         memcpy(u->port, colon + 1, pl), u->port[pl] = 0;
     else
         strcpy(u->port, u->https ? "443" : "80");
-    u->path = *end == '/' ? end : *end == '?' ? end : "/";
+    u->path = *end == '/' || *end == '?' ? end : "/"; /* ("?q" is sent as "/?q") */
     return 0;
 }
 
@@ -286,11 +286,11 @@ int kago__ahttp(SSL_CTX *tls, const char *method, const char *url, const char *c
     if (parse_url(url, &u, err) < 0)
         return -1;
     struct io io = {.fd = -1, .deadline = now_ms() + timeout_ms, .stop = stop, .url = url};
-    cleanup_free char *req =
-        xasprintf("%s %s HTTP/1.0\r\nHost: %s%s%s\r\nUser-Agent: kago-serve\r\n"
-                  "Accept: */*\r\nConnection: close\r\n",
-                  method, u.path, u.host, strcmp(u.port, u.https ? "443" : "80") ? ":" : "",
-                  strcmp(u.port, u.https ? "443" : "80") ? u.port : "");
+    bool v6 = strchr(u.host, ':') != NULL, dport = !strcmp(u.port, u.https ? "443" : "80");
+    cleanup_free char *req = xasprintf("%s %s%s HTTP/1.0\r\nHost: %s%s%s%s%s\r\nUser-Agent: kago-serve\r\n"
+                                       "Accept: */*\r\nConnection: close\r\n",
+                                       method, *u.path == '?' ? "/" : "", u.path, v6 ? "[" : "", u.host,
+                                       v6 ? "]" : "", dport ? "" : ":", dport ? "" : u.port);
     if (body) {
         char *full =
             xasprintf("%sContent-Type: %s\r\nContent-Length: %zu\r\n\r\n%s", req, ctype, strlen(body), body);
