@@ -206,6 +206,15 @@ static int on_sni(SSL *ssl, int *al, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
+/* The SSL's tls_conn: an ex_data index of its own (the app data slot stays free for others). */
+static int conn_index(void)
+{
+    static int idx = -1;
+    if (idx < 0 && (idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL)) < 0)
+        abort();
+    return idx;
+}
+
 /* The SNI of a ClientHello (lower case, no trailing dot) into name. false: none or not a host name. */
 static bool hello_name(SSL *ssl, char *name, size_t n)
 {
@@ -233,7 +242,7 @@ static bool hello_name(SSL *ssl, char *name, size_t n)
 static int on_hello(SSL *ssl, int *al, void *arg)
 {
     struct tls_front *f = arg;
-    struct tls_conn *t = SSL_get_app_data(ssl);
+    struct tls_conn *t = SSL_get_ex_data(ssl, conn_index());
     char name[256];
     int kind = 2;
     if (!f->missing || !t || !f->store || !hello_name(ssl, name, sizeof(name)))
@@ -723,7 +732,7 @@ struct tls_conn *kago__tls_conn_new(struct tls_front *f, struct sbuf *out)
     BIO_set_init(b, 1);
     SSL_set_bio(t->ssl, b, b);
     SSL_set_accept_state(t->ssl);
-    SSL_set_app_data(t->ssl, t);
+    SSL_set_ex_data(t->ssl, conn_index(), t);
     t->f = f;
     return t;
 }
