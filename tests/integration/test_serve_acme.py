@@ -325,3 +325,24 @@ def test_no_wait_and_the_overall_rate_limit():
         if srv:
             cleanup(srv)
         peb.close()
+
+
+def test_renewal_time_forced_by_the_test_hook():
+    """KAGO_ACME_RENEW_AFTER=S: renewed S seconds after the certificate was written (pebble's 5 years
+    otherwise), then every S seconds."""
+    http_port = free_port()
+    peb = Pebble(http_port)
+    srv = None
+    try:
+        srv = acme_server(peb, http_port, env={"KAGO_ACME_RENEW_AFTER": "2"})
+        s = handshake(srv.tls, "new.acme.test", cadata=peb.root_pem())
+        s.close()
+        assert wait_for(lambda: srv.stderr().count("acme: new.acme.test: certificate renewed") >= 2, 20), \
+            srv.stderr()[-2000:]
+        assert re.search(r"certificate issued by .* valid until 20\d\d-\S+, renewal at ", srv.stderr())
+        assert metric(srv, "kago_acme_orders_total", kind="renew", result="ok") >= 2
+        assert srv.stop() == 0, srv.stderr()[-2000:]
+    finally:
+        if srv:
+            cleanup(srv)
+        peb.close()
