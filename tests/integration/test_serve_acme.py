@@ -211,6 +211,18 @@ def test_without_ask_only_routed_hosts(env):
         assert "acme: stranger.example: no certificate: not routed to an app, and no --acme-ask" in srv.stderr()
         assert metric(srv, "kago_acme_refused_total", reason="not_routed") == 1
         assert peb.validated("stranger.example") == 0 and "stranger.example: ordering" not in srv.stderr()
+        # a flood of made-up names: no order, no question, a log line a second at most
+        t0 = time.time()
+        for i in range(50):
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                handshake(srv.tls, f"r{i}.flood.example").close()
+        lines = srv.stderr().count("no certificate: not routed to an app")
+        assert lines <= 2 + int(time.time() - t0), lines
+        assert metric(srv, "kago_acme_refused_total", reason="not_routed") == 51
+        assert metric(srv, "kago_acme_orders_pending") == 0 and "ordering" not in srv.stderr()
+        # names no CA issues for: not even considered
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            handshake(srv.tls, "localhost").close()
         assert srv.stop() == 0
     finally:
         cleanup(srv)
