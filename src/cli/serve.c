@@ -47,6 +47,14 @@ CLI_VERB(serve)
         {"node", required_argument, NULL, 'n'},
         {"advertise", required_argument, NULL, 'A'},
         {"node-ttl", required_argument, NULL, 'W'},
+        {"acme-directory", required_argument, NULL, 1000},
+        {"acme-email", required_argument, NULL, 1001},
+        {"acme-ca", required_argument, NULL, 1002},
+        {"acme-ask", required_argument, NULL, 1003},
+        {"acme-no-wait", no_argument, NULL, 1004},
+        {"acme-rate", required_argument, NULL, 1005},
+        {"acme-retry", required_argument, NULL, 1006},
+        {"acme-dir", required_argument, NULL, 1007},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -87,6 +95,35 @@ CLI_VERB(serve)
             break;
         case 'a':
             o.admin = optarg;
+            break;
+        case 1000:
+        case 1001:
+        case 1002:
+        case 1003: {
+            const char **dst[] = {&o.acme_directory, &o.acme_email, &o.acme_ca, &o.acme_ask};
+            *dst[opt - 1000] = optarg;
+            break;
+        }
+        case 1004:
+            o.acme_no_wait = true;
+            break;
+        case 1007:
+            o.acme_dir = optarg;
+            break;
+        case 1005: {
+            char *end;
+            errno = 0;
+            unsigned long n = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || n == 0 || n > 100000 || optarg[0] == '-')
+                return cli_usage("serve", "--acme-rate: \"%s\" is not a number from 1 to 100000", optarg);
+            o.acme_rate = (unsigned)n;
+            break;
+        }
+        case 1006:
+            if (parse_ms("serve", optarg, &o.acme_retry_ms))
+                return 1;
+            if (o.acme_retry_ms < 1000)
+                return cli_usage("serve", "--acme-retry: \"%s\" is under 1s", optarg);
             break;
         case 'T':
             o.admin_token = optarg;
@@ -188,6 +225,10 @@ CLI_VERB(serve)
                 "                  [--listen 127.0.0.1:8080]... [--listen-tls IP:PORT]...\n"
                 "                  [--tls-default-cert FILE --tls-default-key FILE]\n"
                 "                  [--tls-unknown default|alert] [--tls-handshake-timeout 10s]\n"
+                "                  [--acme-directory URL [--acme-email ADDR] [--acme-ca FILE]\n"
+                "                   [--acme-ask URL] [--acme-no-wait] [--acme-rate 10] [--acme-retry 60s]\n"
+                "                   [--acme-dir ROOT/acme]]\n"
+                "                   (certificates on demand)\n"
                 "                  [--admin 127.0.0.1:9090|unix:PATH|off] [--admin-token FILE]\n"
                 "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
                 "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout "
@@ -222,6 +263,19 @@ CLI_VERB(serve)
         return cli_usage("serve", "--tls-default-cert and --tls-default-key go together");
     if (o.tls_unknown == KAGO_TLS_UNKNOWN_DEFAULT && !o.tls_default_cert)
         return cli_usage("serve", "--tls-unknown default needs --tls-default-cert and --tls-default-key");
+    if (!o.acme_directory && (o.acme_email || o.acme_ca || o.acme_ask || o.acme_no_wait || o.acme_dir))
+        return cli_usage(
+            "serve",
+            "--acme-email, --acme-ca, --acme-ask, --acme-dir and --acme-no-wait go with --acme-directory");
+    if (o.acme_directory) {
+        bool plain = !o.nlisten, tls = false;
+        for (unsigned i = 0; i < o.nlisten; i++)
+            o.listen[i].tls ? (tls = true) : (plain = true);
+        if (!plain || !tls)
+            return cli_usage("serve",
+                             "--acme-directory needs a --listen-tls (where certificates are used) and a "
+                             "--listen (where HTTP-01 challenges are answered)");
+    }
     struct kago_error *err = NULL;
     if (kago_serve_run(&o, &err) < 0)
         return cli_fail(err);

@@ -350,6 +350,53 @@ static void all_started(const struct metrics_ctx *m, struct sbuf *b, const struc
     all_u64(b, f, m->srv->total_instances);
 }
 
+/* --acme-directory only (acme.c) */
+static void all_acme_orders(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    const struct acme_stats *st = kago__acme_stats(m->srv->acme);
+    const char *kinds[] = {"new", "new", "renew", "renew"}, *results[] = {"ok", "failed", "ok", "failed"};
+    uint64_t v[] = {st->orders_ok, st->orders_failed, st->renewals_ok, st->renewals_failed};
+    for (int i = 0; i < 4; i++)
+        printf_buf(b, "%s{kind=\"%s\",result=\"%s\"} %llu\n", f->name, kinds[i], results[i],
+                   (unsigned long long)v[i]);
+}
+
+static void all_acme_refused(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    const struct acme_stats *st = kago__acme_stats(m->srv->acme);
+    printf_buf(b,
+               "%s{reason=\"not_routed\"} %llu\n%s{reason=\"ask\"} %llu\n%s{reason=\"backoff\"} %llu\n"
+               "%s{reason=\"bad_name\"} %llu\n",
+               f->name, (unsigned long long)st->refused_unrouted, f->name,
+               (unsigned long long)st->refused_ask, f->name, (unsigned long long)st->backoff_skipped, f->name,
+               (unsigned long long)st->refused_bad_name);
+}
+
+static void all_acme_rate_limited(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, kago__acme_stats(m->srv->acme)->rate_limited);
+}
+
+static void all_acme_held(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, kago__acme_stats(m->srv->acme)->held);
+}
+
+static void all_acme_challenges(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, kago__acme_stats(m->srv->acme)->challenges_served);
+}
+
+static void all_acme_certs(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, kago__acme_stats(m->srv->acme)->certificates);
+}
+
+static void all_acme_pending(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, kago__acme_stats(m->srv->acme)->pending);
+}
+
 static void all_cluster_nodes(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     struct cluster_stats st;
@@ -451,6 +498,24 @@ static const struct family families[] = {
                 all_tls_certs),
     SERVER_WIDE("kago_tls_reloads_total", "counter",
                 "Certificates loaded again because their files changed, by result.", all_tls_reloads),
+    /* --acme-directory only (left out without it) */
+    SERVER_WIDE("kago_acme_orders_total", "counter",
+                "ACME orders finished, by kind (new: a first certificate, renew) and result.",
+                all_acme_orders),
+    SERVER_WIDE(
+        "kago_acme_refused_total", "counter",
+        "Handshakes for a host without a certificate that started no order: not routed to an app (and no "
+        "--acme-ask), refused by --acme-ask, or in the backoff after a failed order.",
+        all_acme_refused),
+    SERVER_WIDE("kago_acme_rate_limited_total", "counter", "Orders not started: over --acme-rate.",
+                all_acme_rate_limited),
+    SERVER_WIDE("kago_acme_handshakes_held_total", "counter",
+                "TLS handshakes held while their host's certificate was being obtained.", all_acme_held),
+    SERVER_WIDE("kago_acme_challenges_served_total", "counter",
+                "HTTP-01 challenge requests answered on the plain listeners.", all_acme_challenges),
+    SERVER_WIDE("kago_acme_certificates", "gauge", "Certificates obtained by ACME and in use.",
+                all_acme_certs),
+    SERVER_WIDE("kago_acme_orders_pending", "gauge", "ACME orders queued or running.", all_acme_pending),
     /* --cluster only (left out without it) */
     SERVER_WIDE("kago_cluster_nodes", "gauge", "Nodes registered in etcd (/kago/nodes/).", all_cluster_nodes),
     SERVER_WIDE("kago_cluster_etcd_up", "gauge", "1 while etcd answers and the watch runs, else 0.",
@@ -579,7 +644,8 @@ static void metrics_more(struct admin_conn *ac)
         const struct family *f = &families[ac->fam];
         if (!ac->in_fam) {
             if ((ac->m.only && !f->app) || /* (?app=NAME: that app's series only) */
-                (!srv->cluster && !strncmp(f->name, "kago_cluster_", 13))) {
+                (!srv->cluster && !strncmp(f->name, "kago_cluster_", 13)) ||
+                (!srv->acme && !strncmp(f->name, "kago_acme_", 10))) {
                 ac->fam++;
                 continue;
             }

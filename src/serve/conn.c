@@ -385,6 +385,11 @@ static void tls_handshake_done(struct client *c)
     arm_timer(c); /* from the handshake's timeout to the keep-alive one */
 }
 
+static void tls_resume(void *arg)
+{
+    tls_pump(arg);
+}
+
 /* Advances the handshake, then decrypts into rbuf while there is room and the state reads, handled as a
  * plain read would be. Called for each read, and when reading resumes with input left. */
 static void tls_pump(struct client *c)
@@ -395,6 +400,10 @@ static void tls_pump(struct client *c)
     while (!c->closed) {
         if (!kago__tls_done(c->tls)) {
             int r = kago__tls_handshake(c->tls);
+            if (r == TLS_HS_WAIT) { /* its certificate is being obtained (acme.c) */
+                kago__tls_conn_on_resume(c->tls, tls_resume, c);
+                break;
+            }
             if (r < 0) { /* its alert goes out, then the connection closes */
                 c->tls_failed = true;
                 c->state = C_CLOSING;
@@ -480,6 +489,14 @@ static void client_route(struct client *c)
     int st = kago__http_req_check(&c->req, 0, &c->info);
     if (st) {
         client_error(c, st, 0);
+        return;
+    }
+    char ka[512]; /* HTTP-01 (acme.c), before routing: the host's app may not exist yet */
+    size_t kn = !c->tls && srv->acme ? kago__acme_http01(srv->acme, c->req.raw.data + c->req.url,
+                                                         c->req.url_len, ka, sizeof(ka))
+                                     : 0;
+    if (kn) {
+        client_error_body(c, 200, 0, ka, kn);
         return;
     }
     struct app_rt *a = kago__router_find(srv->router, c->info.host, c->info.host_len);

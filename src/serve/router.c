@@ -111,10 +111,16 @@ int kago__router_set_default(struct router *r, void *value, void **other)
 
 void *kago__router_find(const struct router *r, const char *host, size_t len)
 {
+    void *v = kago__router_find_host(r, host, len);
+    return v ? v : r->fallback;
+}
+
+void *kago__router_find_host(const struct router *r, const char *host, size_t len)
+{
     char key[256];
     size_t n = host ? kago__http_host_key(host, len, key, sizeof(key)) : 0;
     if (!n)
-        return r->fallback;
+        return NULL;
     struct slot *s = lookup(r, key, n);
     if (s->key)
         return s->value;
@@ -129,5 +135,5 @@ void *kago__router_find(const struct router *r, const char *host, size_t len)
         if (s->key)
             return s->value;
     }
-    return r->fallback;
+    return NULL;
 }

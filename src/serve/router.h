@@ -19,5 +19,7 @@ int kago__router_add(struct router *r, const char *host, void *value, void **oth
 int kago__router_set_default(struct router *r, void *value, void **other);
 /* The value for a Host header value (host may be NULL: no Host), else the default, else NULL. */
 void *kago__router_find(const struct router *r, const char *host, size_t len);
+/* The same without the default: NULL unless host is mapped exactly or by a wildcard. */
+void *kago__router_find_host(const struct router *r, const char *host, size_t len);
 
 #endif

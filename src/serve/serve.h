@@ -54,6 +54,16 @@ struct kago_serve_opts {
     bool metrics_app_histograms; /* /metrics: every app's histograms, not only their sum over all apps */
     bool upgrade;      /* take the listeners and instances over from the serve running with this root */
     char *const *argv; /* serve's whole command line (NULL-ended): SIGUSR2 starts it again with --upgrade */
+    /* Certificates on demand (ACME; docs/serve.md), off without --acme-directory. acme_ca: the CA file
+     * that verifies the ACME server's HTTPS (NULL: the system's); acme_ask: the URL that approves hosts
+     * not routed to an app; acme_no_wait: a handshake goes on (default certificate or alert) while its
+     * order runs, instead of waiting for it; acme_rate: orders per minute in all (10); acme_retry_ms:
+     * the first backoff after a failed order (60 s), doubling up to 1 h. */
+    const char *acme_directory, *acme_email, *acme_ca, *acme_ask;
+    const char *acme_dir; /* the account key and certificates (NULL: <root>/acme) */
+    bool acme_no_wait;
+    unsigned acme_rate;
+    uint64_t acme_retry_ms;
 };
 
 void kago_serve_opts_init(struct kago_serve_opts *o);

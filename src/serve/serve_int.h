@@ -19,6 +19,7 @@
 #include "pool.h"
 #include "router.h"
 #include "serve.h"
+#include "acme.h"
 #include "tls.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
@@ -191,6 +192,7 @@ struct server {
     char *tls_rbuf;                /* TLS_RBUF bytes: ciphertext read, decrypted in the same turn */
     uint64_t tls_checked_ms;       /* certificate files last looked at */
     uint64_t upconn_swept_ms;      /* idle upstream connections last swept */
+    struct acme *acme;             /* certificates on demand (acme.c), NULL without --acme-directory */
     struct admin_auth *admin_auth; /* admin.c: its token, rate limit, unix socket (NULL: no admin) */
     uv_timer_t tick;
     uv_signal_t sigterm, sigint, sighup, sigchld;
@@ -240,11 +242,8 @@ struct server {
     unsigned given, give_failed; /* connections handed to the new serve, and those that could not go */
     struct kago_error *fatal;
     struct cluster *cluster; /* --cluster (cluster.c), NULL without */
-<<<<<<< HEAD
     struct dash *dash;       /* the dashboard's sampler, sessions and event streams (dash.c) */
-=======
     struct warm *warm;       /* --warm (warm.c), NULL without */
->>>>>>> warm
 };
 
 /* warm sandboxes (warm.c): init after the spawner starts (nothing without --warm or a spawner); take gives

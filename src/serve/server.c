@@ -40,6 +40,8 @@ void kago_serve_opts_init(struct kago_serve_opts *o)
         .frozen_memory_budget = 1ull << 30,
         .drain_timeout_ms = 10000,
         .tls_handshake_timeout_ms = 10000,
+        .acme_rate = 10,
+        .acme_retry_ms = 60000,
     };
 }
 
@@ -456,6 +458,8 @@ static struct tls_store *new_tls_store(struct server *srv, struct kago_error **e
         kago__tls_store_free(ts);
         return NULL;
     }
+    if (srv->acme) /* before the apps': an app's own certificate wins */
+        kago__acme_fill_store(srv->acme, ts);
     return ts;
 }
 
@@ -948,6 +952,11 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     for (unsigned i = 0; i < srv->nls && !srv->tls_rbuf; i++)
         if (srv->ls[i].tls)
             srv->tls_rbuf = xmalloc(TLS_RBUF);
+    if (o->acme_directory && !(srv->acme = kago__acme_new(srv, err))) {
+        close_fds(fds, srv->nls);
+        close_fds(&sd_admin, 1);
+        goto out;
+    }
     if (o->config_dir && load_config(srv, err) < 0) {
         close_fds(fds, srv->nls);
         close_fds(&sd_admin, 1);
@@ -955,6 +964,14 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     }
     if (!srv->router) /* --cluster: no app until etcd answers */
         srv->router = kago__router_new(1);
+    if (!srv->tls_store) { /* --cluster: the default certificate and those obtained by ACME */
+        if (!(srv->tls_store = new_tls_store(srv, err))) {
+            close_fds(fds, srv->nls);
+            close_fds(&sd_admin, 1);
+            goto out;
+        }
+        kago__tls_front_use(srv->tls, srv->tls_store);
+    }
     const char *passed = " (systemd socket)";
     char frombuf[48];
     if (o->upgrade) { /* the running serve's sockets; it drains, then lets the root lock go */
@@ -1040,8 +1057,10 @@ out:
     kago__cluster_free(srv); /* its sockets and timers close with their own callbacks */
     kago__dash_shutdown(srv);
     kago__warm_stop(srv);
+    kago__acme_stop(srv->acme);
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
+    kago__acme_free(srv->acme);
     kago__admin_cleanup(srv);
     kago__dash_free(srv);
     while (srv->apps) {

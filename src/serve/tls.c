@@ -39,6 +39,9 @@ struct tls_front {
     struct ticket_key keys[2]; /* [0] encrypts, [0] and [1] decrypt */
     unsigned rotate_s;
     struct tls_stats stats;
+    int (*missing)(void *arg, const char *name); /* certificates on demand (acme.c) */
+    void *missing_arg;
+    struct tls_conn *waiting; /* handshakes held for a certificate */
 };
 
 struct file_id {
@@ -82,6 +85,11 @@ struct tls_conn {
     struct sbuf held; /* ciphertext left from earlier reads */
     size_t held_pos;
     bool done, shut;
+    struct tls_front *f;
+    struct tls_conn *wnext, **wprev; /* on f->waiting while held for a certificate on demand */
+    char wname[256];
+    void (*resume)(void *arg);
+    void *resume_arg;
 };
 
 /* --- errors ------------------------------------------------------------------------------------- */
@@ -198,6 +206,99 @@ static int on_sni(SSL *ssl, int *al, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
+/* The SSL's tls_conn: an ex_data index of its own (the app data slot stays free for others). */
+static int conn_index(void)
+{
+    static int idx = -1;
+    if (idx < 0 && (idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL)) < 0)
+        abort();
+    return idx;
+}
+
+/* The SNI of a ClientHello (lower case, no trailing dot) into name. false: none or not a host name. */
+static bool hello_name(SSL *ssl, char *name, size_t n)
+{
+    const unsigned char *p;
+    size_t len;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) || len < 5)
+        return false;
+    size_t list = (size_t)p[0] << 8 | p[1], nl = (size_t)p[3] << 8 | p[4];
+    if (list + 2 != len || p[2] != TLSEXT_NAMETYPE_host_name || nl + 5 > len || !nl || nl >= n)
+        return false;
+    for (size_t i = 0; i < nl; i++) {
+        char ch = (char)tolower(p[5 + i]);
+        if (!isalnum((unsigned char)ch) && ch != '-' && ch != '.')
+            return false;
+        name[i] = ch;
+    }
+    name[nl] = 0;
+    if (name[nl - 1] == '.')
+        name[nl - 1] = 0;
+    return name[0] != 0;
+}
+
+/* Before the SNI callback: a name without a certificate of its own may hold the handshake while one is
+ * obtained (SSL_CLIENT_HELLO_RETRY: SSL_do_handshake calls this again when resumed). */
+static int on_hello(SSL *ssl, int *al, void *arg)
+{
+    struct tls_front *f = arg;
+    struct tls_conn *t = SSL_get_ex_data(ssl, conn_index());
+    char name[256];
+    int kind = 2;
+    if (!f->missing || !t || !f->store || !hello_name(ssl, name, sizeof(name)))
+        return SSL_CLIENT_HELLO_SUCCESS;
+    if (find_cert(f->store, name, &kind) && kind < 2)
+        return SSL_CLIENT_HELLO_SUCCESS;
+    if (!f->missing(f->missing_arg, name))
+        return SSL_CLIENT_HELLO_SUCCESS;
+    if (!t->wprev) {
+        snprintf(t->wname, sizeof(t->wname), "%s", name);
+        t->wnext = f->waiting;
+        if (f->waiting)
+            f->waiting->wprev = &t->wnext;
+        t->wprev = &f->waiting;
+        f->waiting = t;
+    }
+    return SSL_CLIENT_HELLO_RETRY;
+}
+
+static void unwait(struct tls_conn *t)
+{
+    if (!t->wprev)
+        return;
+    *t->wprev = t->wnext;
+    if (t->wnext)
+        t->wnext->wprev = t->wprev;
+    t->wprev = NULL;
+    t->wnext = NULL;
+}
+
+void kago__tls_front_on_missing(struct tls_front *f, int (*missing)(void *arg, const char *name), void *arg)
+{
+    f->missing = missing;
+    f->missing_arg = arg;
+}
+
+void kago__tls_front_resume(struct tls_front *f, const char *name)
+{
+    for (;;) { /* from the head each time: a resumed connection may close others */
+        struct tls_conn *t = f->waiting;
+        while (t && strcmp(t->wname, name) != 0)
+            t = t->wnext;
+        if (!t)
+            return;
+        unwait(t);
+        if (t->resume)
+            t->resume(t->resume_arg);
+    }
+}
+
+void kago__tls_conn_on_resume(struct tls_conn *t, void (*resume)(void *arg), void *arg)
+{
+    t->resume = resume;
+    t->resume_arg = arg;
+}
+
 struct tls_front *kago__tls_front_new(unsigned rotate_s, struct kago_error **err)
 {
     struct tls_front *f = xcalloc(1, sizeof(*f));
@@ -213,6 +314,7 @@ struct tls_front *kago__tls_front_new(unsigned rotate_s, struct kago_error **err
     }
     SSL_CTX_set_tlsext_servername_callback(f->ctx, on_sni);
     SSL_CTX_set_tlsext_servername_arg(f->ctx, f);
+    SSL_CTX_set_client_hello_cb(f->ctx, on_hello, f);
     return f;
 }
 
@@ -479,6 +581,16 @@ int kago__tls_store_default(struct tls_store *s, const char *cert, const char *k
     return s->def ? 0 : -1;
 }
 
+int kago__tls_store_host(struct tls_store *s, const char *host, const char *cert, const char *key,
+                         struct kago_error **err)
+{
+    struct tls_cert *c = get_cert(s, cert, key, err);
+    if (!c)
+        return -1;
+    map_put(&s->hosts, host, c, true);
+    return 0;
+}
+
 int kago__tls_store_app(struct tls_store *s, const struct kago_app *a, struct kago_error **err)
 {
     struct tls_cert *c = get_cert(s, a->tls_cert, a->tls_key, err);
@@ -620,6 +732,8 @@ struct tls_conn *kago__tls_conn_new(struct tls_front *f, struct sbuf *out)
     BIO_set_init(b, 1);
     SSL_set_bio(t->ssl, b, b);
     SSL_set_accept_state(t->ssl);
+    SSL_set_ex_data(t->ssl, conn_index(), t);
+    t->f = f;
     return t;
 }
 
@@ -627,6 +741,7 @@ void kago__tls_conn_free(struct tls_conn *t)
 {
     if (!t)
         return;
+    unwait(t);
     SSL_free(t->ssl);
     sbuf_free(&t->held);
     free(t);
@@ -660,8 +775,11 @@ int kago__tls_handshake(struct tls_conn *t)
         t->done = true;
         return 1;
     }
-    if (SSL_get_error(t->ssl, r) == SSL_ERROR_WANT_READ)
+    int e = SSL_get_error(t->ssl, r);
+    if (e == SSL_ERROR_WANT_READ)
         return 0;
+    if (e == SSL_ERROR_WANT_CLIENT_HELLO_CB)
+        return TLS_HS_WAIT;
     ERR_clear_error();
     return -1;
 }

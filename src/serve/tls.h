@@ -62,6 +62,17 @@ size_t kago__tls_store_count(const struct tls_store *s);
  * -1 none (alert). For tests; *subject gets the chosen certificate's file. */
 int kago__tls_store_lookup(struct tls_store *s, const char *name, const char **cert_file);
 
+/* Certificates on demand (acme.c): a handshake whose name no certificate of the store covers exactly or
+ * by a wildcard asks missing(arg, name) (a lower-case host name): 1 holds the handshake (it returns
+ * TLS_HS_WAIT) until kago__tls_front_resume(f, name); 0 goes on (the default certificate or the alert). */
+void kago__tls_front_on_missing(struct tls_front *f, int (*missing)(void *arg, const char *name), void *arg);
+/* Resumes the handshakes held for name: each connection's resume callback runs (it calls
+ * kago__tls_handshake again). */
+void kago__tls_front_resume(struct tls_front *f, const char *name);
+/* Adds a certificate (cert, key: PEM files) for one host name. 0, or < 0 with *err. */
+int kago__tls_store_host(struct tls_store *s, const char *host, const char *cert, const char *key,
+                         struct kago_error **err);
+
 /* One connection. Ciphertext to send is appended to *out. */
 struct tls_conn *kago__tls_conn_new(struct tls_front *f, struct sbuf *out);
 void kago__tls_conn_free(struct tls_conn *t);
@@ -71,8 +82,11 @@ void kago__tls_input(struct tls_conn *t, const char *data, size_t n);
 void kago__tls_keep(struct tls_conn *t);
 /* Something is left to decrypt without reading the socket. */
 bool kago__tls_has_input(const struct tls_conn *t);
-/* Advances the handshake: 1 done, 0 needs more input, < 0 failed (the alert is in out). */
+/* Advances the handshake: 1 done, 0 needs more input, TLS_HS_WAIT held for a certificate on demand
+ * (resume(arg) is called when it may go on), < 0 failed (the alert is in out). */
+#define TLS_HS_WAIT 2
 int kago__tls_handshake(struct tls_conn *t);
+void kago__tls_conn_on_resume(struct tls_conn *t, void (*resume)(void *arg), void *arg);
 /* Plaintext: > 0 bytes, TLS_AGAIN (needs more input), TLS_EOF (close_notify) or TLS_ERROR. */
 #define TLS_AGAIN 0
 #define TLS_EOF   (-1)

@@ -91,12 +91,13 @@ def admin_request(admin, root, path, method="GET", token=None, timeout=10):
 
 
 def root_leftovers(root):
-    """What is left in a serve's --root: anything but logs/ (the apps' output outlives their instances)
-    and the admin token (it outlives serve, for the next one), and in logs/ the instances' FIFOs."""
+    """What is left in a serve's --root: anything but logs/ (the apps' output outlives their instances),
+    acme/ (certificates on demand and the account key, for the next serve) and the admin token (it
+    outlives serve, for the next one), and in logs/ the instances' FIFOs."""
     if not os.path.isdir(root):
         return []
     rec = os.path.join(root, ".serve")
-    return ([os.path.join(root, d) for d in os.listdir(root) if d != "logs" and
+    return ([os.path.join(root, d) for d in os.listdir(root) if d not in ("logs", "acme") and
              not (d == ".serve" and set(os.listdir(rec)) <= {".admin-token"})] +
             glob.glob(os.path.join(root, "logs", "*", "*.stdout")) + glob.glob(os.path.join(root, "logs", "*", "*.stderr")))
 
@@ -104,10 +105,10 @@ def root_leftovers(root):
 class Server:
     """kago serve with its own config dir, state dir and ports."""
 
-    def __init__(self, apps_rb, extra_args=(), env=None):
+    def __init__(self, apps_rb, extra_args=(), env=None, root=None):
         self.tmp = tempfile.mkdtemp(prefix="kago-serve-test-")
         self.conf = os.path.join(self.tmp, "conf")
-        self.root = os.path.join(self.tmp, "root")
+        self.root = root or os.path.join(self.tmp, "root")  # (a root of an earlier serve: its state again)
         os.mkdir(self.conf)
         self.write_config(apps_rb)
         self.port, self.admin = free_port(), free_port()
