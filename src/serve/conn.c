@@ -544,8 +544,8 @@ void kago__client_attach(struct client *c, struct pool_inst *pi)
         kago__client_upstream_ready(c);
         return;
     }
-    c->up = kago__upconn_open(c->inst, c);
-    if (c->up)
+    /* (sets c->up; a failure may already have retried c elsewhere, or closed it: c is not touched then) */
+    if (kago__upconn_open(c->inst, c))
         arm_timer(c);
 }
 

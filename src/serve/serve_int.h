@@ -291,8 +291,9 @@ struct upconn *kago__upconn_get(struct instance *inst); /* an idle keep-alive co
 #define UPCONN_IDLE_MS 10000
 /* Closes inst's keep-alive connections idle for UPCONN_IDLE_MS by now. */
 void kago__upconn_sweep(struct instance *inst, uint64_t now);
-/* Opens a new connection inside inst's netns to 127.0.0.1:port; the result comes through
- * kago__client_upstream_ready/failed (or the probe logic when client is NULL). */
+/* Opens a new connection inside inst's netns to 127.0.0.1:port, c->up when for a client; the result
+ * comes through kago__client_upstream_ready/failed (or the probe logic when client is NULL), the
+ * failure at once when there is no socket (NULL is returned then). */
 struct upconn *kago__upconn_open(struct instance *inst, struct client *c);
 void kago__upconn_release(struct upconn *u, bool reusable);
 void kago__upconn_close(struct upconn *u);

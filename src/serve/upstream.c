@@ -333,6 +333,8 @@ struct upconn *kago__upconn_open(struct instance *inst, struct client *c)
         }
         return NULL;
     }
+    if (c)
+        c->up = u;
     return u;
 }
 
