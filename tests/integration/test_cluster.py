@@ -414,7 +414,7 @@ def test_start_with_etcd_unreachable_serves_nothing_then_loads_the_apps(clean, t
         assert n.metric("kago_cluster_etcd_up") == 0
         relay.resume()
         assert wait_for(lambda: n.knows("early"), 10), n.stderr()
-        assert n.get("early.test") == (200, "early\n")
+        assert n.get("early.test") == (200, "early\n"), n.stderr()
     finally:
         n.close()
         relay.cut()
@@ -462,3 +462,27 @@ def test_propagation_time(clean, tmp):
         assert p50 < 500
     finally:
         n.close()
+
+
+def test_cold_app_starts_on_one_node_the_other_forwards(clean, tmp):
+    """Placement on loopback: the first request (on a) claims the app and starts it there; b forwards to a's
+    instance (no second container); after a's instance is gone b starts it itself."""
+    etcd = clean
+    url = etcd.url.replace("http://", "etcd://")
+    a, b = Node(url, "a"), Node(url, "b")
+    try:
+        put(etcd, tmp, "fw", "fw.test", "forwarded")
+        for n in (a, b):
+            assert wait_for(lambda: n.knows("fw"), 10), n.stderr()
+        assert a.get("fw.test") == (200, "forwarded\n"), a.stderr()
+        assert wait_for(lambda: len(etcd.get("/kago/instances/fw/", prefix=True)) == 1, 5)
+        assert b.get("fw.test") == (200, "forwarded\n"), b.stderr()
+        # b holds a remote instance (NAME@a), a the only container
+        assert [i.endswith("@a") for i in ready_instances(b, "fw")] == [True]
+        assert len(ready_instances(a, "fw")) == 1 and "@" not in ready_instances(a, "fw")[0]
+        assert b.metric("kago_cluster_forwarded_total") >= 1
+        assert etcd.get("/kago/starting/fw", prefix=True) != {}
+    finally:
+        a.close()
+        b.close()
+    assert etcd.get("/kago/instances/", prefix=True) == {} and etcd.get("/kago/starting/", prefix=True) == {}
