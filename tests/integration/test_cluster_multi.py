@@ -330,6 +330,18 @@ def test_app_published_once_is_served_by_every_node(cluster):
     for n in cluster.nodes:
         assert n.get("hello.test") == (200, "hello\n"), n.stderr()
     assert len(cluster.containers("hello")) == 1, cluster.containers("hello")
+    # kago ps --cluster: from etcd, every node and the one instance, where it runs
+    r = subprocess.run([IP, "netns", "exec", cluster.net.br, KAGO, "ps", "--cluster", cluster.url, "--json"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    ps = json.loads(r.stdout)
+    assert sorted(n["name"] for n in ps["nodes"]) == ["n1", "n2", "n3"]
+    node, inst = cluster.containers("hello")[0]
+    assert [(i["node"], i["name"]) for i in ps["instances"] if i["app"] == "hello"] == [(node, inst)]
+    assert {"app": "hello", "node": node} in ps["placed"]
+    r = subprocess.run([IP, "netns", "exec", cluster.net.br, KAGO, "ps", "--cluster", cluster.url],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and inst in r.stdout and "NODE" in r.stdout, r.stderr
 
 
 def test_cold_app_starts_on_exactly_one_node_under_9_concurrent_first_requests(cluster):
