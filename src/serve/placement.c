@@ -464,10 +464,32 @@ static void c_ready(struct pool *p, struct pool_inst *pi)
         publish(cl, pi->data);
 }
 
+/* The app's last local instance drains and this node holds its claim: its key and the claim go in one
+ * txn (one write instead of two). Returns false when that cannot be done (the put is in flight). */
+static bool unpublish_last(struct cluster *cl, struct pool *p, struct pool_inst *pi)
+{
+    struct app_rt *a = p->data;
+    struct claim **cp = claim_find(cl, a->app.name), *c = *cp;
+    struct pub *pb = cl->pubs;
+    while (pb && pb->inst != pi->data)
+        pb = pb->next;
+    if (!c || !pb || pb->call || !pb->written || has_local(p, pi) || cl->stopping || !cl->registered)
+        return false;
+    cleanup_free char *skey = xasprintf("%s%s", STARTING, a->app.name);
+    const char *keys[] = {pb->key, skey};
+    kago__cluster_write(cl, "kv/txn", kago__etcd_req_delete_keys(keys, 2), on_write, cl);
+    pub_unlink(cl, pb);
+    pub_free(pb);
+    *cp = c->next;
+    free(c->app);
+    free(c);
+    return true;
+}
+
 static void c_drain(struct pool *p, struct pool_inst *pi)
 {
     struct cluster *cl = cl_of(p);
-    if (cl && !remote_of(pi))
+    if (cl && !remote_of(pi) && !unpublish_last(cl, p, pi))
         unpublish(cl, pi->data);
     local->drain(p, pi);
 }

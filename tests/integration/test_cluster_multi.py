@@ -172,6 +172,7 @@ def cgroup_mounts():
 class Node:
     """kago serve in node namespace I: listens on SUB.I:8080, admin on a unix socket."""
     pids = []
+    env = {}  # extra environment ("{tmp}" and "{i}" filled in), e.g. bench/cluster's own user namespace pools
 
     def __init__(self, tmp, i, root=None):
         self.i, self.ip, self.ns = i, f"{SUB}{i}", f"kago-{TAG}-n{i}"
@@ -189,7 +190,8 @@ class Node:
              KAGO, "--root", self.root, "serve", "--cluster", cluster, "--node", self.name,
              "--advertise", f"{self.ip}:8080", "--listen", f"{self.ip}:8080", "--admin", f"unix:{self.sock}",
              "--node-ttl", "2s", "--access-log", "off"],
-            stdout=subprocess.DEVNULL, stderr=self.errlog)
+            stdout=subprocess.DEVNULL, stderr=self.errlog,
+            env={**os.environ, **{k: v.format(tmp=tmp, i=i) for k, v in Node.env.items()}})
         Node.pids.append(self.proc.pid)  # (ip netns exec and sh exec kago: the same pid)
         assert wait_for(lambda: self.up(), 30), self.stderr()
 
