@@ -320,6 +320,8 @@ static struct remote *remote_new(struct cluster *cl, struct pool *p, struct pool
 
 static void remote_unlink(struct remote *r)
 {
+    if (!r->cl) /* (the cluster state is gone: serve's last turns) */
+        return;
     for (struct remote **pp = &r->cl->remotes; *pp; pp = &(*pp)->next)
         if (*pp == r) {
             *pp = r->next;
@@ -502,7 +504,8 @@ static void c_signal(struct pool *p, struct pool_inst *pi, int sig)
         return;
     }
     r->exit_pending = true; /* no process: it leaves the pool from the reap timer */
-    uv_timer_start(&r->cl->reap_timer, on_reap, 0, 0);
+    if (r->cl)              /* (none after kago__cluster_free: serve removed every instance before) */
+        uv_timer_start(&r->cl->reap_timer, on_reap, 0, 0);
 }
 
 static void remote_remove(struct remote *r)
