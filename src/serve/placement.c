@@ -220,6 +220,12 @@ void kago__place_registered(struct cluster *cl)
         if (pb->inst)
             pub_write(cl, pb);
     }
+    /* and those never published: adopted from the serve this one replaced (their pool never saw them start)
+     */
+    for (struct app_rt *a = cl->srv->apps; a; a = a->next)
+        for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
+            if (pi->data && !remote_of(pi) && pi->state == POOL_READY)
+                publish(cl, pi->data);
     /* the claims went with the old lease */
     while (cl->claims) {
         struct claim *c = cl->claims;
