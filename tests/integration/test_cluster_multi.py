@@ -347,6 +347,11 @@ def test_app_published_once_is_served_by_every_node(cluster):
     for n in cluster.nodes:
         assert n.get("hello.test") == (200, "hello\n"), n.stderr()
     assert len(cluster.containers("hello")) == 1, cluster.containers("hello")
+    for n in cluster.nodes:  # the cluster gauges
+        assert n.metric("kago_cluster_nodes") == 3 and n.metric("kago_cluster_etcd_up") == 1
+        assert 0 < n.metric("kago_cluster_etcd_rtt_seconds") < 2
+        assert n.metric("kago_cluster_watch_lag_revisions") is not None
+        assert n.metric("kago_cluster_etcd_writes_total") >= 1  # its registration at least
     # kago ps --cluster: from etcd, every node and the one instance, where it runs
     r = subprocess.run([IP, "netns", "exec", cluster.net.br, KAGO, "ps", "--cluster", cluster.url, "--json"],
                        capture_output=True, text=True, timeout=30)
