@@ -61,8 +61,8 @@ struct cluster {
     struct claim *claims;   /* the apps whose /kago/starting/ key this node holds */
     unsigned backoff_ms;
     bool watching, unary_ok, registered, stopping, relist_wanted, down_logged;
-    char *last_error; /* the last outage's message, logged once */
-    uint64_t forwarded, claims_won, claims_lost, writes;
+    char *last_error;                                    /* the last outage's message, logged once */
+    uint64_t forwarded, claims_won, claims_lost, writes; /* counters (claims: for a debugger) */
 };
 
 /* placement.c */
@@ -77,7 +77,7 @@ void kago__place_registered(struct cluster *cl);
 int64_t kago__place_local_load(struct cluster *cl);
 void kago__place_free(struct cluster *cl);
 void kago__rkeys_clear(struct cluster *cl);
-/* A txn-free write accounting: every put/delete/txn this node sends. */
+/* Sends a write (kv/put, kv/deleterange, kv/txn) and counts it (kago_cluster_etcd_writes_total). */
 struct etcd_call *kago__cluster_write(struct cluster *cl, const char *op, struct json_object *body,
                                       etcd_done_cb cb, void *arg);
 
