@@ -296,13 +296,13 @@ class Cluster:
         finally:
             s.close()
 
-    def put(self, name, host, text, cmd=None, wait=True):
+    def put(self, name, host, text, cmd=None, wait=True, extra=""):
         path = os.path.join(self.tmp, f"{name}.rb")
         cmd = cmd or f"mkdir -p /w && echo {text} > /w/index.html && exec /usr/sbin/httpd -f -p 8080 -h /w"
         with open(path, "w") as f:
             f.write(f'Kago.app "{name}" do |a|\n  a.hosts "{host}"\n  a.container do |c|\n'
                     f'    c.rootfs "{ROOTFS}", overlay: "16M"\n    c.command "/bin/sh", "-c", {json.dumps(cmd)}\n'
-                    f'    c.init\n  end\n  a.port 8080\n  a.start_timeout "20s"\nend\n')
+                    f'    c.init\n  end\n  a.port 8080\n  a.start_timeout "20s"\n{extra}end\n')
         r = self.kago_app("put", path)
         assert r.returncode == 0, r.stderr
         assert not wait or wait_for(lambda: all(n.proc.poll() is not None or n.knows(name) for n in self.nodes), 10)
@@ -478,3 +478,24 @@ def test_node_cut_off_while_apps_change_and_the_history_is_compacted_catches_up(
         sh(IP, "-n", n2.ns, "link", "set", "eth0", "up")
     assert wait_for(lambda: n2.knows("cut2") and not n2.knows("cut1"), 30), n2.stderr()
     assert n2.get("cut2.test") == (200, "two\n"), n2.stderr()
+
+
+def test_scale_out_uses_the_other_nodes_instances_then_starts_locally(cluster):
+    """concurrency 1, a 1 s CGI: a node that needs a second instance takes another node's first, then starts
+    one itself (the claim decides only the first instance); instances spread over the nodes that get load."""
+    cgi = ("mkdir -p /w/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nsleep 1\\necho slow\\n' "
+           "> /w/cgi-bin/slow && chmod +x /w/cgi-bin/slow && exec /usr/sbin/httpd -f -p 8080 -h /w")
+    cluster.put("wide", "wide.test", "", cmd=cgi, extra='  a.concurrency 1\n  a.max_instances 3\n')
+    n1, n2 = cluster.nodes[0], cluster.nodes[1]
+    assert n1.get("wide.test", "/cgi-bin/slow") == (200, "slow\n"), n1.stderr()
+    assert [c[0] for c in cluster.containers("wide")] == ["n1"]
+    out = []
+    ts = [threading.Thread(target=lambda: out.append(n2.get("wide.test", "/cgi-bin/slow"))) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert out == [(200, "slow\n")] * 2, (out, n2.stderr())
+    # n2 forwarded one to n1's instance and started one of its own for the other
+    assert sorted(c[0] for c in cluster.containers("wide")) == ["n1", "n2"], cluster.containers("wide")
+    assert any(n.endswith("@n1") for n in n2.instances("wide"))
