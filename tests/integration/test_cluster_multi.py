@@ -4,6 +4,7 @@ clients live). Addresses and routes exist only inside those namespaces, each wit
 guard route: nothing touches the host's network. etcd and serve run inside with `ip netns exec` (serve
 mounts cgroup2 in the private mount namespace ip netns exec gives it). The etcd cluster and the nodes start
 once per module; everything (namespaces, veths, processes, state dirs, cgroups) is removed afterwards."""
+import base64
 import ctypes
 import glob
 import json
@@ -364,6 +365,14 @@ def test_app_published_once_is_served_by_every_node(cluster):
     r = subprocess.run([IP, "netns", "exec", cluster.net.br, KAGO, "ps", "--cluster", cluster.url],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and inst in r.stdout and "NODE" in r.stdout, r.stderr
+    # kago app rm: every node drops it; its instance goes, and its keys with it
+    r = cluster.kago_app("rm", "hello")
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: not any(n.instances("hello") for n in cluster.nodes), 15)
+    keys = cluster.etcd("kv/range", {"key": "L2thZ28v", "range_end": "L2thZ28w", "keys_only": True}).get("kvs", [])
+    left = [base64.b64decode(k["key"]).decode() for k in keys]
+    assert not [k for k in left if "hello" in k], left
+    assert all(n.get("hello.test")[0] == 404 for n in cluster.nodes)
 
 
 def test_cold_app_starts_on_exactly_one_node_under_9_concurrent_first_requests(cluster):
