@@ -30,6 +30,7 @@
 #include <arpa/inet.h>
 
 #include "cluster_int.h"
+#include "place.h"
 #include "util.h"
 
 enum rstate { R_CLAIMING, R_WAITING, R_BOUND };
@@ -281,20 +282,17 @@ static bool rkey_bound(struct cluster *cl, struct app_rt *a, const char *key)
 /* Another node's instance of a the pool does not use yet, on the least loaded node; NULL: none. */
 static struct rkey *rkey_pick(struct cluster *cl, struct app_rt *a)
 {
-    struct rkey *best = NULL;
-    int64_t best_load = 0;
+    if (!cl->nrkeys)
+        return NULL;
+    cleanup_free struct place_cand *c = xcalloc(cl->nrkeys, sizeof(*c));
     for (size_t i = 0; i < cl->nrkeys; i++) {
-        struct rkey *k = &cl->rkeys[i];
-        if (k->bad || strcmp(k->app, a->app.name) || rkey_bound(cl, a, k->key))
-            continue;
+        const struct rkey *k = &cl->rkeys[i];
         const struct cnode *n = node_find(cl, k->node);
-        int64_t load = n ? n->load : 0;
-        if (!best || load < best_load) {
-            best = k;
-            best_load = load;
-        }
+        c[i] = (struct place_cand){.app = k->app, .node_load = n ? n->load : 0, .bad = k->bad};
+        c[i].bound = !strcmp(k->app, a->app.name) && rkey_bound(cl, a, k->key);
     }
-    return best;
+    long i = kago__place_pick(c, cl->nrkeys, a->app.name);
+    return i < 0 ? NULL : &cl->rkeys[i];
 }
 
 static void remote_bind(struct remote *r, const struct rkey *k)
@@ -399,7 +397,7 @@ static void on_claim(void *arg, struct json_object *resp, const struct kago_erro
             claim_release(cl, a->app.name);
         return;
     }
-    if (mine || scale_out) {
+    if (kago__place_start_after_claim(won, mine, scale_out)) {
         kago__slog(cl->srv, SLOG_INFO, a->app.name, NULL, "cluster: starting it on this node (%s)",
                    won    ? "claimed"
                    : mine ? "this node's claim"
@@ -454,12 +452,15 @@ static void c_start(struct pool *p, struct pool_inst *pi)
     struct cluster *cl = cl_of(p);
     struct app_rt *a = p->data;
     struct rkey *k = cl ? rkey_pick(cl, a) : NULL;
-    if (!cl || (!k && (has_local(p, pi) || *claim_find(cl, a->app.name)))) {
+    enum place_step step =
+        cl ? kago__place_start(k != NULL, has_local(p, pi), *claim_find(cl, a->app.name) != NULL)
+           : PLACE_LOCAL;
+    if (step == PLACE_LOCAL) {
         local->start(p, pi);
         return;
     }
     struct remote *r = remote_new(cl, p, pi);
-    if (k)
+    if (step == PLACE_BIND)
         remote_bind(r, k); /* ready at once (the pool allows it within start) */
     else
         claim_start(r);
