@@ -486,3 +486,35 @@ def test_cold_app_starts_on_one_node_the_other_forwards(clean, tmp):
         a.close()
         b.close()
     assert etcd.get("/kago/instances/", prefix=True) == {} and etcd.get("/kago/starting/", prefix=True) == {}
+
+
+def test_sigterm_while_waiting_for_another_nodes_start_exits_at_once(clean, tmp):
+    """b holds a request for the app a is starting (a slow start): SIGTERM of b answers it and exits at once,
+    leaving nothing; a's start goes on and serves."""
+    etcd = clean
+    url = etcd.url.replace("http://", "etcd://")
+    a, b = Node(url, "a"), Node(url, "b")
+    try:
+        path = os.path.join(tmp, "slow.rb")
+        with open(path, "w") as f:
+            f.write(kagofile("slow", "slow.test", "slow").replace("mkdir -p /w", "sleep 2 && mkdir -p /w"))
+        assert kago_app(etcd.url, "put", path).returncode == 0
+        for n in (a, b):
+            assert wait_for(lambda: n.knows("slow"), 10), n.stderr()
+        out = {}
+        ta = threading.Thread(target=lambda: out.setdefault("a", a.get("slow.test")))
+        ta.start()
+        assert wait_for(lambda: etcd.get("/kago/starting/slow"), 5)
+        tb = threading.Thread(target=lambda: out.setdefault("b", b.get("slow.test")))
+        tb.start()
+        assert wait_for(lambda: "waiting for its instance" in b.stderr(), 5), b.stderr()
+        t0 = time.time()
+        assert b.stop() == 0, b.stderr()
+        assert time.time() - t0 < 1.5, b.stderr()
+        tb.join(10)
+        assert out["b"][0] in (0, 503), out["b"]
+        ta.join(30)
+        assert out["a"] == (200, "slow\n"), a.stderr()
+    finally:
+        a.close()
+        b.close()
