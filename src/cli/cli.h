@@ -55,6 +55,8 @@ CLI_VERB(resume);
 CLI_VERB(stats);
 CLI_VERB(serve);
 CLI_VERB(ps);
+/* kago ps --cluster [URL] [--json]: every node's instances, read from etcd (ps_cluster.c). */
+int kago__cli_ps_cluster(int argc, char **argv);
 CLI_VERB(logs);
 /* `kago run Kagofile [NAME...]`: run.c hands over when its first argument is a file. */
 CLI_VERB(run_kagofile);

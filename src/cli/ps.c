@@ -146,6 +146,9 @@ static void print_hosts(json_object *apps)
 
 CLI_VERB(ps)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--cluster") || !strncmp(argv[i], "--cluster=", 10))
+            return kago__cli_ps_cluster(argc, argv); /* every node's, from etcd (ps_cluster.c) */
     /* the OCI form names a container (or asks for --format); serve's takes only options */
     for (int i = 1; i < argc; i++)
         if (argv[i][0] != '-' || !strncmp(argv[i], "--format", 8) || !strcmp(argv[i], "-f")) {

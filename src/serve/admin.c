@@ -418,6 +418,20 @@ static void all_cluster_rev(const struct metrics_ctx *m, struct sbuf *b, const s
     all_u64(b, f, (uint64_t)st.revision);
 }
 
+static void all_cluster_more(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    struct cluster_stats st;
+    kago__cluster_stats(m->srv, &st);
+    if (!strcmp(f->name, "kago_cluster_etcd_rtt_seconds"))
+        printf_buf(b, "%s %.6f\n", f->name, st.rtt_us / 1e6);
+    else if (!strcmp(f->name, "kago_cluster_watch_lag_revisions"))
+        all_u64(b, f, (uint64_t)st.lag);
+    else if (!strcmp(f->name, "kago_cluster_forwarded_total"))
+        all_u64(b, f, st.forwarded);
+    else
+        all_u64(b, f, st.writes);
+}
+
 static void all_apps(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     uint64_t n = 0;
@@ -522,6 +536,15 @@ static const struct family families[] = {
                 all_cluster_up),
     SERVER_WIDE("kago_cluster_watch_revision", "gauge", "The etcd revision this node has applied.",
                 all_cluster_rev),
+    SERVER_WIDE("kago_cluster_etcd_rtt_seconds", "gauge", "Round trip of the last lease keepalive to etcd.",
+                all_cluster_more),
+    SERVER_WIDE("kago_cluster_watch_lag_revisions", "gauge",
+                "Revisions etcd reported (in its last answer) that the watch has not applied yet.",
+                all_cluster_more),
+    SERVER_WIDE("kago_cluster_forwarded_total", "counter", "Connections opened to other nodes' instances.",
+                all_cluster_more),
+    SERVER_WIDE("kago_cluster_etcd_writes_total", "counter", "Puts, deletes and txns this node sent to etcd.",
+                all_cluster_more),
 };
 #define NFAMILIES (sizeof families / sizeof families[0])
 

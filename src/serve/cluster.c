@@ -16,38 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "etcd.h"
-#include "serve_int.h"
+#include "cluster_int.h"
 #include "util.h"
-
-#define PREFIX      "/kago/"
-#define APPS        "/kago/apps/"
-#define NODES       "/kago/nodes/"
-#define PAGE        1000
-#define CALL_MS     2000
-#define BACKOFF_MIN 100
-#define BACKOFF_MAX 5000
-#define REVOKE_MS   1000
-
-struct cluster {
-    struct server *srv;
-    struct etcd_client *etcd;
-    char *node_key, *node_val;
-    int64_t ttl_s, lease;
-    uv_timer_t ka_timer;    /* every TTL/3: the keepalive, or the registration again */
-    uv_timer_t retry_timer; /* the list or the watch again, after a backoff */
-    unsigned timers;        /* open */
-    struct etcd_call *ka_call, *reg_call, *list_call, *watch_call, *revoke_call;
-    int64_t rev;      /* every event up to it is applied */
-    int64_t list_rev; /* the list being paged is pinned to it */
-    struct etcd_kv *listed;
-    size_t nlisted;
-    char **nodes; /* the names under /kago/nodes/, sorted */
-    size_t nnodes;
-    unsigned backoff_ms;
-    bool watching, unary_ok, registered, stopping, relist_wanted, down_logged;
-    char *last_error; /* the last outage's message, logged once */
-};
 
 static void list_start(struct cluster *cl);
 static void watch_start(struct cluster *cl);
@@ -133,33 +103,49 @@ static void app_delete(struct cluster *cl, const char *name)
         kago__slog(cl->srv, SLOG_INFO, name, NULL, "deleted from etcd: draining");
 }
 
-static int by_str(const void *a, const void *b)
+static int by_name(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(((const struct cnode *)a)->name, ((const struct cnode *)b)->name);
 }
 
-static void node_seen(struct cluster *cl, const char *name, bool present)
+static void cnode_free(struct cnode *n)
 {
-    for (size_t i = 0; i < cl->nnodes; i++)
-        if (!strcmp(cl->nodes[i], name)) {
-            if (!present) {
-                free(cl->nodes[i]);
-                memmove(&cl->nodes[i], &cl->nodes[i + 1], (cl->nnodes - i - 1) * sizeof(*cl->nodes));
-                cl->nnodes--;
-            }
-            return;
+    free(n->name);
+    free(n->addr);
+}
+
+/* A node's key put (value {"addr","pid","load"}) or deleted. */
+static void node_seen(struct cluster *cl, const char *name, const struct etcd_kv *kv, bool present)
+{
+    size_t i = 0;
+    while (i < cl->nnodes && strcmp(cl->nodes[i].name, name))
+        i++;
+    if (!present) {
+        if (i < cl->nnodes) {
+            cnode_free(&cl->nodes[i]);
+            memmove(&cl->nodes[i], &cl->nodes[i + 1], (cl->nnodes - i - 1) * sizeof(*cl->nodes));
+            cl->nnodes--;
         }
-    if (!present)
         return;
-    cl->nodes = xrealloc(cl->nodes, (cl->nnodes + 1) * sizeof(*cl->nodes));
-    cl->nodes[cl->nnodes++] = xstrdup(name);
-    qsort(cl->nodes, cl->nnodes, sizeof(*cl->nodes), by_str);
+    }
+    if (i == cl->nnodes) {
+        cl->nodes = xrealloc(cl->nodes, (cl->nnodes + 1) * sizeof(*cl->nodes));
+        cl->nodes[cl->nnodes++] = (struct cnode){.name = xstrdup(name)};
+    }
+    struct cnode *n = &cl->nodes[i];
+    struct json_object *v = json_tokener_parse(kv->value), *o = NULL;
+    free(n->addr);
+    n->addr = v && json_object_object_get_ex(v, "addr", &o) ? xstrdup(json_object_get_string(o)) : NULL;
+    n->load = 0;
+    kago__etcd_int(v, "load", &n->load);
+    json_object_put(v);
+    qsort(cl->nodes, cl->nnodes, sizeof(*cl->nodes), by_name);
 }
 
 static void nodes_clear(struct cluster *cl)
 {
     for (size_t i = 0; i < cl->nnodes; i++)
-        free(cl->nodes[i]);
+        cnode_free(&cl->nodes[i]);
     free(cl->nodes);
     cl->nodes = NULL;
     cl->nnodes = 0;
@@ -174,9 +160,14 @@ static void apply_kv(struct cluster *cl, const struct etcd_kv *kv, bool deleted)
             app_delete(cl, name);
         else
             app_put(cl, name, kv->value, kv->value_len, kv->mod_rev);
+    } else if (!strncmp(kv->key, INSTANCES, strlen(INSTANCES))) {
+        kago__place_instance_key(cl, kv, deleted);
+    } else if (!strncmp(kv->key, STARTING, strlen(STARTING))) {
+        if (deleted)
+            kago__place_starting_gone(cl, kv->key + strlen(STARTING));
     } else if (!strncmp(kv->key, NODES, strlen(NODES))) {
         const char *name = kv->key + strlen(NODES);
-        node_seen(cl, name, !deleted);
+        node_seen(cl, name, kv, !deleted);
         if (deleted && !strcmp(kv->key, cl->node_key) && cl->registered && !cl->stopping) {
             kago__slog(cl->srv, SLOG_WARN, NULL, NULL,
                        "cluster: this node's key %s was deleted: registering again", cl->node_key);
@@ -202,8 +193,10 @@ static void list_apply(struct cluster *cl)
 {
     struct server *srv = cl->srv;
     nodes_clear(cl);
+    kago__rkeys_clear(cl);
     for (size_t i = 0; i < cl->nlisted; i++)
         apply_kv(cl, &cl->listed[i], false);
+    kago__place_relisted(cl);
     for (struct app_rt *a = srv->apps, *next; a; a = next) {
         next = a->next;
         if (a->removed)
@@ -248,6 +241,8 @@ static void on_list(void *arg, struct json_object *resp, const struct kago_error
     }
     cl->unary_ok = true;
     etcd_back(cl);
+    if (!cl->registered && !cl->reg_call && !cl->stopping)
+        reg_start(cl); /* at once, not at the next keepalive tick: cold apps wait for the lease */
     if (!cl->list_rev)
         cl->list_rev = r.revision;
     /* a next page starts at the last key of this one, which it repeats */
@@ -356,6 +351,45 @@ static void watch_start(struct cluster *cl)
 
 /* --- the node's key and lease ---------------------------------------------------------------- */
 
+struct etcd_call *kago__cluster_write(struct cluster *cl, const char *op, struct json_object *body,
+                                      etcd_done_cb cb, void *arg)
+{
+    cl->writes++;
+    return kago__etcd_call(cl->etcd, op, body, CALL_MS, cb, arg);
+}
+
+/* {"addr":"--advertise","pid":N,"load":this node's instances}: other nodes forward to addr and spread
+ * new instances by load. */
+static void node_val_make(struct cluster *cl)
+{
+    cl->load_published = kago__place_local_load(cl);
+    struct json_object *v = json_object_new_object();
+    json_object_object_add(v, "addr", json_object_new_string(cl->addr));
+    json_object_object_add(v, "pid", json_object_new_int(getpid()));
+    json_object_object_add(v, "load", json_object_new_int64(cl->load_published));
+    free(cl->node_val);
+    cl->node_val = xstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+    json_object_put(v);
+}
+
+static void on_load_put(void *arg, struct json_object *resp, const struct kago_error *err)
+{
+    struct cluster *cl = arg;
+    cl->load_call = NULL;
+    if (!resp)
+        cl->load_published = -1; /* again at the next tick */
+}
+
+/* The header revision of a unary response: how far etcd is (the watch lag is measured against it). */
+static void saw_revision(struct cluster *cl, struct json_object *resp)
+{
+    struct json_object *h = NULL;
+    int64_t rev = 0;
+    if (json_object_object_get_ex(resp, "header", &h) && kago__etcd_int(h, "revision", &rev) &&
+        rev > cl->etcd_rev)
+        cl->etcd_rev = rev;
+}
+
 static void on_reg_put(void *arg, struct json_object *resp, const struct kago_error *err)
 {
     struct cluster *cl = arg;
@@ -371,6 +405,7 @@ static void on_reg_put(void *arg, struct json_object *resp, const struct kago_er
     kago__slog(cl->srv, SLOG_INFO, NULL, NULL,
                "cluster: registered as %s (lease %" PRIx64 ", TTL %" PRId64 " s)", cl->node_key,
                (uint64_t)cl->lease, cl->ttl_s);
+    kago__place_registered(cl);
 }
 
 static void on_grant(void *arg, struct json_object *resp, const struct kago_error *err)
@@ -385,9 +420,10 @@ static void on_grant(void *arg, struct json_object *resp, const struct kago_erro
         return;
     }
     cl->lease = id;
-    cl->reg_call = kago__etcd_call(
-        cl->etcd, "kv/put", kago__etcd_req_put(cl->node_key, cl->node_val, strlen(cl->node_val), cl->lease),
-        CALL_MS, on_reg_put, cl);
+    node_val_make(cl);
+    cl->reg_call = kago__cluster_write(
+        cl, "kv/put", kago__etcd_req_put(cl->node_key, cl->node_val, strlen(cl->node_val), cl->lease),
+        on_reg_put, cl);
 }
 
 static void reg_start(struct cluster *cl)
@@ -400,10 +436,13 @@ static void reg_start(struct cluster *cl)
                                    on_grant, cl);
 }
 
+static uint64_t ka_sent_us;
+
 static void on_keepalive(void *arg, struct json_object *resp, const struct kago_error *err)
 {
     struct cluster *cl = arg;
     cl->ka_call = NULL;
+    cl->rtt_us = kago__serve_now_us() - ka_sent_us;
     if (!resp) {
         cl->unary_ok = false;
         etcd_down(cl, "keeping this node's lease alive", err);
@@ -414,6 +453,7 @@ static void on_keepalive(void *arg, struct json_object *resp, const struct kago_
     struct json_object *res = NULL;
     int64_t ttl = 0;
     json_object_object_get_ex(resp, "result", &res);
+    saw_revision(cl, res);
     if (!kago__etcd_int(res, "TTL", &ttl) || ttl <= 0) { /* expired (etcd was away longer than the TTL) */
         kago__slog(cl->srv, SLOG_WARN, NULL, NULL,
                    "cluster: lease %" PRIx64 " of %s expired: registering again", (uint64_t)cl->lease,
@@ -427,11 +467,20 @@ static void on_ka_tick(uv_timer_t *t)
     struct cluster *cl = t->data;
     if (cl->stopping || cl->reg_call || cl->ka_call)
         return;
-    if (!cl->registered)
+    if (!cl->registered) {
         reg_start(cl);
-    else
-        cl->ka_call = kago__etcd_call(cl->etcd, "lease/keepalive", kago__etcd_req_lease_id(cl->lease),
-                                      CALL_MS, on_keepalive, cl);
+        return;
+    }
+    ka_sent_us = kago__serve_now_us();
+    cl->ka_call = kago__etcd_call(cl->etcd, "lease/keepalive", kago__etcd_req_lease_id(cl->lease), CALL_MS,
+                                  on_keepalive, cl);
+    /* the load is published per node, at most once a tick, and only when it changed */
+    if (!cl->load_call && kago__place_local_load(cl) != cl->load_published) {
+        node_val_make(cl);
+        cl->load_call = kago__cluster_write(
+            cl, "kv/put", kago__etcd_req_put(cl->node_key, cl->node_val, strlen(cl->node_val), cl->lease),
+            on_load_put, cl);
+    }
 }
 
 /* --- the server's hooks -------------------------------------------------------------------------- */
@@ -455,18 +504,16 @@ int kago__cluster_start(struct server *srv, struct kago_error **err)
     cl->srv = srv;
     cl->etcd = etcd;
     cl->ttl_s = o->node_ttl_s ? o->node_ttl_s : 5;
+    cl->node = xstrdup(node);
     cl->node_key = xasprintf("%s%s", NODES, node);
     /* (default: the first listener, as other nodes would reach it when it is not a loopback one) */
     const char *addr = o->advertise ? o->advertise : o->nlisten ? o->listen[0].addr : "127.0.0.1:8080";
-    struct json_object *v = json_object_new_object();
-    json_object_object_add(v, "addr", json_object_new_string(addr));
-    json_object_object_add(v, "pid", json_object_new_int(getpid()));
-    cl->node_val = xstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
-    json_object_put(v);
+    cl->addr = xstrdup(addr);
     uv_timer_init(srv->loop, &cl->ka_timer);
     uv_timer_init(srv->loop, &cl->retry_timer);
-    cl->ka_timer.data = cl->retry_timer.data = cl;
-    cl->timers = 2;
+    uv_timer_init(srv->loop, &cl->reap_timer);
+    cl->ka_timer.data = cl->retry_timer.data = cl->reap_timer.data = cl;
+    cl->timers = 3;
     srv->cluster = cl;
     uint64_t every = (uint64_t)cl->ttl_s * 1000 / 3;
     uv_timer_start(&cl->ka_timer, on_ka_tick, every, every);
@@ -496,7 +543,8 @@ void kago__cluster_stop(struct server *srv)
     cl->stopping = true;
     uv_timer_stop(&cl->ka_timer);
     uv_timer_stop(&cl->retry_timer);
-    struct etcd_call **calls[] = {&cl->ka_call, &cl->reg_call, &cl->list_call, &cl->watch_call};
+    struct etcd_call **calls[] = {&cl->ka_call, &cl->reg_call, &cl->list_call, &cl->watch_call,
+                                  &cl->load_call};
     for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
         kago__etcd_cancel(*calls[i]);
         *calls[i] = NULL;
@@ -526,6 +574,8 @@ static void on_timer_closed(uv_handle_t *h)
 {
     struct cluster *cl = h->data;
     if (--cl->timers == 0) {
+        free(cl->node);
+        free(cl->addr);
         free(cl->node_key);
         free(cl->node_val);
         free(cl->last_error);
@@ -544,9 +594,11 @@ void kago__cluster_free(struct server *srv)
     kago__etcd_free(cl->etcd);
     listed_free(cl);
     nodes_clear(cl);
+    kago__place_free(cl);
     srv->cluster = NULL;
     uv_close((uv_handle_t *)&cl->ka_timer, on_timer_closed);
     uv_close((uv_handle_t *)&cl->retry_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&cl->reap_timer, on_timer_closed);
 }
 
 void kago__cluster_stats(struct server *srv, struct cluster_stats *st)
@@ -558,4 +610,8 @@ void kago__cluster_stats(struct server *srv, struct cluster_stats *st)
     st->nodes = cl->nnodes;
     st->etcd_up = cl->watching && cl->unary_ok;
     st->revision = cl->rev;
+    st->rtt_us = cl->rtt_us;
+    st->lag = cl->etcd_rev > cl->rev ? cl->etcd_rev - cl->rev : 0;
+    st->forwarded = cl->forwarded;
+    st->writes = cl->writes;
 }

@@ -537,6 +537,11 @@ void kago__client_attach(struct client *c, struct pool_inst *pi)
     c->inst = pi->data;
     c->inst->refs++;
     c->state = C_CONNECT;
+    if (c->inst->remote && c->info.hops >= KAGO_HOPS_MAX) { /* --cluster: nodes forward in a loop */
+        finish_exchange(c, false);
+        client_error(c, 508, 0);
+        return;
+    }
     struct upconn *u = kago__upconn_get(c->inst);
     if (u) {
         u->client = c;
@@ -553,6 +558,8 @@ void kago__client_upstream_ready(struct client *c)
 {
     struct upconn *u = c->up;
     c->state = C_PROXY;
+    c->info.forward = c->inst->remote != NULL; /* to another node: Kago-Hops + 1 */
+    c->info.trusted = c->info.hops && kago__cluster_trusts(c->srv, c->ip);
     kago__http_upstream_head(&u->out.pend, &c->req, &c->info, c->ip);
     arm_timer(c);
     client_parse(c); /* the body that already arrived, and message completion */

@@ -97,6 +97,8 @@ struct json_object *kago__etcd_req_claim(const char *key, const void *value, siz
  * none). Returns 0 or < 0 with *err. */
 int kago__etcd_txn_result(struct json_object *resp, bool *succeeded, struct etcd_kv *holder,
                           struct kago_error **err);
+/* A txn deleting n keys at once (one revision, one write). */
+struct json_object *kago__etcd_req_delete_keys(const char *const *keys, size_t n);
 struct json_object *kago__etcd_req_lease_grant(int64_t ttl_s);
 struct json_object *kago__etcd_req_lease_id(int64_t id); /* keepalive, revoke, timetolive */
 struct json_object *kago__etcd_req_watch(const char *key, const char *range_end, int64_t start_revision);

@@ -398,6 +398,18 @@ struct json_object *kago__etcd_req_claim(const char *key, const void *value, siz
     return o;
 }
 
+struct json_object *kago__etcd_req_delete_keys(const char *const *keys, size_t n)
+{
+    struct json_object *o = json_object_new_object(), *ops = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *op = json_object_new_object();
+        json_object_object_add(op, "request_delete_range", kago__etcd_req_delete(keys[i], NULL));
+        json_object_array_add(ops, op);
+    }
+    json_object_object_add(o, "success", ops); /* no compare: always the success branch */
+    return o;
+}
+
 int kago__etcd_txn_result(struct json_object *resp, bool *succeeded, struct etcd_kv *holder,
                           struct kago_error **err)
 {

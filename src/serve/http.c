@@ -261,6 +261,14 @@ int kago__http_req_check(struct http_msg *m, uint64_t max_body, struct http_req_
         info->content_length = p->content_length;
     info->upgrade = p->upgrade;
     info->keep_alive = llhttp_should_keep_alive(p);
+    const char *hv = NULL;
+    uint32_t hn = 0;
+    if (kago__http_find(m, "kago-hops", &hv, &hn)) { /* digits; anything else counts as the limit */
+        for (uint32_t i = 0; i < hn && info->hops < 1000; i++)
+            info->hops = hv[i] >= '0' && hv[i] <= '9' ? info->hops * 10 + (unsigned)(hv[i] - '0') : 1000;
+        if (!hn)
+            info->hops = 1000;
+    }
     if (max_body && info->content_length > max_body) {
         m->error_reason = "request body too large";
         return 413;
@@ -272,9 +280,17 @@ int kago__http_req_check(struct http_msg *m, uint64_t max_body, struct http_req_
  * sets itself. */
 static bool is_hop(const char *name, size_t n)
 {
-    static const char *const hop[] = {
-        "connection", "keep-alive",         "proxy-connection",    "te", "trailer", "transfer-encoding",
-        "upgrade",    "proxy-authenticate", "proxy-authorization", NULL};
+    static const char *const hop[] = {"connection",
+                                      "keep-alive",
+                                      "proxy-connection",
+                                      "te",
+                                      "trailer",
+                                      "transfer-encoding",
+                                      "upgrade",
+                                      "proxy-authenticate",
+                                      "proxy-authorization",
+                                      "kago-hops",
+                                      NULL};
     for (const char *const *h = hop; *h; h++)
         if (strlen(*h) == n && strncasecmp(*h, name, n) == 0)
             return true;
@@ -357,9 +373,23 @@ void kago__http_upstream_head(struct sbuf *out, const struct http_msg *m, const 
         sbuf_add(out, ", ", 2);
     }
     sbuf_adds(out, client_ip);
-    sbuf_adds(out, info->https ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n");
-    if (info->host_len)
+    sbuf_add(out, "\r\n", 2);
+    /* from another node of the cluster: the first node's view of the client stays */
+    const char *v = NULL;
+    uint32_t vn = 0;
+    if (info->trusted && kago__http_find(m, "x-forwarded-proto", &v, &vn) == 1)
+        add_hdr(out, "X-Forwarded-Proto", v, vn);
+    else
+        sbuf_adds(out, info->https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+    if (info->trusted && kago__http_find(m, "x-forwarded-host", &v, &vn) == 1)
+        add_hdr(out, "X-Forwarded-Host", v, vn);
+    else if (info->host_len)
         add_hdr(out, "X-Forwarded-Host", info->host, info->host_len);
+    if (info->forward) {
+        char hops[16];
+        int n = snprintf(hops, sizeof(hops), "%u", info->hops + 1);
+        add_hdr(out, "Kago-Hops", hops, (size_t)n);
+    }
     sbuf_add(out, "\r\n", 2);
 }
 
@@ -451,6 +481,8 @@ const char *kago__http_reason(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 508:
+        return "Loop Detected";
     default:
         return status < 200   ? "Informational"
                : status < 300 ? "OK"

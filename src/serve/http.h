@@ -50,6 +50,10 @@ struct http_req_info {
     bool chunked, upgrade, keep_alive, http10;
     bool https;              /* it came over TLS (X-Forwarded-Proto), set by the caller after the check */
     uint64_t content_length; /* 0 when chunked or absent */
+    /* --cluster: Kago-Hops as received (nodes it went through); forward: it goes to another node (Kago-Hops
+     * + 1 is sent); trusted: it came from another node, whose X-Forwarded-Proto and -Host are kept */
+    unsigned hops;
+    bool forward, trusted;
 };
 
 /* Starts (or restarts) a message parser of type HTTP_REQUEST or HTTP_RESPONSE. */

@@ -363,6 +363,8 @@ void kago__pool_ready(struct pool *p, struct pool_inst *i, uint64_t now)
         return;
     i->state = POOL_READY;
     i->ready_at = i->last_active = now;
+    if (p->ops->ready)
+        p->ops->ready(p, i);
     /* (retry_at stays: no more starts until then; fail_streak until it has served a while) */
     double ms = (double)(now - i->created);
     if (i->tier == POOL_TIER_RESTORE) {

@@ -87,6 +87,8 @@ struct pool_ops {
     /* Optional: the pool had neither instances nor held requests and now has one of them: from now on
      * kago__pool_tick has work to time (until kago__pool_empty again). */
     void (*woken)(struct pool *p);
+    /* Optional: i became ready (after its state changed, before held requests are dispatched). */
+    void (*ready)(struct pool *p, struct pool_inst *i);
 };
 
 #define POOL_HIST_BUCKETS 12

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <netinet/in.h>
 #include <uv.h>
 
 #include <kago/kago.h>
@@ -110,6 +111,7 @@ struct instance {
     bool recorded;
     enum pool_state rec_state;
     uint64_t rec_last_active;
+    struct remote *remote; /* --cluster: another node's instance, requests forwarded there (placement.c) */
 };
 
 struct client;
@@ -434,7 +436,24 @@ struct cluster_stats {
     uint64_t nodes;
     bool etcd_up;
     int64_t revision;
+    uint64_t rtt_us;    /* the last keepalive's round trip to etcd */
+    int64_t lag;        /* revisions etcd has that the watch has not applied yet */
+    uint64_t forwarded; /* requests sent to another node */
+    uint64_t writes;    /* puts, deletes and txns sent to etcd */
 };
+/* placement.c: --cluster's remote instances (another node's, reached at its --advertise address) */
+struct remote;
+/* A socket for a connection to remote instance inst (host network namespace) and its address in *sa;
+ * < 0: -errno. */
+int kago__cluster_socket(struct instance *inst, struct sockaddr_in *sa);
+/* A connect to inst's node failed: it is not chosen again. */
+void kago__cluster_peer_failed(struct instance *inst, int status);
+/* ip (a client's) is another node of the cluster: its X-Forwarded-Proto and -Host are kept. */
+bool kago__cluster_trusts(const struct server *srv, const char *ip);
+/* The pool's ops of a cluster app: local instances as kago__serve_pool_ops, and other nodes' instances. */
+extern const struct pool_ops kago__cluster_pool_ops;
+/* Kago-Hops at or past it: 508 rather than forwarding again. */
+#define KAGO_HOPS_MAX 3
 void kago__cluster_stats(struct server *srv, struct cluster_stats *st);
 
 /* slog.c: the server log on stderr (--log-format). level: SLOG_ERR, SLOG_WARN or SLOG_INFO. */

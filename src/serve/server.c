@@ -181,7 +181,7 @@ static struct app_rt *install_app(struct server *srv, struct kago_app *app, uint
         a->image_root = xasprintf("%s/images/%s", srv->opts.root, a->app.name);
         a->def_hash = kago__app_def_hash(&a->app);
         struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
-        kago__pool_init(&a->pool, &cfg, &kago__serve_pool_ops, a);
+        kago__pool_init(&a->pool, &cfg, srv->cluster ? &kago__cluster_pool_ops : &kago__serve_pool_ops, a);
         a->next = srv->apps;
         srv->apps = a;
     } else {

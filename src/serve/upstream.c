@@ -251,6 +251,8 @@ static void on_connect(uv_connect_t *req, int status)
             up_close(u);
             kago__instance_probe_result(inst, status);
         } else {
+            if (inst->remote)
+                kago__cluster_peer_failed(inst, status);
             abort_client(u, status);
             up_close(u);
         }
@@ -288,7 +290,11 @@ static int netns_socket(struct instance *inst)
 struct upconn *kago__upconn_open(struct instance *inst, struct client *c)
 {
     struct server *srv = inst->app->srv;
-    int fd = netns_socket(inst);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(inst->app->app.port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    /* another node's instance (--cluster): its node's --advertise address, from this namespace */
+    int fd = inst->remote ? kago__cluster_socket(inst, &sa) : netns_socket(inst);
     if (fd < 0) {
         if (c) {
             c->up = NULL;
@@ -312,9 +318,6 @@ struct upconn *kago__upconn_open(struct instance *inst, struct client *c)
     if (inst->conns)
         inst->conns->prev = u;
     inst->conns = u;
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons(inst->app->app.port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int r = uv_tcp_open(&u->tcp, fd);
     if (r == 0) {
         uv_tcp_nodelay(&u->tcp, 1);

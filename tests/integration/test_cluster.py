@@ -414,7 +414,7 @@ def test_start_with_etcd_unreachable_serves_nothing_then_loads_the_apps(clean, t
         assert n.metric("kago_cluster_etcd_up") == 0
         relay.resume()
         assert wait_for(lambda: n.knows("early"), 10), n.stderr()
-        assert n.get("early.test") == (200, "early\n")
+        assert n.get("early.test") == (200, "early\n"), n.stderr()
     finally:
         n.close()
         relay.cut()
@@ -462,3 +462,59 @@ def test_propagation_time(clean, tmp):
         assert p50 < 500
     finally:
         n.close()
+
+
+def test_cold_app_starts_on_one_node_the_other_forwards(clean, tmp):
+    """Placement on loopback: the first request (on a) claims the app and starts it there; b forwards to a's
+    instance (no second container); after a's instance is gone b starts it itself."""
+    etcd = clean
+    url = etcd.url.replace("http://", "etcd://")
+    a, b = Node(url, "a"), Node(url, "b")
+    try:
+        put(etcd, tmp, "fw", "fw.test", "forwarded")
+        for n in (a, b):
+            assert wait_for(lambda: n.knows("fw"), 10), n.stderr()
+        assert a.get("fw.test") == (200, "forwarded\n"), a.stderr()
+        assert wait_for(lambda: len(etcd.get("/kago/instances/fw/", prefix=True)) == 1, 5)
+        assert b.get("fw.test") == (200, "forwarded\n"), b.stderr()
+        # b holds a remote instance (NAME@a), a the only container
+        assert [i.endswith("@a") for i in ready_instances(b, "fw")] == [True]
+        assert len(ready_instances(a, "fw")) == 1 and "@" not in ready_instances(a, "fw")[0]
+        assert b.metric("kago_cluster_forwarded_total") >= 1
+        assert etcd.get("/kago/starting/fw", prefix=True) != {}
+    finally:
+        a.close()
+        b.close()
+    assert etcd.get("/kago/instances/", prefix=True) == {} and etcd.get("/kago/starting/", prefix=True) == {}
+
+
+def test_sigterm_while_waiting_for_another_nodes_start_exits_at_once(clean, tmp):
+    """b holds a request for the app a is starting (a slow start): SIGTERM of b answers it and exits at once,
+    leaving nothing; a's start goes on and serves."""
+    etcd = clean
+    url = etcd.url.replace("http://", "etcd://")
+    a, b = Node(url, "a"), Node(url, "b")
+    try:
+        path = os.path.join(tmp, "slow.rb")
+        with open(path, "w") as f:
+            f.write(kagofile("slow", "slow.test", "slow").replace("mkdir -p /w", "sleep 2 && mkdir -p /w"))
+        assert kago_app(etcd.url, "put", path).returncode == 0
+        for n in (a, b):
+            assert wait_for(lambda: n.knows("slow"), 10), n.stderr()
+        out = {}
+        ta = threading.Thread(target=lambda: out.setdefault("a", a.get("slow.test")))
+        ta.start()
+        assert wait_for(lambda: etcd.get("/kago/starting/slow"), 5)
+        tb = threading.Thread(target=lambda: out.setdefault("b", b.get("slow.test")))
+        tb.start()
+        assert wait_for(lambda: "waiting for its instance" in b.stderr(), 5), b.stderr()
+        t0 = time.time()
+        assert b.stop() == 0, b.stderr()
+        assert time.time() - t0 < 1.5, b.stderr()
+        tb.join(10)
+        assert out["b"][0] in (0, 503), out["b"]
+        ta.join(30)
+        assert out["a"] == (200, "slow\n"), a.stderr()
+    finally:
+        a.close()
+        b.close()

@@ -144,6 +144,13 @@ static void test_bodies(void)
            strstr(s, "request_put") && strstr(s, "request_range"),
        "claim txn: %s", s);
     json_object_put(o);
+    const char *keys[] = {"/kago/instances/x/n1/i1", "/kago/starting/x"};
+    o = kago__etcd_req_delete_keys(keys, 2);
+    s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    ok(!strstr(s, "compare") && strstr(s, "\"success\":[{\"request_delete_range\":{\"key\":\"") &&
+           strstr(s, "L2thZ28vc3RhcnRpbmcveA=="),
+       "delete txn of two keys: %s", s);
+    json_object_put(o);
     bool won;
     struct etcd_kv holder;
     struct kago_error *err = NULL;

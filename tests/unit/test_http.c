@@ -177,6 +177,33 @@ static void test_rewrite(void)
     sbuf_free(&out);
     kago__http_msg_free(m);
 
+    /* --cluster: Kago-Hops read and counted up when forwarding; a peer's X-Forwarded-Proto/-Host kept only
+     * when trusted; Kago-Hops never reaches an app. */
+    const char *fw = "GET /f HTTP/1.1\r\nHost: a.test\r\nKago-Hops: 2\r\nX-Forwarded-Proto: https\r\n"
+                     "X-Forwarded-Host: orig.test\r\nX-Forwarded-For: 10.0.0.7\r\n\r\n";
+    ok(parse(fw, &info, m) == 0 && info.hops == 2, "Kago-Hops read");
+    info.forward = true;
+    kago__http_upstream_head(&out, m, &info, "10.0.0.8");
+    sbuf_add(&out, "", 1);
+    ok(strstr(out.data, "Kago-Hops: 3\r\n") && !strstr(out.data, "Kago-Hops: 2"), "forwarded: Kago-Hops + 1");
+    ok(strstr(out.data, "X-Forwarded-Proto: http\r\n") && strstr(out.data, "X-Forwarded-Host: a.test\r\n"),
+       "untrusted: the client's X-Forwarded-Proto/-Host replaced");
+    ok(strstr(out.data, "X-Forwarded-For: 10.0.0.7, 10.0.0.8\r\n") != NULL, "X-Forwarded-For chained");
+    sbuf_free(&out);
+    info.forward = false;
+    info.trusted = true;
+    kago__http_upstream_head(&out, m, &info, "10.0.0.8");
+    sbuf_add(&out, "", 1);
+    ok(strstr(out.data, "X-Forwarded-Proto: https\r\n") &&
+           strstr(out.data, "X-Forwarded-Host: orig.test\r\n"),
+       "trusted peer: its X-Forwarded-Proto/-Host kept");
+    ok(!strstr(out.data, "Kago-Hops"), "to the app: no Kago-Hops");
+    sbuf_free(&out);
+    kago__http_msg_free(m);
+    ok(parse("GET / HTTP/1.1\r\nHost: a\r\nKago-Hops: x\r\n\r\n", &info, m) == 0 && info.hops >= 1000,
+       "a Kago-Hops that is not a number counts as past the limit");
+    kago__http_msg_free(m);
+
     /* Response head: hop-by-hop out, cold-start header in. */
     kago__http_msg_init(m, HTTP_RESPONSE, &cbs, NULL);
     const char *resp = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\nX-App: 1\r\n\r\nhi";

@@ -81,8 +81,8 @@ static void op_woken(struct pool *p)
 {
     rec.woken++;
 }
-static const struct pool_ops ops = {op_start,  op_dispatch, op_reject, op_drain,        op_signal,
-                                    op_remove, op_freeze,   op_thaw,   op_start_failed, op_woken};
+static const struct pool_ops ops = {op_start,  op_dispatch, op_reject,       op_drain, op_signal, op_remove,
+                                    op_freeze, op_thaw,     op_start_failed, op_woken, NULL};
 
 static const struct pool_cfg base = {
     .lifetime_ms = 60000,
