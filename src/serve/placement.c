@@ -312,7 +312,6 @@ static struct remote *remote_new(struct cluster *cl, struct pool *p, struct pool
     r->cl = cl;
     r->inst.app = p->data;
     r->inst.pi = pi;
-    r->inst.netns_fd = -1;
     r->inst.created_ms = kago__serve_now_ms();
     r->inst.remote = r;
     snprintf(r->inst.name, sizeof(r->inst.name), "%s@?", r->inst.app->app.name);
