@@ -629,21 +629,28 @@ static void ev_app(struct server *srv, struct dash_sub *s, struct sbuf *b)
     j_log(srv, a, s, b);
 }
 
+/* One event to s: its page's JSON (an app's, or the overview's), after prefix (SSE fields). */
+static void send_event(struct server *srv, struct dash_sub *s, struct sbuf *b, const char *prefix)
+{
+    b->len = 0;
+    sbuf_adds(b, prefix);
+    sbuf_adds(b, "data: {");
+    if (s->app[0])
+        ev_app(srv, s, b);
+    else
+        ev_overview(srv, s, b);
+    sbuf_adds(b, "}\n\n");
+    if (s->send(s, b->data, b->len))
+        s->started = true;
+}
+
 static void send_events(struct server *srv)
 {
     struct dash *d = srv->dash;
     struct sbuf b = {0};
     for (struct dash_sub *s = d->subs, *next; s; s = next) {
         next = s->next;
-        b.len = 0;
-        sbuf_adds(&b, "data: {");
-        if (s->app[0])
-            ev_app(srv, s, &b);
-        else
-            ev_overview(srv, s, &b);
-        sbuf_adds(&b, "}\n\n");
-        if (s->send(s, b.data, b.len))
-            s->started = true;
+        send_event(srv, s, &b, "");
     }
     sbuf_free(&b);
 }
@@ -673,14 +680,7 @@ void kago__dash_sse_add(struct server *srv, struct dash_sub *s)
     d->subs = s;
     /* the first event at once (the history), not a second later */
     struct sbuf b = {0};
-    sbuf_adds(&b, "retry: 2000\ndata: {");
-    if (s->app[0])
-        ev_app(srv, s, &b);
-    else
-        ev_overview(srv, s, &b);
-    sbuf_adds(&b, "}\n\n");
-    if (s->send(s, b.data, b.len))
-        s->started = true;
+    send_event(srv, s, &b, "retry: 2000\n");
     sbuf_free(&b);
 }
 

@@ -10,16 +10,10 @@ import subprocess
 import tempfile
 import time
 
+from serve_util import free_port
+
 PEBBLE = shutil.which("pebble")
 CHALLTESTSRV = shutil.which("pebble-challtestsrv")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _openssl(*args, cwd):
