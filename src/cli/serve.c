@@ -46,6 +46,8 @@ CLI_VERB(serve)
         {"node", required_argument, NULL, 'n'},
         {"advertise", required_argument, NULL, 'A'},
         {"node-ttl", required_argument, NULL, 'W'},
+        {"no-h2", no_argument, NULL, '2'},
+        {"h2c", no_argument, NULL, '3'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -115,6 +117,12 @@ CLI_VERB(serve)
         case 'U':
             o.upgrade = true;
             break;
+        case '2':
+            o.no_h2 = true;
+            break;
+        case '3':
+            o.h2c = true;
+            break;
         case 'E':
             o.cluster = optarg;
             break;
@@ -178,6 +186,8 @@ CLI_VERB(serve)
                 "                  [--listen 127.0.0.1:8080]... [--listen-tls IP:PORT]...\n"
                 "                  [--tls-default-cert FILE --tls-default-key FILE]\n"
                 "                  [--tls-unknown default|alert] [--tls-handshake-timeout 10s]\n"
+                "                  [--no-h2]   (TLS: http/1.1 only)   [--h2c]   (plain: HTTP/2 prior "
+                "knowledge too)\n"
                 "                  [--admin 127.0.0.1:9090|unix:PATH|off] [--admin-token FILE]\n"
                 "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
                 "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout "

@@ -51,6 +51,8 @@ struct kago_serve_opts {
     enum kago_log_format log_format; /* (AUTO) */
     unsigned max_starting; /* container starts in flight at once, the rest wait in order (0: 2 per CPU) */
     bool metrics_app_histograms; /* /metrics: every app's histograms, not only their sum over all apps */
+    bool no_h2;                  /* --no-h2: TLS listeners offer http/1.1 only (ALPN) */
+    bool h2c;          /* --h2c: plain listeners take HTTP/2 with prior knowledge (the preface) too */
     bool upgrade;      /* take the listeners and instances over from the serve running with this root */
     char *const *argv; /* serve's whole command line (NULL-ended): SIGUSR2 starts it again with --upgrade */
 };
