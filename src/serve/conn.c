@@ -21,6 +21,21 @@ static void arm_timer(struct client *c);
 static void finish_exchange(struct client *c, bool reusable);
 static void tls_pump(struct client *c);
 
+/* An HTTP/2 connection's reads: nghttp2 takes all of each at once, so one buffer serves them all and an
+ * idle HTTP/2 connection keeps none of its own. */
+static char h2_rbuf[CLIENT_RBUF];
+
+static void h2_begin(struct client *c)
+{
+    size_t n = c->rlen - c->rpos;
+    memcpy(h2_rbuf, c->rbuf + c->rpos, n); /* the preface read so far (h2c) */
+    free(c->rbuf);
+    c->rbuf = h2_rbuf;
+    c->rpos = 0;
+    c->rlen = n;
+    kago__h2_start(c);
+}
+
 /* The TLS session a request came over: its connection's for an HTTP/2 stream. */
 static struct tls_conn *client_tls(const struct client *c)
 {
@@ -313,7 +328,7 @@ static void got_bytes(struct client *c, size_t n)
         if (p == 0)
             return;
         if (p == 1)
-            kago__h2_start(c);
+            h2_begin(c);
     }
     if (c->state == C_H2) {
         size_t k = c->rlen - c->rpos;
@@ -433,7 +448,7 @@ static void tls_handshake_done(struct client *c)
     st->resumed += kago__tls_resumed(c->tls);
     arm_timer(c); /* from the handshake's timeout to the keep-alive one */
     if (kago__tls_h2(c->tls))
-        kago__h2_start(c);
+        h2_begin(c);
 }
 
 /* Advances the handshake, then decrypts into rbuf while there is room and the state reads, handled as a
@@ -933,7 +948,8 @@ static void on_client_closed(uv_handle_t *h)
     kago__h2_conn_free(c->h2);
     kago__h2_stream_free(c->h2s);
     kago__http_msg_free(&c->req);
-    free(c->rbuf);
+    if (c->rbuf != h2_rbuf)
+        free(c->rbuf);
     struct server *srv = c->srv;
     free(c);
     kago__server_maybe_exit(srv);

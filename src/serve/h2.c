@@ -23,15 +23,11 @@ struct h2_stream {
     struct h2_conn *conn; /* NULL once detached */
     struct client *c;
     int32_t id;
-    struct sbuf method, path, authority, hdrs, cookie; /* the head as it arrives */
-    struct sbuf body;                                  /* request body not yet upstream */
-    size_t body_off, hdr_bytes;
-    unsigned nhdr;
-    bool has_cl, too_big, bad, in_eof, begun, submitted, deferred, closed;
+    struct h2_head head; /* as it arrives */
+    struct sbuf body;    /* request body not yet upstream */
+    size_t body_off;
+    bool in_eof, begun, submitted, deferred, closed;
 };
-
-#define H2_BOMB_BYTES (4 * H2_MAX_HEADER_LIST) /* decoded header bytes that end the connection */
-#define H2_BOMB_COUNT 1000
 
 static void conn_send(struct h2_conn *h);
 static int stream_flush(struct outq *q);
@@ -69,15 +65,6 @@ static struct h2_stream *stream_of(struct h2_conn *h, int32_t id)
     return nghttp2_session_get_stream_user_data(h->s, id);
 }
 
-static void stream_free_bufs(struct h2_stream *st)
-{
-    sbuf_free(&st->method);
-    sbuf_free(&st->path);
-    sbuf_free(&st->authority);
-    sbuf_free(&st->hdrs);
-    sbuf_free(&st->cookie);
-}
-
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 {
     struct h2_conn *h = arg;
@@ -99,61 +86,15 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
     return 0;
 }
 
-static bool bad_byte(const uint8_t *p, size_t n, bool path)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] == '\r' || p[i] == '\n' || p[i] == 0 || (path && (p[i] <= ' ' || p[i] == 0x7f)))
-            return true;
-    return false;
-}
-
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                      const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
     struct h2_conn *h = arg;
     struct h2_stream *st = stream_of(h, f->hd.stream_id);
     if (!st || f->hd.type != NGHTTP2_HEADERS || st->begun)
-        return 0; /* trailers: dropped */
-    st->hdr_bytes += nlen + vlen + 32;
-    st->nhdr++;
-    if (st->hdr_bytes > H2_BOMB_BYTES || st->nhdr > H2_BOMB_COUNT) /* an HPACK bomb */
+        return 0;                                                    /* trailers: dropped */
+    if (kago__h2_head_field(&st->head, name, nlen, value, vlen) < 0) /* an HPACK bomb */
         return calm_down(h), NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (st->hdr_bytes > H2_MAX_HEADER_LIST)
-        st->too_big = true;
-    if (st->too_big || st->bad)
-        return 0;
-    if (bad_byte(value, vlen, nlen == 5 && !memcmp(name, ":path", 5)) || bad_byte(name, nlen, true)) {
-        st->bad = true;
-        return 0;
-    }
-    struct sbuf *dst = NULL;
-    if (nlen && name[0] == ':') {
-        if (nlen == 7 && !memcmp(name, ":method", 7))
-            dst = &st->method;
-        else if (nlen == 5 && !memcmp(name, ":path", 5))
-            dst = &st->path;
-        else if (nlen == 10 && !memcmp(name, ":authority", 10))
-            dst = &st->authority;
-        if (dst) {
-            sbuf_reset(dst, 0);
-            sbuf_add(dst, value, vlen);
-        }
-        return 0;
-    }
-    if (nlen == 6 && !memcmp(name, "cookie", 6)) { /* one Cookie line for HTTP/1.1 (RFC 9113 8.2.3) */
-        if (st->cookie.len)
-            sbuf_add(&st->cookie, "; ", 2);
-        sbuf_add(&st->cookie, value, vlen);
-        return 0;
-    }
-    if ((nlen == 4 && !memcmp(name, "host", 4) && st->authority.len) || (nlen == 2 && !memcmp(name, "te", 2)))
-        return 0;
-    if (nlen == 14 && !memcmp(name, "content-length", 14))
-        st->has_cl = true;
-    sbuf_add(&st->hdrs, name, nlen);
-    sbuf_add(&st->hdrs, ": ", 2);
-    sbuf_add(&st->hdrs, value, vlen);
-    sbuf_add(&st->hdrs, "\r\n", 2);
     return 0;
 }
 
@@ -161,36 +102,13 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
  * routed there. */
 static void stream_begin(struct h2_stream *st)
 {
-    struct client *c = st->c;
     st->begun = true;
-    if (st->too_big || st->bad || !st->method.len || !st->path.len ||
-        (st->method.len == 7 && !memcmp(st->method.data, "CONNECT", 7))) {
-        int status = st->too_big ? 431 : st->bad || !st->method.len || !st->path.len ? 400 : 405;
-        stream_free_bufs(st);
-        kago__client_stream_fail(c, status);
-        return;
-    }
     struct sbuf head = {0};
-    sbuf_add(&head, st->method.data, st->method.len);
-    sbuf_add(&head, " ", 1);
-    sbuf_add(&head, st->path.data, st->path.len);
-    sbuf_add(&head, " HTTP/1.1\r\n", 11);
-    if (st->authority.len) {
-        sbuf_add(&head, "host: ", 6);
-        sbuf_add(&head, st->authority.data, st->authority.len);
-        sbuf_add(&head, "\r\n", 2);
-    }
-    sbuf_add(&head, st->hdrs.data ? st->hdrs.data : "", st->hdrs.len);
-    if (st->cookie.len) {
-        sbuf_add(&head, "cookie: ", 8);
-        sbuf_add(&head, st->cookie.data, st->cookie.len);
-        sbuf_add(&head, "\r\n", 2);
-    }
-    if (!st->in_eof && !st->has_cl)
-        sbuf_adds(&head, "transfer-encoding: chunked\r\n");
-    sbuf_add(&head, "\r\n", 2);
-    stream_free_bufs(st);
-    kago__client_stream_input(c, head.data, head.len);
+    int status = kago__h2_head_build(&st->head, !st->in_eof, &head);
+    if (status)
+        kago__client_stream_fail(st->c, status);
+    else
+        kago__client_stream_input(st->c, head.data, head.len);
     sbuf_free(&head);
 }
 
@@ -478,7 +396,7 @@ void kago__h2_stream_free(struct h2_stream *st)
 {
     if (!st)
         return;
-    stream_free_bufs(st);
+    kago__h2_head_free(&st->head);
     sbuf_free(&st->body);
     free(st);
 }
@@ -500,8 +418,15 @@ static void on_idle(uv_timer_t *t)
 
 static void arm_idle(struct h2_conn *h)
 {
-    if (h->nstreams == 0 && !h->dead)
-        uv_timer_start(&h->c->timer, on_idle, h->c->srv->opts.keepalive_timeout_ms, 0);
+    if (h->nstreams || h->dead)
+        return;
+    struct outq *q = &h->c->out;
+    uv_timer_start(&h->c->timer, on_idle, h->c->srv->opts.keepalive_timeout_ms, 0);
+    if (!q->writing && kago__outq_size(q) == 0) { /* idle: its buffers go */
+        sbuf_free(&q->pend);
+        sbuf_free(&q->busy);
+        sbuf_free(&q->enc);
+    }
 }
 
 /* What nghttp2 has to send goes to the out queue while it has room; the connection ends when nghttp2
@@ -569,6 +494,7 @@ static nghttp2_option *options(void)
     nghttp2_option_set_no_auto_window_update(opt, 1); /* the window follows what the upstream took */
     nghttp2_option_set_max_outbound_ack(opt, 1000);   /* (nghttp2's default) */
     nghttp2_option_set_max_settings(opt, 32);
+    nghttp2_option_set_no_closed_streams(opt, 1); /* no priority tree to keep them for */
     nghttp2_option_set_max_continuations(opt, 8);
     nghttp2_option_set_stream_reset_rate_limit(opt, H2_RESET_BURST * 2, H2_RESET_RATE);
     return opt;

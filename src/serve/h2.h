@@ -22,16 +22,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "h2head.h"
+
 struct client;
 struct http_msg;
 struct http_resp_opts;
 struct h2_conn;
 struct h2_stream;
 
-#define H2_MAX_STREAMS     100         /* SETTINGS_MAX_CONCURRENT_STREAMS */
-#define H2_MAX_HEADER_LIST (16 * 1024) /* SETTINGS_MAX_HEADER_LIST_SIZE; more gets 431 */
-#define H2_STREAM_WINDOW   65535       /* request body bytes a stream may have in flight */
-#define H2_CONN_WINDOW     (4 << 20)   /* for all its streams */
+#define H2_MAX_STREAMS   100       /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define H2_STREAM_WINDOW 65535     /* request body bytes a stream may have in flight */
+#define H2_CONN_WINDOW   (4 << 20) /* for all its streams */
 /* Resets of streams by the client (CVE-2023-44487): a bucket of this many, refilled at this rate per
  * second; empty: GOAWAY. */
 #define H2_RESET_BURST 200
