@@ -209,7 +209,8 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     struct outq *q = &c->out;
     size_t avail = q->pend.len - q->off, n = avail < len ? avail : len;
-    memcpy(buf, q->pend.data + q->off, n);
+    if (n)
+        memcpy(buf, q->pend.data + q->off, n);
     q->off += n;
     q->written += n;
     if (q->off == q->pend.len) {
