@@ -340,9 +340,14 @@ def curl_ok(srv):
     return r.stdout == "200"
 
 
-def test_sigterm_sends_goaway_and_lets_streams_finish():
-    s = Server(tls_app("web", ["plain.test"], WEB), extra_args=["--h2c"])
+def test_sigterm_sends_goaway_and_lets_streams_finish(pki):
+    tls = free_port()
+    s = Server(tls_app("web", ["plain.test", "ec.test"], WEB, *pki.ec),
+               extra_args=["--h2c", "--listen-tls", f"127.0.0.1:{tls}", "--no-h2"])
+    s.tls = tls
     try:
+        # --no-h2: ALPN offers http/1.1 only, h2c still works
+        assert curl(s, pki, "/index.html")[:2] == ("1.1", 200)
         c = Raw(s.port)
         c.send(c.headers(1))  # starts the instance
         c.read(lambda f: isinstance(f, hf.DataFrame) and "END_STREAM" in f.flags, timeout=30)
