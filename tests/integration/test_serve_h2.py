@@ -35,7 +35,9 @@ WEB = ("mkdir -p /srv/www/cgi-bin && echo hello-h2 > /srv/www/index.html && "
        "echo proto=$HTTP_X_FORWARDED_PROTO len=$CONTENT_LENGTH cookie=$HTTP_COOKIE\\n"
        "cat | wc -c\\n' > /srv/www/cgi-bin/count && "
        "printf '#!/bin/sh\\nsleep ${QUERY_STRING:-0}\\necho Content-Type: text/plain\\necho\\necho slept\\n' "
-       "> /srv/www/cgi-bin/sleep && chmod +x /srv/www/cgi-bin/* && "
+       "> /srv/www/cgi-bin/sleep && "
+       "printf '#!/bin/sh\\nsleep 3\\necho Content-Type: text/plain\\necho\\nwc -c\\n' > /srv/www/cgi-bin/slowread && "
+       "chmod +x /srv/www/cgi-bin/* && "
        "exec /usr/sbin/httpd -f -p 8080 -h /srv/www")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -147,9 +149,10 @@ class Raw:
         return self.enc.encode([(":method", method), (":scheme", "http"), (":path", path),
                                 (":authority", host), *extra])
 
-    def headers(self, sid, path="/index.html", end_stream=True, extra=(), end_headers=True, data=None):
+    def headers(self, sid, path="/index.html", end_stream=True, extra=(), end_headers=True, data=None,
+                method="GET"):
         f = hf.HeadersFrame(sid)
-        f.data = data if data is not None else self.block(path, extra=extra)
+        f.data = data if data is not None else self.block(path, method=method, extra=extra)
         if end_headers:
             f.flags.add("END_HEADERS")
         if end_stream:
@@ -215,6 +218,48 @@ def test_flow_control_holds_the_response_at_the_window(srv):
         c.send(hf.WindowUpdateFrame(0, (8 << 20)), hf.WindowUpdateFrame(1, (8 << 20)))
         got = c.read(lambda f: isinstance(f, hf.DataFrame) and "END_STREAM" in f.flags, timeout=20)
         assert data + sum(len(f.data) for f in got if isinstance(f, hf.DataFrame)) == 8 << 20
+    finally:
+        c.close()
+
+
+def test_request_body_backpressure_reaches_the_client(srv):
+    """A CGI that reads its 16 MB body only after 3 s: the client gets window for what the app's socket and
+    pipe buffers and serve's queue hold, then waits; once the app reads, the whole body goes through."""
+    size, chunk = 16 << 20, 16384
+    c = Raw(srv.port)
+    try:
+        c.send(c.headers(1, "/cgi-bin/slowread", end_stream=False, method="POST",
+                         extra=[("content-length", str(size))]))
+        sent, granted, t0, stalled_at = 0, 65535, time.time(), None
+        conn_granted = 65535
+        while sent < size:
+            can = min(granted, conn_granted) - sent
+            if can <= 0:
+                got = c.read(lambda f: isinstance(f, hf.WindowUpdateFrame), timeout=0.3)
+                for f in got:
+                    if isinstance(f, hf.WindowUpdateFrame):
+                        if f.stream_id == 1:
+                            granted += f.window_increment
+                        else:
+                            conn_granted += f.window_increment
+                if not got and stalled_at is None:
+                    stalled_at = (sent, time.time() - t0)
+                assert not any(isinstance(f, (hf.RstStreamFrame, hf.GoAwayFrame)) for f in got), got
+                assert time.time() - t0 < 60
+                continue
+            n = min(chunk, can, size - sent)
+            d = hf.DataFrame(1)
+            d.data = b"x" * n
+            if sent + n == size:
+                d.flags.add("END_STREAM")
+            c.send(d)
+            sent += n
+        # stalled (0.3 s without window) short of the body: loopback's socket buffers hold a few MB
+        assert stalled_at is not None and stalled_at[0] < 12 << 20, stalled_at
+        c.read(lambda f: isinstance(f, hf.DataFrame) and "END_STREAM" in f.flags, timeout=30)
+        body = b"".join(f.data for f in c.frames if isinstance(f, hf.DataFrame))
+        assert statuses(c.frames) == {1: b"200"} and body.split()[-1] == str(size).encode(), body
+        print(f"request body backpressure: the client stalled after {stalled_at[0] >> 10} KiB")
     finally:
         c.close()
 
