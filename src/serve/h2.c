@@ -26,7 +26,7 @@ struct h2_stream {
     struct h2_head head; /* as it arrives */
     struct sbuf body;    /* request body not yet upstream */
     size_t body_off;
-    bool in_eof, begun, submitted, deferred, closed;
+    bool headers_done, in_eof, begun, submitted, deferred, closed;
 };
 
 static void conn_send(struct h2_conn *h);
@@ -100,16 +100,30 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 
 /* The request head is complete: as an HTTP/1.1 head into the stream client's read buffer, parsed and
  * routed there. */
-static void stream_begin(struct h2_stream *st)
+static void stream_begin(struct h2_stream *st, int64_t body)
 {
     st->begun = true;
     struct sbuf head = {0};
-    int status = kago__h2_head_build(&st->head, !st->in_eof, &head);
+    int status = kago__h2_head_build(&st->head, body, &head);
     if (status)
         kago__client_stream_fail(st->c, status);
     else
         kago__client_stream_input(st->c, head.data, head.len);
     sbuf_free(&head);
+}
+
+/* A request with a body but no content-length is routed once its body is whole (then it gets a
+ * content-length: apps that cannot read chunked bodies, busybox httpd for one, take it) or fills the
+ * stream's window (then it goes chunked); others at once. */
+static void maybe_begin(struct h2_stream *st)
+{
+    if (st->begun || !st->headers_done)
+        return;
+    size_t have = st->body.len - st->body_off;
+    bool plain = st->head.has_cl || st->head.too_big || st->head.bad;
+    if (!st->in_eof && !plain && have < H2_STREAM_WINDOW)
+        return;
+    stream_begin(st, !st->in_eof ? H2_BODY_UNKNOWN : have ? (int64_t)have : H2_BODY_NONE);
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
@@ -145,8 +159,10 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
             break;
         if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
             st->in_eof = true;
-        if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST && !st->begun)
-            stream_begin(st);
+        if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
+            st->headers_done = true;
+        if (!st->begun)
+            maybe_begin(st);
         else if (st->c && st->in_eof)
             kago__h2_stream_pump(st->c);
         break;
@@ -169,7 +185,10 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
     if (st->body_off && st->body_off == st->body.len)
         st->body_off = st->body.len = 0;
     sbuf_add(&st->body, data, len);
-    kago__h2_stream_pump(c);
+    if (!st->begun)
+        maybe_begin(st);
+    else
+        kago__h2_stream_pump(c);
     return 0;
 }
 

@@ -79,7 +79,7 @@ void kago__h2_head_free(struct h2_head *h)
     sbuf_free(&h->cookie);
 }
 
-int kago__h2_head_build(struct h2_head *h, bool body_follows, struct sbuf *out)
+int kago__h2_head_build(struct h2_head *h, int64_t body, struct sbuf *out)
 {
     int status = 0;
     if (h->too_big)
@@ -108,8 +108,13 @@ int kago__h2_head_build(struct h2_head *h, bool body_follows, struct sbuf *out)
         sbuf_add(out, h->cookie.data, h->cookie.len);
         sbuf_add(out, "\r\n", 2);
     }
-    if (body_follows && !h->has_cl)
+    if (body == H2_BODY_UNKNOWN && !h->has_cl) {
         sbuf_adds(out, "transfer-encoding: chunked\r\n");
+    } else if (body > 0 && !h->has_cl) {
+        sbuf_adds(out, "content-length: ");
+        sbuf_addu(out, (uint64_t)body, 10);
+        sbuf_add(out, "\r\n", 2);
+    }
     sbuf_add(out, "\r\n", 2);
     kago__h2_head_free(h);
     return 0;

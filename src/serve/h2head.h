@@ -27,11 +27,15 @@ struct h2_head {
 /* One decoded field. Returns 0, or -1 when the block is a bomb (the caller ends the connection). */
 int kago__h2_head_field(struct h2_head *h, const uint8_t *name, size_t nlen, const uint8_t *value,
                         size_t vlen);
-/* The request head as HTTP/1.1 into out ("METHOD PATH HTTP/1.1", Host, the fields, Cookie, and
- * "transfer-encoding: chunked" when body_follows without a content-length, then the blank line).
+/* The request head as HTTP/1.1 into out ("METHOD PATH HTTP/1.1", Host, the fields, Cookie, then the blank
+ * line). body: H2_BODY_NONE, H2_BODY_UNKNOWN (a body of unknown length follows: "transfer-encoding:
+ * chunked" unless the client gave a content-length), or the whole body's length (the client ended the
+ * stream: "content-length: N" unless it gave one).
  * Returns 0, or the status to answer instead (400 malformed, 405 CONNECT, 431 too large). The fields'
  * buffers are freed either way. */
-int kago__h2_head_build(struct h2_head *h, bool body_follows, struct sbuf *out);
+#define H2_BODY_NONE    0
+#define H2_BODY_UNKNOWN (-1)
+int kago__h2_head_build(struct h2_head *h, int64_t body, struct sbuf *out);
 void kago__h2_head_free(struct h2_head *h);
 
 #endif

@@ -11,7 +11,7 @@ static int add(struct h2_head *h, const char *name, const char *value)
 }
 
 /* Builds a head from NULL-ended name, value pairs; returns the status (0: *out is the head, NUL-ended). */
-static int build(bool body, char **out, const char *const *kv)
+static int build(int64_t body, char **out, const char *const *kv)
 {
     struct h2_head h = {0};
     for (; kv[0]; kv += 2)
@@ -28,44 +28,52 @@ static int build(bool body, char **out, const char *const *kv)
 int main(void)
 {
     char *s;
-    ok(build(false, &s,
+    ok(build(H2_BODY_NONE, &s,
              REQ(":method", "GET", ":scheme", "https", ":path", "/a?b=1", ":authority", "x.test", "accept",
                  "*/*", "cookie", "a=1", "te", "trailers", "cookie", "b=2")) == 0,
        "a GET");
     is_str(s, "GET /a?b=1 HTTP/1.1\r\nhost: x.test\r\naccept: */*\r\ncookie: a=1; b=2\r\n\r\n",
            "Host from :authority, cookies on one line, no te");
     free(s);
-    ok(build(true, &s, REQ(":method", "POST", ":path", "/", ":authority", "x.test")) == 0, "a POST");
+    ok(build(H2_BODY_UNKNOWN, &s, REQ(":method", "POST", ":path", "/", ":authority", "x.test")) == 0,
+       "a POST");
     is_str(s, "POST / HTTP/1.1\r\nhost: x.test\r\ntransfer-encoding: chunked\r\n\r\n",
            "a body without a length goes chunked");
     free(s);
-    ok(build(true, &s, REQ(":method", "POST", ":path", "/", ":authority", "x", "content-length", "3")) == 0 &&
+    ok(build(12, &s, REQ(":method", "POST", ":path", "/", ":authority", "x.test")) == 0, "a whole body");
+    is_str(s, "POST / HTTP/1.1\r\nhost: x.test\r\ncontent-length: 12\r\n\r\n",
+           "a body that arrived whole gets its length");
+    free(s);
+    ok(build(H2_BODY_UNKNOWN, &s,
+             REQ(":method", "POST", ":path", "/", ":authority", "x", "content-length", "3")) == 0 &&
            !strstr(s, "chunked"),
        "a body with a length keeps it");
     free(s);
-    ok(build(false, &s, REQ(":method", "GET", ":path", "/", "host", "h.test")) == 0 &&
+    ok(build(H2_BODY_NONE, &s, REQ(":method", "GET", ":path", "/", "host", "h.test")) == 0 &&
            strstr(s, "host: h.test"),
        "host without :authority");
     free(s);
-    ok(build(false, &s, REQ(":method", "GET", ":path", "/", ":authority", "a.test", "host", "b.test")) == 0 &&
+    ok(build(H2_BODY_NONE, &s,
+             REQ(":method", "GET", ":path", "/", ":authority", "a.test", "host", "b.test")) == 0 &&
            strstr(s, "host: a.test") && !strstr(s, "b.test"),
        ":authority wins over host");
     free(s);
-    ok(build(false, &s, REQ(":method", "GET", ":path", "/", "x-a", "1\r\nx-injected: 1")) == 400,
+    ok(build(H2_BODY_NONE, &s, REQ(":method", "GET", ":path", "/", "x-a", "1\r\nx-injected: 1")) == 400,
        "CRLF in a value");
     free(s);
-    ok(build(false, &s, REQ(":method", "GET", ":path", "/ HTTP/1.1\r\nx: y")) == 400,
+    ok(build(H2_BODY_NONE, &s, REQ(":method", "GET", ":path", "/ HTTP/1.1\r\nx: y")) == 400,
        "CRLF or space in :path");
     free(s);
-    ok(build(false, &s, REQ(":method", "GET", ":path", "/a b")) == 400, "a space in :path");
+    ok(build(H2_BODY_NONE, &s, REQ(":method", "GET", ":path", "/a b")) == 400, "a space in :path");
     free(s);
-    ok(build(false, &s, REQ(":method", "GE T", ":path", "/")) == 400, "a space in :method");
+    ok(build(H2_BODY_NONE, &s, REQ(":method", "GE T", ":path", "/")) == 400, "a space in :method");
     free(s);
-    ok(build(false, &s, REQ(":method", "GET", ":path", "/", "x\nb", "1")) == 400, "LF in a name");
+    ok(build(H2_BODY_NONE, &s, REQ(":method", "GET", ":path", "/", "x\nb", "1")) == 400, "LF in a name");
     free(s);
-    ok(build(false, &s, REQ(":path", "/")) == 400, "no :method");
+    ok(build(H2_BODY_NONE, &s, REQ(":path", "/")) == 400, "no :method");
     free(s);
-    ok(build(false, &s, REQ(":method", "CONNECT", ":authority", "x:443", ":path", "/")) == 405, "CONNECT");
+    ok(build(H2_BODY_NONE, &s, REQ(":method", "CONNECT", ":authority", "x:443", ":path", "/")) == 405,
+       "CONNECT");
     free(s);
 
     /* the header list limit: 431, then the bomb: -1 */
@@ -81,7 +89,7 @@ int main(void)
         r = add(&h, "x-big", big), n++;
     ok(r == -1 && n == 3, "4x the header list size in one block: a bomb (after %d more)", n);
     struct sbuf b = {0};
-    ok(kago__h2_head_build(&h, false, &b) == 431 && b.len == 0, "431");
+    ok(kago__h2_head_build(&h, H2_BODY_NONE, &b) == 431 && b.len == 0, "431");
     free(big);
     struct h2_head h2 = {0};
     r = 0;
