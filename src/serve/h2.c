@@ -65,6 +65,18 @@ static struct h2_stream *stream_of(struct h2_conn *h, int32_t id)
     return nghttp2_session_get_stream_user_data(h->s, id);
 }
 
+/* --header-timeout: a stream whose request is not routed by then (its head, or the body it is gathered
+ * with, still coming) gets 408. Routed, it has the request's own timers. */
+static void on_head_timeout(uv_timer_t *t)
+{
+    struct client *c = t->data;
+    struct h2_stream *st = c->h2s;
+    if (st && st->conn && !st->begun) {
+        st->begun = true;
+        kago__client_stream_fail(c, 408);
+    }
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 {
     struct h2_conn *h = arg;
@@ -75,6 +87,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
     st->id = f->hd.stream_id;
     st->c = kago__client_stream_new(h->c, st);
     st->c->out.flush_hook = stream_flush;
+    uv_timer_start(&st->c->timer, on_head_timeout, h->c->srv->opts.header_timeout_ms, 0);
     st->next = h->streams;
     if (h->streams)
         h->streams->prev = st;

@@ -54,7 +54,8 @@ def pki():
 def srv(pki):
     tls = free_port()
     apps = tls_app("web", ["ec.test", "plain.test"], WEB, *pki.ec, hsts="max-age=600")
-    s = Server(apps, extra_args=["--listen-tls", f"127.0.0.1:{tls}", "--h2c", "--keepalive-timeout", "3s"])
+    s = Server(apps, extra_args=["--listen-tls", f"127.0.0.1:{tls}", "--h2c", "--keepalive-timeout", "3s",
+                                 "--header-timeout", "2s"])
     s.tls = tls
     yield s
     try:
@@ -291,6 +292,20 @@ def test_body_without_length_gets_one_when_whole_else_goes_chunked(srv):
         body = b"".join(f.data for f in c.frames if isinstance(f, hf.DataFrame) and f.stream_id == 3)
         assert statuses(c.frames)[3] == b"200" and b"len= " in body, body  # no length: chunked (busybox
         # httpd then hands its CGI what it has read, framing and all: an app that reads chunked bodies gets it)
+    finally:
+        c.close()
+
+
+def test_a_stream_not_routed_within_the_header_timeout_gets_408(srv):
+    c = Raw(srv.port)
+    try:
+        c.send(c.headers(1, "/cgi-bin/count", end_stream=False, method="POST"))  # and then nothing
+        t0 = time.time()
+        c.read(lambda f: isinstance(f, hf.HeadersFrame), timeout=10)
+        assert statuses(c.frames) == {1: b"408"} and 1.5 < time.time() - t0 < 6, (c.frames, time.time() - t0)
+        c.send(c.headers(3))  # the connection goes on
+        c.read(lambda f: isinstance(f, hf.HeadersFrame) and f.stream_id == 3)
+        assert statuses(c.frames)[3] == b"200"
     finally:
         c.close()
 
