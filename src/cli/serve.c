@@ -55,6 +55,8 @@ CLI_VERB(serve)
         {"acme-rate", required_argument, NULL, 1005},
         {"acme-retry", required_argument, NULL, 1006},
         {"acme-dir", required_argument, NULL, 1007},
+        {"no-h2", no_argument, NULL, '2'},
+        {"h2c", no_argument, NULL, '3'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -153,6 +155,12 @@ CLI_VERB(serve)
         case 'U':
             o.upgrade = true;
             break;
+        case '2':
+            o.no_h2 = true;
+            break;
+        case '3':
+            o.h2c = true;
+            break;
         case 'E':
             o.cluster = optarg;
             break;
@@ -229,6 +237,8 @@ CLI_VERB(serve)
                 "                   [--acme-ask URL] [--acme-no-wait] [--acme-rate 10] [--acme-retry 60s]\n"
                 "                   [--acme-dir ROOT/acme]]\n"
                 "                   (certificates on demand)\n"
+                "                  [--no-h2]   (TLS: http/1.1 only)   [--h2c]   (plain: HTTP/2 prior "
+                "knowledge too)\n"
                 "                  [--admin 127.0.0.1:9090|unix:PATH|off] [--admin-token FILE]\n"
                 "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
                 "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout "

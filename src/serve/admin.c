@@ -333,6 +333,21 @@ static void all_tls_resumed(const struct metrics_ctx *m, struct sbuf *b, const s
     all_u64(b, f, kago__tls_stats(m->srv->tls)->resumed);
 }
 
+static void all_h2_conns(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, m->srv->h2.conns);
+}
+
+static void all_h2_streams(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, m->srv->h2.streams);
+}
+
+static void all_h2_calm(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, m->srv->h2.goaways_calm);
+}
+
 static void all_tls_reloads(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     const struct tls_stats *st = kago__tls_stats(m->srv->tls);
@@ -530,6 +545,13 @@ static const struct family families[] = {
     SERVER_WIDE("kago_acme_certificates", "gauge", "Certificates obtained by ACME and in use.",
                 all_acme_certs),
     SERVER_WIDE("kago_acme_orders_pending", "gauge", "ACME orders queued or running.", all_acme_pending),
+    SERVER_WIDE("kago_h2_connections_total", "counter", "HTTP/2 connections (ALPN h2, or h2c).",
+                all_h2_conns),
+    SERVER_WIDE("kago_h2_streams_total", "counter", "HTTP/2 streams opened by clients.", all_h2_streams),
+    SERVER_WIDE("kago_h2_flood_goaways_total", "counter",
+                "HTTP/2 connections ended with GOAWAY for flooding (resets, control frames, HPACK bombs, "
+                "unread acknowledgements).",
+                all_h2_calm),
     /* --cluster only (left out without it) */
     SERVER_WIDE("kago_cluster_nodes", "gauge", "Nodes registered in etcd (/kago/nodes/).", all_cluster_nodes),
     SERVER_WIDE("kago_cluster_etcd_up", "gauge", "1 while etcd answers and the watch runs, else 0.",

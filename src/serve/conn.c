@@ -21,6 +21,27 @@ static void arm_timer(struct client *c);
 static void finish_exchange(struct client *c, bool reusable);
 static void tls_pump(struct client *c);
 
+/* An HTTP/2 connection's reads: nghttp2 takes all of each at once, so one buffer serves them all and an
+ * idle HTTP/2 connection keeps none of its own. */
+static char h2_rbuf[CLIENT_RBUF];
+
+static void h2_begin(struct client *c)
+{
+    size_t n = c->rlen - c->rpos;
+    memcpy(h2_rbuf, c->rbuf + c->rpos, n); /* the preface read so far (h2c) */
+    free(c->rbuf);
+    c->rbuf = h2_rbuf;
+    c->rpos = 0;
+    c->rlen = n;
+    kago__h2_start(c);
+}
+
+/* The TLS session a request came over: its connection's for an HTTP/2 stream. */
+static struct tls_conn *client_tls(const struct client *c)
+{
+    return c->conn ? c->conn->tls : c->tls;
+}
+
 uint64_t kago__serve_now_us(void)
 {
     struct timespec ts;
@@ -88,6 +109,12 @@ static void on_client_written(struct outq *q, int status)
             client_close(c);
         return;
     }
+    if (c->state == C_H2) {
+        kago__h2_output(c);
+        if (!c->closed)
+            update_reading(c);
+        return;
+    }
     if (c->up && !kago__outq_full(&c->out))
         kago__upconn_resume(c->up);
     if (c->srv->handover)
@@ -96,6 +123,10 @@ static void on_client_written(struct outq *q, int status)
 
 static void flush_client(struct client *c)
 {
+    if (c->h2s) { /* an HTTP/2 stream: nghttp2 takes it from there (h2.c), the stream's end closes it */
+        kago__outq_flush(&c->out);
+        return;
+    }
     if (c->tls && c->state == C_CLOSING && kago__outq_flush(&c->out) == 0)
         kago__tls_shutdown(c->tls); /* close_notify after what is queued, encrypted just now (once) */
     if (kago__outq_flush(&c->out) < 0) {
@@ -128,7 +159,7 @@ static void log_access_json(struct client *c, uint64_t bytes, double ms)
                 : c->cold_kind ? c->cold_kind
                                : "start",
         .cold_ms = c->cold_us < 0 ? 0 : c->cold_us / 1000.0,
-        .tls = c->tls ? kago__tls_version(c->tls) : NULL,
+        .tls = client_tls(c) ? kago__tls_version(client_tls(c)) : NULL,
     };
     cleanup_free char *line = kago__logfmt_json_access(&r);
     fputs(line, c->srv->access_log);
@@ -157,11 +188,12 @@ static void log_access(struct client *c)
     if (c->cold_us >= 0)
         snprintf(cold, sizeof(cold), "%.1fms%s%s", c->cold_us / 1000.0, c->cold_kind ? ":" : "",
                  c->cold_kind ? c->cold_kind : "");
-    fprintf(srv->access_log, "%s %s %.*s \"%s %.*s\" %d %llu %.1fms %s cold=%s%s%s\n", when, c->ip, hl,
+    struct tls_conn *tls = client_tls(c);
+    fprintf(srv->access_log, "%s %s %.*s \"%s %.*s\" %d %llu %.1fms %s cold=%s%s%s%s\n", when, c->ip, hl,
             c->info.host ? c->info.host : "-", method, ul,
             c->req.raw.data ? c->req.raw.data + c->req.url : "", c->status,
             (unsigned long long)(kago__outq_mark(&c->out) - c->out_mark), ms, c->inst ? c->inst->name : "-",
-            cold, c->tls ? " tls=" : "", c->tls ? kago__tls_version(c->tls) : "");
+            cold, tls ? " tls=" : "", tls ? kago__tls_version(tls) : "", c->h2s ? " h2" : "");
     fflush(srv->access_log);
 }
 
@@ -192,7 +224,10 @@ static void client_error_body(struct client *c, int status, unsigned retry_after
     }
     c->status = status;
     c->resp_started = true;
-    kago__http_error_body(&c->out.pend, status, true, retry_after, body, len);
+    if (c->h2s)
+        kago__h2_stream_respond(c, status, retry_after, NULL, 0, body, len);
+    else
+        kago__http_error_body(&c->out.pend, status, true, retry_after, body, len);
     count_request(c);
     if (c->state == C_HELD && c->app && c->app->m.inflight) /* refused or timed out: not in flight */
         c->app->m.inflight--;
@@ -275,10 +310,36 @@ static void client_eof(struct client *c)
     }
 }
 
+/* --h2c: a plain connection whose first bytes are HTTP/2's preface turns to HTTP/2 (1), or may (0: wait
+ * for more), or is HTTP/1.1 (-1). */
+static int h2c_preface(const struct client *c)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    size_t n = c->rlen < sizeof(preface) - 1 ? c->rlen : sizeof(preface) - 1;
+    if (memcmp(c->rbuf, preface, n) != 0)
+        return -1;
+    return n == sizeof(preface) - 1 ? 1 : 0;
+}
+
 /* n more bytes of the client's stream are at rbuf + rlen. */
 static void got_bytes(struct client *c, size_t n)
 {
     c->rlen += n;
+    if (c->state == C_HEAD && !c->req_begun && !c->tls && !c->h2s && c->srv->opts.h2c && c->rpos == 0) {
+        int p = h2c_preface(c);
+        if (p == 0)
+            return;
+        if (p == 1)
+            h2_begin(c);
+    }
+    if (c->state == C_H2) {
+        size_t k = c->rlen - c->rpos;
+        c->rpos = c->rlen = 0;
+        kago__h2_input(c, c->rbuf, k);
+        if (!c->closed && !c->tls)
+            update_reading(c);
+        return;
+    }
     if (c->state == C_TUNNEL) {
         if (c->up) {
             sbuf_add(&c->up->out.pend, c->rbuf + c->rpos, c->rlen - c->rpos);
@@ -349,6 +410,9 @@ static bool want_read(const struct client *c)
     case C_TUNNEL:
         want = c->up && !kago__outq_full(&c->up->out) && !c->eof;
         break;
+    case C_H2: /* a peer that does not read its answers (PING floods and the like) is not read either */
+        want = !kago__outq_full(&c->out);
+        break;
     default:
         break;
     }
@@ -357,6 +421,8 @@ static bool want_read(const struct client *c)
 
 static void update_reading(struct client *c)
 {
+    if (c->h2s)
+        return; /* a stream: its connection reads */
     bool want = want_read(c);
     /* TLS: what was decrypted but did not fit, or arrived but was not decrypted, goes first */
     if (want && c->tls && !c->tls_pumping && kago__tls_has_input(c->tls)) {
@@ -383,6 +449,8 @@ static void tls_handshake_done(struct client *c)
     st->handshakes_ok++;
     st->resumed += kago__tls_resumed(c->tls);
     arm_timer(c); /* from the handshake's timeout to the keep-alive one */
+    if (kago__tls_h2(c->tls))
+        h2_begin(c);
 }
 
 static void tls_resume(void *arg)
@@ -433,6 +501,10 @@ static void tls_pump(struct client *c)
 
 void kago__client_upstream_drained(struct client *c)
 {
+    if (c->h2s) {
+        kago__h2_stream_pump(c);
+        return;
+    }
     if (c->state == C_PROXY && c->rpos < c->rlen && !c->req_done)
         client_parse(c);
     update_reading(c);
@@ -476,7 +548,10 @@ static void client_redirect_https(struct client *c)
     n += (int)c->req.url_len;
     c->status = 308;
     c->resp_started = true;
-    kago__http_redirect(&c->out.pend, 308, loc, (size_t)n);
+    if (c->h2s)
+        kago__h2_stream_respond(c, 308, 0, loc, (size_t)n, NULL, 0);
+    else
+        kago__http_redirect(&c->out.pend, 308, loc, (size_t)n);
     count_request(c);
     c->state = C_CLOSING;
     update_reading(c);
@@ -506,8 +581,8 @@ static void client_route(struct client *c)
     }
     c->app = a;
     a->refs++;
-    c->info.https = c->tls != NULL;
-    if (a->app.https_redirect && !c->tls) {
+    c->info.https = client_tls(c) != NULL;
+    if (a->app.https_redirect && !c->info.https) {
         client_redirect_https(c);
         return;
     }
@@ -563,6 +638,10 @@ void kago__client_upstream_ready(struct client *c)
     kago__http_upstream_head(&u->out.pend, &c->req, &c->info, c->ip);
     arm_timer(c);
     client_parse(c); /* the body that already arrived, and message completion */
+    if (c->h2s) {
+        kago__h2_stream_pump(c);
+        return;
+    }
     if (c->state == C_PROXY && c->up && kago__outq_flush(&c->up->out) < 0)
         kago__client_upstream_failed(c, UV_EPIPE);
 }
@@ -635,7 +714,9 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     llhttp_t *p = &resp->parser;
     int status = p->status_code;
     bool head_req = c->req.parser.method == HTTP_HEAD;
-    if (status >= 100 && status < 200 && status != 101) {
+    if (status >= 100 && status < 200 && (status != 101 || c->h2s)) {
+        if (c->h2s)
+            return 0; /* HTTP/2: the final response is what counts */
         /* 100 Continue and friends pass through as they are; the real response follows. */
         struct http_resp_opts o = {.cold_start_us = -1};
         kago__http_client_head(&c->out.pend, resp, &o);
@@ -646,8 +727,14 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     c->resp_started = true;
     struct http_resp_opts o = {.cold_start_us = c->srv->opts.cold_start_header ? c->cold_us : -1,
                                .cold_kind = c->cold_kind,
-                               .hsts = c->tls && c->app ? c->app->app.hsts : NULL};
+                               .hsts = client_tls(c) && c->app ? c->app->app.hsts : NULL};
     bool has_body = !(head_req || status == 204 || status == 304 || status == 101);
+    if (c->h2s) {
+        u->resp_chunked_out = false;
+        c->out_mark = kago__outq_mark(&c->out);
+        kago__h2_stream_head(c, resp, &o, has_body);
+        return head_req ? 1 : 0;
+    }
     bool framed = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0;
     u->resp_chunked_out = false;
     if (status == 101 && c->info.upgrade) {
@@ -732,7 +819,7 @@ void kago__client_resp_done(struct client *c)
     c->app = NULL;
     if (a)
         kago__app_unref(a);
-    if (c->close_after || c->srv->stopping) {
+    if (c->close_after || c->srv->stopping || c->h2s) {
         c->state = C_CLOSING;
         update_reading(c);
         flush_client(c);
@@ -884,8 +971,11 @@ static void on_client_closed(uv_handle_t *h)
         return;
     kago__outq_free(&c->out);
     kago__tls_conn_free(c->tls);
+    kago__h2_conn_free(c->h2);
+    kago__h2_stream_free(c->h2s);
     kago__http_msg_free(&c->req);
-    free(c->rbuf);
+    if (c->rbuf != h2_rbuf)
+        free(c->rbuf);
     struct server *srv = c->srv;
     free(c);
     kago__server_maybe_exit(srv);
@@ -896,6 +986,8 @@ static void client_close(struct client *c)
     if (c->closed)
         return;
     c->closed = true;
+    if (c->h2)
+        kago__h2_conn_close(c); /* its streams first */
     if (c->tls_failed)
         kago__tls_stats(c->srv->tls)->handshakes_failed++;
     count_request(c);
@@ -911,6 +1003,13 @@ static void client_close(struct client *c)
         c->app = NULL;
         kago__app_unref(a);
     }
+    drop_inst(c);
+    if (c->h2s) { /* a stream: not in the server's list, no socket of its own */
+        kago__h2_stream_detach(c);
+        c->handles = 1;
+        uv_close((uv_handle_t *)&c->timer, on_client_closed);
+        return;
+    }
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -918,7 +1017,6 @@ static void client_close(struct client *c)
     if (c->next)
         c->next->prev = c->prev;
     c->srv->nclients--;
-    drop_inst(c);
     c->handles = 2;
     uv_close((uv_handle_t *)&c->timer, on_client_closed);
     uv_close((uv_handle_t *)&c->tcp, on_client_closed);
@@ -989,6 +1087,8 @@ void kago__client_close_all(struct server *srv, bool idle_only)
         next = c->next;
         if (!idle_only || (c->state == C_HEAD && !c->req_begun))
             client_close(c);
+        else if (c->state == C_H2)
+            kago__h2_shutdown(c); /* GOAWAY: closes when its streams are done */
         else
             c->close_after = true;
     }
@@ -1042,6 +1142,10 @@ void kago__client_handover(struct server *srv)
     int n = 0;
     for (struct client *c = srv->clients, *next; c; c = next) {
         next = c->next;
+        if (c->state == C_H2) { /* HTTP/2: GOAWAY, the client opens its next streams on the new serve */
+            kago__h2_shutdown(c);
+            continue;
+        }
         if (c->tls && !c->closed) { /* its state is OpenSSL's: it stays here, and ends after its response */
             c->close_after = true;
             if (c->state == C_HEAD && !c->req_begun && kago__tls_done(c->tls))
@@ -1073,4 +1177,58 @@ void kago__client_adopt(struct server *srv, int fd)
         return;
     }
     client_setup(srv, c);
+}
+
+/* --- HTTP/2 streams (h2.c) ------------------------------------------------------------------------- */
+
+struct client *kago__client_stream_new(struct client *conn, struct h2_stream *st)
+{
+    struct client *c = xcalloc(1, sizeof(*c));
+    c->srv = conn->srv;
+    c->conn = conn;
+    c->h2s = st;
+    uv_timer_init(c->srv->loop, &c->timer);
+    c->timer.data = c;
+    memcpy(c->ip, conn->ip, sizeof(c->ip));
+    c->cold_us = -1;
+    kago__outq_init(&c->out, NULL, NULL, c);
+    kago__http_msg_init(&c->req, HTTP_REQUEST, &req_cbs, c);
+    c->state = C_HEAD;
+    return c;
+}
+
+void kago__client_stream_input(struct client *c, const char *head, size_t len)
+{
+    if (len > CLIENT_RBUF) {
+        kago__client_stream_fail(c, 431);
+        return;
+    }
+    c->rbuf = xmalloc(len);
+    memcpy(c->rbuf, head, len);
+    got_bytes(c, len);
+}
+
+void kago__client_stream_fail(struct client *c, int status)
+{
+    if (!c->req_begun) {
+        c->req_begun = true;
+        c->t_begin = kago__serve_now_us();
+    }
+    if (c->up || c->pi)
+        finish_exchange(c, false);
+    client_error(c, status, 0);
+}
+
+void kago__client_close(struct client *c)
+{
+    client_close(c);
+}
+
+void kago__client_finish(struct client *c)
+{
+    if (c->closed || c->state == C_CLOSING)
+        return;
+    c->state = C_CLOSING;
+    update_reading(c);
+    flush_client(c);
 }

@@ -326,6 +326,14 @@ static void add_hdr(struct sbuf *out, const char *name, const char *v, size_t vn
     sbuf_add(out, "\r\n", 2);
 }
 
+bool kago__http_hop(const struct http_msg *m, unsigned i)
+{
+    const struct http_hdr *h = &m->hdr[i];
+    const char *name = m->raw.data + h->name;
+    return is_hop(name, h->name_len) ||
+           (kago__http_find(m, "connection", NULL, NULL) && in_connection(m, name, h->name_len));
+}
+
 /* Copies every end-to-end header; returns the index of X-Forwarded-For (or -1) for chaining. */
 static void copy_headers(struct sbuf *out, const struct http_msg *m, bool skip_fwd, int *xff)
 {

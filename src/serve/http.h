@@ -67,6 +67,9 @@ void kago__http_msg_free(struct http_msg *m);
  * answer (400 unless a callback set another). */
 llhttp_errno_t kago__http_execute(struct http_msg *m, const char *data, size_t len, size_t *used);
 
+/* Header i is hop-by-hop (RFC 9110 7.6.1, or named in Connection): not forwarded. */
+bool kago__http_hop(const struct http_msg *m, unsigned i);
+
 /* Finds header name (case-insensitive); returns how many there are and the first value. */
 unsigned kago__http_find(const struct http_msg *m, const char *name, const char **value, uint32_t *len);
 

@@ -35,6 +35,8 @@ static int encrypt_pending(struct outq *q)
 
 int kago__outq_flush(struct outq *q)
 {
+    if (q->flush_hook)
+        return q->flush_hook(q);
     struct sbuf *src = &q->pend;
     if (q->tls) {
         int r = encrypt_pending(q);

@@ -28,6 +28,10 @@ struct outq {
     void *owner;
     bool writing;
     uint64_t written; /* bytes handed to the kernel (TLS: plaintext bytes encrypted) */
+    /* An HTTP/2 stream's queue (h2.c): kago__outq_flush calls this instead of writing; nghttp2 takes the
+     * bytes from pend, off of them taken so far. */
+    int (*flush_hook)(struct outq *q);
+    size_t off;
 };
 
 void kago__outq_init(struct outq *q, uv_stream_t *stream, outq_cb cb, void *owner);
@@ -35,12 +39,12 @@ void kago__outq_init(struct outq *q, uv_stream_t *stream, outq_cb cb, void *owne
 int kago__outq_flush(struct outq *q);
 static inline size_t kago__outq_size(const struct outq *q)
 {
-    return q->pend.len + q->busy.len + q->enc.len;
+    return q->pend.len - q->off + q->busy.len + q->enc.len;
 }
 /* The bytes queued so far (plaintext for TLS), to count a response's bytes between two marks. */
 static inline uint64_t kago__outq_mark(const struct outq *q)
 {
-    return q->written + q->pend.len + (q->tls ? 0 : q->busy.len);
+    return q->written + q->pend.len - q->off + (q->tls ? 0 : q->busy.len);
 }
 static inline bool kago__outq_full(const struct outq *q)
 {

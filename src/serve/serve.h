@@ -52,6 +52,8 @@ struct kago_serve_opts {
     unsigned max_starting; /* container starts in flight at once, the rest wait in order (0: 2 per CPU) */
     unsigned warm;         /* --warm N: warm sandboxes kept per namespace set, at most (0: none) */
     bool metrics_app_histograms; /* /metrics: every app's histograms, not only their sum over all apps */
+    bool no_h2;                  /* --no-h2: TLS listeners offer http/1.1 only (ALPN) */
+    bool h2c;          /* --h2c: plain listeners take HTTP/2 with prior knowledge (the preface) too */
     bool upgrade;      /* take the listeners and instances over from the serve running with this root */
     char *const *argv; /* serve's whole command line (NULL-ended): SIGUSR2 starts it again with --upgrade */
     /* Certificates on demand (ACME; docs/serve.md), off without --acme-directory. acme_ca: the CA file

@@ -14,6 +14,7 @@
 #include <kago/kago.h>
 
 #include "dash.h"
+#include "h2.h"
 #include "http.h"
 #include "logfmt.h"
 #include "outq.h"
@@ -139,6 +140,7 @@ enum client_state {
     C_CONNECT, /* connecting upstream */
     C_PROXY,   /* request and response being relayed */
     C_TUNNEL,  /* after 101 Switching Protocols: raw bytes both ways */
+    C_H2,      /* an HTTP/2 connection: its streams are clients of their own (h2.c) */
     C_CLOSING,
 };
 
@@ -167,6 +169,10 @@ struct client {
     /* TLS (NULL: plain HTTP): what arrives is decrypted into rbuf, out encrypts what is queued */
     struct tls_conn *tls;
     bool tls_pumping, tls_got_bytes, tls_failed;
+    /* HTTP/2 (h2.c): h2 on the connection, h2s and conn (the connection's client) on each stream's */
+    struct h2_conn *h2;
+    struct h2_stream *h2s;
+    struct client *conn;
     unsigned handles;
     char ip[48];
     struct http_msg req; /* last: it is large */
@@ -191,6 +197,7 @@ struct server {
     /* TLS (tls.c): the front context, the certificates of the running config, a scratch read buffer */
     struct tls_front *tls;
     struct tls_store *tls_store;
+    struct h2_stats h2;
     char *tls_rbuf;                /* TLS_RBUF bytes: ciphertext read, decrypted in the same turn */
     uint64_t tls_checked_ms;       /* certificate files last looked at */
     uint64_t upconn_swept_ms;      /* idle upstream connections last swept */
@@ -279,6 +286,13 @@ void kago__client_resp_truncated(struct client *c);
 void kago__client_tunnel_data(struct client *c, const char *at, size_t n);
 void kago__client_upstream_drained(struct client *c);
 void kago__client_close_all(struct server *srv, bool idle_only);
+/* HTTP/2 (h2.c): a stream's client on the connection conn (st its h2 state, freed with it); its request
+ * head (HTTP/1.1, len bytes) to parse and route; a failure answered with status (the exchange ended). */
+struct client *kago__client_stream_new(struct client *conn, struct h2_stream *st);
+void kago__client_stream_input(struct client *c, const char *head, size_t len);
+void kago__client_stream_fail(struct client *c, int status);
+void kago__client_close(struct client *c);
+void kago__client_finish(struct client *c); /* closes the connection once what is queued is written */
 /* An upgrade: connections move to the new serve between two requests (kago__upgrade_give); one that
  * cannot closes after its next response, or after HANDOVER_IDLE_MS idle. */
 #define HANDOVER_IDLE_MS 250

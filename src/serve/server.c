@@ -949,6 +949,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         close_fds(&sd_admin, 1);
         goto out;
     }
+    kago__tls_front_h2(srv->tls, !o->no_h2);
     for (unsigned i = 0; i < srv->nls && !srv->tls_rbuf; i++)
         if (srv->ls[i].tls)
             srv->tls_rbuf = xmalloc(TLS_RBUF);

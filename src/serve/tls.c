@@ -42,6 +42,7 @@ struct tls_front {
     int (*missing)(void *arg, const char *name); /* certificates on demand (acme.c) */
     void *missing_arg;
     struct tls_conn *waiting; /* handshakes held for a certificate */
+    bool h2;                  /* ALPN offers h2 */
 };
 
 struct file_id {
@@ -166,6 +167,20 @@ static int on_ticket(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPH
 
 /* --- contexts ------------------------------------------------------------------------------------ */
 
+/* ALPN: h2 when the client offers it (and serve does), else http/1.1; a client offering neither gets
+ * no protocol (HTTP/1.1 then, as without ALPN). */
+static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                   unsigned int inlen, void *arg)
+{
+    static const unsigned char both[] = "\x02h2\x08http/1.1";
+    struct tls_front *f = arg;
+    const unsigned char *mine = f->h2 ? both : both + 3;
+    unsigned len = f->h2 ? 12 : 9;
+    if (SSL_select_next_proto((unsigned char **)out, outlen, mine, len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    return SSL_TLSEXT_ERR_OK;
+}
+
 static SSL_CTX *new_ctx(struct tls_front *f, struct kago_error **err)
 {
     char why[256];
@@ -181,6 +196,7 @@ static SSL_CTX *new_ctx(struct tls_front *f, struct kago_error **err)
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"kago", 4);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket);
     SSL_CTX_set_app_data(ctx, f);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, f);
     SSL_CTX_set_dh_auto(ctx, 1);
     if (SSL_CTX_set_cipher_list(ctx, CIPHERS_TLS12) != 1 || SSL_CTX_set1_groups_list(ctx, GROUPS) != 1) {
         kago_error_set(err, 0, "TLS: ciphers: %s", ssl_reason(why, sizeof(why)));
@@ -325,6 +341,19 @@ void kago__tls_front_free(struct tls_front *f)
     SSL_CTX_free(f->ctx);
     OPENSSL_cleanse(f->keys, sizeof(f->keys));
     free(f);
+}
+
+void kago__tls_front_h2(struct tls_front *f, bool on)
+{
+    f->h2 = on;
+}
+
+bool kago__tls_h2(const struct tls_conn *t)
+{
+    const unsigned char *p = NULL;
+    unsigned n = 0;
+    SSL_get0_alpn_selected(t->ssl, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
 }
 
 struct tls_stats *kago__tls_stats(struct tls_front *f)

@@ -38,6 +38,10 @@ struct tls_stats {
 struct tls_front *kago__tls_front_new(unsigned rotate_s, struct kago_error **err);
 void kago__tls_front_free(struct tls_front *f);
 struct tls_stats *kago__tls_stats(struct tls_front *f);
+/* ALPN offers h2 before http/1.1 (on) or http/1.1 only. */
+void kago__tls_front_h2(struct tls_front *f, bool on);
+/* The connection's handshake chose h2. */
+bool kago__tls_h2(const struct tls_conn *t);
 /* The store the SNI callback uses from now on (the front does not own it). */
 void kago__tls_front_use(struct tls_front *f, struct tls_store *s);
 

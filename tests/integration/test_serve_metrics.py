@@ -24,7 +24,7 @@ def families(body):
         elif line.startswith("# HELP "):
             continue
         else:
-            m = re.match(r'^([a-z_]+)(\{[^}]*\})? (\S+)$', line)
+            m = re.match(r'^([a-z_][a-z0-9_]*)(\{[^}]*\})? (\S+)$', line)
             assert m, f"bad line {line!r}"
             base = cur[0]
             assert m.group(1) == base or (cur[1] == "histogram" and m.group(1) in

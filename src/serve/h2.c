@@ -1,0 +1,625 @@
+/* kago serve — HTTP/2 connections and streams over nghttp2 (h2.h says how they map onto the HTTP/1.1
+ * request path). */
+#include <string.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "h2.h"
+#include "serve_int.h"
+#include "util.h"
+
+struct h2_conn {
+    nghttp2_session *s;
+    struct client *c;
+    struct h2_stream *streams; /* the open ones with a client */
+    unsigned nstreams;
+    bool in_recv, sending, dead, goaway;
+    double resets, ctrl; /* tokens left (H2_RESET_*, H2_CTRL_*) */
+    uint64_t refill_us;
+};
+
+struct h2_stream {
+    struct h2_stream *prev, *next;
+    struct h2_conn *conn; /* NULL once detached */
+    struct client *c;
+    int32_t id;
+    struct h2_head head; /* as it arrives */
+    struct sbuf body;    /* request body not yet upstream */
+    size_t body_off;
+    bool headers_done, in_eof, begun, submitted, deferred, closed;
+};
+
+static void conn_send(struct h2_conn *h);
+static int stream_flush(struct outq *q);
+
+/* --- token buckets ------------------------------------------------------------------------------ */
+
+static void refill(struct h2_conn *h)
+{
+    uint64_t now = kago__serve_now_us();
+    double dt = (now - h->refill_us) / 1e6;
+    h->refill_us = now;
+    h->resets += dt * H2_RESET_RATE;
+    if (h->resets > H2_RESET_BURST)
+        h->resets = H2_RESET_BURST;
+    h->ctrl += dt * H2_CTRL_RATE;
+    if (h->ctrl > H2_CTRL_BURST)
+        h->ctrl = H2_CTRL_BURST;
+}
+
+/* A flood: GOAWAY with ENHANCE_YOUR_CALM, then the connection ends. */
+static int calm_down(struct h2_conn *h)
+{
+    if (!h->goaway) {
+        h->c->srv->h2.goaways_calm++;
+        h->goaway = true;
+        nghttp2_session_terminate_session(h->s, NGHTTP2_ENHANCE_YOUR_CALM);
+    }
+    return 0;
+}
+
+/* --- streams ------------------------------------------------------------------------------------ */
+
+static struct h2_stream *stream_of(struct h2_conn *h, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(h->s, id);
+}
+
+/* --header-timeout: a stream whose request is not routed by then (its head, or the body it is gathered
+ * with, still coming) gets 408. Routed, it has the request's own timers. */
+static void on_head_timeout(uv_timer_t *t)
+{
+    struct client *c = t->data;
+    struct h2_stream *st = c->h2s;
+    if (st && st->conn && !st->begun) {
+        st->begun = true;
+        kago__client_stream_fail(c, 408);
+    }
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *arg)
+{
+    struct h2_conn *h = arg;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST || h->goaway)
+        return 0;
+    struct h2_stream *st = xcalloc(1, sizeof(*st));
+    st->conn = h;
+    st->id = f->hd.stream_id;
+    st->c = kago__client_stream_new(h->c, st);
+    st->c->out.flush_hook = stream_flush;
+    uv_timer_start(&st->c->timer, on_head_timeout, h->c->srv->opts.header_timeout_ms, 0);
+    st->next = h->streams;
+    if (h->streams)
+        h->streams->prev = st;
+    h->streams = st;
+    h->nstreams++;
+    h->c->srv->h2.streams++;
+    nghttp2_session_set_stream_user_data(s, st->id, st);
+    uv_timer_stop(&h->c->timer); /* not idle */
+    return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
+{
+    struct h2_conn *h = arg;
+    struct h2_stream *st = stream_of(h, f->hd.stream_id);
+    if (!st || f->hd.type != NGHTTP2_HEADERS || st->begun)
+        return 0;                                                    /* trailers: dropped */
+    if (kago__h2_head_field(&st->head, name, nlen, value, vlen) < 0) /* an HPACK bomb */
+        return calm_down(h), NGHTTP2_ERR_CALLBACK_FAILURE;
+    return 0;
+}
+
+/* The request head is complete: as an HTTP/1.1 head into the stream client's read buffer, parsed and
+ * routed there. */
+static void stream_begin(struct h2_stream *st, int64_t body)
+{
+    st->begun = true;
+    struct sbuf head = {0};
+    int status = kago__h2_head_build(&st->head, body, &head);
+    if (status)
+        kago__client_stream_fail(st->c, status);
+    else
+        kago__client_stream_input(st->c, head.data, head.len);
+    sbuf_free(&head);
+}
+
+/* A request with a body but no content-length is routed once its body is whole (then it gets a
+ * content-length: apps that cannot read chunked bodies, busybox httpd for one, take it) or fills the
+ * stream's window (then it goes chunked); others at once. */
+static void maybe_begin(struct h2_stream *st)
+{
+    if (st->begun || !st->headers_done)
+        return;
+    size_t have = st->body.len - st->body_off;
+    bool plain = st->head.has_cl || st->head.too_big || st->head.bad;
+    if (!st->in_eof && !plain && have < H2_STREAM_WINDOW)
+        return;
+    stream_begin(st, !st->in_eof ? H2_BODY_UNKNOWN : have ? (int64_t)have : H2_BODY_NONE);
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
+{
+    struct h2_conn *h = arg;
+    switch (f->hd.type) {
+    case NGHTTP2_PING:
+    case NGHTTP2_SETTINGS:
+    case NGHTTP2_PRIORITY:
+    case NGHTTP2_WINDOW_UPDATE:
+        if (f->hd.flags & NGHTTP2_FLAG_ACK)
+            break;
+        refill(h);
+        if ((h->ctrl -= 1) < 0)
+            return calm_down(h);
+        break;
+    case NGHTTP2_RST_STREAM: {
+        refill(h);
+        struct h2_stream *st = stream_of(h, f->hd.stream_id);
+        if (st && st->c && st->c->state != C_CLOSING && (h->resets -= 1) < 0)
+            return calm_down(h);
+        break;
+    }
+    case NGHTTP2_DATA:
+    case NGHTTP2_HEADERS: {
+        if (f->hd.type == NGHTTP2_DATA && f->hd.length == 0 && !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+            refill(h);
+            if ((h->ctrl -= 1) < 0)
+                return calm_down(h);
+        }
+        struct h2_stream *st = stream_of(h, f->hd.stream_id);
+        if (!st || !st->c)
+            break;
+        if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+            st->in_eof = true;
+        if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
+            st->headers_done = true;
+        if (!st->begun)
+            maybe_begin(st);
+        else if (st->c && st->in_eof)
+            kago__h2_stream_pump(st->c);
+        break;
+    }
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *arg)
+{
+    struct h2_conn *h = arg;
+    struct h2_stream *st = stream_of(h, id);
+    struct client *c = st ? st->c : NULL;
+    if (!c || c->state == C_CLOSING) { /* nobody wants it: the window goes back at once */
+        nghttp2_session_consume(s, id, len);
+        return 0;
+    }
+    if (st->body_off && st->body_off == st->body.len)
+        st->body_off = st->body.len = 0;
+    sbuf_add(&st->body, data, len);
+    if (!st->begun)
+        maybe_begin(st);
+    else
+        kago__h2_stream_pump(c);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *arg)
+{
+    struct h2_conn *h = arg;
+    struct h2_stream *st = stream_of(h, id);
+    if (!st)
+        return 0;
+    st->closed = true;
+    nghttp2_session_set_stream_user_data(s, id, NULL);
+    if (st->c)
+        kago__client_close(st->c); /* detaches it */
+    return 0;
+}
+
+/* A response ended before the client's request did: RST_STREAM NO_ERROR tells it to stop sending. */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *arg)
+{
+    struct h2_conn *h = arg;
+    if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
+        f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        struct h2_stream *st = stream_of(h, f->hd.stream_id);
+        if (st && !st->in_eof)
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
+    }
+    return 0;
+}
+
+/* The response body: what the upstream put in the stream client's out queue. */
+static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *arg)
+{
+    struct h2_stream *st = src->ptr;
+    struct client *c = st->c;
+    if (!st->conn || !c)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    struct outq *q = &c->out;
+    size_t avail = q->pend.len - q->off, n = avail < len ? avail : len;
+    if (n)
+        memcpy(buf, q->pend.data + q->off, n);
+    q->off += n;
+    q->written += n;
+    if (q->off == q->pend.len) {
+        q->off = 0;
+        sbuf_reset(&q->pend, OUTQ_KEEP);
+    } else if (q->off > OUTQ_KEEP) {
+        memmove(q->pend.data, q->pend.data + q->off, q->pend.len - q->off);
+        q->pend.len -= q->off;
+        q->off = 0;
+    }
+    if (c->up && !kago__outq_full(q))
+        kago__upconn_resume(c->up);
+    if (q->pend.len == 0 && c->state == C_CLOSING) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        st->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+/* The stream client's out queue was "flushed": its body is there for nghttp2 to take. */
+static int stream_flush(struct outq *q)
+{
+    struct client *c = q->owner;
+    struct h2_stream *st = c->h2s;
+    if (!st || !st->conn)
+        return 0;
+    if (st->deferred && (q->pend.len > q->off || c->state == C_CLOSING)) {
+        st->deferred = false;
+        nghttp2_session_resume_data(st->conn->s, st->id);
+    }
+    conn_send(st->conn);
+    return 0;
+}
+
+static void submit(struct h2_stream *st, nghttp2_nv *nv, size_t n, bool has_body)
+{
+    nghttp2_data_provider dp = {.source.ptr = st, .read_callback = read_body};
+    st->submitted = true;
+    if (nghttp2_submit_response(st->conn->s, st->id, nv, n, has_body ? &dp : NULL) != 0)
+        nghttp2_submit_rst_stream(st->conn->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+}
+
+#define NV(n, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE})
+
+void kago__h2_stream_head(struct client *c, const struct http_msg *resp, const struct http_resp_opts *o,
+                          bool has_body)
+{
+    struct h2_stream *st = c->h2s;
+    if (!st || !st->conn || st->submitted)
+        return;
+    static struct sbuf names; /* the names lower-cased, as HTTP/2 wants them */
+    sbuf_reset(&names, 64 * 1024);
+    sbuf_reserve(&names, resp->raw.len + 1);
+    nghttp2_nv nv[HTTP_MAX_HEADERS + 4];
+    size_t n = 0;
+    char status[4];
+    int sc = resp->parser.status_code;
+    status[0] = (char)('0' + sc / 100 % 10);
+    status[1] = (char)('0' + sc / 10 % 10);
+    status[2] = (char)('0' + sc % 10);
+    nv[n++] = NV(":status", status, 3);
+    for (unsigned i = 0; i < resp->nhdr; i++) {
+        const struct http_hdr *hd = &resp->hdr[i];
+        if (kago__http_hop(resp, i))
+            continue;
+        char *lc = names.data + names.len;
+        for (uint32_t k = 0; k < hd->name_len; k++) {
+            char ch = resp->raw.data[hd->name + k];
+            lc[k] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+        }
+        names.len += hd->name_len;
+        nv[n++] = (nghttp2_nv){(uint8_t *)lc, (uint8_t *)resp->raw.data + hd->value, hd->name_len,
+                               hd->value_len, NGHTTP2_NV_FLAG_NONE};
+    }
+    char cold[32];
+    if (o->cold_start_us >= 0) {
+        int k = snprintf(cold, sizeof(cold), "%.1fms%s%s", o->cold_start_us / 1000.0, o->cold_kind ? " " : "",
+                         o->cold_kind ? o->cold_kind : "");
+        nv[n++] = NV("x-kago-cold-start", cold, (size_t)k);
+    }
+    if (o->hsts && !kago__http_find(resp, "strict-transport-security", NULL, NULL))
+        nv[n++] = NV("strict-transport-security", o->hsts, strlen(o->hsts));
+    submit(st, nv, n, has_body); /* sent by the flush that follows */
+}
+
+void kago__h2_stream_respond(struct client *c, int status, unsigned retry_after, const char *location,
+                             size_t loc_len, const char *body, size_t len)
+{
+    struct h2_stream *st = c->h2s;
+    if (!st || !st->conn || st->submitted)
+        return;
+    struct outq *q = &c->out;
+    if (body) {
+        sbuf_add(&q->pend, body, len);
+    } else if (!location) {
+        sbuf_addu(&q->pend, (uint64_t)status, 10);
+        sbuf_add(&q->pend, " ", 1);
+        sbuf_adds(&q->pend, kago__http_reason(status));
+        sbuf_add(&q->pend, "\n", 1);
+    }
+    char st_s[3] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
+                    (char)('0' + status % 10)};
+    char cl[24], ra[24];
+    int cln = snprintf(cl, sizeof(cl), "%zu", q->pend.len - q->off);
+    int ran = snprintf(ra, sizeof(ra), "%u", retry_after);
+    nghttp2_nv nv[6];
+    size_t n = 0;
+    nv[n++] = NV(":status", st_s, 3);
+    nv[n++] = NV("server", "kago", 4);
+    nv[n++] = NV("content-length", cl, (size_t)cln);
+    if (!location)
+        nv[n++] = NV("content-type", "text/plain", 10);
+    if (retry_after)
+        nv[n++] = NV("retry-after", ra, (size_t)ran);
+    if (location)
+        nv[n++] = NV("location", location, loc_len);
+    submit(st, nv, n, q->pend.len > q->off); /* sent by the flush that follows */
+}
+
+void kago__h2_stream_pump(struct client *c)
+{
+    struct h2_stream *st = c->h2s;
+    if (!st || !st->conn || c->state != C_PROXY || !c->up)
+        return;
+    struct upconn *u = c->up;
+    size_t n = st->body.len - st->body_off;
+    if (n && !kago__outq_full(&u->out)) {
+        c->body_in += n;
+        if (c->app && c->app->app.max_body && c->body_in > c->app->app.max_body) {
+            kago__client_stream_fail(c, 413);
+            return;
+        }
+        const char *p = st->body.data + st->body_off;
+        if (c->info.chunked) {
+            sbuf_addu(&u->out.pend, n, 16);
+            sbuf_add(&u->out.pend, "\r\n", 2);
+            sbuf_add(&u->out.pend, p, n);
+            sbuf_add(&u->out.pend, "\r\n", 2);
+        } else {
+            sbuf_add(&u->out.pend, p, n);
+        }
+        st->body_off = st->body.len = 0;
+        sbuf_reset(&st->body, 16 * 1024);
+        nghttp2_session_consume(st->conn->s, st->id, n);
+        conn_send(st->conn);
+    }
+    if (st->in_eof && st->body.len == 0 && !c->req_done) {
+        if (c->info.chunked)
+            sbuf_add(&u->out.pend, "0\r\n\r\n", 5);
+        c->req_done = true;
+    }
+    if (kago__outq_flush(&u->out) < 0)
+        kago__client_upstream_failed(c, UV_EPIPE);
+}
+
+void kago__h2_stream_detach(struct client *c)
+{
+    struct h2_stream *st = c->h2s;
+    struct h2_conn *h = st ? st->conn : NULL;
+    if (!h)
+        return;
+    if (!st->closed && !h->dead) {
+        nghttp2_session_set_stream_user_data(h->s, st->id, NULL);
+        nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id,
+                                  st->submitted ? NGHTTP2_INTERNAL_ERROR : NGHTTP2_REFUSED_STREAM);
+    }
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        h->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    st->conn = NULL;
+    h->nstreams--;
+    if (!h->dead)
+        conn_send(h);
+}
+
+void kago__h2_stream_free(struct h2_stream *st)
+{
+    if (!st)
+        return;
+    kago__h2_head_free(&st->head);
+    sbuf_free(&st->body);
+    free(st);
+}
+
+/* --- the connection ----------------------------------------------------------------------------- */
+
+static void on_idle(uv_timer_t *t)
+{
+    struct client *c = t->data;
+    struct h2_conn *h = c->h2;
+    if (!h || h->dead)
+        return;
+    if (h->nstreams == 0) { /* idle: GOAWAY, then close once it is written */
+        h->goaway = true;
+        nghttp2_session_terminate_session(h->s, NGHTTP2_NO_ERROR);
+        conn_send(h);
+    }
+}
+
+static void arm_idle(struct h2_conn *h)
+{
+    if (h->nstreams || h->dead)
+        return;
+    struct outq *q = &h->c->out;
+    uv_timer_start(&h->c->timer, on_idle, h->c->srv->opts.keepalive_timeout_ms, 0);
+    if (!q->writing && kago__outq_size(q) == 0) { /* idle: its buffers go */
+        sbuf_free(&q->pend);
+        sbuf_free(&q->busy);
+        sbuf_free(&q->enc);
+    }
+}
+
+/* What nghttp2 has to send goes to the out queue while it has room; the connection ends when nghttp2
+ * wants neither to read nor to write. */
+static void conn_send(struct h2_conn *h)
+{
+    if (h->in_recv || h->sending || h->dead)
+        return;
+    struct client *c = h->c;
+    h->sending = true;
+    while (!kago__outq_full(&c->out)) {
+        const uint8_t *d;
+        ssize_t n = nghttp2_session_mem_send(h->s, &d);
+        if (n < 0) {
+            h->dead = true;
+            break;
+        }
+        if (n == 0)
+            break;
+        sbuf_add(&c->out.pend, d, (size_t)n);
+    }
+    h->sending = false;
+    if (h->dead || (!nghttp2_session_want_read(h->s) && !nghttp2_session_want_write(h->s))) {
+        h->dead = true;
+        kago__client_finish(c); /* closes once what is queued is written */
+        return;
+    }
+    if (kago__outq_flush(&c->out) < 0) {
+        h->dead = true;
+        kago__client_close(c);
+        return;
+    }
+    arm_idle(h);
+}
+
+static int on_error(nghttp2_session *s, int code, const char *msg, size_t len, void *arg)
+{
+    return 0; /* (nghttp2's own messages: the connection's end says enough) */
+}
+
+static nghttp2_session_callbacks *callbacks(void)
+{
+    static nghttp2_session_callbacks *cbs;
+    if (cbs)
+        return cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        abort();
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
+    return cbs;
+}
+
+static nghttp2_option *options(void)
+{
+    static nghttp2_option *opt;
+    if (opt)
+        return opt;
+    if (nghttp2_option_new(&opt) != 0)
+        abort();
+    nghttp2_option_set_no_auto_window_update(opt, 1); /* the window follows what the upstream took */
+    nghttp2_option_set_max_outbound_ack(opt, 1000);   /* (nghttp2's default) */
+    nghttp2_option_set_max_settings(opt, 32);
+    nghttp2_option_set_no_closed_streams(opt, 1); /* no priority tree to keep them for */
+    nghttp2_option_set_max_continuations(opt, 8);
+    nghttp2_option_set_stream_reset_rate_limit(opt, H2_RESET_BURST * 2, H2_RESET_RATE);
+    return opt;
+}
+
+void kago__h2_start(struct client *c)
+{
+    struct h2_conn *h = xcalloc(1, sizeof(*h));
+    h->c = c;
+    h->resets = H2_RESET_BURST;
+    h->ctrl = H2_CTRL_BURST;
+    h->refill_us = kago__serve_now_us();
+    if (nghttp2_session_server_new2(&h->s, callbacks(), h, options()) != 0)
+        abort(); /* out of memory */
+    c->h2 = h;
+    c->state = C_H2;
+    c->srv->h2.conns++;
+    nghttp2_settings_entry set[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, set, sizeof(set) / sizeof(set[0]));
+    nghttp2_session_set_local_window_size(h->s, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
+    conn_send(h);
+}
+
+void kago__h2_input(struct client *c, const char *data, size_t n)
+{
+    struct h2_conn *h = c->h2;
+    if (h->dead)
+        return;
+    h->in_recv = true;
+    ssize_t r = nghttp2_session_mem_recv(h->s, (const uint8_t *)data, n);
+    h->in_recv = false;
+    if (r < 0) { /* a fatal error (a flood, a bad preface, a callback's): what nghttp2 queued, then close */
+        if (r == NGHTTP2_ERR_FLOODED && !h->goaway) {
+            c->srv->h2.goaways_calm++;
+            h->goaway = true;
+        }
+        if (!h->goaway)
+            nghttp2_session_terminate_session(h->s, NGHTTP2_PROTOCOL_ERROR);
+        const uint8_t *d;
+        ssize_t k;
+        while ((k = nghttp2_session_mem_send(h->s, &d)) > 0)
+            sbuf_add(&c->out.pend, d, (size_t)k);
+        kago__h2_conn_close(c);
+        kago__client_finish(c);
+        return;
+    }
+    conn_send(h);
+}
+
+void kago__h2_output(struct client *c)
+{
+    if (c->h2)
+        conn_send(c->h2);
+}
+
+bool kago__h2_busy(const struct client *c)
+{
+    return c->h2 && c->h2->nstreams;
+}
+
+void kago__h2_shutdown(struct client *c)
+{
+    struct h2_conn *h = c->h2;
+    if (!h || h->dead || h->goaway)
+        return;
+    h->goaway = true;
+    nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->s),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    if (h->nstreams == 0)
+        nghttp2_session_terminate_session(h->s, NGHTTP2_NO_ERROR);
+    conn_send(h);
+}
+
+void kago__h2_conn_close(struct client *c)
+{
+    struct h2_conn *h = c->h2;
+    if (!h)
+        return;
+    h->dead = true;
+    while (h->streams)
+        kago__client_close(h->streams->c); /* (detaches it) */
+}
+
+void kago__h2_conn_free(struct h2_conn *h)
+{
+    if (!h)
+        return;
+    nghttp2_session_del(h->s);
+    free(h);
+}

@@ -1,0 +1,460 @@
+"""kago serve speaking HTTP/2: ALPN h2 on --listen-tls, h2c with prior knowledge on --listen with --h2c;
+each stream routed and proxied like an HTTP/1.1 request to real containers (busybox httpd); the limits and
+the known attacks crafted frame by frame with python3-h2 (hyperframe, hpack) over raw sockets. Needs root,
+curl with HTTP/2 (Debian's), h2load (nghttp2-client) and python3-h2."""
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from serve_util import Server, free_port, wait_for
+from test_serve_adopt import cleanup
+from test_serve_tls import PKI, tls_app
+
+try:
+    import h2.config
+    import h2.connection
+    import h2.events
+    import hpack
+    from hyperframe import frame as hf
+except ImportError:
+    pytest.skip("python3-h2 is not installed (scripts/setup installs it)", allow_module_level=True)
+if not shutil.which("curl") or "HTTP2" not in subprocess.run(["curl", "-V"], capture_output=True,
+                                                                 text=True).stdout:
+    pytest.skip("curl without HTTP/2 support", allow_module_level=True)
+
+# busybox httpd: a page, 8 MB to download, a CGI counting the request body it reads, one that sleeps
+WEB = ("mkdir -p /srv/www/cgi-bin && echo hello-h2 > /srv/www/index.html && "
+       "dd if=/dev/zero of=/srv/www/big bs=1M count=8 2>/dev/null && "
+       "printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
+       "echo proto=$HTTP_X_FORWARDED_PROTO len=$CONTENT_LENGTH cookie=$HTTP_COOKIE\\n"
+       "cat | wc -c\\n' > /srv/www/cgi-bin/count && "
+       "printf '#!/bin/sh\\nsleep ${QUERY_STRING:-0}\\necho Content-Type: text/plain\\necho\\necho slept\\n' "
+       "> /srv/www/cgi-bin/sleep && "
+       "printf '#!/bin/sh\\nsleep 6\\necho Content-Type: text/plain\\necho\\nwc -c\\n' > /srv/www/cgi-bin/slowread && "
+       "chmod +x /srv/www/cgi-bin/* && "
+       "exec /usr/sbin/httpd -f -p 8080 -h /srv/www")
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def pki():
+    p = PKI()
+    p.ec = p.leaf("ec", ["ec.test"])
+    yield p
+    shutil.rmtree(p.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def srv(pki):
+    tls = free_port()
+    apps = tls_app("web", ["ec.test", "plain.test"], WEB, *pki.ec, hsts="max-age=600")
+    s = Server(apps, extra_args=["--listen-tls", f"127.0.0.1:{tls}", "--h2c", "--keepalive-timeout", "3s",
+                                 "--header-timeout", "2s"])
+    s.tls = tls
+    yield s
+    try:
+        assert s.stop() == 0, s.stderr()[-2000:]
+        assert not s.leftovers(), s.leftovers()
+        assert "runtime error" not in s.stderr(), s.stderr()[-3000:]  # (UBSan in the sanitizer build)
+    finally:
+        cleanup(s)
+
+
+def curl(srv, pki, path, *args, tls=True, host="ec.test"):
+    """curl over HTTP/2; returns (http_version, status, body bytes)."""
+    out = tempfile.NamedTemporaryFile(delete=False)
+    out.close()
+    if tls:
+        url = f"https://{host}:{srv.tls}{path}"
+        conn = ["--http2", "--cacert", pki.root, "--resolve", f"{host}:{srv.tls}:127.0.0.1"]
+    else:
+        url = f"http://{host}:{srv.port}{path}"
+        conn = ["--http2-prior-knowledge", "--resolve", f"{host}:{srv.port}:127.0.0.1"]
+    try:
+        r = subprocess.run(["curl", "-sS", "-o", out.name, "-w", "%{http_version} %{http_code}", "--max-time",
+                            "60", *conn, *args, url], capture_output=True, text=True, timeout=90)
+        assert r.returncode == 0, r.stderr
+        ver, code = r.stdout.split()
+        return ver, int(code), open(out.name, "rb").read()
+    finally:
+        os.unlink(out.name)
+
+
+def test_alpn_h2_over_tls_and_h2c_prior_knowledge(srv, pki):
+    ver, st, body = curl(srv, pki, "/index.html")  # starts the container
+    assert (ver, st, body) == ("2", 200, b"hello-h2\n")
+    ver, st, body = curl(srv, pki, "/cgi-bin/count", "-b", "a=1", "-b", "b=2", "-d", "xyz")
+    assert (ver, st) == ("2", 200) and b"proto=https" in body and b"len=3" in body, body
+    ver, st, body = curl(srv, pki, "/index.html", tls=False, host="plain.test")
+    assert (ver, st, body) == ("2", 200, b"hello-h2\n")
+    # without h2 the same listeners speak HTTP/1.1
+    ver, st, _ = curl(srv, pki, "/index.html", "--http1.1")
+    assert (ver, st) == ("1.1", 200)
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                        f"http://plain.test:{srv.port}/index.html", "--resolve",
+                        f"plain.test:{srv.port}:127.0.0.1"], capture_output=True, text=True, timeout=30)
+    assert r.stdout == "1.1 200", r
+    # unknown host, the access log
+    ver, st, body = curl(srv, pki, "/", host="nope.test", tls=False)
+    assert (ver, st) == ("2", 404)
+    assert wait_for(lambda: "h2" in open(srv.log).read(), 5)
+    lines = open(srv.log).read().splitlines()
+    assert any('"GET /index.html" 200' in l and "tls=TLSv1.3 h2" in l for l in lines), lines[-5:]
+    assert srv.metric("kago_h2_streams_total") >= 4
+
+
+def test_large_bodies_both_ways(srv, pki):
+    ver, st, body = curl(srv, pki, "/big")
+    assert (ver, st, len(body)) == ("2", 200, 8 << 20) and body == bytes(8 << 20)
+    data = os.path.join(tempfile.mkdtemp(prefix="kago-h2-"), "data")
+    with open(data, "wb") as f:
+        f.write(os.urandom(6 << 20))
+    try:
+        # with a length, then streamed without one (chunked to the app)
+        ver, st, body = curl(srv, pki, "/cgi-bin/count", "--data-binary", "@" + data)
+        assert (ver, st) == ("2", 200) and body.split()[-1] == str(6 << 20).encode(), body
+        ver, st, body = curl(srv, pki, "/cgi-bin/count", "-T", data, "-X", "POST", "-H",
+                             "Transfer-Encoding:", tls=False, host="plain.test")
+        assert (ver, st) == ("2", 200) and body.split()[-1] == str(6 << 20).encode(), body
+    finally:
+        shutil.rmtree(os.path.dirname(data))
+
+
+# --- frame by frame ----------------------------------------------------------------------------------------
+
+class Raw:
+    """An HTTP/2 client over a plain socket (h2c prior knowledge), frames built with hyperframe and hpack:
+    it sends what it is told, checks nothing, and collects what comes back."""
+
+    def __init__(self, port, settings=None):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.enc, self.dec = hpack.Encoder(), hpack.Decoder()
+        self.dec.max_allowed_table_size = 65536
+        self.buf = b""
+        self.closed = False
+        self.frames = []
+        st = hf.SettingsFrame(0)
+        st.settings = settings or {}
+        self.s.sendall(PREFACE + st.serialize())
+
+    def send(self, *frames):
+        self.s.sendall(b"".join(f.serialize() for f in frames))
+
+    def block(self, path="/index.html", host="plain.test", method="GET", extra=()):
+        return self.enc.encode([(":method", method), (":scheme", "http"), (":path", path),
+                                (":authority", host), *extra])
+
+    def headers(self, sid, path="/index.html", end_stream=True, extra=(), end_headers=True, data=None,
+                method="GET"):
+        f = hf.HeadersFrame(sid)
+        f.data = data if data is not None else self.block(path, method=method, extra=extra)
+        if end_headers:
+            f.flags.add("END_HEADERS")
+        if end_stream:
+            f.flags.add("END_STREAM")
+        return f
+
+    def read(self, until=lambda f: False, timeout=10):
+        """Frames until until(frame) is true, the connection closes, or timeout; all of them."""
+        deadline = time.time() + timeout
+        got = []
+        while True:
+            while len(self.buf) >= 9:
+                f, n = hf.Frame.parse_frame_header(memoryview(self.buf[:9]))
+                if len(self.buf) < 9 + n:
+                    break
+                f.parse_body(memoryview(self.buf[9:9 + n]))
+                self.buf = self.buf[9 + n:]
+                if isinstance(f, hf.HeadersFrame):
+                    f.decoded = dict(self.dec.decode(bytes(f.data)))
+                got.append(f)
+                self.frames.append(f)
+                if until(f):
+                    return got
+            left = deadline - time.time()
+            if left <= 0 or self.closed:
+                return got
+            self.s.settimeout(left)
+            try:
+                d = self.s.recv(1 << 16)
+            except socket.timeout:
+                return got
+            except ConnectionResetError:
+                d = b""
+            if not d:
+                self.closed = True
+                return got
+            self.buf += d
+
+    def goaway(self, timeout=10):
+        """The GOAWAY frame (after the connection closed), or None."""
+        self.read(lambda f: False, timeout)
+        return next((f for f in self.frames if isinstance(f, hf.GoAwayFrame)), None)
+
+    def close(self):
+        self.s.close()
+
+
+def statuses(frames):
+    return {f.stream_id: f.decoded.get(":status", "").encode() for f in frames if isinstance(f, hf.HeadersFrame)}
+
+
+ENHANCE_YOUR_CALM = 0xB
+
+
+def test_flow_control_holds_the_response_at_the_window(srv):
+    c = Raw(srv.port)
+    try:
+        c.send(c.headers(1, "/big"))
+        got = c.read(lambda f: False, timeout=2)
+        data = sum(len(f.data) for f in got if isinstance(f, hf.DataFrame))
+        assert data == 65535, data  # the initial window, not a byte more
+        assert statuses(got) == {1: b"200"}
+        c.send(hf.WindowUpdateFrame(0, (8 << 20)), hf.WindowUpdateFrame(1, (8 << 20)))
+        got = c.read(lambda f: isinstance(f, hf.DataFrame) and "END_STREAM" in f.flags, timeout=20)
+        assert data + sum(len(f.data) for f in got if isinstance(f, hf.DataFrame)) == 8 << 20
+    finally:
+        c.close()
+
+
+def test_request_body_backpressure_reaches_the_client(srv):
+    """A CGI that reads its 16 MB body only after 6 s: the client gets window for what the app's socket and
+    pipe buffers and serve's queue hold, then waits; once the app reads, the whole body goes through."""
+    size, chunk = 16 << 20, 16384
+    c = Raw(srv.port)
+    try:
+        c.send(c.headers(1, "/cgi-bin/slowread", end_stream=False, method="POST",
+                         extra=[("content-length", str(size))]))
+        sent, granted, t0, stalled_at = 0, 65535, time.time(), None
+        conn_granted = 65535
+        while sent < size:
+            can = min(granted, conn_granted) - sent
+            if can <= 0:
+                got = c.read(lambda f: isinstance(f, hf.WindowUpdateFrame), timeout=0.3)
+                for f in got:
+                    if isinstance(f, hf.WindowUpdateFrame):
+                        if f.stream_id == 1:
+                            granted += f.window_increment
+                        else:
+                            conn_granted += f.window_increment
+                if not got and stalled_at is None:
+                    stalled_at = (sent, time.time() - t0)
+                assert not any(isinstance(f, (hf.RstStreamFrame, hf.GoAwayFrame)) for f in got), got
+                assert time.time() - t0 < 60
+                continue
+            n = min(chunk, can, size - sent)
+            d = hf.DataFrame(1)
+            d.data = b"x" * n
+            if sent + n == size:
+                d.flags.add("END_STREAM")
+            c.send(d)
+            sent += n
+        # stalled (0.3 s without window) short of the body: loopback's socket buffers hold a few MB
+        assert stalled_at is not None and stalled_at[0] < 12 << 20, stalled_at
+        c.read(lambda f: isinstance(f, hf.DataFrame) and "END_STREAM" in f.flags, timeout=30)
+        body = b"".join(f.data for f in c.frames if isinstance(f, hf.DataFrame))
+        assert statuses(c.frames) == {1: b"200"} and body.split()[-1] == str(size).encode(), body
+        print(f"request body backpressure: the client stalled after {stalled_at[0] >> 10} KiB")
+    finally:
+        c.close()
+
+
+def test_body_without_length_gets_one_when_whole_else_goes_chunked(srv):
+    c = Raw(srv.port)
+    try:
+        # a small body, the stream ended: the app gets Content-Length (busybox httpd reads no chunked body)
+        c.send(c.headers(1, "/cgi-bin/count", end_stream=False, method="POST"))
+        d = hf.DataFrame(1)
+        d.data = b"hello"
+        d.flags.add("END_STREAM")
+        c.send(d)
+        c.read(lambda f: isinstance(f, hf.DataFrame) and "END_STREAM" in f.flags)
+        body = b"".join(f.data for f in c.frames if isinstance(f, hf.DataFrame))
+        assert statuses(c.frames) == {1: b"200"} and b"len=5 " in body and body.split()[-1] == b"5", body
+        # a body that fills the window before it ends: routed then, chunked
+        c.send(c.headers(3, "/cgi-bin/count", end_stream=False, method="POST"))
+        for k in range(4):
+            d = hf.DataFrame(3)
+            d.data = b"y" * (16384 if k < 3 else 16383)
+            c.send(d)
+        c.read(lambda f: isinstance(f, hf.WindowUpdateFrame) and f.stream_id == 3)
+        d = hf.DataFrame(3)
+        d.data = b"z"
+        d.flags.add("END_STREAM")
+        c.send(d)
+        c.read(lambda f: isinstance(f, hf.DataFrame) and f.stream_id == 3 and "END_STREAM" in f.flags)
+        body = b"".join(f.data for f in c.frames if isinstance(f, hf.DataFrame) and f.stream_id == 3)
+        assert statuses(c.frames)[3] == b"200" and b"len= " in body, body  # no length: chunked (busybox
+        # httpd then hands its CGI what it has read, framing and all: an app that reads chunked bodies gets it)
+    finally:
+        c.close()
+
+
+def test_a_stream_not_routed_within_the_header_timeout_gets_408(srv):
+    c = Raw(srv.port)
+    try:
+        c.send(c.headers(1, "/cgi-bin/count", end_stream=False, method="POST"))  # and then nothing
+        t0 = time.time()
+        c.read(lambda f: isinstance(f, hf.HeadersFrame), timeout=10)
+        assert statuses(c.frames) == {1: b"408"} and 1.5 < time.time() - t0 < 6, (c.frames, time.time() - t0)
+        c.send(c.headers(3))  # the connection goes on
+        c.read(lambda f: isinstance(f, hf.HeadersFrame) and f.stream_id == 3)
+        assert statuses(c.frames)[3] == b"200"
+    finally:
+        c.close()
+
+
+def test_max_concurrent_streams(srv):
+    c = Raw(srv.port)
+    try:
+        c.send(*[c.headers(1 + 2 * i, "/cgi-bin/sleep?1") for i in range(110)])
+        got = c.read(lambda f: len(statuses(c.frames)) >= 100 and
+                     sum(isinstance(x, hf.RstStreamFrame) for x in c.frames) >= 10, timeout=60)
+        resets = [f for f in c.frames if isinstance(f, hf.RstStreamFrame)]
+        assert len(resets) == 10 and all(f.error_code == 7 for f in resets), resets  # REFUSED_STREAM
+        assert set(statuses(c.frames).values()) == {b"200"} and len(statuses(c.frames)) == 100, got[-3:]
+        # the connection goes on
+        c.send(c.headers(301))
+        c.read(lambda f: isinstance(f, hf.HeadersFrame) and f.stream_id == 301)
+        assert statuses(c.frames)[301] == b"200"
+    finally:
+        c.close()
+
+
+def test_header_list_limit_answers_431_and_the_connection_goes_on(srv):
+    c = Raw(srv.port)
+    try:
+        c.send(c.headers(1, extra=[("x-big", "a" * 20000)]))
+        c.read(lambda f: isinstance(f, hf.HeadersFrame))
+        c.send(c.headers(3))
+        c.read(lambda f: isinstance(f, hf.HeadersFrame) and f.stream_id == 3)
+        assert statuses(c.frames) == {1: b"431", 3: b"200"}
+    finally:
+        c.close()
+
+
+def test_hpack_bomb_ends_the_connection(srv):
+    before = srv.metric("kago_h2_flood_goaways_total")
+    c = Raw(srv.port)
+    try:
+        # one 4 KB header into the dynamic table, then 2,000 one-byte references to it (8 MB decoded)
+        block = c.block(extra=[("x-bomb", "a" * 4000)]) + b"\xbe" * 2000
+        c.send(c.headers(1, data=block))
+        g = c.goaway()
+        assert g is not None and g.error_code == ENHANCE_YOUR_CALM and c.closed, c.frames
+    finally:
+        c.close()
+    assert srv.metric("kago_h2_flood_goaways_total") == before + 1
+    assert curl_ok(srv)
+
+
+def test_continuation_flood_ends_the_connection(srv):
+    c = Raw(srv.port)
+    try:
+        frames = [c.headers(1, end_headers=False)]
+        for _ in range(50):
+            f = hf.ContinuationFrame(1)
+            f.data = b""
+            frames.append(f)
+        c.send(*frames)
+        g = c.goaway()
+        assert g is not None and g.error_code != 0 and c.closed, c.frames
+    finally:
+        c.close()
+    assert curl_ok(srv)
+
+
+def test_rapid_reset_ends_the_connection(srv):
+    before = srv.metric("kago_h2_flood_goaways_total")
+    c = Raw(srv.port)
+    try:
+        frames = []
+        for i in range(400):
+            frames += [c.headers(1 + 2 * i, "/cgi-bin/sleep?1"), hf.RstStreamFrame(1 + 2 * i, error_code=8)]
+        try:
+            c.send(*frames)
+        except OSError:
+            pass  # closed under our feet: the GOAWAY is read below
+        g = c.goaway()
+        assert g is not None and g.error_code == ENHANCE_YOUR_CALM and c.closed, c.frames[-3:]
+    finally:
+        c.close()
+    assert srv.metric("kago_h2_flood_goaways_total") == before + 1
+    assert curl_ok(srv)
+
+
+@pytest.mark.parametrize("kind", ["ping", "settings"])
+def test_control_frame_floods_end_the_connection(srv, kind):
+    c = Raw(srv.port)
+    try:
+        f = hf.PingFrame(0, opaque_data=b"12345678") if kind == "ping" else hf.SettingsFrame(0)
+        if kind == "settings":
+            f.settings = {hf.SettingsFrame.INITIAL_WINDOW_SIZE: 65535}
+        try:
+            for _ in range(5):
+                c.send(*[f] * 1000)
+                c.read(timeout=0.1)
+        except OSError:
+            pass
+        g = c.goaway()
+        assert g is not None and g.error_code == ENHANCE_YOUR_CALM and c.closed
+        acks = sum(1 for x in c.frames if isinstance(x, type(f)) and "ACK" in x.flags)
+        assert acks <= 1100, acks  # answered up to the budget (what was queued at the GOAWAY may be dropped)
+    finally:
+        c.close()
+    assert curl_ok(srv)
+
+
+def test_idle_connection_gets_goaway_then_close(srv):
+    c = Raw(srv.port)
+    try:
+        c.send(c.headers(1))
+        t0 = time.time()
+        g = c.goaway(timeout=15)
+        assert g is not None and g.error_code == 0 and g.last_stream_id == 1 and c.closed
+        assert 2.5 < time.time() - t0 < 8, time.time() - t0  # --keepalive-timeout 3s
+        assert statuses(c.frames) == {1: b"200"}
+    finally:
+        c.close()
+
+
+def curl_ok(srv):
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+                        "--resolve", f"plain.test:{srv.port}:127.0.0.1", f"http://plain.test:{srv.port}/"],
+                       capture_output=True, text=True, timeout=30)
+    return r.stdout == "200"
+
+
+def test_sigterm_sends_goaway_and_lets_streams_finish(pki):
+    tls = free_port()
+    s = Server(tls_app("web", ["plain.test", "ec.test"], WEB, *pki.ec),
+               extra_args=["--h2c", "--listen-tls", f"127.0.0.1:{tls}", "--no-h2"])
+    s.tls = tls
+    try:
+        # --no-h2: ALPN offers http/1.1 only, h2c still works
+        assert curl(s, pki, "/index.html")[:2] == ("1.1", 200)
+        c = Raw(s.port)
+        c.send(c.headers(1))  # starts the instance
+        c.read(lambda f: isinstance(f, hf.DataFrame) and "END_STREAM" in f.flags, timeout=30)
+        c.send(c.headers(3, "/cgi-bin/sleep?2"))
+        time.sleep(0.5)
+        s.proc.send_signal(15)
+        g = c.goaway(timeout=20)
+        assert g is not None and g.error_code == 0 and g.last_stream_id == 3 and c.closed, c.frames
+        # stream 3 was answered before the connection closed (its status is the drain's business: busybox's
+        # CGI does not outlive the instance's SIGTERM, over HTTP/1.1 alike)
+        assert set(statuses(c.frames)) == {1, 3}, c.frames
+        assert any(f.stream_id == 3 and "END_STREAM" in f.flags for f in c.frames
+                   if isinstance(f, (hf.DataFrame, hf.HeadersFrame)))
+        c.close()
+        assert s.proc.wait(30) == 0, s.stderr()[-2000:]  # (our SIGTERM: a second one would not drain)
+        assert not s.leftovers(), s.leftovers()
+        assert "runtime error" not in s.stderr(), s.stderr()[-3000:]
+    finally:
+        cleanup(s)
