@@ -46,6 +46,8 @@ CLI_VERB(serve)
         {"node", required_argument, NULL, 'n'},
         {"advertise", required_argument, NULL, 'A'},
         {"node-ttl", required_argument, NULL, 'W'},
+        {"budget-cpu", required_argument, NULL, 'B'},
+        {"budget-memory", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -171,6 +173,27 @@ CLI_VERB(serve)
             o.frozen_memory_budget = bytes == KAGO_NOLIMIT ? UINT64_MAX : (uint64_t)bytes;
             break;
         }
+        case 'B': {
+            struct kago_error *err = NULL;
+            int64_t quota;
+            if (kago_parse_cpu(optarg, &quota, &err) < 0)
+                return kago_error_prefix(&err, "serve: --budget-cpu"), cli_fail(err);
+            if (quota <= 0)
+                return cli_usage("serve", "--budget-cpu: \"%s\": give a share of the CPUs like 180%%",
+                                 optarg);
+            o.budget_cpu_us = (uint64_t)quota;
+            break;
+        }
+        case 'b': {
+            struct kago_error *err = NULL;
+            int64_t bytes;
+            if (kago_parse_size(optarg, &bytes, &err) < 0)
+                return kago_error_prefix(&err, "serve: --budget-memory"), cli_fail(err);
+            if (bytes <= 0)
+                return cli_usage("serve", "--budget-memory: \"%s\": give a size like 16G", optarg);
+            o.budget_memory = (uint64_t)bytes;
+            break;
+        }
         case 'h':
             printf(
                 "usage: kago serve --config DIR | --cluster etcd://HOST:PORT[,HOST:PORT...]\n"
@@ -185,6 +208,8 @@ CLI_VERB(serve)
                 "                  [--no-cold-start-header] [--frozen-memory-budget 1G] [--drain-timeout "
                 "10s]\n"
                 "                  [--max-starting N]   (container starts at once; default 2 per CPU)\n"
+                "                  [--budget-cpu 180%%] [--budget-memory 16G]   (a.scale_up's limit, all "
+                "apps)\n"
                 "                  [--metrics-app-histograms]   (/metrics: each app's histograms too)\n"
                 "                  [--upgrade]   (take over from the serve running with this --root)\n"
                 "                  [--log-format text|json|journal]\n"

@@ -86,6 +86,9 @@ struct pool_ops {
     /* Optional: the pool had neither instances nor held requests and now has one of them: from now on
      * kago__pool_tick has work to time (until kago__pool_empty again). */
     void (*woken)(struct pool *p);
+    /* Optional: whether the app may start another instance for its load now (scale up first: its instances
+     * are not at the top of their range yet); min_instances and the first instance are started anyway. */
+    bool (*may_scale_out)(struct pool *p);
 };
 
 #define POOL_HIST_BUCKETS 12

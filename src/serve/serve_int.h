@@ -17,6 +17,7 @@
 #include "outq.h"
 #include "pool.h"
 #include "router.h"
+#include "scaleup.h"
 #include "serve.h"
 #include "tls.h"
 
@@ -65,6 +66,10 @@ struct app_rt {
     bool ranged; /* uid, gid: its user namespace range, taken at load (instance.c) */
     struct kago_idmap uid, gid;
     int64_t etcd_rev; /* --cluster: the mod_revision of /kago/apps/NAME it came from */
+    /* a.scale_up (scaler.c): its instances are sampled next then; steps taken and raises the budget refused
+     */
+    uint64_t su_next;
+    uint64_t su_raises, su_lowers, su_denied;
 };
 
 struct upconn;
@@ -106,6 +111,7 @@ struct instance {
     bool recorded;
     enum pool_state rec_state;
     uint64_t rec_last_active;
+    struct scaleup_inst su; /* a.scale_up's state (scaler.c) */
 };
 
 struct client;
@@ -426,6 +432,19 @@ enum kago_log_format kago__slog_format(const struct server *srv);
 /* What inst printed last (its streams read first, without waiting; an unfinished last line included),
  * NUL-terminated, empty when nothing or not captured. Valid until the next call. */
 const char *kago__logs_tail(struct instance *inst);
+
+/* scaler.c: a.scale_up (scaleup.h is the policy) */
+/* From the tick, for a ticking app with a.scale_up: samples its ready instances when due, applies steps. */
+void kago__scaler_app(struct app_rt *a, uint64_t now);
+/* pool_ops.may_scale_out: with scale_out_at_top, only when every instance is at the top of its range. */
+bool kago__scaler_may_scale_out(struct pool *p);
+/* inst's CPU quota (us per 100 ms) and memory limit (bytes) now, -1 when none. */
+void kago__scaler_limits(const struct instance *inst, int64_t *cpu, int64_t *mem);
+/* /ps: ,"cpu_limit":CORES,"memory_limit":BYTES,"scale_steps":N of an instance; ,"scale_up":{...} of an app.
+ */
+struct sbuf;
+void kago__scaler_ps_json(struct sbuf *b, const struct instance *inst);
+void kago__scaler_app_json(struct sbuf *b, const struct app_rt *a);
 
 /* admin.c */
 void kago__admin_accept(struct server *srv, uv_stream_t *listener);

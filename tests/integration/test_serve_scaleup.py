@@ -1,0 +1,233 @@
+"""kago serve: scale up (a.scale_up). A CPU-bound app (bench/serve-cpu-upstream.c: worker processes that spin
+for a fixed CPU time per request) under load is raised step by step, as the real cgroup file shows, and
+serves more; idle lowers it back; --budget-cpu holds across two apps; a memory-hungry app gets more memory
+before the kernel would have killed it. Short windows (Kagofile knobs) keep it quick."""
+import glob
+import http.client
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from serve_util import KAGO, REPO, ROOTFS, Server, request, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (containers, cgroups)")
+
+
+@pytest.fixture(scope="module")
+def bindir():
+    d = tempfile.mkdtemp(prefix="kago-scaleup-bin-")
+    subprocess.run(["gcc", "-O2", "-static", "-o", os.path.join(d, "upstream"),
+                    os.path.join(REPO, "bench", "serve-cpu-upstream.c")], check=True)
+    yield d
+    subprocess.run(["rm", "-rf", d])
+
+
+def cpu_app(name, bindir, scale, extra="", work_us=20000):
+    return f'''Kago.app "{name}" do |a|
+  a.hosts "{name}.test"
+  a.container do |c|
+    c.rootfs "{ROOTFS}"
+    c.command "/opt/upstream", "8080", "16", "{work_us}"
+  end
+  a.data "{bindir}", to: "/opt", readonly: true
+  a.port 8080
+  a.socket_activation true
+  a.concurrency 100
+  a.stop_grace "1s"
+{"  a.scale_up " + scale + chr(10) if scale else ""}{extra}end
+'''
+
+
+def cgroup_file(inst, v1, v2):
+    """The value of the instance's cgroup file (v1 name, or v2 name on a v2 host), as a string."""
+    for p in glob.glob(f"/sys/fs/cgroup/*/kago/{inst}/{v1}") + glob.glob(f"/sys/fs/cgroup/kago/{inst}/{v2}"):
+        with open(p) as f:
+            return f.read().strip()
+    return None
+
+
+def quota(inst):
+    """The CPU quota in microseconds per 100 ms (cpu.cfs_quota_us; v2 cpu.max's first field)."""
+    v = cgroup_file(inst, "cpu.cfs_quota_us", "cpu.max")
+    return None if v is None else int(v.split()[0])
+
+
+class Load:
+    """conns threads sending requests on keep-alive connections until stopped; counts the 200s by time."""
+
+    def __init__(self, port, host, conns, path="/"):
+        self.port, self.host, self.path = port, host, path
+        self.done = []  # completion times
+        self.errors = 0
+        self.stop_ev = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(conns)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        c = None
+        while not self.stop_ev.is_set():
+            try:
+                c = c or http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                c.request("GET", self.path, headers={"Host": self.host})
+                r = c.getresponse()
+                r.read()
+                if r.status == 200:
+                    self.done.append(time.time())
+                else:
+                    self.errors += 1
+            except (OSError, http.client.HTTPException):
+                self.errors += 1
+                c = None
+                time.sleep(0.05)
+
+    def rate(self, since, until):
+        return sum(1 for t in self.done if since <= t < until) / (until - since)
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(40)
+
+
+def the_instance(s, app):
+    insts = wait_for(lambda: s.instances(app, ("ready",)), 20)
+    assert insts, s.stderr()
+    return insts[0]
+
+
+def test_cpu_raised_step_by_step_then_lowered_when_idle(bindir):
+    s = Server(cpu_app("busy", bindir, '''cpu: "20%".."100%", cpu_step: "20%", window: "1s", idle: "2s"'''))
+    try:
+        st, _, _ = request(s.port, "busy.test", "/?us=100")
+        assert st == 200, s.stderr()
+        inst = the_instance(s, "busy")
+        name = inst["name"]
+        assert quota(name) == 20000, "an instance starts at the bottom of its range"
+        assert inst["cpu_limit"] == 0.2 and inst["memory_limit"] > 0
+        load = Load(s.port, "busy.test", 8)
+        t0 = time.time()
+        seen = []
+        while time.time() - t0 < 12:
+            q = quota(name)
+            if not seen or seen[-1] != q:
+                seen.append(q)
+            if q == 100000 and time.time() - t0 > 8:
+                break
+            time.sleep(0.1)
+        t1 = time.time()
+        early, late = load.rate(t0, t0 + 1.0), load.rate(t1 - 2, t1)
+        load.stop()
+        assert seen == [20000, 40000, 60000, 80000, 100000], f"raised a step at a time: {seen}\n{s.stderr()}"
+        assert late >= 2 * early, f"throughput grew with the CPU limit: {early:.0f} -> {late:.0f} req/s"
+        assert load.errors == 0
+        # visible: /ps, kago ps, /metrics, the log
+        assert s.instances("busy", ("ready",))[0]["cpu_limit"] == 1.0
+        out = subprocess.run([KAGO, "--root", s.root, "ps", "--admin", f"127.0.0.1:{s.admin}"],
+                             capture_output=True, text=True)
+        line = [l for l in out.stdout.splitlines() if name in l]
+        assert out.returncode == 0 and line and " 100% " in line[0], out.stdout + out.stderr
+        assert "CPU-LIM" in out.stdout and "MEM-LIM" in out.stdout
+        assert s.metric("kago_instance_cpu_limit_cores", app="busy", instance=name) == 1.0
+        assert s.metric("kago_scale_up_raises_total", app="busy") == 4
+        assert re.search(rf"{name}: scale up: cpu 20% -> 40% \(throttled in \d+% of its CPU periods", s.stderr())
+        ps = s.ps()["busy"]["scale_up"]
+        assert ps["cpu"] == [0.2, 1.0] and ps["raises"] == 4
+        # idle: a step down per idle period, back to the bottom
+        lowered = wait_for(lambda: quota(name) == 20000, 25, step=0.2)
+        assert lowered, f"lowered back when idle: {quota(name)}\n{s.stderr()}"
+        assert "scale down: cpu 40% -> 20% (idle" in s.stderr()
+        assert s.metric("kago_scale_up_lowers_total", app="busy") == 4
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
+
+
+def test_budget_holds_across_two_apps(bindir):
+    scale = '''cpu: "20%".."100%", cpu_step: "20%", window: "1s", idle: "30s"'''
+    s = Server(cpu_app("one", bindir, scale) + cpu_app("two", bindir, scale), extra_args=["--budget-cpu", "100%"])
+    try:
+        for a in ("one", "two"):
+            assert request(s.port, f"{a}.test", "/?us=100")[0] == 200, s.stderr()
+        names = [the_instance(s, a)["name"] for a in ("one", "two")]
+        loads = [Load(s.port, f"{a}.test", 6) for a in ("one", "two")]
+        peak = 0
+        t0 = time.time()
+        while time.time() - t0 < 8:
+            total = sum(quota(n) or 0 for n in names)
+            peak = max(peak, total)
+            assert total <= 100000, f"--budget-cpu 100% holds: {[quota(n) for n in names]}"
+            time.sleep(0.05)
+        for l in loads:
+            l.stop()
+        assert peak >= 80000, f"the budget was used: {peak}\n{s.stderr()}"
+        assert "--budget-cpu 100% is used up" in s.stderr(), s.stderr()
+        assert (s.metric("kago_scale_up_refused_total", app="one") or 0) + \
+            (s.metric("kago_scale_up_refused_total", app="two") or 0) > 0
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
+
+
+def test_busier_app_wins_a_short_budget(bindir):
+    scale = '''cpu: "20%".."100%", cpu_step: "20%", window: "1s", idle: "60s"'''
+    s = Server(cpu_app("first", bindir, scale) + cpu_app("second", bindir, scale),
+               extra_args=["--budget-cpu", "100%"])
+    try:
+        for a in ("first", "second"):
+            assert request(s.port, f"{a}.test", "/?us=100")[0] == 200, s.stderr()
+        first, second = (the_instance(s, a)["name"] for a in ("first", "second"))
+        load = Load(s.port, "first.test", 8)
+        assert wait_for(lambda: quota(first) >= 60000, 30, step=0.1), f"{quota(first)}\n{s.stderr()}"
+        load.stop()  # first goes quiet (its idle window is long: it keeps its CPU unless a busier app needs it)
+        load = Load(s.port, "second.test", 8)
+        got = wait_for(lambda: (quota(second) or 0) >= 60000, 30, step=0.1)
+        load.stop()
+        assert got, f"the busy app took CPU from the quiet one: {quota(first)} {quota(second)}\n{s.stderr()}"
+        assert quota(first) + quota(second) <= 100000
+        assert re.search(rf"{first}: scale up: budget short \(--budget-cpu 100%\): cpu \d+% -> \d+% \(busy \d+%\) "
+                         rf"for {second}", s.stderr()), s.stderr()
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
+
+
+def test_memory_raised_before_oom(bindir):
+    hungry = '''memory: "48M".."256M", memory_step: "32M", memory_high: 80, window: "1s", idle: "60s"'''
+    fixed = cpu_app("fixed", bindir, None, extra='  a.container { |c| c.cgroup memory: "48M" }\n')
+    s = Server(cpu_app("hungry", bindir, hungry) + fixed)
+    try:
+        assert request(s.port, "hungry.test", "/?us=100")[0] == 200, s.stderr()
+        inst = the_instance(s, "hungry")
+        assert cgroup_file(inst["name"], "memory.limit_in_bytes", "memory.max") == str(48 << 20)
+        for i in range(40):  # 4 MiB at a time up to 160 MiB, far above where it began
+            st, _, body = request(s.port, "hungry.test", "/alloc?mb=4")
+            assert st == 200, f"step {i}: {st} {body}\n{s.stderr()}"
+            time.sleep(0.25)
+        after = s.instances("hungry", ("ready",))
+        assert [i["name"] for i in after] == [inst["name"]] and after[0]["pid"] == inst["pid"], \
+            "the same instance, never killed"
+        limit = int(cgroup_file(inst["name"], "memory.limit_in_bytes", "memory.max"))
+        assert limit >= 160 << 20 and limit == after[0]["memory_limit"], limit
+        assert "scale up: memory 48 MiB -> 80 MiB (near its memory limit" in s.stderr() or \
+            "scale up: memory 48 MiB -> 80 MiB (hit its memory limit" in s.stderr(), s.stderr()
+        # the same app without scale up (48M for good) is killed on the way
+        assert request(s.port, "fixed.test", "/?us=100")[0] == 200, s.stderr()
+        killed = False
+        for i in range(20):
+            try:
+                st, _, _ = request(s.port, "fixed.test", "/alloc?mb=8", timeout=10)
+            except OSError:
+                st = 0
+            if st != 200:
+                killed = True
+                break
+        assert killed, "without scale up the app runs out of memory"
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
