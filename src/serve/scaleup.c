@@ -129,9 +129,6 @@ void kago__scaleup_applied(struct scaleup_inst *s, int64_t cpu, int64_t memory, 
 
 bool kago__scaleup_at_top(const struct scaleup_inst *s, const struct kago_scale_up *cfg)
 {
-    bool cpu_top = !cfg->cpu_max || s->cpu >= cfg->cpu_max || s->cpu_top_denied;
-    bool mem_top = !cfg->memory_max || s->memory >= cfg->memory_max || s->mem_top_denied;
-    if (cfg->cpu_max) /* requests wait for CPU: the CPU range decides, memory only without one */
-        return cpu_top;
-    return mem_top;
+    /* requests wait for CPU: the CPU range decides; more memory serves no more requests at once */
+    return !cfg->cpu_max || s->cpu >= cfg->cpu_max || s->cpu_top_denied;
 }

@@ -49,8 +49,8 @@ bool kago__scaleup_sample(struct scaleup_inst *s, const struct kago_scale_up *cf
 /* The caller applied w (or the part the budget allowed: cpu and memory as they are now). */
 void kago__scaleup_applied(struct scaleup_inst *s, int64_t cpu, int64_t memory, uint64_t now);
 
-/* The instance is at the top of its range (every resource the policy scales, or refused by the budget):
- * with scale_out_at_top, the app may start another instance only when each of its instances is. */
+/* The instance is at the top of its CPU range (or the budget refused it more; always for an app that
+ * scales memory only): with scale_out_at_top, the app starts another instance only when each one is. */
 bool kago__scaleup_at_top(const struct scaleup_inst *s, const struct kago_scale_up *cfg);
 
 static inline bool kago__scaleup_on(const struct kago_scale_up *cfg)

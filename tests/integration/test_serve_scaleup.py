@@ -241,3 +241,27 @@ def test_memory_raised_before_oom(bindir):
     finally:
         assert s.stop() == 0, s.stderr()
     assert s.leftovers() == []
+
+
+def test_scale_out_waits_for_the_top_of_the_range(bindir):
+    s = Server(cpu_app("grow", bindir, '''cpu: "20%".."40%", cpu_step: "20%", window: "1s", idle: "60s"''',
+                       extra="  a.concurrency 2\n  a.max_instances 3\n  a.start_timeout \"30s\"\n"))
+    try:
+        assert request(s.port, "grow.test", "/?us=100")[0] == 200, s.stderr()
+        first = the_instance(s, "grow")["name"]
+        load = Load(s.port, "grow.test", 6)
+        t0, early = time.time(), None
+        while time.time() - t0 < 30:
+            n = len(s.instances("grow"))  # then the quota: it only rises meanwhile
+            q = quota(first)
+            if n >= 2:
+                early = q
+                break
+            time.sleep(0.05)
+        load.stop()
+        assert early is not None, f"scaled out once at the top: {quota(first)}\n{s.stderr()}"
+        assert early == 40000, f"a second instance started only when the first was at the top ({early})"
+        assert load.errors == 0
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
