@@ -27,9 +27,16 @@ static void counted(const struct instance *inst, int64_t *cpu, int64_t *mem)
     *mem = !cfg->memory_max ? 0 : inst->su.started ? inst->su.memory : cfg->memory_min;
 }
 
-/* Sums of the limits of every instance of a scale-up app (only the ticking apps have instances). */
-static void budget_used(const struct server *srv, int64_t *cpu, int64_t *mem)
+/* Sums of the limits of every instance of a scale-up app (only the ticking apps have instances): summed
+ * once per tick, when a raise first asks, then kept up to date by apply for the rest of that tick. */
+static void budget_used(struct server *srv, uint64_t now, int64_t *cpu_out, int64_t *mem_out)
 {
+    if (srv->su_sum_at == now) {
+        *cpu_out = srv->su_cpu_sum;
+        *mem_out = srv->su_mem_sum;
+        return;
+    }
+    int64_t *cpu = &srv->su_cpu_sum, *mem = &srv->su_mem_sum;
     *cpu = *mem = 0;
     for (const struct app_rt *a = srv->ticking; a; a = a->tick_next) {
         if (!kago__scaleup_on(&a->app.scale_up))
@@ -44,6 +51,9 @@ static void budget_used(const struct server *srv, int64_t *cpu, int64_t *mem)
             *mem += m;
         }
     }
+    srv->su_sum_at = now;
+    *cpu_out = *cpu;
+    *mem_out = *mem;
 }
 
 static int apply(struct instance *inst, int64_t cpu, int64_t mem, uint64_t now)
@@ -66,6 +76,13 @@ static int apply(struct instance *inst, int64_t cpu, int64_t mem, uint64_t now)
                    (long long)(cpu / 1000), (long long)(mem >> 20), err->msg);
         kago_error_free(err);
     } else {
+        struct server *srv = inst->app->srv;
+        if (srv->su_sum_at == now) { /* the tick's sums stay right */
+            int64_t c0, m0;
+            counted(inst, &c0, &m0);
+            srv->su_cpu_sum += (cfg_of(inst)->cpu_max ? cpu : 0) - c0;
+            srv->su_mem_sum += (cfg_of(inst)->memory_max ? mem : 0) - m0;
+        }
         kago__scaleup_applied(&inst->su, cpu, mem, now);
     }
     kago_spec_free(&tmp);
@@ -99,10 +116,12 @@ static int64_t grant_cpu(struct instance *inst, int64_t want, uint64_t now)
     int64_t budget = (int64_t)srv->opts.budget_cpu_us, cpu, mem;
     if (!budget)
         return want;
-    budget_used(srv, &cpu, &mem);
+    budget_used(srv, now, &cpu, &mem);
     int64_t room = budget - cpu;
-    if (room < want - inst->su.cpu) {
+    if (room < want - inst->su.cpu && srv->su_victimless_at != now) {
         struct instance *v = cpu_victim(srv, inst, inst->su.busy);
+        if (!v) /* one fruitless walk over the instances per tick at most */
+            srv->su_victimless_at = now;
         if (v) {
             int64_t vcpu = v->su.cpu - cfg_of(v)->cpu_step;
             if (vcpu < cfg_of(v)->cpu_min)
@@ -136,13 +155,13 @@ static int64_t grant_cpu(struct instance *inst, int64_t want, uint64_t now)
     return got;
 }
 
-static int64_t grant_memory(struct instance *inst, int64_t want)
+static int64_t grant_memory(struct instance *inst, int64_t want, uint64_t now)
 {
     struct server *srv = inst->app->srv;
     int64_t budget = (int64_t)srv->opts.budget_memory, cpu, mem;
     if (!budget)
         return want;
-    budget_used(srv, &cpu, &mem);
+    budget_used(srv, now, &cpu, &mem);
     int64_t room = budget - mem, got = inst->su.memory + (room > 0 ? room : 0);
     got = (got < want ? got : want) / 4096 * 4096;
     if (got < inst->su.memory + (1 << 20)) {
@@ -186,7 +205,7 @@ static void sample(struct instance *inst, uint64_t now)
     if (!w.raise_memory)
         inst->su.mem_top_denied = false;
     int64_t cpu = w.raise_cpu ? grant_cpu(inst, w.cpu, now) : w.cpu;
-    int64_t mem = w.raise_memory ? grant_memory(inst, w.memory) : w.memory;
+    int64_t mem = w.raise_memory ? grant_memory(inst, w.memory, now) : w.memory;
     int64_t cpu0 = inst->su.cpu, mem0 = inst->su.memory;
     if (cpu == cpu0 && mem == mem0)
         return;

@@ -241,6 +241,10 @@ struct server {
     unsigned given, give_failed; /* connections handed to the new serve, and those that could not go */
     struct kago_error *fatal;
     struct cluster *cluster; /* --cluster (cluster.c), NULL without */
+    /* scaler.c: the limits of all scale-up instances, summed at su_sum_at (a tick) for --budget-cpu/-memory
+     */
+    uint64_t su_sum_at, su_victimless_at;
+    int64_t su_cpu_sum, su_mem_sum;
 };
 
 /* time */
