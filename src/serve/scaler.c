@@ -230,12 +230,17 @@ void kago__scaler_app(struct app_rt *a, uint64_t now)
 {
     if (now < a->su_next)
         return;
-    a->su_next = now + kago__scaleup_period_ms(&a->app.scale_up);
+    uint64_t period = kago__scaleup_period_ms(&a->app.scale_up);
     for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
         struct instance *inst = pi->data;
-        if (inst && inst->c && pi->state == POOL_READY && !pi->busy)
-            sample(inst, now);
+        if (!inst || !inst->c || pi->state != POOL_READY || pi->busy)
+            continue;
+        sample(inst, now);
+        if (a->app.scale_up.memory_max && inst->su.memory < a->app.scale_up.memory_max &&
+            inst->su.mem_share >= SCALEUP_HOT_SHARE)
+            period = SCALEUP_HOT_MS; /* close to its memory limit: looked at often until it has room */
     }
+    a->su_next = now + period;
 }
 
 bool kago__scaler_may_scale_out(struct pool *p)

@@ -6,9 +6,10 @@
 
 uint64_t kago__scaleup_period_ms(const struct kago_scale_up *cfg)
 {
-    uint64_t w = cfg->window_ms < cfg->idle_ms ? cfg->window_ms : cfg->idle_ms;
+    uint64_t w = cfg->window_ms < cfg->idle_ms ? cfg->window_ms : cfg->idle_ms,
+             max = cfg->memory_max ? 1000 : 2500;
     w /= 4;
-    return w < 100 ? 100 : w > 2500 ? 2500 : w;
+    return w < 100 ? 100 : w > max ? max : w;
 }
 
 static int64_t clamp(int64_t v, int64_t lo, int64_t hi)
@@ -71,6 +72,7 @@ static void judge_memory(struct scaleup_inst *s, const struct kago_scale_up *cfg
                        ? (double)(p->memory_stall_us - s->mem_stall_us) / (double)((now - s->last_at) * 1000)
                        : 0;
     bool near = (double)p->memory_current * 100 >= (double)s->memory * cfg->memory_pct;
+    s->mem_share = s->memory ? (double)p->memory_current / (double)s->memory : 0;
     s->mem_events = p->memory_events;
     s->mem_stall_us = p->memory_stall_us;
     int64_t down = clamp(s->memory - cfg->memory_step, cfg->memory_min, cfg->memory_max);

@@ -23,6 +23,7 @@ struct scaleup_inst {
     uint64_t cpu_calm_since, mem_calm_since; /* no pressure since (a step down after idle_ms) */
     double busy;                             /* throttled share of the last CPU window (0..1) */
     double cpu_used;                         /* cores used over the last CPU window */
+    double mem_share;                        /* memory in use / its limit at the last sample */
     bool cpu_top_denied, mem_top_denied;     /* the budget refused its last raise (at the top for now) */
     uint64_t raises, lowers;                 /* steps taken, for /metrics */
 };
@@ -35,7 +36,10 @@ struct scaleup_want {
 };
 
 /* How often the caller samples an instance of an app with this policy (ms): a quarter of the shorter of
- * window and idle, within 100 ms .. 2.5 s. */
+ * window and idle, within 100 ms .. 2.5 s (1 s when memory is scaled); SCALEUP_HOT_MS while an instance
+ * uses SCALEUP_HOT_SHARE of its memory limit or more (it may run out soon). */
+#define SCALEUP_HOT_MS    100
+#define SCALEUP_HOT_SHARE 0.6
 uint64_t kago__scaleup_period_ms(const struct kago_scale_up *cfg);
 
 /* Feeds a sample taken at now. Returns true when a change is wanted (*w filled). CPU is judged once a

@@ -275,3 +275,33 @@ def test_scale_out_waits_for_the_top_of_the_range(bindir):
     finally:
         assert s.stop() == 0, s.stderr()
     assert s.leftovers() == []
+
+
+def test_restart_adopts_an_instance_with_its_raised_limits(bindir):
+    from test_serve_adopt import Restarted, cleanup, sigkill
+    s1 = Server(cpu_app("keep", bindir, '''memory: "48M".."256M", memory_step: "32M", memory_high: 80, idle: "60s"'''))
+    s2 = None
+    try:
+        assert request(s1.port, "keep.test", "/?us=100")[0] == 200, s1.stderr()
+        inst = the_instance(s1, "keep")
+        for _ in range(15):  # 60 MiB: raised once or twice
+            assert request(s1.port, "keep.test", "/alloc?mb=4")[0] == 200, s1.stderr()
+            time.sleep(0.25)
+        raised = int(cgroup_file(inst["name"], "memory.limit_in_bytes", "memory.max"))
+        assert raised > 48 << 20, s1.stderr()
+        sigkill(s1)
+        s2 = Restarted(s1)
+        assert f"adopted the ready instance {inst['name']}" in s2.stderr(), s2.stderr()
+        i2 = the_instance(s2, "keep")
+        assert (i2["name"], i2["pid"], i2["memory_limit"]) == (inst["name"], inst["pid"], raised), \
+            "adopted with the limits it had"
+        assert int(cgroup_file(inst["name"], "memory.limit_in_bytes", "memory.max")) == raised
+        for _ in range(12):  # and it goes on from there
+            assert request(s2.port, "keep.test", "/alloc?mb=4")[0] == 200, s2.stderr()
+            time.sleep(0.25)
+        assert int(cgroup_file(inst["name"], "memory.limit_in_bytes", "memory.max")) > raised, s2.stderr()
+        assert f"scale up: memory {raised >> 20} MiB -> " in s2.stderr(), s2.stderr()
+        assert s2.stop() == 0, s2.stderr()
+        assert s2.leftovers() == []
+    finally:
+        cleanup(s1, s2)

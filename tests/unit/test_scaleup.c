@@ -107,7 +107,9 @@ static void test_period(void)
     ok(kago__scaleup_period_ms(&c) == 250, "sampled four times a window (%llu ms)",
        (unsigned long long)kago__scaleup_period_ms(&c));
     c.window_ms = c.idle_ms = 60000;
-    ok(kago__scaleup_period_ms(&c) == 2500, "at most every 2.5 s");
+    ok(kago__scaleup_period_ms(&c) == 1000, "at most every second when memory is scaled");
+    c.memory_max = 0;
+    ok(kago__scaleup_period_ms(&c) == 2500, "at most every 2.5 s for CPU alone");
 }
 
 int main(void)
