@@ -311,6 +311,14 @@ static void f_scale_steps(const struct metrics_ctx *m, struct sbuf *b, const str
     app_u64(m, b, f, a->app.name, *(const uint64_t *)((const char *)a + f->off));
 }
 
+static void all_scale_up(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    int64_t cpu, mem;
+    kago__scaler_totals(m->srv, &cpu, &mem);
+    bool is_cpu = strstr(f->name, "cpu") != NULL;
+    printf_buf(b, is_cpu ? "%s %.2f\n" : "%s %.0f\n", f->name, is_cpu ? cpu / 100000.0 : (double)mem);
+}
+
 static void all_u64(struct sbuf *b, const struct family *f, uint64_t v)
 {
     printf_buf(b, "%s %llu\n", f->name, (unsigned long long)v);
@@ -467,6 +475,10 @@ static const struct family families[] = {
     {"kago_scale_up_refused_total", "counter",
      "Raises refused (or cut short) by --budget-cpu/--budget-memory.", offsetof(struct app_rt, su_denied),
      false, f_scale_steps, NULL},
+    SERVER_WIDE("kago_scale_up_cpu_cores", "gauge", "CPU limits of all instances of apps with a.scale_up.",
+                all_scale_up),
+    SERVER_WIDE("kago_scale_up_memory_bytes", "gauge",
+                "Memory limits of all instances of apps with a.scale_up.", all_scale_up),
     SERVER_WIDE("kago_apps", "gauge", "Apps configured.", all_apps),
     SERVER_WIDE("kago_connections", "gauge", "Client connections open.", all_connections),
     SERVER_WIDE("kago_instances_started_total", "counter", "Instances started since serve began.",
@@ -565,7 +577,9 @@ static void ps_json(struct server *srv, struct sbuf *b)
         }
         sbuf_adds(b, a->next ? "]}," : "]}");
     }
-    sbuf_adds(b, "]}\n");
+    sbuf_adds(b, "]");
+    kago__scaler_server_json(b, srv);
+    sbuf_adds(b, "}\n");
 }
 
 static void on_admin_closed(uv_handle_t *h)

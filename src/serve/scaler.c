@@ -27,16 +27,9 @@ static void counted(const struct instance *inst, int64_t *cpu, int64_t *mem)
     *mem = !cfg->memory_max ? 0 : inst->su.started ? inst->su.memory : cfg->memory_min;
 }
 
-/* Sums of the limits of every instance of a scale-up app (only the ticking apps have instances): summed
- * once per tick, when a raise first asks, then kept up to date by apply for the rest of that tick. */
-static void budget_used(struct server *srv, uint64_t now, int64_t *cpu_out, int64_t *mem_out)
+/* Sums of the limits of every instance of a scale-up app (only the ticking apps have instances). */
+void kago__scaler_totals(const struct server *srv, int64_t *cpu, int64_t *mem)
 {
-    if (srv->su_sum_at == now) {
-        *cpu_out = srv->su_cpu_sum;
-        *mem_out = srv->su_mem_sum;
-        return;
-    }
-    int64_t *cpu = &srv->su_cpu_sum, *mem = &srv->su_mem_sum;
     *cpu = *mem = 0;
     for (const struct app_rt *a = srv->ticking; a; a = a->tick_next) {
         if (!kago__scaleup_on(&a->app.scale_up))
@@ -51,9 +44,18 @@ static void budget_used(struct server *srv, uint64_t now, int64_t *cpu_out, int6
             *mem += m;
         }
     }
-    srv->su_sum_at = now;
-    *cpu_out = *cpu;
-    *mem_out = *mem;
+}
+
+/* The sums, taken once per tick when a raise first asks, then kept up to date by apply for the rest of
+ * that tick. */
+static void budget_used(struct server *srv, uint64_t now, int64_t *cpu, int64_t *mem)
+{
+    if (srv->su_sum_at != now) {
+        kago__scaler_totals(srv, &srv->su_cpu_sum, &srv->su_mem_sum);
+        srv->su_sum_at = now;
+    }
+    *cpu = srv->su_cpu_sum;
+    *mem = srv->su_mem_sum;
 }
 
 static int apply(struct instance *inst, int64_t cpu, int64_t mem, uint64_t now)
@@ -292,5 +294,23 @@ void kago__scaler_app_json(struct sbuf *b, const struct app_rt *a)
             cfg->cpu_min / 100000.0, cfg->cpu_max / 100000.0, (long long)cfg->memory_min,
             (long long)cfg->memory_max, (unsigned long long)a->su_raises, (unsigned long long)a->su_lowers,
             (unsigned long long)a->su_denied);
+    sbuf_add(b, v, (size_t)n);
+}
+
+void kago__scaler_server_json(struct sbuf *b, const struct server *srv)
+{
+    bool any = srv->opts.budget_cpu_us || srv->opts.budget_memory;
+    for (const struct app_rt *a = srv->apps; a && !any; a = a->next)
+        any = kago__scaleup_on(&a->app.scale_up);
+    if (!any)
+        return;
+    int64_t cpu, mem;
+    kago__scaler_totals(srv, &cpu, &mem);
+    char v[200];
+    int n = snprintf(v, sizeof v,
+                     ",\"scale_up\":{\"cpu_given\":%.2f,\"memory_given\":%lld,\"budget_cpu\":%.2f,"
+                     "\"budget_memory\":%llu}",
+                     cpu / 100000.0, (long long)mem, srv->opts.budget_cpu_us / 100000.0,
+                     (unsigned long long)srv->opts.budget_memory);
     sbuf_add(b, v, (size_t)n);
 }

@@ -449,6 +449,11 @@ void kago__scaler_limits(const struct instance *inst, int64_t *cpu, int64_t *mem
 struct sbuf;
 void kago__scaler_ps_json(struct sbuf *b, const struct instance *inst);
 void kago__scaler_app_json(struct sbuf *b, const struct app_rt *a);
+/* The limits given to the instances of every scale-up app now (CPU quota us per 100 ms, bytes). */
+void kago__scaler_totals(const struct server *srv, int64_t *cpu, int64_t *mem);
+/* /ps: ,"scale_up":{"cpu_given":CORES,"memory_given":BYTES,"budget_cpu":CORES,"budget_memory":BYTES} (0:
+ * none), when there is a budget or an app with a.scale_up */
+void kago__scaler_server_json(struct sbuf *b, const struct server *srv);
 
 /* admin.c */
 void kago__admin_accept(struct server *srv, uv_stream_t *listener);

@@ -4,6 +4,7 @@ serves more; idle lowers it back; --budget-cpu holds across two apps; a memory-h
 before the kernel would have killed it. Short windows (Kagofile knobs) keep it quick."""
 import glob
 import http.client
+import json
 import os
 import re
 import shutil
@@ -187,6 +188,9 @@ def test_budget_holds_across_two_apps(bindir):
         # 20% + 20% to start; 20% steps: one raise (60%), then the last 10% to one of them (70%), then no more
         assert peak == 70000, f"the budget was used: {peak}\n{s.stderr()}"
         assert "--budget-cpu 70% is used up (70% given out)" in s.stderr(), s.stderr()
+        data = json.loads(s.admin_get("/ps"))["scale_up"]
+        assert data["budget_cpu"] == 0.7 and data["cpu_given"] == 0.7 and data["budget_memory"] == 0, data
+        assert s.metric("kago_scale_up_cpu_cores") == 0.7
         assert (s.metric("kago_scale_up_refused_total", app="one") or 0) + \
             (s.metric("kago_scale_up_refused_total", app="two") or 0) > 0
     finally:
