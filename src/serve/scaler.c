@@ -73,10 +73,14 @@ static int apply(struct instance *inst, int64_t cpu, int64_t mem, uint64_t now)
     }
     struct kago_error *err = NULL;
     int r = kago_container_update(inst->c, &lim, &err);
-    if (r < 0) {
-        kago__ilog(inst, SLOG_WARN, "scale up: could not set cpu %lld%%, memory %lld MiB: %s",
-                   (long long)(cpu / 1000), (long long)(mem >> 20), err->msg);
+    if (r < 0) { /* logged once a minute at most; a step down is tried again after another idle period */
+        if (!inst->su.warned_at || now - inst->su.warned_at >= 60000) {
+            kago__ilog(inst, SLOG_WARN, "scale up: could not set cpu %lld%%, memory %lld MiB: %s",
+                       (long long)(cpu / 1000), (long long)(mem >> 20), err->msg);
+            inst->su.warned_at = now;
+        }
         kago_error_free(err);
+        inst->su.cpu_calm_since = inst->su.mem_calm_since = now;
     } else {
         struct server *srv = inst->app->srv;
         if (srv->su_sum_at == now) { /* the tick's sums stay right */

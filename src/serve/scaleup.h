@@ -25,6 +25,7 @@ struct scaleup_inst {
     double cpu_used;                         /* cores used over the last CPU window */
     double mem_share;                        /* memory in use / its limit at the last sample */
     bool cpu_top_denied, mem_top_denied;     /* the budget refused its last raise (at the top for now) */
+    uint64_t warned_at;                      /* a step that could not be applied was last logged then */
     uint64_t raises, lowers;                 /* steps taken, for /metrics */
 };
 
