@@ -25,6 +25,7 @@ def bindir():
     """A directory holding the upstream as a static binary: built here, or $KAGO_CPU_UPSTREAM (one built
     on the host, for the guest that has no compiler)."""
     d = tempfile.mkdtemp(prefix="kago-scaleup-bin-")
+    os.chmod(d, 0o755)  # instances in a user namespace reach it as another uid
     prebuilt = os.environ.get("KAGO_CPU_UPSTREAM")
     if prebuilt:
         shutil.copy(prebuilt, os.path.join(d, "upstream"))
@@ -120,8 +121,8 @@ def test_cpu_raised_step_by_step_then_lowered_when_idle(bindir):
         assert st == 200, s.stderr()
         inst = the_instance(s, "busy")
         name = inst["name"]
-        assert quota(name) == 20000, "an instance starts at the bottom of its range"
-        assert inst["cpu_limit"] == 0.2 and inst["memory_limit"] > 0
+        # it starts at the bottom of its range (a slow machine may have raised it once by now: see the log below)
+        assert quota(name) in (20000, 40000) and inst["cpu_limit"] in (0.2, 0.4) and inst["memory_limit"] > 0
         load = Load(s.port, "busy.test", 8)
         t0 = time.time()
         seen = []
@@ -140,7 +141,7 @@ def test_cpu_raised_step_by_step_then_lowered_when_idle(bindir):
         load.stop()
         # On a loaded shared machine (other work competing for the 2 CPUs) an app that cannot even use its
         # quota is not throttled, and rightly not raised: the top is not always reached there.
-        assert seen[:3] == [20000, 40000, 60000] and seen == list(range(20000, seen[-1] + 1, 20000)), \
+        assert seen == list(range(seen[0], seen[-1] + 1, 20000)) and seen[-1] >= 60000, \
             f"raised a step at a time: {seen}\n{s.stderr()}"
         top = seen[-1]
         assert late >= 1.5 * early, f"throughput grew with the CPU limit: {early:.1f} -> {late:.1f} req/s"
@@ -153,7 +154,7 @@ def test_cpu_raised_step_by_step_then_lowered_when_idle(bindir):
         assert out.returncode == 0 and line and f" {top // 1000}% " in line[0], out.stdout + out.stderr
         assert "CPU-LIM" in out.stdout and "MEM-LIM" in out.stdout
         assert s.metric("kago_instance_cpu_limit_cores", app="busy", instance=name) == top / 100000
-        steps = len(seen) - 1
+        steps = seen[-1] // 20000 - 1
         assert s.metric("kago_scale_up_raises_total", app="busy") == steps
         assert re.search(rf"{name}: scale up: cpu 20% -> 40% \(throttled in \d+% of its CPU periods", s.stderr())
         ps = s.ps()["busy"]["scale_up"]
