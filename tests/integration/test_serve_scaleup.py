@@ -181,6 +181,9 @@ def test_budget_holds_across_two_apps(bindir):
         t0 = time.time()
         while time.time() - t0 < 6 or ("is used up" not in s.stderr() and time.time() - t0 < 30):
             total = sum(quota(n) or 0 for n in names)
+            if total > 70000:  # the two files are not read at once: a step taken from one for the other
+                time.sleep(0.05)  # (lowered first, then raised) may fall between the reads
+                total = sum(quota(n) or 0 for n in names)
             peak = max(peak, total)
             assert total <= 70000, f"--budget-cpu 70% holds: {[quota(n) for n in names]}"
             time.sleep(0.05)
