@@ -9,6 +9,18 @@
 
 enum kago_idle_action { KAGO_IDLE_STOP, KAGO_IDLE_FREEZE };
 
+/* a.scale_up (docs/kagofile.md): an instance's CPU and memory limits raised live within a range while it is
+ * throttled or near its memory limit, lowered again when idle. A resource whose max is 0 is not scaled. */
+struct kago_scale_up {
+    int64_t cpu_min, cpu_max, cpu_step;          /* CFS quota in us per 100 ms period (50% = 50000) */
+    int64_t memory_min, memory_max, memory_step; /* bytes */
+    uint64_t window_ms;     /* throttled (or near the memory limit) over this long: one step up; 10 s */
+    uint64_t idle_ms;       /* idle over this long: one step down; 60 s */
+    unsigned throttled_pct; /* share of the CFS periods of a window throttled that counts as busy; 20 */
+    unsigned memory_pct;    /* memory in use at this share of the limit counts as near it; 90 */
+    bool scale_out_at_top;  /* a new instance only once the others are at the top of their range; true */
+};
+
 struct kago_app {
     char *name;
     char **hosts;              /* NULL-terminated; matched case-insensitively against Host (port stripped);
@@ -38,6 +50,7 @@ struct kago_app {
                                  none. Relative to the Kagofile's directory until serve resolves them */
     bool https_redirect;      /* plain HTTP requests get 308 to https:// */
     char *hsts;               /* Strict-Transport-Security value on responses over TLS; NULL: none */
+    struct kago_scale_up scale_up;
 };
 
 /* A serve app's container limits unless it sets its own (docs/serve.md): 512 MiB of memory, one CPU. */

@@ -20,6 +20,19 @@ struct kago_stats {
     int64_t oom_kills;
 };
 
+/* What tells that a container is short of CPU or memory (kago serve's scale up reads it). Each field is
+ * -1 when the backend cannot tell or it was not asked for. */
+struct kago_pressure {
+    int64_t cpu_usage_us;
+    int64_t nr_periods, nr_throttled; /* CFS periods run, and those in which the quota ran out */
+    int64_t throttled_us;             /* time the container's tasks waited for the next period */
+    int64_t memory_current;           /* bytes charged */
+    int64_t memory_events;   /* times the limit was hit (v1 memory.failcnt; v2 memory.events high+max) */
+    int64_t memory_stall_us; /* v2 memory.pressure "some" total (PSI); -1 on v1 */
+};
+#define KAGO_PRESSURE_CPU    1u
+#define KAGO_PRESSURE_MEMORY 2u
+
 struct kago_spawn_opts {
     bool wait_start; /* stop before exec until kago_container_start() (kago create / start) */
     int stdio[3];    /* fds for the command's stdin/stdout/stderr; -1 = inherit */
@@ -91,6 +104,10 @@ KAGO_EXPORT int kago_container_stats(struct kago_container *c, struct kago_stats
 /* Only cpu_usage_us and memory_current (the others -1): two cgroup files read instead of five. */
 KAGO_EXPORT int kago_container_usage(struct kago_container *c, struct kago_stats *st,
                                      struct kago_error **err);
+/* The pressure counters of what (KAGO_PRESSURE_CPU | KAGO_PRESSURE_MEMORY): two or three cgroup files
+ * read per resource. The others stay -1. */
+KAGO_EXPORT int kago_container_pressure(struct kago_container *c, unsigned what, struct kago_pressure *p,
+                                        struct kago_error **err);
 /* An fd (the caller's; CLOEXEC, non-blocking) that turns readable when the container's cgroup reports a
  * memory event, an OOM kill among them: read it empty, then compare kago_container_stats' oom_kills. */
 KAGO_EXPORT int kago_container_oom_fd(struct kago_container *c, struct kago_error **err);

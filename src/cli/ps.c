@@ -190,8 +190,8 @@ CLI_VERB(ps)
         json_object_put(root);
         return 0;
     }
-    printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s\n", "APP", "INSTANCE", "STATE", "AGE", "INFLIGHT", "SERVED",
-           "CPU", "MEMORY");
+    printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s %7s %8s\n", "APP", "INSTANCE", "STATE", "AGE", "INFLIGHT",
+           "SERVED", "CPU", "MEMORY", "CPU-LIM", "MEM-LIM");
     for (size_t i = 0; i < json_object_array_length(apps); i++) {
         json_object *a = json_object_array_get_idx(apps, i), *v, *insts;
         const char *name = json_object_object_get_ex(a, "name", &v) ? json_object_get_string(v) : "?";
@@ -201,14 +201,19 @@ CLI_VERB(ps)
         const char *app_state = json_object_object_get_ex(a, "state", &v) ? json_object_get_string(v) : "";
         bool backoff = app_state && !strcmp(app_state, "backoff");
         if (n == 0)
-            printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s\n", name, "-",
+            printf("%-16s %-28s %-9s %8s %9s %9s %9s %9s %7s %8s\n", name, "-",
                    backoff   ? "backoff"
                    : pending ? "held"
                              : "stopped",
-                   "-", "-", "-", "-", "-");
+                   "-", "-", "-", "-", "-", "-", "-");
         for (size_t k = 0; k < n; k++) {
             json_object *in = json_object_array_get_idx(insts, k);
-            char mem[32], age[32], cpu[32];
+            char mem[32], age[32], cpu[32], cpu_lim[32] = "-", mem_lim[32] = "-";
+            /* the limits now (a.scale_up changes them live) */
+            if (json_object_object_get_ex(in, "cpu_limit", &v) && json_object_get_double(v) > 0)
+                snprintf(cpu_lim, sizeof(cpu_lim), "%.0f%%", json_object_get_double(v) * 100);
+            if (json_object_object_get_ex(in, "memory_limit", &v))
+                human(mem_lim, sizeof(mem_lim), json_object_get_int64(v));
             json_object_object_get_ex(in, "memory", &v);
             human(mem, sizeof(mem), json_object_get_int64(v));
             json_object_object_get_ex(in, "age_s", &v);
@@ -220,9 +225,9 @@ CLI_VERB(ps)
             json_object_object_get_ex(in, "state", &st);
             json_object_object_get_ex(in, "in_flight", &inf);
             json_object_object_get_ex(in, "served", &sv);
-            printf("%-16s %-28s %-9s %8s %9d %9lld %9s %9s\n", name, json_object_get_string(nm),
+            printf("%-16s %-28s %-9s %8s %9d %9lld %9s %9s %7s %8s\n", name, json_object_get_string(nm),
                    json_object_get_string(st), age, json_object_get_int(inf),
-                   (long long)json_object_get_int64(sv), cpu, mem);
+                   (long long)json_object_get_int64(sv), cpu, mem, cpu_lim, mem_lim);
         }
         if (pending)
             printf("%-16s %d request(s) held for a starting instance\n", name, pending);

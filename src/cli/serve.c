@@ -57,6 +57,8 @@ CLI_VERB(serve)
         {"acme-dir", required_argument, NULL, 1007},
         {"no-h2", no_argument, NULL, '2'},
         {"h2c", no_argument, NULL, '3'},
+        {"budget-cpu", required_argument, NULL, 'B'},
+        {"budget-memory", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -226,6 +228,27 @@ CLI_VERB(serve)
             o.frozen_memory_budget = bytes == KAGO_NOLIMIT ? UINT64_MAX : (uint64_t)bytes;
             break;
         }
+        case 'B': {
+            struct kago_error *err = NULL;
+            int64_t quota;
+            if (kago_parse_cpu(optarg, &quota, &err) < 0)
+                return kago_error_prefix(&err, "serve: --budget-cpu"), cli_fail(err);
+            if (quota <= 0)
+                return cli_usage("serve", "--budget-cpu: \"%s\": give a share of the CPUs like 180%%",
+                                 optarg);
+            o.budget_cpu_us = (uint64_t)quota;
+            break;
+        }
+        case 'b': {
+            struct kago_error *err = NULL;
+            int64_t bytes;
+            if (kago_parse_size(optarg, &bytes, &err) < 0)
+                return kago_error_prefix(&err, "serve: --budget-memory"), cli_fail(err);
+            if (bytes <= 0)
+                return cli_usage("serve", "--budget-memory: \"%s\": give a size like 16G", optarg);
+            o.budget_memory = (uint64_t)bytes;
+            break;
+        }
         case 'h':
             printf(
                 "usage: kago serve --config DIR | --cluster etcd://HOST:PORT[,HOST:PORT...]\n"
@@ -247,6 +270,8 @@ CLI_VERB(serve)
                 "10s]\n"
                 "                  [--max-starting N]   (container starts at once; default 2 per CPU)\n"
                 "                  [--warm N]   (warm sandboxes kept per namespace set, at most; default 0)\n"
+                "                  [--budget-cpu 180%%] [--budget-memory 16G]   (a.scale_up's limit, all "
+                "apps)\n"
                 "                  [--metrics-app-histograms]   (/metrics: each app's histograms too)\n"
                 "                  [--upgrade]   (take over from the serve running with this --root)\n"
                 "                  [--log-format text|json|journal]\n"

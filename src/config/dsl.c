@@ -208,6 +208,13 @@ static mrb_value kago_finish_app(mrb_state *mrb, mrb_value self)
     apply_image(mrb, &a->ct, a->port_set ? NULL : &a->app.port, blk, RSTRING_CSTR(mrb, what));
     if (a->app.socket_activation)
         a->app.spec.listen_port = a->app.port;
+    /* scale_up: an instance starts at the bottom of its range */
+    if (a->app.scale_up.cpu_max) {
+        a->app.spec.limits.cpu_quota_us = a->app.scale_up.cpu_min;
+        a->app.spec.limits.cpu_period_us = KAGO_UNSET;
+    }
+    if (a->app.scale_up.memory_max)
+        a->app.spec.limits.memory = a->app.scale_up.memory_min;
     if (kago_spec_validate(&a->app.spec, &err) < 0)
         raise_at_block(mrb, blk, RSTRING_CSTR(mrb, what), err);
     return mrb_nil_value();
@@ -1143,6 +1150,72 @@ static mrb_value app_tls(mrb_state *mrb, mrb_value self)
     return self;
 }
 
+/* scale_up: _scale_up_range("cpu"|"memory", LO, HI, STEP|nil) */
+static int64_t scale_value(mrb_state *mrb, const char *kind, const char *what, const char *v)
+{
+    int64_t n;
+    struct kago_error *err = NULL;
+    char label[48];
+    snprintf(label, sizeof label, "scale_up %s%s", kind, what);
+    if ((!strcmp(kind, "cpu") ? kago_parse_cpu(v, &n, &err) : kago_parse_size(v, &n, &err)) < 0)
+        kf_raise_error(mrb, label, err);
+    if (n <= 0)
+        mrb_raisef(mrb, E_ARGUMENT_ERROR, "%s: \"%s\": give a bound like %s", label, v,
+                   !strcmp(kind, "cpu") ? "\"200%\"" : "\"512M\"");
+    return n;
+}
+
+static mrb_value app_scale_up_range(mrb_state *mrb, mrb_value self)
+{
+    const char *kind, *lo_s, *hi_s, *step_s;
+    mrb_get_args(mrb, "zzzz!", &kind, &lo_s, &hi_s, &step_s);
+    bool cpu = !strcmp(kind, "cpu");
+    int64_t lo = scale_value(mrb, kind, " range", lo_s), hi = scale_value(mrb, kind, " range", hi_s);
+    if (lo > hi)
+        mrb_raisef(mrb, E_ARGUMENT_ERROR, "scale_up %s: \"%s\"..\"%s\": the range goes down (low..high)",
+                   kind, lo_s, hi_s);
+    if (!cpu && lo < (4ll << 20))
+        mrb_raisef(mrb, E_ARGUMENT_ERROR, "scale_up memory: \"%s\" is too little (at least 4M)", lo_s);
+    int64_t step = step_s ? scale_value(mrb, kind, "_step", step_s) : (hi - lo) / 4;
+    if (!cpu)
+        step = step / 4096 * 4096;
+    if (step < (cpu ? 1000 : 4096))
+        step = cpu ? 1000 : 4096; /* 1% or a page */
+    struct kago_scale_up *su = &app_of(mrb, self)->app.scale_up;
+    if (cpu) {
+        su->cpu_min = lo, su->cpu_max = hi, su->cpu_step = step;
+    } else {
+        su->memory_min = lo, su->memory_max = hi, su->memory_step = step;
+    }
+    return self;
+}
+
+/* scale_up's policy knobs: _scale_up_knob(NAME, N) (durations in ms, shares in percent, a bool as 0/1) */
+static mrb_value app_scale_up_knob(mrb_state *mrb, mrb_value self)
+{
+    const char *f;
+    mrb_int n;
+    mrb_get_args(mrb, "zi", &f, &n);
+    struct kago_scale_up *su = &app_of(mrb, self)->app.scale_up;
+    bool ms = !strcmp(f, "window") || !strcmp(f, "idle");
+    if (ms && n < 100)
+        mrb_raisef(mrb, E_ARGUMENT_ERROR, "scale_up %s: %d ms is too short (at least 100ms)", f, (int)n);
+    if (!ms && strcmp(f, "scale_out_at_top") && (n < 1 || n > 100))
+        mrb_raisef(mrb, E_ARGUMENT_ERROR, "scale_up %s: %d%% is not a share between 1%% and 100%%", f,
+                   (int)n);
+    if (!strcmp(f, "window"))
+        su->window_ms = (uint64_t)n;
+    else if (!strcmp(f, "idle"))
+        su->idle_ms = (uint64_t)n;
+    else if (!strcmp(f, "throttled"))
+        su->throttled_pct = (unsigned)n;
+    else if (!strcmp(f, "memory_high"))
+        su->memory_pct = (unsigned)n;
+    else if (!strcmp(f, "scale_out_at_top"))
+        su->scale_out_at_top = n != 0;
+    return self;
+}
+
 /* hsts "max-age=63072000; includeSubDomains": the header's value, sent as it is */
 static mrb_value app_hsts(mrb_state *mrb, mrb_value self)
 {
@@ -1250,6 +1323,8 @@ void kf_dsl_define(mrb_state *mrb)
         {"_log", app_log, MRB_ARGS_REQ(2)},
         {"_tls", app_tls, MRB_ARGS_REQ(2)},
         {"_hsts", app_hsts, MRB_ARGS_REQ(1)},
+        {"_scale_up_range", app_scale_up_range, MRB_ARGS_REQ(4)},
+        {"_scale_up_knob", app_scale_up_knob, MRB_ARGS_REQ(2)},
         {NULL, NULL, 0},
     };
     define_all(mrb, app, app_prims, false);

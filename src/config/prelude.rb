@@ -452,6 +452,43 @@ class Kago::AppSpec
     _hsts(Kago.__str(v, "hsts"))
   end
 
+  # scale_up cpu: "50%".."200%", memory: "128M".."512M" — an instance starts at the bottom of each range;
+  # kago serve raises its limits live a step at a time while it stays throttled (or near its memory limit)
+  # over window:, and lowers them a step after idle: of no pressure. Knobs: cpu_step:, memory_step: (a
+  # quarter of the range), window: "10s", idle: "60s", throttled: 20 (% of CFS periods throttled),
+  # memory_high: 90 (% of the limit), scale_out_at_top: true (scale out only at the top of the range).
+  def scale_up(**kw)
+    known = %i[cpu memory cpu_step memory_step window idle throttled memory_high scale_out_at_top]
+    bad = kw.keys.find { |k| !known.include?(k) }
+    raise ArgumentError, "scale_up: unknown keyword: #{bad} (#{known.join(', ')})" if bad
+    if kw[:cpu].nil? && kw[:memory].nil?
+      raise ArgumentError, "scale_up: give cpu: \"50%\"..\"200%\" or memory: \"128M\"..\"512M\" (or both)"
+    end
+    %i[cpu memory].each do |k|
+      r = kw[k]
+      next if r.nil?
+      unless r.is_a?(Range) && !r.begin.nil? && !r.end.nil?
+        ex = k == :cpu ? '"50%".."200%"' : '"128M".."512M"'
+        raise TypeError, "scale_up #{k}: expected a range like #{ex}, got #{r.class} (#{r.inspect})"
+      end
+      raise ArgumentError, "scale_up #{k}: write the range with .. (its top is included), not ..." if r.exclude_end?
+      step = kw[:"#{k}_step"]
+      _scale_up_range(k.to_s, Kago.__val(r.begin, "scale_up #{k}"), Kago.__val(r.end, "scale_up #{k}"),
+                      step.nil? ? nil : Kago.__val(step, "scale_up #{k}_step"))
+    end
+    %i[cpu_step memory_step].each do |k|
+      raise ArgumentError, "scale_up #{k}: give #{k.to_s.sub('_step', '')}: a range too" if kw[k] && kw[k.to_s.sub('_step', '').to_sym].nil?
+    end
+    _scale_up_knob("window", Kago.__ms(kw[:window], "scale_up window")) unless kw[:window].nil?
+    _scale_up_knob("idle", Kago.__ms(kw[:idle], "scale_up idle")) unless kw[:idle].nil?
+    _scale_up_knob("throttled", Kago.__int(kw[:throttled], "scale_up throttled")) unless kw[:throttled].nil?
+    _scale_up_knob("memory_high", Kago.__int(kw[:memory_high], "scale_up memory_high")) unless kw[:memory_high].nil?
+    unless kw[:scale_out_at_top].nil?
+      _scale_up_knob("scale_out_at_top", Kago.__bool(kw[:scale_out_at_top], "scale_up scale_out_at_top") ? 1 : 0)
+    end
+    self
+  end
+
   # idle :stop  or  idle :freeze, for: "10m"
   def idle(action, **kw)
     f = kw.delete(:for)

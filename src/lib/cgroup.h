@@ -40,6 +40,8 @@ struct kago__cgroup_ops {
     int (*stats)(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err);
     /* CPU time and memory in use only (two files, not stats' five): what /metrics reads per instance */
     int (*usage)(struct kago__cgroup *cg, struct kago_stats *st, struct kago_error **err);
+    /* Throttling and memory pressure (struct kago_pressure, pre-filled with -1) of what (KAGO_PRESSURE_*) */
+    int (*pressure)(struct kago__cgroup *cg, unsigned what, struct kago_pressure *p, struct kago_error **err);
     /* Sends sig to every process in the cgroup. Returns how many were signalled. */
     int (*kill_all)(struct kago__cgroup *cg, int sig, struct kago_error **err);
     /* rmdir the cgroup (and the "kago" parent when it is empty). Processes must be gone. */

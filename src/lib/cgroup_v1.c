@@ -692,6 +692,41 @@ static int v1_usage(struct kago__cgroup *cg, struct kago_stats *st, struct kago_
     return 0;
 }
 
+/* v1: cpu.stat (throttled_time in ns) and cpuacct.usage; memory.usage_in_bytes and memory.failcnt
+ * (v1 has no PSI per cgroup). */
+static int v1_pressure(struct kago__cgroup *cg, unsigned what, struct kago_pressure *p,
+                       struct kago_error **err)
+{
+    const struct layout *l = layout();
+    if (what & KAGO_PRESSURE_CPU) {
+        char dir[PATH_MAX], v[512];
+        int64_t ns;
+        if (read_num(cg, l, C_CPUACCT, "cpuacct.usage", NULL, &ns, err) < 0)
+            return -1;
+        p->cpu_usage_us = ns < 0 ? -1 : ns / 1000;
+        if (l->path[C_CPU]) {
+            if (kago__cg_dir(dir, sizeof dir, l->path[C_CPU], cg->path, err) < 0)
+                return -1;
+            ssize_t n = kago__cg_read(cg, dir, "cpu.stat", v, sizeof v, err);
+            if (n == -ENOENT)
+                kago_error_clear(err);
+            else if (n < 0)
+                return -1;
+            else {
+                kago__cg_key(v, "nr_periods", &p->nr_periods);
+                kago__cg_key(v, "nr_throttled", &p->nr_throttled);
+                if (kago__cg_key(v, "throttled_time", &ns))
+                    p->throttled_us = ns / 1000;
+            }
+        }
+    }
+    if ((what & KAGO_PRESSURE_MEMORY) &&
+        (read_num(cg, l, C_MEMORY, "memory.usage_in_bytes", NULL, &p->memory_current, err) < 0 ||
+         read_num(cg, l, C_MEMORY, "memory.failcnt", NULL, &p->memory_events, err) < 0))
+        return -1;
+    return 0;
+}
+
 static int v1_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err)
 {
     const struct layout *l = layout();
@@ -761,6 +796,7 @@ const struct kago__cgroup_ops kago__cgroup_v1 = {
     .frozen = v1_frozen,
     .stats = v1_stats,
     .usage = v1_usage,
+    .pressure = v1_pressure,
     .kill_all = v1_kill_all,
     .destroy = v1_destroy,
     .open_dir = v1_open_dir,

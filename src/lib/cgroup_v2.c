@@ -1,11 +1,13 @@
 /* cgroup v2 backend: one directory, <mountpoint>/kago/<name>, with the controllers kago needs enabled
  * in the root's and kago's cgroup.subtree_control. */
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <linux/bpf.h>
@@ -370,6 +372,47 @@ static int v2_usage(struct kago__cgroup *cg, struct kago_stats *st, struct kago_
     return 0;
 }
 
+/* v2: cpu.stat (usage, periods, throttling); memory.current, memory.events (high + max: the limit was
+ * reached) and memory.pressure's "some total=" (PSI, microseconds stalled; absent without CONFIG_PSI). */
+static int v2_pressure(struct kago__cgroup *cg, unsigned what, struct kago_pressure *p,
+                       struct kago_error **err)
+{
+    char dir[PATH_MAX], v[1024];
+    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0)
+        return -1;
+    if (what & KAGO_PRESSURE_CPU) {
+        ssize_t n = kago__cg_read(cg, dir, "cpu.stat", v, sizeof v, err);
+        if (n < 0)
+            return -1;
+        kago__cg_key(v, "usage_usec", &p->cpu_usage_us);
+        kago__cg_key(v, "nr_periods", &p->nr_periods);
+        kago__cg_key(v, "nr_throttled", &p->nr_throttled);
+        kago__cg_key(v, "throttled_usec", &p->throttled_us);
+    }
+    if (what & KAGO_PRESSURE_MEMORY) {
+        if (kago__cg_read_num(cg, dir, "memory.current", NULL, &p->memory_current, err) < 0)
+            return -1;
+        ssize_t n = kago__cg_read(cg, dir, "memory.events", v, sizeof v, err);
+        if (n < 0)
+            return -1;
+        int64_t high = 0, max = 0;
+        kago__cg_key(v, "high", &high);
+        kago__cg_key(v, "max", &max);
+        p->memory_events = high + max;
+        n = kago__cg_read(cg, dir, "memory.pressure", v, sizeof v, err);
+        if (n == -ENOENT || n == -EOPNOTSUPP) {
+            kago_error_clear(err);
+        } else if (n < 0) {
+            return -1;
+        } else { /* "some avg10=0.00 avg60=0.00 avg300=0.00 total=123" */
+            const char *t = strstr(v, "total=");
+            if (!strncmp(v, "some", 4) && t)
+                p->memory_stall_us = strtoll(t + 6, NULL, 10);
+        }
+    }
+    return 0;
+}
+
 static int v2_kill_all(struct kago__cgroup *cg, int sig, struct kago_error **err)
 {
     char dir[PATH_MAX];
@@ -431,6 +474,7 @@ const struct kago__cgroup_ops kago__cgroup_v2 = {
     .frozen = v2_frozen,
     .stats = v2_stats,
     .usage = v2_usage,
+    .pressure = v2_pressure,
     .oom_fd = v2_oom_fd,
     .kill_all = v2_kill_all,
     .destroy = v2_destroy,

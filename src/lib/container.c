@@ -1114,6 +1114,15 @@ int kago_container_usage(struct kago_container *c, struct kago_stats *st, struct
     return 0;
 }
 
+int kago_container_pressure(struct kago_container *c, unsigned what, struct kago_pressure *p,
+                            struct kago_error **err)
+{
+    *p = (struct kago_pressure){-1, -1, -1, -1, -1, -1, -1};
+    if (c->cg.ops->pressure(&c->cg, what, p, err) < 0)
+        return kago_error_prefix(err, "container %s", c->spec.name), -1;
+    return 0;
+}
+
 int kago_container_oom_fd(struct kago_container *c, struct kago_error **err)
 {
     int fd = c->cg.ops->oom_fd(&c->cg, err);

@@ -299,6 +299,11 @@ void kago_app_init(struct kago_app *app)
     app->idle_action = KAGO_IDLE_STOP;
     app->log_size = 10ull << 20;
     app->log_keep = 3;
+    app->scale_up.window_ms = 10 * 1000;
+    app->scale_up.idle_ms = 60 * 1000;
+    app->scale_up.throttled_pct = 20;
+    app->scale_up.memory_pct = 90;
+    app->scale_up.scale_out_at_top = true;
 }
 
 const char *kago_app_host_invalid(const char *host)

@@ -293,6 +293,36 @@ static void f_inst_mem(const struct metrics_ctx *m, struct sbuf *b, const struct
     }
 }
 
+/* a.scale_up (scaler.c): each instance's limits now (apps with scale_up only), and the steps taken */
+static void f_inst_limit(const struct metrics_ctx *m, struct sbuf *b, const struct family *f,
+                         struct app_rt *a)
+{
+    bool cpu = !strcmp(f->name, "kago_instance_cpu_limit_cores");
+    for (struct pool_inst *pi = kago__scaleup_on(&a->app.scale_up) ? a->pool.insts : NULL; pi;
+         pi = pi->next) {
+        int64_t c, mem;
+        kago__scaler_limits(pi->data, &c, &mem);
+        if (cpu ? c > 0 : mem > 0)
+            printf_buf(
+                b, cpu ? "%s{app=\"%s\",instance=\"%s\"} %.2f\n" : "%s{app=\"%s\",instance=\"%s\"} %.0f\n",
+                f->name, a->app.name, ((struct instance *)pi->data)->name, cpu ? c / 100000.0 : (double)mem);
+    }
+}
+
+static void f_scale_steps(const struct metrics_ctx *m, struct sbuf *b, const struct family *f,
+                          struct app_rt *a)
+{
+    app_u64(m, b, f, a->app.name, *(const uint64_t *)((const char *)a + f->off));
+}
+
+static void all_scale_up(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    int64_t cpu, mem;
+    kago__scaler_totals(m->srv, &cpu, &mem);
+    bool is_cpu = strstr(f->name, "cpu") != NULL;
+    printf_buf(b, is_cpu ? "%s %.2f\n" : "%s %.0f\n", f->name, is_cpu ? cpu / 100000.0 : (double)mem);
+}
+
 static void all_u64(struct sbuf *b, const struct family *f, uint64_t v)
 {
     printf_buf(b, "%s %llu\n", f->name, (unsigned long long)v);
@@ -513,6 +543,22 @@ static const struct family families[] = {
     {"kago_instance_cpu_seconds_total", "counter", "CPU time used by an instance.", 0, false, f_inst_cpu,
      NULL},
     {"kago_instance_memory_bytes", "gauge", "Memory used by an instance.", 0, false, f_inst_mem, NULL},
+    {"kago_instance_cpu_limit_cores", "gauge", "An instance's CPU limit now (apps with a.scale_up).", 0,
+     false, f_inst_limit, NULL},
+    {"kago_instance_memory_limit_bytes", "gauge", "An instance's memory limit now (apps with a.scale_up).", 0,
+     false, f_inst_limit, NULL},
+    {"kago_scale_up_raises_total", "counter", "Steps up of an instance's limits (a.scale_up).",
+     offsetof(struct app_rt, su_raises), false, f_scale_steps, NULL},
+    {"kago_scale_up_lowers_total", "counter",
+     "Steps down of an instance's limits (idle, or for a busier app).", offsetof(struct app_rt, su_lowers),
+     false, f_scale_steps, NULL},
+    {"kago_scale_up_refused_total", "counter",
+     "Raises refused (or cut short) by --budget-cpu/--budget-memory.", offsetof(struct app_rt, su_denied),
+     false, f_scale_steps, NULL},
+    SERVER_WIDE("kago_scale_up_cpu_cores", "gauge", "CPU limits of all instances of apps with a.scale_up.",
+                all_scale_up),
+    SERVER_WIDE("kago_scale_up_memory_bytes", "gauge",
+                "Memory limits of all instances of apps with a.scale_up.", all_scale_up),
     SERVER_WIDE("kago_apps", "gauge", "Apps configured.", all_apps),
     SERVER_WIDE("kago_connections", "gauge", "Client connections open.", all_connections),
     SERVER_WIDE("kago_instances_started_total", "counter", "Instances started since serve began.",
@@ -622,6 +668,7 @@ static void ps_json(struct server *srv, struct sbuf *b)
                    a->app.default_app ? "true" : "false", a->removed ? "true" : "false", a->pool.npending,
                    (unsigned long long)a->m.inflight, ckpt[a->ckpt]);
         ps_app_state(a, b, now);
+        kago__scaler_app_json(b, a);
         sbuf_adds(b, ",\"instances\":[");
         for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
             struct instance *inst = pi->data;
@@ -636,6 +683,7 @@ static void ps_json(struct server *srv, struct sbuf *b)
                        inst->c ? (int)kago_container_pid(inst->c) : 0, (now - pi->created) / 1000.0,
                        pi->inflight, (unsigned long long)pi->served, inst->stats.cpu_usage_us / 1e6,
                        (long long)inst->stats.memory_current);
+            kago__scaler_ps_json(b, inst);
             if (pi->state == POOL_FROZEN)
                 printf_buf(b, ",\"frozen_s\":%.1f,\"frozen_memory\":%llu", (now - pi->frozen_at) / 1000.0,
                            (unsigned long long)pi->frozen_bytes);
@@ -643,7 +691,9 @@ static void ps_json(struct server *srv, struct sbuf *b)
         }
         sbuf_adds(b, a->next ? "]}," : "]}");
     }
-    sbuf_adds(b, "]}\n");
+    sbuf_adds(b, "]");
+    kago__scaler_server_json(b, srv);
+    sbuf_adds(b, "}\n");
 }
 
 static void on_admin_closed(uv_handle_t *h)

@@ -815,6 +815,7 @@ const struct pool_ops kago__serve_pool_ops = {
     .thaw = op_thaw,
     .start_failed = op_start_failed,
     .woken = op_woken,
+    .may_scale_out = kago__scaler_may_scale_out,
 };
 
 /* --- the CRIU tier ------------------------------------------------------------------------------- */

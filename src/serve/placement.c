@@ -594,6 +594,7 @@ const struct pool_ops kago__cluster_pool_ops = {
     .start_failed = c_start_failed,
     .woken = c_woken,
     .ready = c_ready,
+    .may_scale_out = kago__scaler_may_scale_out, /* (scale up before out, on every node alike) */
 };
 
 /* --- events from etcd ----------------------------------------------------------------------------- */

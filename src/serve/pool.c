@@ -229,6 +229,8 @@ static void maybe_scale(struct pool *p, uint64_t now)
             return;
         if (!(active < p->cfg.min || load > active * p->cfg.concurrency))
             return;
+        if (active >= p->cfg.min && active > 0 && p->ops->may_scale_out && !p->ops->may_scale_out(p))
+            return;
         /* A frozen instance is capacity that needs no start. */
         if (thaw_one(p, now)) {
             dispatch_waiters(p, now);

@@ -89,6 +89,9 @@ struct pool_ops {
     void (*woken)(struct pool *p);
     /* Optional: i became ready (after its state changed, before held requests are dispatched). */
     void (*ready)(struct pool *p, struct pool_inst *i);
+    /* Optional: whether the app may start another instance for its load now (scale up first: its instances
+     * are not at the top of their range yet); min_instances and the first instance are started anyway. */
+    bool (*may_scale_out)(struct pool *p);
 };
 
 #define POOL_HIST_BUCKETS 12

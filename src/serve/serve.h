@@ -44,8 +44,11 @@ struct kago_serve_opts {
     const char *access_log;  /* path, "-" = stdout (default), "off" */
     uint64_t header_timeout_ms, keepalive_timeout_ms, connect_timeout_ms, response_timeout_ms;
     unsigned max_header_bytes;
-    bool cold_start_header;          /* X-Kago-Cold-Start on requests that waited (default on) */
-    uint64_t frozen_memory_budget;   /* bytes all frozen instances may hold; oldest stopped beyond (1G) */
+    bool cold_start_header;        /* X-Kago-Cold-Start on requests that waited (default on) */
+    uint64_t frozen_memory_budget; /* bytes all frozen instances may hold; oldest stopped beyond (1G) */
+    /* a.scale_up never raises the limits of all instances of such apps beyond these (0: no budget):
+     * CPU in quota us per 100 ms period (--budget-cpu 180% = 180000), memory in bytes */
+    uint64_t budget_cpu_us, budget_memory;
     uint64_t drain_timeout_ms;       /* SIGTERM: requests in flight may finish this long, then instances are
                                         killed (10 s) */
     enum kago_log_format log_format; /* (AUTO) */

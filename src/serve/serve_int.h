@@ -20,6 +20,7 @@
 #include "outq.h"
 #include "pool.h"
 #include "router.h"
+#include "scaleup.h"
 #include "serve.h"
 #include "acme.h"
 #include "tls.h"
@@ -70,6 +71,10 @@ struct app_rt {
     struct kago_idmap uid, gid;
     int64_t etcd_rev;      /* --cluster: the mod_revision of /kago/apps/NAME it came from */
     struct dash_app *dash; /* its recent samples (dash.c); NULL while it is idle */
+    /* a.scale_up (scaler.c): its instances are sampled next then; steps taken and raises the budget refused
+     */
+    uint64_t su_next;
+    uint64_t su_raises, su_lowers, su_denied;
 };
 
 struct upconn;
@@ -112,7 +117,8 @@ struct instance {
     bool recorded;
     enum pool_state rec_state;
     uint64_t rec_last_active;
-    struct remote *remote; /* --cluster: another node's instance, requests forwarded there (placement.c) */
+    struct remote *remote;  /* --cluster: another node's instance, requests forwarded there (placement.c) */
+    struct scaleup_inst su; /* a.scale_up's state (scaler.c) */
 };
 
 struct client;
@@ -253,6 +259,10 @@ struct server {
     struct cluster *cluster; /* --cluster (cluster.c), NULL without */
     struct dash *dash;       /* the dashboard's sampler, sessions and event streams (dash.c) */
     struct warm *warm;       /* --warm (warm.c), NULL without */
+    /* scaler.c: the limits of all scale-up instances, summed at su_sum_at (a tick) for --budget-cpu/-memory
+     */
+    uint64_t su_sum_at, su_victimless_at;
+    int64_t su_cpu_sum, su_mem_sum;
 };
 
 /* warm sandboxes (warm.c): init after the spawner starts (nothing without --warm or a spawner); take gives
@@ -484,6 +494,24 @@ enum kago_log_format kago__slog_format(const struct server *srv);
 /* What inst printed last (its streams read first, without waiting; an unfinished last line included),
  * NUL-terminated, empty when nothing or not captured. Valid until the next call. */
 const char *kago__logs_tail(struct instance *inst);
+
+/* scaler.c: a.scale_up (scaleup.h is the policy) */
+/* From the tick, for a ticking app with a.scale_up: samples its ready instances when due, applies steps. */
+void kago__scaler_app(struct app_rt *a, uint64_t now);
+/* pool_ops.may_scale_out: with scale_out_at_top, only when every instance is at the top of its range. */
+bool kago__scaler_may_scale_out(struct pool *p);
+/* inst's CPU quota (us per 100 ms) and memory limit (bytes) now, -1 when none. */
+void kago__scaler_limits(const struct instance *inst, int64_t *cpu, int64_t *mem);
+/* /ps: ,"cpu_limit":CORES,"memory_limit":BYTES,"scale_steps":N of an instance; ,"scale_up":{...} of an app.
+ */
+struct sbuf;
+void kago__scaler_ps_json(struct sbuf *b, const struct instance *inst);
+void kago__scaler_app_json(struct sbuf *b, const struct app_rt *a);
+/* The limits given to the instances of every scale-up app now (CPU quota us per 100 ms, bytes). */
+void kago__scaler_totals(const struct server *srv, int64_t *cpu, int64_t *mem);
+/* /ps: ,"scale_up":{"cpu_given":CORES,"memory_given":BYTES,"budget_cpu":CORES,"budget_memory":BYTES} (0:
+ * none), when there is a budget or an app with a.scale_up */
+void kago__scaler_server_json(struct sbuf *b, const struct server *srv);
 
 /* admin.c */
 void kago__admin_accept(struct server *srv, uv_stream_t *listener);

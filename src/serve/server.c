@@ -601,6 +601,8 @@ static void on_tick(uv_timer_t *t)
         struct app_rt *a = *pp;
         kago__pool_tick(&a->pool, now);
         kago__instance_checkpoint_tick(a, now);
+        if (kago__scaleup_on(&a->app.scale_up))
+            kago__scaler_app(a, now);
         bool gone = a->removed && kago__pool_empty(&a->pool) && a->refs == 0;
         if (!gone && needs_tick(a)) {
             pp = &a->tick_next;

@@ -256,6 +256,22 @@ static void test_v2_fake(void)
     ok(cg.ops->usage(&cg, &us, &e) == 0 && us.cpu_usage_us == 777 && us.memory_current == 1234, "v2 usage");
     unlink(pathf("%s/memory.peak", d));
     ok(cg.ops->stats(&cg, &st, &e) == 0 && st.memory_peak == -1, "v2 stats without memory.peak");
+    /* scale up's pressure: cpu.stat's throttling, memory.events high + max, memory.pressure (PSI) */
+    put(pathf("%s/cpu.stat", d), "usage_usec 777\nuser_usec 700\nsystem_usec 77\nnr_periods 50\n"
+                                 "nr_throttled 20\nthrottled_usec 9000\n");
+    put(pathf("%s/memory.pressure", d), "some avg10=1.00 avg60=0.50 avg300=0.10 total=4242\n"
+                                        "full avg10=0.00 avg60=0.00 avg300=0.00 total=100\n");
+    struct kago_pressure pr = {-1, -1, -1, -1, -1, -1, -1};
+    ok(cg.ops->pressure(&cg, KAGO_PRESSURE_CPU | KAGO_PRESSURE_MEMORY, &pr, &e) == 0 &&
+           pr.cpu_usage_us == 777 && pr.nr_periods == 50 && pr.nr_throttled == 20 &&
+           pr.throttled_us == 9000 && pr.memory_current == 1234 && pr.memory_events == 5 &&
+           pr.memory_stall_us == 4242,
+       "v2 pressure: throttling, memory.events high+max, PSI some total");
+    unlink(pathf("%s/memory.pressure", d));
+    pr = (struct kago_pressure){-1, -1, -1, -1, -1, -1, -1};
+    ok(cg.ops->pressure(&cg, KAGO_PRESSURE_MEMORY, &pr, &e) == 0 && pr.memory_stall_us == -1 &&
+           pr.nr_periods == -1 && pr.memory_current == 1234,
+       "v2 pressure without PSI (no memory.pressure), memory only");
 
     pid_t child = sleeper();
     put(pathf("%s/cgroup.procs", d), pathf("%d\n", (int)child));
@@ -426,6 +442,14 @@ static void test_v1_fake(void)
        "v1 stats");
     struct kago_stats us = {0};
     ok(cg.ops->usage(&cg, &us, &e) == 0 && us.cpu_usage_us == 5000 && us.memory_current == 1234, "v1 usage");
+    put(pathf("%s/cpu.stat", D("cpu,cpuacct")), "nr_periods 40\nnr_throttled 10\nthrottled_time 7000000\n");
+    put(pathf("%s/memory.failcnt", D("memory")), "6\n");
+    struct kago_pressure pr = {-1, -1, -1, -1, -1, -1, -1};
+    ok(cg.ops->pressure(&cg, KAGO_PRESSURE_CPU | KAGO_PRESSURE_MEMORY, &pr, &e) == 0 &&
+           pr.cpu_usage_us == 5000 && pr.nr_periods == 40 && pr.nr_throttled == 10 &&
+           pr.throttled_us == 7000 && pr.memory_current == 1234 && pr.memory_events == 6 &&
+           pr.memory_stall_us == -1,
+       "v1 pressure: cpu.stat (throttled_time in ns), memory.failcnt, no PSI");
 
     pid_t child = sleeper();
     put(pathf("%s/cgroup.procs", D("freezer")), pathf("%d\n", (int)child));

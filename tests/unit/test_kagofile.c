@@ -337,6 +337,58 @@ static void test_app(void)
     kago_kagofile_free(d);
 }
 
+static void test_scale_up(void)
+{
+    struct kago_kagofile *kf =
+        load("Kago.app 'web' do |a|\n"
+             "  a.hosts 'web.test'\n"
+             "  a.container { |c| c.command 'x'; c.cgroup cpu: '100%', memory: '1G' }\n"
+             "  a.scale_up cpu: '50%'..'200%', memory: '128M'..'512M', window: '2s',\n"
+             "             idle: 30, throttled: 30, memory_high: 80, cpu_step: '25%',\n"
+             "             scale_out_at_top: false\n"
+             "end\n",
+             NULL);
+    ok(kf != NULL, "a.scale_up loads");
+    if (!kf)
+        return;
+    const struct kago_app *a = kago_kagofile_app(kf, 0);
+    const struct kago_scale_up *su = &a->scale_up;
+    ok(su->cpu_min == 50000 && su->cpu_max == 200000 && su->cpu_step == 25000, "cpu range and step");
+    ok(su->memory_min == 128ll << 20 && su->memory_max == 512ll << 20 && su->memory_step == 96ll << 20,
+       "memory range, its step a quarter of it by default");
+    ok(su->window_ms == 2000 && su->idle_ms == 30000 && su->throttled_pct == 30 && su->memory_pct == 80 &&
+           !su->scale_out_at_top,
+       "policy knobs");
+    ok(a->spec.limits.cpu_quota_us == 50000 && a->spec.limits.memory == 128ll << 20,
+       "an instance starts at the bottom of its ranges (the container's own limits replaced)");
+    kago_kagofile_free(kf);
+    kf = load("Kago.app('a') { |a| a.hosts 'a.test'; a.container { |c| c.command 'x' } }", NULL);
+    ok(kf && !kago_kagofile_app(kf, 0)->scale_up.cpu_max &&
+           kago_kagofile_app(kf, 0)->scale_up.window_ms == 10000 &&
+           kago_kagofile_app(kf, 0)->scale_up.scale_out_at_top,
+       "no scale up by default; its knobs' defaults");
+    kago_kagofile_free(kf);
+    const char *pre = "Kago.app 'w' do |a|\n  a.hosts 'w.test'\n  a.container { |c| c.command 'x' }\n";
+    static const char *const bad[][2] = {
+        {"  a.scale_up cpu: '200%'..'50%'\n", "the range goes down"},
+        {"  a.scale_up cpu: '50%'\n", "scale_up cpu: expected a range like \"50%\"..\"200%\", got String"},
+        {"  a.scale_up cpu: '50%'...'200%'\n", "not ..."},
+        {"  a.scale_up memory: '1M'..'8M'\n", "too little (at least 4M)"},
+        {"  a.scale_up memory: '64M'..'lots'\n", "scale_up memory range"},
+        {"  a.scale_up cpus: '50%'..'100%'\n", "unknown keyword: cpus"},
+        {"  a.scale_up window: '1s'\n", "give cpu:"},
+        {"  a.scale_up cpu: '50%'..'100%', throttled: 0\n", "not a share between 1% and 100%"},
+        {"  a.scale_up cpu: '50%'..'100%', window: '10ms'\n", "too short"},
+        {"  a.scale_up cpu: '50%'..'max'\n", "give a bound"},
+        {"  a.scale_up memory: '64M'..'128M', cpu_step: '10%'\n", "give cpu: a range too"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char src[512];
+        snprintf(src, sizeof src, "%s%send\n", pre, bad[i][0]);
+        expect_error(src, "Kagofile:4: ", bad[i][1]);
+    }
+}
+
 static void test_errors(void)
 {
     expect_error("x = 1\nKago.container 'a' do |c|\n  c.command 'x'\n", "Kagofile:4: ", "SyntaxError");
@@ -409,6 +461,7 @@ int main(void)
     test_ruby_and_params();
     test_hooks();
     test_app();
+    test_scale_up();
     test_errors();
     return tap_done();
 }

@@ -19,6 +19,7 @@ static struct {
     int last_reject;
     bool ready_on_start; /* socket activation: ready as soon as created */
     bool fail_on_start;
+    bool hold_out; /* may_scale_out says no (scale up first) */
     uint64_t now;
 } rec;
 
@@ -81,8 +82,13 @@ static void op_woken(struct pool *p)
 {
     rec.woken++;
 }
-static const struct pool_ops ops = {op_start,  op_dispatch, op_reject,       op_drain, op_signal, op_remove,
-                                    op_freeze, op_thaw,     op_start_failed, op_woken, NULL};
+static bool op_may_scale_out(struct pool *p)
+{
+    return !rec.hold_out;
+}
+static const struct pool_ops ops = {op_start,        op_dispatch, op_reject, op_drain,
+                                    op_signal,       op_remove,   op_freeze, op_thaw,
+                                    op_start_failed, op_woken,    NULL,      op_may_scale_out};
 
 static const struct pool_cfg base = {
     .lifetime_ms = 60000,
@@ -208,6 +214,29 @@ static void test_scale_out(void)
        p.npending);
     kago__pool_done(&p, p.insts, 12);
     ok(p.npending == 9 && p.insts->inflight == 2, "a finished request lets the oldest held one in");
+    kago__pool_free(&p);
+}
+
+/* a.scale_up with scale_out_at_top: no second instance until the first is at the top of its range. */
+static void test_scale_out_at_top(void)
+{
+    struct pool p;
+    struct pool_cfg cfg = base;
+    cfg.min = 1;
+    reset(&p, &cfg);
+    rec.ready_on_start = true;
+    rec.hold_out = true;
+    kago__pool_tick(&p, 10);
+    ok(rec.starts == 1, "min_instances is started even when scale out waits for scale up (%u)", rec.starts);
+    bool held;
+    struct pool_waiter w[6] = {0};
+    for (int k = 0; k < 6; k++)
+        kago__pool_request(&p, &w[k], 10, &held);
+    ok(rec.starts == 1 && p.npending == 4, "load beyond concurrency waits for the one instance (%u held)",
+       p.npending);
+    rec.hold_out = false;
+    kago__pool_tick(&p, 20);
+    ok(rec.starts == 3 && p.npending == 0, "at the top of its range: scaled out (%u starts)", rec.starts);
     kago__pool_free(&p);
 }
 
@@ -737,6 +766,7 @@ int main(void)
     test_burst_bounded();
     test_hold_timeout();
     test_scale_out();
+    test_scale_out_at_top();
     test_idle_and_lifetime();
     test_drain_grace();
     test_min_warm_and_failures();
