@@ -130,6 +130,16 @@ def measure_cpu(kago, name, seconds=2.0):
     return 100.0 * (u1 - u0) / ((t1 - t0) * 1e6)
 
 
+def measure_cpu_near(kago, name, expect, tol=5.0, tries=3):
+    """measure_cpu, measured again (up to tries) while it comes out below expect - tol: a busy machine can
+    keep a process under its quota, never over it (an overshoot is returned at once)."""
+    for _ in range(tries):
+        share = measure_cpu(kago, name)
+        if share >= expect - tol:
+            return share
+    return share
+
+
 def wait_for(pred, timeout=5.0, interval=0.02):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
