@@ -502,6 +502,11 @@ static void j_instances(struct app_rt *a, struct sbuf *b, uint64_t now, uint64_t
             kago_error_free(err);
         double pct = inst->c && pi->state != POOL_FROZEN ? inst_cpu_pct(inst, now) : 0.0;
         int64_t used = inst->c ? inst->stats.memory_current : 0;
+        /* its limits now: a.scale_up's steps and live changes included (the app's, for another node's) */
+        int64_t qcpu, qmem;
+        kago__scaler_limits(inst, &qcpu, &qmem);
+        double ilim = qcpu > 0 ? 100.0 * qcpu / 100000 : cpu_lim;
+        int64_t imem = qmem > 0 ? qmem : (l->memory > 0 ? l->memory : 0);
         *cpu += pct;
         *mem += used > 0 ? (uint64_t)used : 0;
         sbuf_adds(b, "{\"name\":");
@@ -511,8 +516,8 @@ static void j_instances(struct app_rt *a, struct sbuf *b, uint64_t now, uint64_t
             ",\"state\":\"%s\",\"tier\":\"%s\",\"age_s\":%.1f,\"served\":%llu,\"in_flight\":%u,"
             "\"cpu_pct\":%.1f,\"cpu_limit_pct\":%.0f,\"memory\":%lld,\"memory_limit\":%lld,\"pinned\":%s}",
             kago__pool_state_name(pi->state), pi->tier == POOL_TIER_RESTORE ? "restore" : "cold",
-            (now - pi->created) / 1000.0, (unsigned long long)pi->served, pi->inflight, pct, cpu_lim,
-            (long long)used, (long long)(l->memory > 0 ? l->memory : 0), pi->pinned ? "true" : "false");
+            (now - pi->created) / 1000.0, (unsigned long long)pi->served, pi->inflight, pct, ilim,
+            (long long)used, (long long)imem, pi->pinned ? "true" : "false");
         if (pi->next)
             sbuf_add(b, ",", 1);
     }
