@@ -1,8 +1,10 @@
 """Helpers for kago serve's integration tests: a real server on free loopback ports with its own
 state dir, apps written as Kagofiles, raw HTTP over sockets, and leftover checks."""
+import atexit
 import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,11 +104,28 @@ def root_leftovers(root):
             glob.glob(os.path.join(root, "logs", "*", "*.stdout")) + glob.glob(os.path.join(root, "logs", "*", "*.stderr")))
 
 
+_TMPDIRS = []
+
+
+def _remove_tmpdirs():
+    """At the end of the test run: every Server's temp dir (config, logs, state), but never one with a mount
+    below it (a serve that crashed left an instance: rmtree would walk into its root)."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f]
+    for d in _TMPDIRS:
+        if not any(m == d or m.startswith(d + "/") for m in mounts):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_remove_tmpdirs)
+
+
 class Server:
     """kago serve with its own config dir, state dir and ports."""
 
     def __init__(self, apps_rb, extra_args=(), env=None, root=None):
         self.tmp = tempfile.mkdtemp(prefix="kago-serve-test-")
+        _TMPDIRS.append(self.tmp)
         self.conf = os.path.join(self.tmp, "conf")
         self.root = root or os.path.join(self.tmp, "root")  # (a root of an earlier serve: its state again)
         os.mkdir(self.conf)
