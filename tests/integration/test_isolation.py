@@ -23,16 +23,20 @@ ATTEMPTS = ["mount", "umount", "fsopen", "unshare-mnt", "unshare-user", "clone-n
             "ioperm", "uid0-host", "chroot-escape", "hostname", "cgroup-write", "pids-limit", "memory-limit"]
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory):
+def build_probe(out):
+    """The probe compiled static into out (a path); skips, saying why, where this machine cannot."""
     if not shutil.which("gcc"):
         pytest.skip("gcc missing: the probe is compiled static from tests/helpers/kago-probe.c")
-    out = str(tmp_path_factory.mktemp("probe") / "kago-probe")
     r = subprocess.run(["gcc", "-static", "-O1", "-Wall", "-o", out, PROBE_SRC], capture_output=True, text=True)
     if r.returncode != 0 and "cannot find -lc" in r.stderr:
         pytest.skip("no static libc (libc6-dev) to build the probe: " + r.stderr.strip())
     assert r.returncode == 0, r.stderr
     return out
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    return build_probe(str(tmp_path_factory.mktemp("probe") / "kago-probe"))
 
 
 def run(kago, *cmd, opts=(), **kw):

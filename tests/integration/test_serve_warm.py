@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from serve_util import KAGO, ROOTFS, Server, app, request, wait_for
-from test_isolation import ATTEMPTS, PROBE_SRC, probe_lines
+from test_isolation import ATTEMPTS, PROBE_SRC, build_probe, probe_lines
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -56,14 +56,8 @@ def gone(pid):
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory):
-    if not shutil.which("gcc"):
-        pytest.skip("gcc missing: the probe is compiled static from tests/helpers/kago-probe.c")
     d = tmp_path_factory.mktemp("probe")
-    out = str(d / "kago-probe")
-    r = subprocess.run(["gcc", "-static", "-O1", "-Wall", "-o", out, PROBE_SRC], capture_output=True, text=True)
-    if r.returncode != 0 and "cannot find -lc" in r.stderr:
-        pytest.skip("no static libc (libc6-dev) to build the probe: " + r.stderr.strip())
-    assert r.returncode == 0, r.stderr
+    build_probe(str(d / "kago-probe"))
     return str(d)
 
 
