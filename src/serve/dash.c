@@ -487,13 +487,16 @@ static double inst_cpu_pct(struct instance *inst, uint64_t now)
     return pct;
 }
 
+/* A CPU limit as a percentage of one core (0: none). */
+static double cpu_limit_pct(const struct kago_limits *l)
+{
+    return l->cpu_quota_us > 0 ? 100.0 * l->cpu_quota_us / (l->cpu_period_us > 0 ? l->cpu_period_us : 100000)
+                               : 0;
+}
+
 /* The instances, with their usage read now; *mem and *cpu get the sums (bytes, %). */
 static void j_instances(struct app_rt *a, struct sbuf *b, uint64_t now, uint64_t *mem, double *cpu)
 {
-    const struct kago_limits *l = &a->app.spec.limits;
-    double cpu_lim = l->cpu_quota_us > 0
-                         ? 100.0 * l->cpu_quota_us / (l->cpu_period_us > 0 ? l->cpu_period_us : 100000)
-                         : 0;
     sbuf_adds(b, ",\"instances\":[");
     for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
         struct instance *inst = pi->data;
@@ -503,10 +506,7 @@ static void j_instances(struct app_rt *a, struct sbuf *b, uint64_t now, uint64_t
         double pct = inst->c && pi->state != POOL_FROZEN ? inst_cpu_pct(inst, now) : 0.0;
         int64_t used = inst->c ? inst->stats.memory_current : 0;
         /* its limits now: a.scale_up's steps and live changes included (the app's, for another node's) */
-        int64_t qcpu, qmem;
-        kago__scaler_limits(inst, &qcpu, &qmem);
-        double ilim = qcpu > 0 ? 100.0 * qcpu / 100000 : cpu_lim;
-        int64_t imem = qmem > 0 ? qmem : (l->memory > 0 ? l->memory : 0);
+        const struct kago_limits *l = inst->c ? &kago_container_spec(inst->c)->limits : &a->app.spec.limits;
         *cpu += pct;
         *mem += used > 0 ? (uint64_t)used : 0;
         sbuf_adds(b, "{\"name\":");
@@ -516,8 +516,8 @@ static void j_instances(struct app_rt *a, struct sbuf *b, uint64_t now, uint64_t
             ",\"state\":\"%s\",\"tier\":\"%s\",\"age_s\":%.1f,\"served\":%llu,\"in_flight\":%u,"
             "\"cpu_pct\":%.1f,\"cpu_limit_pct\":%.0f,\"memory\":%lld,\"memory_limit\":%lld,\"pinned\":%s}",
             kago__pool_state_name(pi->state), pi->tier == POOL_TIER_RESTORE ? "restore" : "cold",
-            (now - pi->created) / 1000.0, (unsigned long long)pi->served, pi->inflight, pct, ilim,
-            (long long)used, (long long)imem, pi->pinned ? "true" : "false");
+            (now - pi->created) / 1000.0, (unsigned long long)pi->served, pi->inflight, pct, cpu_limit_pct(l),
+            (long long)used, (long long)(l->memory > 0 ? l->memory : 0), pi->pinned ? "true" : "false");
         if (pi->next)
             sbuf_add(b, ",", 1);
     }
@@ -584,9 +584,7 @@ static void ev_app(struct server *srv, struct dash_sub *s, struct sbuf *b)
     }
     const struct kago_limits *l = &a->app.spec.limits;
     bprintf(b, "],\"min\":%u,\"max\":%u,\"concurrency\":%u,\"cpu_limit_pct\":%.0f,\"memory_limit\":%lld,",
-            a->pool.cfg.min, a->pool.cfg.max, a->pool.cfg.concurrency,
-            l->cpu_quota_us > 0 ? 100.0 * l->cpu_quota_us / (l->cpu_period_us > 0 ? l->cpu_period_us : 100000)
-                                : 0,
+            a->pool.cfg.min, a->pool.cfg.max, a->pool.cfg.concurrency, cpu_limit_pct(l),
             (long long)(l->memory > 0 ? l->memory : 0));
     sbuf_adds(b, "\"last_error\":");
     if (a->start_error)
