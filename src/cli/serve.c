@@ -35,6 +35,7 @@ CLI_VERB(serve)
         {"drain-timeout", required_argument, NULL, 'D'},
         {"max-starting", required_argument, NULL, 'S'},
         {"warm", required_argument, NULL, 'w'},
+        {"threads", required_argument, NULL, 1100},
         {"metrics-app-histograms", no_argument, NULL, 'M'},
         {"log-format", required_argument, NULL, 'J'},
         {"upgrade", no_argument, NULL, 'U'},
@@ -210,6 +211,16 @@ CLI_VERB(serve)
             o.warm = (unsigned)n;
             break;
         }
+        case 1100: {
+            char *end;
+            errno = 0;
+            unsigned long n = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || n < 1 || n > KAGO_SERVE_MAX_THREADS || optarg[0] == '-')
+                return cli_usage("serve", "--threads: \"%s\" is not a number from 1 to %d", optarg,
+                                 KAGO_SERVE_MAX_THREADS);
+            o.threads = (unsigned)n;
+            break;
+        }
         case 'J':
             if (!strcmp(optarg, "text"))
                 o.log_format = KAGO_LOG_TEXT;
@@ -270,6 +281,8 @@ CLI_VERB(serve)
                 "10s]\n"
                 "                  [--max-starting N]   (container starts at once; default 2 per CPU)\n"
                 "                  [--warm N]   (warm sandboxes kept per namespace set, at most; default 0)\n"
+                "                  [--threads N]   (event loops; N - 1 take TLS handshakes; default: the "
+                "CPUs)\n"
                 "                  [--budget-cpu 180%%] [--budget-memory 16G]   (a.scale_up's limit, all "
                 "apps)\n"
                 "                  [--metrics-app-histograms]   (/metrics: each app's histograms too)\n"

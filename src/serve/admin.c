@@ -385,6 +385,22 @@ static void all_tls_reloads(const struct metrics_ctx *m, struct sbuf *b, const s
                (unsigned long long)st->reloads, f->name, (unsigned long long)st->reload_failures);
 }
 
+static void all_tls_loops(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    unsigned loops;
+    uint64_t handed;
+    kago__hs_stats(m->srv, &loops, &handed);
+    all_u64(b, f, loops);
+}
+
+static void all_tls_handed(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    unsigned loops;
+    uint64_t handed;
+    kago__hs_stats(m->srv, &loops, &handed);
+    all_u64(b, f, handed);
+}
+
 static void all_tls_certs(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     all_u64(b, f, kago__tls_store_count(m->srv->tls_store));
@@ -569,6 +585,12 @@ static const struct family families[] = {
                 all_tls_handshakes),
     SERVER_WIDE("kago_tls_resumed_total", "counter", "TLS handshakes that resumed a session (a ticket).",
                 all_tls_resumed),
+    SERVER_WIDE("kago_tls_handshake_loops", "gauge",
+                "Event loops that take TLS handshakes beside the first (--threads N: N - 1).", all_tls_loops),
+    SERVER_WIDE("kago_tls_handshakes_handed_total", "counter",
+                "Connections a handshake loop handed to the first loop (its handshake done, or held for a "
+                "certificate on demand).",
+                all_tls_handed),
     SERVER_WIDE("kago_tls_certificates", "gauge", "Certificates loaded (the apps' a.tls and the default).",
                 all_tls_certs),
     SERVER_WIDE("kago_tls_reloads_total", "counter",

@@ -989,7 +989,7 @@ static void client_close(struct client *c)
     if (c->h2)
         kago__h2_conn_close(c); /* its streams first */
     if (c->tls_failed)
-        kago__tls_stats(c->srv->tls)->handshakes_failed++;
+        __atomic_add_fetch(&kago__tls_stats(c->srv->tls)->handshakes_failed, 1, __ATOMIC_RELAXED);
     count_request(c);
     if (c->state == C_HELD && c->app)
         kago__pool_cancel(&c->app->pool, &c->waiter);
@@ -1022,7 +1022,7 @@ static void client_close(struct client *c)
     uv_close((uv_handle_t *)&c->tcp, on_client_closed);
 }
 
-static void client_setup(struct server *srv, struct client *c);
+static void client_setup(struct server *srv, struct client *c, const struct sbuf *pre);
 static void on_closed_free_tcp(uv_handle_t *h);
 
 void kago__client_accept(struct server *srv, uv_stream_t *listener, bool tls)
@@ -1039,7 +1039,31 @@ void kago__client_accept(struct server *srv, uv_stream_t *listener, bool tls)
         c->tls = kago__tls_conn_new(srv->tls, &c->out.enc);
         c->out.tls = c->tls;
     }
-    client_setup(srv, c);
+    client_setup(srv, c, NULL);
+}
+
+void kago__client_take_tls(struct server *srv, int fd, struct tls_conn *tls, const struct sbuf *out)
+{
+    struct client *c = xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    uv_tcp_init(srv->loop, &c->tcp);
+    c->tcp.data = c;
+    int r = uv_tcp_open(&c->tcp, fd);
+    if (r < 0 || srv->stopping) { /* (shutdown closes the connections between requests) */
+        if (r < 0)
+            kago__slog(srv, SLOG_WARN, NULL, NULL, "tls: a connection from a handshake loop (fd %d): %s", fd,
+                       uv_strerror(r));
+        close(fd);
+        kago__tls_conn_free(tls);
+        uv_close((uv_handle_t *)&c->tcp, on_closed_free_tcp);
+        return;
+    }
+    c->tls = tls;
+    c->out.tls = tls;
+    c->tls_got_bytes = true;
+    kago__tls_conn_set_out(tls, &c->out.enc);
+    c->close_after = srv->handover; /* (one request, then it closes: the new serve takes the rest) */
+    client_setup(srv, c, out);
 }
 
 static void on_closed_free_tcp(uv_handle_t *h)
@@ -1047,9 +1071,9 @@ static void on_closed_free_tcp(uv_handle_t *h)
     free(h->data);
 }
 
-/* A connection serve just got (accepted, or given by the serve it took over from): reading its first
- * request head. */
-static void client_setup(struct server *srv, struct client *c)
+/* A connection serve just got (accepted, given by the serve it took over from, or handed over by a
+ * handshake loop with pre: the ciphertext to send first): reading its first request head. */
+static void client_setup(struct server *srv, struct client *c, const struct sbuf *pre)
 {
     uv_timer_init(srv->loop, &c->timer);
     c->timer.data = c;
@@ -1069,6 +1093,8 @@ static void client_setup(struct server *srv, struct client *c)
     struct tls_conn *tls = c->out.tls;
     kago__outq_init(&c->out, (uv_stream_t *)&c->tcp, on_client_written, c);
     c->out.tls = tls;
+    if (pre && pre->len)
+        sbuf_add(&c->out.enc, pre->data, pre->len);
     kago__http_msg_init(&c->req, HTTP_REQUEST, &req_cbs, c);
     c->next = srv->clients;
     if (srv->clients)
@@ -1077,7 +1103,15 @@ static void client_setup(struct server *srv, struct client *c)
     srv->nclients++;
     c->state = C_HEAD;
     arm_timer(c);
+    if (tls && kago__tls_done(tls))
+        tls_handshake_done(c); /* (a handshake loop's: HTTP/2 begins before its first bytes are read) */
+    else if (tls && c->tls_got_bytes)
+        tls_pump(c); /* held for a certificate on demand: asked for here */
+    if (c->closed)
+        return;
     update_reading(c);
+    if (!c->closed && pre)
+        flush_client(c);
 }
 
 /* Shutdown: close connections between requests now; the others close after their response. */
@@ -1176,7 +1210,7 @@ void kago__client_adopt(struct server *srv, int fd)
         uv_close((uv_handle_t *)&c->tcp, on_closed_free_tcp);
         return;
     }
-    client_setup(srv, c);
+    client_setup(srv, c, NULL);
 }
 
 /* --- HTTP/2 streams (h2.c) ------------------------------------------------------------------------- */

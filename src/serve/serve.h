@@ -16,7 +16,8 @@ enum kago_log_format { KAGO_LOG_AUTO, KAGO_LOG_TEXT, KAGO_LOG_JSON, KAGO_LOG_JOU
 #define KAGO_SERVE_ADMIN_TOKEN ".serve/.admin-token"
 
 /* A client listener: --listen IP:PORT (HTTP) or --listen-tls IP:PORT (HTTPS). */
-#define KAGO_SERVE_MAX_LISTEN 16
+#define KAGO_SERVE_MAX_LISTEN  16
+#define KAGO_SERVE_MAX_THREADS 64
 struct kago_serve_listen {
     const char *addr;
     bool tls;
@@ -54,6 +55,7 @@ struct kago_serve_opts {
     enum kago_log_format log_format; /* (AUTO) */
     unsigned max_starting; /* container starts in flight at once, the rest wait in order (0: 2 per CPU) */
     unsigned warm;         /* --warm N: warm sandboxes kept per namespace set, at most (0: none) */
+    unsigned threads;      /* --threads N: event loops, N - 1 of them for TLS handshakes (0: one per CPU) */
     bool metrics_app_histograms; /* /metrics: every app's histograms, not only their sum over all apps */
     bool no_h2;                  /* --no-h2: TLS listeners offer http/1.1 only (ALPN) */
     bool h2c;          /* --h2c: plain listeners take HTTP/2 with prior knowledge (the preface) too */

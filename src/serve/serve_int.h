@@ -259,6 +259,7 @@ struct server {
     struct cluster *cluster; /* --cluster (cluster.c), NULL without */
     struct dash *dash;       /* the dashboard's sampler, sessions and event streams (dash.c) */
     struct warm *warm;       /* --warm (warm.c), NULL without */
+    struct hsloops *hs;      /* --threads: the handshake loops (hsloop.c), NULL with one loop */
     /* scaler.c: the limits of all scale-up instances, summed at su_sum_at (a tick) for --budget-cpu/-memory
      */
     uint64_t su_sum_at, su_victimless_at;
@@ -275,6 +276,21 @@ void kago__warm_settle(struct server *srv, unsigned id, pid_t pid);
 void kago__warm_stats(struct server *srv, uint64_t *hits, uint64_t *misses, unsigned *ready);
 void kago__warm_stop(struct server *srv);
 
+/* hsloop.c: --threads N, the N - 1 loops that take TLS handshakes and hand connections to this one */
+unsigned kago__hs_default_threads(void); /* the CPUs serve may run on */
+/* After the listeners are up: starts the loops (none with one thread or no TLS listener). */
+int kago__hs_start(struct server *srv, struct kago_error **err);
+/* The loops accept on the TLS listeners open now (none once stopping or handing over); when it returns,
+ * no loop accepts on one closed since. */
+int kago__hs_listen(struct server *srv, struct kago_error **err);
+/* Shutdown: the loops stop accepting and end the handshakes they have. join waits for their threads
+ * (before the first loop's last run: the connections they handed over meanwhile are closed), free frees the
+ * rest after it. */
+void kago__hs_stop(struct server *srv);
+void kago__hs_join(struct server *srv);
+void kago__hs_free(struct server *srv);
+void kago__hs_stats(const struct server *srv, unsigned *loops, uint64_t *handed);
+
 /* time */
 uint64_t kago__serve_now_us(void);
 static inline uint64_t kago__serve_now_ms(void)
@@ -284,6 +300,9 @@ static inline uint64_t kago__serve_now_ms(void)
 
 /* conn.c */
 void kago__client_accept(struct server *srv, uv_stream_t *listener, bool tls);
+/* A TLS connection a handshake loop hands over (hsloop.c): its socket, its TLS state (the handshake done,
+ * or held for a certificate on demand) and the ciphertext it had not written yet (out, copied). */
+void kago__client_take_tls(struct server *srv, int fd, struct tls_conn *tls, const struct sbuf *out);
 void kago__client_attach(struct client *c, struct pool_inst *pi); /* the pool chose pi */
 void kago__client_reject(struct client *c, int status);
 /* Upstream events for the client using up. */

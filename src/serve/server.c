@@ -666,6 +666,7 @@ static void begin_shutdown(struct server *srv)
     kago__systemd_stopping(srv);
     for (unsigned i = 0; i < srv->nls; i++)
         close_listener(&srv->ls[i]);
+    kago__hs_stop(srv); /* (its handshakes end as the idle connections here do) */
     kago__cluster_stop(srv);
     uint64_t now = kago__serve_now_ms();
     for (struct app_rt *a = srv->apps; a; a = a->next)
@@ -1012,6 +1013,8 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         goto out;
     if (kago__upgrade_listen(srv, err) < 0)
         goto out;
+    if (kago__hs_start(srv, err) < 0)
+        goto out;
     if (o->cluster && kago__cluster_start(srv, err) < 0) /* apps arrive from etcd on the loop */
         goto out;
     uv_timer_init(&loop, &srv->tick);
@@ -1041,6 +1044,13 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     if (kago__tls_store_count(srv->tls_store))
         kago__slog(srv, SLOG_INFO, NULL, NULL, "tls: %zu certificates loaded",
                    kago__tls_store_count(srv->tls_store));
+    unsigned hs_loops;
+    uint64_t hs_handed;
+    kago__hs_stats(srv, &hs_loops, &hs_handed);
+    if (hs_loops)
+        kago__slog(srv, SLOG_INFO, NULL, NULL,
+                   "%u event loops: the first serves every request, %u more take TLS handshakes",
+                   hs_loops + 1, hs_loops);
     /* min_instances: start the standbys now rather than at the first tick */
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__pool_tick(&a->pool, kago__serve_now_ms());
@@ -1061,8 +1071,10 @@ out:
     kago__dash_shutdown(srv);
     kago__warm_stop(srv);
     kago__acme_stop(srv->acme);
+    kago__hs_join(srv);
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
+    kago__hs_free(srv);
     kago__acme_free(srv->acme);
     kago__admin_cleanup(srv);
     kago__dash_free(srv);

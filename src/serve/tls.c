@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,9 +34,14 @@ struct ticket_key {
     bool valid;
 };
 
+/* --threads: handshakes run on several threads (hsloop.c). What they read of the front is guarded: the store
+ * (slock: read by the SNI and ClientHello callbacks, written by the first loop when it changes what a name
+ * finds) and the ticket keys (klock). Everything else of the front is set before the threads start. */
 struct tls_front {
     SSL_CTX *ctx; /* every connection starts here; SNI switches it to a certificate's */
     struct tls_store *store;
+    pthread_rwlock_t slock;
+    pthread_mutex_t klock;
     struct ticket_key keys[2]; /* [0] encrypts, [0] and [1] decrypt */
     unsigned rotate_s;
     struct tls_stats stats;
@@ -141,28 +147,33 @@ static int on_ticket(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPH
                      EVP_MAC_CTX *hctx, int enc)
 {
     struct tls_front *f = SSL_CTX_get_app_data(SSL_get_SSL_CTX(s));
+    pthread_mutex_lock(&f->klock);
     rotate(f);
-    int which = 0;
+    int which = 0, r = -1;
     if (enc) {
         memcpy(name, f->keys[0].name, 16);
         if (RAND_bytes(iv, 16) <= 0 || !EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, f->keys[0].aes, iv))
-            return -1;
+            goto out;
     } else {
         while (which < 2 && !(f->keys[which].valid && !memcmp(name, f->keys[which].name, 16)))
             which++;
-        if (which == 2)
-            return 0;
+        if (which == 2) {
+            r = 0;
+            goto out;
+        }
         if (!EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, f->keys[which].aes, iv))
-            return -1;
+            goto out;
     }
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, f->keys[which].hmac, 32),
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
         OSSL_PARAM_construct_end(),
     };
-    if (!EVP_MAC_CTX_set_params(hctx, params))
-        return -1;
-    return which == 0 ? 1 : 2;
+    if (EVP_MAC_CTX_set_params(hctx, params))
+        r = which == 0 ? 1 : 2;
+out:
+    pthread_mutex_unlock(&f->klock);
+    return r;
 }
 
 /* --- contexts ------------------------------------------------------------------------------------ */
@@ -213,13 +224,25 @@ static int on_sni(SSL *ssl, int *al, void *arg)
     struct tls_front *f = arg;
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     int kind;
+    pthread_rwlock_rdlock(&f->slock);
     struct tls_cert *c = f->store ? find_cert(f->store, name, &kind) : NULL;
+    if (c)
+        SSL_set_SSL_CTX(ssl, c->ctx); /* (a reference of its own: the store may drop c's after) */
+    pthread_rwlock_unlock(&f->slock);
     if (!c) {
         *al = SSL_AD_UNRECOGNIZED_NAME;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     }
-    SSL_set_SSL_CTX(ssl, c->ctx);
     return SSL_TLSEXT_ERR_OK;
+}
+
+/* This thread is a handshake loop's (hsloop.c): a handshake that would wait for a certificate on demand
+ * stops before asking for it (TLS_HS_WAIT), and the first loop, where the connection goes, asks. */
+static _Thread_local bool offload_thread;
+
+void kago__tls_offload_thread(void)
+{
+    offload_thread = true;
 }
 
 /* The SSL's tls_conn: an ex_data index of its own (the app data slot stays free for others). */
@@ -261,10 +284,15 @@ static int on_hello(SSL *ssl, int *al, void *arg)
     struct tls_conn *t = SSL_get_ex_data(ssl, conn_index());
     char name[256];
     int kind = 2;
-    if (!f->missing || !t || !f->store || !hello_name(ssl, name, sizeof(name)))
+    if (!f->missing || !t || !hello_name(ssl, name, sizeof(name)))
         return SSL_CLIENT_HELLO_SUCCESS;
-    if (find_cert(f->store, name, &kind) && kind < 2)
+    pthread_rwlock_rdlock(&f->slock);
+    bool covered = !f->store || (find_cert(f->store, name, &kind) && kind < 2);
+    pthread_rwlock_unlock(&f->slock);
+    if (covered)
         return SSL_CLIENT_HELLO_SUCCESS;
+    if (offload_thread)
+        return SSL_CLIENT_HELLO_RETRY; /* asked again on the first loop */
     if (!f->missing(f->missing_arg, name))
         return SSL_CLIENT_HELLO_SUCCESS;
     if (!t->wprev) {
@@ -319,6 +347,9 @@ struct tls_front *kago__tls_front_new(unsigned rotate_s, struct kago_error **err
 {
     struct tls_front *f = xcalloc(1, sizeof(*f));
     f->rotate_s = rotate_s ? rotate_s : 12 * 3600;
+    pthread_rwlock_init(&f->slock, NULL);
+    pthread_mutex_init(&f->klock, NULL);
+    (void)conn_index(); /* (made once, here, before any handshake thread) */
     if (new_key(&f->keys[0]) < 0) {
         free(f);
         kago_error_set(err, 0, "TLS: no random bytes for the ticket key");
@@ -340,6 +371,8 @@ void kago__tls_front_free(struct tls_front *f)
         return;
     SSL_CTX_free(f->ctx);
     OPENSSL_cleanse(f->keys, sizeof(f->keys));
+    pthread_rwlock_destroy(&f->slock);
+    pthread_mutex_destroy(&f->klock);
     free(f);
 }
 
@@ -363,9 +396,11 @@ struct tls_stats *kago__tls_stats(struct tls_front *f)
 
 void kago__tls_front_use(struct tls_front *f, struct tls_store *s)
 {
+    pthread_rwlock_wrlock(&f->slock);
     f->store = s;
     if (s)
         s->old = NULL;
+    pthread_rwlock_unlock(&f->slock);
 }
 
 /* --- name maps ----------------------------------------------------------------------------------- */
@@ -613,11 +648,12 @@ int kago__tls_store_default(struct tls_store *s, const char *cert, const char *k
 int kago__tls_store_host(struct tls_store *s, const char *host, const char *cert, const char *key,
                          struct kago_error **err)
 {
+    pthread_rwlock_wrlock(&s->f->slock); /* (the store may be the one handshakes read) */
     struct tls_cert *c = get_cert(s, cert, key, err);
-    if (!c)
-        return -1;
-    map_put(&s->hosts, host, c, true);
-    return 0;
+    if (c)
+        map_put(&s->hosts, host, c, true);
+    pthread_rwlock_unlock(&s->f->slock);
+    return c ? 0 : -1;
 }
 
 int kago__tls_store_app(struct tls_store *s, const struct kago_app *a, struct kago_error **err)
@@ -635,7 +671,7 @@ void kago__tls_store_free(struct tls_store *s)
     if (!s)
         return;
     if (s->f && s->f->store == s)
-        s->f->store = NULL;
+        kago__tls_front_use(s->f, NULL);
     for (struct tls_cert *c = s->certs, *next; c; c = next) {
         next = c->next;
         SSL_CTX_free(c->ctx); /* connections using it hold their own reference */
@@ -661,6 +697,8 @@ unsigned kago__tls_store_check(struct tls_store *s, void (*log)(void *arg, bool 
                                void *arg)
 {
     unsigned reloaded = 0;
+    if (s)
+        pthread_rwlock_wrlock(&s->f->slock);
     for (struct tls_cert *c = s ? s->certs : NULL; c; c = c->next) {
         struct file_id cid = file_id(c->cert_path), kid = file_id(c->key_path);
         if (same_file(&cid, &c->cid) && same_file(&kid, &c->kid))
@@ -689,6 +727,8 @@ unsigned kago__tls_store_check(struct tls_store *s, void (*log)(void *arg, bool 
     }
     if (reloaded)
         reindex_sans(s);
+    if (s)
+        pthread_rwlock_unlock(&s->f->slock);
     return reloaded;
 }
 
@@ -764,6 +804,11 @@ struct tls_conn *kago__tls_conn_new(struct tls_front *f, struct sbuf *out)
     SSL_set_ex_data(t->ssl, conn_index(), t);
     t->f = f;
     return t;
+}
+
+void kago__tls_conn_set_out(struct tls_conn *t, struct sbuf *out)
+{
+    t->out = out;
 }
 
 void kago__tls_conn_free(struct tls_conn *t)

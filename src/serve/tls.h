@@ -80,6 +80,11 @@ int kago__tls_store_host(struct tls_store *s, const char *host, const char *cert
 /* One connection. Ciphertext to send is appended to *out. */
 struct tls_conn *kago__tls_conn_new(struct tls_front *f, struct sbuf *out);
 void kago__tls_conn_free(struct tls_conn *t);
+/* The connection moves (hsloop.c): ciphertext to send goes to out from now on. */
+void kago__tls_conn_set_out(struct tls_conn *t, struct sbuf *out);
+/* The calling thread is a handshake loop's: a handshake for a name that would wait for a certificate on
+ * demand returns TLS_HS_WAIT before asking for it (the first loop asks when it takes the connection). */
+void kago__tls_offload_thread(void);
 /* Ciphertext that arrived: valid during the calls that follow, until kago__tls_keep, which copies what
  * was not consumed. */
 void kago__tls_input(struct tls_conn *t, const char *data, size_t n);

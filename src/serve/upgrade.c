@@ -168,7 +168,8 @@ static void handover(struct server *srv)
                 uv_close((uv_handle_t *)&ls[i]->tcp, on_listener_closed);
         }
     }
-    kago__upgrade_close(srv); /* one hand-over at a time; the new serve makes its own socket */
+    kago__hs_listen(srv, NULL); /* (the handshake loops stop accepting too; none is refused: no error) */
+    kago__upgrade_close(srv);   /* one hand-over at a time; the new serve makes its own socket */
     kago__slog(srv, SLOG_INFO, NULL, NULL,
                "handing over to the new serve (pid %d): not accepting, draining %u connections",
                (int)cred.pid, srv->nclients);
@@ -381,7 +382,7 @@ static void resume(struct server *srv)
         ls[i]->keep_fd = -1;
     }
     struct kago_error *err = NULL;
-    if (kago__upgrade_listen(srv, &err) < 0) {
+    if (kago__hs_listen(srv, &err) < 0 || kago__upgrade_listen(srv, &err) < 0) {
         kago__slog(srv, SLOG_ERR, NULL, NULL, "%s", err->msg);
         kago_error_free(err);
     }

@@ -1,0 +1,206 @@
+"""kago serve --threads N: N - 1 event loops on threads of their own take TLS handshakes and hand each
+connection to the first loop, which owns every app's pool. Real handshakes from Python's ssl module and curl,
+real containers behind, /metrics read. Needs root."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from serve_util import KAGO, CGI, Server, free_port, request
+from test_serve_adopt import cleanup, wait_for
+from test_serve_tls import PKI, client_ctx, connect, get, tls_app
+
+if not shutil.which("openssl"):
+    pytest.skip("the openssl CLI is not installed (scripts/setup installs it)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def pki():
+    p = PKI()
+    p.site = p.leaf("site", ["site.test", "cold.test"])
+    yield p
+    shutil.rmtree(p.dir, ignore_errors=True)
+
+
+def start(pki, threads, *extra):
+    tls = free_port()
+    apps = (tls_app("site", ["site.test"], CGI, *pki.site) +
+            tls_app("cold", ["cold.test"], CGI, *pki.site, max_instances=4, concurrency=100))
+    s = Server(apps, extra_args=["--listen-tls", f"127.0.0.1:{tls}", "--threads", str(threads),
+                                 "--tls-handshake-timeout", "1s", *extra])
+    s.tls = tls
+    return s
+
+
+def finish(s):
+    try:
+        assert s.stop() == 0, s.stderr()[-2000:]
+        assert not s.leftovers(), s.leftovers()
+    finally:
+        cleanup(s)
+
+
+@pytest.fixture(scope="module")
+def srv(pki):
+    s = start(pki, 3)  # two handshake loops beside the first
+    yield s
+    finish(s)
+
+
+def one_request(port, host, pki, path="/cgi-bin/sleep?0"):
+    s = connect(port, host, client_ctx(pki))
+    try:
+        return get(s, host, path, close=True)
+    finally:
+        s.close()
+
+
+def test_handshake_loops_hand_connections_to_one_pool(srv, pki):
+    """40 new TLS connections at once to a cold app: every loop's handshakes end in the first loop's pool, which
+    starts one instance for all of them (they are held together, as with one loop) and serves each."""
+    assert srv.metric("kago_tls_handshake_loops") == 2
+    assert "3 event loops" in srv.stderr(), srv.stderr()
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(one_request(srv.tls, "cold.test", pki, "/cgi-bin/sleep?0.2"))
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=worker) for _ in range(40)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors, errors[:3]
+    assert [st for st, _, _ in results] == [200] * 40, [st for st, _, _ in results]
+    assert all(body.startswith(b"slept ") for _, _, body in results)
+    # concurrency 100: one instance took all 40 (the held requests of every loop waited for the same start)
+    assert srv.metric("kago_cold_starts_total", app="cold") == 1, srv.ps()["cold"]
+    hosts = {body.split()[1] for _, _, body in results}
+    assert len(hosts) == 1, hosts
+    ok = srv.metric("kago_tls_handshakes_total", result="ok")
+    handed = srv.metric("kago_tls_handshakes_handed_total")
+    assert ok >= 40 and 0 < handed <= ok, (ok, handed)
+
+
+def test_many_connections_spread_over_the_loops(srv, pki):
+    """Back-to-back connections from 8 clients: the handshake loops take part of them (an idle loop accepts),
+    and every response is right, HTTP/1.1 with keep-alive and HTTP/2 alike."""
+    before = srv.metric("kago_tls_handshakes_handed_total")
+    errors = []
+
+    def worker():
+        for _ in range(15):
+            try:
+                s = connect(srv.tls, "site.test", client_ctx(pki))
+                try:
+                    for _ in range(3):  # keep-alive on a handed-over connection
+                        st, _, body = get(s, "site.test", "/cgi-bin/sleep?0")
+                        assert st == 200 and body.startswith(b"slept "), (st, body)
+                finally:
+                    s.close()
+            except Exception as e:  # noqa: BLE001 (reported below)
+                errors.append(repr(e))
+
+    ts = [threading.Thread(target=worker) for _ in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors[:3]
+    assert srv.metric("kago_tls_handshakes_handed_total") > before
+    # HTTP/2 (ALPN h2) on connections whichever loop made their handshake: 3 streams on one connection each
+    for _ in range(6):
+        out = subprocess.run(
+            ["curl", "-sS", "--http2", "--cacert", pki.root, "--resolve", f"site.test:{srv.tls}:127.0.0.1",
+             "-w", "%{http_version} %{http_code}\n", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null",
+             *[f"https://site.test:{srv.tls}/cgi-bin/sleep?0"] * 3],
+            capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split("\n")[:3] == ["2 200"] * 3, out.stdout
+
+
+def test_stalled_handshakes_time_out_on_every_loop(srv, pki):
+    """Half a ClientHello, then nothing: whichever loop took the connection closes it after
+    --tls-handshake-timeout (1 s) and counts a failed handshake."""
+    failed = srv.metric("kago_tls_handshakes_total", result="failed")
+    socks = []
+    for _ in range(8):
+        s = socket.create_connection(("127.0.0.1", srv.tls), timeout=10)
+        s.sendall(b"\x16\x03\x01\x02\x00\x01")  # a record header and the start of a ClientHello
+        socks.append(s)
+    t0 = time.monotonic()
+    for s in socks:
+        while s.recv(100):  # (an alert may come before the close)
+            pass
+        s.close()
+    took = time.monotonic() - t0
+    assert 0.8 < took < 5, took
+    assert wait_for(lambda: srv.metric("kago_tls_handshakes_total", result="failed") >= failed + 8, 5)
+    # the loops go on
+    st, _, body = one_request(srv.tls, "site.test", pki)
+    assert st == 200, (st, body)
+
+
+def test_one_thread_has_no_handshake_loop(pki):
+    s = start(pki, 1)
+    try:
+        assert s.metric("kago_tls_handshake_loops") == 0
+        st, _, body = one_request(s.tls, "site.test", pki)
+        assert st == 200 and body.startswith(b"slept "), (st, body)
+        assert s.metric("kago_tls_handshakes_handed_total") == 0
+        assert "event loops" not in s.stderr()
+    finally:
+        finish(s)
+
+
+def test_sigterm_with_handshakes_in_flight_on_the_loops(pki):
+    """SIGTERM while connections sit mid-handshake on the loops and a request runs: the request is answered,
+    the half-made handshakes are closed, serve exits 0 within the drain, nothing is left."""
+    s = start(pki, 2)
+    try:
+        assert one_request(s.tls, "site.test", pki)[0] == 200
+        stalled = []
+        for _ in range(6):
+            c = socket.create_connection(("127.0.0.1", s.tls), timeout=10)
+            c.sendall(b"\x16\x03\x01\x02\x00\x01")
+            stalled.append(c)
+        slow = {}
+
+        def slow_request():
+            slow["r"] = one_request(s.tls, "site.test", pki, "/cgi-bin/sleep?1")
+
+        t = threading.Thread(target=slow_request)
+        t.start()
+        time.sleep(0.4)
+        t0 = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(15) == 0, s.stderr()[-2000:]
+        assert time.monotonic() - t0 < 10
+        t.join(10)
+        assert slow.get("r", (None,))[0] == 200, slow
+        for c in stalled:
+            c.settimeout(5)
+            try:
+                while c.recv(100):
+                    pass
+            except ConnectionResetError:
+                pass
+            c.close()
+        assert not s.leftovers(), s.leftovers()
+    finally:
+        cleanup(s)
+
+
+def test_threads_option_is_checked():
+    for bad in ("0", "65", "two", "-1"):
+        out = subprocess.run([KAGO, "serve", "--config", "/nonexistent", "--threads", bad], capture_output=True,
+                             text=True, timeout=10)
+        assert out.returncode != 0 and "--threads" in out.stderr, (bad, out.stderr)
