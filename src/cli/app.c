@@ -99,6 +99,15 @@ static int app_put(struct cli *g, int argc, char **argv)
         rc = cli_fail(err);
         goto out;
     }
+    if (app.tls_cert && (app.tls_cert[0] != '/' || app.tls_key[0] != '/')) { /* (each node reads them) */
+        kago_error_set(
+            &err, 0,
+            "%s: app %s: a.tls cert: \"%s\", key: \"%s\": give absolute paths (in a cluster each node "
+            "reads the files from its own disk); nothing was written",
+            a.arg, app.name, app.tls_cert, app.tls_key);
+        rc = cli_fail(err);
+        goto out;
+    }
     key = xasprintf("%s%s", APPS, app.name);
     if (kago__etcd_call_sync(a.etcd, "kv/put", kago__etcd_req_put(key, src, len, 0), CALL_MS, &resp, &err) <
         0) {

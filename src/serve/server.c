@@ -237,6 +237,59 @@ static struct router *build_router(struct server *srv, const struct kago_app *ex
     return r;
 }
 
+static struct tls_store *new_tls_store(struct server *srv, struct kago_error **err);
+
+/* --cluster: a new certificate store with the a.tls of every app running (the default and ACME's too); NULL
+ * with *err when one does not load. */
+static struct tls_store *cluster_tls_store(struct server *srv, struct kago_error **err)
+{
+    struct tls_store *ts = new_tls_store(srv, err);
+    if (!ts)
+        return NULL;
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        if (!a->removed && a->app.tls_cert && kago__tls_store_app(ts, &a->app, err) < 0) {
+            kago__tls_store_free(ts);
+            return NULL;
+        }
+    return ts;
+}
+
+/* The store handshakes use from now on (the running connections keep their certificates). */
+static void use_tls_store(struct server *srv, struct tls_store *ts)
+{
+    kago__tls_front_use(srv->tls, ts);
+    kago__tls_store_free(srv->tls_store);
+    srv->tls_store = ts;
+    srv->tls_checked_ms = kago__serve_now_ms();
+}
+
+static bool same_hosts(char *const *a, char *const *b)
+{
+    for (; *a && *b; a++, b++)
+        if (strcmp(*a, *b) != 0)
+            return false;
+    return !*a && !*b;
+}
+
+/* --cluster: app's a.tls goes into the running store before app replaces the running app of its name (run,
+ * NULL: none). An app from etcd names its files by absolute path: each node reads them from its own disk. A
+ * certificate another app's hosts or a replaced pair leave behind goes with the next rebuilt store. */
+static int cluster_app_tls(struct server *srv, const struct kago_app *app, const struct app_rt *run,
+                           struct kago_error **err)
+{
+    if (!app->tls_cert)
+        return 0;
+    if (app->tls_cert[0] != '/' || app->tls_key[0] != '/')
+        return kago_error_set(err, 0,
+                              "a.tls cert: \"%s\", key: \"%s\": give absolute paths (in a cluster each node "
+                              "reads the files from its own disk)",
+                              app->tls_cert, app->tls_key);
+    if (run && run->app.tls_cert && !strcmp(run->app.tls_cert, app->tls_cert) &&
+        !strcmp(run->app.tls_key, app->tls_key) && same_hosts(run->app.hosts, app->hosts))
+        return 0; /* loaded already (a relist, a changed container) */
+    return kago__tls_store_app(srv->tls_store, app, err);
+}
+
 int kago__server_app_set(struct server *srv, struct kago_app *app, int64_t etcd_rev, struct kago_error **err)
 {
     static char placeholder;
@@ -244,7 +297,19 @@ int kago__server_app_set(struct server *srv, struct kago_app *app, int64_t etcd_
     if (!r)
         return -1;
     kago__router_free(r);
+    struct app_rt *run = find_app(srv, app->name);
+    if (cluster_app_tls(srv, app, run, err) < 0)
+        return -1;
+    bool dropped_tls = run && run->app.tls_cert && !app->tls_cert;
     struct app_rt *a = install_app(srv, app, kago__serve_now_ms());
+    struct kago_error *e = NULL;
+    struct tls_store *ts = dropped_tls ? cluster_tls_store(srv, &e) : NULL;
+    if (ts)
+        use_tls_store(srv, ts);
+    else if (e) { /* (another app's files went away meanwhile) */
+        kago__slog(srv, SLOG_WARN, a->app.name, NULL, "its old certificate stays loaded for now: %s", e->msg);
+        kago_error_free(e);
+    }
     a->etcd_rev = etcd_rev;
     r = build_router(srv, NULL, NULL, err);
     kago__router_free(srv->router);
@@ -262,7 +327,17 @@ bool kago__server_app_drop(struct server *srv, const char *name)
     struct app_rt *a = find_app(srv, name);
     if (!a)
         return false;
+    bool had_tls = a->app.tls_cert != NULL;
     a->removed = true;
+    struct kago_error *err = NULL;
+    struct tls_store *ts = had_tls ? cluster_tls_store(srv, &err) : NULL;
+    if (ts)
+        use_tls_store(srv, ts);
+    else if (had_tls) { /* another app's files went away meanwhile: the store stays as it is */
+        kago__slog(srv, SLOG_WARN, name, NULL, "its certificate stays loaded until the next change: %s",
+                   err->msg);
+        kago_error_free(err);
+    }
     kago__pool_stop(&a->pool, kago__serve_now_ms());
     kago__app_wake(a); /* (the tick frees it once its instances are gone) */
     struct router *r = build_router(srv, NULL, NULL, NULL);
@@ -479,10 +554,7 @@ static int load_config(struct server *srv, struct kago_error **err)
         kago__tls_store_free(ts);
         return r;
     }
-    kago__tls_front_use(srv->tls, ts); /* new handshakes; running connections keep their contexts */
-    kago__tls_store_free(srv->tls_store);
-    srv->tls_store = ts;
-    srv->tls_checked_ms = kago__serve_now_ms();
+    use_tls_store(srv, ts);
     setup_checkpoints(srv);
     return r;
 }

@@ -658,12 +658,12 @@ int kago__tls_store_host(struct tls_store *s, const char *host, const char *cert
 
 int kago__tls_store_app(struct tls_store *s, const struct kago_app *a, struct kago_error **err)
 {
+    pthread_rwlock_wrlock(&s->f->slock); /* (--cluster adds to the store handshakes read) */
     struct tls_cert *c = get_cert(s, a->tls_cert, a->tls_key, err);
-    if (!c)
-        return -1;
-    for (char **h = a->hosts; h && *h; h++)
+    for (char **h = a->hosts; c && h && *h; h++)
         map_put(&s->hosts, *h, c, true);
-    return 0;
+    pthread_rwlock_unlock(&s->f->slock);
+    return c ? 0 : -1;
 }
 
 void kago__tls_store_free(struct tls_store *s)

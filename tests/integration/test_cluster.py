@@ -518,3 +518,59 @@ def test_sigterm_while_waiting_for_another_nodes_start_exits_at_once(clean, tmp)
     finally:
         a.close()
         b.close()
+
+
+def peer_cert_der(port, name):
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as s:
+            return s.getpeercert(binary_form=True)
+
+
+def test_app_certificates_from_etcd_are_served_and_go_with_the_app(clean, tmp):
+    """An app put in etcd with a.tls (absolute paths: each node reads its own files) gets its certificate on the
+    node's TLS listener by SNI; a relative path is refused with the reason; `kago app rm` takes the certificate
+    away with the app."""
+    import ssl
+    etcd = clean
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", "site.key", "-out", "site.pem", "-days", "2", "-subj", "/CN=tls.test",
+                    "-addext", "subjectAltName=DNS:tls.test"], cwd=tmp, check=True, capture_output=True)
+    der = subprocess.run(["openssl", "x509", "-in", os.path.join(tmp, "site.pem"), "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    tls = free_port()
+    n = Node(etcd.url.replace("http://", "etcd://"), "n1", extra_args=["--listen-tls", f"127.0.0.1:{tls}"])
+    try:
+        def put_tls(name, cert, key):
+            path = os.path.join(tmp, f"{name}.rb")
+            with open(path, "w") as f:
+                f.write(kagofile(name, "tls.test", "secure")[:-len("end\n")] +
+                        f'  a.tls cert: "{cert}", key: "{key}"\nend\n')
+            return kago_app(etcd.url, "put", path)
+
+        r = put_tls("bad", "site.pem", "site.key")  # relative: refused before anything is written, with why
+        assert r.returncode == 1 and "give absolute paths" in r.stderr and "nothing was written" in r.stderr, r
+        assert etcd.get("/kago/apps/bad") == {}
+        r = put_tls("secure", os.path.join(tmp, "site.pem"), os.path.join(tmp, "site.key"))
+        assert r.returncode == 0, r.stderr
+        assert wait_for(lambda: n.knows("secure"), 10), n.stderr()
+        assert peer_cert_der(tls, "tls.test") == der
+        ctx = ssl.create_default_context(cafile=os.path.join(tmp, "site.pem"))
+        with socket.create_connection(("127.0.0.1", tls), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="tls.test") as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: tls.test\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"secure\n"), data[-200:]
+        # rm: the name has no certificate any more (no default certificate: the unrecognized_name alert)
+        assert kago_app(etcd.url, "rm", "secure").returncode == 0
+        assert wait_for(lambda: not n.knows("secure"), 10)
+        with pytest.raises(ssl.SSLError):
+            peer_cert_der(tls, "tls.test")
+        assert wait_for(lambda: not n.ps().get("secure"), 20), n.ps()
+    finally:
+        n.close()
