@@ -52,6 +52,24 @@ def srv(pki):
     finish(s)
 
 
+def at_once(n, fn, timeout):
+    """fn() in n threads at once; the errors they raised (repr), in no order."""
+    errors = []
+
+    def run():
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 (returned to the test)
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=run) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout)
+    return errors
+
+
 def one_request(port, host, pki, path="/cgi-bin/sleep?0"):
     s = connect(port, host, client_ctx(pki))
     try:
@@ -65,19 +83,8 @@ def test_handshake_loops_hand_connections_to_one_pool(srv, pki):
     starts one instance for all of them (they are held together, as with one loop) and serves each."""
     assert srv.metric("kago_tls_handshake_loops") == 2
     assert "3 event loops" in srv.stderr(), srv.stderr()
-    results, errors = [], []
-
-    def worker():
-        try:
-            results.append(one_request(srv.tls, "cold.test", pki, "/cgi-bin/sleep?0.2"))
-        except Exception as e:  # noqa: BLE001 (reported below)
-            errors.append(repr(e))
-
-    ts = [threading.Thread(target=worker) for _ in range(40)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(60)
+    results = []
+    errors = at_once(40, lambda: results.append(one_request(srv.tls, "cold.test", pki, "/cgi-bin/sleep?0.2")), 60)
     assert not errors, errors[:3]
     assert [st for st, _, _ in results] == [200] * 40, [st for st, _, _ in results]
     assert all(body.startswith(b"slept ") for _, _, body in results)
@@ -94,26 +101,18 @@ def test_many_connections_spread_over_the_loops(srv, pki):
     """Back-to-back connections from 8 clients: the handshake loops take part of them (an idle loop accepts),
     and every response is right, HTTP/1.1 with keep-alive and HTTP/2 alike."""
     before = srv.metric("kago_tls_handshakes_handed_total")
-    errors = []
 
-    def worker():
+    def client():
         for _ in range(15):
+            s = connect(srv.tls, "site.test", client_ctx(pki))
             try:
-                s = connect(srv.tls, "site.test", client_ctx(pki))
-                try:
-                    for _ in range(3):  # keep-alive on a handed-over connection
-                        st, _, body = get(s, "site.test", "/cgi-bin/sleep?0")
-                        assert st == 200 and body.startswith(b"slept "), (st, body)
-                finally:
-                    s.close()
-            except Exception as e:  # noqa: BLE001 (reported below)
-                errors.append(repr(e))
+                for _ in range(3):  # keep-alive on a handed-over connection
+                    st, _, body = get(s, "site.test", "/cgi-bin/sleep?0")
+                    assert st == 200 and body.startswith(b"slept "), (st, body)
+            finally:
+                s.close()
 
-    ts = [threading.Thread(target=worker) for _ in range(8)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(120)
+    errors = at_once(8, client, 120)
     assert not errors, errors[:3]
     assert srv.metric("kago_tls_handshakes_handed_total") > before
     # HTTP/2 (ALPN h2) on connections whichever loop made their handshake: 3 streams on one connection each
