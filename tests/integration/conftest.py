@@ -140,11 +140,12 @@ def measure_cpu_near(kago, name, expect, tol=5.0, tries=3):
     return share
 
 
-def wait_for(pred, timeout=5.0, interval=0.02):
+def wait_for(cond, timeout=5.0, step=0.02):
+    """cond()'s first true value within timeout seconds, else its last value."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        v = pred()
+        v = cond()
         if v:
             return v
-        time.sleep(interval)
-    return pred()
+        time.sleep(step)
+    return cond()

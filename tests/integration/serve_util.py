@@ -13,6 +13,8 @@ import time
 import urllib.error
 import urllib.request
 
+from conftest import wait_for  # noqa: F401 (the serve suites import it from here)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KAGO = os.environ.get("KAGO", os.path.join(REPO, "build", "kago"))
 ROOTFS = os.environ.get("KAGO_ROOTFS", "/var/lib/kago/rootfs/busybox")
@@ -227,17 +229,6 @@ class Server:
             if self.tmp in line or any(n in line for n in self.seen):
                 found.append(line.strip())
         return found
-
-
-def wait_for(cond, timeout, step=0.02):
-    """cond()'s first true value within timeout seconds, else its last value."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
 
 
 def serving(apps, **kw):

@@ -410,7 +410,7 @@ def test_fifty_containers_from_one_loop_start_and_clean_up(kago, rootfs, tmp_pat
     pid1 = int(open(os.path.join(kago.root, "supervisors", "kf50-0.pid")).read())
     rss1_kb = int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{pid1}/status").read()).group(1))
     os.kill(pid1, signal.SIGTERM)
-    assert wait_for(lambda: not os.path.exists(f"/proc/{pid1}"), timeout=15, interval=0.05)
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid1}"), timeout=15, step=0.05)
     t0 = time.monotonic()
     r = kago("check", path, "--set", "count=50", check=True)
     assert r.stdout.count("container kf50-") == 50 and r.stdout.strip().endswith(": ok")
@@ -427,7 +427,7 @@ def test_fifty_containers_from_one_loop_start_and_clean_up(kago, rootfs, tmp_pat
     listed = kago("list").stdout
     assert all(n in listed for n in names[:3])
     os.kill(sup_pid, signal.SIGTERM)
-    assert wait_for(lambda: not os.path.exists(f"/proc/{sup_pid}"), timeout=30, interval=0.1)
+    assert wait_for(lambda: not os.path.exists(f"/proc/{sup_pid}"), timeout=30, step=0.1)
     t3 = time.monotonic()
     ev = re.search(r"evaluated in ([\d.]+) ms", r.stderr)
     print(f"50 containers: check {t1 - t0:.2f}s, start {t2 - t1:.2f}s, stop+cleanup {t3 - t2:.2f}s, "
