@@ -203,3 +203,41 @@ def test_threads_option_is_checked():
         out = subprocess.run([KAGO, "serve", "--config", "/nonexistent", "--threads", bad], capture_output=True,
                              text=True, timeout=10)
         assert out.returncode != 0 and "--threads" in out.stderr, (bad, out.stderr)
+
+
+def test_certificates_on_demand_across_the_loops():
+    """ACME with two handshake loops: handshakes for a host without a certificate, taken by any loop, are
+    handed to the first loop before they wait, held there for the one order, and all go on with pebble's
+    certificate."""
+    from acme_util import PEBBLE, Pebble
+    if not PEBBLE:
+        pytest.skip("pebble is not installed (scripts/setup installs it)")
+    from test_serve_acme import acme_server, cert_info, handshake, metric
+    from test_serve_acme import get as acme_get
+    http_port = free_port()
+    peb = Pebble(http_port)
+    srv = None
+    try:
+        srv = acme_server(peb, http_port, extra=["--threads", "3"])
+        root = peb.root_pem()
+        results = []
+
+        def one():
+            s = handshake(srv.tls, "threads.wild.acme.test", cadata=root)
+            try:
+                results.append((acme_get(s, "threads.wild.acme.test")[0], cert_info(s)[1]))
+            finally:
+                s.close()
+
+        errors = at_once(8, one, 60)
+        assert not errors, (errors[:3], srv.stderr()[-2000:])
+        assert results == [(200, "threads.wild.acme.test")] * 8, results
+        assert srv.stderr().count("acme: threads.wild.acme.test: ordering a certificate") == 1
+        assert metric(srv, "kago_acme_handshakes_held_total") >= 1
+        assert metric(srv, "kago_tls_handshakes_handed_total") >= 1
+        assert srv.stop() == 0, srv.stderr()[-3000:]
+        assert not srv.leftovers(), srv.leftovers()
+    finally:
+        if srv:
+            cleanup(srv)
+        peb.close()
