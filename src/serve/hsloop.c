@@ -16,6 +16,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,20 +42,20 @@ struct hs_conn {
     bool got_bytes, writing;
 };
 
-struct hs_lsn {
-    uv_poll_t poll;
-    int fd;
-};
-
 struct hs_loop {
     struct hsloops *hs;
     unsigned id;
     uv_thread_t tid;
     uv_loop_t loop;
     uv_async_t wake;
+    /* Its copies of the listening sockets are in an epoll of its own (efd, polled by the loop), each with
+     * EPOLLEXCLUSIVE: a new connection wakes one handshake loop, not all of them (the first loop's libuv
+     * listener is woken as before). */
+    int efd;
+    uv_poll_t accept;
     uv_timer_t pause; /* accepting again after EMFILE and the like */
-    struct hs_lsn *lsn[KAGO_SERVE_MAX_LISTEN];
-    unsigned nlsn, gen;
+    int lfd[KAGO_SERVE_MAX_LISTEN];
+    unsigned nlfd, gen;
     struct hs_conn *conns;
     char *rbuf;
     bool ended;
@@ -207,78 +208,79 @@ static void on_conn_timeout(uv_timer_t *t)
     conn_end(t->data, true); /* a stalled handshake */
 }
 
-static void on_lsn(uv_poll_t *p, int status, int events);
+static void on_accept(uv_poll_t *p, int status, int events);
 
 static void on_pause_end(uv_timer_t *t)
 {
     struct hs_loop *l = t->data;
-    for (unsigned i = 0; i < l->nlsn; i++)
-        uv_poll_start(&l->lsn[i]->poll, UV_READABLE, on_lsn);
+    uv_poll_start(&l->accept, UV_READABLE, on_accept);
 }
 
-static void on_lsn(uv_poll_t *p, int status, int events)
+/* A new connection on the listening socket fd: its handshake begins. false: none left, or out of
+ * descriptors (accepting pauses a while then: the first loop keeps accepting, and refusing, meanwhile). */
+static bool accept_one(struct hs_loop *l, int lfd)
 {
-    struct hs_lsn *s = p->data;
-    struct hs_loop *l = p->loop->data;
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            uv_poll_stop(&l->accept);
+            uv_timer_start(&l->pause, on_pause_end, HS_PAUSE_MS, 0);
+        }
+        return false;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct hs_conn *c = xcalloc(1, sizeof(*c));
+    c->l = l;
+    c->fd = fd;
+    c->tls = kago__tls_conn_new(l->hs->srv->tls, &c->out);
+    uv_poll_init(&l->loop, &c->poll, fd);
+    uv_timer_init(&l->loop, &c->timer);
+    c->poll.data = c->timer.data = c;
+    c->next = l->conns;
+    if (l->conns)
+        l->conns->prev = c;
+    l->conns = c;
+    uv_timer_start(&c->timer, on_conn_timeout, l->hs->srv->opts.tls_handshake_timeout_ms, 0);
+    conn_poll(c);
+    return true;
+}
+
+static void on_accept(uv_poll_t *p, int status, int events)
+{
+    struct hs_loop *l = p->data;
     (void)events;
     if (status < 0)
         return;
-    for (int k = 0; k < HS_ACCEPT_BURST; k++) {
-        int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* out of descriptors: the first loop keeps accepting (and refusing) meanwhile */
-                for (unsigned i = 0; i < l->nlsn; i++)
-                    uv_poll_stop(&l->lsn[i]->poll);
-                uv_timer_start(&l->pause, on_pause_end, HS_PAUSE_MS, 0);
-            }
-            return;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        struct hs_conn *c = xcalloc(1, sizeof(*c));
-        c->l = l;
-        c->fd = fd;
-        c->tls = kago__tls_conn_new(l->hs->srv->tls, &c->out);
-        uv_poll_init(&l->loop, &c->poll, fd);
-        uv_timer_init(&l->loop, &c->timer);
-        c->poll.data = c->timer.data = c;
-        c->next = l->conns;
-        if (l->conns)
-            l->conns->prev = c;
-        l->conns = c;
-        uv_timer_start(&c->timer, on_conn_timeout, l->hs->srv->opts.tls_handshake_timeout_ms, 0);
-        conn_poll(c);
-    }
-}
-
-static void on_lsn_closed(uv_handle_t *h)
-{
-    struct hs_lsn *s = h->data;
-    close(s->fd); /* (after its poll stopped: no stale event of the shared socket reaches this loop) */
-    free(s);
+    struct epoll_event ev[KAGO_SERVE_MAX_LISTEN];
+    int n = epoll_wait(l->efd, ev, KAGO_SERVE_MAX_LISTEN, 0);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < HS_ACCEPT_BURST && accept_one(l, ev[i].data.fd); k++)
+            ; /* (a few per wake-up: the other loops get their share of a burst) */
 }
 
 /* Under hs->mu: the loop's listeners become those of generation hs->gen. */
 static void apply_listeners(struct hs_loop *l)
 {
     struct hsloops *hs = l->hs;
-    for (unsigned i = 0; i < l->nlsn; i++)
-        uv_close((uv_handle_t *)&l->lsn[i]->poll, on_lsn_closed);
-    l->nlsn = 0;
+    for (unsigned i = 0; i < l->nlfd; i++) {
+        epoll_ctl(l->efd, EPOLL_CTL_DEL, l->lfd[i], NULL);
+        close(l->lfd[i]);
+    }
+    l->nlfd = 0;
     uv_timer_stop(&l->pause);
     for (unsigned i = 0; i < hs->nfds && !hs->stop; i++) {
         int *fd = &hs->lfds[l->id * KAGO_SERVE_MAX_LISTEN + i];
-        if (*fd < 0)
-            continue;
-        struct hs_lsn *s = xcalloc(1, sizeof(*s));
-        s->fd = *fd;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = *fd};
+        if (*fd < 0 || epoll_ctl(l->efd, EPOLL_CTL_ADD, *fd, &ev) < 0)
+            continue; /* (the first loop still accepts on it) */
+        l->lfd[l->nlfd++] = *fd;
         *fd = -1; /* the loop's now */
-        uv_poll_init(&l->loop, &s->poll, s->fd);
-        s->poll.data = s;
-        uv_poll_start(&s->poll, UV_READABLE, on_lsn);
-        l->lsn[l->nlsn++] = s;
     }
+    if (l->nlfd)
+        uv_poll_start(&l->accept, UV_READABLE, on_accept);
+    else
+        uv_poll_stop(&l->accept);
     l->gen = hs->gen;
 }
 
@@ -301,6 +303,7 @@ static void on_wake(uv_async_t *a)
             conn_end(l->conns, false);
         uv_close((uv_handle_t *)&l->wake, NULL);
         uv_close((uv_handle_t *)&l->pause, NULL);
+        uv_close((uv_handle_t *)&l->accept, NULL);
     }
 }
 
@@ -372,11 +375,20 @@ int kago__hs_start(struct server *srv, struct kago_error **err)
         l->wake.data = l;
         uv_timer_init(&l->loop, &l->pause);
         l->pause.data = l;
-        int r = uv_thread_create(&l->tid, loop_main, l);
+        int r = (l->efd = epoll_create1(EPOLL_CLOEXEC)) < 0 ? -errno : 0;
+        if (r == 0) {
+            uv_poll_init(&l->loop, &l->accept, l->efd);
+            l->accept.data = l;
+            r = uv_thread_create(&l->tid, loop_main, l);
+        }
         if (r < 0) {
             kago_error_set(err, -r, "serve: --threads: starting handshake loop %u", i + 2);
             uv_close((uv_handle_t *)&l->wake, NULL);
             uv_close((uv_handle_t *)&l->pause, NULL);
+            if (l->efd >= 0) {
+                uv_close((uv_handle_t *)&l->accept, NULL);
+                close(l->efd);
+            }
             uv_run(&l->loop, UV_RUN_DEFAULT);
             uv_loop_close(&l->loop);
             free(l->rbuf);
@@ -447,9 +459,13 @@ void kago__hs_join(struct server *srv)
         return;
     kago__hs_stop(srv);
     for (unsigned k = 0; k < hs->n; k++) {
-        uv_thread_join(&hs->loops[k].tid);
-        uv_loop_close(&hs->loops[k].loop);
-        free(hs->loops[k].rbuf);
+        struct hs_loop *l = &hs->loops[k];
+        uv_thread_join(&l->tid);
+        uv_loop_close(&l->loop);
+        for (unsigned i = 0; i < l->nlfd; i++)
+            close(l->lfd[i]);
+        close(l->efd);
+        free(l->rbuf);
     }
     hs->joined = true;
     for (struct hs_handoff *h = hs->head, *next; h; h = next) { /* handed over as serve ended */
