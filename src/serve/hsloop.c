@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "serve_int.h"
+#include "spawner.h"
 #include "util.h"
 
 #define HS_RBUF         (16 * 1024)
@@ -350,6 +351,12 @@ int kago__hs_start(struct server *srv, struct kago_error **err)
         any_tls |= srv->ls[i].tls;
     if (threads < 2 || !any_tls)
         return 0;
+    if (kago__spawner_pid() < 0) { /* a raw clone of a threaded process may find a lock another thread held */
+        kago__slog(srv, SLOG_WARN, NULL, NULL,
+                   "--threads %u: one event loop, since serve clones its containers itself (no spawner)",
+                   threads);
+        return 0;
+    }
     struct hsloops *hs = xcalloc(1, sizeof(*hs));
     hs->srv = srv;
     hs->n = threads - 1;

@@ -241,3 +241,19 @@ def test_certificates_on_demand_across_the_loops():
         if srv:
             cleanup(srv)
         peb.close()
+
+
+def test_no_handshake_loops_without_the_spawner(pki):
+    """Without the spawner serve clones its containers itself; a clone of a process with other threads could
+    inherit a lock one of them held, so serve keeps to one loop then, and says so."""
+    tls = free_port()
+    s = Server(tls_app("site", ["site.test"], CGI, *pki.site),
+               extra_args=["--listen-tls", f"127.0.0.1:{tls}", "--threads", "2"], env={"KAGO_SERVE_SPAWNER": "off"})
+    s.tls = tls
+    try:
+        assert s.metric("kago_tls_handshake_loops") == 0
+        assert "--threads 2: one event loop, since serve clones its containers itself" in s.stderr(), s.stderr()
+        st, _, body = one_request(tls, "site.test", pki)
+        assert st == 200 and body.startswith(b"slept "), (st, body)
+    finally:
+        finish(s)
