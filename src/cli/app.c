@@ -21,7 +21,8 @@ static void app_usage(FILE *f)
     fprintf(f, "usage: kago app put FILE [--cluster etcd://HOST:PORT[,HOST:PORT...]]\n"
                "       kago app rm NAME [--cluster ...]\n"
                "       kago app list [--json] [--cluster ...]\n"
-               "--cluster defaults to $KAGO_CLUSTER. See docs/cluster.md.\n");
+               "--cluster defaults to $KAGO_CLUSTER (etcds://: TLS, with $KAGO_ETCD_CA, $KAGO_ETCD_CERT and\n"
+               "$KAGO_ETCD_KEY). See docs/cluster.md.\n");
 }
 
 struct app_cli {
@@ -68,7 +69,7 @@ static int app_setup(struct app_cli *a, const char *verb, int argc, char **argv,
         return cli_usage(verb, "--cluster etcd://HOST:PORT (or KAGO_CLUSTER) is required");
     struct kago_error *err = NULL;
     uv_loop_init(&a->loop);
-    a->etcd = kago__etcd_new(&a->loop, a->cluster, &err);
+    a->etcd = kago__etcd_new(&a->loop, a->cluster, NULL, &err);
     if (!a->etcd) {
         uv_loop_close(&a->loop);
         return cli_fail(err);

@@ -106,7 +106,7 @@ int kago__cli_ps_cluster(int argc, char **argv)
     struct kago_error *err = NULL;
     uv_loop_t loop;
     uv_loop_init(&loop);
-    struct etcd_client *etcd = kago__etcd_new(&loop, url, &err);
+    struct etcd_client *etcd = kago__etcd_new(&loop, url, NULL, &err);
     if (!etcd) {
         uv_loop_close(&loop);
         return cli_fail(err);

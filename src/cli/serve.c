@@ -48,6 +48,9 @@ CLI_VERB(serve)
         {"node", required_argument, NULL, 'n'},
         {"advertise", required_argument, NULL, 'A'},
         {"node-ttl", required_argument, NULL, 'W'},
+        {"etcd-ca", required_argument, NULL, 1101},
+        {"etcd-cert", required_argument, NULL, 1102},
+        {"etcd-key", required_argument, NULL, 1103},
         {"acme-directory", required_argument, NULL, 1000},
         {"acme-email", required_argument, NULL, 1001},
         {"acme-ca", required_argument, NULL, 1002},
@@ -211,6 +214,15 @@ CLI_VERB(serve)
             o.warm = (unsigned)n;
             break;
         }
+        case 1101:
+            o.etcd_ca = optarg;
+            break;
+        case 1102:
+            o.etcd_cert = optarg;
+            break;
+        case 1103:
+            o.etcd_key = optarg;
+            break;
         case 1100: {
             char *end;
             errno = 0;
@@ -264,6 +276,7 @@ CLI_VERB(serve)
             printf(
                 "usage: kago serve --config DIR | --cluster etcd://HOST:PORT[,HOST:PORT...]\n"
                 "                  [--node NAME] [--advertise IP:PORT] [--node-ttl 5s]   (docs/cluster.md)\n"
+                "                  [--etcd-ca FILE] [--etcd-cert FILE --etcd-key FILE]   (etcds://: TLS)\n"
                 "                  [--listen 127.0.0.1:8080]... [--listen-tls IP:PORT]...\n"
                 "                  [--tls-default-cert FILE --tls-default-key FILE]\n"
                 "                  [--tls-unknown default|alert] [--tls-handshake-timeout 10s]\n"
@@ -305,8 +318,8 @@ CLI_VERB(serve)
     if (o.config_dir && o.cluster)
         return cli_usage("serve",
                          "--config and --cluster exclude each other: a node's apps come from one place");
-    if (!o.cluster && (o.node || o.advertise || o.node_ttl_s))
-        return cli_usage("serve", "--node, --advertise and --node-ttl go with --cluster");
+    if (!o.cluster && (o.node || o.advertise || o.node_ttl_s || o.etcd_ca || o.etcd_cert || o.etcd_key))
+        return cli_usage("serve", "--node, --advertise, --node-ttl and --etcd-* go with --cluster");
     if (!o.tls_default_cert != !o.tls_default_key)
         return cli_usage("serve", "--tls-default-cert and --tls-default-key go together");
     if (o.tls_unknown == KAGO_TLS_UNKNOWN_DEFAULT && !o.tls_default_cert)

@@ -497,7 +497,8 @@ int kago__cluster_start(struct server *srv, struct kago_error **err)
     if (!*node || strchr(node, '/'))
         return kago_error_set(err, EINVAL, "serve: --node \"%s\": a node name is not empty and has no '/'",
                               node);
-    struct etcd_client *etcd = kago__etcd_new(srv->loop, o->cluster, err);
+    struct etcd_client *etcd =
+        kago__etcd_new(srv->loop, o->cluster, &(struct etcd_tls){o->etcd_ca, o->etcd_cert, o->etcd_key}, err);
     if (!etcd)
         return -1;
     struct cluster *cl = xcalloc(1, sizeof(*cl));

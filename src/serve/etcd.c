@@ -9,11 +9,16 @@
  * ~0.1 ms, calls are rare (a keepalive per TTL/3, a list at start, a few per deploy), and a fresh socket
  * never meets a connection etcd closed while it was idle. A call that cannot connect (or times out
  * before the response head) tries the next endpoint; the client then stays on the one that answered. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "buf.h"
 #include "etcd.h"
@@ -22,7 +27,9 @@
 
 struct etcd_endpoint {
     char *name; /* "HOST:PORT" */
+    char host[256];
     struct sockaddr_storage addr;
+    SSL_SESSION *sess; /* etcds://: the last ticket it gave, to resume the next call's handshake */
 };
 
 struct etcd_client {
@@ -30,6 +37,7 @@ struct etcd_client {
     struct etcd_endpoint *ep;
     size_t nep, cur;
     struct etcd_call *calls;
+    SSL_CTX *tls; /* etcds://, else NULL */
     bool freeing;
 };
 
@@ -42,6 +50,8 @@ struct etcd_call {
     uv_timer_t timer;
     uv_connect_t conn;
     uv_write_t wr;
+    SSL *ssl; /* etcds://: the attempt's TLS, over memory BIOs (the loop does the I/O) */
+    bool tls_up;
     unsigned handles; /* open: tcp, timer */
     struct http_msg resp;
     struct sbuf body, line;
@@ -59,12 +69,11 @@ static void start_attempt(struct etcd_call *call);
 
 /* --- client ------------------------------------------------------------------------------------- */
 
-static int resolve(const char *name, struct sockaddr_storage *ss, struct kago_error **err)
+static int resolve(const char *name, char host[256], struct sockaddr_storage *ss, struct kago_error **err)
 {
-    char host[256];
     const char *colon = strrchr(name, ':');
     size_t hl = (size_t)(colon - name);
-    if (hl >= sizeof(host))
+    if (hl >= 256)
         return kago_error_set(err, EINVAL, "etcd endpoint %s: host too long", name);
     memcpy(host, name, hl);
     host[hl] = 0;
@@ -82,7 +91,62 @@ static int resolve(const char *name, struct sockaddr_storage *ss, struct kago_er
     return 0;
 }
 
-struct etcd_client *kago__etcd_new(uv_loop_t *loop, const char *url, struct kago_error **err)
+static const char *ssl_why(char *buf, size_t n)
+{
+    unsigned long e = ERR_get_error();
+    snprintf(buf, n, "%s",
+             e ? ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "?" : "no reason given");
+    ERR_clear_error();
+    return buf;
+}
+
+/* A new session (TLS 1.3: a ticket, after the handshake) of the endpoint a call talks to: the next call
+ * resumes it (a resumed handshake skips the certificate's signature and its check). */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct etcd_call *call = SSL_get_app_data(ssl);
+    struct etcd_endpoint *ep = &call->c->ep[call->ep];
+    if (ep->sess)
+        SSL_SESSION_free(ep->sess);
+    ep->sess = sess;
+    return 1; /* (the reference is ours) */
+}
+
+static const char *tls_file(const char *given, const char *env)
+{
+    const char *v = given ? given : getenv(env);
+    return v && *v ? v : NULL;
+}
+
+static int tls_setup(struct etcd_client *c, const struct etcd_tls *t, struct kago_error **err)
+{
+    const char *ca = tls_file(t ? t->ca : NULL, "KAGO_ETCD_CA"),
+               *cert = tls_file(t ? t->cert : NULL, "KAGO_ETCD_CERT"),
+               *key = tls_file(t ? t->key : NULL, "KAGO_ETCD_KEY");
+    char why[256];
+    if (!cert != !key)
+        return kago_error_set(err, EINVAL,
+                              "etcd TLS: a client certificate needs its key (--etcd-cert and --etcd-key)");
+    SSL_CTX *ctx = c->tls = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        return kago_error_set(err, ENOMEM, "etcd TLS: SSL_CTX_new: %s", ssl_why(why, sizeof(why)));
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (ca ? SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1 : SSL_CTX_set_default_verify_paths(ctx) != 1)
+        return kago_error_set(err, 0, "etcd TLS: CA %s: %s", ca ? ca : "(the system's)",
+                              ssl_why(why, sizeof(why)));
+    if (cert && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+        return kago_error_set(err, 0, "etcd TLS: certificate %s: %s", cert, ssl_why(why, sizeof(why)));
+    if (key &&
+        (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1))
+        return kago_error_set(err, 0, "etcd TLS: key %s: %s", key, ssl_why(why, sizeof(why)));
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    return 0;
+}
+
+struct etcd_client *kago__etcd_new(uv_loop_t *loop, const char *url, const struct etcd_tls *tls,
+                                   struct kago_error **err)
 {
     char **names = NULL;
     if (kago__etcd_parse_url(url, &names, err) < 0)
@@ -95,7 +159,7 @@ struct etcd_client *kago__etcd_new(uv_loop_t *loop, const char *url, struct kago
     for (size_t i = 0; i < c->nep; i++) {
         c->ep[i].name = names[i];
         names[i] = NULL;
-        if (resolve(c->ep[i].name, &c->ep[i].addr, err) < 0) {
+        if (resolve(c->ep[i].name, c->ep[i].host, &c->ep[i].addr, err) < 0) {
             kago__strv_free(names);
             c->freeing = true;
             kago__etcd_free(c);
@@ -103,13 +167,22 @@ struct etcd_client *kago__etcd_new(uv_loop_t *loop, const char *url, struct kago
         }
     }
     kago__strv_free(names);
+    if (kago__etcd_url_tls(url) && tls_setup(c, tls, err) < 0) {
+        c->freeing = true;
+        kago__etcd_free(c);
+        return NULL;
+    }
     return c;
 }
 
 static void client_free(struct etcd_client *c)
 {
-    for (size_t i = 0; i < c->nep; i++)
+    for (size_t i = 0; i < c->nep; i++) {
         free(c->ep[i].name);
+        if (c->ep[i].sess)
+            SSL_SESSION_free(c->ep[i].sess);
+    }
+    SSL_CTX_free(c->tls);
     free(c->ep);
     free(c);
 }
@@ -146,6 +219,7 @@ static void call_free(struct etcd_call *call)
     if (call->next)
         call->next->prev = call->prev;
     kago__http_msg_free(&call->resp);
+    SSL_free(call->ssl);
     sbuf_free(&call->req);
     sbuf_free(&call->body);
     sbuf_free(&call->line);
@@ -160,6 +234,9 @@ static void on_closed(uv_handle_t *h)
     call->handles--;
     if (h == (uv_handle_t *)&call->tcp && call->retry && !call->finished) {
         call->retry = false;
+        SSL_free(call->ssl); /* (the next endpoint's handshake is its own) */
+        call->ssl = NULL;
+        call->tls_up = false;
         start_attempt(call);
         return;
     }
@@ -181,6 +258,8 @@ static void finish(struct etcd_call *call, struct json_object *resp, const struc
     if (call->finished)
         return;
     call->finished = true;
+    if (call->ssl && resp) /* a clean end: its session stays resumable (OpenSSL drops one cut short) */
+        SSL_set_shutdown(call->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     if (!call->canceled && call->done)
         call->done(call->arg, resp, err);
     close_handles(call);
@@ -298,28 +377,164 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = 65536;
 }
 
+/* Response bytes (plaintext): parsed; false once the call ended. */
+static bool got_bytes(struct etcd_call *call, const char *p, size_t n)
+{
+    size_t used;
+    llhttp_errno_t e = n ? kago__http_execute(&call->resp, p, n, &used) : HPE_OK;
+    if (call->finished)
+        return false;
+    if (call->complete)
+        complete(call);
+    else if (e != HPE_OK && e != HPE_PAUSED)
+        fail(call, "bad HTTP response: %s", call->resp.error_reason ? call->resp.error_reason : "?");
+    return !call->finished;
+}
+
+static void got_eof(struct etcd_call *call, const char *why)
+{
+    if (call->finished)
+        return;
+    if (!call->got_head)
+        attempt_failed(call, why);
+    else
+        fail(call, "%s", why);
+}
+
+static bool tls_pump(struct etcd_call *call, const char *in, size_t n);
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct etcd_call *call = s->data;
     if (n < 0) {
         free(buf->base);
-        if (call->finished)
-            return;
-        if (!call->got_head)
-            attempt_failed(call, n == UV_EOF ? "connection closed" : uv_strerror((int)n));
-        else
-            fail(call, "%s", n == UV_EOF ? "connection closed" : uv_strerror((int)n));
+        got_eof(call, n == UV_EOF ? "connection closed" : uv_strerror((int)n));
         return;
     }
-    size_t used;
-    llhttp_errno_t e = n ? kago__http_execute(&call->resp, buf->base, (size_t)n, &used) : HPE_OK;
+    if (!call->finished) {
+        if (call->ssl)
+            tls_pump(call, buf->base, (size_t)n);
+        else
+            got_bytes(call, buf->base, (size_t)n);
+    }
     free(buf->base);
-    if (call->finished)
-        return;
-    if (call->complete)
-        complete(call);
-    else if (e != HPE_OK && e != HPE_PAUSED)
-        fail(call, "bad HTTP response: %s", call->resp.error_reason ? call->resp.error_reason : "?");
+}
+
+/* --- TLS (etcds://) --------------------------------------------------------------------------------- */
+
+struct tls_write {
+    uv_write_t req; /* (first) */
+    char data[];
+};
+
+static void on_tls_written(uv_write_t *w, int status)
+{
+    struct etcd_call *call = w->data;
+    free(w);
+    if (status < 0 && status != UV_ECANCELED && !call->finished)
+        attempt_failed(call, uv_strerror(status));
+}
+
+/* Writes what TLS queued; false when the call ended. */
+static bool tls_flush(struct etcd_call *call)
+{
+    BIO *wb = SSL_get_wbio(call->ssl);
+    size_t n = BIO_ctrl_pending(wb);
+    if (!n)
+        return true;
+    struct tls_write *w = xmalloc(sizeof(*w) + n);
+    BIO_read(wb, w->data, (int)n);
+    w->req.data = call;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    int r = uv_write(&w->req, (uv_stream_t *)&call->tcp, &b, 1, on_tls_written);
+    if (r < 0) {
+        free(w);
+        attempt_failed(call, uv_strerror(r));
+        return false;
+    }
+    return true;
+}
+
+/* Feeds what arrived (n may be 0), advances the handshake, sends the request once it is done, parses what
+ * is decrypted and writes what TLS queued. false once the call ended. */
+static bool tls_pump(struct etcd_call *call, const char *in, size_t n)
+{
+    char why[512];
+    if (n)
+        BIO_write(SSL_get_rbio(call->ssl), in, (int)n);
+    if (!call->tls_up) {
+        int r = SSL_do_handshake(call->ssl);
+        if (r != 1) {
+            if (SSL_get_error(call->ssl, r) == SSL_ERROR_WANT_READ)
+                return tls_flush(call);
+            long v = SSL_get_verify_result(call->ssl);
+            if (v != X509_V_OK) {
+                snprintf(why, sizeof(why), "TLS handshake: certificate verify failed: %s",
+                         X509_verify_cert_error_string(v));
+                ERR_clear_error();
+            } else {
+                char r2[256];
+                snprintf(why, sizeof(why), "TLS handshake: %s", ssl_why(r2, sizeof(r2)));
+            }
+            tls_flush(call); /* (its alert) */
+            attempt_failed(call, why);
+            return false;
+        }
+        call->tls_up = true;
+        size_t w = 0;
+        if (SSL_write_ex(call->ssl, call->req.data, call->req.len, &w) != 1) {
+            char r2[256];
+            snprintf(why, sizeof(why), "TLS: %s", ssl_why(r2, sizeof(r2)));
+            attempt_failed(call, why);
+            return false;
+        }
+    }
+    char buf[16384];
+    for (;;) {
+        size_t got = 0;
+        if (SSL_read_ex(call->ssl, buf, sizeof(buf), &got) != 1) {
+            int e = SSL_get_error(call->ssl, 0);
+            if (e == SSL_ERROR_WANT_READ)
+                break;
+            char r2[256];
+            /* (TLS 1.3: etcd checks the client's certificate after the client's side of the handshake) */
+            bool anon = !SSL_CTX_get0_certificate(call->c->tls) && !call->got_head;
+            snprintf(
+                why, sizeof(why), "TLS: %s%s",
+                e == SSL_ERROR_ZERO_RETURN ? "connection closed" : ssl_why(r2, sizeof(r2)),
+                anon ? " (no client certificate was given: --etcd-cert and --etcd-key, or $KAGO_ETCD_CERT "
+                       "and $KAGO_ETCD_KEY)"
+                     : "");
+            got_eof(call, why);
+            return false;
+        }
+        if (!got_bytes(call, buf, got))
+            return false;
+    }
+    return tls_flush(call);
+}
+
+/* After the connect: the handshake begins, verifying etcd's certificate for the endpoint's name or IP. */
+static void tls_begin(struct etcd_call *call)
+{
+    struct etcd_endpoint *ep = &call->c->ep[call->ep];
+    call->ssl = SSL_new(call->c->tls);
+    BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+    if (!call->ssl || !rb || !wb)
+        abort(); /* out of memory */
+    SSL_set_bio(call->ssl, rb, wb);
+    SSL_set_connect_state(call->ssl);
+    SSL_set_app_data(call->ssl, call);
+    unsigned char ip[16];
+    if (inet_pton(AF_INET, ep->host, ip) == 1 || inet_pton(AF_INET6, ep->host, ip) == 1) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(call->ssl), ep->host);
+    } else {
+        SSL_set_tlsext_host_name(call->ssl, ep->host);
+        SSL_set1_host(call->ssl, ep->host);
+    }
+    if (ep->sess)
+        SSL_set_session(call->ssl, ep->sess);
+    tls_pump(call, NULL, 0);
 }
 
 static void on_written(uv_write_t *w, int status)
@@ -341,6 +556,14 @@ static void on_connect(uv_connect_t *req, int status)
     uv_tcp_nodelay(&call->tcp, 1);
     if (call->streaming)
         uv_tcp_keepalive(&call->tcp, 1, 10); /* a silent etcd host is noticed */
+    if (call->c->tls) {
+        int r = uv_read_start((uv_stream_t *)&call->tcp, on_alloc, on_read);
+        if (r < 0)
+            attempt_failed(call, uv_strerror(r));
+        else
+            tls_begin(call);
+        return;
+    }
     uv_buf_t b = uv_buf_init(call->req.data, (unsigned)call->req.len);
     call->wr.data = call;
     int r = uv_write(&call->wr, (uv_stream_t *)&call->tcp, &b, 1, on_written);

@@ -42,6 +42,8 @@ bool kago__etcd_int(struct json_object *o, const char *key, int64_t *v);
 /* etcd://HOST:PORT[,HOST:PORT...] (also http://, one endpoint per comma) into a NULL-terminated list
  * of "HOST:PORT" strings (kago__strv_free). Returns 0 or < 0 with *err. */
 int kago__etcd_parse_url(const char *url, char ***endpoints, struct kago_error **err);
+/* url speaks TLS: etcds://HOST:PORT[,...] (or https://). */
+bool kago__etcd_url_tls(const char *url);
 
 struct etcd_kv {
     char *key;   /* decoded, NUL-terminated */
@@ -116,9 +118,17 @@ typedef void (*etcd_done_cb)(void *arg, struct json_object *resp, const struct k
 /* A streamed call's messages, one line of its body each (without the newline). */
 typedef void (*etcd_line_cb)(void *arg, const char *line, size_t len);
 
-/* A client of the cluster at url (kago__etcd_parse_url) on loop. Endpoint names are resolved here, once
- * (getaddrinfo: it blocks; call it before serving). Returns NULL with *err. */
-struct etcd_client *kago__etcd_new(uv_loop_t *loop, const char *url, struct kago_error **err);
+/* TLS to etcd (etcds://): the CA that signed etcd's certificate (NULL: the system's roots) and this
+ * client's certificate and key for etcd's --client-cert-auth (NULL: none). A NULL field is taken from
+ * $KAGO_ETCD_CA, $KAGO_ETCD_CERT, $KAGO_ETCD_KEY (as etcdctl's ETCDCTL_CACERT and the like). */
+struct etcd_tls {
+    const char *ca, *cert, *key;
+};
+/* A client of the cluster at url (kago__etcd_parse_url) on loop; tls (may be NULL: the environment's) for
+ * etcds://. Endpoint names are resolved here, once (getaddrinfo: it blocks; call it before serving), and the
+ * TLS files read. Returns NULL with *err. */
+struct etcd_client *kago__etcd_new(uv_loop_t *loop, const char *url, const struct etcd_tls *tls,
+                                   struct kago_error **err);
 /* Cancels every call (no callback runs) and frees the client once its handles are closed: the loop must
  * run again for that (uv_run after it, as serve's exit does). */
 void kago__etcd_free(struct etcd_client *c);

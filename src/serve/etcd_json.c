@@ -107,15 +107,21 @@ static bool get_bool(struct json_object *o, const char *key)
     return o && json_object_object_get_ex(o, key, &f) && json_object_get_boolean(f);
 }
 
+bool kago__etcd_url_tls(const char *url)
+{
+    return !strncmp(url, "etcds://", 8) || !strncmp(url, "https://", 8);
+}
+
 int kago__etcd_parse_url(const char *url, char ***endpoints, struct kago_error **err)
 {
     const char *p = url;
-    if (!strncmp(p, "etcd://", 7))
+    if (!strncmp(p, "etcd://", 7) || !strncmp(p, "http://", 7))
         p += 7;
-    else if (!strncmp(p, "http://", 7))
-        p += 7;
+    else if (!strncmp(p, "etcds://", 8) || !strncmp(p, "https://", 8))
+        p += 8;
     else
-        return kago_error_set(err, EINVAL, "cluster \"%s\": want etcd://HOST:PORT[,HOST:PORT...]", url);
+        return kago_error_set(err, EINVAL,
+                              "cluster \"%s\": want etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS)", url);
     size_t n = 0;
     char **v = xcalloc(1, sizeof(*v));
     while (*p) {

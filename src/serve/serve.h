@@ -33,6 +33,9 @@ struct kago_serve_opts {
     const char *node;       /* --node NAME: this node's name in the cluster (default: the host name) */
     const char *advertise;  /* --advertise IP:PORT: where other nodes reach this one (default: --listen) */
     unsigned node_ttl_s;    /* the node key's lease (5 s) */
+    /* etcds://: the CA of etcd's certificate, this node's client certificate and key (NULL: $KAGO_ETCD_CA,
+     * $KAGO_ETCD_CERT, $KAGO_ETCD_KEY; no CA: the system's roots) */
+    const char *etcd_ca, *etcd_cert, *etcd_key;
     /* the client listeners in command line order (none given: 127.0.0.1:8080, HTTP) */
     struct kago_serve_listen listen[KAGO_SERVE_MAX_LISTEN];
     unsigned nlisten;

@@ -26,27 +26,31 @@ pytestmark = pytest.mark.skipif(ETCD is None, reason="etcd is not installed (scr
 class Etcd:
     """One etcd member on 127.0.0.1 with free ports and its own data dir; stop() and start() keep both."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        """tls: a TlsFiles; etcd then speaks HTTPS only and asks every client for a certificate."""
         self.tmp = tempfile.mkdtemp(prefix="kago-etcd-test-")
         self.client, self.peer = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.client}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.client}"
         self.proc = None
         self.start()
 
     def start(self):
         peer = f"http://127.0.0.1:{self.peer}"
         self.log = open(os.path.join(self.tmp, "etcd.log"), "a")
+        tls = (["--cert-file", self.tls.server[0], "--key-file", self.tls.server[1], "--client-cert-auth",
+                "--trusted-ca-file", self.tls.ca] if self.tls else [])
         self.proc = subprocess.Popen(
             [ETCD, "--name", "t1", "--data-dir", os.path.join(self.tmp, "data"),
              "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"t1={peer}", "--initial-cluster-state", "new"],
+             "--initial-cluster", f"t1={peer}", "--initial-cluster-state", "new", *tls],
             stdout=self.log, stderr=self.log)
         assert wait_for(self.healthy, 20), "etcd did not become healthy: " + open(self.log.name).read()[-2000:]
 
     def healthy(self):
         try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+            with urllib.request.urlopen(self.url + "/health", timeout=1, context=self.ssl()) as r:
                 return json.load(r).get("health") == "true"
         except (OSError, ValueError):
             return False
@@ -61,9 +65,17 @@ class Etcd:
         self.stop()
         shutil.rmtree(self.tmp)
 
+    def ssl(self):
+        if not self.tls:
+            return None
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.tls.ca)
+        ctx.load_cert_chain(*self.tls.client)
+        return ctx
+
     def call(self, op, body):
         req = urllib.request.Request(f"{self.url}/v3/{op}", data=json.dumps(body).encode(), method="POST")
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5, context=self.ssl()) as r:
             return json.load(r)
 
     def get(self, key, prefix=False):
@@ -574,3 +586,78 @@ def test_app_certificates_from_etcd_are_served_and_go_with_the_app(clean, tmp):
         assert wait_for(lambda: not n.ps().get("secure"), 20), n.ps()
     finally:
         n.close()
+
+
+class TlsFiles:
+    """A CA, etcd's server certificate (IP 127.0.0.1) and a client certificate, made with the openssl CLI; and
+    a second CA that signed nothing of etcd's."""
+
+    def __init__(self, d):
+        def run(*args):
+            subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+        for ca in ("ca", "other-ca"):
+            run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN=kago test {ca}",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+        # (etcd's JSON gateway reaches its own gRPC server as a client with this certificate: clientAuth too)
+        for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
+                          ("client", "extendedKeyUsage=clientAuth\n")):
+            run("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=kago test {name}")
+            with open(os.path.join(d, f"{name}.ext"), "w") as f:
+                f.write("basicConstraints=CA:FALSE\n" + ext)
+            run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+        self.ca, self.other_ca = os.path.join(d, "ca.pem"), os.path.join(d, "other-ca.pem")
+        self.server = (os.path.join(d, "server.pem"), os.path.join(d, "server.key"))
+        self.client = (os.path.join(d, "client.pem"), os.path.join(d, "client.key"))
+
+
+def test_etcd_over_tls_with_client_certificates(tmp):
+    """etcd with HTTPS and --client-cert-auth: serve (--etcd-ca/--etcd-cert/--etcd-key) and `kago app`
+    ($KAGO_ETCD_*) reach it over etcds://, verifying etcd's certificate; a wrong CA, a missing client
+    certificate and a certificate without its key are refused, each saying why."""
+    files = TlsFiles(tmp)
+    etcd = Etcd(tls=files)
+    n = None
+    try:
+        url = etcd.url.replace("https://", "etcds://")
+        env = {**os.environ, "KAGO_ETCD_CA": files.ca, "KAGO_ETCD_CERT": files.client[0],
+               "KAGO_ETCD_KEY": files.client[1]}
+
+        def app_cmd(*args, env=env):
+            return subprocess.run([KAGO, "app", *args, "--cluster", url], capture_output=True, text=True,
+                                  timeout=30, env=env)
+
+        path = os.path.join(tmp, "sec.rb")
+        with open(path, "w") as f:
+            f.write(kagofile("sec", "sec.test", "over-tls"))
+        r = app_cmd("put", path)
+        assert r.returncode == 0 and "app sec published" in r.stdout, r.stderr
+        assert etcd.get("/kago/apps/sec")["/kago/apps/sec"]["value"].startswith('Kago.app "sec"')
+        n = Node(url, "n1", extra_args=["--etcd-ca", files.ca, "--etcd-cert", files.client[0],
+                                        "--etcd-key", files.client[1]])
+        assert wait_for(lambda: n.knows("sec"), 10), n.stderr()
+        assert n.get("sec.test") == (200, "over-tls\n")
+        assert wait_for(lambda: n.metric("kago_cluster_etcd_up") == 1, 10)
+        r = app_cmd("list")
+        assert r.returncode == 0 and "sec" in r.stdout, r.stderr
+        # etcd's certificate is not signed by the CA given
+        r = app_cmd("list", env={**env, "KAGO_ETCD_CA": files.other_ca})
+        assert r.returncode == 1 and "TLS handshake: certificate verify failed" in r.stderr, r.stderr
+        # no client certificate: etcd refuses the handshake
+        r = app_cmd("list", env={k: v for k, v in env.items() if k not in ("KAGO_ETCD_CERT", "KAGO_ETCD_KEY")})
+        assert r.returncode == 1 and "no client certificate was given" in r.stderr, r.stderr
+        # a plain etcd:// URL to the TLS port gets no answer it can read
+        r = subprocess.run([KAGO, "app", "list", "--cluster", etcd.url.replace("https://", "etcd://")],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, r.stdout
+        # a certificate without its key
+        r = subprocess.run([KAGO, "serve", "--cluster", url, "--etcd-cert", files.client[0]], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode != 0 and "--etcd-key" in r.stderr, r.stderr
+    finally:
+        if n:
+            n.close()
+        etcd.close()

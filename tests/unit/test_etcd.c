@@ -52,6 +52,13 @@ static void test_prefix_url(void)
     ok(kago__etcd_parse_url("http://localhost:2379/", &v, &err) == 0 && !strcmp(v[0], "localhost:2379"),
        "http:// with a trailing slash");
     kago__strv_free(v);
+    ok(kago__etcd_parse_url("etcds://etcd-1.example:2379,[::1]:2379", &v, &err) == 0 &&
+           !strcmp(v[0], "etcd-1.example:2379") && !strcmp(v[1], "[::1]:2379") && !v[2],
+       "etcds:// endpoints");
+    kago__strv_free(v);
+    ok(kago__etcd_url_tls("etcds://h:1") && kago__etcd_url_tls("https://h:1") &&
+           !kago__etcd_url_tls("etcd://h:1") && !kago__etcd_url_tls("http://h:1"),
+       "which URLs speak TLS");
     ok(kago__etcd_parse_url("etcd://host", &v, &err) < 0 && strstr(err->msg, "not HOST:PORT"), "no port: %s",
        err ? err->msg : "");
     kago_error_clear(&err);
