@@ -1,6 +1,8 @@
 /* kago serve — HTTP/2 connections and streams over nghttp2 (h2.h says how they map onto the HTTP/1.1
  * request path). */
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <nghttp2/nghttp2.h>
 
@@ -10,6 +12,9 @@
 
 struct h2_conn {
     nghttp2_session *s;
+    nghttp2_mem mem; /* nghttp2 allocates through these (h2_malloc...), to find its frame buffer */
+    void *big;       /* its largest block: the 16 KiB output frame buffer */
+    size_t big_len;
     struct client *c;
     struct h2_stream *streams; /* the open ones with a client */
     unsigned nstreams;
@@ -30,6 +35,7 @@ struct h2_stream {
 };
 
 static void conn_send(struct h2_conn *h);
+static void conn_idle(struct h2_conn *h);
 static int stream_flush(struct outq *q);
 
 /* --- token buckets ------------------------------------------------------------------------------ */
@@ -492,6 +498,7 @@ static void conn_send(struct h2_conn *h)
         kago__client_close(c);
         return;
     }
+    conn_idle(h);
     arm_idle(h);
 }
 
@@ -529,8 +536,84 @@ static nghttp2_option *options(void)
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_no_closed_streams(opt, 1); /* no priority tree to keep them for */
     nghttp2_option_set_max_continuations(opt, 8);
+    /* response heads are encoded with the static table and literals, as nginx does: no dynamic table of
+     * up to 4 KiB to keep per connection (the client's table, for request heads, is still honoured) */
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
     nghttp2_option_set_stream_reset_rate_limit(opt, H2_RESET_BURST * 2, H2_RESET_RATE);
     return opt;
+}
+
+/* --- memory -------------------------------------------------------------------------------------- */
+
+/* An idle connection's memory is mostly nghttp2's output frame buffer (NGHTTP2_FRAMEBUF_CHUNKLEN: a frame
+ * of 16 KiB and its header), allocated with the session and kept for its life; a frame is written into it
+ * from its start each time. While the connection has no stream and nothing to send, the whole pages inside
+ * it go back to the kernel (MADV_DONTNEED: they read as zeros, and are faulted in again by the next frame):
+ * nginx's idle HTTP/2 connection holds no such buffer either. */
+#define H2_BIG 8192
+
+static void big_note(struct h2_conn *h, void *p, size_t n)
+{
+    if (p && n >= H2_BIG && n >= h->big_len) {
+        h->big = p;
+        h->big_len = n;
+    }
+}
+
+static void big_forget(struct h2_conn *h, void *p)
+{
+    if (p && p == h->big) {
+        h->big = NULL;
+        h->big_len = 0;
+    }
+}
+
+static void *h2_malloc(size_t n, void *ud)
+{
+    void *p = malloc(n);
+    big_note(ud, p, n);
+    return p;
+}
+
+static void h2_free(void *p, void *ud)
+{
+    big_forget(ud, p);
+    free(p);
+}
+
+static void *h2_calloc(size_t k, size_t n, void *ud)
+{
+    void *p = calloc(k, n);
+    big_note(ud, p, k * n);
+    return p;
+}
+
+static void *h2_realloc(void *p, size_t n, void *ud)
+{
+    void *q = realloc(p, n);
+    if (q || !n) {
+        big_forget(ud, p);
+        big_note(ud, q, n);
+    }
+    return q;
+}
+
+/* No stream and nothing to send: the frame buffer's whole pages, the empty write buffers and OpenSSL's
+ * record buffers go. */
+static void conn_idle(struct h2_conn *h)
+{
+    if (h->nstreams || nghttp2_session_want_write(h->s))
+        return;
+    if (h->big) {
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t a = ((uintptr_t)h->big + page - 1) & ~(page - 1);
+        uintptr_t e = ((uintptr_t)h->big + h->big_len) & ~(page - 1);
+        if (e > a)
+            madvise((void *)a, e - a, MADV_DONTNEED);
+    }
+    kago__outq_trim(&h->c->out);
+    if (h->c->tls)
+        kago__tls_idle(h->c->tls);
 }
 
 void kago__h2_start(struct client *c)
@@ -540,7 +623,8 @@ void kago__h2_start(struct client *c)
     h->resets = H2_RESET_BURST;
     h->ctrl = H2_CTRL_BURST;
     h->refill_us = kago__serve_now_us();
-    if (nghttp2_session_server_new2(&h->s, callbacks(), h, options()) != 0)
+    h->mem = (nghttp2_mem){h, h2_malloc, h2_free, h2_calloc, h2_realloc};
+    if (nghttp2_session_server_new3(&h->s, callbacks(), h, options(), &h->mem) != 0)
         abort(); /* out of memory */
     c->h2 = h;
     c->state = C_H2;

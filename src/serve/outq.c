@@ -75,6 +75,16 @@ int kago__outq_flush(struct outq *q)
     return 0;
 }
 
+void kago__outq_trim(struct outq *q)
+{
+    if (!q->pend.len)
+        sbuf_free(&q->pend);
+    if (!q->busy.len && !q->writing)
+        sbuf_free(&q->busy);
+    if (!q->enc.len)
+        sbuf_free(&q->enc);
+}
+
 void kago__outq_free(struct outq *q)
 {
     sbuf_free(&q->pend);

@@ -50,6 +50,8 @@ static inline bool kago__outq_full(const struct outq *q)
 {
     return kago__outq_size(q) > OUTQ_HIGH;
 }
+/* The empty buffers go (an idle connection keeps no capacity). */
+void kago__outq_trim(struct outq *q);
 void kago__outq_free(struct outq *q);
 
 #endif

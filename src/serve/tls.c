@@ -892,6 +892,12 @@ void kago__tls_shutdown(struct tls_conn *t)
     ERR_clear_error();
 }
 
+void kago__tls_idle(struct tls_conn *t)
+{
+    if (t->done && !SSL_has_pending(t->ssl) && t->held.len == t->held_pos)
+        SSL_free_buffers(t->ssl); /* (as nginx does on a keep-alive connection) */
+}
+
 bool kago__tls_done(const struct tls_conn *t)
 {
     return t->done;

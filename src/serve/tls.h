@@ -106,6 +106,8 @@ int kago__tls_write(struct tls_conn *t, const char *p, size_t n);
 /* close_notify into out (once). */
 void kago__tls_shutdown(struct tls_conn *t);
 bool kago__tls_done(const struct tls_conn *t);
+/* The connection waits for its next request: OpenSSL's record buffers go (taken again when needed). */
+void kago__tls_idle(struct tls_conn *t);
 bool kago__tls_resumed(const struct tls_conn *t);
 const char *kago__tls_version(const struct tls_conn *t); /* "TLSv1.3" */
 
