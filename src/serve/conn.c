@@ -25,8 +25,9 @@ static void tls_pump(struct client *c);
  * idle HTTP/2 connection keeps none of its own. */
 static char h2_rbuf[CLIENT_RBUF];
 
-/* The read buffer, taken when bytes are about to arrive: a connection between two requests holds none
- * (rbuf_trim), as nginx frees its header buffer on a keep-alive connection: 8 KiB less per idle client. */
+/* The read buffer, taken when bytes are about to arrive: a connection idle between two requests gives it
+ * back (idle_trim, from kago__client_trim_idle), as nginx frees its header buffer on a keep-alive
+ * connection: 8 KiB less per idle client. */
 static char *rbuf(struct client *c)
 {
     if (!c->rbuf)
@@ -38,7 +39,7 @@ static char *rbuf(struct client *c)
  * are empty (a TLS handshake's or a response's capacity, kept for reuse while busy). */
 static void idle_trim(struct client *c)
 {
-    if (c->state != C_HEAD || c->req_begun || c->rpos != c->rlen || c->h2 || c->h2s || c->rbuf == h2_rbuf)
+    if (c->state != C_HEAD || c->req_begun || c->rpos != c->rlen || c->h2s || c->rbuf == h2_rbuf)
         return;
     free(c->rbuf);
     c->rbuf = NULL;
@@ -349,6 +350,7 @@ static int h2c_preface(const struct client *c)
 static void got_bytes(struct client *c, size_t n)
 {
     c->rlen += n;
+    c->active = true;
     if (c->state == C_HEAD && !c->req_begun && !c->tls && !c->h2s && c->srv->opts.h2c && c->rpos == 0) {
         int p = h2c_preface(c);
         if (p == 0)
@@ -455,7 +457,6 @@ static void update_reading(struct client *c)
     }
     if (c->closed)
         return;
-    idle_trim(c);
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, c->tls ? on_alloc_tls : on_alloc,
                           c->tls ? on_read_tls : on_read) == 0)
@@ -1136,6 +1137,19 @@ static void client_setup(struct server *srv, struct client *c, const struct sbuf
     update_reading(c);
     if (!c->closed && pre)
         flush_client(c);
+}
+
+void kago__client_trim_idle(struct server *srv)
+{
+    for (struct client *c = srv->clients; c; c = c->next) {
+        if (!c->active && !c->closed) {
+            if (c->state == C_H2)
+                kago__h2_idle(c);
+            else
+                idle_trim(c);
+        }
+        c->active = false;
+    }
 }
 
 /* Shutdown: close connections between requests now; the others close after their response. */

@@ -35,7 +35,6 @@ struct h2_stream {
 };
 
 static void conn_send(struct h2_conn *h);
-static void conn_idle(struct h2_conn *h);
 static int stream_flush(struct outq *q);
 
 /* --- token buckets ------------------------------------------------------------------------------ */
@@ -498,7 +497,6 @@ static void conn_send(struct h2_conn *h)
         kago__client_close(c);
         return;
     }
-    conn_idle(h);
     arm_idle(h);
 }
 
@@ -598,11 +596,10 @@ static void *h2_realloc(void *p, size_t n, void *ud)
     return q;
 }
 
-/* No stream and nothing to send: the frame buffer's whole pages, the empty write buffers and OpenSSL's
- * record buffers go. */
-static void conn_idle(struct h2_conn *h)
+void kago__h2_idle(struct client *c)
 {
-    if (h->nstreams || nghttp2_session_want_write(h->s))
+    struct h2_conn *h = c->h2;
+    if (!h || h->dead || h->nstreams || nghttp2_session_want_write(h->s))
         return;
     if (h->big) {
         uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);

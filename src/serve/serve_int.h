@@ -171,7 +171,8 @@ struct client {
     uint64_t body_in, out_mark;
     int status, retries;
     bool reading, req_begun, req_done, resp_started, close_after, eof, counted, parsing, need_exec, closed;
-    bool given; /* handed to a new serve (upgrade) */
+    bool given;  /* handed to a new serve (upgrade) */
+    bool active; /* read something since the last kago__client_trim_idle */
     /* TLS (NULL: plain HTTP): what arrives is decrypted into rbuf, out encrypts what is queued */
     struct tls_conn *tls;
     bool tls_pumping, tls_got_bytes, tls_failed;
@@ -315,6 +316,9 @@ void kago__client_resp_truncated(struct client *c);
 void kago__client_tunnel_data(struct client *c, const char *at, size_t n);
 void kago__client_upstream_drained(struct client *c);
 void kago__client_close_all(struct server *srv, bool idle_only);
+/* Once a second: a connection that read nothing since the last call and waits between requests gives its
+ * buffers back (8 KiB of read buffer, empty write buffers, OpenSSL's and nghttp2's). */
+void kago__client_trim_idle(struct server *srv);
 /* HTTP/2 (h2.c): a stream's client on the connection conn (st its h2 state, freed with it); its request
  * head (HTTP/1.1, len bytes) to parse and route; a failure answered with status (the exchange ended). */
 struct client *kago__client_stream_new(struct client *conn, struct h2_stream *st);

@@ -686,6 +686,7 @@ static void on_tick(uv_timer_t *t)
     }
     if (now - srv->upconn_swept_ms >= 1000) {
         srv->upconn_swept_ms = now;
+        kago__client_trim_idle(srv);
         for (struct app_rt *a = srv->ticking; a; a = a->tick_next) /* (an app with instances ticks) */
             for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
                 kago__upconn_sweep(pi->data, now);
