@@ -45,6 +45,7 @@ static void idle_trim(struct client *c)
     c->rbuf = NULL;
     c->rpos = c->rlen = 0;
     kago__outq_trim(&c->out);
+    kago__http_msg_trim(&c->req);
     if (c->tls && !c->tls_pumping)
         kago__tls_idle(c->tls);
 }

@@ -5,6 +5,7 @@
 #include "http.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <strings.h>
 
 static struct http_msg *msg_of(llhttp_t *p)
@@ -49,6 +50,14 @@ static int on_field(llhttp_t *p, const char *at, size_t n)
     if (m->last != 1) {
         if (m->nhdr == HTTP_MAX_HEADERS)
             return fail(m, 431, "too many header fields");
+        if (m->nhdr == m->hdr_cap) { /* 16, 32, 64, 100: a typical head fits the first */
+            m->hdr_cap = m->hdr_cap ? m->hdr_cap * 2 : 16;
+            if (m->hdr_cap > HTTP_MAX_HEADERS)
+                m->hdr_cap = HTTP_MAX_HEADERS;
+            m->hdr = realloc(m->hdr, m->hdr_cap * sizeof(*m->hdr));
+            if (!m->hdr)
+                abort(); /* out of memory (this file stands alone in the fuzzers: no xrealloc) */
+        }
         m->hdr[m->nhdr++] = (struct http_hdr){.name = m->raw.len};
         m->last = 1;
     }
@@ -163,9 +172,21 @@ void kago__http_msg_clear(struct http_msg *m)
     m->error_reason = NULL;
 }
 
+void kago__http_msg_trim(struct http_msg *m)
+{
+    kago__http_msg_clear(m);
+    sbuf_free(&m->raw);
+    free(m->hdr);
+    m->hdr = NULL;
+    m->hdr_cap = 0;
+}
+
 void kago__http_msg_free(struct http_msg *m)
 {
     sbuf_free(&m->raw);
+    free(m->hdr);
+    m->hdr = NULL;
+    m->hdr_cap = 0;
 }
 
 llhttp_errno_t kago__http_execute(struct http_msg *m, const char *data, size_t len, size_t *used)

@@ -39,7 +39,8 @@ struct http_msg {
     const char *error_reason;
     const struct http_msg_cbs *cbs;
     void *owner;
-    struct http_hdr hdr[HTTP_MAX_HEADERS];
+    struct http_hdr *hdr; /* nhdr of hdr_cap, grown as fields arrive (at most HTTP_MAX_HEADERS) */
+    unsigned hdr_cap;
 };
 
 /* What proxying needs to know about a request head, filled by http_req_check. */
@@ -60,6 +61,8 @@ struct http_req_info {
 void kago__http_msg_init(struct http_msg *m, llhttp_type_t type, const struct http_msg_cbs *cbs, void *owner);
 /* Prepares for the next message on the same connection (keeps parser state). */
 void kago__http_msg_clear(struct http_msg *m);
+/* Between two messages: its buffers go (a connection idle between requests holds none). */
+void kago__http_msg_trim(struct http_msg *m);
 void kago__http_msg_free(struct http_msg *m);
 
 /* Runs the parser over data. Returns the llhttp error (HPE_OK, HPE_PAUSED, HPE_PAUSED_UPGRADE or
