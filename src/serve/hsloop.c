@@ -40,7 +40,7 @@ struct hs_conn {
     struct sbuf out; /* ciphertext not written yet */
     size_t out_pos;
     unsigned handles;
-    bool got_bytes, writing;
+    bool got_bytes;
 };
 
 struct hs_loop {
@@ -83,7 +83,7 @@ struct hsloops {
     bool stop, joined;
     struct hs_handoff *head, **tail;
     uv_async_t intake; /* on the first loop */
-    uint64_t handed, failed;
+    uint64_t handed;
 };
 
 /* --- a handshake loop ---------------------------------------------------------------------------- */

@@ -263,6 +263,20 @@ static void use_tls_store(struct server *srv, struct tls_store *ts)
     srv->tls_checked_ms = kago__serve_now_ms();
 }
 
+/* --cluster: app (a name) no longer has the certificate it had: the store is built again without it. When
+ * another app's files went away meanwhile, the running store stays as it is and the log says why. */
+static void cluster_drop_tls(struct server *srv, const char *app)
+{
+    struct kago_error *err = NULL;
+    struct tls_store *ts = cluster_tls_store(srv, &err);
+    if (ts) {
+        use_tls_store(srv, ts);
+        return;
+    }
+    kago__slog(srv, SLOG_WARN, app, NULL, "its old certificate stays loaded for now: %s", err->msg);
+    kago_error_free(err);
+}
+
 static bool same_hosts(char *const *a, char *const *b)
 {
     for (; *a && *b; a++, b++)
@@ -302,14 +316,8 @@ int kago__server_app_set(struct server *srv, struct kago_app *app, int64_t etcd_
         return -1;
     bool dropped_tls = run && run->app.tls_cert && !app->tls_cert;
     struct app_rt *a = install_app(srv, app, kago__serve_now_ms());
-    struct kago_error *e = NULL;
-    struct tls_store *ts = dropped_tls ? cluster_tls_store(srv, &e) : NULL;
-    if (ts)
-        use_tls_store(srv, ts);
-    else if (e) { /* (another app's files went away meanwhile) */
-        kago__slog(srv, SLOG_WARN, a->app.name, NULL, "its old certificate stays loaded for now: %s", e->msg);
-        kago_error_free(e);
-    }
+    if (dropped_tls)
+        cluster_drop_tls(srv, a->app.name);
     a->etcd_rev = etcd_rev;
     r = build_router(srv, NULL, NULL, err);
     kago__router_free(srv->router);
@@ -327,17 +335,9 @@ bool kago__server_app_drop(struct server *srv, const char *name)
     struct app_rt *a = find_app(srv, name);
     if (!a)
         return false;
-    bool had_tls = a->app.tls_cert != NULL;
     a->removed = true;
-    struct kago_error *err = NULL;
-    struct tls_store *ts = had_tls ? cluster_tls_store(srv, &err) : NULL;
-    if (ts)
-        use_tls_store(srv, ts);
-    else if (had_tls) { /* another app's files went away meanwhile: the store stays as it is */
-        kago__slog(srv, SLOG_WARN, name, NULL, "its certificate stays loaded until the next change: %s",
-                   err->msg);
-        kago_error_free(err);
-    }
+    if (a->app.tls_cert)
+        cluster_drop_tls(srv, name);
     kago__pool_stop(&a->pool, kago__serve_now_ms());
     kago__app_wake(a); /* (the tick frees it once its instances are gone) */
     struct router *r = build_router(srv, NULL, NULL, NULL);

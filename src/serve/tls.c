@@ -697,8 +697,8 @@ unsigned kago__tls_store_check(struct tls_store *s, void (*log)(void *arg, bool 
                                void *arg)
 {
     unsigned reloaded = 0;
-    if (s)
-        pthread_rwlock_wrlock(&s->f->slock);
+    /* the files are looked at and loaded outside the lock (handshake threads read the store meanwhile);
+     * only a swap of a certificate's context and the SAN index take it */
     for (struct tls_cert *c = s ? s->certs : NULL; c; c = c->next) {
         struct file_id cid = file_id(c->cert_path), kid = file_id(c->key_path);
         if (same_file(&cid, &c->cid) && same_file(&kid, &c->kid))
@@ -718,17 +718,20 @@ unsigned kago__tls_store_check(struct tls_store *s, void (*log)(void *arg, bool 
             log(arg, false, msg);
             continue;
         }
+        pthread_rwlock_wrlock(&s->f->slock);
         SSL_CTX_free(c->ctx); /* handshakes from now on get the new one; running connections keep theirs */
         c->ctx = ctx;
+        pthread_rwlock_unlock(&s->f->slock);
         reloaded++;
         s->f->stats.reloads++;
         snprintf(msg, sizeof(msg), "%s changed: reloaded for new handshakes", c->cert_path);
         log(arg, true, msg);
     }
-    if (reloaded)
+    if (reloaded) {
+        pthread_rwlock_wrlock(&s->f->slock);
         reindex_sans(s);
-    if (s)
         pthread_rwlock_unlock(&s->f->slock);
+    }
     return reloaded;
 }
 
