@@ -925,10 +925,17 @@ static int listen_all(struct server *srv, int *fds, const char *passed, char *de
     return 0;
 }
 
+/* Closing a signal handle gives its signal back its default action: a SIGTERM repeated in the last steps of a
+ * shutdown (a supervisor's second try, a user's second ^C) would then kill serve before it has removed its
+ * state. Shutdown has begun, so those signals are ignored from the moment libuv lets go of them. */
 static void close_walk(uv_handle_t *h, void *arg)
 {
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
+    if (uv_is_closing(h))
+        return;
+    int sig = h->type == UV_SIGNAL ? ((uv_signal_t *)h)->signum : 0;
+    uv_close(h, NULL);
+    if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP)
+        signal(sig, SIG_IGN);
 }
 
 static void spawner_log(void *arg, const char *msg)

@@ -446,3 +446,21 @@ def test_sigterm_during_a_container_setup_leaves_nothing():
     assert out["r"] == 503, out
     assert s.leftovers() == []
     assert not [p for p in kids if os.path.exists(f"/proc/{p}")]
+
+
+def test_sigterm_repeated_through_a_shutdown_is_ignored():
+    """A supervisor that sends SIGTERM again and again (or a user's second ^C) does not kill serve half way
+    through its shutdown: it still removes every instance and exits 0."""
+    s = Server(app("a", ["a.test"], SMALL, stop_grace="1s") + app("b", ["b.test"], SMALL, stop_grace="1s"))
+    assert request(s.port, "a.test")[0] == 200 and request(s.port, "b.test")[0] == 200
+    sent = 0
+    while s.proc.poll() is None and sent < 20000:
+        try:
+            os.kill(s.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            break
+        sent += 1
+        time.sleep(0.0005)
+    assert s.proc.wait(30) == 0, (sent, s.stderr())
+    assert sent > 1
+    assert s.leftovers() == []
