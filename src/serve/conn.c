@@ -37,10 +37,10 @@ static char *rbuf(struct client *c)
 
 /* Between two requests with nothing read ahead: the read buffer goes, and so do the write buffers that
  * are empty (a TLS handshake's or a response's capacity, kept for reuse while busy). */
-static void idle_trim(struct client *c)
+static bool idle_trim(struct client *c)
 {
     if (c->state != C_HEAD || c->req_begun || c->rpos != c->rlen || c->h2s || c->rbuf == h2_rbuf)
-        return;
+        return false;
     free(c->rbuf);
     c->rbuf = NULL;
     c->rpos = c->rlen = 0;
@@ -48,6 +48,7 @@ static void idle_trim(struct client *c)
     kago__http_msg_trim(&c->req);
     if (c->tls && !c->tls_pumping)
         kago__tls_idle(c->tls);
+    return true;
 }
 
 static void h2_begin(struct client *c)
@@ -1140,17 +1141,19 @@ static void client_setup(struct server *srv, struct client *c, const struct sbuf
         flush_client(c);
 }
 
-void kago__client_trim_idle(struct server *srv)
+size_t kago__client_trim_idle(struct server *srv)
 {
+    size_t n = 0;
     for (struct client *c = srv->clients; c; c = c->next) {
-        if (!c->active && !c->closed) {
-            if (c->state == C_H2)
-                kago__h2_idle(c);
-            else
-                idle_trim(c);
+        if (c->active)
+            c->trimmed = false;
+        else if (!c->closed && !c->trimmed && (c->state == C_H2 ? kago__h2_idle(c) : idle_trim(c))) {
+            c->trimmed = true;
+            n++;
         }
         c->active = false;
     }
+    return n;
 }
 
 /* Shutdown: close connections between requests now; the others close after their response. */

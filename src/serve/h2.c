@@ -596,11 +596,11 @@ static void *h2_realloc(void *p, size_t n, void *ud)
     return q;
 }
 
-void kago__h2_idle(struct client *c)
+bool kago__h2_idle(struct client *c)
 {
     struct h2_conn *h = c->h2;
     if (!h || h->dead || h->nstreams || nghttp2_session_want_write(h->s))
-        return;
+        return false;
     if (h->big) {
         uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
         uintptr_t a = ((uintptr_t)h->big + page - 1) & ~(page - 1);
@@ -611,6 +611,7 @@ void kago__h2_idle(struct client *c)
     kago__outq_trim(&h->c->out);
     if (h->c->tls)
         kago__tls_idle(h->c->tls);
+    return true;
 }
 
 void kago__h2_start(struct client *c)

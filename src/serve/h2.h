@@ -76,6 +76,6 @@ void kago__h2_stream_free(struct h2_stream *s);
 
 /* The connection read nothing for a second: with no stream and nothing to send, the pages of nghttp2's frame
  * buffer, the empty write buffers and OpenSSL's record buffers go (taken again by the next frame). */
-void kago__h2_idle(struct client *c);
+bool kago__h2_idle(struct client *c);
 
 #endif

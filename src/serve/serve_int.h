@@ -171,8 +171,9 @@ struct client {
     uint64_t body_in, out_mark;
     int status, retries;
     bool reading, req_begun, req_done, resp_started, close_after, eof, counted, parsing, need_exec, closed;
-    bool given;  /* handed to a new serve (upgrade) */
-    bool active; /* read something since the last kago__client_trim_idle */
+    bool given;   /* handed to a new serve (upgrade) */
+    bool active;  /* read something since the last kago__client_trim_idle */
+    bool trimmed; /* its buffers given back since it last read */
     /* TLS (NULL: plain HTTP): what arrives is decrypted into rbuf, out encrypts what is queued */
     struct tls_conn *tls;
     bool tls_pumping, tls_got_bytes, tls_failed;
@@ -318,7 +319,7 @@ void kago__client_upstream_drained(struct client *c);
 void kago__client_close_all(struct server *srv, bool idle_only);
 /* Once a second: a connection that read nothing since the last call and waits between requests gives its
  * buffers back (8 KiB of read buffer, empty write buffers, OpenSSL's and nghttp2's). */
-void kago__client_trim_idle(struct server *srv);
+size_t kago__client_trim_idle(struct server *srv);
 /* HTTP/2 (h2.c): a stream's client on the connection conn (st its h2 state, freed with it); its request
  * head (HTTP/1.1, len bytes) to parse and route; a failure answered with status (the exchange ended). */
 struct client *kago__client_stream_new(struct client *conn, struct h2_stream *st);

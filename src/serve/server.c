@@ -686,7 +686,10 @@ static void on_tick(uv_timer_t *t)
     }
     if (now - srv->upconn_swept_ms >= 1000) {
         srv->upconn_swept_ms = now;
-        kago__client_trim_idle(srv);
+        /* the buffers of connections gone idle sit between live objects in malloc's heap: give their
+         * pages back to the system too (idle TLS connection 21 -> 18 KiB, docs/serve.md) */
+        if (kago__client_trim_idle(srv))
+            malloc_trim(0);
         for (struct app_rt *a = srv->ticking; a; a = a->tick_next) /* (an app with instances ticks) */
             for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
                 kago__upconn_sweep(pi->data, now);
