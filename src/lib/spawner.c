@@ -544,7 +544,8 @@ static struct {
     pid_t owner; /* the process that started it: a fork of it (a detached container's shim) clones itself */
     void (*log)(void *arg, const char *msg);
     void *arg;
-    bool on;
+    bool on, ran;           /* it runs; it ran once */
+    const char *required;   /* kago__spawner_require's why: no direct path once one ran */
     kago__warm_cb *warm_cb; /* told each warm sandbox made (or not) */
     void *warm_arg;
 } sp = {.fd = -1, .pid = -1};
@@ -597,7 +598,7 @@ int kago__spawner_start(void (*log)(void *arg, const char *msg), void *arg, stru
     sp.owner = getpid();
     if (spawn_spawner(err) < 0)
         return -1;
-    sp.on = true;
+    sp.on = sp.ran = true;
     return 0;
 }
 
@@ -623,6 +624,22 @@ void kago__spawner_stop(void)
     sp_reap(false);
 }
 
+void kago__spawner_require(const char *why)
+{
+    sp.required = why;
+}
+
+/* A start the spawner did not take: the caller clones it (-2), unless that is not safe here. */
+static pid_t direct(struct kago_error **err)
+{
+    if (!sp.required || !sp.ran) /* (serve said at its start that it clones containers itself) */
+        return -2;
+    return kago_error_set(err, ESRCH,
+                          "no spawner runs (see serve's log), and %s: containers are not cloned "
+                          "by serve itself",
+                          sp.required);
+}
+
 pid_t kago__spawner_pid(void)
 {
     return sp.pid;
@@ -634,11 +651,18 @@ static void sp_restart(const char *why)
     pid_t old = sp.pid;
     sp_reap(true);
     struct kago_error *e = NULL;
-    if (spawn_spawner(&e) < 0) {
+    int r = kago__fault("spawner-restart") ? kago_error_set(&e, EAGAIN, "injected fault") : spawn_spawner(&e);
+    if (r < 0) {
         sp.on = false;
-        sp_log("the spawner (pid %d) %s, and another could not start (%s): containers are cloned by serve "
-               "itself from now on",
-               (int)old, why, e->msg);
+        if (sp.required)
+            sp_log("the spawner (pid %d) %s, and another could not start (%s): since %s, containers cannot "
+                   "start until serve is restarted",
+                   (int)old, why, e->msg, sp.required);
+        else
+            sp_log(
+                "the spawner (pid %d) %s, and another could not start (%s): containers are cloned by serve "
+                "itself from now on",
+                (int)old, why, e->msg);
         kago_error_free(e);
         return;
     }
@@ -780,8 +804,10 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
 {
     /* what only the caller's own process can give the child stays on the direct path: the CPU it is pinned
      * to, the terminal, the creator's own fds 3..N */
-    if (!sp.on || getpid() != sp.owner || ch->spin || ch->net_later || ch->tty || ch->spec->preserve_fds)
+    if (getpid() != sp.owner || ch->spin || ch->net_later || ch->tty || ch->spec->preserve_fds)
         return -2;
+    if (!sp.on)
+        return direct(err);
     struct req h = {
         .magic = MAGIC, .flags = flags, .die_with_parent = ch->die_with_parent, .warm = ch->warm_id};
     int slot[NSLOTS], fds[NSLOTS], nfds = 0;
@@ -810,7 +836,7 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
     json_object_put(o);
     kago__trace("spawner: sent");
     if (r != 0)
-        return -2; /* too large, or no spawner: the direct path */
+        return direct(err); /* too large, or no spawner: the direct path */
     uint32_t warm = 0;
     pid_t pid = read_reply(cgroup_fd, pidfd, &warm, err);
     ch->warm = warm != 0;

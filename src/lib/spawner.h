@@ -24,6 +24,10 @@ int kago__spawner_start(void (*log)(void *arg, const char *msg), void *arg,
                         struct kago_error **err) KAGO_INTERNAL;
 /* Ends the spawner (EOF on its socket) and reaps it. */
 void kago__spawner_stop(void) KAGO_INTERNAL;
+/* From now on a start the spawner cannot take fails (with why in its error) instead of being cloned by the
+ * caller itself: a raw clone3 of a process with other threads (serve's handshake loops, its ACME client)
+ * could copy a lock one of them holds (malloc's) into a child that then never runs. */
+void kago__spawner_require(const char *why) KAGO_INTERNAL;
 /* The spawner's pid, or -1 when none runs. */
 pid_t kago__spawner_pid(void) KAGO_INTERNAL;
 /* Clones ch through the spawner as kago__clone_child would here. Returns the child's pid (*pidfd set;

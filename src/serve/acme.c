@@ -12,6 +12,7 @@
 #include "acme.h"
 #include "acme_int.h"
 #include "serve_int.h"
+#include "spawner.h"
 #include "util.h"
 
 #define TIMER_MS       1000
@@ -443,6 +444,7 @@ struct acme *kago__acme_new(struct server *srv, struct kago_error **err)
     uv_timer_init(srv->loop, &a->timer);
     a->timer.data = a;
     uv_timer_start(&a->timer, on_timer, TIMER_MS, TIMER_MS);
+    kago__spawner_require("serve runs the ACME client's threads");
     for (int i = 0; i < WORKERS; i++) {
         int e = pthread_create(&a->w[i].thread, NULL, worker, &a->w[i]);
         if (e) {

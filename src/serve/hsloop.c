@@ -357,6 +357,7 @@ int kago__hs_start(struct server *srv, struct kago_error **err)
                    threads);
         return 0;
     }
+    kago__spawner_require("serve runs handshake loops (--threads)");
     struct hsloops *hs = xcalloc(1, sizeof(*hs));
     hs->srv = srv;
     hs->n = threads - 1;

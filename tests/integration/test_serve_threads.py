@@ -257,3 +257,35 @@ def test_no_handshake_loops_without_the_spawner(pki):
         assert st == 200 and body.startswith(b"slept "), (st, body)
     finally:
         finish(s)
+
+
+@pytest.mark.parametrize("threads", [2, 1])
+def test_a_lost_spawner_stops_starts_rather_than_cloning_from_threads(pki, threads):
+    """The spawner killed and (a test-only fault) not replaced: with handshake loops running, serve does not
+    clone a container itself (a clone of a process with other threads may copy a lock one of them holds into
+    a child that then never runs): the start fails with the reason, a running app goes on, nothing is left.
+    With one loop, serve clones it itself, as before."""
+    from test_serve_spawner import gone, spawners
+    tls = free_port()
+    s = Server(tls_app("site", ["site.test"], CGI, *pki.site) + tls_app("cold", ["cold.test"], CGI, *pki.site),
+               extra_args=["--listen-tls", f"127.0.0.1:{tls}", "--threads", str(threads)],
+               env={"KAGO_FAULT": "spawner-restart"})
+    try:
+        assert s.metric("kago_tls_handshake_loops") == threads - 1
+        st, _, body = one_request(tls, "site.test", pki)
+        assert st == 200 and body.startswith(b"slept "), (st, body)
+        [sp] = spawners(s)
+        os.kill(sp, signal.SIGKILL)
+        assert gone(sp)
+        st = request(s.port, "cold.test", "/cgi-bin/sleep?0")[0]
+        if threads > 1:
+            assert st in (502, 503), st
+            assert "containers cannot start until serve is restarted" in s.stderr(), s.stderr()[-2000:]
+            assert not s.instances("cold")
+        else:
+            assert st == 200
+            assert "containers are cloned by serve itself from now on" in s.stderr(), s.stderr()[-2000:]
+        st, _, body = one_request(tls, "site.test", pki)
+        assert st == 200 and body.startswith(b"slept "), (st, body)
+    finally:
+        finish(s)
