@@ -59,6 +59,7 @@ CLI_VERB(serve)
         {"acme-rate", required_argument, NULL, 1005},
         {"acme-retry", required_argument, NULL, 1006},
         {"acme-dir", required_argument, NULL, 1007},
+        {"acme-challenge", required_argument, NULL, 1008},
         {"no-h2", no_argument, NULL, '2'},
         {"h2c", no_argument, NULL, '3'},
         {"budget-cpu", required_argument, NULL, 'B'},
@@ -70,6 +71,7 @@ CLI_VERB(serve)
     kago_serve_opts_init(&o);
     o.root = g->root;
     o.argv = g->argv;
+    const char *challenge = NULL; /* --acme-challenge */
     int opt;
     while ((opt = getopt_long(argc, argv, "c:l:a:L:r:h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -117,6 +119,11 @@ CLI_VERB(serve)
             break;
         case 1007:
             o.acme_dir = optarg;
+            break;
+        case 1008:
+            if (strcmp(optarg, "http-01") && strcmp(optarg, "tls-alpn-01"))
+                return cli_usage("serve", "--acme-challenge: \"%s\" (want http-01 or tls-alpn-01)", optarg);
+            challenge = optarg;
             break;
         case 1005: {
             char *end;
@@ -282,7 +289,7 @@ CLI_VERB(serve)
                 "                  [--tls-unknown default|alert] [--tls-handshake-timeout 10s]\n"
                 "                  [--acme-directory URL [--acme-email ADDR] [--acme-ca FILE]\n"
                 "                   [--acme-ask URL] [--acme-no-wait] [--acme-rate 10] [--acme-retry 60s]\n"
-                "                   [--acme-dir ROOT/acme]]\n"
+                "                   [--acme-dir ROOT/acme] [--acme-challenge http-01|tls-alpn-01]]\n"
                 "                   (certificates on demand)\n"
                 "                  [--no-h2]   (TLS: http/1.1 only)   [--h2c]   (plain: HTTP/2 prior "
                 "knowledge too)\n"
@@ -324,18 +331,21 @@ CLI_VERB(serve)
         return cli_usage("serve", "--tls-default-cert and --tls-default-key go together");
     if (o.tls_unknown == KAGO_TLS_UNKNOWN_DEFAULT && !o.tls_default_cert)
         return cli_usage("serve", "--tls-unknown default needs --tls-default-cert and --tls-default-key");
-    if (!o.acme_directory && (o.acme_email || o.acme_ca || o.acme_ask || o.acme_no_wait || o.acme_dir))
-        return cli_usage(
-            "serve",
-            "--acme-email, --acme-ca, --acme-ask, --acme-dir and --acme-no-wait go with --acme-directory");
+    if (!o.acme_directory &&
+        (o.acme_email || o.acme_ca || o.acme_ask || o.acme_no_wait || o.acme_dir || challenge))
+        return cli_usage("serve", "--acme-email, --acme-ca, --acme-ask, --acme-dir, --acme-no-wait and "
+                                  "--acme-challenge go with --acme-directory");
     if (o.acme_directory) {
         bool plain = !o.nlisten, tls = false;
         for (unsigned i = 0; i < o.nlisten; i++)
             o.listen[i].tls ? (tls = true) : (plain = true);
-        if (!plain || !tls)
-            return cli_usage("serve",
-                             "--acme-directory needs a --listen-tls (where certificates are used) and a "
-                             "--listen (where HTTP-01 challenges are answered)");
+        if (!tls)
+            return cli_usage("serve", "--acme-directory needs a --listen-tls (where certificates are used)");
+        /* as Caddy: HTTP-01 where a plain listener answers it, else TLS-ALPN-01 on the TLS listeners */
+        o.acme_tls_alpn = challenge ? !strcmp(challenge, "tls-alpn-01") : !plain;
+        if (!o.acme_tls_alpn && !plain)
+            return cli_usage("serve", "--acme-challenge http-01 needs a --listen (where the CA asks for "
+                                      "/.well-known/acme-challenge/, on port 80)");
     }
     struct kago_error *err = NULL;
     if (kago_serve_run(&o, &err) < 0)

@@ -40,6 +40,8 @@ struct ajob {
 
 struct challenge {
     char *token, *key_auth;
+    char *host;   /* TLS-ALPN-01: the name validated, and */
+    SSL_CTX *ctx; /* the context that shows its challenge certificate (else NULL) */
 };
 
 struct acme;
@@ -57,7 +59,8 @@ struct acme {
     char *dir; /* <root>/acme */
     struct worker w[WORKERS];
     const char *ask_url;
-    bool wait; /* hold handshakes (else: on with the default certificate while the order runs) */
+    bool wait;     /* hold handshakes (else: on with the default certificate while the order runs) */
+    bool tls_alpn; /* TLS-ALPN-01 (--acme-challenge), else HTTP-01 */
     struct ahost *hosts;
     struct acme_bucket bucket; /* --acme-rate */
     uint64_t refused_logged_ms;
@@ -194,13 +197,37 @@ static int on_missing(void *arg, const char *name)
 
 /* --- the worker ----------------------------------------------------------------------------------- */
 
-static void publish(void *arg, const char *token, const char *key_auth)
+static void challenge_free(struct challenge *c)
+{
+    free(c->token);
+    free(c->key_auth);
+    free(c->host);
+    SSL_CTX_free(c->ctx);
+}
+
+/* On the worker: HTTP-01's answer, or TLS-ALPN-01's certificate (made here, off the loop). */
+static int publish(void *arg, const char *host, const char *token, const char *key_auth,
+                   struct kago_error **err)
 {
     struct acme *a = arg;
+    struct challenge c = {xstrdup(token), xstrdup(key_auth), NULL, NULL};
+    if (a->tls_alpn) {
+        EVP_PKEY *key = NULL;
+        X509 *x = kago__acme_alpn_cert(host, key_auth, &key, err);
+        c.ctx = x ? kago__tls_challenge_ctx(x, key, err) : NULL;
+        X509_free(x);
+        EVP_PKEY_free(key);
+        if (!c.ctx) {
+            challenge_free(&c);
+            return -1;
+        }
+        c.host = xstrdup(host);
+    }
     pthread_mutex_lock(&a->mu);
     a->chal = xrealloc(a->chal, (a->nchal + 1) * sizeof(*a->chal));
-    a->chal[a->nchal++] = (struct challenge){xstrdup(token), xstrdup(key_auth)};
+    a->chal[a->nchal++] = c;
     pthread_mutex_unlock(&a->mu);
+    return 0;
 }
 
 static void unpublish(void *arg, const char *token)
@@ -209,12 +236,25 @@ static void unpublish(void *arg, const char *token)
     pthread_mutex_lock(&a->mu);
     for (size_t i = 0; i < a->nchal; i++)
         if (!strcmp(a->chal[i].token, token)) {
-            free(a->chal[i].token);
-            free(a->chal[i].key_auth);
+            challenge_free(&a->chal[i]);
             a->chal[i] = a->chal[--a->nchal];
             break;
         }
     pthread_mutex_unlock(&a->mu);
+}
+
+/* The TLS front's question, on any handshake thread: the context of a TLS-ALPN-01 validation of name. */
+static SSL_CTX *challenge_ctx(void *arg, const char *name)
+{
+    struct acme *a = arg;
+    SSL_CTX *ctx = NULL;
+    pthread_mutex_lock(&a->mu);
+    for (size_t i = 0; i < a->nchal && !ctx; i++)
+        if (a->chal[i].ctx && !strcmp(a->chal[i].host, name) && SSL_CTX_up_ref(a->chal[i].ctx) == 1)
+            ctx = a->chal[i].ctx;
+    pthread_mutex_unlock(&a->mu);
+    a->stats.challenges_served += ctx != NULL;
+    return ctx;
 }
 
 static void run_job(struct worker *w, struct ajob *j)
@@ -399,6 +439,7 @@ static int client_init(struct acme *a, struct kago_error **err)
         cl->email = o->acme_email ? xstrdup(o->acme_email) : NULL;
         cl->timeout_ms = 15000;
         cl->stop = &a->stop;
+        cl->tls_alpn = a->tls_alpn;
         cl->publish = publish;
         cl->unpublish = unpublish;
         cl->arg = a;
@@ -426,6 +467,7 @@ struct acme *kago__acme_new(struct server *srv, struct kago_error **err)
     a->dir = srv->opts.acme_dir ? xstrdup(srv->opts.acme_dir) : xasprintf("%s/acme", srv->opts.root);
     a->ask_url = srv->opts.acme_ask;
     a->wait = !srv->opts.acme_no_wait;
+    a->tls_alpn = srv->opts.acme_tls_alpn;
     kago__acme_bucket_init(&a->bucket, srv->opts.acme_rate, kago__serve_now_ms());
     a->queue_tail = &a->queue;
     const char *ra = getenv("KAGO_ACME_RENEW_AFTER");
@@ -455,6 +497,8 @@ struct acme *kago__acme_new(struct server *srv, struct kago_error **err)
         a->w[i].started = true;
     }
     kago__tls_front_on_missing(srv->tls, on_missing, a);
+    if (a->tls_alpn)
+        kago__tls_front_on_challenge(srv->tls, challenge_ctx, a);
     return a;
 }
 
@@ -494,10 +538,8 @@ void kago__acme_free(struct acme *a)
         free(h->name);
         free(h);
     }
-    for (size_t i = 0; i < a->nchal; i++) {
-        free(a->chal[i].token);
-        free(a->chal[i].key_auth);
-    }
+    for (size_t i = 0; i < a->nchal; i++)
+        challenge_free(&a->chal[i]);
     free(a->chal);
     for (int i = 0; i < WORKERS; i++)
         kago__acme_client_clear(&a->w[i].cl);

@@ -10,6 +10,7 @@
 #ifndef KAGO_SERVE_ACME_H
 #define KAGO_SERVE_ACME_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,7 +24,7 @@ struct acme;
 struct acme_stats {
     uint64_t orders_ok, orders_failed, renewals_ok, renewals_failed;
     uint64_t refused_unrouted, refused_ask, refused_bad_name, rate_limited, backoff_skipped, held;
-    uint64_t challenges_served;
+    _Atomic uint64_t challenges_served; /* HTTP-01 answers and TLS-ALPN-01 handshakes (any thread) */
     unsigned certificates, pending;
 };
 

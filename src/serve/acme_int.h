@@ -13,6 +13,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <kago/error.h>
 
@@ -84,6 +85,9 @@ char *kago__acme_jws(EVP_PKEY *key, const char *jwk, const char *kid, const char
                      const char *payload);
 /* A CSR for host (CN and DNS SAN) signed by key, DER, base64url. malloc'd, or NULL with *err. */
 char *kago__acme_csr(EVP_PKEY *key, const char *host, struct kago_error **err);
+/* TLS-ALPN-01 (RFC 8737): a self-signed certificate for host, with the critical acmeIdentifier extension
+ * holding the SHA-256 of key_auth, and its new P-256 key (*key). NULL with *err. */
+X509 *kago__acme_alpn_cert(const char *host, const char *key_auth, EVP_PKEY **key, struct kago_error **err);
 /* The validity of the first certificate of a PEM file (or text when path is NULL). 0, or < 0. */
 int kago__acme_cert_times(const char *path, const char *text, time_t *not_before, time_t *not_after,
                           char *issuer, size_t issuer_len);
@@ -123,14 +127,18 @@ struct acme_client {
     char *nonce;                               /* the next Replay-Nonce to use */
     unsigned timeout_ms;                       /* of each request */
     atomic_bool *stop;
-    /* HTTP-01: the key authorization for token is served until unpublished (called on the worker) */
-    void (*publish)(void *arg, const char *token, const char *key_auth);
+    /* the challenge answered: TLS-ALPN-01 (RFC 8737) when tls_alpn, else HTTP-01 */
+    bool tls_alpn;
+    /* the key authorization for token (of host) is answered until unpublished (called on the worker);
+     * publish: 0, or < 0 with *err */
+    int (*publish)(void *arg, const char *host, const char *token, const char *key_auth,
+                   struct kago_error **err);
     void (*unpublish)(void *arg, const char *token);
     void *arg;
 };
 
-/* Obtains a certificate for host: an order, its HTTP-01 challenge, a new P-256 key, the chain. Writes
- * key_path and cert_path (atomically, key first). 0, or < 0 with *err. */
+/* Obtains a certificate for host: an order, its HTTP-01 (or TLS-ALPN-01) challenge, a new P-256 key, the
+ * chain. Writes key_path and cert_path (atomically, key first). 0, or < 0 with *err. */
 int kago__acme_obtain(struct acme_client *cl, const char *host, const char *cert_path, const char *key_path,
                       struct kago_error **err);
 /* GET ask?domain=host: 1 when it answers 200, 0 for any other status, < 0 with *err when it did not

@@ -11,6 +11,7 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 #include "acme_int.h"
@@ -203,4 +204,44 @@ int kago__acme_cert_times(const char *path, const char *text, time_t *not_before
     X509_free(x);
     ERR_clear_error();
     return r;
+}
+
+/* RFC 8737's id-pe-acmeIdentifier */
+#define ACME_IDENTIFIER_OID "1.3.6.1.5.5.7.1.31"
+
+X509 *kago__acme_alpn_cert(const char *host, const char *key_auth, EVP_PKEY **key, struct kago_error **err)
+{
+    char why[256];
+    unsigned char der[2 + SHA256_DIGEST_LENGTH] = {V_ASN1_OCTET_STRING, SHA256_DIGEST_LENGTH};
+    SHA256((const unsigned char *)key_auth, strlen(key_auth), der + 2);
+    cleanup_free char *san = xasprintf("DNS:%s", host);
+    *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    X509_EXTENSION *sanx = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san), *idx = NULL;
+    ASN1_OBJECT *oid = OBJ_txt2obj(ACME_IDENTIFIER_OID, 1);
+    ASN1_OCTET_STRING *val = ASN1_OCTET_STRING_new();
+    bool ok =
+        *key && x && name && sanx && oid && val && ASN1_OCTET_STRING_set(val, der, sizeof(der)) == 1 &&
+        (idx = X509_EXTENSION_create_by_OBJ(NULL, oid, 1, val)) && X509_set_version(x, 2) == 1 &&
+        ASN1_INTEGER_set(X509_get_serialNumber(x), 1) == 1 &&
+        X509_gmtime_adj(X509_getm_notBefore(x), -3600) && X509_gmtime_adj(X509_getm_notAfter(x), 7 * 86400) &&
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)host, -1, -1, 0) == 1 &&
+        X509_set_subject_name(x, name) == 1 && X509_set_issuer_name(x, name) == 1 &&
+        X509_set_pubkey(x, *key) == 1 && X509_add_ext(x, sanx, -1) == 1 && X509_add_ext(x, idx, -1) == 1 &&
+        X509_sign(x, *key, EVP_sha256()) > 0;
+    if (!ok) {
+        kago_error_set(err, 0, "acme: the tls-alpn-01 certificate for %s: %s", host,
+                       ossl_why(why, sizeof(why)));
+        X509_free(x);
+        x = NULL;
+        EVP_PKEY_free(*key);
+        *key = NULL;
+    }
+    X509_EXTENSION_free(idx);
+    X509_EXTENSION_free(sanx);
+    ASN1_OCTET_STRING_free(val);
+    ASN1_OBJECT_free(oid);
+    X509_NAME_free(name);
+    return x;
 }

@@ -199,8 +199,9 @@ static void authz_problem(json_object *a, char *buf, size_t n)
         }
 }
 
-static int authorize(struct acme_client *cl, const char *url, struct kago_error **err)
+static int authorize(struct acme_client *cl, const char *host, const char *url, struct kago_error **err)
 {
+    const char *type = cl->tls_alpn ? "tls-alpn-01" : "http-01";
     struct ahttp_resp r;
     json_object *a = NULL, *chs, *ch = NULL;
     cleanup_free char *ka = NULL, *tok = NULL;
@@ -214,17 +215,20 @@ static int authorize(struct acme_client *cl, const char *url, struct kago_error 
     for (size_t i = 0; json_object_object_get_ex(a, "challenges", &chs) && i < json_object_array_length(chs);
          i++)
         if (jstr(json_object_array_get_idx(chs, i), "type") &&
-            !strcmp(jstr(json_object_array_get_idx(chs, i), "type"), "http-01"))
+            !strcmp(jstr(json_object_array_get_idx(chs, i), "type"), type))
             ch = json_object_array_get_idx(chs, i);
     const char *token = jstr(ch, "token"), *curl = jstr(ch, "url");
     if (!token || !curl ||
         strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != strlen(token)) {
-        ret = kago_error_set(err, EPROTO, "acme authorization %s: no http-01 challenge with a token", url);
+        ret = kago_error_set(err, EPROTO, "acme authorization %s: no %s challenge with a token", url, type);
         goto out;
     }
     ka = xasprintf("%s.%s", token, cl->thumbprint);
     tok = xstrdup(token);
-    cl->publish(cl->arg, tok, ka);
+    if (cl->publish(cl->arg, host, tok, ka, err) < 0) {
+        ret = -1;
+        goto out;
+    }
     json_object *o = NULL;
     if (post_json(cl, "challenge", curl, "{}", false, 200, 200, &r, &o, err) == 0) {
         kago__ahttp_resp_free(&r);
@@ -339,7 +343,7 @@ int kago__acme_obtain(struct acme_client *cl, const char *host, const char *cert
     if (!order_url || !json_object_object_get_ex(order, "authorizations", &authzs))
         ret = kago_error_set(err, EPROTO, "acme newOrder %s: no Location or authorizations", cl->new_order);
     for (size_t i = 0; ret == 0 && i < json_object_array_length(authzs); i++)
-        ret = authorize(cl, json_object_get_string(json_object_array_get_idx(authzs, i)), err);
+        ret = authorize(cl, host, json_object_get_string(json_object_array_get_idx(authzs, i)), err);
     if (ret == 0 && !(key = kago__acme_key_load(NULL, true, err)))
         ret = -1;
     if (ret == 0)

@@ -476,9 +476,13 @@ static void tls_handshake_done(struct client *c)
     struct tls_stats *st = kago__tls_stats(c->srv->tls);
     st->handshakes_ok++;
     st->resumed += kago__tls_resumed(c->tls);
-    arm_timer(c); /* from the handshake's timeout to the keep-alive one */
-    if (kago__tls_h2(c->tls))
+    arm_timer(c);                 /* from the handshake's timeout to the keep-alive one */
+    if (kago__tls_acme(c->tls)) { /* TLS-ALPN-01: the ACME server saw the challenge certificate, done */
+        c->state = C_CLOSING;
+        update_reading(c);
+    } else if (kago__tls_h2(c->tls)) {
         h2_begin(c);
+    }
 }
 
 static void tls_resume(void *arg)

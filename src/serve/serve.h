@@ -72,6 +72,7 @@ struct kago_serve_opts {
     const char *acme_directory, *acme_email, *acme_ca, *acme_ask;
     const char *acme_dir; /* the account key and certificates (NULL: <root>/acme) */
     bool acme_no_wait;
+    bool acme_tls_alpn; /* --acme-challenge tls-alpn-01 (else http-01) */
     unsigned acme_rate;
     uint64_t acme_retry_ms;
 };

@@ -49,6 +49,9 @@ struct tls_front {
     void *missing_arg;
     struct tls_conn *waiting; /* handshakes held for a certificate */
     bool h2;                  /* ALPN offers h2 */
+    /* TLS-ALPN-01 (acme.c): the challenge context of a name being validated, or NULL; any thread */
+    SSL_CTX *(*challenge)(void *arg, const char *name);
+    void *challenge_arg;
 };
 
 struct file_id {
@@ -92,6 +95,7 @@ struct tls_conn {
     struct sbuf held; /* ciphertext left from earlier reads */
     size_t held_pos;
     bool done, shut;
+    bool acme; /* a TLS-ALPN-01 validation: its handshake is all it gets */
     struct tls_front *f;
     struct tls_conn *wnext, **wprev; /* on f->waiting while held for a certificate on demand */
     char wname[256];
@@ -219,9 +223,14 @@ static SSL_CTX *new_ctx(struct tls_front *f, struct kago_error **err)
 
 static struct tls_cert *find_cert(struct tls_store *s, const char *name, int *kind);
 
+static int conn_index(void);
+
 static int on_sni(SSL *ssl, int *al, void *arg)
 {
     struct tls_front *f = arg;
+    struct tls_conn *t = SSL_get_ex_data(ssl, conn_index());
+    if (t && t->acme) /* (on_hello gave it its challenge certificate) */
+        return SSL_TLSEXT_ERR_OK;
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     int kind;
     pthread_rwlock_rdlock(&f->slock);
@@ -276,15 +285,47 @@ static bool hello_name(SSL *ssl, char *name, size_t n)
     return name[0] != 0;
 }
 
-/* Before the SNI callback: a name without a certificate of its own may hold the handshake while one is
- * obtained (SSL_CLIENT_HELLO_RETRY: SSL_do_handshake calls this again when resumed). */
+#define ACME_ALPN "acme-tls/1"
+
+/* Whether the ClientHello's ALPN list names acme-tls/1 (an ACME server validating TLS-ALPN-01). */
+static bool hello_acme(SSL *ssl)
+{
+    const unsigned char *p;
+    size_t len;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &p, &len) ||
+        len < 2 || ((size_t)p[0] << 8 | p[1]) != len - 2)
+        return false;
+    for (size_t i = 2; i < len && i + 1 + p[i] <= len; i += 1 + p[i])
+        if (p[i] == sizeof(ACME_ALPN) - 1 && !memcmp(p + i + 1, ACME_ALPN, sizeof(ACME_ALPN) - 1))
+            return true;
+    return false;
+}
+
+/* Before the SNI callback: a validation of TLS-ALPN-01 gets the name's challenge certificate; a name
+ * without a certificate of its own may hold the handshake while one is obtained (SSL_CLIENT_HELLO_RETRY:
+ * SSL_do_handshake calls this again when resumed). */
 static int on_hello(SSL *ssl, int *al, void *arg)
 {
     struct tls_front *f = arg;
     struct tls_conn *t = SSL_get_ex_data(ssl, conn_index());
     char name[256];
     int kind = 2;
-    if (!f->missing || !t || !hello_name(ssl, name, sizeof(name)))
+    if (!t || !hello_name(ssl, name, sizeof(name)))
+        return SSL_CLIENT_HELLO_SUCCESS;
+    if (f->challenge && hello_acme(ssl)) {
+        SSL_CTX *ctx = f->challenge(f->challenge_arg, name);
+        if (!ctx) { /* no validation of this name runs */
+            *al = SSL_AD_NO_APPLICATION_PROTOCOL;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+        SSL_set_SSL_CTX(ssl, ctx);
+        SSL_CTX_free(ctx); /* (the SSL holds its own reference) */
+        SSL_set_options(ssl, SSL_OP_NO_TICKET); /* (its options are the front's: no ticket for a check) */
+        SSL_set_num_tickets(ssl, 0);
+        t->acme = true;
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    if (!f->missing)
         return SSL_CLIENT_HELLO_SUCCESS;
     pthread_rwlock_rdlock(&f->slock);
     bool covered = !f->store || (find_cert(f->store, name, &kind) && kind < 2);
@@ -321,6 +362,45 @@ void kago__tls_front_on_missing(struct tls_front *f, int (*missing)(void *arg, c
 {
     f->missing = missing;
     f->missing_arg = arg;
+}
+
+void kago__tls_front_on_challenge(struct tls_front *f, SSL_CTX *(*challenge)(void *arg, const char *name),
+                                  void *arg)
+{
+    f->challenge = challenge;
+    f->challenge_arg = arg;
+}
+
+/* A challenge context negotiates acme-tls/1, or nothing. */
+static int on_alpn_acme(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                        unsigned int inlen, void *arg)
+{
+    static const unsigned char mine[] = "\x0a" ACME_ALPN;
+    if (SSL_select_next_proto((unsigned char **)out, outlen, mine, sizeof(mine) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+SSL_CTX *kago__tls_challenge_ctx(X509 *cert, EVP_PKEY *key, struct kago_error **err)
+{
+    char why[256];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1) {
+        kago_error_set(err, 0, "TLS: the tls-alpn-01 context: %s", ssl_reason(why, sizeof(why)));
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn_acme, NULL);
+    return ctx;
+}
+
+bool kago__tls_acme(const struct tls_conn *t)
+{
+    return t->acme;
 }
 
 void kago__tls_front_resume(struct tls_front *f, const char *name)

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <openssl/types.h>
+
 #include <kago/app.h>
 #include <kago/error.h>
 
@@ -70,6 +72,15 @@ int kago__tls_store_lookup(struct tls_store *s, const char *name, const char **c
  * by a wildcard asks missing(arg, name) (a lower-case host name): 1 holds the handshake (it returns
  * TLS_HS_WAIT) until kago__tls_front_resume(f, name); 0 goes on (the default certificate or the alert). */
 void kago__tls_front_on_missing(struct tls_front *f, int (*missing)(void *arg, const char *name), void *arg);
+/* TLS-ALPN-01 (RFC 8737, acme.c): a handshake that offers ALPN acme-tls/1 gets challenge(arg, name)'s
+ * context (a reference for the caller; called on any handshake thread), negotiates acme-tls/1 and is
+ * closed once done (kago__tls_acme); no challenge for the name: a no_application_protocol alert. */
+void kago__tls_front_on_challenge(struct tls_front *f, SSL_CTX *(*challenge)(void *arg, const char *name),
+                                  void *arg);
+/* A context that answers a validation with cert (kago__acme_alpn_cert's) and key. NULL with *err. */
+SSL_CTX *kago__tls_challenge_ctx(X509 *cert, EVP_PKEY *key, struct kago_error **err);
+/* The connection is a TLS-ALPN-01 validation: nothing but its handshake. */
+bool kago__tls_acme(const struct tls_conn *t);
 /* Resumes the handshakes held for name: each connection's resume callback runs (it calls
  * kago__tls_handshake again). */
 void kago__tls_front_resume(struct tls_front *f, const char *name);

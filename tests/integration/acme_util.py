@@ -1,7 +1,7 @@
 """Debian's pebble (a real ACME test server) on loopback for kago serve's ACME tests and bench: its HTTPS
 certificate made here with the openssl CLI (Debian's package ships none), names resolved by
 pebble-challtestsrv's DNS (every name is 127.0.0.1), HTTP-01 validated on the port given (serve's plain
-listener)."""
+listener), TLS-ALPN-01 on the other (serve's TLS listener)."""
 import json
 import os
 import shutil
@@ -34,9 +34,10 @@ def _wait_port(port, proc, what, timeout=10):
 
 
 class Pebble:
-    """pebble + pebble-challtestsrv. http_port: where pebble validates HTTP-01 (serve's --listen)."""
+    """pebble + pebble-challtestsrv. http_port: where pebble validates HTTP-01 (serve's --listen);
+    tls_port: where it validates TLS-ALPN-01 (serve's --listen-tls)."""
 
-    def __init__(self, http_port, validity_s=None):
+    def __init__(self, http_port, validity_s=None, tls_port=None):
         self.dir = tempfile.mkdtemp(prefix="kago-pebble-")
         d = self.dir
         # pebble's own HTTPS: a CA (what serve's --acme-ca trusts) and a leaf for 127.0.0.1 and localhost
@@ -52,6 +53,7 @@ class Pebble:
                  "-out", "cert.pem", "-days", "3", "-extfile", "leaf.ext", cwd=d)
         self.ca = os.path.join(d, "ca.pem")
         self.http_port = http_port
+        self.tls_port = tls_port or free_port()
         self.validity_s = validity_s
         self.port, self.mgmt = free_port(), free_port()
         self.dns, self.dns_mgmt = free_port(), free_port()
@@ -74,7 +76,7 @@ class Pebble:
                            "managementListenAddress": f"127.0.0.1:{self.mgmt}",
                            "certificate": os.path.join(self.dir, "cert.pem"),
                            "privateKey": os.path.join(self.dir, "key.pem"),
-                           "httpPort": self.http_port, "tlsPort": free_port(),
+                           "httpPort": self.http_port, "tlsPort": self.tls_port,
                            "ocspResponderURL": "", "externalAccountBindingRequired": False}}
         if self.validity_s:  # the certificates' lifetime (Debian's pebble 2.4 has the setting)
             conf["pebble"]["certificateValidityPeriod"] = self.validity_s

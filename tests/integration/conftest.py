@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from waiting import wait_for  # noqa: F401 (the suites import it from here)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KAGO = os.environ.get("KAGO", os.path.join(REPO, "build", "kago"))
 ROOTFS = os.environ.get("KAGO_ROOTFS", "/var/lib/kago/rootfs/busybox")
@@ -140,12 +142,3 @@ def measure_cpu_near(kago, name, expect, tol=5.0, tries=3):
     return share
 
 
-def wait_for(cond, timeout=5.0, step=0.02):
-    """cond()'s first true value within timeout seconds, else its last value."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()

@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import wait_for  # noqa: F401 (the serve suites import it from here)
+from waiting import wait_for  # noqa: F401 (the serve suites import it from here)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KAGO = os.environ.get("KAGO", os.path.join(REPO, "build", "kago"))
@@ -125,18 +125,20 @@ atexit.register(_remove_tmpdirs)
 class Server:
     """kago serve with its own config dir, state dir and ports."""
 
-    def __init__(self, apps_rb, extra_args=(), env=None, root=None):
+    def __init__(self, apps_rb, extra_args=(), env=None, root=None, tls_only=False, port=None):
+        """tls_only: self.port (port, or a free one) is a --listen-tls, and serve has no plain listener."""
         self.tmp = tempfile.mkdtemp(prefix="kago-serve-test-")
         _TMPDIRS.append(self.tmp)
         self.conf = os.path.join(self.tmp, "conf")
         self.root = root or os.path.join(self.tmp, "root")  # (a root of an earlier serve: its state again)
         os.mkdir(self.conf)
         self.write_config(apps_rb)
-        self.port, self.admin = free_port(), free_port()
+        self.port, self.admin = port or free_port(), free_port()
         self.log = os.path.join(self.tmp, "access.log")
         self.errlog = open(os.path.join(self.tmp, "stderr.log"), "w+")
         self.proc = subprocess.Popen(
-            [KAGO, "--root", self.root, "serve", "--config", self.conf, "--listen", f"127.0.0.1:{self.port}",
+            [KAGO, "--root", self.root, "serve", "--config", self.conf,
+             "--listen-tls" if tls_only else "--listen", f"127.0.0.1:{self.port}",
              "--admin", f"127.0.0.1:{self.admin}", "--access-log", self.log, *extra_args],
             stdout=subprocess.DEVNULL, stderr=self.errlog, env={**os.environ, **(env or {})})
         self.seen = set()  # instance names observed, for the leftover check

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from acme_util import CHALLTESTSRV, PEBBLE, Pebble, free_port
-from serve_util import STATIC, Server, app, read_response, wait_for
+from serve_util import KAGO, STATIC, Server, app, read_response, wait_for
 from test_serve_adopt import cleanup
 
 if not PEBBLE or not CHALLTESTSRV or not shutil.which("openssl"):
@@ -358,3 +358,63 @@ def test_renewal_time_forced_by_the_test_hook():
         if srv:
             cleanup(srv)
         peb.close()
+
+
+def test_tls_alpn_01_on_a_front_door_without_plain_http():
+    """No plain listener: serve answers TLS-ALPN-01 (RFC 8737) on its TLS listener, as Caddy does. The first
+    handshake for a routed host is held while pebble validates a handshake offering acme-tls/1 (which gets
+    the challenge certificate, and nothing else), then served with the pebble-issued certificate. A
+    validation for a name with no challenge running is refused with an alert; serving goes on."""
+    tls = free_port()
+    peb = Pebble(free_port(), tls_port=tls)  # (nothing listens on its HTTP-01 port)
+    srv = None
+    try:
+        srv = Server(APPS, tls_only=True, port=tls,
+                     extra_args=["--acme-directory", peb.directory, "--acme-ca", peb.ca, "--acme-retry", "1s"])
+        root = peb.root_pem()
+        t0 = time.time()
+        s = handshake(tls, "new.acme.test", cadata=root)
+        try:
+            st, _, body = get(s, "new.acme.test")
+            issuer, subject, _ = cert_info(s)
+        finally:
+            s.close()
+        took = time.time() - t0
+        assert (st, body) == (200, b"hello-static\n"), (st, body, srv.stderr()[-2000:])
+        assert issuer.startswith("Pebble Intermediate CA") and subject == "new.acme.test", (issuer, subject)
+        print(f"TLS-ALPN-01: first handshake to served response: {took * 1000:.0f} ms")
+        assert peb.validated("new.acme.test") >= 1
+        # (no plain listener: pebble's validation was a handshake with acme-tls/1 on the TLS port)
+        assert metric(srv, "kago_acme_challenges_served_total") >= 1
+        assert metric(srv, "kago_acme_orders_total", kind="new", result="ok") == 1
+        # an acme-tls/1 handshake with no validation running: refused, and serve goes on
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.set_alpn_protocols(["acme-tls/1"])
+        raw = socket.create_connection(("127.0.0.1", tls), timeout=10)
+        with pytest.raises(ssl.SSLError, match="NO_APPLICATION_PROTOCOL|no application protocol"):
+            ctx.wrap_socket(raw, server_hostname="new.acme.test")
+        raw.close()
+        s = handshake(tls, "new.acme.test", cadata=root)
+        assert get(s, "new.acme.test")[0] == 200
+        s.close()
+        assert srv.stop() == 0, srv.stderr()[-3000:]
+        assert not srv.leftovers(), srv.leftovers()
+    finally:
+        if srv:
+            cleanup(srv)
+        peb.close()
+
+
+@pytest.mark.parametrize("args,want", [
+    (["--acme-challenge", "dns-01"], '--acme-challenge: "dns-01" (want http-01 or tls-alpn-01)'),
+    (["--acme-challenge", "http-01"], "--acme-challenge http-01 needs a --listen"),
+])
+def test_acme_challenge_option_is_checked(tmp_path, args, want):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    r = subprocess.run([KAGO, "--root", str(tmp_path / "root"), "serve",
+                        "--config", str(conf), "--listen-tls", f"127.0.0.1:{free_port()}",
+                        "--acme-directory", "https://127.0.0.1:1/dir", *args],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and want in r.stderr, (r.returncode, r.stderr)

@@ -1,11 +1,13 @@
 /* The ACME client's pure parts (src/serve/acme_jws.c, acme_http.c's parser): base64url, the JWK and its
- * thumbprint, an ES256 JWS that verifies with the key, a CSR for the host, HTTP responses. */
+ * thumbprint, an ES256 JWS that verifies with the key, a CSR for the host, the TLS-ALPN-01 certificate,
+ * HTTP responses. */
 #include <stdlib.h>
 #include <string.h>
 
 #include <json-c/json.h>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 #include "acme_int.h"
@@ -142,6 +144,32 @@ static void test_csr(EVP_PKEY *k)
     free(csr);
 }
 
+/* RFC 8737 3: a self-signed certificate for the name, and a critical id-pe-acmeIdentifier extension whose
+ * value is the DER OCTET STRING of SHA-256(key authorization). */
+static void test_alpn_cert(void)
+{
+    EVP_PKEY *key = NULL;
+    X509 *x = kago__acme_alpn_cert("site.example", "tok.thumb", &key, NULL);
+    ok(x && key && X509_verify(x, key) == 1, "the tls-alpn-01 certificate is signed by its own key");
+    GENERAL_NAMES *names = x ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
+    const GENERAL_NAME *g = names && sk_GENERAL_NAME_num(names) == 1 ? sk_GENERAL_NAME_value(names, 0) : NULL;
+    ok(g && g->type == GEN_DNS && !strcmp((const char *)ASN1_STRING_get0_data(g->d.dNSName), "site.example"),
+       "its one SAN is DNS:site.example");
+    GENERAL_NAMES_free(names);
+    ASN1_OBJECT *oid = OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1);
+    int i = x ? X509_get_ext_by_OBJ(x, oid, -1) : -1;
+    X509_EXTENSION *e = i >= 0 ? X509_get_ext(x, i) : NULL;
+    unsigned char want[34] = {0x04, 0x20};
+    SHA256((const unsigned char *)"tok.thumb", 9, want + 2);
+    const ASN1_OCTET_STRING *v = e ? X509_EXTENSION_get_data(e) : NULL;
+    ok(e && X509_EXTENSION_get_critical(e) == 1, "acmeIdentifier is there, critical");
+    ok(v && ASN1_STRING_length(v) == 34 && !memcmp(ASN1_STRING_get0_data(v), want, 34),
+       "its value is the OCTET STRING of the key authorization's SHA-256");
+    ASN1_OBJECT_free(oid);
+    X509_free(x);
+    EVP_PKEY_free(key);
+}
+
 static int parse(const char *text, struct ahttp_resp *r)
 {
     char *buf = strdup(text);
@@ -263,6 +291,7 @@ int main(void)
     test_jws(k);
     test_csr(k);
     EVP_PKEY_free(k);
+    test_alpn_cert();
     test_http();
     return tap_done();
 }
