@@ -355,7 +355,8 @@ static void all_tls_handshakes(const struct metrics_ctx *m, struct sbuf *b, cons
 {
     const struct tls_stats *st = kago__tls_stats(m->srv->tls);
     printf_buf(b, "%s{result=\"ok\"} %llu\n%s{result=\"failed\"} %llu\n", f->name,
-               (unsigned long long)st->handshakes_ok, f->name, (unsigned long long)st->handshakes_failed);
+               (unsigned long long)st->handshakes_ok, f->name,
+               (unsigned long long)__atomic_load_n(&st->handshakes_failed, __ATOMIC_RELAXED));
 }
 
 static void all_tls_resumed(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
