@@ -93,6 +93,21 @@ def get(s, host, path="/index.html"):
     return read_response(s)
 
 
+def served_with_a_pebble_certificate(srv, port, host, root):
+    """A handshake for host, verified against pebble's root (the chain from serve), and one request: the
+    app's page over a pebble-issued certificate. Returns the seconds it took."""
+    t0 = time.time()
+    s = handshake(port, host, cadata=root)
+    try:
+        st, _, body = get(s, host)
+        issuer, subject, _ = cert_info(s)
+    finally:
+        s.close()
+    assert (st, body) == (200, b"hello-static\n"), (st, body, srv.stderr()[-2000:])
+    assert issuer.startswith("Pebble Intermediate CA") and subject == host, (issuer, subject)
+    return time.time() - t0
+
+
 def metric(srv, name, **labels):
     v = srv.metric(name, **labels)
     return 0 if v is None else v
@@ -119,16 +134,7 @@ def env():
 def test_first_handshake_gets_a_pebble_certificate_and_is_served(env):
     peb, srv, _, _ = env
     root = peb.root_pem()
-    t0 = time.time()
-    s = handshake(srv.tls, "new.acme.test", cadata=root)  # verified: pebble's root, the chain from serve
-    try:
-        st, _, body = get(s, "new.acme.test")
-        issuer, subject, _ = cert_info(s)
-    finally:
-        s.close()
-    took = time.time() - t0
-    assert (st, body) == (200, b"hello-static\n"), (st, body, srv.stderr()[-2000:])
-    assert issuer.startswith("Pebble Intermediate CA") and subject == "new.acme.test", (issuer, subject)
+    took = served_with_a_pebble_certificate(srv, srv.tls, "new.acme.test", root)
     print(f"first handshake to served response: {took * 1000:.0f} ms (a container's cold start included)")
     err = srv.stderr()
     assert "acme: new.acme.test: ordering a certificate" in err
@@ -372,16 +378,7 @@ def test_tls_alpn_01_on_a_front_door_without_plain_http():
         srv = Server(APPS, tls_only=True, port=tls,
                      extra_args=["--acme-directory", peb.directory, "--acme-ca", peb.ca, "--acme-retry", "1s"])
         root = peb.root_pem()
-        t0 = time.time()
-        s = handshake(tls, "new.acme.test", cadata=root)
-        try:
-            st, _, body = get(s, "new.acme.test")
-            issuer, subject, _ = cert_info(s)
-        finally:
-            s.close()
-        took = time.time() - t0
-        assert (st, body) == (200, b"hello-static\n"), (st, body, srv.stderr()[-2000:])
-        assert issuer.startswith("Pebble Intermediate CA") and subject == "new.acme.test", (issuer, subject)
+        took = served_with_a_pebble_certificate(srv, tls, "new.acme.test", root)
         print(f"TLS-ALPN-01: first handshake to served response: {took * 1000:.0f} ms")
         assert peb.validated("new.acme.test") >= 1
         # (no plain listener: pebble's validation was a handshake with acme-tls/1 on the TLS port)
