@@ -319,7 +319,7 @@ static int on_hello(SSL *ssl, int *al, void *arg)
             return SSL_CLIENT_HELLO_ERROR;
         }
         SSL_set_SSL_CTX(ssl, ctx);
-        SSL_CTX_free(ctx); /* (the SSL holds its own reference) */
+        SSL_CTX_free(ctx);                      /* (the SSL holds its own reference) */
         SSL_set_options(ssl, SSL_OP_NO_TICKET); /* (its options are the front's: no ticket for a check) */
         SSL_set_num_tickets(ssl, 0);
         t->acme = true;
