@@ -255,11 +255,40 @@ uint64_t kago__clone_flags(const struct kago_spec *spec)
     return clone_flags(spec, false);
 }
 
+/* The parent's work that needs no pid (after the clone here; through the spawner, while it clones). */
+struct before_pid {
+    struct kago_container *c;
+    const struct kago_spec *spec;
+    struct kago__bpf *bpf;
+    bool *cg_made, clone_into, ran;
+    int ret;
+    struct kago_error *err;
+};
+
+static int setup_cgroup(struct kago_container *c, const struct kago_spec *spec, struct kago_error **err);
+
+/* v1: the cgroup (v2 clones into it: made before); the device rules (v2: loading and attaching a BPF
+ * program), in place before "G", so before the child execs or opens a device; the seccomp filter. */
+static void before_pid(void *arg)
+{
+    struct before_pid *b = arg;
+    b->ran = true;
+    if (!b->clone_into) {
+        *b->cg_made = true;
+        if ((b->ret = setup_cgroup(b->c, b->spec, &b->err)) < 0)
+            return;
+    }
+    if ((b->ret = b->c->cg.ops->devices(&b->c->cg, b->spec->mknod_any, &b->err)) < 0)
+        return;
+    b->ret = kago__seccomp_compile(b->spec, b->bpf, &b->err);
+}
+
 /* Clones the child here, or through the spawner (kago serve's, spawner.c) when one runs. */
-static pid_t clone_child(struct launch *l, const struct kago_spec *spec, struct kago_error **err)
+static pid_t clone_child(struct launch *l, const struct kago_spec *spec, struct before_pid *b,
+                         struct kago_error **err)
 {
     uint64_t flags = clone_flags(spec, l->ch.net_later);
-    pid_t pid = kago__spawner_clone(&l->ch, l->cg, flags, &l->cgroup_fd, &l->pidfd, err);
+    pid_t pid = kago__spawner_clone(&l->ch, l->cg, flags, &l->cgroup_fd, &l->pidfd, before_pid, b, err);
     if (pid != -2)
         return pid;
     return kago__clone_child(&l->ch, l->cg, flags, &l->cgroup_fd, &l->pidfd, err);
@@ -335,25 +364,27 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
     l->ch.net_later = l->pin && (spec->ns & (1u << KAGO_NS_NET)) && !(spec->ns & (1u << KAGO_NS_USER)) &&
                       !spec->join_ns[KAGO_NS_USER];
     l->ch.spin = l->pinned;
-    l->pid = clone_child(l, spec, err);
+    struct before_pid b = {
+        .c = c, .spec = spec, .bpf = l->ch.bpf, .cg_made = cg_made, .clone_into = clone_into};
+    l->pid = clone_child(l, spec, &b, err);
     pin_child(l);
     kago__trace("cloned");
     close_fd(&sv[1]);
-    if (l->pid < 0)
+    if (l->pid < 0) {
+        kago_error_free(b.err);
         goto fail;
+    }
     if (l->ch.net_later && send_netns(sv[0], err) < 0)
         goto fail;
-    if (!clone_into) {
-        *cg_made = true;
-        if (setup_cgroup(c, spec, err) < 0)
-            goto fail;
+    if (!b.ran) /* cloned here: made while the child mounts */
+        before_pid(&b);
+    if (b.ret < 0) {
+        if (err)
+            *err = b.err;
+        else
+            kago_error_free(b.err);
+        goto fail;
     }
-    /* the device rules (v2: loading and attaching a BPF program) are in place before "G", so before the
-     * child execs or opens a device, and are made while it mounts */
-    if (c->cg.ops->devices(&c->cg, spec->mknod_any, err) < 0)
-        goto fail;
-    if (kago__seccomp_compile(spec, l->ch.bpf, err) < 0)
-        goto fail;
     unpin(l);
     if ((spec->ns & (1u << KAGO_NS_USER)) &&
         ((l->cgroup_fd < 0 && c->cg.ops->enter(&c->cg, l->pid, err) < 0) ||

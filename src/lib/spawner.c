@@ -800,7 +800,7 @@ void kago__spawner_collect(void)
 }
 
 pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
-                          int *pidfd, struct kago_error **err)
+                          int *pidfd, void (*meanwhile)(void *arg), void *arg, struct kago_error **err)
 {
     /* what only the caller's own process can give the child stays on the direct path: the CPU it is pinned
      * to, the terminal, the creator's own fds 3..N */
@@ -837,6 +837,8 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
     kago__trace("spawner: sent");
     if (r != 0)
         return direct(err); /* too large, or no spawner: the direct path */
+    if (meanwhile)
+        meanwhile(arg);
     uint32_t warm = 0;
     pid_t pid = read_reply(cgroup_fd, pidfd, &warm, err);
     ch->warm = warm != 0;

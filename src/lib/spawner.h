@@ -32,9 +32,12 @@ void kago__spawner_require(const char *why) KAGO_INTERNAL;
 pid_t kago__spawner_pid(void) KAGO_INTERNAL;
 /* Clones ch through the spawner as kago__clone_child would here. Returns the child's pid (*pidfd set;
  * *cgroup_fd closed and -1 when the kernel could not clone into it), -1 with *err set, or -2 (nothing done,
- * *err untouched) when the spawner does not take this child: the caller clones it itself. */
+ * *err untouched) when the spawner does not take this child: the caller clones it itself. meanwhile(arg)
+ * (may be NULL) runs once the spawner has the request, before its answer is awaited: the caller's work that
+ * needs no pid overlaps the clone. */
 pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
-                          int *pidfd, struct kago_error **err) KAGO_INTERNAL;
+                          int *pidfd, void (*meanwhile)(void *arg), void *arg,
+                          struct kago_error **err) KAGO_INTERNAL;
 /* Warm sandboxes (docs/serve.md): processes the spawner clones ahead of need with a spec's clone flags
  * (kago__clone_flags), that have done the app-independent part of a start and wait for one. */
 typedef void kago__warm_cb(void *arg, uint32_t id, pid_t pid, int pidfd, int code, const char *msg);
