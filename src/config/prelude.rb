@@ -246,7 +246,8 @@ class Kago::Spec
 
   # cgroup cpu: "30%", memory: "64M", pids: 32, cpuset: "0-1", cpu_weight: 100, cpu_period: "100ms",
   # and raw controller keys: cgroup "cpu.cfs_quota_us" => "30000"
-  def cgroup(h = nil, **kw)
+  def cgroup(h = nil, **kw, &blk)
+    raise ArgumentError, "cgroup: takes its limits as arguments (cgroup cpu: \"30%\", memory: \"256M\"), not a block" if blk
     all = {}
     all.merge!(h) if h.is_a?(Hash)
     raise TypeError, "cgroup: expected a Hash like cpu: \"30%\", got #{h.inspect}" if h && !h.is_a?(Hash)

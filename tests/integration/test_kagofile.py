@@ -461,6 +461,11 @@ def test_bad_kagofile_reports_file_line_and_starts_nothing(kago, rootfs, tmp_pat
         assert r.stderr.strip() == f'kago: {path}:8: cgroup: unknown limit "memroy" (cpu, cpu_period, cpu_weight, ' \
                                    f'memory, pids, cpuset, or a raw controller key like "cpu.cfs_quota_us") ' \
                                    f'(ArgumentError)', r.stderr
+    # limits written as a block (as some DSLs take them) would be silently ignored by Ruby: refused
+    path = kagofile(tmp_path, "Kago.container 'x' do |c|\n  c.command 'x'\n  c.cgroup do |g|\n    g.cpu 20\n"
+                              "  end\nend\n", "K1.rb")
+    r = kago("check", path)
+    assert r.returncode != 0 and f"{path}:3: cgroup: takes its limits as arguments" in r.stderr, r.stderr
     path = kagofile(tmp_path, "Kago.container 'x' do |c|\n  c.command 'x'\n  c.frobnicate 3\nend\n", "K2.rb")
     r = kago("check", path)
     assert r.returncode != 0 and f"{path}:3: undefined method 'frobnicate'" in r.stderr
