@@ -375,8 +375,18 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         goto fail;
     }
     if (l->ch.net_later && send_netns(sv[0], err) < 0)
-        goto fail;
-    if (!b.ran) /* cloned here: made while the child mounts */
+        goto fail_b;
+    /* In a user namespace the child's mounts wait for its maps (and its idmapped mounts): they go first,
+     * "M" says they are there, and the cgroup is made and entered while the child mounts. */
+    bool userns = spec->ns & (1u << KAGO_NS_USER);
+    if (userns && (setup_userns(l->pid, spec, err) < 0 ||
+                   (spec->userns == KAGO_USERNS_AUTO && kago__idmap_send(spec, l->pid, sv[0], err) < 0)))
+        goto fail_b;
+    if (userns && send(sv[0], "M", 1, MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET) {
+        kago_error_set(err, errno, "tell container init its maps are written");
+        goto fail_b;
+    }
+    if (!b.ran) /* cloned here (or by a warm sandbox): made while the child mounts */
         before_pid(&b);
     if (b.ret < 0) {
         if (err)
@@ -386,10 +396,7 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         goto fail;
     }
     unpin(l);
-    if ((spec->ns & (1u << KAGO_NS_USER)) &&
-        ((l->cgroup_fd < 0 && c->cg.ops->enter(&c->cg, l->pid, err) < 0) ||
-         setup_userns(l->pid, spec, err) < 0 ||
-         (spec->userns == KAGO_USERNS_AUTO && kago__idmap_send(spec, l->pid, sv[0], err) < 0)))
+    if (userns && l->cgroup_fd < 0 && c->cg.ops->enter(&c->cg, l->pid, err) < 0)
         goto fail;
     kago__trace("seccomp compiled");
     /* "G" carries the filter: the child has its own copy of the buffer (it is not shared memory, whose
@@ -404,6 +411,8 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         goto fail;
     }
     return sv[0];
+fail_b:
+    kago_error_free(b.err); /* (the work before the pid failed too, or it did not run) */
 fail:
     unpin(l);
     close_fd(&sv[0]);

@@ -38,6 +38,7 @@ struct kago__child {
     const struct kago__cgroup *cg; /* the container's cgroup (what a cgroup mount shows) */
     struct kago__bpf *bpf;         /* the parent compiles the filter into its copy and sends it with "G" */
     bool went;                     /* "G" received */
+    bool mapped;                   /* "M" received: in its new user namespace, its root */
     bool net_later;                /* the parent makes the network namespace meanwhile ("N" + its fd) */
     bool spin;                     /* the parent runs on another CPU: poll a while for its messages */
     bool die_with_parent;          /* foreground: no orphan container outlives a killed kago */

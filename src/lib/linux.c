@@ -837,13 +837,20 @@ static int child_prepare(struct kago__child *ch, int *listen_fd, char **cmd, str
     return 0;
 }
 
-/* Waits (once) for the parent's "G": the cgroup exists, and the compiled filter comes with it. Then moves
- * into the cgroup: by path, or past pivot_root through the hierarchies setup_mounts held open. */
-int kago__child_go(struct kago__child *ch, struct kago_error **err)
+/* In a new user namespace, the maps are written: become its root (until now the host's root, unmapped). */
+static int become_root(struct kago__child *ch, struct kago_error **err)
+{
+    ch->mapped = true;
+    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        return kago_error_set(err, errno, "become root of the user namespace");
+    return 0;
+}
+
+/* Receives the parent's messages up to "G" (or "M" when until_mapped): "F" brings idmapped mounts, "M" says
+ * the user namespace's maps are written. Returns the last one's kind; exits when the parent gave up. */
+static char recv_until(struct kago__child *ch, bool until_mapped, ssize_t *len)
 {
     char go = 0;
-    if (ch->went)
-        return 0;
     struct iovec iov[2] = {{.iov_base = &go, .iov_len = 1},
                            {.iov_base = ch->bpf->insns, .iov_len = sizeof ch->bpf->insns}};
     union {
@@ -851,27 +858,57 @@ int kago__child_go(struct kago__child *ch, struct kago_error **err)
         char space[CMSG_SPACE(sizeof(int) * KAGO__TREES_PER_MSG)];
     } ctl;
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-    ssize_t n;
-    for (;;) { /* idmapped mounts ("F" with their fds) come first */
+    for (;;) {
         mh.msg_control = &ctl;
         mh.msg_controllen = sizeof ctl;
-        n = recv_parent(ch, &mh);
-        if (n != 1 || go != 'F')
-            break;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        size_t k = c && c->cmsg_type == SCM_RIGHTS ? (c->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
-        if (ch->ntrees + k > KAGO__MAX_TREES)
+        ssize_t n = recv_parent(ch, &mh);
+        if (n < 1 || (mh.msg_flags & MSG_TRUNC) || (go != 'G' && n != 1))
+            _exit(127); /* the parent gave up */
+        if (go == 'F') {
+            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+            size_t k = c && c->cmsg_type == SCM_RIGHTS ? (c->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
+            if (ch->ntrees + k > KAGO__MAX_TREES)
+                _exit(127);
+            memcpy(ch->trees + ch->ntrees, CMSG_DATA(c), k * sizeof(int));
+            ch->ntrees += (unsigned)k;
+            continue;
+        }
+        if (go == 'M' && !until_mapped && !ch->mapped)
+            continue; /* (become_root follows) */
+        if (go != 'G' && go != 'M')
             _exit(127);
-        memcpy(ch->trees + ch->ntrees, CMSG_DATA(c), k * sizeof(int));
-        ch->ntrees += (unsigned)k;
+        *len = n;
+        return go;
     }
-    if (n < 1 || go != 'G' || (mh.msg_flags & MSG_TRUNC))
-        _exit(127); /* the parent gave up */
+}
+
+/* In a new user namespace: waits for the parent's "M" (its maps written, the idmapped mounts sent), then
+ * becomes its root. The mounts need no more; the cgroup and the filter ("G") are awaited later. */
+static int child_mapped(struct kago__child *ch, struct kago_error **err)
+{
+    ssize_t n;
+    if (ch->mapped || ch->went)
+        return 0;
+    if (recv_until(ch, true, &n) != 'M')
+        _exit(127); /* "M" comes before "G" */
+    kago__trace("child: mapped");
+    return become_root(ch, err);
+}
+
+/* Waits (once) for the parent's "G": the cgroup exists, and the compiled filter comes with it. Then moves
+ * into the cgroup: by path, or past pivot_root through the hierarchies setup_mounts held open. */
+int kago__child_go(struct kago__child *ch, struct kago_error **err)
+{
+    ssize_t n;
+    if (ch->went)
+        return 0;
+    bool mapped_before = ch->mapped;
+    if (recv_until(ch, false, &n) != 'G')
+        _exit(127);
     ch->bpf->len = (unsigned short)((size_t)(n - 1) / sizeof ch->bpf->insns[0]);
     ch->went = true;
-    /* the maps are written: become the namespace's root (until now the host's root, unmapped here) */
-    if ((ch->spec->ns & (1u << KAGO_NS_USER)) && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
-        return kago_error_set(err, errno, "become root of the user namespace");
+    if ((ch->spec->ns & (1u << KAGO_NS_USER)) && !mapped_before && become_root(ch, err) < 0)
+        return -1;
     if (ch->enter_cg && ch->enter_cg->ops->enter(ch->enter_cg, 0, err) < 0)
         return -1;
     kago__trace("child: in cgroup");
@@ -989,7 +1026,7 @@ void kago__child_main(struct kago__child *ch)
         kago_error_set(&err, errno, "open %s", ch->scratch);
         goto fail;
     }
-    if ((spec->ns & (1u << KAGO_NS_USER)) && kago__child_go(ch, &err) < 0)
+    if ((spec->ns & (1u << KAGO_NS_USER)) && child_mapped(ch, &err) < 0)
         goto fail;
     if (kago__fault("slow-setup")) /* tests: a setup long enough to watch what the parent does meanwhile */
         usleep(1500 * 1000);

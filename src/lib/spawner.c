@@ -26,12 +26,10 @@
 #define SLOT_CG    5
 #define SLOT_JOIN  6 /* KAGO_NS_COUNT of them */
 #define NSLOTS     (SLOT_JOIN + KAGO_NS_COUNT)
-#define WARM_MAX   64
 
 enum op {
-    OP_SPAWN, /* clone a container (in the warm sandbox named by warm, when it has one of these flags) */
-    OP_WARM,  /* make the warm sandbox warm with these clone flags; answered with its pid and pidfd */
-    OP_DROP,  /* end the warm sandbox warm (no answer) */
+    OP_SPAWN, /* clone a container (the same request, sent to a warm sandbox, starts it there) */
+    OP_WARM,  /* make the warm sandbox warm with these clone flags; answered with its pid, pidfd and socket */
 };
 
 struct req {
@@ -48,7 +46,7 @@ struct reply {
     int32_t code; /* errno */
     uint8_t into_cgroup;
     uint8_t op;    /* OP_WARM: the answer to a make (warm says which), else OP_SPAWN */
-    uint32_t warm; /* OP_SPAWN: the warm sandbox the container was started in (0: cloned) */
+    uint32_t warm; /* OP_WARM: the sandbox's id */
     char msg[1024];
 };
 
@@ -190,25 +188,32 @@ int kago__spec_from_json_full(json_object *o, struct kago_spec *s, char **scratc
 
 /* --- the spawner process ------------------------------------------------------------------------- */
 
-static void answer_op(int sock, pid_t pid, int pidfd, bool into_cgroup, const struct kago_error *e,
-                      uint8_t op, uint32_t warm)
+/* Room for the two descriptors an answer carries: a pidfd, and a warm sandbox's socket. */
+union answer_ctl {
+    struct cmsghdr h;
+    char space[CMSG_SPACE(sizeof(int) * 2)];
+};
+
+static void answer_op(int sock, pid_t pid, const int *fds, int nfds, bool into_cgroup,
+                      const struct kago_error *e, uint8_t op, uint32_t warm)
 {
     struct reply r = {.pid = pid, .into_cgroup = into_cgroup, .op = op, .warm = warm};
     if (pid < 0) {
         r.code = e ? e->code : 0;
         snprintf(r.msg, sizeof r.msg, "%s", e && e->msg ? e->msg : "clone failed");
     }
-    union kago__fd_ctl ctl;
+    union answer_ctl ctl;
     memset(&ctl, 0, sizeof ctl);
     struct iovec iov = {.iov_base = &r, .iov_len = offsetof(struct reply, msg) + strlen(r.msg) + 1};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (pidfd >= 0) {
+    if (nfds > 0) {
         mh.msg_control = &ctl;
-        mh.msg_controllen = sizeof ctl;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
         struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        *cm = (struct cmsghdr){
-            .cmsg_level = SOL_SOCKET, .cmsg_type = SCM_RIGHTS, .cmsg_len = CMSG_LEN(sizeof(int))};
-        memcpy(CMSG_DATA(cm), &pidfd, sizeof pidfd);
+        *cm = (struct cmsghdr){.cmsg_level = SOL_SOCKET,
+                               .cmsg_type = SCM_RIGHTS,
+                               .cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds)};
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
     }
     if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
         _exit(1); /* serve is gone */
@@ -216,7 +221,7 @@ static void answer_op(int sock, pid_t pid, int pidfd, bool into_cgroup, const st
 
 static void answer(int sock, pid_t pid, int pidfd, bool into_cgroup, const struct kago_error *e)
 {
-    answer_op(sock, pid, pidfd, into_cgroup, e, OP_SPAWN, 0);
+    answer_op(sock, pid, &pidfd, pidfd >= 0, into_cgroup, e, OP_SPAWN, 0);
 }
 
 /* A request's descriptors by slot, from the message's SCM_RIGHTS; false when the message is malformed (the
@@ -305,19 +310,11 @@ static void spawn_one(int sock, const char *buf, size_t n, int *fds, struct kago
 /* --- warm sandboxes (docs/serve.md, "Warm sandboxes") ----------------------------------------------
  * A sandbox is cloned ahead of need with an app's namespace flags (CLONE_PARENT: serve's child, as its
  * containers are), does the app-independent part of a container's setup (its session, / private in its
- * mount namespace, loopback up), and waits on its own socket. A start of a spec with the same flags is
- * handed to it there (the request as it came: header, descriptors, spec), and it runs the rest of
- * kago__child_main as a freshly cloned child would: the parent's half (cgroup, id maps, idmapped mounts,
- * filter, "G") is serve's as before. It serves one start, then is the container. */
-
-static struct sandbox {
-    uint32_t id;
-    uint64_t flags;
-    int ctl;   /* our end of its socket: EOF ends it */
-    int pidfd; /* sent again with the start's answer */
-    pid_t pid;
-} sbs[WARM_MAX];
-static size_t nsbs;
+ * mount namespace, loopback up), and waits on its own socket, whose other end goes to serve with the
+ * answer, beside its pidfd. A start of a spec with the same flags is handed to it there by serve itself (the
+ * request as the spawner would get it: header, descriptors, spec), and it runs the rest of kago__child_main
+ * as a freshly cloned child would: the parent's half (cgroup, id maps, idmapped mounts, filter, "G") is
+ * serve's as before. It serves one start, then is the container; serve closing its end unused ends it. */
 
 /* In the sandbox: a detached mount of a new fs of type (proc, sysfs) of its namespaces, or -1 (the start then
  * mounts one as usual). */
@@ -343,10 +340,12 @@ static _Noreturn void sandbox_start(const char *buf, size_t n, int *fds, struct 
     static struct kago__child ch;
     static int stdio[3];
     char *scratch = NULL;
+    kago__trace("sandbox: request");
     if (parse_child(buf, n, fds, bpf, &spec, &cg, &scratch, stdio, &ch, &err) < 0) {
         kago__child_report(fds[SLOT_SYNC], err);
         _exit(127);
     }
+    kago__trace("sandbox: parsed");
     if (fds[SLOT_CG] >= 0) /* it exists, but this process was cloned before: it enters it by path */
         close(fds[SLOT_CG]);
     prctl(PR_SET_NAME, "kago-spawner", 0, 0, 0); /* as a child the spawner cloned now (until exec) */
@@ -359,6 +358,34 @@ static _Noreturn void sandbox_start(const char *buf, size_t n, int *fds, struct 
     if (!ch.die_with_parent && prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) < 0)
         _exit(127);
     kago__child_main(&ch);
+}
+
+/* In the sandbox: what a start's first steps do (the spec to JSON and back, json-c, malloc), on a spec of its
+ * own, so that the copy-on-write faults of the spawner's memory they touch are taken now: in a start they
+ * were 1 ms of its critical path. */
+static void rehearse(void)
+{
+    struct kago_spec spec, back = {0};
+    struct kago__cgroup cg = {0};
+    kago_spec_init(&spec);
+    spec.name = xstrdup("kago-warm");
+    json_object *o = kago__spec_to_json_full(&spec, "/");
+    size_t jlen;
+    const char *json = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &jlen);
+    json_tokener *tok = json_tokener_new();
+    json_object *p = json_tokener_parse_ex(tok, json, (int)jlen);
+    json_tokener_free(tok);
+    char *scratch = NULL;
+    struct kago_error *err = NULL;
+    if (p && kago__spec_from_json_full(p, &back, &scratch, &err) == 0)
+        kago__cgroup_init(&cg, NULL, back.name, NULL, &err);
+    kago_error_free(err);
+    kago__cgroup_fini(&cg);
+    free(scratch);
+    json_object_put(p);
+    json_object_put(o);
+    kago_spec_free(&back);
+    kago_spec_free(&spec);
 }
 
 /* In the sandbox, cloned with flags: its setup, then it waits for a start (or EOF: it ends). */
@@ -385,6 +412,7 @@ static _Noreturn void sandbox_main(int ctl, uint64_t flags, char *buf, struct ka
     if ((flags & CLONE_NEWNET) && (flags & CLONE_NEWNS))
         warm_sys = detached_mount("sysfs", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC |
                                                MOUNT_ATTR_RDONLY);
+    rehearse();
     for (;;) {
         union fds_ctl c;
         struct iovec iov = {.iov_base = buf, .iov_len = MAX_MSG};
@@ -408,10 +436,8 @@ static void warm_make(int sock, const struct req *h, char *buf, struct kago__bpf
     struct kago_error *err = NULL;
     int sv[2] = {-1, -1}, pidfd = -1;
     pid_t pid = -1;
-    if (nsbs == WARM_MAX) {
-        kago_error_set(&err, EAGAIN, "spawner: %d warm sandboxes already", WARM_MAX);
-    } else if (h->flags & ~(uint64_t)(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
-                                      CLONE_NEWNET | CLONE_NEWUSER)) {
+    if (h->flags & ~(uint64_t)(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
+                               CLONE_NEWUSER)) {
         kago_error_set(&err, EINVAL, "spawner: a warm sandbox with clone flags %#llx",
                        (unsigned long long)h->flags);
     } else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -428,64 +454,13 @@ static void warm_make(int sock, const struct req *h, char *buf, struct kago__bpf
         if (pid < 0)
             kago_error_set(&err, errno, "spawner: clone a warm sandbox");
         close(sv[1]);
-        if (pid > 0)
-            sbs[nsbs++] =
-                (struct sandbox){.id = h->warm, .flags = h->flags, .ctl = sv[0], .pidfd = pidfd, .pid = pid};
-        else
-            close(sv[0]);
     }
-    answer_op(sock, pid, pidfd, false, err, OP_WARM, h->warm);
-    kago_error_free(err);
-}
-
-static struct sandbox *sandbox_find(uint32_t id)
-{
-    for (size_t i = 0; id && i < nsbs; i++)
-        if (sbs[i].id == id)
-            return &sbs[i];
-    return NULL;
-}
-
-static void sandbox_forget(struct sandbox *sb, bool end)
-{
-    if (end)
-        close(sb->ctl); /* its EOF: it exits (serve, its parent, reaps it) */
-    close(sb->pidfd);
-    *sb = sbs[--nsbs];
-}
-
-/* A start in the warm sandbox h->warm when there is one of the request's flags; else false (clone it). */
-static bool warm_spawn(int sock, const struct req *h, const char *buf, size_t n, const int *fds)
-{
-    struct sandbox *sb = sandbox_find(h->warm);
-    if (!sb || sb->flags != h->flags || fds[SLOT_JOIN + KAGO_NS_PID] >= 0)
-        return false;
-    kago__trace("spawner: warm request");
-    union fds_ctl ctl;
-    memset(&ctl, 0, sizeof ctl);
-    int send[NSLOTS], nsend = 0;
-    for (int i = 0; i < NSLOTS; i++)
+    int fds[2] = {pidfd, sv[0]};
+    answer_op(sock, pid, fds, pid > 0 ? 2 : 0, false, err, OP_WARM, h->warm);
+    for (int i = 0; i < 2; i++)
         if (fds[i] >= 0)
-            send[nsend++] = fds[i];
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = n};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (nsend) {
-        mh.msg_control = &ctl;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nsend);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        *cm = (struct cmsghdr){.cmsg_level = SOL_SOCKET,
-                               .cmsg_type = SCM_RIGHTS,
-                               .cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nsend)};
-        memcpy(CMSG_DATA(cm), send, sizeof(int) * (size_t)nsend);
-    }
-    if (sendmsg(sb->ctl, &mh, MSG_NOSIGNAL) != (ssize_t)n) {
-        sandbox_forget(sb, true); /* it has died: clone this one */
-        return false;
-    }
-    answer_op(sock, sb->pid, sb->pidfd, false, NULL, OP_SPAWN, sb->id);
-    sandbox_forget(sb, true);
-    kago__trace("spawner: warm handed");
-    return true;
+            close(fds[i]);
+    kago_error_free(err);
 }
 
 int kago__spawner_main(int argc, char **argv)
@@ -513,21 +488,17 @@ int kago__spawner_main(int argc, char **argv)
         }
         int fds[NSLOTS];
         struct req h;
-        if (!take_fds(&mh, n, buf, &h, fds) || h.op > OP_DROP) {
+        if (!take_fds(&mh, n, buf, &h, fds) || h.op > OP_WARM) {
             struct kago_error e = {.code = EBADMSG, .msg = (char *)"spawner: a malformed request"};
             answer(SOCK_FD, -1, -1, false, &e);
             continue;
         }
         if (h.op == OP_WARM) {
             warm_make(SOCK_FD, &h, buf, &bpf);
-        } else if (h.op == OP_DROP) {
-            struct sandbox *sb = sandbox_find(h.warm);
-            if (sb)
-                sandbox_forget(sb, true);
         } else if ((size_t)n <= sizeof h) {
             struct kago_error e = {.code = EBADMSG, .msg = (char *)"spawner: a request without its spec"};
             answer(SOCK_FD, -1, -1, false, &e);
-        } else if (!(h.warm && warm_spawn(SOCK_FD, &h, buf, (size_t)n, fds))) {
+        } else {
             spawn_one(SOCK_FD, buf, (size_t)n, fds, &bpf);
         }
         for (int i = 0; i < NSLOTS; i++) /* (the clone closed the cgroup's when the kernel refused it) */
@@ -548,7 +519,33 @@ static struct {
     const char *required;   /* kago__spawner_require's why: no direct path once one ran */
     kago__warm_cb *warm_cb; /* told each warm sandbox made (or not) */
     void *warm_arg;
+    struct warm_sb *sbs; /* the warm sandboxes asked for and not yet used or dropped */
+    size_t nsbs, capsbs;
 } sp = {.fd = -1, .pid = -1};
+
+/* A warm sandbox: asked for with these flags (ctl -1 until its answer came), then waiting on ctl. */
+struct warm_sb {
+    uint32_t id;
+    uint64_t flags;
+    pid_t pid;
+    int ctl;
+};
+
+static struct warm_sb *sb_find(uint32_t id)
+{
+    for (size_t i = 0; id && i < sp.nsbs; i++)
+        if (sp.sbs[i].id == id)
+            return &sp.sbs[i];
+    return NULL;
+}
+
+/* Forgets sb; closing its socket ends a sandbox that has not been handed a start. */
+static void sb_forget(struct warm_sb *sb)
+{
+    if (sb->ctl >= 0)
+        close(sb->ctl);
+    *sb = sp.sbs[--sp.nsbs];
+}
 
 static void sp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void sp_log(const char *fmt, ...)
@@ -571,6 +568,7 @@ static int spawn_spawner(struct kago_error **err)
     int big = MAX_MSG;
     setsockopt(sv[0], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
     setsockopt(sv[1], SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+    kago__trace("spawner: start"); /* (its clock is ours from here: KAGO_TRACE_T0) */
     /* posix_spawn: a vfork, so that a restart from a large serve does not copy it either */
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -604,6 +602,9 @@ int kago__spawner_start(void (*log)(void *arg, const char *msg), void *arg, stru
 
 static void sp_reap(bool kill_it)
 {
+    for (size_t i = sp.nsbs; i-- > 0;) /* answers on their way are lost with it; made sandboxes are ours */
+        if (sp.sbs[i].ctl < 0)
+            sb_forget(&sp.sbs[i]);
     if (sp.fd >= 0)
         close(sp.fd);
     sp.fd = -1;
@@ -622,6 +623,11 @@ void kago__spawner_stop(void)
         return;
     sp.on = false;
     sp_reap(false);
+    while (sp.nsbs)
+        sb_forget(&sp.sbs[0]);
+    free(sp.sbs);
+    sp.sbs = NULL;
+    sp.capsbs = 0;
 }
 
 void kago__spawner_require(const char *why)
@@ -669,8 +675,9 @@ static void sp_restart(const char *why)
     sp_log("the spawner (pid %d) %s: restarted as pid %d", (int)old, why, (int)sp.pid);
 }
 
-/* Sends the request; 0 sent, 1 the spawner is gone (nothing reached it), -1 another failure. */
-static int send_req(const struct req *h, const char *json, size_t jlen, const int *fds, int nfds)
+/* Sends the request on sock (the spawner's, or a warm sandbox's); 0 sent, 1 the peer is gone (nothing reached
+ * it), -1 another failure. */
+static int send_req(int sock, const struct req *h, const char *json, size_t jlen, const int *fds, int nfds)
 {
     union fds_ctl ctl;
     memset(&ctl, 0, sizeof ctl);
@@ -687,7 +694,7 @@ static int send_req(const struct req *h, const char *json, size_t jlen, const in
         memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
     }
     ssize_t n;
-    while ((n = sendmsg(sp.fd, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+    while ((n = sendmsg(sock, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
         ;
     if (n >= 0)
         return 0;
@@ -699,7 +706,7 @@ static int send_req(const struct req *h, const char *json, size_t jlen, const in
  * EPIPE when the spawner is gone). */
 static int recv_reply(struct reply *r, int *fd, int ms)
 {
-    union kago__fd_ctl ctl;
+    union answer_ctl ctl;
     struct iovec iov = {.iov_base = r, .iov_len = sizeof *r};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
     struct pollfd p = {.fd = sp.fd, .events = POLLIN};
@@ -719,9 +726,27 @@ static int recv_reply(struct reply *r, int *fd, int ms)
         return -1;
     }
     r->msg[sizeof r->msg - 1] = '\0';
-    *fd = kago__msg_fd(&mh);
-    if (r->op != OP_WARM)
+    int got[2] = {-1, -1};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+        memcpy(got, CMSG_DATA(cm),
+               cm->cmsg_len - CMSG_LEN(0) < sizeof got ? cm->cmsg_len - CMSG_LEN(0) : sizeof got);
+    *fd = got[0];
+    if (r->op != OP_WARM) {
+        if (got[1] >= 0)
+            close(got[1]);
         return 0;
+    }
+    struct warm_sb *sb = sb_find(r->warm);
+    if (sb && r->pid > 0 && got[1] >= 0 && sb->ctl < 0) {
+        sb->pid = r->pid;
+        sb->ctl = got[1];
+    } else {
+        if (got[1] >= 0)
+            close(got[1]); /* (its EOF ends it) */
+        if (sb)
+            sb_forget(sb);
+    }
     if (sp.warm_cb)
         sp.warm_cb(sp.warm_arg, r->warm, r->pid, *fd, r->code, r->msg);
     else if (*fd >= 0)
@@ -729,7 +754,7 @@ static int recv_reply(struct reply *r, int *fd, int ms)
     return 1;
 }
 
-static pid_t read_reply(int *cgroup_fd, int *pidfd, uint32_t *warm, struct kago_error **err)
+static pid_t read_reply(int *cgroup_fd, int *pidfd, struct kago_error **err)
 {
     struct reply r;
     int fd = -1, got;
@@ -754,7 +779,6 @@ static pid_t read_reply(int *cgroup_fd, int *pidfd, uint32_t *warm, struct kago_
     if (fd < 0)
         return kago_error_set(err, EBADMSG, "clone: the spawner sent no pidfd");
     *pidfd = fd;
-    *warm = r.warm;
     if (!r.into_cgroup && *cgroup_fd >= 0) {
         close(*cgroup_fd);
         *cgroup_fd = -1;
@@ -773,17 +797,51 @@ static int send_op(uint8_t op, uint64_t flags, uint32_t id)
     if (!sp.on || getpid() != sp.owner)
         return -1;
     struct req h = {.magic = MAGIC, .op = op, .flags = flags, .warm = id};
-    return send_req(&h, "", 0, NULL, 0) == 0 ? 0 : -1;
+    int r = send_req(sp.fd, &h, "", 0, NULL, 0);
+    if (r == 1) { /* it is gone: another one gets it */
+        sp_restart("has exited");
+        r = sp.on ? send_req(sp.fd, &h, "", 0, NULL, 0) : -1;
+    }
+    return r == 0 ? 0 : -1;
 }
 
 int kago__spawner_warm(uint64_t flags, uint32_t id)
 {
-    return send_op(OP_WARM, flags, id);
+    if (!id || sb_find(id) || send_op(OP_WARM, flags, id) < 0)
+        return -1;
+    if (sp.nsbs == sp.capsbs) {
+        sp.capsbs = sp.capsbs ? 2 * sp.capsbs : 16;
+        sp.sbs = xrealloc(sp.sbs, sp.capsbs * sizeof *sp.sbs);
+    }
+    sp.sbs[sp.nsbs++] = (struct warm_sb){.id = id, .flags = flags, .pid = -1, .ctl = -1};
+    return 0;
 }
 
 void kago__spawner_warm_drop(uint32_t id)
 {
-    send_op(OP_DROP, 0, id);
+    struct warm_sb *sb = sb_find(id);
+    if (sb)
+        sb_forget(sb);
+}
+
+/* Hands the start (h, json, fds) to warm sandbox sb, which is forgotten either way: its pid with *pidfd set,
+ * or -1 when it could not take it (it has died: the spawner clones this one). */
+static pid_t warm_hand(struct warm_sb *sb, struct req *h, const char *json, size_t jlen, const int *fds,
+                       int nfds, int *pidfd)
+{
+    pid_t pid = sb->pid;
+    /* a sandbox is serve's child, reaped only by serve: its pid names it until then */
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    bool sent = pfd >= 0 && send_req(sb->ctl, h, json, jlen, fds, nfds) == 0;
+    sb_forget(sb);
+    if (!sent) {
+        if (pfd >= 0)
+            close(pfd);
+        return -1;
+    }
+    *pidfd = pfd;
+    kago__trace("warm: handed");
+    return pid;
 }
 
 void kago__spawner_collect(void)
@@ -808,8 +866,7 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
         return -2;
     if (!sp.on)
         return direct(err);
-    struct req h = {
-        .magic = MAGIC, .flags = flags, .die_with_parent = ch->die_with_parent, .warm = ch->warm_id};
+    struct req h = {.magic = MAGIC, .flags = flags, .die_with_parent = ch->die_with_parent};
     int slot[NSLOTS], fds[NSLOTS], nfds = 0;
     for (int i = 0; i < NSLOTS; i++)
         slot[i] = -1;
@@ -830,8 +887,22 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
     size_t jlen;
     const char *json = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &jlen);
     int r = sizeof h + jlen > MAX_MSG ? -1 : 1;
+    /* a warm sandbox of these flags takes the request itself: no clone, and no answer to wait for */
+    struct warm_sb *sb = sb_find(ch->warm_id);
+    if (r == 1 && sb && sb->ctl >= 0 && sb->flags == flags && slot[SLOT_JOIN + KAGO_NS_PID] < 0) {
+        pid_t pid = warm_hand(sb, &h, json, jlen, fds, nfds, pidfd);
+        if (pid > 0) {
+            json_object_put(o);
+            ch->warm = true;
+            if (*cgroup_fd >= 0) { /* cloned before: it is moved into its cgroup by path */
+                close(*cgroup_fd);
+                *cgroup_fd = -1;
+            }
+            return pid; /* (meanwhile: the caller runs it, after what the sandbox waits for) */
+        }
+    }
     for (int attempt = 0; r == 1 && attempt < 2 && sp.on; attempt++)
-        if ((r = send_req(&h, json, jlen, fds, nfds)) == 1)
+        if ((r = send_req(sp.fd, &h, json, jlen, fds, nfds)) == 1)
             sp_restart("has exited"); /* it never saw this request: send it again */
     json_object_put(o);
     kago__trace("spawner: sent");
@@ -839,8 +910,5 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
         return direct(err); /* too large, or no spawner: the direct path */
     if (meanwhile)
         meanwhile(arg);
-    uint32_t warm = 0;
-    pid_t pid = read_reply(cgroup_fd, pidfd, &warm, err);
-    ch->warm = warm != 0;
-    return pid;
+    return read_reply(cgroup_fd, pidfd, err);
 }

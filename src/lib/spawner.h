@@ -34,7 +34,7 @@ pid_t kago__spawner_pid(void) KAGO_INTERNAL;
  * *cgroup_fd closed and -1 when the kernel could not clone into it), -1 with *err set, or -2 (nothing done,
  * *err untouched) when the spawner does not take this child: the caller clones it itself. meanwhile(arg)
  * (may be NULL) runs once the spawner has the request, before its answer is awaited: the caller's work that
- * needs no pid overlaps the clone. */
+ * needs no pid overlaps the clone (a start handed to a warm sandbox returns at once, meanwhile not run). */
 pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
                           int *pidfd, void (*meanwhile)(void *arg), void *arg,
                           struct kago_error **err) KAGO_INTERNAL;

@@ -209,7 +209,14 @@ void kago__trace(const char *step)
     static unsigned long long t0;
     if (on < 0) {
         on = getenv("KAGO_TRACE") != NULL;
-        t0 = kago__now_us();
+        /* one clock for a process and those it starts (serve's spawner and its sandboxes) */
+        const char *base = getenv("KAGO_TRACE_T0");
+        t0 = base ? strtoull(base, NULL, 10) : kago__now_us();
+        if (on && !base) {
+            char b[32];
+            snprintf(b, sizeof b, "%llu", t0);
+            setenv("KAGO_TRACE_T0", b, 0);
+        }
     }
     if (on)
         fprintf(stderr, "kago-trace: %6llu us %s\n", kago__now_us() - t0, step);

@@ -465,6 +465,9 @@ static void on_startq_timer(uv_timer_t *t);
 
 static void start_now(struct app_rt *a, struct instance *inst)
 {
+    /* before the container exists: a serve killed during the create leaves it (not before: a storm of
+     * queued starts would write thousands of records in one turn of the loop, for nothing made yet) */
+    kago__record_write(inst);
     inst->start_slot = true;
     a->srv->starting++;
     if (!start_restore(a, inst))
@@ -543,7 +546,6 @@ static void op_start(struct pool *p, struct pool_inst *pi)
                  (unsigned long long)++a->seq);
     while (name_taken(a->srv, inst->name));
     inst->def_hash = a->def_hash;
-    kago__record_write(inst); /* before the container exists: a serve killed during the create leaves it */
     struct server *srv = a->srv;
     if (srv->starting < srv->opts.max_starting && !srv->startq_head) {
         start_now(a, inst);

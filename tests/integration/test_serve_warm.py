@@ -6,6 +6,7 @@ The other serve tests run against pooled starts with KAGO_SERVE_WARM=4 in their 
 the busybox rootfs and build/kago."""
 import json
 import os
+import time
 import shutil
 import signal
 import subprocess
@@ -142,7 +143,7 @@ def test_pool_empties_when_idle_and_nothing_is_left():
     assert s.leftovers() == []
 
 
-def test_spawner_killed_sandboxes_go_and_starts_go_on():
+def test_spawner_killed_sandboxes_stay_and_starts_go_on():
     apps = "".join(app(f"k{i}", [f"k{i}.test"], WEB, stop_grace="1s") for i in range(3))
     s = Server(apps, extra_args=("--warm", "2"))
     try:
@@ -154,13 +155,18 @@ def test_spawner_killed_sandboxes_go_and_starts_go_on():
                    and os.readlink(f"/proc/{p}/ns/pid") == os.readlink("/proc/self/ns/pid")]
         assert len(spawner) == 1
         os.kill(spawner[0], signal.SIGKILL)
-        # its sandboxes see their socket close and end; serve reaps them
-        assert wait_for(lambda: all(gone(p) for p in old), 10), [(p, comm(p)) for p in old]
+        # serve holds its sandboxes' sockets itself: they wait on, and the next start takes one
+        time.sleep(0.3)
+        assert all(not gone(p) for p in old), [(p, comm(p)) for p in old]
         assert request(s.port, "k1.test")[0] == 200
+        assert instance_pid(s, "k1") in old
         assert request(s.port, "k2.test")[0] == 200
-        assert wait_for(lambda: sandboxes(s), 10), "no sandbox after the spawner's restart"
+        # the refills come from the restarted spawner
+        assert wait_for(lambda: set(sandboxes(s)) - set(old), 10), "no sandbox after the spawner's restart"
+        assert "restarted as pid" in s.stderr()
     finally:
         assert s.stop() == 0, s.stderr()
+    assert all(gone(p) for p in old), [(p, comm(p)) for p in old]
     assert s.leftovers() == []
 
 
