@@ -407,6 +407,23 @@ static void all_tls_certs(const struct metrics_ctx *m, struct sbuf *b, const str
     all_u64(b, f, kago__tls_store_count(m->srv->tls_store));
 }
 
+static void all_warm_starts(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    uint64_t hits, misses;
+    unsigned ready;
+    kago__warm_stats(m->srv, &hits, &misses, &ready);
+    printf_buf(b, "%s{result=\"hit\"} %llu\n%s{result=\"miss\"} %llu\n", f->name, (unsigned long long)hits,
+               f->name, (unsigned long long)misses);
+}
+
+static void all_warm_ready(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    uint64_t hits, misses;
+    unsigned ready;
+    kago__warm_stats(m->srv, &hits, &misses, &ready);
+    all_u64(b, f, ready);
+}
+
 static void all_started(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     all_u64(b, f, m->srv->total_instances);
@@ -580,6 +597,10 @@ static const struct family families[] = {
     SERVER_WIDE("kago_connections", "gauge", "Client connections open.", all_connections),
     SERVER_WIDE("kago_instances_started_total", "counter", "Instances started since serve began.",
                 all_started),
+    SERVER_WIDE("kago_warm_starts_total", "counter",
+                "Cold starts that could use a warm sandbox (--warm), by whether one was ready (hit) or not.",
+                all_warm_starts),
+    SERVER_WIDE("kago_warm_sandboxes", "gauge", "Warm sandboxes ready for a start (--warm).", all_warm_ready),
     SERVER_WIDE("kago_tls_handshakes_total", "counter",
                 "TLS handshakes on the --listen-tls listeners, by result (failed: an error, an alert or the "
                 "handshake timeout).",

@@ -222,3 +222,46 @@ def test_killed_serve_takes_its_sandboxes_along():
     # (serve's own records and logs under its root stay after a SIGKILL, for the next serve)
     assert [x for x in s.leftovers() if not x.startswith(s.root)] == []
     shutil.rmtree(s.tmp)
+
+
+def test_sandbox_killed_while_waiting_is_not_handed_a_start():
+    apps = "".join(app(f"d{i}", [f"d{i}.test"], WEB, stop_grace="1s") for i in range(3))
+    s = Server(apps, extra_args=("--warm", "2"))
+    try:
+        assert request(s.port, "d0.test")[0] == 200
+        assert wait_for(lambda: sandboxes(s), 10)
+        assert s.metric("kago_warm_starts_total", result="miss") == 1
+        assert wait_for(lambda: s.metric("kago_warm_sandboxes") == len(sandboxes(s)), 10)
+        dead = sandboxes(s)
+        for p in dead:
+            os.kill(p, signal.SIGKILL)
+        # serve sees each exit through its pidfd, reaps it and forgets it (one killed while a start is being
+        # handed to it fails that start, as a crash would)
+        assert wait_for(lambda: all(gone(p) for p in dead), 10), [(p, comm(p)) for p in dead]
+        assert request(s.port, "d1.test")[0] == 200, s.stderr()[-3000:]
+        assert instance_pid(s, "d1") not in dead
+        assert request(s.port, "d2.test")[0] == 200
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
+
+
+def test_failed_pooled_start_leaves_nothing():
+    """A start that fails inside the sandbox (a test-only fault after its mounts): the request gets an error
+    that says why, the sandbox is reaped, and nothing of the instance is left."""
+    apps = "".join(app(f"f{i}", [f"f{i}.test"], WEB, stop_grace="1s") for i in range(2))
+    s = Server(apps, extra_args=("--warm", "2"), env={"KAGO_FAULT": "mounts"})
+    try:
+        assert request(s.port, "f0.test")[0] in (502, 503)  # a clone: no sandbox yet
+        assert wait_for(lambda: sandboxes(s), 10)
+        waiting = sandboxes(s)
+        st = request(s.port, "f1.test")[0]
+        assert st in (502, 503), st
+        assert s.metric("kago_warm_starts_total", result="hit") == 1  # it was a pooled start
+        assert "injected fault after the mounts" in s.stderr(), s.stderr()[-2000:]
+        taken = [p for p in waiting if comm(p) != "kago-warm"]
+        assert wait_for(lambda: all(gone(p) for p in taken), 10), [(p, comm(p)) for p in taken]
+        assert not s.instances("f1", states=("ready", "starting"))
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
