@@ -525,6 +525,7 @@ static void on_startq_timer(uv_timer_t *t)
         struct instance *i = srv->startq_head;
         startq_unlink(srv, i);
         i->pi->created = kago__serve_now_ms(); /* its start timeout counts from here, not from the wait */
+        kago__app_touched(i->app);             /* (which the tick times) */
         start_now(i->app, i);
     }
     kago__server_maybe_exit(srv);
@@ -806,6 +807,11 @@ static void op_woken(struct pool *p)
     kago__app_wake(p->data);
 }
 
+static void op_touched(struct pool *p)
+{
+    kago__app_touched(p->data);
+}
+
 const struct pool_ops kago__serve_pool_ops = {
     .start = op_start,
     .dispatch = op_dispatch,
@@ -817,6 +823,7 @@ const struct pool_ops kago__serve_pool_ops = {
     .thaw = op_thaw,
     .start_failed = op_start_failed,
     .woken = op_woken,
+    .touched = op_touched,
     .may_scale_out = kago__scaler_may_scale_out,
 };
 

@@ -582,6 +582,11 @@ static void c_woken(struct pool *p)
     local->woken(p);
 }
 
+static void c_touched(struct pool *p)
+{
+    local->touched(p);
+}
+
 const struct pool_ops kago__cluster_pool_ops = {
     .start = c_start,
     .dispatch = c_dispatch,
@@ -593,6 +598,7 @@ const struct pool_ops kago__cluster_pool_ops = {
     .thaw = c_thaw,
     .start_failed = c_start_failed,
     .woken = c_woken,
+    .touched = c_touched,
     .ready = c_ready,
     .may_scale_out = kago__scaler_may_scale_out, /* (scale up before out, on every node alike) */
 };

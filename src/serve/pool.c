@@ -15,6 +15,13 @@ const double kago__pool_thaw_bounds_ms[POOL_HIST_BUCKETS] = {0.05, 0.1, 0.25, 0.
                                                              5,    10,  25,   100, 1000, 1e300};
 
 static void maybe_scale(struct pool *p, uint64_t now);
+
+static void touch(struct pool *p)
+{
+    p->due = 0;
+    if (p->ops && p->ops->touched)
+        p->ops->touched(p);
+}
 static void dispatch_waiters(struct pool *p, uint64_t now);
 
 void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct pool_ops *ops, void *data)
@@ -26,6 +33,7 @@ void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct po
 
 void kago__pool_configure(struct pool *p, const struct pool_cfg *cfg, uint64_t now)
 {
+    touch(p);
     p->cfg = *cfg;
     if (p->cfg.concurrency == 0)
         p->cfg.concurrency = 1;
@@ -98,6 +106,7 @@ static void unqueue(struct pool *p, struct pool_waiter *w)
 
 void kago__pool_cancel(struct pool *p, struct pool_waiter *w)
 {
+    touch(p);
     if (w->queued)
         unqueue(p, w);
 }
@@ -316,6 +325,7 @@ static void dispatch_waiters(struct pool *p, uint64_t now)
 
 struct pool_inst *kago__pool_request(struct pool *p, struct pool_waiter *w, uint64_t now, bool *held)
 {
+    touch(p);
     *held = false;
     if (p->stopping) {
         p->rejected++;
@@ -349,6 +359,7 @@ struct pool_inst *kago__pool_request(struct pool *p, struct pool_waiter *w, uint
 
 void kago__pool_done(struct pool *p, struct pool_inst *i, uint64_t now)
 {
+    touch(p);
     if (i->inflight)
         i->inflight--;
     i->served++;
@@ -361,6 +372,7 @@ void kago__pool_done(struct pool *p, struct pool_inst *i, uint64_t now)
 
 void kago__pool_ready(struct pool *p, struct pool_inst *i, uint64_t now)
 {
+    touch(p);
     if (i->state != POOL_STARTING)
         return;
     i->state = POOL_READY;
@@ -393,6 +405,7 @@ static void healthy_check(struct pool *p, const struct pool_inst *i, uint64_t no
 
 void kago__pool_exited(struct pool *p, struct pool_inst *i, uint64_t now)
 {
+    touch(p);
     /* an exit after a healthy lifetime ends the crash loop even between two ticks; an exit by itself
      * soon after it became ready continues it */
     healthy_check(p, i, now);
@@ -422,6 +435,61 @@ static void expire_waiters(struct pool *p, uint64_t now)
         p->rejected++;
         p->ops->reject(p, w, 503);
     }
+}
+
+static void due_at(uint64_t *due, uint64_t t)
+{
+    if (t < *due)
+        *due = t;
+}
+
+/* The earliest time the next tick could find something to do (what kago__pool_tick tests, mirrored), at
+ * most POOL_DUE_MAX_MS from now; now when in doubt. */
+static uint64_t next_due(const struct pool *p, uint64_t now)
+{
+    uint64_t due = now + POOL_DUE_MAX_MS;
+    const struct pool_cfg *c = &p->cfg;
+    if (c->min || p->stopping) /* standbys to keep, a stop: every tick */
+        return now;
+    if (p->npending) { /* held requests: their timeout, and a start the backoff holds back */
+        due_at(&due, p->queue.next->since + c->start_timeout_ms);
+        if (p->retry_at > now)
+            due_at(&due, p->retry_at);
+    }
+    for (const struct pool_inst *i = p->insts; i; i = i->next) {
+        if (c->lifetime_ms && i->state != POOL_STARTING)
+            due_at(&due, i->created + c->lifetime_ms);
+        switch (i->state) {
+        case POOL_STARTING:
+            if (!i->queued) /* (a queued one's clock starts when it leaves the queue: its app is touched) */
+                due_at(&due, i->created + c->start_timeout_ms);
+            break;
+        case POOL_READY:
+            if (p->fail_streak)
+                due_at(&due, (i->ready_at > p->retry_at ? i->ready_at : p->retry_at) + POOL_BACKOFF_RESET_MS);
+            if (i->generation != p->generation)
+                return now;
+            if (c->idle_ms && !i->busy && i->inflight == 0)
+                due_at(&due, i->last_active + c->idle_ms);
+            break;
+        case POOL_FROZEN:
+            if (i->generation != p->generation || (!i->pinned && !c->freeze))
+                return now;
+            if (!i->pinned && c->freeze_ms)
+                due_at(&due, i->frozen_at + c->freeze_ms);
+            break;
+        case POOL_DRAINING:
+            due_at(&due, i->drain_at + c->stop_grace_ms);
+            break;
+        case POOL_STOPPING:
+            if (!i->killed)
+                due_at(&due, i->term_at + c->stop_grace_ms);
+            break;
+        case POOL_NSTATES:
+            break;
+        }
+    }
+    return due;
 }
 
 void kago__pool_tick(struct pool *p, uint64_t now)
@@ -480,10 +548,12 @@ void kago__pool_tick(struct pool *p, uint64_t now)
     /* after the starts that timed out: their held requests are told why (see start_failed) */
     expire_waiters(p, now);
     maybe_scale(p, now);
+    p->due = next_due(p, now);
 }
 
 void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now)
 {
+    touch(p);
     if (i->state == POOL_READY) {
         drain(p, i, now);
         maybe_scale(p, now);
@@ -492,6 +562,7 @@ void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now)
 
 void kago__pool_new_generation(struct pool *p, uint64_t now)
 {
+    touch(p);
     p->generation++;
     p->fail_streak = 0; /* a new container (a deploy) is tried at once */
     p->retry_at = 0;
@@ -507,6 +578,7 @@ void kago__pool_new_generation(struct pool *p, uint64_t now)
 
 void kago__pool_set_busy(struct pool *p, struct pool_inst *i, bool busy, uint64_t now)
 {
+    touch(p);
     i->busy = busy;
     if (!busy && i->state == POOL_READY) {
         i->last_active = now; /* its idle time starts now, not before the checkpoint */
@@ -517,6 +589,7 @@ void kago__pool_set_busy(struct pool *p, struct pool_inst *i, bool busy, uint64_
 
 void kago__pool_stop(struct pool *p, uint64_t now)
 {
+    touch(p);
     p->stopping = true;
     reject_all(p);
     for (struct pool_inst *i = p->insts; i; i = i->next) {
@@ -534,6 +607,7 @@ void kago__pool_stop(struct pool *p, uint64_t now)
 
 void kago__pool_kill_all(struct pool *p, uint64_t now)
 {
+    touch(p);
     p->stopping = true;
     reject_all(p);
     for (struct pool_inst *i = p->insts; i; i = i->next)
@@ -550,6 +624,7 @@ void kago__pool_kill_all(struct pool *p, uint64_t now)
 struct pool_inst *kago__pool_adopt(struct pool *p, enum pool_state state, uint64_t created, uint64_t ready_at,
                                    uint64_t last_active, uint64_t frozen_at)
 {
+    touch(p);
     wake(p);
     struct pool_inst *i = xcalloc(1, sizeof(*i));
     i->state = state == POOL_FROZEN ? POOL_FROZEN : POOL_READY;
@@ -592,6 +667,7 @@ unsigned kago__pool_enforce_budget(struct pool *const *pools, size_t n, uint64_t
             break;
         total -= oldest->frozen_bytes;
         owner->budget_stops++;
+        touch(owner);
         stop_frozen(owner, oldest, now);
         stopped++;
     }
@@ -600,6 +676,7 @@ unsigned kago__pool_enforce_budget(struct pool *const *pools, size_t n, uint64_t
 
 int kago__pool_stop_inst(struct pool *p, struct pool_inst *i, uint64_t now)
 {
+    touch(p);
     switch (i->state) {
     case POOL_READY:
         drain(p, i, now);
@@ -621,6 +698,7 @@ int kago__pool_stop_inst(struct pool *p, struct pool_inst *i, uint64_t now)
 
 int kago__pool_freeze_inst(struct pool *p, struct pool_inst *i, uint64_t now)
 {
+    touch(p);
     if (i->state != POOL_READY)
         return -EINVAL;
     if (i->inflight || i->busy)
@@ -634,6 +712,7 @@ int kago__pool_freeze_inst(struct pool *p, struct pool_inst *i, uint64_t now)
 
 int kago__pool_thaw_inst(struct pool *p, struct pool_inst *i, uint64_t now)
 {
+    touch(p);
     if (i->state != POOL_FROZEN)
         return -EINVAL;
     if (thaw(p, i, now) >= 0) {
@@ -645,6 +724,7 @@ int kago__pool_thaw_inst(struct pool *p, struct pool_inst *i, uint64_t now)
 
 unsigned kago__pool_drain_all(struct pool *p, uint64_t now)
 {
+    touch(p);
     unsigned n = 0;
     for (struct pool_inst *i = p->insts; i; i = i->next)
         if (i->state == POOL_READY || i->state == POOL_FROZEN) {

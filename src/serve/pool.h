@@ -32,6 +32,7 @@ struct pool_cfg {
 #define POOL_BACKOFF_MIN_MS   1000
 #define POOL_BACKOFF_MAX_MS   (5 * 60 * 1000)
 #define POOL_BACKOFF_RESET_MS (10 * 1000)
+#define POOL_DUE_MAX_MS       250 /* (what a caller changes without a pool call is seen this late at most) */
 
 /* Why a start failed, for pool_ops.start_failed. */
 enum pool_fail { POOL_FAIL_EXITED, POOL_FAIL_TIMEOUT, POOL_FAIL_CRASHED };
@@ -87,6 +88,8 @@ struct pool_ops {
     /* Optional: the pool had neither instances nor held requests and now has one of them: from now on
      * kago__pool_tick has work to time (until kago__pool_empty again). */
     void (*woken)(struct pool *p);
+    /* Optional: the pool changed, so something in it may be due now (p->due is 0). */
+    void (*touched)(struct pool *p);
     /* Optional: i became ready (after its state changed, before held requests are dispatched). */
     void (*ready)(struct pool *p, struct pool_inst *i);
     /* Optional: whether the app may start another instance for its load now (scale up first: its instances
@@ -117,6 +120,9 @@ struct pool {
     unsigned generation;  /* bumped when the app's container changes: older instances are retired */
     uint64_t retry_at;    /* no start before this (backoff after a failed start) */
     unsigned fail_streak; /* failed starts in a row (see POOL_BACKOFF_MIN_MS) */
+    /* Nothing in the pool is due before this (ms): kago__pool_tick sets it, at most POOL_DUE_MAX_MS ahead,
+     * and every call that changes the pool clears it (0: due now). A tick may skip the pool until then. */
+    uint64_t due;
     /* counters for metrics */
     uint64_t cold_starts, start_failures, rejected;
     uint64_t freezes, thaws, thaw_failures, frozen_expired, budget_stops;
@@ -149,6 +155,11 @@ void kago__pool_exited(struct pool *p, struct pool_inst *i, uint64_t now);
 /* Timers: held requests past start_timeout, starts past start_timeout, lifetime, idle, drain
  * grace, kill grace, min_instances. Call at least every 100 ms. */
 void kago__pool_tick(struct pool *p, uint64_t now);
+/* kago__pool_tick would do nothing before p->due: the caller may skip the call until then. */
+static inline bool kago__pool_due(const struct pool *p, uint64_t now)
+{
+    return now >= p->due;
+}
 /* i stopped working (its listener refuses connections): route nothing more to it, drain it. */
 void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now);
 /* i is being checkpointed (busy) or no longer: a busy instance takes no requests (they wait for it

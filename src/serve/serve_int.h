@@ -66,6 +66,7 @@ struct app_rt {
     struct instance *ckpt_inst; /* chosen for the checkpoint (its upstream sockets closing), or in it */
     uint64_t def_hash;          /* kago__app_def_hash of app, for the instance records */
     struct app_rt *tick_next;   /* in srv->ticking */
+    size_t tick_idx;            /* its entry in srv->tick_due */
     bool ticking;
     bool ranged; /* uid, gid: its user namespace range, taken at load (instance.c) */
     struct kago_idmap uid, gid;
@@ -209,6 +210,7 @@ struct server {
     char *tls_rbuf;                /* TLS_RBUF bytes: ciphertext read, decrypted in the same turn */
     uint64_t tls_checked_ms;       /* certificate files last looked at */
     uint64_t upconn_swept_ms;      /* idle upstream connections last swept */
+    uint64_t frozen_checked_ms;    /* the frozen instances' memory budget last enforced */
     struct acme *acme;             /* certificates on demand (acme.c), NULL without --acme-directory */
     struct admin_auth *admin_auth; /* admin.c: its token, rate limit, unix socket (NULL: no admin) */
     uv_timer_t tick;
@@ -220,6 +222,14 @@ struct server {
     /* The apps the tick visits (server.c: kago__app_wake): those with instances, held requests, standbys,
      * old images or removed by a reload. 10,000 idle sites cost the 40 ticks a second nothing. */
     struct app_rt *ticking;
+    /* The same apps, each with when the tick next has to visit it (0: now), in an array: the tick passes
+     * over the others without touching them (at thousands of running instances, a visit each 40 times a
+     * second was most of an idle serve's CPU). */
+    struct tick_due {
+        uint64_t due;
+        struct app_rt *a;
+    } * tick_due;
+    size_t ntick_due, cap_tick_due;
     struct client *clients;
     unsigned nclients;
     FILE *access_log;
@@ -378,7 +388,9 @@ void kago__instance_watch(struct instance *inst);
 uint64_t kago__app_def_hash(const struct kago_app *a);
 void kago__record_write(struct instance *inst);
 void kago__record_remove(struct instance *inst);
-void kago__records_tick(struct server *srv, uint64_t now);
+/* From the tick, for an app it visits: a state change is recorded then, the idle clock within
+ * RECORD_ACTIVE_MS. */
+void kago__records_app(struct app_rt *a, uint64_t now);
 /* Adopts the instances a previous serve with this root left running, removes the others. */
 int kago__serve_adopt(struct server *srv, struct kago_error **err);
 
@@ -412,6 +424,8 @@ int kago__server_parse_addr(const char *s, struct sockaddr_storage *ss, struct k
 void kago__app_unref(struct app_rt *a);
 /* Puts a on the tick's list (srv->ticking) if it is not there. */
 void kago__app_wake(struct app_rt *a);
+/* Its pool changed: the tick visits it next time. */
+void kago__app_touched(struct app_rt *a);
 /* Takes the user namespace ranges of the apps that have none yet, in one pass over the pool's record. */
 void kago__apps_take_ranges(struct server *srv);
 void kago__server_maybe_exit(struct server *srv);

@@ -650,11 +650,24 @@ static void enforce_frozen_budget(struct server *srv, uint64_t now)
 
 void kago__app_wake(struct app_rt *a)
 {
+    struct server *srv = a->srv;
     if (a->ticking)
         return;
     a->ticking = true;
-    a->tick_next = a->srv->ticking;
-    a->srv->ticking = a;
+    a->tick_next = srv->ticking;
+    srv->ticking = a;
+    if (srv->ntick_due == srv->cap_tick_due) {
+        srv->cap_tick_due = srv->cap_tick_due ? 2 * srv->cap_tick_due : 64;
+        srv->tick_due = xrealloc(srv->tick_due, srv->cap_tick_due * sizeof *srv->tick_due);
+    }
+    a->tick_idx = srv->ntick_due;
+    srv->tick_due[srv->ntick_due++] = (struct tick_due){.due = 0, .a = a};
+}
+
+void kago__app_touched(struct app_rt *a)
+{
+    if (a->ticking)
+        a->srv->tick_due[a->tick_idx].due = 0;
 }
 
 /* Whether the tick has anything to time for a: instances (starts, lifetimes, idle, grace), held requests,
@@ -669,22 +682,41 @@ static void on_tick(uv_timer_t *t)
 {
     struct server *srv = t->data;
     uint64_t now = kago__serve_now_ms();
-    bool reap = false;
-    for (struct app_rt **pp = &srv->ticking; *pp;) {
-        struct app_rt *a = *pp;
+    bool reap = false, left = false;
+    for (size_t k = 0; k < srv->ntick_due;) {
+        if (srv->tick_due[k].due > now) { /* (its pool has nothing due before then) */
+            k++;
+            continue;
+        }
+        struct app_rt *a = srv->tick_due[k].a;
         kago__pool_tick(&a->pool, now);
+        kago__records_app(a, now);
         kago__instance_checkpoint_tick(a, now);
         if (kago__scaleup_on(&a->app.scale_up))
             kago__scaler_app(a, now);
         bool gone = a->removed && kago__pool_empty(&a->pool) && a->refs == 0;
         if (!gone && needs_tick(a)) {
-            pp = &a->tick_next;
+            /* what the pool does not time (the CRIU tier, scale up, images, a removal) is looked at each tick
+             */
+            bool pool_only = !a->removed && !kago__app_criu(&a->app) && !kago__scaleup_on(&a->app.scale_up) &&
+                             a->images_pruned == a->pool.generation;
+            srv->tick_due[a->tick_idx].due = pool_only ? a->pool.due : 0;
+            k++;
             continue;
         }
-        *pp = a->tick_next; /* (woken again by its pool when it has work: kago__serve_pool_ops.woken) */
+        /* (woken again by its pool when it has work: kago__serve_pool_ops.woken) */
         a->ticking = false;
+        srv->tick_due[k] = srv->tick_due[--srv->ntick_due];
+        if (k < srv->ntick_due)
+            srv->tick_due[k].a->tick_idx = k;
+        left = true;
         reap |= gone;
     }
+    for (struct app_rt **pp = &srv->ticking; left && *pp;)
+        if (!(*pp)->ticking)
+            *pp = (*pp)->tick_next;
+        else
+            pp = &(*pp)->tick_next;
     if (now - srv->upconn_swept_ms >= 1000) {
         srv->upconn_swept_ms = now;
         /* the buffers of connections gone idle sit between live objects in malloc's heap: give their
@@ -696,8 +728,10 @@ static void on_tick(uv_timer_t *t)
             for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
                 kago__upconn_sweep(pi->data, now);
     }
-    enforce_frozen_budget(srv, now);
-    kago__records_tick(srv, now);
+    if (now - srv->frozen_checked_ms >= POOL_DUE_MAX_MS) {
+        srv->frozen_checked_ms = now;
+        enforce_frozen_budget(srv, now);
+    }
     kago__upgrade_tick(srv);
     if (reap)
         reap_apps(srv);
@@ -1178,6 +1212,7 @@ out:
     kago__tls_store_free(srv->tls_store);
     kago__tls_front_free(srv->tls);
     free(srv->tls_rbuf);
+    free(srv->tick_due);
     if (srv->up_conn >= 0)
         close(srv->up_conn);
     if (srv->root_lock >= 0) {

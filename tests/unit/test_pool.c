@@ -86,9 +86,9 @@ static bool op_may_scale_out(struct pool *p)
 {
     return !rec.hold_out;
 }
-static const struct pool_ops ops = {op_start,        op_dispatch, op_reject, op_drain,
-                                    op_signal,       op_remove,   op_freeze, op_thaw,
-                                    op_start_failed, op_woken,    NULL,      op_may_scale_out};
+static const struct pool_ops ops = {op_start,  op_dispatch, op_reject,       op_drain,        op_signal,
+                                    op_remove, op_freeze,   op_thaw,         op_start_failed, op_woken,
+                                    NULL,      NULL,        op_may_scale_out};
 
 static const struct pool_cfg base = {
     .lifetime_ms = 60000,
@@ -278,6 +278,49 @@ static void test_idle_and_lifetime(void)
     ok(rec.starts == 3, "a replacement starts for it");
     kago__pool_done(&p, i, 81000);
     ok(rec.terms == 2 && i->state == POOL_STOPPING, "stream finished: SIGTERM");
+    kago__pool_free(&p);
+}
+
+/* p->due: when the next tick could have something to do, at most POOL_DUE_MAX_MS ahead; 0 after a change. */
+static void test_due(void)
+{
+    struct pool p;
+    reset(&p, &base);
+    rec.ready_on_start = true;
+    bool held;
+    struct pool_waiter w = {0};
+    kago__pool_request(&p, &w, 0, &held);
+    struct pool_inst *i = rec.last_start;
+    ok(p.due == 0, "due now after a request");
+    kago__pool_done(&p, i, 100);
+    kago__pool_tick(&p, 200);
+    ok(p.due == 200 + POOL_DUE_MAX_MS, "idle and lifetime far: due at the cap (%llu)",
+       (unsigned long long)p.due);
+    ok(!kago__pool_due(&p, 449) && kago__pool_due(&p, 450), "kago__pool_due follows it");
+    kago__pool_tick(&p, 10000);
+    ok(p.due == 10100, "due when the idle timeout ends (%llu)", (unsigned long long)p.due);
+    struct pool_waiter w2 = {0};
+    ok(kago__pool_request(&p, &w2, 10050, &held) == i && p.due == 0, "a request: due now");
+    kago__pool_tick(&p, 10060);
+    ok(p.due == 10060 + POOL_DUE_MAX_MS || p.due == 10060, "in flight: no idle deadline (%llu)",
+       (unsigned long long)p.due);
+    kago__pool_done(&p, i, 10070);
+    kago__pool_tick(&p, 20070);
+    ok(i->state == POOL_STOPPING && p.due == 20070 + POOL_DUE_MAX_MS, "stopping: its grace is far (%llu)",
+       (unsigned long long)p.due);
+    kago__pool_tick(&p, 22000);
+    ok(p.due == 22070, "due when its grace ends (%llu)", (unsigned long long)p.due);
+    kago__pool_exited(&p, i, 22100);
+    /* a held request and its start: due when either times out */
+    rec.ready_on_start = false;
+    struct pool_waiter w3 = {0};
+    ok(kago__pool_request(&p, &w3, 30000, &held) == NULL && held, "held");
+    kago__pool_tick(&p, 34000);
+    ok(p.due == 34000 + POOL_DUE_MAX_MS, "held: its timeout is far (%llu)", (unsigned long long)p.due);
+    kago__pool_tick(&p, 34900);
+    ok(p.due == 35000, "due when the held request and the start time out (%llu)", (unsigned long long)p.due);
+    kago__pool_tick(&p, 35000);
+    ok(rec.rejected == 1, "held request timed out");
     kago__pool_free(&p);
 }
 
@@ -768,6 +811,7 @@ int main(void)
     test_scale_out();
     test_scale_out_at_top();
     test_idle_and_lifetime();
+    test_due();
     test_drain_grace();
     test_min_warm_and_failures();
     test_death_redispatch();
