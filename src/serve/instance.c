@@ -93,12 +93,15 @@ static unsigned probe_delay(struct instance *inst)
 /* Readiness without socket activation: connect attempts 1 ms apart, then at a growing interval. */
 static void start_slot_release(struct instance *inst);
 
+static void weight_ready(struct instance *inst);
+
 void kago__instance_probe_result(struct instance *inst, int status)
 {
     if (!inst->pi || inst->removed)
         return;
     if (status == 0) {
         inst->ready = true;
+        weight_ready(inst);
         start_slot_release(inst);
         kago__pool_ready(&inst->app->pool, inst->pi, kago__serve_now_ms());
         kago__record_write(inst); /* at once: from now on a new serve adopts it */
@@ -192,6 +195,24 @@ void kago__instance_watch(struct instance *inst)
 }
 
 /* inst->c runs: watch its exit through its pidfd and probe its readiness. */
+/* Ready: the instance gets the CPU weight of its app (the default, 100, when it sets none). */
+static void weight_ready(struct instance *inst)
+{
+    if (!inst->c || inst->pi->tier != POOL_TIER_COLD)
+        return;
+    struct kago_spec tmp;
+    kago_spec_init(&tmp);
+    struct kago_limits lim = tmp.limits; /* every field unset */
+    int64_t w = inst->app->app.spec.limits.cpu_weight;
+    lim.cpu_weight = w == KAGO_UNSET ? 100 : w;
+    struct kago_error *err = NULL;
+    if (kago_container_update(inst->c, &lim, &err) < 0) {
+        kago__ilog(inst, SLOG_WARN, "cpu weight %lld at ready: %s", (long long)lim.cpu_weight, err->msg);
+        kago_error_free(err);
+    }
+    kago_spec_free(&tmp);
+}
+
 static void start_finish(struct app_rt *a, struct instance *inst)
 {
     struct server *srv = a->srv;
@@ -201,6 +222,7 @@ static void start_finish(struct app_rt *a, struct instance *inst)
     if (a->app.socket_activation && pi->tier == POOL_TIER_COLD) {
         /* The socket is listening inside the namespace already: connections wait in its backlog. */
         inst->ready = true;
+        weight_ready(inst);
         start_slot_release(inst);
         kago__pool_ready(&a->pool, pi, kago__serve_now_ms());
         kago__record_write(inst);
@@ -288,6 +310,8 @@ void kago__apps_take_ranges(struct server *srv)
         free(keys[i]);
 }
 
+#define START_CPU_WEIGHT 10 /* (v1: cpu.shares 102 against the default 1024) */
+
 static void start_cold(struct app_rt *a, struct instance *inst)
 {
     struct server *srv = a->srv;
@@ -321,6 +345,8 @@ static void start_cold(struct app_rt *a, struct instance *inst)
         }
     }
     spec.listen_port = a->app.socket_activation ? a->app.port : 0;
+    /* until it is ready, a start yields the CPU to the instances that serve (its weight is set at ready) */
+    spec.limits.cpu_weight = START_CPU_WEIGHT;
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     /* orphan: the instance outlives a serve that is killed (no parent-death signal), and the next serve
      * adopts or removes it (adopt.c) */

@@ -424,6 +424,42 @@ def test_cold_start_does_not_stall_other_apps():
         assert s.leftovers() == []
 
 
+def cpu_weight_file(inst):
+    """An instance's CPU weight as its cgroup holds it: (value, the value of weight 100)."""
+    for path, scale in ((f"/sys/fs/cgroup/cpu/kago/{inst}/cpu.shares", 1024),
+                        (f"/sys/fs/cgroup/kago/{inst}/cpu.weight", 100)):
+        if os.path.exists(path):
+            with open(path) as f:
+                return int(f.read()), scale
+    return None, None
+
+
+def test_a_start_yields_the_cpu_until_ready():
+    """A starting instance runs at CPU weight 10 (so that a storm of starts weighs less on the instances
+    that serve), and gets its app's weight (the default 100, or c.cgroup cpu_weight) once ready."""
+    weighted = app("w", ["w.test"], SMALL, start_timeout="20s", stop_grace="1s").replace(
+        "    c.init\n", "    c.init\n    c.cgroup cpu_weight: 50\n")
+    s = Server(app("d", ["d.test"], SMALL, start_timeout="20s", stop_grace="1s") + weighted,
+               env={"KAGO_FAULT": "slow-setup"})
+    try:
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("r", request(s.port, "d.test")))
+        t.start()
+        assert wait_for(lambda: s.instances("d") and cpu_weight_file(s.instances("d")[0]["name"])[0], 5)
+        name = s.instances("d")[0]["name"]
+        v, scale = cpu_weight_file(name)
+        assert t.is_alive() and v == scale * 10 // 100, (v, scale)
+        t.join(30)
+        assert out["r"][0] == 200
+        assert cpu_weight_file(name) == (scale, scale)
+        assert request(s.port, "w.test")[0] == 200
+        v, scale = cpu_weight_file(s.instances("w")[0]["name"])
+        assert v == scale // 2, (v, scale)
+    finally:
+        assert s.stop() == 0, s.stderr()
+        assert s.leftovers() == []
+
+
 def test_sigterm_during_a_container_setup_leaves_nothing():
     s = Server(app("cold", ["cold.test"], SMALL, start_timeout="20s", stop_grace="1s"),
                env={"KAGO_FAULT": "slow-setup"})
