@@ -71,6 +71,13 @@ struct kago_limits {
     struct kago_cgroup_kv *raw;
     size_t nraw;
 };
+/* Limits with every field unset: what kago_container_update changes nothing of. */
+#define KAGO_LIMITS_UNSET                                                                                    \
+    ((struct kago_limits){.cpu_quota_us = KAGO_UNSET,                                                        \
+                          .cpu_period_us = KAGO_UNSET,                                                       \
+                          .cpu_weight = KAGO_UNSET,                                                          \
+                          .memory = KAGO_UNSET,                                                              \
+                          .pids = KAGO_UNSET})
 
 enum kago_seccomp_mode { KAGO_SECCOMP_DEFAULT, KAGO_SECCOMP_UNCONFINED, KAGO_SECCOMP_CUSTOM };
 enum kago_seccomp_action { KAGO_SCMP_ALLOW, KAGO_SCMP_ERRNO, KAGO_SCMP_KILL, KAGO_SCMP_LOG };

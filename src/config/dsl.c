@@ -582,8 +582,7 @@ static mrb_value spec_paths(mrb_state *mrb, mrb_value self)
 
 void kf_limits_init(struct kago_limits *l)
 {
-    memset(l, 0, sizeof *l);
-    l->cpu_quota_us = l->cpu_period_us = l->cpu_weight = l->memory = l->pids = KAGO_UNSET;
+    *l = KAGO_LIMITS_UNSET;
 }
 
 void kf_limits_free(struct kago_limits *l)

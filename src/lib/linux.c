@@ -902,12 +902,11 @@ int kago__child_go(struct kago__child *ch, struct kago_error **err)
     ssize_t n;
     if (ch->went)
         return 0;
-    bool mapped_before = ch->mapped;
     if (recv_until(ch, false, &n) != 'G')
         _exit(127);
     ch->bpf->len = (unsigned short)((size_t)(n - 1) / sizeof ch->bpf->insns[0]);
     ch->went = true;
-    if ((ch->spec->ns & (1u << KAGO_NS_USER)) && !mapped_before && become_root(ch, err) < 0)
+    if ((ch->spec->ns & (1u << KAGO_NS_USER)) && !ch->mapped && become_root(ch, err) < 0)
         return -1;
     if (ch->enter_cg && ch->enter_cg->ops->enter(ch->enter_cg, 0, err) < 0)
         return -1;

@@ -186,6 +186,19 @@ int kago__spec_from_json_full(json_object *o, struct kago_spec *s, char **scratc
     return 0;
 }
 
+/* Attaches fds (n of them, none when 0) to mh as SCM_RIGHTS, in ctl (room for them, zeroed). */
+static void put_rights(struct msghdr *mh, void *ctl, const int *fds, int n)
+{
+    if (n <= 0)
+        return;
+    mh->msg_control = ctl;
+    mh->msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(mh);
+    *cm = (struct cmsghdr){
+        .cmsg_level = SOL_SOCKET, .cmsg_type = SCM_RIGHTS, .cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n)};
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)n);
+}
+
 /* --- the spawner process ------------------------------------------------------------------------- */
 
 /* Room for the two descriptors an answer carries: a pidfd, and a warm sandbox's socket. */
@@ -206,15 +219,7 @@ static void answer_op(int sock, pid_t pid, const int *fds, int nfds, bool into_c
     memset(&ctl, 0, sizeof ctl);
     struct iovec iov = {.iov_base = &r, .iov_len = offsetof(struct reply, msg) + strlen(r.msg) + 1};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (nfds > 0) {
-        mh.msg_control = &ctl;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        *cm = (struct cmsghdr){.cmsg_level = SOL_SOCKET,
-                               .cmsg_type = SCM_RIGHTS,
-                               .cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds)};
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-    }
+    put_rights(&mh, &ctl, fds, nfds);
     if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
         _exit(1); /* serve is gone */
 }
@@ -684,15 +689,7 @@ static int send_req(int sock, const struct req *h, const char *json, size_t jlen
     struct iovec iov[2] = {{.iov_base = (void *)h, .iov_len = sizeof *h},
                            {.iov_base = (void *)json, .iov_len = jlen}};
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-    if (nfds) {
-        mh.msg_control = &ctl;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        *cm = (struct cmsghdr){.cmsg_level = SOL_SOCKET,
-                               .cmsg_type = SCM_RIGHTS,
-                               .cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds)};
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-    }
+    put_rights(&mh, &ctl, fds, nfds);
     ssize_t n;
     while ((n = sendmsg(sock, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
         ;

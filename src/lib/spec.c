@@ -47,11 +47,7 @@ void kago_spec_init(struct kago_spec *spec)
     /* shared: 10,000 apps would otherwise hold 10,000 copies of them (about 600 bytes each) */
     spec->masked_paths = (char **)default_masked;
     spec->readonly_paths = (char **)default_readonly;
-    spec->limits.cpu_quota_us = KAGO_UNSET;
-    spec->limits.cpu_period_us = KAGO_UNSET;
-    spec->limits.cpu_weight = KAGO_UNSET;
-    spec->limits.memory = KAGO_UNSET;
-    spec->limits.pids = KAGO_UNSET;
+    spec->limits = KAGO_LIMITS_UNSET;
     spec->caps = kago_caps_default();
     spec->seccomp.mode = KAGO_SECCOMP_DEFAULT;
     spec->seccomp.default_action = KAGO_SCMP_ALLOW;

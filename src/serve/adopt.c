@@ -99,9 +99,8 @@ void kago__record_remove(struct instance *inst)
     inst->recorded = false;
 }
 
-void kago__records_app(struct app_rt *a, uint64_t now)
+void kago__records_app(struct app_rt *a)
 {
-    (void)now;
     for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
         struct instance *inst = pi->data;
         if (!inst || !inst->recorded)

@@ -194,15 +194,12 @@ void kago__instance_watch(struct instance *inst)
     inst->watching = true;
 }
 
-/* inst->c runs: watch its exit through its pidfd and probe its readiness. */
 /* Ready: the instance gets the CPU weight of its app (the default, 100, when it sets none). */
 static void weight_ready(struct instance *inst)
 {
     if (!inst->c || inst->pi->tier != POOL_TIER_COLD)
         return;
-    struct kago_spec tmp;
-    kago_spec_init(&tmp);
-    struct kago_limits lim = tmp.limits; /* every field unset */
+    struct kago_limits lim = KAGO_LIMITS_UNSET;
     int64_t w = inst->app->app.spec.limits.cpu_weight;
     lim.cpu_weight = w == KAGO_UNSET ? 100 : w;
     struct kago_error *err = NULL;
@@ -210,9 +207,9 @@ static void weight_ready(struct instance *inst)
         kago__ilog(inst, SLOG_WARN, "cpu weight %lld at ready: %s", (long long)lim.cpu_weight, err->msg);
         kago_error_free(err);
     }
-    kago_spec_free(&tmp);
 }
 
+/* inst->c runs: watch its exit through its pidfd and probe its readiness. */
 static void start_finish(struct app_rt *a, struct instance *inst)
 {
     struct server *srv = a->srv;

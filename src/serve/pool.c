@@ -15,14 +15,15 @@ const double kago__pool_thaw_bounds_ms[POOL_HIST_BUCKETS] = {0.05, 0.1, 0.25, 0.
                                                              5,    10,  25,   100, 1000, 1e300};
 
 static void maybe_scale(struct pool *p, uint64_t now);
+static void dispatch_waiters(struct pool *p, uint64_t now);
 
+/* The pool changed: something in it may be due now (p->due, and the caller's copy through ops->touched). */
 static void touch(struct pool *p)
 {
     p->due = 0;
     if (p->ops && p->ops->touched)
         p->ops->touched(p);
 }
-static void dispatch_waiters(struct pool *p, uint64_t now);
 
 void kago__pool_init(struct pool *p, const struct pool_cfg *cfg, const struct pool_ops *ops, void *data)
 {

@@ -155,11 +155,6 @@ void kago__pool_exited(struct pool *p, struct pool_inst *i, uint64_t now);
 /* Timers: held requests past start_timeout, starts past start_timeout, lifetime, idle, drain
  * grace, kill grace, min_instances. Call at least every 100 ms. */
 void kago__pool_tick(struct pool *p, uint64_t now);
-/* kago__pool_tick would do nothing before p->due: the caller may skip the call until then. */
-static inline bool kago__pool_due(const struct pool *p, uint64_t now)
-{
-    return now >= p->due;
-}
 /* i stopped working (its listener refuses connections): route nothing more to it, drain it. */
 void kago__pool_retire(struct pool *p, struct pool_inst *i, uint64_t now);
 /* i is being checkpointed (busy) or no longer: a busy instance takes no requests (they wait for it

@@ -60,10 +60,7 @@ static void budget_used(struct server *srv, uint64_t now, int64_t *cpu, int64_t 
 
 static int apply(struct instance *inst, int64_t cpu, int64_t mem, uint64_t now)
 {
-    struct kago_limits lim;
-    struct kago_spec tmp;
-    kago_spec_init(&tmp);
-    lim = tmp.limits; /* every field unset */
+    struct kago_limits lim = KAGO_LIMITS_UNSET;
     if (cpu != inst->su.cpu)
         lim.cpu_quota_us = cpu;
     if (mem != inst->su.memory) {
@@ -91,7 +88,6 @@ static int apply(struct instance *inst, int64_t cpu, int64_t mem, uint64_t now)
         }
         kago__scaleup_applied(&inst->su, cpu, mem, now);
     }
-    kago_spec_free(&tmp);
     return r;
 }
 

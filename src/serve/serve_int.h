@@ -390,7 +390,7 @@ void kago__record_write(struct instance *inst);
 void kago__record_remove(struct instance *inst);
 /* From the tick, for an app it visits: a state change is recorded then, the idle clock within
  * RECORD_ACTIVE_MS. */
-void kago__records_app(struct app_rt *a, uint64_t now);
+void kago__records_app(struct app_rt *a);
 /* Adopts the instances a previous serve with this root left running, removes the others. */
 int kago__serve_adopt(struct server *srv, struct kago_error **err);
 

@@ -690,7 +690,7 @@ static void on_tick(uv_timer_t *t)
         }
         struct app_rt *a = srv->tick_due[k].a;
         kago__pool_tick(&a->pool, now);
-        kago__records_app(a, now);
+        kago__records_app(a);
         kago__instance_checkpoint_tick(a, now);
         if (kago__scaleup_on(&a->app.scale_up))
             kago__scaler_app(a, now);
