@@ -148,7 +148,8 @@ def test_spawner_killed_sandboxes_stay_and_starts_go_on():
     s = Server(apps, extra_args=("--warm", "2"))
     try:
         assert request(s.port, "k0.test")[0] == 200
-        assert wait_for(lambda: sandboxes(s), 10)
+        # made, and its answer read by serve (a spawner killed before it answers takes the sandbox along)
+        assert wait_for(lambda: sandboxes(s) and s.metric("kago_warm_sandboxes") == len(sandboxes(s)), 10)
         old = sandboxes(s)
         # (the instances' inits, its clones, have its name too, each in a pid namespace of its own)
         spawner = [p for p in children(s.proc.pid) if comm(p) == "kago-spawner"
