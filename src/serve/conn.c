@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pages.h"
 #include "serve_int.h"
 #include "util.h"
 
@@ -27,25 +28,70 @@ static char h2_rbuf[CLIENT_RBUF];
 
 /* The read buffer, taken when bytes are about to arrive: a connection idle between two requests gives it
  * back (idle_trim, from kago__client_trim_idle), as nginx frees its header buffer on a keep-alive
- * connection: 8 KiB less per idle client. */
+ * connection: 8 KiB less per idle client. A page buffer (pages.h): freed, its pages go back whole. */
 static char *rbuf(struct client *c)
 {
     if (!c->rbuf)
-        c->rbuf = xmalloc(CLIENT_RBUF);
+        c->rbuf = kago__pages_get(CLIENT_RBUF);
     return c->rbuf;
 }
 
-/* Between two requests with nothing read ahead: the read buffer goes, and so do the write buffers that
- * are empty (a TLS handshake's or a response's capacity, kept for reuse while busy). */
+static void rbuf_free(struct client *c)
+{
+    if (c->h2s)
+        free(c->rbuf); /* an HTTP/2 stream's request head (kago__client_stream_input) */
+    else if (c->rbuf != h2_rbuf)
+        kago__pages_put(c->rbuf, CLIENT_RBUF);
+    c->rbuf = NULL;
+}
+
+static const struct http_msg_cbs req_cbs;
+
+/* The request being parsed: made when its first byte is, gone between requests (200 bytes less per idle
+ * connection). */
+static struct http_msg *req(struct client *c)
+{
+    if (!c->req) {
+        c->req = xcalloc(1, sizeof(*c->req));
+        kago__http_msg_init(c->req, HTTP_REQUEST, &req_cbs, c);
+    }
+    return c->req;
+}
+
+static void req_free(struct client *c)
+{
+    if (!c->req)
+        return;
+    kago__http_msg_free(c->req);
+    free(c->req);
+    c->req = NULL;
+}
+
+static bool between_requests(const struct client *c)
+{
+    return c->state == C_HEAD && !c->req_begun && c->rpos == c->rlen && !c->h2s && c->rbuf != h2_rbuf;
+}
+
+/* A response sent, or a handshake done, with nothing read ahead: the write buffers that are empty and the
+ * request head's buffers go at once, as nginx frees a request's pool when it ends. Kept until a second of
+ * idleness, they sat between the objects of the connections accepted meanwhile: holes in malloc's heap
+ * that stayed resident (an idle TLS connection 20 KiB instead of 17). */
+static void trim_between(struct client *c)
+{
+    if (!between_requests(c))
+        return;
+    kago__outq_trim(&c->out);
+    req_free(c);
+}
+
+/* Idle for a second: the read buffer goes too (its pages go back to the kernel), and OpenSSL's. */
 static bool idle_trim(struct client *c)
 {
-    if (c->state != C_HEAD || c->req_begun || c->rpos != c->rlen || c->h2s || c->rbuf == h2_rbuf)
+    if (!between_requests(c))
         return false;
-    free(c->rbuf);
-    c->rbuf = NULL;
+    trim_between(c);
+    rbuf_free(c);
     c->rpos = c->rlen = 0;
-    kago__outq_trim(&c->out);
-    kago__http_msg_trim(&c->req);
     if (c->tls && !c->tls_pumping)
         kago__tls_idle(c->tls);
     return true;
@@ -56,7 +102,7 @@ static void h2_begin(struct client *c)
     size_t n = c->rlen - c->rpos;
     if (n)
         memcpy(h2_rbuf, c->rbuf + c->rpos, n); /* the preface read so far (h2c) */
-    free(c->rbuf);
+    rbuf_free(c);
     c->rbuf = h2_rbuf;
     c->rpos = 0;
     c->rlen = n;
@@ -169,14 +215,15 @@ static void log_access_json(struct client *c, uint64_t bytes, double ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
+    const struct http_msg *m = req(c);
     struct logfmt_access r = {
         .unix_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
         .ip = c->ip,
-        .method = llhttp_method_name(c->req.parser.method),
+        .method = llhttp_method_name(m->parser.method),
         .host = c->info.host,
         .host_len = c->info.host_len > 200 ? 200 : c->info.host_len,
-        .path = c->req.raw.data ? c->req.raw.data + c->req.url : "",
-        .path_len = c->req.url_len > 512 ? 512 : c->req.url_len,
+        .path = m->raw.data ? m->raw.data + m->url : "",
+        .path_len = m->url_len > 512 ? 512 : m->url_len,
         .status = c->status,
         .bytes = bytes,
         .duration_ms = ms,
@@ -207,9 +254,10 @@ static void log_access(struct client *c)
     time_t t = time(NULL);
     struct tm tm;
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", localtime_r(&t, &tm));
-    const char *method = llhttp_method_name(c->req.parser.method);
+    const struct http_msg *m = req(c);
+    const char *method = llhttp_method_name(m->parser.method);
     int hl = c->info.host_len > 200 ? 200 : (int)c->info.host_len;
-    int ul = c->req.url_len > 512 ? 512 : (int)c->req.url_len;
+    int ul = m->url_len > 512 ? 512 : (int)m->url_len;
     double ms = (kago__serve_now_us() - c->t_begin) / 1000.0;
     char cold[32] = "-";
     if (c->cold_us >= 0)
@@ -217,8 +265,7 @@ static void log_access(struct client *c)
                  c->cold_kind ? c->cold_kind : "");
     struct tls_conn *tls = client_tls(c);
     fprintf(srv->access_log, "%s %s %.*s \"%s %.*s\" %d %llu %.1fms %s cold=%s%s%s%s\n", when, c->ip, hl,
-            c->info.host ? c->info.host : "-", method, ul,
-            c->req.raw.data ? c->req.raw.data + c->req.url : "", c->status,
+            c->info.host ? c->info.host : "-", method, ul, m->raw.data ? m->raw.data + m->url : "", c->status,
             (unsigned long long)(kago__outq_mark(&c->out) - c->out_mark), ms, c->inst ? c->inst->name : "-",
             cold, tls ? " tls=" : "", tls ? kago__tls_version(tls) : "", c->h2s ? " h2" : "");
     fflush(srv->access_log);
@@ -526,8 +573,10 @@ static void tls_pump(struct client *c)
         }
         got_bytes(c, (size_t)n);
     }
-    if (!c->closed)
+    if (!c->closed) {
         flush_client(c); /* the handshake's messages, tickets, alerts */
+        trim_between(c);
+    }
     c->tls_pumping = false;
 }
 
@@ -572,12 +621,13 @@ static void client_redirect_https(struct client *c)
     int n = snprintf(loc, sizeof(loc), "https://%.*s", (int)c->info.host_name_len, c->info.host);
     if (port && port != 443 && n > 0 && (size_t)n < sizeof(loc))
         n += snprintf(loc + n, sizeof(loc) - (size_t)n, ":%u", port);
-    if (n < 0 || (size_t)n + c->req.url_len >= sizeof(loc)) {
+    const struct http_msg *m = req(c);
+    if (n < 0 || (size_t)n + m->url_len >= sizeof(loc)) {
         client_error(c, 414, 0);
         return;
     }
-    memcpy(loc + n, c->req.raw.data + c->req.url, c->req.url_len);
-    n += (int)c->req.url_len;
+    memcpy(loc + n, m->raw.data + m->url, m->url_len);
+    n += (int)m->url_len;
     c->status = 308;
     c->resp_started = true;
     if (c->h2s)
@@ -593,15 +643,16 @@ static void client_redirect_https(struct client *c)
 static void client_route(struct client *c)
 {
     struct server *srv = c->srv;
-    int st = kago__http_req_check(&c->req, 0, &c->info);
+    struct http_msg *m = req(c);
+    int st = kago__http_req_check(m, 0, &c->info);
     if (st) {
         client_error(c, st, 0);
         return;
     }
     char ka[512]; /* HTTP-01 (acme.c), before routing: the host's app may not exist yet */
-    size_t kn = !c->tls && srv->acme ? kago__acme_http01(srv->acme, c->req.raw.data + c->req.url,
-                                                         c->req.url_len, ka, sizeof(ka))
-                                     : 0;
+    size_t kn = !c->tls && srv->acme
+                    ? kago__acme_http01(srv->acme, m->raw.data + m->url, m->url_len, ka, sizeof(ka))
+                    : 0;
     if (kn) {
         client_error_body(c, 200, 0, ka, kn);
         return;
@@ -667,7 +718,7 @@ void kago__client_upstream_ready(struct client *c)
     c->state = C_PROXY;
     c->info.forward = c->inst->remote != NULL; /* to another node: Kago-Hops + 1 */
     c->info.trusted = c->info.hops && kago__cluster_trusts(c->srv, c->ip);
-    kago__http_upstream_head(&u->out.pend, &c->req, &c->info, c->ip);
+    kago__http_upstream_head(&u->out.pend, req(c), &c->info, c->ip);
     arm_timer(c);
     client_parse(c); /* the body that already arrived, and message completion */
     if (c->h2s) {
@@ -706,7 +757,7 @@ static bool resend_safe(const struct client *c, int err)
         return false;
     if (c->body_in || c->info.content_length || c->info.chunked || c->info.upgrade)
         return false;
-    uint8_t m = c->req.parser.method;
+    uint8_t m = c->req ? c->req->parser.method : HTTP_POST;
     return m == HTTP_GET || m == HTTP_HEAD || m == HTTP_OPTIONS;
 }
 
@@ -745,7 +796,7 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     struct upconn *u = c->up;
     llhttp_t *p = &resp->parser;
     int status = p->status_code;
-    bool head_req = c->req.parser.method == HTTP_HEAD;
+    bool head_req = req(c)->parser.method == HTTP_HEAD;
     if (status >= 100 && status < 200 && (status != 101 || c->h2s)) {
         if (c->h2s)
             return 0; /* HTTP/2: the final response is what counts */
@@ -870,9 +921,12 @@ void kago__client_resp_done(struct client *c)
     c->req_begun = c->rpos < c->rlen;
     if (c->req_begun)
         c->t_begin = kago__serve_now_us();
-    kago__http_msg_clear(&c->req);
-    sbuf_reset(&c->req.raw, 4096);
+    if (c->req) {
+        kago__http_msg_clear(c->req);
+        sbuf_reset(&c->req->raw, 4096);
+    }
     flush_client(c);
+    trim_between(c);
     arm_timer(c);
     client_parse(c);
     if (c->srv->handover)
@@ -902,12 +956,12 @@ static void client_parse(struct client *c)
             break;
         c->need_exec = false;
         size_t used;
-        llhttp_errno_t e = kago__http_execute(&c->req, c->rbuf + c->rpos, c->rlen - c->rpos, &used);
+        llhttp_errno_t e = kago__http_execute(req(c), c->rbuf + c->rpos, c->rlen - c->rpos, &used);
         c->rpos += used;
         if (e == HPE_OK)
             continue;
         if (e == HPE_PAUSED) {
-            llhttp_resume(&c->req.parser);
+            llhttp_resume(&req(c)->parser);
             if (c->state == C_ROUTE) {
                 c->need_exec = true; /* lets a bodiless message complete on the next round */
                 client_route(c);
@@ -918,7 +972,7 @@ static void client_parse(struct client *c)
             c->req_done = true;
             break;
         }
-        int st = c->req.error ? c->req.error : 400;
+        int st = req(c)->error ? req(c)->error : 400;
         if (c->up || c->pi)
             finish_exchange(c, false);
         client_error(c, st, 0);
@@ -1005,9 +1059,8 @@ static void on_client_closed(uv_handle_t *h)
     kago__tls_conn_free(c->tls);
     kago__h2_conn_free(c->h2);
     kago__h2_stream_free(c->h2s);
-    kago__http_msg_free(&c->req);
-    if (c->rbuf != h2_rbuf)
-        free(c->rbuf);
+    req_free(c);
+    rbuf_free(c);
     struct server *srv = c->srv;
     free(c);
     kago__server_maybe_exit(srv);
@@ -1126,7 +1179,6 @@ static void client_setup(struct server *srv, struct client *c, const struct sbuf
     c->out.tls = tls;
     if (pre && pre->len)
         sbuf_add(&c->out.enc, pre->data, pre->len);
-    kago__http_msg_init(&c->req, HTTP_REQUEST, &req_cbs, c);
     c->next = srv->clients;
     if (srv->clients)
         srv->clients->prev = c;
@@ -1145,19 +1197,15 @@ static void client_setup(struct server *srv, struct client *c, const struct sbuf
         flush_client(c);
 }
 
-size_t kago__client_trim_idle(struct server *srv)
+void kago__client_trim_idle(struct server *srv)
 {
-    size_t n = 0;
     for (struct client *c = srv->clients; c; c = c->next) {
         if (c->active)
             c->trimmed = false;
-        else if (!c->closed && !c->trimmed && (c->state == C_H2 ? kago__h2_idle(c) : idle_trim(c))) {
-            c->trimmed = true;
-            n++;
-        }
+        else if (!c->closed && !c->trimmed)
+            c->trimmed = c->state == C_H2 ? kago__h2_idle(c) : idle_trim(c);
         c->active = false;
     }
-    return n;
 }
 
 /* Shutdown: close connections between requests now; the others close after their response. */
@@ -1272,7 +1320,6 @@ struct client *kago__client_stream_new(struct client *conn, struct h2_stream *st
     memcpy(c->ip, conn->ip, sizeof(c->ip));
     c->cold_us = -1;
     kago__outq_init(&c->out, NULL, NULL, c);
-    kago__http_msg_init(&c->req, HTTP_REQUEST, &req_cbs, c);
     c->state = C_HEAD;
     return c;
 }

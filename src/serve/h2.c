@@ -1,20 +1,26 @@
 /* kago serve — HTTP/2 connections and streams over nghttp2 (h2.h says how they map onto the HTTP/1.1
  * request path). */
+#include <malloc.h>
+#include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <nghttp2/nghttp2.h>
 
 #include "h2.h"
+#include "pages.h"
 #include "serve_int.h"
 #include "util.h"
+
+#define H2_BIG  8192 /* a block this large is a page buffer (see "memory" below) */
+#define H2_NBIG 4
 
 struct h2_conn {
     nghttp2_session *s;
     nghttp2_mem mem; /* nghttp2 allocates through these (h2_malloc...), to find its frame buffer */
-    void *big;       /* its largest block: the 16 KiB output frame buffer */
-    size_t big_len;
+    struct h2_big {  /* nghttp2's blocks of H2_BIG or more (the 16 KiB output frame buffer), in pages.h */
+        void *p;
+        size_t n;
+    } big[H2_NBIG];
     struct client *c;
     struct h2_stream *streams; /* the open ones with a client */
     unsigned nstreams;
@@ -545,53 +551,61 @@ static nghttp2_option *options(void)
 
 /* An idle connection's memory is mostly nghttp2's output frame buffer (NGHTTP2_FRAMEBUF_CHUNKLEN: a frame
  * of 16 KiB and its header), allocated with the session and kept for its life; a frame is written into it
- * from its start each time. While the connection has no stream and nothing to send, the whole pages inside
- * it go back to the kernel (MADV_DONTNEED: they read as zeros, and are faulted in again by the next frame):
- * nginx's idle HTTP/2 connection holds no such buffer either. */
-#define H2_BIG 8192
-
-static void big_note(struct h2_conn *h, void *p, size_t n)
+ * from its start each time. Blocks that large are page buffers (pages.h): while the connection has no
+ * stream and nothing to send, all their pages go back to the kernel (they read as zeros, and are faulted
+ * in again by the next frame), and none is a hole in malloc's heap. nginx's idle HTTP/2 connection holds no
+ * such buffer either. */
+static struct h2_big *big_slot(struct h2_conn *h, const void *p)
 {
-    if (p && n >= H2_BIG && n >= h->big_len) {
-        h->big = p;
-        h->big_len = n;
-    }
-}
-
-static void big_forget(struct h2_conn *h, void *p)
-{
-    if (p && p == h->big) {
-        h->big = NULL;
-        h->big_len = 0;
-    }
+    for (size_t i = 0; i < H2_NBIG; i++)
+        if (h->big[i].p == p)
+            return &h->big[i];
+    return NULL;
 }
 
 static void *h2_malloc(size_t n, void *ud)
 {
-    void *p = malloc(n);
-    big_note(ud, p, n);
-    return p;
+    struct h2_big *b = n >= H2_BIG ? big_slot(ud, NULL) : NULL;
+    if (!b)
+        return malloc(n);
+    *b = (struct h2_big){kago__pages_get(n), n};
+    return b->p;
 }
 
 static void h2_free(void *p, void *ud)
 {
-    big_forget(ud, p);
-    free(p);
+    struct h2_big *b = p ? big_slot(ud, p) : NULL;
+    if (!b) {
+        free(p);
+        return;
+    }
+    kago__pages_put(b->p, b->n);
+    *b = (struct h2_big){0};
 }
 
 static void *h2_calloc(size_t k, size_t n, void *ud)
 {
-    void *p = calloc(k, n);
-    big_note(ud, p, k * n);
+    if (n && k > SIZE_MAX / n)
+        return NULL;
+    void *p = h2_malloc(k * n, ud);
+    if (p)
+        memset(p, 0, k * n); /* (a page buffer reused is not zero) */
     return p;
 }
 
 static void *h2_realloc(void *p, size_t n, void *ud)
 {
-    void *q = realloc(p, n);
-    if (q || !n) {
-        big_forget(ud, p);
-        big_note(ud, q, n);
+    struct h2_big *b = p ? big_slot(ud, p) : NULL;
+    if (!b && n < H2_BIG)
+        return realloc(p, n);
+    if (!n) {
+        h2_free(p, ud);
+        return NULL;
+    }
+    void *q = h2_malloc(n, ud);
+    if (q && p) {
+        memcpy(q, p, b ? (b->n < n ? b->n : n) : (malloc_usable_size(p) < n ? malloc_usable_size(p) : n));
+        h2_free(p, ud);
     }
     return q;
 }
@@ -601,13 +615,8 @@ bool kago__h2_idle(struct client *c)
     struct h2_conn *h = c->h2;
     if (!h || h->dead || h->nstreams || nghttp2_session_want_write(h->s))
         return false;
-    if (h->big) {
-        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-        uintptr_t a = ((uintptr_t)h->big + page - 1) & ~(page - 1);
-        uintptr_t e = ((uintptr_t)h->big + h->big_len) & ~(page - 1);
-        if (e > a)
-            madvise((void *)a, e - a, MADV_DONTNEED);
-    }
+    for (size_t i = 0; i < H2_NBIG; i++)
+        kago__pages_idle(h->big[i].p, h->big[i].n);
     kago__outq_trim(&h->c->out);
     if (h->c->tls)
         kago__tls_idle(h->c->tls);

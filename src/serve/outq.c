@@ -2,16 +2,18 @@
  * nothing queued), hand the rest to libuv, and keep appending to the other buffer meanwhile. */
 #include "outq.h"
 #include "tls.h"
+#include "util.h"
 
 void kago__outq_init(struct outq *q, uv_stream_t *stream, outq_cb cb, void *owner)
 {
     *q = (struct outq){.stream = stream, .cb = cb, .owner = owner};
-    q->req.data = q;
 }
 
 static void on_written(uv_write_t *req, int status)
 {
     struct outq *q = req->data;
+    free(req);
+    q->req = NULL;
     q->writing = false;
     if (!q->tls)
         q->written += q->busy.len;
@@ -68,9 +70,14 @@ int kago__outq_flush(struct outq *q)
     memmove(q->busy.data, q->busy.data + n, q->busy.len - n);
     q->busy.len -= n;
     b = uv_buf_init(q->busy.data, q->busy.len);
-    int r = uv_write(&q->req, q->stream, &b, 1, on_written);
-    if (r < 0)
+    q->req = xmalloc(sizeof(*q->req));
+    q->req->data = q;
+    int r = uv_write(q->req, q->stream, &b, 1, on_written);
+    if (r < 0) {
+        free(q->req);
+        q->req = NULL;
         return r;
+    }
     q->writing = true;
     return 0;
 }

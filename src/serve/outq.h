@@ -22,7 +22,7 @@ struct outq {
     struct sbuf pend, busy;
     struct sbuf enc; /* TLS: ciphertext not yet handed to libuv (pend holds plaintext, busy ciphertext) */
     struct tls_conn *tls; /* NULL: plain */
-    uv_write_t req;
+    uv_write_t *req;      /* while writing: most writes complete at once and need none (184 bytes) */
     uv_stream_t *stream;
     outq_cb cb;
     void *owner;

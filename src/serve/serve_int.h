@@ -184,7 +184,7 @@ struct client {
     struct client *conn;
     unsigned handles;
     char ip[48];
-    struct http_msg req; /* last: it is large */
+    struct http_msg *req; /* the request being parsed (conn.c: req()), NULL between requests */
 };
 
 struct listener {
@@ -328,8 +328,8 @@ void kago__client_tunnel_data(struct client *c, const char *at, size_t n);
 void kago__client_upstream_drained(struct client *c);
 void kago__client_close_all(struct server *srv, bool idle_only);
 /* Once a second: a connection that read nothing since the last call and waits between requests gives its
- * buffers back (8 KiB of read buffer, empty write buffers, OpenSSL's and nghttp2's). */
-size_t kago__client_trim_idle(struct server *srv);
+ * buffers back (the pages of its 8 KiB read buffer and of nghttp2's frame buffer, OpenSSL's buffers). */
+void kago__client_trim_idle(struct server *srv);
 /* HTTP/2 (h2.c): a stream's client on the connection conn (st its h2 state, freed with it); its request
  * head (HTTP/1.1, len bytes) to parse and route; a failure answered with status (the exchange ended). */
 struct client *kago__client_stream_new(struct client *conn, struct h2_stream *st);

@@ -21,7 +21,6 @@
 #include "spawner.h"
 #include "util.h"
 
-#define TRIM_MIN_IDLE  32
 #define TICK_MS        25
 #define TLS_CHECK_MS   2000 /* certificate files are looked at this often */
 #define DEFAULT_LISTEN "127.0.0.1:8080"
@@ -719,11 +718,9 @@ static void on_tick(uv_timer_t *t)
             pp = &(*pp)->tick_next;
     if (now - srv->upconn_swept_ms >= 1000) {
         srv->upconn_swept_ms = now;
-        /* the buffers of connections gone idle sit between live objects in malloc's heap: give their
-         * pages back to the system too (idle TLS connection 21 -> 18 KiB, docs/serve.md), when enough went
-         * idle at once for it to matter (32 read buffers: 256 KiB) */
-        if (kago__client_trim_idle(srv) >= TRIM_MIN_IDLE)
-            malloc_trim(0);
+        /* (their read buffers are page buffers, and what a request held went when it ended: an idle
+         * connection leaves no hole in malloc's heap, and no malloc_trim walks it here) */
+        kago__client_trim_idle(srv);
         for (struct app_rt *a = srv->ticking; a; a = a->tick_next) /* (an app with instances ticks) */
             for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
                 kago__upconn_sweep(pi->data, now);

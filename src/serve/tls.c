@@ -98,7 +98,7 @@ struct tls_conn {
     bool acme; /* a TLS-ALPN-01 validation: its handshake is all it gets */
     struct tls_front *f;
     struct tls_conn *wnext, **wprev; /* on f->waiting while held for a certificate on demand */
-    char wname[256];
+    char *wname;                     /* the name it waits for, while on f->waiting */
     void (*resume)(void *arg);
     void *resume_arg;
 };
@@ -337,7 +337,7 @@ static int on_hello(SSL *ssl, int *al, void *arg)
     if (!f->missing(f->missing_arg, name))
         return SSL_CLIENT_HELLO_SUCCESS;
     if (!t->wprev) {
-        snprintf(t->wname, sizeof(t->wname), "%s", name);
+        t->wname = xstrdup(name);
         t->wnext = f->waiting;
         if (f->waiting)
             f->waiting->wprev = &t->wnext;
@@ -356,6 +356,8 @@ static void unwait(struct tls_conn *t)
         t->wnext->wprev = t->wprev;
     t->wprev = NULL;
     t->wnext = NULL;
+    free(t->wname);
+    t->wname = NULL;
 }
 
 void kago__tls_front_on_missing(struct tls_front *f, int (*missing)(void *arg, const char *name), void *arg)
