@@ -73,9 +73,9 @@ static bool between_requests(const struct client *c)
 }
 
 /* A response sent, or a handshake done, with nothing read ahead: the write buffers that are empty and the
- * request head's buffers go at once, as nginx frees a request's pool when it ends. Kept until a second of
+ * request's parse state go at once, as nginx frees a request's pool when it ends. Kept until a second of
  * idleness, they sat between the objects of the connections accepted meanwhile: holes in malloc's heap
- * that stayed resident (an idle TLS connection 20 KiB instead of 17). */
+ * that stayed resident (docs/serve.md, "Idle connections"). */
 static void trim_between(struct client *c)
 {
     if (!between_requests(c))

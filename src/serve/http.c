@@ -172,15 +172,6 @@ void kago__http_msg_clear(struct http_msg *m)
     m->error_reason = NULL;
 }
 
-void kago__http_msg_trim(struct http_msg *m)
-{
-    kago__http_msg_clear(m);
-    sbuf_free(&m->raw);
-    free(m->hdr);
-    m->hdr = NULL;
-    m->hdr_cap = 0;
-}
-
 void kago__http_msg_free(struct http_msg *m)
 {
     sbuf_free(&m->raw);

@@ -61,8 +61,6 @@ struct http_req_info {
 void kago__http_msg_init(struct http_msg *m, llhttp_type_t type, const struct http_msg_cbs *cbs, void *owner);
 /* Prepares for the next message on the same connection (keeps parser state). */
 void kago__http_msg_clear(struct http_msg *m);
-/* Between two messages: its buffers go (a connection idle between requests holds none). */
-void kago__http_msg_trim(struct http_msg *m);
 void kago__http_msg_free(struct http_msg *m);
 
 /* Runs the parser over data. Returns the llhttp error (HPE_OK, HPE_PAUSED, HPE_PAUSED_UPGRADE or

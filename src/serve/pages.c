@@ -18,7 +18,8 @@
 #define PAGES_HOT       16
 
 struct pages_class {
-    void **hot, **cold; /* free buffers: resident, released */
+    void *hot[PAGES_HOT]; /* free buffers still resident */
+    void **cold;          /* free buffers whose pages were given back */
     size_t nhot, ncold, cap;
 };
 
@@ -40,12 +41,11 @@ static void *map(size_t len)
     return p;
 }
 
-static void grow(struct pages_class *c, size_t need)
+static void grow_cold(struct pages_class *c, size_t need)
 {
     if (need <= c->cap)
         return;
     c->cap = need * 2;
-    c->hot = xrealloc(c->hot, c->cap * sizeof(*c->hot));
     c->cold = xrealloc(c->cold, c->cap * sizeof(*c->cold));
 }
 
@@ -60,7 +60,7 @@ void *kago__pages_get(size_t n)
     if (!c->ncold) { /* a new chunk: its buffers are free (and not resident) until used */
         size_t len = k * page_size;
         char *chunk = map(PAGES_CHUNK * len);
-        grow(c, c->nhot + c->ncold + PAGES_CHUNK);
+        grow_cold(c, PAGES_CHUNK);
         for (size_t i = PAGES_CHUNK; i-- > 0;)
             c->cold[c->ncold++] = chunk + i * len;
     }
@@ -77,12 +77,12 @@ void kago__pages_put(void *p, size_t n)
         return;
     }
     struct pages_class *c = &classes[k - 1];
-    grow(c, c->nhot + c->ncold + 1);
     if (c->nhot < PAGES_HOT) {
         c->hot[c->nhot++] = p;
         return;
     }
     madvise(p, k * page_size, MADV_DONTNEED);
+    grow_cold(c, c->ncold + 1);
     c->cold[c->ncold++] = p;
 }
 
