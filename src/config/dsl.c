@@ -153,25 +153,26 @@ static mrb_value kago_new_app(mrb_state *mrb, mrb_value self)
     const char *name;
     mrb_get_args(mrb, "z", &name);
     struct kago_kagofile *kf = kf_of(mrb);
-    for (size_t i = 0; i < kf->napps; i++)
-        if (!strcmp(kf->apps[i]->app.name, name))
-            mrb_raisef(mrb, E_ARGUMENT_ERROR, "app \"%s\" is defined twice", name);
+    if (kago__smap_get(&kf->app_names, name))
+        mrb_raisef(mrb, E_ARGUMENT_ERROR, "app \"%s\" is defined twice", name);
     if (kf_find(kf, name))
         mrb_raisef(mrb, E_ARGUMENT_ERROR, "app \"%s\": a container has the same name", name);
-    struct kf_app *a = calloc(1, sizeof *a);
-    if (!a)
-        abort();
+    struct kf_app *a = kf_zalloc(kf, sizeof *a); /* (freed with the file: not among what it defines) */
     kago_app_init(&a->app);
     a->app.name = dup_or_raise(mrb, name);
     a->app.spec.name = dup_or_raise(mrb, name);
     a->ct.spec = &a->app.spec;
     a->ct.in_app = true;
     a->ct.stop_grace_ms = KF_DEFAULT_STOP_GRACE_MS;
-    struct kf_app **v = realloc(kf->apps, (kf->napps + 1) * sizeof *v);
-    if (!v)
-        abort();
-    kf->apps = v;
+    if (kf->napps == kf->capapps) {
+        kf->capapps = kf->capapps ? kf->capapps * 2 : 8;
+        struct kf_app **v = realloc(kf->apps, kf->capapps * sizeof *v);
+        if (!v)
+            abort();
+        kf->apps = v;
+    }
     kf->apps[kf->napps++] = a;
+    kago__smap_add(&kf->app_names, a->app.name, strlen(a->app.name), a);
     struct RClass *cls = mrb_class_get_under(mrb, mrb_module_get(mrb, "Kago"), "AppSpec");
     a->obj = mrb_obj_value(mrb_data_object_alloc(mrb, cls, a, &app_type));
     mrb_gc_register(mrb, a->obj);

@@ -5,6 +5,7 @@
 #include <mruby.h>
 
 #include "kagofile.h"
+#include "smap.h"
 
 #define KF_INTERNAL __attribute__((visibility("hidden")))
 
@@ -60,12 +61,26 @@ struct kago_kagofile {
     struct kf_container **cts;
     size_t ncts;
     struct kf_app **apps;
-    size_t napps;
-    int refs;  /* the supervisor's containers that run hooks from this file */
-    void *sup; /* the supervisor running this file's hooks, or NULL */
+    size_t napps, capapps;
+    struct smap app_names; /* name -> its kf_app, while the file is evaluated */
+    struct kf_heap *heap;  /* mruby's memory (mrbheap.c); NULL: libc's (under ASan, which then sees it) */
+    int refs;              /* the supervisor's containers that run hooks from this file */
+    void *sup;             /* the supervisor running this file's hooks, or NULL */
 };
 
 #define KF_DEFAULT_STOP_GRACE_MS 10000
+
+/* mrbheap.c: a heap for one mruby state, apart from the C heap: mrb_open_allocf(kf_heap_allocf, heap);
+ * kf_heap_free after mrb_close unmaps it all. */
+struct kf_heap;
+struct kf_heap *kf_heap_new(void) KF_INTERNAL;
+void kf_heap_free(struct kf_heap *h) KF_INTERNAL;
+void *kf_heap_allocf(mrb_state *mrb, void *p, size_t size, void *ud) KF_INTERNAL;
+
+/* Zeroed memory that lives and dies with kf (its heap when it has one): kept apart from what its apps keep.
+ */
+void *kf_zalloc(struct kago_kagofile *kf, size_t n) KF_INTERNAL;
+void kf_zfree(struct kago_kagofile *kf, void *p) KF_INTERNAL;
 
 /* dsl.c: defines Kago, Kago::Spec, Kago::AppSpec and their C primitives in mrb. */
 void kf_dsl_define(mrb_state *mrb) KF_INTERNAL;

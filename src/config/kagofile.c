@@ -218,7 +218,12 @@ int kago_kagofile_load_string(const char *name, const char *src, size_t len, cha
     struct kago_kagofile *kf = calloc(1, sizeof *kf);
     if (!kf || !(kf->path = strdup(name)))
         abort();
+#if defined(__SANITIZE_ADDRESS__)
     kf->mrb = mrb_open();
+#else
+    kf->heap = kf_heap_new();
+    kf->mrb = mrb_open_allocf(kf_heap_allocf, kf->heap);
+#endif
     if (!kf->mrb) {
         kago_kagofile_free(kf);
         return kago_error_set(err, ENOMEM, "%s: cannot start mruby", name);
@@ -304,11 +309,29 @@ void kago_kagofile_free(struct kago_kagofile *kf)
     for (size_t i = 0; i < kf->napps; i++) {
         free_container(&kf->apps[i]->ct);
         kago_app_free(&kf->apps[i]->app);
-        free(kf->apps[i]);
+        kf_zfree(kf, kf->apps[i]);
     }
     free(kf->apps);
+    kago__smap_fini(&kf->app_names);
+    kf_heap_free(kf->heap);
     free(kf->path);
     free(kf);
+}
+
+void *kf_zalloc(struct kago_kagofile *kf, size_t n)
+{
+    void *p = kf->heap ? kf_heap_allocf(NULL, NULL, n, kf->heap) : malloc(n);
+    if (!p)
+        abort();
+    return memset(p, 0, n);
+}
+
+void kf_zfree(struct kago_kagofile *kf, void *p)
+{
+    if (kf->heap)
+        kf_heap_allocf(NULL, p, 0, kf->heap);
+    else
+        free(p);
 }
 
 const char *kago_kagofile_path(const struct kago_kagofile *kf)
@@ -359,10 +382,12 @@ void kago_kagofile_take_app(struct kago_kagofile *kf, size_t i, struct kago_app 
         return;
     struct kf_app *a = kf->apps[i];
     *out = a->app;
+    kago__smap_del(&kf->app_names, out->name, strlen(out->name));
     /* The Ruby objects still point at a->app: leave a valid empty app behind for them. */
     kago_app_init(&a->app);
     a->app.name = strdup(out->name);
     a->app.spec.name = strdup(out->spec.name ? out->spec.name : out->name);
     if (!a->app.name || !a->app.spec.name)
         abort();
+    kago__smap_add(&kf->app_names, a->app.name, strlen(a->app.name), a);
 }

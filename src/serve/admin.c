@@ -20,8 +20,6 @@
 
 #define ADMIN_MAX_REQ 4096
 
-int kago__server_reload(struct server *srv, struct kago_error **err);
-
 static const int status_codes[STATUS_SLOTS] = {200, 204, 206, 301, 302, 304, 400, 404,
                                                408, 413, 431, 500, 502, 503, 504, 0};
 
@@ -78,6 +76,7 @@ struct admin_conn {
     /* GET /dash/events: the dashboard's event stream (dash.c) */
     struct dash_sub sub;
     bool sse, sse_writing;
+    struct reload_waiter reload; /* POST /reload: answered once the reload is applied or failed */
 };
 
 static void printf_buf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -749,6 +748,7 @@ static void on_admin_closed(uv_handle_t *h)
         kago__app_unref(ac->cur);
     if (ac->m.only)
         kago__app_unref(ac->m.only);
+    kago__server_reload_forget(ac->srv, &ac->reload);
     sbuf_free(&ac->out);
     sbuf_free(&ac->body);
     free(ac);
@@ -1070,6 +1070,19 @@ static void dash(struct admin_conn *ac, const char *method, char *path, enum das
     }
 }
 
+static void reload_answer(struct reload_waiter *w, const struct kago_error *err)
+{
+    struct admin_conn *ac = container_of(w, struct admin_conn, reload);
+    struct sbuf body = {0};
+    if (err) {
+        printf_buf(&body, "reload failed: %s\n", err->msg);
+        respond(ac, 500, "text/plain", &body);
+    } else {
+        sbuf_adds(&body, "reloaded\n");
+        respond(ac, 200, "text/plain", &body);
+    }
+}
+
 static void handle(struct admin_conn *ac)
 {
     struct server *srv = ac->srv;
@@ -1092,19 +1105,13 @@ static void handle(struct admin_conn *ac)
         ps_json(srv, &body);
         respond(ac, 200, "application/json", &body);
     } else if (!strcmp(method, "POST") && !strcmp(path, "/reload")) {
-        struct kago_error *err = NULL;
         char ip[64] = "the unix socket";
         if (ac->h.handle.type == UV_TCP)
             peer_ip(ac, ip, sizeof(ip));
         kago__slog(srv, SLOG_INFO, NULL, NULL, "admin: reload from %s", ip);
-        if (kago__server_reload(srv, &err) < 0) {
-            printf_buf(&body, "reload failed: %s\n", err->msg);
-            kago_error_free(err);
-            respond(ac, 500, "text/plain", &body);
-        } else {
-            sbuf_adds(&body, "reloaded\n");
-            respond(ac, 200, "text/plain", &body);
-        }
+        ac->done = true; /* (the answer waits for the reload) */
+        ac->reload.done = reload_answer;
+        kago__server_reload(srv, &ac->reload);
     } else if (!strcmp(method, "GET") && !strcmp(path, "/healthz")) {
         sbuf_adds(&body, "ok\n");
         respond(ac, 200, "text/plain", &body);

@@ -460,14 +460,6 @@ static void ev_overview(struct server *srv, struct dash_sub *s, struct sbuf *b)
     bprintf(b, "],\"total\":%zu,\"offset\":%u,\"limit\":%u", total, s->offset, s->limit);
 }
 
-static struct app_rt *find_app(struct server *srv, const char *name)
-{
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        if (!a->removed && !strcmp(a->app.name, name))
-            return a;
-    return NULL;
-}
-
 static void j_hist(struct sbuf *b, const char *name, const uint64_t *h)
 {
     bprintf(b, "\"%s\":[", name);
@@ -567,7 +559,7 @@ static void j_log(struct server *srv, struct app_rt *a, struct dash_sub *s, stru
 static void ev_app(struct server *srv, struct dash_sub *s, struct sbuf *b)
 {
     uint64_t now = kago__serve_now_ms();
-    struct app_rt *a = find_app(srv, s->app);
+    struct app_rt *a = kago__server_app(srv, s->app);
     j_server(srv, b);
     if (!a) {
         sbuf_adds(b, ",\"app\":null");

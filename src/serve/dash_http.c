@@ -167,14 +167,6 @@ struct action {
     const char *who; /* "IP (how)" for the log */
 };
 
-static struct app_rt *find_app(struct server *srv, const char *name)
-{
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        if (!a->removed && !strcmp(a->app.name, name))
-            return a;
-    return NULL;
-}
-
 static const char *errmsg(int r)
 {
     return r == -EBUSY ? "it is serving requests (or being checkpointed)" : "it is not in a state for it";
@@ -261,7 +253,7 @@ static bool action(struct server *srv, const char *verb, const char *path, const
 {
     char name[256];
     struct action x = {.srv = srv, .who = who};
-    if (!kago__dash_param(path, "app", name, sizeof(name)) || !(x.app = find_app(srv, name))) {
+    if (!kago__dash_param(path, "app", name, sizeof(name)) || !(x.app = kago__server_app(srv, name))) {
         reply(r, 404, "text/plain", "%s: no such app (give ?app=NAME)\n", verb);
         return true;
     }

@@ -20,6 +20,7 @@
 #include "outq.h"
 #include "pool.h"
 #include "router.h"
+#include "smap.h"
 #include "scaleup.h"
 #include "serve.h"
 #include "acme.h"
@@ -219,6 +220,11 @@ struct server {
     char sd_status[96];  /* the last STATUS= sent */
     struct router *router;
     struct app_rt *apps;
+    struct smap names; /* name -> app of the apps not removed (keys: their app.name) */
+    /* a reload's parse in the thread pool (server.c), who waits for it, and who waits for the next one */
+    struct reload *reload_job;
+    struct reload_waiter *reload_waiters, *reload_next;
+    bool reload_again;
     /* The apps the tick visits (server.c: kago__app_wake): those with instances, held requests, standbys,
      * old images or removed by a reload. 10,000 idle sites cost the 40 ticks a second nothing. */
     struct app_rt *ticking;
@@ -486,7 +492,20 @@ int kago__app_from_source(const char *where, const char *src, size_t len, const 
  * its hosts is invalid or another app's. drop: the app drains away; false when there is none. */
 int kago__server_app_set(struct server *srv, struct kago_app *app, int64_t etcd_rev, struct kago_error **err);
 bool kago__server_app_drop(struct server *srv, const char *name);
-int kago__server_reload(struct server *srv, struct kago_error **err);
+/* The app of that name that a reload has not removed, or NULL. */
+struct app_rt *kago__server_app(struct server *srv, const char *name);
+/* A caller of kago__server_reload waiting for its result: done(w, err) is called once (err NULL: the reload
+ * is applied; else why it failed and the running config stays). */
+struct reload_waiter {
+    void (*done)(struct reload_waiter *w, const struct kago_error *err);
+    struct reload_waiter *next;
+    bool queued;
+};
+/* SIGHUP, POST /reload: reads the Kagofiles again (off the loop) and applies them; w (may be NULL) is told
+ * when done, possibly before this returns (--cluster, stopping). */
+void kago__server_reload(struct server *srv, struct reload_waiter *w);
+/* w no longer waits (its connection closed); nothing if it was told already. */
+void kago__server_reload_forget(struct server *srv, struct reload_waiter *w);
 
 /* cluster.c: --cluster, --node, --advertise (docs/cluster.md) */
 int kago__cluster_start(struct server *srv, struct kago_error **err);

@@ -49,6 +49,7 @@ void kago_serve_opts_init(struct kago_serve_opts *o)
 
 struct app_list {
     struct kago_app *v;
+    uint64_t *hash; /* kago__app_def_hash of each (made with the list, off the loop) */
     size_t n;
 };
 
@@ -57,6 +58,8 @@ static void app_list_free(struct app_list *l)
     for (size_t i = 0; i < l->n; i++)
         kago_app_free(&l->v[i]);
     free(l->v);
+    free(l->hash);
+    l->hash = NULL;
     l->v = NULL;
     l->n = 0;
 }
@@ -73,23 +76,21 @@ static bool is_kagofile(const char *name)
            (strncmp(name, "Kagofile", 8) == 0 || (n > 3 && strcmp(name + n - 3, ".rb") == 0));
 }
 
-/* a.tls: a relative file is the Kagofile's neighbour; the certificate is loaded into the new store. */
-static int load_app_tls(struct tls_store *ts, const char *dir, struct kago_app *a, struct kago_error **err)
+/* a.tls: a relative file is the Kagofile's neighbour (dir's). */
+static void abs_tls_paths(const char *dir, struct kago_app *a)
 {
-    if (!a->tls_cert)
-        return 0;
     char **files[] = {&a->tls_cert, &a->tls_key};
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2 && a->tls_cert; i++)
         if ((*files[i])[0] != '/') {
             char *abs = xasprintf("%s/%s", dir, *files[i]);
             free(*files[i]);
             *files[i] = abs;
         }
-    return kago__tls_store_app(ts, a, err);
 }
 
-/* Loads every app of every Kagofile in dir (Kagofile*, *.rb; sorted by name), their certificates into ts. */
-static int load_apps(const char *dir, struct app_list *out, struct tls_store *ts, struct kago_error **err)
+/* Loads every app of every Kagofile in dir (Kagofile*, *.rb; sorted by name). Touches nothing of serve's: a
+ * reload runs it in a worker thread (thousands of apps take mruby seconds). */
+static int load_apps(const char *dir, struct app_list *out, struct kago_error **err)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -106,6 +107,9 @@ static int load_apps(const char *dir, struct app_list *out, struct tls_store *ts
     if (nn)
         qsort(names, nn, sizeof(*names), by_name);
     int ret = 0;
+    size_t cap = 0;
+    struct smap seen; /* the apps' names so far */
+    kago__smap_init(&seen, 64);
     for (size_t i = 0; i < nn && ret == 0; i++) {
         cleanup_free char *path = xasprintf("%s/%s", dir, names[i]);
         struct kago_kagofile *kf = NULL;
@@ -114,23 +118,23 @@ static int load_apps(const char *dir, struct app_list *out, struct tls_store *ts
             break;
         }
         for (size_t k = 0; k < kago_kagofile_napps(kf); k++) {
-            out->v = xrealloc(out->v, (out->n + 1) * sizeof(*out->v));
+            if (out->n == cap) {
+                cap = cap ? cap * 2 : 64;
+                out->v = xrealloc(out->v, cap * sizeof(*out->v));
+                out->hash = xrealloc(out->hash, cap * sizeof(*out->hash));
+            }
             kago_kagofile_take_app(kf, k, &out->v[out->n]);
-            struct kago_app *a = &out->v[out->n++];
-            for (size_t j = 0; j + 1 < out->n; j++)
-                if (strcmp(out->v[j].name, a->name) == 0) {
-                    ret = kago_error_set(err, 0, "%s: app %s is defined twice", path, a->name);
-                    break;
-                }
+            struct kago_app *a = &out->v[out->n];
+            out->hash[out->n++] = kago__app_def_hash(a);
+            if (kago__smap_add(&seen, a->name, strlen(a->name), NULL) && ret == 0)
+                ret = kago_error_set(err, 0, "%s: app %s is defined twice", path, a->name);
             if (ret == 0)
                 ret = kago__app_check(a, path, err);
-            if (ret == 0 && load_app_tls(ts, dir, a, err) < 0) {
-                kago_error_prefix(err, "%s: app %s", path, a->name);
-                ret = -1;
-            }
+            abs_tls_paths(dir, a);
         }
         kago_kagofile_free(kf);
     }
+    kago__smap_fini(&seen);
     for (size_t i = 0; i < nn; i++)
         free(names[i]);
     free(names);
@@ -141,21 +145,16 @@ static int load_apps(const char *dir, struct app_list *out, struct tls_store *ts
 
 static void setup_checkpoints(struct server *srv);
 
-static struct app_rt *find_app(struct server *srv, const char *name)
+struct app_rt *kago__server_app(struct server *srv, const char *name)
 {
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        if (!a->removed && strcmp(a->app.name, name) == 0)
-            return a;
-    return NULL;
+    return kago__smap_get(&srv->names, name);
 }
 
-/* What an instance is made of: a change retires the app's instances (and its image). */
-static bool container_changed(const struct kago_app *old, const struct kago_app *new)
+/* A reload (or etcd) removed app a: it drains away under no name. */
+static void unname_app(struct server *srv, struct app_rt *a)
 {
-    return !kago_spec_equal(&old->spec, &new->spec) || old->port != new->port ||
-           old->socket_activation != new->socket_activation ||
-           old->checkpoint_after_ready != new->checkpoint_after_ready ||
-           old->checkpoint_at_listen != new->checkpoint_at_listen;
+    a->removed = true;
+    kago__smap_del(&srv->names, a->app.name, strlen(a->app.name));
 }
 
 /* A reload changed the app's container: its instances are replaced (see kago__pool_new_generation),
@@ -170,25 +169,32 @@ static void new_generation(struct app_rt *a, uint64_t now)
     a->restore_fail_streak = 0;
 }
 
-/* Adds app (taken: *app is left empty), or gives the running app of that name the new definition. */
-static struct app_rt *install_app(struct server *srv, struct kago_app *app, uint64_t now)
+/* Adds app (taken: *app is left empty), or gives the running app of that name the new definition. hash is
+ * the app's kago__app_def_hash: what an instance is made of (its spec, port, socket activation, checkpoint
+ * points); when it changes, the app's instances are retired (and its image). */
+static struct app_rt *install_app(struct server *srv, struct kago_app *app, uint64_t hash, uint64_t now)
 {
-    struct app_rt *a = find_app(srv, app->name);
+    struct app_rt *a = kago__server_app(srv, app->name);
     if (!a) {
         a = xcalloc(1, sizeof(*a));
         a->srv = srv;
         a->app = *app;
+        kago__smap_add(&srv->names, a->app.name, strlen(a->app.name), a);
         a->image_root = xasprintf("%s/images/%s", srv->opts.root, a->app.name);
-        a->def_hash = kago__app_def_hash(&a->app);
+        a->def_hash = hash;
         struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
         kago__pool_init(&a->pool, &cfg, srv->cluster ? &kago__cluster_pool_ops : &kago__serve_pool_ops, a);
         a->next = srv->apps;
         srv->apps = a;
     } else {
-        bool changed = container_changed(&a->app, app);
+        bool changed = hash != a->def_hash;
+        char *name = a->app.name; /* (the name's key in srv->names: the same string stays) */
+        a->app.name = NULL;
         kago_app_free(&a->app);
+        free(app->name);
         a->app = *app;
-        a->def_hash = kago__app_def_hash(&a->app);
+        a->app.name = name;
+        a->def_hash = hash;
         struct pool_cfg cfg = kago__serve_pool_cfg(&a->app);
         kago__pool_configure(&a->pool, &cfg, now);
         if (changed)
@@ -311,11 +317,11 @@ int kago__server_app_set(struct server *srv, struct kago_app *app, int64_t etcd_
     if (!r)
         return -1;
     kago__router_free(r);
-    struct app_rt *run = find_app(srv, app->name);
+    struct app_rt *run = kago__server_app(srv, app->name);
     if (cluster_app_tls(srv, app, run, err) < 0)
         return -1;
     bool dropped_tls = run && run->app.tls_cert && !app->tls_cert;
-    struct app_rt *a = install_app(srv, app, kago__serve_now_ms());
+    struct app_rt *a = install_app(srv, app, kago__app_def_hash(app), kago__serve_now_ms());
     if (dropped_tls)
         cluster_drop_tls(srv, a->app.name);
     a->etcd_rev = etcd_rev;
@@ -332,10 +338,10 @@ int kago__server_app_set(struct server *srv, struct kago_app *app, int64_t etcd_
 
 bool kago__server_app_drop(struct server *srv, const char *name)
 {
-    struct app_rt *a = find_app(srv, name);
+    struct app_rt *a = kago__server_app(srv, name);
     if (!a)
         return false;
-    a->removed = true;
+    unname_app(srv, a);
     if (a->app.tls_cert)
         cluster_drop_tls(srv, name);
     kago__pool_stop(&a->pool, kago__serve_now_ms());
@@ -380,17 +386,18 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
     }
     kago__router_free(r);
     uint64_t now = kago__serve_now_ms();
-    for (struct app_rt *a = srv->apps; a; a = a->next) {
-        bool keep = false;
-        for (size_t i = 0; i < l->n; i++)
-            keep |= strcmp(l->v[i].name, a->app.name) == 0;
-        if (!keep && !a->removed) {
-            a->removed = true;
+    struct smap keep;
+    kago__smap_init(&keep, l->n);
+    for (size_t i = 0; i < l->n; i++)
+        kago__smap_add(&keep, l->v[i].name, strlen(l->v[i].name), NULL);
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        if (!a->removed && !kago__smap_find(&keep, a->app.name, strlen(a->app.name))) {
+            unname_app(srv, a);
             kago__pool_stop(&a->pool, now);
         }
-    }
+    kago__smap_fini(&keep);
     for (size_t i = 0; i < l->n; i++)
-        rt[i] = install_app(srv, &l->v[i], now);
+        rt[i] = install_app(srv, &l->v[i], l->hash[i], now);
     /* Build the live router with the final pointers. */
     r = kago__router_new(nhosts);
     for (size_t i = 0; i < l->n; i++) {
@@ -409,9 +416,6 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
     free(l->v);
     l->v = NULL;
     l->n = 0;
-    /* Loading the Kagofiles (mruby) freed far more than the apps keep: give it back to the system
-     * (about 2 KB per app at 10,000 apps, docs/serve.md). */
-    malloc_trim(0);
     return 0;
 }
 
@@ -538,24 +542,36 @@ static struct tls_store *new_tls_store(struct server *srv, struct kago_error **e
     return ts;
 }
 
-static int load_config(struct server *srv, struct kago_error **err)
+/* Applies apps loaded by load_apps (taken: l is left empty) with their certificates. 0, or < 0 with *err and
+ * nothing changed. */
+static int use_apps(struct server *srv, struct app_list *l, struct kago_error **err)
 {
-    struct app_list l = {0};
     struct tls_store *ts = new_tls_store(srv, err);
     if (!ts)
         return -1;
-    if (load_apps(srv->opts.config_dir, &l, ts, err) < 0) {
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].tls_cert && kago__tls_store_app(ts, &l->v[i], err) < 0) {
+            kago_error_prefix(err, "app %s", l->v[i].name);
+            kago__tls_store_free(ts);
+            return -1;
+        }
+    if (apply_apps(srv, l, err) < 0) {
         kago__tls_store_free(ts);
         return -1;
     }
-    int r = apply_apps(srv, &l, err);
-    app_list_free(&l);
-    if (r < 0) {
-        kago__tls_store_free(ts);
-        return r;
-    }
     use_tls_store(srv, ts);
     setup_checkpoints(srv);
+    return 0;
+}
+
+static int load_config(struct server *srv, struct kago_error **err)
+{
+    struct app_list l = {0};
+    int r = load_apps(srv->opts.config_dir, &l, err);
+    if (r == 0)
+        r = use_apps(srv, &l, err);
+    app_list_free(&l);
+    malloc_trim(0); /* (what the apps replaced held: see reload_done) */
     return r;
 }
 
@@ -614,7 +630,7 @@ static void reap_apps(struct server *srv)
 
 static bool all_gone(struct server *srv)
 {
-    if (srv->ckpt_jobs || kago__cluster_busy(srv))
+    if (srv->ckpt_jobs || srv->reload_job || kago__cluster_busy(srv))
         return false;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         if (!kago__pool_empty(&a->pool))
@@ -785,34 +801,145 @@ static void begin_shutdown(struct server *srv)
     kago__server_maybe_exit(srv);
 }
 
-/* SIGHUP and the admin API's POST /reload: reload now, told to systemd as RELOADING=1 ... READY=1;
- * returns 0 or < 0 with *err (the running config is kept). */
-int kago__server_reload(struct server *srv, struct kago_error **err);
-int kago__server_reload(struct server *srv, struct kago_error **err)
+/* --- reloads ----------------------------------------------------------------------------------- */
+
+/* SIGHUP and POST /reload. The Kagofiles are read and evaluated in a worker thread while the loop goes on
+ * serving with the running apps (10,000 apps are seconds of mruby); the loop then loads the certificates
+ * and swaps the apps in. One reload runs at a time: one asked for while it runs (its files may have changed
+ * after they were read) starts once it is done, for every caller that asked meanwhile. */
+struct reload {
+    uv_thread_t thread;
+    uv_async_t done;
+    struct server *srv;
+    struct app_list l;
+    struct kago_error *err;
+};
+
+/* A thread of its own rather than libuv's pool: glibc gives a thread's arena to the next thread made after
+ * it ends, so every reload allocates its apps in the same arena, where the apps it replaces are freed (the
+ * pool's four threads would spread them over four arenas, each keeping its peak resident). */
+static void reload_thread(void *arg)
+{
+    struct reload *job = arg;
+    load_apps(job->srv->opts.config_dir, &job->l, &job->err);
+    uv_async_send(&job->done);
+}
+
+static void reload_start(struct server *srv);
+
+static void reload_done(uv_handle_t *h)
+{
+    struct reload *job = h->data;
+    struct server *srv = job->srv;
+    struct kago_error *err = job->err;
+    srv->reload_job = NULL;
+    if (!err && srv->stopping)
+        kago_error_set(&err, ECANCELED, "serve is stopping");
+    if (!err)
+        use_apps(srv, &job->l, &err);
+    app_list_free(&job->l);
+    free(job);
+    /* The replaced apps' memory, and the list: back to the system. */
+    malloc_trim(0);
+    if (err)
+        kago__slog(srv, SLOG_ERR, NULL, NULL, "reload failed, keeping the running config: %s", err->msg);
+    else
+        kago__slog(srv, SLOG_INFO, NULL, NULL, "reloaded %s", srv->opts.config_dir);
+    kago__systemd_reloaded(srv, err);
+    kago__dash_reloaded(srv, err ? err->msg : NULL);
+    struct reload_waiter *ws = srv->reload_waiters;
+    srv->reload_waiters = NULL;
+    while (ws) {
+        struct reload_waiter *n = ws->next;
+        ws->next = NULL;
+        ws->queued = false;
+        ws->done(ws, err);
+        ws = n;
+    }
+    kago_error_free(err);
+    if (srv->reload_again && !srv->stopping) {
+        srv->reload_again = false;
+        srv->reload_waiters = srv->reload_next;
+        srv->reload_next = NULL;
+        reload_start(srv);
+    }
+    kago__server_maybe_exit(srv);
+}
+
+static void on_reload_parsed(uv_async_t *a)
+{
+    struct reload *job = a->data;
+    uv_thread_join(&job->thread);
+    uv_close((uv_handle_t *)&job->done, reload_done);
+}
+
+static void reload_start(struct server *srv)
+{
+    struct reload *job = xcalloc(1, sizeof(*job));
+    job->srv = srv;
+    job->done.data = job;
+    srv->reload_job = job;
+    kago__systemd_reloading();
+    uv_async_init(srv->loop, &job->done, on_reload_parsed);
+    int r = uv_thread_create(&job->thread, reload_thread, job);
+    if (r < 0) { /* (no thread to be had): on the loop then */
+        load_apps(srv->opts.config_dir, &job->l, &job->err);
+        uv_close((uv_handle_t *)&job->done, reload_done);
+    }
+}
+
+void kago__server_reload(struct server *srv, struct reload_waiter *w)
 {
     if (srv->cluster) { /* the apps are etcd's: list them again */
         kago__cluster_relist(srv);
         kago__slog(srv, SLOG_INFO, NULL, NULL, "reload: listing the apps in etcd again");
-        return 0;
+        if (w)
+            w->done(w, NULL);
+        return;
     }
-    kago__systemd_reloading();
-    int r = load_config(srv, err);
-    if (r < 0)
-        kago__slog(srv, SLOG_ERR, NULL, NULL, "reload failed, keeping the running config: %s", (*err)->msg);
+    if (srv->stopping) {
+        struct kago_error *err = NULL;
+        kago_error_set(&err, ECANCELED, "serve is stopping");
+        if (w)
+            w->done(w, err);
+        kago_error_free(err);
+        return;
+    }
+    struct reload_waiter **list = srv->reload_job ? &srv->reload_next : &srv->reload_waiters;
+    if (w) {
+        w->next = *list;
+        w->queued = true;
+        *list = w;
+    }
+    if (srv->reload_job)
+        srv->reload_again = true;
     else
-        kago__slog(srv, SLOG_INFO, NULL, NULL, "reloaded %s", srv->opts.config_dir);
-    kago__systemd_reloaded(srv, r < 0 ? *err : NULL);
-    kago__dash_reloaded(srv, r < 0 ? (*err)->msg : NULL);
-    return r;
+        reload_start(srv);
+}
+
+void kago__server_reload_forget(struct server *srv, struct reload_waiter *w)
+{
+    if (!w->queued)
+        return;
+    for (struct reload_waiter **l = &srv->reload_waiters; *l; l = &(*l)->next)
+        if (*l == w) {
+            *l = w->next;
+            w->queued = false;
+            return;
+        }
+    for (struct reload_waiter **l = &srv->reload_next; *l; l = &(*l)->next)
+        if (*l == w) {
+            *l = w->next;
+            w->queued = false;
+            return;
+        }
 }
 
 static void on_signal(uv_signal_t *h, int sig)
 {
     struct server *srv = h->data;
     if (sig == SIGHUP) {
-        struct kago_error *err = NULL;
-        if (kago__server_reload(srv, &err) < 0)
-            kago_error_free(err);
+        kago__server_reload(srv, NULL);
         return;
     }
     begin_shutdown(srv);
@@ -1034,6 +1161,11 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     if (srv->host_netns < 0)
         return kago_error_set(err, errno, "open /proc/self/ns/net");
     raise_nofile(srv);
+    /* glibc's own thresholds, fixed: by default they grow after a large block is freed (up to 32 MiB), and
+     * then a reload's large lists come from the heaps and, freed, stay resident (a worker thread's heap is
+     * only trimmed from its top on a free, malloc_trim does not shrink it). */
+    mallopt(M_MMAP_THRESHOLD, 256 << 10);
+    mallopt(M_TRIM_THRESHOLD, 1 << 20);
     start_spawner(srv);
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -1200,6 +1332,7 @@ out:
         free_app(a);
     }
     kago__router_free(srv->router);
+    kago__smap_fini(&srv->names);
     kago__upgrade_close(srv);
     for (unsigned i = 0; i < srv->nls; i++)
         if (srv->ls[i].keep_fd >= 0)

@@ -277,6 +277,50 @@ def test_reload_adds_and_removes_apps_without_dropping_requests():
         assert s.leftovers() == []
 
 
+def many_apps(n, rootfs):
+    """n apps made by a loop in one Kagofile (each its own host, none started)."""
+    return (f'{n}.times do |i|\n  Kago.app "gen#{{i}}" do |a|\n    a.hosts "gen#{{i}}.test"\n'
+            f'    a.container do |c|\n      c.rootfs "{rootfs}"\n      c.command "/usr/sbin/httpd", "-f"\n'
+            f'    end\n    a.port 8080\n  end\nend\n')
+
+
+def test_a_reload_of_thousands_of_apps_keeps_serving_meanwhile():
+    """The Kagofiles are evaluated off the event loop: while a reload of thousands of apps runs, the running
+    apps and /healthz still answer; POST /reload answers once the new apps route, and a second reload asked
+    meanwhile runs after it and answers too."""
+    from serve_util import ROOTFS, admin_request
+    base = app("small", ["small.test"], SMALL, stop_grace="1s")
+    s = Server(base)
+    try:
+        assert request(s.port, "small.test")[0] == 200
+        s.write_config(base + many_apps(4000, ROOTFS))
+        out = {}
+        posts = [threading.Thread(target=lambda k=k: out.setdefault(k, admin_request(
+            s.admin, s.root, "/reload", method="POST", timeout=120))) for k in (1, 2)]
+        posts[0].start()
+        served = 0
+        while posts[0].is_alive():
+            ok = request(s.port, "small.test", timeout=5)[0] == 200
+            served += ok and posts[0].is_alive()  # (answered before the reload was)
+            if served == 1 and not posts[1].is_alive() and not out.get(2):
+                posts[1].start()  # (asked while the first one runs)
+        for t in posts:
+            if t.is_alive() or t.ident:
+                t.join(120)
+        assert out[1][0] == 200 and "reloaded" in out[1][2], out[1]
+        assert out[2][0] == 200 and "reloaded" in out[2][2], out[2]
+        assert served >= 3, f"requests were served while the reload ran ({served})"
+        assert "gen3999" in s.ps(), "the new apps are there once POST /reload answered"
+        assert s.stderr().count("reloaded") == 2, s.stderr()
+        s.write_config(base + 'Kago.app "bad" do |a|\n  a.portt 1\nend\n')
+        st, _, body = admin_request(s.admin, s.root, "/reload", method="POST")
+        assert st == 500 and "reload failed" in body and "portt" in body, body
+        assert "gen1" in s.ps() and request(s.port, "small.test")[0] == 200, "a failed reload keeps the apps"
+    finally:
+        assert s.stop() == 0
+        assert s.leftovers() == []
+
+
 def test_reload_with_a_changed_container_replaces_its_instances():
     """A deploy: the app's container changes in its Kagofile. After SIGHUP the ready instance of the old
     container finishes what it serves and goes; the next request gets the new container."""
