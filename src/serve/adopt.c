@@ -142,14 +142,6 @@ static int record_read(const char *path, struct record *r)
 
 /* --- adoption ----------------------------------------------------------------------------------- */
 
-static struct app_rt *app_named(struct server *srv, const char *name)
-{
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        if (!a->removed && strcmp(a->app.name, name) == 0)
-            return a;
-    return NULL;
-}
-
 /* Why the instance of record r, whose container c is in state st, cannot be adopted (NULL: it can). */
 static const char *unadoptable(struct app_rt *a, const struct record *r, struct kago_container *c,
                                enum kago_status st)
@@ -239,7 +231,7 @@ static void adopt_one(struct server *srv, const char *name)
     struct record r;
     if (record_read(rec, &r) < 0)
         return;
-    struct app_rt *a = app_named(srv, r.app);
+    struct app_rt *a = kago__server_app(srv, r.app);
     struct kago_container *c = NULL;
     struct kago_error *err = NULL;
     if (kago_container_load(srv->opts.root, name, &c, &err) < 0) {
