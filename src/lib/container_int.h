@@ -91,7 +91,9 @@ void kago__child_report(int sync_fd, struct kago_error *err) KAGO_INTERNAL;
  * of the container's 0; and its release. Return 0 or < 0 with *err set. */
 int kago__userns_alloc(const char *key, struct kago_idmap *uid, struct kago_idmap *gid,
                        struct kago_error **err) KAGO_INTERNAL;
-/* The ranges of n keys in one pass over the record (serve takes its apps' ranges at load). */
+/* The ranges of n keys in one pass over the record (serve takes its apps' ranges at load). When the pool
+ * runs out, the keys it could not serve get maps of count 0 and *err says so (ENOSPC); the others keep what
+ * they got. Returns how many keys got no range (0: all did), or < 0 with *err set (nothing taken). */
 int kago__userns_alloc_many(const char *const *keys, size_t n, struct kago_idmap *uids,
                             struct kago_idmap *gids, struct kago_error **err) KAGO_INTERNAL;
 int kago__userns_release(const char *key, struct kago_error **err) KAGO_INTERNAL;

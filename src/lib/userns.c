@@ -268,7 +268,7 @@ int kago__userns_alloc_many(const char *const *keys, size_t n, struct kago_idmap
         index_build(&ix, text, slots);
         missing = false;
     }
-    size_t len = strlen(text), cap = 64, used = 0;
+    size_t len = strlen(text), cap = 64, used = 0, left = 0;
     cleanup_free char *more = xmalloc(cap);
     more[0] = '\0';
     long next = 0;
@@ -277,10 +277,10 @@ int kago__userns_alloc_many(const char *const *keys, size_t n, struct kago_idmap
             continue;
         while (next < slots && ix.used[next])
             next++;
-        if (next == slots) {
-            index_free(&ix);
-            return kago_error_set(
-                err, ENOSPC, "user namespace pool: all %ld ranges of 65536 ids are taken (%s)", slots, path);
+        if (next == slots) { /* (the keys before keep what they got) */
+            slot[i] = -1;
+            left++;
+            continue;
         }
         ix.used[next] = true;
         slot[i] = next;
@@ -301,16 +301,20 @@ int kago__userns_alloc_many(const char *const *keys, size_t n, struct kago_idmap
     if (r < 0)
         return -1;
     for (size_t i = 0; i < n; i++) {
-        uids[i] = (struct kago_idmap){0, up.start + (uint32_t)slot[i] * 65536u, 65536};
-        gids[i] = (struct kago_idmap){0, gp.start + (uint32_t)slot[i] * 65536u, 65536};
+        uint32_t count = slot[i] < 0 ? 0 : 65536u, at = slot[i] < 0 ? 0 : (uint32_t)slot[i] * 65536u;
+        uids[i] = (struct kago_idmap){0, up.start + at, count};
+        gids[i] = (struct kago_idmap){0, gp.start + at, count};
     }
-    return 0;
+    if (left)
+        kago_error_set(err, ENOSPC, "user namespace pool: all %ld ranges of 65536 ids are taken (%s)", slots,
+                       path);
+    return (int)left;
 }
 
 int kago__userns_alloc(const char *key, struct kago_idmap *uid, struct kago_idmap *gid,
                        struct kago_error **err)
 {
-    return kago__userns_alloc_many(&key, 1, uid, gid, err);
+    return kago__userns_alloc_many(&key, 1, uid, gid, err) == 0 ? 0 : -1;
 }
 
 int kago__userns_release(const char *key, struct kago_error **err)

@@ -293,14 +293,19 @@ void kago__apps_take_ranges(struct server *srv)
             keys[n++] = xstrdup(key);
         }
     struct kago_error *err = NULL;
-    if (kago__userns_alloc_many((const char *const *)keys, n, u, g, &err) == 0) {
-        for (size_t i = 0; i < n; i++) {
+    int left = kago__userns_alloc_many((const char *const *)keys, n, u, g, &err);
+    for (size_t i = 0; left >= 0 && i < n; i++)
+        if (u[i].count) {
             apps[i]->ranged = true;
             apps[i]->uid = u[i];
             apps[i]->gid = g[i];
         }
-    } else { /* each start tries again, and its failure says why */
-        kago__slog(srv, SLOG_WARN, NULL, NULL, "%s", err->msg);
+    if (left) { /* each start of the others tries again, and its failure says why */
+        if (left > 0)
+            kago__slog(srv, SLOG_WARN, NULL, NULL, "%d of %zu apps have no user namespace range yet: %s",
+                       left, n, err->msg);
+        else
+            kago__slog(srv, SLOG_WARN, NULL, NULL, "%s", err->msg);
         kago_error_free(err);
     }
     for (size_t i = 0; i < n; i++)

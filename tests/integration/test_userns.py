@@ -154,6 +154,26 @@ def test_serve_apps_get_their_own_range_stable_across_a_restart(pool):
                 s.proc.wait()
 
 
+def test_serve_with_more_apps_than_ranges_gives_the_pool_to_those_it_can(pool):
+    """Five apps, a pool of three ranges: three apps get theirs at load and serve; the other two are told
+    at their start why they cannot (the pool is full), and the log says so at load."""
+    from serve_util import STATIC, Server, app, request
+    names = ["a1", "a2", "a3", "a4", "a5"]
+    s = Server("".join(app(n, [f"{n}.test"], STATIC) for n in names))
+    try:
+        assert "2 of 5 apps have no user namespace range yet" in s.stderr(), s.stderr()
+        held = [l.split()[1] for l in open(pool).read().splitlines() if l and not l.startswith("#")]
+        assert len(held) == 3 and all(k.startswith("serve:") for k in held), held
+        got = {n: request(s.port, f"{n}.test", "/index.html")[0] for n in names}
+        ranged = {k.rsplit("/", 1)[1] for k in held}
+        assert all(got[n] == 200 for n in ranged), got
+        assert all(got[n] == 503 for n in set(names) - ranged), got
+        assert "ranges of 65536 ids are taken" in s.stderr(), s.stderr()
+    finally:
+        assert s.stop() == 0
+        assert s.leftovers() == []
+
+
 def test_checkpoint_is_refused_with_a_user_namespace(kago, rootfs, pool, tmp_path):
     # CRIU would restore the rootfs and binds without their idmapping: refused before criu runs, by name
     name = kago.run_detached("uns-cp", "sleep", "30")
