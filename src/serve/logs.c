@@ -32,7 +32,6 @@
 #define BATCH     (64u << 10)
 
 struct app_log {
-    struct app_log *next;
     char *name;
     char *dir;     /* <root>/logs/<app> */
     unsigned refs; /* app_rts naming it and streams writing to it */
@@ -52,8 +51,8 @@ struct log_stream {
     int64_t now_us;     /* when the data being recorded was read */
 };
 
-/* One app_log per app name: an app replaced by a reload shares its predecessor's. */
-static struct app_log *app_logs;
+/* One app_log per app name (keys: their names): an app replaced by a reload shares its predecessor's. */
+static struct smap app_logs;
 /* The loop is one thread: a read is recorded before the next one starts. */
 static char rbuf[BATCH];
 static char obuf[BATCH + LOGFMT_RECORD_MAX];
@@ -70,11 +69,9 @@ static void log_unref(struct app_log *l)
 {
     if (--l->refs)
         return;
-    for (struct app_log **pp = &app_logs; *pp; pp = &(*pp)->next)
-        if (*pp == l) {
-            *pp = l->next;
-            break;
-        }
+    kago__smap_del(&app_logs, l->name, strlen(l->name));
+    if (!app_logs.n)
+        kago__smap_fini(&app_logs);
     if (l->fd >= 0)
         close(l->fd);
     free(l->name);
@@ -86,10 +83,7 @@ static void log_unref(struct app_log *l)
 static struct app_log *app_log_get(struct app_rt *a)
 {
     kago__slog_format(a->srv); /* (log_error writes without the server) */
-    struct app_log *l = a->log;
-    for (struct app_log *x = app_logs; !l && x; x = x->next)
-        if (!strcmp(x->name, a->app.name))
-            l = x;
+    struct app_log *l = a->log ? a->log : kago__smap_get(&app_logs, a->app.name);
     if (!l) {
         cleanup_free char *dir = xasprintf("%s/logs/%s", a->srv->opts.root, a->app.name);
         struct kago_error *err = NULL;
@@ -102,8 +96,7 @@ static struct app_log *app_log_get(struct app_rt *a)
         l->name = xstrdup(a->app.name);
         l->dir = steal_ptr(dir);
         l->fd = -1;
-        l->next = app_logs;
-        app_logs = l;
+        kago__smap_add(&app_logs, l->name, strlen(l->name), l);
     }
     if (!a->log) {
         a->log = l;
