@@ -64,13 +64,16 @@ struct admin_conn {
     size_t len;
     struct sbuf out;
     bool done;
-    /* GET /metrics, written in slices (metrics_more) */
+    /* GET /metrics and /ps, written in slices (slice_more) */
     struct metrics_ctx m;
     size_t fam;         /* the family being written (NFAMILIES: done) */
     bool in_fam;        /* its header is written */
-    struct app_rt *cur; /* the next app of it; NULL: its apps are done */
-    bool cur_ref;       /* cur is held (a ref) while the slice waits */
-    bool chunked;       /* HTTP/1.1: Transfer-Encoding: chunked (1.0: the end of the body is the close) */
+    struct app_rt *cur; /* the next app of it (or of /ps); NULL: its apps are done */
+    /* a body written in slices (/metrics, /ps): fills the next one into body; true when it was the last */
+    bool (*fill)(struct admin_conn *ac);
+    bool cur_ref; /* cur is held (a ref) while the slice waits */
+    bool chunked; /* HTTP/1.1: Transfer-Encoding: chunked (1.0: the end of the body is the close) */
+    bool last;    /* the slice being written is the last */
     char chunk_head[24];
     struct sbuf body;
     /* GET /dash/events: the dashboard's event stream (dash.c) */
@@ -693,50 +696,70 @@ static void ps_app_state(struct app_rt *a, struct sbuf *b, uint64_t now)
         sbuf_adds(b, "null");
 }
 
-static void ps_json(struct server *srv, struct sbuf *b)
+static void ps_app(struct app_rt *a, struct sbuf *b, uint64_t now)
 {
-    uint64_t now = kago__serve_now_ms();
-    sbuf_adds(b, "{\"apps\":[");
-    for (struct app_rt *a = srv->apps; a; a = a->next) {
-        sbuf_adds(b, "{\"name\":");
-        json_str(b, a->app.name);
-        sbuf_adds(b, ",\"hosts\":[");
-        for (char **h = a->app.hosts; h && *h; h++) {
-            json_str(b, *h);
-            if (h[1])
-                sbuf_add(b, ",", 1);
-        }
-        static const char *const ckpt[] = {"off", "wanted", "checkpointing", "ready", "failed"};
-        printf_buf(b, "],\"default\":%s,\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"image\":\"%s\",",
-                   a->app.default_app ? "true" : "false", a->removed ? "true" : "false", a->pool.npending,
-                   (unsigned long long)a->m.inflight, ckpt[a->ckpt]);
-        ps_app_state(a, b, now);
-        kago__scaler_app_json(b, a);
-        sbuf_adds(b, ",\"instances\":[");
-        for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
-            struct instance *inst = pi->data;
-            refresh_stats(inst);
-            sbuf_adds(b, "{\"name\":");
-            json_str(b, inst->name);
-            printf_buf(b,
-                       ",\"state\":\"%s\",\"tier\":\"%s\",\"pid\":%d,\"age_s\":%.1f,\"in_flight\":%u,"
-                       "\"served\":%llu,"
-                       "\"cpu_s\":%.3f,\"memory\":%lld",
-                       kago__pool_state_name(pi->state), pi->tier == POOL_TIER_RESTORE ? "restore" : "cold",
-                       inst->c ? (int)kago_container_pid(inst->c) : 0, (now - pi->created) / 1000.0,
-                       pi->inflight, (unsigned long long)pi->served, inst->stats.cpu_usage_us / 1e6,
-                       (long long)inst->stats.memory_current);
-            kago__scaler_ps_json(b, inst);
-            if (pi->state == POOL_FROZEN)
-                printf_buf(b, ",\"frozen_s\":%.1f,\"frozen_memory\":%llu", (now - pi->frozen_at) / 1000.0,
-                           (unsigned long long)pi->frozen_bytes);
-            sbuf_adds(b, pi->next ? "}," : "}");
-        }
-        sbuf_adds(b, a->next ? "]}," : "]}");
+    sbuf_adds(b, "{\"name\":");
+    json_str(b, a->app.name);
+    sbuf_adds(b, ",\"hosts\":[");
+    for (char **h = a->app.hosts; h && *h; h++) {
+        json_str(b, *h);
+        if (h[1])
+            sbuf_add(b, ",", 1);
     }
+    static const char *const ckpt[] = {"off", "wanted", "checkpointing", "ready", "failed"};
+    printf_buf(b, "],\"default\":%s,\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"image\":\"%s\",",
+               a->app.default_app ? "true" : "false", a->removed ? "true" : "false", a->pool.npending,
+               (unsigned long long)a->m.inflight, ckpt[a->ckpt]);
+    ps_app_state(a, b, now);
+    kago__scaler_app_json(b, a);
+    sbuf_adds(b, ",\"instances\":[");
+    for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
+        struct instance *inst = pi->data;
+        refresh_stats(inst);
+        sbuf_adds(b, "{\"name\":");
+        json_str(b, inst->name);
+        printf_buf(b,
+                   ",\"state\":\"%s\",\"tier\":\"%s\",\"pid\":%d,\"age_s\":%.1f,\"in_flight\":%u,"
+                   "\"served\":%llu,"
+                   "\"cpu_s\":%.3f,\"memory\":%lld",
+                   kago__pool_state_name(pi->state), pi->tier == POOL_TIER_RESTORE ? "restore" : "cold",
+                   inst->c ? (int)kago_container_pid(inst->c) : 0, (now - pi->created) / 1000.0, pi->inflight,
+                   (unsigned long long)pi->served, inst->stats.cpu_usage_us / 1e6,
+                   (long long)inst->stats.memory_current);
+        kago__scaler_ps_json(b, inst);
+        if (pi->state == POOL_FROZEN)
+            printf_buf(b, ",\"frozen_s\":%.1f,\"frozen_memory\":%llu", (now - pi->frozen_at) / 1000.0,
+                       (unsigned long long)pi->frozen_bytes);
+        sbuf_adds(b, pi->next ? "}," : "}");
+    }
+    sbuf_adds(b, "]}");
+}
+
+/* GET /ps's next slice: apps (each with its instances' CPU and memory read from their cgroups) until the
+ * slice is full, then the end. At 10,000 apps and 5,000 instances the whole is megabytes and ten thousand
+ * file reads: written in one go it held the loop for hundreds of milliseconds. */
+static bool ps_fill(struct admin_conn *ac)
+{
+    struct sbuf *b = &ac->body;
+    if (!ac->in_fam) { /* (the first slice) */
+        sbuf_adds(b, "{\"apps\":[");
+        ac->in_fam = true;
+    }
+    uint64_t now = kago__serve_now_ms(), t0 = kago__serve_now_us();
+    for (size_t apps = 0;
+         ac->cur && (!apps || (b->len < METRICS_SLICE && kago__serve_now_us() - t0 < METRICS_SLICE_US));
+         apps++) {
+        ps_app(ac->cur, b, now);
+        ac->cur = ac->cur->next;
+        if (ac->cur)
+            sbuf_add(b, ",", 1);
+    }
+    if (ac->cur)
+        return false;
     sbuf_adds(b, "]");
-    kago__scaler_server_json(b, srv);
+    kago__scaler_server_json(b, ac->srv);
     sbuf_adds(b, "}\n");
+    return true;
 }
 
 static void on_admin_closed(uv_handle_t *h)
@@ -754,29 +777,24 @@ static void on_admin_closed(uv_handle_t *h)
     free(ac);
 }
 
-static void metrics_more(struct admin_conn *ac);
+static void slice_more(struct admin_conn *ac);
 static void respond(struct admin_conn *ac, int status, const char *ctype, struct sbuf *body);
 static void log_safe(char *path);
 
-static void on_metrics_written(uv_write_t *w, int status)
+static void on_slice_written(uv_write_t *w, int status)
 {
     struct admin_conn *ac = w->data;
-    if (status < 0 || ac->fam == NFAMILIES)
+    if (status < 0 || ac->last)
         uv_close(&ac->h.handle, on_admin_closed);
     else
-        metrics_more(ac);
+        slice_more(ac);
 }
 
-/* Writes the next slice of the body (after the response head, the first time). */
-static void metrics_more(struct admin_conn *ac)
+/* The next apps of the family being written, then its other lines, then the next family... */
+static bool metrics_fill(struct admin_conn *ac)
 {
     struct server *srv = ac->srv;
     struct sbuf *b = &ac->body;
-    b->len = 0;
-    if (ac->cur_ref) {
-        kago__app_unref(ac->cur);
-        ac->cur_ref = false;
-    }
     uint64_t t0 = kago__serve_now_us();
     while (ac->fam < NFAMILIES && b->len < METRICS_SLICE &&
            (!b->len || kago__serve_now_us() - t0 < METRICS_SLICE_US)) {
@@ -803,11 +821,24 @@ static void metrics_more(struct admin_conn *ac)
         ac->fam++;
         ac->in_fam = false;
     }
+    return ac->fam == NFAMILIES;
+}
+
+/* Writes the next slice of a sliced body (after the response head, the first time): one per loop
+ * iteration, so that other requests are served in between. */
+static void slice_more(struct admin_conn *ac)
+{
+    struct sbuf *b = &ac->body;
+    b->len = 0;
+    if (ac->cur_ref) {
+        kago__app_unref(ac->cur);
+        ac->cur_ref = false;
+    }
+    bool last = ac->last = ac->fill(ac);
     if (ac->cur) { /* kept from being freed (a reload removed it) until the next slice */
         ac->cur->refs++;
         ac->cur_ref = true;
     }
-    bool last = ac->fam == NFAMILIES;
     uv_buf_t bufs[4];
     unsigned n = 0;
     if (ac->out.len) { /* the response head */
@@ -828,8 +859,19 @@ static void metrics_more(struct admin_conn *ac)
                                 : last         ? 5
                                                : 2);
     ac->wreq.data = ac;
-    if (!n || uv_write(&ac->wreq, &ac->h.stream, bufs, n, on_metrics_written) < 0)
+    if (!n || uv_write(&ac->wreq, &ac->h.stream, bufs, n, on_slice_written) < 0)
         uv_close(&ac->h.handle, on_admin_closed);
+}
+
+/* GET /ps: the head now, the body in slices, its end the connection's close (as `kago ps` reads it). */
+static void ps_begin(struct admin_conn *ac)
+{
+    printf_buf(&ac->out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n");
+    ac->cur = ac->srv->apps;
+    ac->fill = ps_fill;
+    ac->done = true;
+    uv_read_stop(&ac->h.stream);
+    slice_more(ac);
 }
 
 /* GET /metrics[?app=NAME]: the head now, the body in slices. */
@@ -873,9 +915,10 @@ static void metrics_begin(struct admin_conn *ac, const char *query, bool http10)
     printf_buf(&ac->out,
                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n%sConnection: close\r\n\r\n",
                ac->chunked ? "Transfer-Encoding: chunked\r\n" : "");
+    ac->fill = metrics_fill;
     ac->done = true;
     uv_read_stop(&ac->h.stream);
-    metrics_more(ac);
+    slice_more(ac);
 }
 
 static void on_admin_written(uv_write_t *w, int status)
@@ -1102,8 +1145,7 @@ static void handle(struct admin_conn *ac)
     } else if (!strcmp(method, "GET") && !strncmp(path, "/metrics", 8) && (!path[8] || path[8] == '?')) {
         metrics_begin(ac, path[8] ? path + 9 : NULL, !strcmp(version, "HTTP/1.0"));
     } else if (!strcmp(method, "GET") && !strncmp(path, "/ps", 3)) {
-        ps_json(srv, &body);
-        respond(ac, 200, "application/json", &body);
+        ps_begin(ac);
     } else if (!strcmp(method, "POST") && !strcmp(path, "/reload")) {
         char ip[64] = "the unix socket";
         if (ac->h.handle.type == UV_TCP)

@@ -1,10 +1,12 @@
 """kago serve end to end: a real server on loopback, real containers reached through their own
 network namespaces, real HTTP. Needs root, the busybox rootfs and build/kago."""
 import glob
+import json
 import os
 import resource
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -316,6 +318,26 @@ def test_a_reload_of_thousands_of_apps_keeps_serving_meanwhile():
         st, _, body = admin_request(s.admin, s.root, "/reload", method="POST")
         assert st == 500 and "reload failed" in body and "portt" in body, body
         assert "gen1" in s.ps() and request(s.port, "small.test")[0] == 200, "a failed reload keeps the apps"
+    finally:
+        assert s.stop() == 0
+        assert s.leftovers() == []
+
+
+def test_ps_of_thousands_of_apps_comes_whole_in_slices():
+    """GET /ps is written in slices (serve answers other requests in between): at 3,000 apps, several
+    slices of 128 KiB, the JSON comes whole, every app in it, and `kago ps` reads it."""
+    from serve_util import ROOTFS, admin_request
+    s = Server(app("small", ["small.test"], SMALL, stop_grace="1s") + many_apps(3000, ROOTFS))
+    try:
+        assert request(s.port, "small.test")[0] == 200
+        st, _, body = admin_request(s.admin, s.root, "/ps")
+        assert st == 200 and len(body) > 3 * 128 * 1024, (st, len(body))
+        apps = {a["name"]: a for a in json.loads(body)["apps"]}
+        assert len(apps) == 3001 and all(f"gen{i}" in apps for i in range(3000))
+        assert apps["small"]["instances"][0]["state"] == "ready", apps["small"]
+        out = subprocess.run([KAGO, "ps", "--admin", f"127.0.0.1:{s.admin}", "--root", s.root],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and len(out.stdout.splitlines()) == 3002, out.stderr
     finally:
         assert s.stop() == 0
         assert s.leftovers() == []
