@@ -51,12 +51,15 @@ struct kf_container {
 struct kf_app {
     struct kago_app app;
     bool port_set; /* a.port given: the image's port does not replace it */
+    size_t file;   /* kago_kagofile_load_files: which of the files defined it */
     struct kf_container ct;
     mrb_value obj;
 };
 
 struct kago_kagofile {
-    char *path;
+    char *path;   /* the file (being) evaluated */
+    char **files; /* kago_kagofile_load_files: every file, in order */
+    size_t nfiles;
     mrb_state *mrb;
     struct kf_container **cts;
     size_t ncts;
@@ -75,6 +78,8 @@ struct kago_kagofile {
 struct kf_heap;
 struct kf_heap *kf_heap_new(void) KF_INTERNAL;
 void kf_heap_free(struct kf_heap *h) KF_INTERNAL;
+/* Unmaps the blocks freed heaps keep for the next (at most 16 MiB). */
+void kf_heap_trim(void) KF_INTERNAL;
 void *kf_heap_allocf(mrb_state *mrb, void *p, size_t size, void *ud) KF_INTERNAL;
 
 /* Zeroed memory that lives and dies with kf (its heap when it has one): kept apart from what its apps keep.

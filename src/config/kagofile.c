@@ -212,8 +212,9 @@ static int evaluate(struct kago_kagofile *kf, const char *src, size_t len, struc
     return rc;
 }
 
-int kago_kagofile_load_string(const char *name, const char *src, size_t len, char *const *sets,
-                              struct kago_kagofile **out, struct kago_error **err)
+/* A file's state: its mruby (on a heap of its own, but under ASan, which then sees mruby's memory) with the
+ * DSL and sets defined. NULL with *err. */
+static struct kago_kagofile *kf_new(const char *name, char *const *sets, struct kago_error **err)
 {
     struct kago_kagofile *kf = calloc(1, sizeof *kf);
     if (!kf || !(kf->path = strdup(name)))
@@ -226,35 +227,61 @@ int kago_kagofile_load_string(const char *name, const char *src, size_t len, cha
 #endif
     if (!kf->mrb) {
         kago_kagofile_free(kf);
-        return kago_error_set(err, ENOMEM, "%s: cannot start mruby", name);
+        return kago_error_set(err, ENOMEM, "%s: cannot start mruby", name), NULL;
     }
     kf->mrb->ud = kf;
-    if (setup_state(kf, sets, err) < 0 || evaluate(kf, src, len, err) < 0) {
+    if (setup_state(kf, sets, err) < 0) {
         kago_kagofile_free(kf);
-        return -1;
+        return NULL;
     }
-    if (!kf->ncts && !kf->napps) {
-        kago_kagofile_free(kf);
+    return kf;
+}
+
+/* Evaluates src as the file name in kf; it must define something. */
+static int evaluate_file(struct kago_kagofile *kf, const char *name, const char *src, size_t len,
+                         struct kago_error **err)
+{
+    if (strcmp(kf->path, name) != 0) {
+        free(kf->path);
+        if (!(kf->path = strdup(name)))
+            abort();
+    }
+    size_t before = kf->ncts + kf->napps;
+    if (evaluate(kf, src, len, err) < 0)
+        return -1;
+    if (kf->ncts + kf->napps == before)
         return kago_error_set(err, 0, "%s: defines no container (Kago.container \"name\" do |c| ... end)",
                               name);
+    return 0;
+}
+
+int kago_kagofile_load_string(const char *name, const char *src, size_t len, char *const *sets,
+                              struct kago_kagofile **out, struct kago_error **err)
+{
+    struct kago_kagofile *kf = kf_new(name, sets, err);
+    if (!kf)
+        return -1;
+    if (evaluate_file(kf, name, src, len, err) < 0) {
+        kago_kagofile_free(kf);
+        return -1;
     }
     *out = kf;
     return 0;
 }
 
-int kago_kagofile_load(const char *path, char *const *sets, struct kago_kagofile **out,
-                       struct kago_error **err)
+/* path's contents (NUL-terminated, *len without it; free it), or NULL with *err. */
+static char *read_file(const char *path, size_t *len, struct kago_error **err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return kago_error_set(err, errno, "%s", path);
+        return kago_error_set(err, errno, "%s", path), NULL;
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_KAGOFILE) {
         int e = errno;
         close(fd);
         if (S_ISDIR(st.st_mode))
-            return kago_error_set(err, EISDIR, "%s", path);
-        return kago_error_set(err, e, "%s: not a regular file of at most 16 MiB", path);
+            return kago_error_set(err, EISDIR, "%s", path), NULL;
+        return kago_error_set(err, e, "%s: not a regular file of at most 16 MiB", path), NULL;
     }
     char *buf = malloc((size_t)st.st_size + 1);
     if (!buf)
@@ -268,14 +295,60 @@ int kago_kagofile_load(const char *path, char *const *sets, struct kago_kagofile
             int e = n < 0 ? errno : EIO;
             free(buf);
             close(fd);
-            return kago_error_set(err, e, "%s: read", path);
+            return kago_error_set(err, e, "%s: read", path), NULL;
         }
         have += (size_t)n;
     }
     close(fd);
-    int rc = kago_kagofile_load_string(path, buf, have, sets, out, err);
+    buf[have] = 0;
+    *len = have;
+    return buf;
+}
+
+int kago_kagofile_load(const char *path, char *const *sets, struct kago_kagofile **out,
+                       struct kago_error **err)
+{
+    size_t len;
+    char *buf = read_file(path, &len, err);
+    if (!buf)
+        return -1;
+    int rc = kago_kagofile_load_string(path, buf, len, sets, out, err);
     free(buf);
     return rc;
+}
+
+int kago_kagofile_load_files(const char *const *paths, size_t n, char *const *sets,
+                             struct kago_kagofile **out, struct kago_error **err)
+{
+    if (!n)
+        return kago_error_set(err, 0, "no Kagofile to load");
+    struct kago_kagofile *kf = kf_new(paths[0], sets, err);
+    if (!kf)
+        return -1;
+    if (!(kf->files = calloc(n, sizeof(*kf->files))))
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        if (!(kf->files[i] = strdup(paths[i])))
+            abort();
+        kf->nfiles++;
+        size_t len, first = kf->napps;
+        char *buf = read_file(paths[i], &len, err);
+        int rc = buf ? evaluate_file(kf, paths[i], buf, len, err) : -1;
+        free(buf);
+        if (rc < 0) {
+            kago_kagofile_free(kf);
+            return -1;
+        }
+        for (size_t k = first; k < kf->napps; k++)
+            kf->apps[k]->file = i;
+    }
+    *out = kf;
+    return 0;
+}
+
+const char *kago_kagofile_app_path(const struct kago_kagofile *kf, size_t i)
+{
+    return kf->files && i < kf->napps ? kf->files[kf->apps[i]->file] : kf->path;
 }
 
 static void free_container(struct kf_container *ct)
@@ -314,8 +387,16 @@ void kago_kagofile_free(struct kago_kagofile *kf)
     free(kf->apps);
     kago__smap_fini(&kf->app_names);
     kf_heap_free(kf->heap);
+    for (size_t i = 0; i < kf->nfiles; i++)
+        free(kf->files[i]);
+    free(kf->files);
     free(kf->path);
     free(kf);
+}
+
+void kago_kagofile_trim(void)
+{
+    kf_heap_trim();
 }
 
 void *kf_zalloc(struct kago_kagofile *kf, size_t n)

@@ -25,7 +25,16 @@ int kago_kagofile_load(const char *path, char *const *sets, struct kago_kagofile
 /* Same from memory; name is used in messages ("FILE:LINE: ..."). src need not be NUL-terminated. */
 int kago_kagofile_load_string(const char *name, const char *src, size_t len, char *const *sets,
                               struct kago_kagofile **out, struct kago_error **err);
+/* Evaluates the files in order in one mruby state (each must define something; messages name the file):
+ * a directory of Kagofiles, one per site, costs one interpreter instead of one per file. A method or
+ * constant one file defines is seen by those after it, as within one file. */
+int kago_kagofile_load_files(const char *const *paths, size_t n, char *const *sets,
+                             struct kago_kagofile **out, struct kago_error **err);
+/* The file that defined app i (its own path for a file loaded alone). */
+const char *kago_kagofile_app_path(const struct kago_kagofile *kf, size_t i);
 void kago_kagofile_free(struct kago_kagofile *kf);
+/* After a batch of loads (a directory of Kagofiles): unmaps the memory freed files keep for the next. */
+void kago_kagofile_trim(void);
 const char *kago_kagofile_path(const struct kago_kagofile *kf);
 
 /* The containers in definition order (index < kago_kagofile_ncontainers). Owned by kf. */

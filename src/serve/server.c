@@ -110,31 +110,34 @@ static int load_apps(const char *dir, struct app_list *out, struct kago_error **
     size_t cap = 0;
     struct smap seen; /* the apps' names so far */
     kago__smap_init(&seen, 64);
-    for (size_t i = 0; i < nn && ret == 0; i++) {
-        cleanup_free char *path = xasprintf("%s/%s", dir, names[i]);
-        struct kago_kagofile *kf = NULL;
-        if (kago_kagofile_load(path, NULL, &kf, err) < 0) {
-            ret = -1;
-            break;
+    char **paths = xcalloc(nn + 1, sizeof(*paths));
+    for (size_t i = 0; i < nn; i++)
+        paths[i] = xasprintf("%s/%s", dir, names[i]);
+    struct kago_kagofile *kf = NULL;
+    if (nn && kago_kagofile_load_files((const char *const *)paths, nn, NULL, &kf, err) < 0)
+        ret = -1;
+    for (size_t k = 0; kf && k < kago_kagofile_napps(kf); k++) {
+        const char *path = kago_kagofile_app_path(kf, k);
+        if (out->n == cap) {
+            cap = cap ? cap * 2 : 64;
+            out->v = xrealloc(out->v, cap * sizeof(*out->v));
+            out->hash = xrealloc(out->hash, cap * sizeof(*out->hash));
         }
-        for (size_t k = 0; k < kago_kagofile_napps(kf); k++) {
-            if (out->n == cap) {
-                cap = cap ? cap * 2 : 64;
-                out->v = xrealloc(out->v, cap * sizeof(*out->v));
-                out->hash = xrealloc(out->hash, cap * sizeof(*out->hash));
-            }
-            kago_kagofile_take_app(kf, k, &out->v[out->n]);
-            struct kago_app *a = &out->v[out->n];
-            out->hash[out->n++] = kago__app_def_hash(a);
-            if (kago__smap_add(&seen, a->name, strlen(a->name), NULL) && ret == 0)
-                ret = kago_error_set(err, 0, "%s: app %s is defined twice", path, a->name);
-            if (ret == 0)
-                ret = kago__app_check(a, path, err);
-            abs_tls_paths(dir, a);
-        }
-        kago_kagofile_free(kf);
+        kago_kagofile_take_app(kf, k, &out->v[out->n]);
+        struct kago_app *a = &out->v[out->n];
+        out->hash[out->n++] = kago__app_def_hash(a);
+        if (kago__smap_add(&seen, a->name, strlen(a->name), NULL) && ret == 0)
+            ret = kago_error_set(err, 0, "%s: app %s is defined twice", path, a->name);
+        if (ret == 0)
+            ret = kago__app_check(a, path, err);
+        abs_tls_paths(dir, a);
     }
+    kago_kagofile_free(kf);
+    for (size_t i = 0; i < nn; i++)
+        free(paths[i]);
+    free(paths);
     kago__smap_fini(&seen);
+    kago_kagofile_trim();
     for (size_t i = 0; i < nn; i++)
         free(names[i]);
     free(names);

@@ -1,9 +1,11 @@
 /* The Kagofile loader: each DSL element lands in the expected spec/app field; each error names the
  * file, the line and what is wrong. */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <kago/kago.h>
 
@@ -451,6 +453,65 @@ static void test_errors(void)
     kago_error_clear(&err);
 }
 
+/* Writes src to dir/name; returns the path (freed by the caller). */
+static char *put(const char *dir, const char *name, const char *src)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s", dir, name) < 0)
+        abort();
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(src, f);
+        fclose(f);
+    }
+    return path;
+}
+
+#define APP(n)                                                                                               \
+    "Kago.app \"" n "\" do |a|\n  a.hosts \"" n                                                              \
+    ".test\"\n  a.container { |c| c.rootfs \"/r\"; c.command \"/x\" }\nend\n"
+
+static void test_load_files(void)
+{
+    char dir[] = "/tmp/kago-test-kf-XXXXXX";
+    if (!mkdtemp(dir))
+        abort();
+    char *p[4] = {
+        put(dir, "a.rb", APP("one") APP("two") "def shared; 7; end\n"),
+        put(dir, "b.rb",
+            "Kago.app \"three\" do |a|\n  a.hosts \"t#{shared}.test\"\n  a.container { |c| c.rootfs \"/r\"; "
+            "c.command \"/x\" }\nend\n"),
+        put(dir, "c.rb", "x = 1\n"), put(dir, "d.rb", "Kago.app \"one\" do |a|\nend\n")};
+    struct kago_kagofile *kf = NULL;
+    struct kago_error *err = NULL;
+    int r = kago_kagofile_load_files((const char *const *)p, 2, NULL, &kf, &err);
+    ok(r == 0 && kago_kagofile_napps(kf) == 3, "two files, three apps, one mruby state");
+    if (r == 0) {
+        is_str(kago_kagofile_app_path(kf, 1), p[0], "an app knows its file (the first)");
+        is_str(kago_kagofile_app_path(kf, 2), p[1], "an app knows its file (the second)");
+        is_str(kago_kagofile_app(kf, 2)->hosts[0], "t7.test",
+               "a method of an earlier file is seen by a later one");
+        kago_kagofile_free(kf);
+    }
+    const char *nothing[] = {p[0], p[2]};
+    r = kago_kagofile_load_files(nothing, 2, NULL, &kf, &err);
+    ok(r < 0 && err && !strncmp(err->msg, p[2], strlen(p[2])) && strstr(err->msg, "defines no container"),
+       "a file that defines nothing is named: %s", err ? err->msg : "(loaded)");
+    kago_error_free(err);
+    err = NULL;
+    const char *twice[] = {p[0], p[3]};
+    r = kago_kagofile_load_files(twice, 2, NULL, &kf, &err);
+    ok(r < 0 && err && !strncmp(err->msg, p[3], strlen(p[3])) && strstr(err->msg, "defined twice"),
+       "an app defined again in another file: %s", err ? err->msg : "(loaded)");
+    kago_error_free(err);
+    for (int i = 0; i < 4; i++) {
+        unlink(p[i]);
+        free(p[i]);
+    }
+    rmdir(dir);
+    kago_kagofile_trim();
+}
+
 int main(void)
 {
     setenv("KF_TEST_HOME", "/kagotest", 1);
@@ -463,5 +524,6 @@ int main(void)
     test_app();
     test_scale_up();
     test_errors();
+    test_load_files();
     return tap_done();
 }
