@@ -225,6 +225,7 @@ struct server {
     struct reload *reload_job;
     struct reload_waiter *reload_waiters, *reload_next;
     bool reload_again;
+    bool ending; /* the loop has ended: handles are being closed */
     /* The apps the tick visits (server.c: kago__app_wake): those with instances, held requests, standbys,
      * old images or removed by a reload. 10,000 idle sites cost the 40 ticks a second nothing. */
     struct app_rt *ticking;

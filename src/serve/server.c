@@ -812,6 +812,7 @@ static void begin_shutdown(struct server *srv)
  * after they were read) starts once it is done, for every caller that asked meanwhile. */
 struct reload {
     uv_thread_t thread;
+    bool joined;
     uv_async_t done;
     struct server *srv;
     struct app_list l;
@@ -830,10 +831,24 @@ static void reload_thread(void *arg)
 
 static void reload_start(struct server *srv);
 
+/* The loop ends (a hand-over) with a reload in flight: its result is dropped. */
+static void reload_drop(struct server *srv)
+{
+    struct reload *job = srv->reload_job;
+    app_list_free(&job->l);
+    kago_error_free(job->err);
+    free(job);
+    srv->reload_job = NULL;
+}
+
 static void reload_done(uv_handle_t *h)
 {
     struct reload *job = h->data;
     struct server *srv = job->srv;
+    if (srv->ending) {
+        reload_drop(srv);
+        return;
+    }
     struct kago_error *err = job->err;
     srv->reload_job = NULL;
     if (!err && srv->stopping)
@@ -873,6 +888,7 @@ static void on_reload_parsed(uv_async_t *a)
 {
     struct reload *job = a->data;
     uv_thread_join(&job->thread);
+    job->joined = true;
     uv_close((uv_handle_t *)&job->done, reload_done);
 }
 
@@ -886,6 +902,7 @@ static void reload_start(struct server *srv)
     uv_async_init(srv->loop, &job->done, on_reload_parsed);
     int r = uv_thread_create(&job->thread, reload_thread, job);
     if (r < 0) { /* (no thread to be had): on the loop then */
+        job->joined = true;
         load_apps(srv->opts.config_dir, &job->l, &job->err);
         uv_close((uv_handle_t *)&job->done, reload_done);
     }
@@ -1323,8 +1340,13 @@ out:
     kago__warm_stop(srv);
     kago__acme_stop(srv->acme);
     kago__hs_join(srv);
+    srv->ending = true;
+    if (srv->reload_job && !srv->reload_job->joined) /* (a hand-over ended the loop while a reload ran) */
+        uv_thread_join(&srv->reload_job->thread);
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
+    if (srv->reload_job)
+        reload_drop(srv);
     kago__hs_free(srv);
     kago__acme_free(srv->acme);
     kago__admin_cleanup(srv);
