@@ -831,6 +831,19 @@ static void reload_thread(void *arg)
 
 static void reload_start(struct server *srv);
 
+static void answer_waiters(struct reload_waiter **list, const struct kago_error *err)
+{
+    struct reload_waiter *ws = *list;
+    *list = NULL;
+    while (ws) {
+        struct reload_waiter *n = ws->next;
+        ws->next = NULL;
+        ws->queued = false;
+        ws->done(ws, err);
+        ws = n;
+    }
+}
+
 /* The loop ends (a hand-over) with a reload in flight: its result is dropped. */
 static void reload_drop(struct server *srv)
 {
@@ -865,21 +878,18 @@ static void reload_done(uv_handle_t *h)
         kago__slog(srv, SLOG_INFO, NULL, NULL, "reloaded %s", srv->opts.config_dir);
     kago__systemd_reloaded(srv, err);
     kago__dash_reloaded(srv, err ? err->msg : NULL);
-    struct reload_waiter *ws = srv->reload_waiters;
-    srv->reload_waiters = NULL;
-    while (ws) {
-        struct reload_waiter *n = ws->next;
-        ws->next = NULL;
-        ws->queued = false;
-        ws->done(ws, err);
-        ws = n;
-    }
+    answer_waiters(&srv->reload_waiters, err);
     kago_error_free(err);
     if (srv->reload_again && !srv->stopping) {
         srv->reload_again = false;
         srv->reload_waiters = srv->reload_next;
         srv->reload_next = NULL;
         reload_start(srv);
+    } else if (srv->reload_next) {
+        struct kago_error *stop = NULL;
+        kago_error_set(&stop, ECANCELED, "serve is stopping");
+        answer_waiters(&srv->reload_next, stop);
+        kago_error_free(stop);
     }
     kago__server_maybe_exit(srv);
 }
