@@ -31,7 +31,7 @@ def status(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
             return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # (reaped between the open and the read: ESRCH)
         return {}
 
 
@@ -39,7 +39,7 @@ def cmdline(pid):
     try:
         with open(f"/proc/{pid}/cmdline") as f:
             return f.read().split("\0")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return []
 
 
