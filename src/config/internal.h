@@ -78,8 +78,6 @@ struct kago_kagofile {
 struct kf_heap;
 struct kf_heap *kf_heap_new(void) KF_INTERNAL;
 void kf_heap_free(struct kf_heap *h) KF_INTERNAL;
-/* Unmaps the blocks freed heaps keep for the next (at most 16 MiB). */
-void kf_heap_trim(void) KF_INTERNAL;
 void *kf_heap_allocf(mrb_state *mrb, void *p, size_t size, void *ud) KF_INTERNAL;
 
 /* Zeroed memory that lives and dies with kf (its heap when it has one): kept apart from what its apps keep.

@@ -394,11 +394,6 @@ void kago_kagofile_free(struct kago_kagofile *kf)
     free(kf);
 }
 
-void kago_kagofile_trim(void)
-{
-    kf_heap_trim();
-}
-
 void *kf_zalloc(struct kago_kagofile *kf, size_t n)
 {
     void *p = kf->heap ? kf_heap_allocf(NULL, NULL, n, kf->heap) : malloc(n);

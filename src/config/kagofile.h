@@ -33,8 +33,6 @@ int kago_kagofile_load_files(const char *const *paths, size_t n, char *const *se
 /* The file that defined app i (its own path for a file loaded alone). */
 const char *kago_kagofile_app_path(const struct kago_kagofile *kf, size_t i);
 void kago_kagofile_free(struct kago_kagofile *kf);
-/* After a batch of loads (a directory of Kagofiles): unmaps the memory freed files keep for the next. */
-void kago_kagofile_trim(void);
 const char *kago_kagofile_path(const struct kago_kagofile *kf);
 
 /* The containers in definition order (index < kago_kagofile_ncontainers). Owned by kf. */

@@ -3,7 +3,6 @@
  * out with malloc). Were both in one heap, the kept strings would end up scattered among mruby's freed
  * memory, each holding a page resident: at 10,000 apps serve's RSS grew by some 20 MB on every reload.
  * Here mruby gets size-classed free lists carved from blocks of their own, all unmapped at mrb_close. */
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,14 +18,6 @@
 static const size_t caps[] = {16,   32,   48,   64,   96,   128,  192,   256,   384,   512,   768,   1024,
                               1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768, 49152, 65536};
 #define NCLASS (sizeof(caps) / sizeof(caps[0]))
-
-/* Blocks of heaps freed, kept for the next heap (up to CACHE_MAX): serve evaluates a directory of Kagofiles
- * one file and one mruby state after the other (10,000 of them for 10,000 sites), and fresh blocks each
- * time were page faults and munmaps: 5 ms a file. kf_heap_trim ends a batch. */
-#define CACHE_MAX 64
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static void *cache; /* linked through their first word */
-static unsigned ncache;
 
 struct kf_heap {
     void *free[NCLASS]; /* free allocations of each class, linked through their first word */
@@ -46,47 +37,12 @@ void kf_heap_free(struct kf_heap *h)
 {
     if (!h)
         return;
-    pthread_mutex_lock(&cache_lock);
     while (h->blocks) {
         void *next = *(void **)h->blocks;
-        if (ncache < CACHE_MAX) {
-            *(void **)h->blocks = cache;
-            cache = h->blocks;
-            ncache++;
-        } else {
-            munmap(h->blocks, BLOCK);
-        }
+        munmap(h->blocks, BLOCK);
         h->blocks = next;
     }
-    pthread_mutex_unlock(&cache_lock);
     free(h);
-}
-
-void kf_heap_trim(void)
-{
-    pthread_mutex_lock(&cache_lock);
-    while (cache) {
-        void *next = *(void **)cache;
-        munmap(cache, BLOCK);
-        cache = next;
-    }
-    ncache = 0;
-    pthread_mutex_unlock(&cache_lock);
-}
-
-static char *new_block(void)
-{
-    pthread_mutex_lock(&cache_lock);
-    char *b = cache;
-    if (b) {
-        cache = *(void **)b;
-        ncache--;
-    }
-    pthread_mutex_unlock(&cache_lock);
-    if (!b &&
-        (b = mmap(NULL, BLOCK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) == MAP_FAILED)
-        return NULL;
-    return b;
 }
 
 static size_t *hdr(void *p)
@@ -113,8 +69,8 @@ static void *small(struct kf_heap *h, unsigned c)
     }
     size_t need = HDR + caps[c];
     if (!h->bump || (size_t)(h->end - h->bump) < need) {
-        char *b = new_block();
-        if (!b)
+        char *b = mmap(NULL, BLOCK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (b == MAP_FAILED)
             return NULL;
         *(void **)b = h->blocks;
         h->blocks = b;

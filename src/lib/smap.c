@@ -4,14 +4,12 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ident.h"
 #include "util.h"
 
 static uint64_t hash(const char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
+    return kago__fnv(KAGO__FNV_INIT, s, n);
 }
 
 void kago__smap_init(struct smap *m, size_t hint)

@@ -894,9 +894,7 @@ static void metrics_begin(struct admin_conn *ac, const char *query, bool http10)
             }
         }
         name[n] = 0;
-        for (struct app_rt *a = srv->apps; a && !ac->m.only; a = a->next)
-            if (!a->removed && !strcmp(a->app.name, name))
-                ac->m.only = a;
+        ac->m.only = kago__server_app(srv, name);
         if (!ac->m.only) {
             struct sbuf body = {0};
             log_safe(name);

@@ -72,9 +72,9 @@ static void schedule_retry(struct cluster *cl, bool relist)
 static void app_put(struct cluster *cl, const char *name, const char *src, size_t len, int64_t mod_rev)
 {
     struct server *srv = cl->srv;
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        if (!a->removed && a->etcd_rev == mod_rev && !strcmp(a->app.name, name))
-            return; /* a list again: unchanged */
+    struct app_rt *run = kago__server_app(srv, name);
+    if (run && run->etcd_rev == mod_rev)
+        return; /* a list again: unchanged */
     if (!*name || strchr(name, '/')) {
         kago__slog(srv, SLOG_ERR, NULL, NULL, "cluster: %s%s: not an app name, ignored", APPS, name);
         return;
@@ -82,9 +82,7 @@ static void app_put(struct cluster *cl, const char *name, const char *src, size_
     cleanup_free char *where = xasprintf("etcd:%s%s", APPS, name);
     struct kago_app app = {0};
     struct kago_error *err = NULL;
-    bool had = false;
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        had |= !a->removed && !strcmp(a->app.name, name);
+    bool had = run != NULL;
     if (kago__app_from_source(where, src, len, name, &app, &err) < 0 ||
         kago__server_app_set(srv, &app, mod_rev, &err) < 0) {
         kago__slog(srv, SLOG_ERR, name, NULL, "revision %" PRId64 " refused%s: %s", mod_rev,

@@ -108,8 +108,6 @@ static int load_apps(const char *dir, struct app_list *out, struct kago_error **
         qsort(names, nn, sizeof(*names), by_name);
     int ret = 0;
     size_t cap = 0;
-    struct smap seen; /* the apps' names so far */
-    kago__smap_init(&seen, 64);
     char **paths = xcalloc(nn + 1, sizeof(*paths));
     for (size_t i = 0; i < nn; i++)
         paths[i] = xasprintf("%s/%s", dir, names[i]);
@@ -125,9 +123,7 @@ static int load_apps(const char *dir, struct app_list *out, struct kago_error **
         }
         kago_kagofile_take_app(kf, k, &out->v[out->n]);
         struct kago_app *a = &out->v[out->n];
-        out->hash[out->n++] = kago__app_def_hash(a);
-        if (kago__smap_add(&seen, a->name, strlen(a->name), NULL) && ret == 0)
-            ret = kago_error_set(err, 0, "%s: app %s is defined twice", path, a->name);
+        out->hash[out->n++] = kago__app_def_hash(a); /* (an app defined twice: refused by the loader) */
         if (ret == 0)
             ret = kago__app_check(a, path, err);
         abs_tls_paths(dir, a);
@@ -136,8 +132,6 @@ static int load_apps(const char *dir, struct app_list *out, struct kago_error **
     for (size_t i = 0; i < nn; i++)
         free(paths[i]);
     free(paths);
-    kago__smap_fini(&seen);
-    kago_kagofile_trim();
     for (size_t i = 0; i < nn; i++)
         free(names[i]);
     free(names);
@@ -947,22 +941,22 @@ void kago__server_reload(struct server *srv, struct reload_waiter *w)
         reload_start(srv);
 }
 
+/* Takes w out of list; false when it is not in it. */
+static bool unlink_waiter(struct reload_waiter **list, struct reload_waiter *w)
+{
+    for (struct reload_waiter **l = list; *l; l = &(*l)->next)
+        if (*l == w) {
+            *l = w->next;
+            w->queued = false;
+            return true;
+        }
+    return false;
+}
+
 void kago__server_reload_forget(struct server *srv, struct reload_waiter *w)
 {
-    if (!w->queued)
-        return;
-    for (struct reload_waiter **l = &srv->reload_waiters; *l; l = &(*l)->next)
-        if (*l == w) {
-            *l = w->next;
-            w->queued = false;
-            return;
-        }
-    for (struct reload_waiter **l = &srv->reload_next; *l; l = &(*l)->next)
-        if (*l == w) {
-            *l = w->next;
-            w->queued = false;
-            return;
-        }
+    if (w->queued && !unlink_waiter(&srv->reload_waiters, w))
+        unlink_waiter(&srv->reload_next, w);
 }
 
 static void on_signal(uv_signal_t *h, int sig)

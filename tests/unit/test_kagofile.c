@@ -509,7 +509,6 @@ static void test_load_files(void)
         free(p[i]);
     }
     rmdir(dir);
-    kago_kagofile_trim();
 }
 
 int main(void)
