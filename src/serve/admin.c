@@ -741,10 +741,6 @@ static void ps_app(struct app_rt *a, struct sbuf *b, uint64_t now)
 static bool ps_fill(struct admin_conn *ac)
 {
     struct sbuf *b = &ac->body;
-    if (!ac->in_fam) { /* (the first slice) */
-        sbuf_adds(b, "{\"apps\":[");
-        ac->in_fam = true;
-    }
     uint64_t now = kago__serve_now_ms(), t0 = kago__serve_now_us();
     for (size_t apps = 0;
          ac->cur && (!apps || (b->len < METRICS_SLICE && kago__serve_now_us() - t0 < METRICS_SLICE_US));
@@ -866,7 +862,8 @@ static void slice_more(struct admin_conn *ac)
 /* GET /ps: the head now, the body in slices, its end the connection's close (as `kago ps` reads it). */
 static void ps_begin(struct admin_conn *ac)
 {
-    printf_buf(&ac->out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n");
+    printf_buf(&ac->out,
+               "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"apps\":[");
     ac->cur = ac->srv->apps;
     ac->fill = ps_fill;
     ac->done = true;
