@@ -97,6 +97,12 @@ struct kago__cgroup_v1_mount {
     const char *controller, *path;
 };
 void kago__cgroup_v1_set_mounts(const struct kago__cgroup_v1_mount *m, size_t n) KAGO_INTERNAL;
+/* v1: the calling process's own cgroup in each hierarchy, each one's `tasks` opened into fds (at most max);
+ * returns how many, or -1 with *err set. kago__cg_v1_home_return moves the calling single-threaded process
+ * back there through them, the fast way (as enter(cg, 0)): the spawner enters a warm sandbox's cgroup to
+ * clone the sandbox into it, then returns. */
+int kago__cg_v1_home_open(int *fds, size_t max, struct kago_error **err) KAGO_INTERNAL;
+int kago__cg_v1_home_return(const int *fds, size_t n, struct kago_error **err) KAGO_INTERNAL;
 /* True when at least one controller kago uses is mounted as a v1 hierarchy (cached per process). */
 bool kago__cgroup_v1_present(void) KAGO_INTERNAL;
 

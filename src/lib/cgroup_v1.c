@@ -462,6 +462,67 @@ static int enter_each(struct kago__cgroup *cg, const int *held, pid_t pid, struc
     return 0;
 }
 
+/* The calling process's own cgroup in each hierarchy, from /proc/self/cgroup ("ID:controllers:path"). */
+int kago__cg_v1_home_open(int *fds, size_t max, struct kago_error **err)
+{
+    const struct layout *l = layout();
+    cleanup_fclose FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f)
+        return kago_error_set(err, errno, "open /proc/self/cgroup");
+    char *lines[NCTRL] = {0}; /* each hierarchy's line's path, by controller */
+    cleanup_free char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        char *ctrls = strchr(line, ':'), *path = ctrls ? strchr(ctrls + 1, ':') : NULL;
+        if (!path)
+            continue;
+        *path++ = '\0';
+        path[strcspn(path, "\n")] = '\0';
+        for (char *c = ctrls + 1; *c;) {
+            size_t len = strcspn(c, ",");
+            int k = ctrl_index(c, len);
+            if (k >= 0 && !lines[k])
+                lines[k] = xstrdup(path);
+            c += len + (c[len] == ',');
+        }
+    }
+    size_t n = 0;
+    int ret = 0;
+    for (size_t i = 0; i < l->nhier && ret == 0; i++) {
+        const char *own = NULL;
+        for (int c = 0; c < NCTRL && !own; c++)
+            if (at(l, c, l->hier[i]))
+                own = lines[c];
+        char path[PATH_MAX];
+        if (!own || n == max) {
+            ret = kago_error_set(err, ENOENT, "cgroup: this process's own cgroup in %s", l->hier[i]);
+        } else if (snprintf(path, sizeof path, "%s%s/tasks", l->hier[i], strcmp(own, "/") ? own : "") >=
+                   (int)sizeof path) {
+            ret = kago_error_set(err, ENAMETOOLONG, "cgroup: this process's own cgroup in %s", l->hier[i]);
+        } else if ((fds[n] = open(path, O_WRONLY | O_CLOEXEC)) < 0) {
+            ret = kago_error_set(err, errno, "cgroup: open %s", path);
+        } else {
+            n++;
+        }
+    }
+    for (int c = 0; c < NCTRL; c++)
+        free(lines[c]);
+    if (ret < 0) {
+        while (n)
+            close(fds[--n]);
+        return -1;
+    }
+    return (int)n;
+}
+
+int kago__cg_v1_home_return(const int *fds, size_t n, struct kago_error **err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (write(fds[i], "0", 1) < 0)
+            return kago_error_set(err, errno, "cgroup: return to this process's own cgroup");
+    return 0;
+}
+
 static int v1_enter(struct kago__cgroup *cg, pid_t pid, struct kago_error **err)
 {
     if (pid != 0 || !cg->nheld)

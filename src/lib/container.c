@@ -261,6 +261,7 @@ struct before_pid {
     const struct kago_spec *spec;
     struct kago__bpf *bpf;
     bool *cg_made, clone_into, ran;
+    bool premade; /* a warm sandbox's: the cgroup exists, the child is in it */
     int ret;
     struct kago_error *err;
 };
@@ -275,7 +276,8 @@ static void before_pid(void *arg)
     b->ran = true;
     if (!b->clone_into) {
         *b->cg_made = true;
-        if ((b->ret = setup_cgroup(b->c, b->spec, &b->err)) < 0)
+        if ((b->ret = b->premade ? b->c->cg.ops->apply(&b->c->cg, &b->spec->limits, &b->err)
+                                 : setup_cgroup(b->c, b->spec, &b->err)) < 0)
             return;
     }
     if ((b->ret = b->c->cg.ops->devices(&b->c->cg, b->spec->mknod_any, &b->err)) < 0)
@@ -347,7 +349,8 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return kago_error_set(err, errno, "socketpair");
-    bool clone_into = strcmp(c->cg.ops->name, "v1") != 0;
+    /* (a warm sandbox was cloned into a cgroup of its own, the spec's cgroup_path: see spawner.h) */
+    bool clone_into = strcmp(c->cg.ops->name, "v1") != 0 && !l->ch.warm_id;
     if (clone_into) {
         *cg_made = true; /* from here on a failure removes whatever part of the cgroup was made */
         if (setup_cgroup(c, spec, err) < 0)
@@ -386,8 +389,10 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         kago_error_set(err, errno, "tell container init its maps are written");
         goto fail_b;
     }
-    if (!b.ran) /* cloned here (or by a warm sandbox): made while the child mounts */
+    if (!b.ran) { /* cloned here (or by a warm sandbox): made while the child mounts */
+        b.premade = l->ch.warm;
         before_pid(&b);
+    }
     if (b.ret < 0) {
         if (err)
             *err = b.err;
@@ -396,7 +401,7 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         goto fail;
     }
     unpin(l);
-    if (userns && l->cgroup_fd < 0 && c->cg.ops->enter(&c->cg, l->pid, err) < 0)
+    if (userns && l->cgroup_fd < 0 && !l->ch.warm && c->cg.ops->enter(&c->cg, l->pid, err) < 0)
         goto fail;
     kago__trace("seccomp compiled");
     /* "G" carries the filter: the child has its own copy of the buffer (it is not shared memory, whose

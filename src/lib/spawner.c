@@ -286,6 +286,24 @@ static int parse_child(const char *buf, size_t n, int *fds, struct kago__bpf *bp
     return 0;
 }
 
+static int home[8], nhome = -1; /* v1: the spawner's own cgroups (kago__cg_v1_home_open) */
+
+/* v1: whether the spawner knows its own cgroups (opened at the first need, while it is in them). */
+static bool home_open(void)
+{
+    if (nhome < 0 && (nhome = kago__cg_v1_home_open(home, 8, NULL)) < 0)
+        nhome = -1;
+    return nhome >= 0;
+}
+
+/* Back to its own cgroups after a clone inside a container's; a spawner that cannot ends (serve starts
+ * another one): it never stays in a container's cgroup. */
+static void go_home(void)
+{
+    if (kago__cg_v1_home_return(home, (size_t)nhome, NULL) < 0)
+        _exit(1);
+}
+
 /* One request: the child is cloned from here, with the descriptors that came. */
 static void spawn_one(int sock, const char *buf, size_t n, int *fds, struct kago__bpf *bpf)
 {
@@ -358,8 +376,7 @@ static _Noreturn void sandbox_start(const char *buf, size_t n, int *fds, struct 
     ch.warm_proc = warm_proc;
     ch.warm_sys = warm_sys;
     ch.cg = &cg;
-    /* as do_clone's child: in a user namespace the parent moves it, else it moves itself after "G" */
-    ch.enter_cg = (spec.ns & (1u << KAGO_NS_USER)) ? NULL : &cg;
+    ch.enter_cg = NULL; /* it was cloned into its cgroup (warm_clone) */
     if (!ch.die_with_parent && prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) < 0)
         _exit(127);
     kago__child_main(&ch);
@@ -436,28 +453,159 @@ static _Noreturn void sandbox_main(int ctl, uint64_t flags, char *buf, struct ka
     }
 }
 
-static void warm_make(int sock, const struct req *h, char *buf, struct kago__bpf *bpf)
+/* The sandboxes this spawner made, each in a cgroup of its own: when serve is gone (or stopping), the
+ * cgroups of those never handed a start are removed once they have exited (serve removes them itself
+ * while it runs). A sandbox handed a start is an instance, whose cgroup is the instance's. */
+struct made {
+    int pidfd;
+    pid_t pid;
+    char *path;
+};
+static struct made *made;
+static size_t nmade, capmade;
+
+/* Whether sandbox m still waits for a start: alive, and not yet renamed by one (sandbox_start). */
+static bool made_waiting(const struct made *m)
+{
+    struct pollfd p = {.fd = m->pidfd, .events = POLLIN};
+    if (poll(&p, 1, 0) != 0)
+        return false; /* exited (or the pidfd is unusable) */
+    char path[32], comm[32] = "";
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)m->pid);
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, comm, sizeof comm - 1) : -1;
+    return n > 0 && !strncmp(comm, "kago-warm\n", (size_t)n);
+}
+
+static void made_drop(size_t i, bool remove)
+{
+    if (remove) {
+        struct kago__cgroup cg;
+        if (kago__cgroup_init(&cg, NULL, "kago-warm", made[i].path, NULL) == 0) {
+            cg.ops->destroy(&cg, NULL);
+            kago__cgroup_fini(&cg);
+        }
+    }
+    close(made[i].pidfd);
+    free(made[i].path);
+    made[i] = made[--nmade];
+}
+
+/* Forgets the sandboxes that were handed a start or have exited (serve removed their cgroups). */
+static void made_prune(void)
+{
+    for (size_t i = nmade; i-- > 0;)
+        if (!made_waiting(&made[i]))
+            made_drop(i, false);
+}
+
+/* At the spawner's end: each sandbox that never got a start is awaited (it ends with serve, or serve
+ * killed it), up to a second in all, and its cgroup removed. */
+static void made_end(void)
+{
+    uint64_t until = kago__now_us() + 1000000;
+    while (nmade) {
+        for (size_t i = nmade; i-- > 0;) {
+            struct pollfd p = {.fd = made[i].pidfd, .events = POLLIN};
+            if (poll(&p, 1, 0) != 0)
+                made_drop(i, true);
+            else if (!made_waiting(&made[i]))
+                made_drop(i, false);
+        }
+        if (!nmade || kago__now_us() >= until)
+            break;
+        usleep(5000);
+    }
+    while (nmade)
+        made_drop(nmade - 1, false);
+    free(made);
+}
+
+/* Makes the sandbox's cgroup (path, chosen by serve) and clones it there: on v2 with CLONE_INTO_CGROUP;
+ * on v1 the spawner enters it itself (through `tasks`: no global lock, as enter(cg, 0)), clones, and
+ * returns to its own. A cgroup entered by pid would cost a start an RCU grace period (~1.5 ms here). */
+static pid_t warm_clone(uint64_t flags, const char *path, int *pidfd, int ctl, char *buf,
+                        struct kago__bpf *bpf, struct kago_error **err)
+{
+    struct kago__cgroup cg;
+    if (kago__cgroup_init(&cg, NULL, "kago-warm", path, err) < 0)
+        return -1;
+    /* the hierarchies of the limits serve gives every start (its start weight, a pids limit) */
+    struct kago_limits lim = KAGO_LIMITS_UNSET;
+    lim.cpu_weight = 1;
+    lim.pids = 1;
+    pid_t pid = -1;
+    bool v1 = !strcmp(cg.ops->name, "v1");
+    int cgfd = -1;
+    if (v1 && !home_open()) {
+        kago_error_set(err, EIO, "spawner: its own cgroups could not be read (/proc/self/cgroup)");
+        goto out;
+    }
+    if (cg.ops->create(&cg, &lim, err) < 0)
+        goto out;
+    if (!v1 && (cgfd = cg.ops->open_dir(&cg, err)) < 0)
+        goto fail;
+    if (v1 && cg.ops->enter(&cg, 0, err) < 0) {
+        go_home();
+        goto fail;
+    }
+    struct clone_args args = {.flags = flags | CLONE_PARENT | CLONE_PIDFD,
+                              .pidfd = (uint64_t)(uintptr_t)pidfd};
+    if (cgfd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cgfd;
+    }
+    pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0)
+        sandbox_main(ctl, flags, buf, bpf);
+    int e = errno;
+    if (v1)
+        go_home();
+    if (pid < 0) {
+        kago_error_set(err, e, "spawner: clone a warm sandbox into cgroup %s", path);
+        goto fail;
+    }
+    if (nmade == capmade) {
+        capmade = capmade ? 2 * capmade : 16;
+        made = xrealloc(made, capmade * sizeof *made);
+    }
+    made[nmade++] =
+        (struct made){.pidfd = fcntl(*pidfd, F_DUPFD_CLOEXEC, 3), .pid = pid, .path = xstrdup(path)};
+    if (made[nmade - 1].pidfd < 0)
+        made_drop(nmade - 1, false);
+    goto out;
+fail:
+    cg.ops->destroy(&cg, NULL);
+out:
+    if (cgfd >= 0)
+        close(cgfd);
+    kago__cgroup_fini(&cg);
+    return pid;
+}
+
+static void warm_make(int sock, const struct req *h, char *buf, size_t n, struct kago__bpf *bpf)
 {
     struct kago_error *err = NULL;
     int sv[2] = {-1, -1}, pidfd = -1;
     pid_t pid = -1;
+    char path[256];
+    size_t plen = n - sizeof *h;
+    made_prune();
     if (h->flags & ~(uint64_t)(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
                                CLONE_NEWUSER)) {
         kago_error_set(&err, EINVAL, "spawner: a warm sandbox with clone flags %#llx",
                        (unsigned long long)h->flags);
+    } else if (!plen || plen >= sizeof path) {
+        kago_error_set(&err, EINVAL, "spawner: a warm sandbox without a cgroup path");
     } else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         kago_error_set(&err, errno, "spawner: warm sandbox: socketpair");
     } else {
+        memcpy(path, buf + sizeof *h, plen);
+        path[plen] = '\0';
         int big = MAX_MSG;
         setsockopt(sv[0], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
         setsockopt(sv[1], SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
-        struct clone_args args = {.flags = h->flags | CLONE_PARENT | CLONE_PIDFD,
-                                  .pidfd = (uint64_t)(uintptr_t)&pidfd};
-        pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
-        if (pid == 0)
-            sandbox_main(sv[1], h->flags, buf, bpf);
-        if (pid < 0)
-            kago_error_set(&err, errno, "spawner: clone a warm sandbox");
+        pid = warm_clone(h->flags, path, &pidfd, sv[1], buf, bpf, &err);
         close(sv[1]);
     }
     int fds[2] = {pidfd, sv[0]};
@@ -468,13 +616,24 @@ static void warm_make(int sock, const struct req *h, char *buf, struct kago__bpf
     kago_error_free(err);
 }
 
+/* serve died (the parent-death signal): the spawner removes what it made, then ends */
+static volatile sig_atomic_t terminated;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    terminated = 1;
+}
+
 int kago__spawner_main(int argc, char **argv)
 {
     pid_t ppid = argc > 2 ? (pid_t)atoi(argv[2]) : 0;
     prctl(PR_SET_NAME, "kago-spawner", 0, 0, 0);
     /* serve's end of the socket closes with serve; the signal is for a serve stopped by SIGKILL */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != ppid ||
-        fcntl(SOCK_FD, F_SETFD, FD_CLOEXEC) < 0)
+    struct sigaction sa = {.sa_handler = on_term}; /* (no SA_RESTART: recvmsg returns) */
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) < 0 || prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) < 0 ||
+        getppid() != ppid || fcntl(SOCK_FD, F_SETFD, FD_CLOEXEC) < 0)
         return 1;
     syscall(SYS_close_range, SOCK_FD + 1, ~0U, 0); /* anything serve left open without close-on-exec */
     static struct kago__bpf bpf;                   /* the child's copy receives the filter with "G" */
@@ -484,12 +643,13 @@ int kago__spawner_main(int argc, char **argv)
         struct iovec iov = {.iov_base = buf, .iov_len = MAX_MSG};
         struct msghdr mh = {
             .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
-        ssize_t n = recvmsg(SOCK_FD, &mh, MSG_CMSG_CLOEXEC);
+        ssize_t n = terminated ? 0 : recvmsg(SOCK_FD, &mh, MSG_CMSG_CLOEXEC);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0) {
+        if (n <= 0) { /* serve closed its end (it is stopping: its sandboxes see EOF), or died */
             free(buf);
-            return n == 0 ? 0 : 1; /* serve closed its end: it is stopping (its sandboxes see EOF) */
+            made_end();
+            return n == 0 ? 0 : 1;
         }
         int fds[NSLOTS];
         struct req h;
@@ -499,7 +659,7 @@ int kago__spawner_main(int argc, char **argv)
             continue;
         }
         if (h.op == OP_WARM) {
-            warm_make(SOCK_FD, &h, buf, &bpf);
+            warm_make(SOCK_FD, &h, buf, (size_t)n, &bpf);
         } else if ((size_t)n <= sizeof h) {
             struct kago_error e = {.code = EBADMSG, .msg = (char *)"spawner: a request without its spec"};
             answer(SOCK_FD, -1, -1, false, &e);
@@ -789,22 +949,22 @@ void kago__spawner_on_warm(kago__warm_cb *cb, void *arg)
     sp.warm_arg = arg;
 }
 
-static int send_op(uint8_t op, uint64_t flags, uint32_t id)
+static int send_op(uint8_t op, uint64_t flags, uint32_t id, const char *data)
 {
     if (!sp.on || getpid() != sp.owner)
         return -1;
     struct req h = {.magic = MAGIC, .op = op, .flags = flags, .warm = id};
-    int r = send_req(sp.fd, &h, "", 0, NULL, 0);
+    int r = send_req(sp.fd, &h, data, strlen(data), NULL, 0);
     if (r == 1) { /* it is gone: another one gets it */
         sp_restart("has exited");
-        r = sp.on ? send_req(sp.fd, &h, "", 0, NULL, 0) : -1;
+        r = sp.on ? send_req(sp.fd, &h, data, strlen(data), NULL, 0) : -1;
     }
     return r == 0 ? 0 : -1;
 }
 
-int kago__spawner_warm(uint64_t flags, uint32_t id)
+int kago__spawner_warm(uint64_t flags, uint32_t id, const char *cgroup_path)
 {
-    if (!id || sb_find(id) || send_op(OP_WARM, flags, id) < 0)
+    if (!id || sb_find(id) || send_op(OP_WARM, flags, id, cgroup_path) < 0)
         return -1;
     if (sp.nsbs == sp.capsbs) {
         sp.capsbs = sp.capsbs ? 2 * sp.capsbs : 16;

@@ -44,9 +44,11 @@ typedef void kago__warm_cb(void *arg, uint32_t id, pid_t pid, int pidfd, int cod
 /* cb is told of each sandbox made (pid > 0, pidfd then the caller's) or not (pid < 0, code and msg say
  * why), when the spawner's answer is read: by kago__spawner_collect or by a start meanwhile. */
 void kago__spawner_on_warm(kago__warm_cb *cb, void *arg) KAGO_INTERNAL;
-/* Asks for a sandbox of these flags named id (> 0); does not wait for it. Returns 0, or -1 when no spawner
- * runs (or it could not be reached). */
-int kago__spawner_warm(uint64_t flags, uint32_t id) KAGO_INTERNAL;
+/* Asks for a sandbox of these flags named id (> 0), cloned into a new cgroup at cgroup_path (a start handed
+ * to it keeps that cgroup: the spec's cgroup_path); does not wait for it. Returns 0, or -1 when no spawner
+ * runs (or it could not be reached). A sandbox that was never handed a start leaves its cgroup to the
+ * caller to remove once it has reaped it, unless the caller is gone: the spawner then removes it. */
+int kago__spawner_warm(uint64_t flags, uint32_t id, const char *cgroup_path) KAGO_INTERNAL;
 /* Ends sandbox id (not yet used): it exits, and its parent (the caller) reaps it. */
 void kago__spawner_warm_drop(uint32_t id) KAGO_INTERNAL;
 /* Reads the answers that came, without waiting (each goes to the callback). */

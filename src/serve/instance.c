@@ -101,9 +101,9 @@ void kago__instance_probe_result(struct instance *inst, int status)
         return;
     if (status == 0) {
         inst->ready = true;
-        weight_ready(inst);
         start_slot_release(inst);
         kago__pool_ready(&inst->app->pool, inst->pi, kago__serve_now_ms());
+        weight_ready(inst);       /* (after the held requests went: it writes the state file too) */
         kago__record_write(inst); /* at once: from now on a new serve adopts it */
         return;
     }
@@ -219,9 +219,9 @@ static void start_finish(struct app_rt *a, struct instance *inst)
     if (a->app.socket_activation && pi->tier == POOL_TIER_COLD) {
         /* The socket is listening inside the namespace already: connections wait in its backlog. */
         inst->ready = true;
-        weight_ready(inst);
         start_slot_release(inst);
         kago__pool_ready(&a->pool, pi, kago__serve_now_ms());
+        weight_ready(inst);
         kago__record_write(inst);
     } else if (a->app.checkpoint_at_listen && a->ckpt == CK_WANT && !a->ckpt_inst &&
                pi->tier == POOL_TIER_COLD) {
@@ -369,8 +369,9 @@ static void start_cold(struct app_rt *a, struct instance *inst)
     }
     struct kago_error *err = NULL;
     struct kago_create *cr = NULL;
-    if (!opts.detach)
-        opts.warm = kago__warm_take(srv, &spec); /* (warm.c) */
+    const char *warm_cg = NULL;
+    if (!opts.detach && (opts.warm = kago__warm_take(srv, &spec, &warm_cg))) /* (warm.c) */
+        spec.cgroup_path = (char *)warm_cg;
     int r = kago_container_create_begin(srv->opts.root, &spec, &opts, &cr, &err);
     if (opts.warm)
         kago__warm_settle(srv, opts.warm, r < 0 ? -1 : kago_create_pid(cr));

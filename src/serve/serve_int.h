@@ -290,7 +290,9 @@ struct server {
  * pid the create made (-1: it failed), so that a sandbox it did not use is ended; stop kills and reaps
  * every sandbox. */
 void kago__warm_init(struct server *srv);
-unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec);
+/* A warm sandbox for a start of spec (its id, 0: none), and the cgroup it was cloned into (the start's
+ * cgroup_path, set in *cgroup_path; valid until kago__warm_settle). */
+unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec, const char **cgroup_path);
 void kago__warm_settle(struct server *srv, unsigned id, pid_t pid);
 void kago__warm_stats(struct server *srv, uint64_t *hits, uint64_t *misses, unsigned *ready);
 void kago__warm_stop(struct server *srv);

@@ -9,8 +9,11 @@
  * WARM_IDLE_MS. Refills are asked for from the timer, not from a start. A sandbox is dropped after
  * WARM_MAX_AGE_MS: its mount namespace is a copy of the host's made when it was, and later host mounts
  * are not in it. Every sandbox is serve's child: each one's exit is watched through its pidfd, and it is
- * reaped here; at exit all are killed and reaped (they hold nothing else: no cgroup, no mount outside
- * their own namespace). */
+ * reaped here; at exit all are killed and reaped. Each has a cgroup of its own, kago/warm-<root tag>-<serve
+ * pid>-<id>, made by the spawner which clones it there; a start keeps that cgroup (its spec's cgroup_path),
+ * so that neither a mkdir nor a move into a cgroup (an RCU grace period, ~1.5 ms here) is left on its path.
+ * The cgroup of a sandbox that got no start is removed once it is reaped here (by the spawner when serve
+ * is gone). Nothing else of a sandbox is outside its own namespaces. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,6 +34,7 @@
 #define WARM_MAX_AGE_MS 60000
 #define WARM_PENDING_MS 5000 /* an answer lost with a restarted spawner */
 #define WARM_WAIT_MS    50   /* the longest a refill waits for starts in flight */
+#define WARM_QUIET_MS   5    /* and for the app a start took a sandbox for to answer (its first ms) */
 
 struct warm_sb {
     struct warm_sb *next;
@@ -44,7 +48,9 @@ struct warm_sb {
     bool taken;     /* handed to a start: no longer ours until settled */
     bool dropping;  /* ended: reaped when its pidfd turns readable */
     bool polling;
+    bool cg_given;    /* its cgroup is an instance's (a start that did not reach it went there) */
     uint64_t born_ms; /* asked for */
+    char cg[64];      /* its cgroup */
 };
 
 struct warm_key {
@@ -64,6 +70,7 @@ struct warm {
     size_t nkeys;
     uv_timer_t timer;
     uint64_t shrink_ms, busy_ms; /* busy: since when starts in flight hold the refills back */
+    uint64_t taken_ms;           /* the last sandbox taken */
     uint32_t next_id;
     bool stopping;
     uint64_t hits, misses, made;
@@ -76,6 +83,17 @@ static void sb_unlink(struct warm *w, struct warm_sb *sb)
             *p = sb->next;
             return;
         }
+}
+
+/* Removes the cgroup of sandbox sb, reaped (or never made), unless an instance has it. */
+static void sb_uncgroup(struct warm_sb *sb)
+{
+    struct kago__cgroup cg;
+    if (sb->cg_given || kago__cgroup_init(&cg, NULL, "kago-warm", sb->cg, NULL) < 0)
+        return;
+    cg.ops->destroy(&cg, NULL);
+    kago__cgroup_fini(&cg);
+    sb->cg_given = true; /* (once) */
 }
 
 static void on_sb_closed(uv_handle_t *h)
@@ -112,6 +130,7 @@ static void on_sb_exit(uv_poll_t *h, int status, int events)
     (void)status;
     (void)events;
     reap(sb, WNOHANG);
+    sb_uncgroup(sb);
     sb_unlink(sb->w, sb);
     sb_free(sb);
 }
@@ -133,6 +152,7 @@ static void sb_drop(struct warm *w, struct warm_sb *sb)
     sb->dropping = true;
     kago__spawner_warm_drop(sb->id);
     if (sb->pidfd < 0) {
+        sb_uncgroup(sb);
         sb_unlink(w, sb);
         sb_free(sb);
         return;
@@ -169,6 +189,7 @@ static unsigned pending(const struct warm *w)
 }
 
 static void on_timer(uv_timer_t *t);
+static void cg_name(const struct warm *w, struct warm_sb *sb);
 
 static void kick(struct warm *w)
 {
@@ -189,6 +210,9 @@ static void on_made(void *arg, uint32_t id, pid_t pid, int pidfd, int code, cons
             waitid((idtype_t)3, (id_t)pidfd, &si, WEXITED | __WALL);
             close(pidfd);
         }
+        struct warm_sb gone = {.id = id};
+        cg_name(w, &gone);
+        sb_uncgroup(&gone);
         kago__spawner_warm_drop(id);
         return;
     }
@@ -211,6 +235,11 @@ static void on_made(void *arg, uint32_t id, pid_t pid, int pidfd, int code, cons
     sb_watch(w, sb);
 }
 
+static void cg_name(const struct warm *w, struct warm_sb *sb)
+{
+    snprintf(sb->cg, sizeof sb->cg, "kago/warm-%04x-%x-%u", w->srv->root_tag, (unsigned)getpid(), sb->id);
+}
+
 /* Asks for the sandboxes a key lacks; returns false when the spawner could not be asked. */
 static bool refill(struct warm *w, struct warm_key *k, uint64_t now)
 {
@@ -222,8 +251,9 @@ static bool refill(struct warm *w, struct warm_key *k, uint64_t now)
             .w = w, .id = ++w->next_id, .flags = k->flags, .pid = -1, .pidfd = -1, .born_ms = now};
         if (!sb->id)
             sb->id = ++w->next_id;
+        cg_name(w, sb);
         kago__trace("warm: asked");
-        if (kago__spawner_warm(k->flags, sb->id) < 0) {
+        if (kago__spawner_warm(k->flags, sb->id, sb->cg) < 0) {
             free(sb);
             k->fail_until_ms = now + 10000;
             return false;
@@ -258,12 +288,14 @@ static void on_timer(uv_timer_t *t)
         if (sb->ready && (!k || key_have(w, sb->flags) > k->target || now - sb->born_ms >= WARM_MAX_AGE_MS))
             sb_drop(w, sb);
         else if (!sb->ready && !sb->taken && !sb->dropping && now - sb->born_ms >= WARM_PENDING_MS) {
+            sb_uncgroup(sb); /* (its sandbox, if one was made, ended with the spawner) */
             sb_unlink(w, sb);
             sb_free(sb);
         }
     }
-    /* refills wait for the starts in flight (their children have the CPUs meanwhile), a while */
-    if (!w->srv->starting)
+    /* refills wait for the starts in flight (their children have the CPUs meanwhile) and for the app a
+     * sandbox was just taken for to answer its first request, a while */
+    if (!w->srv->starting && now - w->taken_ms >= WARM_QUIET_MS)
         w->busy_ms = 0;
     else if (!w->busy_ms)
         w->busy_ms = now;
@@ -302,10 +334,10 @@ void kago__warm_init(struct server *srv)
     srv->warm = w;
 }
 
-unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec)
+unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec, const char **cgroup_path)
 {
     struct warm *w = srv->warm;
-    if (!w || w->stopping)
+    if (!w || w->stopping || spec->cgroup_path) /* (a cgroup of the app's own: a clone makes it) */
         return 0;
     bool joins = false;
     for (int i = 0; i < KAGO_NS_COUNT; i++)
@@ -324,8 +356,10 @@ unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec)
             sb->taken = true;
             uv_poll_stop(&sb->poll); /* its exit is the instance's from here */
             w->hits++;
+            w->taken_ms = now;
             kago__trace("warm: taken");
             kick(w);
+            *cgroup_path = sb->cg;
             return sb->id;
         }
     w->misses++;
@@ -350,7 +384,8 @@ void kago__warm_settle(struct server *srv, unsigned id, pid_t pid)
         return;
     }
     sb->taken = false;
-    sb_drop(w, sb); /* the start did not reach it (failed before, or cloned after all) */
+    sb->cg_given = pid > 0; /* cloned after all: into a cgroup of the same path, the instance's now */
+    sb_drop(w, sb);         /* the start did not reach it (failed before, or cloned after all) */
 }
 
 void kago__warm_stats(struct server *srv, uint64_t *hits, uint64_t *misses, unsigned *ready)
@@ -380,6 +415,8 @@ void kago__warm_stop(struct server *srv)
             syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
             reap(sb, 0);
         }
+        if (!sb->taken)
+            sb_uncgroup(sb); /* (a pending one's, once its answer was lost, too) */
         if (!sb->taken)
             kago__spawner_warm_drop(sb->id);
         sb_unlink(w, sb);

@@ -183,6 +183,15 @@ class Server:
         a = self.ps().get(app)
         return [i for i in a["instances"] if i["state"] in states] if a else []
 
+    def cgroup(self, inst):
+        """Instance inst's cgroup path under each hierarchy (as its state names it: kago/<name>, or the warm
+        sandbox's, kago/warm-..., that it was started in)."""
+        try:
+            with open(os.path.join(self.root, inst, "state.json")) as f:
+                return json.load(f)["spec"].get("cgroup_path") or f"kago/{inst}"
+        except (OSError, ValueError):
+            return f"kago/{inst}"
+
     def metrics(self):
         return self.admin_get("/metrics")
 

@@ -39,12 +39,13 @@ def srv():
     yield from serving(APPS)
 
 
-def cgi_sleeping(instance):
+def cgi_sleeping(srv, instance):
     """The CGI's `sleep` runs in the instance: the app read the request and is working on it (a request
     the app never read may be sent again after a reset, see test_request_right_after_a_kill_is_not_lost)."""
+    cg = f":/{srv.cgroup(instance)}\n"
     for d in glob.glob("/proc/[0-9]*"):
         try:
-            if f"/{instance}\n" in open(d + "/cgroup").read() and open(d + "/cmdline").read().startswith("sleep\0"):
+            if cg in open(d + "/cgroup").read() and open(d + "/cmdline").read().startswith("sleep\0"):
                 return True
         except OSError:
             pass
@@ -182,7 +183,7 @@ def test_kill_mid_request_gives_502_then_recovers(srv):
     t.start()
     busy = wait_for(lambda: [i for i in srv.instances("cgi", ("ready",)) if i["in_flight"] > 0], 3)
     assert busy
-    assert wait_for(lambda: all(cgi_sleeping(i["name"]) for i in busy), 3), "the app is working on the request"
+    assert wait_for(lambda: all(cgi_sleeping(srv, i["name"]) for i in busy), 3), "the app is working on the request"
     for i in busy:
         os.kill(i["pid"], signal.SIGKILL)
     t.join(10)
@@ -356,7 +357,7 @@ def test_reload_with_a_changed_container_replaces_its_instances():
         out = {}
         t = threading.Thread(target=lambda: out.setdefault("r", request(s.port, "cgi.test", "/cgi-bin/sleep?2")))
         t.start()
-        assert wait_for(lambda: cgi_sleeping(old["name"]), 3)
+        assert wait_for(lambda: cgi_sleeping(s, old["name"]), 3)
         s.write_config(app("cgi", ["cgi.test"], v2, **policy))
         s.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: "its container changed" in s.stderr(), 5), s.stderr()
@@ -444,7 +445,7 @@ def test_request_right_after_a_kill_is_not_lost():
             t.start()
             busy = wait_for(lambda: [i for i in s.instances("cgi", ("ready",)) if i["in_flight"] > 0], 3)
             assert busy
-            assert wait_for(lambda: all(cgi_sleeping(i["name"]) for i in busy), 3)
+            assert wait_for(lambda: all(cgi_sleeping(s, i["name"]) for i in busy), 3)
             for i in busy:
                 os.kill(i["pid"], signal.SIGKILL)
             t.join(10)
@@ -490,10 +491,10 @@ def test_cold_start_does_not_stall_other_apps():
         assert s.leftovers() == []
 
 
-def cpu_weight_file(inst):
+def cpu_weight_file(srv, inst):
     """An instance's CPU weight as its cgroup holds it: (value, the value of weight 100)."""
-    for path, scale in ((f"/sys/fs/cgroup/cpu/kago/{inst}/cpu.shares", 1024),
-                        (f"/sys/fs/cgroup/kago/{inst}/cpu.weight", 100)):
+    cg = srv.cgroup(inst)
+    for path, scale in ((f"/sys/fs/cgroup/cpu/{cg}/cpu.shares", 1024), (f"/sys/fs/cgroup/{cg}/cpu.weight", 100)):
         if os.path.exists(path):
             with open(path) as f:
                 return int(f.read()), scale
@@ -511,15 +512,15 @@ def test_a_start_yields_the_cpu_until_ready():
         out = {}
         t = threading.Thread(target=lambda: out.setdefault("r", request(s.port, "d.test")))
         t.start()
-        assert wait_for(lambda: s.instances("d") and cpu_weight_file(s.instances("d")[0]["name"])[0], 5)
+        assert wait_for(lambda: s.instances("d") and cpu_weight_file(s, s.instances("d")[0]["name"])[0], 5)
         name = s.instances("d")[0]["name"]
-        v, scale = cpu_weight_file(name)
+        v, scale = cpu_weight_file(s, name)
         assert t.is_alive() and v == scale * 10 // 100, (v, scale)
         t.join(30)
         assert out["r"][0] == 200
-        assert cpu_weight_file(name) == (scale, scale)
+        assert cpu_weight_file(s, name) == (scale, scale)
         assert request(s.port, "w.test")[0] == 200
-        v, scale = cpu_weight_file(s.instances("w")[0]["name"])
+        v, scale = cpu_weight_file(s, s.instances("w")[0]["name"])
         assert v == scale // 2, (v, scale)
     finally:
         assert s.stop() == 0, s.stderr()

@@ -23,10 +23,13 @@ NAPPS, MAX = 8, 2
 
 
 def cgroups_of(srv):
-    """This serve's instance cgroups (one per instance whose create began), by instance name."""
+    """This serve's instance cgroups (one per instance whose create began), by instance name. (A warm
+    sandbox's cgroup, --warm, is an instance's once a start took it: its state names it.)"""
     prefix = f"-{srv.proc.pid:x}-"
-    return {os.path.basename(d) for d in glob.glob("/sys/fs/cgroup/*/kago/*") + glob.glob("/sys/fs/cgroup/kago/*")
-            if prefix in os.path.basename(d) and os.path.isdir(d)}
+    names = {os.path.basename(d) for d in glob.glob("/sys/fs/cgroup/*/kago/*") + glob.glob("/sys/fs/cgroup/kago/*")
+             if prefix in os.path.basename(d) and os.path.isdir(d)}
+    owner = {srv.cgroup(i).split("/")[-1]: i for i in os.listdir(srv.root) if prefix in i}
+    return {owner.get(n, n) for n in names if not n.startswith("warm-") or n in owner}
 
 
 def test_burst_across_apps_is_started_max_starting_at_a_time():

@@ -2,10 +2,11 @@
 namespaces an instance gets; a cold start takes one (its pid becomes the instance's), and every isolation
 property of a normal start holds there (the isolation probe of test_isolation.py, run in a pooled instance).
 The pool empties when idle, is refilled after the spawner dies, and nothing is left after serve stops.
-The other serve tests run against pooled starts with KAGO_SERVE_WARM=4 in their environment. Needs root,
+The other serve tests pass against pooled starts too with KAGO_SERVE_WARM=4 in their environment (by hand). Needs root,
 the busybox rootfs and build/kago."""
 import json
 import os
+import re
 import time
 import shutil
 import signal
@@ -78,6 +79,13 @@ def test_pooled_start_takes_a_sandbox_and_is_isolated(probe, tmp_path):
         assert st == 200 and body.startswith(b"hi-"), body
         assert wait_for(lambda: sandboxes(s), 10), "no warm sandbox was made"
         waiting = set(sandboxes(s))
+        # each waits in a cgroup of its own, which the spawner cloned it into and left again
+        for p in waiting:
+            assert re.search(r"^\d+:[^:]*memory[^:]*:/kago/warm-[0-9a-f]+-[0-9a-f]+-\d+$|^0::/kago/warm-",
+                             open(f"/proc/{p}/cgroup").read(), re.M), open(f"/proc/{p}/cgroup").read()
+        spawner = [p for p in children(s.proc.pid) if comm(p) == "kago-spawner"
+                   and os.readlink(f"/proc/{p}/ns/pid") == os.readlink("/proc/self/ns/pid")]
+        assert [open(f"/proc/{p}/cgroup").read() for p in spawner] == [open(f"/proc/{s.proc.pid}/cgroup").read()]
         st, _, body = request(s.port, "other.test")
         assert st == 200, body
         other = instance_pid(s, "other")
@@ -196,9 +204,12 @@ def test_app_of_another_namespace_set_is_not_given_a_sandbox():
         assert pid in waiting
         name = s.instances("h2")[0]["name"]
         assert body.strip() == f"hi-{name}".encode(), body
+        # its cgroup is the one the sandbox was cloned into (no move on its start), which its state names
         with open(f"/proc/{pid}/cgroup") as f:
             cg = f.read()
-        assert f"/kago/{name}" in cg, cg
+        with open(os.path.join(s.root, name, "state.json")) as f:
+            path = json.load(f)["spec"]["cgroup_path"]
+        assert path.startswith("kago/warm-") and f":/{path}\n" in cg, (path, cg)
         for ns in ("net", "pid", "uts", "ipc", "mnt"):
             assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
     finally:
