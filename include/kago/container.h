@@ -43,6 +43,7 @@ struct kago_spawn_opts {
                         and controlling terminal; its master goes to the caller (kago_container_take_tty).
                         Not with detach. */
     unsigned warm;   /* kago serve: a warm sandbox of its spawner to start in (0: none; see docs/serve.md) */
+    bool async;      /* kago_container_create_begin returns before the spawner has answered (see there) */
 };
 
 /* Builds the container described by spec under state dir root: cgroup, namespaces, mounts,
@@ -62,6 +63,12 @@ KAGO_EXPORT int kago_container_create_begin(const char *root, const struct kago_
                                             const struct kago_spawn_opts *opts, struct kago_create **out,
                                             struct kago_error **err);
 KAGO_EXPORT int kago_create_fd(const struct kago_create *cr);
+/* With opts->async, begin returns once serve's spawner has the clone request (its own work meanwhile done):
+ * kago_create_cloning() is true and kago_create_fd() is the spawner's answer's socket. When it is readable,
+ * kago_create_step() does the rest of begin (0: kago_create_fd() is now the child's, wait for it as
+ * above), or fails (-1: nothing is left, cr is consumed). abort and kago_create_pid work meanwhile too. */
+KAGO_EXPORT bool kago_create_cloning(const struct kago_create *cr);
+KAGO_EXPORT int kago_create_step(struct kago_create *cr, struct kago_error **err);
 /* The child setting itself up (-1 when complete already): a SIGKILL to it ends the create, and finish
  * then reports the failure. */
 KAGO_EXPORT pid_t kago_create_pid(const struct kago_create *cr);

@@ -132,6 +132,16 @@ static int setup_userns(pid_t pid, const struct kago_spec *spec, struct kago_err
     return write_idmap(pid, "gid_map", spec->uidmap, spec->nuidmap, err);
 }
 
+struct before_pid {
+    struct kago_container *c;
+    const struct kago_spec *spec;
+    struct kago__bpf *bpf;
+    bool *cg_made, clone_into, ran;
+    bool premade; /* a warm sandbox's: the cgroup exists, the child is in it */
+    int ret;
+    struct kago_error *err;
+};
+
 struct launch {
     struct kago__child ch;
     struct kago__cgroup *cg;
@@ -141,6 +151,9 @@ struct launch {
     bool pin;       /* the caller waits for the start: pin_here, and the parent makes the netns */
     bool pinned;    /* this process runs away from it until unpin */
     cpu_set_t cpus; /* its CPUs before */
+    int sync;       /* the parent's end of the sync socket */
+    int reply_fd;   /* the spawner's answer to come (a caller that does not wait for it), or -1 */
+    struct before_pid b;
 };
 
 /* A child cloned onto another CPU waits for it to wake, and on a VM an idle vCPU takes 0.1-1 ms: the
@@ -256,16 +269,6 @@ uint64_t kago__clone_flags(const struct kago_spec *spec)
 }
 
 /* The parent's work that needs no pid (after the clone here; through the spawner, while it clones). */
-struct before_pid {
-    struct kago_container *c;
-    const struct kago_spec *spec;
-    struct kago__bpf *bpf;
-    bool *cg_made, clone_into, ran;
-    bool premade; /* a warm sandbox's: the cgroup exists, the child is in it */
-    int ret;
-    struct kago_error *err;
-};
-
 static int setup_cgroup(struct kago_container *c, const struct kago_spec *spec, struct kago_error **err);
 
 /* v1: the cgroup (v2 clones into it: made before); the device rules (v2: loading and attaching a BPF
@@ -290,7 +293,10 @@ static pid_t clone_child(struct launch *l, const struct kago_spec *spec, struct 
                          struct kago_error **err)
 {
     uint64_t flags = clone_flags(spec, l->ch.net_later);
-    pid_t pid = kago__spawner_clone(&l->ch, l->cg, flags, &l->cgroup_fd, &l->pidfd, before_pid, b, err);
+    pid_t pid = kago__spawner_clone(&l->ch, l->cg, flags, &l->cgroup_fd, &l->pidfd, before_pid, b,
+                                    l->reply_fd == -2 ? &l->reply_fd : NULL, err);
+    if (l->reply_fd == -2)
+        l->reply_fd = -1; /* (answered already, or not through the spawner) */
     if (pid != -2)
         return pid;
     return kago__clone_child(&l->ch, l->cg, flags, &l->cgroup_fd, &l->pidfd, err);
@@ -340,21 +346,30 @@ static int setup_cgroup(struct kago_container *c, const struct kago_spec *spec, 
     return 0;
 }
 
+static int launch_rest(struct kago_container *c, const struct kago_spec *spec, struct launch *l,
+                       struct kago_error **err);
+
 /* The parent's half of a start. While the child builds its mounts the parent makes its network namespace
  * (a caller that waits, see net_later) and, on cgroup v1, its cgroup; on v2 the child is cloned into its
- * cgroup. "G" then carries the seccomp filter. */
+ * cgroup. "G" then carries the seccomp filter. Returns 0 with l->sync the sync socket, or with
+ * l->reply_fd >= 0 when the spawner's answer is still to come (l->reply_fd -2 asks for that: launch_rest
+ * then does the rest), or -1. */
 static int launch(struct kago_container *c, const struct kago_spec *spec, struct launch *l, bool *cg_made,
                   struct kago_error **err)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return kago_error_set(err, errno, "socketpair");
+    l->sync = sv[0];
     /* (a warm sandbox was cloned into a cgroup of its own, the spec's cgroup_path: see spawner.h) */
     bool clone_into = strcmp(c->cg.ops->name, "v1") != 0 && !l->ch.warm_id;
     if (clone_into) {
         *cg_made = true; /* from here on a failure removes whatever part of the cgroup was made */
-        if (setup_cgroup(c, spec, err) < 0)
-            goto fail;
+        if (setup_cgroup(c, spec, err) < 0) {
+            close_fd(&sv[1]);
+            close_fd(&l->sync);
+            return -1;
+        }
         l->cgroup_fd = c->cg.ops->open_dir(&c->cg, NULL);
     }
     l->ch.sync_fd = sv[1];
@@ -367,37 +382,49 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
     l->ch.net_later = l->pin && (spec->ns & (1u << KAGO_NS_NET)) && !(spec->ns & (1u << KAGO_NS_USER)) &&
                       !spec->join_ns[KAGO_NS_USER];
     l->ch.spin = l->pinned;
-    struct before_pid b = {
+    l->b = (struct before_pid){
         .c = c, .spec = spec, .bpf = l->ch.bpf, .cg_made = cg_made, .clone_into = clone_into};
-    l->pid = clone_child(l, spec, &b, err);
+    l->pid = clone_child(l, spec, &l->b, err);
+    close_fd(&sv[1]);
+    if (l->reply_fd >= 0) /* the spawner answers later (launch_rest) */
+        return 0;
+    return launch_rest(c, spec, l, err);
+}
+
+/* What follows the clone: the child's pid is l->pid (or < 0: the clone failed, *err says why). Returns 0, or
+ * -1 with l->sync closed. */
+static int launch_rest(struct kago_container *c, const struct kago_spec *spec, struct launch *l,
+                       struct kago_error **err)
+{
+    struct before_pid *b = &l->b;
     pin_child(l);
     kago__trace("cloned");
-    close_fd(&sv[1]);
     if (l->pid < 0) {
-        kago_error_free(b.err);
+        kago_error_free(b->err);
         goto fail;
     }
-    if (l->ch.net_later && send_netns(sv[0], err) < 0)
+    if (l->ch.net_later && send_netns(l->sync, err) < 0)
         goto fail_b;
     /* In a user namespace the child's mounts wait for its maps (and its idmapped mounts): they go first,
      * "M" says they are there, and the cgroup is made and entered while the child mounts. */
     bool userns = spec->ns & (1u << KAGO_NS_USER);
     if (userns && (setup_userns(l->pid, spec, err) < 0 ||
-                   (spec->userns == KAGO_USERNS_AUTO && kago__idmap_send(spec, l->pid, sv[0], err) < 0)))
+                   (spec->userns == KAGO_USERNS_AUTO && kago__idmap_send(spec, l->pid, l->sync, err) < 0)))
         goto fail_b;
-    if (userns && send(sv[0], "M", 1, MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET) {
+    if (userns && send(l->sync, "M", 1, MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET) {
         kago_error_set(err, errno, "tell container init its maps are written");
         goto fail_b;
     }
-    if (!b.ran) { /* cloned here (or by a warm sandbox): made while the child mounts */
-        b.premade = l->ch.warm;
-        before_pid(&b);
+    if (!b->ran) { /* cloned here (or by a warm sandbox): made while the child mounts */
+        b->premade = l->ch.warm;
+        before_pid(b);
     }
-    if (b.ret < 0) {
+    if (b->ret < 0) {
         if (err)
-            *err = b.err;
+            *err = b->err;
         else
-            kago_error_free(b.err);
+            kago_error_free(b->err);
+        b->err = NULL;
         goto fail;
     }
     unpin(l);
@@ -411,16 +438,17 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         {.iov_base = "G", .iov_len = 1},
         {.iov_base = l->ch.bpf->insns, .iov_len = l->ch.bpf->len * sizeof l->ch.bpf->insns[0]}};
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-    if (sendmsg(sv[0], &mh, MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET) {
+    if (sendmsg(l->sync, &mh, MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET) {
         kago_error_set(err, errno, "start container init");
         goto fail;
     }
-    return sv[0];
+    return 0;
 fail_b:
-    kago_error_free(b.err); /* (the work before the pid failed too, or it did not run) */
+    kago_error_free(b->err); /* (the work before the pid failed too, or it did not run) */
+    b->err = NULL;
 fail:
     unpin(l);
-    close_fd(&sv[0]);
+    close_fd(&l->sync);
     return -1;
 }
 
@@ -433,11 +461,32 @@ struct kago_create {
     bool cg_made, wait_start, detach, pin;
     int done; /* detached: the shim made it (or failed, -1) before begin returned */
     struct kago__bpf *bpf;
+    /* begin's end, while the spawner's answer is awaited (opts->async): kago_create_step */
+    struct launch *pending;
+    int image_pin; /* (see begin_here) */
 };
+
+static void pending_free(struct kago_create *cr)
+{
+    struct launch *l = cr->pending;
+    if (!l)
+        return;
+    close_fd(&l->reply_fd);
+    close_fd(&l->sync);
+    close_fd(&l->cgroup_fd);
+    close_fd(&l->pidfd);
+    kago_error_free(l->b.err);
+    free(l);
+    cr->pending = NULL;
+}
 
 /* Undoes a create that failed: the child, its cgroup, the exec fifo. Releases what the parent holds. */
 static void create_release(struct kago_create *cr, bool failed)
 {
+    if (failed && cr->pending && cr->pid <= 0) /* an answer that came: that child goes as any */
+        cr->pid = kago__spawner_reply_pid(cr->pending->reply_fd);
+    pending_free(cr); /* (a child the spawner clones after this finds its parent's end closed, and exits) */
+    close_fd(&cr->image_pin);
     if (failed && cr->pid > 0)
         reap(cr->pid);
     if (failed && cr->cg_made)
@@ -451,6 +500,21 @@ static void create_release(struct kago_create *cr, bool failed)
     free(cr->bpf);
     cr->bpf = NULL;
     cr->pid = -1;
+}
+
+/* begin's last step, once the child's pid is known: the state file, written while the child finishes its
+ * setup (a failure removes it with the dir). */
+static int begin_tail(struct kago_create *cr, const struct launch *l, struct kago_error **err)
+{
+    struct kago_container *c = cr->c;
+    cr->pid = l->pid;
+    c->pid = l->pid;
+    c->starttime = kago__proc_starttime(l->pid, NULL);
+    c->created = (long long)time(NULL);
+    if (kago__state_write(c, err) < 0)
+        return -1;
+    kago__trace("state written");
+    return 0;
 }
 
 /* The first half, in this process: everything up to a child setting itself up. On failure everything it
@@ -482,7 +546,13 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
     }
     kago__trace("create: begin");
     int ret = -1;
-    struct launch l = {.cgroup_fd = -1, .pidfd = -1, .pid = -1, .pin = cr->pin};
+    /* (reply_fd -2: a caller that does not wait for the spawner's answer; see launch) */
+    struct launch l = {.cgroup_fd = -1,
+                       .pidfd = -1,
+                       .pid = -1,
+                       .pin = cr->pin,
+                       .sync = -1,
+                       .reply_fd = opts && opts->async && !cr->pin ? -2 : -1};
     int nostdio[3] = {-1, -1, -1};
     cr->wait_start = opts && opts->wait_start;
     cleanup_free char *scratch = xasprintf("%s/ovl", c->dir);
@@ -519,18 +589,20 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
     }
     if (open_joins(spec, l.ch.join_fds, err) < 0)
         goto out;
-    cr->sync_fd = launch(c, spec, &l, &cr->cg_made, err);
-    cr->pid = l.pid;
-    if (cr->sync_fd < 0)
+    if (launch(c, spec, &l, &cr->cg_made, err) < 0)
         goto out;
-    /* the state file is written while the child finishes its setup; a failure removes it with the dir */
-    c->pid = l.pid;
-    c->starttime = kago__proc_starttime(l.pid, NULL);
-    c->created = (long long)time(NULL);
-    if (kago__state_write(c, err) < 0)
+    if (l.reply_fd >= 0) { /* the rest once the spawner has answered: kago_create_step */
+        l.ch.scratch = NULL;
+        l.ch.stdio = NULL; /* (the caller's; the spawner has its copies) */
+        cr->pending = xmalloc(sizeof l);
+        *cr->pending = l;
+        l.cgroup_fd = -1;
+        cr->image_pin = steal_fd(&pin);
+        ret = 0;
         goto out;
-    kago__trace("state written");
-    ret = 0;
+    }
+    cr->sync_fd = l.sync;
+    ret = begin_tail(cr, &l, err);
 out:
     cr->pidfd = steal_fd(&l.pidfd);
     close_fd(&l.cgroup_fd);
@@ -745,7 +817,7 @@ static int create_begin(const char *root, const struct kago_spec *spec, const st
     cr->c = kago__container_new(root, name);
     cr->detach = opts->detach;
     cr->pin = pin;
-    cr->sync_fd = cr->pidfd = cr->pid = -1;
+    cr->sync_fd = cr->pidfd = cr->pid = cr->image_pin = -1;
     struct kago_container *c = cr->c;
     int ret = copy_spec(&c->spec, spec, err);
     kago__trace("spec copied");
@@ -790,18 +862,55 @@ int kago_container_create_begin(const char *root, const struct kago_spec *spec,
 
 int kago_create_fd(const struct kago_create *cr)
 {
-    return cr->done ? -1 : cr->sync_fd;
+    return cr->done ? -1 : cr->pending ? cr->pending->reply_fd : cr->sync_fd;
 }
 
 pid_t kago_create_pid(const struct kago_create *cr)
 {
-    return cr->done ? -1 : cr->pid;
+    return cr->done ? -1 : cr->pending ? kago__spawner_reply_pid(cr->pending->reply_fd) : cr->pid;
+}
+
+bool kago_create_cloning(const struct kago_create *cr)
+{
+    return cr->pending != NULL;
+}
+
+int kago_create_step(struct kago_create *cr, struct kago_error **err)
+{
+    struct kago_container *c = cr->c;
+    struct launch *l = cr->pending;
+    int ret = -1;
+    l->pid = kago__spawner_reply(l->reply_fd, &l->cgroup_fd, &l->pidfd, err);
+    close_fd(&l->reply_fd);
+    if (launch_rest(c, &c->spec, l, err) == 0) {
+        cr->sync_fd = steal_fd(&l->sync);
+        ret = begin_tail(cr, l, err);
+    }
+    cr->pidfd = steal_fd(&l->pidfd);
+    if (ret == 0) {
+        pending_free(cr);
+        close_fd(&cr->image_pin);
+        return 0;
+    }
+    cr->pid = l->pid; /* (what the clone made goes: create_release) */
+    create_release(cr, true);
+    userns_release(&c->spec);
+    kago__rm_rf(c->dir);
+    kago_error_prefix(err, "container %s", c->spec.name);
+    kago_container_free(c);
+    free(cr);
+    return -1;
 }
 
 int kago_container_create_finish(struct kago_create *cr, struct kago_container **out, struct kago_error **err)
 {
     struct kago_container *c = cr->c;
     int ret = 0;
+    if (cr->pending) { /* (kago_create_step first) */
+        cleanup_free char *name = xstrdup(c->spec.name);
+        kago_create_abort(cr);
+        return kago_error_set(err, EINVAL, "container %s: finished before its clone was", name);
+    }
     if (!cr->done && (ret = end_here(cr, err)) < 0) {
         userns_release(&c->spec);
         kago__rm_rf(c->dir);

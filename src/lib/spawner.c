@@ -24,8 +24,9 @@
 #define SLOT_STDIO 1 /* 3 of them */
 #define SLOT_FIFO  4
 #define SLOT_CG    5
-#define SLOT_JOIN  6 /* KAGO_NS_COUNT of them */
-#define NSLOTS     (SLOT_JOIN + KAGO_NS_COUNT)
+#define SLOT_JOIN  6                           /* KAGO_NS_COUNT of them */
+#define SLOT_REPLY (SLOT_JOIN + KAGO_NS_COUNT) /* where to answer, when not on the spawner's socket */
+#define NSLOTS     (SLOT_REPLY + 1)
 
 enum op {
     OP_SPAWN, /* clone a container (the same request, sent to a warm sandbox, starts it there) */
@@ -220,8 +221,8 @@ static void answer_op(int sock, pid_t pid, const int *fds, int nfds, bool into_c
     struct iovec iov = {.iov_base = &r, .iov_len = offsetof(struct reply, msg) + strlen(r.msg) + 1};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
     put_rights(&mh, &ctl, fds, nfds);
-    if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
-        _exit(1); /* serve is gone */
+    if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 && sock == SOCK_FD)
+        _exit(1); /* serve is gone (a start's own reply socket closed: that start was abandoned) */
 }
 
 static void answer(int sock, pid_t pid, int pidfd, bool into_cgroup, const struct kago_error *e)
@@ -317,12 +318,15 @@ static void spawn_one(int sock, const char *buf, size_t n, int *fds, struct kago
     pid_t pid = -1;
     memcpy(&h, buf, sizeof h);
     kago__trace("spawner: request");
+    if (kago__fault("spawner-die"))
+        _exit(1); /* (tests: a spawner that dies before it answers) */
     if (parse_child(buf, n, fds, bpf, &spec, &cg, &scratch, stdio, &ch, &err) == 0) {
         kago__trace("spawner: parsed");
         pid = kago__clone_child(&ch, &cg, h.flags | CLONE_PARENT, &fds[SLOT_CG], &pidfd, &err);
         kago__trace("spawner: cloned");
     }
-    answer(sock, pid, pidfd, fds[SLOT_CG] >= 0, err);
+    /* a start that does not wait for the answer gets it on a socket of its own */
+    answer(fds[SLOT_REPLY] >= 0 ? fds[SLOT_REPLY] : sock, pid, pidfd, fds[SLOT_CG] >= 0, err);
     if (pidfd >= 0)
         close(pidfd);
     kago_error_free(err);
@@ -464,7 +468,8 @@ struct made {
 static struct made *made;
 static size_t nmade, capmade;
 
-/* Whether sandbox m still waits for a start: alive, and not yet renamed by one (sandbox_start). */
+/* Whether sandbox m may still wait for a start: alive, and not the app a start exec'd (its name is still
+ * the spawner's, which it is cloned with, or kago-warm). */
 static bool made_waiting(const struct made *m)
 {
     struct pollfd p = {.fd = m->pidfd, .events = POLLIN};
@@ -474,7 +479,10 @@ static bool made_waiting(const struct made *m)
     snprintf(path, sizeof path, "/proc/%d/comm", (int)m->pid);
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t n = fd >= 0 ? read(fd, comm, sizeof comm - 1) : -1;
-    return n > 0 && !strncmp(comm, "kago-warm\n", (size_t)n);
+    if (n <= 0)
+        return false;
+    comm[n] = '\0';
+    return !strcmp(comm, "kago-warm\n") || !strcmp(comm, "kago-spawner\n");
 }
 
 static void made_drop(size_t i, bool remove)
@@ -491,7 +499,7 @@ static void made_drop(size_t i, bool remove)
     made[i] = made[--nmade];
 }
 
-/* Forgets the sandboxes that were handed a start or have exited (serve removed their cgroups). */
+/* Forgets the sandboxes that exited (serve removed their cgroups) or became an app. */
 static void made_prune(void)
 {
     for (size_t i = nmade; i-- > 0;)
@@ -499,8 +507,8 @@ static void made_prune(void)
             made_drop(i, false);
 }
 
-/* At the spawner's end: each sandbox that never got a start is awaited (it ends with serve, or serve
- * killed it), up to a second in all, and its cgroup removed. */
+/* At the spawner's end: each sandbox that may never have got a start is awaited (one that did not ends with
+ * serve, or serve killed it), up to a second in all, and the cgroup of each that ended is removed. */
 static void made_end(void)
 {
     uint64_t until = kago__now_us() + 1000000;
@@ -805,10 +813,11 @@ static pid_t direct(struct kago_error **err)
 {
     if (!sp.required || !sp.ran) /* (serve said at its start that it clones containers itself) */
         return -2;
-    return kago_error_set(err, ESRCH,
-                          "no spawner runs (see serve's log), and %s: containers are not cloned "
-                          "by serve itself",
-                          sp.required);
+    kago_error_set(err, ESRCH,
+                   "no spawner runs (see serve's log), and %s: containers are not cloned "
+                   "by serve itself",
+                   sp.required);
+    return -1;
 }
 
 pid_t kago__spawner_pid(void)
@@ -861,12 +870,12 @@ static int send_req(int sock, const struct req *h, const char *json, size_t jlen
 /* Receives one answer (waiting up to ms); answers to OP_WARM go to the warm callback, and 1 is returned for
  * them. 0: *r and *fd (-1 or its pidfd) are a start's answer; -1: none came (errno: ETIMEDOUT, EAGAIN, or
  * EPIPE when the spawner is gone). */
-static int recv_reply(struct reply *r, int *fd, int ms)
+static int recv_reply_on(int sock, struct reply *r, int *fd, int ms)
 {
     union answer_ctl ctl;
     struct iovec iov = {.iov_base = r, .iov_len = sizeof *r};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
-    struct pollfd p = {.fd = sp.fd, .events = POLLIN};
+    struct pollfd p = {.fd = sock, .events = POLLIN};
     int pr;
     while ((pr = poll(&p, 1, ms)) < 0 && errno == EINTR)
         ;
@@ -876,7 +885,7 @@ static int recv_reply(struct reply *r, int *fd, int ms)
     }
     ssize_t n = -1;
     if (pr == 1)
-        while ((n = recvmsg(sp.fd, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        while ((n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
             ;
     if (n < (ssize_t)offsetof(struct reply, msg)) {
         errno = EPIPE;
@@ -911,6 +920,51 @@ static int recv_reply(struct reply *r, int *fd, int ms)
     return 1;
 }
 
+static int recv_reply(struct reply *r, int *fd, int ms)
+{
+    return recv_reply_on(sp.fd, r, fd, ms);
+}
+
+/* A clone's answer r (with its pidfd fd): the pid, *pidfd set. */
+static pid_t take_reply(const struct reply *r, int fd, int *cgroup_fd, int *pidfd, struct kago_error **err)
+{
+    if (r->pid < 0) {
+        if (fd >= 0)
+            close(fd);
+        kago_error_set(err, r->code, "%s", r->msg);
+        return -1; /* (not -errno: -2 says the spawner did not take the child) */
+    }
+    if (fd < 0) {
+        kago_error_set(err, EBADMSG, "clone: the spawner sent no pidfd");
+        return -1;
+    }
+    *pidfd = fd;
+    if (!r->into_cgroup && *cgroup_fd >= 0) {
+        close(*cgroup_fd);
+        *cgroup_fd = -1;
+    }
+    return r->pid;
+}
+
+pid_t kago__spawner_reply(int reply_fd, int *cgroup_fd, int *pidfd, struct kago_error **err)
+{
+    struct reply r;
+    int fd = -1;
+    if (recv_reply_on(reply_fd, &r, &fd, 0) <
+        0) { /* EOF: it died during the clone (the next start restarts it) */
+        kago_error_set(err, EPIPE, "clone: the spawner died before it answered");
+        return -1;
+    }
+    return take_reply(&r, fd, cgroup_fd, pidfd, err);
+}
+
+pid_t kago__spawner_reply_pid(int reply_fd)
+{
+    struct reply r;
+    ssize_t n = recv(reply_fd, &r, sizeof r, MSG_PEEK | MSG_DONTWAIT);
+    return n >= (ssize_t)offsetof(struct reply, msg) && r.pid > 0 ? r.pid : -1;
+}
+
 static pid_t read_reply(int *cgroup_fd, int *pidfd, struct kago_error **err)
 {
     struct reply r;
@@ -926,21 +980,10 @@ static pid_t read_reply(int *cgroup_fd, int *pidfd, struct kago_error **err)
         bool timeout = errno == ETIMEDOUT || errno == EAGAIN;
         /* whatever it may have cloned finds the sync socket closed by the create's failure, and exits */
         sp_restart(timeout ? "did not answer within 10 s" : "died during a clone");
-        return kago_error_set(err, EPIPE, "clone: the spawner %s", timeout ? "did not answer" : "died");
+        kago_error_set(err, EPIPE, "clone: the spawner %s", timeout ? "did not answer" : "died");
+        return -1;
     }
-    if (r.pid < 0) {
-        if (fd >= 0)
-            close(fd);
-        return kago_error_set(err, r.code, "%s", r.msg);
-    }
-    if (fd < 0)
-        return kago_error_set(err, EBADMSG, "clone: the spawner sent no pidfd");
-    *pidfd = fd;
-    if (!r.into_cgroup && *cgroup_fd >= 0) {
-        close(*cgroup_fd);
-        *cgroup_fd = -1;
-    }
-    return r.pid;
+    return take_reply(&r, fd, cgroup_fd, pidfd, err);
 }
 
 void kago__spawner_on_warm(kago__warm_cb *cb, void *arg)
@@ -1015,7 +1058,8 @@ void kago__spawner_collect(void)
 }
 
 pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
-                          int *pidfd, void (*meanwhile)(void *arg), void *arg, struct kago_error **err)
+                          int *pidfd, void (*meanwhile)(void *arg), void *arg, int *reply_fd,
+                          struct kago_error **err)
 {
     /* what only the caller's own process can give the child stays on the direct path: the CPU it is pinned
      * to, the terminal, the creator's own fds 3..N */
@@ -1058,14 +1102,28 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
             return pid; /* (meanwhile: the caller runs it, after what the sandbox waits for) */
         }
     }
+    int rs[2] = {-1, -1}; /* a caller that does not wait: the answer's own socket */
+    if (reply_fd && r == 1 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, rs) == 0) {
+        h.present |= 1u << SLOT_REPLY;
+        fds[nfds++] = rs[1];
+    }
     for (int attempt = 0; r == 1 && attempt < 2 && sp.on; attempt++)
         if ((r = send_req(sp.fd, &h, json, jlen, fds, nfds)) == 1)
             sp_restart("has exited"); /* it never saw this request: send it again */
     json_object_put(o);
     kago__trace("spawner: sent");
-    if (r != 0)
+    if (rs[1] >= 0)
+        close(rs[1]);
+    if (r != 0) {
+        if (rs[0] >= 0)
+            close(rs[0]);
         return direct(err); /* too large, or no spawner: the direct path */
+    }
     if (meanwhile)
         meanwhile(arg);
+    if (rs[0] >= 0) {
+        *reply_fd = rs[0];
+        return 0;
+    }
     return read_reply(cgroup_fd, pidfd, err);
 }

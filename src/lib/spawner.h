@@ -36,8 +36,15 @@ pid_t kago__spawner_pid(void) KAGO_INTERNAL;
  * (may be NULL) runs once the spawner has the request, before its answer is awaited: the caller's work that
  * needs no pid overlaps the clone (a start handed to a warm sandbox returns at once, meanwhile not run). */
 pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint64_t flags, int *cgroup_fd,
-                          int *pidfd, void (*meanwhile)(void *arg), void *arg,
+                          int *pidfd, void (*meanwhile)(void *arg), void *arg, int *reply_fd,
                           struct kago_error **err) KAGO_INTERNAL;
+/* With reply_fd (not NULL) kago__spawner_clone does not wait for the spawner's answer: it returns 0 once
+ * the request is sent (and meanwhile has run), with *reply_fd the answer's own socket; when that turns
+ * readable, kago__spawner_reply takes the answer as kago__spawner_clone would have (it closes nothing:
+ * the caller closes reply_fd). kago__spawner_reply_pid peeks at an answer that came: the child's pid, or
+ * -1 (none yet, or the clone failed). */
+pid_t kago__spawner_reply(int reply_fd, int *cgroup_fd, int *pidfd, struct kago_error **err) KAGO_INTERNAL;
+pid_t kago__spawner_reply_pid(int reply_fd) KAGO_INTERNAL;
 /* Warm sandboxes (docs/serve.md): processes the spawner clones ahead of need with a spec's clone flags
  * (kago__clone_flags), that have done the app-independent part of a start and wait for one. */
 typedef void kago__warm_cb(void *arg, uint32_t id, pid_t pid, int pidfd, int code, const char *msg);

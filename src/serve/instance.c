@@ -248,12 +248,39 @@ static void create_done(struct app_rt *a, struct instance *inst, struct kago_cre
     }
 }
 
+static void on_create_event(uv_poll_t *h, int status, int events);
+
+/* Waits for inst->creating's next step: the spawner's answer to its clone, then the child's report. */
+static void create_wait(struct instance *inst)
+{
+    struct kago_create *cr = inst->creating;
+    inst->cloning = kago_create_cloning(cr);
+    uv_poll_t *h = inst->cloning ? &inst->clonepoll : &inst->createpoll;
+    uv_poll_init(inst->app->srv->loop, h, kago_create_fd(cr));
+    h->data = inst;
+    inst->handles++;
+    uv_poll_start(h, UV_READABLE, on_create_event);
+}
+
 static void on_create_event(uv_poll_t *h, int status, int events)
 {
     struct instance *inst = h->data;
     struct kago_create *cr = inst->creating;
-    inst->creating = NULL;
     uv_close((uv_handle_t *)h, on_handle_closed);
+    if (inst->cloning) { /* the clone is answered: the rest of begin, then the child's report */
+        struct kago_error *err = NULL;
+        inst->cloning = false;
+        if (kago_create_step(cr, &err) < 0) {
+            inst->creating = NULL;
+            start_failed(inst->app, inst, err);
+            return;
+        }
+        if (!inst->kill_pending) {
+            create_wait(inst);
+            return;
+        }
+    }
+    inst->creating = NULL;
     create_done(inst->app, inst, cr);
 }
 
@@ -352,7 +379,8 @@ static void start_cold(struct app_rt *a, struct instance *inst)
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     /* orphan: the instance outlives a serve that is killed (no parent-death signal), and the next serve
      * adopts or removes it (adopt.c) */
-    struct kago_spawn_opts opts = {.stdio = {devnull, -1, -1}, .orphan = true};
+    /* async: the loop goes on while the spawner clones (it waited 1.6 ms per start for the answer) */
+    struct kago_spawn_opts opts = {.stdio = {devnull, -1, -1}, .orphan = true, .async = true};
     /* An instance that may be imaged: CRIU cannot dump an fd of a host file outside the container
      * (serve's log), /dev/null it can; and its init must not carry serve's parent-death signal, which
      * CRIU restores and which fires as soon as criu, the restored tree's first parent, exits. Detached,
@@ -374,7 +402,7 @@ static void start_cold(struct app_rt *a, struct instance *inst)
         spec.cgroup_path = (char *)warm_cg;
     int r = kago_container_create_begin(srv->opts.root, &spec, &opts, &cr, &err);
     if (opts.warm)
-        kago__warm_settle(srv, opts.warm, r < 0 ? -1 : kago_create_pid(cr));
+        kago__warm_settle(srv, opts.warm, r == 0, r < 0 ? -1 : kago_create_pid(cr));
     if (devnull >= 0)
         close(devnull);
     for (int i = 1; i < 3; i++) /* the child has its copies */
@@ -385,12 +413,8 @@ static void start_cold(struct app_rt *a, struct instance *inst)
     } else if (kago_create_fd(cr) < 0) { /* made by a shim: complete already */
         create_done(a, inst, cr);
     } else {
-        /* the child mounts, secures and execs itself meanwhile: the loop serves other requests */
         inst->creating = cr;
-        uv_poll_init(srv->loop, &inst->createpoll, kago_create_fd(cr));
-        inst->createpoll.data = inst;
-        inst->handles++;
-        uv_poll_start(&inst->createpoll, UV_READABLE, on_create_event);
+        create_wait(inst);
     }
 }
 
@@ -697,7 +721,7 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     if (inst->creating) { /* removed while its child sets up (shutdown): kill it, remove its traces */
         kago_create_abort(inst->creating);
         inst->creating = NULL;
-        uv_close((uv_handle_t *)&inst->createpoll, on_handle_closed);
+        uv_close((uv_handle_t *)(inst->cloning ? &inst->clonepoll : &inst->createpoll), on_handle_closed);
     }
     kago__logs_close(inst, leave); /* after the delete: what its processes wrote is all in the FIFOs */
     if (gone && !inst->ckpt_busy && !inst->restoring) /* (else when that ends) */

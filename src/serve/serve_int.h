@@ -99,6 +99,8 @@ struct instance {
     bool watching;                /* the exit poll and probe timer are initialised */
     struct kago_create *creating; /* the container's child is setting itself up: c is not set yet */
     uv_poll_t createpoll;         /* on creating's fd */
+    uv_poll_t clonepoll;          /* before: on the spawner's answer to its clone (kago_create_cloning) */
+    bool cloning;                 /* clonepoll is the active one */
     unsigned refs;                /* clients naming it; freed when removed and all three are 0 */
     uint64_t created_ms;
     bool ready, removed;
@@ -293,7 +295,9 @@ void kago__warm_init(struct server *srv);
 /* A warm sandbox for a start of spec (its id, 0: none), and the cgroup it was cloned into (the start's
  * cgroup_path, set in *cgroup_path; valid until kago__warm_settle). */
 unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec, const char **cgroup_path);
-void kago__warm_settle(struct server *srv, unsigned id, pid_t pid);
+/* After the start that took sandbox id: started (its create began) with pid (-1: not known yet, the
+ * spawner cloned it after all). */
+void kago__warm_settle(struct server *srv, unsigned id, bool started, pid_t pid);
 void kago__warm_stats(struct server *srv, uint64_t *hits, uint64_t *misses, unsigned *ready);
 void kago__warm_stop(struct server *srv);
 

@@ -1190,6 +1190,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
      * only trimmed from its top on a free, malloc_trim does not shrink it). */
     mallopt(M_MMAP_THRESHOLD, 256 << 10);
     mallopt(M_TRIM_THRESHOLD, 1 << 20);
+    srv->root_tag = kago__root_id(srv->opts.root); /* (instance and warm sandbox cgroup names) */
     start_spawner(srv);
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -1216,7 +1217,6 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         srv->opts.max_starting = ncpu > 0 ? 2 * (unsigned)ncpu : 4;
     }
-    srv->root_tag = kago__root_id(o->root);
     int fds[KAGO_SERVE_MAX_LISTEN];
     plan_listeners(srv, fds, sd_main);
     if (!(srv->tls = kago__tls_front_new(0, err))) {

@@ -15,6 +15,7 @@
  * The cgroup of a sandbox that got no start is removed once it is reaped here (by the spawner when serve
  * is gone). Nothing else of a sandbox is outside its own namespaces. */
 #include <errno.h>
+#include <glob.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -314,8 +315,32 @@ static void on_timer_closed(uv_handle_t *h)
     free(h->data);
 }
 
+/* The empty cgroups of sandboxes an earlier serve of this root left (it and its spawner were killed):
+ * removed; one that is not empty is an instance's, which adoption deals with. */
+static void sweep(const struct server *srv)
+{
+    char pat[128];
+    glob_t g;
+    snprintf(pat, sizeof pat, "/sys/fs/cgroup/{*/,}kago/warm-%04x-*", srv->root_tag);
+    if (glob(pat, GLOB_BRACE | GLOB_ONLYDIR | GLOB_NOSORT, NULL, &g) != 0)
+        return;
+    char own[32];
+    snprintf(own, sizeof own, "-%04x-%x-", srv->root_tag, (unsigned)getpid());
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        const char *base = strrchr(g.gl_pathv[i], '/') + 1;
+        struct kago__cgroup cg;
+        cleanup_free char *path = xasprintf("kago/%s", base);
+        if (!strstr(base, own) && kago__cgroup_init(&cg, NULL, "kago-warm", path, NULL) == 0) {
+            cg.ops->destroy(&cg, NULL); /* (each hierarchy's: found again in the next ones, gone then) */
+            kago__cgroup_fini(&cg);
+        }
+    }
+    globfree(&g);
+}
+
 void kago__warm_init(struct server *srv)
 {
+    sweep(srv);
     const char *env = getenv("KAGO_SERVE_WARM");
     unsigned max = srv->opts.warm;
     if (env && *env)
@@ -370,7 +395,7 @@ unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec, const
     return 0;
 }
 
-void kago__warm_settle(struct server *srv, unsigned id, pid_t pid)
+void kago__warm_settle(struct server *srv, unsigned id, bool started, pid_t pid)
 {
     struct warm *w = srv->warm;
     struct warm_sb *sb = w ? w->sbs : NULL;
@@ -384,7 +409,7 @@ void kago__warm_settle(struct server *srv, unsigned id, pid_t pid)
         return;
     }
     sb->taken = false;
-    sb->cg_given = pid > 0; /* cloned after all: into a cgroup of the same path, the instance's now */
+    sb->cg_given = started; /* cloned after all: into a cgroup of the same path, the instance's now */
     sb_drop(w, sb);         /* the start did not reach it (failed before, or cloned after all) */
 }
 

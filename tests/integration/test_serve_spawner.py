@@ -123,6 +123,21 @@ def test_a_killed_spawner_is_replaced_and_the_next_start_works():
     assert srv.leftovers() == []
 
 
+def test_a_spawner_dying_before_it_answers_fails_that_start_and_leaves_nothing():
+    """serve does not wait for the spawner's answer (each clone has a socket of its own for it): a spawner
+    that dies before it answers ends that start with why, serve goes on serving, nothing is left."""
+    srv = Server(apps(2), env={"KAGO_FAULT": "spawner-die"})
+    try:
+        st, _, body = request(srv.port, "sp0.test")
+        assert st in (502, 503), (st, body)
+        assert wait_for(lambda: "the spawner died before it answered" in srv.stderr(), 10), srv.stderr()[-2000:]
+        assert srv.admin_get("/healthz")
+        assert not srv.instances("sp0", states=("ready", "starting"))
+    finally:
+        assert srv.stop() == 0, srv.stderr()
+    assert srv.leftovers() == []
+
+
 def test_a_killed_serve_takes_its_spawner_along():
     srv = Server(apps(1))
     [sp] = spawners(srv)

@@ -277,3 +277,33 @@ def test_failed_pooled_start_leaves_nothing():
     finally:
         assert s.stop() == 0, s.stderr()
     assert s.leftovers() == []
+
+
+def test_next_serve_removes_sandbox_cgroups_a_killed_one_left():
+    """serve and its spawner both killed (SIGKILL): the empty cgroups of their sandboxes stay; the next serve
+    of the same root removes them at its start (one that holds a process would be an instance's: kept)."""
+    s = Server(app("z", ["z.test"], WEB, stop_grace="1s"), extra_args=("--warm", "2"))
+    try:
+        assert request(s.port, "z.test")[0] == 200
+        tag = s.instances("z")[0]["name"].split("-")[1]
+    finally:
+        assert s.stop() == 0, s.stderr()
+    # what a serve of pid 1 (never kago's) of this root left
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):  # cgroup v2
+        parents = ["/sys/fs/cgroup/kago"]
+    else:  # v1: hierarchies every instance has a cgroup in
+        parents = [f"/sys/fs/cgroup/{c}/kago" for c in ("cpuacct", "memory", "freezer", "devices")]
+    made = []
+    for d in [p for p in parents if os.path.isdir(p)]:
+        p = os.path.join(d, f"warm-{tag}-1-7")
+        os.mkdir(p)
+        made.append(p)
+    s2 = Server(app("z", ["z.test"], WEB, stop_grace="1s"), extra_args=("--warm", "2"), root=s.root)
+    try:
+        assert wait_for(lambda: not [p for p in made if os.path.isdir(p)], 10), [p for p in made if os.path.isdir(p)]
+    finally:
+        for p in made:
+            if os.path.isdir(p):
+                os.rmdir(p)
+        assert s2.stop() == 0, s2.stderr()
+    assert s2.leftovers() == []
