@@ -44,6 +44,13 @@ def sandboxes(s):
     return [p for p in children(s.proc.pid) if comm(p) == "kago-warm"]
 
 
+def ready(s):
+    """The sandboxes serve can hand a start to: made, and the spawner's answer for each read (a sandbox
+    names itself before that answer is sent)."""
+    found = sandboxes(s)
+    return found if found and s.metric("kago_warm_sandboxes") >= len(found) else []
+
+
 def instance_pid(s, app_name):
     inst = s.instances(app_name, states=("ready",))
     assert inst, s.ps()
@@ -77,7 +84,7 @@ def test_pooled_start_takes_a_sandbox_and_is_isolated(probe, tmp_path):
     try:
         st, _, body = request(s.port, "w1.test")  # a miss: the pool of its namespace set grows to 1
         assert st == 200 and body.startswith(b"hi-"), body
-        assert wait_for(lambda: sandboxes(s), 10), "no warm sandbox was made"
+        assert wait_for(lambda: ready(s), 10), "no warm sandbox was made"
         waiting = set(sandboxes(s))
         # each waits in a cgroup of its own, which the spawner cloned it into and left again
         for p in waiting:
@@ -104,14 +111,14 @@ def test_pooled_start_takes_a_sandbox_and_is_isolated(probe, tmp_path):
         s.write_config(apps + app("view", ["view.test"], view, stop_grace="1s"))
         s.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: "view" in s.ps(), 10)
-        assert wait_for(lambda: sandboxes(s), 10), "the pool was not refilled"
+        assert wait_for(lambda: ready(s), 10), "the pool was not refilled"
         waiting = set(sandboxes(s))
         st, _, body = request(s.port, "view.test")
         assert st == 200 and instance_pid(s, "view") in waiting, body
         net, npids, nproc = body.decode().split()
         assert net == "lo" and int(npids) < 10 and nproc == "1", body
         (out / "other").write_text(str(other))
-        assert wait_for(lambda: sandboxes(s), 10), "the pool was not refilled"
+        assert wait_for(lambda: ready(s), 10), "the pool was not refilled"
         waiting = set(sandboxes(s))
         st, _, body = request(s.port, "probe.test")
         assert st == 200, body
@@ -196,7 +203,7 @@ def test_app_of_another_namespace_set_is_not_given_a_sandbox():
         # h's start made its own key a pool: the next app of that set takes a sandbox without a user namespace,
         # which moves itself into its cgroup after "G"
         host_ns = os.readlink("/proc/self/ns/user")
-        assert wait_for(lambda: [p for p in sandboxes(s) if os.readlink(f"/proc/{p}/ns/user") == host_ns], 10)
+        assert wait_for(lambda: [p for p in ready(s) if os.readlink(f"/proc/{p}/ns/user") == host_ns], 10)
         waiting = {p for p in sandboxes(s) if os.readlink(f"/proc/{p}/ns/user") == host_ns}
         st, _, body = request(s.port, "h2.test")
         assert st == 200, body
@@ -265,7 +272,8 @@ def test_failed_pooled_start_leaves_nothing():
     s = Server(apps, extra_args=("--warm", "2"), env={"KAGO_FAULT": "mounts"})
     try:
         assert request(s.port, "f0.test")[0] in (502, 503)  # a clone: no sandbox yet
-        assert wait_for(lambda: sandboxes(s), 10)
+        # made, and its answer read by serve (a sandbox is named before the spawner has answered for it)
+        assert wait_for(lambda: sandboxes(s) and s.metric("kago_warm_sandboxes") >= 1, 10)
         waiting = sandboxes(s)
         st = request(s.port, "f1.test")[0]
         assert st in (502, 503), st
