@@ -119,6 +119,15 @@ int kago__cgroup_init(struct kago__cgroup *cg, const char *mountpoint, const cha
     return 0;
 }
 
+void kago__cgroup_remove(const char *path)
+{
+    struct kago__cgroup cg;
+    if (kago__cgroup_init(&cg, NULL, NULL, path, NULL) < 0)
+        return;
+    cg.ops->destroy(&cg, NULL);
+    kago__cgroup_fini(&cg);
+}
+
 void kago__cgroup_fini(struct kago__cgroup *cg)
 {
     free(cg->mountpoint);

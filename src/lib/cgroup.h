@@ -90,6 +90,8 @@ const struct kago__cgroup_ops *kago__cgroup_detect(const char *mountpoint,
 int kago__cgroup_init(struct kago__cgroup *cg, const char *mountpoint, const char *name, const char *path,
                       struct kago_error **err) KAGO_INTERNAL;
 void kago__cgroup_fini(struct kago__cgroup *cg) KAGO_INTERNAL;
+/* Removes the (empty) cgroup at path in every hierarchy, quietly: one that holds processes stays. */
+void kago__cgroup_remove(const char *path) KAGO_INTERNAL;
 
 /* Unit tests: replaces the v1 controller mounts read from /proc/self/mountinfo with n (controller, path)
  * pairs (co-mounted controllers share a path). n == 0 goes back to mountinfo. Not thread-safe. */

@@ -892,13 +892,9 @@ int kago_create_step(struct kago_create *cr, struct kago_error **err)
         close_fd(&cr->image_pin);
         return 0;
     }
-    cr->pid = l->pid; /* (what the clone made goes: create_release) */
-    create_release(cr, true);
-    userns_release(&c->spec);
-    kago__rm_rf(c->dir);
+    cr->pid = l->pid; /* (what the clone made goes, as any create's) */
     kago_error_prefix(err, "container %s", c->spec.name);
-    kago_container_free(c);
-    free(cr);
+    kago_create_abort(cr);
     return -1;
 }
 

@@ -287,24 +287,6 @@ static int parse_child(const char *buf, size_t n, int *fds, struct kago__bpf *bp
     return 0;
 }
 
-static int home[8], nhome = -1; /* v1: the spawner's own cgroups (kago__cg_v1_home_open) */
-
-/* v1: whether the spawner knows its own cgroups (opened at the first need, while it is in them). */
-static bool home_open(void)
-{
-    if (nhome < 0 && (nhome = kago__cg_v1_home_open(home, 8, NULL)) < 0)
-        nhome = -1;
-    return nhome >= 0;
-}
-
-/* Back to its own cgroups after a clone inside a container's; a spawner that cannot ends (serve starts
- * another one): it never stays in a container's cgroup. */
-static void go_home(void)
-{
-    if (kago__cg_v1_home_return(home, (size_t)nhome, NULL) < 0)
-        _exit(1);
-}
-
 /* One request: the child is cloned from here, with the descriptors that came. */
 static void spawn_one(int sock, const char *buf, size_t n, int *fds, struct kago__bpf *bpf)
 {
@@ -470,11 +452,16 @@ static size_t nmade, capmade;
 
 /* Whether sandbox m may still wait for a start: alive, and not the app a start exec'd (its name is still
  * the spawner's, which it is cloned with, or kago-warm). */
-static bool made_waiting(const struct made *m)
+static bool made_exited(const struct made *m)
 {
     struct pollfd p = {.fd = m->pidfd, .events = POLLIN};
-    if (poll(&p, 1, 0) != 0)
-        return false; /* exited (or the pidfd is unusable) */
+    return poll(&p, 1, 0) != 0; /* (or the pidfd is unusable) */
+}
+
+static bool made_waiting(const struct made *m)
+{
+    if (made_exited(m))
+        return false;
     char path[32], comm[32] = "";
     snprintf(path, sizeof path, "/proc/%d/comm", (int)m->pid);
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -487,13 +474,8 @@ static bool made_waiting(const struct made *m)
 
 static void made_drop(size_t i, bool remove)
 {
-    if (remove) {
-        struct kago__cgroup cg;
-        if (kago__cgroup_init(&cg, NULL, "kago-warm", made[i].path, NULL) == 0) {
-            cg.ops->destroy(&cg, NULL);
-            kago__cgroup_fini(&cg);
-        }
-    }
+    if (remove)
+        kago__cgroup_remove(made[i].path);
     close(made[i].pidfd);
     free(made[i].path);
     made[i] = made[--nmade];
@@ -514,8 +496,7 @@ static void made_end(void)
     uint64_t until = kago__now_us() + 1000000;
     while (nmade) {
         for (size_t i = nmade; i-- > 0;) {
-            struct pollfd p = {.fd = made[i].pidfd, .events = POLLIN};
-            if (poll(&p, 1, 0) != 0)
+            if (made_exited(&made[i]))
                 made_drop(i, true);
             else if (!made_waiting(&made[i]))
                 made_drop(i, false);
@@ -527,6 +508,24 @@ static void made_end(void)
     while (nmade)
         made_drop(nmade - 1, false);
     free(made);
+}
+
+static int home[8], nhome = -1; /* v1: the spawner's own cgroups (kago__cg_v1_home_open) */
+
+/* v1: whether the spawner knows its own cgroups (opened at the first need, while it is in them). */
+static bool home_open(void)
+{
+    if (nhome < 0 && (nhome = kago__cg_v1_home_open(home, 8, NULL)) < 0)
+        nhome = -1;
+    return nhome >= 0;
+}
+
+/* Back to its own cgroups after a clone inside a container's; a spawner that cannot ends (serve starts
+ * another one): it never stays in a container's cgroup. */
+static void go_home(void)
+{
+    if (kago__cg_v1_home_return(home, (size_t)nhome, NULL) < 0)
+        _exit(1);
 }
 
 /* Makes the sandbox's cgroup (path, chosen by serve) and clones it there: on v2 with CLONE_INTO_CGROUP;
@@ -950,8 +949,8 @@ pid_t kago__spawner_reply(int reply_fd, int *cgroup_fd, int *pidfd, struct kago_
 {
     struct reply r;
     int fd = -1;
-    if (recv_reply_on(reply_fd, &r, &fd, 0) <
-        0) { /* EOF: it died during the clone (the next start restarts it) */
+    /* EOF: it died during the clone (the next start restarts it) */
+    if (recv_reply_on(reply_fd, &r, &fd, 0) < 0) {
         kago_error_set(err, EPIPE, "clone: the spawner died before it answered");
         return -1;
     }

@@ -89,11 +89,9 @@ static void sb_unlink(struct warm *w, struct warm_sb *sb)
 /* Removes the cgroup of sandbox sb, reaped (or never made), unless an instance has it. */
 static void sb_uncgroup(struct warm_sb *sb)
 {
-    struct kago__cgroup cg;
-    if (sb->cg_given || kago__cgroup_init(&cg, NULL, "kago-warm", sb->cg, NULL) < 0)
+    if (sb->cg_given)
         return;
-    cg.ops->destroy(&cg, NULL);
-    kago__cgroup_fini(&cg);
+    kago__cgroup_remove(sb->cg);
     sb->cg_given = true; /* (once) */
 }
 
@@ -328,12 +326,9 @@ static void sweep(const struct server *srv)
     snprintf(own, sizeof own, "-%04x-%x-", srv->root_tag, (unsigned)getpid());
     for (size_t i = 0; i < g.gl_pathc; i++) {
         const char *base = strrchr(g.gl_pathv[i], '/') + 1;
-        struct kago__cgroup cg;
         cleanup_free char *path = xasprintf("kago/%s", base);
-        if (!strstr(base, own) && kago__cgroup_init(&cg, NULL, "kago-warm", path, NULL) == 0) {
-            cg.ops->destroy(&cg, NULL); /* (each hierarchy's: found again in the next ones, gone then) */
-            kago__cgroup_fini(&cg);
-        }
+        if (!strstr(base, own)) /* (each hierarchy's: found again in the next ones, gone then) */
+            kago__cgroup_remove(path);
     }
     globfree(&g);
 }
