@@ -4,6 +4,7 @@ import atexit
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -136,22 +137,32 @@ class Server:
         self.port, self.admin = port or free_port(), free_port()
         self.log = os.path.join(self.tmp, "access.log")
         self.errlog = open(os.path.join(self.tmp, "stderr.log"), "w+")
-        self.proc = subprocess.Popen(
-            [KAGO, "--root", self.root, "serve", "--config", self.conf,
-             "--listen-tls" if tls_only else "--listen", f"127.0.0.1:{self.port}",
-             "--admin", f"127.0.0.1:{self.admin}", "--access-log", self.log, *extra_args],
-            stdout=subprocess.DEVNULL, stderr=self.errlog, env={**os.environ, **(env or {})})
         self.seen = set()  # instance names observed, for the leftover check
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                socket.create_connection(("127.0.0.1", self.admin), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.02)
+        # A port free_port found free may be taken by another process of this shared machine before serve
+        # binds it: then serve says so and exits, and it starts again on ports picked anew.
+        for attempt in range(3):
+            self.proc = subprocess.Popen(
+                [KAGO, "--root", self.root, "serve", "--config", self.conf,
+                 "--listen-tls" if tls_only else "--listen", f"127.0.0.1:{self.port}",
+                 "--admin", f"127.0.0.1:{self.admin}", "--access-log", self.log, *extra_args],
+                stdout=subprocess.DEVNULL, stderr=self.errlog, env={**os.environ, **(env or {})})
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    socket.create_connection(("127.0.0.1", self.admin), timeout=0.2).close()
+                    return
+                except OSError:
+                    if self.proc.poll() is not None:
+                        break
+                    time.sleep(0.02)
+            taken = re.search(r"listen 127\.0\.0\.1:(\d+): Address already in use", self.stderr())
+            chosen = {self.admin} | ({self.port} if not port else set())
+            if attempt == 2 or self.proc.poll() is None or not taken or int(taken.group(1)) not in chosen:
+                break
+            self.port, self.admin = port or free_port(), free_port()
+            self.errlog.seek(0)
+            self.errlog.truncate()
         raise RuntimeError("kago serve did not start: " + self.stderr())
 
     def write_config(self, apps_rb, name="apps.rb"):
