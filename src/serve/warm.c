@@ -313,8 +313,19 @@ static void on_timer_closed(uv_handle_t *h)
     free(h->data);
 }
 
+/* Whether the cgroup directory dir holds a process (one that cannot be read counts as holding one). */
+static bool cg_populated(const char *dir)
+{
+    cleanup_free char *procs = xasprintf("%s/cgroup.procs", dir);
+    size_t len = 0;
+    cleanup_free char *pids = kago__read_file(procs, &len, NULL);
+    return !pids || len > 0;
+}
+
 /* The empty cgroups of sandboxes an earlier serve of this root left (it and its spawner were killed):
- * removed; one that is not empty is an instance's, which adoption deals with. */
+ * removed. One that holds a process is the cgroup of an instance that took a sandbox, adopted by this
+ * serve (or left to adoption's removal): it is not touched, and not waited on (a start-up must not wait
+ * for the instances it adopts to exit). */
 static void sweep(const struct server *srv)
 {
     char pat[128];
@@ -324,12 +335,21 @@ static void sweep(const struct server *srv)
         return;
     char own[32];
     snprintf(own, sizeof own, "-%04x-%x-", srv->root_tag, (unsigned)getpid());
+    struct smap busy; /* basenames in use in some hierarchy (keys: in g) */
+    kago__smap_init(&busy, 8);
     for (size_t i = 0; i < g.gl_pathc; i++) {
         const char *base = strrchr(g.gl_pathv[i], '/') + 1;
-        cleanup_free char *path = xasprintf("kago/%s", base);
-        if (!strstr(base, own)) /* (each hierarchy's: found again in the next ones, gone then) */
-            kago__cgroup_remove(path);
+        if (cg_populated(g.gl_pathv[i]))
+            kago__smap_add(&busy, base, strlen(base), g.gl_pathv[i]);
     }
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        const char *base = strrchr(g.gl_pathv[i], '/') + 1;
+        if (strstr(base, own) || kago__smap_get(&busy, base))
+            continue;
+        cleanup_free char *path = xasprintf("kago/%s", base);
+        kago__cgroup_remove(path); /* (each hierarchy's: not found again in the next ones, gone then) */
+    }
+    kago__smap_fini(&busy);
     globfree(&g);
 }
 
