@@ -4,6 +4,7 @@ property of a normal start holds there (the isolation probe of test_isolation.py
 The pool empties when idle, is refilled after the spawner dies, and nothing is left after serve stops.
 The other serve tests pass against pooled starts too with KAGO_SERVE_WARM=4 in their environment (by hand). Needs root,
 the busybox rootfs and build/kago."""
+import glob
 import json
 import os
 import re
@@ -314,4 +315,38 @@ def test_next_serve_removes_sandbox_cgroups_a_killed_one_left():
             if os.path.isdir(p):
                 os.rmdir(p)
         assert s2.stop() == 0, s2.stderr()
+    assert s2.leftovers() == []
+
+
+def test_next_serve_adopts_a_pooled_instance_at_once():
+    """serve killed (SIGKILL) while an instance started in a sandbox runs: the next serve of the root adopts it
+    at its start (its cgroup, a sandbox's, is the instance's and holds it: kept, not waited on) and it serves
+    with no new start; SIGTERM then removes it and its cgroup."""
+    apps = app("z", ["z.test"], WEB, stop_grace="1s") + app("y", ["y.test"], WEB, stop_grace="1s",
+                                                             idle_timeout="10m")
+    s = Server(apps, extra_args=("--warm", "2"))
+    try:
+        assert request(s.port, "z.test")[0] == 200  # (a miss: the pool grows)
+        assert wait_for(lambda: ready(s), 10)
+        assert request(s.port, "y.test")[0] == 200
+        assert s.metric("kago_warm_starts_total", result="hit") == 1, s.metrics()
+        name = s.instances("y")[0]["name"]
+        cg = s.cgroup(name)
+        assert "/warm-" in "/" + cg, cg
+    finally:
+        s.proc.kill()
+        s.proc.wait()
+    t0 = time.monotonic()
+    s2 = Server(apps, extra_args=("--warm", "2"), root=s.root)
+    try:
+        took = time.monotonic() - t0
+        assert took < 5, f"the next serve took {took:.1f} s to listen:\n{s2.stderr()}"
+        assert f"adopted the ready instance {name}" in s2.stderr(), s2.stderr()
+        st, h, _ = request(s2.port, "y.test")
+        assert st == 200 and "x-kago-cold-start" not in h, h
+        assert [i["name"] for i in s2.instances("y")] == [name]
+        assert glob.glob(f"/sys/fs/cgroup/*/{cg}") + glob.glob(f"/sys/fs/cgroup/{cg}"), cg
+    finally:
+        assert s2.stop() == 0, s2.stderr()
+    assert not glob.glob(f"/sys/fs/cgroup/*/{cg}") + glob.glob(f"/sys/fs/cgroup/{cg}"), cg
     assert s2.leftovers() == []
