@@ -123,6 +123,24 @@ def _remove_tmpdirs():
 atexit.register(_remove_tmpdirs)
 
 
+_roots = set()  # every Server's root
+_cgroups = {}  # instance name -> its cgroup path, as its state said while it lived
+
+
+def cgroup_of(inst):
+    """Instance inst's cgroup path under each hierarchy (kago/NAME, or kago/warm-... for a start that took a
+    warm sandbox), as its state under the root of the serve that runs it names it; once its state is gone,
+    what it said when last read (every instance a Server's ps() listed was read), else kago/NAME."""
+    for root in _roots:
+        try:
+            with open(os.path.join(root, inst, "state.json")) as f:
+                _cgroups[inst] = json.load(f)["spec"].get("cgroup_path") or f"kago/{inst}"
+                break
+        except (OSError, ValueError):
+            pass
+    return _cgroups.get(inst, f"kago/{inst}")
+
+
 class Server:
     """kago serve with its own config dir, state dir and ports."""
 
@@ -132,6 +150,7 @@ class Server:
         _TMPDIRS.append(self.tmp)
         self.conf = os.path.join(self.tmp, "conf")
         self.root = root or os.path.join(self.tmp, "root")  # (a root of an earlier serve: its state again)
+        _roots.add(self.root)
         os.mkdir(self.conf)
         self.write_config(apps_rb)
         self.port, self.admin = port or free_port(), free_port()
@@ -188,6 +207,8 @@ class Server:
         for a in data["apps"]:
             for i in a["instances"]:
                 self.seen.add(i["name"])
+                if i["name"] not in _cgroups:
+                    cgroup_of(i["name"])
         return {a["name"]: a for a in data["apps"]}
 
     def instances(self, app, states=("starting", "ready", "draining", "stopping")):
@@ -195,13 +216,8 @@ class Server:
         return [i for i in a["instances"] if i["state"] in states] if a else []
 
     def cgroup(self, inst):
-        """Instance inst's cgroup path under each hierarchy (as its state names it: kago/<name>, or the warm
-        sandbox's, kago/warm-..., that it was started in)."""
-        try:
-            with open(os.path.join(self.root, inst, "state.json")) as f:
-                return json.load(f)["spec"].get("cgroup_path") or f"kago/{inst}"
-        except (OSError, ValueError):
-            return f"kago/{inst}"
+        """Instance inst's cgroup path under each hierarchy: cgroup_of(inst)."""
+        return cgroup_of(inst)
 
     def metrics(self):
         return self.admin_get("/metrics")

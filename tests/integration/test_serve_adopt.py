@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from serve_util import KAGO, STATIC, Server, app, request, root_leftovers, wait_for
+from serve_util import KAGO, STATIC, Server, app, cgroup_of, request, root_leftovers, wait_for
 
 COUNTER = ("mkdir -p /srv/www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
            "echo $$ $(cat /proc/1/stat | cut -d\" \" -f22)\\n' > /srv/www/cgi-bin/id && chmod +x /srv/www/cgi-bin/id"
@@ -91,7 +91,8 @@ def traces(s, names):
     """What is left on the host of the instances named names (and of the root)."""
     found = root_leftovers(s.root)
     for n in names:
-        found += [d for d in glob.glob(f"/sys/fs/cgroup/*/kago/{n}") + glob.glob(f"/sys/fs/cgroup/kago/{n}")
+        cg = cgroup_of(n)  # (kago/NAME, or the warm sandbox's it was started in)
+        found += [d for d in glob.glob(f"/sys/fs/cgroup/*/{cg}") + glob.glob(f"/sys/fs/cgroup/{cg}")
                   if os.path.isdir(d)]
     for line in open("/proc/mounts"):
         if s.tmp in line or any(n in line for n in names):
@@ -127,7 +128,8 @@ def test_sigkill_restart_adopts_ready_and_frozen_removes_starting_then_sigterm_l
         assert f"removed the instance {slow['name']} of the previous serve: it was starting" in log, log
         # nothing is left of the one that was starting
         assert not os.path.exists(os.path.join(s2.root, slow["name"]))
-        assert not glob.glob(f"/sys/fs/cgroup/*/kago/{slow['name']}") + glob.glob(f"/sys/fs/cgroup/kago/{slow['name']}")
+        cg = cgroup_of(slow["name"])
+        assert not glob.glob(f"/sys/fs/cgroup/*/{cg}") + glob.glob(f"/sys/fs/cgroup/{cg}")
         assert wait_for(lambda: not alive(slow["pid"]), 5)
         # the same instances serve, with no start
         w2 = one(s2, "web")
@@ -180,7 +182,7 @@ def test_restart_removes_an_adopted_instance_whose_process_died_and_changed_apps
         assert f"removed the instance {api['name']} of the previous serve: its app's container changed" in log, log
         assert not os.path.exists(os.path.join(s3.root, web["name"]))
         assert not os.path.exists(os.path.join(s3.root, api["name"]))
-        assert not glob.glob(f"/sys/fs/cgroup/*/kago/{web['name']}")
+        assert not glob.glob(f"/sys/fs/cgroup/*/{cgroup_of(web['name'])}")
         # web starts anew on request
         st, h, _ = request(s3.port, "web.test", "/")
         assert "x-kago-cold-start" in h

@@ -250,8 +250,9 @@ def test_limits_live(srv, browser):
     browser.find_element(By.ID, "memory").send_keys("96M")
     msg = click_confirmed(browser, "#limits-form button")
     assert "1 instances updated, 0 failed" in msg, msg
-    mem = os.path.join(cgroup_path(name, "memory"), "memory.max" if not os.path.exists(
-        os.path.join(cgroup_path(name, "memory"), "memory.limit_in_bytes")) else "memory.limit_in_bytes")
+    cg = cgroup_path(srv.cgroup(name).removeprefix("kago/"), "memory")  # (a pooled start's: kago/warm-...)
+    mem = os.path.join(cg, "memory.max" if not os.path.exists(os.path.join(cg, "memory.limit_in_bytes"))
+                       else "memory.limit_in_bytes")
     with open(mem) as f:
         assert int(f.read()) == 96 << 20
     until(lambda: "96 MiB" in js(browser, "return document.getElementById('app-cards').textContent"), 10,

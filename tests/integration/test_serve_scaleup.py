@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from serve_util import KAGO, REPO, ROOTFS, Server, request, wait_for
+from serve_util import KAGO, REPO, ROOTFS, Server, cgroup_of, request, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (containers, cgroups)")
 
@@ -58,7 +58,8 @@ def cpu_app(name, bindir, scale, extra="", work_us=20000):
 
 def cgroup_file(inst, v1, v2):
     """The value of the instance's cgroup file (v1 name, or v2 name on a v2 host), as a string."""
-    for p in glob.glob(f"/sys/fs/cgroup/*/kago/{inst}/{v1}") + glob.glob(f"/sys/fs/cgroup/kago/{inst}/{v2}"):
+    cg = cgroup_of(inst)
+    for p in glob.glob(f"/sys/fs/cgroup/*/{cg}/{v1}") + glob.glob(f"/sys/fs/cgroup/{cg}/{v2}"):
         with open(p) as f:
             return f.read().strip()
     return None
