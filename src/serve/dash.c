@@ -86,6 +86,7 @@ static void deactivate(struct dash *d, struct dash_app *da)
     if (da->next)
         da->next->prev = da->prev;
     d->nactive--;
+    d->ndue -= da->due;
     da->app->dash = NULL;
     free(da);
 }
@@ -133,16 +134,22 @@ static uint16_t clamp16(uint64_t v)
     return v > 65535 ? 65535 : (uint16_t)v;
 }
 
-/* The step ends: its instances' memory and CPU (read from their cgroups now), and the ring. */
-static void end_step(struct dash_app *da, uint32_t t)
+/* Instances whose usage one loop turn reads at most (two cgroup files each), before the loop goes on. */
+#define DASH_SLICE 32
+
+/* The step's usage: its instances' memory and CPU (read from their cgroups now) complete the step that
+ * ended, which goes to the ring. Returns the instances read. */
+static unsigned finish_step(struct dash *d, struct dash_app *da)
 {
-    struct dash_sample *st = &da->step;
+    struct dash_sample *st = &da->pend;
     uint64_t cpu = 0, mem = 0;
+    unsigned n = 0;
     struct kago_error *err = NULL;
     for (struct pool_inst *pi = da->app->pool.insts; pi; pi = pi->next) {
         struct instance *inst = pi->data;
         if (!inst->c || pi->state == POOL_STOPPING)
             continue;
+        n++;
         if (kago_container_usage(inst->c, &inst->stats, &err) < 0) {
             kago_error_free(err);
             err = NULL;
@@ -151,15 +158,44 @@ static void end_step(struct dash_app *da, uint32_t t)
         cpu += inst->stats.cpu_usage_us;
         mem += inst->stats.memory_current > 0 ? (uint64_t)inst->stats.memory_current : 0;
     }
-    st->t = t;
     st->memory_kib = (uint32_t)(mem >> 10);
     st->cpu_pct =
         da->cpu_prev_us && cpu >= da->cpu_prev_us ? (cpu - da->cpu_prev_us) / (DASH_STEP_S * 1e4) : 0;
     da->cpu_prev_us = cpu;
+    kago__dash_ring_push(&da->ring, st);
+    da->due = false;
+    d->ndue--;
+    return n;
+}
+
+static void on_slice(uv_idle_t *h)
+{
+    struct dash *d = h->data;
+    unsigned budget = DASH_SLICE;
+    for (struct dash_app *da = d->active; da && d->ndue && budget; da = da->next)
+        if (da->due) {
+            unsigned n = finish_step(d, da);
+            budget -= n < budget ? n : budget;
+        }
+    if (!d->ndue)
+        uv_idle_stop(&d->slicer);
+}
+
+/* The step ends: what it counted is kept (pend) until on_slice reads its instances' usage. */
+static void end_step(struct dash *d, struct dash_app *da, uint32_t t)
+{
+    if (da->due) /* (the last one's usage not read in 5 s: read now) */
+        finish_step(d, da);
+    struct dash_sample *st = &da->step;
+    st->t = t;
     st->p50_ms = (float)kago__dash_lat_quantile(&da->lat_step, 0.5);
     st->p99_ms = (float)kago__dash_lat_quantile(&da->lat_step, 0.99);
     st->instances = da->sec.instances;
-    kago__dash_ring_push(&da->ring, st);
+    da->pend = *st;
+    da->due = true;
+    d->ndue++;
+    if (d->slicer_on)
+        uv_idle_start(&d->slicer, on_slice);
     memset(st, 0, sizeof(*st));
     memset(&da->lat_step, 0, sizeof(da->lat_step));
 }
@@ -201,7 +237,7 @@ static bool sample_app(struct dash *d, struct dash_app *da, uint32_t t, bool ste
     da->req_now = da->err_now = 0;
     da->quiet_s = s->requests || s->instances || p->npending ? 0 : da->quiet_s + 1;
     if (step_end)
-        end_step(da, t);
+        end_step(d, da, t);
     return da->quiet_s < DASH_SLOTS * DASH_STEP_S;
 }
 
@@ -262,6 +298,9 @@ int kago__dash_init(struct server *srv)
     uv_timer_init(srv->loop, &d->timer);
     d->timer.data = srv;
     d->timer_on = true;
+    uv_idle_init(srv->loop, &d->slicer);
+    d->slicer.data = d;
+    d->slicer_on = true;
     d->sec.rss_kib = self_rss_kib();
     uv_timer_start(&d->timer, on_second, 1000, 1000);
     return 0;
@@ -281,6 +320,11 @@ void kago__dash_shutdown(struct server *srv)
         uv_timer_stop(&d->timer);
         uv_close((uv_handle_t *)&d->timer, NULL);
         d->timer_on = false;
+    }
+    if (d->slicer_on) {
+        uv_idle_stop(&d->slicer);
+        uv_close((uv_handle_t *)&d->slicer, NULL);
+        d->slicer_on = false;
     }
 }
 

@@ -175,11 +175,18 @@ struct dash_app {
     uint64_t starts_seen, restores_seen, thaws_seen; /* the pool's counters at the last second */
     uint64_t cpu_prev_us;                            /* its instances' CPU time at the last step */
     uint32_t quiet_s;                                /* seconds without requests nor instances */
+    struct dash_sample pend; /* the step that ended, until its instances' usage is read (due) */
+    bool due;
 };
 
 struct dash {
     uv_timer_t timer;
     bool timer_on;
+    /* reads the usage of the due apps' instances a few at a time, one batch per loop turn (at thousands of
+     * instances, reading them all at a step's end held the loop for a quarter of a second) */
+    uv_idle_t slicer;
+    bool slicer_on;
+    unsigned ndue;
     struct dash_app *active;
     unsigned nactive;
     struct dash_srv_ring ring;

@@ -4,6 +4,7 @@ requests are sent, and acts: freeze, thaw and stop an instance (then `kago ps` n
 an app's limits live (the instance's cgroup file changes), reload a broken configuration (the page shows
 the error). Screenshots go to docs/img/ for the README. Traffic goes to loopback only."""
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -184,6 +185,28 @@ def test_cookie_post_needs_csrf_header(srv, browser):
             urllib.request.urlopen(req, timeout=10)
         assert e.value.code == 401
     assert admin_request(srv.admin, srv.root, "/ps")[0] == 200
+
+
+def app_event(s, name):
+    """The first event of the app page's stream (/dash/events?app=NAME): its state, history and live second."""
+    req = urllib.request.Request(f"http://127.0.0.1:{s.admin}/dash/events?app={name}",
+                                 headers={"Authorization": f"Bearer {admin_token(s.root)}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        data = b""
+        while b"\n\n" not in data:
+            data += r.read1(65536)
+    line = next(ln for ln in data.split(b"\n\n")[0].split(b"\n") if ln.startswith(b"data:"))
+    return json.loads(line[5:])
+
+
+def test_history_steps_have_usage(srv):
+    """Every 5 s an active app's step goes to its history with its instances' memory and CPU, read from their
+    cgroups a few instances per loop turn after the step ends (not all at once)."""
+    warm(srv, "beta")
+    steps = until(lambda: [h for h in app_event(srv, "beta")["history"] if h["instances"] >= 1], 15,
+                  "a step of beta's with its instance")
+    assert steps[-1]["memory"] > 0, steps
+    assert all(h["cpu_pct"] >= 0 for h in steps), steps
 
 
 def test_app_plot_changes_with_requests(srv, browser):
