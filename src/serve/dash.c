@@ -194,7 +194,7 @@ static void end_step(struct dash *d, struct dash_app *da, uint32_t t)
     da->pend = *st;
     da->due = true;
     d->ndue++;
-    if (d->slicer_on)
+    if (d->timer_on)
         uv_idle_start(&d->slicer, on_slice);
     memset(st, 0, sizeof(*st));
     memset(&da->lat_step, 0, sizeof(da->lat_step));
@@ -300,7 +300,6 @@ int kago__dash_init(struct server *srv)
     d->timer_on = true;
     uv_idle_init(srv->loop, &d->slicer);
     d->slicer.data = d;
-    d->slicer_on = true;
     d->sec.rss_kib = self_rss_kib();
     uv_timer_start(&d->timer, on_second, 1000, 1000);
     return 0;
@@ -319,12 +318,9 @@ void kago__dash_shutdown(struct server *srv)
     if (d->timer_on) {
         uv_timer_stop(&d->timer);
         uv_close((uv_handle_t *)&d->timer, NULL);
-        d->timer_on = false;
-    }
-    if (d->slicer_on) {
         uv_idle_stop(&d->slicer);
         uv_close((uv_handle_t *)&d->slicer, NULL);
-        d->slicer_on = false;
+        d->timer_on = false;
     }
 }
 

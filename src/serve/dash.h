@@ -181,11 +181,10 @@ struct dash_app {
 
 struct dash {
     uv_timer_t timer;
-    bool timer_on;
     /* reads the usage of the due apps' instances a few at a time, one batch per loop turn (at thousands of
      * instances, reading them all at a step's end held the loop for a quarter of a second) */
     uv_idle_t slicer;
-    bool slicer_on;
+    bool timer_on; /* the timer and the slicer are initialised, not closed */
     unsigned ndue;
     struct dash_app *active;
     unsigned nactive;

@@ -338,21 +338,21 @@ static void sweep(const struct server *srv)
         return;
     char own[32];
     snprintf(own, sizeof own, "-%04x-%x-", srv->root_tag, (unsigned)getpid());
-    struct smap busy; /* basenames in use in some hierarchy (keys: in g) */
-    kago__smap_init(&busy, 8);
+    struct smap skip; /* basenames in use in some hierarchy, or removed already (keys: in g) */
+    kago__smap_init(&skip, 8);
     for (size_t i = 0; i < g.gl_pathc; i++) {
         const char *base = strrchr(g.gl_pathv[i], '/') + 1;
         if (cg_populated(g.gl_pathv[i]))
-            kago__smap_add(&busy, base, strlen(base), g.gl_pathv[i]);
+            kago__smap_add(&skip, base, strlen(base), g.gl_pathv[i]);
     }
     for (size_t i = 0; i < g.gl_pathc; i++) {
         const char *base = strrchr(g.gl_pathv[i], '/') + 1;
-        if (strstr(base, own) || kago__smap_get(&busy, base))
+        if (strstr(base, own) || kago__smap_add(&skip, base, strlen(base), g.gl_pathv[i]))
             continue;
         cleanup_free char *path = xasprintf("kago/%s", base);
-        kago__cgroup_remove(path); /* (each hierarchy's: not found again in the next ones, gone then) */
+        kago__cgroup_remove(path); /* (in every hierarchy: the next ones' entries of base are skipped) */
     }
-    kago__smap_fini(&busy);
+    kago__smap_fini(&skip);
     globfree(&g);
 }
 
