@@ -396,6 +396,11 @@ static void all_tls_loops(const struct metrics_ctx *m, struct sbuf *b, const str
     all_u64(b, f, loops);
 }
 
+static void all_request_loops(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, m->srv->nshards > 1 ? m->srv->nshards - 1 : 1);
+}
+
 static void all_tls_handed(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     unsigned loops;
@@ -609,12 +614,17 @@ static const struct family families[] = {
                 all_tls_handshakes),
     SERVER_WIDE("kago_tls_resumed_total", "counter", "TLS handshakes that resumed a session (a ticket).",
                 all_tls_resumed),
+    SERVER_WIDE(
+        "kago_request_loops", "gauge",
+        "Event loops that serve requests, each app on one of them (--threads N: N; 1: the first loop).",
+        all_request_loops),
     SERVER_WIDE("kago_tls_handshake_loops", "gauge",
-                "Event loops that take TLS handshakes beside the first (--threads N: N - 1).", all_tls_loops),
-    SERVER_WIDE("kago_tls_handshakes_handed_total", "counter",
-                "Connections a handshake loop handed to the first loop (its handshake done, or held for a "
-                "certificate on demand).",
-                all_tls_handed),
+                "Event loops that take TLS handshakes (--threads N: N; 0 with one loop).", all_tls_loops),
+    SERVER_WIDE(
+        "kago_tls_handshakes_handed_total", "counter",
+        "Connections a handshake loop handed over (its handshake done: to its app's request loop; held "
+        "for a certificate on demand: to the first loop).",
+        all_tls_handed),
     SERVER_WIDE("kago_tls_certificates", "gauge", "Certificates loaded (the apps' a.tls and the default).",
                 all_tls_certs),
     SERVER_WIDE("kago_tls_reloads_total", "counter",
@@ -707,9 +717,11 @@ static void ps_app(struct app_rt *a, struct sbuf *b, uint64_t now)
             sbuf_add(b, ",", 1);
     }
     static const char *const ckpt[] = {"off", "wanted", "checkpointing", "ready", "failed"};
-    printf_buf(b, "],\"default\":%s,\"removed\":%s,\"pending\":%u,\"in_flight\":%llu,\"image\":\"%s\",",
-               a->app.default_app ? "true" : "false", a->removed ? "true" : "false", a->pool.npending,
-               (unsigned long long)a->m.inflight, ckpt[a->ckpt]);
+    printf_buf(b,
+               "],\"default\":%s,\"removed\":%s,\"loop\":%u,\"pending\":%u,\"in_flight\":%llu,"
+               "\"image\":\"%s\",",
+               a->app.default_app ? "true" : "false", a->removed ? "true" : "false", a->shard->id,
+               a->pool.npending, (unsigned long long)a->m.inflight, ckpt[a->ckpt]);
     ps_app_state(a, b, now);
     kago__scaler_app_json(b, a);
     sbuf_adds(b, ",\"instances\":[");

@@ -3,16 +3,18 @@
  * One request at a time per connection: a pipelined request waits in the read buffer (the
  * parser is paused) until the previous response is complete, so answers keep their order. */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "h2peek.h"
 #include "pages.h"
 #include "serve_int.h"
 #include "util.h"
-
-#define CLIENT_RBUF 8192
 
 static void client_parse(struct client *c);
 static void update_reading(struct client *c);
@@ -21,10 +23,11 @@ static void client_close(struct client *c);
 static void arm_timer(struct client *c);
 static void finish_exchange(struct client *c, bool reusable);
 static void tls_pump(struct client *c);
+static void client_move(struct client *c, struct shard *to);
+static struct shard *shard_for_name(struct server *srv, const char *name);
 
 /* An HTTP/2 connection's reads: nghttp2 takes all of each at once, so one buffer serves them all and an
  * idle HTTP/2 connection keeps none of its own. */
-static char h2_rbuf[CLIENT_RBUF];
 
 /* The read buffer, taken when bytes are about to arrive: a connection idle between two requests gives it
  * back (idle_trim, from kago__client_trim_idle), as nginx frees its header buffer on a keep-alive
@@ -40,7 +43,7 @@ static void rbuf_free(struct client *c)
 {
     if (c->h2s)
         free(c->rbuf); /* an HTTP/2 stream's request head (kago__client_stream_input) */
-    else if (c->rbuf != h2_rbuf)
+    else if (c->rbuf != c->shard->h2_rbuf)
         kago__pages_put(c->rbuf, CLIENT_RBUF);
     c->rbuf = NULL;
 }
@@ -69,7 +72,8 @@ static void req_free(struct client *c)
 
 static bool between_requests(const struct client *c)
 {
-    return c->state == C_HEAD && !c->req_begun && c->rpos == c->rlen && !c->h2s && c->rbuf != h2_rbuf;
+    return c->state == C_HEAD && !c->req_begun && c->rpos == c->rlen && !c->h2s &&
+           c->rbuf != c->shard->h2_rbuf;
 }
 
 /* A response sent, or a handshake done, with nothing read ahead: the write buffers that are empty and the
@@ -101,9 +105,9 @@ static void h2_begin(struct client *c)
 {
     size_t n = c->rlen - c->rpos;
     if (n)
-        memcpy(h2_rbuf, c->rbuf + c->rpos, n); /* the preface read so far (h2c) */
+        memcpy(c->shard->h2_rbuf, c->rbuf + c->rpos, n); /* the preface read so far (h2c) */
     rbuf_free(c);
-    c->rbuf = h2_rbuf;
+    c->rbuf = c->shard->h2_rbuf;
     c->rpos = 0;
     c->rlen = n;
     kago__h2_start(c);
@@ -190,7 +194,9 @@ static void on_client_written(struct outq *q, int status)
     }
     if (c->up && !kago__outq_full(&c->out))
         kago__upconn_resume(c->up);
-    if (c->srv->handover)
+    if (c->move_to && kago__outq_size(&c->out) == 0 && !c->out.writing)
+        client_move(c, c->move_to);
+    else if (c->srv->handover)
         give_or_close_later(c);
 }
 
@@ -363,8 +369,9 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
  * turn (what does not fit is kept by the connection). */
 static void on_alloc_tls(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    struct client *c = h->data;
-    buf->base = c->srv->tls_rbuf;
+    static _Thread_local char tls_rbuf[TLS_RBUF];
+    (void)h;
+    buf->base = tls_rbuf;
     buf->len = TLS_RBUF;
 }
 
@@ -395,6 +402,24 @@ static int h2c_preface(const struct client *c)
     return n == sizeof(preface) - 1 ? 1 : 0;
 }
 
+/* h2c with --threads: the connection goes to the loop of its first stream's app (later streams for an app of
+ * another loop get 421). True: it stays here; false: it waits for more of its first HEADERS, or moved. */
+static bool h2c_place(struct client *c)
+{
+    if (c->srv->nshards < 2 || c->h2_placed)
+        return true;
+    char host[256];
+    int r = kago__h2_first_authority(c->rbuf + 24, c->rlen - 24, host, sizeof(host));
+    if (r == 0 && c->rlen < CLIENT_RBUF)
+        return false;
+    c->h2_placed = true;
+    struct app_rt *a = r == 1 ? kago__router_find(c->srv->router, host, strlen(host)) : NULL;
+    if (!a || a->removed || a->shard == c->shard)
+        return true;
+    client_move(c, a->shard);
+    return false;
+}
+
 /* n more bytes of the client's stream are at rbuf + rlen. */
 static void got_bytes(struct client *c, size_t n)
 {
@@ -404,6 +429,8 @@ static void got_bytes(struct client *c, size_t n)
         int p = h2c_preface(c);
         if (p == 0)
             return;
+        if (p == 1 && !h2c_place(c))
+            return; /* (its first stream's head is not all there yet, or it moved to another loop) */
         if (p == 1)
             h2_begin(c);
     }
@@ -462,7 +489,8 @@ static void on_read_tls(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     c->tls_got_bytes = true;
     kago__tls_input(c->tls, buf->base, (size_t)n);
     tls_pump(c);
-    kago__tls_keep(c->tls); /* what was not decrypted yet (rbuf full): the scratch buffer is reused */
+    if (c->tls)                 /* (NULL: it moved to another loop) */
+        kago__tls_keep(c->tls); /* what was not decrypted yet (rbuf full): the scratch buffer is reused */
     if (!c->closed)
         update_reading(c);
 }
@@ -491,7 +519,7 @@ static bool want_read(const struct client *c)
     default:
         break;
     }
-    return want && !c->eof && !c->closed;
+    return want && !c->eof && !c->closed && !c->move_to;
 }
 
 static void update_reading(struct client *c)
@@ -527,6 +555,8 @@ static void tls_handshake_done(struct client *c)
     if (kago__tls_acme(c->tls)) { /* TLS-ALPN-01: the ACME server saw the challenge certificate, done */
         c->state = C_CLOSING;
         update_reading(c);
+    } else if (c->shard->id == 0 && c->srv->nshards > 1) { /* to the loop of the app its name routes to */
+        client_move(c, shard_for_name(c->srv, kago__tls_name(c->tls)));
     } else if (kago__tls_h2(c->tls)) {
         h2_begin(c);
     }
@@ -578,6 +608,8 @@ static void tls_pump(struct client *c)
         trim_between(c);
     }
     c->tls_pumping = false;
+    if (c->move_to && !c->closed && kago__outq_size(&c->out) == 0 && !c->out.writing)
+        client_move(c, c->move_to); /* (its last flight was written at once) */
 }
 
 void kago__client_upstream_drained(struct client *c)
@@ -660,6 +692,13 @@ static void client_route(struct client *c)
     struct app_rt *a = kago__router_find(srv->router, c->info.host, c->info.host_len);
     if (!a || a->removed) {
         client_error(c, 404, 0);
+        return;
+    }
+    if (a->shard != c->shard) { /* another loop serves the app: the connection goes there */
+        if (c->h2s)             /* (not an HTTP/2 connection's: the client asks again on another) */
+            client_error(c, 421, 0);
+        else
+            client_move(c, a->shard);
         return;
     }
     c->app = a;
@@ -1063,7 +1102,8 @@ static void on_client_closed(uv_handle_t *h)
     rbuf_free(c);
     struct server *srv = c->srv;
     free(c);
-    kago__server_maybe_exit(srv);
+    if (!kago__shard_self) /* (the first loop's tick looks for the others') */
+        kago__server_maybe_exit(srv);
 }
 
 static void client_close(struct client *c)
@@ -1098,10 +1138,10 @@ static void client_close(struct client *c)
     if (c->prev)
         c->prev->next = c->next;
     else
-        c->srv->clients = c->next;
+        c->shard->clients = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    c->srv->nclients--;
+    __atomic_sub_fetch(&c->srv->nclients, 1, __ATOMIC_RELAXED);
     c->handles = 2;
     uv_close((uv_handle_t *)&c->timer, on_client_closed);
     uv_close((uv_handle_t *)&c->tcp, on_client_closed);
@@ -1110,12 +1150,49 @@ static void client_close(struct client *c)
 static void client_setup(struct server *srv, struct client *c, const struct sbuf *pre);
 static void on_closed_free_tcp(uv_handle_t *h);
 
-void kago__client_accept(struct server *srv, uv_stream_t *listener, bool tls)
+static void client_link(struct client *c)
+{
+    struct shard *s = c->shard;
+    c->prev = NULL;
+    c->next = s->clients;
+    if (s->clients)
+        s->clients->prev = c;
+    s->clients = c;
+}
+
+static struct client *client_new(struct server *srv, struct shard *s)
 {
     struct client *c = xcalloc(1, sizeof(*c));
     c->srv = srv;
-    uv_tcp_init(srv->loop, &c->tcp);
+    c->shard = s;
+    if (s->id && kago__shard_self != s) /* (made from the first loop: its timers count from now) */
+        uv_update_time(s->loop);
+    uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
+    return c;
+}
+
+/* A TLS connection's loop once its handshake is done: the owner of the app its name routes to. */
+static struct shard *shard_for_name(struct server *srv, const char *name)
+{
+    struct app_rt *a = name ? kago__router_find(srv->router, name, strlen(name)) : NULL;
+    return a && !a->removed ? a->shard : kago__shard_next(srv);
+}
+
+void kago__client_take(struct shard *s, int fd)
+{
+    struct client *c = client_new(s->srv, s);
+    if (uv_tcp_open(&c->tcp, fd) < 0) {
+        close(fd);
+        uv_close((uv_handle_t *)&c->tcp, on_closed_free_tcp);
+        return;
+    }
+    client_setup(s->srv, c, NULL);
+}
+
+void kago__client_accept(struct server *srv, uv_stream_t *listener, bool tls)
+{
+    struct client *c = client_new(srv, &srv->shards[0]); /* (one loop: with request loops, they accept) */
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
         free(c);
         return; /* the handle was never active: nothing to close */
@@ -1129,10 +1206,8 @@ void kago__client_accept(struct server *srv, uv_stream_t *listener, bool tls)
 
 void kago__client_take_tls(struct server *srv, int fd, struct tls_conn *tls, const struct sbuf *out)
 {
-    struct client *c = xcalloc(1, sizeof(*c));
-    c->srv = srv;
-    uv_tcp_init(srv->loop, &c->tcp);
-    c->tcp.data = c;
+    struct shard *s = kago__tls_done(tls) ? shard_for_name(srv, kago__tls_name(tls)) : &srv->shards[0];
+    struct client *c = client_new(srv, s);
     int r = uv_tcp_open(&c->tcp, fd);
     if (r < 0 || srv->stopping) { /* (shutdown closes the connections between requests) */
         if (r < 0)
@@ -1160,7 +1235,7 @@ static void on_closed_free_tcp(uv_handle_t *h)
  * handshake loop with pre: the ciphertext to send first): reading its first request head. */
 static void client_setup(struct server *srv, struct client *c, const struct sbuf *pre)
 {
-    uv_timer_init(srv->loop, &c->timer);
+    uv_timer_init(c->shard->loop, &c->timer);
     c->timer.data = c;
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
@@ -1179,11 +1254,8 @@ static void client_setup(struct server *srv, struct client *c, const struct sbuf
     c->out.tls = tls;
     if (pre && pre->len)
         sbuf_add(&c->out.enc, pre->data, pre->len);
-    c->next = srv->clients;
-    if (srv->clients)
-        srv->clients->prev = c;
-    srv->clients = c;
-    srv->nclients++;
+    client_link(c);
+    __atomic_add_fetch(&srv->nclients, 1, __ATOMIC_RELAXED);
     c->state = C_HEAD;
     arm_timer(c);
     if (tls && kago__tls_done(tls))
@@ -1199,19 +1271,20 @@ static void client_setup(struct server *srv, struct client *c, const struct sbuf
 
 void kago__client_trim_idle(struct server *srv)
 {
-    for (struct client *c = srv->clients; c; c = c->next) {
-        if (c->active)
-            c->trimmed = false;
-        else if (!c->closed && !c->trimmed)
-            c->trimmed = c->state == C_H2 ? kago__h2_idle(c) : idle_trim(c);
-        c->active = false;
-    }
+    for (unsigned i = 0; i < srv->nshards; i++)
+        for (struct client *c = srv->shards[i].clients; c; c = c->next) {
+            if (c->active)
+                c->trimmed = false;
+            else if (!c->closed && !c->trimmed)
+                c->trimmed = c->state == C_H2 ? kago__h2_idle(c) : idle_trim(c);
+            c->active = false;
+        }
 }
 
 /* Shutdown: close connections between requests now; the others close after their response. */
-void kago__client_close_all(struct server *srv, bool idle_only)
+static void close_list(struct client *c, bool idle_only)
 {
-    for (struct client *c = srv->clients, *next; c; c = next) {
+    for (struct client *next; c; c = next) {
         next = c->next;
         if (!idle_only || (c->state == C_HEAD && !c->req_begun))
             client_close(c);
@@ -1220,6 +1293,17 @@ void kago__client_close_all(struct server *srv, bool idle_only)
         else
             c->close_after = true;
     }
+}
+
+void kago__client_close_all(struct server *srv, bool idle_only)
+{
+    for (unsigned i = 0; i < srv->nshards; i++)
+        close_list(srv->shards[i].clients, idle_only);
+}
+
+void kago__client_close_shard(struct shard *s)
+{
+    close_list(s->clients, false);
 }
 
 /* --- hand-over to a new serve (upgrade.c) ------------------------------------------------------- */
@@ -1256,7 +1340,8 @@ static void give(struct server *srv, struct client **cs, int n)
 
 static void give_or_close_later(struct client *c)
 {
-    if (!c->given && !c->closed && idle_between_requests(c))
+    /* (a request loop's connection goes at the first loop's next tick: kago__upgrade_tick) */
+    if (!kago__shard_self && !c->given && !c->closed && idle_between_requests(c))
         give(c->srv, &c, 1);
 }
 
@@ -1264,30 +1349,34 @@ static void give_or_close_later(struct client *c)
  * once their response is written (HTTP keep-alive goes on, no Connection: close, nothing to race with a
  * client's next request). If a connection cannot be given, it closes after its next response (saying
  * Connection: close) or after HANDOVER_IDLE_MS idle. */
-void kago__client_handover(struct server *srv)
+void kago__client_handover(struct server *srv, bool idle_only)
 {
     struct client *batch[UPGRADE_MAX_FDS];
     int n = 0;
-    for (struct client *c = srv->clients, *next; c; c = next) {
-        next = c->next;
-        if (c->state == C_H2) { /* HTTP/2: GOAWAY, the client opens its next streams on the new serve */
-            kago__h2_shutdown(c);
-            continue;
+    for (unsigned i = 0; i < srv->nshards; i++)
+        for (struct client *c = srv->shards[i].clients, *next; c; c = next) {
+            next = c->next;
+            if (!idle_only &&
+                c->state == C_H2) { /* GOAWAY: the client opens its next streams on the new serve */
+                kago__h2_shutdown(c);
+                continue;
+            }
+            if (c->tls && !c->closed) { /* its state is OpenSSL's: it stays, and ends after its response */
+                if (!idle_only) {
+                    c->close_after = true;
+                    if (c->state == C_HEAD && !c->req_begun && kago__tls_done(c->tls))
+                        arm_timer(c); /* idle: HANDOVER_IDLE_MS */
+                }
+                continue;
+            }
+            if (c->given || !idle_between_requests(c))
+                continue;
+            batch[n++] = c;
+            if (n == UPGRADE_MAX_FDS) {
+                give(srv, batch, n);
+                n = 0;
+            }
         }
-        if (c->tls && !c->closed) { /* its state is OpenSSL's: it stays here, and ends after its response */
-            c->close_after = true;
-            if (c->state == C_HEAD && !c->req_begun && kago__tls_done(c->tls))
-                arm_timer(c); /* idle: HANDOVER_IDLE_MS */
-            continue;
-        }
-        if (!idle_between_requests(c))
-            continue;
-        batch[n++] = c;
-        if (n == UPGRADE_MAX_FDS) {
-            give(srv, batch, n);
-            n = 0;
-        }
-    }
     if (n)
         give(srv, batch, n);
 }
@@ -1295,10 +1384,7 @@ void kago__client_handover(struct server *srv)
 /* The new serve's side: a connection the old serve gave, between two requests. */
 void kago__client_adopt(struct server *srv, int fd)
 {
-    struct client *c = xcalloc(1, sizeof(*c));
-    c->srv = srv;
-    uv_tcp_init(srv->loop, &c->tcp);
-    c->tcp.data = c;
+    struct client *c = client_new(srv, kago__shard_next(srv));
     if (uv_tcp_open(&c->tcp, fd) < 0) {
         close(fd);
         uv_close((uv_handle_t *)&c->tcp, on_closed_free_tcp);
@@ -1307,15 +1393,124 @@ void kago__client_adopt(struct server *srv, int fd)
     client_setup(srv, c, NULL);
 }
 
+/* --- moving between loops (--threads, shard.c) ------------------------------------------------------ */
+
+/* c goes to loop to, which serves the app its request names (or, just after its TLS handshake, the app of
+ * its TLS name): its socket (a copy: closing the handle here closes only this loop's descriptor), its TLS
+ * state, what it read ahead and the request head it parsed; loop to routes that head again
+ * (kago__client_arrive). Only between two exchanges: a response still being written is waited for. */
+static void client_move(struct client *c, struct shard *to)
+{
+    if (kago__outq_size(&c->out) || c->out.writing) {
+        c->move_to = to;
+        update_reading(c);
+        return;
+    }
+    c->move_to = NULL;
+    uv_os_fd_t fd;
+    int nfd = uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1;
+    if (nfd < 0) {
+        kago__slog(c->srv, SLOG_WARN, NULL, NULL, "a connection to event loop %u: %s", to->id,
+                   strerror(errno));
+        client_error(c, 503, 0);
+        return;
+    }
+    struct client *m = xcalloc(1, sizeof(*m));
+    m->srv = c->srv;
+    m->shard = to;
+    m->moved_fd = nfd;
+    m->state = c->state;
+    m->rbuf = c->rbuf;
+    m->rlen = c->rlen;
+    m->rpos = c->rpos;
+    if ((m->req = c->req))
+        m->req->owner = m;
+    m->info = c->info;
+    m->t_begin = c->t_begin;
+    m->req_begun = c->req_begun;
+    m->need_exec = c->need_exec;
+    m->close_after = c->close_after;
+    m->eof = c->eof;
+    m->h2_placed = c->h2_placed;
+    m->active = true;
+    memcpy(m->ip, c->ip, sizeof(m->ip));
+    if (c->tls) {
+        kago__tls_keep(c->tls); /* (the ciphertext not decrypted yet is in this loop's scratch buffer) */
+        m->tls = c->tls;
+        m->tls_got_bytes = c->tls_got_bytes;
+    }
+    c->rbuf = NULL;
+    c->rlen = c->rpos = 0;
+    c->req = NULL;
+    c->tls = c->out.tls = NULL;
+    c->req_begun = false; /* (its request is counted where it is served) */
+    __atomic_add_fetch(&c->srv->nclients, 1, __ATOMIC_RELAXED); /* m's, before c's goes */
+    client_close(c);
+    kago__shard_give(to, m);
+}
+
+void kago__client_arrive(struct shard *s, struct client *c)
+{
+    struct server *srv = s->srv;
+    c->shard = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    int r = uv_tcp_open(&c->tcp, c->moved_fd);
+    uv_timer_init(s->loop, &c->timer);
+    c->timer.data = c;
+    struct tls_conn *tls = c->tls;
+    kago__outq_init(&c->out, (uv_stream_t *)&c->tcp, on_client_written, c);
+    c->out.tls = tls;
+    if (tls)
+        kago__tls_conn_set_out(tls, &c->out.enc);
+    c->cold_us = -1;
+    client_link(c);
+    if (r < 0) {
+        close(c->moved_fd);
+        client_close(c);
+        return;
+    }
+    c->close_after |= srv->handover;
+    if (c->state == C_ROUTE) {
+        client_route(c);
+        client_parse(c);
+        return;
+    }
+    if (srv->stopping) { /* (shutdown closes the connections between requests) */
+        client_close(c);
+        return;
+    }
+    arm_timer(c);
+    if (tls && kago__tls_h2(tls))
+        h2_begin(c);
+    else if (c->rlen) /* h2c: the preface and the first stream's head */
+        got_bytes(c, 0);
+    if (!c->closed)
+        update_reading(c);
+}
+
+/* A moved client that never arrived (serve ended first). */
+void kago__client_discard(struct client *c)
+{
+    close(c->moved_fd);
+    kago__tls_conn_free(c->tls);
+    req_free(c);
+    if (c->rbuf)
+        kago__pages_put(c->rbuf, CLIENT_RBUF);
+    __atomic_sub_fetch(&c->srv->nclients, 1, __ATOMIC_RELAXED);
+    free(c);
+}
+
 /* --- HTTP/2 streams (h2.c) ------------------------------------------------------------------------- */
 
 struct client *kago__client_stream_new(struct client *conn, struct h2_stream *st)
 {
     struct client *c = xcalloc(1, sizeof(*c));
     c->srv = conn->srv;
+    c->shard = conn->shard;
     c->conn = conn;
     c->h2s = st;
-    uv_timer_init(c->srv->loop, &c->timer);
+    uv_timer_init(c->shard->loop, &c->timer);
     c->timer.data = c;
     memcpy(c->ip, conn->ip, sizeof(c->ip));
     c->cold_us = -1;

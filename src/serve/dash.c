@@ -68,11 +68,13 @@ static struct dash_app *activate(struct app_rt *a)
     da->starts_seen = a->pool.cold_starts;
     da->restores_seen = a->pool.restores;
     da->thaws_seen = a->pool.thaws;
+    uv_mutex_lock(&a->srv->shard_mu); /* (--threads: the request loops of other apps add theirs too) */
     da->next = d->active;
     if (d->active)
         d->active->prev = da;
     d->active = da;
     d->nactive++;
+    uv_mutex_unlock(&a->srv->shard_mu);
     a->dash = da;
     return da;
 }

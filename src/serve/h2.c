@@ -1,6 +1,7 @@
 /* kago serve — HTTP/2 connections and streams over nghttp2 (h2.h says how they map onto the HTTP/1.1
  * request path). */
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -62,7 +63,7 @@ static void refill(struct h2_conn *h)
 static int calm_down(struct h2_conn *h)
 {
     if (!h->goaway) {
-        h->c->srv->h2.goaways_calm++;
+        __atomic_add_fetch(&h->c->srv->h2.goaways_calm, 1, __ATOMIC_RELAXED);
         h->goaway = true;
         nghttp2_session_terminate_session(h->s, NGHTTP2_ENHANCE_YOUR_CALM);
     }
@@ -104,7 +105,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
         h->streams->prev = st;
     h->streams = st;
     h->nstreams++;
-    h->c->srv->h2.streams++;
+    __atomic_add_fetch(&h->c->srv->h2.streams, 1, __ATOMIC_RELAXED);
     nghttp2_session_set_stream_user_data(s, st->id, st);
     uv_timer_stop(&h->c->timer); /* not idle */
     return 0;
@@ -308,9 +309,11 @@ void kago__h2_stream_head(struct client *c, const struct http_msg *resp, const s
     struct h2_stream *st = c->h2s;
     if (!st || !st->conn || st->submitted)
         return;
-    static struct sbuf names; /* the names lower-cased, as HTTP/2 wants them */
-    sbuf_reset(&names, 64 * 1024);
-    sbuf_reserve(&names, resp->raw.len + 1);
+    struct {
+        char data[HTTP_MAX_HEAD]; /* the names lower-cased, as HTTP/2 wants them (they are in raw) */
+        size_t len;
+    } names;
+    names.len = 0;
     nghttp2_nv nv[HTTP_MAX_HEADERS + 4];
     size_t n = 0;
     char status[4];
@@ -511,11 +514,13 @@ static int on_error(nghttp2_session *s, int code, const char *msg, size_t len, v
     return 0; /* (nghttp2's own messages: the connection's end says enough) */
 }
 
-static nghttp2_session_callbacks *callbacks(void)
+static nghttp2_session_callbacks *cbs;
+static nghttp2_option *opt;
+static pthread_once_t cbs_once = PTHREAD_ONCE_INIT,
+                      opt_once = PTHREAD_ONCE_INIT; /* (any loop may be first) */
+
+static void callbacks_init(void)
 {
-    static nghttp2_session_callbacks *cbs;
-    if (cbs)
-        return cbs;
     if (nghttp2_session_callbacks_new(&cbs) != 0)
         abort();
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
@@ -525,14 +530,16 @@ static nghttp2_session_callbacks *callbacks(void)
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
+}
+
+static nghttp2_session_callbacks *callbacks(void)
+{
+    pthread_once(&cbs_once, callbacks_init);
     return cbs;
 }
 
-static nghttp2_option *options(void)
+static void options_init(void)
 {
-    static nghttp2_option *opt;
-    if (opt)
-        return opt;
     if (nghttp2_option_new(&opt) != 0)
         abort();
     nghttp2_option_set_no_auto_window_update(opt, 1); /* the window follows what the upstream took */
@@ -544,6 +551,11 @@ static nghttp2_option *options(void)
      * up to 4 KiB to keep per connection (the client's table, for request heads, is still honoured) */
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
     nghttp2_option_set_stream_reset_rate_limit(opt, H2_RESET_BURST * 2, H2_RESET_RATE);
+}
+
+static nghttp2_option *options(void)
+{
+    pthread_once(&opt_once, options_init);
     return opt;
 }
 
@@ -635,7 +647,7 @@ void kago__h2_start(struct client *c)
         abort(); /* out of memory */
     c->h2 = h;
     c->state = C_H2;
-    c->srv->h2.conns++;
+    __atomic_add_fetch(&c->srv->h2.conns, 1, __ATOMIC_RELAXED);
     nghttp2_settings_entry set[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
@@ -657,7 +669,7 @@ void kago__h2_input(struct client *c, const char *data, size_t n)
     h->in_recv = false;
     if (r < 0) { /* a fatal error (a flood, a bad preface, a callback's): what nghttp2 queued, then close */
         if (r == NGHTTP2_ERR_FLOODED && !h->goaway) {
-            c->srv->h2.goaways_calm++;
+            __atomic_add_fetch(&c->srv->h2.goaways_calm, 1, __ATOMIC_RELAXED);
             h->goaway = true;
         }
         if (!h->goaway)

@@ -1,14 +1,14 @@
-/* kago serve — --threads N: N - 1 more event loops, each on a thread of its own, that take TLS handshakes.
+/* kago serve — --threads N: N more event loops (N - 1 when the first serves every request), on threads of
+ * their own, that take TLS handshakes.
  *
- * The first loop (server.c) owns everything else: the apps, their pools and instances, and every connection
- * after its handshake. A handshake loop accepts on the TLS listeners too (a copy of each listening socket:
- * whichever loop waits in epoll takes the next connection, so an idle loop takes more), runs the handshake
- * (the asymmetric crypto: what a TLS front door spends its CPU on per new connection), then hands the
- * connection, its socket and its OpenSSL state, to the first loop, where it goes on as if it had been
- * accepted there. Every pool is thus seen by one thread: held requests, concurrency limits and lifetimes
- * stay exact with no lock on the request path. What the threads share is the TLS front (tls.c: its
- * certificate store under a read-write lock, its ticket keys under a mutex) and the hand-off queue here. A
- * handshake that would wait for a certificate on demand (acme.c) is handed over before it asks for one. */
+ * A handshake loop accepts on the TLS listeners too (a copy of each listening socket: whichever loop waits in
+ * epoll takes the next connection, so an idle loop takes more), runs the handshake (the asymmetric crypto:
+ * what a TLS front door spends its CPU on per new connection), then hands the connection, its socket and its
+ * OpenSSL state, over: the first loop takes it (on_intake) and gives it to the request loop of the app its
+ * name routes to (shard.c), where it goes on as if it had been accepted there. What the threads share is
+ * the TLS front (tls.c: its certificate store under a read-write lock, its ticket keys under a mutex) and
+ * the hand-off queue here. A handshake that would wait for a certificate on demand (acme.c) is handed over
+ * before it asks for one, and held on the first loop. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -360,7 +360,7 @@ int kago__hs_start(struct server *srv, struct kago_error **err)
     kago__spawner_require("serve runs handshake loops (--threads)");
     struct hsloops *hs = xcalloc(1, sizeof(*hs));
     hs->srv = srv;
-    hs->n = threads - 1;
+    hs->n = srv->nshards > 1 ? threads : threads - 1; /* (with request loops, the first takes no handshake) */
     hs->loops = xcalloc(hs->n, sizeof(*hs->loops));
     hs->lfds = xmalloc(sizeof(int) * hs->n * KAGO_SERVE_MAX_LISTEN);
     for (unsigned i = 0; i < hs->n * KAGO_SERVE_MAX_LISTEN; i++)

@@ -4,6 +4,7 @@
  * duplicate Host) and the size limits. */
 #include "http.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -138,23 +139,25 @@ static int on_done(llhttp_t *p)
 }
 
 static llhttp_settings_t settings;
-static bool settings_ready;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT; /* (--threads: any request loop may be first) */
+
+static void settings_init(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_begin;
+    settings.on_url = on_url;
+    settings.on_header_field = on_field;
+    settings.on_header_field_complete = on_field_done;
+    settings.on_header_value = on_value;
+    settings.on_header_value_complete = on_value_done;
+    settings.on_headers_complete = on_head;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_done;
+}
 
 void kago__http_msg_init(struct http_msg *m, llhttp_type_t type, const struct http_msg_cbs *cbs, void *owner)
 {
-    if (!settings_ready) {
-        llhttp_settings_init(&settings);
-        settings.on_message_begin = on_begin;
-        settings.on_url = on_url;
-        settings.on_header_field = on_field;
-        settings.on_header_field_complete = on_field_done;
-        settings.on_header_value = on_value;
-        settings.on_header_value_complete = on_value_done;
-        settings.on_headers_complete = on_head;
-        settings.on_body = on_body;
-        settings.on_message_complete = on_done;
-        settings_ready = true;
-    }
+    pthread_once(&settings_once, settings_init);
     llhttp_init(&m->parser, type, &settings);
     m->parser.data = m;
     m->cbs = cbs;

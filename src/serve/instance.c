@@ -125,6 +125,12 @@ static void on_exit_event(uv_poll_t *h, int status, int events)
 /* An upstream connection failed: if the instance's process is gone, remove it now rather than at
  * the next loop turn, so a retried request does not land on the dead instance again. Returns true
  * when it was removed. */
+static void check_exit_deferred(void *inst, void *unused)
+{
+    (void)unused;
+    kago__instance_check_exit(inst);
+}
+
 bool kago__instance_check_exit(struct instance *inst)
 {
     if (!inst->pi || !inst->c)
@@ -132,6 +138,11 @@ bool kago__instance_check_exit(struct instance *inst)
     struct pollfd p = {.fd = kago_container_pidfd(inst->c), .events = POLLIN};
     if (p.fd < 0 || poll(&p, 1, 0) != 1)
         return false;
+    if (kago__shard_self) { /* a request loop: no request goes to it any more, the first loop removes it */
+        kago__pool_retire(&inst->app->pool, inst->pi, kago__serve_now_ms());
+        kago__shard_defer(inst->app->srv, check_exit_deferred, inst, NULL);
+        return true;
+    }
     uv_poll_stop(&inst->pidpoll);
     kago__pool_exited(&inst->app->pool, inst->pi, kago__serve_now_ms());
     return true;
@@ -584,9 +595,22 @@ static void on_startq_timer(uv_timer_t *t)
     kago__server_maybe_exit(srv);
 }
 
+static void op_start(struct pool *p, struct pool_inst *pi);
+
+/* (pi stays in the pool meanwhile: only the first loop removes an instance, and it takes this first) */
+static void op_start_deferred(void *p, void *pi)
+{
+    op_start(p, pi);
+}
+
 static void op_start(struct pool *p, struct pool_inst *pi)
 {
     struct app_rt *a = p->data;
+    if (kago__shard_self) { /* a request loop's request: the start queue and the spawner are the first loop's
+                             */
+        kago__shard_defer(a->srv, op_start_deferred, p, pi);
+        return;
+    }
     struct instance *inst = xcalloc(1, sizeof(*inst));
     inst->app = a;
     inst->pi = pi;
@@ -695,9 +719,17 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     start_slot_release(inst);
     inst->pi = NULL;
     inst->removed = true;
-    /* Clients on it: a request not yet sent is tried elsewhere, the others get 502. */
-    while (inst->conns) {
+    /* Clients on it: a request not yet sent is tried elsewhere, a response begun is cut (502 if nothing of it
+     * went out). A request sent and not answered yet is left to its connection's own end, which comes (the
+     * instance's processes are gone): EOF, the app had it (502), or a reset of a request it never read (sent
+     * again), as when its socket's end is seen before the exit (with request loops, the first loop may see
+     * the exit first). */
+    for (;;) {
         struct upconn *u = inst->conns;
+        while (u && u->client && u->client->state == C_PROXY && !u->client->resp_started && !u->closing)
+            u = u->next;
+        if (!u)
+            break;
         struct client *c = u->client;
         if (c && c->state == C_TUNNEL) {
             kago__client_resp_truncated(c);
@@ -855,9 +887,16 @@ static void op_start_failed(struct pool *p, struct pool_inst *pi, enum pool_fail
                delay_ms ? fmt_ms(d, sizeof(d), delay_ms) : "", delay_ms ? " at the earliest" : "");
 }
 
+static void app_wake_deferred(void *a, void *unused)
+{
+    (void)unused;
+    kago__app_wake(a);
+}
+
 static void op_woken(struct pool *p)
 {
-    kago__app_wake(p->data);
+    struct app_rt *a = p->data;
+    kago__shard_defer(a->srv, app_wake_deferred, a, NULL); /* (the tick's list is the first loop's) */
 }
 
 static void op_touched(struct pool *p)

@@ -5,6 +5,7 @@
  * resident while few are free (the next connection reuses it without a fault); beyond PAGES_HOT per size
  * its pages are released with MADV_DONTNEED. Larger buffers are mapped and unmapped one by one. Chunks
  * are never unmapped: after a peak they are address space, not memory. */
+#include <pthread.h>
 #include <sys/mman.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,13 +25,20 @@ struct pages_class {
 };
 
 static struct pages_class classes[PAGES_MAX_CLASS];
-static size_t page_size;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER; /* (--threads: every request loop's buffers) */
+static size_t page_size_;
+
+static size_t psize(void)
+{
+    size_t ps = __atomic_load_n(&page_size_, __ATOMIC_RELAXED);
+    if (!ps) /* (every thread finds the same) */
+        __atomic_store_n(&page_size_, ps = (size_t)sysconf(_SC_PAGESIZE), __ATOMIC_RELAXED);
+    return ps;
+}
 
 static size_t pages_of(size_t n)
 {
-    if (!page_size)
-        page_size = (size_t)sysconf(_SC_PAGESIZE);
-    return (n + page_size - 1) / page_size;
+    return (n + psize() - 1) / psize();
 }
 
 static void *map(size_t len)
@@ -53,18 +61,25 @@ void *kago__pages_get(size_t n)
 {
     size_t k = pages_of(n);
     if (k > PAGES_MAX_CLASS)
-        return map(k * page_size);
+        return map(k * psize());
     struct pages_class *c = &classes[k - 1];
-    if (c->nhot)
-        return c->hot[--c->nhot];
+    pthread_mutex_lock(&mu);
+    void *p;
+    if (c->nhot) {
+        p = c->hot[--c->nhot];
+        pthread_mutex_unlock(&mu);
+        return p;
+    }
     if (!c->ncold) { /* a new chunk: its buffers are free (and not resident) until used */
-        size_t len = k * page_size;
+        size_t len = k * psize();
         char *chunk = map(PAGES_CHUNK * len);
         grow_cold(c, PAGES_CHUNK);
         for (size_t i = PAGES_CHUNK; i-- > 0;)
             c->cold[c->ncold++] = chunk + i * len;
     }
-    return c->cold[--c->ncold];
+    p = c->cold[--c->ncold];
+    pthread_mutex_unlock(&mu);
+    return p;
 }
 
 void kago__pages_put(void *p, size_t n)
@@ -73,31 +88,38 @@ void kago__pages_put(void *p, size_t n)
         return;
     size_t k = pages_of(n);
     if (k > PAGES_MAX_CLASS) {
-        munmap(p, k * page_size);
+        munmap(p, k * psize());
         return;
     }
     struct pages_class *c = &classes[k - 1];
+    pthread_mutex_lock(&mu);
     if (c->nhot < PAGES_HOT) {
         c->hot[c->nhot++] = p;
+        pthread_mutex_unlock(&mu);
         return;
     }
-    madvise(p, k * page_size, MADV_DONTNEED);
+    pthread_mutex_unlock(&mu);
+    madvise(p, k * psize(), MADV_DONTNEED);
+    pthread_mutex_lock(&mu);
     grow_cold(c, c->ncold + 1);
     c->cold[c->ncold++] = p;
+    pthread_mutex_unlock(&mu);
 }
 
 void kago__pages_idle(void *p, size_t n)
 {
     if (p)
-        madvise(p, pages_of(n) * page_size, MADV_DONTNEED);
+        madvise(p, pages_of(n) * psize(), MADV_DONTNEED);
 }
 
 void kago__pages_stats(size_t *resident, size_t *released)
 {
-    size_t page = pages_of(1) * page_size;
+    size_t page = pages_of(1) * psize();
     *resident = *released = 0;
+    pthread_mutex_lock(&mu);
     for (size_t i = 0; i < PAGES_MAX_CLASS; i++) {
         *resident += classes[i].nhot * (i + 1) * page;
         *released += classes[i].ncold * (i + 1) * page;
     }
+    pthread_mutex_unlock(&mu);
 }

@@ -52,6 +52,7 @@ struct instance;
 struct app_rt {
     struct app_rt *next;
     struct server *srv;
+    struct shard *shard; /* the loop that serves its requests (shard.c) */
     struct kago_app app; /* owned */
     struct pool pool;
     struct app_metrics m;
@@ -158,6 +159,10 @@ struct client {
     uv_tcp_t tcp;
     uv_timer_t timer;
     struct server *srv;
+    struct shard *shard;        /* the loop it is on (shard.c) */
+    struct shard *move_to;      /* client_move waits for its writes to end */
+    int moved_fd;               /* moved (no handles yet): its socket */
+    bool h2_placed;             /* h2c: on the loop of its first stream's app */
     struct client *prev, *next; /* srv->clients */
     enum client_state state;
     char *rbuf;
@@ -200,6 +205,30 @@ struct listener {
 
 #define TLS_RBUF (64 * 1024)
 
+#define CLIENT_RBUF 8192 /* a connection's read buffer */
+
+/* One event loop serving requests (shard.c). The first (id 0) is srv->loop. */
+struct shard {
+    struct server *srv;
+    unsigned id;
+    uv_loop_t *loop;
+    char h2_rbuf[CLIENT_RBUF]; /* every HTTP/2 connection's: its frames are consumed as they arrive */
+    struct client *clients;    /* its connections */
+    uv_async_t wake;           /* its inbox, its end */
+    struct client *inbox, **inbox_tail; /* moved here (under srv->shard_mu) */
+    /* id > 0 */
+    uv_loop_t own;
+    int efd; /* its copies of the plain listening sockets, each with EPOLLEXCLUSIVE (accept polls it) */
+    uv_poll_t accept;
+    uv_timer_t pause; /* accepting again after EMFILE and the like */
+    int lfd[KAGO_SERVE_MAX_LISTEN];
+    unsigned nlfd;
+    uint64_t sleep_until; /* its loop's clock (ms) when it wakes unless woken (UINT64_MAX: never) */
+    uv_thread_t tid;
+    uv_mutex_t mu; /* held while its loop runs; the first loop takes every one to run */
+    bool stop, ended;
+};
+
 struct server {
     uv_loop_t *loop;
     struct kago_serve_opts opts;
@@ -210,7 +239,6 @@ struct server {
     struct tls_front *tls;
     struct tls_store *tls_store;
     struct h2_stats h2;
-    char *tls_rbuf;                /* TLS_RBUF bytes: ciphertext read, decrypted in the same turn */
     uint64_t tls_checked_ms;       /* certificate files last looked at */
     uint64_t upconn_swept_ms;      /* idle upstream connections last swept */
     uint64_t frozen_checked_ms;    /* the frozen instances' memory budget last enforced */
@@ -239,8 +267,7 @@ struct server {
         struct app_rt *a;
     } * tick_due;
     size_t ntick_due, cap_tick_due;
-    struct client *clients;
-    unsigned nclients;
+    unsigned nclients; /* on every loop (atomic: request loops count theirs) */
     FILE *access_log;
     int host_netns;
     bool stopping;
@@ -281,6 +308,15 @@ struct server {
     struct dash *dash;       /* the dashboard's sampler, sessions and event streams (dash.c) */
     struct warm *warm;       /* --warm (warm.c), NULL without */
     struct hsloops *hs;      /* --threads: the handshake loops (hsloop.c), NULL with one loop */
+    /* --threads: the request loops (shard.c); shards[0] is this loop, the others own the apps */
+    struct shard *shards;
+    unsigned nshards, nstarted, shard_rr;
+    uv_mutex_t shard_mu; /* the inboxes and the deferred calls */
+    struct deferred *deferred, **deferred_tail;
+    uv_mutex_t world_mu;
+    uv_cond_t world_cv;
+    int world_want;    /* the first loop wants to run: request loops wait for it */
+    bool loop_stopped; /* kago__server_stop_loop */
     /* scaler.c: the limits of all scale-up instances, summed at su_sum_at (a tick) for --budget-cpu/-memory
      */
     uint64_t su_sum_at, su_victimless_at;
@@ -300,6 +336,25 @@ unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec, const
 void kago__warm_settle(struct server *srv, unsigned id, bool started, pid_t pid);
 void kago__warm_stats(struct server *srv, uint64_t *hits, uint64_t *misses, unsigned *ready);
 void kago__warm_stop(struct server *srv);
+
+/* shard.c: --threads N, the request loops */
+extern _Thread_local struct shard *kago__shard_self; /* NULL on the first loop and other threads */
+unsigned kago__shards_wanted(struct server *srv);    /* 1: the first loop only */
+void kago__shards_init(struct server *srv, unsigned n);
+int kago__shards_start(struct server *srv, struct kago_error **err);
+/* The request loops accept on the plain listeners open now (none once stopping or handing over). */
+void kago__shards_listen(struct server *srv);
+/* Runs the first loop until it ends; with request loops, each pass holds the world lock. */
+void kago__shards_run(struct server *srv);
+void kago__shards_join(struct server *srv); /* the request loops end (their connections are closed) */
+void kago__shards_free(struct server *srv);
+/* The loop that owns the app of that name, and the next request loop in turn for a new connection. */
+struct shard *kago__shard_of(struct server *srv, const char *app);
+struct shard *kago__shard_next(struct server *srv);
+/* From a request loop: fn(a, b) runs on the first loop (at once when called there). */
+void kago__shard_defer(struct server *srv, void (*fn)(void *a, void *b), void *a, void *b);
+/* c (its state, no handles: kago__client_move) goes to loop to, which takes it with kago__client_arrive. */
+void kago__shard_give(struct shard *to, struct client *c);
 
 /* hsloop.c: --threads N, the N - 1 loops that take TLS handshakes and hand connections to this one */
 unsigned kago__hs_default_threads(void); /* the CPUs serve may run on */
@@ -340,6 +395,11 @@ void kago__client_resp_truncated(struct client *c);
 void kago__client_tunnel_data(struct client *c, const char *at, size_t n);
 void kago__client_upstream_drained(struct client *c);
 void kago__client_close_all(struct server *srv, bool idle_only);
+void kago__client_close_shard(struct shard *s); /* a request loop ends: every connection it has */
+/* A client moved to loop s (kago__shard_give): its socket and state are taken over there. */
+void kago__client_arrive(struct shard *s, struct client *c);
+void kago__client_discard(struct client *c);     /* one that never arrived (serve ended) */
+void kago__client_take(struct shard *s, int fd); /* a connection a request loop accepted */
 /* Once a second: a connection that read nothing since the last call and waits between requests gives its
  * buffers back (the pages of its 8 KiB read buffer and of nghttp2's frame buffer, OpenSSL's buffers). */
 void kago__client_trim_idle(struct server *srv);
@@ -353,7 +413,8 @@ void kago__client_finish(struct client *c); /* closes the connection once what i
 /* An upgrade: connections move to the new serve between two requests (kago__upgrade_give); one that
  * cannot closes after its next response, or after HANDOVER_IDLE_MS idle. */
 #define HANDOVER_IDLE_MS 250
-void kago__client_handover(struct server *srv);
+/* idle_only: only the connections between two requests go (again, from the tick: those of request loops) */
+void kago__client_handover(struct server *srv, bool idle_only);
 /* The new serve: a connection given by the old one (fd), between two requests. */
 void kago__client_adopt(struct server *srv, int fd);
 
@@ -442,6 +503,7 @@ void kago__app_touched(struct app_rt *a);
 /* Takes the user namespace ranges of the apps that have none yet, in one pass over the pool's record. */
 void kago__apps_take_ranges(struct server *srv);
 void kago__server_maybe_exit(struct server *srv);
+void kago__server_stop_loop(struct server *srv); /* uv_stop, seen by kago__shards_run */
 /* Reaps zombie children that are not instances (adopted after restores); deferred while a
  * checkpoint runs, since its criu child is waited for by the worker thread. */
 void kago__server_reap(struct server *srv);

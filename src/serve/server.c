@@ -176,6 +176,7 @@ static struct app_rt *install_app(struct server *srv, struct kago_app *app, uint
         a = xcalloc(1, sizeof(*a));
         a->srv = srv;
         a->app = *app;
+        a->shard = kago__shard_of(srv, app->name);
         kago__smap_add(&srv->names, a->app.name, strlen(a->app.name), a);
         a->image_root = xasprintf("%s/images/%s", srv->opts.root, a->app.name);
         a->def_hash = hash;
@@ -635,10 +636,16 @@ static bool all_gone(struct server *srv)
     return srv->nclients == 0;
 }
 
+void kago__server_stop_loop(struct server *srv)
+{
+    srv->loop_stopped = true;
+    uv_stop(srv->loop);
+}
+
 void kago__server_maybe_exit(struct server *srv)
 {
     if (srv->stopping && all_gone(srv))
-        uv_stop(srv->loop);
+        kago__server_stop_loop(srv);
 }
 
 /* Frozen instances of every app share one memory budget; the oldest are stopped beyond it. */
@@ -788,7 +795,8 @@ static void begin_shutdown(struct server *srv)
     kago__systemd_stopping(srv);
     for (unsigned i = 0; i < srv->nls; i++)
         close_listener(&srv->ls[i]);
-    kago__hs_stop(srv); /* (its handshakes end as the idle connections here do) */
+    kago__shards_listen(srv); /* (none: stopping) */
+    kago__hs_stop(srv);       /* (its handshakes end as the idle connections here do) */
     kago__cluster_stop(srv);
     uint64_t now = kago__serve_now_ms();
     for (struct app_rt *a = srv->apps; a; a = a->next)
@@ -1018,7 +1026,11 @@ int kago__server_listen(struct server *srv, struct listener *l, const char *addr
     uv_tcp_init(srv->loop, &l->tcp);
     l->tcp.data = l;
     int r = fd >= 0 ? uv_tcp_open(&l->tcp, fd) : uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
-    if (r == 0)
+    uv_os_fd_t lfd;
+    /* with request loops, they accept plain connections and the handshake loops TLS ones, not this one */
+    if (r == 0 && !admin && srv->nshards > 1)
+        r = uv_fileno((uv_handle_t *)&l->tcp, &lfd) == 0 && listen(lfd, 4096) < 0 ? -errno : 0;
+    else if (r == 0)
         r = uv_listen((uv_stream_t *)&l->tcp, 4096, on_conn);
     if (r < 0) {
         uv_close((uv_handle_t *)&l->tcp, NULL);
@@ -1195,6 +1207,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     uv_loop_t loop;
     uv_loop_init(&loop);
     srv->loop = &loop;
+    kago__shards_init(srv, kago__shards_wanted(srv));
     kago__warm_init(srv);
     srv->started_ms = kago__serve_now_ms();
     uv_signal_init(&loop, &srv->sigchld); /* started once a restore may happen */
@@ -1225,9 +1238,6 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         goto out;
     }
     kago__tls_front_h2(srv->tls, !o->no_h2);
-    for (unsigned i = 0; i < srv->nls && !srv->tls_rbuf; i++)
-        if (srv->ls[i].tls)
-            srv->tls_rbuf = xmalloc(TLS_RBUF);
     if (o->acme_directory && !(srv->acme = kago__acme_new(srv, err))) {
         close_fds(fds, srv->nls);
         close_fds(&sd_admin, 1);
@@ -1319,19 +1329,27 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     unsigned hs_loops;
     uint64_t hs_handed;
     kago__hs_stats(srv, &hs_loops, &hs_handed);
-    if (hs_loops)
+    if (srv->nshards > 1)
+        kago__slog(srv, SLOG_INFO, NULL, NULL,
+                   "%u event loops serve requests (each app on one of them), %u more take TLS handshakes",
+                   srv->nshards - 1, hs_loops);
+    else if (hs_loops)
         kago__slog(srv, SLOG_INFO, NULL, NULL,
                    "%u event loops: the first serves every request, %u more take TLS handshakes",
                    hs_loops + 1, hs_loops);
     /* min_instances: start the standbys now rather than at the first tick */
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__pool_tick(&a->pool, kago__serve_now_ms());
+    if (kago__shards_start(srv, err) < 0)
+        goto out;
     kago__systemd_ready(srv); /* listeners up, Kagofiles loaded */
-    uv_run(&loop, UV_RUN_DEFAULT);
+    kago__shards_run(srv);
+    kago__shards_join(srv);
     if (!srv->handed_over)
         kago__slog(srv, SLOG_INFO, NULL, NULL, "stopped; every instance removed");
     ret = 0;
 out:
+    kago__shards_join(srv); /* (from here on the first loop is alone) */
     /* Anything left (startup failure): stop instances synchronously so nothing leaks; after a hand-over,
      * the ready and frozen ones are left running for the new serve (kago__upgrade_leaves). */
     for (struct app_rt *a = srv->apps; a; a = a->next) {
@@ -1370,7 +1388,6 @@ out:
         close(srv->admin.keep_fd);
     kago__tls_store_free(srv->tls_store);
     kago__tls_front_free(srv->tls);
-    free(srv->tls_rbuf);
     free(srv->tick_due);
     if (srv->up_conn >= 0)
         close(srv->up_conn);
@@ -1386,6 +1403,7 @@ out:
         }
         close(srv->root_lock);
     }
+    kago__shards_free(srv);
     uv_loop_close(&loop);
     if (srv->access_log && srv->access_log != stdout)
         fclose(srv->access_log);

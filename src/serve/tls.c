@@ -997,3 +997,8 @@ const char *kago__tls_version(const struct tls_conn *t)
 {
     return SSL_get_version(t->ssl);
 }
+
+const char *kago__tls_name(const struct tls_conn *t)
+{
+    return SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+}

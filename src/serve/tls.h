@@ -121,5 +121,6 @@ bool kago__tls_done(const struct tls_conn *t);
 void kago__tls_idle(struct tls_conn *t);
 bool kago__tls_resumed(const struct tls_conn *t);
 const char *kago__tls_version(const struct tls_conn *t); /* "TLSv1.3" */
+const char *kago__tls_name(const struct tls_conn *t);    /* the SNI the client sent, or NULL */
 
 #endif

@@ -169,12 +169,13 @@ static void handover(struct server *srv)
         }
     }
     kago__hs_listen(srv, NULL); /* (the handshake loops stop accepting too; none is refused: no error) */
+    kago__shards_listen(srv);   /* (and the request loops) */
     kago__upgrade_close(srv);   /* one hand-over at a time; the new serve makes its own socket */
     kago__slog(srv, SLOG_INFO, NULL, NULL,
                "handing over to the new serve (pid %d): not accepting, draining %u connections",
                (int)cred.pid, srv->nclients);
     kago__systemd_notify("STATUS=handing over to the new serve (pid %d)\n", (int)cred.pid);
-    kago__client_handover(srv);
+    kago__client_handover(srv, false);
     uv_timer_start(&srv->handover_timer, on_handover_deadline, srv->opts.drain_timeout_ms, 0);
 }
 
@@ -381,6 +382,7 @@ static void resume(struct server *srv)
         }
         ls[i]->keep_fd = -1;
     }
+    kago__shards_listen(srv);
     struct kago_error *err = NULL;
     if (kago__hs_listen(srv, &err) < 0 || kago__upgrade_listen(srv, &err) < 0) {
         kago__slog(srv, SLOG_ERR, NULL, NULL, "%s", err->msg);
@@ -409,7 +411,7 @@ static void finish(struct server *srv, const char *how)
     kago__slog(srv, SLOG_INFO, NULL, NULL,
                "handed over to pid %d (%s): leaving it %u running instances and %u connections",
                (int)srv->handover_pid, how, n, srv->given);
-    uv_stop(srv->loop);
+    kago__server_stop_loop(srv);
 }
 
 void kago__upgrade_cut(struct server *srv)
@@ -435,6 +437,8 @@ void kago__upgrade_tick(struct server *srv)
         resume(srv);
         return;
     }
+    if (srv->nshards > 1)
+        kago__client_handover(srv, true);
     if (srv->nclients == 0 && srv->ckpt_jobs == 0 && !starting(srv))
         finish(srv, "drained");
 }

@@ -22,7 +22,7 @@
 
 /* Upstream reads are consumed (copied to the client's queue) before the callback returns, so
  * one buffer serves every upstream connection. */
-static char up_rbuf[UP_RBUF];
+static _Thread_local char up_rbuf[UP_RBUF];
 
 static void up_close(struct upconn *u);
 
@@ -240,19 +240,32 @@ void kago__upconn_close(struct upconn *u)
     up_close(u);
 }
 
+/* A probe's result and a peer's failure are the first loop's (shard.c): an instance is never freed
+ * while a request loop runs, so it is still there when the first loop takes the call. */
+static void probe_result(void *inst, void *status)
+{
+    kago__instance_probe_result(inst, (int)(intptr_t)status);
+}
+
+static void peer_failed(void *inst, void *status)
+{
+    kago__cluster_peer_failed(inst, (int)(intptr_t)status);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct upconn *u = req->data;
     if (u->closing)
         return;
     struct instance *inst = u->inst;
+    struct server *srv = inst->app->srv;
     if (status < 0) {
         if (u->probe) {
             up_close(u);
-            kago__instance_probe_result(inst, status);
+            kago__shard_defer(srv, probe_result, inst, (void *)(intptr_t)status);
         } else {
             if (inst->remote)
-                kago__cluster_peer_failed(inst, status);
+                kago__shard_defer(srv, peer_failed, inst, (void *)(intptr_t)status);
             abort_client(u, status);
             up_close(u);
         }
@@ -263,7 +276,7 @@ static void on_connect(uv_connect_t *req, int status)
     if (u->probe) {
         u->probe = false;
         kago__upconn_release(u, true); /* the probe's connection serves the first request */
-        kago__instance_probe_result(inst, 0);
+        kago__shard_defer(srv, probe_result, inst, (void *)(intptr_t)0);
     } else if (u->client) {
         kago__client_upstream_ready(u->client);
     }
@@ -289,7 +302,6 @@ static int netns_socket(struct instance *inst)
 
 struct upconn *kago__upconn_open(struct instance *inst, struct client *c)
 {
-    struct server *srv = inst->app->srv;
     struct sockaddr_in sa = {.sin_family = AF_INET,
                              .sin_port = htons(inst->app->app.port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -308,7 +320,7 @@ struct upconn *kago__upconn_open(struct instance *inst, struct client *c)
     u->inst = inst;
     u->client = c;
     u->probe = c == NULL;
-    uv_tcp_init(srv->loop, &u->tcp);
+    uv_tcp_init(inst->app->shard->loop, &u->tcp); /* (the probe's too: it serves the first request) */
     u->tcp.data = u;
     u->creq.data = u;
     kago__outq_init(&u->out, (uv_stream_t *)&u->tcp, on_up_written, u);
