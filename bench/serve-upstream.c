@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 /* A minimal fast HTTP/1.1 upstream for bench/serve-hot: epoll, keep-alive, a fixed 1 KiB body.
- * Listens on 127.0.0.1:PORT (argv[1]), or on fd 3 when LISTEN_FDS=1 (socket activation). */
+ * Listens on 127.0.0.1:PORT (argv[1]), or on fd 3 when LISTEN_FDS=1 (socket activation); with argv[2],
+ * on that unix socket path too (bench/serve-loops: nginx reaches an instance's process there). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 int main(int argc, char **argv)
@@ -39,19 +42,35 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    int us = -1;
+    if (argc > 2) {
+        struct sockaddr_un su = {.sun_family = AF_UNIX};
+        snprintf(su.sun_path, sizeof(su.sun_path), "%s", argv[2]);
+        unlink(argv[2]);
+        us = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (bind(us, (struct sockaddr *)&su, sizeof(su)) < 0 || listen(us, 4096) < 0) {
+            perror("listen unix");
+            return 1;
+        }
+        chmod(argv[2], 0666);
+    }
     fcntl(ls, F_SETFL, fcntl(ls, F_GETFL) | O_NONBLOCK); /* the accept loop drains until EAGAIN */
     int ep = epoll_create1(0);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = ls};
     epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev);
+    if (us >= 0) {
+        struct epoll_event uev = {.events = EPOLLIN, .data.fd = us};
+        epoll_ctl(ep, EPOLL_CTL_ADD, us, &uev);
+    }
     struct epoll_event evs[256];
     char buf[16384];
     for (;;) {
         int n = epoll_wait(ep, evs, 256, -1);
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;
-            if (fd == ls) {
+            if (fd == ls || fd == us) {
                 int c;
-                while ((c = accept4(ls, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+                while ((c = accept4(fd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
                     int one = 1;
                     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
                     struct epoll_event ce = {.events = EPOLLIN, .data.fd = c};
