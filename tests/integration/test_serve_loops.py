@@ -7,8 +7,7 @@ import threading
 
 import pytest
 
-from serve_util import CGI, Server, app, read_response
-from test_serve_adopt import cleanup
+from serve_util import CGI, app, read_response, serving
 
 pytest.importorskip("hyperframe", reason="python3-h2 is not installed (scripts/setup installs it)")
 import hyperframe.frame as hf  # noqa: E402
@@ -21,13 +20,7 @@ NAMES = [f"site{i}" for i in range(8)]
 def srv():
     apps = "".join(app(n, [f"{n}.test"], CGI) for n in NAMES)
     apps += app("one", ["one.test"], CGI, concurrency=1, max_instances=1, max_pending=100)
-    s = Server(apps, extra_args=["--threads", "2", "--h2c"])
-    yield s
-    try:
-        assert s.stop() == 0, s.stderr()[-2000:]
-        assert not s.leftovers(), s.leftovers()
-    finally:
-        cleanup(s)
+    yield from serving(apps, extra_args=["--threads", "2", "--h2c"])
 
 
 def loops(srv):
