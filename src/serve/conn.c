@@ -25,6 +25,8 @@ static void finish_exchange(struct client *c, bool reusable);
 static void tls_pump(struct client *c);
 static void client_move(struct client *c, struct shard *to);
 static struct shard *shard_for_name(struct server *srv, const char *name);
+static void h2_begin_tls(struct client *c);
+static struct shard *owner_of_name(struct server *srv, const char *name);
 
 /* An HTTP/2 connection's reads: nghttp2 takes all of each at once, so one buffer serves them all and an
  * idle HTTP/2 connection keeps none of its own. */
@@ -402,8 +404,9 @@ static int h2c_preface(const struct client *c)
     return n == sizeof(preface) - 1 ? 1 : 0;
 }
 
-/* h2c with --threads: the connection goes to the loop of its first stream's app (later streams for an app of
- * another loop get 421). True: it stays here; false: it waits for more of its first HEADERS, or moved. */
+/* h2c with --threads (and h2 over TLS whose name routes to no app): the connection goes to the loop of its
+ * first stream's app (later streams for an app of another loop get 421). True: it stays here; false: it
+ * waits for more of its first HEADERS, or moved. */
 static bool h2c_place(struct client *c)
 {
     if (c->srv->nshards < 2 || c->h2_placed)
@@ -425,14 +428,17 @@ static void got_bytes(struct client *c, size_t n)
 {
     c->rlen += n;
     c->active = true;
-    if (c->state == C_HEAD && !c->req_begun && !c->tls && !c->h2s && c->srv->opts.h2c && c->rpos == 0) {
+    if (c->state == C_HEAD && !c->req_begun && !c->h2s && c->rpos == 0 &&
+        (c->h2_wait || (!c->tls && c->srv->opts.h2c))) {
         int p = h2c_preface(c);
         if (p == 0)
             return;
         if (p == 1 && !h2c_place(c))
             return; /* (its first stream's head is not all there yet, or it moved to another loop) */
-        if (p == 1)
+        if (p == 1 || c->h2_wait) { /* (ALPN h2 without the preface: nghttp2 says what is wrong) */
+            c->h2_wait = false;
             h2_begin(c);
+        }
     }
     if (c->state == C_H2) {
         size_t k = c->rlen - c->rpos;
@@ -549,16 +555,18 @@ static void update_reading(struct client *c)
 static void tls_handshake_done(struct client *c)
 {
     struct tls_stats *st = kago__tls_stats(c->srv->tls);
-    st->handshakes_ok++;
-    st->resumed += kago__tls_resumed(c->tls);
+    __atomic_add_fetch(&st->handshakes_ok, 1, __ATOMIC_RELAXED); /* (request loops count theirs too) */
+    __atomic_add_fetch(&st->resumed, kago__tls_resumed(c->tls), __ATOMIC_RELAXED);
     arm_timer(c);                 /* from the handshake's timeout to the keep-alive one */
     if (kago__tls_acme(c->tls)) { /* TLS-ALPN-01: the ACME server saw the challenge certificate, done */
         c->state = C_CLOSING;
         update_reading(c);
     } else if (c->shard->id == 0 && c->srv->nshards > 1) { /* to the loop of the app its name routes to */
-        client_move(c, shard_for_name(c->srv, kago__tls_name(c->tls)));
+        struct shard *to = owner_of_name(c->srv, kago__tls_name(c->tls));
+        c->h2_placed = to != NULL;
+        client_move(c, to ? to : kago__shard_next(c->srv));
     } else if (kago__tls_h2(c->tls)) {
-        h2_begin(c);
+        h2_begin_tls(c);
     }
 }
 
@@ -1172,11 +1180,28 @@ static struct client *client_new(struct server *srv, struct shard *s)
     return c;
 }
 
+/* The loop of the app a TLS name routes to, or NULL. */
+static struct shard *owner_of_name(struct server *srv, const char *name)
+{
+    struct app_rt *a = name ? kago__router_find(srv->router, name, strlen(name)) : NULL;
+    return a && !a->removed ? a->shard : NULL;
+}
+
 /* A TLS connection's loop once its handshake is done: the owner of the app its name routes to. */
 static struct shard *shard_for_name(struct server *srv, const char *name)
 {
-    struct app_rt *a = name ? kago__router_find(srv->router, name, strlen(name)) : NULL;
-    return a && !a->removed ? a->shard : kago__shard_next(srv);
+    struct shard *s = owner_of_name(srv, name);
+    return s ? s : kago__shard_next(srv);
+}
+
+/* ALPN h2: the session begins now, or, when the connection's loop was not chosen by its TLS name (none, or
+ * one no app has), once its first stream's head says which app it is for, as for h2c. */
+static void h2_begin_tls(struct client *c)
+{
+    if (c->srv->nshards > 1 && !c->h2_placed)
+        c->h2_wait = true;
+    else
+        h2_begin(c);
 }
 
 void kago__client_take(struct shard *s, int fd)
@@ -1449,9 +1474,32 @@ static void client_move(struct client *c, struct shard *to)
     kago__shard_give(to, m);
 }
 
+struct client *kago__client_handed(struct server *srv, int fd, struct tls_conn *tls, struct sbuf *pre)
+{
+    struct client *c = xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    c->moved_fd = fd;
+    c->tls = tls;
+    c->tls_got_bytes = true;
+    c->state = C_HEAD;
+    c->handed = true;
+    c->pre = *pre;
+    *pre = (struct sbuf){0};
+    return c; /* (counted in srv->nclients when it arrives: a handshake loop is not under the world lock) */
+}
+
 void kago__client_arrive(struct shard *s, struct client *c)
 {
     struct server *srv = s->srv;
+    if (c->handed && !c->h2_placed) { /* a handshake loop's: on to the loop of its name's app */
+        __atomic_add_fetch(&srv->nclients, 1, __ATOMIC_RELAXED);
+        struct shard *to = owner_of_name(srv, kago__tls_name(c->tls));
+        c->h2_placed = to != NULL;
+        if (to && to != s) {
+            kago__shard_give(to, c);
+            return;
+        }
+    }
     c->shard = s;
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
@@ -1463,6 +1511,9 @@ void kago__client_arrive(struct shard *s, struct client *c)
     c->out.tls = tls;
     if (tls)
         kago__tls_conn_set_out(tls, &c->out.enc);
+    if (c->pre.len)
+        sbuf_add(&c->out.enc, c->pre.data, c->pre.len);
+    sbuf_free(&c->pre);
     c->cold_us = -1;
     client_link(c);
     if (r < 0) {
@@ -1480,13 +1531,20 @@ void kago__client_arrive(struct shard *s, struct client *c)
         client_close(c);
         return;
     }
-    arm_timer(c);
-    if (tls && kago__tls_h2(tls))
-        h2_begin(c);
-    else if (c->rlen) /* h2c: the preface and the first stream's head */
-        got_bytes(c, 0);
+    if (c->handed) { /* (counted, and HTTP/2 begun, as a handshake done here) */
+        c->handed = false;
+        tls_handshake_done(c);
+    } else {
+        arm_timer(c);
+        if (tls && kago__tls_h2(tls))
+            h2_begin_tls(c);
+        if (c->rlen && !c->closed) /* h2: the preface and the first stream's head */
+            got_bytes(c, 0);
+    }
     if (!c->closed)
         update_reading(c);
+    if (!c->closed)
+        flush_client(c); /* (what a handshake loop had not written) */
 }
 
 /* A moved client that never arrived (serve ended first). */
@@ -1495,9 +1553,11 @@ void kago__client_discard(struct client *c)
     close(c->moved_fd);
     kago__tls_conn_free(c->tls);
     req_free(c);
+    sbuf_free(&c->pre);
     if (c->rbuf)
         kago__pages_put(c->rbuf, CLIENT_RBUF);
-    __atomic_sub_fetch(&c->srv->nclients, 1, __ATOMIC_RELAXED);
+    if (!c->handed || c->h2_placed) /* (counted) */
+        __atomic_sub_fetch(&c->srv->nclients, 1, __ATOMIC_RELAXED);
     free(c);
 }
 

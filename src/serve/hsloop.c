@@ -4,8 +4,9 @@
  * A handshake loop accepts on the TLS listeners too (a copy of each listening socket: whichever loop waits in
  * epoll takes the next connection, so an idle loop takes more), runs the handshake (the asymmetric crypto:
  * what a TLS front door spends its CPU on per new connection), then hands the connection, its socket and its
- * OpenSSL state, over: the first loop takes it (on_intake) and gives it to the request loop of the app its
- * name routes to (shard.c), where it goes on as if it had been accepted there. What the threads share is
+ * OpenSSL state, over: to a request loop (shard.c), which sends it on to the loop of the app its name routes
+ * to, where it goes on as if it had been accepted there (with one request loop, the first loop takes it:
+ * on_intake). What the threads share is
  * the TLS front (tls.c: its certificate store under a read-write lock, its ticket keys under a mutex) and
  * the hand-off queue here. A handshake that would wait for a certificate on demand (acme.c) is handed over
  * before it asks for one, and held on the first loop. */
@@ -122,10 +123,23 @@ static void conn_end(struct hs_conn *c, bool failed)
 
 /* The connection goes to the first loop, with what is left to send: its socket is no longer polled here
  * (uv_poll_stop removes it from this loop's epoll at once). */
-static void conn_give(struct hs_conn *c)
+static void conn_give(struct hs_conn *c, bool done)
 {
     struct hsloops *hs = c->l->hs;
     uv_poll_stop(&c->poll);
+    if (done && hs->srv->nshards > 1) { /* to a request loop, which sends it on to its name's app's loop */
+        struct sbuf pre = {0};
+        if (c->out.len > c->out_pos)
+            sbuf_add(&pre, c->out.data + c->out_pos, c->out.len - c->out_pos);
+        kago__shard_give(kago__shard_next(hs->srv), kago__client_handed(hs->srv, c->fd, c->tls, &pre));
+        c->fd = -1;
+        c->tls = NULL;
+        uv_mutex_lock(&hs->mu);
+        hs->handed++;
+        uv_mutex_unlock(&hs->mu);
+        conn_end(c, false);
+        return;
+    }
     struct hs_handoff *h = xcalloc(1, sizeof(*h));
     h->fd = c->fd;
     h->tls = c->tls;
@@ -193,8 +207,8 @@ static void on_conn_io(uv_poll_t *p, int status, int events)
     int r = kago__tls_handshake(c->tls);
     kago__tls_keep(c->tls); /* what followed the handshake (the first request) goes along */
     bool ok = conn_write(c);
-    if (r == 1 || r == TLS_HS_WAIT) { /* done, or held for a certificate: the first loop goes on */
-        conn_give(c);
+    if (r == 1 || r == TLS_HS_WAIT) { /* done, or held for a certificate (the first loop goes on) */
+        conn_give(c, r == 1);
         return;
     }
     if (r < 0 || !ok) { /* its alert was written if it could be */

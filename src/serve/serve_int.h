@@ -162,7 +162,10 @@ struct client {
     struct shard *shard;        /* the loop it is on (shard.c) */
     struct shard *move_to;      /* client_move waits for its writes to end */
     int moved_fd;               /* moved (no handles yet): its socket */
-    bool h2_placed;             /* h2c: on the loop of its first stream's app */
+    bool h2_placed;             /* h2c: on the loop of its first stream's app; TLS: of its name's */
+    struct sbuf pre;            /* a handshake loop's: ciphertext it had not written yet (until it arrives) */
+    bool handed;                /* a handshake loop's, not arrived yet (kago__client_handed) */
+    bool h2_wait;               /* ALPN h2, not placed by its name: its first stream's head places it */
     struct client *prev, *next; /* srv->clients */
     enum client_state state;
     char *rbuf;
@@ -400,6 +403,9 @@ void kago__client_close_shard(struct shard *s); /* a request loop ends: every co
 void kago__client_arrive(struct shard *s, struct client *c);
 void kago__client_discard(struct client *c);     /* one that never arrived (serve ended) */
 void kago__client_take(struct shard *s, int fd); /* a connection a request loop accepted */
+/* A handshake loop's connection, its handshake done, for a request loop (kago__shard_give): pre is what it
+ * had not written yet (taken). */
+struct client *kago__client_handed(struct server *srv, int fd, struct tls_conn *tls, struct sbuf *pre);
 /* Once a second: a connection that read nothing since the last call and waits between requests gives its
  * buffers back (the pages of its 8 KiB read buffer and of nghttp2's frame buffer, OpenSSL's buffers). */
 void kago__client_trim_idle(struct server *srv);

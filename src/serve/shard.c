@@ -314,8 +314,8 @@ struct shard *kago__shard_next(struct server *srv)
 {
     if (srv->nshards < 2)
         return &srv->shards[0];
-    srv->shard_rr = srv->shard_rr % (srv->nshards - 1) + 1;
-    return &srv->shards[srv->shard_rr];
+    unsigned n = __atomic_fetch_add(&srv->shard_rr, 1, __ATOMIC_RELAXED); /* (handshake loops too) */
+    return &srv->shards[1 + n % (srv->nshards - 1)];
 }
 
 void kago__shards_run(struct server *srv)
@@ -338,6 +338,7 @@ void kago__shards_run(struct server *srv)
 
 void kago__shards_join(struct server *srv)
 {
+    kago__hs_join(srv); /* (first: a handshake loop gives its connections to the request loops) */
     for (unsigned i = 1; i < srv->nstarted; i++) {
         struct shard *s = &srv->shards[i];
         uv_mutex_lock(&srv->shard_mu);

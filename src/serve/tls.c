@@ -860,18 +860,23 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
     return cmd == BIO_CTRL_FLUSH ? 1 : 0;
 }
 
+static BIO_METHOD *bio_m;
+static pthread_once_t bio_once = PTHREAD_ONCE_INIT; /* (handshake loops make their first ones at once) */
+
+static void bio_method_init(void)
+{
+    bio_m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "kago serve");
+    if (!bio_m)
+        abort();
+    BIO_meth_set_write(bio_m, bio_write);
+    BIO_meth_set_read(bio_m, bio_read);
+    BIO_meth_set_ctrl(bio_m, bio_ctrl);
+}
+
 static BIO_METHOD *bio_method(void)
 {
-    static BIO_METHOD *m;
-    if (!m) {
-        m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "kago serve");
-        if (!m)
-            abort();
-        BIO_meth_set_write(m, bio_write);
-        BIO_meth_set_read(m, bio_read);
-        BIO_meth_set_ctrl(m, bio_ctrl);
-    }
-    return m;
+    pthread_once(&bio_once, bio_method_init);
+    return bio_m;
 }
 
 struct tls_conn *kago__tls_conn_new(struct tls_front *f, struct sbuf *out)

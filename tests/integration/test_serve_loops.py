@@ -108,3 +108,34 @@ def test_h2c_goes_to_the_loop_of_its_first_stream_and_another_loops_app_gets_421
             assert statuses(c.frames) == {1: b"200", 3: b"421"}, c.frames
         finally:
             c.close()
+
+
+def test_h2_over_tls_without_a_routed_name_goes_to_its_first_streams_loop():
+    """HTTPS by IP address (no SNI; the default certificate): no name says which loop, so the first stream's
+    head does, as for h2c. Every request of curl --http2 is answered, whichever loop took the handshake."""
+    import shutil
+    import subprocess
+    from serve_util import free_port
+    from test_serve_tls import PKI
+    if not shutil.which("openssl"):
+        pytest.skip("the openssl CLI is not installed (scripts/setup installs it)")
+    pki = PKI()
+    default = pki.leaf("default", ["default.test"])
+    tls = free_port()
+    s = None
+    try:
+        apps = "".join(app(n, [f"{n}.test"], CGI) for n in NAMES)
+        gen = serving(apps, extra_args=["--threads", "2", "--listen-tls", f"127.0.0.1:{tls}",
+                                        "--tls-default-cert", default[0], "--tls-default-key", default[1]])
+        s = next(gen)
+        a, b = two_loops(s)
+        for _ in range(4):  # (the handshake's connection lands on either loop)
+            for host in (a, b):
+                out = subprocess.run(
+                    ["curl", "-sS", "-k", "--http2", "-H", f"Host: {host}.test", "-o", "/dev/null",
+                     "-w", "%{http_version} %{http_code}", f"https://127.0.0.1:{tls}/cgi-bin/sleep?0"],
+                    capture_output=True, text=True, timeout=30)
+                assert out.stdout == "2 200", (host, out.stdout, out.stderr)
+        next(gen, None)  # (stops serve: exits 0, nothing left)
+    finally:
+        shutil.rmtree(pki.dir, ignore_errors=True)
