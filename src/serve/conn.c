@@ -24,12 +24,9 @@ static void arm_timer(struct client *c);
 static void finish_exchange(struct client *c, bool reusable);
 static void tls_pump(struct client *c);
 static void client_move(struct client *c, struct shard *to);
-static struct shard *shard_for_name(struct server *srv, const char *name);
+static bool move_if_written(struct client *c);
 static void h2_begin_tls(struct client *c);
 static struct shard *owner_of_name(struct server *srv, const char *name);
-
-/* An HTTP/2 connection's reads: nghttp2 takes all of each at once, so one buffer serves them all and an
- * idle HTTP/2 connection keeps none of its own. */
 
 /* The read buffer, taken when bytes are about to arrive: a connection idle between two requests gives it
  * back (idle_trim, from kago__client_trim_idle), as nginx frees its header buffer on a keep-alive
@@ -196,9 +193,7 @@ static void on_client_written(struct outq *q, int status)
     }
     if (c->up && !kago__outq_full(&c->out))
         kago__upconn_resume(c->up);
-    if (c->move_to && kago__outq_size(&c->out) == 0 && !c->out.writing)
-        client_move(c, c->move_to);
-    else if (c->srv->handover)
+    if (!move_if_written(c) && c->srv->handover)
         give_or_close_later(c);
 }
 
@@ -616,8 +611,8 @@ static void tls_pump(struct client *c)
         trim_between(c);
     }
     c->tls_pumping = false;
-    if (c->move_to && !c->closed && kago__outq_size(&c->out) == 0 && !c->out.writing)
-        client_move(c, c->move_to); /* (its last flight was written at once) */
+    if (!c->closed)
+        move_if_written(c); /* (its last flight may have been written at once) */
 }
 
 void kago__client_upstream_drained(struct client *c)
@@ -1158,6 +1153,20 @@ static void client_close(struct client *c)
 static void client_setup(struct server *srv, struct client *c, const struct sbuf *pre);
 static void on_closed_free_tcp(uv_handle_t *h);
 
+/* c->ip: the client's address, for the access log and X-Forwarded-For ("-" when it cannot be told). */
+static void peer_name(struct client *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    strcpy(c->ip, "-");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, c->ip, sizeof(c->ip));
+        else if (ss.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->ip, sizeof(c->ip));
+    }
+}
+
 static void client_link(struct client *c)
 {
     struct shard *s = c->shard;
@@ -1185,13 +1194,6 @@ static struct shard *owner_of_name(struct server *srv, const char *name)
 {
     struct app_rt *a = name ? kago__router_find(srv->router, name, strlen(name)) : NULL;
     return a && !a->removed ? a->shard : NULL;
-}
-
-/* A TLS connection's loop once its handshake is done: the owner of the app its name routes to. */
-static struct shard *shard_for_name(struct server *srv, const char *name)
-{
-    struct shard *s = owner_of_name(srv, name);
-    return s ? s : kago__shard_next(srv);
 }
 
 /* ALPN h2: the session begins now, or, when the connection's loop was not chosen by its TLS name (none, or
@@ -1231,8 +1233,9 @@ void kago__client_accept(struct server *srv, uv_stream_t *listener, bool tls)
 
 void kago__client_take_tls(struct server *srv, int fd, struct tls_conn *tls, const struct sbuf *out)
 {
-    struct shard *s = kago__tls_done(tls) ? shard_for_name(srv, kago__tls_name(tls)) : &srv->shards[0];
-    struct client *c = client_new(srv, s);
+    /* (the first loop's: with request loops, only a handshake held for a certificate on demand comes here,
+     * and tls_handshake_done moves it on once done) */
+    struct client *c = client_new(srv, &srv->shards[0]);
     int r = uv_tcp_open(&c->tcp, fd);
     if (r < 0 || srv->stopping) { /* (shutdown closes the connections between requests) */
         if (r < 0)
@@ -1263,15 +1266,7 @@ static void client_setup(struct server *srv, struct client *c, const struct sbuf
     uv_timer_init(c->shard->loop, &c->timer);
     c->timer.data = c;
     uv_tcp_nodelay(&c->tcp, 1);
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    strcpy(c->ip, "-");
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET)
-            uv_ip4_name((struct sockaddr_in *)&ss, c->ip, sizeof(c->ip));
-        else if (ss.ss_family == AF_INET6)
-            uv_ip6_name((struct sockaddr_in6 *)&ss, c->ip, sizeof(c->ip));
-    }
+    peer_name(c);
     c->cold_us = -1;
     c->cold_kind = NULL;
     struct tls_conn *tls = c->out.tls;
@@ -1474,6 +1469,15 @@ static void client_move(struct client *c, struct shard *to)
     kago__shard_give(to, m);
 }
 
+/* A move that waited for c's writes: made now if they are done (true). */
+static bool move_if_written(struct client *c)
+{
+    if (!c->move_to || kago__outq_size(&c->out) || c->out.writing)
+        return false;
+    client_move(c, c->move_to);
+    return true;
+}
+
 struct client *kago__client_handed(struct server *srv, int fd, struct tls_conn *tls, struct sbuf *pre)
 {
     struct client *c = xcalloc(1, sizeof(*c));
@@ -1533,6 +1537,7 @@ void kago__client_arrive(struct shard *s, struct client *c)
     }
     if (c->handed) { /* (counted, and HTTP/2 begun, as a handshake done here) */
         c->handed = false;
+        peer_name(c); /* (a moved one brought its own) */
         tls_handshake_done(c);
     } else {
         arm_timer(c);
