@@ -90,6 +90,8 @@ static void deactivate(struct dash *d, struct dash_app *da)
     d->nactive--;
     d->ndue -= da->due;
     da->app->dash = NULL;
+    d->ring_bytes -= da->ring.cap * sizeof(*da->ring.s);
+    kago__dash_ring_free(&da->ring);
     free(da);
 }
 
@@ -164,7 +166,9 @@ static unsigned finish_step(struct dash *d, struct dash_app *da)
     st->cpu_pct =
         da->cpu_prev_us && cpu >= da->cpu_prev_us ? (cpu - da->cpu_prev_us) / (DASH_STEP_S * 1e4) : 0;
     da->cpu_prev_us = cpu;
+    unsigned cap = da->ring.cap;
     kago__dash_ring_push(&da->ring, st);
+    d->ring_bytes += (da->ring.cap - cap) * sizeof(*da->ring.s);
     da->due = false;
     d->ndue--;
     return n;
@@ -390,7 +394,8 @@ static void j_server(struct server *srv, struct sbuf *b)
             "\"bytes_per_active_app\":%zu,\"reloads\":%u,\"reload_error\":",
             (unsigned long long)(now - srv->started_ms) / 1000, napps, d->nactive, srv->nclients, d->sec.held,
             srv->startq_len, srv->starting, (unsigned long long)d->sec.rss_kib << 10,
-            (unsigned long long)srv->total_instances, sizeof(struct dash_app), d->reloads);
+            (unsigned long long)srv->total_instances,
+            sizeof(struct dash_app) + (d->nactive ? d->ring_bytes / d->nactive : 0), d->reloads);
     if (d->reload_error)
         jstr(b, d->reload_error);
     else

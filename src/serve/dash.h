@@ -57,12 +57,14 @@ double kago__dash_lat_bound(unsigned b);
 /* The q-quantile (0 < q < 1) of h in ms: the upper bound of the bucket that holds it; 0 when h is empty. */
 double kago__dash_lat_quantile(const struct dash_lat *h, double q);
 
-/* A ring of samples, oldest first from (head - n). */
+/* A ring of samples, oldest first from (head - n). Its slots grow with the samples (8, 16, ... up to
+ * DASH_SLOTS): an app active for a minute holds 12 of them, not 15 minutes' worth. */
 struct dash_ring {
-    struct dash_sample s[DASH_SLOTS];
-    unsigned head, n;
+    struct dash_sample *s; /* cap slots */
+    unsigned cap, head, n;
 };
 void kago__dash_ring_push(struct dash_ring *r, const struct dash_sample *s);
+void kago__dash_ring_free(struct dash_ring *r);
 /* The k-th sample from the oldest (k < r->n). */
 const struct dash_sample *kago__dash_ring_at(const struct dash_ring *r, unsigned k);
 
@@ -188,6 +190,7 @@ struct dash {
     unsigned ndue;
     struct dash_app *active;
     unsigned nactive;
+    size_t ring_bytes; /* the active apps' rings' slots */
     struct dash_srv_ring ring;
     struct dash_srv_sample sec, step;
     uint32_t req_now, err_now;

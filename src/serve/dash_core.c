@@ -1,11 +1,13 @@
 /* kago serve — the dashboard's pure part: latency quantiles, sample rings, sessions, request parsing. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
 
 #include "dash.h"
+#include "../lib/util.h"
 
 unsigned kago__dash_lat_bucket(double ms)
 {
@@ -40,15 +42,26 @@ double kago__dash_lat_quantile(const struct dash_lat *h, double q)
 
 void kago__dash_ring_push(struct dash_ring *r, const struct dash_sample *s)
 {
+    if (r->n == r->cap && r->cap < DASH_SLOTS) { /* full, never overwritten: s[0] is the oldest */
+        r->cap = r->cap ? (r->cap * 2 < DASH_SLOTS ? r->cap * 2 : DASH_SLOTS) : 8;
+        r->s = xrealloc(r->s, r->cap * sizeof(*r->s));
+        r->head = r->n;
+    }
     r->s[r->head] = *s;
-    r->head = (r->head + 1) % DASH_SLOTS;
-    if (r->n < DASH_SLOTS)
+    r->head = (r->head + 1) % r->cap;
+    if (r->n < r->cap)
         r->n++;
 }
 
 const struct dash_sample *kago__dash_ring_at(const struct dash_ring *r, unsigned k)
 {
-    return &r->s[(r->head + DASH_SLOTS - r->n + k) % DASH_SLOTS];
+    return &r->s[(r->head + r->cap - r->n + k) % r->cap];
+}
+
+void kago__dash_ring_free(struct dash_ring *r)
+{
+    free(r->s);
+    *r = (struct dash_ring){0};
 }
 
 void kago__dash_srv_ring_push(struct dash_srv_ring *r, const struct dash_srv_sample *s)

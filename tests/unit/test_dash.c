@@ -31,17 +31,26 @@ static void test_latency(void)
 
 static void test_ring(void)
 {
-    static struct dash_ring r;
+    struct dash_ring r = {0};
+    bool order = true;
     for (uint32_t t = 1; t <= DASH_SLOTS + 7; t++) {
         struct dash_sample s = {.t = t, .requests = t * 2};
         kago__dash_ring_push(&r, &s);
+        if (t == 12)
+            ok(r.n == 12 && r.cap == 16, "12 samples take 16 slots (%u)", r.cap);
+        for (unsigned k = 0; k < r.n; k++) /* oldest first at every size, across each growth */
+            order &= kago__dash_ring_at(&r, k)->t == t - r.n + 1 + k;
     }
-    ok(r.n == DASH_SLOTS, "full at %u samples", DASH_SLOTS);
-    ok(kago__dash_ring_at(&r, 0)->t == 8 && kago__dash_ring_at(&r, DASH_SLOTS - 1)->t == DASH_SLOTS + 7,
-       "oldest first, the 7 oldest overwritten");
-    ok(sizeof(struct dash_ring) <= 8 * 1024, "a ring of 15 minutes is %zu bytes", sizeof(struct dash_ring));
+    ok(order, "oldest first while the ring grows and once it wraps");
+    ok(r.n == DASH_SLOTS && r.cap == DASH_SLOTS, "full at %u samples", DASH_SLOTS);
+    ok(kago__dash_ring_at(&r, 0)->t == 8 && kago__dash_ring_at(&r, DASH_SLOTS - 1)->t == DASH_SLOTS + 7 &&
+           kago__dash_ring_at(&r, DASH_SLOTS - 1)->requests == (DASH_SLOTS + 7) * 2,
+       "the 7 oldest overwritten");
+    ok(r.cap * sizeof(*r.s) <= 8 * 1024, "a ring of 15 minutes is %zu bytes", r.cap * sizeof(*r.s));
+    kago__dash_ring_free(&r);
+    ok(!r.s && !r.n, "freed");
     /* docs/serve.md states the bytes per active app: say it again there when this changes */
-    ok(sizeof(struct dash_app) == 7008, "an active app's samples: %zu bytes (docs/serve.md: 7,008)",
+    ok(sizeof(struct dash_app) == 544, "an active app's own state: %zu bytes (docs/serve.md: 544)",
        sizeof(struct dash_app));
 }
 
