@@ -153,7 +153,7 @@ static bool opt_value(int argc, char **argv, int *i, const char *name, const cha
 int main(int argc, char **argv)
 {
     /* kago serve's spawner (spawner.h): not a verb, exec'd by serve */
-    if (argc == 3 && !strcmp(argv[1], "__spawner"))
+    if ((argc == 3 || argc == 4) && !strcmp(argv[1], "__spawner"))
         return kago__spawner_main(argc, argv);
     struct cli g = {.root = KAGO_DEFAULT_ROOT, .prog = "kago", .argv = argv};
     /* a reader that went away (kago ... | head) must not kill kago halfway through a cleanup */

@@ -2,14 +2,17 @@
  * SOCK_SEQPACKET message: a fixed header, the descriptors the child needs (SCM_RIGHTS, in slot order), then
  * the spec as JSON; the answer is the pid (or the error) with the pidfd. */
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
 #include <string.h>
 #include <linux/mount.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -253,6 +256,30 @@ static bool take_fds(struct msghdr *mh, ssize_t n, const char *buf, struct req *
     return false;
 }
 
+/* The sysfs that loopback-only containers share (sys_template_make): the mount namespace where it sits at
+ * sys_at, and the spawner's own to come back to (or -1). */
+static int sys_ns = -1, host_ns = -1, home_dir = -1, sys_net = -1;
+static const char *sys_at;
+
+/* A clone of the shared sysfs, detached, for a child to attach at its /sys (as a warm sandbox's own), or -1
+ * (the child mounts one). open_tree clones only a mount of the caller's namespace, hence the two setns. */
+static int sys_clone(void)
+{
+    if (sys_ns < 0 || setns(sys_ns, CLONE_NEWNS) < 0)
+        return -1;
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, sys_at, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (setns(host_ns, CLONE_NEWNS) < 0 || fchdir(home_dir) < 0)
+        _exit(1); /* (cannot happen; serve would start another spawner) */
+    return fd;
+}
+
+/* Whether a child cloned with flags for spec shows the shared sysfs: a network namespace of its own, which
+ * kago makes holding only loopback (its sysfs would show what the shared one does). */
+static bool sys_shares(uint64_t flags, const struct kago_spec *spec, const int *join_fds)
+{
+    return (flags & CLONE_NEWNET) && (flags & CLONE_NEWNS) && !spec->no_sysfs && join_fds[KAGO_NS_NET] < 0;
+}
+
 /* The request's spec, and the child that runs it with the descriptors that came. */
 static int parse_child(const char *buf, size_t n, int *fds, struct kago__bpf *bpf, struct kago_spec *spec,
                        struct kago__cgroup *cg, char **scratch, int *stdio, struct kago__child *ch,
@@ -304,8 +331,12 @@ static void spawn_one(int sock, const char *buf, size_t n, int *fds, struct kago
         _exit(1); /* (tests: a spawner that dies before it answers) */
     if (parse_child(buf, n, fds, bpf, &spec, &cg, &scratch, stdio, &ch, &err) == 0) {
         kago__trace("spawner: parsed");
+        if (sys_shares(h.flags, &spec, ch.join_fds))
+            ch.warm_sys = sys_clone();
         pid = kago__clone_child(&ch, &cg, h.flags | CLONE_PARENT, &fds[SLOT_CG], &pidfd, &err);
         kago__trace("spawner: cloned");
+        if (ch.warm_sys >= 0)
+            close(ch.warm_sys);
     }
     /* a start that does not wait for the answer gets it on a socket of its own */
     answer(fds[SLOT_REPLY] >= 0 ? fds[SLOT_REPLY] : sock, pid, pidfd, fds[SLOT_CG] >= 0, err);
@@ -332,6 +363,10 @@ static int detached_mount(const char *type, unsigned attrs)
     int fs = (int)syscall(SYS_fsopen, type, FSOPEN_CLOEXEC), mnt = -1;
     if (fs < 0)
         return -1;
+    /* (as mount(2) would have it: its name as the source, a read-only mount of a read-only superblock) */
+    syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", type, 0);
+    if (attrs & MOUNT_ATTR_RDONLY)
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "ro", NULL, 0);
     if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
         mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs);
     close(fs);
@@ -399,9 +434,13 @@ static void rehearse(void)
 /* In the sandbox, cloned with flags: its setup, then it waits for a start (or EOF: it ends). */
 static _Noreturn void sandbox_main(int ctl, uint64_t flags, char *buf, struct kago__bpf *bpf)
 {
-    /* nothing of the spawner's: serve's socket (its EOF tells the spawner serve is gone), other sandboxes' */
-    syscall(SYS_close_range, 3, ctl - 1, 0);
-    syscall(SYS_close_range, ctl + 1, ~0U, 0);
+    /* nothing of the spawner's: serve's socket (its EOF tells the spawner serve is gone), other sandboxes'
+     * (but the clone of the shared sysfs it got, warm_sys) */
+    int lo = warm_sys >= 0 && warm_sys < ctl ? warm_sys : ctl, hi = warm_sys > ctl ? warm_sys : ctl;
+    syscall(SYS_close_range, 3, lo - 1, 0);
+    if (hi > lo + 1)
+        syscall(SYS_close_range, lo + 1, hi - 1, 0);
+    syscall(SYS_close_range, hi + 1, ~0U, 0);
     prctl(PR_SET_NAME, "kago-warm", 0, 0, 0);
     /* (getppid() is 0 in a new pid namespace: a serve gone before this line leaves the spawner gone too,
      * and its end of ctl closed) */
@@ -417,7 +456,7 @@ static _Noreturn void sandbox_main(int ctl, uint64_t flags, char *buf, struct ka
      * sysfs mount tests every sysfs superblock of the machine, docs/serve.md) */
     if ((flags & CLONE_NEWPID) && (flags & CLONE_NEWNS))
         warm_proc = detached_mount("proc", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
-    if ((flags & CLONE_NEWNET) && (flags & CLONE_NEWNS))
+    if ((flags & CLONE_NEWNET) && (flags & CLONE_NEWNS) && warm_sys < 0)
         warm_sys = detached_mount("sysfs", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC |
                                                MOUNT_ATTR_RDONLY);
     rehearse();
@@ -612,8 +651,13 @@ static void warm_make(int sock, const struct req *h, char *buf, size_t n, struct
         int big = MAX_MSG;
         setsockopt(sv[0], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
         setsockopt(sv[1], SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+        if ((h->flags & CLONE_NEWNET) && (h->flags & CLONE_NEWNS))
+            warm_sys = sys_clone(); /* (the sandbox's, inherited: warm_sys is -1 again here) */
         pid = warm_clone(h->flags, path, &pidfd, sv[1], buf, bpf, &err);
         close(sv[1]);
+        if (warm_sys >= 0)
+            close(warm_sys);
+        warm_sys = -1;
     }
     int fds[2] = {pidfd, sv[0]};
     answer_op(sock, pid, fds, pid > 0 ? 2 : 0, false, err, OP_WARM, h->warm);
@@ -632,6 +676,92 @@ static void on_term(int sig)
     terminated = 1;
 }
 
+/* In the mount namespace made for the shared sysfs (a private copy of the host's): a tmpfs at dir becomes its
+ * root, the sysfs m at its /sys, and the copies of the host's mounts go (kept, they would keep busy a
+ * filesystem the host unmounts later). */
+static int sys_ns_root(const char *dir, int m)
+{
+    char sub[PATH_MAX];
+    snprintf(sub, sizeof sub, "%s/sys", dir);
+    if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16k,mode=755") < 0 ||
+        mkdir(sub, 0755) < 0 || syscall(SYS_move_mount, m, "", AT_FDCWD, sub, MOVE_MOUNT_F_EMPTY_PATH) < 0 ||
+        chdir(dir) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
+        chdir("/") < 0)
+        return -1;
+    sys_at = "/sys";
+    return 0;
+}
+
+/* The sysfs that every container of a new network namespace holding only loopback (kago serve's) shows is
+ * the same but for lo's counters: one sysfs, of a namespace made here with only loopback up, serves them all,
+ * each a clone of its mount (sys_clone). A sysfs of its own made the kernel test every sysfs superblock on
+ * the machine, one per running container, under the global sb_lock (kernfs_test_super): at thousands of
+ * instances, the largest part of a start's kernel work. The mount sits in a mount namespace made for it
+ * alone, whose root is a tmpfs mounted at dir when it was made (the spawner stays in its own, which its
+ * children copy). Nothing is shared, and each container mounts its own, when any step fails. */
+static void sys_template_make(const char *dir)
+{
+    int sv[2];
+    /* (dir is the caller's to make, and to remove) */
+    if (!dir || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return;
+    /* the network namespace is made in a child: this process keeps its own */
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        int m = unshare(CLONE_NEWNET) == 0 && kago__loopback_up(NULL) == 0
+                    ? detached_mount("sysfs", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC |
+                                                  MOUNT_ATTR_RDONLY)
+                    : -1;
+        /* the namespace too: a sysfs holds it only passively, and with no one in it its lo would go */
+        int net = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        _exit(m < 0 || net < 0 || kago__send_fd(sv[1], 'S', m) != 1 || kago__send_fd(sv[1], 'N', net) != 1);
+    }
+    close(sv[1]);
+    int got[2] = {-1, -1}; /* the mount, and its namespace (kept: it lives as long as the spawner) */
+    for (int i = 0; pid > 0 && i < 2; i++) {
+        char kind = 0;
+        union kago__fd_ctl ctl;
+        struct iovec iov = {.iov_base = &kind, .iov_len = 1};
+        struct msghdr mh = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+        if (recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC) == 1 && kind == "SN"[i])
+            got[i] = kago__msg_fd(&mh);
+    }
+    while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    int m = got[0];
+    sys_net = got[1];
+    if (sys_net < 0 && m >= 0) {
+        close(m);
+        m = -1;
+    }
+    close(sv[0]);
+    host_ns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    home_dir = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (m < 0 || host_ns < 0 || home_dir < 0 || unshare(CLONE_NEWNS) < 0)
+        goto out;
+    sys_ns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    /* private first: until then the copy's mounts are peers of the host's, and a mount would reach them */
+    if (sys_ns >= 0 && (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 || sys_ns_root(dir, m) < 0)) {
+        close(sys_ns);
+        sys_ns = -1;
+    }
+    if (setns(host_ns, CLONE_NEWNS) < 0 || fchdir(home_dir) < 0)
+        _exit(1);
+out:
+    if (m >= 0)
+        close(m);
+    if (sys_ns < 0) {
+        int *fds[] = {&host_ns, &home_dir, &sys_net};
+        for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+            if (*fds[i] >= 0) {
+                close(*fds[i]);
+                *fds[i] = -1;
+            }
+    }
+}
+
 int kago__spawner_main(int argc, char **argv)
 {
     pid_t ppid = argc > 2 ? (pid_t)atoi(argv[2]) : 0;
@@ -643,7 +773,8 @@ int kago__spawner_main(int argc, char **argv)
         getppid() != ppid || fcntl(SOCK_FD, F_SETFD, FD_CLOEXEC) < 0)
         return 1;
     syscall(SYS_close_range, SOCK_FD + 1, ~0U, 0); /* anything serve left open without close-on-exec */
-    static struct kago__bpf bpf;                   /* the child's copy receives the filter with "G" */
+    sys_template_make(argc > 3 ? argv[3] : NULL);
+    static struct kago__bpf bpf; /* the child's copy receives the filter with "G" */
     char *buf = xmalloc(MAX_MSG);
     for (;;) {
         union fds_ctl ctl;
@@ -687,6 +818,7 @@ static struct {
     pid_t owner; /* the process that started it: a fork of it (a detached container's shim) clones itself */
     void (*log)(void *arg, const char *msg);
     void *arg;
+    char *sys_dir;          /* (kago__spawner_start's) */
     bool on, ran;           /* it runs; it ran once */
     const char *required;   /* kago__spawner_require's why: no direct path once one ran */
     kago__warm_cb *warm_cb; /* told each warm sandbox made (or not) */
@@ -747,7 +879,7 @@ static int spawn_spawner(struct kago_error **err)
     posix_spawn_file_actions_adddup2(&fa, sv[1], SOCK_FD);
     char ppid[16];
     snprintf(ppid, sizeof ppid, "%d", (int)getpid());
-    char *argv[] = {"kago", "__spawner", ppid, NULL};
+    char *argv[] = {"kago", "__spawner", ppid, (char *)sp.sys_dir, NULL};
     pid_t pid;
     int r = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -761,10 +893,13 @@ static int spawn_spawner(struct kago_error **err)
     return 0;
 }
 
-int kago__spawner_start(void (*log)(void *arg, const char *msg), void *arg, struct kago_error **err)
+int kago__spawner_start(void (*log)(void *arg, const char *msg), void *arg, const char *sys_dir,
+                        struct kago_error **err)
 {
     sp.log = log;
     sp.arg = arg;
+    free(sp.sys_dir);
+    sp.sys_dir = sys_dir ? xstrdup(sys_dir) : NULL;
     sp.owner = getpid();
     if (spawn_spawner(err) < 0)
         return -1;
@@ -800,6 +935,8 @@ void kago__spawner_stop(void)
     free(sp.sbs);
     sp.sbs = NULL;
     sp.capsbs = 0;
+    free(sp.sys_dir);
+    sp.sys_dir = NULL;
 }
 
 void kago__spawner_require(const char *why)

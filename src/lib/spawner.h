@@ -19,8 +19,10 @@ struct kago__cgroup;
 
 /* Starts the spawner for this process (kago serve): later creates that do not wait for their child (the
  * event loop's kago_container_create_begin) clone through it. log (may be NULL) is told when the spawner
- * died and was restarted, or could not be and the direct path is taken. Returns 0 or < 0 with *err set. */
-int kago__spawner_start(void (*log)(void *arg, const char *msg), void *arg,
+ * died and was restarted, or could not be and the direct path is taken. sys_dir (may be NULL): an empty
+ * directory of the caller's (made and removed by it) where the spawner, in a mount namespace made for it,
+ * keeps the sysfs its loopback-only containers share (spawner.c). Returns 0 or < 0 with *err set. */
+int kago__spawner_start(void (*log)(void *arg, const char *msg), void *arg, const char *sys_dir,
                         struct kago_error **err) KAGO_INTERNAL;
 /* Ends the spawner (EOF on its socket) and reaps it. */
 void kago__spawner_stop(void) KAGO_INTERNAL;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1176,7 +1177,12 @@ static void start_spawner(struct server *srv)
     struct kago_error *err = NULL;
     if (env && !strcmp(env, "off"))
         return;
-    if (kago__spawner_start(spawner_log, srv, &err) < 0) {
+    /* (the spawner keeps the sysfs its containers share there; without the directory, each mounts its own) */
+    cleanup_free char *records = xasprintf("%s/.serve", srv->opts.root);
+    cleanup_free char *sys_dir = xasprintf("%s/.sys", records);
+    if (kago__mkdir_p(records, 0700, NULL) < 0 || (mkdir(sys_dir, 0700) < 0 && errno != EEXIST))
+        sys_dir[0] = '\0';
+    if (kago__spawner_start(spawner_log, srv, *sys_dir ? sys_dir : NULL, &err) < 0) {
         kago__slog(srv, SLOG_WARN, NULL, NULL, "%s: containers are cloned by serve itself", err->msg);
         kago_error_free(err);
     }
@@ -1399,6 +1405,8 @@ out:
                                  (int)srv->handover_pid);
         } else {
             unlink(lock);
+            cleanup_free char *sys_dir = xasprintf("%s/.sys", records); /* (the spawner's: spawner.c) */
+            rmdir(sys_dir);
             rmdir(records); /* once every instance is removed, so is every record (else they stay) */
         }
         close(srv->root_lock);

@@ -3,6 +3,7 @@ that a start does not copy a serve grown large. The instances are still serve's 
 stays small; killed, it is replaced and the next start works; it ends with serve. Needs root, the busybox
 rootfs and build/kago."""
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -83,9 +84,14 @@ def test_instances_are_serves_children_and_the_spawner_stays_small():
     srv = Server(apps(6))
     try:
         [sp] = spawners(srv)
-        # only its socket to serve beside stdio: a clone from it copies no descriptor table worth the name
-        assert sorted(os.listdir(f"/proc/{sp}/fd")) == ["0", "1", "2", "3"]
-        assert request(srv.port, "sp0.test")[0] == 200
+        assert request(srv.port, "sp0.test")[0] == 200  # (the spawner has made the shared sysfs by now)
+        # only its socket to serve beside stdio, and what the shared sysfs needs (its mount namespace and network
+        # namespace, the spawner's own mount namespace and directory to come back to): a clone from it copies
+        # no descriptor table worth the name
+        fds = {int(f): os.readlink(f"/proc/{sp}/fd/{f}") for f in os.listdir(f"/proc/{sp}/fd")}
+        assert sorted(fds)[:4] == [0, 1, 2, 3] and fds[3].startswith("socket:"), fds
+        extra = sorted(re.sub(r"\[\d+\]", "", fds[f]) for f in sorted(fds)[4:])
+        assert extra == sorted(["mnt:", "mnt:", "net:", os.readlink(f"/proc/{sp}/cwd")]), fds
         rss0 = int(status(sp)["VmRSS"].split()[0])  # (after a first start: its buffers touched once)
         for i in range(1, 6):
             assert request(srv.port, f"sp{i}.test")[0] == 200
@@ -108,6 +114,7 @@ def test_a_killed_spawner_is_replaced_and_the_next_start_works():
     srv = Server(apps(2))
     try:
         [sp] = spawners(srv)
+        assert request(srv.port, "sp0.test")[0] == 200  # (the spawner has made the shared sysfs by now)
         assert request(srv.port, "sp0.test")[0] == 200
         os.kill(sp, signal.SIGKILL)
         assert gone(sp)
