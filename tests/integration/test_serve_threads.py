@@ -126,6 +126,10 @@ def test_many_connections_spread_over_the_loops(srv, pki):
             capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split("\n")[:3] == ["2 200"] * 3, out.stdout
+    # each connection brought its client's address, whichever loop made its handshake (HTTP/1.1 and HTTP/2)
+    assert wait_for(lambda: sum('"GET /cgi-bin/sleep?0"' in l for l in open(srv.log)) >= 8 * 15 * 3 + 6 * 3, 10)
+    lines = [l for l in open(srv.log).read().splitlines() if "/cgi-bin/sleep" in l]
+    assert all(l.split()[1] == "127.0.0.1" for l in lines), [l for l in lines if l.split()[1] != "127.0.0.1"][:3]
 
 
 def test_stalled_handshakes_time_out_on_every_loop(srv, pki):
