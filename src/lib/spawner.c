@@ -529,10 +529,12 @@ static void made_prune(void)
 }
 
 /* At the spawner's end: each sandbox that may never have got a start is awaited (one that did not ends with
- * serve, or serve killed it), up to a second in all, and the cgroup of each that ended is removed. */
+ * serve, or serve killed it), up to 5 s in all, and the cgroup of each that ended is removed. (A serve that
+ * stops closes their sockets first, and they end at once; after a SIGKILL of serve on a loaded machine,
+ * sandboxes were seen to take over the 1 s this was, and their cgroups stayed.) */
 static void made_end(void)
 {
-    uint64_t until = kago__now_us() + 1000000;
+    uint64_t until = kago__now_us() + 5000000;
     while (nmade) {
         for (size_t i = nmade; i-- > 0;) {
             if (made_exited(&made[i]))
