@@ -55,6 +55,8 @@ struct kago__child {
 };
 
 _Noreturn void kago__child_main(struct kago__child *ch) KAGO_INTERNAL;
+/* Closes every descriptor from `from` up but a and b (each >= from; a may equal b). */
+void kago__close_all_but(int from, int a, int b) KAGO_INTERNAL;
 int kago__child_go(struct kago__child *ch, struct kago_error **err) KAGO_INTERNAL;
 int kago__loopback_up(struct kago_error **err) KAGO_INTERNAL;
 int kago__set_rlimits(const struct kago_spec *spec, struct kago_error **err) KAGO_INTERNAL;

@@ -954,7 +954,7 @@ int kago__make_tty(int report_fd, struct kago_error **err)
 }
 
 /* Closes every descriptor from `from` up but a and b (each >= from; a may equal b). */
-static void close_all_but(int from, int a, int b)
+void kago__close_all_but(int from, int a, int b)
 {
     int lo = a < b ? a : b, hi = a < b ? b : a;
     syscall(SYS_close_range, from, lo - 1, 0); /* (nothing when lo is from) */
@@ -966,7 +966,8 @@ static void close_all_but(int from, int a, int b)
  * (a pipe whose reader waits for EOF); only the fifo, the listening socket and the preserved fds stay. */
 static void wait_for_start(struct kago__child *ch, int listen_fd)
 {
-    close_all_but(3 + (int)ch->spec->preserve_fds, ch->fifo_fd, listen_fd >= 3 ? listen_fd : ch->fifo_fd);
+    kago__close_all_but(3 + (int)ch->spec->preserve_fds, ch->fifo_fd,
+                        listen_fd >= 3 ? listen_fd : ch->fifo_fd);
     ch->sync_fd = -1; /* closed: "R" was its last word */
     char path[64], c = 'S';
     snprintf(path, sizeof path, "/proc/self/fd/%d", ch->fifo_fd);

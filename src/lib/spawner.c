@@ -436,11 +436,7 @@ static _Noreturn void sandbox_main(int ctl, uint64_t flags, char *buf, struct ka
 {
     /* nothing of the spawner's: serve's socket (its EOF tells the spawner serve is gone), other sandboxes'
      * (but the clone of the shared sysfs it got, warm_sys) */
-    int lo = warm_sys >= 0 && warm_sys < ctl ? warm_sys : ctl, hi = warm_sys > ctl ? warm_sys : ctl;
-    syscall(SYS_close_range, 3, lo - 1, 0);
-    if (hi > lo + 1)
-        syscall(SYS_close_range, lo + 1, hi - 1, 0);
-    syscall(SYS_close_range, hi + 1, ~0U, 0);
+    kago__close_all_but(3, ctl, warm_sys >= 0 ? warm_sys : ctl);
     prctl(PR_SET_NAME, "kago-warm", 0, 0, 0);
     /* (getppid() is 0 in a new pid namespace: a serve gone before this line leaves the spawner gone too,
      * and its end of ctl closed) */
