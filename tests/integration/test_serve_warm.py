@@ -184,7 +184,8 @@ def test_spawner_killed_sandboxes_stay_and_starts_go_on():
         assert "restarted as pid" in s.stderr()
     finally:
         assert s.stop() == 0, s.stderr()
-    assert all(gone(p) for p in old), [(p, comm(p)) for p in old]
+    # (the unused ones end when they see serve's socket close: just after serve is reaped)
+    assert wait_for(lambda: all(gone(p) for p in old), 10), [(p, comm(p)) for p in old]
     assert s.leftovers() == []
 
 
