@@ -44,6 +44,7 @@ struct kago_spawn_opts {
                         Not with detach. */
     unsigned warm;   /* kago serve: a warm sandbox of its spawner to start in (0: none; see docs/serve.md) */
     bool async;      /* kago_container_create_begin returns before the spawner has answered (see there) */
+    bool offload;    /* as async, and the parent's work too is left for kago_create_work (see there) */
 };
 
 /* Builds the container described by spec under state dir root: cgroup, namespaces, mounts,
@@ -69,6 +70,13 @@ KAGO_EXPORT int kago_create_fd(const struct kago_create *cr);
  * above), or fails (-1: nothing is left, cr is consumed). abort and kago_create_pid work meanwhile too. */
 KAGO_EXPORT bool kago_create_cloning(const struct kago_create *cr);
 KAGO_EXPORT int kago_create_step(struct kago_create *cr, struct kago_error **err);
+/* With opts->offload, begin returns as soon as the clone is asked for, and kago_create_cloning() is true
+ * until kago_create_step: it leaves the parent's work of a start (the cgroup and its limits, the seccomp
+ * filter, the user namespace's maps, the state file), mostly kernel time that grows with the number of
+ * containers on the machine, to kago_create_work(). That may run on any thread, as long as no other call
+ * on cr (abort and kago_create_pid included) runs meanwhile; it waits for the spawner's answer itself (up
+ * to 10 s). kago_create_step() then takes its result on the caller's thread, as above. */
+KAGO_EXPORT void kago_create_work(struct kago_create *cr);
 /* The child setting itself up (-1 when complete already): a SIGKILL to it ends the create, and finish
  * then reports the failure. */
 KAGO_EXPORT pid_t kago_create_pid(const struct kago_create *cr);

@@ -88,13 +88,35 @@ static int v2_create(struct kago__cgroup *cg, const struct kago_limits *lim, str
     return kago__cg_mkdir(cg, cg->mountpoint, prepare_parent, &fresh_parent, err);
 }
 
+/* A child that enters its cgroup itself (not cloned into it) does so after pivot_root: through the mount
+ * held open before. */
+static int v2_hold(struct kago__cgroup *cg, struct kago_error **err)
+{
+    if ((cg->held[0] = open(cg->mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return kago_error_set(err, errno, "cgroup %s: open %s", cg->path, cg->mountpoint);
+    cg->nheld = 1;
+    return 0;
+}
+
 static int v2_enter(struct kago__cgroup *cg, pid_t pid, struct kago_error **err)
 {
     char dir[PATH_MAX], v[24];
     snprintf(v, sizeof v, "%d", (int)pid);
-    if (kago__cg_dir(dir, sizeof dir, cg->mountpoint, cg->path, err) < 0)
+    bool held = pid == 0 && cg->nheld;
+    if (kago__cg_dir(dir, sizeof dir, held ? "." : cg->mountpoint, cg->path, err) < 0)
         return -1;
-    return kago__cg_write(cg, dir, "cgroup.procs", v, err);
+    if (!held)
+        return kago__cg_write(cg, dir, "cgroup.procs", v, err);
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+    int fd = openat(cg->held[0], path, O_WRONLY | O_CLOEXEC);
+    int ret = fd < 0 || write(fd, v, strlen(v)) < 0
+                  ? kago_error_set(err, errno, "cgroup %s: write %s \"%s\"", cg->path, "cgroup.procs", v)
+                  : 0;
+    if (fd >= 0)
+        close(fd);
+    kago__cg_unhold(cg);
+    return ret;
 }
 
 /* A controller file missing means the controller is not enabled for kago's cgroups: a "kago" parent
@@ -468,6 +490,7 @@ const struct kago__cgroup_ops kago__cgroup_v2 = {
     .name = "v2",
     .create = v2_create,
     .enter = v2_enter,
+    .hold = v2_hold,
     .apply = v2_apply,
     .devices = v2_devices,
     .freeze = v2_freeze,

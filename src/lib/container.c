@@ -153,6 +153,8 @@ struct launch {
     cpu_set_t cpus; /* its CPUs before */
     int sync;       /* the parent's end of the sync socket */
     int reply_fd;   /* the spawner's answer to come (a caller that does not wait for it), or -1 */
+    bool offload;   /* the parent's half is left to kago_create_work (opts->offload) */
+    bool later;     /* launch left the rest to kago_create_step (or kago_create_work) */
     struct before_pid b;
 };
 
@@ -293,8 +295,9 @@ static pid_t clone_child(struct launch *l, const struct kago_spec *spec, struct 
                          struct kago_error **err)
 {
     uint64_t flags = clone_flags(spec, l->ch.net_later);
-    pid_t pid = kago__spawner_clone(&l->ch, l->cg, flags, &l->cgroup_fd, &l->pidfd, before_pid, b,
-                                    l->reply_fd == -2 ? &l->reply_fd : NULL, err);
+    pid_t pid =
+        kago__spawner_clone(&l->ch, l->cg, flags, &l->cgroup_fd, &l->pidfd, l->offload ? NULL : before_pid, b,
+                            l->reply_fd == -2 ? &l->reply_fd : NULL, err);
     if (l->reply_fd == -2)
         l->reply_fd = -1; /* (answered already, or not through the spawner) */
     if (pid != -2)
@@ -361,8 +364,9 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return kago_error_set(err, errno, "socketpair");
     l->sync = sv[0];
-    /* (a warm sandbox was cloned into a cgroup of its own, the spec's cgroup_path: see spawner.h) */
-    bool clone_into = strcmp(c->cg.ops->name, "v1") != 0 && !l->ch.warm_id;
+    /* (a warm sandbox was cloned into a cgroup of its own, the spec's cgroup_path: see spawner.h; with
+     * offload the cgroup is made by kago_create_work, and the child enters it as on v1) */
+    bool clone_into = strcmp(c->cg.ops->name, "v1") != 0 && !l->ch.warm_id && !l->offload;
     if (clone_into) {
         *cg_made = true; /* from here on a failure removes whatever part of the cgroup was made */
         if (setup_cgroup(c, spec, err) < 0) {
@@ -386,7 +390,9 @@ static int launch(struct kago_container *c, const struct kago_spec *spec, struct
         .c = c, .spec = spec, .bpf = l->ch.bpf, .cg_made = cg_made, .clone_into = clone_into};
     l->pid = clone_child(l, spec, &l->b, err);
     close_fd(&sv[1]);
-    if (l->reply_fd >= 0) /* the spawner answers later (launch_rest) */
+    /* the spawner answers later, or (offload) the rest is another thread's: launch_rest then */
+    l->later = l->reply_fd >= 0 || (l->offload && l->pid > 0);
+    if (l->later)
         return 0;
     return launch_rest(c, spec, l, err);
 }
@@ -460,6 +466,10 @@ struct kago_create {
     pid_t pid;
     bool cg_made, wait_start, detach, pin;
     int done; /* detached: the shim made it (or failed, -1) before begin returned */
+    /* kago_create_work ran: its result, for kago_create_step */
+    bool worked;
+    int work_ret;
+    struct kago_error *work_err;
     struct kago__bpf *bpf;
     /* begin's end, while the spawner's answer is awaited (opts->async): kago_create_step */
     struct launch *pending;
@@ -500,6 +510,8 @@ static void create_release(struct kago_create *cr, bool failed)
     free(cr->bpf);
     cr->bpf = NULL;
     cr->pid = -1;
+    kago_error_free(cr->work_err);
+    cr->work_err = NULL;
 }
 
 /* begin's last step, once the child's pid is known: the state file, written while the child finishes its
@@ -552,7 +564,8 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
                        .pid = -1,
                        .pin = cr->pin,
                        .sync = -1,
-                       .reply_fd = opts && opts->async && !cr->pin ? -2 : -1};
+                       .offload = opts && opts->offload && !cr->pin,
+                       .reply_fd = opts && (opts->async || opts->offload) && !cr->pin ? -2 : -1};
     int nostdio[3] = {-1, -1, -1};
     cr->wait_start = opts && opts->wait_start;
     cleanup_free char *scratch = xasprintf("%s/ovl", c->dir);
@@ -591,7 +604,7 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
         goto out;
     if (launch(c, spec, &l, &cr->cg_made, err) < 0)
         goto out;
-    if (l.reply_fd >= 0) { /* the rest once the spawner has answered: kago_create_step */
+    if (l.later) { /* the rest once the spawner has answered: kago_create_step (or kago_create_work) */
         l.ch.scratch = NULL;
         l.ch.stdio = NULL; /* (the caller's; the spawner has its copies) */
         cr->pending = xmalloc(sizeof l);
@@ -749,6 +762,7 @@ static int make_created(struct kago_container *c, void *arg, struct kago_error *
     const struct create_args *a = arg;
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     struct kago_spawn_opts o = *a->opts;
+    o.async = o.offload = false; /* (the shim waits for its container itself) */
     for (int i = 0; i < 3; i++) {
         if (o.stdio[i] < 0 || o.stdio[i] == i) {
             o.stdio[i] = -1;
@@ -867,7 +881,11 @@ int kago_create_fd(const struct kago_create *cr)
 
 pid_t kago_create_pid(const struct kago_create *cr)
 {
-    return cr->done ? -1 : cr->pending ? kago__spawner_reply_pid(cr->pending->reply_fd) : cr->pid;
+    if (cr->done)
+        return -1;
+    if (cr->pending) /* (a warm sandbox's is known at once) */
+        return cr->pending->pid > 0 ? cr->pending->pid : kago__spawner_reply_pid(cr->pending->reply_fd);
+    return cr->pid;
 }
 
 bool kago_create_cloning(const struct kago_create *cr)
@@ -875,16 +893,55 @@ bool kago_create_cloning(const struct kago_create *cr)
     return cr->pending != NULL;
 }
 
+/* The rest of begin, once launch left it: the parent's work before the pid (offload), the spawner's answer
+ * (awaited up to 10 s), the work after it and the state file. Touches only cr: any thread may run it. */
+static int step_work(struct kago_create *cr, struct kago_error **err)
+{
+    struct kago_container *c = cr->c;
+    struct launch *l = cr->pending;
+    if (!l->b.ran) { /* (offload; a warm sandbox's cgroup is made: its limits only) */
+        l->b.premade = l->ch.warm;
+        before_pid(&l->b);
+    }
+    if (l->reply_fd >= 0) {
+        struct pollfd p = {.fd = l->reply_fd, .events = POLLIN};
+        int n;
+        while ((n = poll(&p, 1, 10000)) < 0 && errno == EINTR)
+            ;
+        /* (a child the spawner clones after this finds its sync socket closed, and exits) */
+        if (n <= 0)
+            kago_error_set(err, n < 0 ? errno : ETIMEDOUT, "clone: the spawner did not answer");
+        l->pid = n <= 0 ? -1 : kago__spawner_reply(l->reply_fd, &l->cgroup_fd, &l->pidfd, err);
+        close_fd(&l->reply_fd);
+    }
+    if (launch_rest(c, &c->spec, l, err) < 0)
+        return -1;
+    cr->sync_fd = steal_fd(&l->sync);
+    return begin_tail(cr, l, err);
+}
+
+void kago_create_work(struct kago_create *cr)
+{
+    if (kago__fault("slow-work")) /* tests: what serve does while a start's work runs in its thread pool */
+        usleep(1500 * 1000);
+    cr->work_ret = step_work(cr, &cr->work_err);
+    cr->worked = true;
+}
+
 int kago_create_step(struct kago_create *cr, struct kago_error **err)
 {
     struct kago_container *c = cr->c;
     struct launch *l = cr->pending;
-    int ret = -1;
-    l->pid = kago__spawner_reply(l->reply_fd, &l->cgroup_fd, &l->pidfd, err);
-    close_fd(&l->reply_fd);
-    if (launch_rest(c, &c->spec, l, err) == 0) {
-        cr->sync_fd = steal_fd(&l->sync);
-        ret = begin_tail(cr, l, err);
+    int ret;
+    if (cr->worked) {
+        ret = cr->work_ret;
+        if (err)
+            *err = cr->work_err;
+        else
+            kago_error_free(cr->work_err);
+        cr->work_err = NULL;
+    } else {
+        ret = step_work(cr, err);
     }
     cr->pidfd = steal_fd(&l->pidfd);
     if (ret == 0) {

@@ -102,6 +102,8 @@ struct instance {
     uv_poll_t createpoll;         /* on creating's fd */
     uv_poll_t clonepoll;          /* before: on the spawner's answer to its clone (kago_create_cloning) */
     bool cloning;                 /* clonepoll is the active one */
+    bool working;                 /* kago_create_work runs on creating in the thread pool: hands off */
+    struct instance *work_next;   /* in the server's work queue, waiting for it to run */
     unsigned refs;                /* clients naming it; freed when removed and all three are 0 */
     uint64_t created_ms;
     bool ready, removed;
@@ -283,8 +285,13 @@ struct server {
     uv_timer_t startq_timer;
     /* the CRIU tier: kago_checkpoint_supported asked once, when an app first wants it */
     bool criu_checked, criu_ok;
-    unsigned ckpt_jobs; /* checkpoints and restores running in the thread pool: no reaping meanwhile */
+    unsigned
+        jobs; /* checkpoints, restores, starts (their kernel half) in the thread pool: no reaping meanwhile */
     bool reap_pending;
+    /* starts' kernel halves run one at a time (in parallel they contend for the kernel's cgroup and mount
+     * locks: more CPU per start, fewer starts per second); the rest wait here in order (instance.c) */
+    struct instance *work_head, *work_tail;
+    bool work_busy;
     uint64_t reaped;        /* adopted processes (not instances) reaped as a child subreaper */
     uint64_t adopted;       /* instances taken over from a previous serve at start */
     uv_timer_t drain_timer; /* shutdown's deadline (--drain-timeout) */

@@ -425,7 +425,7 @@ static bool is_instance_pid(struct server *srv, pid_t pid)
             struct instance *inst = pi->data;
             if (inst->c && kago_container_pid(inst->c) == pid)
                 return true;
-            if (inst->creating && kago_create_pid(inst->creating) == pid)
+            if (inst->creating && !inst->working && kago_create_pid(inst->creating) == pid)
                 return true; /* its create reaps it (and must, to say why it failed) */
         }
     return false;
@@ -452,7 +452,7 @@ static bool is_zombie(pid_t pid)
  * reaps it at delete), found through /proc/self/task/x/children rather than waitpid(-1). */
 void kago__server_reap(struct server *srv)
 {
-    if (srv->ckpt_jobs) {
+    if (srv->jobs) {
         srv->reap_pending = true;
         return;
     }
@@ -629,7 +629,7 @@ static void reap_apps(struct server *srv)
 
 static bool all_gone(struct server *srv)
 {
-    if (srv->ckpt_jobs || srv->reload_job || kago__cluster_busy(srv))
+    if (srv->jobs || srv->reload_job || kago__cluster_busy(srv))
         return false;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         if (!kago__pool_empty(&a->pool))

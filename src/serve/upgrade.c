@@ -439,7 +439,7 @@ void kago__upgrade_tick(struct server *srv)
     }
     if (srv->nshards > 1)
         kago__client_handover(srv, true);
-    if (srv->nclients == 0 && srv->ckpt_jobs == 0 && !starting(srv))
+    if (srv->nclients == 0 && srv->jobs == 0 && !starting(srv))
         finish(srv, "drained");
 }
 

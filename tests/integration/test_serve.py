@@ -551,6 +551,69 @@ def test_sigterm_during_a_container_setup_leaves_nothing():
     assert not [p for p in kids if os.path.exists(f"/proc/{p}")]
 
 
+def test_a_start_in_the_thread_pool_neither_stalls_nor_leaks():
+    """While other starts are in flight, a start's kernel half (cgroup, limits, filter, state file) runs in
+    serve's thread pool: slowed to 1.5 s there (a test-only fault), a ready app still answers at once
+    meanwhile, and a SIGTERM that comes while it runs waits for it, then removes that instance too: its
+    client gets 503 (the lone start beside it, done on the loop, 200), and nothing is left."""
+    s = Server(app("hot", ["hot.test"], SMALL, stop_grace="1s") +
+               app("c1", ["c1.test"], SMALL, start_timeout="20s", stop_grace="1s") +
+               app("c2", ["c2.test"], SMALL, start_timeout="20s", stop_grace="1s"),
+               env={"KAGO_FAULT": "slow-work"})
+    assert request(s.port, "hot.test")[0] == 200  # a lone start: not in the pool, not slowed
+    out = {}
+
+    def get(host):
+        try:
+            out[host] = request(s.port, host)[0]
+        except OSError as e:
+            out[host] = repr(e)
+    ts = [threading.Thread(target=get, args=(h,)) for h in ("c1.test", "c2.test")]
+    for t in ts:
+        t.start()
+    assert wait_for(lambda: 200 in out.values(), 5), out  # the lone one
+    times = []
+    for _ in range(3):
+        t1 = time.monotonic()
+        assert request(s.port, "hot.test")[0] == 200
+        times.append(time.monotonic() - t1)
+    assert max(times) < 0.5, times
+    assert any(t.is_alive() for t in ts), "a start was still in the pool while the hot app answered"
+    assert s.stop() == 0, s.stderr()
+    for t in ts:
+        t.join(10)
+    assert sorted(out.values()) == [200, 503], out
+    assert s.leftovers() == []
+
+
+def test_starts_at_once_each_run_in_its_own_cgroup():
+    """Starts in flight together (their kernel half in serve's thread pool, the child entering its cgroup
+    itself rather than cloned into it on cgroup v2): each answers 200, and each instance's processes are
+    in that instance's own cgroup, under every hierarchy (this test runs in the cgroup v2 guest too)."""
+    names = [f"m{i}" for i in range(6)]
+    s = Server("".join(app(n, [f"{n}.test"], SMALL, start_timeout="20s", stop_grace="1s") for n in names))
+    try:
+        out = {}
+        ts = [threading.Thread(target=lambda n=n: out.setdefault(n, request(s.port, f"{n}.test")[0]))
+              for n in names]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        assert out == {n: 200 for n in names}, out
+        for n in names:
+            (inst,) = s.instances(n)
+            want = "/" + s.cgroup(inst["name"])
+            with open(f"/proc/{inst['pid']}/cgroup") as f:
+                lines = [ln.strip().split(":", 2) for ln in f if ln.strip()]
+            v1 = {ctl: path for _, ctl, path in lines if set(ctl.split(",")) & {"cpu", "memory", "pids"}}
+            paths = v1 or {ctl: path for _, ctl, path in lines if ctl == ""}  # (else cgroup v2)
+            assert len(paths) == (3 if v1 else 1) and set(paths.values()) == {want}, (n, want, lines)
+    finally:
+        assert s.stop() == 0, s.stderr()
+        assert s.leftovers() == []
+
+
 def test_sigterm_repeated_through_a_shutdown_is_ignored():
     """A supervisor that sends SIGTERM again and again (or a user's second ^C) does not kill serve half way
     through its shutdown: it still removes every instance and exits 0."""
