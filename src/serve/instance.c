@@ -295,6 +295,28 @@ static void on_create_event(uv_poll_t *h, int status, int events)
     create_done(inst->app, inst, cr);
 }
 
+/* A job of the thread pool on inst (a start's kernel half, a checkpoint, a restore) holds it, its app and
+ * serve's reaping (srv->jobs: the job's pid may be the one reaped), counted off as soon as it is back;
+ * released on the loop once its result is taken. */
+static void job_hold(struct instance *inst)
+{
+    inst->refs++;
+    inst->app->refs++;
+    inst->app->srv->jobs++;
+}
+
+static void job_release(struct instance *inst)
+{
+    struct app_rt *a = inst->app;
+    struct server *srv = a->srv; /* (before a's last unref) */
+    inst->refs--;
+    kago__instance_unref(inst);
+    kago__app_unref(a);
+    if (srv->reap_pending)
+        kago__server_reap(srv);
+    kago__server_maybe_exit(srv);
+}
+
 /* The kernel half of a start (its cgroup and limits, the seccomp filter, the user namespace's maps, the
  * state file: about 8 ms of system time at 5,000 instances, growing with them) runs in the thread pool:
  * on the first loop it held every request loop still (the world lock). */
@@ -346,12 +368,7 @@ static void create_worked(uv_work_t *req, int status)
     } else {
         create_wait(inst);
     }
-    inst->refs--;
-    kago__instance_unref(inst);
-    kago__app_unref(a);
-    if (srv->reap_pending)
-        kago__server_reap(srv);
-    kago__server_maybe_exit(srv);
+    job_release(inst);
 }
 
 static void create_offload(struct instance *inst)
@@ -359,9 +376,7 @@ static void create_offload(struct instance *inst)
     struct app_rt *a = inst->app;
     struct server *srv = a->srv;
     inst->working = true;
-    inst->refs++;
-    a->refs++;
-    srv->jobs++;
+    job_hold(inst);
     if (srv->work_tail)
         srv->work_tail->work_next = inst;
     else
@@ -569,12 +584,7 @@ static void restore_done(uv_work_t *req, int status)
         start_finish(a, inst);
     else
         start_cold(a, inst); /* the held request is served all the same */
-    inst->refs--;
-    kago__instance_unref(inst);
-    kago__app_unref(a);
-    if (srv->reap_pending)
-        kago__server_reap(srv);
-    kago__server_maybe_exit(srv);
+    job_release(inst);
 }
 
 /* A start of an app with an image restores it (or falls back to a cold start). */
@@ -589,9 +599,7 @@ static bool start_restore(struct app_rt *a, struct instance *inst)
     j->req.data = j;
     inst->pi->tier = POOL_TIER_RESTORE;
     inst->restoring = true;
-    inst->refs++;
-    a->refs++;
-    a->srv->jobs++;
+    job_hold(inst);
     uv_queue_work(a->srv->loop, &j->req, restore_work, restore_done);
     return true;
 }
@@ -1061,12 +1069,7 @@ static void ckpt_done(uv_work_t *req, int status)
             kago__record_remove(inst);
     } else
         ckpt_resume(a, inst);
-    inst->refs--;
-    kago__instance_unref(inst);
-    kago__app_unref(a);
-    if (srv->reap_pending)
-        kago__server_reap(srv);
-    kago__server_maybe_exit(srv);
+    job_release(inst);
 }
 
 /* After its checkpoint (or a failure to begin one) the instance goes on: routed again, or (imaged at
@@ -1104,10 +1107,8 @@ static void ckpt_begin(struct app_rt *a, struct instance *inst)
     j->generation = a->pool.generation;
     j->req.data = j;
     inst->ckpt_busy = true;
-    inst->refs++;
-    a->refs++;
     a->ckpt = CK_BUSY;
-    srv->jobs++;
+    job_hold(inst);
     uv_queue_work(srv->loop, &j->req, ckpt_work, ckpt_done);
 }
 
