@@ -127,6 +127,9 @@ int kago__cg_dir(char *buf, size_t size, const char *base, const char *rel,
 /* Opens dir/file and writes value with one write(). */
 int kago__cg_write(const struct kago__cgroup *cg, const char *dir, const char *file, const char *value,
                    struct kago_error **err) KAGO_INTERNAL;
+/* The same with dir relative to dirfd (a cgroup mount held open: after pivot_root). */
+int kago__cg_write_at(const struct kago__cgroup *cg, int dirfd, const char *dir, const char *file,
+                      const char *value, struct kago_error **err) KAGO_INTERNAL;
 /* Reads dir/file into buf (NUL-terminated, trailing newline kept). Returns the length or -errno. */
 ssize_t kago__cg_read(const struct kago__cgroup *cg, const char *dir, const char *file, char *buf,
                       size_t size, struct kago_error **err) KAGO_INTERNAL;

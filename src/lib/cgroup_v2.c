@@ -105,17 +105,9 @@ static int v2_enter(struct kago__cgroup *cg, pid_t pid, struct kago_error **err)
     bool held = pid == 0 && cg->nheld;
     if (kago__cg_dir(dir, sizeof dir, held ? "." : cg->mountpoint, cg->path, err) < 0)
         return -1;
-    if (!held)
-        return kago__cg_write(cg, dir, "cgroup.procs", v, err);
-    char path[PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/cgroup.procs", dir);
-    int fd = openat(cg->held[0], path, O_WRONLY | O_CLOEXEC);
-    int ret = fd < 0 || write(fd, v, strlen(v)) < 0
-                  ? kago_error_set(err, errno, "cgroup %s: write %s \"%s\"", cg->path, "cgroup.procs", v)
-                  : 0;
-    if (fd >= 0)
-        close(fd);
-    kago__cg_unhold(cg);
+    int ret = kago__cg_write_at(cg, held ? cg->held[0] : AT_FDCWD, dir, "cgroup.procs", v, err);
+    if (held)
+        kago__cg_unhold(cg);
     return ret;
 }
 

@@ -904,14 +904,7 @@ static int step_work(struct kago_create *cr, struct kago_error **err)
         before_pid(&l->b);
     }
     if (l->reply_fd >= 0) {
-        struct pollfd p = {.fd = l->reply_fd, .events = POLLIN};
-        int n;
-        while ((n = poll(&p, 1, 10000)) < 0 && errno == EINTR)
-            ;
-        /* (a child the spawner clones after this finds its sync socket closed, and exits) */
-        if (n <= 0)
-            kago_error_set(err, n < 0 ? errno : ETIMEDOUT, "clone: the spawner did not answer");
-        l->pid = n <= 0 ? -1 : kago__spawner_reply(l->reply_fd, &l->cgroup_fd, &l->pidfd, err);
+        l->pid = kago__spawner_reply(l->reply_fd, &l->cgroup_fd, &l->pidfd, err);
         close_fd(&l->reply_fd);
     }
     if (launch_rest(c, &c->spec, l, err) < 0)

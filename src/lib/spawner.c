@@ -1085,8 +1085,11 @@ pid_t kago__spawner_reply(int reply_fd, int *cgroup_fd, int *pidfd, struct kago_
     struct reply r;
     int fd = -1;
     /* EOF: it died during the clone (the next start restarts it) */
-    if (recv_reply_on(reply_fd, &r, &fd, 0) < 0) {
-        kago_error_set(err, EPIPE, "clone: the spawner died before it answered");
+    if (recv_reply_on(reply_fd, &r, &fd, REPLY_MS) < 0) {
+        if (errno == ETIMEDOUT) /* (a child it clones after this finds its sync socket closed, and exits) */
+            kago_error_set(err, ETIMEDOUT, "clone: the spawner did not answer within 10 s");
+        else
+            kago_error_set(err, EPIPE, "clone: the spawner died before it answered");
         return -1;
     }
     return take_reply(&r, fd, cgroup_fd, pidfd, err);

@@ -42,9 +42,9 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
                           struct kago_error **err) KAGO_INTERNAL;
 /* With reply_fd (not NULL) kago__spawner_clone does not wait for the spawner's answer: it returns 0 once
  * the request is sent (and meanwhile has run), with *reply_fd the answer's own socket; when that turns
- * readable, kago__spawner_reply takes the answer as kago__spawner_clone would have (it closes nothing:
- * the caller closes reply_fd). kago__spawner_reply_pid peeks at an answer that came: the child's pid, or
- * -1 (none yet, or the clone failed). */
+ * readable, kago__spawner_reply takes the answer as kago__spawner_clone would have (called before, it
+ * waits for it, up to 10 s; it closes nothing: the caller closes reply_fd). kago__spawner_reply_pid peeks at
+ * an answer that came: the child's pid, or -1 (none yet, or the clone failed). */
 pid_t kago__spawner_reply(int reply_fd, int *cgroup_fd, int *pidfd, struct kago_error **err) KAGO_INTERNAL;
 pid_t kago__spawner_reply_pid(int reply_fd) KAGO_INTERNAL;
 /* Warm sandboxes (docs/serve.md): processes the spawner clones ahead of need with a spec's clone flags

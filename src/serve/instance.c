@@ -337,9 +337,8 @@ static void work_next(struct server *srv)
     if (!(srv->work_head = inst->work_next))
         srv->work_tail = NULL;
     inst->work_next = NULL;
-    uv_work_t *req = xcalloc(1, sizeof *req);
-    req->data = inst;
-    uv_queue_work(srv->loop, req, create_work, create_worked);
+    srv->work_req.data = inst;
+    uv_queue_work(srv->loop, &srv->work_req, create_work, create_worked);
 }
 
 static void create_worked(uv_work_t *req, int status)
@@ -349,16 +348,14 @@ static void create_worked(uv_work_t *req, int status)
     struct app_rt *a = inst->app;
     struct server *srv = a->srv;
     struct kago_create *cr = inst->creating;
-    free(req);
-    work_next(srv);
+    work_next(srv); /* (work_req is free again: the next start's) */
     srv->jobs--;
     inst->working = false;
     struct kago_error *err = NULL;
     if (inst->removed) { /* (op_remove left it to us) */
         inst->creating = NULL;
         kago_create_abort(cr);
-        if (!inst->c)
-            kago__record_remove(inst);
+        kago__record_remove(inst); /* (no container yet: nothing else keeps the record) */
     } else if (kago_create_step(cr, &err) < 0) {
         inst->creating = NULL;
         start_failed(a, inst, err);

@@ -285,11 +285,13 @@ struct server {
     uv_timer_t startq_timer;
     /* the CRIU tier: kago_checkpoint_supported asked once, when an app first wants it */
     bool criu_checked, criu_ok;
-    unsigned
-        jobs; /* checkpoints, restores, starts (their kernel half) in the thread pool: no reaping meanwhile */
+    /* checkpoints, restores, starts (their kernel half) in the thread pool: no reaping meanwhile */
+    unsigned jobs;
     bool reap_pending;
     /* starts' kernel halves run one at a time (in parallel they contend for the kernel's cgroup and mount
-     * locks: more CPU per start, fewer starts per second); the rest wait here in order (instance.c) */
+     * locks: more CPU per start, fewer starts per second), through work_req; the rest wait here in order
+     * (instance.c) */
+    uv_work_t work_req;
     struct instance *work_head, *work_tail;
     bool work_busy;
     uint64_t reaped;        /* adopted processes (not instances) reaped as a child subreaper */
