@@ -163,8 +163,9 @@ def test_cpu_raised_step_by_step_then_lowered_when_idle(bindir):
         # idle: a step down per idle period, back to the bottom
         lowered = wait_for(lambda: quota(name) == 20000, 25, step=0.2)
         assert lowered, f"lowered back when idle: {quota(name)}\n{s.stderr()}"
-        assert "scale down: cpu 40% -> 20% (idle" in s.stderr()
-        assert s.metric("kago_scale_up_lowers_total", app="busy") == steps
+        # serve writes the quota, then logs the step: the line may come a moment after the file changed
+        assert wait_for(lambda: "scale down: cpu 40% -> 20% (idle" in s.stderr(), 5), s.stderr()
+        assert wait_for(lambda: s.metric("kago_scale_up_lowers_total", app="busy") == steps, 5)
     finally:
         assert s.stop() == 0, s.stderr()
     assert s.leftovers() == []
