@@ -12,16 +12,19 @@
 #include "serve_int.h"
 #include "util.h"
 
-#define H2_BIG  8192 /* a block this large is a page buffer (see "memory" below) */
-#define H2_NBIG 4
+#define H2_BIG     4096 /* a block this large is a page buffer (see "memory" below) */
+#define H2_SCRATCH 8192 /* a page buffer this large is a frame buffer, whose content is dead while idle */
+#define H2_RING    1024 /* an HPACK table's ring of entry pointers (128 of them) */
+#define H2_NBIG    4
 
 struct h2_conn {
     nghttp2_session *s;
     nghttp2_mem mem; /* nghttp2 allocates through these (h2_malloc...), to find its frame buffer */
-    struct h2_big {  /* nghttp2's blocks of H2_BIG or more (the 16 KiB output frame buffer), in pages.h */
+    struct h2_big {  /* nghttp2's blocks of H2_BIG or more (its stream map, its frame buffer), in pages.h */
         void *p;
         size_t n;
     } big[H2_NBIG];
+    bool making, ring_paged; /* in nghttp2_session_server_new3; the HPACK encoder's ring is a page buffer */
     struct client *c;
     struct h2_stream *streams; /* the open ones with a client */
     unsigned nstreams;
@@ -566,7 +569,13 @@ static nghttp2_option *options(void)
  * from its start each time. Blocks that large are page buffers (pages.h): while the connection has no
  * stream and nothing to send, all their pages go back to the kernel (they read as zeros, and are faulted
  * in again by the next frame), and none is a hole in malloc's heap. nginx's idle HTTP/2 connection holds no
- * such buffer either. */
+ * such buffer either.
+ *
+ * Two more blocks made with the session are page buffers that start as zeros: the stream map's table
+ * (4 KiB), all zeros again once no stream is open, and the HPACK encoder's ring (nghttp2_session_new makes
+ * the encoder's before the decoder's), which an encoder without a dynamic table (options() above) never
+ * writes. Idle, a page of theirs goes back only when it reads as zeros, so whatever nghttp2 keeps in them
+ * stays: were the ring the decoder's after all, it would cost a page while in use, and be served right. */
 static struct h2_big *big_slot(struct h2_conn *h, const void *p)
 {
     for (size_t i = 0; i < H2_NBIG; i++)
@@ -575,13 +584,22 @@ static struct h2_big *big_slot(struct h2_conn *h, const void *p)
     return NULL;
 }
 
+static void *h2_alloc(struct h2_conn *h, size_t n, bool zero)
+{
+    bool ring = h->making && !h->ring_paged && n == H2_RING;
+    struct h2_big *b = n >= H2_BIG || ring ? big_slot(h, NULL) : NULL;
+    if (!b)
+        return zero ? calloc(1, n) : malloc(n);
+    h->ring_paged |= ring;
+    *b = (struct h2_big){n >= H2_SCRATCH ? kago__pages_get(n) : kago__pages_get_zero(n), n};
+    if (zero && n >= H2_SCRATCH)
+        memset(b->p, 0, n);
+    return b->p;
+}
+
 static void *h2_malloc(size_t n, void *ud)
 {
-    struct h2_big *b = n >= H2_BIG ? big_slot(ud, NULL) : NULL;
-    if (!b)
-        return malloc(n);
-    *b = (struct h2_big){kago__pages_get(n), n};
-    return b->p;
+    return h2_alloc(ud, n, false);
 }
 
 static void h2_free(void *p, void *ud)
@@ -597,12 +615,7 @@ static void h2_free(void *p, void *ud)
 
 static void *h2_calloc(size_t k, size_t n, void *ud)
 {
-    if (n && k > SIZE_MAX / n)
-        return NULL;
-    void *p = h2_malloc(k * n, ud);
-    if (p)
-        memset(p, 0, k * n); /* (a page buffer reused is not zero) */
-    return p;
+    return n && k > SIZE_MAX / n ? NULL : h2_alloc(ud, k * n, true);
 }
 
 static void *h2_realloc(void *p, size_t n, void *ud)
@@ -628,7 +641,10 @@ bool kago__h2_idle(struct client *c)
     if (!h || h->dead || h->nstreams || nghttp2_session_want_write(h->s))
         return false;
     for (size_t i = 0; i < H2_NBIG; i++)
-        kago__pages_idle(h->big[i].p, h->big[i].n);
+        if (h->big[i].n >= H2_SCRATCH)
+            kago__pages_idle(h->big[i].p, h->big[i].n);
+        else /* (its content stays: see "memory" above) */
+            kago__pages_idle_zero(h->big[i].p, h->big[i].n);
     kago__outq_trim(&h->c->out);
     if (h->c->tls)
         kago__tls_idle(h->c->tls);
@@ -643,8 +659,10 @@ void kago__h2_start(struct client *c)
     h->ctrl = H2_CTRL_BURST;
     h->refill_us = kago__serve_now_us();
     h->mem = (nghttp2_mem){h, h2_malloc, h2_free, h2_calloc, h2_realloc};
+    h->making = true;
     if (nghttp2_session_server_new3(&h->s, callbacks(), h, options(), &h->mem) != 0)
         abort(); /* out of memory */
+    h->making = false;
     c->h2 = h;
     c->state = C_H2;
     __atomic_add_fetch(&c->srv->h2.conns, 1, __ATOMIC_RELAXED);

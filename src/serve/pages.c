@@ -6,9 +6,11 @@
  * its pages are released with MADV_DONTNEED. Larger buffers are mapped and unmapped one by one. Chunks
  * are never unmapped: after a peak they are address space, not memory. */
 #include <pthread.h>
+#include <stdbool.h>
 #include <sys/mman.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "pages.h"
@@ -57,7 +59,7 @@ static void grow_cold(struct pages_class *c, size_t need)
     c->cold = xrealloc(c->cold, c->cap * sizeof(*c->cold));
 }
 
-void *kago__pages_get(size_t n)
+static void *get(size_t n, bool zero)
 {
     size_t k = pages_of(n);
     if (k > PAGES_MAX_CLASS)
@@ -68,7 +70,7 @@ void *kago__pages_get(size_t n)
     if (c->nhot) {
         p = c->hot[--c->nhot];
         pthread_mutex_unlock(&mu);
-        return p;
+        return zero ? memset(p, 0, n) : p;
     }
     if (!c->ncold) { /* a new chunk: its buffers are free (and not resident) until used */
         size_t len = k * psize();
@@ -77,9 +79,19 @@ void *kago__pages_get(size_t n)
         for (size_t i = PAGES_CHUNK; i-- > 0;)
             c->cold[c->ncold++] = chunk + i * len;
     }
-    p = c->cold[--c->ncold];
+    p = c->cold[--c->ncold]; /* (a cold buffer reads as zeros: new, or its pages given back) */
     pthread_mutex_unlock(&mu);
     return p;
+}
+
+void *kago__pages_get(size_t n)
+{
+    return get(n, false);
+}
+
+void *kago__pages_get_zero(size_t n)
+{
+    return get(n, true);
 }
 
 void kago__pages_put(void *p, size_t n)
@@ -110,6 +122,16 @@ void kago__pages_idle(void *p, size_t n)
 {
     if (p)
         madvise(p, pages_of(n) * psize(), MADV_DONTNEED);
+}
+
+void kago__pages_idle_zero(void *p, size_t n)
+{
+    size_t ps = psize();
+    for (char *pg = p, *end = (char *)p + n; p && pg < end; pg += ps) {
+        size_t len = (size_t)(end - pg) < ps ? (size_t)(end - pg) : ps; /* (past n: not the caller's) */
+        if (!pg[0] && !memcmp(pg, pg + 1, len - 1))
+            madvise(pg, ps, MADV_DONTNEED);
+    }
 }
 
 void kago__pages_stats(size_t *resident, size_t *released)

@@ -424,6 +424,23 @@ def test_idle_connection_gets_goaway_then_close(srv):
         c.close()
 
 
+def test_a_connection_idle_past_its_trim_serves_its_next_streams(srv):
+    """An idle connection gives back its buffers and its empty stream map's page within 2 s (kago__h2_idle):
+    streams at once after that, their heads in the HPACK table the first ones filled, are all served."""
+    c = Raw(srv.port)
+    try:
+        for rnd, first in enumerate((1, 7)):
+            ids = [first + 2 * i for i in range(3)]
+            c.send(*[c.headers(i, extra=[("x-round", "same value, indexed once")]) for i in ids])
+            got = c.read(lambda f: set(ids) <= {g.stream_id for g in c.frames if "END_STREAM" in g.flags})
+            assert {i: statuses(got).get(i) for i in ids} == {i: b"200" for i in ids}, (rnd, got)
+            if rnd == 0:
+                time.sleep(2.4)  # (the trim is at most 2 s after the last read; --keepalive-timeout is 3 s)
+        assert not c.closed
+    finally:
+        c.close()
+
+
 def curl_ok(srv):
     r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
                         "--resolve", f"plain.test:{srv.port}:127.0.0.1", f"http://plain.test:{srv.port}/"],

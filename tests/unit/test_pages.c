@@ -88,8 +88,34 @@ int main(void)
     kago__pages_put(big, 100000);
     unsigned char v;
     ok(mincore(big, page, &v) < 0 && errno == ENOMEM, "freed, a large buffer is unmapped");
+    /* idle_zero: only the pages that read as zeros go, so what the buffer holds is unchanged */
+    char *t = kago__pages_get(3 * page + 100);
+    memset(t, 0, 3 * page + 100);
+    t[page + 7] = 'z'; /* page 1 holds something */
+    /* page 3: zeros up to n; its tail past n is not the caller's */
+    memset(t + 3 * page + 100, 'q', page - 100);
+    ok(resident(t, 4 * page) == 4, "a 4-page buffer, written");
+    kago__pages_idle_zero(t, 3 * page + 100);
+    ok(resident(t, page) == 0 && resident(t + 2 * page, page) == 0 && resident(t + 3 * page, page) == 0,
+       "the pages that read as zeros went back (the last one's tail past n not looked at)");
+    ok(resident(t + page, page) == 1 && t[page + 7] == 'z',
+       "the page that holds something stayed, as it was");
+    ok(all_zero(t, page + 7) && all_zero(t + page + 8, 2 * page + 92), "the rest still reads as zeros");
+    kago__pages_put(t, 3 * page + 100);
+
+    /* get_zero: calloc's reading; a buffer whose pages went back is not touched to get it */
+    char *z = kago__pages_get_zero(6 * page);
+    ok(z && resident(z, 6 * page) == 0, "a new zeroed buffer is not resident");
+    ok(all_zero(z, 6 * page), "and reads as zeros");
+    memset(z, 'w', 6 * page);
+    kago__pages_put(z, 6 * page);
+    char *z2 = kago__pages_get_zero(6 * page - 10);
+    ok(z2 == z && all_zero(z2, 6 * page - 10), "a reused (resident) one is cleared");
+    kago__pages_put(z2, 6 * page - 10);
+
     kago__pages_put(NULL, 8192);
     kago__pages_idle(NULL, 8192);
+    kago__pages_idle_zero(NULL, 8192);
     ok(1, "NULL is ignored");
     return tap_done();
 }
