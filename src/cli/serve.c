@@ -36,6 +36,7 @@ CLI_VERB(serve)
         {"max-starting", required_argument, NULL, 'S'},
         {"warm", required_argument, NULL, 'w'},
         {"threads", required_argument, NULL, 1100},
+        {"loop-priority", required_argument, NULL, 1104},
         {"metrics-app-histograms", no_argument, NULL, 'M'},
         {"log-format", required_argument, NULL, 'J'},
         {"upgrade", no_argument, NULL, 'U'},
@@ -230,6 +231,15 @@ CLI_VERB(serve)
         case 1103:
             o.etcd_key = optarg;
             break;
+        case 1104: {
+            char *end;
+            errno = 0;
+            long n = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || n < 0 || n > 39)
+                return cli_usage("serve", "--loop-priority: \"%s\" is not a number from 0 to 39", optarg);
+            o.loop_priority = n ? (int)n : -1;
+            break;
+        }
         case 1100: {
             char *end;
             errno = 0;
@@ -303,6 +313,8 @@ CLI_VERB(serve)
                 "                  [--warm N]   (warm sandboxes kept per namespace set, at most; default 0)\n"
                 "                  [--threads N]   (event loops; N - 1 take TLS handshakes; default: the "
                 "CPUs)\n"
+                "                  [--loop-priority 10]   (nice levels of the event loops above what serve "
+                "starts; 0: none)\n"
                 "                  [--budget-cpu 180%%] [--budget-memory 16G]   (a.scale_up's limit, all "
                 "apps)\n"
                 "                  [--metrics-app-histograms]   (/metrics: each app's histograms too)\n"

@@ -1006,6 +1006,7 @@ void kago__child_main(struct kago__child *ch)
     char *cmd = NULL;
     bool ready_sent = false;
 
+    kago__child_nice();
     for (int i = 0; i < 3; i++)
         if (ch->stdio[i] >= 0 && ch->stdio[i] != i && dup2(ch->stdio[i], i) < 0)
             _exit(127);

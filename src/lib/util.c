@@ -1,8 +1,10 @@
 /* Allocation that aborts on exhaustion, and the small file helpers every module needs. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -245,6 +247,20 @@ int kago__msg_fd(struct msghdr *mh)
     return fd;
 }
 
+static int child_nice_ = INT_MIN;
+
+void kago__set_child_nice(int nice)
+{
+    __atomic_store_n(&child_nice_, nice, __ATOMIC_RELAXED);
+}
+
+void kago__child_nice(void)
+{
+    int n = __atomic_load_n(&child_nice_, __ATOMIC_RELAXED);
+    if (n != INT_MIN)
+        setpriority(PRIO_PROCESS, 0, n); /* (a higher nice value: always allowed) */
+}
+
 pid_t kago__fork_reporting(int *fd, const char *what, struct kago_error **err)
 {
     int p[2];
@@ -259,5 +275,7 @@ pid_t kago__fork_reporting(int *fd, const char *what, struct kago_error **err)
     }
     close(p[pid == 0 ? 0 : 1]);
     *fd = p[pid == 0 ? 1 : 0];
+    if (pid == 0)
+        kago__child_nice();
     return pid;
 }

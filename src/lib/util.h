@@ -84,6 +84,12 @@ int kago__rm_rf(const char *path) KAGO_INTERNAL;
  * come along) for the child to report on: returns 0 in the child (*fd = its end), the pid in the parent
  * (*fd = the parent's end), or < 0 with *err set (what names the child). */
 pid_t kago__fork_reporting(int *fd, const char *what, struct kago_error **err) KAGO_INTERNAL;
+/* The nice value of what kago forks or clones from here on: kago serve runs its event loops at a higher
+ * priority than the processes it starts, which take this one back (kago__child_nice in the child; the
+ * children of kago__fork_reporting and containers' do). Unset (never called): they keep their parent's. */
+void kago__set_child_nice(int nice) KAGO_INTERNAL;
+/* In a child of a thread that may run at another priority: takes kago__set_child_nice's value. */
+void kago__child_nice(void) KAGO_INTERNAL;
 /* Room for the one descriptor a sync message carries (SCM_RIGHTS). */
 union kago__fd_ctl {
     struct cmsghdr h;

@@ -326,6 +326,7 @@ static void loop_main(void *arg)
 {
     struct hs_loop *l = arg;
     kago__tls_offload_thread();
+    kago__loop_priority(l->hs->srv);
     uv_run(&l->loop, UV_RUN_DEFAULT);
 }
 

@@ -323,6 +323,7 @@ static void job_release(struct instance *inst)
 static void create_work(uv_work_t *req)
 {
     struct instance *inst = req->data;
+    kago__pool_priority(inst->app->srv);
     kago_create_work(inst->creating);
 }
 
@@ -538,6 +539,7 @@ struct restore_job {
 static void restore_work(uv_work_t *req)
 {
     struct restore_job *j = req->data;
+    kago__pool_priority(j->inst->app->srv);
     struct kago_restore_opts ro = {.name = j->inst->name};
     uint64_t t0 = kago__serve_now_us();
     if (kago_container_restore(j->root, j->dir, &ro, &j->c, &j->err) < 0)
@@ -1024,6 +1026,7 @@ struct ckpt_job {
 static void ckpt_work(uv_work_t *req)
 {
     struct ckpt_job *j = req->data;
+    kago__pool_priority(j->inst->app->srv);
     struct kago_checkpoint_opts o = {.leave_running = true};
     uint64_t t0 = kago__serve_now_us();
     j->rc = kago_container_checkpoint(j->c, j->dir, &o, &j->err);

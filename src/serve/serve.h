@@ -59,6 +59,9 @@ struct kago_serve_opts {
     unsigned max_starting; /* container starts in flight at once, the rest wait in order (0: 2 per CPU) */
     unsigned warm;         /* --warm N: warm sandboxes kept per namespace set, at most (0: none) */
     unsigned threads;      /* --threads N: event loops, N - 1 of them for TLS handshakes (0: one per CPU) */
+    /* --loop-priority N: the event loops run N nice levels above serve's own, what it starts at serve's own
+     * (0: 10; -1: off, everything at serve's own) */
+    int loop_priority;
     bool metrics_app_histograms; /* /metrics: every app's histograms, not only their sum over all apps */
     bool no_h2;                  /* --no-h2: TLS listeners offer http/1.1 only (ALPN) */
     bool h2c;          /* --h2c: plain listeners take HTTP/2 with prior knowledge (the preface) too */

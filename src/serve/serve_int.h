@@ -323,6 +323,8 @@ struct server {
     /* --threads: the request loops (shard.c); shards[0] is this loop, the others own the apps */
     struct shard *shards;
     unsigned nshards, nstarted, shard_rr;
+    int base_nice, loop_nice; /* serve's own nice value and its event loops' (kago__loop_priority) */
+    bool nice_warned;
     uv_mutex_t shard_mu; /* the inboxes and the deferred calls */
     struct deferred *deferred, **deferred_tail;
     uv_mutex_t world_mu;
@@ -415,6 +417,10 @@ void kago__client_take(struct shard *s, int fd); /* a connection a request loop 
 /* A handshake loop's connection, its handshake done, for a request loop (kago__shard_give): pre is what it
  * had not written yet (taken). */
 struct client *kago__client_handed(struct server *srv, int fd, struct tls_conn *tls, struct sbuf *pre);
+/* On an event loop's thread, as it begins: its priority (--loop-priority). */
+void kago__loop_priority(struct server *srv);
+/* In work given to libuv's pool (a pool thread): serve's own priority, not the loop's (--loop-priority). */
+void kago__pool_priority(struct server *srv);
 /* Once a second: a connection that read nothing since the last call and waits between requests gives its
  * buffers back (the pages of its 8 KiB read buffer and of nghttp2's frame buffer, OpenSSL's buffers). */
 void kago__client_trim_idle(struct server *srv);

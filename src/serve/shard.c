@@ -233,6 +233,7 @@ static void shard_main(void *arg)
     struct server *srv = s->srv;
     kago__shard_self = s;
     kago__tls_offload_thread();
+    kago__loop_priority(srv);
     uv_mutex_lock(&s->mu);
     while (uv_run(s->loop, UV_RUN_NOWAIT)) {
         struct pollfd p = {.fd = uv_backend_fd(s->loop), .events = POLLIN};

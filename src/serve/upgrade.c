@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -302,7 +303,9 @@ static void on_sigusr2(uv_signal_t *h, int sig)
     uv_process_options_t po = {
         .exit_cb = on_child_exit, .file = exe, .args = args, .env = env, .stdio_count = 3, .stdio = stdio};
     srv->up_child.data = srv;
+    setpriority(PRIO_PROCESS, 0, srv->base_nice); /* (the new serve starts at serve's own, not the loop's) */
     int r = uv_spawn(srv->loop, &srv->up_child, &po);
+    kago__loop_priority(srv);
     if (r < 0) {
         kago__slog(srv, SLOG_ERR, NULL, NULL, "SIGUSR2: start %s: %s", exe, uv_strerror(r));
         uv_close((uv_handle_t *)&srv->up_child, NULL);

@@ -586,6 +586,17 @@ def test_a_start_in_the_thread_pool_neither_stalls_nor_leaks():
     assert s.leftovers() == []
 
 
+def statuses_at_once(s, names):
+    """One request to each app NAME.test at once (a thread each): {name: status}."""
+    out = {}
+    ts = [threading.Thread(target=lambda n=n: out.setdefault(n, request(s.port, f"{n}.test")[0])) for n in names]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    return out
+
+
 def test_starts_at_once_each_run_in_its_own_cgroup():
     """Starts in flight together (their kernel half in serve's thread pool, the child entering its cgroup
     itself rather than cloned into it on cgroup v2): each answers 200, and each instance's processes are
@@ -593,13 +604,7 @@ def test_starts_at_once_each_run_in_its_own_cgroup():
     names = [f"m{i}" for i in range(6)]
     s = Server("".join(app(n, [f"{n}.test"], SMALL, start_timeout="20s", stop_grace="1s") for n in names))
     try:
-        out = {}
-        ts = [threading.Thread(target=lambda n=n: out.setdefault(n, request(s.port, f"{n}.test")[0]))
-              for n in names]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(30)
+        out = statuses_at_once(s, names)
         assert out == {n: 200 for n in names}, out
         for n in names:
             (inst,) = s.instances(n)
@@ -612,6 +617,50 @@ def test_starts_at_once_each_run_in_its_own_cgroup():
     finally:
         assert s.stop() == 0, s.stderr()
         assert s.leftovers() == []
+
+
+def nice_of(path):
+    """The nice value in a /proc/.../stat (field 19)."""
+    with open(path) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
+def test_event_loops_run_above_what_serve_starts():
+    """--loop-priority (10 by default): serve's event loops run 10 nice levels above serve's own, so that a
+    storm of starts does not keep them waiting for a CPU; what it starts (the spawner, the instances) and
+    the work it gives its thread pool stay at serve's own. --loop-priority 0 leaves every thread where it
+    was."""
+    names = ["n0", "n1", "n2"]
+    for extra, loops in (([], -10), (["--loop-priority", "0"], 0)):
+        s = Server("".join(app(n, [f"{n}.test"], SMALL, stop_grace="1s") for n in names),
+                   extra_args=["--threads", "2", *extra])
+        try:
+            out = statuses_at_once(s, names)
+            assert out == {n: 200 for n in names}, (out, s.stderr())
+            pid = s.proc.pid
+            nices = {int(t): nice_of(f"/proc/{pid}/task/{t}/stat") for t in os.listdir(f"/proc/{pid}/task")}
+            assert nices[pid] == loops, (extra, nices)  # the first loop
+            # the first loop and the two request loops; a pool thread that ran a start's work (starts at
+            # once: all but the first go through the pool) at serve's own
+            assert sum(1 for n in nices.values() if n == loops) >= 3, (extra, nices)
+            assert sum(1 for n in nices.values() if n == 0) >= (1 if loops else len(nices)), (extra, nices)
+            for n in names:
+                (inst,) = s.instances(n)
+                procs = [inst["pid"], *[int(c) for c in open(f"/proc/{inst['pid']}/task/{inst['pid']}/children")
+                                        .read().split()]]
+                assert [nice_of(f"/proc/{p}/stat") for p in procs] == [0] * len(procs), (extra, n, procs)
+            spawner = [int(p) for p in os.listdir("/proc") if p.isdigit() and os.path.exists(f"/proc/{p}/stat")
+                       and open(f"/proc/{p}/stat").read().startswith(f"{p} (kago-spawner) ")
+                       and int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]) == pid]
+            # (the spawner, and what it holds named after it until exec)
+            assert spawner and [nice_of(f"/proc/{p}/stat") for p in spawner] == [0] * len(spawner), (extra, spawner)
+        finally:
+            assert s.stop() == 0, s.stderr()
+            assert s.leftovers() == []
+    for bad in ("-1", "40", "x"):
+        p = subprocess.run([KAGO, "serve", "--config", "/nonexistent", "--loop-priority", bad], capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 2 and f'--loop-priority: "{bad}" is not a number from 0 to 39' in p.stderr, p.stderr
 
 
 def test_sigterm_repeated_through_a_shutdown_is_ignored():

@@ -98,6 +98,11 @@ def test_unusable_criu_means_cold_starts_and_says_why(moment):
 @pytest.mark.skipif(not CRIU_OK, reason=f"criu is unusable on this host: {CRIU_WHY} (run in the guest: "
                     "tests/vm/run --share /var/lib/kago:ro -- /usr/bin/python3 -m pytest -q "
                     "tests/integration/test_serve_criu.py)")
+def nice_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
 def test_checkpoint_then_restore_then_fallback():
     srv = Server(criu_app(idle_timeout="1s", start_timeout="120s", stop_grace="1s"))
     try:
@@ -109,6 +114,9 @@ def test_checkpoint_then_restore_then_fallback():
         assert wait_for(lambda: srv.metric("kago_checkpoints_total", app="slow") == 1, 180), srv.stderr()
         image = os.path.join(srv.root, "images", "slow", "0")
         assert os.path.isfile(os.path.join(image, "kago.json"))
+        # a detached instance (forked with its shim from the first loop, raised by --loop-priority) runs at
+        # serve's own priority, not the loop's
+        assert nice_of(srv.proc.pid) == -10 and nice_of(srv.instances("slow")[0]["pid"]) == 0
         # 2. idle stops it; the next request is served by a restore
         assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
         st, h, body, restore_s = timed_get(srv)
@@ -116,6 +124,7 @@ def test_checkpoint_then_restore_then_fallback():
         assert starts(srv, "restore") == 1 and starts(srv, "cold") == 1, srv.metrics()
         assert [i["tier"] for i in srv.instances("slow")] == ["restore"]
         assert h["x-kago-cold-start"].endswith("ms restore"), h
+        assert nice_of(srv.instances("slow")[0]["pid"]) == 0  # (criu runs from serve's pool, at its own)
         print(f"\nfirst byte through serve (load {LOAD}): cold {cold_s:.3f} s "
               f"(held {cold_h}), restore {restore_s:.3f} s (held {h.get('x-kago-cold-start')}), "
               f"cold/restore = {cold_s / restore_s:.2f}x (TCG guest: compare ratios only)")
