@@ -95,14 +95,14 @@ def test_unusable_criu_means_cold_starts_and_says_why(moment):
         stop_clean(srv)
 
 
-@pytest.mark.skipif(not CRIU_OK, reason=f"criu is unusable on this host: {CRIU_WHY} (run in the guest: "
-                    "tests/vm/run --share /var/lib/kago:ro -- /usr/bin/python3 -m pytest -q "
-                    "tests/integration/test_serve_criu.py)")
 def nice_of(pid):
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[16])
 
 
+@pytest.mark.skipif(not CRIU_OK, reason=f"criu is unusable on this host: {CRIU_WHY} (run in the guest: "
+                    "tests/vm/run --share /var/lib/kago:ro -- /usr/bin/python3 -m pytest -q "
+                    "tests/integration/test_serve_criu.py)")
 def test_checkpoint_then_restore_then_fallback():
     srv = Server(criu_app(idle_timeout="1s", start_timeout="120s", stop_grace="1s"))
     try:
