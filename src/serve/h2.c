@@ -591,9 +591,8 @@ static void *h2_alloc(struct h2_conn *h, size_t n, bool zero)
     if (!b)
         return zero ? calloc(1, n) : malloc(n);
     h->ring_paged |= ring;
-    *b = (struct h2_big){n >= H2_SCRATCH ? kago__pages_get(n) : kago__pages_get_zero(n), n};
-    if (zero && n >= H2_SCRATCH)
-        memset(b->p, 0, n);
+    /* (a frame buffer's content is dead: any page buffer; the rest start as zeros, see "memory" above) */
+    *b = (struct h2_big){zero || n < H2_SCRATCH ? kago__pages_get_zero(n) : kago__pages_get(n), n};
     return b->p;
 }
 
