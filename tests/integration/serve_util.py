@@ -21,6 +21,31 @@ KAGO = os.environ.get("KAGO", os.path.join(REPO, "build", "kago"))
 ROOTFS = os.environ.get("KAGO_ROOTFS", "/var/lib/kago/rootfs/busybox")
 
 
+def proc_stat(path):
+    """The fields of a /proc/.../stat after the command's name: [state, ppid, ...] (stat field n is [n - 3])."""
+    with open(path) as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def nice_of(pid, tid=None):
+    """A process's nice value (stat field 19), or one of its threads'."""
+    return int(proc_stat(f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat")[16])
+
+
+def children_named(pid, comm):
+    """The pids of pid's children whose command name is comm (what exits meanwhile is left out)."""
+    out = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        if st.startswith(f"{p} ({comm}) ") and int(st.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(p))
+    return out
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

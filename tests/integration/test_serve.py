@@ -13,7 +13,8 @@ import time
 import pytest
 
 from conftest import wait_for
-from serve_util import CGI, KAGO, ROOTFS, STATIC, UPGRADE, Server, app, raw, read_response, request, serving
+from serve_util import (CGI, KAGO, ROOTFS, STATIC, UPGRADE, Server, app, children_named, nice_of, raw, read_response,
+                        request, serving)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -619,12 +620,6 @@ def test_starts_at_once_each_run_in_its_own_cgroup():
         assert s.leftovers() == []
 
 
-def nice_of(path):
-    """The nice value in a /proc/.../stat (field 19)."""
-    with open(path) as f:
-        return int(f.read().rsplit(")", 1)[1].split()[16])
-
-
 def test_event_loops_run_above_what_serve_starts():
     """--loop-priority (10 by default): serve's event loops run 10 nice levels above serve's own, so that a
     storm of starts does not keep them waiting for a CPU; what it starts (the spawner, the instances) and
@@ -638,7 +633,7 @@ def test_event_loops_run_above_what_serve_starts():
             out = statuses_at_once(s, names)
             assert out == {n: 200 for n in names}, (out, s.stderr())
             pid = s.proc.pid
-            nices = {int(t): nice_of(f"/proc/{pid}/task/{t}/stat") for t in os.listdir(f"/proc/{pid}/task")}
+            nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
             assert nices[pid] == loops, (extra, nices)  # the first loop
             # the first loop and the two request loops; a pool thread that ran a start's work (starts at
             # once: all but the first go through the pool) at serve's own
@@ -648,12 +643,9 @@ def test_event_loops_run_above_what_serve_starts():
                 (inst,) = s.instances(n)
                 procs = [inst["pid"], *[int(c) for c in open(f"/proc/{inst['pid']}/task/{inst['pid']}/children")
                                         .read().split()]]
-                assert [nice_of(f"/proc/{p}/stat") for p in procs] == [0] * len(procs), (extra, n, procs)
-            spawner = [int(p) for p in os.listdir("/proc") if p.isdigit() and os.path.exists(f"/proc/{p}/stat")
-                       and open(f"/proc/{p}/stat").read().startswith(f"{p} (kago-spawner) ")
-                       and int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]) == pid]
-            # (the spawner, and what it holds named after it until exec)
-            assert spawner and [nice_of(f"/proc/{p}/stat") for p in spawner] == [0] * len(spawner), (extra, spawner)
+                assert [nice_of(p) for p in procs] == [0] * len(procs), (extra, n, procs)
+            spawner = children_named(pid, "kago-spawner")  # (the spawner, and what it holds named after it until exec)
+            assert spawner and [nice_of(p) for p in spawner] == [0] * len(spawner), (extra, spawner)
         finally:
             assert s.stop() == 0, s.stderr()
             assert s.leftovers() == []

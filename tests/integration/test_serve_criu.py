@@ -15,7 +15,7 @@ import pytest
 
 import serve_util
 from conftest import wait_for
-from serve_util import ROOTFS, Server, app, request
+from serve_util import ROOTFS, Server, app, nice_of, proc_stat, request
 from test_criu import CRIU_OK, CRIU_WHY
 
 if os.environ.get("KAGO_SERVE_BIN"):
@@ -62,9 +62,8 @@ def zombies(pid):
         with open(f"/proc/{pid}/task/{tid}/children") as f:
             for child in f.read().split():
                 try:
-                    with open(f"/proc/{child}/stat") as st:
-                        if st.read().rsplit(")", 1)[1].split()[0] == "Z":
-                            found.append(int(child))
+                    if proc_stat(f"/proc/{child}/stat")[0] == "Z":
+                        found.append(int(child))
                 except FileNotFoundError:
                     pass
     return found
@@ -93,11 +92,6 @@ def test_unusable_criu_means_cold_starts_and_says_why(moment):
         assert srv.metric("kago_checkpoint_failures_total", app="slow") == 0
     finally:
         stop_clean(srv)
-
-
-def nice_of(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[16])
 
 
 @pytest.mark.skipif(not CRIU_OK, reason=f"criu is unusable on this host: {CRIU_WHY} (run in the guest: "

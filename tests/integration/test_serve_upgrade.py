@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from serve_util import KAGO, STATIC, Server, app, request
+from serve_util import KAGO, STATIC, Server, app, children_named, nice_of, request
 from test_serve_adopt import Restarted, alive, cleanup, wait_for
 from test_serve_systemd import Notify
 
@@ -159,11 +159,9 @@ def test_sigusr2_starts_the_new_serve_itself_and_tells_systemd_the_new_main_pid(
         assert f"adopted the ready instance {name}" in s.stderr(), s.stderr()[-3000:]  # (same stderr file)
         # started from the old serve's raised first loop, the new one began at serve's own priority: its
         # loops are 10 above it (not 20), its spawner at it
-        nice = lambda p: int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[16])
-        spawners = [int(p) for p in os.listdir("/proc") if p.isdigit() and os.path.exists(f"/proc/{p}/stat")
-                    and open(f"/proc/{p}/stat").read().startswith(f"{p} (kago-spawner) ")
-                    and int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]) == newpid]
-        assert nice(newpid) == -10 and spawners and {nice(p) for p in spawners} == {0}, (nice(newpid), spawners)
+        spawners = children_named(newpid, "kago-spawner")
+        assert nice_of(newpid) == -10 and spawners and {nice_of(p) for p in spawners} == {0}, \
+            (nice_of(newpid), spawners)
         os.kill(newpid, signal.SIGTERM)  # the pid this test's serve started
         assert wait_for(lambda: not alive(newpid), 30)
         assert "stopped; every instance removed" in s.stderr()
