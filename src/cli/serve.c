@@ -314,7 +314,7 @@ CLI_VERB(serve)
                 "                  [--threads N]   (event loops; N - 1 take TLS handshakes; default: the "
                 "CPUs)\n"
                 "                  [--loop-priority 10]   (nice levels of the event loops above what serve "
-                "starts; 0: none)\n"
+                "starts, in a storm of starts; 0: none)\n"
                 "                  [--budget-cpu 180%%] [--budget-memory 16G]   (a.scale_up's limit, all "
                 "apps)\n"
                 "                  [--metrics-app-histograms]   (/metrics: each app's histograms too)\n"

@@ -328,6 +328,7 @@ static void loop_main(void *arg)
     kago__tls_offload_thread();
     kago__loop_priority(l->hs->srv);
     uv_run(&l->loop, UV_RUN_DEFAULT);
+    kago__loop_priority_end(l->hs->srv);
 }
 
 /* --- the first loop ------------------------------------------------------------------------------ */

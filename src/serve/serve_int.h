@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <pthread.h>
 #include <netinet/in.h>
 #include <uv.h>
 
@@ -323,8 +324,14 @@ struct server {
     /* --threads: the request loops (shard.c); shards[0] is this loop, the others own the apps */
     struct shard *shards;
     unsigned nshards, nstarted, shard_rr;
-    int base_nice, loop_nice; /* serve's own nice value and its event loops' (kago__loop_priority) */
-    bool nice_warned;
+    /* --loop-priority: serve's own nice value and its event loops' in a storm of starts; the loops' thread
+     * ids, to raise and lower them together (kago__loop_priority, kago__loops_storm) */
+    int base_nice, loop_nice;
+    bool nice_warned, loops_raised;
+    uint64_t storm_ms, loop_calm_ms; /* the last time starts waited in the start queue; how long after */
+    pthread_mutex_t loops_mu;
+    pid_t *loops;
+    size_t nloops;
     uv_mutex_t shard_mu; /* the inboxes and the deferred calls */
     struct deferred *deferred, **deferred_tail;
     uv_mutex_t world_mu;
@@ -419,6 +426,8 @@ void kago__client_take(struct shard *s, int fd); /* a connection a request loop 
 struct client *kago__client_handed(struct server *srv, int fd, struct tls_conn *tls, struct sbuf *pre);
 /* On an event loop's thread, as it begins: its priority (--loop-priority). */
 void kago__loop_priority(struct server *srv);
+void kago__loop_priority_end(struct server *srv);
+void kago__loops_storm(struct server *srv, bool storm);
 /* In work given to libuv's pool (a pool thread): serve's own priority, not the loop's (--loop-priority). */
 void kago__pool_priority(struct server *srv);
 /* Once a second: a connection that read nothing since the last call and waits between requests gives its

@@ -23,6 +23,7 @@
 #include "util.h"
 
 #define TICK_MS        25
+#define LOOP_CALM_MS   2000 /* --loop-priority: the loops stay raised this long after a storm */
 #define TLS_CHECK_MS   2000 /* certificate files are looked at this often */
 #define DEFAULT_LISTEN "127.0.0.1:8080"
 
@@ -751,6 +752,7 @@ static void on_tick(uv_timer_t *t)
         enforce_frozen_budget(srv, now);
     }
     kago__upgrade_tick(srv);
+    kago__loops_storm(srv, srv->startq_head != NULL);
     if (reap)
         reap_apps(srv);
     kago__systemd_tick(srv);
@@ -1188,22 +1190,74 @@ static void start_spawner(struct server *srv)
     }
 }
 
-/* --loop-priority: serve's event loops run above the processes it starts (10 nice levels by default, as
- * nginx's worker_priority), so that a storm of starts does not keep them waiting for a CPU: the first loop
- * holds every request loop while it runs a turn, so its time in the run queue was theirs too (at 10,000 /
- * 5,000 on 2 CPUs, 84% of its turns' time over 15 ms; see docs/serve.md). What serve starts, containers,
- * the spawner, CRIU, an upgrade's new serve, gets serve's own nice value (kago__set_child_nice), as does
- * the work serve gives libuv's pool (a start's kernel half, checkpoints, restores: kago__pool_priority;
- * the pool's threads are made by the loop that first queues work). */
-void kago__loop_priority(struct server *srv)
+/* --loop-priority: in a storm of starts, serve's event loops run above the processes it starts (10 nice
+ * levels by default, as nginx's worker_priority), so that the storm does not keep them waiting for a CPU:
+ * the first loop holds every request loop while it runs a turn, so its time in the run queue was theirs
+ * too (at 10,000 / 5,000 on 2 CPUs, 84% of its turns' time over 15 ms; see docs/serve.md). A storm is
+ * starts waiting in the start queue (the machine's starts at their limit); the loops go back to serve's
+ * own once the queue has been empty for loop_calm_ms. Not always: raised, a loop preempts the app it
+ * proxies to at each of its wakeups and batches less (h2 at one stream per connection, 1.02-1.10x
+ * nginx's rate at serve's own, 0.89x raised). What serve starts, containers, the spawner, CRIU, an
+ * upgrade's new serve, gets serve's own nice value (kago__set_child_nice), as does the work serve gives
+ * libuv's pool (a start's kernel half, checkpoints, restores: kago__pool_priority; the pool's threads are
+ * made by the loop that first queues work). */
+static void loop_nice_set(struct server *srv, pid_t tid, int nice)
 {
-    if (srv->loop_nice == srv->base_nice || setpriority(PRIO_PROCESS, 0, srv->loop_nice) == 0)
+    if (setpriority(PRIO_PROCESS, (id_t)tid, nice) == 0 || errno == ESRCH)
         return;
     int e = errno;
     if (!__atomic_exchange_n(&srv->nice_warned, true, __ATOMIC_RELAXED))
         kago__slog(srv, SLOG_WARN, NULL, NULL,
-                   "event loops stay at nice %d (--loop-priority): setpriority %d: %s", srv->base_nice,
-                   srv->loop_nice, strerror(e));
+                   "event loops stay at nice %d (--loop-priority): setpriority %d: %s", srv->base_nice, nice,
+                   strerror(e));
+}
+
+/* A loop's thread, as it starts (and the first loop again after an upgrade's spawn): known to the storm,
+ * and at the nice value the loops have now. */
+void kago__loop_priority(struct server *srv)
+{
+    static _Thread_local bool known;
+    if (srv->loop_nice == srv->base_nice)
+        return;
+    pthread_mutex_lock(&srv->loops_mu);
+    if (!known) {
+        srv->loops = xrealloc(srv->loops, (srv->nloops + 1) * sizeof(*srv->loops));
+        srv->loops[srv->nloops++] = gettid();
+        known = true;
+    }
+    loop_nice_set(srv, 0, srv->loops_raised ? srv->loop_nice : srv->base_nice);
+    pthread_mutex_unlock(&srv->loops_mu);
+}
+
+/* A loop's thread, as it ends: its id is no longer ours to renice. */
+void kago__loop_priority_end(struct server *srv)
+{
+    pid_t self = gettid();
+    pthread_mutex_lock(&srv->loops_mu);
+    for (size_t i = 0; i < srv->nloops; i++)
+        if (srv->loops[i] == self) {
+            srv->loops[i] = srv->loops[--srv->nloops];
+            break;
+        }
+    pthread_mutex_unlock(&srv->loops_mu);
+}
+
+/* The first loop, each tick: are starts waiting in the start queue (a storm)? */
+void kago__loops_storm(struct server *srv, bool storm)
+{
+    if (srv->loop_nice == srv->base_nice)
+        return;
+    uint64_t now = kago__serve_now_ms();
+    if (storm)
+        srv->storm_ms = now;
+    bool up = storm || (srv->loops_raised && now - srv->storm_ms < srv->loop_calm_ms);
+    if (up == srv->loops_raised)
+        return;
+    pthread_mutex_lock(&srv->loops_mu);
+    srv->loops_raised = up;
+    for (size_t i = 0; i < srv->nloops; i++)
+        loop_nice_set(srv, srv->loops[i], up ? srv->loop_nice : srv->base_nice);
+    pthread_mutex_unlock(&srv->loops_mu);
 }
 
 void kago__pool_priority(struct server *srv)
@@ -1216,7 +1270,12 @@ void kago__pool_priority(struct server *srv)
 
 int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
 {
-    struct server srv_ = {.opts = *o, .root_lock = -1, .up_conn = -1, .admin = {.keep_fd = -1}}, *srv = &srv_;
+    struct server srv_ = {.opts = *o,
+                          .root_lock = -1,
+                          .up_conn = -1,
+                          .admin = {.keep_fd = -1},
+                          .loops_mu = PTHREAD_MUTEX_INITIALIZER},
+                  *srv = &srv_;
     if (!o->config_dir == !o->cluster)
         return kago_error_set(err, 0, "serve: --config DIR or --cluster etcd://... is required (not both)");
     signal(SIGPIPE, SIG_IGN);
@@ -1230,6 +1289,8 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         int d = o->loop_priority ? o->loop_priority : 10;
         srv->loop_nice = srv->base_nice - d < -20 ? -20 : srv->base_nice - d;
         kago__set_child_nice(srv->base_nice);
+        const char *calm = getenv("KAGO_SERVE_LOOP_CALM_MS");
+        srv->loop_calm_ms = calm && *calm ? strtoull(calm, NULL, 10) : LOOP_CALM_MS;
     }
     kago__systemd_init();
     int sd_main, sd_admin;
@@ -1421,6 +1482,7 @@ out:
         srv->apps = a->next;
         free_app(a);
     }
+    free(srv->loops);
     kago__router_free(srv->router);
     kago__smap_fini(&srv->names);
     kago__upgrade_close(srv);

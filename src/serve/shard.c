@@ -245,6 +245,7 @@ static void shard_main(void *arg)
         uv_mutex_lock(&s->mu);
     }
     uv_mutex_unlock(&s->mu);
+    kago__loop_priority_end(srv);
 }
 
 unsigned kago__shards_wanted(struct server *srv)

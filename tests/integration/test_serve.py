@@ -620,20 +620,33 @@ def test_starts_at_once_each_run_in_its_own_cgroup():
         assert s.leftovers() == []
 
 
-def test_event_loops_run_above_what_serve_starts():
-    """--loop-priority (10 by default): serve's event loops run 10 nice levels above serve's own, so that a
-    storm of starts does not keep them waiting for a CPU; what it starts (the spawner, the instances) and
-    the work it gives its thread pool stay at serve's own. --loop-priority 0 leaves every thread where it
-    was."""
-    names = ["n0", "n1", "n2"]
-    for extra, loops in (([], -10), (["--loop-priority", "0"], 0)):
-        s = Server("".join(app(n, [f"{n}.test"], SMALL, stop_grace="1s") for n in names),
-                   extra_args=["--threads", "2", *extra])
+def test_event_loops_run_above_what_serve_starts_in_a_storm():
+    """--loop-priority (10 by default): while starts wait in the start queue (a storm), serve's event loops
+    run 10 nice levels above serve's own, so that the storm does not keep them waiting for a CPU, and go
+    back once the queue has been empty for a while (KAGO_SERVE_LOOP_CALM_MS, 2 s by default); a lone start
+    does not raise them. What serve starts (the spawner, the instances) and the work it gives its thread
+    pool stay at serve's own. --loop-priority 0 leaves every thread where it was."""
+    names = ["n0", "n1", "n2", "n3"]
+    for extra, loops, calm in (([], -10, "60000"), (["--loop-priority", "0"], 0, "60000"), ([], -10, "300")):
+        s = Server("".join(app(n, [f"{n}.test"], SMALL, stop_grace="1s") for n in ["lone", *names]),
+                   extra_args=["--threads", "2", "--max-starting", "1", *extra],
+                   env={"KAGO_SERVE_LOOP_CALM_MS": calm})
         try:
-            out = statuses_at_once(s, names)
-            assert out == {n: 200 for n in names}, (out, s.stderr())
             pid = s.proc.pid
+            assert request(s.port, "lone.test")[0] == 200, s.stderr()
+            time.sleep(0.1)  # (a tick)
             nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
+            assert set(nices.values()) == {0}, (extra, "a lone start", nices)
+            out = statuses_at_once(s, names)  # one starts, three wait in the start queue
+            assert out == {n: 200 for n in names}, (out, s.stderr())
+            nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
+            if calm == "300":  # the storm is over: back to serve's own
+                deadline = time.monotonic() + 10
+                while set(nices.values()) != {0} and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
+                assert set(nices.values()) == {0}, ("after the storm", nices)
+                continue
             assert nices[pid] == loops, (extra, nices)  # the first loop
             # the first loop and the two request loops; a pool thread that ran a start's work (starts at
             # once: all but the first go through the pool) at serve's own
