@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -376,3 +377,14 @@ def read_response(s, method="GET"):
         if not b:
             return status, hdrs, rest
         rest += b
+
+
+def statuses_at_once(s, names):
+    """One request to each app NAME.test at once (a thread each): {name: status}."""
+    out = {}
+    ts = [threading.Thread(target=lambda n=n: out.setdefault(n, request(s.port, f"{n}.test")[0])) for n in names]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    return out

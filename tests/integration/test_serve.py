@@ -14,7 +14,7 @@ import pytest
 
 from conftest import wait_for
 from serve_util import (CGI, KAGO, ROOTFS, STATIC, UPGRADE, Server, app, children_named, nice_of, raw, read_response,
-                        request, serving)
+                        request, serving, statuses_at_once)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -585,17 +585,6 @@ def test_a_start_in_the_thread_pool_neither_stalls_nor_leaks():
         t.join(10)
     assert sorted(out.values()) == [200, 503], out
     assert s.leftovers() == []
-
-
-def statuses_at_once(s, names):
-    """One request to each app NAME.test at once (a thread each): {name: status}."""
-    out = {}
-    ts = [threading.Thread(target=lambda n=n: out.setdefault(n, request(s.port, f"{n}.test")[0])) for n in names]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(30)
-    return out
 
 
 def test_starts_at_once_each_run_in_its_own_cgroup():

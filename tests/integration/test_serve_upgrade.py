@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from serve_util import KAGO, STATIC, Server, app, children_named, nice_of, request
+from serve_util import KAGO, STATIC, Server, app, children_named, nice_of, request, statuses_at_once
 from test_serve_adopt import Restarted, alive, cleanup, wait_for
 from test_serve_systemd import Notify
 
@@ -131,13 +131,18 @@ def test_upgrade_ten_times_under_load_loses_no_request_and_keeps_the_instance():
 
 def test_sigusr2_starts_the_new_serve_itself_and_tells_systemd_the_new_main_pid():
     n = Notify()
-    s = Server(APPS, env={"NOTIFY_SOCKET": n.addr})
+    more = "".join(app(k, [f"{k}.test"], CGI, idle_timeout="10m", stop_grace="1s") for k in ("w2", "w3"))
+    # (a storm before the upgrade, --max-starting 1 and two starts at once, raises the old serve's loops)
+    s = Server(APPS + more, extra_args=["--max-starting", "1"],
+               env={"NOTIFY_SOCKET": n.addr, "KAGO_SERVE_LOOP_CALM_MS": "600000"})
     newpid = None
     try:
         n.wait_for("READY")
         st, _, _ = request(s.port, "web.test", "/index.html")
         assert st == 200
         name = s.instances("web")[0]["name"]
+        assert statuses_at_once(s, ["w2", "w3"]) == {"w2": 200, "w3": 200}
+        assert wait_for(lambda: nice_of(s.proc.pid) == -10, 5), nice_of(s.proc.pid)
         s.proc.send_signal(signal.SIGUSR2)
         # the old serve names the new one MAINPID= before it exits; the new one then says READY=1
         deadline = time.monotonic() + 30
@@ -157,10 +162,10 @@ def test_sigusr2_starts_the_new_serve_itself_and_tells_systemd_the_new_main_pid(
         st, _, body = request(s.port, "web.test", "/index.html")
         assert st == 200 and body.strip() == b"hello-static"
         assert f"adopted the ready instance {name}" in s.stderr(), s.stderr()[-3000:]  # (same stderr file)
-        # started from the old serve's raised first loop, the new one began at serve's own priority: its
-        # loops are 10 above it (not 20), its spawner at it
+        # started from the old serve's raised first loop, the new one began at serve's own priority (in no
+        # storm, its loops are there too, not 10 below), and so did its spawner
         spawners = children_named(newpid, "kago-spawner")
-        assert nice_of(newpid) == -10 and spawners and {nice_of(p) for p in spawners} == {0}, \
+        assert nice_of(newpid) == 0 and spawners and {nice_of(p) for p in spawners} == {0}, \
             (nice_of(newpid), spawners)
         os.kill(newpid, signal.SIGTERM)  # the pid this test's serve started
         assert wait_for(lambda: not alive(newpid), 30)
