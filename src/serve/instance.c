@@ -719,6 +719,7 @@ static void op_start(struct pool *p, struct pool_inst *pi)
         return;
     }
     inst->queued = pi->queued = true;
+    kago__loops_storm(srv, true); /* (at once: a storm shorter than a tick raises them too) */
     if (srv->startq_tail)
         srv->startq_tail->startq_next = inst;
     else

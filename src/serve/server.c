@@ -1242,7 +1242,7 @@ void kago__loop_priority_end(struct server *srv)
     pthread_mutex_unlock(&srv->loops_mu);
 }
 
-/* The first loop, each tick: are starts waiting in the start queue (a storm)? */
+/* The first loop, as a start is queued (storm) and each tick (are starts waiting in the start queue?). */
 void kago__loops_storm(struct server *srv, bool storm)
 {
     if (srv->loop_nice == srv->base_nice)
