@@ -171,9 +171,11 @@ def test_sigusr2_starts_the_new_serve_itself_and_tells_systemd_the_new_main_pid(
         assert wait_for(lambda: not alive(newpid), 30)
         assert "stopped; every instance removed" in s.stderr()
         assert not s.leftovers(), s.leftovers()
-    finally:
+    finally:  # (after a failure: SIGTERM removes the instances the new serve adopted; SIGKILL would leave them)
         if newpid and alive(newpid):
-            os.kill(newpid, signal.SIGKILL)
+            os.kill(newpid, signal.SIGTERM)
+            if not wait_for(lambda: not alive(newpid), 30):
+                os.kill(newpid, signal.SIGKILL)
         cleanup(s)
 
 
