@@ -15,7 +15,7 @@ import pytest
 
 import serve_util
 from conftest import wait_for
-from serve_util import ROOTFS, Server, app, nice_of, proc_stat, request
+from serve_util import ROOTFS, STATIC, Server, app, nice_of, proc_stat, request, statuses_at_once
 from test_criu import CRIU_OK, CRIU_WHY
 
 if os.environ.get("KAGO_SERVE_BIN"):
@@ -98,9 +98,15 @@ def test_unusable_criu_means_cold_starts_and_says_why(moment):
                     "tests/vm/run --share /var/lib/kago:ro -- /usr/bin/python3 -m pytest -q "
                     "tests/integration/test_serve_criu.py)")
 def test_checkpoint_then_restore_then_fallback():
-    srv = Server(criu_app(idle_timeout="1s", start_timeout="120s", stop_grace="1s"))
+    # (two more apps, started at once with --max-starting 1 first: a storm raises the event loops, and with
+    # KAGO_SERVE_LOOP_CALM_MS they stay raised through the test)
+    others = "".join(app(n, [f"{n}.test"], STATIC, stop_grace="1s") for n in ("o1", "o2"))
+    srv = Server(criu_app(idle_timeout="1s", start_timeout="120s", stop_grace="1s") + others,
+                 extra_args=["--max-starting", "1"], env={"KAGO_SERVE_LOOP_CALM_MS": "600000"})
     try:
         assert "CRIU works here" in srv.stderr()
+        assert statuses_at_once(srv, ["o1", "o2"]) == {"o1": 200, "o2": 200}
+        assert wait_for(lambda: nice_of(srv.proc.pid) == -10, 5), nice_of(srv.proc.pid)
         # 1. cold start, then the ready instance is imaged off the request path
         st, h, body, cold_s = timed_get(srv)
         assert (st, body) == (200, b"slow-but-here\n"), srv.stderr()
@@ -108,8 +114,8 @@ def test_checkpoint_then_restore_then_fallback():
         assert wait_for(lambda: srv.metric("kago_checkpoints_total", app="slow") == 1, 180), srv.stderr()
         image = os.path.join(srv.root, "images", "slow", "0")
         assert os.path.isfile(os.path.join(image, "kago.json"))
-        # a detached instance (forked with its shim from the first loop, raised by --loop-priority) runs at
-        # serve's own priority, not the loop's
+        # a detached instance (forked with its shim from the first loop, raised by the storm) runs at serve's
+        # own priority, not the loop's
         assert nice_of(srv.proc.pid) == -10 and nice_of(srv.instances("slow")[0]["pid"]) == 0
         # 2. idle stops it; the next request is served by a restore
         assert wait_for(lambda: not srv.instances("slow"), 60), srv.ps()
