@@ -735,6 +735,9 @@ void kago__init_loop(pid_t child)
     /* never exec'd, so nothing closed kago's descriptors (a server's sockets, the host's network
      * namespace): the init needs none of them */
     syscall(SYS_close_range, 3, ~0U, 0);
+    /* nor renamed: ps shows the container's PID 1 as what it is, not as the kago or kago-spawner it was
+     * cloned from (the spawner tells its sandboxes still in setup by that name) */
+    prctl(PR_SET_NAME, "kago-init", 0, 0, 0);
     init_child = child;
     struct sigaction sa = {.sa_handler = init_forward};
     sigemptyset(&sa.sa_mask);

@@ -199,6 +199,7 @@ def test_init_holds_no_kago_fds(kago, rootfs, tmp_path):
     pid = kago.state("initfd")["pid"]
     fds = sorted(int(f) for f in os.listdir(f"/proc/{pid}/fd"))
     assert fds == [0, 1, 2], [os.readlink(f"/proc/{pid}/fd/{f}") for f in fds]
+    assert open(f"/proc/{pid}/comm").read() == "kago-init\n"  # (ps shows it as what it is)
 
 
 def pipe_released(kago, *args):

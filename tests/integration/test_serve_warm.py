@@ -98,6 +98,7 @@ def test_pooled_start_takes_a_sandbox_and_is_isolated(probe, tmp_path):
         assert st == 200, body
         other = instance_pid(s, "other")
         assert other in waiting, (other, waiting)  # the instance is the sandbox that waited
+        assert comm(other) == "kago-init", comm(other)  # (its app's c.init: named so once set up)
         assert comm(other) != "kago-warm"
         # its own hostname (the instance's name), network, pid and user namespaces, root mapped to the app's range
         assert body.strip() == f"hi-{s.instances('other')[0]['name']}".encode(), body
@@ -168,7 +169,7 @@ def test_spawner_killed_sandboxes_stay_and_starts_go_on():
         # made, and its answer read by serve (a spawner killed before it answers takes the sandbox along)
         assert wait_for(lambda: sandboxes(s) and s.metric("kago_warm_sandboxes") == len(sandboxes(s)), 10)
         old = sandboxes(s)
-        # (the instances' inits, its clones, have its name too, each in a pid namespace of its own)
+        # (the spawner's clones have its name until they exec or become an app's init, kago-init)
         spawner = [p for p in children(s.proc.pid) if comm(p) == "kago-spawner"
                    and os.readlink(f"/proc/{p}/ns/pid") == os.readlink("/proc/self/ns/pid")]
         assert len(spawner) == 1
