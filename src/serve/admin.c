@@ -436,6 +436,16 @@ static void all_started(const struct metrics_ctx *m, struct sbuf *b, const struc
     all_u64(b, f, m->srv->total_instances);
 }
 
+static void all_starts_now(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, !strcmp(f->name, "kago_starts_waiting") ? m->srv->startq_len : m->srv->starting);
+}
+
+static void all_loops_raised(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, m->srv->loops_raised);
+}
+
 /* --acme-directory only (acme.c) */
 static void all_acme_orders(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
@@ -604,6 +614,14 @@ static const struct family families[] = {
     SERVER_WIDE("kago_connections", "gauge", "Client connections open.", all_connections),
     SERVER_WIDE("kago_instances_started_total", "counter", "Instances started since serve began.",
                 all_started),
+    SERVER_WIDE("kago_starts_in_flight", "gauge",
+                "Instances between their start and readiness (at most --max-starting).", all_starts_now),
+    SERVER_WIDE("kago_starts_waiting", "gauge",
+                "Starts waiting in the start queue for a --max-starting place.", all_starts_now),
+    SERVER_WIDE(
+        "kago_event_loops_raised", "gauge",
+        "1 while serve's event loops run above its own priority (--loop-priority: a storm of starts).",
+        all_loops_raised),
     SERVER_WIDE("kago_warm_starts_total", "counter",
                 "Cold starts that could use a warm sandbox (--warm), by whether one was ready (hit) or not.",
                 all_warm_starts),

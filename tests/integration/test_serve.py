@@ -626,6 +626,7 @@ def test_event_loops_run_above_what_serve_starts_in_a_storm():
             time.sleep(0.1)  # (a tick)
             nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
             assert set(nices.values()) == {0}, (extra, "a lone start", nices)
+            assert s.metric("kago_event_loops_raised") == 0
             out = statuses_at_once(s, names)  # one starts, three wait in the start queue
             assert out == {n: 200 for n in names}, (out, s.stderr())
             nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
@@ -635,7 +636,10 @@ def test_event_loops_run_above_what_serve_starts_in_a_storm():
                     time.sleep(0.05)
                     nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
                 assert set(nices.values()) == {0}, ("after the storm", nices)
+                assert s.metric("kago_event_loops_raised") == 0
                 continue
+            assert s.metric("kago_event_loops_raised") == (1 if loops else 0)
+            assert s.metric("kago_starts_waiting") == 0 and s.metric("kago_starts_in_flight") == 0
             assert nices[pid] == loops, (extra, nices)  # the first loop
             # the first loop and the two request loops; a pool thread that ran a start's work (starts at
             # once: all but the first go through the pool) at serve's own
@@ -646,7 +650,7 @@ def test_event_loops_run_above_what_serve_starts_in_a_storm():
                 procs = [inst["pid"], *[int(c) for c in open(f"/proc/{inst['pid']}/task/{inst['pid']}/children")
                                         .read().split()]]
                 assert [nice_of(p) for p in procs] == [0] * len(procs), (extra, n, procs)
-            spawner = children_named(pid, "kago-spawner")  # (the spawner, and what it holds named after it until exec)
+            spawner = children_named(pid, "kago-spawner")  # (and a clone of it not yet exec'd)
             assert spawner and [nice_of(p) for p in spawner] == [0] * len(spawner), (extra, spawner)
         finally:
             assert s.stop() == 0, s.stderr()
