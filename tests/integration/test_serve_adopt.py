@@ -68,10 +68,12 @@ def cleanup(*servers):
         return  # no record left (the admin token is not one)
     for f in glob.glob(os.path.join(last.conf, "*.rb")):
         os.unlink(f)
-    try:
-        Restarted(last).stop()
-    except Exception:
-        pass
+    for _ in range(5):  # (a killed serve's spawner may hold the root a moment longer)
+        try:
+            Restarted(last).stop()
+            return
+        except Exception:
+            time.sleep(2)
 
 
 def sigkill(s):
