@@ -1291,6 +1291,14 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         kago__set_child_nice(srv->base_nice);
         const char *calm = getenv("KAGO_SERVE_LOOP_CALM_MS");
         srv->loop_calm_ms = calm && *calm ? strtoull(calm, NULL, 10) : LOOP_CALM_MS;
+        /* said now, not in the first storm: may the loops rise at all? */
+        if (setpriority(PRIO_PROCESS, 0, srv->loop_nice) < 0) {
+            kago__slog(srv, SLOG_WARN, NULL, NULL,
+                       "event loops stay at nice %d (--loop-priority): setpriority %d: %s", srv->base_nice,
+                       srv->loop_nice, strerror(errno));
+            srv->loop_nice = srv->base_nice;
+        }
+        setpriority(PRIO_PROCESS, 0, srv->base_nice);
     }
     kago__systemd_init();
     int sd_main, sd_admin;

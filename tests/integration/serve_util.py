@@ -170,8 +170,9 @@ def cgroup_of(inst):
 class Server:
     """kago serve with its own config dir, state dir and ports."""
 
-    def __init__(self, apps_rb, extra_args=(), env=None, root=None, tls_only=False, port=None):
-        """tls_only: self.port (port, or a free one) is a --listen-tls, and serve has no plain listener."""
+    def __init__(self, apps_rb, extra_args=(), env=None, root=None, tls_only=False, port=None, wrap=()):
+        """tls_only: self.port (port, or a free one) is a --listen-tls, and serve has no plain listener.
+        wrap: a command that execs serve (its pid is serve's)."""
         self.tmp = tempfile.mkdtemp(prefix="kago-serve-test-")
         _TMPDIRS.append(self.tmp)
         self.conf = os.path.join(self.tmp, "conf")
@@ -187,7 +188,7 @@ class Server:
         # binds it: then serve says so and exits, and it starts again on ports picked anew.
         for attempt in range(3):
             self.proc = subprocess.Popen(
-                [KAGO, "--root", self.root, "serve", "--config", self.conf,
+                [*wrap, KAGO, "--root", self.root, "serve", "--config", self.conf,
                  "--listen-tls" if tls_only else "--listen", f"127.0.0.1:{self.port}",
                  "--admin", f"127.0.0.1:{self.admin}", "--access-log", self.log, *extra_args],
                 stdout=subprocess.DEVNULL, stderr=self.errlog, env={**os.environ, **(env or {})})

@@ -661,6 +661,26 @@ def test_event_loops_run_above_what_serve_starts_in_a_storm():
         assert p.returncode == 2 and f'--loop-priority: "{bad}" is not a number from 0 to 39' in p.stderr, p.stderr
 
 
+def test_loops_that_may_not_rise_stay_and_serve_says_so_as_it_starts():
+    """Without CAP_SYS_NICE (as root in a container that lacks it) --loop-priority cannot raise the loops:
+    serve says so as it starts, not in the first storm, and serves that storm at its own priority."""
+    names = ["m0", "m1", "m2"]
+    s = Server("".join(app(n, [f"{n}.test"], SMALL, stop_grace="1s") for n in names),
+               extra_args=["--threads", "2", "--max-starting", "1"],
+               wrap=["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice", "--"])
+    try:
+        pid = s.proc.pid
+        assert "event loops stay at nice 0 (--loop-priority): setpriority -10: Permission denied" in s.stderr()
+        assert statuses_at_once(s, names) == {n: 200 for n in names}, s.stderr()
+        nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
+        assert set(nices.values()) == {0}, nices
+        assert s.metric("kago_event_loops_raised") == 0
+        assert s.stderr().count("event loops stay at nice") == 1, s.stderr()
+    finally:
+        assert s.stop() == 0, s.stderr()
+        assert s.leftovers() == []
+
+
 def test_sigterm_repeated_through_a_shutdown_is_ignored():
     """A supervisor that sends SIGTERM again and again (or a user's second ^C) does not kill serve half way
     through its shutdown: it still removes every instance and exits 0."""
