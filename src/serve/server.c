@@ -1201,15 +1201,16 @@ static void start_spawner(struct server *srv)
  * upgrade's new serve, gets serve's own nice value (kago__set_child_nice), as does the work serve gives
  * libuv's pool (a start's kernel half, checkpoints, restores: kago__pool_priority; the pool's threads are
  * made by the loop that first queues work). */
-static void loop_nice_set(struct server *srv, pid_t tid, int nice)
+static bool loop_nice_set(struct server *srv, pid_t tid, int nice)
 {
     if (setpriority(PRIO_PROCESS, (id_t)tid, nice) == 0 || errno == ESRCH)
-        return;
+        return true;
     int e = errno;
     if (!__atomic_exchange_n(&srv->nice_warned, true, __ATOMIC_RELAXED))
         kago__slog(srv, SLOG_WARN, NULL, NULL,
                    "event loops stay at nice %d (--loop-priority): setpriority %d: %s", srv->base_nice, nice,
                    strerror(e));
+    return false;
 }
 
 /* A loop's thread, as it starts (and the first loop again after an upgrade's spawn): known to the storm,
@@ -1292,12 +1293,8 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
         const char *calm = getenv("KAGO_SERVE_LOOP_CALM_MS");
         srv->loop_calm_ms = calm && *calm ? strtoull(calm, NULL, 10) : LOOP_CALM_MS;
         /* said now, not in the first storm: may the loops rise at all? */
-        if (setpriority(PRIO_PROCESS, 0, srv->loop_nice) < 0) {
-            kago__slog(srv, SLOG_WARN, NULL, NULL,
-                       "event loops stay at nice %d (--loop-priority): setpriority %d: %s", srv->base_nice,
-                       srv->loop_nice, strerror(errno));
+        if (!loop_nice_set(srv, 0, srv->loop_nice))
             srv->loop_nice = srv->base_nice;
-        }
         setpriority(PRIO_PROCESS, 0, srv->base_nice);
     }
     kago__systemd_init();

@@ -33,6 +33,11 @@ def nice_of(pid, tid=None):
     return int(proc_stat(f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat")[16])
 
 
+def thread_nices(pid):
+    """{tid: nice value} of each of a process's threads."""
+    return {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
+
+
 def children_named(pid, comm):
     """The pids of pid's children whose command name is comm (what exits meanwhile is left out)."""
     out = []

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import wait_for
 from serve_util import (CGI, KAGO, ROOTFS, STATIC, UPGRADE, Server, app, children_named, nice_of, raw, read_response,
-                        request, serving, statuses_at_once)
+                        request, serving, statuses_at_once, thread_nices)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -624,17 +624,17 @@ def test_event_loops_run_above_what_serve_starts_in_a_storm():
             pid = s.proc.pid
             assert request(s.port, "lone.test")[0] == 200, s.stderr()
             time.sleep(0.1)  # (a tick)
-            nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
+            nices = thread_nices(pid)
             assert set(nices.values()) == {0}, (extra, "a lone start", nices)
             assert s.metric("kago_event_loops_raised") == 0
             out = statuses_at_once(s, names)  # one starts, three wait in the start queue
             assert out == {n: 200 for n in names}, (out, s.stderr())
-            nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
+            nices = thread_nices(pid)
             if calm == "300":  # the storm is over: back to serve's own
                 deadline = time.monotonic() + 10
                 while set(nices.values()) != {0} and time.monotonic() < deadline:
                     time.sleep(0.05)
-                    nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
+                    nices = thread_nices(pid)
                 assert set(nices.values()) == {0}, ("after the storm", nices)
                 assert s.metric("kago_event_loops_raised") == 0
                 continue
@@ -672,7 +672,7 @@ def test_loops_that_may_not_rise_stay_and_serve_says_so_as_it_starts():
         pid = s.proc.pid
         assert "event loops stay at nice 0 (--loop-priority): setpriority -10: Permission denied" in s.stderr()
         assert statuses_at_once(s, names) == {n: 200 for n in names}, s.stderr()
-        nices = {int(t): nice_of(pid, t) for t in os.listdir(f"/proc/{pid}/task")}
+        nices = thread_nices(pid)
         assert set(nices.values()) == {0}, nices
         assert s.metric("kago_event_loops_raised") == 0
         assert s.stderr().count("event loops stay at nice") == 1, s.stderr()
