@@ -485,26 +485,26 @@ struct made {
 static struct made *made;
 static size_t nmade, capmade;
 
-/* Whether sandbox m may still wait for a start: alive, and not the app a start exec'd (its name is still
- * the spawner's, which it is cloned with, or kago-warm). */
 static bool made_exited(const struct made *m)
 {
     struct pollfd p = {.fd = m->pidfd, .events = POLLIN};
     return poll(&p, 1, 0) != 0; /* (or the pidfd is unusable) */
 }
 
-static bool made_waiting(const struct made *m)
+/* What sandbox m is now: still waiting for a start (its name is still the spawner's, which it is cloned
+ * with, or kago-warm), the app a start exec'd, or gone. Its name is read before its pidfd is asked: one
+ * that exits between the two is gone, not an app (whose cgroup is serve's: never removed here). */
+enum made_is { MADE_WAITING, MADE_APP, MADE_GONE };
+static enum made_is made_is(const struct made *m)
 {
-    if (made_exited(m))
-        return false;
     char path[32], comm[32] = "";
     snprintf(path, sizeof path, "/proc/%d/comm", (int)m->pid);
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t n = fd >= 0 ? read(fd, comm, sizeof comm - 1) : -1;
-    if (n <= 0)
-        return false;
+    if (n <= 0 || made_exited(m))
+        return MADE_GONE;
     comm[n] = '\0';
-    return !strcmp(comm, "kago-warm\n") || !strcmp(comm, "kago-spawner\n");
+    return !strcmp(comm, "kago-warm\n") || !strcmp(comm, "kago-spawner\n") ? MADE_WAITING : MADE_APP;
 }
 
 static void made_drop(size_t i, bool remove)
@@ -520,7 +520,7 @@ static void made_drop(size_t i, bool remove)
 static void made_prune(void)
 {
     for (size_t i = nmade; i-- > 0;)
-        if (!made_waiting(&made[i]))
+        if (made_is(&made[i]) != MADE_WAITING)
             made_drop(i, false);
 }
 
@@ -533,10 +533,9 @@ static void made_end(void)
     uint64_t until = kago__now_us() + 5000000;
     while (nmade) {
         for (size_t i = nmade; i-- > 0;) {
-            if (made_exited(&made[i]))
-                made_drop(i, true);
-            else if (!made_waiting(&made[i]))
-                made_drop(i, false);
+            enum made_is is = made_is(&made[i]);
+            if (is != MADE_WAITING)
+                made_drop(i, is == MADE_GONE);
         }
         if (!nmade || kago__now_us() >= until)
             break;
