@@ -1180,8 +1180,10 @@ static void handle(struct admin_conn *ac)
         ac->reload.done = reload_answer;
         kago__server_reload(srv, &ac->reload);
     } else if (!strcmp(method, "GET") && !strcmp(path, "/healthz")) {
-        sbuf_adds(&body, "ok\n");
-        respond(ac, 200, "text/plain", &body);
+        /* draining after SIGTERM: a load balancer's check takes this serve out before its listeners are gone
+         * (an upgrade's old serve is not stopping: its listeners are the new serve's) */
+        sbuf_adds(&body, srv->stopping ? "stopping\n" : "ok\n");
+        respond(ac, srv->stopping ? 503 : 200, "text/plain", &body);
     } else {
         dash(ac, method, path, how);
     }

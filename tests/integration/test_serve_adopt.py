@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from serve_util import KAGO, STATIC, Server, app, cgroup_of, request, root_leftovers, wait_for
+from serve_util import KAGO, STATIC, Server, admin_request, app, cgroup_of, request, root_leftovers, wait_for
 
 COUNTER = ("mkdir -p /srv/www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
            "echo $$ $(cat /proc/1/stat | cut -d\" \" -f22)\\n' > /srv/www/cgi-bin/id && chmod +x /srv/www/cgi-bin/id"
@@ -216,8 +216,17 @@ def test_sigterm_cuts_requests_at_the_drain_timeout():
                     10), s.metrics()
     time.sleep(0.2)
     names = {i["name"] for i in s.instances("cgi")}
+    def health():
+        try:
+            return admin_request(s.admin, s.root, "/healthz", timeout=2)[::2]
+        except OSError as e:
+            return e
+    assert health() == (200, "ok\n")
     t0 = time.time()
-    assert s.stop() == 0, s.stderr()
+    s.proc.send_signal(signal.SIGTERM)
+    # while it drains, /healthz says so (a load balancer's check takes it out), with the admin API still up
+    assert wait_for(lambda: health() == (503, "stopping\n"), 0.8), (health(), s.stderr())
+    assert s.proc.wait(30) == 0, s.stderr()
     took = time.time() - t0
     t.join(10)
     print(f"SIGTERM with a request in flight, --drain-timeout 1s: exited in {took:.2f} s")
