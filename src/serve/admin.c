@@ -441,6 +441,11 @@ static void all_starts_now(const struct metrics_ctx *m, struct sbuf *b, const st
     all_u64(b, f, !strcmp(f->name, "kago_starts_waiting") ? m->srv->startq_len : m->srv->starting);
 }
 
+static void all_deleting(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, m->srv->ndeleting + m->srv->del_busy);
+}
+
 static void all_loops_raised(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     all_u64(b, f, m->srv->loops_raised);
@@ -618,6 +623,9 @@ static const struct family families[] = {
                 "Instances between their start and readiness (at most --max-starting).", all_starts_now),
     SERVER_WIDE("kago_starts_waiting", "gauge",
                 "Starts waiting in the start queue for a --max-starting place.", all_starts_now),
+    SERVER_WIDE("kago_instances_deleting", "gauge",
+                "Instances ended whose containers wait to be deleted (a few milliseconds' worth per loop turn).",
+                all_deleting),
     SERVER_WIDE(
         "kago_event_loops_raised", "gauge",
         "1 while serve's event loops run above its own priority (--loop-priority: a storm of starts).",

@@ -752,10 +752,66 @@ static void op_drain(struct pool *p, struct pool_inst *pi)
     }
 }
 
+/* Signals in slices. Stopping thousands of instances at once (SIGTERM to serve, their stop graces ending in
+ * one tick) signalled each in one turn of the first loop: 26 us apiece for a SIGTERM to every process of
+ * its cgroup, and 145 us for a SIGKILL to its init, whose dying namespace then runs in serve's place (0.4 s
+ * of one turn for 3,000). The loop signals for at most SIGNAL_INLINE_US a turn; the rest are sent in the
+ * next turns (sig_idle), in order, at least one a turn. */
+#define SIGNAL_INLINE_US 5000
+
+static bool signal_inline(struct server *srv)
+{
+    uint64_t turn = uv_now(srv->loop);
+    if (turn != srv->sig_turn) {
+        srv->sig_turn = turn;
+        srv->sig_spent_us = 0;
+    }
+    return !srv->sig_head && srv->sig_spent_us < srv->sig_inline_us;
+}
+
+static void signal_send(struct instance *inst, int sig, bool all)
+{
+    struct server *srv = inst->app->srv;
+    struct kago_error *err = NULL;
+    uint64_t t0 = kago__serve_now_us();
+    if (kago_container_kill(inst->c, sig, all, &err) < 0) {
+        if (all || kago_container_status(inst->c) != KAGO_STOPPED) /* (init gone: its exit is on its way) */
+            kago__ilog(inst, SLOG_ERR, "%s", err->msg);
+        kago_error_free(err);
+    }
+    srv->sig_spent_us += kago__serve_now_us() - t0;
+}
+
+static struct instance *signal_next(struct server *srv)
+{
+    struct instance *inst = srv->sig_head;
+    if (!(srv->sig_head = inst->sig_next))
+        srv->sig_tail = NULL;
+    inst->sig_queued = false;
+    inst->refs--;
+    return inst;
+}
+
+static void on_signal_idle(uv_idle_t *h)
+{
+    struct server *srv = h->data;
+    srv->sig_turn = uv_now(srv->loop);
+    srv->sig_spent_us = 0;
+    do {
+        struct instance *inst = signal_next(srv);
+        if (!inst->removed && inst->c) /* (a removed one was killed with its delete) */
+            signal_send(inst, inst->sig_pending, inst->sig_all);
+        kago__instance_unref(inst);
+    } while (srv->sig_head && srv->sig_spent_us < srv->sig_inline_us);
+    if (!srv->sig_head) {
+        uv_idle_stop(h);
+        kago__server_maybe_exit(srv);
+    }
+}
+
 static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
 {
     struct instance *inst = pi->data;
-    struct kago_error *err = NULL;
     if (inst->queued) { /* not begun: it leaves the queue from startq_timer */
         if (!inst->kill_pending) {
             inst->kill_pending = true;
@@ -772,13 +828,40 @@ static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
             kill(pid, SIGKILL);
         return;
     }
-    int stop = inst->c ? kago_container_spec(inst->c)->stop_signal : 0;
-    if (sig == SIGTERM && stop > 0) /* the app's own graceful stop (an image's StopSignal) */
-        sig = stop;
-    if (inst->c && kago_container_kill(inst->c, sig, true, &err) < 0) {
-        kago__ilog(inst, SLOG_ERR, "%s", err->msg);
-        kago_error_free(err);
+    if (!inst->c)
+        return;
+    struct server *srv = inst->app->srv;
+    const struct kago_spec *spec = kago_container_spec(inst->c);
+    if (sig == SIGTERM && spec->stop_signal > 0) /* the app's own graceful stop (an image's StopSignal) */
+        sig = spec->stop_signal;
+    /* SIGKILL to an instance with a pid namespace of its own goes to its init alone (one pidfd call: the
+     * kernel kills the rest as the namespace ends), not to each process of its cgroup (on v1 a read of
+     * cgroup.procs and a freezer write, 0.24 ms: 0.7 s of one tick when 3,000 stop graces ended at once).
+     * A frozen one, whose tasks act on SIGKILL only once thawed, goes through its cgroup. */
+    bool own_pidns = (spec->ns & (1u << KAGO_NS_PID)) && !spec->join_ns[KAGO_NS_PID];
+    bool all = !(sig == SIGKILL && own_pidns && pi->state != POOL_FROZEN);
+    if (inst->sig_queued) { /* SIGKILL replaces what waits, nothing replaces SIGKILL */
+        if (sig == SIGKILL || inst->sig_pending != SIGKILL) {
+            inst->sig_pending = sig;
+            inst->sig_all = all;
+        }
+        return;
     }
+    if (signal_inline(srv)) {
+        signal_send(inst, sig, all);
+        return;
+    }
+    inst->sig_queued = true;
+    inst->sig_pending = sig;
+    inst->sig_all = all;
+    inst->refs++;
+    inst->sig_next = NULL;
+    if (srv->sig_tail)
+        srv->sig_tail->sig_next = inst;
+    else
+        srv->sig_head = inst;
+    srv->sig_tail = inst;
+    uv_idle_start(&srv->sig_idle, on_signal_idle);
 }
 
 /* Returns false when something of it may be left (then its record stays, for the next serve). */
@@ -795,6 +878,113 @@ static bool delete_container(struct instance *inst)
     kago_container_free(inst->c);
     inst->c = NULL;
     return ok;
+}
+
+/* Removals off the loop. A container's delete is a few rmdirs (one per cgroup v1 hierarchy), each waiting
+ * for the kernel's cgroup lock, which the kernel's own workers hold while they take down the cgroups removed
+ * before (with thousands of instances, each such teardown walks every filesystem's shrinker): one rmdir then
+ * sleeps for up to a second. When thousands of instances ended at once (SIGTERM, a storm's idle timeouts)
+ * the first loop spent 12 s in one turn on them, and nothing else was answered, the admin API included; and
+ * deleting on the loop only a few milliseconds' worth a turn still left single rmdirs asleep there for
+ * 250 ms. So every delete is done in libuv's thread pool, one at a time in a FIFO (in parallel they would
+ * only queue on that lock); its record is removed and its logs closed on the loop once it is done. */
+/* In the thread pool: the container alone (nothing else of the instance is touched there). */
+static void delete_work(uv_work_t *w)
+{
+    struct server *srv = w->data;
+    srv->del_ok = kago_container_delete(srv->del_inst->c, true, &srv->del_err) == 0;
+}
+
+/* On the loop, once the container is deleted (or its delete failed: its record stays, for the next serve). */
+static void delete_done(struct server *srv, struct instance *inst)
+{
+    struct app_rt *a = inst->app;
+    if (!srv->del_ok) {
+        kago__ilog(inst, SLOG_ERR, "%s", srv->del_err->msg);
+        kago_error_free(srv->del_err);
+        srv->del_err = NULL;
+    }
+    kago_container_free(inst->c);
+    inst->c = NULL;
+    kago__logs_close(inst, false); /* (after the delete, as in op_remove) */
+    if (srv->del_ok)
+        kago__record_remove(inst);
+    inst->refs--;
+    kago__app_unref(a);
+    kago__instance_unref(inst);
+}
+
+static struct instance *delete_next(struct server *srv)
+{
+    struct instance *inst = srv->del_head;
+    if (!(srv->del_head = inst->del_next))
+        srv->del_tail = NULL;
+    srv->ndeleting--;
+    return inst;
+}
+
+static void delete_worked(uv_work_t *w, int status);
+
+static void delete_start(struct server *srv)
+{
+    if (srv->del_busy || !srv->del_head)
+        return;
+    srv->del_inst = delete_next(srv);
+    srv->del_busy = true;
+    srv->del_req.data = srv;
+    uv_queue_work(srv->loop, &srv->del_req, delete_work, delete_worked);
+}
+
+static void delete_worked(uv_work_t *w, int status)
+{
+    (void)status;
+    struct server *srv = w->data;
+    struct instance *inst = srv->del_inst;
+    srv->del_busy = false;
+    srv->del_inst = NULL;
+    delete_done(srv, inst);
+    delete_start(srv);
+    if (!srv->del_busy)
+        kago__server_maybe_exit(srv);
+}
+
+/* The loop has ended (a hand-over or a failure ends it without waiting for the queues): signals not sent
+ * are dropped; the delete in the pool is awaited, the rest deleted here, and every removal from now on too. */
+void kago__instance_queues_end(struct server *srv)
+{
+    while (srv->sig_head) /* (every instance is removed below, killed with its delete) */
+        kago__instance_unref(signal_next(srv));
+    srv->del_sync = true;
+    while (srv->del_busy)
+        uv_run(srv->loop, UV_RUN_ONCE);
+    while (srv->del_head) {
+        struct instance *inst = delete_next(srv);
+        srv->del_ok = kago_container_delete(inst->c, true, &srv->del_err) == 0;
+        delete_done(srv, inst);
+    }
+}
+
+void kago__instance_queues_init(struct server *srv)
+{
+    const char *inl = getenv("KAGO_SERVE_SIGNAL_INLINE_US"); /* (tests: 0, one signal a turn) */
+    srv->sig_inline_us = inl && *inl ? strtoull(inl, NULL, 10) : SIGNAL_INLINE_US;
+    uv_idle_init(srv->loop, &srv->sig_idle);
+    srv->sig_idle.data = srv;
+}
+
+static void delete_later(struct instance *inst)
+{
+    struct server *srv = inst->app->srv;
+    inst->refs++;
+    inst->app->refs++; /* (an app removed by a reload is freed only after) */
+    inst->del_next = NULL;
+    if (srv->del_tail)
+        srv->del_tail->del_next = inst;
+    else
+        srv->del_head = inst;
+    srv->del_tail = inst;
+    srv->ndeleting++;
+    delete_start(srv);
 }
 
 static void op_remove(struct pool *p, struct pool_inst *pi)
@@ -833,22 +1023,28 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     }
     if (a->ckpt_inst == inst && !inst->ckpt_busy)
         a->ckpt_inst = NULL; /* chosen, not begun: the next ready instance is imaged instead */
-    bool gone = true;
+    bool gone = true, later = false;
     if (leave) {
         kago_container_free(inst->c);
         inst->c = NULL;
         gone = false;
     } else if (!inst->ckpt_busy) { /* else the checkpoint's end deletes it */
-        gone = delete_container(inst);
+        later = inst->c && !inst->creating && !inst->restoring && !inst->working && !a->srv->del_sync;
+        if (!later)
+            gone = delete_container(inst);
     }
     if (inst->creating && !inst->working) { /* removed while its child sets up: kill it, remove its traces */
         kago_create_abort(inst->creating);
         inst->creating = NULL;
         uv_close((uv_handle_t *)(inst->cloning ? &inst->clonepoll : &inst->createpoll), on_handle_closed);
     }
-    kago__logs_close(inst, leave); /* after the delete: what its processes wrote is all in the FIFOs */
-    if (gone && !inst->ckpt_busy && !inst->restoring && !inst->working) /* (else when that ends) */
-        kago__record_remove(inst);
+    if (later) {
+        delete_later(inst);
+    } else {
+        kago__logs_close(inst, leave); /* after the delete: what its processes wrote is all in the FIFOs */
+        if (gone && !inst->ckpt_busy && !inst->restoring && !inst->working) /* (else when that ends) */
+            kago__record_remove(inst);
+    }
     if (inst->watching) {
         inst->watching = false;
         uv_close((uv_handle_t *)&inst->pidpoll, on_handle_closed);

@@ -113,6 +113,10 @@ struct instance {
     bool queued;       /* waiting in the server's start queue: nothing of its container made yet */
     bool start_slot;   /* counted in srv->starting until ready or removed */
     struct instance *startq_next;
+    struct instance *del_next; /* in the server's delete queue: removed, its container still to delete */
+    struct instance *sig_next; /* in the server's signal queue, to be sent sig_pending (sig_all: to all) */
+    int sig_pending;
+    bool sig_queued, sig_all;
     bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
     uint64_t ckpt_at;        /* the checkpoint may begin then (its closed upstream sockets have settled) */
     struct kago_stats stats; /* refreshed for /metrics and /ps */
@@ -298,6 +302,17 @@ struct server {
     uint64_t reaped;        /* adopted processes (not instances) reaped as a child subreaper */
     uint64_t adopted;       /* instances taken over from a previous serve at start */
     uv_timer_t drain_timer; /* shutdown's deadline (--drain-timeout) */
+    /* removed instances whose containers wait to be deleted in the thread pool, one at a time (instance.c,
+     * "removals off the loop"; del_sync: on the loop, once it has ended) */
+    struct instance *del_head, *del_tail, *del_inst;
+    unsigned ndeleting;
+    uv_work_t del_req;
+    bool del_busy, del_ok, del_sync;
+    struct kago_error *del_err;
+    /* signals to instances past a few milliseconds' worth per turn, sent in the next turns (instance.c) */
+    struct instance *sig_head, *sig_tail;
+    uv_idle_t sig_idle;
+    uint64_t sig_turn, sig_spent_us, sig_inline_us;
     unsigned root_tag;      /* a hash of --root in instance names: two roots never share a cgroup name */
     int root_lock;          /* <root>/.serve/.lock, flocked while this serve runs (-1: none) */
     uint64_t lock_wait_ms;  /* --upgrade: how long to wait for the old serve to let the lock go */
@@ -469,6 +484,8 @@ extern const struct pool_ops kago__serve_pool_ops;
 struct pool_cfg kago__serve_pool_cfg(const struct kago_app *a);
 void kago__instance_probe_result(struct instance *inst, int status);
 void kago__instance_unref(struct instance *inst);
+void kago__instance_queues_init(struct server *srv);
+void kago__instance_queues_end(struct server *srv);
 bool kago__instance_check_exit(struct instance *inst);
 /* The CRIU tier, from the tick: picks the instance to image, then images it off the loop. */
 void kago__instance_checkpoint_tick(struct app_rt *a, uint64_t now);

@@ -630,7 +630,7 @@ static void reap_apps(struct server *srv)
 
 static bool all_gone(struct server *srv)
 {
-    if (srv->jobs || srv->reload_job || kago__cluster_busy(srv))
+    if (srv->jobs || srv->reload_job || srv->del_head || srv->del_busy || srv->sig_head || kago__cluster_busy(srv))
         return false;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         if (!kago__pool_empty(&a->pool))
@@ -1329,6 +1329,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     }
     uv_timer_init(&loop, &srv->drain_timer);
     srv->drain_timer.data = srv;
+    kago__instance_queues_init(srv);
     uv_timer_init(&loop, &srv->handover_timer);
     srv->handover_timer.data = srv;
     uv_timer_init(&loop, &srv->startq_timer);
@@ -1459,6 +1460,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     ret = 0;
 out:
     kago__shards_join(srv); /* (from here on the first loop is alone) */
+    kago__instance_queues_end(srv);
     /* Anything left (startup failure): stop instances synchronously so nothing leaks; after a hand-over,
      * the ready and frozen ones are left running for the new serve (kago__upgrade_leaves). */
     for (struct app_rt *a = srv->apps; a; a = a->next) {

@@ -235,3 +235,49 @@ def test_sigterm_cuts_requests_at_the_drain_timeout():
     r = res.get("r")
     assert isinstance(r, Exception) or r[0] >= 500, r  # cut at the deadline, not answered after 30 s
     assert traces(s, names) == [], s.stderr()
+
+
+def test_instances_signalled_and_deleted_off_the_loop_leave_nothing():
+    """Signals past a few milliseconds' worth per loop turn wait for the next turns (KAGO_SERVE_SIGNAL_INLINE_US
+    0: one a turn), and containers are deleted in the thread pool: an instance ended by its idle timeout, one of an app a reload removed, one that ignores SIGTERM
+    (killed at the end of its stop grace) and all of them at SIGTERM each leave nothing (cgroups, state dirs,
+    records, log FIFOs), their logs stay, and /metrics counts the delete queue back to 0."""
+    small = "mkdir -p /srv/www && echo hi > /srv/www/index.html && exec /usr/sbin/httpd -f -p 8080 -h /srv/www"
+
+    def left_of(n):  # its state dir, record, log FIFOs, cgroups
+        cg = cgroup_of(n)
+        return [p for p in [os.path.join(s.root, n), os.path.join(s.root, ".serve", n)]
+                + glob.glob(os.path.join(s.root, "logs", "*", n + ".std*"))
+                + glob.glob(f"/sys/fs/cgroup/*/{cg}") + glob.glob(f"/sys/fs/cgroup/{cg}") if os.path.exists(p)]
+    rest = ("".join(app(f"k{i}", [f"k{i}.test"], small, stop_grace="1s") for i in range(8))
+            + app("stubborn", ["stubborn.test"], "trap '' TERM; " + small, stop_grace="1s"))
+    s = Server(app("idle", ["idle.test"], small, idle_timeout="1s", stop_grace="1s")
+               + app("gone", ["gone.test"], small, stop_grace="1s") + rest,
+               env={"KAGO_SERVE_SIGNAL_INLINE_US": "0"})
+    apps = ["idle", "gone", "stubborn"] + [f"k{i}" for i in range(8)]
+    took = None
+    try:
+        assert [request(s.port, f"{a}.test")[0] for a in apps] == [200] * len(apps)
+        names = {a: [i["name"] for i in s.instances(a)] for a in apps}
+        assert all(len(v) == 1 for v in names.values()), names
+        # the idle timeout ends one while serve runs on
+        n = names["idle"][0]
+        assert left_of(n)  # (what the next checks see go)
+        assert wait_for(lambda: not s.instances("idle") and left_of(n) == [], 15), left_of(n)
+        # a reload removes an app: its instance is deleted after the app has left the Kagofiles
+        s.write_config(app("idle", ["idle.test"], small, idle_timeout="1s", stop_grace="1s") + rest)
+        assert admin_request(s.admin, s.root, "/reload", method="POST", timeout=60)[0] == 200
+        n = names["gone"][0]
+        assert wait_for(lambda: "gone" not in s.ps() and left_of(n) == [], 15), left_of(n)
+        assert s.metric("kago_instances_deleting") == 0
+        left = [n for k, v in names.items() if k not in ("idle", "gone") for n in v]
+        t0 = time.monotonic()
+        assert s.stop() == 0, s.stderr()
+        took = time.monotonic() - t0
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert 1 <= took < 15, took  # (the stubborn one's stop grace, then its SIGKILL)
+    assert [n for n in left if left_of(n)] == [], [left_of(n) for n in left]
+    assert s.leftovers() == [], s.stderr()
+    for a in apps:  # (the apps' output outlives their instances)
+        assert os.path.isdir(os.path.join(s.root, "logs", a)), a
