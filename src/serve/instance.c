@@ -949,7 +949,8 @@ static void delete_worked(uv_work_t *w, int status)
 }
 
 /* The loop has ended (a hand-over or a failure ends it without waiting for the queues): signals not sent
- * are dropped; the delete in the pool is awaited, the rest deleted here, and every removal from now on too. */
+ * are dropped; the delete in the pool is awaited, the rest deleted here, and every removal from now on too.
+ */
 void kago__instance_queues_end(struct server *srv)
 {
     while (srv->sig_head) /* (every instance is removed below, killed with its delete) */

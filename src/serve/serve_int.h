@@ -313,9 +313,9 @@ struct server {
     struct instance *sig_head, *sig_tail;
     uv_idle_t sig_idle;
     uint64_t sig_turn, sig_spent_us, sig_inline_us;
-    unsigned root_tag;      /* a hash of --root in instance names: two roots never share a cgroup name */
-    int root_lock;          /* <root>/.serve/.lock, flocked while this serve runs (-1: none) */
-    uint64_t lock_wait_ms;  /* --upgrade: how long to wait for the old serve to let the lock go */
+    unsigned root_tag;     /* a hash of --root in instance names: two roots never share a cgroup name */
+    int root_lock;         /* <root>/.serve/.lock, flocked while this serve runs (-1: none) */
+    uint64_t lock_wait_ms; /* --upgrade: how long to wait for the old serve to let the lock go */
     /* upgrade.c: the socket a new serve asks for the listeners on, and the hand-over to it */
     uv_pipe_t up_listen, up_peer;
     bool up_listening, up_peer_open;

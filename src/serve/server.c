@@ -630,7 +630,8 @@ static void reap_apps(struct server *srv)
 
 static bool all_gone(struct server *srv)
 {
-    if (srv->jobs || srv->reload_job || srv->del_head || srv->del_busy || srv->sig_head || kago__cluster_busy(srv))
+    if (srv->jobs || srv->reload_job || srv->del_head || srv->del_busy || srv->sig_head ||
+        kago__cluster_busy(srv))
         return false;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         if (!kago__pool_empty(&a->pool))
