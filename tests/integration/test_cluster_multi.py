@@ -461,6 +461,10 @@ def test_quorum_lost_warm_apps_keep_serving_cold_apps_503_with_reason(cluster):
     assert wait_for(lambda: all(m.healthy() for m in cluster.members), 30), cluster.etcd_logs()
     assert wait_for(lambda: n1.metric("kago_cluster_etcd_up") == 1, 20), n1.stderr()
     assert wait_for(lambda: n1.get("cold.test") == (200, "cold\n"), 30), n1.stderr()
+    # every node back with its lease (each one's lapsed without quorum; until it is back a node claims nothing:
+    # CI once went on to the next test before the second node's)
+    assert wait_for(lambda: all(n.metric("kago_cluster_etcd_up") == 1 and n.metric("kago_cluster_nodes") == N
+                                for n in cluster.nodes), 30), [n.stderr()[-1500:] for n in cluster.nodes]
 
 
 def test_changed_app_deploys_on_every_node(cluster):

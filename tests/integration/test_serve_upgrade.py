@@ -177,6 +177,7 @@ def test_sigusr2_starts_the_new_serve_itself_and_tells_systemd_the_new_main_pid(
             if not wait_for(lambda: not alive(newpid), 30):
                 os.kill(newpid, signal.SIGKILL)
         cleanup(s)
+        n.close()  # (its socket's temp dir)
 
 
 def test_upgrade_refused_cleanly_when_nothing_runs_or_the_config_is_bad():
