@@ -623,10 +623,9 @@ static const struct family families[] = {
                 "Instances between their start and readiness (at most --max-starting).", all_starts_now),
     SERVER_WIDE("kago_starts_waiting", "gauge",
                 "Starts waiting in the start queue for a --max-starting place.", all_starts_now),
-    SERVER_WIDE(
-        "kago_instances_deleting", "gauge",
-        "Instances ended whose containers wait to be deleted (a few milliseconds' worth per loop turn).",
-        all_deleting),
+    SERVER_WIDE("kago_instances_deleting", "gauge",
+                "Instances ended whose containers wait to be deleted (in the thread pool, one at a time).",
+                all_deleting),
     SERVER_WIDE(
         "kago_event_loops_raised", "gauge",
         "1 while serve's event loops run above its own priority (--loop-priority: a storm of starts).",

@@ -865,12 +865,8 @@ static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
 }
 
 /* Returns false when something of it may be left (then its record stays, for the next serve). */
-static bool delete_container(struct instance *inst)
+static bool delete_reported(struct instance *inst, bool ok, struct kago_error *err)
 {
-    if (!inst->c)
-        return true;
-    struct kago_error *err = NULL;
-    bool ok = kago_container_delete(inst->c, true, &err) == 0;
     if (!ok) {
         kago__ilog(inst, SLOG_ERR, "%s", err->msg);
         kago_error_free(err);
@@ -880,6 +876,14 @@ static bool delete_container(struct instance *inst)
     return ok;
 }
 
+static bool delete_container(struct instance *inst)
+{
+    if (!inst->c)
+        return true;
+    struct kago_error *err = NULL;
+    return delete_reported(inst, kago_container_delete(inst->c, true, &err) == 0, err);
+}
+
 /* Removals off the loop. A container's delete is a few rmdirs (one per cgroup v1 hierarchy), each waiting
  * for the kernel's cgroup lock, which the kernel's own workers hold while they take down the cgroups removed
  * before (with thousands of instances, each such teardown walks every filesystem's shrinker): one rmdir then
@@ -887,27 +891,21 @@ static bool delete_container(struct instance *inst)
  * the first loop spent 12 s in one turn on them, and nothing else was answered, the admin API included; and
  * deleting on the loop only a few milliseconds' worth a turn still left single rmdirs asleep there for
  * 250 ms. So every delete is done in libuv's thread pool, one at a time in a FIFO (in parallel they would
- * only queue on that lock); its record is removed and its logs closed on the loop once it is done. */
-/* In the thread pool: the container alone (nothing else of the instance is touched there). */
+ * only queue on that lock); its record is removed and its logs closed on the loop once it is done.
+ * In the thread pool: the container alone (nothing else of the instance is touched there). */
 static void delete_work(uv_work_t *w)
 {
     struct server *srv = w->data;
     srv->del_ok = kago_container_delete(srv->del_inst->c, true, &srv->del_err) == 0;
 }
 
-/* On the loop, once the container is deleted (or its delete failed: its record stays, for the next serve). */
-static void delete_done(struct server *srv, struct instance *inst)
+/* On the loop, once the container is deleted (gone), or its delete failed: its record stays, for the next
+ * serve. */
+static void delete_done(struct instance *inst, bool gone)
 {
     struct app_rt *a = inst->app;
-    if (!srv->del_ok) {
-        kago__ilog(inst, SLOG_ERR, "%s", srv->del_err->msg);
-        kago_error_free(srv->del_err);
-        srv->del_err = NULL;
-    }
-    kago_container_free(inst->c);
-    inst->c = NULL;
     kago__logs_close(inst, false); /* (after the delete, as in op_remove) */
-    if (srv->del_ok)
+    if (gone)
         kago__record_remove(inst);
     inst->refs--;
     kago__app_unref(a);
@@ -942,7 +940,8 @@ static void delete_worked(uv_work_t *w, int status)
     struct instance *inst = srv->del_inst;
     srv->del_busy = false;
     srv->del_inst = NULL;
-    delete_done(srv, inst);
+    delete_done(inst, delete_reported(inst, srv->del_ok, srv->del_err));
+    srv->del_err = NULL;
     delete_start(srv);
     if (!srv->del_busy)
         kago__server_maybe_exit(srv);
@@ -960,8 +959,7 @@ void kago__instance_queues_end(struct server *srv)
         uv_run(srv->loop, UV_RUN_ONCE);
     while (srv->del_head) {
         struct instance *inst = delete_next(srv);
-        srv->del_ok = kago_container_delete(inst->c, true, &srv->del_err) == 0;
-        delete_done(srv, inst);
+        delete_done(inst, delete_container(inst));
     }
 }
 
