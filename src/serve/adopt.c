@@ -99,7 +99,7 @@ void kago__record_remove(struct instance *inst)
     inst->recorded = false;
 }
 
-void kago__records_app(struct app_rt *a)
+bool kago__records_app(struct app_rt *a, size_t *budget)
 {
     for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next) {
         struct instance *inst = pi->data;
@@ -107,9 +107,14 @@ void kago__records_app(struct app_rt *a)
             continue;
         /* (state_word: the states it does not tell apart are one) */
         if (state_word(pi->state) != state_word(inst->rec_state) ||
-            pi->last_active >= inst->rec_last_active + RECORD_ACTIVE_MS)
+            pi->last_active >= inst->rec_last_active + RECORD_ACTIVE_MS) {
+            if (!*budget)
+                return false;
+            --*budget;
             kago__record_write(inst);
+        }
     }
+    return true;
 }
 
 static int record_read(const char *path, struct record *r)

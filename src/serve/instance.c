@@ -896,6 +896,7 @@ static bool delete_container(struct instance *inst)
 static void delete_work(uv_work_t *w)
 {
     struct server *srv = w->data;
+    kago__pool_priority(srv); /* (a pool thread made by a raised loop would delete above the instances) */
     srv->del_ok = kago_container_delete(srv->del_inst->c, true, &srv->del_err) == 0;
 }
 

@@ -255,6 +255,7 @@ struct server {
     struct acme *acme;             /* certificates on demand (acme.c), NULL without --acme-directory */
     struct admin_auth *admin_auth; /* admin.c: its token, rate limit, unix socket (NULL: no admin) */
     uv_timer_t tick;
+    size_t tick_records; /* records a tick writes at most (server.c, TICK_RECORDS) */
     uv_signal_t sigterm, sigint, sighup, sigchld;
     uv_timer_t watchdog; /* WATCHDOG=1 to systemd at half its WATCHDOG_USEC (systemd.c) */
     char sd_status[96];  /* the last STATUS= sent */
@@ -510,8 +511,8 @@ uint64_t kago__app_def_hash(const struct kago_app *a);
 void kago__record_write(struct instance *inst);
 void kago__record_remove(struct instance *inst);
 /* From the tick, for an app it visits: a state change is recorded then, the idle clock within
- * RECORD_ACTIVE_MS. */
-void kago__records_app(struct app_rt *a);
+ * RECORD_ACTIVE_MS; at most *budget records, less what it wrote. False: some were left for the next tick. */
+bool kago__records_app(struct app_rt *a, size_t *budget);
 /* Adopts the instances a previous serve with this root left running, removes the others. */
 int kago__serve_adopt(struct server *srv, struct kago_error **err);
 

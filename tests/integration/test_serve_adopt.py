@@ -159,6 +159,39 @@ def test_sigkill_restart_adopts_ready_and_frozen_removes_starting_then_sigterm_l
         cleanup(*(locals().get(p) for p in ("s1", "s2")))
 
 
+def test_records_written_a_few_a_tick_still_tell_the_next_serve_after_sigkill():
+    """A tick rewrites at most so many records (KAGO_SERVE_TICK_RECORDS, here one), the rest in the next
+    ticks: every instance is still recorded ready, then stopping once SIGTERM reached serve (all of them
+    in one tick), so a serve killed in the drain leaves the next one records to remove them by."""
+    apps = [f"s{i}" for i in range(3)]
+    s1 = Server("".join(app(a, [f"{a}.test"], "trap '' TERM; " + STATIC, stop_grace="30s") for a in apps),
+                env={"KAGO_SERVE_TICK_RECORDS": "1"})
+    try:
+        assert [request(s1.port, f"{a}.test", "/index.html")[0] for a in apps] == [200] * 3
+        insts = [one(s1, a) for a in apps]
+
+        def all_recorded(state):
+            for i in insts:
+                with open(os.path.join(s1.root, ".serve", i["name"])) as f:
+                    if f"state {state}\n" not in f.read():
+                        return False
+            return True
+        assert wait_for(lambda: all_recorded("ready"), 5)
+        s1.proc.send_signal(signal.SIGTERM)
+        assert wait_for(lambda: all_recorded("stopping"), 5)
+        sigkill(s1)
+        assert all(alive(i["pid"]) for i in insts)  # (they ignore SIGTERM, and their stop grace is 30 s)
+        s2 = Restarted(s1)
+        log = s2.stderr()
+        for i in insts:
+            assert f"removed the instance {i['name']} of the previous serve: it was stopping" in log, log
+            assert wait_for(lambda: not alive(i["pid"]), 5)
+        assert s2.stop() == 0, s2.stderr()
+        assert traces(s2, {i["name"] for i in insts}) == [], s2.stderr()
+    finally:
+        cleanup(*(locals().get(p) for p in ("s1", "s2")))
+
+
 def test_restart_removes_an_adopted_instance_whose_process_died_and_changed_apps():
     s1 = Server(apps("exec /usr/sbin/httpd -f -p 8080 -h /"))
     try:
