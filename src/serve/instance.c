@@ -331,13 +331,11 @@ static void create_worked(uv_work_t *req, int status);
 
 static void work_next(struct server *srv)
 {
-    struct instance *inst = srv->work_head;
+    struct instance *inst = STAILQ_FIRST(&srv->workq);
     srv->work_busy = inst != NULL;
     if (!inst)
         return;
-    if (!(srv->work_head = inst->work_next))
-        srv->work_tail = NULL;
-    inst->work_next = NULL;
+    STAILQ_REMOVE_HEAD(&srv->workq, work_link);
     srv->work_req.data = inst;
     uv_queue_work(srv->loop, &srv->work_req, create_work, create_worked);
 }
@@ -375,11 +373,7 @@ static void create_offload(struct instance *inst)
     struct server *srv = a->srv;
     inst->working = true;
     job_hold(inst);
-    if (srv->work_tail)
-        srv->work_tail->work_next = inst;
-    else
-        srv->work_head = inst;
-    srv->work_tail = inst;
+    STAILQ_INSERT_TAIL(&srv->workq, inst, work_link);
     if (!srv->work_busy)
         work_next(srv);
 }
@@ -629,21 +623,13 @@ static void start_now(struct app_rt *a, struct instance *inst)
 
 static void startq_kick(struct server *srv)
 {
-    if (srv->startq_head && (srv->starting < srv->opts.max_starting || srv->startq_killed))
+    if (!STAILQ_EMPTY(&srv->startq) && (srv->starting < srv->opts.max_starting || srv->startq_killed))
         uv_timer_start(&srv->startq_timer, on_startq_timer, 0, 0);
 }
 
 static void startq_unlink(struct server *srv, struct instance *inst)
 {
-    struct instance *prev = NULL;
-    for (struct instance **pp = &srv->startq_head; *pp; prev = *pp, pp = &(*pp)->startq_next)
-        if (*pp == inst) {
-            *pp = inst->startq_next;
-            if (srv->startq_tail == inst)
-                srv->startq_tail = prev;
-            break;
-        }
-    inst->startq_next = NULL;
+    STAILQ_REMOVE(&srv->startq, inst, instance, startq_link);
     inst->queued = false;
     if (inst->pi)
         inst->pi->queued = false;
@@ -666,16 +652,16 @@ static void on_startq_timer(uv_timer_t *t)
 {
     struct server *srv = t->data;
     /* stopped while waiting (timed out, shutdown, app removed): nothing was made, it just leaves */
-    for (struct instance *i = srv->startq_head, *next; i && srv->startq_killed; i = next) {
-        next = i->startq_next;
+    for (struct instance *i = STAILQ_FIRST(&srv->startq), *next; i && srv->startq_killed; i = next) {
+        next = STAILQ_NEXT(i, startq_link);
         if (i->kill_pending) {
             startq_unlink(srv, i);
             if (i->pi)
                 kago__pool_exited(&i->app->pool, i->pi, kago__serve_now_ms());
         }
     }
-    while (srv->startq_head && srv->starting < srv->opts.max_starting) {
-        struct instance *i = srv->startq_head;
+    while (!STAILQ_EMPTY(&srv->startq) && srv->starting < srv->opts.max_starting) {
+        struct instance *i = STAILQ_FIRST(&srv->startq);
         startq_unlink(srv, i);
         i->pi->created = kago__serve_now_ms(); /* its start timeout counts from here, not from the wait */
         kago__app_touched(i->app);             /* (which the tick times) */
@@ -714,17 +700,13 @@ static void op_start(struct pool *p, struct pool_inst *pi)
     while (name_taken(a->srv, inst->name));
     inst->def_hash = a->def_hash;
     struct server *srv = a->srv;
-    if (srv->starting < srv->opts.max_starting && !srv->startq_head) {
+    if (srv->starting < srv->opts.max_starting && STAILQ_EMPTY(&srv->startq)) {
         start_now(a, inst);
         return;
     }
     inst->queued = pi->queued = true;
     kago__loops_storm(srv, true); /* (at once: a storm shorter than a tick raises them too) */
-    if (srv->startq_tail)
-        srv->startq_tail->startq_next = inst;
-    else
-        srv->startq_head = inst;
-    srv->startq_tail = inst;
+    STAILQ_INSERT_TAIL(&srv->startq, inst, startq_link);
     srv->startq_len++;
 }
 
@@ -766,7 +748,7 @@ static bool signal_inline(struct server *srv)
         srv->sig_turn = turn;
         srv->sig_spent_us = 0;
     }
-    return !srv->sig_head && srv->sig_spent_us < srv->sig_inline_us;
+    return STAILQ_EMPTY(&srv->sigq) && srv->sig_spent_us < srv->sig_inline_us;
 }
 
 static void signal_send(struct instance *inst, int sig, bool all)
@@ -784,9 +766,8 @@ static void signal_send(struct instance *inst, int sig, bool all)
 
 static struct instance *signal_next(struct server *srv)
 {
-    struct instance *inst = srv->sig_head;
-    if (!(srv->sig_head = inst->sig_next))
-        srv->sig_tail = NULL;
+    struct instance *inst = STAILQ_FIRST(&srv->sigq);
+    STAILQ_REMOVE_HEAD(&srv->sigq, sig_link);
     inst->sig_queued = false;
     inst->refs--;
     return inst;
@@ -802,8 +783,8 @@ static void on_signal_idle(uv_idle_t *h)
         if (!inst->removed && inst->c) /* (a removed one was killed with its delete) */
             signal_send(inst, inst->sig_pending, inst->sig_all);
         kago__instance_unref(inst);
-    } while (srv->sig_head && srv->sig_spent_us < srv->sig_inline_us);
-    if (!srv->sig_head) {
+    } while (!STAILQ_EMPTY(&srv->sigq) && srv->sig_spent_us < srv->sig_inline_us);
+    if (STAILQ_EMPTY(&srv->sigq)) {
         uv_idle_stop(h);
         kago__server_maybe_exit(srv);
     }
@@ -855,12 +836,7 @@ static void op_signal(struct pool *p, struct pool_inst *pi, int sig)
     inst->sig_pending = sig;
     inst->sig_all = all;
     inst->refs++;
-    inst->sig_next = NULL;
-    if (srv->sig_tail)
-        srv->sig_tail->sig_next = inst;
-    else
-        srv->sig_head = inst;
-    srv->sig_tail = inst;
+    STAILQ_INSERT_TAIL(&srv->sigq, inst, sig_link);
     uv_idle_start(&srv->sig_idle, on_signal_idle);
 }
 
@@ -915,9 +891,8 @@ static void delete_done(struct instance *inst, bool gone)
 
 static struct instance *delete_next(struct server *srv)
 {
-    struct instance *inst = srv->del_head;
-    if (!(srv->del_head = inst->del_next))
-        srv->del_tail = NULL;
+    struct instance *inst = STAILQ_FIRST(&srv->delq);
+    STAILQ_REMOVE_HEAD(&srv->delq, del_link);
     srv->ndeleting--;
     return inst;
 }
@@ -926,7 +901,7 @@ static void delete_worked(uv_work_t *w, int status);
 
 static void delete_start(struct server *srv)
 {
-    if (srv->del_busy || !srv->del_head)
+    if (srv->del_busy || STAILQ_EMPTY(&srv->delq))
         return;
     srv->del_inst = delete_next(srv);
     srv->del_busy = true;
@@ -953,12 +928,12 @@ static void delete_worked(uv_work_t *w, int status)
  */
 void kago__instance_queues_end(struct server *srv)
 {
-    while (srv->sig_head) /* (every instance is removed below, killed with its delete) */
+    while (!STAILQ_EMPTY(&srv->sigq)) /* (every instance is removed below, killed with its delete) */
         kago__instance_unref(signal_next(srv));
     srv->del_sync = true;
     while (srv->del_busy)
         uv_run(srv->loop, UV_RUN_ONCE);
-    while (srv->del_head) {
+    while (!STAILQ_EMPTY(&srv->delq)) {
         struct instance *inst = delete_next(srv);
         delete_done(inst, delete_container(inst));
     }
@@ -968,6 +943,10 @@ void kago__instance_queues_init(struct server *srv)
 {
     const char *inl = getenv("KAGO_SERVE_SIGNAL_INLINE_US"); /* (tests: 0, one signal a turn) */
     srv->sig_inline_us = inl && *inl ? strtoull(inl, NULL, 10) : SIGNAL_INLINE_US;
+    STAILQ_INIT(&srv->startq);
+    STAILQ_INIT(&srv->workq);
+    STAILQ_INIT(&srv->delq);
+    STAILQ_INIT(&srv->sigq);
     uv_idle_init(srv->loop, &srv->sig_idle);
     srv->sig_idle.data = srv;
 }
@@ -977,12 +956,7 @@ static void delete_later(struct instance *inst)
     struct server *srv = inst->app->srv;
     inst->refs++;
     inst->app->refs++; /* (an app removed by a reload is freed only after) */
-    inst->del_next = NULL;
-    if (srv->del_tail)
-        srv->del_tail->del_next = inst;
-    else
-        srv->del_head = inst;
-    srv->del_tail = inst;
+    STAILQ_INSERT_TAIL(&srv->delq, inst, del_link);
     srv->ndeleting++;
     delete_start(srv);
 }

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/queue.h>
 
 #include <pthread.h>
 #include <netinet/in.h>
@@ -49,6 +50,7 @@ enum ckpt_state {
 };
 
 struct instance;
+STAILQ_HEAD(inst_queue, instance); /* the server's queues of instances (instance.c) */
 
 struct app_rt {
     struct app_rt *next;
@@ -104,7 +106,6 @@ struct instance {
     uv_poll_t clonepoll;          /* before: on the spawner's answer to its clone (kago_create_cloning) */
     bool cloning;                 /* clonepoll is the active one */
     bool working;                 /* kago_create_work runs on creating in the thread pool: hands off */
-    struct instance *work_next;   /* in the server's work queue, waiting for it to run */
     unsigned refs;                /* clients naming it; freed when removed and all three are 0 */
     uint64_t created_ms;
     bool ready, removed;
@@ -112,9 +113,9 @@ struct instance {
     bool kill_pending; /* signalled while restoring or creating: removed once that is done */
     bool queued;       /* waiting in the server's start queue: nothing of its container made yet */
     bool start_slot;   /* counted in srv->starting until ready or removed */
-    struct instance *startq_next;
-    struct instance *del_next; /* in the server's delete queue: removed, its container still to delete */
-    struct instance *sig_next; /* in the server's signal queue, to be sent sig_pending (sig_all: to all) */
+    /* its places in the server's queues: start (queued), work (working, waiting for the pool), delete
+     * (removed, its container still to delete), signal (to be sent sig_pending; sig_all: to all) */
+    STAILQ_ENTRY(instance) startq_link, work_link, del_link, sig_link;
     int sig_pending;
     bool sig_queued, sig_all;
     bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
@@ -287,7 +288,7 @@ struct server {
     /* the start queue (instance.c): at most opts.max_starting instances between their create and ready
      * (or failure); the rest wait here in order, started from startq_timer (outside the pool's calls) */
     unsigned starting, startq_len, startq_killed;
-    struct instance *startq_head, *startq_tail;
+    struct inst_queue startq;
     uv_timer_t startq_timer;
     /* the CRIU tier: kago_checkpoint_supported asked once, when an app first wants it */
     bool criu_checked, criu_ok;
@@ -298,20 +299,21 @@ struct server {
      * locks: more CPU per start, fewer starts per second), through work_req; the rest wait here in order
      * (instance.c) */
     uv_work_t work_req;
-    struct instance *work_head, *work_tail;
+    struct inst_queue workq;
     bool work_busy;
     uint64_t reaped;        /* adopted processes (not instances) reaped as a child subreaper */
     uint64_t adopted;       /* instances taken over from a previous serve at start */
     uv_timer_t drain_timer; /* shutdown's deadline (--drain-timeout) */
     /* removed instances whose containers wait to be deleted in the thread pool, one at a time (instance.c,
      * "removals off the loop"; del_sync: on the loop, once it has ended) */
-    struct instance *del_head, *del_tail, *del_inst;
+    struct inst_queue delq;
+    struct instance *del_inst;
     unsigned ndeleting;
     uv_work_t del_req;
     bool del_busy, del_ok, del_sync;
     struct kago_error *del_err;
     /* signals to instances past a few milliseconds' worth per turn, sent in the next turns (instance.c) */
-    struct instance *sig_head, *sig_tail;
+    struct inst_queue sigq;
     uv_idle_t sig_idle;
     uint64_t sig_turn, sig_spent_us, sig_inline_us;
     unsigned root_tag;     /* a hash of --root in instance names: two roots never share a cgroup name */

@@ -634,8 +634,8 @@ static void reap_apps(struct server *srv)
 
 static bool all_gone(struct server *srv)
 {
-    if (srv->jobs || srv->reload_job || srv->del_head || srv->del_busy || srv->sig_head ||
-        kago__cluster_busy(srv))
+    if (srv->jobs || srv->reload_job || !STAILQ_EMPTY(&srv->delq) || srv->del_busy ||
+        !STAILQ_EMPTY(&srv->sigq) || kago__cluster_busy(srv))
         return false;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         if (!kago__pool_empty(&a->pool))
@@ -758,7 +758,7 @@ static void on_tick(uv_timer_t *t)
         enforce_frozen_budget(srv, now);
     }
     kago__upgrade_tick(srv);
-    kago__loops_storm(srv, srv->startq_head != NULL);
+    kago__loops_storm(srv, !STAILQ_EMPTY(&srv->startq));
     if (reap)
         reap_apps(srv);
     kago__systemd_tick(srv);
