@@ -571,6 +571,11 @@ static const struct family families[] = {
                  restore_failures),
     SERVER_WIDE("kago_adopted_reaped_total", "counter", "Adopted processes reaped as a child subreaper.",
                 all_reaped),
+    POOL_COUNTER(
+        "kago_stops_at_once_total",
+        "Instances ended with SIGKILL at their stop signal, with no stop grace: the init of their pid "
+        "namespace neither catches nor ignores it (the kernel discards it) and no other process runs.",
+        stops_at_once),
     POOL_COUNTER("kago_freezes_total", "Idle instances frozen.", freezes),
     POOL_COUNTER("kago_thaws_total", "Frozen instances thawed to serve requests (no start).", thaws),
     POOL_COUNTER("kago_thaw_failures_total", "Thaws that failed (the instance was killed).", thaw_failures),

@@ -751,11 +751,40 @@ static bool signal_inline(struct server *srv)
     return STAILQ_EMPTY(&srv->sigq) && srv->sig_spent_us < srv->sig_inline_us;
 }
 
+/* Whether stop signal sig cannot end inst: the init of its own pid namespace neither catches nor ignores it
+ * (the kernel then discards it: an init only gets the signals it handles) and is the instance's only process
+ * (no other one to act on it). Its stop grace would only keep a process that cannot stop alive. */
+static bool stop_futile(struct instance *inst, int sig)
+{
+    const struct kago_spec *spec = kago_container_spec(inst->c);
+    if (sig == SIGKILL || !(spec->ns & (1u << KAGO_NS_PID)) || spec->join_ns[KAGO_NS_PID] || !inst->pi ||
+        inst->pi->state == POOL_FROZEN)
+        return false;
+    char path[48];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)kago_container_pid(inst->c));
+    cleanup_free char *st = kago__read_file(path, NULL, NULL);
+    const char *ign = st ? strstr(st, "\nSigIgn:") : NULL, *cgt = st ? strstr(st, "\nSigCgt:") : NULL;
+    if (!ign || !cgt)
+        return false;
+    unsigned long long mask = strtoull(ign + 8, NULL, 16) | strtoull(cgt + 8, NULL, 16);
+    if (mask & (1ULL << (sig - 1)))
+        return false;
+    pid_t *pids = NULL;
+    int n = kago_container_pids(inst->c, &pids, NULL);
+    free(pids);
+    return n == 1;
+}
+
 static void signal_send(struct instance *inst, int sig, bool all)
 {
     struct server *srv = inst->app->srv;
     struct kago_error *err = NULL;
     uint64_t t0 = kago__serve_now_us();
+    if (stop_futile(inst, sig)) { /* what sig's default action does to any other process: it ends now */
+        sig = SIGKILL;
+        all = false;
+        inst->app->pool.stops_at_once++;
+    }
     if (kago_container_kill(inst->c, sig, all, &err) < 0) {
         if (all || kago_container_status(inst->c) != KAGO_STOPPED) /* (init gone: its exit is on its way) */
             kago__ilog(inst, SLOG_ERR, "%s", err->msg);

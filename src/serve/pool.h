@@ -126,6 +126,7 @@ struct pool {
     /* counters for metrics */
     uint64_t cold_starts, start_failures, rejected;
     uint64_t freezes, thaws, thaw_failures, frozen_expired, budget_stops;
+    uint64_t stops_at_once; /* stop signals an instance could not act on: SIGKILL instead (instance.c) */
     /* the CRIU tier: the pool counts restores (by tier at pool_ready); the caller counts the rest */
     uint64_t restores, restore_failures, checkpoints, checkpoint_failures;
     struct pool_hists *hist; /* NULL until the first start, restore or thaw: an idle app has none */

@@ -314,3 +314,35 @@ def test_instances_signalled_and_deleted_off_the_loop_leave_nothing():
     assert s.leftovers() == [], s.stderr()
     for a in apps:  # (the apps' output outlives their instances)
         assert os.path.isdir(os.path.join(s.root, "logs", a)), a
+
+
+def test_a_stop_signal_the_instance_cannot_act_on_ends_it_at_once():
+    """busybox httpd as the init of its pid namespace neither catches nor ignores SIGTERM (the kernel discards
+    it for an init) and runs alone once idle: its idle stop ends it with SIGKILL at once, not after its 30 s
+    stop grace. One that ignores SIGTERM on purpose keeps its grace, and a shell init whose child can act on
+    SIGTERM gets SIGTERM (its child ends, and the shell with it)."""
+    small = "mkdir -p /srv/www && echo hi > /srv/www/index.html && {}/usr/sbin/httpd -f -p 8080 -h /srv/www"
+
+    def no_init(a):  # (the command is the init of its pid namespace, not kago-init's child)
+        return a.replace("    c.init\n", "")
+    s = Server(no_init(app("deaf", ["deaf.test"], small.format("exec "), idle_timeout="1s", stop_grace="30s"))
+               + no_init(app("ign", ["ign.test"], "trap '' TERM; " + small.format("exec "), idle_timeout="1s",
+                             stop_grace="4s"))
+               + no_init(app("shell", ["shell.test"], small.format("") + "; exit 0", idle_timeout="1s",
+                             stop_grace="30s")))
+    try:
+        assert [request(s.port, f"{a}.test")[0] for a in ("deaf", "ign", "shell")] == [200] * 3
+        t0 = time.monotonic()
+        assert wait_for(lambda: not s.instances("deaf") and not s.instances("shell"), 10), s.ps()
+        assert time.monotonic() - t0 < 10
+        assert s.metric("kago_stops_at_once_total", app="deaf") == 1
+        assert s.metric("kago_stops_at_once_total", app="shell") == 0
+        # the one that ignores SIGTERM is stopping through its grace, then killed
+        assert wait_for(lambda: s.instances("ign", ("stopping",)), 5), s.ps()["ign"]
+        assert s.instances("ign", ("stopping",))
+        assert wait_for(lambda: not s.instances("ign"), 15), s.ps()["ign"]
+        assert s.metric("kago_stops_at_once_total", app="ign") == 0
+        assert s.stop() == 0, s.stderr()
+    finally:
+        s.stop()
+    assert s.leftovers() == [], s.stderr()
