@@ -105,6 +105,11 @@ KAGO_EXPORT long long kago_container_created(const struct kago_container *c);
 KAGO_EXPORT const struct kago_spec *kago_container_spec(const struct kago_container *c);
 
 KAGO_EXPORT int kago_container_kill(struct kago_container *c, int sig, bool all, struct kago_error **err);
+/* Whether stop signal sig cannot end c: its command is the init of a pid namespace of its own, neither
+ * catches nor ignores sig (the kernel discards it: an init only gets the signals it handles), and is c's only
+ * process (none other to act on it). A stop grace would then only keep it alive: SIGKILL is what sig's
+ * default action does to any other process. False when unsure (SIGKILL, no pid namespace, unreadable). */
+KAGO_EXPORT bool kago_container_stop_futile(struct kago_container *c, int sig);
 /* Removes every trace: cgroup, state dir. A running container is refused unless force (then killed). */
 KAGO_EXPORT int kago_container_delete(struct kago_container *c, bool force, struct kago_error **err);
 /* Applies the set fields of limits to the running container, live, and records them. */

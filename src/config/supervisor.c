@@ -176,9 +176,15 @@ int sup_stop(struct sct *ct, int64_t grace_ms, struct kago_error **err)
         return kago_error_set(err, 0, "container %s: has ended", ct->name);
     uint64_t grace = grace_ms < 0 ? ct->def->stop_grace_ms : (uint64_t)grace_ms;
     ct->stopping = true;
-    /* All processes get SIGTERM: a shell as PID 1 of a pid namespace ignores it, its children not. */
+    /* All processes get SIGTERM: a shell as PID 1 of a pid namespace ignores it, its children not. An init
+     * that can act on it in no way and runs alone gets SIGKILL at once (kago_container_stop_futile). */
     int stop = kago_container_spec(ct->c)->stop_signal;
-    if (kago_container_kill(ct->c, stop > 0 ? stop : SIGTERM, true, err) < 0)
+    int sig = stop > 0 ? stop : SIGTERM;
+    bool futile = kago_container_stop_futile(ct->c, sig);
+    if (futile)
+        sup_log(ct->sup, "%s: its init neither catches nor ignores signal %d and runs alone: SIGKILL at once",
+                ct->name, sig);
+    if (kago_container_kill(ct->c, futile ? SIGKILL : sig, !futile, err) < 0)
         return -1;
     if (!ct->grace_open) {
         uv_timer_init(&ct->sup->loop, &ct->grace);

@@ -1289,6 +1289,26 @@ int kago_container_pids(struct kago_container *c, pid_t **pids, struct kago_erro
     return n;
 }
 
+bool kago_container_stop_futile(struct kago_container *c, int sig)
+{
+    if (sig <= 0 || sig > 64 || sig == SIGKILL || !(c->spec.ns & (1u << KAGO_NS_PID)) ||
+        c->spec.join_ns[KAGO_NS_PID] || !alive(c))
+        return false;
+    char path[48];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)c->pid);
+    cleanup_free char *st = kago__read_file(path, NULL, NULL);
+    const char *ign = st ? strstr(st, "\nSigIgn:") : NULL, *cgt = st ? strstr(st, "\nSigCgt:") : NULL;
+    if (!ign || !cgt)
+        return false;
+    unsigned long long mask = strtoull(ign + 8, NULL, 16) | strtoull(cgt + 8, NULL, 16);
+    if (mask & (1ULL << (sig - 1)))
+        return false;
+    pid_t *pids = NULL;
+    int n = kago_container_pids(c, &pids, NULL);
+    free(pids);
+    return n == 1;
+}
+
 int kago_container_pause(struct kago_container *c, bool pause, struct kago_error **err)
 {
     if (!alive(c))

@@ -751,28 +751,10 @@ static bool signal_inline(struct server *srv)
     return STAILQ_EMPTY(&srv->sigq) && srv->sig_spent_us < srv->sig_inline_us;
 }
 
-/* Whether stop signal sig cannot end inst: the init of its own pid namespace neither catches nor ignores it
- * (the kernel then discards it: an init only gets the signals it handles) and is the instance's only process
- * (no other one to act on it). Its stop grace would only keep a process that cannot stop alive. */
+/* Whether stop signal sig cannot end inst (kago_container_stop_futile); a frozen one acts on nothing yet. */
 static bool stop_futile(struct instance *inst, int sig)
 {
-    const struct kago_spec *spec = kago_container_spec(inst->c);
-    if (sig == SIGKILL || !(spec->ns & (1u << KAGO_NS_PID)) || spec->join_ns[KAGO_NS_PID] || !inst->pi ||
-        inst->pi->state == POOL_FROZEN)
-        return false;
-    char path[48];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)kago_container_pid(inst->c));
-    cleanup_free char *st = kago__read_file(path, NULL, NULL);
-    const char *ign = st ? strstr(st, "\nSigIgn:") : NULL, *cgt = st ? strstr(st, "\nSigCgt:") : NULL;
-    if (!ign || !cgt)
-        return false;
-    unsigned long long mask = strtoull(ign + 8, NULL, 16) | strtoull(cgt + 8, NULL, 16);
-    if (mask & (1ULL << (sig - 1)))
-        return false;
-    pid_t *pids = NULL;
-    int n = kago_container_pids(inst->c, &pids, NULL);
-    free(pids);
-    return n == 1;
+    return inst->pi && inst->pi->state != POOL_FROZEN && kago_container_stop_futile(inst->c, sig);
 }
 
 static void signal_send(struct instance *inst, int sig, bool all)

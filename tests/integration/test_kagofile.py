@@ -593,3 +593,33 @@ def test_two_roots_run_the_same_names_apart(kago, rootfs, tmp_path):
                 wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=15)
     assert_clean(kago, ["kf-two", a, b])
     assert_clean(other, ["kf-two"])
+
+
+def test_stop_a_lone_init_cannot_act_on_is_a_sigkill_at_once(kago, rootfs, tmp_path):
+    """Without c.init the command is the init of its pid namespace: `sleep` neither catches nor ignores SIGTERM,
+    so the kernel discards it, and alone it could never stop: the supervisor's stop sends SIGKILL at once
+    rather than wait its 30 s grace. One that ignores SIGTERM on purpose keeps its grace (2 s here)."""
+    path = kagofile(tmp_path, f"""
+        Kago.container "kf-deaf" do |c|
+          c.rootfs "{ROOTFS}"
+          c.command "/bin/sleep", "1000"
+          c.stop_grace "30s"
+        end
+        Kago.container "kf-deaf-ign" do |c|
+          c.rootfs "{ROOTFS}"
+          c.command "/bin/sh", "-c", "trap '' TERM; exec /bin/sleep 1000"
+          c.stop_grace "2s"
+        end
+    """)
+    names = ["kf-deaf", "kf-deaf-ign"]
+    sup = Supervisor(kago, path, names=names)
+    assert wait_for(lambda: all(running(kago, n) for n in names), timeout=10)
+    t0 = time.monotonic()
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(timeout=20) == 0, sup.err
+    took = time.monotonic() - t0
+    assert "kf-deaf: its init neither catches nor ignores signal 15 and runs alone: SIGKILL at once" in sup.err, sup.err
+    assert "kf-deaf-ign: its init neither" not in sup.err, sup.err
+    assert "kf-deaf-ign: still running after its stop grace: SIGKILL" in sup.err, sup.err
+    assert 1.5 <= took < 15, took  # (the ignoring one's 2 s grace, not the other's 30 s)
+    assert_clean(kago, names)
