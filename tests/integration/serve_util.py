@@ -60,14 +60,15 @@ def free_port():
     return port
 
 
-def app(name, hosts, command, port=8080, **policy):
-    """A Kago.app block. command is a shell script run by /bin/sh -c in the instance."""
+def app(name, hosts, command, port=8080, init=True, **policy):
+    """A Kago.app block. command is a shell script run by /bin/sh -c in the instance (init=False: that shell
+    is the init of the instance's pid namespace itself, without kago-init)."""
     lines = [f'Kago.app "{name}" do |a|',
              "  a.hosts " + ", ".join(f'"{h}"' for h in hosts),
              "  a.container do |c|",
              f'    c.rootfs "{ROOTFS}", overlay: "64M"',
              f'    c.command "/bin/sh", "-c", {json.dumps(command)}',
-             "    c.init",  # a tiny PID 1 that forwards SIGTERM: the app itself is not PID 1
+             *(["    c.init"] if init else []),  # a tiny PID 1 that forwards SIGTERM: the app is not PID 1
              "  end",
              f"  a.port {port}"]
     for k, v in policy.items():

@@ -322,14 +322,12 @@ def test_a_stop_signal_the_instance_cannot_act_on_ends_it_at_once():
     stop grace. One that ignores SIGTERM on purpose keeps its grace, and a shell init whose child can act on
     SIGTERM gets SIGTERM (its child ends, and the shell with it)."""
     small = "mkdir -p /srv/www && echo hi > /srv/www/index.html && {}/usr/sbin/httpd -f -p 8080 -h /srv/www"
-
-    def no_init(a):  # (the command is the init of its pid namespace, not kago-init's child)
-        return a.replace("    c.init\n", "")
-    s = Server(no_init(app("deaf", ["deaf.test"], small.format("exec "), idle_timeout="1s", stop_grace="30s"))
-               + no_init(app("ign", ["ign.test"], "trap '' TERM; " + small.format("exec "), idle_timeout="1s",
-                             stop_grace="4s"))
-               + no_init(app("shell", ["shell.test"], small.format("") + "; exit 0", idle_timeout="1s",
-                             stop_grace="30s")))
+    # (init=False: each command is the init of its pid namespace, not kago-init's child)
+    s = Server(app("deaf", ["deaf.test"], small.format("exec "), init=False, idle_timeout="1s", stop_grace="30s")
+               + app("ign", ["ign.test"], "trap '' TERM; " + small.format("exec "), init=False, idle_timeout="1s",
+                     stop_grace="4s")
+               + app("shell", ["shell.test"], small.format("") + "; exit 0", init=False, idle_timeout="1s",
+                     stop_grace="30s"))
     try:
         assert [request(s.port, f"{a}.test")[0] for a in ("deaf", "ign", "shell")] == [200] * 3
         t0 = time.monotonic()

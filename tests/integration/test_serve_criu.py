@@ -37,10 +37,9 @@ SLOW = (f"i=0; while [ $i -lt {LOAD} ]; do i=$((i+1)); done; "
 
 
 def criu_app(moment="after_ready", **policy):
-    block = app("slow", ["slow.test"], SLOW, **policy)
     # Without c.init: kago's init runs the kago binary from the host, which CRIU cannot dump
     # ("Can't lookup mount for fd=-3 path=.../kago": its exe is outside the container's mounts).
-    block = block.replace("    c.init\n", "")
+    block = app("slow", ["slow.test"], SLOW, init=False, **policy)
     return block[: block.rindex("end")] + f"  a.checkpoint :{moment}\nend\n"
 
 
