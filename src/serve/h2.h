@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "h2head.h"
 
 struct client;
@@ -59,6 +61,8 @@ void kago__h2_shutdown(struct client *c);
 /* The connection closes: each stream's client closes. */
 void kago__h2_conn_close(struct client *c);
 void kago__h2_conn_free(struct h2_conn *h);
+/* Writes the frames of the loop's corked connections (its idle handle's callback: shard.c starts none). */
+void kago__h2_uncork(uv_idle_t *idle);
 bool kago__h2_busy(const struct client *c); /* it has open streams */
 
 /* A stream client's response head (from the upstream) and its end. */

@@ -224,8 +224,12 @@ struct shard {
     unsigned id;
     uv_loop_t *loop;
     char h2_rbuf[CLIENT_RBUF]; /* every HTTP/2 connection's: its frames are consumed as they arrive */
-    struct client *clients;    /* its connections */
-    uv_async_t wake;           /* its inbox, its end */
+    /* HTTP/2 connections with frames to write at the end of this turn (h2.c, "corked"), and the idle
+     * handle that writes them, started while there are any */
+    TAILQ_HEAD(h2_corked, h2_conn) h2_corked;
+    uv_idle_t h2_cork;
+    struct client *clients;             /* its connections */
+    uv_async_t wake;                    /* its inbox, its end */
     struct client *inbox, **inbox_tail; /* moved here (under srv->shard_mu) */
     /* id > 0 */
     uv_loop_t own;

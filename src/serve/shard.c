@@ -224,6 +224,7 @@ static void on_wake(uv_async_t *h)
         uv_close((uv_handle_t *)&s->wake, NULL);
         uv_close((uv_handle_t *)&s->accept, NULL);
         uv_close((uv_handle_t *)&s->pause, NULL);
+        uv_close((uv_handle_t *)&s->h2_cork, NULL);
     }
 }
 
@@ -282,6 +283,8 @@ void kago__shards_init(struct server *srv, unsigned n)
         uv_mutex_init(&s->mu);
         uv_async_init(s->loop, &s->wake, on_wake);
         s->wake.data = s;
+        TAILQ_INIT(&s->h2_corked);
+        uv_idle_init(s->loop, &s->h2_cork);
     }
     uv_unref((uv_handle_t *)&srv->shards[0].wake);
 }
@@ -367,6 +370,7 @@ void kago__shards_free(struct server *srv)
                 uv_close((uv_handle_t *)&s->wake, NULL);
                 uv_close((uv_handle_t *)&s->accept, NULL);
                 uv_close((uv_handle_t *)&s->pause, NULL);
+                uv_close((uv_handle_t *)&s->h2_cork, NULL);
                 uv_run(&s->own, UV_RUN_DEFAULT);
             }
             uv_loop_close(&s->own);
