@@ -43,6 +43,7 @@ struct tls_front {
     pthread_rwlock_t slock;
     pthread_mutex_t klock;
     struct ticket_key keys[2]; /* [0] encrypts, [0] and [1] decrypt */
+    EVP_CIPHER *aes;           /* AES-256-CBC, fetched once (EVP_aes_256_cbc() is fetched at each use) */
     unsigned rotate_s;
     struct tls_stats stats;
     int (*missing)(void *arg, const char *name); /* certificates on demand (acme.c) */
@@ -156,7 +157,7 @@ static int on_ticket(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPH
     int which = 0, r = -1;
     if (enc) {
         memcpy(name, f->keys[0].name, 16);
-        if (RAND_bytes(iv, 16) <= 0 || !EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, f->keys[0].aes, iv))
+        if (RAND_bytes(iv, 16) <= 0 || !EVP_EncryptInit_ex(cctx, f->aes, NULL, f->keys[0].aes, iv))
             goto out;
     } else {
         while (which < 2 && !(f->keys[which].valid && !memcmp(name, f->keys[which].name, 16)))
@@ -165,7 +166,7 @@ static int on_ticket(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPH
             r = 0;
             goto out;
         }
-        if (!EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, f->keys[which].aes, iv))
+        if (!EVP_DecryptInit_ex(cctx, f->aes, NULL, f->keys[which].aes, iv))
             goto out;
     }
     OSSL_PARAM params[] = {
@@ -432,12 +433,19 @@ struct tls_front *kago__tls_front_new(unsigned rotate_s, struct kago_error **err
     pthread_rwlock_init(&f->slock, NULL);
     pthread_mutex_init(&f->klock, NULL);
     (void)conn_index(); /* (made once, here, before any handshake thread) */
+    if (!(f->aes = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL))) {
+        free(f);
+        kago_error_set(err, 0, "TLS: no AES-256-CBC for session tickets");
+        return NULL;
+    }
     if (new_key(&f->keys[0]) < 0) {
+        EVP_CIPHER_free(f->aes);
         free(f);
         kago_error_set(err, 0, "TLS: no random bytes for the ticket key");
         return NULL;
     }
     if (!(f->ctx = new_ctx(f, err))) {
+        EVP_CIPHER_free(f->aes);
         free(f);
         return NULL;
     }
@@ -452,6 +460,7 @@ void kago__tls_front_free(struct tls_front *f)
     if (!f)
         return;
     SSL_CTX_free(f->ctx);
+    EVP_CIPHER_free(f->aes);
     OPENSSL_cleanse(f->keys, sizeof(f->keys));
     pthread_rwlock_destroy(&f->slock);
     pthread_mutex_destroy(&f->klock);
