@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,9 +25,11 @@
 #include "util.h"
 
 #define PROBE_MAX_MS 50
-/* Readiness checks stay 1 ms apart this long (most apps listen within it), then grow with the time the
- * start has taken (probe_delay), up to PROBE_MAX_MS. */
+/* Readiness checks are PROBE_FINE_US apart for PROBE_FINE_MS, then 1 ms apart until PROBE_FAST_MS (most apps
+ * listen within it), then grow with the time the start has taken (probe_delay), up to PROBE_MAX_MS. */
 #define PROBE_FAST_MS 100
+#define PROBE_FINE_MS 3
+#define PROBE_FINE_US 200
 /* Between closing the chosen instance's upstream sockets and imaging it: the app closes its ends
  * (an established TCP socket cannot be dumped without --tcp-established, which kago does not use). */
 #define CKPT_SETTLE_MS 100
@@ -66,21 +69,28 @@ void kago__instance_unref(struct instance *inst)
     free(inst);
 }
 
-static void on_probe_timer(uv_timer_t *t)
+static void probe_now(struct instance *inst)
 {
-    struct instance *inst = t->data;
     if (inst->pi && inst->pi->state == POOL_STARTING)
         kago__upconn_open(inst, NULL);
+}
+
+static void on_probe_timer(uv_timer_t *t)
+{
+    probe_now(t->data);
 }
 
 static void probe_reset(struct instance *inst)
 {
     inst->probe_t0 = kago__serve_now_ms();
+    inst->probe_t0_us = kago__serve_now_us();
 }
 
-/* The next probe: 1 ms apart at first, then a 32nd of the time the start has taken so far (at most
- * PROBE_MAX_MS), so a slow starter is seen ready at most ~3% after it is (a doubling backoff cost a
- * 130 ms Python app 30-50 ms), for one failed connect per interval. */
+/* The next probe: PROBE_FINE_US apart in the first PROBE_FINE_MS (a small static server listens a few
+ * hundred microseconds after its exec; libuv's timers count whole milliseconds, and one of 1 ms fires 1 to
+ * 2 ms later, which was half of such an app's cold start), then 1 ms apart, then a 32nd of the time the
+ * start has taken so far (at most PROBE_MAX_MS), so a slow starter is seen ready at most ~3% after it is
+ * (a doubling backoff cost a 130 ms Python app 30-50 ms), for one failed connect per interval. */
 static unsigned probe_delay(struct instance *inst)
 {
     uint64_t elapsed = kago__serve_now_ms() - inst->probe_t0;
@@ -88,6 +98,70 @@ static unsigned probe_delay(struct instance *inst)
         return 1;
     uint64_t d = elapsed / 32;
     return d < 1 ? 1 : d > PROBE_MAX_MS ? PROBE_MAX_MS : (unsigned)d;
+}
+
+static void fine_arm(struct server *srv)
+{
+    uint64_t due = UINT64_MAX;
+    struct instance *inst;
+    LIST_FOREACH(inst, &srv->fine, fine_link)
+    if (inst->fine_due_us < due)
+        due = inst->fine_due_us;
+    struct itimerspec its = {0}; /* (zero: disarmed) */
+    if (due != UINT64_MAX) {
+        due = due ? due : 1;
+        its.it_value.tv_sec = (time_t)(due / 1000000u);
+        its.it_value.tv_nsec = (long)(due % 1000000u) * 1000;
+    }
+    timerfd_settime(srv->fine_fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+static void fine_unlink(struct instance *inst)
+{
+    if (!inst->fine_queued)
+        return;
+    LIST_REMOVE(inst, fine_link);
+    inst->fine_queued = false;
+}
+
+static void on_fine(uv_poll_t *h, int status, int events)
+{
+    struct server *srv = h->data;
+    uint64_t n;
+    if (read(srv->fine_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        return;
+    uint64_t now = kago__serve_now_us();
+    struct fine_list due = LIST_HEAD_INITIALIZER(due);
+    struct instance *inst, *next;
+    for (inst = LIST_FIRST(&srv->fine); inst; inst = next) {
+        next = LIST_NEXT(inst, fine_link);
+        if (inst->fine_due_us <= now) {
+            LIST_REMOVE(inst, fine_link);
+            LIST_INSERT_HEAD(&due, inst, fine_link);
+        }
+    }
+    while ((inst = LIST_FIRST(&due))) { /* (a probe may fail at once and queue its instance again) */
+        LIST_REMOVE(inst, fine_link);
+        inst->fine_queued = false;
+        probe_now(inst);
+    }
+    fine_arm(srv);
+}
+
+/* The next probe of inst, after one failed. */
+static void probe_later(struct instance *inst)
+{
+    struct server *srv = inst->app->srv;
+    uint64_t now = kago__serve_now_us();
+    if (srv->fine_fd >= 0 && now - inst->probe_t0_us < PROBE_FINE_MS * 1000u) {
+        fine_unlink(inst);
+        inst->fine_due_us = now + PROBE_FINE_US;
+        LIST_INSERT_HEAD(&srv->fine, inst, fine_link);
+        inst->fine_queued = true;
+        fine_arm(srv);
+        return;
+    }
+    uv_timer_start(&inst->probe, on_probe_timer, probe_delay(inst), 0);
 }
 
 /* Readiness without socket activation: connect attempts 1 ms apart, then at a growing interval. */
@@ -111,7 +185,7 @@ void kago__instance_probe_result(struct instance *inst, int status)
         return;
     inst->probe_fails++;
     inst->probe_err = status;
-    uv_timer_start(&inst->probe, on_probe_timer, probe_delay(inst), 0);
+    probe_later(inst);
 }
 
 static void on_exit_event(uv_poll_t *h, int status, int events)
@@ -960,6 +1034,15 @@ void kago__instance_queues_init(struct server *srv)
     STAILQ_INIT(&srv->sigq);
     uv_idle_init(srv->loop, &srv->sig_idle);
     srv->sig_idle.data = srv;
+    LIST_INIT(&srv->fine);
+    /* (without it, probes are a millisecond apart at least) */
+    srv->fine_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (srv->fine_fd >= 0) {
+        uv_poll_init(srv->loop, &srv->fine_poll, srv->fine_fd);
+        srv->fine_poll.data = srv;
+        uv_poll_start(&srv->fine_poll, UV_READABLE, on_fine);
+        uv_unref((uv_handle_t *)&srv->fine_poll);
+    }
 }
 
 static void delete_later(struct instance *inst)
@@ -1032,6 +1115,7 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     }
     if (inst->watching) {
         inst->watching = false;
+        fine_unlink(inst);
         uv_close((uv_handle_t *)&inst->pidpoll, on_handle_closed);
         uv_close((uv_handle_t *)&inst->probe, on_handle_closed);
     }

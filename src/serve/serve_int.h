@@ -93,6 +93,9 @@ struct instance {
     uv_poll_t pidpoll;
     uv_timer_t probe;
     uint64_t probe_t0;    /* when readiness checks began */
+    uint64_t probe_t0_us; /* the same, in microseconds (the first ones are less than a millisecond apart) */
+    uint64_t fine_due_us; /* while on srv->fine: when its next probe is due */
+    bool fine_queued;
     unsigned probe_fails; /* readiness checks that failed, the last with probe_err (a UV_E* code) */
     int probe_err;
     char *start_error;    /* why it could not be made (owned), for the start failure's report */
@@ -116,6 +119,7 @@ struct instance {
     /* its places in the server's queues: start (queued), work (working, waiting for the pool), delete
      * (removed, its container still to delete), signal (to be sent sig_pending; sig_all: to all) */
     STAILQ_ENTRY(instance) startq_link, work_link, del_link, sig_link;
+    LIST_ENTRY(instance) fine_link; /* srv->fine */
     int sig_pending;
     bool sig_queued, sig_all;
     bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
@@ -319,6 +323,11 @@ struct server {
     /* signals to instances past a few milliseconds' worth per turn, sent in the next turns (instance.c) */
     struct inst_queue sigq;
     uv_idle_t sig_idle;
+    /* readiness probes less than a millisecond apart (instance.c, probe_delay): the instances waiting for
+     * one, and a timerfd of the first loop armed for the earliest */
+    LIST_HEAD(fine_list, instance) fine;
+    int fine_fd;
+    uv_poll_t fine_poll;
     uint64_t sig_turn, sig_spent_us, sig_inline_us;
     unsigned root_tag;     /* a hash of --root in instance names: two roots never share a cgroup name */
     int root_lock;         /* <root>/.serve/.lock, flocked while this serve runs (-1: none) */

@@ -1326,6 +1326,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     srv->started_ms = kago__serve_now_ms();
     uv_signal_init(&loop, &srv->sigchld); /* started once a restore may happen */
     srv->sigchld.data = srv;
+    srv->fine_fd = -1;
     int ret = -1;
     if (!strcmp(o->access_log, "-"))
         srv->access_log = stdout;
@@ -1486,6 +1487,8 @@ out:
         uv_thread_join(&srv->reload_job->thread);
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
+    if (srv->fine_fd >= 0)
+        close(srv->fine_fd);
     if (srv->reload_job)
         reload_drop(srv);
     kago__hs_free(srv);
