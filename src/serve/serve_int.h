@@ -96,6 +96,10 @@ struct instance {
     uint64_t probe_t0_us; /* the same, in microseconds (the first ones are less than a millisecond apart) */
     uint64_t fine_due_us; /* while on srv->fine: when its next probe is due */
     bool fine_queued;
+    /* socket activation: ready, its CPU weight waits for its first answer (the held requests and the first
+     * response go first; kago__instance_answered), holding a ref meanwhile */
+    bool ready_tail;
+    bool tail_sent;       /* (atomic: set by the loop that saw the connect) */
     unsigned probe_fails; /* readiness checks that failed, the last with probe_err (a UV_E* code) */
     int probe_err;
     char *start_error;    /* why it could not be made (owned), for the start failure's report */
@@ -503,6 +507,8 @@ void kago__instance_unref(struct instance *inst);
 void kago__instance_queues_init(struct server *srv);
 void kago__instance_queues_end(struct server *srv);
 bool kago__instance_check_exit(struct instance *inst);
+/* One of inst's upstream connections read (its first response) or closed: from any loop. */
+void kago__instance_answered(struct instance *inst);
 /* The CRIU tier, from the tick: picks the instance to image, then images it off the loop. */
 void kago__instance_checkpoint_tick(struct app_rt *a, uint64_t now);
 /* <image_root>/<generation>: where the image of the app's container of that generation goes (caller

@@ -144,7 +144,17 @@ static void handle_response(struct upconn *u, const char *data, size_t n)
     abort_client(u, UV_EPROTO);
 }
 
+static void relay_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
 static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct upconn *u = s->data;
+    struct instance *inst = u->inst; /* (alive: u counts in its nconns until u's handle is closed) */
+    relay_read(s, n, buf);
+    kago__instance_answered(inst);
+}
+
+static void relay_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct upconn *u = s->data;
     if (n == 0)
@@ -212,6 +222,7 @@ static void on_up_closed(uv_handle_t *h)
     kago__outq_free(&u->out);
     kago__http_msg_free(&u->resp);
     free(u);
+    kago__instance_answered(inst); /* (first: while nconns holds inst) */
     inst->nconns--;
     kago__instance_unref(inst);
 }

@@ -115,6 +115,22 @@ def the_instance(s, app):
     return insts[0]
 
 
+def test_a_socket_activated_start_gets_its_weight_once_it_answered(bindir):
+    """An instance started for a request, with socket activation, runs at the start's CPU weight until it has
+    answered that request (its weight's cgroup write is not between the request and the app), then gets its
+    app's (c.cgroup cpu_weight 10000: cpu.shares 102400 on v1, cpu.weight 10000 on v2)."""
+    s = Server(cpu_app("sa", bindir, None, work_us=0))
+    try:
+        assert request(s.port, "sa.test")[0] == 200
+        inst = the_instance(s, "sa")["name"]
+        assert wait_for(lambda: cgroup_file(inst, "cpu.shares", "cpu.weight") in ("102400", "10000"), 5), \
+            cgroup_file(inst, "cpu.shares", "cpu.weight")
+        assert request(s.port, "sa.test")[0] == 200
+    finally:
+        assert s.stop() == 0, s.stderr()
+        assert s.leftovers() == []
+
+
 def test_cpu_raised_step_by_step_then_lowered_when_idle(bindir):
     s = Server(cpu_app("busy", bindir, '''cpu: "20%".."100%", cpu_step: "20%", window: "1s", idle: "2s"'''))
     try:
