@@ -35,7 +35,7 @@
 #define WARM_MAX_AGE_MS 60000
 #define WARM_PENDING_MS 5000 /* an answer lost with a restarted spawner */
 #define WARM_WAIT_MS    50   /* the longest a refill waits for starts in flight */
-#define WARM_QUIET_MS   5    /* and for the app a start took a sandbox for to answer (its first ms) */
+#define WARM_QUIET_MS   1    /* and for the app a start took a sandbox for to answer (its first ms) */
 
 struct warm_sb {
     struct warm_sb *next;
