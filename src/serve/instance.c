@@ -153,7 +153,10 @@ static void probe_later(struct instance *inst)
 {
     struct server *srv = inst->app->srv;
     uint64_t now = kago__serve_now_us();
-    if (srv->fine_fd >= 0 && now - inst->probe_t0_us < PROBE_FINE_MS * 1000u) {
+    /* (a lone start: in a storm the probes' CPU would be the other starts', and their latency is the queue's)
+     */
+    if (srv->fine_fd >= 0 && srv->starting <= 1 && !srv->startq_len &&
+        now - inst->probe_t0_us < PROBE_FINE_MS * 1000u) {
         fine_unlink(inst);
         inst->fine_due_us = now + PROBE_FINE_US;
         LIST_INSERT_HEAD(&srv->fine, inst, fine_link);
