@@ -199,9 +199,6 @@ static void on_exit_event(uv_poll_t *h, int status, int events)
         kago__pool_exited(&inst->app->pool, inst->pi, kago__serve_now_ms());
 }
 
-/* An upstream connection failed: if the instance's process is gone, remove it now rather than at
- * the next loop turn, so a retried request does not land on the dead instance again. Returns true
- * when it was removed. */
 /* The CPU weight of a socket-activated instance that was started for held requests, once its first
  * response was read and relayed: on a quiet machine its cgroup write and state file were 0.26 ms between
  * the connect and the write of its first request (and, moved after the write, they delayed the read of
@@ -223,6 +220,9 @@ void kago__instance_answered(struct instance *inst)
         kago__shard_defer(inst->app->srv, ready_tail, inst, NULL);
 }
 
+/* An upstream connection failed: if the instance's process is gone, remove it now rather than at
+ * the next loop turn, so a retried request does not land on the dead instance again. Returns true
+ * when it was removed. */
 static void check_exit_deferred(void *inst, void *unused)
 {
     (void)unused;
