@@ -37,7 +37,8 @@ pytestmark = [
     pytest.mark.skipif(not HAVE_SELENIUM, reason="no selenium module: apt-get install python3-selenium (scripts/setup)"),
 ]
 
-# Screenshots go to the test's log dir; KAGO_SCREENSHOTS=docs/img refreshes the README's.
+# Screenshots go to $KAGO_SCREENSHOTS (scripts/test: its log dir), else to the temp dir; KAGO_SCREENSHOTS=docs/img
+# refreshes the README's.
 IMG = os.environ.get("KAGO_SCREENSHOTS") or os.path.join(tempfile.gettempdir(), "kago-dashboard-screenshots")
 
 
