@@ -82,7 +82,6 @@ static void on_probe_timer(uv_timer_t *t)
 
 static void probe_reset(struct instance *inst)
 {
-    inst->probe_t0 = kago__serve_now_ms();
     inst->probe_t0_us = kago__serve_now_us();
 }
 
@@ -93,35 +92,11 @@ static void probe_reset(struct instance *inst)
  * (a doubling backoff cost a 130 ms Python app 30-50 ms), for one failed connect per interval. */
 static unsigned probe_delay(struct instance *inst)
 {
-    uint64_t elapsed = kago__serve_now_ms() - inst->probe_t0;
+    uint64_t elapsed = (kago__serve_now_us() - inst->probe_t0_us) / 1000;
     if (elapsed < PROBE_FAST_MS)
         return 1;
     uint64_t d = elapsed / 32;
     return d < 1 ? 1 : d > PROBE_MAX_MS ? PROBE_MAX_MS : (unsigned)d;
-}
-
-static void fine_arm(struct server *srv)
-{
-    uint64_t due = UINT64_MAX;
-    struct instance *inst;
-    LIST_FOREACH(inst, &srv->fine, fine_link)
-    if (inst->fine_due_us < due)
-        due = inst->fine_due_us;
-    struct itimerspec its = {0}; /* (zero: disarmed) */
-    if (due != UINT64_MAX) {
-        due = due ? due : 1;
-        its.it_value.tv_sec = (time_t)(due / 1000000u);
-        its.it_value.tv_nsec = (long)(due % 1000000u) * 1000;
-    }
-    timerfd_settime(srv->fine_fd, TFD_TIMER_ABSTIME, &its, NULL);
-}
-
-static void fine_unlink(struct instance *inst)
-{
-    if (!inst->fine_queued)
-        return;
-    LIST_REMOVE(inst, fine_link);
-    inst->fine_queued = false;
 }
 
 static void on_fine(uv_poll_t *h, int status, int events)
@@ -130,38 +105,22 @@ static void on_fine(uv_poll_t *h, int status, int events)
     uint64_t n;
     if (read(srv->fine_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
         return;
-    uint64_t now = kago__serve_now_us();
-    struct fine_list due = LIST_HEAD_INITIALIZER(due);
-    struct instance *inst, *next;
-    for (inst = LIST_FIRST(&srv->fine); inst; inst = next) {
-        next = LIST_NEXT(inst, fine_link);
-        if (inst->fine_due_us <= now) {
-            LIST_REMOVE(inst, fine_link);
-            LIST_INSERT_HEAD(&due, inst, fine_link);
-        }
-    }
-    while ((inst = LIST_FIRST(&due))) { /* (a probe may fail at once and queue its instance again) */
-        LIST_REMOVE(inst, fine_link);
-        inst->fine_queued = false;
+    struct instance *inst = srv->fine;
+    srv->fine = NULL;
+    if (inst)
         probe_now(inst);
-    }
-    fine_arm(srv);
 }
 
-/* The next probe of inst, after one failed. */
+/* The next probe of inst, after one failed. The timerfd times one instance's: a lone start's (in a storm
+ * the probes' CPU would be the other starts', and their latency is the queue's). */
 static void probe_later(struct instance *inst)
 {
     struct server *srv = inst->app->srv;
-    uint64_t now = kago__serve_now_us();
-    /* (a lone start: in a storm the probes' CPU would be the other starts', and their latency is the queue's)
-     */
-    if (srv->fine_fd >= 0 && srv->starting <= 1 && !srv->startq_len &&
-        now - inst->probe_t0_us < PROBE_FINE_MS * 1000u) {
-        fine_unlink(inst);
-        inst->fine_due_us = now + PROBE_FINE_US;
-        LIST_INSERT_HEAD(&srv->fine, inst, fine_link);
-        inst->fine_queued = true;
-        fine_arm(srv);
+    if (srv->fine_fd >= 0 && (!srv->fine || srv->fine == inst) && srv->starting <= 1 && !srv->startq_len &&
+        kago__serve_now_us() - inst->probe_t0_us < PROBE_FINE_MS * 1000u) {
+        struct itimerspec its = {.it_value.tv_nsec = PROBE_FINE_US * 1000};
+        srv->fine = inst;
+        timerfd_settime(srv->fine_fd, 0, &its, NULL);
         return;
     }
     uv_timer_start(&inst->probe, on_probe_timer, probe_delay(inst), 0);
@@ -1063,7 +1022,6 @@ void kago__instance_queues_init(struct server *srv)
     STAILQ_INIT(&srv->sigq);
     uv_idle_init(srv->loop, &srv->sig_idle);
     srv->sig_idle.data = srv;
-    LIST_INIT(&srv->fine);
     /* (without it, probes are a millisecond apart at least) */
     srv->fine_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (srv->fine_fd >= 0) {
@@ -1144,7 +1102,8 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     }
     if (inst->watching) {
         inst->watching = false;
-        fine_unlink(inst);
+        if (inst->app->srv->fine == inst) /* (its timerfd then fires for nothing) */
+            inst->app->srv->fine = NULL;
         uv_close((uv_handle_t *)&inst->pidpoll, on_handle_closed);
         uv_close((uv_handle_t *)&inst->probe, on_handle_closed);
     }

@@ -92,14 +92,11 @@ struct instance {
     char name[128];
     uv_poll_t pidpoll;
     uv_timer_t probe;
-    uint64_t probe_t0;    /* when readiness checks began */
-    uint64_t probe_t0_us; /* the same, in microseconds (the first ones are less than a millisecond apart) */
-    uint64_t fine_due_us; /* while on srv->fine: when its next probe is due */
-    bool fine_queued;
+    uint64_t probe_t0_us; /* when readiness checks began (the first ones are less than a millisecond apart) */
     /* socket activation: ready, its CPU weight waits for its first answer (the held requests and the first
      * response go first; kago__instance_answered), holding a ref meanwhile */
     bool ready_tail;
-    bool tail_sent;       /* (atomic: set by the loop that saw the connect) */
+    bool tail_sent;       /* (atomic: set by the loop that saw the answer) */
     unsigned probe_fails; /* readiness checks that failed, the last with probe_err (a UV_E* code) */
     int probe_err;
     char *start_error;    /* why it could not be made (owned), for the start failure's report */
@@ -123,7 +120,6 @@ struct instance {
     /* its places in the server's queues: start (queued), work (working, waiting for the pool), delete
      * (removed, its container still to delete), signal (to be sent sig_pending; sig_all: to all) */
     STAILQ_ENTRY(instance) startq_link, work_link, del_link, sig_link;
-    LIST_ENTRY(instance) fine_link; /* srv->fine */
     int sig_pending;
     bool sig_queued, sig_all;
     bool ckpt_busy;          /* kago_container_checkpoint runs on it in a worker thread: c stays until done */
@@ -327,9 +323,9 @@ struct server {
     /* signals to instances past a few milliseconds' worth per turn, sent in the next turns (instance.c) */
     struct inst_queue sigq;
     uv_idle_t sig_idle;
-    /* readiness probes less than a millisecond apart (instance.c, probe_delay): the instances waiting for
-     * one, and a timerfd of the first loop armed for the earliest */
-    LIST_HEAD(fine_list, instance) fine;
+    /* readiness probes less than a millisecond apart (instance.c, probe_later): the instance whose next one
+     * a timerfd of the first loop times */
+    struct instance *fine;
     int fine_fd;
     uv_poll_t fine_poll;
     uint64_t sig_turn, sig_spent_us, sig_inline_us;
