@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1179,6 +1181,32 @@ static void raise_nofile(struct server *srv)
                    (unsigned long long)rl.rlim_max, strerror(errno));
 }
 
+/* A warning when --root is not on a tmpfs: every start creates its state dir and files there and every stop
+ * removes them; on ext4 each file cost 0.4-0.8 ms of serve's loop (measured on a root on ext4 in a storm). */
+static void root_fs_check(struct server *srv)
+{
+    struct statfs st;
+    if (statfs(srv->opts.root, &st) < 0 || st.f_type == TMPFS_MAGIC || st.f_type == RAMFS_MAGIC)
+        return;
+    static const struct {
+        unsigned long magic;
+        const char *name;
+    } known[] = {{EXT4_SUPER_MAGIC, "ext4"},
+                 {XFS_SUPER_MAGIC, "xfs"},
+                 {BTRFS_SUPER_MAGIC, "btrfs"},
+                 {OVERLAYFS_SUPER_MAGIC, "overlay"},
+                 {NFS_SUPER_MAGIC, "nfs"}};
+    char name[32];
+    snprintf(name, sizeof name, "type %#lx", (unsigned long)st.f_type);
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if ((unsigned long)st.f_type == known[i].magic)
+            snprintf(name, sizeof name, "%s", known[i].name);
+    kago__slog(srv, SLOG_WARN, NULL, NULL,
+               "--root %s is on %s, not on a tmpfs: each start and stop creates and removes its "
+               "state files there, slowly on a disk (kago's default, /run/kago, is on a tmpfs on Debian)",
+               srv->opts.root, name);
+}
+
 static void start_spawner(struct server *srv)
 {
     const char *env = getenv("KAGO_SERVE_SPAWNER");
@@ -1318,6 +1346,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     mallopt(M_TRIM_THRESHOLD, 1 << 20);
     srv->root_tag = kago__root_id(srv->opts.root); /* (instance and warm sandbox cgroup names) */
     start_spawner(srv);
+    root_fs_check(srv); /* (it exists by now) */
     uv_loop_t loop;
     uv_loop_init(&loop);
     srv->loop = &loop;

@@ -255,3 +255,35 @@ def test_bad_log_format_is_a_usage_error():
     p = subprocess.run([KAGO, "serve", "--config", "/nonexistent", "--log-format", "xml"], capture_output=True,
                        text=True, timeout=30)
     assert p.returncode == 2 and '--log-format: "xml" is not text, json or journal' in p.stderr, p.stderr
+
+
+def test_a_root_not_on_a_tmpfs_is_warned_about(tmp_path):
+    """serve's state files are made and removed at every start and stop: on a disk that is slow, and serve says
+    so at start. A root on a tmpfs gets no warning; one on an overlay (a file system that is not a tmpfs,
+    made of tmpfs directories so that the test needs no disk) does."""
+    mnt = str(tmp_path / "fs")
+    os.mkdir(mnt)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "kago-test-rootfs", mnt], check=True)
+    mounted = [mnt]
+    try:
+        subprocess.run(["mount", "--make-private", mnt], check=True)
+        for d in ("lower", "upper", "work", "ovl"):
+            os.mkdir(os.path.join(mnt, d))
+        ovl = os.path.join(mnt, "ovl")
+        subprocess.run(["mount", "-t", "overlay", "-o", f"lowerdir={mnt}/lower,upperdir={mnt}/upper,"
+                        f"workdir={mnt}/work", "kago-test-ovl", ovl], check=True)
+        mounted.insert(0, ovl)
+        subprocess.run(["mount", "--make-private", ovl], check=True)
+        apps = app("rootfs", ["rootfs.test"], "exec /usr/sbin/httpd -f -p 8080 -h /etc")
+        for root, warned in ((os.path.join(mnt, "root"), False), (os.path.join(ovl, "root"), True)):
+            s = Server(apps, root=root)
+            try:
+                assert request(s.port, "rootfs.test", "/passwd")[0] == 200
+            finally:
+                assert s.stop() == 0, s.stderr()
+            assert s.leftovers() == []
+            assert ("not on a tmpfs" in s.stderr()) == warned, s.stderr()
+            assert not warned or f"--root {root} is on overlay, not on a tmpfs" in s.stderr(), s.stderr()
+    finally:
+        for m in mounted:
+            subprocess.run(["umount", m], check=False)
