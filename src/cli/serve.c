@@ -310,7 +310,7 @@ CLI_VERB(serve)
                 "                  [--no-cold-start-header] [--frozen-memory-budget 1G] [--drain-timeout "
                 "10s]\n"
                 "                  [--max-starting N]   (container starts at once; default 2 per CPU)\n"
-                "                  [--warm N]   (warm sandboxes kept per namespace set, at most; default 0)\n"
+                "                  [--warm 4]   (warm sandboxes per namespace set, at most; 0: none)\n"
                 "                  [--threads N]   (event loops; N - 1 take TLS handshakes; default: the "
                 "CPUs)\n"
                 "                  [--loop-priority 10]   (nice levels of the event loops above what serve "

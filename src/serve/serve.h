@@ -57,7 +57,7 @@ struct kago_serve_opts {
                                         killed (10 s) */
     enum kago_log_format log_format; /* (AUTO) */
     unsigned max_starting; /* container starts in flight at once, the rest wait in order (0: 2 per CPU) */
-    unsigned warm;         /* --warm N: warm sandboxes kept per namespace set, at most (0: none) */
+    unsigned warm;         /* --warm N: warm sandboxes kept per namespace set, at most (default 4; 0: none) */
     unsigned threads;      /* --threads N: event loops, N - 1 of them for TLS handshakes (0: one per CPU) */
     /* --loop-priority N: the event loops run N nice levels above serve's own, what it starts at serve's own
      * (0: 10; -1: off, everything at serve's own) */

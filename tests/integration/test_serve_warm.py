@@ -2,8 +2,8 @@
 namespaces an instance gets; a cold start takes one (its pid becomes the instance's), and every isolation
 property of a normal start holds there (the isolation probe of test_isolation.py, run in a pooled instance).
 The pool empties when idle, is refilled after the spawner dies, and nothing is left after serve stops.
-The other serve tests pass against pooled starts too with KAGO_SERVE_WARM=4 in their environment (by hand). Needs root,
-the busybox rootfs and build/kago."""
+The other serve tests run against pooled starts too (--warm 4 is serve's default). Needs root, the busybox rootfs
+and build/kago."""
 import glob
 import json
 import os
@@ -133,6 +133,29 @@ def test_pooled_start_takes_a_sandbox_and_is_isolated(probe, tmp_path):
     finally:
         assert s.stop() == 0, s.stderr()
     assert s.leftovers() == []
+
+
+def test_pooled_by_default_and_none_with_warm_0():
+    """Without --warm, serve keeps up to 4 sandboxes per namespace set (from the first start that found
+    none); --warm 0 keeps none. (KAGO_SERVE_WARM, which the tests may be run with, would override both.)"""
+    apps = "".join(app(f"d{i}", [f"d{i}.test"], WEB, stop_grace="1s") for i in range(2))
+    for args, pooled in (((), True), (("--warm", "0"), False)):
+        s = Server(apps, extra_args=args, env={"KAGO_SERVE_WARM": ""})
+        try:
+            assert request(s.port, "d0.test")[0] == 200  # a miss: the pool (if any) grows
+            if pooled:
+                assert wait_for(lambda: ready(s), 10), "no warm sandbox by default"
+                waiting = set(sandboxes(s))
+                assert request(s.port, "d1.test")[0] == 200
+                assert instance_pid(s, "d1") in waiting
+            else:
+                time.sleep(1)  # (a refill comes 1 ms after a start, or 50 ms at most)
+                assert request(s.port, "d1.test")[0] == 200
+                time.sleep(0.5)
+                assert not sandboxes(s) and s.metric("kago_warm_sandboxes") in (0, None), s.ps()
+        finally:
+            assert s.stop() == 0, s.stderr()
+        assert s.leftovers() == []
 
 
 def test_pool_empties_when_idle_and_nothing_is_left():
