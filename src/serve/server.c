@@ -50,7 +50,7 @@ void kago_serve_opts_init(struct kago_serve_opts *o)
         .tls_handshake_timeout_ms = 10000,
         .acme_rate = 10,
         .acme_retry_ms = 60000,
-        .warm = 4, /* (none is kept while no start comes: the pool grows at a start that found none) */
+        .warm = 4, /* (none is made until a start found none; one is kept through quiet spells) */
     };
 }
 

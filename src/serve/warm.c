@@ -5,15 +5,16 @@
  * the spawner hands the start to it; the rest of the start is as usual.
  *
  * Per key, the number kept grows by one with each start that found none ready (up to --warm), shrinks by
- * one each WARM_SHRINK_MS in which fewer starts came than were kept, and is 0 once no start came for
- * WARM_IDLE_MS. Refills are asked for from the timer, not from a start. A sandbox is dropped after
- * WARM_MAX_AGE_MS: its mount namespace is a copy of the host's made when it was, and later host mounts
- * are not in it. Every sandbox is serve's child: each one's exit is watched through its pidfd, and it is
- * reaped here; at exit all are killed and reaped. Each has a cgroup of its own, kago/warm-<root tag>-<serve
- * pid>-<id>, made by the spawner which clones it there; a start keeps that cgroup (its spec's cgroup_path),
- * so that neither a mkdir nor a move into a cgroup (an RCU grace period, ~1.5 ms here) is left on its path.
- * The cgroup of a sandbox that got no start is removed once it is reaped here (by the spawner when serve
- * is gone). Nothing else of a sandbox is outside its own namespaces. */
+ * one each WARM_SHRINK_MS in which fewer starts came than were kept, and is 1 once no start came for
+ * WARM_IDLE_MS: a start after a quiet spell (a small site's usual start) still finds one. Refills are asked
+ * for from the timer, not from a start. A sandbox is dropped after WARM_MAX_AGE_MS: its mount namespace is a
+ * copy of the host's made when it was, and later host mounts are not in it. Every sandbox is serve's child:
+ * each one's exit is watched through its pidfd, and it is reaped here; at exit all are killed and reaped.
+ * Each has a cgroup of its own, kago/warm-<root tag>-<serve pid>-<id>, made by the spawner which clones it
+ * there; a start keeps that cgroup (its spec's cgroup_path), so that neither a mkdir nor a move into a cgroup
+ * (an RCU grace period, ~1.5 ms here) is left on its path. The cgroup of a sandbox that got no start is
+ * removed once it is reaped here (by the spawner when serve is gone). Nothing else of a sandbox is outside
+ * its own namespaces. */
 #include <errno.h>
 #include <glob.h>
 #include <signal.h>
@@ -275,7 +276,7 @@ static void on_timer(uv_timer_t *t)
     for (size_t i = 0; i < w->nkeys; i++) {
         struct warm_key *k = &w->keys[i];
         if (now - k->last_ms >= w->idle_ms)
-            k->target = 0;
+            k->target = k->target ? 1 : 0; /* one stays: the next start after a quiet spell takes it */
         else if (shrink && k->starts < k->target && k->target > 1)
             k->target--;
         if (shrink)

@@ -158,23 +158,29 @@ def test_pooled_by_default_and_none_with_warm_0():
         assert s.leftovers() == []
 
 
-def test_pool_empties_when_idle_and_nothing_is_left():
+def test_pool_shrinks_to_one_when_idle_and_nothing_is_left():
     apps = "".join(app(f"a{i}", [f"a{i}.test"], WEB, stop_grace="1s") for i in range(4))
-    s = Server(apps, extra_args=("--warm", "3"), env={"KAGO_SERVE_WARM_IDLE_MS": "1500"})
+    s = Server(apps, extra_args=("--warm", "3"), env={"KAGO_SERVE_WARM_IDLE_MS": "1500", "KAGO_SERVE_WARM": ""})
     try:
+        # starts at once, each missing: the pool grows (to 3 at most)
         for i in range(4):
             assert request(s.port, f"a{i}.test")[0] == 200
-        assert wait_for(lambda: sandboxes(s), 10)
+        assert wait_for(lambda: len(ready(s)) >= 2, 10), sandboxes(s)
         assert len(sandboxes(s)) <= 3
-        # idle: the pool shrinks to nothing, and every sandbox is reaped (no zombie left)
-        assert wait_for(lambda: not sandboxes(s), 15), sandboxes(s)
-        assert wait_for(lambda: not [p for p in children(s.proc.pid) if comm(p) not in ("kago-spawner",)
-                                     and p not in [instance_pid(s, f"a{i}") for i in range(4)]], 10)
-        # a start after idle is a cold one again, and refills
+        # idle: the pool shrinks to one, and every other sandbox is reaped (no zombie left)
+        instances = [instance_pid(s, f"a{i}") for i in range(4)]
+        assert wait_for(lambda: len(sandboxes(s)) == 1 and not [
+            p for p in children(s.proc.pid) if comm(p) not in ("kago-spawner", "kago-warm") and p not in instances], 15), \
+            [(p, comm(p)) for p in children(s.proc.pid)]
+        time.sleep(2)  # (and stays one)
+        kept = sandboxes(s)
+        assert len(kept) == 1 and len(ready(s)) == 1, kept
+        # a start after the quiet spell takes it, and the pool refills
         s.write_config(apps + app("late", ["late.test"], WEB, stop_grace="1s"))
         s.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: "late" in s.ps(), 10)
         assert request(s.port, "late.test")[0] == 200
+        assert instance_pid(s, "late") == kept[0]
         assert wait_for(lambda: sandboxes(s), 10)
         left = sandboxes(s)
     finally:
