@@ -497,13 +497,32 @@ void kago__apps_take_ranges(struct server *srv)
 
 #define START_CPU_WEIGHT 10 /* (v1: cpu.shares 102 against the default 1024) */
 
+/* The namespaces of a cold start of app a: its own, a network namespace always, and a user namespace when
+ * it has a range of its own (taken at load). */
+static unsigned cold_ns(const struct app_rt *a)
+{
+    return a->app.spec.ns | 1u << KAGO_NS_NET | (a->ranged ? 1u << KAGO_NS_USER : 0);
+}
+
+bool kago__app_warm_flags(const struct app_rt *a, uint64_t *flags)
+{
+    const struct kago_spec *s = &a->app.spec;
+    if (a->removed || s->cgroup_path || (kago__app_criu(&a->app) && a->srv->criu_ok))
+        return false; /* (as kago__warm_take and start_cold: a cgroup of its own, a detached start) */
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        if (i != KAGO_NS_NET && s->join_ns[i])
+            return false;
+    *flags = kago__clone_flags(&(struct kago_spec){.ns = cold_ns(a)});
+    return true;
+}
+
 static void start_cold(struct app_rt *a, struct instance *inst)
 {
     struct server *srv = a->srv;
     inst->pi->tier = POOL_TIER_COLD;
     struct kago_spec spec = a->app.spec; /* shallow: create copies what it keeps */
     spec.name = inst->name;
-    spec.ns |= 1u << KAGO_NS_NET;
+    spec.ns = cold_ns(a);
     spec.join_ns[KAGO_NS_NET] = NULL;
     /* the app's user namespace range, the same for each of its instances and across serve restarts */
     char key[PATH_MAX + 300];
@@ -512,7 +531,6 @@ static void start_cold(struct app_rt *a, struct instance *inst)
         spec.uidmap = &a->uid;
         spec.gidmap = &a->gid;
         spec.nuidmap = spec.ngidmap = 1;
-        spec.ns |= 1u << KAGO_NS_USER;
     }
     if (!spec.userns_key && (a->ranged || !spec.nuidmap))
         spec.userns_key = key;

@@ -387,6 +387,11 @@ unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec, const
  * spawner cloned it after all). */
 void kago__warm_settle(struct server *srv, unsigned id, bool started, pid_t pid);
 void kago__warm_stats(struct server *srv, uint64_t *hits, uint64_t *misses, unsigned *ready);
+/* After the apps are loaded: one sandbox made ahead for each namespace set an app's cold start uses, so that
+ * the first start (after serve's start, an upgrade, a reload) takes one too. */
+void kago__warm_expect(struct server *srv);
+/* The clone flags (warm key) of app a's cold start; false when its starts take no sandbox (instance.c). */
+bool kago__app_warm_flags(const struct app_rt *a, uint64_t *flags);
 void kago__warm_stop(struct server *srv);
 
 /* shard.c: --threads N, the request loops */

@@ -50,7 +50,7 @@ void kago_serve_opts_init(struct kago_serve_opts *o)
         .tls_handshake_timeout_ms = 10000,
         .acme_rate = 10,
         .acme_retry_ms = 60000,
-        .warm = 4, /* (none is made until a start found none; one is kept through quiet spells) */
+        .warm = 4, /* (one per namespace set made at load, kept through quiet spells; more as starts miss) */
     };
 }
 
@@ -338,6 +338,7 @@ int kago__server_app_set(struct server *srv, struct kago_app *app, int64_t etcd_
     setup_checkpoints(srv);
     kago__app_wake(a);
     kago__apps_take_ranges(srv);
+    kago__warm_expect(srv);
     kago__pool_tick(&a->pool, kago__serve_now_ms()); /* min_instances */
     malloc_trim(0);
     return 0;
@@ -568,6 +569,7 @@ static int use_apps(struct server *srv, struct app_list *l, struct kago_error **
     }
     use_tls_store(srv, ts);
     setup_checkpoints(srv);
+    kago__warm_expect(srv);
     return 0;
 }
 
@@ -1304,6 +1306,14 @@ void kago__pool_priority(struct server *srv)
     set = true;
 }
 
+/* libuv makes its pool's threads at the first work queued, and a thread takes the nice value of the one
+ * that made it: serve queues this at its start, so that they are made at serve's own and not by a loop
+ * raised in a storm (a pool thread that never ran work would stay raised: kago__pool_priority). */
+static void pool_made(uv_work_t *w)
+{
+    (void)w;
+}
+
 int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
 {
     struct server srv_ = {.opts = *o,
@@ -1351,6 +1361,8 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     uv_loop_t loop;
     uv_loop_init(&loop);
     srv->loop = &loop;
+    static uv_work_t pool_first;
+    uv_queue_work(&loop, &pool_first, pool_made, NULL);
     kago__shards_init(srv, kago__shards_wanted(srv));
     kago__warm_init(srv);
     srv->started_ms = kago__serve_now_ms();

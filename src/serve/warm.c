@@ -414,6 +414,20 @@ unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec, const
     return 0;
 }
 
+void kago__warm_expect(struct server *srv)
+{
+    struct warm *w = srv->warm;
+    if (!w || w->stopping)
+        return;
+    for (const struct app_rt *a = srv->apps; a; a = a->next) {
+        uint64_t flags;
+        struct warm_key *k = kago__app_warm_flags(a, &flags) ? key_get(w, flags, true) : NULL;
+        if (k && !k->target)
+            k->target = 1;
+    }
+    kick(w);
+}
+
 void kago__warm_settle(struct server *srv, unsigned id, bool started, pid_t pid)
 {
     struct warm *w = srv->warm;

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import wait_for
-from serve_util import KAGO, ROOTFS, Server, app, request, serving
+from serve_util import KAGO, ROOTFS, Server, app, cgroup_of, request, serving
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -40,8 +40,10 @@ def freezing_app(name, hosts, command, freeze_for="30s", **policy):
 
 
 def freezer_state(name):
-    """The instance's cgroup freezer state as the kernel reports it (v1 or v2)."""
-    for d in (f"/sys/fs/cgroup/freezer/kago/{name}", f"/sys/fs/cgroup/kago/{name}"):
+    """The instance's cgroup freezer state as the kernel reports it (v1 or v2); its cgroup is the one its state
+    names (kago/warm-... for a start that took a warm sandbox)."""
+    cg = cgroup_of(name)
+    for d in (f"/sys/fs/cgroup/freezer/{cg}", f"/sys/fs/cgroup/{cg}"):
         if os.path.exists(d + "/freezer.state"):
             return open(d + "/freezer.state").read().strip()
         if os.path.exists(d + "/cgroup.freeze"):

@@ -81,7 +81,9 @@ def apps(n):
 
 
 def test_instances_are_serves_children_and_the_spawner_stays_small():
-    srv = Server(apps(6))
+    # (without warm sandboxes: those it made add a pidfd and a socket each, and on cgroup v1 its own cgroups'
+    # tasks files, held to go back to them after cloning a sandbox into the sandbox's cgroup)
+    srv = Server(apps(6), extra_args=("--warm", "0"))
     try:
         [sp] = spawners(srv)
         assert request(srv.port, "sp0.test")[0] == 200  # (the spawner has made the shared sysfs by now)
@@ -133,7 +135,7 @@ def test_a_killed_spawner_is_replaced_and_the_next_start_works():
 def test_a_spawner_dying_before_it_answers_fails_that_start_and_leaves_nothing():
     """serve does not wait for the spawner's answer (each clone has a socket of its own for it): a spawner
     that dies before it answers ends that start with why, serve goes on serving, nothing is left."""
-    srv = Server(apps(2), env={"KAGO_FAULT": "spawner-die"})
+    srv = Server(apps(2), extra_args=("--warm", "0"), env={"KAGO_FAULT": "spawner-die"})  # (a clone, not a sandbox)
     try:
         st, _, body = request(srv.port, "sp0.test")
         assert st in (502, 503), (st, body)
