@@ -640,6 +640,8 @@ static void warm_make(int sock, const struct req *h, char *buf, size_t n, struct
                        (unsigned long long)h->flags);
     } else if (!plen || plen >= sizeof path) {
         kago_error_set(&err, EINVAL, "spawner: a warm sandbox without a cgroup path");
+    } else if (kago__fault("warm-make")) {
+        kago_error_set(&err, EAGAIN, "spawner: warm sandbox: injected fault");
     } else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         kago_error_set(&err, errno, "spawner: warm sandbox: socketpair");
     } else {
@@ -980,6 +982,16 @@ static void sp_restart(const char *why)
         return;
     }
     sp_log("the spawner (pid %d) %s: restarted as pid %d", (int)old, why, (int)sp.pid);
+}
+
+pid_t kago__spawner_check(void)
+{
+    /* (not its socket's hang-up: the warm sandboxes it cloned hold copies of its end) */
+    siginfo_t si = {0};
+    if (sp.on && getpid() == sp.owner && sp.pid > 0 &&
+        waitid(P_PID, (id_t)sp.pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == sp.pid)
+        sp_restart("has exited");
+    return sp.pid;
 }
 
 /* Sends the request on sock (the spawner's, or a warm sandbox's); 0 sent, 1 the peer is gone (nothing reached

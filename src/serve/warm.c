@@ -44,6 +44,7 @@ struct warm_sb {
     uint32_t id;
     uint64_t flags;
     pid_t pid;
+    pid_t maker; /* the spawner that made it: its sysfs is a clone of that one's shared sysfs */
     int pidfd;
     uv_poll_t poll; /* its exit, while ready or dropping */
     bool ready;     /* made (else asked for) */
@@ -247,8 +248,13 @@ static bool refill(struct warm *w, struct warm_key *k, uint64_t now)
         return true;
     for (unsigned have = key_have(w, k->flags); have < k->target; have++) {
         struct warm_sb *sb = xcalloc(1, sizeof *sb);
-        *sb = (struct warm_sb){
-            .w = w, .id = ++w->next_id, .flags = k->flags, .pid = -1, .pidfd = -1, .born_ms = now};
+        *sb = (struct warm_sb){.w = w,
+                               .id = ++w->next_id,
+                               .flags = k->flags,
+                               .pid = -1,
+                               .maker = kago__spawner_pid(),
+                               .pidfd = -1,
+                               .born_ms = now};
         if (!sb->id)
             sb->id = ++w->next_id;
         cg_name(w, sb);
@@ -269,14 +275,15 @@ static void on_timer(uv_timer_t *t)
 {
     struct warm *w = t->data;
     uint64_t now = kago__serve_now_ms();
+    pid_t spawner = kago__spawner_check();
     kago__spawner_collect();
     bool shrink = now - w->shrink_ms >= WARM_SHRINK_MS;
     if (shrink)
         w->shrink_ms = now;
     for (size_t i = 0; i < w->nkeys; i++) {
         struct warm_key *k = &w->keys[i];
-        if (now - k->last_ms >= w->idle_ms)
-            k->target = k->target ? 1 : 0; /* one stays: the next start after a quiet spell takes it */
+        if (now - k->last_ms >= w->idle_ms) /* one stays (the next start after a quiet spell takes it), */
+            k->target = k->target && k->fail_until_ms <= now; /* unless it cannot be made (said once) */
         else if (shrink && k->starts < k->target && k->target > 1)
             k->target--;
         if (shrink)
@@ -285,7 +292,9 @@ static void on_timer(uv_timer_t *t)
     for (struct warm_sb *sb = w->sbs, *next; sb; sb = next) {
         next = sb->next;
         struct warm_key *k = key_get(w, sb->flags, false);
-        if (sb->ready && (!k || key_have(w, sb->flags) > k->target || now - sb->born_ms >= WARM_MAX_AGE_MS))
+        /* (one a spawner that is gone made: the network namespace of its /sys went with that spawner) */
+        if (sb->ready && (!k || key_have(w, sb->flags) > k->target || now - sb->born_ms >= WARM_MAX_AGE_MS ||
+                          sb->maker != spawner))
             sb_drop(w, sb);
         else if (!sb->ready && !sb->taken && !sb->dropping && now - sb->born_ms >= WARM_PENDING_MS) {
             sb_uncgroup(sb); /* (its sandbox, if one was made, ended with the spawner) */
@@ -393,9 +402,10 @@ unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec, const
     uint64_t now = kago__serve_now_ms();
     k->last_ms = now;
     k->starts++;
+    pid_t spawner = kago__spawner_check();
     kago__spawner_collect(); /* a sandbox made meanwhile */
     for (struct warm_sb *sb = w->sbs; sb; sb = sb->next)
-        if (sb->ready && sb->flags == flags) {
+        if (sb->ready && sb->flags == flags && sb->maker == spawner) {
             sb->ready = false;
             sb->taken = true;
             uv_poll_stop(&sb->poll); /* its exit is the instance's from here */
