@@ -1,10 +1,12 @@
 /* The spawner (spawner.h): kago serve's small process that clones its containers. The request is one
  * SOCK_SEQPACKET message: a fixed header, the descriptors the child needs (SCM_RIGHTS, in slot order), then
  * the spec as JSON; the answer is the pid (or the error) with the pidfd. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/sched.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -824,6 +826,9 @@ static struct {
     void *warm_arg;
     struct warm_sb *sbs; /* the warm sandboxes asked for and not yet used or dropped */
     size_t nsbs, capsbs;
+    pid_t nets_of; /* the spawner whose shared sysfs's network namespace was looked for (hold_sys_net) */
+    int *nets;     /* those namespaces, held */
+    size_t nnets;
 } sp = {.fd = -1, .pid = -1};
 
 /* A warm sandbox: asked for with these flags (ctl -1 until its answer came), then waiting on ctl. */
@@ -936,6 +941,12 @@ void kago__spawner_stop(void)
     sp.capsbs = 0;
     free(sp.sys_dir);
     sp.sys_dir = NULL;
+    for (size_t i = 0; i < sp.nnets; i++)
+        close(sp.nets[i]);
+    free(sp.nets);
+    sp.nets = NULL;
+    sp.nnets = 0;
+    sp.nets_of = 0;
 }
 
 void kago__spawner_require(const char *why)
@@ -1065,9 +1076,54 @@ static int recv_reply_on(int sock, struct reply *r, int *fd, int ms)
     return 1;
 }
 
+/* The network namespace of the spawner's shared sysfs (sys_template_make), held by serve too: a sysfs holds
+ * its namespace only passively, so when a spawner died its lo went, and /sys/class/net was empty in every
+ * instance still running with a clone of that sysfs. It is the spawner's descriptor of a network namespace
+ * not its own; looked for once the spawner has answered (it is made before its first answer, or never). */
+static void hold_sys_net_locked(void)
+{
+    pid_t pid = sp.pid;
+    if (pid <= 0 || sp.nets_of == pid || getpid() != sp.owner || !sp.sys_dir)
+        return;
+    sp.nets_of = pid;
+    char path[64], own[64], link[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/net", (int)pid);
+    ssize_t n = readlink(path, own, sizeof own - 1);
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = n > 0 ? opendir(path) : NULL;
+    if (!d)
+        return;
+    own[n] = '\0';
+    for (struct dirent *e; (e = readdir(d));) {
+        snprintf(path, sizeof path, "/proc/%d/fd/%.16s", (int)pid, e->d_name);
+        ssize_t l = e->d_name[0] == '.' ? -1 : readlink(path, link, sizeof link - 1);
+        if (l <= 0 || (link[l] = '\0', strncmp(link, "net:[", 5) != 0) || !strcmp(link, own))
+            continue;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            sp.nets = xrealloc(sp.nets, (sp.nnets + 1) * sizeof *sp.nets);
+            sp.nets[sp.nnets++] = fd;
+        }
+        break;
+    }
+    closedir(d);
+}
+
+static void hold_sys_net(void)
+{
+    static pthread_mutex_t mu =
+        PTHREAD_MUTEX_INITIALIZER; /* (a start's answer may be read by a pool thread) */
+    pthread_mutex_lock(&mu);
+    hold_sys_net_locked();
+    pthread_mutex_unlock(&mu);
+}
+
 static int recv_reply(struct reply *r, int *fd, int ms)
 {
-    return recv_reply_on(sp.fd, r, fd, ms);
+    int got = recv_reply_on(sp.fd, r, fd, ms);
+    if (got >= 0)
+        hold_sys_net();
+    return got;
 }
 
 /* A clone's answer r (with its pidfd fd): the pid, *pidfd set. */
@@ -1103,6 +1159,7 @@ pid_t kago__spawner_reply(int reply_fd, int *cgroup_fd, int *pidfd, struct kago_
             kago_error_set(err, EPIPE, "clone: the spawner died before it answered");
         return -1;
     }
+    hold_sys_net();
     return take_reply(&r, fd, cgroup_fd, pidfd, err);
 }
 

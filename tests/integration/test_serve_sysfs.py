@@ -69,6 +69,10 @@ def test_instances_share_one_sysfs_of_loopback_only():
         assert spawner_of(s) not in (None, old), s.stderr()
         assert c[0] == "lo" and c[2:] == ("sysfs", "read-only", "1") and c[1] != host_dev, c
         assert view(s, "a.test") == a  # (the running instance keeps its own clone)
+        # and that clone still shows its loopback, live (its namespace is held by serve, not only by the spawner
+        # that made it: a sysfs holds its network namespace passively, and with the spawner gone lo went)
+        (inst,) = s.instances("a")
+        assert os.listdir(f"/proc/{inst['pid']}/root/sys/class/net") == ["lo"]
     finally:
         assert s.stop() == 0, s.stderr()
     assert s.leftovers() == []
