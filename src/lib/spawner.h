@@ -32,7 +32,7 @@ void kago__spawner_stop(void) KAGO_INTERNAL;
 void kago__spawner_require(const char *why) KAGO_INTERNAL;
 /* The spawner's pid, or -1 when none runs. */
 pid_t kago__spawner_pid(void) KAGO_INTERNAL;
-/* The spawner's pid, after it was started again if it is found gone (its socket hung up). */
+/* The spawner's pid, after it was started again if it has exited (found without reaping it: waitid). */
 pid_t kago__spawner_check(void) KAGO_INTERNAL;
 /* Clones ch through the spawner as kago__clone_child would here. Returns the child's pid (*pidfd set;
  * *cgroup_fd closed and -1 when the kernel could not clone into it), -1 with *err set, or -2 (nothing done,

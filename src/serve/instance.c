@@ -497,33 +497,34 @@ void kago__apps_take_ranges(struct server *srv)
 
 #define START_CPU_WEIGHT 10 /* (v1: cpu.shares 102 against the default 1024) */
 
-/* The namespaces of a cold start of app a: its own, a network namespace always, and a user namespace when
- * it has a range of its own (taken at load). */
-static unsigned cold_ns(const struct app_rt *a)
+/* App a's spec as a cold start of it begins (shallow: create copies what it keeps): a network namespace of
+ * its own always, and a user namespace when it has a range of its own (taken at load). */
+static struct kago_spec cold_spec(const struct app_rt *a)
 {
-    return a->app.spec.ns | 1u << KAGO_NS_NET | (a->ranged ? 1u << KAGO_NS_USER : 0);
+    struct kago_spec spec = a->app.spec;
+    spec.ns |= 1u << KAGO_NS_NET | (a->ranged ? 1u << KAGO_NS_USER : 0);
+    spec.join_ns[KAGO_NS_NET] = NULL;
+    return spec;
+}
+
+/* Whether a cold start of app a is made by a shim, detached (one that may be imaged by CRIU). */
+static bool cold_detached(const struct app_rt *a)
+{
+    return kago__app_criu(&a->app) && a->srv->criu_ok;
 }
 
 bool kago__app_warm_flags(const struct app_rt *a, uint64_t *flags)
 {
-    const struct kago_spec *s = &a->app.spec;
-    if (a->removed || s->cgroup_path || (kago__app_criu(&a->app) && a->srv->criu_ok))
-        return false; /* (as kago__warm_take and start_cold: a cgroup of its own, a detached start) */
-    for (int i = 0; i < KAGO_NS_COUNT; i++)
-        if (i != KAGO_NS_NET && s->join_ns[i])
-            return false;
-    *flags = kago__clone_flags(&(struct kago_spec){.ns = cold_ns(a)});
-    return true;
+    struct kago_spec spec = cold_spec(a);
+    return !a->removed && !cold_detached(a) && kago__warm_key(&spec, flags);
 }
 
 static void start_cold(struct app_rt *a, struct instance *inst)
 {
     struct server *srv = a->srv;
     inst->pi->tier = POOL_TIER_COLD;
-    struct kago_spec spec = a->app.spec; /* shallow: create copies what it keeps */
+    struct kago_spec spec = cold_spec(a);
     spec.name = inst->name;
-    spec.ns = cold_ns(a);
-    spec.join_ns[KAGO_NS_NET] = NULL;
     /* the app's user namespace range, the same for each of its instances and across serve restarts */
     char key[PATH_MAX + 300];
     range_key(key, sizeof key, a);
@@ -563,7 +564,7 @@ static void start_cold(struct app_rt *a, struct instance *inst)
      * CRIU restores and which fires as soon as criu, the restored tree's first parent, exits. Detached,
      * a shim is its parent (reaped by kago__server_reap once it exits). */
     int logfds[3] = {-1, -1, -1};
-    if (kago__app_criu(&a->app) && srv->criu_ok) {
+    if (cold_detached(a)) {
         opts.stdio[1] = opts.stdio[2] = devnull;
         opts.detach = true;
     } else { /* its output recorded per app (logs.c); on failure it goes to serve's stderr as before */

@@ -390,7 +390,10 @@ void kago__warm_stats(struct server *srv, uint64_t *hits, uint64_t *misses, unsi
 /* After the apps are loaded: one sandbox made ahead for each namespace set an app's cold start uses, so that
  * the first start (after serve's start, an upgrade, a reload) takes one too. */
 void kago__warm_expect(struct server *srv);
-/* The clone flags (warm key) of app a's cold start; false when its starts take no sandbox (instance.c). */
+/* The clone flags of a start of spec (its warm key); false when it takes no sandbox (it joins a namespace or
+ * names a cgroup of its own). */
+bool kago__warm_key(const struct kago_spec *spec, uint64_t *flags);
+/* The warm key of app a's cold start; false when its starts take no sandbox (instance.c). */
 bool kago__app_warm_flags(const struct app_rt *a, uint64_t *flags);
 void kago__warm_stop(struct server *srv);
 

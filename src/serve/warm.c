@@ -387,16 +387,22 @@ void kago__warm_init(struct server *srv)
     srv->warm = w;
 }
 
+bool kago__warm_key(const struct kago_spec *spec, uint64_t *flags)
+{
+    if (spec->cgroup_path) /* (a cgroup of the app's own: a clone makes it) */
+        return false;
+    for (int i = 0; i < KAGO_NS_COUNT; i++)
+        if (spec->join_ns[i])
+            return false;
+    *flags = kago__clone_flags(spec);
+    return true;
+}
+
 unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec, const char **cgroup_path)
 {
     struct warm *w = srv->warm;
-    if (!w || w->stopping || spec->cgroup_path) /* (a cgroup of the app's own: a clone makes it) */
-        return 0;
-    bool joins = false;
-    for (int i = 0; i < KAGO_NS_COUNT; i++)
-        joins |= spec->join_ns[i] != NULL;
-    uint64_t flags = kago__clone_flags(spec);
-    struct warm_key *k = joins ? NULL : key_get(w, flags, true);
+    uint64_t flags;
+    struct warm_key *k = w && !w->stopping && kago__warm_key(spec, &flags) ? key_get(w, flags, true) : NULL;
     if (!k)
         return 0;
     uint64_t now = kago__serve_now_ms();

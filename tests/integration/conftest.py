@@ -17,6 +17,15 @@ KAGO = os.environ.get("KAGO", os.path.join(REPO, "build", "kago"))
 ROOTFS = os.environ.get("KAGO_ROOTFS", "/var/lib/kago/rootfs/busybox")
 
 
+def exited(pid):
+    """Process pid has exited: a zombie (its parent has not reaped it yet) or gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def cgroup_version():
     """2 when /sys/fs/cgroup is the unified hierarchy, 1 for v1 (and hybrid hosts like this one)."""
     with open("/proc/self/mountinfo") as f:

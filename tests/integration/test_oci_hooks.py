@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import leftovers, wait_for
+from conftest import exited, leftovers, wait_for
 from test_oci import args, bundle, detached, edit  # noqa: F401 (bundle is a fixture)
 
 # A hook: appends what it saw (its kind, its stdin's state, its env, its namespaces) as a JSON line to LOG,
@@ -53,14 +53,6 @@ def set_hooks(b, hooks):
 
 def records(log):
     return [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
-
-
-def gone(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def nothing_left(kago, name):
@@ -182,7 +174,7 @@ def test_hook_past_its_timeout_is_killed_and_reported(kago, bundle, hook, tmp_pa
     assert rc != 0 and f"hooks.createRuntime[0] {hook}: timed out after 2 s" in err, err
     assert 1.9 < took < 20, took
     pids = [int(p) for p in (tmp_path / "log.pids").read_text().split()]
-    assert wait_for(lambda: all(gone(p) for p in pids)), "the hook and its child were not killed"
+    assert wait_for(lambda: all(exited(p) for p in pids)), "the hook and its child were not killed"
     nothing_left(kago, "oci-h6")
 
 

@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from conftest import exited
 from serve_util import KAGO, ROOTFS, Server, app, request, wait_for
 from test_isolation import ATTEMPTS, PROBE_SRC, build_probe, probe_lines
 
@@ -57,15 +58,6 @@ def instance_pid(s, app_name):
     assert inst, s.ps()
     with open(os.path.join(s.root, inst[0]["name"], "state.json")) as f:
         return json.load(f)["pid"]
-
-
-def exited(pid):
-    """Exited: a zombie (its parent has not reaped it yet) or gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def gone(pid):
