@@ -1,12 +1,10 @@
 /* The spawner (spawner.h): kago serve's small process that clones its containers. The request is one
  * SOCK_SEQPACKET message: a fixed header, the descriptors the child needs (SCM_RIGHTS, in slot order), then
  * the spec as JSON; the answer is the pid (or the error) with the pidfd. */
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/sched.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -36,6 +34,8 @@
 enum op {
     OP_SPAWN, /* clone a container (the same request, sent to a warm sandbox, starts it there) */
     OP_WARM,  /* make the warm sandbox warm with these clone flags; answered with its pid, pidfd and socket */
+    OP_SYSNET, /* (answers only, the spawner's first) the network namespace of its shared sysfs, for serve to
+                  hold */
 };
 
 struct req {
@@ -51,7 +51,7 @@ struct reply {
     int32_t pid;  /* < 0: failed, code and msg say why */
     int32_t code; /* errno */
     uint8_t into_cgroup;
-    uint8_t op;    /* OP_WARM: the answer to a make (warm says which), else OP_SPAWN */
+    uint8_t op;    /* OP_WARM: the answer to a make (warm says which), OP_SYSNET, else OP_SPAWN */
     uint32_t warm; /* OP_WARM: the sandbox's id */
     char msg[1024];
 };
@@ -775,6 +775,10 @@ int kago__spawner_main(int argc, char **argv)
         return 1;
     syscall(SYS_close_range, SOCK_FD + 1, ~0U, 0); /* anything serve left open without close-on-exec */
     sys_template_make(argc > 3 ? argv[3] : NULL);
+    /* a sysfs holds its network namespace only passively: serve holds it too, so that the instances' /sys
+     * keeps its lo when this process dies */
+    if (sys_net >= 0)
+        answer_op(SOCK_FD, getpid(), &sys_net, 1, false, NULL, OP_SYSNET, 0);
     static struct kago__bpf bpf; /* the child's copy receives the filter with "G" */
     char *buf = xmalloc(MAX_MSG);
     for (;;) {
@@ -826,8 +830,7 @@ static struct {
     void *warm_arg;
     struct warm_sb *sbs; /* the warm sandboxes asked for and not yet used or dropped */
     size_t nsbs, capsbs;
-    pid_t nets_of; /* the spawner whose shared sysfs's network namespace was looked for (hold_sys_net) */
-    int *nets;     /* those namespaces, held */
+    int *nets; /* the network namespaces of the spawners' shared sysfs (OP_SYSNET), held while serve runs */
     size_t nnets;
 } sp = {.fd = -1, .pid = -1};
 
@@ -946,7 +949,6 @@ void kago__spawner_stop(void)
     free(sp.nets);
     sp.nets = NULL;
     sp.nnets = 0;
-    sp.nets_of = 0;
 }
 
 void kago__spawner_require(const char *why)
@@ -1023,9 +1025,9 @@ static int send_req(int sock, const struct req *h, const char *json, size_t jlen
     return errno == EPIPE || errno == ECONNRESET ? 1 : -1;
 }
 
-/* Receives one answer (waiting up to ms); answers to OP_WARM go to the warm callback, and 1 is returned for
- * them. 0: *r and *fd (-1 or its pidfd) are a start's answer; -1: none came (errno: ETIMEDOUT, EAGAIN, or
- * EPIPE when the spawner is gone). */
+/* Receives one answer (waiting up to ms); answers to OP_WARM go to the warm callback, OP_SYSNET's namespace
+ * is kept, and 1 is returned for them. 0: *r and *fd (-1 or its pidfd) are a start's answer; -1: none came
+ * (errno: ETIMEDOUT, EAGAIN, or EPIPE when the spawner is gone). */
 static int recv_reply_on(int sock, struct reply *r, int *fd, int ms)
 {
     union answer_ctl ctl;
@@ -1054,6 +1056,16 @@ static int recv_reply_on(int sock, struct reply *r, int *fd, int ms)
         memcpy(got, CMSG_DATA(cm),
                cm->cmsg_len - CMSG_LEN(0) < sizeof got ? cm->cmsg_len - CMSG_LEN(0) : sizeof got);
     *fd = got[0];
+    if (r->op == OP_SYSNET) { /* (an instance of this spawner may run as long as serve does) */
+        if (got[1] >= 0)
+            close(got[1]);
+        if (*fd >= 0) {
+            sp.nets = xrealloc(sp.nets, (sp.nnets + 1) * sizeof *sp.nets);
+            sp.nets[sp.nnets++] = *fd;
+            *fd = -1;
+        }
+        return 1;
+    }
     if (r->op != OP_WARM) {
         if (got[1] >= 0)
             close(got[1]);
@@ -1076,54 +1088,9 @@ static int recv_reply_on(int sock, struct reply *r, int *fd, int ms)
     return 1;
 }
 
-/* The network namespace of the spawner's shared sysfs (sys_template_make), held by serve too: a sysfs holds
- * its namespace only passively, so when a spawner died its lo went, and /sys/class/net was empty in every
- * instance still running with a clone of that sysfs. It is the spawner's descriptor of a network namespace
- * not its own; looked for once the spawner has answered (it is made before its first answer, or never). */
-static void hold_sys_net_locked(void)
-{
-    pid_t pid = sp.pid;
-    if (pid <= 0 || sp.nets_of == pid || getpid() != sp.owner || !sp.sys_dir)
-        return;
-    sp.nets_of = pid;
-    char path[64], own[64], link[64];
-    snprintf(path, sizeof path, "/proc/%d/ns/net", (int)pid);
-    ssize_t n = readlink(path, own, sizeof own - 1);
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = n > 0 ? opendir(path) : NULL;
-    if (!d)
-        return;
-    own[n] = '\0';
-    for (struct dirent *e; (e = readdir(d));) {
-        snprintf(path, sizeof path, "/proc/%d/fd/%.16s", (int)pid, e->d_name);
-        ssize_t l = e->d_name[0] == '.' ? -1 : readlink(path, link, sizeof link - 1);
-        if (l <= 0 || (link[l] = '\0', strncmp(link, "net:[", 5) != 0) || !strcmp(link, own))
-            continue;
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            sp.nets = xrealloc(sp.nets, (sp.nnets + 1) * sizeof *sp.nets);
-            sp.nets[sp.nnets++] = fd;
-        }
-        break;
-    }
-    closedir(d);
-}
-
-static void hold_sys_net(void)
-{
-    static pthread_mutex_t mu =
-        PTHREAD_MUTEX_INITIALIZER; /* (a start's answer may be read by a pool thread) */
-    pthread_mutex_lock(&mu);
-    hold_sys_net_locked();
-    pthread_mutex_unlock(&mu);
-}
-
 static int recv_reply(struct reply *r, int *fd, int ms)
 {
-    int got = recv_reply_on(sp.fd, r, fd, ms);
-    if (got >= 0)
-        hold_sys_net();
-    return got;
+    return recv_reply_on(sp.fd, r, fd, ms);
 }
 
 /* A clone's answer r (with its pidfd fd): the pid, *pidfd set. */
@@ -1159,7 +1126,6 @@ pid_t kago__spawner_reply(int reply_fd, int *cgroup_fd, int *pidfd, struct kago_
             kago_error_set(err, EPIPE, "clone: the spawner died before it answered");
         return -1;
     }
-    hold_sys_net();
     return take_reply(&r, fd, cgroup_fd, pidfd, err);
 }
 
