@@ -26,9 +26,12 @@ void cli_warnf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* The admin API of a running `kago serve` (src/cli/serve_admin.c), for ps and reload. */
 struct cli_admin {
-    const char *addr;       /* "IP:PORT" (default 127.0.0.1:9090) or "unix:PATH" */
+    const char *addr;       /* "IP:PORT" or "unix:PATH": --admin, else (at the call) the address the serve of
+                             * root wrote, else 127.0.0.1:9090 */
     const char *token_file; /* --admin-token; NULL: ROOT/.serve/.admin-token (TCP only) */
     const char *root;       /* serve's --root (default: kago's --root) */
+    char *addr_from;        /* the file addr was read from, or NULL (freed by cli_admin_call) */
+    char addr_buf[160];
 };
 void cli_admin_init(struct cli_admin *a, struct cli *g);
 /* argv[*i] is --admin, --admin-token or --root (with its value, *i then past it): 1; another: 0; a missing
@@ -36,7 +39,7 @@ void cli_admin_init(struct cli_admin *a, struct cli *g);
 int cli_admin_option(struct cli_admin *a, int argc, char **argv, int *i);
 /* METHOD path on the admin API: the body of a 2xx answer (caller frees), or NULL with the error printed
  * (401 says which token file was tried). */
-char *cli_admin_call(const struct cli_admin *a, const char *verb, const char *method, const char *path);
+char *cli_admin_call(struct cli_admin *a, const char *verb, const char *method, const char *path);
 
 /* Each verb gets argv with argv[0] = the verb name; returns the process exit code. */
 #define CLI_VERB(v) int cli_##v(struct cli *g, int argc, char **argv)

@@ -17,32 +17,54 @@ struct verb {
     const char *name;
     int (*fn)(struct cli *, int, char **);
     const char *help;
+    const char *usage; /* printed for "kago VERB --help" (NULL: the verb prints its own) */
 };
 
+#define OCI_FORM "\n(the OCI runtime's form of this verb, as podman and containerd call it: docs/oci.md)\n"
+
 static const struct verb verbs[] = {
-    {"run", cli_run, "run a container (or a Kagofile) in the foreground"},
-    {"create", cli_create, "create a container that waits for start"},
-    {"start", cli_start, "start a created container"},
-    {"exec", cli_exec, "run a command inside a running container"},
-    {"kill", cli_kill, "send a signal to a container"},
-    {"delete", cli_delete, "remove a container and every trace of it"},
-    {"list", cli_list, "list containers"},
-    {"state", cli_state, "print a container's state as JSON"},
-    {"update", cli_update, "change a running container's limits, live"},
-    {"pause", cli_pause, "freeze every process of a container"},
-    {"resume", cli_resume, "thaw a paused container"},
-    {"stats", cli_stats, "cpu, memory, pids and OOM kills of a container"},
-    {"check", cli_check, "validate a Kagofile without starting anything"},
-    {"reload", cli_reload, "re-apply a container's Kagofile: limits and hooks, live"},
-    {"serve", cli_serve, "the FastContainer proxy: start app containers on request (docs/serve.md)"},
-    {"app", cli_app, "publish apps to a cluster of kago serve nodes (etcd; docs/cluster.md)"},
-    {"ps", cli_ps, "apps and instances of the running kago serve"},
-    {"logs", cli_logs, "the output of a served app's instances (kago serve's per-app logs)"},
-    {"checkpoint", cli_checkpoint, "write a CRIU image of a running container"},
-    {"restore", cli_restore, "start a container from a checkpoint image"},
-    {"image", cli_image, "OCI images: import, list, inspect, rm, prune (docs/images.md)"},
-    {"spec", cli_spec, "write a default OCI config.json (kago as an OCI runtime: docs/oci.md)"},
-    {"features", cli_features, "the OCI runtime features kago supports, as JSON"},
+    {"run", cli_run, "run a container (or a Kagofile) in the foreground", NULL},
+    {"create", cli_create, "create a container that waits for start", NULL},
+    {"start", cli_start, "start a created container", "usage: kago start NAME\n"},
+    {"exec", cli_exec, "run a command inside a running container",
+     "usage: kago exec NAME [--env K=V]... [--cwd DIR] [--user UID[:GID]] [--tty] -- CMD [ARG...]\n"
+     "       kago exec --process FILE [--detach] [--tty] [--pid-file FILE] [--console-socket PATH]\n"
+     "                 [--preserve-fds N] ID" OCI_FORM},
+    {"kill", cli_kill, "send a signal to a container",
+     "usage: kago kill [--all] NAME [SIGNAL]   (default TERM; --all: every process of the container)\n"},
+    {"delete", cli_delete, "remove a container and every trace of it",
+     "usage: kago delete [--force] NAME...   (--force: kill it first if it runs)\n"},
+    {"list", cli_list, "list containers", "usage: kago list [--json | --format json|table]\n"},
+    {"state", cli_state, "print a container's state as JSON", "usage: kago state NAME\n"},
+    {"update", cli_update, "change a running container's limits, live",
+     "usage: kago update NAME [--cpu PCT] [--cpu-weight 1-10000] [--memory SIZE] [--pids N] [--cpuset LIST]\n"
+     "                        [--cgroup-set KEY=VALUE]...\n"
+     "       kago update --resources FILE ID" OCI_FORM},
+    {"pause", cli_pause, "freeze every process of a container", "usage: kago pause NAME\n"},
+    {"resume", cli_resume, "thaw a paused container", "usage: kago resume NAME\n"},
+    {"stats", cli_stats, "cpu, memory, pids and OOM kills of a container",
+     "usage: kago stats NAME [--json]\n"},
+    {"check", cli_check, "validate a Kagofile without starting anything",
+     "usage: kago check Kagofile [--set KEY=VALUE]...\n"},
+    {"reload", cli_reload, "re-apply a container's Kagofile: limits and hooks, live",
+     "usage: kago reload NAME   (a container started from a Kagofile: its limits and hooks, live)\n"
+     "       kago reload [--admin IP:PORT|unix:PATH] [--admin-token FILE] [--root DIR]\n"
+     "                  (a running kago serve reloads its apps, as on SIGHUP)\n"},
+    {"serve", cli_serve, "the FastContainer proxy: start app containers on request (docs/serve.md)", NULL},
+    {"app", cli_app, "publish apps to a cluster of kago serve nodes (etcd; docs/cluster.md)", NULL},
+    {"ps", cli_ps, "apps and instances of the running kago serve",
+     "usage: kago ps [--admin IP:PORT|unix:PATH] [--admin-token FILE] [--root DIR] [--json|--hosts]\n"
+     "                (the serve of --root, default " KAGO_DEFAULT_ROOT ", found by its admin address)\n"
+     "       kago ps --cluster etcd://HOST:PORT[,...] [--json]   (every node's, from etcd)\n"
+     "       kago ps [--format json|table] ID [PS-ARGS...]" OCI_FORM},
+    {"logs", cli_logs, "the output of a served app's instances (kago serve's per-app logs)",
+     "usage: kago logs APP [-f|--follow] [--instance NAME] [--since DURATION] [--tail N] [--json]\n"},
+    {"checkpoint", cli_checkpoint, "write a CRIU image of a running container", NULL},
+    {"restore", cli_restore, "start a container from a checkpoint image", NULL},
+    {"image", cli_image, "OCI images: import, list, inspect, rm, prune (docs/images.md)", NULL},
+    {"spec", cli_spec, "write a default OCI config.json (kago as an OCI runtime: docs/oci.md)",
+     "usage: kago spec [--bundle DIR]   (writes DIR/config.json, default the current directory)\n"},
+    {"features", cli_features, "the OCI runtime features kago supports, as JSON", "usage: kago features\n"},
 };
 
 /* --log FILE [--log-format json]: errors also go there, one line each, as runc writes them: containerd
@@ -203,6 +225,13 @@ int main(int argc, char **argv)
             "--systemd-cgroup: not supported (kago manages its cgroups itself: drop the option)");
     for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++) {
         if (!strcmp(argv[i], verbs[v].name)) {
+            bool help = i + 1 < argc && (!strcmp(argv[i + 1], "--help") || !strcmp(argv[i + 1], "-h"));
+            if (help && verbs[v].usage) {
+                fputs(verbs[v].usage, stdout);
+                return 0;
+            }
+            if (help)
+                argv[i + 1] = (char *)"--help"; /* (the verbs that print their own know only that one) */
             optind = 1;
             return verbs[v].fn(&g, argc - i, argv + i);
         }

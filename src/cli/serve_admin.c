@@ -17,7 +17,30 @@
 
 void cli_admin_init(struct cli_admin *a, struct cli *g)
 {
-    *a = (struct cli_admin){.addr = "127.0.0.1:9090", .root = g->root};
+    *a = (struct cli_admin){.root = g->root};
+}
+
+/* No --admin: the address the serve of a->root wrote at its start, else the default. */
+static void admin_addr_find(struct cli_admin *a)
+{
+    if (a->addr)
+        return;
+    a->addr = "127.0.0.1:9090";
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s", a->root, KAGO_SERVE_ADMIN_ADDR) < 0)
+        abort();
+    FILE *f = fopen(path, "re");
+    if (f && fgets(a->addr_buf, sizeof a->addr_buf, f)) {
+        a->addr_buf[strcspn(a->addr_buf, "\r\n")] = '\0';
+        if (a->addr_buf[0]) {
+            a->addr = a->addr_buf;
+            a->addr_from = path;
+            path = NULL;
+        }
+    }
+    if (f)
+        fclose(f);
+    free(path);
 }
 
 int cli_admin_option(struct cli_admin *a, int argc, char **argv, int *i)
@@ -47,8 +70,9 @@ int cli_admin_option(struct cli_admin *a, int argc, char **argv, int *i)
     return 0;
 }
 
-/* A connected socket to addr ("IP:PORT" or "unix:PATH"), or -1 with the error printed. */
-static int admin_connect(const char *verb, const char *addr)
+/* A connected socket to addr ("IP:PORT", "[IPv6]:PORT" or "unix:PATH"), or -1 with the error printed (from:
+ * the file the address came from, or NULL). */
+static int admin_connect(const char *verb, const char *addr, const char *from)
 {
     struct sockaddr_storage ss = {0};
     socklen_t len;
@@ -61,21 +85,40 @@ static int admin_connect(const char *verb, const char *addr)
         len = sizeof(*su);
     } else {
         char host[64];
-        const char *colon = strrchr(addr, ':');
-        struct sockaddr_in *sa = (struct sockaddr_in *)&ss;
-        if (!colon || (size_t)(colon - addr) >= sizeof(host))
+        const char *colon = strrchr(addr, ':'), *h = addr;
+        size_t hlen = colon ? (size_t)(colon - addr) : 0;
+        if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+            h++;
+            hlen -= 2;
+        }
+        if (!colon || hlen >= sizeof(host))
             return cli_errorf("%s: bad admin address \"%s\" (want IP:PORT or unix:PATH)", verb, addr), -1;
-        memcpy(host, addr, colon - addr);
-        host[colon - addr] = 0;
-        sa->sin_family = AF_INET;
-        sa->sin_port = htons((uint16_t)atoi(colon + 1));
-        if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+        memcpy(host, h, hlen);
+        host[hlen] = 0;
+        uint16_t port = htons((uint16_t)atoi(colon + 1));
+        struct sockaddr_in *sa = (struct sockaddr_in *)&ss;
+        struct sockaddr_in6 *sa6 = (struct sockaddr_in6 *)&ss;
+        if (inet_pton(AF_INET, host, &sa->sin_addr) == 1) {
+            sa->sin_family = AF_INET;
+            sa->sin_port = port;
+            len = sizeof(*sa);
+        } else if (inet_pton(AF_INET6, host, &sa6->sin6_addr) == 1) {
+            sa6->sin6_family = AF_INET6;
+            sa6->sin6_port = port;
+            len = sizeof(*sa6);
+        } else {
             return cli_errorf("%s: bad admin address \"%s\"", verb, addr), -1;
-        len = sizeof(*sa);
+        }
     }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&ss, len) < 0) {
-        cli_errorf("%s: connect to kago serve's admin listener %s: %s", verb, addr, strerror(errno));
+        int e = errno;
+        if (from)
+            cli_errorf("%s: connect to kago serve's admin listener %s (from %s): %s: is that serve running? "
+                       "(--root DIR: another serve's state; --admin IP:PORT|unix:PATH)",
+                       verb, addr, from, strerror(e));
+        else
+            cli_errorf("%s: connect to kago serve's admin listener %s: %s", verb, addr, strerror(e));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -133,14 +176,15 @@ static char *exchange(const char *verb, const char *addr, int fd, const char *re
     return buf;
 }
 
-char *cli_admin_call(const struct cli_admin *a, const char *verb, const char *method, const char *path)
+char *cli_admin_call(struct cli_admin *a, const char *verb, const char *method, const char *path)
 {
+    admin_addr_find(a);
     bool tcp = strncmp(a->addr, "unix:", 5) != 0;
     char *tpath = NULL, *token = NULL, *req = NULL;
     const char *why = NULL;
     if (tcp)
         token = read_token(a, &tpath, &why);
-    int fd = admin_connect(verb, a->addr);
+    int fd = admin_connect(verb, a->addr, a->addr_from);
     char *buf = NULL, *body = NULL;
     if (fd < 0)
         goto out;
@@ -183,5 +227,7 @@ out:
     free(tpath);
     free(req);
     free(buf);
+    free(a->addr_from);
+    a->addr_from = NULL;
     return body;
 }

@@ -1328,6 +1328,32 @@ const char *kago__admin_unix_path(const struct server *srv)
     return srv->admin_auth ? srv->admin_auth->unix_path : NULL;
 }
 
+void kago__admin_publish(struct server *srv, const char *tcp_addr)
+{
+    const char *unix_path = kago__admin_unix_path(srv);
+    cleanup_free char *path = xasprintf("%s/" KAGO_SERVE_ADMIN_ADDR, srv->opts.root);
+    if (!tcp_addr && !unix_path) {
+        unlink(path);
+        return;
+    }
+    char cwd[4096] = "";
+    if (unix_path && unix_path[0] != '/' && !getcwd(cwd, sizeof cwd - 1))
+        cwd[0] = '\0';
+    cleanup_free char *addr =
+        tcp_addr ? xstrdup(tcp_addr) : xasprintf("unix:%s%s%s", cwd, *cwd ? "/" : "", unix_path);
+    cleanup_free char *tmp = xasprintf("%s.tmp", path);
+    FILE *f = fopen(tmp, "we");
+    bool ok = f && fprintf(f, "%s\n", addr) > 0;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok || rename(tmp, path) < 0) {
+        kago__slog(srv, SLOG_WARN, NULL, NULL,
+                   "admin API: cannot write its address to %s (kago ps finds serve by it): %s", path,
+                   strerror(errno));
+        unlink(tmp);
+    }
+}
+
 void kago__admin_cleanup(struct server *srv)
 {
     struct admin_auth *au = srv->admin_auth;

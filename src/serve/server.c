@@ -1483,6 +1483,8 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     else
         kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on %s, admin listener off", napps,
                    o->config_dir ? o->config_dir : "etcd", mainbuf);
+    kago__admin_publish(
+        srv, srv->admin.tcp.data ? listener_addr(&srv->admin, NULL, adminbuf, sizeof(adminbuf)) : NULL);
     if (kago__tls_store_count(srv->tls_store))
         kago__slog(srv, SLOG_INFO, NULL, NULL, "tls: %zu certificates loaded",
                    kago__tls_store_count(srv->tls_store));

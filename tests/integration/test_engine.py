@@ -673,3 +673,19 @@ def test_200_cycles_leave_nothing(kago, rootfs):
     assert os.listdir(kago.root) == []
     assert fds() == fd0
     assert not zombies() - z0
+
+
+def test_every_verb_has_help():
+    """kago VERB --help (and -h): its usage on stdout, exit 0, for every verb `kago --help` lists (each verb's
+    usage errors point there)."""
+    top = subprocess.run([KAGO, "--help"], capture_output=True, text=True, timeout=10)
+    assert top.returncode == 0, top
+    lines = top.stdout.split("verbs:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    verbs = [l.split()[0] for l in lines]
+    assert {"run", "serve", "ps", "logs", "exec", "features"} <= set(verbs), verbs
+    for v in verbs:
+        for flag in ("--help", "-h"):
+            r = subprocess.run([KAGO, v, flag], capture_output=True, text=True, timeout=10)
+            assert r.returncode == 0 and r.stderr == "", (v, flag, r)
+            first = r.stdout.splitlines()[0]
+            assert first.startswith("usage: kago ") and f" {v}" in first, (v, flag, r.stdout)

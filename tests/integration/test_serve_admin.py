@@ -25,7 +25,7 @@ pytestmark = [
 class Bare:
     """kago serve with no app (no container needed) on its own root; admin is "IP:PORT" or "unix:PATH"."""
 
-    def __init__(self, tmp, admin=None, extra=()):
+    def __init__(self, tmp, admin=None, extra=(), cwd=None):
         self.tmp, self.root, self.conf = tmp, os.path.join(tmp, "root"), os.path.join(tmp, "conf")
         os.makedirs(self.conf, exist_ok=True)
         self.port = free_port()
@@ -33,7 +33,8 @@ class Bare:
         self.errlog = open(os.path.join(tmp, f"stderr-{time.time_ns()}.log"), "w+")
         self.proc = subprocess.Popen(
             [KAGO, "--root", self.root, "serve", "--config", self.conf, "--listen", f"127.0.0.1:{self.port}",
-             "--admin", self.admin, "--access-log", "off", *extra], stdout=subprocess.DEVNULL, stderr=self.errlog)
+             "--admin", self.admin, "--access-log", "off", *extra], stdout=subprocess.DEVNULL, stderr=self.errlog,
+            cwd=cwd)
 
     def started(self):
         return wait_for(lambda: "listening on" in self.stderr() or self.proc.poll() is not None, 10) and \
@@ -125,6 +126,36 @@ def test_token_required_logged_and_found_by_ps_and_reload():
         assert admin_token(s.root) == token, "the token outlives serve, for the next one"
     finally:
         s.stop()
+
+
+def test_ps_and_reload_find_the_serve_of_their_root_without_admin():
+    """serve writes where its admin API listens to <root>/.serve/.admin-addr at each start (TCP, IPv6, a unix
+    socket made absolute; removed with --admin off): kago --root R ps and reload need no --admin."""
+    with tempfile.TemporaryDirectory(prefix="kago-admin-addr-") as tmp:
+        addr_file = os.path.join(tmp, "root", ".serve", ".admin-addr")
+        for admin in (f"127.0.0.1:{free_port()}", f"[::1]:{free_port()}", "unix:admin.sock"):
+            s = Bare(tmp, admin=admin, cwd=tmp)  # (the unix socket's path is relative to serve's directory)
+            try:
+                assert s.started(), s.stderr()
+                want = admin if not admin.startswith("unix:") else f"unix:{tmp}/admin.sock"
+                assert open(addr_file).read() == want + "\n", (admin, open(addr_file).read())
+                ps = kago("ps", "--json", root=s.root)
+                assert ps.returncode == 0 and ps.stdout == '{"apps":[]}\n', (admin, ps)
+                rl = kago("reload", root=s.root)
+                assert rl.returncode == 0 and rl.stdout == "reloaded\n", (admin, rl)
+            finally:
+                assert s.stop() == 0, s.stderr()
+        # serve gone: the error names the address, the file it came from and why
+        ps = kago("ps", root=os.path.join(tmp, "root"))
+        assert ps.returncode == 1 and f"admin listener unix:{tmp}/admin.sock (from {addr_file}): No such file or " \
+            "directory: is that serve running?" in ps.stderr, ps
+        # --admin off: no address left to try (the default is)
+        s = Bare(tmp, admin="off")
+        try:
+            assert s.started(), s.stderr()
+            assert not os.path.exists(addr_file)
+        finally:
+            assert s.stop() == 0, s.stderr()
 
 
 def test_token_reused_on_restart_and_token_file_checks():
