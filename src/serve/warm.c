@@ -72,8 +72,8 @@ struct warm {
     struct warm_key keys[WARM_KEYS];
     size_t nkeys;
     uv_timer_t timer;
-    uint64_t shrink_ms, busy_ms; /* busy: since when starts in flight hold the refills back */
-    uint64_t taken_ms;           /* the last sandbox taken */
+    uint64_t shrink_ms, busy_ms;        /* busy: since when starts in flight hold the refills back */
+    uint64_t taken_ms, taken_before_ms; /* the last sandbox taken, and the one before */
     uint32_t next_id;
     bool stopping;
     uint64_t hits, misses, made;
@@ -312,8 +312,13 @@ static void on_timer(uv_timer_t *t)
      * (--max-starting), and a sandbox made then competes with them; each would take it, but at more CPU
      * than its own clone (a storm of 1,000: 47-49 -> 57-60 starts per CPU-second) */
     bool busy = (w->busy_ms && now - w->busy_ms < WARM_WAIT_MS) || w->srv->startq_len;
-    for (size_t i = 0; i < w->nkeys && !busy; i++)
-        refill(w, &w->keys[i], now);
+    /* but a key left empty refills in a run of starts one after the other (two takes within WARM_WAIT_MS,
+     * none queued): there each start in flight would hold its refill back until the pool ran dry, and a start
+     * that finds none is a clone (on cgroup v1 with a move into its cgroup: an RCU grace period, 8-20 ms) */
+    bool run = !w->srv->startq_len && w->taken_ms - w->taken_before_ms < WARM_WAIT_MS;
+    for (size_t i = 0; i < w->nkeys; i++)
+        if (!busy || (run && !key_have(w, w->keys[i].flags)))
+            refill(w, &w->keys[i], now);
     bool wanted = false;
     for (size_t i = 0; i < w->nkeys; i++)
         wanted |= w->keys[i].target > 0 || key_have(w, w->keys[i].flags) > 0;
@@ -416,6 +421,7 @@ unsigned kago__warm_take(struct server *srv, const struct kago_spec *spec, const
             sb->taken = true;
             uv_poll_stop(&sb->poll); /* its exit is the instance's from here */
             w->hits++;
+            w->taken_before_ms = w->taken_ms;
             w->taken_ms = now;
             kago__trace("warm: taken");
             kick(w);

@@ -201,6 +201,11 @@ def test_a_quiet_instance_costs_serve_three_descriptors():
         assert len(others) <= 1 and os.readlink(f"/proc/{inst['pid']}/ns/net") not in others, held
         assert sum(x == "anon_inode:[pidfd]" for x in held) >= 1, held
         assert sum(inst["name"] in x and x.endswith((".stdout", ".stderr")) for x in held) == 2, held
+        # its descriptor table is made large at start, while serve has one thread: grown later, in a process
+        # of several threads, each doubling waits for an RCU grace period (8-20 ms on a loop, traced)
+        fdsize = int(status(srv.proc.pid)["FDSize"])
+        soft = [l.split()[3] for l in open(f"/proc/{srv.proc.pid}/limits") if l.startswith("Max open files")][0]
+        assert fdsize >= min(32768, int(soft)), (fdsize, soft)
         t0 = time.time()
         assert established(inst["pid"]) == 1, "serve keeps its upstream connection after the response"
         assert wait_for(lambda: established(inst["pid"]) == 0, 16), "the idle upstream connection was not closed"
