@@ -133,6 +133,8 @@ static mrb_value ct_update(mrb_state *mrb, mrb_value self)
     kf_limits_init(&l);
     mrb_value keys = mrb_hash_keys(mrb, h);
     struct kago_error *err = NULL;
+    char said[256] = ""; /* what changed, for the log: "cpu 20%, memory 128M" */
+    size_t n = 0;
     for (mrb_int i = 0; i < RARRAY_LEN(keys); i++) {
         mrb_value k = mrb_ary_ref(mrb, keys, i), v = mrb_hash_get(mrb, h, k);
         if (!mrb_string_p(k) || !mrb_string_p(v))
@@ -141,11 +143,15 @@ static mrb_value ct_update(mrb_state *mrb, mrb_value self)
             kf_limits_free(&l);
             kf_raise_error(mrb, "update", err);
         }
+        if (n < sizeof said)
+            n += (size_t)snprintf(said + n, sizeof said - n, "%s%s %s", n ? ", " : "", RSTRING_CSTR(mrb, k),
+                                  RSTRING_CSTR(mrb, v));
     }
     int r = kago_container_update(ct->c, &l, &err);
     kf_limits_free(&l);
     if (r < 0)
         raise_kago(mrb, err);
+    sup_log(ct->sup, "%s: limits updated live: %s", ct->name, said);
     return mrb_true_value();
 }
 

@@ -148,6 +148,9 @@ def test_cpu_demo_30_20_50(kago, rootfs):
         assert abs(used - expect) <= 5, f"phase {expect}%: used {used:.1f}% of a core"
     assert sup.wait(timeout=20) == 0, sup.err
     assert "cpu-demo ended" in sup.out
+    # each live change is logged, in order
+    said = [l.split("limits updated live: ", 1)[1] for l in sup.err.splitlines() if "cpu-demo: limits updated live: " in l]
+    assert said == ["cpu 20%", "cpu 50%"], sup.err
     print("cpu-demo phases (% of one core):", [round(x, 1) for x in results])
     print("\n".join(l for l in sup.err.splitlines() if "fired" in l))
     assert_clean(kago, ["cpu-demo"])
