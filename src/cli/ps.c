@@ -169,10 +169,10 @@ CLI_VERB(ps)
             return cli_usage("ps", "expected: kago ps [--admin IP:PORT|unix:PATH] [--admin-token FILE] "
                                    "[--root DIR] [--json|--hosts]");
     }
-    const char *admin = adm.addr;
     char *body = cli_admin_call(&adm, "ps", "GET", "/ps");
     if (!body)
         return 1;
+    const char *admin = adm.addr; /* (the one the call found) */
     if (json) {
         fputs(body, stdout);
         free(body);

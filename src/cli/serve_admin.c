@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,19 +21,26 @@ void cli_admin_init(struct cli_admin *a, struct cli *g)
     *a = (struct cli_admin){.root = g->root};
 }
 
-/* No --admin: the address the serve of a->root wrote at its start, else the default. */
-static void admin_addr_find(struct cli_admin *a)
+/* No --admin: the address the serve of a->root wrote at its start (KAGO_SERVE_ADMIN_ADDR: the address, then
+ * serve's pid), else the default. 0, or -1 with the error printed: the serve that wrote it is gone (then
+ * nothing is sent there: whoever listens on that address now would be sent the token). */
+static int admin_addr_find(struct cli_admin *a, const char *verb)
 {
     if (a->addr)
-        return;
+        return 0;
     a->addr = "127.0.0.1:9090";
     char *path = NULL;
     if (asprintf(&path, "%s/%s", a->root, KAGO_SERVE_ADMIN_ADDR) < 0)
         abort();
     FILE *f = fopen(path, "re");
-    if (f && fgets(a->addr_buf, sizeof a->addr_buf, f)) {
+    int pid = 0, ret = 0;
+    if (f && fgets(a->addr_buf, sizeof a->addr_buf, f) && strchr(a->addr_buf, '\n')) {
         a->addr_buf[strcspn(a->addr_buf, "\r\n")] = '\0';
-        if (a->addr_buf[0]) {
+        if (fscanf(f, "%d", &pid) != 1 || pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
+            ret = cli_errorf("%s: no kago serve runs with root %s: the one that wrote %s (pid %d) is gone "
+                             "(--root DIR of a running serve, or --admin IP:PORT|unix:PATH)",
+                             verb, a->root, path, pid);
+        else if (a->addr_buf[0]) {
             a->addr = a->addr_buf;
             a->addr_from = path;
             path = NULL;
@@ -41,6 +49,7 @@ static void admin_addr_find(struct cli_admin *a)
     if (f)
         fclose(f);
     free(path);
+    return ret ? -1 : 0;
 }
 
 int cli_admin_option(struct cli_admin *a, int argc, char **argv, int *i)
@@ -178,7 +187,8 @@ static char *exchange(const char *verb, const char *addr, int fd, const char *re
 
 char *cli_admin_call(struct cli_admin *a, const char *verb, const char *method, const char *path)
 {
-    admin_addr_find(a);
+    if (admin_addr_find(a, verb) < 0)
+        return NULL;
     bool tcp = strncmp(a->addr, "unix:", 5) != 0;
     char *tpath = NULL, *token = NULL, *req = NULL;
     const char *why = NULL;

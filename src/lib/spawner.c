@@ -23,6 +23,7 @@
 #define MAX_MSG    (1u << 20)
 #define SOCK_FD    3
 #define REPLY_MS   10000
+#define SYSNET_MS  5000 /* the spawner's first message (its shared sysfs made) */
 #define SLOT_SYNC  0
 #define SLOT_STDIO 1 /* 3 of them */
 #define SLOT_FIFO  4
@@ -777,8 +778,7 @@ int kago__spawner_main(int argc, char **argv)
     sys_template_make(argc > 3 ? argv[3] : NULL);
     /* a sysfs holds its network namespace only passively: serve holds it too, so that the instances' /sys
      * keeps its lo when this process dies */
-    if (sys_net >= 0)
-        answer_op(SOCK_FD, getpid(), &sys_net, 1, false, NULL, OP_SYSNET, 0);
+    answer_op(SOCK_FD, getpid(), &sys_net, sys_net >= 0, false, NULL, OP_SYSNET, 0); /* (always: its first) */
     static struct kago__bpf bpf; /* the child's copy receives the filter with "G" */
     char *buf = xmalloc(MAX_MSG);
     for (;;) {
@@ -871,6 +871,8 @@ static void sp_log(const char *fmt, ...)
 
 extern char **environ;
 
+static int recv_reply_on(int sock, struct reply *r, int *fd, int ms);
+
 static int spawn_spawner(struct kago_error **err)
 {
     int sv[2];
@@ -897,6 +899,13 @@ static int spawn_spawner(struct kago_error **err)
     }
     sp.fd = sv[0];
     sp.pid = pid;
+    /* its first message, before any answer: read now, so that the namespace is held whether or not serve
+     * reads this socket again (starts answered on their own sockets, no warm sandboxes) before the spawner
+     * may die and the socket with its queue is closed; one that does not come in time is read later */
+    struct reply first;
+    int fd = -1;
+    if (recv_reply_on(sp.fd, &first, &fd, SYSNET_MS) == 0 && fd >= 0)
+        close(fd); /* (an answer first: cannot happen) */
     return 0;
 }
 

@@ -1332,18 +1332,19 @@ void kago__admin_publish(struct server *srv, const char *tcp_addr)
 {
     const char *unix_path = kago__admin_unix_path(srv);
     cleanup_free char *path = xasprintf("%s/" KAGO_SERVE_ADMIN_ADDR, srv->opts.root);
+    char cwd[4096] = "";
+    if (unix_path && unix_path[0] != '/' && !getcwd(cwd, sizeof cwd))
+        unix_path = NULL; /* (not published: a relative path means nothing to another directory) */
     if (!tcp_addr && !unix_path) {
         unlink(path);
         return;
     }
-    char cwd[4096] = "";
-    if (unix_path && unix_path[0] != '/' && !getcwd(cwd, sizeof cwd - 1))
-        cwd[0] = '\0';
     cleanup_free char *addr =
         tcp_addr ? xstrdup(tcp_addr) : xasprintf("unix:%s%s%s", cwd, *cwd ? "/" : "", unix_path);
     cleanup_free char *tmp = xasprintf("%s.tmp", path);
     FILE *f = fopen(tmp, "we");
-    bool ok = f && fprintf(f, "%s\n", addr) > 0;
+    /* serve's pid too: the CLI sends the token only to an address whose serve still runs */
+    bool ok = f && fprintf(f, "%s\n%d\n", addr, (int)getpid()) > 0;
     if (f && fclose(f) != 0)
         ok = false;
     if (!ok || rename(tmp, path) < 0) {
@@ -1354,8 +1355,22 @@ void kago__admin_publish(struct server *srv, const char *tcp_addr)
     }
 }
 
+/* The address file, at exit: removed when it is still this serve's (an upgrade's new serve wrote its own). */
+static void admin_unpublish(struct server *srv)
+{
+    cleanup_free char *path = xasprintf("%s/" KAGO_SERVE_ADMIN_ADDR, srv->opts.root);
+    FILE *f = fopen(path, "re");
+    char line[4096];
+    int pid = 0;
+    if (f && fgets(line, sizeof line, f) && fscanf(f, "%d", &pid) == 1 && pid == (int)getpid())
+        unlink(path);
+    if (f)
+        fclose(f);
+}
+
 void kago__admin_cleanup(struct server *srv)
 {
+    admin_unpublish(srv);
     struct admin_auth *au = srv->admin_auth;
     if (!au)
         return;

@@ -1194,7 +1194,7 @@ static void fd_table_reserve(int any_fd)
 {
     struct rlimit rl;
     rlim_t n = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < FD_RESERVE ? rl.rlim_cur : FD_RESERVE;
-    int fd = n > 1024 ? fcntl(any_fd, F_DUPFD_CLOEXEC, (int)n - 1) : -1;
+    int fd = n > 64 ? fcntl(any_fd, F_DUPFD_CLOEXEC, (int)n - 1) : -1; /* (64: a process's first table) */
     if (fd >= 0)
         close(fd);
 }
@@ -1489,6 +1489,9 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     size_t napps = 0;
     for (struct app_rt *a = srv->apps; a; a = a->next)
         napps++;
+    /* (before the line that says serve listens: kago ps finds it by that file) */
+    kago__admin_publish(
+        srv, srv->admin.tcp.data ? listener_addr(&srv->admin, NULL, adminbuf, sizeof(adminbuf)) : NULL);
     if (srv->admin.tcp.data)
         kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on %s, admin on http://%s", napps,
                    o->config_dir ? o->config_dir : "etcd", mainbuf,
@@ -1499,8 +1502,6 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     else
         kago__slog(srv, SLOG_INFO, NULL, NULL, "%zu apps from %s, listening on %s, admin listener off", napps,
                    o->config_dir ? o->config_dir : "etcd", mainbuf);
-    kago__admin_publish(
-        srv, srv->admin.tcp.data ? listener_addr(&srv->admin, NULL, adminbuf, sizeof(adminbuf)) : NULL);
     if (kago__tls_store_count(srv->tls_store))
         kago__slog(srv, SLOG_INFO, NULL, NULL, "tls: %zu certificates loaded",
                    kago__tls_store_count(srv->tls_store));

@@ -315,7 +315,8 @@ static void on_timer(uv_timer_t *t)
     /* but a key left empty refills in a run of starts one after the other (two takes within WARM_WAIT_MS,
      * none queued): there each start in flight would hold its refill back until the pool ran dry, and a start
      * that finds none is a clone (on cgroup v1 with a move into its cgroup: an RCU grace period, 8-20 ms) */
-    bool run = !w->srv->startq_len && w->taken_ms - w->taken_before_ms < WARM_WAIT_MS;
+    bool run = !w->srv->startq_len && w->taken_before_ms && now - w->taken_ms < WARM_WAIT_MS &&
+               w->taken_ms - w->taken_before_ms < WARM_WAIT_MS;
     for (size_t i = 0; i < w->nkeys; i++)
         if (!busy || (run && !key_have(w, w->keys[i].flags)))
             refill(w, &w->keys[i], now);

@@ -129,14 +129,13 @@ def admin_request(admin, root, path, method="GET", token=None, timeout=10):
 
 def root_leftovers(root):
     """What is left in a serve's --root: anything but logs/ (the apps' output outlives their instances),
-    acme/ (certificates on demand and the account key, for the next serve), the admin token (it
-    outlives serve, for the next one) and the admin address (kago ps finds the last serve by it), and in
-    logs/ the instances' FIFOs."""
+    acme/ (certificates on demand and the account key, for the next serve) and the admin token (it
+    outlives serve, for the next one), and in logs/ the instances' FIFOs."""
     if not os.path.isdir(root):
         return []
     rec = os.path.join(root, ".serve")
     return ([os.path.join(root, d) for d in os.listdir(root) if d not in ("logs", "acme") and
-             not (d == ".serve" and set(os.listdir(rec)) <= {".admin-token", ".admin-addr"})] +
+             not (d == ".serve" and set(os.listdir(rec)) <= {".admin-token"})] +
             glob.glob(os.path.join(root, "logs", "*", "*.stdout")) + glob.glob(os.path.join(root, "logs", "*", "*.stderr")))
 
 

@@ -128,28 +128,47 @@ def test_token_required_logged_and_found_by_ps_and_reload():
         s.stop()
 
 
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as t:
+            t.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def test_ps_and_reload_find_the_serve_of_their_root_without_admin():
-    """serve writes where its admin API listens to <root>/.serve/.admin-addr at each start (TCP, IPv6, a unix
-    socket made absolute; removed with --admin off): kago --root R ps and reload need no --admin."""
+    """serve writes where its admin API listens, and its pid, to <root>/.serve/.admin-addr before it says it
+    listens (TCP, IPv6, a unix socket made absolute; none with --admin off) and removes it at exit: kago --root
+    R ps and reload need no --admin. A file a killed serve left is not trusted: nothing is sent there (whoever
+    listens on that address now would get the token)."""
     with tempfile.TemporaryDirectory(prefix="kago-admin-addr-") as tmp:
-        addr_file = os.path.join(tmp, "root", ".serve", ".admin-addr")
-        for admin in (f"127.0.0.1:{free_port()}", f"[::1]:{free_port()}", "unix:admin.sock"):
+        root = os.path.join(tmp, "root")
+        addr_file = os.path.join(root, ".serve", ".admin-addr")
+        admins = [f"127.0.0.1:{free_port()}", "unix:admin.sock"] + ([f"[::1]:{free_port()}"] if ipv6_loopback() else [])
+        for admin in admins:
             s = Bare(tmp, admin=admin, cwd=tmp)  # (the unix socket's path is relative to serve's directory)
             try:
                 assert s.started(), s.stderr()
                 want = admin if not admin.startswith("unix:") else f"unix:{tmp}/admin.sock"
-                assert open(addr_file).read() == want + "\n", (admin, open(addr_file).read())
-                ps = kago("ps", "--json", root=s.root)
+                assert open(addr_file).read() == f"{want}\n{s.proc.pid}\n", (admin, open(addr_file).read())
+                ps = kago("ps", "--json", root=root)
                 assert ps.returncode == 0 and ps.stdout == '{"apps":[]}\n', (admin, ps)
-                rl = kago("reload", root=s.root)
+                rl = kago("reload", root=root)
                 assert rl.returncode == 0 and rl.stdout == "reloaded\n", (admin, rl)
             finally:
                 assert s.stop() == 0, s.stderr()
-        # serve gone: the error names the address, the file it came from and why
-        ps = kago("ps", root=os.path.join(tmp, "root"))
-        assert ps.returncode == 1 and f"admin listener unix:{tmp}/admin.sock (from {addr_file}): No such file or " \
-            "directory: is that serve running?" in ps.stderr, ps
-        # --admin off: no address left to try (the default is)
+            assert not os.path.exists(addr_file), "removed at exit"
+        # a killed serve's file: its pid is gone, so nothing is sent to the address
+        s = Bare(tmp, admin=f"127.0.0.1:{free_port()}")
+        assert s.started(), s.stderr()
+        s.proc.kill()
+        s.proc.wait()
+        assert os.path.exists(addr_file)
+        ps = kago("ps", root=root)
+        assert ps.returncode == 1 and f"no kago serve runs with root {root}: the one that wrote {addr_file} " \
+            f"(pid {s.proc.pid}) is gone" in ps.stderr, ps
+        # --admin off: no address written (the killed serve's is removed)
         s = Bare(tmp, admin="off")
         try:
             assert s.started(), s.stderr()

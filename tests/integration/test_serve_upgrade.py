@@ -113,6 +113,9 @@ def test_upgrade_ten_times_under_load_loses_no_request_and_keeps_the_instance():
             assert "handing over to the new serve (pid %d)" % new.proc.pid in log, log[-2000:]
             assert "leaving it 1 running instances" in log, log[-2000:]
             assert f"adopted the ready instance {name}" in new.stderr(), new.stderr()[-3000:]
+            # the old serve, exiting, left the new one's admin address (kago ps finds the new one by it)
+            with open(os.path.join(new.root, ".serve", ".admin-addr")) as f:
+                assert f.read().split("\n")[1] == str(new.proc.pid)
             assert wait_for(lambda: load.ok > before + 20, 10), (load.ok, load.failures[:5])
         load.stop()
         assert not load.failures, load.failures[:10]
