@@ -44,11 +44,12 @@ def spawner_of(s):
     return None
 
 
-def test_instances_share_one_sysfs_of_loopback_only():
+@pytest.mark.parametrize("warm", [(), ("--warm", "0")], ids=["pooled", "warm-0"])
+def test_instances_share_one_sysfs_of_loopback_only(warm):
     no_sysfs = app("none", ["none.test"], VIEW, stop_grace="1s").replace("    c.init\n", "    c.init\n    c.sysfs false\n")
     apps = (app("a", ["a.test"], VIEW, stop_grace="1s") + app("b", ["b.test"], VIEW, stop_grace="1s") +
             app("c", ["c.test"], VIEW, stop_grace="1s") + no_sysfs)
-    s = Server(apps)
+    s = Server(apps, extra_args=warm)  # (--warm 0: serve reads the spawner's own socket only as it starts it)
     try:
         host_dev = str(os.stat("/sys").st_dev)
         a, b = view(s, "a.test"), view(s, "b.test")
