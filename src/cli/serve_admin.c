@@ -40,6 +40,9 @@ static int admin_addr_find(struct cli_admin *a, const char *verb)
             ret = cli_errorf("%s: no kago serve runs with root %s: the one that wrote %s (pid %d) is gone "
                              "(--root DIR of a running serve, or --admin IP:PORT|unix:PATH)",
                              verb, a->root, path, pid);
+        else if (!strcmp(a->addr_buf, "off"))
+            ret = cli_errorf("%s: the kago serve of root %s (pid %d) runs without an admin API (--admin off)",
+                             verb, a->root, pid);
         else if (a->addr_buf[0]) {
             a->addr = a->addr_buf;
             a->addr_from = path;

@@ -1333,14 +1333,14 @@ void kago__admin_publish(struct server *srv, const char *tcp_addr)
     const char *unix_path = kago__admin_unix_path(srv);
     cleanup_free char *path = xasprintf("%s/" KAGO_SERVE_ADMIN_ADDR, srv->opts.root);
     char cwd[4096] = "";
-    if (unix_path && unix_path[0] != '/' && !getcwd(cwd, sizeof cwd))
-        unix_path = NULL; /* (not published: a relative path means nothing to another directory) */
-    if (!tcp_addr && !unix_path) {
-        unlink(path);
+    if (unix_path && unix_path[0] != '/' && !getcwd(cwd, sizeof cwd)) {
+        unlink(path); /* (not published: a relative path means nothing to another directory) */
         return;
     }
-    cleanup_free char *addr =
-        tcp_addr ? xstrdup(tcp_addr) : xasprintf("unix:%s%s%s", cwd, *cwd ? "/" : "", unix_path);
+    /* "off": serve runs without an admin API (--admin off), which kago ps then says */
+    cleanup_free char *addr = tcp_addr    ? xstrdup(tcp_addr)
+                              : unix_path ? xasprintf("unix:%s%s%s", cwd, *cwd ? "/" : "", unix_path)
+                                          : xstrdup("off");
     cleanup_free char *tmp = xasprintf("%s.tmp", path);
     FILE *f = fopen(tmp, "we");
     /* serve's pid too: the CLI sends the token only to an address whose serve still runs */

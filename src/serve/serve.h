@@ -14,8 +14,8 @@ enum kago_log_format { KAGO_LOG_AUTO, KAGO_LOG_TEXT, KAGO_LOG_JSON, KAGO_LOG_JOU
 
 /* The admin API's bearer token, under serve's --root (made on first start; a dot file: not a record). */
 #define KAGO_SERVE_ADMIN_TOKEN ".serve/.admin-token"
-/* Where the admin API listens ("IP:PORT" or "unix:PATH"), written at each start: kago ps finds serve by it.
- */
+/* Where the admin API listens ("IP:PORT", "unix:PATH" or "off"), then serve's pid: written at each start and
+ * removed at exit; kago ps finds serve by it. */
 #define KAGO_SERVE_ADMIN_ADDR ".serve/.admin-addr"
 
 /* A client listener: --listen IP:PORT (HTTP) or --listen-tls IP:PORT (HTTPS). */

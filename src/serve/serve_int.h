@@ -720,8 +720,8 @@ void kago__admin_accept(struct server *srv, uv_stream_t *listener);
 int kago__admin_setup(struct server *srv, bool tcp_passed, struct kago_error **err);
 /* The unix socket's path, or NULL when the admin listener is TCP. */
 const char *kago__admin_unix_path(const struct server *srv);
-/* Writes where the admin API listens (tcp_addr "IP:PORT", else the unix socket) to
- * <root>/KAGO_SERVE_ADMIN_ADDR for kago ps and kago reload; with neither (--admin off) removes it. */
+/* Writes where the admin API listens (tcp_addr "IP:PORT", else the unix socket; "off" with --admin off) and
+ * serve's pid to <root>/KAGO_SERVE_ADMIN_ADDR, for kago ps and kago reload (removed at exit). */
 void kago__admin_publish(struct server *srv, const char *tcp_addr);
 /* After the loop closed every handle: removes the unix socket (when it is still ours), frees the rest. */
 void kago__admin_cleanup(struct server *srv);

@@ -56,10 +56,14 @@ void kago_serve_opts_init(struct kago_serve_opts *o)
 
 /* --- apps -------------------------------------------------------------------------------------- */
 
+#define MISSING_SAID 10 /* apps whose rootfs is missing named at a load; the rest are counted */
+
 struct app_list {
     struct kago_app *v;
     uint64_t *hash; /* kago__app_def_hash of each (made with the list, off the loop) */
     size_t n;
+    char *missing[MISSING_SAID][2]; /* the first apps whose rootfs is not there: name, "rootfs PATH: why" */
+    size_t nmissing;
 };
 
 static void app_list_free(struct app_list *l)
@@ -68,9 +72,26 @@ static void app_list_free(struct app_list *l)
         kago_app_free(&l->v[i]);
     free(l->v);
     free(l->hash);
-    l->hash = NULL;
-    l->v = NULL;
-    l->n = 0;
+    for (size_t i = 0; i < l->nmissing && i < MISSING_SAID; i++) {
+        free(l->missing[i][0]);
+        free(l->missing[i][1]);
+    }
+    *l = (struct app_list){0};
+}
+
+/* An app whose rootfs directory is not there is loaded (one site's mistake must not refuse the others'),
+ * and said at the load, not only at its first start; checked off the loop, with the list. */
+static void rootfs_check(struct app_list *l, const struct kago_app *a)
+{
+    struct stat st;
+    if (!a->spec.rootfs || a->spec.layers)
+        return;
+    int e = stat(a->spec.rootfs, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    if (e && l->nmissing++ < MISSING_SAID) {
+        l->missing[l->nmissing - 1][0] = xstrdup(a->name);
+        l->missing[l->nmissing - 1][1] =
+            xasprintf("rootfs %s: %s: its starts fail until it is there", a->spec.rootfs, strerror(e));
+    }
 }
 
 static int by_name(const void *a, const void *b)
@@ -136,6 +157,7 @@ static int load_apps(const char *dir, struct app_list *out, struct kago_error **
         if (ret == 0)
             ret = kago__app_check(a, path, err);
         abs_tls_paths(dir, a);
+        rootfs_check(out, a);
     }
     kago_kagofile_free(kf);
     for (size_t i = 0; i < nn; i++)
@@ -557,6 +579,11 @@ static int use_apps(struct server *srv, struct app_list *l, struct kago_error **
     struct tls_store *ts = new_tls_store(srv, err);
     if (!ts)
         return -1;
+    for (size_t i = 0; i < l->nmissing && i < MISSING_SAID; i++)
+        kago__slog(srv, SLOG_WARN, l->missing[i][0], NULL, "%s", l->missing[i][1]);
+    if (l->nmissing > MISSING_SAID)
+        kago__slog(srv, SLOG_WARN, NULL, NULL, "and %zu more apps whose rootfs is not there",
+                   l->nmissing - MISSING_SAID);
     for (size_t i = 0; i < l->n; i++)
         if (l->v[i].tls_cert && kago__tls_store_app(ts, &l->v[i], err) < 0) {
             kago_error_prefix(err, "app %s", l->v[i].name);

@@ -95,6 +95,9 @@ def keepalive_upstream(dirpath):
     httpd) built static into dirpath/upstream; an app runs it with `a.data dirpath, to: "/opt"`."""
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                        "bench", "serve-upstream.c")
+    if not shutil.which("gcc"):
+        import pytest  # (this module is also used outside pytest)
+        pytest.skip("gcc missing: the upstream is compiled static from bench/serve-upstream.c")
     subprocess.run(["gcc", "-O2", "-static", "-o", os.path.join(dirpath, "upstream"), src], check=True)
     return dirpath
 

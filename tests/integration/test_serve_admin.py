@@ -139,8 +139,8 @@ def ipv6_loopback():
 
 def test_ps_and_reload_find_the_serve_of_their_root_without_admin():
     """serve writes where its admin API listens, and its pid, to <root>/.serve/.admin-addr before it says it
-    listens (TCP, IPv6, a unix socket made absolute; none with --admin off) and removes it at exit: kago --root
-    R ps and reload need no --admin. A file a killed serve left is not trusted: nothing is sent there (whoever
+    listens (TCP, IPv6, a unix socket made absolute; "off" with --admin off) and removes it at exit: kago
+    --root R ps and reload need no --admin. A file a killed serve left is not trusted: nothing is sent there (whoever
     listens on that address now would get the token)."""
     with tempfile.TemporaryDirectory(prefix="kago-admin-addr-") as tmp:
         root = os.path.join(tmp, "root")
@@ -168,13 +168,17 @@ def test_ps_and_reload_find_the_serve_of_their_root_without_admin():
         ps = kago("ps", root=root)
         assert ps.returncode == 1 and f"no kago serve runs with root {root}: the one that wrote {addr_file} " \
             f"(pid {s.proc.pid}) is gone" in ps.stderr, ps
-        # --admin off: no address written (the killed serve's is removed)
+        # --admin off: "off" written (over the killed serve's file), and kago ps says so
         s = Bare(tmp, admin="off")
         try:
             assert s.started(), s.stderr()
-            assert not os.path.exists(addr_file)
+            assert open(addr_file).read() == f"off\n{s.proc.pid}\n"
+            ps = kago("ps", root=root)
+            assert ps.returncode == 1 and f"the kago serve of root {root} (pid {s.proc.pid}) runs without an " \
+                "admin API (--admin off)" in ps.stderr, ps
         finally:
             assert s.stop() == 0, s.stderr()
+        assert not os.path.exists(addr_file)
 
 
 def test_token_reused_on_restart_and_token_file_checks():

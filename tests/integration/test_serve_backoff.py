@@ -72,6 +72,31 @@ def test_missing_command_backs_off_then_a_reload_fixes_it():
         finish(s)
 
 
+def test_a_missing_rootfs_is_said_at_load_and_the_other_apps_serve(tmp_path):
+    """An app whose rootfs is not there is loaded (one site's mistake does not refuse the others') and said at
+    the load, with the path and why; its requests get 503 with the reason, the other apps serve."""
+    missing = str(tmp_path / "no-rootfs")
+    gone = app("gone", ["gone.test"], SMALL, stop_grace="1s").replace(f'c.rootfs "{ROOTFS}"', f'c.rootfs "{missing}"')
+    assert missing in gone
+    s = Server(app("ok", ["ok.test"], SMALL, stop_grace="1s") + gone)
+    try:
+        err = s.stderr()
+        assert f"app gone: rootfs {missing}: No such file or directory: its starts fail until it is there" in err, err
+        assert "app ok: rootfs" not in err, err
+        assert request(s.port, "ok.test")[0] == 200
+        st, _, body = request(s.port, "gone.test")
+        assert st == 503 and missing.encode() in body and b"No such file or directory" in body, (st, body)
+        # said again at a reload while it is missing, not once it is there
+        assert post(s, "/reload")[0] == 200
+        assert wait_for(lambda: s.stderr().count(f"app gone: rootfs {missing}:") == 2, 5), s.stderr()
+        os.symlink(ROOTFS, missing)
+        assert post(s, "/reload")[0] == 200
+        assert wait_for(lambda: s.stderr().count("kago serve: reloaded") >= 2, 5), s.stderr()
+        assert s.stderr().count(f"app gone: rootfs {missing}:") == 2, s.stderr()
+    finally:
+        finish(s)
+
+
 def test_backoff_ends_and_a_now_working_app_serves():
     data = tempfile.mkdtemp(prefix="kago-backoff-data-")
     rb = app("flaky", ["flaky.test"], "[ -e /data/ok ] || exit 3; " + SMALL, start_timeout="10s",
