@@ -1,13 +1,28 @@
 /* kago check Kagofile [--set KEY=VALUE]...: evaluate and validate the file; start nothing. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../config/kagofile.h"
 #include "cli.h"
 
+/* A rootfs directory that is not there (yet): valid, but a start would fail; said, and counted. */
+static int rootfs_warn(const char *kind, const char *name, const struct kago_spec *s)
+{
+    struct stat st;
+    if (s->image || s->layers || !s->rootfs)
+        return 0;
+    int e = stat(s->rootfs, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    if (e)
+        cli_warnf("%s %s: rootfs %s: %s (a start would fail)", kind, name, s->rootfs, strerror(e));
+    return e != 0;
+}
+
 CLI_VERB(check)
 {
+    int warned = 0;
     const char *path = NULL;
     char **sets = calloc((size_t)argc + 1, sizeof *sets);
     size_t nsets = 0;
@@ -45,14 +60,19 @@ CLI_VERB(check)
             hooks += kago_kagofile_nhooks(kf, i, kinds[k]);
         printf("container %s: %s, %s %s, %zu hook%s\n", s->name, s->argv[0], s->image ? "image" : "rootfs",
                s->image ? s->image : s->rootfs, hooks, hooks == 1 ? "" : "s");
+        warned += rootfs_warn("container", s->name, s);
     }
     for (size_t i = 0; i < kago_kagofile_napps(kf); i++) {
         const struct kago_app *a = kago_kagofile_app(kf, i);
         printf("app %s: %s%s%s, port %u\n", a->name, a->hosts[0] ? a->hosts[0] : "",
                a->hosts[0] && a->hosts[1] ? ", ..." : "",
                a->default_app ? (a->hosts[0] ? " (default)" : "default") : "", (unsigned)a->port);
+        warned += rootfs_warn("app", a->name, &a->spec);
     }
-    printf("%s: ok\n", path);
+    if (warned)
+        printf("%s: ok, %d warning%s\n", path, warned, warned == 1 ? "" : "s");
+    else
+        printf("%s: ok\n", path);
     kago_kagofile_free(kf);
     return 0;
 }

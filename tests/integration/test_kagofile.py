@@ -626,3 +626,27 @@ def test_stop_a_lone_init_cannot_act_on_is_a_sigkill_at_once(kago, rootfs, tmp_p
     assert "kf-deaf-ign: still running after its stop grace: SIGKILL" in sup.err, sup.err
     assert 1.5 <= took < 15, took  # (the ignoring one's 2 s grace, not the other's 30 s)
     assert_clean(kago, names)
+
+
+def test_check_says_a_missing_rootfs(kago, tmp_path):
+    """kago check: a rootfs directory that is not there (yet) is valid Ruby and a valid spec, but a start would
+    fail: a warning names it and why, the check still passes (the tree may be built after the file)."""
+    missing = str(tmp_path / "no-rootfs")
+    path = kagofile(tmp_path, f"""
+        Kago.container "kf-norootfs" do |c|
+          c.rootfs "{missing}"
+          c.command "/bin/true"
+        end
+        Kago.app "kf-app" do |a|
+          a.hosts "kf.test"
+          a.container do |c|
+            c.rootfs "{ROOTFS}"
+            c.command "/bin/true"
+          end
+        end
+    """)
+    r = kago("check", path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == f"kago: warning: container kf-norootfs: rootfs {missing}: No such file or " \
+                               "directory (a start would fail)", r.stderr
+    assert r.stdout.strip().endswith(f"{path}: ok, 1 warning"), r.stdout
