@@ -10,7 +10,8 @@
  * for from the timer, not from a start. A sandbox is dropped after WARM_MAX_AGE_MS: its mount namespace is a
  * copy of the host's made when it was, and later host mounts are not in it. Every sandbox is serve's child:
  * each one's exit is watched through its pidfd, and it is reaped here; at exit all are killed and reaped.
- * Each has a cgroup of its own, kago/warm-<root tag>-<serve pid>-<id>, made by the spawner which clones it
+ * Each has a cgroup of its own, kago/warm@<root tag>-<serve pid>-<id> (an '@' no instance name has: an app
+ * may be named "warm"), made by the spawner which clones it
  * there; a start keeps that cgroup (its spec's cgroup_path), so that neither a mkdir nor a move into a cgroup
  * (an RCU grace period, ~1.5 ms here) is left on its path. The cgroup of a sandbox that got no start is
  * removed once it is reaped here (by the spawner when serve is gone). Nothing else of a sandbox is outside
@@ -238,7 +239,7 @@ static void on_made(void *arg, uint32_t id, pid_t pid, int pidfd, int code, cons
 
 static void cg_name(const struct warm *w, struct warm_sb *sb)
 {
-    snprintf(sb->cg, sizeof sb->cg, "kago/warm-%04x-%x-%u", w->srv->root_tag, (unsigned)getpid(), sb->id);
+    snprintf(sb->cg, sizeof sb->cg, "kago/warm@%04x-%x-%u", w->srv->root_tag, (unsigned)getpid(), sb->id);
 }
 
 /* Asks for the sandboxes a key lacks; returns false when the spawner could not be asked. */
@@ -349,11 +350,11 @@ static void sweep(const struct server *srv)
 {
     char pat[128];
     glob_t g;
-    snprintf(pat, sizeof pat, "/sys/fs/cgroup/{*/,}kago/warm-%04x-*", srv->root_tag);
+    snprintf(pat, sizeof pat, "/sys/fs/cgroup/{*/,}kago/warm@%04x-*", srv->root_tag);
     if (glob(pat, GLOB_BRACE | GLOB_ONLYDIR | GLOB_NOSORT, NULL, &g) != 0)
         return;
     char own[32];
-    snprintf(own, sizeof own, "-%04x-%x-", srv->root_tag, (unsigned)getpid());
+    snprintf(own, sizeof own, "@%04x-%x-", srv->root_tag, (unsigned)getpid());
     struct smap skip; /* basenames in use in some hierarchy, or removed already (keys: in g) */
     kago__smap_init(&skip, 8);
     for (size_t i = 0; i < g.gl_pathc; i++) {

@@ -163,7 +163,7 @@ _cgroups = {}  # instance name -> its cgroup path, as its state said while it li
 
 
 def cgroup_of(inst):
-    """Instance inst's cgroup path under each hierarchy (kago/NAME, or kago/warm-... for a start that took a
+    """Instance inst's cgroup path under each hierarchy (kago/NAME, or kago/warm@... for a start that took a
     warm sandbox), as its state under the root of the serve that runs it names it; once its state is gone,
     what it said when last read (every instance a Server's ps() listed was read), else kago/NAME."""
     for root in _roots:

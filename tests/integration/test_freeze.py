@@ -41,7 +41,7 @@ def freezing_app(name, hosts, command, freeze_for="30s", **policy):
 
 def freezer_state(name):
     """The instance's cgroup freezer state as the kernel reports it (v1 or v2); its cgroup is the one its state
-    names (kago/warm-... for a start that took a warm sandbox)."""
+    names (kago/warm@... for a start that took a warm sandbox)."""
     cg = cgroup_of(name)
     for d in (f"/sys/fs/cgroup/freezer/{cg}", f"/sys/fs/cgroup/{cg}"):
         if os.path.exists(d + "/freezer.state"):

@@ -274,7 +274,7 @@ def test_limits_live(srv, browser):
     browser.find_element(By.ID, "memory").send_keys("96M")
     msg = click_confirmed(browser, "#limits-form button")
     assert "1 instances updated, 0 failed" in msg, msg
-    cg = cgroup_path(srv.cgroup(name).removeprefix("kago/"), "memory")  # (a pooled start's: kago/warm-...)
+    cg = cgroup_path(srv.cgroup(name).removeprefix("kago/"), "memory")  # (a pooled start's: kago/warm@...)
     mem = os.path.join(cg, "memory.max" if not os.path.exists(os.path.join(cg, "memory.limit_in_bytes"))
                        else "memory.limit_in_bytes")
     with open(mem) as f:

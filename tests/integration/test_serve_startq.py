@@ -29,7 +29,7 @@ def cgroups_of(srv):
     names = {os.path.basename(d) for d in glob.glob("/sys/fs/cgroup/*/kago/*") + glob.glob("/sys/fs/cgroup/kago/*")
              if prefix in os.path.basename(d) and os.path.isdir(d)}
     owner = {srv.cgroup(i).split("/")[-1]: i for i in os.listdir(srv.root) if prefix in i}
-    return {owner.get(n, n) for n in names if not n.startswith("warm-") or n in owner}
+    return {owner.get(n, n) for n in names if not n.startswith("warm@") or n in owner}
 
 
 def test_burst_across_apps_is_started_max_starting_at_a_time():

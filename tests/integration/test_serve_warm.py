@@ -91,7 +91,7 @@ def test_pooled_start_takes_a_sandbox_and_is_isolated(probe, tmp_path):
         waiting = set(sandboxes(s))
         # each waits in a cgroup of its own, which the spawner cloned it into and left again
         for p in waiting:
-            assert re.search(r"^\d+:[^:]*memory[^:]*:/kago/warm-[0-9a-f]+-[0-9a-f]+-\d+$|^0::/kago/warm-",
+            assert re.search(r"^\d+:[^:]*memory[^:]*:/kago/warm@[0-9a-f]+-[0-9a-f]+-\d+$|^0::/kago/warm@",
                              open(f"/proc/{p}/cgroup").read(), re.M), open(f"/proc/{p}/cgroup").read()
         spawner = [p for p in children(s.proc.pid) if comm(p) == "kago-spawner"
                    and os.readlink(f"/proc/{p}/ns/pid") == os.readlink("/proc/self/ns/pid")]
@@ -280,7 +280,7 @@ def test_app_of_another_namespace_set_is_not_given_a_sandbox():
             cg = f.read()
         with open(os.path.join(s.root, name, "state.json")) as f:
             path = json.load(f)["spec"]["cgroup_path"]
-        assert path.startswith("kago/warm-") and f":/{path}\n" in cg, (path, cg)
+        assert path.startswith("kago/warm@") and f":/{path}\n" in cg, (path, cg)
         for ns in ("net", "pid", "uts", "ipc", "mnt"):
             assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
     finally:
@@ -369,7 +369,7 @@ def test_next_serve_removes_sandbox_cgroups_a_killed_one_left():
         parents = [f"/sys/fs/cgroup/{c}/kago" for c in ("cpuacct", "memory", "freezer", "devices")]
     made = []
     for d in [p for p in parents if os.path.isdir(p)]:
-        p = os.path.join(d, f"warm-{tag}-1-7")
+        p = os.path.join(d, f"warm@{tag}-1-7")
         os.mkdir(p)
         made.append(p)
     s2 = Server(app("z", ["z.test"], WEB, stop_grace="1s"), extra_args=("--warm", "2"), root=s.root)
@@ -405,7 +405,7 @@ def test_next_serve_adopts_a_pooled_instance_at_once():
         t0 = time.monotonic()
         s2 = Server(apps, extra_args=("--warm", "2"), root=s.root)
     try:
-        assert pooled and "/warm-" in "/" + cg, (pooled, cg)
+        assert pooled and "/warm@" in "/" + cg, (pooled, cg)
         took = time.monotonic() - t0
         assert took < 5, f"the next serve took {took:.1f} s to listen:\n{s2.stderr()}"
         assert f"adopted the ready instance {name}" in s2.stderr(), s2.stderr()
@@ -438,6 +438,24 @@ def test_starts_one_after_another_keep_finding_sandboxes(tmp_path):
         hits = s.metric("kago_warm_starts_total", result="hit")
         misses = s.metric("kago_warm_starts_total", result="miss") or 0
         assert hits + misses == n and misses <= n // 8, (hits, misses)
+    finally:
+        assert s.stop() == 0, s.stderr()
+    assert s.leftovers() == []
+
+
+def test_an_app_named_warm_does_not_meet_a_sandbox_cgroup():
+    """Sandbox cgroups are kago/warm@TAG-PID-ID: an app named "warm" has instances warm-TAG-PID-N, and with
+    the old name (warm-TAG-PID-ID) a start of it that found no sandbox made the cgroup of a sandbox or of an
+    instance that had taken one, and failed with 503 ("in use by running processes"; found by the cluster
+    suite). Here "a" takes the sandbox made at load (id 1), then "warm" starts at once, before a refill."""
+    apps = app("a", ["a.test"], WEB, stop_grace="1s") + app("warm", ["warm.test"], WEB, stop_grace="1s")
+    s = Server(apps, env={"KAGO_SERVE_WARM": ""})
+    try:
+        assert wait_for(lambda: ready(s), 10), "no warm sandbox made at serve's start"
+        assert request(s.port, "a.test")[0] == 200
+        st, _, body = request(s.port, "warm.test")
+        assert st == 200, body
+        assert s.cgroup(s.instances("a")[0]["name"]).startswith("kago/warm@"), s.ps()
     finally:
         assert s.stop() == 0, s.stderr()
     assert s.leftovers() == []
