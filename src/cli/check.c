@@ -1,20 +1,17 @@
 /* kago check Kagofile [--set KEY=VALUE]...: evaluate and validate the file; start nothing. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "../config/kagofile.h"
 #include "cli.h"
+#include "container_int.h"
 
 /* A rootfs directory that is not there (yet): valid, but a start would fail; said, and counted. */
 static int rootfs_warn(const char *kind, const char *name, const struct kago_spec *s)
 {
-    struct stat st;
-    if (s->image || s->layers || !s->rootfs)
-        return 0;
-    int e = stat(s->rootfs, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    /* (a container of an image keeps the default rootfs until the image is resolved) */
+    int e = s->image ? 0 : kago__rootfs_errno(s);
     if (e)
         cli_warnf("%s %s: rootfs %s: %s (a start would fail)", kind, name, s->rootfs, strerror(e));
     return e != 0;

@@ -529,22 +529,28 @@ static int begin_tail(struct kago_create *cr, const struct launch *l, struct kag
     return 0;
 }
 
+int kago__rootfs_errno(const struct kago_spec *spec)
+{
+    struct stat st;
+    if (spec->layers || !spec->rootfs)
+        return 0;
+    return stat(spec->rootfs, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+}
+
 /* The first half, in this process: everything up to a child setting itself up. On failure everything it
  * made is undone. */
 static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
                       const struct kago_spawn_opts *opts, struct kago_error **err)
 {
     struct kago_container *c = cr->c;
-    struct stat st;
     cr->sync_fd = cr->pidfd = cr->pid = -1;
     /* an image is pinned in its store until the state file names it (rm and prune then see it) */
     cleanup_close int pin = spec->layers ? kago__image_pin(spec, c->root, err) : -1;
     if (spec->layers && pin < 0)
         return -1;
-    if (!spec->layers && stat(spec->rootfs, &st) < 0)
-        return kago_error_set(err, errno, "rootfs %s", spec->rootfs);
-    if (!spec->layers && !S_ISDIR(st.st_mode))
-        return kago_error_set(err, ENOTDIR, "rootfs %s", spec->rootfs);
+    int why = kago__rootfs_errno(spec);
+    if (why)
+        return kago_error_set(err, why, "rootfs %s", spec->rootfs);
     kago__trace("rootfs checked");
     if (kago__cgroup_init(&c->cg, NULL, spec->name, spec->cgroup_path, err) < 0)
         return -1;

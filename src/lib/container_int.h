@@ -64,6 +64,9 @@ char *kago__find_command(const struct kago_spec *spec, struct kago_error **err) 
 int kago__ns_clone_flag(enum kago_ns ns) KAGO_INTERNAL;
 /* The namespaces a create of spec clones (kago serve's: its warm sandboxes' key). */
 uint64_t kago__clone_flags(const struct kago_spec *spec) KAGO_INTERNAL;
+/* 0 when spec's rootfs is a directory (or it has none of its own: an image's layers), else why it cannot be
+ * one (an errno: ENOENT, ENOTDIR...). */
+int kago__rootfs_errno(const struct kago_spec *spec) KAGO_INTERNAL;
 _Noreturn void kago__init_loop(pid_t child) KAGO_INTERNAL;
 /* Reads a child's report: 'R' (waiting for start), 'O' (ok), "E<code> <msg>" (sets *err, returns -1), or
  * EOF ('X': the child exec'd). A terminal's master sent ahead of it ("T" with the fd) goes to *fd (-1 when

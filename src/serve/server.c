@@ -18,6 +18,7 @@
 
 #include <kago/checkpoint.h>
 
+#include "container_int.h"
 #include "ident.h"
 #include "kagofile.h"
 #include "serve_int.h"
@@ -83,10 +84,7 @@ static void app_list_free(struct app_list *l)
  * and said at the load, not only at its first start; checked off the loop, with the list. */
 static void rootfs_check(struct app_list *l, const struct kago_app *a)
 {
-    struct stat st;
-    if (!a->spec.rootfs || a->spec.layers)
-        return;
-    int e = stat(a->spec.rootfs, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    int e = kago__rootfs_errno(&a->spec);
     if (e && l->nmissing++ < MISSING_SAID) {
         l->missing[l->nmissing - 1][0] = xstrdup(a->name);
         l->missing[l->nmissing - 1][1] =
