@@ -88,11 +88,6 @@ def test_pooled_start_takes_a_sandbox_and_is_isolated(probe, tmp_path):
         st, _, body = request(s.port, "w1.test")  # a miss: the pool of its namespace set grows to 1
         assert st == 200 and body.startswith(b"hi-"), body
         assert wait_for(lambda: ready(s), 10), "no warm sandbox was made"
-        waiting = set(sandboxes(s))
-        # each waits in a cgroup of its own, which the spawner cloned it into and left again
-        for p in waiting:
-            assert re.search(r"^\d+:[^:]*memory[^:]*:/kago/warm@[0-9a-f]+-[0-9a-f]+-\d+$|^0::/kago/warm@",
-                             open(f"/proc/{p}/cgroup").read(), re.M), open(f"/proc/{p}/cgroup").read()
         # the spawner stays in serve's cgroup (a sandbox it is cloning is serve's child named kago-spawner too
         # for a moment, in its own cgroup, until it names itself kago-warm: not the spawner)
         def spawner_cgroups():
@@ -100,6 +95,13 @@ def test_pooled_start_takes_a_sandbox_and_is_isolated(probe, tmp_path):
                     and os.readlink(f"/proc/{p}/ns/pid") == os.readlink("/proc/self/ns/pid")]
         own = open(f"/proc/{s.proc.pid}/cgroup").read()
         assert wait_for(lambda: spawner_cgroups() == [own], 5), (spawner_cgroups(), own)
+        # the pool settled (no sandbox still being made, each made one answered): the next start takes one of these
+        assert wait_for(lambda: set(ready(s)) == set(sandboxes(s)) and spawner_cgroups() == [own], 5), sandboxes(s)
+        waiting = set(sandboxes(s))
+        # each waits in a cgroup of its own, which the spawner cloned it into and left again
+        for p in waiting:
+            assert re.search(r"^\d+:[^:]*memory[^:]*:/kago/warm@[0-9a-f]+-[0-9a-f]+-\d+$|^0::/kago/warm@",
+                             open(f"/proc/{p}/cgroup").read(), re.M), open(f"/proc/{p}/cgroup").read()
         st, _, body = request(s.port, "other.test")
         assert st == 200, body
         other = instance_pid(s, "other")
