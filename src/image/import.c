@@ -9,6 +9,8 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -23,6 +25,7 @@
 #include "store.h"
 
 #define SMALL_MAX   (16u << 20) /* a JSON document of an image: larger is refused */
+#define KEPT_MAX    (64u << 20) /* all the documents one import keeps in memory (they are KBs) */
 #define BUFFER_SIZE (1u << 20)
 
 /* One file of the source: a layer unpacked (or hashed) as it was read, or a small document in memory. */
@@ -43,8 +46,10 @@ struct import {
     char *tmp; /* tmp/NAME of this import */
     int tmpfd, tmplock;
     const char *dir;     /* oci: the layout directory */
+    int dirfd;           /* ... open (O_PATH): its files are opened beneath it */
     struct blob **blobs; /* each its own allocation: the plan points at some */
     size_t nblobs, ndirs;
+    size_t kept;    /* bytes of the documents in memory */
     uint64_t bytes; /* read so far, for progress */
     unsigned long long last_progress;
     size_t layer_no;
@@ -74,6 +79,8 @@ static struct blob *add_blob(struct import *im, const char *path)
 {
     struct blob *b = find_blob(im, path);
     if (b) { /* a later entry of the same name wins, as tar extraction would have it */
+        if (b->data)
+            im->kept -= b->len;
         free(b->data);
         free(b->dir);
         free(b->path);
@@ -170,7 +177,8 @@ static int unpack_blob(struct import *im, struct blob *b, struct src *s, bool kn
     return 0;
 }
 
-/* Reads an archive entry's (or a file's) remaining data into memory, bounded. */
+/* Reads an archive entry's (or a file's) remaining data into memory: at most SMALL_MAX bytes, and KEPT_MAX
+ * for all the documents of the import (an archive may hold 100,000 entries that are not layers). */
 static int slurp(struct import *im, struct blob *b, struct src *s, struct kago_error **err)
 {
     size_t cap = s->mem_len + 4096;
@@ -180,12 +188,14 @@ static int slurp(struct import *im, struct blob *b, struct src *s, struct kago_e
     b->len = s->mem_len;
     s->mem_off = s->mem_len;
     for (;;) {
-        if (b->len == cap) {
-            if (cap >= SMALL_MAX)
-                return kago_error_set(err, EFBIG, "blob %s: a document larger than %u MiB", b->path,
-                                      SMALL_MAX >> 20);
-            b->data = xrealloc(b->data, cap *= 2);
-        }
+        if (b->len > SMALL_MAX)
+            return kago_error_set(err, EFBIG, "blob %s: a document larger than %u MiB", b->path,
+                                  SMALL_MAX >> 20);
+        if (im->kept + b->len > KEPT_MAX)
+            return kago_error_set(err, 0, "blob %s: more than %u MiB of documents (not layers) in all",
+                                  b->path, KEPT_MAX >> 20);
+        if (b->len == cap) /* one byte beyond SMALL_MAX tells a document too large */
+            b->data = xrealloc(b->data, cap = cap * 2 < SMALL_MAX + 1 ? cap * 2 : SMALL_MAX + 1);
         ssize_t n = src_read(s, b->data + b->len, cap - b->len, err);
         if (n < 0)
             return -1;
@@ -193,9 +203,9 @@ static int slurp(struct import *im, struct blob *b, struct src *s, struct kago_e
             break;
         b->len += (size_t)n;
     }
+    im->kept += b->len;
     b->size = b->len;
     kago__sha256_hex(b->data, b->len, b->digest);
-    (void)im;
     return 0;
 }
 
@@ -274,6 +284,23 @@ out:
     return ret;
 }
 
+/* A file of the oci: layout, opened beneath it (a symlink may lead anywhere inside it, not out) and only if
+ * it is a regular file: a FIFO would block the import, a device would be opened on the host. what names it
+ * in errors ("blob", "layer blob"). Returns the descriptor or -1 with *err set. */
+static int layout_open(struct import *im, const char *path, const char *what, struct kago_error **err)
+{
+    struct stat st;
+    int fd = kago__open_regular(im->dirfd, path, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS, &st);
+    if (fd >= 0)
+        return fd;
+    if (st.st_mode && !S_ISREG(st.st_mode))
+        return kago_error_set(err, 0, "%s %s/%s: %s, not a regular file", what, im->dir, path,
+                              kago__file_kind(st.st_mode));
+    if (errno == EXDEV)
+        return kago_error_set(err, 0, "%s %s/%s: leads outside the layout", what, im->dir, path);
+    return kago_error_set(err, errno, "%s %s/%s", what, im->dir, path);
+}
+
 /* A document of the source by path: from memory (archives) or from the layout directory (oci:). */
 static struct blob *document(struct import *im, const char *path, struct kago_error **err)
 {
@@ -285,9 +312,9 @@ static struct blob *document(struct import *im, const char *path, struct kago_er
                               b ? "blob %s: not a JSON document" : "blob %s: missing from the archive", path),
                NULL;
     cleanup_free char *full = xasprintf("%s/%s", im->dir, path);
-    cleanup_close int fd = open(full, O_RDONLY | O_CLOEXEC);
+    cleanup_close int fd = layout_open(im, path, "blob", err);
     if (fd < 0)
-        return kago_error_set(err, errno, "blob %s", full), NULL;
+        return NULL;
     b = add_blob(im, path);
     struct src s = {.im = im, .fd = fd, .what = full};
     return slurp(im, b, &s, err) < 0 ? NULL : b;
@@ -461,30 +488,97 @@ static int layer_from_dir(struct import *im, const struct plan *p, size_t i, int
     if (have_layer(im, p->cfg.diff_ids[i]))
         return 0; /* another import put it there meanwhile */
     cleanup_free char *full = xasprintf("%s/%s", im->dir, p->paths[i]);
-    cleanup_close int fd = open(full, O_RDONLY | O_CLOEXEC);
+    cleanup_close int fd = layout_open(im, p->paths[i], "layer blob", err);
     if (fd < 0)
-        return kago_error_set(err, errno, "layer blob %s", full);
+        return -1;
     *out = add_blob(im, p->paths[i]);
     struct src s = {.im = im, .fd = fd, .what = full};
     return unpack_blob(im, *out, &s, false, err);
 }
 
-/* Each layer of the plan unpacked (or in the store already) and checked against the manifest and config. */
-/* A layer blob read against what the manifest and the config say of it. */
-static int check_layer(const struct blob *b, const struct plan *p, size_t i, struct kago_error **err)
+static char *layer_name(const struct plan *p, size_t i)
 {
-    cleanup_free char *name = p->digests[i] ? xasprintf("sha256:%.12s", p->digests[i]) : xstrdup(p->paths[i]);
+    return p->digests[i] ? xasprintf("sha256:%.12s", p->digests[i]) : xstrdup(p->paths[i]);
+}
+
+/* A layer blob read against what the manifest says of it. */
+static int check_layer_blob(const struct blob *b, const struct plan *p, size_t i, struct kago_error **err)
+{
+    cleanup_free char *name = layer_name(p, i);
     if (p->digests[i] && strcmp(b->digest, p->digests[i]))
         return kago_error_set(err, 0, "layer blob %s: digest mismatch (its content hashes to sha256:%.12s)",
                               name, b->digest);
     if (p->sizes[i] >= 0 && (int64_t)b->size != p->sizes[i])
         return kago_error_set(err, 0, "layer blob %s: size %llu, the manifest says %lld", name,
                               (unsigned long long)b->size, (long long)p->sizes[i]);
+    return 0;
+}
+
+/* A layer blob read against what the manifest and the config say of it. */
+static int check_layer(const struct blob *b, const struct plan *p, size_t i, struct kago_error **err)
+{
+    cleanup_free char *name = layer_name(p, i);
+    if (check_layer_blob(b, p, i, err) < 0)
+        return -1;
     if (strcmp(b->diff_id, p->cfg.diff_ids[i]))
         return kago_error_set(
             err, 0, "layer blob %s: uncompressed digest sha256:%.12s, the config's diff_id is sha256:%.12s",
             name, b->diff_id, p->cfg.diff_ids[i]);
     return 0;
+}
+
+/* The sha256 and size of what fd reads, into b. Returns 0 or -1 with *err set. */
+static int hash_file(struct import *im, struct blob *b, int fd, const char *what, struct kago_error **err)
+{
+    struct src s = {.im = im, .fd = fd, .what = what};
+    cleanup_free unsigned char *buf = xmalloc(BUFFER_SIZE);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char d[32];
+    ssize_t n = -1;
+    if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+        EVP_MD_CTX_free(md);
+        return kago_error_set(err, 0, "sha256: OpenSSL failed to initialise");
+    }
+    b->size = 0;
+    while ((n = src_read(&s, buf, BUFFER_SIZE, err)) > 0) {
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        b->size += (uint64_t)n;
+    }
+    bool ok = n == 0 && EVP_DigestFinal_ex(md, d, NULL);
+    EVP_MD_CTX_free(md);
+    if (n < 0)
+        return -1;
+    if (!ok)
+        return kago_error_set(err, 0, "sha256: OpenSSL failed");
+    kago__hex(d, b->digest);
+    return 0;
+}
+
+/* oci: a layer the store has already. The store is shared: knowing a layer's diff_id must not be enough
+ * to get it, so the layout must hold the blob the manifest names. The blob is hashed; one the store has
+ * unpacked to this diff_id before (digests/HEX) is proven so, any other is decompressed and hashed
+ * (nothing written) and must unpack to it. Returns 0 or -1 with *err set. */
+static int prove_layer(struct import *im, const struct plan *p, size_t i, struct kago_error **err)
+{
+    cleanup_close int fd = layout_open(im, p->paths[i], "layer blob", err);
+    if (fd < 0)
+        return -1;
+    struct blob *b = add_blob(im, p->paths[i]);
+    cleanup_free char *full = xasprintf("%s/%s", im->dir, p->paths[i]);
+    if (hash_file(im, b, fd, full, err) < 0)
+        return -1;
+    char known[65];
+    if (p->digests[i] && !strcmp(b->digest, p->digests[i]) && known_layer(im, p->paths[i], known) &&
+        !strcmp(known, p->cfg.diff_ids[i])) {
+        memcpy(b->diff_id, known, sizeof known);
+        return check_layer(b, p, i, err);
+    }
+    if (check_layer_blob(b, p, i, err) < 0)
+        return -1;
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return kago_error_set(err, errno, "layer blob %s: seek", full);
+    struct src s = {.im = im, .fd = fd, .what = full};
+    return unpack_blob(im, b, &s, true, err) < 0 ? -1 : check_layer(b, p, i, err);
 }
 
 /* Each layer of the plan unpacked (or in the store already) and checked against the manifest and config. */
@@ -497,12 +591,13 @@ static int get_layers(struct import *im, const struct plan *p, int *locks, struc
                                   mt);
         struct blob *b = find_blob(im, p->paths[i]);
         if (!b && im->dir) {
-            if (have_layer(im, diff))
-                continue; /* the store has it: nothing to read */
-            if (layer_from_dir(im, p, i, &locks[i], &b, err) < 0)
+            if (!have_layer(im, diff) && layer_from_dir(im, p, i, &locks[i], &b, err) < 0)
                 return -1;
-            if (!b)
+            if (!b) { /* the store has it: the layout must have its blob all the same */
+                if (prove_layer(im, p, i, err) < 0)
+                    return -1;
                 continue;
+            }
         }
         if (!b)
             return kago_error_set(err, 0, "layer blob %s: missing from the archive", p->paths[i]);
@@ -707,6 +802,8 @@ static void import_free(struct import *im, int *locks, size_t nlocks)
         close(im->tmpfd);
     if (im->tmplock >= 0)
         close(im->tmplock);
+    if (im->dirfd >= 0)
+        close(im->dirfd);
     kago__store_close(&im->st);
 }
 
@@ -715,6 +812,9 @@ static int import_source(struct import *im, enum transport t, const char *path, 
 {
     if (t == T_OCI) {
         im->dir = path;
+        im->dirfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (im->dirfd < 0)
+            return kago_error_set(err, errno, "%s", path);
         return plan_oci(im, tag, p, err);
     }
     cleanup_close int fd = open_input(path, im->o, err);
@@ -736,6 +836,7 @@ int kago_image_import(const char *store, const char *source, const struct kago_i
     struct import im = {.o = opts,
                         .tmpfd = -1,
                         .tmplock = -1,
+                        .dirfd = -1,
                         .lim = {.max_bytes = opts->max_layer_bytes, .max_entries = opts->max_entries}};
     struct plan p = {0};
     int *locks = NULL;

@@ -27,6 +27,7 @@
 #include <openssl/evp.h>
 
 #include "layer.h"
+#include "smap.h"
 #include "util.h"
 
 /* Between the caller and the decompressor, and between the decompressor and the tar reader: large, so
@@ -41,11 +42,13 @@
 #define WH_PREFIX ".wh."
 #define WH_META   ".wh..wh."
 #define WH_OPAQUE ".wh..wh..opq"
+/* What the directory records may take: one per directory, whatever the number of its entries. */
+#define DIR_TIMES_MAX (256u << 20)
 
 enum kind { K_SKIP, K_DIR, K_REG, K_SYMLINK, K_HARDLINK, K_NODE, K_WHITEOUT, K_OPAQUE };
 
 struct dir_time {
-    size_t off; /* of the path in unpack.dpaths */
+    char *path;
     struct timespec ts[2];
 };
 
@@ -82,11 +85,12 @@ struct unpack {
     int pcache_fd;
     bool pcache_stale;
 
-    /* Directory times are set at the end: creating entries inside a directory changes its mtime. */
-    char *dpaths;
-    size_t dpaths_len, dpaths_cap;
+    /* Directory times are set at the end: creating entries inside a directory changes its mtime. One record
+     * per directory, found by its path (dir_index: path -> index in dirs), whatever the number of its
+     * entries: a later entry's times replace an earlier one's. */
     struct dir_time *dirs;
-    size_t ndirs, dirs_cap;
+    size_t ndirs, dirs_cap, dirs_mem;
+    struct smap dir_index;
 };
 
 void kago__hex(const unsigned char d[32], char out[65])
@@ -213,6 +217,13 @@ static void raw_err(struct unpack *u)
         kago_error_set(&u->cb_err, 0, "%s layer: %s", u->blob_eof ? "truncated" : "corrupt compressed", msg);
 }
 
+static int size_limit_err(struct unpack *u, struct kago_error **err)
+{
+    char lim[32];
+    size_text(u->max_bytes, lim, sizeof(lim));
+    return kago_error_set(err, 0, "layer exceeds %s uncompressed (limit)", lim);
+}
+
 /* ---- the two stages ---- */
 
 /* The next bytes of the blob, hashed, in u->inbuf. Returns their count, 0 at the end, -1 with u->cb_err. */
@@ -262,12 +273,8 @@ static ssize_t pull_tar(struct unpack *u)
     }
     if (n == 0)
         u->tar_eof = true;
-    if ((uint64_t)n > u->max_bytes - u->res->tar_size) {
-        char lim[32];
-        size_text(u->max_bytes, lim, sizeof(lim));
-        kago_error_set(&u->cb_err, 0, "layer exceeds %s uncompressed (limit)", lim);
-        return -1;
-    }
+    if ((uint64_t)n > u->max_bytes - u->res->tar_size)
+        return size_limit_err(u, &u->cb_err);
     EVP_DigestUpdate(u->tar_md, u->midbuf, (size_t)n);
     u->res->tar_size += (uint64_t)n;
     return n;
@@ -477,33 +484,43 @@ static int set_owner_times_at(struct unpack *u, int at, const char *name, struct
     return 0;
 }
 
-static void remember_dir_time(struct unpack *u)
+/* A directory listed again (the same path 100,000 times is a small gzip) takes no more memory: its record
+ * gets the later entry's times, as extracting in archive order would leave them. */
+static int remember_dir_time(struct unpack *u, struct kago_error **err)
 {
     struct timespec ts[2];
     entry_times(u->ae, ts);
     if (ts[1].tv_nsec == UTIME_OMIT)
-        return;
-    size_t len = strlen(u->path) + 1;
-    if (u->dpaths_len + len > u->dpaths_cap) {
-        u->dpaths_cap = (u->dpaths_cap + len) * 2;
-        u->dpaths = xrealloc(u->dpaths, u->dpaths_cap);
+        return 0;
+    size_t len = strlen(u->path);
+    struct smap_slot *s = kago__smap_find(&u->dir_index, u->path, len);
+    if (s) {
+        memcpy(u->dirs[(uintptr_t)s->value].ts, ts, sizeof(ts));
+        return 0;
+    }
+    u->dirs_mem += len + 1 + sizeof(*u->dirs) + 2 * sizeof(struct smap_slot);
+    if (u->dirs_mem > DIR_TIMES_MAX) {
+        char lim[32];
+        size_text(DIR_TIMES_MAX, lim, sizeof(lim));
+        return kago_error_set(err, 0, "entry %s: the layer's directories take more than %s of paths (limit)",
+                              u->shown, lim);
     }
     if (u->ndirs == u->dirs_cap) {
         u->dirs_cap = u->dirs_cap ? u->dirs_cap * 2 : 64;
         u->dirs = xrealloc(u->dirs, u->dirs_cap * sizeof(*u->dirs));
     }
-    memcpy(u->dpaths + u->dpaths_len, u->path, len);
-    u->dirs[u->ndirs++] = (struct dir_time){u->dpaths_len, {ts[0], ts[1]}};
-    u->dpaths_len += len;
+    struct dir_time *d = &u->dirs[u->ndirs];
+    *d = (struct dir_time){xstrdup(u->path), {ts[0], ts[1]}};
+    kago__smap_add(&u->dir_index, d->path, len, (void *)(uintptr_t)u->ndirs++);
+    return 0;
 }
 
-/* In archive order, so a directory listed twice gets its last entry's times. One that a later entry
- * replaced (or removed) is skipped. */
+/* Each directory's last times. One that a later entry replaced (or removed) is skipped. */
 static int set_dir_times(struct unpack *u, struct kago_error **err)
 {
     char parent[PATH_MAX];
     for (size_t i = 0; i < u->ndirs; i++) {
-        const char *path = u->dpaths + u->dirs[i].off, *slash = strrchr(path, '/');
+        const char *path = u->dirs[i].path, *slash = strrchr(path, '/');
         const char *base = slash ? slash + 1 : *path ? path : ".";
         cleanup_close int pfd = -1;
         if (slash) {
@@ -523,6 +540,19 @@ static int set_dir_times(struct unpack *u, struct kago_error **err)
 
 /* ---- entries ---- */
 
+/* A regular file counts its whole size against the uncompressed-size limit and in the layer's size, before
+ * any of it is written: a sparse file's data in the tar can be a few bytes of a file of terabytes. */
+static int charge_file(struct unpack *u, struct kago_error **err)
+{
+    la_int64_t size = archive_entry_size(u->ae);
+    if (size <= 0)
+        return 0;
+    if ((uint64_t)size > u->max_bytes - u->res->file_bytes)
+        return size_limit_err(u, err);
+    u->res->file_bytes += (uint64_t)size;
+    return 0;
+}
+
 /* Regular file data, holes of sparse files kept as holes. */
 static int write_data(struct unpack *u, int fd, struct kago_error **err)
 {
@@ -530,6 +560,8 @@ static int write_data(struct unpack *u, int fd, struct kago_error **err)
     size_t size;
     la_int64_t off;
     uint64_t pos = 0;
+    if (charge_file(u, err) < 0)
+        return -1;
     for (;;) {
         int r = archive_read_data_block(u->tar, &buf, &size, &off);
         if (r == ARCHIVE_EOF)
@@ -548,7 +580,6 @@ static int write_data(struct unpack *u, int fd, struct kago_error **err)
             p += n;
             size -= (size_t)n;
             pos += (uint64_t)n;
-            u->res->file_bytes += (uint64_t)n;
         }
     }
     la_int64_t end = archive_entry_size(u->ae);
@@ -593,8 +624,7 @@ static int make_dir(struct unpack *u, int at, struct kago_error **err)
         return entry_err(u, err, errno, "open");
     if (set_owner_mode(u, fd, err) < 0 || set_xattrs(u, fd, err) < 0)
         return -1;
-    remember_dir_time(u);
-    return 0;
+    return remember_dir_time(u, err);
 }
 
 static int mk_symlink(struct unpack *u, int at, const char *name)
@@ -803,8 +833,8 @@ static int unpack_entries(struct unpack *u, struct kago_error **err)
             return -1;
         if (u->dirfd >= 0 && apply(u, kind, err) < 0)
             return -1;
-        if (u->dirfd < 0 && kind == K_REG && archive_entry_size(u->ae) > 0)
-            u->res->file_bytes += (uint64_t)archive_entry_size(u->ae);
+        if (u->dirfd < 0 && kind == K_REG && charge_file(u, err) < 0)
+            return -1;
     }
 }
 
@@ -818,8 +848,10 @@ static void unpack_free(struct unpack *u)
     free(u->midbuf);
     if (u->pcache_fd >= 0)
         close(u->pcache_fd);
-    free(u->dpaths);
+    for (size_t i = 0; i < u->ndirs; i++)
+        free(u->dirs[i].path);
     free(u->dirs);
+    kago__smap_fini(&u->dir_index);
     kago_error_free(u->cb_err);
     free(u);
 }

@@ -15,7 +15,7 @@
 
 /* Bounds on one layer; 0 in a field means the default below. */
 struct kago__layer_limits {
-    uint64_t max_bytes;   /* uncompressed tar bytes; default 64 GiB */
+    uint64_t max_bytes;   /* uncompressed tar bytes, and the sum of its files' sizes; default 64 GiB */
     uint64_t max_entries; /* tar entries; default 4,000,000 */
 };
 #define KAGO_LAYER_MAX_BYTES   (64ULL << 30)
@@ -31,7 +31,7 @@ struct kago__layer_result {
     uint64_t blob_size;        /* bytes read */
     uint64_t tar_size;         /* uncompressed tar bytes */
     uint64_t entries;
-    uint64_t file_bytes; /* bytes of regular file data written (the layer's size on disk, roughly) */
+    uint64_t file_bytes; /* its regular files' sizes, a sparse one's whole (the layer's size, roughly) */
 };
 
 /* Reads a whole layer blob through read(ctx) and unpacks it into the directory dirfd (which should be

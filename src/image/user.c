@@ -4,33 +4,36 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "image_int.h"
 
 /* The file at path in the topmost layer that has it (a whiteout hides it in the layers below). NULL if
- * none has it. */
-static FILE *open_in_layers(const char *const *layers, const char *path)
+ * none has it, or if the one that has it cannot be read: why then says so ("is a FIFO, not a regular
+ * file"), else it is "". A file that is not a regular file is never opened (a FIFO would block the read, a
+ * device's open acts on the host's device). */
+static FILE *open_in_layers(const char *const *layers, const char *path, char why[80])
 {
+    *why = '\0';
     for (size_t i = 0; layers[i]; i++) {
         cleanup_close int root = open(layers[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (root < 0)
             continue;
-        struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW,
-                               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV};
-        int fd = (int)syscall(SYS_openat2, root, path, &how, sizeof how);
+        struct stat st;
+        int fd = kago__open_regular(root, path, O_NOFOLLOW,
+                                    RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV, &st);
         if (fd >= 0) {
-            struct stat st;
-            if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-                return fdopen(fd, "r");
-            close(fd);
-            return NULL;
+            FILE *f = fdopen(fd, "r");
+            if (!f)
+                close(fd);
+            return f;
         }
-        struct stat st; /* a whiteout: a 0/0 character device */
-        if (fstatat(root, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == 0)
+        if (S_ISCHR(st.st_mode) && st.st_rdev == 0) /* a whiteout: a 0/0 character device */
             return NULL;
+        if (S_ISREG(st.st_mode))
+            return snprintf(why, 80, "could not be opened: %s", strerror(errno)), NULL;
+        if (st.st_mode && !S_ISLNK(st.st_mode))
+            return snprintf(why, 80, "is %s, not a regular file", kago__file_kind(st.st_mode)), NULL;
     }
     return NULL;
 }
@@ -75,19 +78,24 @@ int kago__image_user(const char *const *layers, const char *user, uid_t *uid, gi
     if (group)
         *group++ = '\0';
     unsigned long id = 0, g = 0, num = 0;
-    FILE *pw = open_in_layers(layers, "etc/passwd");
+    char why[80];
+    FILE *pw = open_in_layers(layers, "etc/passwd", why);
     bool byid = numeric(u, &num), found = lookup(pw, u, num, byid, &id, &g);
     if (pw)
         fclose(pw);
+    if (!found && !byid && *why)
+        return kago_error_set(err, 0, "user %s: the image's /etc/passwd %s", u, why);
     if (!found && !byid)
         return kago_error_set(err, 0, "user %s: not in the image's /etc/passwd", u);
     if (!found)
         id = num, g = 0;
     if (group && *group) {
-        FILE *gr = open_in_layers(layers, "etc/group");
+        FILE *gr = open_in_layers(layers, "etc/group", why);
         bool gbyid = numeric(group, &num), gfound = lookup(gr, group, num, gbyid, &g, NULL);
         if (gr)
             fclose(gr);
+        if (!gfound && !gbyid && *why)
+            return kago_error_set(err, 0, "group %s: the image's /etc/group %s", group, why);
         if (!gfound && !gbyid)
             return kago_error_set(err, 0, "group %s: not in the image's /etc/group", group);
         if (!gfound)

@@ -2,11 +2,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 #include "util.h"
@@ -151,35 +153,183 @@ void kago__strv_free(char **v)
     free(v);
 }
 
-static int rm_rf_at(int dirfd, const char *name, dev_t dev)
+/* One directory of rm_rf_at's walk: its name in its parent, its identity (to check that ".." leads back to
+ * it), and the names of its subdirectories still to remove. */
+struct rm_level {
+    char *name;
+    dev_t dev;
+    ino_t ino;
+    char **subdirs;
+    size_t nsub, cap;
+};
+
+/* Unlinks what d holds that is not a directory and lists its subdirectories into lv. Returns 0, or -1 when
+ * something could not be removed (a mount point is never entered). */
+static int rm_list(DIR *d, dev_t dev, struct rm_level *lv)
 {
-    struct stat st;
-    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return errno == ENOENT ? 0 : -1;
-    if (!S_ISDIR(st.st_mode))
-        return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -1 : 0;
-    if (st.st_dev != dev) /* a mount point: never descend into someone else's filesystem */
-        return -1;
-    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -1;
-    }
     int ret = 0;
     struct dirent *de;
-    while ((de = readdir(d))) {
+    struct stat st;
+    while ((errno = 0, de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        if (rm_rf_at(fd, de->d_name, dev) < 0)
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno != ENOENT)
+                ret = -1;
+        } else if (!S_ISDIR(st.st_mode)) {
+            if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
+                ret = -1;
+        } else if (st.st_dev != dev) { /* a mount point: never descend into someone else's filesystem */
             ret = -1;
+        } else {
+            if (lv->nsub == lv->cap)
+                lv->subdirs = xrealloc(lv->subdirs, (lv->cap = lv->cap ? lv->cap * 2 : 8) * sizeof(char *));
+            lv->subdirs[lv->nsub++] = xstrdup(de->d_name);
+        }
+    }
+    return errno ? -1 : ret;
+}
+
+/* Opens the directory name below at as a new level of the walk (taking ownership of name). NULL if it
+ * cannot be opened or is not on dev. */
+static DIR *rm_enter(int at, char *name, dev_t dev, struct rm_level **levels, size_t *n, size_t *cap)
+{
+    struct stat st;
+    int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int e = fd < 0 || fstat(fd, &st) < 0 ? errno : st.st_dev != dev ? EXDEV : 0;
+    DIR *d = e ? NULL : fdopendir(fd);
+    if (!d) {
+        e = e ? e : errno;
+        if (fd >= 0)
+            close(fd);
+        free(name);
+        errno = e;
+        return NULL;
+    }
+    if (*n == *cap)
+        *levels = xrealloc(*levels, (*cap = *cap ? *cap * 2 : 16) * sizeof(**levels));
+    (*levels)[(*n)++] = (struct rm_level){.name = name, .dev = st.st_dev, .ino = st.st_ino};
+    return d;
+}
+
+/* Goes up from d to the level below the last, checking that ".." is that directory (the tree was not moved
+ * meanwhile), and removes the emptied directory. NULL if ".." is not where the walk came from. */
+static DIR *rm_leave(DIR *d, struct rm_level *levels, size_t *n, int *ret)
+{
+    struct rm_level *lv = &levels[*n - 1], *up = &levels[*n - 2];
+    struct stat st;
+    int fd = openat(dirfd(d), "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *pd =
+        fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == up->dev && st.st_ino == up->ino ? fdopendir(fd) : NULL;
+    if (!pd) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
     }
     closedir(d);
-    if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+    if (unlinkat(dirfd(pd), lv->name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+        *ret = -1;
+    free(lv->name);
+    free(lv->subdirs);
+    (*n)--;
+    return pd;
+}
+
+/* rm -rf of name below at with a bounded number of descriptors whatever the depth: the walk holds the
+ * directory it empties, remembers the names on the way down, and goes up through "..". Returns 0, or -1
+ * when something could not be removed (what could be is removed all the same). */
+static int rm_rf_at(int at, const char *name, dev_t dev)
+{
+    struct stat st;
+    if (fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : -1;
+    if (!S_ISDIR(st.st_mode))
+        return unlinkat(at, name, 0) < 0 && errno != ENOENT ? -1 : 0;
+    if (st.st_dev != dev) /* a mount point: never descend into someone else's filesystem */
+        return -1;
+    struct rm_level *levels = NULL;
+    size_t n = 0, cap = 0;
+    DIR *d = rm_enter(at, xstrdup(name), dev, &levels, &n, &cap);
+    if (!d)
+        return -1;
+    int ret = rm_list(d, dev, &levels[0]);
+    bool lost = false;
+    while (!lost) {
+        struct rm_level *lv = &levels[n - 1];
+        if (lv->nsub > 0) {
+            DIR *cd = rm_enter(dirfd(d), lv->subdirs[--lv->nsub], dev, &levels, &n, &cap);
+            if (!cd) {
+                if (errno != ENOENT)
+                    ret = -1;
+                continue;
+            }
+            closedir(d);
+            d = cd;
+            if (rm_list(d, dev, &levels[n - 1]) < 0)
+                ret = -1;
+        } else if (n > 1) {
+            DIR *pd = rm_leave(d, levels, &n, &ret);
+            if (pd)
+                d = pd;
+            else
+                lost = true;
+        } else {
+            break;
+        }
+    }
+    closedir(d);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < levels[i].nsub; j++)
+            free(levels[i].subdirs[j]);
+        free(levels[i].subdirs);
+        free(levels[i].name);
+    }
+    free(levels);
+    if (lost)
+        return -1;
+    if (unlinkat(at, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
         ret = -1;
     return ret;
+}
+
+int kago__open_regular(int dirfd, const char *path, int flags, uint64_t resolve, struct stat *st)
+{
+    struct open_how how = {.flags = (uint64_t)(O_PATH | O_CLOEXEC | flags), .resolve = resolve};
+    *st = (struct stat){0};
+    cleanup_close int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, st) < 0) {
+        *st = (struct stat){0};
+        return -1;
+    }
+    if (!S_ISREG(st->st_mode))
+        return errno = EINVAL, -1;
+    char proc[40]; /* the same inode again, for reading: no other path can have been swapped in */
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    return open(proc, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+}
+
+const char *kago__file_kind(mode_t mode)
+{
+    switch (mode & S_IFMT) {
+    case S_IFREG:
+        return "a regular file";
+    case S_IFDIR:
+        return "a directory";
+    case S_IFLNK:
+        return "a symlink";
+    case S_IFIFO:
+        return "a FIFO";
+    case S_IFCHR:
+        return "a character device";
+    case S_IFBLK:
+        return "a block device";
+    case S_IFSOCK:
+        return "a socket";
+    default:
+        return "not a file";
+    }
 }
 
 int kago__rm_rf(const char *path)

@@ -6,9 +6,11 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <kago/error.h>
@@ -78,7 +80,17 @@ const char *kago__rlimit_name(int resource) KAGO_INTERNAL;
 void kago__strv_free(char **v) KAGO_INTERNAL;
 /* mkdir -p with mode. */
 int kago__mkdir_p(const char *path, mode_t mode, struct kago_error **err) KAGO_INTERNAL;
-/* rm -rf of a directory tree that kago made (does not cross mounts). */
+/* Opens path below dirfd for reading (openat2 with O_PATH | flags and resolve), only if it is a regular
+ * file: it is checked through an O_PATH descriptor, then reopened through /proc/self/fd, so a FIFO (whose
+ * open or read would block) or a device (whose open acts on the host's device) is never opened. Returns the
+ * descriptor (the caller closes it), or -1 with errno set; *st is the file's stat when it could be taken
+ * (st_mode 0 otherwise): a file that is not a regular file gives -1, EINVAL and its st_mode. */
+int kago__open_regular(int dirfd, const char *path, int flags, uint64_t resolve,
+                       struct stat *st) KAGO_INTERNAL;
+/* "a FIFO", "a directory", "a character device"...: what a file of mode is, for messages. */
+const char *kago__file_kind(mode_t mode) KAGO_INTERNAL;
+/* rm -rf of a directory tree that kago made (does not cross mounts), with a bounded number of descriptors
+ * whatever its depth. Returns 0, or -1 when something could not be removed. */
 int kago__rm_rf(const char *path) KAGO_INTERNAL;
 /* fork() with a close-on-exec unix socket (SOCK_SEQPACKET: one report a message, and a descriptor may
  * come along) for the child to report on: returns 0 in the child (*fd = its end), the pid in the parent

@@ -62,14 +62,16 @@ def sha256_file(path):
 
 # --- tar layers by hand --------------------------------------------------------------------------------
 
-def entry(name, data=b"", kind="file", mode=None, uid=0, gid=0, link="", pax=None):
-    """One tar entry: (TarInfo, data). kind: file, dir, symlink, hardlink."""
+def entry(name, data=b"", kind="file", mode=None, uid=0, gid=0, link="", pax=None, dev=(0, 0), mtime=1700000000):
+    """One tar entry: (TarInfo, data). kind: file, dir, symlink, hardlink, fifo, chardev (dev: its major and
+    minor)."""
     ti = tarfile.TarInfo(name)
     ti.type = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
-               "hardlink": tarfile.LNKTYPE}[kind]
+               "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE, "chardev": tarfile.CHRTYPE}[kind]
+    ti.devmajor, ti.devminor = dev
     ti.mode = mode if mode is not None else (0o755 if kind == "dir" else 0o777 if kind == "symlink" else 0o644)
     ti.uid, ti.gid = uid, gid
-    ti.mtime = 1700000000
+    ti.mtime = mtime
     ti.linkname = link
     if pax:
         ti.pax_headers = dict(pax)
@@ -87,6 +89,43 @@ def tar_bytes(entries):
         for ti, data in entries:
             t.addfile(ti, io.BytesIO(data) if ti.type == tarfile.REGTYPE else None)
     return b.getvalue()
+
+
+def sparse_entry(name, realsize, chunks):
+    """A sparse file as GNU tar writes it in PAX format 1.0 (tarfile reads those but does not write them):
+    the data holds the map (how many chunks, then each one's offset and length, in decimal lines, padded to a
+    block), then the chunks; the PAX records give the real name and size. chunks: [(offset, bytes)]."""
+    m = f"{len(chunks)}\n" + "".join(f"{off}\n{len(d)}\n" for off, d in chunks)
+    m = m.encode() + b"\0" * (-len(m) % 512)
+    return entry(f"GNUSparseFile.0/{name}", m + b"".join(d for _, d in chunks),
+                 pax={"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": name,
+                      "GNU.sparse.realsize": str(realsize)})
+
+
+class _HashingWriter:
+    """A file-like sink that hashes what it is given and passes it on (to a gzip file)."""
+
+    def __init__(self, out):
+        self.out, self.h = out, hashlib.sha256()
+
+    def write(self, b):
+        self.h.update(b)
+        return self.out.write(b)
+
+
+def add_streamed_layer(L, entries, level=1):
+    """A gzip layer of entries (an iterable of (TarInfo, data), never all in memory: for layers of hundreds of
+    MB) written straight into layout L. Returns (descriptor, diff_id)."""
+    tmp = os.path.join(L.path, "layer.tmp")
+    with open(tmp, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", compresslevel=level, mtime=0) as gz:
+        w = _HashingWriter(gz)
+        with tarfile.open(fileobj=w, mode="w|", format=tarfile.PAX_FORMAT) as t:
+            for ti, data in entries:
+                t.addfile(ti, io.BytesIO(data) if ti.type == tarfile.REGTYPE else None)
+    d = sha256_file(tmp)
+    os.rename(tmp, L.blob(d))
+    return {"mediaType": MT_LAYER_GZ, "digest": "sha256:" + d, "size": os.path.getsize(L.blob(d))}, \
+        "sha256:" + w.h.hexdigest()
 
 
 def compress(data, how):

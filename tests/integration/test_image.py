@@ -3,11 +3,14 @@ kago serve apps from images (docs/images.md). Needs root, umoci and skopeo (test
 per session from the busybox rootfs, see image_util.py). Every test has its own store (--images) and
 state dir (--root) in its tmp_path: nothing touches /var/lib/kago/images."""
 import glob
+import itertools
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -57,9 +60,9 @@ class K:
     def argv(self, *args):
         return [KAGO, "--images", self.store, "--root", self.root, *map(str, args)]
 
-    def __call__(self, *args, check=False, timeout=120, input=None, stdin=None):
+    def __call__(self, *args, check=False, timeout=120, input=None, stdin=None, preexec_fn=None):
         r = subprocess.run(self.argv(*args), capture_output=True, timeout=timeout, input=input, stdin=stdin,
-                           text=stdin is None)
+                           text=stdin is None, preexec_fn=preexec_fn)
         if stdin is not None:
             r.stdout, r.stderr = r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
         if check and r.returncode != 0:
@@ -666,6 +669,225 @@ def test_import_limits(k, imgs, tmp_path, limit):
     assert hexof(lb["digest"])[:12] in line, line
     k.unchanged(before)
     k.imp(f"oci:{L.path}:t", "--name", "bomb:1")  # without the limit it is a fine image
+
+
+# --- hostile sources: what a tenant of a shared store could send -------------------------------------------
+
+def fd_limit(n):
+    """A preexec_fn: the soft RLIMIT_NOFILE lowered to n."""
+    def lower():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    return lower
+
+
+# Runs the command it is given and prints its peak RSS (KB) last on stderr. A small process of its own: the
+# peak RSS of a child forked from pytest itself counts pytest's memory up to the exec.
+PEAK_RSS = """import resource, subprocess, sys
+r = subprocess.run(sys.argv[2:], stdout=subprocess.DEVNULL, timeout=float(sys.argv[1]))
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+sys.exit(r.returncode)
+"""
+
+
+def measured(argv, timeout=120):
+    """Runs argv: (exit status, stderr, its peak RSS in MB)."""
+    r = subprocess.run([sys.executable, "-c", PEAK_RSS, str(timeout), *argv], capture_output=True, text=True,
+                       timeout=timeout + 10)
+    err, _, rss = r.stderr.rstrip("\n").rpartition("\n")
+    return r.returncode, err, int(rss) / 1024
+
+
+def test_deep_layer_is_removed_under_a_low_fd_limit(k, tmp_path):
+    """A tree 600 levels deep, with 256 descriptors: a failed import removes its part of it from tmp/, and rm
+    and prune remove an imported one (each level an open descriptor would leave it there for ever)."""
+    deep = "/".join(["dd"] * 600)
+    low = fd_limit(256)
+    tmpd = os.path.join(k.store, "tmp")
+    bad = iu.small_layout(tmp_path / "bad", tar_bytes([entry(f"{deep}/f", "x\n"), entry("../evil", "x")]))
+    line = one_line(k("image", "import", f"oci:{bad.path}:t", preexec_fn=low))
+    assert "../evil" in line, line
+    assert os.listdir(tmpd) == [], f"the failed import left {os.listdir(tmpd)}"
+    good = iu.small_layout(tmp_path / "good", tar_bytes([entry(f"{deep}/f", "x\n")]))
+    k("image", "import", "--name", "deep:1", f"oci:{good.path}:t", check=True, preexec_fn=low)
+    [layer] = k.layers()
+    assert os.path.isfile(os.path.join(k.store, "layers", layer, deep, "f"))
+    k("image", "rm", "deep:1", check=True, preexec_fn=low)
+    k("image", "prune", check=True, preexec_fn=low)
+    assert k.layers() == [] and k.list() == []
+    assert os.listdir(tmpd) == [], f"rm and prune left {os.listdir(tmpd)}"
+
+
+@pytest.mark.parametrize("case", ["passwd-fifo", "passwd-chardev", "group-fifo", "uid-fifo"])
+def test_image_user_files_that_are_not_regular(k, tmp_path, case):
+    """The image's /etc/passwd (or /etc/group) a FIFO or a device: never opened (a FIFO hung kago create; a
+    device would be opened on the host). It counts as missing: a name is not found, and the message says
+    why; a numeric User needs no passwd."""
+    kind, user, bad = {"passwd-fifo": ("fifo", "app", "passwd"), "passwd-chardev": ("chardev", "app", "passwd"),
+                       "group-fifo": ("fifo", "app:appgrp", "group"), "uid-fifo": ("fifo", "1234", "passwd")}[case]
+    files = {"passwd": entry("etc/passwd", f"root:x:0:0::/:/bin/sh\n{APP_USER}:x:{APP_UID}:{APP_GID}::/:/bin/sh\n"),
+             "group": entry("etc/group", f"root:x:0:\n{APP_GROUP}:x:{APP_GID}:\n")}
+    files[bad] = entry(f"etc/{bad}", kind=kind, dev=(1, 3))  # 1:3: /dev/null, harmless if it were opened
+    sh = [entry("bin/", kind="dir"), entry("bin/sh", "#!/bin/sh\n", mode=0o755)]  # what create looks for
+    L = iu.small_layout(tmp_path / "img", tar_bytes([*sh, entry("etc/", kind="dir"), *files.values()]),
+                        config={"Env": [iu.PATH_ENV], "Cmd": ["/bin/sh"], "User": user})
+    k.imp(f"oci:{L.path}:t", "--name", "u:1")
+    name = f"imguser-{os.getpid()}"
+    k.names.add(name)
+    r = k("create", "--name", name, "--image", "u:1", timeout=20)
+    if case == "uid-fifo":
+        assert r.returncode == 0, r.stderr
+        return
+    line = one_line(r)
+    what = "a FIFO" if kind == "fifo" else "a character device"
+    assert f"/etc/{bad} is {what}, not a regular file" in line, line
+    assert k("state", name).returncode != 0, "no container is left"
+
+
+def test_sparse_files_count_their_full_size(k, imgs, tmp_path):
+    """A sparse file counts as big as it claims against --max-layer-size and in the sizes reported: the tar
+    of 2000 one-byte chunks 64 KiB apart is a few KB for 125 MiB of file; one chunk can claim 10 TiB."""
+    k.imp(imgs.ref("other"), "--name", "other:1")
+    before = k.snapshot()
+    chunks = iu.sparse_entry("sparse", 2000 << 16, [(i << 16, b"x") for i in range(2000)])
+    huge = iu.sparse_entry("huge", 10 << 40, [(0, b"x")])
+    for label, e, limit, shown in (("chunks", chunks, "4M", "4 MiB"), ("huge", huge, "1M", "1 MiB"),
+                                   ("huge-default", huge, None, "64 GiB")):
+        L = iu.small_layout(tmp_path / label, tar_bytes([e]))
+        lb = L.layers_of("t")[0][0]
+        assert lb["size"] < 64 * 1024, lb
+        opt = ("--max-layer-size", limit) if limit else ()
+        line = one_line(k("image", "import", *opt, f"oci:{L.path}:t"))
+        assert hexof(lb["digest"])[:12] in line and f"layer exceeds {shown} uncompressed (limit)" in line, line
+        k.unchanged(before)
+    L = iu.small_layout(tmp_path / "sp-ok", tar_bytes([chunks]))
+    out = k.imp(f"oci:{L.path}:t", "--name", "sparse:1")
+    assert out["size"] >= 2000 << 16, f"the sparse file counts {out['size']} bytes"
+    f = os.path.join(k.store, "layers", hexof(L.layers_of("t")[0][1]), "sparse")
+    assert os.path.getsize(f) == 2000 << 16 and os.stat(f).st_blocks * 512 < 64 << 20
+
+
+def test_documents_kept_in_memory_are_bounded(k, tmp_path):
+    """The entries of an archive that are not layers are kept in memory: 16 MiB each at most, and 64 MiB for
+    all of one import (40 files of 16 MiB of zeros are a 650 KB gzip)."""
+    L = iu.small_layout(tmp_path / "img")
+    zeros = b"\0" * (16 << 20)
+
+    def archive(name, junk):
+        path = str(tmp_path / name)
+        with tarfile.open(path, "w:gz", compresslevel=1) as t:
+            for n, data in junk:
+                ti = tarfile.TarInfo(n)
+                ti.size = len(data)
+                t.addfile(ti, iu.io.BytesIO(data))
+            for n in ("oci-layout", "index.json", "blobs"):
+                t.add(os.path.join(L.path, n), n)
+        return path
+
+    many = archive("many.tar.gz", [(f"junk/{i:02d}", zeros) for i in range(40)])
+    assert os.path.getsize(many) < 4 << 20
+    status, err, rss = measured(k.argv("image", "import", f"oci-archive:{many}"))
+    print("stderr:", err.strip(), f"peak RSS {rss:.0f} MB")
+    assert rss < 200, f"the import reached {rss:.0f} MB"
+    assert status == 1 and "junk/04: more than 64 MiB of documents (not layers) in all" in err, err
+    assert os.listdir(os.path.join(k.store, "tmp")) == []
+    # one byte over 16 MiB is refused; 16 MiB is fine
+    over = archive("over.tar.gz", [("junk/over", zeros + b"\0")])
+    line = one_line(k("image", "import", f"oci-archive:{over}"))
+    assert "junk/over: a document larger than 16 MiB" in line, line
+    k.imp(f"oci-archive:{archive('max.tar.gz', [('junk/max', zeros)])}", "--name", "max:1")
+
+
+def test_a_directory_listed_many_times(k, tmp_path):
+    """One 4000-byte directory path listed 50,000 times (a 256 MB tar, a small gzip): its times are kept
+    once, with the last entry's mtime, and the import's memory stays low."""
+    path = "/".join(["d" * 199] * 20)
+    n = 50000
+    L = Layout(tmp_path / "img", create=True)
+    layer = iu.add_streamed_layer(L, itertools.chain(
+        (entry(path + "/", kind="dir", mtime=1500000000 + i) for i in range(n)), [entry(path + "/inside", "x\n")]))
+    L.add_image([layer], ref="t")
+    status, err, rss = measured(k.argv("image", "import", "--name", "dirs:1", f"oci:{L.path}:t"))
+    print("stderr:", err.strip(), f"peak RSS {rss:.0f} MB")
+    assert status == 0, err
+    fd = os.open(os.path.join(k.store, "layers", hexof(layer[1])), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        st = os.stat(path, dir_fd=fd)  # (the whole path is longer than PATH_MAX)
+    finally:
+        os.close(fd)
+    assert st.st_mtime == 1500000000 + n - 1, "the last entry's mtime"
+    assert rss < 120, f"the import reached {rss:.0f} MB"
+
+
+def private_image(k, tmp_path):
+    """Tenant A's image in the shared store: one layer of a secret. Returns (layout, layer tar, diff_id)."""
+    tar = tar_bytes([entry("secret.txt", "tenant A's secret " + os.urandom(8).hex() + "\n")])
+    A = iu.small_layout(tmp_path / "a", tar)
+    k.imp(f"oci:{A.path}:t", "--name", "a:1")
+    return A, tar, A.layers_of("t")[0][1]
+
+
+@pytest.mark.parametrize("case", ["missing-blob", "wrong-blob", "another-layer"])
+def test_a_known_diff_id_is_not_enough(k, tmp_path, case):
+    """oci:DIR, a layer the store has: the layout must hold the blob the manifest names, and it must be that
+    layer. Tenant B, knowing only the diff_id of tenant A's private layer, gets nothing."""
+    A, tar, diff_id = private_image(k, tmp_path)
+    before = k.snapshot()
+    B = Layout(tmp_path / "b", create=True)
+    zero = "0" * 64
+    if case == "another-layer":  # an honest blob of B's own, with A's diff_id in the config
+        desc, _ = B.add_layer(tar_bytes([entry("mine.txt", "B\n")]))
+    else:
+        desc = {"mediaType": iu.MT_LAYER_GZ, "digest": "sha256:" + zero, "size": 1}
+        if case == "wrong-blob":
+            with open(B.blob(zero), "wb") as f:
+                f.write(b"x")
+    B.add_image([(desc, diff_id)], ref="t")
+    line = one_line(k("image", "import", "--name", "stolen:1", f"oci:{B.path}:t"))
+    want = {"missing-blob": f"{zero}: No such file or directory",
+            "wrong-blob": f"layer blob sha256:{zero[:12]}: digest mismatch",
+            "another-layer": f"the config's diff_id is sha256:{hexof(diff_id)[:12]}"}[case]
+    assert want in line, line
+    k.unchanged(before, "the refused import")
+    # A's own image again, and its layer compressed another way: nothing new, and both work
+    out = k.imp(f"oci:{A.path}:t", "--name", "a:2")
+    assert (out["layers"], out["new_layers"]) == (1, 0), out
+    C = Layout(tmp_path / "c", create=True)
+    C.add_image([C.add_layer(tar, "zstd")], ref="t")
+    out = k.imp(f"oci:{C.path}:t", "--name", "c:1")
+    assert (out["layers"], out["new_layers"]) == (1, 0), out
+    assert k.layers() == [hexof(diff_id)]
+
+
+@pytest.mark.parametrize("case", ["fifo-index", "blob-outside", "config-outside", "symlink-inside"])
+def test_layout_files_are_opened_beneath_it(k, imgs, tmp_path, case):
+    """oci:DIR: index.json, manifests, configs and blobs are opened beneath DIR (a symlink may stay inside,
+    not lead out) and only if they are regular files (a FIFO index.json hung the import)."""
+    k.imp(imgs.ref("other"), "--name", "other:1")
+    before = k.snapshot()
+    L = iu.small_layout(tmp_path / "img")
+    man = L.get_json(L.resolve("t"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if case == "fifo-index":
+        os.unlink(L.index_path)
+        os.mkfifo(L.index_path)
+        want = "index.json: a FIFO, not a regular file"
+    else:
+        d = man["config"]["digest"] if case == "config-outside" else man["layers"][0]["digest"]
+        shutil.move(L.blob(d), outside / "blob")
+        if case == "symlink-inside":
+            os.rename(outside / "blob", os.path.join(L.path, "kept-here"))
+            os.symlink("../../kept-here", L.blob(d))
+        else:
+            os.symlink(outside / "blob", L.blob(d))
+        want = f"{hexof(d)}: leads outside the layout"
+    r = k("image", "import", "--name", "x:1", f"oci:{L.path}:t", timeout=20)
+    if case == "symlink-inside":
+        assert r.returncode == 0, r.stderr
+        return
+    line = one_line(r)
+    assert want in line, line
+    k.unchanged(before, "the refused import")
 
 
 # --- an interrupted import -----------------------------------------------------------------------------
