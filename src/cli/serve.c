@@ -30,6 +30,7 @@ CLI_VERB(serve)
         {"keepalive-timeout", required_argument, NULL, 'K'},
         {"connect-timeout", required_argument, NULL, 'C'},
         {"response-timeout", required_argument, NULL, 'R'},
+        {"send-timeout", required_argument, NULL, 1106},
         {"no-cold-start-header", no_argument, NULL, 'N'},
         {"frozen-memory-budget", required_argument, NULL, 'F'},
         {"drain-timeout", required_argument, NULL, 'D'},
@@ -165,6 +166,12 @@ CLI_VERB(serve)
         case 'R':
             if (parse_ms("serve", optarg, &o.response_timeout_ms))
                 return 1;
+            break;
+        case 1106:
+            if (parse_ms("serve", optarg, &o.send_timeout_ms))
+                return 1;
+            if (!o.send_timeout_ms)
+                return cli_usage("serve", "--send-timeout %s: expected a duration above 0", optarg);
             break;
         case 'U':
             o.upgrade = true;
@@ -307,6 +314,7 @@ CLI_VERB(serve)
                 "                  [--root DIR] [--access-log PATH|-|off] [--header-timeout 10s]\n"
                 "                  [--keepalive-timeout 75s] [--connect-timeout 5s] [--response-timeout "
                 "60s]\n"
+                "                  [--send-timeout 60s]\n"
                 "                  [--no-cold-start-header] [--frozen-memory-budget 1G] [--drain-timeout "
                 "10s]\n"
                 "                  [--max-starting N]   (container starts at once; default 2 per CPU)\n"

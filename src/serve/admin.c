@@ -376,6 +376,11 @@ static void all_h2_streams(const struct metrics_ctx *m, struct sbuf *b, const st
     all_u64(b, f, m->srv->h2.streams);
 }
 
+static void all_send_timeouts(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, __atomic_load_n(&m->srv->send_timeouts, __ATOMIC_RELAXED));
+}
+
 static void all_h2_calm(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     all_u64(b, f, m->srv->h2.goaways_calm);
@@ -622,6 +627,8 @@ static const struct family families[] = {
                 "Memory limits of all instances of apps with a.scale_up.", all_scale_up),
     SERVER_WIDE("kago_apps", "gauge", "Apps configured.", all_apps),
     SERVER_WIDE("kago_connections", "gauge", "Client connections open.", all_connections),
+    SERVER_WIDE("kago_send_timeouts_total", "counter",
+                "Responses cut because their client took nothing for --send-timeout.", all_send_timeouts),
     SERVER_WIDE("kago_instances_started_total", "counter", "Instances started since serve began.",
                 all_started),
     SERVER_WIDE("kago_starts_in_flight", "gauge",

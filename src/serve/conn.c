@@ -839,7 +839,9 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     llhttp_t *p = &resp->parser;
     int status = p->status_code;
     bool head_req = req(c)->parser.method == HTTP_HEAD;
-    if (status >= 100 && status < 200 && (status != 101 || c->h2s)) {
+    if (status == 101 && (!c->info.upgrade || c->h2s))
+        return HPE_USER; /* switching protocols unasked: what follows is no response to forward (502) */
+    if (status >= 100 && status < 200 && status != 101) {
         if (c->h2s)
             return 0; /* HTTP/2: the final response is what counts */
         /* 100 Continue and friends pass through as they are; the real response follows. */
@@ -850,6 +852,8 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     }
     c->status = status;
     c->resp_started = true;
+    c->stall_armed = false;
+    uv_timer_stop(&c->timer); /* the response timeout is over; --send-timeout is armed if the client stalls */
     struct http_resp_opts o = {.cold_start_us = c->srv->opts.cold_start_header ? c->cold_us : -1,
                                .cold_kind = c->cold_kind,
                                .hsts = client_tls(c) && c->app ? c->app->app.hsts : NULL};
@@ -858,7 +862,7 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
         u->resp_chunked_out = false;
         c->out_mark = kago__outq_mark(&c->out);
         kago__h2_stream_head(c, resp, &o, has_body);
-        return head_req ? 1 : 0;
+        return has_body ? 0 : 1;
     }
     bool framed = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0;
     u->resp_chunked_out = false;
@@ -877,8 +881,10 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     kago__http_client_head(&c->out.pend, resp, &o);
     /* No flush here: the body that came in the same read joins the head in one write (the
      * upstream read handler flushes after parsing). */
-    /* llhttp cannot know that the answer to HEAD has no body: tell it. */
-    return head_req ? 1 : 0;
+    /* llhttp 8 cannot know that the answer to HEAD has no body, nor does it know 204 and 304 have none
+     * whatever their Content-Length says (RFC 9112 6.3): tell it. Bytes after such a head are then no
+     * part of the response, and the connection is not reused. */
+    return has_body || status == 101 ? 0 : 1;
 }
 
 int kago__client_resp_body(struct client *c, const char *at, size_t n)
@@ -1052,8 +1058,18 @@ static void on_timer(uv_timer_t *t)
         break;
     case C_CONNECT:
     case C_PROXY:
-        if (c->state == C_PROXY && c->resp_started)
+        if (c->state == C_PROXY && c->resp_started) {
+            c->stall_armed = false;
+            if (!kago__outq_full(&c->out))
+                break; /* taking it again: the next stall arms the timer anew */
+            if (c->out.written != c->stall_written || kago__outq_unsent(&c->out) != c->stall_unsent) {
+                kago__client_stalled(c); /* slow, not stopped */
+                break;
+            }
+            __atomic_add_fetch(&c->srv->send_timeouts, 1, __ATOMIC_RELAXED);
+            client_close(c); /* its response cannot end: the app's slot goes back */
             break;
+        }
         if (c->app)
             c->app->m.upstream_errors++;
         finish_exchange(c, false);
@@ -1064,10 +1080,23 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
+void kago__client_stalled(struct client *c)
+{
+    if (c->state != C_PROXY || !c->resp_started || c->closed)
+        return;
+    if (c->stall_armed && c->out.written == c->stall_written && kago__outq_unsent(&c->out) == c->stall_unsent)
+        return; /* (armed at this very point already) */
+    c->stall_armed = true;
+    c->stall_written = c->out.written;
+    c->stall_unsent = kago__outq_unsent(&c->out);
+    uv_timer_start(&c->timer, on_timer, c->srv->opts.send_timeout_ms, 0);
+}
+
 static void arm_timer(struct client *c)
 {
     const struct kago_serve_opts *o = &c->srv->opts;
     uint64_t ms = 0;
+    c->stall_armed = false;
     switch (c->state) {
     case C_HEAD:
         ms = c->tls && !kago__tls_done(c->tls) ? o->tls_handshake_timeout_ms

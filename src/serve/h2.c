@@ -120,8 +120,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 {
     struct h2_conn *h = arg;
     struct h2_stream *st = stream_of(h, f->hd.stream_id);
-    if (!st || f->hd.type != NGHTTP2_HEADERS || st->begun)
-        return 0;                                                    /* trailers: dropped */
+    if (!st || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* trailers (a HEADERS frame after the request's): dropped, never merged into its head */
     if (kago__h2_head_field(&st->head, name, nlen, value, vlen) < 0) /* an HPACK bomb */
         return calm_down(h), NGHTTP2_ERR_CALLBACK_FAILURE;
     return 0;
@@ -149,7 +149,7 @@ static void maybe_begin(struct h2_stream *st)
     if (st->begun || !st->headers_done)
         return;
     size_t have = st->body.len - st->body_off;
-    bool plain = st->head.has_cl || st->head.too_big || st->head.bad;
+    bool plain = st->head.has_cl || st->head.too_big || st->head.bad || kago__h2_head_connect(&st->head);
     if (!st->in_eof && !plain && have < H2_STREAM_WINDOW)
         return;
     stream_begin(st, !st->in_eof ? H2_BODY_UNKNOWN : have ? (int64_t)have : H2_BODY_NONE);
@@ -426,6 +426,12 @@ void kago__h2_stream_detach(struct client *c)
     struct h2_conn *h = st ? st->conn : NULL;
     if (!h)
         return;
+    /* DATA kago took in but never sent on still counts against the connection's window: hand it back,
+     * or each stream that ends with its body unread (an error answer, a reset upload) shrinks the window
+     * for good, until uploads on the connection stall */
+    if (!h->dead && st->body.len > st->body_off)
+        nghttp2_session_consume(h->s, st->id, st->body.len - st->body_off);
+    st->body_off = st->body.len = 0;
     if (!st->closed && !h->dead) {
         nghttp2_session_set_stream_user_data(h->s, st->id, NULL);
         nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id,

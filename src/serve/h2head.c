@@ -79,15 +79,20 @@ void kago__h2_head_free(struct h2_head *h)
     sbuf_free(&h->cookie);
 }
 
+bool kago__h2_head_connect(const struct h2_head *h)
+{
+    return h->method.len == 7 && !memcmp(h->method.data, "CONNECT", 7);
+}
+
 int kago__h2_head_build(struct h2_head *h, int64_t body, struct sbuf *out)
 {
     int status = 0;
     if (h->too_big)
         status = 431;
+    else if (kago__h2_head_connect(h))
+        status = 405; /* (a CONNECT has no :path) */
     else if (h->bad || !h->method.len || !h->path.len)
         status = 400;
-    else if (h->method.len == 7 && !memcmp(h->method.data, "CONNECT", 7))
-        status = 405;
     if (status) {
         kago__h2_head_free(h);
         return status;

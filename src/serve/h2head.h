@@ -37,5 +37,7 @@ int kago__h2_head_field(struct h2_head *h, const uint8_t *name, size_t nlen, con
 #define H2_BODY_UNKNOWN (-1)
 int kago__h2_head_build(struct h2_head *h, int64_t body, struct sbuf *out);
 void kago__h2_head_free(struct h2_head *h);
+/* The request is a CONNECT (answered 405: kago tunnels no TCP). */
+bool kago__h2_head_connect(const struct h2_head *h);
 
 #endif

@@ -33,6 +33,7 @@ static int append(struct http_msg *m, const char *at, size_t n)
 static int on_begin(llhttp_t *p)
 {
     kago__http_msg_clear(msg_of(p));
+    msg_of(p)->begun = true;
     return 0;
 }
 
@@ -45,9 +46,19 @@ static int on_url(llhttp_t *p, const char *at, size_t n)
     return append(m, at, n);
 }
 
+/* Trailer fields (after a chunked body) are not kept: raw, into which the head's offsets and the request's
+ * Host point, must not grow once the head is complete. They count against the head's limit. */
+static int trailer(struct http_msg *m, size_t n)
+{
+    m->trailer_len += n;
+    return m->trailer_len > HTTP_MAX_HEAD ? fail(m, 431, "trailer section too large") : 0;
+}
+
 static int on_field(llhttp_t *p, const char *at, size_t n)
 {
     struct http_msg *m = msg_of(p);
+    if (m->head_done)
+        return trailer(m, n);
     if (m->last != 1) {
         if (m->nhdr == HTTP_MAX_HEADERS)
             return fail(m, 431, "too many header fields");
@@ -85,6 +96,8 @@ static bool is_token(const char *s, size_t n)
 static int on_field_done(llhttp_t *p)
 {
     struct http_msg *m = msg_of(p);
+    if (m->head_done)
+        return 0;
     struct http_hdr *h = &m->hdr[m->nhdr - 1];
     if (!is_token(m->raw.data + h->name, h->name_len))
         return fail(m, 400, "invalid header field name");
@@ -94,14 +107,27 @@ static int on_field_done(llhttp_t *p)
     return 0;
 }
 
+/* The last byte before at that is not a space or a tab (across reads: kago__http_execute keeps the last
+ * one of the previous buffer). */
+static char byte_before(const struct http_msg *m, const char *at)
+{
+    while (at > m->exec_begin && (at[-1] == ' ' || at[-1] == '\t'))
+        at--;
+    return at > m->exec_begin ? at[-1] : m->prev_byte;
+}
+
 static int on_value(llhttp_t *p, const char *at, size_t n)
 {
     struct http_msg *m = msg_of(p);
+    if (m->head_done)
+        return trailer(m, n);
     struct http_hdr *h = &m->hdr[m->nhdr - 1];
     /* llhttp 8 accepts obs-fold and delivers the continuation line as a second span of the same
      * value. A value legitimately comes in two spans only when it straddles two reads: the first
-     * ends at the end of one buffer and the second starts at the beginning of the next. */
-    if (m->last != 2 || (h->value_len && !(m->value_at_end && at == m->exec_begin)))
+     * ends at the end of one buffer and the second starts at the beginning of the next. A value
+     * whose first line is empty ("Host:\r\n a") comes in one span, after a line break. */
+    if (m->last != 2 || (h->value_len && !(m->value_at_end && at == m->exec_begin)) ||
+        (!h->value_len && byte_before(m, at) == '\n'))
         return fail(m, 400, "obsolete line folding");
     m->value_at_end = at + n == m->exec_end;
     h->value_len += n;
@@ -111,6 +137,8 @@ static int on_value(llhttp_t *p, const char *at, size_t n)
 static int on_value_done(llhttp_t *p)
 {
     struct http_msg *m = msg_of(p);
+    if (m->head_done)
+        return 0;
     struct http_hdr *h = &m->hdr[m->nhdr - 1];
     /* llhttp hands over the value with trailing whitespace; trim it so comparisons are exact. */
     while (h->value_len && (m->raw.data[h->value + h->value_len - 1] == ' ' ||
@@ -123,6 +151,7 @@ static int on_value_done(llhttp_t *p)
 static int on_head(llhttp_t *p)
 {
     struct http_msg *m = msg_of(p);
+    m->head_done = true;
     return m->cbs->head ? m->cbs->head(m) : 0;
 }
 
@@ -173,6 +202,8 @@ void kago__http_msg_clear(struct http_msg *m)
     m->last = 0;
     m->error = 0;
     m->error_reason = NULL;
+    m->begun = m->head_done = false;
+    m->head_wire = m->trailer_len = 0;
 }
 
 void kago__http_msg_free(struct http_msg *m)
@@ -187,7 +218,20 @@ llhttp_errno_t kago__http_execute(struct http_msg *m, const char *data, size_t l
 {
     m->exec_begin = data;
     m->exec_end = data + len;
+    bool in_head = m->begun && !m->head_done && m->parser.type == HTTP_REQUEST;
     llhttp_errno_t e = llhttp_execute(&m->parser, data, len);
+    for (const char *q = data + len; q > data; q--)
+        if (q[-1] != ' ' && q[-1] != '\t') {
+            m->prev_byte = q[-1];
+            break;
+        }
+    /* The head's bytes on the wire, whitespace included (raw keeps only what it names), over the reads
+     * that began inside it: a head padded with megabytes of spaces is refused as a long one is. */
+    if (e == HPE_OK && in_head && !m->head_done && (m->head_wire += len) > 2 * HTTP_MAX_HEAD) {
+        fail(m, 431, "header section too large");
+        *used = len;
+        return HPE_USER;
+    }
     if (e == HPE_OK) {
         *used = len;
         return e;
@@ -222,10 +266,19 @@ unsigned kago__http_find(const struct http_msg *m, const char *name, const char 
     return count;
 }
 
+/* RFC 3986 reg-name: unreserved, sub-delims and pct-encoded; an IP literal: hex digits, ':' and '.'. */
+static bool host_char(unsigned char c, bool literal)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.')
+        return true;
+    return c && strchr(literal ? ":[]" : "-_~!$&'()*+,;=%", c);
+}
+
 size_t kago__http_host_key(const char *host, size_t len, char *out, size_t outsz)
 {
     size_t end = len;
-    if (len && host[0] == '[') {
+    bool literal = len && host[0] == '[';
+    if (literal) {
         const char *rb = memchr(host, ']', len);
         if (!rb)
             return 0;
@@ -235,13 +288,19 @@ size_t kago__http_host_key(const char *host, size_t len, char *out, size_t outsz
         if (colon)
             end = colon - host;
     }
+    /* what follows the name: nothing, or ":" and a port of digits ("a.test:@evil/x" is no authority) */
+    if (end < len && (host[end] != ':' || len - end - 1 > 5))
+        return 0;
+    for (size_t i = end + 1; i < len; i++)
+        if (host[i] < '0' || host[i] > '9')
+            return 0;
     if (end && host[end - 1] == '.')
         end--;
     if (end == 0 || end >= outsz)
         return 0;
     for (size_t i = 0; i < end; i++) {
         unsigned char c = host[i];
-        if (c <= ' ' || c == '/' || c == '\\' || c == '@' || c >= 0x7f)
+        if (!host_char(c, literal))
             return 0;
         out[i] = (c >= 'A' && c <= 'Z') ? c + 32 : c;
     }
@@ -341,22 +400,48 @@ static void add_hdr(struct sbuf *out, const char *name, const char *v, size_t vn
     sbuf_add(out, "\r\n", 2);
 }
 
-bool kago__http_hop(const struct http_msg *m, unsigned i)
+/* A header that Connection may not take away: the message's framing and Host stay, or the bytes that
+ * follow the head would be read one way by kago and another by the peer. */
+static bool is_framing(const char *name, size_t n)
+{
+    return (n == 14 && strncasecmp(name, "content-length", n) == 0) ||
+           (n == 4 && strncasecmp(name, "host", n) == 0);
+}
+
+/* Is header i named in a Connection header, so hop-by-hop too? */
+static bool connection_hop(const struct http_msg *m, bool has_conn, unsigned i)
 {
     const struct http_hdr *h = &m->hdr[i];
     const char *name = m->raw.data + h->name;
-    return is_hop(name, h->name_len) ||
-           (kago__http_find(m, "connection", NULL, NULL) && in_connection(m, name, h->name_len));
+    return has_conn && !is_framing(name, h->name_len) && in_connection(m, name, h->name_len);
 }
 
-/* Copies every end-to-end header; returns the index of X-Forwarded-For (or -1) for chaining. */
+bool kago__http_hop(const struct http_msg *m, unsigned i)
+{
+    const struct http_hdr *h = &m->hdr[i];
+    return is_hop(m->raw.data + h->name, h->name_len) ||
+           connection_hop(m, kago__http_find(m, "connection", NULL, NULL) > 0, i);
+}
+
+/* Request headers an app must not take for kago's: Forwarded and X-Real-IP name a client or a
+ * scheme kago did not check (kago states its own in X-Forwarded-*), and a name with an underscore
+ * would meet X-Forwarded-For in a CGI or WSGI environment (HTTP_X_FORWARDED_FOR), as nginx drops it. */
+static bool is_client_claim(const char *name, size_t n)
+{
+    return memchr(name, '_', n) || (n == 9 && strncasecmp(name, "forwarded", n) == 0) ||
+           (n == 9 && strncasecmp(name, "x-real-ip", n) == 0);
+}
+
+/* Copies every end-to-end header (skip_fwd: of a request, to an app: without the client's X-Forwarded-*
+ * and claims); returns the index of X-Forwarded-For (or -1) for chaining. */
 static void copy_headers(struct sbuf *out, const struct http_msg *m, bool skip_fwd, int *xff)
 {
     bool has_conn = kago__http_find(m, "connection", NULL, NULL) > 0;
     for (unsigned i = 0; i < m->nhdr; i++) {
         const struct http_hdr *h = &m->hdr[i];
         const char *name = m->raw.data + h->name;
-        if (is_hop(name, h->name_len) || (has_conn && in_connection(m, name, h->name_len)))
+        if (is_hop(name, h->name_len) || connection_hop(m, has_conn, i) ||
+            (skip_fwd && is_client_claim(name, h->name_len)))
             continue;
         if (skip_fwd && h->name_len > 12 && strncasecmp(name, "x-forwarded-", 12) == 0) {
             if (xff && *xff < 0 && name_is(m, h, "x-forwarded-for", 15))

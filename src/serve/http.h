@@ -32,8 +32,12 @@ struct http_msg {
     struct sbuf raw; /* url (requests), header names and values */
     uint32_t url, url_len;
     unsigned nhdr;
-    uint8_t last;      /* what the previous callback delivered: 0 none, 1 name, 2 value, 3 value done */
-    bool value_at_end; /* the last value span ended at the end of its llhttp_execute buffer */
+    uint8_t last;          /* what the previous callback delivered: 0 none, 1 name, 2 value, 3 value done */
+    bool value_at_end;     /* the last value span ended at the end of its llhttp_execute buffer */
+    bool begun, head_done; /* a message began; its head is complete (what follows: body, trailers) */
+    char prev_byte;        /* the last byte but spaces and tabs of the previous buffer (obs-fold) */
+    uint32_t head_wire;    /* bytes of reads that began inside the head (limit: 2 * HTTP_MAX_HEAD) */
+    uint32_t trailer_len;  /* trailer fields seen (not kept) */
     const char *exec_begin, *exec_end;
     uint16_t error; /* HTTP status for a failed message (400, 413, 431) */
     const char *error_reason;

@@ -50,6 +50,12 @@ static inline bool kago__outq_full(const struct outq *q)
 {
     return kago__outq_size(q) > OUTQ_HIGH;
 }
+/* Bytes the kernel has still to take of the write in flight: it shrinks as a large write goes out bit by bit
+ * (written grows only once a whole write is done). */
+static inline size_t kago__outq_unsent(const struct outq *q)
+{
+    return q->stream ? uv_stream_get_write_queue_size(q->stream) : 0;
+}
 /* The empty buffers go (an idle connection keeps no capacity). */
 void kago__outq_trim(struct outq *q);
 void kago__outq_free(struct outq *q);

@@ -50,6 +50,7 @@ struct kago_serve_opts {
     const char *root;        /* container state dir */
     const char *access_log;  /* path, "-" = stdout (default), "off" */
     uint64_t header_timeout_ms, keepalive_timeout_ms, connect_timeout_ms, response_timeout_ms;
+    uint64_t send_timeout_ms; /* a started response whose client takes nothing for this long is cut */
     unsigned max_header_bytes;
     bool cold_start_header;        /* X-Kago-Cold-Start on requests that waited (default on) */
     uint64_t frozen_memory_budget; /* bytes all frozen instances may hold; oldest stopped beyond (1G) */

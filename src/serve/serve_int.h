@@ -170,6 +170,9 @@ enum client_state {
 struct client {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uint64_t stall_written; /* out.written and kago__outq_unsent when the client last stopped taking a */
+    size_t stall_unsent;    /* started response: the same at the send timeout, it took nothing since */
+    bool stall_armed;       /* the timer runs for --send-timeout */
     struct server *srv;
     struct shard *shard;        /* the loop it is on (shard.c) */
     struct shard *move_to;      /* client_move waits for its writes to end */
@@ -258,6 +261,7 @@ struct server {
     struct tls_front *tls;
     struct tls_store *tls_store;
     struct h2_stats h2;
+    uint64_t send_timeouts;        /* responses cut: their client took nothing for --send-timeout */
     uint64_t tls_checked_ms;       /* certificate files last looked at */
     uint64_t upconn_swept_ms;      /* idle upstream connections last swept */
     uint64_t frozen_checked_ms;    /* the frozen instances' memory budget last enforced */
@@ -478,6 +482,9 @@ struct client *kago__client_stream_new(struct client *conn, struct h2_stream *st
 void kago__client_stream_input(struct client *c, const char *head, size_t len);
 void kago__client_stream_fail(struct client *c, int status);
 void kago__client_close(struct client *c);
+/* A started response waits for its client to take more (its queue is full): armed, --send-timeout without
+ * progress cuts the connection (an HTTP/2 stream: resets it). */
+void kago__client_stalled(struct client *c);
 void kago__client_finish(struct client *c); /* closes the connection once what is queued is written */
 /* An upgrade: connections move to the new serve between two requests (kago__upgrade_give); one that
  * cannot closes after its next response, or after HANDOVER_IDLE_MS idle. */

@@ -44,6 +44,7 @@ void kago_serve_opts_init(struct kago_serve_opts *o)
         .keepalive_timeout_ms = 75000,
         .connect_timeout_ms = 5000,
         .response_timeout_ms = 60000,
+        .send_timeout_ms = 60000,
         .max_header_bytes = HTTP_MAX_HEAD,
         .cold_start_header = true,
         .frozen_memory_budget = 1ull << 30,

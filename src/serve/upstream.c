@@ -184,8 +184,10 @@ static void relay_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         handle_response(u, buf->base, n);
     }
     c = u->client;
-    if (c && kago__outq_full(&c->out))
+    if (c && kago__outq_full(&c->out)) {
         kago__upconn_pause(u);
+        kago__client_stalled(c);
+    }
 }
 
 void kago__upconn_pause(struct upconn *u)

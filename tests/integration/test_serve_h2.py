@@ -310,6 +310,92 @@ def test_a_stream_not_routed_within_the_header_timeout_gets_408(srv):
         c.close()
 
 
+def credit(c, sid, sent_conn, sent_stream):
+    """What the client may still send on stream sid by HTTP/2 flow control, from the frames seen so far."""
+    init = 65535
+    for f in c.frames:
+        if isinstance(f, hf.SettingsFrame) and "ACK" not in f.flags:
+            init = f.settings.get(hf.SettingsFrame.INITIAL_WINDOW_SIZE, init)
+    conn = 65535 + sum(f.window_increment for f in c.frames if isinstance(f, hf.WindowUpdateFrame) and f.stream_id == 0)
+    stream = init + sum(f.window_increment for f in c.frames
+                        if isinstance(f, hf.WindowUpdateFrame) and f.stream_id == sid)
+    return min(conn - sent_conn, stream - sent_stream)
+
+
+def test_bodies_of_streams_answered_unread_give_their_window_back(srv):
+    """Streams whose body kago took in but never sent on (here: 404s for an unknown host) hand their bytes
+    back to the connection's window: more than a window's worth of them, then an upload on the same
+    connection still goes through."""
+    c = Raw(srv.port)
+    sent_conn = 0
+    try:
+        def post(sid, host, path, body, length=True):
+            nonlocal sent_conn
+            cl = [("content-length", str(len(body)))] if length else []
+            c.send(c.headers(sid, path, end_stream=False, method="POST", data=c.block(path, host, "POST", cl)))
+            off, deadline = 0, time.time() + 30
+            while off < len(body):
+                can = credit(c, sid, sent_conn, off)
+                if can <= 0:
+                    assert time.time() < deadline, (f"no window for stream {sid} after {off} bytes",
+                                                    statuses(c.frames).get(sid))
+                    c.read(lambda f: isinstance(f, hf.WindowUpdateFrame), timeout=0.5)
+                    continue
+                d = hf.DataFrame(sid)
+                d.data = body[off:off + min(can, 16384)]
+                off += len(d.data)
+                sent_conn += len(d.data)
+                if off == len(body):
+                    d.flags.add("END_STREAM")
+                c.send(d)
+
+        c.send(c.headers(1))  # (the connection's first stream puts it on the loop of plain.test's app)
+        c.read(lambda f: isinstance(f, hf.HeadersFrame) and f.stream_id == 1)
+        for i in range(70):  # 70 x 64,000 bytes: more than the 4 MiB connection window
+            post(3 + 2 * i, "nope.test", "/x", b"u" * 64000, length=False)  # (kept until whole, then 404)
+        c.read(lambda f: len(statuses(c.frames)) >= 71, timeout=20)
+        assert set(v for k, v in statuses(c.frames).items() if k > 1) == {b"404"}
+        post(201, "plain.test", "/cgi-bin/count", b"v" * 200000)
+        c.read(lambda f: isinstance(f, hf.DataFrame) and f.stream_id == 201 and "END_STREAM" in f.flags, timeout=30)
+        body = b"".join(f.data for f in c.frames if isinstance(f, hf.DataFrame) and f.stream_id == 201)
+        assert statuses(c.frames)[201] == b"200" and body.split()[-1] == b"200000", body
+    finally:
+        c.close()
+
+
+def test_trailers_never_become_request_headers(srv):
+    c = Raw(srv.port)
+    try:
+        c.send(c.headers(1, "/cgi-bin/count", end_stream=False, method="POST"))
+        d = hf.DataFrame(1)
+        d.data = b"hello"
+        t = hf.HeadersFrame(1)
+        t.data = c.enc.encode([("x-trailer", "t1"), ("cookie", "sess=trailer")])
+        t.flags.add("END_HEADERS")
+        t.flags.add("END_STREAM")
+        c.send(d, t)
+        c.read(lambda f: isinstance(f, hf.DataFrame) and f.stream_id == 1 and "END_STREAM" in f.flags)
+        body = b"".join(f.data for f in c.frames if isinstance(f, hf.DataFrame))
+        assert statuses(c.frames) == {1: b"200"} and body.split()[-1] == b"5", body
+        assert b"sess=trailer" not in body, body
+    finally:
+        c.close()
+
+
+def test_connect_is_405_at_once(srv):
+    c = Raw(srv.port)
+    try:
+        f = hf.HeadersFrame(1)
+        f.data = c.enc.encode([(":method", "CONNECT"), (":authority", "plain.test:443")])
+        f.flags.add("END_HEADERS")  # a tunnel's client sends no END_STREAM
+        t0 = time.time()
+        c.send(f)
+        c.read(lambda f: isinstance(f, hf.HeadersFrame))
+        assert statuses(c.frames) == {1: b"405"} and time.time() - t0 < 1.5, c.frames
+    finally:
+        c.close()
+
+
 def test_max_concurrent_streams(srv):
     c = Raw(srv.port)
     try:

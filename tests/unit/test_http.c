@@ -57,6 +57,18 @@ static void test_smuggling(void)
         {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", "negative Content-Length", 400},
         {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\nabc", "Content-Length list", 400},
         {"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", "obs-fold", 400},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n 3\r\n\r\nabc", "obs-fold of an empty first line",
+         400},
+        {"GET / HTTP/1.1\r\nHost:\r\n\ta\r\n\r\n", "Host folded after an empty first line", 400},
+        {"GET / HTTP/1.1\r\nHost: a.test:@evil.example/x\r\n\r\n", "Host with a port that is not digits",
+         400},
+        {"GET / HTTP/1.1\r\nHost: a.test:8080x\r\n\r\n", "Host port with a letter", 400},
+        {"GET / HTTP/1.1\r\nHost: a.test:123456\r\n\r\n", "Host port of six digits", 400},
+        {"GET / HTTP/1.1\r\nHost: a\"b.test\r\n\r\n", "quote in Host", 400},
+        {"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", "junk after an IP literal", 400},
+        {"GET / HTTP/1.1\r\nHost: a.test:\r\n\r\n", "Host with an empty port (RFC 3986)", 0},
+        {"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", "Host as an IPv6 literal and port", 0},
+        {"GET / HTTP/1.1\r\nHost: a_b-c.test.\r\n\r\n", "Host with underscore, dash, final dot", 0},
         {"GET / HTTP/1.1\r\nHost : a\r\n\r\n", "whitespace before colon", 400},
         {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
          "bad chunk size", 400},
@@ -123,6 +135,51 @@ static void test_split(void)
     ok(status_bytewise("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n") == 400,
        "obs-fold fed byte by byte -> 400");
     ok(status_bytewise("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n") == 400, "tab fold -> 400");
+    ok(status_bytewise("GET / HTTP/1.1\r\nHost:\r\n a\r\n\r\n") == 400,
+       "fold of an empty first line fed byte by byte -> 400");
+    ok(status_bytewise("GET / HTTP/1.1\r\nHost:    a\r\n\r\n") == 0,
+       "spaces before a value fed byte by byte are no fold");
+}
+
+/* A head padded with whitespace, which raw does not keep, is as limited as a long one. */
+static void test_padding(void)
+{
+    struct http_msg *m = calloc(1, sizeof(*m));
+    kago__http_msg_init(m, HTTP_REQUEST, &cbs, NULL);
+    static char spaces[4096];
+    memset(spaces, ' ', sizeof(spaces));
+    size_t used;
+    llhttp_errno_t e = kago__http_execute(m, "GET", 3, &used);
+    for (int i = 0; i < 8 && e == HPE_OK; i++)
+        e = kago__http_execute(m, spaces, sizeof(spaces), &used);
+    ok(e != HPE_OK && m->error == 431, "32 KiB of spaces after the method, over reads -> 431 (got %d)",
+       m->error);
+    kago__http_msg_free(m);
+    free(m);
+}
+
+/* Trailers of a chunked request are not kept: the head's values (the Host the request is routed and
+ * logged by) stay where they were. */
+static void test_trailers(void)
+{
+    struct http_msg *m = calloc(1, sizeof(*m));
+    struct http_req_info info;
+    kago__http_msg_init(m, HTTP_REQUEST, &cbs, NULL);
+    const char *head = "POST /t HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n";
+    size_t used;
+    ok(kago__http_execute(m, head, strlen(head), &used) == HPE_OK && kago__http_req_check(m, 0, &info) == 0,
+       "chunked head parses");
+    char body[4096] = "3\r\nabc\r\n0\r\n";
+    for (int i = 0; i < 30; i++)
+        sprintf(body + strlen(body), "X-T%d: %040d\r\n", i, i);
+    strcat(body, "\r\n");
+    int d0 = dones;
+    ok(kago__http_execute(m, body, strlen(body), &used) == HPE_OK && dones == d0 + 1,
+       "body and trailers parse");
+    ok(info.host_len == 6 && memcmp(info.host, "a.test", 6) == 0 && m->nhdr == 2,
+       "Host still reads a.test, no trailer among the headers");
+    kago__http_msg_free(m);
+    free(m);
 }
 
 static void test_limits(void)
@@ -164,6 +221,22 @@ static void test_rewrite(void)
        "X-Forwarded-Host set by kago, client's dropped");
     ok(strstr(out.data, "X-Forwarded-Proto: http\r\n") != NULL, "X-Forwarded-Proto");
     ok(strstr(out.data, "Accept: */*\r\n") != NULL, "end-to-end header kept");
+    sbuf_free(&out);
+    kago__http_msg_free(m);
+
+    /* Connection cannot take away the framing or Host; the client's claims of who it is do not pass. */
+    const char *cl = "POST /front HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\n"
+                     "Connection: Content-Length, Host, X-Gone\r\nX-Gone: 1\r\nForwarded: for=6.6.6.6\r\n"
+                     "X-Real-IP: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\nX-Kept: 1\r\n\r\nabc";
+    ok(parse(cl, &info, m) == 0, "request naming Content-Length in Connection parses");
+    kago__http_upstream_head(&out, m, &info, "127.0.0.9");
+    sbuf_add(&out, "", 1);
+    ok(strstr(out.data, "Content-Length: 3\r\n") && strstr(out.data, "Host: a.test\r\n"),
+       "Content-Length and Host forwarded although Connection names them");
+    ok(!strstr(out.data, "X-Gone"), "another header named in Connection still removed");
+    ok(!strstr(out.data, "Forwarded: for") && !strstr(out.data, "X-Real-IP") &&
+           !strstr(out.data, "X_Forwarded") && strstr(out.data, "X-Kept: 1\r\n"),
+       "Forwarded, X-Real-IP and underscore names dropped, others kept");
     sbuf_free(&out);
     kago__http_msg_free(m);
 
@@ -215,6 +288,15 @@ static void test_rewrite(void)
     ok(strstr(out.data, "X-Kago-Cold-Start: 3.1ms\r\n") != NULL, "X-Kago-Cold-Start: 3.1ms");
     ok(!strstr(out.data, "Connection: close") && strstr(out.data, "Content-Length: 2\r\n"),
        "upstream's Connection dropped, Content-Length kept");
+    sbuf_free(&out);
+    kago__http_msg_free(m);
+    kago__http_msg_init(m, HTTP_RESPONSE, &cbs, NULL);
+    resp = "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nhi";
+    ok(kago__http_execute(m, resp, strlen(resp), &used) == HPE_OK,
+       "response naming its length in Connection");
+    kago__http_client_head(&out, m, &o);
+    sbuf_add(&out, "", 1);
+    ok(strstr(out.data, "Content-Length: 2\r\n") != NULL, "its Content-Length still reaches the client");
     sbuf_free(&out);
     kago__http_msg_free(m);
     free(m);
@@ -300,6 +382,8 @@ int main(void)
 {
     test_smuggling();
     test_split();
+    test_padding();
+    test_trailers();
     test_limits();
     test_rewrite();
     test_router();

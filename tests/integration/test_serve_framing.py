@@ -1,0 +1,181 @@
+"""Message framing between client, kago serve and an app: what a front door must never let one side make
+the other read differently (request smuggling, responses injected into the next exchange). The app is a
+shell script behind busybox nc that answers each path with exact bytes, and echoes the head it received."""
+import os
+import socket
+import time
+
+import pytest
+
+from serve_util import KAGO, ROOTFS, app, read_response, request, serving, wait_for, with_data
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
+    pytest.mark.skipif(not os.path.exists(KAGO), reason=f"{KAGO} not built"),
+    pytest.mark.skipif(not os.path.isdir(ROOTFS), reason=f"no rootfs at {ROOTFS} (scripts/mkrootfs)"),
+]
+
+FORGED = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+# One connection per request (nc -e): the request line and head are read, then the path picks the answer.
+# /echo answers with the head as the app received it, so a test sees what kago forwarded.
+SCRIPT = r"""#!/bin/sh
+read -r first
+head=""
+while read -r l; do
+    l=$(printf '%s' "$l" | tr -d '\r')
+    [ -z "$l" ] && break
+    head="$head$l
+"
+done
+case "$first" in
+*" /304 "*) printf 'HTTP/1.1 304 Not Modified\r\nContent-Length: LEN\r\n\r\nFORGED'; sleep 2 ;;
+*" /204 "*) printf 'HTTP/1.1 204 No Content\r\nContent-Length: LEN\r\n\r\nFORGED'; sleep 2 ;;
+*" /304-nobody "*) printf 'HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n\r\n'; sleep 5 ;;
+*" /101 "*) printf 'HTTP/1.1 101 Switching Protocols\r\n\r\nFORGED'; sleep 2 ;;
+*" /big "*) printf 'HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n'; head -c 100000000 /dev/zero ;;
+*) n=$(printf '%s' "$head" | wc -c)
+   printf 'HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\n%s' "$n" "$head" ;;
+esac
+""".replace("LEN", str(len(FORGED))).replace("FORGED", FORGED.decode().replace("\r\n", r"\r\n"))
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    d = tmp_path_factory.mktemp("framing")
+    with open(d / "up.sh", "w") as f:
+        f.write(SCRIPT)
+    os.chmod(d / "up.sh", 0o755)
+    os.chmod(d, 0o755)
+    yield from serving(with_data(app("fr", ["fr.test"], "exec nc -ll -p 8080 -e /opt/up.sh", stop_grace="1s",
+                                     concurrency=20), str(d), "/opt"), extra_args=["--send-timeout", "1s", "--h2c"])
+
+
+def conn(port):
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def drain(s, wait=1.0):
+    """Whatever else the connection brings within wait seconds (b"" if nothing, or closed)."""
+    s.settimeout(wait)
+    out = b""
+    try:
+        while b := s.recv(65536):
+            out += b
+    except socket.timeout:
+        pass
+    return out
+
+
+@pytest.mark.parametrize("path,status", [("/304", 304), ("/204", 204)])
+def test_a_bodyless_status_carries_no_body_whatever_its_length_says(srv, path, status):
+    # The app announces a body on a 304 or 204 and sends a whole response as that "body": a client that
+    # (rightly) reads no body after such a status would take those bytes for its next answer.
+    s = conn(srv.port)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: fr.test\r\n\r\n".encode())
+    st, h, body = read_response(s)
+    assert st == status and body == b""
+    assert b"forged" not in drain(s), "the app's extra bytes reached the client"
+    s.sendall(b"GET /echo HTTP/1.1\r\nHost: fr.test\r\nConnection: close\r\n\r\n")
+    st, _, body = read_response(s)
+    assert st == 200 and b"host: fr.test" in body.lower(), "the next request on the connection gets its own answer"
+    s.close()
+
+
+def test_a_304_with_a_length_and_no_body_is_answered_at_once(srv):
+    s = conn(srv.port)
+    t = time.monotonic()
+    s.sendall(b"GET /304-nobody HTTP/1.1\r\nHost: fr.test\r\n\r\n")
+    st, _, _ = read_response(s)
+    assert st == 304 and time.monotonic() - t < 4
+    s.sendall(b"GET /echo HTTP/1.1\r\nHost: fr.test\r\nConnection: close\r\n\r\n")
+    assert read_response(s)[0] == 200, "the connection goes on (kago does not wait for 1,234 bytes)"
+    s.close()
+
+
+def test_switching_protocols_that_was_not_asked_for_is_a_bad_gateway(srv):
+    s = conn(srv.port)
+    s.sendall(b"GET /101 HTTP/1.1\r\nHost: fr.test\r\n\r\n")
+    st, _, body = read_response(s)
+    assert st == 502
+    assert b"forged" not in body + drain(s, 0.5)
+    s.close()
+
+
+def test_connection_cannot_take_the_length_away_from_a_request(srv):
+    # `Connection: Content-Length` used to remove the length upstream while the body still went on: the
+    # app read the body as a second request, past every header kago sets.
+    inner = b"GET /echo HTTP/1.1\r\nHost: fr.test\r\n\r\n"
+    s = conn(srv.port)
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: fr.test\r\nContent-Length: %d\r\nConnection: Content-Length, Host\r\n"
+              b"Forwarded: for=6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\n\r\n" % len(inner) + inner)
+    st, _, body = read_response(s)
+    got = body.lower()
+    assert st == 200 and b"content-length: %d" % len(inner) in got and b"host: fr.test" in got
+    assert b"6.6.6.6" not in got, "the client's Forwarded and underscore headers do not reach the app"
+    s.close()
+
+
+@pytest.mark.parametrize("host", ["fr.test:@evil.example/x", "fr.test:80x"])
+def test_a_host_whose_port_is_not_digits_is_refused(srv, host):
+    assert request(srv.port, host, "/echo")[0] == 400
+
+
+def test_a_client_that_takes_nothing_of_its_response_is_cut_after_the_send_timeout(srv):
+    # 100 MB asked for and never read: without a limit the connection and the app's slot stay taken for
+    # as long as the client likes (nginx: send_timeout). --send-timeout 1s here.
+    before = srv.metric("kago_send_timeouts_total") or 0
+    s = conn(srv.port)
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: fr.test\r\n\r\n")
+    assert wait_for(lambda: (srv.metric("kago_send_timeouts_total") or 0) > before, 20)
+    got = 0
+    s.settimeout(10)
+    try:
+        while b := s.recv(1 << 20):
+            got += len(b)
+    except ConnectionResetError:
+        pass
+    s.close()
+    assert got < 100_000_000, "the response was cut"
+
+
+def test_a_slow_reader_is_no_stalled_one(srv):
+    # taking the response steadily, if slowly (256 KiB every 40 ms), is no stall: the connection stays
+    before = srv.metric("kago_send_timeouts_total") or 0
+    s = conn(srv.port)
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: fr.test\r\nConnection: close\r\n\r\n")
+    s.settimeout(10)
+    got, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 4:
+        b = s.recv(256 << 10)
+        assert b, "closed under a reader that makes progress"
+        got += len(b)
+        time.sleep(0.04)
+    s.close()
+    assert (srv.metric("kago_send_timeouts_total") or 0) == before
+
+
+def test_an_http2_stream_its_client_gives_no_window_is_reset_after_the_send_timeout(srv):
+    from test_serve_h2 import Raw  # (skips when python3-h2 is missing)
+    from hyperframe import frame as hf
+    before = srv.metric("kago_send_timeouts_total") or 0
+    c = Raw(srv.port, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+    try:
+        f = hf.HeadersFrame(1)
+        f.data = c.block("/big", host="fr.test")
+        f.flags.add("END_HEADERS")
+        f.flags.add("END_STREAM")
+        c.send(f)
+        got = c.read(lambda f: isinstance(f, hf.RstStreamFrame) and f.stream_id == 1, timeout=15)
+        assert any(isinstance(f, hf.RstStreamFrame) and f.stream_id == 1 for f in got), got
+        assert (srv.metric("kago_send_timeouts_total") or 0) > before
+        # the connection itself goes on
+        f = hf.HeadersFrame(3)
+        f.data = c.block("/echo", host="fr.test")
+        f.flags.add("END_HEADERS")
+        f.flags.add("END_STREAM")
+        c.send(f, hf.WindowUpdateFrame(0, 1 << 20), hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 65535}))
+        got = c.read(lambda f: isinstance(f, hf.HeadersFrame) and f.stream_id == 3, timeout=10)
+        assert any(isinstance(f, hf.HeadersFrame) and f.stream_id == 3 and f.decoded.get(":status") == "200"
+                   for f in got), got
+    finally:
+        c.close()
