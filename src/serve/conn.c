@@ -657,12 +657,14 @@ static void client_redirect_https(struct client *c)
     if (port && port != 443 && n > 0 && (size_t)n < sizeof(loc))
         n += snprintf(loc + n, sizeof(loc) - (size_t)n, ":%u", port);
     const struct http_msg *m = req(c);
-    if (n < 0 || (size_t)n + m->url_len >= sizeof(loc)) {
+    if (n < 0 || (size_t)n + 1 + c->info.target_len >= sizeof(loc)) {
         client_error(c, 414, 0);
         return;
     }
-    memcpy(loc + n, m->raw.data + m->url, m->url_len);
-    n += (int)m->url_len;
+    if (c->info.slash)
+        loc[n++] = '/';
+    memcpy(loc + n, m->raw.data + c->info.target, c->info.target_len);
+    n += (int)c->info.target_len;
     c->status = 308;
     c->resp_started = true;
     if (c->h2s)

@@ -322,6 +322,31 @@ int kago__http_req_check(struct http_msg *m, uint64_t max_body, struct http_req_
         m->error_reason = "CONNECT is not supported";
         return 405;
     }
+    /* absolute-form ("GET http://b.test/x"): the target's authority is the host, whatever Host says
+     * (RFC 9112 3.2.2); the app gets the origin-form and that Host */
+    const char *u = m->url_len ? m->raw.data + m->url : "", *end = u + m->url_len;
+    size_t skip = m->url_len > 7 && !strncasecmp(u, "http://", 7)    ? 7
+                  : m->url_len > 8 && !strncasecmp(u, "https://", 8) ? 8
+                                                                     : 0;
+    if (skip) {
+        const char *a = u + skip, *q = a;
+        while (q < end && *q != '/' && *q != '?' && *q != '#')
+            q++;
+        if (q == a || memchr(a, '@', (size_t)(q - a))) {
+            m->error_reason = "invalid request target";
+            return 400;
+        }
+        info->host = a;
+        info->host_len = (uint32_t)(q - a);
+        info->absolute = true;
+        info->slash = q == end || *q != '/';
+        info->target = (uint32_t)(q - m->raw.data);
+        info->target_len = (uint32_t)(end - q);
+        nhost = 1;
+    } else {
+        info->target = m->url;
+        info->target_len = m->url_len;
+    }
     char key[256];
     if (nhost) {
         info->host_name_len = kago__http_host_key(info->host, info->host_len, key, sizeof(key));
@@ -434,14 +459,14 @@ static bool is_client_claim(const char *name, size_t n)
 
 /* Copies every end-to-end header (skip_fwd: of a request, to an app: without the client's X-Forwarded-*
  * and claims); returns the index of X-Forwarded-For (or -1) for chaining. */
-static void copy_headers(struct sbuf *out, const struct http_msg *m, bool skip_fwd, int *xff)
+static void copy_headers(struct sbuf *out, const struct http_msg *m, bool skip_fwd, bool skip_host, int *xff)
 {
     bool has_conn = kago__http_find(m, "connection", NULL, NULL) > 0;
     for (unsigned i = 0; i < m->nhdr; i++) {
         const struct http_hdr *h = &m->hdr[i];
         const char *name = m->raw.data + h->name;
         if (is_hop(name, h->name_len) || connection_hop(m, has_conn, i) ||
-            (skip_fwd && is_client_claim(name, h->name_len)))
+            (skip_fwd && is_client_claim(name, h->name_len)) || (skip_host && name_is(m, h, "host", 4)))
             continue;
         if (skip_fwd && h->name_len > 12 && strncasecmp(name, "x-forwarded-", 12) == 0) {
             if (xff && *xff < 0 && name_is(m, h, "x-forwarded-for", 15))
@@ -459,13 +484,15 @@ void kago__http_upstream_head(struct sbuf *out, const struct http_msg *m, const 
                               const char *client_ip)
 {
     sbuf_adds(out, llhttp_method_name(m->parser.method));
-    sbuf_add(out, " ", 1);
-    sbuf_add(out, m->raw.data + m->url, m->url_len);
+    sbuf_add(out, info->slash ? " /" : " ", info->slash ? 2 : 1);
+    sbuf_add(out, m->raw.data + info->target, info->target_len);
     sbuf_add(out, " HTTP/1.1\r\n", 11);
     int xff = -1;
-    copy_headers(out, m, true, &xff);
+    copy_headers(out, m, true, info->absolute, &xff);
     if (info->host_len == 0)
         add_hdr(out, "Host", "localhost", 9);
+    else if (info->absolute)
+        add_hdr(out, "Host", info->host, info->host_len);
     if (info->chunked)
         sbuf_adds(out, "Transfer-Encoding: chunked\r\n");
     if (info->upgrade) {
@@ -509,7 +536,7 @@ void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const st
     sbuf_add(out, " ", 1);
     sbuf_adds(out, kago__http_reason(status));
     sbuf_add(out, "\r\n", 2);
-    copy_headers(out, m, false, NULL);
+    copy_headers(out, m, false, false, NULL);
     if (o->chunked)
         sbuf_adds(out, "Transfer-Encoding: chunked\r\n");
     if (o->upgrade) {

@@ -53,8 +53,10 @@ struct http_req_info {
     uint32_t host_len;
     uint32_t host_name_len; /* Host without ":port" (for routing) */
     bool chunked, upgrade, keep_alive, http10;
-    bool https;              /* it came over TLS (X-Forwarded-Proto), set by the caller after the check */
-    uint64_t content_length; /* 0 when chunked or absent */
+    bool absolute, slash;        /* absolute-form target: host is its authority; slash: its path was empty */
+    uint32_t target, target_len; /* the target in origin-form (offset in raw; with slash, after a "/") */
+    bool https;                  /* it came over TLS (X-Forwarded-Proto), set by the caller after the check */
+    uint64_t content_length;     /* 0 when chunked or absent */
     /* --cluster: Kago-Hops as received (nodes it went through); forward: it goes to another node (Kago-Hops
      * + 1 is sent); trusted: it came from another node, whose X-Forwarded-Proto and -Host are kept */
     unsigned hops;

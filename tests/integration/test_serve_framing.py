@@ -179,3 +179,17 @@ def test_an_http2_stream_its_client_gives_no_window_is_reset_after_the_send_time
                    for f in got), got
     finally:
         c.close()
+
+
+def test_an_absolute_form_target_routes_by_its_own_authority(srv):
+    # RFC 9112 3.2.2: the target's authority wins over Host, and the app gets that Host (it builds its links
+    # from it) with the origin-form path
+    s = conn(srv.port)
+    s.sendall(b"GET http://fr.test/echo HTTP/1.1\r\nHost: nope.test\r\nConnection: close\r\n\r\n")
+    st, _, body = read_response(s)
+    s.close()
+    assert st == 200 and b"host: fr.test" in body.lower() and b"nope" not in body
+    s = conn(srv.port)
+    s.sendall(b"GET http://nope.test/echo HTTP/1.1\r\nHost: fr.test\r\nConnection: close\r\n\r\n")
+    assert read_response(s)[0] == 404
+    s.close()

@@ -224,6 +224,30 @@ static void test_rewrite(void)
     sbuf_free(&out);
     kago__http_msg_free(m);
 
+    /* absolute-form: routed by its authority, sent on in origin-form with that Host */
+    ok(parse("GET http://B.test/abs?x=1 HTTP/1.1\r\nHost: a.test\r\n\r\n", &info, m) == 0 &&
+           info.host_len == 6 && memcmp(info.host, "B.test", 6) == 0 && info.host_name_len == 6,
+       "absolute-form: the target's authority is the host");
+    kago__http_upstream_head(&out, m, &info, "127.0.0.9");
+    sbuf_add(&out, "", 1);
+    ok(strncmp(out.data, "GET /abs?x=1 HTTP/1.1\r\n", 23) == 0 && strstr(out.data, "\r\nHost: B.test\r\n") &&
+           !strstr(out.data, "a.test"),
+       "absolute-form: origin-form and Host: its authority upstream");
+    sbuf_free(&out);
+    kago__http_msg_free(m);
+    ok(parse("GET https://b.test?q HTTP/1.1\r\nHost: b.test\r\n\r\n", &info, m) == 0,
+       "absolute-form, no path");
+    kago__http_upstream_head(&out, m, &info, "127.0.0.9");
+    sbuf_add(&out, "", 1);
+    ok(strncmp(out.data, "GET /?q HTTP/1.1\r\n", 18) == 0, "its path becomes /");
+    sbuf_free(&out);
+    kago__http_msg_free(m);
+    ok(parse("GET http://u@b.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n", &info, m) == 400, "userinfo -> 400");
+    kago__http_msg_free(m);
+    ok(parse("GET http://b.test:x/ HTTP/1.1\r\nHost: b.test\r\n\r\n", &info, m) == 400,
+       "bad port in the target -> 400");
+    kago__http_msg_free(m);
+
     /* Connection cannot take away the framing or Host; the client's claims of who it is do not pass. */
     const char *cl = "POST /front HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\n"
                      "Connection: Content-Length, Host, X-Gone\r\nX-Gone: 1\r\nForwarded: for=6.6.6.6\r\n"
