@@ -83,6 +83,35 @@ static int mountpoint_in_root(int rootfd, const char *dst, bool file, struct kag
     return open_in_root(rootfd, dst, O_PATH, err);
 }
 
+/* The mount point of /proc, /sys or /dev: a real directory at that very path, reached through no symlink.
+ * What kago masks and makes read-only there it finds again by those paths after pivot_root: a procfs
+ * mounted through "/proc -> /sys/x -> /mnt/p" would sit where no mask looks (a writable /proc/sys). */
+static int kernel_mountpoint(int rootfd, const char *dst, struct kago_error **err)
+{
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+    int fd = (int)syscall(SYS_openat2, rootfd, dst + 1, &how, sizeof how);
+    if (fd < 0 && errno == ENOENT) { /* made here: a directory, then checked as any other */
+        int made = mountpoint_in_root(rootfd, dst, false, err);
+        if (made < 0)
+            return -1;
+        close(made);
+        fd = (int)syscall(SYS_openat2, rootfd, dst + 1, &how, sizeof how);
+    }
+    struct stat st;
+    if (fd < 0)
+        return kago_error_set(err, errno == ELOOP ? 0 : errno,
+                              errno == ELOOP ? "rootfs: %s is a symlink (kago mounts %s on a directory only)"
+                                             : "open %s in the rootfs",
+                              dst, dst);
+    if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        close(fd);
+        return kago_error_set(err, 0, "rootfs: %s is not a directory (kago mounts %s on a directory only)",
+                              dst, dst);
+    }
+    return fd;
+}
+
 static int mount_at_fd(const char *src, int fd, const char *type, unsigned long flags, const char *data,
                        const char *what, struct kago_error **err)
 {
@@ -274,7 +303,7 @@ static int setup_rootfs(const struct kago__child *ch, struct kago_error **err)
 
 static int setup_dev(int rootfd, bool userns, struct kago_error **err)
 {
-    cleanup_close int devfd = mountpoint_in_root(rootfd, "/dev", false, err);
+    cleanup_close int devfd = kernel_mountpoint(rootfd, "/dev", err);
     if (devfd < 0)
         return -1;
     if (mount_at_fd("tmpfs", devfd, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=65536k", "/dev",
@@ -331,7 +360,7 @@ static int setup_mqueue(int rootfd, struct kago_error **err)
 
 static int setup_proc(const struct kago__child *ch, int rootfd, struct kago_error **err)
 {
-    cleanup_close int proc = mountpoint_in_root(rootfd, "/proc", false, err);
+    cleanup_close int proc = kernel_mountpoint(rootfd, "/proc", err);
     if (proc < 0)
         return -1;
     if (ch->warm_proc >= 0) /* a warm sandbox's, of this pid namespace (spawner.c) */
@@ -343,7 +372,7 @@ static int setup_proc(const struct kago__child *ch, int rootfd, struct kago_erro
 static int setup_sys(const struct kago__child *ch, int rootfd, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
-    cleanup_close int sys = mountpoint_in_root(rootfd, "/sys", false, err);
+    cleanup_close int sys = kernel_mountpoint(rootfd, "/sys", err);
     if (sys < 0)
         return -1;
     if (spec->no_sysfs) /* made read-only once the mounts under it have their mount points: sys_readonly */
@@ -354,12 +383,23 @@ static int setup_sys(const struct kago__child *ch, int rootfd, struct kago_error
     if ((spec->ns & (1u << KAGO_NS_NET)) || ch->join_fds[KAGO_NS_NET] >= 0)
         return mount_at_fd("sysfs", sys, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL, "/sys",
                            err);
-    /* in the host's network namespace: show the host's /sys, read-only */
-    if (mount_at_fd("/sys", sys, NULL, MS_BIND | MS_REC, NULL, "/sys", err) < 0)
+    /* in the host's network namespace: show the host's /sys, read-only, and nothing mounted under it (the
+     * host's cgroup hierarchies, tracing, debugfs, securityfs, bpf: a recursive bind kept them writable, as
+     * a remount read-only applies to one mount; the container's cgroup view is mounted at /sys/fs/cgroup
+     * later). In a user namespace they come along (locked to it: a bind without them is refused), all
+     * read-only. */
+    bool rec = mount_at_fd("/sys", sys, NULL, MS_BIND, NULL, "/sys", NULL) < 0;
+    if (rec && mount_at_fd("/sys", sys, NULL, MS_BIND | MS_REC, NULL, "/sys", err) < 0)
         return -1;
     close(sys);
     sys = open_in_root(rootfd, "/sys", O_PATH, err); /* the new mount, not the directory under it */
-    if (sys < 0 || remount_ro(sys, MS_NOSUID | MS_NODEV | MS_NOEXEC, "/sys read-only", err) < 0)
+    if (sys < 0)
+        return -1;
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                          MOUNT_ATTR_NOEXEC};
+    if (rec && syscall(SYS_mount_setattr, sys, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+        return kago_error_set(err, errno, "/sys and the mounts under it read-only");
+    if (!rec && remount_ro(sys, MS_NOSUID | MS_NODEV | MS_NOEXEC, "/sys read-only", err) < 0)
         return -1;
     return 0;
 }
@@ -458,11 +498,16 @@ static int setup_user_mounts(struct kago__child *ch, int rootfd, struct kago_err
         }
         struct stat st;
         int tree = ch->ntrees ? ch->trees[ch->ntrees - nbinds + bind++] : -1; /* idmapped (userns.c) */
-        if ((tree >= 0 ? fstat(tree, &st) : stat(m->src, &st)) < 0)
+        cleanup_close int src = tree >= 0 ? -1 : kago__open_bind_source(spec, i, err);
+        if (tree < 0 && src < 0)
+            return -1;
+        if (fstat(tree >= 0 ? tree : src, &st) < 0)
             return kago_error_set(err, errno, "bind %s", m->src);
+        char srcpath[40]; /* the source opened above, not its path again */
+        snprintf(srcpath, sizeof srcpath, "/proc/self/fd/%d", src);
         cleanup_close int fd = mountpoint_in_root(rootfd, m->dst, !S_ISDIR(st.st_mode), err);
         if (fd < 0 || (tree >= 0 ? attach_tree(tree, fd, m->dst, err)
-                                 : mount_at_fd(m->src, fd, NULL, MS_BIND | MS_REC, NULL, m->dst, err)) < 0)
+                                 : mount_at_fd(srcpath, fd, NULL, MS_BIND | MS_REC, NULL, m->dst, err)) < 0)
             return -1;
         /* nodev, read-write binds too: where no devices cgroup checks it (v2), a node made in a bound host
          * directory could otherwise be opened */

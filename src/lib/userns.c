@@ -338,10 +338,13 @@ int kago__userns_release(const char *key, struct kago_error **err)
 
 /* A clone of path's mount tree, nodev, idmapped through the user namespace usernsfd (its root appears as
  * the host's root: files owned by root in an image are root's inside). Returns the detached tree's fd. */
-static int idmapped_tree(const char *path, int usernsfd, bool rdonly, bool recursive, struct kago_error **err)
+static int idmapped_tree(int at, const char *path, int usernsfd, bool rdonly, bool recursive,
+                         struct kago_error **err)
 {
-    cleanup_close int tree = (int)syscall(
-        SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0));
+    cleanup_close int tree =
+        (int)syscall(SYS_open_tree, at, at == AT_FDCWD ? path : "",
+                     OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0) |
+                         (at == AT_FDCWD ? 0 : AT_EMPTY_PATH));
     if (tree < 0)
         return kago_error_set(err, errno, "open_tree %s", path);
     struct mount_attr attr = {.attr_set =
@@ -355,10 +358,11 @@ static int idmapped_tree(const char *path, int usernsfd, bool rdonly, bool recur
 
 /* A bind whose filesystem takes no idmapped mount (tmpfs before Linux 6.3, NFS): bound as it is, its
  * files showing as the ids they have on the host (outside the range: nobody). */
-static int plain_tree(const char *path, struct kago_error **err)
+static int plain_tree(int at, const char *path, struct kago_error **err)
 {
-    cleanup_close int tree =
-        (int)syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    cleanup_close int tree = (int)syscall(SYS_open_tree, at, at == AT_FDCWD ? path : "",
+                                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE |
+                                              (at == AT_FDCWD ? 0 : AT_EMPTY_PATH));
     struct mount_attr attr = {.attr_set = MOUNT_ATTR_NODEV};
     if (tree < 0 ||
         syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
@@ -606,13 +610,13 @@ int kago__idmap_send(const struct kago_spec *spec, pid_t pid, int sock, struct k
     bool alone = !spec->overlay && nl == 1;
     for (size_t i = 0; i < nl; i++) {
         struct kago_error *e = NULL;
-        fds[n] = idmapped_tree(lowers[i], usernsfd, !alone, alone, &e);
+        fds[n] = idmapped_tree(AT_FDCWD, lowers[i], usernsfd, !alone, alone, &e);
         if (fds[n] < 0 && (e->code == EINVAL || e->code == EOPNOTSUPP)) {
             /* a filesystem that takes no idmapped mount (9p, NFS, tmpfs before 6.3): the layer as it is,
              * its files showing as nobody inside (readable and runnable as for anyone), as binds below */
             kago_error_free(e);
             e = NULL;
-            fds[n] = plain_tree(lowers[i], &e);
+            fds[n] = plain_tree(AT_FDCWD, lowers[i], &e);
         }
         if (fds[n++] < 0) {
             if (err) {
@@ -638,11 +642,12 @@ int kago__idmap_send(const struct kago_spec *spec, pid_t pid, int sock, struct k
         if (spec->mounts[i].kind != KAGO_MOUNT_BIND)
             continue;
         struct kago_error *e = NULL;
-        fds[n] = idmapped_tree(spec->mounts[i].src, usernsfd, false, true, &e);
-        if (fds[n] < 0 && (e->code == EINVAL || e->code == EOPNOTSUPP)) {
+        cleanup_close int src = kago__open_bind_source(spec, i, &e);
+        fds[n] = src < 0 ? -1 : idmapped_tree(src, spec->mounts[i].src, usernsfd, false, true, &e);
+        if (fds[n] < 0 && src >= 0 && (e->code == EINVAL || e->code == EOPNOTSUPP)) {
             kago_error_free(e);
             e = NULL;
-            fds[n] = plain_tree(spec->mounts[i].src, &e);
+            fds[n] = plain_tree(src, spec->mounts[i].src, &e);
         }
         if (fds[n++] < 0) {
             if (err) {

@@ -11,6 +11,8 @@
 #include <sys/syscall.h>
 #include <time.h>
 
+#include <kago/spec.h>
+
 #include "util.h"
 
 void *xmalloc(size_t n)
@@ -308,6 +310,58 @@ int kago__open_regular(int dirfd, const char *path, int flags, uint64_t resolve,
     char proc[40]; /* the same inode again, for reading: no other path can have been swapped in */
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
     return open(proc, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+}
+
+/* The longest other bind source of spec that holds mount i's source (by the paths as configured), or -1. */
+static ssize_t outer_source(const struct kago_spec *spec, size_t i)
+{
+    const char *src = spec->mounts[i].src;
+    ssize_t best = -1;
+    size_t best_len = 0;
+    for (size_t j = 0; j < spec->nmounts; j++) {
+        const char *o = spec->mounts[j].src;
+        if (j == i || spec->mounts[j].kind != KAGO_MOUNT_BIND || !o)
+            continue;
+        size_t n = strlen(o);
+        while (n > 1 && o[n - 1] == '/')
+            n--;
+        if (n > best_len && !strncmp(src, o, n) && src[n] == '/' && src[n + 1] && strcmp(src, o)) {
+            best = (ssize_t)j;
+            best_len = n;
+        }
+    }
+    return best;
+}
+
+static int open_source(const struct kago_spec *spec, size_t i, unsigned depth, struct kago_error **err)
+{
+    const char *src = spec->mounts[i].src;
+    ssize_t j = depth < spec->nmounts ? outer_source(spec, i) : -1;
+    if (j < 0) {
+        int fd = open(src, O_PATH | O_CLOEXEC);
+        return fd < 0 ? kago_error_set(err, errno, "bind %s", src) : fd;
+    }
+    cleanup_close int outer = open_source(spec, (size_t)j, depth + 1, err);
+    if (outer < 0)
+        return -1;
+    const char *rest = src + strlen(spec->mounts[j].src);
+    while (*rest == '/')
+        rest++;
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+    int fd = (int)syscall(SYS_openat2, outer, rest, &how, sizeof how);
+    if (fd < 0 && (errno == ELOOP || errno == EXDEV))
+        return kago_error_set(
+            err, 0,
+            "bind %s: a symlink under %s, another bind's source: a container that can write "
+            "there may have made it, so it is not followed",
+            src, spec->mounts[j].src);
+    return fd < 0 ? kago_error_set(err, errno, "bind %s", src) : fd;
+}
+
+int kago__open_bind_source(const struct kago_spec *spec, size_t i, struct kago_error **err)
+{
+    return open_source(spec, i, 0, err);
 }
 
 const char *kago__file_kind(mode_t mode)

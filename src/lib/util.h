@@ -85,6 +85,12 @@ int kago__mkdir_p(const char *path, mode_t mode, struct kago_error **err) KAGO_I
  * open or read would block) or a device (whose open acts on the host's device) is never opened. Returns the
  * descriptor (the caller closes it), or -1 with errno set; *st is the file's stat when it could be taken
  * (st_mode 0 otherwise): a file that is not a regular file gives -1, EINVAL and its st_mode. */
+/* Bind mount i's source as an O_PATH descriptor. A source inside another bind's source (the paths as
+ * configured: /srv/a/uploads inside /srv/a) is resolved beneath that one's through no symlink, as
+ * Kubernetes resolves a subPath: the container that has the outer one writable could have put a symlink
+ * there, to anywhere on the host, for the next start to mount. Other paths are followed as named. */
+struct kago_spec;
+int kago__open_bind_source(const struct kago_spec *spec, size_t i, struct kago_error **err);
 int kago__open_regular(int dirfd, const char *path, int flags, uint64_t resolve,
                        struct stat *st) KAGO_INTERNAL;
 /* "a FIFO", "a directory", "a character device"...: what a file of mode is, for messages. */

@@ -689,3 +689,60 @@ def test_every_verb_has_help():
             assert r.returncode == 0 and r.stderr == "", (v, flag, r)
             first = r.stdout.splitlines()[0]
             assert first.startswith("usage: kago ") and f" {v}" in first, (v, flag, r.stdout)
+
+
+# --- what a rootfs (an image) or a container cannot turn against the host -------------------------------
+
+def hostile_rootfs(tmp_path, plant):
+    """A copy of the busybox rootfs with plant(root) applied."""
+    root = tmp_path / "rootfs"
+    subprocess.run(["cp", "-a", ROOTFS, str(root)], check=True)
+    plant(root)
+    return str(root)
+
+
+@pytest.mark.parametrize("userns", ["host", "auto"])
+def test_proc_through_a_symlink_is_refused(kago, rootfs, tmp_path, userns):
+    # /proc -> /sys/link -> /mnt/realproc: procfs landed at /mnt/realproc, where no mask looks (with
+    # --userns host the host's /proc/sys was writable: core_pattern)
+    def plant(root):
+        os.rmdir(root / "proc")
+        (root / "mnt" / "realproc").mkdir(parents=True)
+        os.symlink("/sys/link", root / "proc")
+        os.symlink("/mnt/realproc", root / "sys" / "link")
+    fs = hostile_rootfs(tmp_path, plant)
+    r = kago("run", "--rootfs", fs, "--userns", userns, "--", "/bin/sh", "-c",
+             "(exec 3>>/mnt/realproc/sys/kernel/core_pattern) && echo WRITABLE")
+    assert r.returncode != 0 and "WRITABLE" not in r.stdout
+    assert "/proc is a symlink" in r.stderr, r.stderr
+
+
+def test_without_a_network_namespace_the_hosts_sys_comes_without_its_mounts(kago, rootfs):
+    # the host's /sys is bound (no netns: a sysfs of its own would show the host's devices all the same),
+    # but not what is mounted under it: the host's cgroup hierarchies were writable through it
+    r = run(kago, "/bin/sh", "-c", "ls -A /sys/fs/cgroup | wc -l; ls /sys/kernel/tracing 2>/dev/null | wc -l; "
+            "cat /proc/self/cgroup | head -3", opts=("--userns", "host", "--ns", "pid,mount,uts,ipc,cgroup",
+                                                     "--cgroup-mount", "none"), check=True)
+    n_cg, n_tr = r.stdout.split()[:2]
+    assert n_cg == "0" and n_tr == "0", r.stdout
+
+
+@pytest.mark.parametrize("userns", ["auto", "host"])
+def test_a_bind_source_a_container_turned_into_a_symlink_is_refused(kago, rootfs, tmp_path, userns):
+    # one bind's source inside another's, which the container can write: it replaces the inner one with a
+    # symlink to a host directory, which the next start would have mounted writable
+    vol, canary = tmp_path / "vol", tmp_path / "canary"
+    (vol / "sub").mkdir(parents=True)
+    canary.mkdir()
+    (canary / "secret").write_text("s3cret")
+    opts = ("--userns", userns, "--bind", f"{vol}:/data", "--bind", f"{vol}/sub:/sub")
+    run(kago, "/bin/sh", "-c", f"rm -rf /data/sub && ln -s {canary} /data/sub", opts=opts, check=True)
+    assert os.path.islink(vol / "sub")
+    r = run(kago, "/bin/sh", "-c", "cat /sub/secret; touch /sub/written", opts=opts)
+    assert r.returncode != 0 and "s3cret" not in r.stdout, r.stdout
+    assert "not followed" in r.stderr, r.stderr
+    assert not (canary / "written").exists()
+    # a source the one who starts it names through a symlink (nested in no other source) is followed
+    os.symlink(canary, tmp_path / "alias")
+    r = run(kago, "/bin/cat", "/a/secret", opts=("--userns", userns, "--bind", f"{tmp_path}/alias:/a:ro"), check=True)
+    assert r.stdout == "s3cret"
