@@ -12,7 +12,8 @@
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: kago-sys keyctl|add_key|unshare|mount|bpf|ptrace|setns|clone-newns\n");
+        fprintf(stderr,
+                "usage: kago-sys keyctl|add_key|unshare|mount|bpf|ptrace|setns|io_uring|clone-newns\n");
         return 2;
     }
     const char *s = argv[1];
@@ -31,6 +32,8 @@ int main(int argc, char **argv)
         rc = ptrace(PTRACE_ATTACH, 1, NULL, NULL);
     else if (!strcmp(s, "setns"))
         rc = syscall(SYS_setns, 0, 0);
+    else if (!strcmp(s, "io_uring"))
+        rc = syscall(SYS_io_uring_setup, 1, (char[120]){0});
     else if (!strcmp(s, "clone-newns"))
         rc = syscall(SYS_clone, CLONE_NEWNS | 17 /* SIGCHLD */, NULL, NULL, NULL, NULL);
     else

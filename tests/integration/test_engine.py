@@ -415,7 +415,7 @@ SYS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
                    "build", "tests", "helpers", "kago-sys")
 
 
-@pytest.mark.parametrize("call", ["unshare", "mount", "keyctl", "add_key", "bpf", "setns", "clone-newns"])
+@pytest.mark.parametrize("call", ["unshare", "mount", "keyctl", "add_key", "bpf", "setns", "io_uring", "clone-newns"])
 def test_seccomp_default_blocks(kago, rootfs, call):
     # even with CAP_SYS_ADMIN given back, the default filter refuses these calls
     opts = ("--bind", f"{SYS}:/kago-sys:ro", "--cap-add", "sys_admin")
