@@ -201,7 +201,9 @@ char *cli_admin_call(struct cli_admin *a, const char *verb, const char *method, 
     char *buf = NULL, *body = NULL;
     if (fd < 0)
         goto out;
-    if (asprintf(&req, "%s %s HTTP/1.1\r\nHost: kago\r\n%s%s%sContent-Length: 0\r\nConnection: close\r\n\r\n",
+    if (asprintf(&req,
+                 "%s %s HTTP/1.1\r\nHost: kago\r\nX-Kago-CSRF: 1\r\n%s%s%sContent-Length: 0\r\nConnection: "
+                 "close\r\n\r\n",
                  method, path, token ? "Authorization: Bearer " : "", token ? token : "",
                  token ? "\r\n" : "") < 0)
         abort();

@@ -48,7 +48,7 @@ int kago_parse_size(const char *s, int64_t *bytes, struct kago_error **err)
     }
     if ((*end == 'b' || *end == 'B') && mul > 1)
         end++;
-    if (*end || v * mul > (double)INT64_MAX || v * mul < 1)
+    if (*end || v * mul >= 0x1p63 || v * mul < 1) /* ((double)INT64_MAX is 2^63: the first value too large) */
         return kago_error_set(err, 0, "size \"%s\": not a number of bytes (e.g. 512K, 64M, 1G, max)", s);
     *bytes = (int64_t)(v * mul);
     return 0;

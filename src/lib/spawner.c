@@ -1283,7 +1283,11 @@ pid_t kago__spawner_clone(struct kago__child *ch, struct kago__cgroup *cg, uint6
         }
     }
     int rs[2] = {-1, -1}; /* a caller that does not wait: the answer's own socket */
-    if (reply_fd && r == 1 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, rs) == 0) {
+    if (reply_fd && r == 1) {
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, rs) < 0) { /* (out of descriptors) */
+            json_object_put(o);
+            return kago_error_set(err, errno, "spawner: a socket for the start's answer"), -1;
+        }
         h.present |= 1u << SLOT_REPLY;
         fds[nfds++] = rs[1];
     }

@@ -79,8 +79,13 @@ struct admin_conn {
     /* GET /dash/events: the dashboard's event stream (dash.c) */
     struct dash_sub sub;
     bool sse, sse_writing;
-    struct reload_waiter reload; /* POST /reload: answered once the reload is applied or failed */
+    struct reload_waiter reload;      /* POST /reload: answered once the reload is applied or failed */
+    struct admin_conn *next, **pprev; /* the server's admin connections (kago__admin_sweep) */
+    uint64_t since_ms;                /* accepted: its request must be whole within ADMIN_REQ_MS */
 };
+
+#define ADMIN_REQ_MS    10000 /* as --header-timeout: a request head must arrive within this */
+#define ADMIN_MAX_CONNS 256   /* admin connections at once; more are closed as they come */
 
 static void printf_buf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void printf_buf(struct sbuf *b, const char *fmt, ...)
@@ -811,6 +816,12 @@ static bool ps_fill(struct admin_conn *ac)
 static void on_admin_closed(uv_handle_t *h)
 {
     struct admin_conn *ac = h->data;
+    if (ac->pprev) {
+        *ac->pprev = ac->next;
+        if (ac->next)
+            ac->next->pprev = ac->pprev;
+        ac->srv->nadmin_conns--;
+    }
     if (ac->sse)
         kago__dash_sse_remove(ac->srv, &ac->sub);
     if (ac->cur_ref)
@@ -1008,12 +1019,15 @@ static void peer_ip(struct admin_conn *ac, char *ip, size_t n)
         uv_ip4_name((struct sockaddr_in *)&ss, ip, n);
 }
 
-/* path as it may be logged: printable ASCII only. */
+/* path as it may be logged: printable ASCII only, any token= value starred. */
 static void log_safe(char *path)
 {
     for (char *p = path; *p; p++)
         if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
             *p = '?';
+    for (char *t = strstr(path, "token="); t; t = strstr(t, "token="))
+        for (t += 6; *t && *t != '&'; t++)
+            *t = '*';
 }
 
 /* Over TCP, a request other than /healthz needs the token: true when it may go on, else it was answered
@@ -1084,7 +1098,9 @@ static bool authorized(struct admin_conn *ac, const char *method, char *path, en
     log_safe(path);
     kago__slog(ac->srv, SLOG_WARN, NULL, NULL, "admin: 401 for %s %s from %s: %s", method, path, ip,
                given ? "wrong token" : "no bearer token nor dashboard session");
-    if (kago__auth_failed(&au->limit, ip, now))
+    /* only a credential given and wrong counts: a request with none (any web page can make the operator's
+     * browser send one to 127.0.0.1) would otherwise lock the operator, Prometheus and kago ps out */
+    if (given && kago__auth_failed(&au->limit, ip, now))
         kago__slog(ac->srv, SLOG_WARN, NULL, NULL,
                    "admin: %d failed attempts from %s within %d s: it gets 429 for %d s", AUTH_MAX_FAILS, ip,
                    AUTH_WINDOW_MS / 1000, AUTH_BLOCK_MS / 1000);
@@ -1171,6 +1187,30 @@ static void reload_answer(struct reload_waiter *w, const struct kago_error *err)
     }
 }
 
+/* On the unix socket (no token: its file mode is the check) a request must name a host no web page can
+ * rebind to this machine: localhost, kago (kago ps and kago reload say it), any one-label name, or an IP
+ * address. A browser reaching an `ssh -L` forward of the socket through a DNS-rebound name
+ * (attacker.example resolving to 127.0.0.1) is thus refused, before it can read /ps or act. */
+static bool local_host_ok(const char *head, size_t n)
+{
+    const char *v;
+    size_t len;
+    if (!kago__dash_header(head, n, "Host", &v, &len))
+        return true; /* (HTTP/1.0) */
+    if (len && v[0] == '[')
+        return true;
+    bool digits_and_dots = true;
+    size_t end = 0;
+    while (end < len && v[end] != ':')
+        end++;
+    size_t dots = 0;
+    for (size_t i = 0; i < end; i++) {
+        dots += v[i] == '.';
+        digits_and_dots &= (v[i] >= '0' && v[i] <= '9') || v[i] == '.';
+    }
+    return dots == 0 || digits_and_dots;
+}
+
 static void handle(struct admin_conn *ac)
 {
     struct server *srv = ac->srv;
@@ -1184,6 +1224,21 @@ static void handle(struct admin_conn *ac)
     enum dash_auth how;
     if (!authorized(ac, method, path, &how))
         return;
+    const char *v;
+    size_t vn;
+    if (how == DASH_AUTH_LOCAL && ac->h.handle.type != UV_TCP && !local_host_ok(ac->req, ac->len)) {
+        sbuf_adds(&body, "forbidden: on the unix socket the Host must be localhost or an address (a browser "
+                         "may reach a forward of it through a rebound name)\n");
+        respond(ac, 403, "text/plain", &body);
+        return;
+    }
+    if (how == DASH_AUTH_LOCAL && !strcmp(method, "POST") && !strcmp(path, "/reload") &&
+        !kago__dash_header(ac->req, ac->len, DASH_CSRF_HEADER, &v, &vn)) {
+        sbuf_adds(&body,
+                  "forbidden: POST /reload: send the header " DASH_CSRF_HEADER ": 1 (no web page can)\n");
+        respond(ac, 403, "text/plain", &body);
+        return;
+    }
     if (how == DASH_AUTH_PUBLIC || how == DASH_AUTH_QUERY || !strncmp(path, "/dash/", 6) ||
         (!strcmp(method, "POST") && strcmp(path, "/reload") != 0)) {
         dash(ac, method, path, how);
@@ -1244,11 +1299,26 @@ void kago__admin_accept(struct server *srv, uv_stream_t *listener)
     else
         uv_tcp_init(srv->loop, &ac->h.tcp);
     ac->h.handle.data = ac;
-    if (uv_accept(listener, &ac->h.stream) < 0) {
+    /* over the limit: closed unread, so that no client holds the descriptors serve needs for the proxy */
+    if (uv_accept(listener, &ac->h.stream) < 0 || srv->nadmin_conns >= ADMIN_MAX_CONNS) {
         uv_close(&ac->h.handle, on_admin_closed);
         return;
     }
+    ac->since_ms = kago__serve_now_ms();
+    ac->next = srv->admin_conns;
+    if (ac->next)
+        ac->next->pprev = &ac->next;
+    srv->admin_conns = ac;
+    ac->pprev = &srv->admin_conns;
+    srv->nadmin_conns++;
     uv_read_start(&ac->h.stream, on_admin_alloc, on_admin_read);
+}
+
+void kago__admin_sweep(struct server *srv, uint64_t now)
+{
+    for (struct admin_conn *ac = srv->admin_conns; ac; ac = ac->next)
+        if (!ac->done && !ac->sse && now - ac->since_ms >= ADMIN_REQ_MS && !uv_is_closing(&ac->h.handle))
+            uv_close(&ac->h.handle, on_admin_closed); /* a request that never came whole */
 }
 
 static void on_unix_conn(uv_stream_t *s, int status)

@@ -209,7 +209,9 @@ static void act_limits(struct action *x, const char *path, struct dash_reply *r)
     kago_spec_init(&s); /* only its limits are used: all unset */
     struct kago_error *err = NULL;
     if ((!cpu[0] && !mem[0]) || (cpu[0] && kago_parse_cpu(cpu, &s.limits.cpu_quota_us, &err) < 0) ||
-        (mem[0] && kago_parse_size(mem, &s.limits.memory, &err) < 0)) {
+        (mem[0] && kago_parse_size(mem, &s.limits.memory, &err) < 0) ||
+        (mem[0] && s.limits.memory != KAGO_NOLIMIT && s.limits.memory < 256 * 1024 &&
+         kago_error_set(&err, 0, "memory %s: must be at least 256K (a start would refuse it)", mem) < 0)) {
         reply(r, 400, "text/plain", "limits of %s: %s\n", x->app->app.name,
               err ? err->msg : "give cpu=PCT and/or memory=SIZE");
         kago_error_free(err);

@@ -261,11 +261,13 @@ struct server {
     struct tls_front *tls;
     struct tls_store *tls_store;
     struct h2_stats h2;
-    uint64_t send_timeouts;        /* responses cut: their client took nothing for --send-timeout */
-    uint64_t tls_checked_ms;       /* certificate files last looked at */
-    uint64_t upconn_swept_ms;      /* idle upstream connections last swept */
-    uint64_t frozen_checked_ms;    /* the frozen instances' memory budget last enforced */
-    struct acme *acme;             /* certificates on demand (acme.c), NULL without --acme-directory */
+    uint64_t send_timeouts;         /* responses cut: their client took nothing for --send-timeout */
+    uint64_t tls_checked_ms;        /* certificate files last looked at */
+    uint64_t upconn_swept_ms;       /* idle upstream connections last swept */
+    uint64_t frozen_checked_ms;     /* the frozen instances' memory budget last enforced */
+    struct acme *acme;              /* certificates on demand (acme.c), NULL without --acme-directory */
+    struct admin_conn *admin_conns; /* (admin.c) */
+    unsigned nadmin_conns;
     struct admin_auth *admin_auth; /* admin.c: its token, rate limit, unix socket (NULL: no admin) */
     uv_timer_t tick;
     size_t tick_records; /* records a tick writes at most (server.c, TICK_RECORDS) */
@@ -721,6 +723,8 @@ void kago__scaler_server_json(struct sbuf *b, const struct server *srv);
 
 /* admin.c */
 void kago__admin_accept(struct server *srv, uv_stream_t *listener);
+/* Closes admin connections whose request did not come whole within 10 s (called about every second). */
+void kago__admin_sweep(struct server *srv, uint64_t now);
 /* Before the admin listener: --admin unix:PATH listens there (mode 0600, no token asked); else reads or
  * makes the bearer token (--admin-token, default <root>/.serve/.admin-token) and the caller
  * listens on TCP. Returns 0, or < 0 with *err set. */

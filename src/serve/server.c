@@ -780,6 +780,7 @@ static void on_tick(uv_timer_t *t)
         /* (their read buffers are page buffers, and what a request held went when it ended: an idle
          * connection leaves no hole in malloc's heap, and no malloc_trim walks it here) */
         kago__client_trim_idle(srv);
+        kago__admin_sweep(srv, now);
         for (struct app_rt *a = srv->ticking; a; a = a->tick_next) /* (an app with instances ticks) */
             for (struct pool_inst *pi = a->pool.insts; pi; pi = pi->next)
                 kago__upconn_sweep(pi->data, now);

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from conftest import wait_for
-from serve_util import (CGI, KAGO, ROOTFS, STATIC, UPGRADE, Server, app, children_named, nice_of, raw, read_response,
-                        request, serving, statuses_at_once, thread_nices)
+from serve_util import (CGI, KAGO, ROOTFS, STATIC, UPGRADE, Server, admin_request, app, children_named, nice_of, raw,
+                        read_response, request, serving, statuses_at_once, thread_nices)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -697,3 +697,12 @@ def test_sigterm_repeated_through_a_shutdown_is_ignored():
     assert s.proc.wait(30) == 0, (sent, s.stderr())
     assert sent > 1
     assert s.leftovers() == []
+
+
+def test_limits_out_of_range_are_refused_not_stored(srv):
+    # a value a start refuses (below 256K, or past 2^63 bytes, which wrapped to INT64_MIN) was stored into
+    # the app although every live update failed: each later start failed, until a reload
+    for mem in ("100K", "8388608T", "9223372036854775807"):
+        code, _, body = admin_request(srv.admin, srv.root, f"/limits?app=idle&memory={mem}", method="POST")
+        assert code == 400, (mem, code, body)
+    assert request(srv.port, "idle.test")[0] == 200

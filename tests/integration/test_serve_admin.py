@@ -285,3 +285,87 @@ def test_unix_socket_0600_no_token_stale_replaced_removed_at_exit():
             assert open(sock).read() == "mine\n"
         finally:
             s.stop()
+
+
+def unix_status(sock, head):
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(sock)
+    try:
+        c.sendall(head.encode())
+        out = b""
+        while (b := c.recv(65536)):
+            out += b
+        return int(out.split(b" ", 2)[1]), out
+    finally:
+        c.close()
+
+
+def test_requests_without_a_credential_lock_nobody_out():
+    # ten <img src=http://127.0.0.1:9090/ps> on any web page the operator's browser shows send no token: they
+    # get 401, but are no failed attempts (they locked out the operator, Prometheus and kago ps for 60 s)
+    with tempfile.TemporaryDirectory(prefix="kago-admin-auth-") as tmp:
+        s = Bare(tmp)
+        try:
+            assert s.started(), s.stderr()
+            port = s.admin_port()
+            for _ in range(12):
+                assert raw_status(port, "GET /ps HTTP/1.1\r\nHost: a\r\nOrigin: http://evil.example\r\n"
+                                        "Connection: close\r\n\r\n")[0] == 401
+            assert admin_request(port, s.root, "/ps")[0] == 200
+            # a token in the URL is starred in the log whatever the method or other credentials
+            raw_status(port, "HEAD /?token=s3cretguess HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            raw_status(port, "GET /ps?token=s3cretguess HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\n"
+                             "Connection: close\r\n\r\n")
+            assert "s3cretguess" not in s.stderr() and "token=***" in s.stderr(), s.stderr()
+        finally:
+            assert s.stop() == 0, s.stderr()
+
+
+def test_admin_connections_are_bounded_and_a_stalled_request_is_closed():
+    # idle connections to the admin port (no token needed to open one) used to stay forever: 20,000 of them
+    # took serve's descriptors, and the proxy stopped answering
+    with tempfile.TemporaryDirectory(prefix="kago-admin-auth-") as tmp:
+        s = Bare(tmp)
+        socks = []
+        try:
+            assert s.started(), s.stderr()
+            port = s.admin_port()
+            for _ in range(300):
+                c = socket.create_connection(("127.0.0.1", port), timeout=5)
+                c.sendall(b"GET /ps HTTP/1.1\r\nX: ")
+                socks.append(c)
+            time.sleep(0.5)
+
+            def closed(c):
+                c.setblocking(False)
+                try:
+                    return c.recv(1) == b""
+                except BlockingIOError:
+                    return False
+                except ConnectionResetError:
+                    return True
+            assert sum(closed(c) for c in socks) >= 300 - 256, "past 256 at once, the next are closed"
+            assert raw_status(s.port, "GET / HTTP/1.1\r\nHost: nope.test\r\nConnection: close\r\n\r\n")[0] == 404
+            assert wait_for(lambda: all(closed(c) for c in socks), 16), "a request not whole within 10 s is closed"
+            assert admin_request(port, s.root, "/ps")[0] == 200
+        finally:
+            for c in socks:
+                c.close()
+            assert s.stop() == 0, s.stderr()
+
+
+def test_the_unix_socket_refuses_rebound_hosts_and_a_reload_without_its_header():
+    # a browser reaching an `ssh -L` forward of the socket through a DNS-rebound name sends that name
+    with tempfile.TemporaryDirectory(prefix="kago-admin-auth-") as tmp:
+        sock = os.path.join(tmp, "admin.sock")
+        s = Bare(tmp, admin=f"unix:{sock}")
+        try:
+            assert s.started(), s.stderr()
+            assert unix_status(sock, "GET /ps HTTP/1.1\r\nHost: attacker.example:9090\r\n\r\n")[0] == 403
+            for host in ("localhost:9090", "kago", "127.0.0.1:9090", "[::1]:9090"):
+                assert unix_status(sock, f"GET /ps HTTP/1.1\r\nHost: {host}\r\n\r\n")[0] == 200, host
+            assert unix_status(sock, "POST /reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")[0] == 403
+            rl = kago("reload", "--admin", f"unix:{sock}")
+            assert rl.returncode == 0 and rl.stdout == "reloaded\n", rl
+        finally:
+            assert s.stop() == 0, s.stderr()

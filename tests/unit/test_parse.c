@@ -18,6 +18,12 @@ int main(void)
     kago_error_clear(&err);
     ok(kago_parse_size("-5M", &v, &err) < 0, "negative size rejected");
     kago_error_clear(&err);
+    ok(kago_parse_size("8388608T", &v, &err) < 0, "2^63 bytes rejected (it wrapped to INT64_MIN)");
+    kago_error_clear(&err);
+    ok(kago_parse_size("9223372036854775807", &v, &err) < 0, "INT64_MAX as a double is 2^63: rejected");
+    kago_error_clear(&err);
+    ok(kago_parse_size("8388607T", &v, &err) == 0 && v == 8388607LL << 40, "just under 2^63 bytes");
+    kago_error_clear(&err);
     ok(kago_parse_cpu("30%", &v, &err) == 0 && v == 30000, "30%% = 30000us per 100ms");
     ok(kago_parse_cpu("150%", &v, &err) == 0 && v == 150000, "150%% allowed (several cores)");
     ok(kago_parse_cpu("0.5", &v, &err) == 0 && v == 50000, "0.5 cores");
