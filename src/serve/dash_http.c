@@ -110,8 +110,10 @@ static void login_by_query(struct server *srv, const char *path, const char *ip,
     char loc[300];
     snprintf(loc, sizeof(loc), "%.*s", (int)(n < 256 ? n : 256), path);
     for (char *c = loc; *c; c++)
-        if ((unsigned char)*c < 0x21 || (unsigned char)*c >= 0x7f)
+        if ((unsigned char)*c < 0x21 || (unsigned char)*c >= 0x7f || *c == '\\')
             *c = '_';
+    for (char *c = loc + 1; *loc == '/' && *c == '/'; c++) /* "//evil.example/x" would leave the site */
+        *c = '_';
     snprintf(r->extra, sizeof(r->extra),
              "Location: %s\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\n", loc);
     set_cookie(r, s);

@@ -369,3 +369,17 @@ def test_the_unix_socket_refuses_rebound_hosts_and_a_reload_without_its_header()
             assert rl.returncode == 0 and rl.stdout == "reloaded\n", rl
         finally:
             assert s.stop() == 0, s.stderr()
+
+
+def test_the_dashboards_login_by_url_redirects_within_the_site():
+    with tempfile.TemporaryDirectory(prefix="kago-admin-auth-") as tmp:
+        s = Bare(tmp)
+        try:
+            assert s.started(), s.stderr()
+            tok = admin_token(s.root)
+            code, out = raw_status(s.admin_port(), f"GET //evil.example/x?token={tok} HTTP/1.1\r\nHost: a\r\n"
+                                                   "Connection: close\r\n\r\n")
+            loc = [l for l in out.split(b"\r\n") if l.lower().startswith(b"location:")]
+            assert code == 303 and loc and not loc[0].split(b":", 1)[1].strip().startswith(b"//"), out[:300]
+        finally:
+            assert s.stop() == 0, s.stderr()
