@@ -325,6 +325,11 @@ int kago__http_req_check(struct http_msg *m, uint64_t max_body, struct http_req_
     /* absolute-form ("GET http://b.test/x"): the target's authority is the host, whatever Host says
      * (RFC 9112 3.2.2); the app gets the origin-form and that Host */
     const char *u = m->url_len ? m->raw.data + m->url : "", *end = u + m->url_len;
+    for (const char *q = u; q < end; q++)
+        if ((unsigned char)*q < 0x21 || *q == 0x7f) { /* (llhttp 8 lets tabs and form feeds through) */
+            m->error_reason = "control character in the request target";
+            return 400;
+        }
     size_t skip = m->url_len > 7 && !strncasecmp(u, "http://", 7)    ? 7
                   : m->url_len > 8 && !strncasecmp(u, "https://", 8) ? 8
                                                                      : 0;
