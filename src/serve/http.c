@@ -220,7 +220,7 @@ llhttp_errno_t kago__http_execute(struct http_msg *m, const char *data, size_t l
     m->exec_end = data + len;
     bool in_head = m->begun && !m->head_done && m->parser.type == HTTP_REQUEST;
     llhttp_errno_t e = llhttp_execute(&m->parser, data, len);
-    for (const char *q = data + len; q > data; q--)
+    for (const char *q = data + len; !m->head_done && q > data; q--) /* (only a head's next read needs it) */
         if (q[-1] != ' ' && q[-1] != '\t') {
             m->prev_byte = q[-1];
             break;
