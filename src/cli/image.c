@@ -60,7 +60,7 @@ static int image_import(struct cli *g, int argc, char **argv)
         case 'S':
             if (kago_parse_size(optarg, &v, &err) < 0)
                 return cli_fail(err);
-            o.max_layer_bytes = v < 0 ? 0 : (uint64_t)v;
+            o.max_layer_bytes = v < 0 ? UINT64_MAX : (uint64_t)v; /* (max: none; 0 is refused) */
             break;
         case 'N':
             o.max_entries = strtoull(optarg, &end, 10);

@@ -933,25 +933,13 @@ static void ps_begin(struct admin_conn *ac)
 }
 
 /* GET /metrics[?app=NAME]: the head now, the body in slices. */
-static void metrics_begin(struct admin_conn *ac, const char *query, bool http10)
+static void metrics_begin(struct admin_conn *ac, const char *path, bool http10)
 {
     struct server *srv = ac->srv;
-    const char *q = query ? strstr(query, "app=") : NULL;
-    while (q && q != query && q[-1] != '&')
-        q = strstr(q + 1, "app=");
-    if (q) {
-        char name[256];
-        size_t n = 0;
-        for (q += 4; *q && *q != '&' && n + 1 < sizeof(name); q++) {
-            unsigned v;
-            if (*q == '%' && sscanf(q + 1, "%2x", &v) == 1) {
-                name[n++] = (char)v;
-                q += 2;
-            } else {
-                name[n++] = *q == '+' ? ' ' : *q;
-            }
-        }
-        name[n] = 0;
+    char name[256];
+    if (kago__dash_param(path, "app", NULL, 0)) {
+        if (!kago__dash_param(path, "app", name, sizeof(name)))
+            name[0] = 0;
         ac->m.only = kago__server_app(srv, name);
         if (!ac->m.only) {
             struct sbuf body = {0};
@@ -1243,7 +1231,7 @@ static void handle(struct admin_conn *ac)
         (!strcmp(method, "POST") && strcmp(path, "/reload") != 0)) {
         dash(ac, method, path, how);
     } else if (!strcmp(method, "GET") && !strncmp(path, "/metrics", 8) && (!path[8] || path[8] == '?')) {
-        metrics_begin(ac, path[8] ? path + 9 : NULL, !strcmp(version, "HTTP/1.0"));
+        metrics_begin(ac, path, !strcmp(version, "HTTP/1.0"));
     } else if (!strcmp(method, "GET") && !strncmp(path, "/ps", 3)) {
         ps_begin(ac);
     } else if (!strcmp(method, "POST") && !strcmp(path, "/reload")) {

@@ -109,7 +109,8 @@ bool kago__dash_header(const char *head, size_t n, const char *name, const char 
 /* The value of cookie name in the head's Cookie headers: true with *v, *len pointing into head. */
 bool kago__dash_cookie(const char *head, size_t n, const char *name, const char **v, size_t *len);
 /* The query parameter name of path ("/x?a=1&b=2"), percent- and '+'-decoded into out (at most cap - 1
- * bytes, NUL-terminated): true when present (and it fits), false when not. */
+ * bytes, NUL-terminated): true when present (and it fits, and holds no %00), false when not. With out
+ * NULL: whether it is present at all. */
 bool kago__dash_param(const char *path, const char *name, char *out, size_t cap);
 
 /* --- the loop (dash.c) --------------------------------------------------------------------------- */

@@ -230,12 +230,16 @@ bool kago__dash_param(const char *path, const char *name, char *out, size_t cap)
         if (!e)
             e = q + strlen(q);
         if ((size_t)(e - q) >= k && !strncmp(q, name, k) && (q[k] == '=' || q + k == e)) {
+            if (!out)
+                return true;
             size_t o = 0;
             for (const char *c = q[k] == '=' ? q + k + 1 : e; c < e; c++) {
                 if (o + 1 >= cap)
                     return false;
                 if (*c == '%' && e - c > 2 && hexval(c[1]) >= 0 && hexval(c[2]) >= 0) {
-                    out[o++] = (char)(hexval(c[1]) * 16 + hexval(c[2]));
+                    out[o] = (char)(hexval(c[1]) * 16 + hexval(c[2]));
+                    if (!out[o++]) /* (%00: "web%00x" must not name web) */
+                        return false;
                     c += 2;
                 } else {
                     out[o++] = *c == '+' ? ' ' : *c;

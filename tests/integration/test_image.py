@@ -668,6 +668,12 @@ def test_import_limits(k, imgs, tmp_path, limit):
     line = one_line(k("image", "import", *opt, f"oci:{L.path}:t"))
     assert hexof(lb["digest"])[:12] in line, line
     k.unchanged(before)
+    if limit == "max-layer-size":  # 0 is no size; max is no limit (it meant the default, 64 GiB)
+        r = k("image", "import", "--max-layer-size", "0", f"oci:{L.path}:t")
+        assert r.returncode != 0 and 'size "0": not a number of bytes' in r.stderr, r.stderr
+        k.unchanged(before)
+        k.imp(f"oci:{L.path}:t", "--max-layer-size", "max", "--name", "bomb:1")
+        return
     k.imp(f"oci:{L.path}:t", "--name", "bomb:1")  # without the limit it is a fine image
 
 

@@ -84,6 +84,11 @@ def test_metrics_for_one_app(srv):
     assert 'kago_cold_start_seconds_count{app="idle3",tier="cold"} 0' in idle
     st, _, msg = admin_request(srv.admin, srv.root, "/metrics?app=nosuch", timeout=5)
     assert st == 404 and "nosuch" in msg
+    # a NUL never ends a name early: "one%00x" is no app, and the dashboard's actions refuse it too
+    st, _, msg = admin_request(srv.admin, srv.root, "/metrics?x=1&app=one%00x", timeout=5)
+    assert st == 404, (st, msg)
+    st, _, msg = admin_request(srv.admin, srv.root, "/drain?app=one%00x", method="POST", timeout=5)
+    assert st == 404 and "no such app" in msg, (st, msg)
 
 
 def test_app_histograms_when_asked():
