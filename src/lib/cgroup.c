@@ -174,6 +174,20 @@ int kago__cg_write_at(const struct kago__cgroup *cg, int dirfd, const char *dir,
     /* No O_TRUNC: cgroupfs takes each write() as the whole value, and truncating costs ~3 us a write on
      * the v1 host. (The unit tests' fake tree empties a file before it expects a write to it.) */
     cleanup_close int fd = openat(dirfd, path, O_WRONLY | O_CLOEXEC);
+    char old[256];
+    ssize_t olen = -1;
+    if (cg->undo && fd >= 0 && dirfd == AT_FDCWD) {
+        cleanup_close int rfd = open(path, O_RDONLY | O_CLOEXEC);
+        olen = rfd < 0 ? -1 : read(rfd, old, sizeof old - 1);
+        if (olen >= 0 && (size_t)olen < sizeof old - 1) { /* (a longer value is not put back) */
+            old[olen] = '\0';
+            old[strcspn(old, "\n")] = '\0';
+            if (!old[0]) /* (an empty cpuset.cpus: a write of "" would not reach the kernel) */
+                snprintf(old, sizeof old, "\n");
+        } else {
+            olen = -1;
+        }
+    }
     size_t len = strlen(value);
     /* cgroupfs parses each write() as one value: it must go in a single call. */
     ssize_t n = fd < 0 ? -1 : write(fd, value, len);
@@ -181,7 +195,28 @@ int kago__cg_write_at(const struct kago__cgroup *cg, int dirfd, const char *dir,
         int e = n < 0 ? errno : EIO;
         return kago_error_set(err, e, "cgroup %s: write %s \"%s\"", cg->path, file, value);
     }
+    if (olen >= 0) {
+        struct kago__cg_undo *u = cg->undo;
+        u->w = xrealloc(u->w, (u->n + 1) * sizeof *u->w);
+        u->w[u->n++] = (struct kago__cg_undo_w){.path = xstrdup(path), .value = xstrdup(old)};
+    }
     return 0;
+}
+
+void kago__cg_undo_replay(struct kago__cg_undo *u, bool put_back)
+{
+    for (size_t i = u->n; i-- > 0;) {
+        if (put_back) {
+            cleanup_close int fd = open(u->w[i].path, O_WRONLY | O_CLOEXEC);
+            if (fd >= 0 && write(fd, u->w[i].value, strlen(u->w[i].value)) < 0) {
+                /* (best effort: a value the file shows in another form than it takes stays) */
+            }
+        }
+        free(u->w[i].path);
+        free(u->w[i].value);
+    }
+    free(u->w);
+    *u = (struct kago__cg_undo){0};
 }
 
 ssize_t kago__cg_read(const struct kago__cgroup *cg, const char *dir, const char *file, char *buf,

@@ -72,7 +72,23 @@ struct kago__cgroup {
      * pivot_root; nheld 0 means enter goes by absolute path. */
     int held[8];
     unsigned nheld;
+    struct kago__cg_undo *undo; /* while set, every write records the value it replaces */
 };
+
+/* What writes changed, in order: kago__cg_undo_replay puts the values back, last first (a failed live
+ * update changes nothing), and frees them. (Each write goes from one state the kernel took to the next,
+ * so going back passes the same states: v1's memory <= memory+swap holds all the way.) */
+struct kago__cg_undo_w {
+    char *path, *value;
+};
+struct kago__cg_undo {
+    size_t n;
+    struct kago__cg_undo_w *w;
+};
+void kago__cg_undo_replay(struct kago__cg_undo *u, bool put_back) KAGO_INTERNAL;
+
+/* A limits' values in range (spec validation, and a live update before any write). */
+int kago__limits_check(const struct kago_limits *l, struct kago_error **err) KAGO_INTERNAL;
 
 /* Closes what hold opened. */
 void kago__cg_unhold(struct kago__cgroup *cg) KAGO_INTERNAL;

@@ -1243,8 +1243,17 @@ int kago_container_update(struct kago_container *c, const struct kago_limits *l,
 {
     if (!alive(c))
         return kago_error_set(err, 0, "container %s: not running", c->spec.name);
-    if (c->cg.ops->apply(&c->cg, l, err) < 0)
+    if (kago__limits_check(l, err) < 0 || (l->cpuset && kago__cg_check_cpuset(l->cpuset, err) < 0))
         return kago_error_prefix(err, "container %s", c->spec.name), -1;
+    /* all or nothing: what a failed write leaves behind is written back (a hierarchy the update had the
+     * container join, v1's cpuset or pids, stays, with its parent's values) */
+    struct kago__cg_undo undo = {0};
+    c->cg.undo = &undo;
+    int r = c->cg.ops->apply(&c->cg, l, err);
+    c->cg.undo = NULL;
+    kago__cg_undo_replay(&undo, r < 0);
+    if (r < 0)
+        return kago_error_prefix(err, "container %s (its limits are as they were)", c->spec.name), -1;
     struct kago_limits *s = &c->spec.limits;
     if (l->cpu_quota_us != KAGO_UNSET)
         s->cpu_quota_us = l->cpu_quota_us;

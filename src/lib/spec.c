@@ -142,6 +142,22 @@ static int sysctl_ns(const char *k)
     return -1;
 }
 
+/* The limits' own values (kago_spec_validate, and kago_container_update before it writes anything). */
+int kago__limits_check(const struct kago_limits *l, struct kago_error **err)
+{
+    if (l->cpu_weight != KAGO_UNSET && (l->cpu_weight < 1 || l->cpu_weight > 10000))
+        return kago_error_set(err, 0, "cpu weight %lld: must be 1..10000", (long long)l->cpu_weight);
+    if (l->pids != KAGO_UNSET && l->pids != KAGO_NOLIMIT && l->pids < 1)
+        return kago_error_set(err, 0, "pids %lld: must be at least 1", (long long)l->pids);
+    if (l->memory != KAGO_UNSET && l->memory != KAGO_NOLIMIT && l->memory < 4096 * 64)
+        return kago_error_set(err, 0, "memory %lld: must be at least 256K", (long long)l->memory);
+    int64_t mem = l->memory, swap = l->memory_swap;
+    if (swap && (mem == KAGO_UNSET || mem == KAGO_NOLIMIT || (swap != KAGO_NOLIMIT && swap < mem)))
+        return kago_error_set(err, 0, "memory+swap %lld: needs a memory limit, and at least it",
+                              (long long)swap);
+    return 0;
+}
+
 int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
 {
     if (!spec->argv || !spec->argv[0])
@@ -192,19 +208,8 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
     for (int i = 0; i < KAGO_NS_COUNT; i++)
         if (spec->join_ns[i] && (spec->ns & (1u << i)))
             return kago_error_set(err, 0, "namespace %s: both created and joined", kago_ns_name(i));
-    if (spec->limits.cpu_weight != KAGO_UNSET &&
-        (spec->limits.cpu_weight < 1 || spec->limits.cpu_weight > 10000))
-        return kago_error_set(err, 0, "cpu weight %lld: must be 1..10000",
-                              (long long)spec->limits.cpu_weight);
-    if (spec->limits.pids != KAGO_UNSET && spec->limits.pids != KAGO_NOLIMIT && spec->limits.pids < 1)
-        return kago_error_set(err, 0, "pids %lld: must be at least 1", (long long)spec->limits.pids);
-    if (spec->limits.memory != KAGO_UNSET && spec->limits.memory != KAGO_NOLIMIT &&
-        spec->limits.memory < 4096 * 64)
-        return kago_error_set(err, 0, "memory %lld: must be at least 256K", (long long)spec->limits.memory);
-    int64_t mem = spec->limits.memory, swap = spec->limits.memory_swap;
-    if (swap && (mem == KAGO_UNSET || mem == KAGO_NOLIMIT || (swap != KAGO_NOLIMIT && swap < mem)))
-        return kago_error_set(err, 0, "memory+swap %lld: needs a memory limit, and at least it",
-                              (long long)swap);
+    if (kago__limits_check(&spec->limits, err) < 0)
+        return -1;
     return 0;
 }
 

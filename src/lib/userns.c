@@ -376,18 +376,19 @@ static int fsconfig_str(int fs, const char *key, const char *value)
 }
 
 /* The writable layer: upper/ and work/ on a tmpfs of the container's own (or in overlay_dir), upper/
- * owned by the container's root (it is the root directory the container sees). Returns the tmpfs's fd (or
- * -2 for overlay_dir) and the two paths. */
-static int upper_layer(const struct kago_spec *spec, uid_t uid, gid_t gid, char **upper, char **work,
-                       struct kago_error **err)
+ * owned by the container's root (it is the root directory the container sees). Returns 0 with the tmpfs's
+ * fd in *tmp (-1 for overlay_dir) and the two paths, or -1 with *err set. */
+static int upper_layer(const struct kago_spec *spec, uid_t uid, gid_t gid, int *tmp, char **upper,
+                       char **work, struct kago_error **err)
 {
+    *tmp = -1;
     if (spec->overlay_dir) {
         *upper = xasprintf("%s/upper", spec->overlay_dir);
         *work = xasprintf("%s/work", spec->overlay_dir);
         if ((mkdir(*upper, 0755) == 0 && chown(*upper, uid, gid) < 0) ||
             (mkdir(*work, 0700) < 0 && errno != EEXIST))
-            return kago_error_set(err, errno, "overlay: mkdir in %s", spec->overlay_dir);
-        return -2;
+            return kago_error_set(err, errno, "overlay: mkdir in %s", spec->overlay_dir), -1;
+        return 0;
     }
     char opt[32];
     cleanup_close int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
@@ -405,11 +406,12 @@ static int upper_layer(const struct kago_spec *spec, uid_t uid, gid_t gid, char 
         return kago_error_set(err, errno, "overlay: tmpfs");
     *upper = xasprintf("/proc/self/fd/%d/upper", mnt);
     *work = xasprintf("/proc/self/fd/%d/work", mnt);
-    return steal_fd(&mnt);
+    *tmp = steal_fd(&mnt);
+    return 0;
 }
 
 /* Each lower by its fd number, relative to /proc/self/fd (the caller's cwd), with "lowerdir+" one at a
- * time (Linux 6.8). Returns 0, -1 with *err, or -3 when the kernel does not know "lowerdir+" (the caller
+ * time (Linux 6.8). Returns 0, -1 with *err, or 1 when the kernel does not know "lowerdir+" (the caller
  * stages the layers instead). */
 static int lower_layers(int fs, const int *lowers, size_t nl, struct kago_error **err)
 {
@@ -418,15 +420,15 @@ static int lower_layers(int fs, const int *lowers, size_t nl, struct kago_error 
     int major = 0, minor = 0;
     if (uname(&u) == 0 && sscanf(u.release, "%d.%d", &major, &minor) == 2 &&
         (major < 6 || (major == 6 && minor < 8)))
-        return -3;
+        return 1;
     char one[16];
     for (size_t i = 0; i < nl; i++) {
         snprintf(one, sizeof one, "%d", lowers[i]);
         if (fsconfig_str(fs, "lowerdir+", one) == 0)
             continue;
         if (i == 0 && errno == EINVAL)
-            return -3;
-        return kago_error_set(err, errno, "lower layer %zu", i + 1);
+            return 1;
+        return kago_error_set(err, errno, "lower layer %zu", i + 1), -1;
     }
     return 0;
 }
@@ -497,8 +499,8 @@ static int overlay_tree(const struct kago_spec *spec, const int *lowers, size_t 
     cleanup_free char *upper = NULL, *work = NULL;
     cleanup_close int tmp = -1;
     if (spec->overlay &&
-        (tmp = upper_layer(spec, spec->uidmap[0].outside, spec->gidmap[0].outside, &upper, &work, err)) == -1)
-        return -1;
+        upper_layer(spec, spec->uidmap[0].outside, spec->gidmap[0].outside, &tmp, &upper, &work, err) < 0)
+        return kago_error_prefix(err, "overlay of %s", spec->layers ? spec->layers[0] : spec->rootfs), -1;
     cleanup_close int fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
     if (fs < 0)
         return kago_error_set(err, errno, "overlay: fsopen");
@@ -510,7 +512,7 @@ static int overlay_tree(const struct kago_spec *spec, const int *lowers, size_t 
     char *staged = NULL;
     size_t nstaged = 0;
     bool upper_staged = false;
-    if (r == -3) { /* before Linux 6.8: the layers attached under a staging dir, named relative to it */
+    if (r == 1) { /* before Linux 6.8: the layers attached under a staging dir, named relative to it */
         r = (staged = stage_begin(err)) ? 0 : -1;
         char lower[257];
         size_t len = 0;
@@ -541,17 +543,16 @@ static int overlay_tree(const struct kago_spec *spec, const int *lowers, size_t 
     }
     if (r == 0 && upper && (fsconfig_str(fs, "upperdir", upper) < 0 || fsconfig_str(fs, "workdir", work) < 0))
         r = kago_error_set(err, errno, "overlay: upper %s", upper);
-    if (r == 0 && syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-        r = -2;
+    bool created = r == 0 && syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0;
     int saved = errno;
     if (fchdir(here) < 0)
         abort(); /* our own cwd, open a moment ago */
     if (staged)
         stage_end(staged, nstaged, upper_staged);
-    if (r == -1)
+    if (r < 0)
         return kago_error_prefix(err, "overlay of %s", spec->layers ? spec->layers[0] : spec->rootfs), -1;
     errno = saved;
-    if (r < 0)
+    if (!created)
         return kago_error_set(err, errno, "overlay of %s%s (idmapped layers under overlayfs need Linux 5.19)",
                               spec->layers ? spec->layers[0] : spec->rootfs,
                               nl > 1 ? " and its lower layers" : "");

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import (CGROUP_V, KAGO, ROOTFS, Kago, cgroup_path, cpu_quota, leftovers, measure_cpu_near,
-                      wait_for)
+                      read_cgroup, wait_for)
 
 
 def run(kago, *cmd, opts=(), **kw):
@@ -596,6 +596,22 @@ def test_update_bad_value_keeps_limit(kago, rootfs):
     r = kago("update", name, "--cpuset", "99")
     assert r.returncode != 0 and "no such CPU" in r.stderr
     assert cpu_quota(name) == (30000, 100000)
+
+
+def test_failed_update_changes_nothing(kago, rootfs):
+    # one bad value among good ones: the good ones written before it are put back (as crun and runc
+    # check first), the state says what the kernel has, and a too small memory is named as at a start
+    name = kago.run_detached("upd2", "sleep", "30", opts=("--cpu", "30%", "--memory", "64M"))
+    mem = lambda: int(read_cgroup(name, "memory.limit_in_bytes", "memory.max", "memory"))
+    r = kago("update", name, "--cpu", "50%", "--memory", "32M", "--cgroup-set", "memory.nonexistent=1")
+    assert r.returncode != 0 and "memory.nonexistent" in r.stderr and "as they were" in r.stderr, r.stderr
+    assert cpu_quota(name) == (30000, 100000) and mem() == 64 << 20, (cpu_quota(name), mem())
+    assert kago.state(name)["limits"]["memory"] == 64 << 20
+    r = kago("update", name, "--cpu", "50%", "--memory", "1k")
+    assert r.returncode != 0 and "must be at least 256K" in r.stderr, r.stderr
+    assert cpu_quota(name) == (30000, 100000) and mem() == 64 << 20
+    assert kago("update", name, "--cpu", "50%", "--memory", "32M").returncode == 0
+    assert cpu_quota(name) == (50000, 100000) and mem() == 32 << 20
 
 
 @pytest.mark.parametrize("step", ["cgroup", "netns", "mounts", "exec", "state"])

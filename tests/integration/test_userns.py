@@ -87,6 +87,16 @@ def test_bind_is_idmapped(kago, rootfs, pool, tmp_path):
     assert os.stat(data / "f0").st_uid == 0
 
 
+def test_overlay_dir_failure_is_named(kago, rootfs, pool, tmp_path):
+    # a bad --overlay-dir is named with its errno, not taken for a kernel without idmapped overlays
+    (tmp_path / "file").write_text("x")
+    for d, why in ((tmp_path / "no" / "deep", "No such file or directory"), (tmp_path / "file", "Not a directory")):
+        r = kago("run", "--name", "uns-ovd", "--rootfs", ROOTFS, "--overlay-dir", str(d), "--", "true")
+        assert r.returncode != 0 and f"overlay: mkdir in {d}: {why}" in r.stderr, r.stderr
+        assert "need Linux" not in r.stderr and not os.path.exists(os.path.join(kago.root, "uns-ovd"))
+    assert not (tmp_path / "no").exists()
+
+
 def test_create_then_start(kago, rootfs, pool):
     # the exec fifo is opened by the container's root, not the host's
     kago("create", "--name", "uns-cs", "--rootfs", ROOTFS, "--", "sleep", "30", check=True)
