@@ -10,8 +10,13 @@
  * no fd and no buffer.
  *
  * The file is written with write(2) from the loop: a few KB into the page cache per read, like the
- * access log; libuv reads a stream 64 KB at a time, at most 32 reads a loop turn, so one noisy app
- * holds the loop a bounded time. */
+ * access log; libuv reads a stream 64 KB at a time, at most 32 reads a loop turn.
+ *
+ * A flood is read at a pace, as journald rate-limits a service: each app has a credit of LOG_RATE units a
+ * second (a byte costs one, a record LOG_RECORD_COST: `yes` makes a record of every 2 bytes), all apps
+ * together LOG_RATE_ALL. A stream whose app (or all of them) has spent it is not read until the tick
+ * gives the credit back: its writes wait in the full FIFO, so the app pays for its flood itself, not the
+ * loop that starts every app's instances and answers the admin API. Nothing is dropped. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -31,6 +36,11 @@
 #define DRAIN_MAX (1u << 20)
 #define BATCH     (64u << 10)
 
+#define LOG_RECORD_COST 64
+#define LOG_RATE        (2 << 20) /* units a second, an app's; its burst too */
+#define LOG_RATE_ALL    (8 << 20)
+#define LOG_READ_MAX    (16u << 10) /* read at once: the most a read can overspend */
+
 struct app_log {
     char *name;
     char *dir;     /* <root>/logs/<app> */
@@ -40,6 +50,8 @@ struct app_log {
     uint64_t size, max;
     unsigned keep;
     bool failed; /* a write failed: said once */
+    int64_t credit;
+    uint64_t credit_ms; /* when last given */
 };
 
 struct log_stream {
@@ -47,8 +59,9 @@ struct log_stream {
     struct instance *inst;
     struct app_log *log;
     struct logfmt_line part;
-    const char *stream; /* "stdout", "stderr" */
-    int64_t now_us;     /* when the data being recorded was read */
+    const char *stream;                             /* "stdout", "stderr" */
+    int64_t now_us;                                 /* when the data being recorded was read */
+    struct log_stream *next_paused, **pprev_paused; /* (in paused while its reads wait for credit) */
 };
 
 /* One app_log per app name (keys: their names): an app replaced by a reload shares its predecessor's. */
@@ -57,6 +70,21 @@ static struct smap app_logs;
 static char rbuf[BATCH];
 static char obuf[BATCH + LOGFMT_RECORD_MAX];
 static size_t olen;
+static int64_t all_credit = LOG_RATE_ALL;
+static uint64_t all_credit_ms;
+static struct log_stream *paused;
+
+/* credit back for the time since it was last given, up to a second's worth */
+static void give_credit(int64_t *credit, uint64_t *when, int64_t rate, uint64_t now)
+{
+    if (now <= *when)
+        return;
+    int64_t ms = now - *when >= 1000 ? 1000 : (int64_t)(now - *when);
+    *credit += rate * ms / 1000;
+    if (*credit > rate)
+        *credit = rate;
+    *when = now;
+}
 
 static const char *const stream_names[2] = {"stdout", "stderr"};
 
@@ -96,6 +124,8 @@ static struct app_log *app_log_get(struct app_rt *a)
         l->name = xstrdup(a->app.name);
         l->dir = steal_ptr(dir);
         l->fd = -1;
+        l->credit = LOG_RATE;
+        l->credit_ms = kago__serve_now_ms();
         kago__smap_add(&app_logs, l->name, strlen(l->name), l);
     }
     if (!a->log) {
@@ -180,6 +210,8 @@ static void emit(void *ctx, const char *line, size_t n)
     struct log_stream *s = ctx;
     struct app_log *l = s->log;
     kago__logfmt_tail_add(&s->inst->out_tail, line, n);
+    l->credit -= LOG_RECORD_COST;
+    all_credit -= LOG_RECORD_COST;
     size_t rl = kago__logfmt_record(obuf + olen, s->now_us, s->inst->name, s->stream, line, n);
     if (l->size + olen + rl > l->max && l->size + olen > 0) {
         batch_write(l, olen);
@@ -216,15 +248,58 @@ static void record(struct log_stream *s, const char *data, size_t n, bool end)
 static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf)
 {
     buf->base = rbuf;
-    buf->len = sizeof(rbuf);
+    buf->len = LOG_READ_MAX;
+}
+
+static void unpause(struct log_stream *s)
+{
+    if (!s->pprev_paused)
+        return;
+    *s->pprev_paused = s->next_paused;
+    if (s->next_paused)
+        s->next_paused->pprev_paused = s->pprev_paused;
+    s->next_paused = NULL;
+    s->pprev_paused = NULL;
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+
+void kago__logs_tick(uint64_t now)
+{
+    if (!paused)
+        return;
+    give_credit(&all_credit, &all_credit_ms, LOG_RATE_ALL, now);
+    for (struct log_stream *s = paused, *next; s && all_credit > 0; s = next) {
+        next = s->next_paused;
+        give_credit(&s->log->credit, &s->log->credit_ms, LOG_RATE, now);
+        if (s->log->credit > 0) {
+            unpause(s);
+            uv_read_start((uv_stream_t *)&s->pipe, on_alloc, on_read);
+        }
+    }
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     struct log_stream *s = st->data;
-    if (n > 0)
+    if (n > 0) {
+        s->log->credit -= n;
+        all_credit -= n;
         record(s, buf->base, (size_t)n, false);
-    else if (n < 0) { /* every writer is gone: the instance ended */
+        if (s->log->credit <= 0 || all_credit <= 0) {
+            uint64_t now = kago__serve_now_ms();
+            give_credit(&all_credit, &all_credit_ms, LOG_RATE_ALL, now);
+            give_credit(&s->log->credit, &s->log->credit_ms, LOG_RATE, now);
+        }
+        if (s->log->credit <= 0 || all_credit <= 0) { /* (read again by kago__logs_tick) */
+            uv_read_stop(st);
+            s->next_paused = paused;
+            s->pprev_paused = &paused;
+            if (paused)
+                paused->pprev_paused = &s->next_paused;
+            paused = s;
+        }
+    } else if (n < 0) { /* every writer is gone: the instance ended */
         uv_read_stop(st);
         record(s, NULL, 0, true);
     }
@@ -339,6 +414,7 @@ void kago__logs_close(struct instance *inst, bool keep_fifos)
         if (!s)
             continue;
         inst->out[i] = NULL;
+        unpause(s);
         drain(s);
         record(s, NULL, 0, true);
         cleanup_free char *path = fifo_path(s->log->dir, inst->name, i);

@@ -626,6 +626,8 @@ void kago__logs_adopt(struct instance *inst);
 /* The instance is gone (its processes dead or being killed): reads what its streams still hold, records
  * their last unfinished lines, closes them and removes its FIFOs. */
 void kago__logs_close(struct instance *inst, bool keep_fifos);
+/* Streams that spent their app's credit (a flood) are read again once it is back: each tick. */
+void kago__logs_tick(uint64_t now);
 /* Removes the FIFOs of an instance of app that is not adopted. */
 void kago__logs_forget(struct server *srv, const char *app, const char *name);
 /* The app is freed: its log file is closed once no stream writes to it. */

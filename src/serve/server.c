@@ -789,6 +789,7 @@ static void on_tick(uv_timer_t *t)
         srv->frozen_checked_ms = now;
         enforce_frozen_budget(srv, now);
     }
+    kago__logs_tick(now);
     kago__upgrade_tick(srv);
     kago__loops_storm(srv, !STAILQ_EMPTY(&srv->startq));
     if (reap)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import wait_for
-from serve_util import KAGO, ROOTFS, Server, app, free_port, request, serving
+from serve_util import KAGO, ROOTFS, Server, admin_request, app, free_port, request, serving
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -20,10 +20,12 @@ pytestmark = [
 ]
 
 # Prints one line to stdout (fd 3, the instance's stdout kept for the CGI) and one to stderr per request
-# to /cgi-bin/log?WORD; /cgi-bin/long?N prints a stdout line of N bytes.
+# to /cgi-bin/log?WORD; /cgi-bin/long?N prints a stdout line of N bytes; /cgi-bin/flood?N prints the lines 1
+# to N to stdout, in the background.
 CHATTY = r"""mkdir -p /srv/www/cgi-bin
 printf '#!/bin/sh\necho "out-$QUERY_STRING" >&3\necho "err-$QUERY_STRING" >&2\necho Content-Type: text/plain\necho\necho ok\n' > /srv/www/cgi-bin/log
 printf '#!/bin/sh\nhead -c ${QUERY_STRING:-100} /dev/zero | tr "\\\\0" y >&3\necho >&3\necho Content-Type: text/plain\necho\necho ok\n' > /srv/www/cgi-bin/long
+printf '#!/bin/sh\n(seq 1 $QUERY_STRING >&3 &)\necho Content-Type: text/plain\necho\necho ok\n' > /srv/www/cgi-bin/flood
 chmod +x /srv/www/cgi-bin/*
 echo started-out; echo started-err >&2
 exec 3>&1
@@ -77,6 +79,29 @@ def test_both_streams_labelled_with_the_instance(srv):
     # the log dir holds the current file and the instance's two FIFOs, nothing per idle app
     names = sorted(os.listdir(os.path.join(srv.root, "logs", "chatty")))
     assert names == sorted(["current.log", f"{inst}.stdout", f"{inst}.stderr"]), names
+
+
+def test_a_flood_is_read_at_a_pace_and_nothing_is_lost(srv):
+    # 100,000 short lines at once: recorded at the app's pace (2 MiB of credit a second, a record costs 64:
+    # about 30,000 such lines a second), so that one tenant's flood does not hold the loop that starts
+    # every app's instances and answers the admin API; the app's writes wait meanwhile, none is dropped
+    t0 = time.monotonic()
+    served(srv, "chatty.test", "/cgi-bin/flood?100000")
+    worst = 0.0
+    while True:
+        a = time.monotonic()
+        st, _, _ = admin_request(srv.admin, srv.root, "/healthz", token="", timeout=10)
+        worst = max(worst, time.monotonic() - a)
+        assert st == 200
+        nums = [int(t) for _, s, t in records(logs(srv, "chatty").stdout) if s == "stdout" and t.isdigit()]
+        if nums and nums[-1] == 100000:
+            break
+        assert time.monotonic() - t0 < 60, f"{len(nums)} lines recorded in 60 s"
+        time.sleep(0.3)
+    took = time.monotonic() - t0
+    assert nums == list(range(1, 100001)), "every line, in order"
+    assert took > 1.5, f"100,000 lines recorded in {took:.2f} s: not paced"
+    assert worst < 1.0, f"/healthz took {worst:.2f} s during the flood"
 
 
 def test_tail_json_instance_since(srv):
