@@ -520,7 +520,7 @@ static bool want_read(const struct client *c)
     default:
         break;
     }
-    return want && !c->eof && !c->closed && !c->move_to;
+    return want && !c->eof && !c->closed && !c->move_to && !c->to_give;
 }
 
 static void update_reading(struct client *c)
@@ -843,14 +843,23 @@ int kago__client_resp_head(struct client *c, struct http_msg *resp)
     bool head_req = req(c)->parser.method == HTTP_HEAD;
     if (status == 101 && (!c->info.upgrade || c->h2s))
         return HPE_USER; /* switching protocols unasked: what follows is no response to forward (502) */
+    /* what cannot be forwarded as it is (502, as nginx): a status below 100, a body coded in a way the
+     * client was not offered (the coding goes with Transfer-Encoding, which is hop-by-hop), controls in a
+     * value (the parser is lenient for apps' bare LFs) */
+    if (status < 100 || !kago__http_resp_forwardable(resp))
+        return HPE_USER;
     if (status >= 100 && status < 200 && status != 101) {
-        if (c->h2s)
-            return 0; /* HTTP/2: the final response is what counts */
-        /* 100 Continue and friends pass through as they are; the real response follows. */
+        /* 100 Continue and friends pass through (not to HTTP/1.0 clients, nor as HTTP/2 streams: the final
+         * response is what counts); the real response follows. A 1xx has no body whatever its framing says
+         * (RFC 9110 15.2): 1 tells llhttp so, else its "body" would reach the client as a second response */
+        if (++c->interim > 32)
+            return HPE_USER;
+        if (c->h2s || c->info.http10)
+            return 1;
         struct http_resp_opts o = {.cold_start_us = -1};
         kago__http_client_head(&c->out.pend, resp, &o);
         flush_client(c);
-        return 0;
+        return 1;
     }
     c->status = status;
     c->resp_started = true;
@@ -964,6 +973,7 @@ void kago__client_resp_done(struct client *c)
     c->req_done = c->resp_started = c->counted = false;
     c->body_in = 0;
     c->status = 0;
+    c->interim = 0;
     c->retries = 0;
     c->cold_us = -1;
     c->cold_kind = NULL;
@@ -1379,6 +1389,8 @@ static void give(struct server *srv, struct client **cs, int n)
     if (kago__upgrade_give(srv, fds, n) < 0) {
         for (int i = 0; i < n; i++) { /* no way over: closed after their next response, or idle */
             cs[i]->close_after = true;
+            cs[i]->to_give = false;
+            update_reading(cs[i]);
             uv_timer_start(&cs[i]->timer, on_timer, HANDOVER_IDLE_MS, 0);
         }
         return;
@@ -1391,9 +1403,16 @@ static void give(struct server *srv, struct client **cs, int n)
 
 static void give_or_close_later(struct client *c)
 {
-    /* (a request loop's connection goes at the first loop's next tick: kago__upgrade_tick) */
-    if (!kago__shard_self && !c->given && !c->closed && idle_between_requests(c))
+    if (c->given || c->closed || !idle_between_requests(c))
+        return;
+    if (!kago__shard_self) {
         give(c->srv, &c, 1);
+        return;
+    }
+    /* a request loop's goes at the first loop's next tick (kago__upgrade_tick), which finds it idle only if
+     * the client's next request is not read meanwhile: it waits in the socket for the new serve */
+    c->to_give = true;
+    update_reading(c);
 }
 
 /* A new serve took the listeners over: connections between two requests move to it now, the others

@@ -127,7 +127,7 @@ static int on_value(llhttp_t *p, const char *at, size_t n)
      * ends at the end of one buffer and the second starts at the beginning of the next. A value
      * whose first line is empty ("Host:\r\n a") comes in one span, after a line break. */
     if (m->last != 2 || (h->value_len && !(m->value_at_end && at == m->exec_begin)) ||
-        (!h->value_len && byte_before(m, at) == '\n'))
+        (!h->value_len && n && byte_before(m, at) == '\n')) /* (an empty value: an empty span there) */
         return fail(m, 400, "obsolete line folding");
     m->value_at_end = at + n == m->exec_end;
     h->value_len += n;
@@ -158,6 +158,7 @@ static int on_head(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     struct http_msg *m = msg_of(p);
+    m->body_bytes += n;
     return m->cbs->body ? m->cbs->body(m, at, n) : 0;
 }
 
@@ -204,6 +205,7 @@ void kago__http_msg_clear(struct http_msg *m)
     m->error_reason = NULL;
     m->begun = m->head_done = false;
     m->head_wire = m->trailer_len = 0;
+    m->body_wire = m->body_bytes = 0;
 }
 
 void kago__http_msg_free(struct http_msg *m)
@@ -218,7 +220,7 @@ llhttp_errno_t kago__http_execute(struct http_msg *m, const char *data, size_t l
 {
     m->exec_begin = data;
     m->exec_end = data + len;
-    bool in_head = m->begun && !m->head_done && m->parser.type == HTTP_REQUEST;
+    bool in_head = m->begun && !m->head_done, in_body = m->begun && m->head_done;
     llhttp_errno_t e = llhttp_execute(&m->parser, data, len);
     for (const char *q = data + len; !m->head_done && q > data; q--) /* (only a head's next read needs it) */
         if (q[-1] != ' ' && q[-1] != '\t') {
@@ -229,6 +231,16 @@ llhttp_errno_t kago__http_execute(struct http_msg *m, const char *data, size_t l
      * that began inside it: a head padded with megabytes of spaces is refused as a long one is. */
     if (e == HPE_OK && in_head && !m->head_done && (m->head_wire += len) > 2 * HTTP_MAX_HEAD) {
         fail(m, 431, "header section too large");
+        *used = len;
+        return HPE_USER;
+    }
+    /* A chunked body's framing (sizes, their leading zeros, extensions, which are not kept) costs the
+     * parser as the body does but reaches no one, so nothing slows it: an app sending endless
+     * extensions held a loop's CPU. It may be 16 times the data and 128 KiB more (one-byte chunks are
+     * 6 times), over the reads that began inside the body. */
+    if (e == HPE_OK && in_body && m->head_done &&
+        (m->body_wire += len) > 16 * m->body_bytes + HTTP_MAX_FRAMING) {
+        fail(m, 400, "chunk framing too large for its data");
         *used = len;
         return HPE_USER;
     }
@@ -464,14 +476,17 @@ static bool is_client_claim(const char *name, size_t n)
 
 /* Copies every end-to-end header (skip_fwd: of a request, to an app: without the client's X-Forwarded-*
  * and claims); returns the index of X-Forwarded-For (or -1) for chaining. */
-static void copy_headers(struct sbuf *out, const struct http_msg *m, bool skip_fwd, bool skip_host, int *xff)
+/* skip_length: a 1xx's Content-Length (it has no body) */
+static void copy_headers(struct sbuf *out, const struct http_msg *m, bool skip_fwd, bool skip_host,
+                         bool skip_length, int *xff)
 {
     bool has_conn = kago__http_find(m, "connection", NULL, NULL) > 0;
     for (unsigned i = 0; i < m->nhdr; i++) {
         const struct http_hdr *h = &m->hdr[i];
         const char *name = m->raw.data + h->name;
         if (is_hop(name, h->name_len) || connection_hop(m, has_conn, i) ||
-            (skip_fwd && is_client_claim(name, h->name_len)) || (skip_host && name_is(m, h, "host", 4)))
+            (skip_fwd && is_client_claim(name, h->name_len)) || (skip_host && name_is(m, h, "host", 4)) ||
+            (skip_length && name_is(m, h, "content-length", 14)))
             continue;
         if (skip_fwd && h->name_len > 12 && strncasecmp(name, "x-forwarded-", 12) == 0) {
             if (xff && *xff < 0 && name_is(m, h, "x-forwarded-for", 15))
@@ -493,7 +508,7 @@ void kago__http_upstream_head(struct sbuf *out, const struct http_msg *m, const 
     sbuf_add(out, m->raw.data + info->target, info->target_len);
     sbuf_add(out, " HTTP/1.1\r\n", 11);
     int xff = -1;
-    copy_headers(out, m, true, info->absolute, &xff);
+    copy_headers(out, m, true, info->absolute, false, &xff);
     if (info->host_len == 0)
         add_hdr(out, "Host", "localhost", 9);
     else if (info->absolute)
@@ -533,6 +548,25 @@ void kago__http_upstream_head(struct sbuf *out, const struct http_msg *m, const 
     sbuf_add(out, "\r\n", 2);
 }
 
+bool kago__http_resp_forwardable(const struct http_msg *m)
+{
+    unsigned te = 0;
+    for (unsigned i = 0; i < m->nhdr; i++) {
+        const struct http_hdr *h = &m->hdr[i];
+        const unsigned char *v = (const unsigned char *)m->raw.data + h->value;
+        uint32_t n = h->value_len;
+        for (uint32_t k = 0; k < n; k++)
+            if ((v[k] < 0x20 && v[k] != '\t') || v[k] == 0x7f)
+                return false;
+        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            n--;
+        if (name_is(m, h, "transfer-encoding", 17) &&
+            (te++ || n != 7 || strncasecmp((const char *)v, "chunked", 7) != 0))
+            return false;
+    }
+    return true;
+}
+
 void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const struct http_resp_opts *o)
 {
     int status = m->parser.status_code;
@@ -541,7 +575,7 @@ void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const st
     sbuf_add(out, " ", 1);
     sbuf_adds(out, kago__http_reason(status));
     sbuf_add(out, "\r\n", 2);
-    copy_headers(out, m, false, false, NULL);
+    copy_headers(out, m, false, false, status < 200 && status != 101, NULL);
     if (o->chunked)
         sbuf_adds(out, "Transfer-Encoding: chunked\r\n");
     if (o->upgrade) {

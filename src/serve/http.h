@@ -11,7 +11,8 @@
 #include "buf.h"
 
 #define HTTP_MAX_HEADERS 100
-#define HTTP_MAX_HEAD    8192 /* request line + headers; beyond it the answer is 431 */
+#define HTTP_MAX_HEAD    8192         /* request line + headers; beyond it the answer is 431 */
+#define HTTP_MAX_FRAMING (128u << 10) /* a chunked body's framing past 16 times its data */
 
 struct http_hdr {
     uint32_t name, name_len, value, value_len; /* offsets into http_msg.raw */
@@ -38,6 +39,8 @@ struct http_msg {
     char prev_byte;        /* the last byte but spaces and tabs of the previous buffer (obs-fold) */
     uint32_t head_wire;    /* bytes of reads that began inside the head (limit: 2 * HTTP_MAX_HEAD) */
     uint32_t trailer_len;  /* trailer fields seen (not kept) */
+    uint64_t body_wire;    /* bytes of reads that began inside the body (limit: see kago__http_execute) */
+    uint64_t body_bytes;   /* of data in them */
     const char *exec_begin, *exec_end;
     uint16_t error; /* HTTP status for a failed message (400, 413, 431) */
     const char *error_reason;
@@ -97,6 +100,9 @@ struct http_resp_opts {
     const char *cold_kind; /* NULL for a start; "restore", "thaw" */
     const char *hsts;      /* Strict-Transport-Security to add unless the app sent one, or NULL */
 };
+/* Whether an app's response head can go to a client as it is: no control character in a value, and no
+ * Transfer-Encoding but one "chunked". */
+bool kago__http_resp_forwardable(const struct http_msg *m);
 /* Writes the response head to send to the client. */
 void kago__http_client_head(struct sbuf *out, const struct http_msg *m, const struct http_resp_opts *o);
 

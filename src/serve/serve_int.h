@@ -197,8 +197,10 @@ struct client {
     const char *cold_kind;    /* with cold_us: NULL (a start), "restore" or "thaw" */
     uint64_t body_in, out_mark;
     int status, retries;
+    unsigned interim; /* 1xx responses of the app to this request */
     bool reading, req_begun, req_done, resp_started, close_after, eof, counted, parsing, need_exec, closed;
     bool given;   /* handed to a new serve (upgrade) */
+    bool to_give; /* a request loop's, idle during a hand-over: not read, given at the first loop's tick */
     bool active;  /* read something since the last kago__client_trim_idle */
     bool trimmed; /* its buffers given back since it last read */
     /* TLS (NULL: plain HTTP): what arrives is decrypted into rbuf, out encrypts what is queued */

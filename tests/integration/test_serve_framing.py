@@ -33,6 +33,14 @@ case "$first" in
 *" /304-nobody "*) printf 'HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n\r\n'; sleep 5 ;;
 *" /101 "*) printf 'HTTP/1.1 101 Switching Protocols\r\n\r\nFORGED'; sleep 2 ;;
 *" /big "*) printf 'HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n'; head -c 100000000 /dev/zero ;;
+*" /1xx-body "*) printf 'HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nContent-Length: LEN\r\n\r\nFORGED'
+   printf 'HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal'; sleep 2 ;;
+*" /empty-value "*) printf 'HTTP/1.1 200 OK\r\nX-Empty:\r\nX-Empty2: \r\nContent-Length: 2\r\n\r\nok' ;;
+*" /te-gzip "*) printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot-gzip' ;;
+*" /status-99 "*) printf 'HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok' ;;
+*" /ctl "*) printf 'HTTP/1.1 200 OK\r\nX-A: a\001b\r\nContent-Length: 2\r\n\r\nok' ;;
+*" /ext-flood "*) printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;'; yes x | tr -d '\n' ;;
+*" /reason-flood "*) printf 'HTTP/1.1 200 '; yes x | tr -d '\n' ;;
 *) n=$(printf '%s' "$head" | wc -c)
    printf 'HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\n%s' "$n" "$head" ;;
 esac
@@ -98,6 +106,69 @@ def test_switching_protocols_that_was_not_asked_for_is_a_bad_gateway(srv):
     st, _, body = read_response(s)
     assert st == 502
     assert b"forged" not in body + drain(s, 0.5)
+    s.close()
+
+
+def test_an_interim_response_has_no_body_whatever_its_length_says(srv):
+    # A 103 with a Content-Length whose "body" is a whole response: that is no body (RFC 9110 15.2), else
+    # the client reads two answers to one request and gives the second to its next request (another
+    # site's, on a connection a CDN shares). What follows the 103 is the response (as nginx reads it);
+    # the app's bytes past it are no one's.
+    s = conn(srv.port)
+    s.sendall(b"GET /1xx-body HTTP/1.1\r\nHost: fr.test\r\n\r\n")
+    raw = drain(s, 1.5)
+    assert raw.startswith(b"HTTP/1.1 103 ") and b"link: </a.css>" in raw.lower(), raw
+    assert raw.count(b"HTTP/1.1 ") == 2 and b"real" not in raw, raw
+    assert b"content-length: %d\r\n\r\nHTTP" % len(FORGED) not in raw.lower(), "a 1xx's length is not forwarded"
+    s.sendall(b"GET /echo HTTP/1.1\r\nHost: fr.test\r\nConnection: close\r\n\r\n")
+    st, _, body = read_response(s)
+    assert st == 200 and b"host: fr.test" in body.lower(), "the next request gets its own answer"
+    s.close()
+    # an HTTP/1.0 client gets no 1xx at all
+    s = conn(srv.port)
+    s.sendall(b"GET /1xx-body HTTP/1.0\r\nHost: fr.test\r\n\r\n")
+    raw = drain(s, 1.5)
+    assert raw.startswith(b"HTTP/1.1 200 ") and raw.count(b"HTTP/1.1 ") == 1 and b"103" not in raw, raw
+    s.close()
+
+
+def test_empty_header_values_are_no_folding(srv):
+    # "X-Empty:" is a field with an empty value, legal both ways (nginx passes it)
+    s = conn(srv.port)
+    s.sendall(b"GET /empty-value HTTP/1.1\r\nHost: fr.test\r\nX-Empty:\r\n\r\n")
+    st, h, body = read_response(s)
+    assert st == 200 and body == b"ok" and h.get("x-empty") == "" and h.get("x-empty2") == "", (st, h)
+    s.sendall(b"GET /echo HTTP/1.1\r\nHost: fr.test\r\nX-Empty: \r\nConnection: close\r\n\r\n")
+    st, _, body = read_response(s)
+    assert st == 200 and b"x-empty:" in body.lower(), body
+    s.close()
+
+
+@pytest.mark.parametrize("path", ["/te-gzip", "/status-99", "/ctl"])
+def test_a_response_that_cannot_be_forwarded_as_it_is_is_a_bad_gateway(srv, path):
+    # a coding the client was not offered (Transfer-Encoding is hop-by-hop: the client would take the
+    # gzip bytes for the body), a status below 100, a control character in a value: 502, as nginx
+    s = conn(srv.port)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: fr.test\r\n\r\n".encode())
+    st, _, body = read_response(s)
+    assert st == 502 and b"not-gzip" not in body, (st, body)
+    s.close()
+
+
+def test_an_app_flooding_framing_or_its_head_is_cut_at_once(srv):
+    # endless chunk extensions (no data) and an endless status line: the loop parsed them at full speed
+    # until the response timeout (60 s), or for good once the head was sent
+    s = conn(srv.port)
+    t = time.monotonic()
+    s.sendall(b"GET /reason-flood HTTP/1.1\r\nHost: fr.test\r\n\r\n")
+    assert read_response(s)[0] == 502 and time.monotonic() - t < 5
+    s.close()
+    s = conn(srv.port)
+    t = time.monotonic()
+    s.sendall(b"GET /ext-flood HTTP/1.1\r\nHost: fr.test\r\n\r\n")
+    raw = drain(s, 8)  # (the head, then the connection cut: the body can never be complete)
+    assert raw.startswith(b"HTTP/1.1 200 ") and not raw.endswith(b"0\r\n\r\n"), raw[:300]
+    assert time.monotonic() - t < 8, "the connection was not cut"
     s.close()
 
 

@@ -132,6 +132,50 @@ def test_upgrade_ten_times_under_load_loses_no_request_and_keeps_the_instance():
         cleanup(*servers)
 
 
+def test_a_busy_keepalive_connection_of_a_request_loop_is_handed_over():
+    # with request loops (--threads 2), a client that sends its next request as soon as it has an answer:
+    # its connection is given over between two requests (not read meanwhile), not cut at the drain timeout
+    # with a request lost while new connections waited 10 s for the old serve to go
+    from serve_util import read_response
+    s = Server(APPS, extra_args=("--threads", "2"))
+    servers = [s]
+    answers, stop = [], False
+
+    def client():
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        while not stop:
+            try:
+                c.sendall(b"GET /cgi-bin/sleep?0.2 HTTP/1.1\r\nHost: web.test\r\n\r\n")
+                answers.append(read_response(c)[0])
+            except OSError as e:
+                answers.append(repr(e))
+                break
+        c.close()
+    t = None
+    try:
+        assert request(s.port, "web.test", "/cgi-bin/sleep?0")[0] == 200
+        t = threading.Thread(target=client)
+        t.start()
+        assert wait_for(lambda: len(answers) >= 2, 10), answers
+        t0 = time.monotonic()
+        new = Upgraded(s)
+        servers.append(new)
+        took_over(new, s)
+        took = time.monotonic() - t0
+        n = len(answers)
+        assert wait_for(lambda: len(answers) >= n + 3, 10), answers  # and it goes on, with the new serve
+        stop = True
+        t.join(30)
+        assert set(answers) == {200}, answers
+        assert "cut short" not in s.stderr() and took < 5, (took, s.stderr()[-2000:])
+        assert "leaving it 1 running instances and 1 connections" in s.stderr(), s.stderr()[-2000:]
+    finally:
+        stop = True
+        if t:
+            t.join(30)
+        cleanup(*servers)
+
+
 def test_sigusr2_starts_the_new_serve_itself_and_tells_systemd_the_new_main_pid():
     n = Notify()
     more = "".join(app(k, [f"{k}.test"], CGI, idle_timeout="10m", stop_grace="1s") for k in ("w2", "w3"))
