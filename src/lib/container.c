@@ -1016,6 +1016,8 @@ int kago__container_hand_out(struct kago_container *c, int ret, bool detach, str
     return 0;
 }
 
+static void wait_shim(struct kago_container *c);
+
 int kago_container_remove_partial(const char *root, const char *name, struct kago_error **err)
 {
     struct kago_container *c = kago__container_new(root, name);
@@ -1025,13 +1027,22 @@ int kago_container_remove_partial(const char *root, const char *name, struct kag
     int ret = 0;
     bool dir = access(c->dir, F_OK) == 0;
     int missing = !dir && errno == ENOENT ? ENOENT : 0; /* nothing at all: delete --force succeeds on it */
-    if (!*name || strchr(name, '/') || name[0] == '.' || !dir || access(state, F_OK) == 0) {
+    /* a state file that does not read (empty or cut short: a crash between its write and the disk) is no
+     * container to load either: what it names is found as for a partial one */
+    bool state_reads = false;
+    if (dir && access(state, F_OK) == 0) {
+        struct kago_container *probe = kago__container_new(root, name);
+        state_reads = kago__state_read(probe, NULL) == 0;
+        kago_container_free(probe);
+    }
+    if (!*name || strchr(name, '/') || name[0] == '.' || !dir || state_reads) {
         ret = kago_error_set(err, missing, "no such container");
     } else if (kago__cgroup_init(&c->cg, NULL, name, cgpath, err) < 0) {
         ret = -1;
     } else {
         /* what a kago killed mid-setup left: its cgroup (and any process in it) and the state dir */
         c->cg.ops->kill_all(&c->cg, SIGKILL, NULL);
+        wait_shim(c); /* (a detached container's: it writes the exit status beside the state when it ends) */
         if (c->cg.ops->destroy(&c->cg, err) < 0)
             ret = -1;
         else if (kago__rm_rf(c->dir) < 0)

@@ -62,18 +62,18 @@ static char *record_path(const struct server *srv, const char *name)
 }
 
 /* Writes inst's record (a new file renamed over the old: a SIGKILL leaves the one or the other). */
-void kago__record_write(struct instance *inst)
+int kago__record_write(struct instance *inst, struct kago_error **err)
 {
     struct app_rt *a = inst->app;
     struct pool_inst *pi = inst->pi;
     if (!pi)
-        return;
+        return 0;
     cleanup_free char *path = record_path(a->srv, inst->name);
     cleanup_free char *tmp = xasprintf("%s/" RECORD_DIR "/.%s.tmp", a->srv->opts.root, inst->name);
     FILE *f = fopen(tmp, "we");
     if (!f) {
         kago__ilog(inst, SLOG_ERR, "record %s: %s", tmp, strerror(errno));
-        return;
+        return kago_error_set(err, errno, "record %s", tmp);
     }
     fprintf(f,
             "app %s\nstate %s\ndef %016" PRIx64 "\ncreated %" PRIu64 "\nready_at %" PRIu64
@@ -81,13 +81,15 @@ void kago__record_write(struct instance *inst)
             a->app.name, state_word(pi->state), inst->def_hash, pi->created, pi->ready_at, pi->last_active,
             pi->frozen_at);
     if (fclose(f) != 0 || rename(tmp, path) < 0) {
-        kago__ilog(inst, SLOG_ERR, "record %s: %s", path, strerror(errno));
+        int e = errno;
+        kago__ilog(inst, SLOG_ERR, "record %s: %s", path, strerror(e));
         unlink(tmp);
-        return;
+        return kago_error_set(err, e, "record %s", path);
     }
     inst->rec_state = pi->state;
     inst->rec_last_active = pi->last_active;
     inst->recorded = true;
+    return 0;
 }
 
 /* Every trace of inst is gone: so is its record. */
@@ -111,38 +113,49 @@ bool kago__records_app(struct app_rt *a, size_t *budget)
             if (!*budget)
                 return false;
             --*budget;
-            kago__record_write(inst);
+            kago__record_write(inst, NULL);
         }
     }
     return true;
 }
 
+/* 0, -1 when there is no record, -2 when it is damaged (a line missing or cut short: a crash while the
+ * disk had it half written). */
 static int record_read(const char *path, struct record *r)
 {
     FILE *f = fopen(path, "re");
     if (!f)
         return -1;
     memset(r, 0, sizeof(*r));
+    static const char *const keys[] = {"app",      "state",       "def",      "created",
+                                       "ready_at", "last_active", "frozen_at"};
+    uint64_t *nums[] = {NULL, NULL, &r->def, &r->created, &r->ready_at, &r->last_active, &r->frozen_at};
+    unsigned seen = 0;
+    bool whole = true;
     char line[512], key[32], val[256];
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "%31s %255s", key, val) == 2) {
-            if (!strcmp(key, "app"))
-                snprintf(r->app, sizeof(r->app), "%s", val);
-            else if (!strcmp(key, "state"))
-                snprintf(r->state, sizeof(r->state), "%.15s", val);
-            else if (!strcmp(key, "def"))
-                r->def = strtoull(val, NULL, 16);
-            else if (!strcmp(key, "created"))
-                r->created = strtoull(val, NULL, 10);
-            else if (!strcmp(key, "ready_at"))
-                r->ready_at = strtoull(val, NULL, 10);
-            else if (!strcmp(key, "last_active"))
-                r->last_active = strtoull(val, NULL, 10);
-            else if (!strcmp(key, "frozen_at"))
-                r->frozen_at = strtoull(val, NULL, 10);
+    while (fgets(line, sizeof(line), f)) {
+        size_t n = strlen(line);
+        if (!n || line[n - 1] != '\n' || sscanf(line, "%31s %255s", key, val) != 2) {
+            whole = false;
+            continue;
         }
+        for (unsigned k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            if (strcmp(key, keys[k]) != 0)
+                continue;
+            seen |= 1u << k;
+            char *end = NULL;
+            if (k == 0)
+                snprintf(r->app, sizeof(r->app), "%s", val);
+            else if (k == 1)
+                snprintf(r->state, sizeof(r->state), "%.15s", val);
+            else
+                *nums[k] = strtoull(val, &end, k == 2 ? 16 : 10);
+            if (end && *end)
+                whole = false;
+        }
+    }
     fclose(f);
-    return 0;
+    return whole && seen == (1u << (sizeof keys / sizeof keys[0])) - 1 ? 0 : -2;
 }
 
 /* --- adoption ----------------------------------------------------------------------------------- */
@@ -196,7 +209,7 @@ static int adopt(struct app_rt *a, const char *name, const struct record *r, str
     }
     a->srv->total_instances++;
     a->srv->adopted++;
-    kago__record_write(inst);
+    kago__record_write(inst, NULL);
     return 0;
 }
 
@@ -234,18 +247,22 @@ static void adopt_one(struct server *srv, const char *name)
 {
     cleanup_free char *rec = record_path(srv, name);
     struct record r;
-    if (record_read(rec, &r) < 0)
+    int rr = record_read(rec, &r);
+    if (rr == -1)
         return;
-    struct app_rt *a = kago__server_app(srv, r.app);
+    struct app_rt *a = rr == 0 ? kago__server_app(srv, r.app) : NULL;
     struct kago_container *c = NULL;
     struct kago_error *err = NULL;
     if (kago_container_load(srv->opts.root, name, &c, &err) < 0) {
+        cleanup_free char *state = xasprintf("%s/%s/state.json", srv->opts.root, name);
+        cleanup_free char *why = access(state, F_OK) == 0 ? xasprintf("its state does not read: %s", err->msg)
+                                                          : xstrdup("it was half made");
         kago_error_free(err);
-        remove_leftover(srv, name, r.app, NULL, "it was half made", rec);
+        remove_leftover(srv, name, r.app[0] ? r.app : NULL, NULL, why, rec);
         return;
     }
     enum kago_status st = kago_container_status(c);
-    const char *why = unadoptable(a, &r, c, st);
+    const char *why = rr < 0 ? "its record is damaged" : unadoptable(a, &r, c, st);
     if (!why && adopt(a, name, &r, c, st, &err) == 0) {
         kago__slog(srv, SLOG_INFO, r.app, NULL, "adopted the %s instance %s (pid %d) of the previous serve",
                    st == KAGO_PAUSED ? "frozen" : "ready", name, (int)kago_container_pid(c));
@@ -253,7 +270,7 @@ static void adopt_one(struct server *srv, const char *name)
     }
     if (!why)
         why = err ? err->msg : "it could not be watched";
-    remove_leftover(srv, name, r.app, c, why, rec);
+    remove_leftover(srv, name, r.app[0] ? r.app : NULL, c, why, rec);
     kago_error_free(err);
 }
 

@@ -139,8 +139,8 @@ void kago__instance_probe_result(struct instance *inst, int status)
         inst->ready = true;
         start_slot_release(inst);
         kago__pool_ready(&inst->app->pool, inst->pi, kago__serve_now_ms());
-        weight_ready(inst);       /* (after the held requests went: it writes the state file too) */
-        kago__record_write(inst); /* at once: from now on a new serve adopts it */
+        weight_ready(inst);             /* (after the held requests went: it writes the state file too) */
+        kago__record_write(inst, NULL); /* at once: from now on a new serve adopts it */
         return;
     }
     if (inst->pi->state != POOL_STARTING)
@@ -289,8 +289,8 @@ static void start_finish(struct app_rt *a, struct instance *inst)
         inst->ready = true;
         start_slot_release(inst);
         kago__pool_ready(&a->pool, pi, kago__serve_now_ms());
-        kago__record_write(inst); /* (at once, as every ready: from now on a new serve adopts it) */
-        if (inst->conns) {        /* the held requests' connections: the CPU weight once one answered */
+        kago__record_write(inst, NULL); /* (at once, as every ready: from now on a new serve adopts it) */
+        if (inst->conns) {              /* the held requests' connections: the CPU weight once one answered */
             inst->ready_tail = true;
             inst->refs++;
         } else {
@@ -695,10 +695,13 @@ static void start_now(struct app_rt *a, struct instance *inst)
 {
     /* before the container exists: a serve killed during the create leaves it (not before: a storm of
      * queued starts would write thousands of records in one turn of the loop, for nothing made yet) */
-    kago__record_write(inst);
     inst->start_slot = true;
     a->srv->starting++;
-    if (!start_restore(a, inst))
+    struct kago_error *err = NULL;
+    if (kago__record_write(inst, &err) <
+        0) /* (untracked, a killed serve's instance would be left for good) */
+        start_failed(a, inst, err);
+    else if (!start_restore(a, inst))
         start_cold(a, inst);
 }
 
@@ -1068,7 +1071,7 @@ static void op_remove(struct pool *p, struct pool_inst *pi)
     /* handed over to a new serve (upgrade.c): it runs on, recorded, for the new serve to adopt */
     bool leave = kago__upgrade_leaves(inst);
     if (leave)
-        kago__record_write(inst);
+        kago__record_write(inst, NULL);
     if (inst->queued)
         startq_unlink(a->srv, inst);
     start_slot_release(inst);

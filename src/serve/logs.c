@@ -19,6 +19,7 @@
  * loop that starts every app's instances and answers the admin API. Nothing is dropped. */
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -440,8 +441,16 @@ const char *kago__logs_tail(struct instance *inst)
 void kago__logs_forget(struct server *srv, const char *app, const char *name)
 {
     for (int i = 0; i < 2; i++) {
-        cleanup_free char *path = xasprintf("%s/logs/%s/%s.%s", srv->opts.root, app, name, stream_names[i]);
-        unlink(path);
+        cleanup_free char *path =
+            xasprintf("%s/logs/%s/%s.%s", srv->opts.root, app ? app : "*", name, stream_names[i]);
+        glob_t g; /* (no app: its record was damaged) */
+        if (!app && glob(path, GLOB_NOSORT, NULL, &g) == 0) {
+            for (size_t k = 0; k < g.gl_pathc; k++)
+                unlink(g.gl_pathv[k]);
+            globfree(&g);
+        } else if (app) {
+            unlink(path);
+        }
     }
 }
 

@@ -544,7 +544,7 @@ void kago__instance_watch(struct instance *inst);
 
 /* adopt.c: instance records and adoption at start */
 uint64_t kago__app_def_hash(const struct kago_app *a);
-void kago__record_write(struct instance *inst);
+int kago__record_write(struct instance *inst, struct kago_error **err);
 void kago__record_remove(struct instance *inst);
 /* From the tick, for an app it visits: a state change is recorded then, the idle clock within
  * RECORD_ACTIVE_MS; at most *budget records, less what it wrote. False: some were left for the next tick. */

@@ -662,6 +662,23 @@ def test_delete_force_removes_a_partial_container(kago, rootfs):
     assert not os.path.exists(os.path.join(kago.root, "part1"))
 
 
+@pytest.mark.parametrize("damage", ["empty", "cut"])
+def test_delete_force_removes_a_container_whose_state_does_not_read(kago, rootfs, damage):
+    # a crash that left its state file empty or cut short: delete --force still kills and removes it
+    name = kago.run_detached(f"dmg-{damage}", "sleep", "100")
+    pid = kago.state(name)["pid"]
+    path = os.path.join(kago.root, name, "state.json")
+    with open(path, "r+") as f:
+        f.truncate(0 if damage == "empty" else len(f.read()) // 2)
+    r = kago("delete", name)
+    assert r.returncode != 0 and "not valid JSON" in r.stderr, r.stderr
+    kago("delete", "--force", name, check=True)
+    assert not os.path.exists(os.path.join(kago.root, name))
+    assert not leftovers([name])
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                    open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z", 5)
+
+
 def test_200_cycles_leave_nothing(kago, rootfs):
     # KAGO_CYCLES: fewer under emulation (the real-kernel guest runs at TCG speed)
     cycles = int(os.environ.get("KAGO_CYCLES", "200"))

@@ -229,6 +229,41 @@ def test_restart_removes_an_adopted_instance_whose_process_died_and_changed_apps
         cleanup(*(locals().get(p) for p in ("s1", "s2", "s3")))
 
 
+def test_a_state_or_record_that_does_not_read_is_removed_with_what_it_names():
+    # a crash while the disk had a state file or a record half written (a --root not on a tmpfs): the next
+    # serve cannot adopt such an instance, and removes it (its processes, cgroup, state dir), saying why
+    s1 = Server(apps("exec /usr/sbin/httpd -f -p 8080 -h /"))
+    try:
+        for host in ("web.test", "api.test", "frz.test"):
+            assert request(s1.port, host, "/")[0] in (200, 403, 404)
+        web, api = one(s1, "web"), one(s1, "api")
+        frz = s1.instances("frz")[0]
+        names = {i["name"] for a in s1.ps().values() for i in a["instances"]}
+        sigkill(s1)
+        st = lambda i: os.path.join(s1.root, i["name"], "state.json")
+        rec = lambda i: os.path.join(s1.root, ".serve", i["name"])
+        open(st(web), "w").close()  # empty
+        with open(st(api), "r+") as f:  # cut short
+            f.truncate(len(f.read()) // 2)
+        with open(rec(frz)) as f:
+            text = f.read()
+        with open(rec(frz), "w") as f:  # its record cut in the middle of a number
+            f.write(text[: text.index("created ") + 12])
+        s2 = Restarted(s1)
+        log = s2.stderr()
+        for i in (web, api):
+            assert f"removed the instance {i['name']} of the previous serve: its state does not read" in log, log
+        assert f"removed the instance {frz['name']} of the previous serve: its record is damaged" in log, log
+        for i in (web, api, frz):
+            assert not alive(i["pid"]), i
+            assert not os.path.exists(os.path.join(s2.root, i["name"])) and not os.path.exists(rec(i))
+            assert not glob.glob(f"/sys/fs/cgroup/*/{cgroup_of(i['name'])}")
+        assert s2.stop() == 0, s2.stderr()
+        assert traces(s2, names) == [], s2.stderr()
+    finally:
+        cleanup(*(locals().get(p) for p in ("s1", "s2")))
+
+
 def test_sigterm_cuts_requests_at_the_drain_timeout():
     cgi = ("mkdir -p /srv/www/cgi-bin && printf '#!/bin/sh\\nsleep 30\\necho Content-Type: text/plain\\necho\\n"
            "echo done\\n' > /srv/www/cgi-bin/slow && chmod +x /srv/www/cgi-bin/slow"
