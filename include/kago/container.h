@@ -143,8 +143,8 @@ KAGO_EXPORT pid_t kago_container_exec_tty(struct kago_container *c, const struct
                                           int *tty_master, struct kago_error **err);
 /* Removes what a kago killed during setup left of container name: a state dir without a state file (or
  * with one that does not read: empty, cut short), and the container's cgroup (its own path, kept beside
- * the state when the spec named one, or kago/NAME) with every process in it. Fails with "no such container" when there is no such partial container (with
- * code ENOENT when not even its state dir exists). */
+ * the state when the spec named one, or kago/NAME) with every process in it. Fails with "no such container"
+ * when there is no such partial container (with code ENOENT when not even its state dir exists). */
 KAGO_EXPORT int kago_container_remove_partial(const char *root, const char *name, struct kago_error **err);
 /* Names of the containers in root (NULL-terminated, caller frees each and the array). */
 KAGO_EXPORT int kago_container_list(const char *root, char ***names, struct kago_error **err);
