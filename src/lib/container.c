@@ -623,6 +623,12 @@ static int begin_here(struct kago_create *cr, const struct kago_spec *spec,
     cr->sync_fd = l.sync;
     ret = begin_tail(cr, &l, err);
 out:
+    if (ret < 0 && cr->pid <= 0 && l.pid > 0 && l.pidfd >= 0) { /* the clone made it, what followed failed */
+        syscall(SYS_pidfd_send_signal, l.pidfd, SIGKILL, NULL, 0);
+        siginfo_t si;
+        while (waitid(P_PIDFD, (id_t)l.pidfd, &si, WEXITED) < 0 && errno == EINTR)
+            ;
+    }
     cr->pidfd = steal_fd(&l.pidfd);
     close_fd(&l.cgroup_fd);
     close_fd(&l.ch.fifo_fd);

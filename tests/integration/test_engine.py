@@ -8,6 +8,7 @@ import select
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import time
 
@@ -630,6 +631,32 @@ def test_injected_failure_leaves_nothing(kago, rootfs, step):
     procs = [p for p in new if p.isdigit() and os.path.exists(f"/proc/{p}/cmdline")
              and "fault1" in open(f"/proc/{p}/cmdline").read()]
     assert not procs
+
+
+# Runs argv as a child subreaper (what the run's children leave comes to it) and prints how many zombies
+# it holds afterwards: a failed start must reap the child it had cloned, not leave it to init.
+SUBREAPER = """import ctypes, os, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+r = subprocess.run(sys.argv[1:], capture_output=True)
+time.sleep(0.3)
+z = 0
+for p in os.listdir("/proc"):
+    try:
+        st = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        continue
+    z += st[0] == "Z" and int(st[1]) == os.getpid()
+print(r.returncode, z)
+"""
+
+
+def test_a_start_failing_after_the_clone_reaps_its_child(kago, rootfs):
+    kago.names.add("reap1")
+    r = subprocess.run([sys.executable, "-c", SUBREAPER, KAGO, "--root", kago.root, "run", "--name", "reap1",
+                        "--rootfs", ROOTFS, "--bind", "/nonexistent-kago-src:/mnt", "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["1", "0"], (r.stdout, r.stderr)
+    assert not leftovers(["reap1"])
 
 
 def test_shim_dying_after_the_make_leaves_nothing(kago, rootfs):
