@@ -609,11 +609,24 @@ static int wait_ready(struct kago_container *c, uint16_t port, uint64_t timeout_
     }
 }
 
-/* Empties dir (made = we created it: remove it too). */
-static void discard_image(const char *dir, bool made)
+/* The empty directories from dir up to top (a path prefix of dir) are removed. */
+static void rmdir_up_to(const char *dir, const char *top)
+{
+    cleanup_free char *p = xstrdup(dir);
+    size_t n = strlen(top);
+    for (char *s; strlen(p) > n && (rmdir(p) == 0 || errno == ENOENT) && (s = strrchr(p, '/'));)
+        *s = '\0';
+    if (!strcmp(p, top))
+        rmdir(p);
+}
+
+/* Empties dir; made (the first directory of its path that we created): removes dir and its empty parents up
+ * to that one instead. */
+static void discard_image(const char *dir, const char *made)
 {
     if (made) {
         kago__rm_rf(dir);
+        rmdir_up_to(dir, made);
         return;
     }
     DIR *d = opendir(dir);
@@ -628,9 +641,11 @@ static void discard_image(const char *dir, bool made)
         closedir(d);
 }
 
-static int prepare_image_dir(const char *dir, bool *made, struct kago_error **err)
+/* *made: the first directory of dir's path that did not exist (made with the rest, as runc makes them), or
+ * NULL when dir did */
+static int prepare_image_dir(const char *dir, char **made, struct kago_error **err)
 {
-    *made = false;
+    *made = NULL;
     DIR *d = opendir(dir);
     if (d) {
         struct dirent *de;
@@ -642,9 +657,22 @@ static int prepare_image_dir(const char *dir, bool *made, struct kago_error **er
     }
     if (errno != ENOENT)
         return kago_error_set(err, errno, "image %s", dir);
-    if (kago__mkdir_p(dir, 0700, err) < 0)
+    char *top = xstrdup(dir);
+    for (char *s = top + 1; (s = strchr(s, '/')); s++) { /* (the first prefix that is missing) */
+        *s = '\0';
+        bool there = access(top, F_OK) == 0;
+        *s = '/';
+        if (!there) {
+            *s = '\0';
+            break;
+        }
+    }
+    if (kago__mkdir_p(dir, 0700, err) < 0) {
+        rmdir_up_to(dir, top); /* (what it made before it failed) */
+        free(top);
         return -1;
-    *made = true;
+    }
+    *made = top;
     return 0;
 }
 
@@ -789,7 +817,7 @@ int kago_container_checkpoint(struct kago_container *c, const char *image_dir,
                               const struct kago_checkpoint_opts *opts, struct kago_error **err)
 {
     struct kago_checkpoint_opts none = {0};
-    bool made = false;
+    cleanup_free char *made = NULL;
     if (!opts)
         opts = &none;
     /* CRIU would restore its rootfs and binds as plain mounts, without their idmapping (docs/userns.md) */

@@ -73,13 +73,13 @@ def nothing_of(kago, name):
 @pytest.mark.skipif(CRIU_OK, reason="criu works here: the unusable-criu error path cannot be shown")
 def test_checkpoint_where_criu_is_unusable_says_why(kago, rootfs, tmp_path):
     kago.run_detached("kcr-host", "sleep", "60", opts=("--overlay", *HOST_USERNS))
-    image = tmp_path / "img"
+    image = tmp_path / "made" / "for" / "img"  # (its parents are made too, as runc makes them)
     r = kago("checkpoint", "kcr-host", "--image", image)
     assert r.returncode != 0
     line = one_line(r.stderr)
     assert line.startswith("kago: checkpoint kcr-host: criu"), line
     assert CRIU_WHY in line, f"criu's own reason {CRIU_WHY!r} missing from {line!r}"
-    assert not image.exists(), "a failed checkpoint left its image directory"
+    assert not (tmp_path / "made").exists(), "a failed checkpoint left its image directory or its parents"
     assert kago.state("kcr-host")["status"] == "running"
     print(f"\nkago checkpoint here: {line}")
 
