@@ -27,6 +27,10 @@ CLI_VERB(exec)
     bool tty = false;
     while ((ch = getopt_long(argc, argv, "+t", opts, NULL)) != -1) {
         if (ch == O_ENV) {
+            if (!strchr(optarg, '=') || optarg[0] == '=') { /* (as run's) */
+                free(env);
+                return cli_usage("exec", "env \"%s\": expected KEY=VALUE", optarg);
+            }
             env = realloc(env, (nenv + 2) * sizeof *env);
             env[nenv++] = optarg;
             env[nenv] = NULL;

@@ -3,6 +3,7 @@
  * because kago already does what it asks (the standard /proc, /sys, /dev
  * mounts, the default device rules), or refused naming its JSON path. json-c
  * reads the file. */
+#include <ctype.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <limits.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <seccomp.h>
 #include <sys/capability.h>
 
 #include "oci.h"
@@ -832,10 +834,23 @@ static int load_seccomp(struct ctx *x, json_object *s)
              LIST("flags", "listenerPath", "listenerMetadata")) < 0 ||
         get_array(x, s, path, "syscalls", &calls) < 0 || get_array(x, s, path, "architectures", &arch) < 0)
         return -1;
-    char **archs =
-        arch ? strv(x, arch, "linux.seccomp.architectures") : NULL; /* accepted: kago's is native */
+    char **archs = arch ? strv(x, arch, "linux.seccomp.architectures") : NULL;
     if (arch && !archs)
         return -1;
+    /* known ones are accepted (the filter is the native one's: a call from another is refused) */
+    for (size_t i = 0; archs && archs[i]; i++) {
+        char name[32];
+        const char *a = strncmp(archs[i], "SCMP_ARCH_", 10) ? archs[i] : archs[i] + 10;
+        size_t k = 0;
+        for (; a[k] && k + 1 < sizeof name; k++)
+            name[k] = (char)tolower((unsigned char)a[k]);
+        name[k] = 0;
+        if (a[k] || !seccomp_arch_resolve_name(name)) {
+            int r = bad(x, "linux.seccomp.architectures", "unknown architecture \"%s\"", archs[i]);
+            strv_free(archs);
+            return r;
+        }
+    }
     strv_free(archs);
     int64_t v;
     if (get_int(x, s, path, "defaultErrnoRet", 0, 4095, &v) < 0)
@@ -868,6 +883,12 @@ static int load_paths(struct ctx *x, json_object *l, const char *k, char ***dst)
     char **v = strv(x, get(l, k), sub(path, sizeof path, "linux", k));
     if (!v)
         return -1;
+    for (size_t i = 0; v[i]; i++)
+        if (v[i][0] != '/') {
+            int r = bad(x, path, "\"%s\": not an absolute path", v[i]);
+            strv_free(v);
+            return r;
+        }
     kago_spec_set_paths(dst, v);
     return 0;
 }

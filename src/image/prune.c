@@ -238,7 +238,11 @@ int kago_image_rm(const char *store, const char *ref, bool force, struct kago_er
     json_object *refs = NULL, *images = NULL, *layers = NULL, *user;
     char **names = NULL;
     int ret = -1;
-    if (kago__store_resolve(&st, ref, id, &name, err) < 0 || !(refs = kago__refs_read(&st, err)))
+    if (kago__store_resolve(&st, ref, id, &name, err) < 0) {
+        kago_error_prefix(err, "image %s", ref);
+        goto out;
+    }
+    if (!(refs = kago__refs_read(&st, err)))
         goto out;
     names = names_of(refs, id);
     if (name && names[0] && names[1]) { /* one name of several: untag it */

@@ -117,7 +117,18 @@ static int write_idmap(pid_t pid, const char *file, const struct kago_idmap *m, 
         len += (size_t)snprintf(buf + len, sizeof buf - len, "%u %u %u\n", m[i].inside, m[i].outside,
                                 m[i].count);
     cleanup_free char *path = xasprintf("/proc/%d/%s", (int)pid, file);
-    return kago__write_file(path, buf, err);
+    if (kago__write_file(path, buf, NULL) == 0)
+        return 0;
+    int e = errno;
+    char one[2048]; /* (one line: "0 0 1, 0 5 1") */
+    size_t o = 0;
+    for (const char *p = buf; *p && o + 3 < sizeof one; p++)
+        if (*p != '\n')
+            one[o++] = *p;
+        else if (p[1])
+            one[o++] = ',', one[o++] = ' ';
+    one[o] = '\0';
+    return kago_error_set(err, e, "write %s \"%s\" (each: inside outside count)", path, one);
 }
 
 static int setup_userns(pid_t pid, const struct kago_spec *spec, struct kago_error **err)

@@ -338,7 +338,9 @@ int kago_seccomp_load_file(struct kago_spec *spec, const char *path, struct kago
     json_tokener_free(tok);
     if (!root || jerr != json_tokener_success) {
         json_object_put(root);
-        return kago_error_set(err, 0, "seccomp profile %s: %s", path, json_tokener_error_desc(jerr));
+        return kago_error_set(err, 0, "seccomp profile %s: %s", path,
+                              jerr == json_tokener_continue ? "the JSON ends early (truncated?)"
+                                                            : json_tokener_error_desc(jerr));
     }
     int ret = kago_seccomp_from_json(spec, root, err);
     json_object_put(root);

@@ -437,6 +437,20 @@ def test_seccomp_profile_file(kago, rootfs, tmp_path):
     prof.write_text("{ not json")
     r = run(kago, "true", opts=("--seccomp", str(prof)))
     assert r.returncode != 0 and str(prof) in r.stderr
+    prof.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [')  # (json-c said "continue")
+    r = run(kago, "true", opts=("--seccomp", str(prof)))
+    assert r.returncode != 0 and f"{prof}: the JSON ends early" in r.stderr, r.stderr
+
+
+def test_messages_are_one_line_and_usage_is_checked_alike(kago, rootfs):
+    # a uid map the kernel refuses: the maps written, on one line
+    r = run(kago, "true", opts=("--ns", "pid,mount,user", "--uidmap", "0:0:1", "--uidmap", "0:5:1"))
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode != 0 and len(lines) == 1 and '"0 0 1, 0 5 1"' in lines[0], r.stderr
+    # exec's --env wants KEY=VALUE as run's does
+    name = kago.run_detached("msg1", "sleep", "30")
+    r = kago("exec", "--env", "NOEQ", name, "--", "true")
+    assert r.returncode == 2 and 'env "NOEQ": expected KEY=VALUE' in r.stderr, r.stderr
 
 
 def test_no_new_privs(kago, rootfs):

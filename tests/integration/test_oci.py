@@ -174,6 +174,19 @@ def test_errors_name_the_json_path_and_log_as_json(kago, bundle, tmp_path):
     assert not os.path.exists(os.path.join(kago.root, "oci-e1"))
 
 
+@pytest.mark.parametrize("field,change,msg", [
+    ("linux.seccomp.architectures", lambda c: c["linux"].setdefault("seccomp", {"defaultAction": "SCMP_ACT_ALLOW"})
+     .__setitem__("architectures", ["SCMP_ARCH_X86_64", "SCMP_ARCH_FOO"]), 'unknown architecture "SCMP_ARCH_FOO"'),
+    ("linux.maskedPaths", lambda c: c["linux"].__setitem__("maskedPaths", ["proc/kcore"]),
+     '"proc/kcore": not an absolute path'),
+])
+def test_values_refused_never_ignored(kago, bundle, field, change, msg):
+    edit(bundle, change)
+    r = kago("run", "--bundle", bundle, "oci-r1")
+    assert r.returncode != 0 and field in r.stderr and msg in r.stderr, r.stderr
+    assert not leftovers(["oci-r1"]) and not os.path.exists(os.path.join(kago.root, "oci-r1"))
+
+
 def test_systemd_cgroup_without_systemd_is_a_clear_error(kago, bundle):
     if os.path.exists("/run/systemd/system"):
         pytest.skip("systemd runs here: the error path needs a host without it")
