@@ -386,6 +386,11 @@ static void all_send_timeouts(const struct metrics_ctx *m, struct sbuf *b, const
     all_u64(b, f, __atomic_load_n(&m->srv->send_timeouts, __ATOMIC_RELAXED));
 }
 
+static void all_read_timeouts(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
+{
+    all_u64(b, f, __atomic_load_n(&m->srv->read_timeouts, __ATOMIC_RELAXED));
+}
+
 static void all_h2_calm(const struct metrics_ctx *m, struct sbuf *b, const struct family *f)
 {
     all_u64(b, f, m->srv->h2.goaways_calm);
@@ -634,6 +639,8 @@ static const struct family families[] = {
     SERVER_WIDE("kago_connections", "gauge", "Client connections open.", all_connections),
     SERVER_WIDE("kago_send_timeouts_total", "counter",
                 "Responses cut because their client took nothing for --send-timeout.", all_send_timeouts),
+    SERVER_WIDE("kago_read_timeouts_total", "counter",
+                "Responses cut because their app sent nothing more for --response-timeout.", all_read_timeouts),
     SERVER_WIDE("kago_instances_started_total", "counter", "Instances started since serve began.",
                 all_started),
     SERVER_WIDE("kago_starts_in_flight", "gauge",

@@ -380,10 +380,10 @@ static void client_eof(struct client *c)
         /* let the upstream side finish writing, then end both */
         c->close_after = true;
         client_close(c);
-    } else if (c->state == C_PROXY && c->req_done) {
-        c->close_after = true; /* half-closed after a complete request: answer, then close */
-        update_reading(c);
     } else {
+        /* a client gone while its request is with the app (or before its answer ended) aborts it, as
+         * nginx's default (proxy_ignore_client_abort off): else the app's slot waited for an answer nobody
+         * reads, held for good by an app that answers slowly or never ends (long polling, events) */
         client_close(c);
     }
 }

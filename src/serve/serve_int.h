@@ -147,6 +147,7 @@ struct upconn {
     struct upconn *next_idle;
     struct upconn *prev, *next; /* inst->conns */
     uint64_t idle_since;        /* ms, when it went back to inst->idle */
+    uint64_t read_ms;           /* ms, its last read of a response, or when its reads resumed */
     struct client *client;
     struct http_msg resp;
     struct outq out;
@@ -264,6 +265,7 @@ struct server {
     struct tls_store *tls_store;
     struct h2_stats h2;
     uint64_t send_timeouts;         /* responses cut: their client took nothing for --send-timeout */
+    uint64_t read_timeouts;         /* responses cut: their app sent nothing for --response-timeout */
     uint64_t tls_checked_ms;        /* certificate files last looked at */
     uint64_t upconn_swept_ms;       /* idle upstream connections last swept */
     uint64_t frozen_checked_ms;     /* the frozen instances' memory budget last enforced */

@@ -178,6 +178,7 @@ static void relay_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     u->got_bytes = true;
+    u->read_ms = kago__serve_now_ms();
     if (c->state == C_TUNNEL) {
         kago__client_tunnel_data(c, buf->base, n);
     } else {
@@ -199,8 +200,10 @@ void kago__upconn_pause(struct upconn *u)
 
 void kago__upconn_resume(struct upconn *u)
 {
-    if (u->connected && !u->closing && !u->reading)
+    if (u->connected && !u->closing && !u->reading) {
         u->reading = uv_read_start((uv_stream_t *)&u->tcp, on_up_alloc, on_up_read) == 0;
+        u->read_ms = kago__serve_now_ms();
+    }
 }
 
 static void on_up_written(struct outq *q, int status)
@@ -386,6 +389,19 @@ void kago__upconn_sweep(struct instance *inst, uint64_t now)
         pp = &(*pp)->next_idle;
     while (*pp)
         up_close(*pp); /* (unlinks it: *pp becomes its successor) */
+    /* A response the app has begun and then sends nothing of for --response-timeout, while the client
+     * takes what comes (its reads not paused): cut, as nginx's proxy_read_timeout, and the app's slot
+     * freed (an app that answers a head and goes silent held the slot until its instance's lifetime). */
+    uint64_t limit = inst->app->srv->opts.response_timeout_ms;
+    for (struct upconn *u = inst->conns, *next; u && limit; u = next) {
+        next = u->next;
+        struct client *c = u->client;
+        if (c && u->reading && c->state == C_PROXY && c->resp_started && now - u->read_ms >= limit) {
+            __atomic_add_fetch(&inst->app->srv->read_timeouts, 1, __ATOMIC_RELAXED);
+            abort_client(u, UV_ETIMEDOUT);
+            up_close(u);
+        }
+    }
 }
 
 void kago__upconn_release(struct upconn *u, bool reusable)

@@ -41,21 +41,32 @@ case "$first" in
 *" /ctl "*) printf 'HTTP/1.1 200 OK\r\nX-A: a\001b\r\nContent-Length: 2\r\n\r\nok' ;;
 *" /ext-flood "*) printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;'; yes x | tr -d '\n' ;;
 *" /reason-flood "*) printf 'HTTP/1.1 200 '; yes x | tr -d '\n' ;;
+*" /stall "*) printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n'; sleep 30 ;;
 *) n=$(printf '%s' "$head" | wc -c)
    printf 'HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\n%s' "$n" "$head" ;;
 esac
 """.replace("LEN", str(len(FORGED))).replace("FORGED", FORGED.decode().replace("\r\n", r"\r\n"))
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    d = tmp_path_factory.mktemp("framing")
+def script_app(tmp_path_factory, name):
+    d = tmp_path_factory.mktemp(name)
     with open(d / "up.sh", "w") as f:
         f.write(SCRIPT)
     os.chmod(d / "up.sh", 0o755)
     os.chmod(d, 0o755)
-    yield from serving(with_data(app("fr", ["fr.test"], "exec nc -ll -p 8080 -e /opt/up.sh", stop_grace="1s",
-                                     concurrency=20), str(d), "/opt"), extra_args=["--send-timeout", "1s", "--h2c"])
+    return with_data(app("fr", ["fr.test"], "exec nc -ll -p 8080 -e /opt/up.sh", stop_grace="1s", concurrency=20),
+                     str(d), "/opt")
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    yield from serving(script_app(tmp_path_factory, "framing"), extra_args=["--send-timeout", "1s", "--h2c"])
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """The same app behind a serve whose --response-timeout is 3 s."""
+    yield from serving(script_app(tmp_path_factory, "quick"), extra_args=["--response-timeout", "3s"])
 
 
 def conn(port):
@@ -170,6 +181,35 @@ def test_an_app_flooding_framing_or_its_head_is_cut_at_once(srv):
     assert raw.startswith(b"HTTP/1.1 200 ") and not raw.endswith(b"0\r\n\r\n"), raw[:300]
     assert time.monotonic() - t < 8, "the connection was not cut"
     s.close()
+
+
+def test_an_app_that_goes_silent_mid_response_is_cut_at_the_response_timeout(quick):
+    # a head and a chunk, then nothing: cut after --response-timeout (3 s here) without a read, as nginx's
+    # proxy_read_timeout, and the app's slot freed (it was held until the instance's lifetime)
+    before = quick.metric("kago_read_timeouts_total")
+    s = conn(quick.port)
+    t = time.monotonic()
+    s.sendall(b"GET /stall HTTP/1.1\r\nHost: fr.test\r\n\r\n")
+    raw = drain(s, 9)
+    assert raw.startswith(b"HTTP/1.1 200 ") and raw.endswith(b"5\r\nfirst\r\n"), raw  # (never the last chunk)
+    assert 2.5 < time.monotonic() - t < 9, time.monotonic() - t
+    s.close()
+    assert quick.metric("kago_read_timeouts_total") == before + 1
+    assert wait_for(lambda: quick.ps()["fr"]["in_flight"] == 0, 3)
+
+
+def test_a_client_that_goes_away_frees_the_apps_slot_at_once(quick):
+    # the client closes while the app holds its response (long polling): the request is aborted (nginx's
+    # default), not left holding the app's slot
+    s = conn(quick.port)
+    s.sendall(b"GET /stall HTTP/1.1\r\nHost: fr.test\r\n\r\n")
+    s.settimeout(5)
+    assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+    assert quick.ps()["fr"]["in_flight"] == 1
+    s.close()
+    t = time.monotonic()
+    assert wait_for(lambda: quick.ps()["fr"]["in_flight"] == 0, 5)
+    assert time.monotonic() - t < 1.5, "freed by the response timeout, not by the client's going"
 
 
 def test_connection_cannot_take_the_length_away_from_a_request(srv):
