@@ -207,6 +207,13 @@ static mrb_value kago_finish_app(mrb_state *mrb, mrb_value self)
     struct kago_error *err = NULL;
     mrb_value what = mrb_format(mrb, "app \"%s\"", a->app.name);
     apply_image(mrb, &a->ct, a->port_set ? NULL : &a->app.port, blk, RSTRING_CSTR(mrb, what));
+    /* A directory root with no overlay is every instance's (and any other app's naming it): read-only
+     * unless the app says readonly: false. Its instances are stateless (a.data keeps state), and what one
+     * wrote there, as the host's root through the idmapping (a setuid-root file the host's users could
+     * run), would stay for the next. overlay: gives each instance a writable layer of its own. */
+    struct kago_spec *cs = &a->app.spec;
+    if (!a->ct.readonly_set && !cs->overlay && !(cs->layers && cs->layers[0]))
+        cs->readonly = true;
     if (a->app.socket_activation)
         a->app.spec.listen_port = a->app.port;
     /* scale_up: an instance starts at the bottom of its range */
@@ -357,8 +364,10 @@ static mrb_value spec_bool(mrb_state *mrb, mrb_value self)
     mrb_bool v;
     mrb_get_args(mrb, "zb", &field, &v);
     struct kago_spec *s = spec_of(mrb, self)->spec;
-    if (!strcmp(field, "readonly"))
+    if (!strcmp(field, "readonly")) {
         s->readonly = v;
+        spec_of(mrb, self)->readonly_set = true;
+    }
     else if (!strcmp(field, "overlay"))
         s->overlay = v;
     else if (!strcmp(field, "no_new_privs"))

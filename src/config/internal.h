@@ -43,7 +43,7 @@ struct kf_container {
     /* c.image: applied when the block ends, under what the block set itself */
     char *image;
     char **entrypoint; /* c.entrypoint, NULL-terminated */
-    bool entrypoint_set, argv_set, user_set, cwd_set, rootfs_set;
+    bool entrypoint_set, argv_set, user_set, cwd_set, rootfs_set, readonly_set;
     char **env_set; /* c.env entries, NULL-terminated */
     size_t nenv_set;
 };

@@ -706,3 +706,28 @@ def test_limits_out_of_range_are_refused_not_stored(srv):
         code, _, body = admin_request(srv.admin, srv.root, f"/limits?app=idle&memory={mem}", method="POST")
         assert code == 400, (mem, code, body)
     assert request(srv.port, "idle.test")[0] == 200
+
+
+def test_a_shared_directory_root_is_read_only_unless_the_app_says_otherwise(tmp_path):
+    # an app's root directory with no overlay is every instance's (and every app's naming it): what one
+    # wrote would stay for the next, as the host's root (a setuid-root file the host's users could run);
+    # read-only then, as a.data keeps state; readonly: false keeps the old behaviour
+    own = tmp_path / "rootfs"
+    subprocess.run(["cp", "-a", ROOTFS, str(own)], check=True)
+    mark = f"kago-probe-{os.getpid()}-{time.time_ns()}"
+    probe = (f"if touch /{mark} 2>/dev/null; then echo wrote; else echo refused; fi > /dev/shm/w && "
+             "exec /usr/sbin/httpd -f -p 8080 -h /dev/shm")
+    def one(name, rootfs, extra=""):
+        return (f'Kago.app "{name}" do |a|\n  a.hosts "{name}.test"\n  a.container do |c|\n'
+                f'    c.rootfs "{rootfs}"{extra}\n    c.command "/bin/sh", "-c", {json.dumps(probe)}\n  end\n'
+                f'  a.port 8080\n  a.stop_grace "1s"\nend\n')
+    s = Server(one("shared", ROOTFS) + one("mine", own, ", readonly: false"))
+    try:
+        st, _, body = request(s.port, "shared.test", "/w")
+        assert st == 200 and body == b"refused\n", (st, body)
+        assert not os.path.exists(os.path.join(ROOTFS, mark))
+        assert request(s.port, "mine.test", "/w")[2] == b"wrote\n"
+        assert os.path.exists(own / mark)
+    finally:
+        assert s.stop() == 0
+        assert s.leftovers() == []
