@@ -367,8 +367,7 @@ static mrb_value spec_bool(mrb_state *mrb, mrb_value self)
     if (!strcmp(field, "readonly")) {
         s->readonly = v;
         spec_of(mrb, self)->readonly_set = true;
-    }
-    else if (!strcmp(field, "overlay"))
+    } else if (!strcmp(field, "overlay"))
         s->overlay = v;
     else if (!strcmp(field, "no_new_privs"))
         s->no_new_privs = v;
