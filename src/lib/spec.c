@@ -1,5 +1,6 @@
 /* The container spec: defaults, validation, ownership. */
 #include <string.h>
+#include <seccomp.h>
 #include <sys/resource.h>
 
 #include <kago/app.h>
@@ -199,6 +200,12 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
         return kago_error_set(err, 0, "a mount namespace is required (kago pivots into the rootfs)");
     if (spec->cgroup_path && kago_cgroup_path_check(spec->cgroup_path, err) < 0)
         return -1;
+    if (spec->hostname && strlen(spec->hostname) > 64)
+        return kago_error_set(err, 0, "hostname \"%.64s...\": longer than 64 characters (the kernel's limit)",
+                              spec->hostname);
+    for (size_t i = 0; i < spec->seccomp.nrules; i++)
+        if (seccomp_syscall_resolve_name(spec->seccomp.rules[i].syscall) == __NR_SCMP_ERROR)
+            return kago_error_set(err, 0, "seccomp: unknown syscall \"%s\"", spec->seccomp.rules[i].syscall);
     if (spec->hostname && !(spec->ns & (1u << KAGO_NS_UTS)))
         return kago_error_set(err, 0, "hostname set without a uts namespace");
     if (spec->listen_port && spec->preserve_fds)

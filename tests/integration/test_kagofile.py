@@ -650,3 +650,20 @@ def test_check_says_a_missing_rootfs(kago, tmp_path):
     assert r.stderr.strip() == f"kago: warning: container kf-norootfs: rootfs {missing}: No such file or " \
                                "directory (a start would fail)", r.stderr
     assert r.stdout.strip().endswith(f"{path}: ok, 1 warning"), r.stdout
+
+
+@pytest.mark.parametrize("line,msg", [
+    ('c.hostname "' + "h" * 65 + '"', "longer than 64 characters"),
+    ("c.seccomp do |s| s.errno :no_such_call end", 'seccomp: unknown syscall "no_such_call"'),
+])
+def test_check_refuses_what_a_start_would(kago, tmp_path, line, msg):
+    # what every start would refuse is refused by kago check, with the file's line, not first at a start
+    path = kagofile(tmp_path, f"""
+        Kago.container "kf-refused" do |c|
+          c.rootfs "{ROOTFS}"
+          c.command "/bin/true"
+          {line}
+        end
+    """)
+    r = kago("check", path)
+    assert r.returncode != 0 and msg in r.stderr and "Kagofile:" in r.stderr, r.stderr
