@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -33,7 +34,12 @@ CLI_VERB(list)
     for (size_t i = 0; names[i]; i++) {
         struct kago_container *c = NULL;
         if (kago_container_load(g->root, names[i], &c, &err) < 0) {
-            kago_error_clear(&err); /* deleted meanwhile */
+            char *state = NULL;
+            if (asprintf(&state, "%s/%s/state.json", g->root, names[i]) > 0 && access(state, F_OK) == 0)
+                fprintf(stderr, "kago: warning: %s (kago delete --force %s removes it)\n", err->msg,
+                        names[i]);
+            free(state);
+            kago_error_clear(&err); /* (else deleted meanwhile) */
             free(names[i]);
             continue;
         }

@@ -713,6 +713,8 @@ def test_delete_force_removes_a_container_whose_state_does_not_read(kago, rootfs
         f.truncate(0 if damage == "empty" else len(f.read()) // 2)
     r = kago("delete", name)
     assert r.returncode != 0 and "not valid JSON" in r.stderr, r.stderr
+    r = kago("list")  # (not silently left out)
+    assert r.returncode == 0 and f"not valid JSON (kago delete --force {name} removes it)" in r.stderr, r.stderr
     kago("delete", "--force", name, check=True)
     assert not os.path.exists(os.path.join(kago.root, name))
     assert not leftovers([name])
