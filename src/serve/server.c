@@ -1253,6 +1253,22 @@ static void root_fs_check(struct server *srv)
                srv->opts.root, name);
 }
 
+/* A warning when the host's per-user inotify limits are the kernel's defaults: every instance's user
+ * namespace is the host root's, and so are its inotify instances (docs/serve.md, "Default limits"). */
+static void inotify_check(struct server *srv)
+{
+    char *v = kago__read_file("/proc/sys/fs/inotify/max_user_instances", NULL, NULL);
+    unsigned long n = v ? strtoul(v, NULL, 10) : 0;
+    free(v);
+    if (n && n < 1024)
+        kago__slog(
+            srv, SLOG_WARN, NULL, NULL,
+            "fs.inotify.max_user_instances is %lu: the inotify instances of every app's instances count "
+            "against the host's root, one app can take them all; raise it (sysctl "
+            "fs.inotify.max_user_instances=8192 fs.inotify.max_user_watches=524288)",
+            n);
+}
+
 static void start_spawner(struct server *srv)
 {
     const char *env = getenv("KAGO_SERVE_SPAWNER");
@@ -1402,6 +1418,7 @@ int kago_serve_run(const struct kago_serve_opts *o, struct kago_error **err)
     srv->root_tag = kago__root_id(srv->opts.root); /* (instance and warm sandbox cgroup names) */
     start_spawner(srv);
     root_fs_check(srv); /* (it exists by now) */
+    inotify_check(srv);
     uv_loop_t loop;
     uv_loop_init(&loop);
     srv->loop = &loop;

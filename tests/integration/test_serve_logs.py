@@ -308,6 +308,10 @@ def test_a_root_not_on_a_tmpfs_is_warned_about(tmp_path):
                 assert s.stop() == 0, s.stderr()
             assert s.leftovers() == []
             assert ("not on a tmpfs" in s.stderr()) == warned, s.stderr()
+            # and the host's inotify limit, when it is the kernel's default (every instance's counts as root's)
+            with open("/proc/sys/fs/inotify/max_user_instances") as f:
+                low = int(f.read()) < 1024
+            assert ("fs.inotify.max_user_instances is" in s.stderr()) == low, s.stderr()
             assert not warned or f"--root {root} is on overlay, not on a tmpfs" in s.stderr(), s.stderr()
     finally:
         for m in mounted:
