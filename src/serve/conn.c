@@ -1451,6 +1451,18 @@ void kago__client_handover(struct server *srv, bool idle_only)
         give(srv, batch, n);
 }
 
+/* The hand-over did not happen (the new serve went away): connections waiting to be given are read again. */
+void kago__client_handover_undone(struct server *srv)
+{
+    for (unsigned i = 0; i < srv->nshards; i++)
+        for (struct client *c = srv->shards[i].clients; c; c = c->next)
+            if (c->to_give && !c->closed) {
+                c->to_give = false;
+                update_reading(c);
+                arm_timer(c);
+            }
+}
+
 /* The new serve's side: a connection the old serve gave, between two requests. */
 void kago__client_adopt(struct server *srv, int fd)
 {

@@ -497,6 +497,7 @@ void kago__client_finish(struct client *c); /* closes the connection once what i
 #define HANDOVER_IDLE_MS 250
 /* idle_only: only the connections between two requests go (again, from the tick: those of request loops) */
 void kago__client_handover(struct server *srv, bool idle_only);
+void kago__client_handover_undone(struct server *srv);
 /* The new serve: a connection given by the old one (fd), between two requests. */
 void kago__client_adopt(struct server *srv, int fd);
 

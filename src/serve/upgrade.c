@@ -372,6 +372,7 @@ static void resume(struct server *srv)
             return; /* still closing: the next tick */
     uv_timer_stop(&srv->handover_timer);
     srv->handover = false;
+    kago__client_handover_undone(srv);
     kago__slog(srv, SLOG_WARN, NULL, NULL,
                "the new serve (pid %d) went away before taking over: accepting again",
                (int)srv->handover_pid);
