@@ -16,6 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+
 #include "cluster_int.h"
 #include "util.h"
 
@@ -165,6 +167,14 @@ static void apply_kv(struct cluster *cl, const struct etcd_kv *kv, bool deleted)
             kago__place_starting_gone(cl, kv->key + strlen(STARTING));
     } else if (!strncmp(kv->key, NODES, strlen(NODES))) {
         const char *name = kv->key + strlen(NODES);
+        if (!deleted && !strcmp(kv->key, cl->node_key) && cl->registered && kv->lease != cl->lease &&
+            !cl->dup_logged) { /* (cloned machines, or every hostname "localhost") */
+            kago__slog(cl->srv, SLOG_ERR, NULL, NULL,
+                       "cluster: another serve registered as node %s (%.*s): two serves with one --node name "
+                       "take each other's instances for their own; give each its own --node",
+                       cl->node, (int)(kv->value_len < 200 ? kv->value_len : 200), kv->value);
+            cl->dup_logged = true;
+        }
         node_seen(cl, name, kv, !deleted);
         if (deleted && !strcmp(kv->key, cl->node_key) && cl->registered && !cl->stopping) {
             kago__slog(cl->srv, SLOG_WARN, NULL, NULL,
@@ -313,6 +323,26 @@ static void on_watch_line(void *arg, const char *line, size_t len)
             schedule_retry(cl, false);
         }
         kago__etcd_watch_msg_free(&m);
+        return;
+    }
+    if (m.created && m.revision > 0 && m.revision < cl->rev) {
+        /* etcd is behind what this node saw: restored from an older snapshot, or made anew. A watch from
+         * the old revision would never see what is written there now: list again */
+        kago__slog(cl->srv, SLOG_WARN, NULL, NULL,
+                   "cluster: etcd's revision went back from %" PRId64 " to %" PRId64
+                   " (restored or made anew): listing the apps again",
+                   cl->rev, m.revision);
+        kago__etcd_cancel(cl->watch_call);
+        cl->watch_call = NULL;
+        cl->watching = false;
+        cl->etcd_rev = m.revision;
+        cl->backoff_ms = 0;
+        kago__etcd_watch_msg_free(&m);
+        list_start(cl);
+        if (cl->registered && !cl->reg_call && !cl->stopping) { /* (its leases are not there either) */
+            cl->registered = false;
+            reg_start(cl);
+        }
         return;
     }
     if (m.created) {
@@ -472,6 +502,7 @@ static void on_ka_tick(uv_timer_t *t)
     ka_sent_us = kago__serve_now_us();
     cl->ka_call = kago__etcd_call(cl->etcd, "lease/keepalive", kago__etcd_req_lease_id(cl->lease), CALL_MS,
                                   on_keepalive, cl);
+    kago__place_retry(cl);
     /* the load is published per node, at most once a tick, and only when it changed */
     if (!cl->load_call && kago__place_local_load(cl) != cl->load_published) {
         node_val_make(cl);
@@ -482,6 +513,21 @@ static void on_ka_tick(uv_timer_t *t)
 }
 
 /* --- the server's hooks -------------------------------------------------------------------------- */
+
+/* Whether other nodes can reach addr: IPv4 IP:PORT, the IP not 0.0.0.0 (every node would forward to
+ * itself), the port 1 to 65535. */
+static bool advertisable(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    char ip[64];
+    struct in_addr in;
+    if (!colon || (size_t)(colon - addr) >= sizeof ip || !colon[1] ||
+        strspn(colon + 1, "0123456789") != strlen(colon + 1) || strlen(colon + 1) > 5 ||
+        atoi(colon + 1) < 1 || atoi(colon + 1) > 65535)
+        return false;
+    snprintf(ip, sizeof ip, "%.*s", (int)(colon - addr), addr);
+    return inet_pton(AF_INET, ip, &in) == 1 && in.s_addr != htonl(INADDR_ANY);
+}
 
 int kago__cluster_start(struct server *srv, struct kago_error **err)
 {
@@ -495,6 +541,15 @@ int kago__cluster_start(struct server *srv, struct kago_error **err)
     if (!*node || strchr(node, '/'))
         return kago_error_set(err, EINVAL, "serve: --node \"%s\": a node name is not empty and has no '/'",
                               node);
+    /* (default: the first listener, as other nodes would reach it when it is not a loopback one) */
+    const char *addr = o->advertise ? o->advertise : o->nlisten ? o->listen[0].addr : "127.0.0.1:8080";
+    if (!advertisable(addr))
+        return kago_error_set(
+            err, EINVAL,
+            "serve: %s %s: other nodes reach this one there: an IPv4 address (not 0.0.0.0) and "
+            "port, IP:PORT%s",
+            o->advertise ? "--advertise" : "the first --listen (the default --advertise)", addr,
+            o->advertise ? "" : "; give --advertise");
     struct etcd_client *etcd =
         kago__etcd_new(srv->loop, o->cluster, &(struct etcd_tls){o->etcd_ca, o->etcd_cert, o->etcd_key}, err);
     if (!etcd)
@@ -505,8 +560,6 @@ int kago__cluster_start(struct server *srv, struct kago_error **err)
     cl->ttl_s = o->node_ttl_s ? o->node_ttl_s : 5;
     cl->node = xstrdup(node);
     cl->node_key = xasprintf("%s%s", NODES, node);
-    /* (default: the first listener, as other nodes would reach it when it is not a loopback one) */
-    const char *addr = o->advertise ? o->advertise : o->nlisten ? o->listen[0].addr : "127.0.0.1:8080";
     cl->addr = xstrdup(addr);
     uv_timer_init(srv->loop, &cl->ka_timer);
     uv_timer_init(srv->loop, &cl->retry_timer);

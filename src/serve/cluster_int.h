@@ -61,7 +61,8 @@ struct cluster {
     struct claim *claims;   /* the apps whose /kago/starting/ key this node holds */
     unsigned backoff_ms;
     bool watching, unary_ok, registered, stopping, relist_wanted, down_logged;
-    char *last_error;                                    /* the last outage's message, logged once */
+    bool dup_logged;  /* another serve put this node's key on its own lease: said once */
+    char *last_error; /* the last outage's message, logged once */
     uint64_t forwarded, claims_won, claims_lost, writes; /* counters (claims: for a debugger) */
 };
 
@@ -73,6 +74,9 @@ void kago__place_starting_gone(struct cluster *cl, const char *app);
 void kago__place_relisted(struct cluster *cl);
 /* The node (re)registered on a new lease: its ready instances are published again. */
 void kago__place_registered(struct cluster *cl);
+/* Each keepalive tick: the instances whose key a failed put (etcd away for a moment) or someone else's
+ * delete left unwritten are put again; else the other nodes never saw them, and waited on their claim. */
+void kago__place_retry(struct cluster *cl);
 /* This node's instances (ready or starting) of every app: its published load. */
 int64_t kago__place_local_load(struct cluster *cl);
 void kago__place_free(struct cluster *cl);

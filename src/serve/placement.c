@@ -17,6 +17,7 @@
  *     instance already) starts locally: the txn only decides the first instance.
  * Without etcd (the claim cannot run) or without a lease, a cold app fails to start with that reason
  * (503 with it); what is bound or running keeps serving. */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -85,8 +86,12 @@ static int parse_addr(const char *addr, struct sockaddr_in *sa)
         return -1;
     memcpy(host, addr, colon - addr);
     host[colon - addr] = 0;
-    *sa = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 && sa->sin_port ? 0 : -1;
+    char *end;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (!colon[1] || *end || !isdigit((unsigned char)colon[1]) || port == 0 || port > 65535)
+        return -1; /* (99999 was taken as 34463) */
+    *sa = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
 }
 
 static const struct cnode *node_find(const struct cluster *cl, const char *name)
@@ -212,6 +217,13 @@ static void unpublish(struct cluster *cl, struct instance *inst)
             pub_free(pb);
             return;
         }
+}
+
+void kago__place_retry(struct cluster *cl)
+{
+    for (struct pub *pb = cl->pubs; pb; pb = pb->next)
+        if (pb->inst && !pb->written)
+            pub_write(cl, pb); /* (not while one is in flight, nor unregistered) */
 }
 
 void kago__place_registered(struct cluster *cl)
@@ -648,8 +660,13 @@ void kago__place_instance_key(struct cluster *cl, const struct etcd_kv *kv, bool
     if (!s2)
         return;
     size_t nlen = (size_t)(s2 - s1 - 1);
-    if (nlen == strlen(cl->node) && !memcmp(s1 + 1, cl->node, nlen))
-        return; /* this node's own */
+    if (nlen == strlen(cl->node) && !memcmp(s1 + 1, cl->node, nlen)) { /* this node's own */
+        for (struct pub *pb = cl->pubs; deleted && pb; pb = pb->next)
+            if (pb->inst && !pb->call && !strcmp(pb->key, kv->key))
+                pb->written =
+                    false; /* deleted by someone else while it runs: put again (kago__place_retry) */
+        return;
+    }
     if (deleted) {
         rkey_del(cl, kv->key);
         retire_key(cl, kv->key);

@@ -387,6 +387,65 @@ def test_etcd_stopped_and_restarted_warm_app_keeps_serving_and_new_put_is_seen(c
         n.close()
 
 
+def test_etcd_made_anew_at_a_lower_revision_is_listed_again(clean, tmp):
+    # etcd restored from an older snapshot or made anew: its revisions begin again below what the node saw;
+    # a watch from the old revision would never see what is put there now
+    etcd = clean
+    n = Node(etcd.url.replace("http://", "etcd://"), "n1", ttl="3s")
+    try:
+        for i in range(20):  # (the revision well above what a new etcd starts at)
+            put(etcd, tmp, f"old{i % 2}", f"old{i % 2}.test", f"old{i}")
+        assert wait_for(lambda: n.knows("old1"), 5)
+        etcd.stop()
+        shutil.rmtree(os.path.join(etcd.tmp, "data"))
+        etcd.start()
+        put(etcd, tmp, "fresh", "fresh.test", "fresh")
+        assert wait_for(lambda: n.knows("fresh"), 15), n.stderr()
+        assert n.get("fresh.test") == (200, "fresh\n"), n.stderr()[-3000:]
+        assert "etcd's revision went back" in n.stderr()
+        assert wait_for(lambda: not n.knows("old0"), 10), "an app the new etcd does not have is gone"
+    finally:
+        n.close()
+
+
+def test_advertise_must_be_reachable_by_other_nodes(tmp):
+    # the address other nodes forward to: 0.0.0.0 (each would forward to itself), IPv6, a bad port: refused
+    for adv in ("0.0.0.0:8080", "[::1]:8080", "127.0.0.1:99999", "unix:/x"):
+        r = subprocess.run([KAGO, "--root", os.path.join(tmp, "adv"), "serve", "--cluster", "etcd://127.0.0.1:9",
+                            "--node", "x", "--advertise", adv, "--listen", f"127.0.0.1:{free_port()}",
+                            "--admin", "off"], capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and f"--advertise {adv}: other nodes reach this one there" in r.stderr, \
+            (adv, r.stderr)
+
+
+def test_an_instance_key_lost_while_the_instance_runs_is_put_again(clean, tmp):
+    # a put that failed while etcd was away a moment, or someone's delete: the key comes back at the next
+    # keepalive tick, else the other nodes waited on the claim and answered 503 after 10 s, for good
+    etcd = clean
+    url = etcd.url.replace("http://", "etcd://")
+    a, b = Node(url, "a"), Node(url, "b")
+    try:
+        put(etcd, tmp, "back", "back.test", "back")
+        for n in (a, b):
+            assert wait_for(lambda: n.knows("back"), 10), n.stderr()
+        assert a.get("back.test") == (200, "back\n"), a.stderr()
+        assert wait_for(lambda: len(etcd.get("/kago/instances/back/", prefix=True)) == 1, 5)
+        etcd.delete_prefix("/kago/instances/back/")
+        assert wait_for(lambda: len(etcd.get("/kago/instances/back/", prefix=True)) == 1, 5), a.stderr()
+        t = time.monotonic()
+        assert b.get("back.test") == (200, "back\n"), b.stderr()
+        assert time.monotonic() - t < 5
+        # a second serve with a's node name is said, not silent
+        a2 = Node(url, "a")
+        try:
+            assert wait_for(lambda: "another serve registered as node a" in a.stderr(), 10), a.stderr()
+        finally:
+            a2.close()
+    finally:
+        a.close()
+        b.close()
+
+
 def test_compaction_while_the_node_is_cut_off_relists(clean, tmp):
     etcd = clean
     relay = Pausable(etcd.client)
