@@ -62,7 +62,8 @@ struct acme {
     bool wait;     /* hold handshakes (else: on with the default certificate while the order runs) */
     bool tls_alpn; /* TLS-ALPN-01 (--acme-challenge), else HTTP-01 */
     struct ahost *hosts;
-    struct acme_bucket bucket; /* --acme-rate */
+    struct acme_bucket bucket;  /* --acme-rate: first orders and --acme-ask questions */
+    struct acme_bucket renewal; /* --acme-rate too, for renewals alone */
     uint64_t refused_logged_ms;
     long renew_after_s; /* KAGO_ACME_RENEW_AFTER (tests): renew this long after issue, not at 2/3 */
     struct acme_stats stats;
@@ -395,8 +396,8 @@ static void on_timer(uv_timer_t *t)
         if (st->pending ||
             (st->has_cert ? wall < st->renew_at : !st->failures)) /* (most: no router lookup) */
             continue;
-        enum acme_verdict v =
-            kago__acme_due(&h->st, routed(a, h->name), a->ask_url != NULL, &a->bucket, now, wall);
+        enum acme_verdict v = kago__acme_due(&h->st, routed(a, h->name), a->ask_url != NULL, &a->bucket,
+                                             &a->renewal, now, wall);
         if (v != ACME_ORDER && v != ACME_ASK_ORDER)
             continue;
         bool renew = h->st.has_cert;
@@ -469,6 +470,7 @@ struct acme *kago__acme_new(struct server *srv, struct kago_error **err)
     a->wait = !srv->opts.acme_no_wait;
     a->tls_alpn = srv->opts.acme_tls_alpn;
     kago__acme_bucket_init(&a->bucket, srv->opts.acme_rate, kago__serve_now_ms());
+    kago__acme_bucket_init(&a->renewal, srv->opts.acme_rate, kago__serve_now_ms());
     a->queue_tail = &a->queue;
     const char *ra = getenv("KAGO_ACME_RENEW_AFTER");
     a->renew_after_s = ra ? strtol(ra, NULL, 10) : 0;

@@ -60,9 +60,12 @@ enum acme_verdict kago__acme_decide(const char *name, const struct acme_host_sta
  * address), 253 at most. */
 bool kago__acme_name_ok(const char *name);
 /* The timer's question: ACME_ORDER or ACME_ASK_ORDER when h's renewal (wall >= renew_at) or the retry of
- * its failed first order is due. */
+ * its failed first order is due. A retry takes a token of b, as first orders do; a renewal one of
+ * renewals, a bucket of its own: strangers' handshakes (made-up names) spend b, and must never starve the
+ * renewal of a certificate held (it expired while a flood of 15 names a second took every token). */
 enum acme_verdict kago__acme_due(const struct acme_host_state *h, bool routed, bool have_ask,
-                                 struct acme_bucket *b, uint64_t now_ms, time_t wall);
+                                 struct acme_bucket *b, struct acme_bucket *renewals, uint64_t now_ms,
+                                 time_t wall);
 /* When a certificate is renewed: at 2/3 of its lifetime, or renew_after_s after it was written if that
  * is sooner (renew_after_s > 0: KAGO_ACME_RENEW_AFTER, for tests). */
 time_t kago__acme_renew_at(time_t not_before, time_t not_after, time_t written, long renew_after_s);

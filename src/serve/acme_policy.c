@@ -78,7 +78,8 @@ enum acme_verdict kago__acme_decide(const char *name, const struct acme_host_sta
 }
 
 enum acme_verdict kago__acme_due(const struct acme_host_state *h, bool routed, bool have_ask,
-                                 struct acme_bucket *b, uint64_t now_ms, time_t wall)
+                                 struct acme_bucket *b, struct acme_bucket *renewals, uint64_t now_ms,
+                                 time_t wall)
 {
     if (h->pending || now_ms < h->next_try_ms)
         return ACME_PENDING;
@@ -88,7 +89,7 @@ enum acme_verdict kago__acme_due(const struct acme_host_state *h, bool routed, b
         return ACME_HAS_CERT;
     if (!routed && !have_ask)
         return ACME_NOT_ROUTED;
-    if (!kago__acme_bucket_take(b, now_ms))
+    if (!kago__acme_bucket_take(renew ? renewals : b, now_ms))
         return ACME_RATE_LIMITED;
     return routed ? ACME_ORDER : ACME_ASK_ORDER;
 }

@@ -613,13 +613,20 @@ static bool same_file(const struct file_id *a, const struct file_id *b)
            a->mtim.tv_sec == b->mtim.tv_sec && a->mtim.tv_nsec == b->mtim.tv_nsec;
 }
 
+/* A regular file that can be read (opened without blocking: a FIFO put in a certificate's place held the
+ * loop in open(2) for good, SIGTERM included). */
 static int readable(const char *what, const char *path, struct kago_error **err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0)
         return kago_error_set(err, errno, "%s %s", what, path);
+    struct stat st;
+    int r = fstat(fd, &st) < 0     ? kago_error_set(err, errno, "%s %s", what, path)
+            : !S_ISREG(st.st_mode) ? kago_error_set(err, 0, "%s %s: %s, not a regular file", what, path,
+                                                    kago__file_kind(st.st_mode))
+                                   : 0;
     close(fd);
-    return 0;
+    return r;
 }
 
 /* Why the key is not the certificate's: keys of two types (OpenSSL then only says that the key's type

@@ -366,6 +366,35 @@ def test_renewal_time_forced_by_the_test_hook():
         peb.close()
 
 
+def test_strangers_handshakes_never_starve_a_renewal():
+    # made-up names under a wildcard host spend the on-demand bucket (--acme-rate 1: its one token a
+    # minute); the renewal of a certificate held has a bucket of its own, and is not starved by them
+    # (it expired while 15 made-up names a second took every token)
+    http_port = free_port()
+    peb = Pebble(http_port)
+    srv = None
+    try:
+        srv = acme_server(peb, http_port, extra=["--acme-rate", "1", "--acme-no-wait"],
+                          env={"KAGO_ACME_RENEW_AFTER": "3"})
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            handshake(srv.tls, "new.acme.test").close()  # (its first order: the bucket's token)
+        assert wait_for(lambda: "acme: new.acme.test: certificate issued" in srv.stderr(), 15), srv.stderr()
+        t0 = time.time()
+        i = 0
+        while "acme: new.acme.test: certificate renewed" not in srv.stderr() and time.time() - t0 < 15:
+            i += 1
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                handshake(srv.tls, f"made-up-{i}.wild.acme.test", timeout=5).close()
+            time.sleep(0.05)
+        assert "acme: new.acme.test: certificate renewed" in srv.stderr(), srv.stderr()[-2000:]
+        assert metric(srv, "kago_acme_rate_limited_total") >= 1  # (the strangers were refused)
+        assert srv.stop() == 0, srv.stderr()[-2000:]
+    finally:
+        if srv:
+            cleanup(srv)
+        peb.close()
+
+
 def test_tls_alpn_01_on_a_front_door_without_plain_http():
     """No plain listener: serve answers TLS-ALPN-01 (RFC 8737) on its TLS listener, as Caddy does. The first
     handshake for a routed host is held while pebble validates a handshake offering acme-tls/1 (which gets

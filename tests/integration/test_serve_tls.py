@@ -314,6 +314,13 @@ def test_reload_a_replaced_certificate_keeps_running_connections(pki):
         st, _, body = admin_request(s.admin, s.root, "/reload", method="POST")
         assert st != 200 and f"tls cert {cert}: no start line" in body, (st, body)
         assert get(live, "ec.test")[0] == 200
+        # a FIFO in the certificate's place: refused (it held the loop in open(2) for good, SIGTERM too)
+        os.unlink(cert)
+        os.mkfifo(cert)
+        st, _, body = admin_request(s.admin, s.root, "/reload", method="POST", timeout=10)
+        assert st != 200 and f"tls cert {cert}: a FIFO, not a regular file" in body, (st, body)
+        assert get(live, "ec.test")[0] == 200 and peer_sans(tls, "new.test") == ["ec.test", "new.test"]
+        os.unlink(cert)
         # the original back in place, SIGHUP: loaded
         shutil.copy(pki.ec[0], cert)
         shutil.copy(pki.ec[1], key)

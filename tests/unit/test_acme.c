@@ -267,17 +267,25 @@ static void test_policy(void)
            !kago__acme_name_ok("a..example") && !kago__acme_name_ok(".example") &&
            !kago__acme_name_ok("a.example.") && !kago__acme_name_ok("a_b.example"),
        "bad labels");
+    struct acme_bucket r;
+    kago__acme_bucket_init(&r, 1, 0);
     h = (struct acme_host_state){.has_cert = true, .renew_at = 2000};
-    ok(kago__acme_due(&h, true, false, &b, 100, 1999) == ACME_HAS_CERT, "not due before renew_at");
-    ok(kago__acme_due(&h, true, false, &b, 100, 2000) == ACME_ORDER, "a renewal at renew_at");
-    ok(kago__acme_due(&h, false, false, &b, 100, 2000) == ACME_NOT_ROUTED,
+    ok(kago__acme_due(&h, true, false, &b, &r, 100, 1999) == ACME_HAS_CERT, "not due before renew_at");
+    struct acme_bucket drained;
+    kago__acme_bucket_init(&drained, 1, 0);
+    ok(kago__acme_bucket_take(&drained, 100) && !kago__acme_bucket_take(&drained, 100), "drained");
+    ok(kago__acme_due(&h, true, false, &drained, &r, 100, 2000) == ACME_ORDER,
+       "a renewal does not wait on the on-demand bucket strangers' handshakes spend");
+    kago__acme_bucket_init(&r, 10, 0);
+    ok(kago__acme_due(&h, true, false, &b, &r, 100, 2000) == ACME_ORDER, "a renewal at renew_at");
+    ok(kago__acme_due(&h, false, false, &b, &r, 100, 2000) == ACME_NOT_ROUTED,
        "no renewal for a host no longer routed");
     h = (struct acme_host_state){.failures = 2, .next_try_ms = 500};
-    ok(kago__acme_due(&h, true, false, &b, 499, 0) == ACME_PENDING &&
-           kago__acme_due(&h, true, false, &b, 500, 0) == ACME_ORDER,
+    ok(kago__acme_due(&h, true, false, &b, &r, 499, 0) == ACME_PENDING &&
+           kago__acme_due(&h, true, false, &b, &r, 500, 0) == ACME_ORDER,
        "a failed first order again after its backoff");
     h.failures = ACME_AUTO_RETRIES;
-    ok(kago__acme_due(&h, true, false, &b, 500, 0) == ACME_HAS_CERT, "then only on demand");
+    ok(kago__acme_due(&h, true, false, &b, &r, 500, 0) == ACME_HAS_CERT, "then only on demand");
     ok(kago__acme_renew_at(0, 90 * 86400, 0, 0) == 60 * 86400, "renewal at 2/3 of 90 days: day 60");
     ok(kago__acme_renew_at(1000, 1000 + 90 * 86400, 1000, 30) == 1030, "KAGO_ACME_RENEW_AFTER: sooner");
 }
