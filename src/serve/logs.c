@@ -10,7 +10,7 @@
  * no fd and no buffer.
  *
  * The file is written with write(2) from the loop: a few KB into the page cache per read, like the
- * access log; libuv reads a stream 64 KB at a time, at most 32 reads a loop turn.
+ * access log; a stream is read 16 KiB at a time (libuv: at most 32 reads a loop turn).
  *
  * A flood is read at a pace, as journald rate-limits a service: each app has a credit of LOG_RATE units a
  * second (a byte costs one, a record LOG_RECORD_COST: `yes` makes a record of every 2 bytes), all apps
