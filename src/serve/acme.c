@@ -391,6 +391,19 @@ static void on_timer(uv_timer_t *t)
     struct acme *a = t->data;
     uint64_t now = kago__serve_now_ms();
     time_t wall = time(NULL);
+    /* a host that has nothing to remember (no certificate, no order, no failure, its --acme-ask refusal
+     * over) goes: made-up names refused by the ask stayed for good, each scanned by every uncovered
+     * handshake */
+    for (struct ahost **pp = &a->hosts; *pp;) {
+        struct ahost *h = *pp;
+        if (!h->st.pending && !h->st.has_cert && !h->st.failures && now >= h->st.refused_til_ms) {
+            *pp = h->next;
+            free(h->name);
+            free(h);
+        } else {
+            pp = &h->next;
+        }
+    }
     for (struct ahost *h = a->hosts; h; h = h->next) {
         const struct acme_host_state *st = &h->st;
         if (st->pending ||
