@@ -16,8 +16,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-
 #include "cluster_int.h"
 #include "util.h"
 
@@ -518,15 +516,9 @@ static void on_ka_tick(uv_timer_t *t)
  * itself), the port 1 to 65535. */
 static bool advertisable(const char *addr)
 {
-    const char *colon = strrchr(addr, ':');
-    char ip[64];
-    struct in_addr in;
-    if (!colon || (size_t)(colon - addr) >= sizeof ip || !colon[1] ||
-        strspn(colon + 1, "0123456789") != strlen(colon + 1) || strlen(colon + 1) > 5 ||
-        atoi(colon + 1) < 1 || atoi(colon + 1) > 65535)
-        return false;
-    snprintf(ip, sizeof ip, "%.*s", (int)(colon - addr), addr);
-    return inet_pton(AF_INET, ip, &in) == 1 && in.s_addr != htonl(INADDR_ANY);
+    struct sockaddr_storage ss;
+    return kago__server_parse_addr(addr, &ss, NULL) == 0 && ss.ss_family == AF_INET &&
+           ((struct sockaddr_in *)&ss)->sin_addr.s_addr != htonl(INADDR_ANY);
 }
 
 int kago__cluster_start(struct server *srv, struct kago_error **err)

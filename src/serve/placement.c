@@ -17,7 +17,6 @@
  *     instance already) starts locally: the txn only decides the first instance.
  * Without etcd (the claim cannot run) or without a lease, a cold app fails to start with that reason
  * (503 with it); what is bound or running keeps serving. */
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -78,20 +77,14 @@ static struct remote *remote_of(struct pool_inst *pi)
     return inst ? inst->remote : NULL;
 }
 
+/* An IPv4 IP:PORT (a node's --advertise). */
 static int parse_addr(const char *addr, struct sockaddr_in *sa)
 {
-    char host[64];
-    const char *colon = addr ? strrchr(addr, ':') : NULL;
-    if (!colon || (size_t)(colon - addr) >= sizeof(host))
+    struct sockaddr_storage ss;
+    if (!addr || kago__server_parse_addr(addr, &ss, NULL) < 0 || ss.ss_family != AF_INET)
         return -1;
-    memcpy(host, addr, colon - addr);
-    host[colon - addr] = 0;
-    char *end;
-    unsigned long port = strtoul(colon + 1, &end, 10);
-    if (!colon[1] || *end || !isdigit((unsigned char)colon[1]) || port == 0 || port > 65535)
-        return -1; /* (99999 was taken as 34463) */
-    *sa = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
+    memcpy(sa, &ss, sizeof *sa);
+    return 0;
 }
 
 static const struct cnode *node_find(const struct cluster *cl, const char *name)

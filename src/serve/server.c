@@ -1,6 +1,7 @@
 /* kago serve — the server: one libuv loop, the listeners, the apps (loaded from Kagofiles,
  * reloaded on SIGHUP), the pool tick, and an orderly shutdown on SIGTERM that leaves nothing. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1038,7 +1039,7 @@ int kago__server_parse_addr(const char *s, struct sockaddr_storage *ss, struct k
         return kago_error_set(err, EINVAL, "address \"%s\" (want IP:PORT)", s);
     char *end;
     long port = strtol(colon + 1, &end, 10);
-    if (*end || port <= 0 || port > 65535)
+    if (!isdigit((unsigned char)colon[1]) || *end || port <= 0 || port > 65535) /* (no sign, no space) */
         return kago_error_set(err, EINVAL, "address \"%s\": bad port", s);
     memcpy(host, s, colon - s);
     host[colon - s] = 0;
