@@ -177,10 +177,8 @@ int kago__cg_write_at(const struct kago__cgroup *cg, int dirfd, const char *dir,
     char old[256];
     ssize_t olen = -1;
     if (cg->undo && fd >= 0 && dirfd == AT_FDCWD) {
-        cleanup_close int rfd = open(path, O_RDONLY | O_CLOEXEC);
-        olen = rfd < 0 ? -1 : read(rfd, old, sizeof old - 1);
+        olen = kago__cg_read(cg, dir, file, old, sizeof old, NULL);
         if (olen >= 0 && (size_t)olen < sizeof old - 1) { /* (a longer value is not put back) */
-            old[olen] = '\0';
             old[strcspn(old, "\n")] = '\0';
             if (!old[0]) /* (an empty cpuset.cpus: a write of "" would not reach the kernel) */
                 snprintf(old, sizeof old, "\n");
