@@ -273,6 +273,16 @@ def put(etcd, tmp, name, host, text):
     return r
 
 
+def started_on_a(etcd, tmp, a, b, name, text):
+    """App name (host NAME.test, answering text) put, known to nodes a and b, and started on a by a first
+    request there: its instance key is in etcd."""
+    put(etcd, tmp, name, f"{name}.test", text)
+    for n in (a, b):
+        assert wait_for(lambda: n.knows(name), 10), n.stderr()
+    assert a.get(f"{name}.test") == (200, text + "\n"), a.stderr()
+    assert wait_for(lambda: len(etcd.get(f"/kago/instances/{name}/", prefix=True)) == 1, 5)
+
+
 def ready_instances(node, app):
     return sorted(i["name"] for i in node.instances(app, states=("ready",)))
 
@@ -425,11 +435,7 @@ def test_an_instance_key_lost_while_the_instance_runs_is_put_again(clean, tmp):
     url = etcd.url.replace("http://", "etcd://")
     a, b = Node(url, "a"), Node(url, "b")
     try:
-        put(etcd, tmp, "back", "back.test", "back")
-        for n in (a, b):
-            assert wait_for(lambda: n.knows("back"), 10), n.stderr()
-        assert a.get("back.test") == (200, "back\n"), a.stderr()
-        assert wait_for(lambda: len(etcd.get("/kago/instances/back/", prefix=True)) == 1, 5)
+        started_on_a(etcd, tmp, a, b, "back", "back")
         etcd.delete_prefix("/kago/instances/back/")
         assert wait_for(lambda: len(etcd.get("/kago/instances/back/", prefix=True)) == 1, 5), a.stderr()
         t = time.monotonic()
@@ -542,11 +548,7 @@ def test_cold_app_starts_on_one_node_the_other_forwards(clean, tmp):
     url = etcd.url.replace("http://", "etcd://")
     a, b = Node(url, "a"), Node(url, "b")
     try:
-        put(etcd, tmp, "fw", "fw.test", "forwarded")
-        for n in (a, b):
-            assert wait_for(lambda: n.knows("fw"), 10), n.stderr()
-        assert a.get("fw.test") == (200, "forwarded\n"), a.stderr()
-        assert wait_for(lambda: len(etcd.get("/kago/instances/fw/", prefix=True)) == 1, 5)
+        started_on_a(etcd, tmp, a, b, "fw", "forwarded")
         assert b.get("fw.test") == (200, "forwarded\n"), b.stderr()
         # b holds a remote instance (NAME@a), a the only container
         assert [i.endswith("@a") for i in ready_instances(b, "fw")] == [True]
