@@ -155,10 +155,27 @@ static int on_head(llhttp_t *p)
     return m->cbs->head ? m->cbs->head(m) : 0;
 }
 
+/* Whether the CRLF that must end a chunk's data is there (from *q on, due bytes of it). llhttp 8 (Debian
+ * 12's) skips the two bytes after the data whatever they are, unless built in its strict mode, which also
+ * refuses raw UTF-8 in a target; nginx refuses them ("invalid chunked body"): a proxy in front that reads
+ * them otherwise would see other requests than the ones kago passes on. */
+static int check_crlf(struct http_msg *m, const char *q)
+{
+    for (; m->crlf_due && q < m->exec_end; q++, m->crlf_due--)
+        if (*q != (m->crlf_due == 2 ? '\r' : '\n'))
+            return fail(m, 400, "chunk data not followed by CRLF");
+    return 0;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     struct http_msg *m = msg_of(p);
     m->body_bytes += n;
+    if ((p->flags & F_CHUNKED) && p->content_length == 0) { /* (the chunk's data is whole) */
+        m->crlf_due = 2;
+        if (check_crlf(m, at + n))
+            return HPE_USER;
+    }
     return m->cbs->body ? m->cbs->body(m, at, n) : 0;
 }
 
@@ -205,6 +222,7 @@ void kago__http_msg_clear(struct http_msg *m)
     m->error_reason = NULL;
     m->begun = m->head_done = false;
     m->head_wire = m->trailer_len = 0;
+    m->crlf_due = 0;
     m->body_wire = m->body_bytes = 0;
 }
 
@@ -220,6 +238,10 @@ llhttp_errno_t kago__http_execute(struct http_msg *m, const char *data, size_t l
 {
     m->exec_begin = data;
     m->exec_end = data + len;
+    if (m->crlf_due && check_crlf(m, data)) {
+        *used = 0;
+        return HPE_USER;
+    }
     bool in_head = m->begun && !m->head_done, in_body = m->begun && m->head_done;
     llhttp_errno_t e = llhttp_execute(&m->parser, data, len);
     for (const char *q = data + len; !m->head_done && q > data; q--) /* (only a head's next read needs it) */

@@ -37,6 +37,7 @@ struct http_msg {
     bool value_at_end;     /* the last value span ended at the end of its llhttp_execute buffer */
     bool begun, head_done; /* a message began; its head is complete (what follows: body, trailers) */
     char prev_byte;        /* the last byte but spaces and tabs of the previous buffer (obs-fold) */
+    uint8_t crlf_due;      /* bytes of the CRLF after a chunk's data still to come (next buffer) */
     uint32_t head_wire;    /* bytes of reads that began inside the head (limit: 2 * HTTP_MAX_HEAD) */
     uint32_t trailer_len;  /* trailer fields seen (not kept) */
     uint64_t body_wire;    /* bytes of reads that began inside the body (limit: see kago__http_execute) */
