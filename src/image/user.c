@@ -1,17 +1,38 @@
 /* An image's User resolved through the image's own /etc/passwd and /etc/group, as podman does. */
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "image_int.h"
 
-/* The file at path in the topmost layer that has it (a whiteout hides it in the layers below). NULL if
- * none has it, or if the one that has it cannot be read: why then says so ("is a FIFO, not a regular
- * file"), else it is "". A file that is not a regular file is never opened (a FIFO would block the read, a
- * device's open acts on the host's device). */
+/* Whether what this layer has on the way to path hides the layers below, as overlayfs reads it: a
+ * non-directory (a whiteout, a 0/0 character device, among them) or an opaque directory (import makes
+ * both of .wh. entries). */
+static bool parent_hides(const char *layer, const char *path)
+{
+    for (const char *slash = strchr(path, '/'); slash; slash = strchr(slash + 1, '/')) {
+        char dir[PATH_MAX];
+        struct stat st;
+        if (snprintf(dir, sizeof dir, "%s/%.*s", layer, (int)(slash - path), path) >= (int)sizeof dir ||
+            lstat(dir, &st) < 0)
+            return false;
+        char v;
+        if (!S_ISDIR(st.st_mode) || (lgetxattr(dir, "trusted.overlay.opaque", &v, 1) == 1 && v == 'y'))
+            return true;
+    }
+    return false;
+}
+
+/* The file at path in the topmost layer that has it (a whiteout of it or of a directory on its way, or an
+ * opaque directory on its way, hides it in the layers below). NULL if none has it, or if the one that has
+ * it cannot be read: why then says so ("is a FIFO, not a regular file"), else it is "". A file that is not
+ * a regular file is never opened (a FIFO would block the read, a device's open acts on the host's
+ * device). */
 static FILE *open_in_layers(const char *const *layers, const char *path, char why[80])
 {
     *why = '\0';
@@ -34,6 +55,8 @@ static FILE *open_in_layers(const char *const *layers, const char *path, char wh
             return snprintf(why, 80, "could not be opened: %s", strerror(errno)), NULL;
         if (st.st_mode && !S_ISLNK(st.st_mode))
             return snprintf(why, 80, "is %s, not a regular file", kago__file_kind(st.st_mode)), NULL;
+        if (parent_hides(layers[i], path))
+            return NULL;
     }
     return NULL;
 }

@@ -749,6 +749,33 @@ def test_image_user_files_that_are_not_regular(k, tmp_path, case):
     assert k("state", name).returncode != 0, "no container is left"
 
 
+@pytest.mark.parametrize("hide", ["opaque", "whiteout", "file", "none"])
+def test_image_user_is_read_from_what_the_container_sees(k, tmp_path, hide):
+    """A layer above the one with /etc/passwd makes /etc opaque (keeping only group), whites /etc out, or
+    puts a file there: the container has no /etc/passwd, so the User's name is not in it (the lower
+    layer's was read: a user the image no longer has, with its uid). "none": the lower file shows through."""
+    sh = [entry("bin/", kind="dir"), entry("bin/sh", "#!/bin/sh\n", mode=0o755)]
+    lower = tar_bytes([*sh, entry("etc/", kind="dir"),
+                       entry("etc/passwd", f"root:x:0:0::/:/bin/sh\n{APP_USER}:x:{APP_UID}:{APP_GID}::/:/bin/sh\n")])
+    upper = {"opaque": [entry("etc/", kind="dir"), entry("etc/.wh..wh..opq"), entry("etc/group", "root:x:0:\n")],
+             "whiteout": [entry(".wh.etc")],
+             "file": [entry("etc", "not a directory\n")],
+             "none": [entry("srv/", kind="dir")]}[hide]
+    L = iu.Layout(tmp_path / "img", create=True)
+    L.add_image([L.add_layer(lower), L.add_layer(tar_bytes(upper))], ref="t",
+                config={"Env": [iu.PATH_ENV], "Cmd": ["/bin/sh"], "User": APP_USER})
+    k.imp(f"oci:{L.path}:t", "--name", "hid:1")
+    name = f"imghid-{os.getpid()}"
+    k.names.add(name)
+    r = k("create", "--name", name, "--image", "hid:1", timeout=20)
+    if hide == "none":
+        assert r.returncode == 0, r.stderr
+        k("delete", "--force", name)
+        return
+    assert f"user {APP_USER}: not in the image's /etc/passwd" in one_line(r)
+    assert k("state", name).returncode != 0, "no container is left"
+
+
 def test_sparse_files_count_their_full_size(k, imgs, tmp_path):
     """A sparse file counts as big as it claims against --max-layer-size and in the sizes reported: the tar
     of 2000 one-byte chunks 64 KiB apart is a few KB for 125 MiB of file; one chunk can claim 10 TiB."""
