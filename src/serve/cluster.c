@@ -149,6 +149,17 @@ static void nodes_clear(struct cluster *cl)
     cl->nnodes = 0;
 }
 
+/* The "addr" of a node key's value ("" when it has none). */
+static char *value_addr(const struct etcd_kv *kv)
+{
+    struct json_object *v = json_tokener_parse(kv->value), *a = NULL;
+    char *addr = xstrdup(json_object_object_get_ex(v, "addr", &a) && json_object_is_type(a, json_type_string)
+                             ? json_object_get_string(a)
+                             : "");
+    json_object_put(v);
+    return addr;
+}
+
 /* One key's new state (a PUT with its value, or a DELETE) from the list or the watch. */
 static void apply_kv(struct cluster *cl, const struct etcd_kv *kv, bool deleted)
 {
@@ -166,11 +177,15 @@ static void apply_kv(struct cluster *cl, const struct etcd_kv *kv, bool deleted)
     } else if (!strncmp(kv->key, NODES, strlen(NODES))) {
         const char *name = kv->key + strlen(NODES);
         if (!deleted && !strcmp(kv->key, cl->node_key) && cl->registered && kv->lease != cl->lease &&
-            !cl->dup_logged) { /* (cloned machines, or every hostname "localhost") */
-            kago__slog(cl->srv, SLOG_ERR, NULL, NULL,
-                       "cluster: another serve registered as node %s (%.*s): two serves with one --node name "
-                       "take each other's instances for their own; give each its own --node",
-                       cl->node, (int)(kv->value_len < 200 ? kv->value_len : 200), kv->value);
+            !cl->dup_logged) { /* (an upgrade's new serve; or a put by hand: registration is a txn) */
+            cleanup_free char *addr = value_addr(kv);
+            bool same = !strcmp(addr, cl->addr);
+            kago__slog(
+                cl->srv, same ? SLOG_INFO : SLOG_ERR, NULL, NULL,
+                same ? "cluster: a serve of this node's address took over node %s (%.*s)"
+                     : "cluster: another serve registered as node %s (%.*s): two serves with one --node "
+                       "name take each other's instances for their own; give each its own --node",
+                cl->node, (int)(kv->value_len < 200 ? kv->value_len : 200), kv->value);
             cl->dup_logged = true;
         }
         node_seen(cl, name, kv, !deleted);
@@ -434,6 +449,55 @@ static void on_reg_put(void *arg, struct json_object *resp, const struct kago_er
     kago__place_registered(cl);
 }
 
+/* The node key is put only where none is (a txn on its create_revision): a second serve given the same
+ * --node name (cloned machines share a host name, the default) must not take the first one's instances for
+ * its own. A key of this node's own address is its own earlier serve's (a restart within the TTL, an
+ * upgrade's old serve): taken over. Another address's: refused, said once per lease, tried again at each
+ * keepalive tick (the other serve may be gone, its lease running out). */
+static void on_reg_txn(void *arg, struct json_object *resp, const struct kago_error *err)
+{
+    struct cluster *cl = arg;
+    cl->reg_call = NULL;
+    bool won = false;
+    struct etcd_kv holder;
+    struct kago_error *perr = NULL;
+    if (resp && kago__etcd_txn_result(resp, &won, &holder, &perr) < 0) {
+        etcd_down(cl, "registering this node", perr);
+        kago_error_free(perr);
+        return;
+    }
+    if (!resp || won) {
+        on_reg_put(cl, resp, err);
+        return;
+    }
+    cleanup_free char *addr = value_addr(&holder);
+    if (!strcmp(addr, cl->addr)) {
+        kago__slog(cl->srv, SLOG_INFO, NULL, NULL,
+                   "cluster: node key %s was an earlier serve's of this address (lease %" PRIx64
+                   "): taking it over",
+                   cl->node_key, (uint64_t)holder.lease);
+        kago__etcd_kv_free(&holder);
+        cl->reg_call = kago__cluster_write(
+            cl, "kv/put", kago__etcd_req_put(cl->node_key, cl->node_val, strlen(cl->node_val), cl->lease),
+            on_reg_put, cl);
+        return;
+    }
+    free(cl->last_error);
+    cl->last_error =
+        xasprintf("node name %s is another serve's (%s, lease %" PRIx64 "): give each serve its own "
+                  "--node",
+                  cl->node, holder.value, (uint64_t)holder.lease);
+    if (cl->refused_lease != holder.lease)
+        kago__slog(cl->srv, SLOG_ERR, NULL, NULL,
+                   "cluster: not registering: %s; it starts no app meanwhile (tried again every %" PRId64
+                   " ms: the other serve may be gone)",
+                   cl->last_error, cl->ttl_s * 1000 / 3);
+    cl->refused_lease = holder.lease;
+    kago__etcd_kv_free(&holder);
+    kago__etcd_call(cl->etcd, "lease/revoke", kago__etcd_req_lease_id(cl->lease), CALL_MS, NULL, NULL);
+    cl->lease = 0;
+}
+
 static void on_grant(void *arg, struct json_object *resp, const struct kago_error *err)
 {
     struct cluster *cl = arg;
@@ -448,8 +512,8 @@ static void on_grant(void *arg, struct json_object *resp, const struct kago_erro
     cl->lease = id;
     node_val_make(cl);
     cl->reg_call = kago__cluster_write(
-        cl, "kv/put", kago__etcd_req_put(cl->node_key, cl->node_val, strlen(cl->node_val), cl->lease),
-        on_reg_put, cl);
+        cl, "kv/txn", kago__etcd_req_claim(cl->node_key, cl->node_val, strlen(cl->node_val), cl->lease),
+        on_reg_txn, cl);
 }
 
 static void reg_start(struct cluster *cl)

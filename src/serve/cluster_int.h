@@ -61,8 +61,9 @@ struct cluster {
     struct claim *claims;   /* the apps whose /kago/starting/ key this node holds */
     unsigned backoff_ms;
     bool watching, unary_ok, registered, stopping, relist_wanted, down_logged;
-    bool dup_logged;  /* another serve put this node's key on its own lease: said once */
-    char *last_error; /* the last outage's message, logged once */
+    bool dup_logged;       /* another serve put this node's key on its own lease: said once */
+    int64_t refused_lease; /* the lease of another serve's key of this node's name: said once */
+    char *last_error;      /* the last outage's message, logged once */
     uint64_t forwarded, claims_won, claims_lost, writes; /* counters (claims: for a debugger) */
 };
 
