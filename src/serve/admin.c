@@ -846,11 +846,19 @@ static void slice_more(struct admin_conn *ac);
 static void respond(struct admin_conn *ac, int status, const char *ctype, struct sbuf *body);
 static void log_safe(char *path);
 
+/* A write's callback (with UV_ECANCELED) also comes while the connection closes: serve stopping in the
+ * turn that wrote a reload's answer closed it first (a second uv_close aborted serve). */
+static void close_conn(struct admin_conn *ac)
+{
+    if (!uv_is_closing(&ac->h.handle))
+        uv_close(&ac->h.handle, on_admin_closed);
+}
+
 static void on_slice_written(uv_write_t *w, int status)
 {
     struct admin_conn *ac = w->data;
     if (status < 0 || ac->last)
-        uv_close(&ac->h.handle, on_admin_closed);
+        close_conn(ac);
     else
         slice_more(ac);
 }
@@ -925,7 +933,7 @@ static void slice_more(struct admin_conn *ac)
                                                : 2);
     ac->wreq.data = ac;
     if (!n || uv_write(&ac->wreq, &ac->h.stream, bufs, n, on_slice_written) < 0)
-        uv_close(&ac->h.handle, on_admin_closed);
+        close_conn(ac);
 }
 
 /* GET /ps: the head now, the body in slices, its end the connection's close (as `kago ps` reads it). */
@@ -975,8 +983,7 @@ static void metrics_begin(struct admin_conn *ac, const char *path, bool http10)
 
 static void on_admin_written(uv_write_t *w, int status)
 {
-    struct admin_conn *ac = w->data;
-    uv_close(&ac->h.handle, on_admin_closed);
+    close_conn(w->data);
 }
 
 /* extra: more header lines, each ending in \r\n */
@@ -993,7 +1000,7 @@ static void respond_h(struct admin_conn *ac, int status, const char *ctype, cons
     ac->done = true;
     uv_read_stop(&ac->h.stream);
     if (uv_write(&ac->wreq, &ac->h.stream, &b, 1, on_admin_written) < 0)
-        uv_close(&ac->h.handle, on_admin_closed);
+        close_conn(ac);
 }
 
 static void respond(struct admin_conn *ac, int status, const char *ctype, struct sbuf *body)
@@ -1110,8 +1117,8 @@ static void on_sse_written(uv_write_t *w, int status)
 {
     struct admin_conn *ac = w->data;
     ac->sse_writing = false;
-    if (status < 0 && !uv_is_closing(&ac->h.handle))
-        uv_close(&ac->h.handle, on_admin_closed);
+    if (status < 0)
+        close_conn(ac);
 }
 
 static bool sse_send(struct dash_sub *s, const char *data, size_t n)
@@ -1128,7 +1135,7 @@ static bool sse_send(struct dash_sub *s, const char *data, size_t n)
     uv_buf_t b = uv_buf_init(ac->body.data, ac->body.len);
     ac->wreq.data = ac;
     if (uv_write(&ac->wreq, &ac->h.stream, &b, 1, on_sse_written) < 0) {
-        uv_close(&ac->h.handle, on_admin_closed);
+        close_conn(ac);
         return false;
     }
     ac->sse_writing = true;
@@ -1139,8 +1146,7 @@ static void sse_close(struct dash_sub *s)
 {
     struct admin_conn *ac = container_of(s, struct admin_conn, sub);
     ac->sse = false; /* (unlinked by the caller) */
-    if (!uv_is_closing(&ac->h.handle))
-        uv_close(&ac->h.handle, on_admin_closed);
+    close_conn(ac);
 }
 
 /* The dashboard's pages, events and actions (dash_http.c), or 404. */
@@ -1313,8 +1319,14 @@ void kago__admin_accept(struct server *srv, uv_stream_t *listener)
 void kago__admin_sweep(struct server *srv, uint64_t now)
 {
     for (struct admin_conn *ac = srv->admin_conns; ac; ac = ac->next)
-        if (!ac->done && !ac->sse && now - ac->since_ms >= ADMIN_REQ_MS && !uv_is_closing(&ac->h.handle))
-            uv_close(&ac->h.handle, on_admin_closed); /* a request that never came whole */
+        if (!ac->done && !ac->sse && now - ac->since_ms >= ADMIN_REQ_MS)
+            close_conn(ac); /* a request that never came whole */
+}
+
+void kago__admin_close_all(struct server *srv)
+{
+    for (struct admin_conn *ac = srv->admin_conns; ac; ac = ac->next)
+        close_conn(ac);
 }
 
 static void on_unix_conn(uv_stream_t *s, int status)

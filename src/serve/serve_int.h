@@ -732,6 +732,8 @@ void kago__scaler_server_json(struct sbuf *b, const struct server *srv);
 void kago__admin_accept(struct server *srv, uv_stream_t *listener);
 /* Closes admin connections whose request did not come whole within 10 s (called about every second). */
 void kago__admin_sweep(struct server *srv, uint64_t now);
+/* At exit: every admin connection closes (and is freed), before the loop's other handles. */
+void kago__admin_close_all(struct server *srv);
 /* Before the admin listener: --admin unix:PATH listens there (mode 0600, no token asked); else reads or
  * makes the bearer token (--admin-token, default <root>/.serve/.admin-token) and the caller
  * listens on TCP. Returns 0, or < 0 with *err set. */

@@ -1592,6 +1592,7 @@ out:
     srv->ending = true;
     if (srv->reload_job && !srv->reload_job->joined) /* (a hand-over ended the loop while a reload ran) */
         uv_thread_join(&srv->reload_job->thread);
+    kago__admin_close_all(srv);
     uv_walk(&loop, close_walk, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (srv->fine_fd >= 0)

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from conftest import wait_for
-from serve_util import ADMIN_TOKEN, KAGO, ROOTFS, STATIC, Server, admin_request, admin_token, app, free_port, request
+from serve_util import (ADMIN_TOKEN, KAGO, ROOTFS, STATIC, Server, admin_request, admin_token, app, free_port,
+                        request, root_leftovers)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kago serve starts containers: needs root"),
@@ -383,3 +384,25 @@ def test_the_dashboards_login_by_url_redirects_within_the_site():
             assert code == 303 and loc and not loc[0].split(b":", 1)[1].strip().startswith(b"//"), out[:300]
         finally:
             assert s.stop() == 0, s.stderr()
+
+
+def test_sigterm_while_a_reload_is_answered_exits_cleanly():
+    # a reload of many apps takes long enough for SIGTERM to land while its answer is written: serve closed
+    # the admin connection as it stopped, then the answer's write callback closed it again: uv_close
+    # asserted and serve died of SIGABRT, leaving its lock and sockets behind
+    with tempfile.TemporaryDirectory(prefix="kago-admin-test-") as tmp:
+        b = Bare(tmp)
+        with open(os.path.join(b.conf, "apps.rb"), "w") as f:
+            f.write("".join(app(f"r{i}", [f"r{i}.test"], "exec sleep 1000") for i in range(1500)))
+        try:
+            assert b.started(), b.stderr()
+            s = socket.create_connection(("127.0.0.1", b.admin_port()), timeout=5)
+            s.sendall(f"POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                      f"{admin_token(b.root)}\r\nContent-Length: 0\r\n\r\n".encode())
+            time.sleep(0.02)
+            assert b.stop() == 0, b.stderr()
+            s.close()
+            assert "Assertion" not in b.stderr(), b.stderr()
+            assert root_leftovers(b.root) == [], b.stderr()
+        finally:
+            b.stop()
