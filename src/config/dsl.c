@@ -1062,6 +1062,9 @@ static mrb_value app_uint_field(mrb_state *mrb, mrb_value self)
         a->max_pending = (unsigned)n;
     if (!strcmp(f, "concurrency") && n == 0)
         mrb_raise(mrb, E_ARGUMENT_ERROR, "concurrency: must be at least 1");
+    if (!strcmp(f, "max_pending") && n == 0) /* (the first request is held while its instance starts) */
+        mrb_raise(mrb, E_ARGUMENT_ERROR,
+                  "max_pending: must be at least 1 (0 refused every request: none started it)");
     return self;
 }
 

@@ -207,7 +207,7 @@ bool kago__instance_check_exit(struct instance *inst)
 
 static bool delete_container(struct instance *inst);
 
-static bool exit_reason(struct instance *inst, char *buf, size_t n);
+static bool exit_reason(struct instance *inst, const uint64_t *ready_ms, char *buf, size_t n);
 
 /* The container could not be made (or watched): the pool reports it (op_start_failed) with this reason,
  * or with how its process ended when it is gone already (its namespace could not be opened). */
@@ -215,7 +215,7 @@ static void start_failed(struct app_rt *a, struct instance *inst, struct kago_er
 {
     char why[256];
     free(inst->start_error);
-    inst->start_error = xstrdup(exit_reason(inst, why, sizeof(why)) ? why : err ? err->msg : "failed");
+    inst->start_error = xstrdup(exit_reason(inst, NULL, why, sizeof(why)) ? why : err ? err->msg : "failed");
     kago_error_free(err);
     kago__pool_exited(&a->pool, inst->pi, kago__serve_now_ms()); /* removes (and frees) inst */
 }
@@ -1177,25 +1177,28 @@ static const char *fmt_ms(char *buf, size_t n, uint64_t ms)
     return buf;
 }
 
-/* Why inst, whose process exited before it was ready, failed: how it ended, if it was kago's child.
- * Returns false when its process has not exited (or that cannot be told). */
-static bool exit_reason(struct instance *inst, char *buf, size_t n)
+/* Why inst, whose process exited, failed: how it ended, if it was kago's child, and when: before it was
+ * ready, or (ready_ms: how long) after. Returns false when its process has not exited (or that cannot be
+ * told). */
+static bool exit_reason(struct instance *inst, const uint64_t *ready_ms, char *buf, size_t n)
 {
     siginfo_t si = {0};
     int fd = inst->c ? kago_container_pidfd(inst->c) : -1;
-    snprintf(buf, n, "it exited before it became ready");
+    char when[64] = " before it became ready";
+    if (ready_ms)
+        snprintf(when, sizeof(when), " %.1f s after it became ready", (double)*ready_ms / 1000.0);
+    snprintf(buf, n, "it exited%s", when);
     if (fd < 0 ||
         waitid((idtype_t)3 /* P_PIDFD, Linux 5.4 */, (id_t)fd, &si, WEXITED | WNOHANG | WNOWAIT) < 0 ||
         si.si_pid == 0)
         return false;
     if (si.si_code == CLD_EXITED)
-        snprintf(buf, n, "it exited with status %d before it became ready%s", si.si_status,
+        snprintf(buf, n, "it exited with status %d%s%s", si.si_status, when,
                  si.si_status == 127   ? " (command not found?)"
                  : si.si_status == 126 ? " (not executable?)"
                                        : "");
     else
-        snprintf(buf, n, "it was killed by signal %d (%s) before it became ready", si.si_status,
-                 strsignal(si.si_status));
+        snprintf(buf, n, "it was killed by signal %d (%s)%s", si.si_status, strsignal(si.si_status), when);
     return true;
 }
 
@@ -1233,13 +1236,10 @@ static void op_start_failed(struct pool *p, struct pool_inst *pi, enum pool_fail
         snprintf(reason, sizeof(reason), "%s", inst->start_error);
     else if (why == POOL_FAIL_TIMEOUT)
         timeout_reason(a, inst, reason, sizeof(reason));
+    else if (why == POOL_FAIL_CRASHED)
+        exit_reason(inst, &(uint64_t){kago__serve_now_ms() - pi->ready_at}, reason, sizeof(reason));
     else
-        exit_reason(inst, reason, sizeof(reason));
-    if (why == POOL_FAIL_CRASHED) {
-        size_t n = strlen(reason);
-        snprintf(reason + n, sizeof(reason) - n, " %.1f s after it became ready",
-                 (double)(kago__serve_now_ms() - pi->ready_at) / 1000.0);
-    }
+        exit_reason(inst, NULL, reason, sizeof(reason));
     const char *tail = kago__logs_tail(inst);
     if (*tail) {
         size_t n = strlen(reason);

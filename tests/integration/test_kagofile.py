@@ -667,3 +667,19 @@ def test_check_refuses_what_a_start_would(kago, tmp_path, line, msg):
     """)
     r = kago("check", path)
     assert r.returncode != 0 and msg in r.stderr and "Kagofile:" in r.stderr, r.stderr
+
+
+def test_check_refuses_an_app_no_request_could_start(kago, tmp_path):
+    # max_pending 0 was taken: every request of the app was 503 and no instance ever started
+    path = kagofile(tmp_path, f"""
+        Kago.app "kf-nopending" do |a|
+          a.hosts "kf.test"
+          a.container do |c|
+            c.rootfs "{ROOTFS}"
+            c.command "/bin/true"
+          end
+          a.max_pending 0
+        end
+    """)
+    r = kago("check", path)
+    assert r.returncode != 0 and "max_pending: must be at least 1" in r.stderr and "Kagofile:8" in r.stderr, r.stderr

@@ -202,6 +202,7 @@ def test_an_app_that_dies_soon_after_it_is_ready_backs_off_too():
         assert wait_for(lambda: (s.ps()["dies"]["failures_in_a_row"] or 0) >= 1, 10), s.ps()["dies"]
         ps = s.ps()["dies"]
         assert "after it became ready" in ps["last_error"] and "status 4" in ps["last_error"], ps
+        assert "before it became ready" not in ps["last_error"], ps  # (it said both)
         assert "crashed (1 in a row)" in s.stderr() and "started again at once" in s.stderr(), s.stderr()
         st, _, body = request(s.port, "dies.test")
         assert (st, body) == (200, b"up\n")
