@@ -792,12 +792,13 @@ static void redispatch(struct client *c)
 
 /* A connection reset before any response byte means the app had not read the whole request: it was
  * still in the backlog of a listener that went away (an instance being killed), or it reached a
- * keep-alive connection the app had just closed. A request without a body and with an idempotent
- * method may then be sent again (RFC 9110 9.2.2); a reset fresh connection also means the instance is
- * going away, so it takes no more requests. */
-static bool resend_safe(const struct client *c, int err)
+ * keep-alive connection the app had just closed (then it may also just end: EOF, the app's idle timeout
+ * crossing the request, as Node's, uvicorn's, gunicorn's are shorter than kago's 10 s). A request without
+ * a body and with an idempotent method may then be sent again (RFC 9110 9.2.2), as nginx does; a reset
+ * fresh connection also means the instance is going away, so it takes no more requests. */
+static bool resend_safe(const struct client *c, const struct upconn *u, int err)
 {
-    if (err != UV_ECONNRESET && err != UV_EPIPE)
+    if ((err != UV_ECONNRESET && err != UV_EPIPE && !(err == UV_EOF && u->reused)) || u->got_bytes)
         return false;
     if (c->body_in || c->info.content_length || c->info.chunked || c->info.upgrade)
         return false;
@@ -811,7 +812,7 @@ static bool resend_safe(const struct client *c, int err)
 void kago__client_upstream_failed(struct client *c, int err)
 {
     struct upconn *u = c->up;
-    bool resend = u && resend_safe(c, err);
+    bool resend = u && resend_safe(c, u, err);
     bool sent = u && (u->out.written > 0 || c->body_in > 0) && !resend;
     bool fresh_reset = resend && !u->reused;
     if (u) {

@@ -41,6 +41,8 @@ case "$first" in
 *" /ctl "*) printf 'HTTP/1.1 200 OK\r\nX-A: a\001b\r\nContent-Length: 2\r\n\r\nok' ;;
 *" /ext-flood "*) printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;'; yes x | tr -d '\n' ;;
 *" /reason-flood "*) printf 'HTTP/1.1 200 '; yes x | tr -d '\n' ;;
+*" /keep-once "*) printf 'HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce'
+   while read -r l; do [ "$l" = "$(printf '\r')" ] && break; done ;;  # the next request's head: then EOF
 *" /slow "*) sleep 1; printf 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' ;;
 *" /bad-chunk "*) printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXY0\r\n\r\n'; sleep 2 ;;
 *" /stall "*) printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n'; sleep 30 ;;
@@ -257,6 +259,14 @@ def test_a_response_whose_chunk_data_does_not_end_in_crlf_is_cut(srv):
     assert raw == b"" or raw.startswith(b"HTTP/1.1 200 "), raw
     assert not raw.endswith(b"0\r\n\r\n"), raw
     s.close()
+
+
+def test_a_get_on_a_kept_connection_the_app_closes_is_sent_again(srv):
+    # the app ends a kept-alive connection as the next request reaches it (its idle timeout crossing the
+    # request: Node's, uvicorn's, gunicorn's are shorter than kago's): EOF before any byte was a 502
+    for _ in range(3):
+        st, _, body = request(srv.port, "fr.test", "/keep-once")
+        assert (st, body) == (200, b"once"), (st, body)
 
 
 @pytest.mark.parametrize("host", ["fr.test:@evil.example/x", "fr.test:80x"])
