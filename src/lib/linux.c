@@ -326,6 +326,13 @@ static int setup_dev(int rootfd, bool userns, struct kago_error **err)
             return kago_error_set(err, errno, "create /dev/%s", dev_nodes[i]);
         if (mount(host, at, NULL, MS_BIND, NULL) < 0)
             return kago_error_set(err, errno, "mount %s", host);
+        /* read-only: the device is still read and written, but the host's node is not chmod'ed or chown'ed
+         * (a container's root without a user namespace made the host's /dev/null mode 000) */
+        cleanup_close int node = openat(devfd, dev_nodes[i], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (node < 0)
+            return kago_error_set(err, errno, "open /dev/%s", dev_nodes[i]);
+        if (remount_ro(node, MS_NOSUID | MS_NOEXEC, host, err) < 0)
+            return -1;
     }
     static const char *const dirs[] = {"pts", "shm", "mqueue", NULL};
     for (int i = 0; dirs[i]; i++)
@@ -549,6 +556,13 @@ static int mask_paths(const struct kago_spec *spec, struct kago_error **err)
                                      : mount("/dev/null", p, NULL, MS_BIND, NULL);
         if (rc < 0)
             return kago_error_set(err, errno, "mask %s", p);
+        if (!S_ISDIR(st.st_mode)) { /* (/dev/null is the host's node: read-only, as in setup_dev) */
+            cleanup_close int fd = open(p, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0)
+                return kago_error_set(err, errno, "mask %s", p);
+            if (remount_ro(fd, MS_NOSUID | MS_NOEXEC, p, err) < 0)
+                return -1;
+        }
     }
     for (size_t i = 0; spec->readonly_paths && spec->readonly_paths[i]; i++) {
         const char *p = spec->readonly_paths[i];

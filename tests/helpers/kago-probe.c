@@ -147,6 +147,11 @@ static void a_packet(struct res *r)
 {
     judge(r, socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)), -1, -1);
 }
+/* AF_VSOCK (40): to the hypervisor, past any network namespace (where the host has vsock) */
+static void a_vsock(struct res *r)
+{
+    judge(r, socket(40, SOCK_STREAM, 0), -1, -1);
+}
 /* PTRACE_SEIZE: ATTACH's permission checks without stopping the tracee */
 static void try_ptrace(struct res *r, pid_t pid)
 {
@@ -447,6 +452,7 @@ static const struct {
     {"add_key", a_add_key},
     {"raw-socket", a_raw},
     {"packet-socket", a_packet},
+    {"vsock-socket", a_vsock},
     {"ptrace-init", a_ptrace_init},
     {"ptrace-other", a_ptrace_other},
     {"vm-readv-init", a_vm_init},

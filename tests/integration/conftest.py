@@ -5,6 +5,7 @@ no cgroup, state file or process may outlive a test."""
 import glob
 import json
 import os
+import shlex
 import subprocess
 import time
 
@@ -89,6 +90,10 @@ class Kago:
         if check and r.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}")
         return r
+
+    def cmd(self, *args):
+        """The command line of kago ARGS, quoted for a shell."""
+        return " ".join(shlex.quote(a) for a in [KAGO, "--root", self.root, *map(str, args)])
 
     def popen(self, *args, **kw):
         return subprocess.Popen([KAGO, "--root", self.root, *map(str, args)], **kw)

@@ -16,7 +16,7 @@ from conftest import CGROUP_V, REPO, ROOTFS, Kago, cgroup_path, leftovers, wait_
 PROBE_SRC = os.path.join(REPO, "tests", "helpers", "kago-probe.c")
 # every attempt the probe makes; each must be blocked under kago's defaults
 ATTEMPTS = ["mount", "umount", "fsopen", "unshare-mnt", "unshare-user", "clone-newuser", "setns", "keyctl",
-            "add_key", "raw-socket", "packet-socket", "ptrace-init", "ptrace-other", "vm-readv-init",
+            "add_key", "raw-socket", "packet-socket", "vsock-socket", "ptrace-init", "ptrace-other", "vm-readv-init",
             "vm-readv-other", "kill-other", "proc-other-root", "proc-sysrq", "proc-core-pattern", "sysctl-write",
             "sys-write", "proc-kcore", "proc-kmsg", "proc-timer-list", "dmesg", "mknod-mem", "mknod-disk",
             "init-module", "delete-module", "bpf", "perf-event", "open-by-handle", "kexec", "reboot", "swapon",
@@ -95,6 +95,25 @@ end
     kago.names.add(f"iso-kf-{os.getpid()}")
     r = kago("run", str(kf), timeout=60)
     assert r.returncode == 0 and "raw-socket ALLOWED" in r.stdout, r
+
+
+@pytest.mark.parametrize("userns", ["host", "default"])
+def test_the_hosts_device_nodes_cannot_be_changed_from_inside(kago, rootfs, userns):
+    # /dev's nodes (and masked files) are binds of the host's: a container's root without a user namespace
+    # chmod'ed the host's /dev/null to 000 (every non-root process and tenant broken), chown'ed /dev/full.
+    # Run in a mount namespace of the test's own with a /dev of its own made here: the host's is never at risk.
+    opts = " ".join(["--userns", "host"] if userns == "host" else [])
+    script = (f"mount -t tmpfs kagodev /dev && mknod -m 666 /dev/null c 1 3 && mknod -m 666 /dev/full c 1 7 && "
+              f"mknod -m 666 /dev/zero c 1 5 && mknod -m 666 /dev/random c 1 8 && mknod -m 666 /dev/urandom c 1 9 && "
+              f"mknod -m 666 /dev/tty c 5 0 && mkdir /dev/pts /dev/shm /dev/mqueue && "
+              f"{kago.cmd('run', '--rootfs', ROOTFS, *opts.split(), '--')} sh -c "
+              f"'chmod 600 /dev/null; chown 123:456 /dev/full; chmod 600 /proc/keys; echo x > /dev/null && "
+              f"echo written; head -c 3 /dev/zero | wc -c'; stat -c '%a %u:%g' /dev/null /dev/full")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    out = r.stdout.split()
+    assert out[:2] == ["written", "3"], r  # (the devices still work)
+    assert out[2:] == ["666", "0:0", "666", "0:0"], r  # (the nodes outside unchanged)
 
 
 def test_pids_limit_default_and_overrides(kago, rootfs):
