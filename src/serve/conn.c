@@ -721,6 +721,17 @@ static void client_route(struct client *c)
     client_dispatch(c);
 }
 
+void kago__client_reroute(struct client *c)
+{
+    struct app_rt *a = c->app;
+    if (a->m.inflight)
+        a->m.inflight--;
+    c->app = NULL;
+    kago__app_unref(a);
+    c->state = C_ROUTE; /* (what a move to another loop's app routes again there) */
+    client_route(c);
+}
+
 /* The pool chose pi for this request (at once, or after holding it: then cold_us is set). */
 static void drop_inst(struct client *c)
 {

@@ -806,7 +806,10 @@ static void op_dispatch(struct pool *p, struct pool_waiter *w, struct pool_inst 
 static void op_reject(struct pool *p, struct pool_waiter *w, int status)
 {
     struct client *c = container_of(w, struct client, waiter);
-    kago__client_reject(c, status);
+    if (status)
+        kago__client_reject(c, status);
+    else
+        kago__client_reroute(c);
 }
 
 static void op_drain(struct pool *p, struct pool_inst *pi)

@@ -112,12 +112,15 @@ void kago__pool_cancel(struct pool *p, struct pool_waiter *w)
         unqueue(p, w);
 }
 
-/* The ready instance with the fewest in-flight requests. */
+/* The ready instance with the fewest in-flight requests; one past its lifetime only when no other is
+ * ready (its replacement is starting). */
 static struct pool_inst *pick(const struct pool *p)
 {
     struct pool_inst *best = NULL;
     for (struct pool_inst *i = p->insts; i; i = i->next)
-        if (i->state == POOL_READY && !i->busy && (!best || i->inflight < best->inflight))
+        if (i->state == POOL_READY && !i->busy &&
+            (!best || i->outgoing < best->outgoing ||
+             (i->outgoing == best->outgoing && i->inflight < best->inflight)))
             best = i;
     return best;
 }
@@ -228,16 +231,20 @@ static void stop_frozen(struct pool *p, struct pool_inst *i, uint64_t now)
 static void maybe_scale(struct pool *p, uint64_t now)
 {
     while (!p->stopping) {
-        unsigned active = 0, load = p->npending;
+        /* (an instance past its lifetime is capacity leaving: each wants a replacement, max or not) */
+        unsigned active = 0, outgoing = 0, starting = 0, load = p->npending;
         for (struct pool_inst *i = p->insts; i; i = i->next) {
-            if (i->state == POOL_READY || i->state == POOL_STARTING)
+            if (i->state == POOL_READY && i->outgoing)
+                outgoing++;
+            else if (i->state == POOL_READY || i->state == POOL_STARTING)
                 active++;
+            starting += i->state == POOL_STARTING;
             if (i->state == POOL_READY)
                 load += i->inflight;
         }
         if (active >= p->cfg.max)
             return;
-        if (!(active < p->cfg.min || load > active * p->cfg.concurrency))
+        if (!(active < p->cfg.min || outgoing > starting || load > active * p->cfg.concurrency))
             return;
         if (active >= p->cfg.min && active > 0 && p->ops->may_scale_out && !p->ops->may_scale_out(p))
             return;
@@ -380,6 +387,13 @@ void kago__pool_ready(struct pool *p, struct pool_inst *i, uint64_t now)
     i->ready_at = i->last_active = now;
     if (p->ops->ready)
         p->ops->ready(p, i);
+    /* the oldest instance past its lifetime goes now that this one takes its place */
+    struct pool_inst *old = NULL;
+    for (struct pool_inst *o = p->insts; o; o = o->next)
+        if (o->state == POOL_READY && o->outgoing && (!old || o->created < old->created))
+            old = o;
+    if (old)
+        drain(p, old, now);
     /* (retry_at stays: no more starts until then; fail_streak until it has served a while) */
     double ms = (double)(now - i->created);
     if (i->tier == POOL_TIER_RESTORE) {
@@ -459,7 +473,7 @@ static uint64_t next_due(const struct pool *p, uint64_t now)
     }
     for (const struct pool_inst *i = p->insts; i; i = i->next) {
         if (c->lifetime_ms && i->state != POOL_STARTING)
-            due_at(&due, i->created + c->lifetime_ms);
+            due_at(&due, i->created + c->lifetime_ms + (i->outgoing ? c->start_timeout_ms : 0));
         switch (i->state) {
         case POOL_STARTING:
             if (!i->queued) /* (a queued one's clock starts when it leaves the queue: its app is touched) */
@@ -511,10 +525,21 @@ void kago__pool_tick(struct pool *p, uint64_t now)
             healthy_check(p, i, now);
             if (i->busy)
                 break;
-            if (i->generation != p->generation ||
-                (p->cfg.lifetime_ms && now - i->created >= p->cfg.lifetime_ms)) {
+            if (i->outgoing) {
+                if (now - i->created >= p->cfg.lifetime_ms + p->cfg.start_timeout_ms)
+                    drain(p, i, now); /* its replacement did not come: it goes all the same */
+            } else if (i->generation != p->generation) {
                 active--;
                 drain(p, i, now);
+            } else if (p->cfg.lifetime_ms && now - i->created >= p->cfg.lifetime_ms) {
+                /* An instance in use is replaced, not just drained: it serves on until the instance
+                 * started for it is ready (else every request waited for a cold start, each lifetime) */
+                active--;
+                if (i->inflight || p->npending || now - i->last_active < POOL_RECENT_MS ||
+                    active < p->cfg.min)
+                    i->outgoing = true;
+                else
+                    drain(p, i, now);
             } else if (p->cfg.idle_ms && i->inflight == 0 && now - i->last_active >= p->cfg.idle_ms &&
                        active > p->cfg.min) {
                 active--;
@@ -585,6 +610,16 @@ void kago__pool_set_busy(struct pool *p, struct pool_inst *i, bool busy, uint64_
         i->last_active = now; /* its idle time starts now, not before the checkpoint */
         dispatch_waiters(p, now);
         maybe_scale(p, now);
+    }
+}
+
+void kago__pool_give_back(struct pool *p)
+{
+    touch(p);
+    while (p->queue.next != &p->queue) {
+        struct pool_waiter *w = p->queue.next;
+        unqueue(p, w);
+        p->ops->reject(p, w, 0);
     }
 }
 

@@ -32,6 +32,7 @@ struct pool_cfg {
 #define POOL_BACKOFF_MIN_MS   1000
 #define POOL_BACKOFF_MAX_MS   (5 * 60 * 1000)
 #define POOL_BACKOFF_RESET_MS (10 * 1000)
+#define POOL_RECENT_MS        (60 * 1000) /* used this recently at its lifetime: replaced before it goes */
 #define POOL_DUE_MAX_MS       250 /* (what a caller changes without a pool call is seen this late at most) */
 
 /* Why a start failed, for pool_ops.start_failed. */
@@ -44,11 +45,12 @@ struct pool_inst {
     uint64_t frozen_bytes; /* memory held while frozen (set by the freeze action), for the budget */
     unsigned inflight;     /* requests and open streams routed to it and not finished */
     uint64_t served;
-    bool killed; /* SIGKILL sent */
-    bool failed; /* never became ready: counted as a start failure */
-    bool busy;   /* being checkpointed: READY, but routed nothing and never stopped for idleness */
-    bool queued; /* STARTING, but waiting for its turn in the caller's start queue: no start timeout yet */
-    bool pinned; /* FROZEN by the operator (kago__pool_freeze_inst): the idle policy does not end it */
+    bool killed;   /* SIGKILL sent */
+    bool failed;   /* never became ready: counted as a start failure */
+    bool busy;     /* being checkpointed: READY, but routed nothing and never stopped for idleness */
+    bool queued;   /* STARTING, but waiting for its turn in the caller's start queue: no start timeout yet */
+    bool pinned;   /* FROZEN by the operator (kago__pool_freeze_inst): the idle policy does not end it */
+    bool outgoing; /* READY past its lifetime, serving until the replacement started for it is ready */
     enum pool_tier tier;
     int thaw_us; /* >= 0: thawed for the request being routed, in this many microseconds (reset by it) */
     unsigned generation; /* the pool's generation when it was started */
@@ -140,6 +142,10 @@ void kago__pool_free(struct pool *p);
  * lifetime had ended (drained, frozen ones stopped; starting ones once they have served what waited
  * for them); new requests start instances of the new one. */
 void kago__pool_new_generation(struct pool *p, uint64_t now);
+
+/* The held requests leave the pool unanswered: ops->reject with status 0 (their app left in a reload:
+ * they are routed again). */
+void kago__pool_give_back(struct pool *p);
 
 /* A request arrives. Returns the ready instance with the fewest in flight when it is below
  * concurrency (its in-flight count then includes the request), or NULL: then *held says whether

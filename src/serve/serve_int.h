@@ -455,6 +455,9 @@ void kago__client_accept(struct server *srv, uv_stream_t *listener, bool tls);
 void kago__client_take_tls(struct server *srv, int fd, struct tls_conn *tls, const struct sbuf *out);
 void kago__client_attach(struct client *c, struct pool_inst *pi); /* the pool chose pi */
 void kago__client_reject(struct client *c, int status);
+/* A held request whose app left in a reload (removed, or renamed: its host another app's now) is routed
+ * again, to the app that has its host now, else 404 (it was a 503, for a host still served). */
+void kago__client_reroute(struct client *c);
 /* Upstream events for the client using up. */
 void kago__client_upstream_ready(struct client *c);           /* connected: send the request */
 void kago__client_upstream_failed(struct client *c, int err); /* before any response byte */

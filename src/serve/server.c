@@ -374,11 +374,12 @@ bool kago__server_app_drop(struct server *srv, const char *name)
     unname_app(srv, a);
     if (a->app.tls_cert)
         cluster_drop_tls(srv, name);
-    kago__pool_stop(&a->pool, kago__serve_now_ms());
-    kago__app_wake(a); /* (the tick frees it once its instances are gone) */
     struct router *r = build_router(srv, NULL, NULL, NULL);
     kago__router_free(srv->router);
     srv->router = r;
+    kago__pool_give_back(&a->pool); /* (what it held: 404, or another app's now) */
+    kago__pool_stop(&a->pool, kago__serve_now_ms());
+    kago__app_wake(a); /* (the tick frees it once its instances are gone) */
     return true;
 }
 
@@ -420,11 +421,9 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
     kago__smap_init(&keep, l->n);
     for (size_t i = 0; i < l->n; i++)
         kago__smap_add(&keep, l->v[i].name, strlen(l->v[i].name), NULL);
-    for (struct app_rt *a = srv->apps; a; a = a->next)
-        if (!a->removed && !kago__smap_find(&keep, a->app.name, strlen(a->app.name))) {
+    for (struct app_rt *a = srv->apps; a; a = a->next) /* (stopped once the new router is in, below) */
+        if (!a->removed && !kago__smap_find(&keep, a->app.name, strlen(a->app.name)))
             unname_app(srv, a);
-            kago__pool_stop(&a->pool, now);
-        }
     kago__smap_fini(&keep);
     for (size_t i = 0; i < l->n; i++)
         rt[i] = install_app(srv, &l->v[i], l->hash[i], now);
@@ -439,6 +438,13 @@ static int apply_apps(struct server *srv, struct app_list *l, struct kago_error 
     kago__router_free(srv->router);
     srv->router = r;
     free(rt);
+    /* the apps this reload removed stop; what they held is routed again (a renamed app's host is the new
+     * app's, a removed one's a 404) */
+    for (struct app_rt *a = srv->apps; a; a = a->next)
+        if (a->removed && !a->pool.stopping) {
+            kago__pool_give_back(&a->pool);
+            kago__pool_stop(&a->pool, now);
+        }
     /* new, changed and removed apps all have something for the tick; it lets go of the idle ones */
     for (struct app_rt *a = srv->apps; a; a = a->next)
         kago__app_wake(a);

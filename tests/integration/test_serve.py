@@ -236,8 +236,9 @@ def test_long_download_and_upgrade_survive_expiry(srv):
     # both lifetimes (2 s) pass while the streams are open: the instances drain but keep serving them
     assert wait_for(lambda: srv.instances("mortal", ("draining",)), 5)
     assert wait_for(lambda: srv.instances("ws", ("draining",)), 5)
-    st, h, _ = request(srv.port, "mortal.test")  # new requests go to a new instance
-    assert st == 200 and "x-kago-cold-start" in h
+    # new requests go to the new instance, started before the old one drained: no cold start to wait for
+    st, h, _ = request(srv.port, "mortal.test")
+    assert st == 200 and "x-kago-cold-start" not in h, h
     ws.sendall(b"ping-2\n")
     assert ws.recv(100) == b"ping-2\n"
     got = len(first.split(b"\r\n\r\n", 1)[1])
@@ -252,6 +253,58 @@ def test_long_download_and_upgrade_survive_expiry(srv):
     assert got == 32 * 1024 * 1024
     ws.close()
     assert wait_for(lambda: not srv.instances("ws", ("draining",)), 5), "closing the stream ends the drain"
+
+
+def test_an_instance_at_its_lifetime_is_replaced_before_it_goes():
+    # an app that takes 1 s to boot, lifetime 2 s, under steady traffic: the old instance was drained before
+    # its replacement existed, so every request at each lifetime waited a whole cold start. Now the
+    # replacement starts first and the old one serves until it is ready.
+    boot = "sleep 1; mkdir -p /w && echo up > /w/index.html && exec /usr/sbin/httpd -f -p 8080 -h /w"
+    s = Server(app("slowboot", ["slowboot.test"], boot, lifetime="2s", stop_grace="2s"))
+    try:
+        assert request(s.port, "slowboot.test")[0] == 200  # (the first start)
+        times, end = [], time.monotonic() + 6
+        while time.monotonic() < end:
+            t = time.monotonic()
+            st, _, body = request(s.port, "slowboot.test")
+            assert (st, body) == (200, b"up\n")
+            times.append(time.monotonic() - t)
+            time.sleep(0.05)
+        assert max(times) < 0.5, f"slowest request {max(times):.2f} s: it waited for a start"
+        assert s.metric("kago_cold_starts_total", app="slowboot") >= 3, "lifetimes passed"
+    finally:
+        assert s.stop() == 0, s.stderr()
+
+
+def test_requests_held_for_an_app_a_reload_renames_or_removes_are_routed_again():
+    # held while "old" starts; a reload renames it (same host): they were 503 for a host still served,
+    # now the renamed app answers them. Held by "fresh", which a reload removes: 404, as for any unknown host.
+    boot = "sleep 1.5; mkdir -p /w && echo {} > /w/index.html && exec /usr/sbin/httpd -f -p 8080 -h /w"
+    s = Server(app("old", ["held.test"], boot.format("old"), stop_grace="1s"))
+
+    def held_then_reload(holder, apps):
+        out = []
+        ts = [threading.Thread(target=lambda: out.append(request(s.port, "held.test", timeout=20)))
+              for _ in range(3)]
+        for t in ts:
+            t.start()
+        assert wait_for(lambda: (s.ps().get(holder) or {}).get("pending") == 3, 5), s.ps()
+        s.write_config(apps)
+        s.proc.send_signal(signal.SIGHUP)
+        for t in ts:
+            t.join(20)
+        return sorted((st, body) for st, _, body in out)
+
+    try:
+        got = held_then_reload("old", app("new", ["held.test"], boot.format("new"), stop_grace="1s"))
+        assert got == [(200, b"new\n")] * 3, got
+        s.write_config(app("fresh", ["held.test"], boot.format("fresh"), stop_grace="1s"))
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "fresh" in s.ps(), 5)
+        got = held_then_reload("fresh", app("other", ["other.test"], boot.format("x"), stop_grace="1s"))
+        assert [st for st, _ in got] == [404] * 3, got
+    finally:
+        assert s.stop() == 0, s.stderr()
 
 
 def test_reload_adds_and_removes_apps_without_dropping_requests():

@@ -270,14 +270,30 @@ static void test_idle_and_lifetime(void)
     ok(rec.woken == 2, "scaled to zero and woken again by the next request");
     kago__pool_tick(&p, 79999);
     ok(i->state == POOL_READY, "open stream: an idle timer never fires while in flight");
-    kago__pool_tick(&p, 80000);
-    ok(i->state == POOL_DRAINING && rec.terms == 1, "lifetime: draining, no SIGTERM while in flight");
-    struct pool_waiter w3 = {0};
     rec.ready_on_start = false;
-    ok(kago__pool_request(&p, &w3, 80001, &held) == NULL && held, "draining instance takes no new request");
-    ok(rec.starts == 3, "a replacement starts for it");
+    kago__pool_tick(&p, 80000);
+    ok(i->state == POOL_READY && i->outgoing && rec.starts == 3,
+       "lifetime of an instance in use: a replacement starts first, it serves on meanwhile");
+    struct pool_waiter w3 = {0};
+    ok(kago__pool_request(&p, &w3, 80001, &held) == i && !held, "no request waits for the replacement");
+    struct pool_inst *r = rec.last_start;
+    kago__pool_ready(&p, r, 80500);
+    ok(i->state == POOL_DRAINING && rec.terms == 1,
+       "replacement ready: draining, no SIGTERM while in flight");
+    struct pool_waiter w4 = {0};
+    ok(kago__pool_request(&p, &w4, 80501, &held) == r, "the replacement takes the next request");
     kago__pool_done(&p, i, 81000);
-    ok(rec.terms == 2 && i->state == POOL_STOPPING, "stream finished: SIGTERM");
+    kago__pool_done(&p, i, 81000);
+    ok(rec.terms == 2 && i->state == POOL_STOPPING, "streams finished: SIGTERM");
+
+    /* a replacement that never becomes ready: the old one goes all the same, after start_timeout */
+    kago__pool_exited(&p, i, 81001);
+    kago__pool_done(&p, r, 81002);
+    rec.ready_on_start = false;
+    kago__pool_tick(&p, 80500 + 60000);
+    ok(r->outgoing && rec.starts == 4, "lifetime: its replacement starting");
+    kago__pool_tick(&p, 80500 + 60000 + base.start_timeout_ms);
+    ok(r->state == POOL_DRAINING || r->state == POOL_STOPPING, "the replacement timed out: it drains");
     kago__pool_free(&p);
 }
 
@@ -774,28 +790,28 @@ static void test_operator_actions(void)
     ok(kago__pool_thaw_inst(&p, i, 31006) == 0 && i->state == POOL_READY && !i->pinned && p.thaws == 1,
        "thawed by hand: ready again");
     ok(kago__pool_thaw_inst(&p, i, 31007) == -EINVAL, "thaw of a ready one refused");
-    kago__pool_tick(&p, 60000 + 1000);
+    kago__pool_tick(&p, 31006 + POOL_RECENT_MS); /* (unused that long: drained, nothing started for it) */
     ok(i->state == POOL_DRAINING || i->state == POOL_STOPPING, "lifetime still applies after a thaw");
-    ok(kago__pool_stop_inst(&p, i, 61001) == -EINVAL, "stop of a stopping one refused");
-    kago__pool_exited(&p, i, 61002);
+    ok(kago__pool_stop_inst(&p, i, 91007) == -EINVAL, "stop of a stopping one refused");
+    kago__pool_exited(&p, i, 91008);
 
     struct pool_waiter w2 = {0};
-    kago__pool_request(&p, &w2, 70000, &held);
+    kago__pool_request(&p, &w2, 100000, &held);
     struct pool_inst *j = rec.last_start;
-    kago__pool_ready(&p, j, 70001);
-    kago__pool_done(&p, j, 70002);
-    kago__pool_freeze_inst(&p, j, 70003);
-    kago__pool_tick(&p, 70000 + 60000 + 1);
+    kago__pool_ready(&p, j, 100001);
+    kago__pool_done(&p, j, 100002);
+    kago__pool_freeze_inst(&p, j, 100003);
+    kago__pool_tick(&p, 100000 + 60000 + 1);
     ok(j->state != POOL_FROZEN && rec.terms >= 2, "a pinned one still ends at its lifetime");
-    kago__pool_exited(&p, j, 130002);
+    kago__pool_exited(&p, j, 160002);
 
     struct pool_waiter w3 = {0};
-    kago__pool_request(&p, &w3, 140000, &held);
+    kago__pool_request(&p, &w3, 170000, &held);
     struct pool_inst *k = rec.last_start;
-    kago__pool_ready(&p, k, 140001);
-    kago__pool_done(&p, k, 140002);
+    kago__pool_ready(&p, k, 170001);
+    kago__pool_done(&p, k, 170002);
     unsigned terms = rec.terms;
-    ok(kago__pool_drain_all(&p, 140003) == 1 && k->state == POOL_STOPPING && rec.terms == terms + 1,
+    ok(kago__pool_drain_all(&p, 170003) == 1 && k->state == POOL_STOPPING && rec.terms == terms + 1,
        "drain_all: the idle ready one drains and gets SIGTERM at once");
     ok(rec.starts == 3, "and nothing new starts (no request, min 0)");
     kago__pool_exited(&p, k, 140004);
