@@ -155,6 +155,19 @@ static void maybe_begin(struct h2_stream *st)
     stream_begin(st, !st->in_eof ? H2_BODY_UNKNOWN : have ? (int64_t)have : H2_BODY_NONE);
 }
 
+/* A stream still being served ends early: the rapid-reset budget (CVE-2023-44487) pays for it, whether
+ * the client reset it or made serve reset it (CVE-2025-8671, "MadeYouReset": a body longer than its
+ * content-length, a window overflowed, a bad trailer), else a client that does the latter starts streams at
+ * the app unbounded. */
+static int count_reset(struct h2_conn *h, int32_t id)
+{
+    refill(h);
+    struct h2_stream *st = stream_of(h, id);
+    if (st && st->c && st->c->state != C_CLOSING && (h->resets -= 1) < 0)
+        return calm_down(h);
+    return 0;
+}
+
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 {
     struct h2_conn *h = arg;
@@ -169,13 +182,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
         if ((h->ctrl -= 1) < 0)
             return calm_down(h);
         break;
-    case NGHTTP2_RST_STREAM: {
-        refill(h);
-        struct h2_stream *st = stream_of(h, f->hd.stream_id);
-        if (st && st->c && st->c->state != C_CLOSING && (h->resets -= 1) < 0)
-            return calm_down(h);
-        break;
-    }
+    case NGHTTP2_RST_STREAM:
+        return count_reset(h, f->hd.stream_id);
     case NGHTTP2_DATA:
     case NGHTTP2_HEADERS: {
         if (f->hd.type == NGHTTP2_DATA && f->hd.length == 0 && !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
@@ -234,10 +242,14 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
     return 0;
 }
 
-/* A response ended before the client's request did: RST_STREAM NO_ERROR tells it to stop sending. */
+/* nghttp2 reset a stream for what its client sent: counted (serve's own resets, kago__h2_stream_detach's,
+ * come after it let the stream go: no stream_of, not counted). A response ended before the client's
+ * request did: RST_STREAM NO_ERROR tells it to stop sending. */
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 {
     struct h2_conn *h = arg;
+    if (f->hd.type == NGHTTP2_RST_STREAM && f->rst_stream.error_code != NGHTTP2_NO_ERROR)
+        return count_reset(h, f->hd.stream_id);
     if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
         f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
         struct h2_stream *st = stream_of(h, f->hd.stream_id);

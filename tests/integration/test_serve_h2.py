@@ -475,6 +475,47 @@ def test_rapid_reset_ends_the_connection(srv):
     assert curl_ok(srv)
 
 
+@pytest.mark.parametrize("kind", ["content-length", "window"])
+def test_streams_the_client_makes_serve_reset_end_the_connection(srv, kind):
+    """MadeYouReset (CVE-2025-8671): streams routed at once (a content-length), then made invalid so that
+    serve resets them (a body longer than its length: PROTOCOL_ERROR; a window past 2^31-1:
+    FLOW_CONTROL_ERROR) draw from the rapid-reset budget as the client's own resets do."""
+    before = srv.metric("kago_h2_flood_goaways_total")
+    c = Raw(srv.port)
+    try:
+        sid = 1
+        for _ in range(10):  # 1,000 streams; the budget is 200 and 33/s
+            frames = []
+            for _ in range(100):
+                frames.append(c.headers(sid, "/index.html", end_stream=False, method="POST",
+                                        data=c.block("/index.html", method="POST",
+                                                     extra=[("content-length", "1")])))
+                if kind == "content-length":
+                    d = hf.DataFrame(sid)
+                    d.data = b"ab"
+                    d.flags.add("END_STREAM")
+                    frames.append(d)
+                else:
+                    frames.append(hf.WindowUpdateFrame(sid, 0x7FFFFFFF))
+                sid += 2
+            try:
+                c.send(*frames)
+            except OSError:
+                break
+            c.read(lambda f: isinstance(f, hf.GoAwayFrame), timeout=0.3)
+            if c.closed or any(isinstance(f, hf.GoAwayFrame) for f in c.frames):
+                break
+        g = c.goaway()
+        assert g is not None and g.error_code == ENHANCE_YOUR_CALM and c.closed, (sid, c.frames[-3:])
+        code = 1 if kind == "content-length" else 3  # PROTOCOL_ERROR, FLOW_CONTROL_ERROR
+        assert any(isinstance(f, hf.RstStreamFrame) and f.error_code == code for f in c.frames)
+        assert sid < 800, sid
+    finally:
+        c.close()
+    assert srv.metric("kago_h2_flood_goaways_total") == before + 1
+    assert curl_ok(srv)
+
+
 @pytest.mark.parametrize("kind", ["ping", "settings"])
 def test_control_frame_floods_end_the_connection(srv, kind):
     c = Raw(srv.port)
