@@ -155,42 +155,50 @@ static void maybe_begin(struct h2_stream *st)
     stream_begin(st, !st->in_eof ? H2_BODY_UNKNOWN : have ? (int64_t)have : H2_BODY_NONE);
 }
 
-/* A stream still being served ends early: the rapid-reset budget (CVE-2023-44487) pays for it, whether
- * the client reset it or made serve reset it (CVE-2025-8671, "MadeYouReset": a body longer than its
- * content-length, a window overflowed, a bad trailer), else a client that does the latter starts streams at
- * the app unbounded. */
-static int count_reset(struct h2_conn *h, int32_t id)
+/* A frame paid for from a bucket (h->resets or h->ctrl): past its budget, a flood. */
+static int spend(struct h2_conn *h, double *bucket)
 {
     refill(h);
-    struct h2_stream *st = stream_of(h, id);
-    if (st && st->c && st->c->state != C_CLOSING && (h->resets -= 1) < 0)
+    if ((*bucket -= 1) < 0)
         return calm_down(h);
     return 0;
+}
+
+/* A stream still being served that ends early costs a reset (CVE-2023-44487), whether the client reset it
+ * or made serve reset it (CVE-2025-8671, "MadeYouReset": a body longer than its content-length, a window
+ * overflowed, a bad trailer), else a client that does the latter starts streams at the app unbounded. */
+static bool serving(struct h2_conn *h, int32_t id)
+{
+    struct h2_stream *st = stream_of(h, id);
+    return st && st->c && st->c->state != C_CLOSING;
+}
+
+/* Frames that carry nothing cost a control token: those serve ignores (unknown types: see options_init),
+ * PINGs (ACKs too: serve sends none, so none is owed), SETTINGS, PRIORITY, WINDOW_UPDATE, resets of streams
+ * no longer served, DATA without data (padding is none). */
+static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *arg)
+{
+    return hd->type > NGHTTP2_CONTINUATION ? spend(arg, &((struct h2_conn *)arg)->ctrl) : 0;
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 {
     struct h2_conn *h = arg;
     switch (f->hd.type) {
-    case NGHTTP2_PING:
     case NGHTTP2_SETTINGS:
+    case NGHTTP2_PING:
     case NGHTTP2_PRIORITY:
     case NGHTTP2_WINDOW_UPDATE:
-        if (f->hd.flags & NGHTTP2_FLAG_ACK)
-            break;
-        refill(h);
-        if ((h->ctrl -= 1) < 0)
-            return calm_down(h);
-        break;
+        if (f->hd.type == NGHTTP2_SETTINGS && f->hd.flags & NGHTTP2_FLAG_ACK)
+            break; /* (it answers serve's own; nghttp2 ends a connection that sends one unasked) */
+        return spend(h, &h->ctrl);
     case NGHTTP2_RST_STREAM:
-        return count_reset(h, f->hd.stream_id);
+        return spend(h, serving(h, f->hd.stream_id) ? &h->resets : &h->ctrl);
     case NGHTTP2_DATA:
     case NGHTTP2_HEADERS: {
-        if (f->hd.type == NGHTTP2_DATA && f->hd.length == 0 && !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-            refill(h);
-            if ((h->ctrl -= 1) < 0)
-                return calm_down(h);
-        }
+        if (f->hd.type == NGHTTP2_DATA && f->hd.length == f->data.padlen &&
+            !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+            spend(h, &h->ctrl);
         struct h2_stream *st = stream_of(h, f->hd.stream_id);
         if (!st || !st->c)
             break;
@@ -248,8 +256,9 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 {
     struct h2_conn *h = arg;
-    if (f->hd.type == NGHTTP2_RST_STREAM && f->rst_stream.error_code != NGHTTP2_NO_ERROR)
-        return count_reset(h, f->hd.stream_id);
+    if (f->hd.type == NGHTTP2_RST_STREAM && f->rst_stream.error_code != NGHTTP2_NO_ERROR &&
+        serving(h, f->hd.stream_id))
+        return spend(h, &h->resets);
     if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
         f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
         struct h2_stream *st = stream_of(h, f->hd.stream_id);
@@ -585,6 +594,18 @@ static int on_error(nghttp2_session *s, int code, const char *msg, size_t len, v
     return 0; /* (nghttp2's own messages: the connection's end says enough) */
 }
 
+/* Frames of unknown types are dropped, unread (see options_init). */
+static int on_extension_chunk(nghttp2_session *s, const nghttp2_frame_hd *hd, const uint8_t *data, size_t len,
+                              void *arg)
+{
+    return 0;
+}
+
+static int unpack_extension(nghttp2_session *s, void **payload, const nghttp2_frame_hd *hd, void *arg)
+{
+    return NGHTTP2_ERR_CANCEL;
+}
+
 static nghttp2_session_callbacks *cbs;
 static nghttp2_option *opt;
 static pthread_once_t cbs_once = PTHREAD_ONCE_INIT,
@@ -596,6 +617,9 @@ static void callbacks_init(void)
         abort();
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
+    nghttp2_session_callbacks_set_on_extension_chunk_recv_callback(cbs, on_extension_chunk);
+    nghttp2_session_callbacks_set_unpack_extension_callback(cbs, unpack_extension);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
@@ -622,6 +646,10 @@ static void options_init(void)
      * up to 4 KiB to keep per connection (the client's table, for request heads, is still honoured) */
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
     nghttp2_option_set_stream_reset_rate_limit(opt, H2_RESET_BURST * 2, H2_RESET_RATE);
+    /* nghttp2 skips frames of types it does not know without a callback: as extensions of the
+     * application's, each begins with on_begin_frame, which counts them as floods */
+    for (unsigned t = NGHTTP2_CONTINUATION + 1; t <= 0xff; t++)
+        nghttp2_option_set_user_recv_extension_type(opt, (uint8_t)t);
 }
 
 static nghttp2_option *options(void)

@@ -538,6 +538,43 @@ def test_control_frame_floods_end_the_connection(srv, kind):
     assert curl_ok(srv)
 
 
+@pytest.mark.parametrize("kind", ["padded-empty-data", "ping-ack", "unknown-type"])
+def test_floods_of_frames_that_carry_nothing_end_the_connection(srv, kind):
+    """DATA frames whose only payload is their padding, PING ACKs for PINGs serve never sent, frames of a
+    type nobody knows (nghttp2 skips them silently): each from the control frames' budget."""
+    before = srv.metric("kago_h2_flood_goaways_total")
+    c = Raw(srv.port)
+    try:
+        if kind == "padded-empty-data":  # on a stream routed and waiting for its body
+            c.send(c.headers(1, "/cgi-bin/count", end_stream=False, method="POST",
+                             data=c.block("/cgi-bin/count", method="POST", extra=[("content-length", "10")])))
+            f = hf.DataFrame(1)
+            f.flags.add("PADDED")
+            f.pad_length = 0
+            frame = f.serialize()
+            assert frame[:5] == b"\x00\x00\x01\x00\x08", frame  # one byte: the pad length, 0
+        elif kind == "ping-ack":
+            f = hf.PingFrame(0, opaque_data=b"12345678")
+            f.flags.add("ACK")
+            frame = f.serialize()
+        else:
+            frame = b"\x00\x00\x00\x42\x00\x00\x00\x00\x00"  # type 0x42, empty, stream 0
+        try:
+            for _ in range(10):
+                c.s.sendall(frame * 1000)
+                c.read(timeout=0.1)
+                if c.closed:
+                    break
+        except OSError:
+            pass
+        g = c.goaway()
+        assert g is not None and g.error_code == ENHANCE_YOUR_CALM and c.closed, c.frames[-3:]
+    finally:
+        c.close()
+    assert srv.metric("kago_h2_flood_goaways_total") == before + 1
+    assert curl_ok(srv)
+
+
 def test_idle_connection_gets_goaway_then_close(srv):
     c = Raw(srv.port)
     try:
