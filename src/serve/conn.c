@@ -21,6 +21,7 @@ static void update_reading(struct client *c);
 static void give_or_close_later(struct client *c);
 static void client_close(struct client *c);
 static void arm_timer(struct client *c);
+static void h2_head_timer(struct client *c);
 static void finish_exchange(struct client *c, bool reusable);
 static void tls_pump(struct client *c);
 static void client_move(struct client *c, struct shard *to);
@@ -426,10 +427,17 @@ static void got_bytes(struct client *c, size_t n)
     if (c->state == C_HEAD && !c->req_begun && !c->h2s && c->rpos == 0 &&
         (c->h2_wait || (!c->tls && c->srv->opts.h2c))) {
         int p = h2c_preface(c);
-        if (p == 0)
+        bool first = n && n == c->rlen && !c->h2_wait; /* (h2_begin_tls armed h2_wait's) */
+        if (p == 0) {
+            if (first)
+                h2_head_timer(c);
             return;
-        if (p == 1 && !h2c_place(c))
+        }
+        if (p == 1 && !h2c_place(c)) {
+            if (first && !c->h2_placed)
+                h2_head_timer(c);
             return; /* (its first stream's head is not all there yet, or it moved to another loop) */
+        }
         if (p == 1 || c->h2_wait) { /* (ALPN h2 without the preface: nghttp2 says what is wrong) */
             c->h2_wait = false;
             h2_begin(c);
@@ -1143,6 +1151,15 @@ static void arm_timer(struct client *c)
         uv_timer_stop(&c->timer);
 }
 
+/* An HTTP/2 connection whose first stream has not begun (its preface, or the head of the stream that places
+ * it, still coming) has --header-timeout, as an HTTP/1.1 head does, not the keep-alive one: else idle
+ * connections that sent a byte or nothing after the handshake held a descriptor each for 75 s. Once the
+ * session began, h2.c's idle timer keeps it so until its first stream. */
+static void h2_head_timer(struct client *c)
+{
+    uv_timer_start(&c->timer, on_timer, c->srv->opts.header_timeout_ms, 0);
+}
+
 /* --- lifecycle --------------------------------------------------------------------------------- */
 
 static void on_client_closed(uv_handle_t *h)
@@ -1253,9 +1270,10 @@ static struct shard *owner_of_name(struct server *srv, const char *name)
  * one no app has), once its first stream's head says which app it is for, as for h2c. */
 static void h2_begin_tls(struct client *c)
 {
-    if (c->srv->nshards > 1 && !c->h2_placed)
+    if (c->srv->nshards > 1 && !c->h2_placed) {
         c->h2_wait = true;
-    else
+        h2_head_timer(c);
+    } else
         h2_begin(c);
 }
 

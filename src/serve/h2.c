@@ -28,10 +28,11 @@ struct h2_conn {
     struct client *c;
     struct h2_stream *streams; /* the open ones with a client */
     unsigned nstreams;
-    bool in_recv, sending, dead, goaway, corked;
-    TAILQ_ENTRY(h2_conn) cork_link; /* its loop's h2_corked, while corked */
-    double resets, ctrl;            /* tokens left (H2_RESET_*, H2_CTRL_*) */
+    bool in_recv, sending, dead, goaway, corked, streamed; /* streamed: a stream's head came whole */
+    TAILQ_ENTRY(h2_conn) cork_link;                        /* its loop's h2_corked, while corked */
+    double resets, ctrl;                                   /* tokens left (H2_RESET_*, H2_CTRL_*) */
     uint64_t refill_us;
+    uint64_t first_by_us; /* its first stream must begin by then (--header-timeout from its start) */
 };
 
 struct h2_stream {
@@ -205,7 +206,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
         if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
             st->in_eof = true;
         if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
-            st->headers_done = true;
+            st->headers_done = h->streamed = true;
         if (!st->begun)
             maybe_begin(st);
         else if (st->c && st->in_eof)
@@ -499,7 +500,12 @@ static void arm_idle(struct h2_conn *h)
     if (h->nstreams || h->dead)
         return;
     struct outq *q = &h->c->out;
-    uv_timer_start(&h->c->timer, on_idle, h->c->srv->opts.keepalive_timeout_ms, 0);
+    /* before its first stream, the header timeout from the connection's start, which frames without a
+     * stream (PINGs, SETTINGS) do not push back (see also conn.c's h2_head_timer) */
+    uint64_t ms = h->c->srv->opts.keepalive_timeout_ms, now = kago__serve_now_us();
+    if (!h->streamed)
+        ms = h->first_by_us > now ? (h->first_by_us - now + 999) / 1000 : 1;
+    uv_timer_start(&h->c->timer, on_idle, ms, 0);
     if (!q->writing && kago__outq_size(q) == 0) { /* idle: its buffers go */
         sbuf_free(&q->pend);
         sbuf_free(&q->busy);
@@ -753,6 +759,7 @@ void kago__h2_start(struct client *c)
     h->resets = H2_RESET_BURST;
     h->ctrl = H2_CTRL_BURST;
     h->refill_us = kago__serve_now_us();
+    h->first_by_us = h->refill_us + c->srv->opts.header_timeout_ms * 1000;
     h->mem = (nghttp2_mem){h, h2_malloc, h2_free, h2_calloc, h2_realloc};
     h->making = true;
     if (nghttp2_session_server_new3(&h->s, callbacks(), h, options(), &h->mem) != 0)

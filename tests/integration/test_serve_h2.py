@@ -588,6 +588,72 @@ def test_idle_connection_gets_goaway_then_close(srv):
         c.close()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_connection_stalled_before_its_first_stream_has_the_header_timeout(pki, threads):
+    """HTTP/2 connections that never begin a stream are closed at --header-timeout (2 s here), not the
+    keep-alive timeout (30 s), as an HTTP/1.1 head is: ALPN h2 then nothing, a partial preface (TLS, h2c),
+    the preface and SETTINGS only, a first HEADERS without END_HEADERS (with --threads: the wait for the head
+    that places the connection), and PINGs without a stream (they do not push the deadline back)."""
+    tls = free_port()
+    s = Server(tls_app("web", ["ec.test", "plain.test"], WEB, *pki.ec),
+               extra_args=["--listen-tls", f"127.0.0.1:{tls}", "--h2c", "--threads", str(threads),
+                           "--header-timeout", "2s", "--keepalive-timeout", "30s"])
+    ctx = ssl.create_default_context(cafile=pki.root)
+    ctx.set_alpn_protocols(["h2"])
+    settings = hf.SettingsFrame(0).serialize()
+    ping = hf.PingFrame(0, opaque_data=b"12345678").serialize()
+    partial = hf.HeadersFrame(1)
+    partial.data = hpack.Encoder().encode([(":method", "GET"), (":scheme", "http"), (":path", "/"),
+                                           (":authority", "plain.test")])
+    cases = {"tls-nothing": (True, b""), "tls-partial-preface": (True, PREFACE[:10]),
+             "tls-pings": (True, PREFACE + settings), "h2c-partial-preface": (False, PREFACE[:10]),
+             "h2c-settings-only": (False, PREFACE + settings),
+             "h2c-headers-unended": (False, PREFACE + settings + partial.serialize())}
+    socks = {}
+    try:
+        for name, (over_tls, data) in cases.items():
+            if over_tls:
+                raw = socket.create_connection(("127.0.0.1", tls), timeout=10)
+                sk = ctx.wrap_socket(raw, server_hostname="ec.test")
+                assert sk.selected_alpn_protocol() == "h2"
+            else:
+                sk = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            if data:
+                sk.sendall(data)
+            sk.setblocking(False)
+            socks[name] = sk
+        t0, closed, next_ping = time.time(), {}, time.time() + 0.5
+        while len(closed) < len(socks) and time.time() - t0 < 10:
+            if time.time() > next_ping and "tls-pings" not in closed:
+                try:
+                    socks["tls-pings"].sendall(ping)
+                except OSError:
+                    pass
+                next_ping += 0.5
+            for name, sk in socks.items():
+                if name in closed:
+                    continue
+                try:
+                    while sk.recv(65536):
+                        pass
+                    closed[name] = time.time() - t0
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    pass
+                except OSError:
+                    closed[name] = time.time() - t0
+            time.sleep(0.05)
+        assert set(closed) == set(cases) and all(1.5 < t < 6 for t in closed.values()), closed
+        # a connection that begins a stream is served as before
+        ver, st, body = curl(s, pki, "/index.html", tls=False, host="plain.test")
+        assert (ver, st, body) == ("2", 200, b"hello-h2\n")
+        assert s.stop() == 0, s.stderr()[-2000:]
+        assert "runtime error" not in s.stderr(), s.stderr()[-3000:]
+    finally:
+        for sk in socks.values():
+            sk.close()
+        cleanup(s)
+
+
 def test_a_connection_idle_past_its_trim_serves_its_next_streams(srv):
     """An idle connection gives back its buffers and its empty stream map's page within 2 s (kago__h2_idle):
     streams at once after that, their heads in the HPACK table the first ones filled, are all served."""
