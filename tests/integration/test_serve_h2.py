@@ -411,6 +411,24 @@ def test_max_concurrent_streams(srv):
         assert statuses(c.frames)[301] == b"200"
     finally:
         c.close()
+    # that was before the client acknowledged serve's SETTINGS (Raw sends no ACK); a client that goes past
+    # the limit after its ACK breaks the protocol, and nghttp2 ends the connection: GOAWAY PROTOCOL_ERROR
+    c = Raw(srv.port)
+    try:
+        c.send(c.headers(1))  # (with --threads, serve's SETTINGS come once the first stream placed it)
+        c.read(lambda f: isinstance(f, hf.DataFrame) and f.stream_id == 1 and "END_STREAM" in f.flags)
+        assert any(isinstance(f, hf.SettingsFrame) and "ACK" not in f.flags for f in c.frames), c.frames
+        c.send(hf.SettingsFrame(0, flags=["ACK"]))
+        try:
+            c.send(*[c.headers(3 + 2 * i, "/cgi-bin/sleep?1") for i in range(110)])
+        except OSError:
+            pass  # closed under our feet: the GOAWAY is read below
+        g = c.goaway()
+        assert g is not None and g.error_code == 1 and c.closed, (c.closed, c.frames)  # PROTOCOL_ERROR
+        assert not any(isinstance(f, hf.RstStreamFrame) and f.error_code == 7 for f in c.frames), c.frames
+    finally:
+        c.close()
+    assert curl_ok(srv)
 
 
 def test_header_list_limit_answers_431_and_the_connection_goes_on(srv):
