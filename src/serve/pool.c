@@ -526,6 +526,7 @@ void kago__pool_tick(struct pool *p, uint64_t now)
             if (i->busy)
                 break;
             if (i->outgoing) {
+                active--;
                 if (now - i->created >= p->cfg.lifetime_ms + p->cfg.start_timeout_ms)
                     drain(p, i, now); /* its replacement did not come: it goes all the same */
             } else if (i->generation != p->generation) {
@@ -570,6 +571,19 @@ void kago__pool_tick(struct pool *p, uint64_t now)
                 kill_inst(p, i);
             break;
         }
+    }
+    /* a max_instances a reload lowered: the ready instances past it drain, the least busy first (else only
+     * their lifetimes ended them: a busy app never has an idle one) */
+    while (active > p->cfg.max) {
+        struct pool_inst *least = NULL;
+        for (struct pool_inst *i = p->insts; i; i = i->next)
+            if (i->state == POOL_READY && !i->busy && !i->outgoing &&
+                (!least || i->inflight < least->inflight))
+                least = i;
+        if (!least)
+            break;
+        active--;
+        drain(p, least, now);
     }
     /* after the starts that timed out: their held requests are told why (see start_failed) */
     expire_waiters(p, now);

@@ -818,6 +818,29 @@ static void test_operator_actions(void)
     kago__pool_free(&p);
 }
 
+/* A reload lowers max_instances while every instance is busy: the ones past it drain (none would idle). */
+static void test_max_lowered(void)
+{
+    struct pool p;
+    reset(&p, &base);
+    rec.ready_on_start = true;
+    bool held;
+    struct pool_waiter w[8] = {0};
+    for (int k = 0; k < 8; k++)
+        kago__pool_request(&p, &w[k], 10, &held);
+    ok(kago__pool_count(&p, POOL_READY) == 4, "4 busy instances");
+    struct pool_inst *light = p.insts;
+    kago__pool_done(&p, light, 20);
+    struct pool_cfg cfg = base;
+    cfg.max = 1;
+    kago__pool_configure(&p, &cfg, 30);
+    kago__pool_tick(&p, 30);
+    ok(kago__pool_count(&p, POOL_READY) == 1 && kago__pool_count(&p, POOL_DRAINING) == 3,
+       "max_instances 4 -> 1: three drain at once (%u ready)", kago__pool_count(&p, POOL_READY));
+    ok(light->state == POOL_DRAINING, "the least busy first");
+    kago__pool_free(&p);
+}
+
 int main(void)
 {
     test_cold_start_hold_dispatch();
@@ -839,5 +862,6 @@ int main(void)
     test_backoff_exit_after_ready();
     test_adopt_and_kill_all();
     test_operator_actions();
+    test_max_lowered();
     return tap_done();
 }
