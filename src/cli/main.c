@@ -174,6 +174,8 @@ static bool opt_value(int argc, char **argv, int *i, const char *name, const cha
 
 int main(int argc, char **argv)
 {
+    kago__args = argv[0];
+    kago__args_len = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
     /* kago serve's spawner (spawner.h): not a verb, exec'd by serve */
     if ((argc == 3 || argc == 4) && !strcmp(argv[1], "__spawner"))
         return kago__spawner_main(argc, argv);

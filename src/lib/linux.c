@@ -805,6 +805,10 @@ void kago__init_loop(pid_t child)
     /* nor renamed: ps shows the container's PID 1 as what it is, not as the kago or kago-spawner it was
      * cloned from (the spawner tells its sandboxes still in setup by that name) */
     prctl(PR_SET_NAME, "kago-init", 0, 0, 0);
+    if (kago__args && kago__args_len > 9) { /* nor with the command line it was cloned with */
+        memset(kago__args, 0, kago__args_len);
+        memcpy(kago__args, "kago-init", 9);
+    }
     init_child = child;
     struct sigaction sa = {.sa_handler = init_forward};
     sigemptyset(&sa.sa_mask);

@@ -483,3 +483,6 @@ pid_t kago__fork_reporting(int *fd, const char *what, struct kago_error **err)
         kago__child_nice();
     return pid;
 }
+
+char *kago__args;
+size_t kago__args_len;

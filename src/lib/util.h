@@ -120,6 +120,11 @@ int kago__msg_fd(struct msghdr *mh) KAGO_INTERNAL;
 /* Test-only fault injection: true when $KAGO_FAULT names this setup step, so the integration tests can
  * check that a failure at each step leaves nothing behind. */
 bool kago__fault(const char *step) KAGO_INTERNAL;
+/* The process's command line (argv's strings, as exec laid them out), set by main: a container's init,
+ * a clone of kago never exec'd, blanks it (its /proc/1/cmdline showed the host's kago command line). */
+extern char *kago__args;
+extern size_t kago__args_len;
+
 /* $KAGO_TRACE=1: prints "kago-trace: +USEC STEP" to stderr at each step of a container's start and end. */
 void kago__trace(const char *step) KAGO_INTERNAL;
 /* Monotonic time in microseconds. */

@@ -116,6 +116,14 @@ def test_the_hosts_device_nodes_cannot_be_changed_from_inside(kago, rootfs, user
     assert out[2:] == ["666", "0:0", "666", "0:0"], r  # (the nodes outside unchanged)
 
 
+def test_the_init_shows_no_host_command_line(kago, rootfs):
+    # the init is a clone of kago never exec'd: its /proc/1/cmdline was the host's whole kago command line
+    # (host paths, --bind sources, --env values)
+    r = run(kago, "cat", "/proc/1/cmdline", opts=("--init", "--env", "KAGO_TEST_SECRET=s3cr3t"))
+    assert r.returncode == 0, r
+    assert r.stdout.rstrip("\0") == "kago-init", r.stdout
+
+
 def test_pids_limit_default_and_overrides(kago, rootfs):
     cat = "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max"
     assert run(kago, "/bin/sh", "-c", cat, check=True).stdout.strip() == "2048"
