@@ -723,6 +723,15 @@ def test_deep_layer_is_removed_under_a_low_fd_limit(k, tmp_path):
     assert os.listdir(tmpd) == [], f"rm and prune left {os.listdir(tmpd)}"
 
 
+def create_from(k, L, image, prefix):
+    """Layout L's image (tag t) imported as image, then `kago create` of a container of it (named from
+    prefix): (the name, the CompletedProcess)."""
+    k.imp(f"oci:{L.path}:t", "--name", image)
+    name = f"{prefix}-{os.getpid()}"
+    k.names.add(name)
+    return name, k("create", "--name", name, "--image", image, timeout=20)
+
+
 @pytest.mark.parametrize("case", ["passwd-fifo", "passwd-chardev", "group-fifo", "uid-fifo"])
 def test_image_user_files_that_are_not_regular(k, tmp_path, case):
     """The image's /etc/passwd (or /etc/group) a FIFO or a device: never opened (a FIFO hung kago create; a
@@ -736,10 +745,7 @@ def test_image_user_files_that_are_not_regular(k, tmp_path, case):
     sh = [entry("bin/", kind="dir"), entry("bin/sh", "#!/bin/sh\n", mode=0o755)]  # what create looks for
     L = iu.small_layout(tmp_path / "img", tar_bytes([*sh, entry("etc/", kind="dir"), *files.values()]),
                         config={"Env": [iu.PATH_ENV], "Cmd": ["/bin/sh"], "User": user})
-    k.imp(f"oci:{L.path}:t", "--name", "u:1")
-    name = f"imguser-{os.getpid()}"
-    k.names.add(name)
-    r = k("create", "--name", name, "--image", "u:1", timeout=20)
+    name, r = create_from(k, L, "u:1", "imguser")
     if case == "uid-fifo":
         assert r.returncode == 0, r.stderr
         return
@@ -764,10 +770,7 @@ def test_image_user_is_read_from_what_the_container_sees(k, tmp_path, hide):
     L = iu.Layout(tmp_path / "img", create=True)
     L.add_image([L.add_layer(lower), L.add_layer(tar_bytes(upper))], ref="t",
                 config={"Env": [iu.PATH_ENV], "Cmd": ["/bin/sh"], "User": APP_USER})
-    k.imp(f"oci:{L.path}:t", "--name", "hid:1")
-    name = f"imghid-{os.getpid()}"
-    k.names.add(name)
-    r = k("create", "--name", name, "--image", "hid:1", timeout=20)
+    name, r = create_from(k, L, "hid:1", "imghid")
     if hide == "none":
         assert r.returncode == 0, r.stderr
         k("delete", "--force", name)

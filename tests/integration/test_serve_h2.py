@@ -474,22 +474,27 @@ def test_continuation_flood_ends_the_connection(srv):
     assert curl_ok(srv)
 
 
-def test_rapid_reset_ends_the_connection(srv):
-    before = srv.metric("kago_h2_flood_goaways_total")
-    c = Raw(srv.port)
+def assert_calmed(srv, c, before):
+    """c's connection ended in GOAWAY ENHANCE_YOUR_CALM, counted once (before: the count until then)."""
     try:
-        frames = []
-        for i in range(400):
-            frames += [c.headers(1 + 2 * i, "/cgi-bin/sleep?1"), hf.RstStreamFrame(1 + 2 * i, error_code=8)]
-        try:
-            c.send(*frames)
-        except OSError:
-            pass  # closed under our feet: the GOAWAY is read below
         g = c.goaway()
         assert g is not None and g.error_code == ENHANCE_YOUR_CALM and c.closed, c.frames[-3:]
     finally:
         c.close()
     assert srv.metric("kago_h2_flood_goaways_total") == before + 1
+
+
+def test_rapid_reset_ends_the_connection(srv):
+    before = srv.metric("kago_h2_flood_goaways_total")
+    c = Raw(srv.port)
+    frames = []
+    for i in range(400):
+        frames += [c.headers(1 + 2 * i, "/cgi-bin/sleep?1"), hf.RstStreamFrame(1 + 2 * i, error_code=8)]
+    try:
+        c.send(*frames)
+    except OSError:
+        pass  # closed under our feet: the GOAWAY is read below
+    assert_calmed(srv, c, before)
     assert curl_ok(srv)
 
 
@@ -562,34 +567,29 @@ def test_floods_of_frames_that_carry_nothing_end_the_connection(srv, kind):
     type nobody knows (nghttp2 skips them silently): each from the control frames' budget."""
     before = srv.metric("kago_h2_flood_goaways_total")
     c = Raw(srv.port)
+    if kind == "padded-empty-data":  # on a stream routed and waiting for its body
+        c.send(c.headers(1, "/cgi-bin/count", end_stream=False, method="POST",
+                         data=c.block("/cgi-bin/count", method="POST", extra=[("content-length", "10")])))
+        f = hf.DataFrame(1)
+        f.flags.add("PADDED")
+        f.pad_length = 0
+        frame = f.serialize()
+        assert frame[:5] == b"\x00\x00\x01\x00\x08", frame  # one byte: the pad length, 0
+    elif kind == "ping-ack":
+        f = hf.PingFrame(0, opaque_data=b"12345678")
+        f.flags.add("ACK")
+        frame = f.serialize()
+    else:
+        frame = b"\x00\x00\x00\x42\x00\x00\x00\x00\x00"  # type 0x42, empty, stream 0
     try:
-        if kind == "padded-empty-data":  # on a stream routed and waiting for its body
-            c.send(c.headers(1, "/cgi-bin/count", end_stream=False, method="POST",
-                             data=c.block("/cgi-bin/count", method="POST", extra=[("content-length", "10")])))
-            f = hf.DataFrame(1)
-            f.flags.add("PADDED")
-            f.pad_length = 0
-            frame = f.serialize()
-            assert frame[:5] == b"\x00\x00\x01\x00\x08", frame  # one byte: the pad length, 0
-        elif kind == "ping-ack":
-            f = hf.PingFrame(0, opaque_data=b"12345678")
-            f.flags.add("ACK")
-            frame = f.serialize()
-        else:
-            frame = b"\x00\x00\x00\x42\x00\x00\x00\x00\x00"  # type 0x42, empty, stream 0
-        try:
-            for _ in range(10):
-                c.s.sendall(frame * 1000)
-                c.read(timeout=0.1)
-                if c.closed:
-                    break
-        except OSError:
-            pass
-        g = c.goaway()
-        assert g is not None and g.error_code == ENHANCE_YOUR_CALM and c.closed, c.frames[-3:]
-    finally:
-        c.close()
-    assert srv.metric("kago_h2_flood_goaways_total") == before + 1
+        for _ in range(10):
+            c.s.sendall(frame * 1000)
+            c.read(timeout=0.1)
+            if c.closed:
+                break
+    except OSError:
+        pass
+    assert_calmed(srv, c, before)
     assert curl_ok(srv)
 
 
