@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -141,12 +142,17 @@ int cli_oci_exec(struct cli *g, int argc, char **argv)
     struct kago_error *err = NULL;
     int master = -1;
     cli_hold_signals();
-    pid_t pid = rc ? -1 : kago_container_exec_tty(c, &proc, tty ? &master : NULL, &err);
+    /* No kago process stays between the caller and the command, so the pid file names the command itself
+     * (what a shim kills), as runc's does: detached, it passes to the caller's subreaper; in the
+     * foreground, to this process, a subreaper until it has waited for it. */
+    if (!rc && !a.detach && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        rc = cli_errorf("container %s: exec: become a subreaper: %s", a.id, strerror(errno));
+    pid_t pid = rc ? -1 : kago_container_exec_detached(c, &proc, tty ? &master : NULL, &err);
     kago_spec_free(&proc);
     kago_container_free(c);
     if (rc || pid < 0)
         return rc ? rc : cli_fail(err);
-    if (a.detach) { /* the exec's helper is left to the caller's subreaper, which reaps it */
+    if (a.detach) {
         if (master >= 0 && (rc = cli_send_console(a.console_socket, master)) == 0)
             close(master);
         if (!rc && a.pid_file)

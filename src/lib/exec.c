@@ -17,8 +17,11 @@ static void forward(int sig)
         kill(exec_child, sig);
 }
 
-/* In the forked helper: join, then fork once more so the command is inside the pid namespace too. */
-static _Noreturn void exec_in(struct kago_container *c, const struct kago_spec *proc, int report_fd, bool tty)
+/* In the forked helper: join, then fork once more so the command is inside the pid namespace too. With
+ * pid_fd (>= 0) the helper writes the command's pid there and exits, leaving the command to its parent's
+ * subreaper; otherwise it stays, forwarding signals, and exits as the command did. */
+static _Noreturn void exec_in(struct kago_container *c, const struct kago_spec *proc, int report_fd, bool tty,
+                              int pid_fd)
 {
     struct kago_error *err = NULL;
     const struct kago_spec *cs = &c->spec;
@@ -37,6 +40,8 @@ static _Noreturn void exec_in(struct kago_container *c, const struct kago_spec *
         kago_error_set(&err, errno, "fork");
         goto fail;
     }
+    if (pid > 0 && pid_fd >= 0)
+        _exit(write(pid_fd, &pid, sizeof pid) != sizeof pid);
     if (pid > 0) {
         close(report_fd);
         exec_child = pid;
@@ -79,34 +84,65 @@ fail:
     _exit(127);
 }
 
-pid_t kago_container_exec_tty(struct kago_container *c, const struct kago_spec *proc, int *tty_master,
-                              struct kago_error **err)
+static pid_t exec_start(struct kago_container *c, const struct kago_spec *proc, int *tty_master, bool detach,
+                        struct kago_error **err)
 {
     if (kago_container_status(c) != KAGO_RUNNING)
         return kago_error_set(err, 0, "container %s: not running", c->spec.name);
     if (!proc->argv || !proc->argv[0])
         return kago_error_set(err, 0, "container %s: exec: no command given", c->spec.name);
-    int fd;
+    int fd, p[2] = {-1, -1};
+    if (detach && pipe2(p, O_CLOEXEC) < 0)
+        return kago_error_set(err, errno, "container %s: exec: pipe", c->spec.name);
     pid_t pid = kago__fork_reporting(&fd, "exec", err); /* the terminal's master comes back through fd */
-    if (pid < 0)
-        return -1;
     if (pid == 0)
-        exec_in(c, proc, fd, tty_master != NULL);
+        exec_in(c, proc, fd, tty_master != NULL, p[1]);
+    if (detach)
+        close(p[1]);
+    if (pid < 0) {
+        if (detach)
+            close(p[0]);
+        return -1;
+    }
     char kind;
     int tty, rc = kago__read_child(fd, &kind, &tty, err); /* the terminal, if any, then the report */
     close(fd);
+    pid_t cmd = -1;
+    if (rc == 0 && detach && read(p[0], &cmd, sizeof cmd) != sizeof cmd) /* written before the report ended */
+        rc = kago_error_set(err, EIO, "read the command's pid from the exec helper");
+    if (detach)
+        close(p[0]);
     if (rc < 0) {
         if (tty >= 0)
             close(tty);
         waitpid(pid, NULL, 0);
+        if (cmd > 0)
+            kill(cmd, SIGKILL);
         kago_error_prefix(err, "container %s: exec", c->spec.name);
         return -1;
+    }
+    if (detach) { /* the helper is gone (or going): reaped, the command passes to our subreaper */
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        pid = cmd;
     }
     if (tty_master)
         *tty_master = tty;
     else if (tty >= 0)
         close(tty);
     return pid;
+}
+
+pid_t kago_container_exec_tty(struct kago_container *c, const struct kago_spec *proc, int *tty_master,
+                              struct kago_error **err)
+{
+    return exec_start(c, proc, tty_master, false, err);
+}
+
+pid_t kago_container_exec_detached(struct kago_container *c, const struct kago_spec *proc, int *tty_master,
+                                   struct kago_error **err)
+{
+    return exec_start(c, proc, tty_master, true, err);
 }
 
 pid_t kago_container_exec(struct kago_container *c, const struct kago_spec *proc, struct kago_error **err)

@@ -237,6 +237,40 @@ def test_exec_process_and_update_resources(kago, bundle, tmp_path):
     assert not leftovers(["oci-x1"])
 
 
+def test_exec_pid_file_names_the_command(kago, bundle, tmp_path):
+    """conmon and containerd's shim kill an exec by its pid file: it must name the command itself, not a
+    kago process in between (killing that one left the command running in the container)."""
+    args(bundle, "/bin/sh", "-c", "sleep 60")
+    kago.names.add("oci-xp")
+    rc, err = detached(kago, "run", "--bundle", bundle, "--detach", "oci-xp", tmp=tmp_path)
+    assert rc == 0, err
+    cfg = json.loads((bundle / "config.json").read_text())
+    (tmp_path / "p.json").write_text(json.dumps(dict(cfg["process"], args=["/bin/sleep", "37"])))
+    members = lambda: json.loads(kago("ps", "--format", "json", "oci-xp", check=True).stdout)
+    rc, err = detached(kago, "exec", "--process", tmp_path / "p.json", "--detach", "--pid-file",
+                       tmp_path / "xpid", "oci-xp", tmp=tmp_path)
+    assert rc == 0, err
+    pid = int((tmp_path / "xpid").read_text())
+    with open(f"/proc/{pid}/cmdline") as f:
+        assert f.read().split("\0")[:2] == ["/bin/sleep", "37"]
+    assert pid in members()
+    os.kill(pid, 9)
+    assert wait_for(lambda: pid not in members(), timeout=10)
+    assert len(members()) == 1, "the exec is gone from the container: only its init is left"
+    # in the foreground too: kago waits for the command itself and exits as it did
+    p = kago.popen("exec", "--process", tmp_path / "p.json", "--pid-file", tmp_path / "fpid", "oci-xp",
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert wait_for(lambda: (tmp_path / "fpid").exists(), timeout=10)
+    pid = int((tmp_path / "fpid").read_text())
+    with open(f"/proc/{pid}/cmdline") as f:
+        assert f.read().split("\0")[:2] == ["/bin/sleep", "37"]
+    os.kill(pid, 9)
+    assert p.wait(timeout=10) == 137, p.stderr.read()
+    assert len(members()) == 1
+    kago("delete", "--force", "oci-xp", check=True)
+    assert not leftovers(["oci-xp"])
+
+
 def test_seccomp_argument_filters(kago, bundle):
     """podman's default profile filters syscalls by their arguments: here chmod to mode 0700 is refused
     (EPERM), any other mode is not."""
