@@ -40,6 +40,7 @@ struct kago_mount {
     bool noexec, nosuid; /* every mount is nodev; tmpfs and cgroup ones are nosuid too */
     uint64_t size;       /* tmpfs only; 0 = kernel default */
     unsigned mode;       /* tmpfs only: its root's mode; 0 = 01777 */
+    bool copyup;         /* tmpfs only: starts with a copy of what the rootfs has at dst (OCI tmpcopyup) */
 };
 
 struct kago_rlimit {

@@ -426,7 +426,7 @@ static bool standard_mount(const char *type, const char *dst)
 enum mount_use { USE_ANY, USE_BIND, USE_TMPFS, USE_STANDARD };
 
 struct mount_opts {
-    bool bind, ro, noexec, nosuid;
+    bool bind, ro, noexec, nosuid, copyup;
     uint64_t size;
     const char *mode;
 };
@@ -460,7 +460,7 @@ static bool option_ok(const char *o, enum mount_use use)
     if (in(o, common_options) || in(o, LIST("bind", "rbind")))
         return true;
     if (use == USE_TMPFS || use == USE_ANY)
-        if (has_prefix(o, LIST("size=", "mode=")))
+        if (has_prefix(o, LIST("size=", "mode=")) || !strcmp(o, "tmpcopyup"))
             return true;
     if (use == USE_STANDARD || use == USE_ANY)
         return in(o, LIST("newinstance")) ||
@@ -485,6 +485,7 @@ static int mount_options(struct ctx *x, json_object *m, const char *path, enum m
         mo->ro = !strcmp(o, "ro") ? true : !strcmp(o, "rw") ? false : mo->ro;
         mo->noexec = !strcmp(o, "noexec") ? true : !strcmp(o, "exec") ? false : mo->noexec;
         mo->nosuid = !strcmp(o, "nosuid") ? true : !strcmp(o, "suid") ? false : mo->nosuid;
+        mo->copyup |= !strcmp(o, "tmpcopyup");
         int64_t b = 0;
         if (use == USE_TMPFS && !strncmp(o, "size=", 5) && (kago_parse_size(o + 5, &b, NULL) < 0 || b < 0))
             return bad(x, p, "%s: not a size", o);
@@ -542,7 +543,8 @@ static int load_mount(struct ctx *x, json_object *m, const char *path)
                             .readonly = mo.ro,
                             .noexec = mo.noexec,
                             .nosuid = mo.nosuid,
-                            .size = mo.size};
+                            .size = mo.size,
+                            .copyup = mo.copyup};
     if (!bind && mo.mode) {
         char *end;
         unsigned long mode = strtoul(mo.mode, &end, 8);

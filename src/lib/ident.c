@@ -39,7 +39,7 @@ uint64_t kago__spec_hash(const struct kago_spec *s)
     for (size_t i = 0; i < s->nmounts; i++) {
         const struct kago_mount *m = &s->mounts[i];
         h = kago__fnv_str(kago__fnv_str(h, m->src), m->dst);
-        uint64_t v[] = {m->kind, m->readonly, m->noexec, m->nosuid, m->size, m->mode};
+        uint64_t v[] = {m->kind, m->readonly, m->noexec, m->nosuid, m->size, m->mode, m->copyup};
         h = kago__fnv(h, v, sizeof(v));
     }
     for (size_t i = 0; i < s->nrlimits; i++) {

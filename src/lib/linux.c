@@ -1,6 +1,8 @@
 /* The container's init before exec: namespaces, the root filesystem, /proc /sys /dev, masks, identity.
  * Runs in the cloned child; every failure is reported to the parent through the sync socket. */
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/close_range.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
@@ -13,6 +15,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -475,6 +478,103 @@ static int setup_cgroup_mount(const struct kago__child *ch, int rootfd, const st
     return ro ? remount(fd, flags | ro, m->dst, err) : 0;
 }
 
+static int copy_tree(int from, int to, int depth);
+
+/* One entry of a tmpcopyup: name (of type and owner st) from directory from into directory to. */
+static int copy_entry(int from, int to, const char *name, const struct stat *st, int depth)
+{
+    mode_t mode = st->st_mode & 07777;
+    if (S_ISLNK(st->st_mode)) {
+        char target[PATH_MAX];
+        ssize_t n = readlinkat(from, name, target, sizeof target - 1);
+        if (n < 0)
+            return -1;
+        target[n] = '\0';
+        return symlinkat(target, to, name) < 0
+                   ? -1
+                   : fchownat(to, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
+    }
+    if (!S_ISDIR(st->st_mode) && !S_ISREG(st->st_mode))
+        return S_ISSOCK(st->st_mode) ? 0 /* a socket is nothing without its listener */
+               : mknodat(to, name, st->st_mode, st->st_rdev) < 0
+                   ? -1
+                   : fchownat(to, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW);
+    if (S_ISDIR(st->st_mode) && mkdirat(to, name, 0700) < 0)
+        return -1;
+    int flags = O_NOFOLLOW | O_CLOEXEC | (S_ISDIR(st->st_mode) ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    cleanup_close int in = openat(from, name, flags);
+    cleanup_close int out = S_ISDIR(st->st_mode)
+                                ? openat(to, name, flags)
+                                : openat(to, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (in < 0 || out < 0)
+        return -1;
+    int rc = 0;
+    if (S_ISDIR(st->st_mode)) {
+        if (depth > 64) /* (a descriptor pair a level) */
+            return errno = ELOOP, -1;
+        rc = copy_tree(in, out, depth + 1);
+    } else {
+        for (ssize_t n; rc == 0 && (n = sendfile(out, in, NULL, 1 << 30)) != 0;)
+            rc = n < 0 ? -1 : 0;
+    }
+    struct timespec times[2] = {st->st_atim, st->st_mtim};
+    return rc < 0 || fchown(out, st->st_uid, st->st_gid) < 0 || fchmod(out, mode) < 0 ||
+                   futimens(out, times) < 0
+               ? -1
+               : 0;
+}
+
+/* Copies the tree under directory from into directory to: modes, owners, times, symlinks, nodes. -1 with
+ * errno set. */
+static int copy_tree(int from, int to, int depth)
+{
+    int fd = dup(from);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    int rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d));) {
+        struct stat st;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        rc = fstatat(from, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0
+                 ? -1
+                 : copy_entry(from, to, e->d_name, &st, depth);
+    }
+    int e = errno;
+    closedir(d);
+    errno = e;
+    return rc;
+}
+
+/* A tmpfs at m->dst; with m->copyup it starts with a copy of what the rootfs had there (runc's tmpcopyup). */
+static int mount_tmpfs(int rootfd, const struct kago_mount *m, struct kago_error **err)
+{
+    cleanup_close int fd = mountpoint_in_root(rootfd, m->dst, false, err);
+    cleanup_close int below =
+        fd >= 0 && m->copyup ? open_in_root(rootfd, m->dst, O_RDONLY | O_DIRECTORY, err) : -1;
+    if (fd < 0 || (m->copyup && below < 0))
+        return -1;
+    unsigned mode = m->mode ? m->mode : 01777;
+    cleanup_free char *opt = m->size ? xasprintf("mode=%o,size=%llu", mode, (unsigned long long)m->size)
+                                     : xasprintf("mode=%o", mode);
+    unsigned long flags = MS_NOSUID | MS_NODEV | (m->noexec ? MS_NOEXEC : 0);
+    if (mount_at_fd("tmpfs", fd, "tmpfs", flags | (m->readonly && !m->copyup ? MS_RDONLY : 0), opt, m->dst,
+                    err) < 0)
+        return -1;
+    if (!m->copyup)
+        return 0;
+    cleanup_close int top = open_in_root(rootfd, m->dst, O_RDONLY | O_DIRECTORY, err);
+    if (top < 0)
+        return -1;
+    if (copy_tree(below, top, 0) < 0)
+        return kago_error_set(err, errno, "tmpcopyup %s: copy what the rootfs has there", m->dst);
+    return m->readonly ? remount_ro(top, 0, m->dst, err) : 0;
+}
+
 static int setup_user_mounts(struct kago__child *ch, int rootfd, struct kago_error **err)
 {
     const struct kago_spec *spec = ch->spec;
@@ -492,14 +592,7 @@ static int setup_user_mounts(struct kago__child *ch, int rootfd, struct kago_err
             continue;
         }
         if (m->kind == KAGO_MOUNT_TMPFS) {
-            cleanup_close int fd = mountpoint_in_root(rootfd, m->dst, false, err);
-            unsigned mode = m->mode ? m->mode : 01777;
-            cleanup_free char *opt = m->size
-                                         ? xasprintf("mode=%o,size=%llu", mode, (unsigned long long)m->size)
-                                         : xasprintf("mode=%o", mode);
-            if (fd < 0 || mount_at_fd("tmpfs", fd, "tmpfs",
-                                      MS_NOSUID | MS_NODEV | extra | (m->readonly ? MS_RDONLY : 0), opt,
-                                      m->dst, err) < 0)
+            if (mount_tmpfs(rootfd, m, err) < 0)
                 return -1;
             continue;
         }

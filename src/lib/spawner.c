@@ -93,7 +93,8 @@ json_object *kago__spec_to_json_full(const struct kago_spec *s, const char *scra
         json_object_array_add(j, json_object_new_int(m->kind));
         json_object_array_add(j, m->src ? json_object_new_string(m->src) : NULL);
         json_object_array_add(j, json_object_new_string(m->dst));
-        json_object_array_add(j, json_object_new_int(m->readonly | m->noexec << 1 | m->nosuid << 2));
+        json_object_array_add(
+            j, json_object_new_int(m->readonly | m->noexec << 1 | m->nosuid << 2 | m->copyup << 3));
         json_object_array_add(j, json_object_new_uint64(m->size));
         json_object_array_add(j, json_object_new_int64(m->mode));
         json_object_array_add(mounts, j);
@@ -162,6 +163,7 @@ int kago__spec_from_json_full(json_object *o, struct kago_spec *s, char **scratc
                                .readonly = fl & 1,
                                .noexec = fl & 2,
                                .nosuid = fl & 4,
+                               .copyup = fl & 8,
                                .size = json_object_get_uint64(at(j, 4)),
                                .mode = (unsigned)json_object_get_int64(at(j, 5))};
         if (!m.dst)

@@ -271,6 +271,38 @@ def test_exec_pid_file_names_the_command(kago, bundle, tmp_path):
     assert not leftovers(["oci-xp"])
 
 
+def test_tmpcopyup_copies_the_rootfs_into_the_tmpfs(kago, bundle, tmp_path):
+    """podman puts tmpcopyup on every tmpfs (--tmpfs, --read-only's /run, /tmp, /var/tmp): the tmpfs starts
+    with a copy of what was there, as runc and crun make it (modes, owners, symlinks, files, subdirs)."""
+    tree = tmp_path / "tree"
+    (tree / "sub" / "deeper").mkdir(parents=True)
+    (tree / "f").write_text("hello\n")
+    (tree / "f").chmod(0o640)
+    os.chown(tree / "f", 1234, 5678)
+    (tree / "sub").chmod(0o710)
+    os.chown(tree / "sub", 42, 43)
+    (tree / "sub" / "deeper" / "g").write_text("x" * 100000)
+    os.symlink("sub/deeper/g", tree / "link")
+    os.mkfifo(tree / "fifo")
+    tmpfs = lambda dst, *o: {"destination": dst, "type": "tmpfs", "source": "tmpfs",
+                             "options": ["nosuid", "nodev", "tmpcopyup", *o]}
+    edit(bundle, lambda c: c["mounts"].extend([
+        {"destination": "/w", "type": "bind", "source": str(tree), "options": ["rbind", "ro"]},
+        tmpfs("/w", "size=1m"), tmpfs("/etc", "mode=755", "ro")]))
+    args(bundle, "/bin/sh", "-c",
+         "cd /w && stat -c '%n %a %u:%g %F' f sub sub/deeper/g fifo link && readlink link && cat f && "
+         "wc -c < sub/deeper/g && touch new && echo writable; grep -c root /etc/passwd; "
+         "touch /etc/x 2>/dev/null || echo etc-ro")
+    r = kago("run", "--bundle", bundle, "oci-cu")
+    assert r.returncode == 0, r
+    assert r.stdout.splitlines() == [
+        "f 640 1234:5678 regular file", "sub 710 42:43 directory", "sub/deeper/g 644 0:0 regular file",
+        "fifo 644 0:0 fifo", "link 777 0:0 symbolic link", "sub/deeper/g", "hello", "100000", "writable",
+        "1", "etc-ro"], r.stdout
+    assert not (tree / "new").exists() and sorted(os.listdir(tree)) == ["f", "fifo", "link", "sub"]
+    assert not leftovers(["oci-cu"])
+
+
 def test_seccomp_argument_filters(kago, bundle):
     """podman's default profile filters syscalls by their arguments: here chmod to mode 0700 is refused
     (EPERM), any other mode is not."""
