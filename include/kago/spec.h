@@ -71,6 +71,9 @@ struct kago_limits {
     char *cpuset; /* "0-1,3" */
     struct kago_cgroup_kv *raw;
     size_t nraw;
+    /* > 0: cgroup v1's cpu.shares as given (an OCI bundle's, which cpu_weight is then converted from),
+     * written there instead of cpu_weight's shares; v2 writes cpu_weight. 0 (or KAGO_UNSET): none. */
+    int64_t cpu_shares;
 };
 /* Limits with every field unset: what kago_container_update changes nothing of. */
 #define KAGO_LIMITS_UNSET                                                                                    \

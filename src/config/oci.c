@@ -719,9 +719,10 @@ static int load_cpu(struct ctx *x, json_object *c)
         get_int(x, c, path, "quota", -1, INT64_MAX, &quota) < 0 ||
         get_int(x, c, path, "period", 0, 1000000, &period) < 0 || get_str(x, c, path, "cpus", &cpus) < 0)
         return -1;
-    if (shares > 0) { /* to the cgroup v2 weight, as runc and crun convert it */
+    if (shares > 0) { /* v1 writes them as given; v2 the weight, as runc and crun convert it */
         int64_t w = shares < 2 ? 1 : 1 + ((shares - 2) * 9999) / 262142;
         l->cpu_weight = w < 1 ? 1 : w > 10000 ? 10000 : w;
+        l->cpu_shares = shares < 2 ? 2 : shares > 262144 ? 262144 : shares;
     }
     if (quota > 0) /* -1, 0 or absent: unlimited */
         l->cpu_quota_us = quota;

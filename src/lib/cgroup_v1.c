@@ -595,7 +595,7 @@ static int v1_cpu(struct kago__cgroup *cg, const struct layout *l, const struct 
             return -1;
     }
     if (lim->cpu_weight != KAGO_UNSET) {
-        int64_t shares = lim->cpu_weight * 1024 / 100;
+        int64_t shares = lim->cpu_shares > 0 ? lim->cpu_shares : lim->cpu_weight * 1024 / 100;
         snprintf(v, sizeof v, "%" PRId64, shares < 2 ? (int64_t)2 : shares);
         if (kago__cg_write(cg, dir, "cpu.shares", v, err) < 0)
             return -1;

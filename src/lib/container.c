@@ -1287,8 +1287,10 @@ int kago_container_update(struct kago_container *c, const struct kago_limits *l,
         s->cpu_quota_us = l->cpu_quota_us;
     if (l->cpu_period_us != KAGO_UNSET)
         s->cpu_period_us = l->cpu_period_us;
-    if (l->cpu_weight != KAGO_UNSET)
+    if (l->cpu_weight != KAGO_UNSET) {
         s->cpu_weight = l->cpu_weight;
+        s->cpu_shares = l->cpu_shares > 0 ? l->cpu_shares : 0;
+    }
     if (l->memory != KAGO_UNSET) {
         s->memory = l->memory;
         s->memory_swap = l->memory_swap;

@@ -40,6 +40,8 @@ static json_object *limits_json(const struct kago_limits *l)
     add_int(o, "cpu_quota_us", l->cpu_quota_us);
     add_int(o, "cpu_period_us", l->cpu_period_us);
     add_int(o, "cpu_weight", l->cpu_weight);
+    if (l->cpu_shares > 0)
+        add_int(o, "cpu_shares", l->cpu_shares);
     add_int(o, "memory", l->memory);
     if (l->memory_swap)
         add_int(o, "memory_swap", l->memory_swap);
@@ -242,6 +244,7 @@ int kago__spec_from_json(json_object *o, struct kago_spec *s, struct kago_error 
         s->limits.cpu_quota_us = get_int(l, "cpu_quota_us", KAGO_UNSET);
         s->limits.cpu_period_us = get_int(l, "cpu_period_us", KAGO_UNSET);
         s->limits.cpu_weight = get_int(l, "cpu_weight", KAGO_UNSET);
+        s->limits.cpu_shares = get_int(l, "cpu_shares", 0);
         s->limits.memory = get_int(l, "memory", KAGO_UNSET);
         s->limits.memory_swap = get_int(l, "memory_swap", 0);
         s->limits.pids = get_int(l, "pids", KAGO_UNSET);

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import KAGO, ROOTFS, leftovers, wait_for
+from conftest import CGROUP_V, KAGO, ROOTFS, leftovers, wait_for
 
 
 @pytest.fixture
@@ -301,6 +301,23 @@ def test_tmpcopyup_copies_the_rootfs_into_the_tmpfs(kago, bundle, tmp_path):
         "1", "etc-ro"], r.stdout
     assert not (tree / "new").exists() and sorted(os.listdir(tree)) == ["f", "fifo", "link", "sub"]
     assert not leftovers(["oci-cu"])
+
+
+def test_cpu_shares_as_given_on_v1(kago, bundle, tmp_path):
+    """cgroup v1 gets linux.resources.cpu.shares as given (it went through v2's weight and back: 1024 was
+    written 399); v2 the weight, as runc and crun convert it. update --resources too."""
+    from conftest import read_cgroup
+    args(bundle, "/bin/sh", "-c", "sleep 60")
+    edit(bundle, _set("linux.resources", {"cpu": {"shares": 1024}}))
+    kago.names.add("oci-sh")
+    rc, err = detached(kago, "run", "--bundle", bundle, "--detach", "oci-sh", tmp=tmp_path)
+    assert rc == 0, err
+    assert read_cgroup("oci-sh", "cpu.shares", "cpu.weight", "cpu") == ("1024" if CGROUP_V == 1 else "39")
+    (tmp_path / "res.json").write_text(json.dumps({"cpu": {"shares": 300}}))
+    kago("update", "--resources", tmp_path / "res.json", "oci-sh", check=True)
+    assert read_cgroup("oci-sh", "cpu.shares", "cpu.weight", "cpu") == ("300" if CGROUP_V == 1 else "12")
+    kago("delete", "--force", "oci-sh", check=True)
+    assert not leftovers(["oci-sh"])
 
 
 def test_seccomp_argument_filters(kago, bundle):
