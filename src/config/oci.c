@@ -873,7 +873,24 @@ static int load_seccomp(struct ctx *x, json_object *s)
                 return -1;
         }
     }
-    if (kago_seccomp_from_json(x->spec, s, x->err) < 0)
+    /* names this libseccomp does not know are left out, as runc and crun do: profiles list newer
+     * syscalls (moby's has listmount, statmount, mseal...) that an older libseccomp cannot name */
+    json_object *known = NULL;
+    if (json_object_deep_copy(s, &known, NULL) < 0)
+        abort();
+    json_object_object_get_ex(known, "syscalls", &calls);
+    for (size_t i = 0; calls && i < json_object_array_length(calls); i++) {
+        json_object *names = get(json_object_array_get_idx(calls, i), "names");
+        for (size_t j = is(names, json_type_array) ? json_object_array_length(names) : 0; j-- > 0;) {
+            json_object *n = json_object_array_get_idx(names, j);
+            if (is(n, json_type_string) &&
+                seccomp_syscall_resolve_name(json_object_get_string(n)) == __NR_SCMP_ERROR)
+                json_object_array_del_idx(names, j, 1);
+        }
+    }
+    int r = kago_seccomp_from_json(x->spec, known, x->err);
+    json_object_put(known);
+    if (r < 0)
         return kago_error_prefix(x->err, "%s: linux.seccomp", x->file), -1;
     return 0;
 }

@@ -336,6 +336,20 @@ def test_seccomp_argument_filters(kago, bundle):
     assert "Operation not permitted" in r.stderr, r.stderr
 
 
+def test_seccomp_unknown_syscalls_are_skipped(kago, bundle):
+    """Profiles name syscalls newer than the host's libseccomp (moby's lists listmount, statmount,
+    mseal...): runc and crun leave those names out, the rest of the rule still applies."""
+    edit(bundle, lambda c: c["linux"].__setitem__("seccomp", {
+        "defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["kago_no_such_syscall"], "action": "SCMP_ACT_ERRNO"},
+            {"names": ["kago_no_such_syscall2", "mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}))
+    edit(bundle, lambda c: c["mounts"].append(
+        {"destination": "/w", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}))
+    args(bundle, "/bin/sh", "-c", "mkdir /w/d 2>/dev/null || echo refused")
+    r = kago("run", "--bundle", bundle, "oci-sc2")
+    assert r.returncode == 0 and r.stdout == "refused\n", r
+
+
 def _set(path, value):
     """A config edit: sets the key at a dotted path ("linux.resources.cpu"), making the objects on the way."""
     def f(c):
