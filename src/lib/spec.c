@@ -2,6 +2,7 @@
 #include <string.h>
 #include <seccomp.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <kago/app.h>
 #include <kago/spec.h>
@@ -159,6 +160,19 @@ int kago__limits_check(const struct kago_limits *l, struct kago_error **err)
     return 0;
 }
 
+/* The spec joins a namespace of type ns other than kago's own (a pod's, by path): sysctls of that type
+ * change it, not the host's. A path that does not open passes here: the join reports it. */
+static bool joins_other_ns(const struct kago_spec *spec, int ns)
+{
+    struct stat theirs, ours;
+    char self[32];
+    snprintf(self, sizeof self, "/proc/self/ns/%s", kago_ns_name(ns));
+    if (!spec->join_ns[ns])
+        return false;
+    return stat(spec->join_ns[ns], &theirs) < 0 || stat(self, &ours) < 0 || theirs.st_dev != ours.st_dev ||
+           theirs.st_ino != ours.st_ino;
+}
+
 int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
 {
     if (!spec->argv || !spec->argv[0])
@@ -170,9 +184,10 @@ int kago_spec_validate(const struct kago_spec *spec, struct kago_error **err)
         int ns = sysctl_ns(k);
         if (ns < 0 || strstr(k, "..") || strchr(k, '/'))
             return kago_error_set(err, 0, "sysctl %s: not namespaced (it would change the host)", k);
-        if (!(spec->ns & (1u << ns)))
-            return kago_error_set(err, 0, "sysctl %s: needs the container's own %s namespace", k,
-                                  kago_ns_name(ns));
+        if (!(spec->ns & (1u << ns)) && !joins_other_ns(spec, ns))
+            return kago_error_set(
+                err, 0, "sysctl %s: needs the container's own %s namespace (one made or joined, not kago's)",
+                k, kago_ns_name(ns));
     }
     if (spec->oom_score_adj_set && (spec->oom_score_adj < -1000 || spec->oom_score_adj > 1000))
         return kago_error_set(err, 0, "oom_score_adj %d: expected -1000..1000", spec->oom_score_adj);

@@ -320,6 +320,36 @@ def test_cpu_shares_as_given_on_v1(kago, bundle, tmp_path):
     assert not leftovers(["oci-sh"])
 
 
+def test_net_sysctl_in_a_joined_netns(kago, bundle, tmp_path):
+    """Kubernetes pod sysctls: the container joins the pod's network namespace by path and sets net.*
+    there, as runc allows; not when the path is kago's (the host's) own."""
+    args(bundle, "/bin/sh", "-c", "sleep 60")
+    kago.names.add("oci-pod")
+    rc, err = detached(kago, "run", "--bundle", bundle, "--detach", "oci-pod", tmp=tmp_path)
+    assert rc == 0, err
+    pod = json.loads(kago("state", "oci-pod", check=True).stdout)["pid"]
+    def join(path):
+        def f(c):
+            c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "network"] + [
+                {"type": "network", "path": path}]
+            c["linux"]["sysctl"] = {"net.ipv4.ping_group_range": "7 4242"}
+        return f
+    edit(bundle, join(f"/proc/{pod}/ns/net"))
+    args(bundle, "/bin/cat", "/proc/sys/net/ipv4/ping_group_range")
+    r = kago("run", "--bundle", bundle, "oci-pj")
+    assert r.returncode == 0 and r.stdout.split() == ["7", "4242"], r
+    (tmp_path / "p.json").write_text(json.dumps(dict(json.loads((bundle / "config.json").read_text())["process"])))
+    r = kago("exec", "--process", tmp_path / "p.json", "oci-pod")
+    assert r.returncode == 0 and r.stdout.split() == ["7", "4242"], "set in the pod's netns"
+    with open("/proc/sys/net/ipv4/ping_group_range") as f:
+        assert f.read().split() != ["7", "4242"]
+    edit(bundle, join(f"/proc/{os.getpid()}/ns/net"))
+    r = kago("run", "--bundle", bundle, "oci-pj")
+    assert r.returncode != 0 and "needs the container's own net namespace" in r.stderr, r
+    kago("delete", "--force", "oci-pod", check=True)
+    assert not leftovers(["oci-pod", "oci-pj"])
+
+
 def test_seccomp_argument_filters(kago, bundle):
     """podman's default profile filters syscalls by their arguments: here chmod to mode 0700 is refused
     (EPERM), any other mode is not."""
