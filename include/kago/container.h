@@ -141,9 +141,11 @@ KAGO_EXPORT pid_t kago_container_exec(struct kago_container *c, const struct kag
  * controlling terminal; *tty_master is its master (the caller's to close). */
 KAGO_EXPORT pid_t kago_container_exec_tty(struct kago_container *c, const struct kago_spec *proc,
                                           int *tty_master, struct kago_error **err);
-/* As kago_container_exec_tty (tty_master NULL: no terminal), but no kago process stays between the caller
- * and the command: the pid returned is the command's own, and it is not the caller's child but its
- * subreaper's (the caller's own when it set PR_SET_CHILD_SUBREAPER), as runc leaves an exec. */
+/* As kago_container_exec_tty (tty_master NULL: no terminal), for an OCI process: proc is the whole
+ * process, its supplementary groups, rlimits and no_new_privs replace the container's; and no kago process
+ * stays between the caller and the command: the pid returned is the command's own, and it is not the
+ * caller's child but its subreaper's (the caller's own when it set PR_SET_CHILD_SUBREAPER), as runc leaves
+ * an exec. */
 KAGO_EXPORT pid_t kago_container_exec_detached(struct kago_container *c, const struct kago_spec *proc,
                                                int *tty_master, struct kago_error **err);
 /* Removes what a kago killed during setup left of container name: a state dir without a state file (or

@@ -18,8 +18,9 @@ static void forward(int sig)
 }
 
 /* In the forked helper: join, then fork once more so the command is inside the pid namespace too. With
- * pid_fd (>= 0) the helper writes the command's pid there and exits, leaving the command to its parent's
- * subreaper; otherwise it stays, forwarding signals, and exits as the command did. */
+ * pid_fd (>= 0: kago_container_exec_detached) the helper writes the command's pid there and exits, leaving
+ * the command to its parent's subreaper, and proc is the whole process (its groups, rlimits, no_new_privs);
+ * otherwise the helper stays, forwarding signals, and exits as the command did. */
 static _Noreturn void exec_in(struct kago_container *c, const struct kago_spec *proc, int report_fd, bool tty,
                               int pid_fd)
 {
@@ -67,6 +68,13 @@ static _Noreturn void exec_in(struct kago_container *c, const struct kago_spec *
     s.env = proc->env ? proc->env : cs->env;
     s.uid = proc->uid;
     s.gid = proc->gid;
+    if (pid_fd >= 0) {
+        s.groups = proc->groups;
+        s.ngroups = proc->ngroups;
+        s.no_new_privs = proc->no_new_privs;
+        if (kago__set_rlimits(proc, &err) < 0) /* (raising a hard one needs the capabilities still held) */
+            goto fail;
+    }
     char *cmd = kago__find_command(&s, &err);
     if (!cmd)
         goto fail;

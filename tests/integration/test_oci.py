@@ -271,6 +271,26 @@ def test_exec_pid_file_names_the_command(kago, bundle, tmp_path):
     assert not leftovers(["oci-xp"])
 
 
+def test_exec_process_groups_rlimits_no_new_privileges(kago, bundle, tmp_path):
+    """exec --process FILE: the file's user.additionalGids, rlimits and noNewPrivileges apply to the
+    command (they were silently the container's / kago's own)."""
+    args(bundle, "/bin/sh", "-c", "sleep 60")
+    edit(bundle, lambda c: c["process"].update(noNewPrivileges=False, rlimits=[
+        {"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 1024}]))
+    kago.names.add("oci-xg")
+    rc, err = detached(kago, "run", "--bundle", bundle, "--detach", "oci-xg", tmp=tmp_path)
+    assert rc == 0, err
+    proc = dict(json.loads((bundle / "config.json").read_text())["process"],
+                args=["/bin/sh", "-c", "id -G; ulimit -n; grep NoNewPrivs /proc/self/status"],
+                user={"uid": 1000, "gid": 1000, "additionalGids": [7, 42]}, noNewPrivileges=True,
+                rlimits=[{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}])
+    (tmp_path / "p.json").write_text(json.dumps(proc))
+    r = kago("exec", "--process", tmp_path / "p.json", "oci-xg")
+    assert r.returncode == 0 and r.stdout.split() == ["1000", "7", "42", "123", "NoNewPrivs:", "1"], r
+    kago("delete", "--force", "oci-xg", check=True)
+    assert not leftovers(["oci-xg"])
+
+
 def test_tmpcopyup_copies_the_rootfs_into_the_tmpfs(kago, bundle, tmp_path):
     """podman puts tmpcopyup on every tmpfs (--tmpfs, --read-only's /run, /tmp, /var/tmp): the tmpfs starts
     with a copy of what was there, as runc and crun make it (modes, owners, symlinks, files, subdirs)."""
