@@ -25,6 +25,7 @@ struct ctx {
     struct kago_spec *spec;
     struct kago_oci *oci;
     struct kago_error **err;
+    bool update; /* update --resources: -1 is "unlimited" to write, not a new cgroup's default to skip */
 };
 
 static char *dup(const char *s)
@@ -724,8 +725,8 @@ static int load_cpu(struct ctx *x, json_object *c)
         l->cpu_weight = w < 1 ? 1 : w > 10000 ? 10000 : w;
         l->cpu_shares = shares < 2 ? 2 : shares > 262144 ? 262144 : shares;
     }
-    if (quota > 0) /* -1, 0 or absent: unlimited */
-        l->cpu_quota_us = quota;
+    if (quota > 0 || (quota == -1 && x->update && get(c, "quota"))) /* 0 or absent: unchanged */
+        l->cpu_quota_us = quota > 0 ? quota : KAGO_NOLIMIT;
     if (period > 0)
         l->cpu_period_us = period;
     if (cpus && *cpus) {
@@ -753,8 +754,8 @@ static int load_memory(struct ctx *x, json_object *m)
         (has_swap = get_int(x, m, path, "swap", -1, INT64_MAX, &swap)) < 0 ||
         get_bool(x, m, path, "useHierarchy", &hier) < 0)
         return -1;
-    if (lim > 0)
-        x->spec->limits.memory = lim;
+    if (lim > 0 || (lim == -1 && x->update && get(m, "limit"))) /* -1: unlimited; 0 or absent: unchanged */
+        x->spec->limits.memory = lim > 0 ? lim : KAGO_NOLIMIT;
     /* swap is memory + swap (as v1's memsw): -1 unlimited, 0 or absent none beyond the limit */
     if (has_swap && swap > 0 && lim <= 0)
         return bad(x, "linux.resources.memory.swap", "%lld: needs a memory limit", (long long)swap);
@@ -783,8 +784,10 @@ static int load_resources(struct ctx *x, json_object *r)
     if (p && (keys(x, p, "linux.resources.pids", LIST("limit"), NULL) < 0 ||
               get_int(x, p, "linux.resources.pids", "limit", INT64_MIN, INT64_MAX, &limit) < 0))
         return -1;
-    if (limit > 0) /* <= 0: unlimited */
+    if (limit > 0) /* < 0: unlimited (a new cgroup's default), 0: unchanged */
         x->spec->limits.pids = limit;
+    else if (limit < 0 && x->update)
+        x->spec->limits.pids = KAGO_NOLIMIT;
     return 0;
 }
 
@@ -1198,7 +1201,7 @@ int kago_oci_load_resources(const char *path, const char *json, size_t len, stru
     if (!o)
         return -1;
     struct kago_oci oci = {0};
-    struct ctx x = {.file = path, .spec = spec, .oci = &oci, .err = err};
+    struct ctx x = {.file = path, .spec = spec, .oci = &oci, .err = err, .update = true};
     int r = load_resources(&x, o);
     json_object_put(o);
     return r;

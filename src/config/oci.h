@@ -60,7 +60,8 @@ char *kago_oci_hooks_json(const struct kago_oci *oci);
  * *terminal gets process.terminal. Returns 0 or < 0 with *err naming the JSON path. */
 int kago_oci_load_process(const char *path, const char *json, size_t len, struct kago_spec *proc,
                           bool *terminal, struct kago_error **err);
-/* `update --resources FILE`: a LinuxResources object into spec->limits (fields absent stay unset). */
+/* `update --resources FILE`: a LinuxResources object into spec->limits (fields absent stay unset; -1 for
+ * memory.limit, cpu.quota, pids.limit: KAGO_NOLIMIT, as runc sets them unlimited). */
 int kago_oci_load_resources(const char *path, const char *json, size_t len, struct kago_spec *spec,
                             struct kago_error **err);
 /* `kago spec`: a default config.json (runc's layout, kago's defaults) that loads back. The caller frees. */

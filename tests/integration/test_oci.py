@@ -291,6 +291,31 @@ def test_exec_process_groups_rlimits_no_new_privileges(kago, bundle, tmp_path):
     assert not leftovers(["oci-xg"])
 
 
+def test_update_resources_minus_one_is_unlimited(kago, bundle, tmp_path):
+    """update --resources with -1 (unlimited) for memory.limit, cpu.quota and pids.limit lifts the limit,
+    as runc and crun do (it exited 0 and left it as it was)."""
+    from conftest import cpu_quota, read_cgroup
+    args(bundle, "/bin/sh", "-c", "sleep 60")
+    edit(bundle, _set("linux.resources", {"memory": {"limit": 64 << 20}, "cpu": {"quota": 20000},
+                                          "pids": {"limit": 50}}))
+    kago.names.add("oci-un")
+    rc, err = detached(kago, "run", "--bundle", bundle, "--detach", "oci-un", tmp=tmp_path)
+    assert rc == 0, err
+    mem = lambda: read_cgroup("oci-un", "memory.limit_in_bytes", "memory.max", "memory")
+    pids = lambda: read_cgroup("oci-un", "pids.max", "pids.max", "pids")
+    assert (int(mem()), cpu_quota("oci-un")[0], pids()) == (64 << 20, 20000, "50")
+    (tmp_path / "res.json").write_text(json.dumps({"memory": {"limit": 0}, "cpu": {"quota": 0},
+                                                   "pids": {"limit": 0}}))
+    kago("update", "--resources", tmp_path / "res.json", "oci-un", check=True)   # 0: unchanged
+    assert (int(mem()), cpu_quota("oci-un")[0], pids()) == (64 << 20, 20000, "50")
+    (tmp_path / "res.json").write_text(json.dumps({"memory": {"limit": -1}, "cpu": {"quota": -1},
+                                                   "pids": {"limit": -1}}))
+    kago("update", "--resources", tmp_path / "res.json", "oci-un", check=True)
+    assert mem() in ("max", "9223372036854771712") and cpu_quota("oci-un")[0] is None and pids() == "max"
+    kago("delete", "--force", "oci-un", check=True)
+    assert not leftovers(["oci-un"])
+
+
 def test_tmpcopyup_copies_the_rootfs_into_the_tmpfs(kago, bundle, tmp_path):
     """podman puts tmpcopyup on every tmpfs (--tmpfs, --read-only's /run, /tmp, /var/tmp): the tmpfs starts
     with a copy of what was there, as runc and crun make it (modes, owners, symlinks, files, subdirs)."""
