@@ -1,4 +1,4 @@
-/* kago kill [--all] NAME [SIGNAL]: default SIGTERM; --all signals every process of the container. */
+/* kago kill [--all|-a] NAME [SIGNAL]: default SIGTERM; --all signals every process of the container. */
 #include <signal.h>
 #include <string.h>
 
@@ -8,12 +8,12 @@ CLI_VERB(kill)
 {
     bool all = false;
     int i = 1;
-    if (i < argc && !strcmp(argv[i], "--all")) {
+    if (i < argc && (!strcmp(argv[i], "--all") || !strcmp(argv[i], "-a"))) { /* (runc's short form too) */
         all = true;
         i++;
     }
     if (argc - i < 1 || argc - i > 2)
-        return cli_usage("kill", "expected: kago kill [--all] NAME [SIGNAL]");
+        return cli_usage("kill", "expected: kago kill [--all|-a] NAME [SIGNAL]");
     int sig = argc - i == 2 ? kago_signal_from_name(argv[i + 1]) : SIGTERM;
     if (sig < 0)
         return cli_errorf("signal \"%s\": unknown", argv[i + 1]);

@@ -31,7 +31,7 @@ static const struct verb verbs[] = {
      "       kago exec --process FILE [--detach] [--tty] [--pid-file FILE] [--console-socket PATH]\n"
      "                 [--preserve-fds N] ID" OCI_FORM},
     {"kill", cli_kill, "send a signal to a container",
-     "usage: kago kill [--all] NAME [SIGNAL]   (default TERM; --all: every process of the container)\n"},
+     "usage: kago kill [--all|-a] NAME [SIGNAL]   (default TERM; --all: every process of the container)\n"},
     {"delete", cli_delete, "remove a container and every trace of it",
      "usage: kago delete [--force] NAME...   (--force: kill it first if it runs)\n"},
     {"list", cli_list, "list containers", "usage: kago list [--json | --format json|table]\n"},

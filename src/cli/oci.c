@@ -166,9 +166,12 @@ static int load(struct cli *g, const struct oci_args *a, struct kago_spec *spec,
     spec->name = strdup(a->id);
     (void)g;
     /* systemd socket activation, as runc: the runtime's LISTEN_FDS sockets (fds 3..) come first, then the
-     * --preserve-fds ones; the command is told of the sockets as their pid 1 */
-    const char *lf = getenv("LISTEN_FDS");
-    int nlisten = lf ? atoi(lf) : 0;
+     * --preserve-fds ones; the command is told of the sockets as their pid 1. Only when LISTEN_PID is
+     * kago's own pid: otherwise they were meant for a process before it (runc ignores them too). */
+    const char *lf = getenv("LISTEN_FDS"), *lp = getenv("LISTEN_PID");
+    char self[24];
+    snprintf(self, sizeof self, "%d", (int)getpid());
+    int nlisten = lf && lp && !strcmp(lp, self) ? atoi(lf) : 0;
     if (nlisten > 0) {
         char kv[32];
         snprintf(kv, sizeof kv, "LISTEN_FDS=%d", nlisten);

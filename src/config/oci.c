@@ -1443,8 +1443,26 @@ char *kago_oci_features(void)
     json_object_object_add(sc, "enabled", json_object_new_boolean(1));
     json_object_object_add(sc, "actions",
                            str_array(LIST("SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
-                                          "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_LOG")));
-    json_object_object_add(sc, "operators", json_object_new_array());
+                                          "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG")));
+    json_object_object_add(sc, "operators",
+                           str_array(LIST("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ",
+                                          "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")));
+    /* the architectures load_seccomp accepts: those this libseccomp knows */
+    json_object *archs = json_object_new_array();
+    for (const char *const *a =
+             LIST("x86", "x86_64", "x32", "arm", "aarch64", "loongarch64", "m68k", "mips", "mips64",
+                  "mips64n32", "mipsel", "mipsel64", "mipsel64n32", "ppc", "ppc64", "ppc64le", "s390",
+                  "s390x", "parisc", "parisc64", "riscv64", "sheb", "sh");
+         *a; a++) {
+        char name[32] = "SCMP_ARCH_";
+        size_t k = 10;
+        for (const char *c = *a; *c && k + 1 < sizeof name; c++)
+            name[k++] = (char)toupper((unsigned char)*c);
+        name[k] = '\0';
+        if (seccomp_arch_resolve_name(*a))
+            json_object_array_add(archs, json_object_new_string(name));
+    }
+    json_object_object_add(sc, "archs", archs);
     json_object_object_add(l, "seccomp", sc);
     for (const char *const *k = LIST("apparmor", "selinux", "intelRdt"); *k; k++) {
         json_object *e = json_object_new_object();

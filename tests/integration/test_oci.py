@@ -61,6 +61,41 @@ def test_features():
     f = json.loads(r.stdout)
     assert f["ociVersionMin"].startswith("1.0") and f["ociVersionMax"].startswith("1.1")
     assert "pid" in f["linux"]["namespaces"]
+    sc = f["linux"]["seccomp"]   # what load_seccomp accepts: every operator, KILL_THREAD, the archs
+    assert len(sc["operators"]) == 7 and "SCMP_CMP_MASKED_EQ" in sc["operators"]
+    assert "SCMP_ACT_KILL_THREAD" in sc["actions"] and "SCMP_ARCH_X86_64" in sc["archs"]
+
+
+def test_kill_all_short_form(kago, bundle, tmp_path):
+    """runc's kill -a (as --all): every process of the container."""
+    args(bundle, "/bin/sh", "-c", "sleep 60 & sleep 61")
+    kago.names.add("oci-ka")
+    rc, err = detached(kago, "run", "--bundle", bundle, "--detach", "oci-ka", tmp=tmp_path)
+    assert rc == 0, err
+    assert wait_for(lambda: len(json.loads(kago("ps", "--format", "json", "oci-ka").stdout)) == 2, timeout=10)
+    r = kago("kill", "-a", "oci-ka", "KILL")
+    assert r.returncode == 0, r
+    assert wait_for(lambda: json.loads(kago("state", "oci-ka").stdout)["status"] == "stopped", timeout=10)
+    kago("delete", "oci-ka", check=True)
+
+
+def test_listen_fds_only_for_kagos_own_pid(kago, bundle):
+    """LISTEN_FDS is kago's only when LISTEN_PID is its pid (as runc reads them): inherited from a parent
+    (a socket-activated shell or service), it named fds kago does not have and create failed."""
+    args(bundle, "/bin/sh", "-c", "echo fds=${LISTEN_FDS:-none}")
+    env = {**os.environ, "LISTEN_FDS": "2", "LISTEN_PID": "1"}
+    r = subprocess.run([KAGO, "--root", kago.root, "run", "--bundle", bundle, "oci-lf"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "fds=none\n", r
+    with socket.socket() as s:   # LISTEN_PID kago's own: the socket is the command's fd 3
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        fd = s.fileno()
+        wrap = ("import os, sys; os.dup2(int(sys.argv[1]), 3); os.close(int(sys.argv[1])); "
+                "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); os.execv(sys.argv[2], sys.argv[2:])")
+        r = subprocess.run(["/usr/bin/python3", "-c", wrap, str(fd), KAGO, "--root", kago.root, "run", "--bundle",
+                            bundle, "oci-lf"], pass_fds=(fd,), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "fds=1\n", r
 
 
 def test_run_bundle_exit_codes_and_output(kago, bundle):
