@@ -811,13 +811,14 @@ static void redispatch(struct client *c)
 
 /* A connection reset before any response byte means the app had not read the whole request: it was
  * still in the backlog of a listener that went away (an instance being killed), or it reached a
- * keep-alive connection the app had just closed (then it may also just end: EOF, the app's idle timeout
- * crossing the request, as Node's, uvicorn's, gunicorn's are shorter than kago's 10 s). A request without
- * a body and with an idempotent method may then be sent again (RFC 9110 9.2.2), as nginx does; a reset
- * fresh connection also means the instance is going away, so it takes no more requests. */
+ * keep-alive connection the app had just closed. A connection that idled a while may also just end (EOF):
+ * the app's idle timeout crossing the request (Node's, uvicorn's, gunicorn's are shorter than kago's 10 s).
+ * A request without a body and with an idempotent method may then be sent again (RFC 9110 9.2.2), as nginx
+ * does; a reset fresh connection also means the instance is going away, so it takes no more requests. (An
+ * EOF on a connection in steady use is an app that died with the request: not sent again, to kill more.) */
 static bool resend_safe(const struct client *c, const struct upconn *u, int err)
 {
-    if ((err != UV_ECONNRESET && err != UV_EPIPE && !(err == UV_EOF && u->reused)) || u->got_bytes)
+    if ((err != UV_ECONNRESET && err != UV_EPIPE && !(err == UV_EOF && u->idled)) || u->got_bytes)
         return false;
     if (c->body_in || c->info.content_length || c->info.chunked || c->info.upgrade)
         return false;

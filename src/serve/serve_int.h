@@ -153,6 +153,7 @@ struct upconn {
     struct outq out;
     char *rbuf;
     bool connected, probe, reused, closing, got_bytes, reading;
+    bool idled;            /* reused after UPCONN_APP_IDLE_MS or more idle (see resend_safe) */
     bool resp_chunked_out; /* re-chunking the body to the client */
     bool resp_done;
 };
@@ -509,6 +510,8 @@ struct upconn *kago__upconn_get(struct instance *inst); /* an idle keep-alive co
 /* A keep-alive connection idle this long is closed (as HAProxy purges idle server connections): at
  * thousands of mostly quiet instances, an fd in serve and a socket in the app each. */
 #define UPCONN_IDLE_MS 10000
+/* the shortest idle timeout an app would close a kept connection after (gunicorn's 2 s, Node's 5 s) */
+#define UPCONN_APP_IDLE_MS 1000
 /* Closes inst's keep-alive connections idle for UPCONN_IDLE_MS by now. */
 void kago__upconn_sweep(struct instance *inst, uint64_t now);
 /* Opens a new connection inside inst's netns to 127.0.0.1:port, c->up when for a client; the result

@@ -377,6 +377,7 @@ struct upconn *kago__upconn_get(struct instance *inst)
     inst->idle = u->next_idle;
     u->next_idle = NULL;
     u->reused = true;
+    u->idled = kago__serve_now_ms() - u->idle_since >= UPCONN_APP_IDLE_MS;
     u->got_bytes = false;
     return u;
 }
