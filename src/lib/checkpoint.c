@@ -327,6 +327,8 @@ static int find_externals(const struct mnt *m, size_t n, bool userns, json_objec
             break;
         }
         add_external(ext, m[i].mp, "kago-ext", json_object_new_string(src), "source");
+        json_object_object_add(json_object_array_get_idx(ext, json_object_array_length(ext) - 1), "flags",
+                               json_object_new_string(m[i].opts));
         free(src);
     }
     mounts_free(host, nhost);
@@ -990,6 +992,41 @@ static int restore_tmpfs(const struct image *im, const char *scratch, struct kag
     return 0;
 }
 
+/* A read-only bind of a host device (/dev's nodes, the masks over /proc files: linux.c binds them
+ * read-only, so that a container cannot chmod the host's nodes): criu binds the source in place without
+ * the flags, so it gets scratch/KEY instead, a bind of the source made read-only here (a bind keeps the
+ * flags). */
+static bool ro_device(json_object *e)
+{
+    json_object *src, *fl;
+    struct stat st;
+    return json_object_object_get_ex(e, "source", &src) && json_object_object_get_ex(e, "flags", &fl) &&
+           (mount_flags(json_object_get_string(fl)) & MS_RDONLY) &&
+           stat(json_object_get_string(src), &st) == 0 && S_ISCHR(st.st_mode);
+}
+
+static int restore_ro_devices(const struct image *im, const char *scratch, struct kago_error **err)
+{
+    for (size_t i = 0; i < json_object_array_length(im->ext); i++) {
+        json_object *e = json_object_array_get_idx(im->ext, i), *key, *src, *fl;
+        if (!ro_device(e))
+            continue;
+        json_object_object_get_ex(e, "key", &key);
+        json_object_object_get_ex(e, "source", &src);
+        json_object_object_get_ex(e, "flags", &fl);
+        cleanup_free char *at = xasprintf("%s/%s", scratch, json_object_get_string(key));
+        const char *from = json_object_get_string(src);
+        int fd = open(at, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return kago_error_set(err, errno, "create %s", at);
+        close(fd);
+        if (mount(from, at, NULL, MS_BIND, NULL) < 0 ||
+            mount(NULL, at, NULL, MS_REMOUNT | MS_BIND | mount_flags(json_object_get_string(fl)), NULL) < 0)
+            return kago_error_set(err, errno, "bind %s read-only on %s", from, at);
+    }
+    return 0;
+}
+
 struct restore_prep {
     struct kago_container *c;
     const struct image *im;
@@ -1074,7 +1111,7 @@ static int restore_prep_fn(void *arg, struct kago_error **err)
         return -1;
     if (mount("kago-upper", p->scratch, "tmpfs", MS_NODEV | MS_NOSUID, "mode=755") < 0)
         return kago_error_set(err, errno, "mount tmpfs on %s", p->scratch);
-    if (restore_tmpfs(p->im, p->scratch, err) < 0)
+    if (restore_tmpfs(p->im, p->scratch, err) < 0 || restore_ro_devices(p->im, p->scratch, err) < 0)
         return -1;
     if (spec->overlay) {
         cleanup_free char *upper = xasprintf("%s/upper", p->scratch);
@@ -1133,7 +1170,7 @@ static char **restore_argv(const char *criu, const struct image *im, const char 
         json_object *e = json_object_array_get_idx(im->ext, i), *key = NULL, *src = NULL;
         json_object_object_get_ex(e, "key", &key);
         argv[n++] = xstrdup("--external");
-        if (json_object_object_get_ex(e, "tmpfs", NULL)) {
+        if (json_object_object_get_ex(e, "tmpfs", NULL) || ro_device(e)) {
             argv[n++] =
                 xasprintf("mnt[%s]:%s/%s", json_object_get_string(key), scratch, json_object_get_string(key));
             continue;
