@@ -14,6 +14,13 @@ import pytest
 from conftest import CGROUP_V, KAGO, ROOTFS, leftovers, wait_for
 
 
+# What these tests' programs need (mknod, chown, files of other owners...): Docker's and podman's set, given
+# explicitly (`kago spec` writes runc's three)
+DOCKER_CAPS = ["CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+               "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
+               "CAP_SETUID", "CAP_SYS_CHROOT"]
+
+
 @pytest.fixture
 def bundle(tmp_path):
     """A bundle from `kago spec`, its rootfs a copy-free bind of the busybox rootfs (root.path absolute)."""
@@ -23,6 +30,7 @@ def bundle(tmp_path):
     assert r.returncode == 0, r.stderr
     cfg = json.loads((b / "config.json").read_text())
     cfg["root"] = {"path": ROOTFS, "readonly": True}
+    cfg["process"]["capabilities"] = {k: DOCKER_CAPS for k in ("bounding", "effective", "permitted")}
     (b / "config.json").write_text(json.dumps(cfg))
     return b
 
@@ -52,6 +60,12 @@ def test_spec_writes_a_config_that_refuses_to_be_overwritten(tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["ociVersion"].startswith("1.") and cfg["root"]["path"] == "rootfs"
     assert cfg["process"]["args"] == ["sh"] and cfg["process"]["terminal"] is False
+    # runc's and crun's spec: three capabilities and a read-only root (it had Docker's fourteen: NET_RAW,
+    # MKNOD, SETFCAP...), no new privileges
+    runc3 = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    assert {k: sorted(v) for k, v in cfg["process"]["capabilities"].items()} == \
+        {k: runc3 for k in ("bounding", "effective", "permitted")}, cfg["process"]["capabilities"]
+    assert cfg["root"]["readonly"] is True and cfg["process"]["noNewPrivileges"] is True
     r = subprocess.run([KAGO, "spec"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode != 0 and "exists" in r.stderr
 

@@ -26,6 +26,13 @@ PAGE = ("mkdir -p /dev/shm/www && echo hello from {tag} > /dev/shm/www/index.htm
         "exec httpd -f -p 8080 -h /dev/shm/www")
 
 
+# What these tests' programs need (mknod, chown, files of other owners...): Docker's and podman's set, given
+# explicitly (`kago spec` writes runc's three)
+DOCKER_CAPS = ["CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+               "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
+               "CAP_SETUID", "CAP_SYS_CHROOT"]
+
+
 @pytest.fixture
 def bundle(tmp_path):
     """A bundle from `kago spec` (its own pid, mount and network namespaces), root.path the busybox rootfs."""
@@ -35,6 +42,7 @@ def bundle(tmp_path):
     assert r.returncode == 0, r.stderr
     cfg = json.loads((b / "config.json").read_text())
     cfg["root"] = {"path": ROOTFS, "readonly": True}
+    cfg["process"]["capabilities"] = {k: DOCKER_CAPS for k in ("bounding", "effective", "permitted")}
     (b / "config.json").write_text(json.dumps(cfg))
     return b
 
