@@ -575,12 +575,8 @@ void kago__pool_tick(struct pool *p, uint64_t now)
     /* a max_instances a reload lowered: the ready instances past it drain, the least busy first (else only
      * their lifetimes ended them: a busy app never has an idle one) */
     while (active > p->cfg.max) {
-        struct pool_inst *least = NULL;
-        for (struct pool_inst *i = p->insts; i; i = i->next)
-            if (i->state == POOL_READY && !i->busy && !i->outgoing &&
-                (!least || i->inflight < least->inflight))
-                least = i;
-        if (!least)
+        struct pool_inst *least = pick(p); /* (an outgoing one only when no other is ready) */
+        if (!least || least->outgoing)
             break;
         active--;
         drain(p, least, now);
